@@ -1,0 +1,128 @@
+// How a process stores values and follows ObjectRefs to them: owner lookup, local file reads,
+// chunked fetches from other nodes. Every process (driver or worker) has one.
+import { encode, decode } from '../runtime/codec.ts';
+import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
+import type { Bus } from '../runtime/transport.ts';
+import { ObjectRef } from './object-ref.ts';
+import type { ObjectLocation } from './location.ts';
+import { OwnerTable } from './owner-table.ts';
+import type { NodeStore } from './node-store.ts';
+
+/** Under the server's default max_payload (1 MiB) with room for the envelope. */
+const CHUNK = 512 * 1024;
+const CHUNKS_IN_FLIGHT = 8;
+
+export const objectSubjects = {
+  procLocate: (proc: string) => `troupe.proc.${proc}.obj.locate`,
+  procRead: (proc: string) => `troupe.proc.${proc}.obj.read`,
+  nodeRead: (node: string) => `troupe.node.${node}.obj.read`,
+  nodeFree: (node: string) => `troupe.node.${node}.obj.free`,
+};
+
+export interface ObjectClientOptions {
+  bus: Bus;
+  procId: string;
+  /** The node daemon on this machine and its store, when there is one. */
+  nodeId?: string;
+  store?: NodeStore;
+  inlineThreshold: number;
+}
+
+export class ObjectClient {
+  readonly owned = new OwnerTable();
+  /** Large values held in memory when there is no local store. */
+  private readonly held = new Map<string, Uint8Array>();
+
+  constructor(private readonly o: ObjectClientOptions) {}
+
+  /** Answers other processes asking where our objects are, and serves bytes we hold in memory. */
+  serve(): void {
+    const { bus, procId } = this.o;
+    bus.serve(objectSubjects.procLocate(procId), (req: { id: string }) => {
+      const p = this.owned.whenSealed(req.id);
+      if (!p) throw new ObjectLostError(`object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`);
+      return p;
+    });
+    bus.serve(objectSubjects.procRead(procId), (req: { id: string; offset: number; length: number }) => {
+      const b = this.held.get(req.id);
+      if (!b) throw new ObjectLostError(`object ${req.id} is not held by ${procId}`);
+      return b.subarray(req.offset, req.offset + req.length);
+    });
+  }
+
+  /** Serializes a value into a location: inline, a file in the local store, or our memory. */
+  async store(id: string, value: unknown): Promise<ObjectLocation> {
+    return this.storeBytes(id, encode(value));
+  }
+
+  async storeBytes(id: string, bytes: Uint8Array): Promise<ObjectLocation> {
+    if (bytes.length <= this.o.inlineThreshold) return { inline: bytes };
+    if (this.o.store && this.o.nodeId) {
+      await this.o.store.write(id, bytes);
+      return { node: this.o.nodeId, size: bytes.length };
+    }
+    this.held.set(id, bytes);
+    return { proc: this.o.procId, size: bytes.length };
+  }
+
+  /** Where the ref's value is, waiting until it exists. */
+  locate(ref: ObjectRef): Promise<ObjectLocation> {
+    const mine = this.owned.whenSealed(ref.id);
+    if (mine) return mine;
+    if (ref.owner === this.o.procId) return Promise.reject(new ObjectLostError(`object ${ref.id} was freed`));
+    return this.o.bus.request<ObjectLocation>(objectSubjects.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 }).catch((e) => {
+      if (e instanceof NoRespondersError) throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
+      throw e;
+    });
+  }
+
+  /** The value a location points to. Throws the producing task's error for a failed object. */
+  async load<T>(id: string, loc: ObjectLocation): Promise<T> {
+    if ('error' in loc) throw loc.error;
+    if ('inline' in loc) return decode<T>(loc.inline);
+    return decode<T>(await this.loadBytes(id, loc));
+  }
+
+  private async loadBytes(id: string, loc: { node: string; size: number } | { proc: string; size: number }): Promise<Uint8Array> {
+    if ('node' in loc && loc.node === this.o.nodeId && this.o.store) {
+      try {
+        return await this.o.store.read(id);
+      } catch (e) {
+        throw new ObjectLostError(`object ${id} is missing from this node's store`, { cause: e });
+      }
+    }
+    const subject = 'node' in loc ? objectSubjects.nodeRead(loc.node) : objectSubjects.procRead(loc.proc);
+    try {
+      return await fetchChunked(this.o.bus, subject, id, loc.size);
+    } catch (e) {
+      if (e instanceof NoRespondersError) {
+        throw new ObjectLostError(`object ${id} is lost: ${'node' in loc ? `node ${loc.node}` : `process ${loc.proc}`} that held it is gone`, { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  async get<T>(ref: ObjectRef<T>): Promise<T> {
+    return this.load<T>(ref.id, await this.locate(ref));
+  }
+}
+
+/** Reads `size` bytes in chunks, several in flight; checks that every chunk is whole. */
+export async function fetchChunked(bus: Bus, subject: string, id: string, size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  let next = 0;
+  const worker = async () => {
+    while (next < size) {
+      const offset = next;
+      const length = Math.min(CHUNK, size - offset);
+      next += length;
+      for (let attempt = 0; ; attempt++) {
+        const chunk = await bus.request<Uint8Array>(subject, { id, offset, length });
+        if (chunk.length === length) { out.set(chunk, offset); break; }
+        if (attempt >= 2) throw new ObjectLostError(`object ${id}: chunk at ${offset} came back with ${chunk.length} of ${length} bytes`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CHUNKS_IN_FLIGHT, Math.ceil(size / CHUNK)) }, worker));
+  return out;
+}

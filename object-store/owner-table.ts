@@ -1,0 +1,63 @@
+// Objects this process owns (it put them, or submitted the task that makes them), and who waits for them.
+import type { ObjectLocation } from './location.ts';
+
+export interface OwnedObject {
+  id: string;
+  /** What makes it: 'put' or 'task f'. Named in errors. */
+  createdBy: string;
+  createdAt: number;
+  location?: ObjectLocation;
+  waiters: Array<(loc: ObjectLocation) => void>;
+}
+
+export class OwnerTable {
+  private readonly objects = new Map<string, OwnedObject>();
+
+  create(id: string, createdBy: string, location?: ObjectLocation): void {
+    this.objects.set(id, { id, createdBy, createdAt: Date.now(), location, waiters: [] });
+  }
+
+  /** Seal: the value (or its failure) is known. Wakes every waiter. */
+  seal(id: string, location: ObjectLocation): void {
+    const o = this.objects.get(id);
+    if (!o || o.location) return;
+    o.location = location;
+    const waiters = o.waiters;
+    o.waiters = [];
+    for (const w of waiters) w(location);
+  }
+
+  get(id: string): OwnedObject | undefined {
+    return this.objects.get(id);
+  }
+
+  /** Location once sealed; undefined for an id this process does not own. */
+  whenSealed(id: string): Promise<ObjectLocation> | undefined {
+    const o = this.objects.get(id);
+    if (!o) return undefined;
+    if (o.location) return Promise.resolve(o.location);
+    return new Promise((r) => o.waiters.push(r));
+  }
+
+  /** Calls back once sealed (at once if it is). */
+  onSealed(id: string, cb: (loc: ObjectLocation) => void): boolean {
+    const o = this.objects.get(id);
+    if (!o) return false;
+    if (o.location) cb(o.location);
+    else o.waiters.push(cb);
+    return true;
+  }
+
+  /** Fails everything still pending for which pred holds (the worker or node making it died). */
+  failPending(pred: (o: OwnedObject) => boolean, error: Error): void {
+    for (const o of this.objects.values()) if (!o.location && pred(o)) this.seal(o.id, { error });
+  }
+
+  values(): IterableIterator<OwnedObject> {
+    return this.objects.values();
+  }
+
+  delete(id: string): void {
+    this.objects.delete(id);
+  }
+}

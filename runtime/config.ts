@@ -1,0 +1,82 @@
+// Paths, defaults and the current-cluster file: what lets `troupe status`, `troupe stop` and `init()` find a cluster without flags.
+import { mkdirSync, readFileSync, writeFileSync, renameSync, rmSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { UsageError } from './errors.ts';
+
+/** Where troupe keeps the current-cluster file, the daemons' run files and session dirs. */
+export function troupeHome(): string {
+  return process.env.TROUPE_HOME ?? join(tmpdir(), 'troupe');
+}
+
+export const defaults = {
+  /** Node daemons heartbeat this often. */
+  heartbeatMs: envInt('TROUPE_HEARTBEAT_MS', 500),
+  /** A node silent this long is declared dead (Ray's default is 30 s; we want fast failover). */
+  nodeTimeoutMs: envInt('TROUPE_NODE_TIMEOUT_MS', 2000),
+  /** Values up to this size travel inside messages; larger ones go through the object store. */
+  inlineThreshold: envInt('TROUPE_INLINE_THRESHOLD', 100 * 1024),
+  /** Control-plane requests (head, node daemons) give up after this long. */
+  requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),
+  /** A task lease unused this long goes back to its node. */
+  leaseIdleMs: envInt('TROUPE_LEASE_IDLE_MS', 1000),
+  /** Tasks sent to one leased worker before its first reply. 1 (as in Ray) spreads a burst over all leases. */
+  tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 1),
+};
+
+function envInt(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${name}=${JSON.stringify(v)} is not a non-negative number`);
+  return n;
+}
+
+/** What `troupe start` writes so that others on this machine can join. Mode 0600: it holds the token. */
+export interface ClusterFile {
+  address: string;
+  token: string;
+  sessionDir: string;
+  /** The node daemon on this machine, if one runs: drivers here put large objects into its store. */
+  localNode?: { nodeId: string; objectDir: string };
+  startedAt: string;
+}
+
+export function clusterFilePath(): string {
+  return join(troupeHome(), 'current-cluster.json');
+}
+
+export function readClusterFile(): ClusterFile | undefined {
+  let text: string;
+  try { text = readFileSync(clusterFilePath(), 'utf8'); } catch { return undefined; }
+  try { return JSON.parse(text) as ClusterFile; } catch {
+    throw new UsageError(`${clusterFilePath()} is not valid JSON; remove it or run 'troupe stop'`);
+  }
+}
+
+export function writeClusterFile(info: ClusterFile): void {
+  writePrivateFile(clusterFilePath(), JSON.stringify(info, null, 2) + '\n');
+}
+
+export function removeClusterFile(): void {
+  rmSync(clusterFilePath(), { force: true });
+}
+
+/** Write atomically with mode 0600 from the first byte, so the token is never readable by others. */
+export function writePrivateFile(path: string, text: string): void {
+  mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+}
+
+/** Accepts `host:port`, `nats://host:port`, `tls://host:port`; returns a server URL for nats.js. */
+export function parseAddress(address: string): string {
+  const m = /^(?:(nats|tls):\/\/)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(address.trim());
+  const port = m ? Number(m[3]) : 0;
+  if (!m || port < 1 || port > 65535) {
+    throw new UsageError(`invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address 'troupe start --head' printed)`);
+  }
+  return `${m[1] ?? 'nats'}://${m[2]}:${port}`;
+}

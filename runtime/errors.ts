@@ -1,0 +1,108 @@
+// Typed errors. Every class here survives a trip over the bus: the codec writes
+// { name, message, stack, cause, fields } and rebuilds the same class on the other side.
+
+export class TroupeError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A user function or method threw. Keeps the original error's name, message and remote stack. */
+export class TaskError extends TroupeError {
+  /** `name` of the error thrown remotely, e.g. 'RangeError'. */
+  readonly remoteName: string;
+  /** Stack of the error where it was thrown (worker process). */
+  readonly remoteStack: string;
+  /** What ran: 'task f', 'Trainer.step'. */
+  readonly where: string;
+  constructor(message: string, info: { remoteName: string; remoteStack: string; where: string; cause?: unknown }) {
+    super(message, { cause: info.cause });
+    this.remoteName = info.remoteName;
+    this.remoteStack = info.remoteStack;
+    this.where = info.where;
+    this.stack = `TaskError: ${info.remoteName} in ${info.where}: ${message}\n${indentStack(info.remoteStack)}`;
+  }
+  static from(err: unknown, where: string): TaskError {
+    if (err instanceof TaskError) return err; // already wrapped (a failed dependency): keep the first cause
+    const e = err instanceof Error ? err : new Error(`non-Error value thrown: ${safeString(err)}`);
+    return new TaskError(e.message, { remoteName: e.name, remoteStack: e.stack ?? String(e), where, cause: e });
+  }
+}
+
+/** A demand that no alive node could ever satisfy (Ray would hang here; we fail at once). */
+export class InfeasibleError extends TroupeError {}
+/** A value that cannot cross process boundaries (a function, a socket, a promise). */
+export class SerializationError extends TroupeError {}
+/** `get` or `wait` ran past its timeoutMs. */
+export class GetTimeoutError extends TroupeError {}
+/** The worker process running a task exited before it replied. */
+export class WorkerDiedError extends TroupeError {}
+/** The object cannot be had any more: its owner or every node holding it died. */
+export class ObjectLostError extends TroupeError {}
+/** No troupe cluster at the address, or it refused us. */
+export class ConnectionError extends TroupeError {}
+/** The cluster refused the token (missing or wrong). */
+export class AuthenticationError extends ConnectionError {}
+/** A daemon or worker had no subscriber for a request (it is gone, or not started yet). */
+export class NoRespondersError extends TroupeError {}
+/** A request to a daemon timed out. */
+export class RequestTimeoutError extends TroupeError {}
+/** API misuse: bad options, init() twice, calls before init(). */
+export class UsageError extends TroupeError {}
+
+const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
+for (const c of [TroupeError, TaskError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
+  ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
+  Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError]) classes.set(c.name, c);
+
+/** Lets higher layers (actors, object store) make their own error classes survive the bus. */
+export function registerErrorClass(c: new (message: string, ...rest: any[]) => Error): void {
+  classes.set(c.name, c);
+}
+
+/** The plain shape an error takes on the wire. */
+export interface WireError {
+  name: string;
+  message: string;
+  stack?: string;
+  cause?: unknown;
+  /** Own enumerable fields (code, errno, remoteName, …). */
+  fields?: Record<string, unknown>;
+}
+
+export function toWireError(e: Error): WireError {
+  const fields: Record<string, unknown> = {};
+  for (const k of Object.keys(e)) {
+    if (k === 'cause') continue;
+    const v = (e as unknown as Record<string, unknown>)[k];
+    if (typeof v !== 'function') fields[k] = v;
+  }
+  return { name: e.name, message: e.message, stack: e.stack, cause: e.cause, fields };
+}
+
+export function fromWireError(w: WireError): Error {
+  const C = classes.get(w.name);
+  let e: Error;
+  if (C === TaskError) {
+    const f = (w.fields ?? {}) as { remoteName?: string; remoteStack?: string; where?: string };
+    e = new TaskError(w.message, { remoteName: f.remoteName ?? 'Error', remoteStack: f.remoteStack ?? '', where: f.where ?? '?', cause: w.cause });
+  } else {
+    e = C ? new C(w.message) : new Error(w.message);
+    if (!C) e.name = w.name; // a user-defined class we cannot rebuild: keep its name
+    if (w.cause !== undefined) (e as { cause?: unknown }).cause = w.cause;
+  }
+  if (w.stack !== undefined && !(e instanceof TaskError)) e.stack = w.stack;
+  for (const [k, v] of Object.entries(w.fields ?? {})) {
+    if (!(k in e) || Object.getOwnPropertyDescriptor(e, k)?.writable) (e as unknown as Record<string, unknown>)[k] = v;
+  }
+  return e;
+}
+
+function indentStack(stack: string): string {
+  return stack.split('\n').map((l) => (l.startsWith('    ') ? l : `    ${l}`)).join('\n');
+}
+
+function safeString(v: unknown): string {
+  try { return typeof v === 'string' ? JSON.stringify(v) : String(v); } catch { return Object.prototype.toString.call(v); }
+}

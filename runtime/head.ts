@@ -1,0 +1,281 @@
+// The head: places lease requests on nodes, declares silent nodes dead, answers status.
+// Stateless beyond KV: a restarted head rebuilds its node table from the nodes bucket and the next heartbeats.
+import { LRUCache } from 'lru-cache';
+import { Bus } from './transport.ts';
+import { Gcs, type NodeInfo } from './gcs.ts';
+import { subjects } from './subjects.ts';
+import { defaults } from './config.ts';
+import { place, subtract, normalizeRequest, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
+import { InfeasibleError } from './errors.ts';
+import type { HeartbeatMsg, LeaseGrant } from './node-daemon.ts';
+
+export interface HeadOptions {
+  address: string;
+  token: string;
+  nodeTimeoutMs?: number;
+}
+
+export interface LeaseRequestMsg {
+  reqId: string;
+  clientId: string;
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+}
+
+/** What the head sends to a client about one of its lease requests. */
+export type LeaseGrantedMsg = { reqId: string; grant: LeaseGrant } | { reqId: string; error: Error };
+
+export interface TaskEvent {
+  taskId: string;
+  name: string;
+  state: 'RUNNING' | 'FINISHED' | 'FAILED';
+  nodeId: string;
+  workerId: string;
+  pid: number;
+  startedAt: number;
+  endedAt?: number;
+  error?: string;
+}
+
+export interface NodeStatus extends NodeInfo {
+  alive: boolean;
+  available: ResourceSet;
+  lastHeartbeatMsAgo: number;
+}
+
+export interface HeadStatus {
+  nodes: NodeStatus[];
+  pending: Array<{ demand: ResourceSet; strategy: SchedulingStrategy; clientId: string; waitingMs: number }>;
+  infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;
+}
+
+interface NodeState {
+  info: NodeInfo;
+  available: ResourceSet;
+  lastHb: number;
+  alive: boolean;
+}
+
+interface Pending extends LeaseRequestMsg {
+  since: number;
+  granting: boolean;
+  /** Node a grant is in flight on. */
+  node?: string;
+  failures: number;
+}
+
+const CLIENT_TIMEOUT_MS = 10_000;
+
+export class Head {
+  private bus!: Bus;
+  private gcs!: Gcs;
+  private readonly nodes = new Map<string, NodeState>();
+  private readonly queue = new Map<string, Pending>();
+  private readonly infeasible: HeadStatus['infeasible'] = [];
+  private readonly tasks = new LRUCache<string, TaskEvent>({ max: 10_000 });
+  private readonly clientSeen = new Map<string, number>();
+  private spreadCursor = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private stopWatch: (() => void) | undefined;
+  private pumping = false;
+  private pumpAgain = false;
+
+  constructor(private readonly o: HeadOptions) {}
+
+  private get timeoutMs(): number {
+    return this.o.nodeTimeoutMs ?? defaults.nodeTimeoutMs;
+  }
+
+  async start(): Promise<void> {
+    this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head', daemon: true });
+    this.gcs = await Gcs.open(this.bus);
+    const bus = this.bus;
+    // The initial values of the watch rebuild the node table after a restart.
+    this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
+    bus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
+    bus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    bus.on(subjects.evtTasks, (events: TaskEvent[]) => {
+      if (!Array.isArray(events)) return;
+      for (const e of events) if (e && typeof e.taskId === 'string') this.tasks.set(e.taskId, e);
+    });
+    bus.serve(subjects.headLease, (req: LeaseRequestMsg | { cancel: string }) => this.onLeaseRequest(req));
+    bus.serve(subjects.headStatus, () => this.status());
+    bus.serve(subjects.headTasks, (req: { limit?: number } | undefined) => [...this.tasks.values()].slice(0, req?.limit ?? 1000));
+    this.timers.push(setInterval(() => this.detectFailures(), Math.max(50, Math.min(250, this.timeoutMs / 4))));
+    this.timers.push(setInterval(() => this.dropSilentClients(), 2000));
+    console.log(`troupe: head up (node timeout ${this.timeoutMs} ms)`);
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.stopWatch?.();
+    await this.bus?.close();
+  }
+
+  private onNodeRecord(nodeId: string, info: NodeInfo | undefined): void {
+    const known = this.nodes.get(nodeId);
+    if (!info) { this.nodes.delete(nodeId); return; }
+    if (info.state === 'DEAD') {
+      if (known?.alive) this.declareDead(nodeId, info.cause ?? 'stopped', false);
+      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false });
+      return;
+    }
+    // A node (re)registering, or one we learn of after a restart: it gets one full timeout to heartbeat.
+    if (!known || !known.alive || known.info.startedAt !== info.startedAt) {
+      this.nodes.set(nodeId, { info, available: known?.alive ? known.available : { ...info.total }, lastHb: Date.now(), alive: true });
+      this.pump();
+    }
+  }
+
+  private onHeartbeat(hb: HeartbeatMsg): void {
+    if (!hb || typeof hb.nodeId !== 'string') return;
+    const n = this.nodes.get(hb.nodeId);
+    if (!n) return; // its KV record arrives through the watch
+    if (!n.alive) {
+      // Declared dead, yet talking: its work was given up on already, so it must not serve.
+      this.bus.publish(subjects.nodeFenced(hb.nodeId), {});
+      return;
+    }
+    n.lastHb = Date.now();
+    const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
+    // While a grant is in flight our view is ahead of the node's: keep the smaller numbers.
+    n.available = this.grantingOn(hb.nodeId) ? minOf(n.available, hb.available) : hb.available;
+    if (grew) this.pump();
+  }
+
+  private grantingOn(nodeId: string): boolean {
+    for (const p of this.queue.values()) if (p.granting && p.node === nodeId) return true;
+    return false;
+  }
+
+  private detectFailures(): void {
+    const now = Date.now();
+    for (const [nodeId, n] of this.nodes) {
+      if (n.alive && now - n.lastHb > this.timeoutMs) this.declareDead(nodeId, `no heartbeat for ${now - n.lastHb} ms (timeout ${this.timeoutMs} ms)`, true);
+    }
+  }
+
+  private declareDead(nodeId: string, cause: string, writeKv: boolean): void {
+    const n = this.nodes.get(nodeId);
+    if (!n) return;
+    n.alive = false;
+    n.available = {};
+    console.error(`troupe: node ${nodeId} is dead: ${cause}`);
+    this.bus.publish(subjects.evtNodeDied, { nodeId, cause });
+    if (writeKv) {
+      this.bus.publish(subjects.nodeFenced(nodeId), {});
+      void this.gcs.nodes.put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause }).catch(() => undefined);
+    }
+    // Requests that can now never be met fail instead of waiting for ever.
+    this.pump();
+  }
+
+  private dropSilentClients(): void {
+    const now = Date.now();
+    for (const [id, p] of this.queue) {
+      const seen = this.clientSeen.get(p.clientId) ?? p.since;
+      if (!p.granting && now - seen > CLIENT_TIMEOUT_MS) this.queue.delete(id);
+    }
+  }
+
+  private views(): NodeView[] {
+    return [...this.nodes.values()].map((n) => ({ nodeId: n.info.nodeId, alive: n.alive, total: n.info.total, available: n.available }));
+  }
+
+  private onLeaseRequest(req: LeaseRequestMsg | { cancel: string }): { queued: boolean } {
+    if (req && 'cancel' in req) {
+      const p = this.queue.get(req.cancel);
+      if (p && !p.granting) this.queue.delete(req.cancel);
+      return { queued: false };
+    }
+    if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new TypeError('lease request needs { reqId, clientId, demand }');
+    // Re-validate: this is input from the bus, not from our own client library.
+    const demand = normalizeRequest({ numCpus: req.demand?.CPU ?? 0, numGpus: req.demand?.GPU ?? 0, memory: req.demand?.memory ?? 0, resources: customOf(req.demand) }, 0);
+    const strategy = req.strategy ?? 'DEFAULT';
+    const p = place(this.views(), demand, strategy);
+    if (p.kind === 'infeasible') {
+      this.infeasible.unshift({ demand, message: p.message, at: new Date().toISOString() });
+      this.infeasible.length = Math.min(this.infeasible.length, 20);
+      throw new InfeasibleError(p.message);
+    }
+    this.clientSeen.set(req.clientId, Date.now());
+    if (!this.queue.has(req.reqId)) this.queue.set(req.reqId, { ...req, demand, strategy, since: Date.now(), granting: false, failures: 0 });
+    this.pump();
+    return { queued: true };
+  }
+
+  /** Tries to place every queued request. Grants run concurrently; a node's reply or heartbeat triggers the next pass. */
+  private pump(): void {
+    if (this.pumping) { this.pumpAgain = true; return; }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        for (const p of this.queue.values()) {
+          if (p.granting) continue;
+          const placement = place(this.views(), p.demand, p.strategy, { spreadCursor: this.spreadCursor });
+          if (placement.kind === 'wait') continue;
+          if (placement.kind === 'infeasible') {
+            this.queue.delete(p.reqId);
+            this.tell(p, { reqId: p.reqId, error: new InfeasibleError(placement.message) });
+            continue;
+          }
+          this.spreadCursor++;
+          this.grantOn(p, placement.nodeId);
+        }
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private grantOn(p: Pending, nodeId: string): void {
+    const n = this.nodes.get(nodeId)!;
+    p.granting = true;
+    p.node = nodeId;
+    n.available = subtract(n.available, p.demand);
+    this.bus.request<LeaseGrant | { busy: true; available: ResourceSet }>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand }, { timeoutMs: 40_000 })
+      .then((r) => {
+        p.granting = false;
+        if ('busy' in r) {
+          n.available = r.available; // our view was stale; the node's word wins
+          return;
+        }
+        this.queue.delete(p.reqId);
+        this.tell(p, { reqId: p.reqId, grant: r });
+      }, (e: Error) => {
+        p.granting = false;
+        n.available = { ...n.info.total };
+        if (++p.failures >= 3) {
+          this.queue.delete(p.reqId);
+          this.tell(p, { reqId: p.reqId, error: e });
+        }
+      })
+      .finally(() => setImmediate(() => this.pump()));
+  }
+
+  private tell(p: Pending, msg: LeaseGrantedMsg): void {
+    this.bus.publish(subjects.procLeaseGranted(p.clientId), msg);
+  }
+
+  status(): HeadStatus {
+    const now = Date.now();
+    return {
+      nodes: [...this.nodes.values()].map((n) => ({ ...n.info, state: n.alive ? 'ALIVE' : 'DEAD', alive: n.alive, available: n.available, lastHeartbeatMsAgo: n.lastHb ? now - n.lastHb : -1 })),
+      pending: [...this.queue.values()].map((p) => ({ demand: p.demand, strategy: p.strategy, clientId: p.clientId, waitingMs: now - p.since })),
+      infeasible: this.infeasible,
+    };
+  }
+}
+
+function customOf(d: ResourceSet | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(d ?? {})) if (k !== 'CPU' && k !== 'GPU' && k !== 'memory') out[k] = v;
+  return out;
+}
+
+function minOf(a: ResourceSet, b: ResourceSet): ResourceSet {
+  const out: ResourceSet = {};
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) out[k] = Math.min(a[k] ?? 0, b[k] ?? 0);
+  return out;
+}

@@ -1,0 +1,12 @@
+// How troupe starts its own Node processes: `node --import tsx <entry>`, with tsx resolved from this package
+// so the job's working directory need not have it.
+import { fileURLToPath } from 'node:url';
+
+const tsxLoader = import.meta.resolve('tsx');
+
+function nodeWithTsx(entry: URL, args: string[] = []): [string, string[]] {
+  return [process.execPath, ['--import', tsxLoader, fileURLToPath(entry), ...args]];
+}
+
+export const workerCommand = () => nodeWithTsx(new URL('./worker.ts', import.meta.url));
+export const daemonCommand = (role: 'head' | 'node') => nodeWithTsx(new URL('./daemon.ts', import.meta.url), [role]);

@@ -1,0 +1,240 @@
+// One per machine: advertises resources, leases worker processes (with their GPU ids), owns the node's object store,
+// reports worker exits. The head decides where; the node daemon is the authority on what it has free.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync, mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Bus } from './transport.ts';
+import { Gcs, type NodeInfo } from './gcs.ts';
+import { subjects } from './subjects.ts';
+import { defaults } from './config.ts';
+import { fits, subtract, add, allocateGpus, releaseGpus, type ResourceSet } from './scheduler.ts';
+import { WorkerDiedError } from './errors.ts';
+import { NodeStore } from '../object-store/node-store.ts';
+import { objectSubjects } from '../object-store/object-client.ts';
+import { workerCommand } from './launch.ts';
+
+export interface NodeDaemonOptions {
+  /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
+  nodeId: string;
+  address: string;
+  token: string;
+  isHead: boolean;
+  resources: ResourceSet;
+  sessionDir: string;
+  /** Parent of the node's store dir (default /dev/shm). */
+  objectStoreRoot: string;
+  heartbeatMs?: number;
+  /** Workers started ahead of the first lease. */
+  prestartWorkers?: number;
+}
+
+export interface HeartbeatMsg {
+  nodeId: string;
+  available: ResourceSet;
+  workers: number;
+  leases: number;
+}
+
+export interface LeaseGrant {
+  leaseId: string;
+  nodeId: string;
+  /** The worker's bus id: tasks go to troupe.proc.<workerId>.task */
+  workerId: string;
+  pid: number;
+  gpuIds: number[];
+}
+
+interface Worker {
+  procId: string;
+  child: ChildProcess;
+  gpuKey: string;
+  ready: Promise<void>;
+  lease?: Lease;
+}
+
+interface Lease {
+  leaseId: string;
+  clientId: string;
+  demand: ResourceSet;
+  gpuIds: number[];
+  worker: Worker;
+  grantedAt: number;
+}
+
+/** A lease holder silent this long is presumed dead and its leases go back. */
+const CLIENT_TIMEOUT_MS = 10_000;
+
+export class NodeDaemon {
+  readonly nodeId: string;
+  private readonly startedAt = new Date().toISOString();
+  private bus!: Bus;
+  private gcs!: Gcs;
+  private readonly store: NodeStore;
+  private available: ResourceSet;
+  private gpuFree: number[];
+  private readonly workers = new Set<Worker>();
+  private readonly leases = new Map<string, Lease>();
+  private readonly clientSeen = new Map<string, number>();
+  private timers: NodeJS.Timeout[] = [];
+  private stopping = false;
+
+  constructor(private readonly o: NodeDaemonOptions) {
+    this.nodeId = o.nodeId;
+    this.available = { ...o.resources };
+    this.gpuFree = Array.from({ length: Math.floor(o.resources.GPU ?? 0) }, () => 1);
+    this.store = new NodeStore(join(o.objectStoreRoot, `troupe-${sessionName(o.sessionDir)}-${this.nodeId}`));
+  }
+
+  get info(): NodeInfo {
+    return {
+      nodeId: this.nodeId, hostname: hostname(), pid: process.pid, total: this.o.resources, state: 'ALIVE',
+      startedAt: this.startedAt, objectDir: this.store.dir, isHead: this.o.isHead,
+    };
+  }
+
+  async start(): Promise<void> {
+    this.store.init();
+    mkdirSync(join(this.o.sessionDir, 'logs'), { recursive: true });
+    this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: `troupe-node-${this.nodeId}`, daemon: true });
+    this.gcs = await Gcs.open(this.bus);
+    const bus = this.bus;
+    bus.serve(subjects.nodeLease(this.nodeId), (req: { clientId: string; demand: ResourceSet }) => this.grant(req));
+    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string }) => this.release(req.leaseId));
+    bus.serve(subjects.nodeObjects(this.nodeId), () => this.store.list());
+    bus.serve(objectSubjects.nodeRead(this.nodeId), (req: { id: string; offset: number; length: number }) =>
+      this.store.readRange(req.id, req.offset, req.length));
+    bus.serve(objectSubjects.nodeFree(this.nodeId), async (req: { ids: string[] }) => {
+      for (const id of req.ids) await this.store.delete(id);
+    });
+    bus.on(subjects.nodeFenced(this.nodeId), () => {
+      console.error(`troupe: node ${this.nodeId} was declared dead by the head; stopping`);
+      void this.stop('fenced by the head').then(() => process.exit(1));
+    });
+    bus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    await this.gcs.nodes.put(this.nodeId, this.info);
+    const hb = this.o.heartbeatMs ?? defaults.heartbeatMs;
+    this.heartbeat();
+    this.timers.push(setInterval(() => this.heartbeat(), hb));
+    this.timers.push(setInterval(() => this.reclaimOrphanLeases(), 1000));
+    for (let i = 0; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
+    console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
+  }
+
+  private heartbeat(): void {
+    if (this.stopping || this.bus.isClosed) return;
+    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, workers: this.workers.size, leases: this.leases.size };
+    this.bus.publish(subjects.hbNode(this.nodeId), msg);
+  }
+
+  private async grant(req: { clientId: string; demand: ResourceSet }): Promise<LeaseGrant | { busy: true; available: ResourceSet }> {
+    if (typeof req?.clientId !== 'string' || typeof req.demand !== 'object' || req.demand === null) throw new TypeError('lease request needs { clientId, demand }');
+    const demand = req.demand;
+    if (!fits(this.available, demand)) return { busy: true, available: this.available };
+    const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
+    if (!gpus) return { busy: true, available: this.available };
+    this.available = subtract(this.available, demand);
+    this.gpuFree = gpus.free;
+    const gpuKey = gpus.ids.join(',');
+    let worker = [...this.workers].find((w) => !w.lease && w.gpuKey === gpuKey);
+    if (!worker) worker = this.spawnWorker(gpus.ids);
+    const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
+    worker.lease = lease; // reserve before awaiting, so no second lease takes it
+    this.leases.set(lease.leaseId, lease);
+    try {
+      await worker.ready;
+    } catch (e) {
+      this.release(lease.leaseId);
+      throw new WorkerDiedError(`worker for the lease failed to start: ${(e as Error).message}`, { cause: e });
+    }
+    this.heartbeat();
+    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
+  }
+
+  private release(leaseId: string): void {
+    const lease = this.leases.get(leaseId);
+    if (!lease) return;
+    this.leases.delete(leaseId);
+    this.available = add(this.available, lease.demand);
+    this.gpuFree = releaseGpus(this.gpuFree, lease.gpuIds, lease.demand.GPU ?? 0);
+    if (lease.worker.lease === lease) lease.worker.lease = undefined;
+    // Keep a few idle workers for the next lease; more would only hold memory.
+    const idle = [...this.workers].filter((w) => !w.lease);
+    if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) idle[0].child.kill('SIGTERM');
+    this.heartbeat();
+  }
+
+  private reclaimOrphanLeases(): void {
+    const now = Date.now();
+    for (const lease of this.leases.values()) {
+      const seen = this.clientSeen.get(lease.clientId) ?? lease.grantedAt;
+      if (now - seen > CLIENT_TIMEOUT_MS) {
+        console.error(`troupe: client ${lease.clientId} went silent; taking back lease ${lease.leaseId}`);
+        this.release(lease.leaseId);
+      }
+    }
+  }
+
+  private spawnWorker(gpuIds: number[]): Worker {
+    const procId = randomBytes(8).toString('hex');
+    const logPath = join(this.o.sessionDir, 'logs', `worker-${procId}.log`);
+    const log = openSync(logPath, 'a');
+    const [cmd, args] = workerCommand();
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', log, log, 'ipc'],
+      env: {
+        ...process.env,
+        TROUPE_ADDRESS: this.o.address,
+        TROUPE_TOKEN: this.o.token,
+        TROUPE_NODE_ID: this.nodeId,
+        TROUPE_OBJECT_DIR: this.store.dir,
+        TROUPE_WORKER_ID: procId,
+        // Empty for CPU workers, so a task without GPUs cannot grab one.
+        CUDA_VISIBLE_DEVICES: gpuIds.join(','),
+      },
+    });
+    closeSync(log);
+    const worker: Worker = { procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve() };
+    worker.ready = new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no ready signal in 30 s (log: ${logPath})`)), 30_000);
+      child.on('message', (m: { type?: string }) => { if (m?.type === 'ready') { clearTimeout(t); resolve(); } });
+      child.once('exit', (code, signal) => { clearTimeout(t); reject(new Error(`exited with ${signal ?? `code ${code}`} before it was ready (log: ${logPath})`)); });
+    });
+    worker.ready.catch(() => undefined);
+    child.once('exit', (code, signal) => this.onWorkerExit(worker, code, signal));
+    this.workers.add(worker);
+    return worker;
+  }
+
+  private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
+    this.workers.delete(worker);
+    const lease = worker.lease;
+    if (!lease || this.stopping) return;
+    const cause = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    this.bus.publish(subjects.evtWorkerDied, { workerId: worker.procId, nodeId: this.nodeId, leaseId: lease.leaseId, clientId: lease.clientId, pid: worker.child.pid, cause });
+    this.release(lease.leaseId);
+  }
+
+  async stop(cause = 'stopped'): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    const exits = [...this.workers].map((w) => new Promise<void>((r) => {
+      if (w.child.exitCode !== null || w.child.signalCode !== null) return r();
+      w.child.once('exit', () => r());
+      w.child.kill('SIGTERM');
+      setTimeout(() => w.child.kill('SIGKILL'), 3000).unref();
+    }));
+    await Promise.all(exits);
+    try {
+      await this.gcs?.nodes.put(this.nodeId, { ...this.info, state: 'DEAD', deadAt: new Date().toISOString(), cause });
+    } catch { /* the bus may be gone already */ }
+    await this.bus?.close();
+    this.store.destroy();
+  }
+}
+
+function sessionName(sessionDir: string): string {
+  return sessionDir.split('/').filter(Boolean).pop() ?? 'session';
+}

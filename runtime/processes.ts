@@ -1,0 +1,59 @@
+// Small helpers for the processes troupe starts: liveness, graceful stop, free ports, waiting for a port.
+import { createServer, connect as tcpConnect } from 'node:net';
+
+export function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/** SIGTERM, then SIGKILL after graceMs. Resolves once the process is gone. */
+export async function terminate(pid: number, graceMs = 5000): Promise<void> {
+  if (!isAlive(pid)) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  const until = Date.now() + graceMs;
+  while (isAlive(pid) && Date.now() < until) await sleep(25);
+  if (isAlive(pid)) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    while (isAlive(pid)) await sleep(10);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves when something accepts TCP connections on host:port; rejects after timeoutMs or when stillRunning() turns false. */
+export async function waitForPort(host: string, port: number, timeoutMs: number, stillRunning: () => boolean): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (!stillRunning()) throw new Error('process exited before it listened');
+    const ok = await new Promise<boolean>((r) => {
+      const sock = tcpConnect({ host, port }, () => { sock.destroy(); r(true); });
+      sock.once('error', () => r(false));
+    });
+    if (ok) return;
+    await sleep(30);
+  }
+  throw new Error(`nothing listened on ${host}:${port} within ${timeoutMs} ms`);
+}
+
+/** Exit when the process that started us is gone (embedded clusters must not outlive their driver). */
+export function exitWithParent(parentPid: number | undefined, onGone: () => void | Promise<void>): void {
+  if (!parentPid) return;
+  const t = setInterval(async () => {
+    if (isAlive(parentPid)) return;
+    clearInterval(t);
+    await onGone();
+  }, 500);
+  t.unref();
+}

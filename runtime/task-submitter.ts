@@ -1,0 +1,210 @@
+// Sends tasks straight to leased workers. The head is asked for a lease once per resource shape and backlog,
+// never per task; idle leases go back to their node after a while.
+import { randomBytes } from 'node:crypto';
+import type { Bus } from './transport.ts';
+import { subjects } from './subjects.ts';
+import { defaults } from './config.ts';
+import { NoRespondersError, WorkerDiedError, ConnectionError } from './errors.ts';
+import type { ResourceSet, SchedulingStrategy } from './scheduler.ts';
+import type { LeaseGrant } from './node-daemon.ts';
+import type { LeaseGrantedMsg, LeaseRequestMsg } from './head.ts';
+import type { ObjectLocation } from '../object-store/location.ts';
+import type { OwnerTable } from '../object-store/owner-table.ts';
+
+/** What a worker receives. */
+export interface TaskSpec {
+  taskId: string;
+  /** Shown in errors and `troupe list tasks`. */
+  name: string;
+  fn: { url: string; exportName: string };
+  /** Encoded argument array; top-level ObjectRefs in it are replaced by their values on the worker. */
+  args: Uint8Array;
+  /** Locations of the top-level ref arguments, resolved before sending. */
+  deps: Record<string, ObjectLocation>;
+  workingDir: string;
+}
+
+export interface TaskReply {
+  result: ObjectLocation;
+}
+
+interface Lease {
+  grant: LeaseGrant;
+  inFlight: Map<string, TaskSpec>;
+  idleTimer?: NodeJS.Timeout;
+}
+
+interface Shape {
+  key: string;
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+  backlog: TaskSpec[];
+  leases: Lease[];
+  /** Lease requests sent to the head and not yet answered. */
+  requests: Set<string>;
+}
+
+/** Outstanding lease requests per shape: enough to fill the cluster, not so many the head's queue fills with them. */
+const MAX_LEASE_REQUESTS = 10;
+
+export class TaskSubmitter {
+  private readonly shapes = new Map<string, Shape>();
+  private readonly requestShape = new Map<string, Shape>();
+  private resendTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly procId: string,
+    private readonly owned: OwnerTable,
+  ) {}
+
+  start(): void {
+    this.bus.on(subjects.procLeaseGranted(this.procId), (m: LeaseGrantedMsg) => this.onLeaseAnswer(m));
+    this.bus.on(subjects.evtWorkerDied, (m: { workerId: string; nodeId: string; pid: number; cause: string }) =>
+      this.dropLeases((l) => l.grant.workerId === m.workerId, `the worker (pid ${m.pid}) on node ${m.nodeId} ${m.cause}`));
+    this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) =>
+      this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`));
+  }
+
+  /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId. */
+  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy): void {
+    const key = JSON.stringify([demand, strategy]);
+    let shape = this.shapes.get(key);
+    if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
+    shape.backlog.push(spec);
+    this.dispatch(shape);
+  }
+
+  private dispatch(shape: Shape): void {
+    const perLease = defaults.tasksInFlightPerLease;
+    while (shape.backlog.length) {
+      let best: Lease | undefined;
+      for (const l of shape.leases) if (l.inFlight.size < perLease && (!best || l.inFlight.size < best.inFlight.size)) best = l;
+      if (!best) break;
+      this.send(shape, best, shape.backlog.shift()!);
+    }
+    // Ask for more leases while work waits; withdraw the requests nobody needs any more.
+    const wanted = Math.min(shape.backlog.length, MAX_LEASE_REQUESTS);
+    while (shape.requests.size < wanted) this.requestLease(shape);
+    if (wanted === 0) for (const reqId of shape.requests) this.cancelLeaseRequest(reqId, shape);
+  }
+
+  private cancelLeaseRequest(reqId: string, shape: Shape): void {
+    shape.requests.delete(reqId);
+    this.requestShape.delete(reqId); // a grant that still comes is released on arrival
+    this.bus.request(subjects.headLease, { cancel: reqId }).catch(() => undefined);
+  }
+
+  private send(shape: Shape, lease: Lease, spec: TaskSpec): void {
+    clearTimeout(lease.idleTimer);
+    lease.inFlight.set(spec.taskId, spec);
+    // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
+    this.bus.request<TaskReply>(subjects.procTask(lease.grant.workerId), spec, { timeoutMs: 0 }).then(
+      (reply) => this.owned.seal(spec.taskId, reply.result),
+      (e: Error) => {
+        const cause = e instanceof NoRespondersError ? new WorkerDiedError(`task ${spec.name} could not be delivered: worker ${lease.grant.workerId} is gone`, { cause: e }) : e;
+        this.owned.seal(spec.taskId, { error: cause });
+        if (e instanceof NoRespondersError) this.removeLease(shape, lease, false);
+      },
+    ).finally(() => {
+      lease.inFlight.delete(spec.taskId);
+      if (!this.closed) {
+        this.dispatch(shape);
+        if (lease.inFlight.size === 0 && shape.leases.includes(lease)) this.armIdle(shape, lease);
+      }
+    });
+  }
+
+  private armIdle(shape: Shape, lease: Lease): void {
+    clearTimeout(lease.idleTimer);
+    lease.idleTimer = setTimeout(() => {
+      if (lease.inFlight.size === 0) this.removeLease(shape, lease, true);
+    }, defaults.leaseIdleMs);
+    lease.idleTimer.unref();
+  }
+
+  private requestLease(shape: Shape): void {
+    const reqId = randomBytes(8).toString('hex');
+    shape.requests.add(reqId);
+    this.requestShape.set(reqId, shape);
+    this.sendLeaseRequest(reqId, shape);
+    this.armResend();
+  }
+
+  private sendLeaseRequest(reqId: string, shape: Shape): void {
+    const msg: LeaseRequestMsg = { reqId, clientId: this.procId, demand: shape.demand, strategy: shape.strategy };
+    this.bus.request(subjects.headLease, msg).catch((e: Error) => {
+      if (e instanceof NoRespondersError || e.name === 'RequestTimeoutError' || e instanceof ConnectionError) return; // head away: the resend timer retries
+      this.onLeaseAnswer({ reqId, error: e });
+    });
+  }
+
+  /** The head dedups by reqId, so re-sending is how we survive a head restart. */
+  private armResend(): void {
+    if (this.resendTimer) return;
+    this.resendTimer = setInterval(() => {
+      if (this.requestShape.size === 0) { clearInterval(this.resendTimer); this.resendTimer = undefined; return; }
+      for (const [reqId, shape] of this.requestShape) this.sendLeaseRequest(reqId, shape);
+    }, 5000);
+    this.resendTimer.unref();
+  }
+
+  private onLeaseAnswer(m: LeaseGrantedMsg): void {
+    const shape = this.requestShape.get(m.reqId);
+    if (shape) { this.requestShape.delete(m.reqId); shape.requests.delete(m.reqId); }
+    if ('error' in m) {
+      if (!shape) return;
+      // Infeasible (or the node could not start a worker): everything waiting for this shape fails the same way.
+      for (const spec of shape.backlog.splice(0)) this.owned.seal(spec.taskId, { error: m.error });
+      return;
+    }
+    if (!shape || this.closed || shape.backlog.length === 0) {
+      this.release(m.grant); // no longer needed (or not ours any more)
+      return;
+    }
+    const lease: Lease = { grant: m.grant, inFlight: new Map() };
+    shape.leases.push(lease);
+    this.dispatch(shape);
+  }
+
+  private removeLease(shape: Shape, lease: Lease, release: boolean): void {
+    clearTimeout(lease.idleTimer);
+    const i = shape.leases.indexOf(lease);
+    if (i >= 0) shape.leases.splice(i, 1);
+    if (release) this.release(lease.grant);
+  }
+
+  private release(grant: LeaseGrant): void {
+    this.bus.request(subjects.nodeRelease(grant.nodeId), { leaseId: grant.leaseId }).catch(() => undefined);
+  }
+
+  private dropLeases(match: (l: Lease) => boolean, why: string): void {
+    for (const shape of this.shapes.values()) {
+      for (const lease of shape.leases.filter(match)) {
+        this.removeLease(shape, lease, false);
+        for (const spec of lease.inFlight.values()) {
+          this.owned.seal(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}`) });
+        }
+        lease.inFlight.clear();
+      }
+      if (shape.backlog.length) this.dispatch(shape);
+    }
+  }
+
+  /** Returns every lease. Pending tasks fail: the process is going away. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.resendTimer);
+    const releases: Promise<unknown>[] = [];
+    for (const shape of this.shapes.values()) {
+      for (const spec of shape.backlog.splice(0)) this.owned.seal(spec.taskId, { error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`) });
+      for (const lease of shape.leases) {
+        clearTimeout(lease.idleTimer);
+        releases.push(this.bus.request(subjects.nodeRelease(lease.grant.nodeId), { leaseId: lease.grant.leaseId }, { timeoutMs: 2000 }).catch(() => undefined));
+      }
+      shape.leases = [];
+    }
+    await Promise.all(releases);
+  }
+}

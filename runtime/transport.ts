@@ -1,0 +1,234 @@
+// The bus: one NATS connection per process, one wildcard reply inbox with a correlation map
+// (no per-call subscription, no per-call timer), and servers that never die of a bad message.
+import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
+import { AuthorizationError, nuid } from '@nats-io/nats-core';
+import { encode, decode } from './codec.ts';
+import { parseAddress, defaults } from './config.ts';
+import { AuthenticationError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError } from './errors.ts';
+
+export type { Subscription };
+
+/** Reply envelope: [0, value] or [1, error]. */
+type Reply = [0, unknown] | [1, Error];
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+  subject: string;
+  deadline: number; // 0 = none
+  /** Scatter-gather: collect every reply until the deadline. */
+  gathered?: unknown[];
+}
+
+export interface ConnectOptions {
+  address: string;
+  token: string;
+  /** Shown by the server (connz) and in logs. */
+  name: string;
+  /** Daemons reconnect forever; drivers give up after a while. */
+  daemon?: boolean;
+}
+
+export type Handler = (body: any, msg: Msg) => unknown;
+
+export class Bus {
+  readonly inbox = `_INBOX.${nuid.next()}`;
+  private readonly pending = new Map<string, Pending>();
+  private seq = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  private constructor(readonly nc: NatsConnection, readonly address: string) {
+    nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
+  }
+
+  static async connect(opts: ConnectOptions): Promise<Bus> {
+    const server = parseAddress(opts.address);
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: server,
+        token: opts.token,
+        name: opts.name,
+        maxReconnectAttempts: opts.daemon ? -1 : 60,
+        reconnectTimeWait: 500,
+        // One ping interval is our failure detector for the server itself.
+        pingInterval: 5000,
+      });
+    } catch (e) {
+      if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
+        throw new AuthenticationError(`the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`, { cause: e });
+      }
+      throw new ConnectionError(`cannot reach a troupe cluster at ${opts.address}: ${(e as Error).message}`, { cause: e });
+    }
+    return new Bus(nc, opts.address);
+  }
+
+  /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers). */
+  request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+    const data = encode(body); // throws SerializationError here, at the caller
+    return new Promise<T>((resolve, reject) => {
+      const id = (this.seq++).toString(36);
+      const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: timeoutMs ? Date.now() + timeoutMs : 0 });
+      if (timeoutMs) this.armSweeper();
+      try {
+        this.nc.publish(subject, data, { reply: `${this.inbox}.${id}` });
+      } catch (e) {
+        this.pending.delete(id);
+        reject(e);
+      }
+    });
+  }
+
+  /** Publishes to every subscriber of `subject` and collects replies for windowMs (scatter-gather). */
+  gather<T = unknown>(subject: string, body: unknown, windowMs: number): Promise<T[]> {
+    const data = encode(body);
+    return new Promise<T[]>((resolve, reject) => {
+      const id = (this.seq++).toString(36);
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: Date.now() + windowMs, gathered: [] });
+      this.armSweeper();
+      this.nc.publish(subject, data, { reply: `${this.inbox}.${id}` });
+    });
+  }
+
+  /** Fire and forget. */
+  publish(subject: string, body: unknown): void {
+    this.nc.publish(subject, encode(body));
+  }
+
+  /** Answers requests on `subject`. A malformed message or a throwing handler gets an error reply; the process goes on. */
+  serve(subject: string, handler: Handler, opts: { queue?: string } = {}): Subscription {
+    return this.nc.subscribe(subject, {
+      queue: opts.queue,
+      callback: (_err, msg) => {
+        let body: unknown;
+        try {
+          body = decode(msg.data);
+        } catch (e) {
+          this.respond(msg, [1, new UsageError(`malformed message on ${msg.subject}: ${(e as Error).message}`)]);
+          return;
+        }
+        let out: unknown;
+        try {
+          out = handler(body, msg);
+        } catch (e) {
+          this.respond(msg, [1, asError(e)]);
+          return;
+        }
+        if (out instanceof Promise) out.then((v) => this.respond(msg, [0, v]), (e) => this.respond(msg, [1, asError(e)]));
+        else this.respond(msg, [0, out]);
+      },
+    });
+  }
+
+  /** Listens to events (no reply). Malformed events are dropped with a warning. */
+  on(subject: string, handler: (body: any, subject: string) => void): Subscription {
+    return this.nc.subscribe(subject, {
+      callback: (_err, msg) => {
+        let body: unknown;
+        try { body = decode(msg.data); } catch {
+          warnOnce(`dropped a malformed event on ${msg.subject}`);
+          return;
+        }
+        try { handler(body, msg.subject); } catch (e) {
+          console.error(`troupe: handler for ${msg.subject} failed:`, e);
+        }
+      },
+    });
+  }
+
+  /** Answer a request out of band (when the reply comes later than the handler returns). */
+  replyTo(reply: string | undefined, value: unknown, isError = false): void {
+    if (!reply || this.closed) return;
+    this.nc.publish(reply, encodeReply(isError ? [1, asError(value)] : [0, value]));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const err = new ConnectionError('connection closed');
+    for (const p of this.pending.values()) p.gathered ? p.resolve(p.gathered) : p.reject(err);
+    this.pending.clear();
+    try { await this.nc.drain(); } catch { /* already closed */ }
+  }
+
+  get isClosed(): boolean {
+    return this.closed || this.nc.isClosed();
+  }
+
+  private respond(msg: Msg, reply: Reply): void {
+    if (!msg.reply || this.closed) return;
+    try {
+      this.nc.publish(msg.reply, encodeReply(reply));
+    } catch (e) {
+      console.error(`troupe: could not reply on ${msg.subject}:`, e);
+    }
+  }
+
+  private onReply(msg: Msg): void {
+    const id = msg.subject.slice(this.inbox.length + 1);
+    const p = this.pending.get(id);
+    if (!p) return; // late reply after a timeout
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      if (p.gathered) return;
+      this.pending.delete(id);
+      p.reject(new NoRespondersError(`no one is listening on ${p.subject}`));
+      return;
+    }
+    let reply: Reply;
+    try {
+      reply = decode<Reply>(msg.data);
+    } catch (e) {
+      if (p.gathered) return;
+      this.pending.delete(id);
+      p.reject(new UsageError(`malformed reply from ${p.subject}: ${(e as Error).message}`));
+      return;
+    }
+    if (p.gathered) {
+      if (reply[0] === 0) p.gathered.push(reply[1]);
+      return;
+    }
+    this.pending.delete(id);
+    if (reply[0] === 0) p.resolve(reply[1]);
+    else p.reject(reply[1] instanceof Error ? reply[1] : new Error(String(reply[1])));
+  }
+
+  /** One timer for all deadlines, running only while some request has one. */
+  private armSweeper(): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      let left = false;
+      for (const [id, p] of this.pending) {
+        if (!p.deadline) continue;
+        if (p.deadline > now) { left = true; continue; }
+        this.pending.delete(id);
+        if (p.gathered) p.resolve(p.gathered);
+        else p.reject(new RequestTimeoutError(`no reply from ${p.subject} in time`));
+      }
+      if (!left) { clearInterval(this.sweeper); this.sweeper = undefined; }
+    }, 50);
+    this.sweeper.unref();
+  }
+}
+
+function encodeReply(reply: Reply): Uint8Array {
+  try {
+    return encode(reply);
+  } catch (e) {
+    return encode([1, asError(e)]); // the handler's value could not be sent: say why instead of going silent
+  }
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+const warned = new Set<string>();
+function warnOnce(text: string): void {
+  if (warned.has(text)) return;
+  warned.add(text);
+  console.warn(`troupe: ${text}`);
+}
