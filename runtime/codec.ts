@@ -1,5 +1,6 @@
 // One msgpackr configuration for everything on the bus and in the object store.
-// moreTypes keeps typed arrays typed (plain `pack()` turns a Float32Array into corrupt bytes).
+// moreTypes keeps typed arrays typed (plain `pack()` turns a Float32Array into corrupt bytes);
+// records (self-describing in each message) let a Map come back a Map and an object an object.
 import { EventEmitter } from 'node:events';
 import { Packr, addExtension } from 'msgpackr';
 import { SerializationError, toWireError, fromWireError, type WireError } from './errors.ts';
@@ -10,7 +11,8 @@ export const ExtType = { error: 1, tensor: 2, objectRef: 3, actorHandle: 4 } as 
 
 const packr = new Packr({
   moreTypes: true,
-  useRecords: false,
+  useRecords: true,
+  mapsAsObjects: false,
   // Silently writing nil for a function would lose an argument; say so at the call site instead.
   // (msgpackr passes the function, though its typings say otherwise.)
   writeFunction: ((fn: unknown) => {

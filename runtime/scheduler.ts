@@ -97,7 +97,8 @@ export function add(a: ResourceSet, b: ResourceSet): ResourceSet {
   return combine(a, b, 1);
 }
 
-function formatBytes(n: number): string {
+/** 1536 → "1.5 KiB". */
+export function formatBytes(n: number): string {
   const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   if (n < 1024) return `${n} B`;
   let v = n;

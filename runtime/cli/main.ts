@@ -1,0 +1,276 @@
+// `troupe` command line, shaped like Ray's: start, status, list, stop.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { readClusterFile, writeClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../config.ts';
+import { startHead, startNode, type StartOptions, type StartedCluster } from '../local-cluster.ts';
+import { parseResourcesFlag } from '../resources.ts';
+import { readRunFiles, removeRunFile, type RunFile } from '../run-files.ts';
+import { isAlive, terminate } from '../processes.ts';
+import { Bus } from '../transport.ts';
+import { Gcs } from '../gcs.ts';
+import { subjects } from '../subjects.ts';
+import { formatResources, formatBytes, subtract, type ResourceSet } from '../scheduler.ts';
+import { UsageError } from '../errors.ts';
+import type { HeadStatus, TaskEvent } from '../head.ts';
+import { printTable } from './table.ts';
+
+const HELP = `troupe: an actor-based distributed runtime for TypeScript
+
+Usage:
+  troupe start --head [--port N] [--host ADDR] [--nats URL] [RESOURCES] [--block]
+  troupe start --address HOST:PORT [RESOURCES] [--block]
+  troupe status [--json]
+  troupe list nodes|actors|tasks|objects|jobs [--json]
+  troupe stop
+
+RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
+           --object-store-dir DIR (default /dev/shm)
+Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default 2000)
+Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token), run/ and session dirs.`;
+
+const resourceFlags = {
+  'num-cpus': { type: 'string' },
+  'num-gpus': { type: 'string' },
+  memory: { type: 'string' },
+  resources: { type: 'string' },
+  'object-store-dir': { type: 'string' },
+} as const;
+
+const commands = {
+  start: {
+    head: { type: 'boolean' }, address: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' },
+    nats: { type: 'string' }, token: { type: 'string' }, block: { type: 'boolean' }, 'node-timeout-ms': { type: 'string' },
+    ...resourceFlags,
+  },
+  status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
+  list: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
+  stop: {},
+} satisfies Record<string, ParseArgsConfig['options']>;
+
+type Values = Record<string, string | boolean | undefined>;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { console.log(HELP); return 0; }
+  if (cmd === '--version') { console.log(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version); return 0; }
+  if (!(cmd in commands)) throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: rest, options: commands[cmd as keyof typeof commands], strict: true, allowPositionals: cmd === 'list' }) as typeof parsed;
+  } catch (e) {
+    throw new UsageError(`troupe ${cmd}: ${(e as Error).message.replace(/\. To specify a positional argument.*$/s, '')}`);
+  }
+  const { values, positionals } = parsed;
+  switch (cmd) {
+    case 'start': return start(values);
+    case 'status': return status(values);
+    case 'list': return list(positionals, values);
+    case 'stop': return stop();
+  }
+  return 0;
+}
+
+function number(values: Values, flag: string): number | undefined {
+  const v = values[flag];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`--${flag} must be a non-negative number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function startOptions(values: Values): StartOptions {
+  const port = number(values, 'port');
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port must be 1..65535, got ${port}`);
+  return {
+    detached: !values.block,
+    host: values.host as string | undefined,
+    port,
+    nats: values.nats === undefined ? undefined : (parseAddress(values.nats as string), values.nats as string),
+    token: (values.token as string | undefined) ?? process.env.TROUPE_TOKEN,
+    numCpus: number(values, 'num-cpus'),
+    numGpus: number(values, 'num-gpus'),
+    memory: number(values, 'memory'),
+    resources: values.resources === undefined ? undefined : parseResourcesFlag(values.resources as string),
+    objectStoreDir: values['object-store-dir'] as string | undefined,
+    nodeTimeoutMs: number(values, 'node-timeout-ms'),
+  };
+}
+
+async function start(values: Values): Promise<number> {
+  if (!values.head === !values.address) throw new UsageError('troupe start needs exactly one of --head or --address HOST:PORT');
+  const o = startOptions(values);
+  let started: StartedCluster;
+  if (values.head) {
+    if (values.nats === undefined) o.host ??= '0.0.0.0';
+    started = await startHead(o);
+    console.log(`troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`);
+    console.log(`To add a machine:  TROUPE_TOKEN=${started.token} troupe start --address ${started.publicAddress}`);
+  } else {
+    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms'] as const) if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
+    const address = values.address as string;
+    parseAddress(address);
+    const file = readClusterFile();
+    const token = o.token ?? (file?.address === address ? file.token : undefined);
+    if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN (printed by 'troupe start --head') or pass --token`);
+    started = await startNode({ ...o, address, token });
+    console.log(`troupe node ${started.nodeId} joined ${address}; session ${started.sessionDir}`);
+  }
+  // Drivers on this machine find the cluster (and this node's store) through this file.
+  writeClusterFile({
+    address: started.address, token: started.token, sessionDir: started.sessionDir,
+    localNode: { nodeId: started.nodeId, objectDir: started.objectDir }, startedAt: new Date().toISOString(),
+  });
+  if (!values.block) {
+    console.log(`Logs in ${started.sessionDir}/logs. 'troupe status' shows the cluster, 'troupe stop' stops it.`);
+    return 0;
+  }
+  console.log('Running in the foreground; Ctrl-C stops.');
+  await new Promise<void>((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve); });
+  await started.stop();
+  removeClusterFile();
+  return 0;
+}
+
+async function connectFromFlags(values: Values): Promise<Bus> {
+  const file = readClusterFile();
+  const address = (values.address as string | undefined) ?? process.env.TROUPE_ADDRESS ?? file?.address;
+  if (!address) throw new UsageError(`no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start --head'`);
+  const token = (values.token as string | undefined) ?? process.env.TROUPE_TOKEN ?? file?.token;
+  if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
+  return Bus.connect({ address, token, name: 'troupe-cli' });
+}
+
+async function headStatus(bus: Bus): Promise<HeadStatus | undefined> {
+  try { return await bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 3000 }); } catch { return undefined; }
+}
+
+async function status(values: Values): Promise<number> {
+  const bus = await connectFromFlags(values);
+  try {
+    const gcs = await Gcs.open(bus);
+    const [head, actors, jobs] = await Promise.all([headStatus(bus), gcs.actors.list(), gcs.jobs.list()]);
+    const nodes = head?.nodes ?? (await gcs.nodes.list()).map((n) => ({ ...n, alive: n.state === 'ALIVE', available: n.total, lastHeartbeatMsAgo: -1 }));
+    if (values.json) {
+      console.log(JSON.stringify({ address: bus.address, headReachable: !!head, nodes, pending: head?.pending ?? [], infeasible: head?.infeasible ?? [], actors, jobs }, null, 2));
+      return head ? 0 : 1;
+    }
+    console.log(`troupe cluster at ${bus.address}`);
+    if (!head) console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
+    const alive = nodes.filter((n) => n.alive);
+    console.log(`\nNodes: ${alive.length} alive, ${nodes.length - alive.length} dead`);
+    printTable(['NODE', 'STATE', 'HOST', 'USED / TOTAL', 'NOTE'], nodes.map((n) => [
+      n.nodeId + (n.isHead ? ' (head)' : ''), n.alive ? 'ALIVE' : 'DEAD', n.hostname,
+      n.alive ? usage(n.total, n.available) : '-', n.alive ? '' : (n.cause ?? ''),
+    ]));
+    const total = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.total), {});
+    const free = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.available), {});
+    console.log(`\nResources (alive nodes): ${usage(total, free)}`);
+    console.log(`\nActors: ${actors.length}   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`);
+    const pending = head?.pending ?? [];
+    console.log(`\nPending demands: ${pending.length ? '' : 'none'}`);
+    for (const p of pending) console.log(`  ${formatResources(p.demand)} waiting ${(p.waitingMs / 1000).toFixed(1)} s`);
+    const infeasible = head?.infeasible ?? [];
+    console.log(`Infeasible demands: ${infeasible.length ? '' : 'none'}`);
+    for (const p of infeasible) console.log(`  ${p.at}  ${p.message}`);
+    return head ? 0 : 1;
+  } finally {
+    await bus.close();
+  }
+}
+
+function sum(a: ResourceSet, b: ResourceSet): ResourceSet {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+function usage(total: ResourceSet, available: ResourceSet): string {
+  const used = subtract(total, available);
+  return Object.keys(total)
+    .filter((k) => total[k] > 0)
+    .map((k) => (k === 'memory' ? `memory ${formatBytes(used[k])}/${formatBytes(total[k])}` : `${k} ${round(used[k])}/${round(total[k])}`))
+    .join(', ');
+}
+
+const round = (n: number) => Math.round(n * 100) / 100;
+
+async function list(positionals: string[], values: Values): Promise<number> {
+  const kinds = ['nodes', 'actors', 'tasks', 'objects', 'jobs'];
+  if (positionals.length !== 1 || !kinds.includes(positionals[0])) throw new UsageError(`troupe list takes one of: ${kinds.join(', ')}`);
+  const kind = positionals[0];
+  const bus = await connectFromFlags(values);
+  try {
+    const gcs = await Gcs.open(bus);
+    let rows: Array<Record<string, unknown>>;
+    switch (kind) {
+      case 'nodes': {
+        const head = await headStatus(bus);
+        rows = (head?.nodes ?? (await gcs.nodes.list())).map((n) => ({ ...n }));
+        break;
+      }
+      case 'actors': rows = await gcs.actors.list(); break;
+      case 'jobs': rows = (await gcs.jobs.list()).map((j) => ({ ...j })); break;
+      case 'tasks': {
+        const tasks = await bus.request<TaskEvent[]>(subjects.headTasks, { limit: 1000 }, { timeoutMs: 3000 });
+        rows = tasks.map((t) => ({ ...t }));
+        break;
+      }
+      default: {
+        const replies = await bus.gather<Array<Record<string, unknown>>>(subjects.allObjects, {}, 500);
+        rows = replies.flat();
+      }
+    }
+    if (values.json) { console.log(JSON.stringify(rows, null, 2)); return 0; }
+    if (rows.length === 0) { console.log(`no ${kind}`); return 0; }
+    const columns: Record<string, string[]> = {
+      nodes: ['nodeId', 'state', 'hostname', 'pid', 'isHead', 'cause'],
+      actors: Object.keys(rows[0]),
+      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt'],
+      tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
+      objects: ['id', 'createdBy', 'state', 'size', 'where', 'owner'],
+    };
+    const cols = columns[kind];
+    printTable(cols.map((c) => c.toUpperCase()), rows.map((r) => cols.map((c) => (r[c] === undefined ? '' : String(r[c])))));
+    return 0;
+  } finally {
+    await bus.close();
+  }
+}
+
+/** Stops every daemon started from this TROUPE_HOME: node daemons first (they return their leases), then heads, then nats-servers. */
+async function stop(): Promise<number> {
+  const runs = readRunFiles();
+  let stopped = 0;
+  for (const role of ['node', 'head', 'nats'] as const) {
+    await Promise.all(runs.filter((r) => r.role === role).map(async (r) => {
+      if (isAlive(r.pid) && isOurs(r)) { await terminate(r.pid); stopped++; }
+      removeRunFile(r);
+    }));
+  }
+  removeClusterFile();
+  console.log(stopped ? `Stopped ${stopped} troupe process${stopped === 1 ? '' : 'es'}.` : 'No troupe processes were running.');
+  return 0;
+}
+
+/** Guards against a recycled pid: only signal a process that still looks like what we started. */
+function isOurs(r: RunFile): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${r.pid}/cmdline`, 'utf8');
+    return r.role === 'nats' ? cmdline.includes('nats-server') : cmdline.includes('daemon.ts');
+  } catch {
+    return process.platform !== 'linux'; // no /proc: trust the run file
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (e) {
+  if (e instanceof UsageError || (e as Error)?.name === 'UsageError') {
+    console.error(`troupe: ${(e as Error).message}`);
+    process.exitCode = 2;
+  } else {
+    console.error(`troupe: ${(e as Error)?.message ?? e}`);
+    if (process.env.TROUPE_DEBUG) console.error(e);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+// Makes a fresh machine ready for `npm test` and `npm run demo`: node_modules (npm ci) and Debian's nats-server.
+// Plain JS on purpose: it runs before node_modules exist.
+import { existsSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { findNatsServer, missingNatsMessage, NATS_PACKAGE } from '../runtime/nats-binary.mjs';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+function run(cmd, args, env = {}) {
+  console.log(`ensure-deps: ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  if (r.status !== 0) {
+    console.error(`ensure-deps: '${cmd} ${args.join(' ')}' failed (${r.error?.message ?? `exit ${r.status}`})`);
+    process.exit(1);
+  }
+}
+
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 20 || (major === 20 && minor < 19)) {
+  console.error(`ensure-deps: troupe needs Node >= 20.19, this is ${process.versions.node}`);
+  process.exit(1);
+}
+
+// npm ci when node_modules is missing or older than the lockfile.
+const lock = join(root, 'package-lock.json');
+const installed = join(root, 'node_modules', '.package-lock.json');
+if (!existsSync(installed) || statSync(installed).mtimeMs < statSync(lock).mtimeMs) {
+  run('npm', ['ci', '--no-audit', '--no-fund']);
+}
+
+if (!findNatsServer()) {
+  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
+  const apt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0;
+  if (!root_ || !apt || process.env.TROUPE_NATS_SERVER) {
+    console.error(`ensure-deps: ${missingNatsMessage()}`);
+    process.exit(1);
+  }
+  run('apt-get', ['update', '-qq']);
+  run('apt-get', ['install', '-y', '-qq', NATS_PACKAGE], { DEBIAN_FRONTEND: 'noninteractive' });
+  if (!findNatsServer()) {
+    console.error(`ensure-deps: installed ${NATS_PACKAGE} but still cannot find it. ${missingNatsMessage()}`);
+    process.exit(1);
+  }
+}

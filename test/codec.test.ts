@@ -1,0 +1,268 @@
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import net from 'node:net';
+import { pack, unpack } from 'msgpackr';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { encode, decode } from '../runtime/codec.ts';
+import { TaskError, InfeasibleError, SerializationError } from '../runtime/errors.ts';
+import { ObjectRef } from '../object-store/object-ref.ts';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const roundTrip = <T>(value: T): T => decode<T>(encode(value));
+
+type AnyTypedArray = Exclude<NodeJS.TypedArray, Buffer>;
+
+/** The raw bytes of a view: comparing these is exact for NaN payloads and -0 too. */
+const bytesOf = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+function assertSameTypedArray(t: ExecutionContext, actual: unknown, expected: AnyTypedArray): void {
+  t.is((actual as object)?.constructor, expected.constructor, `expected a ${expected.constructor.name}`);
+  t.deepEqual(bytesOf(actual as AnyTypedArray), bytesOf(expected));
+}
+
+// ---- typed arrays ---------------------------------------------------------------------------
+
+test('plain msgpackr pack() corrupts a Float32Array', (t) => {
+  const f = new Float32Array([1.5, -2.25, 3]);
+  const plain = unpack(pack(f)) as Uint8Array;
+  t.false(plain instanceof Float32Array);
+  t.notDeepEqual(Array.from(plain), Array.from(f));
+  // Not even a reinterpretation of the bytes gets the floats back.
+  t.notDeepEqual(new Uint8Array(plain), bytesOf(f));
+  assertSameTypedArray(t, roundTrip(f), f);
+});
+
+const typedArrays: AnyTypedArray[] = [
+  new Float32Array([1.5, -2.25, 3.4028234663852886e38, 1e-45]),
+  new Float64Array([Math.PI, -Number.MAX_VALUE, Number.MIN_VALUE]),
+  new Int8Array([-128, 0, 127]),
+  new Int16Array([-32768, 1, 32767]),
+  new Int32Array([-2147483648, 7, 2147483647]),
+  new Uint8Array([0, 128, 255]),
+  new Uint16Array([0, 65535]),
+  new Uint32Array([0, 4294967295]),
+  new Uint8ClampedArray([0, 300, -5]),
+  new BigInt64Array([-(2n ** 63n), 0n, 2n ** 63n - 1n]),
+  new BigUint64Array([0n, 2n ** 64n - 1n]),
+];
+for (const a of typedArrays) {
+  test(`${a.constructor.name} round-trips exactly`, (t) => {
+    assertSameTypedArray(t, roundTrip(a), a);
+  });
+}
+
+test('NaN, -0 and ±Infinity survive in float arrays', (t) => {
+  for (const a of [new Float32Array([NaN, -0, Infinity, -Infinity]), new Float64Array([NaN, -0, Infinity, -Infinity])]) {
+    const back = roundTrip(a);
+    assertSameTypedArray(t, back, a);
+    t.true(Number.isNaN(back[0]));
+    t.true(Object.is(back[1], -0));
+    t.is(back[2], Infinity);
+    t.is(back[3], -Infinity);
+  }
+});
+
+test('a Float32Array view into a bigger buffer sends only the view', (t) => {
+  // A Float32Array cannot start at an odd byte offset (RangeError), so use an offset that is not
+  // 8-aligned, and then decode from an odd byte offset, which leaves the float data unaligned.
+  const buffer = new ArrayBuffer(4096);
+  new Float32Array(buffer).fill(9);
+  const view = new Float32Array(buffer, 12, 3);
+  view.set([0.1, -7.5, 1e30]);
+  const bytes = encode(view);
+  t.true(bytes.byteLength < 64, 'the rest of the backing buffer is not sent');
+  assertSameTypedArray(t, decode(bytes), view);
+
+  const shifted = new Uint8Array(bytes.byteLength + 2);
+  shifted.set(bytes, 1);
+  assertSameTypedArray(t, decode(shifted.subarray(1, 1 + bytes.byteLength)), view);
+  assertSameTypedArray(t, roundTrip(new Float32Array([0, 1, 2, 3, 4]).subarray(1, 4)), new Float32Array([1, 2, 3]));
+});
+
+test('typed arrays nested in objects, arrays and Sets', (t) => {
+  const value = {
+    weights: [new Float32Array([1, 2]), { bias: new Float64Array([-0.5]) }],
+    labels: new Set([new Int32Array([3, 4])]),
+    name: 'layer',
+  };
+  const back = roundTrip(value);
+  assertSameTypedArray(t, back.weights[0], value.weights[0] as Float32Array);
+  assertSameTypedArray(t, (back.weights[1] as { bias: Float64Array }).bias, new Float64Array([-0.5]));
+  t.true(back.labels instanceof Set);
+  assertSameTypedArray(t, [...back.labels][0], new Int32Array([3, 4]));
+  t.is(back.name, 'layer');
+});
+
+// Fails today: codec.ts uses `useRecords: false`, which makes msgpackr write a Map as a plain
+// msgpack map and read it back as an Object (number keys become strings; object keys throw on decode).
+test.failing('KNOWN BUG: a Map (holding typed arrays) round-trips as a Map', (t) => {
+  const map = new Map<unknown, unknown>([['w', new Float32Array([1, 2])], [7, new Int32Array([3])]]);
+  const back = roundTrip(map);
+  t.true(back instanceof Map);
+  assertSameTypedArray(t, back.get('w'), new Float32Array([1, 2]));
+  assertSameTypedArray(t, back.get(7), new Int32Array([3]));
+});
+
+// ---- errors ---------------------------------------------------------------------------------
+
+test('a RangeError keeps its class, message and stack', (t) => {
+  const e = new RangeError('index 9 out of range');
+  const back = roundTrip(e);
+  t.true(back instanceof RangeError);
+  t.is(back.message, e.message);
+  t.is(back.stack, e.stack);
+});
+
+test('a cause chain and own fields such as code survive', (t) => {
+  const root = Object.assign(new Error('open failed'), { code: 'ENOENT', errno: -2, path: '/data/x' });
+  const e = new Error('load failed', { cause: new TypeError('bad config', { cause: root }) });
+  const back = roundTrip(e);
+  const mid = back.cause as TypeError;
+  const deep = mid.cause as typeof root;
+  t.true(mid instanceof TypeError);
+  t.is(mid.message, 'bad config');
+  t.is(deep.message, 'open failed');
+  t.is(deep.code, 'ENOENT');
+  t.is(deep.errno, -2);
+  t.is(deep.path, '/data/x');
+});
+
+test('troupe error classes come back as the same class', (t) => {
+  const te = new TaskError('boom', { remoteName: 'RangeError', remoteStack: 'RangeError: boom\n    at f (w.js:1:1)', where: 'task f' });
+  const back = roundTrip(te);
+  t.true(back instanceof TaskError);
+  t.is(back.message, 'boom');
+  t.is(back.remoteName, 'RangeError');
+  t.is(back.remoteStack, te.remoteStack);
+  t.is(back.where, 'task f');
+  t.is(back.stack, te.stack);
+
+  t.true(roundTrip(new InfeasibleError('needs 64 GPUs')) instanceof InfeasibleError);
+  const se = roundTrip(new SerializationError('nope'));
+  t.true(se instanceof SerializationError);
+  t.is(se.message, 'nope');
+});
+
+test('TaskError.from keeps the original name and stack, also after a round trip', (t) => {
+  const original = new TypeError('x');
+  const te = TaskError.from(original, 'task f');
+  t.is(te.remoteName, 'TypeError');
+  t.is(te.remoteStack, original.stack);
+  t.is(te.where, 'task f');
+  const back = roundTrip(te);
+  t.true(back instanceof TaskError);
+  t.is(back.remoteName, 'TypeError');
+  t.is(back.remoteStack, original.stack);
+  t.true(back.cause instanceof TypeError);
+});
+
+test('a user-defined error class keeps its name and message', (t) => {
+  class MyErr extends Error { name = 'MyErr'; }
+  const back = roundTrip(new MyErr('custom failure'));
+  t.true(back instanceof Error);
+  t.is(back.name, 'MyErr');
+  t.is(back.message, 'custom failure');
+});
+
+// ---- refusals -------------------------------------------------------------------------------
+
+test('unsendable values are refused at encode time with SerializationError', (t) => {
+  const socket = new net.Socket();
+  t.teardown(() => socket.destroy());
+  const normal = { ok: [1, 2, 3], f: new Float32Array([1]) };
+  const normalBytes = encode(normal);
+
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['function', function train() {}, /function 'train'/],
+    ['nested function', { opts: { onDone: function onDone() {} } }, /function 'onDone'/],
+    ['Promise', Promise.resolve(1), /Promise/],
+    ['net.Socket', socket, /EventEmitter.*Socket/],
+    ['WeakMap', new WeakMap(), /WeakMap/],
+  ];
+  for (const [label, value, message] of cases) {
+    t.throws(() => encode(value), { instanceOf: SerializationError, message }, label);
+    // The codec is not left half-way through a value.
+    t.deepEqual(encode(normal), normalBytes, `after refusing ${label}`);
+  }
+  t.deepEqual(decode(encode(normal)), normal);
+});
+
+// ---- object refs ----------------------------------------------------------------------------
+
+test('an ObjectRef round-trips as an ObjectRef with the same id and owner', (t) => {
+  const ref = new ObjectRef('obj-123', 'driver-abc');
+  const [back] = roundTrip([ref]);
+  t.true(back instanceof ObjectRef);
+  t.is(back.id, 'obj-123');
+  t.is(back.owner, 'driver-abc');
+});
+
+// ---- tensors --------------------------------------------------------------------------------
+
+test.before(async () => {
+  await tf.setBackend('cpu');
+});
+
+function assertSameTensor(t: ExecutionContext, actual: unknown, expected: tf.Tensor): void {
+  t.true(actual instanceof tf.Tensor);
+  const a = actual as tf.Tensor;
+  t.is(a.dtype, expected.dtype);
+  t.deepEqual(a.shape, expected.shape);
+  t.deepEqual(a.arraySync(), expected.arraySync());
+  const data = a.dataSync(), want = expected.dataSync();
+  if (ArrayBuffer.isView(want)) t.deepEqual(bytesOf(data as ArrayBufferView), bytesOf(want));
+  else t.deepEqual(data, want);
+}
+
+const tensors: Array<[string, () => tf.Tensor]> = [
+  ['float32 [2,3,4]', () => tf.randomNormal([2, 3, 4], 0, 1, 'float32', 42)],
+  ['float32 special values', () => tf.tensor1d([NaN, -0, Infinity, 1e-45])],
+  ['float32 scalar', () => tf.scalar(3.25)],
+  ['int32', () => tf.tensor2d([[1, -2], [2147483647, -2147483648]], [2, 2], 'int32')],
+  ['bool', () => tf.tensor1d([true, false, true], 'bool')],
+  ['string', () => tf.tensor1d(['a', 'héllo', ''], 'string')],
+  ['complex64', () => tf.complex([[1, 2], [0, -1]], [[3, -4], [0.5, 0]])],
+];
+for (const [label, make] of tensors) {
+  test(`tensor ${label} round-trips`, (t) => {
+    const x = make();
+    const back = roundTrip(x);
+    assertSameTensor(t, back, x);
+    if (x.dtype === 'complex64') {
+      t.deepEqual(tf.real(back).arraySync(), tf.real(x).arraySync());
+      t.deepEqual(tf.imag(back).arraySync(), tf.imag(x).arraySync());
+    }
+  });
+}
+
+test('a tensor nested in an object round-trips', (t) => {
+  const value = { step: 3, w: tf.tensor2d([[1, 2], [3, 4]]) };
+  const back = roundTrip(value);
+  t.is(back.step, 3);
+  assertSameTensor(t, back.w, value.w);
+});
+
+test('a disposed tensor fails to encode', (t) => {
+  const x = tf.scalar(1);
+  x.dispose();
+  t.throws(() => encode({ x }), { message: /disposed/ });
+});
+
+test('a process that has not loaded tfjs can decode a tensor', async (t) => {
+  const x = tf.tensor2d([[1.5, -2], [0.25, 3]]);
+  const child = `
+    import { decode } from './runtime/codec.ts';
+    const loadedBefore = '_tfengine' in globalThis;
+    const t = decode(Buffer.from(process.env.TENSOR_B64, 'base64'));
+    console.log(JSON.stringify({ loadedBefore, dtype: t.dtype, shape: t.shape, values: t.arraySync() }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], {
+    cwd: repoRoot,
+    env: { ...process.env, TENSOR_B64: Buffer.from(encode(x)).toString('base64') },
+  });
+  const lastLine = stdout.trim().split('\n').at(-1)!;
+  t.deepEqual(JSON.parse(lastLine), { loadedBefore: false, dtype: 'float32', shape: [2, 2], values: [[1.5, -2], [0.25, 3]] });
+});

@@ -1,0 +1,84 @@
+import test, { type ExecutionContext } from 'ava';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UsageError } from '../runtime/errors.ts';
+import { clusterFilePath, parseAddress, readClusterFile, writeClusterFile, type ClusterFile } from '../runtime/config.ts';
+
+const accepted: Array<[string, string]> = [
+  ['head-node:4222', 'nats://head-node:4222'],
+  ['127.0.0.1:4222', 'nats://127.0.0.1:4222'],
+  ['nats://h:1', 'nats://h:1'],
+  ['tls://h:2', 'tls://h:2'],
+  ['[::1]:4222', 'nats://[::1]:4222'],
+];
+for (const [input, url] of accepted) {
+  test(`parseAddress accepts ${JSON.stringify(input)}`, (t) => {
+    const out = parseAddress(input);
+    t.is(out, url);
+    t.regex(new URL(out).protocol, /^(nats|tls):$/);
+  });
+}
+
+for (const bad of ['', 'localhost', 'host:0', 'host:70000', 'http://h:1', 'a b:1']) {
+  test(`parseAddress rejects ${JSON.stringify(bad)}`, (t) => {
+    const err = t.throws(() => parseAddress(bad), { instanceOf: UsageError });
+    t.true(err?.message.includes(JSON.stringify(bad)), err?.message);
+    t.true(err?.message.includes('host:port'), err?.message);
+  });
+}
+
+/** Points TROUPE_HOME at a not-yet-existing dir inside a fresh temp dir; restores it afterwards. */
+function freshHome(t: ExecutionContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'troupe-config-test-'));
+  const saved = process.env.TROUPE_HOME;
+  const home = join(dir, 'home');
+  process.env.TROUPE_HOME = home;
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.TROUPE_HOME;
+    else process.env.TROUPE_HOME = saved;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return home;
+}
+
+const info: ClusterFile = {
+  address: 'nats://127.0.0.1:4222',
+  token: 'secret-token',
+  sessionDir: '/tmp/troupe/session-1',
+  localNode: { nodeId: 'node-1', objectDir: '/tmp/troupe/objects' },
+  startedAt: '2024-01-01T00:00:00.000Z',
+};
+
+test.serial('readClusterFile returns undefined when there is no file', (t) => {
+  freshHome(t);
+  t.is(readClusterFile(), undefined);
+});
+
+test.serial('writeClusterFile / readClusterFile round-trip, private to the user', (t) => {
+  const home = freshHome(t);
+  writeClusterFile(info);
+  t.is(clusterFilePath(), join(home, 'current-cluster.json'));
+  t.deepEqual(readClusterFile(), info);
+  t.is(statSync(clusterFilePath()).mode & 0o777, 0o600);
+  t.is(statSync(home).mode & 0o777, 0o700);
+  t.deepEqual(readdirSync(home), ['current-cluster.json'], 'no temp file left behind');
+});
+
+test.serial('writeClusterFile replaces a world-readable file with a 0600 one', (t) => {
+  freshHome(t);
+  writeClusterFile(info);
+  chmodSync(clusterFilePath(), 0o644);
+  t.is(statSync(clusterFilePath()).mode & 0o777, 0o644);
+  writeClusterFile({ ...info, token: 'new-token' });
+  t.is(statSync(clusterFilePath()).mode & 0o777, 0o600);
+  t.is(readClusterFile()?.token, 'new-token');
+});
+
+test.serial('readClusterFile throws UsageError on invalid JSON', (t) => {
+  freshHome(t);
+  writeClusterFile(info);
+  writeFileSync(clusterFilePath(), '{ not json');
+  const err = t.throws(() => readClusterFile(), { instanceOf: UsageError });
+  t.true(err?.message.includes(clusterFilePath()));
+});

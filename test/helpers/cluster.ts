@@ -1,0 +1,117 @@
+// Real clusters for tests: a nats-server, a head and node daemons as child processes, always torn down.
+import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import type { ExecutionContext } from 'ava';
+import { startHead, startNode, type StartedCluster } from '../../runtime/local-cluster.ts';
+import type { ResourceFlags } from '../../runtime/resources.ts';
+import { terminate, isAlive } from '../../runtime/processes.ts';
+import { Bus } from '../../runtime/transport.ts';
+import { subjects } from '../../runtime/subjects.ts';
+import { writeClusterFile } from '../../runtime/config.ts';
+import type { HeadStatus } from '../../runtime/head.ts';
+
+const everyPid = new Set<number>();
+// Last line of defence if a test process dies before its teardown ran.
+process.on('exit', () => { for (const pid of everyPid) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } });
+
+export function tempDir(t: ExecutionContext, prefix = 'troupe-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface TestCluster {
+  address: string;
+  token: string;
+  /** TROUPE_HOME of this cluster (a temp dir, removed by stop()). */
+  home: string;
+  head: StartedCluster;
+  nodes: StartedCluster[];
+  /** Node ids: [head node, extra nodes...]. */
+  nodeIds: string[];
+  status(): Promise<HeadStatus>;
+  /** Stops every process and removes the temp dir. Register it: t.teardown(c.stop) or test.after.always(c.stop). */
+  stop(): Promise<void>;
+}
+
+/** A head (with its node) plus extra node daemons, owned by this test process. Cleans up after itself if start fails. */
+export async function startCluster(o: { head?: ResourceFlags; nodes?: ResourceFlags[]; nodeTimeoutMs?: number } = {}): Promise<TestCluster> {
+  const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
+  process.env.TROUPE_HOME = home;
+  const started: StartedCluster[] = [];
+  const stop = async () => {
+    for (const s of [...started].reverse()) {
+      await s.stop();
+      s.pids.forEach((p) => everyPid.delete(p));
+    }
+    started.length = 0;
+    rmSync(home, { recursive: true, force: true });
+  };
+  try {
+    const head = await startHead({ detached: false, numCpus: 2, numGpus: 0, ...o.head, objectStoreDir: home, nodeTimeoutMs: o.nodeTimeoutMs });
+    started.push(head);
+    head.pids.forEach((p) => everyPid.add(p));
+    // As `troupe start --head` does: init() with no arguments finds this cluster and the local node's store.
+    writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir }, startedAt: new Date().toISOString() });
+    const nodes: StartedCluster[] = [];
+    for (const flags of o.nodes ?? []) {
+      const n = await startNode({ detached: false, numGpus: 0, ...flags, objectStoreDir: home, address: head.address, token: head.token, sessionDir: head.sessionDir });
+      n.pids.forEach((p) => everyPid.add(p));
+      started.push(n);
+      nodes.push(n);
+    }
+    return {
+      address: head.address, token: head.token, home, head, nodes, nodeIds: [head.nodeId, ...nodes.map((n) => n.nodeId)],
+      status: async () => {
+        const bus = await Bus.connect({ address: head.address, token: head.token, name: 'test' });
+        try { return await bus.request<HeadStatus>(subjects.headStatus, {}); } finally { await bus.close(); }
+      },
+      stop,
+    };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface RunResult { code: number | null; stdout: string; stderr: string }
+
+/** Runs a command to completion (bounded by timeoutMs), collecting its output. */
+export function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    everyPid.add(child.pid!);
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('close', (code) => { clearTimeout(timer); everyPid.delete(child.pid!); resolve({ code, stdout, stderr }); });
+  });
+}
+
+export { terminate, isAlive };
+
+/** Pids of live processes whose environment has TROUPE_HOME=home: everything a cluster under that home started. */
+export function processesWithHome(home: string): number[] {
+  const out: number[] = [];
+  const needle = `TROUPE_HOME=${home}\0`;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if ((readFileSync(`/proc/${name}/environ`, 'utf8') + '\0').includes(needle)) out.push(Number(name));
+    } catch { /* gone, or not ours to read */ }
+  }
+  return out;
+}

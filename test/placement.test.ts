@@ -1,0 +1,69 @@
+// Placement on two node daemons with fake GPUs and a custom resource.
+import test from 'ava';
+import { init, shutdown, get, InfeasibleError } from '../runtime/index.ts';
+import { startCluster, eventually, type TestCluster } from './helpers/cluster.ts';
+import { env, hold } from './fixtures/tasks.ts';
+
+let c: TestCluster;
+let cpuNode: string, gpuNode: string;
+test.before(async () => {
+  // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
+  c = await startCluster({ head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }] });
+  [cpuNode, gpuNode] = c.nodeIds;
+  await init();
+});
+test.after.always(async () => {
+  await shutdown();
+  await c?.stop();
+});
+
+test.serial('CPU tasks see no GPUs; GPU tasks get their ids in CUDA_VISIBLE_DEVICES', async (t) => {
+  t.is((await env.remote()).gpus, '');
+  const one = await env.options({ numGpus: 1 }).remote();
+  t.is(one.node, gpuNode);
+  t.true(['0', '1'].includes(one.gpus!));
+  const two = await env.options({ numGpus: 2 }).remote();
+  t.is(two.gpus, '0,1');
+});
+
+test.serial('two 1-GPU tasks at once get different devices; a third waits (pending) until one is free', async (t) => {
+  const a = hold.options({ numGpus: 1 }).remote(1500);
+  const b = hold.options({ numGpus: 1 }).remote(1500);
+  const third = hold.options({ numGpus: 1 }).remote(0);
+  const pending = await eventually('a pending GPU demand in status', async () => (await c.status()).pending.find((p) => p.demand.GPU === 1));
+  t.is(pending.demand.GPU, 1);
+  const [ra, rb, rc] = await get([a, b, third]);
+  t.deepEqual([ra.gpus, rb.gpus].sort(), ['0', '1']);
+  t.true(['0', '1'].includes(rc.gpus!));
+});
+
+test.serial('fractional GPUs: two 0.5-GPU tasks share one device id', async (t) => {
+  const [a, b] = await get([hold.options({ numGpus: 0.5, numCpus: 0 }).remote(1000), hold.options({ numGpus: 0.5, numCpus: 0 }).remote(1000)]);
+  t.is(a.node, gpuNode);
+  t.is(a.gpus, b.gpus);
+  t.not(a.pid, b.pid); // both ran at once, in two workers
+});
+
+test.serial('custom resources and node affinity', async (t) => {
+  t.is((await env.options({ resources: { ssd: 1 } }).remote()).node, gpuNode);
+  t.is((await env.options({ schedulingStrategy: { nodeId: cpuNode } }).remote()).node, cpuNode);
+  t.is((await env.options({ schedulingStrategy: { nodeId: gpuNode } }).remote()).node, gpuNode);
+  t.is((await env.options({ schedulingStrategy: { nodeId: 'no-such-node', soft: true } }).remote()).gpus, '');
+});
+
+test.serial('SPREAD puts concurrent tasks on different nodes', async (t) => {
+  const rs = await get([hold.options({ schedulingStrategy: 'SPREAD' }).remote(800), hold.options({ schedulingStrategy: 'SPREAD' }).remote(800)]);
+  t.deepEqual(rs.map((r) => r.node).sort(), [cpuNode, gpuNode].sort());
+});
+
+test.serial('a demand no node can ever meet fails fast, naming the demand and the largest node', async (t) => {
+  const e = await t.throwsAsync(get(env.options({ numGpus: 4 }).remote()), { instanceOf: InfeasibleError });
+  t.regex(e!.message, /GPU: 4/);
+  t.true(e!.message.includes(gpuNode));
+  await t.throwsAsync(get(env.options({ resources: { tpu: 1 } }).remote()), { instanceOf: InfeasibleError, message: /tpu: 1/ });
+  await t.throwsAsync(get(env.options({ schedulingStrategy: { nodeId: 'no-such-node' } }).remote()), { instanceOf: InfeasibleError });
+  const status = await c.status();
+  t.true(status.infeasible.some((i) => i.demand.GPU === 4));
+  // The cluster goes on.
+  t.is((await env.remote()).gpus, '');
+});

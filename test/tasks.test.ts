@@ -1,0 +1,97 @@
+// Tasks end to end on a real cluster: values, refs, nested refs, errors, wait, bad input at the call site.
+import test from 'ava';
+import { readdirSync } from 'node:fs';
+import { init, shutdown, put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
+import { startCluster, type TestCluster } from './helpers/cluster.ts';
+import * as tasks from './fixtures/tasks.ts';
+
+let cluster: TestCluster | undefined;
+test.before(async () => {
+  cluster = await startCluster({ head: { numCpus: 2 } });
+  await init(); // finds the cluster through its current-cluster file
+});
+test.after.always(async () => {
+  await shutdown();
+  await cluster?.stop();
+});
+
+test.serial('a task returns its value; await ref and get() agree', async (t) => {
+  const ref = tasks.add.remote(2, 3);
+  t.true(ref instanceof ObjectRef);
+  t.is(await ref, 5);
+  t.is(await get(ref), 5);
+  t.deepEqual(await get([tasks.add.remote(1, 1), tasks.add.remote(2, 2)]), [2, 4]);
+});
+
+test.serial('structured values and typed arrays round-trip through a task', async (t) => {
+  const value = { s: 'x', n: [1, 2.5, -3], m: new Map([['k', 1]]), d: new Date(5), f: new Float32Array([1.5, -2.25]), big: 2n ** 70n };
+  t.deepEqual(await tasks.echo.remote(value), value);
+});
+
+test.serial('refs as arguments are resolved on the worker, small and large', async (t) => {
+  t.is(await tasks.add.remote(put(40), 2), 42);
+  // 4 MB: above the inline threshold, so it goes into the node's store and the worker reads it there.
+  const big = put(new Float32Array(1_000_000).fill(0.5));
+  await big;
+  t.true(readdirSync(cluster!.head.objectDir).includes(big.id));
+  t.deepEqual(await tasks.length.remote(big), { length: 1_000_000, first: 0.5, last: 0.5, type: 'Float32Array' });
+  const made = tasks.fill.remote(300_000, 7); // a large task result stays in the store; the next task reads it there
+  t.deepEqual(await tasks.length.remote(made), { length: 300_000, first: 7, last: 7, type: 'Float32Array' });
+  t.is((await get(made)).length, 300_000);
+});
+
+test.serial('chained and nested refs', async (t) => {
+  t.is(await tasks.add.remote(tasks.add.remote(1, 2), tasks.add.remote(3, 4)), 10);
+  const refs = [1, 2, 3, 4].map((n) => put(n));
+  t.is(await tasks.sumRefs.remote(refs), 10); // refs inside a list stay refs; the task gets them
+  const inner = await tasks.putInside.remote(4); // a ref owned by a worker, read by the driver
+  t.true(inner.ref instanceof ObjectRef);
+  t.is(await inner.ref, 40);
+  t.is(await tasks.nested.remote(1), 2); // a task that submits a task
+});
+
+test.serial('an exception in a task is a TaskError with the original name, message and remote stack', async (t) => {
+  const err = await t.throwsAsync(get(tasks.fail.remote('bad input 7')), { instanceOf: TaskError });
+  t.is(err!.message, 'bad input 7');
+  t.is(err!.remoteName, 'RangeError');
+  t.regex(err!.remoteStack, /fixtures\/tasks\.ts/);
+  t.is(err!.where, 'task fail');
+  t.true(err!.cause instanceof RangeError);
+  // A failed input fails the dependent task with the same error.
+  const downstream = await t.throwsAsync(get(tasks.add.remote(tasks.fail.remote('upstream'), 1)), { instanceOf: TaskError });
+  t.is(downstream!.message, 'upstream');
+  // The worker survives: the next task runs.
+  t.is(await tasks.add.remote(1, 1), 2);
+});
+
+test.serial('wait() splits ready from pending, in order, with numReturns and timeoutMs', async (t) => {
+  const fast = tasks.sleep.remote(0);
+  const slow = tasks.sleep.remote(3000);
+  const [ready, pending] = await wait([slow, fast], { numReturns: 1 });
+  t.deepEqual(ready, [fast]);
+  t.deepEqual(pending, [slow]);
+  const [r2, p2] = await wait([fast, slow], { numReturns: 2, timeoutMs: 100 });
+  t.deepEqual([r2, p2], [[fast], [slow]]);
+  await t.throwsAsync(get(slow, { timeoutMs: 50 }), { instanceOf: GetTimeoutError });
+  t.is(await slow, 3000);
+  const [all] = await wait([fast, slow], { numReturns: 2 });
+  t.is(all.length, 2);
+  const failed = tasks.fail.remote('x');
+  const [readyFailed] = await wait([failed]);
+  t.deepEqual(readyFailed, [failed]); // a failed object is ready; get() throws
+  await t.throwsAsync(wait([fast], { numReturns: 2 }), { instanceOf: RangeError });
+});
+
+test.serial('bad input fails at the call site with a clear error', async (t) => {
+  const fnErr = t.throws(() => tasks.echo.remote(() => 1), { instanceOf: SerializationError });
+  t.regex(fnErr!.message, /function/);
+  t.throws(() => put({ p: Promise.resolve(1) }), { instanceOf: SerializationError, message: /Promise/ });
+  t.throws(() => tasks.add.options({ numCpus: -1 }), { instanceOf: RangeError, message: /numCpus/ });
+  t.throws(() => tasks.add.options({ numGpus: 1.5 }), { instanceOf: RangeError, message: /numGpus/ });
+  t.throws(() => tasks.add.options({ numCPUs: 1 } as never), { instanceOf: TypeError, message: /unknown remote option 'numCPUs'/ });
+  t.throws(() => tasks.add.options({ schedulingStrategy: 'PACKED' } as never).remote(1, 2), { instanceOf: TypeError, message: /schedulingStrategy/ });
+  const local = remote((x: number) => x); // defined here, not exported by a module workers can import
+  await new Promise((r) => setTimeout(r, 50));
+  t.throws(() => local.remote(1), { instanceOf: UsageError, message: /not an export/ });
+  await t.throwsAsync(get('nope' as never), { instanceOf: TypeError });
+});
