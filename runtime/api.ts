@@ -33,8 +33,8 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     throw new UsageError('init() was called inside a worker: a module that defines remote functions also calls init(); keep remote functions in their own module');
   }
   if (hasClient()) throw new UsageError('init() was already called in this process: call shutdown() first');
-  let address = opts.address ?? process.env.TROUPE_ADDRESS;
-  let token = opts.token ?? process.env.TROUPE_TOKEN;
+  let address = opts.address ?? (process.env.TROUPE_ADDRESS || undefined);
+  let token = opts.token ?? (process.env.TROUPE_TOKEN || undefined);
   let localNode: ClusterFile['localNode'];
   const file = address ? undefined : readClusterFile();
   if (file) {

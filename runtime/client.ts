@@ -75,6 +75,7 @@ export class Client {
     beat();
     c.heartbeat = setInterval(beat, 1000);
     c.heartbeat.unref();
+    await bus.flush(); // nobody may learn our id before our subscriptions are live
     current = c;
     setRefResolver((ref) => c.get(ref));
     return c;

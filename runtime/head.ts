@@ -5,7 +5,7 @@ import { Bus } from './transport.ts';
 import { Gcs, type NodeInfo } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { place, subtract, normalizeRequest, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
+import { place, subtract, checkDemand, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
 import { InfeasibleError } from './errors.ts';
 import type { HeartbeatMsg, LeaseGrant } from './node-daemon.ts';
 
@@ -128,7 +128,8 @@ export class Head {
   }
 
   private onHeartbeat(hb: HeartbeatMsg): void {
-    if (!hb || typeof hb.nodeId !== 'string') return;
+    if (typeof hb?.nodeId !== 'string') return;
+    try { hb.available = checkDemand(hb.available); } catch { return; }
     const n = this.nodes.get(hb.nodeId);
     if (!n) return; // its KV record arrives through the watch
     if (!n.alive) {
@@ -189,9 +190,9 @@ export class Head {
       return { queued: false };
     }
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new TypeError('lease request needs { reqId, clientId, demand }');
-    // Re-validate: this is input from the bus, not from our own client library.
-    const demand = normalizeRequest({ numCpus: req.demand?.CPU ?? 0, numGpus: req.demand?.GPU ?? 0, memory: req.demand?.memory ?? 0, resources: customOf(req.demand) }, 0);
+    const demand = checkDemand(req.demand); // input from the bus, not necessarily from our client library
     const strategy = req.strategy ?? 'DEFAULT';
+    if (strategy !== 'DEFAULT' && strategy !== 'SPREAD' && typeof (strategy as { nodeId?: unknown })?.nodeId !== 'string') throw new TypeError('unknown scheduling strategy');
     const p = place(this.views(), demand, strategy);
     if (p.kind === 'infeasible') {
       this.infeasible.unshift({ demand, message: p.message, at: new Date().toISOString() });
@@ -266,12 +267,6 @@ export class Head {
       infeasible: this.infeasible,
     };
   }
-}
-
-function customOf(d: ResourceSet | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(d ?? {})) if (k !== 'CPU' && k !== 'GPU' && k !== 'memory') out[k] = v;
-  return out;
 }
 
 function minOf(a: ResourceSet, b: ResourceSet): ResourceSet {

@@ -9,7 +9,7 @@ import { Bus } from './transport.ts';
 import { Gcs, type NodeInfo } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { fits, subtract, add, allocateGpus, releaseGpus, type ResourceSet } from './scheduler.ts';
+import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type ResourceSet } from './scheduler.ts';
 import { WorkerDiedError } from './errors.ts';
 import { NodeStore } from '../object-store/node-store.ts';
 import { objectSubjects } from '../object-store/object-client.ts';
@@ -129,8 +129,8 @@ export class NodeDaemon {
   }
 
   private async grant(req: { clientId: string; demand: ResourceSet }): Promise<LeaseGrant | { busy: true; available: ResourceSet }> {
-    if (typeof req?.clientId !== 'string' || typeof req.demand !== 'object' || req.demand === null) throw new TypeError('lease request needs { clientId, demand }');
-    const demand = req.demand;
+    if (typeof req?.clientId !== 'string') throw new TypeError('lease request needs { clientId, demand }');
+    const demand = checkDemand(req.demand);
     if (!fits(this.available, demand)) return { busy: true, available: this.available };
     const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
     if (!gpus) return { busy: true, available: this.available };

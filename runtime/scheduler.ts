@@ -73,6 +73,18 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
   return out;
 }
 
+/** Checks a demand that came over the bus: a plain object of finite, non-negative amounts. */
+export function checkDemand(d: unknown): ResourceSet {
+  if (!isPlainObject(d)) throw new TypeError('demand must be an object of resource amounts');
+  const out: ResourceSet = {};
+  for (const [k, v] of Object.entries(d)) {
+    if (k === '') throw new TypeError('demand has an empty resource name');
+    out[k] = checkAmount(v, `demand.${k}`);
+  }
+  if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU)) throw new RangeError(`demand.GPU above 1 must be a whole number, got ${out.GPU}`);
+  return out;
+}
+
 export function fits(available: ResourceSet, demand: ResourceSet): boolean {
   for (const [k, need] of Object.entries(demand)) {
     if (need > 0 && (available[k] ?? 0) + EPS < need) return false;

@@ -61,10 +61,12 @@ export class TaskSubmitter {
 
   start(): void {
     this.bus.on(subjects.procLeaseGranted(this.procId), (m: LeaseGrantedMsg) => this.onLeaseAnswer(m));
-    this.bus.on(subjects.evtWorkerDied, (m: { workerId: string; nodeId: string; pid: number; cause: string }) =>
-      this.dropLeases((l) => l.grant.workerId === m.workerId, `the worker (pid ${m.pid}) on node ${m.nodeId} ${m.cause}`));
-    this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) =>
-      this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`));
+    this.bus.on(subjects.evtWorkerDied, (m: { workerId: string; nodeId: string; pid: number; cause: string }) => {
+      if (typeof m?.workerId === 'string') this.dropLeases((l) => l.grant.workerId === m.workerId, `the worker (pid ${m.pid}) on node ${m.nodeId} ${m.cause}`);
+    });
+    this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
+      if (typeof m?.nodeId === 'string') this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`);
+    });
   }
 
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId. */
@@ -151,6 +153,7 @@ export class TaskSubmitter {
   }
 
   private onLeaseAnswer(m: LeaseGrantedMsg): void {
+    if (typeof m?.reqId !== 'string' || !('error' in m || typeof m.grant?.workerId === 'string')) return;
     const shape = this.requestShape.get(m.reqId);
     if (shape) { this.requestShape.delete(m.reqId); shape.requests.delete(m.reqId); }
     if ('error' in m) {

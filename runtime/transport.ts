@@ -144,6 +144,11 @@ export class Bus {
     this.nc.publish(reply, encodeReply(isError ? [1, asError(value)] : [0, value]));
   }
 
+  /** Round trip to the server: every subscription made before it is in effect once this resolves. */
+  async flush(): Promise<void> {
+    await this.nc.flush();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -84,4 +84,6 @@ client.bus.serve(subjects.procTask(procId), (spec: TaskSpec) => {
 
 process.on('disconnect', () => process.exit(0)); // our node daemon is gone
 process.on('SIGTERM', () => { void client.close().finally(() => process.exit(0)); });
+// Ready only once the server has our task subscription: the first task may be published the moment we say so.
+await client.bus.flush();
 process.send?.({ type: 'ready' });

@@ -95,3 +95,7 @@ test.serial('bad input fails at the call site with a clear error', async (t) => 
   t.throws(() => local.remote(1), { instanceOf: UsageError, message: /not an export/ });
   await t.throwsAsync(get('nope' as never), { instanceOf: TypeError });
 });
+
+test.serial('user code on a worker cannot read the cluster token', async (t) => {
+  t.is(await tasks.tokenVisible.remote(), null);
+});

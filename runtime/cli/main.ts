@@ -86,7 +86,7 @@ function startOptions(values: Values): StartOptions {
     host: values.host as string | undefined,
     port,
     nats: values.nats === undefined ? undefined : (parseAddress(values.nats as string), values.nats as string),
-    token: (values.token as string | undefined) ?? process.env.TROUPE_TOKEN,
+    token: (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined),
     numCpus: number(values, 'num-cpus'),
     numGpus: number(values, 'num-gpus'),
     memory: number(values, 'memory'),
@@ -133,9 +133,9 @@ async function start(values: Values): Promise<number> {
 
 async function connectFromFlags(values: Values): Promise<Bus> {
   const file = readClusterFile();
-  const address = (values.address as string | undefined) ?? process.env.TROUPE_ADDRESS ?? file?.address;
+  const address = (values.address as string | undefined) ?? (process.env.TROUPE_ADDRESS || undefined) ?? file?.address;
   if (!address) throw new UsageError(`no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start --head'`);
-  const token = (values.token as string | undefined) ?? process.env.TROUPE_TOKEN ?? file?.token;
+  const token = (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined) ?? file?.token;
   if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
   return Bus.connect({ address, token, name: 'troupe-cli' });
 }

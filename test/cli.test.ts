@@ -1,0 +1,83 @@
+// The troupe CLI with real detached daemons: a head and two node daemons, status, list, stop, bad input.
+import test from 'ava';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCommand, tempDir, processesWithHome, isAlive, terminate } from './helpers/cluster.ts';
+
+const cli = join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs');
+
+test('start a head and two nodes, see them in status and list, stop them all', async (t) => {
+  const home = tempDir(t);
+  const otherHome = tempDir(t); // stands for another machine: no current-cluster file there
+  const troupe = (...args: string[]) => runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: home, TROUPE_TOKEN: '' } });
+  // Whatever happens, nothing outlives the test.
+  t.teardown(async () => {
+    for (const h of [otherHome, home]) {
+      await runCommand(process.execPath, [cli, 'stop'], { env: { TROUPE_HOME: h } });
+      for (const pid of processesWithHome(h)) await terminate(pid, 1000);
+    }
+  });
+
+  const head = await troupe('start', '--head', '--host', '127.0.0.1', '--num-cpus', '1', '--object-store-dir', home);
+  t.is(head.code, 0, head.stderr);
+  t.regex(head.stdout, /troupe head started/);
+  const clusterFile = join(home, 'current-cluster.json');
+  t.is(statSync(clusterFile).mode & 0o777, 0o600);
+  const { address, token } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string; token: string };
+
+  // The second node finds the token in the current-cluster file; the third gets it from TROUPE_TOKEN, as on another machine.
+  const n1 = await troupe('start', '--address', address, '--num-cpus', '2', '--num-gpus', '2', '--object-store-dir', home);
+  t.is(n1.code, 0, n1.stderr);
+  const n2 = await runCommand(process.execPath, [cli, 'start', '--address', address, '--num-cpus', '1', '--resources', '{"ssd": 2}', '--object-store-dir', home],
+    { env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: token } });
+  t.is(n2.code, 0, n2.stderr);
+
+  const status = await troupe('status', '--json');
+  t.is(status.code, 0, status.stderr);
+  const s = JSON.parse(status.stdout) as { nodes: Array<{ alive: boolean; total: Record<string, number>; isHead: boolean }> };
+  t.is(s.nodes.filter((n) => n.alive).length, 3);
+  t.is(s.nodes.filter((n) => n.isHead).length, 1);
+  t.is(s.nodes.reduce((a, n) => a + (n.total.GPU ?? 0), 0), 2);
+  t.is(s.nodes.reduce((a, n) => a + (n.total.CPU ?? 0), 0), 4);
+  t.is(s.nodes.reduce((a, n) => a + (n.total.ssd ?? 0), 0), 2);
+
+  const human = await troupe('status');
+  t.regex(human.stdout, /Nodes: 3 alive, 0 dead/);
+  t.regex(human.stdout, /GPU 0\/2/);
+  const list = await troupe('list', 'nodes', '--json');
+  t.is((JSON.parse(list.stdout) as unknown[]).length, 3);
+  t.is((await troupe('list', 'actors')).stdout.trim(), 'no actors');
+
+  // Bad input: a clear error, exit code 2, and the daemons keep running.
+  const unknownFlag = await troupe('start', '--head', '--bogus');
+  t.is(unknownFlag.code, 2);
+  t.regex(unknownFlag.stderr, /Unknown option '--bogus'/);
+  const badAddress = await troupe('start', '--address', 'not-an-address');
+  t.is(badAddress.code, 2);
+  t.regex(badAddress.stderr, /invalid cluster address "not-an-address"/);
+  const badResources = await troupe('start', '--address', address, '--resources', '{oops');
+  t.is(badResources.code, 2);
+  t.regex(badResources.stderr, /--resources must be a JSON object/);
+  const badCpus = await troupe('start', '--head', '--num-cpus', 'many');
+  t.is(badCpus.code, 2);
+  t.regex(badCpus.stderr, /--num-cpus must be a non-negative number/);
+  t.is((await troupe('list', 'everything')).code, 2);
+  t.is((await troupe('frobnicate')).code, 2);
+  const wrongToken = await runCommand(process.execPath, [cli, 'status', '--address', address], { env: { TROUPE_HOME: home, TROUPE_TOKEN: 'wrong' } });
+  t.is(wrongToken.code, 1);
+  t.regex(wrongToken.stderr, /refused the token/);
+  t.regex((await troupe('status')).stdout, /Nodes: 3 alive/);
+
+  const pids = [...processesWithHome(home), ...processesWithHome(otherHome)];
+  t.true(pids.length >= 6); // nats-server, head, three node daemons, their workers
+  const stopOther = await runCommand(process.execPath, [cli, 'stop'], { env: { TROUPE_HOME: otherHome } });
+  t.regex(stopOther.stdout, /Stopped 1 troupe process\b/);
+  const stop = await troupe('stop');
+  t.is(stop.code, 0);
+  t.regex(stop.stdout, /Stopped 4 troupe processes/); // two node daemons, the head, nats-server
+  t.deepEqual(pids.filter(isAlive), []); // workers went with their node daemons
+  t.deepEqual(readdirSync(join(home, 'run')), []);
+  const after = await troupe('status');
+  t.not(after.code, 0);
+  t.regex(after.stderr, /no cluster found/);
+});

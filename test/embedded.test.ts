@@ -1,0 +1,45 @@
+// init() with nothing to join starts a local cluster; shutdown() (or the driver dying) stops all of it.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCommand, tempDir, processesWithHome, isAlive, eventually } from './helpers/cluster.ts';
+
+const root = join(import.meta.dirname, '..');
+
+test('the quickstart example runs on an embedded cluster and leaves nothing behind', async (t) => {
+  const home = tempDir(t);
+  const r = await runCommand(process.execPath, ['--import', 'tsx', 'examples/quickstart/main.ts'], { cwd: root, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /started by this script/);
+  t.regex(r.stdout, /squares of 0\.\.9/);
+  t.regex(r.stdout, /sum of squares via nested refs: 285/);
+  t.regex(r.stdout, /caught TaskError \(RangeError\): exploded: on purpose/);
+  t.deepEqual(processesWithHome(home), []);
+  t.deepEqual(readdirSync(home).filter((f) => f.startsWith('session_')), []); // an embedded session dir is temporary
+  t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(home.split('/').pop()!)), []);
+});
+
+test('killing the driver with SIGKILL takes its embedded cluster down: no orphans', async (t) => {
+  const home = tempDir(t);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hang-driver.ts'], { cwd: root, env: { ...process.env, TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  t.teardown(() => { for (const p of [child.pid!, ...processesWithHome(home)]) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout.once('data', (d) => resolve(String(d)));
+    child.once('exit', (code) => reject(new Error(`driver exited early with ${code}: ${stderr}`)));
+  });
+  t.like(JSON.parse(line), { ready: true, embedded: true, sum: 3 });
+  const cluster = processesWithHome(home).filter((p) => p !== child.pid);
+  t.true(cluster.length >= 4); // nats-server, head, node daemon, a worker
+  // Secrets: the token is in no command line, and the files that hold it are private.
+  const session = readdirSync(home).find((f) => f.startsWith('session_'))!;
+  const conf = join(home, session, 'nats-server.conf');
+  t.is(statSync(conf).mode & 0o777, 0o600);
+  const token = /token: "([0-9a-f]+)"/.exec(readFileSync(conf, 'utf8'))![1];
+  for (const pid of cluster) t.false(readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(token));
+  child.kill('SIGKILL');
+  await eventually('every cluster process gone', async () => cluster.every((p) => !isAlive(p)), 15_000);
+  t.pass();
+});

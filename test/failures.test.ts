@@ -1,0 +1,91 @@
+// Failures: a killed node daemon is declared dead, a killed worker fails its task with the cause,
+// garbage on every subject leaves every daemon running.
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { connect } from '@nats-io/transport-node';
+import { init, shutdown, get, InfeasibleError, WorkerDiedError } from '../runtime/index.ts';
+import { startCluster, eventually, isAlive, processesWithHome, type TestCluster } from './helpers/cluster.ts';
+import { Bus } from '../runtime/transport.ts';
+import { Gcs } from '../runtime/gcs.ts';
+import { encode } from '../runtime/codec.ts';
+import { subjects } from '../runtime/subjects.ts';
+import type { TaskEvent } from '../runtime/head.ts';
+import { add, hold, env } from './fixtures/tasks.ts';
+
+let c: TestCluster;
+let bus: Bus;
+test.before(async () => {
+  c = await startCluster({ head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }], nodeTimeoutMs: 1000 });
+  await init();
+  bus = await Bus.connect({ address: c.address, token: c.token, name: 'test-probe' });
+});
+test.after.always(async () => {
+  await bus?.close();
+  await shutdown();
+  await c?.stop();
+});
+
+async function runningTask(name: string): Promise<TaskEvent> {
+  return eventually(`task ${name} running`, async () =>
+    (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.name === name && e.state === 'RUNNING'));
+}
+
+test.serial('garbage on every troupe subject gets error replies, and every daemon keeps running', async (t) => {
+  const workerId = (await bus.gather<Array<{ owner: string }>>(subjects.allObjects, {}, 300)).flat().map((o) => o.owner)[0];
+  const targets = [
+    subjects.headLease, subjects.headStatus, subjects.headTasks,
+    ...c.nodeIds.flatMap((n) => [subjects.nodeLease(n), subjects.nodeRelease(n), subjects.nodeObjects(n), `troupe.node.${n}.obj.read`, `troupe.node.${n}.obj.free`]),
+    subjects.hbNode(c.nodeIds[1]), subjects.hbProc('x'), subjects.evtTasks, subjects.evtNodeDied, subjects.evtWorkerDied, subjects.allObjects,
+    ...(workerId ? [subjects.procTask(workerId)] : []),
+  ];
+  const junk = [
+    new Uint8Array(0), randomBytes(64), new TextEncoder().encode('{"not":"msgpack"'), encode('a string'), encode(null), encode([1, 2, 3]),
+    encode({ demand: 'lots', clientId: 7 }), encode({ reqId: 'r', clientId: 'c', demand: { CPU: -5 } }), encode({ id: '../../../etc/passwd', offset: 0, length: 10 }),
+    encode({ leaseId: { $gt: '' } }), encode({ taskId: 't', fn: { url: 'file:///etc/passwd', exportName: 'x' }, args: encode([]), deps: {}, workingDir: '/' }),
+  ];
+  const raw = bus.nc;
+  for (let round = 0; round < 20; round++) for (const s of targets) for (const j of junk) raw.publish(s, j);
+  // Requests with a reply subject get an answer, an error rather than silence.
+  for (const s of [subjects.headLease, subjects.nodeLease(c.nodeIds[0]), `troupe.node.${c.nodeIds[0]}.obj.read`]) {
+    await t.throwsAsync(bus.request(s, { id: '../../../etc/passwd', offset: 0, length: 10 }));
+  }
+  await raw.flush();
+  for (const pid of processesWithHome(c.home)) t.true(isAlive(pid));
+  t.is((await c.status()).nodes.filter((n) => n.alive).length, 2);
+  t.is(await add.remote(20, 22), 42);
+});
+
+test.serial('a killed worker fails its running task with WorkerDiedError naming the cause', async (t) => {
+  const ref = hold.options({ name: 'doomed' }).remote(60_000);
+  const running = await runningTask('doomed');
+  process.kill(running.pid, 'SIGKILL');
+  const e = await t.throwsAsync(get(ref), { instanceOf: WorkerDiedError });
+  t.regex(e!.message, /SIGKILL/);
+  t.regex(e!.message, new RegExp(`pid ${running.pid}`));
+  t.is(await add.remote(1, 2), 3); // and the next task gets a fresh worker
+});
+
+test.serial('a killed node daemon is marked dead; its task fails; the rest of the cluster goes on', async (t) => {
+  const victim = c.nodeIds[1];
+  const ref = hold.options({ resources: { victim: 1 }, name: 'on-victim' }).remote(60_000);
+  const running = await runningTask('on-victim');
+  t.is(running.nodeId, victim);
+  process.kill(c.nodes[0].pids[0], 'SIGKILL');
+  const e = await t.throwsAsync(get(ref), { instanceOf: WorkerDiedError });
+  t.regex(e!.message, new RegExp(victim));
+  const dead = await eventually('the node DEAD in status', async () => (await c.status()).nodes.find((n) => n.nodeId === victim && !n.alive));
+  t.regex(dead.cause ?? '', /no heartbeat/);
+  const gcs = await Gcs.open(bus);
+  t.is((await gcs.nodes.get(victim))?.state, 'DEAD');
+  await eventually('its worker gone too', async () => !isAlive(running.pid));
+  // Work that needs the dead node's resource is now infeasible; other work runs.
+  await t.throwsAsync(get(env.options({ resources: { victim: 1 } }).remote()), { instanceOf: InfeasibleError });
+  t.is((await env.remote()).node, c.nodeIds[0]);
+});
+
+test.serial('a client without the token, or with a wrong one, is refused', async (t) => {
+  const [host, port] = c.address.split(':');
+  await t.throwsAsync(connect({ servers: `${host}:${port}`, reconnect: false }), { message: /Authorization/i });
+  await t.throwsAsync(connect({ servers: `${host}:${port}`, token: 'wrong', reconnect: false }), { message: /Authorization/i });
+  await t.throwsAsync(Bus.connect({ address: c.address, token: 'wrong', name: 'intruder' }), { name: 'AuthenticationError', message: /refused the token/ });
+});
