@@ -48,7 +48,10 @@ export function clusterFilePath(): string {
 
 export function readClusterFile(): ClusterFile | undefined {
   let text: string;
-  try { text = readFileSync(clusterFilePath(), 'utf8'); } catch { return undefined; }
+  try { text = readFileSync(clusterFilePath(), 'utf8'); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new UsageError(`cannot read ${clusterFilePath()}: ${(e as Error).message}`);
+  }
   try { return JSON.parse(text) as ClusterFile; } catch {
     throw new UsageError(`${clusterFilePath()} is not valid JSON; remove it or run 'troupe stop'`);
   }
@@ -66,14 +69,16 @@ export function removeClusterFile(): void {
 export function writePrivateFile(path: string, text: string): void {
   mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
+  rmSync(tmp, { force: true }); // a leftover with wider permissions must not receive the token
+  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
   chmodSync(tmp, 0o600);
   renameSync(tmp, path);
 }
 
 /** Accepts `host:port`, `nats://host:port`, `tls://host:port`; returns a server URL for nats.js. */
 export function parseAddress(address: string): string {
-  const m = /^(?:(nats|tls):\/\/)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(address.trim());
+  const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+  const m = new RegExp(`^(?:(nats|tls)://)?(\\[[0-9a-fA-F:]+\\]|${label}(?:\\.${label})*):(\\d{1,5})$`).exec(address.trim());
   const port = m ? Number(m[3]) : 0;
   if (!m || port < 1 || port > 65535) {
     throw new UsageError(`invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address 'troupe start --head' printed)`);

@@ -54,7 +54,7 @@ export class UsageError extends TroupeError {}
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
 for (const c of [TroupeError, TaskError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
   ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
-  Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError]) classes.set(c.name, c);
+  Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) classes.set(c.name, c);
 
 /** Lets higher layers (actors, object store) make their own error classes survive the bus. */
 export function registerErrorClass(c: new (message: string, ...rest: any[]) => Error): void {
@@ -78,6 +78,7 @@ export function toWireError(e: Error): WireError {
     const v = (e as unknown as Record<string, unknown>)[k];
     if (typeof v !== 'function') fields[k] = v;
   }
+  if (e instanceof AggregateError) fields.errors = e.errors; // own but not enumerable
   return { name: e.name, message: e.message, stack: e.stack, cause: e.cause, fields };
 }
 
@@ -87,6 +88,8 @@ export function fromWireError(w: WireError): Error {
   if (C === TaskError) {
     const f = (w.fields ?? {}) as { remoteName?: string; remoteStack?: string; where?: string };
     e = new TaskError(w.message, { remoteName: f.remoteName ?? 'Error', remoteStack: f.remoteStack ?? '', where: f.where ?? '?', cause: w.cause });
+  } else if (C === AggregateError) {
+    e = new AggregateError(Array.isArray(w.fields?.errors) ? w.fields.errors : [], w.message);
   } else {
     e = C ? new C(w.message) : new Error(w.message);
     if (!C) e.name = w.name; // a user-defined class we cannot rebuild: keep its name

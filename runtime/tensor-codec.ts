@@ -2,6 +2,7 @@
 // that decodes a tensor and has no tfjs engine yet: most processes never pay for it.
 import { createRequire } from 'node:module';
 import { addExtension } from 'msgpackr';
+import { SerializationError } from './errors.ts';
 
 const TENSOR_EXT = 2; // ExtType.tensor in codec.ts (kept here to avoid an import cycle)
 
@@ -33,7 +34,7 @@ export function registerTensorExtension(): void {
     Class: AnyTensor as unknown as Function,
     type: TENSOR_EXT,
     write(t: TensorLike): WireTensor {
-      t.throwIfDisposed();
+      try { t.throwIfDisposed(); } catch (e) { throw new SerializationError('cannot send a disposed tensor', { cause: e }); }
       // complex64: dataSync() gives interleaved re/im, split again on read
       return { dtype: t.dtype, shape: t.shape, data: t.dataSync() };
     },
