@@ -18,9 +18,10 @@ export class NodeStore {
   }
 
   async write(id: string, bytes: Uint8Array): Promise<void> {
+    const final = this.path(id); // validates the id before any file is made
     const tmp = join(this.dir, `.${id}.tmp`);
     await writeFile(tmp, bytes, { mode: 0o600 });
-    await rename(tmp, this.path(id));
+    await rename(tmp, final);
   }
 
   read(id: string): Promise<Buffer> {

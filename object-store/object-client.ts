@@ -6,6 +6,7 @@ import type { Bus } from '../runtime/transport.ts';
 import { ObjectRef } from './object-ref.ts';
 import type { ObjectLocation } from './location.ts';
 import { OwnerTable } from './owner-table.ts';
+import { LRUCache } from 'lru-cache';
 import type { NodeStore } from './node-store.ts';
 
 /** Under the server's default max_payload (1 MiB) with room for the envelope. */
@@ -32,6 +33,11 @@ export class ObjectClient {
   readonly owned = new OwnerTable();
   /** Large values held in memory when there is no local store. */
   private readonly held = new Map<string, Uint8Array>();
+  /** Where borrowed objects are: sealed objects never move, so one answer serves every later get. */
+  private readonly located = new LRUCache<string, ObjectLocation>({ max: 10_000 });
+  /** One owner lookup in flight per borrowed object, however many callers wait. */
+  private readonly locating = new Map<string, Promise<ObjectLocation>>();
+  private readonly readyWaiters = new Map<string, Set<() => void>>();
 
   constructor(private readonly o: ObjectClientOptions) {}
 
@@ -70,10 +76,37 @@ export class ObjectClient {
     const mine = this.owned.whenSealed(ref.id);
     if (mine) return mine;
     if (ref.owner === this.o.procId) return Promise.reject(new ObjectLostError(`object ${ref.id} was freed`));
-    return this.o.bus.request<ObjectLocation>(objectSubjects.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 }).catch((e) => {
-      if (e instanceof NoRespondersError) throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
-      throw e;
-    });
+    const known = this.located.get(ref.id);
+    if (known) return Promise.resolve(known);
+    let p = this.locating.get(ref.id);
+    if (!p) {
+      p = this.o.bus.request<ObjectLocation>(objectSubjects.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 }).then(
+        (loc) => { if (!('error' in loc)) this.located.set(ref.id, loc); return loc; },
+        (e) => {
+          if (e instanceof NoRespondersError) throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
+          throw e;
+        },
+      ).finally(() => this.locating.delete(ref.id));
+      this.locating.set(ref.id, p);
+    }
+    return p;
+  }
+
+  /** Calls back once the ref's value exists (or failed, or is lost). Returns a remover for callers that stop waiting. */
+  whenReady(ref: ObjectRef, cb: () => void): () => void {
+    const remove = this.owned.onSealed(ref.id, cb);
+    if (remove) return remove;
+    if (this.located.has(ref.id)) { cb(); return () => undefined; }
+    let waiters = this.readyWaiters.get(ref.id);
+    if (!waiters) {
+      const set = (waiters = new Set());
+      this.readyWaiters.set(ref.id, set);
+      const done = () => { this.readyWaiters.delete(ref.id); for (const f of set) f(); };
+      this.locate(ref).then(done, done);
+    }
+    const set = waiters;
+    set.add(cb);
+    return () => set.delete(cb);
   }
 
   /** The value a location points to. Throws the producing task's error for a failed object. */

@@ -7,14 +7,17 @@ export interface OwnedObject {
   createdBy: string;
   createdAt: number;
   location?: ObjectLocation;
-  waiters: Array<(loc: ObjectLocation) => void>;
+  /** Removable, so a wait() that times out leaves nothing behind. */
+  waiters: Set<(loc: ObjectLocation) => void>;
+  /** One shared promise for every whenSealed() caller. */
+  sealed?: Promise<ObjectLocation>;
 }
 
 export class OwnerTable {
   private readonly objects = new Map<string, OwnedObject>();
 
   create(id: string, createdBy: string, location?: ObjectLocation): void {
-    this.objects.set(id, { id, createdBy, createdAt: Date.now(), location, waiters: [] });
+    this.objects.set(id, { id, createdBy, createdAt: Date.now(), location, waiters: new Set() });
   }
 
   /** Seal: the value (or its failure) is known. Wakes every waiter. */
@@ -22,8 +25,8 @@ export class OwnerTable {
     const o = this.objects.get(id);
     if (!o || o.location) return;
     o.location = location;
-    const waiters = o.waiters;
-    o.waiters = [];
+    const waiters = [...o.waiters];
+    o.waiters.clear();
     for (const w of waiters) w(location);
   }
 
@@ -36,16 +39,16 @@ export class OwnerTable {
     const o = this.objects.get(id);
     if (!o) return undefined;
     if (o.location) return Promise.resolve(o.location);
-    return new Promise((r) => o.waiters.push(r));
+    return (o.sealed ??= new Promise((r) => o.waiters.add(r)));
   }
 
-  /** Calls back once sealed (at once if it is). */
-  onSealed(id: string, cb: (loc: ObjectLocation) => void): boolean {
+  /** Calls back once sealed (at once if it is). Returns a remover, or undefined for an id we do not own. */
+  onSealed(id: string, cb: (loc: ObjectLocation) => void): (() => void) | undefined {
     const o = this.objects.get(id);
-    if (!o) return false;
-    if (o.location) cb(o.location);
-    else o.waiters.push(cb);
-    return true;
+    if (!o) return undefined;
+    if (o.location) { cb(o.location); return () => undefined; }
+    o.waiters.add(cb);
+    return () => o.waiters.delete(cb);
   }
 
   /** Fails everything still pending for which pred holds (the worker or node making it died). */

@@ -34,6 +34,14 @@ export interface WaitOptions {
   timeoutMs?: number;
 }
 
+/** How a worker finds a remote function: module URL and export name. */
+export interface FunctionRef {
+  url: string;
+  exportName: string;
+  /** Shown in errors and listings. */
+  name: string;
+}
+
 export function newId(): string {
   return randomBytes(12).toString('hex');
 }
@@ -81,25 +89,42 @@ export class Client {
     return c;
   }
 
-  /** Submits a task; argument problems (bad options, unserializable values) throw here, at the call site. */
-  submitTask<R>(fn: { url: string; exportName: string; name: string }, args: unknown[], opts: TaskOptions): ObjectRef<R> {
+  /** Submits a task; argument problems (bad options, unserializable values) throw here, at the call site.
+   * `fn` may still be on its way (a remote function whose module is finishing its load). */
+  submitTask<R>(fn: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: TaskOptions): ObjectRef<R> {
     const demand = normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
     const strategy = checkStrategy(opts.schedulingStrategy);
     const taskId = newId();
-    const name = opts.name ?? fn.name;
-    const spec: TaskSpec = { taskId, name, fn: { url: fn.url, exportName: fn.exportName }, args: encode(args), deps: {}, workingDir: process.cwd() };
+    let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
+    let encoded = encode(args);
+    if (encoded.length > defaults.inlineThreshold) {
+      // Big arguments go into the object store and travel as refs, as if the caller had put() them.
+      args = args.map((a) => {
+        if (a instanceof ObjectRef) return a;
+        const bytes = encode(a);
+        return bytes.length > defaults.inlineThreshold / 4 ? this.putBytes(bytes, `argument of task ${name}`) : a;
+      });
+      encoded = encode(args);
+    }
+    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: encoded, deps: {}, workingDir: process.cwd() };
     this.objects.owned.create(taskId, `task ${name}`);
-    const deps = args.filter((a): a is ObjectRef => a instanceof ObjectRef);
-    if (deps.length === 0) {
+    const waitFor: Promise<unknown>[] = [];
+    if (fn instanceof Promise) {
+      waitFor.push(fn.then((f) => { spec.fn = { url: f.url, exportName: f.exportName }; spec.name = name = opts.name ?? f.name; }));
+    } else {
+      spec.fn = { url: fn.url, exportName: fn.exportName };
+    }
+    // Send only when every top-level dependency exists; values pass from their holder to the worker, not through us.
+    for (const d of args) {
+      if (d instanceof ObjectRef) waitFor.push(this.objects.locate(d).then((loc) => { spec.deps[d.id] = loc; }));
+    }
+    if (waitFor.length === 0) {
       this.tasks.submit(spec, demand, strategy);
     } else {
-      // Send only when every top-level dependency exists; values pass from their holder to the worker, not through us.
-      Promise.all(deps.map(async (d) => [d.id, await this.objects.locate(d)] as const)).then((locs) => {
-        for (const [id, loc] of locs) {
-          if ('error' in loc) { this.objects.owned.seal(taskId, loc); return; } // a failed input fails the task the same way
-          spec.deps[id] = loc;
-        }
-        this.tasks.submit(spec, demand, strategy);
+      Promise.all(waitFor).then(() => {
+        const failed = Object.values(spec.deps).find((l) => 'error' in l);
+        if (failed) this.objects.owned.seal(taskId, failed); // a failed input fails the task the same way
+        else this.tasks.submit(spec, demand, strategy);
       }, (e: Error) => this.objects.owned.seal(taskId, { error: e }));
     }
     return new ObjectRef<R>(taskId, this.procId);
@@ -107,20 +132,26 @@ export class Client {
 
   /** Stores a value; serialization errors throw here. */
   put<T>(value: T): ObjectRef<T> {
+    return this.putBytes(encode(value), 'put') as ObjectRef<T>;
+  }
+
+  private putBytes(bytes: Uint8Array, createdBy: string): ObjectRef {
     const id = newId();
-    const bytes = encode(value);
-    this.objects.owned.create(id, 'put');
+    this.objects.owned.create(id, createdBy);
     this.objects.storeBytes(id, bytes).then(
       (loc) => this.objects.owned.seal(id, loc),
       (e: Error) => this.objects.owned.seal(id, { error: e }),
     );
-    return new ObjectRef<T>(id, this.procId);
+    return new ObjectRef(id, this.procId);
   }
 
   async get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
     if (!(ref instanceof ObjectRef)) throw new TypeError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`);
-    if (timeoutMs === undefined) return this.objects.get(ref);
-    const loc = await withTimeout(this.objects.locate(ref), timeoutMs, () => new GetTimeoutError(`get(${ref.id}) timed out after ${timeoutMs} ms`));
+    if (timeoutMs !== undefined) {
+      const ready = await this.blocking(this.readyWithin([ref], 1, timeoutMs));
+      if (ready.size === 0) throw new GetTimeoutError(`get(${ref.id}) timed out after ${timeoutMs} ms`);
+    }
+    const loc = await this.blocking(this.objects.locate(ref));
     return this.objects.load<T>(ref.id, loc);
   }
 
@@ -131,19 +162,49 @@ export class Client {
     if (!Number.isInteger(numReturns) || numReturns < 0 || numReturns > refs.length) {
       throw new RangeError(`wait(): numReturns must be an integer from 0 to ${refs.length} (the number of refs), got ${numReturns}`);
     }
-    const ready = new Set<string>();
-    await new Promise<void>((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = () => { clearTimeout(timer); resolve(); };
-      if (ready.size >= numReturns) return done();
-      if (o.timeoutMs !== undefined) timer = setTimeout(done, o.timeoutMs);
-      for (const r of refs) {
-        const mark = () => { ready.add(r.id); if (ready.size >= numReturns) done(); };
-        // A failed object is ready too: get() on it throws.
-        if (!this.objects.owned.onSealed(r.id, mark)) this.objects.locate(r).then(mark, mark);
-      }
-    });
+    const ready = await this.blocking(this.readyWithin(refs, numReturns, o.timeoutMs));
     return [refs.filter((r) => ready.has(r.id)), refs.filter((r) => !ready.has(r.id))];
+  }
+
+  /** Ids of refs whose value exists (a failed object counts), once `count` do or timeoutMs passes. Leaves no waiter behind. */
+  private readyWithin(refs: ObjectRef[], count: number, timeoutMs?: number): Promise<Set<string>> {
+    return new Promise((resolve) => {
+      const ready = new Set<string>();
+      const removers: Array<() => void> = [];
+      let timer: NodeJS.Timeout | undefined;
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        for (const r of removers) r();
+        resolve(ready);
+      };
+      for (const r of refs) {
+        if (finished) break;
+        removers.push(this.objects.whenReady(r, () => { ready.add(r.id); if (ready.size >= count) finish(); }));
+      }
+      if (ready.size >= count) finish();
+      else if (timeoutMs !== undefined) timer = setTimeout(finish, timeoutMs);
+    });
+  }
+
+  /** Set by workers: told when a task starts and stops waiting, so its node can lend the task's CPU meanwhile. */
+  blockHook?: (blocked: boolean) => void;
+  private blockedDepth = 0;
+
+  /** Reports a wait longer than a moment to blockHook (a quick owner round trip is not worth two node messages). */
+  private async blocking<T>(p: Promise<T>): Promise<T> {
+    const hook = this.blockHook;
+    if (!hook) return p;
+    let blocked = false;
+    const t = setTimeout(() => { blocked = true; if (this.blockedDepth++ === 0) hook(true); }, 10);
+    try {
+      return await p;
+    } finally {
+      clearTimeout(t);
+      if (blocked && --this.blockedDepth === 0) hook(false);
+    }
   }
 
   private ownedObjects(): Array<{ id: string; owner: string; createdBy: string; state: string; size: number; where: string }> {
@@ -187,13 +248,6 @@ function checkStrategy(s: unknown): SchedulingStrategy {
     return { nodeId, soft: soft as boolean | undefined };
   }
   throw new TypeError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${describe(s)}`);
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(err()), ms);
-    p.then((v) => { clearTimeout(t); resolve(v); }, (e) => { clearTimeout(t); reject(e); });
-  });
 }
 
 function describe(v: unknown): string {

@@ -5,9 +5,9 @@ import { Bus } from './transport.ts';
 import { Gcs, type NodeInfo } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { place, subtract, checkDemand, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
+import { place, subtract, checkDemand, checkResources, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
 import { InfeasibleError } from './errors.ts';
-import type { HeartbeatMsg, LeaseGrant } from './node-daemon.ts';
+import type { HeartbeatMsg, LeaseGrant, Busy } from './node-daemon.ts';
 
 export interface HeadOptions {
   address: string;
@@ -52,6 +52,7 @@ export interface HeadStatus {
 interface NodeState {
   info: NodeInfo;
   available: ResourceSet;
+  gpuFree?: number[];
   lastHb: number;
   alive: boolean;
 }
@@ -129,7 +130,7 @@ export class Head {
 
   private onHeartbeat(hb: HeartbeatMsg): void {
     if (typeof hb?.nodeId !== 'string') return;
-    try { hb.available = checkDemand(hb.available); } catch { return; }
+    try { hb.available = checkResources(hb.available); } catch { return; }
     const n = this.nodes.get(hb.nodeId);
     if (!n) return; // its KV record arrives through the watch
     if (!n.alive) {
@@ -140,7 +141,9 @@ export class Head {
     n.lastHb = Date.now();
     const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
     // While a grant is in flight our view is ahead of the node's: keep the smaller numbers.
-    n.available = this.grantingOn(hb.nodeId) ? minOf(n.available, hb.available) : hb.available;
+    const granting = this.grantingOn(hb.nodeId);
+    n.available = granting ? minOf(n.available, hb.available) : hb.available;
+    if (!granting && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1)) n.gpuFree = hb.gpuFree;
     if (grew) this.pump();
   }
 
@@ -149,8 +152,17 @@ export class Head {
     return false;
   }
 
+  private lastSweep = Date.now();
+
   private detectFailures(): void {
     const now = Date.now();
+    const late = now - this.lastSweep > this.timeoutMs / 2;
+    this.lastSweep = now;
+    if (late) {
+      // We were stalled (GC pause, SIGSTOP, overload): the heartbeats queued meanwhile are unread, so silence proves nothing.
+      for (const n of this.nodes.values()) if (n.alive) n.lastHb = now;
+      return;
+    }
     for (const [nodeId, n] of this.nodes) {
       if (n.alive && now - n.lastHb > this.timeoutMs) this.declareDead(nodeId, `no heartbeat for ${now - n.lastHb} ms (timeout ${this.timeoutMs} ms)`, true);
     }
@@ -180,7 +192,7 @@ export class Head {
   }
 
   private views(): NodeView[] {
-    return [...this.nodes.values()].map((n) => ({ nodeId: n.info.nodeId, alive: n.alive, total: n.info.total, available: n.available }));
+    return [...this.nodes.values()].map((n) => ({ nodeId: n.info.nodeId, alive: n.alive, total: n.info.total, available: n.available, gpuFree: n.gpuFree }));
   }
 
   private onLeaseRequest(req: LeaseRequestMsg | { cancel: string }): { queued: boolean } {
@@ -235,24 +247,27 @@ export class Head {
     p.granting = true;
     p.node = nodeId;
     n.available = subtract(n.available, p.demand);
-    this.bus.request<LeaseGrant | { busy: true; available: ResourceSet }>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand }, { timeoutMs: 40_000 })
+    if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
+    this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand }, { timeoutMs: 40_000 })
       .then((r) => {
         p.granting = false;
         if ('busy' in r) {
-          n.available = r.available; // our view was stale; the node's word wins
+          // Our view was stale; the node's word wins, and its next heartbeat (not a busy loop) retries.
+          n.available = r.available;
+          n.gpuFree = r.gpuFree;
           return;
         }
         this.queue.delete(p.reqId);
         this.tell(p, { reqId: p.reqId, grant: r });
+        setImmediate(() => this.pump());
       }, (e: Error) => {
         p.granting = false;
-        n.available = { ...n.info.total };
         if (++p.failures >= 3) {
           this.queue.delete(p.reqId);
           this.tell(p, { reqId: p.reqId, error: e });
         }
-      })
-      .finally(() => setImmediate(() => this.pump()));
+        setImmediate(() => this.pump());
+      });
   }
 
   private tell(p: Pending, msg: LeaseGrantedMsg): void {

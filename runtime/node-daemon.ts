@@ -33,6 +33,7 @@ export interface NodeDaemonOptions {
 export interface HeartbeatMsg {
   nodeId: string;
   available: ResourceSet;
+  gpuFree: number[];
   workers: number;
   leases: number;
 }
@@ -46,6 +47,9 @@ export interface LeaseGrant {
   gpuIds: number[];
 }
 
+/** The node cannot take the lease now; its numbers, so the head's view catches up. */
+export interface Busy { busy: true; available: ResourceSet; gpuFree: number[] }
+
 interface Worker {
   procId: string;
   child: ChildProcess;
@@ -58,6 +62,8 @@ interface Lease {
   leaseId: string;
   clientId: string;
   demand: ResourceSet;
+  /** Its task waits in get(): its CPUs are lent out. */
+  blocked?: boolean;
   gpuIds: number[];
   worker: Worker;
   grantedAt: number;
@@ -101,7 +107,8 @@ export class NodeDaemon {
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: { clientId: string; demand: ResourceSet }) => this.grant(req));
-    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string }) => this.release(req.leaseId));
+    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
+    bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) => this.setBlocked(req?.workerId, !!req?.blocked));
     bus.serve(subjects.nodeObjects(this.nodeId), () => this.store.list());
     bus.serve(objectSubjects.nodeRead(this.nodeId), (req: { id: string; offset: number; length: number }) =>
       this.store.readRange(req.id, req.offset, req.length));
@@ -124,21 +131,28 @@ export class NodeDaemon {
 
   private heartbeat(): void {
     if (this.stopping || this.bus.isClosed) return;
-    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, workers: this.workers.size, leases: this.leases.size };
+    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, gpuFree: this.gpuFree, workers: this.workers.size, leases: this.leases.size };
     this.bus.publish(subjects.hbNode(this.nodeId), msg);
   }
 
-  private async grant(req: { clientId: string; demand: ResourceSet }): Promise<LeaseGrant | { busy: true; available: ResourceSet }> {
+  private async grant(req: { clientId: string; demand: ResourceSet }): Promise<LeaseGrant | Busy> {
     if (typeof req?.clientId !== 'string') throw new TypeError('lease request needs { clientId, demand }');
     const demand = checkDemand(req.demand);
-    if (!fits(this.available, demand)) return { busy: true, available: this.available };
+    const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
+    if (!fits(this.available, demand)) return busy;
     const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
-    if (!gpus) return { busy: true, available: this.available };
+    if (!gpus) return busy;
     this.available = subtract(this.available, demand);
     this.gpuFree = gpus.free;
     const gpuKey = gpus.ids.join(',');
     let worker = [...this.workers].find((w) => !w.lease && w.gpuKey === gpuKey);
-    if (!worker) worker = this.spawnWorker(gpus.ids);
+    try {
+      worker ??= this.spawnWorker(gpus.ids);
+    } catch (e) {
+      this.available = add(this.available, demand);
+      this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
+      throw new WorkerDiedError(`could not start a worker: ${(e as Error).message}`, { cause: e });
+    }
     const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
     worker.lease = lease; // reserve before awaiting, so no second lease takes it
     this.leases.set(lease.leaseId, lease);
@@ -152,13 +166,18 @@ export class NodeDaemon {
     return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
   }
 
-  private release(leaseId: string): void {
+  /** busy: the worker may still be running tasks of this lease; it cannot serve anyone else, so it goes. */
+  private release(leaseId: string, busy = false): void {
     const lease = this.leases.get(leaseId);
     if (!lease) return;
     this.leases.delete(leaseId);
-    this.available = add(this.available, lease.demand);
+    this.available = add(this.available, lease.blocked ? withoutCpu(lease.demand) : lease.demand);
     this.gpuFree = releaseGpus(this.gpuFree, lease.gpuIds, lease.demand.GPU ?? 0);
     if (lease.worker.lease === lease) lease.worker.lease = undefined;
+    if (busy) {
+      this.workers.delete(lease.worker);
+      lease.worker.child.kill('SIGKILL');
+    }
     // Keep a few idle workers for the next lease; more would only hold memory.
     const idle = [...this.workers].filter((w) => !w.lease);
     if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) idle[0].child.kill('SIGTERM');
@@ -170,10 +189,22 @@ export class NodeDaemon {
     for (const lease of this.leases.values()) {
       const seen = this.clientSeen.get(lease.clientId) ?? lease.grantedAt;
       if (now - seen > CLIENT_TIMEOUT_MS) {
+        // Its worker may still run the dead client's task (maybe blocked for ever on a lost object): it goes too.
         console.error(`troupe: client ${lease.clientId} went silent; taking back lease ${lease.leaseId}`);
-        this.release(lease.leaseId);
+        this.release(lease.leaseId, true);
       }
     }
+  }
+
+  /** A task blocked in get() lends its CPUs back (as Ray does), so the tasks it waits for can run. */
+  private setBlocked(workerId: string, blocked: boolean): void {
+    const lease = [...this.leases.values()].find((l) => l.worker.procId === workerId);
+    if (!lease || !!lease.blocked === blocked) return;
+    lease.blocked = blocked;
+    const cpu = { CPU: lease.demand.CPU ?? 0 };
+    // Taking the CPU back may overcommit the node for a moment; the alternative is a deadlock.
+    this.available = blocked ? add(this.available, cpu) : subtract(this.available, cpu);
+    this.heartbeat();
   }
 
   private spawnWorker(gpuIds: number[]): Worker {
@@ -197,7 +228,13 @@ export class NodeDaemon {
     closeSync(log);
     const worker: Worker = { procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve() };
     worker.ready = new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no ready signal in 30 s (log: ${logPath})`)), 30_000);
+      const t = setTimeout(() => {
+        // A worker that never came up must not be handed out again.
+        this.workers.delete(worker);
+        child.kill('SIGKILL');
+        reject(new Error(`no ready signal in 30 s (log: ${logPath})`));
+      }, 30_000);
+      child.once('error', (e) => { clearTimeout(t); this.workers.delete(worker); reject(e); });
       child.on('message', (m: { type?: string }) => { if (m?.type === 'ready') { clearTimeout(t); resolve(); } });
       child.once('exit', (code, signal) => { clearTimeout(t); reject(new Error(`exited with ${signal ?? `code ${code}`} before it was ready (log: ${logPath})`)); });
     });
@@ -233,6 +270,11 @@ export class NodeDaemon {
     await this.bus?.close();
     this.store.destroy();
   }
+}
+
+function withoutCpu(d: ResourceSet): ResourceSet {
+  const { CPU: _cpu, ...rest } = d;
+  return rest;
 }
 
 function sessionName(sessionDir: string): string {

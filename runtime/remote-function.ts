@@ -1,7 +1,7 @@
 // `remote(opts, fn)`: a function that runs on a worker. Workers find it by module URL + export name,
 // so remote functions must be exported from a module (not the script that calls init()).
 import { pathToFileURL } from 'node:url';
-import { currentClient, type TaskOptions } from './client.ts';
+import { currentClient, type TaskOptions, type FunctionRef } from './client.ts';
 import { UsageError } from './errors.ts';
 import { normalizeRequest } from './scheduler.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
@@ -25,6 +25,9 @@ interface Definition {
   url: string;
   /** Undefined until the module has finished loading and we looked. */
   exportName?: string;
+  /** Settles once we looked: the export name, or undefined if the module does not export the function. */
+  lookup: Promise<string | undefined>;
+  looked: boolean;
 }
 
 export function remote<A extends unknown[], R>(fn: (...args: A) => R): RemoteFunction<A, R>;
@@ -44,10 +47,12 @@ function build<A extends unknown[], R>(fn: (...args: A) => R, opts: TaskOptions,
     fn,
     remote(...args: RemoteArgs<A>): ObjectRef<Awaited<R>> {
       const d = site.def!;
-      if (d.exportName === undefined) {
-        throw new UsageError(`remote function ${fn.name || '(anonymous)'} defined in ${d.url} is not an export of that module (yet): export it, and keep remote functions in a module other than the script that calls init()`);
-      }
-      return currentClient().submitTask<Awaited<R>>({ url: d.url, exportName: d.exportName, name: opts.name ?? (fn.name || d.exportName) }, args, opts);
+      const notExported = () => new UsageError(`remote function ${fn.name || '(anonymous)'} defined in ${d.url} is not an export of that module: export it, and keep remote functions in a module other than the script that calls init()`);
+      const ref = (exportName: string): FunctionRef => ({ url: d.url, exportName, name: opts.name ?? (fn.name || exportName) });
+      if (d.exportName !== undefined) return currentClient().submitTask<Awaited<R>>(ref(d.exportName), args, opts);
+      if (d.looked) throw notExported();
+      // Called while its module is still loading (a dynamic import, a task's first call): go once we know the name.
+      return currentClient().submitTask<Awaited<R>>(d.lookup.then((name) => { if (name === undefined) throw notExported(); return ref(name); }), args, opts);
     },
     options(more: TaskOptions): RemoteFunction<A, R> {
       checkOptions(more);
@@ -79,10 +84,11 @@ function defineSite(rf: RemoteFunction<any, any>): Definition {
     break;
   }
   if (!url) throw new UsageError('remote(): cannot tell which module defines this function; define remote functions at the top level of a module');
-  const def: Definition = { url };
-  // The module is still evaluating; this import settles once it has finished, before user code can call .remote().
-  import(url).then((mod: Record<string, unknown>) => {
+  const def: Definition = { url, looked: false, lookup: Promise.resolve(undefined) };
+  // The module is still evaluating; this import settles once it has finished, usually before user code calls .remote().
+  def.lookup = import(url).then((mod: Record<string, unknown>) => {
     for (const [name, v] of Object.entries(mod)) if (v === rf) def.exportName = name;
-  }, () => undefined);
+    return def.exportName;
+  }, () => undefined).finally(() => { def.looked = true; });
   return def;
 }

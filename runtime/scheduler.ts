@@ -7,7 +7,14 @@
 export type ResourceSet = Record<string, number>;
 export type SchedulingStrategy = 'DEFAULT' | 'SPREAD' | { nodeId: string; soft?: boolean };
 export interface ResourceRequest { numCpus?: number; numGpus?: number; memory?: number; resources?: Record<string, number>; }
-export interface NodeView { nodeId: string; alive: boolean; total: ResourceSet; available: ResourceSet; }
+export interface NodeView {
+  nodeId: string;
+  alive: boolean;
+  total: ResourceSet;
+  available: ResourceSet;
+  /** Free fraction of each GPU id, when known: 0.8 free GPU split as 0.4 + 0.4 cannot take a 0.5 demand. */
+  gpuFree?: number[];
+}
 export type Placement =
   | { kind: 'place'; nodeId: string }
   | { kind: 'wait' }                              // feasible on some alive node's totals, but nothing free now (or no alive node yet)
@@ -73,14 +80,20 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
   return out;
 }
 
-/** Checks a demand that came over the bus: a plain object of finite, non-negative amounts. */
-export function checkDemand(d: unknown): ResourceSet {
-  if (!isPlainObject(d)) throw new TypeError('demand must be an object of resource amounts');
+/** Checks resource amounts that came over the bus (a node's free resources): a plain object of finite, non-negative numbers. */
+export function checkResources(d: unknown, what = 'resources'): ResourceSet {
+  if (!isPlainObject(d)) throw new TypeError(`${what} must be an object of resource amounts`);
   const out: ResourceSet = {};
   for (const [k, v] of Object.entries(d)) {
-    if (k === '') throw new TypeError('demand has an empty resource name');
-    out[k] = checkAmount(v, `demand.${k}`);
+    if (k === '') throw new TypeError(`${what} has an empty resource name`);
+    out[k] = checkAmount(v, `${what}.${k}`);
   }
+  return out;
+}
+
+/** Checks a demand that came over the bus: resource amounts, and whole GPUs above 1 (free GPUs, unlike a demand, may be 1.4). */
+export function checkDemand(d: unknown): ResourceSet {
+  const out = checkResources(d, 'demand');
   if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU)) throw new RangeError(`demand.GPU above 1 must be a whole number, got ${out.GPU}`);
   return out;
 }
@@ -199,7 +212,7 @@ export function place(
   const alive = nodes.filter((n) => n.alive);
   if (typeof strategy === 'object') {
     const target = alive.find((n) => n.nodeId === strategy.nodeId);
-    if (target && fits(target.available, demand)) return { kind: 'place', nodeId: target.nodeId };
+    if (target && fitsNow(target, demand)) return { kind: 'place', nodeId: target.nodeId };
     if (!strategy.soft) {
       if (!target) {
         const state = nodes.some((n) => n.nodeId === strategy.nodeId) ? 'is dead' : 'is unknown';
@@ -214,10 +227,16 @@ export function place(
       return { kind: 'wait' };
     }
   }
-  const candidates = alive.filter((n) => fits(n.available, demand));
+  const candidates = alive.filter((n) => fitsNow(n, demand));
   if (candidates.length === 0) return waitOrInfeasible(alive, demand);
   const chosen = strategy === 'SPREAD' ? pickSpread(candidates, demand, opts.spreadCursor ?? 0) : pickDefault(candidates, demand);
   return { kind: 'place', nodeId: chosen.nodeId };
+}
+
+/** Fits the node's free resources, GPU ids included. */
+function fitsNow(n: NodeView, demand: ResourceSet): boolean {
+  if (!fits(n.available, demand)) return false;
+  return !n.gpuFree || !demand.GPU || allocateGpus(n.gpuFree, demand.GPU) !== null;
 }
 
 function checkGpuAmount(amount: number): void {

@@ -5,6 +5,7 @@ export const subjects = {
   headTasks: 'troupe.head.tasks',
   nodeLease: (node: string) => `troupe.node.${node}.lease`,
   nodeRelease: (node: string) => `troupe.node.${node}.release`,
+  nodeBlocked: (node: string) => `troupe.node.${node}.blocked`,
   nodeObjects: (node: string) => `troupe.node.${node}.objects`,
   nodeFenced: (node: string) => `troupe.node.${node}.fenced`,
   procTask: (proc: string) => `troupe.proc.${proc}.task`,

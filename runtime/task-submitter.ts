@@ -186,10 +186,12 @@ export class TaskSubmitter {
     for (const shape of this.shapes.values()) {
       for (const lease of shape.leases.filter(match)) {
         this.removeLease(shape, lease, false);
-        for (const spec of lease.inFlight.values()) {
-          this.owned.seal(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}`) });
-        }
+        const lost = [...lease.inFlight.values()];
         lease.inFlight.clear();
+        // A reply sent just before the death can arrive after the news of it: give it a moment to win.
+        setTimeout(() => {
+          for (const spec of lost) this.owned.seal(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}`) });
+        }, 100).unref();
       }
       if (shape.backlog.length) this.dispatch(shape);
     }
@@ -204,7 +206,9 @@ export class TaskSubmitter {
       for (const spec of shape.backlog.splice(0)) this.owned.seal(spec.taskId, { error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`) });
       for (const lease of shape.leases) {
         clearTimeout(lease.idleTimer);
-        releases.push(this.bus.request(subjects.nodeRelease(lease.grant.nodeId), { leaseId: lease.grant.leaseId }, { timeoutMs: 2000 }).catch(() => undefined));
+        // A worker still running our task cannot serve anyone else: busy tells the node to stop it.
+        const busy = lease.inFlight.size > 0;
+        releases.push(this.bus.request(subjects.nodeRelease(lease.grant.nodeId), { leaseId: lease.grant.leaseId, busy }, { timeoutMs: 2000 }).catch(() => undefined));
       }
       shape.leases = [];
     }

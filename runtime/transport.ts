@@ -40,6 +40,8 @@ export class Bus {
 
   private constructor(readonly nc: NatsConnection, readonly address: string) {
     nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
+    // The server is gone for good (reconnects exhausted): nothing pending will ever be answered.
+    nc.closed().then((err) => this.failPending(new ConnectionError(`lost the cluster at ${address}${err ? `: ${err.message}` : ''}`, { cause: err })));
   }
 
   static async connect(opts: ConnectOptions): Promise<Bus> {
@@ -152,11 +154,15 @@ export class Bus {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.failPending(new ConnectionError('connection closed'));
+    try { await this.nc.drain(); } catch { /* already closed */ }
+  }
+
+  private failPending(err: Error): void {
     clearInterval(this.sweeper);
-    const err = new ConnectionError('connection closed');
+    this.sweeper = undefined;
     for (const p of this.pending.values()) p.gathered ? p.resolve(p.gathered) : p.reject(err);
     this.pending.clear();
-    try { await this.nc.drain(); } catch { /* already closed */ }
   }
 
   get isClosed(): boolean {

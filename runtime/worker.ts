@@ -22,6 +22,8 @@ const client = await Client.connect({
   localNode: { nodeId, objectDir: env('TROUPE_OBJECT_DIR') },
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
+// A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
+client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId), { workerId: procId, blocked });
 
 const events: TaskEvent[] = [];
 setInterval(() => {

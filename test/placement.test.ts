@@ -44,6 +44,18 @@ test.serial('fractional GPUs: two 0.5-GPU tasks share one device id', async (t) 
   t.not(a.pid, b.pid); // both ran at once, in two workers
 });
 
+test.serial('GPU capacity split across devices: a demand that fits the sum but no device waits, then runs', async (t) => {
+  // 0.6 on each device leaves 0.4 + 0.4: a 0.5 demand fits the total (0.8) but no single device.
+  await eventually('idle GPU leases of earlier tests returned', async () => (await c.status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU === 2);
+  const holders = [hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500), hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500)];
+  await eventually('both holders running', async () => (await c.status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU! < 1);
+  const half = hold.options({ numGpus: 0.5, numCpus: 0 }).remote(0);
+  await eventually('the 0.5 demand pending', async () => (await c.status()).pending.some((p) => p.demand.GPU === 0.5));
+  const [a, b] = await get(holders);
+  t.not(a.gpus, b.gpus);
+  t.true(['0', '1'].includes((await half).gpus!));
+});
+
 test.serial('custom resources and node affinity', async (t) => {
   t.is((await env.options({ resources: { ssd: 1 } }).remote()).node, gpuNode);
   t.is((await env.options({ schedulingStrategy: { nodeId: cpuNode } }).remote()).node, cpuNode);

@@ -183,3 +183,11 @@ test('releaseGpus restores what allocateGpus took', (t) => {
   t.deepEqual(back, [1], 'float dust snaps back to a whole free GPU');
   t.throws(() => releaseGpus([1], [3], 1), { instanceOf: RangeError });
 });
+
+test('free resources may hold a fractional GPU count above 1; a demand may not', async (t) => {
+  const { checkResources, checkDemand } = await import('../runtime/scheduler.ts');
+  t.deepEqual(checkResources({ CPU: 2, GPU: 1.4 }), { CPU: 2, GPU: 1.4 });
+  t.throws(() => checkDemand({ GPU: 1.4 }), { instanceOf: RangeError });
+  t.throws(() => checkResources({ CPU: -1 }), { instanceOf: RangeError });
+  t.throws(() => checkResources('lots'), { instanceOf: TypeError });
+});

@@ -4,6 +4,7 @@ import { readdirSync } from 'node:fs';
 import { init, shutdown, put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
+import { currentClient } from '../runtime/client.ts';
 
 let cluster: TestCluster | undefined;
 test.before(async () => {
@@ -38,6 +39,24 @@ test.serial('refs as arguments are resolved on the worker, small and large', asy
   const made = tasks.fill.remote(300_000, 7); // a large task result stays in the store; the next task reads it there
   t.deepEqual(await tasks.length.remote(made), { length: 300_000, first: 7, last: 7, type: 'Float32Array' });
   t.is((await get(made)).length, 300_000);
+});
+
+test.serial('large arguments passed by value go through the object store', async (t) => {
+  // 4 MB: far above NATS's 1 MB max_payload; it travels as a ref, the task sees a Float32Array.
+  t.deepEqual(await tasks.length.remote(new Float32Array(1_000_000).fill(3)), { length: 1_000_000, first: 3, last: 3, type: 'Float32Array' });
+});
+
+test.serial('a remote function can be called as soon as a dynamic import of its module settles', async (t) => {
+  const { triple } = await import('./fixtures/late-tasks.ts');
+  t.is(await triple.remote(7), 21);
+});
+
+test.serial('wait() and get() with timeouts leave no waiter behind on a pending object', async (t) => {
+  const slow = tasks.sleep.remote(1500);
+  for (let i = 0; i < 200; i++) await wait([slow], { timeoutMs: 0 });
+  for (let i = 0; i < 50; i++) await t.throwsAsync(get(slow, { timeoutMs: 1 }), { instanceOf: GetTimeoutError });
+  t.is(currentClient().objects.owned.get(slow.id)!.waiters.size, 0);
+  t.is(await slow, 1500);
 });
 
 test.serial('chained and nested refs', async (t) => {
