@@ -6,6 +6,10 @@ import { defaults } from './config.ts';
 import { encode } from './codec.ts';
 import { GetTimeoutError, UsageError } from './errors.ts';
 import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';
+import { ActorCaller } from './actor-caller.ts';
+import { nameKey } from './actor-manager.ts';
+import { Gcs } from './gcs.ts';
+import type { ActorCall, ActorSpec } from './actor-types.ts';
 import { normalizeRequest, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
 import { ObjectRef, setRefResolver } from '../object-store/object-ref.ts';
 import { ObjectClient, objectSubjects } from '../object-store/object-client.ts';
@@ -19,6 +23,27 @@ export interface ClientOptions {
   procId?: string;
   /** The node daemon on this machine, if any: large objects go into its store. */
   localNode?: { nodeId: string; objectDir: string };
+  /** Drivers print what their tasks and actors write, prefixed like "(Trainer pid=1234)". Default true. */
+  logToDriver?: boolean;
+}
+
+export interface ActorOptions extends ResourceRequest {
+  schedulingStrategy?: SchedulingStrategy;
+  /** Restarts after a crash: 0 (default) none, -1 unlimited. */
+  maxRestarts?: number;
+  /** Re-sends of calls in flight when the actor dies: 0 (default) none, -1 unlimited. */
+  maxTaskRetries?: number;
+  /** Async methods running at once (default 1: one call at a time, in order). */
+  maxConcurrency?: number;
+  /** Registers the actor under this name, for getActor(). */
+  name?: string;
+  namespace?: string;
+  /** 'detached' actors outlive the driver that made them; they end with kill() or troupe stop. */
+  lifetime?: 'detached';
+  /** 'process' (default): a worker process of its own. 'shared': many lightweight actors in one worker process. */
+  isolation?: 'process' | 'shared';
+  /** Set by the decorator: the class name shown in logs and listings. */
+  className?: string;
 }
 
 export interface TaskOptions extends ResourceRequest {
@@ -62,6 +87,7 @@ export class Client {
   readonly procId: string;
   readonly objects: ObjectClient;
   readonly tasks: TaskSubmitter;
+  readonly actors: ActorCaller;
   private heartbeat: NodeJS.Timeout | undefined;
 
   private constructor(readonly bus: Bus, readonly o: ClientOptions) {
@@ -69,6 +95,7 @@ export class Client {
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
     this.objects = new ObjectClient({ bus, procId: this.procId, nodeId: o.localNode?.nodeId, store, inlineThreshold: defaults.inlineThreshold });
     this.tasks = new TaskSubmitter(bus, this.procId, this.objects.owned);
+    this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned);
   }
 
   static async connect(o: ClientOptions): Promise<Client> {
@@ -77,6 +104,8 @@ export class Client {
     const c = new Client(bus, o);
     c.objects.serve();
     c.tasks.start();
+    c.actors.start();
+    if (o.role === 'driver' && o.logToDriver !== false) bus.on(subjects.log(c.procId), printWorkerOutput);
     bus.serve(subjects.allObjects, () => c.ownedObjects());
     // Node daemons and the head watch this to take back leases of processes that died.
     const beat = () => { if (!bus.isClosed) bus.publish(subjects.hbProc(c.procId), {}); };
@@ -96,17 +125,8 @@ export class Client {
     const strategy = checkStrategy(opts.schedulingStrategy);
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
-    let encoded = encode(args);
-    if (encoded.length > defaults.inlineThreshold) {
-      // Big arguments go into the object store and travel as refs, as if the caller had put() them.
-      args = args.map((a) => {
-        if (a instanceof ObjectRef) return a;
-        const bytes = encode(a);
-        return bytes.length > defaults.inlineThreshold / 4 ? this.putBytes(bytes, `argument of task ${name}`) : a;
-      });
-      encoded = encode(args);
-    }
-    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: encoded, deps: {}, workingDir: process.cwd() };
+    const prepared = this.prepareArgs(args, `task ${name}`);
+    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, workingDir: process.cwd(), owner: this.procId };
     this.objects.owned.create(taskId, `task ${name}`);
     const waitFor: Promise<unknown>[] = [];
     if (fn instanceof Promise) {
@@ -114,20 +134,96 @@ export class Client {
     } else {
       spec.fn = { url: fn.url, exportName: fn.exportName };
     }
-    // Send only when every top-level dependency exists; values pass from their holder to the worker, not through us.
-    for (const d of args) {
-      if (d instanceof ObjectRef) waitFor.push(this.objects.locate(d).then((loc) => { spec.deps[d.id] = loc; }));
-    }
+    if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, spec.deps));
     if (waitFor.length === 0) {
       this.tasks.submit(spec, demand, strategy);
     } else {
-      Promise.all(waitFor).then(() => {
-        const failed = Object.values(spec.deps).find((l) => 'error' in l);
-        if (failed) this.objects.owned.seal(taskId, failed); // a failed input fails the task the same way
-        else this.tasks.submit(spec, demand, strategy);
-      }, (e: Error) => this.objects.owned.seal(taskId, { error: e }));
+      Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
     }
     return new ObjectRef<R>(taskId, this.procId);
+  }
+
+  /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them. */
+  private prepareArgs(args: unknown[], what: string): { encoded: Uint8Array; refs: ObjectRef[] } {
+    let encoded = encode(args);
+    if (encoded.length > defaults.inlineThreshold) {
+      args = args.map((a) => {
+        if (a instanceof ObjectRef) return a;
+        const bytes = encode(a);
+        return bytes.length > defaults.inlineThreshold / 4 ? this.putBytes(bytes, `argument of ${what}`) : a;
+      });
+      encoded = encode(args);
+    }
+    return { encoded, refs: args.filter((a): a is ObjectRef => a instanceof ObjectRef) };
+  }
+
+  /** Waits until every top-level ref argument exists and fills in where it is: the value then goes from its holder
+   * to the executing worker, not through us. A failed input fails the call with the same error. */
+  private async locateDeps(refs: ObjectRef[], deps: Record<string, ObjectLocation>): Promise<void> {
+    await Promise.all(refs.map(async (r) => {
+      const loc = await this.objects.locate(r);
+      if ('error' in loc) throw loc.error;
+      deps[r.id] = loc;
+    }));
+  }
+
+  // --- actors ----------------------------------------------------------------------------------
+
+  /** Creates an actor (asynchronously, like Ray); returns its id at once. Bad options and arguments throw here. */
+  createActor(cls: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: ActorOptions): string {
+    const actorId = newId();
+    const gpus = opts.numGpus ?? 0;
+    // Like Ray, an actor needs no CPU unless asked: thousands of idle actors must fit on one node.
+    const demand = normalizeRequest({ numCpus: opts.numCpus ?? 0, numGpus: gpus, memory: opts.memory, resources: opts.resources }, 0);
+    const className = opts.className ?? (cls instanceof Promise ? 'Actor' : cls.name);
+    const prepared = this.prepareArgs(args, `${className} constructor`);
+    const spec: ActorSpec = {
+      actorId, className, cls: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, demand,
+      strategy: checkStrategy(opts.schedulingStrategy),
+      maxRestarts: opts.maxRestarts ?? 0, maxTaskRetries: opts.maxTaskRetries ?? 0, maxConcurrency: opts.maxConcurrency ?? 1,
+      name: opts.name, namespace: opts.namespace ?? 'default', lifetime: opts.lifetime === 'detached' ? 'detached' : 'owned',
+      // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
+      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.procId, workingDir: process.cwd(),
+    };
+    const ready = Promise.all([
+      Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
+      this.locateDeps(prepared.refs, spec.deps),
+    ]).then(() => spec);
+    const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => undefined);
+    this.actors.track(actorId, creation);
+    // getActor(name) right after creating it, in this process, finds it (as in Ray).
+    if (opts.name) this.namesInCreation.set(nameKey(spec.namespace, opts.name), creation.catch(() => undefined));
+    return actorId;
+  }
+
+  /** Calls a method; the result comes back as an ObjectRef. Arguments are checked here. */
+  callActor<R>(actorId: string, method: string, args: unknown[], maxTaskRetries: number): ObjectRef<R> {
+    const callId = newId();
+    const prepared = this.prepareArgs(args, `call ${method}`);
+    const call: ActorCall = { callId, method, args: prepared.encoded, deps: {}, caller: this.procId };
+    this.objects.owned.create(callId, `actor call ${method}`);
+    this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, call.deps) : Promise.resolve(), maxTaskRetries);
+    return new ObjectRef<R>(callId, this.procId);
+  }
+
+  async killActor(actorId: string, noRestart: boolean): Promise<void> {
+    await this.bus.request(subjects.headActorKill, { actorId, noRestart });
+  }
+
+  /** The id of a named, live actor. */
+  async lookupActor(name: string, namespace = 'default'): Promise<{ actorId: string; className: string; maxTaskRetries: number }> {
+    await this.namesInCreation.get(nameKey(namespace, name));
+    const gcs = await this.gcs();
+    const holder = await gcs.names.get(nameKey(namespace, name));
+    const info = holder && (await gcs.actors.get(holder.actorId));
+    if (!info || info.state === 'DEAD') throw new UsageError(`no live actor named '${name}' in namespace '${namespace}'`);
+    return { actorId: info.actorId, className: info.className, maxTaskRetries: info.spec.maxTaskRetries };
+  }
+
+  private readonly namesInCreation = new Map<string, Promise<void>>();
+  private gcsOpen: Promise<Gcs> | undefined;
+  gcs(): Promise<Gcs> {
+    return (this.gcsOpen ??= Gcs.open(this.bus));
   }
 
   /** Stores a value; serialization errors throw here. */
@@ -224,6 +320,8 @@ export class Client {
   async close(): Promise<void> {
     if (current === this) { current = undefined; setRefResolver(undefined); }
     clearInterval(this.heartbeat);
+    // Our non-detached actors end with us; telling the head now beats its silence timeout.
+    if (this.o.role === 'driver') await this.bus.request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 }).catch(() => undefined);
     await this.tasks.close();
     await this.freeStoredObjects();
     await this.bus.close();
@@ -237,6 +335,15 @@ export class Client {
       if (loc && 'node' in loc) byNode.set(loc.node, [...(byNode.get(loc.node) ?? []), o.id]);
     }
     await Promise.all([...byNode].map(([node, ids]) => this.bus.request(objectSubjects.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
+  }
+}
+
+function printWorkerOutput(lines: Array<{ prefix: string; text: string; stderr: boolean }>): void {
+  if (!Array.isArray(lines)) return;
+  for (const l of lines) {
+    if (typeof l?.text !== 'string') continue;
+    const out = l.stderr ? process.stderr : process.stdout;
+    for (const line of l.text.replace(/\n$/, '').split('\n')) out.write(`${l.prefix} ${line}\n`);
   }
 }
 

@@ -38,6 +38,14 @@ export class SerializationError extends TroupeError {}
 export class GetTimeoutError extends TroupeError {}
 /** The worker process running a task exited before it replied. */
 export class WorkerDiedError extends TroupeError {}
+/** The actor a call went to is dead (or died while the call ran). `cause` says why: exit code or signal, node died, killed, constructor threw, out of restarts. */
+export class ActorDiedError extends TroupeError {
+  constructor(message: string, options?: { cause?: unknown; actorId?: string }) {
+    super(message, options);
+    this.actorId = options?.actorId ?? '';
+  }
+  readonly actorId: string;
+}
 /** The object cannot be had any more: its owner or every node holding it died. */
 export class ObjectLostError extends TroupeError {}
 /** No troupe cluster at the address, or it refused us. */
@@ -52,7 +60,7 @@ export class RequestTimeoutError extends TroupeError {}
 export class UsageError extends TroupeError {}
 
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
-for (const c of [TroupeError, TaskError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
+for (const c of [TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
   ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
   Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) classes.set(c.name, c);
 

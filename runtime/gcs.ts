@@ -2,6 +2,8 @@
 import { Kvm, type KV } from '@nats-io/kv';
 import type { Bus } from './transport.ts';
 import type { ResourceSet } from './scheduler.ts';
+import type { ActorInfo } from './actor-types.ts';
+import { encode, decode } from './codec.ts';
 
 export interface NodeInfo {
   nodeId: string;
@@ -31,18 +33,26 @@ export interface JobInfo {
   cause?: string;
 }
 
-/** A KV bucket of JSON documents. */
+/** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
 export class Table<T> {
-  constructor(readonly kv: KV) {}
+  constructor(readonly kv: KV, private readonly format: 'json' | 'msgpack' = 'json') {}
+
+  private parse(bytes: Uint8Array): T | undefined {
+    try {
+      return this.format === 'json' ? (JSON.parse(new TextDecoder().decode(bytes)) as T) : decode<T>(bytes);
+    } catch {
+      return undefined; // garbage written by someone else: skip it
+    }
+  }
 
   async get(key: string): Promise<T | undefined> {
     const e = await this.kv.get(key);
     if (!e || e.operation !== 'PUT') return undefined;
-    return parse<T>(e.string());
+    return this.parse(e.value);
   }
 
   async put(key: string, value: T): Promise<void> {
-    await this.kv.put(key, JSON.stringify(value));
+    await this.kv.put(key, this.format === 'json' ? JSON.stringify(value) : encode(value));
   }
 
   async delete(key: string): Promise<void> {
@@ -66,7 +76,7 @@ export class Table<T> {
     (async () => {
       for await (const e of it) {
         if (e.operation !== 'PUT') { cb(e.key, undefined); continue; }
-        const v = parse<T>(e.string());
+        const v = this.parse(e.value);
         if (v !== undefined) cb(e.key, v);
       }
     })().catch(() => undefined);
@@ -74,15 +84,11 @@ export class Table<T> {
   }
 }
 
-function parse<T>(text: string): T | undefined {
-  try { return JSON.parse(text) as T; } catch { return undefined; } // garbage written by someone else: skip it
-}
-
 export class Gcs {
   private constructor(
     readonly nodes: Table<NodeInfo>,
     readonly jobs: Table<JobInfo>,
-    readonly actors: Table<Record<string, unknown>>,
+    readonly actors: Table<ActorInfo>,
     readonly names: Table<{ actorId: string }>,
   ) {}
 
@@ -91,6 +97,6 @@ export class Gcs {
     // create() binds to a bucket that exists already, so every process may call it.
     const bucket = (name: string) => kvm.create(name, { history: 1 });
     const [nodes, jobs, actors, names] = await Promise.all(['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map(bucket));
-    return new Gcs(new Table(nodes), new Table(jobs), new Table(actors), new Table(names));
+    return new Gcs(new Table(nodes), new Table(jobs), new Table(actors, 'msgpack'), new Table(names));
   }
 }

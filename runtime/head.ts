@@ -7,7 +7,9 @@ import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
 import { place, subtract, checkDemand, checkResources, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
 import { InfeasibleError } from './errors.ts';
-import type { HeartbeatMsg, LeaseGrant, Busy } from './node-daemon.ts';
+import type { HeartbeatMsg, LeaseGrant, Busy, WorkerDiedMsg } from './node-daemon.ts';
+import { ActorManager } from './actor-manager.ts';
+import type { ActorSpec } from './actor-types.ts';
 
 export interface HeadOptions {
   address: string;
@@ -58,6 +60,8 @@ interface NodeState {
 }
 
 interface Pending extends LeaseRequestMsg {
+  /** Set when this request starts an actor rather than leasing a worker to a client. */
+  actor?: { spec: ActorSpec; incarnation: number };
   since: number;
   granting: boolean;
   /** Node a grant is in flight on. */
@@ -80,6 +84,7 @@ export class Head {
   private stopWatch: (() => void) | undefined;
   private pumping = false;
   private pumpAgain = false;
+  private actors!: ActorManager;
 
   constructor(private readonly o: HeadOptions) {}
 
@@ -93,6 +98,20 @@ export class Head {
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
     this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
+    this.actors = new ActorManager({
+      bus, gcs: this.gcs,
+      place: (demand, strategy) => place(this.views(), demand, strategy),
+      enqueue: (req) => {
+        if (!this.queue.has(req.reqId)) this.queue.set(req.reqId, { ...req, since: Date.now(), granting: false, failures: 0 });
+        this.pump();
+      },
+      dequeue: (reqId) => { const p = this.queue.get(reqId); if (p && !p.granting) this.queue.delete(reqId); },
+    });
+    await this.actors.load();
+    bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
+    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean }) => this.actors.kill(req?.actorId, req?.noRestart !== false));
+    bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) => this.actors.ownerGone(req?.owner, 'its owner shut down'));
+    bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));
     bus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
     bus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
     bus.on(subjects.evtTasks, (events: TaskEvent[]) => {
@@ -175,6 +194,7 @@ export class Head {
     n.available = {};
     console.error(`troupe: node ${nodeId} is dead: ${cause}`);
     this.bus.publish(subjects.evtNodeDied, { nodeId, cause });
+    this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
       this.bus.publish(subjects.nodeFenced(nodeId), {});
       void this.gcs.nodes.put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause }).catch(() => undefined);
@@ -183,11 +203,19 @@ export class Head {
     this.pump();
   }
 
+  private readonly startedAt = Date.now();
+
   private dropSilentClients(): void {
     const now = Date.now();
     for (const [id, p] of this.queue) {
+      if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;
       if (!p.granting && now - seen > CLIENT_TIMEOUT_MS) this.queue.delete(id);
+    }
+    // Non-detached actors end with their owner, as in Ray.
+    for (const owner of this.actors.owners()) {
+      const seen = this.clientSeen.get(owner) ?? this.startedAt;
+      if (now - seen > CLIENT_TIMEOUT_MS) void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
     }
   }
 
@@ -230,7 +258,8 @@ export class Head {
           if (placement.kind === 'wait') continue;
           if (placement.kind === 'infeasible') {
             this.queue.delete(p.reqId);
-            this.tell(p, { reqId: p.reqId, error: new InfeasibleError(placement.message) });
+            if (p.actor) this.actors.onInfeasible(p.actor.spec.actorId, p.actor.incarnation, placement.message);
+            else this.tell(p, { reqId: p.reqId, error: new InfeasibleError(placement.message) });
             continue;
           }
           this.spreadCursor++;
@@ -248,7 +277,8 @@ export class Head {
     p.node = nodeId;
     n.available = subtract(n.available, p.demand);
     if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
-    this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand }, { timeoutMs: 40_000 })
+    // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
+    this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand, actor: p.actor }, { timeoutMs: p.actor ? 0 : 40_000 })
       .then((r) => {
         p.granting = false;
         if ('busy' in r) {
@@ -258,11 +288,15 @@ export class Head {
           return;
         }
         this.queue.delete(p.reqId);
-        this.tell(p, { reqId: p.reqId, grant: r });
+        if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
+        else this.tell(p, { reqId: p.reqId, grant: r });
         setImmediate(() => this.pump());
       }, (e: Error) => {
         p.granting = false;
-        if (++p.failures >= 3) {
+        if (p.actor) {
+          this.queue.delete(p.reqId);
+          this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, e);
+        } else if (++p.failures >= 3) {
           this.queue.delete(p.reqId);
           this.tell(p, { reqId: p.reqId, error: e });
         }

@@ -1,10 +1,14 @@
-// troupe: the public API.
+// troupe: the public API (layer 5: it may import from every layer below).
 export { init, shutdown, put, get, wait, type InitOptions, type ClusterInfo } from './api.ts';
-export { remote, type RemoteFunction, type RemoteArgs } from './remote-function.ts';
-export type { TaskOptions, WaitOptions } from './client.ts';
+export { remote, type ActorDecorator } from '../actors/remote.ts';
+export type { RemoteFunction, RemoteArgs } from './remote-function.ts';
+export { Actor } from '../actors/actor.ts';
+export type { ActorHandle } from '../actors/handle.ts';
+export { getActor, kill } from '../actors/api.ts';
+export type { TaskOptions, WaitOptions, ActorOptions } from './client.ts';
 export type { SchedulingStrategy, ResourceRequest } from './scheduler.ts';
 export { ObjectRef } from '../object-store/object-ref.ts';
 export {
-  TroupeError, TaskError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
+  TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
   ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
 } from './errors.ts';

@@ -14,6 +14,7 @@ import { WorkerDiedError } from './errors.ts';
 import { NodeStore } from '../object-store/node-store.ts';
 import { objectSubjects } from '../object-store/object-client.ts';
 import { workerCommand } from './launch.ts';
+import type { ActorSpec } from './actor-types.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -47,6 +48,23 @@ export interface LeaseGrant {
   gpuIds: number[];
 }
 
+/** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
+export interface LeaseRequest {
+  clientId: string;
+  demand: ResourceSet;
+  actor?: { spec: ActorSpec; incarnation: number };
+}
+
+/** What a worker's death means to those who used it. */
+export interface WorkerDiedMsg {
+  workerId: string;
+  nodeId: string;
+  pid: number;
+  cause: string;
+  leaseIds: string[];
+  actorIds: string[];
+}
+
 /** The node cannot take the lease now; its numbers, so the head's view catches up. */
 export interface Busy { busy: true; available: ResourceSet; gpuFree: number[] }
 
@@ -55,12 +73,19 @@ interface Worker {
   child: ChildProcess;
   gpuKey: string;
   ready: Promise<void>;
-  lease?: Lease;
+  /** A task worker has at most one; a shared actor worker one per actor. */
+  leases: Set<Lease>;
+  /** Hosts many lightweight actors; never handed out for tasks. */
+  shared: boolean;
+  /** Hosts (or hosted) one actor in a process of its own: never reused. */
+  dedicated: boolean;
 }
 
 interface Lease {
   leaseId: string;
   clientId: string;
+  /** Set for an actor's lease: held for the actor's life, owned by the head, not by a client. */
+  actorId?: string;
   demand: ResourceSet;
   /** Its task waits in get(): its CPUs are lent out. */
   blocked?: boolean;
@@ -106,7 +131,8 @@ export class NodeDaemon {
     this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: `troupe-node-${this.nodeId}`, daemon: true });
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
-    bus.serve(subjects.nodeLease(this.nodeId), (req: { clientId: string; demand: ResourceSet }) => this.grant(req));
+    bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
+    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string }) => this.stopActor(req?.actorId));
     bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
     bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) => this.setBlocked(req?.workerId, !!req?.blocked));
     bus.serve(subjects.nodeObjects(this.nodeId), () => this.store.list());
@@ -135,7 +161,7 @@ export class NodeDaemon {
     this.bus.publish(subjects.hbNode(this.nodeId), msg);
   }
 
-  private async grant(req: { clientId: string; demand: ResourceSet }): Promise<LeaseGrant | Busy> {
+  private async grant(req: LeaseRequest): Promise<LeaseGrant | Busy> {
     if (typeof req?.clientId !== 'string') throw new TypeError('lease request needs { clientId, demand }');
     const demand = checkDemand(req.demand);
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
@@ -145,16 +171,21 @@ export class NodeDaemon {
     this.available = subtract(this.available, demand);
     this.gpuFree = gpus.free;
     const gpuKey = gpus.ids.join(',');
-    let worker = [...this.workers].find((w) => !w.lease && w.gpuKey === gpuKey);
+    const actor = req.actor;
+    const shared = !!actor && actor.spec.isolation === 'shared' && gpus.ids.length === 0;
+    let worker = shared
+      ? [...this.workers].find((w) => w.shared)
+      : [...this.workers].find((w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === gpuKey);
     try {
-      worker ??= this.spawnWorker(gpus.ids);
+      worker ??= this.spawnWorker(gpus.ids, shared);
     } catch (e) {
       this.available = add(this.available, demand);
       this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
       throw new WorkerDiedError(`could not start a worker: ${(e as Error).message}`, { cause: e });
     }
-    const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
-    worker.lease = lease; // reserve before awaiting, so no second lease takes it
+    if (actor && !shared) worker.dedicated = true;
+    const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, actorId: actor?.spec.actorId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
+    worker.leases.add(lease); // reserve before awaiting, so no second lease takes it
     this.leases.set(lease.leaseId, lease);
     try {
       await worker.ready;
@@ -162,8 +193,29 @@ export class NodeDaemon {
       this.release(lease.leaseId);
       throw new WorkerDiedError(`worker for the lease failed to start: ${(e as Error).message}`, { cause: e });
     }
+    if (actor) {
+      try {
+        // Constructors may load models for minutes: no timeout; a worker death ends the wait through the closed reply.
+        await this.bus.request(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 });
+      } catch (e) {
+        this.release(lease.leaseId, !shared);
+        throw e; // the constructor threw (TaskError) or the worker died: the head decides
+      }
+    }
     this.heartbeat();
     return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
+  }
+
+  /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. */
+  private async stopActor(actorId: string): Promise<void> {
+    const lease = [...this.leases.values()].find((l) => l.actorId === actorId);
+    if (!lease) return;
+    if (lease.worker.shared) {
+      await this.bus.request(subjects.procActorStop(lease.worker.procId), { actorId }, { timeoutMs: 5000 }).catch(() => undefined);
+      this.release(lease.leaseId);
+    } else {
+      this.release(lease.leaseId, true);
+    }
   }
 
   /** busy: the worker may still be running tasks of this lease; it cannot serve anyone else, so it goes. */
@@ -173,13 +225,13 @@ export class NodeDaemon {
     this.leases.delete(leaseId);
     this.available = add(this.available, lease.blocked ? withoutCpu(lease.demand) : lease.demand);
     this.gpuFree = releaseGpus(this.gpuFree, lease.gpuIds, lease.demand.GPU ?? 0);
-    if (lease.worker.lease === lease) lease.worker.lease = undefined;
-    if (busy) {
+    lease.worker.leases.delete(lease);
+    if (busy || lease.worker.dedicated) {
       this.workers.delete(lease.worker);
       lease.worker.child.kill('SIGKILL');
     }
     // Keep a few idle workers for the next lease; more would only hold memory.
-    const idle = [...this.workers].filter((w) => !w.lease);
+    const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared);
     if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) idle[0].child.kill('SIGTERM');
     this.heartbeat();
   }
@@ -187,6 +239,7 @@ export class NodeDaemon {
   private reclaimOrphanLeases(): void {
     const now = Date.now();
     for (const lease of this.leases.values()) {
+      if (lease.actorId) continue; // actors belong to the head, which decides when they end
       const seen = this.clientSeen.get(lease.clientId) ?? lease.grantedAt;
       if (now - seen > CLIENT_TIMEOUT_MS) {
         // Its worker may still run the dead client's task (maybe blocked for ever on a lost object): it goes too.
@@ -207,7 +260,7 @@ export class NodeDaemon {
     this.heartbeat();
   }
 
-  private spawnWorker(gpuIds: number[]): Worker {
+  private spawnWorker(gpuIds: number[], shared = false): Worker {
     const procId = randomBytes(8).toString('hex');
     const logPath = join(this.o.sessionDir, 'logs', `worker-${procId}.log`);
     const log = openSync(logPath, 'a');
@@ -226,7 +279,7 @@ export class NodeDaemon {
       },
     });
     closeSync(log);
-    const worker: Worker = { procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve() };
+    const worker: Worker = { procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false };
     worker.ready = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
         // A worker that never came up must not be handed out again.
@@ -246,11 +299,15 @@ export class NodeDaemon {
 
   private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     this.workers.delete(worker);
-    const lease = worker.lease;
-    if (!lease || this.stopping) return;
-    const cause = signal ? `killed by ${signal}` : `exited with code ${code}`;
-    this.bus.publish(subjects.evtWorkerDied, { workerId: worker.procId, nodeId: this.nodeId, leaseId: lease.leaseId, clientId: lease.clientId, pid: worker.child.pid, cause });
-    this.release(lease.leaseId);
+    const leases = [...worker.leases];
+    if (leases.length === 0 || this.stopping) return;
+    const cause = signal ? `its worker process (pid ${worker.child.pid}) was killed by ${signal}` : `its worker process (pid ${worker.child.pid}) exited with code ${code}`;
+    const msg: WorkerDiedMsg = {
+      workerId: worker.procId, nodeId: this.nodeId, pid: worker.child.pid!, cause,
+      leaseIds: leases.map((l) => l.leaseId), actorIds: leases.flatMap((l) => (l.actorId ? [l.actorId] : [])),
+    };
+    this.bus.publish(subjects.evtWorkerDied, msg);
+    for (const l of leases) this.release(l.leaseId);
   }
 
   async stop(cause = 'stopped'): Promise<void> {

@@ -1,9 +1,9 @@
 // `remote(opts, fn)`: a function that runs on a worker. Workers find it by module URL + export name,
 // so remote functions must be exported from a module (not the script that calls init()).
-import { pathToFileURL } from 'node:url';
 import { currentClient, type TaskOptions, type FunctionRef } from './client.ts';
 import { UsageError } from './errors.ts';
 import { normalizeRequest } from './scheduler.ts';
+import { defineSite, type Definition } from './definition-site.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
 
 /** Each argument may be the value or an ObjectRef of it. */
@@ -19,16 +19,6 @@ export interface RemoteFunction<A extends unknown[], R> {
 }
 
 const TASK_OPTION_KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'name']);
-
-/** Where a remote function was defined, and under which export name its module has it. */
-interface Definition {
-  url: string;
-  /** Undefined until the module has finished loading and we looked. */
-  exportName?: string;
-  /** Settles once we looked: the export name, or undefined if the module does not export the function. */
-  lookup: Promise<string | undefined>;
-  looked: boolean;
-}
 
 export function remote<A extends unknown[], R>(fn: (...args: A) => R): RemoteFunction<A, R>;
 export function remote<A extends unknown[], R>(opts: TaskOptions, fn: (...args: A) => R): RemoteFunction<A, R>;
@@ -70,25 +60,3 @@ function checkOptions(opts: TaskOptions): void {
   normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
 }
 
-/** The module that called remote(): the first stack frame outside this file. */
-function defineSite(rf: RemoteFunction<any, any>): Definition {
-  const here = import.meta.url;
-  const frames = (new Error().stack ?? '').split('\n').slice(1);
-  let url: string | undefined;
-  for (const f of frames) {
-    const m = /\(?((?:file:\/\/)?\/[^()]*?\.[cm]?[jt]sx?)(?:\?[^:)]*)?:\d+:\d+\)?\s*$/.exec(f);
-    if (!m) continue;
-    const u = m[1].startsWith('file://') ? m[1] : pathToFileURL(m[1]).href;
-    if (u === here) continue;
-    url = u;
-    break;
-  }
-  if (!url) throw new UsageError('remote(): cannot tell which module defines this function; define remote functions at the top level of a module');
-  const def: Definition = { url, looked: false, lookup: Promise.resolve(undefined) };
-  // The module is still evaluating; this import settles once it has finished, usually before user code calls .remote().
-  def.lookup = import(url).then((mod: Record<string, unknown>) => {
-    for (const [name, v] of Object.entries(mod)) if (v === rf) def.exportName = name;
-    return def.exportName;
-  }, () => undefined).finally(() => { def.looked = true; });
-  return def;
-}

@@ -6,7 +6,7 @@ import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
 import { NoRespondersError, WorkerDiedError, ConnectionError } from './errors.ts';
 import type { ResourceSet, SchedulingStrategy } from './scheduler.ts';
-import type { LeaseGrant } from './node-daemon.ts';
+import type { LeaseGrant, WorkerDiedMsg } from './node-daemon.ts';
 import type { LeaseGrantedMsg, LeaseRequestMsg } from './head.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
 import type { OwnerTable } from '../object-store/owner-table.ts';
@@ -22,6 +22,8 @@ export interface TaskSpec {
   /** Locations of the top-level ref arguments, resolved before sending. */
   deps: Record<string, ObjectLocation>;
   workingDir: string;
+  /** The submitting process: its result and its output go there. */
+  owner: string;
 }
 
 export interface TaskReply {
@@ -61,8 +63,8 @@ export class TaskSubmitter {
 
   start(): void {
     this.bus.on(subjects.procLeaseGranted(this.procId), (m: LeaseGrantedMsg) => this.onLeaseAnswer(m));
-    this.bus.on(subjects.evtWorkerDied, (m: { workerId: string; nodeId: string; pid: number; cause: string }) => {
-      if (typeof m?.workerId === 'string') this.dropLeases((l) => l.grant.workerId === m.workerId, `the worker (pid ${m.pid}) on node ${m.nodeId} ${m.cause}`);
+    this.bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => {
+      if (typeof m?.workerId === 'string') this.dropLeases((l) => l.grant.workerId === m.workerId, `${m.cause} on node ${m.nodeId}`);
     });
     this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
       if (typeof m?.nodeId === 'string') this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`);

@@ -1,14 +1,18 @@
-// A worker process, started by its node daemon. Runs tasks one at a time, in arrival order, and reports them.
+// A worker process, started by its node daemon. Runs tasks one at a time, in arrival order, and hosts actors.
+// What user code prints goes to its log file and to the driver that owns the work, prefixed like "(Trainer pid=1234)".
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { sep } from 'node:path';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Client } from './client.ts';
 import { decode } from './codec.ts';
 import { subjects } from './subjects.ts';
 import { TaskError, UsageError } from './errors.ts';
+import { ActorHost, type HostedContext } from './actor-host.ts';
 import { ObjectRef } from '../object-store/object-ref.ts';
 import type { TaskSpec, TaskReply } from './task-submitter.ts';
 import type { TaskEvent } from './head.ts';
+import type { ActorSpec } from './actor-types.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -25,47 +29,70 @@ delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
 client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId), { workerId: procId, blocked });
 
+// --- output to the owning driver ---------------------------------------------------------------
+const logContext = new AsyncLocalStorage<HostedContext>();
+const inContext = <T>(ctx: HostedContext, fn: () => Promise<T>) => logContext.run(ctx, fn);
+let outbox = new Map<string, Array<{ prefix: string; text: string; stderr: boolean }>>();
+for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]] as const) {
+  const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+    const ctx = logContext.getStore();
+    if (ctx) {
+      const lines = outbox.get(ctx.owner) ?? [];
+      lines.push({ prefix: ctx.prefix, text: typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString(), stderr });
+      outbox.set(ctx.owner, lines);
+    }
+    return write(chunk, ...rest);
+  }) as typeof stream.write;
+}
+setInterval(() => {
+  if (outbox.size === 0) return;
+  const sending = outbox;
+  outbox = new Map();
+  for (const [owner, lines] of sending) client.bus.publish(subjects.log(owner), lines);
+}, 50).unref();
+
+// --- code loading --------------------------------------------------------------------------------
+const exportsCache = new Map<string, unknown>();
+
+/** Imports the module a function or class was defined in, refusing anything outside the job's working directory. */
+async function loadExport(ref: { url: string; exportName: string }, workingDir: string): Promise<unknown> {
+  const key = `${ref.url}#${ref.exportName}`;
+  if (exportsCache.has(key)) return exportsCache.get(key);
+  if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://')) throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
+  let file: string, root: string;
+  try {
+    file = realpathSync(fileURLToPath(ref.url));
+    root = realpathSync(workingDir);
+  } catch (e) {
+    throw new UsageError(`cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`);
+  }
+  if (!(file + sep).startsWith(root + sep)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
+  const mod = (await import(ref.url)) as Record<string, unknown>;
+  if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
+  exportsCache.set(key, mod[ref.exportName]);
+  return mod[ref.exportName];
+}
+
+// --- tasks ---------------------------------------------------------------------------------------
 const events: TaskEvent[] = [];
 setInterval(() => {
   if (events.length) client.bus.publish(subjects.evtTasks, events.splice(0));
 }, 250).unref();
 
-type Callable = (...args: unknown[]) => unknown;
-const functions = new Map<string, Callable>();
-
-/** Imports the module the function was defined in, refusing anything outside the job's working directory. */
-async function loadFunction(fn: TaskSpec['fn'], workingDir: string): Promise<Callable> {
-  const key = `${fn.url}#${fn.exportName}`;
-  const known = functions.get(key);
-  if (known) return known;
-  if (!fn.url.startsWith('file://')) throw new UsageError(`refusing to load ${fn.url}: only file: modules are loaded`);
-  let file: string, root: string;
-  try {
-    file = realpathSync(fileURLToPath(fn.url));
-    root = realpathSync(workingDir);
-  } catch (e) {
-    throw new UsageError(`cannot load ${fn.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`);
-  }
-  if (!(file + sep).startsWith(root + sep)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
-  const mod = (await import(fn.url)) as Record<string, unknown>;
-  const exported = mod[fn.exportName] as { fn?: unknown } | undefined;
-  if (typeof exported?.fn !== 'function') throw new UsageError(`${fn.url} has no remote function exported as '${fn.exportName}'`);
-  functions.set(key, exported.fn as Callable);
-  return exported.fn as Callable;
-}
-
 async function run(spec: TaskSpec): Promise<TaskReply> {
   const ev: TaskEvent = { taskId: spec.taskId, name: spec.name, state: 'RUNNING', nodeId, workerId: procId, pid: process.pid, startedAt: Date.now() };
   events.push({ ...ev });
   try {
-    const fn = await loadFunction(spec.fn, spec.workingDir);
+    const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
+    if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = decode<unknown[]>(spec.args);
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
       if (a instanceof ObjectRef) args[i] = spec.deps[a.id] ? await client.objects.load(a.id, spec.deps[a.id]) : await client.get(a);
     }
     if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
-    const value = await fn(...args);
+    const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const result = await client.objects.store(spec.taskId, value);
     events.push({ ...ev, state: 'FINISHED', endedAt: Date.now() });
     return { result };
@@ -79,13 +106,18 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 // One task at a time: a lease stands for the resources of one task.
 let tail: Promise<unknown> = Promise.resolve();
 client.bus.serve(subjects.procTask(procId), (spec: TaskSpec) => {
-  const p = tail.then(() => run(spec));
+  const p = tail.then(() => inContext({ owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` }, () => run(spec)));
   tail = p.catch(() => undefined);
   return p;
 });
 
+// --- actors --------------------------------------------------------------------------------------
+const actors = new ActorHost(client, loadExport, inContext);
+client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => actors.start(req.spec));
+client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string }) => actors.stop(req?.actorId));
+
 process.on('disconnect', () => process.exit(0)); // our node daemon is gone
 process.on('SIGTERM', () => { void client.close().finally(() => process.exit(0)); });
-// Ready only once the server has our task subscription: the first task may be published the moment we say so.
+// Ready only once the server has our subscriptions: the first task may be published the moment we say so.
 await client.bus.flush();
 process.send?.({ type: 'ready' });

@@ -39,7 +39,8 @@ test('killing the driver with SIGKILL takes its embedded cluster down: no orphan
   t.is(statSync(conf).mode & 0o777, 0o600);
   const token = /token: "([0-9a-f]+)"/.exec(readFileSync(conf, 'utf8'))![1];
   for (const pid of cluster) t.false(readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(token));
+  t.true(readdirSync('/dev/shm').some((f) => f.includes(session)));
   child.kill('SIGKILL');
   await eventually('every cluster process gone', async () => cluster.every((p) => !isAlive(p)), 15_000);
-  t.pass();
+  t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(session)), []); // the node removed its store on the way out
 });

@@ -12,6 +12,7 @@ import { subjects } from '../subjects.ts';
 import { formatResources, formatBytes, subtract, type ResourceSet } from '../scheduler.ts';
 import { UsageError } from '../errors.ts';
 import type { HeadStatus, TaskEvent } from '../head.ts';
+import type { ActorInfo } from '../actor-types.ts';
 import { printTable } from './table.ts';
 
 const HELP = `troupe: an actor-based distributed runtime for TypeScript
@@ -151,7 +152,7 @@ async function status(values: Values): Promise<number> {
     const [head, actors, jobs] = await Promise.all([headStatus(bus), gcs.actors.list(), gcs.jobs.list()]);
     const nodes = head?.nodes ?? (await gcs.nodes.list()).map((n) => ({ ...n, alive: n.state === 'ALIVE', available: n.total, lastHeartbeatMsAgo: -1 }));
     if (values.json) {
-      console.log(JSON.stringify({ address: bus.address, headReachable: !!head, nodes, pending: head?.pending ?? [], infeasible: head?.infeasible ?? [], actors, jobs }, null, 2));
+      console.log(JSON.stringify({ address: bus.address, headReachable: !!head, nodes, pending: head?.pending ?? [], infeasible: head?.infeasible ?? [], actors: actors.map(actorRow), jobs }, null, 2));
       return head ? 0 : 1;
     }
     console.log(`troupe cluster at ${bus.address}`);
@@ -165,7 +166,8 @@ async function status(values: Values): Promise<number> {
     const total = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.total), {});
     const free = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.available), {});
     console.log(`\nResources (alive nodes): ${usage(total, free)}`);
-    console.log(`\nActors: ${actors.length}   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`);
+    const byState = (st: string) => actors.filter((a) => a.state === st).length;
+    console.log(`\nActors: ${byState('ALIVE')} alive, ${byState('PENDING') + byState('RESTARTING')} starting, ${byState('DEAD')} dead   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`);
     const pending = head?.pending ?? [];
     console.log(`\nPending demands: ${pending.length ? '' : 'none'}`);
     for (const p of pending) console.log(`  ${formatResources(p.demand)} waiting ${(p.waitingMs / 1000).toFixed(1)} s`);
@@ -176,6 +178,12 @@ async function status(values: Values): Promise<number> {
   } finally {
     await bus.close();
   }
+}
+
+/** What `list actors` shows: the record without its spec (constructor arguments are bytes). */
+function actorRow(a: ActorInfo): Record<string, unknown> {
+  const { spec, ...row } = a;
+  return { ...row, name: a.name ? `${a.namespace}/${a.name}` : '', resources: spec.demand, maxRestarts: spec.maxRestarts };
 }
 
 function sum(a: ResourceSet, b: ResourceSet): ResourceSet {
@@ -208,7 +216,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
         rows = (head?.nodes ?? (await gcs.nodes.list())).map((n) => ({ ...n }));
         break;
       }
-      case 'actors': rows = await gcs.actors.list(); break;
+      case 'actors': rows = (await gcs.actors.list()).map(actorRow); break;
       case 'jobs': rows = (await gcs.jobs.list()).map((j) => ({ ...j })); break;
       case 'tasks': {
         const tasks = await bus.request<TaskEvent[]>(subjects.headTasks, { limit: 1000 }, { timeoutMs: 3000 });
@@ -224,7 +232,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
     if (rows.length === 0) { console.log(`no ${kind}`); return 0; }
     const columns: Record<string, string[]> = {
       nodes: ['nodeId', 'state', 'hostname', 'pid', 'isHead', 'cause'],
-      actors: Object.keys(rows[0]),
+      actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'restarts', 'cause'],
       jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'owner'],

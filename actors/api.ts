@@ -1,0 +1,14 @@
+// Actors by name, and ending them.
+import { currentClient } from '../runtime/client.ts';
+import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
+
+/** A handle to the live actor registered under `name` (in `namespace`, default 'default'), from any driver. */
+export async function getActor<T = Record<string, (...args: any[]) => any>>(name: string, opts: { namespace?: string } = {}): Promise<ActorHandle<T>> {
+  const found = await currentClient().lookupActor(name, opts.namespace);
+  return makeHandle<T>(new HandleData(found.actorId, found.className, found.maxTaskRetries));
+}
+
+/** Ends an actor. noRestart (default true): DEAD for good; false: it counts as a crash and restarts if it has restarts left. */
+export async function kill(handle: ActorHandle<unknown>, opts: { noRestart?: boolean } = {}): Promise<void> {
+  await currentClient().killActor(handle.actorId, opts.noRestart ?? true);
+}

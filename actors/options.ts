@@ -1,0 +1,25 @@
+// Validation of actor options, where they are written (the decorator, .options()).
+import { normalizeRequest } from '../runtime/scheduler.ts';
+import type { ActorOptions } from '../runtime/client.ts';
+
+const KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'maxRestarts', 'maxTaskRetries',
+  'maxConcurrency', 'name', 'namespace', 'lifetime', 'isolation']);
+
+export function checkActorOptions(opts: ActorOptions): void {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError('actor options must be an object');
+  for (const k of Object.keys(opts)) if (!KEYS.has(k)) throw new TypeError(`unknown actor option '${k}' (known: ${[...KEYS].join(', ')})`);
+  normalizeRequest({ numCpus: opts.numCpus ?? 0, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 0);
+  for (const k of ['maxRestarts', 'maxTaskRetries'] as const) {
+    const v = opts[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < -1)) throw new RangeError(`${k} must be -1 (unlimited) or a whole number >= 0, got ${v}`);
+  }
+  if (opts.maxConcurrency !== undefined && (!Number.isInteger(opts.maxConcurrency) || opts.maxConcurrency < 1)) {
+    throw new RangeError(`maxConcurrency must be a whole number >= 1, got ${opts.maxConcurrency}`);
+  }
+  if (opts.lifetime !== undefined && opts.lifetime !== 'detached') throw new TypeError(`lifetime must be 'detached' (or left out), got ${JSON.stringify(opts.lifetime)}`);
+  if (opts.isolation !== undefined && opts.isolation !== 'process' && opts.isolation !== 'shared') throw new TypeError(`isolation must be 'process' or 'shared', got ${JSON.stringify(opts.isolation)}`);
+  for (const k of ['name', 'namespace'] as const) {
+    const v = opts[k];
+    if (v !== undefined && (typeof v !== 'string' || !/^[A-Za-z0-9_-]{1,100}$/.test(v))) throw new TypeError(`${k} must be 1-100 letters, digits, '_' or '-', got ${JSON.stringify(v)}`);
+  }
+}

@@ -1,0 +1,152 @@
+// The caller's side of actors: create them through the head, then call them directly on their own subject.
+// Calls from one caller to one actor are sent in submission order; the head is never on the call path.
+import type { Bus } from './transport.ts';
+import type { Gcs } from './gcs.ts';
+import { subjects } from './subjects.ts';
+import { ActorDiedError, NoRespondersError } from './errors.ts';
+import type { ActorCall, ActorSpec, ActorState, ActorStateEvent } from './actor-types.ts';
+import type { OwnerTable } from '../object-store/owner-table.ts';
+import type { ObjectLocation } from '../object-store/location.ts';
+
+interface Known {
+  state: ActorState;
+  incarnation: number;
+  cause?: string;
+}
+
+interface InFlight {
+  call: ActorCall;
+  retriesLeft: number;
+  /** Re-sends the call (after the actor is back). */
+  resend(): void;
+}
+
+export class ActorCaller {
+  private readonly known = new Map<string, Known>();
+  private readonly waiters = new Map<string, Set<() => void>>();
+  /** Per actor: the promise of the last send, so the next send goes after it. */
+  private readonly chains = new Map<string, Promise<void>>();
+  /** Per actor: creation acknowledged by the head (or failed). */
+  private readonly created = new Map<string, Promise<void>>();
+  private readonly inFlight = new Map<string, Map<string, InFlight>>();
+
+  constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable) {}
+
+  start(): void {
+    this.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
+      if (typeof e?.actorId === 'string' && typeof e.state === 'string') this.learn(e.actorId, e);
+    });
+  }
+
+  /** Registers the creation of an actor: its calls wait for it and fail with its error. */
+  track(actorId: string, creation: Promise<void>): void {
+    creation.catch(() => undefined);
+    this.created.set(actorId, creation);
+  }
+
+  /** Sends a method call in order after the previous ones. The result seals into the owner table under call.callId. */
+  call(actorId: string, call: ActorCall, waitFor: Promise<unknown>, maxTaskRetries: number): void {
+    const prev = this.chains.get(actorId) ?? Promise.resolve();
+    const sent = prev.then(async () => {
+      await this.created.get(actorId);
+      await waitFor;
+      await this.whenAlive(actorId);
+      this.send(actorId, call, maxTaskRetries);
+    }).catch((e: Error) => this.owned.seal(call.callId, { error: e }));
+    this.chains.set(actorId, sent);
+  }
+
+  private send(actorId: string, call: ActorCall, retriesLeft: number): void {
+    const calls = this.inFlight.get(actorId) ?? new Map<string, InFlight>();
+    this.inFlight.set(actorId, calls);
+    const entry: InFlight = {
+      call, retriesLeft,
+      resend: () => {
+        this.whenAlive(actorId).then(() => this.send(actorId, call, retriesLeft === -1 ? -1 : retriesLeft - 1), (e: Error) => this.owned.seal(call.callId, { error: e }));
+      },
+    };
+    calls.set(call.callId, entry);
+    this.bus.request<{ result: ObjectLocation }>(subjects.actor(actorId), call, { timeoutMs: 0 }).then(
+      (r) => {
+        if (calls.get(call.callId) !== entry) return; // failed over meanwhile
+        calls.delete(call.callId);
+        this.owned.seal(call.callId, r.result);
+      },
+      (e: Error) => {
+        if (calls.get(call.callId) !== entry) return;
+        calls.delete(call.callId);
+        // Nobody listens: it died (or is restarting) and we have not heard yet. Learn its state, then retry or fail.
+        if (e instanceof NoRespondersError) {
+          this.known.delete(actorId);
+          this.afterDeath(actorId, entry);
+        } else {
+          this.owned.seal(call.callId, { error: e });
+        }
+      },
+    );
+  }
+
+  /** A death (or restart) of the actor: each in-flight call is re-sent if it has retries left, else fails. */
+  private afterDeath(actorId: string, entry: InFlight): void {
+    if (entry.retriesLeft !== 0) { entry.resend(); return; }
+    this.whenAlive(actorId).then(
+      () => this.owned.seal(entry.call.callId, { error: new ActorDiedError(`the actor died while running ${entry.call.method}() and restarted; the call was not retried (maxTaskRetries 0)`, { actorId }) }),
+      (e: Error) => this.owned.seal(entry.call.callId, { error: e }),
+    );
+  }
+
+  private learn(actorId: string, e: Known): void {
+    const before = this.known.get(actorId);
+    if (before && before.incarnation > e.incarnation) return; // stale
+    this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause });
+    if (e.state === 'RESTARTING' || e.state === 'DEAD') {
+      const calls = this.inFlight.get(actorId);
+      if (calls?.size) {
+        const lost = [...calls.values()];
+        calls.clear();
+        for (const c of lost) this.afterDeath(actorId, c);
+      }
+    }
+    if (e.state === 'ALIVE' || e.state === 'DEAD') {
+      const w = this.waiters.get(actorId);
+      this.waiters.delete(actorId);
+      for (const f of w ?? []) f();
+    }
+  }
+
+  /** Resolves when the actor is ALIVE; rejects with ActorDiedError (and its cause) when it is DEAD. */
+  whenAlive(actorId: string): Promise<void> {
+    const k = this.known.get(actorId);
+    if (k?.state === 'ALIVE') return Promise.resolve();
+    if (k?.state === 'DEAD') return Promise.reject(died(actorId, k.cause));
+    return new Promise<void>((resolve, reject) => {
+      const settle = () => {
+        const now = this.known.get(actorId);
+        if (now?.state === 'DEAD') reject(died(actorId, now.cause));
+        else resolve();
+      };
+      const set = this.waiters.get(actorId) ?? new Set();
+      set.add(settle);
+      this.waiters.set(actorId, set);
+      // Events tell us of changes; KV tells us where it stands now (a handle from getActor, or events we missed).
+      if (!k) {
+        this.gcs().then((g) => g.actors.get(actorId)).then((info) => {
+          if (!info) {
+            if (!this.created.has(actorId)) { set.delete(settle); reject(died(actorId, 'no such actor')); }
+            return;
+          }
+          if (!this.known.has(actorId) || this.known.get(actorId)!.incarnation <= info.incarnation) this.learn(actorId, info);
+        }, () => undefined);
+      }
+    });
+  }
+
+  /** What is known of an actor's state (for tests and `list`). */
+  stateOf(actorId: string): Known | undefined {
+    return this.known.get(actorId);
+  }
+}
+
+function died(actorId: string, cause?: string): ActorDiedError {
+  return new ActorDiedError(`actor ${actorId} is dead: ${cause ?? 'unknown cause'}`, { actorId });
+}

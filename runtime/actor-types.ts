@@ -1,0 +1,71 @@
+// What head, node daemons, workers and callers say to each other about actors.
+import type { ResourceSet, SchedulingStrategy } from './scheduler.ts';
+import type { ObjectLocation } from '../object-store/location.ts';
+
+export type ActorState = 'PENDING' | 'ALIVE' | 'RESTARTING' | 'DEAD';
+
+/** Everything needed to (re)start an actor anywhere. Plain data: it is stored in KV and sent to nodes. */
+export interface ActorSpec {
+  actorId: string;
+  className: string;
+  cls: { url: string; exportName: string };
+  /** Encoded constructor arguments; top-level refs are resolved on the worker. */
+  args: Uint8Array;
+  deps: Record<string, ObjectLocation>;
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+  /** 0: never restarted; -1: always. */
+  maxRestarts: number;
+  /** Calls in flight when the actor dies are re-sent this many times (-1: always); else they fail. */
+  maxTaskRetries: number;
+  maxConcurrency: number;
+  name?: string;
+  namespace: string;
+  /** 'detached' actors outlive the driver that made them. */
+  lifetime: 'owned' | 'detached';
+  /** 'process': a worker of its own (always for GPU actors); 'shared': many actors in one worker. */
+  isolation: 'process' | 'shared';
+  /** Process that created it: non-detached actors die with it; its logs go there. */
+  owner: string;
+  workingDir: string;
+}
+
+/** The actors bucket in KV: spec plus where and how it is. */
+export interface ActorInfo {
+  actorId: string;
+  className: string;
+  name?: string;
+  namespace: string;
+  state: ActorState;
+  /** Why it is RESTARTING or DEAD, or (ALIVE after a restart) why it last died. */
+  cause?: string;
+  nodeId?: string;
+  workerId?: string;
+  pid?: number;
+  restarts: number;
+  /** Bumped on each start; lets callers tell a new instance from the one that died. */
+  incarnation: number;
+  lifetime: 'owned' | 'detached';
+  isolation: 'process' | 'shared';
+  owner: string;
+  createdAt: string;
+  spec: ActorSpec;
+}
+
+/** Published by the head on every state change of an actor. */
+export interface ActorStateEvent {
+  actorId: string;
+  state: ActorState;
+  incarnation: number;
+  cause?: string;
+}
+
+/** A method call on the wire. */
+export interface ActorCall {
+  callId: string;
+  method: string;
+  args: Uint8Array;
+  deps: Record<string, ObjectLocation>;
+  /** Caller's process, for logs. */
+  caller: string;
+}
