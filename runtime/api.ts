@@ -15,6 +15,8 @@ export interface InitOptions extends ResourceFlags {
   token?: string;
   /** For a new local cluster: where the object store lives (default /dev/shm). */
   objectStoreDir?: string;
+  /** Print what tasks and actors write, prefixed like "(Trainer pid=1234)" (default true). */
+  logToDriver?: boolean;
 }
 
 export interface ClusterInfo {
@@ -46,7 +48,7 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   if (address) {
     if (!token) throw new AuthenticationError(`no token for the cluster at ${address}: set TROUPE_TOKEN or pass init({ token })`);
     try {
-      client = await Client.connect({ address, token, role: 'driver', localNode });
+      client = await Client.connect({ address, token, role: 'driver', localNode, logToDriver: opts.logToDriver });
     } catch (e) {
       // A current-cluster file left by a cluster that is gone: say so and start afresh, as `ray.init()` would.
       if (!file || e instanceof AuthenticationError || !(e instanceof ConnectionError)) throw e;
@@ -57,7 +59,7 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   if (!client) {
     embedded = await startHead({ ...opts, detached: false });
     try {
-      client = await Client.connect({ address: embedded.address, token: embedded.token, role: 'driver', localNode: { nodeId: embedded.nodeId, objectDir: embedded.objectDir } });
+      client = await Client.connect({ address: embedded.address, token: embedded.token, role: 'driver', localNode: { nodeId: embedded.nodeId, objectDir: embedded.objectDir }, logToDriver: opts.logToDriver });
     } catch (e) {
       await embedded.stop();
       embedded = undefined;

@@ -31,8 +31,21 @@ client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId),
 
 // --- output to the owning driver ---------------------------------------------------------------
 const logContext = new AsyncLocalStorage<HostedContext>();
-const inContext = <T>(ctx: HostedContext, fn: () => Promise<T>) => logContext.run(ctx, fn);
 let outbox = new Map<string, Array<{ prefix: string; text: string; stderr: boolean }>>();
+function flushOutput(): void {
+  if (outbox.size === 0) return;
+  const sending = outbox;
+  outbox = new Map();
+  for (const [owner, lines] of sending) client.bus.publish(subjects.log(owner), lines);
+}
+/** Runs user code with its output going to ctx.owner; what it printed is sent before its result (same connection, in order). */
+const inContext = async <T>(ctx: HostedContext, fn: () => Promise<T>): Promise<T> => {
+  try {
+    return await logContext.run(ctx, fn);
+  } finally {
+    flushOutput();
+  }
+};
 for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]] as const) {
   const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
   stream.write = ((chunk: unknown, ...rest: unknown[]) => {
@@ -45,12 +58,7 @@ for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]]
     return write(chunk, ...rest);
   }) as typeof stream.write;
 }
-setInterval(() => {
-  if (outbox.size === 0) return;
-  const sending = outbox;
-  outbox = new Map();
-  for (const [owner, lines] of sending) client.bus.publish(subjects.log(owner), lines);
-}, 50).unref();
+setInterval(flushOutput, 50).unref(); // output of long-running calls, while they run
 
 // --- code loading --------------------------------------------------------------------------------
 const exportsCache = new Map<string, unknown>();

@@ -7,14 +7,16 @@ import { runCommand, tempDir, processesWithHome, isAlive, eventually } from './h
 
 const root = join(import.meta.dirname, '..');
 
-test('the quickstart example runs on an embedded cluster and leaves nothing behind', async (t) => {
+test('npm run demo runs the tasks-and-actors example on an embedded cluster and leaves nothing behind', async (t) => {
   const home = tempDir(t);
-  const r = await runCommand(process.execPath, ['--import', 'tsx', 'examples/quickstart/main.ts'], { cwd: root, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } });
+  const r = await runCommand('npm', ['run', '--silent', 'demo'], { cwd: root, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /started by this script/);
   t.regex(r.stdout, /squares of 0\.\.9/);
   t.regex(r.stdout, /sum of squares via nested refs: 285/);
   t.regex(r.stdout, /caught TaskError \(RangeError\): exploded: on purpose/);
+  t.regex(r.stdout, /^\(Mean pid=\d+\) now holding 6 values$/m);
+  t.regex(r.stdout, /mean of 1\.\.6 from the actor: 3\.5/);
   t.deepEqual(processesWithHome(home), []);
   t.deepEqual(readdirSync(home).filter((f) => f.startsWith('session_')), []); // an embedded session dir is temporary
   t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(home.split('/').pop()!)), []);

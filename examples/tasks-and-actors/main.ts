@@ -1,6 +1,7 @@
-// Tasks on an embedded local cluster: values, refs, nested refs, wait, errors.
-import { init, shutdown, put, get, wait, TaskError } from 'troupe';
+// Tasks and actors on an embedded local cluster: values, refs, nested refs, wait, errors, a named actor.
+import { init, shutdown, put, get, wait, getActor, TaskError } from 'troupe';
 import { square, sumAll, normalize, explode, whereAmI } from './tasks.ts';
+import { Mean } from './actors.ts';
 
 const t0 = Date.now();
 const cluster = await init();
@@ -23,6 +24,13 @@ try {
 
   const placements = await get(Array.from({ length: 4 }, () => whereAmI.remote()));
   console.log('workers used:', [...new Set(placements.map((p) => p.pid))].join(', '));
+
+  // An actor: state that lives on a worker. Its output comes back here, prefixed "(Mean pid=…)".
+  const mean = Mean.options({ name: 'mean' }).remote();
+  mean.push([1, 2, 3]);
+  mean.push(put([4, 5])); // a ref argument: the actor gets the array
+  const same = await getActor<Mean>('mean'); // any driver can find a named actor
+  console.log('mean of 1..6 from the actor:', await same.push([6]));
 
   try {
     await explode.remote('on purpose');

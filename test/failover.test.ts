@@ -1,0 +1,32 @@
+// A node dies: its actors are restarted on another node, keeping their id and handles.
+import test from 'ava';
+import { init, shutdown } from '../runtime/index.ts';
+import { startCluster, eventually, isAlive, type TestCluster } from './helpers/cluster.ts';
+import { currentClient } from '../runtime/client.ts';
+import { Phoenix } from './fixtures/actors.ts';
+
+let c: TestCluster;
+test.before(async () => {
+  c = await startCluster({ head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1000 });
+  await init();
+});
+test.after.always(async () => {
+  await shutdown();
+  await c?.stop();
+});
+
+test('an actor whose node dies comes back on another node, same handle, same id', async (t) => {
+  const [survivor, doomed] = c.nodeIds;
+  const p = Phoenix.options({ schedulingStrategy: { nodeId: doomed, soft: true } }).remote();
+  const before = await p.bump();
+  t.is(before.node, doomed);
+  process.kill(c.nodes[0].pids[0], 'SIGKILL'); // the node daemon; its workers follow it
+  await eventually('the old actor process gone', async () => !isAlive(before.pid));
+  const after = await p.bump(); // waits through RESTARTING
+  t.is(after.node, survivor);
+  t.is(after.calls, 1);
+  const info = await (await currentClient().gcs()).actors.get(p.actorId);
+  t.is(info?.state, 'ALIVE');
+  t.is(info?.restarts, 1);
+  t.regex(info?.cause ?? '', new RegExp(`its node ${doomed} died`));
+});
