@@ -128,8 +128,9 @@ export class ActorCaller {
       const set = this.waiters.get(actorId) ?? new Set();
       set.add(settle);
       this.waiters.set(actorId, set);
-      // Events tell us of changes; KV tells us where it stands now (a handle from getActor, or events we missed).
-      if (!k) {
+      // Events tell us of changes. For an actor we did not create (a handle from getActor or an argument) KV tells us
+      // where it stands now; for our own, the events from its creation on are enough (and 10,000 KV reads are not free).
+      if (!k && !this.created.has(actorId)) {
         this.gcs().then((g) => g.actors.get(actorId)).then((info) => {
           if (!info) {
             if (!this.created.has(actorId)) { set.delete(settle); reject(died(actorId, 'no such actor')); }

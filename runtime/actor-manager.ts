@@ -54,7 +54,8 @@ export class ActorManager {
       createdAt: new Date().toISOString(), spec,
     };
     this.actors.set(spec.actorId, info);
-    await this.save(info);
+    // Persisted in the background: the head schedules from memory, and callers learn states from events.
+    void this.save(info);
     this.schedule(info);
     return { actorId: spec.actorId };
   }

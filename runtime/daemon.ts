@@ -23,7 +23,9 @@ let stopping = false;
 async function stop(code: number): Promise<never> {
   if (!stopping) {
     stopping = true;
-    await daemon.stop().catch((e) => console.error('troupe: error while stopping:', e));
+    // A daemon that cannot stop cleanly in 5 s still exits: orphans are worse than an untidy exit.
+    const stopped = daemon.stop().catch((e) => console.error('troupe: error while stopping:', e));
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 5000))]);
     // An embedded cluster's nats-server dies with its head.
     if (config!.role === 'head' && config!.natsPid) await terminate(config!.natsPid);
     removeRunFile(run);

@@ -73,9 +73,14 @@ const CLIENT_TIMEOUT_MS = 10_000;
 
 export class Head {
   private bus!: Bus;
+  /** Heartbeats on a connection of their own: under a flood of requests they must not queue behind it,
+   * or a busy head would declare healthy nodes dead. */
+  private hbBus!: Bus;
   private gcs!: Gcs;
   private readonly nodes = new Map<string, NodeState>();
+  /** Every request not yet granted; `waiting` is the subset with no grant in flight, which is all pump() looks at. */
   private readonly queue = new Map<string, Pending>();
+  private readonly waiting = new Map<string, Pending>();
   private readonly infeasible: HeadStatus['infeasible'] = [];
   private readonly tasks = new LRUCache<string, TaskEvent>({ max: 10_000 });
   private readonly clientSeen = new Map<string, number>();
@@ -94,6 +99,7 @@ export class Head {
 
   async start(): Promise<void> {
     this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head', daemon: true });
+    this.hbBus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head-heartbeats', daemon: true });
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
@@ -102,18 +108,18 @@ export class Head {
       bus, gcs: this.gcs,
       place: (demand, strategy) => place(this.views(), demand, strategy),
       enqueue: (req) => {
-        if (!this.queue.has(req.reqId)) this.queue.set(req.reqId, { ...req, since: Date.now(), granting: false, failures: 0 });
+        this.addRequest({ ...req, since: Date.now(), granting: false, failures: 0 });
         this.pump();
       },
-      dequeue: (reqId) => { const p = this.queue.get(reqId); if (p && !p.granting) this.queue.delete(reqId); },
+      dequeue: (reqId) => { if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId); },
     });
     await this.actors.load();
     bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
     bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean }) => this.actors.kill(req?.actorId, req?.noRestart !== false));
     bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) => this.actors.ownerGone(req?.owner, 'its owner shut down'));
     bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));
-    bus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
-    bus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    this.hbBus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
+    this.hbBus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
     bus.on(subjects.evtTasks, (events: TaskEvent[]) => {
       if (!Array.isArray(events)) return;
       for (const e of events) if (e && typeof e.taskId === 'string') this.tasks.set(e.taskId, e);
@@ -129,7 +135,7 @@ export class Head {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.stopWatch?.();
-    await this.bus?.close();
+    await Promise.all([this.bus?.close(), this.hbBus?.close()]);
   }
 
   private onNodeRecord(nodeId: string, info: NodeInfo | undefined): void {
@@ -166,9 +172,11 @@ export class Head {
     if (grew) this.pump();
   }
 
+  /** Grants in flight per node: while any is, our view of that node is ahead of its heartbeats. */
+  private readonly inFlight = new Map<string, number>();
+
   private grantingOn(nodeId: string): boolean {
-    for (const p of this.queue.values()) if (p.granting && p.node === nodeId) return true;
-    return false;
+    return (this.inFlight.get(nodeId) ?? 0) > 0;
   }
 
   private lastSweep = Date.now();
@@ -210,7 +218,7 @@ export class Head {
     for (const [id, p] of this.queue) {
       if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;
-      if (!p.granting && now - seen > CLIENT_TIMEOUT_MS) this.queue.delete(id);
+      if (!p.granting && now - seen > CLIENT_TIMEOUT_MS) this.removeRequest(id);
     }
     // Non-detached actors end with their owner, as in Ray.
     for (const owner of this.actors.owners()) {
@@ -225,8 +233,7 @@ export class Head {
 
   private onLeaseRequest(req: LeaseRequestMsg | { cancel: string }): { queued: boolean } {
     if (req && 'cancel' in req) {
-      const p = this.queue.get(req.cancel);
-      if (p && !p.granting) this.queue.delete(req.cancel);
+      if (!this.queue.get(req.cancel)?.granting) this.removeRequest(req.cancel);
       return { queued: false };
     }
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new TypeError('lease request needs { reqId, clientId, demand }');
@@ -240,7 +247,7 @@ export class Head {
       throw new InfeasibleError(p.message);
     }
     this.clientSeen.set(req.clientId, Date.now());
-    if (!this.queue.has(req.reqId)) this.queue.set(req.reqId, { ...req, demand, strategy, since: Date.now(), granting: false, failures: 0 });
+    this.addRequest({ ...req, demand, strategy, since: Date.now(), granting: false, failures: 0 });
     this.pump();
     return { queued: true };
   }
@@ -252,12 +259,16 @@ export class Head {
     try {
       do {
         this.pumpAgain = false;
-        for (const p of this.queue.values()) {
-          if (p.granting) continue;
+        // One placement per resource shape and pass: once a shape must wait, the rest of that shape waits too
+        // (thousands of queued requests stay linear, not quadratic).
+        const waiting = new Set<string>();
+        for (const p of this.waiting.values()) {
+          const shape = JSON.stringify([p.demand, p.strategy]);
+          if (waiting.has(shape)) continue;
           const placement = place(this.views(), p.demand, p.strategy, { spreadCursor: this.spreadCursor });
-          if (placement.kind === 'wait') continue;
+          if (placement.kind === 'wait') { waiting.add(shape); continue; }
           if (placement.kind === 'infeasible') {
-            this.queue.delete(p.reqId);
+            this.removeRequest(p.reqId);
             if (p.actor) this.actors.onInfeasible(p.actor.spec.actorId, p.actor.incarnation, placement.message);
             else this.tell(p, { reqId: p.reqId, error: new InfeasibleError(placement.message) });
             continue;
@@ -271,26 +282,50 @@ export class Head {
     }
   }
 
+  private addRequest(p: Pending): void {
+    if (this.queue.has(p.reqId)) return; // a resend
+    this.queue.set(p.reqId, p);
+    this.waiting.set(p.reqId, p);
+  }
+
+  private removeRequest(reqId: string): void {
+    this.queue.delete(reqId);
+    this.waiting.delete(reqId);
+  }
+
+  private pumpScheduled = false;
+
+  /** One pump for a burst of grant replies. */
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => { this.pumpScheduled = false; this.pump(); });
+  }
+
   private grantOn(p: Pending, nodeId: string): void {
     const n = this.nodes.get(nodeId)!;
     p.granting = true;
+    this.waiting.delete(p.reqId);
     p.node = nodeId;
+    this.inFlight.set(nodeId, (this.inFlight.get(nodeId) ?? 0) + 1);
     n.available = subtract(n.available, p.demand);
     if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
     // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
     this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand, actor: p.actor }, { timeoutMs: p.actor ? 0 : 40_000 })
+      .finally(() => this.inFlight.set(nodeId, (this.inFlight.get(nodeId) ?? 1) - 1))
       .then((r) => {
         p.granting = false;
         if ('busy' in r) {
           // Our view was stale; the node's word wins, and its next heartbeat (not a busy loop) retries.
           n.available = r.available;
           n.gpuFree = r.gpuFree;
+          this.waiting.set(p.reqId, p);
           return;
         }
         this.queue.delete(p.reqId);
         if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
         else this.tell(p, { reqId: p.reqId, grant: r });
-        setImmediate(() => this.pump());
+        this.pumpSoon();
       }, (e: Error) => {
         p.granting = false;
         if (p.actor) {
@@ -299,8 +334,10 @@ export class Head {
         } else if (++p.failures >= 3) {
           this.queue.delete(p.reqId);
           this.tell(p, { reqId: p.reqId, error: e });
+        } else {
+          this.waiting.set(p.reqId, p);
         }
-        setImmediate(() => this.pump());
+        this.pumpSoon();
       });
   }
 

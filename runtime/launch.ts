@@ -5,7 +5,9 @@ import { fileURLToPath } from 'node:url';
 const tsxLoader = import.meta.resolve('tsx');
 
 function nodeWithTsx(entry: URL, args: string[] = []): [string, string[]] {
-  return [process.execPath, ['--import', tsxLoader, fileURLToPath(entry), ...args]];
+  // TROUPE_CPU_PROF_DIR=dir: every daemon and worker writes a V8 CPU profile there when it exits.
+  const prof = process.env.TROUPE_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.TROUPE_CPU_PROF_DIR}`] : [];
+  return [process.execPath, [...prof, '--import', tsxLoader, fileURLToPath(entry), ...args]];
 }
 
 export const workerCommand = () => nodeWithTsx(new URL('./worker.ts', import.meta.url));

@@ -155,6 +155,13 @@ export class NodeDaemon {
     console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
   }
 
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+
+  /** A heartbeat soon: what changed reaches the head quickly, but a burst of grants sends one, not thousands. */
+  private heartbeatSoon(): void {
+    this.heartbeatTimer ??= setTimeout(() => { this.heartbeatTimer = undefined; this.heartbeat(); }, 20);
+  }
+
   private heartbeat(): void {
     if (this.stopping || this.bus.isClosed) return;
     const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, gpuFree: this.gpuFree, workers: this.workers.size, leases: this.leases.size };
@@ -202,7 +209,7 @@ export class NodeDaemon {
         throw e; // the constructor threw (TaskError) or the worker died: the head decides
       }
     }
-    this.heartbeat();
+    this.heartbeatSoon();
     return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
   }
 
@@ -233,7 +240,7 @@ export class NodeDaemon {
     // Keep a few idle workers for the next lease; more would only hold memory.
     const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared);
     if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) idle[0].child.kill('SIGTERM');
-    this.heartbeat();
+    this.heartbeatSoon();
   }
 
   private reclaimOrphanLeases(): void {
@@ -257,7 +264,7 @@ export class NodeDaemon {
     const cpu = { CPU: lease.demand.CPU ?? 0 };
     // Taking the CPU back may overcommit the node for a moment; the alternative is a deadlock.
     this.available = blocked ? add(this.available, cpu) : subtract(this.available, cpu);
-    this.heartbeat();
+    this.heartbeatSoon();
   }
 
   private spawnWorker(gpuIds: number[], shared = false): Worker {
@@ -321,11 +328,12 @@ export class NodeDaemon {
       setTimeout(() => w.child.kill('SIGKILL'), 3000).unref();
     }));
     await Promise.all(exits);
+    // Local cleanup first: the goodbye over the bus can hang when the whole cluster is going down with us.
+    this.store.destroy();
     try {
       await this.gcs?.nodes.put(this.nodeId, { ...this.info, state: 'DEAD', deadAt: new Date().toISOString(), cause });
     } catch { /* the bus may be gone already */ }
     await this.bus?.close();
-    this.store.destroy();
   }
 }
 

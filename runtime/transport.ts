@@ -155,7 +155,11 @@ export class Bus {
     if (this.closed) return;
     this.closed = true;
     this.failPending(new ConnectionError('connection closed'));
-    try { await this.nc.drain(); } catch { /* already closed */ }
+    // Drain lets handlers finish, but must not hold a stopping process hostage: close after 2 s regardless.
+    const drained = this.nc.drain().catch(() => undefined);
+    const timer = setTimeout(() => void this.nc.close().catch(() => undefined), 2000);
+    await Promise.race([drained, this.nc.closed()]);
+    clearTimeout(timer);
   }
 
   private failPending(err: Error): void {
