@@ -1,22 +1,14 @@
 // Remote actors on two node daemons: ordering, concurrency, errors, names, kill and restart, GPUs, strategies.
 import test from 'ava';
-import { init, shutdown, get, getActor, kill, ActorDiedError, TaskError, UsageError, InfeasibleError, type ActorHandle, type ObjectRef } from '../runtime/index.ts';
-import { startCluster, eventually, type TestCluster } from './helpers/cluster.ts';
+import { get, getActor, kill, ActorDiedError, TaskError, UsageError, InfeasibleError, type ActorHandle, type ObjectRef } from '../runtime/index.ts';
+import { useCluster, eventually } from './helpers/cluster.ts';
 import { currentClient } from '../runtime/client.ts';
 import { Counter, Gate, Broken, Forwarder, Phoenix } from './fixtures/actors.ts';
 import { callCounter } from './fixtures/tasks.ts';
 
-let c: TestCluster;
+const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2 }] });
 let headNode: string, gpuNode: string;
-test.before(async () => {
-  c = await startCluster({ head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2 }] });
-  [headNode, gpuNode] = c.nodeIds;
-  await init();
-});
-test.after.always(async () => {
-  await shutdown();
-  await c?.stop();
-});
+test.serial.before(() => { [headNode, gpuNode] = cluster().nodeIds; });
 
 const actorInfo = async (actorId: string) => (await currentClient().gcs()).actors.get(actorId);
 
@@ -138,7 +130,7 @@ test.serial('SPREAD places actors on different nodes; DEFAULT packs small ones t
   const sn = (await get(spread.map((h) => h.pid()))).map((p) => p.node);
   t.deepEqual([...sn].sort(), [headNode, gpuNode].sort());
   for (const h of spread) await kill(h);
-  await eventually('CPUs free again', async () => (await c.status()).nodes.every((n) => n.available.CPU === 2));
+  await eventually('CPUs free again', async () => (await cluster().status()).nodes.every((n) => n.available.CPU === 2));
   const packed = [Counter.options({ numCpus: 0.5 }).remote(), Counter.options({ numCpus: 0.5 }).remote()];
   const pn = (await get(packed.map((h) => h.pid()))).map((p) => p.node);
   t.is(pn[0], pn[1]);

@@ -2,23 +2,15 @@
 // each driver sees what its tasks and actors print, prefixed like Ray's "(Counter pid=1234)".
 import test from 'ava';
 import { join } from 'node:path';
-import { init, shutdown, getActor, kill, UsageError } from '../runtime/index.ts';
-import { startCluster, runCommand, type TestCluster } from './helpers/cluster.ts';
+import { getActor, kill, UsageError } from '../runtime/index.ts';
+import { useCluster, runCommand } from './helpers/cluster.ts';
 import type { Counter } from './fixtures/actors.ts';
 
-let c: TestCluster;
-test.before(async () => {
-  c = await startCluster({ head: { numCpus: 2 } });
-  await init();
-});
-test.after.always(async () => {
-  await shutdown();
-  await c?.stop();
-});
+const cluster = useCluster(test, { head: { numCpus: 2 } });
 
 const root = join(import.meta.dirname, '..');
 const otherDriver = (env: Record<string, string> = {}) =>
-  runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/actor-driver.ts'], { cwd: root, env: { TROUPE_HOME: c.home, ...env } });
+  runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/actor-driver.ts'], { cwd: root, env: { TROUPE_HOME: cluster().home, ...env } });
 
 test.serial('a detached actor outlives its driver; an owned one ends with it; output reaches the driver that owns the work', async (t) => {
   const r = await otherDriver();
@@ -36,6 +28,14 @@ test.serial('a detached actor outlives its driver; an owned one ends with it; ou
   const info = await (await import('../runtime/client.ts')).currentClient().gcs().then((g) => g.actors.get(ids.ephemeral));
   t.is(info?.state, 'DEAD');
   t.regex(info?.cause ?? '', /owner shut down/);
+  // The CLI shows both, with states and causes.
+  const cli = [join(root, 'runtime', 'cli', 'troupe.mjs'), 'list', 'actors'];
+  const listed = JSON.parse((await runCommand(process.execPath, [...cli, '--json'], { env: { TROUPE_HOME: cluster().home } })).stdout) as Array<{ actorId: string; state: string; name: string; cause?: string }>;
+  t.like(listed.find((a) => a.actorId === ids.keeper), { state: 'ALIVE', name: 'default/keeper' });
+  t.like(listed.find((a) => a.actorId === ids.ephemeral), { state: 'DEAD', cause: 'its owner shut down' });
+  const table = (await runCommand(process.execPath, cli, { env: { TROUPE_HOME: cluster().home } })).stdout;
+  t.regex(table, /ACTORID\s+CLASSNAME\s+STATE/);
+  t.regex(table, new RegExp(`${ids.ephemeral}\\s+Counter\\s+DEAD`));
   await kill(keeper);
 });
 

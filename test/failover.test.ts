@@ -1,21 +1,13 @@
 // A node dies: its actors are restarted on another node, keeping their id and handles.
 import test from 'ava';
-import { init, shutdown } from '../runtime/index.ts';
-import { startCluster, eventually, isAlive, type TestCluster } from './helpers/cluster.ts';
+import { useCluster, eventually, isAlive } from './helpers/cluster.ts';
 import { currentClient } from '../runtime/client.ts';
 import { Phoenix } from './fixtures/actors.ts';
 
-let c: TestCluster;
-test.before(async () => {
-  c = await startCluster({ head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1000 });
-  await init();
-});
-test.after.always(async () => {
-  await shutdown();
-  await c?.stop();
-});
+const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1000 });
 
 test('an actor whose node dies comes back on another node, same handle, same id', async (t) => {
+  const c = cluster();
   const [survivor, doomed] = c.nodeIds;
   const p = Phoenix.options({ schedulingStrategy: { nodeId: doomed, soft: true } }).remote();
   const before = await p.bump();

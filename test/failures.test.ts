@@ -3,8 +3,8 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
-import { init, shutdown, get, InfeasibleError, WorkerDiedError } from '../runtime/index.ts';
-import { startCluster, eventually, isAlive, processesWithHome, type TestCluster } from './helpers/cluster.ts';
+import { get, InfeasibleError, WorkerDiedError } from '../runtime/index.ts';
+import { useCluster, eventually, isAlive, processesWithHome, type TestCluster } from './helpers/cluster.ts';
 import { Bus } from '../runtime/transport.ts';
 import { Gcs } from '../runtime/gcs.ts';
 import { encode } from '../runtime/codec.ts';
@@ -12,18 +12,14 @@ import { subjects } from '../runtime/subjects.ts';
 import type { TaskEvent } from '../runtime/head.ts';
 import { add, hold, env } from './fixtures/tasks.ts';
 
+const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }], nodeTimeoutMs: 1000 });
 let c: TestCluster;
 let bus: Bus;
-test.before(async () => {
-  c = await startCluster({ head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }], nodeTimeoutMs: 1000 });
-  await init();
+test.serial.before(async () => {
+  c = cluster();
   bus = await Bus.connect({ address: c.address, token: c.token, name: 'test-probe' });
 });
-test.after.always(async () => {
-  await bus?.close();
-  await shutdown();
-  await c?.stop();
-});
+test.serial.after.always(async () => { await bus?.close(); });
 
 async function runningTask(name: string): Promise<TaskEvent> {
   return eventually(`task ${name} running`, async () =>

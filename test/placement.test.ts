@@ -1,21 +1,13 @@
 // Placement on two node daemons with fake GPUs and a custom resource.
 import test from 'ava';
-import { init, shutdown, get, InfeasibleError } from '../runtime/index.ts';
-import { startCluster, eventually, type TestCluster } from './helpers/cluster.ts';
+import { get, InfeasibleError } from '../runtime/index.ts';
+import { useCluster, eventually } from './helpers/cluster.ts';
 import { env, hold } from './fixtures/tasks.ts';
 
-let c: TestCluster;
+// The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
+const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }] });
 let cpuNode: string, gpuNode: string;
-test.before(async () => {
-  // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
-  c = await startCluster({ head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }] });
-  [cpuNode, gpuNode] = c.nodeIds;
-  await init();
-});
-test.after.always(async () => {
-  await shutdown();
-  await c?.stop();
-});
+test.serial.before(() => { [cpuNode, gpuNode] = cluster().nodeIds; });
 
 test.serial('CPU tasks see no GPUs; GPU tasks get their ids in CUDA_VISIBLE_DEVICES', async (t) => {
   t.is((await env.remote()).gpus, '');
@@ -30,7 +22,7 @@ test.serial('two 1-GPU tasks at once get different devices; a third waits (pendi
   const a = hold.options({ numGpus: 1 }).remote(1500);
   const b = hold.options({ numGpus: 1 }).remote(1500);
   const third = hold.options({ numGpus: 1 }).remote(0);
-  const pending = await eventually('a pending GPU demand in status', async () => (await c.status()).pending.find((p) => p.demand.GPU === 1));
+  const pending = await eventually('a pending GPU demand in status', async () => (await cluster().status()).pending.find((p) => p.demand.GPU === 1));
   t.is(pending.demand.GPU, 1);
   const [ra, rb, rc] = await get([a, b, third]);
   t.deepEqual([ra.gpus, rb.gpus].sort(), ['0', '1']);
@@ -46,11 +38,11 @@ test.serial('fractional GPUs: two 0.5-GPU tasks share one device id', async (t) 
 
 test.serial('GPU capacity split across devices: a demand that fits the sum but no device waits, then runs', async (t) => {
   // 0.6 on each device leaves 0.4 + 0.4: a 0.5 demand fits the total (0.8) but no single device.
-  await eventually('idle GPU leases of earlier tests returned', async () => (await c.status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU === 2);
+  await eventually('idle GPU leases of earlier tests returned', async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU === 2);
   const holders = [hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500), hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500)];
-  await eventually('both holders running', async () => (await c.status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU! < 1);
+  await eventually('both holders running', async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU! < 1);
   const half = hold.options({ numGpus: 0.5, numCpus: 0 }).remote(0);
-  await eventually('the 0.5 demand pending', async () => (await c.status()).pending.some((p) => p.demand.GPU === 0.5));
+  await eventually('the 0.5 demand pending', async () => (await cluster().status()).pending.some((p) => p.demand.GPU === 0.5));
   const [a, b] = await get(holders);
   t.not(a.gpus, b.gpus);
   t.true(['0', '1'].includes((await half).gpus!));
@@ -74,7 +66,7 @@ test.serial('a demand no node can ever meet fails fast, naming the demand and th
   t.true(e!.message.includes(gpuNode));
   await t.throwsAsync(get(env.options({ resources: { tpu: 1 } }).remote()), { instanceOf: InfeasibleError, message: /tpu: 1/ });
   await t.throwsAsync(get(env.options({ schedulingStrategy: { nodeId: 'no-such-node' } }).remote()), { instanceOf: InfeasibleError });
-  const status = await c.status();
+  const status = await cluster().status();
   t.true(status.infeasible.some((i) => i.demand.GPU === 4));
   // The cluster goes on.
   t.is((await env.remote()).gpus, '');

@@ -1,20 +1,12 @@
 // Tasks end to end on a real cluster: values, refs, nested refs, errors, wait, bad input at the call site.
 import test from 'ava';
 import { readdirSync } from 'node:fs';
-import { init, shutdown, put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
-import { startCluster, type TestCluster } from './helpers/cluster.ts';
+import { put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
+import { useCluster } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
 import { currentClient } from '../runtime/client.ts';
 
-let cluster: TestCluster | undefined;
-test.before(async () => {
-  cluster = await startCluster({ head: { numCpus: 2 } });
-  await init(); // finds the cluster through its current-cluster file
-});
-test.after.always(async () => {
-  await shutdown();
-  await cluster?.stop();
-});
+const cluster = useCluster(test, { head: { numCpus: 2 } });
 
 test.serial('a task returns its value; await ref and get() agree', async (t) => {
   const ref = tasks.add.remote(2, 3);
@@ -34,7 +26,7 @@ test.serial('refs as arguments are resolved on the worker, small and large', asy
   // 4 MB: above the inline threshold, so it goes into the node's store and the worker reads it there.
   const big = put(new Float32Array(1_000_000).fill(0.5));
   await big;
-  t.true(readdirSync(cluster!.head.objectDir).includes(big.id));
+  t.true(readdirSync(cluster().head.objectDir).includes(big.id));
   t.deepEqual(await tasks.length.remote(big), { length: 1_000_000, first: 0.5, last: 0.5, type: 'Float32Array' });
   const made = tasks.fill.remote(300_000, 7); // a large task result stays in the store; the next task reads it there
   t.deepEqual(await tasks.length.remote(made), { length: 300_000, first: 7, last: 7, type: 'Float32Array' });

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import type { ExecutionContext } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
+import { init, shutdown } from '../../runtime/api.ts';
 import { startHead, startNode, type StartedCluster } from '../../runtime/local-cluster.ts';
 import type { ResourceFlags } from '../../runtime/resources.ts';
 import { terminate, isAlive } from '../../runtime/processes.ts';
@@ -114,4 +115,21 @@ export function processesWithHome(home: string): number[] {
     } catch { /* gone, or not ours to read */ }
   }
   return out;
+}
+
+/** For a test file: a cluster started before its tests with this process as driver (init()), stopped after them. */
+export function useCluster(test: TestFn, o: Parameters<typeof startCluster>[0] = {}): () => TestCluster {
+  let c: TestCluster | undefined;
+  test.serial.before(async () => {
+    c = await startCluster(o);
+    await init(); // finds it through the current-cluster file, as a user's script would
+  });
+  test.serial.after.always(async () => {
+    await shutdown();
+    await c?.stop();
+  });
+  return () => {
+    if (!c) throw new Error('the cluster did not start (see the before hook)');
+    return c;
+  };
 }
