@@ -75,10 +75,11 @@ export class ActorCaller {
       (e: Error) => {
         if (calls.get(call.callId) !== entry) return;
         calls.delete(call.callId);
-        // Nobody listens: it died (or is restarting) and we have not heard yet. Learn its state, then retry or fail.
+        // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
+        // again once the actor is back is safe whatever maxTaskRetries says. What we knew is stale: ask KV afresh.
         if (e instanceof NoRespondersError) {
           this.known.delete(actorId);
-          this.afterDeath(actorId, entry);
+          setTimeout(() => this.whenAlive(actorId, true).then(() => this.send(actorId, call, retriesLeft), (err: Error) => this.owned.seal(call.callId, { error: err })), 50);
         } else {
           this.owned.seal(call.callId, { error: e });
         }
@@ -86,13 +87,11 @@ export class ActorCaller {
     );
   }
 
-  /** A death (or restart) of the actor: each in-flight call is re-sent if it has retries left, else fails. */
+  /** A death (or restart) of the actor: each in-flight call is re-sent if it has retries left, else fails at once. */
   private afterDeath(actorId: string, entry: InFlight): void {
     if (entry.retriesLeft !== 0) { entry.resend(); return; }
-    this.whenAlive(actorId).then(
-      () => this.owned.seal(entry.call.callId, { error: new ActorDiedError(`the actor died while running ${entry.call.method}() and restarted; the call was not retried (maxTaskRetries 0)`, { actorId }) }),
-      (e: Error) => this.owned.seal(entry.call.callId, { error: e }),
-    );
+    const cause = this.known.get(actorId)?.cause ?? 'its worker stopped answering';
+    this.owned.seal(entry.call.callId, { error: new ActorDiedError(`actor ${actorId} died while running ${entry.call.method}(): ${cause} (maxTaskRetries 0: not re-sent)`, { actorId }) });
   }
 
   private learn(actorId: string, e: Known): void {
@@ -114,8 +113,9 @@ export class ActorCaller {
     }
   }
 
-  /** Resolves when the actor is ALIVE; rejects with ActorDiedError (and its cause) when it is DEAD. */
-  whenAlive(actorId: string): Promise<void> {
+  /** Resolves when the actor is ALIVE; rejects with ActorDiedError (and its cause) when it is DEAD.
+   * fresh: read its record even if we created it (what we knew turned out stale). */
+  whenAlive(actorId: string, fresh = false): Promise<void> {
     const k = this.known.get(actorId);
     if (k?.state === 'ALIVE') return Promise.resolve();
     if (k?.state === 'DEAD') return Promise.reject(died(actorId, k.cause));
@@ -130,22 +130,26 @@ export class ActorCaller {
       this.waiters.set(actorId, set);
       // Events tell us of changes. For an actor we did not create (a handle from getActor or an argument) KV tells us
       // where it stands now; for our own, the events from its creation on are enough (and 10,000 KV reads are not free).
-      if (!k && !this.created.has(actorId)) {
-        this.gcs().then((g) => g.actors.get(actorId)).then((info) => {
-          if (!info) {
-            if (!this.created.has(actorId)) { set.delete(settle); reject(died(actorId, 'no such actor')); }
-            return;
-          }
-          if (!this.known.has(actorId) || this.known.get(actorId)!.incarnation <= info.incarnation) this.learn(actorId, info);
-        }, () => undefined);
-      }
+      if (!k && (fresh || !this.created.has(actorId))) void this.readState(actorId, set, settle, reject);
     });
   }
 
-  /** What is known of an actor's state (for tests and `list`). */
-  stateOf(actorId: string): Known | undefined {
-    return this.known.get(actorId);
+  /** Reads the actor's record. A handle can travel ahead of its actor's record (its creator still resolving the
+   * constructor's arguments), so a missing record is asked again for a while before it counts as no such actor. */
+  private async readState(actorId: string, set: Set<() => void>, settle: () => void, reject: (e: Error) => void): Promise<void> {
+    for (let attempt = 0; attempt < 60; attempt++) {
+      const info = await this.gcs().then((g) => g.actors.get(actorId)).catch(() => undefined);
+      if (this.known.get(actorId)?.state === 'ALIVE' || !set.has(settle)) return; // an event came first
+      if (info) {
+        if (!this.known.has(actorId) || this.known.get(actorId)!.incarnation <= info.incarnation) this.learn(actorId, info);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    set.delete(settle);
+    reject(died(actorId, 'no such actor'));
   }
+
 }
 
 function died(actorId: string, cause?: string): ActorDiedError {

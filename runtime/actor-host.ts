@@ -2,12 +2,29 @@
 // (up to maxConcurrency at once), stop. Policy (restart or not) is the head's business, not ours.
 import { decode } from './codec.ts';
 import { subjects } from './subjects.ts';
-import { TaskError, UsageError } from './errors.ts';
+import { TaskError, UsageError, ActorDiedError } from './errors.ts';
 import type { Client } from './client.ts';
 import type { Subscription } from './transport.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
 import { ObjectRef } from '../object-store/object-ref.ts';
+
+const methodCache = new WeakMap<object, Set<string>>();
+
+/** Methods a caller may name: ones the class defines (its prototypes up to Object.prototype), not getters, fields, '_private' ones or Object's. */
+function methodsOf(instance: object): Set<string> {
+  const proto = Object.getPrototypeOf(instance) as object;
+  let names = methodCache.get(proto);
+  if (names) return names;
+  names = new Set();
+  for (let p: object | null = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
+      if (k !== 'constructor' && !k.startsWith('_') && typeof d.value === 'function') names.add(k);
+    }
+  }
+  methodCache.set(proto, names);
+  return names;
+}
 
 /** Marks a class made remote by the actors layer (a well-known symbol: this layer cannot import that one). */
 export const REMOTE_CLASS = Symbol.for('troupe.remoteClass');
@@ -29,6 +46,7 @@ interface Hosted {
   queue: Array<{ call: ActorCall; reply: (v: { result: ObjectLocation }) => void }>;
   running: number;
   ctx: HostedContext;
+  stopped: boolean;
 }
 
 export class ActorHost {
@@ -40,9 +58,10 @@ export class ActorHost {
     return this.actors.size;
   }
 
-  /** Constructs the actor and starts taking calls. Throws TaskError when the constructor throws. */
+  /** Constructs the actor and starts taking calls. Throws TaskError when the constructor throws.
+   * The head starts an actor again only as a new incarnation: an older instance still here goes first. */
   async start(spec: ActorSpec): Promise<{ actorId: string }> {
-    if (this.actors.has(spec.actorId)) return { actorId: spec.actorId };
+    this.stop(spec.actorId);
     const ctx: HostedContext = { owner: spec.owner, prefix: `(${spec.className} pid=${process.pid})` };
     const instance = await this.inContext(ctx, async () => {
       let Cls: unknown;
@@ -55,7 +74,7 @@ export class ActorHost {
         throw TaskError.from(e, `${spec.className} constructor`);
       }
     });
-    const hosted: Hosted = { spec, instance, queue: [], running: 0, ctx, sub: undefined as unknown as Subscription };
+    const hosted: Hosted = { spec, instance, queue: [], running: 0, ctx, stopped: false, sub: undefined as unknown as Subscription };
     hosted.sub = this.client.bus.serve(subjects.actor(spec.actorId), (call: ActorCall) =>
       new Promise((reply) => { hosted.queue.push({ call, reply }); this.drain(hosted); }));
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
@@ -63,16 +82,20 @@ export class ActorHost {
     return { actorId: spec.actorId };
   }
 
+  /** Stops taking calls; calls still queued fail (their callers are told the actor is gone). */
   stop(actorId: string): void {
     const h = this.actors.get(actorId);
     if (!h) return;
+    h.stopped = true;
     h.sub.unsubscribe();
     this.actors.delete(actorId);
+    const error = new ActorDiedError(`actor ${actorId} (${h.spec.className}) was stopped before this call ran`, { actorId });
+    for (const { reply } of h.queue.splice(0)) reply({ result: { error } });
   }
 
   /** Runs queued calls in arrival order, at most maxConcurrency at a time. */
   private drain(h: Hosted): void {
-    while (h.running < Math.max(1, h.spec.maxConcurrency) && h.queue.length) {
+    while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
       const { call, reply } = h.queue.shift()!;
       h.running++;
       this.inContext(h.ctx, () => this.run(h, call)).then(reply).finally(() => {
@@ -85,7 +108,7 @@ export class ActorHost {
   private async run(h: Hosted, call: ActorCall): Promise<{ result: ObjectLocation }> {
     const where = `${h.spec.className}.${String(call?.method)}`;
     try {
-      const method = typeof call?.method === 'string' && !call.method.startsWith('_') && call.method !== 'constructor' ? h.instance[call.method] : undefined;
+      const method = typeof call?.method === 'string' && methodsOf(h.instance).has(call.method) ? h.instance[call.method] : undefined;
       if (typeof method !== 'function') throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
       const args = await this.resolveArgs(call.args, call.deps ?? {});
       const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);

@@ -21,21 +21,37 @@ const NAME = /^[A-Za-z0-9_-]{1,100}$/;
 
 export class ActorManager {
   private readonly actors = new Map<string, ActorInfo>();
+  /** Names of live actors, reserved synchronously: two creates racing for one name cannot both win. */
+  private readonly names = new Map<string, string>();
 
   constructor(private readonly h: ActorManagerHost) {}
 
-  /** After a head restart: ALIVE actors stay as they are; the rest are placed again. */
+  /** After a head restart: the rest are placed again; ALIVE actors are checked with their nodes once heartbeats flow. */
   async load(): Promise<void> {
     for (const a of await this.h.gcs.actors.list()) {
       if (!a?.actorId || !a.spec) continue;
       this.actors.set(a.actorId, a);
+      if (a.name && a.state !== 'DEAD') this.names.set(nameKey(a.namespace, a.name), a.actorId);
       if (a.state === 'PENDING' || a.state === 'RESTARTING') this.schedule(a);
+    }
+    setTimeout(() => void this.verifyAlive(), 1000).unref();
+  }
+
+  /** Actors whose worker died while no head was listening: their node no longer holds them. */
+  private async verifyAlive(): Promise<void> {
+    const byNode = new Map<string, ActorInfo[]>();
+    for (const a of this.actors.values()) if (a.state === 'ALIVE' && a.nodeId) byNode.set(a.nodeId, [...(byNode.get(a.nodeId) ?? []), a]);
+    for (const [nodeId, list] of byNode) {
+      let held: string[];
+      try { held = await this.h.bus.request<string[]>(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 }); } catch { continue; } // a silent node is the failure detector's
+      for (const a of list) if (a.state === 'ALIVE' && !held.includes(a.actorId)) this.died(a, `its worker on node ${nodeId} died while the head was down`);
     }
   }
 
   async create(spec: ActorSpec): Promise<{ actorId: string }> {
     if (typeof spec?.actorId !== 'string' || !/^[0-9a-f]{8,64}$/.test(spec.actorId)) throw new TypeError('actor spec needs a hex actorId');
     if (this.actors.has(spec.actorId)) return { actorId: spec.actorId }; // a resend
+    checkSpec(spec);
     spec.demand = checkDemand(spec.demand);
     if (spec.name !== undefined && !NAME.test(spec.name)) throw new UsageError(`actor name ${JSON.stringify(spec.name)}: use 1-100 letters, digits, '_' or '-'`);
     if (!NAME.test(spec.namespace)) throw new UsageError(`namespace ${JSON.stringify(spec.namespace)}: use 1-100 letters, digits, '_' or '-'`);
@@ -43,9 +59,11 @@ export class ActorManager {
     if (placement.kind === 'infeasible') throw new InfeasibleError(`cannot create actor ${spec.className}: ${placement.message}`);
     if (spec.name) {
       const key = nameKey(spec.namespace, spec.name);
-      const holder = await this.h.gcs.names.get(key);
-      const alive = holder && this.actors.get(holder.actorId);
-      if (alive && alive.state !== 'DEAD') throw new UsageError(`an actor named '${spec.name}' already exists in namespace '${spec.namespace}' (${alive.className} ${alive.actorId})`);
+      const holderId = this.names.get(key);
+      const holder = holderId ? this.actors.get(holderId) : undefined;
+      // A reserved name whose actor is still being created counts as taken too.
+      if (holderId && holder?.state !== 'DEAD') throw new UsageError(`an actor named '${spec.name}' already exists in namespace '${spec.namespace}' (${holder?.className ?? 'being created'} ${holderId})`);
+      this.names.set(key, spec.actorId); // before any await
       await this.h.gcs.names.put(key, { actorId: spec.actorId });
     }
     const info: ActorInfo = {
@@ -64,16 +82,15 @@ export class ActorManager {
     this.h.enqueue({ reqId: reqIdOf(a), clientId: a.owner, demand: a.spec.demand, strategy: a.spec.strategy, actor: { spec: a.spec, incarnation: a.incarnation } });
   }
 
-  /** The node started it. */
+  /** The node started it. An instance nobody wants any more (killed, or an older incarnation) is stopped at once. */
   onStarted(actorId: string, incarnation: number, grant: LeaseGrant): void {
     const a = this.actors.get(actorId);
-    if (!a || a.incarnation !== incarnation) return;
-    if (a.state === 'DEAD') { // killed while it was starting
-      void this.h.bus.request(subjects.nodeActorStop(grant.nodeId), { actorId }).catch(() => undefined);
+    if (!a || a.incarnation !== incarnation || a.state === 'DEAD') {
+      this.stopInstance(actorId, grant.nodeId, grant.leaseId);
       return;
     }
     // A restarted actor keeps the cause of its last death: `troupe list actors` shows why it restarted.
-    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, pid: grant.pid, cause: a.restarts ? a.cause : undefined });
+    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, leaseId: grant.leaseId, pid: grant.pid, cause: a.restarts ? a.cause : undefined });
     void this.save(a);
   }
 
@@ -113,19 +130,26 @@ export class ActorManager {
     const a = this.actors.get(actorId);
     if (!a) throw new UsageError(`no actor ${actorId}`);
     if (a.state === 'DEAD') return;
-    const wasOn = a.state === 'ALIVE' ? a.nodeId : undefined;
+    if (!noRestart && a.state !== 'ALIVE') return; // already (re)starting
+    const instance = a.state === 'ALIVE' ? { nodeId: a.nodeId!, leaseId: a.leaseId } : undefined;
     if (noRestart) await this.end(a, 'it was killed by kill()');
-    else this.died(a, 'it was killed by kill()');
-    if (wasOn) await this.h.bus.request(subjects.nodeActorStop(wasOn), { actorId }).catch(() => undefined);
+    // Stop this instance before a new one can start, so the two never serve at once.
+    if (instance) await this.stopInstance(actorId, instance.nodeId, instance.leaseId);
+    // Reply only once RESTARTING is published: a caller then hears of it before it can send to the stopped instance.
+    if (!noRestart) await this.died(a, 'it was killed by kill()');
+  }
+
+  private stopInstance(actorId: string, nodeId: string, leaseId?: string): Promise<unknown> {
+    return this.h.bus.request(subjects.nodeActorStop(nodeId), { actorId, leaseId }).catch(() => undefined);
   }
 
   /** The owner of non-detached actors shut down or went silent: they go with it (as in Ray). */
   async ownerGone(owner: string, why: string): Promise<void> {
     for (const a of [...this.actors.values()]) {
       if (a.owner === owner && a.lifetime !== 'detached' && a.state !== 'DEAD') {
-        const wasOn = a.state === 'ALIVE' ? a.nodeId : undefined;
+        const instance = a.state === 'ALIVE' ? { nodeId: a.nodeId!, leaseId: a.leaseId } : undefined;
         await this.end(a, why);
-        if (wasOn) await this.h.bus.request(subjects.nodeActorStop(wasOn), { actorId: a.actorId }).catch(() => undefined);
+        if (instance) await this.stopInstance(a.actorId, instance.nodeId, instance.leaseId);
       }
     }
   }
@@ -137,17 +161,16 @@ export class ActorManager {
     return out;
   }
 
-  private died(a: ActorInfo, cause: string): void {
-    if (a.state === 'DEAD') return;
+  /** It died: restart it if it has restarts left, else it ends. Resolves once the new state is saved and published. */
+  private died(a: ActorInfo, cause: string): Promise<void> {
+    if (a.state === 'DEAD') return Promise.resolve();
     const max = a.spec.maxRestarts;
-    if (max !== -1 && a.restarts >= max) {
-      void this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
-      return;
-    }
+    if (max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'RESTARTING', cause, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, pid: undefined });
-    void this.save(a);
+    Object.assign(a, { state: 'RESTARTING', cause, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined });
+    const saved = this.save(a);
     this.schedule(a);
+    return saved;
   }
 
   private async end(a: ActorInfo, cause: string): Promise<void> {
@@ -156,8 +179,10 @@ export class ActorManager {
     await this.save(a);
     if (a.name) {
       const key = nameKey(a.namespace, a.name);
-      const holder = await this.h.gcs.names.get(key).catch(() => undefined);
-      if (holder?.actorId === a.actorId) await this.h.gcs.names.delete(key).catch(() => undefined);
+      if (this.names.get(key) === a.actorId) {
+        this.names.delete(key);
+        await this.h.gcs.names.delete(key).catch(() => undefined);
+      }
     }
   }
 
@@ -167,6 +192,17 @@ export class ActorManager {
     const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause };
     this.h.bus.publish(subjects.evtActorState, ev);
   }
+}
+
+/** A spec from the bus, not necessarily from our client library: every field the head and the worker rely on. */
+function checkSpec(spec: ActorSpec): void {
+  const int = (v: unknown, min: number) => Number.isInteger(v) && (v as number) >= min;
+  if (!int(spec.maxRestarts, -1) || !int(spec.maxTaskRetries, -1)) throw new TypeError('maxRestarts and maxTaskRetries must be whole numbers >= -1');
+  if (!int(spec.maxConcurrency, 1)) throw new TypeError('maxConcurrency must be a whole number >= 1');
+  if (spec.isolation !== 'process' && spec.isolation !== 'shared') throw new TypeError("isolation must be 'process' or 'shared'");
+  if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached') throw new TypeError("lifetime must be 'owned' or 'detached'");
+  if (typeof spec.cls?.url !== 'string' || typeof spec.cls.exportName !== 'string' || !(spec.args instanceof Uint8Array)) throw new TypeError('actor spec needs cls { url, exportName } and encoded args');
+  if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string') throw new TypeError('actor spec needs owner, workingDir and className');
 }
 
 export function nameKey(namespace: string, name: string): string {

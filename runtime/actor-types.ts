@@ -41,6 +41,8 @@ export interface ActorInfo {
   cause?: string;
   nodeId?: string;
   workerId?: string;
+  /** The node's lease for this incarnation: stops name exactly this instance. */
+  leaseId?: string;
   pid?: number;
   restarts: number;
   /** Bumped on each start; lets callers tell a new instance from the one that died. */

@@ -183,7 +183,7 @@ export class Client {
       maxRestarts: opts.maxRestarts ?? 0, maxTaskRetries: opts.maxTaskRetries ?? 0, maxConcurrency: opts.maxConcurrency ?? 1,
       name: opts.name, namespace: opts.namespace ?? 'default', lifetime: opts.lifetime === 'detached' ? 'detached' : 'owned',
       // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
-      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.procId, workingDir: process.cwd(),
+      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.ownerHook?.() ?? this.procId, workingDir: process.cwd(),
     };
     const ready = Promise.all([
       Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
@@ -284,6 +284,10 @@ export class Client {
       else if (timeoutMs !== undefined) timer = setTimeout(finish, timeoutMs);
     });
   }
+
+  /** Set by workers: the driver that owns the task or actor running now. Actors it creates belong to that driver
+   * (and end with it), not to the long-lived worker process. */
+  ownerHook?: () => string | undefined;
 
   /** Set by workers: told when a task starts and stops waiting, so its node can lend the task's CPU meanwhile. */
   blockHook?: (blocked: boolean) => void;

@@ -6,7 +6,7 @@ import { Gcs, type NodeInfo } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
 import { place, subtract, checkDemand, checkResources, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
-import { InfeasibleError } from './errors.ts';
+import { InfeasibleError, WorkerDiedError } from './errors.ts';
 import type { HeartbeatMsg, LeaseGrant, Busy, WorkerDiedMsg } from './node-daemon.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from './actor-types.ts';
@@ -55,6 +55,8 @@ interface NodeState {
   info: NodeInfo;
   available: ResourceSet;
   gpuFree?: number[];
+  /** Lease requests sent to it: a heartbeat whose leaseRequestsSeen reaches this reflects every one of them. */
+  sent: number;
   lastHb: number;
   alive: boolean;
 }
@@ -66,6 +68,8 @@ interface Pending extends LeaseRequestMsg {
   granting: boolean;
   /** Node a grant is in flight on. */
   node?: string;
+  /** Bumped when a grant is abandoned (its node died): a late answer to an older attempt is ignored. */
+  attempt: number;
   failures: number;
 }
 
@@ -108,7 +112,7 @@ export class Head {
       bus, gcs: this.gcs,
       place: (demand, strategy) => place(this.views(), demand, strategy),
       enqueue: (req) => {
-        this.addRequest({ ...req, since: Date.now(), granting: false, failures: 0 });
+        this.addRequest({ ...req, since: Date.now(), granting: false, failures: 0, attempt: 0 });
         this.pump();
       },
       dequeue: (reqId) => { if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId); },
@@ -143,12 +147,12 @@ export class Head {
     if (!info) { this.nodes.delete(nodeId); return; }
     if (info.state === 'DEAD') {
       if (known?.alive) this.declareDead(nodeId, info.cause ?? 'stopped', false);
-      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false });
+      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0 });
       return;
     }
     // A node (re)registering, or one we learn of after a restart: it gets one full timeout to heartbeat.
     if (!known || !known.alive || known.info.startedAt !== info.startedAt) {
-      this.nodes.set(nodeId, { info, available: known?.alive ? known.available : { ...info.total }, lastHb: Date.now(), alive: true });
+      this.nodes.set(nodeId, { info, available: known?.alive ? known.available : { ...info.total }, lastHb: Date.now(), alive: true, sent: known?.sent ?? 0 });
       this.pump();
     }
   }
@@ -165,18 +169,11 @@ export class Head {
     }
     n.lastHb = Date.now();
     const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
-    // While a grant is in flight our view is ahead of the node's: keep the smaller numbers.
-    const granting = this.grantingOn(hb.nodeId);
-    n.available = granting ? minOf(n.available, hb.available) : hb.available;
-    if (!granting && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1)) n.gpuFree = hb.gpuFree;
+    // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller numbers.
+    const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;
+    n.available = current ? hb.available : minOf(n.available, hb.available);
+    if (current && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1)) n.gpuFree = hb.gpuFree;
     if (grew) this.pump();
-  }
-
-  /** Grants in flight per node: while any is, our view of that node is ahead of its heartbeats. */
-  private readonly inFlight = new Map<string, number>();
-
-  private grantingOn(nodeId: string): boolean {
-    return (this.inFlight.get(nodeId) ?? 0) > 0;
   }
 
   private lastSweep = Date.now();
@@ -202,6 +199,18 @@ export class Head {
     n.available = {};
     console.error(`troupe: node ${nodeId} is dead: ${cause}`);
     this.bus.publish(subjects.evtNodeDied, { nodeId, cause });
+    // Grants in flight on it will never be answered: abandon them (actors count it as a failed start, tasks wait again).
+    for (const p of [...this.queue.values()]) {
+      if (!p.granting || p.node !== nodeId) continue;
+      p.attempt++;
+      p.granting = false;
+      if (p.actor) {
+        this.removeRequest(p.reqId);
+        this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, new WorkerDiedError(`its node ${nodeId} died while it was starting (${cause})`));
+      } else {
+        this.waiting.set(p.reqId, p);
+      }
+    }
     this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
       this.bus.publish(subjects.nodeFenced(nodeId), {});
@@ -247,7 +256,7 @@ export class Head {
       throw new InfeasibleError(p.message);
     }
     this.clientSeen.set(req.clientId, Date.now());
-    this.addRequest({ ...req, demand, strategy, since: Date.now(), granting: false, failures: 0 });
+    this.addRequest({ ...req, demand, strategy, since: Date.now(), granting: false, failures: 0, attempt: 0 });
     this.pump();
     return { queued: true };
   }
@@ -307,13 +316,17 @@ export class Head {
     p.granting = true;
     this.waiting.delete(p.reqId);
     p.node = nodeId;
-    this.inFlight.set(nodeId, (this.inFlight.get(nodeId) ?? 0) + 1);
+    const attempt = p.attempt;
+    n.sent++;
     n.available = subtract(n.available, p.demand);
     if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
     // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
     this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand, actor: p.actor }, { timeoutMs: p.actor ? 0 : 40_000 })
-      .finally(() => this.inFlight.set(nodeId, (this.inFlight.get(nodeId) ?? 1) - 1))
       .then((r) => {
+        if (p.attempt !== attempt) { // abandoned (its node died); the answer came anyway
+          if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
+          return;
+        }
         p.granting = false;
         if ('busy' in r) {
           // Our view was stale; the node's word wins, and its next heartbeat (not a busy loop) retries.
@@ -327,6 +340,7 @@ export class Head {
         else this.tell(p, { reqId: p.reqId, grant: r });
         this.pumpSoon();
       }, (e: Error) => {
+        if (p.attempt !== attempt) return;
         p.granting = false;
         if (p.actor) {
           this.queue.delete(p.reqId);

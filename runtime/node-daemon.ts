@@ -35,6 +35,7 @@ export interface HeartbeatMsg {
   nodeId: string;
   available: ResourceSet;
   gpuFree: number[];
+  leaseRequestsSeen: number;
   workers: number;
   leases: number;
 }
@@ -79,6 +80,8 @@ interface Worker {
   shared: boolean;
   /** Hosts (or hosted) one actor in a process of its own: never reused. */
   dedicated: boolean;
+  /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
+  exited: Promise<string>;
 }
 
 interface Lease {
@@ -132,7 +135,9 @@ export class NodeDaemon {
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
-    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string }) => this.stopActor(req?.actorId));
+    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string }) => this.stopActor(req?.actorId, req?.leaseId));
+    // After a restart the head asks which actors are really here (some may have died while it was away).
+    bus.serve(subjects.nodeActors(this.nodeId), () => [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])));
     bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
     bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) => this.setBlocked(req?.workerId, !!req?.blocked));
     bus.serve(subjects.nodeObjects(this.nodeId), () => this.store.list());
@@ -156,6 +161,8 @@ export class NodeDaemon {
   }
 
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Lease requests received: a heartbeat that counts all the head has sent reflects all of them. */
+  private leaseRequestsSeen = 0;
 
   /** A heartbeat soon: what changed reaches the head quickly, but a burst of grants sends one, not thousands. */
   private heartbeatSoon(): void {
@@ -164,11 +171,12 @@ export class NodeDaemon {
 
   private heartbeat(): void {
     if (this.stopping || this.bus.isClosed) return;
-    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, gpuFree: this.gpuFree, workers: this.workers.size, leases: this.leases.size };
+    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, gpuFree: this.gpuFree, leaseRequestsSeen: this.leaseRequestsSeen, workers: this.workers.size, leases: this.leases.size };
     this.bus.publish(subjects.hbNode(this.nodeId), msg);
   }
 
   private async grant(req: LeaseRequest): Promise<LeaseGrant | Busy> {
+    this.leaseRequestsSeen++;
     if (typeof req?.clientId !== 'string') throw new TypeError('lease request needs { clientId, demand }');
     const demand = checkDemand(req.demand);
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
@@ -202,8 +210,11 @@ export class NodeDaemon {
     }
     if (actor) {
       try {
-        // Constructors may load models for minutes: no timeout; a worker death ends the wait through the closed reply.
-        await this.bus.request(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 });
+        // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the wait.
+        await Promise.race([
+          this.bus.request(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
+          worker.exited.then((how) => { throw new WorkerDiedError(`its worker process ${how} while the constructor ran`); }),
+        ]);
       } catch (e) {
         this.release(lease.leaseId, !shared);
         throw e; // the constructor threw (TaskError) or the worker died: the head decides
@@ -213,10 +224,11 @@ export class NodeDaemon {
     return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
   }
 
-  /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. */
-  private async stopActor(actorId: string): Promise<void> {
-    const lease = [...this.leases.values()].find((l) => l.actorId === actorId);
-    if (!lease) return;
+  /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes.
+   * With a leaseId, only that lease (one incarnation): a newer instance of the same actor is left alone. */
+  private async stopActor(actorId: string, leaseId?: string): Promise<void> {
+    const lease = leaseId ? this.leases.get(leaseId) : [...this.leases.values()].find((l) => l.actorId === actorId);
+    if (!lease || lease.actorId !== actorId) return;
     if (lease.worker.shared) {
       await this.bus.request(subjects.procActorStop(lease.worker.procId), { actorId }, { timeoutMs: 5000 }).catch(() => undefined);
       this.release(lease.leaseId);
@@ -286,7 +298,10 @@ export class NodeDaemon {
       },
     });
     closeSync(log);
-    const worker: Worker = { procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false };
+    const worker: Worker = {
+      procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false,
+      exited: new Promise((r) => child.once('exit', (code, signal) => r(signal ? `was killed by ${signal}` : `exited with code ${code}`))),
+    };
     worker.ready = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
         // A worker that never came up must not be handed out again.

@@ -15,6 +15,7 @@ export const subjects = {
   procActorStart: (proc: string) => `troupe.proc.${proc}.actor.start`,
   procActorStop: (proc: string) => `troupe.proc.${proc}.actor.stop`,
   nodeActorStop: (node: string) => `troupe.node.${node}.actor.stop`,
+  nodeActors: (node: string) => `troupe.node.${node}.actors`,
   /** Method calls go straight to the actor: the head is never on this path. */
   actor: (actorId: string) => `troupe.actor.${actorId}`,
   /** Worker output for a driver, as Ray streams it. */

@@ -59,13 +59,14 @@ for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]]
   }) as typeof stream.write;
 }
 setInterval(flushOutput, 50).unref(); // output of long-running calls, while they run
+client.ownerHook = () => logContext.getStore()?.owner;
 
 // --- code loading --------------------------------------------------------------------------------
 const exportsCache = new Map<string, unknown>();
 
 /** Imports the module a function or class was defined in, refusing anything outside the job's working directory. */
 async function loadExport(ref: { url: string; exportName: string }, workingDir: string): Promise<unknown> {
-  const key = `${ref.url}#${ref.exportName}`;
+  const key = `${workingDir}\0${ref.url}#${ref.exportName}`; // the directory check below holds per working directory
   if (exportsCache.has(key)) return exportsCache.get(key);
   if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://')) throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
   let file: string, root: string;

@@ -3,7 +3,7 @@ import test from 'ava';
 import { get, getActor, kill, ActorDiedError, TaskError, UsageError, InfeasibleError, type ActorHandle, type ObjectRef } from '../runtime/index.ts';
 import { useCluster, eventually } from './helpers/cluster.ts';
 import { currentClient } from '../runtime/client.ts';
-import { Counter, Gate, Broken, Forwarder, Phoenix } from './fixtures/actors.ts';
+import { Counter, Gate, Broken, Forwarder, Phoenix, Doomed } from './fixtures/actors.ts';
 import { callCounter } from './fixtures/tasks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2 }] });
@@ -153,6 +153,34 @@ test.serial("'shared' isolation hosts many actors in one worker process", async 
   t.is(pids.size, 1);
   await kill(many[0]);
   t.is(await many[1].value(), 2); // the others in that process live on
+});
+
+test.serial('a constructor that kills its process ends the actor with that cause, and its resources come back', async (t) => {
+  const d = Doomed.remote();
+  const e = await t.throwsAsync(get((d as unknown as ActorHandle<Counter>).value()), { instanceOf: ActorDiedError });
+  t.regex(e!.message, /exited with code 7 while the constructor ran/);
+  await eventually('all CPUs free again', async () => (await cluster().status()).nodes.every((n) => n.available.CPU === n.total.CPU));
+  t.pass();
+});
+
+test.serial('two creates racing for one name: exactly one actor gets it', async (t) => {
+  const a = Counter.options({ name: 'race' }).remote(1);
+  const b = Counter.options({ name: 'race' }).remote(2);
+  const results = await Promise.allSettled([get(a.value()), get(b.value())]);
+  t.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+  t.regex(String((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason), /already exists/);
+  await kill(await getActor('race'));
+});
+
+test.serial('killing a shared actor fails the calls still queued for it; none is left hanging', async (t) => {
+  const slow = Phoenix.options({ isolation: 'shared' }).remote();
+  const calls = Array.from({ length: 10 }, () => slow.sleepThenBump(200));
+  await new Promise((r) => setTimeout(r, 300));
+  await kill(slow);
+  const settled = await Promise.allSettled(calls.map((c) => get(c)));
+  const failed = settled.filter((r) => r.status === 'rejected');
+  t.true(failed.length >= 7);
+  for (const f of failed) t.true((f as PromiseRejectedResult).reason instanceof ActorDiedError);
 });
 
 test.serial('bad actor options fail where they are written', (t) => {

@@ -25,6 +25,7 @@ test.serial('a detached actor outlives its driver; an owned one ends with it; ou
   t.is(keeper.actorId, ids.keeper);
   t.is(await keeper.value(), 42);
   await t.throwsAsync(getActor('ephemeral'), { instanceOf: UsageError });
+  await t.throwsAsync(getActor('made-in-task'), { instanceOf: UsageError }); // made by a task of that driver: gone with it
   const info = await (await import('../runtime/client.ts')).currentClient().gcs().then((g) => g.actors.get(ids.ephemeral));
   t.is(info?.state, 'DEAD');
   t.regex(info?.cause ?? '', /owner shut down/);
