@@ -104,6 +104,7 @@ export class Head {
   async start(): Promise<void> {
     this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head', daemon: true });
     this.hbBus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head-heartbeats', daemon: true });
+    void this.watchConnection();
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
@@ -177,9 +178,23 @@ export class Head {
   }
 
   private lastSweep = Date.now();
+  /** While our own connection is down we hear nobody: silence then says nothing about the nodes. */
+  private deaf = false;
+
+  private async watchConnection(): Promise<void> {
+    for await (const s of this.hbBus.nc.status()) {
+      if (s.type === 'disconnect') this.deaf = true;
+      if (s.type === 'reconnect') {
+        this.deaf = false;
+        const now = Date.now();
+        for (const n of this.nodes.values()) if (n.alive) n.lastHb = now; // a full timeout to be heard again
+      }
+    }
+  }
 
   private detectFailures(): void {
     const now = Date.now();
+    if (this.deaf) { this.lastSweep = now; return; }
     const late = now - this.lastSweep > this.timeoutMs / 2;
     this.lastSweep = now;
     if (late) {
