@@ -344,10 +344,12 @@ export class Head {
         }
         p.granting = false;
         if ('busy' in r) {
-          // Our view was stale; the node's word wins, and its next heartbeat (not a busy loop) retries.
+          // Our view was stale; the node's word wins. With its own numbers (GPU ids too) we will not pick it again
+          // until it frees something, so trying the other nodes now cannot turn into a busy loop.
           n.available = r.available;
           n.gpuFree = r.gpuFree;
           this.waiting.set(p.reqId, p);
+          this.pumpSoon();
           return;
         }
         this.queue.delete(p.reqId);
