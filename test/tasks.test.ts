@@ -16,6 +16,12 @@ test.serial('a task returns its value; await ref and get() agree', async (t) => 
   t.deepEqual(await get([tasks.add.remote(1, 1), tasks.add.remote(2, 2)]), [2, 4]);
 });
 
+test.serial('worker processes are pooled and reused, not started per task', async (t) => {
+  const pids = new Set<number>();
+  for (let i = 0; i < 20; i++) pids.add((await tasks.env.remote()).pid);
+  t.true(pids.size <= 2, `20 sequential tasks used ${pids.size} worker processes`);
+});
+
 test.serial('structured values and typed arrays round-trip through a task', async (t) => {
   const value = { s: 'x', n: [1, 2.5, -3], m: new Map([['k', 1]]), d: new Date(5), f: new Float32Array([1.5, -2.25]), big: 2n ** 70n };
   t.deepEqual(await tasks.echo.remote(value), value);
