@@ -5,6 +5,7 @@ import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { troupeHome } from './config.ts';
+import { UsageError } from './errors.ts';
 import { startNatsServer } from './nats-server.ts';
 import { daemonCommand } from './launch.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
@@ -56,7 +57,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
   try {
     let address: string, publicAddress: string, token: string, natsPid: number | undefined;
     if (o.nats) {
-      if (!o.token) throw new Error('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
+      if (!o.token) throw new UsageError('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
       address = publicAddress = o.nats;
       token = o.token;
     } else {

@@ -270,6 +270,11 @@ function isOurs(r: RunFile): boolean {
   }
 }
 
+// `troupe status | head`: a reader that stops early is not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+}
+
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (e) {
