@@ -92,6 +92,11 @@ export class ObjectClient {
     return p;
   }
 
+  /** Drops what this process holds for an owned object that was freed. */
+  forget(id: string): void {
+    this.held.delete(id);
+  }
+
   /** Calls back once the ref's value exists (or failed, or is lost). Returns a remover for callers that stop waiting. */
   whenReady(ref: ObjectRef, cb: () => void): () => void {
     const remove = this.owned.onSealed(ref.id, cb);

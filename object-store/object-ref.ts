@@ -3,6 +3,12 @@ import { registerExtension, ExtType } from '../runtime/codec.ts';
 
 type Resolver = (ref: ObjectRef<unknown>) => Promise<unknown>;
 let resolver: Resolver | undefined;
+let onEncode: ((ref: ObjectRef<unknown>) => void) | undefined;
+
+/** Told whenever a ref is serialized: a ref that leaves its process may be borrowed, so its owner keeps the object. */
+export function setRefEncodeHook(hook: ((ref: ObjectRef<unknown>) => void) | undefined): void {
+  onEncode = hook;
+}
 
 /** The process's runtime plugs in how refs are resolved (owner lookup, store reads). */
 export function setRefResolver(r: Resolver | undefined): void {
@@ -37,6 +43,9 @@ export class ObjectRef<T = unknown> implements PromiseLike<T> {
 registerExtension<ObjectRef, [string, string]>({
   Class: ObjectRef,
   type: ExtType.objectRef,
-  write: (r) => [r.id, r.owner],
+  write: (r) => {
+    onEncode?.(r);
+    return [r.id, r.owner];
+  },
   read: ([id, owner]) => new ObjectRef(id, owner),
 });

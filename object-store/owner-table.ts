@@ -11,6 +11,8 @@ export interface OwnedObject {
   waiters: Set<(loc: ObjectLocation) => void>;
   /** One shared promise for every whenSealed() caller. */
   sealed?: Promise<ObjectLocation>;
+  /** Its ref was serialized (sent to a task, an actor, put inside a value): another process may hold it. */
+  escaped?: boolean;
 }
 
 export class OwnerTable {

@@ -11,7 +11,7 @@ import { nameKey } from './actor-manager.ts';
 import { Gcs } from './gcs.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
 import { normalizeRequest, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
-import { ObjectRef, setRefResolver } from '../object-store/object-ref.ts';
+import { ObjectRef, setRefResolver, setRefEncodeHook } from '../object-store/object-ref.ts';
 import { ObjectClient, objectSubjects } from '../object-store/object-client.ts';
 import { NodeStore } from '../object-store/node-store.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
@@ -115,6 +115,7 @@ export class Client {
     await bus.flush(); // nobody may learn our id before our subscriptions are live
     current = c;
     setRefResolver((ref) => c.get(ref));
+    setRefEncodeHook((ref) => { if (ref.owner === c.procId) { const o = c.objects.owned.get(ref.id); if (o) o.escaped = true; } });
     return c;
   }
 
@@ -140,7 +141,7 @@ export class Client {
     } else {
       Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
     }
-    return new ObjectRef<R>(taskId, this.procId);
+    return this.ownedRef<R>(taskId);
   }
 
   /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them. */
@@ -203,7 +204,7 @@ export class Client {
     const call: ActorCall = { callId, method, args: prepared.encoded, deps: {}, caller: this.procId };
     this.objects.owned.create(callId, `actor call ${method}`);
     this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, call.deps) : Promise.resolve(), maxTaskRetries);
-    return new ObjectRef<R>(callId, this.procId);
+    return this.ownedRef<R>(callId);
   }
 
   async killActor(actorId: string, noRestart: boolean): Promise<void> {
@@ -238,7 +239,7 @@ export class Client {
       (loc) => this.objects.owned.seal(id, loc),
       (e: Error) => this.objects.owned.seal(id, { error: e }),
     );
-    return new ObjectRef(id, this.procId);
+    return this.ownedRef(id);
   }
 
   async get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
@@ -321,8 +322,44 @@ export class Client {
     return rows;
   }
 
+  // --- freeing what nobody can reach -------------------------------------------------------------
+  // The local half of reference counting: an owned object whose refs in this process are all garbage and that never
+  // left it cannot be asked for by anyone, so it is freed (a node-store file too). Objects whose refs escaped stay
+  // until shutdown(); counting borrowers across processes is the object store's next step.
+  private readonly unreachable = new FinalizationRegistry<string>((id) => this.dropped(id));
+  private freeBatch = new Map<string, string[]>();
+  private freeTimer: NodeJS.Timeout | undefined;
+
+  /** A new ref to an object this process owns. */
+  private ownedRef<T>(id: string): ObjectRef<T> {
+    const ref = new ObjectRef<T>(id, this.procId);
+    this.unreachable.register(ref, id);
+    return ref;
+  }
+
+  private dropped(id: string): void {
+    const o = this.objects.owned.get(id);
+    if (!o || o.escaped) return;
+    if (!o.location) { this.objects.owned.onSealed(id, () => this.dropped(id)); return; } // freed once it exists
+    this.objects.owned.delete(id);
+    this.objects.forget(id);
+    if ('node' in o.location) {
+      this.freeBatch.set(o.location.node, [...(this.freeBatch.get(o.location.node) ?? []), id]);
+      this.freeTimer ??= setTimeout(() => this.flushFrees(), 100);
+      this.freeTimer.unref?.();
+    }
+  }
+
+  private flushFrees(): void {
+    this.freeTimer = undefined;
+    const batch = this.freeBatch;
+    this.freeBatch = new Map();
+    if (this.bus.isClosed) return;
+    for (const [node, ids] of batch) this.bus.request(objectSubjects.nodeFree(node), { ids }).catch(() => undefined);
+  }
+
   async close(): Promise<void> {
-    if (current === this) { current = undefined; setRefResolver(undefined); }
+    if (current === this) { current = undefined; setRefResolver(undefined); setRefEncodeHook(undefined); }
     clearInterval(this.heartbeat);
     // Our non-detached actors end with us; telling the head now beats its silence timeout.
     if (this.o.role === 'driver') await this.bus.request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 }).catch(() => undefined);

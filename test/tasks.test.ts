@@ -2,7 +2,7 @@
 import test from 'ava';
 import { readdirSync } from 'node:fs';
 import { put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
-import { useCluster } from './helpers/cluster.ts';
+import { useCluster, eventually } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
 import { currentClient } from '../runtime/client.ts';
 
@@ -14,6 +14,28 @@ test.serial('a task returns its value; await ref and get() agree', async (t) => 
   t.is(await ref, 5);
   t.is(await get(ref), 5);
   t.deepEqual(await get([tasks.add.remote(1, 1), tasks.add.remote(2, 2)]), [2, 4]);
+});
+
+test.serial('objects whose refs are all gone, and never left this process, are freed, node-store files too', async (t) => {
+  const owned = currentClient().objects.owned;
+  const store = cluster().head.objectDir;
+  // Refs made and dropped inside a function: only their ids survive it.
+  const useAndDrop = async () => {
+    const small = await Promise.all(Array.from({ length: 50 }, (_, i) => tasks.add.remote(i, 1)));
+    const big = tasks.fill.remote(300_000, 2); // 1.2 MB: a file in the node's store
+    await big;
+    const kept = put(41);
+    t.is(await tasks.add.remote(kept, 1), 42); // passed to a task: it escaped, so its owner keeps it
+    return { small: small.length, bigId: big.id, keptId: kept.id };
+  };
+  const { bigId, keptId } = await useAndDrop();
+  t.true(readdirSync(store).includes(bigId));
+  await eventually('the big object freed', async () => {
+    (globalThis as { gc?: () => void }).gc!();
+    await new Promise((r) => setTimeout(r, 150));
+    return !owned.get(bigId) && !readdirSync(store).includes(bigId);
+  });
+  t.truthy(owned.get(keptId));
 });
 
 test.serial('worker processes are pooled and reused, not started per task', async (t) => {
