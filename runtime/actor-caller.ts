@@ -17,8 +17,8 @@ interface Known {
 interface InFlight {
   call: ActorCall;
   retriesLeft: number;
-  /** Re-sends the call (after the actor is back). */
-  resend(): void;
+  /** Submission order of this caller's calls to this actor: re-sends keep it. */
+  seq: number;
 }
 
 export class ActorCaller {
@@ -29,6 +29,10 @@ export class ActorCaller {
   /** Per actor: creation acknowledged by the head (or failed). */
   private readonly created = new Map<string, Promise<void>>();
   private readonly inFlight = new Map<string, Map<string, InFlight>>();
+  private readonly nextSeq = new Map<string, number>();
+  /** Per actor: calls to send again once it is back, and the pending flush that sends them in submission order. */
+  private readonly resends = new Map<string, InFlight[]>();
+  private readonly flushes = new Map<string, Promise<void>>();
 
   constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable) {}
 
@@ -46,25 +50,23 @@ export class ActorCaller {
 
   /** Sends a method call in order after the previous ones. The result seals into the owner table under call.callId. */
   call(actorId: string, call: ActorCall, waitFor: Promise<unknown>, maxTaskRetries: number): void {
+    const seq = this.nextSeq.get(actorId) ?? 0;
+    this.nextSeq.set(actorId, seq + 1);
     const prev = this.chains.get(actorId) ?? Promise.resolve();
     const sent = prev.then(async () => {
       await this.created.get(actorId);
       await waitFor;
+      await this.flushes.get(actorId); // calls being sent again after a restart go first
       await this.whenAlive(actorId);
-      this.send(actorId, call, maxTaskRetries);
+      this.send(actorId, { call, retriesLeft: maxTaskRetries, seq });
     }).catch((e: Error) => this.owned.seal(call.callId, { error: e }));
     this.chains.set(actorId, sent);
   }
 
-  private send(actorId: string, call: ActorCall, retriesLeft: number): void {
+  private send(actorId: string, entry: InFlight): void {
+    const { call } = entry;
     const calls = this.inFlight.get(actorId) ?? new Map<string, InFlight>();
     this.inFlight.set(actorId, calls);
-    const entry: InFlight = {
-      call, retriesLeft,
-      resend: () => {
-        this.whenAlive(actorId).then(() => this.send(actorId, call, retriesLeft === -1 ? -1 : retriesLeft - 1), (e: Error) => this.owned.seal(call.callId, { error: e }));
-      },
-    };
     calls.set(call.callId, entry);
     this.bus.request<{ result: ObjectLocation }>(subjects.actor(actorId), call, { timeoutMs: 0 }).then(
       (r) => {
@@ -79,7 +81,7 @@ export class ActorCaller {
         // again once the actor is back is safe whatever maxTaskRetries says. What we knew is stale: ask KV afresh.
         if (e instanceof NoRespondersError) {
           this.known.delete(actorId);
-          setTimeout(() => this.whenAlive(actorId, true).then(() => this.send(actorId, call, retriesLeft), (err: Error) => this.owned.seal(call.callId, { error: err })), 50);
+          this.sendAgain(actorId, entry);
         } else {
           this.owned.seal(call.callId, { error: e });
         }
@@ -87,9 +89,32 @@ export class ActorCaller {
     );
   }
 
+  /** Sends a call again once the actor is back. Everything waiting to be re-sent goes out together, in submission
+   * order, before any newer call: a restart does not reorder one caller's calls. */
+  private sendAgain(actorId: string, entry: InFlight): void {
+    const waiting = this.resends.get(actorId) ?? [];
+    waiting.push(entry);
+    this.resends.set(actorId, waiting);
+    if (this.flushes.has(actorId)) return;
+    const take = () => {
+      const batch = (this.resends.get(actorId) ?? []).sort((a, b) => a.seq - b.seq);
+      this.resends.delete(actorId);
+      this.flushes.delete(actorId);
+      return batch;
+    };
+    // A short pause lets the other casualties of the same death (late replies, the state event) join the batch.
+    const flush = new Promise<void>((r) => setTimeout(r, 50))
+      .then(() => this.whenAlive(actorId, true))
+      .then(
+        () => { for (const x of take()) this.send(actorId, x); },
+        (e: Error) => { for (const x of take()) this.owned.seal(x.call.callId, { error: e }); },
+      );
+    this.flushes.set(actorId, flush);
+  }
+
   /** A death (or restart) of the actor: each in-flight call is re-sent if it has retries left, else fails at once. */
   private afterDeath(actorId: string, entry: InFlight): void {
-    if (entry.retriesLeft !== 0) { entry.resend(); return; }
+    if (entry.retriesLeft !== 0) { this.sendAgain(actorId, { ...entry, retriesLeft: entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1 }); return; }
     const cause = this.known.get(actorId)?.cause ?? 'its worker stopped answering';
     this.owned.seal(entry.call.callId, { error: new ActorDiedError(`actor ${actorId} died while running ${entry.call.method}(): ${cause} (maxTaskRetries 0: not re-sent)`, { actorId }) });
   }

@@ -3,7 +3,7 @@ import test from 'ava';
 import { get, getActor, kill, ActorDiedError, TaskError, UsageError, InfeasibleError, type ActorHandle, type ObjectRef } from '../runtime/index.ts';
 import { useCluster, eventually } from './helpers/cluster.ts';
 import { currentClient } from '../runtime/client.ts';
-import { Counter, Gate, Broken, Forwarder, Phoenix, Doomed } from './fixtures/actors.ts';
+import { Counter, Gate, Broken, Forwarder, Phoenix, Doomed, Journal } from './fixtures/actors.ts';
 import { callCounter } from './fixtures/tasks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2 }] });
@@ -109,6 +109,21 @@ test.serial('a crashed actor restarts within maxRestarts; calls in flight fail, 
   process.kill(victim, 'SIGKILL');
   t.is(await retried, 1); // re-sent to the new instance
   await kill(r);
+});
+
+test.serial('calls re-sent after a crash keep their submission order, before newer calls', async (t) => {
+  const j = Journal.remote();
+  const firstPid = await j.log(-1);
+  const refs = Array.from({ length: 30 }, (_, i) => j.log(i));
+  await new Promise((r) => setTimeout(r, 100)); // some ran, the rest wait in the actor's queue
+  process.kill(firstPid, 'SIGKILL');
+  for (let i = 30; i < 60; i++) { refs.push(j.log(i)); await new Promise((r) => setTimeout(r, 5)); }
+  const pids = await get(refs); // every call answered (retried where needed)
+  t.is(pids.length, 60);
+  const history = await j.history(); // the new instance's view
+  t.deepEqual(history, [...history].sort((a, b) => a - b));
+  t.is(history.at(-1), 59);
+  await kill(j);
 });
 
 test.serial('fractional GPUs: two 0.5-GPU actors share a device; a 1-GPU actor gets its own', async (t) => {
