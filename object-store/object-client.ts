@@ -143,6 +143,18 @@ export class ObjectClient {
   async get<T>(ref: ObjectRef<T>): Promise<T> {
     return this.load<T>(ref.id, await this.locate(ref));
   }
+
+  /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
+   * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
+  async resolveArgs(bytes: Uint8Array, deps: Record<string, ObjectLocation>): Promise<unknown[]> {
+    const args = decode<unknown[]>(bytes);
+    if (!Array.isArray(args)) throw new TypeError('arguments must be an array');
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      if (a instanceof ObjectRef) args[i] = deps[a.id] ? await this.load(a.id, deps[a.id]) : await this.get(a);
+    }
+    return args;
+  }
 }
 
 /** Reads `size` bytes in chunks, several in flight; checks that every chunk is whole. */

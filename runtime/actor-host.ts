@@ -1,13 +1,11 @@
 // Hosts actor instances inside a worker process: construct, dispatch method calls in arrival order
 // (up to maxConcurrency at once), stop. Policy (restart or not) is the head's business, not ours.
-import { decode } from './codec.ts';
 import { subjects } from './subjects.ts';
 import { TaskError, UsageError, ActorDiedError } from './errors.ts';
 import type { Client } from './client.ts';
 import type { Subscription } from './transport.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
-import { ObjectRef } from '../object-store/object-ref.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
 
@@ -68,7 +66,7 @@ export class ActorHost {
       try {
         Cls = await this.load(spec.cls, spec.workingDir);
         if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls)) throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
-        const args = await this.resolveArgs(spec.args, spec.deps);
+        const args = await this.client.objects.resolveArgs(spec.args, spec.deps);
         return new (Cls as unknown as new (...a: unknown[]) => Record<string, unknown>)(...args);
       } catch (e) {
         throw TaskError.from(e, `${spec.className} constructor`);
@@ -110,22 +108,11 @@ export class ActorHost {
     try {
       const method = typeof call?.method === 'string' && methodsOf(h.instance).has(call.method) ? h.instance[call.method] : undefined;
       if (typeof method !== 'function') throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
-      const args = await this.resolveArgs(call.args, call.deps ?? {});
+      const args = await this.client.objects.resolveArgs(call.args, call.deps ?? {});
       const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
       return { result: await this.client.objects.store(call.callId, value) };
     } catch (e) {
       return { result: { error: TaskError.from(e, where) } };
     }
-  }
-
-  /** Decodes arguments, replacing top-level refs by their values (locations known in deps, or asked for). */
-  private async resolveArgs(bytes: Uint8Array, deps: Record<string, ObjectLocation>): Promise<unknown[]> {
-    const args = decode<unknown[]>(bytes);
-    if (!Array.isArray(args)) throw new TypeError('arguments must be an array');
-    for (let i = 0; i < args.length; i++) {
-      const a = args[i];
-      if (a instanceof ObjectRef) args[i] = deps[a.id] ? await this.client.objects.load(a.id, deps[a.id]) : await this.client.get(a);
-    }
-    return args;
   }
 }

@@ -127,7 +127,7 @@ export class Client {
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
     const prepared = this.prepareArgs(args, `task ${name}`);
-    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, workingDir: process.cwd(), owner: this.procId };
+    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, workingDir: process.cwd(), owner: this.owner() };
     this.objects.owned.create(taskId, `task ${name}`);
     const waitFor: Promise<unknown>[] = [];
     if (fn instanceof Promise) {
@@ -184,7 +184,7 @@ export class Client {
       maxRestarts: opts.maxRestarts ?? 0, maxTaskRetries: opts.maxTaskRetries ?? 0, maxConcurrency: opts.maxConcurrency ?? 1,
       name: opts.name, namespace: opts.namespace ?? 'default', lifetime: opts.lifetime === 'detached' ? 'detached' : 'owned',
       // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
-      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.ownerHook?.() ?? this.procId, workingDir: process.cwd(),
+      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.owner(), workingDir: process.cwd(),
     };
     const ready = Promise.all([
       Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
@@ -286,9 +286,14 @@ export class Client {
     });
   }
 
-  /** Set by workers: the driver that owns the task or actor running now. Actors it creates belong to that driver
-   * (and end with it), not to the long-lived worker process. */
+  /** Set by workers: the driver that owns the task or actor running now. */
   ownerHook?: () => string | undefined;
+
+  /** Who owns work submitted from here: a driver itself; in a worker, the driver that owns the running task or actor.
+   * Nested tasks print there, and actors made here end with it, not with the long-lived worker process. */
+  private owner(): string {
+    return this.ownerHook?.() ?? this.procId;
+  }
 
   /** Set by workers: told when a task starts and stops waiting, so its node can lend the task's CPU meanwhile. */
   blockHook?: (blocked: boolean) => void;

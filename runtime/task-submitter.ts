@@ -22,7 +22,7 @@ export interface TaskSpec {
   /** Locations of the top-level ref arguments, resolved before sending. */
   deps: Record<string, ObjectLocation>;
   workingDir: string;
-  /** The submitting process: its result and its output go there. */
+  /** The driver that owns this work: the task's output goes there. */
   owner: string;
 }
 

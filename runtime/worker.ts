@@ -5,11 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { sep } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Client } from './client.ts';
-import { decode } from './codec.ts';
 import { subjects } from './subjects.ts';
 import { TaskError, UsageError } from './errors.ts';
 import { ActorHost, type HostedContext } from './actor-host.ts';
-import { ObjectRef } from '../object-store/object-ref.ts';
 import type { TaskSpec, TaskReply } from './task-submitter.ts';
 import type { TaskEvent } from './head.ts';
 import type { ActorSpec } from './actor-types.ts';
@@ -95,11 +93,7 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
   try {
     const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
     if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
-    const args = decode<unknown[]>(spec.args);
-    for (let i = 0; i < args.length; i++) {
-      const a = args[i];
-      if (a instanceof ObjectRef) args[i] = spec.deps[a.id] ? await client.objects.load(a.id, spec.deps[a.id]) : await client.get(a);
-    }
+    const args = await client.objects.resolveArgs(spec.args, spec.deps);
     if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const result = await client.objects.store(spec.taskId, value);

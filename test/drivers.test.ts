@@ -17,6 +17,7 @@ test.serial('a detached actor outlives its driver; an owned one ends with it; ou
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^\(Counter pid=\d+\) hello from keeper$/m);
   t.regex(r.stdout, /^\(shout pid=\d+\) hello from a task$/m);
+  t.regex(r.stdout, /^\(shout pid=\d+\) hello from a nested task$/m); // submitted by a worker, printed here
   t.regex(r.stderr, /^\(shout pid=\d+\) hello from a task \(on stderr\)$/m);
   const ids = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { keeper: string; ephemeral: string; value: number };
   t.is(ids.value, 1);
