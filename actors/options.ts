@@ -1,5 +1,5 @@
 // Validation of actor options, where they are written (the decorator, .options()).
-import { normalizeRequest } from '../runtime/scheduler.ts';
+import { normalizeRequest, checkStrategy } from '../runtime/scheduler.ts';
 import type { ActorOptions } from '../runtime/client.ts';
 
 const KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'maxRestarts', 'maxTaskRetries',
@@ -9,6 +9,7 @@ export function checkActorOptions(opts: ActorOptions): void {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('actor options must be an object');
   for (const k of Object.keys(opts)) if (!KEYS.has(k)) throw new TypeError(`unknown actor option '${k}' (known: ${[...KEYS].join(', ')})`);
   normalizeRequest({ numCpus: opts.numCpus ?? 0, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 0);
+  checkStrategy(opts.schedulingStrategy);
   for (const k of ['maxRestarts', 'maxTaskRetries'] as const) {
     const v = opts[k];
     if (v !== undefined && (!Number.isInteger(v) || v < -1)) throw new RangeError(`${k} must be -1 (unlimited) or a whole number >= 0, got ${v}`);

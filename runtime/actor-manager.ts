@@ -4,7 +4,7 @@ import type { Bus } from './transport.ts';
 import type { Gcs } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { TaskError, UsageError, InfeasibleError } from './errors.ts';
-import { checkDemand, type Placement, type ResourceSet, type SchedulingStrategy } from './scheduler.ts';
+import { checkDemand, checkStrategy, type Placement, type ResourceSet, type SchedulingStrategy } from './scheduler.ts';
 import type { ActorInfo, ActorSpec, ActorStateEvent } from './actor-types.ts';
 import type { LeaseGrant, WorkerDiedMsg } from './node-daemon.ts';
 
@@ -53,6 +53,7 @@ export class ActorManager {
     if (this.actors.has(spec.actorId)) return { actorId: spec.actorId }; // a resend
     checkSpec(spec);
     spec.demand = checkDemand(spec.demand);
+    spec.strategy = checkStrategy(spec.strategy);
     if (spec.name !== undefined && !NAME.test(spec.name)) throw new UsageError(`actor name ${JSON.stringify(spec.name)}: use 1-100 letters, digits, '_' or '-'`);
     if (!NAME.test(spec.namespace)) throw new UsageError(`namespace ${JSON.stringify(spec.namespace)}: use 1-100 letters, digits, '_' or '-'`);
     const placement = this.h.place(spec.demand, spec.strategy);

@@ -10,7 +10,7 @@ import { ActorCaller } from './actor-caller.ts';
 import { nameKey } from './actor-manager.ts';
 import { Gcs } from './gcs.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
-import { normalizeRequest, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
+import { normalizeRequest, checkStrategy, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
 import { ObjectRef, setRefResolver, setRefEncodeHook } from '../object-store/object-ref.ts';
 import { ObjectClient, objectSubjects } from '../object-store/object-client.ts';
 import { NodeStore } from '../object-store/node-store.ts';
@@ -391,16 +391,6 @@ function printWorkerOutput(lines: Array<{ prefix: string; text: string; stderr: 
     const out = l.stderr ? process.stderr : process.stdout;
     for (const line of l.text.replace(/\n$/, '').split('\n')) out.write(`${l.prefix} ${line}\n`);
   }
-}
-
-function checkStrategy(s: unknown): SchedulingStrategy {
-  if (s === undefined || s === 'DEFAULT' || s === 'SPREAD') return s ?? 'DEFAULT';
-  if (typeof s === 'object' && s !== null && typeof (s as { nodeId?: unknown }).nodeId === 'string') {
-    const { nodeId, soft } = s as { nodeId: string; soft?: unknown };
-    if (soft !== undefined && typeof soft !== 'boolean') throw new TypeError('schedulingStrategy.soft must be a boolean');
-    return { nodeId, soft: soft as boolean | undefined };
-  }
-  throw new TypeError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${describe(s)}`);
 }
 
 function describe(v: unknown): string {

@@ -5,7 +5,7 @@ import { Bus } from './transport.ts';
 import { Gcs, type NodeInfo } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { place, subtract, checkDemand, checkResources, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
+import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from './scheduler.ts';
 import { InfeasibleError, WorkerDiedError } from './errors.ts';
 import type { HeartbeatMsg, LeaseGrant, Busy, WorkerDiedMsg } from './node-daemon.ts';
 import { ActorManager } from './actor-manager.ts';
@@ -262,8 +262,7 @@ export class Head {
     }
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new TypeError('lease request needs { reqId, clientId, demand }');
     const demand = checkDemand(req.demand); // input from the bus, not necessarily from our client library
-    const strategy = req.strategy ?? 'DEFAULT';
-    if (strategy !== 'DEFAULT' && strategy !== 'SPREAD' && typeof (strategy as { nodeId?: unknown })?.nodeId !== 'string') throw new TypeError('unknown scheduling strategy');
+    const strategy = checkStrategy(req.strategy);
     const p = place(this.views(), demand, strategy);
     if (p.kind === 'infeasible') {
       this.infeasible.unshift({ demand, message: p.message, at: new Date().toISOString() });

@@ -2,7 +2,7 @@
 // so remote functions must be exported from a module (not the script that calls init()).
 import { currentClient, type TaskOptions, type FunctionRef } from './client.ts';
 import { UsageError } from './errors.ts';
-import { normalizeRequest } from './scheduler.ts';
+import { normalizeRequest, checkStrategy } from './scheduler.ts';
 import { defineSite, type Definition } from './definition-site.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
 
@@ -58,5 +58,6 @@ function checkOptions(opts: TaskOptions): void {
     if (!TASK_OPTION_KEYS.has(k)) throw new TypeError(`unknown remote option '${k}' (known: ${[...TASK_OPTION_KEYS].join(', ')})`);
   }
   normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
+  checkStrategy(opts.schedulingStrategy);
 }
 

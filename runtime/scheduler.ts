@@ -80,6 +80,18 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
   return out;
 }
 
+/** Validates a scheduling strategy (from options or from the bus); undefined means DEFAULT. */
+export function checkStrategy(s: unknown): SchedulingStrategy {
+  if (s === undefined || s === 'DEFAULT' || s === 'SPREAD') return s ?? 'DEFAULT';
+  if (isPlainObject(s) && typeof s.nodeId === 'string') {
+    if (s.soft !== undefined && typeof s.soft !== 'boolean') throw new TypeError('schedulingStrategy.soft must be a boolean');
+    return { nodeId: s.nodeId, soft: s.soft as boolean | undefined };
+  }
+  let shown: string;
+  try { shown = JSON.stringify(s) ?? String(s); } catch { shown = typeof s; }
+  throw new TypeError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${shown}`);
+}
+
 /** Checks resource amounts that came over the bus (a node's free resources): a plain object of finite, non-negative numbers. */
 export function checkResources(d: unknown, what = 'resources'): ResourceSet {
   if (!isPlainObject(d)) throw new TypeError(`${what} must be an object of resource amounts`);

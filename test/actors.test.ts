@@ -202,5 +202,6 @@ test.serial('bad actor options fail where they are written', (t) => {
   t.throws(() => Counter.options({ maxRestarts: -2 }), { instanceOf: RangeError, message: /maxRestarts/ });
   t.throws(() => Counter.options({ maxConcurency: 2 } as never), { instanceOf: TypeError, message: /unknown actor option 'maxConcurency'/ });
   t.throws(() => Counter.options({ isolation: 'thread' } as never), { instanceOf: TypeError });
+  t.throws(() => Counter.options({ schedulingStrategy: { node: 'x' } } as never), { instanceOf: TypeError, message: /schedulingStrategy/ });
   t.throws(() => Counter.remote((() => 1) as unknown as number), { name: 'SerializationError' });
 });

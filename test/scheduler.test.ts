@@ -191,3 +191,12 @@ test('free resources may hold a fractional GPU count above 1; a demand may not',
   t.throws(() => checkResources({ CPU: -1 }), { instanceOf: RangeError });
   t.throws(() => checkResources('lots'), { instanceOf: TypeError });
 });
+
+test('checkStrategy accepts the three shapes and names what it got otherwise', async (t) => {
+  const { checkStrategy } = await import('../runtime/scheduler.ts');
+  t.is(checkStrategy(undefined), 'DEFAULT');
+  t.is(checkStrategy('SPREAD'), 'SPREAD');
+  t.deepEqual(checkStrategy({ nodeId: 'n1', soft: true }), { nodeId: 'n1', soft: true });
+  t.throws(() => checkStrategy('PACKED'), { instanceOf: TypeError, message: /"PACKED"/ });
+  t.throws(() => checkStrategy({ nodeId: 'n1', soft: 'yes' }), { instanceOf: TypeError, message: /soft/ });
+});

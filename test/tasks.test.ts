@@ -128,7 +128,7 @@ test.serial('bad input fails at the call site with a clear error', async (t) => 
   t.throws(() => tasks.add.options({ numCpus: -1 }), { instanceOf: RangeError, message: /numCpus/ });
   t.throws(() => tasks.add.options({ numGpus: 1.5 }), { instanceOf: RangeError, message: /numGpus/ });
   t.throws(() => tasks.add.options({ numCPUs: 1 } as never), { instanceOf: TypeError, message: /unknown remote option 'numCPUs'/ });
-  t.throws(() => tasks.add.options({ schedulingStrategy: 'PACKED' } as never).remote(1, 2), { instanceOf: TypeError, message: /schedulingStrategy/ });
+  t.throws(() => tasks.add.options({ schedulingStrategy: 'PACKED' } as never), { instanceOf: TypeError, message: /schedulingStrategy/ });
   const local = remote((x: number) => x); // defined here, not exported by a module workers can import
   await new Promise((r) => setTimeout(r, 50));
   t.throws(() => local.remote(1), { instanceOf: UsageError, message: /not an export/ });
