@@ -300,7 +300,7 @@ export class NodeDaemon {
     closeSync(log);
     const worker: Worker = {
       procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false,
-      exited: new Promise((r) => child.once('exit', (code, signal) => r(signal ? `was killed by ${signal}` : `exited with code ${code}`))),
+      exited: new Promise((r) => child.once('exit', (code, signal) => r(howItExited(code, signal)))),
     };
     worker.ready = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
@@ -311,7 +311,7 @@ export class NodeDaemon {
       }, 30_000);
       child.once('error', (e) => { clearTimeout(t); this.workers.delete(worker); reject(e); });
       child.on('message', (m: { type?: string }) => { if (m?.type === 'ready') { clearTimeout(t); resolve(); } });
-      child.once('exit', (code, signal) => { clearTimeout(t); reject(new Error(`exited with ${signal ?? `code ${code}`} before it was ready (log: ${logPath})`)); });
+      child.once('exit', (code, signal) => { clearTimeout(t); reject(new Error(`${howItExited(code, signal)} before it was ready (log: ${logPath})`)); });
     });
     worker.ready.catch(() => undefined);
     child.once('exit', (code, signal) => this.onWorkerExit(worker, code, signal));
@@ -323,7 +323,7 @@ export class NodeDaemon {
     this.workers.delete(worker);
     const leases = [...worker.leases];
     if (leases.length === 0 || this.stopping) return;
-    const cause = signal ? `its worker process (pid ${worker.child.pid}) was killed by ${signal}` : `its worker process (pid ${worker.child.pid}) exited with code ${code}`;
+    const cause = `its worker process (pid ${worker.child.pid}) ${howItExited(code, signal)}`;
     const msg: WorkerDiedMsg = {
       workerId: worker.procId, nodeId: this.nodeId, pid: worker.child.pid!, cause,
       leaseIds: leases.map((l) => l.leaseId), actorIds: leases.flatMap((l) => (l.actorId ? [l.actorId] : [])),
@@ -350,6 +350,11 @@ export class NodeDaemon {
     } catch { /* the bus may be gone already */ }
     await this.bus?.close();
   }
+}
+
+/** "exited with code 3" or "was killed by SIGKILL": the cause callers and `troupe list actors` show. */
+function howItExited(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
 }
 
 function withoutCpu(d: ResourceSet): ResourceSet {
