@@ -1,11 +1,21 @@
 // Where an object's bytes are. Owners hand these out; readers follow them.
+import type { ObjectRef } from './object-ref.ts';
 
-export type ObjectLocation =
+export type ObjectLocation = (
   /** Small values travel inside messages. */
   | { inline: Uint8Array }
-  /** Sealed file in that node's store. */
-  | { node: string; size: number }
+  /** Sealed file in that node's store; `copies`: other nodes that fetched it and keep it in theirs. */
+  | { node: string; size: number; copies?: string[] }
   /** Held in that process's memory (a driver with no node daemon on its machine). */
   | { proc: string; size: number }
   /** The task that makes the object failed: reading it throws this. */
-  | { error: Error };
+  | { error: Error }
+) & {
+  /** Refs serialized inside the value: the object holds them, so they live as long as it does. */
+  refs?: ObjectRef<unknown>[];
+};
+
+/** Every node whose store has the object. */
+export function holders(loc: ObjectLocation): string[] {
+  return 'node' in loc ? [loc.node, ...(loc.copies ?? [])] : [];
+}

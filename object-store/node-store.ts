@@ -1,35 +1,54 @@
 // One node's objects as files (shared memory by default), written once and sealed by rename,
-// so a reader on the same machine never sees half an object.
+// so a reader on the same machine never sees half an object. Spilled objects are files in a second dir on disk.
 import { mkdirSync, rmSync } from 'node:fs';
-import { open, readFile, writeFile, rename, readdir, stat, rm } from 'node:fs/promises';
+import { open, readFile, writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export class NodeStore {
-  constructor(readonly dir: string) {}
+  constructor(readonly dir: string, readonly spillDir?: string) {}
 
   init(): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    if (this.spillDir) mkdirSync(this.spillDir, { recursive: true, mode: 0o700 });
   }
 
+  /** The sealed object's file. */
   path(id: string): string {
-    // ids come off the bus: never let one name a path outside the store
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new RangeError(`invalid object id ${JSON.stringify(id)}`);
-    return join(this.dir, id);
+    return join(this.dir, checkId(id));
   }
 
-  async write(id: string, bytes: Uint8Array): Promise<void> {
-    const final = this.path(id); // validates the id before any file is made
-    const tmp = join(this.dir, `.${id}.tmp`);
-    await writeFile(tmp, bytes, { mode: 0o600 });
-    await rename(tmp, final);
+  /** Where a writer puts the bytes before the node daemon seals them. */
+  tmpPath(id: string): string {
+    return join(this.dir, `.${checkId(id)}.tmp`);
+  }
+
+  spillPath(id: string): string {
+    if (!this.spillDir) throw new Error('spilling is off');
+    return join(this.spillDir, checkId(id));
+  }
+
+  async writeTmp(id: string, bytes: Uint8Array): Promise<void> {
+    await writeFile(this.tmpPath(id), bytes, { mode: 0o600 });
+  }
+
+  /** Makes a written object visible to readers. */
+  seal(id: string): Promise<void> {
+    return rename(this.tmpPath(id), this.path(id));
   }
 
   read(id: string): Promise<Buffer> {
     return readFile(this.path(id));
   }
 
+  /** A range of the object, from shared memory or, once spilled, from disk. */
   async readRange(id: string, offset: number, length: number): Promise<Uint8Array> {
-    const fh = await open(this.path(id), 'r');
+    let fh;
+    try {
+      fh = await open(this.path(id), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !this.spillDir) throw e;
+      fh = await open(this.spillPath(id), 'r');
+    }
     try {
       const buf = Buffer.allocUnsafe(length);
       const { bytesRead } = await fh.read(buf, 0, length, offset);
@@ -39,22 +58,23 @@ export class NodeStore {
     }
   }
 
-  async list(): Promise<Array<{ id: string; size: number }>> {
-    let names: string[];
-    try { names = await readdir(this.dir); } catch { return []; }
-    const out: Array<{ id: string; size: number }> = [];
-    for (const n of names) {
-      if (n.startsWith('.')) continue;
-      try { out.push({ id: n, size: (await stat(this.path(n))).size }); } catch { /* freed meanwhile */ }
-    }
-    return out;
-  }
-
+  /** Removes every file of the object: sealed, half-written, spilled. */
   async delete(id: string): Promise<void> {
-    await rm(this.path(id), { force: true });
+    await Promise.all([
+      rm(this.path(id), { force: true }),
+      rm(this.tmpPath(id), { force: true }),
+      this.spillDir ? rm(this.spillPath(id), { force: true }) : undefined,
+    ]);
   }
 
   destroy(): void {
     rmSync(this.dir, { recursive: true, force: true });
+    if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
   }
+}
+
+/** Ids come off the bus: never let one name a path outside the store. */
+function checkId(id: string): string {
+  if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new RangeError(`invalid object id ${JSON.stringify(id)}`);
+  return id;
 }

@@ -1,24 +1,33 @@
-// How a process stores values and follows ObjectRefs to them: owner lookup, local file reads,
-// chunked fetches from other nodes. Every process (driver or worker) has one.
+// How a process stores values and follows ObjectRefs to them: owner lookup, local file reads, copies fetched from
+// other nodes, and the owner's half of reference counting. Every process (driver or worker) has one.
+import { LRUCache } from 'lru-cache';
 import { encode, decode } from '../runtime/codec.ts';
 import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
 import type { Bus } from '../runtime/transport.ts';
-import { ObjectRef } from './object-ref.ts';
-import type { ObjectLocation } from './location.ts';
-import { OwnerTable } from './owner-table.ts';
-import { LRUCache } from 'lru-cache';
+import { ObjectRef, collectRefs } from './object-ref.ts';
+import { holders, type ObjectLocation } from './location.ts';
+import { OwnerTable, type OwnedObject } from './owner-table.ts';
+import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';
-
-/** Under the server's default max_payload (1 MiB) with room for the envelope. */
-const CHUNK = 512 * 1024;
-const CHUNKS_IN_FLIGHT = 8;
+import { fetchToMemory, makeChunk, type ChunkRequest } from './transfer.ts';
 
 export const objectSubjects = {
   procLocate: (proc: string) => `troupe.proc.${proc}.obj.locate`,
   procRead: (proc: string) => `troupe.proc.${proc}.obj.read`,
+  /** A process starts or stops holding refs to one of the owner's objects. */
+  procBorrow: (proc: string) => `troupe.proc.${proc}.obj.borrow`,
+  /** A node now keeps a copy of one of the owner's objects. */
+  procCopied: (proc: string) => `troupe.proc.${proc}.obj.copied`,
   nodeRead: (node: string) => `troupe.node.${node}.obj.read`,
   nodeFree: (node: string) => `troupe.node.${node}.obj.free`,
+  nodeSeal: (node: string) => `troupe.node.${node}.obj.seal`,
+  nodeRestore: (node: string) => `troupe.node.${node}.obj.restore`,
+  nodeFetch: (node: string) => `troupe.node.${node}.obj.fetch`,
+  nodeTouch: (node: string) => `troupe.node.${node}.obj.touch`,
 };
+
+/** Published by node daemons and the head; the object layer only listens. */
+const events = { nodeDied: 'troupe.evt.node_died', procExited: 'troupe.evt.proc_exited' };
 
 export interface ObjectClientOptions {
   bus: Bus;
@@ -27,48 +36,74 @@ export interface ObjectClientOptions {
   nodeId?: string;
   store?: NodeStore;
   inlineThreshold: number;
+  /** Bytes of decoded values kept per process, so repeated gets of the same weights are free. */
+  decodedCacheBytes?: number;
 }
+
+interface BorrowMsg { id: string; proc: string; node?: string; add: boolean }
 
 export class ObjectClient {
   readonly owned = new OwnerTable();
+  readonly refs: RefCounter;
   /** Large values held in memory when there is no local store. */
   private readonly held = new Map<string, Uint8Array>();
-  /** Where borrowed objects are: sealed objects never move, so one answer serves every later get. */
+  /** Where borrowed objects are: sealed objects never change, so one answer serves every later get. */
   private readonly located = new LRUCache<string, ObjectLocation>({ max: 10_000 });
   /** One owner lookup in flight per borrowed object, however many callers wait. */
   private readonly locating = new Map<string, Promise<ObjectLocation>>();
   private readonly readyWaiters = new Map<string, Set<() => void>>();
+  private readonly decoded: LRUCache<string, { value: unknown }>;
+  private freeBatch = new Map<string, string[]>();
+  private freeTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly o: ObjectClientOptions) {}
-
-  /** Answers other processes asking where our objects are, and serves bytes we hold in memory. */
-  serve(): void {
-    const { bus, procId } = this.o;
-    bus.serve(objectSubjects.procLocate(procId), (req: { id: string }) => {
-      const p = this.owned.whenSealed(req.id);
-      if (!p) throw new ObjectLostError(`object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`);
-      return p;
+  constructor(private readonly o: ObjectClientOptions) {
+    this.refs = new RefCounter(o.procId, {
+      borrowed: (id, owner) => this.sendBorrow(owner, { id, proc: o.procId, node: o.nodeId, add: true }),
+      returned: (id, owner) => { this.located.delete(id); this.sendBorrow(owner, { id, proc: o.procId, add: false }); },
+      unreferenced: (id) => this.maybeFree(id),
     });
-    bus.serve(objectSubjects.procRead(procId), (req: { id: string; offset: number; length: number }) => {
-      const b = this.held.get(req.id);
-      if (!b) throw new ObjectLostError(`object ${req.id} is not held by ${procId}`);
-      return b.subarray(req.offset, req.offset + req.length);
-    });
+    this.decoded = new LRUCache({ maxSize: o.decodedCacheBytes ?? 256 * 1024 * 1024, sizeCalculation: (_v, id) => this.sizeOf(id) });
   }
 
-  /** Serializes a value into a location: inline, a file in the local store, or our memory. */
-  async store(id: string, value: unknown): Promise<ObjectLocation> {
-    return this.storeBytes(id, encode(value));
+  /** Answers other processes about our objects, and serves bytes we hold in memory. */
+  serve(): void {
+    const { bus, procId } = this.o;
+    bus.serve(objectSubjects.procLocate(procId), async (req: { id: string }) => {
+      const p = this.owned.whenSealed(req.id);
+      if (!p) throw new ObjectLostError(`object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`);
+      const { refs: _inner, ...loc } = await p; // the reader takes the refs inside from the value itself
+      return loc;
+    });
+    bus.serve(objectSubjects.procRead(procId), (req: ChunkRequest) => {
+      const b = this.held.get(req.id);
+      if (!b) throw new ObjectLostError(`object ${req.id} is not held by ${procId}`);
+      return makeChunk(b.subarray(req.offset, req.offset + req.length));
+    });
+    bus.on(objectSubjects.procBorrow(procId), (m: BorrowMsg) => this.onBorrow(m));
+    bus.on(objectSubjects.procCopied(procId), (m: { id: string; node: string }) => { if (typeof m?.node === 'string') this.onCopied(m.id, m.node); });
+    bus.on(events.procExited, (m: { procId: string }) => { if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId); });
+    bus.on(events.nodeDied, (m: { nodeId: string; cause: string }) => { if (typeof m?.nodeId === 'string') this.onNodeDied(m.nodeId, m.cause); });
+  }
+
+  /** Serializes a value into a location. `forProc` will own the location: refs inside are registered for it, so they
+   * stay alive from the moment we reply (while we still hold them) until it lets go. */
+  async store(id: string, value: unknown, forProc?: string): Promise<ObjectLocation> {
+    const [bytes, refs] = collectRefs(() => encode(value));
+    if (forProc) for (const r of refs) this.registerBorrower(r, forProc);
+    const loc = await this.storeBytes(id, bytes);
+    return refs.length ? { ...loc, refs } : loc;
   }
 
   async storeBytes(id: string, bytes: Uint8Array): Promise<ObjectLocation> {
+    const { store, nodeId, bus, procId } = this.o;
     if (bytes.length <= this.o.inlineThreshold) return { inline: bytes };
-    if (this.o.store && this.o.nodeId) {
-      await this.o.store.write(id, bytes);
-      return { node: this.o.nodeId, size: bytes.length };
+    if (store && nodeId) {
+      await store.writeTmp(id, bytes);
+      await bus.request(objectSubjects.nodeSeal(nodeId), { id, size: bytes.length, owner: procId });
+      return { node: nodeId, size: bytes.length };
     }
     this.held.set(id, bytes);
-    return { proc: this.o.procId, size: bytes.length };
+    return { proc: procId, size: bytes.length };
   }
 
   /** Where the ref's value is, waiting until it exists. */
@@ -92,11 +127,6 @@ export class ObjectClient {
     return p;
   }
 
-  /** Drops what this process holds for an owned object that was freed. */
-  forget(id: string): void {
-    this.held.delete(id);
-  }
-
   /** Calls back once the ref's value exists (or failed, or is lost). Returns a remover for callers that stop waiting. */
   whenReady(ref: ObjectRef, cb: () => void): () => void {
     const remove = this.owned.onSealed(ref.id, cb);
@@ -118,26 +148,70 @@ export class ObjectClient {
   async load<T>(id: string, loc: ObjectLocation): Promise<T> {
     if ('error' in loc) throw loc.error;
     if ('inline' in loc) return decode<T>(loc.inline);
-    return decode<T>(await this.loadBytes(id, loc));
+    const hit = this.decoded.get(id);
+    if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) return hit.value as T;
+    const value = decode<T>(await this.loadBytes(id, loc));
+    this.decoded.set(id, { value });
+    return value;
   }
 
-  private async loadBytes(id: string, loc: { node: string; size: number } | { proc: string; size: number }): Promise<Uint8Array> {
-    if ('node' in loc && loc.node === this.o.nodeId && this.o.store) {
-      try {
-        return await this.o.store.read(id);
-      } catch (e) {
-        throw new ObjectLostError(`object ${id} is missing from this node's store`, { cause: e });
-      }
-    }
-    const subject = 'node' in loc ? objectSubjects.nodeRead(loc.node) : objectSubjects.procRead(loc.proc);
+  private sizeOf(id: string): number {
+    const loc = this.owned.get(id)?.location ?? this.located.get(id);
+    return loc && 'size' in loc ? loc.size : this.o.inlineThreshold;
+  }
+
+  private async loadBytes(id: string, loc: { node: string; size: number; copies?: string[] } | { proc: string; size: number }): Promise<Uint8Array> {
+    const { store, nodeId, bus } = this.o;
+    const where = 'node' in loc ? holders(loc) : [];
     try {
-      return await fetchChunked(this.o.bus, subject, id, loc.size);
-    } catch (e) {
-      if (e instanceof NoRespondersError) {
-        throw new ObjectLostError(`object ${id} is lost: ${'node' in loc ? `node ${loc.node}` : `process ${loc.proc}`} that held it is gone`, { cause: e });
+      if (store && nodeId && where.length) {
+        if (!where.includes(nodeId)) {
+          // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally.
+          await bus.request(objectSubjects.nodeFetch(nodeId), { id, size: loc.size, owner: this.ownerOf(id), from: where }, { timeoutMs: 0 });
+          this.tellOwnerOfCopy(id, nodeId);
+        }
+        return await this.readLocal(id);
       }
-      throw e;
+      const sources = 'node' in loc ? where.map(objectSubjects.nodeRead) : [objectSubjects.procRead(loc.proc)];
+      return await fetchToMemory(bus, sources, id, loc.size);
+    } catch (e) {
+      if (!(e instanceof ObjectLostError || e instanceof NoRespondersError)) throw e;
+      this.located.delete(id); // the next get asks the owner again: it may know of another copy by then
+      const o = this.owned.get(id);
+      const what = o ? `object ${id} (made by ${o.createdBy})` : `object ${id} (owned by ${this.located.get(id) ? this.ownerOf(id) : 'another process'})`;
+      throw new ObjectLostError(`${what} is lost: ${'node' in loc ? `no node that held it (${where.join(', ')}) has it` : `process ${loc.proc} that held it is gone`}`, { cause: e });
     }
+  }
+
+  /** Reads a sealed object from our node's store, asking the node to bring it back first if it was spilled. */
+  private async readLocal(id: string): Promise<Uint8Array> {
+    const { store, nodeId, bus } = this.o;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const bytes = await store!.read(id);
+        bus.publish(objectSubjects.nodeTouch(nodeId!), { id });
+        return bytes;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 3) throw new ObjectLostError(`object ${id} is missing from the store of node ${nodeId}`, { cause: e });
+      }
+      await bus.request(objectSubjects.nodeRestore(nodeId!), { id }); // spilled: read it back into memory
+    }
+  }
+
+  private readonly ownerById = new LRUCache<string, string>({ max: 10_000 });
+  private ownerOf(id: string): string {
+    return this.owned.get(id) ? this.o.procId : (this.ownerById.get(id) ?? 'unknown');
+  }
+
+  private tellOwnerOfCopy(id: string, node: string): void {
+    const owner = this.ownerOf(id);
+    if (owner === this.o.procId) this.onCopied(id, node);
+    else if (owner !== 'unknown') this.o.bus.publish(objectSubjects.procCopied(owner), { id, node });
+  }
+
+  private onCopied(id: string, node: string): void {
+    const loc = this.owned.get(id)?.location;
+    if (loc && 'node' in loc && !holders(loc).includes(node)) (loc.copies ??= []).push(node);
   }
 
   async get<T>(ref: ObjectRef<T>): Promise<T> {
@@ -155,24 +229,88 @@ export class ObjectClient {
     }
     return args;
   }
-}
 
-/** Reads `size` bytes in chunks, several in flight; checks that every chunk is whole. */
-export async function fetchChunked(bus: Bus, subject: string, id: string, size: number): Promise<Uint8Array> {
-  const out = new Uint8Array(size);
-  let next = 0;
-  const worker = async () => {
-    while (next < size) {
-      const offset = next;
-      const length = Math.min(CHUNK, size - offset);
-      next += length;
-      for (let attempt = 0; ; attempt++) {
-        const chunk = await bus.request<Uint8Array>(subject, { id, offset, length });
-        if (chunk.length === length) { out.set(chunk, offset); break; }
-        if (attempt >= 2) throw new ObjectLostError(`object ${id}: chunk at ${offset} came back with ${chunk.length} of ${length} bytes`);
-      }
+  // --- reference counting: the owner's half --------------------------------------------------------
+
+  /** Called for every ref made in this process. */
+  track(ref: ObjectRef): void {
+    if (ref.owner !== this.o.procId) this.ownerById.set(ref.id, ref.owner);
+    this.refs.track(ref);
+  }
+
+  private sendBorrow(owner: string, m: BorrowMsg): void {
+    if (owner === this.o.procId) this.onBorrow(m);
+    else if (!this.o.bus.isClosed) this.o.bus.publish(objectSubjects.procBorrow(owner), m);
+  }
+
+  /** Registers `proc` as holding `ref` (sent by a process that holds it itself, so the object cannot go meanwhile). */
+  private registerBorrower(ref: ObjectRef, proc: string): void {
+    if (ref.owner !== proc) this.sendBorrow(ref.owner, { id: ref.id, proc, add: true });
+  }
+
+  private onBorrow(m: BorrowMsg): void {
+    if (typeof m?.id !== 'string' || typeof m.proc !== 'string') return;
+    const o = this.owned.get(m.id);
+    if (!o) return;
+    if (m.add) o.borrowers.set(m.proc, m.node);
+    else if (o.borrowers.delete(m.proc)) this.maybeFree(m.id);
+  }
+
+  private dropBorrowers(pred: (proc: string, node: string | undefined) => boolean): void {
+    for (const o of [...this.owned.values()]) {
+      let dropped = false;
+      for (const [proc, node] of o.borrowers) if (pred(proc, node)) { o.borrowers.delete(proc); dropped = true; }
+      if (dropped) this.maybeFree(o.id);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(CHUNKS_IN_FLIGHT, Math.ceil(size / CHUNK)) }, worker));
-  return out;
+  }
+
+  /** Its copies there are gone; an object with no copy left is lost, and says what made it. */
+  private onNodeDied(nodeId: string, cause: string): void {
+    this.dropBorrowers((_p, node) => node === nodeId);
+    for (const o of this.owned.values()) {
+      const loc = o.location;
+      if (!loc || !('node' in loc) || !holders(loc).includes(nodeId)) continue;
+      const left = holders(loc).filter((n) => n !== nodeId);
+      o.location = left.length
+        ? { node: left[0], size: loc.size, copies: left.slice(1), refs: loc.refs }
+        : { error: new ObjectLostError(`object ${o.id} (made by ${o.createdBy}) is lost: node ${nodeId}, the only one holding it, died (${cause})`) };
+    }
+  }
+
+  /** Frees an owned object once no ref to it is left here or anywhere else. */
+  private maybeFree(id: string): void {
+    const o = this.owned.get(id);
+    if (!o || o.borrowers.size > 0 || this.refs.count(id) > 0) return;
+    if (!o.location) { this.owned.onSealed(id, () => this.maybeFree(id)); return; } // freed once it exists
+    this.free(o);
+  }
+
+  private free(o: OwnedObject): void {
+    this.owned.delete(o.id);
+    this.held.delete(o.id);
+    this.decoded.delete(o.id);
+    for (const node of o.location ? holders(o.location) : []) {
+      this.freeBatch.set(node, [...(this.freeBatch.get(node) ?? []), o.id]);
+      this.freeTimer ??= setTimeout(() => this.flushFrees(), 100);
+      this.freeTimer.unref?.();
+    }
+  }
+
+  private flushFrees(): void {
+    this.freeTimer = undefined;
+    const batch = this.freeBatch;
+    this.freeBatch = new Map();
+    if (this.o.bus.isClosed) return;
+    for (const [node, ids] of batch) this.o.bus.request(objectSubjects.nodeFree(node), { ids }).catch(() => undefined);
+  }
+
+  /** On shutdown: what we own goes with us (as in Ray, objects share their owner's fate). */
+  async freeAll(): Promise<void> {
+    clearTimeout(this.freeTimer);
+    for (const o of [...this.owned.values()]) this.free(o);
+    clearTimeout(this.freeTimer);
+    const batch = this.freeBatch;
+    this.freeBatch = new Map();
+    await Promise.all([...batch].map(([node, ids]) => this.o.bus.request(objectSubjects.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
+  }
 }

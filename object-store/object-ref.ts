@@ -3,11 +3,25 @@ import { registerExtension, ExtType } from '../runtime/codec.ts';
 
 type Resolver = (ref: ObjectRef<unknown>) => Promise<unknown>;
 let resolver: Resolver | undefined;
-let onEncode: ((ref: ObjectRef<unknown>) => void) | undefined;
+let onCreate: ((ref: ObjectRef<unknown>) => void) | undefined;
+let collecting: ObjectRef<unknown>[] | undefined;
 
-/** Told whenever a ref is serialized: a ref that leaves its process may be borrowed, so its owner keeps the object. */
-export function setRefEncodeHook(hook: ((ref: ObjectRef<unknown>) => void) | undefined): void {
-  onEncode = hook;
+/** Told of every ref made in this process (by the runtime or by decoding): the local half of reference counting. */
+export function setRefCreateHook(hook: ((ref: ObjectRef<unknown>) => void) | undefined): void {
+  onCreate = hook;
+}
+
+/** Runs `encode` and returns, with its result, every ref it serialized (nested ones too): those must stay alive
+ * until the receiver holds them. */
+export function collectRefs<T>(encode: () => T): [T, ObjectRef<unknown>[]] {
+  const outer = collecting;
+  const refs: ObjectRef<unknown>[] = (collecting = []);
+  try {
+    return [encode(), refs];
+  } finally {
+    collecting = outer;
+    outer?.push(...refs);
+  }
 }
 
 /** The process's runtime plugs in how refs are resolved (owner lookup, store reads). */
@@ -24,7 +38,9 @@ export class ObjectRef<T = unknown> implements PromiseLike<T> {
     readonly id: string,
     /** Process that created the ref and answers where its value is. */
     readonly owner: string,
-  ) {}
+  ) {
+    onCreate?.(this);
+  }
 
   then<A = T, B = never>(onFulfilled?: ((v: T) => A | PromiseLike<A>) | null, onRejected?: ((e: any) => B | PromiseLike<B>) | null): Promise<A | B> {
     if (!resolver) return Promise.reject(new Error('troupe is not initialized: call init() first')).then(onFulfilled, onRejected);
@@ -44,7 +60,7 @@ registerExtension<ObjectRef, [string, string]>({
   Class: ObjectRef,
   type: ExtType.objectRef,
   write: (r) => {
-    onEncode?.(r);
+    collecting?.push(r);
     return [r.id, r.owner];
   },
   read: ([id, owner]) => new ObjectRef(id, owner),

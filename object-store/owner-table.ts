@@ -1,5 +1,6 @@
 // Objects this process owns (it put them, or submitted the task that makes them), and who waits for them.
 import type { ObjectLocation } from './location.ts';
+import type { ObjectRef } from './object-ref.ts';
 
 export interface OwnedObject {
   id: string;
@@ -11,15 +12,17 @@ export interface OwnedObject {
   waiters: Set<(loc: ObjectLocation) => void>;
   /** One shared promise for every whenSealed() caller. */
   sealed?: Promise<ObjectLocation>;
-  /** Its ref was serialized (sent to a task, an actor, put inside a value): another process may hold it. */
-  escaped?: boolean;
+  /** Other processes holding refs to it (their node, for when a node dies). */
+  borrowers: Map<string, string | undefined>;
+  /** Refs sent with the call that makes it: kept alive until the call is done and the receiver holds its own. */
+  holds?: ObjectRef<unknown>[];
 }
 
 export class OwnerTable {
   private readonly objects = new Map<string, OwnedObject>();
 
-  create(id: string, createdBy: string, location?: ObjectLocation): void {
-    this.objects.set(id, { id, createdBy, createdAt: Date.now(), location, waiters: new Set() });
+  create(id: string, createdBy: string, holds?: ObjectRef<unknown>[]): void {
+    this.objects.set(id, { id, createdBy, createdAt: Date.now(), waiters: new Set(), borrowers: new Map(), holds: holds?.length ? holds : undefined });
   }
 
   /** Seal: the value (or its failure) is known. Wakes every waiter. */
@@ -27,6 +30,7 @@ export class OwnerTable {
     const o = this.objects.get(id);
     if (!o || o.location) return;
     o.location = location;
+    o.holds = undefined;
     const waiters = [...o.waiters];
     o.waiters.clear();
     for (const w of waiters) w(location);

@@ -110,7 +110,7 @@ export class ActorHost {
       if (typeof method !== 'function') throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
       const args = await this.client.objects.resolveArgs(call.args, call.deps ?? {});
       const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
-      return { result: await this.client.objects.store(call.callId, value) };
+      return { result: await this.client.objects.store(call.callId, value, call.caller) };
     } catch (e) {
       return { result: { error: TaskError.from(e, where) } };
     }

@@ -15,6 +15,10 @@ export interface InitOptions extends ResourceFlags {
   token?: string;
   /** For a new local cluster: where the object store lives (default /dev/shm). */
   objectStoreDir?: string;
+  /** For a new local cluster: bytes of objects held in memory (default 30% of RAM); more spill to disk. */
+  objectStoreMemory?: number;
+  /** For a new local cluster: where objects spill when memory is full (default: the session dir); false: never. */
+  spillDir?: string | false;
   /** Print what tasks and actors write, prefixed like "(Trainer pid=1234)" (default true). */
   logToDriver?: boolean;
 }
@@ -59,7 +63,7 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   if (!client) {
     embedded = await startHead({ ...opts, detached: false });
     try {
-      client = await Client.connect({ address: embedded.address, token: embedded.token, role: 'driver', localNode: { nodeId: embedded.nodeId, objectDir: embedded.objectDir }, logToDriver: opts.logToDriver });
+      client = await Client.connect({ address: embedded.address, token: embedded.token, role: 'driver', localNode: { nodeId: embedded.nodeId, objectDir: embedded.objectDir, objectStoreMemory: embedded.objectStoreMemory }, logToDriver: opts.logToDriver });
     } catch (e) {
       await embedded.stop();
       embedded = undefined;

@@ -4,17 +4,18 @@ import { Bus } from './transport.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
 import { encode } from './codec.ts';
-import { GetTimeoutError, UsageError } from './errors.ts';
+import { GetTimeoutError, ObjectStoreFullError, UsageError } from './errors.ts';
+import { formatBytes } from './bytes.ts';
 import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';
 import { ActorCaller } from './actor-caller.ts';
 import { nameKey } from './actor-manager.ts';
 import { Gcs } from './gcs.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
 import { normalizeRequest, checkStrategy, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
-import { ObjectRef, setRefResolver, setRefEncodeHook } from '../object-store/object-ref.ts';
-import { ObjectClient, objectSubjects } from '../object-store/object-client.ts';
+import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../object-store/object-ref.ts';
+import { ObjectClient } from '../object-store/object-client.ts';
 import { NodeStore } from '../object-store/node-store.ts';
-import type { ObjectLocation } from '../object-store/location.ts';
+import { holders, type ObjectLocation } from '../object-store/location.ts';
 
 export interface ClientOptions {
   address: string;
@@ -22,7 +23,7 @@ export interface ClientOptions {
   role: 'driver' | 'worker';
   procId?: string;
   /** The node daemon on this machine, if any: large objects go into its store. */
-  localNode?: { nodeId: string; objectDir: string };
+  localNode?: { nodeId: string; objectDir: string; objectStoreMemory?: number };
   /** Drivers print what their tasks and actors write, prefixed like "(Trainer pid=1234)". Default true. */
   logToDriver?: boolean;
 }
@@ -65,6 +66,21 @@ export interface FunctionRef {
   exportName: string;
   /** Shown in errors and listings. */
   name: string;
+}
+
+/** An owned object as `troupe list objects` shows it. */
+export interface ObjectRow {
+  id: string;
+  owner: string;
+  createdBy: string;
+  state: 'PENDING' | 'READY' | 'FAILED';
+  size: number;
+  /** 'inline', the nodes holding it, or the process holding it in memory. */
+  where: string;
+  /** Live refs in the owner process. */
+  refs: number;
+  /** Other processes holding refs. */
+  borrowers: number;
 }
 
 export function newId(): string {
@@ -115,7 +131,7 @@ export class Client {
     await bus.flush(); // nobody may learn our id before our subscriptions are live
     current = c;
     setRefResolver((ref) => c.get(ref));
-    setRefEncodeHook((ref) => { if (ref.owner === c.procId) { const o = c.objects.owned.get(ref.id); if (o) o.escaped = true; } });
+    setRefCreateHook((ref) => c.objects.track(ref));
     return c;
   }
 
@@ -127,8 +143,8 @@ export class Client {
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
     const prepared = this.prepareArgs(args, `task ${name}`);
-    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, workingDir: process.cwd(), owner: this.owner() };
-    this.objects.owned.create(taskId, `task ${name}`);
+    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, workingDir: process.cwd(), owner: this.owner(), caller: this.procId };
+    this.objects.owned.create(taskId, `task ${name}`, prepared.held);
     const waitFor: Promise<unknown>[] = [];
     if (fn instanceof Promise) {
       waitFor.push(fn.then((f) => { spec.fn = { url: f.url, exportName: f.exportName }; spec.name = name = opts.name ?? f.name; }));
@@ -144,18 +160,19 @@ export class Client {
     return this.ownedRef<R>(taskId);
   }
 
-  /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them. */
-  private prepareArgs(args: unknown[], what: string): { encoded: Uint8Array; refs: ObjectRef[] } {
-    let encoded = encode(args);
+  /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them.
+   * `held`: every ref sent (nested ones too), kept alive until the call is done. */
+  private prepareArgs(args: unknown[], what: string): { encoded: Uint8Array; refs: ObjectRef[]; held: ObjectRef[] } {
+    let [encoded, held] = collectRefs(() => encode(args));
     if (encoded.length > defaults.inlineThreshold) {
       args = args.map((a) => {
         if (a instanceof ObjectRef) return a;
         const bytes = encode(a);
         return bytes.length > defaults.inlineThreshold / 4 ? this.putBytes(bytes, `argument of ${what}`) : a;
       });
-      encoded = encode(args);
+      [encoded, held] = collectRefs(() => encode(args));
     }
-    return { encoded, refs: args.filter((a): a is ObjectRef => a instanceof ObjectRef) };
+    return { encoded, refs: args.filter((a): a is ObjectRef => a instanceof ObjectRef), held };
   }
 
   /** Waits until every top-level ref argument exists and fills in where it is: the value then goes from its holder
@@ -190,7 +207,8 @@ export class Client {
       Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
       this.locateDeps(prepared.refs, spec.deps),
     ]).then(() => spec);
-    const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => undefined);
+    const held = prepared.held;
+    const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => { held.length = 0; });
     this.actors.track(actorId, creation);
     // getActor(name) right after creating it, in this process, finds it (as in Ray).
     if (opts.name) this.namesInCreation.set(nameKey(spec.namespace, opts.name), creation.catch(() => undefined));
@@ -202,7 +220,7 @@ export class Client {
     const callId = newId();
     const prepared = this.prepareArgs(args, `call ${method}`);
     const call: ActorCall = { callId, method, args: prepared.encoded, deps: {}, caller: this.procId };
-    this.objects.owned.create(callId, `actor call ${method}`);
+    this.objects.owned.create(callId, `actor call ${method}`, prepared.held);
     this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, call.deps) : Promise.resolve(), maxTaskRetries);
     return this.ownedRef<R>(callId);
   }
@@ -227,16 +245,22 @@ export class Client {
     return (this.gcsOpen ??= Gcs.open(this.bus));
   }
 
-  /** Stores a value; serialization errors throw here. */
+  /** Stores a value; serialization errors, and a value larger than this node's whole store, throw here.
+   * Refs inside the value live as long as it does. */
   put<T>(value: T): ObjectRef<T> {
-    return this.putBytes(encode(value), 'put') as ObjectRef<T>;
+    const [bytes, refs] = collectRefs(() => encode(value));
+    return this.putBytes(bytes, 'put', refs) as ObjectRef<T>;
   }
 
-  private putBytes(bytes: Uint8Array, createdBy: string): ObjectRef {
+  private putBytes(bytes: Uint8Array, createdBy: string, refs: ObjectRef[] = []): ObjectRef {
+    const capacity = this.o.localNode?.objectStoreMemory;
+    if (capacity !== undefined && bytes.length > defaults.inlineThreshold && bytes.length > capacity) {
+      throw new ObjectStoreFullError(`${createdBy} of ${formatBytes(bytes.length)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`);
+    }
     const id = newId();
     this.objects.owned.create(id, createdBy);
     this.objects.storeBytes(id, bytes).then(
-      (loc) => this.objects.owned.seal(id, loc),
+      (loc) => this.objects.owned.seal(id, refs.length ? { ...loc, refs } : loc),
       (e: Error) => this.objects.owned.seal(id, { error: e }),
     );
     return this.ownedRef(id);
@@ -313,74 +337,35 @@ export class Client {
     }
   }
 
-  private ownedObjects(): Array<{ id: string; owner: string; createdBy: string; state: string; size: number; where: string }> {
-    const rows = [];
+  /** This process's rows for `troupe list objects` and `troupe memory`. */
+  private ownedObjects(): ObjectRow[] {
+    const rows: ObjectRow[] = [];
     for (const o of this.objects.owned.values()) {
       const loc = o.location;
       rows.push({
         id: o.id, owner: this.procId, createdBy: o.createdBy,
         state: !loc ? 'PENDING' : 'error' in loc ? 'FAILED' : 'READY',
         size: !loc ? 0 : 'inline' in loc ? loc.inline.length : 'size' in loc ? loc.size : 0,
-        where: !loc || 'error' in loc ? '-' : 'inline' in loc ? 'inline' : 'node' in loc ? `node ${loc.node}` : `memory of ${loc.proc}`,
+        where: !loc || 'error' in loc ? '-' : 'inline' in loc ? 'inline' : 'node' in loc ? holders(loc).join(',') : `memory of ${loc.proc}`,
+        refs: this.objects.refs.count(o.id), borrowers: o.borrowers.size,
       });
     }
     return rows;
   }
 
-  // --- freeing what nobody can reach -------------------------------------------------------------
-  // The local half of reference counting: an owned object whose refs in this process are all garbage and that never
-  // left it cannot be asked for by anyone, so it is freed (a node-store file too). Objects whose refs escaped stay
-  // until shutdown(); counting borrowers across processes is the object store's next step.
-  private readonly unreachable = new FinalizationRegistry<string>((id) => this.dropped(id));
-  private freeBatch = new Map<string, string[]>();
-  private freeTimer: NodeJS.Timeout | undefined;
-
   /** A new ref to an object this process owns. */
   private ownedRef<T>(id: string): ObjectRef<T> {
-    const ref = new ObjectRef<T>(id, this.procId);
-    this.unreachable.register(ref, id);
-    return ref;
-  }
-
-  private dropped(id: string): void {
-    const o = this.objects.owned.get(id);
-    if (!o || o.escaped) return;
-    if (!o.location) { this.objects.owned.onSealed(id, () => this.dropped(id)); return; } // freed once it exists
-    this.objects.owned.delete(id);
-    this.objects.forget(id);
-    if ('node' in o.location) {
-      this.freeBatch.set(o.location.node, [...(this.freeBatch.get(o.location.node) ?? []), id]);
-      this.freeTimer ??= setTimeout(() => this.flushFrees(), 100);
-      this.freeTimer.unref?.();
-    }
-  }
-
-  private flushFrees(): void {
-    this.freeTimer = undefined;
-    const batch = this.freeBatch;
-    this.freeBatch = new Map();
-    if (this.bus.isClosed) return;
-    for (const [node, ids] of batch) this.bus.request(objectSubjects.nodeFree(node), { ids }).catch(() => undefined);
+    return new ObjectRef<T>(id, this.procId);
   }
 
   async close(): Promise<void> {
-    if (current === this) { current = undefined; setRefResolver(undefined); setRefEncodeHook(undefined); }
+    if (current === this) { current = undefined; setRefResolver(undefined); setRefCreateHook(undefined); }
     clearInterval(this.heartbeat);
     // Our non-detached actors end with us; telling the head now beats its silence timeout.
     if (this.o.role === 'driver') await this.bus.request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 }).catch(() => undefined);
     await this.tasks.close();
-    await this.freeStoredObjects();
+    await this.objects.freeAll();
     await this.bus.close();
-  }
-
-  /** Objects we own that sit in node stores go with us (reference counting proper is the object store's job). */
-  private async freeStoredObjects(): Promise<void> {
-    const byNode = new Map<string, string[]>();
-    for (const o of this.objects.owned.values()) {
-      const loc: ObjectLocation | undefined = o.location;
-      if (loc && 'node' in loc) byNode.set(loc.node, [...(byNode.get(loc.node) ?? []), o.id]);
-    }
-    await Promise.all([...byNode].map(([node, ids]) => this.bus.request(objectSubjects.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
   }
 }
 

@@ -38,7 +38,7 @@ export interface ClusterFile {
   token: string;
   sessionDir: string;
   /** The node daemon on this machine, if one runs: drivers here put large objects into its store. */
-  localNode?: { nodeId: string; objectDir: string };
+  localNode?: { nodeId: string; objectDir: string; objectStoreMemory?: number };
   startedAt: string;
 }
 

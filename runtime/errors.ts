@@ -48,6 +48,8 @@ export class ActorDiedError extends TroupeError {
 }
 /** The object cannot be had any more: its owner or every node holding it died. */
 export class ObjectLostError extends TroupeError {}
+/** A node's object store cannot take the object: it is larger than the store, or everything held is in use and cannot spill. */
+export class ObjectStoreFullError extends TroupeError {}
 /** No troupe cluster at the address, or it refused us. */
 export class ConnectionError extends TroupeError {}
 /** The cluster refused the token (missing or wrong). */
@@ -60,7 +62,7 @@ export class RequestTimeoutError extends TroupeError {}
 export class UsageError extends TroupeError {}
 
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
-for (const c of [TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
+for (const c of [TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError, ObjectStoreFullError,
   ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
   Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) classes.set(c.name, c);
 

@@ -16,6 +16,8 @@ export interface NodeInfo {
   /** Why it is DEAD. */
   cause?: string;
   objectDir: string;
+  /** Bytes of shared memory its object store may hold. */
+  objectStoreMemory?: number;
   isHead: boolean;
 }
 

@@ -10,7 +10,7 @@ import { startNatsServer } from './nats-server.ts';
 import { daemonCommand } from './launch.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
 import { terminate, isAlive, sleep } from './processes.ts';
-import { detectResources, type ResourceFlags } from './resources.ts';
+import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './resources.ts';
 import { Bus } from './transport.ts';
 import { subjects } from './subjects.ts';
 import type { DaemonConfig } from './daemon.ts';
@@ -25,7 +25,12 @@ export interface StartOptions extends ResourceFlags {
   /** Use this nats-server (JetStream on) instead of starting one. */
   nats?: string;
   token?: string;
+  /** Parent of the object store's dir (default /dev/shm). */
   objectStoreDir?: string;
+  /** Bytes the object store may hold in memory (default: 30% of RAM, within what objectStoreDir has free). */
+  objectStoreMemory?: number;
+  /** Parent of the dir objects spill to when the store is full (default: the session dir); false: never spill. */
+  spillDir?: string | false;
   nodeTimeoutMs?: number;
 }
 
@@ -38,6 +43,7 @@ export interface StartedCluster {
   sessionDir: string;
   nodeId: string;
   objectDir: string;
+  objectStoreMemory: number;
   pids: number[];
   /** Stops every process this call started (embedded clusters). */
   stop(): Promise<void>;
@@ -73,7 +79,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     const node = await startNode({ ...o, address, token, sessionDir, isHead: true });
     started.push(...node.pids);
     return {
-      address, publicAddress, token, sessionDir, nodeId: node.nodeId, objectDir: node.objectDir, pids: started,
+      address, publicAddress, token, sessionDir, nodeId: node.nodeId, objectDir: node.objectDir, objectStoreMemory: node.objectStoreMemory, pids: started,
       stop: async () => {
         for (const pid of [...started].reverse()) await terminate(pid);
         if (!o.detached) rmSync(sessionDir, { recursive: true, force: true });
@@ -92,9 +98,10 @@ export async function startNode(o: StartOptions & { address: string; token: stri
   const nodeId = randomBytes(6).toString('hex');
   const resources = detectResources(o);
   const objectStoreRoot = o.objectStoreDir ?? '/dev/shm';
+  const objectStoreMemory = o.objectStoreMemory ?? defaultObjectStoreMemory(objectStoreRoot);
   const pid = spawnDaemon({
     role: 'node', sessionDir, parentPid: o.detached ? undefined : process.pid,
-    options: { nodeId, address: o.address, token: o.token, isHead: !!o.isHead, resources, sessionDir, objectStoreRoot },
+    options: { nodeId, address: o.address, token: o.token, isHead: !!o.isHead, resources, sessionDir, objectStoreRoot, objectStoreMemory, spillRoot: o.spillDir },
   }, sessionDir, `node-${nodeId}`, o.detached);
   try {
     await waitForNode(o.address, o.token, nodeId, pid, join(sessionDir, 'logs', `node-${nodeId}.log`));
@@ -103,7 +110,7 @@ export async function startNode(o: StartOptions & { address: string; token: stri
     throw e;
   }
   const objectDir = join(objectStoreRoot, `troupe-${sessionDir.split('/').pop()}-${nodeId}`);
-  return { address: o.address, publicAddress: o.address, token: o.token, sessionDir, nodeId, objectDir, pids: [pid], stop: () => terminate(pid) };
+  return { address: o.address, publicAddress: o.address, token: o.token, sessionDir, nodeId, objectDir, objectStoreMemory, pids: [pid], stop: () => terminate(pid) };
 }
 
 function spawnDaemon(config: DaemonConfig, sessionDir: string, logName: string, detached: boolean): number {

@@ -13,6 +13,8 @@ import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type Resou
 import { WorkerDiedError } from './errors.ts';
 import { NodeStore } from '../object-store/node-store.ts';
 import { objectSubjects } from '../object-store/object-client.ts';
+import { StoreManager } from '../object-store/store-manager.ts';
+import { fetchChunked, makeChunk, type ChunkRequest } from '../object-store/transfer.ts';
 import { workerCommand } from './launch.ts';
 import type { ActorSpec } from './actor-types.ts';
 
@@ -26,6 +28,10 @@ export interface NodeDaemonOptions {
   sessionDir: string;
   /** Parent of the node's store dir (default /dev/shm). */
   objectStoreRoot: string;
+  /** Bytes of shared memory for objects. */
+  objectStoreMemory: number;
+  /** Parent of the dir objects spill to when memory is full (default: the session dir); false: never spill. */
+  spillRoot?: string | false;
   heartbeatMs?: number;
   /** Workers started ahead of the first lease. */
   prestartWorkers?: number;
@@ -106,6 +112,7 @@ export class NodeDaemon {
   private bus!: Bus;
   private gcs!: Gcs;
   private readonly store: NodeStore;
+  private readonly objects: StoreManager;
   private available: ResourceSet;
   private gpuFree: number[];
   private readonly workers = new Set<Worker>();
@@ -118,13 +125,16 @@ export class NodeDaemon {
     this.nodeId = o.nodeId;
     this.available = { ...o.resources };
     this.gpuFree = Array.from({ length: Math.floor(o.resources.GPU ?? 0) }, () => 1);
-    this.store = new NodeStore(join(o.objectStoreRoot, `troupe-${sessionName(o.sessionDir)}-${this.nodeId}`));
+    const name = `troupe-${sessionName(o.sessionDir)}-${this.nodeId}`;
+    const spillDir = o.spillRoot === false ? undefined : join(o.spillRoot ?? o.sessionDir, `spill-${name}`);
+    this.store = new NodeStore(join(o.objectStoreRoot, name), spillDir);
+    this.objects = new StoreManager(this.store, o.objectStoreMemory, this.nodeId);
   }
 
   get info(): NodeInfo {
     return {
       nodeId: this.nodeId, hostname: hostname(), pid: process.pid, total: this.o.resources, state: 'ALIVE',
-      startedAt: this.startedAt, objectDir: this.store.dir, isHead: this.o.isHead,
+      startedAt: this.startedAt, objectDir: this.store.dir, objectStoreMemory: this.objects.capacity, isHead: this.o.isHead,
     };
   }
 
@@ -140,12 +150,7 @@ export class NodeDaemon {
     bus.serve(subjects.nodeActors(this.nodeId), () => [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])));
     bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
     bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) => this.setBlocked(req?.workerId, !!req?.blocked));
-    bus.serve(subjects.nodeObjects(this.nodeId), () => this.store.list());
-    bus.serve(objectSubjects.nodeRead(this.nodeId), (req: { id: string; offset: number; length: number }) =>
-      this.store.readRange(req.id, req.offset, req.length));
-    bus.serve(objectSubjects.nodeFree(this.nodeId), async (req: { ids: string[] }) => {
-      for (const id of req.ids) await this.store.delete(id);
-    });
+    this.serveObjects();
     bus.on(subjects.nodeFenced(this.nodeId), () => {
       console.error(`troupe: node ${this.nodeId} was declared dead by the head; stopping`);
       void this.stop('fenced by the head').then(() => process.exit(1));
@@ -158,6 +163,28 @@ export class NodeDaemon {
     this.timers.push(setInterval(() => this.reclaimOrphanLeases(), 1000));
     for (let i = 0; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
     console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
+  }
+
+  private serveObjects(): void {
+    const { bus, objects } = this;
+    const node = this.nodeId;
+    bus.serve(subjects.nodeObjects(node), () => ({ stats: objects.stats(), objects: objects.list() }));
+    bus.serve(objectSubjects.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
+      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('seal needs { id, size, owner }');
+      if (!this.clientSeen.has(req.owner)) this.clientSeen.set(req.owner, Date.now());
+      return objects.seal(req.id, req.size, req.owner);
+    });
+    bus.serve(objectSubjects.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
+    bus.serve(objectSubjects.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
+      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('fetch needs { id, size, owner, from }');
+      const sources = req.from.filter((n) => n !== node).map((n) => objectSubjects.nodeRead(n));
+      return objects.fetchCopy(req.id, req.size, String(req.owner), (write) => fetchChunked(bus, sources, req.id, req.size, write));
+    });
+    bus.serve(objectSubjects.nodeRead(node), async (req: ChunkRequest) => makeChunk(await this.store.readRange(req.id, req.offset, req.length)));
+    bus.on(objectSubjects.nodeTouch(node), (req: { id: string }) => objects.touch(req?.id));
+    bus.serve(objectSubjects.nodeFree(node), async (req: { ids: string[] }) => {
+      for (const id of req.ids) await objects.free(id);
+    });
   }
 
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -257,6 +284,9 @@ export class NodeDaemon {
 
   private reclaimOrphanLeases(): void {
     const now = Date.now();
+    for (const owner of this.objects.owners()) {
+      if (now - (this.clientSeen.get(owner) ?? now) > CLIENT_TIMEOUT_MS) void this.freeObjectsOf(owner, 'went silent');
+    }
     for (const lease of this.leases.values()) {
       if (lease.actorId) continue; // actors belong to the head, which decides when they end
       const seen = this.clientSeen.get(lease.clientId) ?? lease.grantedAt;
@@ -292,6 +322,7 @@ export class NodeDaemon {
         TROUPE_TOKEN: this.o.token,
         TROUPE_NODE_ID: this.nodeId,
         TROUPE_OBJECT_DIR: this.store.dir,
+        TROUPE_OBJECT_STORE_MEMORY: String(this.objects.capacity),
         TROUPE_WORKER_ID: procId,
         // Empty for CPU workers, so a task without GPUs cannot grab one.
         CUDA_VISIBLE_DEVICES: gpuIds.join(','),
@@ -319,8 +350,18 @@ export class NodeDaemon {
     return worker;
   }
 
+  private async freeObjectsOf(owner: string, why: string): Promise<void> {
+    const n = await this.objects.freeOwnedBy(owner);
+    this.clientSeen.delete(owner);
+    if (n) console.error(`troupe: freed ${n} object(s) owned by ${owner}, which ${why}`);
+  }
+
   private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     this.workers.delete(worker);
+    if (!this.stopping) {
+      this.bus.publish(subjects.evtProcExited, { procId: worker.procId, nodeId: this.nodeId });
+      void this.freeObjectsOf(worker.procId, 'exited');
+    }
     const leases = [...worker.leases];
     if (leases.length === 0 || this.stopping) return;
     const cause = `its worker process (pid ${worker.child.pid}) ${howItExited(code, signal)}`;

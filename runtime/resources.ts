@@ -1,5 +1,6 @@
 // What this machine offers: CPUs, GPUs (nvidia-smi -L unless told), memory, custom resources.
 import { availableParallelism, totalmem } from 'node:os';
+import { statfsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { UsageError } from './errors.ts';
 import type { ResourceSet } from './scheduler.ts';
@@ -32,6 +33,13 @@ export function detectResources(flags: ResourceFlags = {}): ResourceSet {
   };
   for (const [name, amount] of Object.entries(flags.resources ?? {})) total[name] = amount;
   return total;
+}
+
+/** Object store size, like Ray: 30% of RAM, but no more than the store's filesystem has free (/dev/shm is often small). */
+export function defaultObjectStoreMemory(root: string): number {
+  let fsFree = Infinity;
+  try { const s = statfsSync(root); fsFree = s.bavail * s.bsize; } catch { /* not made yet: RAM decides */ }
+  return Math.floor(Math.min(totalmem() * 0.3, fsFree * 0.9));
 }
 
 /** Parses `--resources '{"ssd": 1}'`. */

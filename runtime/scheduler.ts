@@ -2,6 +2,7 @@
  * Pure scheduling decisions: request validation, resource arithmetic, node choice and GPU id bookkeeping.
  * No I/O and no clocks, so the node daemon and the driver can share it and tests can drive it directly.
  */
+import { formatBytes } from './bytes.ts';
 
 /** Resource amounts by name. Built-in names: 'CPU', 'GPU', 'memory' (bytes); anything else is a custom resource. */
 export type ResourceSet = Record<string, number>;
@@ -132,16 +133,6 @@ export function subtract(a: ResourceSet, b: ResourceSet): ResourceSet {
 
 export function add(a: ResourceSet, b: ResourceSet): ResourceSet {
   return combine(a, b, 1);
-}
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(n: number): string {
-  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  if (n < 1024) return `${n} B`;
-  let v = n;
-  let i = -1;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return `${v.toFixed(1)} ${units[i]}`;
 }
 
 /** e.g. "{CPU: 1, GPU: 0.5, memory: 2.0 GiB, ssd: 1}": built-ins first, then custom names alphabetically. */

@@ -29,6 +29,8 @@ export const subjects = {
   hbProcAll: 'troupe.hb.proc.*',
   evtNodeDied: 'troupe.evt.node_died',
   evtWorkerDied: 'troupe.evt.worker_died',
+  /** Every worker exit, leases or not: owners drop the refs it borrowed. */
+  evtProcExited: 'troupe.evt.proc_exited',
   evtTasks: 'troupe.evt.tasks',
   evtActorState: 'troupe.evt.actor_state',
 } as const;

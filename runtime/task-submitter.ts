@@ -24,6 +24,8 @@ export interface TaskSpec {
   workingDir: string;
   /** The driver that owns this work: the task's output goes there. */
   owner: string;
+  /** The process that submitted it and owns its result. */
+  caller: string;
 }
 
 export interface TaskReply {

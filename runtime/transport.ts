@@ -169,6 +169,11 @@ export class Bus {
     this.pending.clear();
   }
 
+  /** Largest message the server takes (its max_payload). */
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
   get isClosed(): boolean {
     return this.closed || this.nc.isClosed();
   }

@@ -21,7 +21,7 @@ const procId = env('TROUPE_WORKER_ID');
 const nodeId = env('TROUPE_NODE_ID');
 const client = await Client.connect({
   address: env('TROUPE_ADDRESS'), token: env('TROUPE_TOKEN'), role: 'worker', procId,
-  localNode: { nodeId, objectDir: env('TROUPE_OBJECT_DIR') },
+  localNode: { nodeId, objectDir: env('TROUPE_OBJECT_DIR'), objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')) },
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
@@ -96,7 +96,7 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     const args = await client.objects.resolveArgs(spec.args, spec.deps);
     if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
-    const result = await client.objects.store(spec.taskId, value);
+    const result = await client.objects.store(spec.taskId, value, spec.caller);
     events.push({ ...ev, state: 'FINISHED', endedAt: Date.now() });
     return { result };
   } catch (e) {

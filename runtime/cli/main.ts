@@ -9,7 +9,10 @@ import { isAlive, terminate } from '../processes.ts';
 import { Bus } from '../transport.ts';
 import { Gcs } from '../gcs.ts';
 import { subjects } from '../subjects.ts';
-import { formatResources, formatBytes, subtract, type ResourceSet } from '../scheduler.ts';
+import { formatResources, subtract, type ResourceSet } from '../scheduler.ts';
+import { formatBytes, parseBytes } from '../bytes.ts';
+import type { ObjectRow } from '../client.ts';
+import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
 import { UsageError } from '../errors.ts';
 import type { HeadStatus, TaskEvent } from '../head.ts';
 import type { ActorInfo } from '../actor-types.ts';
@@ -22,10 +25,12 @@ Usage:
   troupe start --address HOST:PORT [RESOURCES] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
+  troupe memory [--json]
   troupe stop
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
-           --object-store-dir DIR (default /dev/shm)
+OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
+           --spill-dir DIR (default: the session dir)  --no-spill (a full store refuses new objects instead)
 Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default 2000)
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token), run/ and session dirs.`;
 
@@ -35,6 +40,9 @@ const resourceFlags = {
   memory: { type: 'string' },
   resources: { type: 'string' },
   'object-store-dir': { type: 'string' },
+  'object-store-memory': { type: 'string' },
+  'spill-dir': { type: 'string' },
+  'no-spill': { type: 'boolean' },
 } as const;
 
 const commands = {
@@ -45,6 +53,7 @@ const commands = {
   },
   status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
   list: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
+  memory: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
   stop: {},
 } satisfies Record<string, ParseArgsConfig['options']>;
 
@@ -66,6 +75,7 @@ async function main(argv: string[]): Promise<number> {
     case 'start': return start(values);
     case 'status': return status(values);
     case 'list': return list(positionals, values);
+    case 'memory': return memory(values);
     case 'stop': return stop();
   }
   return 0;
@@ -93,6 +103,8 @@ function startOptions(values: Values): StartOptions {
     memory: number(values, 'memory'),
     resources: values.resources === undefined ? undefined : parseResourcesFlag(values.resources as string),
     objectStoreDir: values['object-store-dir'] as string | undefined,
+    objectStoreMemory: values['object-store-memory'] === undefined ? undefined : parseBytes(values['object-store-memory'] as string, '--object-store-memory'),
+    spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
   };
 }
@@ -119,7 +131,7 @@ async function start(values: Values): Promise<number> {
   // Drivers on this machine find the cluster (and this node's store) through this file.
   writeClusterFile({
     address: started.address, token: started.token, sessionDir: started.sessionDir,
-    localNode: { nodeId: started.nodeId, objectDir: started.objectDir }, startedAt: new Date().toISOString(),
+    localNode: { nodeId: started.nodeId, objectDir: started.objectDir, objectStoreMemory: started.objectStoreMemory }, startedAt: new Date().toISOString(),
   });
   if (!values.block) {
     console.log(`Logs in ${started.sessionDir}/logs. 'troupe status' shows the cluster, 'troupe stop' stops it.`);
@@ -223,10 +235,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
         rows = tasks.map((t) => ({ ...t }));
         break;
       }
-      default: {
-        const replies = await bus.gather<Array<Record<string, unknown>>>(subjects.allObjects, {}, 500);
-        rows = replies.flat();
-      }
+      default: rows = (await objectRows(bus)).map((r) => ({ ...r, size: formatBytes(r.size) }));
     }
     if (values.json) { console.log(JSON.stringify(rows, null, 2)); return 0; }
     if (rows.length === 0) { console.log(`no ${kind}`); return 0; }
@@ -235,10 +244,60 @@ async function list(positionals: string[], values: Values): Promise<number> {
       actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'restarts', 'cause'],
       jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
-      objects: ['id', 'createdBy', 'state', 'size', 'where', 'owner'],
+      objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],
     };
     const cols = columns[kind];
     printTable(cols.map((c) => c.toUpperCase()), rows.map((r) => cols.map((c) => (r[c] === undefined ? '' : String(r[c])))));
+    return 0;
+  } finally {
+    await bus.close();
+  }
+}
+
+interface NodeObjects { nodeId: string; stats: StoreStats; objects: StoredObject[] }
+
+/** What each alive node's object store holds. */
+async function nodeObjects(bus: Bus): Promise<NodeObjects[]> {
+  const head = await headStatus(bus);
+  const nodes = (head?.nodes ?? []).filter((n) => n.alive);
+  const answers = await Promise.all(nodes.map((n) =>
+    bus.request<Omit<NodeObjects, 'nodeId'>>(subjects.nodeObjects(n.nodeId), {}, { timeoutMs: 3000 }).then((r) => ({ nodeId: n.nodeId, ...r }), () => undefined)));
+  return answers.filter((a): a is NodeObjects => !!a);
+}
+
+/** Owners' rows (state, refs), with whether a node has spilled the object to disk. */
+async function objectRows(bus: Bus): Promise<Array<ObjectRow & { spilled: string }>> {
+  const [owned, stores] = await Promise.all([bus.gather<ObjectRow[]>(subjects.allObjects, {}, 500), nodeObjects(bus)]);
+  const spilledOn = new Map<string, string[]>();
+  for (const n of stores) for (const o of n.objects) if (o.spilled) spilledOn.set(o.id, [...(spilledOn.get(o.id) ?? []), n.nodeId]);
+  return owned.flat().map((r) => ({ ...r, spilled: spilledOn.get(r.id)?.join(',') ?? '' }));
+}
+
+/** Per node store use and per owner references, like `ray memory`. */
+async function memory(values: Values): Promise<number> {
+  const bus = await connectFromFlags(values);
+  try {
+    const [stores, objects] = await Promise.all([nodeObjects(bus), objectRows(bus)]);
+    if (values.json) { console.log(JSON.stringify({ nodes: stores.map(({ nodeId, stats }) => ({ nodeId, ...stats })), objects }, null, 2)); return 0; }
+    console.log('Object store by node:');
+    printTable(['NODE', 'IN MEMORY / CAPACITY', 'FULL', 'OBJECTS', 'PRIMARY', 'COPIES', 'SPILLED'], stores.map(({ nodeId, stats, objects: held }) => [
+      nodeId, `${formatBytes(stats.used)} / ${formatBytes(stats.capacity)}`, `${((100 * stats.used) / Math.max(1, stats.capacity)).toFixed(1)}%`,
+      String(stats.objects), String(held.filter((o) => o.primary).length), String(held.filter((o) => !o.primary).length),
+      stats.spillDir === undefined ? 'off' : `${stats.spilledObjects} (${formatBytes(stats.spilledBytes)})`,
+    ]));
+    const byOwner = new Map<string, ObjectRow[]>();
+    for (const o of objects) byOwner.set(o.owner, [...(byOwner.get(o.owner) ?? []), o]);
+    console.log('\nReferences by owner:');
+    printTable(['OWNER', 'OBJECTS', 'BYTES', 'INLINE', 'IN STORES', 'LOCAL REFS', 'BORROWED', 'PENDING', 'FAILED'], [...byOwner].map(([owner, rows]) => [
+      owner, String(rows.length), formatBytes(rows.reduce((n, r) => n + r.size, 0)),
+      String(rows.filter((r) => r.where === 'inline').length), String(rows.filter((r) => r.state === 'READY' && r.where !== 'inline').length),
+      String(rows.reduce((n, r) => n + r.refs, 0)), String(rows.filter((r) => r.borrowers > 0).length),
+      String(rows.filter((r) => r.state === 'PENDING').length), String(rows.filter((r) => r.state === 'FAILED').length),
+    ]));
+    const used = stores.reduce((n, s) => n + s.stats.used, 0);
+    const capacity = stores.reduce((n, s) => n + s.stats.capacity, 0);
+    const spilled = stores.reduce((n, s) => n + s.stats.spilledBytes, 0);
+    console.log(`\nAll nodes: ${formatBytes(used)} of ${formatBytes(capacity)} in memory (${((100 * used) / Math.max(1, capacity)).toFixed(1)}% full), ${formatBytes(spilled)} spilled, ${objects.length} objects owned by ${byOwner.size} processes`);
     return 0;
   } finally {
     await bus.close();

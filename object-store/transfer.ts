@@ -1,0 +1,72 @@
+// Moving an object's bytes between processes over the bus: chunks under the server's max_payload, several in flight,
+// each checked (length and CRC-32) and asked for again when it arrives damaged.
+import { crc32 } from 'node:zlib';
+import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
+import type { Bus } from '../runtime/transport.ts';
+
+export interface ChunkRequest { id: string; offset: number; length: number }
+export interface Chunk { data: Uint8Array; crc: number }
+
+const CHUNKS_IN_FLIGHT = 8;
+const ATTEMPTS = 3;
+
+/** Room for the envelope under the server's max_payload; never more than 8 MiB per message. */
+export function chunkSize(bus: Bus): number {
+  const room = Math.min(bus.maxPayload - 16 * 1024, 8 * 1024 * 1024);
+  return Math.max(64 * 1024, room - (room % 4096));
+}
+
+/** What a holder answers to a ChunkRequest. */
+export function makeChunk(data: Uint8Array): Chunk {
+  return { data, crc: crc32(data) };
+}
+
+/**
+ * Reads `size` bytes of object `id` from the first source that has it, handing each verified chunk to `write`.
+ * Sources are subjects of holders; one that has no responders (its process died) is skipped.
+ */
+export async function fetchChunked(
+  bus: Bus, sources: string[], id: string, size: number,
+  write: (chunk: Uint8Array, offset: number) => void | Promise<void>,
+): Promise<void> {
+  const chunk = chunkSize(bus);
+  let lastError: unknown;
+  for (const subject of sources) {
+    let next = 0;
+    const worker = async () => {
+      while (next < size) {
+        const offset = next;
+        const length = Math.min(chunk, size - offset);
+        next += length;
+        await write(await fetchOne(bus, subject, { id, offset, length }), offset);
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(CHUNKS_IN_FLIGHT, Math.ceil(size / chunk)) }, worker));
+      return;
+    } catch (e) {
+      if (!(e instanceof NoRespondersError)) throw e;
+      lastError = e;
+    }
+  }
+  throw new ObjectLostError(`object ${id}: no holder answers (${sources.length} tried)`, { cause: lastError });
+}
+
+async function fetchOne(bus: Bus, subject: string, req: ChunkRequest): Promise<Uint8Array> {
+  for (let attempt = 1; ; attempt++) {
+    const c = await bus.request<Chunk>(subject, req);
+    const whole = c?.data instanceof Uint8Array && c.data.length === req.length;
+    if (whole && crc32(c.data) === c.crc) return c.data;
+    if (attempt === ATTEMPTS) {
+      const what = whole ? 'failed its checksum' : `came back with ${c?.data?.length ?? 0} of ${req.length} bytes`;
+      throw new ObjectLostError(`object ${req.id}: the chunk at byte ${req.offset} ${what} ${ATTEMPTS} times from ${subject}`);
+    }
+  }
+}
+
+/** Reads a whole object into memory. */
+export async function fetchToMemory(bus: Bus, sources: string[], id: string, size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  await fetchChunked(bus, sources, id, size, (c, offset) => { out.set(c, offset); });
+  return out;
+}
