@@ -4,7 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { encode, decode } from '../runtime/codec.ts';
 import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
 import type { Bus } from '../runtime/transport.ts';
-import { ObjectRef, collectRefs } from './object-ref.ts';
+import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
 import { holders, type ObjectLocation } from './location.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
@@ -221,8 +221,10 @@ export class ObjectClient {
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
   async resolveArgs(bytes: Uint8Array, deps: Record<string, ObjectLocation>): Promise<unknown[]> {
-    const args = decode<unknown[]>(bytes);
+    // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
+    const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
     if (!Array.isArray(args)) throw new TypeError('arguments must be an array');
+    for (const r of made) if (!args.includes(r)) this.track(r);
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
       if (a instanceof ObjectRef) args[i] = deps[a.id] ? await this.load(a.id, deps[a.id]) : await this.get(a);

@@ -11,6 +11,18 @@ export function setRefCreateHook(hook: ((ref: ObjectRef<unknown>) => void) | und
   onCreate = hook;
 }
 
+/** Runs `decode` with the refs it makes set aside, untracked: the caller tracks those it keeps. */
+export function withUntrackedRefs<T>(decode: () => T): [T, ObjectRef<unknown>[]] {
+  const hook = onCreate;
+  const made: ObjectRef<unknown>[] = [];
+  onCreate = (r) => { made.push(r); };
+  try {
+    return [decode(), made];
+  } finally {
+    onCreate = hook;
+  }
+}
+
 /** Runs `encode` and returns, with its result, every ref it serialized (nested ones too): those must stay alive
  * until the receiver holds them. */
 export function collectRefs<T>(encode: () => T): [T, ObjectRef<unknown>[]] {

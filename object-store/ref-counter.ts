@@ -28,6 +28,11 @@ export class RefCounter {
     return this.counts.get(id) ?? 0;
   }
 
+  /** Objects this process holds refs to. */
+  get size(): number {
+    return this.counts.size;
+  }
+
   private release(key: string): void {
     const [id, owner] = key.split(' ');
     const n = (this.counts.get(id) ?? 1) - 1;

@@ -42,8 +42,16 @@ const inContext = async <T>(ctx: HostedContext, fn: () => Promise<T>): Promise<T
     return await logContext.run(ctx, fn);
   } finally {
     flushOutput();
+    workDone = true;
   }
 };
+// Refs user code dropped are only counted as gone once V8 collects them, and a quiet worker may never collect: after
+// work, while we hold refs, collect now and then so their owners can free what nobody uses.
+let workDone = false;
+const gc = (globalThis as { gc?: () => void }).gc;
+setInterval(() => {
+  if (workDone && gc && client.objects.refs.size > 0) { workDone = false; gc(); }
+}, 2000).unref();
 for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]] as const) {
   const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
   stream.write = ((chunk: unknown, ...rest: unknown[]) => {

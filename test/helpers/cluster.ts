@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ExecutionContext, TestFn } from 'ava';
 import { init, shutdown } from '../../runtime/api.ts';
-import { startHead, startNode, type StartedCluster } from '../../runtime/local-cluster.ts';
+import { startHead, startNode, type StartedCluster, type StartOptions } from '../../runtime/local-cluster.ts';
 import type { ResourceFlags } from '../../runtime/resources.ts';
 import { terminate, isAlive } from '../../runtime/processes.ts';
 import { Bus } from '../../runtime/transport.ts';
@@ -38,7 +38,10 @@ export interface TestCluster {
 }
 
 /** A head (with its node) plus extra node daemons, owned by this test process. Cleans up after itself if start fails. */
-export async function startCluster(o: { head?: ResourceFlags; nodes?: ResourceFlags[]; nodeTimeoutMs?: number } = {}): Promise<TestCluster> {
+/** Per node: resources and object store settings. */
+export type NodeFlags = ResourceFlags & Pick<StartOptions, 'objectStoreMemory' | 'spillDir'>;
+
+export async function startCluster(o: { head?: NodeFlags; nodes?: NodeFlags[]; nodeTimeoutMs?: number } = {}): Promise<TestCluster> {
   const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
   process.env.TROUPE_HOME = home;
   const started: StartedCluster[] = [];
@@ -55,7 +58,7 @@ export async function startCluster(o: { head?: ResourceFlags; nodes?: ResourceFl
     started.push(head);
     head.pids.forEach((p) => everyPid.add(p));
     // As `troupe start --head` does: init() with no arguments finds this cluster and the local node's store.
-    writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir }, startedAt: new Date().toISOString() });
+    writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory }, startedAt: new Date().toISOString() });
     const nodes: StartedCluster[] = [];
     for (const flags of o.nodes ?? []) {
       const n = await startNode({ detached: false, numGpus: 0, ...flags, objectStoreDir: home, address: head.address, token: head.token, sessionDir: head.sessionDir });
