@@ -1,7 +1,7 @@
 // One node's objects as files (shared memory by default), written once and sealed by rename,
 // so a reader on the same machine never sees half an object. Spilled objects are files in a second dir on disk.
 import { mkdirSync, rmSync } from 'node:fs';
-import { open, readFile, writeFile, rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export class NodeStore {
@@ -27,8 +27,19 @@ export class NodeStore {
     return join(this.spillDir, checkId(id));
   }
 
-  async writeTmp(id: string, bytes: Uint8Array): Promise<void> {
-    await writeFile(this.tmpPath(id), bytes, { mode: 0o600 });
+  /** Writes the parts one after the other, from where they are (no joining copy). */
+  async writeTmp(id: string, parts: Uint8Array[]): Promise<void> {
+    const fh = await open(this.tmpPath(id), 'w', 0o600);
+    try {
+      let written = 0;
+      const total = parts.reduce((n, p) => n + p.length, 0);
+      while (written < total) {
+        const { bytesWritten } = await fh.writev(remaining(parts, written));
+        written += bytesWritten;
+      }
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Makes a written object visible to readers. */
@@ -36,8 +47,21 @@ export class NodeStore {
     return rename(this.tmpPath(id), this.path(id));
   }
 
-  read(id: string): Promise<Buffer> {
-    return readFile(this.path(id));
+  /** The whole object in one buffer of its own (readFile would read in small pieces). */
+  async read(id: string): Promise<Uint8Array> {
+    const fh = await open(this.path(id), 'r');
+    try {
+      const { size } = await fh.stat();
+      const buf = new Uint8Array(size);
+      for (let at = 0; at < size;) {
+        const { bytesRead } = await fh.read(buf, at, size - at, at);
+        if (bytesRead === 0) throw new Error(`object ${id} ended at ${at} of ${size} bytes`);
+        at += bytesRead;
+      }
+      return buf;
+    } finally {
+      await fh.close();
+    }
   }
 
   /** A range of the object, from shared memory or, once spilled, from disk. */
@@ -71,6 +95,17 @@ export class NodeStore {
     rmSync(this.dir, { recursive: true, force: true });
     if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
   }
+}
+
+/** The parts after the first `skip` bytes (what a short writev left). */
+function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const p of parts) {
+    if (skip >= p.length) { skip -= p.length; continue; }
+    out.push(skip ? p.subarray(skip) : p);
+    skip = 0;
+  }
+  return out;
 }
 
 /** Ids come off the bus: never let one name a path outside the store. */

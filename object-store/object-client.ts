@@ -1,7 +1,7 @@
 // How a process stores values and follows ObjectRefs to them: owner lookup, local file reads, copies fetched from
 // other nodes, and the owner's half of reference counting. Every process (driver or worker) has one.
 import { LRUCache } from 'lru-cache';
-import { encode, decode } from '../runtime/codec.ts';
+import { encodeParts, decode } from '../runtime/codec.ts';
 import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
 import type { Bus } from '../runtime/transport.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
@@ -52,7 +52,7 @@ export class ObjectClient {
   /** One owner lookup in flight per borrowed object, however many callers wait. */
   private readonly locating = new Map<string, Promise<ObjectLocation>>();
   private readonly readyWaiters = new Map<string, Set<() => void>>();
-  private readonly decoded: LRUCache<string, { value: unknown }>;
+  private readonly decoded: LRUCache<string, { value: unknown; given: boolean }>;
   private freeBatch = new Map<string, string[]>();
   private freeTimer: NodeJS.Timeout | undefined;
 
@@ -62,7 +62,12 @@ export class ObjectClient {
       returned: (id, owner) => { this.located.delete(id); this.sendBorrow(owner, { id, proc: o.procId, add: false }); },
       unreferenced: (id) => this.maybeFree(id),
     });
-    this.decoded = new LRUCache({ maxSize: o.decodedCacheBytes ?? 256 * 1024 * 1024, sizeCalculation: (_v, id) => this.sizeOf(id) });
+    this.decoded = new LRUCache({
+      maxSize: o.decodedCacheBytes ?? 256 * 1024 * 1024,
+      sizeCalculation: (_v, id) => this.sizeOf(id),
+      // A tensor nobody was given is ours to dispose (tfjs frees tensor memory only on dispose).
+      dispose: (entry) => { if (!entry.given) (entry.value as { dispose?: () => void })?.dispose?.(); },
+    });
   }
 
   /** Answers other processes about our objects, and serves bytes we hold in memory. */
@@ -88,22 +93,29 @@ export class ObjectClient {
   /** Serializes a value into a location. `forProc` will own the location: refs inside are registered for it, so they
    * stay alive from the moment we reply (while we still hold them) until it lets go. */
   async store(id: string, value: unknown, forProc?: string): Promise<ObjectLocation> {
-    const [bytes, refs] = collectRefs(() => encode(value));
+    const [parts, refs] = collectRefs(() => encodeParts(value));
     if (forProc) for (const r of refs) this.registerBorrower(r, forProc);
-    const loc = await this.storeBytes(id, bytes);
+    const loc = await this.storeParts(id, parts);
     return refs.length ? { ...loc, refs } : loc;
   }
 
-  async storeBytes(id: string, bytes: Uint8Array): Promise<ObjectLocation> {
+  /** Stores encoded parts (see encodeParts): inline when small, else a file in our node's store, else our memory. */
+  async storeParts(id: string, parts: Uint8Array[]): Promise<ObjectLocation> {
     const { store, nodeId, bus, procId } = this.o;
-    if (bytes.length <= this.o.inlineThreshold) return { inline: bytes };
+    const size = parts.reduce((n, p) => n + p.length, 0);
+    if (size <= this.o.inlineThreshold) return { inline: parts.length === 1 ? parts[0] : Buffer.concat(parts) };
     if (store && nodeId) {
-      await store.writeTmp(id, bytes);
-      await bus.request(objectSubjects.nodeSeal(nodeId), { id, size: bytes.length, owner: procId });
-      return { node: nodeId, size: bytes.length };
+      await store.writeTmp(id, parts);
+      await bus.request(objectSubjects.nodeSeal(nodeId), { id, size, owner: procId });
+      return { node: nodeId, size };
     }
-    this.held.set(id, bytes);
-    return { proc: procId, size: bytes.length };
+    this.held.set(id, parts.length === 1 ? parts[0] : Buffer.concat(parts));
+    return { proc: procId, size };
+  }
+
+  /** The value a put() just stored, for gets in this process (only immutable values: tensors, shared not copied). */
+  remember(id: string, value: unknown): void {
+    this.decoded.set(id, { value, given: false });
   }
 
   /** Where the ref's value is, waiting until it exists. */
@@ -149,9 +161,9 @@ export class ObjectClient {
     if ('error' in loc) throw loc.error;
     if ('inline' in loc) return decode<T>(loc.inline);
     const hit = this.decoded.get(id);
-    if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) return hit.value as T;
+    if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) { hit.given = true; return hit.value as T; }
     const value = decode<T>(await this.loadBytes(id, loc));
-    this.decoded.set(id, { value });
+    this.decoded.set(id, { value, given: true });
     return value;
   }
 

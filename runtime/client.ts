@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { Bus } from './transport.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { encode } from './codec.ts';
+import { encode, encodeParts } from './codec.ts';
+import { cloneTensor } from './tensor-codec.ts';
 import { GetTimeoutError, ObjectStoreFullError, UsageError } from './errors.ts';
 import { formatBytes } from './bytes.ts';
 import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';
@@ -167,8 +168,8 @@ export class Client {
     if (encoded.length > defaults.inlineThreshold) {
       args = args.map((a) => {
         if (a instanceof ObjectRef) return a;
-        const bytes = encode(a);
-        return bytes.length > defaults.inlineThreshold / 4 ? this.putBytes(bytes, `argument of ${what}`) : a;
+        const parts = encodeParts(a);
+        return parts.reduce((n, p) => n + p.length, 0) > defaults.inlineThreshold / 4 ? this.putParts(parts, `argument of ${what}`) : a;
       });
       [encoded, held] = collectRefs(() => encode(args));
     }
@@ -248,18 +249,23 @@ export class Client {
   /** Stores a value; serialization errors, and a value larger than this node's whole store, throw here.
    * Refs inside the value live as long as it does. */
   put<T>(value: T): ObjectRef<T> {
-    const [bytes, refs] = collectRefs(() => encode(value));
-    return this.putBytes(bytes, 'put', refs) as ObjectRef<T>;
+    const [parts, refs] = collectRefs(() => encodeParts(value));
+    const ref = this.putParts(parts, 'put', refs) as ObjectRef<T>;
+    // A tensor is immutable: gets in this process may share it (a clone shares the data) instead of reading it back.
+    const shared = cloneTensor(value);
+    if (shared) this.objects.remember(ref.id, shared);
+    return ref;
   }
 
-  private putBytes(bytes: Uint8Array, createdBy: string, refs: ObjectRef[] = []): ObjectRef {
+  private putParts(parts: Uint8Array[], createdBy: string, refs: ObjectRef[] = []): ObjectRef {
+    const size = parts.reduce((n, p) => n + p.length, 0);
     const capacity = this.o.localNode?.objectStoreMemory;
-    if (capacity !== undefined && bytes.length > defaults.inlineThreshold && bytes.length > capacity) {
-      throw new ObjectStoreFullError(`${createdBy} of ${formatBytes(bytes.length)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`);
+    if (capacity !== undefined && size > defaults.inlineThreshold && size > capacity) {
+      throw new ObjectStoreFullError(`${createdBy} of ${formatBytes(size)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`);
     }
     const id = newId();
     this.objects.owned.create(id, createdBy);
-    this.objects.storeBytes(id, bytes).then(
+    this.objects.storeParts(id, parts).then(
       (loc) => this.objects.owned.seal(id, refs.length ? { ...loc, refs } : loc),
       (e: Error) => this.objects.owned.seal(id, { error: e }),
     );

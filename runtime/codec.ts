@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { Packr, addExtension } from 'msgpackr';
 import { SerializationError, toWireError, fromWireError, type WireError } from './errors.ts';
-import { registerTensorExtension } from './tensor-codec.ts';
+import { registerTensorExtension, rawTensor, makeTensor } from './tensor-codec.ts';
 
 /** Extension type codes owned by troupe (msgpackr's own use letters and 0xff). */
 export const ExtType = { error: 1, tensor: 2, objectRef: 3, actorHandle: 4 } as const;
@@ -27,7 +27,49 @@ export function encode(value: unknown): Uint8Array {
 }
 
 export function decode<T = unknown>(bytes: Uint8Array): T {
+  if (bytes[0] === RAW) return decodeRaw(bytes) as T;
   return packr.unpack(bytes) as T;
+}
+
+// Large typed arrays and tensors skip msgpack in the object store: a small header, then their bytes as they are in
+// memory. Writing them is one copy (into the file), reading them is one copy (out of it) and a view, no decoding.
+// 0xc1 is the one byte msgpack never uses, so a raw frame cannot be mistaken for a packed value.
+const RAW = 0xc1;
+const TYPED = new Map<string, new (b: ArrayBufferLike, offset: number, length: number) => ArrayBufferView>(
+  [Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array]
+    .map((C) => [C.name, C as unknown as new (b: ArrayBufferLike, offset: number, length: number) => ArrayBufferView]),
+);
+interface RawHeader { type: string; length: number; tensor?: { dtype: string; shape: number[] } }
+
+/** The value as byte parts to write one after the other: [frame header, raw data] for a typed array or a
+ * float32/int32/bool tensor, else one msgpack buffer. */
+export function encodeParts(value: unknown): Uint8Array[] {
+  const t = rawTensor(value);
+  const data = t ? t.data : ArrayBuffer.isView(value) && TYPED.has(value.constructor.name) && value.constructor === TYPED.get(value.constructor.name) ? value : undefined;
+  if (!data) return [encode(value)];
+  const header: RawHeader = { type: data.constructor.name, length: (data as unknown as { length: number }).length, tensor: t && { dtype: t.dtype, shape: t.shape } };
+  const head = packr.pack(header);
+  const start = 8 + head.length;
+  const frame = new Uint8Array(start + ((8 - (start % 8)) % 8)); // data starts 8-aligned, so it can be viewed in place
+  frame[0] = RAW;
+  new DataView(frame.buffer).setUint32(4, head.length, true);
+  frame.set(head, 8);
+  return [frame, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)];
+}
+
+function decodeRaw(bytes: Uint8Array): unknown {
+  const headLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+  const h = packr.unpack(bytes.subarray(8, 8 + headLength)) as RawHeader;
+  const start = 8 + headLength + ((8 - ((8 + headLength) % 8)) % 8);
+  const C = TYPED.get(h.type);
+  if (!C) throw new SerializationError(`stored object has an unknown array type ${h.type}`);
+  const perElement = (C as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+  if (bytes.length < start + h.length * perElement) throw new SerializationError(`stored ${h.type} is truncated`);
+  let offset = bytes.byteOffset + start;
+  let buffer = bytes.buffer;
+  if (offset % perElement !== 0) { buffer = bytes.slice(start, start + h.length * perElement).buffer; offset = 0; }
+  const data = new C(buffer, offset, h.length);
+  return h.tensor ? makeTensor(data, h.tensor.shape, h.tensor.dtype) : data;
 }
 
 export interface CodecExtension<T, W> {

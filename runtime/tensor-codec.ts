@@ -56,6 +56,31 @@ export function registerTensorExtension(): void {
   });
 }
 
+/** Dtypes whose data is one typed array, so it can be stored as raw bytes. */
+const RAW_DTYPES: Record<string, string> = { float32: 'Float32Array', int32: 'Int32Array', bool: 'Uint8Array' };
+
+/** A tensor's dtype, shape and data (no copy on the cpu backend), if it can travel as raw bytes. */
+export function rawTensor(v: unknown): { dtype: string; shape: number[]; data: ArrayBufferView } | undefined {
+  if (!(v instanceof AnyTensor)) return undefined;
+  const t = v as unknown as TensorLike;
+  if (!(t.dtype in RAW_DTYPES)) return undefined;
+  try { t.throwIfDisposed(); } catch (e) { throw new SerializationError('cannot send a disposed tensor', { cause: e }); }
+  const data = t.dataSync() as unknown as ArrayBufferView;
+  return data?.constructor?.name === RAW_DTYPES[t.dtype] ? { dtype: t.dtype, shape: t.shape, data } : undefined;
+}
+
+/** A second handle on a tensor that shares its data (tf.clone), or undefined for anything else. */
+export function cloneTensor(v: unknown): unknown {
+  if (!(v instanceof AnyTensor)) return undefined;
+  const g = globalThis as { _tfengine?: EngineLike };
+  return g._tfengine?.runKernel('Identity', { x: v as unknown as TensorLike });
+}
+
+/** A tensor on this process's tfjs backend over `data` (the cpu backend keeps the array as it is). */
+export function makeTensor(data: ArrayBufferView, shape: number[], dtype: string): unknown {
+  return tfEngine().makeTensor(data, shape, dtype);
+}
+
 function tfEngine(): EngineLike {
   const g = globalThis as { _tfengine?: EngineLike };
   if (!g._tfengine || Object.keys(g._tfengine.registryFactory).length === 0) {

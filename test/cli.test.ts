@@ -61,6 +61,10 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   const badCpus = await troupe('start', '--head', '--num-cpus', 'many');
   t.is(badCpus.code, 2);
   t.regex(badCpus.stderr, /--num-cpus must be a non-negative number/);
+  const badStore = await troupe('start', '--address', address, '--object-store-memory', '10XB');
+  t.is(badStore.code, 2);
+  t.regex(badStore.stderr, /--object-store-memory must be a byte count such as 512MB/);
+  t.is((await troupe('start', '--address', address, '--no-spill', '--spill-dir', home)).code, 2);
   t.is((await troupe('list', 'everything')).code, 2);
   t.is((await troupe('frobnicate')).code, 2);
   const wrongToken = await runCommand(process.execPath, [cli, 'status', '--address', address], { env: { TROUPE_HOME: home, TROUPE_TOKEN: 'wrong' } });

@@ -90,6 +90,7 @@ function number(values: Values, flag: string): number | undefined {
 }
 
 function startOptions(values: Values): StartOptions {
+  if (values['no-spill'] && values['spill-dir'] !== undefined) throw new UsageError('--spill-dir and --no-spill contradict each other: pass one');
   const port = number(values, 'port');
   if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port must be 1..65535, got ${port}`);
   return {
