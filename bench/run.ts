@@ -3,20 +3,23 @@
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { init, shutdown, get, wait } from 'troupe';
+import { init, shutdown, get, wait, put, type ObjectRef } from 'troupe';
 import { startHead, startNode, type StartedCluster } from '../runtime/local-cluster.ts';
-import { writeClusterFile } from '../runtime/config.ts';
+import { writeClusterFile, parseAddress } from '../runtime/config.ts';
 import { currentClient } from '../runtime/client.ts';
-import { Tiny, Echo } from './workloads/actors.ts';
+import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
+import { smallValue } from './workloads/tasks.ts';
+import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
 
 const smoke = process.argv.includes('--smoke');
 const n = (full: number, tiny: number) => (smoke ? tiny : full);
 const MB = 1024 * 1024;
 
-/** `reference` names the column the ratio is taken against. */
-interface Metric { troupe: number; moleculer: number | null; raw_nats: number | null; memcpy?: number; reference?: 'raw_nats' | 'moleculer' | 'memcpy'; unit: string; note?: string }
+/** `reference` names the field the ratio is taken against; `goal` is the ratio to reach. */
+interface Metric { troupe: number; moleculer: number | null; raw_nats: number | null; memcpy?: number; reference?: 'raw_nats' | 'moleculer' | 'memcpy'; goal?: number; unit: string; note?: string }
 const metrics: Record<string, Metric> = {};
+const references: Record<string, { value: number; unit: string }> = {};
 
 // A cluster of its own: a head node (2 CPUs) and a second node daemon ("far", 1 CPU) for cross-node transfers.
 const home = mkdtempSync(join(tmpdir(), 'troupe-bench-'));
@@ -29,27 +32,72 @@ writeClusterFile({ address: head.address, token: head.token, sessionDir: head.se
 await init({ logToDriver: false });
 const bus = currentClient().bus;
 
-/** Raw nats.js request/reply against an echo responder on the same server: the reference for call rates. */
-async function rawNats(count: number, inFlight: number): Promise<number> {
-  const sub = bus.nc.subscribe('bench.echo', { callback: (_e, m) => { m.respond(m.data); } });
-  const payload = new Uint8Array(8);
-  await bus.nc.request('bench.echo', payload); // warm
-  const t0 = performance.now();
-  for (let i = 0; i < count; i += inFlight) {
-    await Promise.all(Array.from({ length: Math.min(inFlight, count - i) }, () => bus.nc.request('bench.echo', payload, { timeout: 10_000 })));
-  }
-  const rate = count / ((performance.now() - t0) / 1000);
-  sub.unsubscribe();
-  return rate;
-}
-
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await fn();
   return (performance.now() - t0) / 1000;
 }
 
+/** Ops per second of `count` calls, `batch` submitted at a time and then awaited together (1 = sync). */
+async function ops(count: number, batch: number, call: (i: number) => PromiseLike<unknown>): Promise<number> {
+  await call(-1); // warm: leases, connections, code loaded
+  const secs = await timed(async () => {
+    for (let i = 0; i < count; i += batch) await Promise.all(Array.from({ length: Math.min(batch, count - i) }, (_, k) => call(i + k)));
+  });
+  return count / secs;
+}
+
+const SYNC = n(2000, 20);
+const ASYNC = n(20_000, 100);
+
 try {
+  // References first, on the same nats-server: raw nats.js, and Moleculer with its NATS transporter.
+  const raw = { sync: await rawRequests(bus, SYNC, 1), async: await rawRequests(bus, ASYNC, 1000), pubsub: await rawPubSub(bus, n(500_000, 1000)) };
+  const mol = await startMoleculer(parseAddress(head.address), head.token);
+  const moleculer = { sync: await mol.sync(SYNC), async: await mol.inFlight(ASYNC, 1000) };
+  await mol.stop();
+  references.raw_nats_request_sync = { value: round(raw.sync), unit: 'ops/s' };
+  references.raw_nats_request_1000_in_flight = { value: round(raw.async), unit: 'ops/s' };
+  references.raw_nats_pubsub = { value: round(raw.pubsub), unit: 'msgs/s' };
+  references.moleculer_call_sync = { value: round(moleculer.sync), unit: 'ops/s' };
+  references.moleculer_call_1000_in_flight = { value: round(moleculer.async), unit: 'ops/s' };
+  const vsMoleculer = (kind: 'sync' | 'async', goal: number) =>
+    ({ moleculer: round(moleculer[kind]), raw_nats: round(raw[kind]), reference: 'moleculer' as const, goal });
+  const vsRaw = () => ({ moleculer: null, raw_nats: round(raw.async), reference: 'raw_nats' as const });
+
+  // Ray's microbenchmarks (python/ray/_private/ray_perf.py): small values; "async" is 1,000 submitted, then one get.
+  add('single_client_tasks_sync', await ops(SYNC, 1, () => smallValue.remote()), 'ops/s', vsMoleculer('sync', 0.8));
+  add('single_client_tasks_async', await ops(ASYNC, 1000, () => smallValue.remote()), 'ops/s', vsMoleculer('async', 1.0));
+  const echo = Echo.remote();
+  add('1_1_actor_calls_sync', await ops(SYNC, 1, (i) => echo.echo(i)), 'ops/s', vsMoleculer('sync', 1.0));
+  add('1_1_actor_calls_async', await ops(ASYNC, 1000, (i) => echo.echo(i)), 'ops/s', vsMoleculer('async', 2.0));
+  const asyncEcho = AsyncEcho.remote();
+  add('1_1_actor_calls_concurrent', await ops(ASYNC, 1000, (i) => asyncEcho.echo(i)), 'ops/s', vsRaw());
+  const many = Array.from({ length: 4 }, () => Echo.remote());
+  add('1_n_actor_calls_async', await ops(ASYNC, 1000, (i) => many[(i + 4) % 4].echo(i)), 'ops/s', vsRaw());
+  const pairs = Array.from({ length: 2 }, () => ({ caller: Caller.remote(), target: Echo.remote() }));
+  await get(pairs.map((p) => p.caller.drive(p.target, 1)));
+  const perCaller = ASYNC / 2;
+  const nnSecs = await timed(() => get(pairs.map((p) => p.caller.drive(p.target, perCaller))));
+  add('n_n_actor_calls_async', (perCaller * 2) / nnSecs, 'ops/s', { ...vsRaw(), note: '2 callers, each with its own actor' });
+  let last: ObjectRef<number> | undefined;
+  const puts = n(20_000, 100);
+  add('single_client_put_calls', puts / await timed(async () => { for (let i = 0; i < puts; i++) last = put(i); await wait([last!]); }), 'ops/s');
+  const small = put(0);
+  add('single_client_get_calls', await ops(n(20_000, 100), 1, () => get(small)), 'ops/s');
+  const big = new Float64Array(smoke ? 1 << 17 : 10 * 1024 * 1024); // Ray's 80 MB np.zeros
+  const bigRounds = n(5, 1);
+  const putSecs = await timed(async () => { for (let i = 0; i < bigRounds; i++) await wait([put(big)]); });
+  add('single_client_put_gigabytes', (big.byteLength * bigRounds) / putSecs / 1e9, 'GB/s', { memcpy: round(memcpy(big.byteLength, bigRounds * 4) / 1e9, 2), reference: 'memcpy', digits: 2 });
+  const waits = n(3, 1);
+  const waitSecs = await timed(async () => {
+    for (let loop = 0; loop < waits; loop++) {
+      let pending = Array.from({ length: 1000 }, () => smallValue.remote());
+      while (pending.length) [, pending] = await wait(pending);
+    }
+  });
+  add('single_client_wait_1k_refs', waits / waitSecs, 'ops/s', { note: '1,000 tasks, then wait() until each is ready, one at a time', digits: 2 });
+
   // Issue 3's goal: 10,000 lightweight actors created on one node, each answering a call, in under 10 s.
   const actors = n(10_000, 20);
   const secs = await timed(async () => {
@@ -57,23 +105,12 @@ try {
     const answers = await get(hs.map((h) => h.ping()));
     if (!answers.every((v, i) => v === i)) throw new Error('an actor answered wrongly');
   });
-  metrics[`shared_actors_${actors}_create_and_call`] = { troupe: round(secs, 2), moleculer: null, raw_nats: null, unit: 's', note: 'goal < 10 s for 10,000' };
-
-  // Actor calls, sync (one at a time) and async (all submitted, then one get), against raw request/reply.
-  const echo = Echo.remote();
-  await echo.echo(0);
-  const syncCalls = n(2000, 20);
-  const syncSecs = await timed(async () => { for (let i = 0; i < syncCalls; i++) await echo.echo(i); });
-  metrics['1_1_actor_calls_sync'] = { troupe: round(syncCalls / syncSecs), moleculer: null, raw_nats: round(await rawNats(syncCalls, 1)), unit: 'ops/s' };
-  const asyncCalls = n(20_000, 50);
-  const asyncSecs = await timed(async () => { await get(Array.from({ length: asyncCalls }, (_, i) => echo.echo(i))); });
-  metrics['1_1_actor_calls_async'] = { troupe: round(asyncCalls / asyncSecs), moleculer: null, raw_nats: round(await rawNats(asyncCalls, 1000)), unit: 'ops/s', note: 'raw NATS with 1,000 requests in flight' };
+  add(`shared_actors_${actors}_create_and_call`, secs, 's', { note: 'goal < 10 s for 10,000', digits: 2 });
 
   // Object store: put+get of Float32 tensors in one process against memcpy of the same bytes (goal >= 0.5x).
   for (const [label, mb, rounds] of [['1mb', 1, n(200, 3)], ['100mb', 100, n(5, 1)]] as const) {
     const bytes = smoke ? MB : mb * MB;
-    const gbps = (await putGetTensor(bytes, rounds)) / 1e9;
-    metrics[`put_get_tensor_${label}`] = { troupe: round(gbps, 2), moleculer: null, raw_nats: null, memcpy: round(memcpy(bytes, rounds * 4) / 1e9, 2), reference: 'memcpy', unit: 'GB/s', note: 'goal >= 0.5x memcpy' };
+    add(`put_get_tensor_${label}`, (await putGetTensor(bytes, rounds)) / 1e9, 'GB/s', { memcpy: round(memcpy(bytes, rounds * 4) / 1e9, 2), reference: 'memcpy', goal: 0.5, digits: 2 });
   }
   // A 100 MB object held by the other node daemon, read here (our node fetches it and keeps the copy), against raw
   // nats.js fetching the same bytes from another process in the same chunks (goal >= 0.8x).
@@ -86,28 +123,34 @@ try {
     await wait([ref]);
     farSecs += await timed(async () => { if ((await get(ref)).length !== farBytes / 4) throw new Error('short object'); });
   }
-  metrics['get_100mb_from_other_node'] = {
-    troupe: round(farBytes * farRounds / farSecs / 1e9, 2), moleculer: null,
-    raw_nats: round((await rawNatsBulk(bus, head.address, head.token, farBytes, farRounds)) / 1e9, 2), reference: 'raw_nats', unit: 'GB/s', note: 'goal >= 0.8x raw NATS',
-  };
+  add('get_100mb_from_other_node', (farBytes * farRounds) / farSecs / 1e9, 'GB/s', {
+    raw_nats: round((await rawNatsBulk(bus, head.address, head.token, farBytes, farRounds)) / 1e9, 2), reference: 'raw_nats', goal: 0.8, digits: 2,
+  });
 } finally {
   await shutdown();
   for (const c of started.reverse()) await c.stop();
   rmSync(home, { recursive: true, force: true });
 }
 
+function add(name: string, value: number, unit: string, o: Partial<Omit<Metric, 'troupe' | 'unit'>> & { digits?: number } = {}): void {
+  const { digits, ...rest } = o;
+  metrics[name] = { troupe: round(value, digits ?? 0), moleculer: null, raw_nats: null, unit, ...rest };
+}
+
 const rows = Object.entries(metrics).map(([name, m]) => {
-  const refName = m.reference ?? (m.raw_nats !== null ? 'raw_nats' : undefined);
-  const ref = refName ? m[refName] : undefined;
-  const ratio = ref ? `${(m.unit === 's' ? ref / m.troupe : m.troupe / ref).toFixed(2)}× ${refName!.replace('_', ' ')}` : '';
-  return `| ${name} | ${m.troupe} ${m.unit} | ${ref ?? '-'} | ${ratio} | ${m.note ?? ''} |`;
+  const ref = m.reference ? m[m.reference] : undefined;
+  const ratio = ref ? (m.unit === 's' ? ref / m.troupe : m.troupe / ref) : undefined;
+  const goal = m.goal === undefined ? '' : `≥ ${m.goal}× ${ratio !== undefined && ratio >= m.goal ? 'met' : 'NOT met'}`;
+  return `| ${name} | ${m.troupe} ${m.unit} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ${ratio === undefined ? '' : `${ratio.toFixed(2)}×`} | ${goal} | ${m.note ?? ''} |`;
 });
-const table = ['| metric | troupe | reference | ratio | note |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
-console.log(table);
+const table = ['| metric | troupe | reference | ratio | goal | note |', '| --- | --- | --- | --- | --- | --- |', ...rows].join('\n');
+const refTable = ['| reference | rate |', '| --- | --- |', ...Object.entries(references).map(([k, r]) => `| ${k} | ${r.value} ${r.unit} |`)].join('\n');
+console.log(table + '\n\n' + refTable);
 if (!smoke) {
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
-  writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), machine, metrics }, null, 2) + '\n');
-  writeFileSync(new URL('./RESULTS.md', import.meta.url), `# Benchmarks\n\n${new Date().toISOString().slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\n\n${table}\n`);
+  const date = new Date().toISOString();
+  writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify({ date, machine, metrics, references }, null, 2) + '\n');
+  writeFileSync(new URL('./RESULTS.md', import.meta.url), `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server.\n\n${table}\n\nReferences:\n\n${refTable}\n`);
 }
 
 function round(x: number, digits = 0): number {

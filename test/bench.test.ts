@@ -4,7 +4,14 @@ import { join } from 'node:path';
 import { runCommand, tempDir } from './helpers/cluster.ts';
 
 test('npm run bench works end to end (smoke: tiny counts, nothing written)', async (t) => {
-  const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], { cwd: join(import.meta.dirname, '..'), env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' }, timeoutMs: 90_000 });
+  t.timeout(150_000);
+  const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], { cwd: join(import.meta.dirname, '..'), env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' }, timeoutMs: 150_000 });
   t.is(r.code, 0, r.stderr);
-  for (const metric of ['shared_actors_20_create_and_call', '1_1_actor_calls_sync', '1_1_actor_calls_async']) t.regex(r.stdout, new RegExp(`\\| ${metric} \\| [\\d.]+ `));
+  const metrics = ['single_client_tasks_sync', 'single_client_tasks_async', '1_1_actor_calls_sync', '1_1_actor_calls_async', '1_1_actor_calls_concurrent',
+    '1_n_actor_calls_async', 'n_n_actor_calls_async', 'single_client_put_calls', 'single_client_get_calls', 'single_client_put_gigabytes',
+    'single_client_wait_1k_refs', 'shared_actors_20_create_and_call', 'put_get_tensor_1mb', 'put_get_tensor_100mb', 'get_100mb_from_other_node'];
+  for (const metric of metrics) t.regex(r.stdout, new RegExp(`\\| ${metric} \\| [\\d.]+ `));
+  for (const reference of ['raw_nats_request_sync', 'raw_nats_request_1000_in_flight', 'raw_nats_pubsub', 'moleculer_call_sync', 'moleculer_call_1000_in_flight']) {
+    t.regex(r.stdout, new RegExp(`\\| ${reference} \\| [\\d.]+ `));
+  }
 });

@@ -1,0 +1,12 @@
+// The Moleculer reference: one "echo" service in a process of its own, over Moleculer's NATS transporter.
+import Moleculer from 'moleculer';
+
+const broker = new Moleculer.ServiceBroker({
+  nodeID: `echo-${process.pid}`,
+  transporter: { type: 'NATS', options: { url: process.env.BENCH_NATS_URL, token: process.env.BENCH_NATS_TOKEN } },
+  logger: false,
+});
+broker.createService({ name: 'echo', actions: { echo: (ctx: Moleculer.Context<{ x: number }>) => ctx.params.x } });
+await broker.start();
+process.stdout.write('ready\n');
+process.on('SIGTERM', () => void broker.stop().finally(() => process.exit(0)));
