@@ -1,6 +1,7 @@
 // The driver API: init(), shutdown(), put(), get(), wait().
 import { hostname } from 'node:os';
-import { Client, currentClient, hasClient, newId, type WaitOptions } from './client.ts';
+import { randomBytes } from 'node:crypto';
+import { Client, currentClient, hasClient, type WaitOptions } from './client.ts';
 import { readClusterFile, type ClusterFile } from './config.ts';
 import { ConnectionError, AuthenticationError, UsageError } from './errors.ts';
 import { Gcs, type JobInfo } from './gcs.ts';
@@ -71,7 +72,7 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     }
   }
   const info: JobInfo = {
-    jobId: newId().slice(0, 8), procId: client.procId, pid: process.pid, hostname: hostname(), cwd: process.cwd(),
+    jobId: randomBytes(4).toString('hex'), procId: client.procId, pid: process.pid, hostname: hostname(), cwd: process.cwd(),
     entrypoint: process.argv.slice(1).join(' '), state: 'RUNNING', startedAt: new Date().toISOString(),
   };
   const gcs = await Gcs.open(client.bus);

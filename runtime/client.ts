@@ -84,8 +84,12 @@ export interface ObjectRow {
   borrowers: number;
 }
 
+// Ids are this process's random prefix and a counter: unique across the cluster, and cheaper than 12 random bytes
+// for every call.
+const idPrefix = randomBytes(8).toString('hex');
+let idCounter = 0;
 export function newId(): string {
-  return randomBytes(12).toString('hex');
+  return idPrefix + (idCounter++).toString(16);
 }
 
 let current: Client | undefined;

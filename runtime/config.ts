@@ -20,8 +20,9 @@ export const defaults = {
   requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),
   /** A task lease unused this long goes back to its node. */
   leaseIdleMs: envInt('TROUPE_LEASE_IDLE_MS', 1000),
-  /** Tasks sent to one leased worker before its first reply. 1 (as in Ray) spreads a burst over all leases. */
-  tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 1),
+  /** Tasks queued on one leased worker once its tasks are seen to be short (under 10 ms); otherwise one at a time,
+   * as in Ray, so a burst of long tasks spreads over all leases. */
+  tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 16),
 };
 
 function envInt(name: string, fallback: number): number {

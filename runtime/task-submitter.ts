@@ -30,13 +30,20 @@ export interface TaskSpec {
 
 export interface TaskReply {
   result: ObjectLocation;
+  /** How long the task ran on the worker. */
+  ms?: number;
 }
 
 interface Lease {
   grant: LeaseGrant;
   inFlight: Map<string, TaskSpec>;
   idleTimer?: NodeJS.Timeout;
+  /** Its last task ran for under SHORT_TASK_MS: more may be queued on it, as the round trip is what costs. */
+  short?: boolean;
 }
+
+/** Tasks this quick are worth pipelining to one worker; longer ones go one at a time, so idle workers get them. */
+const SHORT_TASK_MS = 10;
 
 interface Shape {
   key: string;
@@ -83,10 +90,12 @@ export class TaskSubmitter {
   }
 
   private dispatch(shape: Shape): void {
-    const perLease = defaults.tasksInFlightPerLease;
     while (shape.backlog.length) {
       let best: Lease | undefined;
-      for (const l of shape.leases) if (l.inFlight.size < perLease && (!best || l.inFlight.size < best.inFlight.size)) best = l;
+      for (const l of shape.leases) {
+        const room = l.short ? defaults.tasksInFlightPerLease : 1;
+        if (l.inFlight.size < room && (!best || l.inFlight.size < best.inFlight.size)) best = l;
+      }
       if (!best) break;
       this.send(shape, best, shape.backlog.shift()!);
     }
@@ -107,7 +116,10 @@ export class TaskSubmitter {
     lease.inFlight.set(spec.taskId, spec);
     // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
     this.bus.request<TaskReply>(subjects.procTask(lease.grant.workerId), spec, { timeoutMs: 0 }).then(
-      (reply) => this.owned.seal(spec.taskId, reply.result),
+      (reply) => {
+        lease.short = typeof reply.ms === 'number' && reply.ms < SHORT_TASK_MS;
+        this.owned.seal(spec.taskId, reply.result);
+      },
       (e: Error) => {
         const cause = e instanceof NoRespondersError ? new WorkerDiedError(`task ${spec.name} could not be delivered: worker ${lease.grant.workerId} is gone`, { cause: e }) : e;
         this.owned.seal(spec.taskId, { error: cause });

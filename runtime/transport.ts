@@ -74,12 +74,10 @@ export class Bus {
       const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: timeoutMs ? Date.now() + timeoutMs : 0 });
       if (timeoutMs) this.armSweeper();
-      try {
-        this.nc.publish(subject, data, { reply: `${this.inbox}.${id}` });
-      } catch (e) {
+      this.send(subject, data, `${this.inbox}.${id}`, (e) => {
         this.pending.delete(id);
         reject(e);
-      }
+      });
     });
   }
 
@@ -90,13 +88,40 @@ export class Bus {
       const id = (this.seq++).toString(36);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: Date.now() + windowMs, gathered: [] });
       this.armSweeper();
-      this.nc.publish(subject, data, { reply: `${this.inbox}.${id}` });
+      this.send(subject, data, `${this.inbox}.${id}`, reject);
     });
   }
 
   /** Fire and forget. */
   publish(subject: string, body: unknown): void {
-    this.nc.publish(subject, encode(body));
+    this.send(subject, encode(body));
+  }
+
+  // Everything this process sends in one turn of the event loop leaves in one socket write: nats.js flushes once per
+  // microtask, and a chain of awaits would otherwise cost a write (and a wake-up of the server) per message.
+  private outbox: Array<[string, Uint8Array, string | undefined, ((e: Error) => void) | undefined]> = [];
+  private corked = false;
+
+  private send(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
+    this.outbox.push([subject, data, reply, onError]);
+    if (!this.corked) {
+      this.corked = true;
+      setImmediate(() => this.uncork());
+    }
+  }
+
+  private uncork(): void {
+    this.corked = false;
+    const batch = this.outbox;
+    this.outbox = [];
+    for (const [subject, data, reply, onError] of batch) {
+      try {
+        this.nc.publish(subject, data, reply ? { reply } : undefined);
+      } catch (e) {
+        if (onError) onError(e as Error);
+        else console.error(`troupe: could not send on ${subject}:`, e);
+      }
+    }
   }
 
   /** Answers requests on `subject`. A malformed message or a throwing handler gets an error reply; the process goes on. */
@@ -143,17 +168,19 @@ export class Bus {
   /** Answer a request out of band (when the reply comes later than the handler returns). */
   replyTo(reply: string | undefined, value: unknown, isError = false): void {
     if (!reply || this.closed) return;
-    this.nc.publish(reply, encodeReply(isError ? [1, asError(value)] : [0, value]));
+    this.send(reply, encodeReply(isError ? [1, asError(value)] : [0, value]));
   }
 
   /** Round trip to the server: every subscription made before it is in effect once this resolves. */
   async flush(): Promise<void> {
+    this.uncork();
     await this.nc.flush();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.uncork(); // what we said last (replies, frees, goodbyes) still goes out
     this.failPending(new ConnectionError('connection closed'));
     // Drain lets handlers finish, but must not hold a stopping process hostage: close after 2 s regardless.
     const drained = this.nc.drain().catch(() => undefined);
@@ -180,11 +207,7 @@ export class Bus {
 
   private respond(msg: Msg, reply: Reply): void {
     if (!msg.reply || this.closed) return;
-    try {
-      this.nc.publish(msg.reply, encodeReply(reply));
-    } catch (e) {
-      console.error(`troupe: could not reply on ${msg.subject}:`, e);
-    }
+    this.send(msg.reply, encodeReply(reply));
   }
 
   private onReply(msg: Msg): void {

@@ -103,10 +103,12 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = await client.objects.resolveArgs(spec.args, spec.deps);
     if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
+    const started = performance.now();
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
+    const ms = performance.now() - started;
     const result = await client.objects.store(spec.taskId, value, spec.caller);
     events.push({ ...ev, state: 'FINISHED', endedAt: Date.now() });
-    return { result };
+    return { result, ms };
   } catch (e) {
     const error = TaskError.from(e, `task ${spec.name}`);
     events.push({ ...ev, state: 'FAILED', endedAt: Date.now(), error: `${error.remoteName}: ${error.message}` });
