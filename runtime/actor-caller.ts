@@ -68,7 +68,7 @@ export class ActorCaller {
     const calls = this.inFlight.get(actorId) ?? new Map<string, InFlight>();
     this.inFlight.set(actorId, calls);
     calls.set(call.callId, entry);
-    this.bus.request<{ result: ObjectLocation }>(subjects.actor(actorId), call, { timeoutMs: 0 }).then(
+    this.bus.requestBatched<{ result: ObjectLocation }>(subjects.actor(actorId), call).then(
       (r) => {
         if (calls.get(call.callId) !== entry) return; // failed over meanwhile
         calls.delete(call.callId);

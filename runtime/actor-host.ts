@@ -73,7 +73,7 @@ export class ActorHost {
       }
     });
     const hosted: Hosted = { spec, instance, queue: [], running: 0, ctx, stopped: false, sub: undefined as unknown as Subscription };
-    hosted.sub = this.client.bus.serve(subjects.actor(spec.actorId), (call: ActorCall) =>
+    hosted.sub = this.client.bus.serveBatched(subjects.actor(spec.actorId), (call: ActorCall) =>
       new Promise((reply) => { hosted.queue.push({ call, reply }); this.drain(hosted); }));
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, hosted);

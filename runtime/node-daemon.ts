@@ -278,7 +278,10 @@ export class NodeDaemon {
     }
     // Keep a few idle workers for the next lease; more would only hold memory.
     const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared);
-    if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) idle[0].child.kill('SIGTERM');
+    if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) {
+      this.workers.delete(idle[0]); // leaving: never granted again, even before it has exited
+      idle[0].child.kill('SIGTERM');
+    }
     this.heartbeatSoon();
   }
 

@@ -59,6 +59,8 @@ interface Shape {
 const MAX_LEASE_REQUESTS = 10;
 
 export class TaskSubmitter {
+  /** Tasks that reached no worker, and how often: they are sent again, through another lease. */
+  private readonly undelivered = new Map<string, number>();
   private readonly shapes = new Map<string, Shape>();
   private readonly requestShape = new Map<string, Shape>();
   private resendTimer: NodeJS.Timeout | undefined;
@@ -115,15 +117,20 @@ export class TaskSubmitter {
     clearTimeout(lease.idleTimer);
     lease.inFlight.set(spec.taskId, spec);
     // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
-    this.bus.request<TaskReply>(subjects.procTask(lease.grant.workerId), spec, { timeoutMs: 0 }).then(
+    this.bus.requestBatched<TaskReply>(subjects.procTask(lease.grant.workerId), spec).then(
       (reply) => {
+        this.undelivered.delete(spec.taskId);
         lease.short = typeof reply.ms === 'number' && reply.ms < SHORT_TASK_MS;
         this.owned.seal(spec.taskId, reply.result);
       },
       (e: Error) => {
-        const cause = e instanceof NoRespondersError ? new WorkerDiedError(`task ${spec.name} could not be delivered: worker ${lease.grant.workerId} is gone`, { cause: e }) : e;
-        this.owned.seal(spec.taskId, { error: cause });
-        if (e instanceof NoRespondersError) this.removeLease(shape, lease, false);
+        if (!(e instanceof NoRespondersError)) { this.owned.seal(spec.taskId, { error: e }); return; }
+        this.removeLease(shape, lease, false);
+        // Nobody got it, so it never ran: it goes to another lease, a few times at most.
+        const tries = (this.undelivered.get(spec.taskId) ?? 0) + 1;
+        if (tries <= 3 && !this.closed) { this.undelivered.set(spec.taskId, tries); shape.backlog.unshift(spec); return; }
+        this.undelivered.delete(spec.taskId);
+        this.owned.seal(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
       },
     ).finally(() => {
       lease.inFlight.delete(spec.taskId);

@@ -18,7 +18,15 @@ interface Pending {
   deadline: number; // 0 = none
   /** Scatter-gather: collect every reply until the deadline. */
   gathered?: unknown[];
+  /** Answered in parts: told of each; true once the last has come. */
+  part?: (v: any) => boolean;
 }
+
+/** A handler returns this when it answers by itself (with replyTo), perhaps in several parts. */
+const NO_REPLY = Symbol('troupe.noReply');
+
+/** Answers to a batch, as they finish: [index in the batch, 1 if it failed, value or error]. */
+type BatchPart = Array<[number, 0 | 1, unknown]>;
 
 export interface ConnectOptions {
   address: string;
@@ -78,6 +86,73 @@ export class Bus {
         this.pending.delete(id);
         reject(e);
       });
+    });
+  }
+
+  /**
+   * A request that travels with the others made to the same subject in this turn of the event loop: one message
+   * `{ batch }` for all of them, answered in parts (see serveBatched). For many small calls to one actor or worker,
+   * per-message costs (encoding, the server, socket writes, wake-ups) are paid once per batch instead of per call.
+   */
+  requestBatched<T = unknown>(subject: string, body: unknown): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let batch = this.batches.get(subject);
+      if (!batch) {
+        batch = [];
+        this.batches.set(subject, batch);
+        if (this.batches.size === 1) setImmediate(() => this.sendBatches());
+      }
+      batch.push({ body, resolve: resolve as (v: unknown) => void, reject });
+    });
+  }
+
+  private batches = new Map<string, Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>>();
+
+  private sendBatches(): void {
+    const all = this.batches;
+    this.batches = new Map();
+    for (const [subject, items] of all) {
+      let data: Uint8Array;
+      try {
+        data = encode({ batch: items.map((x) => x.body) });
+      } catch (e) {
+        for (const x of items) x.reject(e as Error);
+        continue;
+      }
+      const id = (this.seq++).toString(36);
+      let answered = 0;
+      const part = (answers: BatchPart) => {
+        for (const [i, failed, value] of answers) {
+          const x = items[i];
+          if (!x) continue;
+          if (failed) x.reject(value instanceof Error ? value : new Error(String(value)));
+          else x.resolve(value);
+        }
+        answered += answers.length;
+        return answered >= items.length;
+      };
+      const fail = (e: Error) => { for (const x of items) x.reject(e); };
+      this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
+      this.send(subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
+    }
+  }
+
+  /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
+   * in each turn of the event loop, so a quick call is not held up by a slow one. */
+  serveBatched(subject: string, handler: (body: any) => unknown): Subscription {
+    return this.serve(subject, (body: { batch: unknown[] }, msg) => {
+      if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
+      let done: BatchPart = [];
+      const flush = () => { const out = done; done = []; this.replyTo(msg.reply, out); };
+      const finish = (i: number, failed: 0 | 1, value: unknown) => { if (done.push([i, failed, value]) === 1) setImmediate(flush); };
+      body.batch.forEach((item, i) => {
+        try {
+          Promise.resolve(handler(item)).then((v) => finish(i, 0, v), (e) => finish(i, 1, asError(e)));
+        } catch (e) {
+          finish(i, 1, asError(e));
+        }
+      });
+      return NO_REPLY;
     });
   }
 
@@ -144,7 +219,7 @@ export class Bus {
           return;
         }
         if (out instanceof Promise) out.then((v) => this.respond(msg, [0, v]), (e) => this.respond(msg, [1, asError(e)]));
-        else this.respond(msg, [0, out]);
+        else if (out !== NO_REPLY) this.respond(msg, [0, out]);
       },
     });
   }
@@ -231,6 +306,12 @@ export class Bus {
     }
     if (p.gathered) {
       if (reply[0] === 0) p.gathered.push(reply[1]);
+      return;
+    }
+    if (p.part && reply[0] === 0) {
+      let done: boolean;
+      try { done = p.part(reply[1]); } catch (e) { done = true; this.pending.delete(id); p.reject(asError(e)); return; }
+      if (done) { this.pending.delete(id); p.resolve(undefined); }
       return;
     }
     this.pending.delete(id);

@@ -118,7 +118,7 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 
 // One task at a time: a lease stands for the resources of one task.
 let tail: Promise<unknown> = Promise.resolve();
-client.bus.serve(subjects.procTask(procId), (spec: TaskSpec) => {
+client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
   const p = tail.then(() => inContext({ owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` }, () => run(spec)));
   tail = p.catch(() => undefined);
   return p;

@@ -9,6 +9,7 @@ import { Bus } from '../runtime/transport.ts';
 import { Gcs } from '../runtime/gcs.ts';
 import { encode } from '../runtime/codec.ts';
 import { subjects } from '../runtime/subjects.ts';
+import { currentClient } from '../runtime/client.ts';
 import type { TaskEvent } from '../runtime/head.ts';
 import { add, hold, env } from './fixtures/tasks.ts';
 
@@ -30,7 +31,9 @@ test.serial('garbage on every troupe subject gets error replies, and every daemo
   const workerId = (await bus.gather<Array<{ owner: string }>>(subjects.allObjects, {}, 300)).flat().map((o) => o.owner)[0];
   const targets = [
     subjects.headLease, subjects.headStatus, subjects.headTasks,
-    ...c.nodeIds.flatMap((n) => [subjects.nodeLease(n), subjects.nodeRelease(n), subjects.nodeObjects(n), `troupe.node.${n}.obj.read`, `troupe.node.${n}.obj.free`]),
+    ...c.nodeIds.flatMap((n) => [subjects.nodeLease(n), subjects.nodeRelease(n), subjects.nodeObjects(n),
+      ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`)]),
+    ...['locate', 'read', 'borrow', 'copied'].map((op) => `troupe.proc.${currentClient().procId}.obj.${op}`), subjects.evtProcExited,
     subjects.hbNode(c.nodeIds[1]), subjects.hbProc('x'), subjects.evtTasks, subjects.evtNodeDied, subjects.evtWorkerDied, subjects.allObjects,
     ...(workerId ? [subjects.procTask(workerId)] : []),
   ];
@@ -47,7 +50,8 @@ test.serial('garbage on every troupe subject gets error replies, and every daemo
   }
   await raw.flush();
   for (const pid of processesWithHome(c.home)) t.true(isAlive(pid));
-  t.is((await c.status()).nodes.filter((n) => n.alive).length, 2);
+  const nodes = (await c.status()).nodes;
+  t.is(nodes.filter((n) => n.alive).length, 2, JSON.stringify(nodes.map((n) => ({ node: n.nodeId, alive: n.alive, cause: n.cause }))));
   t.is(await add.remote(20, 22), 42);
 });
 
