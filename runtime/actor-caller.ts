@@ -26,8 +26,10 @@ export class ActorCaller {
   private readonly waiters = new Map<string, Set<() => void>>();
   /** Per actor: the promise of the last send, so the next send goes after it. */
   private readonly chains = new Map<string, Promise<void>>();
-  /** Per actor: creation acknowledged by the head (or failed). */
+  /** Per actor: its creation, until the head acknowledges it (kept when it failed: calls fail with its error). */
   private readonly created = new Map<string, Promise<void>>();
+  /** Actors this process created: their state comes from events, no need to read KV. */
+  private readonly mine = new Set<string>();
   private readonly inFlight = new Map<string, Map<string, InFlight>>();
   private readonly nextSeq = new Map<string, number>();
   /** Per actor: calls to send again once it is back, and the pending flush that sends them in submission order. */
@@ -44,22 +46,31 @@ export class ActorCaller {
 
   /** Registers the creation of an actor: its calls wait for it and fail with its error. */
   track(actorId: string, creation: Promise<void>): void {
-    creation.catch(() => undefined);
-    this.created.set(actorId, creation);
+    this.mine.add(actorId);
+    this.created.set(actorId, creation.then(() => { this.created.delete(actorId); }));
+    this.created.get(actorId)!.catch(() => undefined);
   }
 
-  /** Sends a method call in order after the previous ones. The result seals into the owner table under call.callId. */
-  call(actorId: string, call: ActorCall, waitFor: Promise<unknown>, maxTaskRetries: number): void {
+  /** Sends a method call in order after the previous ones. The result seals into the owner table under call.callId.
+   * waitFor: what must happen first (its ref arguments located). */
+  call(actorId: string, call: ActorCall, waitFor: Promise<unknown> | undefined, maxTaskRetries: number): void {
     const seq = this.nextSeq.get(actorId) ?? 0;
     this.nextSeq.set(actorId, seq + 1);
-    const prev = this.chains.get(actorId) ?? Promise.resolve();
-    const sent = prev.then(async () => {
+    const entry: InFlight = { call, retriesLeft: maxTaskRetries, seq };
+    const prev = this.chains.get(actorId);
+    // The common case, and the cheap one: nothing queued ahead, nothing to wait for, the actor alive. Send now.
+    if (!prev && !waitFor && !this.created.has(actorId) && !this.flushes.has(actorId) && this.known.get(actorId)?.state === 'ALIVE') {
+      this.send(actorId, entry);
+      return;
+    }
+    const sent: Promise<void> = (prev ?? Promise.resolve()).then(async () => {
       await this.created.get(actorId);
       await waitFor;
       await this.flushes.get(actorId); // calls being sent again after a restart go first
       await this.whenAlive(actorId);
-      this.send(actorId, { call, retriesLeft: maxTaskRetries, seq });
-    }).catch((e: Error) => this.owned.seal(call.callId, { error: e }));
+      this.send(actorId, entry);
+    }).catch((e: Error) => this.owned.seal(call.callId, { error: e }))
+      .finally(() => { if (this.chains.get(actorId) === sent) this.chains.delete(actorId); });
     this.chains.set(actorId, sent);
   }
 
@@ -155,7 +166,7 @@ export class ActorCaller {
       this.waiters.set(actorId, set);
       // Events tell us of changes. For an actor we did not create (a handle from getActor or an argument) KV tells us
       // where it stands now; for our own, the events from its creation on are enough (and 10,000 KV reads are not free).
-      if (!k && (fresh || !this.created.has(actorId))) void this.readState(actorId, set, settle, reject);
+      if (!k && (fresh || !this.mine.has(actorId))) void this.readState(actorId, set, settle, reject);
     });
   }
 

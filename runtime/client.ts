@@ -226,7 +226,7 @@ export class Client {
     const prepared = this.prepareArgs(args, `call ${method}`);
     const call: ActorCall = { callId, method, args: prepared.encoded, deps: {}, caller: this.procId };
     this.objects.owned.create(callId, `actor call ${method}`, prepared.held);
-    this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, call.deps) : Promise.resolve(), maxTaskRetries);
+    this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, call.deps) : undefined, maxTaskRetries);
     return this.ownedRef<R>(callId);
   }
 

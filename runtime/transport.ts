@@ -100,7 +100,7 @@ export class Bus {
       if (!batch) {
         batch = [];
         this.batches.set(subject, batch);
-        if (this.batches.size === 1) setImmediate(() => this.sendBatches());
+        this.flushSoon();
       }
       batch.push({ body, resolve: resolve as (v: unknown) => void, reject });
     });
@@ -144,7 +144,9 @@ export class Bus {
       if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
       let done: BatchPart = [];
       const flush = () => { const out = done; done = []; this.replyTo(msg.reply, out); };
-      const finish = (i: number, failed: 0 | 1, value: unknown) => { if (done.push([i, failed, value]) === 1) setImmediate(flush); };
+      const finish = (i: number, failed: 0 | 1, value: unknown) => {
+        if (done.push([i, failed, value]) === 1) { this.beforeFlush.push(flush); this.flushSoon(); }
+      };
       body.batch.forEach((item, i) => {
         try {
           Promise.resolve(handler(item)).then((v) => finish(i, 0, v), (e) => finish(i, 1, asError(e)));
@@ -175,27 +177,42 @@ export class Bus {
   // Everything this process sends in one turn of the event loop leaves in one socket write: nats.js flushes once per
   // microtask, and a chain of awaits would otherwise cost a write (and a wake-up of the server) per message.
   private outbox: Array<[string, Uint8Array, string | undefined, ((e: Error) => void) | undefined]> = [];
-  private corked = false;
+  /** Parts of batched answers to put together before the outbox goes. */
+  private beforeFlush: Array<() => void> = [];
+  private flushing = false;
 
   private send(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
     this.outbox.push([subject, data, reply, onError]);
-    if (!this.corked) {
-      this.corked = true;
-      setImmediate(() => this.uncork());
-    }
+    this.flushSoon();
   }
 
-  private uncork(): void {
-    this.corked = false;
-    const batch = this.outbox;
-    this.outbox = [];
-    for (const [subject, data, reply, onError] of batch) {
-      try {
-        this.nc.publish(subject, data, reply ? { reply } : undefined);
-      } catch (e) {
-        if (onError) onError(e as Error);
-        else console.error(`troupe: could not send on ${subject}:`, e);
+  /** At the end of this turn of the event loop: batched answers, then batched requests, then every message, in one write. */
+  private flushSoon(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    setImmediate(() => this.flushNow());
+  }
+
+  private flushNow(): void {
+    this.flushing = true; // what the steps below send joins this flush
+    try {
+      const parts = this.beforeFlush;
+      this.beforeFlush = [];
+      for (const f of parts) f();
+      this.sendBatches();
+      const batch = this.outbox;
+      this.outbox = [];
+      for (const [subject, data, reply, onError] of batch) {
+        try {
+          this.nc.publish(subject, data, reply ? { reply } : undefined);
+        } catch (e) {
+          if (onError) onError(e as Error);
+          else console.error(`troupe: could not send on ${subject}:`, e);
+        }
       }
+    } finally {
+      this.flushing = false;
+      if (this.outbox.length || this.beforeFlush.length || this.batches.size) this.flushSoon();
     }
   }
 
@@ -248,14 +265,14 @@ export class Bus {
 
   /** Round trip to the server: every subscription made before it is in effect once this resolves. */
   async flush(): Promise<void> {
-    this.uncork();
+    this.flushNow();
     await this.nc.flush();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.uncork(); // what we said last (replies, frees, goodbyes) still goes out
+    this.flushNow(); // what we said last (replies, frees, goodbyes) still goes out
     this.failPending(new ConnectionError('connection closed'));
     // Drain lets handlers finish, but must not hold a stopping process hostage: close after 2 s regardless.
     const drained = this.nc.drain().catch(() => undefined);
