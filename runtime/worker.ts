@@ -90,14 +90,15 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
 }
 
 // --- tasks ---------------------------------------------------------------------------------------
-const events: TaskEvent[] = [];
+// By task id: a task that starts and ends between two sends is reported once, FINISHED, not RUNNING then FINISHED.
+const events = new Map<string, TaskEvent>();
 setInterval(() => {
-  if (events.length) client.bus.publish(subjects.evtTasks, events.splice(0));
+  if (events.size) { client.bus.publish(subjects.evtTasks, [...events.values()]); events.clear(); }
 }, 250).unref();
 
 async function run(spec: TaskSpec): Promise<TaskReply> {
   const ev: TaskEvent = { taskId: spec.taskId, name: spec.name, state: 'RUNNING', nodeId, workerId: procId, pid: process.pid, startedAt: Date.now() };
-  events.push({ ...ev });
+  events.set(spec.taskId, { ...ev });
   try {
     const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
     if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
@@ -107,11 +108,11 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const ms = performance.now() - started;
     const result = await client.objects.store(spec.taskId, value, spec.caller);
-    events.push({ ...ev, state: 'FINISHED', endedAt: Date.now() });
+    events.set(spec.taskId, { ...ev, state: 'FINISHED', endedAt: Date.now() });
     return { result, ms };
   } catch (e) {
     const error = TaskError.from(e, `task ${spec.name}`);
-    events.push({ ...ev, state: 'FAILED', endedAt: Date.now(), error: `${error.remoteName}: ${error.message}` });
+    events.set(spec.taskId, { ...ev, state: 'FAILED', endedAt: Date.now(), error: `${error.remoteName}: ${error.message}` });
     return { result: { error } };
   }
 }
