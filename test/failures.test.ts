@@ -13,7 +13,8 @@ import { currentClient } from '../runtime/client.ts';
 import type { TaskEvent } from '../runtime/head.ts';
 import { add, hold, env } from './fixtures/tasks.ts';
 
-const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }], nodeTimeoutMs: 1000 });
+// The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
+const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }] });
 let c: TestCluster;
 let bus: Bus;
 test.serial.before(async () => {
