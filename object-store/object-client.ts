@@ -26,6 +26,11 @@ export const objectSubjects = {
   nodeTouch: (node: string) => `troupe.node.${node}.obj.touch`,
 };
 
+/** tfjs tensors (duck-typed): immutable, so one decoded instance can serve every get in a process. */
+function isTensor(v: unknown): boolean {
+  return typeof v === 'object' && v !== null && typeof (v as { dataSync?: unknown }).dataSync === 'function' && typeof (v as { dispose?: unknown }).dispose === 'function';
+}
+
 /** Published by node daemons and the head; the object layer only listens. */
 const events = { nodeDied: 'troupe.evt.node_died', procExited: 'troupe.evt.proc_exited' };
 
@@ -64,7 +69,6 @@ export class ObjectClient {
     });
     this.decoded = new LRUCache({
       maxSize: o.decodedCacheBytes ?? 256 * 1024 * 1024,
-      sizeCalculation: (_v, id) => this.sizeOf(id),
       // A tensor nobody was given is ours to dispose (tfjs frees tensor memory only on dispose).
       dispose: (entry) => { if (!entry.given) (entry.value as { dispose?: () => void })?.dispose?.(); },
     });
@@ -95,18 +99,19 @@ export class ObjectClient {
   async store(id: string, value: unknown, forProc?: string): Promise<ObjectLocation> {
     const [parts, refs] = collectRefs(() => encodeParts(value));
     if (forProc) for (const r of refs) this.registerBorrower(r, forProc);
-    const loc = await this.storeParts(id, parts);
+    const loc = await this.storeParts(id, parts, forProc);
     return refs.length ? { ...loc, refs } : loc;
   }
 
-  /** Stores encoded parts (see encodeParts): inline when small, else a file in our node's store, else our memory. */
-  async storeParts(id: string, parts: Uint8Array[]): Promise<ObjectLocation> {
+  /** Stores encoded parts (see encodeParts): inline when small, else a file in our node's store, else our memory.
+   * `owner`: the process whose object it is (a task's result belongs to its caller, not to the worker). */
+  async storeParts(id: string, parts: Uint8Array[], owner = this.o.procId): Promise<ObjectLocation> {
     const { store, nodeId, bus, procId } = this.o;
     const size = parts.reduce((n, p) => n + p.length, 0);
     if (size <= this.o.inlineThreshold) return { inline: parts.length === 1 ? parts[0] : Buffer.concat(parts) };
     if (store && nodeId) {
       await store.writeTmp(id, parts);
-      await bus.request(objectSubjects.nodeSeal(nodeId), { id, size, owner: procId });
+      await bus.request(objectSubjects.nodeSeal(nodeId), { id, size, owner });
       return { node: nodeId, size };
     }
     this.held.set(id, parts.length === 1 ? parts[0] : Buffer.concat(parts));
@@ -114,8 +119,8 @@ export class ObjectClient {
   }
 
   /** The value a put() just stored, for gets in this process (only immutable values: tensors, shared not copied). */
-  remember(id: string, value: unknown): void {
-    this.decoded.set(id, { value, given: false });
+  remember(id: string, value: unknown, size: number): void {
+    this.decoded.set(id, { value, given: false }, { size });
   }
 
   /** Where the ref's value is, waiting until it exists. */
@@ -162,14 +167,11 @@ export class ObjectClient {
     if ('inline' in loc) return decode<T>(loc.inline);
     const hit = this.decoded.get(id);
     if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) { hit.given = true; return hit.value as T; }
-    const value = decode<T>(await this.loadBytes(id, loc));
-    this.decoded.set(id, { value, given: true });
+    const bytes = await this.loadBytes(id, loc);
+    const value = decode<T>(bytes);
+    // Only tensors are shared between gets: they cannot change. Arrays and objects are decoded afresh each time.
+    if (isTensor(value)) this.decoded.set(id, { value, given: true }, { size: bytes.length });
     return value;
-  }
-
-  private sizeOf(id: string): number {
-    const loc = this.owned.get(id)?.location ?? this.located.get(id);
-    return loc && 'size' in loc ? loc.size : this.o.inlineThreshold;
   }
 
   private async loadBytes(id: string, loc: { node: string; size: number; copies?: string[] } | { proc: string; size: number }): Promise<Uint8Array> {
@@ -177,12 +179,12 @@ export class ObjectClient {
     const where = 'node' in loc ? holders(loc) : [];
     try {
       if (store && nodeId && where.length) {
-        if (!where.includes(nodeId)) {
-          // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally.
-          await bus.request(objectSubjects.nodeFetch(nodeId), { id, size: loc.size, owner: this.ownerOf(id), from: where }, { timeoutMs: 0 });
-          this.tellOwnerOfCopy(id, nodeId);
-        }
-        return await this.readLocal(id);
+        if (where.includes(nodeId)) return await this.readLocal(id);
+        // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally.
+        await bus.request(objectSubjects.nodeFetch(nodeId), { id, size: loc.size, owner: this.ownerOf(id), from: where }, { timeoutMs: 0 });
+        this.tellOwnerOfCopy(id, nodeId);
+        // The copy may already have been pushed out again by a full store: then read it from a holder directly.
+        return await this.readLocal(id).catch(() => fetchToMemory(bus, where.map(objectSubjects.nodeRead), id, loc.size));
       }
       const sources = 'node' in loc ? where.map(objectSubjects.nodeRead) : [objectSubjects.procRead(loc.proc)];
       return await fetchToMemory(bus, sources, id, loc.size);
@@ -236,7 +238,10 @@ export class ObjectClient {
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
     const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
     if (!Array.isArray(args)) throw new TypeError('arguments must be an array');
-    for (const r of made) if (!args.includes(r)) this.track(r);
+    for (const r of made) {
+      if (!args.includes(r)) this.track(r);
+      else if (r.owner !== this.o.procId) this.ownerById.set(r.id, r.owner); // told of copies our node makes
+    }
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
       if (a instanceof ObjectRef) args[i] = deps[a.id] ? await this.load(a.id, deps[a.id]) : await this.get(a);

@@ -1,7 +1,7 @@
 // The node daemon's side of the node store: what is in shared memory (an lru-cache bounded in bytes), what was
 // spilled to disk, and copies fetched from other nodes. Writers and readers touch the files directly; they ask here
 // only to seal a new object (which may first make room), to bring a spilled one back, or to fetch a remote one.
-import { copyFile, open, rm, rename } from 'node:fs/promises';
+import { copyFile, open, rm, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { ObjectLostError, ObjectStoreFullError } from '../runtime/errors.ts';
 import { formatBytes } from '../runtime/bytes.ts';
@@ -34,6 +34,8 @@ export class StoreManager {
   /** One move at a time per object (spill, restore or fetch); others wait for it. */
   private readonly moving = new Map<string, Promise<void>>();
   private readonly freed = new Set<string>();
+  /** Objects that could not be spilled (disk full, say): they stay in memory, over the bound, rather than be lost. */
+  private readonly stuck = new Map<string, StoredObject>();
 
   constructor(
     private readonly store: NodeStore,
@@ -50,14 +52,19 @@ export class StoreManager {
 
   /** A writer finished the object's tmp file: make room for it and make it visible. */
   async seal(id: string, size: number, owner: string, primary = true): Promise<void> {
-    if (this.memory.has(id) || this.onDisk.has(id)) { await rm(this.store.tmpPath(id), { force: true }); return; } // a retried task wrote it twice
-    try {
-      this.admit({ id, size, owner, primary, spilled: false });
-    } catch (e) {
-      await rm(this.store.tmpPath(id), { force: true });
-      throw e;
-    }
-    await this.store.seal(id);
+    const tmp = this.store.tmpPath(id); // checks the id
+    if (this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id)) { await rm(tmp, { force: true }); return; } // a retried task wrote it twice
+    const written = await stat(tmp).catch(() => undefined);
+    if (written?.size !== size) throw new ObjectLostError(`object ${id}: ${written ? `${written.size} bytes were written, not ${size}` : 'nothing was written'}`);
+    await this.track(id, (async () => {
+      try {
+        this.admit({ id, size, owner, primary, spilled: false });
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
+      await this.store.seal(id);
+    })());
   }
 
   /** Makes room (dropping copies, spilling the least recently used primaries) and accounts for the object. */
@@ -80,12 +87,16 @@ export class StoreManager {
     this.memory.set(o.id, o);
   }
 
-  /** Evicted from memory: a copy is dropped, a primary goes to disk and comes back on the next read. */
+  /** Evicted from memory: a copy is dropped, a primary goes to disk and comes back on the next read. The move waits
+   * for any other move of the same object (its seal or restore may still be renaming the file into place). */
   private pushOut(o: StoredObject, id: string): void {
-    if (!o.primary) { void this.store.delete(id); return; }
+    const before = this.moving.get(id);
+    if (!o.primary) { void Promise.resolve(before).catch(() => undefined).then(() => this.store.delete(id)); return; }
     o.spilled = true;
     this.onDisk.set(id, o);
     this.track(id, (async () => {
+      await before?.catch(() => undefined);
+      if (this.freed.has(id)) return;
       try {
         await copyFile(this.store.path(id), this.store.spillPath(id));
         await rm(this.store.path(id), { force: true });
@@ -95,6 +106,7 @@ export class StoreManager {
         this.log(`troupe: could not spill object ${id} to ${this.store.spillDir}: ${(e as Error).message}; it stays in memory`);
         o.spilled = false;
         this.onDisk.delete(id);
+        this.stuck.set(id, o);
       }
     })());
   }
@@ -102,17 +114,21 @@ export class StoreManager {
   private track(id: string, p: Promise<void>): Promise<void> {
     const done = p.finally(() => { if (this.moving.get(id) === done) this.moving.delete(id); });
     this.moving.set(id, done);
+    done.catch(() => undefined);
     return done;
   }
 
   /** Ensures the object's file is in shared memory (reading a spilled one back); refreshes its recency. */
   async restore(id: string): Promise<void> {
-    while (this.moving.has(id)) await this.moving.get(id);
-    if (this.memory.get(id)) return;
+    this.store.path(id); // checks the id
+    while (this.moving.has(id)) await this.moving.get(id)!.catch(() => undefined);
+    if (this.memory.get(id) || this.stuck.has(id)) return;
     const o = this.onDisk.get(id);
     if (!o) throw new ObjectLostError(`object ${id} is not in the object store of node ${this.nodeId} (freed, or never here)`);
+    const gone = () => new ObjectLostError(`object ${id} was freed while it was being read back`);
     await this.track(id, (async () => {
       await copyFile(this.store.spillPath(id), this.store.tmpPath(id));
+      if (this.freed.has(id)) { await this.store.delete(id); throw gone(); }
       this.onDisk.delete(id);
       o.spilled = false;
       try {
@@ -125,13 +141,15 @@ export class StoreManager {
       }
       await this.store.seal(id);
       await rm(this.store.spillPath(id), { force: true });
+      if (this.freed.has(id)) { await this.store.delete(id); throw gone(); }
     })());
   }
 
   /** Brings a copy of another node's object here (the shared cache), unless one is here already. */
   async fetchCopy(id: string, size: number, owner: string, fetch: (write: (chunk: Uint8Array, offset: number) => Promise<void>) => Promise<void>): Promise<void> {
-    while (this.moving.has(id)) await this.moving.get(id);
-    if (this.memory.has(id) || this.onDisk.has(id)) return this.restore(id);
+    this.store.path(id); // checks the id
+    while (this.moving.has(id)) await this.moving.get(id)!.catch(() => undefined);
+    if (this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id)) return this.restore(id);
     await this.track(id, (async () => {
       const fh = await open(this.store.tmpPath(id), 'w', 0o600);
       try {
@@ -155,6 +173,7 @@ export class StoreManager {
   async free(id: string): Promise<void> {
     this.memory.delete(id);
     this.onDisk.delete(id);
+    this.stuck.delete(id);
     this.freed.add(id); // a spill under way deletes its copy when done
     setTimeout(() => this.freed.delete(id), 60_000).unref();
     await this.store.delete(id);
@@ -162,24 +181,29 @@ export class StoreManager {
 
   /** Frees what a dead process owned: nobody can ask for it any more. */
   async freeOwnedBy(owner: string): Promise<number> {
-    const ids = [...this.memory.values(), ...this.onDisk.values()].filter((o) => o.owner === owner).map((o) => o.id);
+    const ids = this.all().filter((o) => o.owner === owner).map((o) => o.id);
     for (const id of ids) await this.free(id);
     return ids.length;
   }
 
+  private all(): StoredObject[] {
+    return [...this.memory.values(), ...this.onDisk.values(), ...this.stuck.values()];
+  }
+
   owners(): Set<string> {
-    return new Set([...this.memory.values(), ...this.onDisk.values()].map((o) => o.owner));
+    return new Set(this.all().map((o) => o.owner));
   }
 
   list(): StoredObject[] {
-    return [...this.memory.values(), ...this.onDisk.values()].map((o) => ({ ...o }));
+    return this.all().map((o) => ({ ...o }));
   }
 
   stats(): StoreStats {
-    let spilledBytes = 0;
+    let spilledBytes = 0, stuckBytes = 0;
     for (const o of this.onDisk.values()) spilledBytes += o.size;
+    for (const o of this.stuck.values()) stuckBytes += o.size;
     return {
-      capacity: this.capacity, used: this.memory.calculatedSize, objects: this.memory.size + this.onDisk.size,
+      capacity: this.capacity, used: this.memory.calculatedSize + stuckBytes, objects: this.memory.size + this.onDisk.size + this.stuck.size,
       spilledObjects: this.onDisk.size, spilledBytes, spillDir: this.store.spillDir,
     };
   }

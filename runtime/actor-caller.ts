@@ -45,11 +45,16 @@ export class ActorCaller {
   }
 
   /** Registers the creation of an actor: its calls wait for it and fail with its error. */
-  track(actorId: string, creation: Promise<void>): void {
+  track(actorId: string, creation: Promise<void>, args: unknown[] = []): void {
     this.mine.add(actorId);
     this.created.set(actorId, creation.then(() => { this.created.delete(actorId); }));
-    this.created.get(actorId)!.catch(() => undefined);
+    this.created.get(actorId)!.catch(() => { this.args.delete(actorId); });
+    if (args.length) this.args.set(actorId, args);
   }
+
+  /** Refs among an actor's constructor arguments: every restart constructs it from them again, so they live as long
+   * as the actor does. */
+  private readonly args = new Map<string, unknown[]>();
 
   /** Sends a method call in order after the previous ones. The result seals into the owner table under call.callId.
    * waitFor: what must happen first (its ref arguments located). */
@@ -134,6 +139,7 @@ export class ActorCaller {
     const before = this.known.get(actorId);
     if (before && before.incarnation > e.incarnation) return; // stale
     this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause });
+    if (e.state === 'DEAD') this.args.delete(actorId);
     if (e.state === 'RESTARTING' || e.state === 'DEAD') {
       const calls = this.inFlight.get(actorId);
       if (calls?.size) {

@@ -212,9 +212,8 @@ export class Client {
       Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
       this.locateDeps(prepared.refs, spec.deps),
     ]).then(() => spec);
-    const held = prepared.held;
-    const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => { held.length = 0; });
-    this.actors.track(actorId, creation);
+    const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => undefined);
+    this.actors.track(actorId, creation, prepared.held);
     // getActor(name) right after creating it, in this process, finds it (as in Ray).
     if (opts.name) this.namesInCreation.set(nameKey(spec.namespace, opts.name), creation.catch(() => undefined));
     return actorId;
@@ -257,7 +256,7 @@ export class Client {
     const ref = this.putParts(parts, 'put', refs) as ObjectRef<T>;
     // A tensor is immutable: gets in this process may share it (a clone shares the data) instead of reading it back.
     const shared = cloneTensor(value);
-    if (shared) this.objects.remember(ref.id, shared);
+    if (shared) this.objects.remember(ref.id, shared, parts.reduce((n, p) => n + p.length, 0));
     return ref;
   }
 

@@ -41,8 +41,8 @@ const TYPED = new Map<string, new (b: ArrayBufferLike, offset: number, length: n
 );
 interface RawHeader { type: string; length: number; tensor?: { dtype: string; shape: number[] } }
 
-/** The value as byte parts to write one after the other: [frame header, raw data] for a typed array or a
- * float32/int32/bool tensor, else one msgpack buffer. */
+/** The value as byte parts to write one after the other: [frame header, raw data] for a typed array (copied) or a
+ * float32/int32/bool tensor (not copied), else one msgpack buffer. */
 export function encodeParts(value: unknown): Uint8Array[] {
   const t = rawTensor(value);
   const data = t ? t.data : ArrayBuffer.isView(value) && TYPED.has(value.constructor.name) && value.constructor === TYPED.get(value.constructor.name) ? value : undefined;
@@ -54,7 +54,10 @@ export function encodeParts(value: unknown): Uint8Array[] {
   frame[0] = RAW;
   new DataView(frame.buffer).setUint32(4, head.length, true);
   frame.set(head, 8);
-  return [frame, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)];
+  const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  // A typed array may change after put() returns, before it is written: store it as it is now (as Ray's put copies).
+  // A tensor's data never changes.
+  return [frame, t ? view : view.slice()];
 }
 
 function decodeRaw(bytes: Uint8Array): unknown {
@@ -67,7 +70,10 @@ function decodeRaw(bytes: Uint8Array): unknown {
   if (bytes.length < start + h.length * perElement) throw new SerializationError(`stored ${h.type} is truncated`);
   let offset = bytes.byteOffset + start;
   let buffer = bytes.buffer;
-  if (offset % perElement !== 0) { buffer = bytes.slice(start, start + h.length * perElement).buffer; offset = 0; }
+  if (offset % perElement !== 0) { // copy (a Buffer's slice would be a view, still misaligned)
+    buffer = new Uint8Array(bytes.subarray(start, start + h.length * perElement)).buffer;
+    offset = 0;
+  }
   const data = new C(buffer, offset, h.length);
   return h.tensor ? makeTensor(data, h.tensor.shape, h.tensor.dtype) : data;
 }

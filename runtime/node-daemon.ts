@@ -105,6 +105,9 @@ interface Lease {
 
 /** A lease holder silent this long is presumed dead and its leases go back. */
 const CLIENT_TIMEOUT_MS = 10_000;
+/** An object owner silent this long is presumed dead and its objects are freed. Longer than for leases: freeing
+ * cannot be undone, and a driver deep in synchronous work sends no heartbeat. Workers that exit are seen at once. */
+const OWNER_TIMEOUT_MS = 120_000;
 
 export class NodeDaemon {
   readonly nodeId: string;
@@ -288,7 +291,7 @@ export class NodeDaemon {
   private reclaimOrphanLeases(): void {
     const now = Date.now();
     for (const owner of this.objects.owners()) {
-      if (now - (this.clientSeen.get(owner) ?? now) > CLIENT_TIMEOUT_MS) void this.freeObjectsOf(owner, 'went silent');
+      if (now - (this.clientSeen.get(owner) ?? now) > OWNER_TIMEOUT_MS) void this.freeObjectsOf(owner, 'went silent');
     }
     for (const lease of this.leases.values()) {
       if (lease.actorId) continue; // actors belong to the head, which decides when they end

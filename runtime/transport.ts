@@ -111,30 +111,39 @@ export class Bus {
   private sendBatches(): void {
     const all = this.batches;
     this.batches = new Map();
-    for (const [subject, items] of all) {
-      let data: Uint8Array;
-      try {
-        data = encode({ batch: items.map((x) => x.body) });
-      } catch (e) {
-        for (const x of items) x.reject(e as Error);
-        continue;
-      }
-      const id = (this.seq++).toString(36);
-      let answered = 0;
-      const part = (answers: BatchPart) => {
-        for (const [i, failed, value] of answers) {
-          const x = items[i];
-          if (!x) continue;
-          if (failed) x.reject(value instanceof Error ? value : new Error(String(value)));
-          else x.resolve(value);
-        }
-        answered += answers.length;
-        return answered >= items.length;
-      };
-      const fail = (e: Error) => { for (const x of items) x.reject(e); };
-      this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
-      this.send(subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
+    for (const [subject, items] of all) this.sendBatch(subject, items);
+  }
+
+  /** Sends one batch, split in halves while it is over the server's max_payload. */
+  private sendBatch(subject: string, items: Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>): void {
+    let data: Uint8Array;
+    try {
+      data = encode({ batch: items.map((x) => x.body) });
+    } catch (e) {
+      for (const x of items) x.reject(e as Error);
+      return;
     }
+    if (data.length > this.maxPayload - 4096 && items.length > 1) {
+      const half = Math.ceil(items.length / 2);
+      this.sendBatch(subject, items.slice(0, half));
+      this.sendBatch(subject, items.slice(half));
+      return;
+    }
+    const id = (this.seq++).toString(36);
+    let answered = 0;
+    const part = (answers: BatchPart) => {
+      for (const [i, failed, value] of answers) {
+        const x = items[i];
+        if (!x) continue;
+        if (failed) x.reject(value instanceof Error ? value : new Error(String(value)));
+        else x.resolve(value);
+      }
+      answered += answers.length;
+      return answered >= items.length;
+    };
+    const fail = (e: Error) => { for (const x of items) x.reject(e); };
+    this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
+    this.send(subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
   }
 
   /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
@@ -143,7 +152,7 @@ export class Bus {
     return this.serve(subject, (body: { batch: unknown[] }, msg) => {
       if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
       let done: BatchPart = [];
-      const flush = () => { const out = done; done = []; this.replyTo(msg.reply, out); };
+      const flush = () => { const out = done; done = []; this.replyParts(msg.reply, out); };
       const finish = (i: number, failed: 0 | 1, value: unknown) => {
         if (done.push([i, failed, value]) === 1) { this.beforeFlush.push(flush); this.flushSoon(); }
       };
@@ -255,6 +264,21 @@ export class Bus {
         }
       },
     });
+  }
+
+  /** Sends answers to a batch, split while a part is over the server's max_payload. */
+  private replyParts(reply: string | undefined, part: BatchPart): void {
+    if (!reply || this.closed) return;
+    const data = encodeReply([0, part]);
+    if (data.length <= this.maxPayload - 4096) { this.send(reply, data); return; }
+    if (part.length === 1) {
+      const [i] = part[0];
+      this.send(reply, encodeReply([0, [[i, 1, new RangeError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`)]]]));
+      return;
+    }
+    const half = Math.ceil(part.length / 2);
+    this.replyParts(reply, part.slice(0, half));
+    this.replyParts(reply, part.slice(half));
   }
 
   /** Answer a request out of band (when the reply comes later than the handler returns). */

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { pack, unpack } from 'msgpackr';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { encode, decode } from '../runtime/codec.ts';
+import { encode, decode, encodeParts } from '../runtime/codec.ts';
 import { TaskError, InfeasibleError, SerializationError } from '../runtime/errors.ts';
 import { ObjectRef } from '../object-store/object-ref.ts';
 
@@ -266,4 +266,15 @@ test('a process that has not loaded tfjs can decode a tensor', async (t) => {
   });
   const lastLine = stdout.trim().split('\n').at(-1)!;
   t.deepEqual(JSON.parse(lastLine), { loadedBefore: false, dtype: 'float32', shape: [2, 2], values: [[1.5, -2], [0.25, 3]] });
+});
+
+test('raw frames (large typed arrays and tensors in the store) decode from any offset, and encoding copies a typed array', (t) => {
+  const a = new Float32Array([1.5, 2.5, -3.25, 1e-3]);
+  const parts = encodeParts(a);
+  t.is(parts.length, 2);
+  a[0] = 99; // changed after encoding: the parts hold the value as it was
+  for (const pad of [0, 1, 3, 5]) {
+    const joined = Buffer.concat([Buffer.alloc(pad), ...parts]).subarray(pad); // a Buffer view at an odd offset
+    t.deepEqual(decode(joined), new Float32Array([1.5, 2.5, -3.25, 1e-3]));
+  }
 });
