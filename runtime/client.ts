@@ -52,6 +52,11 @@ export interface TaskOptions extends ResourceRequest {
   schedulingStrategy?: SchedulingStrategy;
   /** Shown in `troupe list tasks` and errors; defaults to the function's name. */
   name?: string;
+  /** Runs again when its worker or node dies under it: 3 (default, as in Ray), 0 none, -1 no limit. A task may thus
+   * run more than once: keep side effects idempotent. */
+  maxRetries?: number;
+  /** Also retry when the task throws (within maxRetries): true for any error, or the error class names to retry. */
+  retryExceptions?: boolean | string[];
 }
 
 export interface WaitOptions {
@@ -145,6 +150,7 @@ export class Client {
   submitTask<R>(fn: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: TaskOptions): ObjectRef<R> {
     const demand = normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
     const strategy = checkStrategy(opts.schedulingStrategy);
+    const retry = { left: opts.maxRetries ?? 3, exceptions: opts.retryExceptions ?? false };
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
     const prepared = this.prepareArgs(args, `task ${name}`);
@@ -158,9 +164,9 @@ export class Client {
     }
     if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, spec.deps));
     if (waitFor.length === 0) {
-      this.tasks.submit(spec, demand, strategy);
+      this.tasks.submit(spec, demand, strategy, retry);
     } else {
-      Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
+      Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy, retry), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
     }
     return this.ownedRef<R>(taskId);
   }

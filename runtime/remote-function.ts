@@ -18,7 +18,7 @@ export interface RemoteFunction<A extends unknown[], R> {
   readonly fn: (...args: A) => R;
 }
 
-const TASK_OPTION_KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'name']);
+const TASK_OPTION_KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'name', 'maxRetries', 'retryExceptions']);
 
 export function remote<A extends unknown[], R>(fn: (...args: A) => R): RemoteFunction<A, R>;
 export function remote<A extends unknown[], R>(opts: TaskOptions, fn: (...args: A) => R): RemoteFunction<A, R>;
@@ -59,5 +59,12 @@ function checkOptions(opts: TaskOptions): void {
   }
   normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
   checkStrategy(opts.schedulingStrategy);
+  if (opts.maxRetries !== undefined && (!Number.isInteger(opts.maxRetries) || opts.maxRetries < -1)) {
+    throw new RangeError(`maxRetries must be an integer: 0 or more, or -1 for no limit; got ${String(opts.maxRetries)}`);
+  }
+  const rx = opts.retryExceptions;
+  if (rx !== undefined && typeof rx !== 'boolean' && !(Array.isArray(rx) && rx.every((n) => typeof n === 'string'))) {
+    throw new TypeError('retryExceptions must be true, false, or a list of error class names such as ["TimeoutError"]');
+  }
 }
 

@@ -58,7 +58,12 @@ interface Shape {
 /** Outstanding lease requests per shape: enough to fill the cluster, not so many the head's queue fills with them. */
 const MAX_LEASE_REQUESTS = 10;
 
+/** How often a task may run again: `left` -1 is no limit; `exceptions` also retries errors it throws. */
+export interface Retry { left: number; exceptions: boolean | string[] }
+
 export class TaskSubmitter {
+  /** Tasks that may still run again, and how often they have run. */
+  private readonly retries = new Map<string, Retry & { runs: number }>();
   /** Tasks that reached no worker, and how often: they are sent again, through another lease. */
   private readonly undelivered = new Map<string, number>();
   private readonly shapes = new Map<string, Shape>();
@@ -83,7 +88,8 @@ export class TaskSubmitter {
   }
 
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId. */
-  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy): void {
+  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry): void {
+    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1 });
     const key = JSON.stringify([demand, strategy]);
     let shape = this.shapes.get(key);
     if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
@@ -121,16 +127,18 @@ export class TaskSubmitter {
       (reply) => {
         this.undelivered.delete(spec.taskId);
         lease.short = typeof reply.ms === 'number' && reply.ms < SHORT_TASK_MS;
-        this.owned.seal(spec.taskId, reply.result);
+        const error = 'error' in reply.result ? reply.result.error : undefined;
+        if (error && this.retriesOn(spec, error) && this.runAgain(shape, spec)) return;
+        this.finish(spec.taskId, reply.result);
       },
       (e: Error) => {
-        if (!(e instanceof NoRespondersError)) { this.owned.seal(spec.taskId, { error: e }); return; }
+        if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
         this.removeLease(shape, lease, false);
         // Nobody got it, so it never ran: it goes to another lease, a few times at most.
         const tries = (this.undelivered.get(spec.taskId) ?? 0) + 1;
         if (tries <= 3 && !this.closed) { this.undelivered.set(spec.taskId, tries); shape.backlog.unshift(spec); return; }
         this.undelivered.delete(spec.taskId);
-        this.owned.seal(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
+        this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
       },
     ).finally(() => {
       lease.inFlight.delete(spec.taskId);
@@ -182,7 +190,7 @@ export class TaskSubmitter {
     if ('error' in m) {
       if (!shape) return;
       // Infeasible (or the node could not start a worker): everything waiting for this shape fails the same way.
-      for (const spec of shape.backlog.splice(0)) this.owned.seal(spec.taskId, { error: m.error });
+      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error: m.error });
       return;
     }
     if (!shape || this.closed || shape.backlog.length === 0) {
@@ -213,11 +221,38 @@ export class TaskSubmitter {
         lease.inFlight.clear();
         // A reply sent just before the death can arrive after the news of it: give it a moment to win.
         setTimeout(() => {
-          for (const spec of lost) this.owned.seal(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}`) });
+          for (const spec of lost) {
+            if (this.owned.get(spec.taskId)?.location || this.runAgain(shape, spec)) continue;
+            const runs = this.retries.get(spec.taskId)?.runs ?? 1;
+            this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}${runs > 1 ? ` (it ran ${runs} times)` : ''}`) });
+          }
         }, 100).unref();
       }
       if (shape.backlog.length) this.dispatch(shape);
     }
+  }
+
+  /** Whether an error the task threw is one its retryExceptions option asks to retry. */
+  private retriesOn(spec: TaskSpec, error: Error): boolean {
+    const x = this.retries.get(spec.taskId)?.exceptions;
+    const name = (error as { remoteName?: string }).remoteName ?? error.name;
+    return x === true || (Array.isArray(x) && x.includes(name));
+  }
+
+  /** Queues the task again if it has retries left (at least once: it may have run in part). */
+  private runAgain(shape: Shape, spec: TaskSpec): boolean {
+    const r = this.retries.get(spec.taskId);
+    if (!r || r.left === 0 || this.closed) return false;
+    if (r.left > 0) r.left--;
+    r.runs++;
+    shape.backlog.unshift(spec);
+    this.dispatch(shape);
+    return true;
+  }
+
+  private finish(taskId: string, result: ObjectLocation): void {
+    this.retries.delete(taskId);
+    this.owned.seal(taskId, result);
   }
 
   /** Returns every lease. Pending tasks fail: the process is going away. */
@@ -226,7 +261,7 @@ export class TaskSubmitter {
     clearInterval(this.resendTimer);
     const releases: Promise<unknown>[] = [];
     for (const shape of this.shapes.values()) {
-      for (const spec of shape.backlog.splice(0)) this.owned.seal(spec.taskId, { error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`) });
+      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`) });
       for (const lease of shape.leases) {
         clearTimeout(lease.idleTimer);
         // A worker still running our task cannot serve anyone else: busy tells the node to stop it.

@@ -1,17 +1,18 @@
-// Failures: a killed node daemon is declared dead, a killed worker fails its task with the cause,
-// garbage on every subject leaves every daemon running.
+// Failures: a killed node daemon is declared dead, a killed worker fails its task with the cause (or the task runs
+// again, within maxRetries), garbage on every subject leaves every daemon running.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
-import { get, InfeasibleError, WorkerDiedError } from '../runtime/index.ts';
-import { useCluster, eventually, isAlive, processesWithHome, type TestCluster } from './helpers/cluster.ts';
+import { join } from 'node:path';
+import { get, InfeasibleError, WorkerDiedError, TaskError } from '../runtime/index.ts';
+import { useCluster, eventually, isAlive, processesWithHome, tempDir, type TestCluster } from './helpers/cluster.ts';
 import { Bus } from '../runtime/transport.ts';
 import { Gcs } from '../runtime/gcs.ts';
 import { encode } from '../runtime/codec.ts';
 import { subjects } from '../runtime/subjects.ts';
 import { currentClient } from '../runtime/client.ts';
 import type { TaskEvent } from '../runtime/head.ts';
-import { add, hold, env } from './fixtures/tasks.ts';
+import { add, hold, env, flaky } from './fixtures/tasks.ts';
 
 // The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }] });
@@ -57,7 +58,7 @@ test.serial('garbage on every troupe subject gets error replies, and every daemo
 });
 
 test.serial('a killed worker fails its running task with WorkerDiedError naming the cause', async (t) => {
-  const ref = hold.options({ name: 'doomed' }).remote(60_000);
+  const ref = hold.options({ name: 'doomed', maxRetries: 0 }).remote(60_000);
   const running = await runningTask('doomed');
   process.kill(running.pid, 'SIGKILL');
   const e = await t.throwsAsync(get(ref), { instanceOf: WorkerDiedError });
@@ -66,9 +67,36 @@ test.serial('a killed worker fails its running task with WorkerDiedError naming 
   t.is(await add.remote(1, 2), 3); // and the next task gets a fresh worker
 });
 
+test.serial('a task whose worker dies runs again (maxRetries, default 3) until its retries are used up', async (t) => {
+  const ref = hold.options({ name: 'phoenix' }).remote(1500);
+  const first = await runningTask('phoenix');
+  process.kill(first.pid, 'SIGKILL');
+  const done = await get(ref);
+  t.not(done.pid, first.pid, 'the second run is on a fresh worker');
+
+  const once = hold.options({ name: 'twice-killed', maxRetries: 1 }).remote(60_000);
+  const a = await runningTask('twice-killed');
+  process.kill(a.pid, 'SIGKILL');
+  const b = await eventually('the retry running', async () =>
+    (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.name === 'twice-killed' && e.state === 'RUNNING' && e.pid !== a.pid));
+  process.kill(b.pid, 'SIGKILL');
+  const e = await t.throwsAsync(get(once), { instanceOf: WorkerDiedError });
+  t.regex(e!.message, /it ran 2 times/);
+});
+
+test.serial('retryExceptions retries the errors it names, within maxRetries; bad retry options fail where written', async (t) => {
+  const dir = tempDir(t);
+  t.is(await flaky.options({ retryExceptions: ['RangeError'], maxRetries: 2 }).remote(join(dir, 'a'), 2), 3);
+  await t.throwsAsync(get(flaky.options({ retryExceptions: ['TypeError'] }).remote(join(dir, 'b'), 1)), { instanceOf: TaskError, message: /run 1 fails/ });
+  await t.throwsAsync(get(flaky.remote(join(dir, 'c'), 1)), { instanceOf: TaskError, message: /run 1 fails/ }); // not retried by default
+  await t.throwsAsync(get(flaky.options({ retryExceptions: true, maxRetries: 1 }).remote(join(dir, 'd'), 5)), { instanceOf: TaskError, message: /run 2 fails/ });
+  t.throws(() => flaky.options({ maxRetries: -2 }), { instanceOf: RangeError, message: /maxRetries/ });
+  t.throws(() => flaky.options({ retryExceptions: 'yes' as unknown as boolean }), { instanceOf: TypeError, message: /retryExceptions/ });
+});
+
 test.serial('a killed node daemon is marked dead; its task fails; the rest of the cluster goes on', async (t) => {
   const victim = c.nodeIds[1];
-  const ref = hold.options({ resources: { victim: 1 }, name: 'on-victim' }).remote(60_000);
+  const ref = hold.options({ resources: { victim: 1 }, name: 'on-victim', maxRetries: 0 }).remote(60_000);
   const running = await runningTask('on-victim');
   t.is(running.nodeId, victim);
   process.kill(c.nodes[0].pids[0], 'SIGKILL');
