@@ -35,6 +35,11 @@ export interface HostedContext {
 }
 
 type Loader = (ref: { url: string; exportName: string }, workingDir: string) => Promise<unknown>;
+/** Whose output the actor's code writes, and how it is prefixed. */
+export function contextOf(spec: ActorSpec): HostedContext {
+  return { owner: spec.owner, prefix: `(${spec.className} pid=${process.pid})` };
+}
+
 type InContext = <T>(ctx: HostedContext, fn: () => Promise<T>) => Promise<T>;
 
 interface Hosted {
@@ -60,7 +65,7 @@ export class ActorHost {
    * The head starts an actor again only as a new incarnation: an older instance still here goes first. */
   async start(spec: ActorSpec): Promise<{ actorId: string }> {
     this.stop(spec.actorId);
-    const ctx: HostedContext = { owner: spec.owner, prefix: `(${spec.className} pid=${process.pid})` };
+    const ctx = contextOf(spec);
     const instance = await this.inContext(ctx, async () => {
       let Cls: unknown;
       try {

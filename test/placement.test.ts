@@ -56,7 +56,9 @@ test.serial('custom resources and node affinity', async (t) => {
 });
 
 test.serial('SPREAD puts concurrent tasks on different nodes', async (t) => {
-  const rs = await get([hold.options({ schedulingStrategy: 'SPREAD' }).remote(800), hold.options({ schedulingStrategy: 'SPREAD' }).remote(800)]);
+  // Long enough that the second lease arrives before the first task ends, even on a loaded machine (else the idle
+  // first lease would rightly take the second task).
+  const rs = await get([hold.options({ schedulingStrategy: 'SPREAD' }).remote(2500), hold.options({ schedulingStrategy: 'SPREAD' }).remote(2500)]);
   t.deepEqual(rs.map((r) => r.node).sort(), [cpuNode, gpuNode].sort());
 });
 
