@@ -3,6 +3,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { byteLength } from '../runtime/codec.ts';
 
 export class NodeStore {
   constructor(readonly dir: string, readonly spillDir?: string) {}
@@ -32,7 +33,7 @@ export class NodeStore {
     const fh = await open(this.tmpPath(id), 'w', 0o600);
     try {
       let written = 0;
-      const total = parts.reduce((n, p) => n + p.length, 0);
+      const total = byteLength(parts);
       while (written < total) {
         const { bytesWritten } = await fh.writev(remaining(parts, written));
         written += bytesWritten;

@@ -1,7 +1,7 @@
 // How a process stores values and follows ObjectRefs to them: owner lookup, local file reads, copies fetched from
 // other nodes, and the owner's half of reference counting. Every process (driver or worker) has one.
 import { LRUCache } from 'lru-cache';
-import { encodeParts, decode } from '../runtime/codec.ts';
+import { encodeParts, decode, byteLength } from '../runtime/codec.ts';
 import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
 import type { Bus } from '../runtime/transport.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
@@ -107,7 +107,7 @@ export class ObjectClient {
    * `owner`: the process whose object it is (a task's result belongs to its caller, not to the worker). */
   async storeParts(id: string, parts: Uint8Array[], owner = this.o.procId): Promise<ObjectLocation> {
     const { store, nodeId, bus, procId } = this.o;
-    const size = parts.reduce((n, p) => n + p.length, 0);
+    const size = byteLength(parts);
     if (size <= this.o.inlineThreshold) return { inline: parts.length === 1 ? parts[0] : Buffer.concat(parts) };
     if (store && nodeId) {
       await store.writeTmp(id, parts);
@@ -309,27 +309,27 @@ export class ObjectClient {
     this.held.delete(o.id);
     this.decoded.delete(o.id);
     for (const node of o.location ? holders(o.location) : []) {
-      this.freeBatch.set(node, [...(this.freeBatch.get(node) ?? []), o.id]);
-      this.freeTimer ??= setTimeout(() => this.flushFrees(), 100);
+      const ids = this.freeBatch.get(node);
+      if (ids) ids.push(o.id);
+      else this.freeBatch.set(node, [o.id]);
+      this.freeTimer ??= setTimeout(() => void this.flushFrees(), 100);
       this.freeTimer.unref?.();
     }
   }
 
-  private flushFrees(): void {
+  /** Tells each node what to delete, one message per node for all the frees of the last 100 ms. */
+  private flushFrees(): Promise<unknown> {
+    clearTimeout(this.freeTimer);
     this.freeTimer = undefined;
     const batch = this.freeBatch;
     this.freeBatch = new Map();
-    if (this.o.bus.isClosed) return;
-    for (const [node, ids] of batch) this.o.bus.request(objectSubjects.nodeFree(node), { ids }).catch(() => undefined);
+    if (this.o.bus.isClosed) return Promise.resolve();
+    return Promise.all([...batch].map(([node, ids]) => this.o.bus.request(objectSubjects.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
   }
 
   /** On shutdown: what we own goes with us (as in Ray, objects share their owner's fate). */
   async freeAll(): Promise<void> {
-    clearTimeout(this.freeTimer);
     for (const o of [...this.owned.values()]) this.free(o);
-    clearTimeout(this.freeTimer);
-    const batch = this.freeBatch;
-    this.freeBatch = new Map();
-    await Promise.all([...batch].map(([node, ids]) => this.o.bus.request(objectSubjects.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
+    await this.flushFrees();
   }
 }

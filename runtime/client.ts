@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Bus } from './transport.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { encode, encodeParts } from './codec.ts';
+import { encode, encodeParts, byteLength } from './codec.ts';
 import { cloneTensor } from './tensor-codec.ts';
 import { GetTimeoutError, ObjectStoreFullError, UsageError } from './errors.ts';
 import { formatBytes } from './bytes.ts';
@@ -179,7 +179,7 @@ export class Client {
       args = args.map((a) => {
         if (a instanceof ObjectRef) return a;
         const parts = encodeParts(a);
-        return parts.reduce((n, p) => n + p.length, 0) > defaults.inlineThreshold / 4 ? this.putParts(parts, `argument of ${what}`) : a;
+        return byteLength(parts) > defaults.inlineThreshold / 4 ? this.putParts(parts, `argument of ${what}`) : a;
       });
       [encoded, held] = collectRefs(() => encode(args));
     }
@@ -262,12 +262,12 @@ export class Client {
     const ref = this.putParts(parts, 'put', refs) as ObjectRef<T>;
     // A tensor is immutable: gets in this process may share it (a clone shares the data) instead of reading it back.
     const shared = cloneTensor(value);
-    if (shared) this.objects.remember(ref.id, shared, parts.reduce((n, p) => n + p.length, 0));
+    if (shared) this.objects.remember(ref.id, shared, byteLength(parts));
     return ref;
   }
 
   private putParts(parts: Uint8Array[], createdBy: string, refs: ObjectRef[] = []): ObjectRef {
-    const size = parts.reduce((n, p) => n + p.length, 0);
+    const size = byteLength(parts);
     const capacity = this.o.localNode?.objectStoreMemory;
     if (capacity !== undefined && size > defaults.inlineThreshold && size > capacity) {
       throw new ObjectStoreFullError(`${createdBy} of ${formatBytes(size)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`);

@@ -60,6 +60,13 @@ export function encodeParts(value: unknown): Uint8Array[] {
   return [frame, t ? view : view.slice()];
 }
 
+/** Bytes of encoded parts, all together. */
+export function byteLength(parts: Uint8Array[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
+
 function decodeRaw(bytes: Uint8Array): unknown {
   const headLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
   const h = packr.unpack(bytes.subarray(8, 8 + headLength)) as RawHeader;

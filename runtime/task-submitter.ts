@@ -62,10 +62,8 @@ const MAX_LEASE_REQUESTS = 10;
 export interface Retry { left: number; exceptions: boolean | string[] }
 
 export class TaskSubmitter {
-  /** Tasks that may still run again, and how often they have run. */
-  private readonly retries = new Map<string, Retry & { runs: number }>();
-  /** Tasks that reached no worker, and how often: they are sent again, through another lease. */
-  private readonly undelivered = new Map<string, number>();
+  /** Tasks that may still run again: how often they have run, and how often they reached no worker. */
+  private readonly retries = new Map<string, Retry & { runs: number; undelivered: number }>();
   private readonly shapes = new Map<string, Shape>();
   private readonly requestShape = new Map<string, Shape>();
   private resendTimer: NodeJS.Timeout | undefined;
@@ -89,7 +87,7 @@ export class TaskSubmitter {
 
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId. */
   submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry): void {
-    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1 });
+    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1, undelivered: 0 });
     const key = JSON.stringify([demand, strategy]);
     let shape = this.shapes.get(key);
     if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
@@ -125,7 +123,6 @@ export class TaskSubmitter {
     // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
     this.bus.requestBatched<TaskReply>(subjects.procTask(lease.grant.workerId), spec).then(
       (reply) => {
-        this.undelivered.delete(spec.taskId);
         lease.short = typeof reply.ms === 'number' && reply.ms < SHORT_TASK_MS;
         const error = 'error' in reply.result ? reply.result.error : undefined;
         if (error && this.retriesOn(spec, error) && this.runAgain(shape, spec)) return;
@@ -134,10 +131,11 @@ export class TaskSubmitter {
       (e: Error) => {
         if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
         this.removeLease(shape, lease, false);
-        // Nobody got it, so it never ran: it goes to another lease, a few times at most.
-        const tries = (this.undelivered.get(spec.taskId) ?? 0) + 1;
-        if (tries <= 3 && !this.closed) { this.undelivered.set(spec.taskId, tries); shape.backlog.unshift(spec); return; }
-        this.undelivered.delete(spec.taskId);
+        // Nobody got it, so it never ran: it goes to another lease, a few times at most, without using a retry.
+        let r = this.retries.get(spec.taskId);
+        if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0 }));
+        const tries = ++r.undelivered;
+        if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
         this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
       },
     ).finally(() => {

@@ -114,36 +114,41 @@ export class Bus {
     for (const [subject, items] of all) this.sendBatch(subject, items);
   }
 
-  /** Sends one batch, split in halves while it is over the server's max_payload. */
-  private sendBatch(subject: string, items: Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>): void {
-    let data: Uint8Array;
+  /** Sends one batch (as several, if it is over the server's max_payload). */
+  private sendBatch(subject: string, all: Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>): void {
+    let groups: Array<{ data: Uint8Array; items: typeof all }>;
     try {
-      data = encode({ batch: items.map((x) => x.body) });
+      groups = this.fitting(all, (items) => encode({ batch: items.map((x) => x.body) }));
     } catch (e) {
-      for (const x of items) x.reject(e as Error);
+      for (const x of all) x.reject(e as Error);
       return;
     }
-    if (data.length > this.maxPayload - 4096 && items.length > 1) {
-      const half = Math.ceil(items.length / 2);
-      this.sendBatch(subject, items.slice(0, half));
-      this.sendBatch(subject, items.slice(half));
-      return;
+    for (const { data, items } of groups) {
+      const id = (this.seq++).toString(36);
+      let answered = 0;
+      const part = (answers: BatchPart) => {
+        for (const [i, failed, value] of answers) {
+          const x = items[i];
+          if (!x) continue;
+          if (failed) x.reject(value instanceof Error ? value : new Error(String(value)));
+          else x.resolve(value);
+        }
+        answered += answers.length;
+        return answered >= items.length;
+      };
+      const fail = (e: Error) => { for (const x of items) x.reject(e); };
+      this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
+      this.send(subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
     }
-    const id = (this.seq++).toString(36);
-    let answered = 0;
-    const part = (answers: BatchPart) => {
-      for (const [i, failed, value] of answers) {
-        const x = items[i];
-        if (!x) continue;
-        if (failed) x.reject(value instanceof Error ? value : new Error(String(value)));
-        else x.resolve(value);
-      }
-      answered += answers.length;
-      return answered >= items.length;
-    };
-    const fail = (e: Error) => { for (const x of items) x.reject(e); };
-    this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
-    this.send(subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
+  }
+
+  /** Splits items into groups whose encoding fits under the server's max_payload, halving until each does.
+   * A single item too large stays a group of its own: sending it fails, and says so. */
+  private fitting<T>(items: T[], encodeGroup: (items: T[]) => Uint8Array): Array<{ data: Uint8Array; items: T[] }> {
+    const data = encodeGroup(items);
+    if (data.length <= this.maxPayload - 4096 || items.length === 1) return [{ data, items }];
+    const half = Math.ceil(items.length / 2);
+    return [...this.fitting(items.slice(0, half), encodeGroup), ...this.fitting(items.slice(half), encodeGroup)];
   }
 
   /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
@@ -266,19 +271,14 @@ export class Bus {
     });
   }
 
-  /** Sends answers to a batch, split while a part is over the server's max_payload. */
+  /** Sends answers to a batch (as several parts, if they are over the server's max_payload). */
   private replyParts(reply: string | undefined, part: BatchPart): void {
     if (!reply || this.closed) return;
-    const data = encodeReply([0, part]);
-    if (data.length <= this.maxPayload - 4096) { this.send(reply, data); return; }
-    if (part.length === 1) {
-      const [i] = part[0];
-      this.send(reply, encodeReply([0, [[i, 1, new RangeError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`)]]]));
-      return;
+    for (const { data, items } of this.fitting(part, (answers) => encodeReply([0, answers]))) {
+      // One answer too large for any message: its caller hears why instead of waiting for ever.
+      const tooLarge = data.length > this.maxPayload && new RangeError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`);
+      this.send(reply, tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data);
     }
-    const half = Math.ceil(part.length / 2);
-    this.replyParts(reply, part.slice(0, half));
-    this.replyParts(reply, part.slice(half));
   }
 
   /** Answer a request out of band (when the reply comes later than the handler returns). */
