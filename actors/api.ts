@@ -5,7 +5,7 @@ import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 /** A handle to the live actor registered under `name` (in `namespace`, default 'default'), from any driver. */
 export async function getActor<T = Record<string, (...args: any[]) => any>>(name: string, opts: { namespace?: string } = {}): Promise<ActorHandle<T>> {
   const found = await currentClient().lookupActor(name, opts.namespace);
-  return makeHandle<T>(new HandleData(found.actorId, found.className, found.maxTaskRetries));
+  return makeHandle<T>(new HandleData(found.actorId, found.className, found.maxTaskRetries, found.maxPendingCalls));
 }
 
 /** Ends an actor. noRestart (default true): DEAD for good; false: it counts as a crash and restarts if it has restarts left. */

@@ -7,8 +7,10 @@ import type { ObjectRef } from '../object-store/object-ref.ts';
 
 type Method = (...args: any[]) => any;
 
-/** Public methods of T (names starting with '_' stay private to the actor). */
-export type ActorMethodNames<T> = { [K in keyof T]-?: K extends `_${string}` ? never : K extends string ? (T[K] extends Method ? K : never) : never }[keyof T];
+type Lifecycle = 'onStart' | 'onStop' | 'checkpoint' | 'restore';
+
+/** Public methods of T (names starting with '_' stay private to the actor, and lifecycle hooks are the runtime's). */
+export type ActorMethodNames<T> = { [K in keyof T]-?: K extends `_${string}` | Lifecycle ? never : K extends string ? (T[K] extends Method ? K : never) : never }[keyof T];
 
 /** A remote actor: every method takes the same arguments (each a value or an ObjectRef of it) and returns an ObjectRef of its awaited result. */
 export type ActorHandle<T> = {
@@ -25,11 +27,13 @@ export class HandleData {
     readonly className: string,
     /** Calls in flight when the actor dies are re-sent this many times (-1: always). */
     readonly maxTaskRetries: number,
+    /** Calls this process may queue while the actor is (re)starting; undefined: the default. */
+    readonly maxPendingCalls?: number,
   ) {}
 }
 
 // Properties a handle answers itself instead of turning them into remote calls: `await handle` must not call then().
-const OWN = new Set(['actorId', 'className', 'maxTaskRetries', 'then', 'toJSON', 'constructor', 'toString', 'valueOf']);
+const OWN = new Set(['actorId', 'className', 'maxTaskRetries', 'maxPendingCalls', 'then', 'toJSON', 'constructor', 'toString', 'valueOf']);
 
 export function makeHandle<T>(data: HandleData): ActorHandle<T> {
   const methods = new Map<string, (...args: unknown[]) => ObjectRef<unknown>>();
@@ -42,7 +46,7 @@ export function makeHandle<T>(data: HandleData): ActorHandle<T> {
       }
       let m = methods.get(prop);
       if (!m) {
-        m = (...args: unknown[]) => currentClient().callActor(target.actorId, prop, args, target.maxTaskRetries);
+        m = (...args: unknown[]) => currentClient().callActor(target.actorId, prop, args, target.maxTaskRetries, target.maxPendingCalls);
         methods.set(prop, m);
       }
       return m;
@@ -50,9 +54,9 @@ export function makeHandle<T>(data: HandleData): ActorHandle<T> {
   }) as unknown as ActorHandle<T>;
 }
 
-registerExtension<HandleData, [string, string, number]>({
+registerExtension<HandleData, [string, string, number, number?]>({
   Class: HandleData,
   type: ExtType.actorHandle,
-  write: (h) => [h.actorId, h.className, h.maxTaskRetries],
-  read: ([id, cls, retries]) => makeHandle(new HandleData(id, cls, retries)) as unknown as HandleData,
+  write: (h) => (h.maxPendingCalls === undefined ? [h.actorId, h.className, h.maxTaskRetries] : [h.actorId, h.className, h.maxTaskRetries, h.maxPendingCalls]),
+  read: ([id, cls, retries, pending]) => makeHandle(new HandleData(id, cls, retries, pending ?? undefined)) as unknown as HandleData,
 });

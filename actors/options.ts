@@ -3,7 +3,7 @@ import { normalizeRequest, checkStrategy } from '../runtime/scheduler.ts';
 import type { ActorOptions } from '../runtime/client.ts';
 
 const KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'maxRestarts', 'maxTaskRetries',
-  'maxConcurrency', 'name', 'namespace', 'lifetime', 'isolation']);
+  'maxConcurrency', 'name', 'namespace', 'lifetime', 'isolation', 'crashOnError', 'checkpointEvery', 'maxPendingCalls']);
 
 export function checkActorOptions(opts: ActorOptions): void {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('actor options must be an object');
@@ -13,6 +13,18 @@ export function checkActorOptions(opts: ActorOptions): void {
   for (const k of ['maxRestarts', 'maxTaskRetries'] as const) {
     const v = opts[k];
     if (v !== undefined && (!Number.isInteger(v) || v < -1)) throw new RangeError(`${k} must be -1 (unlimited) or a whole number >= 0, got ${v}`);
+  }
+  if (opts.maxPendingCalls !== undefined && (!Number.isInteger(opts.maxPendingCalls) || (opts.maxPendingCalls < 1 && opts.maxPendingCalls !== -1))) {
+    throw new RangeError(`maxPendingCalls must be -1 (no limit) or a whole number >= 1, got ${opts.maxPendingCalls}`);
+  }
+  if (opts.crashOnError !== undefined && typeof opts.crashOnError !== 'boolean') throw new TypeError(`crashOnError must be true or false, got ${JSON.stringify(opts.crashOnError)}`);
+  const every = opts.checkpointEvery;
+  if (every !== undefined) {
+    const bad = typeof every !== 'object' || every === null || Object.keys(every).some((k) => k !== 'calls' && k !== 'seconds')
+      || (every.calls !== undefined && (!Number.isInteger(every.calls) || every.calls < 1))
+      || (every.seconds !== undefined && !(typeof every.seconds === 'number' && every.seconds > 0))
+      || (every.calls === undefined && every.seconds === undefined);
+    if (bad) throw new TypeError(`checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 } with at least one, got ${JSON.stringify(every)}`);
   }
   if (opts.maxConcurrency !== undefined && (!Number.isInteger(opts.maxConcurrency) || opts.maxConcurrency < 1)) {
     throw new RangeError(`maxConcurrency must be a whole number >= 1, got ${opts.maxConcurrency}`);

@@ -3,10 +3,13 @@
 import type { Bus } from './transport.ts';
 import type { Gcs } from './gcs.ts';
 import { subjects } from './subjects.ts';
-import { ActorDiedError, NoRespondersError } from './errors.ts';
+import { ActorDiedError, NoRespondersError, PendingCallsLimitError } from './errors.ts';
 import type { ActorCall, ActorSpec, ActorState, ActorStateEvent } from './actor-types.ts';
 import type { OwnerTable } from '../object-store/owner-table.ts';
-import type { ObjectLocation } from '../object-store/location.ts';
+import type { CallReply } from './actor-host.ts';
+
+/** How long calls in flight at an actor's death wait for a reply that was already on its way. */
+const LATE_REPLY_MS = 200;
 
 interface Known {
   state: ActorState;
@@ -35,6 +38,8 @@ export class ActorCaller {
   /** Per actor: calls to send again once it is back, and the pending flush that sends them in submission order. */
   private readonly resends = new Map<string, InFlight[]>();
   private readonly flushes = new Map<string, Promise<void>>();
+  /** Per actor: calls waiting in its chain (not sent yet), bounded by maxPendingCalls. */
+  private readonly pending = new Map<string, number>();
 
   constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable) {}
 
@@ -56,6 +61,15 @@ export class ActorCaller {
    * as the actor does. */
   private readonly args = new Map<string, unknown[]>();
 
+  /** Throws when `limit` calls already wait for this actor to come up (a restart that never ends must not eat memory). */
+  checkPending(actorId: string, method: string, limit: number): void {
+    const n = this.pending.get(actorId) ?? 0;
+    if (limit !== -1 && n >= limit) {
+      const k = this.known.get(actorId);
+      throw new PendingCallsLimitError(`cannot call ${method}(): ${n} calls already wait for actor ${actorId}${k ? ` (${k.state})` : ''} (maxPendingCalls ${limit})`);
+    }
+  }
+
   /** Sends a method call in order after the previous ones. The result seals into the owner table under call.callId.
    * waitFor: what must happen first (its ref arguments located). */
   call(actorId: string, call: ActorCall, waitFor: Promise<unknown> | undefined, maxTaskRetries: number): void {
@@ -68,6 +82,7 @@ export class ActorCaller {
       this.send(actorId, entry);
       return;
     }
+    this.pending.set(actorId, (this.pending.get(actorId) ?? 0) + 1);
     const sent: Promise<void> = (prev ?? Promise.resolve()).then(async () => {
       await this.created.get(actorId);
       await waitFor;
@@ -75,7 +90,11 @@ export class ActorCaller {
       await this.whenAlive(actorId);
       this.send(actorId, entry);
     }).catch((e: Error) => this.owned.seal(call.callId, { error: e }))
-      .finally(() => { if (this.chains.get(actorId) === sent) this.chains.delete(actorId); });
+      .finally(() => {
+        const left = this.pending.get(actorId)! - 1;
+        if (left) this.pending.set(actorId, left); else this.pending.delete(actorId);
+        if (this.chains.get(actorId) === sent) this.chains.delete(actorId);
+      });
     this.chains.set(actorId, sent);
   }
 
@@ -84,11 +103,17 @@ export class ActorCaller {
     const calls = this.inFlight.get(actorId) ?? new Map<string, InFlight>();
     this.inFlight.set(actorId, calls);
     calls.set(call.callId, entry);
-    this.bus.requestBatched<{ result: ObjectLocation }>(subjects.actor(actorId), call).then(
+    this.bus.requestBatched<CallReply>(subjects.actor(actorId), call).then(
       (r) => {
         if (calls.get(call.callId) !== entry) return; // failed over meanwhile
         calls.delete(call.callId);
-        this.owned.seal(call.callId, r.result);
+        if (r.notRun) {
+          // The instance stopped (killed, crashed, restarting) before running it: it goes to the next instance.
+          this.known.delete(actorId);
+          this.sendAgain(actorId, entry);
+        } else {
+          this.owned.seal(call.callId, r.result);
+        }
       },
       (e: Error) => {
         if (calls.get(call.callId) !== entry) return;
@@ -144,8 +169,14 @@ export class ActorCaller {
       const calls = this.inFlight.get(actorId);
       if (calls?.size) {
         const lost = [...calls.values()];
-        calls.clear();
-        for (const c of lost) this.afterDeath(actorId, c);
+        // Replies already on their way (a result, or "not run" from a crashing instance) may trail the event.
+        setTimeout(() => {
+          for (const c of lost) {
+            if (calls.get(c.call.callId) !== c) continue; // answered meanwhile
+            calls.delete(c.call.callId);
+            this.afterDeath(actorId, c);
+          }
+        }, LATE_REPLY_MS);
       }
     }
     if (e.state === 'ALIVE' || e.state === 'DEAD') {

@@ -1,7 +1,8 @@
-// Hosts actor instances inside a worker process: construct, dispatch method calls in arrival order
-// (up to maxConcurrency at once), stop. Policy (restart or not) is the head's business, not ours.
+// Hosts actor instances inside a worker process: construct, restore the last checkpoint, dispatch method calls in
+// arrival order (up to maxConcurrency at once), save checkpoints, stop. Policy (restart or not) is the head's business
+// and supervisors', not ours: a crash is reported, never acted on here.
 import { subjects } from './subjects.ts';
-import { TaskError, UsageError, ActorDiedError } from './errors.ts';
+import { TaskError, UsageError } from './errors.ts';
 import type { Client } from './client.ts';
 import type { Subscription } from './transport.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
@@ -9,7 +10,11 @@ import type { ObjectLocation } from '../object-store/location.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
 
-/** Methods a caller may name: ones the class defines (its prototypes up to Object.prototype), not getters, fields, '_private' ones or Object's. */
+/** Methods the runtime calls on an instance, never a remote caller. */
+export const LIFECYCLE = ['onStart', 'onStop', 'checkpoint', 'restore'] as const;
+
+/** Methods a caller may name: ones the class defines (its prototypes up to Object.prototype), not getters, fields,
+ * '_private' ones, lifecycle hooks or Object's. */
 function methodsOf(instance: object): Set<string> {
   const proto = Object.getPrototypeOf(instance) as object;
   let names = methodCache.get(proto);
@@ -17,7 +22,7 @@ function methodsOf(instance: object): Set<string> {
   names = new Set();
   for (let p: object | null = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
     for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
-      if (k !== 'constructor' && !k.startsWith('_') && typeof d.value === 'function') names.add(k);
+      if (k !== 'constructor' && !k.startsWith('_') && !(LIFECYCLE as readonly string[]).includes(k) && typeof d.value === 'function') names.add(k);
     }
   }
   methodCache.set(proto, names);
@@ -26,6 +31,20 @@ function methodsOf(instance: object): Set<string> {
 
 /** Marks a class made remote by the actors layer (a well-known symbol: this layer cannot import that one). */
 export const REMOTE_CLASS = Symbol.for('troupe.remoteClass');
+
+// The actor whose constructor is running: the Actor base class learns its id from here.
+let constructing: string | undefined;
+export function constructingActorId(): string | undefined {
+  return constructing;
+}
+
+/** Saves an instance's checkpoint now (Actor.saveCheckpoint). */
+const savers = new WeakMap<object, () => Promise<void>>();
+export function saveCheckpointOf(instance: object): Promise<void> {
+  const save = savers.get(instance);
+  if (!save) return Promise.reject(new UsageError('saveCheckpoint(): this object is not an actor instance hosted by troupe'));
+  return save();
+}
 
 export interface HostedContext {
   /** Where its output goes (the actor's owner). */
@@ -46,11 +65,22 @@ interface Hosted {
   spec: ActorSpec;
   instance: Record<string, unknown>;
   sub: Subscription;
-  queue: Array<{ call: ActorCall; reply: (v: { result: ObjectLocation }) => void }>;
+  queue: Array<{ call: ActorCall; reply: (v: CallReply) => void }>;
   running: number;
   ctx: HostedContext;
   stopped: boolean;
+  /** Calls finished since the last checkpoint. */
+  callsSinceCheckpoint: number;
+  saving: Promise<void>;
+  timer?: NodeJS.Timeout;
 }
+
+/** A call's answer; notRun: the instance stopped before running it, so the caller may send it to the next one. */
+export type CallReply = { result: ObjectLocation; notRun?: undefined } | { notRun: true };
+
+type Instance = Record<string, unknown>;
+const hook = (instance: Instance, name: (typeof LIFECYCLE)[number]) =>
+  typeof instance[name] === 'function' ? (instance[name] as (...a: unknown[]) => unknown).bind(instance) : undefined;
 
 export class ActorHost {
   private readonly actors = new Map<string, Hosted>();
@@ -61,39 +91,69 @@ export class ActorHost {
     return this.actors.size;
   }
 
-  /** Constructs the actor and starts taking calls. Throws TaskError when the constructor throws.
-   * The head starts an actor again only as a new incarnation: an older instance still here goes first. */
+  /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls. Throws TaskError when any
+   * of those throws. The head starts an actor again only as a new incarnation: an older instance still here goes first. */
   async start(spec: ActorSpec): Promise<{ actorId: string }> {
-    this.stop(spec.actorId);
+    await this.stop(spec.actorId);
     const ctx = contextOf(spec);
+    let hosted: Hosted | undefined;
     const instance = await this.inContext(ctx, async () => {
-      let Cls: unknown;
+      let step = 'constructor';
       try {
-        Cls = await this.load(spec.cls, spec.workingDir);
+        const Cls = await this.load(spec.cls, spec.workingDir);
         if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls)) throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
         const args = await this.client.objects.resolveArgs(spec.args, spec.deps);
-        return new (Cls as unknown as new (...a: unknown[]) => Record<string, unknown>)(...args);
+        constructing = spec.actorId;
+        let made: Instance;
+        try { made = new (Cls as unknown as new (...a: unknown[]) => Instance)(...args); } finally { constructing = undefined; }
+        hosted = { spec, instance: made, queue: [], running: 0, ctx, stopped: false, callsSinceCheckpoint: 0, saving: Promise.resolve(), sub: undefined as unknown as Subscription };
+        savers.set(made, () => this.saveCheckpoint(hosted!));
+        const restore = hook(made, 'restore');
+        if (restore) {
+          step = 'restore';
+          const last = await (await this.client.checkpoints()).load(spec.actorId);
+          if (last) await restore(last.state);
+        }
+        step = 'onStart';
+        await hook(made, 'onStart')?.();
+        return made;
       } catch (e) {
-        throw TaskError.from(e, `${spec.className} constructor`);
+        throw TaskError.from(e, `${spec.className} ${step}`);
       }
     });
-    const hosted: Hosted = { spec, instance, queue: [], running: 0, ctx, stopped: false, sub: undefined as unknown as Subscription };
-    hosted.sub = this.client.bus.serveBatched(subjects.actor(spec.actorId), (call: ActorCall) =>
-      new Promise((reply) => { hosted.queue.push({ call, reply }); this.drain(hosted); }));
+    const h = hosted!;
+    h.sub = this.client.bus.serveBatched(subjects.actor(spec.actorId), (call: ActorCall) =>
+      new Promise<CallReply>((reply) => {
+        if (h.stopped) { reply({ notRun: true }); return; } // crashed, waiting to be stopped
+        h.queue.push({ call, reply });
+        this.drain(h);
+      }));
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
-    this.actors.set(spec.actorId, hosted);
+    this.actors.set(spec.actorId, h);
+    const seconds = spec.checkpointEvery?.seconds;
+    if (seconds && hook(instance, 'checkpoint')) {
+      h.timer = setInterval(() => { if (h.callsSinceCheckpoint > 0) void this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e)); }, seconds * 1000);
+      h.timer.unref();
+    }
     return { actorId: spec.actorId };
   }
 
-  /** Stops taking calls; calls still queued fail (their callers are told the actor is gone). */
-  stop(actorId: string): void {
+  /** Stops taking calls; calls still queued fail (their callers are told the actor is gone). Then onStop() gets up to
+   * graceMs to finish. */
+  async stop(actorId: string, graceMs = 0): Promise<void> {
     const h = this.actors.get(actorId);
     if (!h) return;
     h.stopped = true;
+    clearInterval(h.timer);
     h.sub.unsubscribe();
     this.actors.delete(actorId);
-    const error = new ActorDiedError(`actor ${actorId} (${h.spec.className}) was stopped before this call ran`, { actorId });
-    for (const { reply } of h.queue.splice(0)) reply({ result: { error } });
+    for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
+    const onStop = hook(h.instance, 'onStop');
+    if (!onStop) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => { timer = setTimeout(r, graceMs); });
+    await Promise.race([this.inContext(h.ctx, async () => { await onStop(); }).catch((e) => console.error(`troupe: ${h.spec.className}.onStop() threw:`, e)), late]);
+    clearTimeout(timer);
   }
 
   /** Runs queued calls in arrival order, at most maxConcurrency at a time. */
@@ -101,7 +161,13 @@ export class ActorHost {
     while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
       const { call, reply } = h.queue.shift()!;
       h.running++;
-      this.inContext(h.ctx, () => this.run(h, call)).then(reply).finally(() => {
+      this.inContext(h.ctx, () => this.run(h, call)).then(async (r) => {
+        reply(r);
+        h.callsSinceCheckpoint++;
+        const every = h.spec.checkpointEvery?.calls;
+        // Saved before the next call starts: the checkpoint is the state after exactly these calls.
+        if (every && h.callsSinceCheckpoint >= every && !h.stopped) await this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
+      }).finally(() => {
         h.running--;
         this.drain(h);
       });
@@ -117,7 +183,34 @@ export class ActorHost {
       const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
       return { result: await this.client.objects.store(call.callId, value, call.caller) };
     } catch (e) {
-      return { result: { error: TaskError.from(e, where) } };
+      const error = TaskError.from(e, where);
+      if (h.spec.crashOnError && !(e instanceof UsageError) && !h.stopped) this.crash(h, `${where}() threw ${error.remoteName}: ${error.message} (crashOnError)`);
+      return { result: { error } };
     }
+  }
+
+  /** The actor counts as crashed: the head restarts it, or holds it for its supervisor. Its callers see `cause`. */
+  private crash(h: Hosted, cause: string): void {
+    h.stopped = true; // no further calls run on this instance: they go to the next one
+    for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
+    void this.client.killActor(h.spec.actorId, false, cause).catch((e) => console.error(`troupe: could not report the crash of ${h.spec.className} ${h.spec.actorId}:`, e));
+  }
+
+  /** One save at a time, in order; the state is read when the save starts. */
+  private saveCheckpoint(h: Hosted): Promise<void> {
+    const save = async () => {
+      const checkpoint = hook(h.instance, 'checkpoint');
+      if (!checkpoint) throw new UsageError(`${h.spec.className} has no checkpoint() method to save`);
+      h.callsSinceCheckpoint = 0;
+      const state = await checkpoint();
+      await (await this.client.checkpoints()).save(h.spec.actorId, state);
+    };
+    const next = h.saving.then(save, save);
+    h.saving = next.catch(() => undefined);
+    return next;
+  }
+
+  private checkpointFailed(h: Hosted, e: unknown): void {
+    console.error(`troupe: checkpoint of ${h.spec.className} ${h.spec.actorId} failed:`, e);
   }
 }

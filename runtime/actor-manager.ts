@@ -1,5 +1,6 @@
 // The head's actor manager: creates actors through the head's placement queue, tracks their lifecycle
 // (PENDING → ALIVE → RESTARTING → DEAD) in KV, restarts them within maxRestarts, ends them with their owner.
+// An actor with a supervisor is not restarted here: the head holds it RESTARTING and its supervisor decides.
 import type { Bus } from './transport.ts';
 import type { Gcs } from './gcs.ts';
 import { subjects } from './subjects.ts';
@@ -7,6 +8,7 @@ import { TaskError, UsageError, InfeasibleError } from './errors.ts';
 import { checkDemand, checkStrategy, type Placement, type ResourceSet, type SchedulingStrategy } from './scheduler.ts';
 import type { ActorInfo, ActorSpec, ActorStateEvent } from './actor-types.ts';
 import type { LeaseGrant, WorkerDiedMsg } from './node-daemon.ts';
+import type { CheckpointStore } from './checkpoints.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -15,6 +17,7 @@ export interface ActorManagerHost {
   place(demand: ResourceSet, strategy: SchedulingStrategy): Placement;
   enqueue(req: { reqId: string; clientId: string; demand: ResourceSet; strategy: SchedulingStrategy; actor: { spec: ActorSpec; incarnation: number } }): void;
   dequeue(reqId: string): void;
+  checkpoints(): Promise<CheckpointStore>;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,100}$/;
@@ -87,7 +90,7 @@ export class ActorManager {
   onStarted(actorId: string, incarnation: number, grant: LeaseGrant): void {
     const a = this.actors.get(actorId);
     if (!a || a.incarnation !== incarnation || a.state === 'DEAD') {
-      this.stopInstance(actorId, grant.nodeId, grant.leaseId);
+      void this.h.bus.request(subjects.nodeActorStop(grant.nodeId), { actorId, leaseId: grant.leaseId }).catch(() => undefined);
       return;
     }
     // A restarted actor keeps the cause of its last death: `troupe list actors` shows why it restarted.
@@ -105,11 +108,10 @@ export class ActorManager {
   onStartFailed(actorId: string, incarnation: number, error: Error): void {
     const a = this.actors.get(actorId);
     if (!a || a.incarnation !== incarnation || a.state === 'DEAD') return;
-    if (error instanceof TaskError) {
-      void this.end(a, `its constructor threw ${error.remoteName}: ${error.message}`);
-      return;
-    }
-    this.died(a, `it could not be started: ${error.message}`);
+    const threw = error instanceof TaskError ? `its constructor threw ${error.remoteName}: ${error.message}` : undefined;
+    // A supervisor counts a throwing constructor against its restart intensity, as OTP does a failed start.
+    if (threw && a.spec.supervisor === undefined) void this.end(a, threw);
+    else void this.died(a, threw ?? `it could not be started: ${error.message}`);
   }
 
   onWorkerDied(msg: WorkerDiedMsg): void {
@@ -126,32 +128,49 @@ export class ActorManager {
     }
   }
 
-  /** kill(handle): with noRestart it is DEAD for good; otherwise it counts as a crash (restarts if it has restarts left). */
-  async kill(actorId: string, noRestart: boolean): Promise<void> {
+  /** kill(handle): with noRestart it is DEAD for good; otherwise it counts as a crash (restarts if it has restarts left,
+   * or is held for its supervisor). Supervisors and crashing actors say why in `cause`. */
+  async kill(actorId: string, noRestart: boolean, cause = 'it was killed by kill()'): Promise<void> {
     const a = this.actors.get(actorId);
     if (!a) throw new UsageError(`no actor ${actorId}`);
+    if (typeof cause !== 'string') throw new TypeError('cause must be a string');
     if (a.state === 'DEAD') return;
     if (!noRestart && a.state !== 'ALIVE') return; // already (re)starting
-    const instance = a.state === 'ALIVE' ? { nodeId: a.nodeId!, leaseId: a.leaseId } : undefined;
-    if (noRestart) await this.end(a, 'it was killed by kill()');
+    if (noRestart) return this.end(a, cause);
     // Stop this instance before a new one can start, so the two never serve at once.
-    if (instance) await this.stopInstance(actorId, instance.nodeId, instance.leaseId);
+    await this.stopInstance(a, this.instanceOf(a)!);
     // Reply only once RESTARTING is published: a caller then hears of it before it can send to the stopped instance.
-    if (!noRestart) await this.died(a, 'it was killed by kill()');
+    await this.died(a, cause);
   }
 
-  private stopInstance(actorId: string, nodeId: string, leaseId?: string): Promise<unknown> {
-    return this.h.bus.request(subjects.nodeActorStop(nodeId), { actorId, leaseId }).catch(() => undefined);
+  /** Its supervisor restarts an actor the head held for it. */
+  async restartHeld(actorId: string, supervisor: string): Promise<{ state: string }> {
+    const a = this.actors.get(actorId);
+    if (!a) throw new UsageError(`no actor ${actorId}`);
+    if (a.spec.supervisor !== supervisor) throw new UsageError(`actor ${actorId} is not supervised by ${supervisor}`);
+    if (a.state === 'RESTARTING' && a.held) {
+      a.held = false;
+      const saved = this.save(a);
+      this.schedule(a);
+      await saved;
+    }
+    return { state: a.state };
+  }
+
+  private instanceOf(a: ActorInfo): { nodeId: string; leaseId?: string } | undefined {
+    return a.state === 'ALIVE' ? { nodeId: a.nodeId!, leaseId: a.leaseId } : undefined;
+  }
+
+  /** graceMs: how long the instance may take in onStop() (its spec's shutdownMs). */
+  private stopInstance(a: ActorInfo, at: { nodeId: string; leaseId?: string }): Promise<unknown> {
+    const graceMs = a.spec.shutdownMs ?? 0;
+    return this.h.bus.request(subjects.nodeActorStop(at.nodeId), { actorId: a.actorId, leaseId: at.leaseId, graceMs }, { timeoutMs: graceMs + 5000 }).catch(() => undefined);
   }
 
   /** The owner of non-detached actors shut down or went silent: they go with it (as in Ray). */
   async ownerGone(owner: string, why: string): Promise<void> {
     for (const a of [...this.actors.values()]) {
-      if (a.owner === owner && a.lifetime !== 'detached' && a.state !== 'DEAD') {
-        const instance = a.state === 'ALIVE' ? { nodeId: a.nodeId!, leaseId: a.leaseId } : undefined;
-        await this.end(a, why);
-        if (instance) await this.stopInstance(a.actorId, instance.nodeId, instance.leaseId);
-      }
+      if (a.owner === owner && a.lifetime !== 'detached' && a.state !== 'DEAD') await this.end(a, why);
     }
   }
 
@@ -162,22 +181,32 @@ export class ActorManager {
     return out;
   }
 
-  /** It died: restart it if it has restarts left, else it ends. Resolves once the new state is saved and published. */
+  /** It died: restart it if it has restarts left, else it ends; a supervised one waits for its supervisor.
+   * Resolves once the new state is saved and published. */
   private died(a: ActorInfo, cause: string): Promise<void> {
     if (a.state === 'DEAD') return Promise.resolve();
+    const supervisor = a.spec.supervisor !== undefined ? this.actors.get(a.spec.supervisor) : undefined;
+    if (a.spec.supervisor !== undefined && (!supervisor || supervisor.state === 'DEAD')) return this.end(a, `${cause}; its supervisor is gone`);
     const max = a.spec.maxRestarts;
-    if (max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
+    if (!supervisor && max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'RESTARTING', cause, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined });
+    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined });
     const saved = this.save(a);
-    this.schedule(a);
+    if (!supervisor) this.schedule(a);
     return saved;
   }
 
+  /** DEAD for good: its instance stops, its checkpoint goes, and so do the actors it supervised. */
   private async end(a: ActorInfo, cause: string): Promise<void> {
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'DEAD', cause });
+    const instance = this.instanceOf(a);
+    Object.assign(a, { state: 'DEAD', cause, held: false });
     await this.save(a);
+    if (instance) await this.stopInstance(a, instance);
+    void this.h.checkpoints().then((c) => c.delete(a.actorId)).catch(() => undefined);
+    for (const child of this.actors.values()) {
+      if (child.spec.supervisor === a.actorId && child.state !== 'DEAD') await this.end(child, `its supervisor ${a.className} ${a.actorId} ended: ${cause}`);
+    }
     if (a.name) {
       const key = nameKey(a.namespace, a.name);
       if (this.names.get(key) === a.actorId) {
@@ -190,7 +219,7 @@ export class ActorManager {
   /** KV first, then the event: a caller that reads KV after the event sees the new state. */
   private async save(a: ActorInfo): Promise<void> {
     await this.h.gcs.actors.put(a.actorId, a).catch((e) => console.error('troupe: could not save actor state:', e));
-    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause };
+    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held };
     this.h.bus.publish(subjects.evtActorState, ev);
   }
 }
@@ -204,6 +233,12 @@ function checkSpec(spec: ActorSpec): void {
   if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached') throw new TypeError("lifetime must be 'owned' or 'detached'");
   if (typeof spec.cls?.url !== 'string' || typeof spec.cls.exportName !== 'string' || !(spec.args instanceof Uint8Array)) throw new TypeError('actor spec needs cls { url, exportName } and encoded args');
   if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string') throw new TypeError('actor spec needs owner, workingDir and className');
+  if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string') throw new TypeError('supervisor must be an actor id');
+  if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0)) throw new TypeError('shutdownMs must be a whole number >= 0');
+  const every = spec.checkpointEvery;
+  if (every !== undefined && (typeof every !== 'object' || every === null || (every.calls !== undefined && !int(every.calls, 1)) || (every.seconds !== undefined && !(typeof every.seconds === 'number' && every.seconds > 0)))) {
+    throw new TypeError('checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 }');
+  }
 }
 
 export function nameKey(namespace: string, name: string): string {

@@ -28,6 +28,16 @@ export interface ActorSpec {
   /** Process that created it: non-detached actors die with it; its logs go there. */
   owner: string;
   workingDir: string;
+  /** The supervising actor: when this one dies the head holds it RESTARTING until its supervisor decides. */
+  supervisor?: string;
+  /** A method that throws also crashes the actor (restarted like any other death). */
+  crashOnError?: boolean;
+  /** How long a stop waits for the instance's onStop() before the process goes. */
+  shutdownMs?: number;
+  /** Calls one caller may queue while it is not ALIVE (-1: no limit); undefined: the default. */
+  maxPendingCalls?: number;
+  /** Checkpoint every so many calls and/or seconds (the class implements checkpoint() and restore()). */
+  checkpointEvery?: { calls?: number; seconds?: number };
 }
 
 /** The actors bucket in KV: spec plus where and how it is. */
@@ -47,6 +57,8 @@ export interface ActorInfo {
   restarts: number;
   /** Bumped on each start; lets callers tell a new instance from the one that died. */
   incarnation: number;
+  /** RESTARTING, and waiting for its supervisor to restart it or end it. */
+  held?: boolean;
   lifetime: 'owned' | 'detached';
   isolation: 'process' | 'shared';
   owner: string;
@@ -60,6 +72,9 @@ export interface ActorStateEvent {
   state: ActorState;
   incarnation: number;
   cause?: string;
+  /** Its supervisor, which acts on its deaths. */
+  supervisor?: string;
+  held?: boolean;
 }
 
 /** A method call on the wire. */

@@ -11,6 +11,7 @@ import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';
 import { ActorCaller } from './actor-caller.ts';
 import { nameKey } from './actor-manager.ts';
 import { Gcs } from './gcs.ts';
+import { CheckpointStore } from './checkpoints.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
 import { normalizeRequest, checkStrategy, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
 import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../object-store/object-ref.ts';
@@ -44,6 +45,14 @@ export interface ActorOptions extends ResourceRequest {
   lifetime?: 'detached';
   /** 'process' (default): a worker process of its own. 'shared': many lightweight actors in one worker process. */
   isolation?: 'process' | 'shared';
+  /** A method that throws also crashes the actor, which then restarts (maxRestarts, or its supervisor). Default false:
+   * the error fails only that call, as in Ray. */
+  crashOnError?: boolean;
+  /** Saves `checkpoint()` every so many calls and/or seconds; a restarted instance gets it in `restore()`. */
+  checkpointEvery?: { calls?: number; seconds?: number };
+  /** Calls one caller may queue while the actor is starting or restarting (default 10,000); one more throws
+   * PendingCallsLimitError at the call. -1: no limit. */
+  maxPendingCalls?: number;
   /** Set by the decorator: the class name shown in logs and listings. */
   className?: string;
 }
@@ -199,7 +208,8 @@ export class Client {
   // --- actors ----------------------------------------------------------------------------------
 
   /** Creates an actor (asynchronously, like Ray); returns its id at once. Bad options and arguments throw here. */
-  createActor(cls: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: ActorOptions): string {
+  /** supervised: set by supervisors: the supervising actor and how long its child may take to stop. */
+  createActor(cls: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: ActorOptions, supervised?: { supervisor: string; shutdownMs: number; lifetime: 'owned' | 'detached' }): string {
     const actorId = newId();
     const gpus = opts.numGpus ?? 0;
     // Like Ray, an actor needs no CPU unless asked: thousands of idle actors must fit on one node.
@@ -213,7 +223,9 @@ export class Client {
       name: opts.name, namespace: opts.namespace ?? 'default', lifetime: opts.lifetime === 'detached' ? 'detached' : 'owned',
       // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
       isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.owner(), workingDir: process.cwd(),
+      crashOnError: opts.crashOnError || undefined, checkpointEvery: opts.checkpointEvery, maxPendingCalls: opts.maxPendingCalls,
     };
+    if (supervised) Object.assign(spec, supervised);
     const ready = Promise.all([
       Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
       this.locateDeps(prepared.refs, spec.deps),
@@ -226,7 +238,8 @@ export class Client {
   }
 
   /** Calls a method; the result comes back as an ObjectRef. Arguments are checked here. */
-  callActor<R>(actorId: string, method: string, args: unknown[], maxTaskRetries: number): ObjectRef<R> {
+  callActor<R>(actorId: string, method: string, args: unknown[], maxTaskRetries: number, maxPendingCalls = defaults.maxPendingCalls): ObjectRef<R> {
+    this.actors.checkPending(actorId, method, maxPendingCalls);
     const callId = newId();
     const prepared = this.prepareArgs(args, `call ${method}`);
     const call: ActorCall = { callId, method, args: prepared.encoded, deps: {}, caller: this.procId };
@@ -235,24 +248,35 @@ export class Client {
     return this.ownedRef<R>(callId);
   }
 
-  async killActor(actorId: string, noRestart: boolean): Promise<void> {
-    await this.bus.request(subjects.headActorKill, { actorId, noRestart });
+  /** cause: why, for the actor's record and its callers' errors (default: killed by kill()). */
+  async killActor(actorId: string, noRestart: boolean, cause?: string): Promise<void> {
+    await this.bus.request(subjects.headActorKill, { actorId, noRestart, cause });
+  }
+
+  /** A supervisor restarts its child, which the head held for it. */
+  async restartActor(actorId: string, supervisor: string): Promise<void> {
+    await this.bus.request(subjects.headActorRestart, { actorId, supervisor });
   }
 
   /** The id of a named, live actor. */
-  async lookupActor(name: string, namespace = 'default'): Promise<{ actorId: string; className: string; maxTaskRetries: number }> {
+  async lookupActor(name: string, namespace = 'default'): Promise<{ actorId: string; className: string; maxTaskRetries: number; maxPendingCalls?: number }> {
     await this.namesInCreation.get(nameKey(namespace, name));
     const gcs = await this.gcs();
     const holder = await gcs.names.get(nameKey(namespace, name));
     const info = holder && (await gcs.actors.get(holder.actorId));
     if (!info || info.state === 'DEAD') throw new UsageError(`no live actor named '${name}' in namespace '${namespace}'`);
-    return { actorId: info.actorId, className: info.className, maxTaskRetries: info.spec.maxTaskRetries };
+    return { actorId: info.actorId, className: info.className, maxTaskRetries: info.spec.maxTaskRetries, maxPendingCalls: info.spec.maxPendingCalls };
   }
 
   private readonly namesInCreation = new Map<string, Promise<void>>();
   private gcsOpen: Promise<Gcs> | undefined;
   gcs(): Promise<Gcs> {
     return (this.gcsOpen ??= Gcs.open(this.bus));
+  }
+
+  private checkpointsOpen: Promise<CheckpointStore> | undefined;
+  checkpoints(): Promise<CheckpointStore> {
+    return (this.checkpointsOpen ??= CheckpointStore.open(this.bus));
   }
 
   /** Stores a value; serialization errors, and a value larger than this node's whole store, throw here.

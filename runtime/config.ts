@@ -23,6 +23,8 @@ export const defaults = {
   /** Tasks queued on one leased worker once its tasks are seen to be short (under 10 ms); otherwise one at a time,
    * as in Ray, so a burst of long tasks spreads over all leases. */
   tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 16),
+  /** Calls one caller may queue for an actor that is starting or restarting (the actor option maxPendingCalls). */
+  maxPendingCalls: 10_000,
 };
 
 function envInt(name: string, fallback: number): number {

@@ -46,6 +46,8 @@ export class ActorDiedError extends TroupeError {
   }
   readonly actorId: string;
 }
+/** Too many calls queued for an actor that is starting or restarting (its maxPendingCalls): thrown at the call. */
+export class PendingCallsLimitError extends TroupeError {}
 /** The object cannot be had any more: its owner or every node holding it died. */
 export class ObjectLostError extends TroupeError {}
 /** A node's object store cannot take the object: it is larger than the store, or everything held is in use and cannot spill. */

@@ -10,6 +10,7 @@ import { InfeasibleError, WorkerDiedError } from './errors.ts';
 import type { HeartbeatMsg, LeaseGrant, Busy, WorkerDiedMsg } from './node-daemon.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from './actor-types.ts';
+import { CheckpointStore } from './checkpoints.ts';
 
 export interface HeadOptions {
   address: string;
@@ -81,6 +82,7 @@ export class Head {
    * or a busy head would declare healthy nodes dead. */
   private hbBus!: Bus;
   private gcs!: Gcs;
+  private checkpointStore: Promise<CheckpointStore> | undefined;
   private readonly nodes = new Map<string, NodeState>();
   /** Every request not yet granted; `waiting` is the subset with no grant in flight, which is all pump() looks at. */
   private readonly queue = new Map<string, Pending>();
@@ -117,10 +119,12 @@ export class Head {
         this.pump();
       },
       dequeue: (reqId) => { if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId); },
+      checkpoints: () => (this.checkpointStore ??= CheckpointStore.open(bus)),
     });
     await this.actors.load();
     bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
-    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean }) => this.actors.kill(req?.actorId, req?.noRestart !== false));
+    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string }) => this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause));
+    bus.serve(subjects.headActorRestart, (req: { actorId: string; supervisor: string }) => this.actors.restartHeld(req?.actorId, req?.supervisor));
     bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) => this.actors.ownerGone(req?.owner, 'its owner shut down'));
     bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));
     this.hbBus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));

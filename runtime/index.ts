@@ -2,7 +2,11 @@
 export { init, shutdown, put, get, wait, type InitOptions, type ClusterInfo } from './api.ts';
 export { remote, type ActorDecorator } from '../actors/remote.ts';
 export type { RemoteFunction, RemoteArgs } from './remote-function.ts';
-export { Actor } from '../actors/actor.ts';
+export { Actor, type ActorLifecycle } from '../actors/actor.ts';
+export {
+  startSupervisor, Supervisor, SupervisorHandle, type SupervisorSpec, type SupervisorOptions, type ChildSpec, type SupervisorChildSpec,
+  type ChildInfo, type Strategy, type RestartType, type Backoff,
+} from '../actors/supervisor.ts';
 export type { ActorHandle } from '../actors/handle.ts';
 export { getActor, kill } from '../actors/api.ts';
 export type { TaskOptions, WaitOptions, ActorOptions } from './client.ts';
@@ -10,5 +14,5 @@ export type { SchedulingStrategy, ResourceRequest } from './scheduler.ts';
 export { ObjectRef } from '../object-store/object-ref.ts';
 export {
   TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError,
-  ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
+  ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError, PendingCallsLimitError, ObjectStoreFullError,
 } from './errors.ts';

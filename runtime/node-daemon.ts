@@ -148,7 +148,7 @@ export class NodeDaemon {
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
-    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string }) => this.stopActor(req?.actorId, req?.leaseId));
+    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) => this.stopActor(req?.actorId, req?.leaseId, Number(req?.graceMs ?? 0)));
     // After a restart the head asks which actors are really here (some may have died while it was away).
     bus.serve(subjects.nodeActors(this.nodeId), () => [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])));
     bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
@@ -254,17 +254,17 @@ export class NodeDaemon {
     return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
   }
 
-  /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes.
-   * With a leaseId, only that lease (one incarnation): a newer instance of the same actor is left alone. */
-  private async stopActor(actorId: string, leaseId?: string): Promise<void> {
+  /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. Either way it first gets
+   * graceMs for its onStop(), if it has one. With a leaseId, only that lease (one incarnation): a newer instance of
+   * the same actor is left alone. */
+  private async stopActor(actorId: string, leaseId?: string, graceMs = 0): Promise<void> {
     const lease = leaseId ? this.leases.get(leaseId) : [...this.leases.values()].find((l) => l.actorId === actorId);
     if (!lease || lease.actorId !== actorId) return;
-    if (lease.worker.shared) {
-      await this.bus.request(subjects.procActorStop(lease.worker.procId), { actorId }, { timeoutMs: 5000 }).catch(() => undefined);
-      this.release(lease.leaseId);
-    } else {
-      this.release(lease.leaseId, true);
+    const grace = Number.isFinite(graceMs) && graceMs > 0 ? Math.min(graceMs, 600_000) : 0;
+    if (lease.worker.shared || grace > 0) {
+      await this.bus.request(subjects.procActorStop(lease.worker.procId), { actorId, graceMs: grace }, { timeoutMs: grace + 5000 }).catch(() => undefined);
     }
+    this.release(lease.leaseId, !lease.worker.shared);
   }
 
   /** busy: the worker may still be running tasks of this lease; it cannot serve anyone else, so it goes. */

@@ -5,6 +5,8 @@ export const subjects = {
   headTasks: 'troupe.head.tasks',
   headActorCreate: 'troupe.head.actor.create',
   headActorKill: 'troupe.head.actor.kill',
+  /** A supervisor restarts a child the head holds for it. */
+  headActorRestart: 'troupe.head.actor.restart',
   headActorsOfOwner: 'troupe.head.actor.owner_done',
   nodeLease: (node: string) => `troupe.node.${node}.lease`,
   nodeRelease: (node: string) => `troupe.node.${node}.release`,

@@ -73,6 +73,8 @@ client.ownerHook = () => currentContext()?.owner;
 
 // --- code loading --------------------------------------------------------------------------------
 const exportsCache = new Map<string, unknown>();
+/** troupe's own actor classes (Supervisor) load from wherever troupe is installed. */
+const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../actors/', import.meta.url))) + sep;
 
 /** Imports the module a function or class was defined in, refusing anything outside the job's working directory. */
 async function loadExport(ref: { url: string; exportName: string }, workingDir: string): Promise<unknown> {
@@ -86,7 +88,7 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
   } catch (e) {
     throw new UsageError(`cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`);
   }
-  if (!(file + sep).startsWith(root + sep)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
+  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
   const mod = (await import(ref.url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   exportsCache.set(key, mod[ref.exportName]);
@@ -139,7 +141,7 @@ client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => 
   }
   return actors.start(req.spec);
 });
-client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string }) => actors.stop(req?.actorId));
+client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) => actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)));
 
 process.on('disconnect', () => process.exit(0)); // our node daemon is gone
 process.on('SIGTERM', () => { void client.close().finally(() => process.exit(0)); });
