@@ -507,7 +507,8 @@ export class SupervisorHandle {
   /** A handle to a running worker child; it keeps working across the child's restarts. */
   async child<T = Record<string, (...args: any[]) => any>>(id: string): Promise<ActorHandle<T>> {
     const c = await this.running(id, 'worker');
-    return makeHandle<T>(new HandleData(c.actorId!, c.className, 0));
+    const spec = (await (await currentClient().gcs()).actors.get(c.actorId!))?.spec;
+    return makeHandle<T>(new HandleData(c.actorId!, c.className, spec?.maxTaskRetries ?? 0, spec?.maxPendingCalls));
   }
 
   /** The handle of a running supervisor child. */

@@ -33,7 +33,7 @@ export interface NodeDaemonOptions {
   /** Parent of the dir objects spill to when memory is full (default: the session dir); false: never spill. */
   spillRoot?: string | false;
   heartbeatMs?: number;
-  /** Workers started ahead of the first lease. */
+  /** Idle workers kept started ahead of the next lease (default 1). */
   prestartWorkers?: number;
 }
 
@@ -164,7 +164,7 @@ export class NodeDaemon {
     this.heartbeat();
     this.timers.push(setInterval(() => this.heartbeat(), hb));
     this.timers.push(setInterval(() => this.reclaimOrphanLeases(), 1000));
-    for (let i = 0; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
+    this.keepSpares();
     console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
   }
 
@@ -229,6 +229,7 @@ export class NodeDaemon {
       throw new WorkerDiedError(`could not start a worker: ${(e as Error).message}`, { cause: e });
     }
     if (actor && !shared) worker.dedicated = true;
+    this.keepSpares();
     const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, actorId: actor?.spec.actorId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
     worker.leases.add(lease); // reserve before awaiting, so no second lease takes it
     this.leases.set(lease.leaseId, lease);
@@ -313,6 +314,14 @@ export class NodeDaemon {
     // Taking the CPU back may overcommit the node for a moment; the alternative is a deadlock.
     this.available = blocked ? add(this.available, cpu) : subtract(this.available, cpu);
     this.heartbeatSoon();
+  }
+
+  /** Keeps prestartWorkers idle CPU workers ready: an actor restarting after a crash (or a new one) takes one at once
+   * instead of waiting for a process to start. */
+  private keepSpares(): void {
+    if (this.stopping) return;
+    const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === '').length;
+    for (let i = idle; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
   }
 
   private spawnWorker(gpuIds: number[], shared = false): Worker {

@@ -1,0 +1,207 @@
+// npm run chaos: faults injected into a real cluster while a workload runs, counted like Ray's chaos tests.
+//   (a) kill -9 a random actor process every 2 s for 60 s: every call answered, none lost;
+//   (b) kill a node daemon: time until its actors serve again elsewhere (goal: within 3 s);
+//   (c) kill the head mid-workload, start another: calls during the outage, placements after it;
+//   (d) 10,000 malformed or random messages on every troupe subject: every daemon alive, calls still work;
+//   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
+//       (maxRestarts) and by a supervisor.
+// Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { init, shutdown, startSupervisor, type ActorHandle } from 'troupe';
+import { startHead, startNode, type StartedCluster } from '../../runtime/local-cluster.ts';
+import { writeClusterFile } from '../../runtime/config.ts';
+import { currentClient } from '../../runtime/client.ts';
+import { subjects } from '../../runtime/subjects.ts';
+import { encode } from '../../runtime/codec.ts';
+import { isAlive } from '../../runtime/processes.ts';
+import { Survivor } from './survivor.ts';
+import { smallValue } from '../workloads/tasks.ts';
+
+const smoke = process.argv.includes('--smoke');
+const KILL_EVERY_MS = 2000;
+const KILL_FOR_MS = smoke ? 5000 : 60_000;
+const FUZZ_MESSAGES = smoke ? 300 : 10_000;
+
+const home = mkdtempSync(join(tmpdir(), 'troupe-chaos-'));
+process.env.TROUPE_HOME = home;
+const started: StartedCluster[] = [];
+/** Processes this run killed on purpose. */
+const killed = new Set<number>();
+const results: Record<string, Record<string, number | string | boolean>> = {};
+let finished = false; // callers stop once the run ends, even one that failed
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN; };
+const log = (s: string) => console.log(`chaos: ${s}`);
+
+let head = await startHead({ detached: false, numCpus: 2, numGpus: 0 });
+started.push(head);
+const spare = await startNode({ detached: false, numCpus: 2, numGpus: 0, address: head.address, token: head.token, sessionDir: head.sessionDir });
+started.push(spare);
+writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory }, startedAt: new Date().toISOString() });
+await init({ logToDriver: false });
+const client = currentClient();
+const gcs = await client.gcs();
+const pidOf = async (actorId: string) => (await gcs.actors.get(actorId))?.pid;
+
+/** Calls bump() in a loop; counts what was sent, answered and failed. */
+function caller(h: ActorHandle<Survivor>, stop: () => boolean) {
+  const c = { sent: 0, answered: 0, failed: 0, errors: [] as string[] };
+  const done = (async () => {
+    while (!stop() && !finished) {
+      c.sent++;
+      try { await h.bump(); c.answered++; } catch (e) { c.failed++; if (c.errors.length < 3) c.errors.push((e as Error).message); }
+    }
+  })();
+  return { c, done };
+}
+
+/** SIGKILLs the actor's process and times until a call is answered by a new one. */
+async function killAndTime(h: ActorHandle<Survivor>): Promise<number> {
+  const pid = await pidOf(h.actorId);
+  if (!pid) throw new Error(`actor ${h.actorId} has no process`);
+  const t0 = performance.now();
+  process.kill(pid, 'SIGKILL');
+  for (;;) {
+    const r = await h.bump();
+    if (r.pid !== pid) return performance.now() - t0;
+  }
+}
+
+try {
+  // (a) and (e): kill -9 a random actor every 2 s; half restarted by the head, half by a supervisor.
+  {
+    const opts = { maxRestarts: -1, maxTaskRetries: -1 };
+    const plain = [0, 1].map(() => Survivor.options(opts).remote() as ActorHandle<Survivor>);
+    const sup = await startSupervisor({ intensity: 1000, periodMs: 1000, children: [0, 1].map((i) => ({ id: `s${i}`, actor: Survivor, options: { maxTaskRetries: -1 } })) });
+    const supervised = await Promise.all(['s0', 's1'].map((id) => sup.child<Survivor>(id)));
+    const all = [...plain, ...supervised];
+    await Promise.all(all.map((h) => h.bump()));
+    let stopping = false;
+    const loops = all.map((h) => caller(h, () => stopping));
+    const latency = { head: [] as number[], supervisor: [] as number[] };
+    const until = Date.now() + KILL_FOR_MS;
+    let kills = 0;
+    while (Date.now() < until) {
+      const i = Math.floor(Math.random() * all.length);
+      const t0 = Date.now();
+      (i < plain.length ? latency.head : latency.supervisor).push(await killAndTime(all[i]));
+      kills++;
+      await sleep(Math.max(0, KILL_EVERY_MS - (Date.now() - t0)));
+    }
+    stopping = true;
+    await Promise.all(loops.map((l) => l.done));
+    const sum = (k: 'sent' | 'answered' | 'failed') => loops.reduce((s, l) => s + l.c[k], 0);
+    results.kill_actor_processes = { seconds: KILL_FOR_MS / 1000, kills, calls_sent: sum('sent'), calls_answered: sum('answered'), calls_lost: sum('sent') - sum('answered'), calls_failed: sum('failed') };
+    const errors = loops.flatMap((l) => l.c.errors);
+    if (errors.length) log(`errors: ${errors.join(' | ')}`);
+    const all_ = [...latency.head, ...latency.supervisor];
+    results.restart_latency = {
+      kills: all_.length, p50_ms: Math.round(pct(all_, 50)), p99_ms: Math.round(pct(all_, 99)),
+      head_p50_ms: Math.round(pct(latency.head, 50)), supervisor_p50_ms: Math.round(pct(latency.supervisor, 50)), goal_p50_ms: 500,
+    };
+    log(JSON.stringify(results.kill_actor_processes));
+    log(JSON.stringify(results.restart_latency));
+    await sup.shutdown();
+  }
+
+  // (b) kill a node daemon that hosts actors: until each serves again on another node.
+  {
+    const doomed = await startNode({ detached: false, numCpus: 1, numGpus: 0, address: head.address, token: head.token, sessionDir: head.sessionDir });
+    started.push(doomed);
+    const actors = [0, 1, 2].map(() => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1, isolation: 'shared', schedulingStrategy: { nodeId: doomed.nodeId, soft: true } }).remote() as ActorHandle<Survivor>);
+    const first = await Promise.all(actors.map((a) => a.bump()));
+    if (first.some((r) => r.node !== doomed.nodeId)) throw new Error('actors were not placed on the node to kill');
+    // The machine goes: its node daemon and its workers at once.
+    const t0 = performance.now();
+    for (const pid of [doomed.pids[0], ...new Set(first.map((r) => r.pid))]) { killed.add(pid); process.kill(pid, 'SIGKILL'); }
+    const times = await Promise.all(actors.map(async (a) => { const r = await a.bump(); if (r.node === doomed.nodeId) throw new Error('served by a dead node'); return performance.now() - t0; }));
+    results.kill_node = { actors: actors.length, serving_again_max_ms: Math.round(Math.max(...times)), serving_again_mean_ms: Math.round(times.reduce((a, b) => a + b, 0) / times.length), node_timeout_ms: 2000, goal_ms: 3000 };
+    log(JSON.stringify(results.kill_node));
+  }
+
+  // (c) kill the head mid-workload, start another after 2 s.
+  {
+    const actors = [0, 1].map(() => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1 }).remote() as ActorHandle<Survivor>);
+    await Promise.all(actors.map((a) => a.bump()));
+    await smallValue.remote();
+    let stopping = false;
+    const loops = actors.map((h) => caller(h, () => stopping));
+    await sleep(500);
+    const answeredBefore = loops.reduce((s, l) => s + l.c.answered, 0);
+    killed.add(head.pids[1]);
+    process.kill(head.pids[1], 'SIGKILL'); // [nats-server, head, node daemon]
+    const down = performance.now();
+    await sleep(2000);
+    const duringOutage = loops.reduce((s, l) => s + l.c.answered, 0) - answeredBefore;
+    const again = await startHead({ detached: false, nats: head.address, token: head.token, numCpus: 1, numGpus: 0 });
+    started.push(again);
+    const t0 = performance.now();
+    const fresh = Survivor.options({ maxRestarts: 0 }).remote() as ActorHandle<Survivor>;
+    await fresh.bump();
+    const newPlacementMs = performance.now() - t0;
+    stopping = true;
+    await Promise.all(loops.map((l) => l.done));
+    const sum = (k: 'sent' | 'answered' | 'failed') => loops.reduce((s, l) => s + l.c[k], 0);
+    results.kill_head = {
+      outage_ms: Math.round(t0 - down), calls_answered_during_outage: duringOutage, calls_sent: sum('sent'), calls_lost: sum('sent') - sum('answered'),
+      calls_failed: sum('failed'), new_actor_placed_after_restart_ms: Math.round(newPlacementMs),
+    };
+    log(JSON.stringify(results.kill_head));
+    head = again;
+  }
+
+  // (d) malformed and random messages on every troupe subject.
+  {
+    const nodes = (await gcs.nodes.list()).filter((n) => n.state === 'ALIVE').map((n) => n.nodeId);
+    const targets = [
+      subjects.headLease, subjects.headStatus, subjects.headTasks, subjects.headActorCreate, subjects.headActorKill, subjects.headActorRestart, subjects.headActorsOfOwner,
+      ...nodes.flatMap((n) => [subjects.nodeLease(n), subjects.nodeRelease(n), subjects.nodeObjects(n), subjects.nodeBlocked(n), subjects.nodeActors(n), subjects.nodeActorStop(n),
+        ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`)]),
+      subjects.evtTasks, subjects.evtNodeDied, subjects.evtWorkerDied, subjects.evtProcExited, subjects.evtActorState, subjects.allObjects, subjects.hbProc('x'),
+    ];
+    const junk = () => {
+      switch (Math.floor(Math.random() * 5)) {
+        case 0: return randomBytes(Math.floor(Math.random() * 256));
+        case 1: return encode({ actorId: randomBytes(8).toString('hex'), noRestart: Math.random() < 0.5, spec: { actorId: 'zz' } });
+        case 2: return encode([Math.random(), 'x', null]);
+        case 3: return encode({ reqId: 'r', clientId: 'c', demand: { CPU: -1 } });
+        default: return new TextEncoder().encode('{"not":"msgpack"');
+      }
+    };
+    const t0 = performance.now();
+    for (let i = 0; i < FUZZ_MESSAGES; i++) for (const s of targets) client.bus.nc.publish(s, junk());
+    await client.bus.nc.flush();
+    await sleep(1000);
+    const daemons = started.flatMap((s) => s.pids).filter((p) => !killed.has(p));
+    const alive = (await gcs.nodes.list()).filter((n) => n.state === 'ALIVE').length;
+    const probe = Survivor.options({ maxRestarts: 0 }).remote() as ActorHandle<Survivor>;
+    const works = (await probe.bump()).calls === 1 && (await smallValue.remote()) !== undefined;
+    results.fuzz = { messages: FUZZ_MESSAGES * targets.length, subjects: targets.length, seconds: Math.round((performance.now() - t0) / 100) / 10, nodes_alive: alive, nodes_before: nodes.length, calls_work_after: works, daemons_alive: daemons.filter(isAlive).length, daemons: daemons.length };
+    log(JSON.stringify(results.fuzz));
+  }
+} finally {
+  finished = true;
+  await shutdown();
+  for (const c of started.reverse()) await c.stop();
+  rmSync(home, { recursive: true, force: true });
+}
+
+const section = [
+  '## Chaos', '',
+  `Reproduce with \`npm run chaos\` (about two minutes).`, '',
+  '| run | figures |', '| --- | --- |',
+  ...Object.entries(results).map(([k, v]) => `| ${k} | ${Object.entries(v).map(([a, b]) => `${a} ${b}`).join(', ')} |`),
+].join('\n');
+console.log(section);
+console.log(`CHAOS_RESULTS ${JSON.stringify(results)}`);
+if (!smoke) {
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  writeFileSync(new URL('../chaos.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2) + '\n');
+  const file = new URL('../RESULTS.md', import.meta.url);
+  const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const at = before.indexOf('\n## Chaos');
+  writeFileSync(file, `${(at === -1 ? before : before.slice(0, at)).trimEnd()}\n\n${section}\n\n${new Date().toISOString().slice(0, 10)} on ${machine}.\n`);
+}
