@@ -206,7 +206,7 @@ export class Supervisor extends Actor {
     this.sub = client.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
       if (e?.supervisor !== this.actorId) return;
       this.watchers.get(e.actorId)?.(e);
-      if (e.state === 'RESTARTING' && e.held) void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause'));
+      if (e.state === 'RESTARTING' && e.held) void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause', !!e.normal));
       else if (e.state === 'DEAD') void this.serial(async () => this.onDead(e.actorId));
     });
     const restored = this.state.children.length > 0;
@@ -297,15 +297,16 @@ export class Supervisor extends Actor {
 
   // --- policy ---
 
-  /** A child died and the head holds it for us. */
-  private async onHeld(actorId: string, incarnation: number, cause: string): Promise<void> {
+  /** A child died, or was stopped by someone else (normal), and the head holds it for us. */
+  private async onHeld(actorId: string, incarnation: number, cause: string, normal: boolean): Promise<void> {
     if (this.stopping) return;
     const c = this.state.children.find((x) => x.actorId === actorId);
     if (!c || (this.state.handled[actorId] ?? -1) >= incarnation) return;
     this.state.handled[actorId] = incarnation;
-    if (c.spec.restart === 'temporary') {
-      await this.terminate(c, `${cause}; a temporary child is not restarted`);
-      this.state.children.splice(this.state.children.indexOf(c), 1);
+    // OTP: a temporary child is never restarted, a transient one only after a crash, a permanent one always.
+    if (c.spec.restart === 'temporary' || (normal && c.spec.restart === 'transient')) {
+      await this.terminate(c, `${cause}; a ${c.spec.restart} child is not restarted${normal ? ' after a normal stop' : ''}`);
+      if (c.spec.restart === 'temporary') this.state.children.splice(this.state.children.indexOf(c), 1);
       await this.saveCheckpoint();
       return;
     }
@@ -405,7 +406,7 @@ export class Supervisor extends Actor {
 
   private async stopForRestart(c: ChildState, cause: string): Promise<void> {
     if (!c.actorId) return;
-    await currentClient().killActor(c.actorId, false, cause);
+    await currentClient().killActor(c.actorId, false, cause, this.actorId);
     // Held now; mark that incarnation as ours, so its event is not taken for a failure.
     const info = await (await currentClient().gcs()).actors.get(c.actorId);
     if (info) this.state.handled[c.actorId] = info.incarnation;
@@ -416,7 +417,7 @@ export class Supervisor extends Actor {
     if (!id) return;
     c.actorId = undefined;
     delete this.state.handled[id];
-    await currentClient().killActor(id, true, cause).catch(() => undefined);
+    await currentClient().killActor(id, true, cause, this.actorId).catch(() => undefined);
   }
 
   private async terminateAll(cause: string): Promise<void> {
@@ -439,7 +440,7 @@ export class Supervisor extends Actor {
       if (!c.actorId || this.stopping) continue;
       const info = await gcs.actors.get(c.actorId);
       if (!info || info.state === 'DEAD') this.onDead(c.actorId);
-      else if (info.state === 'RESTARTING' && info.held) await this.onHeld(info.actorId, info.incarnation, info.cause ?? 'unknown cause');
+      else if (info.state === 'RESTARTING' && info.held) await this.onHeld(info.actorId, info.incarnation, info.cause ?? 'unknown cause', !!info.normal);
     }
   }
 

@@ -145,7 +145,8 @@ export class ActorHost {
     if (!h) return;
     h.stopped = true;
     clearInterval(h.timer);
-    h.sub.unsubscribe();
+    // Drained, not dropped: calls already on their way are answered "not run", so their callers send them on.
+    h.sub.drain().catch(() => h.sub.unsubscribe());
     this.actors.delete(actorId);
     for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
     const onStop = hook(h.instance, 'onStop');

@@ -130,17 +130,20 @@ export class ActorManager {
 
   /** kill(handle): with noRestart it is DEAD for good; otherwise it counts as a crash (restarts if it has restarts left,
    * or is held for its supervisor). Supervisors and crashing actors say why in `cause`. */
-  async kill(actorId: string, noRestart: boolean, cause = 'it was killed by kill()'): Promise<void> {
+  async kill(actorId: string, noRestart: boolean, cause = 'it was killed by kill()', by?: string): Promise<void> {
     const a = this.actors.get(actorId);
     if (!a) throw new UsageError(`no actor ${actorId}`);
     if (typeof cause !== 'string') throw new TypeError('cause must be a string');
     if (a.state === 'DEAD') return;
+    // Stopped for good by anyone but its supervisor: a normal exit, which its supervisor judges by its restart type.
+    const normal = noRestart && a.spec.supervisor !== undefined && by !== a.spec.supervisor && this.actors.get(a.spec.supervisor)?.state !== 'DEAD';
     if (!noRestart && a.state !== 'ALIVE') return; // already (re)starting
-    if (noRestart) return this.end(a, cause);
+    if (noRestart && !normal) return this.end(a, cause);
+    if (normal && a.state !== 'ALIVE') return;
     // Stop this instance before a new one can start, so the two never serve at once.
     await this.stopInstance(a, this.instanceOf(a)!);
     // Reply only once RESTARTING is published: a caller then hears of it before it can send to the stopped instance.
-    await this.died(a, cause);
+    await this.died(a, cause, normal);
   }
 
   /** Its supervisor restarts an actor the head held for it. */
@@ -150,6 +153,7 @@ export class ActorManager {
     if (a.spec.supervisor !== supervisor) throw new UsageError(`actor ${actorId} is not supervised by ${supervisor}`);
     if (a.state === 'RESTARTING' && a.held) {
       a.held = false;
+      a.normal = undefined;
       const saved = this.save(a);
       this.schedule(a);
       await saved;
@@ -183,14 +187,14 @@ export class ActorManager {
 
   /** It died: restart it if it has restarts left, else it ends; a supervised one waits for its supervisor.
    * Resolves once the new state is saved and published. */
-  private died(a: ActorInfo, cause: string): Promise<void> {
+  private died(a: ActorInfo, cause: string, normal = false): Promise<void> {
     if (a.state === 'DEAD') return Promise.resolve();
     const supervisor = a.spec.supervisor !== undefined ? this.actors.get(a.spec.supervisor) : undefined;
     if (a.spec.supervisor !== undefined && (!supervisor || supervisor.state === 'DEAD')) return this.end(a, `${cause}; its supervisor is gone`);
     const max = a.spec.maxRestarts;
     if (!supervisor && max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined });
+    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, normal: normal || undefined, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined });
     const saved = this.save(a);
     if (!supervisor) this.schedule(a);
     return saved;
@@ -200,7 +204,7 @@ export class ActorManager {
   private async end(a: ActorInfo, cause: string): Promise<void> {
     this.h.dequeue(reqIdOf(a));
     const instance = this.instanceOf(a);
-    Object.assign(a, { state: 'DEAD', cause, held: false });
+    Object.assign(a, { state: 'DEAD', cause, held: false, normal: undefined });
     await this.save(a);
     if (instance) await this.stopInstance(a, instance);
     void this.h.checkpoints().then((c) => c.delete(a.actorId)).catch(() => undefined);
@@ -219,7 +223,7 @@ export class ActorManager {
   /** KV first, then the event: a caller that reads KV after the event sees the new state. */
   private async save(a: ActorInfo): Promise<void> {
     await this.h.gcs.actors.put(a.actorId, a).catch((e) => console.error('troupe: could not save actor state:', e));
-    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held };
+    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held, normal: a.normal };
     this.h.bus.publish(subjects.evtActorState, ev);
   }
 }

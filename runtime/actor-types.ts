@@ -59,6 +59,8 @@ export interface ActorInfo {
   incarnation: number;
   /** RESTARTING, and waiting for its supervisor to restart it or end it. */
   held?: boolean;
+  /** Held after a normal stop (kill() by someone other than its supervisor), not a crash. */
+  normal?: boolean;
   lifetime: 'owned' | 'detached';
   isolation: 'process' | 'shared';
   owner: string;
@@ -75,6 +77,7 @@ export interface ActorStateEvent {
   /** Its supervisor, which acts on its deaths. */
   supervisor?: string;
   held?: boolean;
+  normal?: boolean;
 }
 
 /** A method call on the wire. */

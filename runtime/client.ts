@@ -248,9 +248,10 @@ export class Client {
     return this.ownedRef<R>(callId);
   }
 
-  /** cause: why, for the actor's record and its callers' errors (default: killed by kill()). */
-  async killActor(actorId: string, noRestart: boolean, cause?: string): Promise<void> {
-    await this.bus.request(subjects.headActorKill, { actorId, noRestart, cause });
+  /** cause: why, for the actor's record and its callers' errors (default: killed by kill()). by: the supervisor
+   * stopping its own child (anyone else's stop is a normal exit its supervisor judges). */
+  async killActor(actorId: string, noRestart: boolean, cause?: string, by?: string): Promise<void> {
+    await this.bus.request(subjects.headActorKill, { actorId, noRestart, cause, by });
   }
 
   /** A supervisor restarts its child, which the head held for it. */

@@ -123,7 +123,7 @@ export class Head {
     });
     await this.actors.load();
     bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
-    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string }) => this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause));
+    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string; by?: string }) => this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause, req?.by));
     bus.serve(subjects.headActorRestart, (req: { actorId: string; supervisor: string }) => this.actors.restartHeld(req?.actorId, req?.supervisor));
     bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) => this.actors.ownerGone(req?.owner, 'its owner shut down'));
     bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));

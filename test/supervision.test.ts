@@ -59,7 +59,7 @@ test.serial('one_for_all restarts every child; rest_for_one the failed one and t
   }
 });
 
-test.serial('restart types: permanent and transient children restart after a crash, a temporary one is dropped', async (t) => {
+test.serial('restart types: permanent and transient children restart after a crash, a temporary one is dropped; after kill() only the permanent one', async (t) => {
   const sup = await startSupervisor({ children: [member('p', { restart: 'permanent' }), member('tr', { restart: 'transient' }), member('tmp', { restart: 'temporary' })] });
   t.teardown(() => sup.shutdown().catch(() => undefined));
   const tmp = await sup.child<Member>('tmp');
@@ -71,7 +71,14 @@ test.serial('restart types: permanent and transient children restart after a cra
   t.deepEqual((await sup.whichChildren()).map((x) => x.id), ['p', 'tr']);
   const e = await t.throwsAsync(tmp.inc(), { instanceOf: ActorDiedError });
   t.regex(e.message, /temporary child is not restarted/);
-  // A normal stop: terminateChild keeps the spec; restartChild starts it again, as a new actor.
+  // A normal stop by someone else (kill()): the permanent child comes back, the transient one stays stopped.
+  const p = await sup.child<Member>('p');
+  await kill(p);
+  t.is(await p.inc(), 1, 'the permanent child restarted, same handle');
+  await kill(await sup.child('tr'));
+  await eventually('transient stopped', async () => (await sup.whichChildren()).find((x) => x.id === 'tr')!.actorId === undefined);
+  await sup.restartChild('tr');
+  // terminateChild keeps the spec; restartChild starts it again, as a new actor.
   const tr = await sup.child<Member>('tr');
   await sup.terminateChild('tr');
   t.is((await sup.whichChildren()).find((x) => x.id === 'tr')!.actorId, undefined);
