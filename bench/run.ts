@@ -1,6 +1,6 @@
 // npm run bench: troupe measured against references in the same run, on the same nats-server.
 // Writes bench/RESULTS.md and bench/results.json (or only prints with --smoke, which uses tiny counts).
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init, shutdown, get, wait, put, type ObjectRef } from 'troupe';
@@ -150,7 +150,11 @@ if (!smoke) {
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
   const date = new Date().toISOString();
   writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify({ date, machine, metrics, references }, null, 2) + '\n');
-  writeFileSync(new URL('./RESULTS.md', import.meta.url), `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server.\n\n${table}\n\nReferences:\n\n${refTable}\n`);
+  // The chaos section is npm run chaos's: kept as it is.
+  const file = new URL('./RESULTS.md', import.meta.url);
+  const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const chaos = before.includes('\n## Chaos') ? before.slice(before.indexOf('\n## Chaos')) : '';
+  writeFileSync(file, `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server.\n\n${table}\n\nReferences:\n\n${refTable}\n${chaos}`);
 }
 
 function round(x: number, digits = 0): number {
