@@ -199,7 +199,7 @@ try {
 
 const section = [
   '## Chaos', '',
-  `Reproduce with \`npm run chaos\` (about two minutes).`, '',
+  `Reproduce with \`npm run chaos\` (about two and a half minutes).`, '',
   '| run | figures |', '| --- | --- |',
   ...Object.entries(results).map(([k, v]) => `| ${k} | ${Object.entries(v).map(([a, b]) => `${a} ${b}`).join(', ')} |`),
 ].join('\n');
