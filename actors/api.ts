@@ -8,7 +8,8 @@ export async function getActor<T = Record<string, (...args: any[]) => any>>(name
   return makeHandle<T>(new HandleData(found.actorId, found.className, found.maxTaskRetries, found.maxPendingCalls));
 }
 
-/** Ends an actor. noRestart (default true): DEAD for good; false: it counts as a crash and restarts if it has restarts left. */
+/** Ends an actor. noRestart (default true): DEAD for good; false: it counts as a crash and restarts if it has restarts left.
+ * A supervised child is its supervisor's to judge: a permanent one comes back, transient and temporary ones stay stopped. */
 export async function kill(handle: ActorHandle<unknown>, opts: { noRestart?: boolean } = {}): Promise<void> {
   await currentClient().killActor(handle.actorId, opts.noRestart ?? true);
 }
