@@ -4,10 +4,11 @@ import { currentClient } from '../runtime/client.ts';
 import { registerExtension, ExtType } from '../runtime/codec.ts';
 import type { RemoteArgs } from '../runtime/remote-function.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
+import type { LIFECYCLE } from '../runtime/actor-host.ts';
 
 type Method = (...args: any[]) => any;
 
-type Lifecycle = 'onStart' | 'onStop' | 'checkpoint' | 'restore';
+type Lifecycle = (typeof LIFECYCLE)[number];
 
 /** Public methods of T (names starting with '_' stay private to the actor, and lifecycle hooks are the runtime's). */
 export type ActorMethodNames<T> = { [K in keyof T]-?: K extends `_${string}` | Lifecycle ? never : K extends string ? (T[K] extends Method ? K : never) : never }[keyof T];

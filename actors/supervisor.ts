@@ -233,9 +233,8 @@ export class Supervisor extends Actor {
     })));
   }
 
-  async startChild(child: PlainChild): Promise<ChildInfo> {
-    await this.ready;
-    return this.serial(async () => {
+  startChild(child: PlainChild): Promise<ChildInfo> {
+    return this.act(async () => {
       if (this.find(child.id)) throw new UsageError(`this supervisor already has a child '${child.id}'`);
       const c: ChildState = { spec: child, restarts: 0, recent: [] };
       this.state.children.push(c);
@@ -246,9 +245,8 @@ export class Supervisor extends Actor {
   }
 
   /** Stops a running child (DEAD, its onStop() given shutdownMs); its spec stays, for restartChild(). */
-  async terminateChild(id: string): Promise<void> {
-    await this.ready;
-    await this.serial(async () => {
+  terminateChild(id: string): Promise<void> {
+    return this.act(async () => {
       const c = this.child(id);
       await this.terminate(c, 'its supervisor terminated it (terminateChild)');
       if (c.spec.restart === 'temporary') this.state.children.splice(this.state.children.indexOf(c), 1);
@@ -257,11 +255,9 @@ export class Supervisor extends Actor {
   }
 
   /** Starts a terminated child again (a new actor id). */
-  async restartChild(id: string): Promise<ChildInfo> {
-    await this.ready;
-    return this.serial(async () => {
-      const c = this.child(id);
-      if (c.actorId) throw new UsageError(`child '${id}' is running; terminateChild() it first`);
+  restartChild(id: string): Promise<ChildInfo> {
+    return this.act(async () => {
+      const c = this.stoppedChild(id);
       await this.startOne(c);
       await this.saveCheckpoint();
       return this.info(c);
@@ -269,11 +265,9 @@ export class Supervisor extends Actor {
   }
 
   /** Forgets a terminated child. */
-  async deleteChild(id: string): Promise<void> {
-    await this.ready;
-    await this.serial(async () => {
-      const c = this.child(id);
-      if (c.actorId) throw new UsageError(`child '${id}' is running; terminateChild() it first`);
+  deleteChild(id: string): Promise<void> {
+    return this.act(async () => {
+      const c = this.stoppedChild(id);
       this.state.children.splice(this.state.children.indexOf(c), 1);
       await this.saveCheckpoint();
     });
@@ -444,6 +438,12 @@ export class Supervisor extends Actor {
     }
   }
 
+  /** An API call: once the children are started, one change at a time. */
+  private async act<T>(fn: () => Promise<T>): Promise<T> {
+    await this.ready;
+    return this.serial(fn);
+  }
+
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.chain.then(fn, fn);
     this.chain = next.catch(() => undefined);
@@ -457,6 +457,12 @@ export class Supervisor extends Actor {
   private child(id: string): ChildState {
     const c = this.find(id);
     if (!c) throw new UsageError(`this supervisor has no child '${id}'`);
+    return c;
+  }
+
+  private stoppedChild(id: string): ChildState {
+    const c = this.child(id);
+    if (c.actorId) throw new UsageError(`child '${id}' is running; terminateChild() it first`);
     return c;
   }
 
@@ -480,12 +486,12 @@ export class SupervisorHandle {
     return this.actor.actorId;
   }
 
-  whichChildren(): Promise<ChildInfo[]> {
-    return this.actor.whichChildren().then((x) => x);
+  async whichChildren(): Promise<ChildInfo[]> {
+    return await this.actor.whichChildren();
   }
 
-  countChildren(): Promise<{ specs: number; active: number; supervisors: number; workers: number }> {
-    return this.actor.countChildren().then((x) => x);
+  async countChildren(): Promise<{ specs: number; active: number; supervisors: number; workers: number }> {
+    return await this.actor.countChildren();
   }
 
   /** Adds and starts a child (dynamic children); resolves once it is ALIVE. */
@@ -497,8 +503,8 @@ export class SupervisorHandle {
     await this.actor.terminateChild(id);
   }
 
-  restartChild(id: string): Promise<ChildInfo> {
-    return this.actor.restartChild(id).then((x) => x);
+  async restartChild(id: string): Promise<ChildInfo> {
+    return await this.actor.restartChild(id);
   }
 
   async deleteChild(id: string): Promise<void> {

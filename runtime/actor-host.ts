@@ -96,8 +96,7 @@ export class ActorHost {
   async start(spec: ActorSpec): Promise<{ actorId: string }> {
     await this.stop(spec.actorId);
     const ctx = contextOf(spec);
-    let hosted: Hosted | undefined;
-    const instance = await this.inContext(ctx, async () => {
+    const h = await this.inContext(ctx, async (): Promise<Hosted> => {
       let step = 'constructor';
       try {
         const Cls = await this.load(spec.cls, spec.workingDir);
@@ -106,8 +105,8 @@ export class ActorHost {
         constructing = spec.actorId;
         let made: Instance;
         try { made = new (Cls as unknown as new (...a: unknown[]) => Instance)(...args); } finally { constructing = undefined; }
-        hosted = { spec, instance: made, queue: [], running: 0, ctx, stopped: false, callsSinceCheckpoint: 0, saving: Promise.resolve(), sub: undefined as unknown as Subscription };
-        savers.set(made, () => this.saveCheckpoint(hosted!));
+        const hosted: Hosted = { spec, instance: made, queue: [], running: 0, ctx, stopped: false, callsSinceCheckpoint: 0, saving: Promise.resolve(), sub: undefined as unknown as Subscription };
+        savers.set(made, () => this.saveCheckpoint(hosted));
         const restore = hook(made, 'restore');
         if (restore) {
           step = 'restore';
@@ -116,12 +115,11 @@ export class ActorHost {
         }
         step = 'onStart';
         await hook(made, 'onStart')?.();
-        return made;
+        return hosted;
       } catch (e) {
         throw TaskError.from(e, `${spec.className} ${step}`);
       }
     });
-    const h = hosted!;
     h.sub = this.client.bus.serveBatched(subjects.actor(spec.actorId), (call: ActorCall) =>
       new Promise<CallReply>((reply) => {
         if (h.stopped) { reply({ notRun: true }); return; } // crashed, waiting to be stopped
@@ -131,15 +129,15 @@ export class ActorHost {
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, h);
     const seconds = spec.checkpointEvery?.seconds;
-    if (seconds && hook(instance, 'checkpoint')) {
+    if (seconds && hook(h.instance, 'checkpoint')) {
       h.timer = setInterval(() => { if (h.callsSinceCheckpoint > 0) void this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e)); }, seconds * 1000);
       h.timer.unref();
     }
     return { actorId: spec.actorId };
   }
 
-  /** Stops taking calls; calls still queued fail (their callers are told the actor is gone). Then onStop() gets up to
-   * graceMs to finish. */
+  /** Stops taking calls; calls still queued are answered "not run" (their callers send them to the next instance, or
+   * learn it is dead). Then onStop() gets up to graceMs to finish. */
   async stop(actorId: string, graceMs = 0): Promise<void> {
     const h = this.actors.get(actorId);
     if (!h) return;
@@ -162,12 +160,12 @@ export class ActorHost {
     while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
       const { call, reply } = h.queue.shift()!;
       h.running++;
-      this.inContext(h.ctx, () => this.run(h, call)).then(async (r) => {
+      this.inContext(h.ctx, () => this.run(h, call)).then((r) => {
         reply(r);
         h.callsSinceCheckpoint++;
         const every = h.spec.checkpointEvery?.calls;
         // Saved before the next call starts: the checkpoint is the state after exactly these calls.
-        if (every && h.callsSinceCheckpoint >= every && !h.stopped) await this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
+        if (every && h.callsSinceCheckpoint >= every && !h.stopped) return this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
       }).finally(() => {
         h.running--;
         this.drain(h);

@@ -26,6 +26,8 @@ export class ActorManager {
   private readonly actors = new Map<string, ActorInfo>();
   /** Names of live actors, reserved synchronously: two creates racing for one name cannot both win. */
   private readonly names = new Map<string, string>();
+  /** Per supervisor: the actors it supervises, which end with it. */
+  private readonly supervised = new Map<string, Set<string>>();
 
   constructor(private readonly h: ActorManagerHost) {}
 
@@ -33,9 +35,10 @@ export class ActorManager {
   async load(): Promise<void> {
     for (const a of await this.h.gcs.actors.list()) {
       if (!a?.actorId || !a.spec) continue;
-      this.actors.set(a.actorId, a);
+      this.add(a);
       if (a.name && a.state !== 'DEAD') this.names.set(nameKey(a.namespace, a.name), a.actorId);
-      if (a.state === 'PENDING' || a.state === 'RESTARTING') this.schedule(a);
+      // One held for its supervisor waits for it, as before the head went.
+      if (a.state === 'PENDING' || (a.state === 'RESTARTING' && !a.held)) this.schedule(a);
     }
     setTimeout(() => void this.verifyAlive(), 1000).unref();
   }
@@ -75,11 +78,17 @@ export class ActorManager {
       restarts: 0, incarnation: 0, lifetime: spec.lifetime, isolation: spec.isolation, owner: spec.owner,
       createdAt: new Date().toISOString(), spec,
     };
-    this.actors.set(spec.actorId, info);
+    this.add(info);
     // Persisted in the background: the head schedules from memory, and callers learn states from events.
     void this.save(info);
     this.schedule(info);
     return { actorId: spec.actorId };
+  }
+
+  private add(a: ActorInfo): void {
+    this.actors.set(a.actorId, a);
+    const sup = a.spec.supervisor;
+    if (sup !== undefined) this.supervised.set(sup, (this.supervised.get(sup) ?? new Set()).add(a.actorId));
   }
 
   private schedule(a: ActorInfo): void {
@@ -137,9 +146,8 @@ export class ActorManager {
     if (a.state === 'DEAD') return;
     // Stopped for good by anyone but its supervisor: a normal exit, which its supervisor judges by its restart type.
     const normal = noRestart && a.spec.supervisor !== undefined && by !== a.spec.supervisor && this.actors.get(a.spec.supervisor)?.state !== 'DEAD';
-    if (!noRestart && a.state !== 'ALIVE') return; // already (re)starting
     if (noRestart && !normal) return this.end(a, cause);
-    if (normal && a.state !== 'ALIVE') return;
+    if (a.state !== 'ALIVE') return; // already (re)starting
     // Stop this instance before a new one can start, so the two never serve at once.
     await this.stopInstance(a, this.instanceOf(a)!);
     // Reply only once RESTARTING is published: a caller then hears of it before it can send to the stopped instance.
@@ -208,8 +216,9 @@ export class ActorManager {
     await this.save(a);
     if (instance) await this.stopInstance(a, instance);
     void this.h.checkpoints().then((c) => c.delete(a.actorId)).catch(() => undefined);
-    for (const child of this.actors.values()) {
-      if (child.spec.supervisor === a.actorId && child.state !== 'DEAD') await this.end(child, `its supervisor ${a.className} ${a.actorId} ended: ${cause}`);
+    for (const id of this.supervised.get(a.actorId) ?? []) {
+      const child = this.actors.get(id);
+      if (child && child.state !== 'DEAD') await this.end(child, `its supervisor ${a.className} ${a.actorId} ended: ${cause}`);
     }
     if (a.name) {
       const key = nameKey(a.namespace, a.name);
