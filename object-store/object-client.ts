@@ -3,6 +3,7 @@
 import { LRUCache } from 'lru-cache';
 import { encodeParts, decode, byteLength } from '../runtime/codec.ts';
 import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
+import { defaults } from '../runtime/config.ts';
 import type { Bus } from '../runtime/transport.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
 import { holders, type ObjectLocation } from './location.ts';
@@ -244,7 +245,9 @@ export class ObjectClient {
     }
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
-      if (a instanceof ObjectRef) args[i] = deps[a.id] ? await this.load(a.id, deps[a.id]) : await this.get(a);
+      if (!(a instanceof ObjectRef)) continue;
+      // The location the caller sent may be gone by now (its node died): then the owner knows where it went.
+      args[i] = deps[a.id] ? await this.load(a.id, deps[a.id]).catch((e) => { if (e instanceof ObjectLostError) return this.get(a); throw e; }) : await this.get(a);
     }
     return args;
   }
@@ -290,9 +293,10 @@ export class ObjectClient {
       const loc = o.location;
       if (!loc || !('node' in loc) || !holders(loc).includes(nodeId)) continue;
       const left = holders(loc).filter((n) => n !== nodeId);
-      o.location = left.length
-        ? { node: left[0], size: loc.size, copies: left.slice(1), refs: loc.refs }
-        : { error: new ObjectLostError(`object ${o.id} (made by ${o.createdBy}) is lost: node ${nodeId}, the only one holding it, died (${cause})`) };
+      if (left.length) { o.location = { node: left[0], size: loc.size, copies: left.slice(1), refs: loc.refs }; continue; }
+      const why = `object ${o.id} (made by ${o.createdBy}) is lost: node ${nodeId}, the only one holding it, died (${cause})`;
+      if (o.rebuild?.(why)) this.owned.unseal(o.id);
+      else o.location = { error: new ObjectLostError(why) };
     }
   }
 

@@ -16,6 +16,8 @@ export interface OwnedObject {
   borrowers: Map<string, string | undefined>;
   /** Refs sent with the call that makes it: kept alive until the call is done and the receiver holds its own. */
   holds?: ObjectRef<unknown>[];
+  /** Runs what made it again, when its only copies are lost (lineage). False when it cannot: then it stays lost. */
+  rebuild?: (why: string) => boolean;
 }
 
 export class OwnerTable {
@@ -34,6 +36,14 @@ export class OwnerTable {
     const waiters = [...o.waiters];
     o.waiters.clear();
     for (const w of waiters) w(location);
+  }
+
+  /** Back to pending: what made it runs again, and waiters get the new location. */
+  unseal(id: string): void {
+    const o = this.objects.get(id);
+    if (!o) return;
+    o.location = undefined;
+    o.sealed = undefined;
   }
 
   get(id: string): OwnedObject | undefined {

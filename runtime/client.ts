@@ -129,7 +129,12 @@ export class Client {
     this.procId = o.procId ?? newId();
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
     this.objects = new ObjectClient({ bus, procId: this.procId, nodeId: o.localNode?.nodeId, store, inlineThreshold: defaults.inlineThreshold });
-    this.tasks = new TaskSubmitter(bus, this.procId, this.objects.owned);
+    this.tasks = new TaskSubmitter(bus, this.procId, this.objects.owned, (taskId, inputs, deps) => {
+      const refs = inputs.map((i) => new ObjectRef(i.id, i.owner));
+      const o = this.objects.owned.get(taskId);
+      if (o) o.holds = refs; // alive until the task is done, as on its first run
+      return this.locateDeps(refs, deps);
+    });
     this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned);
   }
 
@@ -172,10 +177,11 @@ export class Client {
       spec.fn = { url: fn.url, exportName: fn.exportName };
     }
     if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, spec.deps));
+    const inputs = prepared.refs.map((r) => ({ id: r.id, owner: r.owner }));
     if (waitFor.length === 0) {
-      this.tasks.submit(spec, demand, strategy, retry);
+      this.tasks.submit(spec, demand, strategy, retry, inputs);
     } else {
-      Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy, retry), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
+      Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy, retry, inputs), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
     }
     return this.ownedRef<R>(taskId);
   }
@@ -312,8 +318,7 @@ export class Client {
       const ready = await this.blocking(this.readyWithin([ref], 1, timeoutMs));
       if (ready.size === 0) throw new GetTimeoutError(`get(${ref.id}) timed out after ${timeoutMs} ms`);
     }
-    const loc = await this.blocking(this.objects.locate(ref));
-    return this.objects.load<T>(ref.id, loc);
+    return this.blocking(this.objects.get(ref));
   }
 
   async wait<T>(refs: ObjectRef<T>[], o: WaitOptions = {}): Promise<[ObjectRef<T>[], ObjectRef<T>[]]> {

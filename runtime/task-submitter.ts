@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Bus } from './transport.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
-import { NoRespondersError, WorkerDiedError, ConnectionError } from './errors.ts';
+import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } from './errors.ts';
 import type { ResourceSet, SchedulingStrategy } from './scheduler.ts';
 import type { LeaseGrant, WorkerDiedMsg } from './node-daemon.ts';
 import type { LeaseGrantedMsg, LeaseRequestMsg } from './head.ts';
@@ -61,9 +61,24 @@ const MAX_LEASE_REQUESTS = 10;
 /** How often a task may run again: `left` -1 is no limit; `exceptions` also retries errors it throws. */
 export interface Retry { left: number; exceptions: boolean | string[] }
 
+/** A ref among a task's arguments: enough to find it again when the task runs again to rebuild its lost result. */
+export interface InputRef { id: string; owner: string }
+
+/** Fills in where each input is now, or throws when one is gone. */
+export type LocateInputs = (taskId: string, inputs: InputRef[], deps: Record<string, ObjectLocation>) => Promise<void>;
+
+interface Runs extends Retry {
+  runs: number;
+  /** Times it reached no worker. */
+  undelivered: number;
+  inputs: InputRef[];
+  /** Set while it runs again to rebuild its lost result: why the result was lost. */
+  rebuilding?: string;
+}
+
 export class TaskSubmitter {
   /** Tasks that may still run again: how often they have run, and how often they reached no worker. */
-  private readonly retries = new Map<string, Retry & { runs: number; undelivered: number }>();
+  private readonly retries = new Map<string, Runs>();
   private readonly shapes = new Map<string, Shape>();
   private readonly requestShape = new Map<string, Shape>();
   private resendTimer: NodeJS.Timeout | undefined;
@@ -73,6 +88,7 @@ export class TaskSubmitter {
     private readonly bus: Bus,
     private readonly procId: string,
     private readonly owned: OwnerTable,
+    private readonly locateInputs: LocateInputs,
   ) {}
 
   start(): void {
@@ -85,9 +101,10 @@ export class TaskSubmitter {
     });
   }
 
-  /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId. */
-  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry): void {
-    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1, undelivered: 0 });
+  /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId.
+   * `inputs`: its top-level ref arguments, found again if it has to run again to rebuild a lost result. */
+  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry, inputs: InputRef[] = []): void {
+    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1, undelivered: 0, inputs });
     const key = JSON.stringify([demand, strategy]);
     let shape = this.shapes.get(key);
     if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
@@ -126,14 +143,14 @@ export class TaskSubmitter {
         lease.short = typeof reply.ms === 'number' && reply.ms < SHORT_TASK_MS;
         const error = 'error' in reply.result ? reply.result.error : undefined;
         if (error && this.retriesOn(spec, error) && this.runAgain(shape, spec)) return;
-        this.finish(spec.taskId, reply.result);
+        this.finish(spec.taskId, reply.result, shape, spec);
       },
       (e: Error) => {
         if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
         this.removeLease(shape, lease, false);
         // Nobody got it, so it never ran: it goes to another lease, a few times at most, without using a retry.
         let r = this.retries.get(spec.taskId);
-        if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0 }));
+        if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0, inputs: [] }));
         const tries = ++r.undelivered;
         if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
         this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
@@ -248,9 +265,35 @@ export class TaskSubmitter {
     return true;
   }
 
-  private finish(taskId: string, result: ObjectLocation): void {
+  /** Seals the result. A result in a node store, of a task with retries left, keeps what made it (its lineage), so
+   * it can be made again if every node holding it dies, as in Ray. */
+  private finish(taskId: string, result: ObjectLocation, shape?: Shape, spec?: TaskSpec): void {
+    const r = this.retries.get(taskId);
     this.retries.delete(taskId);
+    if (r?.rebuilding && 'error' in result) {
+      const e = result.error;
+      result = { error: new ObjectLostError(`${r.rebuilding}; running its task again failed: ${e.message}`, { cause: e }) };
+    }
     this.owned.seal(taskId, result);
+    const o = this.owned.get(taskId);
+    if (o && r && r.left !== 0 && shape && spec && 'node' in result) o.rebuild = (why) => this.rebuild(shape, spec, r, why);
+  }
+
+  /** Runs a task again because its result was lost, once its inputs are found (they may be being rebuilt too). */
+  private rebuild(shape: Shape, spec: TaskSpec, r: Runs, why: string): boolean {
+    if (this.closed) return false;
+    if (r.left > 0) r.left--;
+    r.runs++;
+    r.undelivered = 0;
+    r.rebuilding = why;
+    this.retries.set(spec.taskId, r);
+    const deps: Record<string, ObjectLocation> = {};
+    // After the current turn: the node death that lost this may be unsealing its inputs too, to rebuild them first.
+    Promise.resolve().then(() => this.locateInputs(spec.taskId, r.inputs, deps)).then(
+      () => { spec.deps = deps; shape.backlog.push(spec); this.dispatch(shape); },
+      (e: Error) => this.finish(spec.taskId, { error: new Error(`an input it needs is gone: ${e.message}`, { cause: e }) }, shape, spec),
+    );
+    return true;
   }
 
   /** Returns every lease. Pending tasks fail: the process is going away. */

@@ -121,6 +121,32 @@ test.serial('cross-node: a node fetches another node\'s object in checked chunks
     t.is(echoed.data.length, 600_000);
   }));
 
+test.serial('lineage: a lost task result is made again by running its task again, inputs first; without retries or inputs it stays lost, saying why', (t) =>
+  withCluster(t, { nodes: [{ numCpus: 4 }], nodeTimeoutMs: 1500 }, async (c) => {
+    const [headNode, nodeB] = c.nodeIds;
+    const onB = { schedulingStrategy: { nodeId: nodeB, soft: true } }; // where they fit now, else anywhere
+    const whereIs = (ref: ObjectRef) => (currentClient().objects.owned.get(ref.id)?.location as { node?: string; copies?: string[] });
+    const first = tasks.bigOn.options(onB).remote(300_000, 2);
+    const second = tasks.scaledOn.options(onB).remote(first, 3); // made from first: both only on B
+    const once = tasks.bigOn.options({ ...onB, maxRetries: 0 }).remote(300_000, 5);
+    const fromOnce = tasks.scaledOn.options(onB).remote(once, 2);
+    await wait([second, fromOnce], { numReturns: 2 }); // no get: that would copy them to the driver's node
+    for (const ref of [first, second, once, fromOnce]) t.like(whereIs(ref), { node: nodeB, copies: undefined });
+    process.kill(c.nodes[0].pids[0], 'SIGKILL');
+    await eventually('node B declared dead', async () => (await c.status()).nodes.some((n) => n.nodeId === nodeB && !n.alive));
+
+    const again = await get(second);
+    t.is(again.node, headNode, 'made again on the node left');
+    t.is(again.data.length, 300_000);
+    t.true(again.data.every((x) => x === 6));
+    t.is((await get(first)).node, headNode, 'its input was lost too, and made again first');
+
+    const lost = await t.throwsAsync(get(once), { instanceOf: ObjectLostError });
+    t.regex(lost!.message, new RegExp(`object ${once.id} \\(made by task bigOn\\) is lost: node ${nodeB}`));
+    const noInput = await t.throwsAsync(get(fromOnce), { instanceOf: ObjectLostError });
+    t.regex(noInput!.message, new RegExp(`object ${fromOnce.id} \\(made by task scaledOn\\) is lost: .*; running its task again failed: an input it needs is gone: object ${once.id} .* is lost`));
+  }));
+
 test.serial('transfers check every chunk: a damaged chunk is asked for again; one damaged every time fails with ObjectLostError', (t) => withCluster(t, {}, async () => {
   const bus = currentClient().bus;
   const data = new Uint8Array(Math.floor(chunkSize(bus) * 2.5)).map((_, i) => i % 251);
