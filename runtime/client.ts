@@ -8,6 +8,7 @@ import { cloneTensor } from './tensor-codec.ts';
 import { GetTimeoutError, ObjectStoreFullError, UsageError } from './errors.ts';
 import { formatBytes } from './bytes.ts';
 import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';
+import { startDriverHeartbeat } from './heartbeat.ts';
 import { ActorCaller } from './actor-caller.ts';
 import { nameKey } from './actor-manager.ts';
 import { Gcs } from './gcs.ts';
@@ -123,7 +124,7 @@ export class Client {
   readonly objects: ObjectClient;
   readonly tasks: TaskSubmitter;
   readonly actors: ActorCaller;
-  private heartbeat: NodeJS.Timeout | undefined;
+  private stopHeartbeat = (): void => undefined;
 
   private constructor(readonly bus: Bus, readonly o: ClientOptions) {
     this.procId = o.procId ?? newId();
@@ -147,11 +148,7 @@ export class Client {
     c.actors.start();
     if (o.role === 'driver' && o.logToDriver !== false) bus.on(subjects.log(c.procId), printWorkerOutput);
     bus.serve(subjects.allObjects, () => c.ownedObjects());
-    // Node daemons and the head watch this to take back leases of processes that died.
-    const beat = () => { if (!bus.isClosed) bus.publish(subjects.hbProc(c.procId), {}); };
-    beat();
-    c.heartbeat = setInterval(beat, 1000);
-    c.heartbeat.unref();
+    if (o.role === 'driver') c.stopHeartbeat = startDriverHeartbeat(bus, { procId: c.procId, address: o.address, token: o.token });
     await bus.flush(); // nobody may learn our id before our subscriptions are live
     current = c;
     setRefResolver((ref) => c.get(ref));
@@ -405,7 +402,7 @@ export class Client {
 
   async close(): Promise<void> {
     if (current === this) { current = undefined; setRefResolver(undefined); setRefCreateHook(undefined); }
-    clearInterval(this.heartbeat);
+    this.stopHeartbeat();
     // Our non-detached actors end with us; telling the head now beats its silence timeout.
     if (this.o.role === 'driver') await this.bus.request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 }).catch(() => undefined);
     await this.tasks.close();

@@ -16,6 +16,8 @@ export const defaults = {
   nodeTimeoutMs: envInt('TROUPE_NODE_TIMEOUT_MS', 2000),
   /** Values up to this size travel inside messages; larger ones go through the object store. */
   inlineThreshold: envInt('TROUPE_INLINE_THRESHOLD', 100 * 1024),
+  /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. */
+  clientTimeoutMs: envInt('TROUPE_CLIENT_TIMEOUT_MS', 10_000),
   /** Control-plane requests (head, node daemons) give up after this long. */
   requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),
   /** A task lease unused this long goes back to its node. */

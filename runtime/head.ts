@@ -74,7 +74,6 @@ interface Pending extends LeaseRequestMsg {
   failures: number;
 }
 
-const CLIENT_TIMEOUT_MS = 10_000;
 
 export class Head {
   private bus!: Bus;
@@ -246,12 +245,12 @@ export class Head {
     for (const [id, p] of this.queue) {
       if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;
-      if (!p.granting && now - seen > CLIENT_TIMEOUT_MS) this.removeRequest(id);
+      if (!p.granting && now - seen > defaults.clientTimeoutMs) this.removeRequest(id);
     }
     // Non-detached actors end with their owner, as in Ray.
     for (const owner of this.actors.owners()) {
       const seen = this.clientSeen.get(owner) ?? this.startedAt;
-      if (now - seen > CLIENT_TIMEOUT_MS) void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
+      if (now - seen > defaults.clientTimeoutMs) void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
     }
   }
 

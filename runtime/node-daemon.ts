@@ -9,6 +9,7 @@ import { Bus } from './transport.ts';
 import { Gcs, type NodeInfo } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
+import { PROC_HEARTBEAT_MS } from './heartbeat.ts';
 import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type ResourceSet } from './scheduler.ts';
 import { WorkerDiedError } from './errors.ts';
 import { NodeStore } from '../object-store/node-store.ts';
@@ -103,8 +104,6 @@ interface Lease {
   grantedAt: number;
 }
 
-/** A lease holder silent this long is presumed dead and its leases go back. */
-const CLIENT_TIMEOUT_MS = 10_000;
 /** An object owner silent this long is presumed dead and its objects are freed. Longer than for leases: freeing
  * cannot be undone, and a driver deep in synchronous work sends no heartbeat. Workers that exit are seen at once. */
 const OWNER_TIMEOUT_MS = 120_000;
@@ -164,6 +163,8 @@ export class NodeDaemon {
     this.heartbeat();
     this.timers.push(setInterval(() => this.heartbeat(), hb));
     this.timers.push(setInterval(() => this.reclaimOrphanLeases(), 1000));
+    // Beats for each live worker: one busy computing for a long time keeps the leases it holds for nested tasks.
+    this.timers.push(setInterval(() => { for (const w of this.workers) this.bus.publish(subjects.hbProc(w.procId), {}); }, PROC_HEARTBEAT_MS));
     this.keepSpares();
     console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
   }
@@ -297,7 +298,7 @@ export class NodeDaemon {
     for (const lease of this.leases.values()) {
       if (lease.actorId) continue; // actors belong to the head, which decides when they end
       const seen = this.clientSeen.get(lease.clientId) ?? lease.grantedAt;
-      if (now - seen > CLIENT_TIMEOUT_MS) {
+      if (now - seen > defaults.clientTimeoutMs) {
         // Its worker may still run the dead client's task (maybe blocked for ever on a lost object): it goes too.
         console.error(`troupe: client ${lease.clientId} went silent; taking back lease ${lease.leaseId}`);
         this.release(lease.leaseId, true);

@@ -3,9 +3,11 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { getActor, kill, UsageError } from '../runtime/index.ts';
-import { useCluster, runCommand } from './helpers/cluster.ts';
+import { useCluster, runCommand, eventually } from './helpers/cluster.ts';
 import type { Counter } from './fixtures/actors.ts';
 
+// Drivers silent for 3 s are taken for dead (10 s by default): the daemons started below inherit this.
+process.env.TROUPE_CLIENT_TIMEOUT_MS = '3000';
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 
 const root = join(import.meta.dirname, '..');
@@ -46,4 +48,14 @@ test.serial('init({ logToDriver: false }) keeps worker output out of the driver'
   t.is(r.code, 0, r.stderr);
   t.notRegex(r.stdout, /hello from/);
   await kill(await getActor('keeper'));
+});
+
+test.serial('a driver whose event loop is busy for longer than the silence timeout keeps its actors; one killed loses them', async (t) => {
+  const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/busy-driver.ts'], { cwd: root, env: { TROUPE_HOME: cluster().home, BUSY_MS: '6000' } });
+  t.is(r.signal, 'SIGKILL', r.stderr);
+  const out = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { actorId: string; value: number };
+  t.is(out.value, 2, 'its actor answered after 6 s of a blocked loop');
+  const gcs = await (await import('../runtime/client.ts')).currentClient().gcs();
+  await eventually('the actor of the killed driver ended', async () => (await gcs.actors.get(out.actorId))?.state === 'DEAD');
+  t.regex((await gcs.actors.get(out.actorId))?.cause ?? '', /its owner \w+ died \(silent for \d+ ms\)/);
 });

@@ -90,7 +90,7 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
   }
 }
 
-export interface RunResult { code: number | null; stdout: string; stderr: string }
+export interface RunResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
 /** Runs a command to completion (bounded by timeoutMs), collecting its output. */
 export function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
@@ -101,7 +101,7 @@ export function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.Pro
     child.stdout.on('data', (d) => { stdout += d; });
     child.stderr.on('data', (d) => { stderr += d; });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-    child.on('close', (code) => { clearTimeout(timer); everyPid.delete(child.pid!); resolve({ code, stdout, stderr }); });
+    child.on('close', (code, signal) => { clearTimeout(timer); everyPid.delete(child.pid!); resolve({ code, signal, stdout, stderr }); });
   });
 }
 

@@ -1,0 +1,12 @@
+// A driver's heartbeat, from a thread with its own connection: a driver busy computing for seconds (a long
+// synchronous loop, a big tensor op) still beats, so the head does not take it for dead and end its actors.
+// Plain JavaScript: threads do not inherit every way tsx can be loaded.
+import { workerData } from 'node:worker_threads';
+import { connect } from '@nats-io/transport-node';
+
+const { server, token, name, subject, everyMs } = workerData;
+const nc = await connect({ servers: server, token, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+const EMPTY_MAP = Uint8Array.of(0x80); // `{}` in MessagePack, as every troupe message is encoded
+const beat = () => { if (!nc.isClosed()) nc.publish(subject, EMPTY_MAP); };
+beat();
+setInterval(beat, everyMs);
