@@ -1,13 +1,26 @@
 // The head keeps no state of its own: killed and started again, it rebuilds nodes and actors from KV and heartbeats.
 import test from 'ava';
 import { join } from 'node:path';
-import { get } from '../runtime/index.ts';
+import { get, startSupervisor } from '../runtime/index.ts';
+import { currentClient } from '../runtime/client.ts';
 import { startHead } from '../runtime/local-cluster.ts';
 import { useCluster, eventually, runCommand } from './helpers/cluster.ts';
 import { Phoenix } from './fixtures/actors.ts';
 import { add, length } from './fixtures/tasks.ts';
+import { Member } from './fixtures/supervised.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 2 }] });
+
+/** Heads started by the tests, each with a node daemon: [head, node]. The cluster's own is [nats, head, node]. */
+const heads: Array<Awaited<ReturnType<typeof startHead>>> = [];
+test.after.always(() => Promise.all(heads.map((h) => h.stop())));
+const runningHeadPid = () => (heads.length ? heads[heads.length - 1].pids[0] : cluster().head.pids[1]);
+async function startAnotherHead() {
+  const c = cluster();
+  const h = await startHead({ detached: false, nats: c.address, token: c.token, numCpus: 1, objectStoreDir: c.home });
+  heads.push(h);
+  return h;
+}
 
 test.serial('killing the head loses nothing: calls keep working, a new head takes over from KV', async (t) => {
   const c = cluster();
@@ -15,14 +28,12 @@ test.serial('killing the head loses nothing: calls keep working, a new head take
   const first = await actor.bump();
   t.is(await add.remote(1, 2), 3);
 
-  const [, headPid] = c.head.pids; // [nats-server, head, node daemon]
-  process.kill(headPid, 'SIGKILL');
+  process.kill(runningHeadPid(), 'SIGKILL');
   // The head is not on the call path: the actor answers while there is no head at all.
   t.is((await actor.bump()).calls, 2);
 
-  const again = await startHead({ detached: false, nats: c.address, token: c.token, numCpus: 1, objectStoreDir: c.home });
-  t.teardown(() => again.stop());
-  const status = await eventually('3 alive nodes under the new head', async () => { const s = await c.status(); return s.nodes.filter((n) => n.alive).length === 3 && s; });
+  await startAnotherHead();
+  const status = await eventually('3 alive nodes under the new head', async () => { const s = await c.status(); return s.nodes.filter((n) => n.alive).length >= 3 && s; });
   t.true(status.nodes.some((n) => n.nodeId === c.nodeIds[1] && n.alive)); // known from KV, kept alive by its heartbeats
   t.is(await add.remote(2, 3), 5); // leases from the new head
   t.is(await length.remote(new Float32Array(10)).then((r) => r.length), 10);
@@ -39,4 +50,24 @@ test.serial('killing the head loses nothing: calls keep working, a new head take
   t.true(tasks.some((x) => x.name === 'add' && x.state === 'FINISHED'));
   const objects = JSON.parse((await cli('list', 'objects', '--json')).stdout) as Array<{ createdBy: string; state: string }>;
   t.true(objects.some((o) => o.createdBy === 'task add' && o.state === 'READY'));
+});
+
+test.serial('a child held for its supervisor stays held across a head restart: the supervisor restarts it, once', async (t) => {
+  const sup = await startSupervisor({ backoff: { minMs: 5000, maxMs: 5000, jitter: 0 }, children: [{ id: 'a', actor: Member, args: ['a'] }] });
+  t.teardown(() => sup.shutdown().catch(() => undefined));
+  const a = await sup.child<Member>('a');
+  const first = await a.info();
+  const stateOf = async () => (await (await currentClient().gcs()).actors.get(first.actorId))!;
+  const crashedAt = Date.now();
+  await currentClient().killActor(first.actorId, false, 'crashed on purpose');
+  await eventually('held for the supervisor', async () => (await stateOf()).held === true);
+
+  process.kill(runningHeadPid(), 'SIGKILL');
+  await startAnotherHead();
+  const again = await a.info(); // waits in the queue until the supervisor's backoff is over
+  t.true(again.startedAt - crashedAt >= 5000, `restarted ${again.startedAt - crashedAt} ms after the crash, before the backoff ended`);
+  t.not(again.pid, first.pid);
+  t.is(again.actorId, first.actorId);
+  t.like(await stateOf(), { state: 'ALIVE', restarts: 1 });
+  t.is((await sup.whichChildren())[0].restarts, 1);
 });
