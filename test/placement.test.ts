@@ -1,8 +1,8 @@
 // Placement on two node daemons with fake GPUs and a custom resource.
 import test from 'ava';
 import { get, InfeasibleError } from '../runtime/index.ts';
-import { useCluster, eventually } from './helpers/cluster.ts';
-import { env, hold } from './fixtures/tasks.ts';
+import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
+import { env, hold, meet } from './fixtures/tasks.ts';
 
 // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }] });
@@ -30,10 +30,12 @@ test.serial('two 1-GPU tasks at once get different devices; a third waits (pendi
 });
 
 test.serial('fractional GPUs: two 0.5-GPU tasks share one device id', async (t) => {
-  const [a, b] = await get([hold.options({ numGpus: 0.5, numCpus: 0 }).remote(1000), hold.options({ numGpus: 0.5, numCpus: 0 }).remote(1000)]);
+  const half = meet.options({ numGpus: 0.5, numCpus: 0 });
+  const dir = tempDir(t);
+  const [a, b] = await get([half.remote(dir, 2), half.remote(dir, 2)]); // they wait for each other: both at once
   t.is(a.node, gpuNode);
   t.is(a.gpus, b.gpus);
-  t.not(a.pid, b.pid); // both ran at once, in two workers
+  t.not(a.pid, b.pid);
 });
 
 test.serial('GPU capacity split across devices: a demand that fits the sum but no device waits, then runs', async (t) => {
@@ -56,9 +58,10 @@ test.serial('custom resources and node affinity', async (t) => {
 });
 
 test.serial('SPREAD puts concurrent tasks on different nodes', async (t) => {
-  // Long enough that the second lease arrives before the first task ends, even on a loaded machine (else the idle
-  // first lease would rightly take the second task).
-  const rs = await get([hold.options({ schedulingStrategy: 'SPREAD' }).remote(2500), hold.options({ schedulingStrategy: 'SPREAD' }).remote(2500)]);
+  // They wait for each other, so the first lease stays busy and the second task needs a lease of its own.
+  const spread = meet.options({ schedulingStrategy: 'SPREAD' });
+  const dir = tempDir(t);
+  const rs = await get([spread.remote(dir, 2), spread.remote(dir, 2)]);
   t.deepEqual(rs.map((r) => r.node).sort(), [cpuNode, gpuNode].sort());
 });
 
