@@ -6,6 +6,7 @@ import { TaskError, UsageError } from './errors.ts';
 import type { Client } from './client.ts';
 import type { Subscription } from './transport.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
+import { currentBackend, describeBackend } from './tensor-backend.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
@@ -93,7 +94,8 @@ export class ActorHost {
 
   /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls. Throws TaskError when any
    * of those throws. The head starts an actor again only as a new incarnation: an older instance still here goes first. */
-  async start(spec: ActorSpec): Promise<{ actorId: string }> {
+  /** Starts an instance; says which tensor backend its process computes on, when it uses tfjs. */
+  async start(spec: ActorSpec): Promise<{ actorId: string; backend?: string }> {
     await this.stop(spec.actorId);
     const ctx = contextOf(spec);
     const h = await this.inContext(ctx, async (): Promise<Hosted> => {
@@ -133,7 +135,8 @@ export class ActorHost {
       h.timer = setInterval(() => { if (h.callsSinceCheckpoint > 0) void this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e)); }, seconds * 1000);
       h.timer.unref();
     }
-    return { actorId: spec.actorId };
+    const backend = currentBackend();
+    return { actorId: spec.actorId, backend: backend && describeBackend(await backend) };
   }
 
   /** Stops taking calls; calls still queued are answered "not run" (their callers send them to the next instance, or

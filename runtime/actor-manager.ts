@@ -103,7 +103,7 @@ export class ActorManager {
       return;
     }
     // A restarted actor keeps the cause of its last death: `troupe list actors` shows why it restarted.
-    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, leaseId: grant.leaseId, pid: grant.pid, cause: a.restarts ? a.cause : undefined });
+    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, leaseId: grant.leaseId, pid: grant.pid, backend: grant.backend, cause: a.restarts ? a.cause : undefined });
     void this.save(a);
   }
 
@@ -202,7 +202,7 @@ export class ActorManager {
     const max = a.spec.maxRestarts;
     if (!supervisor && max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, normal: normal || undefined, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined });
+    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, normal: normal || undefined, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined, backend: undefined });
     const saved = this.save(a);
     if (!supervisor) this.schedule(a);
     return saved;

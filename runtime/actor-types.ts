@@ -54,6 +54,8 @@ export interface ActorInfo {
   /** The node's lease for this incarnation: stops name exactly this instance. */
   leaseId?: string;
   pid?: number;
+  /** The tfjs backend its process computes on, when it uses tfjs (and which better ones did not load). */
+  backend?: string;
   restarts: number;
   /** Bumped on each start; lets callers tell a new instance from the one that died. */
   incarnation: number;

@@ -8,6 +8,8 @@ export {
   type ChildInfo, type Strategy, type RestartType, type Backoff,
 } from '../actors/supervisor.ts';
 export type { ActorHandle } from '../actors/handle.ts';
+export { joinGroup, CollectiveGroup, CollectiveError, type GroupOptions, type ReduceOp } from '../actors/collective.ts';
+export { chooseBackend, currentBackend, describeBackend, BACKENDS, type BackendChoice, type BackendCandidate } from './tensor-backend.ts';
 export { getActor, kill } from '../actors/api.ts';
 export type { TaskOptions, WaitOptions, ActorOptions } from './client.ts';
 export type { SchedulingStrategy, ResourceRequest } from './scheduler.ts';

@@ -54,6 +54,8 @@ export interface LeaseGrant {
   workerId: string;
   pid: number;
   gpuIds: number[];
+  /** For an actor: the tfjs backend its process computes on, if it uses tfjs. */
+  backend?: string;
 }
 
 /** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
@@ -240,20 +242,21 @@ export class NodeDaemon {
       this.release(lease.leaseId);
       throw new WorkerDiedError(`worker for the lease failed to start: ${(e as Error).message}`, { cause: e });
     }
+    let backend: string | undefined;
     if (actor) {
       try {
         // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the wait.
-        await Promise.race([
-          this.bus.request(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
-          worker.exited.then((how) => { throw new WorkerDiedError(`its worker process ${how} while the constructor ran`); }),
-        ]);
+        ({ backend } = await Promise.race([
+          this.bus.request<{ backend?: string }>(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
+          worker.exited.then((how): never => { throw new WorkerDiedError(`its worker process ${how} while the constructor ran`); }),
+        ]));
       } catch (e) {
         this.release(lease.leaseId, !shared);
         throw e; // the constructor threw (TaskError) or the worker died: the head decides
       }
     }
     this.heartbeatSoon();
-    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids };
+    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids, backend };
   }
 
   /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. Either way it first gets

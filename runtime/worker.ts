@@ -11,6 +11,7 @@ import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import type { TaskSpec, TaskReply } from './task-submitter.ts';
 import type { TaskEvent } from './head.ts';
 import type { ActorSpec } from './actor-types.ts';
+import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from './tensor-backend.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -91,6 +92,8 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
   if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
   const mod = (await import(ref.url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
+  // The job computes with tfjs: choose the best backend that loads here before its code runs.
+  if (tfjsLoaded() && !currentBackend()) console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
   exportsCache.set(key, mod[ref.exportName]);
   return mod[ref.exportName];
 }

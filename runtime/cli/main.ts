@@ -242,7 +242,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
     if (rows.length === 0) { console.log(`no ${kind}`); return 0; }
     const columns: Record<string, string[]> = {
       nodes: ['nodeId', 'state', 'hostname', 'pid', 'isHead', 'cause'],
-      actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'restarts', 'cause'],
+      actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'backend', 'restarts', 'cause'],
       jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],

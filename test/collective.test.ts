@@ -1,0 +1,62 @@
+// Collectives among actors: ring allreduce for 1 to 4 members and odd sizes (several chunks too), tensors, broadcast,
+// barrier, and the error a member sees when another never comes.
+import test from 'ava';
+import { CollectiveError, TaskError, kill, type ActorHandle } from '../runtime/index.ts';
+import { useCluster } from './helpers/cluster.ts';
+import { currentClient } from '../runtime/client.ts';
+import { Peer } from './fixtures/collective.ts';
+
+useCluster(test, { head: { numCpus: 2 } });
+
+let groups = 0;
+/** n members in one group, each in its own process when `processes`, else sharing one (cheaper). */
+async function group(t: import('ava').ExecutionContext, n: number, o: { processes?: boolean; timeoutMs?: number } = {}): Promise<Array<ActorHandle<Peer>>> {
+  const name = `g${groups++}`;
+  const peers = Array.from({ length: n }, () => Peer.options({ isolation: o.processes ? 'process' : 'shared' }).remote());
+  t.teardown(() => Promise.all(peers.map((p) => kill(p).catch(() => undefined))));
+  await Promise.all(peers.map((p, rank) => p.join(name, rank, n, o.timeoutMs)));
+  return peers;
+}
+
+test.serial('allreduce gives every member the element-wise sum, for 1 to 4 members and odd sizes', async (t) => {
+  t.timeout(120_000);
+  for (const n of [1, 2, 3, 4]) {
+    const peers = await group(t, n, { processes: n === 3 });
+    for (const length of [1, 7, 1001, 300_001]) { // the last is 1.2 MB: several chunks per segment
+      const results = await Promise.all(peers.map((p) => p.allreduce(length, 'sum')));
+      const expected = Float32Array.from({ length }, (_, i) => 1000 * (n * (n - 1)) / 2 + n * (i % 97));
+      for (const [rank, r] of results.entries()) t.deepEqual(r, expected, `n=${n} length=${length} rank=${rank}`);
+    }
+  }
+});
+
+test.serial('allreduce with mean and max; tensors come back as tensors of the same shape', async (t) => {
+  const peers = await group(t, 3);
+  const mean = await Promise.all(peers.map((p) => p.allreduce(4, 'mean')));
+  t.deepEqual(Array.from(mean[2]), [1000, 1001, 1002, 1003]);
+  const max = await Promise.all(peers.map((p) => p.allreduce(2, 'max')));
+  t.deepEqual(Array.from(max[0]), [2000, 2001]);
+  const tensors = await Promise.all(peers.map((p) => p.allreduceTensor()));
+  t.deepEqual(tensors[1].values, [3, 6, 9, 12, 15, 3]);
+  t.deepEqual(tensors[1].shape, [2, 3]);
+  // The process chose the best backend that loads, and the head knows it (troupe list actors shows it).
+  t.true(['wasm', 'tensorflow'].includes(tensors[0].backend), tensors[0].backend);
+  const info = await (await currentClient().gcs()).actors.get(peers[0].actorId);
+  t.true(info?.backend?.startsWith(tensors[0].backend), info?.backend);
+});
+
+test.serial('broadcast sends the root\'s value to all; barrier returns only once every member has come', async (t) => {
+  const peers = await group(t, 3);
+  const b = await Promise.all(peers.map((p) => p.broadcast(1)));
+  for (const r of b) t.deepEqual(Array.from(r), [11, 11, 11, 11, 11]);
+  const start = Date.now();
+  const done = await Promise.all(peers.map((p, i) => p.barrier(i === 2 ? 600 : 0)));
+  for (const at of done) t.true(at - start >= 550, `left the barrier ${at - start} ms after the start`);
+});
+
+test.serial('a member that never comes fails the others with CollectiveError, naming the group and the rank', async (t) => {
+  const peers = await group(t, 3, { timeoutMs: 800 });
+  const e = await t.throwsAsync(Promise.all(peers.slice(0, 2).map((p) => p.allreduce(10, 'sum'))), { instanceOf: TaskError });
+  t.is(e!.remoteName, CollectiveError.name);
+  t.regex(e!.message, /group g\d+, rank [01] of 3: collective failed/);
+});
