@@ -9,6 +9,8 @@ export {
 } from '../actors/supervisor.ts';
 export type { ActorHandle } from '../actors/handle.ts';
 export { joinGroup, CollectiveGroup, CollectiveError, type GroupOptions, type ReduceOp } from '../actors/collective.ts';
+export { trainingJob, type TrainingJob, type TrainingJobSpec, type TrainingData } from '../actors/training-job.ts';
+export { train, type TrainOptions, type TrainResult, type EpochResult } from '../actors/trainer.ts';
 export { chooseBackend, currentBackend, describeBackend, BACKENDS, type BackendChoice, type BackendCandidate } from './tensor-backend.ts';
 export { getActor, kill } from '../actors/api.ts';
 export type { TaskOptions, WaitOptions, ActorOptions } from './client.ts';

@@ -1,0 +1,211 @@
+// One replica of a data-parallel training run: an actor that holds a copy of the model and its shard of the data,
+// and keeps its copy equal to the others' through collectives. Loaded only in the worker processes that train, so
+// drivers never load tfjs for it.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-layers'; // registers the gradient of every op
+import type { LayersModel } from '@tensorflow/tfjs-layers';
+import { Actor, type ActorClass, type RemoteClassInfo } from './actor.ts';
+import { joinGroup, type CollectiveGroup } from './collective.ts';
+import { REMOTE_CLASS } from '../runtime/actor-host.ts';
+import { currentClient } from '../runtime/client.ts';
+import { UsageError } from '../runtime/errors.ts';
+import type { TrainingJobSpec, TrainingData } from './training-job.ts';
+
+export interface ReplicaConfig {
+  job: { url: string; exportName: string };
+  rank: number;
+  worldSize: number;
+  /** Names the run: its collective group, checkpoint and progress subject. */
+  run: string;
+  batchSize: number;
+  mode: 'sync' | 'local';
+  /** Local SGD: average the weights every this many steps. */
+  averageEvery: number;
+  /** Steps between checkpoints (rank 0 saves them). */
+  checkpointEvery: number;
+  seed: number;
+}
+
+export interface Position { epoch: number; step: number }
+export interface EpochStats { loss: number; accuracy: number; samples: number; steps: number; ms: number }
+interface Checkpoint extends Position { weights: Float32Array[]; optimizer: Float32Array[] }
+
+export class Replica extends Actor {
+  private spec!: TrainingJobSpec;
+  private model!: LayersModel;
+  private optimizer!: tf.Optimizer;
+  private data!: TrainingData;
+  private group?: CollectiveGroup;
+  private stepsPerEpoch = 0;
+  private globalStep = 0;
+
+  constructor(private readonly c: ReplicaConfig) {
+    super();
+  }
+
+  /** (Re)forms the group and brings every replica to the same state: the last checkpoint, or rank 0's first weights. */
+  async setup(generation: number): Promise<Position & { stepsPerEpoch: number; backend: string }> {
+    this.group?.leave();
+    if (!this.model) await this.build();
+    this.group = joinGroup(`train-${this.c.run}`, { rank: this.c.rank, worldSize: this.c.worldSize, generation });
+    const saved = await (await currentClient().checkpoints()).load(`train-${this.c.run}`);
+    let at: Position = { epoch: 0, step: 0 };
+    if (saved) {
+      const cp = saved.state as Checkpoint;
+      this.setWeights(cp.weights);
+      await this.setOptimizerState(cp.optimizer);
+      at = { epoch: cp.epoch, step: cp.step };
+    } else {
+      this.setWeights(await Promise.all(this.weights().map((w) => this.group!.broadcast(w, 0))));
+    }
+    // Every replica runs the same number of steps per epoch: the smallest shard decides.
+    const mine = Math.floor(this.data.x.shape[0] / this.c.batchSize);
+    this.stepsPerEpoch = (await this.group.allreduce(Int32Array.of(mine), 'min'))[0];
+    if (this.stepsPerEpoch < 1) throw new UsageError(`a replica's shard has fewer samples than one batch (${this.c.batchSize})`);
+    this.globalStep = at.epoch * this.stepsPerEpoch + at.step;
+    return { ...at, stepsPerEpoch: this.stepsPerEpoch, backend: tf.getBackend() };
+  }
+
+  /** Trains one epoch from `fromStep`: a step is a batch per replica, its gradients averaged over the group. */
+  async epoch(epoch: number, fromStep: number): Promise<EpochStats> {
+    const started = Date.now();
+    const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.c.rank);
+    let lossSum = 0, correct = 0, samples = 0;
+    for (let step = fromStep; step < this.stepsPerEpoch; step++) {
+      const idx = tf.tensor1d(order.subarray(step * this.c.batchSize, (step + 1) * this.c.batchSize), 'int32');
+      const [xb, yb] = [tf.gather(this.data.x, idx), tf.gather(this.data.y, idx)];
+      const vars = this.model.trainableWeights.map((w) => w.read() as tf.Variable);
+      let predicted!: tf.Tensor;
+      const { value, grads } = tf.variableGrads(() => {
+        predicted = tf.keep(this.model.apply(xb, { training: true }) as tf.Tensor); // for the accuracy below
+        return this.loss(yb, predicted);
+      }, vars);
+      lossSum += (await value.data())[0] * this.c.batchSize;
+      correct += await countCorrect(yb, predicted);
+      samples += this.c.batchSize;
+      if (this.c.mode === 'sync') {
+        const averaged = unflatten(await this.group!.allreduce(await flatten(vars.map((v) => grads[v.name])), 'mean'), vars);
+        this.optimizer.applyGradients(averaged);
+        tf.dispose(Object.values(averaged));
+      } else {
+        this.optimizer.applyGradients(grads);
+      }
+      tf.dispose([idx, xb, yb, predicted, value, ...Object.values(grads)]);
+      this.globalStep++;
+      if (this.c.mode === 'local' && this.globalStep % this.c.averageEvery === 0) {
+        this.setWeights(await Promise.all(this.weights().map((w) => this.group!.allreduce(w, 'mean'))));
+      }
+      if (this.c.rank === 0) {
+        currentClient().bus.publish(`troupe.train.${this.c.run}.progress`, { epoch, step: step + 1, of: this.stepsPerEpoch });
+        const last = step + 1 === this.stepsPerEpoch;
+        if (this.globalStep % this.c.checkpointEvery === 0 || last) await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
+      }
+    }
+    return { loss: lossSum / samples, accuracy: correct / samples, samples, steps: this.stepsPerEpoch - fromStep, ms: Date.now() - started };
+  }
+
+  /** Loss and accuracy on the job's test data. */
+  async evaluate(): Promise<{ loss: number; accuracy: number; samples: number }> {
+    const test = this.data.test;
+    if (!test) throw new UsageError('the training job gives no test data');
+    const p = this.model.predict(test.x) as tf.Tensor;
+    const loss = this.loss(test.y, p);
+    const result = { loss: (await loss.data())[0], accuracy: (await countCorrect(test.y, p)) / test.x.shape[0], samples: test.x.shape[0] };
+    tf.dispose([p, loss]);
+    return result;
+  }
+
+  /** The model's weights, in the order of model.getWeights(). */
+  getWeights(): Float32Array[] {
+    return this.weights();
+  }
+
+  /** Stops waiting in a collective (a member died): the current epoch call fails at once instead of timing out. */
+  abort(): void {
+    this.group?.leave();
+  }
+
+  private async build(): Promise<void> {
+    const mod = (await import(this.c.job.url)) as Record<string, unknown>;
+    const job = mod[this.c.job.exportName] as { spec?: TrainingJobSpec } | undefined;
+    if (!job?.spec) throw new UsageError(`${this.c.job.url} export '${this.c.job.exportName}' is not a trainingJob()`);
+    this.spec = job.spec;
+    this.model = await this.spec.model();
+    this.optimizer = await this.spec.optimizer();
+    this.data = await this.spec.data({ rank: this.c.rank, worldSize: this.c.worldSize });
+    if (this.data.x.shape[0] !== this.data.y.shape[0]) throw new UsageError(`data: x has ${this.data.x.shape[0]} samples, y ${this.data.y.shape[0]}`);
+  }
+
+  private loss(y: tf.Tensor, p: tf.Tensor): tf.Scalar {
+    if (this.spec.loss) return this.spec.loss(y, p);
+    return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1))), -1))) as tf.Scalar);
+  }
+
+  private weights(): Float32Array[] {
+    return this.model.getWeights().map((w) => w.dataSync() as Float32Array);
+  }
+
+  private setWeights(values: Float32Array[]): void {
+    const now = this.model.getWeights();
+    const next = values.map((v, i) => tf.tensor(v, now[i].shape));
+    this.model.setWeights(next);
+    tf.dispose(next);
+  }
+
+  private async setOptimizerState(values: Float32Array[]): Promise<void> {
+    const now = await this.optimizer.getWeights();
+    if (now.length === 0 && values.length) {
+      // Slots (Adam's moments) exist only after a first update: make them with a zero step, then overwrite.
+      const vars = this.model.trainableWeights.map((w) => w.read() as tf.Variable);
+      this.optimizer.applyGradients(Object.fromEntries(vars.map((v) => [v.name, tf.zerosLike(v)])));
+    }
+    const slots = await this.optimizer.getWeights();
+    await this.optimizer.setWeights(slots.map((s, i) => ({ name: s.name, tensor: tf.tensor(values[i], s.tensor.shape) })));
+  }
+
+  private async checkpoint(at: Position): Promise<void> {
+    const optimizer = await Promise.all((await this.optimizer.getWeights()).map(async (s) => (await s.tensor.data()) as Float32Array));
+    const state: Checkpoint = { ...at, weights: this.weights(), optimizer };
+    await (await currentClient().checkpoints()).save(`train-${this.c.run}`, state);
+  }
+}
+
+/** A shuffled 0..n-1, the same for the same seed. */
+function permutation(n: number, seed: number): Int32Array {
+  const p = Int32Array.from({ length: n }, (_, i) => i);
+  let s = seed >>> 0 || 1;
+  for (let i = n - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+/** Samples whose largest predicted class is the labelled one (one-hot labels). */
+async function countCorrect(y: tf.Tensor, p: tf.Tensor): Promise<number> {
+  const hits = tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(y, -1), tf.argMax(p, -1)), 'int32')));
+  const n = (await hits.data())[0];
+  hits.dispose();
+  return n;
+}
+
+async function flatten(ts: tf.Tensor[]): Promise<Float32Array> {
+  const out = new Float32Array(ts.reduce((n, t) => n + t.size, 0));
+  let at = 0;
+  for (const t of ts) { out.set(await t.data() as Float32Array, at); at += t.size; }
+  return out;
+}
+
+function unflatten(flat: Float32Array, like: tf.Variable[]): tf.NamedTensorMap {
+  const out: tf.NamedTensorMap = {};
+  let at = 0;
+  for (const v of like) { out[v.name] = tf.tensor(flat.subarray(at, at + v.size), v.shape); at += v.size; }
+  return out;
+}
+
+// The class lives in troupe itself, so its module is known without looking at the call stack.
+Object.defineProperty(Replica as unknown as ActorClass, REMOTE_CLASS, {
+  value: { options: {}, def: { url: import.meta.url, exportName: 'Replica', looked: true, lookup: Promise.resolve('Replica') } } satisfies RemoteClassInfo,
+  enumerable: false,
+});

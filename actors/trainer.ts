@@ -1,0 +1,126 @@
+// Data-parallel training, driven from the driver: N replica actors, each on its shard, kept equal by allreduce of
+// their gradients every step (synchronous SGD) or of their weights every k steps (local SGD). Rank 0 checkpoints
+// into the cluster's checkpoint store; when a replica dies, the head restarts it and the group resumes from there.
+import { randomBytes } from 'node:crypto';
+import { currentClient } from '../runtime/client.ts';
+import { ActorDiedError, TaskError, UsageError } from '../runtime/errors.ts';
+import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
+import { jobRef, type TrainingJob } from './training-job.ts';
+import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
+
+export interface TrainOptions {
+  replicas: number;
+  epochs: number;
+  /** Samples per step on each replica (default 32): the global batch is replicas × batchSize. */
+  batchSize?: number;
+  /** Resources of each replica (default 1 CPU, no GPU). */
+  numCpus?: number;
+  numGpus?: number;
+  /** 'sync' (default): gradients averaged every step. 'local': weights averaged every `averageEvery` steps. */
+  mode?: 'sync' | 'local';
+  averageEvery?: number;
+  /** Steps between checkpoints (default 50; also at each epoch's end). */
+  checkpointEvery?: number;
+  /** Replica failures survived before train() gives up (default 3). */
+  maxFailures?: number;
+  seed?: number;
+  /** After each epoch, with rank 0's test figures when the job has test data. */
+  onEpoch?(e: EpochResult): void;
+  /** As rank 0 goes: steps done of the epoch. */
+  onProgress?(p: { epoch: number; step: number; of: number }): void;
+}
+
+export interface EpochResult {
+  epoch: number;
+  /** Mean training loss and accuracy over every replica's samples. */
+  loss: number;
+  accuracy: number;
+  testLoss?: number;
+  testAccuracy?: number;
+  /** Training samples per second over the whole group. */
+  samplesPerSec: number;
+  seconds: number;
+}
+
+export interface TrainResult {
+  history: EpochResult[];
+  /** The trained weights, in the order of model.getWeights(). */
+  weights: Float32Array[];
+  /** Replica failures the run recovered from. */
+  failures: number;
+  /** The tfjs backend the replicas computed on. */
+  backend: string;
+}
+
+const REPLICA = { url: new URL('./trainer-replica.ts', import.meta.url).href, exportName: 'Replica', name: 'Replica' };
+
+/** Trains `job` on `replicas` actors and returns the history and the trained weights. */
+export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainResult> {
+  const n = o.replicas;
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`replicas must be a positive integer, got ${n}`);
+  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`epochs must be a positive integer, got ${o.epochs}`);
+  const mode = o.mode ?? 'sync';
+  if (mode !== 'sync' && mode !== 'local') throw new TypeError(`mode must be 'sync' or 'local', got ${String(mode)}`);
+  const ref = await jobRef(job);
+  const client = currentClient();
+  const run = randomBytes(6).toString('hex');
+  const base: Omit<ReplicaConfig, 'rank'> = {
+    job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, mode, averageEvery: o.averageEvery ?? 8,
+    checkpointEvery: o.checkpointEvery ?? 50, seed: o.seed ?? 1,
+  };
+  // maxConcurrency 2: abort() must reach a replica while its epoch() waits in a collective.
+  const replicas: Array<ActorHandle<Replica>> = Array.from({ length: n }, (_, rank) => {
+    const id = client.createActor(REPLICA, [{ ...base, rank }], { className: 'Replica', numCpus: o.numCpus ?? 1, numGpus: o.numGpus ?? 0, maxRestarts: -1, maxConcurrency: 2 });
+    return makeHandle<Replica>(new HandleData(id, 'Replica', 0));
+  });
+  const progress = o.onProgress && client.bus.on(`troupe.train.${run}.progress`, (p: { epoch: number; step: number; of: number }) => o.onProgress!(p));
+  const history: EpochResult[] = [];
+  let failures = 0, generation = 0, backend = '';
+  try {
+    let at: Position = { epoch: 0, step: 0 };
+    const setup = async () => {
+      const r = await Promise.all(replicas.map((h) => h.setup(generation)));
+      backend = r[0].backend;
+      at = { epoch: r[0].epoch, step: r[0].step };
+    };
+    await setup();
+    while (at.epoch < o.epochs) {
+      const started = Date.now();
+      let stats: EpochStats[];
+      try {
+        stats = await Promise.all(replicas.map((h) => h.epoch(at.epoch, at.step)));
+      } catch (e) {
+        if (!isReplicaFailure(e) || ++failures > (o.maxFailures ?? 3)) throw e;
+        // The others wait in a collective for the dead one: release them, then re-form the group at the checkpoint.
+        await Promise.all(replicas.map((h) => Promise.resolve(h.abort()).catch(() => undefined)));
+        generation++;
+        await setup();
+        continue;
+      }
+      const samples = stats.reduce((s, x) => s + x.samples, 0);
+      const seconds = (Date.now() - started) / 1000;
+      const result: EpochResult = {
+        epoch: at.epoch + 1,
+        loss: stats.reduce((s, x) => s + x.loss * x.samples, 0) / samples,
+        accuracy: stats.reduce((s, x) => s + x.accuracy * x.samples, 0) / samples,
+        samplesPerSec: samples / seconds,
+        seconds,
+      };
+      const test = await Promise.resolve(replicas[0].evaluate()).catch((e: Error) => (e instanceof TaskError && e.remoteName === UsageError.name ? undefined : Promise.reject(e)));
+      if (test) Object.assign(result, { testLoss: test.loss, testAccuracy: test.accuracy });
+      history.push(result);
+      o.onEpoch?.(result);
+      at = { epoch: at.epoch + 1, step: 0 };
+    }
+    return { history, weights: await replicas[0].getWeights(), failures, backend };
+  } finally {
+    progress?.unsubscribe();
+    await Promise.all(replicas.map((h) => client.killActor(h.actorId, true, 'training ended').catch(() => undefined)));
+    await (await client.checkpoints()).delete(`train-${run}`).catch(() => undefined);
+  }
+}
+
+/** A replica died (or a collective failed because one did): worth resuming from the checkpoint. */
+function isReplicaFailure(e: unknown): boolean {
+  return e instanceof ActorDiedError || (e instanceof TaskError && (e.remoteName === 'CollectiveError' || e.remoteName === 'ActorDiedError'));
+}
