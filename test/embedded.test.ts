@@ -7,9 +7,22 @@ import { runCommand, tempDir, processesWithHome, isAlive, eventually } from './h
 
 const root = join(import.meta.dirname, '..');
 
-test('npm run demo runs the tasks-and-actors example on an embedded cluster and leaves nothing behind', async (t) => {
+test('npm run demo trains on MNIST with 2 replicas: a line per epoch, a chart, the test accuracy last (1 epoch here)', async (t) => {
+  t.timeout(180_000);
   const home = tempDir(t);
-  const r = await runCommand('npm', ['run', '--silent', 'demo'], { cwd: root, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } });
+  const r = await runCommand('npm', ['run', '--silent', 'demo'], { cwd: root, timeoutMs: 170_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1' } });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc 0\.9\d{3} {2}\d+ samples\/s$/m);
+  const chart = /chart: (\S+\.svg)/.exec(r.stdout)?.[1];
+  t.true(!!chart && readFileSync(chart, 'utf8').startsWith('<svg'), r.stdout);
+  const last = r.stdout.trim().split('\n').pop()!;
+  t.regex(last, /^test accuracy: 0\.9\d{3}$/);
+  t.deepEqual(processesWithHome(home), []);
+});
+
+test('npm run example:basics runs the tasks-and-actors example on an embedded cluster and leaves nothing behind', async (t) => {
+  const home = tempDir(t);
+  const r = await runCommand('npm', ['run', '--silent', 'example:basics'], { cwd: root, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /started by this script/);
   t.regex(r.stdout, /squares of 0\.\.9/);

@@ -1,0 +1,46 @@
+// The data-parallel trainer: it converges, its replicas stay equal, and it resumes from the last checkpoint when a
+// replica is killed mid-epoch.
+import test from 'ava';
+import { train, type EpochResult } from '../runtime/index.ts';
+import { currentClient } from '../runtime/client.ts';
+import { useCluster } from './helpers/cluster.ts';
+import { lineJob } from './fixtures/training.ts';
+
+useCluster(test, { head: { numCpus: 2 } });
+
+const replicaPids = async () => (await currentClient().gcs()).actors.list().then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
+
+test.serial('synchronous data-parallel training converges on a small problem, with 2 replicas', async (t) => {
+  const epochs: EpochResult[] = [];
+  const r = await train(lineJob, { replicas: 2, epochs: 4, batchSize: 32, onEpoch: (e) => epochs.push(e) });
+  t.is(r.history.length, 4);
+  t.deepEqual(epochs, r.history);
+  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+  t.true(r.history[3].loss < r.history[0].loss);
+  t.is(r.failures, 0);
+  t.true(['wasm', 'tensorflow', 'cpu'].includes(r.backend));
+  t.deepEqual(r.weights.map((w) => w.length), [32, 16, 32, 2]);
+  t.deepEqual(await replicaPids(), [], 'replicas end with the run');
+});
+
+test.serial('local SGD (weights averaged every k steps) converges too', async (t) => {
+  const r = await train(lineJob, { replicas: 2, epochs: 4, batchSize: 32, mode: 'local', averageEvery: 4 });
+  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+});
+
+test.serial('a replica killed mid-epoch is restarted and the group resumes from the last checkpoint', async (t) => {
+  t.timeout(120_000);
+  let killed = false;
+  const r = await train(lineJob, {
+    replicas: 2, epochs: 4, batchSize: 32, checkpointEvery: 5,
+    onProgress: ({ epoch, step }) => {
+      if (killed || epoch !== 1 || step < 12) return;
+      killed = true;
+      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
+    },
+  });
+  t.true(killed);
+  t.is(r.failures, 1);
+  t.is(r.history.length, 4);
+  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+});
