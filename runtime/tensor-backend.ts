@@ -1,7 +1,7 @@
 // Which tfjs backend a process computes on, best first: TensorFlow native with a GPU, TensorFlow native on CPU, wasm,
 // pure JS. The native packages are optional (their installers download libtensorflow, which fails where that network
-// is closed), so each is tried and skipped with the reason when it does not load.
-import { registerWasmConvGradient } from './wasm-kernels.ts';
+// is closed), so each is tried and skipped with the reason when it does not load. Nothing here loads tfjs until a
+// backend is chosen: processes that never use it never pay for it.
 
 export interface BackendCandidate {
   /** tfjs's name for the backend it registers. */
@@ -65,7 +65,7 @@ export async function pick(o: { gpu?: boolean; candidates?: readonly BackendCand
     if (c.needsGpu && !gpu) { skipped.push({ pkg: c.pkg, why: 'no GPU given to this process' }); continue; }
     try {
       await import(c.pkg);
-      if (c.backend === 'wasm') registerWasmConvGradient();
+      if (c.backend === 'wasm') (await import('./wasm-kernels.ts')).registerWasmConvGradient();
       if (!(await tf.setBackend(c.backend))) throw new Error(`backend ${c.backend} failed to initialize`);
       await tf.ready();
       return { backend: tf.getBackend(), pkg: c.pkg, skipped };

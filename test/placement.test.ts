@@ -58,6 +58,8 @@ test.serial('custom resources and node affinity', async (t) => {
 });
 
 test.serial('SPREAD puts concurrent tasks on different nodes', async (t) => {
+  // SPREAD spreads over nodes with room now: idle leases kept from earlier tests (1 s) could fill one of them.
+  await eventually('idle leases of earlier tests returned', async () => (await cluster().status()).nodes.every((n) => n.available.CPU === 2));
   // They wait for each other, so the first lease stays busy and the second task needs a lease of its own.
   const spread = meet.options({ schedulingStrategy: 'SPREAD' });
   const dir = tempDir(t);
