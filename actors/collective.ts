@@ -80,6 +80,7 @@ export class CollectiveGroup {
       }
     }
     if (op === 'mean') for (let i = 0; i < data.length; i++) data[i] /= n;
+    await this.letRepliesGo();
     return this.fromArray(x, data);
   }
 
@@ -94,6 +95,7 @@ export class CollectiveGroup {
     } else if (this.worldSize > 1) {
       data.set(await this.receive(seq, 0, data));
     }
+    await this.letRepliesGo();
     return this.fromArray(x, data);
   }
 
@@ -109,6 +111,12 @@ export class CollectiveGroup {
     for (const w of this.waiting.values()) w({ g: -1, op: -1, step: -1, part: -1, parts: 0, d: new Uint8Array() });
     this.waiting.clear();
     this.inbox.clear();
+  }
+
+  /** Our acknowledgements of the last chunks leave at the end of this turn of the event loop. Returning before
+   * that would hold them behind whatever the caller computes next, and hold up the members waiting for them. */
+  private letRepliesGo(): Promise<void> {
+    return new Promise((r) => setImmediate(r));
   }
 
   private next(): number {

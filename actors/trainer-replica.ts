@@ -27,7 +27,7 @@ export interface ReplicaConfig {
 }
 
 export interface Position { epoch: number; step: number }
-export interface EpochStats { loss: number; accuracy: number; samples: number; steps: number; ms: number }
+export interface EpochStats { loss: number; accuracy: number; samples: number; steps: number; ms: number; syncMs: number }
 interface Checkpoint extends Position { weights: Float32Array[]; optimizer: Float32Array[] }
 
 export class Replica extends Actor {
@@ -70,7 +70,7 @@ export class Replica extends Actor {
   async epoch(epoch: number, fromStep: number): Promise<EpochStats> {
     const started = Date.now();
     const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.c.rank);
-    let lossSum = 0, correct = 0, samples = 0;
+    let lossSum = 0, correct = 0, samples = 0, syncMs = 0;
     for (let step = fromStep; step < this.stepsPerEpoch; step++) {
       const idx = tf.tensor1d(order.subarray(step * this.c.batchSize, (step + 1) * this.c.batchSize), 'int32');
       const [xb, yb] = [tf.gather(this.data.x, idx), tf.gather(this.data.y, idx)];
@@ -84,7 +84,9 @@ export class Replica extends Actor {
       correct += await countCorrect(yb, predicted);
       samples += this.c.batchSize;
       if (this.c.mode === 'sync') {
+        const t0 = performance.now();
         const averaged = unflatten(await this.group!.allreduce(await flatten(vars.map((v) => grads[v.name])), 'mean'), vars);
+        syncMs += performance.now() - t0;
         this.optimizer.applyGradients(averaged);
         tf.dispose(Object.values(averaged));
       } else {
@@ -101,7 +103,7 @@ export class Replica extends Actor {
         if (this.globalStep % this.c.checkpointEvery === 0 || last) await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
       }
     }
-    return { loss: lossSum / samples, accuracy: correct / samples, samples, steps: this.stepsPerEpoch - fromStep, ms: Date.now() - started };
+    return { loss: lossSum / samples, accuracy: correct / samples, samples, steps: this.stepsPerEpoch - fromStep, ms: Date.now() - started, syncMs: Math.round(syncMs) };
   }
 
   /** Loss and accuracy on the job's test data. */

@@ -40,6 +40,8 @@ export interface EpochResult {
   /** Training samples per second over the whole group. */
   samplesPerSec: number;
   seconds: number;
+  /** Share of the replicas' time spent averaging (waiting in allreduce, including for slower replicas). */
+  syncShare: number;
 }
 
 export interface TrainResult {
@@ -105,6 +107,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
         accuracy: stats.reduce((s, x) => s + x.accuracy * x.samples, 0) / samples,
         samplesPerSec: samples / seconds,
         seconds,
+        syncShare: stats.reduce((s, x) => s + x.syncMs, 0) / stats.reduce((s, x) => s + x.ms, 0),
       };
       const test = await Promise.resolve(replicas[0].evaluate()).catch((e: Error) => (e instanceof TaskError && e.remoteName === UsageError.name ? undefined : Promise.reject(e)));
       if (test) Object.assign(result, { testLoss: test.loss, testAccuracy: test.accuracy });
