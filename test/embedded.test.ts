@@ -12,7 +12,7 @@ test('npm run demo trains on MNIST with 2 replicas: a line per epoch, a chart, t
   const home = tempDir(t);
   const r = await runCommand('npm', ['run', '--silent', 'demo'], { cwd: root, timeoutMs: 170_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1' } });
   t.is(r.code, 0, r.stderr);
-  t.regex(r.stdout, /^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc 0\.9\d{3} {2}\d+ samples\/s$/m);
+  t.regex(r.stdout, /^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc 0\.9\d{3} {2}\d+ samples\/s, \d+% in allreduce$/m);
   const chart = /chart: (\S+\.svg)/.exec(r.stdout)?.[1];
   t.true(!!chart && readFileSync(chart, 'utf8').startsWith('<svg'), r.stdout);
   const last = r.stdout.trim().split('\n').pop()!;
