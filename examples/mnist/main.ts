@@ -8,7 +8,7 @@ import { mnistJob } from './job.ts';
 import { trainingChart } from './plot.ts';
 
 const replicas = Number(process.env.REPLICAS ?? 2);
-const epochs = Number(process.env.EPOCHS ?? 8);
+const epochs = Number(process.env.EPOCHS ?? 10);
 
 await init({ numCpus: Math.max(2, replicas), logToDriver: false });
 const bar = new SingleBar({ format: 'epoch {epoch} [{bar}] {value}/{total} steps', hideCursor: true, clearOnComplete: true }, Presets.shades_classic);
