@@ -84,8 +84,8 @@ export class CollectiveGroup {
     return this.fromArray(x, data);
   }
 
-  /** `root`'s value, on every member. Members other than the root pass a value of the same type and length (its
-   * contents are ignored), or undefined for a Float32Array of the root's length. */
+  /** `root`'s value, on every member. Members other than the root pass a value of the same type and length: its
+   * contents are ignored. */
   async broadcast<T extends Numeric | TensorLike>(x: T, root = 0): Promise<T> {
     if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw new RangeError(`root must be a rank from 0 to ${this.worldSize - 1}, got ${root}`);
     const data = await this.toArray(x);
