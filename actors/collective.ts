@@ -4,6 +4,7 @@
 import { currentClient } from '../runtime/client.ts';
 import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass } from '../runtime/errors.ts';
 import type { Subscription } from '../runtime/transport.ts';
+import { chunkSize } from '../object-store/transfer.ts';
 
 /** A collective could not complete: a member did not answer in time, or left. */
 export class CollectiveError extends TroupeError {}
@@ -127,7 +128,7 @@ export class CollectiveGroup {
   /** Sends a segment in chunks, several in flight; a member not there yet (starting, restarting) is asked again. */
   private async send(to: number, op: number, step: number, seg: Numeric): Promise<void> {
     const bytes = new Uint8Array(seg.buffer, seg.byteOffset, seg.byteLength);
-    const size = Math.max(1024, this.bus.maxPayload - 4096);
+    const size = chunkSize(this.bus);
     const parts = Math.max(1, Math.ceil(bytes.length / size));
     const deadline = Date.now() + this.timeoutMs;
     await Promise.all(Array.from({ length: parts }, async (_, part) => {

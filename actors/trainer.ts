@@ -6,6 +6,7 @@ import { currentClient } from '../runtime/client.ts';
 import { ActorDiedError, TaskError, UsageError } from '../runtime/errors.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 import { jobRef, type TrainingJob } from './training-job.ts';
+import { CollectiveError } from './collective.ts';
 import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
 
 export interface TrainOptions {
@@ -125,5 +126,5 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
 
 /** A replica died (or a collective failed because one did): worth resuming from the checkpoint. */
 function isReplicaFailure(e: unknown): boolean {
-  return e instanceof ActorDiedError || (e instanceof TaskError && (e.remoteName === 'CollectiveError' || e.remoteName === 'ActorDiedError'));
+  return e instanceof ActorDiedError || (e instanceof TaskError && [CollectiveError.name, ActorDiedError.name].includes(e.remoteName));
 }

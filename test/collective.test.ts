@@ -22,7 +22,7 @@ test.serial('allreduce gives every member the element-wise sum, for 1 to 4 membe
   t.timeout(120_000);
   for (const n of [1, 2, 3, 4]) {
     const peers = await group(t, n, { processes: n === 3 });
-    for (const length of [1, 7, 1001, 300_001]) { // the last is 1.2 MB: several chunks per segment
+    for (const length of [1, 7, 1001, 1_300_001]) { // the last is 5.2 MB: segments of several chunks (max_payload 1 MB)
       const results = await Promise.all(peers.map((p) => p.allreduce(length, 'sum')));
       const expected = Float32Array.from({ length }, (_, i) => 1000 * (n * (n - 1)) / 2 + n * (i % 97));
       for (const [rank, r] of results.entries()) t.deepEqual(r, expected, `n=${n} length=${length} rank=${rank}`);
