@@ -30,7 +30,10 @@ try {
   mkdirSync(out, { recursive: true });
   const chart = join(out, 'training.svg');
   writeFileSync(chart, trainingChart({ loss: h.map((e) => e.loss), testLoss: h.map((e) => e.testLoss ?? NaN), accuracy: h.map((e) => e.accuracy), testAccuracy: h.map((e) => e.testAccuracy ?? NaN) }));
-  console.log(`${replicas} replicas on the ${result.backend} backend; chart: ${chart}`);
+  // The trained weights, one after another in model.getWeights() order: npm run example:inference serves them.
+  const weights = join(out, 'weights.bin');
+  writeFileSync(weights, Buffer.concat(result.weights.map((w) => new Uint8Array(w.buffer, w.byteOffset, w.byteLength))));
+  console.log(`${replicas} replicas on the ${result.backend} backend; chart: ${chart}; weights: ${weights}`);
   console.log(`test accuracy: ${h[h.length - 1].testAccuracy!.toFixed(4)}`);
 } finally {
   bar.stop();

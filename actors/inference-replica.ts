@@ -1,0 +1,96 @@
+// One replica of an inference pool: an actor that loads the model once and answers predict() calls, batching those
+// that arrive together (the pool lets up to maxOngoing of them in at a time). Loaded only in the worker processes
+// that serve, so drivers never load tfjs for it.
+import * as tf from '@tensorflow/tfjs-core';
+import type { LayersModel } from '@tensorflow/tfjs-layers';
+import { Actor, type ActorClass, type RemoteClassInfo } from './actor.ts';
+import { Batcher, type BatchRecord } from './batcher.ts';
+import { REMOTE_CLASS } from '../runtime/actor-host.ts';
+import { UsageError } from '../runtime/errors.ts';
+import type { InferenceModelSpec } from './inference-model.ts';
+
+export interface InferenceReplicaConfig {
+  model: { url: string; exportName: string };
+  maxBatchSize: number;
+  maxWaitMs: number;
+}
+
+export interface ReplicaStats {
+  requests: number;
+  batches: number;
+  /** The latest batches (up to 100), oldest first. */
+  recent: BatchRecord[];
+  backend: string;
+}
+
+export type Sample = Float32Array | number[];
+
+export class InferenceReplica extends Actor {
+  private spec!: InferenceModelSpec;
+  private model!: LayersModel;
+  private sampleSize = 0;
+  private readonly batcher: Batcher<Sample, Float32Array>;
+
+  constructor(private readonly c: InferenceReplicaConfig) {
+    super();
+    this.batcher = new Batcher(c.maxBatchSize, c.maxWaitMs, (inputs) => this.runBatch(inputs));
+  }
+
+  async onStart(): Promise<void> {
+    const mod = (await import(this.c.model.url)) as Record<string, unknown>;
+    const m = mod[this.c.model.exportName] as { spec?: InferenceModelSpec } | undefined;
+    if (!m?.spec) throw new UsageError(`${this.c.model.url} export '${this.c.model.exportName}' is not an inferenceModel()`);
+    this.spec = m.spec;
+    this.sampleSize = m.spec.inputShape.reduce((a, b) => a * b, 1);
+    this.model = await m.spec.model();
+    // The first run of a model compiles its kernels: pay for it here, not in a request.
+    tf.dispose(this.forward(tf.zeros([1, ...m.spec.inputShape])));
+  }
+
+  /** Answers once the model is loaded (the pool routes requests to a replica only after that). */
+  ready(): string {
+    return tf.getBackend();
+  }
+
+  /** The model's output for each input (of inputShape each). The pool sends the requests it has at once in one call;
+   * each goes into the batcher on its own, so requests from several calls and callers share batches. */
+  predict(inputs: Sample[]): Promise<Float32Array[]> {
+    if (!Array.isArray(inputs)) return Promise.reject(new UsageError(`predict() takes an array of inputs, got ${describe(inputs)}`));
+    for (const input of inputs) {
+      if ((!(input instanceof Float32Array) && !Array.isArray(input)) || input.length !== this.sampleSize) {
+        return Promise.reject(new UsageError(`predict() takes inputs of shape [${this.spec.inputShape}] (${this.sampleSize} numbers as a Float32Array or array), got ${describe(input)}`));
+      }
+    }
+    return Promise.all(inputs.map((x) => this.batcher.submit(x)));
+  }
+
+  stats(): ReplicaStats {
+    return { requests: this.batcher.requests, batches: this.batcher.batches, recent: this.batcher.history, backend: tf.getBackend() };
+  }
+
+  private runBatch(inputs: Sample[]): Float32Array[] {
+    const flat = new Float32Array(inputs.length * this.sampleSize);
+    inputs.forEach((x, i) => flat.set(x, i * this.sampleSize));
+    const x = tf.tensor(flat, [inputs.length, ...this.spec.inputShape]);
+    const y = this.forward(x);
+    const out = y.dataSync() as Float32Array;
+    tf.dispose([x, y]);
+    const per = out.length / inputs.length;
+    return inputs.map((_, i) => out.slice(i * per, (i + 1) * per));
+  }
+
+  private forward(batch: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => (this.spec.predict ? this.spec.predict(this.model, batch) : (this.model.predict(batch) as tf.Tensor)));
+  }
+}
+
+function describe(v: unknown): string {
+  if (v && typeof v === 'object' && 'length' in v) return `${(v as object).constructor.name} of length ${(v as { length: number }).length}`;
+  return typeof v;
+}
+
+// The class lives in troupe itself, so its module is known without looking at the call stack.
+Object.defineProperty(InferenceReplica as unknown as ActorClass, REMOTE_CLASS, {
+  value: { options: {}, def: { url: import.meta.url, exportName: 'InferenceReplica', looked: true, lookup: Promise.resolve('InferenceReplica') } } satisfies RemoteClassInfo,
+  enumerable: false,
+});
