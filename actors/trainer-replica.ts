@@ -21,6 +21,8 @@ export interface ReplicaConfig {
   mode: 'sync' | 'local';
   /** Local SGD: average the weights every this many steps. */
   averageEvery: number;
+  /** Local SGD: apply each average a step later, training on while it travels. */
+  delayAveraging: boolean;
   /** Steps between checkpoints (rank 0 saves them). */
   checkpointEvery: number;
   seed: number;
@@ -28,7 +30,9 @@ export interface ReplicaConfig {
 
 export interface Position { epoch: number; step: number }
 export interface EpochStats { loss: number; accuracy: number; samples: number; steps: number; ms: number; syncMs: number }
-interface Checkpoint extends Position { weights: Float32Array[]; optimizer: Float32Array[] }
+interface Checkpoint extends Position { weights: Float32Array[]; optimizer: Float32Array[]; stepsPerEpoch: number }
+/** A weight average on its way: the weights it started from and the average to come. */
+interface Averaging { from: Float32Array[]; average: Promise<Float32Array[]> }
 
 export class Replica extends Actor {
   private spec!: TrainingJobSpec;
@@ -38,38 +42,55 @@ export class Replica extends Actor {
   private group?: CollectiveGroup;
   private stepsPerEpoch = 0;
   private globalStep = 0;
+  private averaging?: Averaging;
+  /** Where this replica stands in the group now: an elastic run re-forms it smaller. */
+  private rank: number;
+  private worldSize: number;
 
   constructor(private readonly c: ReplicaConfig) {
     super();
+    this.rank = c.rank;
+    this.worldSize = c.worldSize;
   }
 
-  /** (Re)forms the group and brings every replica to the same state: the last checkpoint, or rank 0's first weights. */
-  async setup(generation: number): Promise<Position & { stepsPerEpoch: number; backend: string }> {
+  /** (Re)forms the group and brings every replica to the same state: the last checkpoint, or rank 0's first weights.
+   * `at` gives a new place in a smaller group (elastic: a replica was lost); the data is sharded again for it. */
+  async setup(generation: number, at?: { rank: number; worldSize: number }): Promise<Position & { stepsPerEpoch: number; backend: string }> {
     this.group?.leave();
+    this.averaging = undefined;
+    const reshard = at !== undefined && (at.rank !== this.rank || at.worldSize !== this.worldSize);
+    if (at) ({ rank: this.rank, worldSize: this.worldSize } = at);
     if (!this.model) await this.build();
-    this.group = joinGroup(`train-${this.c.run}`, { rank: this.c.rank, worldSize: this.c.worldSize, generation });
-    const saved = await (await currentClient().checkpoints()).load(`train-${this.c.run}`);
-    let at: Position = { epoch: 0, step: 0 };
-    if (saved) {
-      const cp = saved.state as Checkpoint;
-      this.setWeights(cp.weights);
-      await this.setOptimizerState(cp.optimizer);
-      at = { epoch: cp.epoch, step: cp.step };
-    } else {
-      this.setWeights(await Promise.all(this.weights().map((w) => this.group!.broadcast(w, 0))));
-    }
+    else if (reshard) await this.loadData();
+    this.group = joinGroup(`train-${this.c.run}`, { rank: this.rank, worldSize: this.worldSize, generation });
     // Every replica runs the same number of steps per epoch: the smallest shard decides.
     const mine = Math.floor(this.data.x.shape[0] / this.c.batchSize);
     this.stepsPerEpoch = (await this.group.allreduce(Int32Array.of(mine), 'min'))[0];
     if (this.stepsPerEpoch < 1) throw new UsageError(`a replica's shard has fewer samples than one batch (${this.c.batchSize})`);
-    this.globalStep = at.epoch * this.stepsPerEpoch + at.step;
-    return { ...at, stepsPerEpoch: this.stepsPerEpoch, backend: tf.getBackend() };
+    const saved = await (await currentClient().checkpoints()).load(`train-${this.c.run}`);
+    let pos: Position = { epoch: 0, step: 0 };
+    if (saved) {
+      const cp = saved.state as Checkpoint;
+      this.setWeights(cp.weights);
+      await this.setOptimizerState(cp.optimizer);
+      // A smaller group takes more steps per epoch: resume at the same share of the epoch.
+      pos = { epoch: cp.epoch, step: Math.floor((cp.step * this.stepsPerEpoch) / cp.stepsPerEpoch) };
+    } else {
+      this.setWeights(await Promise.all(this.weights().map((w) => this.group!.broadcast(w, 0))));
+    }
+    this.globalStep = pos.epoch * this.stepsPerEpoch + pos.step;
+    return { ...pos, stepsPerEpoch: this.stepsPerEpoch, backend: tf.getBackend() };
+  }
+
+  /** Answers once the replica is up: the trainer asks after a failure which replicas came back. */
+  ping(): number {
+    return this.rank;
   }
 
   /** Trains one epoch from `fromStep`: a step is a batch per replica, its gradients averaged over the group. */
   async epoch(epoch: number, fromStep: number): Promise<EpochStats> {
     const started = Date.now();
-    const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.c.rank);
+    const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.rank);
     let lossSum = 0, correct = 0, samples = 0, syncMs = 0;
     for (let step = fromStep; step < this.stepsPerEpoch; step++) {
       const idx = tf.tensor1d(order.subarray(step * this.c.batchSize, (step + 1) * this.c.batchSize), 'int32');
@@ -94,10 +115,20 @@ export class Replica extends Actor {
       }
       tf.dispose([idx, xb, yb, predicted, value, ...Object.values(grads)]);
       this.globalStep++;
-      if (this.c.mode === 'local' && this.globalStep % this.c.averageEvery === 0) {
-        this.setWeights(await Promise.all(this.weights().map((w) => this.group!.allreduce(w, 'mean'))));
+      if (this.c.mode === 'local') {
+        const t0 = performance.now();
+        const last = step + 1 === this.stepsPerEpoch;
+        if (this.averaging) await this.finishAveraging();
+        if (this.globalStep % this.c.averageEvery === 0) {
+          const from = this.weights();
+          const average = Promise.all(from.map((w) => this.group!.allreduce(w, 'mean')));
+          average.catch(() => undefined); // awaited a step later; an abort() before then must not count as unhandled
+          this.averaging = { from, average };
+          if (!this.c.delayAveraging || last) await this.finishAveraging();
+        } else if (last && this.averaging) await this.finishAveraging();
+        syncMs += performance.now() - t0;
       }
-      if (this.c.rank === 0) {
+      if (this.rank === 0) {
         currentClient().bus.publish(`troupe.train.${this.c.run}.progress`, { epoch, step: step + 1, of: this.stepsPerEpoch });
         const last = step + 1 === this.stepsPerEpoch;
         if (this.globalStep % this.c.checkpointEvery === 0 || last) await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
@@ -134,8 +165,23 @@ export class Replica extends Actor {
     this.spec = job.spec;
     this.model = await this.spec.model();
     this.optimizer = await this.spec.optimizer();
-    this.data = await this.spec.data({ rank: this.c.rank, worldSize: this.c.worldSize });
+    await this.loadData();
+  }
+
+  private async loadData(): Promise<void> {
+    if (this.data) tf.dispose([this.data.x, this.data.y, ...(this.data.test ? [this.data.test.x, this.data.test.y] : [])]);
+    this.data = await this.spec.data({ rank: this.rank, worldSize: this.worldSize });
     if (this.data.x.shape[0] !== this.data.y.shape[0]) throw new UsageError(`data: x has ${this.data.x.shape[0]} samples, y ${this.data.y.shape[0]}`);
+  }
+
+  /** Takes the average that was on its way, keeping what this replica learned since it started: avg + (now - from). */
+  private async finishAveraging(): Promise<void> {
+    const { from, average } = this.averaging!;
+    this.averaging = undefined;
+    const avg = await average;
+    if (!this.c.delayAveraging) return this.setWeights(avg);
+    const now = this.weights();
+    this.setWeights(avg.map((a, i) => a.map((v, k) => v + now[i][k] - from[i][k])));
   }
 
   private loss(y: tf.Tensor, p: tf.Tensor): tf.Scalar {
@@ -143,8 +189,9 @@ export class Replica extends Actor {
     return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1))), -1))) as tf.Scalar);
   }
 
+  /** Copies: some backends hand out the array the tensor itself uses. */
   private weights(): Float32Array[] {
-    return this.model.getWeights().map((w) => w.dataSync() as Float32Array);
+    return this.model.getWeights().map((w) => (w.dataSync() as Float32Array).slice());
   }
 
   private setWeights(values: Float32Array[]): void {
@@ -167,7 +214,7 @@ export class Replica extends Actor {
 
   private async checkpoint(at: Position): Promise<void> {
     const optimizer = await Promise.all((await this.optimizer.getWeights()).map(async (s) => (await s.tensor.data()) as Float32Array));
-    const state: Checkpoint = { ...at, weights: this.weights(), optimizer };
+    const state: Checkpoint = { ...at, weights: this.weights(), optimizer, stepsPerEpoch: this.stepsPerEpoch };
     await (await currentClient().checkpoints()).save(`train-${this.c.run}`, state);
   }
 }

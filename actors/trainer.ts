@@ -20,10 +20,17 @@ export interface TrainOptions {
   /** 'sync' (default): gradients averaged every step. 'local': weights averaged every `averageEvery` steps. */
   mode?: 'sync' | 'local';
   averageEvery?: number;
+  /** Local SGD: apply each average one step later, so replicas train on while it travels (delayed averaging). */
+  delayAveraging?: boolean;
   /** Steps between checkpoints (default 50; also at each epoch's end). */
   checkpointEvery?: number;
   /** Replica failures survived before train() gives up (default 3). */
   maxFailures?: number;
+  /** How long a dead replica may take to come back (default 30 s). One that has not, for lack of resources, is
+   * dropped and the others go on as a smaller group with the data sharded again (elastic), down to minReplicas. */
+  restartTimeoutMs?: number;
+  /** Fewest replicas to go on with (default 1). */
+  minReplicas?: number;
   seed?: number;
   /** After each epoch, with rank 0's test figures when the job has test data. */
   onEpoch?(e: EpochResult): void;
@@ -43,6 +50,8 @@ export interface EpochResult {
   seconds: number;
   /** Share of the replicas' time spent averaging (waiting in allreduce, including for slower replicas). */
   syncShare: number;
+  /** Replicas that finished the epoch (fewer than asked for once an elastic run lost some). */
+  replicas: number;
 }
 
 export interface TrainResult {
@@ -64,15 +73,18 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`epochs must be a positive integer, got ${o.epochs}`);
   const mode = o.mode ?? 'sync';
   if (mode !== 'sync' && mode !== 'local') throw new TypeError(`mode must be 'sync' or 'local', got ${String(mode)}`);
+  const minReplicas = o.minReplicas ?? 1;
+  if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new RangeError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
+  if (o.delayAveraging && mode !== 'local') throw new UsageError("delayAveraging applies to mode 'local' only");
   const ref = await jobRef(job);
   const client = currentClient();
   const run = randomBytes(6).toString('hex');
   const base: Omit<ReplicaConfig, 'rank'> = {
-    job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, mode, averageEvery: o.averageEvery ?? 8,
+    job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, mode, averageEvery: o.averageEvery ?? 8, delayAveraging: o.delayAveraging ?? false,
     checkpointEvery: o.checkpointEvery ?? 50, seed: o.seed ?? 1,
   };
   // maxConcurrency 2: abort() must reach a replica while its epoch() waits in a collective.
-  const replicas: Array<ActorHandle<Replica>> = Array.from({ length: n }, (_, rank) => {
+  let replicas: Array<ActorHandle<Replica>> = Array.from({ length: n }, (_, rank) => {
     const id = client.createActor(REPLICA, [{ ...base, rank }], { className: 'Replica', numCpus: o.numCpus ?? 1, numGpus: o.numGpus ?? 0, maxRestarts: -1, maxConcurrency: 2 });
     return makeHandle<Replica>(new HandleData(id, 'Replica', 0));
   });
@@ -82,7 +94,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   try {
     let at: Position = { epoch: 0, step: 0 };
     const setup = async () => {
-      const r = await Promise.all(replicas.map((h) => h.setup(generation)));
+      const r = await Promise.all(replicas.map((h, rank) => h.setup(generation, { rank, worldSize: replicas.length })));
       backend = r[0].backend;
       at = { epoch: r[0].epoch, step: r[0].step };
     };
@@ -95,7 +107,10 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
       } catch (e) {
         if (!isReplicaFailure(e) || ++failures > (o.maxFailures ?? 3)) throw e;
         // The others wait in a collective for the dead one: release them, then re-form the group at the checkpoint.
-        await Promise.all(replicas.map((h) => Promise.resolve(h.abort()).catch(() => undefined)));
+        // (A replica that is not back takes its abort() when it is: survivors() waits for that no longer than for it.)
+        for (const h of replicas) Promise.resolve(h.abort()).catch(() => undefined);
+        replicas = await survivors(replicas, o.restartTimeoutMs ?? 30_000);
+        if (replicas.length < minReplicas) throw new ActorDiedError(`training stopped: ${replicas.length} of ${n} replicas are left, fewer than minReplicas (${minReplicas})`, { cause: e });
         generation++;
         await setup();
         continue;
@@ -109,6 +124,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
         samplesPerSec: samples / seconds,
         seconds,
         syncShare: stats.reduce((s, x) => s + x.syncMs, 0) / stats.reduce((s, x) => s + x.ms, 0),
+        replicas: replicas.length,
       };
       const test = await Promise.resolve(replicas[0].evaluate()).catch((e: Error) => (e instanceof TaskError && e.remoteName === UsageError.name ? undefined : Promise.reject(e)));
       if (test) Object.assign(result, { testLoss: test.loss, testAccuracy: test.accuracy });
@@ -122,6 +138,17 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
     await Promise.all(replicas.map((h) => client.killActor(h.actorId, true, 'training ended').catch(() => undefined)));
     await (await client.checkpoints()).delete(`train-${run}`).catch(() => undefined);
   }
+}
+
+/** The replicas that are up again within `timeoutMs`; the others are stopped (they wait for resources that are gone). */
+async function survivors(replicas: Array<ActorHandle<Replica>>, timeoutMs: number): Promise<Array<ActorHandle<Replica>>> {
+  const client = currentClient();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
+  const up = await Promise.all(replicas.map((h) => Promise.race([Promise.resolve(h.ping()).then(() => true, () => false), late])));
+  clearTimeout(timer);
+  await Promise.all(replicas.filter((_, i) => !up[i]).map((h) => client.killActor(h.actorId, true, 'not restarted in time: training goes on without it').catch(() => undefined)));
+  return replicas.filter((_, i) => up[i]);
 }
 
 /** A replica died (or a collective failed because one did): worth resuming from the checkpoint. */

@@ -1,7 +1,7 @@
 // The data-parallel trainer: it converges, its replicas stay equal, and it resumes from the last checkpoint when a
 // replica is killed mid-epoch.
 import test from 'ava';
-import { train, type EpochResult } from '../runtime/index.ts';
+import { train, UsageError, type EpochResult } from '../runtime/index.ts';
 import { currentClient } from '../runtime/client.ts';
 import { useCluster } from './helpers/cluster.ts';
 import { lineJob } from './fixtures/training.ts';
@@ -43,4 +43,16 @@ test.serial('a replica killed mid-epoch is restarted and the group resumes from 
   t.is(r.failures, 1);
   t.is(r.history.length, 4);
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+});
+
+test.serial('local SGD with delayed averaging (each average applied a step later) converges too', async (t) => {
+  const r = await train(lineJob, { replicas: 2, epochs: 4, batchSize: 32, mode: 'local', averageEvery: 2, delayAveraging: true });
+  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+  t.deepEqual(r.history.map((e) => e.replicas), [2, 2, 2, 2]);
+});
+
+test.serial('bad options are refused at the call', async (t) => {
+  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, delayAveraging: true }), { instanceOf: UsageError, message: /delayAveraging applies to mode 'local' only/ });
+  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, minReplicas: 3 }), { instanceOf: RangeError, message: /minReplicas must be a whole number from 1 to replicas \(2\), got 3/ });
+  await t.throwsAsync(train(lineJob, { replicas: 0, epochs: 1 }), { instanceOf: RangeError, message: /replicas must be a positive integer/ });
 });
