@@ -15,6 +15,7 @@ export { inferenceModel, type InferenceModel, type InferenceModelSpec } from '..
 export { serve, InferencePool, type ServeOptions, type PoolStats } from '../actors/inference-pool.ts';
 export type { ReplicaStats, Sample } from '../actors/inference-replica.ts';
 export type { BatchRecord } from '../actors/batcher.ts';
+export { search, configs, grid, choice, uniform, logUniform, randInt, SearchError, Grid, Sampler, type Domain, type Space, type ConfigOf, type MetricOf, type SearchOptions, type SearchResult, type Trial } from '../actors/hyperparameter-search.ts';
 export { chooseBackend, currentBackend, describeBackend, BACKENDS, type BackendChoice, type BackendCandidate } from './tensor-backend.ts';
 export { getActor, kill } from '../actors/api.ts';
 export type { TaskOptions, WaitOptions, ActorOptions } from './client.ts';

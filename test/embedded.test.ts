@@ -35,6 +35,32 @@ test('npm run example:basics runs the tasks-and-actors example on an embedded cl
   t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(home.split('/').pop()!)), []);
 });
 
+test('npm run example:search runs a hyperparameter search of MNIST MLPs as parallel tasks and prints the best last (2 trials of 1 epoch here)', async (t) => {
+  t.timeout(120_000);
+  const home = tempDir(t);
+  const r = await runCommand('npm', ['run', '--silent', 'example:search'], { cwd: root, timeoutMs: 110_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', SAMPLES: '1', EPOCHS: '1' } });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout.match(/^trial \d ended \(\d\/2\): accuracy 0\.\d{4}$/gm)?.length, 2, r.stdout);
+  t.regex(r.stdout, /^2 trials \(seed 1\) on the (wasm|tensorflow|cpu) backend, best first:$/m);
+  t.regex(r.stdout, /^ +\d +(32|128) +\d\.\d{2}e-\d +(32|64) +0\.\d{4} +\d+\.\d{4} +\d+\.\d  <- best$/m);
+  const last = r.stdout.trim().split('\n').pop()!;
+  t.regex(last, /^best: hidden (32|128), learning rate \d\.\d{2}e-\d, batch (32|64): test accuracy 0\.[89]\d{3} \(\d+\.\d s in all\)$/);
+  t.deepEqual(processesWithHome(home), []);
+});
+
+test('npm run example:inference serves the MNIST CNN batched and unbatched, and the pool grows and shrinks under a burst (1 s runs here)', async (t) => {
+  t.timeout(120_000);
+  const home = tempDir(t);
+  const r = await runCommand('npm', ['run', '--silent', 'example:inference'], { cwd: root, timeoutMs: 110_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', DURATION: '1', CONCURRENCY: '64' } });
+  t.is(r.code, 0, r.stderr);
+  const figures = '[\\d,]+ requests/s, p50 [\\d.]+ ms, p99 [\\d.]+ ms, mean batch';
+  t.regex(r.stdout, new RegExp(`^unbatched \\(maxBatchSize 1\\) *: ${figures} 1\\.0$`, 'm'));
+  t.regex(r.stdout, new RegExp(`^batched \\(maxBatchSize 32, wait 5ms\\): ${figures} [\\d.]+$`, 'm'));
+  t.regex(r.stdout, /^autoscaling \(1\.\.2 replicas\): 1 → 2 replicas at [\d.]+ s \(\d+ requests in the pool\); 2 → 1 replicas at /m);
+  t.regex(r.stdout.trim().split('\n').pop()!, /^batched vs unbatched throughput: \d+\.\d×$/);
+  t.deepEqual(processesWithHome(home), []);
+});
+
 test('killing the driver with SIGKILL takes its embedded cluster down: no orphans', async (t) => {
   const home = tempDir(t);
   const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hang-driver.ts'], { cwd: root, env: { ...process.env, TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
