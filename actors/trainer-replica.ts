@@ -6,6 +6,9 @@ import '@tensorflow/tfjs-layers'; // registers the gradient of every op
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { Actor, type ActorClass, type RemoteClassInfo } from './actor.ts';
 import { joinGroup, type CollectiveGroup } from './collective.ts';
+import { optimizerState, restoreOptimizer } from './optimizer-state.ts';
+import type { ActorHandle } from './handle.ts';
+import type { ParamServer } from './param-server.ts';
 import { REMOTE_CLASS } from '../runtime/actor-host.ts';
 import { currentClient } from '../runtime/client.ts';
 import { UsageError } from '../runtime/errors.ts';
@@ -18,7 +21,9 @@ export interface ReplicaConfig {
   /** Names the run: its collective group, checkpoint and progress subject. */
   run: string;
   batchSize: number;
-  mode: 'sync' | 'local';
+  mode: 'sync' | 'local' | 'ps';
+  /** Parameter server mode: the shards, each holding a contiguous slice of the trainable parameters. */
+  servers: Array<ActorHandle<ParamServer>>;
   /** Local SGD: average the weights every this many steps. */
   averageEvery: number;
   /** Local SGD: apply each average a step later, training on while it travels. */
@@ -43,6 +48,9 @@ export class Replica extends Actor {
   private stepsPerEpoch = 0;
   private globalStep = 0;
   private averaging?: Averaging;
+  private generation = 0;
+  /** Parameter server mode: steps pushed in this generation. */
+  private pushes = 0;
   /** Where this replica stands in the group now: an elastic run re-forms it smaller. */
   private rank: number;
   private worldSize: number;
@@ -58,6 +66,8 @@ export class Replica extends Actor {
   async setup(generation: number, at?: { rank: number; worldSize: number }): Promise<Position & { stepsPerEpoch: number; backend: string }> {
     this.group?.leave();
     this.averaging = undefined;
+    this.generation = generation;
+    this.pushes = 0;
     const reshard = at !== undefined && (at.rank !== this.rank || at.worldSize !== this.worldSize);
     if (at) ({ rank: this.rank, worldSize: this.worldSize } = at);
     if (!this.model) await this.build();
@@ -72,11 +82,18 @@ export class Replica extends Actor {
     if (saved) {
       const cp = saved.state as Checkpoint;
       this.setWeights(cp.weights);
-      await this.setOptimizerState(cp.optimizer);
+      await restoreOptimizer(this.optimizer, this.trainable(), cp.optimizer);
       // A smaller group takes more steps per epoch: resume at the same share of the epoch.
       pos = { epoch: cp.epoch, step: Math.floor((cp.step * this.stepsPerEpoch) / cp.stepsPerEpoch) };
     } else {
       this.setWeights(await Promise.all(this.weights().map((w) => this.group!.broadcast(w, 0))));
+    }
+    if (this.c.mode === 'ps') {
+      // Every replica holds the same weights now; the shards take them unless they have their own (a resumed run).
+      const flat = await flatten(this.trainable());
+      const parts = shardBounds(flat.length, this.c.servers.length);
+      await Promise.all(this.c.servers.map((s, k) => s.init(flat.subarray(parts[k], parts[k + 1]))));
+      this.setTrainable(concat(await Promise.all(this.c.servers.map((s) => s.pull()))));
     }
     this.globalStep = pos.epoch * this.stepsPerEpoch + pos.step;
     return { ...pos, stepsPerEpoch: this.stepsPerEpoch, backend: tf.getBackend() };
@@ -95,7 +112,7 @@ export class Replica extends Actor {
     for (let step = fromStep; step < this.stepsPerEpoch; step++) {
       const idx = tf.tensor1d(order.subarray(step * this.c.batchSize, (step + 1) * this.c.batchSize), 'int32');
       const [xb, yb] = [tf.gather(this.data.x, idx), tf.gather(this.data.y, idx)];
-      const vars = this.model.trainableWeights.map((w) => w.read() as tf.Variable);
+      const vars = this.trainable();
       let predicted!: tf.Tensor;
       const { value, grads } = tf.variableGrads(() => {
         predicted = tf.keep(this.model.apply(xb, { training: true }) as tf.Tensor); // for the accuracy below
@@ -110,6 +127,14 @@ export class Replica extends Actor {
         syncMs += performance.now() - t0;
         this.optimizer.applyGradients(averaged);
         tf.dispose(Object.values(averaged));
+      } else if (this.c.mode === 'ps') {
+        const t0 = performance.now();
+        const flat = await flatten(vars.map((v) => grads[v.name]));
+        const parts = shardBounds(flat.length, this.c.servers.length);
+        const step = ++this.pushes;
+        const fresh = await Promise.all(this.c.servers.map((s, k) => s.push(this.generation, this.rank, step, flat.subarray(parts[k], parts[k + 1]))));
+        this.setTrainable(concat(fresh));
+        syncMs += performance.now() - t0;
       } else {
         this.optimizer.applyGradients(grads);
       }
@@ -201,19 +226,21 @@ export class Replica extends Actor {
     tf.dispose(next);
   }
 
-  private async setOptimizerState(values: Float32Array[]): Promise<void> {
-    const now = await this.optimizer.getWeights();
-    if (now.length === 0 && values.length) {
-      // Slots (Adam's moments) exist only after a first update: make them with a zero step, then overwrite.
-      const vars = this.model.trainableWeights.map((w) => w.read() as tf.Variable);
-      this.optimizer.applyGradients(Object.fromEntries(vars.map((v) => [v.name, tf.zerosLike(v)])));
+  private trainable(): tf.Variable[] {
+    return this.model.trainableWeights.map((w) => w.read() as tf.Variable);
+  }
+
+  private setTrainable(flat: Float32Array): void {
+    let at = 0;
+    for (const v of this.trainable()) {
+      const t = tf.tensor(flat.subarray(at, (at += v.size)), v.shape);
+      v.assign(t);
+      t.dispose();
     }
-    const slots = await this.optimizer.getWeights();
-    await this.optimizer.setWeights(slots.map((s, i) => ({ name: s.name, tensor: tf.tensor(values[i], s.tensor.shape) })));
   }
 
   private async checkpoint(at: Position): Promise<void> {
-    const optimizer = await Promise.all((await this.optimizer.getWeights()).map(async (s) => (await s.tensor.data()) as Float32Array));
+    const optimizer = await optimizerState(this.optimizer);
     const state: Checkpoint = { ...at, weights: this.weights(), optimizer, stepsPerEpoch: this.stepsPerEpoch };
     await (await currentClient().checkpoints()).save(`train-${this.c.run}`, state);
   }
@@ -243,6 +270,18 @@ async function flatten(ts: tf.Tensor[]): Promise<Float32Array> {
   const out = new Float32Array(ts.reduce((n, t) => n + t.size, 0));
   let at = 0;
   for (const t of ts) { out.set(await t.data() as Float32Array, at); at += t.size; }
+  return out;
+}
+
+/** Where each of `n` shards' slices of `length` values begins (and, last, the end). */
+function shardBounds(length: number, n: number): number[] {
+  return Array.from({ length: n + 1 }, (_, k) => Math.round((k * length) / n));
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
   return out;
 }
 

@@ -8,6 +8,7 @@ import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 import { jobRef, type TrainingJob } from './training-job.ts';
 import { CollectiveError } from './collective.ts';
 import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
+import type { ParamServer, ParamServerConfig } from './param-server.ts';
 
 export interface TrainOptions {
   replicas: number;
@@ -17,8 +18,13 @@ export interface TrainOptions {
   /** Resources of each replica (default 1 CPU, no GPU). */
   numCpus?: number;
   numGpus?: number;
-  /** 'sync' (default): gradients averaged every step. 'local': weights averaged every `averageEvery` steps. */
-  mode?: 'sync' | 'local';
+  /** 'sync' (default): gradients averaged every step. 'local': weights averaged every `averageEvery` steps.
+   * 'ps': parameter servers; each replica pushes its gradient to the shards and takes their new values back. */
+  mode?: 'sync' | 'local' | 'ps';
+  /** Parameter server mode: shards (actors, default 1), and how many steps a replica may be ahead of the slowest
+   * (default 2; 0 keeps them in lockstep, though each gradient is still applied on its own). */
+  servers?: number;
+  staleness?: number;
   averageEvery?: number;
   /** Local SGD: apply each average one step later, so replicas train on while it travels (delayed averaging). */
   delayAveraging?: boolean;
@@ -64,6 +70,7 @@ export interface TrainResult {
   backend: string;
 }
 
+const PARAM_SERVER = { url: new URL('./param-server.ts', import.meta.url).href, exportName: 'ParamServer', name: 'ParamServer' };
 const REPLICA = { url: new URL('./trainer-replica.ts', import.meta.url).href, exportName: 'Replica', name: 'Replica' };
 
 /** Trains `job` on `replicas` actors and returns the history and the trained weights. */
@@ -72,14 +79,25 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`replicas must be a positive integer, got ${n}`);
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`epochs must be a positive integer, got ${o.epochs}`);
   const mode = o.mode ?? 'sync';
-  if (mode !== 'sync' && mode !== 'local') throw new TypeError(`mode must be 'sync' or 'local', got ${String(mode)}`);
+  if (mode !== 'sync' && mode !== 'local' && mode !== 'ps') throw new TypeError(`mode must be 'sync', 'local' or 'ps', got ${String(mode)}`);
+  const [servers, staleness] = [o.servers ?? 1, o.staleness ?? 2];
+  if (!Number.isInteger(servers) || servers < 1) throw new RangeError(`servers must be a whole number >= 1, got ${servers}`);
+  if (!Number.isInteger(staleness) || staleness < 0) throw new RangeError(`staleness must be a whole number >= 0, got ${staleness}`);
+  if ((o.servers !== undefined || o.staleness !== undefined) && mode !== 'ps') throw new UsageError("servers and staleness apply to mode 'ps' only");
   const minReplicas = o.minReplicas ?? 1;
   if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new RangeError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
   if (o.delayAveraging && mode !== 'local') throw new UsageError("delayAveraging applies to mode 'local' only");
   const ref = await jobRef(job);
   const client = currentClient();
   const run = randomBytes(6).toString('hex');
+  // Shards restart from their own actor checkpoints; a push in flight when one dies is sent again.
+  const shards = mode !== 'ps' ? [] : Array.from({ length: servers }, (_, shard) => {
+    const config: ParamServerConfig = { job: ref, run, shard, staleness };
+    const id = client.createActor(PARAM_SERVER, [config], { className: 'ParamServer', numCpus: 0, maxRestarts: -1, maxConcurrency: 2 * n + 4, checkpointEvery: { calls: 100 } });
+    return makeHandle<ParamServer>(new HandleData(id, 'ParamServer', 3));
+  });
   const base: Omit<ReplicaConfig, 'rank'> = {
+    servers: shards,
     job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, mode, averageEvery: o.averageEvery ?? 8, delayAveraging: o.delayAveraging ?? false,
     checkpointEvery: o.checkpointEvery ?? 50, seed: o.seed ?? 1,
   };
@@ -94,6 +112,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   try {
     let at: Position = { epoch: 0, step: 0 };
     const setup = async () => {
+      await Promise.all(shards.map((s) => s.reset(generation, replicas.length)));
       const r = await Promise.all(replicas.map((h, rank) => h.setup(generation, { rank, worldSize: replicas.length })));
       backend = r[0].backend;
       at = { epoch: r[0].epoch, step: r[0].step };
@@ -135,7 +154,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
     return { history, weights: await replicas[0].getWeights(), failures, backend };
   } finally {
     progress?.unsubscribe();
-    await Promise.all(replicas.map((h) => client.killActor(h.actorId, true, 'training ended').catch(() => undefined)));
+    await Promise.all([...replicas, ...shards].map((h) => client.killActor(h.actorId, true, 'training ended').catch(() => undefined)));
     await (await client.checkpoints()).delete(`train-${run}`).catch(() => undefined);
   }
 }

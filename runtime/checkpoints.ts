@@ -10,8 +10,16 @@ export class CheckpointStore {
   private constructor(private readonly os: ObjectStore) {}
 
   static async open(bus: Bus): Promise<CheckpointStore> {
-    // create() binds to the bucket when it exists already, so every process may call it.
-    return new CheckpointStore(await new Objm(bus.nc).create(BUCKET));
+    // create() binds to the bucket when it exists already, so every process may call it. Two processes creating it at
+    // the same moment: the loser's stream creation fails ("subjects overlap"), and binding again then succeeds.
+    const objm = new Objm(bus.nc);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return new CheckpointStore(await objm.create(BUCKET));
+      } catch (e) {
+        if (attempt >= 3) throw e;
+      }
+    }
   }
 
   /** Replaces the actor's checkpoint with `state` (anything troupe can encode, tensors included). */

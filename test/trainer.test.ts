@@ -5,6 +5,8 @@ import { train, UsageError, type EpochResult } from '../runtime/index.ts';
 import { currentClient } from '../runtime/client.ts';
 import { useCluster } from './helpers/cluster.ts';
 import { lineJob } from './fixtures/training.ts';
+import { makeHandle, HandleData } from '../actors/handle.ts';
+import type { ParamServer } from '../actors/param-server.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 
@@ -55,4 +57,37 @@ test.serial('bad options are refused at the call', async (t) => {
   await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, delayAveraging: true }), { instanceOf: UsageError, message: /delayAveraging applies to mode 'local' only/ });
   await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, minReplicas: 3 }), { instanceOf: RangeError, message: /minReplicas must be a whole number from 1 to replicas \(2\), got 3/ });
   await t.throwsAsync(train(lineJob, { replicas: 0, epochs: 1 }), { instanceOf: RangeError, message: /replicas must be a positive integer/ });
+});
+
+test.serial('parameter-server mode (2 shards, staleness 1) converges, and no replica runs more than 1 step ahead', async (t) => {
+  // Read while the run goes on (after epochs 1 to 3): the shards end with it.
+  const reads: Array<Promise<number[]>> = [];
+  const shardLeads = async () => {
+    const shards = (await (await currentClient().gcs()).actors.list()).filter((a) => a.className === 'ParamServer' && a.state === 'ALIVE');
+    return Promise.all(shards.map(async (s) => (await makeHandle<ParamServer>(new HandleData(s.actorId, 'ParamServer', 0)).stats()).maxLead));
+  };
+  const r = await train(lineJob, {
+    replicas: 2, epochs: 4, batchSize: 32, mode: 'ps', servers: 2, staleness: 1,
+    onEpoch: (e) => { if (e.epoch < 4) reads.push(shardLeads()); },
+  });
+  const leads = (await Promise.all(reads)).flat();
+  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+  t.is(leads.length, 6, `shard stats read: ${leads}`);
+  t.true(leads.every((l) => l <= 1), `leads ${leads}`);
+});
+
+test.serial('parameter-server mode resumes after a replica is killed mid-epoch; the shards keep what they learned', async (t) => {
+  t.timeout(120_000);
+  let killed = false;
+  const r = await train(lineJob, {
+    replicas: 2, epochs: 4, batchSize: 32, mode: 'ps', servers: 2, checkpointEvery: 5,
+    onProgress: ({ epoch, step }) => {
+      if (killed || epoch !== 1 || step < 12) return;
+      killed = true;
+      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
+    },
+  });
+  t.true(killed);
+  t.is(r.failures, 1);
+  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
 });
