@@ -162,8 +162,14 @@ export class InferencePool {
   }
 
   private send(m: Member, ws: Waiting[]): void {
-    Promise.resolve(m.handle.predict(ws.map((w) => w.input))).then(
-      (ys) => { this.completed += ws.length; ws.forEach((w, i) => w.resolve(ys[i])); },
+    const packed = new Float32Array(ws.length * this.sampleSize);
+    ws.forEach((w, i) => packed.set(w.input, i * this.sampleSize));
+    Promise.resolve(m.handle.predict(packed, ws.length)).then(
+      (ys) => {
+        this.completed += ws.length;
+        const per = ys.length / ws.length;
+        ws.forEach((w, i) => w.resolve(ys.slice(i * per, (i + 1) * per)));
+      },
       (e: unknown) => { this.failed += ws.length; for (const w of ws) w.reject(e); },
     ).finally(() => { m.ongoing -= ws.length; this.dispatch(); });
   }

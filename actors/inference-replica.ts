@@ -29,7 +29,7 @@ export class InferenceReplica extends Actor {
   private spec!: InferenceModelSpec;
   private model!: LayersModel;
   private sampleSize = 0;
-  private readonly batcher: Batcher<Sample, Float32Array>;
+  private readonly batcher: Batcher<Float32Array, Float32Array>;
 
   constructor(private readonly c: InferenceReplicaConfig) {
     super();
@@ -52,23 +52,25 @@ export class InferenceReplica extends Actor {
     return tf.getBackend();
   }
 
-  /** The model's output for each input (of inputShape each). The pool sends the requests it has at once in one call;
-   * each goes into the batcher on its own, so requests from several calls and callers share batches. */
-  predict(inputs: Sample[]): Promise<Float32Array[]> {
-    if (!Array.isArray(inputs)) return Promise.reject(new UsageError(`predict() takes an array of inputs, got ${describe(inputs)}`));
-    for (const input of inputs) {
-      if ((!(input instanceof Float32Array) && !Array.isArray(input)) || input.length !== this.sampleSize) {
-        return Promise.reject(new UsageError(`predict() takes inputs of shape [${this.spec.inputShape}] (${this.sampleSize} numbers as a Float32Array or array), got ${describe(input)}`));
-      }
+  /** The model's outputs for `count` inputs of inputShape, packed one after another in `inputs`, and packed the same
+   * way in the answer: one typed array each way instead of one per request. The pool sends the requests it has at
+   * once in one call; each goes into the batcher on its own, so requests from several calls and callers share batches. */
+  async predict(inputs: Float32Array, count: number): Promise<Float32Array> {
+    if (!(inputs instanceof Float32Array) || !Number.isInteger(count) || count < 1 || inputs.length !== count * this.sampleSize) {
+      throw new UsageError(`predict() takes ${count} inputs of shape [${this.spec.inputShape}] packed in one Float32Array (${count} × ${this.sampleSize} numbers), got ${describe(inputs)}`);
     }
-    return Promise.all(inputs.map((x) => this.batcher.submit(x)));
+    const outs = await Promise.all(Array.from({ length: count }, (_, i) => this.batcher.submit(inputs.subarray(i * this.sampleSize, (i + 1) * this.sampleSize))));
+    const packed = new Float32Array(outs.reduce((n, o) => n + o.length, 0));
+    let at = 0;
+    for (const o of outs) { packed.set(o, at); at += o.length; }
+    return packed;
   }
 
   stats(): ReplicaStats {
     return { requests: this.batcher.requests, batches: this.batcher.batches, recent: this.batcher.history, backend: tf.getBackend() };
   }
 
-  private runBatch(inputs: Sample[]): Float32Array[] {
+  private runBatch(inputs: Float32Array[]): Float32Array[] {
     const flat = new Float32Array(inputs.length * this.sampleSize);
     inputs.forEach((x, i) => flat.set(x, i * this.sampleSize));
     const x = tf.tensor(flat, [inputs.length, ...this.spec.inputShape]);
@@ -76,7 +78,7 @@ export class InferenceReplica extends Actor {
     const out = y.dataSync() as Float32Array;
     tf.dispose([x, y]);
     const per = out.length / inputs.length;
-    return inputs.map((_, i) => out.slice(i * per, (i + 1) * per));
+    return inputs.map((_, i) => out.subarray(i * per, (i + 1) * per));
   }
 
   private forward(batch: tf.Tensor): tf.Tensor {

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers the gradient of every op
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { Actor, type ActorClass, type RemoteClassInfo } from './actor.ts';
-import { joinGroup, type CollectiveGroup } from './collective.ts';
+import { joinGroup, CollectiveError, type CollectiveGroup } from './collective.ts';
 import { optimizerState, restoreOptimizer } from './optimizer-state.ts';
 import type { ActorHandle } from './handle.ts';
 import type { ParamServer } from './param-server.ts';
@@ -106,6 +106,8 @@ export class Replica extends Actor {
 
   /** Trains one epoch from `fromStep`: a step is a batch per replica, its gradients averaged over the group. */
   async epoch(epoch: number, fromStep: number): Promise<EpochStats> {
+    // Restarted between two epochs: the trainer must treat this as the replica failure it is and set the group up again.
+    if (!this.group) throw new CollectiveError(`replica ${this.rank} was restarted and is not in the group yet`);
     const started = Date.now();
     const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.rank);
     let lossSum = 0, correct = 0, samples = 0, syncMs = 0;

@@ -11,15 +11,28 @@ import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
+import { cleanRun, runWithKills, SMOKE_ENV, TARGET_ACCURACY, type RunOptions, type TrainingRun } from './workloads/training.ts';
 
 const smoke = process.argv.includes('--smoke');
 const n = (full: number, tiny: number) => (smoke ? tiny : full);
 const MB = 1024 * 1024;
 
-/** `reference` names the field the ratio is taken against; `goal` is the ratio to reach. */
-interface Metric { troupe: number; moleculer: number | null; raw_nats: number | null; memcpy?: number; reference?: 'raw_nats' | 'moleculer' | 'memcpy'; goal?: number; unit: string; note?: string }
+/** `reference` names the field the ratio is taken against; `goal` is the ratio to reach. `within` instead bounds the
+ * difference from the reference (accuracies); with `kills`, each must have been recovered from (`failures`).
+ * `troupe` is null for a target not reached (the note says so). */
+interface Metric {
+  troupe: number | null; moleculer: number | null; raw_nats: number | null; memcpy?: number; one_replica?: number; clean_run?: number;
+  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run'; goal?: number; within?: number; kills?: number; failures?: number;
+  /** In results.json only: how much test accuracy moves from epoch to epoch, next to the differences judged. */
+  test_accuracy_by_epoch?: number[];
+  unit: string; note?: string;
+}
 const metrics: Record<string, Metric> = {};
 const references: Record<string, { value: number; unit: string }> = {};
+
+// Training reads its digit count when a worker loads the job: smoke runs set it before the daemons (and so their
+// workers) start.
+if (smoke) Object.assign(process.env, SMOKE_ENV);
 
 // A cluster of its own: a head node (2 CPUs) and a second node daemon ("far", 1 CPU) for cross-node transfers.
 const home = mkdtempSync(join(tmpdir(), 'troupe-bench-'));
@@ -49,6 +62,10 @@ async function ops(count: number, batch: number, call: (i: number) => PromiseLik
 
 const SYNC = n(2000, 20);
 const ASYNC = n(20_000, 100);
+// The same for each training run. 6 epochs: both runs pass 0.97 test accuracy by epoch 3-5, and the bench stays
+// under 5 minutes. At least KILLS epochs, so each kill gets an epoch of its own.
+const KILLS = 3;
+const TRAINING: RunOptions = { epochs: n(6, KILLS), batchSize: 32, seed: 1 };
 
 try {
   // Issue 3's goal, measured first on a fresh cluster: 10,000 lightweight actors on one node, each answering a call.
@@ -126,22 +143,66 @@ try {
   add('get_100mb_from_other_node', (farBytes * farRounds) / farSecs / 1e9, 'GB/s', {
     raw_nats: round((await rawNatsBulk(bus, head.address, head.token, farBytes, farRounds)) / 1e9, 2), reference: 'raw_nats', goal: 0.8, digits: 2,
   });
+
+  // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills.
+  const one = await cleanRun(1, TRAINING);
+  const two = await cleanRun(2, TRAINING);
+  addTraining(one, two, await runWithKills(KILLS, TRAINING));
 } finally {
   await shutdown();
   for (const c of started.reverse()) await c.stop();
   rmSync(home, { recursive: true, force: true });
 }
 
-function add(name: string, value: number, unit: string, o: Partial<Omit<Metric, 'troupe' | 'unit'>> & { digits?: number } = {}): void {
+function add(name: string, value: number | null, unit: string, o: Partial<Omit<Metric, 'troupe' | 'unit'>> & { digits?: number } = {}): void {
   const { digits, ...rest } = o;
-  metrics[name] = { troupe: round(value, digits ?? 0), moleculer: null, raw_nats: null, unit, ...rest };
+  metrics[name] = { troupe: value === null ? null : round(value, digits ?? 0), moleculer: null, raw_nats: null, unit, ...rest };
+}
+
+/** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the clean one. */
+function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): void {
+  const same = `${TRAINING.epochs} epochs, batch ${TRAINING.batchSize} per replica, seed ${TRAINING.seed} in each run`;
+  const speed = (r: TrainingRun) => `epochs 2-${TRAINING.epochs}; the run took ${r.wallSeconds.toFixed(0)} s with start-up and evaluations`;
+  add('train_mnist_1_replica', one.samplesPerSec, 'samples/s', { note: `MNIST CNN of npm run demo, ${same}; ${speed(one)}` });
+  add('train_mnist_2_replicas', two.samplesPerSec, 'samples/s', { one_replica: round(one.samplesPerSec), reference: 'one_replica', goal: 1.7, note: speed(two) });
+  const target = (r: TrainingRun) => r.epochToTarget === null
+    ? `${TARGET_ACCURACY} not reached in ${TRAINING.epochs} epochs (best ${Math.max(...r.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
+    : `sum of epoch times to epoch ${r.epochToTarget}, the first with test accuracy ≥ ${TARGET_ACCURACY}`;
+  const time = `train_mnist_time_to_${TARGET_ACCURACY}`;
+  add(`${time}_1_replica`, one.secondsToTarget, 's', { digits: 1, note: target(one) });
+  add(`${time}_2_replicas`, two.secondsToTarget, 's', { digits: 1, one_replica: one.secondsToTarget === null ? undefined : round(one.secondsToTarget, 1), reference: 'one_replica', goal: 1.7, note: target(two) });
+  const byEpoch = (r: TrainingRun) => r.history.map((e) => round(e.testAccuracy ?? NaN, 4));
+  add('train_mnist_test_accuracy_1_replica', one.finalAccuracy, 'test accuracy', { digits: 4, test_accuracy_by_epoch: byEpoch(one), note: `after ${TRAINING.epochs} epochs` });
+  add('train_mnist_test_accuracy_2_replicas', two.finalAccuracy, 'test accuracy', {
+    digits: 4, one_replica: round(one.finalAccuracy, 4), reference: 'one_replica', within: 0.005, test_accuracy_by_epoch: byEpoch(two),
+    note: `after ${TRAINING.epochs} epochs; a step is 2 × ${TRAINING.batchSize} samples here, so half the steps of 1 replica`,
+  });
+  add(`train_mnist_${KILLS}_kills`, killed.finalAccuracy, 'test accuracy', {
+    digits: 4, clean_run: round(two.finalAccuracy, 4), reference: 'clean_run', within: 0.005, kills: killed.kills.length, failures: killed.failures, test_accuracy_by_epoch: byEpoch(killed),
+    note: `2 replicas, the same one SIGKILLed at ${killed.kills.join(', ') || 'no point (no kill sent)'}; ${killed.failures} failures recovered; the run took ${killed.wallSeconds.toFixed(0)} s (clean: ${two.wallSeconds.toFixed(0)} s)`,
+  });
+}
+
+/** The ratio to the reference (or, with `within`, the difference from it), and whether the goal is met. */
+function compare(m: Metric, ref: number | undefined): { shown: string; goal: string } {
+  const value = m.troupe;
+  if (m.within !== undefined) {
+    const diff = ref === undefined || value === null ? undefined : round(value - ref, 4);
+    const recovered = m.kills === undefined ? '' : `, failures = kills (${m.failures}/${m.kills})`;
+    const met = diff !== undefined && Math.abs(diff) <= m.within && m.failures === m.kills;
+    // No '|' in a cell: it would split the markdown table.
+    return { shown: diff === undefined ? '' : `Δ ${diff > 0 ? '+' : ''}${diff}`, goal: `Δ within ±${m.within}${recovered}: ${met ? 'met' : 'NOT met'}` };
+  }
+  const ratio = ref === undefined || value === null ? undefined : m.unit === 's' ? ref / value : value / ref;
+  const goal = m.goal === undefined ? '' : `≥ ${m.goal}× ${ratio === undefined ? 'not measured' : ratio >= m.goal ? 'met' : 'NOT met'}`;
+  return { shown: ratio === undefined ? '' : `${ratio.toFixed(2)}×`, goal };
 }
 
 const rows = Object.entries(metrics).map(([name, m]) => {
-  const ref = m.reference ? m[m.reference] : undefined;
-  const ratio = ref ? (m.unit === 's' ? ref / m.troupe : m.troupe / ref) : undefined;
-  const goal = m.goal === undefined ? '' : `≥ ${m.goal}× ${ratio !== undefined && ratio >= m.goal ? 'met' : 'NOT met'}`;
-  return `| ${name} | ${m.troupe} ${m.unit} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ${ratio === undefined ? '' : `${ratio.toFixed(2)}×`} | ${goal} | ${m.note ?? ''} |`;
+  const ref = m.reference ? m[m.reference] ?? undefined : undefined;
+  const { shown, goal } = compare(m, ref);
+  const value = m.troupe === null ? 'not reached' : `${m.troupe} ${m.unit}`;
+  return `| ${name} | ${value} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ${shown} | ${goal} | ${m.note ?? ''} |`;
 });
 const table = ['| metric | troupe | reference | ratio | goal | note |', '| --- | --- | --- | --- | --- | --- |', ...rows].join('\n');
 const refTable = ['| reference | rate |', '| --- | --- |', ...Object.entries(references).map(([k, r]) => `| ${k} | ${r.value} ${r.unit} |`)].join('\n');
@@ -154,7 +215,7 @@ if (!smoke) {
   const file = new URL('./RESULTS.md', import.meta.url);
   const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
   const chaos = before.includes('\n## Chaos') ? before.slice(before.indexOf('\n## Chaos')) : '';
-  writeFileSync(file, `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server.\n\n${table}\n\nReferences:\n\n${refTable}\n${chaos}`);
+  writeFileSync(file, `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server; for training, against the 1-replica or the clean run.\n\n${table}\n\nReferences:\n\n${refTable}\n${chaos}`);
 }
 
 function round(x: number, digits = 0): number {

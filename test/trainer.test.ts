@@ -1,7 +1,7 @@
 // The data-parallel trainer: it converges, its replicas stay equal, and it resumes from the last checkpoint when a
 // replica is killed mid-epoch.
 import test from 'ava';
-import { train, UsageError, type EpochResult } from '../runtime/index.ts';
+import { train, UsageError, type EpochResult, type TrainOptions } from '../runtime/index.ts';
 import { currentClient } from '../runtime/client.ts';
 import { useCluster } from './helpers/cluster.ts';
 import { lineJob } from './fixtures/training.ts';
@@ -11,6 +11,21 @@ import type { ParamServer } from '../actors/param-server.ts';
 useCluster(test, { head: { numCpus: 2 } });
 
 const replicaPids = async () => (await currentClient().gcs()).actors.list().then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
+
+/** Trains lineJob with 2 replicas for 4 epochs, SIGKILLing replica 1 at step 12 of epoch 2. */
+async function trainKillingReplica1(o: Partial<TrainOptions>) {
+  let killed = false;
+  const r = await train(lineJob, {
+    replicas: 2, epochs: 4, batchSize: 32, checkpointEvery: 5, ...o,
+    onProgress: ({ epoch, step }) => {
+      if (killed || epoch !== 1 || step < 12) return;
+      killed = true;
+      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
+    },
+  });
+  if (!killed) throw new Error('the run ended before the kill');
+  return r;
+}
 
 test.serial('synchronous data-parallel training converges on a small problem, with 2 replicas', async (t) => {
   const epochs: EpochResult[] = [];
@@ -32,16 +47,7 @@ test.serial('local SGD (weights averaged every k steps) converges too', async (t
 
 test.serial('a replica killed mid-epoch is restarted and the group resumes from the last checkpoint', async (t) => {
   t.timeout(120_000);
-  let killed = false;
-  const r = await train(lineJob, {
-    replicas: 2, epochs: 4, batchSize: 32, checkpointEvery: 5,
-    onProgress: ({ epoch, step }) => {
-      if (killed || epoch !== 1 || step < 12) return;
-      killed = true;
-      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
-    },
-  });
-  t.true(killed);
+  const r = await trainKillingReplica1({});
   t.is(r.failures, 1);
   t.is(r.history.length, 4);
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
@@ -78,16 +84,7 @@ test.serial('parameter-server mode (2 shards, staleness 1) converges, and no rep
 
 test.serial('parameter-server mode resumes after a replica is killed mid-epoch; the shards keep what they learned', async (t) => {
   t.timeout(120_000);
-  let killed = false;
-  const r = await train(lineJob, {
-    replicas: 2, epochs: 4, batchSize: 32, mode: 'ps', servers: 2, checkpointEvery: 5,
-    onProgress: ({ epoch, step }) => {
-      if (killed || epoch !== 1 || step < 12) return;
-      killed = true;
-      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
-    },
-  });
-  t.true(killed);
+  const r = await trainKillingReplica1({ mode: 'ps', servers: 2 });
   t.is(r.failures, 1);
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
 });
