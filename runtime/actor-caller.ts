@@ -38,6 +38,9 @@ export class ActorCaller {
   /** Per actor: calls to send again once it is back, and the pending flush that sends them in submission order. */
   private readonly resends = new Map<string, InFlight[]>();
   private readonly flushes = new Map<string, Promise<void>>();
+  /** Per actor: calls lost in a death, held a moment for late replies before they are re-sent. Newer calls wait for
+   * them, so that an instance back within that moment does not run a newer call first. */
+  private readonly holds = new Map<string, Promise<void>>();
   /** Per actor: calls waiting in its chain (not sent yet), bounded by maxPendingCalls. */
   private readonly pending = new Map<string, number>();
 
@@ -78,7 +81,7 @@ export class ActorCaller {
     const entry: InFlight = { call, retriesLeft: maxTaskRetries, seq };
     const prev = this.chains.get(actorId);
     // The common case, and the cheap one: nothing queued ahead, nothing to wait for, the actor alive. Send now.
-    if (!prev && !waitFor && !this.created.has(actorId) && !this.flushes.has(actorId) && this.known.get(actorId)?.state === 'ALIVE') {
+    if (!prev && !waitFor && !this.created.has(actorId) && !this.flushes.has(actorId) && !this.holds.has(actorId) && this.known.get(actorId)?.state === 'ALIVE') {
       this.send(actorId, entry);
       return;
     }
@@ -86,6 +89,7 @@ export class ActorCaller {
     const sent: Promise<void> = (prev ?? Promise.resolve()).then(async () => {
       await this.created.get(actorId);
       await waitFor;
+      await this.holds.get(actorId);
       await this.flushes.get(actorId); // calls being sent again after a restart go first
       await this.whenAlive(actorId);
       this.send(actorId, entry);
@@ -144,7 +148,9 @@ export class ActorCaller {
       return batch;
     };
     // A short pause lets the other casualties of the same death (late replies, the state event) join the batch.
+    // Calls held for late replies join before it goes (their seq is older).
     const flush = new Promise<void>((r) => setTimeout(r, 50))
+      .then(() => this.holds.get(actorId))
       .then(() => this.whenAlive(actorId, true))
       .then(
         () => { for (const x of take()) this.send(actorId, x); },
@@ -170,13 +176,15 @@ export class ActorCaller {
       if (calls?.size) {
         const lost = [...calls.values()];
         // Replies already on their way (a result, or "not run" from a crashing instance) may trail the event.
-        setTimeout(() => {
+        const hold: Promise<void> = Promise.all([this.holds.get(actorId), new Promise((r) => setTimeout(r, LATE_REPLY_MS))]).then(() => {
           for (const c of lost) {
             if (calls.get(c.call.callId) !== c) continue; // answered meanwhile
             calls.delete(c.call.callId);
-            this.afterDeath(actorId, c);
+            this.afterDeath(actorId, c); // re-sent ones join the flush, which newer calls wait for next
           }
-        }, LATE_REPLY_MS);
+          if (this.holds.get(actorId) === hold) this.holds.delete(actorId);
+        });
+        this.holds.set(actorId, hold);
       }
     }
     if (e.state === 'ALIVE' || e.state === 'DEAD') {
