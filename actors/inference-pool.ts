@@ -132,7 +132,8 @@ export class InferencePool {
     try {
       await member.handle.ready();
     } catch (e) {
-      this.members.splice(this.members.indexOf(member), 1);
+      const at = this.members.indexOf(member); // gone already when the pool closed or retired it while it started
+      if (at >= 0) this.members.splice(at, 1);
       throw e;
     }
     member.ready = true;
