@@ -52,6 +52,12 @@ export abstract class Actor {
   }
 }
 
+/** Makes one of troupe's own actor classes remote: its module is known, so nothing looks at the call stack. */
+export function libraryActor(cls: ActorClass, url: string, exportName: string): void {
+  const info: RemoteClassInfo = { options: {}, def: { url, exportName, looked: true, lookup: Promise.resolve(exportName) } };
+  Object.defineProperty(cls, REMOTE_CLASS, { value: info, enumerable: false });
+}
+
 /** What @remote recorded on a class; throws UsageError for any other class. */
 export function remoteClassInfo(cls: ActorClass): RemoteClassInfo {
   const info = (cls as unknown as Record<symbol, RemoteClassInfo | undefined>)[REMOTE_CLASS];

@@ -2,8 +2,7 @@
 // module and exported, like training jobs, so that serving replicas on any node can load it.
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { defineSite, type Definition } from '../runtime/definition-site.ts';
-import { UsageError } from '../runtime/errors.ts';
+import { declareSpec, type ExportedSpec } from './exported-spec.ts';
 
 export interface InferenceModelSpec {
   /** Loads the model; each replica calls it once, before it takes requests. */
@@ -14,10 +13,7 @@ export interface InferenceModelSpec {
   predict?(model: LayersModel, batch: Tensor): Tensor;
 }
 
-export interface InferenceModel {
-  readonly spec: InferenceModelSpec;
-  readonly def: Definition;
-}
+export type InferenceModel = ExportedSpec<InferenceModelSpec>;
 
 /** Declares a model to serve. Export the result from its module (not from the script that calls init()). */
 export function inferenceModel(spec: InferenceModelSpec): InferenceModel {
@@ -26,15 +22,5 @@ export function inferenceModel(spec: InferenceModelSpec): InferenceModel {
     throw new TypeError(`inferenceModel(): 'inputShape' must be an array of positive integers, got ${JSON.stringify(spec.inputShape)}`);
   }
   if (spec.predict !== undefined && typeof spec.predict !== 'function') throw new TypeError("inferenceModel(): 'predict' must be a function");
-  const m = { spec } as { spec: InferenceModelSpec; def: Definition };
-  Object.defineProperty(m, 'def', { value: defineSite(m), enumerable: false });
-  return m;
-}
-
-/** Where replicas import the model from, once its module has finished loading. */
-export async function modelRef(m: InferenceModel): Promise<{ url: string; exportName: string }> {
-  if (!m?.spec || !m.def) throw new TypeError('serve() takes an inferenceModel(...)');
-  const exportName = m.def.exportName ?? (await m.def.lookup);
-  if (exportName === undefined) throw new UsageError(`the inference model defined in ${m.def.url} is not an export of that module: export it`);
-  return { url: m.def.url, exportName };
+  return declareSpec(spec);
 }

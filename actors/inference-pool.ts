@@ -4,7 +4,8 @@
 import { currentClient } from '../runtime/client.ts';
 import { UsageError } from '../runtime/errors.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
-import { modelRef, type InferenceModel } from './inference-model.ts';
+import type { InferenceModel } from './inference-model.ts';
+import { specRef, type SpecRef } from './exported-spec.ts';
 import type { InferenceReplica, InferenceReplicaConfig, ReplicaStats, Sample } from './inference-replica.ts';
 
 export interface ServeOptions {
@@ -49,7 +50,7 @@ const TICK_MS = 100;
 
 /** Starts a pool serving `model`; resolves once minReplicas replicas have loaded it. */
 export async function serve(model: InferenceModel, o: ServeOptions = {}): Promise<InferencePool> {
-  const pool = new InferencePool(await modelRef(model), model.spec.inputShape.reduce((a, b) => a * b, 1), o);
+  const pool = new InferencePool(await specRef(model, 'inference model', 'serve() takes an inferenceModel(...)'), model.spec.inputShape.reduce((a, b) => a * b, 1), o);
   await pool.started;
   return pool;
 }
@@ -68,7 +69,7 @@ export class InferencePool {
   private downSince?: number;
   readonly started: Promise<void>;
 
-  constructor(private readonly model: { url: string; exportName: string }, private readonly sampleSize: number, options: ServeOptions) {
+  constructor(private readonly model: SpecRef, private readonly sampleSize: number, options: ServeOptions) {
     const min = options.minReplicas ?? 1;
     const maxBatchSize = options.maxBatchSize ?? 32;
     this.o = {

@@ -3,14 +3,14 @@
 // that serve, so drivers never load tfjs for it.
 import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { Actor, type ActorClass, type RemoteClassInfo } from './actor.ts';
+import { Actor, libraryActor } from './actor.ts';
 import { Batcher, type BatchRecord } from './batcher.ts';
-import { REMOTE_CLASS } from '../runtime/actor-host.ts';
 import { UsageError } from '../runtime/errors.ts';
 import type { InferenceModelSpec } from './inference-model.ts';
+import { loadSpec, type SpecRef } from './exported-spec.ts';
 
 export interface InferenceReplicaConfig {
-  model: { url: string; exportName: string };
+  model: SpecRef;
   maxBatchSize: number;
   maxWaitMs: number;
 }
@@ -37,14 +37,11 @@ export class InferenceReplica extends Actor {
   }
 
   async onStart(): Promise<void> {
-    const mod = (await import(this.c.model.url)) as Record<string, unknown>;
-    const m = mod[this.c.model.exportName] as { spec?: InferenceModelSpec } | undefined;
-    if (!m?.spec) throw new UsageError(`${this.c.model.url} export '${this.c.model.exportName}' is not an inferenceModel()`);
-    this.spec = m.spec;
-    this.sampleSize = m.spec.inputShape.reduce((a, b) => a * b, 1);
-    this.model = await m.spec.model();
+    this.spec = await loadSpec<InferenceModelSpec>(this.c.model, 'inferenceModel()');
+    this.sampleSize = this.spec.inputShape.reduce((a, b) => a * b, 1);
+    this.model = await this.spec.model();
     // The first run of a model compiles its kernels: pay for it here, not in a request.
-    tf.dispose(this.forward(tf.zeros([1, ...m.spec.inputShape])));
+    tf.dispose(this.forward(tf.zeros([1, ...this.spec.inputShape])));
   }
 
   /** Answers once the model is loaded (the pool routes requests to a replica only after that). */
@@ -91,8 +88,4 @@ function describe(v: unknown): string {
   return typeof v;
 }
 
-// The class lives in troupe itself, so its module is known without looking at the call stack.
-Object.defineProperty(InferenceReplica as unknown as ActorClass, REMOTE_CLASS, {
-  value: { options: {}, def: { url: import.meta.url, exportName: 'InferenceReplica', looked: true, lookup: Promise.resolve('InferenceReplica') } } satisfies RemoteClassInfo,
-  enumerable: false,
-});
+libraryActor(InferenceReplica, import.meta.url, 'InferenceReplica');

@@ -3,15 +3,15 @@
 // more than `staleness` steps behind the pusher (bounded staleness, as in stale synchronous parallel).
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers the gradient of every op the optimizer may use
-import { Actor, type ActorClass, type ActorLifecycle, type RemoteClassInfo } from './actor.ts';
+import { Actor, libraryActor, type ActorLifecycle } from './actor.ts';
 import { CollectiveError } from './collective.ts';
 import { optimizerState, restoreOptimizer } from './optimizer-state.ts';
-import { REMOTE_CLASS } from '../runtime/actor-host.ts';
 import { UsageError } from '../runtime/errors.ts';
 import type { TrainingJobSpec } from './training-job.ts';
+import { loadSpec, type SpecRef } from './exported-spec.ts';
 
 export interface ParamServerConfig {
-  job: { url: string; exportName: string };
+  job: SpecRef;
   run: string;
   shard: number;
   /** How many steps a replica may be ahead of the slowest one. */
@@ -37,9 +37,7 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
   }
 
   async onStart(): Promise<void> {
-    const mod = (await import(this.c.job.url)) as Record<string, { spec?: TrainingJobSpec } | undefined>;
-    const spec = mod[this.c.job.exportName]?.spec;
-    if (!spec) throw new UsageError(`${this.c.job.url} export '${this.c.job.exportName}' is not a trainingJob()`);
+    const spec = await loadSpec<TrainingJobSpec>(this.c.job, 'trainingJob()');
     this.optimizer = await spec.optimizer();
     if (this.saved) {
       this.variable = tf.variable(tf.tensor1d(this.saved.values), true, `ps-${this.c.run}-${this.c.shard}`);
@@ -108,8 +106,4 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
   }
 }
 
-// The class lives in troupe itself, so its module is known without looking at the call stack.
-Object.defineProperty(ParamServer as unknown as ActorClass, REMOTE_CLASS, {
-  value: { options: {}, def: { url: import.meta.url, exportName: 'ParamServer', looked: true, lookup: Promise.resolve('ParamServer') } } satisfies RemoteClassInfo,
-  enumerable: false,
-});
+libraryActor(ParamServer, import.meta.url, 'ParamServer');

@@ -2,13 +2,12 @@
 // dies the head holds it RESTARTING (same id, same name, calls queued) until the supervisor restarts it by its
 // strategy, restart type, intensity and backoff. Its children and restart history live in its checkpoint, so a
 // supervisor restarted elsewhere (the root by the head, the others by their parents) takes its running children back.
-import { Actor, classRef, remoteClassInfo, type ActorClass, type RemoteClassInfo } from './actor.ts';
+import { Actor, classRef, libraryActor, remoteClassInfo, type ActorClass, type RemoteClassInfo } from './actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 import { checkActorOptions } from './options.ts';
 import { currentClient, type ActorOptions, type FunctionRef } from '../runtime/client.ts';
 import { subjects } from '../runtime/subjects.ts';
 import { UsageError } from '../runtime/errors.ts';
-import { REMOTE_CLASS } from '../runtime/actor-host.ts';
 import type { ActorInfo, ActorStateEvent } from '../runtime/actor-types.ts';
 import type { RemoteArgs } from '../runtime/remote-function.ts';
 import type { Subscription } from '../runtime/transport.ts';
@@ -473,10 +472,7 @@ export class Supervisor extends Actor {
 
 // The Supervisor class lives in troupe itself, so its module is known without looking at the call stack.
 const SUPERVISOR_REF: FunctionRef = { url: import.meta.url, exportName: 'Supervisor', name: 'Supervisor' };
-Object.defineProperty(Supervisor, REMOTE_CLASS, {
-  value: { options: {}, def: { url: SUPERVISOR_REF.url, exportName: SUPERVISOR_REF.exportName, looked: true, lookup: Promise.resolve(SUPERVISOR_REF.exportName) } } satisfies RemoteClassInfo,
-  enumerable: false,
-});
+libraryActor(Supervisor, SUPERVISOR_REF.url, SUPERVISOR_REF.exportName);
 
 /** A running supervisor, from the driver's side. */
 export class SupervisorHandle {

@@ -4,18 +4,18 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers the gradient of every op
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { Actor, type ActorClass, type RemoteClassInfo } from './actor.ts';
+import { Actor, libraryActor } from './actor.ts';
 import { joinGroup, CollectiveError, type CollectiveGroup } from './collective.ts';
 import { optimizerState, restoreOptimizer } from './optimizer-state.ts';
 import type { ActorHandle } from './handle.ts';
 import type { ParamServer } from './param-server.ts';
-import { REMOTE_CLASS } from '../runtime/actor-host.ts';
 import { currentClient } from '../runtime/client.ts';
 import { UsageError } from '../runtime/errors.ts';
 import type { TrainingJobSpec, TrainingData } from './training-job.ts';
+import { loadSpec, type SpecRef } from './exported-spec.ts';
 
 export interface ReplicaConfig {
-  job: { url: string; exportName: string };
+  job: SpecRef;
   rank: number;
   worldSize: number;
   /** Names the run: its collective group, checkpoint and progress subject. */
@@ -186,10 +186,7 @@ export class Replica extends Actor {
   }
 
   private async build(): Promise<void> {
-    const mod = (await import(this.c.job.url)) as Record<string, unknown>;
-    const job = mod[this.c.job.exportName] as { spec?: TrainingJobSpec } | undefined;
-    if (!job?.spec) throw new UsageError(`${this.c.job.url} export '${this.c.job.exportName}' is not a trainingJob()`);
-    this.spec = job.spec;
+    this.spec = await loadSpec<TrainingJobSpec>(this.c.job, 'trainingJob()');
     this.model = await this.spec.model();
     this.optimizer = await this.spec.optimizer();
     await this.loadData();
@@ -294,8 +291,4 @@ function unflatten(flat: Float32Array, like: tf.Variable[]): tf.NamedTensorMap {
   return out;
 }
 
-// The class lives in troupe itself, so its module is known without looking at the call stack.
-Object.defineProperty(Replica as unknown as ActorClass, REMOTE_CLASS, {
-  value: { options: {}, def: { url: import.meta.url, exportName: 'Replica', looked: true, lookup: Promise.resolve('Replica') } } satisfies RemoteClassInfo,
-  enumerable: false,
-});
+libraryActor(Replica, import.meta.url, 'Replica');

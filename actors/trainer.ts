@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { currentClient } from '../runtime/client.ts';
 import { ActorDiedError, TaskError, UsageError } from '../runtime/errors.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
-import { jobRef, type TrainingJob } from './training-job.ts';
+import type { TrainingJob } from './training-job.ts';
+import { specRef } from './exported-spec.ts';
 import { CollectiveError } from './collective.ts';
 import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
 import type { ParamServer, ParamServerConfig } from './param-server.ts';
@@ -87,7 +88,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   const minReplicas = o.minReplicas ?? 1;
   if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new RangeError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
   if (o.delayAveraging && mode !== 'local') throw new UsageError("delayAveraging applies to mode 'local' only");
-  const ref = await jobRef(job);
+  const ref = await specRef(job, 'training job', 'train() takes a trainingJob(...)');
   const client = currentClient();
   const run = randomBytes(6).toString('hex');
   // Shards restart from their own actor checkpoints; a push in flight when one dies is sent again.

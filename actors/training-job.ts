@@ -2,8 +2,7 @@
 // top level of a module and exported, like remote functions, so that replicas on any node can load it.
 import type { Tensor, Scalar, Optimizer } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { defineSite, type Definition } from '../runtime/definition-site.ts';
-import { UsageError } from '../runtime/errors.ts';
+import { declareSpec, type ExportedSpec } from './exported-spec.ts';
 
 /** A replica's training data, and optionally the data to test on (rank 0 evaluates it after each epoch). */
 export interface TrainingData {
@@ -23,26 +22,12 @@ export interface TrainingJobSpec {
   loss?(y: Tensor, predicted: Tensor): Scalar;
 }
 
-export interface TrainingJob {
-  readonly spec: TrainingJobSpec;
-  /** Where replicas load it from. */
-  readonly def: Definition;
-}
+export type TrainingJob = ExportedSpec<TrainingJobSpec>;
 
 /** Declares a training job. Export the result from its module (not from the script that calls init()). */
 export function trainingJob(spec: TrainingJobSpec): TrainingJob {
   for (const k of ['model', 'optimizer', 'data'] as const) {
     if (typeof spec?.[k] !== 'function') throw new TypeError(`trainingJob(): '${k}' must be a function`);
   }
-  const job = { spec } as { spec: TrainingJobSpec; def: Definition };
-  Object.defineProperty(job, 'def', { value: defineSite(job), enumerable: false });
-  return job;
-}
-
-/** Where replicas import the job from, once its module has finished loading. */
-export async function jobRef(job: TrainingJob): Promise<{ url: string; exportName: string }> {
-  if (!job?.spec || !job.def) throw new TypeError('train() takes a trainingJob(...)');
-  const exportName = job.def.exportName ?? (await job.def.lookup);
-  if (exportName === undefined) throw new UsageError(`the training job defined in ${job.def.url} is not an export of that module: export it`);
-  return { url: job.def.url, exportName };
+  return declareSpec(spec);
 }
