@@ -274,13 +274,14 @@ export class ObjectClient {
     if (typeof m?.id !== 'string' || typeof m.proc !== 'string') return;
     const o = this.owned.get(m.id);
     if (!o) return;
-    if (m.add) o.borrowers.set(m.proc, m.node);
-    else if (o.borrowers.delete(m.proc)) this.maybeFree(m.id);
+    if (m.add) (o.borrowers ??= new Map()).set(m.proc, m.node);
+    else if (o.borrowers?.delete(m.proc)) this.maybeFree(m.id);
   }
 
   private dropBorrowers(pred: (proc: string, node: string | undefined) => boolean): void {
     for (const o of [...this.owned.values()]) {
       let dropped = false;
+      if (!o.borrowers) continue;
       for (const [proc, node] of o.borrowers) if (pred(proc, node)) { o.borrowers.delete(proc); dropped = true; }
       if (dropped) this.maybeFree(o.id);
     }
@@ -303,7 +304,7 @@ export class ObjectClient {
   /** Frees an owned object once no ref to it is left here or anywhere else. */
   private maybeFree(id: string): void {
     const o = this.owned.get(id);
-    if (!o || o.borrowers.size > 0 || this.refs.count(id) > 0) return;
+    if (!o || (o.borrowers?.size ?? 0) > 0 || this.refs.count(id) > 0) return;
     if (!o.location) { this.owned.onSealed(id, () => this.maybeFree(id)); return; } // freed once it exists
     this.free(o);
   }

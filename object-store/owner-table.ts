@@ -8,12 +8,13 @@ export interface OwnedObject {
   createdBy: string;
   createdAt: number;
   location?: ObjectLocation;
-  /** Removable, so a wait() that times out leaves nothing behind. */
-  waiters: Set<(loc: ObjectLocation) => void>;
+  /** Removable, so a wait() that times out leaves nothing behind. Made when the first waiter comes (most objects of a
+   * busy driver are sealed before anyone waits: these are made thousands of times a second). */
+  waiters?: Set<(loc: ObjectLocation) => void>;
   /** One shared promise for every whenSealed() caller. */
   sealed?: Promise<ObjectLocation>;
-  /** Other processes holding refs to it (their node, for when a node dies). */
-  borrowers: Map<string, string | undefined>;
+  /** Other processes holding refs to it (their node, for when a node dies); made when the first one comes. */
+  borrowers?: Map<string, string | undefined>;
   /** Refs sent with the call that makes it: kept alive until the call is done and the receiver holds its own. */
   holds?: ObjectRef<unknown>[];
   /** Runs what made it again, when its only copies are lost (lineage). False when it cannot: then it stays lost. */
@@ -24,7 +25,7 @@ export class OwnerTable {
   private readonly objects = new Map<string, OwnedObject>();
 
   create(id: string, createdBy: string, holds?: ObjectRef<unknown>[]): void {
-    this.objects.set(id, { id, createdBy, createdAt: Date.now(), waiters: new Set(), borrowers: new Map(), holds: holds?.length ? holds : undefined });
+    this.objects.set(id, { id, createdBy, createdAt: Date.now(), holds: holds?.length ? holds : undefined });
   }
 
   /** Seal: the value (or its failure) is known. Wakes every waiter. */
@@ -33,9 +34,9 @@ export class OwnerTable {
     if (!o || o.location) return;
     o.location = location;
     o.holds = undefined;
-    const waiters = [...o.waiters];
-    o.waiters.clear();
-    for (const w of waiters) w(location);
+    const waiters = o.waiters;
+    o.waiters = undefined;
+    if (waiters) for (const w of waiters) w(location);
   }
 
   /** Back to pending: what made it runs again, and waiters get the new location. */
@@ -55,7 +56,7 @@ export class OwnerTable {
     const o = this.objects.get(id);
     if (!o) return undefined;
     if (o.location) return Promise.resolve(o.location);
-    return (o.sealed ??= new Promise((r) => o.waiters.add(r)));
+    return (o.sealed ??= new Promise((r) => (o.waiters ??= new Set()).add(r)));
   }
 
   /** Calls back once sealed (at once if it is). Returns a remover, or undefined for an id we do not own. */
@@ -63,8 +64,9 @@ export class OwnerTable {
     const o = this.objects.get(id);
     if (!o) return undefined;
     if (o.location) { cb(o.location); return () => undefined; }
-    o.waiters.add(cb);
-    return () => o.waiters.delete(cb);
+    const waiters = (o.waiters ??= new Set());
+    waiters.add(cb);
+    return () => waiters.delete(cb);
   }
 
   /** Fails everything still pending for which pred holds (the worker or node making it died). */

@@ -20,7 +20,8 @@ export class RefCounter {
   track(ref: ObjectRef<unknown>): void {
     const n = this.counts.get(ref.id) ?? 0;
     this.counts.set(ref.id, n + 1);
-    this.registry.register(ref, `${ref.id} ${ref.owner}`);
+    // Held: the id alone for our own objects (most refs of a busy driver), else "id owner".
+    this.registry.register(ref, ref.owner === this.procId ? ref.id : `${ref.id} ${ref.owner}`);
     if (n === 0 && ref.owner !== this.procId) this.events.borrowed(ref.id, ref.owner);
   }
 
@@ -34,7 +35,9 @@ export class RefCounter {
   }
 
   private release(key: string): void {
-    const [id, owner] = key.split(' ');
+    const space = key.indexOf(' ');
+    const id = space < 0 ? key : key.slice(0, space);
+    const owner = space < 0 ? this.procId : key.slice(space + 1);
     const n = (this.counts.get(id) ?? 1) - 1;
     if (n > 0) { this.counts.set(id, n); return; }
     this.counts.delete(id);

@@ -14,7 +14,7 @@ import { nameKey } from './actor-manager.ts';
 import { Gcs } from './gcs.ts';
 import { CheckpointStore } from './checkpoints.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
-import { normalizeRequest, checkStrategy, type ResourceRequest, type SchedulingStrategy } from './scheduler.ts';
+import { normalizeRequest, checkStrategy, type ResourceRequest, type ResourceSet, type SchedulingStrategy } from './scheduler.ts';
 import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../object-store/object-ref.ts';
 import { ObjectClient } from '../object-store/object-client.ts';
 import { NodeStore } from '../object-store/node-store.ts';
@@ -107,6 +107,18 @@ export function newId(): string {
   return idPrefix + (idCounter++).toString(16);
 }
 
+/** Options are fixed when a remote function is defined: each is checked and normalized once, not per call (and the
+ * same objects let the submitter find the task's queue without re-keying it). */
+const placements = new WeakMap<TaskOptions, { demand: ResourceSet; strategy: SchedulingStrategy }>();
+function placementOf(opts: TaskOptions): { demand: ResourceSet; strategy: SchedulingStrategy } {
+  let p = placements.get(opts);
+  if (!p) {
+    p = { demand: normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1), strategy: checkStrategy(opts.schedulingStrategy) };
+    placements.set(opts, p);
+  }
+  return p;
+}
+
 let current: Client | undefined;
 
 /** The runtime of this process; throws a clear error before init(). */
@@ -159,8 +171,7 @@ export class Client {
   /** Submits a task; argument problems (bad options, unserializable values) throw here, at the call site.
    * `fn` may still be on its way (a remote function whose module is finishing its load). */
   submitTask<R>(fn: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: TaskOptions): ObjectRef<R> {
-    const demand = normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
-    const strategy = checkStrategy(opts.schedulingStrategy);
+    const { demand, strategy } = placementOf(opts);
     const retry = { left: opts.maxRetries ?? 3, exceptions: opts.retryExceptions ?? false };
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
@@ -389,7 +400,7 @@ export class Client {
         state: !loc ? 'PENDING' : 'error' in loc ? 'FAILED' : 'READY',
         size: !loc ? 0 : 'inline' in loc ? loc.inline.length : 'size' in loc ? loc.size : 0,
         where: !loc || 'error' in loc ? '-' : 'inline' in loc ? 'inline' : 'node' in loc ? holders(loc).join(',') : `memory of ${loc.proc}`,
-        refs: this.objects.refs.count(o.id), borrowers: o.borrowers.size,
+        refs: this.objects.refs.count(o.id), borrowers: o.borrowers?.size ?? 0,
       });
     }
     return rows;

@@ -22,9 +22,9 @@ export const defaults = {
   requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),
   /** A task lease unused this long goes back to its node. */
   leaseIdleMs: envInt('TROUPE_LEASE_IDLE_MS', 1000),
-  /** Tasks queued on one leased worker once its tasks are seen to be short (under 10 ms); otherwise one at a time,
-   * as in Ray, so a burst of long tasks spreads over all leases. */
-  tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 16),
+  /** Most tasks queued on one leased worker. Only functions seen to run quickly are queued, up to 10 ms of expected
+   * work; any other task goes to an idle worker, so a burst of long tasks spreads over all leases. */
+  tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 1000),
   /** Calls one caller may queue for an actor that is starting or restarting (the actor option maxPendingCalls). */
   maxPendingCalls: 10_000,
 };

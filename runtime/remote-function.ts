@@ -37,18 +37,25 @@ function build<A extends unknown[], R>(fn: (...args: A) => R, opts: TaskOptions,
     fn,
     remote(...args: RemoteArgs<A>): ObjectRef<Awaited<R>> {
       const d = site.def!;
-      const notExported = () => new UsageError(`remote function ${fn.name || '(anonymous)'} defined in ${d.url} is not an export of that module: export it, and keep remote functions in a module other than the script that calls init()`);
-      const ref = (exportName: string): FunctionRef => ({ url: d.url, exportName, name: opts.name ?? (fn.name || exportName) });
-      if (d.exportName !== undefined) return currentClient().submitTask<Awaited<R>>(ref(d.exportName), args, opts);
-      if (d.looked) throw notExported();
+      if (d.exportName !== undefined) return currentClient().submitTask<Awaited<R>>(functionRef(fn, opts, d.url, d.exportName), args, opts);
+      if (d.looked) throw notExported(fn, d.url);
       // Called while its module is still loading (a dynamic import, a task's first call): go once we know the name.
-      return currentClient().submitTask<Awaited<R>>(d.lookup.then((name) => { if (name === undefined) throw notExported(); return ref(name); }), args, opts);
+      return currentClient().submitTask<Awaited<R>>(d.lookup.then((name) => { if (name === undefined) throw notExported(fn, d.url); return functionRef(fn, opts, d.url, name); }), args, opts);
     },
     options(more: TaskOptions): RemoteFunction<A, R> {
       checkOptions(more);
       return build(fn, { ...opts, ...more }, site);
     },
   };
+}
+
+// Not closures made per call: the calls are hot.
+function functionRef(fn: Function, opts: TaskOptions, url: string, exportName: string): FunctionRef {
+  return { url, exportName, name: opts.name ?? (fn.name || exportName) };
+}
+
+function notExported(fn: Function, url: string): UsageError {
+  return new UsageError(`remote function ${fn.name || '(anonymous)'} defined in ${url} is not an export of that module: export it, and keep remote functions in a module other than the script that calls init()`);
 }
 
 /** Validates at definition time, so a typo fails where it was written. */

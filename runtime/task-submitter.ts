@@ -37,13 +37,15 @@ export interface TaskReply {
 interface Lease {
   grant: LeaseGrant;
   inFlight: Map<string, TaskSpec>;
+  /** Run time expected of the tasks in flight on it (see expectedMs). */
+  queuedMs: number;
   idleTimer?: NodeJS.Timeout;
-  /** Its last task ran for under SHORT_TASK_MS: more may be queued on it, as the round trip is what costs. */
-  short?: boolean;
 }
 
-/** Tasks this quick are worth pipelining to one worker; longer ones go one at a time, so idle workers get them. */
-const SHORT_TASK_MS = 10;
+/** Work queued on one worker beyond the task it runs, in expected run time. Quick tasks are pipelined this deep, as
+ * the round trip is what costs them; a task not known to be quick goes only to an idle worker, so a burst of long
+ * tasks spreads over all leases and none waits behind another. */
+const PIPELINE_MS = 10;
 
 interface Shape {
   key: string;
@@ -81,6 +83,11 @@ export class TaskSubmitter {
   private readonly retries = new Map<string, Runs>();
   private readonly shapes = new Map<string, Shape>();
   private readonly requestShape = new Map<string, Shape>();
+  /** The shape of the last task submitted: the next is usually another call of the same function. */
+  private lastShape: Shape | undefined;
+  /** Run time expected of each remote function (by module URL, then export), from its last runs: up at once when it
+   * runs longer, down slowly. Two levels, not one joined key: these strings are the same few each time, hashed once. */
+  private readonly expectedMs = new Map<string, Map<string, number>>();
   private resendTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -105,22 +112,28 @@ export class TaskSubmitter {
    * `inputs`: its top-level ref arguments, found again if it has to run again to rebuild a lost result. */
   submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry, inputs: InputRef[] = []): void {
     if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1, undelivered: 0, inputs });
-    const key = JSON.stringify([demand, strategy]);
-    let shape = this.shapes.get(key);
-    if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
+    let shape = this.lastShape;
+    if (shape?.demand !== demand || shape.strategy !== strategy) {
+      const key = JSON.stringify([demand, strategy]);
+      shape = this.shapes.get(key);
+      if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
+      this.lastShape = shape;
+    }
     shape.backlog.push(spec);
     this.dispatch(shape);
   }
 
   private dispatch(shape: Shape): void {
     while (shape.backlog.length) {
+      const { fn } = shape.backlog[0];
+      const expected = this.expectedMs.get(fn.url)?.get(fn.exportName);
       let best: Lease | undefined;
       for (const l of shape.leases) {
-        const room = l.short ? defaults.tasksInFlightPerLease : 1;
-        if (l.inFlight.size < room && (!best || l.inFlight.size < best.inFlight.size)) best = l;
+        const room = l.inFlight.size === 0 || (expected !== undefined && l.inFlight.size < defaults.tasksInFlightPerLease && l.queuedMs + expected <= PIPELINE_MS);
+        if (room && (!best || l.queuedMs < best.queuedMs || (l.queuedMs === best.queuedMs && l.inFlight.size < best.inFlight.size))) best = l;
       }
       if (!best) break;
-      this.send(shape, best, shape.backlog.shift()!);
+      this.send(shape, best, shape.backlog.shift()!, expected ?? PIPELINE_MS);
     }
     // Ask for more leases while work waits; withdraw the requests nobody needs any more.
     const wanted = Math.min(shape.backlog.length, MAX_LEASE_REQUESTS);
@@ -134,34 +147,52 @@ export class TaskSubmitter {
     this.bus.request(subjects.headLease, { cancel: reqId }).catch(() => undefined);
   }
 
-  private send(shape: Shape, lease: Lease, spec: TaskSpec): void {
+  private send(shape: Shape, lease: Lease, spec: TaskSpec, expected: number): void {
     clearTimeout(lease.idleTimer);
     lease.inFlight.set(spec.taskId, spec);
+    lease.queuedMs += expected;
     // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
     this.bus.requestBatched<TaskReply>(subjects.procTask(lease.grant.workerId), spec).then(
       (reply) => {
-        lease.short = typeof reply.ms === 'number' && reply.ms < SHORT_TASK_MS;
-        const error = 'error' in reply.result ? reply.result.error : undefined;
-        if (error && this.retriesOn(spec, error) && this.runAgain(shape, spec)) return;
-        this.finish(spec.taskId, reply.result, shape, spec);
+        try {
+          if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
+          const error = 'error' in reply.result ? reply.result.error : undefined;
+          if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec))) this.finish(spec.taskId, reply.result, shape, spec);
+        } finally {
+          this.sent(shape, lease, spec, expected);
+        }
       },
       (e: Error) => {
-        if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
-        this.removeLease(shape, lease, false);
-        // Nobody got it, so it never ran: it goes to another lease, a few times at most, without using a retry.
-        let r = this.retries.get(spec.taskId);
-        if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0, inputs: [] }));
-        const tries = ++r.undelivered;
-        if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
-        this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
+        try { this.undelivered(shape, lease, spec, e); } finally { this.sent(shape, lease, spec, expected); }
       },
-    ).finally(() => {
-      lease.inFlight.delete(spec.taskId);
-      if (!this.closed) {
-        this.dispatch(shape);
-        if (lease.inFlight.size === 0 && shape.leases.includes(lease)) this.armIdle(shape, lease);
-      }
-    });
+    );
+  }
+
+  private undelivered(shape: Shape, lease: Lease, spec: TaskSpec, e: Error): void {
+    if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
+    this.removeLease(shape, lease, false);
+    // Nobody got it, so it never ran: it goes to another lease, a few times at most, without using a retry.
+    let r = this.retries.get(spec.taskId);
+    if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0, inputs: [] }));
+    const tries = ++r.undelivered;
+    if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
+    this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
+  }
+
+  /** The lease has room again: the next queued task may go. */
+  private sent(shape: Shape, lease: Lease, spec: TaskSpec, expected: number): void {
+    lease.inFlight.delete(spec.taskId);
+    lease.queuedMs = lease.inFlight.size ? lease.queuedMs - expected : 0;
+    if (this.closed) return;
+    this.dispatch(shape);
+    if (lease.inFlight.size === 0 && shape.leases.includes(lease)) this.armIdle(shape, lease);
+  }
+
+  private learn({ fn }: TaskSpec, ms: number): void {
+    let byExport = this.expectedMs.get(fn.url);
+    if (!byExport) this.expectedMs.set(fn.url, (byExport = new Map()));
+    const before = byExport.get(fn.exportName);
+    byExport.set(fn.exportName, before === undefined || ms > before ? ms : before * 0.8 + ms * 0.2);
   }
 
   private armIdle(shape: Shape, lease: Lease): void {
@@ -212,7 +243,7 @@ export class TaskSubmitter {
       this.release(m.grant); // no longer needed (or not ours any more)
       return;
     }
-    const lease: Lease = { grant: m.grant, inFlight: new Map() };
+    const lease: Lease = { grant: m.grant, inFlight: new Map(), queuedMs: 0 };
     shape.leases.push(lease);
     this.dispatch(shape);
   }

@@ -33,7 +33,10 @@ const logContext = new AsyncLocalStorage<HostedContext>();
 // A process given to one actor ('process' isolation, the default) writes only for that actor's owner. It needs no
 // AsyncLocalStorage, whose promise hooks cost about a fifth of a busy actor's time on Node 20.
 let soleContext: HostedContext | undefined;
-const currentContext = (): HostedContext | undefined => soleContext ?? logContext.getStore();
+// Nor does a task: a task worker runs one at a time and hosts nothing else (output it prints after it returned is
+// only in the log file).
+let taskContext: HostedContext | undefined;
+const currentContext = (): HostedContext | undefined => soleContext ?? taskContext ?? logContext.getStore();
 let outbox = new Map<string, Array<{ prefix: string; text: string; stderr: boolean }>>();
 function flushOutput(): void {
   if (outbox.size === 0) return;
@@ -100,14 +103,23 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
 
 // --- tasks ---------------------------------------------------------------------------------------
 // By task id: a task that starts and ends between two sends is reported once, FINISHED, not RUNNING then FINISHED.
+// At most the latest MAX_TASK_EVENTS a send: the head keeps only the last 10,000 of the cluster, and thousands of tiny
+// tasks a second would otherwise cost more to report than to run.
+const MAX_TASK_EVENTS = 1000;
 const events = new Map<string, TaskEvent>();
 setInterval(() => {
   if (events.size) { client.bus.publish(subjects.evtTasks, [...events.values()]); events.clear(); }
 }, 250).unref();
+function report(ev: TaskEvent): void {
+  events.delete(ev.taskId); // (re)inserted last: the oldest go first
+  events.set(ev.taskId, ev);
+  if (events.size > MAX_TASK_EVENTS) events.delete(events.keys().next().value!);
+}
 
 async function run(spec: TaskSpec): Promise<TaskReply> {
+  // One object, changed as the task goes: a report is encoded when it is sent.
   const ev: TaskEvent = { taskId: spec.taskId, name: spec.name, state: 'RUNNING', nodeId, workerId: procId, pid: process.pid, startedAt: Date.now() };
-  events.set(spec.taskId, { ...ev });
+  report(ev);
   try {
     const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
     if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
@@ -117,19 +129,34 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const ms = performance.now() - started;
     const result = await client.objects.store(spec.taskId, value, spec.caller);
-    events.set(spec.taskId, { ...ev, state: 'FINISHED', endedAt: Date.now() });
+    ev.state = 'FINISHED';
+    ev.endedAt = Date.now();
+    report(ev);
     return { result, ms };
   } catch (e) {
     const error = TaskError.from(e, `task ${spec.name}`);
-    events.set(spec.taskId, { ...ev, state: 'FAILED', endedAt: Date.now(), error: `${error.remoteName}: ${error.message}` });
+    ev.state = 'FAILED';
+    ev.endedAt = Date.now();
+    ev.error = `${error.remoteName}: ${error.message}`;
+    report(ev);
     return { result: { error } };
   }
 }
 
 // One task at a time: a lease stands for the resources of one task.
 let tail: Promise<unknown> = Promise.resolve();
+async function runAlone(spec: TaskSpec): Promise<TaskReply> {
+  taskContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
+  try {
+    return await run(spec);
+  } finally {
+    flushOutput();
+    taskContext = undefined;
+    workDone = true;
+  }
+}
 client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
-  const p = tail.then(() => inContext({ owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` }, () => run(spec)));
+  const p = tail.then(() => runAlone(spec));
   tail = p.catch(() => undefined);
   return p;
 });

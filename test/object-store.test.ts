@@ -222,7 +222,7 @@ test.serial('reference counting: nested refs live as long as their container; a 
     })();
     for (let i = 0; i < 5; i++) { (globalThis as { gc?: () => void }).gc!(); await new Promise((r) => setTimeout(r, 100)); }
     t.true(inStore(c, keptId), 'borrowed by the actor');
-    t.is(currentClient().objects.owned.get(keptId)?.borrowers.size, 1);
+    t.is(currentClient().objects.owned.get(keptId)?.borrowers?.size, 1);
     t.is(await keeper.sizeOfFirst(), MiB / 4);
     await kill(keeper);
     await collectUntil('the object freed after its borrower died', () => !inStore(c, keptId));

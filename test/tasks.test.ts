@@ -2,7 +2,7 @@
 import test from 'ava';
 import { readdirSync } from 'node:fs';
 import { put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
-import { useCluster, eventually } from './helpers/cluster.ts';
+import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
 import { currentClient } from '../runtime/client.ts';
 
@@ -35,6 +35,20 @@ test.serial('objects whose refs are all gone are freed, node-store files too, al
     await new Promise((r) => setTimeout(r, 150));
     return !owned.get(bigId) && !readdirSync(store).includes(bigId) && !owned.get(keptId);
   });
+});
+
+test.serial('quick tasks are queued deep on a worker, but a function not known to be quick waits for an idle one', async (t) => {
+  await get(Array.from({ length: 50 }, (_, i) => tasks.add.remote(i, 1))); // add is now known to be quick
+  // Submitted behind hundreds of quick ones: had they been queued on a busy worker like those, the first would wait
+  // there for the second, queued behind it on the same worker, and never meet it.
+  const dir = tempDir(t);
+  const quick = Array.from({ length: 400 }, (_, i) => tasks.add.remote(i, 1));
+  const slow = [tasks.meet.remote(dir, 2), tasks.meet.remote(dir, 2)];
+  const more = Array.from({ length: 400 }, (_, i) => tasks.add.remote(i, 2));
+  const met = await get(slow);
+  t.not(met[0].pid, met[1].pid);
+  t.deepEqual(await get(quick), quick.map((_, i) => i + 1));
+  t.deepEqual(await get(more), more.map((_, i) => i + 2));
 });
 
 test.serial('worker processes are pooled and reused, not started per task', async (t) => {
@@ -74,7 +88,7 @@ test.serial('wait() and get() with timeouts leave no waiter behind on a pending 
   const slow = tasks.sleep.remote(1500);
   for (let i = 0; i < 200; i++) await wait([slow], { timeoutMs: 0 });
   for (let i = 0; i < 50; i++) await t.throwsAsync(get(slow, { timeoutMs: 1 }), { instanceOf: GetTimeoutError });
-  t.is(currentClient().objects.owned.get(slow.id)!.waiters.size, 0);
+  t.is(currentClient().objects.owned.get(slow.id)!.waiters?.size ?? 0, 0);
   t.is(await slow, 1500);
 });
 
