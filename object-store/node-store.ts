@@ -1,11 +1,25 @@
 // One node's objects as files (shared memory by default), written once and sealed by rename,
 // so a reader on the same machine never sees half an object. Spilled objects are files in a second dir on disk.
 import { mkdirSync, rmSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { byteLength } from '../runtime/codec.ts';
 
+/** Reads of one large object: at most this many slices at once (libuv has 4 threads), each at least SLICE_BYTES. */
+const READ_SLICES = 4;
+const SLICE_BYTES = 8 * 1024 * 1024;
+
+/** A file kept open for range reads; closed once evicted and no read uses it. */
+interface OpenFile { fh: Promise<FileHandle>; reads: number; evicted: boolean }
+
 export class NodeStore {
+  /** Objects being read in ranges (chunks sent to other nodes): opened once, not once per chunk. */
+  private readonly open = new LRUCache<string, OpenFile>({
+    max: 16,
+    dispose: (f) => { f.evicted = true; closeIfIdle(f); },
+  });
+
   constructor(readonly dir: string, readonly spillDir?: string) {}
 
   init(): void {
@@ -48,17 +62,23 @@ export class NodeStore {
     return rename(this.tmpPath(id), this.path(id));
   }
 
-  /** The whole object in one buffer of its own (readFile would read in small pieces). */
+  /** The whole object in one buffer of its own (readFile would read in small pieces). A large one is read in a few
+   * slices at once: most of the time goes to faulting in the new buffer's pages, which several threads do faster. */
   async read(id: string): Promise<Uint8Array> {
     const fh = await open(this.path(id), 'r');
     try {
       const { size } = await fh.stat();
       const buf = new Uint8Array(size);
-      for (let at = 0; at < size;) {
-        const { bytesRead } = await fh.read(buf, at, size - at, at);
-        if (bytesRead === 0) throw new Error(`object ${id} ended at ${at} of ${size} bytes`);
-        at += bytesRead;
-      }
+      const slices = Math.min(READ_SLICES, Math.ceil(size / SLICE_BYTES));
+      const step = Math.ceil(size / slices / 4096) * 4096;
+      await Promise.all(Array.from({ length: slices }, async (_, i) => {
+        const end = Math.min(size, (i + 1) * step);
+        for (let at = i * step; at < end;) {
+          const { bytesRead } = await fh.read(buf, at, end - at, at);
+          if (bytesRead === 0) throw new Error(`object ${id} ended at ${at} of ${size} bytes`);
+          at += bytesRead;
+        }
+      }));
       return buf;
     } finally {
       await fh.close();
@@ -67,24 +87,41 @@ export class NodeStore {
 
   /** A range of the object, from shared memory or, once spilled, from disk. */
   async readRange(id: string, offset: number, length: number): Promise<Uint8Array> {
-    let fh;
-    try {
-      fh = await open(this.path(id), 'r');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !this.spillDir) throw e;
-      fh = await open(this.spillPath(id), 'r');
+    let f = this.open.get(id);
+    if (!f) {
+      f = { fh: this.openForReading(id), reads: 0, evicted: false };
+      this.open.set(id, f);
+      f.fh.catch(() => { if (this.open.get(id) === f) this.open.delete(id); });
     }
+    f.reads++;
     try {
       const buf = Buffer.allocUnsafe(length);
-      const { bytesRead } = await fh.read(buf, 0, length, offset);
+      const { bytesRead } = await (await f.fh).read(buf, 0, length, offset);
       return buf.subarray(0, bytesRead);
     } finally {
-      await fh.close();
+      f.reads--;
+      closeIfIdle(f);
     }
+  }
+
+  private async openForReading(id: string): Promise<FileHandle> {
+    try {
+      return await open(this.path(id), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !this.spillDir) throw e;
+      return await open(this.spillPath(id), 'r');
+    }
+  }
+
+  /** Closes what range reads keep open of the object: call it when a file of it is removed, or the open handle would
+   * keep the removed file's memory (or disk) in use. */
+  forget(id: string): void {
+    this.open.delete(id);
   }
 
   /** Removes every file of the object: sealed, half-written, spilled. */
   async delete(id: string): Promise<void> {
+    this.forget(id);
     await Promise.all([
       rm(this.path(id), { force: true }),
       rm(this.tmpPath(id), { force: true }),
@@ -93,9 +130,14 @@ export class NodeStore {
   }
 
   destroy(): void {
+    this.open.clear();
     rmSync(this.dir, { recursive: true, force: true });
     if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
   }
+}
+
+function closeIfIdle(f: OpenFile): void {
+  if (f.evicted && f.reads === 0) f.fh.then((fh) => fh.close()).catch(() => undefined);
 }
 
 /** The parts after the first `skip` bytes (what a short writev left). */

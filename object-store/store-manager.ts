@@ -99,6 +99,7 @@ export class StoreManager {
       if (this.freed.has(id)) return;
       try {
         await copyFile(this.store.path(id), this.store.spillPath(id));
+        this.store.forget(id);
         await rm(this.store.path(id), { force: true });
         if (this.freed.has(id)) await this.store.delete(id);
       } catch (e) {
@@ -140,6 +141,7 @@ export class StoreManager {
         throw e;
       }
       await this.store.seal(id);
+      this.store.forget(id);
       await rm(this.store.spillPath(id), { force: true });
       if (this.freed.has(id)) { await this.store.delete(id); throw gone(); }
     })());

@@ -33,16 +33,22 @@ export async function fetchChunked(
   let lastError: unknown;
   for (const subject of sources) {
     let next = 0;
+    // A chunk is asked for as soon as the last one came, not once it is written: writes overlap the transfer.
+    const writes: Array<Promise<void>> = [];
     const worker = async () => {
       while (next < size) {
         const offset = next;
         const length = Math.min(chunk, size - offset);
         next += length;
-        await write(await fetchOne(bus, subject, { id, offset, length }), offset);
+        const data = await fetchOne(bus, subject, { id, offset, length });
+        const written = Promise.resolve().then(() => write(data, offset));
+        written.catch(() => undefined); // failures are seen below, once every chunk is in
+        writes.push(written);
       }
     };
     try {
       await Promise.all(Array.from({ length: Math.min(CHUNKS_IN_FLIGHT, Math.ceil(size / chunk)) }, worker));
+      await Promise.all(writes);
       return;
     } catch (e) {
       if (!(e instanceof NoRespondersError)) throw e;
