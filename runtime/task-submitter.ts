@@ -111,7 +111,7 @@ export class TaskSubmitter {
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId.
    * `inputs`: its top-level ref arguments, found again if it has to run again to rebuild a lost result. */
   submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry, inputs: InputRef[] = []): void {
-    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { ...retry, runs: 1, undelivered: 0, inputs });
+    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { left: retry.left, exceptions: retry.exceptions, runs: 1, undelivered: 0, inputs });
     let shape = this.lastShape;
     if (shape?.demand !== demand || shape.strategy !== strategy) {
       const key = JSON.stringify([demand, strategy]);
