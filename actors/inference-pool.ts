@@ -47,6 +47,8 @@ interface Waiting { input: Sample; resolve(v: Float32Array): void; reject(e: unk
 
 const REPLICA = { url: new URL('./inference-replica.ts', import.meta.url).href, exportName: 'InferenceReplica', name: 'InferenceReplica' };
 const TICK_MS = 100;
+/** Fewer requests per call cost more in calls than they gain in flow (unbatched pools: a batch is 1). */
+const MIN_REQUESTS_PER_CALL = 16;
 
 /** Starts a pool serving `model`; resolves once minReplicas replicas have loaded it. */
 export async function serve(model: InferenceModel, o: ServeOptions = {}): Promise<InferencePool> {
@@ -142,7 +144,7 @@ export class InferencePool {
   }
 
   /** Sends waiting requests to the least busy ready replicas that have room, at the end of this turn: the requests
-   * made in one turn go to a replica in one message, one call for all of them. */
+   * made in one turn go to a replica in one message (the calls of a turn travel together). */
   private dispatch(): void {
     if (this.dispatching) return;
     this.dispatching = true;
@@ -159,7 +161,10 @@ export class InferencePool {
         const to = calls.get(best) ?? calls.set(best, []).get(best)!;
         to.push(this.queue.shift()!);
       }
-      for (const [m, ws] of calls) this.send(m, ws);
+      // In calls of a batch or so each: a replica answers a call once all its requests ran, so answers come back
+      // batch by batch, and the pool refills the replica while it computes instead of after all it was given.
+      const chunk = Math.max(this.o.maxBatchSize, MIN_REQUESTS_PER_CALL);
+      for (const [m, ws] of calls) for (let i = 0; i < ws.length; i += chunk) this.send(m, ws.slice(i, i + chunk));
     });
   }
 
