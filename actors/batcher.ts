@@ -44,9 +44,21 @@ export class Batcher<I, O> {
       this.timer = undefined;
       void this.next('full');
     } else if (!this.timer) {
-      const left = this.queue[0].at + this.maxWaitMs - performance.now();
-      this.timer = setTimeout(() => { this.timer = undefined; void this.next('wait'); }, Math.max(0, left));
+      this.timer = setTimeout(() => this.waited(), this.waitLeft());
     }
+  }
+
+  private waitLeft(): number {
+    return Math.max(0, Math.ceil(this.queue[0].at + this.maxWaitMs - performance.now()));
+  }
+
+  /** Timers count whole milliseconds from the loop's clock and may fire a little early: wait out the rest. */
+  private waited(): void {
+    this.timer = undefined;
+    if (!this.queue.length) return;
+    const left = this.waitLeft();
+    if (left > 0) this.timer = setTimeout(() => this.waited(), left);
+    else void this.next('wait');
   }
 
   private async next(reason: BatchRecord['reason']): Promise<void> {
