@@ -5,6 +5,7 @@ import { randomInt } from 'node:crypto';
 import { currentClient } from '../runtime/client.ts';
 import { TroupeError, UsageError, registerErrorClass } from '../runtime/errors.ts';
 import type { RemoteFunction } from '../runtime/remote-function.ts';
+import { seededRandom } from './seeded-random.ts';
 
 /** Every trial failed (or none gave a number for the metric); `cause` is the first trial's error. */
 export class SearchError extends TroupeError {}
@@ -127,7 +128,7 @@ export function configs<S extends Space>(space: S, o: { samples?: number; seed: 
   walk(space, (d) => { if (d instanceof Grid) grids.push(d); return undefined; });
   // First grid slowest, as nested loops over the keys in order would go.
   const points = grids.reduce<unknown[][]>((acc, g) => acc.flatMap((p) => g.values.map((v) => [...p, v])), [[]]);
-  const random = generator(o.seed);
+  const random = seededRandom(o.seed);
   const out: Array<ConfigOf<S>> = [];
   for (let s = 0; s < samples; s++) {
     for (const point of points) {
@@ -152,18 +153,6 @@ function isPlainObject(v: unknown): v is Space {
   if (typeof v !== 'object' || v === null) return false;
   const proto = Object.getPrototypeOf(v) as unknown;
   return proto === Object.prototype || proto === null;
-}
-
-/** Uniform in [0, 1) from a 32-bit seed: a Weyl sequence through a murmur3-style mixer (small, and good enough to
- * spread configs; Math.random cannot be seeded). */
-function generator(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = Math.imul(s ^ (s >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32;
-  };
 }
 
 /** Runs `trial` once per config of `space`, in parallel as tasks, and returns every trial and the best by `metric`.

@@ -13,6 +13,7 @@ import { currentClient } from '../runtime/client.ts';
 import { UsageError } from '../runtime/errors.ts';
 import type { TrainingJobSpec, TrainingData } from './training-job.ts';
 import { loadSpec, type SpecRef } from './exported-spec.ts';
+import { withSeededMathRandom } from './seeded-random.ts';
 
 export interface ReplicaConfig {
   job: SpecRef;
@@ -187,7 +188,9 @@ export class Replica extends Actor {
 
   private async build(): Promise<void> {
     this.spec = await loadSpec<TrainingJobSpec>(this.c.job, 'trainingJob()');
-    this.model = await this.spec.model();
+    // The seed fixes the first weights too (rank 0's, which every replica takes): layer initializers draw from
+    // Math.random when given no seed of their own. Dropout masks, drawn while training, are not fixed.
+    this.model = await withSeededMathRandom(this.c.seed, () => this.spec.model());
     this.optimizer = await this.spec.optimizer();
     await this.loadData();
   }

@@ -40,6 +40,14 @@ test.serial('synchronous data-parallel training converges on a small problem, wi
   t.deepEqual(await replicaPids(), [], 'replicas end with the run');
 });
 
+test.serial('the same seed trains the same way: first weights and data order are fixed by it', async (t) => {
+  const run = (seed: number) => train(lineJob, { replicas: 1, epochs: 1, batchSize: 64, seed });
+  const [a, b, c] = [await run(5), await run(5), await run(6)];
+  t.deepEqual(b.weights, a.weights);
+  t.is(b.history[0].loss, a.history[0].loss);
+  t.notDeepEqual(c.weights, a.weights);
+});
+
 test.serial('local SGD (weights averaged every k steps) converges too', async (t) => {
   const r = await train(lineJob, { replicas: 2, epochs: 4, batchSize: 32, mode: 'local', averageEvery: 4 });
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
