@@ -16,6 +16,8 @@ export interface ParamServerConfig {
   shard: number;
   /** How many steps a replica may be ahead of the slowest one. */
   staleness: number;
+  /** Replicas the run started with (for the job's optimizer()). */
+  replicas: number;
 }
 
 interface Saved { values: Float32Array; optimizer: Float32Array[]; updates: number }
@@ -38,7 +40,7 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
 
   async onStart(): Promise<void> {
     const spec = await loadSpec<TrainingJobSpec>(this.c.job, 'trainingJob()');
-    this.optimizer = await spec.optimizer();
+    this.optimizer = await spec.optimizer({ replicas: this.c.replicas, mode: 'ps' });
     if (this.saved) {
       this.variable = tf.variable(tf.tensor1d(this.saved.values), true, `ps-${this.c.run}-${this.c.shard}`);
       await restoreOptimizer(this.optimizer, [this.variable!], this.saved.optimizer);

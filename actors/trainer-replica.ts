@@ -11,7 +11,7 @@ import type { ActorHandle } from './handle.ts';
 import type { ParamServer } from './param-server.ts';
 import { currentClient } from '../runtime/client.ts';
 import { UsageError } from '../runtime/errors.ts';
-import type { TrainingJobSpec, TrainingData } from './training-job.ts';
+import type { TrainingJobSpec, TrainingData, TrainingMode } from './training-job.ts';
 import { loadSpec, type SpecRef } from './exported-spec.ts';
 import { withSeededMathRandom } from './seeded-random.ts';
 
@@ -22,7 +22,7 @@ export interface ReplicaConfig {
   /** Names the run: its collective group, checkpoint and progress subject. */
   run: string;
   batchSize: number;
-  mode: 'sync' | 'local' | 'ps';
+  mode: TrainingMode;
   /** Parameter server mode: the shards, each holding a contiguous slice of the trainable parameters. */
   servers: Array<ActorHandle<ParamServer>>;
   /** Local SGD: average the weights every this many steps. */
@@ -191,7 +191,7 @@ export class Replica extends Actor {
     // The seed fixes the first weights too (rank 0's, which every replica takes): layer initializers draw from
     // Math.random when given no seed of their own. Dropout masks, drawn while training, are not fixed.
     this.model = await withSeededMathRandom(this.c.seed, () => this.spec.model());
-    this.optimizer = await this.spec.optimizer();
+    this.optimizer = await this.spec.optimizer({ replicas: this.c.worldSize, mode: this.c.mode });
     await this.loadData();
   }
 

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { currentClient } from '../runtime/client.ts';
 import { ActorDiedError, TaskError, UsageError } from '../runtime/errors.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
-import type { TrainingJob } from './training-job.ts';
+import type { TrainingJob, TrainingMode } from './training-job.ts';
 import { specRef } from './exported-spec.ts';
 import { CollectiveError } from './collective.ts';
 import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
@@ -21,7 +21,7 @@ export interface TrainOptions {
   numGpus?: number;
   /** 'sync' (default): gradients averaged every step. 'local': weights averaged every `averageEvery` steps.
    * 'ps': parameter servers; each replica pushes its gradient to the shards and takes their new values back. */
-  mode?: 'sync' | 'local' | 'ps';
+  mode?: TrainingMode;
   /** Parameter server mode: shards (actors, default 1), and how many steps a replica may be ahead of the slowest
    * (default 2; 0 keeps them in lockstep, though each gradient is still applied on its own). */
   servers?: number;
@@ -93,7 +93,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   const run = randomBytes(6).toString('hex');
   // Shards restart from their own actor checkpoints; a push in flight when one dies is sent again.
   const shards = mode !== 'ps' ? [] : Array.from({ length: servers }, (_, shard) => {
-    const config: ParamServerConfig = { job: ref, run, shard, staleness };
+    const config: ParamServerConfig = { job: ref, run, shard, staleness, replicas: n };
     const id = client.createActor(PARAM_SERVER, [config], { className: 'ParamServer', numCpus: 0, maxRestarts: -1, maxConcurrency: 2 * n + 4, checkpointEvery: { calls: 100 } });
     return makeHandle<ParamServer>(new HandleData(id, 'ParamServer', 3));
   });

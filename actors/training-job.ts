@@ -12,10 +12,21 @@ export interface TrainingData {
   test?: { x: Tensor; y: Tensor };
 }
 
+/** How replicas combine what they learn (see train()). */
+export type TrainingMode = 'sync' | 'local' | 'ps';
+
+/** What an optimizer is built for. In 'sync' mode a step averages the gradients of `replicas` batches: a job may
+ * scale its learning rate with that (linearly for SGD, by the square root for Adam, as Horovod advises). */
+export interface OptimizerContext {
+  /** Replicas the run started with (an elastic run that loses some keeps its optimizers). */
+  replicas: number;
+  mode: TrainingMode;
+}
+
 export interface TrainingJobSpec {
   /** A fresh model; replicas start from rank 0's weights. */
   model(): LayersModel | Promise<LayersModel>;
-  optimizer(): Optimizer | Promise<Optimizer>;
+  optimizer(run: OptimizerContext): Optimizer | Promise<Optimizer>;
   /** This replica's shard: give each rank different samples. */
   data(shard: { rank: number; worldSize: number }): TrainingData | Promise<TrainingData>;
   /** Mean loss of a batch; default: categorical cross-entropy on probabilities (a softmax output). */

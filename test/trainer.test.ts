@@ -4,7 +4,7 @@ import test from 'ava';
 import { train, UsageError, type EpochResult, type TrainOptions } from '../runtime/index.ts';
 import { currentClient } from '../runtime/client.ts';
 import { useCluster } from './helpers/cluster.ts';
-import { lineJob } from './fixtures/training.ts';
+import { lineJob, tellsOptimizerContext } from './fixtures/training.ts';
 import { makeHandle, HandleData } from '../actors/handle.ts';
 import type { ParamServer } from '../actors/param-server.ts';
 
@@ -46,6 +46,11 @@ test.serial('the same seed trains the same way: first weights and data order are
   t.deepEqual(b.weights, a.weights);
   t.is(b.history[0].loss, a.history[0].loss);
   t.notDeepEqual(c.weights, a.weights);
+});
+
+test.serial("the job's optimizer() is told the run's replica count and mode", async (t) => {
+  await t.throwsAsync(train(tellsOptimizerContext, { replicas: 2, epochs: 1 }), { message: /optimizer built for \{"replicas":2,"mode":"sync"\}/ });
+  await t.throwsAsync(train(tellsOptimizerContext, { replicas: 1, epochs: 1, mode: 'local' }), { message: /optimizer built for \{"replicas":1,"mode":"local"\}/ });
 });
 
 test.serial('local SGD (weights averaged every k steps) converges too', async (t) => {
