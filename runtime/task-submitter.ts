@@ -154,18 +154,33 @@ export class TaskSubmitter {
     // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
     this.bus.requestBatched<TaskReply>(subjects.procTask(lease.grant.workerId), spec).then(
       (reply) => {
+        this.leave(lease, spec, expected); // first: a retry sent below may go to this same lease
         try {
           if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
           const error = 'error' in reply.result ? reply.result.error : undefined;
           if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec))) this.finish(spec.taskId, reply.result, shape, spec);
         } finally {
-          this.sent(shape, lease, spec, expected);
+          this.refill(shape, lease);
         }
       },
       (e: Error) => {
-        try { this.undelivered(shape, lease, spec, e); } finally { this.sent(shape, lease, spec, expected); }
+        this.leave(lease, spec, expected);
+        try { this.undelivered(shape, lease, spec, e); } finally { this.refill(shape, lease); }
       },
     );
+  }
+
+  /** The task is off the lease (answered, or never delivered). */
+  private leave(lease: Lease, spec: TaskSpec, expected: number): void {
+    lease.inFlight.delete(spec.taskId);
+    lease.queuedMs = lease.inFlight.size ? lease.queuedMs - expected : 0;
+  }
+
+  /** The lease has room again: queued tasks may go; an idle lease goes back after a while. */
+  private refill(shape: Shape, lease: Lease): void {
+    if (this.closed) return;
+    this.dispatch(shape);
+    if (lease.inFlight.size === 0 && shape.leases.includes(lease)) this.armIdle(shape, lease);
   }
 
   private undelivered(shape: Shape, lease: Lease, spec: TaskSpec, e: Error): void {
@@ -177,15 +192,6 @@ export class TaskSubmitter {
     const tries = ++r.undelivered;
     if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
     this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
-  }
-
-  /** The lease has room again: the next queued task may go. */
-  private sent(shape: Shape, lease: Lease, spec: TaskSpec, expected: number): void {
-    lease.inFlight.delete(spec.taskId);
-    lease.queuedMs = lease.inFlight.size ? lease.queuedMs - expected : 0;
-    if (this.closed) return;
-    this.dispatch(shape);
-    if (lease.inFlight.size === 0 && shape.leases.includes(lease)) this.armIdle(shape, lease);
   }
 
   private learn({ fn }: TaskSpec, ms: number): void {
