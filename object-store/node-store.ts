@@ -15,7 +15,7 @@ interface OpenFile { fh: Promise<FileHandle>; reads: number; evicted: boolean }
 
 export class NodeStore {
   /** Objects being read in ranges (chunks sent to other nodes): opened once, not once per chunk. */
-  private readonly open = new LRUCache<string, OpenFile>({
+  private readonly openFiles = new LRUCache<string, OpenFile>({
     max: 16,
     dispose: (f) => { f.evicted = true; closeIfIdle(f); },
   });
@@ -87,11 +87,11 @@ export class NodeStore {
 
   /** A range of the object, from shared memory or, once spilled, from disk. */
   async readRange(id: string, offset: number, length: number): Promise<Uint8Array> {
-    let f = this.open.get(id);
+    let f = this.openFiles.get(id);
     if (!f) {
       f = { fh: this.openForReading(id), reads: 0, evicted: false };
-      this.open.set(id, f);
-      f.fh.catch(() => { if (this.open.get(id) === f) this.open.delete(id); });
+      this.openFiles.set(id, f);
+      f.fh.catch(() => { if (this.openFiles.get(id) === f) this.openFiles.delete(id); });
     }
     f.reads++;
     try {
@@ -116,7 +116,7 @@ export class NodeStore {
   /** Closes what range reads keep open of the object: call it when a file of it is removed, or the open handle would
    * keep the removed file's memory (or disk) in use. */
   forget(id: string): void {
-    this.open.delete(id);
+    this.openFiles.delete(id);
   }
 
   /** Removes every file of the object: sealed, half-written, spilled. */
@@ -130,7 +130,7 @@ export class NodeStore {
   }
 
   destroy(): void {
-    this.open.clear();
+    this.openFiles.clear();
     rmSync(this.dir, { recursive: true, force: true });
     if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
   }

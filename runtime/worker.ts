@@ -30,13 +30,11 @@ client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId),
 
 // --- output to the owning driver ---------------------------------------------------------------
 const logContext = new AsyncLocalStorage<HostedContext>();
-// A process given to one actor ('process' isolation, the default) writes only for that actor's owner. It needs no
-// AsyncLocalStorage, whose promise hooks cost about a fifth of a busy actor's time on Node 20.
+// A process given to one actor ('process' isolation, the default), or running tasks one at a time, writes only for
+// that actor's or the current task's owner. It needs no AsyncLocalStorage, whose promise hooks cost about a fifth of
+// a busy actor's time on Node 20.
 let soleContext: HostedContext | undefined;
-// Nor does a task: a task worker runs one at a time and hosts nothing else (output it prints after it returned is
-// only in the log file).
-let taskContext: HostedContext | undefined;
-const currentContext = (): HostedContext | undefined => soleContext ?? taskContext ?? logContext.getStore();
+const currentContext = (): HostedContext | undefined => soleContext ?? logContext.getStore();
 let outbox = new Map<string, Array<{ prefix: string; text: string; stderr: boolean }>>();
 function flushOutput(): void {
   if (outbox.size === 0) return;
@@ -145,18 +143,11 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 
 // One task at a time: a lease stands for the resources of one task.
 let tail: Promise<unknown> = Promise.resolve();
-async function runAlone(spec: TaskSpec): Promise<TaskReply> {
-  taskContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
-  try {
-    return await run(spec);
-  } finally {
-    flushOutput();
-    taskContext = undefined;
-    workDone = true;
-  }
-}
 client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
-  const p = tail.then(() => runAlone(spec));
+  const p = tail.then(() => {
+    soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` }; // a task worker hosts nothing else
+    return inContext(soleContext, () => run(spec));
+  });
   tail = p.catch(() => undefined);
   return p;
 });
