@@ -25,6 +25,9 @@ interface Pending {
 /** A handler returns this when it answers by itself (with replyTo), perhaps in several parts. */
 const NO_REPLY = Symbol('troupe.noReply');
 
+/** Requests of one batch that go as a message of their own, without waiting for the end of the turn. */
+const BATCH_PART = 256;
+
 /** Answers to a batch, as they finish: [index in the batch, 1 if it failed, value or error]. */
 type BatchPart = Array<[number, 0 | 1, unknown]>;
 
@@ -102,7 +105,11 @@ export class Bus {
         this.batches.set(subject, batch);
         this.flushSoon();
       }
-      batch.push({ body, resolve: resolve as (v: unknown) => void, reject });
+      // A long run of calls in one turn goes in parts as it grows: the receiver works on one while we make the next.
+      if (batch.push({ body, resolve: resolve as (v: unknown) => void, reject }) >= BATCH_PART) {
+        this.batches.delete(subject);
+        this.sendBatch(subject, batch, true);
+      }
     });
   }
 
@@ -114,8 +121,8 @@ export class Bus {
     for (const [subject, items] of all) this.sendBatch(subject, items);
   }
 
-  /** Sends one batch (as several, if it is over the server's max_payload). */
-  private sendBatch(subject: string, all: Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>): void {
+  /** Sends one batch (as several, if it is over the server's max_payload); now: without waiting for the turn to end. */
+  private sendBatch(subject: string, all: Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>, now = false): void {
     let groups: Array<{ data: Uint8Array; items: typeof all }>;
     try {
       groups = this.fitting(all, (items) => encode({ batch: items.map((x) => x.body) }));
@@ -138,7 +145,7 @@ export class Bus {
       };
       const fail = (e: Error) => { for (const x of items) x.reject(e); };
       this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
-      this.send(subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
+      (now ? this.sendNow : this.send).call(this, subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
     }
   }
 
@@ -198,6 +205,20 @@ export class Bus {
   private send(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
     this.outbox.push([subject, data, reply, onError]);
     this.flushSoon();
+  }
+
+  /** Sends at once, ahead of the outbox, and writes to the socket now: nats.js otherwise writes at the next microtask,
+   * which a long synchronous run of calls holds back until it ends. It has no public call for this; where its
+   * internals differ, the message goes at the next microtask as usual. */
+  private sendNow(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
+    try {
+      this.nc.publish(subject, data, reply ? { reply } : undefined);
+    } catch (e) {
+      if (onError) onError(e as Error);
+      else console.error(`troupe: could not send on ${subject}:`, e);
+      return;
+    }
+    (this.nc as unknown as { protocol?: { flushPending?(): void } }).protocol?.flushPending?.();
   }
 
   /** At the end of this turn of the event loop: batched answers, then batched requests, then every message, in one write. */

@@ -23,6 +23,22 @@ test.serial('1,000 calls sent without awaiting run in submission order', async (
   t.is(info?.className, 'Counter');
 });
 
+test.serial('a long run of calls made in one go reaches the actor in parts, while the caller is still making them', async (t) => {
+  const counter = Counter.remote(0);
+  await counter.value();
+  // A caller busy for about 500 ms making 1,000 calls without yielding: the first calls must not wait for it to finish.
+  const refs: ObjectRef<[number, number]>[] = [];
+  const started = Date.now();
+  for (let i = 0; i < 1000; i++) {
+    refs.push(counter.addAt(1));
+    while (Date.now() - started < (i + 1) * 0.5) { /* busy */ }
+  }
+  const madeAll = Date.now();
+  const answers = await get(refs);
+  t.deepEqual(answers.map(([n]) => n), Array.from({ length: 1000 }, (_, i) => i + 1)); // in order across the parts
+  t.true(answers[0][1] < madeAll - 250, `the first call ran ${madeAll - answers[0][1]} ms before the last was made`);
+});
+
 test.serial('maxConcurrency bounds how many async calls interleave; the default runs one at a time', async (t) => {
   const gate = Gate.remote();
   const peaks = await get(Array.from({ length: 8 }, () => gate.hold(150)));
