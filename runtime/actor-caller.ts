@@ -1,6 +1,6 @@
 // The caller's side of actors: create them through the head, then call them directly on their own subject.
 // Calls from one caller to one actor are sent in submission order; the head is never on the call path.
-import type { Bus } from './transport.ts';
+import type { Bus, BatchedRequest } from './transport.ts';
 import type { Gcs } from './gcs.ts';
 import { subjects } from './subjects.ts';
 import { ActorDiedError, NoRespondersError, PendingCallsLimitError } from './errors.ts';
@@ -17,11 +17,33 @@ interface Known {
   cause?: string;
 }
 
-interface InFlight {
-  call: ActorCall;
-  retriesLeft: number;
-  /** Submission order of this caller's calls to this actor: re-sends keep it. */
-  seq: number;
+/** A call sent and not yet answered: its own entry in the bus's batch, and told its answer there. */
+class InFlight implements BatchedRequest<CallReply> {
+  constructor(
+    private readonly caller: ActorCaller,
+    readonly actorId: string,
+    readonly call: ActorCall,
+    readonly retriesLeft: number,
+    /** Submission order of this caller's calls to this actor: re-sends keep it. */
+    readonly seq: number,
+  ) {}
+
+  get body(): ActorCall {
+    return this.call;
+  }
+
+  answered(r: CallReply): void {
+    this.caller.answered(this, r);
+  }
+
+  failed(e: Error): void {
+    this.caller.undelivered(this, e);
+  }
+
+  /** The same call, with `retriesLeft` left (a new entry: a late answer to this one is then told apart). */
+  again(retriesLeft: number): InFlight {
+    return new InFlight(this.caller, this.actorId, this.call, retriesLeft, this.seq);
+  }
 }
 
 export class ActorCaller {
@@ -78,7 +100,7 @@ export class ActorCaller {
   call(actorId: string, call: ActorCall, waitFor: Promise<unknown> | undefined, maxTaskRetries: number): void {
     const seq = this.nextSeq.get(actorId) ?? 0;
     this.nextSeq.set(actorId, seq + 1);
-    const entry: InFlight = { call, retriesLeft: maxTaskRetries, seq };
+    const entry = new InFlight(this, actorId, call, maxTaskRetries, seq);
     const prev = this.chains.get(actorId);
     // The common case, and the cheap one: nothing queued ahead, nothing to wait for, the actor alive. Send now.
     if (!prev && !waitFor && !this.created.has(actorId) && !this.flushes.has(actorId) && !this.holds.has(actorId) && this.known.get(actorId)?.state === 'ALIVE') {
@@ -103,35 +125,41 @@ export class ActorCaller {
   }
 
   private send(actorId: string, entry: InFlight): void {
-    const { call } = entry;
-    const calls = this.inFlight.get(actorId) ?? new Map<string, InFlight>();
-    this.inFlight.set(actorId, calls);
-    calls.set(call.callId, entry);
-    this.bus.requestBatched<CallReply>(subjects.actor(actorId), call).then(
-      (r) => {
-        if (calls.get(call.callId) !== entry) return; // failed over meanwhile
-        calls.delete(call.callId);
-        if (r.notRun) {
-          // The instance stopped (killed, crashed, restarting) before running it: it goes to the next instance.
-          this.known.delete(actorId);
-          this.sendAgain(actorId, entry);
-        } else {
-          this.owned.seal(call.callId, r.result);
-        }
-      },
-      (e: Error) => {
-        if (calls.get(call.callId) !== entry) return;
-        calls.delete(call.callId);
-        // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
-        // again once the actor is back is safe whatever maxTaskRetries says. What we knew is stale: ask KV afresh.
-        if (e instanceof NoRespondersError) {
-          this.known.delete(actorId);
-          this.sendAgain(actorId, entry);
-        } else {
-          this.owned.seal(call.callId, { error: e });
-        }
-      },
-    );
+    let calls = this.inFlight.get(actorId);
+    if (!calls) this.inFlight.set(actorId, (calls = new Map()));
+    calls.set(entry.call.callId, entry);
+    this.bus.requestBatched(subjects.actor(actorId), entry);
+  }
+
+  /** The actor's answer to a call we sent. */
+  answered(entry: InFlight, r: CallReply): void {
+    const { actorId, call } = entry;
+    const calls = this.inFlight.get(actorId);
+    if (calls?.get(call.callId) !== entry) return; // failed over meanwhile
+    calls.delete(call.callId);
+    if (r.notRun) {
+      // The instance stopped (killed, crashed, restarting) before running it: it goes to the next instance.
+      this.known.delete(actorId);
+      this.sendAgain(actorId, entry);
+    } else {
+      this.owned.seal(call.callId, r.result);
+    }
+  }
+
+  /** A call we sent got no answer. */
+  undelivered(entry: InFlight, e: Error): void {
+    const { actorId, call } = entry;
+    const calls = this.inFlight.get(actorId);
+    if (calls?.get(call.callId) !== entry) return;
+    calls.delete(call.callId);
+    // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
+    // again once the actor is back is safe whatever maxTaskRetries says. What we knew is stale: ask KV afresh.
+    if (e instanceof NoRespondersError) {
+      this.known.delete(actorId);
+      this.sendAgain(actorId, entry);
+    } else {
+      this.owned.seal(call.callId, { error: e });
+    }
   }
 
   /** Sends a call again once the actor is back. Everything waiting to be re-sent goes out together, in submission
@@ -161,7 +189,7 @@ export class ActorCaller {
 
   /** A death (or restart) of the actor: each in-flight call is re-sent if it has retries left, else fails at once. */
   private afterDeath(actorId: string, entry: InFlight): void {
-    if (entry.retriesLeft !== 0) { this.sendAgain(actorId, { ...entry, retriesLeft: entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1 }); return; }
+    if (entry.retriesLeft !== 0) { this.sendAgain(actorId, entry.again(entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1)); return; }
     const cause = this.known.get(actorId)?.cause ?? 'its worker stopped answering';
     this.owned.seal(entry.call.callId, { error: new ActorDiedError(`actor ${actorId} died while running ${entry.call.method}(): ${cause} (maxTaskRetries 0: not re-sent)`, { actorId }) });
   }

@@ -1,7 +1,7 @@
 // Sends tasks straight to leased workers. The head is asked for a lease once per resource shape and backlog,
 // never per task; idle leases go back to their node after a while.
 import { randomBytes } from 'node:crypto';
-import type { Bus } from './transport.ts';
+import type { Bus, BatchedRequest } from './transport.ts';
 import { subjects } from './subjects.ts';
 import { defaults } from './config.ts';
 import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } from './errors.ts';
@@ -40,6 +40,30 @@ interface Lease {
   /** Run time expected of the tasks in flight on it (see expectedMs). */
   queuedMs: number;
   idleTimer?: NodeJS.Timeout;
+}
+
+/** A task sent to a worker: its own entry in the bus's batch, and told its answer there. */
+class SentTask implements BatchedRequest<TaskReply> {
+  constructor(
+    private readonly submitter: TaskSubmitter,
+    readonly shape: Shape,
+    readonly lease: Lease,
+    readonly spec: TaskSpec,
+    /** Its expected run time when sent, counted in lease.queuedMs until it leaves. */
+    readonly expected: number,
+  ) {}
+
+  get body(): TaskSpec {
+    return this.spec;
+  }
+
+  answered(reply: TaskReply): void {
+    this.submitter.answered(this, reply);
+  }
+
+  failed(e: Error): void {
+    this.submitter.failed(this, e);
+  }
 }
 
 /** Work queued on one worker beyond the task it runs, in expected run time. Quick tasks are pipelined this deep, as
@@ -152,22 +176,25 @@ export class TaskSubmitter {
     lease.inFlight.set(spec.taskId, spec);
     lease.queuedMs += expected;
     // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
-    this.bus.requestBatched<TaskReply>(subjects.procTask(lease.grant.workerId), spec).then(
-      (reply) => {
-        this.leave(lease, spec, expected); // first: a retry sent below may go to this same lease
-        try {
-          if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
-          const error = 'error' in reply.result ? reply.result.error : undefined;
-          if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec))) this.finish(spec.taskId, reply.result, shape, spec);
-        } finally {
-          this.refill(shape, lease);
-        }
-      },
-      (e: Error) => {
-        this.leave(lease, spec, expected);
-        try { this.undelivered(shape, lease, spec, e); } finally { this.refill(shape, lease); }
-      },
-    );
+    this.bus.requestBatched(subjects.procTask(lease.grant.workerId), new SentTask(this, shape, lease, spec, expected));
+  }
+
+  /** The worker's answer to a task we sent. */
+  answered({ shape, lease, spec, expected }: SentTask, reply: TaskReply): void {
+    this.leave(lease, spec, expected); // first: a retry sent below may go to this same lease
+    try {
+      if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
+      const error = 'error' in reply.result ? reply.result.error : undefined;
+      if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec))) this.finish(spec.taskId, reply.result, shape, spec);
+    } finally {
+      this.refill(shape, lease);
+    }
+  }
+
+  /** A task we sent got no answer. */
+  failed({ shape, lease, spec, expected }: SentTask, e: Error): void {
+    this.leave(lease, spec, expected);
+    try { this.undelivered(shape, lease, spec, e); } finally { this.refill(shape, lease); }
   }
 
   /** The task is off the lease (answered, or never delivered). */

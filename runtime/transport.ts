@@ -28,6 +28,25 @@ const NO_REPLY = Symbol('troupe.noReply');
 /** Requests of one batch that go as a message of their own, without waiting for the end of the turn. */
 const BATCH_PART = 256;
 
+/** A request sent with requestBatched. It is its own entry in the batch (no promise, no closures: a busy caller
+ * makes thousands a second) and hears of its answer, once, by one of its methods. */
+export interface BatchedRequest<T = any> {
+  readonly body: unknown;
+  answered(value: T): void;
+  failed(error: Error): void;
+}
+
+/** Tells a request its answer. A handler that throws is a bug: it surfaces as an uncaught error, as a throwing
+ * promise handler would, without keeping the other requests of its batch from hearing theirs. */
+function settle(req: BatchedRequest, value: unknown, error: Error | undefined): void {
+  try {
+    if (error) req.failed(error);
+    else req.answered(value);
+  } catch (e) {
+    queueMicrotask(() => { throw e; });
+  }
+}
+
 /** Answers to a batch, as they finish: [index in the batch, 1 if it failed, value or error]. */
 type BatchPart = Array<[number, 0 | 1, unknown]>;
 
@@ -97,23 +116,21 @@ export class Bus {
    * `{ batch }` for all of them, answered in parts (see serveBatched). For many small calls to one actor or worker,
    * per-message costs (encoding, the server, socket writes, wake-ups) are paid once per batch instead of per call.
    */
-  requestBatched<T = unknown>(subject: string, body: unknown): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let batch = this.batches.get(subject);
-      if (!batch) {
-        batch = [];
-        this.batches.set(subject, batch);
-        this.flushSoon();
-      }
-      // A long run of calls in one turn goes in parts as it grows: the receiver works on one while we make the next.
-      if (batch.push({ body, resolve: resolve as (v: unknown) => void, reject }) >= BATCH_PART) {
-        this.batches.delete(subject);
-        this.sendBatch(subject, batch, true);
-      }
-    });
+  requestBatched(subject: string, req: BatchedRequest): void {
+    let batch = this.batches.get(subject);
+    if (!batch) {
+      batch = [];
+      this.batches.set(subject, batch);
+      this.flushSoon();
+    }
+    // A long run of calls in one turn goes in parts as it grows: the receiver works on one while we make the next.
+    if (batch.push(req) >= BATCH_PART) {
+      this.batches.delete(subject);
+      this.sendBatch(subject, batch, true);
+    }
   }
 
-  private batches = new Map<string, Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>>();
+  private batches = new Map<string, BatchedRequest[]>();
 
   private sendBatches(): void {
     const all = this.batches;
@@ -122,30 +139,31 @@ export class Bus {
   }
 
   /** Sends one batch (as several, if it is over the server's max_payload); now: without waiting for the turn to end. */
-  private sendBatch(subject: string, all: Array<{ body: unknown; resolve(v: unknown): void; reject(e: Error): void }>, now = false): void {
-    let groups: Array<{ data: Uint8Array; items: typeof all }>;
+  private sendBatch(subject: string, all: BatchedRequest[], now = false): void {
+    let groups: Array<{ data: Uint8Array; items: Array<BatchedRequest | undefined> }>;
     try {
-      groups = this.fitting(all, (items) => encode({ batch: items.map((x) => x.body) }));
+      groups = this.fitting<BatchedRequest | undefined>(all, (items) => encode({ batch: items.map((x) => x!.body) }));
     } catch (e) {
-      for (const x of all) x.reject(e as Error);
+      queueMicrotask(() => { for (const x of all) settle(x, undefined, e as Error); }); // never inside the caller's call
       return;
     }
     for (const { data, items } of groups) {
       const id = (this.seq++).toString(36);
       let answered = 0;
+      // Each request hears once: it leaves `items` when answered.
       const part = (answers: BatchPart) => {
         for (const [i, failed, value] of answers) {
           const x = items[i];
           if (!x) continue;
-          if (failed) x.reject(value instanceof Error ? value : new Error(String(value)));
-          else x.resolve(value);
+          items[i] = undefined;
+          settle(x, failed ? undefined : value, failed ? (value instanceof Error ? value : new Error(String(value))) : undefined);
         }
         answered += answers.length;
         return answered >= items.length;
       };
-      const fail = (e: Error) => { for (const x of items) x.reject(e); };
+      const fail = (e: Error) => { for (let i = 0; i < items.length; i++) { const x = items[i]; items[i] = undefined; if (x) settle(x, undefined, e); } };
       this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
-      (now ? this.sendNow : this.send).call(this, subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); fail(e); });
+      (now ? this.sendNow : this.send).call(this, subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); queueMicrotask(() => fail(e)); });
     }
   }
 
