@@ -229,8 +229,9 @@ export class ObjectClient {
     if (loc && 'node' in loc && !holders(loc).includes(node)) (loc.copies ??= []).push(node);
   }
 
-  async get<T>(ref: ObjectRef<T>): Promise<T> {
-    return this.load<T>(ref.id, await this.locate(ref));
+  get<T>(ref: ObjectRef<T>): Promise<T> {
+    // A small value is decoded in the same step it is located in: no further promise for most results.
+    return this.locate(ref).then((loc) => ('inline' in loc ? decode<T>(loc.inline) : this.load<T>(ref.id, loc)));
   }
 
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),

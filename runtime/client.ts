@@ -103,6 +103,9 @@ export interface ObjectRow {
 // for every call.
 const idPrefix = randomBytes(8).toString('hex');
 let idCounter = 0;
+const NO_REFS = Object.freeze([]) as unknown as ObjectRef[]; // shared: frozen, so nothing can add to it
+const isPrimitive = (a: unknown) => a === null || (typeof a !== 'object' && typeof a !== 'function');
+
 export function newId(): string {
   return idPrefix + (idCounter++).toString(16);
 }
@@ -197,6 +200,11 @@ export class Client {
   /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them.
    * `held`: every ref sent (nested ones too), kept alive until the call is done. */
   private prepareArgs(args: unknown[], what: string): { encoded: Uint8Array; refs: ObjectRef[]; held: ObjectRef[] } {
+    // Numbers, strings and the like (most small calls) hold no refs: nothing to look for.
+    if (args.every(isPrimitive)) {
+      const encoded = encode(args);
+      if (encoded.length <= defaults.inlineThreshold) return { encoded, refs: NO_REFS, held: NO_REFS };
+    }
     let [encoded, held] = collectRefs(() => encode(args));
     if (encoded.length > defaults.inlineThreshold) {
       args = args.map((a) => {
@@ -320,12 +328,16 @@ export class Client {
     return this.ownedRef(id);
   }
 
-  async get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
-    if (!(ref instanceof ObjectRef)) throw new TypeError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`);
-    if (timeoutMs !== undefined) {
-      const ready = await this.blocking(this.readyWithin([ref], 1, timeoutMs));
-      if (ready.size === 0) throw new GetTimeoutError(`get(${ref.id}) timed out after ${timeoutMs} ms`);
-    }
+  get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
+    if (!(ref instanceof ObjectRef)) return Promise.reject(new TypeError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`));
+    if (timeoutMs !== undefined) return this.getWithin(ref, timeoutMs);
+    // No layers of async functions in between: a busy driver awaits thousands of results a second.
+    return this.blockHook ? this.blocking(this.objects.get(ref)) : this.objects.get(ref);
+  }
+
+  private async getWithin<T>(ref: ObjectRef<T>, timeoutMs: number): Promise<T> {
+    const ready = await this.blocking(this.readyWithin([ref], 1, timeoutMs));
+    if (ready.size === 0) throw new GetTimeoutError(`get(${ref.id}) timed out after ${timeoutMs} ms`);
     return this.blocking(this.objects.get(ref));
   }
 
