@@ -133,10 +133,8 @@ export class ActorCaller {
 
   /** The actor's answer to a call we sent. */
   answered(entry: InFlight, r: CallReply): void {
+    if (!this.takeInFlight(entry)) return; // failed over meanwhile
     const { actorId, call } = entry;
-    const calls = this.inFlight.get(actorId);
-    if (calls?.get(call.callId) !== entry) return; // failed over meanwhile
-    calls.delete(call.callId);
     if (r.notRun) {
       // The instance stopped (killed, crashed, restarting) before running it: it goes to the next instance.
       this.known.delete(actorId);
@@ -148,10 +146,8 @@ export class ActorCaller {
 
   /** A call we sent got no answer. */
   undelivered(entry: InFlight, e: Error): void {
+    if (!this.takeInFlight(entry)) return;
     const { actorId, call } = entry;
-    const calls = this.inFlight.get(actorId);
-    if (calls?.get(call.callId) !== entry) return;
-    calls.delete(call.callId);
     // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
     // again once the actor is back is safe whatever maxTaskRetries says. What we knew is stale: ask KV afresh.
     if (e instanceof NoRespondersError) {
@@ -160,6 +156,14 @@ export class ActorCaller {
     } else {
       this.owned.seal(call.callId, { error: e });
     }
+  }
+
+  /** Takes the entry off the calls in flight; false when it is no longer there (a death already took it). */
+  private takeInFlight(entry: InFlight): boolean {
+    const calls = this.inFlight.get(entry.actorId);
+    if (calls?.get(entry.call.callId) !== entry) return false;
+    calls.delete(entry.call.callId);
+    return true;
   }
 
   /** Sends a call again once the actor is back. Everything waiting to be re-sent goes out together, in submission

@@ -103,9 +103,6 @@ export interface ObjectRow {
 // for every call.
 const idPrefix = randomBytes(8).toString('hex');
 let idCounter = 0;
-const NO_REFS = Object.freeze([]) as unknown as ObjectRef[]; // shared: frozen, so nothing can add to it
-const isPrimitive = (a: unknown) => a === null || (typeof a !== 'object' && typeof a !== 'function');
-
 export function newId(): string {
   return idPrefix + (idCounter++).toString(16);
 }
@@ -200,11 +197,6 @@ export class Client {
   /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them.
    * `held`: every ref sent (nested ones too), kept alive until the call is done. */
   private prepareArgs(args: unknown[], what: string): { encoded: Uint8Array; refs: ObjectRef[]; held: ObjectRef[] } {
-    // Numbers, strings and the like (most small calls) hold no refs: nothing to look for.
-    if (args.every(isPrimitive)) {
-      const encoded = encode(args);
-      if (encoded.length <= defaults.inlineThreshold) return { encoded, refs: NO_REFS, held: NO_REFS };
-    }
     let [encoded, held] = collectRefs(() => encode(args));
     if (encoded.length > defaults.inlineThreshold) {
       args = args.map((a) => {
@@ -331,8 +323,7 @@ export class Client {
   get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
     if (!(ref instanceof ObjectRef)) return Promise.reject(new TypeError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`));
     if (timeoutMs !== undefined) return this.getWithin(ref, timeoutMs);
-    // No layers of async functions in between: a busy driver awaits thousands of results a second.
-    return this.blockHook ? this.blocking(this.objects.get(ref)) : this.objects.get(ref);
+    return this.blocking(this.objects.get(ref));
   }
 
   private async getWithin<T>(ref: ObjectRef<T>, timeoutMs: number): Promise<T> {
@@ -389,9 +380,12 @@ export class Client {
   private blockedDepth = 0;
 
   /** Reports a wait longer than a moment to blockHook (a quick owner round trip is not worth two node messages). */
-  private async blocking<T>(p: Promise<T>): Promise<T> {
-    const hook = this.blockHook;
-    if (!hook) return p;
+  private blocking<T>(p: Promise<T>): Promise<T> {
+    // Not an async function: without a hook (drivers) the promise itself is returned, with no layer in between.
+    return this.blockHook ? this.reportBlocked(p, this.blockHook) : p;
+  }
+
+  private async reportBlocked<T>(p: Promise<T>, hook: (blocked: boolean) => void): Promise<T> {
     let blocked = false;
     const t = setTimeout(() => { blocked = true; if (this.blockedDepth++ === 0) hook(true); }, 10);
     try {

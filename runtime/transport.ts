@@ -38,9 +38,9 @@ export interface BatchedRequest<T = any> {
 
 /** Tells a request its answer. A handler that throws is a bug: it surfaces as an uncaught error, as a throwing
  * promise handler would, without keeping the other requests of its batch from hearing theirs. */
-function settle(req: BatchedRequest, value: unknown, error: Error | undefined): void {
+function settle(req: BatchedRequest, failed: boolean, value: unknown): void {
   try {
-    if (error) req.failed(error);
+    if (failed) req.failed(value instanceof Error ? value : new Error(String(value)));
     else req.answered(value);
   } catch (e) {
     queueMicrotask(() => { throw e; });
@@ -144,7 +144,7 @@ export class Bus {
     try {
       groups = this.fitting<BatchedRequest | undefined>(all, (items) => encode({ batch: items.map((x) => x!.body) }));
     } catch (e) {
-      queueMicrotask(() => { for (const x of all) settle(x, undefined, e as Error); }); // never inside the caller's call
+      queueMicrotask(() => { for (const x of all) settle(x, true, e); }); // never inside the caller's call
       return;
     }
     for (const { data, items } of groups) {
@@ -156,14 +156,16 @@ export class Bus {
           const x = items[i];
           if (!x) continue;
           items[i] = undefined;
-          settle(x, failed ? undefined : value, failed ? (value instanceof Error ? value : new Error(String(value))) : undefined);
+          settle(x, failed === 1, value);
         }
         answered += answers.length;
         return answered >= items.length;
       };
-      const fail = (e: Error) => { for (let i = 0; i < items.length; i++) { const x = items[i]; items[i] = undefined; if (x) settle(x, undefined, e); } };
+      const fail = (e: Error) => { for (let i = 0; i < items.length; i++) { const x = items[i]; items[i] = undefined; if (x) settle(x, true, e); } };
       this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
-      (now ? this.sendNow : this.send).call(this, subject, data, `${this.inbox}.${id}`, (e) => { this.pending.delete(id); queueMicrotask(() => fail(e)); });
+      const unsent = (e: Error) => { this.pending.delete(id); queueMicrotask(() => fail(e)); };
+      if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, unsent);
+      else this.send(subject, data, `${this.inbox}.${id}`, unsent);
     }
   }
 
@@ -229,14 +231,19 @@ export class Bus {
    * which a long synchronous run of calls holds back until it ends. It has no public call for this; where its
    * internals differ, the message goes at the next microtask as usual. */
   private sendNow(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
+    if (this.publish1(subject, data, reply, onError)) (this.nc as unknown as { protocol?: { flushPending?(): void } }).protocol?.flushPending?.();
+  }
+
+  /** Hands one message to nats.js; false (and onError told) when it refuses it. */
+  private publish1(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): boolean {
     try {
       this.nc.publish(subject, data, reply ? { reply } : undefined);
+      return true;
     } catch (e) {
       if (onError) onError(e as Error);
       else console.error(`troupe: could not send on ${subject}:`, e);
-      return;
+      return false;
     }
-    (this.nc as unknown as { protocol?: { flushPending?(): void } }).protocol?.flushPending?.();
   }
 
   /** At the end of this turn of the event loop: batched answers, then batched requests, then every message, in one write. */
@@ -255,14 +262,7 @@ export class Bus {
       this.sendBatches();
       const batch = this.outbox;
       this.outbox = [];
-      for (const [subject, data, reply, onError] of batch) {
-        try {
-          this.nc.publish(subject, data, reply ? { reply } : undefined);
-        } catch (e) {
-          if (onError) onError(e as Error);
-          else console.error(`troupe: could not send on ${subject}:`, e);
-        }
-      }
+      for (const [subject, data, reply, onError] of batch) this.publish1(subject, data, reply, onError);
     } finally {
       this.flushing = false;
       if (this.outbox.length || this.beforeFlush.length || this.batches.size) this.flushSoon();
