@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers the gradient of every op the optimizer may use
 import { Actor, libraryActor, type ActorLifecycle } from './actor.ts';
 import { CollectiveError } from './collective.ts';
-import { optimizerState, restoreOptimizer } from './optimizer-state.ts';
+import { optimizerState, restoreOptimizer, setLearningRate } from './optimizer-state.ts';
 import { UsageError } from '../runtime/errors.ts';
 import type { TrainingJobSpec } from './training-job.ts';
 import { loadSpec, type SpecRef } from './exported-spec.ts';
@@ -71,12 +71,13 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
     for (const w of this.waiters.splice(0)) w.reject(new CollectiveError(`parameter server shard ${this.c.shard}: the group re-formed (generation ${generation})`));
   }
 
-  /** Applies replica `rank`'s gradient for its `step`-th step of this generation; returns the shard's values once the
-   * slowest replica is at most `staleness` steps behind. */
-  async push(generation: number, rank: number, step: number, gradient: Float32Array): Promise<Float32Array> {
+  /** Applies replica `rank`'s gradient for its `step`-th step of this generation (at `learningRate`, when the job has a
+   * schedule); returns the shard's values once the slowest replica is at most `staleness` steps behind. */
+  async push(generation: number, rank: number, step: number, gradient: Float32Array, learningRate?: number): Promise<Float32Array> {
     if (generation !== this.generation) throw new CollectiveError(`parameter server shard ${this.c.shard}: a push of generation ${generation}, now ${this.generation}`);
     if (!this.variable) throw new UsageError(`parameter server shard ${this.c.shard} has no values yet: init() first`);
     if (gradient.length !== this.variable.size) throw new UsageError(`a gradient of ${gradient.length} values for a shard of ${this.variable.size}`);
+    if (learningRate !== undefined) setLearningRate(this.optimizer, learningRate);
     const g = tf.tensor1d(gradient);
     this.optimizer.applyGradients({ [this.variable.name]: g });
     g.dispose();

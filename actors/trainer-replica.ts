@@ -6,7 +6,7 @@ import '@tensorflow/tfjs-layers'; // registers the gradient of every op
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { Actor, libraryActor } from './actor.ts';
 import { joinGroup, CollectiveError, type CollectiveGroup } from './collective.ts';
-import { optimizerState, restoreOptimizer } from './optimizer-state.ts';
+import { optimizerState, restoreOptimizer, setLearningRate } from './optimizer-state.ts';
 import type { ActorHandle } from './handle.ts';
 import type { ParamServer } from './param-server.ts';
 import { currentClient } from '../runtime/client.ts';
@@ -22,6 +22,8 @@ export interface ReplicaConfig {
   /** Names the run: its collective group, checkpoint and progress subject. */
   run: string;
   batchSize: number;
+  /** Epochs of the whole run (for the job's learningRate()). */
+  epochs: number;
   mode: TrainingMode;
   /** Parameter server mode: the shards, each holding a contiguous slice of the trainable parameters. */
   servers: Array<ActorHandle<ParamServer>>;
@@ -124,6 +126,8 @@ export class Replica extends Actor {
       lossSum += (await value.data())[0] * this.c.batchSize;
       correct += await countCorrect(yb, predicted);
       samples += this.c.batchSize;
+      const rate = this.spec.learningRate?.({ replicas: this.c.worldSize, mode: this.c.mode, epoch, epochs: this.c.epochs, step, stepsPerEpoch: this.stepsPerEpoch });
+      if (rate !== undefined && this.c.mode !== 'ps') setLearningRate(this.optimizer, rate);
       if (this.c.mode === 'sync') {
         const t0 = performance.now();
         const averaged = unflatten(await this.group!.allreduce(await flatten(vars.map((v) => grads[v.name])), 'mean'), vars);
@@ -135,7 +139,7 @@ export class Replica extends Actor {
         const flat = await flatten(vars.map((v) => grads[v.name]));
         const parts = shardBounds(flat.length, this.c.servers.length);
         const step = ++this.pushes;
-        const fresh = await Promise.all(this.c.servers.map((s, k) => s.push(this.generation, this.rank, step, flat.subarray(parts[k], parts[k + 1]))));
+        const fresh = await Promise.all(this.c.servers.map((s, k) => s.push(this.generation, this.rank, step, flat.subarray(parts[k], parts[k + 1]), rate)));
         this.setTrainable(concat(fresh));
         syncMs += performance.now() - t0;
       } else {

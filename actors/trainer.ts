@@ -99,7 +99,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   });
   const base: Omit<ReplicaConfig, 'rank'> = {
     servers: shards,
-    job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, mode, averageEvery: o.averageEvery ?? 8, delayAveraging: o.delayAveraging ?? false,
+    job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, epochs: o.epochs, mode, averageEvery: o.averageEvery ?? 8, delayAveraging: o.delayAveraging ?? false,
     checkpointEvery: o.checkpointEvery ?? 50, seed: o.seed ?? 1,
   };
   // maxConcurrency 2: abort() must reach a replica while its epoch() waits in a collective.

@@ -23,12 +23,26 @@ export interface OptimizerContext {
   mode: TrainingMode;
 }
 
+/** Where a run is when its next step is taken, for a learning-rate schedule. */
+export interface ScheduleContext extends OptimizerContext {
+  /** 0-based. */
+  epoch: number;
+  epochs: number;
+  /** Steps already taken in this epoch (0-based index of the next one). */
+  step: number;
+  stepsPerEpoch: number;
+}
+
 export interface TrainingJobSpec {
   /** A fresh model; replicas start from rank 0's weights. */
   model(): LayersModel | Promise<LayersModel>;
   optimizer(run: OptimizerContext): Optimizer | Promise<Optimizer>;
   /** This replica's shard: give each rank different samples. */
   data(shard: { rank: number; worldSize: number }): TrainingData | Promise<TrainingData>;
+  /** The learning rate of the next step (a decay over the run, a warm-up), set on the optimizer before each step.
+   * A function of where the run is, so a resumed run goes on with the rate it had. Default: the rate the optimizer
+   * was built with, throughout. */
+  learningRate?(at: ScheduleContext): number;
   /** Mean loss of a batch; default: categorical cross-entropy on probabilities (a softmax output). */
   loss?(y: Tensor, predicted: Tensor): Scalar;
 }
@@ -39,6 +53,9 @@ export type TrainingJob = ExportedSpec<TrainingJobSpec>;
 export function trainingJob(spec: TrainingJobSpec): TrainingJob {
   for (const k of ['model', 'optimizer', 'data'] as const) {
     if (typeof spec?.[k] !== 'function') throw new TypeError(`trainingJob(): '${k}' must be a function`);
+  }
+  for (const k of ['learningRate', 'loss'] as const) {
+    if (spec[k] !== undefined && typeof spec[k] !== 'function') throw new TypeError(`trainingJob(): '${k}' must be a function`);
   }
   return declareSpec(spec);
 }

@@ -9,7 +9,7 @@ export {
 } from '../actors/supervisor.ts';
 export type { ActorHandle } from '../actors/handle.ts';
 export { joinGroup, CollectiveGroup, CollectiveError, type GroupOptions, type ReduceOp } from '../actors/collective.ts';
-export { trainingJob, type TrainingJob, type TrainingJobSpec, type TrainingData, type TrainingMode, type OptimizerContext } from '../actors/training-job.ts';
+export { trainingJob, type TrainingJob, type TrainingJobSpec, type TrainingData, type TrainingMode, type OptimizerContext, type ScheduleContext } from '../actors/training-job.ts';
 export { train, type TrainOptions, type TrainResult, type EpochResult } from '../actors/trainer.ts';
 export { inferenceModel, type InferenceModel, type InferenceModelSpec } from '../actors/inference-model.ts';
 export { serve, InferencePool, type ServeOptions, type PoolStats } from '../actors/inference-pool.ts';

@@ -4,7 +4,9 @@ import test from 'ava';
 import { train, UsageError, type EpochResult, type TrainOptions } from '../runtime/index.ts';
 import { currentClient } from '../runtime/client.ts';
 import { useCluster } from './helpers/cluster.ts';
-import { lineJob, tellsOptimizerContext } from './fixtures/training.ts';
+import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from './fixtures/training.ts';
+import { withSeededMathRandom } from '../actors/seeded-random.ts';
+import '@tensorflow/tfjs-backend-cpu'; // the first weights are made here too, to compare with
 import { makeHandle, HandleData } from '../actors/handle.ts';
 import type { ParamServer } from '../actors/param-server.ts';
 
@@ -51,6 +53,19 @@ test.serial('the same seed trains the same way: first weights and data order are
 test.serial("the job's optimizer() is told the run's replica count and mode", async (t) => {
   await t.throwsAsync(train(tellsOptimizerContext, { replicas: 2, epochs: 1 }), { message: /optimizer built for \{"replicas":2,"mode":"sync"\}/ });
   await t.throwsAsync(train(tellsOptimizerContext, { replicas: 1, epochs: 1, mode: 'local' }), { message: /optimizer built for \{"replicas":1,"mode":"local"\}/ });
+});
+
+test.serial("the job's learningRate() sets the rate of every step, in sync and parameter-server mode, and is told where the run is", async (t) => {
+  const model = await withSeededMathRandom(5, () => lineJob.spec.model());
+  const first = model.getWeights().map((w) => w.dataSync() as Float32Array);
+  for (const mode of ['sync', 'ps'] as const) {
+    const r = await train(stillJob, { replicas: 2, epochs: 1, seed: 5, mode });
+    t.deepEqual(r.weights, first, `${mode}: at a rate of 0 the weights stay the first ones`);
+  }
+  // 1,024 samples per replica in batches of 64: 16 steps an epoch.
+  await t.throwsAsync(train(tellsScheduleContext, { replicas: 2, epochs: 2, batchSize: 64 }), {
+    message: /rate asked at \{"replicas":2,"mode":"sync","epoch":1,"epochs":2,"step":3,"stepsPerEpoch":16\}/,
+  });
 });
 
 test.serial('local SGD (weights averaged every k steps) converges too', async (t) => {
