@@ -10,11 +10,13 @@ const root = join(import.meta.dirname, '..');
 test('npm run demo trains on MNIST with 2 replicas: a line per epoch, a chart, the test accuracy last (1 epoch here)', async (t) => {
   t.timeout(180_000);
   const home = tempDir(t);
-  const r = await runCommand('npm', ['run', '--silent', 'demo'], { cwd: root, timeoutMs: 170_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1' } });
+  const out = join(tempDir(t), 'out');
+  const r = await runCommand('npm', ['run', '--silent', 'demo'], { cwd: root, timeoutMs: 170_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1', MNIST_OUT: out } });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc 0\.9\d{3} {2}\d+ samples\/s, \d+% in allreduce$/m);
-  const chart = /chart: (\S+\.svg)/.exec(r.stdout)?.[1];
-  t.true(!!chart && readFileSync(chart, 'utf8').startsWith('<svg'), r.stdout);
+  t.true(readFileSync(join(out, 'training.svg'), 'utf8').startsWith('<svg'), r.stdout);
+  t.regex(r.stdout, new RegExp(`chart: ${out}/training\\.svg; weights: ${out}/weights\\.bin`), 'written where MNIST_OUT says, never over the weights of a real run');
+  t.true(statSync(join(out, 'weights.bin')).size > 0);
   const last = r.stdout.trim().split('\n').pop()!;
   t.regex(last, /^test accuracy: 0\.9\d{3}$/);
   t.deepEqual(processesWithHome(home), []);
@@ -57,6 +59,7 @@ test('npm run example:inference serves the MNIST CNN batched and unbatched, and 
   t.regex(r.stdout, new RegExp(`^unbatched \\(maxBatchSize 1\\) *: ${figures} 1\\.0$`, 'm'));
   t.regex(r.stdout, new RegExp(`^batched \\(maxBatchSize 32, wait 5ms\\): ${figures} [\\d.]+$`, 'm'));
   t.regex(r.stdout, /^autoscaling \(1\.\.2 replicas\): 1 → 2 replicas at [\d.]+ s \(\d+ requests in the pool\); 2 → 1 replicas at /m);
+  t.regex(r.stdout, /^the model alone \(its batch runs in the replica\): [\d,]+ samples\/s one by one, [\d,]+ in batches of [\d.]+: \d+\.\d×$/m);
   t.regex(r.stdout.trim().split('\n').pop()!, /^batched vs unbatched throughput: \d+\.\d×$/);
   t.deepEqual(processesWithHome(home), []);
 });

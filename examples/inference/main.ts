@@ -3,14 +3,19 @@
 // `npm run example:inference`; DURATION (seconds per run, default 8) and CONCURRENCY (requests kept in flight, default 128).
 import { init, shutdown, serve, type ServeOptions } from 'troupe';
 import { testDigits } from '../mnist/digits.ts';
-import { digitModel, WEIGHTS } from './model.ts';
+import { digitModel } from './model.ts';
+import { WEIGHTS } from '../mnist/out-dir.ts';
 import { existsSync } from 'node:fs';
 
 const seconds = Number(process.env.DURATION ?? 8);
 const concurrency = Number(process.env.CONCURRENCY ?? 128);
 const { images, labels } = testDigits();
 
-interface Run { perSec: number; p50: number; p99: number; accuracy: number; meanBatch: number }
+interface Run {
+  perSec: number; p50: number; p99: number; accuracy: number; meanBatch: number;
+  /** Samples per second of the replicas' batch runs alone (the model, without the serving around it). */
+  modelPerSec: number;
+}
 
 /** Keeps `concurrency` requests in flight for `seconds` and measures what comes back. */
 async function drive(options: ServeOptions): Promise<Run> {
@@ -36,6 +41,7 @@ async function drive(options: ServeOptions): Promise<Run> {
     return {
       perSec: latencies.length / elapsed, p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), accuracy: correct / latencies.length,
       meanBatch: recent.reduce((n, b) => n + b.size, 0) / recent.length,
+      modelPerSec: (1000 * recent.reduce((n, b) => n + b.size, 0)) / recent.reduce((ms, b) => ms + b.runMs, 0),
     };
   } finally {
     await pool.close();
@@ -80,6 +86,9 @@ try {
 
   const weights = existsSync(WEIGHTS) ? 'trained weights from npm run demo' : 'untrained weights: run npm run demo first to serve the trained model';
   console.log(`accuracy of the served answers: ${batched.accuracy.toFixed(4)} (${weights})`);
+  // What batching can gain at most here: how much faster the model itself runs per sample in batches than one by one.
+  const model = (r: Run) => Math.round(r.modelPerSec).toLocaleString('en');
+  console.log(`the model alone (its batch runs in the replica): ${model(unbatched)} samples/s one by one, ${model(batched)} in batches of ${batched.meanBatch.toFixed(1)}: ${(batched.modelPerSec / unbatched.modelPerSec).toFixed(1)}×`);
   console.log(`batched vs unbatched throughput: ${(batched.perSec / unbatched.perSec).toFixed(1)}×`);
 } finally {
   await shutdown();

@@ -4,8 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { inferenceModel } from 'troupe';
 import { mnistJob } from '../mnist/job.ts';
-
-export const WEIGHTS = new URL('../mnist/out/weights.bin', import.meta.url);
+import { WEIGHTS } from '../mnist/out-dir.ts';
 
 export const digitModel = inferenceModel({
   inputShape: [28, 28, 1],
@@ -16,7 +15,7 @@ export const digitModel = inferenceModel({
       const all = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
       let at = 0;
       const weights = model.getWeights().map((w) => tf.tensor(all.subarray(at, (at += w.size)), w.shape));
-      if (at !== all.length) throw new Error(`${WEIGHTS.pathname} has ${all.length} weights, the model ${at}: run npm run demo again`);
+      if (at !== all.length) throw new Error(`${WEIGHTS} has ${all.length} weights, the model ${at}: run npm run demo again`);
       model.setWeights(weights);
       tf.dispose(weights);
     }

@@ -6,6 +6,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import { init, shutdown, train } from 'troupe';
 import { mnistJob } from './job.ts';
 import { trainingChart } from './plot.ts';
+import { OUT_DIR, WEIGHTS } from './out-dir.ts';
 
 const replicas = Number(process.env.REPLICAS ?? 2);
 const epochs = Number(process.env.EPOCHS ?? 10);
@@ -26,14 +27,12 @@ try {
     },
   });
   const h = result.history;
-  const out = join(import.meta.dirname, 'out');
-  mkdirSync(out, { recursive: true });
-  const chart = join(out, 'training.svg');
+  mkdirSync(OUT_DIR, { recursive: true });
+  const chart = join(OUT_DIR, 'training.svg');
   writeFileSync(chart, trainingChart({ loss: h.map((e) => e.loss), testLoss: h.map((e) => e.testLoss ?? NaN), accuracy: h.map((e) => e.accuracy), testAccuracy: h.map((e) => e.testAccuracy ?? NaN) }));
   // The trained weights, one after another in model.getWeights() order: npm run example:inference serves them.
-  const weights = join(out, 'weights.bin');
-  writeFileSync(weights, Buffer.concat(result.weights.map((w) => new Uint8Array(w.buffer, w.byteOffset, w.byteLength))));
-  console.log(`${replicas} replicas on the ${result.backend} backend; chart: ${chart}; weights: ${weights}`);
+  writeFileSync(WEIGHTS, Buffer.concat(result.weights.map((w) => new Uint8Array(w.buffer, w.byteOffset, w.byteLength))));
+  console.log(`${replicas} replicas on the ${result.backend} backend; chart: ${chart}; weights: ${WEIGHTS}`);
   console.log(`test accuracy: ${h[h.length - 1].testAccuracy!.toFixed(4)}`);
 } finally {
   bar.stop();
