@@ -5,21 +5,23 @@ type Resolver = (ref: ObjectRef<unknown>) => Promise<unknown>;
 let resolver: Resolver | undefined;
 let onCreate: ((ref: ObjectRef<unknown>) => void) | undefined;
 let collecting: ObjectRef<unknown>[] | undefined;
+/** Set while withUntrackedRefs runs: the refs made meanwhile go here instead of to onCreate. */
+let untracked: ObjectRef<unknown>[] | undefined;
 
 /** Told of every ref made in this process (by the runtime or by decoding): the local half of reference counting. */
 export function setRefCreateHook(hook: ((ref: ObjectRef<unknown>) => void) | undefined): void {
   onCreate = hook;
 }
 
-/** Runs `decode` with the refs it makes set aside, untracked: the caller tracks those it keeps. */
+/** Runs `decode` with the refs it makes set aside, untracked: the caller tracks those it keeps. (No closure per call:
+ * workers decode every call's arguments through here.) */
 export function withUntrackedRefs<T>(decode: () => T): [T, ObjectRef<unknown>[]] {
-  const hook = onCreate;
-  const made: ObjectRef<unknown>[] = [];
-  onCreate = (r) => { made.push(r); };
+  const outer = untracked;
+  const made: ObjectRef<unknown>[] = (untracked = []);
   try {
     return [decode(), made];
   } finally {
-    onCreate = hook;
+    untracked = outer;
   }
 }
 
@@ -51,7 +53,8 @@ export class ObjectRef<T = unknown> implements PromiseLike<T> {
     /** Process that created the ref and answers where its value is. */
     readonly owner: string,
   ) {
-    onCreate?.(this);
+    if (untracked) untracked.push(this);
+    else onCreate?.(this);
   }
 
   then<A = T, B = never>(onFulfilled?: ((v: T) => A | PromiseLike<A>) | null, onRejected?: ((e: any) => B | PromiseLike<B>) | null): Promise<A | B> {
