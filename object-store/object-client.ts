@@ -236,7 +236,7 @@ export class ObjectClient {
 
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
-  async resolveArgs(bytes: Uint8Array, deps: Record<string, ObjectLocation>): Promise<unknown[]> {
+  async resolveArgs(bytes: Uint8Array, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
     const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
     if (!Array.isArray(args)) throw new TypeError('arguments must be an array');
@@ -248,7 +248,8 @@ export class ObjectClient {
       const a = args[i];
       if (!(a instanceof ObjectRef)) continue;
       // The location the caller sent may be gone by now (its node died): then the owner knows where it went.
-      args[i] = deps[a.id] ? await this.load(a.id, deps[a.id]).catch((e) => { if (e instanceof ObjectLostError) return this.get(a); throw e; }) : await this.get(a);
+      const at = deps?.[a.id];
+      args[i] = at ? await this.load(a.id, at).catch((e) => { if (e instanceof ObjectLostError) return this.get(a); throw e; }) : await this.get(a);
     }
     return args;
   }

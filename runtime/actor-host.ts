@@ -181,7 +181,7 @@ export class ActorHost {
     try {
       const method = typeof call?.method === 'string' && methodsOf(h.instance).has(call.method) ? h.instance[call.method] : undefined;
       if (typeof method !== 'function') throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
-      const args = await this.client.objects.resolveArgs(call.args, call.deps ?? {});
+      const args = await this.client.objects.resolveArgs(call.args, call.deps);
       const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
       return { result: await this.client.objects.store(call.callId, value, call.caller) };
     } catch (e) {

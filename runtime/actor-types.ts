@@ -87,7 +87,8 @@ export interface ActorCall {
   callId: string;
   method: string;
   args: Uint8Array;
-  deps: Record<string, ObjectLocation>;
+  /** As TaskSpec.deps. */
+  deps?: Record<string, ObjectLocation>;
   /** Caller's process, for logs. */
   caller: string;
 }

@@ -176,7 +176,7 @@ export class Client {
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
     const prepared = this.prepareArgs(args, `task ${name}`);
-    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, workingDir: process.cwd(), owner: this.owner(), caller: this.procId };
+    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, workingDir: process.cwd(), owner: this.owner(), caller: this.procId };
     this.objects.owned.create(taskId, `task ${name}`, prepared.held);
     const waitFor: Promise<unknown>[] = [];
     if (fn instanceof Promise) {
@@ -184,7 +184,7 @@ export class Client {
     } else {
       spec.fn = { url: fn.url, exportName: fn.exportName };
     }
-    if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, spec.deps));
+    if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, (spec.deps = {})));
     const inputs = prepared.refs.map((r) => ({ id: r.id, owner: r.owner }));
     if (waitFor.length === 0) {
       this.tasks.submit(spec, demand, strategy, retry, inputs);
@@ -256,9 +256,9 @@ export class Client {
     this.actors.checkPending(actorId, method, maxPendingCalls);
     const callId = newId();
     const prepared = this.prepareArgs(args, `call ${method}`);
-    const call: ActorCall = { callId, method, args: prepared.encoded, deps: {}, caller: this.procId };
+    const call: ActorCall = { callId, method, args: prepared.encoded, caller: this.procId };
     this.objects.owned.create(callId, `actor call ${method}`, prepared.held);
-    this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, call.deps) : undefined, maxTaskRetries);
+    this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, (call.deps = {})) : undefined, maxTaskRetries);
     return this.ownedRef<R>(callId);
   }
 

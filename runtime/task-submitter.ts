@@ -19,8 +19,9 @@ export interface TaskSpec {
   fn: { url: string; exportName: string };
   /** Encoded argument array; top-level ObjectRefs in it are replaced by their values on the worker. */
   args: Uint8Array;
-  /** Locations of the top-level ref arguments, resolved before sending. */
-  deps: Record<string, ObjectLocation>;
+  /** Locations of the top-level ref arguments, resolved before sending; absent when there are none (most calls: an
+   * empty object would be encoded into every message). */
+  deps?: Record<string, ObjectLocation>;
   workingDir: string;
   /** The driver that owns this work: the task's output goes there. */
   owner: string;
