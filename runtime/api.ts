@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Client, currentClient, hasClient, type WaitOptions } from './client.ts';
-import { readClusterFile, type ClusterFile } from './config.ts';
+import { readClusterFile, parseAddress, type ClusterFile } from './config.ts';
 import { ConnectionError, AuthenticationError, UsageError } from './errors.ts';
 import { Gcs, type JobInfo } from './gcs.ts';
 import { startHead, type StartedCluster } from './local-cluster.ts';
@@ -48,6 +48,8 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     address = file.address;
     token ??= file.token;
     localNode = file.localNode;
+  } else if (address) {
+    localNode = localNodeOf(address);
   }
   let client: Client | undefined;
   if (address) {
@@ -79,6 +81,18 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   await gcs.jobs.put(info.jobId, info);
   job = { gcs, info };
   return { address: client.bus.address, embedded: !!embedded, jobId: info.jobId };
+}
+
+/** The node this machine runs in the cluster at `address`, if `troupe start` here joined that cluster: a driver given
+ * the address (TROUPE_ADDRESS on the head machine, say) still puts its large objects into this node's store. */
+function localNodeOf(address: string): ClusterFile['localNode'] {
+  const wanted = parseAddress(address); // a bad address is the caller's mistake: say so here
+  try {
+    const file = readClusterFile();
+    return file && parseAddress(file.address) === wanted ? file.localNode : undefined;
+  } catch {
+    return undefined; // an unreadable current-cluster file is no reason to fail a join by address
+  }
 }
 
 /** Leaves the cluster, returning leases; stops the cluster if init() started it. */

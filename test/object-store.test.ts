@@ -247,6 +247,21 @@ test.serial('a task\'s large result belongs to the caller: it outlives the worke
   t.true(inStore(c, r.id));
 }));
 
+test.serial('a driver that joins by address on a machine running a node of that cluster puts into that node\'s store', async (t) => {
+  const c = await startCluster();
+  try {
+    await init({ address: c.address, token: c.token }); // as with TROUPE_ADDRESS on the head machine
+    const ref = put(floats(1, 3));
+    await wait([ref]);
+    t.true(inStore(c, ref.id), 'in the node\'s shared-memory store, not in the driver\'s memory');
+    t.like(currentClient().objects.owned.get(ref.id)?.location, { node: c.nodeIds[0] });
+    t.is((await get(ref))[0], 3);
+  } finally {
+    await shutdown();
+    await c.stop();
+  }
+});
+
 test.serial('calls batched in one turn are split under the server\'s max_payload, both ways', (t) => withCluster(t, {}, async () => {
   const keeper = Keeper.remote();
   const blobs = Array.from({ length: 15 }, (_, i) => new Uint8Array(90_000).fill(i)); // 1.35 MB in all, each sent inline
