@@ -70,8 +70,13 @@ export class Bus {
 
   private constructor(readonly nc: NatsConnection, readonly address: string) {
     nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
-    // The server is gone for good (reconnects exhausted): nothing pending will ever be answered.
-    nc.closed().then((err) => this.failPending(new ConnectionError(`lost the cluster at ${address}${err ? `: ${err.message}` : ''}`, { cause: err })));
+    // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
+    // Said once on stderr too, since later calls into nats.js only say "closed connection".
+    nc.closed().then((err) => {
+      const lost = new ConnectionError(`lost the cluster at ${address}${err ? `: ${err.message}` : ''}`, { cause: err });
+      if (!this.closed) console.error(`troupe: ${lost.message}`);
+      this.failPending(lost);
+    });
   }
 
   static async connect(opts: ConnectOptions): Promise<Bus> {
