@@ -15,7 +15,7 @@ test('npm run demo trains on MNIST with 2 replicas: a line per epoch, a chart, t
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc 0\.9\d{3} {2}\d+ samples\/s, \d+% in allreduce$/m);
   t.true(readFileSync(join(out, 'training.svg'), 'utf8').startsWith('<svg'), r.stdout);
-  t.regex(r.stdout, new RegExp(`chart: ${out}/training\\.svg; weights: ${out}/weights\\.bin`), 'written where MNIST_OUT says, never over the weights of a real run');
+  t.true(r.stdout.includes(`chart: ${join(out, 'training.svg')}; weights: ${join(out, 'weights.bin')}`), 'written where MNIST_OUT says, never over the weights of a real run');
   t.true(statSync(join(out, 'weights.bin')).size > 0);
   const last = r.stdout.trim().split('\n').pop()!;
   t.regex(last, /^test accuracy: 0\.9\d{3}$/);
