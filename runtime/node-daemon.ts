@@ -120,10 +120,13 @@ export class NodeDaemon {
   private available: ResourceSet;
   private gpuFree: number[];
   private readonly workers = new Set<Worker>();
+  /** Every worker process not yet exited, also those already let go (workers no longer has them): stop() waits for all. */
+  private readonly processes = new Set<ChildProcess>();
   private readonly leases = new Map<string, Lease>();
   private readonly clientSeen = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  private stopped?: Promise<void>;
 
   constructor(private readonly o: NodeDaemonOptions) {
     this.nodeId = o.nodeId;
@@ -329,6 +332,8 @@ export class NodeDaemon {
   }
 
   private spawnWorker(gpuIds: number[], shared = false): Worker {
+    // stop() waits only for the processes it saw: one started after it would outlive this daemon.
+    if (this.stopping) throw new Error('the node is stopping');
     const procId = randomBytes(8).toString('hex');
     const logPath = join(this.o.sessionDir, 'logs', `worker-${procId}.log`);
     const log = openSync(logPath, 'a');
@@ -348,6 +353,8 @@ export class NodeDaemon {
       },
     });
     closeSync(log);
+    this.processes.add(child);
+    child.once('exit', () => this.processes.delete(child));
     const worker: Worker = {
       procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false,
       exited: new Promise((r) => child.once('exit', (code, signal) => r(howItExited(code, signal)))),
@@ -392,15 +399,20 @@ export class NodeDaemon {
     for (const l of leases) this.release(l.leaseId);
   }
 
-  async stop(cause = 'stopped'): Promise<void> {
-    if (this.stopping) return;
+  /** Idempotent: a second call (the head fencing a node that stops slowly) waits for the first to finish. */
+  stop(cause = 'stopped'): Promise<void> {
+    this.stopped ??= this.stopOnce(cause);
+    return this.stopped;
+  }
+
+  private async stopOnce(cause: string): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    const exits = [...this.workers].map((w) => new Promise<void>((r) => {
-      if (w.child.exitCode !== null || w.child.signalCode !== null) return r();
-      w.child.once('exit', () => r());
-      w.child.kill('SIGTERM');
-      setTimeout(() => w.child.kill('SIGKILL'), 3000).unref();
+    const exits = [...this.processes].map((child) => new Promise<void>((r) => {
+      if (child.exitCode !== null || child.signalCode !== null) return r();
+      child.once('exit', () => r());
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 3000).unref();
     }));
     await Promise.all(exits);
     // Local cleanup first: the goodbye over the bus can hang when the whole cluster is going down with us.

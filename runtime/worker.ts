@@ -19,6 +19,9 @@ const env = (k: string): string => {
   return v;
 };
 const procId = env('TROUPE_WORKER_ID');
+// Our node daemon gone, even while this module was still loading: nothing will give us work, and nobody would stop us.
+process.on('disconnect', () => process.exit(0));
+if (!process.connected) process.exit(0);
 const nodeId = env('TROUPE_NODE_ID');
 const client = await Client.connect({
   address: env('TROUPE_ADDRESS'), token: env('TROUPE_TOKEN'), role: 'worker', procId,
@@ -164,7 +167,6 @@ client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => 
 });
 client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) => actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)));
 
-process.on('disconnect', () => process.exit(0)); // our node daemon is gone
 process.on('SIGTERM', () => { void client.close().finally(() => process.exit(0)); });
 // Ready only once the server has our subscriptions: the first task may be published the moment we say so.
 await client.bus.flush();

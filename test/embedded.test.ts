@@ -88,3 +88,12 @@ test('killing the driver with SIGKILL takes its embedded cluster down: no orphan
   await eventually('every cluster process gone', async () => cluster.every((p) => !isAlive(p)), 15_000);
   t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(session)), []); // the node removed its store on the way out
 });
+
+test('shutdown() waits for a worker that is slow to stop, even past the node timeout: nothing outlives the driver', async (t) => {
+  const home = tempDir(t);
+  const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/slow-stop-driver.ts'], { cwd: root, timeoutMs: 60_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_NODE_TIMEOUT_MS: '1000' } });
+  t.is(r.code, 0, r.stderr);
+  const { pids } = JSON.parse(r.stdout) as { pids: number[] };
+  t.true(pids.length === 2 && pids.every((p) => p > 0));
+  t.deepEqual(processesWithHome(home), []);
+});
