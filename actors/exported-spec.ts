@@ -12,9 +12,9 @@ export interface ExportedSpec<S> {
 export interface SpecRef { url: string; exportName: string }
 
 /** Wraps a checked spec and records the module that declares it. */
-export function declareSpec<S>(spec: S): ExportedSpec<S> {
+export function declareSpec<S>(spec: S, what: string): ExportedSpec<S> {
   const x = { spec } as { spec: S; def: Definition };
-  Object.defineProperty(x, 'def', { value: defineSite(x), enumerable: false });
+  Object.defineProperty(x, 'def', { value: defineSite(x, what), enumerable: false });
   return x;
 }
 

@@ -22,5 +22,5 @@ export function inferenceModel(spec: InferenceModelSpec): InferenceModel {
     throw new TypeError(`inferenceModel(): 'inputShape' must be an array of positive integers, got ${JSON.stringify(spec.inputShape)}`);
   }
   if (spec.predict !== undefined && typeof spec.predict !== 'function') throw new TypeError("inferenceModel(): 'predict' must be a function");
-  return declareSpec(spec);
+  return declareSpec(spec, 'the inference model');
 }

@@ -57,5 +57,5 @@ export function trainingJob(spec: TrainingJobSpec): TrainingJob {
   for (const k of ['learningRate', 'loss'] as const) {
     if (spec[k] !== undefined && typeof spec[k] !== 'function') throw new TypeError(`trainingJob(): '${k}' must be a function`);
   }
-  return declareSpec(spec);
+  return declareSpec(spec, 'the training job');
 }

@@ -1,6 +1,7 @@
 // Where a remote function or class was defined: its module URL (from the call stack) and, once that module has
 // loaded, the name it is exported under. Workers import module URL + export name.
-import { pathToFileURL } from 'node:url';
+import { pathToFileURL, fileURLToPath } from 'node:url';
+import { realpathSync } from 'node:fs';
 import { UsageError } from './errors.ts';
 
 /** Where a remote function or class was defined, and under which export name its module has it. */
@@ -16,8 +17,18 @@ export interface Definition {
 /** troupe's own source folders: frames in them are the library, not the user's module. */
 const LIBRARY = ['runtime', 'actors', 'object-store'].map((d) => new URL(`../${d}/`, import.meta.url).href);
 
-/** The module that called remote() or @remote: the first stack frame outside troupe's own source. */
-export function defineSite(value: unknown): Definition {
+/** The script node was started with, as the URL its stack frames show; undefined in a REPL or `node -e`. */
+let entry: string | null | undefined;
+function entryScript(): string | undefined {
+  if (entry === undefined) {
+    try { entry = process.argv[1] ? pathToFileURL(realpathSync(process.argv[1])).href : null; } catch { entry = null; }
+  }
+  return entry ?? undefined;
+}
+
+/** The module that called remote() or @remote: the first stack frame outside troupe's own source. `what` names the
+ * thing defined, for errors ("remote function square"). */
+export function defineSite(value: unknown, what: string): Definition {
   const frames = (new Error().stack ?? '').split('\n').slice(1);
   let url: string | undefined;
   for (const f of frames) {
@@ -29,6 +40,11 @@ export function defineSite(value: unknown): Definition {
     break;
   }
   if (!url) throw new UsageError('remote(): cannot tell which module defines this function; define remote functions and classes at the top level of a module');
+  // Workers import the defining module; importing the script being run would run it again. And here its calls would
+  // wait for ever: the export name is known once the module has loaded, which it has not while it awaits them.
+  if (url === entryScript()) {
+    throw new UsageError(`${what} is defined in ${fileURLToPath(url)}, the script node is running: workers load the module that defines it, and loading this one would run the script again. Define it in a module of its own and import it here`);
+  }
   const def: Definition = { url, looked: false, lookup: Promise.resolve(undefined) };
   // The module is still evaluating; this import settles once it has finished, usually before user code calls .remote().
   def.lookup = import(url).then((mod: Record<string, unknown>) => {

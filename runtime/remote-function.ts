@@ -28,7 +28,7 @@ export function remote<A extends unknown[], R>(a: TaskOptions | ((...args: A) =>
   checkOptions(opts);
   const site: { def?: Definition } = {};
   const rf = build(fn, opts, site);
-  site.def = defineSite(rf);
+  site.def = defineSite(rf, fn.name ? `remote function ${fn.name}` : 'a remote function');
   return rf;
 }
 

@@ -89,6 +89,14 @@ test('killing the driver with SIGKILL takes its embedded cluster down: no orphan
   t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(session)), []); // the node removed its store on the way out
 });
 
+test('a remote function defined in the script node runs is refused where it is defined, instead of waiting for ever', async (t) => {
+  const home = tempDir(t);
+  const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/remote-in-script.ts'], { cwd: root, timeoutMs: 30_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } });
+  t.is(r.code, 1, r.stdout);
+  t.regex(r.stderr, /UsageError: a remote function is defined in \S+remote-in-script\.ts, the script node is running: .* Define it in a module of its own/);
+  t.deepEqual(processesWithHome(home), []);
+});
+
 test('shutdown() waits for a worker that is slow to stop, even past the node timeout: nothing outlives the driver', async (t) => {
   const home = tempDir(t);
   const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/slow-stop-driver.ts'], { cwd: root, timeoutMs: 60_000, env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_NODE_TIMEOUT_MS: '1000' } });
