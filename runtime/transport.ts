@@ -50,6 +50,44 @@ function settle(req: BatchedRequest, failed: boolean, value: unknown): void {
 /** Answers to a batch, as they finish: [index in the batch, 1 if it failed, value or error]. */
 type BatchPart = Array<[number, 0 | 1, unknown]>;
 
+// The two classes below hold what closures made per batch would: under tsx, each named closure costs a
+// defineProperty (esbuild's keepNames), which a busy actor pays thousands of times a second.
+
+/** A batch sent, waiting for its answers, which come in parts. */
+class SentBatch implements Pending {
+  readonly deadline = 0;
+  private answered = 0;
+  constructor(readonly subject: string, private readonly items: Array<BatchedRequest | undefined>) {}
+
+  resolve(): void {}
+
+  /** Each request hears once: it leaves `items` when answered. True once all have. */
+  part(answers: BatchPart): boolean {
+    for (const [i, failed, value] of answers) {
+      const x = this.items[i];
+      if (!x) continue;
+      this.items[i] = undefined;
+      settle(x, failed === 1, value);
+    }
+    this.answered += answers.length;
+    return this.answered >= this.items.length;
+  }
+
+  reject(e: Error): void {
+    for (let i = 0; i < this.items.length; i++) {
+      const x = this.items[i];
+      this.items[i] = undefined;
+      if (x) settle(x, true, e);
+    }
+  }
+}
+
+/** The answers of one received batch that finished in this turn of the event loop. */
+class BatchAnswers {
+  done: BatchPart = [];
+  constructor(readonly reply: string | undefined) {}
+}
+
 export interface ConnectOptions {
   address: string;
   token: string;
@@ -154,24 +192,16 @@ export class Bus {
     }
     for (const { data, items } of groups) {
       const id = (this.seq++).toString(36);
-      let answered = 0;
-      // Each request hears once: it leaves `items` when answered.
-      const part = (answers: BatchPart) => {
-        for (const [i, failed, value] of answers) {
-          const x = items[i];
-          if (!x) continue;
-          items[i] = undefined;
-          settle(x, failed === 1, value);
-        }
-        answered += answers.length;
-        return answered >= items.length;
-      };
-      const fail = (e: Error) => { for (let i = 0; i < items.length; i++) { const x = items[i]; items[i] = undefined; if (x) settle(x, true, e); } };
-      this.pending.set(id, { resolve: () => undefined, reject: fail, subject, deadline: 0, part });
-      const unsent = (e: Error) => { this.pending.delete(id); queueMicrotask(() => fail(e)); };
-      if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, unsent);
-      else this.send(subject, data, `${this.inbox}.${id}`, unsent);
+      const sent = new SentBatch(subject, items);
+      this.pending.set(id, sent);
+      if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
+      else this.send(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
     }
+  }
+
+  private unsent(id: string, sent: SentBatch, e: Error): void {
+    this.pending.delete(id);
+    queueMicrotask(() => sent.reject(e));
   }
 
   /** Splits items into groups whose encoding fits under the server's max_payload, halving until each does.
@@ -188,20 +218,21 @@ export class Bus {
   serveBatched(subject: string, handler: (body: any) => unknown): Subscription {
     return this.serve(subject, (body: { batch: unknown[] }, msg) => {
       if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
-      let done: BatchPart = [];
-      const flush = () => { const out = done; done = []; this.replyParts(msg.reply, out); };
-      const finish = (i: number, failed: 0 | 1, value: unknown) => {
-        if (done.push([i, failed, value]) === 1) { this.beforeFlush.push(flush); this.flushSoon(); }
-      };
+      const answers = new BatchAnswers(msg.reply);
       body.batch.forEach((item, i) => {
         try {
-          Promise.resolve(handler(item)).then((v) => finish(i, 0, v), (e) => finish(i, 1, asError(e)));
+          Promise.resolve(handler(item)).then((v) => this.finished(answers, i, 0, v), (e) => this.finished(answers, i, 1, asError(e)));
         } catch (e) {
-          finish(i, 1, asError(e));
+          this.finished(answers, i, 1, asError(e));
         }
       });
       return NO_REPLY;
     });
+  }
+
+  /** One request of a batch has finished: its answer goes with the others that finish in this turn. */
+  private finished(answers: BatchAnswers, i: number, failed: 0 | 1, value: unknown): void {
+    if (answers.done.push([i, failed, value]) === 1) { this.beforeFlush.push(answers); this.flushSoon(); }
   }
 
   /** Publishes to every subscriber of `subject` and collects replies for windowMs (scatter-gather). */
@@ -224,7 +255,7 @@ export class Bus {
   // microtask, and a chain of awaits would otherwise cost a write (and a wake-up of the server) per message.
   private outbox: Array<[string, Uint8Array, string | undefined, ((e: Error) => void) | undefined]> = [];
   /** Parts of batched answers to put together before the outbox goes. */
-  private beforeFlush: Array<() => void> = [];
+  private beforeFlush: BatchAnswers[] = [];
   private flushing = false;
 
   private send(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
@@ -263,7 +294,7 @@ export class Bus {
     try {
       const parts = this.beforeFlush;
       this.beforeFlush = [];
-      for (const f of parts) f();
+      for (const a of parts) { const out = a.done; a.done = []; this.replyParts(a.reply, out); }
       this.sendBatches();
       const batch = this.outbox;
       this.outbox = [];
