@@ -1,6 +1,7 @@
 // One msgpackr configuration for everything on the bus and in the object store.
 // moreTypes keeps typed arrays typed (plain `pack()` turns a Float32Array into corrupt bytes);
-// records (self-describing in each message) let a Map come back a Map and an object an object.
+// records (self-describing in each message, but for a fixed few every process knows) let a Map come back a Map and
+// an object an object.
 import { EventEmitter } from 'node:events';
 import { Packr, addExtension } from 'msgpackr';
 import { SerializationError, toWireError, fromWireError, type WireError } from './errors.ts';
@@ -9,9 +10,28 @@ import { registerTensorExtension, rawTensor, makeTensor } from './tensor-codec.t
 /** Extension type codes owned by troupe (msgpackr's own use letters and 0xff). */
 export const ExtType = { error: 1, tensor: 2, objectRef: 3, actorHandle: 4 } as const;
 
+/** The keys, in order, of the objects every call carries: the batch, an actor call, a task, their answers. Each
+ * message then names them by a number instead of defining them again (msgpackr's shared structures). Every process
+ * has this same list, so it is never learned or saved; other objects are defined in the message that has them, as
+ * before. Only ever append: existing numbers are in stored objects. */
+const ENVELOPES = [
+  ['batch'],
+  ['callId', 'method', 'args', 'caller'],
+  ['callId', 'method', 'args', 'caller', 'deps'],
+  ['taskId', 'name', 'fn', 'args', 'workingDir', 'owner', 'caller'],
+  ['taskId', 'name', 'fn', 'args', 'workingDir', 'owner', 'caller', 'deps'],
+  ['url', 'exportName'],
+  ['result'],
+  ['result', 'ms'],
+  ['inline'],
+  ['notRun'],
+];
+
 const packr = new Packr({
   moreTypes: true,
   useRecords: true,
+  structures: ENVELOPES.map((keys) => [...keys]),
+  maxSharedStructures: ENVELOPES.length, // so that no other object becomes one
   mapsAsObjects: false,
   // Silently writing nil for a function would lose an argument; say so at the call site instead.
   // (msgpackr passes the function, though its typings say otherwise.)

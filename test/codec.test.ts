@@ -106,6 +106,17 @@ test('a Map holding typed arrays round-trips as a Map, keeping its key types', (
   t.is(back.get('7'), undefined);
 });
 
+test('the objects every call carries are named by a number, not spelled out in each message; other objects still are', (t) => {
+  const reply = [0, [[0, 0, { result: { inline: new Uint8Array([7]) } }]]];
+  const bytes = Buffer.from(encode(reply));
+  t.false(bytes.includes('result') || bytes.includes('inline'), 'shared envelope keys are not in the message');
+  t.deepEqual(roundTrip(reply), reply);
+  t.true(Buffer.from(encode({ resultOf: 1 })).includes('resultOf'));
+  // The same keys in another order, and more shapes in one message than msgpackr keeps ids for, still round-trip.
+  const mixed = { inline: 1, result: 2, many: Array.from({ length: 100 }, (_, i) => ({ [`k${i}`]: i, callId: 'c' })) };
+  t.deepEqual(roundTrip(mixed), mixed);
+});
+
 // ---- errors ---------------------------------------------------------------------------------
 
 test('a RangeError keeps its class, message and stack', (t) => {
