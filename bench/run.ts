@@ -92,9 +92,11 @@ try {
   const molRuns = { sync: [] as number[], async: [] as number[] };
   const vsMoleculer = async (name: string, kind: 'sync' | 'async', goal: number, call: (i: number) => PromiseLike<unknown>) => {
     const ours: number[] = [], theirs: number[] = [];
-    for (let turn = 0; turn < ROUNDS; turn++) {
-      theirs.push(kind === 'sync' ? await mol.sync(SYNC) : await mol.inFlight(ASYNC, 1000));
-      ours.push(kind === 'sync' ? await ops(SYNC, 1, call) : await ops(ASYNC, 1000, call));
+    // Turn -1 is not counted: it warms both sides up (the JIT, and a new actor's process), as Ray's timeit() does.
+    for (let turn = -1; turn < ROUNDS; turn++) {
+      const theirsNow = kind === 'sync' ? await mol.sync(SYNC) : await mol.inFlight(ASYNC, 1000);
+      const oursNow = kind === 'sync' ? await ops(SYNC, 1, call) : await ops(ASYNC, 1000, call);
+      if (turn >= 0) { theirs.push(theirsNow); ours.push(oursNow); }
     }
     molRuns[kind].push(...theirs);
     add(name, median(ours), 'ops/s', { moleculer: round(median(theirs)), raw_nats: round(raw[kind]), reference: 'moleculer', goal, note: ROUNDS > 1 ? `median of ${ROUNDS}, each beside a Moleculer run` : undefined });
