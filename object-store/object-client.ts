@@ -48,6 +48,21 @@ export interface ObjectClientOptions {
 
 interface BorrowMsg { id: string; proc: string; node?: string; add: boolean }
 
+/** A call's arguments: encoded, or (when isPlain) the values themselves, sent inside the call's own message. */
+export type CallArgs = Uint8Array | unknown[];
+
+/** A few numbers, booleans, short strings, nulls or undefineds: they hold no refs and are never large, so encoding
+ * them on their own before the message that carries them would be work for nothing (on both sides). */
+export function isPlain(args: readonly unknown[]): boolean {
+  if (args.length > 16) return false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const t = typeof a;
+    if (a !== null && t !== 'number' && t !== 'boolean' && t !== 'undefined' && !(t === 'string' && (a as string).length <= 256)) return false;
+  }
+  return true;
+}
+
 export class ObjectClient {
   readonly owned = new OwnerTable();
   readonly refs: RefCounter;
@@ -236,7 +251,11 @@ export class ObjectClient {
 
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
-  async resolveArgs(bytes: Uint8Array, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {
+  async resolveArgs(bytes: CallArgs, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {
+    if (!(bytes instanceof Uint8Array)) {
+      if (!Array.isArray(bytes) || !isPlain(bytes)) throw new TypeError('arguments must be encoded, or a short array of plain values');
+      return bytes;
+    }
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
     const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
     if (!Array.isArray(args)) throw new TypeError('arguments must be an array');

@@ -1,6 +1,7 @@
 // What head, node daemons, workers and callers say to each other about actors.
 import type { ResourceSet, SchedulingStrategy } from './scheduler.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
+import type { CallArgs } from '../object-store/object-client.ts';
 
 export type ActorState = 'PENDING' | 'ALIVE' | 'RESTARTING' | 'DEAD';
 
@@ -86,7 +87,8 @@ export interface ActorStateEvent {
 export interface ActorCall {
   callId: string;
   method: string;
-  args: Uint8Array;
+  /** As TaskSpec.args. */
+  args: CallArgs;
   /** As TaskSpec.deps. */
   deps?: Record<string, ObjectLocation>;
   /** Caller's process, for logs. */

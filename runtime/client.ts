@@ -16,7 +16,7 @@ import { CheckpointStore } from './checkpoints.ts';
 import type { ActorCall, ActorSpec } from './actor-types.ts';
 import { normalizeRequest, checkStrategy, type ResourceRequest, type ResourceSet, type SchedulingStrategy } from './scheduler.ts';
 import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../object-store/object-ref.ts';
-import { ObjectClient } from '../object-store/object-client.ts';
+import { ObjectClient, isPlain, type CallArgs } from '../object-store/object-client.ts';
 import { NodeStore } from '../object-store/node-store.ts';
 import { holders, type ObjectLocation } from '../object-store/location.ts';
 
@@ -103,6 +103,9 @@ export interface ObjectRow {
 // for every call.
 const idPrefix = randomBytes(8).toString('hex');
 let idCounter = 0;
+/** Shared by every call whose arguments hold no refs: never written to. */
+const NO_REFS: ObjectRef[] = Object.freeze([]) as unknown as ObjectRef[];
+
 export function newId(): string {
   return idPrefix + (idCounter++).toString(16);
 }
@@ -175,7 +178,7 @@ export class Client {
     const retry = { left: opts.maxRetries ?? 3, exceptions: opts.retryExceptions ?? false };
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
-    const prepared = this.prepareArgs(args, `task ${name}`);
+    const prepared = this.prepareCallArgs(args, `task ${name}`);
     const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, workingDir: process.cwd(), owner: this.owner(), caller: this.procId };
     this.objects.owned.create(taskId, `task ${name}`, prepared.held);
     const waitFor: Promise<unknown>[] = [];
@@ -192,6 +195,11 @@ export class Client {
       Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy, retry, inputs), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
     }
     return this.ownedRef<R>(taskId);
+  }
+
+  /** As prepareArgs, but plain arguments (see isPlain) stay as they are: they go inside the call's message. */
+  private prepareCallArgs(args: unknown[], what: string): { encoded: CallArgs; refs: ObjectRef[]; held: ObjectRef[] } {
+    return isPlain(args) ? { encoded: args, refs: NO_REFS, held: NO_REFS } : this.prepareArgs(args, what);
   }
 
   /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them.
@@ -255,7 +263,7 @@ export class Client {
   callActor<R>(actorId: string, method: string, args: unknown[], maxTaskRetries: number, maxPendingCalls = defaults.maxPendingCalls): ObjectRef<R> {
     this.actors.checkPending(actorId, method, maxPendingCalls);
     const callId = newId();
-    const prepared = this.prepareArgs(args, `call ${method}`);
+    const prepared = this.prepareCallArgs(args, `call ${method}`);
     const call: ActorCall = { callId, method, args: prepared.encoded, caller: this.procId };
     this.objects.owned.create(callId, `actor call ${method}`, prepared.held);
     this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, (call.deps = {})) : undefined, maxTaskRetries);

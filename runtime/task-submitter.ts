@@ -9,6 +9,7 @@ import type { ResourceSet, SchedulingStrategy } from './scheduler.ts';
 import type { LeaseGrant, WorkerDiedMsg } from './node-daemon.ts';
 import type { LeaseGrantedMsg, LeaseRequestMsg } from './head.ts';
 import type { ObjectLocation } from '../object-store/location.ts';
+import type { CallArgs } from '../object-store/object-client.ts';
 import type { OwnerTable } from '../object-store/owner-table.ts';
 
 /** What a worker receives. */
@@ -17,8 +18,9 @@ export interface TaskSpec {
   /** Shown in errors and `troupe list tasks`. */
   name: string;
   fn: { url: string; exportName: string };
-  /** Encoded argument array; top-level ObjectRefs in it are replaced by their values on the worker. */
-  args: Uint8Array;
+  /** Encoded argument array (or plain values as they are); top-level ObjectRefs in it are replaced by their values on
+   * the worker. */
+  args: CallArgs;
   /** Locations of the top-level ref arguments, resolved before sending; absent when there are none (most calls: an
    * empty object would be encoded into every message). */
   deps?: Record<string, ObjectLocation>;

@@ -62,6 +62,19 @@ test.serial('structured values and typed arrays round-trip through a task', asyn
   t.deepEqual(await tasks.echo.remote(value), value);
 });
 
+test.serial('plain arguments (sent inside the message, not encoded on their own) arrive exactly as the encoded ones do', async (t) => {
+  const plain = [1, 2.5, NaN, -Infinity, 'a', '', true, null, undefined];
+  const got = await tasks.argsOf.remote(...plain);
+  t.is(got.length, plain.length);
+  plain.forEach((v, i) => t.true(Object.is(got[i], v), `argument ${i}`));
+  const many = Array.from({ length: 17 }, (_, i) => i); // too many to go plain: encoded
+  t.deepEqual(await tasks.argsOf.remote(...many), many);
+  const long = 'x'.repeat(1000);
+  t.deepEqual(await tasks.argsOf.remote(long, 2), [long, 2]);
+  // A receiver takes an array of values only when it is one a caller would have sent so.
+  await t.throwsAsync(currentClient().objects.resolveArgs([{ not: 'plain' }], undefined), { instanceOf: TypeError, message: /plain values/ });
+});
+
 test.serial('refs as arguments are resolved on the worker, small and large', async (t) => {
   t.is(await tasks.add.remote(put(40), 2), 42);
   // 4 MB: above the inline threshold, so it goes into the node's store and the worker reads it there.
