@@ -6,7 +6,7 @@ import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
 import { defaults } from '../runtime/config.ts';
 import type { Bus } from '../runtime/transport.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
-import { holders, type ObjectLocation } from './location.ts';
+import { holders, type ObjectLocation, type PlainValue } from './location.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';
@@ -51,15 +51,17 @@ interface BorrowMsg { id: string; proc: string; node?: string; add: boolean }
 /** A call's arguments: encoded, or (when isPlain) the values themselves, sent inside the call's own message. */
 export type CallArgs = Uint8Array | unknown[];
 
-/** A few numbers, booleans, short strings, nulls or undefineds: they hold no refs and are never large, so encoding
- * them on their own before the message that carries them would be work for nothing (on both sides). */
+/** A number, boolean, short string, null or undefined: it holds no refs and is never large, so encoding it on its own
+ * before the message that carries it would be work for nothing (on both sides). */
+export function isPlainValue(v: unknown): v is PlainValue {
+  const t = typeof v;
+  return v === null || t === 'number' || t === 'boolean' || t === 'undefined' || (t === 'string' && (v as string).length <= 256);
+}
+
+/** A few plain values (see isPlainValue). */
 export function isPlain(args: readonly unknown[]): boolean {
   if (args.length > 16) return false;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const t = typeof a;
-    if (a !== null && t !== 'number' && t !== 'boolean' && t !== 'undefined' && !(t === 'string' && (a as string).length <= 256)) return false;
-  }
+  for (let i = 0; i < args.length; i++) if (!isPlainValue(args[i])) return false;
   return true;
 }
 
@@ -113,6 +115,7 @@ export class ObjectClient {
   /** Serializes a value into a location. `forProc` will own the location: refs inside are registered for it, so they
    * stay alive from the moment we reply (while we still hold them) until it lets go. */
   async store(id: string, value: unknown, forProc?: string): Promise<ObjectLocation> {
+    if (isPlainValue(value)) return { value };
     const [parts, refs] = collectRefs(() => encodeParts(value));
     if (forProc) for (const r of refs) this.registerBorrower(r, forProc);
     const loc = await this.storeParts(id, parts, forProc);
@@ -181,6 +184,7 @@ export class ObjectClient {
   async load<T>(id: string, loc: ObjectLocation): Promise<T> {
     if ('error' in loc) throw loc.error;
     if ('inline' in loc) return decode<T>(loc.inline);
+    if ('value' in loc) return loc.value as T;
     const hit = this.decoded.get(id);
     if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) { hit.given = true; return hit.value as T; }
     const bytes = await this.loadBytes(id, loc);
@@ -246,7 +250,7 @@ export class ObjectClient {
 
   get<T>(ref: ObjectRef<T>): Promise<T> {
     // A small value is decoded in the same step it is located in: no further promise for most results.
-    return this.locate(ref).then((loc) => ('inline' in loc ? decode<T>(loc.inline) : this.load<T>(ref.id, loc)));
+    return this.locate(ref).then((loc) => ('inline' in loc ? decode<T>(loc.inline) : 'value' in loc ? loc.value as T : this.load<T>(ref.id, loc)));
   }
 
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),

@@ -412,8 +412,8 @@ export class Client {
       rows.push({
         id: o.id, owner: this.procId, createdBy: o.createdBy,
         state: !loc ? 'PENDING' : 'error' in loc ? 'FAILED' : 'READY',
-        size: !loc ? 0 : 'inline' in loc ? loc.inline.length : 'size' in loc ? loc.size : 0,
-        where: !loc || 'error' in loc ? '-' : 'inline' in loc ? 'inline' : 'node' in loc ? holders(loc).join(',') : `memory of ${loc.proc}`,
+        size: !loc ? 0 : 'inline' in loc ? loc.inline.length : 'value' in loc ? encode(loc.value).length : 'size' in loc ? loc.size : 0,
+        where: !loc || 'error' in loc ? '-' : 'inline' in loc || 'value' in loc ? 'inline' : 'node' in loc ? holders(loc).join(',') : `memory of ${loc.proc}`,
         refs: this.objects.refs.count(o.id), borrowers: o.borrowers?.size ?? 0,
       });
     }

@@ -25,6 +25,7 @@ const ENVELOPES = [
   ['result', 'ms'],
   ['inline'],
   ['notRun'],
+  ['value'],
 ];
 
 const packr = new Packr({

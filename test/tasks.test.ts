@@ -62,7 +62,7 @@ test.serial('structured values and typed arrays round-trip through a task', asyn
   t.deepEqual(await tasks.echo.remote(value), value);
 });
 
-test.serial('plain arguments (sent inside the message, not encoded on their own) arrive exactly as the encoded ones do', async (t) => {
+test.serial('plain arguments and results (sent inside the message, not encoded on their own) arrive exactly as encoded ones do', async (t) => {
   const plain = [1, 2.5, NaN, -Infinity, 'a', '', true, null, undefined];
   const got = await tasks.argsOf.remote(...plain);
   t.is(got.length, plain.length);
@@ -71,6 +71,11 @@ test.serial('plain arguments (sent inside the message, not encoded on their own)
   t.deepEqual(await tasks.argsOf.remote(...many), many);
   const long = 'x'.repeat(1000);
   t.deepEqual(await tasks.argsOf.remote(long, 2), [long, 2]);
+  // A plain result comes back as itself too, inside the answer.
+  const sum = tasks.add.remote(40, 2);
+  t.is(await sum, 42);
+  t.deepEqual(currentClient().objects.owned.get(sum.id)?.location, { value: 42 });
+  t.is(await tasks.echo.remote(undefined), undefined);
   // A receiver takes an array of values only when it is one a caller would have sent so.
   await t.throwsAsync(currentClient().objects.resolveArgs([{ not: 'plain' }], undefined), { instanceOf: TypeError, message: /plain values/ });
 });
