@@ -9,6 +9,7 @@ import { checkDemand, checkStrategy, type Placement, type ResourceSet, type Sche
 import type { ActorInfo, ActorSpec, ActorStateEvent } from './actor-types.ts';
 import type { LeaseGrant, WorkerDiedMsg } from './node-daemon.ts';
 import type { CheckpointStore } from './checkpoints.ts';
+import { isPlain } from '../object-store/object-client.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -244,7 +245,9 @@ function checkSpec(spec: ActorSpec): void {
   if (!int(spec.maxConcurrency, 1)) throw new TypeError('maxConcurrency must be a whole number >= 1');
   if (spec.isolation !== 'process' && spec.isolation !== 'shared') throw new TypeError("isolation must be 'process' or 'shared'");
   if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached') throw new TypeError("lifetime must be 'owned' or 'detached'");
-  if (typeof spec.cls?.url !== 'string' || typeof spec.cls.exportName !== 'string' || !(spec.args instanceof Uint8Array)) throw new TypeError('actor spec needs cls { url, exportName } and encoded args');
+  if (typeof spec.cls?.url !== 'string' || typeof spec.cls.exportName !== 'string' || !(spec.args instanceof Uint8Array || (Array.isArray(spec.args) && isPlain(spec.args)))) {
+    throw new TypeError('actor spec needs cls { url, exportName } and args: encoded, or a short array of plain values');
+  }
   if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string') throw new TypeError('actor spec needs owner, workingDir and className');
   if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string') throw new TypeError('supervisor must be an actor id');
   if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0)) throw new TypeError('shutdownMs must be a whole number >= 0');

@@ -10,8 +10,8 @@ export interface ActorSpec {
   actorId: string;
   className: string;
   cls: { url: string; exportName: string };
-  /** Encoded constructor arguments; top-level refs are resolved on the worker. */
-  args: Uint8Array;
+  /** Constructor arguments, as TaskSpec.args; top-level refs are resolved on the worker. */
+  args: CallArgs;
   deps: Record<string, ObjectLocation>;
   demand: ResourceSet;
   strategy: SchedulingStrategy;

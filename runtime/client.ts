@@ -178,7 +178,7 @@ export class Client {
     const retry = { left: opts.maxRetries ?? 3, exceptions: opts.retryExceptions ?? false };
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
-    const prepared = this.prepareCallArgs(args, `task ${name}`);
+    const prepared = this.prepareArgs(args, `task ${name}`);
     const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, workingDir: process.cwd(), owner: this.owner(), caller: this.procId };
     this.objects.owned.create(taskId, `task ${name}`, prepared.held);
     const waitFor: Promise<unknown>[] = [];
@@ -197,14 +197,11 @@ export class Client {
     return this.ownedRef<R>(taskId);
   }
 
-  /** As prepareArgs, but plain arguments (see isPlain) stay as they are: they go inside the call's message. */
-  private prepareCallArgs(args: unknown[], what: string): { encoded: CallArgs; refs: ObjectRef[]; held: ObjectRef[] } {
-    return isPlain(args) ? { encoded: args, refs: NO_REFS, held: NO_REFS } : this.prepareArgs(args, what);
-  }
-
   /** Encodes arguments; big ones go into the object store and travel as refs, as if the caller had put() them.
+   * Plain ones (see isPlain) stay as they are: they go inside the message that carries the call.
    * `held`: every ref sent (nested ones too), kept alive until the call is done. */
-  private prepareArgs(args: unknown[], what: string): { encoded: Uint8Array; refs: ObjectRef[]; held: ObjectRef[] } {
+  private prepareArgs(args: unknown[], what: string): { encoded: CallArgs; refs: ObjectRef[]; held: ObjectRef[] } {
+    if (isPlain(args)) return { encoded: args, refs: NO_REFS, held: NO_REFS };
     let [encoded, held] = collectRefs(() => encode(args));
     if (encoded.length > defaults.inlineThreshold) {
       args = args.map((a) => {
@@ -263,7 +260,7 @@ export class Client {
   callActor<R>(actorId: string, method: string, args: unknown[], maxTaskRetries: number, maxPendingCalls = defaults.maxPendingCalls): ObjectRef<R> {
     this.actors.checkPending(actorId, method, maxPendingCalls);
     const callId = newId();
-    const prepared = this.prepareCallArgs(args, `call ${method}`);
+    const prepared = this.prepareArgs(args, `call ${method}`);
     const call: ActorCall = { callId, method, args: prepared.encoded, caller: this.procId };
     this.objects.owned.create(callId, `actor call ${method}`, prepared.held);
     this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, (call.deps = {})) : undefined, maxTaskRetries);
