@@ -3,18 +3,23 @@
 import type { Bus, BatchedRequest } from './transport.ts';
 import type { Gcs } from './gcs.ts';
 import { subjects } from './subjects.ts';
-import { ActorDiedError, NoRespondersError, PendingCallsLimitError } from './errors.ts';
+import { ActorDiedError, CallLostError, NoRespondersError, PendingCallsLimitError } from './errors.ts';
 import type { ActorCall, ActorSpec, ActorState, ActorStateEvent } from './actor-types.ts';
 import type { OwnerTable } from '../object-store/owner-table.ts';
 import type { CallReply } from './actor-host.ts';
 
 /** How long calls in flight at an actor's death wait for a reply that was already on its way. */
 const LATE_REPLY_MS = 200;
+/** How long a call lost with its lane waits for news of a death before it counts as lost in one anyway. */
+const LOST_CALL_MS = 3000;
 
 interface Known {
   state: ActorState;
   incarnation: number;
   cause?: string;
+  /** ALIVE: its node, and its process's lane. */
+  nodeId?: string;
+  direct?: string;
 }
 
 /** A call sent and not yet answered: its own entry in the bus's batch, and told its answer there. */
@@ -66,7 +71,9 @@ export class ActorCaller {
   /** Per actor: calls waiting in its chain (not sent yet), bounded by maxPendingCalls. */
   private readonly pending = new Map<string, number>();
 
-  constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable) {}
+  /** nodeId: the machine this process is on (none for a driver away from the cluster): calls to actors there go on
+   * their process's lane. */
+  constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable, private readonly nodeId?: string) {}
 
   start(): void {
     this.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
@@ -146,6 +153,7 @@ export class ActorCaller {
 
   /** A call we sent got no answer. */
   undelivered(entry: InFlight, e: Error): void {
+    if (e instanceof CallLostError) { this.lost(entry); return; }
     if (!this.takeInFlight(entry)) return;
     const { actorId, call } = entry;
     // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
@@ -156,6 +164,16 @@ export class ActorCaller {
     } else {
       this.owned.seal(call.callId, { error: e });
     }
+  }
+
+  /** A call whose lane closed after it went: it may have run, as when its actor dies with a call in flight. The news
+   * of that death settles it (learn); if none comes in time, it is settled as one all the same. */
+  private lost(entry: InFlight): void {
+    setTimeout(() => {
+      if (!this.takeInFlight(entry)) return; // settled by the death
+      this.known.delete(entry.actorId);
+      this.afterDeath(entry.actorId, entry);
+    }, LOST_CALL_MS).unref();
   }
 
   /** Takes the entry off the calls in flight; false when it is no longer there (a death already took it). */
@@ -202,6 +220,8 @@ export class ActorCaller {
     const before = this.known.get(actorId);
     if (before && before.incarnation > e.incarnation) return; // stale
     this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause });
+    // Learned before any call to this incarnation goes (calls wait for ALIVE), so one caller's calls keep one way.
+    this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' && e.nodeId !== undefined && e.nodeId === this.nodeId ? e.direct : undefined);
     if (e.state === 'DEAD') this.args.delete(actorId);
     if (e.state === 'RESTARTING' || e.state === 'DEAD') {
       const calls = this.inFlight.get(actorId);

@@ -104,7 +104,7 @@ export class ActorManager {
       return;
     }
     // A restarted actor keeps the cause of its last death: `troupe list actors` shows why it restarted.
-    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, leaseId: grant.leaseId, pid: grant.pid, backend: grant.backend, cause: a.restarts ? a.cause : undefined });
+    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, leaseId: grant.leaseId, pid: grant.pid, backend: grant.backend, direct: grant.direct, cause: a.restarts ? a.cause : undefined });
     void this.save(a);
   }
 
@@ -203,7 +203,7 @@ export class ActorManager {
     const max = a.spec.maxRestarts;
     if (!supervisor && max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, normal: normal || undefined, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined, backend: undefined });
+    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, normal: normal || undefined, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined, backend: undefined, direct: undefined });
     const saved = this.save(a);
     if (!supervisor) this.schedule(a);
     return saved;
@@ -233,7 +233,7 @@ export class ActorManager {
   /** KV first, then the event: a caller that reads KV after the event sees the new state. */
   private async save(a: ActorInfo): Promise<void> {
     await this.h.gcs.actors.put(a.actorId, a).catch((e) => console.error('troupe: could not save actor state:', e));
-    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held, normal: a.normal };
+    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held, normal: a.normal, nodeId: a.nodeId, direct: a.direct };
     this.h.bus.publish(subjects.evtActorState, ev);
   }
 }

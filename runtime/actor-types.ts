@@ -57,6 +57,8 @@ export interface ActorInfo {
   pid?: number;
   /** The tfjs backend its process computes on, when it uses tfjs (and which better ones did not load). */
   backend?: string;
+  /** Its process's lane (a Unix socket on nodeId's machine): callers there send calls on it instead of over NATS. */
+  direct?: string;
   restarts: number;
   /** Bumped on each start; lets callers tell a new instance from the one that died. */
   incarnation: number;
@@ -81,6 +83,9 @@ export interface ActorStateEvent {
   supervisor?: string;
   held?: boolean;
   normal?: boolean;
+  /** ALIVE: where it runs, and its process's lane (see ActorInfo.direct). */
+  nodeId?: string;
+  direct?: string;
 }
 
 /** A method call on the wire. */

@@ -151,13 +151,14 @@ export class Client {
       if (o) o.holds = refs; // alive until the task is done, as on its first run
       return this.locateDeps(refs, deps);
     });
-    this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned);
+    this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned, o.localNode?.nodeId);
   }
 
   static async connect(o: ClientOptions): Promise<Client> {
     if (current) throw new UsageError('troupe is already initialized in this process: call shutdown() first');
-    const bus = await Bus.connect({ address: o.address, token: o.token, name: `troupe-${o.role}-${process.pid}`, daemon: o.role === 'worker' });
-    const c = new Client(bus, o);
+    const procId = o.procId ?? newId();
+    const bus = await Bus.connect({ address: o.address, token: o.token, name: `troupe-${o.role}-${process.pid}`, daemon: o.role === 'worker', procId });
+    const c = new Client(bus, { ...o, procId });
     c.objects.serve();
     c.tasks.start();
     c.actors.start();

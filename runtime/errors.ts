@@ -58,6 +58,8 @@ export class ConnectionError extends TroupeError {}
 export class AuthenticationError extends ConnectionError {}
 /** A daemon or worker had no subscriber for a request (it is gone, or not started yet). */
 export class NoRespondersError extends TroupeError {}
+/** A request went to a worker over a direct lane that closed before the answer came: it may have run. */
+export class CallLostError extends TroupeError {}
 /** A request to a daemon timed out. */
 export class RequestTimeoutError extends TroupeError {}
 /** API misuse: bad options, init() twice, calls before init(). */
@@ -65,7 +67,7 @@ export class UsageError extends TroupeError {}
 
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
 for (const c of [TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError, ObjectStoreFullError,
-  ConnectionError, AuthenticationError, NoRespondersError, RequestTimeoutError, UsageError,
+  ConnectionError, AuthenticationError, NoRespondersError, CallLostError, RequestTimeoutError, UsageError,
   Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) classes.set(c.name, c);
 
 /** Lets higher layers (actors, object store) make their own error classes survive the bus. */

@@ -1,7 +1,7 @@
 // One per machine: advertises resources, leases worker processes (with their GPU ids), owns the node's object store,
 // reports worker exits. The head decides where; the node daemon is the authority on what it has free.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, mkdirSync } from 'node:fs';
+import { openSync, closeSync, mkdirSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -18,6 +18,7 @@ import { StoreManager } from '../object-store/store-manager.ts';
 import { fetchChunked, makeChunk, type ChunkRequest } from '../object-store/transfer.ts';
 import { workerCommand } from './launch.ts';
 import type { ActorSpec } from './actor-types.ts';
+import { lanePath } from './lane.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -56,6 +57,8 @@ export interface LeaseGrant {
   gpuIds: number[];
   /** For an actor: the tfjs backend its process computes on, if it uses tfjs. */
   backend?: string;
+  /** For an actor: its process's lane, when it has one (ActorInfo.direct). */
+  direct?: string;
 }
 
 /** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
@@ -246,11 +249,12 @@ export class NodeDaemon {
       throw new WorkerDiedError(`worker for the lease failed to start: ${(e as Error).message}`, { cause: e });
     }
     let backend: string | undefined;
+    let direct: string | undefined;
     if (actor) {
       try {
         // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the wait.
-        ({ backend } = await Promise.race([
-          this.bus.request<{ backend?: string }>(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
+        ({ backend, direct } = await Promise.race([
+          this.bus.request<{ backend?: string; direct?: string }>(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
           worker.exited.then((how): never => { throw new WorkerDiedError(`its worker process ${how} while the constructor ran`); }),
         ]));
       } catch (e) {
@@ -259,7 +263,7 @@ export class NodeDaemon {
       }
     }
     this.heartbeatSoon();
-    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids, backend };
+    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids, backend, direct };
   }
 
   /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. Either way it first gets
@@ -384,6 +388,7 @@ export class NodeDaemon {
 
   private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     this.workers.delete(worker);
+    rmSync(lanePath(this.store.dir, worker.child.pid!), { force: true }); // its socket, if it died without removing it
     if (!this.stopping) {
       this.bus.publish(subjects.evtProcExited, { procId: worker.procId, nodeId: this.nodeId });
       void this.freeObjectsOf(worker.procId, 'exited');

@@ -4,7 +4,8 @@ import { connect, type NatsConnection, type Msg, type Subscription } from '@nats
 import { AuthorizationError, nuid } from '@nats-io/nats-core';
 import { encode, decode } from './codec.ts';
 import { parseAddress, defaults } from './config.ts';
-import { AuthenticationError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError } from './errors.ts';
+import { AuthenticationError, CallLostError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError } from './errors.ts';
+import { Lane, LaneServer, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
 
 export type { Subscription };
 
@@ -82,10 +83,11 @@ class SentBatch implements Pending {
   }
 }
 
-/** The answers of one received batch that finished in this turn of the event loop. */
+/** The answers of one received batch that finished in this turn of the event loop, and where they go: a NATS reply
+ * subject, or back down the lane the batch came on. */
 class BatchAnswers {
   done: BatchPart = [];
-  constructor(readonly reply: string | undefined) {}
+  constructor(readonly reply: string | undefined, readonly lane?: LaneRequest) {}
 }
 
 export interface ConnectOptions {
@@ -95,6 +97,8 @@ export interface ConnectOptions {
   name: string;
   /** Daemons reconnect forever; drivers give up after a while. */
   daemon?: boolean;
+  /** The process's id in the cluster, when it has one: workers it opens lanes to send its events (publishTo) on them. */
+  procId?: string;
 }
 
 export type Handler = (body: any, msg: Msg) => unknown;
@@ -106,7 +110,7 @@ export class Bus {
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
-  private constructor(readonly nc: NatsConnection, readonly address: string) {
+  private constructor(readonly nc: NatsConnection, readonly address: string, private readonly token: string, private readonly procId = nuid.next()) {
     nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
     // Said once on stderr too, since later calls into nats.js only say "closed connection".
@@ -136,7 +140,7 @@ export class Bus {
       }
       throw new ConnectionError(`cannot reach a troupe cluster at ${opts.address}: ${(e as Error).message}`, { cause: e });
     }
-    return new Bus(nc, opts.address);
+    return new Bus(nc, opts.address, opts.token, opts.procId);
   }
 
   /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers). */
@@ -194,6 +198,8 @@ export class Bus {
       const id = (this.seq++).toString(36);
       const sent = new SentBatch(subject, items);
       this.pending.set(id, sent);
+      const lane = this.routes.get(subject);
+      if (lane && this.lane(lane).send(id, subject, data, now)) continue;
       if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
       else this.send(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
     }
@@ -216,18 +222,103 @@ export class Bus {
   /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
    * in each turn of the event loop, so a quick call is not held up by a slow one. */
   serveBatched(subject: string, handler: (body: any) => unknown): Subscription {
-    return this.serve(subject, (body: { batch: unknown[] }, msg) => {
-      if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
-      const answers = new BatchAnswers(msg.reply);
-      body.batch.forEach((item, i) => {
-        try {
-          Promise.resolve(handler(item)).then((v) => this.finished(answers, i, 0, v), (e) => this.finished(answers, i, 1, asError(e)));
-        } catch (e) {
-          this.finished(answers, i, 1, asError(e));
-        }
-      });
+    const sub = this.serve(subject, (body: { batch: unknown[] }, msg) => {
+      this.runBatch(subject, body, new BatchAnswers(msg.reply), handler);
       return NO_REPLY;
     });
+    this.batchServers.set(subject, { sub, handler });
+    void sub.closed.then(() => { if (this.batchServers.get(subject)?.sub === sub) this.batchServers.delete(subject); });
+    return sub;
+  }
+
+  /** What serveBatched serves, for requests that come on a lane, while its subscription lasts. */
+  private readonly batchServers = new Map<string, { sub: Subscription; handler: (body: any) => unknown }>();
+
+  private runBatch(subject: string, body: { batch: unknown[] }, answers: BatchAnswers, handler: (body: any) => unknown): void {
+    if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
+    body.batch.forEach((item, i) => {
+      try {
+        Promise.resolve(handler(item)).then((v) => this.finished(answers, i, 0, v), (e) => this.finished(answers, i, 1, asError(e)));
+      } catch (e) {
+        this.finished(answers, i, 1, asError(e));
+      }
+    });
+  }
+
+  // --- lanes: batched requests to a worker process on this machine, over a Unix socket (see lane.ts) ----------
+
+  private laneServer: LaneServer | undefined;
+  /** Lanes this process opened, by socket path, and the lane each routed subject goes on (opened at its first use). */
+  private readonly lanes = new Map<string, Lane>();
+  private readonly routes = new Map<string, string>();
+  /** Lanes that could not be opened: not tried again (their subjects keep to NATS). */
+  private readonly unreachable = new Set<string>();
+  /** Lanes with frames to write at the end of this turn. */
+  private writers = new Set<Outgoing>();
+  private readonly wakeWriter = (o: Outgoing): void => { this.writers.add(o); this.flushSoon(); };
+
+  /** Serves what serveBatched serves on a Unix socket at `path` too. Resolves to the path, or undefined when this
+   * process cannot listen there (too long a path, say): callers then keep to NATS. */
+  async listenLanes(path: string): Promise<string | undefined> {
+    try {
+      this.laneServer = await LaneServer.listen(path, this.token, (r) => this.onLaneRequest(r), this.wakeWriter);
+    } catch (e) {
+      console.error(`troupe: no direct calls to this process (cannot listen on ${path}: ${(e as Error).message})`);
+    }
+    return this.laneServer?.path;
+  }
+
+  /** Sends batched requests on `subject` over the lane at `path` (a worker on this machine) from now on, or over
+   * NATS again when path is undefined. Requests already sent keep their way. */
+  route(subject: string, path: string | undefined): void {
+    if (!path || this.closed || this.unreachable.has(path)) this.routes.delete(subject);
+    else this.routes.set(subject, path);
+  }
+
+  private lane(path: string): Lane {
+    let lane = this.lanes.get(path);
+    if (!lane) {
+      lane = new Lane(path, this.token, this.procId, {
+        reply: (id, data) => { this.onReplyData(id, data); return !this.pending.has(id); },
+        nobody: (id) => this.noResponders(id),
+        event: (subject, data) => this.events.get(subject)?.(data, subject),
+        end: (l, what) => this.laneEnded(l, what),
+      }, this.wakeWriter);
+      this.lanes.set(path, lane);
+    }
+    return lane;
+  }
+
+  /** The lane batched requests on `subject` go on now, if any. */
+  laneOf(subject: string): string | undefined {
+    return this.routes.get(subject);
+  }
+
+  private onLaneRequest(r: LaneRequest): void {
+    const s = this.batchServers.get(r.subject);
+    if (!s || s.sub.isClosed()) { r.nobody(); return; }
+    const answers = new BatchAnswers(undefined, r);
+    try {
+      this.runBatch(r.subject, decode(r.data), answers, s.handler);
+    } catch (e) {
+      const error = e instanceof TypeError ? e : new UsageError(`malformed message on ${r.subject}: ${(e as Error).message}`);
+      r.reply(encodeReply([1, error]));
+    }
+  }
+
+  /** A lane closed: its routes go back to NATS; what it had not sent is retold as "no responders", what it had sent
+   * and not heard back as CallLostError (it may have run: the caller decides, as for a death). */
+  private laneEnded(lane: Lane, what: LaneEnd): void {
+    if (this.lanes.get(lane.path) === lane) this.lanes.delete(lane.path);
+    if (!what.opened) this.unreachable.add(lane.path);
+    for (const [subject, path] of this.routes) if (path === lane.path) this.routes.delete(subject);
+    for (const id of what.unsent) this.noResponders(id);
+    for (const id of what.lost) {
+      const p = this.pending.get(id);
+      if (!p) continue;
+      this.pending.delete(id);
+      p.reject(new CallLostError(`the connection to the process serving ${p.subject} closed before it answered`));
+    }
   }
 
   /** One request of a batch has finished: its answer goes with the others that finish in this turn. */
@@ -249,6 +340,12 @@ export class Bus {
   /** Fire and forget. */
   publish(subject: string, body: unknown): void {
     this.send(subject, encode(body));
+  }
+
+  /** Publishes an event meant for process `proc` alone: on the lane it came to us by, if it did, so that it arrives
+   * before the answers sent after it (as it would over NATS, on one connection). */
+  publishTo(proc: string, subject: string, body: unknown): void {
+    if (!this.laneServer?.event(proc, subject, encode(body))) this.publish(subject, body);
   }
 
   // Everything this process sends in one turn of the event loop leaves in one socket write: nats.js flushes once per
@@ -294,14 +391,17 @@ export class Bus {
     try {
       const parts = this.beforeFlush;
       this.beforeFlush = [];
-      for (const a of parts) { const out = a.done; a.done = []; this.replyParts(a.reply, out); }
+      for (const a of parts) { const out = a.done; a.done = []; this.replyParts(a, out); }
       this.sendBatches();
       const batch = this.outbox;
       this.outbox = [];
       for (const [subject, data, reply, onError] of batch) this.publish1(subject, data, reply, onError);
+      const writers = this.writers;
+      this.writers = new Set();
+      for (const w of writers) w.flush();
     } finally {
       this.flushing = false;
-      if (this.outbox.length || this.beforeFlush.length || this.batches.size) this.flushSoon();
+      if (this.outbox.length || this.beforeFlush.length || this.batches.size || this.writers.size) this.flushSoon();
     }
   }
 
@@ -330,29 +430,34 @@ export class Bus {
     });
   }
 
-  /** Listens to events (no reply). Malformed events are dropped with a warning. */
+  /** Listens to events (no reply), from NATS and, for a subject without wildcards, from lanes (publishTo). Malformed
+   * events are dropped with a warning. */
   on(subject: string, handler: (body: any, subject: string) => void): Subscription {
-    return this.nc.subscribe(subject, {
-      callback: (_err, msg) => {
-        let body: unknown;
-        try { body = decode(msg.data); } catch {
-          warnOnce(`dropped a malformed event on ${msg.subject}`);
-          return;
-        }
-        try { handler(body, msg.subject); } catch (e) {
-          console.error(`troupe: handler for ${msg.subject} failed:`, e);
-        }
-      },
-    });
+    const deliver = (data: Uint8Array, at: string): void => {
+      let body: unknown;
+      try { body = decode(data); } catch {
+        warnOnce(`dropped a malformed event on ${at}`);
+        return;
+      }
+      try { handler(body, at); } catch (e) {
+        console.error(`troupe: handler for ${at} failed:`, e);
+      }
+    };
+    if (!/[*>]/.test(subject)) this.events.set(subject, deliver);
+    return this.nc.subscribe(subject, { callback: (_err, msg) => deliver(msg.data, msg.subject) });
   }
 
+  /** Event handlers by (exact) subject, for events that come on lanes. */
+  private readonly events = new Map<string, (data: Uint8Array, subject: string) => void>();
+
   /** Sends answers to a batch (as several parts, if they are over the server's max_payload). */
-  private replyParts(reply: string | undefined, part: BatchPart): void {
-    if (!reply || this.closed) return;
+  private replyParts({ reply, lane }: BatchAnswers, part: BatchPart): void {
+    if ((!reply && !lane) || this.closed) return;
     for (const { data, items } of this.fitting(part, (answers) => encodeReply([0, answers]))) {
       // One answer too large for any message: its caller hears why instead of waiting for ever.
       const tooLarge = data.length > this.maxPayload && new RangeError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`);
-      this.send(reply, tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data);
+      const out = tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data;
+      if (lane) lane.reply(out); else this.send(reply!, out);
     }
   }
 
@@ -373,6 +478,9 @@ export class Bus {
     this.closed = true;
     this.flushNow(); // what we said last (replies, frees, goodbyes) still goes out
     this.failPending(new ConnectionError('connection closed'));
+    this.laneServer?.close();
+    for (const lane of this.lanes.values()) lane.close();
+    this.routes.clear();
     // Drain lets handlers finish, but must not hold a stopping process hostage: close after 2 s regardless.
     const drained = this.nc.drain().catch(() => undefined);
     const timer = setTimeout(() => void this.nc.close().catch(() => undefined), 2000);
@@ -403,17 +511,23 @@ export class Bus {
 
   private onReply(msg: Msg): void {
     const id = msg.subject.slice(this.inbox.length + 1);
+    if (msg.data.length === 0 && msg.headers?.code === 503) this.noResponders(id);
+    else this.onReplyData(id, msg.data);
+  }
+
+  private noResponders(id: string): void {
+    const p = this.pending.get(id);
+    if (!p || p.gathered) return;
+    this.pending.delete(id);
+    p.reject(new NoRespondersError(`no one is listening on ${p.subject}`));
+  }
+
+  private onReplyData(id: string, data: Uint8Array): void {
     const p = this.pending.get(id);
     if (!p) return; // late reply after a timeout
-    if (msg.data.length === 0 && msg.headers?.code === 503) {
-      if (p.gathered) return;
-      this.pending.delete(id);
-      p.reject(new NoRespondersError(`no one is listening on ${p.subject}`));
-      return;
-    }
     let reply: Reply;
     try {
-      reply = decode<Reply>(msg.data);
+      reply = decode<Reply>(data);
     } catch (e) {
       if (p.gathered) return;
       this.pending.delete(id);

@@ -11,6 +11,7 @@ import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import type { TaskSpec, TaskReply } from './task-submitter.ts';
 import type { TaskEvent } from './head.ts';
 import type { ActorSpec } from './actor-types.ts';
+import { lanePath } from './lane.ts';
 import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from './tensor-backend.ts';
 
 const env = (k: string): string => {
@@ -28,6 +29,8 @@ const client = await Client.connect({
   localNode: { nodeId, objectDir: env('TROUPE_OBJECT_DIR'), objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')) },
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
+// Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
+const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
 client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId), { workerId: procId, blocked });
 
@@ -43,7 +46,7 @@ function flushOutput(): void {
   if (outbox.size === 0) return;
   const sending = outbox;
   outbox = new Map();
-  for (const [owner, lines] of sending) client.bus.publish(subjects.log(owner), lines);
+  for (const [owner, lines] of sending) client.bus.publishTo(owner, subjects.log(owner), lines);
 }
 /** Runs user code with its output going to ctx.owner; what it printed is sent before its result (same connection, in order). */
 const inContext = async <T>(ctx: HostedContext, fn: () => Promise<T>): Promise<T> => {
@@ -163,7 +166,7 @@ client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => 
     soleContext = contextOf(req.spec);
     logContext.disable();
   }
-  return actors.start(req.spec);
+  return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
 });
 client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) => actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)));
 

@@ -1,0 +1,143 @@
+// Lanes: actor calls from a process on the actor's machine go straight to its worker over a Unix socket, not through
+// nats-server. Same answers, same order, same behaviour when the worker dies; nothing runs for a connection without
+// the cluster token.
+import test from 'ava';
+import net from 'node:net';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { get, kill, ActorDiedError } from '../runtime/index.ts';
+import { useCluster, tempDir, eventually } from './helpers/cluster.ts';
+import { currentClient } from '../runtime/client.ts';
+import { subjects } from '../runtime/subjects.ts';
+import { encode } from '../runtime/codec.ts';
+import { Bus } from '../runtime/transport.ts';
+import { NoRespondersError } from '../runtime/errors.ts';
+import { Counter, Phoenix, Journal } from './fixtures/actors.ts';
+
+const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 0 }] });
+const actorInfo = async (actorId: string) => (await currentClient().gcs()).actors.get(actorId);
+const laneOf = (actorId: string) => currentClient().bus.laneOf(subjects.actor(actorId));
+
+test.serial('calls to an actor on this machine go on its worker\'s lane; to one on another node, over NATS; both answer alike', async (t) => {
+  const [here, there] = cluster().nodeIds;
+  const near = Counter.options({ schedulingStrategy: { nodeId: here } }).remote(10);
+  const far = Counter.options({ schedulingStrategy: { nodeId: there } }).remote(10);
+  t.is(await near.add(1), 11);
+  t.is(await far.add(1), 11);
+  const nearInfo = await actorInfo(near.actorId);
+  // The lane is a socket in the node's private object directory, and only this node's processes use it.
+  t.truthy(nearInfo?.direct);
+  t.true(statSync(nearInfo!.direct!).isSocket());
+  t.is(laneOf(near.actorId), nearInfo!.direct);
+  t.is(laneOf(far.actorId), undefined);
+  // Many calls at once and one at a time: in order, each with its own answer.
+  const burst = await get(Array.from({ length: 2000 }, () => near.add(1)));
+  t.deepEqual(burst, Array.from({ length: 2000 }, (_, i) => 12 + i));
+  for (let i = 0; i < 50; i++) t.is(await near.add(1), 2012 + i);
+  await kill(near);
+  await kill(far);
+  await eventually('the socket gone with its process', async () => !existsSync(nearInfo!.direct!));
+  t.pass();
+});
+
+test.serial('what an actor prints reaches its caller before the answer of the call that printed it', async (t) => {
+  const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
+  await c.value();
+  t.truthy(laneOf(c.actorId));
+  const seen: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    const text = String(chunk);
+    if (text.includes('said ')) seen.push(text.trim().replace(/^\(Counter pid=\d+\) /, ''));
+    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stdout.write;
+  try {
+    for (let i = 0; i < 20; i++) {
+      await c.say(`said ${i}`);
+      seen.push(`answered ${i}`);
+    }
+  } finally {
+    process.stdout.write = write;
+  }
+  t.deepEqual(seen, Array.from({ length: 20 }, (_, i) => [`said ${i}`, `answered ${i}`]).flat());
+  await kill(c);
+});
+
+test.serial('a lane runs nothing for a connection that does not say the cluster token first; the worker goes on', async (t) => {
+  const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
+  t.is(await c.add(1), 1);
+  const path = (await actorInfo(c.actorId))!.direct!;
+  // A well-formed request frame for the actor, sent with a wrong token first, then with none at all.
+  const call = encode({ batch: [{ callId: 'intruder', method: 'add', args: [100], caller: 'intruder' }] });
+  const request = (id: string): Buffer => {
+    const subject = Buffer.from(subjects.actor(c.actorId));
+    const body = Buffer.concat([Buffer.from([1, id.length]), Buffer.from(id), Buffer.from([subject.length >> 8, subject.length & 255]), subject, call]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length);
+    return Buffer.concat([len, body]);
+  };
+  const wrongHello = Buffer.concat([Buffer.from([0, 0, 0, 33, 0]), Buffer.alloc(32, 7)]);
+  for (const first of [wrongHello, request('a')]) {
+    const socket = net.connect(path);
+    socket.on('error', () => undefined);
+    socket.write(Buffer.concat([first, request('b')]));
+    const answered = await new Promise<boolean>((resolve) => {
+      socket.once('data', () => resolve(true));
+      socket.once('close', () => resolve(false));
+    });
+    t.false(answered, 'closed without an answer');
+  }
+  t.is(await c.add(1), 2, 'nothing ran for the intruder, and the actor still serves');
+  await kill(c);
+});
+
+test.serial('a worker killed with calls in flight on its lane: they are retried or fail as maxTaskRetries says, in order', async (t) => {
+  const here = { schedulingStrategy: { nodeId: cluster().nodeIds[0] } };
+  const p = Phoenix.options(here).remote();
+  const { pid } = await p.bump();
+  t.truthy(laneOf(p.actorId));
+  const inFlight = p.sleepThenBump(5000);
+  await new Promise((r) => setTimeout(r, 200));
+  process.kill(pid, 'SIGKILL');
+  await t.throwsAsync(get(inFlight), { instanceOf: ActorDiedError, message: /sleepThenBump/ });
+  const again = await p.bump();
+  t.not(again.pid, pid);
+  t.is(laneOf(p.actorId), (await actorInfo(p.actorId))!.direct, 'the new process\'s lane');
+  await kill(p);
+
+  const j = Journal.options({ ...here, maxRestarts: -1, maxTaskRetries: -1 }).remote();
+  const firstPid = await j.log(-1);
+  const refs = Array.from({ length: 30 }, (_, i) => j.log(i));
+  await new Promise((r) => setTimeout(r, 100));
+  process.kill(firstPid, 'SIGKILL');
+  for (let i = 30; i < 60; i++) refs.push(j.log(i));
+  t.is((await get(refs)).length, 60);
+  const history = await j.history();
+  t.deepEqual(history, [...history].sort((a, b) => a - b));
+  t.is(history.at(-1), 59);
+  await kill(j);
+});
+
+test.serial('a lane that cannot be reached is not tried again: its requests go over NATS', async (t) => {
+  const { address, token } = cluster();
+  const server = await Bus.connect({ address, token, name: 'lane-test-server' });
+  const caller = await Bus.connect({ address, token, name: 'lane-test-caller' });
+  t.teardown(async () => { await caller.close(); await server.close(); });
+  const subject = `lane-test.${process.pid}`;
+  server.serveBatched(subject, (x: number) => x * 2);
+  const path = await server.listenLanes(join(tempDir(t), 'lane'));
+  await server.flush();
+  const call = (x: number) => new Promise((answered, failed) => caller.requestBatched(subject, { body: x, answered, failed }));
+
+  const nowhere = join(tempDir(t), 'nobody-listens-here');
+  caller.route(subject, nowhere);
+  await t.throwsAsync(call(1), { instanceOf: NoRespondersError }); // nobody got it: safe to send again
+  t.is(caller.laneOf(subject), undefined);
+  t.is(await call(2), 4); // over NATS
+  caller.route(subject, nowhere);
+  t.is(caller.laneOf(subject), undefined, 'not tried again');
+
+  caller.route(subject, path);
+  t.is(caller.laneOf(subject), path);
+  t.deepEqual(await Promise.all([3, 4, 5].map(call)), [6, 8, 10]);
+});
