@@ -17,8 +17,7 @@ interface Known {
   state: ActorState;
   incarnation: number;
   cause?: string;
-  /** ALIVE: its node, and its process's lane. */
-  nodeId?: string;
+  /** ALIVE: its process's lane. */
   direct?: string;
 }
 
@@ -71,9 +70,7 @@ export class ActorCaller {
   /** Per actor: calls waiting in its chain (not sent yet), bounded by maxPendingCalls. */
   private readonly pending = new Map<string, number>();
 
-  /** nodeId: the machine this process is on (none for a driver away from the cluster): calls to actors there go on
-   * their process's lane. */
-  constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable, private readonly nodeId?: string) {}
+  constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable) {}
 
   start(): void {
     this.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
@@ -221,7 +218,7 @@ export class ActorCaller {
     if (before && before.incarnation > e.incarnation) return; // stale
     this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause });
     // Learned before any call to this incarnation goes (calls wait for ALIVE), so one caller's calls keep one way.
-    this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' && e.nodeId !== undefined && e.nodeId === this.nodeId ? e.direct : undefined);
+    this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' ? e.direct : undefined);
     if (e.state === 'DEAD') this.args.delete(actorId);
     if (e.state === 'RESTARTING' || e.state === 'DEAD') {
       const calls = this.inFlight.get(actorId);

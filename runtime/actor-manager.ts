@@ -233,7 +233,7 @@ export class ActorManager {
   /** KV first, then the event: a caller that reads KV after the event sees the new state. */
   private async save(a: ActorInfo): Promise<void> {
     await this.h.gcs.actors.put(a.actorId, a).catch((e) => console.error('troupe: could not save actor state:', e));
-    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held, normal: a.normal, nodeId: a.nodeId, direct: a.direct };
+    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held, normal: a.normal, direct: a.direct };
     this.h.bus.publish(subjects.evtActorState, ev);
   }
 }

@@ -57,7 +57,7 @@ export interface ActorInfo {
   pid?: number;
   /** The tfjs backend its process computes on, when it uses tfjs (and which better ones did not load). */
   backend?: string;
-  /** Its process's lane (a Unix socket on nodeId's machine): callers there send calls on it instead of over NATS. */
+  /** Its process's lane (a Unix socket on its machine): callers on that machine send calls on it, not over NATS. */
   direct?: string;
   restarts: number;
   /** Bumped on each start; lets callers tell a new instance from the one that died. */
@@ -83,8 +83,7 @@ export interface ActorStateEvent {
   supervisor?: string;
   held?: boolean;
   normal?: boolean;
-  /** ALIVE: where it runs, and its process's lane (see ActorInfo.direct). */
-  nodeId?: string;
+  /** ALIVE: its process's lane (see ActorInfo.direct). */
   direct?: string;
 }
 

@@ -151,7 +151,7 @@ export class Client {
       if (o) o.holds = refs; // alive until the task is done, as on its first run
       return this.locateDeps(refs, deps);
     });
-    this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned, o.localNode?.nodeId);
+    this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned);
   }
 
   static async connect(o: ClientOptions): Promise<Client> {

@@ -2,6 +2,7 @@
 // (no per-call subscription, no per-call timer), and servers that never die of a bad message.
 import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
 import { AuthorizationError, nuid } from '@nats-io/nats-core';
+import { existsSync } from 'node:fs';
 import { encode, decode } from './codec.ts';
 import { parseAddress, defaults } from './config.ts';
 import { AuthenticationError, CallLostError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError } from './errors.ts';
@@ -198,8 +199,8 @@ export class Bus {
       const id = (this.seq++).toString(36);
       const sent = new SentBatch(subject, items);
       this.pending.set(id, sent);
-      const lane = this.routes.get(subject);
-      if (lane && this.lane(lane).send(id, subject, data, now)) continue;
+      const path = this.routes.get(subject);
+      if (path && this.lane(path)?.send(id, subject, data, now)) continue;
       if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
       else this.send(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
     }
@@ -268,16 +269,19 @@ export class Bus {
     return this.laneServer?.path;
   }
 
-  /** Sends batched requests on `subject` over the lane at `path` (a worker on this machine) from now on, or over
-   * NATS again when path is undefined. Requests already sent keep their way. */
+  /** Sends batched requests on `subject` over the lane at `path` from now on, when that socket is on this machine
+   * (its path is in the worker's node's own directory: found here only there), or over NATS again when path is
+   * undefined. Requests already sent keep their way. */
   route(subject: string, path: string | undefined): void {
     if (!path || this.closed || this.unreachable.has(path)) this.routes.delete(subject);
     else this.routes.set(subject, path);
   }
 
-  private lane(path: string): Lane {
+  /** The lane at `path`, opened at its first use; undefined when there is no such socket here. */
+  private lane(path: string): Lane | undefined {
     let lane = this.lanes.get(path);
     if (!lane) {
+      if (!existsSync(path)) { this.unreachable.add(path); this.unroute(path); return undefined; }
       lane = new Lane(path, this.token, this.procId, {
         reply: (id, data) => { this.onReplyData(id, data); return !this.pending.has(id); },
         nobody: (id) => this.noResponders(id),
@@ -287,6 +291,10 @@ export class Bus {
       this.lanes.set(path, lane);
     }
     return lane;
+  }
+
+  private unroute(path: string): void {
+    for (const [subject, p] of this.routes) if (p === path) this.routes.delete(subject);
   }
 
   /** The lane batched requests on `subject` go on now, if any. */
@@ -311,7 +319,7 @@ export class Bus {
   private laneEnded(lane: Lane, what: LaneEnd): void {
     if (this.lanes.get(lane.path) === lane) this.lanes.delete(lane.path);
     if (!what.opened) this.unreachable.add(lane.path);
-    for (const [subject, path] of this.routes) if (path === lane.path) this.routes.delete(subject);
+    this.unroute(lane.path);
     for (const id of what.unsent) this.noResponders(id);
     for (const id of what.lost) {
       const p = this.pending.get(id);

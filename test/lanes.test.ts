@@ -3,7 +3,7 @@
 // the cluster token.
 import test from 'ava';
 import net from 'node:net';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { get, kill, ActorDiedError } from '../runtime/index.ts';
 import { useCluster, tempDir, eventually } from './helpers/cluster.ts';
@@ -18,18 +18,20 @@ const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ n
 const actorInfo = async (actorId: string) => (await currentClient().gcs()).actors.get(actorId);
 const laneOf = (actorId: string) => currentClient().bus.laneOf(subjects.actor(actorId));
 
-test.serial('calls to an actor on this machine go on its worker\'s lane; to one on another node, over NATS; both answer alike', async (t) => {
+test.serial('calls to actors on this machine go on their worker\'s lane, whichever node daemon runs them', async (t) => {
   const [here, there] = cluster().nodeIds;
   const near = Counter.options({ schedulingStrategy: { nodeId: here } }).remote(10);
   const far = Counter.options({ schedulingStrategy: { nodeId: there } }).remote(10);
   t.is(await near.add(1), 11);
   t.is(await far.add(1), 11);
   const nearInfo = await actorInfo(near.actorId);
-  // The lane is a socket in the node's private object directory, and only this node's processes use it.
-  t.truthy(nearInfo?.direct);
+  const farInfo = await actorInfo(far.actorId);
+  // The lane is a socket in its node's private object directory; both node daemons are on this machine.
   t.true(statSync(nearInfo!.direct!).isSocket());
+  t.true(statSync(farInfo!.direct!).isSocket());
+  t.not(nearInfo!.direct, farInfo!.direct);
   t.is(laneOf(near.actorId), nearInfo!.direct);
-  t.is(laneOf(far.actorId), undefined);
+  t.is(laneOf(far.actorId), farInfo!.direct);
   // Many calls at once and one at a time: in order, each with its own answer.
   const burst = await get(Array.from({ length: 2000 }, () => near.add(1)));
   t.deepEqual(burst, Array.from({ length: 2000 }, (_, i) => 12 + i));
@@ -118,7 +120,7 @@ test.serial('a worker killed with calls in flight on its lane: they are retried 
   await kill(j);
 });
 
-test.serial('a lane that cannot be reached is not tried again: its requests go over NATS', async (t) => {
+test.serial('a lane that is not on this machine, or cannot be opened, is not tried again: its requests go over NATS', async (t) => {
   const { address, token } = cluster();
   const server = await Bus.connect({ address, token, name: 'lane-test-server' });
   const caller = await Bus.connect({ address, token, name: 'lane-test-caller' });
@@ -129,15 +131,20 @@ test.serial('a lane that cannot be reached is not tried again: its requests go o
   await server.flush();
   const call = (x: number) => new Promise((answered, failed) => caller.requestBatched(subject, { body: x, answered, failed }));
 
-  const nowhere = join(tempDir(t), 'nobody-listens-here');
-  caller.route(subject, nowhere);
-  await t.throwsAsync(call(1), { instanceOf: NoRespondersError }); // nobody got it: safe to send again
+  const dir = tempDir(t);
+  caller.route(subject, join(dir, 'nobody-listens-here')); // as a lane on another machine looks from here
+  t.is(await call(1), 2); // over NATS
   t.is(caller.laneOf(subject), undefined);
-  t.is(await call(2), 4); // over NATS
-  caller.route(subject, nowhere);
+  const notASocket = join(dir, 'not-a-socket');
+  writeFileSync(notASocket, '');
+  caller.route(subject, notASocket);
+  await t.throwsAsync(call(2), { instanceOf: NoRespondersError }); // nobody got it: safe to send again
+  t.is(caller.laneOf(subject), undefined);
+  t.is(await call(3), 6);
+  caller.route(subject, notASocket);
   t.is(caller.laneOf(subject), undefined, 'not tried again');
 
   caller.route(subject, path);
   t.is(caller.laneOf(subject), path);
-  t.deepEqual(await Promise.all([3, 4, 5].map(call)), [6, 8, 10]);
+  t.deepEqual(await Promise.all([4, 5, 6].map(call)), [8, 10, 12]);
 });
