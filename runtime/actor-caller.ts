@@ -17,8 +17,6 @@ interface Known {
   state: ActorState;
   incarnation: number;
   cause?: string;
-  /** ALIVE: its process's lane. */
-  direct?: string;
 }
 
 /** A call sent and not yet answered: its own entry in the bus's batch, and told its answer there. */
@@ -213,7 +211,7 @@ export class ActorCaller {
     this.owned.seal(entry.call.callId, { error: new ActorDiedError(`actor ${actorId} died while running ${entry.call.method}(): ${cause} (maxTaskRetries 0: not re-sent)`, { actorId }) });
   }
 
-  private learn(actorId: string, e: Known): void {
+  private learn(actorId: string, e: Known & Pick<ActorStateEvent, 'direct'>): void {
     const before = this.known.get(actorId);
     if (before && before.incarnation > e.incarnation) return; // stale
     this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause });

@@ -37,18 +37,25 @@ function hello(token: string, proc: string): Buffer {
   return b;
 }
 
-function frame(kind: number, id: string, subject: string | undefined, data: Uint8Array | undefined): Buffer {
+/** Messages up to this size are copied in behind their frame's header (one buffer to write is cheaper than two);
+ * larger ones are written after it as they are. */
+const COPY_BELOW = 16 * 1024;
+
+/** A frame's header, and its message too when that is small (then the second buffer is undefined). */
+function frame(kind: number, id: string, subject: string | undefined, data: Uint8Array | undefined): [Buffer, Uint8Array | undefined] {
   const idLen = Buffer.byteLength(id);
   const subjLen = subject === undefined ? 0 : Buffer.byteLength(subject);
-  const head = 5 + 1 + idLen + (subject === undefined ? 0 : 2 + subjLen);
-  const b = Buffer.allocUnsafe(head + (data?.length ?? 0));
-  b.writeUInt32BE(b.length - 4, 0);
+  const size = data?.length ?? 0;
+  const head = 6 + idLen + (subject === undefined ? 0 : 2 + subjLen);
+  const b = Buffer.allocUnsafe(head + (size < COPY_BELOW ? size : 0));
+  b.writeUInt32BE(head - 4 + size, 0);
   b[4] = kind;
   b[5] = idLen;
-  let at = 6 + b.write(id, 6, 'latin1');
-  if (subject !== undefined) { b.writeUInt16BE(subjLen, at); at += 2 + b.write(subject, at + 2, 'latin1'); }
-  if (data) b.set(data, at);
-  return b;
+  const at = 6 + b.write(id, 6, 'latin1');
+  if (subject !== undefined) { b.writeUInt16BE(subjLen, at); b.write(subject, at + 2, 'latin1'); }
+  if (size >= COPY_BELOW) return [b, data];
+  if (size) b.set(data!, head);
+  return [b, undefined];
 }
 
 /** Cuts a byte stream into frames. A large frame's chunks are joined once, when it is whole. */
@@ -85,22 +92,15 @@ function readId(f: Buffer, at: number): [string, number] {
   return [f.toString('latin1', at + 1, at + 1 + n), at + 1 + n];
 }
 
-/** What a lane server hands up: a request, and how to answer it (later, from any turn). */
-export interface LaneRequest {
-  subject: string;
-  data: Uint8Array;
-  reply(data: Uint8Array): void;
-  /** Nothing serves this subject here. */
-  nobody(): void;
-}
-
 /** Writes queued frames in one go when asked: callers answer and send in bursts. */
 export class Outgoing {
-  private queued: Buffer[] = [];
+  private queued: Uint8Array[] = [];
   constructor(readonly socket: net.Socket, private readonly wake: (o: Outgoing) => void) {}
 
-  queue(f: Buffer): void {
-    if (this.queued.push(f) === 1) this.wake(this);
+  queue(kind: number, id: string, subject: string | undefined, data: Uint8Array | undefined): void {
+    const [head, large] = frame(kind, id, subject, data);
+    if (this.queued.push(head) === 1) this.wake(this);
+    if (large) this.queued.push(large);
   }
 
   flush(): void {
@@ -112,6 +112,21 @@ export class Outgoing {
     this.socket.cork();
     for (const f of q) this.socket.write(f);
     this.socket.uncork();
+  }
+}
+
+/** What a lane server hands up: a request, and how to answer it (later, from any turn). A class, not closures: one
+ * is made for every batch a busy actor gets. */
+export class LaneRequest {
+  constructor(readonly subject: string, readonly data: Uint8Array, private readonly out: Outgoing, private readonly id: string) {}
+
+  reply(data: Uint8Array): void {
+    this.out.queue(REPLY, this.id, undefined, data);
+  }
+
+  /** Nothing serves this subject here. */
+  nobody(): void {
+    this.out.queue(NOBODY, this.id, undefined, undefined);
   }
 }
 
@@ -144,12 +159,7 @@ export class LaneServer {
         const [id, at] = readId(f, 1);
         const subjLen = f.readUInt16BE(at);
         const subject = f.toString('latin1', at + 2, at + 2 + subjLen);
-        onRequest({
-          subject,
-          data: f.subarray(at + 2 + subjLen),
-          reply: (data) => out.queue(frame(REPLY, id, undefined, data)),
-          nobody: () => out.queue(frame(NOBODY, id, undefined, undefined)),
-        });
+        onRequest(new LaneRequest(subject, f.subarray(at + 2 + subjLen), out, id));
       });
       socket.on('data', (chunk: Buffer) => {
         try { frames.push(chunk); } catch { socket.destroy(); } // a malformed frame: that connection goes, we stay
@@ -161,7 +171,7 @@ export class LaneServer {
   event(proc: string, subject: string, data: Uint8Array): boolean {
     const out = this.byProc.get(proc);
     if (!out || out.socket.destroyed) return false;
-    out.queue(frame(EVENT, '', subject, data));
+    out.queue(EVENT, '', subject, data);
     return true;
   }
 
@@ -244,7 +254,7 @@ export class Lane {
   send(id: string, subject: string, data: Uint8Array, now: boolean): boolean {
     if (this.closed) return false;
     this.open.add(id);
-    this.out.queue(frame(REQUEST, id, subject, data));
+    this.out.queue(REQUEST, id, subject, data);
     if (now) this.out.flush();
     return true;
   }
