@@ -1,10 +1,10 @@
 // The base class of remote actors. Its statics give `Trainer.remote(...)` and `Trainer.options({...}).remote(...)`
 // their types: a decorator cannot add typed statics, a base class can.
-import { currentClient, type ActorOptions, type FunctionRef } from '../runtime/client.ts';
-import { UsageError } from '../runtime/errors.ts';
-import { REMOTE_CLASS, constructingActorId, saveCheckpointOf } from '../runtime/actor-host.ts';
-import type { RemoteArgs } from '../runtime/remote-function.ts';
-import type { Definition } from '../runtime/definition-site.ts';
+import { currentClient, type ActorOptions, type FunctionRef } from '../runtime/core/core.ts';
+import { UsageError } from '../runtime/base/errors.ts';
+import { REMOTE_CLASS, constructingActorId, saveCheckpointOf } from '../runtime/worker/actor-host.ts';
+import type { RemoteArgs } from '../runtime/api/remote-function.ts';
+import type { Definition } from '../runtime/base/definition-site.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 import { checkActorOptions } from './options.ts';
 

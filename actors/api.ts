@@ -1,5 +1,5 @@
 // Actors by name, and ending them.
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 
 /** A handle to the live actor registered under `name` (in `namespace`, default 'default'), from any driver. */

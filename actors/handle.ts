@@ -1,10 +1,10 @@
 // Actor handles: typed proxies whose methods send calls to the actor and return ObjectRefs.
 // A handle is plain data underneath (id, class name), so it can be passed to tasks and other actors.
-import { currentClient } from '../runtime/client.ts';
-import { registerExtension, ExtType } from '../runtime/codec.ts';
-import type { RemoteArgs } from '../runtime/remote-function.ts';
+import { currentClient } from '../runtime/core/core.ts';
+import { registerExtension, ExtType } from '../runtime/base/codec.ts';
+import type { RemoteArgs } from '../runtime/api/remote-function.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
-import type { LIFECYCLE } from '../runtime/actor-host.ts';
+import type { LIFECYCLE } from '../runtime/worker/actor-host.ts';
 
 type Method = (...args: any[]) => any;
 

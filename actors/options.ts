@@ -1,6 +1,6 @@
 // Validation of actor options, where they are written (the decorator, .options()).
-import { normalizeRequest, checkStrategy } from '../runtime/scheduler.ts';
-import type { ActorOptions } from '../runtime/client.ts';
+import { normalizeRequest, checkStrategy } from '../runtime/scheduling/placement.ts';
+import type { ActorOptions } from '../runtime/core/core.ts';
 
 const KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'maxRestarts', 'maxTaskRetries',
   'maxConcurrency', 'name', 'namespace', 'lifetime', 'isolation', 'crashOnError', 'checkpointEvery', 'maxPendingCalls']);

@@ -1,10 +1,10 @@
 // `remote`: one word for remote functions and actor classes, as in Ray.
 //   export const f = remote({ numCpus: 1 }, (x: number) => x * 2);
 //   @remote({ numGpus: 1, maxRestarts: 2 }) export class Trainer extends Actor { … }
-import { remote as remoteFunction, type RemoteFunction } from '../runtime/remote-function.ts';
-import { defineSite } from '../runtime/definition-site.ts';
-import { REMOTE_CLASS } from '../runtime/actor-host.ts';
-import type { TaskOptions, ActorOptions } from '../runtime/client.ts';
+import { remote as remoteFunction, type RemoteFunction } from '../runtime/api/remote-function.ts';
+import { defineSite } from '../runtime/base/definition-site.ts';
+import { REMOTE_CLASS } from '../runtime/worker/actor-host.ts';
+import type { TaskOptions, ActorOptions } from '../runtime/core/core.ts';
 import type { Actor, RemoteClassInfo } from './actor.ts';
 import { checkActorOptions } from './options.ts';
 

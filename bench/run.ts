@@ -4,9 +4,9 @@ import { writeFileSync, mkdtempSync, rmSync, readFileSync, existsSync } from 'no
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init, shutdown, get, wait, put, type ObjectRef } from 'troupe';
-import { startHead, startNode, type StartedCluster } from '../runtime/local-cluster.ts';
-import { writeClusterFile, parseAddress } from '../runtime/config.ts';
-import { currentClient } from '../runtime/client.ts';
+import { startHead, startNode, type StartedCluster } from '../runtime/cluster/local-cluster.ts';
+import { writeClusterFile, parseAddress } from '../runtime/base/config.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';

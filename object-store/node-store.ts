@@ -4,7 +4,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { byteLength } from '../runtime/codec.ts';
+import { byteLength } from '../runtime/base/codec.ts';
 
 /** Reads of one large object: at most this many slices at once (libuv has 4 threads), each at least SLICE_BYTES. */
 const READ_SLICES = 4;

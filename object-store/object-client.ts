@@ -1,10 +1,10 @@
 // How a process stores values and follows ObjectRefs to them: owner lookup, local file reads, copies fetched from
 // other nodes, and the owner's half of reference counting. Every process (driver or worker) has one.
 import { LRUCache } from 'lru-cache';
-import { encodeParts, decode, byteLength } from '../runtime/codec.ts';
-import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
-import { defaults } from '../runtime/config.ts';
-import type { Bus } from '../runtime/transport.ts';
+import { encodeParts, decode, byteLength } from '../runtime/base/codec.ts';
+import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
+import { defaults } from '../runtime/base/config.ts';
+import type { Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
 import { holders, type ObjectLocation, type PlainValue } from './location.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';

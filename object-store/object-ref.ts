@@ -1,5 +1,5 @@
 // A reference to a value that lives somewhere in the cluster. Awaitable: `await ref` is `get(ref)`.
-import { registerExtension, ExtType } from '../runtime/codec.ts';
+import { registerExtension, ExtType } from '../runtime/base/codec.ts';
 
 type Resolver = (ref: ObjectRef<unknown>) => Promise<unknown>;
 let resolver: Resolver | undefined;

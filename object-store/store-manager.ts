@@ -3,8 +3,8 @@
 // only to seal a new object (which may first make room), to bring a spilled one back, or to fetch a remote one.
 import { copyFile, open, rm, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
-import { ObjectLostError, ObjectStoreFullError } from '../runtime/errors.ts';
-import { formatBytes } from '../runtime/bytes.ts';
+import { ObjectLostError, ObjectStoreFullError } from '../runtime/base/errors.ts';
+import { formatBytes } from '../runtime/base/bytes.ts';
 import type { NodeStore } from './node-store.ts';
 
 export interface StoredObject {

@@ -1,8 +1,8 @@
 // Moving an object's bytes between processes over the bus: chunks under the server's max_payload, several in flight,
 // each checked (length and CRC-32) and asked for again when it arrives damaged.
 import { crc32 } from 'node:zlib';
-import { ObjectLostError, NoRespondersError } from '../runtime/errors.ts';
-import type { Bus } from '../runtime/transport.ts';
+import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
+import type { Bus } from '../runtime/bus/bus.ts';
 
 export interface ChunkRequest { id: string; offset: number; length: number }
 export interface Chunk { data: Uint8Array; crc: number }

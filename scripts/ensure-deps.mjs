@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { findNatsServer, missingNatsMessage, NATS_PACKAGE } from '../runtime/nats-binary.mjs';
+import { findNatsServer, missingNatsMessage, NATS_PACKAGE } from '../runtime/cluster/nats-binary.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 

@@ -2,7 +2,7 @@
 import test from 'ava';
 import { get, getActor, kill, ActorDiedError, TaskError, UsageError, InfeasibleError, type ActorHandle, type ObjectRef } from '../runtime/index.ts';
 import { useCluster, eventually } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { Counter, Gate, Broken, Forwarder, Phoenix, Doomed, Journal } from './fixtures/actors.ts';
 import { callCounter } from './fixtures/tasks.ts';
 

@@ -6,8 +6,8 @@ import net from 'node:net';
 import { pack, unpack } from 'msgpackr';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { encode, decode, encodeParts } from '../runtime/codec.ts';
-import { TaskError, InfeasibleError, SerializationError } from '../runtime/errors.ts';
+import { encode, decode, encodeParts } from '../runtime/base/codec.ts';
+import { TaskError, InfeasibleError, SerializationError } from '../runtime/base/errors.ts';
 import { ObjectRef } from '../object-store/object-ref.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -266,7 +266,7 @@ test('a disposed tensor fails to encode', (t) => {
 test('a process that has not loaded tfjs can decode a tensor', async (t) => {
   const x = tf.tensor2d([[1.5, -2], [0.25, 3]]);
   const child = `
-    import { decode } from './runtime/codec.ts';
+    import { decode } from './runtime/base/codec.ts';
     const loadedBefore = '_tfengine' in globalThis;
     const t = decode(Buffer.from(process.env.TENSOR_B64, 'base64'));
     console.log(JSON.stringify({ loadedBefore, dtype: t.dtype, shape: t.shape, values: t.arraySync() }));

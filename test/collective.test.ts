@@ -3,7 +3,7 @@
 import test from 'ava';
 import { CollectiveError, TaskError, kill, type ActorHandle } from '../runtime/index.ts';
 import { useCluster } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { Peer } from './fixtures/collective.ts';
 
 useCluster(test, { head: { numCpus: 2 } });

@@ -29,7 +29,7 @@ test.serial('a detached actor outlives its driver; an owned one ends with it; ou
   t.is(await keeper.value(), 42);
   await t.throwsAsync(getActor('ephemeral'), { instanceOf: UsageError });
   await t.throwsAsync(getActor('made-in-task'), { instanceOf: UsageError }); // made by a task of that driver: gone with it
-  const info = await (await import('../runtime/client.ts')).currentClient().gcs().then((g) => g.actors.get(ids.ephemeral));
+  const info = await (await import('../runtime/core/core.ts')).currentClient().gcs().then((g) => g.actors.get(ids.ephemeral));
   t.is(info?.state, 'DEAD');
   t.regex(info?.cause ?? '', /owner shut down/);
   // The CLI shows both, with states and causes.
@@ -55,7 +55,7 @@ test.serial('a driver whose event loop is busy for longer than the silence timeo
   t.is(r.signal, 'SIGKILL', r.stderr);
   const out = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { actorId: string; value: number };
   t.is(out.value, 2, 'its actor answered after 6 s of a blocked loop');
-  const gcs = await (await import('../runtime/client.ts')).currentClient().gcs();
+  const gcs = await (await import('../runtime/core/core.ts')).currentClient().gcs();
   await eventually('the actor of the killed driver ended', async () => (await gcs.actors.get(out.actorId))?.state === 'DEAD');
   t.regex((await gcs.actors.get(out.actorId))?.cause ?? '', /its owner \w+ died \(silent for \d+ ms\)/);
 });

@@ -1,7 +1,7 @@
 // A node dies: its actors are restarted on another node, keeping their id and handles.
 import test from 'ava';
 import { useCluster, eventually, isAlive } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { Phoenix } from './fixtures/actors.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1000 });

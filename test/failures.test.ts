@@ -6,12 +6,12 @@ import { connect } from '@nats-io/transport-node';
 import { join } from 'node:path';
 import { get, InfeasibleError, WorkerDiedError, TaskError } from '../runtime/index.ts';
 import { useCluster, eventually, isAlive, processesWithHome, tempDir, type TestCluster } from './helpers/cluster.ts';
-import { Bus } from '../runtime/transport.ts';
-import { Gcs } from '../runtime/gcs.ts';
-import { encode } from '../runtime/codec.ts';
-import { subjects } from '../runtime/subjects.ts';
-import { currentClient } from '../runtime/client.ts';
-import type { TaskEvent } from '../runtime/head.ts';
+import { Bus } from '../runtime/bus/bus.ts';
+import { Gcs } from '../runtime/state/gcs.ts';
+import { encode } from '../runtime/base/codec.ts';
+import { subjects } from '../runtime/protocol/subjects.ts';
+import { currentClient } from '../runtime/core/core.ts';
+import type { TaskEvent } from '../runtime/head/head.ts';
 import { add, hold, env, flaky } from './fixtures/tasks.ts';
 
 // The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.

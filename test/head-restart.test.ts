@@ -2,8 +2,8 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { get, startSupervisor } from '../runtime/index.ts';
-import { currentClient } from '../runtime/client.ts';
-import { startHead } from '../runtime/local-cluster.ts';
+import { currentClient } from '../runtime/core/core.ts';
+import { startHead } from '../runtime/cluster/local-cluster.ts';
 import { useCluster, eventually, runCommand } from './helpers/cluster.ts';
 import { Phoenix } from './fixtures/actors.ts';
 import { add, length } from './fixtures/tasks.ts';

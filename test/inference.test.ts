@@ -2,7 +2,7 @@
 // shrinks with its load, and a replica killed under load loses no request.
 import test from 'ava';
 import { serve, UsageError, type InferencePool, type BatchRecord } from '../runtime/index.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { useCluster, eventually } from './helpers/cluster.ts';
 import { affine, slowAffine } from './fixtures/serving.ts';
 

@@ -7,11 +7,11 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { get, kill, ActorDiedError } from '../runtime/index.ts';
 import { useCluster, tempDir, eventually } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/client.ts';
-import { subjects } from '../runtime/subjects.ts';
-import { encode } from '../runtime/codec.ts';
-import { Bus } from '../runtime/transport.ts';
-import { NoRespondersError } from '../runtime/errors.ts';
+import { currentClient } from '../runtime/core/core.ts';
+import { subjects } from '../runtime/protocol/subjects.ts';
+import { encode } from '../runtime/base/codec.ts';
+import { Bus } from '../runtime/bus/bus.ts';
+import { NoRespondersError } from '../runtime/base/errors.ts';
 import { Counter, Phoenix, Journal } from './fixtures/actors.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 0 }] });

@@ -7,7 +7,7 @@ import {
   startSupervisor, kill, ActorDiedError, TaskError, PendingCallsLimitError, UsageError, type ActorHandle, type SupervisorHandle,
 } from '../runtime/index.ts';
 import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { Member, NeverStarts, Tally } from './fixtures/supervised.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });

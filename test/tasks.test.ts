@@ -4,7 +4,7 @@ import { readdirSync } from 'node:fs';
 import { put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
 import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 

@@ -2,13 +2,13 @@
 // replica is killed mid-epoch.
 import test from 'ava';
 import { train, UsageError, type EpochResult, type TrainOptions } from '../runtime/index.ts';
-import { currentClient } from '../runtime/client.ts';
+import { currentClient } from '../runtime/core/core.ts';
 import { useCluster } from './helpers/cluster.ts';
 import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from './fixtures/training.ts';
-import { withSeededMathRandom } from '../actors/seeded-random.ts';
+import { withSeededMathRandom } from '../actors/library/seeded-random.ts';
 import '@tensorflow/tfjs-backend-cpu'; // the first weights are made here too, to compare with
 import { makeHandle, HandleData } from '../actors/handle.ts';
-import type { ParamServer } from '../actors/param-server.ts';
+import type { ParamServer } from '../actors/train/param-server.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 

@@ -11,12 +11,12 @@ import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { init, shutdown, startSupervisor, type ActorHandle } from 'troupe';
-import { startHead, startNode, type StartedCluster } from '../../runtime/local-cluster.ts';
-import { writeClusterFile } from '../../runtime/config.ts';
-import { currentClient } from '../../runtime/client.ts';
-import { subjects } from '../../runtime/subjects.ts';
-import { encode } from '../../runtime/codec.ts';
-import { isAlive } from '../../runtime/processes.ts';
+import { startHead, startNode, type StartedCluster } from '../../runtime/cluster/local-cluster.ts';
+import { writeClusterFile } from '../../runtime/base/config.ts';
+import { currentClient } from '../../runtime/core/core.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { encode } from '../../runtime/base/codec.ts';
+import { isAlive } from '../../runtime/base/processes.ts';
 import { Survivor } from './survivor.ts';
 import { smallValue } from '../workloads/tasks.ts';
 

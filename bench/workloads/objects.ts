@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { remote, put, get } from 'troupe';
-import type { Bus } from '../../runtime/transport.ts';
+import type { Bus } from '../../runtime/bus/bus.ts';
 import { chunkSize } from '../../object-store/transfer.ts';
 
 /** A large result, stored where the task runs. */

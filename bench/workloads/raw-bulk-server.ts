@@ -1,6 +1,6 @@
 // The raw NATS reference for bulk transfer: serves ranges of a buffer over plain request/reply.
 import { connect } from '@nats-io/transport-node';
-import { parseAddress } from '../../runtime/config.ts';
+import { parseAddress } from '../../runtime/base/config.ts';
 
 const nc = await connect({ servers: parseAddress(process.env.BULK_ADDRESS!), token: process.env.BULK_TOKEN });
 const data = new Uint8Array(Number(process.env.BULK_BYTES)).fill(7);

@@ -1,7 +1,7 @@
 // What troupe is measured against, in the same run on the same nats-server: raw nats.js and Moleculer.
 import { spawn, type ChildProcess } from 'node:child_process';
 import Moleculer from 'moleculer';
-import type { Bus } from '../../runtime/transport.ts';
+import type { Bus } from '../../runtime/bus/bus.ts';
 
 /** Calls per second for `count` calls made `inFlight` at a time (1 = sync). */
 export async function rate(count: number, inFlight: number, call: (i: number) => Promise<unknown>): Promise<number> {

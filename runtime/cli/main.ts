@@ -1,21 +1,21 @@
 // `troupe` command line, shaped like Ray's: start, status, list, stop.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { readClusterFile, writeClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../config.ts';
-import { startHead, startNode, type StartOptions, type StartedCluster } from '../local-cluster.ts';
-import { parseResourcesFlag } from '../resources.ts';
-import { readRunFiles, removeRunFile, type RunFile } from '../run-files.ts';
-import { isAlive, terminate } from '../processes.ts';
-import { Bus } from '../transport.ts';
-import { Gcs } from '../gcs.ts';
-import { subjects } from '../subjects.ts';
-import { formatResources, subtract, type ResourceSet } from '../scheduler.ts';
-import { formatBytes, parseBytes } from '../bytes.ts';
-import type { ObjectRow } from '../client.ts';
+import { readClusterFile, writeClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../base/config.ts';
+import { startHead, startNode, type StartOptions, type StartedCluster } from '../cluster/local-cluster.ts';
+import { parseResourcesFlag } from '../cluster/machine-resources.ts';
+import { readRunFiles, removeRunFile, type RunFile } from '../cluster/run-files.ts';
+import { isAlive, terminate } from '../base/processes.ts';
+import { Bus } from '../bus/bus.ts';
+import { Gcs } from '../state/gcs.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { formatResources, subtract, type ResourceSet } from '../scheduling/placement.ts';
+import { formatBytes, parseBytes } from '../base/bytes.ts';
+import type { ObjectRow } from '../core/core.ts';
 import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
-import { UsageError } from '../errors.ts';
-import type { HeadStatus, TaskEvent } from '../head.ts';
-import type { ActorInfo } from '../actor-types.ts';
+import { UsageError } from '../base/errors.ts';
+import type { HeadStatus, TaskEvent } from '../head/head.ts';
+import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
 
 const HELP = `troupe: an actor-based distributed runtime for TypeScript

@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ExecutionContext, TestFn } from 'ava';
-import { init, shutdown } from '../../runtime/api.ts';
-import { startHead, startNode, type StartedCluster, type StartOptions } from '../../runtime/local-cluster.ts';
-import type { ResourceFlags } from '../../runtime/resources.ts';
-import { terminate, isAlive } from '../../runtime/processes.ts';
-import { Bus } from '../../runtime/transport.ts';
-import { subjects } from '../../runtime/subjects.ts';
-import { writeClusterFile } from '../../runtime/config.ts';
-import type { HeadStatus } from '../../runtime/head.ts';
+import { init, shutdown } from '../../runtime/api/session.ts';
+import { startHead, startNode, type StartedCluster, type StartOptions } from '../../runtime/cluster/local-cluster.ts';
+import type { ResourceFlags } from '../../runtime/cluster/machine-resources.ts';
+import { terminate, isAlive } from '../../runtime/base/processes.ts';
+import { Bus } from '../../runtime/bus/bus.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { writeClusterFile } from '../../runtime/base/config.ts';
+import type { HeadStatus } from '../../runtime/head/head.ts';
 
 const everyPid = new Set<number>();
 // Last line of defence if a test process dies before its teardown ran.

@@ -1,0 +1,219 @@
+// Collective operations among a group of processes (usually actors): allreduce, broadcast, barrier, as MPI and Ray's
+// ray.util.collective have them. Members talk to each other directly over the bus; the head is not involved.
+// Allreduce is a ring: each member sends and receives 2(N-1)/N of the data, in chunks under the server's max_payload.
+import { currentClient } from '../../runtime/core/core.ts';
+import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass } from '../../runtime/base/errors.ts';
+import type { Subscription } from '../../runtime/bus/bus.ts';
+import { chunkSize } from '../../object-store/transfer.ts';
+
+/** A collective could not complete: a member did not answer in time, or left. */
+export class CollectiveError extends TroupeError {}
+registerErrorClass(CollectiveError);
+
+export type ReduceOp = 'sum' | 'mean' | 'max' | 'min';
+type Numeric = Float32Array | Float64Array | Int32Array | Uint8Array;
+/** The parts of a tfjs tensor used here; the result is made with the same tfjs. */
+interface TensorLike { shape: number[]; dtype: string; data(): Promise<ArrayLike<number>> }
+
+export interface GroupOptions {
+  /** This member's place in the group, 0 to worldSize - 1. */
+  rank: number;
+  worldSize: number;
+  /** Bumped when the group re-forms (after a member restarts): messages of another generation are dropped. */
+  generation?: number;
+  /** A collective waiting longer than this for a member fails with CollectiveError (default 60 s). */
+  timeoutMs?: number;
+}
+
+interface Chunk { g: number; op: number; step: number; part: number; parts: number; d: Uint8Array }
+
+const subject = (group: string, rank: number) => `troupe.coll.${group}.${rank}`;
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Joins a group: from now on this process receives its share of the group's collectives. Every member must call
+ * the same collectives in the same order, as in MPI. */
+export function joinGroup(name: string, o: GroupOptions): CollectiveGroup {
+  if (!NAME.test(name)) throw new TypeError(`group name ${JSON.stringify(name)}: use 1 to 64 letters, digits, '-' or '_'`);
+  if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new RangeError(`worldSize must be a positive integer, got ${o.worldSize}`);
+  if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new RangeError(`rank must be an integer from 0 to ${o.worldSize - 1}, got ${o.rank}`);
+  return new CollectiveGroup(name, o.rank, o.worldSize, o.generation ?? 0, o.timeoutMs ?? 60_000);
+}
+
+export class CollectiveGroup {
+  private seq = 0;
+  /** Chunks that came before anyone asked for them, and askers waiting for chunks. */
+  private readonly inbox = new Map<string, Chunk>();
+  private readonly waiting = new Map<string, (c: Chunk) => void>();
+  private readonly sub: Subscription;
+  private readonly bus = currentClient().bus;
+  private left = false;
+
+  constructor(readonly name: string, readonly rank: number, readonly worldSize: number, readonly generation: number, private readonly timeoutMs: number) {
+    this.sub = this.bus.serve(subject(name, rank), (c: Chunk) => {
+      if (c?.g !== this.generation) return { stale: true }; // from before the group re-formed
+      const key = `${c.op}.${c.step}.${c.part}`;
+      const w = this.waiting.get(key);
+      if (w) { this.waiting.delete(key); w(c); } else this.inbox.set(key, c);
+      return true;
+    });
+  }
+
+  /** Combines every member's array (or tensor) element-wise; each gets the result, as the type it gave. */
+  async allreduce<T extends Numeric | TensorLike>(x: T, op: ReduceOp = 'sum'): Promise<T> {
+    const data = await this.toArray(x);
+    const n = this.worldSize;
+    const seq = this.next();
+    if (n > 1) {
+      const bounds = segments(data.length, n);
+      const seg = (i: number) => data.subarray(bounds[mod(i, n)], bounds[mod(i, n) + 1]) as Numeric;
+      const right = mod(this.rank + 1, n);
+      // Reduce-scatter: after n-1 steps this member holds the full reduction of segment rank+1.
+      for (let s = 0; s < n - 1; s++) {
+        const [, got] = await Promise.all([this.send(right, seq, s, seg(this.rank - s)), this.receive(seq, s, seg(this.rank - s - 1))]);
+        combine(seg(this.rank - s - 1), got, op);
+      }
+      // All-gather: pass the reduced segments round the ring.
+      for (let s = 0; s < n - 1; s++) {
+        const step = n - 1 + s;
+        const target = seg(this.rank - s);
+        const [, got] = await Promise.all([this.send(right, seq, step, seg(this.rank + 1 - s)), this.receive(seq, step, target)]);
+        target.set(got);
+      }
+    }
+    if (op === 'mean') for (let i = 0; i < data.length; i++) data[i] /= n;
+    await this.letRepliesGo();
+    return this.fromArray(x, data);
+  }
+
+  /** `root`'s value, on every member. Members other than the root pass a value of the same type and length: its
+   * contents are ignored. */
+  async broadcast<T extends Numeric | TensorLike>(x: T, root = 0): Promise<T> {
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw new RangeError(`root must be a rank from 0 to ${this.worldSize - 1}, got ${root}`);
+    const data = await this.toArray(x);
+    const seq = this.next();
+    if (this.rank === root) {
+      await Promise.all(Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => r !== root).map((r) => this.send(r, seq, 0, data)));
+    } else if (this.worldSize > 1) {
+      data.set(await this.receive(seq, 0, data));
+    }
+    await this.letRepliesGo();
+    return this.fromArray(x, data);
+  }
+
+  /** Returns once every member has called it. */
+  async barrier(): Promise<void> {
+    await this.allreduce(new Int32Array(1));
+  }
+
+  /** Stops receiving for this group. */
+  leave(): void {
+    this.left = true;
+    this.sub.unsubscribe();
+    for (const w of this.waiting.values()) w({ g: -1, op: -1, step: -1, part: -1, parts: 0, d: new Uint8Array() });
+    this.waiting.clear();
+    this.inbox.clear();
+  }
+
+  /** Our acknowledgements of the last chunks leave at the end of this turn of the event loop. Returning before
+   * that would hold them behind whatever the caller computes next, and hold up the members waiting for them. */
+  private letRepliesGo(): Promise<void> {
+    return new Promise((r) => setImmediate(r));
+  }
+
+  private next(): number {
+    if (this.left) throw new CollectiveError(`this member left group ${this.name}`);
+    return this.seq++;
+  }
+
+  /** Sends a segment in chunks, several in flight; a member not there yet (starting, restarting) is asked again. */
+  private async send(to: number, op: number, step: number, seg: Numeric): Promise<void> {
+    const bytes = new Uint8Array(seg.buffer, seg.byteOffset, seg.byteLength);
+    const size = chunkSize(this.bus);
+    const parts = Math.max(1, Math.ceil(bytes.length / size));
+    const deadline = Date.now() + this.timeoutMs;
+    await Promise.all(Array.from({ length: parts }, async (_, part) => {
+      const chunk: Chunk = { g: this.generation, op, step, part, parts, d: bytes.subarray(part * size, (part + 1) * size) };
+      for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
+        try {
+          const r = await this.bus.request<{ stale?: boolean } | true>(subject(this.name, to), chunk, { timeoutMs: Math.max(1, deadline - Date.now()) });
+          if (r !== true && r?.stale) throw new CollectiveError(`group ${this.name}: rank ${to} is in another generation of the group`);
+          return;
+        } catch (e) {
+          if (!(e instanceof NoRespondersError) || Date.now() + wait > deadline) throw this.failed(e, `sending to rank ${to}`);
+          await new Promise((r) => setTimeout(r, wait));
+        }
+      }
+    }));
+  }
+
+  /** Receives a segment's chunks from the left neighbour (or the root) into a buffer the size of `like`. */
+  private async receive(op: number, step: number, like: Numeric): Promise<Numeric> {
+    const out = new Uint8Array(like.byteLength);
+    const first = await this.chunk(op, step, 0);
+    const size = first.d.length;
+    const rest = await Promise.all(Array.from({ length: first.parts - 1 }, (_, i) => this.chunk(op, step, i + 1)));
+    const total = (first.parts - 1) * size + (rest.length ? rest[rest.length - 1].d.length : size);
+    if (total !== like.byteLength) throw new CollectiveError(`group ${this.name}: members passed arrays of different lengths (${like.byteLength} bytes here, ${total} from another)`);
+    for (const c of [first, ...rest]) out.set(c.d, c.part * size);
+    const Ctor = like.constructor as new (b: ArrayBuffer) => Numeric;
+    return new Ctor(out.buffer);
+  }
+
+  private chunk(op: number, step: number, part: number): Promise<Chunk> {
+    const key = `${op}.${step}.${part}`;
+    const have = this.inbox.get(key);
+    if (have) { this.inbox.delete(key); return Promise.resolve(have); }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(key);
+        reject(this.failed(new RequestTimeoutError(`nothing for ${this.timeoutMs} ms`), `waiting for rank ${mod(this.rank - 1, this.worldSize)}`));
+      }, this.timeoutMs);
+      this.waiting.set(key, (c) => {
+        clearTimeout(timer);
+        if (c.op < 0) reject(new CollectiveError(`this member left group ${this.name}`));
+        else resolve(c);
+      });
+    });
+  }
+
+  private failed(e: unknown, doing: string): CollectiveError {
+    if (e instanceof CollectiveError) return e;
+    return new CollectiveError(`group ${this.name}, rank ${this.rank} of ${this.worldSize}: collective failed ${doing}: ${(e as Error).message}`, { cause: e });
+  }
+
+  /** A private copy to work in: the caller's array is never changed. */
+  private async toArray(x: Numeric | TensorLike): Promise<Numeric> {
+    if (ArrayBuffer.isView(x)) {
+      if (!(x instanceof Float32Array || x instanceof Float64Array || x instanceof Int32Array || x instanceof Uint8Array)) {
+        throw new TypeError('collectives take Float32Array, Float64Array, Int32Array, Uint8Array or a tfjs tensor');
+      }
+      return x.slice();
+    }
+    if (typeof (x as TensorLike)?.data !== 'function') throw new TypeError('collectives take a typed array or a tfjs tensor');
+    const values = await (x as TensorLike).data();
+    return values instanceof Float32Array || values instanceof Int32Array || values instanceof Uint8Array ? values.slice() : Float32Array.from(values);
+  }
+
+  private async fromArray<T>(like: T, data: Numeric): Promise<T> {
+    if (ArrayBuffer.isView(like)) return data as T;
+    const t = like as unknown as TensorLike;
+    const tf = await import('@tensorflow/tfjs-core');
+    return tf.tensor(data, t.shape, t.dtype as 'float32') as unknown as T;
+  }
+}
+
+/** Start offsets of n near-equal segments, and the end. */
+function segments(length: number, n: number): number[] {
+  const base = Math.floor(length / n), extra = length % n;
+  const out = [0];
+  for (let i = 0; i < n; i++) out.push(out[i] + base + (i < extra ? 1 : 0));
+  return out;
+}
+
+const mod = (a: number, n: number) => ((a % n) + n) % n;
+
+function combine(into: Numeric, from: Numeric, op: ReduceOp): void {
+  if (op === 'max') for (let i = 0; i < into.length; i++) into[i] = Math.max(into[i], from[i]);
+  else if (op === 'min') for (let i = 0; i < into.length; i++) into[i] = Math.min(into[i], from[i]);
+  else for (let i = 0; i < into.length; i++) into[i] += from[i];
+}

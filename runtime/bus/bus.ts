@@ -1,0 +1,596 @@
+// The bus: one NATS connection per process, one wildcard reply inbox with a correlation map
+// (no per-call subscription, no per-call timer), and servers that never die of a bad message.
+import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
+import { AuthorizationError, nuid } from '@nats-io/nats-core';
+import { existsSync } from 'node:fs';
+import { encode, decode } from '../base/codec.ts';
+import { parseAddress, defaults } from '../base/config.ts';
+import { AuthenticationError, CallLostError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError } from '../base/errors.ts';
+import { Lane, LaneServer, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
+
+export type { Subscription };
+
+/** Reply envelope: [0, value] or [1, error]. */
+type Reply = [0, unknown] | [1, Error];
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+  subject: string;
+  deadline: number; // 0 = none
+  /** Scatter-gather: collect every reply until the deadline. */
+  gathered?: unknown[];
+  /** Answered in parts: told of each; true once the last has come. */
+  part?: (v: any) => boolean;
+}
+
+/** A handler returns this when it answers by itself (with replyTo), perhaps in several parts. */
+const NO_REPLY = Symbol('troupe.noReply');
+
+/** Requests of one batch that go as a message of their own, without waiting for the end of the turn. */
+const BATCH_PART = 256;
+
+/** A request sent with requestBatched. It is its own entry in the batch (no promise, no closures: a busy caller
+ * makes thousands a second) and hears of its answer, once, by one of its methods. */
+export interface BatchedRequest<T = any> {
+  readonly body: unknown;
+  answered(value: T): void;
+  failed(error: Error): void;
+}
+
+/** Tells a request its answer. A handler that throws is a bug: it surfaces as an uncaught error, as a throwing
+ * promise handler would, without keeping the other requests of its batch from hearing theirs. */
+function settle(req: BatchedRequest, failed: boolean, value: unknown): void {
+  try {
+    if (failed) req.failed(value instanceof Error ? value : new Error(String(value)));
+    else req.answered(value);
+  } catch (e) {
+    queueMicrotask(() => { throw e; });
+  }
+}
+
+/** Answers to a batch, as they finish: [index in the batch, 1 if it failed, value or error]. */
+type BatchPart = Array<[number, 0 | 1, unknown]>;
+
+// The two classes below hold what closures made per batch would: under tsx, each named closure costs a
+// defineProperty (esbuild's keepNames), which a busy actor pays thousands of times a second.
+
+/** A batch sent, waiting for its answers, which come in parts. */
+class SentBatch implements Pending {
+  readonly deadline = 0;
+  private answered = 0;
+  constructor(readonly subject: string, private readonly items: Array<BatchedRequest | undefined>) {}
+
+  resolve(): void {}
+
+  /** Each request hears once: it leaves `items` when answered. True once all have. */
+  part(answers: BatchPart): boolean {
+    for (const [i, failed, value] of answers) {
+      const x = this.items[i];
+      if (!x) continue;
+      this.items[i] = undefined;
+      settle(x, failed === 1, value);
+    }
+    this.answered += answers.length;
+    return this.answered >= this.items.length;
+  }
+
+  reject(e: Error): void {
+    for (let i = 0; i < this.items.length; i++) {
+      const x = this.items[i];
+      this.items[i] = undefined;
+      if (x) settle(x, true, e);
+    }
+  }
+}
+
+/** The answers of one received batch that finished in this turn of the event loop, and where they go: a NATS reply
+ * subject, or back down the lane the batch came on. */
+class BatchAnswers {
+  done: BatchPart = [];
+  constructor(readonly reply: string | undefined, readonly lane?: LaneRequest) {}
+}
+
+export interface ConnectOptions {
+  address: string;
+  token: string;
+  /** Shown by the server (connz) and in logs. */
+  name: string;
+  /** Daemons reconnect forever; drivers give up after a while. */
+  daemon?: boolean;
+  /** The process's id in the cluster, when it has one: workers it opens lanes to send its events (publishTo) on them. */
+  procId?: string;
+}
+
+export type Handler = (body: any, msg: Msg) => unknown;
+
+export class Bus {
+  readonly inbox = `_INBOX.${nuid.next()}`;
+  private readonly pending = new Map<string, Pending>();
+  private seq = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  private constructor(readonly nc: NatsConnection, readonly address: string, private readonly token: string, private readonly procId = nuid.next()) {
+    nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
+    // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
+    // Said once on stderr too, since later calls into nats.js only say "closed connection".
+    nc.closed().then((err) => {
+      const lost = new ConnectionError(`lost the cluster at ${address}${err ? `: ${err.message}` : ''}`, { cause: err });
+      if (!this.closed) console.error(`troupe: ${lost.message}`);
+      this.failPending(lost);
+    });
+  }
+
+  static async connect(opts: ConnectOptions): Promise<Bus> {
+    const server = parseAddress(opts.address);
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: server,
+        token: opts.token,
+        name: opts.name,
+        maxReconnectAttempts: opts.daemon ? -1 : 60,
+        reconnectTimeWait: 500,
+        // One ping interval is our failure detector for the server itself.
+        pingInterval: 5000,
+      });
+    } catch (e) {
+      if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
+        throw new AuthenticationError(`the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`, { cause: e });
+      }
+      throw new ConnectionError(`cannot reach a troupe cluster at ${opts.address}: ${(e as Error).message}`, { cause: e });
+    }
+    return new Bus(nc, opts.address, opts.token, opts.procId);
+  }
+
+  /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers). */
+  request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+    const data = encode(body); // throws SerializationError here, at the caller
+    return new Promise<T>((resolve, reject) => {
+      const id = (this.seq++).toString(36);
+      const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: timeoutMs ? Date.now() + timeoutMs : 0 });
+      if (timeoutMs) this.armSweeper();
+      this.send(subject, data, `${this.inbox}.${id}`, (e) => {
+        this.pending.delete(id);
+        reject(e);
+      });
+    });
+  }
+
+  /**
+   * A request that travels with the others made to the same subject in this turn of the event loop: one message
+   * `{ batch }` for all of them, answered in parts (see serveBatched). For many small calls to one actor or worker,
+   * per-message costs (encoding, the server, socket writes, wake-ups) are paid once per batch instead of per call.
+   */
+  requestBatched(subject: string, req: BatchedRequest): void {
+    let batch = this.batches.get(subject);
+    if (!batch) {
+      batch = [];
+      this.batches.set(subject, batch);
+      this.flushSoon();
+    }
+    // A long run of calls in one turn goes in parts as it grows: the receiver works on one while we make the next.
+    if (batch.push(req) >= BATCH_PART) {
+      this.batches.delete(subject);
+      this.sendBatch(subject, batch, true);
+    }
+  }
+
+  private batches = new Map<string, BatchedRequest[]>();
+
+  private sendBatches(): void {
+    const all = this.batches;
+    this.batches = new Map();
+    for (const [subject, items] of all) this.sendBatch(subject, items);
+  }
+
+  /** Sends one batch (as several, if it is over the server's max_payload); now: without waiting for the turn to end. */
+  private sendBatch(subject: string, all: BatchedRequest[], now = false): void {
+    let groups: Array<{ data: Uint8Array; items: Array<BatchedRequest | undefined> }>;
+    try {
+      groups = this.fitting<BatchedRequest | undefined>(all, (items) => encode({ batch: items.map((x) => x!.body) }));
+    } catch (e) {
+      queueMicrotask(() => { for (const x of all) settle(x, true, e); }); // never inside the caller's call
+      return;
+    }
+    for (const { data, items } of groups) {
+      const id = (this.seq++).toString(36);
+      const sent = new SentBatch(subject, items);
+      this.pending.set(id, sent);
+      const path = this.routes.get(subject);
+      if (path && this.lane(path)?.send(id, subject, data, now)) continue;
+      if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
+      else this.send(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
+    }
+  }
+
+  private unsent(id: string, sent: SentBatch, e: Error): void {
+    this.pending.delete(id);
+    queueMicrotask(() => sent.reject(e));
+  }
+
+  /** Splits items into groups whose encoding fits under the server's max_payload, halving until each does.
+   * A single item too large stays a group of its own: sending it fails, and says so. */
+  private fitting<T>(items: T[], encodeGroup: (items: T[]) => Uint8Array): Array<{ data: Uint8Array; items: T[] }> {
+    const data = encodeGroup(items);
+    if (data.length <= this.maxPayload - 4096 || items.length === 1) return [{ data, items }];
+    const half = Math.ceil(items.length / 2);
+    return [...this.fitting(items.slice(0, half), encodeGroup), ...this.fitting(items.slice(half), encodeGroup)];
+  }
+
+  /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
+   * in each turn of the event loop, so a quick call is not held up by a slow one. */
+  serveBatched(subject: string, handler: (body: any) => unknown): Subscription {
+    const sub = this.serve(subject, (body: { batch: unknown[] }, msg) => {
+      this.runBatch(subject, body, new BatchAnswers(msg.reply), handler);
+      return NO_REPLY;
+    });
+    this.batchServers.set(subject, { sub, handler });
+    void sub.closed.then(() => { if (this.batchServers.get(subject)?.sub === sub) this.batchServers.delete(subject); });
+    return sub;
+  }
+
+  /** What serveBatched serves, for requests that come on a lane, while its subscription lasts. */
+  private readonly batchServers = new Map<string, { sub: Subscription; handler: (body: any) => unknown }>();
+
+  private runBatch(subject: string, body: { batch: unknown[] }, answers: BatchAnswers, handler: (body: any) => unknown): void {
+    if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
+    body.batch.forEach((item, i) => {
+      try {
+        Promise.resolve(handler(item)).then((v) => this.finished(answers, i, 0, v), (e) => this.finished(answers, i, 1, asError(e)));
+      } catch (e) {
+        this.finished(answers, i, 1, asError(e));
+      }
+    });
+  }
+
+  // --- lanes: batched requests to a worker process on this machine, over a Unix socket (see lane.ts) ----------
+
+  private laneServer: LaneServer | undefined;
+  /** Lanes this process opened, by socket path, and the lane each routed subject goes on (opened at its first use). */
+  private readonly lanes = new Map<string, Lane>();
+  private readonly routes = new Map<string, string>();
+  /** Lanes that could not be opened: not tried again (their subjects keep to NATS). */
+  private readonly unreachable = new Set<string>();
+  /** Lanes with frames to write at the end of this turn. */
+  private writers = new Set<Outgoing>();
+  private readonly wakeWriter = (o: Outgoing): void => { this.writers.add(o); this.flushSoon(); };
+
+  /** Serves what serveBatched serves on a Unix socket at `path` too. Resolves to the path, or undefined when this
+   * process cannot listen there (too long a path, say): callers then keep to NATS. */
+  async listenLanes(path: string): Promise<string | undefined> {
+    try {
+      this.laneServer = await LaneServer.listen(path, this.token, (r) => this.onLaneRequest(r), this.wakeWriter);
+    } catch (e) {
+      console.error(`troupe: no direct calls to this process (cannot listen on ${path}: ${(e as Error).message})`);
+    }
+    return this.laneServer?.path;
+  }
+
+  /** Sends batched requests on `subject` over the lane at `path` from now on, when that socket is on this machine
+   * (its path is in the worker's node's own directory: found here only there), or over NATS again when path is
+   * undefined. Requests already sent keep their way. */
+  route(subject: string, path: string | undefined): void {
+    if (!path || this.closed || this.unreachable.has(path)) this.routes.delete(subject);
+    else this.routes.set(subject, path);
+  }
+
+  /** The lane at `path`, opened at its first use; undefined when there is no such socket here. */
+  private lane(path: string): Lane | undefined {
+    let lane = this.lanes.get(path);
+    if (!lane) {
+      if (!existsSync(path)) { this.unreachable.add(path); this.unroute(path); return undefined; }
+      lane = new Lane(path, this.token, this.procId, {
+        reply: (id, data) => { this.onReplyData(id, data); return !this.pending.has(id); },
+        nobody: (id) => this.noResponders(id),
+        event: (subject, data) => this.events.get(subject)?.(data, subject),
+        end: (l, what) => this.laneEnded(l, what),
+      }, this.wakeWriter);
+      this.lanes.set(path, lane);
+    }
+    return lane;
+  }
+
+  private unroute(path: string): void {
+    for (const [subject, p] of this.routes) if (p === path) this.routes.delete(subject);
+  }
+
+  /** The lane batched requests on `subject` go on now, if any. */
+  laneOf(subject: string): string | undefined {
+    return this.routes.get(subject);
+  }
+
+  private onLaneRequest(r: LaneRequest): void {
+    const s = this.batchServers.get(r.subject);
+    if (!s || s.sub.isClosed()) { r.nobody(); return; }
+    const answers = new BatchAnswers(undefined, r);
+    try {
+      this.runBatch(r.subject, decode(r.data), answers, s.handler);
+    } catch (e) {
+      const error = e instanceof TypeError ? e : new UsageError(`malformed message on ${r.subject}: ${(e as Error).message}`);
+      r.reply(encodeReply([1, error]));
+    }
+  }
+
+  /** A lane closed: its routes go back to NATS; what it had not sent is retold as "no responders", what it had sent
+   * and not heard back as CallLostError (it may have run: the caller decides, as for a death). */
+  private laneEnded(lane: Lane, what: LaneEnd): void {
+    if (this.lanes.get(lane.path) === lane) this.lanes.delete(lane.path);
+    if (!what.opened) this.unreachable.add(lane.path);
+    this.unroute(lane.path);
+    for (const id of what.unsent) this.noResponders(id);
+    for (const id of what.lost) {
+      const p = this.pending.get(id);
+      if (!p) continue;
+      this.pending.delete(id);
+      p.reject(new CallLostError(`the connection to the process serving ${p.subject} closed before it answered`));
+    }
+  }
+
+  /** One request of a batch has finished: its answer goes with the others that finish in this turn. */
+  private finished(answers: BatchAnswers, i: number, failed: 0 | 1, value: unknown): void {
+    if (answers.done.push([i, failed, value]) === 1) { this.beforeFlush.push(answers); this.flushSoon(); }
+  }
+
+  /** Publishes to every subscriber of `subject` and collects replies for windowMs (scatter-gather). */
+  gather<T = unknown>(subject: string, body: unknown, windowMs: number): Promise<T[]> {
+    const data = encode(body);
+    return new Promise<T[]>((resolve, reject) => {
+      const id = (this.seq++).toString(36);
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: Date.now() + windowMs, gathered: [] });
+      this.armSweeper();
+      this.send(subject, data, `${this.inbox}.${id}`, reject);
+    });
+  }
+
+  /** Fire and forget. */
+  publish(subject: string, body: unknown): void {
+    this.send(subject, encode(body));
+  }
+
+  /** Publishes an event meant for process `proc` alone: on the lane it came to us by, if it did, so that it arrives
+   * before the answers sent after it (as it would over NATS, on one connection). */
+  publishTo(proc: string, subject: string, body: unknown): void {
+    if (!this.laneServer?.event(proc, subject, encode(body))) this.publish(subject, body);
+  }
+
+  // Everything this process sends in one turn of the event loop leaves in one socket write: nats.js flushes once per
+  // microtask, and a chain of awaits would otherwise cost a write (and a wake-up of the server) per message.
+  private outbox: Array<[string, Uint8Array, string | undefined, ((e: Error) => void) | undefined]> = [];
+  /** Parts of batched answers to put together before the outbox goes. */
+  private beforeFlush: BatchAnswers[] = [];
+  private flushing = false;
+
+  private send(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
+    this.outbox.push([subject, data, reply, onError]);
+    this.flushSoon();
+  }
+
+  /** Sends at once, ahead of the outbox, and writes to the socket now: nats.js otherwise writes at the next microtask,
+   * which a long synchronous run of calls holds back until it ends. It has no public call for this; where its
+   * internals differ, the message goes at the next microtask as usual. */
+  private sendNow(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
+    if (this.publish1(subject, data, reply, onError)) (this.nc as unknown as { protocol?: { flushPending?(): void } }).protocol?.flushPending?.();
+  }
+
+  /** Hands one message to nats.js; false (and onError told) when it refuses it. */
+  private publish1(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): boolean {
+    try {
+      this.nc.publish(subject, data, reply ? { reply } : undefined);
+      return true;
+    } catch (e) {
+      if (onError) onError(e as Error);
+      else console.error(`troupe: could not send on ${subject}:`, e);
+      return false;
+    }
+  }
+
+  /** At the end of this turn of the event loop: batched answers, then batched requests, then every message, in one write. */
+  private flushSoon(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    setImmediate(() => this.flushNow());
+  }
+
+  private flushNow(): void {
+    this.flushing = true; // what the steps below send joins this flush
+    try {
+      const parts = this.beforeFlush;
+      this.beforeFlush = [];
+      for (const a of parts) { const out = a.done; a.done = []; this.replyParts(a, out); }
+      this.sendBatches();
+      const batch = this.outbox;
+      this.outbox = [];
+      for (const [subject, data, reply, onError] of batch) this.publish1(subject, data, reply, onError);
+      const writers = this.writers;
+      this.writers = new Set();
+      for (const w of writers) w.flush();
+    } finally {
+      this.flushing = false;
+      if (this.outbox.length || this.beforeFlush.length || this.batches.size || this.writers.size) this.flushSoon();
+    }
+  }
+
+  /** Answers requests on `subject`. A malformed message or a throwing handler gets an error reply; the process goes on. */
+  serve(subject: string, handler: Handler, opts: { queue?: string } = {}): Subscription {
+    return this.nc.subscribe(subject, {
+      queue: opts.queue,
+      callback: (_err, msg) => {
+        let body: unknown;
+        try {
+          body = decode(msg.data);
+        } catch (e) {
+          this.respond(msg, [1, new UsageError(`malformed message on ${msg.subject}: ${(e as Error).message}`)]);
+          return;
+        }
+        let out: unknown;
+        try {
+          out = handler(body, msg);
+        } catch (e) {
+          this.respond(msg, [1, asError(e)]);
+          return;
+        }
+        if (out instanceof Promise) out.then((v) => this.respond(msg, [0, v]), (e) => this.respond(msg, [1, asError(e)]));
+        else if (out !== NO_REPLY) this.respond(msg, [0, out]);
+      },
+    });
+  }
+
+  /** Listens to events (no reply), from NATS and, for a subject without wildcards, from lanes (publishTo). Malformed
+   * events are dropped with a warning. */
+  on(subject: string, handler: (body: any, subject: string) => void): Subscription {
+    const deliver = (data: Uint8Array, at: string): void => {
+      let body: unknown;
+      try { body = decode(data); } catch {
+        warnOnce(`dropped a malformed event on ${at}`);
+        return;
+      }
+      try { handler(body, at); } catch (e) {
+        console.error(`troupe: handler for ${at} failed:`, e);
+      }
+    };
+    if (!/[*>]/.test(subject)) this.events.set(subject, deliver);
+    return this.nc.subscribe(subject, { callback: (_err, msg) => deliver(msg.data, msg.subject) });
+  }
+
+  /** Event handlers by (exact) subject, for events that come on lanes. */
+  private readonly events = new Map<string, (data: Uint8Array, subject: string) => void>();
+
+  /** Sends answers to a batch (as several parts, if they are over the server's max_payload). */
+  private replyParts({ reply, lane }: BatchAnswers, part: BatchPart): void {
+    if ((!reply && !lane) || this.closed) return;
+    for (const { data, items } of this.fitting(part, (answers) => encodeReply([0, answers]))) {
+      // One answer too large for any message: its caller hears why instead of waiting for ever.
+      const tooLarge = data.length > this.maxPayload && new RangeError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`);
+      const out = tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data;
+      if (lane) lane.reply(out); else this.send(reply!, out);
+    }
+  }
+
+  /** Answer a request out of band (when the reply comes later than the handler returns). */
+  replyTo(reply: string | undefined, value: unknown, isError = false): void {
+    if (!reply || this.closed) return;
+    this.send(reply, encodeReply(isError ? [1, asError(value)] : [0, value]));
+  }
+
+  /** Round trip to the server: every subscription made before it is in effect once this resolves. */
+  async flush(): Promise<void> {
+    this.flushNow();
+    await this.nc.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.flushNow(); // what we said last (replies, frees, goodbyes) still goes out
+    this.failPending(new ConnectionError('connection closed'));
+    this.laneServer?.close();
+    for (const lane of this.lanes.values()) lane.close();
+    this.routes.clear();
+    // Drain lets handlers finish, but must not hold a stopping process hostage: close after 2 s regardless.
+    const drained = this.nc.drain().catch(() => undefined);
+    const timer = setTimeout(() => void this.nc.close().catch(() => undefined), 2000);
+    await Promise.race([drained, this.nc.closed()]);
+    clearTimeout(timer);
+  }
+
+  private failPending(err: Error): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    for (const p of this.pending.values()) p.gathered ? p.resolve(p.gathered) : p.reject(err);
+    this.pending.clear();
+  }
+
+  /** Largest message the server takes (its max_payload). */
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  get isClosed(): boolean {
+    return this.closed || this.nc.isClosed();
+  }
+
+  private respond(msg: Msg, reply: Reply): void {
+    if (!msg.reply || this.closed) return;
+    this.send(msg.reply, encodeReply(reply));
+  }
+
+  private onReply(msg: Msg): void {
+    const id = msg.subject.slice(this.inbox.length + 1);
+    if (msg.data.length === 0 && msg.headers?.code === 503) this.noResponders(id);
+    else this.onReplyData(id, msg.data);
+  }
+
+  private noResponders(id: string): void {
+    const p = this.pending.get(id);
+    if (!p || p.gathered) return;
+    this.pending.delete(id);
+    p.reject(new NoRespondersError(`no one is listening on ${p.subject}`));
+  }
+
+  private onReplyData(id: string, data: Uint8Array): void {
+    const p = this.pending.get(id);
+    if (!p) return; // late reply after a timeout
+    let reply: Reply;
+    try {
+      reply = decode<Reply>(data);
+    } catch (e) {
+      if (p.gathered) return;
+      this.pending.delete(id);
+      p.reject(new UsageError(`malformed reply from ${p.subject}: ${(e as Error).message}`));
+      return;
+    }
+    if (p.gathered) {
+      if (reply[0] === 0) p.gathered.push(reply[1]);
+      return;
+    }
+    if (p.part && reply[0] === 0) {
+      let done: boolean;
+      try { done = p.part(reply[1]); } catch (e) { done = true; this.pending.delete(id); p.reject(asError(e)); return; }
+      if (done) { this.pending.delete(id); p.resolve(undefined); }
+      return;
+    }
+    this.pending.delete(id);
+    if (reply[0] === 0) p.resolve(reply[1]);
+    else p.reject(reply[1] instanceof Error ? reply[1] : new Error(String(reply[1])));
+  }
+
+  /** One timer for all deadlines, running only while some request has one. */
+  private armSweeper(): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      let left = false;
+      for (const [id, p] of this.pending) {
+        if (!p.deadline) continue;
+        if (p.deadline > now) { left = true; continue; }
+        this.pending.delete(id);
+        if (p.gathered) p.resolve(p.gathered);
+        else p.reject(new RequestTimeoutError(`no reply from ${p.subject} in time`));
+      }
+      if (!left) { clearInterval(this.sweeper); this.sweeper = undefined; }
+    }, 50);
+    this.sweeper.unref();
+  }
+}
+
+function encodeReply(reply: Reply): Uint8Array {
+  try {
+    return encode(reply);
+  } catch (e) {
+    return encode([1, asError(e)]); // the handler's value could not be sent: say why instead of going silent
+  }
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+const warned = new Set<string>();
+function warnOnce(text: string): void {
+  if (warned.has(text)) return;
+  warned.add(text);
+  console.warn(`troupe: ${text}`);
+}

@@ -1,0 +1,48 @@
+// Entry point of the head and node daemon processes: `daemon.ts head|node`, config in TROUPE_DAEMON_CONFIG
+// (the environment, not argv, because it carries the token).
+import { Head, type HeadOptions } from '../head/head.ts';
+import { NodeDaemon, type NodeDaemonOptions } from '../node/node-daemon.ts';
+import { writeRunFile, removeRunFile } from './run-files.ts';
+import { exitWithParent, terminate } from '../base/processes.ts';
+
+export type DaemonConfig =
+  | { role: 'head'; options: HeadOptions; sessionDir: string; parentPid?: number; natsPid?: number }
+  | { role: 'node'; options: NodeDaemonOptions; sessionDir: string; parentPid?: number };
+
+const config = JSON.parse(process.env.TROUPE_DAEMON_CONFIG ?? 'null') as DaemonConfig | null;
+delete process.env.TROUPE_DAEMON_CONFIG; // workers must not inherit it
+if (!config || config.role !== process.argv[2]) {
+  console.error('troupe daemon: missing or mismatched TROUPE_DAEMON_CONFIG; start daemons with `troupe start`');
+  process.exit(2);
+}
+
+const daemon = config.role === 'head' ? new Head(config.options) : new NodeDaemon(config.options);
+const run = { role: config.role, pid: process.pid, address: config.options.address, sessionDir: config.sessionDir, nodeId: config.role === 'node' ? config.options.nodeId : undefined };
+
+let stopping = false;
+async function stop(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    // A daemon that cannot stop cleanly in 5 s still exits: orphans are worse than an untidy exit.
+    const stopped = daemon.stop().catch((e) => console.error('troupe: error while stopping:', e));
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 5000))]);
+    // An embedded cluster's nats-server dies with its head.
+    if (config!.role === 'head' && config!.natsPid) await terminate(config!.natsPid);
+    removeRunFile(run);
+  }
+  process.exit(code);
+}
+
+process.on('SIGTERM', () => void stop(0));
+process.on('SIGINT', () => void stop(0));
+process.on('uncaughtException', (e) => { console.error('troupe: uncaught exception in daemon:', e); void stop(1); });
+process.on('unhandledRejection', (e) => console.error('troupe: unhandled rejection in daemon (continuing):', e));
+exitWithParent(config.parentPid, () => stop(0));
+
+try {
+  await daemon.start();
+  writeRunFile(run);
+} catch (e) {
+  console.error(`troupe: ${config.role} daemon failed to start:`, e);
+  await stop(1);
+}

@@ -1,0 +1,81 @@
+// Starts the cluster's nats-server (JetStream on, token auth on) as a child or detached process.
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { networkInterfaces } from 'node:os';
+import { findNatsServer, missingNatsMessage } from './nats-binary.mjs';
+import { writePrivateFile } from '../base/config.ts';
+import { freePort, isAlive, terminate, waitForPort } from '../base/processes.ts';
+import { UsageError } from '../base/errors.ts';
+
+export interface NatsServerOptions {
+  /** Session dir: config, JetStream data and log go under it. */
+  dir: string;
+  token: string;
+  /** Bind address; 0.0.0.0 lets other machines join (the token still guards it). */
+  host: string;
+  /** Fixed port, or a free one. */
+  port?: number;
+  /** Outlive this process (troupe start) or die with it (embedded clusters). */
+  detached: boolean;
+}
+
+export interface NatsServerHandle {
+  pid: number;
+  port: number;
+  /** Address for clients on this machine. */
+  localAddress: string;
+  /** Address other machines should use. */
+  publicAddress: string;
+  stop(): Promise<void>;
+}
+
+export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
+  const bin = findNatsServer();
+  if (!bin) throw new UsageError(missingNatsMessage());
+  mkdirSync(join(opts.dir, 'logs'), { recursive: true });
+  // A free port can be taken between our probe and the server's bind: try a few.
+  for (let attempt = 0; ; attempt++) {
+    const port = opts.port ?? (await freePort(opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host));
+    const conf = join(opts.dir, 'nats-server.conf');
+    // The token lives in a 0600 file, never on a command line that `ps` shows.
+    writePrivateFile(conf, [
+      `listen: "${opts.host}:${port}"`,
+      `jetstream { store_dir: ${JSON.stringify(join(opts.dir, 'jetstream'))} }`,
+      `authorization { token: ${JSON.stringify(opts.token)} }`,
+      '',
+    ].join('\n'));
+    const logPath = join(opts.dir, 'logs', 'nats-server.log');
+    const log = openSync(logPath, 'a');
+    const child = spawn(bin, ['-c', conf], { detached: opts.detached, stdio: ['ignore', log, log] });
+    closeSync(log);
+    let exited = false;
+    child.once('exit', () => { exited = true; });
+    child.once('error', () => { exited = true; });
+    if (opts.detached) child.unref();
+    const localHost = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
+    try {
+      await waitForPort(localHost, port, 10_000, () => !exited && isAlive(child.pid!));
+    } catch (e) {
+      await terminate(child.pid!, 1000).catch(() => undefined);
+      const tail = readFileSync(logPath, 'utf8').split('\n').slice(-6).join('\n');
+      if (opts.port === undefined && attempt < 3 && /address already in use/i.test(tail)) continue;
+      throw new Error(`nats-server did not start (${(e as Error).message}); its log ${logPath} ends:\n${tail}`);
+    }
+    const pid = child.pid!;
+    return {
+      pid,
+      port,
+      localAddress: `${localHost}:${port}`,
+      publicAddress: `${opts.host === '0.0.0.0' ? primaryIp() : opts.host}:${port}`,
+      stop: () => terminate(pid),
+    };
+  }
+}
+
+function primaryIp(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}

@@ -1,0 +1,29 @@
+// A driver's heartbeat: node daemons and the head watch it to keep the driver's leases and actors. Workers need
+// none of their own: their node daemon beats for each while its process lives.
+import { Worker } from 'node:worker_threads';
+import type { Bus } from '../bus/bus.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { parseAddress } from '../base/config.ts';
+
+export const PROC_HEARTBEAT_MS = 1000;
+
+/** Beats from a thread with its own connection, so a driver busy computing for longer than the silence timeout
+ * keeps its actors. Returns the stop. */
+export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: string; token: string }): () => void {
+  const subject = subjects.hbProc(o.procId);
+  const beat = () => { if (!bus.isClosed) bus.publish(subject, {}); };
+  beat(); // at once, before the thread is up
+  const thread = new Worker(new URL('./heartbeat-thread.mjs', import.meta.url), {
+    workerData: { server: parseAddress(o.address), token: o.token, name: `troupe-heartbeat-${process.pid}`, subject, everyMs: PROC_HEARTBEAT_MS },
+    execArgv: [],
+  });
+  thread.unref();
+  // Without the thread the event loop beats: a busy loop may delay those, but that is better than none.
+  let fallback: NodeJS.Timeout | undefined;
+  thread.on('error', (e) => {
+    console.error(`troupe: heartbeat thread failed (${e.message}); beating from the main thread`);
+    fallback ??= setInterval(beat, PROC_HEARTBEAT_MS);
+    fallback.unref();
+  });
+  return () => { clearInterval(fallback); void thread.terminate(); };
+}

@@ -1,0 +1,383 @@
+// Sends tasks straight to leased workers. The head is asked for a lease once per resource shape and backlog,
+// never per task; idle leases go back to their node after a while.
+import { randomBytes } from 'node:crypto';
+import type { Bus, BatchedRequest } from '../bus/bus.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { defaults } from '../base/config.ts';
+import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } from '../base/errors.ts';
+import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
+import type { LeaseGrant, WorkerDiedMsg } from '../node/node-daemon.ts';
+import type { LeaseGrantedMsg, LeaseRequestMsg } from '../head/head.ts';
+import type { ObjectLocation } from '../../object-store/location.ts';
+import type { CallArgs } from '../../object-store/object-client.ts';
+import type { OwnerTable } from '../../object-store/owner-table.ts';
+
+/** What a worker receives. */
+export interface TaskSpec {
+  taskId: string;
+  /** Shown in errors and `troupe list tasks`. */
+  name: string;
+  fn: { url: string; exportName: string };
+  /** Encoded argument array (or plain values as they are); top-level ObjectRefs in it are replaced by their values on
+   * the worker. */
+  args: CallArgs;
+  /** Locations of the top-level ref arguments, resolved before sending; absent when there are none (most calls: an
+   * empty object would be encoded into every message). */
+  deps?: Record<string, ObjectLocation>;
+  workingDir: string;
+  /** The driver that owns this work: the task's output goes there. */
+  owner: string;
+  /** The process that submitted it and owns its result. */
+  caller: string;
+}
+
+export interface TaskReply {
+  result: ObjectLocation;
+  /** How long the task ran on the worker. */
+  ms?: number;
+}
+
+interface Lease {
+  grant: LeaseGrant;
+  inFlight: Map<string, TaskSpec>;
+  /** Run time expected of the tasks in flight on it (see expectedMs). */
+  queuedMs: number;
+  idleTimer?: NodeJS.Timeout;
+}
+
+/** A task sent to a worker: its own entry in the bus's batch, and told its answer there. */
+class SentTask implements BatchedRequest<TaskReply> {
+  constructor(
+    private readonly submitter: TaskSubmitter,
+    readonly shape: Shape,
+    readonly lease: Lease,
+    readonly spec: TaskSpec,
+    /** Its expected run time when sent, counted in lease.queuedMs until it leaves. */
+    readonly expected: number,
+  ) {}
+
+  get body(): TaskSpec {
+    return this.spec;
+  }
+
+  answered(reply: TaskReply): void {
+    this.submitter.answered(this, reply);
+  }
+
+  failed(e: Error): void {
+    this.submitter.failed(this, e);
+  }
+}
+
+/** Work queued on one worker beyond the task it runs, in expected run time. Quick tasks are pipelined this deep, as
+ * the round trip is what costs them; a task not known to be quick goes only to an idle worker, so a burst of long
+ * tasks spreads over all leases and none waits behind another. */
+const PIPELINE_MS = 10;
+
+interface Shape {
+  key: string;
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+  backlog: TaskSpec[];
+  leases: Lease[];
+  /** Lease requests sent to the head and not yet answered. */
+  requests: Set<string>;
+}
+
+/** Outstanding lease requests per shape: enough to fill the cluster, not so many the head's queue fills with them. */
+const MAX_LEASE_REQUESTS = 10;
+
+/** How often a task may run again: `left` -1 is no limit; `exceptions` also retries errors it throws. */
+export interface Retry { left: number; exceptions: boolean | string[] }
+
+/** A ref among a task's arguments: enough to find it again when the task runs again to rebuild its lost result. */
+export interface InputRef { id: string; owner: string }
+
+/** Fills in where each input is now, or throws when one is gone. */
+export type LocateInputs = (taskId: string, inputs: InputRef[], deps: Record<string, ObjectLocation>) => Promise<void>;
+
+interface Runs extends Retry {
+  runs: number;
+  /** Times it reached no worker. */
+  undelivered: number;
+  inputs: InputRef[];
+  /** Set while it runs again to rebuild its lost result: why the result was lost. */
+  rebuilding?: string;
+}
+
+export class TaskSubmitter {
+  /** Tasks that may still run again: how often they have run, and how often they reached no worker. */
+  private readonly retries = new Map<string, Runs>();
+  private readonly shapes = new Map<string, Shape>();
+  private readonly requestShape = new Map<string, Shape>();
+  /** The shape of the last task submitted: the next is usually another call of the same function. */
+  private lastShape: Shape | undefined;
+  /** Run time expected of each remote function (by module URL, then export), from its last runs: up at once when it
+   * runs longer, down slowly. Two levels, not one joined key: these strings are the same few each time, hashed once. */
+  private readonly expectedMs = new Map<string, Map<string, number>>();
+  private resendTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly procId: string,
+    private readonly owned: OwnerTable,
+    private readonly locateInputs: LocateInputs,
+  ) {}
+
+  start(): void {
+    this.bus.on(subjects.procLeaseGranted(this.procId), (m: LeaseGrantedMsg) => this.onLeaseAnswer(m));
+    this.bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => {
+      if (typeof m?.workerId === 'string') this.dropLeases((l) => l.grant.workerId === m.workerId, `${m.cause} on node ${m.nodeId}`);
+    });
+    this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
+      if (typeof m?.nodeId === 'string') this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`);
+    });
+  }
+
+  /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId.
+   * `inputs`: its top-level ref arguments, found again if it has to run again to rebuild a lost result. */
+  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry, inputs: InputRef[] = []): void {
+    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { left: retry.left, exceptions: retry.exceptions, runs: 1, undelivered: 0, inputs });
+    let shape = this.lastShape;
+    if (shape?.demand !== demand || shape.strategy !== strategy) {
+      const key = JSON.stringify([demand, strategy]);
+      shape = this.shapes.get(key);
+      if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
+      this.lastShape = shape;
+    }
+    shape.backlog.push(spec);
+    this.dispatch(shape);
+  }
+
+  private dispatch(shape: Shape): void {
+    while (shape.backlog.length) {
+      const { fn } = shape.backlog[0];
+      const expected = this.expectedMs.get(fn.url)?.get(fn.exportName);
+      let best: Lease | undefined;
+      for (const l of shape.leases) {
+        const room = l.inFlight.size === 0 || (expected !== undefined && l.inFlight.size < defaults.tasksInFlightPerLease && l.queuedMs + expected <= PIPELINE_MS);
+        if (room && (!best || l.queuedMs < best.queuedMs || (l.queuedMs === best.queuedMs && l.inFlight.size < best.inFlight.size))) best = l;
+      }
+      if (!best) break;
+      this.send(shape, best, shape.backlog.shift()!, expected ?? PIPELINE_MS);
+    }
+    // Ask for more leases while work waits; withdraw the requests nobody needs any more.
+    const wanted = Math.min(shape.backlog.length, MAX_LEASE_REQUESTS);
+    while (shape.requests.size < wanted) this.requestLease(shape);
+    if (wanted === 0) for (const reqId of shape.requests) this.cancelLeaseRequest(reqId, shape);
+  }
+
+  private cancelLeaseRequest(reqId: string, shape: Shape): void {
+    shape.requests.delete(reqId);
+    this.requestShape.delete(reqId); // a grant that still comes is released on arrival
+    this.bus.request(subjects.headLease, { cancel: reqId }).catch(() => undefined);
+  }
+
+  private send(shape: Shape, lease: Lease, spec: TaskSpec, expected: number): void {
+    clearTimeout(lease.idleTimer);
+    lease.inFlight.set(spec.taskId, spec);
+    lease.queuedMs += expected;
+    // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
+    this.bus.requestBatched(subjects.procTask(lease.grant.workerId), new SentTask(this, shape, lease, spec, expected));
+  }
+
+  /** The worker's answer to a task we sent. */
+  answered({ shape, lease, spec, expected }: SentTask, reply: TaskReply): void {
+    this.leave(lease, spec, expected); // first: a retry sent below may go to this same lease
+    try {
+      if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
+      const error = 'error' in reply.result ? reply.result.error : undefined;
+      if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec))) this.finish(spec.taskId, reply.result, shape, spec);
+    } finally {
+      this.refill(shape, lease);
+    }
+  }
+
+  /** A task we sent got no answer. */
+  failed({ shape, lease, spec, expected }: SentTask, e: Error): void {
+    this.leave(lease, spec, expected);
+    try { this.undelivered(shape, lease, spec, e); } finally { this.refill(shape, lease); }
+  }
+
+  /** The task is off the lease (answered, or never delivered). */
+  private leave(lease: Lease, spec: TaskSpec, expected: number): void {
+    lease.inFlight.delete(spec.taskId);
+    lease.queuedMs = lease.inFlight.size ? lease.queuedMs - expected : 0;
+  }
+
+  /** The lease has room again: queued tasks may go; an idle lease goes back after a while. */
+  private refill(shape: Shape, lease: Lease): void {
+    if (this.closed) return;
+    this.dispatch(shape);
+    if (lease.inFlight.size === 0 && shape.leases.includes(lease)) this.armIdle(shape, lease);
+  }
+
+  private undelivered(shape: Shape, lease: Lease, spec: TaskSpec, e: Error): void {
+    if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
+    this.removeLease(shape, lease, false);
+    // Nobody got it, so it never ran: it goes to another lease, a few times at most, without using a retry.
+    let r = this.retries.get(spec.taskId);
+    if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0, inputs: [] }));
+    const tries = ++r.undelivered;
+    if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
+    this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
+  }
+
+  private learn({ fn }: TaskSpec, ms: number): void {
+    let byExport = this.expectedMs.get(fn.url);
+    if (!byExport) this.expectedMs.set(fn.url, (byExport = new Map()));
+    const before = byExport.get(fn.exportName);
+    byExport.set(fn.exportName, before === undefined || ms > before ? ms : before * 0.8 + ms * 0.2);
+  }
+
+  private armIdle(shape: Shape, lease: Lease): void {
+    clearTimeout(lease.idleTimer);
+    lease.idleTimer = setTimeout(() => {
+      if (lease.inFlight.size === 0) this.removeLease(shape, lease, true);
+    }, defaults.leaseIdleMs);
+    lease.idleTimer.unref();
+  }
+
+  private requestLease(shape: Shape): void {
+    const reqId = randomBytes(8).toString('hex');
+    shape.requests.add(reqId);
+    this.requestShape.set(reqId, shape);
+    this.sendLeaseRequest(reqId, shape);
+    this.armResend();
+  }
+
+  private sendLeaseRequest(reqId: string, shape: Shape): void {
+    const msg: LeaseRequestMsg = { reqId, clientId: this.procId, demand: shape.demand, strategy: shape.strategy };
+    this.bus.request(subjects.headLease, msg).catch((e: Error) => {
+      if (e instanceof NoRespondersError || e.name === 'RequestTimeoutError' || e instanceof ConnectionError) return; // head away: the resend timer retries
+      this.onLeaseAnswer({ reqId, error: e });
+    });
+  }
+
+  /** The head dedups by reqId, so re-sending is how we survive a head restart. */
+  private armResend(): void {
+    if (this.resendTimer) return;
+    this.resendTimer = setInterval(() => {
+      if (this.requestShape.size === 0) { clearInterval(this.resendTimer); this.resendTimer = undefined; return; }
+      for (const [reqId, shape] of this.requestShape) this.sendLeaseRequest(reqId, shape);
+    }, 5000);
+    this.resendTimer.unref();
+  }
+
+  private onLeaseAnswer(m: LeaseGrantedMsg): void {
+    if (typeof m?.reqId !== 'string' || !('error' in m || typeof m.grant?.workerId === 'string')) return;
+    const shape = this.requestShape.get(m.reqId);
+    if (shape) { this.requestShape.delete(m.reqId); shape.requests.delete(m.reqId); }
+    if ('error' in m) {
+      if (!shape) return;
+      // Infeasible (or the node could not start a worker): everything waiting for this shape fails the same way.
+      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error: m.error });
+      return;
+    }
+    if (!shape || this.closed || shape.backlog.length === 0) {
+      this.release(m.grant); // no longer needed (or not ours any more)
+      return;
+    }
+    const lease: Lease = { grant: m.grant, inFlight: new Map(), queuedMs: 0 };
+    shape.leases.push(lease);
+    this.dispatch(shape);
+  }
+
+  private removeLease(shape: Shape, lease: Lease, release: boolean): void {
+    clearTimeout(lease.idleTimer);
+    const i = shape.leases.indexOf(lease);
+    if (i >= 0) shape.leases.splice(i, 1);
+    if (release) this.release(lease.grant);
+  }
+
+  private release(grant: LeaseGrant): void {
+    this.bus.request(subjects.nodeRelease(grant.nodeId), { leaseId: grant.leaseId }).catch(() => undefined);
+  }
+
+  private dropLeases(match: (l: Lease) => boolean, why: string): void {
+    for (const shape of this.shapes.values()) {
+      for (const lease of shape.leases.filter(match)) {
+        this.removeLease(shape, lease, false);
+        const lost = [...lease.inFlight.values()];
+        lease.inFlight.clear();
+        // A reply sent just before the death can arrive after the news of it: give it a moment to win.
+        setTimeout(() => {
+          for (const spec of lost) {
+            if (this.owned.get(spec.taskId)?.location || this.runAgain(shape, spec)) continue;
+            const runs = this.retries.get(spec.taskId)?.runs ?? 1;
+            this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}${runs > 1 ? ` (it ran ${runs} times)` : ''}`) });
+          }
+        }, 100).unref();
+      }
+      if (shape.backlog.length) this.dispatch(shape);
+    }
+  }
+
+  /** Whether an error the task threw is one its retryExceptions option asks to retry. */
+  private retriesOn(spec: TaskSpec, error: Error): boolean {
+    const x = this.retries.get(spec.taskId)?.exceptions;
+    const name = (error as { remoteName?: string }).remoteName ?? error.name;
+    return x === true || (Array.isArray(x) && x.includes(name));
+  }
+
+  /** Queues the task again if it has retries left (at least once: it may have run in part). */
+  private runAgain(shape: Shape, spec: TaskSpec): boolean {
+    const r = this.retries.get(spec.taskId);
+    if (!r || r.left === 0 || this.closed) return false;
+    if (r.left > 0) r.left--;
+    r.runs++;
+    shape.backlog.unshift(spec);
+    this.dispatch(shape);
+    return true;
+  }
+
+  /** Seals the result. A result in a node store, of a task with retries left, keeps what made it (its lineage), so
+   * it can be made again if every node holding it dies, as in Ray. */
+  private finish(taskId: string, result: ObjectLocation, shape?: Shape, spec?: TaskSpec): void {
+    const r = this.retries.get(taskId);
+    this.retries.delete(taskId);
+    if (r?.rebuilding && 'error' in result) {
+      const e = result.error;
+      result = { error: new ObjectLostError(`${r.rebuilding}; running its task again failed: ${e.message}`, { cause: e }) };
+    }
+    this.owned.seal(taskId, result);
+    const o = this.owned.get(taskId);
+    if (o && r && r.left !== 0 && shape && spec && 'node' in result) o.rebuild = (why) => this.rebuild(shape, spec, r, why);
+  }
+
+  /** Runs a task again because its result was lost, once its inputs are found (they may be being rebuilt too). */
+  private rebuild(shape: Shape, spec: TaskSpec, r: Runs, why: string): boolean {
+    if (this.closed) return false;
+    if (r.left > 0) r.left--;
+    r.runs++;
+    r.undelivered = 0;
+    r.rebuilding = why;
+    this.retries.set(spec.taskId, r);
+    const deps: Record<string, ObjectLocation> = {};
+    // After the current turn: the node death that lost this may be unsealing its inputs too, to rebuild them first.
+    Promise.resolve().then(() => this.locateInputs(spec.taskId, r.inputs, deps)).then(
+      () => { spec.deps = deps; shape.backlog.push(spec); this.dispatch(shape); },
+      (e: Error) => this.finish(spec.taskId, { error: new Error(`an input it needs is gone: ${e.message}`, { cause: e }) }, shape, spec),
+    );
+    return true;
+  }
+
+  /** Returns every lease. Pending tasks fail: the process is going away. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.resendTimer);
+    const releases: Promise<unknown>[] = [];
+    for (const shape of this.shapes.values()) {
+      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`) });
+      for (const lease of shape.leases) {
+        clearTimeout(lease.idleTimer);
+        // A worker still running our task cannot serve anyone else: busy tells the node to stop it.
+        const busy = lease.inFlight.size > 0;
+        releases.push(this.bus.request(subjects.nodeRelease(lease.grant.nodeId), { leaseId: lease.grant.leaseId, busy }, { timeoutMs: 2000 }).catch(() => undefined));
+      }
+      shape.leases = [];
+    }
+    await Promise.all(releases);
+  }
+}

@@ -1,0 +1,395 @@
+// The head: places lease requests on nodes, declares silent nodes dead, answers status.
+// Stateless beyond KV: a restarted head rebuilds its node table from the nodes bucket and the next heartbeats.
+import { LRUCache } from 'lru-cache';
+import { Bus } from '../bus/bus.ts';
+import { Gcs, type NodeInfo } from '../state/gcs.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { defaults } from '../base/config.ts';
+import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from '../scheduling/placement.ts';
+import { InfeasibleError, WorkerDiedError } from '../base/errors.ts';
+import type { HeartbeatMsg, LeaseGrant, Busy, WorkerDiedMsg } from '../node/node-daemon.ts';
+import { ActorManager } from './actor-manager.ts';
+import type { ActorSpec } from '../protocol/actors.ts';
+import { CheckpointStore } from '../state/checkpoints.ts';
+
+export interface HeadOptions {
+  address: string;
+  token: string;
+  nodeTimeoutMs?: number;
+}
+
+export interface LeaseRequestMsg {
+  reqId: string;
+  clientId: string;
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+}
+
+/** What the head sends to a client about one of its lease requests. */
+export type LeaseGrantedMsg = { reqId: string; grant: LeaseGrant } | { reqId: string; error: Error };
+
+export interface TaskEvent {
+  taskId: string;
+  name: string;
+  state: 'RUNNING' | 'FINISHED' | 'FAILED';
+  nodeId: string;
+  workerId: string;
+  pid: number;
+  startedAt: number;
+  endedAt?: number;
+  error?: string;
+}
+
+export interface NodeStatus extends NodeInfo {
+  alive: boolean;
+  available: ResourceSet;
+  lastHeartbeatMsAgo: number;
+}
+
+export interface HeadStatus {
+  nodes: NodeStatus[];
+  pending: Array<{ demand: ResourceSet; strategy: SchedulingStrategy; clientId: string; waitingMs: number }>;
+  infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;
+}
+
+interface NodeState {
+  info: NodeInfo;
+  available: ResourceSet;
+  gpuFree?: number[];
+  /** Lease requests sent to it: a heartbeat whose leaseRequestsSeen reaches this reflects every one of them. */
+  sent: number;
+  lastHb: number;
+  alive: boolean;
+}
+
+interface Pending extends LeaseRequestMsg {
+  /** Set when this request starts an actor rather than leasing a worker to a client. */
+  actor?: { spec: ActorSpec; incarnation: number };
+  since: number;
+  granting: boolean;
+  /** Node a grant is in flight on. */
+  node?: string;
+  /** Bumped when a grant is abandoned (its node died): a late answer to an older attempt is ignored. */
+  attempt: number;
+  failures: number;
+}
+
+
+export class Head {
+  private bus!: Bus;
+  /** Heartbeats on a connection of their own: under a flood of requests they must not queue behind it,
+   * or a busy head would declare healthy nodes dead. */
+  private hbBus!: Bus;
+  private gcs!: Gcs;
+  private checkpointStore: Promise<CheckpointStore> | undefined;
+  private readonly nodes = new Map<string, NodeState>();
+  /** Every request not yet granted; `waiting` is the subset with no grant in flight, which is all pump() looks at. */
+  private readonly queue = new Map<string, Pending>();
+  private readonly waiting = new Map<string, Pending>();
+  private readonly infeasible: HeadStatus['infeasible'] = [];
+  private readonly tasks = new LRUCache<string, TaskEvent>({ max: 10_000 });
+  private readonly clientSeen = new Map<string, number>();
+  private spreadCursor = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private stopWatch: (() => void) | undefined;
+  private pumping = false;
+  private pumpAgain = false;
+  private actors!: ActorManager;
+
+  constructor(private readonly o: HeadOptions) {}
+
+  private get timeoutMs(): number {
+    return this.o.nodeTimeoutMs ?? defaults.nodeTimeoutMs;
+  }
+
+  async start(): Promise<void> {
+    this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head', daemon: true });
+    this.hbBus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head-heartbeats', daemon: true });
+    void this.watchConnection();
+    this.gcs = await Gcs.open(this.bus);
+    const bus = this.bus;
+    // The initial values of the watch rebuild the node table after a restart.
+    this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
+    this.actors = new ActorManager({
+      bus, gcs: this.gcs,
+      place: (demand, strategy) => place(this.views(), demand, strategy),
+      enqueue: (req) => {
+        this.addRequest({ ...req, since: Date.now(), granting: false, failures: 0, attempt: 0 });
+        this.pump();
+      },
+      dequeue: (reqId) => { if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId); },
+      checkpoints: () => (this.checkpointStore ??= CheckpointStore.open(bus)),
+    });
+    await this.actors.load();
+    bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
+    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string; by?: string }) => this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause, req?.by));
+    bus.serve(subjects.headActorRestart, (req: { actorId: string; supervisor: string }) => this.actors.restartHeld(req?.actorId, req?.supervisor));
+    bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) => this.actors.ownerGone(req?.owner, 'its owner shut down'));
+    bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));
+    this.hbBus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
+    this.hbBus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    bus.on(subjects.evtTasks, (events: TaskEvent[]) => {
+      if (!Array.isArray(events)) return;
+      for (const e of events) if (e && typeof e.taskId === 'string') this.tasks.set(e.taskId, e);
+    });
+    bus.serve(subjects.headLease, (req: LeaseRequestMsg | { cancel: string }) => this.onLeaseRequest(req));
+    bus.serve(subjects.headStatus, () => this.status());
+    bus.serve(subjects.headTasks, (req: { limit?: number } | undefined) => [...this.tasks.values()].slice(0, req?.limit ?? 1000));
+    this.timers.push(setInterval(() => this.detectFailures(), Math.max(50, Math.min(250, this.timeoutMs / 4))));
+    this.timers.push(setInterval(() => this.dropSilentClients(), 2000));
+    console.log(`troupe: head up (node timeout ${this.timeoutMs} ms)`);
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.stopWatch?.();
+    await Promise.all([this.bus?.close(), this.hbBus?.close()]);
+  }
+
+  private onNodeRecord(nodeId: string, info: NodeInfo | undefined): void {
+    const known = this.nodes.get(nodeId);
+    if (!info) { this.nodes.delete(nodeId); return; }
+    if (info.state === 'DEAD') {
+      if (known?.alive) this.declareDead(nodeId, info.cause ?? 'stopped', false);
+      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0 });
+      return;
+    }
+    // A node (re)registering, or one we learn of after a restart: it gets one full timeout to heartbeat.
+    if (!known || !known.alive || known.info.startedAt !== info.startedAt) {
+      this.nodes.set(nodeId, { info, available: known?.alive ? known.available : { ...info.total }, lastHb: Date.now(), alive: true, sent: known?.sent ?? 0 });
+      this.pump();
+    }
+  }
+
+  private onHeartbeat(hb: HeartbeatMsg): void {
+    if (typeof hb?.nodeId !== 'string') return;
+    try { hb.available = checkResources(hb.available); } catch { return; }
+    const n = this.nodes.get(hb.nodeId);
+    if (!n) return; // its KV record arrives through the watch
+    if (!n.alive) {
+      // Declared dead, yet talking: its work was given up on already, so it must not serve.
+      this.bus.publish(subjects.nodeFenced(hb.nodeId), {});
+      return;
+    }
+    n.lastHb = Date.now();
+    const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
+    // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller numbers.
+    const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;
+    n.available = current ? hb.available : minOf(n.available, hb.available);
+    if (current && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1)) n.gpuFree = hb.gpuFree;
+    if (grew) this.pump();
+  }
+
+  private lastSweep = Date.now();
+  /** While our own connection is down we hear nobody: silence then says nothing about the nodes. */
+  private deaf = false;
+
+  private async watchConnection(): Promise<void> {
+    for await (const s of this.hbBus.nc.status()) {
+      if (s.type === 'disconnect') this.deaf = true;
+      if (s.type === 'reconnect') {
+        this.deaf = false;
+        const now = Date.now();
+        for (const n of this.nodes.values()) if (n.alive) n.lastHb = now; // a full timeout to be heard again
+      }
+    }
+  }
+
+  private detectFailures(): void {
+    const now = Date.now();
+    if (this.deaf) { this.lastSweep = now; return; }
+    const late = now - this.lastSweep > this.timeoutMs / 2;
+    this.lastSweep = now;
+    if (late) {
+      // We were stalled (GC pause, SIGSTOP, overload): the heartbeats queued meanwhile are unread, so silence proves nothing.
+      for (const n of this.nodes.values()) if (n.alive) n.lastHb = now;
+      return;
+    }
+    for (const [nodeId, n] of this.nodes) {
+      if (n.alive && now - n.lastHb > this.timeoutMs) this.declareDead(nodeId, `no heartbeat for ${now - n.lastHb} ms (timeout ${this.timeoutMs} ms)`, true);
+    }
+  }
+
+  private declareDead(nodeId: string, cause: string, writeKv: boolean): void {
+    const n = this.nodes.get(nodeId);
+    if (!n) return;
+    n.alive = false;
+    n.available = {};
+    console.error(`troupe: node ${nodeId} is dead: ${cause}`);
+    this.bus.publish(subjects.evtNodeDied, { nodeId, cause });
+    // Grants in flight on it will never be answered: abandon them (actors count it as a failed start, tasks wait again).
+    for (const p of [...this.queue.values()]) {
+      if (!p.granting || p.node !== nodeId) continue;
+      p.attempt++;
+      p.granting = false;
+      if (p.actor) {
+        this.removeRequest(p.reqId);
+        this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, new WorkerDiedError(`its node ${nodeId} died while it was starting (${cause})`));
+      } else {
+        this.waiting.set(p.reqId, p);
+      }
+    }
+    this.actors.onNodeDied(nodeId, cause);
+    if (writeKv) {
+      this.bus.publish(subjects.nodeFenced(nodeId), {});
+      void this.gcs.nodes.put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause }).catch(() => undefined);
+    }
+    // Requests that can now never be met fail instead of waiting for ever.
+    this.pump();
+  }
+
+  private readonly startedAt = Date.now();
+
+  private dropSilentClients(): void {
+    const now = Date.now();
+    for (const [id, p] of this.queue) {
+      if (p.actor) continue; // the actor manager owns these
+      const seen = this.clientSeen.get(p.clientId) ?? p.since;
+      if (!p.granting && now - seen > defaults.clientTimeoutMs) this.removeRequest(id);
+    }
+    // Non-detached actors end with their owner, as in Ray.
+    for (const owner of this.actors.owners()) {
+      const seen = this.clientSeen.get(owner) ?? this.startedAt;
+      if (now - seen > defaults.clientTimeoutMs) void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
+    }
+  }
+
+  private views(): NodeView[] {
+    return [...this.nodes.values()].map((n) => ({ nodeId: n.info.nodeId, alive: n.alive, total: n.info.total, available: n.available, gpuFree: n.gpuFree }));
+  }
+
+  private onLeaseRequest(req: LeaseRequestMsg | { cancel: string }): { queued: boolean } {
+    if (req && 'cancel' in req) {
+      if (!this.queue.get(req.cancel)?.granting) this.removeRequest(req.cancel);
+      return { queued: false };
+    }
+    if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new TypeError('lease request needs { reqId, clientId, demand }');
+    const demand = checkDemand(req.demand); // input from the bus, not necessarily from our client library
+    const strategy = checkStrategy(req.strategy);
+    const p = place(this.views(), demand, strategy);
+    if (p.kind === 'infeasible') {
+      this.infeasible.unshift({ demand, message: p.message, at: new Date().toISOString() });
+      this.infeasible.length = Math.min(this.infeasible.length, 20);
+      throw new InfeasibleError(p.message);
+    }
+    this.clientSeen.set(req.clientId, Date.now());
+    this.addRequest({ ...req, demand, strategy, since: Date.now(), granting: false, failures: 0, attempt: 0 });
+    this.pump();
+    return { queued: true };
+  }
+
+  /** Tries to place every queued request. Grants run concurrently; a node's reply or heartbeat triggers the next pass. */
+  private pump(): void {
+    if (this.pumping) { this.pumpAgain = true; return; }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        // One placement per resource shape and pass: once a shape must wait, the rest of that shape waits too
+        // (thousands of queued requests stay linear, not quadratic).
+        const waiting = new Set<string>();
+        for (const p of this.waiting.values()) {
+          const shape = JSON.stringify([p.demand, p.strategy]);
+          if (waiting.has(shape)) continue;
+          const placement = place(this.views(), p.demand, p.strategy, { spreadCursor: this.spreadCursor });
+          if (placement.kind === 'wait') { waiting.add(shape); continue; }
+          if (placement.kind === 'infeasible') {
+            this.removeRequest(p.reqId);
+            if (p.actor) this.actors.onInfeasible(p.actor.spec.actorId, p.actor.incarnation, placement.message);
+            else this.tell(p, { reqId: p.reqId, error: new InfeasibleError(placement.message) });
+            continue;
+          }
+          this.spreadCursor++;
+          this.grantOn(p, placement.nodeId);
+        }
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private addRequest(p: Pending): void {
+    if (this.queue.has(p.reqId)) return; // a resend
+    this.queue.set(p.reqId, p);
+    this.waiting.set(p.reqId, p);
+  }
+
+  private removeRequest(reqId: string): void {
+    this.queue.delete(reqId);
+    this.waiting.delete(reqId);
+  }
+
+  private pumpScheduled = false;
+
+  /** One pump for a burst of grant replies. */
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => { this.pumpScheduled = false; this.pump(); });
+  }
+
+  private grantOn(p: Pending, nodeId: string): void {
+    const n = this.nodes.get(nodeId)!;
+    p.granting = true;
+    this.waiting.delete(p.reqId);
+    p.node = nodeId;
+    const attempt = p.attempt;
+    n.sent++;
+    n.available = subtract(n.available, p.demand);
+    if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
+    // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
+    this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand, actor: p.actor }, { timeoutMs: p.actor ? 0 : 40_000 })
+      .then((r) => {
+        if (p.attempt !== attempt) { // abandoned (its node died); the answer came anyway
+          if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
+          return;
+        }
+        p.granting = false;
+        if ('busy' in r) {
+          // Our view was stale; the node's word wins. With its own numbers (GPU ids too) we will not pick it again
+          // until it frees something, so trying the other nodes now cannot turn into a busy loop.
+          n.available = r.available;
+          n.gpuFree = r.gpuFree;
+          this.waiting.set(p.reqId, p);
+          this.pumpSoon();
+          return;
+        }
+        this.queue.delete(p.reqId);
+        if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
+        else this.tell(p, { reqId: p.reqId, grant: r });
+        this.pumpSoon();
+      }, (e: Error) => {
+        if (p.attempt !== attempt) return;
+        p.granting = false;
+        if (p.actor) {
+          this.queue.delete(p.reqId);
+          this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, e);
+        } else if (++p.failures >= 3) {
+          this.queue.delete(p.reqId);
+          this.tell(p, { reqId: p.reqId, error: e });
+        } else {
+          this.waiting.set(p.reqId, p);
+        }
+        this.pumpSoon();
+      });
+  }
+
+  private tell(p: Pending, msg: LeaseGrantedMsg): void {
+    this.bus.publish(subjects.procLeaseGranted(p.clientId), msg);
+  }
+
+  status(): HeadStatus {
+    const now = Date.now();
+    return {
+      nodes: [...this.nodes.values()].map((n) => ({ ...n.info, state: n.alive ? 'ALIVE' : 'DEAD', alive: n.alive, available: n.available, lastHeartbeatMsAgo: n.lastHb ? now - n.lastHb : -1 })),
+      pending: [...this.queue.values()].map((p) => ({ demand: p.demand, strategy: p.strategy, clientId: p.clientId, waitingMs: now - p.since })),
+      infeasible: this.infeasible,
+    };
+  }
+}
+
+function minOf(a: ResourceSet, b: ResourceSet): ResourceSet {
+  const out: ResourceSet = {};
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) out[k] = Math.min(a[k] ?? 0, b[k] ?? 0);
+  return out;
+}

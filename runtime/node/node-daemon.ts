@@ -1,0 +1,444 @@
+// One per machine: advertises resources, leases worker processes (with their GPU ids), owns the node's object store,
+// reports worker exits. The head decides where; the node daemon is the authority on what it has free.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync, mkdirSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Bus } from '../bus/bus.ts';
+import { Gcs, type NodeInfo } from '../state/gcs.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { defaults } from '../base/config.ts';
+import { PROC_HEARTBEAT_MS } from '../core/heartbeat.ts';
+import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type ResourceSet } from '../scheduling/placement.ts';
+import { WorkerDiedError } from '../base/errors.ts';
+import { NodeStore } from '../../object-store/node-store.ts';
+import { objectSubjects } from '../../object-store/object-client.ts';
+import { StoreManager } from '../../object-store/store-manager.ts';
+import { fetchChunked, makeChunk, type ChunkRequest } from '../../object-store/transfer.ts';
+import { workerCommand } from '../base/launch.ts';
+import type { ActorSpec } from '../protocol/actors.ts';
+import { lanePath } from '../bus/lane.ts';
+
+export interface NodeDaemonOptions {
+  /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
+  nodeId: string;
+  address: string;
+  token: string;
+  isHead: boolean;
+  resources: ResourceSet;
+  sessionDir: string;
+  /** Parent of the node's store dir (default /dev/shm). */
+  objectStoreRoot: string;
+  /** Bytes of shared memory for objects. */
+  objectStoreMemory: number;
+  /** Parent of the dir objects spill to when memory is full (default: the session dir); false: never spill. */
+  spillRoot?: string | false;
+  heartbeatMs?: number;
+  /** Idle workers kept started ahead of the next lease (default 1). */
+  prestartWorkers?: number;
+}
+
+export interface HeartbeatMsg {
+  nodeId: string;
+  available: ResourceSet;
+  gpuFree: number[];
+  leaseRequestsSeen: number;
+  workers: number;
+  leases: number;
+}
+
+export interface LeaseGrant {
+  leaseId: string;
+  nodeId: string;
+  /** The worker's bus id: tasks go to troupe.proc.<workerId>.task */
+  workerId: string;
+  pid: number;
+  gpuIds: number[];
+  /** For an actor: the tfjs backend its process computes on, if it uses tfjs. */
+  backend?: string;
+  /** For an actor: its process's lane, when it has one (ActorInfo.direct). */
+  direct?: string;
+}
+
+/** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
+export interface LeaseRequest {
+  clientId: string;
+  demand: ResourceSet;
+  actor?: { spec: ActorSpec; incarnation: number };
+}
+
+/** What a worker's death means to those who used it. */
+export interface WorkerDiedMsg {
+  workerId: string;
+  nodeId: string;
+  pid: number;
+  cause: string;
+  leaseIds: string[];
+  actorIds: string[];
+}
+
+/** The node cannot take the lease now; its numbers, so the head's view catches up. */
+export interface Busy { busy: true; available: ResourceSet; gpuFree: number[] }
+
+interface Worker {
+  procId: string;
+  child: ChildProcess;
+  gpuKey: string;
+  ready: Promise<void>;
+  /** A task worker has at most one; a shared actor worker one per actor. */
+  leases: Set<Lease>;
+  /** Hosts many lightweight actors; never handed out for tasks. */
+  shared: boolean;
+  /** Hosts (or hosted) one actor in a process of its own: never reused. */
+  dedicated: boolean;
+  /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
+  exited: Promise<string>;
+}
+
+interface Lease {
+  leaseId: string;
+  clientId: string;
+  /** Set for an actor's lease: held for the actor's life, owned by the head, not by a client. */
+  actorId?: string;
+  demand: ResourceSet;
+  /** Its task waits in get(): its CPUs are lent out. */
+  blocked?: boolean;
+  gpuIds: number[];
+  worker: Worker;
+  grantedAt: number;
+}
+
+/** An object owner silent this long is presumed dead and its objects are freed. Longer than for leases: freeing
+ * cannot be undone, and a driver deep in synchronous work sends no heartbeat. Workers that exit are seen at once. */
+const OWNER_TIMEOUT_MS = 120_000;
+
+export class NodeDaemon {
+  readonly nodeId: string;
+  private readonly startedAt = new Date().toISOString();
+  private bus!: Bus;
+  private gcs!: Gcs;
+  private readonly store: NodeStore;
+  private readonly objects: StoreManager;
+  private available: ResourceSet;
+  private gpuFree: number[];
+  private readonly workers = new Set<Worker>();
+  /** Every worker process not yet exited, also those already let go (workers no longer has them): stop() waits for all. */
+  private readonly processes = new Set<ChildProcess>();
+  private readonly leases = new Map<string, Lease>();
+  private readonly clientSeen = new Map<string, number>();
+  private timers: NodeJS.Timeout[] = [];
+  private stopping = false;
+  private stopped?: Promise<void>;
+
+  constructor(private readonly o: NodeDaemonOptions) {
+    this.nodeId = o.nodeId;
+    this.available = { ...o.resources };
+    this.gpuFree = Array.from({ length: Math.floor(o.resources.GPU ?? 0) }, () => 1);
+    const name = `troupe-${sessionName(o.sessionDir)}-${this.nodeId}`;
+    const spillDir = o.spillRoot === false ? undefined : join(o.spillRoot ?? o.sessionDir, `spill-${name}`);
+    this.store = new NodeStore(join(o.objectStoreRoot, name), spillDir);
+    this.objects = new StoreManager(this.store, o.objectStoreMemory, this.nodeId);
+  }
+
+  get info(): NodeInfo {
+    return {
+      nodeId: this.nodeId, hostname: hostname(), pid: process.pid, total: this.o.resources, state: 'ALIVE',
+      startedAt: this.startedAt, objectDir: this.store.dir, objectStoreMemory: this.objects.capacity, isHead: this.o.isHead,
+    };
+  }
+
+  async start(): Promise<void> {
+    this.store.init();
+    mkdirSync(join(this.o.sessionDir, 'logs'), { recursive: true });
+    this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: `troupe-node-${this.nodeId}`, daemon: true });
+    this.gcs = await Gcs.open(this.bus);
+    const bus = this.bus;
+    bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
+    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) => this.stopActor(req?.actorId, req?.leaseId, Number(req?.graceMs ?? 0)));
+    // After a restart the head asks which actors are really here (some may have died while it was away).
+    bus.serve(subjects.nodeActors(this.nodeId), () => [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])));
+    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
+    bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) => this.setBlocked(req?.workerId, !!req?.blocked));
+    this.serveObjects();
+    bus.on(subjects.nodeFenced(this.nodeId), () => {
+      console.error(`troupe: node ${this.nodeId} was declared dead by the head; stopping`);
+      void this.stop('fenced by the head').then(() => process.exit(1));
+    });
+    bus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    await this.gcs.nodes.put(this.nodeId, this.info);
+    const hb = this.o.heartbeatMs ?? defaults.heartbeatMs;
+    this.heartbeat();
+    this.timers.push(setInterval(() => this.heartbeat(), hb));
+    this.timers.push(setInterval(() => this.reclaimOrphanLeases(), 1000));
+    // Beats for each live worker: one busy computing for a long time keeps the leases it holds for nested tasks.
+    this.timers.push(setInterval(() => { for (const w of this.workers) this.bus.publish(subjects.hbProc(w.procId), {}); }, PROC_HEARTBEAT_MS));
+    this.keepSpares();
+    console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
+  }
+
+  private serveObjects(): void {
+    const { bus, objects } = this;
+    const node = this.nodeId;
+    bus.serve(subjects.nodeObjects(node), () => ({ stats: objects.stats(), objects: objects.list() }));
+    bus.serve(objectSubjects.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
+      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('seal needs { id, size, owner }');
+      if (!this.clientSeen.has(req.owner)) this.clientSeen.set(req.owner, Date.now());
+      return objects.seal(req.id, req.size, req.owner);
+    });
+    bus.serve(objectSubjects.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
+    bus.serve(objectSubjects.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
+      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('fetch needs { id, size, owner, from }');
+      const sources = req.from.filter((n) => n !== node).map((n) => objectSubjects.nodeRead(n));
+      return objects.fetchCopy(req.id, req.size, String(req.owner), (write) => fetchChunked(bus, sources, req.id, req.size, write));
+    });
+    bus.serve(objectSubjects.nodeRead(node), async (req: ChunkRequest) => makeChunk(await this.store.readRange(req.id, req.offset, req.length)));
+    bus.on(objectSubjects.nodeTouch(node), (req: { id: string }) => objects.touch(req?.id));
+    bus.serve(objectSubjects.nodeFree(node), async (req: { ids: string[] }) => {
+      for (const id of req.ids) await objects.free(id);
+    });
+  }
+
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Lease requests received: a heartbeat that counts all the head has sent reflects all of them. */
+  private leaseRequestsSeen = 0;
+
+  /** A heartbeat soon: what changed reaches the head quickly, but a burst of grants sends one, not thousands. */
+  private heartbeatSoon(): void {
+    this.heartbeatTimer ??= setTimeout(() => { this.heartbeatTimer = undefined; this.heartbeat(); }, 20);
+  }
+
+  private heartbeat(): void {
+    if (this.stopping || this.bus.isClosed) return;
+    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, gpuFree: this.gpuFree, leaseRequestsSeen: this.leaseRequestsSeen, workers: this.workers.size, leases: this.leases.size };
+    this.bus.publish(subjects.hbNode(this.nodeId), msg);
+  }
+
+  private async grant(req: LeaseRequest): Promise<LeaseGrant | Busy> {
+    this.leaseRequestsSeen++;
+    if (typeof req?.clientId !== 'string') throw new TypeError('lease request needs { clientId, demand }');
+    const demand = checkDemand(req.demand);
+    const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
+    if (!fits(this.available, demand)) return busy;
+    const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
+    if (!gpus) return busy;
+    this.available = subtract(this.available, demand);
+    this.gpuFree = gpus.free;
+    const gpuKey = gpus.ids.join(',');
+    const actor = req.actor;
+    const shared = !!actor && actor.spec.isolation === 'shared' && gpus.ids.length === 0;
+    let worker = shared
+      ? [...this.workers].find((w) => w.shared)
+      : [...this.workers].find((w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === gpuKey);
+    try {
+      worker ??= this.spawnWorker(gpus.ids, shared);
+    } catch (e) {
+      this.available = add(this.available, demand);
+      this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
+      throw new WorkerDiedError(`could not start a worker: ${(e as Error).message}`, { cause: e });
+    }
+    if (actor && !shared) worker.dedicated = true;
+    this.keepSpares();
+    const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, actorId: actor?.spec.actorId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
+    worker.leases.add(lease); // reserve before awaiting, so no second lease takes it
+    this.leases.set(lease.leaseId, lease);
+    try {
+      await worker.ready;
+    } catch (e) {
+      this.release(lease.leaseId);
+      throw new WorkerDiedError(`worker for the lease failed to start: ${(e as Error).message}`, { cause: e });
+    }
+    let backend: string | undefined;
+    let direct: string | undefined;
+    if (actor) {
+      try {
+        // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the wait.
+        ({ backend, direct } = await Promise.race([
+          this.bus.request<{ backend?: string; direct?: string }>(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
+          worker.exited.then((how): never => { throw new WorkerDiedError(`its worker process ${how} while the constructor ran`); }),
+        ]));
+      } catch (e) {
+        this.release(lease.leaseId, !shared);
+        throw e; // the constructor threw (TaskError) or the worker died: the head decides
+      }
+    }
+    this.heartbeatSoon();
+    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids, backend, direct };
+  }
+
+  /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. Either way it first gets
+   * graceMs for its onStop(), if it has one. With a leaseId, only that lease (one incarnation): a newer instance of
+   * the same actor is left alone. */
+  private async stopActor(actorId: string, leaseId?: string, graceMs = 0): Promise<void> {
+    const lease = leaseId ? this.leases.get(leaseId) : [...this.leases.values()].find((l) => l.actorId === actorId);
+    if (!lease || lease.actorId !== actorId) return;
+    const grace = Number.isFinite(graceMs) && graceMs > 0 ? Math.min(graceMs, 600_000) : 0;
+    if (lease.worker.shared || grace > 0) {
+      await this.bus.request(subjects.procActorStop(lease.worker.procId), { actorId, graceMs: grace }, { timeoutMs: grace + 5000 }).catch(() => undefined);
+    }
+    this.release(lease.leaseId, !lease.worker.shared);
+  }
+
+  /** busy: the worker may still be running tasks of this lease; it cannot serve anyone else, so it goes. */
+  private release(leaseId: string, busy = false): void {
+    const lease = this.leases.get(leaseId);
+    if (!lease) return;
+    this.leases.delete(leaseId);
+    this.available = add(this.available, lease.blocked ? withoutCpu(lease.demand) : lease.demand);
+    this.gpuFree = releaseGpus(this.gpuFree, lease.gpuIds, lease.demand.GPU ?? 0);
+    lease.worker.leases.delete(lease);
+    if (busy || lease.worker.dedicated) {
+      this.workers.delete(lease.worker);
+      lease.worker.child.kill('SIGKILL');
+    }
+    // Keep a few idle workers for the next lease; more would only hold memory.
+    const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared);
+    if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) {
+      this.workers.delete(idle[0]); // leaving: never granted again, even before it has exited
+      idle[0].child.kill('SIGTERM');
+    }
+    this.heartbeatSoon();
+  }
+
+  private reclaimOrphanLeases(): void {
+    const now = Date.now();
+    for (const owner of this.objects.owners()) {
+      if (now - (this.clientSeen.get(owner) ?? now) > OWNER_TIMEOUT_MS) void this.freeObjectsOf(owner, 'went silent');
+    }
+    for (const lease of this.leases.values()) {
+      if (lease.actorId) continue; // actors belong to the head, which decides when they end
+      const seen = this.clientSeen.get(lease.clientId) ?? lease.grantedAt;
+      if (now - seen > defaults.clientTimeoutMs) {
+        // Its worker may still run the dead client's task (maybe blocked for ever on a lost object): it goes too.
+        console.error(`troupe: client ${lease.clientId} went silent; taking back lease ${lease.leaseId}`);
+        this.release(lease.leaseId, true);
+      }
+    }
+  }
+
+  /** A task blocked in get() lends its CPUs back (as Ray does), so the tasks it waits for can run. */
+  private setBlocked(workerId: string, blocked: boolean): void {
+    const lease = [...this.leases.values()].find((l) => l.worker.procId === workerId);
+    if (!lease || !!lease.blocked === blocked) return;
+    lease.blocked = blocked;
+    const cpu = { CPU: lease.demand.CPU ?? 0 };
+    // Taking the CPU back may overcommit the node for a moment; the alternative is a deadlock.
+    this.available = blocked ? add(this.available, cpu) : subtract(this.available, cpu);
+    this.heartbeatSoon();
+  }
+
+  /** Keeps prestartWorkers idle CPU workers ready: an actor restarting after a crash (or a new one) takes one at once
+   * instead of waiting for a process to start. */
+  private keepSpares(): void {
+    if (this.stopping) return;
+    const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === '').length;
+    for (let i = idle; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
+  }
+
+  private spawnWorker(gpuIds: number[], shared = false): Worker {
+    // stop() waits only for the processes it saw: one started after it would outlive this daemon.
+    if (this.stopping) throw new Error('the node is stopping');
+    const procId = randomBytes(8).toString('hex');
+    const logPath = join(this.o.sessionDir, 'logs', `worker-${procId}.log`);
+    const log = openSync(logPath, 'a');
+    const [cmd, args] = workerCommand();
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', log, log, 'ipc'],
+      env: {
+        ...process.env,
+        TROUPE_ADDRESS: this.o.address,
+        TROUPE_TOKEN: this.o.token,
+        TROUPE_NODE_ID: this.nodeId,
+        TROUPE_OBJECT_DIR: this.store.dir,
+        TROUPE_OBJECT_STORE_MEMORY: String(this.objects.capacity),
+        TROUPE_WORKER_ID: procId,
+        // Empty for CPU workers, so a task without GPUs cannot grab one.
+        CUDA_VISIBLE_DEVICES: gpuIds.join(','),
+      },
+    });
+    closeSync(log);
+    this.processes.add(child);
+    child.once('exit', () => this.processes.delete(child));
+    const worker: Worker = {
+      procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false,
+      exited: new Promise((r) => child.once('exit', (code, signal) => r(howItExited(code, signal)))),
+    };
+    worker.ready = new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => {
+        // A worker that never came up must not be handed out again.
+        this.workers.delete(worker);
+        child.kill('SIGKILL');
+        reject(new Error(`no ready signal in 30 s (log: ${logPath})`));
+      }, 30_000);
+      child.once('error', (e) => { clearTimeout(t); this.workers.delete(worker); reject(e); });
+      child.on('message', (m: { type?: string }) => { if (m?.type === 'ready') { clearTimeout(t); resolve(); } });
+      child.once('exit', (code, signal) => { clearTimeout(t); reject(new Error(`${howItExited(code, signal)} before it was ready (log: ${logPath})`)); });
+    });
+    worker.ready.catch(() => undefined);
+    child.once('exit', (code, signal) => this.onWorkerExit(worker, code, signal));
+    this.workers.add(worker);
+    return worker;
+  }
+
+  private async freeObjectsOf(owner: string, why: string): Promise<void> {
+    const n = await this.objects.freeOwnedBy(owner);
+    this.clientSeen.delete(owner);
+    if (n) console.error(`troupe: freed ${n} object(s) owned by ${owner}, which ${why}`);
+  }
+
+  private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
+    this.workers.delete(worker);
+    rmSync(lanePath(this.store.dir, worker.child.pid!), { force: true }); // its socket, if it died without removing it
+    if (!this.stopping) {
+      this.bus.publish(subjects.evtProcExited, { procId: worker.procId, nodeId: this.nodeId });
+      void this.freeObjectsOf(worker.procId, 'exited');
+    }
+    const leases = [...worker.leases];
+    if (leases.length === 0 || this.stopping) return;
+    const cause = `its worker process (pid ${worker.child.pid}) ${howItExited(code, signal)}`;
+    const msg: WorkerDiedMsg = {
+      workerId: worker.procId, nodeId: this.nodeId, pid: worker.child.pid!, cause,
+      leaseIds: leases.map((l) => l.leaseId), actorIds: leases.flatMap((l) => (l.actorId ? [l.actorId] : [])),
+    };
+    this.bus.publish(subjects.evtWorkerDied, msg);
+    for (const l of leases) this.release(l.leaseId);
+  }
+
+  /** Idempotent: a second call (the head fencing a node that stops slowly) waits for the first to finish. */
+  stop(cause = 'stopped'): Promise<void> {
+    this.stopped ??= this.stopOnce(cause);
+    return this.stopped;
+  }
+
+  private async stopOnce(cause: string): Promise<void> {
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    const exits = [...this.processes].map((child) => new Promise<void>((r) => {
+      if (child.exitCode !== null || child.signalCode !== null) return r();
+      child.once('exit', () => r());
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+    }));
+    await Promise.all(exits);
+    // Local cleanup first: the goodbye over the bus can hang when the whole cluster is going down with us.
+    this.store.destroy();
+    try {
+      await this.gcs?.nodes.put(this.nodeId, { ...this.info, state: 'DEAD', deadAt: new Date().toISOString(), cause });
+    } catch { /* the bus may be gone already */ }
+    await this.bus?.close();
+  }
+}
+
+/** "exited with code 3" or "was killed by SIGKILL": the cause callers and `troupe list actors` show. */
+function howItExited(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
+}
+
+function withoutCpu(d: ResourceSet): ResourceSet {
+  const { CPU: _cpu, ...rest } = d;
+  return rest;
+}
+
+function sessionName(sessionDir: string): string {
+  return sessionDir.split('/').filter(Boolean).pop() ?? 'session';
+}

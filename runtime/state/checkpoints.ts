@@ -1,0 +1,39 @@
+// Actor checkpoints in a JetStream object store: they outlive the process, the node and the head, and JetStream
+// chunks values larger than max_payload (model weights) for us.
+import { Objm, type ObjectStore } from '@nats-io/obj';
+import type { Bus } from '../bus/bus.ts';
+import { encode, decode } from '../base/codec.ts';
+
+const BUCKET = 'troupe-checkpoints';
+
+export class CheckpointStore {
+  private constructor(private readonly os: ObjectStore) {}
+
+  static async open(bus: Bus): Promise<CheckpointStore> {
+    // create() binds to the bucket when it exists already, so every process may call it. Two processes creating it at
+    // the same moment: the loser's stream creation fails ("subjects overlap"), and binding again then succeeds.
+    const objm = new Objm(bus.nc);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return new CheckpointStore(await objm.create(BUCKET));
+      } catch (e) {
+        if (attempt >= 3) throw e;
+      }
+    }
+  }
+
+  /** Replaces the actor's checkpoint with `state` (anything troupe can encode, tensors included). */
+  async save(actorId: string, state: unknown): Promise<void> {
+    await this.os.putBlob({ name: actorId }, encode(state));
+  }
+
+  /** The last checkpoint, or undefined when it has none. */
+  async load<T = unknown>(actorId: string): Promise<{ state: T } | undefined> {
+    const bytes = await this.os.getBlob(actorId);
+    return bytes ? { state: decode<T>(bytes) } : undefined;
+  }
+
+  async delete(actorId: string): Promise<void> {
+    await this.os.delete(actorId).catch(() => undefined); // none saved
+  }
+}

@@ -1,0 +1,104 @@
+// Cluster state in JetStream KV: nodes, actors, names, jobs. A restarted head rebuilds from here.
+import { Kvm, type KV } from '@nats-io/kv';
+import type { Bus } from '../bus/bus.ts';
+import type { ResourceSet } from '../scheduling/placement.ts';
+import type { ActorInfo } from '../protocol/actors.ts';
+import { encode, decode } from '../base/codec.ts';
+
+export interface NodeInfo {
+  nodeId: string;
+  hostname: string;
+  pid: number;
+  total: ResourceSet;
+  state: 'ALIVE' | 'DEAD';
+  startedAt: string;
+  deadAt?: string;
+  /** Why it is DEAD. */
+  cause?: string;
+  objectDir: string;
+  /** Bytes of shared memory its object store may hold. */
+  objectStoreMemory?: number;
+  isHead: boolean;
+}
+
+export interface JobInfo {
+  jobId: string;
+  /** The driver's process id on the bus. */
+  procId: string;
+  pid: number;
+  hostname: string;
+  cwd: string;
+  entrypoint: string;
+  state: 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+  startedAt: string;
+  endedAt?: string;
+  cause?: string;
+}
+
+/** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
+export class Table<T> {
+  constructor(readonly kv: KV, private readonly format: 'json' | 'msgpack' = 'json') {}
+
+  private parse(bytes: Uint8Array): T | undefined {
+    try {
+      return this.format === 'json' ? (JSON.parse(new TextDecoder().decode(bytes)) as T) : decode<T>(bytes);
+    } catch {
+      return undefined; // garbage written by someone else: skip it
+    }
+  }
+
+  async get(key: string): Promise<T | undefined> {
+    const e = await this.kv.get(key);
+    if (!e || e.operation !== 'PUT') return undefined;
+    return this.parse(e.value);
+  }
+
+  async put(key: string, value: T): Promise<void> {
+    await this.kv.put(key, this.format === 'json' ? JSON.stringify(value) : encode(value));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.kv.delete(key);
+  }
+
+  async list(): Promise<T[]> {
+    const out: T[] = [];
+    const keys: string[] = [];
+    for await (const k of await this.kv.keys()) keys.push(k);
+    for (const k of keys) {
+      const v = await this.get(k);
+      if (v !== undefined) out.push(v);
+    }
+    return out;
+  }
+
+  /** Calls back for every current entry, then for every change. Returns a stop function. */
+  async watch(cb: (key: string, value: T | undefined) => void): Promise<() => void> {
+    const it = await this.kv.watch({ key: '>' });
+    (async () => {
+      for await (const e of it) {
+        if (e.operation !== 'PUT') { cb(e.key, undefined); continue; }
+        const v = this.parse(e.value);
+        if (v !== undefined) cb(e.key, v);
+      }
+    })().catch(() => undefined);
+    return () => it.stop();
+  }
+}
+
+export class Gcs {
+  private constructor(
+    readonly nodes: Table<NodeInfo>,
+    readonly jobs: Table<JobInfo>,
+    readonly actors: Table<ActorInfo>,
+    readonly names: Table<{ actorId: string }>,
+  ) {}
+
+  static async open(bus: Bus): Promise<Gcs> {
+    const kvm = new Kvm(bus.nc);
+    // create() binds to a bucket that exists already, so every process may call it.
+    const bucket = (name: string) => kvm.create(name, { history: 1 });
+    const [nodes, jobs, actors, names] = await Promise.all(['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map(bucket));
+    return new Gcs(new Table(nodes), new Table(jobs), new Table(actors, 'msgpack'), new Table(names));
+  }
+}

@@ -1,0 +1,218 @@
+// Hosts actor instances inside a worker process: construct, restore the last checkpoint, dispatch method calls in
+// arrival order (up to maxConcurrency at once), save checkpoints, stop. Policy (restart or not) is the head's business
+// and supervisors', not ours: a crash is reported, never acted on here.
+import { subjects } from '../protocol/subjects.ts';
+import { TaskError, UsageError } from '../base/errors.ts';
+import type { Client } from '../core/core.ts';
+import type { Subscription } from '../bus/bus.ts';
+import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
+import { currentBackend, describeBackend } from '../tensor/backend.ts';
+import type { ObjectLocation } from '../../object-store/location.ts';
+
+const methodCache = new WeakMap<object, Set<string>>();
+
+/** Methods the runtime calls on an instance, never a remote caller. */
+export const LIFECYCLE = ['onStart', 'onStop', 'checkpoint', 'restore'] as const;
+
+/** Methods a caller may name: ones the class defines (its prototypes up to Object.prototype), not getters, fields,
+ * '_private' ones, lifecycle hooks or Object's. */
+function methodsOf(instance: object): Set<string> {
+  const proto = Object.getPrototypeOf(instance) as object;
+  let names = methodCache.get(proto);
+  if (names) return names;
+  names = new Set();
+  for (let p: object | null = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
+      if (k !== 'constructor' && !k.startsWith('_') && !(LIFECYCLE as readonly string[]).includes(k) && typeof d.value === 'function') names.add(k);
+    }
+  }
+  methodCache.set(proto, names);
+  return names;
+}
+
+/** Marks a class made remote by the actors layer (a well-known symbol: this layer cannot import that one). */
+export const REMOTE_CLASS = Symbol.for('troupe.remoteClass');
+
+// The actor whose constructor is running: the Actor base class learns its id from here.
+let constructing: string | undefined;
+export function constructingActorId(): string | undefined {
+  return constructing;
+}
+
+/** Saves an instance's checkpoint now (Actor.saveCheckpoint). */
+const savers = new WeakMap<object, () => Promise<void>>();
+export function saveCheckpointOf(instance: object): Promise<void> {
+  const save = savers.get(instance);
+  if (!save) return Promise.reject(new UsageError('saveCheckpoint(): this object is not an actor instance hosted by troupe'));
+  return save();
+}
+
+export interface HostedContext {
+  /** Where its output goes (the actor's owner). */
+  owner: string;
+  /** e.g. "(Trainer pid=1234)". */
+  prefix: string;
+}
+
+type Loader = (ref: { url: string; exportName: string }, workingDir: string) => Promise<unknown>;
+/** Whose output the actor's code writes, and how it is prefixed. */
+export function contextOf(spec: ActorSpec): HostedContext {
+  return { owner: spec.owner, prefix: `(${spec.className} pid=${process.pid})` };
+}
+
+type InContext = <T>(ctx: HostedContext, fn: () => Promise<T>) => Promise<T>;
+
+interface Hosted {
+  spec: ActorSpec;
+  instance: Record<string, unknown>;
+  sub: Subscription;
+  queue: Array<{ call: ActorCall; reply: (v: CallReply) => void }>;
+  running: number;
+  ctx: HostedContext;
+  stopped: boolean;
+  /** Calls finished since the last checkpoint. */
+  callsSinceCheckpoint: number;
+  saving: Promise<void>;
+  timer?: NodeJS.Timeout;
+}
+
+/** A call's answer; notRun: the instance stopped before running it, so the caller may send it to the next one. */
+export type CallReply = { result: ObjectLocation; notRun?: undefined } | { notRun: true };
+
+type Instance = Record<string, unknown>;
+const hook = (instance: Instance, name: (typeof LIFECYCLE)[number]) =>
+  typeof instance[name] === 'function' ? (instance[name] as (...a: unknown[]) => unknown).bind(instance) : undefined;
+
+export class ActorHost {
+  private readonly actors = new Map<string, Hosted>();
+
+  constructor(private readonly client: Client, private readonly load: Loader, private readonly inContext: InContext) {}
+
+  get size(): number {
+    return this.actors.size;
+  }
+
+  /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls. Throws TaskError when any
+   * of those throws. The head starts an actor again only as a new incarnation: an older instance still here goes first. */
+  /** Starts an instance; says which tensor backend its process computes on, when it uses tfjs. */
+  async start(spec: ActorSpec): Promise<{ actorId: string; backend?: string }> {
+    await this.stop(spec.actorId);
+    const ctx = contextOf(spec);
+    const h = await this.inContext(ctx, async (): Promise<Hosted> => {
+      let step = 'constructor';
+      try {
+        const Cls = await this.load(spec.cls, spec.workingDir);
+        if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls)) throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
+        const args = await this.client.objects.resolveArgs(spec.args, spec.deps);
+        constructing = spec.actorId;
+        let made: Instance;
+        try { made = new (Cls as unknown as new (...a: unknown[]) => Instance)(...args); } finally { constructing = undefined; }
+        const hosted: Hosted = { spec, instance: made, queue: [], running: 0, ctx, stopped: false, callsSinceCheckpoint: 0, saving: Promise.resolve(), sub: undefined as unknown as Subscription };
+        savers.set(made, () => this.saveCheckpoint(hosted));
+        const restore = hook(made, 'restore');
+        if (restore) {
+          step = 'restore';
+          const last = await (await this.client.checkpoints()).load(spec.actorId);
+          if (last) await restore(last.state);
+        }
+        step = 'onStart';
+        await hook(made, 'onStart')?.();
+        return hosted;
+      } catch (e) {
+        throw TaskError.from(e, `${spec.className} ${step}`);
+      }
+    });
+    h.sub = this.client.bus.serveBatched(subjects.actor(spec.actorId), (call: ActorCall) =>
+      new Promise<CallReply>((reply) => {
+        if (h.stopped) { reply({ notRun: true }); return; } // crashed, waiting to be stopped
+        h.queue.push({ call, reply });
+        this.drain(h);
+      }));
+    await this.client.bus.flush(); // calls may come the moment the head says ALIVE
+    this.actors.set(spec.actorId, h);
+    const seconds = spec.checkpointEvery?.seconds;
+    if (seconds && hook(h.instance, 'checkpoint')) {
+      h.timer = setInterval(() => { if (h.callsSinceCheckpoint > 0) void this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e)); }, seconds * 1000);
+      h.timer.unref();
+    }
+    const backend = currentBackend();
+    return { actorId: spec.actorId, backend: backend && describeBackend(await backend) };
+  }
+
+  /** Stops taking calls; calls still queued are answered "not run" (their callers send them to the next instance, or
+   * learn it is dead). Then onStop() gets up to graceMs to finish. */
+  async stop(actorId: string, graceMs = 0): Promise<void> {
+    const h = this.actors.get(actorId);
+    if (!h) return;
+    h.stopped = true;
+    clearInterval(h.timer);
+    // Drained, not dropped: calls already on their way are answered "not run", so their callers send them on.
+    h.sub.drain().catch(() => h.sub.unsubscribe());
+    this.actors.delete(actorId);
+    for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
+    const onStop = hook(h.instance, 'onStop');
+    if (!onStop) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => { timer = setTimeout(r, graceMs); });
+    await Promise.race([this.inContext(h.ctx, async () => { await onStop(); }).catch((e) => console.error(`troupe: ${h.spec.className}.onStop() threw:`, e)), late]);
+    clearTimeout(timer);
+  }
+
+  /** Runs queued calls in arrival order, at most maxConcurrency at a time. */
+  private drain(h: Hosted): void {
+    while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
+      const { call, reply } = h.queue.shift()!;
+      h.running++;
+      this.inContext(h.ctx, () => this.run(h, call)).then((r) => {
+        reply(r);
+        h.callsSinceCheckpoint++;
+        const every = h.spec.checkpointEvery?.calls;
+        // Saved before the next call starts: the checkpoint is the state after exactly these calls.
+        if (every && h.callsSinceCheckpoint >= every && !h.stopped) return this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
+      }).finally(() => {
+        h.running--;
+        this.drain(h);
+      });
+    }
+  }
+
+  private async run(h: Hosted, call: ActorCall): Promise<{ result: ObjectLocation }> {
+    const where = `${h.spec.className}.${String(call?.method)}`;
+    try {
+      const method = typeof call?.method === 'string' && methodsOf(h.instance).has(call.method) ? h.instance[call.method] : undefined;
+      if (typeof method !== 'function') throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
+      const args = await this.client.objects.resolveArgs(call.args, call.deps);
+      const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
+      return { result: await this.client.objects.store(call.callId, value, call.caller) };
+    } catch (e) {
+      const error = TaskError.from(e, where);
+      if (h.spec.crashOnError && !(e instanceof UsageError) && !h.stopped) this.crash(h, `${where}() threw ${error.remoteName}: ${error.message} (crashOnError)`);
+      return { result: { error } };
+    }
+  }
+
+  /** The actor counts as crashed: the head restarts it, or holds it for its supervisor. Its callers see `cause`. */
+  private crash(h: Hosted, cause: string): void {
+    h.stopped = true; // no further calls run on this instance: they go to the next one
+    for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
+    void this.client.killActor(h.spec.actorId, false, cause).catch((e) => console.error(`troupe: could not report the crash of ${h.spec.className} ${h.spec.actorId}:`, e));
+  }
+
+  /** One save at a time, in order; the state is read when the save starts. */
+  private saveCheckpoint(h: Hosted): Promise<void> {
+    const save = async () => {
+      const checkpoint = hook(h.instance, 'checkpoint');
+      if (!checkpoint) throw new UsageError(`${h.spec.className} has no checkpoint() method to save`);
+      h.callsSinceCheckpoint = 0;
+      const state = await checkpoint();
+      await (await this.client.checkpoints()).save(h.spec.actorId, state);
+    };
+    const next = h.saving.then(save, save);
+    h.saving = next.catch(() => undefined);
+    return next;
+  }
+
+  private checkpointFailed(h: Hosted, e: unknown): void {
+    console.error(`troupe: checkpoint of ${h.spec.className} ${h.spec.actorId} failed:`, e);
+  }
+}

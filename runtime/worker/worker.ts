@@ -1,0 +1,176 @@
+// A worker process, started by its node daemon. Runs tasks one at a time, in arrival order, and hosts actors.
+// What user code prints goes to its log file and to the driver that owns the work, prefixed like "(Trainer pid=1234)".
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { sep } from 'node:path';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Client } from '../core/core.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { TaskError, UsageError } from '../base/errors.ts';
+import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
+import type { TaskSpec, TaskReply } from '../core/task-submitter.ts';
+import type { TaskEvent } from '../head/head.ts';
+import type { ActorSpec } from '../protocol/actors.ts';
+import { lanePath } from '../bus/lane.ts';
+import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
+
+const env = (k: string): string => {
+  const v = process.env[k];
+  if (!v) { console.error(`troupe worker: ${k} is not set; workers are started by a node daemon`); process.exit(2); }
+  return v;
+};
+const procId = env('TROUPE_WORKER_ID');
+// Our node daemon gone, even while this module was still loading: nothing will give us work, and nobody would stop us.
+process.on('disconnect', () => process.exit(0));
+if (!process.connected) process.exit(0);
+const nodeId = env('TROUPE_NODE_ID');
+const client = await Client.connect({
+  address: env('TROUPE_ADDRESS'), token: env('TROUPE_TOKEN'), role: 'worker', procId,
+  localNode: { nodeId, objectDir: env('TROUPE_OBJECT_DIR'), objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')) },
+});
+delete process.env.TROUPE_TOKEN; // user code has no business reading it
+// Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
+const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
+// A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
+client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId), { workerId: procId, blocked });
+
+// --- output to the owning driver ---------------------------------------------------------------
+const logContext = new AsyncLocalStorage<HostedContext>();
+// A process given to one actor ('process' isolation, the default), or running tasks one at a time, writes only for
+// that actor's or the current task's owner. It needs no AsyncLocalStorage, whose promise hooks cost about a fifth of
+// a busy actor's time on Node 20.
+let soleContext: HostedContext | undefined;
+const currentContext = (): HostedContext | undefined => soleContext ?? logContext.getStore();
+let outbox = new Map<string, Array<{ prefix: string; text: string; stderr: boolean }>>();
+function flushOutput(): void {
+  if (outbox.size === 0) return;
+  const sending = outbox;
+  outbox = new Map();
+  for (const [owner, lines] of sending) client.bus.publishTo(owner, subjects.log(owner), lines);
+}
+/** Runs user code with its output going to ctx.owner; what it printed is sent before its result (same connection, in order). */
+const inContext = async <T>(ctx: HostedContext, fn: () => Promise<T>): Promise<T> => {
+  try {
+    return soleContext ? await fn() : await logContext.run(ctx, fn);
+  } finally {
+    flushOutput();
+    workDone = true;
+  }
+};
+// Refs user code dropped are only counted as gone once V8 collects them, and a quiet worker may never collect: after
+// work, while we hold refs, collect now and then so their owners can free what nobody uses.
+let workDone = false;
+const gc = (globalThis as { gc?: () => void }).gc;
+setInterval(() => {
+  if (workDone && gc && client.objects.refs.size > 0) { workDone = false; gc(); }
+}, 2000).unref();
+for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]] as const) {
+  const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+    const ctx = currentContext();
+    if (ctx) {
+      const lines = outbox.get(ctx.owner) ?? [];
+      lines.push({ prefix: ctx.prefix, text: typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString(), stderr });
+      outbox.set(ctx.owner, lines);
+    }
+    return write(chunk, ...rest);
+  }) as typeof stream.write;
+}
+setInterval(flushOutput, 50).unref(); // output of long-running calls, while they run
+client.ownerHook = () => currentContext()?.owner;
+
+// --- code loading --------------------------------------------------------------------------------
+const exportsCache = new Map<string, unknown>();
+/** troupe's own actor classes (Supervisor) load from wherever troupe is installed. */
+const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import.meta.url))) + sep;
+
+/** Imports the module a function or class was defined in, refusing anything outside the job's working directory. */
+async function loadExport(ref: { url: string; exportName: string }, workingDir: string): Promise<unknown> {
+  const key = `${workingDir}\0${ref.url}#${ref.exportName}`; // the directory check below holds per working directory
+  if (exportsCache.has(key)) return exportsCache.get(key);
+  if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://')) throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
+  let file: string, root: string;
+  try {
+    file = realpathSync(fileURLToPath(ref.url));
+    root = realpathSync(workingDir);
+  } catch (e) {
+    throw new UsageError(`cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`);
+  }
+  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
+  const mod = (await import(ref.url)) as Record<string, unknown>;
+  if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
+  // The job computes with tfjs: choose the best backend that loads here before its code runs.
+  if (tfjsLoaded() && !currentBackend()) console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
+  exportsCache.set(key, mod[ref.exportName]);
+  return mod[ref.exportName];
+}
+
+// --- tasks ---------------------------------------------------------------------------------------
+// By task id: a task that starts and ends between two sends is reported once, FINISHED, not RUNNING then FINISHED.
+// At most the latest MAX_TASK_EVENTS a send: the head keeps only the last 10,000 of the cluster, and thousands of tiny
+// tasks a second would otherwise cost more to report than to run.
+const MAX_TASK_EVENTS = 1000;
+const events = new Map<string, TaskEvent>();
+setInterval(() => {
+  if (events.size) { client.bus.publish(subjects.evtTasks, [...events.values()]); events.clear(); }
+}, 250).unref();
+function report(ev: TaskEvent): void {
+  events.delete(ev.taskId); // (re)inserted last: the oldest go first
+  events.set(ev.taskId, ev);
+  if (events.size > MAX_TASK_EVENTS) events.delete(events.keys().next().value!);
+}
+
+async function run(spec: TaskSpec): Promise<TaskReply> {
+  // One object, changed as the task goes: a report is encoded when it is sent.
+  const ev: TaskEvent = { taskId: spec.taskId, name: spec.name, state: 'RUNNING', nodeId, workerId: procId, pid: process.pid, startedAt: Date.now() };
+  report(ev);
+  try {
+    const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
+    if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
+    const args = await client.objects.resolveArgs(spec.args, spec.deps);
+    if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
+    const started = performance.now();
+    const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
+    const ms = performance.now() - started;
+    const result = await client.objects.store(spec.taskId, value, spec.caller);
+    ev.state = 'FINISHED';
+    ev.endedAt = Date.now();
+    report(ev);
+    return { result, ms };
+  } catch (e) {
+    const error = TaskError.from(e, `task ${spec.name}`);
+    ev.state = 'FAILED';
+    ev.endedAt = Date.now();
+    ev.error = `${error.remoteName}: ${error.message}`;
+    report(ev);
+    return { result: { error } };
+  }
+}
+
+// One task at a time: a lease stands for the resources of one task.
+let tail: Promise<unknown> = Promise.resolve();
+client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
+  const p = tail.then(() => {
+    soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` }; // a task worker hosts nothing else
+    return inContext(soleContext, () => run(spec));
+  });
+  tail = p.catch(() => undefined);
+  return p;
+});
+
+// --- actors --------------------------------------------------------------------------------------
+const actors = new ActorHost(client, loadExport, inContext);
+client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => {
+  // Its node never gives this process to anything else now (and never gave it tasks still running).
+  if (req?.spec?.isolation === 'process' && actors.size === 0) {
+    soleContext = contextOf(req.spec);
+    logContext.disable();
+  }
+  return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
+});
+client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) => actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)));
+
+process.on('SIGTERM', () => { void client.close().finally(() => process.exit(0)); });
+// Ready only once the server has our subscriptions: the first task may be published the moment we say so.
+await client.bus.flush();
+process.send?.({ type: 'ready' });
