@@ -6,7 +6,7 @@ import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
 import { defaults } from '../runtime/base/config.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
-import { holders, type ObjectLocation, type PlainValue } from './location.ts';
+import { holders, type ObjectLocation, type PlainValue } from '../runtime/protocol/objects.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';

@@ -1,5 +1,5 @@
 // Objects this process owns (it put them, or submitted the task that makes them), and who waits for them.
-import type { ObjectLocation } from './location.ts';
+import type { ObjectLocation } from '../runtime/protocol/objects.ts';
 import type { ObjectRef } from './object-ref.ts';
 
 export interface OwnedObject {

@@ -18,7 +18,7 @@ import { normalizeRequest, checkStrategy, type ResourceRequest, type ResourceSet
 import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../../object-store/object-ref.ts';
 import { ObjectClient, isPlain, type CallArgs } from '../../object-store/object-client.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
-import { holders, type ObjectLocation } from '../../object-store/location.ts';
+import { holders, type ObjectLocation } from '../protocol/objects.ts';
 
 export interface ClientOptions {
   address: string;

@@ -8,7 +8,7 @@ import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } 
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
 import type { LeaseGrant, WorkerDiedMsg } from '../node/node-daemon.ts';
 import type { LeaseGrantedMsg, LeaseRequestMsg } from '../head/head.ts';
-import type { ObjectLocation } from '../../object-store/location.ts';
+import type { ObjectLocation } from '../protocol/objects.ts';
 import type { CallArgs } from '../../object-store/object-client.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 

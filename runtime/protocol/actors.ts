@@ -1,6 +1,6 @@
 // What head, node daemons, workers and callers say to each other about actors.
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
-import type { ObjectLocation } from '../../object-store/location.ts';
+import type { ObjectLocation } from './objects.ts';
 import type { CallArgs } from '../../object-store/object-client.ts';
 
 export type ActorState = 'PENDING' | 'ALIVE' | 'RESTARTING' | 'DEAD';

@@ -7,7 +7,7 @@ import type { Client } from '../core/core.ts';
 import type { Subscription } from '../bus/bus.ts';
 import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
 import { currentBackend, describeBackend } from '../tensor/backend.ts';
-import type { ObjectLocation } from '../../object-store/location.ts';
+import type { ObjectLocation } from '../protocol/objects.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
 

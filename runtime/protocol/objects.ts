@@ -1,5 +1,5 @@
 // Where an object's bytes are. Owners hand these out; readers follow them.
-import type { ObjectRef } from './object-ref.ts';
+import type { ObjectRef } from '../../object-store/object-ref.ts';
 
 /** A value small and simple enough to travel as itself, not encoded on its own first (see isPlainValue). */
 export type PlainValue = string | number | boolean | null | undefined;
