@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { Packr, addExtension } from 'msgpackr';
 import { SerializationError, toWireError, fromWireError, type WireError } from './errors.ts';
-import { registerTensorExtension, rawTensor, makeTensor } from '../tensor/codec.ts';
+import { registerTensorExtension, rawTensor, makeTensor } from './tensor-codec.ts';
 
 /** Extension type codes owned by troupe (msgpackr's own use letters and 0xff). */
 export const ExtType = { error: 1, tensor: 2, objectRef: 3, actorHandle: 4 } as const;

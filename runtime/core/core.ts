@@ -4,7 +4,7 @@ import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { encode, encodeParts, byteLength } from '../base/codec.ts';
-import { cloneTensor } from '../tensor/codec.ts';
+import { cloneTensor } from '../base/tensor-codec.ts';
 import { GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
 import { formatBytes } from '../base/bytes.ts';
 import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';

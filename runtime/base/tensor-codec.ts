@@ -2,7 +2,7 @@
 // that decodes a tensor and has no tfjs engine yet: most processes never pay for it.
 import { createRequire } from 'node:module';
 import { addExtension } from 'msgpackr';
-import { SerializationError } from '../base/errors.ts';
+import { SerializationError } from './errors.ts';
 
 const TENSOR_EXT = 2; // ExtType.tensor in codec.ts (kept here to avoid an import cycle)
 
