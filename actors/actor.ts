@@ -2,7 +2,7 @@
 // their types: a decorator cannot add typed statics, a base class can.
 import { currentClient, type ActorOptions, type FunctionRef } from '../runtime/core/core.ts';
 import { UsageError } from '../runtime/base/errors.ts';
-import { REMOTE_CLASS, constructingActorId, saveCheckpointOf } from '../runtime/worker/actor-host.ts';
+import { REMOTE_CLASS, constructingActorId, saveCheckpointOf } from '../runtime/core/actor-instance.ts';
 import type { RemoteArgs } from '../runtime/api/remote-function.ts';
 import type { Definition } from '../runtime/base/definition-site.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';

@@ -4,7 +4,7 @@ import { currentClient } from '../runtime/core/core.ts';
 import { registerExtension, ExtType } from '../runtime/base/codec.ts';
 import type { RemoteArgs } from '../runtime/api/remote-function.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
-import type { LIFECYCLE } from '../runtime/worker/actor-host.ts';
+import type { LIFECYCLE } from '../runtime/core/actor-instance.ts';
 
 type Method = (...args: any[]) => any;
 

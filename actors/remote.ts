@@ -3,7 +3,7 @@
 //   @remote({ numGpus: 1, maxRestarts: 2 }) export class Trainer extends Actor { … }
 import { remote as remoteFunction, type RemoteFunction } from '../runtime/api/remote-function.ts';
 import { defineSite } from '../runtime/base/definition-site.ts';
-import { REMOTE_CLASS } from '../runtime/worker/actor-host.ts';
+import { REMOTE_CLASS } from '../runtime/core/actor-instance.ts';
 import type { TaskOptions, ActorOptions } from '../runtime/core/core.ts';
 import type { Actor, RemoteClassInfo } from './actor.ts';
 import { checkActorOptions } from './options.ts';

@@ -6,34 +6,19 @@ import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
 import { defaults } from '../runtime/base/config.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
-import { holders, type ObjectLocation, type PlainValue } from '../runtime/protocol/objects.ts';
+import { holders, isPlainValue, type ObjectLocation } from '../runtime/protocol/objects.ts';
+import { subjects } from '../runtime/protocol/subjects.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';
 import { fetchToMemory, makeChunk, type ChunkRequest } from './transfer.ts';
-
-export const objectSubjects = {
-  procLocate: (proc: string) => `troupe.proc.${proc}.obj.locate`,
-  procRead: (proc: string) => `troupe.proc.${proc}.obj.read`,
-  /** A process starts or stops holding refs to one of the owner's objects. */
-  procBorrow: (proc: string) => `troupe.proc.${proc}.obj.borrow`,
-  /** A node now keeps a copy of one of the owner's objects. */
-  procCopied: (proc: string) => `troupe.proc.${proc}.obj.copied`,
-  nodeRead: (node: string) => `troupe.node.${node}.obj.read`,
-  nodeFree: (node: string) => `troupe.node.${node}.obj.free`,
-  nodeSeal: (node: string) => `troupe.node.${node}.obj.seal`,
-  nodeRestore: (node: string) => `troupe.node.${node}.obj.restore`,
-  nodeFetch: (node: string) => `troupe.node.${node}.obj.fetch`,
-  nodeTouch: (node: string) => `troupe.node.${node}.obj.touch`,
-};
+import { isPlain, type CallArgs } from '../runtime/protocol/objects.ts';
 
 /** tfjs tensors (duck-typed): immutable, so one decoded instance can serve every get in a process. */
 function isTensor(v: unknown): boolean {
   return typeof v === 'object' && v !== null && typeof (v as { dataSync?: unknown }).dataSync === 'function' && typeof (v as { dispose?: unknown }).dispose === 'function';
 }
 
-/** Published by node daemons and the head; the object layer only listens. */
-const events = { nodeDied: 'troupe.evt.node_died', procExited: 'troupe.evt.proc_exited' };
 
 export interface ObjectClientOptions {
   bus: Bus;
@@ -47,23 +32,6 @@ export interface ObjectClientOptions {
 }
 
 interface BorrowMsg { id: string; proc: string; node?: string; add: boolean }
-
-/** A call's arguments: encoded, or (when isPlain) the values themselves, sent inside the call's own message. */
-export type CallArgs = Uint8Array | unknown[];
-
-/** A number, boolean, short string, null or undefined: it holds no refs and is never large, so encoding it on its own
- * before the message that carries it would be work for nothing (on both sides). */
-export function isPlainValue(v: unknown): v is PlainValue {
-  const t = typeof v;
-  return v === null || t === 'number' || t === 'boolean' || t === 'undefined' || (t === 'string' && (v as string).length <= 256);
-}
-
-/** A few plain values (see isPlainValue). */
-export function isPlain(args: readonly unknown[]): boolean {
-  if (args.length > 16) return false;
-  for (let i = 0; i < args.length; i++) if (!isPlainValue(args[i])) return false;
-  return true;
-}
 
 export class ObjectClient {
   readonly owned = new OwnerTable();
@@ -95,21 +63,21 @@ export class ObjectClient {
   /** Answers other processes about our objects, and serves bytes we hold in memory. */
   serve(): void {
     const { bus, procId } = this.o;
-    bus.serve(objectSubjects.procLocate(procId), async (req: { id: string }) => {
+    bus.serve(subjects.obj.procLocate(procId), async (req: { id: string }) => {
       const p = this.owned.whenSealed(req.id);
       if (!p) throw new ObjectLostError(`object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`);
       const { refs: _inner, ...loc } = await p; // the reader takes the refs inside from the value itself
       return loc;
     });
-    bus.serve(objectSubjects.procRead(procId), (req: ChunkRequest) => {
+    bus.serve(subjects.obj.procRead(procId), (req: ChunkRequest) => {
       const b = this.held.get(req.id);
       if (!b) throw new ObjectLostError(`object ${req.id} is not held by ${procId}`);
       return makeChunk(b.subarray(req.offset, req.offset + req.length));
     });
-    bus.on(objectSubjects.procBorrow(procId), (m: BorrowMsg) => this.onBorrow(m));
-    bus.on(objectSubjects.procCopied(procId), (m: { id: string; node: string }) => { if (typeof m?.node === 'string') this.onCopied(m.id, m.node); });
-    bus.on(events.procExited, (m: { procId: string }) => { if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId); });
-    bus.on(events.nodeDied, (m: { nodeId: string; cause: string }) => { if (typeof m?.nodeId === 'string') this.onNodeDied(m.nodeId, m.cause); });
+    bus.on(subjects.obj.procBorrow(procId), (m: BorrowMsg) => this.onBorrow(m));
+    bus.on(subjects.obj.procCopied(procId), (m: { id: string; node: string }) => { if (typeof m?.node === 'string') this.onCopied(m.id, m.node); });
+    bus.on(subjects.evtProcExited, (m: { procId: string }) => { if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId); });
+    bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => { if (typeof m?.nodeId === 'string') this.onNodeDied(m.nodeId, m.cause); });
   }
 
   /** Serializes a value into a location. `forProc` will own the location: refs inside are registered for it, so they
@@ -130,7 +98,7 @@ export class ObjectClient {
     if (size <= this.o.inlineThreshold) return { inline: parts.length === 1 ? parts[0] : Buffer.concat(parts) };
     if (store && nodeId) {
       await store.writeTmp(id, parts);
-      await bus.request(objectSubjects.nodeSeal(nodeId), { id, size, owner });
+      await bus.request(subjects.obj.nodeSeal(nodeId), { id, size, owner });
       return { node: nodeId, size };
     }
     this.held.set(id, parts.length === 1 ? parts[0] : Buffer.concat(parts));
@@ -151,7 +119,7 @@ export class ObjectClient {
     if (known) return Promise.resolve(known);
     let p = this.locating.get(ref.id);
     if (!p) {
-      p = this.o.bus.request<ObjectLocation>(objectSubjects.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 }).then(
+      p = this.o.bus.request<ObjectLocation>(subjects.obj.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 }).then(
         (loc) => { if (!('error' in loc)) this.located.set(ref.id, loc); return loc; },
         (e) => {
           if (e instanceof NoRespondersError) throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
@@ -201,12 +169,12 @@ export class ObjectClient {
       if (store && nodeId && where.length) {
         if (where.includes(nodeId)) return await this.readLocal(id);
         // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally.
-        await bus.request(objectSubjects.nodeFetch(nodeId), { id, size: loc.size, owner: this.ownerOf(id), from: where }, { timeoutMs: 0 });
+        await bus.request(subjects.obj.nodeFetch(nodeId), { id, size: loc.size, owner: this.ownerOf(id), from: where }, { timeoutMs: 0 });
         this.tellOwnerOfCopy(id, nodeId);
         // The copy may already have been pushed out again by a full store: then read it from a holder directly.
-        return await this.readLocal(id).catch(() => fetchToMemory(bus, where.map(objectSubjects.nodeRead), id, loc.size));
+        return await this.readLocal(id).catch(() => fetchToMemory(bus, where.map(subjects.obj.nodeRead), id, loc.size));
       }
-      const sources = 'node' in loc ? where.map(objectSubjects.nodeRead) : [objectSubjects.procRead(loc.proc)];
+      const sources = 'node' in loc ? where.map(subjects.obj.nodeRead) : [subjects.obj.procRead(loc.proc)];
       return await fetchToMemory(bus, sources, id, loc.size);
     } catch (e) {
       if (!(e instanceof ObjectLostError || e instanceof NoRespondersError)) throw e;
@@ -223,12 +191,12 @@ export class ObjectClient {
     for (let attempt = 1; ; attempt++) {
       try {
         const bytes = await store!.read(id);
-        bus.publish(objectSubjects.nodeTouch(nodeId!), { id });
+        bus.publish(subjects.obj.nodeTouch(nodeId!), { id });
         return bytes;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 3) throw new ObjectLostError(`object ${id} is missing from the store of node ${nodeId}`, { cause: e });
       }
-      await bus.request(objectSubjects.nodeRestore(nodeId!), { id }); // spilled: read it back into memory
+      await bus.request(subjects.obj.nodeRestore(nodeId!), { id }); // spilled: read it back into memory
     }
   }
 
@@ -240,7 +208,7 @@ export class ObjectClient {
   private tellOwnerOfCopy(id: string, node: string): void {
     const owner = this.ownerOf(id);
     if (owner === this.o.procId) this.onCopied(id, node);
-    else if (owner !== 'unknown') this.o.bus.publish(objectSubjects.procCopied(owner), { id, node });
+    else if (owner !== 'unknown') this.o.bus.publish(subjects.obj.procCopied(owner), { id, node });
   }
 
   private onCopied(id: string, node: string): void {
@@ -287,7 +255,7 @@ export class ObjectClient {
 
   private sendBorrow(owner: string, m: BorrowMsg): void {
     if (owner === this.o.procId) this.onBorrow(m);
-    else if (!this.o.bus.isClosed) this.o.bus.publish(objectSubjects.procBorrow(owner), m);
+    else if (!this.o.bus.isClosed) this.o.bus.publish(subjects.obj.procBorrow(owner), m);
   }
 
   /** Registers `proc` as holding `ref` (sent by a process that holds it itself, so the object cannot go meanwhile). */
@@ -354,7 +322,7 @@ export class ObjectClient {
     const batch = this.freeBatch;
     this.freeBatch = new Map();
     if (this.o.bus.isClosed) return Promise.resolve();
-    return Promise.all([...batch].map(([node, ids]) => this.o.bus.request(objectSubjects.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
+    return Promise.all([...batch].map(([node, ids]) => this.o.bus.request(subjects.obj.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
   }
 
   /** On shutdown: what we own goes with us (as in Ray, objects share their owner's fate). */

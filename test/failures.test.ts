@@ -11,8 +11,8 @@ import { Gcs } from '../runtime/state/gcs.ts';
 import { encode } from '../runtime/base/codec.ts';
 import { subjects } from '../runtime/protocol/subjects.ts';
 import { currentClient } from '../runtime/core/core.ts';
-import type { TaskEvent } from '../runtime/head/head.ts';
 import { add, hold, env, flaky } from './fixtures/tasks.ts';
+import type { TaskEvent } from '../runtime/protocol/tasks.ts';
 
 // The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }] });

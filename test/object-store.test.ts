@@ -14,9 +14,9 @@ import { fetchToMemory, makeChunk, chunkSize, type ChunkRequest } from '../objec
 import type { StoredObject, StoreStats } from '../object-store/store-manager.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
 import { startCluster, eventually, runCommand, type TestCluster } from './helpers/cluster.ts';
-import type { TaskEvent } from '../runtime/head/head.ts';
 import * as tasks from './fixtures/tasks.ts';
 import { Keeper } from './fixtures/actors.ts';
+import type { TaskEvent } from '../runtime/protocol/tasks.ts';
 
 const MiB = 1024 * 1024;
 const cli = join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs');

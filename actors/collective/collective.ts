@@ -1,10 +1,7 @@
 // Collective operations among a group of processes (usually actors): allreduce, broadcast, barrier, as MPI and Ray's
 // ray.util.collective have them. Members talk to each other directly over the bus; the head is not involved.
 // Allreduce is a ring: each member sends and receives 2(N-1)/N of the data, in chunks under the server's max_payload.
-import { currentClient } from '../../runtime/core/core.ts';
-import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass } from '../../runtime/base/errors.ts';
-import type { Subscription } from '../../runtime/bus/bus.ts';
-import { chunkSize } from '../../object-store/transfer.ts';
+import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass, chunkSize, bus, subjects, type Subscription } from '../library/runtime.ts';
 
 /** A collective could not complete: a member did not answer in time, or left. */
 export class CollectiveError extends TroupeError {}
@@ -27,7 +24,6 @@ export interface GroupOptions {
 
 interface Chunk { g: number; op: number; step: number; part: number; parts: number; d: Uint8Array }
 
-const subject = (group: string, rank: number) => `troupe.coll.${group}.${rank}`;
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Joins a group: from now on this process receives its share of the group's collectives. Every member must call
@@ -45,11 +41,11 @@ export class CollectiveGroup {
   private readonly inbox = new Map<string, Chunk>();
   private readonly waiting = new Map<string, (c: Chunk) => void>();
   private readonly sub: Subscription;
-  private readonly bus = currentClient().bus;
+  private readonly bus = bus();
   private left = false;
 
   constructor(readonly name: string, readonly rank: number, readonly worldSize: number, readonly generation: number, private readonly timeoutMs: number) {
-    this.sub = this.bus.serve(subject(name, rank), (c: Chunk) => {
+    this.sub = this.bus.serve(subjects.collective(name, rank), (c: Chunk) => {
       if (c?.g !== this.generation) return { stale: true }; // from before the group re-formed
       const key = `${c.op}.${c.step}.${c.part}`;
       const w = this.waiting.get(key);
@@ -135,7 +131,7 @@ export class CollectiveGroup {
       const chunk: Chunk = { g: this.generation, op, step, part, parts, d: bytes.subarray(part * size, (part + 1) * size) };
       for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
         try {
-          const r = await this.bus.request<{ stale?: boolean } | true>(subject(this.name, to), chunk, { timeoutMs: Math.max(1, deadline - Date.now()) });
+          const r = await this.bus.request<{ stale?: boolean } | true>(subjects.collective(this.name, to), chunk, { timeoutMs: Math.max(1, deadline - Date.now()) });
           if (r !== true && r?.stale) throw new CollectiveError(`group ${this.name}: rank ${to} is in another generation of the group`);
           return;
         } catch (e) {

@@ -1,7 +1,6 @@
 // Training jobs and inference models are specs exported from a module of the user's: the driver declares one, and
 // the actors that use it (replicas, parameter servers, serving replicas) import it by module URL and export name.
-import { defineSite, type Definition } from '../../runtime/base/definition-site.ts';
-import { UsageError } from '../../runtime/base/errors.ts';
+import { defineSite, UsageError, type Definition } from './runtime.ts';
 
 export interface ExportedSpec<S> {
   readonly spec: S;

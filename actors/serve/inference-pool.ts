@@ -1,12 +1,11 @@
 // An inference pool, run from the driver: replica actors that serve one model, a router that sends each request to
 // the least busy ready replica (at most maxOngoingRequests each, the rest wait here), and an autoscaler that keeps
 // the replica count between min and max from the number of requests in the pool, as Ray Serve does.
-import { currentClient } from '../../runtime/core/core.ts';
-import { UsageError } from '../../runtime/base/errors.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 import type { InferenceModel } from './inference-model.ts';
 import { specRef, type SpecRef } from '../library/exported-spec.ts';
 import type { InferenceReplica, InferenceReplicaConfig, ReplicaStats, Sample } from './inference-replica.ts';
+import { UsageError, killActor, startLibraryActor } from '../library/runtime.ts';
 
 export interface ServeOptions {
   /** Replicas kept at all times (default 1). */
@@ -45,7 +44,6 @@ export interface PoolStats {
 interface Member { handle: ActorHandle<InferenceReplica>; ongoing: number; ready: boolean; draining: boolean }
 interface Waiting { input: Sample; resolve(v: Float32Array): void; reject(e: unknown): void }
 
-const REPLICA = { url: new URL('./inference-replica.ts', import.meta.url).href, exportName: 'InferenceReplica', name: 'InferenceReplica' };
 const TICK_MS = 100;
 /** Fewer requests per call cost more in calls than they gain in flow (unbatched pools: a batch is 1). */
 const MIN_REQUESTS_PER_CALL = 16;
@@ -118,19 +116,18 @@ export class InferencePool {
     this.closed = true;
     clearInterval(this.timer);
     for (const w of this.queue.splice(0)) w.reject(new UsageError('the inference pool was closed before this request ran'));
-    const client = currentClient();
-    await Promise.all(this.members.splice(0).map((m) => client.killActor(m.handle.actorId, true, 'inference pool closed').catch(() => undefined)));
+    await Promise.all(this.members.splice(0).map((m) => killActor(m.handle.actorId, true, 'inference pool closed').catch(() => undefined)));
   }
 
   /** Starts a replica; it takes requests once its model is loaded. */
   private async add(): Promise<void> {
     const config: InferenceReplicaConfig = { model: this.model, maxBatchSize: this.o.maxBatchSize, maxWaitMs: this.o.maxWaitMs };
     // maxConcurrency above maxOngoingRequests: stats() gets in while a replica is full.
-    const id = currentClient().createActor(REPLICA, [config], {
-      className: 'InferenceReplica', numCpus: this.o.numCpus, numGpus: this.o.numGpus, maxRestarts: -1, maxConcurrency: this.o.maxOngoingRequests + 2,
-    });
-    // A request in flight when its replica dies is sent again to the restarted one: predict has no side effects.
-    const member: Member = { handle: makeHandle<InferenceReplica>(new HandleData(id, 'InferenceReplica', 3)), ongoing: 0, ready: false, draining: false };
+    // A request in flight when its replica dies is sent again to the restarted one (3 times): predict has no side effects.
+    const handle = startLibraryActor<InferenceReplica>('InferenceReplica', [config], {
+      numCpus: this.o.numCpus, numGpus: this.o.numGpus, maxRestarts: -1, maxConcurrency: this.o.maxOngoingRequests + 2,
+    }, 3);
+    const member: Member = { handle, ongoing: 0, ready: false, draining: false };
     this.members.push(member);
     try {
       await member.handle.ready();
@@ -207,7 +204,7 @@ export class InferencePool {
   private retireDrained(): void {
     for (const m of this.members.filter((x) => x.draining && x.ongoing === 0)) {
       this.members.splice(this.members.indexOf(m), 1);
-      currentClient().killActor(m.handle.actorId, true, 'inference pool scaled down').catch(() => undefined);
+      killActor(m.handle.actorId, true, 'inference pool scaled down').catch(() => undefined);
     }
   }
 }

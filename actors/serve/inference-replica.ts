@@ -3,11 +3,11 @@
 // that serve, so drivers never load tfjs for it.
 import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { Actor, libraryActor } from '../actor.ts';
+import { Actor, } from '../actor.ts';
 import { Batcher, type BatchRecord } from './batcher.ts';
-import { UsageError } from '../../runtime/base/errors.ts';
 import type { InferenceModelSpec } from './inference-model.ts';
 import { loadSpec, type SpecRef } from '../library/exported-spec.ts';
+import { UsageError, libraryActor } from '../library/runtime.ts';
 
 export interface InferenceReplicaConfig {
   model: SpecRef;
@@ -88,4 +88,4 @@ function describe(v: unknown): string {
   return typeof v;
 }
 
-libraryActor(InferenceReplica, import.meta.url, 'InferenceReplica');
+libraryActor(InferenceReplica, import.meta.url);

@@ -2,15 +2,10 @@
 // dies the head holds it RESTARTING (same id, same name, calls queued) until the supervisor restarts it by its
 // strategy, restart type, intensity and backoff. Its children and restart history live in its checkpoint, so a
 // supervisor restarted elsewhere (the root by the head, the others by their parents) takes its running children back.
-import { Actor, classRef, libraryActor, remoteClassInfo, type ActorClass, type RemoteClassInfo } from '../actor.ts';
+import { Actor, classRef, remoteClassInfo, type ActorClass, type RemoteClassInfo } from '../actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 import { checkActorOptions } from '../options.ts';
-import { currentClient, type ActorOptions, type FunctionRef } from '../../runtime/core/core.ts';
-import { subjects } from '../../runtime/protocol/subjects.ts';
-import { UsageError } from '../../runtime/base/errors.ts';
-import type { ActorInfo, ActorStateEvent } from '../../runtime/protocol/actors.ts';
-import type { RemoteArgs } from '../../runtime/api/remote-function.ts';
-import type { Subscription } from '../../runtime/bus/bus.ts';
+import { subjects, UsageError, bus, createActor, libraryActor, libraryActorRef, killActor, restartActor, actorInfo, checkpoints, type ActorOptions, type FunctionRef, type ActorInfo, type ActorStateEvent, type RemoteArgs, type Subscription } from '../library/runtime.ts';
 
 /** one_for_one: only the failed child restarts. one_for_all: all of them. rest_for_one: it and those started after it. */
 export type Strategy = 'one_for_one' | 'one_for_all' | 'rest_for_one';
@@ -148,7 +143,7 @@ async function plainChild(c: ChildSpec | SupervisorChildSpec, lifetime: PlainSpe
   if (!Number.isInteger(shutdownMs) || shutdownMs < 0) throw new RangeError(`child '${c.id}': shutdownMs must be a whole number >= 0, got ${shutdownMs}`);
   if ('supervisor' in c) {
     const spec = await plainSpec(c.supervisor, lifetime, true);
-    return { id: c.id, cls: SUPERVISOR_REF, args: [spec], options: { maxConcurrency: 16 }, restart, shutdownMs, type: 'supervisor' };
+    return { id: c.id, cls: libraryActorRef('Supervisor'), args: [spec], options: { maxConcurrency: 16 }, restart, shutdownMs, type: 'supervisor' };
   }
   let info: RemoteClassInfo;
   try { info = remoteClassInfo(c.actor); } catch (e) { throw new UsageError(`child '${c.id}': ${(e as Error).message}`); }
@@ -201,8 +196,7 @@ export class Supervisor extends Actor {
   }
 
   onStart(): void {
-    const client = currentClient();
-    this.sub = client.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
+    this.sub = bus().on(subjects.evtActorState, (e: ActorStateEvent) => {
       if (e?.supervisor !== this.actorId) return;
       this.watchers.get(e.actorId)?.(e);
       if (e.state === 'RESTARTING' && e.held) void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause', !!e.normal));
@@ -225,10 +219,9 @@ export class Supervisor extends Actor {
 
   async whichChildren(): Promise<ChildInfo[]> {
     await this.ready;
-    const gcs = await currentClient().gcs();
     return Promise.all(this.state.children.map(async (c) => ({
       id: c.spec.id, actorId: c.actorId, className: c.spec.cls.name, type: c.spec.type, restart: c.spec.restart, restarts: c.restarts,
-      state: c.actorId ? (await gcs.actors.get(c.actorId))?.state : undefined,
+      state: c.actorId ? (await actorInfo(c.actorId))?.state : undefined,
     })));
   }
 
@@ -284,7 +277,7 @@ export class Supervisor extends Actor {
     await this.serial(async () => {
       await this.terminateAll('its supervisor shut down');
       this.stopping = true;
-      void currentClient().killActor(this.actorId, true, 'it was shut down');
+      void killActor(this.actorId, true, 'it was shut down');
     });
   }
 
@@ -349,7 +342,7 @@ export class Supervisor extends Actor {
     c.restarts++;
     await this.saveCheckpoint(); // a supervisor restarted from here on knows of this restart
     const settled = this.settle(id);
-    await currentClient().restartActor(id, this.actorId);
+    await restartActor(id, this.actorId);
     return settled;
   }
 
@@ -376,7 +369,7 @@ export class Supervisor extends Actor {
         for (const s of started.reverse()) await this.terminate(s, 'its supervisor failed to start');
         this.stopping = true;
         const why = `child '${c.spec.id}' failed to start: ${(e as Error).message}`;
-        void currentClient().killActor(this.actorId, true, why);
+        void killActor(this.actorId, true, why);
         throw new UsageError(why);
       }
       started.push(c);
@@ -386,8 +379,7 @@ export class Supervisor extends Actor {
 
   /** Creates the child's actor and waits for it to be ALIVE; throws why it did not come up. */
   private async startOne(c: ChildState): Promise<void> {
-    const client = currentClient();
-    const actorId = client.createActor(c.spec.cls, c.spec.args, { ...c.spec.options, className: c.spec.cls.name },
+    const actorId = createActor(c.spec.cls, c.spec.args, { ...c.spec.options, className: c.spec.cls.name },
       { supervisor: this.actorId, shutdownMs: c.spec.shutdownMs, lifetime: this.spec.lifetime });
     c.actorId = actorId;
     const failed = await this.settle(actorId);
@@ -399,9 +391,9 @@ export class Supervisor extends Actor {
 
   private async stopForRestart(c: ChildState, cause: string): Promise<void> {
     if (!c.actorId) return;
-    await currentClient().killActor(c.actorId, false, cause, this.actorId);
+    await killActor(c.actorId, false, cause, this.actorId);
     // Held now; mark that incarnation as ours, so its event is not taken for a failure.
-    const info = await (await currentClient().gcs()).actors.get(c.actorId);
+    const info = await actorInfo(c.actorId);
     if (info) this.state.handled[c.actorId] = info.incarnation;
   }
 
@@ -410,7 +402,7 @@ export class Supervisor extends Actor {
     if (!id) return;
     c.actorId = undefined;
     delete this.state.handled[id];
-    await currentClient().killActor(id, true, cause, this.actorId).catch(() => undefined);
+    await killActor(id, true, cause, this.actorId).catch(() => undefined);
   }
 
   private async terminateAll(cause: string): Promise<void> {
@@ -422,16 +414,15 @@ export class Supervisor extends Actor {
   private async escalate(why: string): Promise<void> {
     this.stopping = true;
     await this.terminateAll(`its supervisor gave up: ${why}`);
-    await (await currentClient().checkpoints()).delete(this.actorId);
-    await currentClient().killActor(this.actorId, !this.spec.nested, why);
+    await (await checkpoints()).delete(this.actorId);
+    await killActor(this.actorId, !this.spec.nested, why);
   }
 
   /** Brings the record up to date from KV: deaths we missed while down or disconnected. */
   private async reconcile(): Promise<void> {
-    const gcs = await currentClient().gcs();
     for (const c of [...this.state.children]) {
       if (!c.actorId || this.stopping) continue;
-      const info = await gcs.actors.get(c.actorId);
+      const info = await actorInfo(c.actorId);
       if (!info || info.state === 'DEAD') this.onDead(c.actorId);
       else if (info.state === 'RESTARTING' && info.held) await this.onHeld(info.actorId, info.incarnation, info.cause ?? 'unknown cause', !!info.normal);
     }
@@ -470,9 +461,7 @@ export class Supervisor extends Actor {
   }
 }
 
-// The Supervisor class lives in troupe itself, so its module is known without looking at the call stack.
-const SUPERVISOR_REF: FunctionRef = { url: import.meta.url, exportName: 'Supervisor', name: 'Supervisor' };
-libraryActor(Supervisor, SUPERVISOR_REF.url, SUPERVISOR_REF.exportName);
+libraryActor(Supervisor, import.meta.url);
 
 /** A running supervisor, from the driver's side. */
 export class SupervisorHandle {
@@ -510,7 +499,7 @@ export class SupervisorHandle {
   /** A handle to a running worker child; it keeps working across the child's restarts. */
   async child<T = Record<string, (...args: any[]) => any>>(id: string): Promise<ActorHandle<T>> {
     const c = await this.running(id, 'worker');
-    const spec = (await (await currentClient().gcs()).actors.get(c.actorId!))?.spec;
+    const spec = (await actorInfo(c.actorId!))?.spec;
     return makeHandle<T>(new HandleData(c.actorId!, c.className, spec?.maxTaskRetries ?? 0, spec?.maxPendingCalls));
   }
 

@@ -1,6 +1,6 @@
 // An optimizer's state (Adam's moments and the like) as plain arrays, for checkpoints, and back; its learning rate.
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '../../runtime/base/errors.ts';
+import { UsageError } from '../library/runtime.ts';
 
 export async function optimizerState(optimizer: tf.Optimizer): Promise<Float32Array[]> {
   return Promise.all((await optimizer.getWeights()).map(async (s) => (await s.tensor.data()) as Float32Array));

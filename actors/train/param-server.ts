@@ -3,12 +3,12 @@
 // more than `staleness` steps behind the pusher (bounded staleness, as in stale synchronous parallel).
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers the gradient of every op the optimizer may use
-import { Actor, libraryActor, type ActorLifecycle } from '../actor.ts';
+import { Actor, type ActorLifecycle } from '../actor.ts';
 import { CollectiveError } from '../collective/collective.ts';
 import { optimizerState, restoreOptimizer, setLearningRate } from './optimizer-state.ts';
-import { UsageError } from '../../runtime/base/errors.ts';
 import type { TrainingJobSpec } from './training-job.ts';
 import { loadSpec, type SpecRef } from '../library/exported-spec.ts';
+import { UsageError, libraryActor } from '../library/runtime.ts';
 
 export interface ParamServerConfig {
   job: SpecRef;
@@ -109,4 +109,4 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
   }
 }
 
-libraryActor(ParamServer, import.meta.url, 'ParamServer');
+libraryActor(ParamServer, import.meta.url);

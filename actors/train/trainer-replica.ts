@@ -4,16 +4,15 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers the gradient of every op
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { Actor, libraryActor } from '../actor.ts';
+import { Actor } from '../actor.ts';
 import { joinGroup, CollectiveError, type CollectiveGroup } from '../collective/collective.ts';
 import { optimizerState, restoreOptimizer, setLearningRate } from './optimizer-state.ts';
 import type { ActorHandle } from '../handle.ts';
 import type { ParamServer } from './param-server.ts';
-import { currentClient } from '../../runtime/core/core.ts';
-import { UsageError } from '../../runtime/base/errors.ts';
 import type { TrainingJobSpec, TrainingData, TrainingMode } from './training-job.ts';
 import { loadSpec, type SpecRef } from '../library/exported-spec.ts';
 import { withSeededMathRandom } from '../library/seeded-random.ts';
+import { UsageError, libraryActor, bus, checkpoints, subjects } from '../library/runtime.ts';
 
 export interface ReplicaConfig {
   job: SpecRef;
@@ -80,7 +79,7 @@ export class Replica extends Actor {
     const mine = Math.floor(this.data.x.shape[0] / this.c.batchSize);
     this.stepsPerEpoch = (await this.group.allreduce(Int32Array.of(mine), 'min'))[0];
     if (this.stepsPerEpoch < 1) throw new UsageError(`a replica's shard has fewer samples than one batch (${this.c.batchSize})`);
-    const saved = await (await currentClient().checkpoints()).load(`train-${this.c.run}`);
+    const saved = await (await checkpoints()).load(`train-${this.c.run}`);
     let pos: Position = { epoch: 0, step: 0 };
     if (saved) {
       const cp = saved.state as Checkpoint;
@@ -161,7 +160,7 @@ export class Replica extends Actor {
         syncMs += performance.now() - t0;
       }
       if (this.rank === 0) {
-        currentClient().bus.publish(`troupe.train.${this.c.run}.progress`, { epoch, step: step + 1, of: this.stepsPerEpoch });
+        bus().publish(subjects.trainProgress(this.c.run), { epoch, step: step + 1, of: this.stepsPerEpoch });
         const last = step + 1 === this.stepsPerEpoch;
         if (this.globalStep % this.c.checkpointEvery === 0 || last) await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
       }
@@ -248,7 +247,7 @@ export class Replica extends Actor {
   private async checkpoint(at: Position): Promise<void> {
     const optimizer = await optimizerState(this.optimizer);
     const state: Checkpoint = { ...at, weights: this.weights(), optimizer, stepsPerEpoch: this.stepsPerEpoch };
-    await (await currentClient().checkpoints()).save(`train-${this.c.run}`, state);
+    await (await checkpoints()).save(`train-${this.c.run}`, state);
   }
 }
 
@@ -298,4 +297,4 @@ function unflatten(flat: Float32Array, like: tf.Variable[]): tf.NamedTensorMap {
   return out;
 }
 
-libraryActor(Replica, import.meta.url, 'Replica');
+libraryActor(Replica, import.meta.url);

@@ -2,14 +2,13 @@
 // their gradients every step (synchronous SGD) or of their weights every k steps (local SGD). Rank 0 checkpoints
 // into the cluster's checkpoint store; when a replica dies, the head restarts it and the group resumes from there.
 import { randomBytes } from 'node:crypto';
-import { currentClient } from '../../runtime/core/core.ts';
-import { ActorDiedError, TaskError, UsageError } from '../../runtime/base/errors.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 import type { TrainingJob, TrainingMode } from './training-job.ts';
 import { specRef } from '../library/exported-spec.ts';
 import { CollectiveError } from '../collective/collective.ts';
 import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
 import type { ParamServer, ParamServerConfig } from './param-server.ts';
+import { ActorDiedError, TaskError, UsageError, bus, checkpoints, killActor, requireInit, startLibraryActor, subjects } from '../library/runtime.ts';
 
 export interface TrainOptions {
   replicas: number;
@@ -71,9 +70,6 @@ export interface TrainResult {
   backend: string;
 }
 
-const PARAM_SERVER = { url: new URL('./param-server.ts', import.meta.url).href, exportName: 'ParamServer', name: 'ParamServer' };
-const REPLICA = { url: new URL('./trainer-replica.ts', import.meta.url).href, exportName: 'Replica', name: 'Replica' };
-
 /** Trains `job` on `replicas` actors and returns the history and the trained weights. */
 export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainResult> {
   const n = o.replicas;
@@ -89,13 +85,13 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new RangeError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
   if (o.delayAveraging && mode !== 'local') throw new UsageError("delayAveraging applies to mode 'local' only");
   const ref = await specRef(job, 'training job', 'train() takes a trainingJob(...)');
-  const client = currentClient();
+  requireInit();
   const run = randomBytes(6).toString('hex');
   // Shards restart from their own actor checkpoints; a push in flight when one dies is sent again.
   const shards = mode !== 'ps' ? [] : Array.from({ length: servers }, (_, shard) => {
     const config: ParamServerConfig = { job: ref, run, shard, staleness, replicas: n };
-    const id = client.createActor(PARAM_SERVER, [config], { className: 'ParamServer', numCpus: 0, maxRestarts: -1, maxConcurrency: 2 * n + 4, checkpointEvery: { calls: 100 } });
-    return makeHandle<ParamServer>(new HandleData(id, 'ParamServer', 3));
+    const options = { numCpus: 0, maxRestarts: -1, maxConcurrency: 2 * n + 4, checkpointEvery: { calls: 100 } };
+    return startLibraryActor<ParamServer>('ParamServer', [config], options, 3);
   });
   const base: Omit<ReplicaConfig, 'rank'> = {
     servers: shards,
@@ -104,10 +100,10 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   };
   // maxConcurrency 2: abort() must reach a replica while its epoch() waits in a collective.
   let replicas: Array<ActorHandle<Replica>> = Array.from({ length: n }, (_, rank) => {
-    const id = client.createActor(REPLICA, [{ ...base, rank }], { className: 'Replica', numCpus: o.numCpus ?? 1, numGpus: o.numGpus ?? 0, maxRestarts: -1, maxConcurrency: 2 });
-    return makeHandle<Replica>(new HandleData(id, 'Replica', 0));
+    const options = { numCpus: o.numCpus ?? 1, numGpus: o.numGpus ?? 0, maxRestarts: -1, maxConcurrency: 2 };
+    return startLibraryActor<Replica>('Replica', [{ ...base, rank }], options);
   });
-  const progress = o.onProgress && client.bus.on(`troupe.train.${run}.progress`, (p: { epoch: number; step: number; of: number }) => o.onProgress!(p));
+  const progress = o.onProgress && bus().on(subjects.trainProgress(run), (p: { epoch: number; step: number; of: number }) => o.onProgress!(p));
   const history: EpochResult[] = [];
   let failures = 0, generation = 0, backend = '';
   try {
@@ -155,19 +151,18 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
     return { history, weights: await replicas[0].getWeights(), failures, backend };
   } finally {
     progress?.unsubscribe();
-    await Promise.all([...replicas, ...shards].map((h) => client.killActor(h.actorId, true, 'training ended').catch(() => undefined)));
-    await (await client.checkpoints()).delete(`train-${run}`).catch(() => undefined);
+    await Promise.all([...replicas, ...shards].map((h) => killActor(h.actorId, true, 'training ended').catch(() => undefined)));
+    await (await checkpoints()).delete(`train-${run}`).catch(() => undefined);
   }
 }
 
 /** The replicas that are up again within `timeoutMs`; the others are stopped (they wait for resources that are gone). */
 async function survivors(replicas: Array<ActorHandle<Replica>>, timeoutMs: number): Promise<Array<ActorHandle<Replica>>> {
-  const client = currentClient();
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
   const up = await Promise.all(replicas.map((h) => Promise.race([Promise.resolve(h.ping()).then(() => true, () => false), late])));
   clearTimeout(timer);
-  await Promise.all(replicas.filter((_, i) => !up[i]).map((h) => client.killActor(h.actorId, true, 'not restarted in time: training goes on without it').catch(() => undefined)));
+  await Promise.all(replicas.filter((_, i) => !up[i]).map((h) => killActor(h.actorId, true, 'not restarted in time: training goes on without it').catch(() => undefined)));
   return replicas.filter((_, i) => up[i]);
 }
 

@@ -2,10 +2,8 @@
 // returns its metrics, and the best config by one metric. Trials are plain tasks, so the scheduler places them across
 // the cluster by the resources the function asks for; a trial that throws is recorded and the search goes on.
 import { randomInt } from 'node:crypto';
-import { currentClient } from '../../runtime/core/core.ts';
-import { TroupeError, UsageError, registerErrorClass } from '../../runtime/base/errors.ts';
-import type { RemoteFunction } from '../../runtime/api/remote-function.ts';
 import { seededRandom } from '../library/seeded-random.ts';
+import { TroupeError, UsageError, registerErrorClass, requireInit, type RemoteFunction } from '../library/runtime.ts';
 
 /** Every trial failed (or none gave a number for the metric); `cause` is the first trial's error. */
 export class SearchError extends TroupeError {}
@@ -176,7 +174,7 @@ export async function search<S extends Space, R>(
   }
   const seed = o.seed ?? randomInt(2 ** 32);
   const trials: Array<Trial<C, M>> = configs(space, { samples: o.samples, seed }).map((config, index) => ({ index, config, seconds: 0 }));
-  currentClient(); // not initialized: say so before anything else
+  requireInit(); // not initialized: say so before anything else
   const metric: string = o.metric;
   const sign = o.mode === 'max' ? 1 : -1;
   let best: (Trial<C, M> & { result: M }) | undefined;

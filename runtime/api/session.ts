@@ -4,10 +4,11 @@ import { randomBytes } from 'node:crypto';
 import { Client, currentClient, hasClient, type WaitOptions } from '../core/core.ts';
 import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.ts';
 import { ConnectionError, AuthenticationError, UsageError } from '../base/errors.ts';
-import { Gcs, type JobInfo } from '../state/gcs.ts';
+import { Gcs } from '../state/gcs.ts';
 import { startHead, type StartedCluster } from '../cluster/local-cluster.ts';
 import type { ResourceFlags } from '../cluster/machine-resources.ts';
 import { ObjectRef } from '../../object-store/object-ref.ts';
+import type { JobInfo } from '../protocol/cluster.ts';
 
 export interface InitOptions extends ResourceFlags {
   /** host:port of a running cluster. Default: TROUPE_ADDRESS, then the current-cluster file, else a new local cluster. */

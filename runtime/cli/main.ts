@@ -11,12 +11,13 @@ import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { formatResources, subtract, type ResourceSet } from '../scheduling/placement.ts';
 import { formatBytes, parseBytes } from '../base/bytes.ts';
-import type { ObjectRow } from '../core/core.ts';
 import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
 import { UsageError } from '../base/errors.ts';
-import type { HeadStatus, TaskEvent } from '../head/head.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
+import type { TaskEvent } from '../protocol/tasks.ts';
+import type { ObjectRow } from '../protocol/objects.ts';
+import type { HeadStatus } from '../protocol/cluster.ts';
 
 const HELP = `troupe: an actor-based distributed runtime for TypeScript
 

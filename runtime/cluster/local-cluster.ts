@@ -14,7 +14,7 @@ import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from '.
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { DaemonConfig } from './daemon.ts';
-import type { HeadStatus } from '../head/head.ts';
+import type { HeadStatus } from '../protocol/cluster.ts';
 
 export interface StartOptions extends ResourceFlags {
   /** Outlive this process (troupe start) or die with it (init()). */

@@ -6,7 +6,7 @@ import { subjects } from '../protocol/subjects.ts';
 import { ActorDiedError, CallLostError, NoRespondersError, PendingCallsLimitError } from '../base/errors.ts';
 import type { ActorCall, ActorSpec, ActorState, ActorStateEvent } from '../protocol/actors.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
-import type { CallReply } from '../worker/actor-host.ts';
+import type { CallReply } from '../protocol/actors.ts';
 
 /** How long calls in flight at an actor's death wait for a reply that was already on its way. */
 const LATE_REPLY_MS = 200;

@@ -7,18 +7,20 @@ import { encode, encodeParts, byteLength } from '../base/codec.ts';
 import { cloneTensor } from '../base/tensor-codec.ts';
 import { GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
 import { formatBytes } from '../base/bytes.ts';
-import { TaskSubmitter, type TaskSpec } from './task-submitter.ts';
+import { TaskSubmitter } from './task-submitter.ts';
 import { startDriverHeartbeat } from './heartbeat.ts';
 import { ActorCaller } from './actor-caller.ts';
-import { nameKey } from '../head/actor-manager.ts';
 import { Gcs } from '../state/gcs.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
 import { normalizeRequest, checkStrategy, type ResourceRequest, type ResourceSet, type SchedulingStrategy } from '../scheduling/placement.ts';
 import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../../object-store/object-ref.ts';
-import { ObjectClient, isPlain, type CallArgs } from '../../object-store/object-client.ts';
+import { ObjectClient } from '../../object-store/object-client.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { holders, type ObjectLocation } from '../protocol/objects.ts';
+import { nameKey } from '../state/gcs.ts';
+import type { TaskSpec } from '../protocol/tasks.ts';
+import { isPlain, type CallArgs, type ObjectRow } from '../protocol/objects.ts';
 
 export interface ClientOptions {
   address: string;
@@ -82,21 +84,6 @@ export interface FunctionRef {
   exportName: string;
   /** Shown in errors and listings. */
   name: string;
-}
-
-/** An owned object as `troupe list objects` shows it. */
-export interface ObjectRow {
-  id: string;
-  owner: string;
-  createdBy: string;
-  state: 'PENDING' | 'READY' | 'FAILED';
-  size: number;
-  /** 'inline', the nodes holding it, or the process holding it in memory. */
-  where: string;
-  /** Live refs in the owner process. */
-  refs: number;
-  /** Other processes holding refs. */
-  borrowers: number;
 }
 
 // Ids are this process's random prefix and a counter: unique across the cluster, and cheaper than 12 random bytes

@@ -2,10 +2,8 @@
 // none of their own: their node daemon beats for each while its process lives.
 import { Worker } from 'node:worker_threads';
 import type { Bus } from '../bus/bus.ts';
-import { subjects } from '../protocol/subjects.ts';
+import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { parseAddress } from '../base/config.ts';
-
-export const PROC_HEARTBEAT_MS = 1000;
 
 /** Beats from a thread with its own connection, so a driver busy computing for longer than the silence timeout
  * keeps its actors. Returns the stop. */

@@ -6,36 +6,11 @@ import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } from '../base/errors.ts';
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
-import type { LeaseGrant, WorkerDiedMsg } from '../node/node-daemon.ts';
-import type { LeaseGrantedMsg, LeaseRequestMsg } from '../head/head.ts';
 import type { ObjectLocation } from '../protocol/objects.ts';
-import type { CallArgs } from '../../object-store/object-client.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
-
-/** What a worker receives. */
-export interface TaskSpec {
-  taskId: string;
-  /** Shown in errors and `troupe list tasks`. */
-  name: string;
-  fn: { url: string; exportName: string };
-  /** Encoded argument array (or plain values as they are); top-level ObjectRefs in it are replaced by their values on
-   * the worker. */
-  args: CallArgs;
-  /** Locations of the top-level ref arguments, resolved before sending; absent when there are none (most calls: an
-   * empty object would be encoded into every message). */
-  deps?: Record<string, ObjectLocation>;
-  workingDir: string;
-  /** The driver that owns this work: the task's output goes there. */
-  owner: string;
-  /** The process that submitted it and owns its result. */
-  caller: string;
-}
-
-export interface TaskReply {
-  result: ObjectLocation;
-  /** How long the task ran on the worker. */
-  ms?: number;
-}
+import type { TaskReply, TaskSpec } from '../protocol/tasks.ts';
+import type { LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg, WorkerDiedMsg } from '../protocol/leases.ts';
+import type { CallArgs } from '../protocol/objects.ts';
 
 interface Lease {
   grant: LeaseGrant;

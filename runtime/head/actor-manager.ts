@@ -7,9 +7,10 @@ import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError, InfeasibleError } from '../base/errors.ts';
 import { checkDemand, checkStrategy, type Placement, type ResourceSet, type SchedulingStrategy } from '../scheduling/placement.ts';
 import type { ActorInfo, ActorSpec, ActorStateEvent } from '../protocol/actors.ts';
-import type { LeaseGrant, WorkerDiedMsg } from '../node/node-daemon.ts';
 import type { CheckpointStore } from '../state/checkpoints.ts';
-import { isPlain } from '../../object-store/object-client.ts';
+import { nameKey } from '../state/gcs.ts';
+import { isPlain } from '../protocol/objects.ts';
+import type { LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -255,10 +256,6 @@ function checkSpec(spec: ActorSpec): void {
   if (every !== undefined && (typeof every !== 'object' || every === null || (every.calls !== undefined && !int(every.calls, 1)) || (every.seconds !== undefined && !(typeof every.seconds === 'number' && every.seconds > 0)))) {
     throw new TypeError('checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 }');
   }
-}
-
-export function nameKey(namespace: string, name: string): string {
-  return `${namespace}.${name}`;
 }
 
 function reqIdOf(a: ActorInfo): string {

@@ -2,54 +2,22 @@
 // Stateless beyond KV: a restarted head rebuilds its node table from the nodes bucket and the next heartbeats.
 import { LRUCache } from 'lru-cache';
 import { Bus } from '../bus/bus.ts';
-import { Gcs, type NodeInfo } from '../state/gcs.ts';
+import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from '../scheduling/placement.ts';
 import { InfeasibleError, WorkerDiedError } from '../base/errors.ts';
-import type { HeartbeatMsg, LeaseGrant, Busy, WorkerDiedMsg } from '../node/node-daemon.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
+import type { TaskEvent } from '../protocol/tasks.ts';
+import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
+import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg, WorkerDiedMsg } from '../protocol/leases.ts';
 
 export interface HeadOptions {
   address: string;
   token: string;
   nodeTimeoutMs?: number;
-}
-
-export interface LeaseRequestMsg {
-  reqId: string;
-  clientId: string;
-  demand: ResourceSet;
-  strategy: SchedulingStrategy;
-}
-
-/** What the head sends to a client about one of its lease requests. */
-export type LeaseGrantedMsg = { reqId: string; grant: LeaseGrant } | { reqId: string; error: Error };
-
-export interface TaskEvent {
-  taskId: string;
-  name: string;
-  state: 'RUNNING' | 'FINISHED' | 'FAILED';
-  nodeId: string;
-  workerId: string;
-  pid: number;
-  startedAt: number;
-  endedAt?: number;
-  error?: string;
-}
-
-export interface NodeStatus extends NodeInfo {
-  alive: boolean;
-  available: ResourceSet;
-  lastHeartbeatMsAgo: number;
-}
-
-export interface HeadStatus {
-  nodes: NodeStatus[];
-  pending: Array<{ demand: ResourceSet; strategy: SchedulingStrategy; clientId: string; waitingMs: number }>;
-  infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;
 }
 
 interface NodeState {

@@ -6,19 +6,19 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Bus } from '../bus/bus.ts';
-import { Gcs, type NodeInfo } from '../state/gcs.ts';
-import { subjects } from '../protocol/subjects.ts';
+import { Gcs } from '../state/gcs.ts';
+import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
-import { PROC_HEARTBEAT_MS } from '../core/heartbeat.ts';
 import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type ResourceSet } from '../scheduling/placement.ts';
 import { WorkerDiedError } from '../base/errors.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
-import { objectSubjects } from '../../object-store/object-client.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
 import { fetchChunked, makeChunk, type ChunkRequest } from '../../object-store/transfer.ts';
 import { workerCommand } from '../base/launch.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
+import type { NodeInfo } from '../protocol/cluster.ts';
+import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -38,48 +38,6 @@ export interface NodeDaemonOptions {
   /** Idle workers kept started ahead of the next lease (default 1). */
   prestartWorkers?: number;
 }
-
-export interface HeartbeatMsg {
-  nodeId: string;
-  available: ResourceSet;
-  gpuFree: number[];
-  leaseRequestsSeen: number;
-  workers: number;
-  leases: number;
-}
-
-export interface LeaseGrant {
-  leaseId: string;
-  nodeId: string;
-  /** The worker's bus id: tasks go to troupe.proc.<workerId>.task */
-  workerId: string;
-  pid: number;
-  gpuIds: number[];
-  /** For an actor: the tfjs backend its process computes on, if it uses tfjs. */
-  backend?: string;
-  /** For an actor: its process's lane, when it has one (ActorInfo.direct). */
-  direct?: string;
-}
-
-/** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
-export interface LeaseRequest {
-  clientId: string;
-  demand: ResourceSet;
-  actor?: { spec: ActorSpec; incarnation: number };
-}
-
-/** What a worker's death means to those who used it. */
-export interface WorkerDiedMsg {
-  workerId: string;
-  nodeId: string;
-  pid: number;
-  cause: string;
-  leaseIds: string[];
-  actorIds: string[];
-}
-
-/** The node cannot take the lease now; its numbers, so the head's view catches up. */
-export interface Busy { busy: true; available: ResourceSet; gpuFree: number[] }
 
 interface Worker {
   procId: string;
@@ -181,20 +139,20 @@ export class NodeDaemon {
     const { bus, objects } = this;
     const node = this.nodeId;
     bus.serve(subjects.nodeObjects(node), () => ({ stats: objects.stats(), objects: objects.list() }));
-    bus.serve(objectSubjects.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
+    bus.serve(subjects.obj.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
       if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('seal needs { id, size, owner }');
       if (!this.clientSeen.has(req.owner)) this.clientSeen.set(req.owner, Date.now());
       return objects.seal(req.id, req.size, req.owner);
     });
-    bus.serve(objectSubjects.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
-    bus.serve(objectSubjects.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
+    bus.serve(subjects.obj.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
+    bus.serve(subjects.obj.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
       if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('fetch needs { id, size, owner, from }');
-      const sources = req.from.filter((n) => n !== node).map((n) => objectSubjects.nodeRead(n));
+      const sources = req.from.filter((n) => n !== node).map((n) => subjects.obj.nodeRead(n));
       return objects.fetchCopy(req.id, req.size, String(req.owner), (write) => fetchChunked(bus, sources, req.id, req.size, write));
     });
-    bus.serve(objectSubjects.nodeRead(node), async (req: ChunkRequest) => makeChunk(await this.store.readRange(req.id, req.offset, req.length)));
-    bus.on(objectSubjects.nodeTouch(node), (req: { id: string }) => objects.touch(req?.id));
-    bus.serve(objectSubjects.nodeFree(node), async (req: { ids: string[] }) => {
+    bus.serve(subjects.obj.nodeRead(node), async (req: ChunkRequest) => makeChunk(await this.store.readRange(req.id, req.offset, req.length)));
+    bus.on(subjects.obj.nodeTouch(node), (req: { id: string }) => objects.touch(req?.id));
+    bus.serve(subjects.obj.nodeFree(node), async (req: { ids: string[] }) => {
       for (const id of req.ids) await objects.free(id);
     });
   }

@@ -1,7 +1,6 @@
 // What head, node daemons, workers and callers say to each other about actors.
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
-import type { ObjectLocation } from './objects.ts';
-import type { CallArgs } from '../../object-store/object-client.ts';
+import type { CallArgs, ObjectLocation } from './objects.ts';
 
 export type ActorState = 'PENDING' | 'ALIVE' | 'RESTARTING' | 'DEAD';
 
@@ -98,3 +97,6 @@ export interface ActorCall {
   /** Caller's process, for logs. */
   caller: string;
 }
+
+/** A call's answer; notRun: the instance stopped before running it, so the caller may send it to the next one. */
+export type CallReply = { result: ObjectLocation; notRun?: undefined } | { notRun: true };

@@ -35,4 +35,26 @@ export const subjects = {
   evtProcExited: 'troupe.evt.proc_exited',
   evtTasks: 'troupe.evt.tasks',
   evtActorState: 'troupe.evt.actor_state',
+  /** The object store: owners answer where their objects are; node daemons hold, copy and free the bytes. */
+  obj: {
+    procLocate: (proc: string) => `troupe.proc.${proc}.obj.locate`,
+    procRead: (proc: string) => `troupe.proc.${proc}.obj.read`,
+    /** A process starts or stops holding refs to one of the owner's objects. */
+    procBorrow: (proc: string) => `troupe.proc.${proc}.obj.borrow`,
+    /** A node now keeps a copy of one of the owner's objects. */
+    procCopied: (proc: string) => `troupe.proc.${proc}.obj.copied`,
+    nodeRead: (node: string) => `troupe.node.${node}.obj.read`,
+    nodeFree: (node: string) => `troupe.node.${node}.obj.free`,
+    nodeSeal: (node: string) => `troupe.node.${node}.obj.seal`,
+    nodeRestore: (node: string) => `troupe.node.${node}.obj.restore`,
+    nodeFetch: (node: string) => `troupe.node.${node}.obj.fetch`,
+    nodeTouch: (node: string) => `troupe.node.${node}.obj.touch`,
+  },
+  /** Collectives: one inbox per group member. */
+  collective: (group: string, rank: number) => `troupe.coll.${group}.${rank}`,
+  /** A training run's replicas report progress to its driver. */
+  trainProgress: (run: string) => `troupe.train.${run}.progress`,
 } as const;
+
+/** How often each process's heartbeat goes out on hbProc (its node daemon beats for a worker; a driver beats itself). */
+export const PROC_HEARTBEAT_MS = 1000;

@@ -3,37 +3,8 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { Bus } from '../bus/bus.ts';
 import type { ResourceSet } from '../scheduling/placement.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
+import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
 import { encode, decode } from '../base/codec.ts';
-
-export interface NodeInfo {
-  nodeId: string;
-  hostname: string;
-  pid: number;
-  total: ResourceSet;
-  state: 'ALIVE' | 'DEAD';
-  startedAt: string;
-  deadAt?: string;
-  /** Why it is DEAD. */
-  cause?: string;
-  objectDir: string;
-  /** Bytes of shared memory its object store may hold. */
-  objectStoreMemory?: number;
-  isHead: boolean;
-}
-
-export interface JobInfo {
-  jobId: string;
-  /** The driver's process id on the bus. */
-  procId: string;
-  pid: number;
-  hostname: string;
-  cwd: string;
-  entrypoint: string;
-  state: 'RUNNING' | 'SUCCEEDED' | 'FAILED';
-  startedAt: string;
-  endedAt?: string;
-  cause?: string;
-}
 
 /** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
 export class Table<T> {
@@ -101,4 +72,9 @@ export class Gcs {
     const [nodes, jobs, actors, names] = await Promise.all(['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map(bucket));
     return new Gcs(new Table(nodes), new Table(jobs), new Table(actors, 'msgpack'), new Table(names));
   }
+}
+
+/** The key of an actor's name in the names table. */
+export function nameKey(namespace: string, name: string): string {
+  return `${namespace}.${name}`;
 }

@@ -5,14 +5,12 @@ import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError } from '../base/errors.ts';
 import type { Client } from '../core/core.ts';
 import type { Subscription } from '../bus/bus.ts';
-import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
+import type { ActorCall, ActorSpec, CallReply } from '../protocol/actors.ts';
+import { LIFECYCLE, REMOTE_CLASS, constructActor, setCheckpointSaver } from '../core/actor-instance.ts';
 import { currentBackend, describeBackend } from '../tensor/backend.ts';
 import type { ObjectLocation } from '../protocol/objects.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
-
-/** Methods the runtime calls on an instance, never a remote caller. */
-export const LIFECYCLE = ['onStart', 'onStop', 'checkpoint', 'restore'] as const;
 
 /** Methods a caller may name: ones the class defines (its prototypes up to Object.prototype), not getters, fields,
  * '_private' ones, lifecycle hooks or Object's. */
@@ -28,23 +26,6 @@ function methodsOf(instance: object): Set<string> {
   }
   methodCache.set(proto, names);
   return names;
-}
-
-/** Marks a class made remote by the actors layer (a well-known symbol: this layer cannot import that one). */
-export const REMOTE_CLASS = Symbol.for('troupe.remoteClass');
-
-// The actor whose constructor is running: the Actor base class learns its id from here.
-let constructing: string | undefined;
-export function constructingActorId(): string | undefined {
-  return constructing;
-}
-
-/** Saves an instance's checkpoint now (Actor.saveCheckpoint). */
-const savers = new WeakMap<object, () => Promise<void>>();
-export function saveCheckpointOf(instance: object): Promise<void> {
-  const save = savers.get(instance);
-  if (!save) return Promise.reject(new UsageError('saveCheckpoint(): this object is not an actor instance hosted by troupe'));
-  return save();
 }
 
 export interface HostedContext {
@@ -76,9 +57,6 @@ interface Hosted {
   timer?: NodeJS.Timeout;
 }
 
-/** A call's answer; notRun: the instance stopped before running it, so the caller may send it to the next one. */
-export type CallReply = { result: ObjectLocation; notRun?: undefined } | { notRun: true };
-
 type Instance = Record<string, unknown>;
 const hook = (instance: Instance, name: (typeof LIFECYCLE)[number]) =>
   typeof instance[name] === 'function' ? (instance[name] as (...a: unknown[]) => unknown).bind(instance) : undefined;
@@ -104,11 +82,9 @@ export class ActorHost {
         const Cls = await this.load(spec.cls, spec.workingDir);
         if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls)) throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
         const args = await this.client.objects.resolveArgs(spec.args, spec.deps);
-        constructing = spec.actorId;
-        let made: Instance;
-        try { made = new (Cls as unknown as new (...a: unknown[]) => Instance)(...args); } finally { constructing = undefined; }
+        const made = constructActor(spec.actorId, () => new (Cls as unknown as new (...a: unknown[]) => Instance)(...args));
         const hosted: Hosted = { spec, instance: made, queue: [], running: 0, ctx, stopped: false, callsSinceCheckpoint: 0, saving: Promise.resolve(), sub: undefined as unknown as Subscription };
-        savers.set(made, () => this.saveCheckpoint(hosted));
+        setCheckpointSaver(made, () => this.saveCheckpoint(hosted));
         const restore = hook(made, 'restore');
         if (restore) {
           step = 'restore';

@@ -8,11 +8,10 @@ import { Client } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
-import type { TaskSpec, TaskReply } from '../core/task-submitter.ts';
-import type { TaskEvent } from '../head/head.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
 import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
+import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];

@@ -11,7 +11,7 @@ import { terminate, isAlive } from '../../runtime/base/processes.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { writeClusterFile } from '../../runtime/base/config.ts';
-import type { HeadStatus } from '../../runtime/head/head.ts';
+import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 
 const everyPid = new Set<number>();
 // Last line of defence if a test process dies before its teardown ran.

@@ -1,0 +1,78 @@
+// The one door from troupe's libraries (supervision, collective, train, serve, tune) into the runtime: what they may
+// do is listed here, so the runtime can change behind it. The architecture test keeps them from importing the runtime
+// any other way. Users import the package entry instead.
+import { currentClient, type Client, type ActorOptions, type FunctionRef } from '../../runtime/core/core.ts';
+import type { Bus } from '../../runtime/bus/bus.ts';
+import type { ActorInfo } from '../../runtime/protocol/actors.ts';
+import type { CheckpointStore } from '../../runtime/state/checkpoints.ts';
+import { UsageError } from '../../runtime/base/errors.ts';
+import { libraryActor as markRemote, type ActorClass } from '../actor.ts';
+import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
+
+export {
+  TroupeError, TaskError, UsageError, ActorDiedError, NoRespondersError, RequestTimeoutError, registerErrorClass,
+} from '../../runtime/base/errors.ts';
+export { subjects } from '../../runtime/protocol/subjects.ts';
+export { defineSite, type Definition } from '../../runtime/base/definition-site.ts';
+export { chunkSize } from '../../object-store/transfer.ts';
+export type { ActorInfo, ActorStateEvent } from '../../runtime/protocol/actors.ts';
+export type { Bus, Subscription } from '../../runtime/bus/bus.ts';
+export type { RemoteArgs, RemoteFunction } from '../../runtime/api/remote-function.ts';
+export type { ActorOptions, FunctionRef };
+
+/** Throws UsageError when troupe is not initialized in this process. */
+export function requireInit(): void {
+  currentClient();
+}
+
+/** This process's bus (a driver's or a worker's). */
+export function bus(): Bus {
+  return currentClient().bus;
+}
+
+/** Creates an actor of a user's class; returns its id at once. */
+export const createActor: Client['createActor'] = (...a) => currentClient().createActor(...a);
+/** Ends an actor: for good (noRestart), or as a crash its restart policy answers. */
+export const killActor: Client['killActor'] = (...a) => currentClient().killActor(...a);
+/** A supervisor restarts a child the head holds for it. */
+export const restartActor: Client['restartActor'] = (...a) => currentClient().restartActor(...a);
+
+/** An actor's record in the cluster state, if it has one. */
+export async function actorInfo(actorId: string): Promise<ActorInfo | undefined> {
+  return (await currentClient().gcs()).actors.get(actorId);
+}
+
+/** The cluster's checkpoint store. */
+export function checkpoints(): Promise<CheckpointStore> {
+  return currentClient().checkpoints();
+}
+
+/** The actor classes the libraries start themselves, by class name: their modules are known here, so a driver can
+ * start one without loading the module (and tfjs with it). libraryActor() checks each entry against its class. */
+const LIBRARY_ACTORS = {
+  Supervisor: new URL('../supervision/supervisor.ts', import.meta.url).href,
+  ParamServer: new URL('../train/param-server.ts', import.meta.url).href,
+  Replica: new URL('../train/trainer-replica.ts', import.meta.url).href,
+  InferenceReplica: new URL('../serve/inference-replica.ts', import.meta.url).href,
+} as const;
+export type LibraryActorName = keyof typeof LIBRARY_ACTORS;
+
+/** Where workers load a library actor class from. */
+export function libraryActorRef(name: LibraryActorName): FunctionRef {
+  return { url: LIBRARY_ACTORS[name], exportName: name, name };
+}
+
+/** Makes one of the libraries' own classes remote, at the end of its module: `libraryActor(Replica, import.meta.url)`.
+ * Fails at load when the table above names another module for it, so a moved file cannot go unnoticed. */
+export function libraryActor(cls: ActorClass, moduleUrl: string): void {
+  const url = Object.hasOwn(LIBRARY_ACTORS, cls.name) ? LIBRARY_ACTORS[cls.name as LibraryActorName] : undefined;
+  if (url !== moduleUrl) throw new UsageError(`library actor ${cls.name} is defined in ${moduleUrl}, but actors/library/runtime.ts names ${url}`);
+  const ref = libraryActorRef(cls.name as LibraryActorName);
+  markRemote(cls, ref.url, ref.exportName);
+}
+
+/** Starts one of the libraries' own actors (a replica, a parameter server, a supervisor) and returns its handle. */
+export function startLibraryActor<T extends object>(name: LibraryActorName, args: unknown[], options: ActorOptions, maxTaskRetries = 0): ActorHandle<T> {
+  const id = currentClient().createActor(libraryActorRef(name), args, { ...options, className: name });
+  return makeHandle<T>(new HandleData(id, name, maxTaskRetries));
+}

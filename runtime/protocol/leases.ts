@@ -1,0 +1,58 @@
+// Leases: what drivers, the head and node daemons say to each other to get a worker process for tasks or an actor,
+// and what node daemons report about their workers.
+import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
+import type { ActorSpec } from './actors.ts';
+
+/** A node daemon's heartbeat to the head. */
+export interface HeartbeatMsg {
+  nodeId: string;
+  available: ResourceSet;
+  gpuFree: number[];
+  leaseRequestsSeen: number;
+  workers: number;
+  leases: number;
+}
+
+export interface LeaseGrant {
+  leaseId: string;
+  nodeId: string;
+  /** The worker's bus id: tasks go to troupe.proc.<workerId>.task */
+  workerId: string;
+  pid: number;
+  gpuIds: number[];
+  /** For an actor: the tfjs backend its process computes on, if it uses tfjs. */
+  backend?: string;
+  /** For an actor: its process's lane, when it has one (ActorInfo.direct). */
+  direct?: string;
+}
+
+/** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
+export interface LeaseRequest {
+  clientId: string;
+  demand: ResourceSet;
+  actor?: { spec: ActorSpec; incarnation: number };
+}
+
+/** What a worker's death means to those who used it. */
+export interface WorkerDiedMsg {
+  workerId: string;
+  nodeId: string;
+  pid: number;
+  cause: string;
+  leaseIds: string[];
+  actorIds: string[];
+}
+
+/** The node cannot take the lease now; its numbers, so the head's view catches up. */
+export interface Busy { busy: true; available: ResourceSet; gpuFree: number[] }
+
+/** A client asks the head for a worker lease of this shape. */
+export interface LeaseRequestMsg {
+  reqId: string;
+  clientId: string;
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+}
+
+/** What the head sends to a client about one of its lease requests. */
+export type LeaseGrantedMsg = { reqId: string; grant: LeaseGrant } | { reqId: string; error: Error };
