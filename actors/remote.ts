@@ -7,6 +7,7 @@ import { REMOTE_CLASS } from '../runtime/core/actor-instance.ts';
 import type { TaskOptions, ActorOptions } from '../runtime/core/core.ts';
 import type { Actor, RemoteClassInfo } from './actor.ts';
 import { checkActorOptions } from './options.ts';
+import { UsageError } from '../runtime/base/errors.ts';
 
 type ActorClass = abstract new (...args: any) => Actor;
 export type ActorDecorator = <C extends ActorClass>(value: C, context: ClassDecoratorContext<C>) => void;
@@ -19,7 +20,7 @@ export function remote(a: unknown, b?: unknown): unknown {
   const opts = (a ?? {}) as ActorOptions;
   checkActorOptions(opts);
   return ((value: ActorClass, context: ClassDecoratorContext) => {
-    if (context?.kind !== 'class') throw new TypeError('@remote(options) decorates classes; for functions use remote(options, fn)');
+    if (context?.kind !== 'class') throw new UsageError('@remote(options) decorates classes; for functions use remote(options, fn)');
     const info: RemoteClassInfo = { options: opts, def: defineSite(value, `actor class ${value.name}`) };
     Object.defineProperty(value, REMOTE_CLASS, { value: info, enumerable: false });
   }) satisfies ActorDecorator;

@@ -5,6 +5,7 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { byteLength } from '../runtime/base/codec.ts';
+import { ProtocolError } from '../runtime/base/errors.ts';
 
 /** Reads of one large object: at most this many slices at once (libuv has 4 threads), each at least SLICE_BYTES. */
 const READ_SLICES = 4;
@@ -153,6 +154,6 @@ function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
 
 /** Ids come off the bus: never let one name a path outside the store. */
 function checkId(id: string): string {
-  if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new RangeError(`invalid object id ${JSON.stringify(id)}`);
+  if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new ProtocolError(`invalid object id ${JSON.stringify(id)}`);
   return id;
 }

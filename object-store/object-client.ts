@@ -2,7 +2,7 @@
 // other nodes, and the owner's half of reference counting. Every process (driver or worker) has one.
 import { LRUCache } from 'lru-cache';
 import { encodeParts, decode, byteLength } from '../runtime/base/codec.ts';
-import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
+import { ObjectLostError, NoRespondersError, ProtocolError } from '../runtime/base/errors.ts';
 import { defaults } from '../runtime/base/config.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
@@ -225,12 +225,12 @@ export class ObjectClient {
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
   async resolveArgs(bytes: CallArgs, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {
     if (!(bytes instanceof Uint8Array)) {
-      if (!Array.isArray(bytes) || !isPlain(bytes)) throw new TypeError('arguments must be encoded, or a short array of plain values');
+      if (!Array.isArray(bytes) || !isPlain(bytes)) throw new ProtocolError('arguments must be encoded, or a short array of plain values');
       return bytes;
     }
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
     const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
-    if (!Array.isArray(args)) throw new TypeError('arguments must be an array');
+    if (!Array.isArray(args)) throw new ProtocolError('arguments must be an array');
     for (const r of made) {
       if (!args.includes(r)) this.track(r);
       else if (r.owner !== this.o.procId) this.ownerById.set(r.id, r.owner); // told of copies our node makes

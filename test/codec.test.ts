@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { encode, decode, encodeParts } from '../runtime/base/codec.ts';
 import { TaskError, InfeasibleError, SerializationError } from '../runtime/base/errors.ts';
+import * as errors from '../runtime/base/errors.ts';
 import { ObjectRef } from '../object-store/object-ref.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -118,6 +119,17 @@ test('the objects every call carries are named by a number, not spelled out in e
 });
 
 // ---- errors ---------------------------------------------------------------------------------
+
+test('every error class troupe defines crosses the wire as itself', (t) => {
+  const isErrorClass = (v: unknown) => typeof v === 'function' && v.prototype instanceof Error;
+  const classes = (Object.values(errors) as unknown[]).filter(isErrorClass) as Array<new (m: string) => Error>;
+  t.true(classes.length >= 16);
+  for (const C of classes) {
+    const made = (C as unknown) === TaskError ? TaskError.from(new Error('x'), 'task f') : new C('x');
+    const back = decode(encode(made)) as Error;
+    t.is(back.constructor, C, C.name);
+  }
+});
 
 test('a RangeError keeps its class, message and stack', (t) => {
   const e = new RangeError('index 9 out of range');

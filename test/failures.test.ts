@@ -4,7 +4,7 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 import { join } from 'node:path';
-import { get, InfeasibleError, WorkerDiedError, TaskError } from '../runtime/index.ts';
+import { get, InfeasibleError, WorkerDiedError, TaskError, UsageError } from '../runtime/index.ts';
 import { useCluster, eventually, isAlive, processesWithHome, tempDir, type TestCluster } from './helpers/cluster.ts';
 import { Bus } from '../runtime/bus/bus.ts';
 import { Gcs } from '../runtime/state/gcs.ts';
@@ -90,8 +90,8 @@ test.serial('retryExceptions retries the errors it names, within maxRetries; bad
   await t.throwsAsync(get(flaky.options({ retryExceptions: ['TypeError'] }).remote(join(dir, 'b'), 1)), { instanceOf: TaskError, message: /run 1 fails/ });
   await t.throwsAsync(get(flaky.remote(join(dir, 'c'), 1)), { instanceOf: TaskError, message: /run 1 fails/ }); // not retried by default
   await t.throwsAsync(get(flaky.options({ retryExceptions: true, maxRetries: 1 }).remote(join(dir, 'd'), 5)), { instanceOf: TaskError, message: /run 2 fails/ });
-  t.throws(() => flaky.options({ maxRetries: -2 }), { instanceOf: RangeError, message: /maxRetries/ });
-  t.throws(() => flaky.options({ retryExceptions: 'yes' as unknown as boolean }), { instanceOf: TypeError, message: /retryExceptions/ });
+  t.throws(() => flaky.options({ maxRetries: -2 }), { instanceOf: UsageError, message: /maxRetries/ });
+  t.throws(() => flaky.options({ retryExceptions: 'yes' as unknown as boolean }), { instanceOf: UsageError, message: /retryExceptions/ });
 });
 
 test.serial('a killed node daemon is marked dead; its task fails; the rest of the cluster goes on', async (t) => {

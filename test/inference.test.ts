@@ -97,9 +97,9 @@ test.serial('a replica killed under load loses no request', async (t) => {
 });
 
 test.serial('bad input is refused where it is given; the pool goes on', async (t) => {
-  await t.throwsAsync(serve(affine, { minReplicas: 2, maxReplicas: 1 }), { instanceOf: RangeError, message: /maxReplicas \(1\) is below minReplicas \(2\)/ });
-  await t.throwsAsync(serve(affine, { maxBatchSize: 0 }), { instanceOf: RangeError, message: /maxBatchSize must be a whole number >= 1/ });
-  await t.throwsAsync(serve({} as never), { instanceOf: TypeError, message: /serve\(\) takes an inferenceModel/ });
+  await t.throwsAsync(serve(affine, { minReplicas: 2, maxReplicas: 1 }), { instanceOf: UsageError, message: /maxReplicas \(1\) is below minReplicas \(2\)/ });
+  await t.throwsAsync(serve(affine, { maxBatchSize: 0 }), { instanceOf: UsageError, message: /maxBatchSize must be a whole number >= 1/ });
+  await t.throwsAsync(serve({} as never), { instanceOf: UsageError, message: /serve\(\) takes an inferenceModel/ });
   const pool = await serve(affine, { maxWaitMs: 1 });
   await withPool(pool, async () => {
     await t.throwsAsync(pool.predict([1, 2]), { instanceOf: UsageError, message: /one input of 4 numbers .* got Array of length 2/ });

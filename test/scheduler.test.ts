@@ -1,4 +1,5 @@
 import test from 'ava';
+import { UsageError } from '../runtime/base/errors.ts';
 import {
   add,
   allocateGpus,
@@ -161,7 +162,7 @@ test('integer GPU demands need wholly free ids, lowest first', (t) => {
   t.deepEqual(allocateGpus(free, 2), { ids: [1, 2], free: [0.5, 0, 0, 1] });
   t.deepEqual(free, [0.5, 1, 1, 1], 'input untouched');
   t.is(allocateGpus([0.5, 1], 2), null);
-  t.throws(() => allocateGpus([1, 1], 1.5), { instanceOf: RangeError });
+  t.throws(() => allocateGpus([1, 1], 1.5), { instanceOf: UsageError });
 });
 
 test('releaseGpus restores what allocateGpus took', (t) => {
@@ -181,15 +182,15 @@ test('releaseGpus restores what allocateGpus took', (t) => {
   );
   const back = thirds.ids.reduce((f, ids) => releaseGpus(f, ids, 0.1), thirds.free);
   t.deepEqual(back, [1], 'float dust snaps back to a whole free GPU');
-  t.throws(() => releaseGpus([1], [3], 1), { instanceOf: RangeError });
+  t.throws(() => releaseGpus([1], [3], 1), { instanceOf: UsageError });
 });
 
 test('free resources may hold a fractional GPU count above 1; a demand may not', async (t) => {
   const { checkResources, checkDemand } = await import('../runtime/scheduling/placement.ts');
   t.deepEqual(checkResources({ CPU: 2, GPU: 1.4 }), { CPU: 2, GPU: 1.4 });
-  t.throws(() => checkDemand({ GPU: 1.4 }), { instanceOf: RangeError });
-  t.throws(() => checkResources({ CPU: -1 }), { instanceOf: RangeError });
-  t.throws(() => checkResources('lots'), { instanceOf: TypeError });
+  t.throws(() => checkDemand({ GPU: 1.4 }), { instanceOf: UsageError });
+  t.throws(() => checkResources({ CPU: -1 }), { instanceOf: UsageError });
+  t.throws(() => checkResources('lots'), { instanceOf: UsageError });
 });
 
 test('checkStrategy accepts the three shapes and names what it got otherwise', async (t) => {
@@ -197,6 +198,6 @@ test('checkStrategy accepts the three shapes and names what it got otherwise', a
   t.is(checkStrategy(undefined), 'DEFAULT');
   t.is(checkStrategy('SPREAD'), 'SPREAD');
   t.deepEqual(checkStrategy({ nodeId: 'n1', soft: true }), { nodeId: 'n1', soft: true });
-  t.throws(() => checkStrategy('PACKED'), { instanceOf: TypeError, message: /"PACKED"/ });
-  t.throws(() => checkStrategy({ nodeId: 'n1', soft: 'yes' }), { instanceOf: TypeError, message: /soft/ });
+  t.throws(() => checkStrategy('PACKED'), { instanceOf: UsageError, message: /"PACKED"/ });
+  t.throws(() => checkStrategy({ nodeId: 'n1', soft: 'yes' }), { instanceOf: UsageError, message: /soft/ });
 });

@@ -98,7 +98,7 @@ test.serial('dynamic children, and bad specs fail where they are written', async
   t.is(added.state, 'ALIVE');
   t.is(await (await sup.child<Member>('late')).inc(), 1);
   await t.throwsAsync(sup.startChild(member('late')), { instanceOf: TaskError, message: /already has a child 'late'/ });
-  await t.throwsAsync(startSupervisor({ strategy: 'one_for_some' as never }), { instanceOf: TypeError, message: /strategy must be one of/ });
+  await t.throwsAsync(startSupervisor({ strategy: 'one_for_some' as never }), { instanceOf: UsageError, message: /strategy must be one of/ });
   await t.throwsAsync(startSupervisor({ children: [{ id: 'x', actor: Member, restart: 'sometimes' as never }] }), { message: /restart must be one of/ });
   await t.throwsAsync(startSupervisor({ children: [{ id: 'x', actor: Member, options: { maxRestarts: 2 } }] }), { instanceOf: UsageError, message: /maxRestarts does not apply/ });
   await t.throwsAsync(startSupervisor({ children: [member('d'), member('d')] }), { message: /two children with id 'd'/ });

@@ -89,8 +89,8 @@ test.serial('local SGD with delayed averaging (each average applied a step later
 
 test.serial('bad options are refused at the call', async (t) => {
   await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, delayAveraging: true }), { instanceOf: UsageError, message: /delayAveraging applies to mode 'local' only/ });
-  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, minReplicas: 3 }), { instanceOf: RangeError, message: /minReplicas must be a whole number from 1 to replicas \(2\), got 3/ });
-  await t.throwsAsync(train(lineJob, { replicas: 0, epochs: 1 }), { instanceOf: RangeError, message: /replicas must be a positive integer/ });
+  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, minReplicas: 3 }), { instanceOf: UsageError, message: /minReplicas must be a whole number from 1 to replicas \(2\), got 3/ });
+  await t.throwsAsync(train(lineJob, { replicas: 0, epochs: 1 }), { instanceOf: UsageError, message: /replicas must be a positive integer/ });
 });
 
 test.serial('parameter-server mode (2 shards, staleness 1) converges, and no replica runs more than 1 step ahead', async (t) => {

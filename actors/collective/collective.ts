@@ -1,7 +1,7 @@
 // Collective operations among a group of processes (usually actors): allreduce, broadcast, barrier, as MPI and Ray's
 // ray.util.collective have them. Members talk to each other directly over the bus; the head is not involved.
 // Allreduce is a ring: each member sends and receives 2(N-1)/N of the data, in chunks under the server's max_payload.
-import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass, chunkSize, bus, subjects, type Subscription } from '../library/runtime.ts';
+import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass, chunkSize, bus, subjects, type Subscription, UsageError } from '../library/runtime.ts';
 
 /** A collective could not complete: a member did not answer in time, or left. */
 export class CollectiveError extends TroupeError {}
@@ -29,9 +29,9 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** Joins a group: from now on this process receives its share of the group's collectives. Every member must call
  * the same collectives in the same order, as in MPI. */
 export function joinGroup(name: string, o: GroupOptions): CollectiveGroup {
-  if (!NAME.test(name)) throw new TypeError(`group name ${JSON.stringify(name)}: use 1 to 64 letters, digits, '-' or '_'`);
-  if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new RangeError(`worldSize must be a positive integer, got ${o.worldSize}`);
-  if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new RangeError(`rank must be an integer from 0 to ${o.worldSize - 1}, got ${o.rank}`);
+  if (!NAME.test(name)) throw new UsageError(`group name ${JSON.stringify(name)}: use 1 to 64 letters, digits, '-' or '_'`);
+  if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new UsageError(`worldSize must be a positive integer, got ${o.worldSize}`);
+  if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new UsageError(`rank must be an integer from 0 to ${o.worldSize - 1}, got ${o.rank}`);
   return new CollectiveGroup(name, o.rank, o.worldSize, o.generation ?? 0, o.timeoutMs ?? 60_000);
 }
 
@@ -84,7 +84,7 @@ export class CollectiveGroup {
   /** `root`'s value, on every member. Members other than the root pass a value of the same type and length: its
    * contents are ignored. */
   async broadcast<T extends Numeric | TensorLike>(x: T, root = 0): Promise<T> {
-    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw new RangeError(`root must be a rank from 0 to ${this.worldSize - 1}, got ${root}`);
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw new UsageError(`root must be a rank from 0 to ${this.worldSize - 1}, got ${root}`);
     const data = await this.toArray(x);
     const seq = this.next();
     if (this.rank === root) {
@@ -181,11 +181,11 @@ export class CollectiveGroup {
   private async toArray(x: Numeric | TensorLike): Promise<Numeric> {
     if (ArrayBuffer.isView(x)) {
       if (!(x instanceof Float32Array || x instanceof Float64Array || x instanceof Int32Array || x instanceof Uint8Array)) {
-        throw new TypeError('collectives take Float32Array, Float64Array, Int32Array, Uint8Array or a tfjs tensor');
+        throw new UsageError('collectives take Float32Array, Float64Array, Int32Array, Uint8Array or a tfjs tensor');
       }
       return x.slice();
     }
-    if (typeof (x as TensorLike)?.data !== 'function') throw new TypeError('collectives take a typed array or a tfjs tensor');
+    if (typeof (x as TensorLike)?.data !== 'function') throw new UsageError('collectives take a typed array or a tfjs tensor');
     const values = await (x as TensorLike).data();
     return values instanceof Float32Array || values instanceof Int32Array || values instanceof Uint8Array ? values.slice() : Float32Array.from(values);
   }

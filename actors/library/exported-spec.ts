@@ -20,7 +20,7 @@ export function declareSpec<S>(spec: S, what: string): ExportedSpec<S> {
 /** Where actors import it from, once its module has finished loading. `what` names the kind ('training job');
  * `misuse` is the error for anything else ("train() takes a trainingJob(...)"). */
 export async function specRef(x: ExportedSpec<unknown>, what: string, misuse: string): Promise<SpecRef> {
-  if (!x?.spec || !x.def) throw new TypeError(misuse);
+  if (!x?.spec || !x.def) throw new UsageError(misuse);
   const exportName = x.def.exportName ?? (await x.def.lookup);
   if (exportName === undefined) throw new UsageError(`the ${what} defined in ${x.def.url} is not an export of that module: export it`);
   return { url: x.def.url, exportName };

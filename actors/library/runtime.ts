@@ -10,7 +10,7 @@ import { libraryActor as markRemote, type ActorClass } from '../actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 
 export {
-  TroupeError, TaskError, UsageError, ActorDiedError, NoRespondersError, RequestTimeoutError, registerErrorClass,
+  TroupeError, TaskError, UsageError, ActorDiedError, NoRespondersError, RequestTimeoutError, registerErrorClass, asError,
 } from '../../runtime/base/errors.ts';
 export { subjects } from '../../runtime/protocol/subjects.ts';
 export { defineSite, type Definition } from '../../runtime/base/definition-site.ts';

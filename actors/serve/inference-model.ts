@@ -3,6 +3,7 @@
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { declareSpec, type ExportedSpec } from '../library/exported-spec.ts';
+import { UsageError } from '../library/runtime.ts';
 
 export interface InferenceModelSpec {
   /** Loads the model; each replica calls it once, before it takes requests. */
@@ -17,10 +18,10 @@ export type InferenceModel = ExportedSpec<InferenceModelSpec>;
 
 /** Declares a model to serve. Export the result from its module (not from the script that calls init()). */
 export function inferenceModel(spec: InferenceModelSpec): InferenceModel {
-  if (typeof spec?.model !== 'function') throw new TypeError("inferenceModel(): 'model' must be a function");
+  if (typeof spec?.model !== 'function') throw new UsageError("inferenceModel(): 'model' must be a function");
   if (!Array.isArray(spec.inputShape) || !spec.inputShape.every((d) => Number.isInteger(d) && d > 0)) {
-    throw new TypeError(`inferenceModel(): 'inputShape' must be an array of positive integers, got ${JSON.stringify(spec.inputShape)}`);
+    throw new UsageError(`inferenceModel(): 'inputShape' must be an array of positive integers, got ${JSON.stringify(spec.inputShape)}`);
   }
-  if (spec.predict !== undefined && typeof spec.predict !== 'function') throw new TypeError("inferenceModel(): 'predict' must be a function");
+  if (spec.predict !== undefined && typeof spec.predict !== 'function') throw new UsageError("inferenceModel(): 'predict' must be a function");
   return declareSpec(spec, 'the inference model');
 }

@@ -211,15 +211,15 @@ export class InferencePool {
 
 function checkOptions(o: Required<Omit<ServeOptions, 'onScale'>>): void {
   const whole = (k: keyof typeof o, least: number) => {
-    if (!Number.isInteger(o[k]) || (o[k] as number) < least) throw new RangeError(`serve(): ${k} must be a whole number >= ${least}, got ${o[k]}`);
+    if (!Number.isInteger(o[k]) || (o[k] as number) < least) throw new UsageError(`serve(): ${k} must be a whole number >= ${least}, got ${o[k]}`);
   };
   whole('minReplicas', 1);
   whole('maxReplicas', 1);
   whole('maxBatchSize', 1);
   whole('maxOngoingRequests', 1);
-  if (o.maxReplicas < o.minReplicas) throw new RangeError(`serve(): maxReplicas (${o.maxReplicas}) is below minReplicas (${o.minReplicas})`);
+  if (o.maxReplicas < o.minReplicas) throw new UsageError(`serve(): maxReplicas (${o.maxReplicas}) is below minReplicas (${o.minReplicas})`);
   for (const k of ['maxWaitMs', 'upscaleDelayMs', 'downscaleDelayMs', 'numCpus', 'numGpus'] as const) {
-    if (!(Number.isFinite(o[k]) && o[k] >= 0)) throw new RangeError(`serve(): ${k} must be a number >= 0, got ${o[k]}`);
+    if (!(Number.isFinite(o[k]) && o[k] >= 0)) throw new UsageError(`serve(): ${k} must be a number >= 0, got ${o[k]}`);
   }
-  if (!(o.targetOngoingRequests > 0)) throw new RangeError(`serve(): targetOngoingRequests must be above 0, got ${o.targetOngoingRequests}`);
+  if (!(o.targetOngoingRequests > 0)) throw new UsageError(`serve(): targetOngoingRequests must be above 0, got ${o.targetOngoingRequests}`);
 }

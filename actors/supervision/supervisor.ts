@@ -119,28 +119,28 @@ const SETTLE_MS = 60_000;
 const ofType = <T>(v: T | undefined, fallback: T) => (v === undefined ? fallback : v);
 
 function checkSpec(spec: SupervisorSpec): void {
-  if (typeof spec !== 'object' || spec === null) throw new TypeError('a supervisor spec must be an object');
-  for (const k of Object.keys(spec)) if (!['strategy', 'intensity', 'periodMs', 'backoff', 'children'].includes(k)) throw new TypeError(`unknown supervisor option '${k}'`);
-  if (spec.strategy !== undefined && !STRATEGIES.includes(spec.strategy)) throw new TypeError(`strategy must be one of ${STRATEGIES.join(', ')}, got ${JSON.stringify(spec.strategy)}`);
-  if (spec.intensity !== undefined && (!Number.isInteger(spec.intensity) || spec.intensity < 0)) throw new RangeError(`intensity must be a whole number >= 0, got ${spec.intensity}`);
-  if (spec.periodMs !== undefined && !(Number.isFinite(spec.periodMs) && spec.periodMs > 0)) throw new RangeError(`periodMs must be > 0, got ${spec.periodMs}`);
+  if (typeof spec !== 'object' || spec === null) throw new UsageError('a supervisor spec must be an object');
+  for (const k of Object.keys(spec)) if (!['strategy', 'intensity', 'periodMs', 'backoff', 'children'].includes(k)) throw new UsageError(`unknown supervisor option '${k}'`);
+  if (spec.strategy !== undefined && !STRATEGIES.includes(spec.strategy)) throw new UsageError(`strategy must be one of ${STRATEGIES.join(', ')}, got ${JSON.stringify(spec.strategy)}`);
+  if (spec.intensity !== undefined && (!Number.isInteger(spec.intensity) || spec.intensity < 0)) throw new UsageError(`intensity must be a whole number >= 0, got ${spec.intensity}`);
+  if (spec.periodMs !== undefined && !(Number.isFinite(spec.periodMs) && spec.periodMs > 0)) throw new UsageError(`periodMs must be > 0, got ${spec.periodMs}`);
   const b = spec.backoff;
   if (b !== undefined) {
     const ok = typeof b === 'object' && b !== null && Number.isFinite(b.minMs) && b.minMs >= 0 && Number.isFinite(b.maxMs) && b.maxMs >= b.minMs
       && (b.jitter === undefined || (typeof b.jitter === 'number' && b.jitter >= 0 && b.jitter <= 1));
-    if (!ok) throw new RangeError(`backoff must be { minMs >= 0, maxMs >= minMs, jitter?: 0..1 }, got ${JSON.stringify(b)}`);
+    if (!ok) throw new UsageError(`backoff must be { minMs >= 0, maxMs >= minMs, jitter?: 0..1 }, got ${JSON.stringify(b)}`);
   }
-  if (spec.children !== undefined && !Array.isArray(spec.children)) throw new TypeError('children must be an array of child specs');
+  if (spec.children !== undefined && !Array.isArray(spec.children)) throw new UsageError('children must be an array of child specs');
 }
 
 /** Turns a child spec (with its class) into plain data a supervisor can keep and restart from. */
 async function plainChild(c: ChildSpec | SupervisorChildSpec, lifetime: PlainSpec['lifetime']): Promise<PlainChild> {
-  if (typeof c !== 'object' || c === null) throw new TypeError('a child spec must be an object');
-  if (typeof c.id !== 'string' || !ID.test(c.id)) throw new TypeError(`child id must be 1-100 letters, digits, '_', '.' or '-', got ${JSON.stringify(c.id)}`);
+  if (typeof c !== 'object' || c === null) throw new UsageError('a child spec must be an object');
+  if (typeof c.id !== 'string' || !ID.test(c.id)) throw new UsageError(`child id must be 1-100 letters, digits, '_', '.' or '-', got ${JSON.stringify(c.id)}`);
   const restart = ofType(c.restart, 'permanent');
-  if (!RESTARTS.includes(restart)) throw new TypeError(`child '${c.id}': restart must be one of ${RESTARTS.join(', ')}, got ${JSON.stringify(restart)}`);
+  if (!RESTARTS.includes(restart)) throw new UsageError(`child '${c.id}': restart must be one of ${RESTARTS.join(', ')}, got ${JSON.stringify(restart)}`);
   const shutdownMs = ofType(c.shutdownMs, 5000);
-  if (!Number.isInteger(shutdownMs) || shutdownMs < 0) throw new RangeError(`child '${c.id}': shutdownMs must be a whole number >= 0, got ${shutdownMs}`);
+  if (!Number.isInteger(shutdownMs) || shutdownMs < 0) throw new UsageError(`child '${c.id}': shutdownMs must be a whole number >= 0, got ${shutdownMs}`);
   if ('supervisor' in c) {
     const spec = await plainSpec(c.supervisor, lifetime, true);
     return { id: c.id, cls: libraryActorRef('Supervisor'), args: [spec], options: { maxConcurrency: 16 }, restart, shutdownMs, type: 'supervisor' };
@@ -153,7 +153,7 @@ async function plainChild(c: ChildSpec | SupervisorChildSpec, lifetime: PlainSpe
   if (options.lifetime) throw new UsageError(`child '${c.id}': lifetime is the supervisor's (SupervisorOptions.lifetime)`);
   if (c.crashOnError !== undefined) options.crashOnError = c.crashOnError;
   checkActorOptions(options);
-  if (c.args !== undefined && !Array.isArray(c.args)) throw new TypeError(`child '${c.id}': args must be an array`);
+  if (c.args !== undefined && !Array.isArray(c.args)) throw new UsageError(`child '${c.id}': args must be an array`);
   return { id: c.id, cls: await classRef(c.actor), args: c.args ?? [], options, restart, shutdownMs, type: 'worker' };
 }
 
@@ -527,7 +527,7 @@ export class SupervisorHandle {
  * cannot start). The root supervisor is restarted by the head wherever there is room, for as long as it does not
  * give up by itself (restart intensity). */
 export async function startSupervisor(spec: SupervisorSpec, options: SupervisorOptions = {}): Promise<SupervisorHandle> {
-  for (const k of Object.keys(options)) if (!['name', 'namespace', 'lifetime'].includes(k)) throw new TypeError(`unknown supervisor option '${k}' (known: name, namespace, lifetime)`);
+  for (const k of Object.keys(options)) if (!['name', 'namespace', 'lifetime'].includes(k)) throw new UsageError(`unknown supervisor option '${k}' (known: name, namespace, lifetime)`);
   const lifetime = options.lifetime === 'detached' ? 'detached' : 'owned';
   const plain = await plainSpec(spec, lifetime, false);
   const actor = Supervisor.options({ ...options, maxRestarts: -1, maxConcurrency: 16 }).remote(plain as never) as ActorHandle<Supervisor>;

@@ -73,16 +73,16 @@ export interface TrainResult {
 /** Trains `job` on `replicas` actors and returns the history and the trained weights. */
 export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainResult> {
   const n = o.replicas;
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`replicas must be a positive integer, got ${n}`);
-  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new RangeError(`epochs must be a positive integer, got ${o.epochs}`);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`replicas must be a positive integer, got ${n}`);
+  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new UsageError(`epochs must be a positive integer, got ${o.epochs}`);
   const mode = o.mode ?? 'sync';
-  if (mode !== 'sync' && mode !== 'local' && mode !== 'ps') throw new TypeError(`mode must be 'sync', 'local' or 'ps', got ${String(mode)}`);
+  if (mode !== 'sync' && mode !== 'local' && mode !== 'ps') throw new UsageError(`mode must be 'sync', 'local' or 'ps', got ${String(mode)}`);
   const [servers, staleness] = [o.servers ?? 1, o.staleness ?? 2];
-  if (!Number.isInteger(servers) || servers < 1) throw new RangeError(`servers must be a whole number >= 1, got ${servers}`);
-  if (!Number.isInteger(staleness) || staleness < 0) throw new RangeError(`staleness must be a whole number >= 0, got ${staleness}`);
+  if (!Number.isInteger(servers) || servers < 1) throw new UsageError(`servers must be a whole number >= 1, got ${servers}`);
+  if (!Number.isInteger(staleness) || staleness < 0) throw new UsageError(`staleness must be a whole number >= 0, got ${staleness}`);
   if ((o.servers !== undefined || o.staleness !== undefined) && mode !== 'ps') throw new UsageError("servers and staleness apply to mode 'ps' only");
   const minReplicas = o.minReplicas ?? 1;
-  if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new RangeError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
+  if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new UsageError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
   if (o.delayAveraging && mode !== 'local') throw new UsageError("delayAveraging applies to mode 'local' only");
   const ref = await specRef(job, 'training job', 'train() takes a trainingJob(...)');
   requireInit();

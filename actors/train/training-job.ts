@@ -3,6 +3,7 @@
 import type { Tensor, Scalar, Optimizer } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { declareSpec, type ExportedSpec } from '../library/exported-spec.ts';
+import { UsageError } from '../library/runtime.ts';
 
 /** A replica's training data, and optionally the data to test on (rank 0 evaluates it after each epoch). */
 export interface TrainingData {
@@ -52,10 +53,10 @@ export type TrainingJob = ExportedSpec<TrainingJobSpec>;
 /** Declares a training job. Export the result from its module (not from the script that calls init()). */
 export function trainingJob(spec: TrainingJobSpec): TrainingJob {
   for (const k of ['model', 'optimizer', 'data'] as const) {
-    if (typeof spec?.[k] !== 'function') throw new TypeError(`trainingJob(): '${k}' must be a function`);
+    if (typeof spec?.[k] !== 'function') throw new UsageError(`trainingJob(): '${k}' must be a function`);
   }
   for (const k of ['learningRate', 'loss'] as const) {
-    if (spec[k] !== undefined && typeof spec[k] !== 'function') throw new TypeError(`trainingJob(): '${k}' must be a function`);
+    if (spec[k] !== undefined && typeof spec[k] !== 'function') throw new UsageError(`trainingJob(): '${k}' must be a function`);
   }
   return declareSpec(spec, 'the training job');
 }

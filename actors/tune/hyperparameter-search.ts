@@ -3,7 +3,7 @@
 // the cluster by the resources the function asks for; a trial that throws is recorded and the search goes on.
 import { randomInt } from 'node:crypto';
 import { seededRandom } from '../library/seeded-random.ts';
-import { TroupeError, UsageError, registerErrorClass, requireInit, type RemoteFunction } from '../library/runtime.ts';
+import { TroupeError, UsageError, registerErrorClass, requireInit, type RemoteFunction, asError } from '../library/runtime.ts';
 
 /** Every trial failed (or none gave a number for the metric); `cause` is the first trial's error. */
 export class SearchError extends TroupeError {}
@@ -76,13 +76,13 @@ export interface SearchResult<C, M> {
 
 /** Tries every value (cartesian product with the space's other grids). */
 export function grid<const T>(values: readonly T[]): Grid<T> {
-  if (!Array.isArray(values) || values.length === 0) throw new RangeError('grid() takes a non-empty array of values');
+  if (!Array.isArray(values) || values.length === 0) throw new UsageError('grid() takes a non-empty array of values');
   return new Grid([...values]);
 }
 
 /** One of `values`, each equally likely. */
 export function choice<const T>(values: readonly T[]): Sampler<T> {
-  if (!Array.isArray(values) || values.length === 0) throw new RangeError('choice() takes a non-empty array of values');
+  if (!Array.isArray(values) || values.length === 0) throw new UsageError('choice() takes a non-empty array of values');
   const v = [...values];
   return new Sampler(`choice(${v.length} values)`, (r) => v[Math.floor(r() * v.length)]);
 }
@@ -96,7 +96,7 @@ export function uniform(lo: number, hi: number): Sampler<number> {
 /** A number in [lo, hi) whose logarithm is uniform: each decade equally likely (learning rates, weight decay). */
 export function logUniform(lo: number, hi: number): Sampler<number> {
   bounds('logUniform', lo, hi);
-  if (lo <= 0) throw new RangeError(`logUniform(lo, hi) needs lo > 0, got ${lo}`);
+  if (lo <= 0) throw new UsageError(`logUniform(lo, hi) needs lo > 0, got ${lo}`);
   const a = Math.log(lo), b = Math.log(hi);
   // exp() may round up to hi itself: keep the interval half-open, as uniform's is.
   return new Sampler(`logUniform(${lo}, ${hi})`, (r) => Math.min(Math.exp(a + r() * (b - a)), hi * (1 - Number.EPSILON)));
@@ -105,23 +105,23 @@ export function logUniform(lo: number, hi: number): Sampler<number> {
 /** An integer in [lo, hi): hi is excluded, as in tune.randint. */
 export function randInt(lo: number, hi: number): Sampler<number> {
   bounds('randInt', lo, hi);
-  if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi)) throw new TypeError(`randInt(lo, hi) takes integers, got ${lo}, ${hi}`);
+  if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi)) throw new UsageError(`randInt(lo, hi) takes integers, got ${lo}, ${hi}`);
   return new Sampler(`randInt(${lo}, ${hi})`, (r) => lo + Math.floor(r() * (hi - lo)));
 }
 
 function bounds(what: string, lo: number, hi: number): void {
   if (typeof lo !== 'number' || typeof hi !== 'number' || !Number.isFinite(lo) || !Number.isFinite(hi)) {
-    throw new TypeError(`${what}(lo, hi) takes two finite numbers, got ${String(lo)}, ${String(hi)}`);
+    throw new UsageError(`${what}(lo, hi) takes two finite numbers, got ${String(lo)}, ${String(hi)}`);
   }
-  if (lo >= hi) throw new RangeError(`${what}(lo, hi) needs lo < hi, got ${lo} >= ${hi}`);
+  if (lo >= hi) throw new UsageError(`${what}(lo, hi) needs lo < hi, got ${lo} >= ${hi}`);
 }
 
 /** Every config the search will try, in trial order: deterministic for a seed. */
 export function configs<S extends Space>(space: S, o: { samples?: number; seed: number }): Array<ConfigOf<S>> {
-  if (!isPlainObject(space)) throw new TypeError('the search space must be a plain object of keys to values, grid(), choice(), ...');
+  if (!isPlainObject(space)) throw new UsageError('the search space must be a plain object of keys to values, grid(), choice(), ...');
   const samples = o.samples ?? 1;
-  if (!Number.isSafeInteger(samples) || samples < 1) throw new RangeError(`samples must be a positive integer, got ${String(samples)}`);
-  if (!Number.isInteger(o.seed)) throw new TypeError(`seed must be an integer, got ${String(o.seed)}`);
+  if (!Number.isSafeInteger(samples) || samples < 1) throw new UsageError(`samples must be a positive integer, got ${String(samples)}`);
+  if (!Number.isInteger(o.seed)) throw new UsageError(`seed must be an integer, got ${String(o.seed)}`);
   const grids: Array<Grid<unknown>> = [];
   walk(space, (d) => { if (d instanceof Grid) grids.push(d); return undefined; });
   // First grid slowest, as nested loops over the keys in order would go.
@@ -164,13 +164,13 @@ export async function search<S extends Space, R>(
   type M = Awaited<R>;
   const rf = trial as Partial<RemoteFunction<[C], R>> | undefined;
   if (typeof rf?.remote !== 'function' || typeof rf.options !== 'function' || typeof rf.fn !== 'function') {
-    throw new TypeError(`search() takes a remote function (export const f = remote(fn) from its own module), got ${typeof trial === 'function' ? 'a plain function' : String(trial)}`);
+    throw new UsageError(`search() takes a remote function (export const f = remote(fn) from its own module), got ${typeof trial === 'function' ? 'a plain function' : String(trial)}`);
   }
-  if (typeof o?.metric !== 'string' || o.metric === '') throw new TypeError('search(): metric must name a key of the trial\'s result');
-  if (o.mode !== 'max' && o.mode !== 'min') throw new TypeError(`search(): mode must be 'max' or 'min', got ${String(o.mode)}`);
+  if (typeof o?.metric !== 'string' || o.metric === '') throw new UsageError('search(): metric must name a key of the trial\'s result');
+  if (o.mode !== 'max' && o.mode !== 'min') throw new UsageError(`search(): mode must be 'max' or 'min', got ${String(o.mode)}`);
   const maxConcurrent = o.maxConcurrent ?? Infinity;
   if (maxConcurrent !== Infinity && (!Number.isSafeInteger(maxConcurrent) || maxConcurrent < 1)) {
-    throw new RangeError(`maxConcurrent must be a positive integer, got ${String(maxConcurrent)}`);
+    throw new UsageError(`maxConcurrent must be a positive integer, got ${String(maxConcurrent)}`);
   }
   const seed = o.seed ?? randomInt(2 ** 32);
   const trials: Array<Trial<C, M>> = configs(space, { samples: o.samples, seed }).map((config, index) => ({ index, config, seconds: 0 }));
@@ -189,7 +189,7 @@ export async function search<S extends Space, R>(
       try {
         t.result = await ref;
       } catch (e) {
-        t.error = e instanceof Error ? e : new Error(String(e));
+        t.error = asError(e);
       }
       if (stopped) return; // another trial's misuse already ended the search
       t.seconds = (performance.now() - started) / 1000;

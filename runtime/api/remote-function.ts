@@ -24,7 +24,7 @@ export function remote<A extends unknown[], R>(fn: (...args: A) => R): RemoteFun
 export function remote<A extends unknown[], R>(opts: TaskOptions, fn: (...args: A) => R): RemoteFunction<A, R>;
 export function remote<A extends unknown[], R>(a: TaskOptions | ((...args: A) => R), b?: (...args: A) => R): RemoteFunction<A, R> {
   const [opts, fn] = typeof a === 'function' ? [{}, a] : [a, b];
-  if (typeof fn !== 'function') throw new TypeError('remote() takes a function: remote(fn) or remote({ numCpus: 1 }, fn)');
+  if (typeof fn !== 'function') throw new UsageError('remote() takes a function: remote(fn) or remote({ numCpus: 1 }, fn)');
   checkOptions(opts);
   const site: { def?: Definition } = {};
   const rf = build(fn, opts, site);
@@ -60,18 +60,18 @@ function notExported(fn: Function, url: string): UsageError {
 
 /** Validates at definition time, so a typo fails where it was written. */
 function checkOptions(opts: TaskOptions): void {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError('remote options must be an object');
+  if (typeof opts !== 'object' || opts === null) throw new UsageError('remote options must be an object');
   for (const k of Object.keys(opts)) {
-    if (!TASK_OPTION_KEYS.has(k)) throw new TypeError(`unknown remote option '${k}' (known: ${[...TASK_OPTION_KEYS].join(', ')})`);
+    if (!TASK_OPTION_KEYS.has(k)) throw new UsageError(`unknown remote option '${k}' (known: ${[...TASK_OPTION_KEYS].join(', ')})`);
   }
   normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
   checkStrategy(opts.schedulingStrategy);
   if (opts.maxRetries !== undefined && (!Number.isInteger(opts.maxRetries) || opts.maxRetries < -1)) {
-    throw new RangeError(`maxRetries must be an integer: 0 or more, or -1 for no limit; got ${String(opts.maxRetries)}`);
+    throw new UsageError(`maxRetries must be an integer: 0 or more, or -1 for no limit; got ${String(opts.maxRetries)}`);
   }
   const rx = opts.retryExceptions;
   if (rx !== undefined && typeof rx !== 'boolean' && !(Array.isArray(rx) && rx.every((n) => typeof n === 'string'))) {
-    throw new TypeError('retryExceptions must be true, false, or a list of error class names such as ["TimeoutError"]');
+    throw new UsageError('retryExceptions must be true, false, or a list of error class names such as ["TimeoutError"]');
   }
 }
 

@@ -114,7 +114,7 @@ export async function shutdown(): Promise<void> {
 
 /** Stores a value in the cluster. Throws SerializationError here if it cannot be sent. */
 export function put<T>(value: T): ObjectRef<T> {
-  if (value instanceof ObjectRef) throw new TypeError('put() of an ObjectRef: pass the ref itself instead');
+  if (value instanceof ObjectRef) throw new UsageError('put() of an ObjectRef: pass the ref itself instead');
   return currentClient().put(value);
 }
 

@@ -15,7 +15,7 @@ export interface Definition {
 }
 
 /** troupe's own source folders: frames in them are the library, not the user's module. */
-const LIBRARY = ['runtime', 'actors', 'object-store'].map((d) => new URL(`../${d}/`, import.meta.url).href);
+const LIBRARY = ['runtime', 'actors', 'object-store'].map((d) => new URL(`../../${d}/`, import.meta.url).href);
 
 /** The script node was started with, as the URL its stack frames show; undefined in a REPL or `node -e`. */
 let entry: string | null | undefined;

@@ -62,12 +62,14 @@ export class NoRespondersError extends TroupeError {}
 export class CallLostError extends TroupeError {}
 /** A request to a daemon timed out. */
 export class RequestTimeoutError extends TroupeError {}
-/** API misuse: bad options, init() twice, calls before init(). */
+/** API misuse: bad options, init() twice, calls before init(). The message names the option or argument. */
 export class UsageError extends TroupeError {}
+/** A message on the bus failed its check (a malformed or oversized message): it is refused, never acted on. */
+export class ProtocolError extends TroupeError {}
 
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
 for (const c of [TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError, ObjectStoreFullError,
-  ConnectionError, AuthenticationError, NoRespondersError, CallLostError, RequestTimeoutError, UsageError,
+  ConnectionError, AuthenticationError, NoRespondersError, CallLostError, RequestTimeoutError, UsageError, ProtocolError, PendingCallsLimitError,
   Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) classes.set(c.name, c);
 
 /** Lets higher layers (actors, object store) make their own error classes survive the bus. */
@@ -114,6 +116,11 @@ export function fromWireError(w: WireError): Error {
     if (!(k in e) || Object.getOwnPropertyDescriptor(e, k)?.writable) (e as unknown as Record<string, unknown>)[k] = v;
   }
   return e;
+}
+
+/** Whatever was thrown or rejected, as an Error. */
+export function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
 }
 
 function indentStack(stack: string): string {

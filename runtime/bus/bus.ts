@@ -5,7 +5,7 @@ import { AuthorizationError, nuid } from '@nats-io/nats-core';
 import { existsSync } from 'node:fs';
 import { encode, decode } from '../base/codec.ts';
 import { parseAddress, defaults } from '../base/config.ts';
-import { AuthenticationError, CallLostError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError } from '../base/errors.ts';
+import { AuthenticationError, CallLostError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError, ProtocolError, asError } from '../base/errors.ts';
 import { Lane, LaneServer, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
 
 export type { Subscription };
@@ -42,7 +42,7 @@ export interface BatchedRequest<T = any> {
  * promise handler would, without keeping the other requests of its batch from hearing theirs. */
 function settle(req: BatchedRequest, failed: boolean, value: unknown): void {
   try {
-    if (failed) req.failed(value instanceof Error ? value : new Error(String(value)));
+    if (failed) req.failed(asError(value));
     else req.answered(value);
   } catch (e) {
     queueMicrotask(() => { throw e; });
@@ -236,7 +236,7 @@ export class Bus {
   private readonly batchServers = new Map<string, { sub: Subscription; handler: (body: any) => unknown }>();
 
   private runBatch(subject: string, body: { batch: unknown[] }, answers: BatchAnswers, handler: (body: any) => unknown): void {
-    if (!Array.isArray(body?.batch)) throw new TypeError(`requests on ${subject} come as { batch: [...] }`);
+    if (!Array.isArray(body?.batch)) throw new ProtocolError(`requests on ${subject} come as { batch: [...] }`);
     body.batch.forEach((item, i) => {
       try {
         Promise.resolve(handler(item)).then((v) => this.finished(answers, i, 0, v), (e) => this.finished(answers, i, 1, asError(e)));
@@ -463,7 +463,7 @@ export class Bus {
     if ((!reply && !lane) || this.closed) return;
     for (const { data, items } of this.fitting(part, (answers) => encodeReply([0, answers]))) {
       // One answer too large for any message: its caller hears why instead of waiting for ever.
-      const tooLarge = data.length > this.maxPayload && new RangeError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`);
+      const tooLarge = data.length > this.maxPayload && new ProtocolError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`);
       const out = tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data;
       if (lane) lane.reply(out); else this.send(reply!, out);
     }
@@ -554,7 +554,7 @@ export class Bus {
     }
     this.pending.delete(id);
     if (reply[0] === 0) p.resolve(reply[1]);
-    else p.reject(reply[1] instanceof Error ? reply[1] : new Error(String(reply[1])));
+    else p.reject(asError(reply[1]));
   }
 
   /** One timer for all deadlines, running only while some request has one. */
@@ -582,10 +582,6 @@ function encodeReply(reply: Reply): Uint8Array {
   } catch (e) {
     return encode([1, asError(e)]); // the handler's value could not be sent: say why instead of going silent
   }
-}
-
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
 }
 
 const warned = new Set<string>();

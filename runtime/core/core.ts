@@ -314,7 +314,7 @@ export class Client {
   }
 
   get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
-    if (!(ref instanceof ObjectRef)) return Promise.reject(new TypeError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`));
+    if (!(ref instanceof ObjectRef)) return Promise.reject(new UsageError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`));
     if (timeoutMs !== undefined) return this.getWithin(ref, timeoutMs);
     return this.blocking(this.objects.get(ref));
   }
@@ -326,11 +326,11 @@ export class Client {
   }
 
   async wait<T>(refs: ObjectRef<T>[], o: WaitOptions = {}): Promise<[ObjectRef<T>[], ObjectRef<T>[]]> {
-    if (!Array.isArray(refs) || refs.some((r) => !(r instanceof ObjectRef))) throw new TypeError('wait() takes an array of ObjectRefs');
-    if (new Set(refs.map((r) => r.id)).size !== refs.length) throw new RangeError('wait() got the same ObjectRef twice');
+    if (!Array.isArray(refs) || refs.some((r) => !(r instanceof ObjectRef))) throw new UsageError('wait() takes an array of ObjectRefs');
+    if (new Set(refs.map((r) => r.id)).size !== refs.length) throw new UsageError('wait() got the same ObjectRef twice');
     const numReturns = o.numReturns ?? 1;
     if (!Number.isInteger(numReturns) || numReturns < 0 || numReturns > refs.length) {
-      throw new RangeError(`wait(): numReturns must be an integer from 0 to ${refs.length} (the number of refs), got ${numReturns}`);
+      throw new UsageError(`wait(): numReturns must be an integer from 0 to ${refs.length} (the number of refs), got ${numReturns}`);
     }
     const ready = await this.blocking(this.readyWithin(refs, numReturns, o.timeoutMs));
     return [refs.filter((r) => ready.has(r.id)), refs.filter((r) => !ready.has(r.id))];

@@ -4,7 +4,7 @@
 import type { Bus } from '../bus/bus.ts';
 import type { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
-import { TaskError, UsageError, InfeasibleError } from '../base/errors.ts';
+import { TaskError, UsageError, InfeasibleError, ProtocolError } from '../base/errors.ts';
 import { checkDemand, checkStrategy, type Placement, type ResourceSet, type SchedulingStrategy } from '../scheduling/placement.ts';
 import type { ActorInfo, ActorSpec, ActorStateEvent } from '../protocol/actors.ts';
 import type { CheckpointStore } from '../state/checkpoints.ts';
@@ -57,7 +57,7 @@ export class ActorManager {
   }
 
   async create(spec: ActorSpec): Promise<{ actorId: string }> {
-    if (typeof spec?.actorId !== 'string' || !/^[0-9a-f]{8,64}$/.test(spec.actorId)) throw new TypeError('actor spec needs a hex actorId');
+    if (typeof spec?.actorId !== 'string' || !/^[0-9a-f]{8,64}$/.test(spec.actorId)) throw new ProtocolError('actor spec needs a hex actorId');
     if (this.actors.has(spec.actorId)) return { actorId: spec.actorId }; // a resend
     checkSpec(spec);
     spec.demand = checkDemand(spec.demand);
@@ -144,7 +144,7 @@ export class ActorManager {
   async kill(actorId: string, noRestart: boolean, cause = 'it was killed by kill()', by?: string): Promise<void> {
     const a = this.actors.get(actorId);
     if (!a) throw new UsageError(`no actor ${actorId}`);
-    if (typeof cause !== 'string') throw new TypeError('cause must be a string');
+    if (typeof cause !== 'string') throw new ProtocolError('cause must be a string');
     if (a.state === 'DEAD') return;
     // Stopped for good by anyone but its supervisor: a normal exit, which its supervisor judges by its restart type.
     const normal = noRestart && a.spec.supervisor !== undefined && by !== a.spec.supervisor && this.actors.get(a.spec.supervisor)?.state !== 'DEAD';
@@ -242,19 +242,19 @@ export class ActorManager {
 /** A spec from the bus, not necessarily from our client library: every field the head and the worker rely on. */
 function checkSpec(spec: ActorSpec): void {
   const int = (v: unknown, min: number) => Number.isInteger(v) && (v as number) >= min;
-  if (!int(spec.maxRestarts, -1) || !int(spec.maxTaskRetries, -1)) throw new TypeError('maxRestarts and maxTaskRetries must be whole numbers >= -1');
-  if (!int(spec.maxConcurrency, 1)) throw new TypeError('maxConcurrency must be a whole number >= 1');
-  if (spec.isolation !== 'process' && spec.isolation !== 'shared') throw new TypeError("isolation must be 'process' or 'shared'");
-  if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached') throw new TypeError("lifetime must be 'owned' or 'detached'");
+  if (!int(spec.maxRestarts, -1) || !int(spec.maxTaskRetries, -1)) throw new UsageError('maxRestarts and maxTaskRetries must be whole numbers >= -1');
+  if (!int(spec.maxConcurrency, 1)) throw new UsageError('maxConcurrency must be a whole number >= 1');
+  if (spec.isolation !== 'process' && spec.isolation !== 'shared') throw new UsageError("isolation must be 'process' or 'shared'");
+  if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached') throw new UsageError("lifetime must be 'owned' or 'detached'");
   if (typeof spec.cls?.url !== 'string' || typeof spec.cls.exportName !== 'string' || !(spec.args instanceof Uint8Array || (Array.isArray(spec.args) && isPlain(spec.args)))) {
-    throw new TypeError('actor spec needs cls { url, exportName } and args: encoded, or a short array of plain values');
+    throw new UsageError('actor spec needs cls { url, exportName } and args: encoded, or a short array of plain values');
   }
-  if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string') throw new TypeError('actor spec needs owner, workingDir and className');
-  if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string') throw new TypeError('supervisor must be an actor id');
-  if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0)) throw new TypeError('shutdownMs must be a whole number >= 0');
+  if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string') throw new UsageError('actor spec needs owner, workingDir and className');
+  if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string') throw new UsageError('supervisor must be an actor id');
+  if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0)) throw new UsageError('shutdownMs must be a whole number >= 0');
   const every = spec.checkpointEvery;
   if (every !== undefined && (typeof every !== 'object' || every === null || (every.calls !== undefined && !int(every.calls, 1)) || (every.seconds !== undefined && !(typeof every.seconds === 'number' && every.seconds > 0)))) {
-    throw new TypeError('checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 }');
+    throw new UsageError('checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 }');
   }
 }
 

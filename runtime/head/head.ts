@@ -6,7 +6,7 @@ import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from '../scheduling/placement.ts';
-import { InfeasibleError, WorkerDiedError } from '../base/errors.ts';
+import { InfeasibleError, WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
@@ -231,7 +231,7 @@ export class Head {
       if (!this.queue.get(req.cancel)?.granting) this.removeRequest(req.cancel);
       return { queued: false };
     }
-    if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new TypeError('lease request needs { reqId, clientId, demand }');
+    if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new ProtocolError('lease request needs { reqId, clientId, demand }');
     const demand = checkDemand(req.demand); // input from the bus, not necessarily from our client library
     const strategy = checkStrategy(req.strategy);
     const p = place(this.views(), demand, strategy);

@@ -10,7 +10,7 @@ import { Gcs } from '../state/gcs.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type ResourceSet } from '../scheduling/placement.ts';
-import { WorkerDiedError } from '../base/errors.ts';
+import { WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
 import { fetchChunked, makeChunk, type ChunkRequest } from '../../object-store/transfer.ts';
@@ -140,13 +140,13 @@ export class NodeDaemon {
     const node = this.nodeId;
     bus.serve(subjects.nodeObjects(node), () => ({ stats: objects.stats(), objects: objects.list() }));
     bus.serve(subjects.obj.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
-      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('seal needs { id, size, owner }');
+      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0) throw new ProtocolError('seal needs { id, size, owner }');
       if (!this.clientSeen.has(req.owner)) this.clientSeen.set(req.owner, Date.now());
       return objects.seal(req.id, req.size, req.owner);
     });
     bus.serve(subjects.obj.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
     bus.serve(subjects.obj.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
-      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0) throw new TypeError('fetch needs { id, size, owner, from }');
+      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0) throw new ProtocolError('fetch needs { id, size, owner, from }');
       const sources = req.from.filter((n) => n !== node).map((n) => subjects.obj.nodeRead(n));
       return objects.fetchCopy(req.id, req.size, String(req.owner), (write) => fetchChunked(bus, sources, req.id, req.size, write));
     });
@@ -174,7 +174,7 @@ export class NodeDaemon {
 
   private async grant(req: LeaseRequest): Promise<LeaseGrant | Busy> {
     this.leaseRequestsSeen++;
-    if (typeof req?.clientId !== 'string') throw new TypeError('lease request needs { clientId, demand }');
+    if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, demand }');
     const demand = checkDemand(req.demand);
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
     if (!fits(this.available, demand)) return busy;

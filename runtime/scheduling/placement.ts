@@ -3,6 +3,7 @@
  * No I/O and no clocks, so the node daemon and the driver can share it and tests can drive it directly.
  */
 import { formatBytes } from '../base/bytes.ts';
+import { UsageError } from '../base/errors.ts';
 
 /** Resource amounts by name. Built-in names: 'CPU', 'GPU', 'memory' (bytes); anything else is a custom resource. */
 export type ResourceSet = Record<string, number>;
@@ -29,10 +30,10 @@ const BUILT_IN = ['CPU', 'GPU', 'memory'] as const;
 const REQUEST_KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources']);
 
 function checkAmount(value: unknown, field: string): number {
-  if (typeof value !== 'number') throw new TypeError(`${field} must be a number, got ${typeof value}`);
-  if (Number.isNaN(value)) throw new RangeError(`${field} must not be NaN`);
-  if (!Number.isFinite(value)) throw new RangeError(`${field} must be finite, got ${value}`);
-  if (value < 0) throw new RangeError(`${field} must not be negative, got ${value}`);
+  if (typeof value !== 'number') throw new UsageError(`${field} must be a number, got ${typeof value}`);
+  if (Number.isNaN(value)) throw new UsageError(`${field} must not be NaN`);
+  if (!Number.isFinite(value)) throw new UsageError(`${field} must be finite, got ${value}`);
+  if (value < 0) throw new UsageError(`${field} must not be negative, got ${value}`);
   return value;
 }
 
@@ -45,10 +46,10 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus = 1): ResourceSet {
   checkAmount(defaultCpus, 'defaultCpus');
   if (req === undefined) return defaultCpus > 0 ? { CPU: defaultCpus } : {};
-  if (!isPlainObject(req)) throw new TypeError('resource request must be an object');
+  if (!isPlainObject(req)) throw new UsageError('resource request must be an object');
   for (const key of Object.keys(req)) {
     if (!REQUEST_KEYS.has(key)) {
-      throw new TypeError(`unknown resource option '${key}' (expected numCpus, numGpus, memory or resources)`);
+      throw new UsageError(`unknown resource option '${key}' (expected numCpus, numGpus, memory or resources)`);
     }
   }
   const out: ResourceSet = {};
@@ -58,7 +59,7 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
     const gpus = checkAmount(req.numGpus, 'numGpus');
     // A fraction shares one GPU id; above 1 it would have to straddle ids, which Ray refuses too.
     if (gpus > 1 && !Number.isInteger(gpus)) {
-      throw new RangeError(`numGpus must be a whole number when above 1 (fractions only below 1), got ${gpus}`);
+      throw new UsageError(`numGpus must be a whole number when above 1 (fractions only below 1), got ${gpus}`);
     }
     if (gpus > 0) out.GPU = gpus;
   }
@@ -68,12 +69,12 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
   }
   if (req.resources !== undefined) {
     const custom: unknown = req.resources;
-    if (!isPlainObject(custom)) throw new TypeError('resources must be an object of {name: amount}');
+    if (!isPlainObject(custom)) throw new UsageError('resources must be an object of {name: amount}');
     for (const [name, value] of Object.entries(custom)) {
       if ((BUILT_IN as readonly string[]).includes(name)) {
-        throw new TypeError(`resources.${name} is built in; use ${name === 'CPU' ? 'numCpus' : name === 'GPU' ? 'numGpus' : 'memory'} instead`);
+        throw new UsageError(`resources.${name} is built in; use ${name === 'CPU' ? 'numCpus' : name === 'GPU' ? 'numGpus' : 'memory'} instead`);
       }
-      if (name === '') throw new TypeError('resources must not contain an empty name');
+      if (name === '') throw new UsageError('resources must not contain an empty name');
       const amount = checkAmount(value, `resources.${name}`);
       if (amount > 0) out[name] = amount;
     }
@@ -85,20 +86,20 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
 export function checkStrategy(s: unknown): SchedulingStrategy {
   if (s === undefined || s === 'DEFAULT' || s === 'SPREAD') return s ?? 'DEFAULT';
   if (isPlainObject(s) && typeof s.nodeId === 'string') {
-    if (s.soft !== undefined && typeof s.soft !== 'boolean') throw new TypeError('schedulingStrategy.soft must be a boolean');
+    if (s.soft !== undefined && typeof s.soft !== 'boolean') throw new UsageError('schedulingStrategy.soft must be a boolean');
     return { nodeId: s.nodeId, soft: s.soft as boolean | undefined };
   }
   let shown: string;
   try { shown = JSON.stringify(s) ?? String(s); } catch { shown = typeof s; }
-  throw new TypeError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${shown}`);
+  throw new UsageError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${shown}`);
 }
 
 /** Checks resource amounts that came over the bus (a node's free resources): a plain object of finite, non-negative numbers. */
 export function checkResources(d: unknown, what = 'resources'): ResourceSet {
-  if (!isPlainObject(d)) throw new TypeError(`${what} must be an object of resource amounts`);
+  if (!isPlainObject(d)) throw new UsageError(`${what} must be an object of resource amounts`);
   const out: ResourceSet = {};
   for (const [k, v] of Object.entries(d)) {
-    if (k === '') throw new TypeError(`${what} has an empty resource name`);
+    if (k === '') throw new UsageError(`${what} has an empty resource name`);
     out[k] = checkAmount(v, `${what}.${k}`);
   }
   return out;
@@ -107,7 +108,7 @@ export function checkResources(d: unknown, what = 'resources'): ResourceSet {
 /** Checks a demand that came over the bus: resource amounts, and whole GPUs above 1 (free GPUs, unlike a demand, may be 1.4). */
 export function checkDemand(d: unknown): ResourceSet {
   const out = checkResources(d, 'demand');
-  if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU)) throw new RangeError(`demand.GPU above 1 must be a whole number, got ${out.GPU}`);
+  if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU)) throw new UsageError(`demand.GPU above 1 must be a whole number, got ${out.GPU}`);
   return out;
 }
 
@@ -244,7 +245,7 @@ function fitsNow(n: NodeView, demand: ResourceSet): boolean {
 
 function checkGpuAmount(amount: number): void {
   checkAmount(amount, 'GPU amount');
-  if (amount > 1 && !Number.isInteger(amount)) throw new RangeError(`GPU amount above 1 must be a whole number, got ${amount}`);
+  if (amount > 1 && !Number.isInteger(amount)) throw new UsageError(`GPU amount above 1 must be a whole number, got ${amount}`);
 }
 
 /** GPU id bookkeeping on one node. free[i] is the remaining fraction (0..1) of GPU id i.
@@ -278,7 +279,7 @@ export function releaseGpus(free: number[], ids: number[], amount: number): numb
   const share = amount < 1 ? amount : 1;
   const next = [...free];
   for (const i of ids) {
-    if (!Number.isInteger(i) || i < 0 || i >= next.length) throw new RangeError(`GPU id ${i} is out of range (node has ${next.length})`);
+    if (!Number.isInteger(i) || i < 0 || i >= next.length) throw new UsageError(`GPU id ${i} is out of range (node has ${next.length})`);
     const r = next[i]! + share;
     next[i] = r > 1 - EPS ? 1 : r; // snap back to exactly 1 so whole-GPU demands see it as free
   }
