@@ -61,7 +61,7 @@ export function libraryActor(cls: ActorClass, url: string, exportName: string): 
 /** What @remote recorded on a class; throws UsageError for any other class. */
 export function remoteClassInfo(cls: ActorClass): RemoteClassInfo {
   const info = (cls as unknown as Record<symbol, RemoteClassInfo | undefined>)[REMOTE_CLASS];
-  if (typeof cls !== 'function' || !info || !Object.prototype.hasOwnProperty.call(cls, REMOTE_CLASS)) {
+  if (typeof cls !== 'function' || !info || !Object.hasOwn(cls, REMOTE_CLASS)) {
     throw new UsageError(`${(cls as { name?: string })?.name ?? String(cls)} is not a remote actor class: decorate it with @remote({...}) and export it from its module`);
   }
   return info;

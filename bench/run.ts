@@ -218,11 +218,11 @@ const rows = Object.entries(metrics).map(([name, m]) => {
 });
 const table = ['| metric | troupe | reference | ratio | goal | note |', '| --- | --- | --- | --- | --- | --- |', ...rows].join('\n');
 const refTable = ['| reference | rate |', '| --- | --- |', ...Object.entries(references).map(([k, r]) => `| ${k} | ${r.value} ${r.unit} |`)].join('\n');
-console.log(table + '\n\n' + refTable);
+console.log(`${table}\n\n${refTable}`);
 if (!smoke) {
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
   const date = new Date().toISOString();
-  writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify({ date, machine, metrics, references }, null, 2) + '\n');
+  writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ date, machine, metrics, references }, null, 2)}\n`);
   // The chaos section is npm run chaos's: kept as it is.
   const file = new URL('./RESULTS.md', import.meta.url);
   const before = existsSync(file) ? readFileSync(file, 'utf8') : '';

@@ -3,7 +3,6 @@
 import { LRUCache } from 'lru-cache';
 import { encodeParts, decode, byteLength } from '../runtime/base/codec.ts';
 import { ObjectLostError, NoRespondersError, ProtocolError } from '../runtime/base/errors.ts';
-import { defaults } from '../runtime/base/config.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
 import { holders, isPlainValue, type ObjectLocation } from '../runtime/protocol/objects.ts';

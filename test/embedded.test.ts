@@ -44,7 +44,7 @@ test('npm run example:search runs a hyperparameter search of MNIST MLPs as paral
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout.match(/^trial \d ended \(\d\/2\): accuracy 0\.\d{4}$/gm)?.length, 2, r.stdout);
   t.regex(r.stdout, /^2 trials \(seed 1\) on the (wasm|tensorflow|cpu) backend, best first:$/m);
-  t.regex(r.stdout, /^ +\d +(32|128) +\d\.\d{2}e-\d +(32|64) +0\.\d{4} +\d+\.\d{4} +\d+\.\d  <- best$/m);
+  t.regex(r.stdout, /^ +\d +(32|128) +\d\.\d{2}e-\d +(32|64) +0\.\d{4} +\d+\.\d{4} +\d+\.\d {2}<- best$/m);
   const last = r.stdout.trim().split('\n').pop()!;
   t.regex(last, /^best: hidden (32|128), learning rate \d\.\d{2}e-\d, batch (32|64): test accuracy 0\.[89]\d{3} \(\d+\.\d s in all\)$/);
   t.deepEqual(processesWithHome(home), []);

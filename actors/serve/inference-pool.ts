@@ -1,7 +1,7 @@
 // An inference pool, run from the driver: replica actors that serve one model, a router that sends each request to
 // the least busy ready replica (at most maxOngoingRequests each, the rest wait here), and an autoscaler that keeps
 // the replica count between min and max from the number of requests in the pool, as Ray Serve does.
-import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
+import type { ActorHandle } from '../handle.ts';
 import type { InferenceModel } from './inference-model.ts';
 import { specRef, type SpecRef } from '../library/exported-spec.ts';
 import type { InferenceReplica, InferenceReplicaConfig, ReplicaStats, Sample } from './inference-replica.ts';

@@ -2,7 +2,7 @@
 // their gradients every step (synchronous SGD) or of their weights every k steps (local SGD). Rank 0 checkpoints
 // into the cluster's checkpoint store; when a replica dies, the head restarts it and the group resumes from there.
 import { randomBytes } from 'node:crypto';
-import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
+import type { ActorHandle } from '../handle.ts';
 import type { TrainingJob, TrainingMode } from './training-job.ts';
 import { specRef } from '../library/exported-spec.ts';
 import { CollectiveError } from '../collective/collective.ts';

@@ -207,7 +207,7 @@ console.log(section);
 console.log(`CHAOS_RESULTS ${JSON.stringify(results)}`);
 if (!smoke && !only) {
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-  writeFileSync(new URL('../chaos.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2) + '\n');
+  writeFileSync(new URL('../chaos.json', import.meta.url), `${JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2)}\n`);
   const file = new URL('../RESULTS.md', import.meta.url);
   const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
   const at = before.indexOf('\n## Chaos');

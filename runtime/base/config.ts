@@ -63,7 +63,7 @@ export function readClusterFile(): ClusterFile | undefined {
 }
 
 export function writeClusterFile(info: ClusterFile): void {
-  writePrivateFile(clusterFilePath(), JSON.stringify(info, null, 2) + '\n');
+  writePrivateFile(clusterFilePath(), `${JSON.stringify(info, null, 2)}\n`);
 }
 
 export function removeClusterFile(): void {

@@ -94,11 +94,13 @@ function startOptions(values: Values): StartOptions {
   if (values['no-spill'] && values['spill-dir'] !== undefined) throw new UsageError('--spill-dir and --no-spill contradict each other: pass one');
   const port = number(values, 'port');
   if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port must be 1..65535, got ${port}`);
+  const nats = values.nats as string | undefined;
+  if (nats !== undefined) parseAddress(nats); // a malformed --nats fails here, naming it
   return {
     detached: !values.block,
     host: values.host as string | undefined,
     port,
-    nats: values.nats === undefined ? undefined : (parseAddress(values.nats as string), values.nats as string),
+    nats,
     token: (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined),
     numCpus: number(values, 'num-cpus'),
     numGpus: number(values, 'num-gpus'),

@@ -14,7 +14,7 @@ export interface RunFile {
 const runDir = () => join(troupeHome(), 'run');
 
 export function writeRunFile(r: RunFile): void {
-  writePrivateFile(join(runDir(), `${r.role}-${r.pid}.json`), JSON.stringify(r) + '\n');
+  writePrivateFile(join(runDir(), `${r.role}-${r.pid}.json`), `${JSON.stringify(r)}\n`);
 }
 
 export function removeRunFile(r: Pick<RunFile, 'role' | 'pid'>): void {

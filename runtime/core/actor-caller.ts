@@ -4,7 +4,7 @@ import type { Bus, BatchedRequest } from '../bus/bus.ts';
 import type { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { ActorDiedError, CallLostError, NoRespondersError, PendingCallsLimitError } from '../base/errors.ts';
-import type { ActorCall, ActorSpec, ActorState, ActorStateEvent } from '../protocol/actors.ts';
+import type { ActorCall, ActorState, ActorStateEvent } from '../protocol/actors.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { CallReply } from '../protocol/actors.ts';
 

@@ -10,7 +10,6 @@ import type { ObjectLocation } from '../protocol/objects.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg, WorkerDiedMsg } from '../protocol/leases.ts';
-import type { CallArgs } from '../protocol/objects.ts';
 
 interface Lease {
   grant: LeaseGrant;

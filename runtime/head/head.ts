@@ -5,7 +5,7 @@ import { Bus } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
-import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type SchedulingStrategy, type NodeView } from '../scheduling/placement.ts';
+import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type NodeView } from '../scheduling/placement.ts';
 import { InfeasibleError, WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
@@ -123,7 +123,7 @@ export class Head {
       return;
     }
     // A node (re)registering, or one we learn of after a restart: it gets one full timeout to heartbeat.
-    if (!known || !known.alive || known.info.startedAt !== info.startedAt) {
+    if (!known?.alive || known.info.startedAt !== info.startedAt) {
       this.nodes.set(nodeId, { info, available: known?.alive ? known.available : { ...info.total }, lastHb: Date.now(), alive: true, sent: known?.sent ?? 0 });
       this.pump();
     }

@@ -15,7 +15,6 @@ import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
 import { fetchChunked, makeChunk, type ChunkRequest } from '../../object-store/transfer.ts';
 import { workerCommand } from '../base/launch.ts';
-import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';

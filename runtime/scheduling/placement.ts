@@ -276,7 +276,7 @@ export function allocateGpus(free: number[], amount: number): { ids: number[]; f
 
 export function releaseGpus(free: number[], ids: number[], amount: number): number[] {
   checkGpuAmount(amount);
-  const share = amount < 1 ? amount : 1;
+  const share = Math.min(amount , 1);
   const next = [...free];
   for (const i of ids) {
     if (!Number.isInteger(i) || i < 0 || i >= next.length) throw new UsageError(`GPU id ${i} is out of range (node has ${next.length})`);

@@ -1,7 +1,6 @@
 // Cluster state in JetStream KV: nodes, actors, names, jobs. A restarted head rebuilds from here.
 import { Kvm, type KV } from '@nats-io/kv';
 import type { Bus } from '../bus/bus.ts';
-import type { ResourceSet } from '../scheduling/placement.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
 import { encode, decode } from '../base/codec.ts';
@@ -20,7 +19,7 @@ export class Table<T> {
 
   async get(key: string): Promise<T | undefined> {
     const e = await this.kv.get(key);
-    if (!e || e.operation !== 'PUT') return undefined;
+    if (e?.operation !== 'PUT') return undefined;
     return this.parse(e.value);
   }
 

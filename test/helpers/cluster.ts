@@ -114,7 +114,7 @@ export function processesWithHome(home: string): number[] {
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
-      if ((readFileSync(`/proc/${name}/environ`, 'utf8') + '\0').includes(needle)) out.push(Number(name));
+      if ((`${readFileSync(`/proc/${name}/environ`, 'utf8')}\0`).includes(needle)) out.push(Number(name));
     } catch { /* gone, or not ours to read */ }
   }
   return out;
