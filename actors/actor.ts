@@ -41,12 +41,18 @@ export abstract class Actor {
     await saveCheckpointOf(this);
   }
   /** Creates the actor on the cluster. Returns at once; calls made before it is up wait for it. */
-  static remote<C extends ActorClass>(this: C, ...args: RemoteArgs<ConstructorParameters<C>>): ActorHandle<InstanceType<C>> {
+  static remote<C extends ActorClass>(
+    this: C,
+    ...args: RemoteArgs<ConstructorParameters<C>>
+  ): ActorHandle<InstanceType<C>> {
     return create(this, {}, args);
   }
 
   /** The same class with other options for this creation (name, resources, restarts, …). */
-  static options<C extends ActorClass>(this: C, opts: ActorOptions): { remote(...args: RemoteArgs<ConstructorParameters<C>>): ActorHandle<InstanceType<C>> } {
+  static options<C extends ActorClass>(
+    this: C,
+    opts: ActorOptions,
+  ): { remote(...args: RemoteArgs<ConstructorParameters<C>>): ActorHandle<InstanceType<C>> } {
     checkActorOptions(opts);
     return { remote: (...args) => create(this, opts, args) };
   }
@@ -54,7 +60,10 @@ export abstract class Actor {
 
 /** Makes one of troupe's own actor classes remote: its module is known, so nothing looks at the call stack. */
 export function libraryActor(cls: ActorClass, url: string, exportName: string): void {
-  const info: RemoteClassInfo = { options: {}, def: { url, exportName, looked: true, lookup: Promise.resolve(exportName) } };
+  const info: RemoteClassInfo = {
+    options: {},
+    def: { url, exportName, looked: true, lookup: Promise.resolve(exportName) },
+  };
   Object.defineProperty(cls, REMOTE_CLASS, { value: info, enumerable: false });
 }
 
@@ -62,7 +71,9 @@ export function libraryActor(cls: ActorClass, url: string, exportName: string): 
 export function remoteClassInfo(cls: ActorClass): RemoteClassInfo {
   const info = (cls as unknown as Record<symbol, RemoteClassInfo | undefined>)[REMOTE_CLASS];
   if (typeof cls !== 'function' || !info || !Object.hasOwn(cls, REMOTE_CLASS)) {
-    throw new UsageError(`${(cls as { name?: string })?.name ?? String(cls)} is not a remote actor class: decorate it with @remote({...}) and export it from its module`);
+    throw new UsageError(
+      `${(cls as { name?: string })?.name ?? String(cls)} is not a remote actor class: decorate it with @remote({...}) and export it from its module`,
+    );
   }
   return info;
 }
@@ -70,10 +81,18 @@ export function remoteClassInfo(cls: ActorClass): RemoteClassInfo {
 /** Where workers load the class from: known now, or once its module has finished loading. */
 export function classRef(cls: ActorClass): FunctionRef | Promise<FunctionRef> {
   const d = remoteClassInfo(cls).def;
-  const notExported = () => new UsageError(`actor class ${cls.name} defined in ${d.url} is not an export of that module: export it, and keep actor classes out of the script that calls init()`);
+  const notExported = () =>
+    new UsageError(
+      `actor class ${cls.name} defined in ${d.url} is not an export of that module: export it, and keep actor classes out of the script that calls init()`,
+    );
   const ref = (exportName: string) => ({ url: d.url, exportName, name: cls.name });
   if (d.exportName === undefined && d.looked) throw notExported();
-  return d.exportName !== undefined ? ref(d.exportName) : d.lookup.then((n) => { if (n === undefined) throw notExported(); return ref(n); });
+  return d.exportName !== undefined
+    ? ref(d.exportName)
+    : d.lookup.then((n) => {
+        if (n === undefined) throw notExported();
+        return ref(n);
+      });
 }
 
 function create<C extends ActorClass>(cls: C, more: ActorOptions, args: unknown[]): ActorHandle<InstanceType<C>> {

@@ -3,7 +3,10 @@ import { currentClient } from '../runtime/core/core.ts';
 import { makeHandle, HandleData, type ActorHandle } from './handle.ts';
 
 /** A handle to the live actor registered under `name` (in `namespace`, default 'default'), from any driver. */
-export async function getActor<T = Record<string, (...args: any[]) => any>>(name: string, opts: { namespace?: string } = {}): Promise<ActorHandle<T>> {
+export async function getActor<T = Record<string, (...args: any[]) => any>>(
+  name: string,
+  opts: { namespace?: string } = {},
+): Promise<ActorHandle<T>> {
   const found = await currentClient().lookupActor(name, opts.namespace);
   return makeHandle<T>(new HandleData(found.actorId, found.className, found.maxTaskRetries, found.maxPendingCalls));
 }

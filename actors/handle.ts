@@ -11,11 +11,21 @@ type Method = (...args: any[]) => any;
 type Lifecycle = (typeof LIFECYCLE)[number];
 
 /** Public methods of T (names starting with '_' stay private to the actor, and lifecycle hooks are the runtime's). */
-export type ActorMethodNames<T> = { [K in keyof T]-?: K extends `_${string}` | Lifecycle ? never : K extends string ? (T[K] extends Method ? K : never) : never }[keyof T];
+export type ActorMethodNames<T> = {
+  [K in keyof T]-?: K extends `_${string}` | Lifecycle
+    ? never
+    : K extends string
+      ? T[K] extends Method
+        ? K
+        : never
+      : never;
+}[keyof T];
 
 /** A remote actor: every method takes the same arguments (each a value or an ObjectRef of it) and returns an ObjectRef of its awaited result. */
 export type ActorHandle<T> = {
-  readonly [K in ActorMethodNames<T>]: T[K] extends (...args: infer A) => infer R ? (...args: RemoteArgs<A>) => ObjectRef<Awaited<R>> : never;
+  readonly [K in ActorMethodNames<T>]: T[K] extends (...args: infer A) => infer R
+    ? (...args: RemoteArgs<A>) => ObjectRef<Awaited<R>>
+    : never;
 } & {
   readonly actorId: string;
   readonly className: string;
@@ -34,7 +44,17 @@ export class HandleData {
 }
 
 // Properties a handle answers itself instead of turning them into remote calls: `await handle` must not call then().
-const OWN = new Set(['actorId', 'className', 'maxTaskRetries', 'maxPendingCalls', 'then', 'toJSON', 'constructor', 'toString', 'valueOf']);
+const OWN = new Set([
+  'actorId',
+  'className',
+  'maxTaskRetries',
+  'maxPendingCalls',
+  'then',
+  'toJSON',
+  'constructor',
+  'toString',
+  'valueOf',
+]);
 
 export function makeHandle<T>(data: HandleData): ActorHandle<T> {
   const methods = new Map<string, (...args: unknown[]) => ObjectRef<unknown>>();
@@ -47,7 +67,8 @@ export function makeHandle<T>(data: HandleData): ActorHandle<T> {
       }
       let m = methods.get(prop);
       if (!m) {
-        m = (...args: unknown[]) => currentClient().callActor(target.actorId, prop, args, target.maxTaskRetries, target.maxPendingCalls);
+        m = (...args: unknown[]) =>
+          currentClient().callActor(target.actorId, prop, args, target.maxTaskRetries, target.maxPendingCalls);
         methods.set(prop, m);
       }
       return m;
@@ -58,6 +79,10 @@ export function makeHandle<T>(data: HandleData): ActorHandle<T> {
 registerExtension<HandleData, [string, string, number, number?]>({
   Class: HandleData,
   type: ExtType.actorHandle,
-  write: (h) => (h.maxPendingCalls === undefined ? [h.actorId, h.className, h.maxTaskRetries] : [h.actorId, h.className, h.maxTaskRetries, h.maxPendingCalls]),
-  read: ([id, cls, retries, pending]) => makeHandle(new HandleData(id, cls, retries, pending ?? undefined)) as unknown as HandleData,
+  write: (h) =>
+    h.maxPendingCalls === undefined
+      ? [h.actorId, h.className, h.maxTaskRetries]
+      : [h.actorId, h.className, h.maxTaskRetries, h.maxPendingCalls],
+  read: ([id, cls, retries, pending]) =>
+    makeHandle(new HandleData(id, cls, retries, pending ?? undefined)) as unknown as HandleData,
 });

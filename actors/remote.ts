@@ -20,7 +20,8 @@ export function remote(a: unknown, b?: unknown): unknown {
   const opts = (a ?? {}) as ActorOptions;
   checkActorOptions(opts);
   return ((value: ActorClass, context: ClassDecoratorContext) => {
-    if (context?.kind !== 'class') throw new UsageError('@remote(options) decorates classes; for functions use remote(options, fn)');
+    if (context?.kind !== 'class')
+      throw new UsageError('@remote(options) decorates classes; for functions use remote(options, fn)');
     const info: RemoteClassInfo = { options: opts, def: defineSite(value, `actor class ${value.name}`) };
     Object.defineProperty(value, REMOTE_CLASS, { value: info, enumerable: false });
   }) satisfies ActorDecorator;

@@ -11,7 +11,14 @@ import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
-import { cleanRun, runWithKills, SMOKE_ENV, TARGET_ACCURACY, type RunOptions, type TrainingRun } from './workloads/training.ts';
+import {
+  cleanRun,
+  runWithKills,
+  SMOKE_ENV,
+  TARGET_ACCURACY,
+  type RunOptions,
+  type TrainingRun,
+} from './workloads/training.ts';
 
 const smoke = process.argv.includes('--smoke');
 const n = (full: number, tiny: number) => (smoke ? tiny : full);
@@ -21,11 +28,21 @@ const MB = 1024 * 1024;
  * difference from the reference (accuracies); with `kills`, each must have been recovered from (`failures`).
  * `troupe` is null for a target not reached (the note says so). */
 interface Metric {
-  troupe: number | null; moleculer: number | null; raw_nats: number | null; memcpy?: number; one_replica?: number; clean_run?: number;
-  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run'; goal?: number; within?: number; kills?: number; failures?: number;
+  troupe: number | null;
+  moleculer: number | null;
+  raw_nats: number | null;
+  memcpy?: number;
+  one_replica?: number;
+  clean_run?: number;
+  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run';
+  goal?: number;
+  within?: number;
+  kills?: number;
+  failures?: number;
   /** In results.json only: how much test accuracy moves from epoch to epoch, next to the differences judged. */
   test_accuracy_by_epoch?: number[];
-  unit: string; note?: string;
+  unit: string;
+  note?: string;
 }
 const metrics: Record<string, Metric> = {};
 const references: Record<string, { value: number; unit: string }> = {};
@@ -40,8 +57,24 @@ process.env.TROUPE_HOME = home;
 const started: StartedCluster[] = [];
 const head = await startHead({ detached: false, numCpus: 2, numGpus: 0 });
 started.push(head);
-started.push(await startNode({ detached: false, numCpus: 1, numGpus: 0, resources: { far: 1 }, address: head.address, token: head.token, sessionDir: head.sessionDir }));
-writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory }, startedAt: new Date().toISOString() });
+started.push(
+  await startNode({
+    detached: false,
+    numCpus: 1,
+    numGpus: 0,
+    resources: { far: 1 },
+    address: head.address,
+    token: head.token,
+    sessionDir: head.sessionDir,
+  }),
+);
+writeClusterFile({
+  address: head.address,
+  token: head.token,
+  sessionDir: head.sessionDir,
+  localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory },
+  startedAt: new Date().toISOString(),
+});
 await init({ logToDriver: false });
 const bus = currentClient().bus;
 
@@ -55,7 +88,8 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
 async function ops(count: number, batch: number, call: (i: number) => PromiseLike<unknown>): Promise<number> {
   await call(-1); // warm: leases, connections, code loaded
   const secs = await timed(async () => {
-    for (let i = 0; i < count; i += batch) await Promise.all(Array.from({ length: Math.min(batch, count - i) }, (_, k) => call(i + k)));
+    for (let i = 0; i < count; i += batch)
+      await Promise.all(Array.from({ length: Math.min(batch, count - i) }, (_, k) => call(i + k)));
   });
   return count / secs;
 }
@@ -79,7 +113,11 @@ try {
   add(`shared_actors_${actors}_create_and_call`, secs, 's', { note: 'goal < 10 s for 10,000', digits: 2 });
 
   // The references, on the same nats-server: raw nats.js, and Moleculer with its NATS transporter.
-  const raw = { sync: await rawRequests(bus, SYNC, 1), async: await rawRequests(bus, ASYNC, 1000), pubsub: await rawPubSub(bus, n(500_000, 1000)) };
+  const raw = {
+    sync: await rawRequests(bus, SYNC, 1),
+    async: await rawRequests(bus, ASYNC, 1000),
+    pubsub: await rawPubSub(bus, n(500_000, 1000)),
+  };
   references.raw_nats_request_sync = { value: round(raw.sync), unit: 'ops/s' };
   references.raw_nats_request_1000_in_flight = { value: round(raw.async), unit: 'ops/s' };
   references.raw_nats_pubsub = { value: round(raw.pubsub), unit: 'msgs/s' };
@@ -90,16 +128,31 @@ try {
   // kept: load from elsewhere on a shared machine then moves one turn, not the ratio.
   const mol = await startMoleculer(parseAddress(head.address), head.token);
   const molRuns = { sync: [] as number[], async: [] as number[] };
-  const vsMoleculer = async (name: string, kind: 'sync' | 'async', goal: number, call: (i: number) => PromiseLike<unknown>) => {
-    const ours: number[] = [], theirs: number[] = [];
+  const vsMoleculer = async (
+    name: string,
+    kind: 'sync' | 'async',
+    goal: number,
+    call: (i: number) => PromiseLike<unknown>,
+  ) => {
+    const ours: number[] = [],
+      theirs: number[] = [];
     // Turn -1 is not counted: it warms both sides up (the JIT, and a new actor's process), as Ray's timeit() does.
     for (let turn = -1; turn < ROUNDS; turn++) {
       const theirsNow = kind === 'sync' ? await mol.sync(SYNC) : await mol.inFlight(ASYNC, 1000);
       const oursNow = kind === 'sync' ? await ops(SYNC, 1, call) : await ops(ASYNC, 1000, call);
-      if (turn >= 0) { theirs.push(theirsNow); ours.push(oursNow); }
+      if (turn >= 0) {
+        theirs.push(theirsNow);
+        ours.push(oursNow);
+      }
     }
     molRuns[kind].push(...theirs);
-    add(name, median(ours), 'ops/s', { moleculer: round(median(theirs)), raw_nats: round(raw[kind]), reference: 'moleculer', goal, note: ROUNDS > 1 ? `median of ${ROUNDS}, each beside a Moleculer run` : undefined });
+    add(name, median(ours), 'ops/s', {
+      moleculer: round(median(theirs)),
+      raw_nats: round(raw[kind]),
+      reference: 'moleculer',
+      goal,
+      note: ROUNDS > 1 ? `median of ${ROUNDS}, each beside a Moleculer run` : undefined,
+    });
   };
   await vsMoleculer('single_client_tasks_sync', 'sync', 0.8, () => smallValue.remote());
   await vsMoleculer('single_client_tasks_async', 'async', 1.0, () => smallValue.remote());
@@ -117,16 +170,33 @@ try {
   await get(pairs.map((p) => p.caller.drive(p.target, 1)));
   const perCaller = ASYNC / 2;
   const nnSecs = await timed(() => get(pairs.map((p) => p.caller.drive(p.target, perCaller))));
-  add('n_n_actor_calls_async', (perCaller * 2) / nnSecs, 'ops/s', { ...vsRaw(), note: '2 callers, each with its own actor' });
+  add('n_n_actor_calls_async', (perCaller * 2) / nnSecs, 'ops/s', {
+    ...vsRaw(),
+    note: '2 callers, each with its own actor',
+  });
   let last: ObjectRef<number> | undefined;
   const puts = n(20_000, 100);
-  add('single_client_put_calls', puts / await timed(async () => { for (let i = 0; i < puts; i++) last = put(i); await wait([last!]); }), 'ops/s');
+  add(
+    'single_client_put_calls',
+    puts /
+      (await timed(async () => {
+        for (let i = 0; i < puts; i++) last = put(i);
+        await wait([last!]);
+      })),
+    'ops/s',
+  );
   const small = put(0);
   add('single_client_get_calls', await ops(n(20_000, 100), 1, () => get(small)), 'ops/s');
   const big = new Float64Array(smoke ? 1 << 17 : 10 * 1024 * 1024); // Ray's 80 MB np.zeros
   const bigRounds = n(5, 1);
-  const putSecs = await timed(async () => { for (let i = 0; i < bigRounds; i++) await wait([put(big)]); });
-  add('single_client_put_gigabytes', (big.byteLength * bigRounds) / putSecs / 1e9, 'GB/s', { memcpy: round(memcpy(big.byteLength, bigRounds * 4) / 1e9, 2), reference: 'memcpy', digits: 2 });
+  const putSecs = await timed(async () => {
+    for (let i = 0; i < bigRounds; i++) await wait([put(big)]);
+  });
+  add('single_client_put_gigabytes', (big.byteLength * bigRounds) / putSecs / 1e9, 'GB/s', {
+    memcpy: round(memcpy(big.byteLength, bigRounds * 4) / 1e9, 2),
+    reference: 'memcpy',
+    digits: 2,
+  });
   const waits = n(3, 1);
   const waitSecs = await timed(async () => {
     for (let loop = 0; loop < waits; loop++) {
@@ -134,12 +204,23 @@ try {
       while (pending.length) [, pending] = await wait(pending);
     }
   });
-  add('single_client_wait_1k_refs', waits / waitSecs, 'ops/s', { note: '1,000 tasks, then wait() until each is ready, one at a time', digits: 2 });
+  add('single_client_wait_1k_refs', waits / waitSecs, 'ops/s', {
+    note: '1,000 tasks, then wait() until each is ready, one at a time',
+    digits: 2,
+  });
 
   // Object store: put+get of Float32 tensors in one process against memcpy of the same bytes (goal >= 0.5x).
-  for (const [label, mb, rounds] of [['1mb', 1, n(200, 3)], ['100mb', 100, n(5, 1)]] as const) {
+  for (const [label, mb, rounds] of [
+    ['1mb', 1, n(200, 3)],
+    ['100mb', 100, n(5, 1)],
+  ] as const) {
     const bytes = smoke ? MB : mb * MB;
-    add(`put_get_tensor_${label}`, (await putGetTensor(bytes, rounds)) / 1e9, 'GB/s', { memcpy: round(memcpy(bytes, rounds * 4) / 1e9, 2), reference: 'memcpy', goal: 0.5, digits: 2 });
+    add(`put_get_tensor_${label}`, (await putGetTensor(bytes, rounds)) / 1e9, 'GB/s', {
+      memcpy: round(memcpy(bytes, rounds * 4) / 1e9, 2),
+      reference: 'memcpy',
+      goal: 0.5,
+      digits: 2,
+    });
   }
   // A 100 MB object held by the other node daemon, read here (our node fetches it and keeps the copy), against raw
   // nats.js fetching the same bytes from another process in the same chunks (goal >= 0.8x).
@@ -150,10 +231,15 @@ try {
   for (let i = 0; i < farRounds; i++) {
     const ref = far.remote(farBytes / 4, i);
     await wait([ref]);
-    farSecs += await timed(async () => { if ((await get(ref)).length !== farBytes / 4) throw new Error('short object'); });
+    farSecs += await timed(async () => {
+      if ((await get(ref)).length !== farBytes / 4) throw new Error('short object');
+    });
   }
   add('get_100mb_from_other_node', (farBytes * farRounds) / farSecs / 1e9, 'GB/s', {
-    raw_nats: round((await rawNatsBulk(bus, head.address, head.token, farBytes, farRounds)) / 1e9, 2), reference: 'raw_nats', goal: 0.8, digits: 2,
+    raw_nats: round((await rawNatsBulk(bus, head.address, head.token, farBytes, farRounds)) / 1e9, 2),
+    reference: 'raw_nats',
+    goal: 0.8,
+    digits: 2,
   });
 
   // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills.
@@ -166,31 +252,71 @@ try {
   rmSync(home, { recursive: true, force: true });
 }
 
-function add(name: string, value: number | null, unit: string, o: Partial<Omit<Metric, 'troupe' | 'unit'>> & { digits?: number } = {}): void {
+function add(
+  name: string,
+  value: number | null,
+  unit: string,
+  o: Partial<Omit<Metric, 'troupe' | 'unit'>> & { digits?: number } = {},
+): void {
   const { digits, ...rest } = o;
-  metrics[name] = { troupe: value === null ? null : round(value, digits ?? 0), moleculer: null, raw_nats: null, unit, ...rest };
+  metrics[name] = {
+    troupe: value === null ? null : round(value, digits ?? 0),
+    moleculer: null,
+    raw_nats: null,
+    unit,
+    ...rest,
+  };
 }
 
 /** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the clean one. */
 function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): void {
   const same = `${TRAINING.epochs} epochs, batch ${TRAINING.batchSize} per replica, seed ${TRAINING.seed} in each run`;
-  const speed = (r: TrainingRun) => `epochs 2-${TRAINING.epochs}; the run took ${r.wallSeconds.toFixed(0)} s with start-up and evaluations`;
-  add('train_mnist_1_replica', one.samplesPerSec, 'samples/s', { note: `MNIST CNN of npm run demo, ${same}; ${speed(one)}` });
-  add('train_mnist_2_replicas', two.samplesPerSec, 'samples/s', { one_replica: round(one.samplesPerSec), reference: 'one_replica', goal: 1.7, note: speed(two) });
-  const target = (r: TrainingRun) => r.epochToTarget === null
-    ? `${TARGET_ACCURACY} not reached in ${TRAINING.epochs} epochs (best ${Math.max(...r.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
-    : `sum of epoch times to epoch ${r.epochToTarget}, the first with test accuracy ≥ ${TARGET_ACCURACY}`;
+  const speed = (r: TrainingRun) =>
+    `epochs 2-${TRAINING.epochs}; the run took ${r.wallSeconds.toFixed(0)} s with start-up and evaluations`;
+  add('train_mnist_1_replica', one.samplesPerSec, 'samples/s', {
+    note: `MNIST CNN of npm run demo, ${same}; ${speed(one)}`,
+  });
+  add('train_mnist_2_replicas', two.samplesPerSec, 'samples/s', {
+    one_replica: round(one.samplesPerSec),
+    reference: 'one_replica',
+    goal: 1.7,
+    note: speed(two),
+  });
+  const target = (r: TrainingRun) =>
+    r.epochToTarget === null
+      ? `${TARGET_ACCURACY} not reached in ${TRAINING.epochs} epochs (best ${Math.max(...r.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
+      : `sum of epoch times to epoch ${r.epochToTarget}, the first with test accuracy ≥ ${TARGET_ACCURACY}`;
   const time = `train_mnist_time_to_${TARGET_ACCURACY}`;
   add(`${time}_1_replica`, one.secondsToTarget, 's', { digits: 1, note: target(one) });
-  add(`${time}_2_replicas`, two.secondsToTarget, 's', { digits: 1, one_replica: one.secondsToTarget === null ? undefined : round(one.secondsToTarget, 1), reference: 'one_replica', goal: 1.7, note: target(two) });
+  add(`${time}_2_replicas`, two.secondsToTarget, 's', {
+    digits: 1,
+    one_replica: one.secondsToTarget === null ? undefined : round(one.secondsToTarget, 1),
+    reference: 'one_replica',
+    goal: 1.7,
+    note: target(two),
+  });
   const byEpoch = (r: TrainingRun) => r.history.map((e) => round(e.testAccuracy ?? NaN, 4));
-  add('train_mnist_test_accuracy_1_replica', one.finalAccuracy, 'test accuracy', { digits: 4, test_accuracy_by_epoch: byEpoch(one), note: `after ${TRAINING.epochs} epochs` });
+  add('train_mnist_test_accuracy_1_replica', one.finalAccuracy, 'test accuracy', {
+    digits: 4,
+    test_accuracy_by_epoch: byEpoch(one),
+    note: `after ${TRAINING.epochs} epochs`,
+  });
   add('train_mnist_test_accuracy_2_replicas', two.finalAccuracy, 'test accuracy', {
-    digits: 4, one_replica: round(one.finalAccuracy, 4), reference: 'one_replica', within: 0.005, test_accuracy_by_epoch: byEpoch(two),
+    digits: 4,
+    one_replica: round(one.finalAccuracy, 4),
+    reference: 'one_replica',
+    within: 0.005,
+    test_accuracy_by_epoch: byEpoch(two),
     note: `after ${TRAINING.epochs} epochs; a step is 2 × ${TRAINING.batchSize} samples here, so half the steps of 1 replica`,
   });
   add(`train_mnist_${KILLS}_kills`, killed.finalAccuracy, 'test accuracy', {
-    digits: 4, clean_run: round(two.finalAccuracy, 4), reference: 'clean_run', within: 0.005, kills: killed.kills.length, failures: killed.failures, test_accuracy_by_epoch: byEpoch(killed),
+    digits: 4,
+    clean_run: round(two.finalAccuracy, 4),
+    reference: 'clean_run',
+    within: 0.005,
+    kills: killed.kills.length,
+    failures: killed.failures,
+    test_accuracy_by_epoch: byEpoch(killed),
     note: `2 replicas, the same one SIGKILLed at ${killed.kills.join(', ') || 'no point (no kill sent)'}; ${killed.failures} failures recovered; the run took ${killed.wallSeconds.toFixed(0)} s (clean: ${two.wallSeconds.toFixed(0)} s)`,
   });
 }
@@ -203,31 +329,51 @@ function compare(m: Metric, ref: number | undefined): { shown: string; goal: str
     const recovered = m.kills === undefined ? '' : `, failures = kills (${m.failures}/${m.kills})`;
     const met = diff !== undefined && Math.abs(diff) <= m.within && m.failures === m.kills;
     // No '|' in a cell: it would split the markdown table.
-    return { shown: diff === undefined ? '' : `Δ ${diff > 0 ? '+' : ''}${diff}`, goal: `Δ within ±${m.within}${recovered}: ${met ? 'met' : 'NOT met'}` };
+    return {
+      shown: diff === undefined ? '' : `Δ ${diff > 0 ? '+' : ''}${diff}`,
+      goal: `Δ within ±${m.within}${recovered}: ${met ? 'met' : 'NOT met'}`,
+    };
   }
   const ratio = ref === undefined || value === null ? undefined : m.unit === 's' ? ref / value : value / ref;
-  const goal = m.goal === undefined ? '' : `≥ ${m.goal}× ${ratio === undefined ? 'not measured' : ratio >= m.goal ? 'met' : 'NOT met'}`;
+  const goal =
+    m.goal === undefined
+      ? ''
+      : `≥ ${m.goal}× ${ratio === undefined ? 'not measured' : ratio >= m.goal ? 'met' : 'NOT met'}`;
   return { shown: ratio === undefined ? '' : `${ratio.toFixed(2)}×`, goal };
 }
 
 const rows = Object.entries(metrics).map(([name, m]) => {
-  const ref = m.reference ? m[m.reference] ?? undefined : undefined;
+  const ref = m.reference ? (m[m.reference] ?? undefined) : undefined;
   const { shown, goal } = compare(m, ref);
   const value = m.troupe === null ? 'not reached' : `${m.troupe} ${m.unit}`;
   return `| ${name} | ${value} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ${shown} | ${goal} | ${m.note ?? ''} |`;
 });
-const table = ['| metric | troupe | reference | ratio | goal | note |', '| --- | --- | --- | --- | --- | --- |', ...rows].join('\n');
-const refTable = ['| reference | rate |', '| --- | --- |', ...Object.entries(references).map(([k, r]) => `| ${k} | ${r.value} ${r.unit} |`)].join('\n');
+const table = [
+  '| metric | troupe | reference | ratio | goal | note |',
+  '| --- | --- | --- | --- | --- | --- |',
+  ...rows,
+].join('\n');
+const refTable = [
+  '| reference | rate |',
+  '| --- | --- |',
+  ...Object.entries(references).map(([k, r]) => `| ${k} | ${r.value} ${r.unit} |`),
+].join('\n');
 console.log(`${table}\n\n${refTable}`);
 if (!smoke) {
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
   const date = new Date().toISOString();
-  writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ date, machine, metrics, references }, null, 2)}\n`);
+  writeFileSync(
+    new URL('./results.json', import.meta.url),
+    `${JSON.stringify({ date, machine, metrics, references }, null, 2)}\n`,
+  );
   // The chaos section is npm run chaos's: kept as it is.
   const file = new URL('./RESULTS.md', import.meta.url);
   const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
   const chaos = before.includes('\n## Chaos') ? before.slice(before.indexOf('\n## Chaos')) : '';
-  writeFileSync(file, `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server; for training, against the 1-replica or the clean run.\n\n${table}\n\nReferences (Moleculer: the median of all its runs beside the goals above):\n\n${refTable}\n${chaos}`);
+  writeFileSync(
+    file,
+    `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server; for training, against the 1-replica or the clean run.\n\n${table}\n\nReferences (Moleculer: the median of all its runs beside the goals above):\n\n${refTable}\n${chaos}`,
+  );
 }
 
 function median(xs: number[]): number {

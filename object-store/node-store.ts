@@ -12,16 +12,26 @@ const READ_SLICES = 4;
 const SLICE_BYTES = 8 * 1024 * 1024;
 
 /** A file kept open for range reads; closed once evicted and no read uses it. */
-interface OpenFile { fh: Promise<FileHandle>; reads: number; evicted: boolean }
+interface OpenFile {
+  fh: Promise<FileHandle>;
+  reads: number;
+  evicted: boolean;
+}
 
 export class NodeStore {
   /** Objects being read in ranges (chunks sent to other nodes): opened once, not once per chunk. */
   private readonly openFiles = new LRUCache<string, OpenFile>({
     max: 16,
-    dispose: (f) => { f.evicted = true; closeIfIdle(f); },
+    dispose: (f) => {
+      f.evicted = true;
+      closeIfIdle(f);
+    },
   });
 
-  constructor(readonly dir: string, readonly spillDir?: string) {}
+  constructor(
+    readonly dir: string,
+    readonly spillDir?: string,
+  ) {}
 
   init(): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
@@ -72,14 +82,16 @@ export class NodeStore {
       const buf = new Uint8Array(size);
       const slices = Math.min(READ_SLICES, Math.ceil(size / SLICE_BYTES));
       const step = Math.ceil(size / slices / 4096) * 4096;
-      await Promise.all(Array.from({ length: slices }, async (_, i) => {
-        const end = Math.min(size, (i + 1) * step);
-        for (let at = i * step; at < end;) {
-          const { bytesRead } = await fh.read(buf, at, end - at, at);
-          if (bytesRead === 0) throw new Error(`object ${id} ended at ${at} of ${size} bytes`);
-          at += bytesRead;
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: slices }, async (_, i) => {
+          const end = Math.min(size, (i + 1) * step);
+          for (let at = i * step; at < end; ) {
+            const { bytesRead } = await fh.read(buf, at, end - at, at);
+            if (bytesRead === 0) throw new Error(`object ${id} ended at ${at} of ${size} bytes`);
+            at += bytesRead;
+          }
+        }),
+      );
       return buf;
     } finally {
       await fh.close();
@@ -92,7 +104,9 @@ export class NodeStore {
     if (!f) {
       f = { fh: this.openForReading(id), reads: 0, evicted: false };
       this.openFiles.set(id, f);
-      f.fh.catch(() => { if (this.openFiles.get(id) === f) this.openFiles.delete(id); });
+      f.fh.catch(() => {
+        if (this.openFiles.get(id) === f) this.openFiles.delete(id);
+      });
     }
     f.reads++;
     try {
@@ -145,7 +159,10 @@ function closeIfIdle(f: OpenFile): void {
 function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (const p of parts) {
-    if (skip >= p.length) { skip -= p.length; continue; }
+    if (skip >= p.length) {
+      skip -= p.length;
+      continue;
+    }
     out.push(skip ? p.subarray(skip) : p);
     skip = 0;
   }
@@ -154,6 +171,7 @@ function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
 
 /** Ids come off the bus: never let one name a path outside the store. */
 function checkId(id: string): string {
-  if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new ProtocolError(`invalid object id ${JSON.stringify(id)}`);
+  if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id))
+    throw new ProtocolError(`invalid object id ${JSON.stringify(id)}`);
   return id;
 }

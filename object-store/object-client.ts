@@ -15,9 +15,13 @@ import { isPlain, type CallArgs } from '../runtime/protocol/objects.ts';
 
 /** tfjs tensors (duck-typed): immutable, so one decoded instance can serve every get in a process. */
 function isTensor(v: unknown): boolean {
-  return typeof v === 'object' && v !== null && typeof (v as { dataSync?: unknown }).dataSync === 'function' && typeof (v as { dispose?: unknown }).dispose === 'function';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as { dataSync?: unknown }).dataSync === 'function' &&
+    typeof (v as { dispose?: unknown }).dispose === 'function'
+  );
 }
-
 
 export interface ObjectClientOptions {
   bus: Bus;
@@ -30,7 +34,12 @@ export interface ObjectClientOptions {
   decodedCacheBytes?: number;
 }
 
-interface BorrowMsg { id: string; proc: string; node?: string; add: boolean }
+interface BorrowMsg {
+  id: string;
+  proc: string;
+  node?: string;
+  add: boolean;
+}
 
 export class ObjectClient {
   readonly owned = new OwnerTable();
@@ -49,13 +58,18 @@ export class ObjectClient {
   constructor(private readonly o: ObjectClientOptions) {
     this.refs = new RefCounter(o.procId, {
       borrowed: (id, owner) => this.sendBorrow(owner, { id, proc: o.procId, node: o.nodeId, add: true }),
-      returned: (id, owner) => { this.located.delete(id); this.sendBorrow(owner, { id, proc: o.procId, add: false }); },
+      returned: (id, owner) => {
+        this.located.delete(id);
+        this.sendBorrow(owner, { id, proc: o.procId, add: false });
+      },
       unreferenced: (id) => this.maybeFree(id),
     });
     this.decoded = new LRUCache({
       maxSize: o.decodedCacheBytes ?? 256 * 1024 * 1024,
       // A tensor nobody was given is ours to dispose (tfjs frees tensor memory only on dispose).
-      dispose: (entry) => { if (!entry.given) (entry.value as { dispose?: () => void })?.dispose?.(); },
+      dispose: (entry) => {
+        if (!entry.given) (entry.value as { dispose?: () => void })?.dispose?.();
+      },
     });
   }
 
@@ -64,7 +78,10 @@ export class ObjectClient {
     const { bus, procId } = this.o;
     bus.serve(subjects.obj.procLocate(procId), async (req: { id: string }) => {
       const p = this.owned.whenSealed(req.id);
-      if (!p) throw new ObjectLostError(`object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`);
+      if (!p)
+        throw new ObjectLostError(
+          `object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`,
+        );
       const { refs: _inner, ...loc } = await p; // the reader takes the refs inside from the value itself
       return loc;
     });
@@ -74,9 +91,15 @@ export class ObjectClient {
       return makeChunk(b.subarray(req.offset, req.offset + req.length));
     });
     bus.on(subjects.obj.procBorrow(procId), (m: BorrowMsg) => this.onBorrow(m));
-    bus.on(subjects.obj.procCopied(procId), (m: { id: string; node: string }) => { if (typeof m?.node === 'string') this.onCopied(m.id, m.node); });
-    bus.on(subjects.evtProcExited, (m: { procId: string }) => { if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId); });
-    bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => { if (typeof m?.nodeId === 'string') this.onNodeDied(m.nodeId, m.cause); });
+    bus.on(subjects.obj.procCopied(procId), (m: { id: string; node: string }) => {
+      if (typeof m?.node === 'string') this.onCopied(m.id, m.node);
+    });
+    bus.on(subjects.evtProcExited, (m: { procId: string }) => {
+      if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId);
+    });
+    bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
+      if (typeof m?.nodeId === 'string') this.onNodeDied(m.nodeId, m.cause);
+    });
   }
 
   /** Serializes a value into a location. `forProc` will own the location: refs inside are registered for it, so they
@@ -118,13 +141,20 @@ export class ObjectClient {
     if (known) return Promise.resolve(known);
     let p = this.locating.get(ref.id);
     if (!p) {
-      p = this.o.bus.request<ObjectLocation>(subjects.obj.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 }).then(
-        (loc) => { if (!('error' in loc)) this.located.set(ref.id, loc); return loc; },
-        (e) => {
-          if (e instanceof NoRespondersError) throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
-          throw e;
-        },
-      ).finally(() => this.locating.delete(ref.id));
+      p = this.o.bus
+        .request<ObjectLocation>(subjects.obj.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 })
+        .then(
+          (loc) => {
+            if (!('error' in loc)) this.located.set(ref.id, loc);
+            return loc;
+          },
+          (e) => {
+            if (e instanceof NoRespondersError)
+              throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
+            throw e;
+          },
+        )
+        .finally(() => this.locating.delete(ref.id));
       this.locating.set(ref.id, p);
     }
     return p;
@@ -134,12 +164,18 @@ export class ObjectClient {
   whenReady(ref: ObjectRef, cb: () => void): () => void {
     const remove = this.owned.onSealed(ref.id, cb);
     if (remove) return remove;
-    if (this.located.has(ref.id)) { cb(); return () => undefined; }
+    if (this.located.has(ref.id)) {
+      cb();
+      return () => undefined;
+    }
     let waiters = this.readyWaiters.get(ref.id);
     if (!waiters) {
       const set = (waiters = new Set());
       this.readyWaiters.set(ref.id, set);
-      const done = () => { this.readyWaiters.delete(ref.id); for (const f of set) f(); };
+      const done = () => {
+        this.readyWaiters.delete(ref.id);
+        for (const f of set) f();
+      };
       this.locate(ref).then(done, done);
     }
     const set = waiters;
@@ -153,7 +189,10 @@ export class ObjectClient {
     if ('inline' in loc) return decode<T>(loc.inline);
     if ('value' in loc) return loc.value as T;
     const hit = this.decoded.get(id);
-    if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) { hit.given = true; return hit.value as T; }
+    if (hit && !(hit.value as { isDisposed?: boolean })?.isDisposed) {
+      hit.given = true;
+      return hit.value as T;
+    }
     const bytes = await this.loadBytes(id, loc);
     const value = decode<T>(bytes);
     // Only tensors are shared between gets: they cannot change. Arrays and objects are decoded afresh each time.
@@ -161,14 +200,21 @@ export class ObjectClient {
     return value;
   }
 
-  private async loadBytes(id: string, loc: { node: string; size: number; copies?: string[] } | { proc: string; size: number }): Promise<Uint8Array> {
+  private async loadBytes(
+    id: string,
+    loc: { node: string; size: number; copies?: string[] } | { proc: string; size: number },
+  ): Promise<Uint8Array> {
     const { store, nodeId, bus } = this.o;
     const where = 'node' in loc ? holders(loc) : [];
     try {
       if (store && nodeId && where.length) {
         if (where.includes(nodeId)) return await this.readLocal(id);
         // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally.
-        await bus.request(subjects.obj.nodeFetch(nodeId), { id, size: loc.size, owner: this.ownerOf(id), from: where }, { timeoutMs: 0 });
+        await bus.request(
+          subjects.obj.nodeFetch(nodeId),
+          { id, size: loc.size, owner: this.ownerOf(id), from: where },
+          { timeoutMs: 0 },
+        );
         this.tellOwnerOfCopy(id, nodeId);
         // The copy may already have been pushed out again by a full store: then read it from a holder directly.
         return await this.readLocal(id).catch(() => fetchToMemory(bus, where.map(subjects.obj.nodeRead), id, loc.size));
@@ -179,8 +225,13 @@ export class ObjectClient {
       if (!(e instanceof ObjectLostError || e instanceof NoRespondersError)) throw e;
       this.located.delete(id); // the next get asks the owner again: it may know of another copy by then
       const o = this.owned.get(id);
-      const what = o ? `object ${id} (made by ${o.createdBy})` : `object ${id} (owned by ${this.located.get(id) ? this.ownerOf(id) : 'another process'})`;
-      throw new ObjectLostError(`${what} is lost: ${'node' in loc ? `no node that held it (${where.join(', ')}) has it` : `process ${loc.proc} that held it is gone`}`, { cause: e });
+      const what = o
+        ? `object ${id} (made by ${o.createdBy})`
+        : `object ${id} (owned by ${this.located.get(id) ? this.ownerOf(id) : 'another process'})`;
+      throw new ObjectLostError(
+        `${what} is lost: ${'node' in loc ? `no node that held it (${where.join(', ')}) has it` : `process ${loc.proc} that held it is gone`}`,
+        { cause: e },
+      );
     }
   }
 
@@ -193,7 +244,8 @@ export class ObjectClient {
         bus.publish(subjects.obj.nodeTouch(nodeId!), { id });
         return bytes;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 3) throw new ObjectLostError(`object ${id} is missing from the store of node ${nodeId}`, { cause: e });
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 3)
+          throw new ObjectLostError(`object ${id} is missing from the store of node ${nodeId}`, { cause: e });
       }
       await bus.request(subjects.obj.nodeRestore(nodeId!), { id }); // spilled: read it back into memory
     }
@@ -217,14 +269,17 @@ export class ObjectClient {
 
   get<T>(ref: ObjectRef<T>): Promise<T> {
     // A small value is decoded in the same step it is located in: no further promise for most results.
-    return this.locate(ref).then((loc) => ('inline' in loc ? decode<T>(loc.inline) : 'value' in loc ? loc.value as T : this.load<T>(ref.id, loc)));
+    return this.locate(ref).then((loc) =>
+      'inline' in loc ? decode<T>(loc.inline) : 'value' in loc ? (loc.value as T) : this.load<T>(ref.id, loc),
+    );
   }
 
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
   async resolveArgs(bytes: CallArgs, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {
     if (!(bytes instanceof Uint8Array)) {
-      if (!Array.isArray(bytes) || !isPlain(bytes)) throw new ProtocolError('arguments must be encoded, or a short array of plain values');
+      if (!Array.isArray(bytes) || !isPlain(bytes))
+        throw new ProtocolError('arguments must be encoded, or a short array of plain values');
       return bytes;
     }
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
@@ -239,7 +294,12 @@ export class ObjectClient {
       if (!(a instanceof ObjectRef)) continue;
       // The location the caller sent may be gone by now (its node died): then the owner knows where it went.
       const at = deps?.[a.id];
-      args[i] = at ? await this.load(a.id, at).catch((e) => { if (e instanceof ObjectLostError) return this.get(a); throw e; }) : await this.get(a);
+      args[i] = at
+        ? await this.load(a.id, at).catch((e) => {
+            if (e instanceof ObjectLostError) return this.get(a);
+            throw e;
+          })
+        : await this.get(a);
     }
     return args;
   }
@@ -274,7 +334,11 @@ export class ObjectClient {
     for (const o of [...this.owned.values()]) {
       let dropped = false;
       if (!o.borrowers) continue;
-      for (const [proc, node] of o.borrowers) if (pred(proc, node)) { o.borrowers.delete(proc); dropped = true; }
+      for (const [proc, node] of o.borrowers)
+        if (pred(proc, node)) {
+          o.borrowers.delete(proc);
+          dropped = true;
+        }
       if (dropped) this.maybeFree(o.id);
     }
   }
@@ -286,7 +350,10 @@ export class ObjectClient {
       const loc = o.location;
       if (!loc || !('node' in loc) || !holders(loc).includes(nodeId)) continue;
       const left = holders(loc).filter((n) => n !== nodeId);
-      if (left.length) { o.location = { node: left[0], size: loc.size, copies: left.slice(1), refs: loc.refs }; continue; }
+      if (left.length) {
+        o.location = { node: left[0], size: loc.size, copies: left.slice(1), refs: loc.refs };
+        continue;
+      }
       const why = `object ${o.id} (made by ${o.createdBy}) is lost: node ${nodeId}, the only one holding it, died (${cause})`;
       if (o.rebuild?.(why)) this.owned.unseal(o.id);
       else o.location = { error: new ObjectLostError(why) };
@@ -297,7 +364,10 @@ export class ObjectClient {
   private maybeFree(id: string): void {
     const o = this.owned.get(id);
     if (!o || (o.borrowers?.size ?? 0) > 0 || this.refs.count(id) > 0) return;
-    if (!o.location) { this.owned.onSealed(id, () => this.maybeFree(id)); return; } // freed once it exists
+    if (!o.location) {
+      this.owned.onSealed(id, () => this.maybeFree(id));
+      return;
+    } // freed once it exists
     this.free(o);
   }
 
@@ -321,7 +391,11 @@ export class ObjectClient {
     const batch = this.freeBatch;
     this.freeBatch = new Map();
     if (this.o.bus.isClosed) return Promise.resolve();
-    return Promise.all([...batch].map(([node, ids]) => this.o.bus.request(subjects.obj.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined)));
+    return Promise.all(
+      [...batch].map(([node, ids]) =>
+        this.o.bus.request(subjects.obj.nodeFree(node), { ids }, { timeoutMs: 2000 }).catch(() => undefined),
+      ),
+    );
   }
 
   /** On shutdown: what we own goes with us (as in Ray, objects share their owner's fate). */

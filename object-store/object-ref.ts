@@ -57,8 +57,12 @@ export class ObjectRef<T = unknown> implements PromiseLike<T> {
     else onCreate?.(this);
   }
 
-  then<A = T, B = never>(onFulfilled?: ((v: T) => A | PromiseLike<A>) | null, onRejected?: ((e: any) => B | PromiseLike<B>) | null): Promise<A | B> {
-    if (!resolver) return Promise.reject(new Error('troupe is not initialized: call init() first')).then(onFulfilled, onRejected);
+  then<A = T, B = never>(
+    onFulfilled?: ((v: T) => A | PromiseLike<A>) | null,
+    onRejected?: ((e: any) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    if (!resolver)
+      return Promise.reject(new Error('troupe is not initialized: call init() first')).then(onFulfilled, onRejected);
     return (resolver(this) as Promise<T>).then(onFulfilled, onRejected);
   }
 

@@ -63,7 +63,10 @@ export class OwnerTable {
   onSealed(id: string, cb: (loc: ObjectLocation) => void): (() => void) | undefined {
     const o = this.objects.get(id);
     if (!o) return undefined;
-    if (o.location) { cb(o.location); return () => undefined; }
+    if (o.location) {
+      cb(o.location);
+      return () => undefined;
+    }
     const waiters = (o.waiters ??= new Set());
     waiters.add(cb);
     return () => waiters.delete(cb);

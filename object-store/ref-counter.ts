@@ -15,7 +15,10 @@ export class RefCounter {
   private readonly counts = new Map<string, number>();
   private readonly registry = new FinalizationRegistry<string>((key) => this.release(key));
 
-  constructor(private readonly procId: string, private readonly events: RefCounterEvents) {}
+  constructor(
+    private readonly procId: string,
+    private readonly events: RefCounterEvents,
+  ) {}
 
   track(ref: ObjectRef<unknown>): void {
     const n = this.counts.get(ref.id) ?? 0;
@@ -39,7 +42,10 @@ export class RefCounter {
     const id = space < 0 ? key : key.slice(0, space);
     const owner = space < 0 ? this.procId : key.slice(space + 1);
     const n = (this.counts.get(id) ?? 1) - 1;
-    if (n > 0) { this.counts.set(id, n); return; }
+    if (n > 0) {
+      this.counts.set(id, n);
+      return;
+    }
     this.counts.delete(id);
     if (owner === this.procId) this.events.unreferenced(id);
     else this.events.returned(id, owner);

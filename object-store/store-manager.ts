@@ -46,31 +46,44 @@ export class StoreManager {
     this.memory = new LRUCache<string, StoredObject>({
       maxSize: capacity,
       sizeCalculation: (o) => Math.max(1, o.size),
-      dispose: (o, id, reason) => { if (reason === 'evict') this.pushOut(o, id); },
+      dispose: (o, id, reason) => {
+        if (reason === 'evict') this.pushOut(o, id);
+      },
     });
   }
 
   /** A writer finished the object's tmp file: make room for it and make it visible. */
   async seal(id: string, size: number, owner: string, primary = true): Promise<void> {
     const tmp = this.store.tmpPath(id); // checks the id
-    if (this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id)) { await rm(tmp, { force: true }); return; } // a retried task wrote it twice
+    if (this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id)) {
+      await rm(tmp, { force: true });
+      return;
+    } // a retried task wrote it twice
     const written = await stat(tmp).catch(() => undefined);
-    if (written?.size !== size) throw new ObjectLostError(`object ${id}: ${written ? `${written.size} bytes were written, not ${size}` : 'nothing was written'}`);
-    await this.track(id, (async () => {
-      try {
-        this.admit({ id, size, owner, primary, spilled: false });
-      } catch (e) {
-        await rm(tmp, { force: true });
-        throw e;
-      }
-      await this.store.seal(id);
-    })());
+    if (written?.size !== size)
+      throw new ObjectLostError(
+        `object ${id}: ${written ? `${written.size} bytes were written, not ${size}` : 'nothing was written'}`,
+      );
+    await this.track(
+      id,
+      (async () => {
+        try {
+          this.admit({ id, size, owner, primary, spilled: false });
+        } catch (e) {
+          await rm(tmp, { force: true });
+          throw e;
+        }
+        await this.store.seal(id);
+      })(),
+    );
   }
 
   /** Makes room (dropping copies, spilling the least recently used primaries) and accounts for the object. */
   private admit(o: StoredObject): void {
     if (o.size > this.capacity) {
-      throw new ObjectStoreFullError(`object ${o.id} is ${formatBytes(o.size)}; the object store of node ${this.nodeId} holds ${formatBytes(this.capacity)} (--object-store-memory)`);
+      throw new ObjectStoreFullError(
+        `object ${o.id} is ${formatBytes(o.size)}; the object store of node ${this.nodeId} holds ${formatBytes(this.capacity)} (--object-store-memory)`,
+      );
     }
     if (!this.store.spillDir) {
       // Nothing may spill: only copies can go, and referenced primaries stay put.
@@ -78,10 +91,16 @@ export class StoreManager {
       for (const id of [...this.memory.rkeys()]) {
         if (free >= o.size) break;
         const other = this.memory.peek(id);
-        if (other && !other.primary) { this.memory.delete(id); void this.store.delete(id); free += other.size; }
+        if (other && !other.primary) {
+          this.memory.delete(id);
+          void this.store.delete(id);
+          free += other.size;
+        }
       }
       if (free < o.size) {
-        throw new ObjectStoreFullError(`the object store of node ${this.nodeId} is full: ${formatBytes(this.memory.calculatedSize)} of ${formatBytes(this.capacity)} is held by objects still referenced, spilling is off, and object ${o.id} needs ${formatBytes(o.size)}`);
+        throw new ObjectStoreFullError(
+          `the object store of node ${this.nodeId} is full: ${formatBytes(this.memory.calculatedSize)} of ${formatBytes(this.capacity)} is held by objects still referenced, spilling is off, and object ${o.id} needs ${formatBytes(o.size)}`,
+        );
       }
     }
     this.memory.set(o.id, o);
@@ -91,29 +110,41 @@ export class StoreManager {
    * for any other move of the same object (its seal or restore may still be renaming the file into place). */
   private pushOut(o: StoredObject, id: string): void {
     const before = this.moving.get(id);
-    if (!o.primary) { void Promise.resolve(before).catch(() => undefined).then(() => this.store.delete(id)); return; }
+    if (!o.primary) {
+      void Promise.resolve(before)
+        .catch(() => undefined)
+        .then(() => this.store.delete(id));
+      return;
+    }
     o.spilled = true;
     this.onDisk.set(id, o);
-    this.track(id, (async () => {
-      await before?.catch(() => undefined);
-      if (this.freed.has(id)) return;
-      try {
-        await copyFile(this.store.path(id), this.store.spillPath(id));
-        this.store.forget(id);
-        await rm(this.store.path(id), { force: true });
-        if (this.freed.has(id)) await this.store.delete(id);
-      } catch (e) {
-        // Still whole in shared memory: keep serving it from there, over the bound, rather than lose it.
-        this.log(`troupe: could not spill object ${id} to ${this.store.spillDir}: ${(e as Error).message}; it stays in memory`);
-        o.spilled = false;
-        this.onDisk.delete(id);
-        this.stuck.set(id, o);
-      }
-    })());
+    this.track(
+      id,
+      (async () => {
+        await before?.catch(() => undefined);
+        if (this.freed.has(id)) return;
+        try {
+          await copyFile(this.store.path(id), this.store.spillPath(id));
+          this.store.forget(id);
+          await rm(this.store.path(id), { force: true });
+          if (this.freed.has(id)) await this.store.delete(id);
+        } catch (e) {
+          // Still whole in shared memory: keep serving it from there, over the bound, rather than lose it.
+          this.log(
+            `troupe: could not spill object ${id} to ${this.store.spillDir}: ${(e as Error).message}; it stays in memory`,
+          );
+          o.spilled = false;
+          this.onDisk.delete(id);
+          this.stuck.set(id, o);
+        }
+      })(),
+    );
   }
 
   private track(id: string, p: Promise<void>): Promise<void> {
-    const done = p.finally(() => { if (this.moving.get(id) === done) this.moving.delete(id); });
+    const done = p.finally(() => {
+      if (this.moving.get(id) === done) this.moving.delete(id);
+    });
     this.moving.set(id, done);
     done.catch(() => undefined);
     return done;
@@ -125,46 +156,68 @@ export class StoreManager {
     while (this.moving.has(id)) await this.moving.get(id)!.catch(() => undefined);
     if (this.memory.get(id) || this.stuck.has(id)) return;
     const o = this.onDisk.get(id);
-    if (!o) throw new ObjectLostError(`object ${id} is not in the object store of node ${this.nodeId} (freed, or never here)`);
+    if (!o)
+      throw new ObjectLostError(
+        `object ${id} is not in the object store of node ${this.nodeId} (freed, or never here)`,
+      );
     const gone = () => new ObjectLostError(`object ${id} was freed while it was being read back`);
-    await this.track(id, (async () => {
-      await copyFile(this.store.spillPath(id), this.store.tmpPath(id));
-      if (this.freed.has(id)) { await this.store.delete(id); throw gone(); }
-      this.onDisk.delete(id);
-      o.spilled = false;
-      try {
-        this.admit(o);
-      } catch (e) {
-        this.onDisk.set(id, o); // still on disk
-        o.spilled = true;
-        await rm(this.store.tmpPath(id), { force: true });
-        throw e;
-      }
-      await this.store.seal(id);
-      this.store.forget(id);
-      await rm(this.store.spillPath(id), { force: true });
-      if (this.freed.has(id)) { await this.store.delete(id); throw gone(); }
-    })());
+    await this.track(
+      id,
+      (async () => {
+        await copyFile(this.store.spillPath(id), this.store.tmpPath(id));
+        if (this.freed.has(id)) {
+          await this.store.delete(id);
+          throw gone();
+        }
+        this.onDisk.delete(id);
+        o.spilled = false;
+        try {
+          this.admit(o);
+        } catch (e) {
+          this.onDisk.set(id, o); // still on disk
+          o.spilled = true;
+          await rm(this.store.tmpPath(id), { force: true });
+          throw e;
+        }
+        await this.store.seal(id);
+        this.store.forget(id);
+        await rm(this.store.spillPath(id), { force: true });
+        if (this.freed.has(id)) {
+          await this.store.delete(id);
+          throw gone();
+        }
+      })(),
+    );
   }
 
   /** Brings a copy of another node's object here (the shared cache), unless one is here already. */
-  async fetchCopy(id: string, size: number, owner: string, fetch: (write: (chunk: Uint8Array, offset: number) => Promise<void>) => Promise<void>): Promise<void> {
+  async fetchCopy(
+    id: string,
+    size: number,
+    owner: string,
+    fetch: (write: (chunk: Uint8Array, offset: number) => Promise<void>) => Promise<void>,
+  ): Promise<void> {
     this.store.path(id); // checks the id
     while (this.moving.has(id)) await this.moving.get(id)!.catch(() => undefined);
     if (this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id)) return this.restore(id);
-    await this.track(id, (async () => {
-      const fh = await open(this.store.tmpPath(id), 'w', 0o600);
-      try {
-        await fh.truncate(size);
-        await fetch(async (chunk, offset) => { await fh.write(chunk, 0, chunk.length, offset); });
-      } catch (e) {
+    await this.track(
+      id,
+      (async () => {
+        const fh = await open(this.store.tmpPath(id), 'w', 0o600);
+        try {
+          await fh.truncate(size);
+          await fetch(async (chunk, offset) => {
+            await fh.write(chunk, 0, chunk.length, offset);
+          });
+        } catch (e) {
+          await fh.close();
+          await rm(this.store.tmpPath(id), { force: true });
+          throw e;
+        }
         await fh.close();
-        await rm(this.store.tmpPath(id), { force: true });
-        throw e;
-      }
-      await fh.close();
-      await this.seal(id, size, owner, false);
-    })());
+        await this.seal(id, size, owner, false);
+      })(),
+    );
   }
 
   /** A reader used the object: it is the last to be pushed out. */
@@ -183,7 +236,9 @@ export class StoreManager {
 
   /** Frees what a dead process owned: nobody can ask for it any more. */
   async freeOwnedBy(owner: string): Promise<number> {
-    const ids = this.all().filter((o) => o.owner === owner).map((o) => o.id);
+    const ids = this.all()
+      .filter((o) => o.owner === owner)
+      .map((o) => o.id);
     for (const id of ids) await this.free(id);
     return ids.length;
   }
@@ -201,12 +256,17 @@ export class StoreManager {
   }
 
   stats(): StoreStats {
-    let spilledBytes = 0, stuckBytes = 0;
+    let spilledBytes = 0,
+      stuckBytes = 0;
     for (const o of this.onDisk.values()) spilledBytes += o.size;
     for (const o of this.stuck.values()) stuckBytes += o.size;
     return {
-      capacity: this.capacity, used: this.memory.calculatedSize + stuckBytes, objects: this.memory.size + this.onDisk.size + this.stuck.size,
-      spilledObjects: this.onDisk.size, spilledBytes, spillDir: this.store.spillDir,
+      capacity: this.capacity,
+      used: this.memory.calculatedSize + stuckBytes,
+      objects: this.memory.size + this.onDisk.size + this.stuck.size,
+      spilledObjects: this.onDisk.size,
+      spilledBytes,
+      spillDir: this.store.spillDir,
     };
   }
 }

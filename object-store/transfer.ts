@@ -4,8 +4,15 @@ import { crc32 } from 'node:zlib';
 import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
 
-export interface ChunkRequest { id: string; offset: number; length: number }
-export interface Chunk { data: Uint8Array; crc: number }
+export interface ChunkRequest {
+  id: string;
+  offset: number;
+  length: number;
+}
+export interface Chunk {
+  data: Uint8Array;
+  crc: number;
+}
 
 const CHUNKS_IN_FLIGHT = 8;
 const ATTEMPTS = 3;
@@ -26,7 +33,10 @@ export function makeChunk(data: Uint8Array): Chunk {
  * Sources are subjects of holders; one that has no responders (its process died) is skipped.
  */
 export async function fetchChunked(
-  bus: Bus, sources: string[], id: string, size: number,
+  bus: Bus,
+  sources: string[],
+  id: string,
+  size: number,
   write: (chunk: Uint8Array, offset: number) => void | Promise<void>,
 ): Promise<void> {
   const chunk = chunkSize(bus);
@@ -65,7 +75,9 @@ async function fetchOne(bus: Bus, subject: string, req: ChunkRequest): Promise<U
     if (whole && crc32(c.data) === c.crc) return c.data;
     if (attempt === ATTEMPTS) {
       const what = whole ? 'failed its checksum' : `came back with ${c?.data?.length ?? 0} of ${req.length} bytes`;
-      throw new ObjectLostError(`object ${req.id}: the chunk at byte ${req.offset} ${what} ${ATTEMPTS} times from ${subject}`);
+      throw new ObjectLostError(
+        `object ${req.id}: the chunk at byte ${req.offset} ${what} ${ATTEMPTS} times from ${subject}`,
+      );
     }
   }
 }
@@ -73,6 +85,8 @@ async function fetchOne(bus: Bus, subject: string, req: ChunkRequest): Promise<U
 /** Reads a whole object into memory. */
 export async function fetchToMemory(bus: Bus, sources: string[], id: string, size: number): Promise<Uint8Array> {
   const out = new Uint8Array(size);
-  await fetchChunked(bus, sources, id, size, (c, offset) => { out.set(c, offset); });
+  await fetchChunked(bus, sources, id, size, (c, offset) => {
+    out.set(c, offset);
+  });
   return out;
 }

@@ -48,7 +48,9 @@ if (!findNatsServer()) {
   // its own servers, each with a token: switch that one off rather than leave it behind. Best effort: without systemd
   // as init, `stop` fails and `disable` still removes the boot link.
   if (spawnSync('sh', ['-c', 'command -v systemctl'], { stdio: 'ignore' }).status === 0) {
-    console.log('ensure-deps: systemctl disable and stop nats-server.service (troupe does not use the package\'s own server)');
+    console.log(
+      "ensure-deps: systemctl disable and stop nats-server.service (troupe does not use the package's own server)",
+    );
     spawnSync('systemctl', ['disable', 'nats-server.service'], { stdio: 'ignore' });
     spawnSync('systemctl', ['stop', 'nats-server.service'], { stdio: 'ignore' });
   }

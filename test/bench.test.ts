@@ -5,17 +5,49 @@ import { runCommand, tempDir } from './helpers/cluster.ts';
 
 test('npm run bench works end to end (smoke: tiny counts, nothing written)', async (t) => {
   t.timeout(150_000);
-  const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], { cwd: join(import.meta.dirname, '..'), env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' }, timeoutMs: 150_000 });
+  const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], {
+    cwd: join(import.meta.dirname, '..'),
+    env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+    timeoutMs: 150_000,
+  });
   t.is(r.code, 0, r.stderr);
-  const metrics = ['single_client_tasks_sync', 'single_client_tasks_async', '1_1_actor_calls_sync', '1_1_actor_calls_async', '1_1_actor_calls_concurrent',
-    '1_n_actor_calls_async', 'n_n_actor_calls_async', 'single_client_put_calls', 'single_client_get_calls', 'single_client_put_gigabytes',
-    'single_client_wait_1k_refs', 'shared_actors_20_create_and_call', 'put_get_tensor_1mb', 'put_get_tensor_100mb', 'get_100mb_from_other_node',
-    'train_mnist_1_replica', 'train_mnist_2_replicas', 'train_mnist_test_accuracy_1_replica', 'train_mnist_test_accuracy_2_replicas'];
+  const metrics = [
+    'single_client_tasks_sync',
+    'single_client_tasks_async',
+    '1_1_actor_calls_sync',
+    '1_1_actor_calls_async',
+    '1_1_actor_calls_concurrent',
+    '1_n_actor_calls_async',
+    'n_n_actor_calls_async',
+    'single_client_put_calls',
+    'single_client_get_calls',
+    'single_client_put_gigabytes',
+    'single_client_wait_1k_refs',
+    'shared_actors_20_create_and_call',
+    'put_get_tensor_1mb',
+    'put_get_tensor_100mb',
+    'get_100mb_from_other_node',
+    'train_mnist_1_replica',
+    'train_mnist_2_replicas',
+    'train_mnist_test_accuracy_1_replica',
+    'train_mnist_test_accuracy_2_replicas',
+  ];
   for (const metric of metrics) t.regex(r.stdout, new RegExp(`\\| ${metric} \\| [\\d.]+ `));
   // Training here is 3 epochs on 1,024 digits: 0.97 is out of reach, and the table must say so rather than show a time.
-  for (const replicas of ['1_replica', '2_replicas']) t.regex(r.stdout, new RegExp(`\\| train_mnist_time_to_0\\.97_${replicas} \\| not reached \\|`));
-  t.regex(r.stdout, /\| train_mnist_3_kills \| [\d.]+ test accuracy \| [\d.]+ \(clean run\) \| .* failures = kills \(3\/3\)/, 'each of the 3 kills sent and recovered from');
-  for (const reference of ['raw_nats_request_sync', 'raw_nats_request_1000_in_flight', 'raw_nats_pubsub', 'moleculer_call_sync', 'moleculer_call_1000_in_flight']) {
+  for (const replicas of ['1_replica', '2_replicas'])
+    t.regex(r.stdout, new RegExp(`\\| train_mnist_time_to_0\\.97_${replicas} \\| not reached \\|`));
+  t.regex(
+    r.stdout,
+    /\| train_mnist_3_kills \| [\d.]+ test accuracy \| [\d.]+ \(clean run\) \| .* failures = kills \(3\/3\)/,
+    'each of the 3 kills sent and recovered from',
+  );
+  for (const reference of [
+    'raw_nats_request_sync',
+    'raw_nats_request_1000_in_flight',
+    'raw_nats_pubsub',
+    'moleculer_call_sync',
+    'moleculer_call_1000_in_flight',
+  ]) {
     t.regex(r.stdout, new RegExp(`\\| ${reference} \\| [\\d.]+ `));
   }
 });

@@ -13,6 +13,8 @@ test.serial('nested tasks on one CPU finish', async (t) => {
   t.deepEqual(await get([nested.remote(5), nested.remote(6)]), [6, 7]);
   // The CPU lent out while blocked comes back: afterwards the node is whole again.
   await get(add.remote(0, 0));
-  const node = await new Promise<Record<string, number>>((resolve) => setTimeout(async () => resolve((await cluster().status()).nodes[0].available), 1500));
+  const node = await new Promise<Record<string, number>>((resolve) =>
+    setTimeout(async () => resolve((await cluster().status()).nodes[0].available), 1500),
+  );
   t.is(node.CPU, 1);
 });

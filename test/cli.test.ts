@@ -9,7 +9,8 @@ const cli = join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs');
 test('start a head and two nodes, see them in status and list, stop them all', async (t) => {
   const home = tempDir(t);
   const otherHome = tempDir(t); // stands for another machine: no current-cluster file there
-  const troupe = (...args: string[]) => runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: home, TROUPE_TOKEN: '' } });
+  const troupe = (...args: string[]) =>
+    runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: home, TROUPE_TOKEN: '' } });
   // Whatever happens, nothing outlives the test.
   t.teardown(async () => {
     for (const h of [otherHome, home]) {
@@ -26,20 +27,44 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   const { address, token } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string; token: string };
 
   // The second node finds the token in the current-cluster file; the third gets it from TROUPE_TOKEN, as on another machine.
-  const n1 = await troupe('start', '--address', address, '--num-cpus', '2', '--num-gpus', '2', '--object-store-dir', home);
+  const n1 = await troupe(
+    'start',
+    '--address',
+    address,
+    '--num-cpus',
+    '2',
+    '--num-gpus',
+    '2',
+    '--object-store-dir',
+    home,
+  );
   t.is(n1.code, 0, n1.stderr);
-  const n2 = await runCommand(process.execPath, [cli, 'start', '--address', address, '--num-cpus', '1', '--resources', '{"ssd": 2}', '--object-store-dir', home],
-    { env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: token } });
+  const n2 = await runCommand(
+    process.execPath,
+    [cli, 'start', '--address', address, '--num-cpus', '1', '--resources', '{"ssd": 2}', '--object-store-dir', home],
+    { env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: token } },
+  );
   t.is(n2.code, 0, n2.stderr);
 
   const status = await troupe('status', '--json');
   t.is(status.code, 0, status.stderr);
-  const s = JSON.parse(status.stdout) as { nodes: Array<{ alive: boolean; total: Record<string, number>; isHead: boolean }> };
+  const s = JSON.parse(status.stdout) as {
+    nodes: Array<{ alive: boolean; total: Record<string, number>; isHead: boolean }>;
+  };
   t.is(s.nodes.filter((n) => n.alive).length, 3);
   t.is(s.nodes.filter((n) => n.isHead).length, 1);
-  t.is(s.nodes.reduce((a, n) => a + (n.total.GPU ?? 0), 0), 2);
-  t.is(s.nodes.reduce((a, n) => a + (n.total.CPU ?? 0), 0), 4);
-  t.is(s.nodes.reduce((a, n) => a + (n.total.ssd ?? 0), 0), 2);
+  t.is(
+    s.nodes.reduce((a, n) => a + (n.total.GPU ?? 0), 0),
+    2,
+  );
+  t.is(
+    s.nodes.reduce((a, n) => a + (n.total.CPU ?? 0), 0),
+    4,
+  );
+  t.is(
+    s.nodes.reduce((a, n) => a + (n.total.ssd ?? 0), 0),
+    2,
+  );
 
   const human = await troupe('status');
   t.regex(human.stdout, /Nodes: 3 alive, 0 dead/);
@@ -67,7 +92,9 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.is((await troupe('start', '--address', address, '--no-spill', '--spill-dir', home)).code, 2);
   t.is((await troupe('list', 'everything')).code, 2);
   t.is((await troupe('frobnicate')).code, 2);
-  const wrongToken = await runCommand(process.execPath, [cli, 'status', '--address', address], { env: { TROUPE_HOME: home, TROUPE_TOKEN: 'wrong' } });
+  const wrongToken = await runCommand(process.execPath, [cli, 'status', '--address', address], {
+    env: { TROUPE_HOME: home, TROUPE_TOKEN: 'wrong' },
+  });
   t.is(wrongToken.code, 1);
   t.regex(wrongToken.stderr, /refused the token/);
   t.regex((await troupe('status')).stdout, /Nodes: 3 alive/);

@@ -56,7 +56,10 @@ for (const a of typedArrays) {
 }
 
 test('NaN, -0 and ±Infinity survive in float arrays', (t) => {
-  for (const a of [new Float32Array([NaN, -0, Infinity, -Infinity]), new Float64Array([NaN, -0, Infinity, -Infinity])]) {
+  for (const a of [
+    new Float32Array([NaN, -0, Infinity, -Infinity]),
+    new Float64Array([NaN, -0, Infinity, -Infinity]),
+  ]) {
     const back = roundTrip(a);
     assertSameTypedArray(t, back, a);
     t.true(Number.isNaN(back[0]));
@@ -99,7 +102,10 @@ test('typed arrays nested in objects, arrays and Sets', (t) => {
 });
 
 test('a Map holding typed arrays round-trips as a Map, keeping its key types', (t) => {
-  const map = new Map<unknown, unknown>([['w', new Float32Array([1, 2])], [7, new Int32Array([3])]]);
+  const map = new Map<unknown, unknown>([
+    ['w', new Float32Array([1, 2])],
+    [7, new Int32Array([3])],
+  ]);
   const back = roundTrip(map);
   t.true(back instanceof Map);
   assertSameTypedArray(t, back.get('w'), new Float32Array([1, 2]));
@@ -154,7 +160,11 @@ test('a cause chain and own fields such as code survive', (t) => {
 });
 
 test('troupe error classes come back as the same class', (t) => {
-  const te = new TaskError('boom', { remoteName: 'RangeError', remoteStack: 'RangeError: boom\n    at f (w.js:1:1)', where: 'task f' });
+  const te = new TaskError('boom', {
+    remoteName: 'RangeError',
+    remoteStack: 'RangeError: boom\n    at f (w.js:1:1)',
+    where: 'task f',
+  });
   const back = roundTrip(te);
   t.true(back instanceof TaskError);
   t.is(back.message, 'boom');
@@ -184,7 +194,9 @@ test('TaskError.from keeps the original name and stack, also after a round trip'
 });
 
 test('a user-defined error class keeps its name and message', (t) => {
-  class MyErr extends Error { name = 'MyErr'; }
+  class MyErr extends Error {
+    name = 'MyErr';
+  }
   const back = roundTrip(new MyErr('custom failure'));
   t.true(back instanceof Error);
   t.is(back.name, 'MyErr');
@@ -236,7 +248,8 @@ function assertSameTensor(t: ExecutionContext, actual: unknown, expected: tf.Ten
   t.is(a.dtype, expected.dtype);
   t.deepEqual(a.shape, expected.shape);
   t.deepEqual(a.arraySync(), expected.arraySync());
-  const data = a.dataSync(), want = expected.dataSync();
+  const data = a.dataSync(),
+    want = expected.dataSync();
   if (ArrayBuffer.isView(want)) t.deepEqual(bytesOf(data as ArrayBufferView), bytesOf(want));
   else t.deepEqual(data, want);
 }
@@ -245,10 +258,34 @@ const tensors: Array<[string, () => tf.Tensor]> = [
   ['float32 [2,3,4]', () => tf.randomNormal([2, 3, 4], 0, 1, 'float32', 42)],
   ['float32 special values', () => tf.tensor1d([NaN, -0, Infinity, 1e-45])],
   ['float32 scalar', () => tf.scalar(3.25)],
-  ['int32', () => tf.tensor2d([[1, -2], [2147483647, -2147483648]], [2, 2], 'int32')],
+  [
+    'int32',
+    () =>
+      tf.tensor2d(
+        [
+          [1, -2],
+          [2147483647, -2147483648],
+        ],
+        [2, 2],
+        'int32',
+      ),
+  ],
   ['bool', () => tf.tensor1d([true, false, true], 'bool')],
   ['string', () => tf.tensor1d(['a', 'héllo', ''], 'string')],
-  ['complex64', () => tf.complex([[1, 2], [0, -1]], [[3, -4], [0.5, 0]])],
+  [
+    'complex64',
+    () =>
+      tf.complex(
+        [
+          [1, 2],
+          [0, -1],
+        ],
+        [
+          [3, -4],
+          [0.5, 0],
+        ],
+      ),
+  ],
 ];
 for (const [label, make] of tensors) {
   test(`tensor ${label} round-trips`, (t) => {
@@ -263,7 +300,13 @@ for (const [label, make] of tensors) {
 }
 
 test('a tensor nested in an object round-trips', (t) => {
-  const value = { step: 3, w: tf.tensor2d([[1, 2], [3, 4]]) };
+  const value = {
+    step: 3,
+    w: tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]),
+  };
   const back = roundTrip(value);
   t.is(back.step, 3);
   assertSameTensor(t, back.w, value.w);
@@ -276,19 +319,34 @@ test('a disposed tensor fails to encode', (t) => {
 });
 
 test('a process that has not loaded tfjs can decode a tensor', async (t) => {
-  const x = tf.tensor2d([[1.5, -2], [0.25, 3]]);
+  const x = tf.tensor2d([
+    [1.5, -2],
+    [0.25, 3],
+  ]);
   const child = `
     import { decode } from './runtime/base/codec.ts';
     const loadedBefore = '_tfengine' in globalThis;
     const t = decode(Buffer.from(process.env.TENSOR_B64, 'base64'));
     console.log(JSON.stringify({ loadedBefore, dtype: t.dtype, shape: t.shape, values: t.arraySync() }));
   `;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], {
-    cwd: repoRoot,
-    env: { ...process.env, TENSOR_B64: Buffer.from(encode(x)).toString('base64') },
-  });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', child],
+    {
+      cwd: repoRoot,
+      env: { ...process.env, TENSOR_B64: Buffer.from(encode(x)).toString('base64') },
+    },
+  );
   const lastLine = stdout.trim().split('\n').at(-1)!;
-  t.deepEqual(JSON.parse(lastLine), { loadedBefore: false, dtype: 'float32', shape: [2, 2], values: [[1.5, -2], [0.25, 3]] });
+  t.deepEqual(JSON.parse(lastLine), {
+    loadedBefore: false,
+    dtype: 'float32',
+    shape: [2, 2],
+    values: [
+      [1.5, -2],
+      [0.25, 3],
+    ],
+  });
 });
 
 test('raw frames (large typed arrays and tensors in the store) decode from any offset, and encoding copies a typed array', (t) => {

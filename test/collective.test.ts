@@ -10,9 +10,15 @@ useCluster(test, { head: { numCpus: 2 } });
 
 let groups = 0;
 /** n members in one group, each in its own process when `processes`, else sharing one (cheaper). */
-async function group(t: import('ava').ExecutionContext, n: number, o: { processes?: boolean; timeoutMs?: number } = {}): Promise<Array<ActorHandle<Peer>>> {
+async function group(
+  t: import('ava').ExecutionContext,
+  n: number,
+  o: { processes?: boolean; timeoutMs?: number } = {},
+): Promise<Array<ActorHandle<Peer>>> {
   const name = `g${groups++}`;
-  const peers = Array.from({ length: n }, () => Peer.options({ isolation: o.processes ? 'process' : 'shared' }).remote());
+  const peers = Array.from({ length: n }, () =>
+    Peer.options({ isolation: o.processes ? 'process' : 'shared' }).remote(),
+  );
   t.teardown(() => Promise.all(peers.map((p) => kill(p).catch(() => undefined))));
   await Promise.all(peers.map((p, rank) => p.join(name, rank, n, o.timeoutMs)));
   return peers;
@@ -22,9 +28,10 @@ test.serial('allreduce gives every member the element-wise sum, for 1 to 4 membe
   t.timeout(120_000);
   for (const n of [1, 2, 3, 4]) {
     const peers = await group(t, n, { processes: n === 3 });
-    for (const length of [1, 7, 1001, 1_300_001]) { // the last is 5.2 MB: segments of several chunks (max_payload 1 MB)
+    for (const length of [1, 7, 1001, 1_300_001]) {
+      // the last is 5.2 MB: segments of several chunks (max_payload 1 MB)
       const results = await Promise.all(peers.map((p) => p.allreduce(length, 'sum')));
-      const expected = Float32Array.from({ length }, (_, i) => 1000 * (n * (n - 1)) / 2 + n * (i % 97));
+      const expected = Float32Array.from({ length }, (_, i) => (1000 * (n * (n - 1))) / 2 + n * (i % 97));
       for (const [rank, r] of results.entries()) t.deepEqual(r, expected, `n=${n} length=${length} rank=${rank}`);
     }
   }
@@ -45,7 +52,7 @@ test.serial('allreduce with mean and max; tensors come back as tensors of the sa
   t.true(info?.backend?.startsWith(tensors[0].backend), info?.backend);
 });
 
-test.serial('broadcast sends the root\'s value to all; barrier returns only once every member has come', async (t) => {
+test.serial("broadcast sends the root's value to all; barrier returns only once every member has come", async (t) => {
   const peers = await group(t, 3);
   const b = await Promise.all(peers.map((p) => p.broadcast(1)));
   for (const r of b) t.deepEqual(Array.from(r), [11, 11, 11, 11, 11]);
@@ -54,9 +61,14 @@ test.serial('broadcast sends the root\'s value to all; barrier returns only once
   for (const at of done) t.true(at - start >= 550, `left the barrier ${at - start} ms after the start`);
 });
 
-test.serial('a member that never comes fails the others with CollectiveError, naming the group and the rank', async (t) => {
-  const peers = await group(t, 3, { timeoutMs: 800 });
-  const e = await t.throwsAsync(Promise.all(peers.slice(0, 2).map((p) => p.allreduce(10, 'sum'))), { instanceOf: TaskError });
-  t.is(e!.remoteName, CollectiveError.name);
-  t.regex(e!.message, /group g\d+, rank [01] of 3: collective failed/);
-});
+test.serial(
+  'a member that never comes fails the others with CollectiveError, naming the group and the rank',
+  async (t) => {
+    const peers = await group(t, 3, { timeoutMs: 800 });
+    const e = await t.throwsAsync(Promise.all(peers.slice(0, 2).map((p) => p.allreduce(10, 'sum'))), {
+      instanceOf: TaskError,
+    });
+    t.is(e!.remoteName, CollectiveError.name);
+    t.regex(e!.message, /group g\d+, rank [01] of 3: collective failed/);
+  },
+);

@@ -12,7 +12,11 @@ test.serial('when a dead replica cannot be placed again, training goes on with N
   t.timeout(120_000);
   let killed = false;
   const r = await train(lineJob, {
-    replicas: 2, epochs: 4, batchSize: 32, checkpointEvery: 5, restartTimeoutMs: 3000,
+    replicas: 2,
+    epochs: 4,
+    batchSize: 32,
+    checkpointEvery: 5,
+    restartTimeoutMs: 3000,
     onProgress: ({ epoch, step }) => {
       if (killed || epoch !== 1 || step < 12) return;
       killed = true;
@@ -22,6 +26,9 @@ test.serial('when a dead replica cannot be placed again, training goes on with N
   t.true(killed);
   t.is(r.failures, 1);
   t.is(r.history.length, 4);
-  t.deepEqual(r.history.map((e) => e.replicas), [2, 1, 1, 1]);
+  t.deepEqual(
+    r.history.map((e) => e.replicas),
+    [2, 1, 1, 1],
+  );
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
 });

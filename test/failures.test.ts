@@ -22,27 +22,58 @@ test.serial.before(async () => {
   c = cluster();
   bus = await Bus.connect({ address: c.address, token: c.token, name: 'test-probe' });
 });
-test.serial.after.always(async () => { await bus?.close(); });
+test.serial.after.always(async () => {
+  await bus?.close();
+});
 
 async function runningTask(name: string): Promise<TaskEvent> {
   return eventually(`task ${name} running`, async () =>
-    (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.name === name && e.state === 'RUNNING'));
+    (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.name === name && e.state === 'RUNNING'),
+  );
 }
 
 test.serial('garbage on every troupe subject gets error replies, and every daemon keeps running', async (t) => {
-  const workerId = (await bus.gather<Array<{ owner: string }>>(subjects.allObjects, {}, 300)).flat().map((o) => o.owner)[0];
+  const workerId = (await bus.gather<Array<{ owner: string }>>(subjects.allObjects, {}, 300))
+    .flat()
+    .map((o) => o.owner)[0];
   const targets = [
-    subjects.headLease, subjects.headStatus, subjects.headTasks,
-    ...c.nodeIds.flatMap((n) => [subjects.nodeLease(n), subjects.nodeRelease(n), subjects.nodeObjects(n),
-      ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`)]),
-    ...['locate', 'read', 'borrow', 'copied'].map((op) => `troupe.proc.${currentClient().procId}.obj.${op}`), subjects.evtProcExited,
-    subjects.hbNode(c.nodeIds[1]), subjects.hbProc('x'), subjects.evtTasks, subjects.evtNodeDied, subjects.evtWorkerDied, subjects.allObjects,
+    subjects.headLease,
+    subjects.headStatus,
+    subjects.headTasks,
+    ...c.nodeIds.flatMap((n) => [
+      subjects.nodeLease(n),
+      subjects.nodeRelease(n),
+      subjects.nodeObjects(n),
+      ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`),
+    ]),
+    ...['locate', 'read', 'borrow', 'copied'].map((op) => `troupe.proc.${currentClient().procId}.obj.${op}`),
+    subjects.evtProcExited,
+    subjects.hbNode(c.nodeIds[1]),
+    subjects.hbProc('x'),
+    subjects.evtTasks,
+    subjects.evtNodeDied,
+    subjects.evtWorkerDied,
+    subjects.allObjects,
     ...(workerId ? [subjects.procTask(workerId)] : []),
   ];
   const junk = [
-    new Uint8Array(0), randomBytes(64), new TextEncoder().encode('{"not":"msgpack"'), encode('a string'), encode(null), encode([1, 2, 3]),
-    encode({ demand: 'lots', clientId: 7 }), encode({ reqId: 'r', clientId: 'c', demand: { CPU: -5 } }), encode({ id: '../../../etc/passwd', offset: 0, length: 10 }),
-    encode({ leaseId: { $gt: '' } }), encode({ taskId: 't', fn: { url: 'file:///etc/passwd', exportName: 'x' }, args: encode([]), deps: {}, workingDir: '/' }),
+    new Uint8Array(0),
+    randomBytes(64),
+    new TextEncoder().encode('{"not":"msgpack"'),
+    encode('a string'),
+    encode(null),
+    encode([1, 2, 3]),
+    encode({ demand: 'lots', clientId: 7 }),
+    encode({ reqId: 'r', clientId: 'c', demand: { CPU: -5 } }),
+    encode({ id: '../../../etc/passwd', offset: 0, length: 10 }),
+    encode({ leaseId: { $gt: '' } }),
+    encode({
+      taskId: 't',
+      fn: { url: 'file:///etc/passwd', exportName: 'x' },
+      args: encode([]),
+      deps: {},
+      workingDir: '/',
+    }),
   ];
   const raw = bus.nc;
   for (let round = 0; round < 20; round++) for (const s of targets) for (const j of junk) raw.publish(s, j);
@@ -53,7 +84,11 @@ test.serial('garbage on every troupe subject gets error replies, and every daemo
   await raw.flush();
   for (const pid of processesWithHome(c.home)) t.true(isAlive(pid));
   const nodes = (await c.status()).nodes;
-  t.is(nodes.filter((n) => n.alive).length, 2, JSON.stringify(nodes.map((n) => ({ node: n.nodeId, alive: n.alive, cause: n.cause }))));
+  t.is(
+    nodes.filter((n) => n.alive).length,
+    2,
+    JSON.stringify(nodes.map((n) => ({ node: n.nodeId, alive: n.alive, cause: n.cause }))),
+  );
   t.is(await add.remote(20, 22), 42);
 });
 
@@ -78,21 +113,36 @@ test.serial('a task whose worker dies runs again (maxRetries, default 3) until i
   const a = await runningTask('twice-killed');
   process.kill(a.pid, 'SIGKILL');
   const b = await eventually('the retry running', async () =>
-    (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.name === 'twice-killed' && e.state === 'RUNNING' && e.pid !== a.pid));
+    (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find(
+      (e) => e.name === 'twice-killed' && e.state === 'RUNNING' && e.pid !== a.pid,
+    ),
+  );
   process.kill(b.pid, 'SIGKILL');
   const e = await t.throwsAsync(get(once), { instanceOf: WorkerDiedError });
   t.regex(e!.message, /it ran 2 times/);
 });
 
-test.serial('retryExceptions retries the errors it names, within maxRetries; bad retry options fail where written', async (t) => {
-  const dir = tempDir(t);
-  t.is(await flaky.options({ retryExceptions: ['RangeError'], maxRetries: 2 }).remote(join(dir, 'a'), 2), 3);
-  await t.throwsAsync(get(flaky.options({ retryExceptions: ['TypeError'] }).remote(join(dir, 'b'), 1)), { instanceOf: TaskError, message: /run 1 fails/ });
-  await t.throwsAsync(get(flaky.remote(join(dir, 'c'), 1)), { instanceOf: TaskError, message: /run 1 fails/ }); // not retried by default
-  await t.throwsAsync(get(flaky.options({ retryExceptions: true, maxRetries: 1 }).remote(join(dir, 'd'), 5)), { instanceOf: TaskError, message: /run 2 fails/ });
-  t.throws(() => flaky.options({ maxRetries: -2 }), { instanceOf: UsageError, message: /maxRetries/ });
-  t.throws(() => flaky.options({ retryExceptions: 'yes' as unknown as boolean }), { instanceOf: UsageError, message: /retryExceptions/ });
-});
+test.serial(
+  'retryExceptions retries the errors it names, within maxRetries; bad retry options fail where written',
+  async (t) => {
+    const dir = tempDir(t);
+    t.is(await flaky.options({ retryExceptions: ['RangeError'], maxRetries: 2 }).remote(join(dir, 'a'), 2), 3);
+    await t.throwsAsync(get(flaky.options({ retryExceptions: ['TypeError'] }).remote(join(dir, 'b'), 1)), {
+      instanceOf: TaskError,
+      message: /run 1 fails/,
+    });
+    await t.throwsAsync(get(flaky.remote(join(dir, 'c'), 1)), { instanceOf: TaskError, message: /run 1 fails/ }); // not retried by default
+    await t.throwsAsync(get(flaky.options({ retryExceptions: true, maxRetries: 1 }).remote(join(dir, 'd'), 5)), {
+      instanceOf: TaskError,
+      message: /run 2 fails/,
+    });
+    t.throws(() => flaky.options({ maxRetries: -2 }), { instanceOf: UsageError, message: /maxRetries/ });
+    t.throws(() => flaky.options({ retryExceptions: 'yes' as unknown as boolean }), {
+      instanceOf: UsageError,
+      message: /retryExceptions/,
+    });
+  },
+);
 
 test.serial('a killed node daemon is marked dead; its task fails; the rest of the cluster goes on', async (t) => {
   const victim = c.nodeIds[1];
@@ -102,7 +152,9 @@ test.serial('a killed node daemon is marked dead; its task fails; the rest of th
   process.kill(c.nodes[0].pids[0], 'SIGKILL');
   const e = await t.throwsAsync(get(ref), { instanceOf: WorkerDiedError });
   t.regex(e!.message, new RegExp(victim));
-  const dead = await eventually('the node DEAD in status', async () => (await c.status()).nodes.find((n) => n.nodeId === victim && !n.alive));
+  const dead = await eventually('the node DEAD in status', async () =>
+    (await c.status()).nodes.find((n) => n.nodeId === victim && !n.alive),
+  );
   t.regex(dead.cause ?? '', /no heartbeat/);
   const gcs = await Gcs.open(bus);
   t.is((await gcs.nodes.get(victim))?.state, 'DEAD');
@@ -115,6 +167,11 @@ test.serial('a killed node daemon is marked dead; its task fails; the rest of th
 test.serial('a client without the token, or with a wrong one, is refused', async (t) => {
   const [host, port] = c.address.split(':');
   await t.throwsAsync(connect({ servers: `${host}:${port}`, reconnect: false }), { message: /Authorization/i });
-  await t.throwsAsync(connect({ servers: `${host}:${port}`, token: 'wrong', reconnect: false }), { message: /Authorization/i });
-  await t.throwsAsync(Bus.connect({ address: c.address, token: 'wrong', name: 'intruder' }), { name: 'AuthenticationError', message: /refused the token/ });
+  await t.throwsAsync(connect({ servers: `${host}:${port}`, token: 'wrong', reconnect: false }), {
+    message: /Authorization/i,
+  });
+  await t.throwsAsync(Bus.connect({ address: c.address, token: 'wrong', name: 'intruder' }), {
+    name: 'AuthenticationError',
+    message: /refused the token/,
+  });
 });

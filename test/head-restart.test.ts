@@ -33,7 +33,10 @@ test.serial('killing the head loses nothing: calls keep working, a new head take
   t.is((await actor.bump()).calls, 2);
 
   await startAnotherHead();
-  const status = await eventually('3 alive nodes under the new head', async () => { const s = await c.status(); return s.nodes.filter((n) => n.alive).length >= 3 && s; });
+  const status = await eventually('3 alive nodes under the new head', async () => {
+    const s = await c.status();
+    return s.nodes.filter((n) => n.alive).length >= 3 && s;
+  });
   t.true(status.nodes.some((n) => n.nodeId === c.nodeIds[1] && n.alive)); // known from KV, kept alive by its heartbeats
   t.is(await add.remote(2, 3), 5); // leases from the new head
   t.is(await length.remote(new Float32Array(10)).then((r) => r.length), 10);
@@ -45,29 +48,44 @@ test.serial('killing the head loses nothing: calls keep working, a new head take
   t.is(after.calls, 1);
 
   // The CLI lists what ran, from the new head's task events and every process's owned objects.
-  const cli = (...args: string[]) => runCommand(process.execPath, [join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs'), ...args], { env: { TROUPE_HOME: c.home } });
+  const cli = (...args: string[]) =>
+    runCommand(process.execPath, [join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs'), ...args], {
+      env: { TROUPE_HOME: c.home },
+    });
   const tasks = JSON.parse((await cli('list', 'tasks', '--json')).stdout) as Array<{ name: string; state: string }>;
   t.true(tasks.some((x) => x.name === 'add' && x.state === 'FINISHED'));
-  const objects = JSON.parse((await cli('list', 'objects', '--json')).stdout) as Array<{ createdBy: string; state: string }>;
+  const objects = JSON.parse((await cli('list', 'objects', '--json')).stdout) as Array<{
+    createdBy: string;
+    state: string;
+  }>;
   t.true(objects.some((o) => o.createdBy === 'task add' && o.state === 'READY'));
 });
 
-test.serial('a child held for its supervisor stays held across a head restart: the supervisor restarts it, once', async (t) => {
-  const sup = await startSupervisor({ backoff: { minMs: 5000, maxMs: 5000, jitter: 0 }, children: [{ id: 'a', actor: Member, args: ['a'] }] });
-  t.teardown(() => sup.shutdown().catch(() => undefined));
-  const a = await sup.child<Member>('a');
-  const first = await a.info();
-  const stateOf = async () => (await (await currentClient().gcs()).actors.get(first.actorId))!;
-  const crashedAt = Date.now();
-  await currentClient().killActor(first.actorId, false, 'crashed on purpose');
-  await eventually('held for the supervisor', async () => (await stateOf()).held === true);
+test.serial(
+  'a child held for its supervisor stays held across a head restart: the supervisor restarts it, once',
+  async (t) => {
+    const sup = await startSupervisor({
+      backoff: { minMs: 5000, maxMs: 5000, jitter: 0 },
+      children: [{ id: 'a', actor: Member, args: ['a'] }],
+    });
+    t.teardown(() => sup.shutdown().catch(() => undefined));
+    const a = await sup.child<Member>('a');
+    const first = await a.info();
+    const stateOf = async () => (await (await currentClient().gcs()).actors.get(first.actorId))!;
+    const crashedAt = Date.now();
+    await currentClient().killActor(first.actorId, false, 'crashed on purpose');
+    await eventually('held for the supervisor', async () => (await stateOf()).held === true);
 
-  process.kill(runningHeadPid(), 'SIGKILL');
-  await startAnotherHead();
-  const again = await a.info(); // waits in the queue until the supervisor's backoff is over
-  t.true(again.startedAt - crashedAt >= 5000, `restarted ${again.startedAt - crashedAt} ms after the crash, before the backoff ended`);
-  t.not(again.pid, first.pid);
-  t.is(again.actorId, first.actorId);
-  t.like(await stateOf(), { state: 'ALIVE', restarts: 1 });
-  t.is((await sup.whichChildren())[0].restarts, 1);
-});
+    process.kill(runningHeadPid(), 'SIGKILL');
+    await startAnotherHead();
+    const again = await a.info(); // waits in the queue until the supervisor's backoff is over
+    t.true(
+      again.startedAt - crashedAt >= 5000,
+      `restarted ${again.startedAt - crashedAt} ms after the crash, before the backoff ended`,
+    );
+    t.not(again.pid, first.pid);
+    t.is(again.actorId, first.actorId);
+    t.like(await stateOf(), { state: 'ALIVE', restarts: 1 });
+    t.is((await sup.whichChildren())[0].restarts, 1);
+  },
+);

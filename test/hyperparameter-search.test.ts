@@ -2,14 +2,27 @@
 // failures are recorded, misuse fails at the call.
 import test from 'ava';
 import { TaskError, UsageError } from '../runtime/index.ts';
-import { search, configs, grid, choice, uniform, logUniform, randInt, SearchError, type Trial } from '../runtime/index.ts';
+import {
+  search,
+  configs,
+  grid,
+  choice,
+  uniform,
+  logUniform,
+  randInt,
+  SearchError,
+  type Trial,
+} from '../runtime/index.ts';
 import { useCluster, tempDir } from './helpers/cluster.ts';
 import { paraboloid, flaky, alwaysFails, wrongKeys, where, tied } from './fixtures/search.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 
 test('grids expand to their cartesian product, first key slowest; constants and nested spaces pass through', (t) => {
-  const c = configs({ a: grid([1, 2]), lr: 0.1, b: grid(['x', 'y', 'z']), model: { units: grid([8, 16]), act: 'relu' } }, { seed: 1 });
+  const c = configs(
+    { a: grid([1, 2]), lr: 0.1, b: grid(['x', 'y', 'z']), model: { units: grid([8, 16]), act: 'relu' } },
+    { seed: 1 },
+  );
   t.is(c.length, 12);
   t.deepEqual(c.slice(0, 3), [
     { a: 1, lr: 0.1, b: 'x', model: { units: 8, act: 'relu' } },
@@ -19,7 +32,10 @@ test('grids expand to their cartesian product, first key slowest; constants and 
   t.deepEqual(new Set(c.map((x) => `${x.a}${x.b}${x.model.units}`)).size, 12);
   // samples repeats the grid, drawing the random keys afresh for each point
   const r = configs({ a: grid([1, 2, 3]), u: uniform(0, 1) }, { seed: 1, samples: 2 });
-  t.deepEqual(r.map((x) => x.a), [1, 2, 3, 1, 2, 3]);
+  t.deepEqual(
+    r.map((x) => x.a),
+    [1, 2, 3, 1, 2, 3],
+  );
   t.is(new Set(r.map((x) => x.u)).size, 6);
 });
 
@@ -42,8 +58,14 @@ test.serial('a grid search finds the best config for max and for min; ties go to
   const seen: Array<Trial<{ x: number; y: number }, { score: number; loss: number }>> = [];
   const max = await search(paraboloid, space, { metric: 'score', mode: 'max', onTrial: (tr) => seen.push(tr) });
   t.is(max.trials.length, 15);
-  t.deepEqual(max.trials.map((tr) => tr.index), [...Array(15).keys()]);
-  t.deepEqual(max.trials.map((tr) => tr.config), configs(space, { seed: max.seed }));
+  t.deepEqual(
+    max.trials.map((tr) => tr.index),
+    [...Array(15).keys()],
+  );
+  t.deepEqual(
+    max.trials.map((tr) => tr.config),
+    configs(space, { seed: max.seed }),
+  );
   t.deepEqual(max.best.config, { x: 3, y: -1 });
   t.true(max.best.result.score === 0 && max.best.result.loss === 0);
   t.is(seen.length, 15);
@@ -63,9 +85,15 @@ test.serial('a random search draws the configs its seed gives and returns the be
   const space = { x: uniform(0, 6), y: uniform(-3, 1) };
   const r = await search(paraboloid, space, { metric: 'score', mode: 'max', samples: 12, seed: 7 });
   t.is(r.seed, 7);
-  t.deepEqual(r.trials.map((tr) => tr.config), configs(space, { seed: 7, samples: 12 }));
+  t.deepEqual(
+    r.trials.map((tr) => tr.config),
+    configs(space, { seed: 7, samples: 12 }),
+  );
   const scores = r.trials.map((tr) => paraboloid.fn(tr.config).score);
-  t.deepEqual(r.trials.map((tr) => tr.result!.score), scores);
+  t.deepEqual(
+    r.trials.map((tr) => tr.result!.score),
+    scores,
+  );
   t.is(r.best.result.score, Math.max(...scores));
   t.is(r.best.index, scores.indexOf(Math.max(...scores)));
   const again = await search(paraboloid, space, { metric: 'score', mode: 'max', samples: 12, seed: 7 });
@@ -74,7 +102,11 @@ test.serial('a random search draws the configs its seed gives and returns the be
 
 test.serial('a trial that throws is recorded with its error and the search goes on; NaN never wins', async (t) => {
   let ended = 0;
-  const r = await search(flaky, { x: grid([0, 1, 2, 3, 4, 5]) }, { metric: 'score', mode: 'max', onTrial: () => ended++ });
+  const r = await search(
+    flaky,
+    { x: grid([0, 1, 2, 3, 4, 5]) },
+    { metric: 'score', mode: 'max', onTrial: () => ended++ },
+  );
   t.is(ended, 6);
   const cursed = r.trials[2];
   t.is(cursed.result, undefined);
@@ -90,7 +122,9 @@ test.serial('a trial that throws is recorded with its error and the search goes 
 });
 
 test.serial('when every trial fails, search throws SearchError with the first cause', async (t) => {
-  const e = await t.throwsAsync(search(alwaysFails, { x: grid([1, 2, 3]) }, { metric: 'score', mode: 'max' }), { instanceOf: SearchError });
+  const e = await t.throwsAsync(search(alwaysFails, { x: grid([1, 2, 3]) }, { metric: 'score', mode: 'max' }), {
+    instanceOf: SearchError,
+  });
   t.regex(e!.message, /every one of the 3 trials failed; the first \(trial 0, config \{"x":1\}\): failed at x = 1/);
   t.true(e!.cause instanceof TaskError);
 });
@@ -100,15 +134,30 @@ test.serial('trials run at the same time as tasks on different workers; maxConcu
   // gives a resource shape no earlier test used: a worker lease whose last task ran under 10 ms takes several tasks
   // at once, which could queue these behind one another on one worker.
   const dir = tempDir(t);
-  const r = await search(where.options({ schedulingStrategy: 'SPREAD' }), { x: grid([0, 1, 2, 3]), dir, meet: 2, ms: 100 }, { metric: 'x', mode: 'max' });
-  t.deepEqual(r.trials.filter((tr) => tr.error).map((tr) => tr.error!.message), []);
+  const r = await search(
+    where.options({ schedulingStrategy: 'SPREAD' }),
+    { x: grid([0, 1, 2, 3]), dir, meet: 2, ms: 100 },
+    { metric: 'x', mode: 'max' },
+  );
+  t.deepEqual(
+    r.trials.filter((tr) => tr.error).map((tr) => tr.error!.message),
+    [],
+  );
   t.true(new Set(r.trials.map((tr) => tr.result!.pid)).size >= 2);
   t.true(r.trials.every((tr) => tr.result!.pid !== process.pid));
 
-  const one = await search(where, { x: grid([0, 1, 2, 3]), dir: tempDir(t), meet: 1, ms: 100 }, { metric: 'x', mode: 'max', maxConcurrent: 1 });
+  const one = await search(
+    where,
+    { x: grid([0, 1, 2, 3]), dir: tempDir(t), meet: 1, ms: 100 },
+    { metric: 'x', mode: 'max', maxConcurrent: 1 },
+  );
   const spans = one.trials.map((tr) => tr.result!).sort((a, b) => a.start - b.start);
-  t.deepEqual(spans.map((s) => s.x), [0, 1, 2, 3]); // submitted in trial order
-  for (let i = 1; i < spans.length; i++) t.true(spans[i].start >= spans[i - 1].end, `trial ${i} started before trial ${i - 1} ended`);
+  t.deepEqual(
+    spans.map((s) => s.x),
+    [0, 1, 2, 3],
+  ); // submitted in trial order
+  for (let i = 1; i < spans.length; i++)
+    t.true(spans[i].start >= spans[i - 1].end, `trial ${i} started before trial ${i - 1} ended`);
 });
 
 test.serial('misuse fails at the call with a clear error', async (t) => {
@@ -121,19 +170,38 @@ test.serial('misuse fails at the call with a clear error', async (t) => {
   t.throws(() => randInt(0.5, 2), { instanceOf: UsageError });
   const space = { x: grid([1, 2]) };
   const opts = { metric: 'score', mode: 'max' } as const;
-  await t.throwsAsync(search(flaky, space, { ...opts, samples: 0 }), { instanceOf: UsageError, message: /samples must be a positive integer/ });
+  await t.throwsAsync(search(flaky, space, { ...opts, samples: 0 }), {
+    instanceOf: UsageError,
+    message: /samples must be a positive integer/,
+  });
   await t.throwsAsync(search(flaky, space, { ...opts, samples: 1.5 }), { instanceOf: UsageError });
-  await t.throwsAsync(search(flaky, space, { ...opts, maxConcurrent: 0 }), { instanceOf: UsageError, message: /maxConcurrent/ });
+  await t.throwsAsync(search(flaky, space, { ...opts, maxConcurrent: 0 }), {
+    instanceOf: UsageError,
+    message: /maxConcurrent/,
+  });
   await t.throwsAsync(search(flaky, space, { ...opts, seed: 0.5 }), { instanceOf: UsageError, message: /seed/ });
-  await t.throwsAsync(search(flaky, space, { ...opts, mode: 'best' as 'max' }), { instanceOf: UsageError, message: /mode/ });
-  await t.throwsAsync(search(flaky.fn as never, space, opts), { instanceOf: UsageError, message: /takes a remote function .*got a plain function/ });
+  await t.throwsAsync(search(flaky, space, { ...opts, mode: 'best' as 'max' }), {
+    instanceOf: UsageError,
+    message: /mode/,
+  });
+  await t.throwsAsync(search(flaky.fn as never, space, opts), {
+    instanceOf: UsageError,
+    message: /takes a remote function .*got a plain function/,
+  });
   await t.throwsAsync(search(flaky, [1, 2] as never, opts), { instanceOf: UsageError, message: /plain object/ });
-  await t.throwsAsync(search(wrongKeys, space, { metric: 'score' as never, mode: 'max' }), { instanceOf: UsageError, message: /returned no number under metric 'score' \(its keys: accuracy\)/ });
+  await t.throwsAsync(search(wrongKeys, space, { metric: 'score' as never, mode: 'max' }), {
+    instanceOf: UsageError,
+    message: /returned no number under metric 'score' \(its keys: accuracy\)/,
+  });
 });
 
 // Checked by the typecheck, never run: the config type comes from the space, metric names a numeric result key.
 export async function typeChecks(): Promise<void> {
-  const r = await search(paraboloid, { x: grid([1, 2]), y: uniform(0, 1), extra: { k: choice(['a', 'b']) } }, { metric: 'loss', mode: 'min' });
+  const r = await search(
+    paraboloid,
+    { x: grid([1, 2]), y: uniform(0, 1), extra: { k: choice(['a', 'b']) } },
+    { metric: 'loss', mode: 'min' },
+  );
   const k: 'a' | 'b' = r.best.config.extra.k;
   const loss: number = r.best.result.loss;
   void [k, loss];

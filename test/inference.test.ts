@@ -11,11 +11,19 @@ useCluster(test, { head: { numCpus: 2 } });
 const input = (i: number) => Float32Array.of(i, -i, i / 2, 1);
 const expected = (i: number) => [2 * i + 1, -2 * i + 1, i + 1, 3];
 const near = (a: Float32Array, b: number[]) => a.length === b.length && b.every((v, k) => Math.abs(a[k] - v) < 1e-4);
-const batches = async (pool: InferencePool): Promise<BatchRecord[]> => (await pool.replicaStats()).flatMap((s) => s.recent);
-const replicaPids = async () => (await currentClient().gcs()).actors.list().then((all) => all.filter((a) => a.className === 'InferenceReplica' && a.state === 'ALIVE').map((a) => a.pid!));
+const batches = async (pool: InferencePool): Promise<BatchRecord[]> =>
+  (await pool.replicaStats()).flatMap((s) => s.recent);
+const replicaPids = async () =>
+  (await currentClient().gcs()).actors
+    .list()
+    .then((all) => all.filter((a) => a.className === 'InferenceReplica' && a.state === 'ALIVE').map((a) => a.pid!));
 
 async function withPool<T>(pool: InferencePool, fn: (p: InferencePool) => Promise<T>): Promise<T> {
-  try { return await fn(pool); } finally { await pool.close(); }
+  try {
+    return await fn(pool);
+  } finally {
+    await pool.close();
+  }
 }
 
 test.serial('requests sent together are batched, and each gets its own answer', async (t) => {
@@ -24,9 +32,15 @@ test.serial('requests sent together are batched, and each gets its own answer', 
     answers.forEach((y, i) => t.true(near(y, expected(i)), `request ${i}: ${Array.from(y)}`));
     t.true(near(await pool.predict([1, 2, 3, 4]), [3, 5, 7, 9]), 'plain arrays are inputs too');
     const record = await batches(pool);
-    t.is(record.reduce((n, b) => n + b.size, 0), 51);
+    t.is(
+      record.reduce((n, b) => n + b.size, 0),
+      51,
+    );
     t.true(record.every((b) => b.size <= 8));
-    t.true(record.some((b) => b.size === 8 && b.reason === 'full'), JSON.stringify(record));
+    t.true(
+      record.some((b) => b.size === 8 && b.reason === 'full'),
+      JSON.stringify(record),
+    );
     t.like(pool.stats(), { replicas: 1, completed: 51, failed: 0, ongoing: 0, queued: 0 });
     const [s] = await pool.replicaStats();
     t.true(['wasm', 'tensorflow', 'cpu'].includes(s.backend));
@@ -60,14 +74,27 @@ test.serial('the pool grows under load and shrinks when it is gone', async (t) =
   t.timeout(90_000);
   const scaled: Array<{ from: number; to: number }> = [];
   const pool = await serve(slowAffine, {
-    minReplicas: 1, maxReplicas: 2, maxBatchSize: 4, maxWaitMs: 5, maxOngoingRequests: 4, targetOngoingRequests: 4,
-    upscaleDelayMs: 300, downscaleDelayMs: 1000, onScale: ({ from, to }) => scaled.push({ from, to }),
+    minReplicas: 1,
+    maxReplicas: 2,
+    maxBatchSize: 4,
+    maxWaitMs: 5,
+    maxOngoingRequests: 4,
+    targetOngoingRequests: 4,
+    upscaleDelayMs: 300,
+    downscaleDelayMs: 1000,
+    onScale: ({ from, to }) => scaled.push({ from, to }),
   });
   await withPool(pool, async () => {
     t.like(pool.stats(), { replicas: 1, starting: 0 });
     // 32 requests kept in the pool: 8 per replica wanted, so 2 replicas.
-    let stop = false, sent = 0;
-    const client = async () => { while (!stop) { const i = sent++; t.true(near(await pool.predict(input(i)), expected(i))); } };
+    let stop = false,
+      sent = 0;
+    const client = async () => {
+      while (!stop) {
+        const i = sent++;
+        t.true(near(await pool.predict(input(i)), expected(i)));
+      }
+    };
     const load = Promise.all(Array.from({ length: 32 }, client));
     await eventually('a second replica', async () => pool.stats().replicas === 2, 45_000);
     await new Promise((r) => setTimeout(r, 500));
@@ -75,9 +102,19 @@ test.serial('the pool grows under load and shrinks when it is gone', async (t) =
     await load;
     const served = (await pool.replicaStats()).map((s) => s.requests);
     t.is(served.length, 2);
-    t.true(served.every((n) => n > 0), `requests per replica: ${served}`);
-    await eventually('back to one replica', async () => pool.stats().replicas === 1 && (await replicaPids()).length === 1, 20_000);
-    t.deepEqual(scaled, [{ from: 1, to: 2 }, { from: 2, to: 1 }]);
+    t.true(
+      served.every((n) => n > 0),
+      `requests per replica: ${served}`,
+    );
+    await eventually(
+      'back to one replica',
+      async () => pool.stats().replicas === 1 && (await replicaPids()).length === 1,
+      20_000,
+    );
+    t.deepEqual(scaled, [
+      { from: 1, to: 2 },
+      { from: 2, to: 1 },
+    ]);
     t.like(pool.stats(), { failed: 0, ongoing: 0, queued: 0 });
   });
 });
@@ -97,12 +134,21 @@ test.serial('a replica killed under load loses no request', async (t) => {
 });
 
 test.serial('bad input is refused where it is given; the pool goes on', async (t) => {
-  await t.throwsAsync(serve(affine, { minReplicas: 2, maxReplicas: 1 }), { instanceOf: UsageError, message: /maxReplicas \(1\) is below minReplicas \(2\)/ });
-  await t.throwsAsync(serve(affine, { maxBatchSize: 0 }), { instanceOf: UsageError, message: /maxBatchSize must be a whole number >= 1/ });
+  await t.throwsAsync(serve(affine, { minReplicas: 2, maxReplicas: 1 }), {
+    instanceOf: UsageError,
+    message: /maxReplicas \(1\) is below minReplicas \(2\)/,
+  });
+  await t.throwsAsync(serve(affine, { maxBatchSize: 0 }), {
+    instanceOf: UsageError,
+    message: /maxBatchSize must be a whole number >= 1/,
+  });
   await t.throwsAsync(serve({} as never), { instanceOf: UsageError, message: /serve\(\) takes an inferenceModel/ });
   const pool = await serve(affine, { maxWaitMs: 1 });
   await withPool(pool, async () => {
-    await t.throwsAsync(pool.predict([1, 2]), { instanceOf: UsageError, message: /one input of 4 numbers .* got Array of length 2/ });
+    await t.throwsAsync(pool.predict([1, 2]), {
+      instanceOf: UsageError,
+      message: /one input of 4 numbers .* got Array of length 2/,
+    });
     await t.throwsAsync(pool.predict('x' as never), { instanceOf: UsageError, message: /got string/ });
     t.true(near(await pool.predict(input(5)), expected(5)));
   });

@@ -18,7 +18,7 @@ const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ n
 const actorInfo = async (actorId: string) => (await currentClient().gcs()).actors.get(actorId);
 const laneOf = (actorId: string) => currentClient().bus.laneOf(subjects.actor(actorId));
 
-test.serial('calls to actors on this machine go on their worker\'s lane, whichever node daemon runs them', async (t) => {
+test.serial("calls to actors on this machine go on their worker's lane, whichever node daemon runs them", async (t) => {
   const [here, there] = cluster().nodeIds;
   const near = Counter.options({ schedulingStrategy: { nodeId: here } }).remote(10);
   const far = Counter.options({ schedulingStrategy: { nodeId: there } }).remote(10);
@@ -34,7 +34,10 @@ test.serial('calls to actors on this machine go on their worker\'s lane, whichev
   t.is(laneOf(far.actorId), farInfo!.direct);
   // Many calls at once and one at a time: in order, each with its own answer.
   const burst = await get(Array.from({ length: 2000 }, () => near.add(1)));
-  t.deepEqual(burst, Array.from({ length: 2000 }, (_, i) => 12 + i));
+  t.deepEqual(
+    burst,
+    Array.from({ length: 2000 }, (_, i) => 12 + i),
+  );
   for (let i = 0; i < 50; i++) t.is(await near.add(1), 2012 + i);
   await kill(near);
   await kill(far);
@@ -65,86 +68,108 @@ test.serial('what an actor prints reaches its caller before the answer of the ca
   await kill(c);
 });
 
-test.serial('a lane runs nothing for a connection that does not say the cluster token first; the worker goes on', async (t) => {
-  const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
-  t.is(await c.add(1), 1);
-  const path = (await actorInfo(c.actorId))!.direct!;
-  // A well-formed request frame for the actor, sent with a wrong token first, then with none at all.
-  const call = encode({ batch: [{ callId: 'intruder', method: 'add', args: [100], caller: 'intruder' }] });
-  const request = (id: string): Buffer => {
-    const subject = Buffer.from(subjects.actor(c.actorId));
-    const body = Buffer.concat([Buffer.from([1, id.length]), Buffer.from(id), Buffer.from([subject.length >> 8, subject.length & 255]), subject, call]);
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(body.length);
-    return Buffer.concat([len, body]);
-  };
-  const wrongHello = Buffer.concat([Buffer.from([0, 0, 0, 33, 0]), Buffer.alloc(32, 7)]);
-  for (const first of [wrongHello, request('a')]) {
-    const socket = net.connect(path);
-    socket.on('error', () => undefined);
-    socket.write(Buffer.concat([first, request('b')]));
-    const answered = await new Promise<boolean>((resolve) => {
-      socket.once('data', () => resolve(true));
-      socket.once('close', () => resolve(false));
+test.serial(
+  'a lane runs nothing for a connection that does not say the cluster token first; the worker goes on',
+  async (t) => {
+    const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
+    t.is(await c.add(1), 1);
+    const path = (await actorInfo(c.actorId))!.direct!;
+    // A well-formed request frame for the actor, sent with a wrong token first, then with none at all.
+    const call = encode({ batch: [{ callId: 'intruder', method: 'add', args: [100], caller: 'intruder' }] });
+    const request = (id: string): Buffer => {
+      const subject = Buffer.from(subjects.actor(c.actorId));
+      const body = Buffer.concat([
+        Buffer.from([1, id.length]),
+        Buffer.from(id),
+        Buffer.from([subject.length >> 8, subject.length & 255]),
+        subject,
+        call,
+      ]);
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(body.length);
+      return Buffer.concat([len, body]);
+    };
+    const wrongHello = Buffer.concat([Buffer.from([0, 0, 0, 33, 0]), Buffer.alloc(32, 7)]);
+    for (const first of [wrongHello, request('a')]) {
+      const socket = net.connect(path);
+      socket.on('error', () => undefined);
+      socket.write(Buffer.concat([first, request('b')]));
+      const answered = await new Promise<boolean>((resolve) => {
+        socket.once('data', () => resolve(true));
+        socket.once('close', () => resolve(false));
+      });
+      t.false(answered, 'closed without an answer');
+    }
+    t.is(await c.add(1), 2, 'nothing ran for the intruder, and the actor still serves');
+    await kill(c);
+  },
+);
+
+test.serial(
+  'a worker killed with calls in flight on its lane: they are retried or fail as maxTaskRetries says, in order',
+  async (t) => {
+    const here = { schedulingStrategy: { nodeId: cluster().nodeIds[0] } };
+    const p = Phoenix.options(here).remote();
+    const { pid } = await p.bump();
+    t.truthy(laneOf(p.actorId));
+    const inFlight = p.sleepThenBump(5000);
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(pid, 'SIGKILL');
+    await t.throwsAsync(get(inFlight), { instanceOf: ActorDiedError, message: /sleepThenBump/ });
+    const again = await p.bump();
+    t.not(again.pid, pid);
+    t.is(laneOf(p.actorId), (await actorInfo(p.actorId))!.direct, "the new process's lane");
+    await kill(p);
+
+    const j = Journal.options({ ...here, maxRestarts: -1, maxTaskRetries: -1 }).remote();
+    const firstPid = await j.log(-1);
+    const refs = Array.from({ length: 30 }, (_, i) => j.log(i));
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(firstPid, 'SIGKILL');
+    for (let i = 30; i < 60; i++) refs.push(j.log(i));
+    t.is((await get(refs)).length, 60);
+    const history = await j.history();
+    t.deepEqual(
+      history,
+      [...history].sort((a, b) => a - b),
+    );
+    t.is(history.at(-1), 59);
+    await kill(j);
+  },
+);
+
+test.serial(
+  'a lane that is not on this machine, or cannot be opened, is not tried again: its requests go over NATS',
+  async (t) => {
+    const { address, token } = cluster();
+    const server = await Bus.connect({ address, token, name: 'lane-test-server' });
+    const caller = await Bus.connect({ address, token, name: 'lane-test-caller' });
+    t.teardown(async () => {
+      await caller.close();
+      await server.close();
     });
-    t.false(answered, 'closed without an answer');
-  }
-  t.is(await c.add(1), 2, 'nothing ran for the intruder, and the actor still serves');
-  await kill(c);
-});
+    const subject = `lane-test.${process.pid}`;
+    server.serveBatched(subject, (x: number) => x * 2);
+    const path = await server.listenLanes(join(tempDir(t), 'lane'));
+    await server.flush();
+    const call = (x: number) =>
+      new Promise((answered, failed) => caller.requestBatched(subject, { body: x, answered, failed }));
 
-test.serial('a worker killed with calls in flight on its lane: they are retried or fail as maxTaskRetries says, in order', async (t) => {
-  const here = { schedulingStrategy: { nodeId: cluster().nodeIds[0] } };
-  const p = Phoenix.options(here).remote();
-  const { pid } = await p.bump();
-  t.truthy(laneOf(p.actorId));
-  const inFlight = p.sleepThenBump(5000);
-  await new Promise((r) => setTimeout(r, 200));
-  process.kill(pid, 'SIGKILL');
-  await t.throwsAsync(get(inFlight), { instanceOf: ActorDiedError, message: /sleepThenBump/ });
-  const again = await p.bump();
-  t.not(again.pid, pid);
-  t.is(laneOf(p.actorId), (await actorInfo(p.actorId))!.direct, 'the new process\'s lane');
-  await kill(p);
+    const dir = tempDir(t);
+    caller.route(subject, join(dir, 'nobody-listens-here')); // as a lane on another machine looks from here
+    t.is(await call(1), 2); // over NATS
+    t.is(caller.laneOf(subject), undefined);
+    const notASocket = join(dir, 'not-a-socket');
+    writeFileSync(notASocket, '');
+    caller.route(subject, notASocket);
+    await t.throwsAsync(call(2), { instanceOf: NoRespondersError }); // nobody got it: safe to send again
+    t.is(caller.laneOf(subject), undefined);
+    t.is(await call(3), 6);
+    caller.route(subject, notASocket);
+    t.is(caller.laneOf(subject), undefined, 'not tried again');
 
-  const j = Journal.options({ ...here, maxRestarts: -1, maxTaskRetries: -1 }).remote();
-  const firstPid = await j.log(-1);
-  const refs = Array.from({ length: 30 }, (_, i) => j.log(i));
-  await new Promise((r) => setTimeout(r, 100));
-  process.kill(firstPid, 'SIGKILL');
-  for (let i = 30; i < 60; i++) refs.push(j.log(i));
-  t.is((await get(refs)).length, 60);
-  const history = await j.history();
-  t.deepEqual(history, [...history].sort((a, b) => a - b));
-  t.is(history.at(-1), 59);
-  await kill(j);
-});
-
-test.serial('a lane that is not on this machine, or cannot be opened, is not tried again: its requests go over NATS', async (t) => {
-  const { address, token } = cluster();
-  const server = await Bus.connect({ address, token, name: 'lane-test-server' });
-  const caller = await Bus.connect({ address, token, name: 'lane-test-caller' });
-  t.teardown(async () => { await caller.close(); await server.close(); });
-  const subject = `lane-test.${process.pid}`;
-  server.serveBatched(subject, (x: number) => x * 2);
-  const path = await server.listenLanes(join(tempDir(t), 'lane'));
-  await server.flush();
-  const call = (x: number) => new Promise((answered, failed) => caller.requestBatched(subject, { body: x, answered, failed }));
-
-  const dir = tempDir(t);
-  caller.route(subject, join(dir, 'nobody-listens-here')); // as a lane on another machine looks from here
-  t.is(await call(1), 2); // over NATS
-  t.is(caller.laneOf(subject), undefined);
-  const notASocket = join(dir, 'not-a-socket');
-  writeFileSync(notASocket, '');
-  caller.route(subject, notASocket);
-  await t.throwsAsync(call(2), { instanceOf: NoRespondersError }); // nobody got it: safe to send again
-  t.is(caller.laneOf(subject), undefined);
-  t.is(await call(3), 6);
-  caller.route(subject, notASocket);
-  t.is(caller.laneOf(subject), undefined, 'not tried again');
-
-  caller.route(subject, path);
-  t.is(caller.laneOf(subject), path);
-  t.deepEqual(await Promise.all([4, 5, 6].map(call)), [8, 10, 12]);
-});
+    caller.route(subject, path);
+    t.is(caller.laneOf(subject), path);
+    t.deepEqual(await Promise.all([4, 5, 6].map(call)), [8, 10, 12]);
+  },
+);

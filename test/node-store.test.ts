@@ -21,7 +21,8 @@ async function put(store: NodeStore, id: string, bytes: Uint8Array): Promise<voi
 
 const pattern = (n: number, k: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + k) & 0xff);
 /** Byte for byte (ava's deepEqual walks every element, too slow for megabytes). */
-const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const same = (a: Uint8Array, b: Uint8Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 test('a large object reads back whole, in slices at once, byte for byte', async (t) => {
   const store = storeIn(t);

@@ -5,9 +5,14 @@ import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
 import { env, hold, meet } from './fixtures/tasks.ts';
 
 // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
-const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }] });
+const cluster = useCluster(test, {
+  head: { numCpus: 2, numGpus: 0 },
+  nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }],
+});
 let cpuNode: string, gpuNode: string;
-test.serial.before(() => { [cpuNode, gpuNode] = cluster().nodeIds; });
+test.serial.before(() => {
+  [cpuNode, gpuNode] = cluster().nodeIds;
+});
 
 test.serial('CPU tasks see no GPUs; GPU tasks get their ids in CUDA_VISIBLE_DEVICES', async (t) => {
   t.is((await env.remote()).gpus, '');
@@ -22,7 +27,9 @@ test.serial('two 1-GPU tasks at once get different devices; a third waits (pendi
   const a = hold.options({ numGpus: 1 }).remote(1500);
   const b = hold.options({ numGpus: 1 }).remote(1500);
   const third = hold.options({ numGpus: 1 }).remote(0);
-  const pending = await eventually('a pending GPU demand in status', async () => (await cluster().status()).pending.find((p) => p.demand.GPU === 1));
+  const pending = await eventually('a pending GPU demand in status', async () =>
+    (await cluster().status()).pending.find((p) => p.demand.GPU === 1),
+  );
   t.is(pending.demand.GPU, 1);
   const [ra, rb, rc] = await get([a, b, third]);
   t.deepEqual([ra.gpus, rb.gpus].sort(), ['0', '1']);
@@ -38,17 +45,31 @@ test.serial('fractional GPUs: two 0.5-GPU tasks share one device id', async (t) 
   t.not(a.pid, b.pid);
 });
 
-test.serial('GPU capacity split across devices: a demand that fits the sum but no device waits, then runs', async (t) => {
-  // 0.6 on each device leaves 0.4 + 0.4: a 0.5 demand fits the total (0.8) but no single device.
-  await eventually('idle GPU leases of earlier tests returned', async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU === 2);
-  const holders = [hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500), hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500)];
-  await eventually('both holders running', async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU! < 1);
-  const half = hold.options({ numGpus: 0.5, numCpus: 0 }).remote(0);
-  await eventually('the 0.5 demand pending', async () => (await cluster().status()).pending.some((p) => p.demand.GPU === 0.5));
-  const [a, b] = await get(holders);
-  t.not(a.gpus, b.gpus);
-  t.true(['0', '1'].includes((await half).gpus!));
-});
+test.serial(
+  'GPU capacity split across devices: a demand that fits the sum but no device waits, then runs',
+  async (t) => {
+    // 0.6 on each device leaves 0.4 + 0.4: a 0.5 demand fits the total (0.8) but no single device.
+    await eventually(
+      'idle GPU leases of earlier tests returned',
+      async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU === 2,
+    );
+    const holders = [
+      hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500),
+      hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500),
+    ];
+    await eventually(
+      'both holders running',
+      async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU! < 1,
+    );
+    const half = hold.options({ numGpus: 0.5, numCpus: 0 }).remote(0);
+    await eventually('the 0.5 demand pending', async () =>
+      (await cluster().status()).pending.some((p) => p.demand.GPU === 0.5),
+    );
+    const [a, b] = await get(holders);
+    t.not(a.gpus, b.gpus);
+    t.true(['0', '1'].includes((await half).gpus!));
+  },
+);
 
 test.serial('custom resources and node affinity', async (t) => {
   t.is((await env.options({ resources: { ssd: 1 } }).remote()).node, gpuNode);
@@ -59,7 +80,9 @@ test.serial('custom resources and node affinity', async (t) => {
 
 test.serial('SPREAD puts concurrent tasks on different nodes', async (t) => {
   // SPREAD spreads over nodes with room now: idle leases kept from earlier tests (1 s) could fill one of them.
-  await eventually('idle leases of earlier tests returned', async () => (await cluster().status()).nodes.every((n) => n.available.CPU === 2));
+  await eventually('idle leases of earlier tests returned', async () =>
+    (await cluster().status()).nodes.every((n) => n.available.CPU === 2),
+  );
   // They wait for each other, so the first lease stays busy and the second task needs a lease of its own.
   const spread = meet.options({ schedulingStrategy: 'SPREAD' });
   const dir = tempDir(t);
@@ -71,8 +94,13 @@ test.serial('a demand no node can ever meet fails fast, naming the demand and th
   const e = await t.throwsAsync(get(env.options({ numGpus: 4 }).remote()), { instanceOf: InfeasibleError });
   t.regex(e!.message, /GPU: 4/);
   t.true(e!.message.includes(gpuNode));
-  await t.throwsAsync(get(env.options({ resources: { tpu: 1 } }).remote()), { instanceOf: InfeasibleError, message: /tpu: 1/ });
-  await t.throwsAsync(get(env.options({ schedulingStrategy: { nodeId: 'no-such-node' } }).remote()), { instanceOf: InfeasibleError });
+  await t.throwsAsync(get(env.options({ resources: { tpu: 1 } }).remote()), {
+    instanceOf: InfeasibleError,
+    message: /tpu: 1/,
+  });
+  await t.throwsAsync(get(env.options({ schedulingStrategy: { nodeId: 'no-such-node' } }).remote()), {
+    instanceOf: InfeasibleError,
+  });
   const status = await cluster().status();
   t.true(status.infeasible.some((i) => i.demand.GPU === 4));
   // The cluster goes on.

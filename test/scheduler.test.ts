@@ -72,7 +72,11 @@ test('formatResources orders built-ins and humanizes memory', (t) => {
 test('DEFAULT packs onto the busier node while it stays at or under 0.5', (t) => {
   const nodes = [node('a', { CPU: 8 }), node('b', { CPU: 8 }, { CPU: 2 })];
   t.deepEqual(place(nodes, { CPU: 2 }), { kind: 'place', nodeId: 'b' }); // b → 4/8
-  t.deepEqual(place([node('a', { CPU: 8 }), node('b', { CPU: 8 })], { CPU: 1 }), { kind: 'place', nodeId: 'a' }, 'ties by id');
+  t.deepEqual(
+    place([node('a', { CPU: 8 }), node('b', { CPU: 8 })], { CPU: 1 }),
+    { kind: 'place', nodeId: 'a' },
+    'ties by id',
+  );
 });
 
 test('DEFAULT falls back to the least utilized node past 0.5', (t) => {

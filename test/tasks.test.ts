@@ -1,7 +1,17 @@
 // Tasks end to end on a real cluster: values, refs, nested refs, errors, wait, bad input at the call site.
 import test from 'ava';
 import { readdirSync } from 'node:fs';
-import { put, get, wait, remote, ObjectRef, TaskError, SerializationError, GetTimeoutError, UsageError } from '../runtime/index.ts';
+import {
+  put,
+  get,
+  wait,
+  remote,
+  ObjectRef,
+  TaskError,
+  SerializationError,
+  GetTimeoutError,
+  UsageError,
+} from '../runtime/index.ts';
 import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
 import { currentClient } from '../runtime/core/core.ts';
@@ -16,40 +26,52 @@ test.serial('a task returns its value; await ref and get() agree', async (t) => 
   t.deepEqual(await get([tasks.add.remote(1, 1), tasks.add.remote(2, 2)]), [2, 4]);
 });
 
-test.serial('objects whose refs are all gone are freed, node-store files too, also after a task used them', async (t) => {
-  const owned = currentClient().objects.owned;
-  const store = cluster().head.objectDir;
-  // Refs made and dropped inside a function: only their ids survive it.
-  const useAndDrop = async () => {
-    const small = await Promise.all(Array.from({ length: 50 }, (_, i) => tasks.add.remote(i, 1)));
-    const big = tasks.fill.remote(300_000, 2); // 1.2 MB: a file in the node's store
-    await big;
-    const kept = put(41);
-    t.is(await tasks.add.remote(kept, 1), 42); // held for the task while it ran, then ours again
-    return { small: small.length, bigId: big.id, keptId: kept.id };
-  };
-  const { bigId, keptId } = await useAndDrop();
-  t.true(readdirSync(store).includes(bigId));
-  await eventually('the big object freed', async () => {
-    (globalThis as { gc?: () => void }).gc!();
-    await new Promise((r) => setTimeout(r, 150));
-    return !owned.get(bigId) && !readdirSync(store).includes(bigId) && !owned.get(keptId);
-  });
-});
+test.serial(
+  'objects whose refs are all gone are freed, node-store files too, also after a task used them',
+  async (t) => {
+    const owned = currentClient().objects.owned;
+    const store = cluster().head.objectDir;
+    // Refs made and dropped inside a function: only their ids survive it.
+    const useAndDrop = async () => {
+      const small = await Promise.all(Array.from({ length: 50 }, (_, i) => tasks.add.remote(i, 1)));
+      const big = tasks.fill.remote(300_000, 2); // 1.2 MB: a file in the node's store
+      await big;
+      const kept = put(41);
+      t.is(await tasks.add.remote(kept, 1), 42); // held for the task while it ran, then ours again
+      return { small: small.length, bigId: big.id, keptId: kept.id };
+    };
+    const { bigId, keptId } = await useAndDrop();
+    t.true(readdirSync(store).includes(bigId));
+    await eventually('the big object freed', async () => {
+      (globalThis as { gc?: () => void }).gc!();
+      await new Promise((r) => setTimeout(r, 150));
+      return !owned.get(bigId) && !readdirSync(store).includes(bigId) && !owned.get(keptId);
+    });
+  },
+);
 
-test.serial('quick tasks are queued deep on a worker, but a function not known to be quick waits for an idle one', async (t) => {
-  await get(Array.from({ length: 50 }, (_, i) => tasks.add.remote(i, 1))); // add is now known to be quick
-  // Submitted behind hundreds of quick ones: had they been queued on a busy worker like those, the first would wait
-  // there for the second, queued behind it on the same worker, and never meet it.
-  const dir = tempDir(t);
-  const quick = Array.from({ length: 400 }, (_, i) => tasks.add.remote(i, 1));
-  const slow = [tasks.meet.remote(dir, 2), tasks.meet.remote(dir, 2)];
-  const more = Array.from({ length: 400 }, (_, i) => tasks.add.remote(i, 2));
-  const met = await get(slow);
-  t.not(met[0].pid, met[1].pid);
-  t.deepEqual(await get(quick), quick.map((_, i) => i + 1));
-  t.deepEqual(await get(more), more.map((_, i) => i + 2));
-});
+test.serial(
+  'quick tasks are queued deep on a worker, but a function not known to be quick waits for an idle one',
+  async (t) => {
+    await get(Array.from({ length: 50 }, (_, i) => tasks.add.remote(i, 1))); // add is now known to be quick
+    // Submitted behind hundreds of quick ones: had they been queued on a busy worker like those, the first would wait
+    // there for the second, queued behind it on the same worker, and never meet it.
+    const dir = tempDir(t);
+    const quick = Array.from({ length: 400 }, (_, i) => tasks.add.remote(i, 1));
+    const slow = [tasks.meet.remote(dir, 2), tasks.meet.remote(dir, 2)];
+    const more = Array.from({ length: 400 }, (_, i) => tasks.add.remote(i, 2));
+    const met = await get(slow);
+    t.not(met[0].pid, met[1].pid);
+    t.deepEqual(
+      await get(quick),
+      quick.map((_, i) => i + 1),
+    );
+    t.deepEqual(
+      await get(more),
+      more.map((_, i) => i + 2),
+    );
+  },
+);
 
 test.serial('worker processes are pooled and reused, not started per task', async (t) => {
   const pids = new Set<number>();
@@ -58,27 +80,40 @@ test.serial('worker processes are pooled and reused, not started per task', asyn
 });
 
 test.serial('structured values and typed arrays round-trip through a task', async (t) => {
-  const value = { s: 'x', n: [1, 2.5, -3], m: new Map([['k', 1]]), d: new Date(5), f: new Float32Array([1.5, -2.25]), big: 2n ** 70n };
+  const value = {
+    s: 'x',
+    n: [1, 2.5, -3],
+    m: new Map([['k', 1]]),
+    d: new Date(5),
+    f: new Float32Array([1.5, -2.25]),
+    big: 2n ** 70n,
+  };
   t.deepEqual(await tasks.echo.remote(value), value);
 });
 
-test.serial('plain arguments and results (sent inside the message, not encoded on their own) arrive exactly as encoded ones do', async (t) => {
-  const plain = [1, 2.5, NaN, -Infinity, 'a', '', true, null, undefined];
-  const got = await tasks.argsOf.remote(...plain);
-  t.is(got.length, plain.length);
-  plain.forEach((v, i) => t.true(Object.is(got[i], v), `argument ${i}`));
-  const many = Array.from({ length: 17 }, (_, i) => i); // too many to go plain: encoded
-  t.deepEqual(await tasks.argsOf.remote(...many), many);
-  const long = 'x'.repeat(1000);
-  t.deepEqual(await tasks.argsOf.remote(long, 2), [long, 2]);
-  // A plain result comes back as itself too, inside the answer.
-  const sum = tasks.add.remote(40, 2);
-  t.is(await sum, 42);
-  t.deepEqual(currentClient().objects.owned.get(sum.id)?.location, { value: 42 });
-  t.is(await tasks.echo.remote(undefined), undefined);
-  // A receiver takes an array of values only when it is one a caller would have sent so.
-  await t.throwsAsync(currentClient().objects.resolveArgs([{ not: 'plain' }], undefined), { instanceOf: UsageError, message: /plain values/ });
-});
+test.serial(
+  'plain arguments and results (sent inside the message, not encoded on their own) arrive exactly as encoded ones do',
+  async (t) => {
+    const plain = [1, 2.5, NaN, -Infinity, 'a', '', true, null, undefined];
+    const got = await tasks.argsOf.remote(...plain);
+    t.is(got.length, plain.length);
+    plain.forEach((v, i) => t.true(Object.is(got[i], v), `argument ${i}`));
+    const many = Array.from({ length: 17 }, (_, i) => i); // too many to go plain: encoded
+    t.deepEqual(await tasks.argsOf.remote(...many), many);
+    const long = 'x'.repeat(1000);
+    t.deepEqual(await tasks.argsOf.remote(long, 2), [long, 2]);
+    // A plain result comes back as itself too, inside the answer.
+    const sum = tasks.add.remote(40, 2);
+    t.is(await sum, 42);
+    t.deepEqual(currentClient().objects.owned.get(sum.id)?.location, { value: 42 });
+    t.is(await tasks.echo.remote(undefined), undefined);
+    // A receiver takes an array of values only when it is one a caller would have sent so.
+    await t.throwsAsync(currentClient().objects.resolveArgs([{ not: 'plain' }], undefined), {
+      instanceOf: UsageError,
+      message: /plain values/,
+    });
+  },
+);
 
 test.serial('refs as arguments are resolved on the worker, small and large', async (t) => {
   t.is(await tasks.add.remote(put(40), 2), 42);
@@ -94,7 +129,12 @@ test.serial('refs as arguments are resolved on the worker, small and large', asy
 
 test.serial('large arguments passed by value go through the object store', async (t) => {
   // 4 MB: far above NATS's 1 MB max_payload; it travels as a ref, the task sees a Float32Array.
-  t.deepEqual(await tasks.length.remote(new Float32Array(1_000_000).fill(3)), { length: 1_000_000, first: 3, last: 3, type: 'Float32Array' });
+  t.deepEqual(await tasks.length.remote(new Float32Array(1_000_000).fill(3)), {
+    length: 1_000_000,
+    first: 3,
+    last: 3,
+    type: 'Float32Array',
+  });
 });
 
 test.serial('a remote function can be called as soon as a dynamic import of its module settles', async (t) => {
@@ -128,7 +168,9 @@ test.serial('an exception in a task is a TaskError with the original name, messa
   t.is(err!.where, 'task fail');
   t.true(err!.cause instanceof RangeError);
   // A failed input fails the dependent task with the same error.
-  const downstream = await t.throwsAsync(get(tasks.add.remote(tasks.fail.remote('upstream'), 1)), { instanceOf: TaskError });
+  const downstream = await t.throwsAsync(get(tasks.add.remote(tasks.fail.remote('upstream'), 1)), {
+    instanceOf: TaskError,
+  });
   t.is(downstream!.message, 'upstream');
   // The worker survives: the next task runs.
   t.is(await tasks.add.remote(1, 1), 2);
@@ -158,8 +200,14 @@ test.serial('bad input fails at the call site with a clear error', async (t) => 
   t.throws(() => put({ p: Promise.resolve(1) }), { instanceOf: SerializationError, message: /Promise/ });
   t.throws(() => tasks.add.options({ numCpus: -1 }), { instanceOf: UsageError, message: /numCpus/ });
   t.throws(() => tasks.add.options({ numGpus: 1.5 }), { instanceOf: UsageError, message: /numGpus/ });
-  t.throws(() => tasks.add.options({ numCPUs: 1 } as never), { instanceOf: UsageError, message: /unknown remote option 'numCPUs'/ });
-  t.throws(() => tasks.add.options({ schedulingStrategy: 'PACKED' } as never), { instanceOf: UsageError, message: /schedulingStrategy/ });
+  t.throws(() => tasks.add.options({ numCPUs: 1 } as never), {
+    instanceOf: UsageError,
+    message: /unknown remote option 'numCPUs'/,
+  });
+  t.throws(() => tasks.add.options({ schedulingStrategy: 'PACKED' } as never), {
+    instanceOf: UsageError,
+    message: /schedulingStrategy/,
+  });
   const local = remote((x: number) => x); // defined here, not exported by a module workers can import
   await new Promise((r) => setTimeout(r, 50));
   t.throws(() => local.remote(1), { instanceOf: UsageError, message: /not an export/ });

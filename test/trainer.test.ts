@@ -12,13 +12,20 @@ import type { ParamServer } from '../actors/train/param-server.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 
-const replicaPids = async () => (await currentClient().gcs()).actors.list().then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
+const replicaPids = async () =>
+  (await currentClient().gcs()).actors
+    .list()
+    .then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
 
 /** Trains lineJob with 2 replicas for 4 epochs, SIGKILLing replica 1 at step 12 of epoch 2. */
 async function trainKillingReplica1(o: Partial<TrainOptions>) {
   let killed = false;
   const r = await train(lineJob, {
-    replicas: 2, epochs: 4, batchSize: 32, checkpointEvery: 5, ...o,
+    replicas: 2,
+    epochs: 4,
+    batchSize: 32,
+    checkpointEvery: 5,
+    ...o,
     onProgress: ({ epoch, step }) => {
       if (killed || epoch !== 1 || step < 12) return;
       killed = true;
@@ -38,7 +45,10 @@ test.serial('synchronous data-parallel training converges on a small problem, wi
   t.true(r.history[3].loss < r.history[0].loss);
   t.is(r.failures, 0);
   t.true(['wasm', 'tensorflow', 'cpu'].includes(r.backend));
-  t.deepEqual(r.weights.map((w) => w.length), [32, 16, 32, 2]);
+  t.deepEqual(
+    r.weights.map((w) => w.length),
+    [32, 16, 32, 2],
+  );
   t.deepEqual(await replicaPids(), [], 'replicas end with the run');
 });
 
@@ -51,22 +61,29 @@ test.serial('the same seed trains the same way: first weights and data order are
 });
 
 test.serial("the job's optimizer() is told the run's replica count and mode", async (t) => {
-  await t.throwsAsync(train(tellsOptimizerContext, { replicas: 2, epochs: 1 }), { message: /optimizer built for \{"replicas":2,"mode":"sync"\}/ });
-  await t.throwsAsync(train(tellsOptimizerContext, { replicas: 1, epochs: 1, mode: 'local' }), { message: /optimizer built for \{"replicas":1,"mode":"local"\}/ });
-});
-
-test.serial("the job's learningRate() sets the rate of every step, in sync and parameter-server mode, and is told where the run is", async (t) => {
-  const model = await withSeededMathRandom(5, () => lineJob.spec.model());
-  const first = model.getWeights().map((w) => w.dataSync() as Float32Array);
-  for (const mode of ['sync', 'ps'] as const) {
-    const r = await train(stillJob, { replicas: 2, epochs: 1, seed: 5, mode });
-    t.deepEqual(r.weights, first, `${mode}: at a rate of 0 the weights stay the first ones`);
-  }
-  // 1,024 samples per replica in batches of 64: 16 steps an epoch.
-  await t.throwsAsync(train(tellsScheduleContext, { replicas: 2, epochs: 2, batchSize: 64 }), {
-    message: /rate asked at \{"replicas":2,"mode":"sync","epoch":1,"epochs":2,"step":3,"stepsPerEpoch":16\}/,
+  await t.throwsAsync(train(tellsOptimizerContext, { replicas: 2, epochs: 1 }), {
+    message: /optimizer built for \{"replicas":2,"mode":"sync"\}/,
+  });
+  await t.throwsAsync(train(tellsOptimizerContext, { replicas: 1, epochs: 1, mode: 'local' }), {
+    message: /optimizer built for \{"replicas":1,"mode":"local"\}/,
   });
 });
+
+test.serial(
+  "the job's learningRate() sets the rate of every step, in sync and parameter-server mode, and is told where the run is",
+  async (t) => {
+    const model = await withSeededMathRandom(5, () => lineJob.spec.model());
+    const first = model.getWeights().map((w) => w.dataSync() as Float32Array);
+    for (const mode of ['sync', 'ps'] as const) {
+      const r = await train(stillJob, { replicas: 2, epochs: 1, seed: 5, mode });
+      t.deepEqual(r.weights, first, `${mode}: at a rate of 0 the weights stay the first ones`);
+    }
+    // 1,024 samples per replica in batches of 64: 16 steps an epoch.
+    await t.throwsAsync(train(tellsScheduleContext, { replicas: 2, epochs: 2, batchSize: 64 }), {
+      message: /rate asked at \{"replicas":2,"mode":"sync","epoch":1,"epochs":2,"step":3,"stepsPerEpoch":16\}/,
+    });
+  },
+);
 
 test.serial('local SGD (weights averaged every k steps) converges too', async (t) => {
   const r = await train(lineJob, { replicas: 2, epochs: 4, batchSize: 32, mode: 'local', averageEvery: 4 });
@@ -82,37 +99,78 @@ test.serial('a replica killed mid-epoch is restarted and the group resumes from 
 });
 
 test.serial('local SGD with delayed averaging (each average applied a step later) converges too', async (t) => {
-  const r = await train(lineJob, { replicas: 2, epochs: 4, batchSize: 32, mode: 'local', averageEvery: 2, delayAveraging: true });
+  const r = await train(lineJob, {
+    replicas: 2,
+    epochs: 4,
+    batchSize: 32,
+    mode: 'local',
+    averageEvery: 2,
+    delayAveraging: true,
+  });
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
-  t.deepEqual(r.history.map((e) => e.replicas), [2, 2, 2, 2]);
+  t.deepEqual(
+    r.history.map((e) => e.replicas),
+    [2, 2, 2, 2],
+  );
 });
 
 test.serial('bad options are refused at the call', async (t) => {
-  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, delayAveraging: true }), { instanceOf: UsageError, message: /delayAveraging applies to mode 'local' only/ });
-  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, minReplicas: 3 }), { instanceOf: UsageError, message: /minReplicas must be a whole number from 1 to replicas \(2\), got 3/ });
-  await t.throwsAsync(train(lineJob, { replicas: 0, epochs: 1 }), { instanceOf: UsageError, message: /replicas must be a positive integer/ });
-});
-
-test.serial('parameter-server mode (2 shards, staleness 1) converges, and no replica runs more than 1 step ahead', async (t) => {
-  // Read while the run goes on (after epochs 1 to 3): the shards end with it.
-  const reads: Array<Promise<number[]>> = [];
-  const shardLeads = async () => {
-    const shards = (await (await currentClient().gcs()).actors.list()).filter((a) => a.className === 'ParamServer' && a.state === 'ALIVE');
-    return Promise.all(shards.map(async (s) => (await makeHandle<ParamServer>(new HandleData(s.actorId, 'ParamServer', 0)).stats()).maxLead));
-  };
-  const r = await train(lineJob, {
-    replicas: 2, epochs: 4, batchSize: 32, mode: 'ps', servers: 2, staleness: 1,
-    onEpoch: (e) => { if (e.epoch < 4) reads.push(shardLeads()); },
+  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, delayAveraging: true }), {
+    instanceOf: UsageError,
+    message: /delayAveraging applies to mode 'local' only/,
   });
-  const leads = (await Promise.all(reads)).flat();
-  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
-  t.is(leads.length, 6, `shard stats read: ${leads}`);
-  t.true(leads.every((l) => l <= 1), `leads ${leads}`);
+  await t.throwsAsync(train(lineJob, { replicas: 2, epochs: 1, minReplicas: 3 }), {
+    instanceOf: UsageError,
+    message: /minReplicas must be a whole number from 1 to replicas \(2\), got 3/,
+  });
+  await t.throwsAsync(train(lineJob, { replicas: 0, epochs: 1 }), {
+    instanceOf: UsageError,
+    message: /replicas must be a positive integer/,
+  });
 });
 
-test.serial('parameter-server mode resumes after a replica is killed mid-epoch; the shards keep what they learned', async (t) => {
-  t.timeout(120_000);
-  const r = await trainKillingReplica1({ mode: 'ps', servers: 2 });
-  t.is(r.failures, 1);
-  t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
-});
+test.serial(
+  'parameter-server mode (2 shards, staleness 1) converges, and no replica runs more than 1 step ahead',
+  async (t) => {
+    // Read while the run goes on (after epochs 1 to 3): the shards end with it.
+    const reads: Array<Promise<number[]>> = [];
+    const shardLeads = async () => {
+      const shards = (await (await currentClient().gcs()).actors.list()).filter(
+        (a) => a.className === 'ParamServer' && a.state === 'ALIVE',
+      );
+      return Promise.all(
+        shards.map(
+          async (s) => (await makeHandle<ParamServer>(new HandleData(s.actorId, 'ParamServer', 0)).stats()).maxLead,
+        ),
+      );
+    };
+    const r = await train(lineJob, {
+      replicas: 2,
+      epochs: 4,
+      batchSize: 32,
+      mode: 'ps',
+      servers: 2,
+      staleness: 1,
+      onEpoch: (e) => {
+        if (e.epoch < 4) reads.push(shardLeads());
+      },
+    });
+    const leads = (await Promise.all(reads)).flat();
+    t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+    t.is(leads.length, 6, `shard stats read: ${leads}`);
+    t.true(
+      leads.every((l) => l <= 1),
+      `leads ${leads}`,
+    );
+  },
+);
+
+test.serial(
+  'parameter-server mode resumes after a replica is killed mid-epoch; the shards keep what they learned',
+  async (t) => {
+    t.timeout(120_000);
+    const r = await trainKillingReplica1({ mode: 'ps', servers: 2 });
+    t.is(r.failures, 1);
+    t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+  },
+);

@@ -1,7 +1,17 @@
 // Collective operations among a group of processes (usually actors): allreduce, broadcast, barrier, as MPI and Ray's
 // ray.util.collective have them. Members talk to each other directly over the bus; the head is not involved.
 // Allreduce is a ring: each member sends and receives 2(N-1)/N of the data, in chunks under the server's max_payload.
-import { TroupeError, NoRespondersError, RequestTimeoutError, registerErrorClass, chunkSize, bus, subjects, type Subscription, UsageError } from '../library/runtime.ts';
+import {
+  TroupeError,
+  NoRespondersError,
+  RequestTimeoutError,
+  registerErrorClass,
+  chunkSize,
+  bus,
+  subjects,
+  type Subscription,
+  UsageError,
+} from '../library/runtime.ts';
 
 /** A collective could not complete: a member did not answer in time, or left. */
 export class CollectiveError extends TroupeError {}
@@ -10,7 +20,11 @@ registerErrorClass(CollectiveError);
 export type ReduceOp = 'sum' | 'mean' | 'max' | 'min';
 type Numeric = Float32Array | Float64Array | Int32Array | Uint8Array;
 /** The parts of a tfjs tensor used here; the result is made with the same tfjs. */
-interface TensorLike { shape: number[]; dtype: string; data(): Promise<ArrayLike<number>> }
+interface TensorLike {
+  shape: number[];
+  dtype: string;
+  data(): Promise<ArrayLike<number>>;
+}
 
 export interface GroupOptions {
   /** This member's place in the group, 0 to worldSize - 1. */
@@ -22,16 +36,26 @@ export interface GroupOptions {
   timeoutMs?: number;
 }
 
-interface Chunk { g: number; op: number; step: number; part: number; parts: number; d: Uint8Array }
+interface Chunk {
+  g: number;
+  op: number;
+  step: number;
+  part: number;
+  parts: number;
+  d: Uint8Array;
+}
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Joins a group: from now on this process receives its share of the group's collectives. Every member must call
  * the same collectives in the same order, as in MPI. */
 export function joinGroup(name: string, o: GroupOptions): CollectiveGroup {
-  if (!NAME.test(name)) throw new UsageError(`group name ${JSON.stringify(name)}: use 1 to 64 letters, digits, '-' or '_'`);
-  if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new UsageError(`worldSize must be a positive integer, got ${o.worldSize}`);
-  if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new UsageError(`rank must be an integer from 0 to ${o.worldSize - 1}, got ${o.rank}`);
+  if (!NAME.test(name))
+    throw new UsageError(`group name ${JSON.stringify(name)}: use 1 to 64 letters, digits, '-' or '_'`);
+  if (!Number.isInteger(o.worldSize) || o.worldSize < 1)
+    throw new UsageError(`worldSize must be a positive integer, got ${o.worldSize}`);
+  if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize)
+    throw new UsageError(`rank must be an integer from 0 to ${o.worldSize - 1}, got ${o.rank}`);
   return new CollectiveGroup(name, o.rank, o.worldSize, o.generation ?? 0, o.timeoutMs ?? 60_000);
 }
 
@@ -44,12 +68,21 @@ export class CollectiveGroup {
   private readonly bus = bus();
   private left = false;
 
-  constructor(readonly name: string, readonly rank: number, readonly worldSize: number, readonly generation: number, private readonly timeoutMs: number) {
+  constructor(
+    readonly name: string,
+    readonly rank: number,
+    readonly worldSize: number,
+    readonly generation: number,
+    private readonly timeoutMs: number,
+  ) {
     this.sub = this.bus.serve(subjects.collective(name, rank), (c: Chunk) => {
       if (c?.g !== this.generation) return { stale: true }; // from before the group re-formed
       const key = `${c.op}.${c.step}.${c.part}`;
       const w = this.waiting.get(key);
-      if (w) { this.waiting.delete(key); w(c); } else this.inbox.set(key, c);
+      if (w) {
+        this.waiting.delete(key);
+        w(c);
+      } else this.inbox.set(key, c);
       return true;
     });
   }
@@ -65,14 +98,20 @@ export class CollectiveGroup {
       const right = mod(this.rank + 1, n);
       // Reduce-scatter: after n-1 steps this member holds the full reduction of segment rank+1.
       for (let s = 0; s < n - 1; s++) {
-        const [, got] = await Promise.all([this.send(right, seq, s, seg(this.rank - s)), this.receive(seq, s, seg(this.rank - s - 1))]);
+        const [, got] = await Promise.all([
+          this.send(right, seq, s, seg(this.rank - s)),
+          this.receive(seq, s, seg(this.rank - s - 1)),
+        ]);
         combine(seg(this.rank - s - 1), got, op);
       }
       // All-gather: pass the reduced segments round the ring.
       for (let s = 0; s < n - 1; s++) {
         const step = n - 1 + s;
         const target = seg(this.rank - s);
-        const [, got] = await Promise.all([this.send(right, seq, step, seg(this.rank + 1 - s)), this.receive(seq, step, target)]);
+        const [, got] = await Promise.all([
+          this.send(right, seq, step, seg(this.rank + 1 - s)),
+          this.receive(seq, step, target),
+        ]);
         target.set(got);
       }
     }
@@ -84,11 +123,16 @@ export class CollectiveGroup {
   /** `root`'s value, on every member. Members other than the root pass a value of the same type and length: its
    * contents are ignored. */
   async broadcast<T extends Numeric | TensorLike>(x: T, root = 0): Promise<T> {
-    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw new UsageError(`root must be a rank from 0 to ${this.worldSize - 1}, got ${root}`);
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize)
+      throw new UsageError(`root must be a rank from 0 to ${this.worldSize - 1}, got ${root}`);
     const data = await this.toArray(x);
     const seq = this.next();
     if (this.rank === root) {
-      await Promise.all(Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => r !== root).map((r) => this.send(r, seq, 0, data)));
+      await Promise.all(
+        Array.from({ length: this.worldSize }, (_, r) => r)
+          .filter((r) => r !== root)
+          .map((r) => this.send(r, seq, 0, data)),
+      );
     } else if (this.worldSize > 1) {
       data.set(await this.receive(seq, 0, data));
     }
@@ -127,19 +171,32 @@ export class CollectiveGroup {
     const size = chunkSize(this.bus);
     const parts = Math.max(1, Math.ceil(bytes.length / size));
     const deadline = Date.now() + this.timeoutMs;
-    await Promise.all(Array.from({ length: parts }, async (_, part) => {
-      const chunk: Chunk = { g: this.generation, op, step, part, parts, d: bytes.subarray(part * size, (part + 1) * size) };
-      for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
-        try {
-          const r = await this.bus.request<{ stale?: boolean } | true>(subjects.collective(this.name, to), chunk, { timeoutMs: Math.max(1, deadline - Date.now()) });
-          if (r !== true && r?.stale) throw new CollectiveError(`group ${this.name}: rank ${to} is in another generation of the group`);
-          return;
-        } catch (e) {
-          if (!(e instanceof NoRespondersError) || Date.now() + wait > deadline) throw this.failed(e, `sending to rank ${to}`);
-          await new Promise((r) => setTimeout(r, wait));
+    await Promise.all(
+      Array.from({ length: parts }, async (_, part) => {
+        const chunk: Chunk = {
+          g: this.generation,
+          op,
+          step,
+          part,
+          parts,
+          d: bytes.subarray(part * size, (part + 1) * size),
+        };
+        for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
+          try {
+            const r = await this.bus.request<{ stale?: boolean } | true>(subjects.collective(this.name, to), chunk, {
+              timeoutMs: Math.max(1, deadline - Date.now()),
+            });
+            if (r !== true && r?.stale)
+              throw new CollectiveError(`group ${this.name}: rank ${to} is in another generation of the group`);
+            return;
+          } catch (e) {
+            if (!(e instanceof NoRespondersError) || Date.now() + wait > deadline)
+              throw this.failed(e, `sending to rank ${to}`);
+            await new Promise((r) => setTimeout(r, wait));
+          }
         }
-      }
-    }));
+      }),
+    );
   }
 
   /** Receives a segment's chunks from the left neighbour (or the root) into a buffer the size of `like`. */
@@ -149,7 +206,10 @@ export class CollectiveGroup {
     const size = first.d.length;
     const rest = await Promise.all(Array.from({ length: first.parts - 1 }, (_, i) => this.chunk(op, step, i + 1)));
     const total = (first.parts - 1) * size + (rest.length ? rest[rest.length - 1].d.length : size);
-    if (total !== like.byteLength) throw new CollectiveError(`group ${this.name}: members passed arrays of different lengths (${like.byteLength} bytes here, ${total} from another)`);
+    if (total !== like.byteLength)
+      throw new CollectiveError(
+        `group ${this.name}: members passed arrays of different lengths (${like.byteLength} bytes here, ${total} from another)`,
+      );
     for (const c of [first, ...rest]) out.set(c.d, c.part * size);
     const Ctor = like.constructor as new (b: ArrayBuffer) => Numeric;
     return new Ctor(out.buffer);
@@ -158,11 +218,19 @@ export class CollectiveGroup {
   private chunk(op: number, step: number, part: number): Promise<Chunk> {
     const key = `${op}.${step}.${part}`;
     const have = this.inbox.get(key);
-    if (have) { this.inbox.delete(key); return Promise.resolve(have); }
+    if (have) {
+      this.inbox.delete(key);
+      return Promise.resolve(have);
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(key);
-        reject(this.failed(new RequestTimeoutError(`nothing for ${this.timeoutMs} ms`), `waiting for rank ${mod(this.rank - 1, this.worldSize)}`));
+        reject(
+          this.failed(
+            new RequestTimeoutError(`nothing for ${this.timeoutMs} ms`),
+            `waiting for rank ${mod(this.rank - 1, this.worldSize)}`,
+          ),
+        );
       }, this.timeoutMs);
       this.waiting.set(key, (c) => {
         clearTimeout(timer);
@@ -174,20 +242,28 @@ export class CollectiveGroup {
 
   private failed(e: unknown, doing: string): CollectiveError {
     if (e instanceof CollectiveError) return e;
-    return new CollectiveError(`group ${this.name}, rank ${this.rank} of ${this.worldSize}: collective failed ${doing}: ${(e as Error).message}`, { cause: e });
+    return new CollectiveError(
+      `group ${this.name}, rank ${this.rank} of ${this.worldSize}: collective failed ${doing}: ${(e as Error).message}`,
+      { cause: e },
+    );
   }
 
   /** A private copy to work in: the caller's array is never changed. */
   private async toArray(x: Numeric | TensorLike): Promise<Numeric> {
     if (ArrayBuffer.isView(x)) {
-      if (!(x instanceof Float32Array || x instanceof Float64Array || x instanceof Int32Array || x instanceof Uint8Array)) {
+      if (
+        !(x instanceof Float32Array || x instanceof Float64Array || x instanceof Int32Array || x instanceof Uint8Array)
+      ) {
         throw new UsageError('collectives take Float32Array, Float64Array, Int32Array, Uint8Array or a tfjs tensor');
       }
       return x.slice();
     }
-    if (typeof (x as TensorLike)?.data !== 'function') throw new UsageError('collectives take a typed array or a tfjs tensor');
+    if (typeof (x as TensorLike)?.data !== 'function')
+      throw new UsageError('collectives take a typed array or a tfjs tensor');
     const values = await (x as TensorLike).data();
-    return values instanceof Float32Array || values instanceof Int32Array || values instanceof Uint8Array ? values.slice() : Float32Array.from(values);
+    return values instanceof Float32Array || values instanceof Int32Array || values instanceof Uint8Array
+      ? values.slice()
+      : Float32Array.from(values);
   }
 
   private async fromArray<T>(like: T, data: Numeric): Promise<T> {
@@ -200,7 +276,8 @@ export class CollectiveGroup {
 
 /** Start offsets of n near-equal segments, and the end. */
 function segments(length: number, n: number): number[] {
-  const base = Math.floor(length / n), extra = length % n;
+  const base = Math.floor(length / n),
+    extra = length % n;
   const out = [0];
   for (let i = 0; i < n; i++) out.push(out[i] + base + (i < extra ? 1 : 0));
   return out;

@@ -8,7 +8,10 @@ export interface ExportedSpec<S> {
   readonly def: Definition;
 }
 
-export interface SpecRef { url: string; exportName: string }
+export interface SpecRef {
+  url: string;
+  exportName: string;
+}
 
 /** Wraps a checked spec and records the module that declares it. */
 export function declareSpec<S>(spec: S, what: string): ExportedSpec<S> {
@@ -22,7 +25,8 @@ export function declareSpec<S>(spec: S, what: string): ExportedSpec<S> {
 export async function specRef(x: ExportedSpec<unknown>, what: string, misuse: string): Promise<SpecRef> {
   if (!x?.spec || !x.def) throw new UsageError(misuse);
   const exportName = x.def.exportName ?? (await x.def.lookup);
-  if (exportName === undefined) throw new UsageError(`the ${what} defined in ${x.def.url} is not an export of that module: export it`);
+  if (exportName === undefined)
+    throw new UsageError(`the ${what} defined in ${x.def.url} is not an export of that module: export it`);
   return { url: x.def.url, exportName };
 }
 

@@ -10,7 +10,14 @@ import { libraryActor as markRemote, type ActorClass } from '../actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 
 export {
-  TroupeError, TaskError, UsageError, ActorDiedError, NoRespondersError, RequestTimeoutError, registerErrorClass, asError,
+  TroupeError,
+  TaskError,
+  UsageError,
+  ActorDiedError,
+  NoRespondersError,
+  RequestTimeoutError,
+  registerErrorClass,
+  asError,
 } from '../../runtime/base/errors.ts';
 export { subjects } from '../../runtime/protocol/subjects.ts';
 export { defineSite, type Definition } from '../../runtime/base/definition-site.ts';
@@ -66,13 +73,21 @@ export function libraryActorRef(name: LibraryActorName): FunctionRef {
  * Fails at load when the table above names another module for it, so a moved file cannot go unnoticed. */
 export function libraryActor(cls: ActorClass, moduleUrl: string): void {
   const url = Object.hasOwn(LIBRARY_ACTORS, cls.name) ? LIBRARY_ACTORS[cls.name as LibraryActorName] : undefined;
-  if (url !== moduleUrl) throw new UsageError(`library actor ${cls.name} is defined in ${moduleUrl}, but actors/library/runtime.ts names ${url}`);
+  if (url !== moduleUrl)
+    throw new UsageError(
+      `library actor ${cls.name} is defined in ${moduleUrl}, but actors/library/runtime.ts names ${url}`,
+    );
   const ref = libraryActorRef(cls.name as LibraryActorName);
   markRemote(cls, ref.url, ref.exportName);
 }
 
 /** Starts one of the libraries' own actors (a replica, a parameter server, a supervisor) and returns its handle. */
-export function startLibraryActor<T extends object>(name: LibraryActorName, args: unknown[], options: ActorOptions, maxTaskRetries = 0): ActorHandle<T> {
+export function startLibraryActor<T extends object>(
+  name: LibraryActorName,
+  args: unknown[],
+  options: ActorOptions,
+  maxTaskRetries = 0,
+): ActorHandle<T> {
   const id = currentClient().createActor(libraryActorRef(name), args, { ...options, className: name });
   return makeHandle<T>(new HandleData(id, name, maxTaskRetries));
 }

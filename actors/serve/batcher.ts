@@ -10,7 +10,12 @@ export interface BatchRecord {
   runMs: number;
 }
 
-interface Pending<I, O> { input: I; at: number; resolve(v: O): void; reject(e: unknown): void }
+interface Pending<I, O> {
+  input: I;
+  at: number;
+  resolve(v: O): void;
+  reject(e: unknown): void;
+}
 
 export class Batcher<I, O> {
   private queue: Array<Pending<I, O>> = [];
@@ -73,9 +78,17 @@ export class Batcher<I, O> {
       for (const p of batch) p.reject(e);
     }
     this.batches++;
-    this.history.push({ size: batch.length, waitedMs: started - batch[0].at, reason, runMs: performance.now() - started });
+    this.history.push({
+      size: batch.length,
+      waitedMs: started - batch[0].at,
+      reason,
+      runMs: performance.now() - started,
+    });
     if (this.history.length > this.keep) this.history.shift();
     // One turn before the next batch: the answers just given leave now instead of waiting behind its compute.
-    setImmediate(() => { this.running = false; this.schedule(); });
+    setImmediate(() => {
+      this.running = false;
+      this.schedule();
+    });
   }
 }

@@ -20,8 +20,11 @@ export type InferenceModel = ExportedSpec<InferenceModelSpec>;
 export function inferenceModel(spec: InferenceModelSpec): InferenceModel {
   if (typeof spec?.model !== 'function') throw new UsageError("inferenceModel(): 'model' must be a function");
   if (!Array.isArray(spec.inputShape) || !spec.inputShape.every((d) => Number.isInteger(d) && d > 0)) {
-    throw new UsageError(`inferenceModel(): 'inputShape' must be an array of positive integers, got ${JSON.stringify(spec.inputShape)}`);
+    throw new UsageError(
+      `inferenceModel(): 'inputShape' must be an array of positive integers, got ${JSON.stringify(spec.inputShape)}`,
+    );
   }
-  if (spec.predict !== undefined && typeof spec.predict !== 'function') throw new UsageError("inferenceModel(): 'predict' must be a function");
+  if (spec.predict !== undefined && typeof spec.predict !== 'function')
+    throw new UsageError("inferenceModel(): 'predict' must be a function");
   return declareSpec(spec, 'the inference model');
 }

@@ -41,8 +41,17 @@ export interface PoolStats {
   failed: number;
 }
 
-interface Member { handle: ActorHandle<InferenceReplica>; ongoing: number; ready: boolean; draining: boolean }
-interface Waiting { input: Sample; resolve(v: Float32Array): void; reject(e: unknown): void }
+interface Member {
+  handle: ActorHandle<InferenceReplica>;
+  ongoing: number;
+  ready: boolean;
+  draining: boolean;
+}
+interface Waiting {
+  input: Sample;
+  resolve(v: Float32Array): void;
+  reject(e: unknown): void;
+}
 
 const TICK_MS = 100;
 /** Fewer requests per call cost more in calls than they gain in flow (unbatched pools: a batch is 1). */
@@ -50,7 +59,11 @@ const MIN_REQUESTS_PER_CALL = 16;
 
 /** Starts a pool serving `model`; resolves once minReplicas replicas have loaded it. */
 export async function serve(model: InferenceModel, o: ServeOptions = {}): Promise<InferencePool> {
-  const pool = new InferencePool(await specRef(model, 'inference model', 'serve() takes an inferenceModel(...)'), model.spec.inputShape.reduce((a, b) => a * b, 1), o);
+  const pool = new InferencePool(
+    await specRef(model, 'inference model', 'serve() takes an inferenceModel(...)'),
+    model.spec.inputShape.reduce((a, b) => a * b, 1),
+    o,
+  );
   await pool.started;
   return pool;
 }
@@ -69,14 +82,25 @@ export class InferencePool {
   private downSince?: number;
   readonly started: Promise<void>;
 
-  constructor(private readonly model: SpecRef, private readonly sampleSize: number, options: ServeOptions) {
+  constructor(
+    private readonly model: SpecRef,
+    private readonly sampleSize: number,
+    options: ServeOptions,
+  ) {
     const min = options.minReplicas ?? 1;
     const maxBatchSize = options.maxBatchSize ?? 32;
     this.o = {
-      minReplicas: min, maxReplicas: options.maxReplicas ?? min, maxBatchSize, maxWaitMs: options.maxWaitMs ?? 10,
-      maxOngoingRequests: options.maxOngoingRequests ?? 2 * maxBatchSize, targetOngoingRequests: options.targetOngoingRequests ?? maxBatchSize,
-      upscaleDelayMs: options.upscaleDelayMs ?? 1000, downscaleDelayMs: options.downscaleDelayMs ?? 10_000,
-      numCpus: options.numCpus ?? 1, numGpus: options.numGpus ?? 0, onScale: options.onScale,
+      minReplicas: min,
+      maxReplicas: options.maxReplicas ?? min,
+      maxBatchSize,
+      maxWaitMs: options.maxWaitMs ?? 10,
+      maxOngoingRequests: options.maxOngoingRequests ?? 2 * maxBatchSize,
+      targetOngoingRequests: options.targetOngoingRequests ?? maxBatchSize,
+      upscaleDelayMs: options.upscaleDelayMs ?? 1000,
+      downscaleDelayMs: options.downscaleDelayMs ?? 10_000,
+      numCpus: options.numCpus ?? 1,
+      numGpus: options.numGpus ?? 0,
+      onScale: options.onScale,
     };
     checkOptions(this.o);
     this.started = Promise.all(Array.from({ length: min }, () => this.add())).then(() => undefined);
@@ -88,8 +112,13 @@ export class InferencePool {
   predict(input: Sample): Promise<Float32Array> {
     if (this.closed) return Promise.reject(new UsageError('predict(): the inference pool is closed'));
     if ((!(input instanceof Float32Array) && !Array.isArray(input)) || input.length !== this.sampleSize) {
-      const got = input && typeof input === 'object' && 'length' in input ? `${(input as object).constructor.name} of length ${input.length}` : typeof input;
-      return Promise.reject(new UsageError(`predict() takes one input of ${this.sampleSize} numbers (Float32Array or array), got ${got}`));
+      const got =
+        input && typeof input === 'object' && 'length' in input
+          ? `${(input as object).constructor.name} of length ${input.length}`
+          : typeof input;
+      return Promise.reject(
+        new UsageError(`predict() takes one input of ${this.sampleSize} numbers (Float32Array or array), got ${got}`),
+      );
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ input, resolve, reject });
@@ -100,8 +129,12 @@ export class InferencePool {
   stats(): PoolStats {
     const live = this.members.filter((m) => !m.draining);
     return {
-      replicas: live.filter((m) => m.ready).length, starting: live.filter((m) => !m.ready).length,
-      ongoing: this.members.reduce((n, m) => n + m.ongoing, 0), queued: this.queue.length, completed: this.completed, failed: this.failed,
+      replicas: live.filter((m) => m.ready).length,
+      starting: live.filter((m) => !m.ready).length,
+      ongoing: this.members.reduce((n, m) => n + m.ongoing, 0),
+      queued: this.queue.length,
+      completed: this.completed,
+      failed: this.failed,
     };
   }
 
@@ -115,18 +148,35 @@ export class InferencePool {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    for (const w of this.queue.splice(0)) w.reject(new UsageError('the inference pool was closed before this request ran'));
-    await Promise.all(this.members.splice(0).map((m) => killActor(m.handle.actorId, true, 'inference pool closed').catch(() => undefined)));
+    for (const w of this.queue.splice(0))
+      w.reject(new UsageError('the inference pool was closed before this request ran'));
+    await Promise.all(
+      this.members
+        .splice(0)
+        .map((m) => killActor(m.handle.actorId, true, 'inference pool closed').catch(() => undefined)),
+    );
   }
 
   /** Starts a replica; it takes requests once its model is loaded. */
   private async add(): Promise<void> {
-    const config: InferenceReplicaConfig = { model: this.model, maxBatchSize: this.o.maxBatchSize, maxWaitMs: this.o.maxWaitMs };
+    const config: InferenceReplicaConfig = {
+      model: this.model,
+      maxBatchSize: this.o.maxBatchSize,
+      maxWaitMs: this.o.maxWaitMs,
+    };
     // maxConcurrency above maxOngoingRequests: stats() gets in while a replica is full.
     // A request in flight when its replica dies is sent again to the restarted one (3 times): predict has no side effects.
-    const handle = startLibraryActor<InferenceReplica>('InferenceReplica', [config], {
-      numCpus: this.o.numCpus, numGpus: this.o.numGpus, maxRestarts: -1, maxConcurrency: this.o.maxOngoingRequests + 2,
-    }, 3);
+    const handle = startLibraryActor<InferenceReplica>(
+      'InferenceReplica',
+      [config],
+      {
+        numCpus: this.o.numCpus,
+        numGpus: this.o.numGpus,
+        maxRestarts: -1,
+        maxConcurrency: this.o.maxOngoingRequests + 2,
+      },
+      3,
+    );
     const member: Member = { handle, ongoing: 0, ready: false, draining: false };
     this.members.push(member);
     try {
@@ -151,7 +201,8 @@ export class InferencePool {
       while (this.queue.length) {
         let best: Member | undefined;
         for (const m of this.members) {
-          if (m.ready && !m.draining && m.ongoing < this.o.maxOngoingRequests && (!best || m.ongoing < best.ongoing)) best = m;
+          if (m.ready && !m.draining && m.ongoing < this.o.maxOngoingRequests && (!best || m.ongoing < best.ongoing))
+            best = m;
         }
         if (!best) break;
         best.ongoing++;
@@ -168,14 +219,22 @@ export class InferencePool {
   private send(m: Member, ws: Waiting[]): void {
     const packed = new Float32Array(ws.length * this.sampleSize);
     ws.forEach((w, i) => packed.set(w.input, i * this.sampleSize));
-    Promise.resolve(m.handle.predict(packed, ws.length)).then(
-      (ys) => {
-        this.completed += ws.length;
-        const per = ys.length / ws.length;
-        ws.forEach((w, i) => w.resolve(ys.slice(i * per, (i + 1) * per)));
-      },
-      (e: unknown) => { this.failed += ws.length; for (const w of ws) w.reject(e); },
-    ).finally(() => { m.ongoing -= ws.length; this.dispatch(); });
+    Promise.resolve(m.handle.predict(packed, ws.length))
+      .then(
+        (ys) => {
+          this.completed += ws.length;
+          const per = ys.length / ws.length;
+          ws.forEach((w, i) => w.resolve(ys.slice(i * per, (i + 1) * per)));
+        },
+        (e: unknown) => {
+          this.failed += ws.length;
+          for (const w of ws) w.reject(e);
+        },
+      )
+      .finally(() => {
+        m.ongoing -= ws.length;
+        this.dispatch();
+      });
   }
 
   private autoscale(): void {
@@ -183,7 +242,10 @@ export class InferencePool {
     this.retireDrained();
     const live = this.members.filter((m) => !m.draining);
     const load = this.queue.length + this.members.reduce((n, m) => n + m.ongoing, 0);
-    const desired = Math.min(this.o.maxReplicas, Math.max(this.o.minReplicas, Math.ceil(load / this.o.targetOngoingRequests)));
+    const desired = Math.min(
+      this.o.maxReplicas,
+      Math.max(this.o.minReplicas, Math.ceil(load / this.o.targetOngoingRequests)),
+    );
     const now = Date.now();
     this.upSince = desired > live.length ? (this.upSince ?? now) : undefined;
     this.downSince = desired < live.length ? (this.downSince ?? now) : undefined;
@@ -211,15 +273,18 @@ export class InferencePool {
 
 function checkOptions(o: Required<Omit<ServeOptions, 'onScale'>>): void {
   const whole = (k: keyof typeof o, least: number) => {
-    if (!Number.isInteger(o[k]) || (o[k] as number) < least) throw new UsageError(`serve(): ${k} must be a whole number >= ${least}, got ${o[k]}`);
+    if (!Number.isInteger(o[k]) || (o[k] as number) < least)
+      throw new UsageError(`serve(): ${k} must be a whole number >= ${least}, got ${o[k]}`);
   };
   whole('minReplicas', 1);
   whole('maxReplicas', 1);
   whole('maxBatchSize', 1);
   whole('maxOngoingRequests', 1);
-  if (o.maxReplicas < o.minReplicas) throw new UsageError(`serve(): maxReplicas (${o.maxReplicas}) is below minReplicas (${o.minReplicas})`);
+  if (o.maxReplicas < o.minReplicas)
+    throw new UsageError(`serve(): maxReplicas (${o.maxReplicas}) is below minReplicas (${o.minReplicas})`);
   for (const k of ['maxWaitMs', 'upscaleDelayMs', 'downscaleDelayMs', 'numCpus', 'numGpus'] as const) {
     if (!(Number.isFinite(o[k]) && o[k] >= 0)) throw new UsageError(`serve(): ${k} must be a number >= 0, got ${o[k]}`);
   }
-  if (!(o.targetOngoingRequests > 0)) throw new UsageError(`serve(): targetOngoingRequests must be above 0, got ${o.targetOngoingRequests}`);
+  if (!(o.targetOngoingRequests > 0))
+    throw new UsageError(`serve(): targetOngoingRequests must be above 0, got ${o.targetOngoingRequests}`);
 }

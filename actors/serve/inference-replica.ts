@@ -3,7 +3,7 @@
 // that serve, so drivers never load tfjs for it.
 import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { Actor, } from '../actor.ts';
+import { Actor } from '../actor.ts';
 import { Batcher, type BatchRecord } from './batcher.ts';
 import type { InferenceModelSpec } from './inference-model.ts';
 import { loadSpec, type SpecRef } from '../library/exported-spec.ts';
@@ -53,18 +53,37 @@ export class InferenceReplica extends Actor {
    * way in the answer: one typed array each way instead of one per request. The pool sends the requests it has at
    * once in one call; each goes into the batcher on its own, so requests from several calls and callers share batches. */
   async predict(inputs: Float32Array, count: number): Promise<Float32Array> {
-    if (!(inputs instanceof Float32Array) || !Number.isInteger(count) || count < 1 || inputs.length !== count * this.sampleSize) {
-      throw new UsageError(`predict() takes ${count} inputs of shape [${this.spec.inputShape}] packed in one Float32Array (${count} × ${this.sampleSize} numbers), got ${describe(inputs)}`);
+    if (
+      !(inputs instanceof Float32Array) ||
+      !Number.isInteger(count) ||
+      count < 1 ||
+      inputs.length !== count * this.sampleSize
+    ) {
+      throw new UsageError(
+        `predict() takes ${count} inputs of shape [${this.spec.inputShape}] packed in one Float32Array (${count} × ${this.sampleSize} numbers), got ${describe(inputs)}`,
+      );
     }
-    const outs = await Promise.all(Array.from({ length: count }, (_, i) => this.batcher.submit(inputs.subarray(i * this.sampleSize, (i + 1) * this.sampleSize))));
+    const outs = await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        this.batcher.submit(inputs.subarray(i * this.sampleSize, (i + 1) * this.sampleSize)),
+      ),
+    );
     const packed = new Float32Array(outs.reduce((n, o) => n + o.length, 0));
     let at = 0;
-    for (const o of outs) { packed.set(o, at); at += o.length; }
+    for (const o of outs) {
+      packed.set(o, at);
+      at += o.length;
+    }
     return packed;
   }
 
   stats(): ReplicaStats {
-    return { requests: this.batcher.requests, batches: this.batcher.batches, recent: this.batcher.history, backend: tf.getBackend() };
+    return {
+      requests: this.batcher.requests,
+      batches: this.batcher.batches,
+      recent: this.batcher.history,
+      backend: tf.getBackend(),
+    };
   }
 
   private runBatch(inputs: Float32Array[]): Float32Array[] {
@@ -79,12 +98,15 @@ export class InferenceReplica extends Actor {
   }
 
   private forward(batch: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => (this.spec.predict ? this.spec.predict(this.model, batch) : (this.model.predict(batch) as tf.Tensor)));
+    return tf.tidy(() =>
+      this.spec.predict ? this.spec.predict(this.model, batch) : (this.model.predict(batch) as tf.Tensor),
+    );
   }
 }
 
 function describe(v: unknown): string {
-  if (v && typeof v === 'object' && 'length' in v) return `${(v as object).constructor.name} of length ${(v as { length: number }).length}`;
+  if (v && typeof v === 'object' && 'length' in v)
+    return `${(v as object).constructor.name} of length ${(v as { length: number }).length}`;
   return typeof v;
 }
 

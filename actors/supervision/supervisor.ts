@@ -5,7 +5,24 @@
 import { Actor, classRef, remoteClassInfo, type ActorClass, type RemoteClassInfo } from '../actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 import { checkActorOptions } from '../options.ts';
-import { subjects, UsageError, bus, createActor, libraryActor, libraryActorRef, killActor, restartActor, actorInfo, checkpoints, type ActorOptions, type FunctionRef, type ActorInfo, type ActorStateEvent, type RemoteArgs, type Subscription } from '../library/runtime.ts';
+import {
+  subjects,
+  UsageError,
+  bus,
+  createActor,
+  libraryActor,
+  libraryActorRef,
+  killActor,
+  restartActor,
+  actorInfo,
+  checkpoints,
+  type ActorOptions,
+  type FunctionRef,
+  type ActorInfo,
+  type ActorStateEvent,
+  type RemoteArgs,
+  type Subscription,
+} from '../library/runtime.ts';
 
 /** one_for_one: only the failed child restarts. one_for_all: all of them. rest_for_one: it and those started after it. */
 export type Strategy = 'one_for_one' | 'one_for_all' | 'rest_for_one';
@@ -120,37 +137,71 @@ const ofType = <T>(v: T | undefined, fallback: T) => (v === undefined ? fallback
 
 function checkSpec(spec: SupervisorSpec): void {
   if (typeof spec !== 'object' || spec === null) throw new UsageError('a supervisor spec must be an object');
-  for (const k of Object.keys(spec)) if (!['strategy', 'intensity', 'periodMs', 'backoff', 'children'].includes(k)) throw new UsageError(`unknown supervisor option '${k}'`);
-  if (spec.strategy !== undefined && !STRATEGIES.includes(spec.strategy)) throw new UsageError(`strategy must be one of ${STRATEGIES.join(', ')}, got ${JSON.stringify(spec.strategy)}`);
-  if (spec.intensity !== undefined && (!Number.isInteger(spec.intensity) || spec.intensity < 0)) throw new UsageError(`intensity must be a whole number >= 0, got ${spec.intensity}`);
-  if (spec.periodMs !== undefined && !(Number.isFinite(spec.periodMs) && spec.periodMs > 0)) throw new UsageError(`periodMs must be > 0, got ${spec.periodMs}`);
+  for (const k of Object.keys(spec))
+    if (!['strategy', 'intensity', 'periodMs', 'backoff', 'children'].includes(k))
+      throw new UsageError(`unknown supervisor option '${k}'`);
+  if (spec.strategy !== undefined && !STRATEGIES.includes(spec.strategy))
+    throw new UsageError(`strategy must be one of ${STRATEGIES.join(', ')}, got ${JSON.stringify(spec.strategy)}`);
+  if (spec.intensity !== undefined && (!Number.isInteger(spec.intensity) || spec.intensity < 0))
+    throw new UsageError(`intensity must be a whole number >= 0, got ${spec.intensity}`);
+  if (spec.periodMs !== undefined && !(Number.isFinite(spec.periodMs) && spec.periodMs > 0))
+    throw new UsageError(`periodMs must be > 0, got ${spec.periodMs}`);
   const b = spec.backoff;
   if (b !== undefined) {
-    const ok = typeof b === 'object' && b !== null && Number.isFinite(b.minMs) && b.minMs >= 0 && Number.isFinite(b.maxMs) && b.maxMs >= b.minMs
-      && (b.jitter === undefined || (typeof b.jitter === 'number' && b.jitter >= 0 && b.jitter <= 1));
-    if (!ok) throw new UsageError(`backoff must be { minMs >= 0, maxMs >= minMs, jitter?: 0..1 }, got ${JSON.stringify(b)}`);
+    const ok =
+      typeof b === 'object' &&
+      b !== null &&
+      Number.isFinite(b.minMs) &&
+      b.minMs >= 0 &&
+      Number.isFinite(b.maxMs) &&
+      b.maxMs >= b.minMs &&
+      (b.jitter === undefined || (typeof b.jitter === 'number' && b.jitter >= 0 && b.jitter <= 1));
+    if (!ok)
+      throw new UsageError(`backoff must be { minMs >= 0, maxMs >= minMs, jitter?: 0..1 }, got ${JSON.stringify(b)}`);
   }
-  if (spec.children !== undefined && !Array.isArray(spec.children)) throw new UsageError('children must be an array of child specs');
+  if (spec.children !== undefined && !Array.isArray(spec.children))
+    throw new UsageError('children must be an array of child specs');
 }
 
 /** Turns a child spec (with its class) into plain data a supervisor can keep and restart from. */
 async function plainChild(c: ChildSpec | SupervisorChildSpec, lifetime: PlainSpec['lifetime']): Promise<PlainChild> {
   if (typeof c !== 'object' || c === null) throw new UsageError('a child spec must be an object');
-  if (typeof c.id !== 'string' || !ID.test(c.id)) throw new UsageError(`child id must be 1-100 letters, digits, '_', '.' or '-', got ${JSON.stringify(c.id)}`);
+  if (typeof c.id !== 'string' || !ID.test(c.id))
+    throw new UsageError(`child id must be 1-100 letters, digits, '_', '.' or '-', got ${JSON.stringify(c.id)}`);
   const restart = ofType(c.restart, 'permanent');
-  if (!RESTARTS.includes(restart)) throw new UsageError(`child '${c.id}': restart must be one of ${RESTARTS.join(', ')}, got ${JSON.stringify(restart)}`);
+  if (!RESTARTS.includes(restart))
+    throw new UsageError(
+      `child '${c.id}': restart must be one of ${RESTARTS.join(', ')}, got ${JSON.stringify(restart)}`,
+    );
   const shutdownMs = ofType(c.shutdownMs, 5000);
-  if (!Number.isInteger(shutdownMs) || shutdownMs < 0) throw new UsageError(`child '${c.id}': shutdownMs must be a whole number >= 0, got ${shutdownMs}`);
+  if (!Number.isInteger(shutdownMs) || shutdownMs < 0)
+    throw new UsageError(`child '${c.id}': shutdownMs must be a whole number >= 0, got ${shutdownMs}`);
   if ('supervisor' in c) {
     const spec = await plainSpec(c.supervisor, lifetime, true);
-    return { id: c.id, cls: libraryActorRef('Supervisor'), args: [spec], options: { maxConcurrency: 16 }, restart, shutdownMs, type: 'supervisor' };
+    return {
+      id: c.id,
+      cls: libraryActorRef('Supervisor'),
+      args: [spec],
+      options: { maxConcurrency: 16 },
+      restart,
+      shutdownMs,
+      type: 'supervisor',
+    };
   }
   let info: RemoteClassInfo;
-  try { info = remoteClassInfo(c.actor); } catch (e) { throw new UsageError(`child '${c.id}': ${(e as Error).message}`); }
+  try {
+    info = remoteClassInfo(c.actor);
+  } catch (e) {
+    throw new UsageError(`child '${c.id}': ${(e as Error).message}`);
+  }
   const options: ActorOptions = { ...info.options, ...c.options };
   delete options.maxRestarts; // the decorator's; a supervised child is restarted by its supervisor
-  if (c.options && 'maxRestarts' in c.options) throw new UsageError(`child '${c.id}': maxRestarts does not apply to a supervised child; its supervisor's intensity and restart type decide`);
-  if (options.lifetime) throw new UsageError(`child '${c.id}': lifetime is the supervisor's (SupervisorOptions.lifetime)`);
+  if (c.options && 'maxRestarts' in c.options)
+    throw new UsageError(
+      `child '${c.id}': maxRestarts does not apply to a supervised child; its supervisor's intensity and restart type decide`,
+    );
+  if (options.lifetime)
+    throw new UsageError(`child '${c.id}': lifetime is the supervisor's (SupervisorOptions.lifetime)`);
   if (c.crashOnError !== undefined) options.crashOnError = c.crashOnError;
   checkActorOptions(options);
   if (c.args !== undefined && !Array.isArray(c.args)) throw new UsageError(`child '${c.id}': args must be an array`);
@@ -165,7 +216,15 @@ async function plainSpec(spec: SupervisorSpec, lifetime: PlainSpec['lifetime'], 
     if (ids.has(c.id)) throw new UsageError(`two children with id '${c.id}'`);
     ids.add(c.id);
   }
-  return { strategy: ofType(spec.strategy, 'one_for_one'), intensity: ofType(spec.intensity, 3), periodMs: ofType(spec.periodMs, 5000), backoff: spec.backoff, children, lifetime, nested };
+  return {
+    strategy: ofType(spec.strategy, 'one_for_one'),
+    intensity: ofType(spec.intensity, 3),
+    periodMs: ofType(spec.periodMs, 5000),
+    backoff: spec.backoff,
+    children,
+    lifetime,
+    nested,
+  };
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -199,13 +258,16 @@ export class Supervisor extends Actor {
     this.sub = bus().on(subjects.evtActorState, (e: ActorStateEvent) => {
       if (e?.supervisor !== this.actorId) return;
       this.watchers.get(e.actorId)?.(e);
-      if (e.state === 'RESTARTING' && e.held) void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause', !!e.normal));
+      if (e.state === 'RESTARTING' && e.held)
+        void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause', !!e.normal));
       else if (e.state === 'DEAD') void this.serial(async () => this.onDead(e.actorId));
     });
     const restored = this.state.children.length > 0;
     // A restarted supervisor takes its children back and catches up on deaths it missed; a new one starts them.
     this.ready = this.serial(() => (restored ? this.reconcile() : this.startAll()));
-    this.reconcileTimer = setInterval(() => { if (!this.stopping) void this.serial(() => this.reconcile()); }, 2000);
+    this.reconcileTimer = setInterval(() => {
+      if (!this.stopping) void this.serial(() => this.reconcile());
+    }, 2000);
     this.reconcileTimer.unref();
   }
 
@@ -219,10 +281,17 @@ export class Supervisor extends Actor {
 
   async whichChildren(): Promise<ChildInfo[]> {
     await this.ready;
-    return Promise.all(this.state.children.map(async (c) => ({
-      id: c.spec.id, actorId: c.actorId, className: c.spec.cls.name, type: c.spec.type, restart: c.spec.restart, restarts: c.restarts,
-      state: c.actorId ? (await actorInfo(c.actorId))?.state : undefined,
-    })));
+    return Promise.all(
+      this.state.children.map(async (c) => ({
+        id: c.spec.id,
+        actorId: c.actorId,
+        className: c.spec.cls.name,
+        type: c.spec.type,
+        restart: c.spec.restart,
+        restarts: c.restarts,
+        state: c.actorId ? (await actorInfo(c.actorId))?.state : undefined,
+      })),
+    );
   }
 
   startChild(child: PlainChild): Promise<ChildInfo> {
@@ -268,7 +337,12 @@ export class Supervisor extends Actor {
   async countChildren(): Promise<{ specs: number; active: number; supervisors: number; workers: number }> {
     await this.ready;
     const cs = this.state.children;
-    return { specs: cs.length, active: cs.filter((c) => c.actorId).length, supervisors: cs.filter((c) => c.spec.type === 'supervisor').length, workers: cs.filter((c) => c.spec.type === 'worker').length };
+    return {
+      specs: cs.length,
+      active: cs.filter((c) => c.actorId).length,
+      supervisors: cs.filter((c) => c.spec.type === 'supervisor').length,
+      workers: cs.filter((c) => c.spec.type === 'worker').length,
+    };
   }
 
   /** Stops every child in reverse start order, then the supervisor itself, for good. */
@@ -291,7 +365,10 @@ export class Supervisor extends Actor {
     this.state.handled[actorId] = incarnation;
     // OTP: a temporary child is never restarted, a transient one only after a crash, a permanent one always.
     if (c.spec.restart === 'temporary' || (normal && c.spec.restart === 'transient')) {
-      await this.terminate(c, `${cause}; a ${c.spec.restart} child is not restarted${normal ? ' after a normal stop' : ''}`);
+      await this.terminate(
+        c,
+        `${cause}; a ${c.spec.restart} child is not restarted${normal ? ' after a normal stop' : ''}`,
+      );
       if (c.spec.restart === 'temporary') this.state.children.splice(this.state.children.indexOf(c), 1);
       await this.saveCheckpoint();
       return;
@@ -299,16 +376,26 @@ export class Supervisor extends Actor {
     const now = Date.now();
     this.state.restarts = [...this.state.restarts.filter((t) => now - t < this.spec.periodMs), now];
     if (this.state.restarts.length > this.spec.intensity) {
-      await this.escalate(`child '${c.spec.id}' failed (${cause}) and the supervisor reached its restart intensity (more than ${this.spec.intensity} restarts in ${this.spec.periodMs} ms)`);
+      await this.escalate(
+        `child '${c.spec.id}' failed (${cause}) and the supervisor reached its restart intensity (more than ${this.spec.intensity} restarts in ${this.spec.periodMs} ms)`,
+      );
       return;
     }
     const order = this.state.children;
     const at = order.indexOf(c);
-    const group = this.spec.strategy === 'one_for_one' ? [c] : this.spec.strategy === 'one_for_all' ? order.filter((x) => x.actorId) : order.slice(at).filter((x) => x.actorId);
+    const group =
+      this.spec.strategy === 'one_for_one'
+        ? [c]
+        : this.spec.strategy === 'one_for_all'
+          ? order.filter((x) => x.actorId)
+          : order.slice(at).filter((x) => x.actorId);
     // The others go first, newest first, held for restart like the one that died.
     for (const x of [...group].reverse()) {
       if (x === c) continue;
-      await this.stopForRestart(x, `its supervisor restarts it because its sibling '${c.spec.id}' failed (${this.spec.strategy})`);
+      await this.stopForRestart(
+        x,
+        `its supervisor restarts it because its sibling '${c.spec.id}' failed (${this.spec.strategy})`,
+      );
     }
     await this.saveCheckpoint();
     for (const x of group) {
@@ -349,7 +436,11 @@ export class Supervisor extends Actor {
   /** Waits for a child's next start to settle: undefined once ALIVE, else why it did not come up. */
   private settle(actorId: string): Promise<string | undefined> {
     return new Promise((resolve) => {
-      const done = (why: string | undefined) => { this.watchers.delete(actorId); clearTimeout(timer); resolve(why); };
+      const done = (why: string | undefined) => {
+        this.watchers.delete(actorId);
+        clearTimeout(timer);
+        resolve(why);
+      };
       const timer = setTimeout(() => done(undefined), SETTLE_MS); // still placing: reconcile takes it from here
       this.watchers.set(actorId, (e) => {
         if (e.state === 'ALIVE') done(undefined);
@@ -359,7 +450,8 @@ export class Supervisor extends Actor {
   }
 
   private async startAll(): Promise<void> {
-    if (this.state.children.length === 0) this.state.children = this.spec.children.map((spec) => ({ spec, restarts: 0, recent: [] }));
+    if (this.state.children.length === 0)
+      this.state.children = this.spec.children.map((spec) => ({ spec, restarts: 0, recent: [] }));
     const started: ChildState[] = [];
     for (const c of this.state.children) {
       try {
@@ -379,8 +471,12 @@ export class Supervisor extends Actor {
 
   /** Creates the child's actor and waits for it to be ALIVE; throws why it did not come up. */
   private async startOne(c: ChildState): Promise<void> {
-    const actorId = createActor(c.spec.cls, c.spec.args, { ...c.spec.options, className: c.spec.cls.name },
-      { supervisor: this.actorId, shutdownMs: c.spec.shutdownMs, lifetime: this.spec.lifetime });
+    const actorId = createActor(
+      c.spec.cls,
+      c.spec.args,
+      { ...c.spec.options, className: c.spec.cls.name },
+      { supervisor: this.actorId, shutdownMs: c.spec.shutdownMs, lifetime: this.spec.lifetime },
+    );
     c.actorId = actorId;
     const failed = await this.settle(actorId);
     if (failed) {
@@ -424,7 +520,8 @@ export class Supervisor extends Actor {
       if (!c.actorId || this.stopping) continue;
       const info = await actorInfo(c.actorId);
       if (!info || info.state === 'DEAD') this.onDead(c.actorId);
-      else if (info.state === 'RESTARTING' && info.held) await this.onHeld(info.actorId, info.incarnation, info.cause ?? 'unknown cause', !!info.normal);
+      else if (info.state === 'RESTARTING' && info.held)
+        await this.onHeld(info.actorId, info.incarnation, info.cause ?? 'unknown cause', !!info.normal);
     }
   }
 
@@ -457,7 +554,15 @@ export class Supervisor extends Actor {
   }
 
   private info(c: ChildState): ChildInfo {
-    return { id: c.spec.id, actorId: c.actorId, className: c.spec.cls.name, type: c.spec.type, restart: c.spec.restart, restarts: c.restarts, state: c.actorId ? 'ALIVE' : undefined };
+    return {
+      id: c.spec.id,
+      actorId: c.actorId,
+      className: c.spec.cls.name,
+      type: c.spec.type,
+      restart: c.spec.restart,
+      restarts: c.restarts,
+      state: c.actorId ? 'ALIVE' : undefined,
+    };
   }
 }
 
@@ -465,7 +570,10 @@ libraryActor(Supervisor, import.meta.url);
 
 /** A running supervisor, from the driver's side. */
 export class SupervisorHandle {
-  constructor(readonly actor: ActorHandle<Supervisor>, private readonly lifetime: PlainSpec['lifetime']) {}
+  constructor(
+    readonly actor: ActorHandle<Supervisor>,
+    private readonly lifetime: PlainSpec['lifetime'],
+  ) {}
 
   get actorId(): string {
     return this.actor.actorId;
@@ -526,11 +634,18 @@ export class SupervisorHandle {
 /** Starts a supervision tree and resolves once every child is ALIVE (it rejects, as OTP's start_link, when one
  * cannot start). The root supervisor is restarted by the head wherever there is room, for as long as it does not
  * give up by itself (restart intensity). */
-export async function startSupervisor(spec: SupervisorSpec, options: SupervisorOptions = {}): Promise<SupervisorHandle> {
-  for (const k of Object.keys(options)) if (!['name', 'namespace', 'lifetime'].includes(k)) throw new UsageError(`unknown supervisor option '${k}' (known: name, namespace, lifetime)`);
+export async function startSupervisor(
+  spec: SupervisorSpec,
+  options: SupervisorOptions = {},
+): Promise<SupervisorHandle> {
+  for (const k of Object.keys(options))
+    if (!['name', 'namespace', 'lifetime'].includes(k))
+      throw new UsageError(`unknown supervisor option '${k}' (known: name, namespace, lifetime)`);
   const lifetime = options.lifetime === 'detached' ? 'detached' : 'owned';
   const plain = await plainSpec(spec, lifetime, false);
-  const actor = Supervisor.options({ ...options, maxRestarts: -1, maxConcurrency: 16 }).remote(plain as never) as ActorHandle<Supervisor>;
+  const actor = Supervisor.options({ ...options, maxRestarts: -1, maxConcurrency: 16 }).remote(
+    plain as never,
+  ) as ActorHandle<Supervisor>;
   const handle = new SupervisorHandle(actor, lifetime);
   await handle.whichChildren();
   return handle;

@@ -7,7 +7,11 @@ export async function optimizerState(optimizer: tf.Optimizer): Promise<Float32Ar
 }
 
 /** Puts saved state back into an optimizer of `vars`. */
-export async function restoreOptimizer(optimizer: tf.Optimizer, vars: tf.Variable[], values: Float32Array[]): Promise<void> {
+export async function restoreOptimizer(
+  optimizer: tf.Optimizer,
+  vars: tf.Variable[],
+  values: Float32Array[],
+): Promise<void> {
   if (!values.length) return;
   if ((await optimizer.getWeights()).length === 0) {
     // Slots exist only after a first update: make them with a zero step, then overwrite.
@@ -20,10 +24,14 @@ export async function restoreOptimizer(optimizer: tf.Optimizer, vars: tf.Variabl
 /** Sets the rate the optimizer's next update uses. Every tf.train optimizer reads its `learningRate` at each update,
  * except SGD and momentum, which keep it as a tensor and have a setter for it. */
 export function setLearningRate(optimizer: tf.Optimizer, rate: number): void {
-  if (!Number.isFinite(rate) || rate < 0) throw new UsageError(`the training job's learningRate() must return a number >= 0, got ${rate}`);
+  if (!Number.isFinite(rate) || rate < 0)
+    throw new UsageError(`the training job's learningRate() must return a number >= 0, got ${rate}`);
   const o = optimizer as unknown as { learningRate?: unknown; setLearningRate?(rate: number): void };
   if (o.learningRate === rate) return;
   if (typeof o.setLearningRate === 'function') o.setLearningRate(rate);
   else if (typeof o.learningRate === 'number') o.learningRate = rate;
-  else throw new UsageError(`the training job has a learningRate() but its optimizer (${optimizer.getClassName()}) has no learning rate to set`);
+  else
+    throw new UsageError(
+      `the training job has a learningRate() but its optimizer (${optimizer.getClassName()}) has no learning rate to set`,
+    );
 }

@@ -20,8 +20,16 @@ export interface ParamServerConfig {
   replicas: number;
 }
 
-interface Saved { values: Float32Array; optimizer: Float32Array[]; updates: number }
-interface Waiter { step: number; resolve(): void; reject(e: Error): void }
+interface Saved {
+  values: Float32Array;
+  optimizer: Float32Array[];
+  updates: number;
+}
+interface Waiter {
+  step: number;
+  resolve(): void;
+  reject(e: Error): void;
+}
 
 export class ParamServer extends Actor implements ActorLifecycle<Saved | undefined> {
   private optimizer!: tf.Optimizer;
@@ -68,15 +76,28 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
   reset(generation: number, worldSize: number): void {
     this.generation = generation;
     this.clocks = new Array<number>(worldSize).fill(0);
-    for (const w of this.waiters.splice(0)) w.reject(new CollectiveError(`parameter server shard ${this.c.shard}: the group re-formed (generation ${generation})`));
+    for (const w of this.waiters.splice(0))
+      w.reject(
+        new CollectiveError(`parameter server shard ${this.c.shard}: the group re-formed (generation ${generation})`),
+      );
   }
 
   /** Applies replica `rank`'s gradient for its `step`-th step of this generation (at `learningRate`, when the job has a
    * schedule); returns the shard's values once the slowest replica is at most `staleness` steps behind. */
-  async push(generation: number, rank: number, step: number, gradient: Float32Array, learningRate?: number): Promise<Float32Array> {
-    if (generation !== this.generation) throw new CollectiveError(`parameter server shard ${this.c.shard}: a push of generation ${generation}, now ${this.generation}`);
+  async push(
+    generation: number,
+    rank: number,
+    step: number,
+    gradient: Float32Array,
+    learningRate?: number,
+  ): Promise<Float32Array> {
+    if (generation !== this.generation)
+      throw new CollectiveError(
+        `parameter server shard ${this.c.shard}: a push of generation ${generation}, now ${this.generation}`,
+      );
     if (!this.variable) throw new UsageError(`parameter server shard ${this.c.shard} has no values yet: init() first`);
-    if (gradient.length !== this.variable.size) throw new UsageError(`a gradient of ${gradient.length} values for a shard of ${this.variable.size}`);
+    if (gradient.length !== this.variable.size)
+      throw new UsageError(`a gradient of ${gradient.length} values for a shard of ${this.variable.size}`);
     if (learningRate !== undefined) setLearningRate(this.optimizer, learningRate);
     const g = tf.tensor1d(gradient);
     this.optimizer.applyGradients({ [this.variable.name]: g });
@@ -88,7 +109,8 @@ export class ParamServer extends Actor implements ActorLifecycle<Saved | undefin
       this.waiters.splice(this.waiters.indexOf(w), 1);
       w.resolve();
     }
-    if (slowest < step - this.c.staleness) await new Promise<void>((resolve, reject) => this.waiters.push({ step, resolve, reject }));
+    if (slowest < step - this.c.staleness)
+      await new Promise<void>((resolve, reject) => this.waiters.push({ step, resolve, reject }));
     this.maxLead = Math.max(this.maxLead, step - Math.min(...this.clocks));
     return this.current();
   }

@@ -35,11 +35,28 @@ export interface ReplicaConfig {
   seed: number;
 }
 
-export interface Position { epoch: number; step: number }
-export interface EpochStats { loss: number; accuracy: number; samples: number; steps: number; ms: number; syncMs: number }
-interface Checkpoint extends Position { weights: Float32Array[]; optimizer: Float32Array[]; stepsPerEpoch: number }
+export interface Position {
+  epoch: number;
+  step: number;
+}
+export interface EpochStats {
+  loss: number;
+  accuracy: number;
+  samples: number;
+  steps: number;
+  ms: number;
+  syncMs: number;
+}
+interface Checkpoint extends Position {
+  weights: Float32Array[];
+  optimizer: Float32Array[];
+  stepsPerEpoch: number;
+}
 /** A weight average on its way: the weights it started from and the average to come. */
-interface Averaging { from: Float32Array[]; average: Promise<Float32Array[]> }
+interface Averaging {
+  from: Float32Array[];
+  average: Promise<Float32Array[]>;
+}
 
 export class Replica extends Actor {
   private spec!: TrainingJobSpec;
@@ -65,7 +82,10 @@ export class Replica extends Actor {
 
   /** (Re)forms the group and brings every replica to the same state: the last checkpoint, or rank 0's first weights.
    * `at` gives a new place in a smaller group (elastic: a replica was lost); the data is sharded again for it. */
-  async setup(generation: number, at?: { rank: number; worldSize: number }): Promise<Position & { stepsPerEpoch: number; backend: string }> {
+  async setup(
+    generation: number,
+    at?: { rank: number; worldSize: number },
+  ): Promise<Position & { stepsPerEpoch: number; backend: string }> {
     this.group?.leave();
     this.averaging = undefined;
     this.generation = generation;
@@ -78,7 +98,8 @@ export class Replica extends Actor {
     // Every replica runs the same number of steps per epoch: the smallest shard decides.
     const mine = Math.floor(this.data.x.shape[0] / this.c.batchSize);
     this.stepsPerEpoch = (await this.group.allreduce(Int32Array.of(mine), 'min'))[0];
-    if (this.stepsPerEpoch < 1) throw new UsageError(`a replica's shard has fewer samples than one batch (${this.c.batchSize})`);
+    if (this.stepsPerEpoch < 1)
+      throw new UsageError(`a replica's shard has fewer samples than one batch (${this.c.batchSize})`);
     const saved = await (await checkpoints()).load(`train-${this.c.run}`);
     let pos: Position = { epoch: 0, step: 0 };
     if (saved) {
@@ -112,7 +133,10 @@ export class Replica extends Actor {
     if (!this.group) throw new CollectiveError(`replica ${this.rank} was restarted and is not in the group yet`);
     const started = Date.now();
     const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.rank);
-    let lossSum = 0, correct = 0, samples = 0, syncMs = 0;
+    let lossSum = 0,
+      correct = 0,
+      samples = 0,
+      syncMs = 0;
     for (let step = fromStep; step < this.stepsPerEpoch; step++) {
       const idx = tf.tensor1d(order.subarray(step * this.c.batchSize, (step + 1) * this.c.batchSize), 'int32');
       const [xb, yb] = [tf.gather(this.data.x, idx), tf.gather(this.data.y, idx)];
@@ -125,11 +149,21 @@ export class Replica extends Actor {
       lossSum += (await value.data())[0] * this.c.batchSize;
       correct += await countCorrect(yb, predicted);
       samples += this.c.batchSize;
-      const rate = this.spec.learningRate?.({ replicas: this.c.worldSize, mode: this.c.mode, epoch, epochs: this.c.epochs, step, stepsPerEpoch: this.stepsPerEpoch });
+      const rate = this.spec.learningRate?.({
+        replicas: this.c.worldSize,
+        mode: this.c.mode,
+        epoch,
+        epochs: this.c.epochs,
+        step,
+        stepsPerEpoch: this.stepsPerEpoch,
+      });
       if (rate !== undefined && this.c.mode !== 'ps') setLearningRate(this.optimizer, rate);
       if (this.c.mode === 'sync') {
         const t0 = performance.now();
-        const averaged = unflatten(await this.group!.allreduce(await flatten(vars.map((v) => grads[v.name])), 'mean'), vars);
+        const averaged = unflatten(
+          await this.group!.allreduce(await flatten(vars.map((v) => grads[v.name])), 'mean'),
+          vars,
+        );
         syncMs += performance.now() - t0;
         this.optimizer.applyGradients(averaged);
         tf.dispose(Object.values(averaged));
@@ -138,7 +172,11 @@ export class Replica extends Actor {
         const flat = await flatten(vars.map((v) => grads[v.name]));
         const parts = shardBounds(flat.length, this.c.servers.length);
         const step = ++this.pushes;
-        const fresh = await Promise.all(this.c.servers.map((s, k) => s.push(this.generation, this.rank, step, flat.subarray(parts[k], parts[k + 1]), rate)));
+        const fresh = await Promise.all(
+          this.c.servers.map((s, k) =>
+            s.push(this.generation, this.rank, step, flat.subarray(parts[k], parts[k + 1]), rate),
+          ),
+        );
         this.setTrainable(concat(fresh));
         syncMs += performance.now() - t0;
       } else {
@@ -162,10 +200,18 @@ export class Replica extends Actor {
       if (this.rank === 0) {
         bus().publish(subjects.trainProgress(this.c.run), { epoch, step: step + 1, of: this.stepsPerEpoch });
         const last = step + 1 === this.stepsPerEpoch;
-        if (this.globalStep % this.c.checkpointEvery === 0 || last) await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
+        if (this.globalStep % this.c.checkpointEvery === 0 || last)
+          await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
       }
     }
-    return { loss: lossSum / samples, accuracy: correct / samples, samples, steps: this.stepsPerEpoch - fromStep, ms: Date.now() - started, syncMs: Math.round(syncMs) };
+    return {
+      loss: lossSum / samples,
+      accuracy: correct / samples,
+      samples,
+      steps: this.stepsPerEpoch - fromStep,
+      ms: Date.now() - started,
+      syncMs: Math.round(syncMs),
+    };
   }
 
   /** Loss and accuracy on the job's test data. */
@@ -174,7 +220,11 @@ export class Replica extends Actor {
     if (!test) throw new UsageError('the training job gives no test data');
     const p = this.model.predict(test.x) as tf.Tensor;
     const loss = this.loss(test.y, p);
-    const result = { loss: (await loss.data())[0], accuracy: (await countCorrect(test.y, p)) / test.x.shape[0], samples: test.x.shape[0] };
+    const result = {
+      loss: (await loss.data())[0],
+      accuracy: (await countCorrect(test.y, p)) / test.x.shape[0],
+      samples: test.x.shape[0],
+    };
     tf.dispose([p, loss]);
     return result;
   }
@@ -199,9 +249,11 @@ export class Replica extends Actor {
   }
 
   private async loadData(): Promise<void> {
-    if (this.data) tf.dispose([this.data.x, this.data.y, ...(this.data.test ? [this.data.test.x, this.data.test.y] : [])]);
+    if (this.data)
+      tf.dispose([this.data.x, this.data.y, ...(this.data.test ? [this.data.test.x, this.data.test.y] : [])]);
     this.data = await this.spec.data({ rank: this.rank, worldSize: this.worldSize });
-    if (this.data.x.shape[0] !== this.data.y.shape[0]) throw new UsageError(`data: x has ${this.data.x.shape[0]} samples, y ${this.data.y.shape[0]}`);
+    if (this.data.x.shape[0] !== this.data.y.shape[0])
+      throw new UsageError(`data: x has ${this.data.x.shape[0]} samples, y ${this.data.y.shape[0]}`);
   }
 
   /** Takes the average that was on its way, keeping what this replica learned since it started: avg + (now - from). */
@@ -274,7 +326,10 @@ async function countCorrect(y: tf.Tensor, p: tf.Tensor): Promise<number> {
 async function flatten(ts: tf.Tensor[]): Promise<Float32Array> {
   const out = new Float32Array(ts.reduce((n, t) => n + t.size, 0));
   let at = 0;
-  for (const t of ts) { out.set(await t.data() as Float32Array, at); at += t.size; }
+  for (const t of ts) {
+    out.set((await t.data()) as Float32Array, at);
+    at += t.size;
+  }
   return out;
 }
 
@@ -286,14 +341,20 @@ function shardBounds(length: number, n: number): number[] {
 function concat(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
-  for (const p of parts) { out.set(p, at); at += p.length; }
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   return out;
 }
 
 function unflatten(flat: Float32Array, like: tf.Variable[]): tf.NamedTensorMap {
   const out: tf.NamedTensorMap = {};
   let at = 0;
-  for (const v of like) { out[v.name] = tf.tensor(flat.subarray(at, at + v.size), v.shape); at += v.size; }
+  for (const v of like) {
+    out[v.name] = tf.tensor(flat.subarray(at, at + v.size), v.shape);
+    at += v.size;
+  }
   return out;
 }
 

@@ -8,7 +8,17 @@ import { specRef } from '../library/exported-spec.ts';
 import { CollectiveError } from '../collective/collective.ts';
 import type { Replica, ReplicaConfig, EpochStats, Position } from './trainer-replica.ts';
 import type { ParamServer, ParamServerConfig } from './param-server.ts';
-import { ActorDiedError, TaskError, UsageError, bus, checkpoints, killActor, requireInit, startLibraryActor, subjects } from '../library/runtime.ts';
+import {
+  ActorDiedError,
+  TaskError,
+  UsageError,
+  bus,
+  checkpoints,
+  killActor,
+  requireInit,
+  startLibraryActor,
+  subjects,
+} from '../library/runtime.ts';
 
 export interface TrainOptions {
   replicas: number;
@@ -74,38 +84,59 @@ export interface TrainResult {
 export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainResult> {
   const n = o.replicas;
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`replicas must be a positive integer, got ${n}`);
-  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new UsageError(`epochs must be a positive integer, got ${o.epochs}`);
+  if (!Number.isInteger(o.epochs) || o.epochs < 1)
+    throw new UsageError(`epochs must be a positive integer, got ${o.epochs}`);
   const mode = o.mode ?? 'sync';
-  if (mode !== 'sync' && mode !== 'local' && mode !== 'ps') throw new UsageError(`mode must be 'sync', 'local' or 'ps', got ${String(mode)}`);
+  if (mode !== 'sync' && mode !== 'local' && mode !== 'ps')
+    throw new UsageError(`mode must be 'sync', 'local' or 'ps', got ${String(mode)}`);
   const [servers, staleness] = [o.servers ?? 1, o.staleness ?? 2];
-  if (!Number.isInteger(servers) || servers < 1) throw new UsageError(`servers must be a whole number >= 1, got ${servers}`);
-  if (!Number.isInteger(staleness) || staleness < 0) throw new UsageError(`staleness must be a whole number >= 0, got ${staleness}`);
-  if ((o.servers !== undefined || o.staleness !== undefined) && mode !== 'ps') throw new UsageError("servers and staleness apply to mode 'ps' only");
+  if (!Number.isInteger(servers) || servers < 1)
+    throw new UsageError(`servers must be a whole number >= 1, got ${servers}`);
+  if (!Number.isInteger(staleness) || staleness < 0)
+    throw new UsageError(`staleness must be a whole number >= 0, got ${staleness}`);
+  if ((o.servers !== undefined || o.staleness !== undefined) && mode !== 'ps')
+    throw new UsageError("servers and staleness apply to mode 'ps' only");
   const minReplicas = o.minReplicas ?? 1;
-  if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n) throw new UsageError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
+  if (!Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > n)
+    throw new UsageError(`minReplicas must be a whole number from 1 to replicas (${n}), got ${minReplicas}`);
   if (o.delayAveraging && mode !== 'local') throw new UsageError("delayAveraging applies to mode 'local' only");
   const ref = await specRef(job, 'training job', 'train() takes a trainingJob(...)');
   requireInit();
   const run = randomBytes(6).toString('hex');
   // Shards restart from their own actor checkpoints; a push in flight when one dies is sent again.
-  const shards = mode !== 'ps' ? [] : Array.from({ length: servers }, (_, shard) => {
-    const config: ParamServerConfig = { job: ref, run, shard, staleness, replicas: n };
-    const options = { numCpus: 0, maxRestarts: -1, maxConcurrency: 2 * n + 4, checkpointEvery: { calls: 100 } };
-    return startLibraryActor<ParamServer>('ParamServer', [config], options, 3);
-  });
+  const shards =
+    mode !== 'ps'
+      ? []
+      : Array.from({ length: servers }, (_, shard) => {
+          const config: ParamServerConfig = { job: ref, run, shard, staleness, replicas: n };
+          const options = { numCpus: 0, maxRestarts: -1, maxConcurrency: 2 * n + 4, checkpointEvery: { calls: 100 } };
+          return startLibraryActor<ParamServer>('ParamServer', [config], options, 3);
+        });
   const base: Omit<ReplicaConfig, 'rank'> = {
     servers: shards,
-    job: ref, worldSize: n, run, batchSize: o.batchSize ?? 32, epochs: o.epochs, mode, averageEvery: o.averageEvery ?? 8, delayAveraging: o.delayAveraging ?? false,
-    checkpointEvery: o.checkpointEvery ?? 50, seed: o.seed ?? 1,
+    job: ref,
+    worldSize: n,
+    run,
+    batchSize: o.batchSize ?? 32,
+    epochs: o.epochs,
+    mode,
+    averageEvery: o.averageEvery ?? 8,
+    delayAveraging: o.delayAveraging ?? false,
+    checkpointEvery: o.checkpointEvery ?? 50,
+    seed: o.seed ?? 1,
   };
   // maxConcurrency 2: abort() must reach a replica while its epoch() waits in a collective.
   let replicas: Array<ActorHandle<Replica>> = Array.from({ length: n }, (_, rank) => {
     const options = { numCpus: o.numCpus ?? 1, numGpus: o.numGpus ?? 0, maxRestarts: -1, maxConcurrency: 2 };
     return startLibraryActor<Replica>('Replica', [{ ...base, rank }], options);
   });
-  const progress = o.onProgress && bus().on(subjects.trainProgress(run), (p: { epoch: number; step: number; of: number }) => o.onProgress!(p));
+  const progress =
+    o.onProgress &&
+    bus().on(subjects.trainProgress(run), (p: { epoch: number; step: number; of: number }) => o.onProgress!(p));
   const history: EpochResult[] = [];
-  let failures = 0, generation = 0, backend = '';
+  let failures = 0,
+    generation = 0,
+    backend = '';
   try {
     let at: Position = { epoch: 0, step: 0 };
     const setup = async () => {
@@ -126,7 +157,11 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
         // (A replica that is not back takes its abort() when it is: survivors() waits for that no longer than for it.)
         for (const h of replicas) Promise.resolve(h.abort()).catch(() => undefined);
         replicas = await survivors(replicas, o.restartTimeoutMs ?? 30_000);
-        if (replicas.length < minReplicas) throw new ActorDiedError(`training stopped: ${replicas.length} of ${n} replicas are left, fewer than minReplicas (${minReplicas})`, { cause: e });
+        if (replicas.length < minReplicas)
+          throw new ActorDiedError(
+            `training stopped: ${replicas.length} of ${n} replicas are left, fewer than minReplicas (${minReplicas})`,
+            { cause: e },
+          );
         generation++;
         await setup();
         continue;
@@ -142,7 +177,9 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
         syncShare: stats.reduce((s, x) => s + x.syncMs, 0) / stats.reduce((s, x) => s + x.ms, 0),
         replicas: replicas.length,
       };
-      const test = await Promise.resolve(replicas[0].evaluate()).catch((e: Error) => (e instanceof TaskError && e.remoteName === UsageError.name ? undefined : Promise.reject(e)));
+      const test = await Promise.resolve(replicas[0].evaluate()).catch((e: Error) =>
+        e instanceof TaskError && e.remoteName === UsageError.name ? undefined : Promise.reject(e),
+      );
       if (test) Object.assign(result, { testLoss: test.loss, testAccuracy: test.accuracy });
       history.push(result);
       o.onEpoch?.(result);
@@ -151,22 +188,48 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
     return { history, weights: await replicas[0].getWeights(), failures, backend };
   } finally {
     progress?.unsubscribe();
-    await Promise.all([...replicas, ...shards].map((h) => killActor(h.actorId, true, 'training ended').catch(() => undefined)));
+    await Promise.all(
+      [...replicas, ...shards].map((h) => killActor(h.actorId, true, 'training ended').catch(() => undefined)),
+    );
     await (await checkpoints()).delete(`train-${run}`).catch(() => undefined);
   }
 }
 
 /** The replicas that are up again within `timeoutMs`; the others are stopped (they wait for resources that are gone). */
-async function survivors(replicas: Array<ActorHandle<Replica>>, timeoutMs: number): Promise<Array<ActorHandle<Replica>>> {
+async function survivors(
+  replicas: Array<ActorHandle<Replica>>,
+  timeoutMs: number,
+): Promise<Array<ActorHandle<Replica>>> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
-  const up = await Promise.all(replicas.map((h) => Promise.race([Promise.resolve(h.ping()).then(() => true, () => false), late])));
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  const up = await Promise.all(
+    replicas.map((h) =>
+      Promise.race([
+        Promise.resolve(h.ping()).then(
+          () => true,
+          () => false,
+        ),
+        late,
+      ]),
+    ),
+  );
   clearTimeout(timer);
-  await Promise.all(replicas.filter((_, i) => !up[i]).map((h) => killActor(h.actorId, true, 'not restarted in time: training goes on without it').catch(() => undefined)));
+  await Promise.all(
+    replicas
+      .filter((_, i) => !up[i])
+      .map((h) =>
+        killActor(h.actorId, true, 'not restarted in time: training goes on without it').catch(() => undefined),
+      ),
+  );
   return replicas.filter((_, i) => up[i]);
 }
 
 /** A replica died (or a collective failed because one did): worth resuming from the checkpoint. */
 function isReplicaFailure(e: unknown): boolean {
-  return e instanceof ActorDiedError || (e instanceof TaskError && [CollectiveError.name, ActorDiedError.name].includes(e.remoteName));
+  return (
+    e instanceof ActorDiedError ||
+    (e instanceof TaskError && [CollectiveError.name, ActorDiedError.name].includes(e.remoteName))
+  );
 }

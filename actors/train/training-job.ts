@@ -56,7 +56,8 @@ export function trainingJob(spec: TrainingJobSpec): TrainingJob {
     if (typeof spec?.[k] !== 'function') throw new UsageError(`trainingJob(): '${k}' must be a function`);
   }
   for (const k of ['learningRate', 'loss'] as const) {
-    if (spec[k] !== undefined && typeof spec[k] !== 'function') throw new UsageError(`trainingJob(): '${k}' must be a function`);
+    if (spec[k] !== undefined && typeof spec[k] !== 'function')
+      throw new UsageError(`trainingJob(): '${k}' must be a function`);
   }
   return declareSpec(spec, 'the training job');
 }

@@ -3,7 +3,14 @@
 // the cluster by the resources the function asks for; a trial that throws is recorded and the search goes on.
 import { randomInt } from 'node:crypto';
 import { seededRandom } from '../library/seeded-random.ts';
-import { TroupeError, UsageError, registerErrorClass, requireInit, type RemoteFunction, asError } from '../library/runtime.ts';
+import {
+  TroupeError,
+  UsageError,
+  registerErrorClass,
+  requireInit,
+  type RemoteFunction,
+  asError,
+} from '../library/runtime.ts';
 
 /** Every trial failed (or none gave a number for the metric); `cause` is the first trial's error. */
 export class SearchError extends TroupeError {}
@@ -16,7 +23,10 @@ export class Grid<T> {
 
 /** A value drawn afresh for each trial from `random()` in [0, 1). */
 export class Sampler<T> {
-  constructor(readonly description: string, readonly draw: (random: () => number) => T) {}
+  constructor(
+    readonly description: string,
+    readonly draw: (random: () => number) => T,
+  ) {}
   toString(): string {
     return this.description;
   }
@@ -29,9 +39,13 @@ export type Space = { readonly [key: string]: unknown };
 
 /** The config a trial gets for a space: each domain replaced by one of its values. */
 export type ConfigOf<S> = {
-  -readonly [K in keyof S]: S[K] extends Domain<infer T> ? T
-    : S[K] extends readonly unknown[] | ArrayBufferView | ((...a: never[]) => unknown) ? S[K]
-    : S[K] extends object ? ConfigOf<S[K]> : S[K];
+  -readonly [K in keyof S]: S[K] extends Domain<infer T>
+    ? T
+    : S[K] extends readonly unknown[] | ArrayBufferView | ((...a: never[]) => unknown)
+      ? S[K]
+      : S[K] extends object
+        ? ConfigOf<S[K]>
+        : S[K];
 };
 
 /** The keys of a trial's result that hold numbers: what `metric` may name. */
@@ -97,15 +111,19 @@ export function uniform(lo: number, hi: number): Sampler<number> {
 export function logUniform(lo: number, hi: number): Sampler<number> {
   bounds('logUniform', lo, hi);
   if (lo <= 0) throw new UsageError(`logUniform(lo, hi) needs lo > 0, got ${lo}`);
-  const a = Math.log(lo), b = Math.log(hi);
+  const a = Math.log(lo),
+    b = Math.log(hi);
   // exp() may round up to hi itself: keep the interval half-open, as uniform's is.
-  return new Sampler(`logUniform(${lo}, ${hi})`, (r) => Math.min(Math.exp(a + r() * (b - a)), hi * (1 - Number.EPSILON)));
+  return new Sampler(`logUniform(${lo}, ${hi})`, (r) =>
+    Math.min(Math.exp(a + r() * (b - a)), hi * (1 - Number.EPSILON)),
+  );
 }
 
 /** An integer in [lo, hi): hi is excluded, as in tune.randint. */
 export function randInt(lo: number, hi: number): Sampler<number> {
   bounds('randInt', lo, hi);
-  if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi)) throw new UsageError(`randInt(lo, hi) takes integers, got ${lo}, ${hi}`);
+  if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi))
+    throw new UsageError(`randInt(lo, hi) takes integers, got ${lo}, ${hi}`);
   return new Sampler(`randInt(${lo}, ${hi})`, (r) => lo + Math.floor(r() * (hi - lo)));
 }
 
@@ -118,12 +136,17 @@ function bounds(what: string, lo: number, hi: number): void {
 
 /** Every config the search will try, in trial order: deterministic for a seed. */
 export function configs<S extends Space>(space: S, o: { samples?: number; seed: number }): Array<ConfigOf<S>> {
-  if (!isPlainObject(space)) throw new UsageError('the search space must be a plain object of keys to values, grid(), choice(), ...');
+  if (!isPlainObject(space))
+    throw new UsageError('the search space must be a plain object of keys to values, grid(), choice(), ...');
   const samples = o.samples ?? 1;
-  if (!Number.isSafeInteger(samples) || samples < 1) throw new UsageError(`samples must be a positive integer, got ${String(samples)}`);
+  if (!Number.isSafeInteger(samples) || samples < 1)
+    throw new UsageError(`samples must be a positive integer, got ${String(samples)}`);
   if (!Number.isInteger(o.seed)) throw new UsageError(`seed must be an integer, got ${String(o.seed)}`);
   const grids: Array<Grid<unknown>> = [];
-  walk(space, (d) => { if (d instanceof Grid) grids.push(d); return undefined; });
+  walk(space, (d) => {
+    if (d instanceof Grid) grids.push(d);
+    return undefined;
+  });
   // First grid slowest, as nested loops over the keys in order would go.
   const points = grids.reduce<unknown[][]>((acc, g) => acc.flatMap((p) => g.values.map((v) => [...p, v])), [[]]);
   const random = seededRandom(o.seed);
@@ -158,28 +181,39 @@ function isPlainObject(v: unknown): v is Space {
  * A result without a number under `metric` is misuse: UsageError, and no more trials are submitted (those already
  * running finish on their own). */
 export async function search<S extends Space, R>(
-  trial: RemoteFunction<[NoInfer<ConfigOf<S>>], R>, space: S, o: SearchOptions<ConfigOf<S>, Awaited<R>>,
+  trial: RemoteFunction<[NoInfer<ConfigOf<S>>], R>,
+  space: S,
+  o: SearchOptions<ConfigOf<S>, Awaited<R>>,
 ): Promise<SearchResult<ConfigOf<S>, Awaited<R>>> {
   type C = ConfigOf<S>;
   type M = Awaited<R>;
   const rf = trial as Partial<RemoteFunction<[C], R>> | undefined;
   if (typeof rf?.remote !== 'function' || typeof rf.options !== 'function' || typeof rf.fn !== 'function') {
-    throw new UsageError(`search() takes a remote function (export const f = remote(fn) from its own module), got ${typeof trial === 'function' ? 'a plain function' : String(trial)}`);
+    throw new UsageError(
+      `search() takes a remote function (export const f = remote(fn) from its own module), got ${typeof trial === 'function' ? 'a plain function' : String(trial)}`,
+    );
   }
-  if (typeof o?.metric !== 'string' || o.metric === '') throw new UsageError('search(): metric must name a key of the trial\'s result');
-  if (o.mode !== 'max' && o.mode !== 'min') throw new UsageError(`search(): mode must be 'max' or 'min', got ${String(o.mode)}`);
+  if (typeof o?.metric !== 'string' || o.metric === '')
+    throw new UsageError("search(): metric must name a key of the trial's result");
+  if (o.mode !== 'max' && o.mode !== 'min')
+    throw new UsageError(`search(): mode must be 'max' or 'min', got ${String(o.mode)}`);
   const maxConcurrent = o.maxConcurrent ?? Infinity;
   if (maxConcurrent !== Infinity && (!Number.isSafeInteger(maxConcurrent) || maxConcurrent < 1)) {
     throw new UsageError(`maxConcurrent must be a positive integer, got ${String(maxConcurrent)}`);
   }
   const seed = o.seed ?? randomInt(2 ** 32);
-  const trials: Array<Trial<C, M>> = configs(space, { samples: o.samples, seed }).map((config, index) => ({ index, config, seconds: 0 }));
+  const trials: Array<Trial<C, M>> = configs(space, { samples: o.samples, seed }).map((config, index) => ({
+    index,
+    config,
+    seconds: 0,
+  }));
   requireInit(); // not initialized: say so before anything else
   const metric: string = o.metric;
   const sign = o.mode === 'max' ? 1 : -1;
   let best: (Trial<C, M> & { result: M }) | undefined;
   let top = NaN;
-  let next = 0, stopped = false;
+  let next = 0,
+    stopped = false;
 
   const runner = async (): Promise<void> => {
     while (!stopped && next < trials.length) {
@@ -196,7 +230,10 @@ export async function search<S extends Space, R>(
       if (!t.error) {
         const value = (t.result as Record<string, unknown> | null | undefined)?.[metric];
         if (typeof value !== 'number') {
-          const has = typeof t.result === 'object' && t.result !== null ? `its keys: ${Object.keys(t.result).join(', ') || 'none'}` : `it returned ${String(t.result)}`;
+          const has =
+            typeof t.result === 'object' && t.result !== null
+              ? `its keys: ${Object.keys(t.result).join(', ') || 'none'}`
+              : `it returned ${String(t.result)}`;
           throw new UsageError(`trial ${t.index} returned no number under metric '${metric}' (${has})`);
         }
         if (!Number.isNaN(value) && (!best || sign * value > sign * top || (value === top && t.index < best.index))) {
@@ -207,18 +244,28 @@ export async function search<S extends Space, R>(
       o.onTrial?.(t);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(maxConcurrent, trials.length) }, () => runner().catch((e: unknown) => {
-    stopped = true;
-    throw e;
-  })));
+  await Promise.all(
+    Array.from({ length: Math.min(maxConcurrent, trials.length) }, () =>
+      runner().catch((e: unknown) => {
+        stopped = true;
+        throw e;
+      }),
+    ),
+  );
 
   if (!best) {
     const failed = trials.filter((t) => t.error);
     if (failed.length === trials.length) {
       const first = failed[0];
-      throw new SearchError(`every one of the ${trials.length} trials failed; the first (trial ${first.index}, config ${JSON.stringify(first.config)}): ${first.error!.message}`, { cause: first.error });
+      throw new SearchError(
+        `every one of the ${trials.length} trials failed; the first (trial ${first.index}, config ${JSON.stringify(first.config)}): ${first.error!.message}`,
+        { cause: first.error },
+      );
     }
-    throw new SearchError(`no trial's '${metric}' was a number: NaN in all ${trials.length - failed.length} that finished${failed.length ? `, ${failed.length} failed` : ''}`, { cause: failed[0]?.error });
+    throw new SearchError(
+      `no trial's '${metric}' was a number: NaN in all ${trials.length - failed.length} that finished${failed.length ? `, ${failed.length} failed` : ''}`,
+      { cause: failed[0]?.error },
+    );
   }
   return { best, trials, seed };
 }

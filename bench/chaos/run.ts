@@ -22,7 +22,10 @@ import { smallValue } from '../workloads/tasks.ts';
 
 const smoke = process.argv.includes('--smoke');
 /** --only=a,b runs some of the runs (and writes nothing). */
-const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
+const only = process.argv
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
 const runs = (name: string) => !only || only.includes(name);
 const KILL_EVERY_MS = 2000;
 const KILL_FOR_MS = smoke ? 5000 : 60_000;
@@ -36,14 +39,30 @@ const killed = new Set<number>();
 const results: Record<string, Record<string, number | string | boolean>> = {};
 let finished = false; // callers stop once the run ends, even one that failed
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN; };
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
 const log = (s: string) => console.log(`chaos: ${s}`);
 
 let head = await startHead({ detached: false, numCpus: 2, numGpus: 0 });
 started.push(head);
-const spare = await startNode({ detached: false, numCpus: 2, numGpus: 0, address: head.address, token: head.token, sessionDir: head.sessionDir });
+const spare = await startNode({
+  detached: false,
+  numCpus: 2,
+  numGpus: 0,
+  address: head.address,
+  token: head.token,
+  sessionDir: head.sessionDir,
+});
 started.push(spare);
-writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory }, startedAt: new Date().toISOString() });
+writeClusterFile({
+  address: head.address,
+  token: head.token,
+  sessionDir: head.sessionDir,
+  localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory },
+  startedAt: new Date().toISOString(),
+});
 await init({ logToDriver: false });
 const client = currentClient();
 const gcs = await client.gcs();
@@ -55,7 +74,13 @@ function caller(h: ActorHandle<Survivor>, stop: () => boolean) {
   const done = (async () => {
     while (!stop() && !finished) {
       c.sent++;
-      try { await h.bump(); c.answered++; } catch (e) { c.failed++; if (c.errors.length < 3) c.errors.push((e as Error).message); }
+      try {
+        await h.bump();
+        c.answered++;
+      } catch (e) {
+        c.failed++;
+        if (c.errors.length < 3) c.errors.push((e as Error).message);
+      }
     }
   })();
   return { c, done };
@@ -78,7 +103,11 @@ try {
   if (runs('kill_actor_processes')) {
     const opts = { maxRestarts: -1, maxTaskRetries: -1 };
     const plain = [0, 1].map(() => Survivor.options(opts).remote() as ActorHandle<Survivor>);
-    const sup = await startSupervisor({ intensity: 1000, periodMs: 1000, children: [0, 1].map((i) => ({ id: `s${i}`, actor: Survivor, options: { maxTaskRetries: -1 } })) });
+    const sup = await startSupervisor({
+      intensity: 1000,
+      periodMs: 1000,
+      children: [0, 1].map((i) => ({ id: `s${i}`, actor: Survivor, options: { maxTaskRetries: -1 } })),
+    });
     const supervised = await Promise.all(['s0', 's1'].map((id) => sup.child<Survivor>(id)));
     const all = [...plain, ...supervised];
     await Promise.all(all.map((h) => h.bump()));
@@ -97,13 +126,24 @@ try {
     stopping = true;
     await Promise.all(loops.map((l) => l.done));
     const sum = (k: 'sent' | 'answered' | 'failed') => loops.reduce((s, l) => s + l.c[k], 0);
-    results.kill_actor_processes = { seconds: KILL_FOR_MS / 1000, kills, calls_sent: sum('sent'), calls_answered: sum('answered'), calls_lost: sum('sent') - sum('answered'), calls_failed: sum('failed') };
+    results.kill_actor_processes = {
+      seconds: KILL_FOR_MS / 1000,
+      kills,
+      calls_sent: sum('sent'),
+      calls_answered: sum('answered'),
+      calls_lost: sum('sent') - sum('answered'),
+      calls_failed: sum('failed'),
+    };
     const errors = loops.flatMap((l) => l.c.errors);
     if (errors.length) log(`errors: ${errors.join(' | ')}`);
     const all_ = [...latency.head, ...latency.supervisor];
     results.restart_latency = {
-      kills: all_.length, p50_ms: Math.round(pct(all_, 50)), p99_ms: Math.round(pct(all_, 99)),
-      head_p50_ms: Math.round(pct(latency.head, 50)), supervisor_p50_ms: Math.round(pct(latency.supervisor, 50)), goal_p50_ms: 500,
+      kills: all_.length,
+      p50_ms: Math.round(pct(all_, 50)),
+      p99_ms: Math.round(pct(all_, 99)),
+      head_p50_ms: Math.round(pct(latency.head, 50)),
+      supervisor_p50_ms: Math.round(pct(latency.supervisor, 50)),
+      goal_p50_ms: 500,
     };
     log(JSON.stringify(results.kill_actor_processes));
     log(JSON.stringify(results.restart_latency));
@@ -112,22 +152,54 @@ try {
 
   // (b) kill a node daemon that hosts actors: until each serves again on another node.
   if (runs('kill_node')) {
-    const doomed = await startNode({ detached: false, numCpus: 1, numGpus: 0, address: head.address, token: head.token, sessionDir: head.sessionDir });
+    const doomed = await startNode({
+      detached: false,
+      numCpus: 1,
+      numGpus: 0,
+      address: head.address,
+      token: head.token,
+      sessionDir: head.sessionDir,
+    });
     started.push(doomed);
-    const actors = [0, 1, 2].map(() => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1, isolation: 'shared', schedulingStrategy: { nodeId: doomed.nodeId, soft: true } }).remote() as ActorHandle<Survivor>);
+    const actors = [0, 1, 2].map(
+      () =>
+        Survivor.options({
+          maxRestarts: -1,
+          maxTaskRetries: -1,
+          isolation: 'shared',
+          schedulingStrategy: { nodeId: doomed.nodeId, soft: true },
+        }).remote() as ActorHandle<Survivor>,
+    );
     const first = await Promise.all(actors.map((a) => a.bump()));
     if (first.some((r) => r.node !== doomed.nodeId)) throw new Error('actors were not placed on the node to kill');
     // The machine goes: its node daemon and its workers at once.
     const t0 = performance.now();
-    for (const pid of [doomed.pids[0], ...new Set(first.map((r) => r.pid))]) { killed.add(pid); process.kill(pid, 'SIGKILL'); }
-    const times = await Promise.all(actors.map(async (a) => { const r = await a.bump(); if (r.node === doomed.nodeId) throw new Error('served by a dead node'); return performance.now() - t0; }));
-    results.kill_node = { actors: actors.length, serving_again_max_ms: Math.round(Math.max(...times)), serving_again_mean_ms: Math.round(times.reduce((a, b) => a + b, 0) / times.length), node_timeout_ms: 2000, goal_ms: 3000 };
+    for (const pid of [doomed.pids[0], ...new Set(first.map((r) => r.pid))]) {
+      killed.add(pid);
+      process.kill(pid, 'SIGKILL');
+    }
+    const times = await Promise.all(
+      actors.map(async (a) => {
+        const r = await a.bump();
+        if (r.node === doomed.nodeId) throw new Error('served by a dead node');
+        return performance.now() - t0;
+      }),
+    );
+    results.kill_node = {
+      actors: actors.length,
+      serving_again_max_ms: Math.round(Math.max(...times)),
+      serving_again_mean_ms: Math.round(times.reduce((a, b) => a + b, 0) / times.length),
+      node_timeout_ms: 2000,
+      goal_ms: 3000,
+    };
     log(JSON.stringify(results.kill_node));
   }
 
   // (c) kill the head mid-workload, start another after 2 s.
   if (runs('kill_head')) {
-    const actors = [0, 1].map(() => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1 }).remote() as ActorHandle<Survivor>);
+    const actors = [0, 1].map(
+      () => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1 }).remote() as ActorHandle<Survivor>,
+    );
     await Promise.all(actors.map((a) => a.bump()));
     await smallValue.remote();
     let stopping = false;
@@ -149,8 +221,12 @@ try {
     await Promise.all(loops.map((l) => l.done));
     const sum = (k: 'sent' | 'answered' | 'failed') => loops.reduce((s, l) => s + l.c[k], 0);
     results.kill_head = {
-      outage_ms: Math.round(t0 - down), calls_answered_during_outage: duringOutage, calls_sent: sum('sent'), calls_lost: sum('sent') - sum('answered'),
-      calls_failed: sum('failed'), new_actor_placed_after_restart_ms: Math.round(newPlacementMs),
+      outage_ms: Math.round(t0 - down),
+      calls_answered_during_outage: duringOutage,
+      calls_sent: sum('sent'),
+      calls_lost: sum('sent') - sum('answered'),
+      calls_failed: sum('failed'),
+      new_actor_placed_after_restart_ms: Math.round(newPlacementMs),
     };
     log(JSON.stringify(results.kill_head));
     head = again;
@@ -160,18 +236,46 @@ try {
   if (runs('fuzz')) {
     const nodes = (await gcs.nodes.list()).filter((n) => n.state === 'ALIVE').map((n) => n.nodeId);
     const targets = [
-      subjects.headLease, subjects.headStatus, subjects.headTasks, subjects.headActorCreate, subjects.headActorKill, subjects.headActorRestart, subjects.headActorsOfOwner,
-      ...nodes.flatMap((n) => [subjects.nodeLease(n), subjects.nodeRelease(n), subjects.nodeObjects(n), subjects.nodeBlocked(n), subjects.nodeActors(n), subjects.nodeActorStop(n),
-        ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`)]),
-      subjects.evtTasks, subjects.evtNodeDied, subjects.evtWorkerDied, subjects.evtProcExited, subjects.evtActorState, subjects.allObjects, subjects.hbProc('x'),
+      subjects.headLease,
+      subjects.headStatus,
+      subjects.headTasks,
+      subjects.headActorCreate,
+      subjects.headActorKill,
+      subjects.headActorRestart,
+      subjects.headActorsOfOwner,
+      ...nodes.flatMap((n) => [
+        subjects.nodeLease(n),
+        subjects.nodeRelease(n),
+        subjects.nodeObjects(n),
+        subjects.nodeBlocked(n),
+        subjects.nodeActors(n),
+        subjects.nodeActorStop(n),
+        ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`),
+      ]),
+      subjects.evtTasks,
+      subjects.evtNodeDied,
+      subjects.evtWorkerDied,
+      subjects.evtProcExited,
+      subjects.evtActorState,
+      subjects.allObjects,
+      subjects.hbProc('x'),
     ];
     const junk = () => {
       switch (Math.floor(Math.random() * 5)) {
-        case 0: return randomBytes(Math.floor(Math.random() * 256));
-        case 1: return encode({ actorId: randomBytes(8).toString('hex'), noRestart: Math.random() < 0.5, spec: { actorId: 'zz' } });
-        case 2: return encode([Math.random(), 'x', null]);
-        case 3: return encode({ reqId: 'r', clientId: 'c', demand: { CPU: -1 } });
-        default: return new TextEncoder().encode('{"not":"msgpack"');
+        case 0:
+          return randomBytes(Math.floor(Math.random() * 256));
+        case 1:
+          return encode({
+            actorId: randomBytes(8).toString('hex'),
+            noRestart: Math.random() < 0.5,
+            spec: { actorId: 'zz' },
+          });
+        case 2:
+          return encode([Math.random(), 'x', null]);
+        case 3:
+          return encode({ reqId: 'r', clientId: 'c', demand: { CPU: -1 } });
+        default:
+          return new TextEncoder().encode('{"not":"msgpack"');
       }
     };
     const t0 = performance.now();
@@ -179,7 +283,10 @@ try {
       for (const s of targets) client.bus.nc.publish(s, junk());
       // Paced a little: a flood as fast as the driver can publish starves a 2-core machine's heartbeats, and the head
       // would rightly fence a node it cannot hear.
-      if (i % 100 === 99) { await client.bus.nc.flush(); await sleep(20); }
+      if (i % 100 === 99) {
+        await client.bus.nc.flush();
+        await sleep(20);
+      }
     }
     await client.bus.nc.flush();
     await sleep(1000);
@@ -187,7 +294,16 @@ try {
     const alive = (await gcs.nodes.list()).filter((n) => n.state === 'ALIVE').length;
     const probe = Survivor.options({ maxRestarts: 0 }).remote() as ActorHandle<Survivor>;
     const works = (await probe.bump()).calls === 1 && (await smallValue.remote()) !== undefined;
-    results.fuzz = { messages: FUZZ_MESSAGES * targets.length, subjects: targets.length, seconds: Math.round((performance.now() - t0) / 100) / 10, nodes_alive: alive, nodes_before: nodes.length, calls_work_after: works, daemons_alive: daemons.filter(isAlive).length, daemons: daemons.length };
+    results.fuzz = {
+      messages: FUZZ_MESSAGES * targets.length,
+      subjects: targets.length,
+      seconds: Math.round((performance.now() - t0) / 100) / 10,
+      nodes_alive: alive,
+      nodes_before: nodes.length,
+      calls_work_after: works,
+      daemons_alive: daemons.filter(isAlive).length,
+      daemons: daemons.length,
+    };
     log(JSON.stringify(results.fuzz));
   }
 } finally {
@@ -198,18 +314,32 @@ try {
 }
 
 const section = [
-  '## Chaos', '',
-  `Reproduce with \`npm run chaos\` (about two and a half minutes).`, '',
-  '| run | figures |', '| --- | --- |',
-  ...Object.entries(results).map(([k, v]) => `| ${k} | ${Object.entries(v).map(([a, b]) => `${a} ${b}`).join(', ')} |`),
+  '## Chaos',
+  '',
+  `Reproduce with \`npm run chaos\` (about two and a half minutes).`,
+  '',
+  '| run | figures |',
+  '| --- | --- |',
+  ...Object.entries(results).map(
+    ([k, v]) =>
+      `| ${k} | ${Object.entries(v)
+        .map(([a, b]) => `${a} ${b}`)
+        .join(', ')} |`,
+  ),
 ].join('\n');
 console.log(section);
 console.log(`CHAOS_RESULTS ${JSON.stringify(results)}`);
 if (!smoke && !only) {
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-  writeFileSync(new URL('../chaos.json', import.meta.url), `${JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2)}\n`);
+  writeFileSync(
+    new URL('../chaos.json', import.meta.url),
+    `${JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2)}\n`,
+  );
   const file = new URL('../RESULTS.md', import.meta.url);
   const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
   const at = before.indexOf('\n## Chaos');
-  writeFileSync(file, `${(at === -1 ? before : before.slice(0, at)).trimEnd()}\n\n${section}\n\n${new Date().toISOString().slice(0, 10)} on ${machine}.\n`);
+  writeFileSync(
+    file,
+    `${(at === -1 ? before : before.slice(0, at)).trimEnd()}\n\n${section}\n\n${new Date().toISOString().slice(0, 10)} on ${machine}.\n`,
+  );
 }

@@ -30,7 +30,8 @@ export class AsyncEcho extends Actor {
 @remote({})
 export class Caller extends Actor {
   async drive(target: ActorHandle<Echo>, count: number): Promise<number> {
-    for (let i = 0; i < count; i += 1000) await get(Array.from({ length: Math.min(1000, count - i) }, (_, k) => target.echo(i + k)));
+    for (let i = 0; i < count; i += 1000)
+      await get(Array.from({ length: Math.min(1000, count - i) }, (_, k) => target.echo(i + k)));
     return count;
   }
 }

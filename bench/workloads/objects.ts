@@ -37,12 +37,28 @@ export function memcpy(bytes: number, rounds: number): number {
 }
 
 /** Raw nats.js bulk transfer of `bytes` from another process: the same chunks and in-flight count troupe uses. */
-export async function rawNatsBulk(bus: Bus, address: string, token: string, bytes: number, rounds: number): Promise<number> {
+export async function rawNatsBulk(
+  bus: Bus,
+  address: string,
+  token: string,
+  bytes: number,
+  rounds: number,
+): Promise<number> {
   const subject = `bench.bulk.${process.pid}`;
-  const server = spawn(process.execPath, ['--import', 'tsx', new URL('./raw-bulk-server.ts', import.meta.url).pathname], {
-    env: { ...process.env, BULK_ADDRESS: address, BULK_TOKEN: token, BULK_SUBJECT: subject, BULK_BYTES: String(bytes) },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const server = spawn(
+    process.execPath,
+    ['--import', 'tsx', new URL('./raw-bulk-server.ts', import.meta.url).pathname],
+    {
+      env: {
+        ...process.env,
+        BULK_ADDRESS: address,
+        BULK_TOKEN: token,
+        BULK_SUBJECT: subject,
+        BULK_BYTES: String(bytes),
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       server.stdout!.once('data', () => resolve());

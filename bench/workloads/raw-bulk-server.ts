@@ -7,7 +7,8 @@ const data = new Uint8Array(Number(process.env.BULK_BYTES)).fill(7);
 nc.subscribe(process.env.BULK_SUBJECT!, {
   callback: (_e, m) => {
     const v = new DataView(m.data.buffer, m.data.byteOffset, m.data.byteLength);
-    const offset = v.getFloat64(0), length = v.getFloat64(8);
+    const offset = v.getFloat64(0),
+      length = v.getFloat64(8);
     m.respond(data.subarray(offset, offset + length));
   },
 });

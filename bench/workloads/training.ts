@@ -10,7 +10,11 @@ export const TARGET_ACCURACY = 0.97;
 /** For --smoke: a few digits, so an epoch takes a second (set before the cluster starts: workers inherit it). */
 export const SMOKE_ENV = { MNIST_SAMPLES: '1280' };
 
-export interface RunOptions { epochs: number; batchSize: number; seed: number }
+export interface RunOptions {
+  epochs: number;
+  batchSize: number;
+  seed: number;
+}
 
 export interface TrainingRun {
   replicas: number;
@@ -41,14 +45,24 @@ export async function runWithKills(kills: number, o: RunOptions): Promise<Traini
   return measured(2, o, { maxFailures: kills * 2, onProgress: (p) => killer.onProgress(p) }, () => killer.sent);
 }
 
-async function measured(replicas: number, o: RunOptions, extra: Partial<TrainOptions>, kills: () => string[]): Promise<TrainingRun> {
+async function measured(
+  replicas: number,
+  o: RunOptions,
+  extra: Partial<TrainOptions>,
+  kills: () => string[],
+): Promise<TrainingRun> {
   const t0 = performance.now();
   const r = await train(mnistJob, { replicas, epochs: o.epochs, batchSize: o.batchSize, seed: o.seed, ...extra });
   const wallSeconds = (performance.now() - t0) / 1000;
   const h = r.history;
   const reached = h.findIndex((e) => (e.testAccuracy ?? 0) >= TARGET_ACCURACY);
   return {
-    replicas, history: h, samplesPerSec: steadyRate(h), wallSeconds, failures: r.failures, kills: kills(),
+    replicas,
+    history: h,
+    samplesPerSec: steadyRate(h),
+    wallSeconds,
+    failures: r.failures,
+    kills: kills(),
     secondsToTarget: reached < 0 ? null : h.slice(0, reached + 1).reduce((s, e) => s + e.seconds, 0),
     epochToTarget: reached < 0 ? null : reached + 1,
     finalAccuracy: h[h.length - 1].testAccuracy ?? NaN,
@@ -71,21 +85,36 @@ class Killer {
   private target?: string;
   private readonly epochs: number[];
 
-  constructor(private readonly kills: number, epochs: number) {
+  constructor(
+    private readonly kills: number,
+    epochs: number,
+  ) {
     this.epochs = Array.from({ length: kills }, (_, i) => Math.floor(((i + 1) * epochs) / (kills + 1)));
   }
 
   onProgress({ epoch, step, of }: { epoch: number; step: number; of: number }): void {
     const i = this.sent.length;
-    if (this.busy || i >= this.kills || epoch < this.epochs[i] || step < Math.max(1, Math.floor((of * (i + 1)) / (this.kills + 2)))) return;
+    if (
+      this.busy ||
+      i >= this.kills ||
+      epoch < this.epochs[i] ||
+      step < Math.max(1, Math.floor((of * (i + 1)) / (this.kills + 2)))
+    )
+      return;
     this.busy = true;
     // A kill that failed (the process had just gone) is tried again at the next report.
-    void this.kill(`epoch ${epoch + 1} step ${step}/${of}`).catch(() => undefined).finally(() => { this.busy = false; });
+    void this.kill(`epoch ${epoch + 1} step ${step}/${of}`)
+      .catch(() => undefined)
+      .finally(() => {
+        this.busy = false;
+      });
   }
 
   /** SIGKILLs the target replica's current process (the same actor each time; its pid changes as it restarts). */
   private async kill(at: string): Promise<void> {
-    const alive = (await (await currentClient().gcs()).actors.list()).filter((a) => a.className === 'Replica' && a.state === 'ALIVE' && a.pid);
+    const alive = (await (await currentClient().gcs()).actors.list()).filter(
+      (a) => a.className === 'Replica' && a.state === 'ALIVE' && a.pid,
+    );
     this.target ??= alive[alive.length - 1]?.actorId;
     const victim = alive.find((a) => a.actorId === this.target);
     if (!victim) return; // still restarting: the next progress report tries again

@@ -15,18 +15,30 @@ try {
   const total = samples * space.hidden.values.length;
   let ended = 0;
   const { best, trials, seed } = await search(trainMlp, space, {
-    metric: 'accuracy', mode: 'max', samples, seed: 1,
-    onTrial: (t) => console.log(`trial ${t.index} ended (${++ended}/${total}): ${t.error ? `failed: ${t.error.message}` : `accuracy ${t.result!.accuracy.toFixed(4)}`}`),
+    metric: 'accuracy',
+    mode: 'max',
+    samples,
+    seed: 1,
+    onTrial: (t) =>
+      console.log(
+        `trial ${t.index} ended (${++ended}/${total}): ${t.error ? `failed: ${t.error.message}` : `accuracy ${t.result!.accuracy.toFixed(4)}`}`,
+      ),
   });
   console.log(`\n${trials.length} trials (seed ${seed}) on the ${best.result.backend} backend, best first:`);
   console.log('trial  hidden  learning rate  batch  accuracy     loss  train s');
   const ranked = [...trials].sort((a, b) => (b.result?.accuracy ?? -1) - (a.result?.accuracy ?? -1));
   for (const t of ranked) {
     const r = t.result;
-    const figures = r ? `${r.accuracy.toFixed(4).padStart(8)}  ${r.loss.toFixed(4).padStart(7)}  ${r.trainSeconds.toFixed(1).padStart(7)}` : `failed: ${t.error?.message}`;
-    console.log(`${String(t.index).padStart(5)}  ${String(t.config.hidden).padStart(6)}  ${t.config.learningRate.toExponential(2).padStart(13)}  ${String(t.config.batchSize).padStart(5)}  ${figures}${t === best ? '  <- best' : ''}`);
+    const figures = r
+      ? `${r.accuracy.toFixed(4).padStart(8)}  ${r.loss.toFixed(4).padStart(7)}  ${r.trainSeconds.toFixed(1).padStart(7)}`
+      : `failed: ${t.error?.message}`;
+    console.log(
+      `${String(t.index).padStart(5)}  ${String(t.config.hidden).padStart(6)}  ${t.config.learningRate.toExponential(2).padStart(13)}  ${String(t.config.batchSize).padStart(5)}  ${figures}${t === best ? '  <- best' : ''}`,
+    );
   }
-  console.log(`\nbest: hidden ${best.config.hidden}, learning rate ${best.config.learningRate.toExponential(2)}, batch ${best.config.batchSize}: test accuracy ${best.result.accuracy.toFixed(4)} (${((Date.now() - t0) / 1000).toFixed(1)} s in all)`);
+  console.log(
+    `\nbest: hidden ${best.config.hidden}, learning rate ${best.config.learningRate.toExponential(2)}, batch ${best.config.batchSize}: test accuracy ${best.result.accuracy.toFixed(4)} (${((Date.now() - t0) / 1000).toFixed(1)} s in all)`,
+  );
 } finally {
   await shutdown();
 }

@@ -38,7 +38,9 @@ export const trainMlp = remote({ numCpus: 1 }, async (c: TrialConfig) => {
   });
   model.compile({ optimizer: tf.train.adam(c.learningRate), loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
   await model.fit(data.train.x, data.train.y, { epochs: c.epochs, batchSize: c.batchSize, shuffle: true, verbose: 0 });
-  const [loss, accuracy] = await Promise.all((model.evaluate(data.test.x, data.test.y) as tf.Scalar[]).map(async (s) => (await s.data())[0]));
+  const [loss, accuracy] = await Promise.all(
+    (model.evaluate(data.test.x, data.test.y) as tf.Scalar[]).map(async (s) => (await s.data())[0]),
+  );
   model.dispose();
   return { accuracy, loss, trainSeconds: (performance.now() - started) / 1000, backend: tf.getBackend() };
 });

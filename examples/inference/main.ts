@@ -12,7 +12,11 @@ const concurrency = Number(process.env.CONCURRENCY ?? 128);
 const { images, labels } = testDigits();
 
 interface Run {
-  perSec: number; p50: number; p99: number; accuracy: number; meanBatch: number;
+  perSec: number;
+  p50: number;
+  p99: number;
+  accuracy: number;
+  meanBatch: number;
   /** Samples per second of the replicas' batch runs alone (the model, without the serving around it). */
   modelPerSec: number;
 }
@@ -23,23 +27,29 @@ async function drive(options: ServeOptions): Promise<Run> {
   try {
     await Promise.all(images.slice(0, 64).map((x) => pool.predict(x))); // warm: connections, the first batches
     const latencies: number[] = [];
-    let next = 0, correct = 0;
+    let next = 0,
+      correct = 0;
     const until = performance.now() + seconds * 1000;
     const started = performance.now();
-    await Promise.all(Array.from({ length: concurrency }, async () => {
-      while (performance.now() < until) {
-        const i = next++ % images.length;
-        const t0 = performance.now();
-        const y = await pool.predict(images[i]);
-        latencies.push(performance.now() - t0);
-        if (argMax(y) === labels[i]) correct++;
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (performance.now() < until) {
+          const i = next++ % images.length;
+          const t0 = performance.now();
+          const y = await pool.predict(images[i]);
+          latencies.push(performance.now() - t0);
+          if (argMax(y) === labels[i]) correct++;
+        }
+      }),
+    );
     const elapsed = (performance.now() - started) / 1000;
     latencies.sort((a, b) => a - b);
     const recent = (await pool.replicaStats()).flatMap((s) => s.recent);
     return {
-      perSec: latencies.length / elapsed, p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), accuracy: correct / latencies.length,
+      perSec: latencies.length / elapsed,
+      p50: pct(latencies, 0.5),
+      p99: pct(latencies, 0.99),
+      accuracy: correct / latencies.length,
       meanBatch: recent.reduce((n, b) => n + b.size, 0) / recent.length,
       modelPerSec: (1000 * recent.reduce((n, b) => n + b.size, 0)) / recent.reduce((ms, b) => ms + b.runMs, 0),
     };
@@ -67,28 +77,45 @@ try {
   const t0 = performance.now();
   const at = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
   const pool = await serve(digitModel, {
-    minReplicas: 1, maxReplicas: 2, maxBatchSize: 32, maxWaitMs: 5, upscaleDelayMs: 500, downscaleDelayMs: 2000,
+    minReplicas: 1,
+    maxReplicas: 2,
+    maxBatchSize: 32,
+    maxWaitMs: 5,
+    upscaleDelayMs: 500,
+    downscaleDelayMs: 2000,
     onScale: ({ from, to, load }) => events.push(`${from} → ${to} replicas at ${at()} (${load} requests in the pool)`),
   });
   try {
     const burstUntil = performance.now() + seconds * 1000;
     let served = 0;
-    await Promise.all(Array.from({ length: concurrency }, async (_, k) => {
-      for (let i = k; performance.now() < burstUntil; i += concurrency) { await pool.predict(images[i % images.length]); served++; }
-    }));
-    console.log(`burst of ${concurrency} in flight for ${seconds} s, ended at ${at()}: ${served.toLocaleString('en')} requests answered`);
+    await Promise.all(
+      Array.from({ length: concurrency }, async (_, k) => {
+        for (let i = k; performance.now() < burstUntil; i += concurrency) {
+          await pool.predict(images[i % images.length]);
+          served++;
+        }
+      }),
+    );
+    console.log(
+      `burst of ${concurrency} in flight for ${seconds} s, ended at ${at()}: ${served.toLocaleString('en')} requests answered`,
+    );
     const idleUntil = Date.now() + 10_000;
-    while (pool.stats().replicas + pool.stats().starting > 1 && Date.now() < idleUntil) await new Promise((r) => setTimeout(r, 100));
+    while (pool.stats().replicas + pool.stats().starting > 1 && Date.now() < idleUntil)
+      await new Promise((r) => setTimeout(r, 100));
     console.log(`autoscaling (1..2 replicas): ${events.join('; ') || 'no change'}`);
   } finally {
     await pool.close();
   }
 
-  const weights = existsSync(WEIGHTS) ? 'trained weights from npm run demo' : 'untrained weights: run npm run demo first to serve the trained model';
+  const weights = existsSync(WEIGHTS)
+    ? 'trained weights from npm run demo'
+    : 'untrained weights: run npm run demo first to serve the trained model';
   console.log(`accuracy of the served answers: ${batched.accuracy.toFixed(4)} (${weights})`);
   // What batching can gain at most here: how much faster the model itself runs per sample in batches than one by one.
   const model = (r: Run) => Math.round(r.modelPerSec).toLocaleString('en');
-  console.log(`the model alone (its batch runs in the replica): ${model(unbatched)} samples/s one by one, ${model(batched)} in batches of ${batched.meanBatch.toFixed(1)}: ${(batched.modelPerSec / unbatched.modelPerSec).toFixed(1)}×`);
+  console.log(
+    `the model alone (its batch runs in the replica): ${model(unbatched)} samples/s one by one, ${model(batched)} in batches of ${batched.meanBatch.toFixed(1)}: ${(batched.modelPerSec / unbatched.modelPerSec).toFixed(1)}×`,
+  );
   console.log(`batched vs unbatched throughput: ${(batched.perSec / unbatched.perSec).toFixed(1)}×`);
 } finally {
   await shutdown();

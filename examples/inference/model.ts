@@ -15,7 +15,8 @@ export const digitModel = inferenceModel({
       const all = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
       let at = 0;
       const weights = model.getWeights().map((w) => tf.tensor(all.subarray(at, (at += w.size)), w.shape));
-      if (at !== all.length) throw new Error(`${WEIGHTS} has ${all.length} weights, the model ${at}: run npm run demo again`);
+      if (at !== all.length)
+        throw new Error(`${WEIGHTS} has ${all.length} weights, the model ${at}: run npm run demo again`);
       model.setWeights(weights);
       tf.dispose(weights);
     }

@@ -5,7 +5,10 @@ import { createRequire } from 'node:module';
 export const TRAIN = 8000;
 export const PIXELS = 784;
 
-interface Digit { length: number; get(i: number): number[] }
+interface Digit {
+  length: number;
+  get(i: number): number[];
+}
 
 /** Every digit as 784 values in [0, 1] with its label, in a fixed shuffled order. */
 export function loadDigits(): { x: Float32Array; labels: Uint8Array; count: number } {
@@ -20,13 +23,18 @@ export function loadDigits(): { x: Float32Array; labels: Uint8Array; count: numb
   }
   const x = new Float32Array(all.length * PIXELS);
   const labels = new Uint8Array(all.length);
-  all.forEach(([d, i], n) => { x.set(mnist[d].get(i), n * PIXELS); labels[n] = d; });
+  all.forEach(([d, i], n) => {
+    x.set(mnist[d].get(i), n * PIXELS);
+    labels[n] = d;
+  });
   return { x, labels, count: all.length };
 }
 
 /** The test digits: images one by one, and their labels. */
 export function testDigits(): { images: Float32Array[]; labels: Uint8Array } {
   const { x, labels, count } = loadDigits();
-  const images = Array.from({ length: count - TRAIN }, (_, i) => x.slice((TRAIN + i) * PIXELS, (TRAIN + i + 1) * PIXELS));
+  const images = Array.from({ length: count - TRAIN }, (_, i) =>
+    x.slice((TRAIN + i) * PIXELS, (TRAIN + i + 1) * PIXELS),
+  );
   return { images, labels: labels.slice(TRAIN) };
 }

@@ -17,23 +17,30 @@ const firstRate = ({ replicas, mode }: OptimizerContext) => 0.002 * (mode === 's
 function tensors(x: Float32Array, labels: Uint8Array, rows: number[]): { x: tf.Tensor; y: tf.Tensor } {
   const xs = new Float32Array(rows.length * 784);
   rows.forEach((r, n) => xs.set(x.subarray(r * 784, (r + 1) * 784), n * 784));
-  const ys = tf.oneHot(tf.tensor1d(rows.map((r) => labels[r]), 'int32'), 10);
+  const ys = tf.oneHot(
+    tf.tensor1d(
+      rows.map((r) => labels[r]),
+      'int32',
+    ),
+    10,
+  );
   return { x: tf.tensor4d(xs, [rows.length, 28, 28, 1]), y: ys };
 }
 
 export const mnistJob = trainingJob({
-  model: () => tfl.sequential({
-    layers: [
-      tfl.layers.conv2d({ inputShape: [28, 28, 1], filters: 8, kernelSize: 5, activation: 'relu' }),
-      tfl.layers.maxPooling2d({ poolSize: 2 }),
-      tfl.layers.conv2d({ filters: 16, kernelSize: 5, activation: 'relu' }),
-      tfl.layers.maxPooling2d({ poolSize: 2 }),
-      tfl.layers.flatten(),
-      tfl.layers.dense({ units: 64, activation: 'relu' }),
-      tfl.layers.dropout({ rate: 0.25 }),
-      tfl.layers.dense({ units: 10, activation: 'softmax' }),
-    ],
-  }),
+  model: () =>
+    tfl.sequential({
+      layers: [
+        tfl.layers.conv2d({ inputShape: [28, 28, 1], filters: 8, kernelSize: 5, activation: 'relu' }),
+        tfl.layers.maxPooling2d({ poolSize: 2 }),
+        tfl.layers.conv2d({ filters: 16, kernelSize: 5, activation: 'relu' }),
+        tfl.layers.maxPooling2d({ poolSize: 2 }),
+        tfl.layers.flatten(),
+        tfl.layers.dense({ units: 64, activation: 'relu' }),
+        tfl.layers.dropout({ rate: 0.25 }),
+        tfl.layers.dense({ units: 10, activation: 'softmax' }),
+      ],
+    }),
   optimizer: (run) => tf.train.adam(firstRate(run)),
   // Cosine decay to a tenth over the run: the last epochs settle instead of bouncing with the latest batches, so the
   // final accuracy is that of the run, not of its last few steps.
@@ -44,7 +51,14 @@ export const mnistJob = trainingJob({
   data: ({ rank, worldSize }) => {
     const { x, labels, count } = loadDigits();
     const mine = Array.from({ length: TRAIN }, (_, i) => i).filter((i) => i % worldSize === rank);
-    const test = rank === 0 ? tensors(x, labels, Array.from({ length: Math.min(count, SAMPLES) - TRAIN }, (_, i) => TRAIN + i)) : undefined;
+    const test =
+      rank === 0
+        ? tensors(
+            x,
+            labels,
+            Array.from({ length: Math.min(count, SAMPLES) - TRAIN }, (_, i) => TRAIN + i),
+          )
+        : undefined;
     return { ...tensors(x, labels, mine), test };
   },
 });

@@ -5,7 +5,9 @@ import { Mean } from './actors.ts';
 
 const t0 = Date.now();
 const cluster = await init();
-console.log(`cluster at ${cluster.address} (${cluster.embedded ? 'started by this script' : 'joined'}) in ${Date.now() - t0} ms`);
+console.log(
+  `cluster at ${cluster.address} (${cluster.embedded ? 'started by this script' : 'joined'}) in ${Date.now() - t0} ms`,
+);
 try {
   const squares = Array.from({ length: 10 }, (_, i) => square.remote(i));
   console.log('squares of 0..9:', await get(squares));

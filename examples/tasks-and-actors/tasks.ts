@@ -22,4 +22,7 @@ export const explode = remote((why: string) => {
 });
 
 /** Reports where it ran and which GPUs it was given. */
-export const whereAmI = remote({ numCpus: 0.5 }, () => ({ pid: process.pid, gpus: process.env.CUDA_VISIBLE_DEVICES ?? '' }));
+export const whereAmI = remote({ numCpus: 0.5 }, () => ({
+  pid: process.pid,
+  gpus: process.env.CUDA_VISIBLE_DEVICES ?? '',
+}));

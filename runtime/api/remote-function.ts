@@ -18,13 +18,26 @@ export interface RemoteFunction<A extends unknown[], R> {
   readonly fn: (...args: A) => R;
 }
 
-const TASK_OPTION_KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources', 'schedulingStrategy', 'name', 'maxRetries', 'retryExceptions']);
+const TASK_OPTION_KEYS = new Set([
+  'numCpus',
+  'numGpus',
+  'memory',
+  'resources',
+  'schedulingStrategy',
+  'name',
+  'maxRetries',
+  'retryExceptions',
+]);
 
 export function remote<A extends unknown[], R>(fn: (...args: A) => R): RemoteFunction<A, R>;
 export function remote<A extends unknown[], R>(opts: TaskOptions, fn: (...args: A) => R): RemoteFunction<A, R>;
-export function remote<A extends unknown[], R>(a: TaskOptions | ((...args: A) => R), b?: (...args: A) => R): RemoteFunction<A, R> {
+export function remote<A extends unknown[], R>(
+  a: TaskOptions | ((...args: A) => R),
+  b?: (...args: A) => R,
+): RemoteFunction<A, R> {
   const [opts, fn] = typeof a === 'function' ? [{}, a] : [a, b];
-  if (typeof fn !== 'function') throw new UsageError('remote() takes a function: remote(fn) or remote({ numCpus: 1 }, fn)');
+  if (typeof fn !== 'function')
+    throw new UsageError('remote() takes a function: remote(fn) or remote({ numCpus: 1 }, fn)');
   checkOptions(opts);
   const site: { def?: Definition } = {};
   const rf = build(fn, opts, site);
@@ -32,15 +45,27 @@ export function remote<A extends unknown[], R>(a: TaskOptions | ((...args: A) =>
   return rf;
 }
 
-function build<A extends unknown[], R>(fn: (...args: A) => R, opts: TaskOptions, site: { def?: Definition }): RemoteFunction<A, R> {
+function build<A extends unknown[], R>(
+  fn: (...args: A) => R,
+  opts: TaskOptions,
+  site: { def?: Definition },
+): RemoteFunction<A, R> {
   return {
     fn,
     remote(...args: RemoteArgs<A>): ObjectRef<Awaited<R>> {
       const d = site.def!;
-      if (d.exportName !== undefined) return currentClient().submitTask<Awaited<R>>(functionRef(fn, opts, d.url, d.exportName), args, opts);
+      if (d.exportName !== undefined)
+        return currentClient().submitTask<Awaited<R>>(functionRef(fn, opts, d.url, d.exportName), args, opts);
       if (d.looked) throw notExported(fn, d.url);
       // Called while its module is still loading (a dynamic import, a task's first call): go once we know the name.
-      return currentClient().submitTask<Awaited<R>>(d.lookup.then((name) => { if (name === undefined) throw notExported(fn, d.url); return functionRef(fn, opts, d.url, name); }), args, opts);
+      return currentClient().submitTask<Awaited<R>>(
+        d.lookup.then((name) => {
+          if (name === undefined) throw notExported(fn, d.url);
+          return functionRef(fn, opts, d.url, name);
+        }),
+        args,
+        opts,
+      );
     },
     options(more: TaskOptions): RemoteFunction<A, R> {
       checkOptions(more);
@@ -55,23 +80,29 @@ function functionRef(fn: Function, opts: TaskOptions, url: string, exportName: s
 }
 
 function notExported(fn: Function, url: string): UsageError {
-  return new UsageError(`remote function ${fn.name || '(anonymous)'} defined in ${url} is not an export of that module: export it, and keep remote functions in a module other than the script that calls init()`);
+  return new UsageError(
+    `remote function ${fn.name || '(anonymous)'} defined in ${url} is not an export of that module: export it, and keep remote functions in a module other than the script that calls init()`,
+  );
 }
 
 /** Validates at definition time, so a typo fails where it was written. */
 function checkOptions(opts: TaskOptions): void {
   if (typeof opts !== 'object' || opts === null) throw new UsageError('remote options must be an object');
   for (const k of Object.keys(opts)) {
-    if (!TASK_OPTION_KEYS.has(k)) throw new UsageError(`unknown remote option '${k}' (known: ${[...TASK_OPTION_KEYS].join(', ')})`);
+    if (!TASK_OPTION_KEYS.has(k))
+      throw new UsageError(`unknown remote option '${k}' (known: ${[...TASK_OPTION_KEYS].join(', ')})`);
   }
   normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1);
   checkStrategy(opts.schedulingStrategy);
   if (opts.maxRetries !== undefined && (!Number.isInteger(opts.maxRetries) || opts.maxRetries < -1)) {
-    throw new UsageError(`maxRetries must be an integer: 0 or more, or -1 for no limit; got ${String(opts.maxRetries)}`);
+    throw new UsageError(
+      `maxRetries must be an integer: 0 or more, or -1 for no limit; got ${String(opts.maxRetries)}`,
+    );
   }
   const rx = opts.retryExceptions;
   if (rx !== undefined && typeof rx !== 'boolean' && !(Array.isArray(rx) && rx.every((n) => typeof n === 'string'))) {
-    throw new UsageError('retryExceptions must be true, false, or a list of error class names such as ["TimeoutError"]');
+    throw new UsageError(
+      'retryExceptions must be true, false, or a list of error class names such as ["TimeoutError"]',
+    );
   }
 }
-

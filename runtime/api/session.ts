@@ -38,7 +38,9 @@ let job: { gcs: Gcs; info: JobInfo } | undefined;
 /** Joins a cluster, or starts a local one (nats-server, head, one node daemon) when there is none to join. */
 export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   if (process.env.TROUPE_WORKER_ID) {
-    throw new UsageError('init() was called inside a worker: a module that defines remote functions also calls init(); keep remote functions in their own module');
+    throw new UsageError(
+      'init() was called inside a worker: a module that defines remote functions also calls init(); keep remote functions in their own module',
+    );
   }
   if (hasClient()) throw new UsageError('init() was already called in this process: call shutdown() first');
   let address = opts.address ?? (process.env.TROUPE_ADDRESS || undefined);
@@ -54,20 +56,33 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   }
   let client: Client | undefined;
   if (address) {
-    if (!token) throw new AuthenticationError(`no token for the cluster at ${address}: set TROUPE_TOKEN or pass init({ token })`);
+    if (!token)
+      throw new AuthenticationError(`no token for the cluster at ${address}: set TROUPE_TOKEN or pass init({ token })`);
     try {
       client = await Client.connect({ address, token, role: 'driver', localNode, logToDriver: opts.logToDriver });
     } catch (e) {
       // A current-cluster file left by a cluster that is gone: say so and start afresh, as `ray.init()` would.
       if (!file || e instanceof AuthenticationError || !(e instanceof ConnectionError)) throw e;
-      console.warn(`troupe: the cluster in the current-cluster file (${file.address}) is not running; starting a local one`);
+      console.warn(
+        `troupe: the cluster in the current-cluster file (${file.address}) is not running; starting a local one`,
+      );
       address = undefined;
     }
   }
   if (!client) {
     embedded = await startHead({ ...opts, detached: false });
     try {
-      client = await Client.connect({ address: embedded.address, token: embedded.token, role: 'driver', localNode: { nodeId: embedded.nodeId, objectDir: embedded.objectDir, objectStoreMemory: embedded.objectStoreMemory }, logToDriver: opts.logToDriver });
+      client = await Client.connect({
+        address: embedded.address,
+        token: embedded.token,
+        role: 'driver',
+        localNode: {
+          nodeId: embedded.nodeId,
+          objectDir: embedded.objectDir,
+          objectStoreMemory: embedded.objectStoreMemory,
+        },
+        logToDriver: opts.logToDriver,
+      });
     } catch (e) {
       await embedded.stop();
       embedded = undefined;
@@ -75,8 +90,14 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     }
   }
   const info: JobInfo = {
-    jobId: randomBytes(4).toString('hex'), procId: client.procId, pid: process.pid, hostname: hostname(), cwd: process.cwd(),
-    entrypoint: process.argv.slice(1).join(' '), state: 'RUNNING', startedAt: new Date().toISOString(),
+    jobId: randomBytes(4).toString('hex'),
+    procId: client.procId,
+    pid: process.pid,
+    hostname: hostname(),
+    cwd: process.cwd(),
+    entrypoint: process.argv.slice(1).join(' '),
+    state: 'RUNNING',
+    startedAt: new Date().toISOString(),
   };
   const gcs = await Gcs.open(client.bus);
   await gcs.jobs.put(info.jobId, info);
@@ -101,7 +122,9 @@ export async function shutdown(): Promise<void> {
   if (!hasClient()) return;
   const client = currentClient();
   if (job) {
-    await job.gcs.jobs.put(job.info.jobId, { ...job.info, state: 'SUCCEEDED', endedAt: new Date().toISOString() }).catch(() => undefined);
+    await job.gcs.jobs
+      .put(job.info.jobId, { ...job.info, state: 'SUCCEEDED', endedAt: new Date().toISOString() })
+      .catch(() => undefined);
     job = undefined;
   }
   await client.close();
@@ -120,8 +143,14 @@ export function put<T>(value: T): ObjectRef<T> {
 
 /** The value of a ref, or of each ref in an array. A failed task rethrows its TaskError. */
 export function get<T>(ref: ObjectRef<T>, opts?: { timeoutMs?: number }): Promise<T>;
-export function get<T extends readonly ObjectRef<unknown>[]>(refs: T, opts?: { timeoutMs?: number }): Promise<{ [K in keyof T]: T[K] extends ObjectRef<infer V> ? V : never }>;
-export function get(refs: ObjectRef<unknown> | readonly ObjectRef<unknown>[], opts: { timeoutMs?: number } = {}): Promise<unknown> {
+export function get<T extends readonly ObjectRef<unknown>[]>(
+  refs: T,
+  opts?: { timeoutMs?: number },
+): Promise<{ [K in keyof T]: T[K] extends ObjectRef<infer V> ? V : never }>;
+export function get(
+  refs: ObjectRef<unknown> | readonly ObjectRef<unknown>[],
+  opts: { timeoutMs?: number } = {},
+): Promise<unknown> {
   const c = currentClient();
   if (Array.isArray(refs)) return Promise.all(refs.map((r) => c.get(r, opts.timeoutMs)));
   return c.get(refs as ObjectRef<unknown>, opts.timeoutMs);

@@ -38,7 +38,9 @@ const packr = new Packr({
   // (msgpackr passes the function, though its typings say otherwise.)
   writeFunction: ((fn: unknown) => {
     const name = typeof fn === 'function' && fn.name ? ` '${fn.name}'` : '';
-    throw new SerializationError(`cannot send the function${name} to another process: pass data, or make it a remote function and pass its result`);
+    throw new SerializationError(
+      `cannot send the function${name} to another process: pass data, or make it a remote function and pass its result`,
+    );
   }) as () => never,
 });
 
@@ -57,18 +59,43 @@ export function decode<T = unknown>(bytes: Uint8Array): T {
 // 0xc1 is the one byte msgpack never uses, so a raw frame cannot be mistaken for a packed value.
 const RAW = 0xc1;
 const TYPED = new Map<string, new (b: ArrayBufferLike, offset: number, length: number) => ArrayBufferView>(
-  [Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array]
-    .map((C) => [C.name, C as unknown as new (b: ArrayBufferLike, offset: number, length: number) => ArrayBufferView]),
+  [
+    Int8Array,
+    Uint8Array,
+    Uint8ClampedArray,
+    Int16Array,
+    Uint16Array,
+    Int32Array,
+    Uint32Array,
+    Float32Array,
+    Float64Array,
+    BigInt64Array,
+    BigUint64Array,
+  ].map((C) => [C.name, C as unknown as new (b: ArrayBufferLike, offset: number, length: number) => ArrayBufferView]),
 );
-interface RawHeader { type: string; length: number; tensor?: { dtype: string; shape: number[] } }
+interface RawHeader {
+  type: string;
+  length: number;
+  tensor?: { dtype: string; shape: number[] };
+}
 
 /** The value as byte parts to write one after the other: [frame header, raw data] for a typed array (copied) or a
  * float32/int32/bool tensor (not copied), else one msgpack buffer. */
 export function encodeParts(value: unknown): Uint8Array[] {
   const t = rawTensor(value);
-  const data = t ? t.data : ArrayBuffer.isView(value) && TYPED.has(value.constructor.name) && value.constructor === TYPED.get(value.constructor.name) ? value : undefined;
+  const data = t
+    ? t.data
+    : ArrayBuffer.isView(value) &&
+        TYPED.has(value.constructor.name) &&
+        value.constructor === TYPED.get(value.constructor.name)
+      ? value
+      : undefined;
   if (!data) return [encode(value)];
-  const header: RawHeader = { type: data.constructor.name, length: (data as unknown as { length: number }).length, tensor: t && { dtype: t.dtype, shape: t.shape } };
+  const header: RawHeader = {
+    type: data.constructor.name,
+    length: (data as unknown as { length: number }).length,
+    tensor: t && { dtype: t.dtype, shape: t.shape },
+  };
   const head = packr.pack(header);
   const start = 8 + head.length;
   const frame = new Uint8Array(start + ((8 - (start % 8)) % 8)); // data starts 8-aligned, so it can be viewed in place
@@ -98,7 +125,8 @@ function decodeRaw(bytes: Uint8Array): unknown {
   if (bytes.length < start + h.length * perElement) throw new SerializationError(`stored ${h.type} is truncated`);
   let offset = bytes.byteOffset + start;
   let buffer = bytes.buffer;
-  if (offset % perElement !== 0) { // copy (a Buffer's slice would be a view, still misaligned)
+  if (offset % perElement !== 0) {
+    // copy (a Buffer's slice would be a view, still misaligned)
     buffer = new Uint8Array(bytes.subarray(start, start + h.length * perElement)).buffer;
     offset = 0;
   }
@@ -115,7 +143,12 @@ export interface CodecExtension<T, W> {
 
 /** Teach the codec a class. Registration is per process and global to msgpackr. */
 export function registerExtension<T, W>(ext: CodecExtension<T, W>): void {
-  addExtension({ Class: ext.Class as unknown as Function, type: ext.type, write: ext.write as (v: unknown) => unknown, read: ext.read as (w: unknown) => unknown });
+  addExtension({
+    Class: ext.Class as unknown as Function,
+    type: ext.type,
+    write: ext.write as (v: unknown) => unknown,
+    read: ext.read as (w: unknown) => unknown,
+  });
 }
 
 registerTensorExtension();
@@ -134,7 +167,9 @@ for (const [Class, what] of unsendable) {
     Class: Class as unknown as Function,
     type: nextRefuseType++,
     write(v: object) {
-      throw new SerializationError(`cannot send ${what}${v.constructor?.name ? ` (${v.constructor.name})` : ''} to another process`);
+      throw new SerializationError(
+        `cannot send ${what}${v.constructor?.name ? ` (${v.constructor.name})` : ''} to another process`,
+      );
     },
     read: () => undefined,
   });

@@ -53,11 +53,15 @@ export function clusterFilePath(): string {
 
 export function readClusterFile(): ClusterFile | undefined {
   let text: string;
-  try { text = readFileSync(clusterFilePath(), 'utf8'); } catch (e) {
+  try {
+    text = readFileSync(clusterFilePath(), 'utf8');
+  } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new UsageError(`cannot read ${clusterFilePath()}: ${(e as Error).message}`);
   }
-  try { return JSON.parse(text) as ClusterFile; } catch {
+  try {
+    return JSON.parse(text) as ClusterFile;
+  } catch {
     throw new UsageError(`${clusterFilePath()} is not valid JSON; remove it or run 'troupe stop'`);
   }
 }
@@ -83,10 +87,14 @@ export function writePrivateFile(path: string, text: string): void {
 /** Accepts `host:port`, `nats://host:port`, `tls://host:port`; returns a server URL for nats.js. */
 export function parseAddress(address: string): string {
   const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
-  const m = new RegExp(`^(?:(nats|tls)://)?(\\[[0-9a-fA-F:]+\\]|${label}(?:\\.${label})*):(\\d{1,5})$`).exec(address.trim());
+  const m = new RegExp(`^(?:(nats|tls)://)?(\\[[0-9a-fA-F:]+\\]|${label}(?:\\.${label})*):(\\d{1,5})$`).exec(
+    address.trim(),
+  );
   const port = m ? Number(m[3]) : 0;
   if (!m || port < 1 || port > 65535) {
-    throw new UsageError(`invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address 'troupe start --head' printed)`);
+    throw new UsageError(
+      `invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address 'troupe start --head' printed)`,
+    );
   }
   return `${m[1] ?? 'nats'}://${m[2]}:${port}`;
 }

@@ -21,7 +21,11 @@ const LIBRARY = ['runtime', 'actors', 'object-store'].map((d) => new URL(`../../
 let entry: string | null | undefined;
 function entryScript(): string | undefined {
   if (entry === undefined) {
-    try { entry = process.argv[1] ? pathToFileURL(realpathSync(process.argv[1])).href : null; } catch { entry = null; }
+    try {
+      entry = process.argv[1] ? pathToFileURL(realpathSync(process.argv[1])).href : null;
+    } catch {
+      entry = null;
+    }
   }
   return entry ?? undefined;
 }
@@ -39,17 +43,29 @@ export function defineSite(value: unknown, what: string): Definition {
     url = u;
     break;
   }
-  if (!url) throw new UsageError('remote(): cannot tell which module defines this function; define remote functions and classes at the top level of a module');
+  if (!url)
+    throw new UsageError(
+      'remote(): cannot tell which module defines this function; define remote functions and classes at the top level of a module',
+    );
   // Workers import the defining module; importing the script being run would run it again. And here its calls would
   // wait for ever: the export name is known once the module has loaded, which it has not while it awaits them.
   if (url === entryScript()) {
-    throw new UsageError(`${what} is defined in ${fileURLToPath(url)}, the script node is running: workers load the module that defines it, and loading this one would run the script again. Define it in a module of its own and import it here`);
+    throw new UsageError(
+      `${what} is defined in ${fileURLToPath(url)}, the script node is running: workers load the module that defines it, and loading this one would run the script again. Define it in a module of its own and import it here`,
+    );
   }
   const def: Definition = { url, looked: false, lookup: Promise.resolve(undefined) };
   // The module is still evaluating; this import settles once it has finished, usually before user code calls .remote().
-  def.lookup = import(url).then((mod: Record<string, unknown>) => {
-    for (const [name, v] of Object.entries(mod)) if (v === value) def.exportName = name;
-    return def.exportName;
-  }, () => undefined).finally(() => { def.looked = true; });
+  def.lookup = import(url)
+    .then(
+      (mod: Record<string, unknown>) => {
+        for (const [name, v] of Object.entries(mod)) if (v === value) def.exportName = name;
+        return def.exportName;
+      },
+      () => undefined,
+    )
+    .finally(() => {
+      def.looked = true;
+    });
   return def;
 }

@@ -68,9 +68,34 @@ export class UsageError extends TroupeError {}
 export class ProtocolError extends TroupeError {}
 
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
-for (const c of [TroupeError, TaskError, ActorDiedError, InfeasibleError, SerializationError, GetTimeoutError, WorkerDiedError, ObjectLostError, ObjectStoreFullError,
-  ConnectionError, AuthenticationError, NoRespondersError, CallLostError, RequestTimeoutError, UsageError, ProtocolError, PendingCallsLimitError,
-  Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) classes.set(c.name, c);
+for (const c of [
+  TroupeError,
+  TaskError,
+  ActorDiedError,
+  InfeasibleError,
+  SerializationError,
+  GetTimeoutError,
+  WorkerDiedError,
+  ObjectLostError,
+  ObjectStoreFullError,
+  ConnectionError,
+  AuthenticationError,
+  NoRespondersError,
+  CallLostError,
+  RequestTimeoutError,
+  UsageError,
+  ProtocolError,
+  PendingCallsLimitError,
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+  AggregateError,
+])
+  classes.set(c.name, c);
 
 /** Lets higher layers (actors, object store) make their own error classes survive the bus. */
 export function registerErrorClass(c: new (message: string, ...rest: any[]) => Error): void {
@@ -103,7 +128,12 @@ export function fromWireError(w: WireError): Error {
   let e: Error;
   if (C === TaskError) {
     const f = (w.fields ?? {}) as { remoteName?: string; remoteStack?: string; where?: string };
-    e = new TaskError(w.message, { remoteName: f.remoteName ?? 'Error', remoteStack: f.remoteStack ?? '', where: f.where ?? '?', cause: w.cause });
+    e = new TaskError(w.message, {
+      remoteName: f.remoteName ?? 'Error',
+      remoteStack: f.remoteStack ?? '',
+      where: f.where ?? '?',
+      cause: w.cause,
+    });
   } else if (C === AggregateError) {
     e = new AggregateError(Array.isArray(w.fields?.errors) ? w.fields.errors : [], w.message);
   } else {
@@ -124,9 +154,16 @@ export function asError(e: unknown): Error {
 }
 
 function indentStack(stack: string): string {
-  return stack.split('\n').map((l) => (l.startsWith('    ') ? l : `    ${l}`)).join('\n');
+  return stack
+    .split('\n')
+    .map((l) => (l.startsWith('    ') ? l : `    ${l}`))
+    .join('\n');
 }
 
 function safeString(v: unknown): string {
-  try { return typeof v === 'string' ? JSON.stringify(v) : String(v); } catch { return Object.prototype.toString.call(v); }
+  try {
+    return typeof v === 'string' ? JSON.stringify(v) : String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
 }

@@ -2,17 +2,30 @@
 import { createServer, connect as tcpConnect } from 'node:net';
 
 export function isAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** SIGTERM, then SIGKILL after graceMs. Resolves once the process is gone. */
 export async function terminate(pid: number, graceMs = 5000): Promise<void> {
   if (!isAlive(pid)) return;
-  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
   const until = Date.now() + graceMs;
   while (isAlive(pid) && Date.now() < until) await sleep(25);
   if (isAlive(pid)) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
     while (isAlive(pid)) await sleep(10);
   }
 }
@@ -33,12 +46,20 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 /** Resolves when something accepts TCP connections on host:port; rejects after timeoutMs or when stillRunning() turns false. */
-export async function waitForPort(host: string, port: number, timeoutMs: number, stillRunning: () => boolean): Promise<void> {
+export async function waitForPort(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  stillRunning: () => boolean,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (!stillRunning()) throw new Error('process exited before it listened');
     const ok = await new Promise<boolean>((r) => {
-      const sock = tcpConnect({ host, port }, () => { sock.destroy(); r(true); });
+      const sock = tcpConnect({ host, port }, () => {
+        sock.destroy();
+        r(true);
+      });
       sock.once('error', () => r(false));
     });
     if (ok) return;

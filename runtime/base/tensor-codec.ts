@@ -19,13 +19,23 @@ interface EngineLike {
   runKernel(name: string, inputs: Record<string, TensorLike>): TensorLike;
   disposeTensor(t: TensorLike): void;
 }
-interface WireTensor { dtype: string; shape: number[]; data: ArrayLike<number> | Uint8Array[] }
+interface WireTensor {
+  dtype: string;
+  shape: number[];
+  data: ArrayLike<number> | Uint8Array[];
+}
 
 /** Matches tensors from any copy of tfjs, the way tfjs's own Tensor[Symbol.hasInstance] does. */
 class AnyTensor {
   static [Symbol.hasInstance](v: unknown): boolean {
     const t = v as Partial<TensorLike> | null;
-    return !!t && typeof t === 'object' && typeof t.dataSync === 'function' && typeof t.throwIfDisposed === 'function' && Array.isArray(t.shape);
+    return (
+      !!t &&
+      typeof t === 'object' &&
+      typeof t.dataSync === 'function' &&
+      typeof t.throwIfDisposed === 'function' &&
+      Array.isArray(t.shape)
+    );
   }
 }
 
@@ -34,7 +44,11 @@ export function registerTensorExtension(): void {
     Class: AnyTensor as unknown as Function,
     type: TENSOR_EXT,
     write(t: TensorLike): WireTensor {
-      try { t.throwIfDisposed(); } catch (e) { throw new SerializationError('cannot send a disposed tensor', { cause: e }); }
+      try {
+        t.throwIfDisposed();
+      } catch (e) {
+        throw new SerializationError('cannot send a disposed tensor', { cause: e });
+      }
       // complex64: dataSync() gives interleaved re/im, split again on read
       return { dtype: t.dtype, shape: t.shape, data: t.dataSync() };
     },
@@ -43,12 +57,17 @@ export function registerTensorExtension(): void {
       if (w.dtype === 'complex64') {
         const d = w.data as Float32Array;
         const n = d.length / 2;
-        const re = new Float32Array(n), im = new Float32Array(n);
-        for (let i = 0; i < n; i++) { re[i] = d[2 * i]; im[i] = d[2 * i + 1]; }
+        const re = new Float32Array(n),
+          im = new Float32Array(n);
+        for (let i = 0; i < n; i++) {
+          re[i] = d[2 * i];
+          im[i] = d[2 * i + 1];
+        }
         const real = engine.makeTensor(re, w.shape, 'float32');
         const imag = engine.makeTensor(im, w.shape, 'float32');
         const out = engine.runKernel('Complex', { real, imag });
-        engine.disposeTensor(real); engine.disposeTensor(imag);
+        engine.disposeTensor(real);
+        engine.disposeTensor(imag);
         return out;
       }
       return engine.makeTensor(w.data, w.shape, w.dtype);
@@ -64,7 +83,11 @@ export function rawTensor(v: unknown): { dtype: string; shape: number[]; data: A
   if (!(v instanceof AnyTensor)) return undefined;
   const t = v as unknown as TensorLike;
   if (!(t.dtype in RAW_DTYPES)) return undefined;
-  try { t.throwIfDisposed(); } catch (e) { throw new SerializationError('cannot send a disposed tensor', { cause: e }); }
+  try {
+    t.throwIfDisposed();
+  } catch (e) {
+    throw new SerializationError('cannot send a disposed tensor', { cause: e });
+  }
   const data = t.dataSync() as unknown as ArrayBufferView;
   return data?.constructor?.name === RAW_DTYPES[t.dtype] ? { dtype: t.dtype, shape: t.shape, data } : undefined;
 }
@@ -90,7 +113,9 @@ function tfEngine(): EngineLike {
       require('@tensorflow/tfjs-core');
       require('@tensorflow/tfjs-backend-cpu');
     } catch (e) {
-      throw new Error('received a tfjs tensor but @tensorflow/tfjs-core cannot be loaded in this process', { cause: e });
+      throw new Error('received a tfjs tensor but @tensorflow/tfjs-core cannot be loaded in this process', {
+        cause: e,
+      });
     }
   }
   return g._tfengine!;

@@ -5,7 +5,16 @@ import { AuthorizationError, nuid } from '@nats-io/nats-core';
 import { existsSync } from 'node:fs';
 import { encode, decode } from '../base/codec.ts';
 import { parseAddress, defaults } from '../base/config.ts';
-import { AuthenticationError, CallLostError, ConnectionError, NoRespondersError, RequestTimeoutError, UsageError, ProtocolError, asError } from '../base/errors.ts';
+import {
+  AuthenticationError,
+  CallLostError,
+  ConnectionError,
+  NoRespondersError,
+  RequestTimeoutError,
+  UsageError,
+  ProtocolError,
+  asError,
+} from '../base/errors.ts';
 import { Lane, LaneServer, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
 
 export type { Subscription };
@@ -45,7 +54,9 @@ function settle(req: BatchedRequest, failed: boolean, value: unknown): void {
     if (failed) req.failed(asError(value));
     else req.answered(value);
   } catch (e) {
-    queueMicrotask(() => { throw e; });
+    queueMicrotask(() => {
+      throw e;
+    });
   }
 }
 
@@ -59,7 +70,10 @@ type BatchPart = Array<[number, 0 | 1, unknown]>;
 class SentBatch implements Pending {
   readonly deadline = 0;
   private answered = 0;
-  constructor(readonly subject: string, private readonly items: Array<BatchedRequest | undefined>) {}
+  constructor(
+    readonly subject: string,
+    private readonly items: Array<BatchedRequest | undefined>,
+  ) {}
 
   resolve(): void {}
 
@@ -88,7 +102,10 @@ class SentBatch implements Pending {
  * subject, or back down the lane the batch came on. */
 class BatchAnswers {
   done: BatchPart = [];
-  constructor(readonly reply: string | undefined, readonly lane?: LaneRequest) {}
+  constructor(
+    readonly reply: string | undefined,
+    readonly lane?: LaneRequest,
+  ) {}
 }
 
 export interface ConnectOptions {
@@ -111,12 +128,19 @@ export class Bus {
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
-  private constructor(readonly nc: NatsConnection, readonly address: string, private readonly token: string, private readonly procId = nuid.next()) {
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly address: string,
+    private readonly token: string,
+    private readonly procId = nuid.next(),
+  ) {
     nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
     // Said once on stderr too, since later calls into nats.js only say "closed connection".
     nc.closed().then((err) => {
-      const lost = new ConnectionError(`lost the cluster at ${address}${err ? `: ${err.message}` : ''}`, { cause: err });
+      const lost = new ConnectionError(`lost the cluster at ${address}${err ? `: ${err.message}` : ''}`, {
+        cause: err,
+      });
       if (!this.closed) console.error(`troupe: ${lost.message}`);
       this.failPending(lost);
     });
@@ -137,9 +161,14 @@ export class Bus {
       });
     } catch (e) {
       if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
-        throw new AuthenticationError(`the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`, { cause: e });
+        throw new AuthenticationError(
+          `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`,
+          { cause: e },
+        );
       }
-      throw new ConnectionError(`cannot reach a troupe cluster at ${opts.address}: ${(e as Error).message}`, { cause: e });
+      throw new ConnectionError(`cannot reach a troupe cluster at ${opts.address}: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     return new Bus(nc, opts.address, opts.token, opts.procId);
   }
@@ -150,7 +179,12 @@ export class Bus {
     return new Promise<T>((resolve, reject) => {
       const id = (this.seq++).toString(36);
       const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: timeoutMs ? Date.now() + timeoutMs : 0 });
+      this.pending.set(id, {
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        subject,
+        deadline: timeoutMs ? Date.now() + timeoutMs : 0,
+      });
       if (timeoutMs) this.armSweeper();
       this.send(subject, data, `${this.inbox}.${id}`, (e) => {
         this.pending.delete(id);
@@ -192,7 +226,9 @@ export class Bus {
     try {
       groups = this.fitting<BatchedRequest | undefined>(all, (items) => encode({ batch: items.map((x) => x!.body) }));
     } catch (e) {
-      queueMicrotask(() => { for (const x of all) settle(x, true, e); }); // never inside the caller's call
+      queueMicrotask(() => {
+        for (const x of all) settle(x, true, e);
+      }); // never inside the caller's call
       return;
     }
     for (const { data, items } of groups) {
@@ -228,18 +264,28 @@ export class Bus {
       return NO_REPLY;
     });
     this.batchServers.set(subject, { sub, handler });
-    void sub.closed.then(() => { if (this.batchServers.get(subject)?.sub === sub) this.batchServers.delete(subject); });
+    void sub.closed.then(() => {
+      if (this.batchServers.get(subject)?.sub === sub) this.batchServers.delete(subject);
+    });
     return sub;
   }
 
   /** What serveBatched serves, for requests that come on a lane, while its subscription lasts. */
   private readonly batchServers = new Map<string, { sub: Subscription; handler: (body: any) => unknown }>();
 
-  private runBatch(subject: string, body: { batch: unknown[] }, answers: BatchAnswers, handler: (body: any) => unknown): void {
+  private runBatch(
+    subject: string,
+    body: { batch: unknown[] },
+    answers: BatchAnswers,
+    handler: (body: any) => unknown,
+  ): void {
     if (!Array.isArray(body?.batch)) throw new ProtocolError(`requests on ${subject} come as { batch: [...] }`);
     body.batch.forEach((item, i) => {
       try {
-        Promise.resolve(handler(item)).then((v) => this.finished(answers, i, 0, v), (e) => this.finished(answers, i, 1, asError(e)));
+        Promise.resolve(handler(item)).then(
+          (v) => this.finished(answers, i, 0, v),
+          (e) => this.finished(answers, i, 1, asError(e)),
+        );
       } catch (e) {
         this.finished(answers, i, 1, asError(e));
       }
@@ -256,7 +302,10 @@ export class Bus {
   private readonly unreachable = new Set<string>();
   /** Lanes with frames to write at the end of this turn. */
   private writers = new Set<Outgoing>();
-  private readonly wakeWriter = (o: Outgoing): void => { this.writers.add(o); this.flushSoon(); };
+  private readonly wakeWriter = (o: Outgoing): void => {
+    this.writers.add(o);
+    this.flushSoon();
+  };
 
   /** Serves what serveBatched serves on a Unix socket at `path` too. Resolves to the path, or undefined when this
    * process cannot listen there (too long a path, say): callers then keep to NATS. */
@@ -281,13 +330,26 @@ export class Bus {
   private lane(path: string): Lane | undefined {
     let lane = this.lanes.get(path);
     if (!lane) {
-      if (!existsSync(path)) { this.unreachable.add(path); this.unroute(path); return undefined; }
-      lane = new Lane(path, this.token, this.procId, {
-        reply: (id, data) => { this.onReplyData(id, data); return !this.pending.has(id); },
-        nobody: (id) => this.noResponders(id),
-        event: (subject, data) => this.events.get(subject)?.(data, subject),
-        end: (l, what) => this.laneEnded(l, what),
-      }, this.wakeWriter);
+      if (!existsSync(path)) {
+        this.unreachable.add(path);
+        this.unroute(path);
+        return undefined;
+      }
+      lane = new Lane(
+        path,
+        this.token,
+        this.procId,
+        {
+          reply: (id, data) => {
+            this.onReplyData(id, data);
+            return !this.pending.has(id);
+          },
+          nobody: (id) => this.noResponders(id),
+          event: (subject, data) => this.events.get(subject)?.(data, subject),
+          end: (l, what) => this.laneEnded(l, what),
+        },
+        this.wakeWriter,
+      );
       this.lanes.set(path, lane);
     }
     return lane;
@@ -304,12 +366,16 @@ export class Bus {
 
   private onLaneRequest(r: LaneRequest): void {
     const s = this.batchServers.get(r.subject);
-    if (!s || s.sub.isClosed()) { r.nobody(); return; }
+    if (!s || s.sub.isClosed()) {
+      r.nobody();
+      return;
+    }
     const answers = new BatchAnswers(undefined, r);
     try {
       this.runBatch(r.subject, decode(r.data), answers, s.handler);
     } catch (e) {
-      const error = e instanceof TypeError ? e : new UsageError(`malformed message on ${r.subject}: ${(e as Error).message}`);
+      const error =
+        e instanceof TypeError ? e : new UsageError(`malformed message on ${r.subject}: ${(e as Error).message}`);
       r.reply(encodeReply([1, error]));
     }
   }
@@ -331,7 +397,10 @@ export class Bus {
 
   /** One request of a batch has finished: its answer goes with the others that finish in this turn. */
   private finished(answers: BatchAnswers, i: number, failed: 0 | 1, value: unknown): void {
-    if (answers.done.push([i, failed, value]) === 1) { this.beforeFlush.push(answers); this.flushSoon(); }
+    if (answers.done.push([i, failed, value]) === 1) {
+      this.beforeFlush.push(answers);
+      this.flushSoon();
+    }
   }
 
   /** Publishes to every subscriber of `subject` and collects replies for windowMs (scatter-gather). */
@@ -339,7 +408,13 @@ export class Bus {
     const data = encode(body);
     return new Promise<T[]>((resolve, reject) => {
       const id = (this.seq++).toString(36);
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, subject, deadline: Date.now() + windowMs, gathered: [] });
+      this.pending.set(id, {
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        subject,
+        deadline: Date.now() + windowMs,
+        gathered: [],
+      });
       this.armSweeper();
       this.send(subject, data, `${this.inbox}.${id}`, reject);
     });
@@ -372,7 +447,8 @@ export class Bus {
    * which a long synchronous run of calls holds back until it ends. It has no public call for this; where its
    * internals differ, the message goes at the next microtask as usual. */
   private sendNow(subject: string, data: Uint8Array, reply?: string, onError?: (e: Error) => void): void {
-    if (this.publish1(subject, data, reply, onError)) (this.nc as unknown as { protocol?: { flushPending?(): void } }).protocol?.flushPending?.();
+    if (this.publish1(subject, data, reply, onError))
+      (this.nc as unknown as { protocol?: { flushPending?(): void } }).protocol?.flushPending?.();
   }
 
   /** Hands one message to nats.js; false (and onError told) when it refuses it. */
@@ -399,7 +475,11 @@ export class Bus {
     try {
       const parts = this.beforeFlush;
       this.beforeFlush = [];
-      for (const a of parts) { const out = a.done; a.done = []; this.replyParts(a, out); }
+      for (const a of parts) {
+        const out = a.done;
+        a.done = [];
+        this.replyParts(a, out);
+      }
       this.sendBatches();
       const batch = this.outbox;
       this.outbox = [];
@@ -432,7 +512,11 @@ export class Bus {
           this.respond(msg, [1, asError(e)]);
           return;
         }
-        if (out instanceof Promise) out.then((v) => this.respond(msg, [0, v]), (e) => this.respond(msg, [1, asError(e)]));
+        if (out instanceof Promise)
+          out.then(
+            (v) => this.respond(msg, [0, v]),
+            (e) => this.respond(msg, [1, asError(e)]),
+          );
         else if (out !== NO_REPLY) this.respond(msg, [0, out]);
       },
     });
@@ -443,11 +527,15 @@ export class Bus {
   on(subject: string, handler: (body: any, subject: string) => void): Subscription {
     const deliver = (data: Uint8Array, at: string): void => {
       let body: unknown;
-      try { body = decode(data); } catch {
+      try {
+        body = decode(data);
+      } catch {
         warnOnce(`dropped a malformed event on ${at}`);
         return;
       }
-      try { handler(body, at); } catch (e) {
+      try {
+        handler(body, at);
+      } catch (e) {
         console.error(`troupe: handler for ${at} failed:`, e);
       }
     };
@@ -463,9 +551,14 @@ export class Bus {
     if ((!reply && !lane) || this.closed) return;
     for (const { data, items } of this.fitting(part, (answers) => encodeReply([0, answers]))) {
       // One answer too large for any message: its caller hears why instead of waiting for ever.
-      const tooLarge = data.length > this.maxPayload && new ProtocolError(`the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`);
+      const tooLarge =
+        data.length > this.maxPayload &&
+        new ProtocolError(
+          `the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`,
+        );
       const out = tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data;
-      if (lane) lane.reply(out); else this.send(reply!, out);
+      if (lane) lane.reply(out);
+      else this.send(reply!, out);
     }
   }
 
@@ -548,8 +641,18 @@ export class Bus {
     }
     if (p.part && reply[0] === 0) {
       let done: boolean;
-      try { done = p.part(reply[1]); } catch (e) { done = true; this.pending.delete(id); p.reject(asError(e)); return; }
-      if (done) { this.pending.delete(id); p.resolve(undefined); }
+      try {
+        done = p.part(reply[1]);
+      } catch (e) {
+        done = true;
+        this.pending.delete(id);
+        p.reject(asError(e));
+        return;
+      }
+      if (done) {
+        this.pending.delete(id);
+        p.resolve(undefined);
+      }
       return;
     }
     this.pending.delete(id);
@@ -565,12 +668,18 @@ export class Bus {
       let left = false;
       for (const [id, p] of this.pending) {
         if (!p.deadline) continue;
-        if (p.deadline > now) { left = true; continue; }
+        if (p.deadline > now) {
+          left = true;
+          continue;
+        }
         this.pending.delete(id);
         if (p.gathered) p.resolve(p.gathered);
         else p.reject(new RequestTimeoutError(`no reply from ${p.subject} in time`));
       }
-      if (!left) { clearInterval(this.sweeper); this.sweeper = undefined; }
+      if (!left) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      }
     }, 50);
     this.sweeper.unref();
   }

@@ -13,7 +13,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-const HELLO = 0, REQUEST = 1, REPLY = 2, NOBODY = 3, EVENT = 4;
+const HELLO = 0,
+  REQUEST = 1,
+  REPLY = 2,
+  NOBODY = 3,
+  EVENT = 4;
 
 /** Longest socket path Linux takes (sun_path is 108 bytes, with its NUL). */
 export const MAX_LANE_PATH = 107;
@@ -42,7 +46,12 @@ function hello(token: string, proc: string): Buffer {
 const COPY_BELOW = 16 * 1024;
 
 /** A frame's header, and its message too when that is small (then the second buffer is undefined). */
-function frame(kind: number, id: string, subject: string | undefined, data: Uint8Array | undefined): [Buffer, Uint8Array | undefined] {
+function frame(
+  kind: number,
+  id: string,
+  subject: string | undefined,
+  data: Uint8Array | undefined,
+): [Buffer, Uint8Array | undefined] {
   const idLen = Buffer.byteLength(id);
   const subjLen = subject === undefined ? 0 : Buffer.byteLength(subject);
   const size = data?.length ?? 0;
@@ -52,7 +61,10 @@ function frame(kind: number, id: string, subject: string | undefined, data: Uint
   b[4] = kind;
   b[5] = idLen;
   const at = 6 + b.write(id, 6, 'latin1');
-  if (subject !== undefined) { b.writeUInt16BE(subjLen, at); b.write(subject, at + 2, 'latin1'); }
+  if (subject !== undefined) {
+    b.writeUInt16BE(subjLen, at);
+    b.write(subject, at + 2, 'latin1');
+  }
   if (size >= COPY_BELOW) return [b, data];
   if (size) b.set(data!, head);
   return [b, undefined];
@@ -95,7 +107,10 @@ function readId(f: Buffer, at: number): [string, number] {
 /** Writes queued frames in one go when asked: callers answer and send in bursts. */
 export class Outgoing {
   private queued: Uint8Array[] = [];
-  constructor(readonly socket: net.Socket, private readonly wake: (o: Outgoing) => void) {}
+  constructor(
+    readonly socket: net.Socket,
+    private readonly wake: (o: Outgoing) => void,
+  ) {}
 
   queue(kind: number, id: string, subject: string | undefined, data: Uint8Array | undefined): void {
     const [head, large] = frame(kind, id, subject, data);
@@ -108,7 +123,10 @@ export class Outgoing {
     if (!q.length) return;
     this.queued = [];
     if (this.socket.destroyed) return;
-    if (q.length === 1) { this.socket.write(q[0]); return; }
+    if (q.length === 1) {
+      this.socket.write(q[0]);
+      return;
+    }
     this.socket.cork();
     for (const f of q) this.socket.write(f);
     this.socket.uncork();
@@ -118,7 +136,12 @@ export class Outgoing {
 /** What a lane server hands up: a request, and how to answer it (later, from any turn). A class, not closures: one
  * is made for every batch a busy actor gets. */
 export class LaneRequest {
-  constructor(readonly subject: string, readonly data: Uint8Array, private readonly out: Outgoing, private readonly id: string) {}
+  constructor(
+    readonly subject: string,
+    readonly data: Uint8Array,
+    private readonly out: Outgoing,
+    private readonly id: string,
+  ) {}
 
   reply(data: Uint8Array): void {
     this.out.queue(REPLY, this.id, undefined, data);
@@ -137,7 +160,12 @@ export class LaneServer {
   /** The connection each caller process came on: events for it go there, after its answers. */
   private readonly byProc = new Map<string, Outgoing>();
 
-  private constructor(readonly path: string, token: string, onRequest: (r: LaneRequest) => void, wake: (o: Outgoing) => void) {
+  private constructor(
+    readonly path: string,
+    token: string,
+    onRequest: (r: LaneRequest) => void,
+    wake: (o: Outgoing) => void,
+  ) {
     const want = digest(token);
     this.server = net.createServer((socket) => {
       this.conns.add(socket);
@@ -149,20 +177,32 @@ export class LaneServer {
         if (!trusted) {
           // Anything but the right token first, and the connection goes: a lane runs code, as the bus does.
           trusted = f[0] === HELLO && f.length > want.length && timingSafeEqual(f.subarray(1, 1 + want.length), want);
-          if (!trusted) { socket.destroy(); return; }
+          if (!trusted) {
+            socket.destroy();
+            return;
+          }
           const proc = f.toString('latin1', 1 + want.length);
           this.byProc.set(proc, out);
-          socket.on('close', () => { if (this.byProc.get(proc) === out) this.byProc.delete(proc); });
+          socket.on('close', () => {
+            if (this.byProc.get(proc) === out) this.byProc.delete(proc);
+          });
           return;
         }
-        if (f[0] !== REQUEST) { socket.destroy(); return; }
+        if (f[0] !== REQUEST) {
+          socket.destroy();
+          return;
+        }
         const [id, at] = readId(f, 1);
         const subjLen = f.readUInt16BE(at);
         const subject = f.toString('latin1', at + 2, at + 2 + subjLen);
         onRequest(new LaneRequest(subject, f.subarray(at + 2 + subjLen), out, id));
       });
       socket.on('data', (chunk: Buffer) => {
-        try { frames.push(chunk); } catch { socket.destroy(); } // a malformed frame: that connection goes, we stay
+        try {
+          frames.push(chunk);
+        } catch {
+          socket.destroy();
+        } // a malformed frame: that connection goes, we stay
       });
     });
   }
@@ -176,13 +216,21 @@ export class LaneServer {
   }
 
   /** Listens on `path` (a stale socket file left there is replaced); undefined when the path is too long. */
-  static async listen(path: string, token: string, onRequest: (r: LaneRequest) => void, wake: (o: Outgoing) => void): Promise<LaneServer | undefined> {
+  static async listen(
+    path: string,
+    token: string,
+    onRequest: (r: LaneRequest) => void,
+    wake: (o: Outgoing) => void,
+  ): Promise<LaneServer | undefined> {
     if (Buffer.byteLength(path) > MAX_LANE_PATH) return undefined;
     rmSync(path, { force: true });
     const s = new LaneServer(path, token, onRequest, wake);
     await new Promise<void>((resolve, reject) => {
       s.server.once('error', reject);
-      s.server.listen(path, () => { s.server.off('error', reject); resolve(); });
+      s.server.listen(path, () => {
+        s.server.off('error', reject);
+        resolve();
+      });
     });
     return s;
   }
@@ -230,7 +278,9 @@ export class Lane {
     this.socket = net.connect(path);
     this.out = new Outgoing(this.socket, wake);
     this.socket.write(hello(token, proc));
-    this.socket.once('connect', () => { this.connected = true; });
+    this.socket.once('connect', () => {
+      this.connected = true;
+    });
     this.socket.on('error', () => this.socket.destroy());
     this.socket.on('close', () => this.end());
     const frames = new Frames((f) => {
@@ -246,7 +296,11 @@ export class Lane {
       if (f[0] !== REPLY) this.on.nobody(id);
     });
     this.socket.on('data', (chunk: Buffer) => {
-      try { frames.push(chunk); } catch { this.socket.destroy(); }
+      try {
+        frames.push(chunk);
+      } catch {
+        this.socket.destroy();
+      }
     });
   }
 
@@ -268,6 +322,9 @@ export class Lane {
     this.closed = true;
     const ids = [...this.open];
     this.open.clear();
-    this.on.end(this, this.connected ? { opened: true, unsent: [], lost: ids } : { opened: false, unsent: ids, lost: [] });
+    this.on.end(
+      this,
+      this.connected ? { opened: true, unsent: [], lost: ids } : { opened: false, unsent: ids, lost: [] },
+    );
   }
 }

@@ -48,8 +48,14 @@ const resourceFlags = {
 
 const commands = {
   start: {
-    head: { type: 'boolean' }, address: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' },
-    nats: { type: 'string' }, token: { type: 'string' }, block: { type: 'boolean' }, 'node-timeout-ms': { type: 'string' },
+    head: { type: 'boolean' },
+    address: { type: 'string' },
+    port: { type: 'string' },
+    host: { type: 'string' },
+    nats: { type: 'string' },
+    token: { type: 'string' },
+    block: { type: 'boolean' },
+    'node-timeout-ms': { type: 'string' },
     ...resourceFlags,
   },
   status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
@@ -62,22 +68,41 @@ type Values = Record<string, string | boolean | undefined>;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { console.log(HELP); return 0; }
-  if (cmd === '--version') { console.log(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version); return 0; }
-  if (!(cmd in commands)) throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(HELP);
+    return 0;
+  }
+  if (cmd === '--version') {
+    console.log(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+    return 0;
+  }
+  if (!(cmd in commands))
+    throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
   let parsed: { values: Values; positionals: string[] };
   try {
-    parsed = parseArgs({ args: rest, options: commands[cmd as keyof typeof commands], strict: true, allowPositionals: cmd === 'list' }) as typeof parsed;
+    parsed = parseArgs({
+      args: rest,
+      options: commands[cmd as keyof typeof commands],
+      strict: true,
+      allowPositionals: cmd === 'list',
+    }) as typeof parsed;
   } catch (e) {
-    throw new UsageError(`troupe ${cmd}: ${(e as Error).message.replace(/\. To specify a positional argument.*$/s, '')}`);
+    throw new UsageError(
+      `troupe ${cmd}: ${(e as Error).message.replace(/\. To specify a positional argument.*$/s, '')}`,
+    );
   }
   const { values, positionals } = parsed;
   switch (cmd) {
-    case 'start': return start(values);
-    case 'status': return status(values);
-    case 'list': return list(positionals, values);
-    case 'memory': return memory(values);
-    case 'stop': return stop();
+    case 'start':
+      return start(values);
+    case 'status':
+      return status(values);
+    case 'list':
+      return list(positionals, values);
+    case 'memory':
+      return memory(values);
+    case 'stop':
+      return stop();
   }
   return 0;
 }
@@ -86,14 +111,17 @@ function number(values: Values, flag: string): number | undefined {
   const v = values[flag];
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`--${flag} must be a non-negative number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || n < 0)
+    throw new UsageError(`--${flag} must be a non-negative number, got ${JSON.stringify(v)}`);
   return n;
 }
 
 function startOptions(values: Values): StartOptions {
-  if (values['no-spill'] && values['spill-dir'] !== undefined) throw new UsageError('--spill-dir and --no-spill contradict each other: pass one');
+  if (values['no-spill'] && values['spill-dir'] !== undefined)
+    throw new UsageError('--spill-dir and --no-spill contradict each other: pass one');
   const port = number(values, 'port');
-  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port must be 1..65535, got ${port}`);
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535))
+    throw new UsageError(`--port must be 1..65535, got ${port}`);
   const nats = values.nats as string | undefined;
   if (nats !== undefined) parseAddress(nats); // a malformed --nats fails here, naming it
   return {
@@ -107,42 +135,58 @@ function startOptions(values: Values): StartOptions {
     memory: number(values, 'memory'),
     resources: values.resources === undefined ? undefined : parseResourcesFlag(values.resources as string),
     objectStoreDir: values['object-store-dir'] as string | undefined,
-    objectStoreMemory: values['object-store-memory'] === undefined ? undefined : parseBytes(values['object-store-memory'] as string, '--object-store-memory'),
+    objectStoreMemory:
+      values['object-store-memory'] === undefined
+        ? undefined
+        : parseBytes(values['object-store-memory'] as string, '--object-store-memory'),
     spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
   };
 }
 
 async function start(values: Values): Promise<number> {
-  if (!values.head === !values.address) throw new UsageError('troupe start needs exactly one of --head or --address HOST:PORT');
+  if (!values.head === !values.address)
+    throw new UsageError('troupe start needs exactly one of --head or --address HOST:PORT');
   const o = startOptions(values);
   let started: StartedCluster;
   if (values.head) {
     if (values.nats === undefined) o.host ??= '0.0.0.0';
     started = await startHead(o);
-    console.log(`troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`);
+    console.log(
+      `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
+    );
     console.log(`To add a machine:  TROUPE_TOKEN=${started.token} troupe start --address ${started.publicAddress}`);
   } else {
-    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms'] as const) if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
+    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms'] as const)
+      if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
     const address = values.address as string;
     parseAddress(address);
     const file = readClusterFile();
     const token = o.token ?? (file?.address === address ? file.token : undefined);
-    if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN (printed by 'troupe start --head') or pass --token`);
+    if (!token)
+      throw new UsageError(
+        `no token for ${address}: set TROUPE_TOKEN (printed by 'troupe start --head') or pass --token`,
+      );
     started = await startNode({ ...o, address, token });
     console.log(`troupe node ${started.nodeId} joined ${address}; session ${started.sessionDir}`);
   }
   // Drivers on this machine find the cluster (and this node's store) through this file.
   writeClusterFile({
-    address: started.address, token: started.token, sessionDir: started.sessionDir,
-    localNode: { nodeId: started.nodeId, objectDir: started.objectDir, objectStoreMemory: started.objectStoreMemory }, startedAt: new Date().toISOString(),
+    address: started.address,
+    token: started.token,
+    sessionDir: started.sessionDir,
+    localNode: { nodeId: started.nodeId, objectDir: started.objectDir, objectStoreMemory: started.objectStoreMemory },
+    startedAt: new Date().toISOString(),
   });
   if (!values.block) {
     console.log(`Logs in ${started.sessionDir}/logs. 'troupe status' shows the cluster, 'troupe stop' stops it.`);
     return 0;
   }
   console.log('Running in the foreground; Ctrl-C stops.');
-  await new Promise<void>((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve); });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
   await started.stop();
   removeClusterFile();
   return 0;
@@ -151,14 +195,21 @@ async function start(values: Values): Promise<number> {
 async function connectFromFlags(values: Values): Promise<Bus> {
   const file = readClusterFile();
   const address = (values.address as string | undefined) ?? (process.env.TROUPE_ADDRESS || undefined) ?? file?.address;
-  if (!address) throw new UsageError(`no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start --head'`);
+  if (!address)
+    throw new UsageError(
+      `no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start --head'`,
+    );
   const token = (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined) ?? file?.token;
   if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
   return Bus.connect({ address, token, name: 'troupe-cli' });
 }
 
 async function headStatus(bus: Bus): Promise<HeadStatus | undefined> {
-  try { return await bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 3000 }); } catch { return undefined; }
+  try {
+    return await bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 3000 });
+  } catch {
+    return undefined;
+  }
 }
 
 async function status(values: Values): Promise<number> {
@@ -166,24 +217,54 @@ async function status(values: Values): Promise<number> {
   try {
     const gcs = await Gcs.open(bus);
     const [head, actors, jobs] = await Promise.all([headStatus(bus), gcs.actors.list(), gcs.jobs.list()]);
-    const nodes = head?.nodes ?? (await gcs.nodes.list()).map((n) => ({ ...n, alive: n.state === 'ALIVE', available: n.total, lastHeartbeatMsAgo: -1 }));
+    const nodes =
+      head?.nodes ??
+      (await gcs.nodes.list()).map((n) => ({
+        ...n,
+        alive: n.state === 'ALIVE',
+        available: n.total,
+        lastHeartbeatMsAgo: -1,
+      }));
     if (values.json) {
-      console.log(JSON.stringify({ address: bus.address, headReachable: !!head, nodes, pending: head?.pending ?? [], infeasible: head?.infeasible ?? [], actors: actors.map(actorRow), jobs }, null, 2));
+      console.log(
+        JSON.stringify(
+          {
+            address: bus.address,
+            headReachable: !!head,
+            nodes,
+            pending: head?.pending ?? [],
+            infeasible: head?.infeasible ?? [],
+            actors: actors.map(actorRow),
+            jobs,
+          },
+          null,
+          2,
+        ),
+      );
       return head ? 0 : 1;
     }
     console.log(`troupe cluster at ${bus.address}`);
-    if (!head) console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
+    if (!head)
+      console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);
     console.log(`\nNodes: ${alive.length} alive, ${nodes.length - alive.length} dead`);
-    printTable(['NODE', 'STATE', 'HOST', 'USED / TOTAL', 'NOTE'], nodes.map((n) => [
-      n.nodeId + (n.isHead ? ' (head)' : ''), n.alive ? 'ALIVE' : 'DEAD', n.hostname,
-      n.alive ? usage(n.total, n.available) : '-', n.alive ? '' : (n.cause ?? ''),
-    ]));
+    printTable(
+      ['NODE', 'STATE', 'HOST', 'USED / TOTAL', 'NOTE'],
+      nodes.map((n) => [
+        n.nodeId + (n.isHead ? ' (head)' : ''),
+        n.alive ? 'ALIVE' : 'DEAD',
+        n.hostname,
+        n.alive ? usage(n.total, n.available) : '-',
+        n.alive ? '' : (n.cause ?? ''),
+      ]),
+    );
     const total = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.total), {});
     const free = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.available), {});
     console.log(`\nResources (alive nodes): ${usage(total, free)}`);
     const byState = (st: string) => actors.filter((a) => a.state === st).length;
-    console.log(`\nActors: ${byState('ALIVE')} alive, ${byState('PENDING') + byState('RESTARTING')} starting, ${byState('DEAD')} dead   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`);
+    console.log(
+      `\nActors: ${byState('ALIVE')} alive, ${byState('PENDING') + byState('RESTARTING')} starting, ${byState('DEAD')} dead   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`,
+    );
     const pending = head?.pending ?? [];
     console.log(`\nPending demands: ${pending.length ? '' : 'none'}`);
     for (const p of pending) console.log(`  ${formatResources(p.demand)} waiting ${(p.waitingMs / 1000).toFixed(1)} s`);
@@ -199,7 +280,12 @@ async function status(values: Values): Promise<number> {
 /** What `list actors` shows: the record without its spec (constructor arguments are bytes). */
 function actorRow(a: ActorInfo): Record<string, unknown> {
   const { spec, ...row } = a;
-  return { ...row, name: a.name ? `${a.namespace}/${a.name}` : '', resources: spec.demand, maxRestarts: spec.maxRestarts };
+  return {
+    ...row,
+    name: a.name ? `${a.namespace}/${a.name}` : '',
+    resources: spec.demand,
+    maxRestarts: spec.maxRestarts,
+  };
 }
 
 function sum(a: ResourceSet, b: ResourceSet): ResourceSet {
@@ -212,7 +298,11 @@ function usage(total: ResourceSet, available: ResourceSet): string {
   const used = subtract(total, available);
   return Object.keys(total)
     .filter((k) => total[k] > 0)
-    .map((k) => (k === 'memory' ? `memory ${formatBytes(used[k])}/${formatBytes(total[k])}` : `${k} ${round(used[k])}/${round(total[k])}`))
+    .map((k) =>
+      k === 'memory'
+        ? `memory ${formatBytes(used[k])}/${formatBytes(total[k])}`
+        : `${k} ${round(used[k])}/${round(total[k])}`,
+    )
     .join(', ');
 }
 
@@ -220,7 +310,8 @@ const round = (n: number) => Math.round(n * 100) / 100;
 
 async function list(positionals: string[], values: Values): Promise<number> {
   const kinds = ['nodes', 'actors', 'tasks', 'objects', 'jobs'];
-  if (positionals.length !== 1 || !kinds.includes(positionals[0])) throw new UsageError(`troupe list takes one of: ${kinds.join(', ')}`);
+  if (positionals.length !== 1 || !kinds.includes(positionals[0]))
+    throw new UsageError(`troupe list takes one of: ${kinds.join(', ')}`);
   const kind = positionals[0];
   const bus = await connectFromFlags(values);
   try {
@@ -232,17 +323,28 @@ async function list(positionals: string[], values: Values): Promise<number> {
         rows = (head?.nodes ?? (await gcs.nodes.list())).map((n) => ({ ...n }));
         break;
       }
-      case 'actors': rows = (await gcs.actors.list()).map(actorRow); break;
-      case 'jobs': rows = (await gcs.jobs.list()).map((j) => ({ ...j })); break;
+      case 'actors':
+        rows = (await gcs.actors.list()).map(actorRow);
+        break;
+      case 'jobs':
+        rows = (await gcs.jobs.list()).map((j) => ({ ...j }));
+        break;
       case 'tasks': {
         const tasks = await bus.request<TaskEvent[]>(subjects.headTasks, { limit: 1000 }, { timeoutMs: 3000 });
         rows = tasks.map((t) => ({ ...t }));
         break;
       }
-      default: rows = (await objectRows(bus)).map((r) => ({ ...r, size: formatBytes(r.size) }));
+      default:
+        rows = (await objectRows(bus)).map((r) => ({ ...r, size: formatBytes(r.size) }));
     }
-    if (values.json) { console.log(JSON.stringify(rows, null, 2)); return 0; }
-    if (rows.length === 0) { console.log(`no ${kind}`); return 0; }
+    if (values.json) {
+      console.log(JSON.stringify(rows, null, 2));
+      return 0;
+    }
+    if (rows.length === 0) {
+      console.log(`no ${kind}`);
+      return 0;
+    }
     const columns: Record<string, string[]> = {
       nodes: ['nodeId', 'state', 'hostname', 'pid', 'isHead', 'cause'],
       actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'backend', 'restarts', 'cause'],
@@ -251,21 +353,34 @@ async function list(positionals: string[], values: Values): Promise<number> {
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],
     };
     const cols = columns[kind];
-    printTable(cols.map((c) => c.toUpperCase()), rows.map((r) => cols.map((c) => (r[c] === undefined ? '' : String(r[c])))));
+    printTable(
+      cols.map((c) => c.toUpperCase()),
+      rows.map((r) => cols.map((c) => (r[c] === undefined ? '' : String(r[c])))),
+    );
     return 0;
   } finally {
     await bus.close();
   }
 }
 
-interface NodeObjects { nodeId: string; stats: StoreStats; objects: StoredObject[] }
+interface NodeObjects {
+  nodeId: string;
+  stats: StoreStats;
+  objects: StoredObject[];
+}
 
 /** What each alive node's object store holds. */
 async function nodeObjects(bus: Bus): Promise<NodeObjects[]> {
   const head = await headStatus(bus);
   const nodes = (head?.nodes ?? []).filter((n) => n.alive);
-  const answers = await Promise.all(nodes.map((n) =>
-    bus.request<Omit<NodeObjects, 'nodeId'>>(subjects.nodeObjects(n.nodeId), {}, { timeoutMs: 3000 }).then((r) => ({ nodeId: n.nodeId, ...r }), () => undefined)));
+  const answers = await Promise.all(
+    nodes.map((n) =>
+      bus.request<Omit<NodeObjects, 'nodeId'>>(subjects.nodeObjects(n.nodeId), {}, { timeoutMs: 3000 }).then(
+        (r) => ({ nodeId: n.nodeId, ...r }),
+        () => undefined,
+      ),
+    ),
+  );
   return answers.filter((a): a is NodeObjects => !!a);
 }
 
@@ -273,7 +388,8 @@ async function nodeObjects(bus: Bus): Promise<NodeObjects[]> {
 async function objectRows(bus: Bus): Promise<Array<ObjectRow & { spilled: string }>> {
   const [owned, stores] = await Promise.all([bus.gather<ObjectRow[]>(subjects.allObjects, {}, 500), nodeObjects(bus)]);
   const spilledOn = new Map<string, string[]>();
-  for (const n of stores) for (const o of n.objects) if (o.spilled) spilledOn.set(o.id, [...(spilledOn.get(o.id) ?? []), n.nodeId]);
+  for (const n of stores)
+    for (const o of n.objects) if (o.spilled) spilledOn.set(o.id, [...(spilledOn.get(o.id) ?? []), n.nodeId]);
   return owned.flat().map((r) => ({ ...r, spilled: spilledOn.get(r.id)?.join(',') ?? '' }));
 }
 
@@ -282,26 +398,48 @@ async function memory(values: Values): Promise<number> {
   const bus = await connectFromFlags(values);
   try {
     const [stores, objects] = await Promise.all([nodeObjects(bus), objectRows(bus)]);
-    if (values.json) { console.log(JSON.stringify({ nodes: stores.map(({ nodeId, stats }) => ({ nodeId, ...stats })), objects }, null, 2)); return 0; }
+    if (values.json) {
+      console.log(
+        JSON.stringify({ nodes: stores.map(({ nodeId, stats }) => ({ nodeId, ...stats })), objects }, null, 2),
+      );
+      return 0;
+    }
     console.log('Object store by node:');
-    printTable(['NODE', 'IN MEMORY / CAPACITY', 'FULL', 'OBJECTS', 'PRIMARY', 'COPIES', 'SPILLED'], stores.map(({ nodeId, stats, objects: held }) => [
-      nodeId, `${formatBytes(stats.used)} / ${formatBytes(stats.capacity)}`, `${((100 * stats.used) / Math.max(1, stats.capacity)).toFixed(1)}%`,
-      String(stats.objects), String(held.filter((o) => o.primary).length), String(held.filter((o) => !o.primary).length),
-      stats.spillDir === undefined ? 'off' : `${stats.spilledObjects} (${formatBytes(stats.spilledBytes)})`,
-    ]));
+    printTable(
+      ['NODE', 'IN MEMORY / CAPACITY', 'FULL', 'OBJECTS', 'PRIMARY', 'COPIES', 'SPILLED'],
+      stores.map(({ nodeId, stats, objects: held }) => [
+        nodeId,
+        `${formatBytes(stats.used)} / ${formatBytes(stats.capacity)}`,
+        `${((100 * stats.used) / Math.max(1, stats.capacity)).toFixed(1)}%`,
+        String(stats.objects),
+        String(held.filter((o) => o.primary).length),
+        String(held.filter((o) => !o.primary).length),
+        stats.spillDir === undefined ? 'off' : `${stats.spilledObjects} (${formatBytes(stats.spilledBytes)})`,
+      ]),
+    );
     const byOwner = new Map<string, ObjectRow[]>();
     for (const o of objects) byOwner.set(o.owner, [...(byOwner.get(o.owner) ?? []), o]);
     console.log('\nReferences by owner:');
-    printTable(['OWNER', 'OBJECTS', 'BYTES', 'INLINE', 'IN STORES', 'LOCAL REFS', 'BORROWED', 'PENDING', 'FAILED'], [...byOwner].map(([owner, rows]) => [
-      owner, String(rows.length), formatBytes(rows.reduce((n, r) => n + r.size, 0)),
-      String(rows.filter((r) => r.where === 'inline').length), String(rows.filter((r) => r.state === 'READY' && r.where !== 'inline').length),
-      String(rows.reduce((n, r) => n + r.refs, 0)), String(rows.filter((r) => r.borrowers > 0).length),
-      String(rows.filter((r) => r.state === 'PENDING').length), String(rows.filter((r) => r.state === 'FAILED').length),
-    ]));
+    printTable(
+      ['OWNER', 'OBJECTS', 'BYTES', 'INLINE', 'IN STORES', 'LOCAL REFS', 'BORROWED', 'PENDING', 'FAILED'],
+      [...byOwner].map(([owner, rows]) => [
+        owner,
+        String(rows.length),
+        formatBytes(rows.reduce((n, r) => n + r.size, 0)),
+        String(rows.filter((r) => r.where === 'inline').length),
+        String(rows.filter((r) => r.state === 'READY' && r.where !== 'inline').length),
+        String(rows.reduce((n, r) => n + r.refs, 0)),
+        String(rows.filter((r) => r.borrowers > 0).length),
+        String(rows.filter((r) => r.state === 'PENDING').length),
+        String(rows.filter((r) => r.state === 'FAILED').length),
+      ]),
+    );
     const used = stores.reduce((n, s) => n + s.stats.used, 0);
     const capacity = stores.reduce((n, s) => n + s.stats.capacity, 0);
     const spilled = stores.reduce((n, s) => n + s.stats.spilledBytes, 0);
-    console.log(`\nAll nodes: ${formatBytes(used)} of ${formatBytes(capacity)} in memory (${((100 * used) / Math.max(1, capacity)).toFixed(1)}% full), ${formatBytes(spilled)} spilled, ${objects.length} objects owned by ${byOwner.size} processes`);
+    console.log(
+      `\nAll nodes: ${formatBytes(used)} of ${formatBytes(capacity)} in memory (${((100 * used) / Math.max(1, capacity)).toFixed(1)}% full), ${formatBytes(spilled)} spilled, ${objects.length} objects owned by ${byOwner.size} processes`,
+    );
     return 0;
   } finally {
     await bus.close();
@@ -313,13 +451,22 @@ async function stop(): Promise<number> {
   const runs = readRunFiles();
   let stopped = 0;
   for (const role of ['node', 'head', 'nats'] as const) {
-    await Promise.all(runs.filter((r) => r.role === role).map(async (r) => {
-      if (isAlive(r.pid) && isOurs(r)) { await terminate(r.pid); stopped++; }
-      removeRunFile(r);
-    }));
+    await Promise.all(
+      runs
+        .filter((r) => r.role === role)
+        .map(async (r) => {
+          if (isAlive(r.pid) && isOurs(r)) {
+            await terminate(r.pid);
+            stopped++;
+          }
+          removeRunFile(r);
+        }),
+    );
   }
   removeClusterFile();
-  console.log(stopped ? `Stopped ${stopped} troupe process${stopped === 1 ? '' : 'es'}.` : 'No troupe processes were running.');
+  console.log(
+    stopped ? `Stopped ${stopped} troupe process${stopped === 1 ? '' : 'es'}.` : 'No troupe processes were running.',
+  );
   return 0;
 }
 
@@ -335,7 +482,10 @@ function isOurs(r: RunFile): boolean {
 
 // `troupe status | head`: a reader that stops early is not an error.
 for (const stream of [process.stdout, process.stderr]) {
-  stream.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    else throw e;
+  });
 }
 
 try {

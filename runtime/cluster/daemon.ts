@@ -17,7 +17,13 @@ if (!config || config.role !== process.argv[2]) {
 }
 
 const daemon = config.role === 'head' ? new Head(config.options) : new NodeDaemon(config.options);
-const run = { role: config.role, pid: process.pid, address: config.options.address, sessionDir: config.sessionDir, nodeId: config.role === 'node' ? config.options.nodeId : undefined };
+const run = {
+  role: config.role,
+  pid: process.pid,
+  address: config.options.address,
+  sessionDir: config.sessionDir,
+  nodeId: config.role === 'node' ? config.options.nodeId : undefined,
+};
 
 let stopping = false;
 async function stop(code: number): Promise<never> {
@@ -35,7 +41,10 @@ async function stop(code: number): Promise<never> {
 
 process.on('SIGTERM', () => void stop(0));
 process.on('SIGINT', () => void stop(0));
-process.on('uncaughtException', (e) => { console.error('troupe: uncaught exception in daemon:', e); void stop(1); });
+process.on('uncaughtException', (e) => {
+  console.error('troupe: uncaught exception in daemon:', e);
+  void stop(1);
+});
 process.on('unhandledRejection', (e) => console.error('troupe: unhandled rejection in daemon (continuing):', e));
 exitWithParent(config.parentPid, () => stop(0));
 

@@ -63,23 +63,51 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
   try {
     let address: string, publicAddress: string, token: string, natsPid: number | undefined;
     if (o.nats) {
-      if (!o.token) throw new UsageError('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
+      if (!o.token)
+        throw new UsageError('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
       address = publicAddress = o.nats;
       token = o.token;
     } else {
       token = o.token ?? randomBytes(24).toString('hex');
-      const nats = await startNatsServer({ dir: sessionDir, token, host: o.host ?? '127.0.0.1', port: o.port, detached: o.detached });
+      const nats = await startNatsServer({
+        dir: sessionDir,
+        token,
+        host: o.host ?? '127.0.0.1',
+        port: o.port,
+        detached: o.detached,
+      });
       ({ localAddress: address, publicAddress } = nats);
       natsPid = nats.pid;
       started.push(nats.pid);
-      if (o.detached) { writeRunFile({ role: 'nats', pid: nats.pid, address, sessionDir }); runs.push({ role: 'nats', pid: nats.pid }); }
+      if (o.detached) {
+        writeRunFile({ role: 'nats', pid: nats.pid, address, sessionDir });
+        runs.push({ role: 'nats', pid: nats.pid });
+      }
     }
-    const headPid = spawnDaemon({ role: 'head', sessionDir, parentPid: o.detached ? undefined : process.pid, natsPid: o.detached ? undefined : natsPid, options: { address, token, nodeTimeoutMs: o.nodeTimeoutMs } }, sessionDir, 'head', o.detached);
+    const headPid = spawnDaemon(
+      {
+        role: 'head',
+        sessionDir,
+        parentPid: o.detached ? undefined : process.pid,
+        natsPid: o.detached ? undefined : natsPid,
+        options: { address, token, nodeTimeoutMs: o.nodeTimeoutMs },
+      },
+      sessionDir,
+      'head',
+      o.detached,
+    );
     started.push(headPid);
     const node = await startNode({ ...o, address, token, sessionDir, isHead: true });
     started.push(...node.pids);
     return {
-      address, publicAddress, token, sessionDir, nodeId: node.nodeId, objectDir: node.objectDir, objectStoreMemory: node.objectStoreMemory, pids: started,
+      address,
+      publicAddress,
+      token,
+      sessionDir,
+      nodeId: node.nodeId,
+      objectDir: node.objectDir,
+      objectStoreMemory: node.objectStoreMemory,
+      pids: started,
       stop: async () => {
         for (const pid of [...started].reverse()) await terminate(pid);
         if (!o.detached) rmSync(sessionDir, { recursive: true, force: true });
@@ -93,16 +121,35 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
 }
 
 /** Starts a node daemon and waits until the head counts it alive. */
-export async function startNode(o: StartOptions & { address: string; token: string; sessionDir?: string; isHead?: boolean }): Promise<StartedCluster> {
+export async function startNode(
+  o: StartOptions & { address: string; token: string; sessionDir?: string; isHead?: boolean },
+): Promise<StartedCluster> {
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
   const resources = detectResources(o);
   const objectStoreRoot = o.objectStoreDir ?? '/dev/shm';
   const objectStoreMemory = o.objectStoreMemory ?? defaultObjectStoreMemory(objectStoreRoot);
-  const pid = spawnDaemon({
-    role: 'node', sessionDir, parentPid: o.detached ? undefined : process.pid,
-    options: { nodeId, address: o.address, token: o.token, isHead: !!o.isHead, resources, sessionDir, objectStoreRoot, objectStoreMemory, spillRoot: o.spillDir },
-  }, sessionDir, `node-${nodeId}`, o.detached);
+  const pid = spawnDaemon(
+    {
+      role: 'node',
+      sessionDir,
+      parentPid: o.detached ? undefined : process.pid,
+      options: {
+        nodeId,
+        address: o.address,
+        token: o.token,
+        isHead: !!o.isHead,
+        resources,
+        sessionDir,
+        objectStoreRoot,
+        objectStoreMemory,
+        spillRoot: o.spillDir,
+      },
+    },
+    sessionDir,
+    `node-${nodeId}`,
+    o.detached,
+  );
   try {
     await waitForNode(o.address, o.token, nodeId, pid, join(sessionDir, 'logs', `node-${nodeId}.log`));
   } catch (e) {
@@ -110,7 +157,17 @@ export async function startNode(o: StartOptions & { address: string; token: stri
     throw e;
   }
   const objectDir = join(objectStoreRoot, `troupe-${sessionDir.split('/').pop()}-${nodeId}`);
-  return { address: o.address, publicAddress: o.address, token: o.token, sessionDir, nodeId, objectDir, objectStoreMemory, pids: [pid], stop: () => terminate(pid) };
+  return {
+    address: o.address,
+    publicAddress: o.address,
+    token: o.token,
+    sessionDir,
+    nodeId,
+    objectDir,
+    objectStoreMemory,
+    pids: [pid],
+    stop: () => terminate(pid),
+  };
 }
 
 function spawnDaemon(config: DaemonConfig, sessionDir: string, logName: string, detached: boolean): number {
@@ -135,7 +192,9 @@ async function waitForNode(address: string, token: string, nodeId: string, pid: 
       try {
         const s = await bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 1000 });
         if (s.nodes.some((n) => n.nodeId === nodeId && n.alive)) return;
-      } catch { /* head not up yet */ }
+      } catch {
+        /* head not up yet */
+      }
       await sleep(50);
     }
     throw new Error(`node ${nodeId} did not come up within 60 s; see ${log}`);

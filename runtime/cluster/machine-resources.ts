@@ -17,7 +17,11 @@ export interface ResourceFlags {
 /** GPU count from `nvidia-smi -L` (one line per device), 0 when it is absent or fails. */
 export function detectGpus(): number {
   try {
-    const out = execFileSync('nvidia-smi', ['-L'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('nvidia-smi', ['-L'], {
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     return out.split('\n').filter((l) => /^GPU \d+:/.test(l)).length;
   } catch {
     return 0;
@@ -38,20 +42,30 @@ export function detectResources(flags: ResourceFlags = {}): ResourceSet {
 /** Object store size, like Ray: 30% of RAM, but no more than the store's filesystem has free (/dev/shm is often small). */
 export function defaultObjectStoreMemory(root: string): number {
   let fsFree = Infinity;
-  try { const s = statfsSync(root); fsFree = s.bavail * s.bsize; } catch { /* not made yet: RAM decides */ }
+  try {
+    const s = statfsSync(root);
+    fsFree = s.bavail * s.bsize;
+  } catch {
+    /* not made yet: RAM decides */
+  }
   return Math.floor(Math.min(totalmem() * 0.3, fsFree * 0.9));
 }
 
 /** Parses `--resources '{"ssd": 1}'`. */
 export function parseResourcesFlag(text: string): Record<string, number> {
   let v: unknown;
-  try { v = JSON.parse(text); } catch {
+  try {
+    v = JSON.parse(text);
+  } catch {
     throw new UsageError(`--resources must be a JSON object such as '{"ssd": 1}', got ${JSON.stringify(text)}`);
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`--resources must be a JSON object such as '{"ssd": 1}'`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new UsageError(`--resources must be a JSON object such as '{"ssd": 1}'`);
   for (const [k, n] of Object.entries(v)) {
-    if (k === 'CPU' || k === 'GPU' || k === 'memory') throw new UsageError(`--resources: use --num-cpus, --num-gpus or --memory for ${k}`);
-    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw new UsageError(`--resources: ${k} must be a non-negative number`);
+    if (k === 'CPU' || k === 'GPU' || k === 'memory')
+      throw new UsageError(`--resources: use --num-cpus, --num-gpus or --memory for ${k}`);
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0)
+      throw new UsageError(`--resources: ${k} must be a non-negative number`);
   }
   return v as Record<string, number>;
 }

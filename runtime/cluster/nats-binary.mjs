@@ -8,7 +8,13 @@ export const NATS_PACKAGE = 'nats-server';
 export function findNatsServer() {
   const explicit = process.env.TROUPE_NATS_SERVER;
   if (explicit) return isExecutable(explicit) ? explicit : undefined;
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin', '/usr/local/bin', '/usr/bin'];
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter),
+    '/usr/sbin',
+    '/usr/local/sbin',
+    '/usr/local/bin',
+    '/usr/bin',
+  ];
   for (const d of dirs) {
     if (!d) continue;
     const p = join(d, 'nats-server');
@@ -26,5 +32,10 @@ export function missingNatsMessage() {
 
 /** @param {string} p */
 function isExecutable(p) {
-  try { accessSync(p, constants.X_OK); return true; } catch { return false; }
+  try {
+    accessSync(p, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }

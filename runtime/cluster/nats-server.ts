@@ -39,19 +39,26 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     const port = opts.port ?? (await freePort(opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host));
     const conf = join(opts.dir, 'nats-server.conf');
     // The token lives in a 0600 file, never on a command line that `ps` shows.
-    writePrivateFile(conf, [
-      `listen: "${opts.host}:${port}"`,
-      `jetstream { store_dir: ${JSON.stringify(join(opts.dir, 'jetstream'))} }`,
-      `authorization { token: ${JSON.stringify(opts.token)} }`,
-      '',
-    ].join('\n'));
+    writePrivateFile(
+      conf,
+      [
+        `listen: "${opts.host}:${port}"`,
+        `jetstream { store_dir: ${JSON.stringify(join(opts.dir, 'jetstream'))} }`,
+        `authorization { token: ${JSON.stringify(opts.token)} }`,
+        '',
+      ].join('\n'),
+    );
     const logPath = join(opts.dir, 'logs', 'nats-server.log');
     const log = openSync(logPath, 'a');
     const child = spawn(bin, ['-c', conf], { detached: opts.detached, stdio: ['ignore', log, log] });
     closeSync(log);
     let exited = false;
-    child.once('exit', () => { exited = true; });
-    child.once('error', () => { exited = true; });
+    child.once('exit', () => {
+      exited = true;
+    });
+    child.once('error', () => {
+      exited = true;
+    });
     if (opts.detached) child.unref();
     const localHost = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
     try {

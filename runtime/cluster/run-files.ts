@@ -23,11 +23,19 @@ export function removeRunFile(r: Pick<RunFile, 'role' | 'pid'>): void {
 
 export function readRunFiles(): RunFile[] {
   let names: string[];
-  try { names = readdirSync(runDir()); } catch { return []; }
+  try {
+    names = readdirSync(runDir());
+  } catch {
+    return [];
+  }
   const out: RunFile[] = [];
   for (const n of names) {
     if (!n.endsWith('.json')) continue;
-    try { out.push(JSON.parse(readFileSync(join(runDir(), n), 'utf8')) as RunFile); } catch { /* half-written or foreign: skip */ }
+    try {
+      out.push(JSON.parse(readFileSync(join(runDir(), n), 'utf8')) as RunFile);
+    } catch {
+      /* half-written or foreign: skip */
+    }
   }
   return out;
 }

@@ -68,7 +68,11 @@ export class ActorCaller {
   /** Per actor: calls waiting in its chain (not sent yet), bounded by maxPendingCalls. */
   private readonly pending = new Map<string, number>();
 
-  constructor(private readonly bus: Bus, private readonly gcs: () => Promise<Gcs>, private readonly owned: OwnerTable) {}
+  constructor(
+    private readonly bus: Bus,
+    private readonly gcs: () => Promise<Gcs>,
+    private readonly owned: OwnerTable,
+  ) {}
 
   start(): void {
     this.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
@@ -79,8 +83,15 @@ export class ActorCaller {
   /** Registers the creation of an actor: its calls wait for it and fail with its error. */
   track(actorId: string, creation: Promise<void>, args: unknown[] = []): void {
     this.mine.add(actorId);
-    this.created.set(actorId, creation.then(() => { this.created.delete(actorId); }));
-    this.created.get(actorId)!.catch(() => { this.args.delete(actorId); });
+    this.created.set(
+      actorId,
+      creation.then(() => {
+        this.created.delete(actorId);
+      }),
+    );
+    this.created.get(actorId)!.catch(() => {
+      this.args.delete(actorId);
+    });
     if (args.length) this.args.set(actorId, args);
   }
 
@@ -93,7 +104,9 @@ export class ActorCaller {
     const n = this.pending.get(actorId) ?? 0;
     if (limit !== -1 && n >= limit) {
       const k = this.known.get(actorId);
-      throw new PendingCallsLimitError(`cannot call ${method}(): ${n} calls already wait for actor ${actorId}${k ? ` (${k.state})` : ''} (maxPendingCalls ${limit})`);
+      throw new PendingCallsLimitError(
+        `cannot call ${method}(): ${n} calls already wait for actor ${actorId}${k ? ` (${k.state})` : ''} (maxPendingCalls ${limit})`,
+      );
     }
   }
 
@@ -105,22 +118,32 @@ export class ActorCaller {
     const entry = new InFlight(this, actorId, call, maxTaskRetries, seq);
     const prev = this.chains.get(actorId);
     // The common case, and the cheap one: nothing queued ahead, nothing to wait for, the actor alive. Send now.
-    if (!prev && !waitFor && !this.created.has(actorId) && !this.flushes.has(actorId) && !this.holds.has(actorId) && this.known.get(actorId)?.state === 'ALIVE') {
+    if (
+      !prev &&
+      !waitFor &&
+      !this.created.has(actorId) &&
+      !this.flushes.has(actorId) &&
+      !this.holds.has(actorId) &&
+      this.known.get(actorId)?.state === 'ALIVE'
+    ) {
       this.send(actorId, entry);
       return;
     }
     this.pending.set(actorId, (this.pending.get(actorId) ?? 0) + 1);
-    const sent: Promise<void> = (prev ?? Promise.resolve()).then(async () => {
-      await this.created.get(actorId);
-      await waitFor;
-      await this.holds.get(actorId);
-      await this.flushes.get(actorId); // calls being sent again after a restart go first
-      await this.whenAlive(actorId);
-      this.send(actorId, entry);
-    }).catch((e: Error) => this.owned.seal(call.callId, { error: e }))
+    const sent: Promise<void> = (prev ?? Promise.resolve())
+      .then(async () => {
+        await this.created.get(actorId);
+        await waitFor;
+        await this.holds.get(actorId);
+        await this.flushes.get(actorId); // calls being sent again after a restart go first
+        await this.whenAlive(actorId);
+        this.send(actorId, entry);
+      })
+      .catch((e: Error) => this.owned.seal(call.callId, { error: e }))
       .finally(() => {
         const left = this.pending.get(actorId)! - 1;
-        if (left) this.pending.set(actorId, left); else this.pending.delete(actorId);
+        if (left) this.pending.set(actorId, left);
+        else this.pending.delete(actorId);
         if (this.chains.get(actorId) === sent) this.chains.delete(actorId);
       });
     this.chains.set(actorId, sent);
@@ -148,7 +171,10 @@ export class ActorCaller {
 
   /** A call we sent got no answer. */
   undelivered(entry: InFlight, e: Error): void {
-    if (e instanceof CallLostError) { this.lost(entry); return; }
+    if (e instanceof CallLostError) {
+      this.lost(entry);
+      return;
+    }
     if (!this.takeInFlight(entry)) return;
     const { actorId, call } = entry;
     // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
@@ -198,17 +224,29 @@ export class ActorCaller {
       .then(() => this.holds.get(actorId))
       .then(() => this.whenAlive(actorId, true))
       .then(
-        () => { for (const x of take()) this.send(actorId, x); },
-        (e: Error) => { for (const x of take()) this.owned.seal(x.call.callId, { error: e }); },
+        () => {
+          for (const x of take()) this.send(actorId, x);
+        },
+        (e: Error) => {
+          for (const x of take()) this.owned.seal(x.call.callId, { error: e });
+        },
       );
     this.flushes.set(actorId, flush);
   }
 
   /** A death (or restart) of the actor: each in-flight call is re-sent if it has retries left, else fails at once. */
   private afterDeath(actorId: string, entry: InFlight): void {
-    if (entry.retriesLeft !== 0) { this.sendAgain(actorId, entry.again(entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1)); return; }
+    if (entry.retriesLeft !== 0) {
+      this.sendAgain(actorId, entry.again(entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1));
+      return;
+    }
     const cause = this.known.get(actorId)?.cause ?? 'its worker stopped answering';
-    this.owned.seal(entry.call.callId, { error: new ActorDiedError(`actor ${actorId} died while running ${entry.call.method}(): ${cause} (maxTaskRetries 0: not re-sent)`, { actorId }) });
+    this.owned.seal(entry.call.callId, {
+      error: new ActorDiedError(
+        `actor ${actorId} died while running ${entry.call.method}(): ${cause} (maxTaskRetries 0: not re-sent)`,
+        { actorId },
+      ),
+    });
   }
 
   private learn(actorId: string, e: Known & Pick<ActorStateEvent, 'direct'>): void {
@@ -223,7 +261,10 @@ export class ActorCaller {
       if (calls?.size) {
         const lost = [...calls.values()];
         // Replies already on their way (a result, or "not run" from a crashing instance) may trail the event.
-        const hold: Promise<void> = Promise.all([this.holds.get(actorId), new Promise((r) => setTimeout(r, LATE_REPLY_MS))]).then(() => {
+        const hold: Promise<void> = Promise.all([
+          this.holds.get(actorId),
+          new Promise((r) => setTimeout(r, LATE_REPLY_MS)),
+        ]).then(() => {
           for (const c of lost) {
             if (calls.get(c.call.callId) !== c) continue; // answered meanwhile
             calls.delete(c.call.callId);
@@ -264,12 +305,20 @@ export class ActorCaller {
 
   /** Reads the actor's record. A handle can travel ahead of its actor's record (its creator still resolving the
    * constructor's arguments), so a missing record is asked again for a while before it counts as no such actor. */
-  private async readState(actorId: string, set: Set<() => void>, settle: () => void, reject: (e: Error) => void): Promise<void> {
+  private async readState(
+    actorId: string,
+    set: Set<() => void>,
+    settle: () => void,
+    reject: (e: Error) => void,
+  ): Promise<void> {
     for (let attempt = 0; attempt < 60; attempt++) {
-      const info = await this.gcs().then((g) => g.actors.get(actorId)).catch(() => undefined);
+      const info = await this.gcs()
+        .then((g) => g.actors.get(actorId))
+        .catch(() => undefined);
       if (this.known.get(actorId)?.state === 'ALIVE' || !set.has(settle)) return; // an event came first
       if (info) {
-        if (!this.known.has(actorId) || this.known.get(actorId)!.incarnation <= info.incarnation) this.learn(actorId, info);
+        if (!this.known.has(actorId) || this.known.get(actorId)!.incarnation <= info.incarnation)
+          this.learn(actorId, info);
         return;
       }
       await new Promise((r) => setTimeout(r, 500));
@@ -277,7 +326,6 @@ export class ActorCaller {
     set.delete(settle);
     reject(died(actorId, 'no such actor'));
   }
-
 }
 
 function died(actorId: string, cause?: string): ActorDiedError {

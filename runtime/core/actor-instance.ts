@@ -34,6 +34,7 @@ export function setCheckpointSaver(instance: object, save: () => Promise<void>):
 /** Saves an instance's checkpoint now (Actor.saveCheckpoint). */
 export function saveCheckpointOf(instance: object): Promise<void> {
   const save = savers.get(instance);
-  if (!save) return Promise.reject(new UsageError('saveCheckpoint(): this object is not an actor instance hosted by troupe'));
+  if (!save)
+    return Promise.reject(new UsageError('saveCheckpoint(): this object is not an actor instance hosted by troupe'));
   return save();
 }

@@ -13,7 +13,13 @@ import { ActorCaller } from './actor-caller.ts';
 import { Gcs } from '../state/gcs.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
-import { normalizeRequest, checkStrategy, type ResourceRequest, type ResourceSet, type SchedulingStrategy } from '../scheduling/placement.ts';
+import {
+  normalizeRequest,
+  checkStrategy,
+  type ResourceRequest,
+  type ResourceSet,
+  type SchedulingStrategy,
+} from '../scheduling/placement.ts';
 import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../../object-store/object-ref.ts';
 import { ObjectClient } from '../../object-store/object-client.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
@@ -103,7 +109,13 @@ const placements = new WeakMap<TaskOptions, { demand: ResourceSet; strategy: Sch
 function placementOf(opts: TaskOptions): { demand: ResourceSet; strategy: SchedulingStrategy } {
   let p = placements.get(opts);
   if (!p) {
-    p = { demand: normalizeRequest({ numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources }, 1), strategy: checkStrategy(opts.schedulingStrategy) };
+    p = {
+      demand: normalizeRequest(
+        { numCpus: opts.numCpus, numGpus: opts.numGpus, memory: opts.memory, resources: opts.resources },
+        1,
+      ),
+      strategy: checkStrategy(opts.schedulingStrategy),
+    };
     placements.set(opts, p);
   }
   return p;
@@ -128,10 +140,19 @@ export class Client {
   readonly actors: ActorCaller;
   private stopHeartbeat = (): void => undefined;
 
-  private constructor(readonly bus: Bus, readonly o: ClientOptions) {
+  private constructor(
+    readonly bus: Bus,
+    readonly o: ClientOptions,
+  ) {
     this.procId = o.procId ?? newId();
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
-    this.objects = new ObjectClient({ bus, procId: this.procId, nodeId: o.localNode?.nodeId, store, inlineThreshold: defaults.inlineThreshold });
+    this.objects = new ObjectClient({
+      bus,
+      procId: this.procId,
+      nodeId: o.localNode?.nodeId,
+      store,
+      inlineThreshold: defaults.inlineThreshold,
+    });
     this.tasks = new TaskSubmitter(bus, this.procId, this.objects.owned, (taskId, inputs, deps) => {
       const refs = inputs.map((i) => new ObjectRef(i.id, i.owner));
       const o = this.objects.owned.get(taskId);
@@ -144,14 +165,21 @@ export class Client {
   static async connect(o: ClientOptions): Promise<Client> {
     if (current) throw new UsageError('troupe is already initialized in this process: call shutdown() first');
     const procId = o.procId ?? newId();
-    const bus = await Bus.connect({ address: o.address, token: o.token, name: `troupe-${o.role}-${process.pid}`, daemon: o.role === 'worker', procId });
+    const bus = await Bus.connect({
+      address: o.address,
+      token: o.token,
+      name: `troupe-${o.role}-${process.pid}`,
+      daemon: o.role === 'worker',
+      procId,
+    });
     const c = new Client(bus, { ...o, procId });
     c.objects.serve();
     c.tasks.start();
     c.actors.start();
     if (o.role === 'driver' && o.logToDriver !== false) bus.on(subjects.log(c.procId), printWorkerOutput);
     bus.serve(subjects.allObjects, () => c.ownedObjects());
-    if (o.role === 'driver') c.stopHeartbeat = startDriverHeartbeat(bus, { procId: c.procId, address: o.address, token: o.token });
+    if (o.role === 'driver')
+      c.stopHeartbeat = startDriverHeartbeat(bus, { procId: c.procId, address: o.address, token: o.token });
     await bus.flush(); // nobody may learn our id before our subscriptions are live
     current = c;
     setRefResolver((ref) => c.get(ref));
@@ -167,11 +195,24 @@ export class Client {
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
     const prepared = this.prepareArgs(args, `task ${name}`);
-    const spec: TaskSpec = { taskId, name, fn: { url: '', exportName: '' }, args: prepared.encoded, workingDir: process.cwd(), owner: this.owner(), caller: this.procId };
+    const spec: TaskSpec = {
+      taskId,
+      name,
+      fn: { url: '', exportName: '' },
+      args: prepared.encoded,
+      workingDir: process.cwd(),
+      owner: this.owner(),
+      caller: this.procId,
+    };
     this.objects.owned.create(taskId, `task ${name}`, prepared.held);
     const waitFor: Promise<unknown>[] = [];
     if (fn instanceof Promise) {
-      waitFor.push(fn.then((f) => { spec.fn = { url: f.url, exportName: f.exportName }; spec.name = name = opts.name ?? f.name; }));
+      waitFor.push(
+        fn.then((f) => {
+          spec.fn = { url: f.url, exportName: f.exportName };
+          spec.name = name = opts.name ?? f.name;
+        }),
+      );
     } else {
       spec.fn = { url: fn.url, exportName: fn.exportName };
     }
@@ -180,7 +221,10 @@ export class Client {
     if (waitFor.length === 0) {
       this.tasks.submit(spec, demand, strategy, retry, inputs);
     } else {
-      Promise.all(waitFor).then(() => this.tasks.submit(spec, demand, strategy, retry, inputs), (e: Error) => this.objects.owned.seal(taskId, { error: e }));
+      Promise.all(waitFor).then(
+        () => this.tasks.submit(spec, demand, strategy, retry, inputs),
+        (e: Error) => this.objects.owned.seal(taskId, { error: e }),
+      );
     }
     return this.ownedRef<R>(taskId);
   }
@@ -205,53 +249,94 @@ export class Client {
   /** Waits until every top-level ref argument exists and fills in where it is: the value then goes from its holder
    * to the executing worker, not through us. A failed input fails the call with the same error. */
   private async locateDeps(refs: ObjectRef[], deps: Record<string, ObjectLocation>): Promise<void> {
-    await Promise.all(refs.map(async (r) => {
-      const loc = await this.objects.locate(r);
-      if ('error' in loc) throw loc.error;
-      deps[r.id] = loc;
-    }));
+    await Promise.all(
+      refs.map(async (r) => {
+        const loc = await this.objects.locate(r);
+        if ('error' in loc) throw loc.error;
+        deps[r.id] = loc;
+      }),
+    );
   }
 
   // --- actors ----------------------------------------------------------------------------------
 
   /** Creates an actor (asynchronously, like Ray); returns its id at once. Bad options and arguments throw here. */
   /** supervised: set by supervisors: the supervising actor and how long its child may take to stop. */
-  createActor(cls: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: ActorOptions, supervised?: { supervisor: string; shutdownMs: number; lifetime: 'owned' | 'detached' }): string {
+  createActor(
+    cls: FunctionRef | Promise<FunctionRef>,
+    args: unknown[],
+    opts: ActorOptions,
+    supervised?: { supervisor: string; shutdownMs: number; lifetime: 'owned' | 'detached' },
+  ): string {
     const actorId = newId();
     const gpus = opts.numGpus ?? 0;
     // Like Ray, an actor needs no CPU unless asked: thousands of idle actors must fit on one node.
-    const demand = normalizeRequest({ numCpus: opts.numCpus ?? 0, numGpus: gpus, memory: opts.memory, resources: opts.resources }, 0);
+    const demand = normalizeRequest(
+      { numCpus: opts.numCpus ?? 0, numGpus: gpus, memory: opts.memory, resources: opts.resources },
+      0,
+    );
     const className = opts.className ?? (cls instanceof Promise ? 'Actor' : cls.name);
     const prepared = this.prepareArgs(args, `${className} constructor`);
     const spec: ActorSpec = {
-      actorId, className, cls: { url: '', exportName: '' }, args: prepared.encoded, deps: {}, demand,
+      actorId,
+      className,
+      cls: { url: '', exportName: '' },
+      args: prepared.encoded,
+      deps: {},
+      demand,
       strategy: checkStrategy(opts.schedulingStrategy),
-      maxRestarts: opts.maxRestarts ?? 0, maxTaskRetries: opts.maxTaskRetries ?? 0, maxConcurrency: opts.maxConcurrency ?? 1,
-      name: opts.name, namespace: opts.namespace ?? 'default', lifetime: opts.lifetime === 'detached' ? 'detached' : 'owned',
+      maxRestarts: opts.maxRestarts ?? 0,
+      maxTaskRetries: opts.maxTaskRetries ?? 0,
+      maxConcurrency: opts.maxConcurrency ?? 1,
+      name: opts.name,
+      namespace: opts.namespace ?? 'default',
+      lifetime: opts.lifetime === 'detached' ? 'detached' : 'owned',
       // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
-      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'), owner: this.owner(), workingDir: process.cwd(),
-      crashOnError: opts.crashOnError || undefined, checkpointEvery: opts.checkpointEvery, maxPendingCalls: opts.maxPendingCalls,
+      isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'),
+      owner: this.owner(),
+      workingDir: process.cwd(),
+      crashOnError: opts.crashOnError || undefined,
+      checkpointEvery: opts.checkpointEvery,
+      maxPendingCalls: opts.maxPendingCalls,
     };
     if (supervised) Object.assign(spec, supervised);
     const ready = Promise.all([
-      Promise.resolve(cls).then((c) => { spec.cls = { url: c.url, exportName: c.exportName }; spec.className = opts.className ?? c.name; }),
+      Promise.resolve(cls).then((c) => {
+        spec.cls = { url: c.url, exportName: c.exportName };
+        spec.className = opts.className ?? c.name;
+      }),
       this.locateDeps(prepared.refs, spec.deps),
     ]).then(() => spec);
     const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => undefined);
     this.actors.track(actorId, creation, prepared.held);
     // getActor(name) right after creating it, in this process, finds it (as in Ray).
-    if (opts.name) this.namesInCreation.set(nameKey(spec.namespace, opts.name), creation.catch(() => undefined));
+    if (opts.name)
+      this.namesInCreation.set(
+        nameKey(spec.namespace, opts.name),
+        creation.catch(() => undefined),
+      );
     return actorId;
   }
 
   /** Calls a method; the result comes back as an ObjectRef. Arguments are checked here. */
-  callActor<R>(actorId: string, method: string, args: unknown[], maxTaskRetries: number, maxPendingCalls = defaults.maxPendingCalls): ObjectRef<R> {
+  callActor<R>(
+    actorId: string,
+    method: string,
+    args: unknown[],
+    maxTaskRetries: number,
+    maxPendingCalls = defaults.maxPendingCalls,
+  ): ObjectRef<R> {
     this.actors.checkPending(actorId, method, maxPendingCalls);
     const callId = newId();
     const prepared = this.prepareArgs(args, `call ${method}`);
     const call: ActorCall = { callId, method, args: prepared.encoded, caller: this.procId };
     this.objects.owned.create(callId, `actor call ${method}`, prepared.held);
-    this.actors.call(actorId, call, prepared.refs.length ? this.locateDeps(prepared.refs, (call.deps = {})) : undefined, maxTaskRetries);
+    this.actors.call(
+      actorId,
+      call,
+      prepared.refs.length ? this.locateDeps(prepared.refs, (call.deps = {})) : undefined,
+      maxTaskRetries,
+    );
     return this.ownedRef<R>(callId);
   }
 
@@ -267,13 +352,22 @@ export class Client {
   }
 
   /** The id of a named, live actor. */
-  async lookupActor(name: string, namespace = 'default'): Promise<{ actorId: string; className: string; maxTaskRetries: number; maxPendingCalls?: number }> {
+  async lookupActor(
+    name: string,
+    namespace = 'default',
+  ): Promise<{ actorId: string; className: string; maxTaskRetries: number; maxPendingCalls?: number }> {
     await this.namesInCreation.get(nameKey(namespace, name));
     const gcs = await this.gcs();
     const holder = await gcs.names.get(nameKey(namespace, name));
     const info = holder && (await gcs.actors.get(holder.actorId));
-    if (!info || info.state === 'DEAD') throw new UsageError(`no live actor named '${name}' in namespace '${namespace}'`);
-    return { actorId: info.actorId, className: info.className, maxTaskRetries: info.spec.maxTaskRetries, maxPendingCalls: info.spec.maxPendingCalls };
+    if (!info || info.state === 'DEAD')
+      throw new UsageError(`no live actor named '${name}' in namespace '${namespace}'`);
+    return {
+      actorId: info.actorId,
+      className: info.className,
+      maxTaskRetries: info.spec.maxTaskRetries,
+      maxPendingCalls: info.spec.maxPendingCalls,
+    };
   }
 
   private readonly namesInCreation = new Map<string, Promise<void>>();
@@ -302,7 +396,9 @@ export class Client {
     const size = byteLength(parts);
     const capacity = this.o.localNode?.objectStoreMemory;
     if (capacity !== undefined && size > defaults.inlineThreshold && size > capacity) {
-      throw new ObjectStoreFullError(`${createdBy} of ${formatBytes(size)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`);
+      throw new ObjectStoreFullError(
+        `${createdBy} of ${formatBytes(size)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`,
+      );
     }
     const id = newId();
     this.objects.owned.create(id, createdBy);
@@ -314,7 +410,8 @@ export class Client {
   }
 
   get<T>(ref: ObjectRef<T>, timeoutMs?: number): Promise<T> {
-    if (!(ref instanceof ObjectRef)) return Promise.reject(new UsageError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`));
+    if (!(ref instanceof ObjectRef))
+      return Promise.reject(new UsageError(`get() takes an ObjectRef or an array of them, got ${describe(ref)}`));
     if (timeoutMs !== undefined) return this.getWithin(ref, timeoutMs);
     return this.blocking(this.objects.get(ref));
   }
@@ -326,11 +423,15 @@ export class Client {
   }
 
   async wait<T>(refs: ObjectRef<T>[], o: WaitOptions = {}): Promise<[ObjectRef<T>[], ObjectRef<T>[]]> {
-    if (!Array.isArray(refs) || refs.some((r) => !(r instanceof ObjectRef))) throw new UsageError('wait() takes an array of ObjectRefs');
-    if (new Set(refs.map((r) => r.id)).size !== refs.length) throw new UsageError('wait() got the same ObjectRef twice');
+    if (!Array.isArray(refs) || refs.some((r) => !(r instanceof ObjectRef)))
+      throw new UsageError('wait() takes an array of ObjectRefs');
+    if (new Set(refs.map((r) => r.id)).size !== refs.length)
+      throw new UsageError('wait() got the same ObjectRef twice');
     const numReturns = o.numReturns ?? 1;
     if (!Number.isInteger(numReturns) || numReturns < 0 || numReturns > refs.length) {
-      throw new UsageError(`wait(): numReturns must be an integer from 0 to ${refs.length} (the number of refs), got ${numReturns}`);
+      throw new UsageError(
+        `wait(): numReturns must be an integer from 0 to ${refs.length} (the number of refs), got ${numReturns}`,
+      );
     }
     const ready = await this.blocking(this.readyWithin(refs, numReturns, o.timeoutMs));
     return [refs.filter((r) => ready.has(r.id)), refs.filter((r) => !ready.has(r.id))];
@@ -352,7 +453,12 @@ export class Client {
       };
       for (const r of refs) {
         if (finished) break;
-        removers.push(this.objects.whenReady(r, () => { ready.add(r.id); if (ready.size >= count) finish(); }));
+        removers.push(
+          this.objects.whenReady(r, () => {
+            ready.add(r.id);
+            if (ready.size >= count) finish();
+          }),
+        );
       }
       if (ready.size >= count) finish();
       else if (timeoutMs !== undefined) timer = setTimeout(finish, timeoutMs);
@@ -380,7 +486,10 @@ export class Client {
 
   private async reportBlocked<T>(p: Promise<T>, hook: (blocked: boolean) => void): Promise<T> {
     let blocked = false;
-    const t = setTimeout(() => { blocked = true; if (this.blockedDepth++ === 0) hook(true); }, 10);
+    const t = setTimeout(() => {
+      blocked = true;
+      if (this.blockedDepth++ === 0) hook(true);
+    }, 10);
     try {
       return await p;
     } finally {
@@ -395,11 +504,29 @@ export class Client {
     for (const o of this.objects.owned.values()) {
       const loc = o.location;
       rows.push({
-        id: o.id, owner: this.procId, createdBy: o.createdBy,
+        id: o.id,
+        owner: this.procId,
+        createdBy: o.createdBy,
         state: !loc ? 'PENDING' : 'error' in loc ? 'FAILED' : 'READY',
-        size: !loc ? 0 : 'inline' in loc ? loc.inline.length : 'value' in loc ? encode(loc.value).length : 'size' in loc ? loc.size : 0,
-        where: !loc || 'error' in loc ? '-' : 'inline' in loc || 'value' in loc ? 'inline' : 'node' in loc ? holders(loc).join(',') : `memory of ${loc.proc}`,
-        refs: this.objects.refs.count(o.id), borrowers: o.borrowers?.size ?? 0,
+        size: !loc
+          ? 0
+          : 'inline' in loc
+            ? loc.inline.length
+            : 'value' in loc
+              ? encode(loc.value).length
+              : 'size' in loc
+                ? loc.size
+                : 0,
+        where:
+          !loc || 'error' in loc
+            ? '-'
+            : 'inline' in loc || 'value' in loc
+              ? 'inline'
+              : 'node' in loc
+                ? holders(loc).join(',')
+                : `memory of ${loc.proc}`,
+        refs: this.objects.refs.count(o.id),
+        borrowers: o.borrowers?.size ?? 0,
       });
     }
     return rows;
@@ -411,10 +538,17 @@ export class Client {
   }
 
   async close(): Promise<void> {
-    if (current === this) { current = undefined; setRefResolver(undefined); setRefCreateHook(undefined); }
+    if (current === this) {
+      current = undefined;
+      setRefResolver(undefined);
+      setRefCreateHook(undefined);
+    }
     this.stopHeartbeat();
     // Our non-detached actors end with us; telling the head now beats its silence timeout.
-    if (this.o.role === 'driver') await this.bus.request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 }).catch(() => undefined);
+    if (this.o.role === 'driver')
+      await this.bus
+        .request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 })
+        .catch(() => undefined);
     await this.tasks.close();
     await this.objects.freeAll();
     await this.bus.close();
@@ -431,5 +565,9 @@ function printWorkerOutput(lines: Array<{ prefix: string; text: string; stderr: 
 }
 
 function describe(v: unknown): string {
-  try { return typeof v === 'object' ? JSON.stringify(v) ?? String(v) : `${typeof v} ${String(v)}`; } catch { return typeof v; }
+  try {
+    return typeof v === 'object' ? (JSON.stringify(v) ?? String(v)) : `${typeof v} ${String(v)}`;
+  } catch {
+    return typeof v;
+  }
 }

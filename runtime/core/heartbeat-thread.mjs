@@ -7,6 +7,8 @@ import { connect } from '@nats-io/transport-node';
 const { server, token, name, subject, everyMs } = workerData;
 const nc = await connect({ servers: server, token, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
 const EMPTY_MAP = Uint8Array.of(0x80); // `{}` in MessagePack, as every troupe message is encoded
-const beat = () => { if (!nc.isClosed()) nc.publish(subject, EMPTY_MAP); };
+const beat = () => {
+  if (!nc.isClosed()) nc.publish(subject, EMPTY_MAP);
+};
 beat();
 setInterval(beat, everyMs);

@@ -9,10 +9,18 @@ import { parseAddress } from '../base/config.ts';
  * keeps its actors. Returns the stop. */
 export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: string; token: string }): () => void {
   const subject = subjects.hbProc(o.procId);
-  const beat = () => { if (!bus.isClosed) bus.publish(subject, {}); };
+  const beat = () => {
+    if (!bus.isClosed) bus.publish(subject, {});
+  };
   beat(); // at once, before the thread is up
   const thread = new Worker(new URL('./heartbeat-thread.mjs', import.meta.url), {
-    workerData: { server: parseAddress(o.address), token: o.token, name: `troupe-heartbeat-${process.pid}`, subject, everyMs: PROC_HEARTBEAT_MS },
+    workerData: {
+      server: parseAddress(o.address),
+      token: o.token,
+      name: `troupe-heartbeat-${process.pid}`,
+      subject,
+      everyMs: PROC_HEARTBEAT_MS,
+    },
     execArgv: [],
   });
   thread.unref();
@@ -23,5 +31,8 @@ export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: str
     fallback ??= setInterval(beat, PROC_HEARTBEAT_MS);
     fallback.unref();
   });
-  return () => { clearInterval(fallback); void thread.terminate(); };
+  return () => {
+    clearInterval(fallback);
+    void thread.terminate();
+  };
 }

@@ -62,10 +62,16 @@ interface Shape {
 const MAX_LEASE_REQUESTS = 10;
 
 /** How often a task may run again: `left` -1 is no limit; `exceptions` also retries errors it throws. */
-export interface Retry { left: number; exceptions: boolean | string[] }
+export interface Retry {
+  left: number;
+  exceptions: boolean | string[];
+}
 
 /** A ref among a task's arguments: enough to find it again when the task runs again to rebuild its lost result. */
-export interface InputRef { id: string; owner: string }
+export interface InputRef {
+  id: string;
+  owner: string;
+}
 
 /** Fills in where each input is now, or throws when one is gone. */
 export type LocateInputs = (taskId: string, inputs: InputRef[], deps: Record<string, ObjectLocation>) => Promise<void>;
@@ -102,22 +108,38 @@ export class TaskSubmitter {
   start(): void {
     this.bus.on(subjects.procLeaseGranted(this.procId), (m: LeaseGrantedMsg) => this.onLeaseAnswer(m));
     this.bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => {
-      if (typeof m?.workerId === 'string') this.dropLeases((l) => l.grant.workerId === m.workerId, `${m.cause} on node ${m.nodeId}`);
+      if (typeof m?.workerId === 'string')
+        this.dropLeases((l) => l.grant.workerId === m.workerId, `${m.cause} on node ${m.nodeId}`);
     });
     this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
-      if (typeof m?.nodeId === 'string') this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`);
+      if (typeof m?.nodeId === 'string')
+        this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`);
     });
   }
 
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId.
    * `inputs`: its top-level ref arguments, found again if it has to run again to rebuild a lost result. */
-  submit(spec: TaskSpec, demand: ResourceSet, strategy: SchedulingStrategy, retry?: Retry, inputs: InputRef[] = []): void {
-    if (retry && (retry.left !== 0 || retry.exceptions)) this.retries.set(spec.taskId, { left: retry.left, exceptions: retry.exceptions, runs: 1, undelivered: 0, inputs });
+  submit(
+    spec: TaskSpec,
+    demand: ResourceSet,
+    strategy: SchedulingStrategy,
+    retry?: Retry,
+    inputs: InputRef[] = [],
+  ): void {
+    if (retry && (retry.left !== 0 || retry.exceptions))
+      this.retries.set(spec.taskId, {
+        left: retry.left,
+        exceptions: retry.exceptions,
+        runs: 1,
+        undelivered: 0,
+        inputs,
+      });
     let shape = this.lastShape;
     if (shape?.demand !== demand || shape.strategy !== strategy) {
       const key = JSON.stringify([demand, strategy]);
       shape = this.shapes.get(key);
-      if (!shape) this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
+      if (!shape)
+        this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
       this.lastShape = shape;
     }
     shape.backlog.push(spec);
@@ -130,8 +152,18 @@ export class TaskSubmitter {
       const expected = this.expectedMs.get(fn.url)?.get(fn.exportName);
       let best: Lease | undefined;
       for (const l of shape.leases) {
-        const room = l.inFlight.size === 0 || (expected !== undefined && l.inFlight.size < defaults.tasksInFlightPerLease && l.queuedMs + expected <= PIPELINE_MS);
-        if (room && (!best || l.queuedMs < best.queuedMs || (l.queuedMs === best.queuedMs && l.inFlight.size < best.inFlight.size))) best = l;
+        const room =
+          l.inFlight.size === 0 ||
+          (expected !== undefined &&
+            l.inFlight.size < defaults.tasksInFlightPerLease &&
+            l.queuedMs + expected <= PIPELINE_MS);
+        if (
+          room &&
+          (!best ||
+            l.queuedMs < best.queuedMs ||
+            (l.queuedMs === best.queuedMs && l.inFlight.size < best.inFlight.size))
+        )
+          best = l;
       }
       if (!best) break;
       this.send(shape, best, shape.backlog.shift()!, expected ?? PIPELINE_MS);
@@ -162,7 +194,8 @@ export class TaskSubmitter {
     try {
       if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
       const error = 'error' in reply.result ? reply.result.error : undefined;
-      if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec))) this.finish(spec.taskId, reply.result, shape, spec);
+      if (!(error && this.retriesOn(spec, error) && this.runAgain(shape, spec)))
+        this.finish(spec.taskId, reply.result, shape, spec);
     } finally {
       this.refill(shape, lease);
     }
@@ -171,7 +204,11 @@ export class TaskSubmitter {
   /** A task we sent got no answer. */
   failed({ shape, lease, spec, expected }: SentTask, e: Error): void {
     this.leave(lease, spec, expected);
-    try { this.undelivered(shape, lease, spec, e); } finally { this.refill(shape, lease); }
+    try {
+      this.undelivered(shape, lease, spec, e);
+    } finally {
+      this.refill(shape, lease);
+    }
   }
 
   /** The task is off the lease (answered, or never delivered). */
@@ -188,14 +225,25 @@ export class TaskSubmitter {
   }
 
   private undelivered(shape: Shape, lease: Lease, spec: TaskSpec, e: Error): void {
-    if (!(e instanceof NoRespondersError)) { this.finish(spec.taskId, { error: e }); return; }
+    if (!(e instanceof NoRespondersError)) {
+      this.finish(spec.taskId, { error: e });
+      return;
+    }
     this.removeLease(shape, lease, false);
     // Nobody got it, so it never ran: it goes to another lease, a few times at most, without using a retry.
     let r = this.retries.get(spec.taskId);
     if (!r) this.retries.set(spec.taskId, (r = { left: 0, exceptions: false, runs: 1, undelivered: 0, inputs: [] }));
     const tries = ++r.undelivered;
-    if (tries <= 3 && !this.closed) { shape.backlog.unshift(spec); return; }
-    this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`, { cause: e }) });
+    if (tries <= 3 && !this.closed) {
+      shape.backlog.unshift(spec);
+      return;
+    }
+    this.finish(spec.taskId, {
+      error: new WorkerDiedError(
+        `task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`,
+        { cause: e },
+      ),
+    });
   }
 
   private learn({ fn }: TaskSpec, ms: number): void {
@@ -233,7 +281,11 @@ export class TaskSubmitter {
   private armResend(): void {
     if (this.resendTimer) return;
     this.resendTimer = setInterval(() => {
-      if (this.requestShape.size === 0) { clearInterval(this.resendTimer); this.resendTimer = undefined; return; }
+      if (this.requestShape.size === 0) {
+        clearInterval(this.resendTimer);
+        this.resendTimer = undefined;
+        return;
+      }
       for (const [reqId, shape] of this.requestShape) this.sendLeaseRequest(reqId, shape);
     }, 5000);
     this.resendTimer.unref();
@@ -242,7 +294,10 @@ export class TaskSubmitter {
   private onLeaseAnswer(m: LeaseGrantedMsg): void {
     if (typeof m?.reqId !== 'string' || !('error' in m || typeof m.grant?.workerId === 'string')) return;
     const shape = this.requestShape.get(m.reqId);
-    if (shape) { this.requestShape.delete(m.reqId); shape.requests.delete(m.reqId); }
+    if (shape) {
+      this.requestShape.delete(m.reqId);
+      shape.requests.delete(m.reqId);
+    }
     if ('error' in m) {
       if (!shape) return;
       // Infeasible (or the node could not start a worker): everything waiting for this shape fails the same way.
@@ -280,7 +335,11 @@ export class TaskSubmitter {
           for (const spec of lost) {
             if (this.owned.get(spec.taskId)?.location || this.runAgain(shape, spec)) continue;
             const runs = this.retries.get(spec.taskId)?.runs ?? 1;
-            this.finish(spec.taskId, { error: new WorkerDiedError(`task ${spec.name} failed because ${why}${runs > 1 ? ` (it ran ${runs} times)` : ''}`) });
+            this.finish(spec.taskId, {
+              error: new WorkerDiedError(
+                `task ${spec.name} failed because ${why}${runs > 1 ? ` (it ran ${runs} times)` : ''}`,
+              ),
+            });
           }
         }, 100).unref();
       }
@@ -313,11 +372,14 @@ export class TaskSubmitter {
     this.retries.delete(taskId);
     if (r?.rebuilding && 'error' in result) {
       const e = result.error;
-      result = { error: new ObjectLostError(`${r.rebuilding}; running its task again failed: ${e.message}`, { cause: e }) };
+      result = {
+        error: new ObjectLostError(`${r.rebuilding}; running its task again failed: ${e.message}`, { cause: e }),
+      };
     }
     this.owned.seal(taskId, result);
     const o = this.owned.get(taskId);
-    if (o && r && r.left !== 0 && shape && spec && 'node' in result) o.rebuild = (why) => this.rebuild(shape, spec, r, why);
+    if (o && r && r.left !== 0 && shape && spec && 'node' in result)
+      o.rebuild = (why) => this.rebuild(shape, spec, r, why);
   }
 
   /** Runs a task again because its result was lost, once its inputs are found (they may be being rebuilt too). */
@@ -330,10 +392,22 @@ export class TaskSubmitter {
     this.retries.set(spec.taskId, r);
     const deps: Record<string, ObjectLocation> = {};
     // After the current turn: the node death that lost this may be unsealing its inputs too, to rebuild them first.
-    Promise.resolve().then(() => this.locateInputs(spec.taskId, r.inputs, deps)).then(
-      () => { spec.deps = deps; shape.backlog.push(spec); this.dispatch(shape); },
-      (e: Error) => this.finish(spec.taskId, { error: new Error(`an input it needs is gone: ${e.message}`, { cause: e }) }, shape, spec),
-    );
+    Promise.resolve()
+      .then(() => this.locateInputs(spec.taskId, r.inputs, deps))
+      .then(
+        () => {
+          spec.deps = deps;
+          shape.backlog.push(spec);
+          this.dispatch(shape);
+        },
+        (e: Error) =>
+          this.finish(
+            spec.taskId,
+            { error: new Error(`an input it needs is gone: ${e.message}`, { cause: e }) },
+            shape,
+            spec,
+          ),
+      );
     return true;
   }
 
@@ -343,12 +417,23 @@ export class TaskSubmitter {
     clearInterval(this.resendTimer);
     const releases: Promise<unknown>[] = [];
     for (const shape of this.shapes.values()) {
-      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`) });
+      for (const spec of shape.backlog.splice(0))
+        this.finish(spec.taskId, {
+          error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`),
+        });
       for (const lease of shape.leases) {
         clearTimeout(lease.idleTimer);
         // A worker still running our task cannot serve anyone else: busy tells the node to stop it.
         const busy = lease.inFlight.size > 0;
-        releases.push(this.bus.request(subjects.nodeRelease(lease.grant.nodeId), { leaseId: lease.grant.leaseId, busy }, { timeoutMs: 2000 }).catch(() => undefined));
+        releases.push(
+          this.bus
+            .request(
+              subjects.nodeRelease(lease.grant.nodeId),
+              { leaseId: lease.grant.leaseId, busy },
+              { timeoutMs: 2000 },
+            )
+            .catch(() => undefined),
+        );
       }
       shape.leases = [];
     }

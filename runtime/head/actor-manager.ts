@@ -5,7 +5,13 @@ import type { Bus } from '../bus/bus.ts';
 import type { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError, InfeasibleError, ProtocolError } from '../base/errors.ts';
-import { checkDemand, checkStrategy, type Placement, type ResourceSet, type SchedulingStrategy } from '../scheduling/placement.ts';
+import {
+  checkDemand,
+  checkStrategy,
+  type Placement,
+  type ResourceSet,
+  type SchedulingStrategy,
+} from '../scheduling/placement.ts';
 import type { ActorInfo, ActorSpec, ActorStateEvent } from '../protocol/actors.ts';
 import type { CheckpointStore } from '../state/checkpoints.ts';
 import { nameKey } from '../state/gcs.ts';
@@ -17,7 +23,13 @@ export interface ActorManagerHost {
   bus: Bus;
   gcs: Gcs;
   place(demand: ResourceSet, strategy: SchedulingStrategy): Placement;
-  enqueue(req: { reqId: string; clientId: string; demand: ResourceSet; strategy: SchedulingStrategy; actor: { spec: ActorSpec; incarnation: number } }): void;
+  enqueue(req: {
+    reqId: string;
+    clientId: string;
+    demand: ResourceSet;
+    strategy: SchedulingStrategy;
+    actor: { spec: ActorSpec; incarnation: number };
+  }): void;
   dequeue(reqId: string): void;
   checkpoints(): Promise<CheckpointStore>;
 }
@@ -48,37 +60,60 @@ export class ActorManager {
   /** Actors whose worker died while no head was listening: their node no longer holds them. */
   private async verifyAlive(): Promise<void> {
     const byNode = new Map<string, ActorInfo[]>();
-    for (const a of this.actors.values()) if (a.state === 'ALIVE' && a.nodeId) byNode.set(a.nodeId, [...(byNode.get(a.nodeId) ?? []), a]);
+    for (const a of this.actors.values())
+      if (a.state === 'ALIVE' && a.nodeId) byNode.set(a.nodeId, [...(byNode.get(a.nodeId) ?? []), a]);
     for (const [nodeId, list] of byNode) {
       let held: string[];
-      try { held = await this.h.bus.request<string[]>(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 }); } catch { continue; } // a silent node is the failure detector's
-      for (const a of list) if (a.state === 'ALIVE' && !held.includes(a.actorId)) this.died(a, `its worker on node ${nodeId} died while the head was down`);
+      try {
+        held = await this.h.bus.request<string[]>(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 });
+      } catch {
+        continue;
+      } // a silent node is the failure detector's
+      for (const a of list)
+        if (a.state === 'ALIVE' && !held.includes(a.actorId))
+          this.died(a, `its worker on node ${nodeId} died while the head was down`);
     }
   }
 
   async create(spec: ActorSpec): Promise<{ actorId: string }> {
-    if (typeof spec?.actorId !== 'string' || !/^[0-9a-f]{8,64}$/.test(spec.actorId)) throw new ProtocolError('actor spec needs a hex actorId');
+    if (typeof spec?.actorId !== 'string' || !/^[0-9a-f]{8,64}$/.test(spec.actorId))
+      throw new ProtocolError('actor spec needs a hex actorId');
     if (this.actors.has(spec.actorId)) return { actorId: spec.actorId }; // a resend
     checkSpec(spec);
     spec.demand = checkDemand(spec.demand);
     spec.strategy = checkStrategy(spec.strategy);
-    if (spec.name !== undefined && !NAME.test(spec.name)) throw new UsageError(`actor name ${JSON.stringify(spec.name)}: use 1-100 letters, digits, '_' or '-'`);
-    if (!NAME.test(spec.namespace)) throw new UsageError(`namespace ${JSON.stringify(spec.namespace)}: use 1-100 letters, digits, '_' or '-'`);
+    if (spec.name !== undefined && !NAME.test(spec.name))
+      throw new UsageError(`actor name ${JSON.stringify(spec.name)}: use 1-100 letters, digits, '_' or '-'`);
+    if (!NAME.test(spec.namespace))
+      throw new UsageError(`namespace ${JSON.stringify(spec.namespace)}: use 1-100 letters, digits, '_' or '-'`);
     const placement = this.h.place(spec.demand, spec.strategy);
-    if (placement.kind === 'infeasible') throw new InfeasibleError(`cannot create actor ${spec.className}: ${placement.message}`);
+    if (placement.kind === 'infeasible')
+      throw new InfeasibleError(`cannot create actor ${spec.className}: ${placement.message}`);
     if (spec.name) {
       const key = nameKey(spec.namespace, spec.name);
       const holderId = this.names.get(key);
       const holder = holderId ? this.actors.get(holderId) : undefined;
       // A reserved name whose actor is still being created counts as taken too.
-      if (holderId && holder?.state !== 'DEAD') throw new UsageError(`an actor named '${spec.name}' already exists in namespace '${spec.namespace}' (${holder?.className ?? 'being created'} ${holderId})`);
+      if (holderId && holder?.state !== 'DEAD')
+        throw new UsageError(
+          `an actor named '${spec.name}' already exists in namespace '${spec.namespace}' (${holder?.className ?? 'being created'} ${holderId})`,
+        );
       this.names.set(key, spec.actorId); // before any await
       await this.h.gcs.names.put(key, { actorId: spec.actorId });
     }
     const info: ActorInfo = {
-      actorId: spec.actorId, className: spec.className, name: spec.name, namespace: spec.namespace, state: 'PENDING',
-      restarts: 0, incarnation: 0, lifetime: spec.lifetime, isolation: spec.isolation, owner: spec.owner,
-      createdAt: new Date().toISOString(), spec,
+      actorId: spec.actorId,
+      className: spec.className,
+      name: spec.name,
+      namespace: spec.namespace,
+      state: 'PENDING',
+      restarts: 0,
+      incarnation: 0,
+      lifetime: spec.lifetime,
+      isolation: spec.isolation,
+      owner: spec.owner,
+      createdAt: new Date().toISOString(),
+      spec,
     };
     this.add(info);
     // Persisted in the background: the head schedules from memory, and callers learn states from events.
@@ -94,18 +129,35 @@ export class ActorManager {
   }
 
   private schedule(a: ActorInfo): void {
-    this.h.enqueue({ reqId: reqIdOf(a), clientId: a.owner, demand: a.spec.demand, strategy: a.spec.strategy, actor: { spec: a.spec, incarnation: a.incarnation } });
+    this.h.enqueue({
+      reqId: reqIdOf(a),
+      clientId: a.owner,
+      demand: a.spec.demand,
+      strategy: a.spec.strategy,
+      actor: { spec: a.spec, incarnation: a.incarnation },
+    });
   }
 
   /** The node started it. An instance nobody wants any more (killed, or an older incarnation) is stopped at once. */
   onStarted(actorId: string, incarnation: number, grant: LeaseGrant): void {
     const a = this.actors.get(actorId);
     if (!a || a.incarnation !== incarnation || a.state === 'DEAD') {
-      void this.h.bus.request(subjects.nodeActorStop(grant.nodeId), { actorId, leaseId: grant.leaseId }).catch(() => undefined);
+      void this.h.bus
+        .request(subjects.nodeActorStop(grant.nodeId), { actorId, leaseId: grant.leaseId })
+        .catch(() => undefined);
       return;
     }
     // A restarted actor keeps the cause of its last death: `troupe list actors` shows why it restarted.
-    Object.assign(a, { state: 'ALIVE', nodeId: grant.nodeId, workerId: grant.workerId, leaseId: grant.leaseId, pid: grant.pid, backend: grant.backend, direct: grant.direct, cause: a.restarts ? a.cause : undefined });
+    Object.assign(a, {
+      state: 'ALIVE',
+      nodeId: grant.nodeId,
+      workerId: grant.workerId,
+      leaseId: grant.leaseId,
+      pid: grant.pid,
+      backend: grant.backend,
+      direct: grant.direct,
+      cause: a.restarts ? a.cause : undefined,
+    });
     void this.save(a);
   }
 
@@ -119,7 +171,8 @@ export class ActorManager {
   onStartFailed(actorId: string, incarnation: number, error: Error): void {
     const a = this.actors.get(actorId);
     if (!a || a.incarnation !== incarnation || a.state === 'DEAD') return;
-    const threw = error instanceof TaskError ? `its constructor threw ${error.remoteName}: ${error.message}` : undefined;
+    const threw =
+      error instanceof TaskError ? `its constructor threw ${error.remoteName}: ${error.message}` : undefined;
     // A supervisor counts a throwing constructor against its restart intensity, as OTP does a failed start.
     if (threw && a.spec.supervisor === undefined) void this.end(a, threw);
     else void this.died(a, threw ?? `it could not be started: ${error.message}`);
@@ -147,7 +200,11 @@ export class ActorManager {
     if (typeof cause !== 'string') throw new ProtocolError('cause must be a string');
     if (a.state === 'DEAD') return;
     // Stopped for good by anyone but its supervisor: a normal exit, which its supervisor judges by its restart type.
-    const normal = noRestart && a.spec.supervisor !== undefined && by !== a.spec.supervisor && this.actors.get(a.spec.supervisor)?.state !== 'DEAD';
+    const normal =
+      noRestart &&
+      a.spec.supervisor !== undefined &&
+      by !== a.spec.supervisor &&
+      this.actors.get(a.spec.supervisor)?.state !== 'DEAD';
     if (noRestart && !normal) return this.end(a, cause);
     if (a.state !== 'ALIVE') return; // already (re)starting
     // Stop this instance before a new one can start, so the two never serve at once.
@@ -178,7 +235,13 @@ export class ActorManager {
   /** graceMs: how long the instance may take in onStop() (its spec's shutdownMs). */
   private stopInstance(a: ActorInfo, at: { nodeId: string; leaseId?: string }): Promise<unknown> {
     const graceMs = a.spec.shutdownMs ?? 0;
-    return this.h.bus.request(subjects.nodeActorStop(at.nodeId), { actorId: a.actorId, leaseId: at.leaseId, graceMs }, { timeoutMs: graceMs + 5000 }).catch(() => undefined);
+    return this.h.bus
+      .request(
+        subjects.nodeActorStop(at.nodeId),
+        { actorId: a.actorId, leaseId: at.leaseId, graceMs },
+        { timeoutMs: graceMs + 5000 },
+      )
+      .catch(() => undefined);
   }
 
   /** The owner of non-detached actors shut down or went silent: they go with it (as in Ray). */
@@ -200,11 +263,26 @@ export class ActorManager {
   private died(a: ActorInfo, cause: string, normal = false): Promise<void> {
     if (a.state === 'DEAD') return Promise.resolve();
     const supervisor = a.spec.supervisor !== undefined ? this.actors.get(a.spec.supervisor) : undefined;
-    if (a.spec.supervisor !== undefined && (!supervisor || supervisor.state === 'DEAD')) return this.end(a, `${cause}; its supervisor is gone`);
+    if (a.spec.supervisor !== undefined && (!supervisor || supervisor.state === 'DEAD'))
+      return this.end(a, `${cause}; its supervisor is gone`);
     const max = a.spec.maxRestarts;
-    if (!supervisor && max !== -1 && a.restarts >= max) return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
+    if (!supervisor && max !== -1 && a.restarts >= max)
+      return this.end(a, max === 0 ? cause : `${cause}; it had used all ${max} restart${max === 1 ? '' : 's'}`);
     this.h.dequeue(reqIdOf(a));
-    Object.assign(a, { state: 'RESTARTING', cause, held: !!supervisor, normal: normal || undefined, restarts: a.restarts + 1, incarnation: a.incarnation + 1, nodeId: undefined, workerId: undefined, leaseId: undefined, pid: undefined, backend: undefined, direct: undefined });
+    Object.assign(a, {
+      state: 'RESTARTING',
+      cause,
+      held: !!supervisor,
+      normal: normal || undefined,
+      restarts: a.restarts + 1,
+      incarnation: a.incarnation + 1,
+      nodeId: undefined,
+      workerId: undefined,
+      leaseId: undefined,
+      pid: undefined,
+      backend: undefined,
+      direct: undefined,
+    });
     const saved = this.save(a);
     if (!supervisor) this.schedule(a);
     return saved;
@@ -217,10 +295,14 @@ export class ActorManager {
     Object.assign(a, { state: 'DEAD', cause, held: false, normal: undefined });
     await this.save(a);
     if (instance) await this.stopInstance(a, instance);
-    void this.h.checkpoints().then((c) => c.delete(a.actorId)).catch(() => undefined);
+    void this.h
+      .checkpoints()
+      .then((c) => c.delete(a.actorId))
+      .catch(() => undefined);
     for (const id of this.supervised.get(a.actorId) ?? []) {
       const child = this.actors.get(id);
-      if (child && child.state !== 'DEAD') await this.end(child, `its supervisor ${a.className} ${a.actorId} ended: ${cause}`);
+      if (child && child.state !== 'DEAD')
+        await this.end(child, `its supervisor ${a.className} ${a.actorId} ended: ${cause}`);
     }
     if (a.name) {
       const key = nameKey(a.namespace, a.name);
@@ -234,7 +316,16 @@ export class ActorManager {
   /** KV first, then the event: a caller that reads KV after the event sees the new state. */
   private async save(a: ActorInfo): Promise<void> {
     await this.h.gcs.actors.put(a.actorId, a).catch((e) => console.error('troupe: could not save actor state:', e));
-    const ev: ActorStateEvent = { actorId: a.actorId, state: a.state, incarnation: a.incarnation, cause: a.cause, supervisor: a.spec.supervisor, held: a.held, normal: a.normal, direct: a.direct };
+    const ev: ActorStateEvent = {
+      actorId: a.actorId,
+      state: a.state,
+      incarnation: a.incarnation,
+      cause: a.cause,
+      supervisor: a.spec.supervisor,
+      held: a.held,
+      normal: a.normal,
+      direct: a.direct,
+    };
     this.h.bus.publish(subjects.evtActorState, ev);
   }
 }
@@ -242,18 +333,36 @@ export class ActorManager {
 /** A spec from the bus, not necessarily from our client library: every field the head and the worker rely on. */
 function checkSpec(spec: ActorSpec): void {
   const int = (v: unknown, min: number) => Number.isInteger(v) && (v as number) >= min;
-  if (!int(spec.maxRestarts, -1) || !int(spec.maxTaskRetries, -1)) throw new UsageError('maxRestarts and maxTaskRetries must be whole numbers >= -1');
+  if (!int(spec.maxRestarts, -1) || !int(spec.maxTaskRetries, -1))
+    throw new UsageError('maxRestarts and maxTaskRetries must be whole numbers >= -1');
   if (!int(spec.maxConcurrency, 1)) throw new UsageError('maxConcurrency must be a whole number >= 1');
-  if (spec.isolation !== 'process' && spec.isolation !== 'shared') throw new UsageError("isolation must be 'process' or 'shared'");
-  if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached') throw new UsageError("lifetime must be 'owned' or 'detached'");
-  if (typeof spec.cls?.url !== 'string' || typeof spec.cls.exportName !== 'string' || !(spec.args instanceof Uint8Array || (Array.isArray(spec.args) && isPlain(spec.args)))) {
-    throw new UsageError('actor spec needs cls { url, exportName } and args: encoded, or a short array of plain values');
+  if (spec.isolation !== 'process' && spec.isolation !== 'shared')
+    throw new UsageError("isolation must be 'process' or 'shared'");
+  if (spec.lifetime !== 'owned' && spec.lifetime !== 'detached')
+    throw new UsageError("lifetime must be 'owned' or 'detached'");
+  if (
+    typeof spec.cls?.url !== 'string' ||
+    typeof spec.cls.exportName !== 'string' ||
+    !(spec.args instanceof Uint8Array || (Array.isArray(spec.args) && isPlain(spec.args)))
+  ) {
+    throw new UsageError(
+      'actor spec needs cls { url, exportName } and args: encoded, or a short array of plain values',
+    );
   }
-  if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string') throw new UsageError('actor spec needs owner, workingDir and className');
-  if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string') throw new UsageError('supervisor must be an actor id');
-  if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0)) throw new UsageError('shutdownMs must be a whole number >= 0');
+  if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string')
+    throw new UsageError('actor spec needs owner, workingDir and className');
+  if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string')
+    throw new UsageError('supervisor must be an actor id');
+  if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0))
+    throw new UsageError('shutdownMs must be a whole number >= 0');
   const every = spec.checkpointEvery;
-  if (every !== undefined && (typeof every !== 'object' || every === null || (every.calls !== undefined && !int(every.calls, 1)) || (every.seconds !== undefined && !(typeof every.seconds === 'number' && every.seconds > 0)))) {
+  if (
+    every !== undefined &&
+    (typeof every !== 'object' ||
+      every === null ||
+      (every.calls !== undefined && !int(every.calls, 1)) ||
+      (every.seconds !== undefined && !(typeof every.seconds === 'number' && every.seconds > 0)))
+  ) {
     throw new UsageError('checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 }');
   }
 }

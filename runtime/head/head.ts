@@ -5,14 +5,30 @@ import { Bus } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
-import { place, subtract, checkDemand, checkResources, checkStrategy, allocateGpus, type ResourceSet, type NodeView } from '../scheduling/placement.ts';
+import {
+  place,
+  subtract,
+  checkDemand,
+  checkResources,
+  checkStrategy,
+  allocateGpus,
+  type ResourceSet,
+  type NodeView,
+} from '../scheduling/placement.ts';
 import { InfeasibleError, WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
-import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg, WorkerDiedMsg } from '../protocol/leases.ts';
+import type {
+  Busy,
+  HeartbeatMsg,
+  LeaseGrant,
+  LeaseGrantedMsg,
+  LeaseRequestMsg,
+  WorkerDiedMsg,
+} from '../protocol/leases.ts';
 
 export interface HeadOptions {
   address: string;
@@ -41,7 +57,6 @@ interface Pending extends LeaseRequestMsg {
   attempt: number;
   failures: number;
 }
-
 
 export class Head {
   private bus!: Bus;
@@ -72,37 +87,55 @@ export class Head {
 
   async start(): Promise<void> {
     this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head', daemon: true });
-    this.hbBus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head-heartbeats', daemon: true });
+    this.hbBus = await Bus.connect({
+      address: this.o.address,
+      token: this.o.token,
+      name: 'troupe-head-heartbeats',
+      daemon: true,
+    });
     void this.watchConnection();
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
     this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
     this.actors = new ActorManager({
-      bus, gcs: this.gcs,
+      bus,
+      gcs: this.gcs,
       place: (demand, strategy) => place(this.views(), demand, strategy),
       enqueue: (req) => {
         this.addRequest({ ...req, since: Date.now(), granting: false, failures: 0, attempt: 0 });
         this.pump();
       },
-      dequeue: (reqId) => { if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId); },
+      dequeue: (reqId) => {
+        if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId);
+      },
       checkpoints: () => (this.checkpointStore ??= CheckpointStore.open(bus)),
     });
     await this.actors.load();
     bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
-    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string; by?: string }) => this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause, req?.by));
-    bus.serve(subjects.headActorRestart, (req: { actorId: string; supervisor: string }) => this.actors.restartHeld(req?.actorId, req?.supervisor));
-    bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) => this.actors.ownerGone(req?.owner, 'its owner shut down'));
+    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string; by?: string }) =>
+      this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause, req?.by),
+    );
+    bus.serve(subjects.headActorRestart, (req: { actorId: string; supervisor: string }) =>
+      this.actors.restartHeld(req?.actorId, req?.supervisor),
+    );
+    bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) =>
+      this.actors.ownerGone(req?.owner, 'its owner shut down'),
+    );
     bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));
     this.hbBus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
-    this.hbBus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    this.hbBus.on(subjects.hbProcAll, (_b, subject) =>
+      this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()),
+    );
     bus.on(subjects.evtTasks, (events: TaskEvent[]) => {
       if (!Array.isArray(events)) return;
       for (const e of events) if (e && typeof e.taskId === 'string') this.tasks.set(e.taskId, e);
     });
     bus.serve(subjects.headLease, (req: LeaseRequestMsg | { cancel: string }) => this.onLeaseRequest(req));
     bus.serve(subjects.headStatus, () => this.status());
-    bus.serve(subjects.headTasks, (req: { limit?: number } | undefined) => [...this.tasks.values()].slice(0, req?.limit ?? 1000));
+    bus.serve(subjects.headTasks, (req: { limit?: number } | undefined) =>
+      [...this.tasks.values()].slice(0, req?.limit ?? 1000),
+    );
     this.timers.push(setInterval(() => this.detectFailures(), Math.max(50, Math.min(250, this.timeoutMs / 4))));
     this.timers.push(setInterval(() => this.dropSilentClients(), 2000));
     console.log(`troupe: head up (node timeout ${this.timeoutMs} ms)`);
@@ -116,7 +149,10 @@ export class Head {
 
   private onNodeRecord(nodeId: string, info: NodeInfo | undefined): void {
     const known = this.nodes.get(nodeId);
-    if (!info) { this.nodes.delete(nodeId); return; }
+    if (!info) {
+      this.nodes.delete(nodeId);
+      return;
+    }
     if (info.state === 'DEAD') {
       if (known?.alive) this.declareDead(nodeId, info.cause ?? 'stopped', false);
       else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0 });
@@ -124,14 +160,24 @@ export class Head {
     }
     // A node (re)registering, or one we learn of after a restart: it gets one full timeout to heartbeat.
     if (!known?.alive || known.info.startedAt !== info.startedAt) {
-      this.nodes.set(nodeId, { info, available: known?.alive ? known.available : { ...info.total }, lastHb: Date.now(), alive: true, sent: known?.sent ?? 0 });
+      this.nodes.set(nodeId, {
+        info,
+        available: known?.alive ? known.available : { ...info.total },
+        lastHb: Date.now(),
+        alive: true,
+        sent: known?.sent ?? 0,
+      });
       this.pump();
     }
   }
 
   private onHeartbeat(hb: HeartbeatMsg): void {
     if (typeof hb?.nodeId !== 'string') return;
-    try { hb.available = checkResources(hb.available); } catch { return; }
+    try {
+      hb.available = checkResources(hb.available);
+    } catch {
+      return;
+    }
     const n = this.nodes.get(hb.nodeId);
     if (!n) return; // its KV record arrives through the watch
     if (!n.alive) {
@@ -144,7 +190,8 @@ export class Head {
     // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller numbers.
     const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;
     n.available = current ? hb.available : minOf(n.available, hb.available);
-    if (current && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1)) n.gpuFree = hb.gpuFree;
+    if (current && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1))
+      n.gpuFree = hb.gpuFree;
     if (grew) this.pump();
   }
 
@@ -165,7 +212,10 @@ export class Head {
 
   private detectFailures(): void {
     const now = Date.now();
-    if (this.deaf) { this.lastSweep = now; return; }
+    if (this.deaf) {
+      this.lastSweep = now;
+      return;
+    }
     const late = now - this.lastSweep > this.timeoutMs / 2;
     this.lastSweep = now;
     if (late) {
@@ -174,7 +224,8 @@ export class Head {
       return;
     }
     for (const [nodeId, n] of this.nodes) {
-      if (n.alive && now - n.lastHb > this.timeoutMs) this.declareDead(nodeId, `no heartbeat for ${now - n.lastHb} ms (timeout ${this.timeoutMs} ms)`, true);
+      if (n.alive && now - n.lastHb > this.timeoutMs)
+        this.declareDead(nodeId, `no heartbeat for ${now - n.lastHb} ms (timeout ${this.timeoutMs} ms)`, true);
     }
   }
 
@@ -192,7 +243,11 @@ export class Head {
       p.granting = false;
       if (p.actor) {
         this.removeRequest(p.reqId);
-        this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, new WorkerDiedError(`its node ${nodeId} died while it was starting (${cause})`));
+        this.actors.onStartFailed(
+          p.actor.spec.actorId,
+          p.actor.incarnation,
+          new WorkerDiedError(`its node ${nodeId} died while it was starting (${cause})`),
+        );
       } else {
         this.waiting.set(p.reqId, p);
       }
@@ -200,7 +255,9 @@ export class Head {
     this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
       this.bus.publish(subjects.nodeFenced(nodeId), {});
-      void this.gcs.nodes.put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause }).catch(() => undefined);
+      void this.gcs.nodes
+        .put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
+        .catch(() => undefined);
     }
     // Requests that can now never be met fail instead of waiting for ever.
     this.pump();
@@ -218,12 +275,19 @@ export class Head {
     // Non-detached actors end with their owner, as in Ray.
     for (const owner of this.actors.owners()) {
       const seen = this.clientSeen.get(owner) ?? this.startedAt;
-      if (now - seen > defaults.clientTimeoutMs) void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
+      if (now - seen > defaults.clientTimeoutMs)
+        void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
     }
   }
 
   private views(): NodeView[] {
-    return [...this.nodes.values()].map((n) => ({ nodeId: n.info.nodeId, alive: n.alive, total: n.info.total, available: n.available, gpuFree: n.gpuFree }));
+    return [...this.nodes.values()].map((n) => ({
+      nodeId: n.info.nodeId,
+      alive: n.alive,
+      total: n.info.total,
+      available: n.available,
+      gpuFree: n.gpuFree,
+    }));
   }
 
   private onLeaseRequest(req: LeaseRequestMsg | { cancel: string }): { queued: boolean } {
@@ -231,7 +295,8 @@ export class Head {
       if (!this.queue.get(req.cancel)?.granting) this.removeRequest(req.cancel);
       return { queued: false };
     }
-    if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string') throw new ProtocolError('lease request needs { reqId, clientId, demand }');
+    if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string')
+      throw new ProtocolError('lease request needs { reqId, clientId, demand }');
     const demand = checkDemand(req.demand); // input from the bus, not necessarily from our client library
     const strategy = checkStrategy(req.strategy);
     const p = place(this.views(), demand, strategy);
@@ -248,7 +313,10 @@ export class Head {
 
   /** Tries to place every queued request. Grants run concurrently; a node's reply or heartbeat triggers the next pass. */
   private pump(): void {
-    if (this.pumping) { this.pumpAgain = true; return; }
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
     this.pumping = true;
     try {
       do {
@@ -260,7 +328,10 @@ export class Head {
           const shape = JSON.stringify([p.demand, p.strategy]);
           if (waiting.has(shape)) continue;
           const placement = place(this.views(), p.demand, p.strategy, { spreadCursor: this.spreadCursor });
-          if (placement.kind === 'wait') { waiting.add(shape); continue; }
+          if (placement.kind === 'wait') {
+            waiting.add(shape);
+            continue;
+          }
           if (placement.kind === 'infeasible') {
             this.removeRequest(p.reqId);
             if (p.actor) this.actors.onInfeasible(p.actor.spec.actorId, p.actor.incarnation, placement.message);
@@ -293,7 +364,10 @@ export class Head {
   private pumpSoon(): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    setImmediate(() => { this.pumpScheduled = false; this.pump(); });
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   private grantOn(p: Pending, nodeId: string): void {
@@ -306,40 +380,49 @@ export class Head {
     n.available = subtract(n.available, p.demand);
     if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
     // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
-    this.bus.request<LeaseGrant | Busy>(subjects.nodeLease(nodeId), { clientId: p.clientId, demand: p.demand, actor: p.actor }, { timeoutMs: p.actor ? 0 : 40_000 })
-      .then((r) => {
-        if (p.attempt !== attempt) { // abandoned (its node died); the answer came anyway
-          if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
-          return;
-        }
-        p.granting = false;
-        if ('busy' in r) {
-          // Our view was stale; the node's word wins. With its own numbers (GPU ids too) we will not pick it again
-          // until it frees something, so trying the other nodes now cannot turn into a busy loop.
-          n.available = r.available;
-          n.gpuFree = r.gpuFree;
-          this.waiting.set(p.reqId, p);
+    this.bus
+      .request<LeaseGrant | Busy>(
+        subjects.nodeLease(nodeId),
+        { clientId: p.clientId, demand: p.demand, actor: p.actor },
+        { timeoutMs: p.actor ? 0 : 40_000 },
+      )
+      .then(
+        (r) => {
+          if (p.attempt !== attempt) {
+            // abandoned (its node died); the answer came anyway
+            if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
+            return;
+          }
+          p.granting = false;
+          if ('busy' in r) {
+            // Our view was stale; the node's word wins. With its own numbers (GPU ids too) we will not pick it again
+            // until it frees something, so trying the other nodes now cannot turn into a busy loop.
+            n.available = r.available;
+            n.gpuFree = r.gpuFree;
+            this.waiting.set(p.reqId, p);
+            this.pumpSoon();
+            return;
+          }
+          this.queue.delete(p.reqId);
+          if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
+          else this.tell(p, { reqId: p.reqId, grant: r });
           this.pumpSoon();
-          return;
-        }
-        this.queue.delete(p.reqId);
-        if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
-        else this.tell(p, { reqId: p.reqId, grant: r });
-        this.pumpSoon();
-      }, (e: Error) => {
-        if (p.attempt !== attempt) return;
-        p.granting = false;
-        if (p.actor) {
-          this.queue.delete(p.reqId);
-          this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, e);
-        } else if (++p.failures >= 3) {
-          this.queue.delete(p.reqId);
-          this.tell(p, { reqId: p.reqId, error: e });
-        } else {
-          this.waiting.set(p.reqId, p);
-        }
-        this.pumpSoon();
-      });
+        },
+        (e: Error) => {
+          if (p.attempt !== attempt) return;
+          p.granting = false;
+          if (p.actor) {
+            this.queue.delete(p.reqId);
+            this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, e);
+          } else if (++p.failures >= 3) {
+            this.queue.delete(p.reqId);
+            this.tell(p, { reqId: p.reqId, error: e });
+          } else {
+            this.waiting.set(p.reqId, p);
+          }
+          this.pumpSoon();
+        },
+      );
   }
 
   private tell(p: Pending, msg: LeaseGrantedMsg): void {
@@ -349,8 +432,19 @@ export class Head {
   status(): HeadStatus {
     const now = Date.now();
     return {
-      nodes: [...this.nodes.values()].map((n) => ({ ...n.info, state: n.alive ? 'ALIVE' : 'DEAD', alive: n.alive, available: n.available, lastHeartbeatMsAgo: n.lastHb ? now - n.lastHb : -1 })),
-      pending: [...this.queue.values()].map((p) => ({ demand: p.demand, strategy: p.strategy, clientId: p.clientId, waitingMs: now - p.since })),
+      nodes: [...this.nodes.values()].map((n) => ({
+        ...n.info,
+        state: n.alive ? 'ALIVE' : 'DEAD',
+        alive: n.alive,
+        available: n.available,
+        lastHeartbeatMsAgo: n.lastHb ? now - n.lastHb : -1,
+      })),
+      pending: [...this.queue.values()].map((p) => ({
+        demand: p.demand,
+        strategy: p.strategy,
+        clientId: p.clientId,
+        waitingMs: now - p.since,
+      })),
       infeasible: this.infeasible,
     };
   }

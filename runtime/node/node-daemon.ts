@@ -9,7 +9,15 @@ import { Bus } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
-import { fits, subtract, add, allocateGpus, releaseGpus, checkDemand, type ResourceSet } from '../scheduling/placement.ts';
+import {
+  fits,
+  subtract,
+  add,
+  allocateGpus,
+  releaseGpus,
+  checkDemand,
+  type ResourceSet,
+} from '../scheduling/placement.ts';
 import { WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
@@ -100,38 +108,66 @@ export class NodeDaemon {
 
   get info(): NodeInfo {
     return {
-      nodeId: this.nodeId, hostname: hostname(), pid: process.pid, total: this.o.resources, state: 'ALIVE',
-      startedAt: this.startedAt, objectDir: this.store.dir, objectStoreMemory: this.objects.capacity, isHead: this.o.isHead,
+      nodeId: this.nodeId,
+      hostname: hostname(),
+      pid: process.pid,
+      total: this.o.resources,
+      state: 'ALIVE',
+      startedAt: this.startedAt,
+      objectDir: this.store.dir,
+      objectStoreMemory: this.objects.capacity,
+      isHead: this.o.isHead,
     };
   }
 
   async start(): Promise<void> {
     this.store.init();
     mkdirSync(join(this.o.sessionDir, 'logs'), { recursive: true });
-    this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: `troupe-node-${this.nodeId}`, daemon: true });
+    this.bus = await Bus.connect({
+      address: this.o.address,
+      token: this.o.token,
+      name: `troupe-node-${this.nodeId}`,
+      daemon: true,
+    });
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
-    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) => this.stopActor(req?.actorId, req?.leaseId, Number(req?.graceMs ?? 0)));
+    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) =>
+      this.stopActor(req?.actorId, req?.leaseId, Number(req?.graceMs ?? 0)),
+    );
     // After a restart the head asks which actors are really here (some may have died while it was away).
-    bus.serve(subjects.nodeActors(this.nodeId), () => [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])));
-    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) => this.release(req?.leaseId, !!req?.busy));
-    bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) => this.setBlocked(req?.workerId, !!req?.blocked));
+    bus.serve(subjects.nodeActors(this.nodeId), () =>
+      [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])),
+    );
+    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) =>
+      this.release(req?.leaseId, !!req?.busy),
+    );
+    bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) =>
+      this.setBlocked(req?.workerId, !!req?.blocked),
+    );
     this.serveObjects();
     bus.on(subjects.nodeFenced(this.nodeId), () => {
       console.error(`troupe: node ${this.nodeId} was declared dead by the head; stopping`);
       void this.stop('fenced by the head').then(() => process.exit(1));
     });
-    bus.on(subjects.hbProcAll, (_b, subject) => this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()));
+    bus.on(subjects.hbProcAll, (_b, subject) =>
+      this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()),
+    );
     await this.gcs.nodes.put(this.nodeId, this.info);
     const hb = this.o.heartbeatMs ?? defaults.heartbeatMs;
     this.heartbeat();
     this.timers.push(setInterval(() => this.heartbeat(), hb));
     this.timers.push(setInterval(() => this.reclaimOrphanLeases(), 1000));
     // Beats for each live worker: one busy computing for a long time keeps the leases it holds for nested tasks.
-    this.timers.push(setInterval(() => { for (const w of this.workers) this.bus.publish(subjects.hbProc(w.procId), {}); }, PROC_HEARTBEAT_MS));
+    this.timers.push(
+      setInterval(() => {
+        for (const w of this.workers) this.bus.publish(subjects.hbProc(w.procId), {});
+      }, PROC_HEARTBEAT_MS),
+    );
     this.keepSpares();
-    console.log(`troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`);
+    console.log(
+      `troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`,
+    );
   }
 
   private serveObjects(): void {
@@ -139,17 +175,23 @@ export class NodeDaemon {
     const node = this.nodeId;
     bus.serve(subjects.nodeObjects(node), () => ({ stats: objects.stats(), objects: objects.list() }));
     bus.serve(subjects.obj.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
-      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0) throw new ProtocolError('seal needs { id, size, owner }');
+      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0)
+        throw new ProtocolError('seal needs { id, size, owner }');
       if (!this.clientSeen.has(req.owner)) this.clientSeen.set(req.owner, Date.now());
       return objects.seal(req.id, req.size, req.owner);
     });
     bus.serve(subjects.obj.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
     bus.serve(subjects.obj.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
-      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0) throw new ProtocolError('fetch needs { id, size, owner, from }');
+      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0)
+        throw new ProtocolError('fetch needs { id, size, owner, from }');
       const sources = req.from.filter((n) => n !== node).map((n) => subjects.obj.nodeRead(n));
-      return objects.fetchCopy(req.id, req.size, String(req.owner), (write) => fetchChunked(bus, sources, req.id, req.size, write));
+      return objects.fetchCopy(req.id, req.size, String(req.owner), (write) =>
+        fetchChunked(bus, sources, req.id, req.size, write),
+      );
     });
-    bus.serve(subjects.obj.nodeRead(node), async (req: ChunkRequest) => makeChunk(await this.store.readRange(req.id, req.offset, req.length)));
+    bus.serve(subjects.obj.nodeRead(node), async (req: ChunkRequest) =>
+      makeChunk(await this.store.readRange(req.id, req.offset, req.length)),
+    );
     bus.on(subjects.obj.nodeTouch(node), (req: { id: string }) => objects.touch(req?.id));
     bus.serve(subjects.obj.nodeFree(node), async (req: { ids: string[] }) => {
       for (const id of req.ids) await objects.free(id);
@@ -162,12 +204,22 @@ export class NodeDaemon {
 
   /** A heartbeat soon: what changed reaches the head quickly, but a burst of grants sends one, not thousands. */
   private heartbeatSoon(): void {
-    this.heartbeatTimer ??= setTimeout(() => { this.heartbeatTimer = undefined; this.heartbeat(); }, 20);
+    this.heartbeatTimer ??= setTimeout(() => {
+      this.heartbeatTimer = undefined;
+      this.heartbeat();
+    }, 20);
   }
 
   private heartbeat(): void {
     if (this.stopping || this.bus.isClosed) return;
-    const msg: HeartbeatMsg = { nodeId: this.nodeId, available: this.available, gpuFree: this.gpuFree, leaseRequestsSeen: this.leaseRequestsSeen, workers: this.workers.size, leases: this.leases.size };
+    const msg: HeartbeatMsg = {
+      nodeId: this.nodeId,
+      available: this.available,
+      gpuFree: this.gpuFree,
+      leaseRequestsSeen: this.leaseRequestsSeen,
+      workers: this.workers.size,
+      leases: this.leases.size,
+    };
     this.bus.publish(subjects.hbNode(this.nodeId), msg);
   }
 
@@ -196,7 +248,15 @@ export class NodeDaemon {
     }
     if (actor && !shared) worker.dedicated = true;
     this.keepSpares();
-    const lease: Lease = { leaseId: randomBytes(8).toString('hex'), clientId: req.clientId, actorId: actor?.spec.actorId, demand, gpuIds: gpus.ids, worker, grantedAt: Date.now() };
+    const lease: Lease = {
+      leaseId: randomBytes(8).toString('hex'),
+      clientId: req.clientId,
+      actorId: actor?.spec.actorId,
+      demand,
+      gpuIds: gpus.ids,
+      worker,
+      grantedAt: Date.now(),
+    };
     worker.leases.add(lease); // reserve before awaiting, so no second lease takes it
     this.leases.set(lease.leaseId, lease);
     try {
@@ -211,8 +271,12 @@ export class NodeDaemon {
       try {
         // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the wait.
         ({ backend, direct } = await Promise.race([
-          this.bus.request<{ backend?: string; direct?: string }>(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 }),
-          worker.exited.then((how): never => { throw new WorkerDiedError(`its worker process ${how} while the constructor ran`); }),
+          this.bus.request<{ backend?: string; direct?: string }>(subjects.procActorStart(worker.procId), actor, {
+            timeoutMs: 0,
+          }),
+          worker.exited.then((how): never => {
+            throw new WorkerDiedError(`its worker process ${how} while the constructor ran`);
+          }),
         ]));
       } catch (e) {
         this.release(lease.leaseId, !shared);
@@ -220,7 +284,15 @@ export class NodeDaemon {
       }
     }
     this.heartbeatSoon();
-    return { leaseId: lease.leaseId, nodeId: this.nodeId, workerId: worker.procId, pid: worker.child.pid!, gpuIds: gpus.ids, backend, direct };
+    return {
+      leaseId: lease.leaseId,
+      nodeId: this.nodeId,
+      workerId: worker.procId,
+      pid: worker.child.pid!,
+      gpuIds: gpus.ids,
+      backend,
+      direct,
+    };
   }
 
   /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. Either way it first gets
@@ -231,7 +303,9 @@ export class NodeDaemon {
     if (!lease || lease.actorId !== actorId) return;
     const grace = Number.isFinite(graceMs) && graceMs > 0 ? Math.min(graceMs, 600_000) : 0;
     if (lease.worker.shared || grace > 0) {
-      await this.bus.request(subjects.procActorStop(lease.worker.procId), { actorId, graceMs: grace }, { timeoutMs: grace + 5000 }).catch(() => undefined);
+      await this.bus
+        .request(subjects.procActorStop(lease.worker.procId), { actorId, graceMs: grace }, { timeoutMs: grace + 5000 })
+        .catch(() => undefined);
     }
     this.release(lease.leaseId, !lease.worker.shared);
   }
@@ -288,7 +362,9 @@ export class NodeDaemon {
    * instead of waiting for a process to start. */
   private keepSpares(): void {
     if (this.stopping) return;
-    const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === '').length;
+    const idle = [...this.workers].filter(
+      (w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === '',
+    ).length;
     for (let i = idle; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
   }
 
@@ -317,7 +393,13 @@ export class NodeDaemon {
     this.processes.add(child);
     child.once('exit', () => this.processes.delete(child));
     const worker: Worker = {
-      procId, child, gpuKey: gpuIds.join(','), ready: Promise.resolve(), leases: new Set(), shared, dedicated: false,
+      procId,
+      child,
+      gpuKey: gpuIds.join(','),
+      ready: Promise.resolve(),
+      leases: new Set(),
+      shared,
+      dedicated: false,
       exited: new Promise((r) => child.once('exit', (code, signal) => r(howItExited(code, signal)))),
     };
     worker.ready = new Promise<void>((resolve, reject) => {
@@ -327,9 +409,21 @@ export class NodeDaemon {
         child.kill('SIGKILL');
         reject(new Error(`no ready signal in 30 s (log: ${logPath})`));
       }, 30_000);
-      child.once('error', (e) => { clearTimeout(t); this.workers.delete(worker); reject(e); });
-      child.on('message', (m: { type?: string }) => { if (m?.type === 'ready') { clearTimeout(t); resolve(); } });
-      child.once('exit', (code, signal) => { clearTimeout(t); reject(new Error(`${howItExited(code, signal)} before it was ready (log: ${logPath})`)); });
+      child.once('error', (e) => {
+        clearTimeout(t);
+        this.workers.delete(worker);
+        reject(e);
+      });
+      child.on('message', (m: { type?: string }) => {
+        if (m?.type === 'ready') {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(t);
+        reject(new Error(`${howItExited(code, signal)} before it was ready (log: ${logPath})`));
+      });
     });
     worker.ready.catch(() => undefined);
     child.once('exit', (code, signal) => this.onWorkerExit(worker, code, signal));
@@ -354,8 +448,12 @@ export class NodeDaemon {
     if (leases.length === 0 || this.stopping) return;
     const cause = `its worker process (pid ${worker.child.pid}) ${howItExited(code, signal)}`;
     const msg: WorkerDiedMsg = {
-      workerId: worker.procId, nodeId: this.nodeId, pid: worker.child.pid!, cause,
-      leaseIds: leases.map((l) => l.leaseId), actorIds: leases.flatMap((l) => (l.actorId ? [l.actorId] : [])),
+      workerId: worker.procId,
+      nodeId: this.nodeId,
+      pid: worker.child.pid!,
+      cause,
+      leaseIds: leases.map((l) => l.leaseId),
+      actorIds: leases.flatMap((l) => (l.actorId ? [l.actorId] : [])),
     };
     this.bus.publish(subjects.evtWorkerDied, msg);
     for (const l of leases) this.release(l.leaseId);
@@ -370,18 +468,23 @@ export class NodeDaemon {
   private async stopOnce(cause: string): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    const exits = [...this.processes].map((child) => new Promise<void>((r) => {
-      if (child.exitCode !== null || child.signalCode !== null) return r();
-      child.once('exit', () => r());
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 3000).unref();
-    }));
+    const exits = [...this.processes].map(
+      (child) =>
+        new Promise<void>((r) => {
+          if (child.exitCode !== null || child.signalCode !== null) return r();
+          child.once('exit', () => r());
+          child.kill('SIGTERM');
+          setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+        }),
+    );
     await Promise.all(exits);
     // Local cleanup first: the goodbye over the bus can hang when the whole cluster is going down with us.
     this.store.destroy();
     try {
       await this.gcs?.nodes.put(this.nodeId, { ...this.info, state: 'DEAD', deadAt: new Date().toISOString(), cause });
-    } catch { /* the bus may be gone already */ }
+    } catch {
+      /* the bus may be gone already */
+    }
     await this.bus?.close();
   }
 }

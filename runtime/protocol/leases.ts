@@ -44,7 +44,11 @@ export interface WorkerDiedMsg {
 }
 
 /** The node cannot take the lease now; its numbers, so the head's view catches up. */
-export interface Busy { busy: true; available: ResourceSet; gpuFree: number[] }
+export interface Busy {
+  busy: true;
+  available: ResourceSet;
+  gpuFree: number[];
+}
 
 /** A client asks the head for a worker lease of this shape. */
 export interface LeaseRequestMsg {

@@ -10,21 +10,22 @@ export interface RefId {
 /** A value small and simple enough to travel as itself, not encoded on its own first (see isPlainValue). */
 export type PlainValue = string | number | boolean | null | undefined;
 
-export type ObjectLocation = (
+export type ObjectLocation =
   /** Small values travel inside messages. */
-  | { inline: Uint8Array }
-  /** A plain value (a task's number, an actor method's short string) travels as itself. */
-  | { value: PlainValue }
-  /** Sealed file in that node's store; `copies`: other nodes that fetched it and keep it in theirs. */
-  | { node: string; size: number; copies?: string[] }
-  /** Held in that process's memory (a driver with no node daemon on its machine). */
-  | { proc: string; size: number }
-  /** The task that makes the object failed: reading it throws this. */
-  | { error: Error }
-) & {
-  /** Refs serialized inside the value: the object holds them, so they live as long as it does. */
-  refs?: RefId[];
-};
+  (
+    | { inline: Uint8Array }
+    /** A plain value (a task's number, an actor method's short string) travels as itself. */
+    | { value: PlainValue }
+    /** Sealed file in that node's store; `copies`: other nodes that fetched it and keep it in theirs. */
+    | { node: string; size: number; copies?: string[] }
+    /** Held in that process's memory (a driver with no node daemon on its machine). */
+    | { proc: string; size: number }
+    /** The task that makes the object failed: reading it throws this. */
+    | { error: Error }
+  ) & {
+    /** Refs serialized inside the value: the object holds them, so they live as long as it does. */
+    refs?: RefId[];
+  };
 
 /** Every node whose store has the object. */
 export function holders(loc: ObjectLocation): string[] {
@@ -38,7 +39,13 @@ export type CallArgs = Uint8Array | unknown[];
  * before the message that carries it would be work for nothing (on both sides). */
 export function isPlainValue(v: unknown): v is PlainValue {
   const t = typeof v;
-  return v === null || t === 'number' || t === 'boolean' || t === 'undefined' || (t === 'string' && (v as string).length <= 256);
+  return (
+    v === null ||
+    t === 'number' ||
+    t === 'boolean' ||
+    t === 'undefined' ||
+    (t === 'string' && (v as string).length <= 256)
+  );
 }
 
 /** A few plain values (see isPlainValue). */

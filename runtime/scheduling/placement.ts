@@ -8,7 +8,12 @@ import { UsageError } from '../base/errors.ts';
 /** Resource amounts by name. Built-in names: 'CPU', 'GPU', 'memory' (bytes); anything else is a custom resource. */
 export type ResourceSet = Record<string, number>;
 export type SchedulingStrategy = 'DEFAULT' | 'SPREAD' | { nodeId: string; soft?: boolean };
-export interface ResourceRequest { numCpus?: number; numGpus?: number; memory?: number; resources?: Record<string, number>; }
+export interface ResourceRequest {
+  numCpus?: number;
+  numGpus?: number;
+  memory?: number;
+  resources?: Record<string, number>;
+}
 export interface NodeView {
   nodeId: string;
   alive: boolean;
@@ -19,8 +24,8 @@ export interface NodeView {
 }
 export type Placement =
   | { kind: 'place'; nodeId: string }
-  | { kind: 'wait' }                              // feasible on some alive node's totals, but nothing free now (or no alive node yet)
-  | { kind: 'infeasible'; message: string };      // no alive node could EVER fit it
+  | { kind: 'wait' } // feasible on some alive node's totals, but nothing free now (or no alive node yet)
+  | { kind: 'infeasible'; message: string }; // no alive node could EVER fit it
 
 /** Slack for float sums such as 0.1 + 0.2 GPUs. */
 const EPS = 1e-9;
@@ -72,7 +77,9 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
     if (!isPlainObject(custom)) throw new UsageError('resources must be an object of {name: amount}');
     for (const [name, value] of Object.entries(custom)) {
       if ((BUILT_IN as readonly string[]).includes(name)) {
-        throw new UsageError(`resources.${name} is built in; use ${name === 'CPU' ? 'numCpus' : name === 'GPU' ? 'numGpus' : 'memory'} instead`);
+        throw new UsageError(
+          `resources.${name} is built in; use ${name === 'CPU' ? 'numCpus' : name === 'GPU' ? 'numGpus' : 'memory'} instead`,
+        );
       }
       if (name === '') throw new UsageError('resources must not contain an empty name');
       const amount = checkAmount(value, `resources.${name}`);
@@ -86,11 +93,16 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
 export function checkStrategy(s: unknown): SchedulingStrategy {
   if (s === undefined || s === 'DEFAULT' || s === 'SPREAD') return s ?? 'DEFAULT';
   if (isPlainObject(s) && typeof s.nodeId === 'string') {
-    if (s.soft !== undefined && typeof s.soft !== 'boolean') throw new UsageError('schedulingStrategy.soft must be a boolean');
+    if (s.soft !== undefined && typeof s.soft !== 'boolean')
+      throw new UsageError('schedulingStrategy.soft must be a boolean');
     return { nodeId: s.nodeId, soft: s.soft as boolean | undefined };
   }
   let shown: string;
-  try { shown = JSON.stringify(s) ?? String(s); } catch { shown = typeof s; }
+  try {
+    shown = JSON.stringify(s) ?? String(s);
+  } catch {
+    shown = typeof s;
+  }
   throw new UsageError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${shown}`);
 }
 
@@ -108,7 +120,8 @@ export function checkResources(d: unknown, what = 'resources'): ResourceSet {
 /** Checks a demand that came over the bus: resource amounts, and whole GPUs above 1 (free GPUs, unlike a demand, may be 1.4). */
 export function checkDemand(d: unknown): ResourceSet {
   const out = checkResources(d, 'demand');
-  if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU)) throw new UsageError(`demand.GPU above 1 must be a whole number, got ${out.GPU}`);
+  if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU))
+    throw new UsageError(`demand.GPU above 1 must be a whole number, got ${out.GPU}`);
   return out;
 }
 
@@ -138,7 +151,9 @@ export function add(a: ResourceSet, b: ResourceSet): ResourceSet {
 
 /** e.g. "{CPU: 1, GPU: 0.5, memory: 2.0 GiB, ssd: 1}": built-ins first, then custom names alphabetically. */
 export function formatResources(r: ResourceSet): string {
-  const custom = Object.keys(r).filter((k) => !(BUILT_IN as readonly string[]).includes(k)).sort();
+  const custom = Object.keys(r)
+    .filter((k) => !(BUILT_IN as readonly string[]).includes(k))
+    .sort();
   const keys = [...BUILT_IN.filter((k) => k in r), ...custom];
   const parts = keys.map((k) => {
     const v = r[k] ?? 0;
@@ -168,8 +183,12 @@ function largestNode(alive: NodeView[], demand: ResourceSet): NodeView {
     for (const [k, need] of Object.entries(demand)) s += need > 0 ? Math.min((n.total[k] ?? 0) / need, 1) : 1;
     return s;
   };
-  return [...alive].sort((a, b) =>
-    score(b) - score(a) || (b.total.CPU ?? 0) - (a.total.CPU ?? 0) || (b.total.GPU ?? 0) - (a.total.GPU ?? 0) || byId(a, b),
+  return [...alive].sort(
+    (a, b) =>
+      score(b) - score(a) ||
+      (b.total.CPU ?? 0) - (a.total.CPU ?? 0) ||
+      (b.total.GPU ?? 0) - (a.total.GPU ?? 0) ||
+      byId(a, b),
   )[0]!;
 }
 
@@ -220,7 +239,10 @@ export function place(
     if (!strategy.soft) {
       if (!target) {
         const state = nodes.some((n) => n.nodeId === strategy.nodeId) ? 'is dead' : 'is unknown';
-        return { kind: 'infeasible', message: `node ${strategy.nodeId} ${state}; cannot place ${formatResources(demand)} there (hard node affinity)` };
+        return {
+          kind: 'infeasible',
+          message: `node ${strategy.nodeId} ${state}; cannot place ${formatResources(demand)} there (hard node affinity)`,
+        };
       }
       if (!fits(target.total, demand)) {
         return {
@@ -233,7 +255,8 @@ export function place(
   }
   const candidates = alive.filter((n) => fitsNow(n, demand));
   if (candidates.length === 0) return waitOrInfeasible(alive, demand);
-  const chosen = strategy === 'SPREAD' ? pickSpread(candidates, demand, opts.spreadCursor ?? 0) : pickDefault(candidates, demand);
+  const chosen =
+    strategy === 'SPREAD' ? pickSpread(candidates, demand, opts.spreadCursor ?? 0) : pickDefault(candidates, demand);
   return { kind: 'place', nodeId: chosen.nodeId };
 }
 
@@ -245,7 +268,8 @@ function fitsNow(n: NodeView, demand: ResourceSet): boolean {
 
 function checkGpuAmount(amount: number): void {
   checkAmount(amount, 'GPU amount');
-  if (amount > 1 && !Number.isInteger(amount)) throw new UsageError(`GPU amount above 1 must be a whole number, got ${amount}`);
+  if (amount > 1 && !Number.isInteger(amount))
+    throw new UsageError(`GPU amount above 1 must be a whole number, got ${amount}`);
 }
 
 /** GPU id bookkeeping on one node. free[i] is the remaining fraction (0..1) of GPU id i.
@@ -276,10 +300,11 @@ export function allocateGpus(free: number[], amount: number): { ids: number[]; f
 
 export function releaseGpus(free: number[], ids: number[], amount: number): number[] {
   checkGpuAmount(amount);
-  const share = Math.min(amount , 1);
+  const share = Math.min(amount, 1);
   const next = [...free];
   for (const i of ids) {
-    if (!Number.isInteger(i) || i < 0 || i >= next.length) throw new UsageError(`GPU id ${i} is out of range (node has ${next.length})`);
+    if (!Number.isInteger(i) || i < 0 || i >= next.length)
+      throw new UsageError(`GPU id ${i} is out of range (node has ${next.length})`);
     const r = next[i]! + share;
     next[i] = r > 1 - EPS ? 1 : r; // snap back to exactly 1 so whole-GPU demands see it as free
   }

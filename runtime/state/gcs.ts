@@ -7,7 +7,10 @@ import { encode, decode } from '../base/codec.ts';
 
 /** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
 export class Table<T> {
-  constructor(readonly kv: KV, private readonly format: 'json' | 'msgpack' = 'json') {}
+  constructor(
+    readonly kv: KV,
+    private readonly format: 'json' | 'msgpack' = 'json',
+  ) {}
 
   private parse(bytes: Uint8Array): T | undefined {
     try {
@@ -47,7 +50,10 @@ export class Table<T> {
     const it = await this.kv.watch({ key: '>' });
     (async () => {
       for await (const e of it) {
-        if (e.operation !== 'PUT') { cb(e.key, undefined); continue; }
+        if (e.operation !== 'PUT') {
+          cb(e.key, undefined);
+          continue;
+        }
         const v = this.parse(e.value);
         if (v !== undefined) cb(e.key, v);
       }
@@ -68,7 +74,9 @@ export class Gcs {
     const kvm = new Kvm(bus.nc);
     // create() binds to a bucket that exists already, so every process may call it.
     const bucket = (name: string) => kvm.create(name, { history: 1 });
-    const [nodes, jobs, actors, names] = await Promise.all(['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map(bucket));
+    const [nodes, jobs, actors, names] = await Promise.all(
+      ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map(bucket),
+    );
     return new Gcs(new Table(nodes), new Table(jobs), new Table(actors, 'msgpack'), new Table(names));
   }
 }

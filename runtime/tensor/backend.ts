@@ -45,24 +45,36 @@ export function hasGpu(env: NodeJS.ProcessEnv = process.env): boolean {
 
 /** Chooses and activates the first candidate that loads; once per process (later calls get the same answer).
  * TROUPE_TENSOR_BACKEND=wasm (or a package name) starts the search at that candidate. */
-export function chooseBackend(o: { gpu?: boolean; candidates?: readonly BackendCandidate[]; startAt?: string } = {}): Promise<BackendChoice> {
+export function chooseBackend(
+  o: { gpu?: boolean; candidates?: readonly BackendCandidate[]; startAt?: string } = {},
+): Promise<BackendChoice> {
   return (chosen ??= pick(o));
 }
 
 /** The search itself, not remembered: chooseBackend is what processes use. */
-export async function pick(o: { gpu?: boolean; candidates?: readonly BackendCandidate[]; startAt?: string }): Promise<BackendChoice> {
+export async function pick(o: {
+  gpu?: boolean;
+  candidates?: readonly BackendCandidate[];
+  startAt?: string;
+}): Promise<BackendChoice> {
   const tf = await import('@tensorflow/tfjs-core');
   const gpu = o.gpu ?? hasGpu();
   let list = o.candidates ?? BACKENDS;
   const startAt = o.startAt ?? process.env.TROUPE_TENSOR_BACKEND;
   if (startAt) {
     const i = list.findIndex((c) => c.backend === startAt || c.pkg === startAt);
-    if (i < 0) throw new Error(`TROUPE_TENSOR_BACKEND=${startAt} names no backend: use one of ${[...new Set(list.map((c) => c.backend))].join(', ')}`);
+    if (i < 0)
+      throw new Error(
+        `TROUPE_TENSOR_BACKEND=${startAt} names no backend: use one of ${[...new Set(list.map((c) => c.backend))].join(', ')}`,
+      );
     list = list.slice(i);
   }
   const skipped: BackendChoice['skipped'] = [];
   for (const c of list) {
-    if (c.needsGpu && !gpu) { skipped.push({ pkg: c.pkg, why: 'no GPU given to this process' }); continue; }
+    if (c.needsGpu && !gpu) {
+      skipped.push({ pkg: c.pkg, why: 'no GPU given to this process' });
+      continue;
+    }
     try {
       await import(c.pkg);
       if (c.backend === 'wasm') (await import('./wasm-kernels.ts')).registerWasmConvGradient();
@@ -71,7 +83,10 @@ export async function pick(o: { gpu?: boolean; candidates?: readonly BackendCand
       return { backend: tf.getBackend(), pkg: c.pkg, skipped };
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      skipped.push({ pkg: c.pkg, why: err.code === 'ERR_MODULE_NOT_FOUND' ? 'not installed' : err.message.split('\n')[0] });
+      skipped.push({
+        pkg: c.pkg,
+        why: err.code === 'ERR_MODULE_NOT_FOUND' ? 'not installed' : err.message.split('\n')[0],
+      });
     }
   }
   throw new Error(`no tfjs backend could be loaded: ${skipped.map((s) => `${s.pkg} (${s.why})`).join('; ')}`);

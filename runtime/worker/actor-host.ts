@@ -21,7 +21,13 @@ function methodsOf(instance: object): Set<string> {
   names = new Set();
   for (let p: object | null = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
     for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
-      if (k !== 'constructor' && !k.startsWith('_') && !(LIFECYCLE as readonly string[]).includes(k) && typeof d.value === 'function') names.add(k);
+      if (
+        k !== 'constructor' &&
+        !k.startsWith('_') &&
+        !(LIFECYCLE as readonly string[]).includes(k) &&
+        typeof d.value === 'function'
+      )
+        names.add(k);
     }
   }
   methodCache.set(proto, names);
@@ -64,7 +70,11 @@ const hook = (instance: Instance, name: (typeof LIFECYCLE)[number]) =>
 export class ActorHost {
   private readonly actors = new Map<string, Hosted>();
 
-  constructor(private readonly client: Client, private readonly load: Loader, private readonly inContext: InContext) {}
+  constructor(
+    private readonly client: Client,
+    private readonly load: Loader,
+    private readonly inContext: InContext,
+  ) {}
 
   get size(): number {
     return this.actors.size;
@@ -80,10 +90,24 @@ export class ActorHost {
       let step = 'constructor';
       try {
         const Cls = await this.load(spec.cls, spec.workingDir);
-        if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls)) throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
+        if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls))
+          throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
         const args = await this.client.objects.resolveArgs(spec.args, spec.deps);
-        const made = constructActor(spec.actorId, () => new (Cls as unknown as new (...a: unknown[]) => Instance)(...args));
-        const hosted: Hosted = { spec, instance: made, queue: [], running: 0, ctx, stopped: false, callsSinceCheckpoint: 0, saving: Promise.resolve(), sub: undefined as unknown as Subscription };
+        const made = constructActor(
+          spec.actorId,
+          () => new (Cls as unknown as new (...a: unknown[]) => Instance)(...args),
+        );
+        const hosted: Hosted = {
+          spec,
+          instance: made,
+          queue: [],
+          running: 0,
+          ctx,
+          stopped: false,
+          callsSinceCheckpoint: 0,
+          saving: Promise.resolve(),
+          sub: undefined as unknown as Subscription,
+        };
         setCheckpointSaver(made, () => this.saveCheckpoint(hosted));
         const restore = hook(made, 'restore');
         if (restore) {
@@ -98,17 +122,25 @@ export class ActorHost {
         throw TaskError.from(e, `${spec.className} ${step}`);
       }
     });
-    h.sub = this.client.bus.serveBatched(subjects.actor(spec.actorId), (call: ActorCall) =>
-      new Promise<CallReply>((reply) => {
-        if (h.stopped) { reply({ notRun: true }); return; } // crashed, waiting to be stopped
-        h.queue.push({ call, reply });
-        this.drain(h);
-      }));
+    h.sub = this.client.bus.serveBatched(
+      subjects.actor(spec.actorId),
+      (call: ActorCall) =>
+        new Promise<CallReply>((reply) => {
+          if (h.stopped) {
+            reply({ notRun: true });
+            return;
+          } // crashed, waiting to be stopped
+          h.queue.push({ call, reply });
+          this.drain(h);
+        }),
+    );
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, h);
     const seconds = spec.checkpointEvery?.seconds;
     if (seconds && hook(h.instance, 'checkpoint')) {
-      h.timer = setInterval(() => { if (h.callsSinceCheckpoint > 0) void this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e)); }, seconds * 1000);
+      h.timer = setInterval(() => {
+        if (h.callsSinceCheckpoint > 0) void this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
+      }, seconds * 1000);
       h.timer.unref();
     }
     const backend = currentBackend();
@@ -129,8 +161,15 @@ export class ActorHost {
     const onStop = hook(h.instance, 'onStop');
     if (!onStop) return;
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<void>((r) => { timer = setTimeout(r, graceMs); });
-    await Promise.race([this.inContext(h.ctx, async () => { await onStop(); }).catch((e) => console.error(`troupe: ${h.spec.className}.onStop() threw:`, e)), late]);
+    const late = new Promise<void>((r) => {
+      timer = setTimeout(r, graceMs);
+    });
+    await Promise.race([
+      this.inContext(h.ctx, async () => {
+        await onStop();
+      }).catch((e) => console.error(`troupe: ${h.spec.className}.onStop() threw:`, e)),
+      late,
+    ]);
     clearTimeout(timer);
   }
 
@@ -139,30 +178,38 @@ export class ActorHost {
     while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
       const { call, reply } = h.queue.shift()!;
       h.running++;
-      this.inContext(h.ctx, () => this.run(h, call)).then((r) => {
-        reply(r);
-        h.callsSinceCheckpoint++;
-        const every = h.spec.checkpointEvery?.calls;
-        // Saved before the next call starts: the checkpoint is the state after exactly these calls.
-        if (every && h.callsSinceCheckpoint >= every && !h.stopped) return this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
-      }).finally(() => {
-        h.running--;
-        this.drain(h);
-      });
+      this.inContext(h.ctx, () => this.run(h, call))
+        .then((r) => {
+          reply(r);
+          h.callsSinceCheckpoint++;
+          const every = h.spec.checkpointEvery?.calls;
+          // Saved before the next call starts: the checkpoint is the state after exactly these calls.
+          if (every && h.callsSinceCheckpoint >= every && !h.stopped)
+            return this.saveCheckpoint(h).catch((e) => this.checkpointFailed(h, e));
+        })
+        .finally(() => {
+          h.running--;
+          this.drain(h);
+        });
     }
   }
 
   private async run(h: Hosted, call: ActorCall): Promise<{ result: ObjectLocation }> {
     const where = `${h.spec.className}.${String(call?.method)}`;
     try {
-      const method = typeof call?.method === 'string' && methodsOf(h.instance).has(call.method) ? h.instance[call.method] : undefined;
-      if (typeof method !== 'function') throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
+      const method =
+        typeof call?.method === 'string' && methodsOf(h.instance).has(call.method)
+          ? h.instance[call.method]
+          : undefined;
+      if (typeof method !== 'function')
+        throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
       const args = await this.client.objects.resolveArgs(call.args, call.deps);
       const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
       return { result: await this.client.objects.store(call.callId, value, call.caller) };
     } catch (e) {
       const error = TaskError.from(e, where);
-      if (h.spec.crashOnError && !(e instanceof UsageError) && !h.stopped) this.crash(h, `${where}() threw ${error.remoteName}: ${error.message} (crashOnError)`);
+      if (h.spec.crashOnError && !(e instanceof UsageError) && !h.stopped)
+        this.crash(h, `${where}() threw ${error.remoteName}: ${error.message} (crashOnError)`);
       return { result: { error } };
     }
   }
@@ -171,7 +218,9 @@ export class ActorHost {
   private crash(h: Hosted, cause: string): void {
     h.stopped = true; // no further calls run on this instance: they go to the next one
     for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
-    void this.client.killActor(h.spec.actorId, false, cause).catch((e) => console.error(`troupe: could not report the crash of ${h.spec.className} ${h.spec.actorId}:`, e));
+    void this.client
+      .killActor(h.spec.actorId, false, cause)
+      .catch((e) => console.error(`troupe: could not report the crash of ${h.spec.className} ${h.spec.actorId}:`, e));
   }
 
   /** One save at a time, in order; the state is read when the save starts. */

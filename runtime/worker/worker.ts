@@ -15,7 +15,10 @@ import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
-  if (!v) { console.error(`troupe worker: ${k} is not set; workers are started by a node daemon`); process.exit(2); }
+  if (!v) {
+    console.error(`troupe worker: ${k} is not set; workers are started by a node daemon`);
+    process.exit(2);
+  }
   return v;
 };
 const procId = env('TROUPE_WORKER_ID');
@@ -24,8 +27,15 @@ process.on('disconnect', () => process.exit(0));
 if (!process.connected) process.exit(0);
 const nodeId = env('TROUPE_NODE_ID');
 const client = await Client.connect({
-  address: env('TROUPE_ADDRESS'), token: env('TROUPE_TOKEN'), role: 'worker', procId,
-  localNode: { nodeId, objectDir: env('TROUPE_OBJECT_DIR'), objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')) },
+  address: env('TROUPE_ADDRESS'),
+  token: env('TROUPE_TOKEN'),
+  role: 'worker',
+  procId,
+  localNode: {
+    nodeId,
+    objectDir: env('TROUPE_OBJECT_DIR'),
+    objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')),
+  },
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
@@ -61,15 +71,25 @@ const inContext = async <T>(ctx: HostedContext, fn: () => Promise<T>): Promise<T
 let workDone = false;
 const gc = (globalThis as { gc?: () => void }).gc;
 setInterval(() => {
-  if (workDone && gc && client.objects.refs.size > 0) { workDone = false; gc(); }
+  if (workDone && gc && client.objects.refs.size > 0) {
+    workDone = false;
+    gc();
+  }
 }, 2000).unref();
-for (const [stream, stderr] of [[process.stdout, false], [process.stderr, true]] as const) {
+for (const [stream, stderr] of [
+  [process.stdout, false],
+  [process.stderr, true],
+] as const) {
   const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
   stream.write = ((chunk: unknown, ...rest: unknown[]) => {
     const ctx = currentContext();
     if (ctx) {
       const lines = outbox.get(ctx.owner) ?? [];
-      lines.push({ prefix: ctx.prefix, text: typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString(), stderr });
+      lines.push({
+        prefix: ctx.prefix,
+        text: typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString(),
+        stderr,
+      });
       outbox.set(ctx.owner, lines);
     }
     return write(chunk, ...rest);
@@ -87,19 +107,24 @@ const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import
 async function loadExport(ref: { url: string; exportName: string }, workingDir: string): Promise<unknown> {
   const key = `${workingDir}\0${ref.url}#${ref.exportName}`; // the directory check below holds per working directory
   if (exportsCache.has(key)) return exportsCache.get(key);
-  if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://')) throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
+  if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://'))
+    throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
   let file: string, root: string;
   try {
     file = realpathSync(fileURLToPath(ref.url));
     root = realpathSync(workingDir);
   } catch (e) {
-    throw new UsageError(`cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`);
+    throw new UsageError(
+      `cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`,
+    );
   }
-  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS)) throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
+  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
+    throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
   const mod = (await import(ref.url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   // The job computes with tfjs: choose the best backend that loads here before its code runs.
-  if (tfjsLoaded() && !currentBackend()) console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
+  if (tfjsLoaded() && !currentBackend())
+    console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
   exportsCache.set(key, mod[ref.exportName]);
   return mod[ref.exportName];
 }
@@ -111,7 +136,10 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
 const MAX_TASK_EVENTS = 1000;
 const events = new Map<string, TaskEvent>();
 setInterval(() => {
-  if (events.size) { client.bus.publish(subjects.evtTasks, [...events.values()]); events.clear(); }
+  if (events.size) {
+    client.bus.publish(subjects.evtTasks, [...events.values()]);
+    events.clear();
+  }
 }, 250).unref();
 function report(ev: TaskEvent): void {
   events.delete(ev.taskId); // (re)inserted last: the oldest go first
@@ -121,11 +149,20 @@ function report(ev: TaskEvent): void {
 
 async function run(spec: TaskSpec): Promise<TaskReply> {
   // One object, changed as the task goes: a report is encoded when it is sent.
-  const ev: TaskEvent = { taskId: spec.taskId, name: spec.name, state: 'RUNNING', nodeId, workerId: procId, pid: process.pid, startedAt: Date.now() };
+  const ev: TaskEvent = {
+    taskId: spec.taskId,
+    name: spec.name,
+    state: 'RUNNING',
+    nodeId,
+    workerId: procId,
+    pid: process.pid,
+    startedAt: Date.now(),
+  };
   report(ev);
   try {
     const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
-    if (typeof exported?.fn !== 'function') throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
+    if (typeof exported?.fn !== 'function')
+      throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = await client.objects.resolveArgs(spec.args, spec.deps);
     if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
     const started = performance.now();
@@ -167,9 +204,13 @@ client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => 
   }
   return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
 });
-client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) => actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)));
+client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) =>
+  actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)),
+);
 
-process.on('SIGTERM', () => { void client.close().finally(() => process.exit(0)); });
+process.on('SIGTERM', () => {
+  void client.close().finally(() => process.exit(0));
+});
 // Ready only once the server has our subscriptions: the first task may be published the moment we say so.
 await client.bus.flush();
 process.send?.({ type: 'ready' });

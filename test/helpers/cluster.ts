@@ -15,7 +15,14 @@ import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 
 const everyPid = new Set<number>();
 // Last line of defence if a test process dies before its teardown ran.
-process.on('exit', () => { for (const pid of everyPid) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } });
+process.on('exit', () => {
+  for (const pid of everyPid)
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+});
 
 export function tempDir(t: ExecutionContext, prefix = 'troupe-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -41,7 +48,9 @@ export interface TestCluster {
 /** Per node: resources and object store settings. */
 export type NodeFlags = ResourceFlags & Pick<StartOptions, 'objectStoreMemory' | 'spillDir'>;
 
-export async function startCluster(o: { head?: NodeFlags; nodes?: NodeFlags[]; nodeTimeoutMs?: number } = {}): Promise<TestCluster> {
+export async function startCluster(
+  o: { head?: NodeFlags; nodes?: NodeFlags[]; nodeTimeoutMs?: number } = {},
+): Promise<TestCluster> {
   const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
   process.env.TROUPE_HOME = home;
   const started: StartedCluster[] = [];
@@ -54,23 +63,53 @@ export async function startCluster(o: { head?: NodeFlags; nodes?: NodeFlags[]; n
     rmSync(home, { recursive: true, force: true });
   };
   try {
-    const head = await startHead({ detached: false, numCpus: 2, numGpus: 0, ...o.head, objectStoreDir: home, nodeTimeoutMs: o.nodeTimeoutMs });
+    const head = await startHead({
+      detached: false,
+      numCpus: 2,
+      numGpus: 0,
+      ...o.head,
+      objectStoreDir: home,
+      nodeTimeoutMs: o.nodeTimeoutMs,
+    });
     started.push(head);
     head.pids.forEach((p) => everyPid.add(p));
     // As `troupe start --head` does: init() with no arguments finds this cluster and the local node's store.
-    writeClusterFile({ address: head.address, token: head.token, sessionDir: head.sessionDir, localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory }, startedAt: new Date().toISOString() });
+    writeClusterFile({
+      address: head.address,
+      token: head.token,
+      sessionDir: head.sessionDir,
+      localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory },
+      startedAt: new Date().toISOString(),
+    });
     const nodes: StartedCluster[] = [];
     for (const flags of o.nodes ?? []) {
-      const n = await startNode({ detached: false, numGpus: 0, ...flags, objectStoreDir: home, address: head.address, token: head.token, sessionDir: head.sessionDir });
+      const n = await startNode({
+        detached: false,
+        numGpus: 0,
+        ...flags,
+        objectStoreDir: home,
+        address: head.address,
+        token: head.token,
+        sessionDir: head.sessionDir,
+      });
       n.pids.forEach((p) => everyPid.add(p));
       started.push(n);
       nodes.push(n);
     }
     return {
-      address: head.address, token: head.token, home, head, nodes, nodeIds: [head.nodeId, ...nodes.map((n) => n.nodeId)],
+      address: head.address,
+      token: head.token,
+      home,
+      head,
+      nodes,
+      nodeIds: [head.nodeId, ...nodes.map((n) => n.nodeId)],
       status: async () => {
         const bus = await Bus.connect({ address: head.address, token: head.token, name: 'test' });
-        try { return await bus.request<HeadStatus>(subjects.headStatus, {}); } finally { await bus.close(); }
+        try {
+          return await bus.request<HeadStatus>(subjects.headStatus, {});
+        } finally {
+          await bus.close();
+        }
       },
       stop,
     };
@@ -80,7 +119,11 @@ export async function startCluster(o: { head?: NodeFlags; nodes?: NodeFlags[]; n
   }
 }
 
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 15_000,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn().catch(() => undefined);
@@ -90,18 +133,40 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
   }
 }
 
-export interface RunResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs a command to completion (bounded by timeoutMs), collecting its output. */
-export function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function runCommand(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, ...opts.env },
+      cwd: opts.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     everyPid.add(child.pid!);
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
+    let stdout = '',
+      stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-    child.on('close', (code, signal) => { clearTimeout(timer); everyPid.delete(child.pid!); resolve({ code, signal, stdout, stderr }); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      everyPid.delete(child.pid!);
+      resolve({ code, signal, stdout, stderr });
+    });
   });
 }
 
@@ -114,8 +179,10 @@ export function processesWithHome(home: string): number[] {
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
-      if ((`${readFileSync(`/proc/${name}/environ`, 'utf8')}\0`).includes(needle)) out.push(Number(name));
-    } catch { /* gone, or not ours to read */ }
+      if (`${readFileSync(`/proc/${name}/environ`, 'utf8')}\0`.includes(needle)) out.push(Number(name));
+    } catch {
+      /* gone, or not ours to read */
+    }
   }
   return out;
 }
