@@ -1,4 +1,4 @@
-// The architecture test (npm run lint:arch, part of npm test): the rooms of ARCHITECTURE.md and what each may import.
+// The architecture test (npm run lint:arch, part of npm run lint and so of npm test): the rooms of ARCHITECTURE.md and what each may import.
 // Imports only point down. Type-only imports count too: a type shared by two processes belongs in protocol/.
 const R = 'runtime/';
 /** A room's files, as a path pattern. */
@@ -73,10 +73,14 @@ module.exports = {
     },
     {
       name: 'libraries-through-one-door',
-      comment: 'The libraries (supervision, collective, train, serve, tune) reach the runtime only through ' +
+      comment:
+        'The libraries (supervision, collective, train, serve, tune) reach the runtime only through ' +
         'actors/library/runtime.ts, and the rest of actors/ through the actor API at its root.',
       severity: 'error',
-      from: { path: '^actors/(supervision|collective|train|serve|tune|library)/', pathNot: '^actors/library/runtime\\.ts$' },
+      from: {
+        path: '^actors/(supervision|collective|train|serve|tune|library)/',
+        pathNot: '^actors/library/runtime\\.ts$',
+      },
       to: { path: '^(runtime|object-store|examples|test|bench|scripts)/' },
     },
     {

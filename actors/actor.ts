@@ -1,6 +1,6 @@
 // The base class of remote actors. Its statics give `Trainer.remote(...)` and `Trainer.options({...}).remote(...)`
 // their types: a decorator cannot add typed statics, a base class can.
-import { currentClient, type ActorOptions, type FunctionRef } from '../runtime/core/core.ts';
+import { currentCore, type ActorOptions, type FunctionRef } from '../runtime/core/core.ts';
 import { UsageError } from '../runtime/base/errors.ts';
 import { REMOTE_CLASS, constructingActorId, saveCheckpointOf } from '../runtime/core/actor-instance.ts';
 import type { RemoteArgs } from '../runtime/api/remote-function.ts';
@@ -72,7 +72,8 @@ export function remoteClassInfo(cls: ActorClass): RemoteClassInfo {
   const info = (cls as unknown as Record<symbol, RemoteClassInfo | undefined>)[REMOTE_CLASS];
   if (typeof cls !== 'function' || !info || !Object.hasOwn(cls, REMOTE_CLASS)) {
     throw new UsageError(
-      `${(cls as { name?: string })?.name ?? String(cls)} is not a remote actor class: decorate it with @remote({...}) and export it from its module`,
+      `${(cls as { name?: string })?.name ?? String(cls)} is not a remote actor class: decorate it with ` +
+        `@remote({...}) and export it from its module`,
     );
   }
   return info;
@@ -83,7 +84,8 @@ export function classRef(cls: ActorClass): FunctionRef | Promise<FunctionRef> {
   const d = remoteClassInfo(cls).def;
   const notExported = () =>
     new UsageError(
-      `actor class ${cls.name} defined in ${d.url} is not an export of that module: export it, and keep actor classes out of the script that calls init()`,
+      `actor class ${cls.name} defined in ${d.url} is not an export of that module: export it, and keep actor ` +
+        `classes out of the script that calls init()`,
     );
   const ref = (exportName: string) => ({ url: d.url, exportName, name: cls.name });
   if (d.exportName === undefined && d.looked) throw notExported();
@@ -97,6 +99,6 @@ export function classRef(cls: ActorClass): FunctionRef | Promise<FunctionRef> {
 
 function create<C extends ActorClass>(cls: C, more: ActorOptions, args: unknown[]): ActorHandle<InstanceType<C>> {
   const opts = { ...remoteClassInfo(cls).options, ...more, className: cls.name };
-  const actorId = currentClient().createActor(classRef(cls), args, opts);
+  const actorId = currentCore().createActor(classRef(cls), args, opts);
   return makeHandle<InstanceType<C>>(new HandleData(actorId, cls.name, opts.maxTaskRetries ?? 0, opts.maxPendingCalls));
 }

@@ -1,6 +1,6 @@
 // Actor handles: typed proxies whose methods send calls to the actor and return ObjectRefs.
 // A handle is plain data underneath (id, class name), so it can be passed to tasks and other actors.
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { registerExtension, ExtType } from '../runtime/base/codec.ts';
 import type { RemoteArgs } from '../runtime/api/remote-function.ts';
 import type { ObjectRef } from '../object-store/object-ref.ts';
@@ -21,7 +21,8 @@ export type ActorMethodNames<T> = {
       : never;
 }[keyof T];
 
-/** A remote actor: every method takes the same arguments (each a value or an ObjectRef of it) and returns an ObjectRef of its awaited result. */
+/** A remote actor: every method takes the same arguments (each a value or an ObjectRef of it) and returns an ObjectRef
+ * of its awaited result. */
 export type ActorHandle<T> = {
   readonly [K in ActorMethodNames<T>]: T[K] extends (...args: infer A) => infer R
     ? (...args: RemoteArgs<A>) => ObjectRef<Awaited<R>>
@@ -68,7 +69,7 @@ export function makeHandle<T>(data: HandleData): ActorHandle<T> {
       let m = methods.get(prop);
       if (!m) {
         m = (...args: unknown[]) =>
-          currentClient().callActor(target.actorId, prop, args, target.maxTaskRetries, target.maxPendingCalls);
+          currentCore().callActor(target.actorId, prop, args, target.maxTaskRetries, target.maxPendingCalls);
         methods.set(prop, m);
       }
       return m;

@@ -2,24 +2,26 @@
 import { normalizeRequest, checkStrategy } from '../runtime/scheduling/placement.ts';
 import type { ActorOptions } from '../runtime/core/core.ts';
 import { UsageError } from '../runtime/base/errors.ts';
+import { keysOf } from '../runtime/base/option-keys.ts';
 
-const KEYS = new Set([
-  'numCpus',
-  'numGpus',
-  'memory',
-  'resources',
-  'schedulingStrategy',
-  'maxRestarts',
-  'maxTaskRetries',
-  'maxConcurrency',
-  'name',
-  'namespace',
-  'lifetime',
-  'isolation',
-  'crashOnError',
-  'checkpointEvery',
-  'maxPendingCalls',
-]);
+/** Every option of ActorOptions but className, which the runtime sets. */
+const KEYS = keysOf<Omit<ActorOptions, 'className'>>({
+  numCpus: true,
+  numGpus: true,
+  memory: true,
+  resources: true,
+  schedulingStrategy: true,
+  maxRestarts: true,
+  maxTaskRetries: true,
+  maxConcurrency: true,
+  name: true,
+  namespace: true,
+  lifetime: true,
+  isolation: true,
+  crashOnError: true,
+  checkpointEvery: true,
+  maxPendingCalls: true,
+});
 
 export function checkActorOptions(opts: ActorOptions): void {
   if (typeof opts !== 'object' || opts === null) throw new UsageError('actor options must be an object');
@@ -54,7 +56,8 @@ export function checkActorOptions(opts: ActorOptions): void {
       (every.calls === undefined && every.seconds === undefined);
     if (bad)
       throw new UsageError(
-        `checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 } with at least one, got ${JSON.stringify(every)}`,
+        `checkpointEvery must be { calls?: whole number >= 1, seconds?: number > 0 } with at least one, got ` +
+          `${JSON.stringify(every)}`,
       );
   }
   if (opts.maxConcurrency !== undefined && (!Number.isInteger(opts.maxConcurrency) || opts.maxConcurrency < 1)) {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { init, shutdown, get, wait, put, type ObjectRef } from 'troupe';
 import { startHead, startNode, type StartedCluster } from '../runtime/cluster/local-cluster.ts';
 import { writeClusterFile, parseAddress } from '../runtime/base/config.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
@@ -76,7 +76,7 @@ writeClusterFile({
   startedAt: new Date().toISOString(),
 });
 await init({ logToDriver: false });
-const bus = currentClient().bus;
+const bus = currentCore().bus;
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
@@ -268,7 +268,8 @@ function add(
   };
 }
 
-/** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the clean one. */
+/** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the
+ * clean one. */
 function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): void {
   const same = `${TRAINING.epochs} epochs, batch ${TRAINING.batchSize} per replica, seed ${TRAINING.seed} in each run`;
   const speed = (r: TrainingRun) =>
@@ -284,7 +285,8 @@ function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): v
   });
   const target = (r: TrainingRun) =>
     r.epochToTarget === null
-      ? `${TARGET_ACCURACY} not reached in ${TRAINING.epochs} epochs (best ${Math.max(...r.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
+      ? `${TARGET_ACCURACY} not reached in ${TRAINING.epochs} epochs (best ` +
+        `${Math.max(...r.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
       : `sum of epoch times to epoch ${r.epochToTarget}, the first with test accuracy ≥ ${TARGET_ACCURACY}`;
   const time = `train_mnist_time_to_${TARGET_ACCURACY}`;
   add(`${time}_1_replica`, one.secondsToTarget, 's', { digits: 1, note: target(one) });
@@ -307,7 +309,9 @@ function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): v
     reference: 'one_replica',
     within: 0.005,
     test_accuracy_by_epoch: byEpoch(two),
-    note: `after ${TRAINING.epochs} epochs; a step is 2 × ${TRAINING.batchSize} samples here, so half the steps of 1 replica`,
+    note:
+      `after ${TRAINING.epochs} epochs; a step is 2 × ${TRAINING.batchSize} samples here, so half the steps of 1 ` +
+      `replica`,
   });
   add(`train_mnist_${KILLS}_kills`, killed.finalAccuracy, 'test accuracy', {
     digits: 4,
@@ -317,7 +321,10 @@ function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): v
     kills: killed.kills.length,
     failures: killed.failures,
     test_accuracy_by_epoch: byEpoch(killed),
-    note: `2 replicas, the same one SIGKILLed at ${killed.kills.join(', ') || 'no point (no kill sent)'}; ${killed.failures} failures recovered; the run took ${killed.wallSeconds.toFixed(0)} s (clean: ${two.wallSeconds.toFixed(0)} s)`,
+    note:
+      `2 replicas, the same one SIGKILLed at ${killed.kills.join(', ') || 'no point (no kill sent)'}; ` +
+      `${killed.failures} failures recovered; the run took ${killed.wallSeconds.toFixed(0)} s (clean: ` +
+      `${two.wallSeconds.toFixed(0)} s)`,
   });
 }
 
@@ -346,7 +353,10 @@ const rows = Object.entries(metrics).map(([name, m]) => {
   const ref = m.reference ? (m[m.reference] ?? undefined) : undefined;
   const { shown, goal } = compare(m, ref);
   const value = m.troupe === null ? 'not reached' : `${m.troupe} ${m.unit}`;
-  return `| ${name} | ${value} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ${shown} | ${goal} | ${m.note ?? ''} |`;
+  return (
+    `| ${name} | ${value} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ` +
+    `${shown} | ${goal} | ${m.note ?? ''} |`
+  );
 });
 const table = [
   '| metric | troupe | reference | ratio | goal | note |',
@@ -360,7 +370,9 @@ const refTable = [
 ].join('\n');
 console.log(`${table}\n\n${refTable}`);
 if (!smoke) {
-  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
+  const machine =
+    `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ` +
+    `${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
   const date = new Date().toISOString();
   writeFileSync(
     new URL('./results.json', import.meta.url),
@@ -372,7 +384,10 @@ if (!smoke) {
   const chaos = before.includes('\n## Chaos') ? before.slice(before.indexOf('\n## Chaos')) : '';
   writeFileSync(
     file,
-    `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a reference measured in the same run on the same nats-server; for training, against the 1-replica or the clean run.\n\n${table}\n\nReferences (Moleculer: the median of all its runs beside the goals above):\n\n${refTable}\n${chaos}`,
+    `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a ` +
+      `reference measured in the same run on the same nats-server; for training, against the 1-replica or the clean ` +
+      `run.\n\n${table}\n\nReferences (Moleculer: the median of all its runs beside the goals ` +
+      `above):\n\n${refTable}\n${chaos}`,
   );
 }
 

@@ -160,7 +160,8 @@ export class ObjectClient {
     return p;
   }
 
-  /** Calls back once the ref's value exists (or failed, or is lost). Returns a remover for callers that stop waiting. */
+  /** Calls back once the ref's value exists (or failed, or is lost). Returns a remover for callers that stop
+   * waiting. */
   whenReady(ref: ObjectRef, cb: () => void): () => void {
     const remove = this.owned.onSealed(ref.id, cb);
     if (remove) return remove;
@@ -229,7 +230,11 @@ export class ObjectClient {
         ? `object ${id} (made by ${o.createdBy})`
         : `object ${id} (owned by ${this.located.get(id) ? this.ownerOf(id) : 'another process'})`;
       throw new ObjectLostError(
-        `${what} is lost: ${'node' in loc ? `no node that held it (${where.join(', ')}) has it` : `process ${loc.proc} that held it is gone`}`,
+        `${what} is lost: ${
+          'node' in loc
+            ? `no node that held it (${where.join(', ')}) has it`
+            : `process ${loc.proc} that held it is gone`
+        }`,
         { cause: e },
       );
     }
@@ -354,7 +359,9 @@ export class ObjectClient {
         o.location = { node: left[0], size: loc.size, copies: left.slice(1), refs: loc.refs };
         continue;
       }
-      const why = `object ${o.id} (made by ${o.createdBy}) is lost: node ${nodeId}, the only one holding it, died (${cause})`;
+      const why =
+        `object ${o.id} (made by ${o.createdBy}) is lost: node ${nodeId}, the only one holding it, died ` +
+        `(${cause})`;
       if (o.rebuild?.(why)) this.owned.unseal(o.id);
       else o.location = { error: new ObjectLostError(why) };
     }

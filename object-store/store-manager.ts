@@ -82,7 +82,8 @@ export class StoreManager {
   private admit(o: StoredObject): void {
     if (o.size > this.capacity) {
       throw new ObjectStoreFullError(
-        `object ${o.id} is ${formatBytes(o.size)}; the object store of node ${this.nodeId} holds ${formatBytes(this.capacity)} (--object-store-memory)`,
+        `object ${o.id} is ${formatBytes(o.size)}; the object store of node ${this.nodeId} holds ` +
+          `${formatBytes(this.capacity)} (--object-store-memory)`,
       );
     }
     if (!this.store.spillDir) {
@@ -99,7 +100,9 @@ export class StoreManager {
       }
       if (free < o.size) {
         throw new ObjectStoreFullError(
-          `the object store of node ${this.nodeId} is full: ${formatBytes(this.memory.calculatedSize)} of ${formatBytes(this.capacity)} is held by objects still referenced, spilling is off, and object ${o.id} needs ${formatBytes(o.size)}`,
+          `the object store of node ${this.nodeId} is full: ${formatBytes(this.memory.calculatedSize)} of ` +
+            `${formatBytes(this.capacity)} is held by objects still referenced, spilling is off, and object ${o.id} ` +
+            `needs ${formatBytes(o.size)}`,
         );
       }
     }
@@ -131,7 +134,8 @@ export class StoreManager {
         } catch (e) {
           // Still whole in shared memory: keep serving it from there, over the bound, rather than lose it.
           this.log(
-            `troupe: could not spill object ${id} to ${this.store.spillDir}: ${(e as Error).message}; it stays in memory`,
+            `troupe: could not spill object ${id} to ${this.store.spillDir}: ${(e as Error).message}; it stays in ` +
+              `memory`,
           );
           o.spilled = false;
           this.onDisk.delete(id);

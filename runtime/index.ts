@@ -1,4 +1,5 @@
-// troupe: the public API (layer 5: it may import from every layer below).
+// troupe's package entry, the public API: it may import every room, and it is the only runtime file that imports
+// actors/ (see ARCHITECTURE.md).
 export { init, shutdown, put, get, wait, type InitOptions, type ClusterInfo } from './api/session.ts';
 export { remote, type ActorDecorator } from '../actors/remote.ts';
 export type { RemoteFunction, RemoteArgs } from './api/remote-function.ts';

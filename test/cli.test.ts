@@ -26,7 +26,8 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.is(statSync(clusterFile).mode & 0o777, 0o600);
   const { address, token } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string; token: string };
 
-  // The second node finds the token in the current-cluster file; the third gets it from TROUPE_TOKEN, as on another machine.
+  // The second node finds the token in the current-cluster file; the third gets it from TROUPE_TOKEN, as on another
+  // machine.
   const n1 = await troupe(
     'start',
     '--address',

@@ -113,16 +113,23 @@ test('a Map holding typed arrays round-trips as a Map, keeping its key types', (
   t.is(back.get('7'), undefined);
 });
 
-test('the objects every call carries are named by a number, not spelled out in each message; other objects still are', (t) => {
-  const reply = [0, [[0, 0, { result: { inline: new Uint8Array([7]) } }]]];
-  const bytes = Buffer.from(encode(reply));
-  t.false(bytes.includes('result') || bytes.includes('inline'), 'shared envelope keys are not in the message');
-  t.deepEqual(roundTrip(reply), reply);
-  t.true(Buffer.from(encode({ resultOf: 1 })).includes('resultOf'));
-  // The same keys in another order, and more shapes in one message than msgpackr keeps ids for, still round-trip.
-  const mixed = { inline: 1, result: 2, many: Array.from({ length: 100 }, (_, i) => ({ [`k${i}`]: i, callId: 'c' })) };
-  t.deepEqual(roundTrip(mixed), mixed);
-});
+test(
+  'the objects every call carries are named by a number, not spelled ' + 'out in each message; other objects still are',
+  (t) => {
+    const reply = [0, [[0, 0, { result: { inline: new Uint8Array([7]) } }]]];
+    const bytes = Buffer.from(encode(reply));
+    t.false(bytes.includes('result') || bytes.includes('inline'), 'shared envelope keys are not in the message');
+    t.deepEqual(roundTrip(reply), reply);
+    t.true(Buffer.from(encode({ resultOf: 1 })).includes('resultOf'));
+    // The same keys in another order, and more shapes in one message than msgpackr keeps ids for, still round-trip.
+    const mixed = {
+      inline: 1,
+      result: 2,
+      many: Array.from({ length: 100 }, (_, i) => ({ [`k${i}`]: i, callId: 'c' })),
+    };
+    t.deepEqual(roundTrip(mixed), mixed);
+  },
+);
 
 // ---- errors ---------------------------------------------------------------------------------
 
@@ -349,13 +356,17 @@ test('a process that has not loaded tfjs can decode a tensor', async (t) => {
   });
 });
 
-test('raw frames (large typed arrays and tensors in the store) decode from any offset, and encoding copies a typed array', (t) => {
-  const a = new Float32Array([1.5, 2.5, -3.25, 1e-3]);
-  const parts = encodeParts(a);
-  t.is(parts.length, 2);
-  a[0] = 99; // changed after encoding: the parts hold the value as it was
-  for (const pad of [0, 1, 3, 5]) {
-    const joined = Buffer.concat([Buffer.alloc(pad), ...parts]).subarray(pad); // a Buffer view at an odd offset
-    t.deepEqual(decode(joined), new Float32Array([1.5, 2.5, -3.25, 1e-3]));
-  }
-});
+test(
+  'raw frames (large typed arrays and tensors in the store) decode from any offset, and encoding copies a typed ' +
+    'array',
+  (t) => {
+    const a = new Float32Array([1.5, 2.5, -3.25, 1e-3]);
+    const parts = encodeParts(a);
+    t.is(parts.length, 2);
+    a[0] = 99; // changed after encoding: the parts hold the value as it was
+    for (const pad of [0, 1, 3, 5]) {
+      const joined = Buffer.concat([Buffer.alloc(pad), ...parts]).subarray(pad); // a Buffer view at an odd offset
+      t.deepEqual(decode(joined), new Float32Array([1.5, 2.5, -3.25, 1e-3]));
+    }
+  },
+);

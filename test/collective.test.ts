@@ -3,7 +3,7 @@
 import test from 'ava';
 import { CollectiveError, TaskError, kill, type ActorHandle } from '../runtime/index.ts';
 import { useCluster } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { Peer } from './fixtures/collective.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
@@ -48,7 +48,7 @@ test.serial('allreduce with mean and max; tensors come back as tensors of the sa
   t.deepEqual(tensors[1].shape, [2, 3]);
   // The process chose the best backend that loads, and the head knows it (troupe list actors shows it).
   t.true(['wasm', 'tensorflow'].includes(tensors[0].backend), tensors[0].backend);
-  const info = await (await currentClient().gcs()).actors.get(peers[0].actorId);
+  const info = await (await currentCore().gcs()).actors.get(peers[0].actorId);
   t.true(info?.backend?.startsWith(tensors[0].backend), info?.backend);
 });
 

@@ -37,9 +37,10 @@ test.serial(
     t.is(keeper.actorId, ids.keeper);
     t.is(await keeper.value(), 42);
     await t.throwsAsync(getActor('ephemeral'), { instanceOf: UsageError });
-    await t.throwsAsync(getActor('made-in-task'), { instanceOf: UsageError }); // made by a task of that driver: gone with it
+    // made by a task of that driver: gone with it
+    await t.throwsAsync(getActor('made-in-task'), { instanceOf: UsageError });
     const info = await (await import('../runtime/core/core.ts'))
-      .currentClient()
+      .currentCore()
       .gcs()
       .then((g) => g.actors.get(ids.ephemeral));
     t.is(info?.state, 'DEAD');
@@ -81,7 +82,7 @@ test.serial(
     t.is(r.signal, 'SIGKILL', r.stderr);
     const out = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { actorId: string; value: number };
     t.is(out.value, 2, 'its actor answered after 6 s of a blocked loop');
-    const gcs = await (await import('../runtime/core/core.ts')).currentClient().gcs();
+    const gcs = await (await import('../runtime/core/core.ts')).currentCore().gcs();
     await eventually(
       'the actor of the killed driver ended',
       async () => (await gcs.actors.get(out.actorId))?.state === 'DEAD',

@@ -7,98 +7,128 @@ import { runCommand, tempDir, processesWithHome, isAlive, eventually } from './h
 
 const root = join(import.meta.dirname, '..');
 
-test('npm run demo trains on MNIST with 2 replicas: a line per epoch, a chart, the test accuracy last (1 epoch here)', async (t) => {
-  t.timeout(180_000);
-  const home = tempDir(t);
-  const out = join(tempDir(t), 'out');
-  const r = await runCommand('npm', ['run', '--silent', 'demo'], {
-    cwd: root,
-    timeoutMs: 170_000,
-    env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1', MNIST_OUT: out },
-  });
-  t.is(r.code, 0, r.stderr);
-  t.regex(
-    r.stdout,
-    /^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc 0\.9\d{3} {2}\d+ samples\/s, \d+% in allreduce$/m,
-  );
-  t.true(readFileSync(join(out, 'training.svg'), 'utf8').startsWith('<svg'), r.stdout);
-  t.true(
-    r.stdout.includes(`chart: ${join(out, 'training.svg')}; weights: ${join(out, 'weights.bin')}`),
-    'written where MNIST_OUT says, never over the weights of a real run',
-  );
-  t.true(statSync(join(out, 'weights.bin')).size > 0);
-  const last = r.stdout.trim().split('\n').pop()!;
-  t.regex(last, /^test accuracy: 0\.9\d{3}$/);
-  t.deepEqual(processesWithHome(home), []);
-});
+test(
+  'npm run demo trains on MNIST with 2 replicas: a line per epoch, a ' + 'chart, the test accuracy last (1 epoch here)',
+  async (t) => {
+    t.timeout(180_000);
+    const home = tempDir(t);
+    const out = join(tempDir(t), 'out');
+    const r = await runCommand('npm', ['run', '--silent', 'demo'], {
+      cwd: root,
+      timeoutMs: 170_000,
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1', MNIST_OUT: out },
+    });
+    t.is(r.code, 0, r.stderr);
+    t.regex(
+      r.stdout,
+      new RegExp(
+        String.raw`^epoch 1\/1: loss 0\.\d{4} acc 0\.\d{4} {2}test loss 0\.\d{4} acc ` +
+          String.raw`0\.9\d{3} {2}\d+ samples\/s, \d+% in allreduce$`,
+        'm',
+      ),
+    );
+    t.true(readFileSync(join(out, 'training.svg'), 'utf8').startsWith('<svg'), r.stdout);
+    t.true(
+      r.stdout.includes(`chart: ${join(out, 'training.svg')}; weights: ${join(out, 'weights.bin')}`),
+      'written where MNIST_OUT says, never over the weights of a real run',
+    );
+    t.true(statSync(join(out, 'weights.bin')).size > 0);
+    const last = r.stdout.trim().split('\n').pop()!;
+    t.regex(last, /^test accuracy: 0\.9\d{3}$/);
+    t.deepEqual(processesWithHome(home), []);
+  },
+);
 
-test('npm run example:basics runs the tasks-and-actors example on an embedded cluster and leaves nothing behind', async (t) => {
-  const home = tempDir(t);
-  const r = await runCommand('npm', ['run', '--silent', 'example:basics'], {
-    cwd: root,
-    env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
-  });
-  t.is(r.code, 0, r.stderr);
-  t.regex(r.stdout, /started by this script/);
-  t.regex(r.stdout, /squares of 0\.\.9/);
-  t.regex(r.stdout, /sum of squares via nested refs: 285/);
-  t.regex(r.stdout, /caught TaskError \(RangeError\): exploded: on purpose/);
-  t.regex(r.stdout, /^\(Mean pid=\d+\) now holding 6 values$/m);
-  t.regex(r.stdout, /mean of 1\.\.6 from the actor: 3\.5/);
-  t.deepEqual(processesWithHome(home), []);
-  t.deepEqual(
-    readdirSync(home).filter((f) => f.startsWith('session_')),
-    [],
-  ); // an embedded session dir is temporary
-  t.deepEqual(
-    readdirSync('/dev/shm').filter((f) => f.includes(home.split('/').pop()!)),
-    [],
-  );
-});
+test(
+  'npm run example:basics runs the tasks-and-actors example on an ' + 'embedded cluster and leaves nothing behind',
+  async (t) => {
+    const home = tempDir(t);
+    const r = await runCommand('npm', ['run', '--silent', 'example:basics'], {
+      cwd: root,
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+    });
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, /started by this script/);
+    t.regex(r.stdout, /squares of 0\.\.9/);
+    t.regex(r.stdout, /sum of squares via nested refs: 285/);
+    t.regex(r.stdout, /caught TaskError \(RangeError\): exploded: on purpose/);
+    t.regex(r.stdout, /^\(Mean pid=\d+\) now holding 6 values$/m);
+    t.regex(r.stdout, /mean of 1\.\.6 from the actor: 3\.5/);
+    t.deepEqual(processesWithHome(home), []);
+    t.deepEqual(
+      readdirSync(home).filter((f) => f.startsWith('session_')),
+      [],
+    ); // an embedded session dir is temporary
+    t.deepEqual(
+      readdirSync('/dev/shm').filter((f) => f.includes(home.split('/').pop()!)),
+      [],
+    );
+  },
+);
 
-test('npm run example:search runs a hyperparameter search of MNIST MLPs as parallel tasks and prints the best last (2 trials of 1 epoch here)', async (t) => {
-  t.timeout(120_000);
-  const home = tempDir(t);
-  const r = await runCommand('npm', ['run', '--silent', 'example:search'], {
-    cwd: root,
-    timeoutMs: 110_000,
-    env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', SAMPLES: '1', EPOCHS: '1' },
-  });
-  t.is(r.code, 0, r.stderr);
-  t.is(r.stdout.match(/^trial \d ended \(\d\/2\): accuracy 0\.\d{4}$/gm)?.length, 2, r.stdout);
-  t.regex(r.stdout, /^2 trials \(seed 1\) on the (wasm|tensorflow|cpu) backend, best first:$/m);
-  t.regex(r.stdout, /^ +\d +(32|128) +\d\.\d{2}e-\d +(32|64) +0\.\d{4} +\d+\.\d{4} +\d+\.\d {2}<- best$/m);
-  const last = r.stdout.trim().split('\n').pop()!;
-  t.regex(
-    last,
-    /^best: hidden (32|128), learning rate \d\.\d{2}e-\d, batch (32|64): test accuracy 0\.[89]\d{3} \(\d+\.\d s in all\)$/,
-  );
-  t.deepEqual(processesWithHome(home), []);
-});
+test(
+  'npm run example:search runs a hyperparameter search of MNIST MLPs as parallel tasks and prints the best last ' +
+    '(2 trials of 1 epoch here)',
+  async (t) => {
+    t.timeout(120_000);
+    const home = tempDir(t);
+    const r = await runCommand('npm', ['run', '--silent', 'example:search'], {
+      cwd: root,
+      timeoutMs: 110_000,
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', SAMPLES: '1', EPOCHS: '1' },
+    });
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout.match(/^trial \d ended \(\d\/2\): accuracy 0\.\d{4}$/gm)?.length, 2, r.stdout);
+    t.regex(r.stdout, /^2 trials \(seed 1\) on the (wasm|tensorflow|cpu) backend, best first:$/m);
+    t.regex(r.stdout, /^ +\d +(32|128) +\d\.\d{2}e-\d +(32|64) +0\.\d{4} +\d+\.\d{4} +\d+\.\d {2}<- best$/m);
+    const last = r.stdout.trim().split('\n').pop()!;
+    t.regex(
+      last,
+      new RegExp(
+        String.raw`^best: hidden (32|128), learning rate \d\.\d{2}e-\d, batch (32|64): ` +
+          String.raw`test accuracy 0\.[89]\d{3} \(\d+\.\d s in all\)$`,
+        '',
+      ),
+    );
+    t.deepEqual(processesWithHome(home), []);
+  },
+);
 
-test('npm run example:inference serves the MNIST CNN batched and unbatched, and the pool grows and shrinks under a burst (1 s runs here)', async (t) => {
-  t.timeout(120_000);
-  const home = tempDir(t);
-  const r = await runCommand('npm', ['run', '--silent', 'example:inference'], {
-    cwd: root,
-    timeoutMs: 110_000,
-    env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', DURATION: '1', CONCURRENCY: '64' },
-  });
-  t.is(r.code, 0, r.stderr);
-  const figures = '[\\d,]+ requests/s, p50 [\\d.]+ ms, p99 [\\d.]+ ms, mean batch';
-  t.regex(r.stdout, new RegExp(`^unbatched \\(maxBatchSize 1\\) *: ${figures} 1\\.0$`, 'm'));
-  t.regex(r.stdout, new RegExp(`^batched \\(maxBatchSize 32, wait 5ms\\): ${figures} [\\d.]+$`, 'm'));
-  t.regex(
-    r.stdout,
-    /^autoscaling \(1\.\.2 replicas\): 1 → 2 replicas at [\d.]+ s \(\d+ requests in the pool\); 2 → 1 replicas at /m,
-  );
-  t.regex(
-    r.stdout,
-    /^the model alone \(its batch runs in the replica\): [\d,]+ samples\/s one by one, [\d,]+ in batches of [\d.]+: \d+\.\d×$/m,
-  );
-  t.regex(r.stdout.trim().split('\n').pop()!, /^batched vs unbatched throughput: \d+\.\d×$/);
-  t.deepEqual(processesWithHome(home), []);
-});
+test(
+  'npm run example:inference serves the MNIST CNN batched and unbatched, and the pool grows and shrinks under a ' +
+    'burst (1 s runs here)',
+  async (t) => {
+    t.timeout(120_000);
+    const home = tempDir(t);
+    const r = await runCommand('npm', ['run', '--silent', 'example:inference'], {
+      cwd: root,
+      timeoutMs: 110_000,
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', DURATION: '1', CONCURRENCY: '64' },
+    });
+    t.is(r.code, 0, r.stderr);
+    const figures = '[\\d,]+ requests/s, p50 [\\d.]+ ms, p99 [\\d.]+ ms, mean batch';
+    t.regex(r.stdout, new RegExp(`^unbatched \\(maxBatchSize 1\\) *: ${figures} 1\\.0$`, 'm'));
+    t.regex(r.stdout, new RegExp(`^batched \\(maxBatchSize 32, wait 5ms\\): ${figures} [\\d.]+$`, 'm'));
+    t.regex(
+      r.stdout,
+      new RegExp(
+        String.raw`^autoscaling \(1\.\.2 replicas\): 1 → 2 replicas at [\d.]+ s ` +
+          String.raw`\(\d+ requests in the pool\); 2 → 1 replicas at `,
+        'm',
+      ),
+    );
+    t.regex(
+      r.stdout,
+      new RegExp(
+        String.raw`^the model alone \(its batch runs in the replica\): [\d,]+ samples\/s ` +
+          String.raw`one by one, [\d,]+ in batches of [\d.]+: \d+\.\d×$`,
+        'm',
+      ),
+    );
+    t.regex(r.stdout.trim().split('\n').pop()!, /^batched vs unbatched throughput: \d+\.\d×$/);
+    t.deepEqual(processesWithHome(home), []);
+  },
+);
 
 test('killing the driver with SIGKILL takes its embedded cluster down: no orphans', async (t) => {
   const home = tempDir(t);
@@ -141,30 +171,40 @@ test('killing the driver with SIGKILL takes its embedded cluster down: no orphan
   ); // the node removed its store on the way out
 });
 
-test('a remote function defined in the script node runs is refused where it is defined, instead of waiting for ever', async (t) => {
-  const home = tempDir(t);
-  const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/remote-in-script.ts'], {
-    cwd: root,
-    timeoutMs: 30_000,
-    env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
-  });
-  t.is(r.code, 1, r.stdout);
-  t.regex(
-    r.stderr,
-    /UsageError: a remote function is defined in \S+remote-in-script\.ts, the script node is running: .* Define it in a module of its own/,
-  );
-  t.deepEqual(processesWithHome(home), []);
-});
+test(
+  'a remote function defined in the script node runs is refused ' + 'where it is defined, instead of waiting for ever',
+  async (t) => {
+    const home = tempDir(t);
+    const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/remote-in-script.ts'], {
+      cwd: root,
+      timeoutMs: 30_000,
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+    });
+    t.is(r.code, 1, r.stdout);
+    t.regex(
+      r.stderr,
+      new RegExp(
+        String.raw`UsageError: a remote function is defined in \S+remote-in-script\.ts, the ` +
+          String.raw`script node is running: .* Define it in a module of its own`,
+        '',
+      ),
+    );
+    t.deepEqual(processesWithHome(home), []);
+  },
+);
 
-test('shutdown() waits for a worker that is slow to stop, even past the node timeout: nothing outlives the driver', async (t) => {
-  const home = tempDir(t);
-  const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/slow-stop-driver.ts'], {
-    cwd: root,
-    timeoutMs: 60_000,
-    env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_NODE_TIMEOUT_MS: '1000' },
-  });
-  t.is(r.code, 0, r.stderr);
-  const { pids } = JSON.parse(r.stdout) as { pids: number[] };
-  t.true(pids.length === 2 && pids.every((p) => p > 0));
-  t.deepEqual(processesWithHome(home), []);
-});
+test(
+  'shutdown() waits for a worker that is slow to stop, even past ' + 'the node timeout: nothing outlives the driver',
+  async (t) => {
+    const home = tempDir(t);
+    const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/slow-stop-driver.ts'], {
+      cwd: root,
+      timeoutMs: 60_000,
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_NODE_TIMEOUT_MS: '1000' },
+    });
+    t.is(r.code, 0, r.stderr);
+    const { pids } = JSON.parse(r.stdout) as { pids: number[] };
+    t.true(pids.length === 2 && pids.every((p) => p > 0));
+    t.deepEqual(processesWithHome(home), []);
+  },
+);

@@ -1,7 +1,7 @@
 // A node dies: its actors are restarted on another node, keeping their id and handles.
 import test from 'ava';
 import { useCluster, eventually, isAlive } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { Phoenix } from './fixtures/actors.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1000 });
@@ -17,7 +17,7 @@ test('an actor whose node dies comes back on another node, same handle, same id'
   const after = await p.bump(); // waits through RESTARTING
   t.is(after.node, survivor);
   t.is(after.calls, 1);
-  const info = await (await currentClient().gcs()).actors.get(p.actorId);
+  const info = await (await currentCore().gcs()).actors.get(p.actorId);
   t.is(info?.state, 'ALIVE');
   t.is(info?.restarts, 1);
   t.regex(info?.cause ?? '', new RegExp(`its node ${doomed} died`));

@@ -10,7 +10,7 @@ import { Bus } from '../runtime/bus/bus.ts';
 import { Gcs } from '../runtime/state/gcs.ts';
 import { encode } from '../runtime/base/codec.ts';
 import { subjects } from '../runtime/protocol/subjects.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { add, hold, env, flaky } from './fixtures/tasks.ts';
 import type { TaskEvent } from '../runtime/protocol/tasks.ts';
 
@@ -46,7 +46,7 @@ test.serial('garbage on every troupe subject gets error replies, and every daemo
       subjects.nodeObjects(n),
       ...['read', 'free', 'seal', 'restore', 'fetch', 'touch'].map((op) => `troupe.node.${n}.obj.${op}`),
     ]),
-    ...['locate', 'read', 'borrow', 'copied'].map((op) => `troupe.proc.${currentClient().procId}.obj.${op}`),
+    ...['locate', 'read', 'borrow', 'copied'].map((op) => `troupe.proc.${currentCore().procId}.obj.${op}`),
     subjects.evtProcExited,
     subjects.hbNode(c.nodeIds[1]),
     subjects.hbProc('x'),
@@ -131,7 +131,8 @@ test.serial(
       instanceOf: TaskError,
       message: /run 1 fails/,
     });
-    await t.throwsAsync(get(flaky.remote(join(dir, 'c'), 1)), { instanceOf: TaskError, message: /run 1 fails/ }); // not retried by default
+    // not retried by default
+    await t.throwsAsync(get(flaky.remote(join(dir, 'c'), 1)), { instanceOf: TaskError, message: /run 1 fails/ });
     await t.throwsAsync(get(flaky.options({ retryExceptions: true, maxRetries: 1 }).remote(join(dir, 'd'), 5)), {
       instanceOf: TaskError,
       message: /run 2 fails/,

@@ -2,7 +2,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { get, startSupervisor } from '../runtime/index.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { startHead } from '../runtime/cluster/local-cluster.ts';
 import { useCluster, eventually, runCommand } from './helpers/cluster.ts';
 import { Phoenix } from './fixtures/actors.ts';
@@ -71,9 +71,9 @@ test.serial(
     t.teardown(() => sup.shutdown().catch(() => undefined));
     const a = await sup.child<Member>('a');
     const first = await a.info();
-    const stateOf = async () => (await (await currentClient().gcs()).actors.get(first.actorId))!;
+    const stateOf = async () => (await (await currentCore().gcs()).actors.get(first.actorId))!;
     const crashedAt = Date.now();
-    await currentClient().killActor(first.actorId, false, 'crashed on purpose');
+    await currentCore().killActor(first.actorId, false, 'crashed on purpose');
     await eventually('held for the supervisor', async () => (await stateOf()).held === true);
 
     process.kill(runningHeadPid(), 'SIGKILL');

@@ -2,7 +2,7 @@
 // shrinks with its load, and a replica killed under load loses no request.
 import test from 'ava';
 import { serve, UsageError, type InferencePool, type BatchRecord } from '../runtime/index.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { useCluster, eventually } from './helpers/cluster.ts';
 import { affine, slowAffine } from './fixtures/serving.ts';
 
@@ -14,7 +14,7 @@ const near = (a: Float32Array, b: number[]) => a.length === b.length && b.every(
 const batches = async (pool: InferencePool): Promise<BatchRecord[]> =>
   (await pool.replicaStats()).flatMap((s) => s.recent);
 const replicaPids = async () =>
-  (await currentClient().gcs()).actors
+  (await currentCore().gcs()).actors
     .list()
     .then((all) => all.filter((a) => a.className === 'InferenceReplica' && a.state === 'ALIVE').map((a) => a.pid!));
 

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { init, shutdown, put, get, wait } from '../runtime/api/session.ts';
 import { kill } from '../actors/api.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { subjects } from '../runtime/protocol/subjects.ts';
 import { ObjectLostError, ObjectStoreFullError } from '../runtime/base/errors.ts';
 import { fetchToMemory, makeChunk, chunkSize, type ChunkRequest } from '../object-store/transfer.ts';
@@ -36,11 +36,10 @@ async function withCluster(
     await shutdown();
     await c.stop();
   }
-  t.pass();
 }
 
 function storeOf(nodeId: string): Promise<{ stats: StoreStats; objects: StoredObject[] }> {
-  return currentClient().bus.request(subjects.nodeObjects(nodeId), {});
+  return currentCore().bus.request(subjects.nodeObjects(nodeId), {});
 }
 
 /** Collects garbage until `done` holds: FinalizationRegistry callbacks come after a collection, not at once. */
@@ -91,7 +90,8 @@ test.serial('a full store spills the least recently used objects to disk; get an
 );
 
 test.serial(
-  'with spilling off, referenced objects are never dropped: a put that does not fit fails with ObjectStoreFullError, the daemon stays up',
+  'with spilling off, referenced objects are never dropped: a put that does not fit fails with ObjectStoreFullError, ' +
+    'the daemon stays up',
   (t) =>
     withCluster(t, { head: { objectStoreMemory: 3 * MiB, spillDir: false } }, async (c) => {
       t.throws(() => put(floats(4, 1)), { instanceOf: ObjectStoreFullError, message: /holds 3\.0 MiB/ });
@@ -113,7 +113,8 @@ test.serial(
 );
 
 test.serial(
-  "cross-node: a node fetches another node's object in checked chunks and keeps the copy; copies survive the holder; a lost object names what made it",
+  "cross-node: a node fetches another node's object in checked chunks and keeps the copy; copies survive the holder; " +
+    'a lost object names what made it',
   (t) =>
     withCluster(t, { nodes: [{ numCpus: 1, resources: { b: 1 } }], nodeTimeoutMs: 1500 }, async (c) => {
       const [headNode, nodeB] = c.nodeIds;
@@ -125,7 +126,7 @@ test.serial(
       t.true(v.data.every((x) => x === 2));
       t.deepEqual(await get(copied), v, 'a second get reads the copy our node kept');
       const copy = (await storeOf(headNode)).objects.find((o) => o.id === copied.id);
-      const loc = currentClient().objects.owned.get(copied.id)?.location as { size: number; copies?: string[] };
+      const loc = currentCore().objects.owned.get(copied.id)?.location as { size: number; copies?: string[] };
       t.like(copy, { primary: false, size: loc.size });
       t.deepEqual(loc.copies, [headNode], 'the owner knows of the copy');
 
@@ -144,13 +145,14 @@ test.serial(
 );
 
 test.serial(
-  'lineage: a lost task result is made again by running its task again, inputs first; without retries or inputs it stays lost, saying why',
+  'lineage: a lost task result is made again by running its task again, inputs first; without retries or inputs it ' +
+    'stays lost, saying why',
   (t) =>
     withCluster(t, { nodes: [{ numCpus: 4 }], nodeTimeoutMs: 1500 }, async (c) => {
       const [headNode, nodeB] = c.nodeIds;
       const onB = { schedulingStrategy: { nodeId: nodeB, soft: true } }; // where they fit now, else anywhere
       const whereIs = (ref: ObjectRef) =>
-        currentClient().objects.owned.get(ref.id)?.location as { node?: string; copies?: string[] };
+        currentCore().objects.owned.get(ref.id)?.location as { node?: string; copies?: string[] };
       const first = tasks.bigOn.options(onB).remote(300_000, 2);
       const second = tasks.scaledOn.options(onB).remote(first, 3); // made from first: both only on B
       const once = tasks.bigOn.options({ ...onB, maxRetries: 0 }).remote(300_000, 5);
@@ -174,7 +176,8 @@ test.serial(
       t.regex(
         noInput!.message,
         new RegExp(
-          `object ${fromOnce.id} \\(made by task scaledOn\\) is lost: .*; running its task again failed: an input it needs is gone: object ${once.id} .* is lost`,
+          `object ${fromOnce.id} \\(made by task scaledOn\\) is lost: .*; running its task again failed: an input it ` +
+            `needs is gone: object ${once.id} .* is lost`,
         ),
       );
     }),
@@ -184,7 +187,7 @@ test.serial(
   'transfers check every chunk: a damaged chunk is asked for again; one damaged every time fails with ObjectLostError',
   (t) =>
     withCluster(t, {}, async () => {
-      const bus = currentClient().bus;
+      const bus = currentCore().bus;
       const data = new Uint8Array(Math.floor(chunkSize(bus) * 2.5)).map((_, i) => i % 251);
       const asked = new Map<number, number>();
       bus.serve('troupe.test.flaky.read', (req: ChunkRequest) => {
@@ -260,7 +263,8 @@ test.serial(
 );
 
 test.serial(
-  'reference counting: nested refs live as long as their container; a ref held by an actor lives until the actor dies; refs returned from tasks stay valid',
+  'reference counting: nested refs live as long as their container; a ref held by an actor lives until the actor ' +
+    'dies; refs returned from tasks stay valid',
   (t) =>
     withCluster(t, {}, async (c) => {
       // Nested: the container holds the inner object after our own ref to it is gone.
@@ -281,7 +285,7 @@ test.serial(
       outer = undefined;
       await collectUntil(
         'the inner object freed with its container',
-        () => !inStore(c, innerId) && !currentClient().objects.owned.get(innerId),
+        () => !inStore(c, innerId) && !currentCore().objects.owned.get(innerId),
       );
 
       // Borrowed by an actor: kept while the actor holds it, freed when the actor dies.
@@ -296,7 +300,7 @@ test.serial(
         await new Promise((r) => setTimeout(r, 100));
       }
       t.true(inStore(c, keptId), 'borrowed by the actor');
-      t.is(currentClient().objects.owned.get(keptId)?.borrowers?.size, 1);
+      t.is(currentCore().objects.owned.get(keptId)?.borrowers?.size, 1);
       t.is(await keeper.sizeOfFirst(), MiB / 4);
       await kill(keeper);
       await collectUntil('the object freed after its borrower died', () => !inStore(c, keptId));
@@ -312,7 +316,7 @@ test.serial("a task's large result belongs to the caller: it outlives the worker
   withCluster(t, {}, async (c) => {
     const r = tasks.fill.remote(300_000, 9);
     await wait([r]);
-    const bus = currentClient().bus;
+    const bus = currentCore().bus;
     const ev = await eventually('the task event', async () =>
       (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.taskId === r.id && e.state === 'FINISHED'),
     );
@@ -342,7 +346,7 @@ test.serial(
       const ref = put(floats(1, 3));
       await wait([ref]);
       t.true(inStore(c, ref.id), "in the node's shared-memory store, not in the driver's memory");
-      t.like(currentClient().objects.owned.get(ref.id)?.location, { node: c.nodeIds[0] });
+      t.like(currentCore().objects.owned.get(ref.id)?.location, { node: c.nodeIds[0] });
       t.is((await get(ref))[0], 3);
     } finally {
       await shutdown();
@@ -354,7 +358,8 @@ test.serial(
 test.serial("calls batched in one turn are split under the server's max_payload, both ways", (t) =>
   withCluster(t, {}, async () => {
     const keeper = Keeper.remote();
-    const blobs = Array.from({ length: 15 }, (_, i) => new Uint8Array(90_000).fill(i)); // 1.35 MB in all, each sent inline
+    // 1.35 MB in all, each sent inline
+    const blobs = Array.from({ length: 15 }, (_, i) => new Uint8Array(90_000).fill(i));
     const back = (await get(blobs.map((b) => keeper.echo(b)))) as Uint8Array[];
     t.is(back.length, 15);
     back.forEach((b, i) => {

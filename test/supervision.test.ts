@@ -14,7 +14,7 @@ import {
   type SupervisorHandle,
 } from '../runtime/index.ts';
 import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { Member, NeverStarts, Tally } from './fixtures/supervised.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
@@ -22,9 +22,9 @@ const cluster = useCluster(test, { head: { numCpus: 2 } });
 type Info = Awaited<ReturnType<Member['info']>>;
 const infos = async (sup: SupervisorHandle, ids: string[]): Promise<Info[]> =>
   Promise.all(ids.map(async (id) => (await sup.child<Member>(id)).info()));
-const stateOf = async (actorId: string) => (await (await currentClient().gcs()).actors.get(actorId))!;
+const stateOf = async (actorId: string) => (await (await currentCore().gcs()).actors.get(actorId))!;
 /** Crashes a child as its process dying would: the head holds it for its supervisor. */
-const crash = (h: { actorId: string }) => currentClient().killActor(h.actorId, false, 'crashed on purpose');
+const crash = (h: { actorId: string }) => currentCore().killActor(h.actorId, false, 'crashed on purpose');
 
 // Cheap children: many lightweight actors in one worker process.
 const member = (id: string, more: Record<string, unknown> = {}) => ({
@@ -93,7 +93,8 @@ test.serial('one_for_all restarts every child; rest_for_one the failed one and t
 });
 
 test.serial(
-  'restart types: permanent and transient children restart after a crash, a temporary one is dropped; after kill() only the permanent one',
+  'restart types: permanent and transient children restart after a crash, a temporary one is dropped; after kill() ' +
+    'only the permanent one',
   async (t) => {
     const sup = await startSupervisor({
       children: [
@@ -306,7 +307,7 @@ test.serial(
     const first = await timed.state();
     await eventually(
       'a timed checkpoint',
-      async () => (await (await currentClient().checkpoints()).load(timed.actorId)) !== undefined,
+      async () => (await (await currentCore().checkpoints()).load(timed.actorId)) !== undefined,
     );
     process.kill(first.pid, 'SIGKILL');
     t.like(

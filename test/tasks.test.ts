@@ -14,7 +14,7 @@ import {
 } from '../runtime/index.ts';
 import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
 import * as tasks from './fixtures/tasks.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 
@@ -29,7 +29,7 @@ test.serial('a task returns its value; await ref and get() agree', async (t) => 
 test.serial(
   'objects whose refs are all gone are freed, node-store files too, also after a task used them',
   async (t) => {
-    const owned = currentClient().objects.owned;
+    const owned = currentCore().objects.owned;
     const store = cluster().head.objectDir;
     // Refs made and dropped inside a function: only their ids survive it.
     const useAndDrop = async () => {
@@ -105,10 +105,10 @@ test.serial(
     // A plain result comes back as itself too, inside the answer.
     const sum = tasks.add.remote(40, 2);
     t.is(await sum, 42);
-    t.deepEqual(currentClient().objects.owned.get(sum.id)?.location, { value: 42 });
+    t.deepEqual(currentCore().objects.owned.get(sum.id)?.location, { value: 42 });
     t.is(await tasks.echo.remote(undefined), undefined);
     // A receiver takes an array of values only when it is one a caller would have sent so.
-    await t.throwsAsync(currentClient().objects.resolveArgs([{ not: 'plain' }], undefined), {
+    await t.throwsAsync(currentCore().objects.resolveArgs([{ not: 'plain' }], undefined), {
       instanceOf: UsageError,
       message: /plain values/,
     });
@@ -146,7 +146,7 @@ test.serial('wait() and get() with timeouts leave no waiter behind on a pending 
   const slow = tasks.sleep.remote(1500);
   for (let i = 0; i < 200; i++) await wait([slow], { timeoutMs: 0 });
   for (let i = 0; i < 50; i++) await t.throwsAsync(get(slow, { timeoutMs: 1 }), { instanceOf: GetTimeoutError });
-  t.is(currentClient().objects.owned.get(slow.id)!.waiters?.size ?? 0, 0);
+  t.is(currentCore().objects.owned.get(slow.id)!.waiters?.size ?? 0, 0);
   t.is(await slow, 1500);
 });
 

@@ -2,7 +2,7 @@
 // replica is killed mid-epoch.
 import test from 'ava';
 import { train, UsageError, type EpochResult, type TrainOptions } from '../runtime/index.ts';
-import { currentClient } from '../runtime/core/core.ts';
+import { currentCore } from '../runtime/core/core.ts';
 import { useCluster } from './helpers/cluster.ts';
 import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from './fixtures/training.ts';
 import { withSeededMathRandom } from '../actors/library/seeded-random.ts';
@@ -13,7 +13,7 @@ import type { ParamServer } from '../actors/train/param-server.ts';
 useCluster(test, { head: { numCpus: 2 } });
 
 const replicaPids = async () =>
-  (await currentClient().gcs()).actors
+  (await currentCore().gcs()).actors
     .list()
     .then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
 
@@ -70,7 +70,8 @@ test.serial("the job's optimizer() is told the run's replica count and mode", as
 });
 
 test.serial(
-  "the job's learningRate() sets the rate of every step, in sync and parameter-server mode, and is told where the run is",
+  "the job's learningRate() sets the rate of every step, in sync and parameter-server mode, and is told where the " +
+    'run is',
   async (t) => {
     const model = await withSeededMathRandom(5, () => lineJob.spec.model());
     const first = model.getWeights().map((w) => w.dataSync() as Float32Array);
@@ -135,7 +136,7 @@ test.serial(
     // Read while the run goes on (after epochs 1 to 3): the shards end with it.
     const reads: Array<Promise<number[]>> = [];
     const shardLeads = async () => {
-      const shards = (await (await currentClient().gcs()).actors.list()).filter(
+      const shards = (await (await currentCore().gcs()).actors.list()).filter(
         (a) => a.className === 'ParamServer' && a.state === 'ALIVE',
       );
       return Promise.all(

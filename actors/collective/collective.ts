@@ -208,7 +208,8 @@ export class CollectiveGroup {
     const total = (first.parts - 1) * size + (rest.length ? rest[rest.length - 1].d.length : size);
     if (total !== like.byteLength)
       throw new CollectiveError(
-        `group ${this.name}: members passed arrays of different lengths (${like.byteLength} bytes here, ${total} from another)`,
+        `group ${this.name}: members passed arrays of different lengths (${like.byteLength} bytes here, ${total} ` +
+          `from another)`,
       );
     for (const c of [first, ...rest]) out.set(c.d, c.part * size);
     const Ctor = like.constructor as new (b: ArrayBuffer) => Numeric;

@@ -1,7 +1,7 @@
 // The one door from troupe's libraries (supervision, collective, train, serve, tune) into the runtime: what they may
 // do is listed here, so the runtime can change behind it. The architecture test keeps them from importing the runtime
 // any other way. Users import the package entry instead.
-import { currentClient, type Client, type ActorOptions, type FunctionRef } from '../../runtime/core/core.ts';
+import { currentCore, type Core, type ActorOptions, type FunctionRef } from '../../runtime/core/core.ts';
 import type { Bus } from '../../runtime/bus/bus.ts';
 import type { ActorInfo } from '../../runtime/protocol/actors.ts';
 import type { CheckpointStore } from '../../runtime/state/checkpoints.ts';
@@ -29,29 +29,29 @@ export type { ActorOptions, FunctionRef };
 
 /** Throws UsageError when troupe is not initialized in this process. */
 export function requireInit(): void {
-  currentClient();
+  currentCore();
 }
 
 /** This process's bus (a driver's or a worker's). */
 export function bus(): Bus {
-  return currentClient().bus;
+  return currentCore().bus;
 }
 
 /** Creates an actor of a user's class; returns its id at once. */
-export const createActor: Client['createActor'] = (...a) => currentClient().createActor(...a);
+export const createActor: Core['createActor'] = (...a) => currentCore().createActor(...a);
 /** Ends an actor: for good (noRestart), or as a crash its restart policy answers. */
-export const killActor: Client['killActor'] = (...a) => currentClient().killActor(...a);
+export const killActor: Core['killActor'] = (...a) => currentCore().killActor(...a);
 /** A supervisor restarts a child the head holds for it. */
-export const restartActor: Client['restartActor'] = (...a) => currentClient().restartActor(...a);
+export const restartActor: Core['restartActor'] = (...a) => currentCore().restartActor(...a);
 
 /** An actor's record in the cluster state, if it has one. */
 export async function actorInfo(actorId: string): Promise<ActorInfo | undefined> {
-  return (await currentClient().gcs()).actors.get(actorId);
+  return (await currentCore().gcs()).actors.get(actorId);
 }
 
 /** The cluster's checkpoint store. */
 export function checkpoints(): Promise<CheckpointStore> {
-  return currentClient().checkpoints();
+  return currentCore().checkpoints();
 }
 
 /** The actor classes the libraries start themselves, by class name: their modules are known here, so a driver can
@@ -88,6 +88,6 @@ export function startLibraryActor<T extends object>(
   options: ActorOptions,
   maxTaskRetries = 0,
 ): ActorHandle<T> {
-  const id = currentClient().createActor(libraryActorRef(name), args, { ...options, className: name });
+  const id = currentCore().createActor(libraryActorRef(name), args, { ...options, className: name });
   return makeHandle<T>(new HandleData(id, name, maxTaskRetries));
 }

@@ -165,7 +165,8 @@ export class InferencePool {
       maxWaitMs: this.o.maxWaitMs,
     };
     // maxConcurrency above maxOngoingRequests: stats() gets in while a replica is full.
-    // A request in flight when its replica dies is sent again to the restarted one (3 times): predict has no side effects.
+    // A request in flight when its replica dies is sent again to the restarted one (3 times): predict has no side
+    // effects.
     const handle = startLibraryActor<InferenceReplica>(
       'InferenceReplica',
       [config],
@@ -252,7 +253,8 @@ export class InferencePool {
     if (this.upSince !== undefined && now - this.upSince >= this.o.upscaleDelayMs) {
       this.upSince = undefined;
       this.o.onScale?.({ from: live.length, to: desired, load });
-      for (let i = live.length; i < desired; i++) this.add().catch(() => undefined); // a replica that cannot start is dropped; the next tick may try again
+      // a replica that cannot start is dropped; the next tick may try again
+      for (let i = live.length; i < desired; i++) this.add().catch(() => undefined);
     } else if (this.downSince !== undefined && now - this.downSince >= this.o.downscaleDelayMs) {
       this.downSince = undefined;
       // One at a time, the least busy: it takes no new requests and stops once its own are answered.

@@ -51,7 +51,8 @@ export class InferenceReplica extends Actor {
 
   /** The model's outputs for `count` inputs of inputShape, packed one after another in `inputs`, and packed the same
    * way in the answer: one typed array each way instead of one per request. The pool sends the requests it has at
-   * once in one call; each goes into the batcher on its own, so requests from several calls and callers share batches. */
+   * once in one call; each goes into the batcher on its own, so requests from several calls and callers share batches.
+   */
   async predict(inputs: Float32Array, count: number): Promise<Float32Array> {
     if (
       !(inputs instanceof Float32Array) ||
@@ -60,7 +61,8 @@ export class InferenceReplica extends Actor {
       inputs.length !== count * this.sampleSize
     ) {
       throw new UsageError(
-        `predict() takes ${count} inputs of shape [${this.spec.inputShape}] packed in one Float32Array (${count} × ${this.sampleSize} numbers), got ${describe(inputs)}`,
+        `predict() takes ${count} inputs of shape [${this.spec.inputShape}] packed in one Float32Array (${count} × ` +
+          `${this.sampleSize} numbers), got ${describe(inputs)}`,
       );
     }
     const outs = await Promise.all(

@@ -24,7 +24,8 @@ import {
   type Subscription,
 } from '../library/runtime.ts';
 
-/** one_for_one: only the failed child restarts. one_for_all: all of them. rest_for_one: it and those started after it. */
+/** one_for_one: only the failed child restarts. one_for_all: all of them. rest_for_one: it and those started after
+ * it. */
 export type Strategy = 'one_for_one' | 'one_for_all' | 'rest_for_one';
 /** permanent: always restarted. transient: restarted after a crash, not after a normal stop. temporary: never. */
 export type RestartType = 'permanent' | 'transient' | 'temporary';
@@ -42,7 +43,8 @@ export interface ChildSpec<C extends ActorClass = ActorClass> {
   id: string;
   actor: C;
   args?: RemoteArgs<ConstructorParameters<C>>;
-  /** Actor options (resources, name, maxTaskRetries, checkpointEvery, …); restarts are the supervisor's, so no maxRestarts. */
+  /** Actor options (resources, name, maxTaskRetries, checkpointEvery, …); restarts are the supervisor's, so no
+   * maxRestarts. */
   options?: ActorOptions;
   restart?: RestartType;
   /** How long its onStop() may take when it is stopped (default 5000). */
@@ -198,7 +200,8 @@ async function plainChild(c: ChildSpec | SupervisorChildSpec, lifetime: PlainSpe
   delete options.maxRestarts; // the decorator's; a supervised child is restarted by its supervisor
   if (c.options && 'maxRestarts' in c.options)
     throw new UsageError(
-      `child '${c.id}': maxRestarts does not apply to a supervised child; its supervisor's intensity and restart type decide`,
+      `child '${c.id}': maxRestarts does not apply to a supervised child; its supervisor's intensity and restart ` +
+        `type decide`,
     );
   if (options.lifetime)
     throw new UsageError(`child '${c.id}': lifetime is the supervisor's (SupervisorOptions.lifetime)`);
@@ -377,7 +380,8 @@ export class Supervisor extends Actor {
     this.state.restarts = [...this.state.restarts.filter((t) => now - t < this.spec.periodMs), now];
     if (this.state.restarts.length > this.spec.intensity) {
       await this.escalate(
-        `child '${c.spec.id}' failed (${cause}) and the supervisor reached its restart intensity (more than ${this.spec.intensity} restarts in ${this.spec.periodMs} ms)`,
+        `child '${c.spec.id}' failed (${cause}) and the supervisor reached its restart intensity (more than ` +
+          `${this.spec.intensity} restarts in ${this.spec.periodMs} ms)`,
       );
       return;
     }
@@ -405,7 +409,8 @@ export class Supervisor extends Actor {
     await this.saveCheckpoint();
   }
 
-  /** A child ended for good without us (kill() from outside, or its node could host nothing): it is no longer running. */
+  /** A child ended for good without us (kill() from outside, or its node could host nothing): it is no longer
+   * running. */
   private onDead(actorId: string): void {
     const c = this.state.children.find((x) => x.actorId === actorId);
     if (!c || this.stopping) return;

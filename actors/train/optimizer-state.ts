@@ -32,6 +32,7 @@ export function setLearningRate(optimizer: tf.Optimizer, rate: number): void {
   else if (typeof o.learningRate === 'number') o.learningRate = rate;
   else
     throw new UsageError(
-      `the training job has a learningRate() but its optimizer (${optimizer.getClassName()}) has no learning rate to set`,
+      `the training job has a learningRate() but its optimizer (${optimizer.getClassName()}) has no learning rate to ` +
+        `set`,
     );
 }

@@ -129,7 +129,8 @@ export class Replica extends Actor {
 
   /** Trains one epoch from `fromStep`: a step is a batch per replica, its gradients averaged over the group. */
   async epoch(epoch: number, fromStep: number): Promise<EpochStats> {
-    // Restarted between two epochs: the trainer must treat this as the replica failure it is and set the group up again.
+    // Restarted between two epochs: the trainer must treat this as the replica failure it is and set the group up
+    // again.
     if (!this.group) throw new CollectiveError(`replica ${this.rank} was restarted and is not in the group yet`);
     const started = Date.now();
     const order = permutation(this.data.x.shape[0], this.c.seed + epoch * 1009 + this.rank);

@@ -195,7 +195,8 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   }
 }
 
-/** The replicas that are up again within `timeoutMs`; the others are stopped (they wait for resources that are gone). */
+/** The replicas that are up again within `timeoutMs`; the others are stopped (they wait for resources that are
+ * gone). */
 async function survivors(
   replicas: Array<ActorHandle<Replica>>,
   timeoutMs: number,

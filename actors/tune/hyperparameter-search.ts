@@ -190,7 +190,8 @@ export async function search<S extends Space, R>(
   const rf = trial as Partial<RemoteFunction<[C], R>> | undefined;
   if (typeof rf?.remote !== 'function' || typeof rf.options !== 'function' || typeof rf.fn !== 'function') {
     throw new UsageError(
-      `search() takes a remote function (export const f = remote(fn) from its own module), got ${typeof trial === 'function' ? 'a plain function' : String(trial)}`,
+      `search() takes a remote function (export const f = remote(fn) from its own module), got ` +
+        `${typeof trial === 'function' ? 'a plain function' : String(trial)}`,
     );
   }
   if (typeof o?.metric !== 'string' || o.metric === '')
@@ -258,12 +259,14 @@ export async function search<S extends Space, R>(
     if (failed.length === trials.length) {
       const first = failed[0];
       throw new SearchError(
-        `every one of the ${trials.length} trials failed; the first (trial ${first.index}, config ${JSON.stringify(first.config)}): ${first.error!.message}`,
+        `every one of the ${trials.length} trials failed; the first (trial ${first.index}, config ` +
+          `${JSON.stringify(first.config)}): ${first.error!.message}`,
         { cause: first.error },
       );
     }
     throw new SearchError(
-      `no trial's '${metric}' was a number: NaN in all ${trials.length - failed.length} that finished${failed.length ? `, ${failed.length} failed` : ''}`,
+      `no trial's '${metric}' was a number: NaN in all ${trials.length - failed.length} that ` +
+        `finished${failed.length ? `, ${failed.length} failed` : ''}`,
       { cause: failed[0]?.error },
     );
   }

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { init, shutdown, startSupervisor, type ActorHandle } from 'troupe';
 import { startHead, startNode, type StartedCluster } from '../../runtime/cluster/local-cluster.ts';
 import { writeClusterFile } from '../../runtime/base/config.ts';
-import { currentClient } from '../../runtime/core/core.ts';
+import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { isAlive } from '../../runtime/base/processes.ts';
@@ -64,7 +64,7 @@ writeClusterFile({
   startedAt: new Date().toISOString(),
 });
 await init({ logToDriver: false });
-const client = currentClient();
+const client = currentCore();
 const gcs = await client.gcs();
 const pidOf = async (actorId: string) => (await gcs.actors.get(actorId))?.pid;
 
@@ -330,7 +330,9 @@ const section = [
 console.log(section);
 console.log(`CHAOS_RESULTS ${JSON.stringify(results)}`);
 if (!smoke && !only) {
-  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  const machine =
+    `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ` +
+    `${process.version}`;
   writeFileSync(
     new URL('../chaos.json', import.meta.url),
     `${JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2)}\n`,
@@ -338,8 +340,6 @@ if (!smoke && !only) {
   const file = new URL('../RESULTS.md', import.meta.url);
   const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
   const at = before.indexOf('\n## Chaos');
-  writeFileSync(
-    file,
-    `${(at === -1 ? before : before.slice(0, at)).trimEnd()}\n\n${section}\n\n${new Date().toISOString().slice(0, 10)} on ${machine}.\n`,
-  );
+  const kept = (at === -1 ? before : before.slice(0, at)).trimEnd();
+  writeFileSync(file, `${kept}\n\n${section}\n\n${new Date().toISOString().slice(0, 10)} on ${machine}.\n`);
 }

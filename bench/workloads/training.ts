@@ -1,7 +1,7 @@
 // Training benchmarks (issue 6, item 7): the MNIST CNN of `npm run demo` trained with 1 and with 2 data-parallel
 // replicas (same epochs, seed and per-replica batch), and again with 2 while one replica's process is SIGKILLed.
 import { train, type EpochResult, type TrainOptions } from 'troupe';
-import { currentClient } from '../../runtime/core/core.ts';
+import { currentCore } from '../../runtime/core/core.ts';
 import { mnistJob } from '../../examples/mnist/job.ts';
 
 /** The test accuracy "time to" is measured to. */
@@ -112,7 +112,7 @@ class Killer {
 
   /** SIGKILLs the target replica's current process (the same actor each time; its pid changes as it restarts). */
   private async kill(at: string): Promise<void> {
-    const alive = (await (await currentClient().gcs()).actors.list()).filter(
+    const alive = (await (await currentCore().gcs()).actors.list()).filter(
       (a) => a.className === 'Replica' && a.state === 'ALIVE' && a.pid,
     );
     this.target ??= alive[alive.length - 1]?.actorId;

@@ -21,7 +21,8 @@ try {
     seed: 1,
     onTrial: (t) =>
       console.log(
-        `trial ${t.index} ended (${++ended}/${total}): ${t.error ? `failed: ${t.error.message}` : `accuracy ${t.result!.accuracy.toFixed(4)}`}`,
+        `trial ${t.index} ended (${++ended}/${total}): ` +
+          `${t.error ? `failed: ${t.error.message}` : `accuracy ${t.result!.accuracy.toFixed(4)}`}`,
       ),
   });
   console.log(`\n${trials.length} trials (seed ${seed}) on the ${best.result.backend} backend, best first:`);
@@ -30,14 +31,19 @@ try {
   for (const t of ranked) {
     const r = t.result;
     const figures = r
-      ? `${r.accuracy.toFixed(4).padStart(8)}  ${r.loss.toFixed(4).padStart(7)}  ${r.trainSeconds.toFixed(1).padStart(7)}`
+      ? `${r.accuracy.toFixed(4).padStart(8)}  ${r.loss.toFixed(4).padStart(7)}  ` +
+        `${r.trainSeconds.toFixed(1).padStart(7)}`
       : `failed: ${t.error?.message}`;
     console.log(
-      `${String(t.index).padStart(5)}  ${String(t.config.hidden).padStart(6)}  ${t.config.learningRate.toExponential(2).padStart(13)}  ${String(t.config.batchSize).padStart(5)}  ${figures}${t === best ? '  <- best' : ''}`,
+      `${String(t.index).padStart(5)}  ${String(t.config.hidden).padStart(6)}  ` +
+        `${t.config.learningRate.toExponential(2).padStart(13)}  ${String(t.config.batchSize).padStart(5)}  ` +
+        `${figures}${t === best ? '  <- best' : ''}`,
     );
   }
   console.log(
-    `\nbest: hidden ${best.config.hidden}, learning rate ${best.config.learningRate.toExponential(2)}, batch ${best.config.batchSize}: test accuracy ${best.result.accuracy.toFixed(4)} (${((Date.now() - t0) / 1000).toFixed(1)} s in all)`,
+    `\nbest: hidden ${best.config.hidden}, learning rate ${best.config.learningRate.toExponential(2)}, batch ` +
+      `${best.config.batchSize}: test accuracy ${best.result.accuracy.toFixed(4)} ` +
+      `(${((Date.now() - t0) / 1000).toFixed(1)} s in all)`,
   );
 } finally {
   await shutdown();

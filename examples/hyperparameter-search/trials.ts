@@ -12,7 +12,8 @@ export interface TrialConfig {
   epochs: number;
 }
 
-/** Trials train on part of the demo's training set (a quick signal is what a search needs) and test on all its test set. */
+/** Trials train on part of the demo's training set (a quick signal is what a search needs) and test on all its test
+ * set. */
 const SUBSET = 6000;
 
 function split(): { train: { x: tf.Tensor; y: tf.Tensor }; test: { x: tf.Tensor; y: tf.Tensor } } {

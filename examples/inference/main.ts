@@ -1,6 +1,7 @@
 // Serving the MNIST CNN from an inference pool on an embedded cluster: the same load unbatched and with dynamic
 // batching (throughput, p50/p99 latency), then a load burst that makes the pool grow and shrink.
-// `npm run example:inference`; DURATION (seconds per run, default 8) and CONCURRENCY (requests kept in flight, default 128).
+// `npm run example:inference`; DURATION (seconds per run, default 8) and CONCURRENCY (requests kept in flight, default
+// 128).
 import { init, shutdown, serve, type ServeOptions } from 'troupe';
 import { testDigits } from '../mnist/digits.ts';
 import { digitModel } from './model.ts';
@@ -61,7 +62,8 @@ async function drive(options: ServeOptions): Promise<Run> {
 const pct = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 const argMax = (y: Float32Array) => y.reduce((best, v, i) => (v > y[best] ? i : best), 0);
 const line = (what: string, r: Run) =>
-  `${what}: ${Math.round(r.perSec).toLocaleString('en')} requests/s, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, mean batch ${r.meanBatch.toFixed(1)}`;
+  `${what}: ${Math.round(r.perSec).toLocaleString('en')} requests/s, p50 ${r.p50.toFixed(1)} ms, p99 ` +
+  `${r.p99.toFixed(1)} ms, mean batch ${r.meanBatch.toFixed(1)}`;
 
 await init({ numCpus: 2, logToDriver: false });
 try {
@@ -97,7 +99,8 @@ try {
       }),
     );
     console.log(
-      `burst of ${concurrency} in flight for ${seconds} s, ended at ${at()}: ${served.toLocaleString('en')} requests answered`,
+      `burst of ${concurrency} in flight for ${seconds} s, ended at ${at()}: ${served.toLocaleString('en')} requests ` +
+        `answered`,
     );
     const idleUntil = Date.now() + 10_000;
     while (pool.stats().replicas + pool.stats().starting > 1 && Date.now() < idleUntil)
@@ -114,7 +117,8 @@ try {
   // What batching can gain at most here: how much faster the model itself runs per sample in batches than one by one.
   const model = (r: Run) => Math.round(r.modelPerSec).toLocaleString('en');
   console.log(
-    `the model alone (its batch runs in the replica): ${model(unbatched)} samples/s one by one, ${model(batched)} in batches of ${batched.meanBatch.toFixed(1)}: ${(batched.modelPerSec / unbatched.modelPerSec).toFixed(1)}×`,
+    `the model alone (its batch runs in the replica): ${model(unbatched)} samples/s one by one, ${model(batched)} in ` +
+      `batches of ${batched.meanBatch.toFixed(1)}: ${(batched.modelPerSec / unbatched.modelPerSec).toFixed(1)}×`,
   );
   console.log(`batched vs unbatched throughput: ${(batched.perSec / unbatched.perSec).toFixed(1)}×`);
 } finally {

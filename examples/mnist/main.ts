@@ -32,7 +32,9 @@ try {
     onEpoch: (e) => {
       bar.stop();
       console.log(
-        `epoch ${e.epoch}/${epochs}: loss ${e.loss.toFixed(4)} acc ${e.accuracy.toFixed(4)}  test loss ${e.testLoss?.toFixed(4)} acc ${e.testAccuracy?.toFixed(4)}  ${Math.round(e.samplesPerSec)} samples/s, ${Math.round(e.syncShare * 100)}% in allreduce`,
+        `epoch ${e.epoch}/${epochs}: loss ${e.loss.toFixed(4)} acc ${e.accuracy.toFixed(4)}  test loss ` +
+          `${e.testLoss?.toFixed(4)} acc ${e.testAccuracy?.toFixed(4)}  ${Math.round(e.samplesPerSec)} samples/s, ` +
+          `${Math.round(e.syncShare * 100)}% in allreduce`,
       );
     },
   });

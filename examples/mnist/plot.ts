@@ -21,7 +21,8 @@ function panel(
   const py = (v: number) => pad + (1 - (v - lo) / (hi - lo || 1)) * (height - 2 * pad);
   const lines = series.map(
     (s) =>
-      `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.values.map((v, i) => `${px(i).toFixed(1)},${py(v).toFixed(1)}`).join(' ')}"/>`,
+      `<polyline fill="none" stroke="${s.color}" stroke-width="2" ` +
+      `points="${s.values.map((v, i) => `${px(i).toFixed(1)},${py(v).toFixed(1)}`).join(' ')}"/>`,
   );
   const legend = series.map(
     (s, i) =>
@@ -29,7 +30,8 @@ function panel(
   );
   return [
     `<text x="${x0 + width / 2}" y="22" text-anchor="middle" font-size="14">${title}</text>`,
-    `<rect x="${x0 + pad}" y="${pad}" width="${width - 2 * pad}" height="${height - 2 * pad}" fill="none" stroke="#999"/>`,
+    `<rect x="${x0 + pad}" y="${pad}" width="${width - 2 * pad}" height="${height - 2 * pad}" fill="none" ` +
+      `stroke="#999"/>`,
     `<text x="${x0 + pad - 4}" y="${pad + 4}" text-anchor="end" font-size="10">${hi.toFixed(3)}</text>`,
     `<text x="${x0 + pad - 4}" y="${height - pad + 4}" text-anchor="end" font-size="10">${lo.toFixed(3)}</text>`,
     `<text x="${x0 + width / 2}" y="${height - 10}" text-anchor="middle" font-size="11">epoch 1 to ${n}</text>`,

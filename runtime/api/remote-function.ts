@@ -1,7 +1,8 @@
 // `remote(opts, fn)`: a function that runs on a worker. Workers find it by module URL + export name,
 // so remote functions must be exported from a module (not the script that calls init()).
-import { currentClient, type TaskOptions, type FunctionRef } from '../core/core.ts';
+import { currentCore, type TaskOptions, type FunctionRef } from '../core/core.ts';
 import { UsageError } from '../base/errors.ts';
+import { keysOf } from '../base/option-keys.ts';
 import { normalizeRequest, checkStrategy } from '../scheduling/placement.ts';
 import { defineSite, type Definition } from '../base/definition-site.ts';
 import type { ObjectRef } from '../../object-store/object-ref.ts';
@@ -18,16 +19,16 @@ export interface RemoteFunction<A extends unknown[], R> {
   readonly fn: (...args: A) => R;
 }
 
-const TASK_OPTION_KEYS = new Set([
-  'numCpus',
-  'numGpus',
-  'memory',
-  'resources',
-  'schedulingStrategy',
-  'name',
-  'maxRetries',
-  'retryExceptions',
-]);
+const TASK_OPTION_KEYS = keysOf<TaskOptions>({
+  numCpus: true,
+  numGpus: true,
+  memory: true,
+  resources: true,
+  schedulingStrategy: true,
+  name: true,
+  maxRetries: true,
+  retryExceptions: true,
+});
 
 export function remote<A extends unknown[], R>(fn: (...args: A) => R): RemoteFunction<A, R>;
 export function remote<A extends unknown[], R>(opts: TaskOptions, fn: (...args: A) => R): RemoteFunction<A, R>;
@@ -55,10 +56,10 @@ function build<A extends unknown[], R>(
     remote(...args: RemoteArgs<A>): ObjectRef<Awaited<R>> {
       const d = site.def!;
       if (d.exportName !== undefined)
-        return currentClient().submitTask<Awaited<R>>(functionRef(fn, opts, d.url, d.exportName), args, opts);
+        return currentCore().submitTask<Awaited<R>>(functionRef(fn, opts, d.url, d.exportName), args, opts);
       if (d.looked) throw notExported(fn, d.url);
       // Called while its module is still loading (a dynamic import, a task's first call): go once we know the name.
-      return currentClient().submitTask<Awaited<R>>(
+      return currentCore().submitTask<Awaited<R>>(
         d.lookup.then((name) => {
           if (name === undefined) throw notExported(fn, d.url);
           return functionRef(fn, opts, d.url, name);
@@ -81,7 +82,8 @@ function functionRef(fn: Function, opts: TaskOptions, url: string, exportName: s
 
 function notExported(fn: Function, url: string): UsageError {
   return new UsageError(
-    `remote function ${fn.name || '(anonymous)'} defined in ${url} is not an export of that module: export it, and keep remote functions in a module other than the script that calls init()`,
+    `remote function ${fn.name || '(anonymous)'} defined in ${url} is not an export of that module: export it, and ` +
+      `keep remote functions in a module other than the script that calls init()`,
   );
 }
 

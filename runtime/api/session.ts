@@ -1,7 +1,7 @@
 // The driver API: init(), shutdown(), put(), get(), wait().
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { Client, currentClient, hasClient, type WaitOptions } from '../core/core.ts';
+import { Core, currentCore, hasCore, type WaitOptions } from '../core/core.ts';
 import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.ts';
 import { ConnectionError, AuthenticationError, UsageError } from '../base/errors.ts';
 import { Gcs } from '../state/gcs.ts';
@@ -11,7 +11,8 @@ import { ObjectRef } from '../../object-store/object-ref.ts';
 import type { JobInfo } from '../protocol/cluster.ts';
 
 export interface InitOptions extends ResourceFlags {
-  /** host:port of a running cluster. Default: TROUPE_ADDRESS, then the current-cluster file, else a new local cluster. */
+  /** host:port of a running cluster. Default: TROUPE_ADDRESS, then the current-cluster file, else a new local
+   * cluster. */
   address?: string;
   /** Cluster token. Default: TROUPE_TOKEN, then the current-cluster file. */
   token?: string;
@@ -39,10 +40,11 @@ let job: { gcs: Gcs; info: JobInfo } | undefined;
 export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   if (process.env.TROUPE_WORKER_ID) {
     throw new UsageError(
-      'init() was called inside a worker: a module that defines remote functions also calls init(); keep remote functions in their own module',
+      'init() was called inside a worker: a module that defines remote functions also calls init(); keep remote ' +
+        'functions in their own module',
     );
   }
-  if (hasClient()) throw new UsageError('init() was already called in this process: call shutdown() first');
+  if (hasCore()) throw new UsageError('init() was already called in this process: call shutdown() first');
   let address = opts.address ?? (process.env.TROUPE_ADDRESS || undefined);
   let token = opts.token ?? (process.env.TROUPE_TOKEN || undefined);
   let localNode: ClusterFile['localNode'];
@@ -54,12 +56,12 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   } else if (address) {
     localNode = localNodeOf(address);
   }
-  let client: Client | undefined;
+  let client: Core | undefined;
   if (address) {
     if (!token)
       throw new AuthenticationError(`no token for the cluster at ${address}: set TROUPE_TOKEN or pass init({ token })`);
     try {
-      client = await Client.connect({ address, token, role: 'driver', localNode, logToDriver: opts.logToDriver });
+      client = await Core.connect({ address, token, role: 'driver', localNode, logToDriver: opts.logToDriver });
     } catch (e) {
       // A current-cluster file left by a cluster that is gone: say so and start afresh, as `ray.init()` would.
       if (!file || e instanceof AuthenticationError || !(e instanceof ConnectionError)) throw e;
@@ -72,7 +74,7 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   if (!client) {
     embedded = await startHead({ ...opts, detached: false });
     try {
-      client = await Client.connect({
+      client = await Core.connect({
         address: embedded.address,
         token: embedded.token,
         role: 'driver',
@@ -119,8 +121,8 @@ function localNodeOf(address: string): ClusterFile['localNode'] {
 
 /** Leaves the cluster, returning leases; stops the cluster if init() started it. */
 export async function shutdown(): Promise<void> {
-  if (!hasClient()) return;
-  const client = currentClient();
+  if (!hasCore()) return;
+  const client = currentCore();
   if (job) {
     await job.gcs.jobs
       .put(job.info.jobId, { ...job.info, state: 'SUCCEEDED', endedAt: new Date().toISOString() })
@@ -138,7 +140,7 @@ export async function shutdown(): Promise<void> {
 /** Stores a value in the cluster. Throws SerializationError here if it cannot be sent. */
 export function put<T>(value: T): ObjectRef<T> {
   if (value instanceof ObjectRef) throw new UsageError('put() of an ObjectRef: pass the ref itself instead');
-  return currentClient().put(value);
+  return currentCore().put(value);
 }
 
 /** The value of a ref, or of each ref in an array. A failed task rethrows its TaskError. */
@@ -151,12 +153,12 @@ export function get(
   refs: ObjectRef<unknown> | readonly ObjectRef<unknown>[],
   opts: { timeoutMs?: number } = {},
 ): Promise<unknown> {
-  const c = currentClient();
+  const c = currentCore();
   if (Array.isArray(refs)) return Promise.all(refs.map((r) => c.get(r, opts.timeoutMs)));
   return c.get(refs as ObjectRef<unknown>, opts.timeoutMs);
 }
 
 /** Splits refs into [ready, pending] once numReturns are ready or timeoutMs has passed. Both keep the input order. */
 export function wait<T>(refs: ObjectRef<T>[], opts?: WaitOptions): Promise<[ObjectRef<T>[], ObjectRef<T>[]]> {
-  return currentClient().wait(refs, opts);
+  return currentCore().wait(refs, opts);
 }

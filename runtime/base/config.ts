@@ -1,4 +1,5 @@
-// Paths, defaults and the current-cluster file: what lets `troupe status`, `troupe stop` and `init()` find a cluster without flags.
+// Paths, defaults and the current-cluster file: what lets `troupe status`, `troupe stop` and `init()` find a cluster
+// without flags.
 import { mkdirSync, readFileSync, writeFileSync, renameSync, rmSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,12 @@ import { UsageError } from './errors.ts';
 /** Where troupe keeps the current-cluster file, the daemons' run files and session dirs. */
 export function troupeHome(): string {
   return process.env.TROUPE_HOME ?? join(tmpdir(), 'troupe');
+}
+
+/** The name of a node's object-store dir (and of its spill dir): the node daemon makes it, and whoever started the
+ * daemon hands it to drivers on the same machine, so both must name it the same. */
+export function nodeStoreName(sessionDir: string, nodeId: string): string {
+  return `troupe-${sessionDir.split('/').filter(Boolean).pop() ?? 'session'}-${nodeId}`;
 }
 
 export const defaults = {
@@ -93,7 +100,8 @@ export function parseAddress(address: string): string {
   const port = m ? Number(m[3]) : 0;
   if (!m || port < 1 || port > 65535) {
     throw new UsageError(
-      `invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address 'troupe start --head' printed)`,
+      `invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address ` +
+        `'troupe start --head' printed)`,
     );
   }
   return `${m[1] ?? 'nats'}://${m[2]}:${port}`;

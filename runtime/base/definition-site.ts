@@ -45,13 +45,15 @@ export function defineSite(value: unknown, what: string): Definition {
   }
   if (!url)
     throw new UsageError(
-      'remote(): cannot tell which module defines this function; define remote functions and classes at the top level of a module',
+      'remote(): cannot tell which module defines this function; define remote functions and classes at the top ' +
+        'level of a module',
     );
   // Workers import the defining module; importing the script being run would run it again. And here its calls would
   // wait for ever: the export name is known once the module has loaded, which it has not while it awaits them.
   if (url === entryScript()) {
     throw new UsageError(
-      `${what} is defined in ${fileURLToPath(url)}, the script node is running: workers load the module that defines it, and loading this one would run the script again. Define it in a module of its own and import it here`,
+      `${what} is defined in ${fileURLToPath(url)}, the script node is running: workers load the module that defines ` +
+        `it, and loading this one would run the script again. Define it in a module of its own and import it here`,
     );
   }
   const def: Definition = { url, looked: false, lookup: Promise.resolve(undefined) };

@@ -38,7 +38,8 @@ export class SerializationError extends TroupeError {}
 export class GetTimeoutError extends TroupeError {}
 /** The worker process running a task exited before it replied. */
 export class WorkerDiedError extends TroupeError {}
-/** The actor a call went to is dead (or died while the call ran). `cause` says why: exit code or signal, node died, killed, constructor threw, out of restarts. */
+/** The actor a call went to is dead (or died while the call ran). `cause` says why: exit code or signal, node died,
+ * killed, constructor threw, out of restarts. */
 export class ActorDiedError extends TroupeError {
   constructor(message: string, options?: { cause?: unknown; actorId?: string }) {
     super(message, options);
@@ -50,7 +51,8 @@ export class ActorDiedError extends TroupeError {
 export class PendingCallsLimitError extends TroupeError {}
 /** The object cannot be had any more: its owner or every node holding it died. */
 export class ObjectLostError extends TroupeError {}
-/** A node's object store cannot take the object: it is larger than the store, or everything held is in use and cannot spill. */
+/** A node's object store cannot take the object: it is larger than the store, or everything held is in use and cannot
+ * spill. */
 export class ObjectStoreFullError extends TroupeError {}
 /** No troupe cluster at the address, or it refused us. */
 export class ConnectionError extends TroupeError {}
@@ -97,7 +99,7 @@ for (const c of [
 ])
   classes.set(c.name, c);
 
-/** Lets higher layers (actors, object store) make their own error classes survive the bus. */
+/** Lets the libraries in actors/ (through actors/library/runtime.ts) make their own error classes survive the bus. */
 export function registerErrorClass(c: new (message: string, ...rest: any[]) => Error): void {
   classes.set(c.name, c);
 }

@@ -12,7 +12,7 @@ function nodeWithTsx(entry: URL, args: string[] = [], flags: string[] = []): [st
   return [process.execPath, [...prof, ...flags, '--import', tsxLoader, fileURLToPath(entry), ...args]];
 }
 
-// --expose-gc: an idle worker collects, so refs it dropped reach their owners (see worker.ts).
+// --expose-gc: an idle worker collects, so refs it dropped reach their owners (see worker/worker.ts).
 export const workerCommand = () => nodeWithTsx(new URL('../worker/worker.ts', import.meta.url), [], ['--expose-gc']);
 export const daemonCommand = (role: 'head' | 'node') =>
   nodeWithTsx(new URL('../cluster/daemon.ts', import.meta.url), [role]);

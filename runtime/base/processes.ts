@@ -45,7 +45,8 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-/** Resolves when something accepts TCP connections on host:port; rejects after timeoutMs or when stillRunning() turns false. */
+/** Resolves when something accepts TCP connections on host:port; rejects after timeoutMs or when stillRunning() turns
+ * false. */
 export async function waitForPort(
   host: string,
   port: number,

@@ -115,7 +115,8 @@ export interface ConnectOptions {
   name: string;
   /** Daemons reconnect forever; drivers give up after a while. */
   daemon?: boolean;
-  /** The process's id in the cluster, when it has one: workers it opens lanes to send its events (publishTo) on them. */
+  /** The process's id in the cluster, when it has one: workers it opens lanes to send its events (publishTo) on
+   * them. */
   procId?: string;
 }
 
@@ -463,7 +464,8 @@ export class Bus {
     }
   }
 
-  /** At the end of this turn of the event loop: batched answers, then batched requests, then every message, in one write. */
+  /** At the end of this turn of the event loop: batched answers, then batched requests, then every message, in one
+   * write. */
   private flushSoon(): void {
     if (this.flushing) return;
     this.flushing = true;
@@ -493,7 +495,8 @@ export class Bus {
     }
   }
 
-  /** Answers requests on `subject`. A malformed message or a throwing handler gets an error reply; the process goes on. */
+  /** Answers requests on `subject`. A malformed message or a throwing handler gets an error reply; the process goes
+   * on. */
   serve(subject: string, handler: Handler, opts: { queue?: string } = {}): Subscription {
     return this.nc.subscribe(subject, {
       queue: opts.queue,

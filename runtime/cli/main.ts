@@ -33,7 +33,8 @@ RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amo
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
            --spill-dir DIR (default: the session dir)  --no-spill (a full store refuses new objects instead)
 Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default 2000)
-Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token), run/ and session dirs.`;
+Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token),
+           run/ and session dirs.`;
 
 const resourceFlags = {
   'num-cpus': { type: 'string' },
@@ -197,7 +198,8 @@ async function connectFromFlags(values: Values): Promise<Bus> {
   const address = (values.address as string | undefined) ?? (process.env.TROUPE_ADDRESS || undefined) ?? file?.address;
   if (!address)
     throw new UsageError(
-      `no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start --head'`,
+      `no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start ` +
+        `--head'`,
     );
   const token = (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined) ?? file?.token;
   if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
@@ -263,7 +265,8 @@ async function status(values: Values): Promise<number> {
     console.log(`\nResources (alive nodes): ${usage(total, free)}`);
     const byState = (st: string) => actors.filter((a) => a.state === st).length;
     console.log(
-      `\nActors: ${byState('ALIVE')} alive, ${byState('PENDING') + byState('RESTARTING')} starting, ${byState('DEAD')} dead   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`,
+      `\nActors: ${byState('ALIVE')} alive, ${byState('PENDING') + byState('RESTARTING')} starting, ` +
+        `${byState('DEAD')} dead   Jobs running: ${jobs.filter((j) => j.state === 'RUNNING').length}`,
     );
     const pending = head?.pending ?? [];
     console.log(`\nPending demands: ${pending.length ? '' : 'none'}`);
@@ -438,7 +441,9 @@ async function memory(values: Values): Promise<number> {
     const capacity = stores.reduce((n, s) => n + s.stats.capacity, 0);
     const spilled = stores.reduce((n, s) => n + s.stats.spilledBytes, 0);
     console.log(
-      `\nAll nodes: ${formatBytes(used)} of ${formatBytes(capacity)} in memory (${((100 * used) / Math.max(1, capacity)).toFixed(1)}% full), ${formatBytes(spilled)} spilled, ${objects.length} objects owned by ${byOwner.size} processes`,
+      `\nAll nodes: ${formatBytes(used)} of ${formatBytes(capacity)} in memory ` +
+        `(${((100 * used) / Math.max(1, capacity)).toFixed(1)}% full), ${formatBytes(spilled)} spilled, ` +
+        `${objects.length} objects owned by ${byOwner.size} processes`,
     );
     return 0;
   } finally {
@@ -446,7 +451,8 @@ async function memory(values: Values): Promise<number> {
   }
 }
 
-/** Stops every daemon started from this TROUPE_HOME: node daemons first (they return their leases), then heads, then nats-servers. */
+/** Stops every daemon started from this TROUPE_HOME: node daemons first (they return their leases), then heads, then
+ * nats-servers. */
 async function stop(): Promise<number> {
   const runs = readRunFiles();
   let stopped = 0;

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { troupeHome } from '../base/config.ts';
+import { nodeStoreName, troupeHome } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
 import { daemonCommand } from '../base/launch.ts';
@@ -156,7 +156,7 @@ export async function startNode(
     await terminate(pid, 2000);
     throw e;
   }
-  const objectDir = join(objectStoreRoot, `troupe-${sessionDir.split('/').pop()}-${nodeId}`);
+  const objectDir = join(objectStoreRoot, nodeStoreName(sessionDir, nodeId));
   return {
     address: o.address,
     publicAddress: o.address,

@@ -39,7 +39,8 @@ export function detectResources(flags: ResourceFlags = {}): ResourceSet {
   return total;
 }
 
-/** Object store size, like Ray: 30% of RAM, but no more than the store's filesystem has free (/dev/shm is often small). */
+/** Object store size, like Ray: 30% of RAM, but no more than the store's filesystem has free (/dev/shm is often
+ * small). */
 export function defaultObjectStoreMemory(root: string): number {
   let fsFree = Infinity;
   try {

@@ -4,7 +4,8 @@ import { delimiter, join } from 'node:path';
 
 export const NATS_PACKAGE = 'nats-server';
 
-/** @returns {string | undefined} absolute path of nats-server: $TROUPE_NATS_SERVER, else PATH, else Debian's /usr/sbin. */
+/** @returns {string | undefined} absolute path of nats-server: $TROUPE_NATS_SERVER, else PATH, else Debian's
+ * /usr/sbin. */
 export function findNatsServer() {
   const explicit = process.env.TROUPE_NATS_SERVER;
   if (explicit) return isExecutable(explicit) ? explicit : undefined;
@@ -27,7 +28,8 @@ export function missingNatsMessage() {
   const explicit = process.env.TROUPE_NATS_SERVER;
   return explicit
     ? `TROUPE_NATS_SERVER=${explicit} is not an executable file`
-    : `nats-server not found: install Debian's '${NATS_PACKAGE}' package (apt-get install ${NATS_PACKAGE}) or set TROUPE_NATS_SERVER to a nats-server binary`;
+    : `nats-server not found: install Debian's '${NATS_PACKAGE}' package (apt-get install ${NATS_PACKAGE}) or set ` +
+        `TROUPE_NATS_SERVER to a nats-server binary`;
 }
 
 /** @param {string} p */

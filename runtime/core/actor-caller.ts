@@ -99,13 +99,15 @@ export class ActorCaller {
    * as the actor does. */
   private readonly args = new Map<string, unknown[]>();
 
-  /** Throws when `limit` calls already wait for this actor to come up (a restart that never ends must not eat memory). */
+  /** Throws when `limit` calls already wait for this actor to come up (a restart that never ends must not eat
+   * memory). */
   checkPending(actorId: string, method: string, limit: number): void {
     const n = this.pending.get(actorId) ?? 0;
     if (limit !== -1 && n >= limit) {
       const k = this.known.get(actorId);
       throw new PendingCallsLimitError(
-        `cannot call ${method}(): ${n} calls already wait for actor ${actorId}${k ? ` (${k.state})` : ''} (maxPendingCalls ${limit})`,
+        `cannot call ${method}(): ${n} calls already wait for actor ${actorId}${k ? ` (${k.state})` : ''} ` +
+          `(maxPendingCalls ${limit})`,
       );
     }
   }
@@ -298,7 +300,8 @@ export class ActorCaller {
       set.add(settle);
       this.waiters.set(actorId, set);
       // Events tell us of changes. For an actor we did not create (a handle from getActor or an argument) KV tells us
-      // where it stands now; for our own, the events from its creation on are enough (and 10,000 KV reads are not free).
+      // where it stands now; for our own, the events from its creation on are enough (and 10,000 KV reads are not
+      // free).
       if (!k && (fresh || !this.mine.has(actorId))) void this.readState(actorId, set, settle, reject);
     });
   }

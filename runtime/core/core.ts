@@ -28,7 +28,7 @@ import { nameKey } from '../state/gcs.ts';
 import type { TaskSpec } from '../protocol/tasks.ts';
 import { isPlain, type CallArgs, type ObjectRow } from '../protocol/objects.ts';
 
-export interface ClientOptions {
+export interface CoreOptions {
   address: string;
   token: string;
   role: 'driver' | 'worker';
@@ -121,19 +121,19 @@ function placementOf(opts: TaskOptions): { demand: ResourceSet; strategy: Schedu
   return p;
 }
 
-let current: Client | undefined;
+let current: Core | undefined;
 
 /** The runtime of this process; throws a clear error before init(). */
-export function currentClient(): Client {
+export function currentCore(): Core {
   if (!current) throw new UsageError('troupe is not initialized: call `await init()` first');
   return current;
 }
 
-export function hasClient(): boolean {
+export function hasCore(): boolean {
   return current !== undefined;
 }
 
-export class Client {
+export class Core {
   readonly procId: string;
   readonly objects: ObjectClient;
   readonly tasks: TaskSubmitter;
@@ -142,7 +142,7 @@ export class Client {
 
   private constructor(
     readonly bus: Bus,
-    readonly o: ClientOptions,
+    readonly o: CoreOptions,
   ) {
     this.procId = o.procId ?? newId();
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
@@ -162,7 +162,7 @@ export class Client {
     this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned);
   }
 
-  static async connect(o: ClientOptions): Promise<Client> {
+  static async connect(o: CoreOptions): Promise<Core> {
     if (current) throw new UsageError('troupe is already initialized in this process: call shutdown() first');
     const procId = o.procId ?? newId();
     const bus = await Bus.connect({
@@ -172,7 +172,7 @@ export class Client {
       daemon: o.role === 'worker',
       procId,
     });
-    const c = new Client(bus, { ...o, procId });
+    const c = new Core(bus, { ...o, procId });
     c.objects.serve();
     c.tasks.start();
     c.actors.start();
@@ -397,7 +397,8 @@ export class Client {
     const capacity = this.o.localNode?.objectStoreMemory;
     if (capacity !== undefined && size > defaults.inlineThreshold && size > capacity) {
       throw new ObjectStoreFullError(
-        `${createdBy} of ${formatBytes(size)}: the object store of node ${this.o.localNode!.nodeId} holds ${formatBytes(capacity)} in all (--object-store-memory)`,
+        `${createdBy} of ${formatBytes(size)}: the object store of node ${this.o.localNode!.nodeId} holds ` +
+          `${formatBytes(capacity)} in all (--object-store-memory)`,
       );
     }
     const id = newId();
@@ -437,7 +438,8 @@ export class Client {
     return [refs.filter((r) => ready.has(r.id)), refs.filter((r) => !ready.has(r.id))];
   }
 
-  /** Ids of refs whose value exists (a failed object counts), once `count` do or timeoutMs passes. Leaves no waiter behind. */
+  /** Ids of refs whose value exists (a failed object counts), once `count` do or timeoutMs passes. Leaves no waiter
+   * behind. */
   private readyWithin(refs: ObjectRef[], count: number, timeoutMs?: number): Promise<Set<string>> {
     return new Promise((resolve) => {
       const ready = new Set<string>();

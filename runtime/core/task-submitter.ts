@@ -240,7 +240,8 @@ export class TaskSubmitter {
     }
     this.finish(spec.taskId, {
       error: new WorkerDiedError(
-        `task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ${lease.grant.workerId})`,
+        `task ${spec.name} could not be delivered: ${tries} workers leased for it were gone (last ` +
+          `${lease.grant.workerId})`,
         { cause: e },
       ),
     });
@@ -272,7 +273,8 @@ export class TaskSubmitter {
   private sendLeaseRequest(reqId: string, shape: Shape): void {
     const msg: LeaseRequestMsg = { reqId, clientId: this.procId, demand: shape.demand, strategy: shape.strategy };
     this.bus.request(subjects.headLease, msg).catch((e: Error) => {
-      if (e instanceof NoRespondersError || e.name === 'RequestTimeoutError' || e instanceof ConnectionError) return; // head away: the resend timer retries
+      // head away: the resend timer retries
+      if (e instanceof NoRespondersError || e.name === 'RequestTimeoutError' || e instanceof ConnectionError) return;
       this.onLeaseAnswer({ reqId, error: e });
     });
   }

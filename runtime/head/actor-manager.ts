@@ -45,7 +45,8 @@ export class ActorManager {
 
   constructor(private readonly h: ActorManagerHost) {}
 
-  /** After a head restart: the rest are placed again; ALIVE actors are checked with their nodes once heartbeats flow. */
+  /** After a head restart: the rest are placed again; ALIVE actors are checked with their nodes once heartbeats
+   * flow. */
   async load(): Promise<void> {
     for (const a of await this.h.gcs.actors.list()) {
       if (!a?.actorId || !a.spec) continue;
@@ -96,7 +97,8 @@ export class ActorManager {
       // A reserved name whose actor is still being created counts as taken too.
       if (holderId && holder?.state !== 'DEAD')
         throw new UsageError(
-          `an actor named '${spec.name}' already exists in namespace '${spec.namespace}' (${holder?.className ?? 'being created'} ${holderId})`,
+          `an actor named '${spec.name}' already exists in namespace '${spec.namespace}' ` +
+            `(${holder?.className ?? 'being created'} ${holderId})`,
         );
       this.names.set(key, spec.actorId); // before any await
       await this.h.gcs.names.put(key, { actorId: spec.actorId });
@@ -192,7 +194,8 @@ export class ActorManager {
     }
   }
 
-  /** kill(handle): with noRestart it is DEAD for good; otherwise it counts as a crash (restarts if it has restarts left,
+  /** kill(handle): with noRestart it is DEAD for good; otherwise it counts as a crash (restarts if it has restarts
+   * left,
    * or is held for its supervisor). Supervisors and crashing actors say why in `cause`. */
   async kill(actorId: string, noRestart: boolean, cause = 'it was killed by kill()', by?: string): Promise<void> {
     const a = this.actors.get(actorId);
@@ -330,7 +333,7 @@ export class ActorManager {
   }
 }
 
-/** A spec from the bus, not necessarily from our client library: every field the head and the worker rely on. */
+/** A spec from the bus, not necessarily from runtime/core: every field the head and the worker rely on. */
 function checkSpec(spec: ActorSpec): void {
   const int = (v: unknown, min: number) => Number.isInteger(v) && (v as number) >= min;
   if (!int(spec.maxRestarts, -1) || !int(spec.maxTaskRetries, -1))

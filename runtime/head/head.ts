@@ -187,7 +187,8 @@ export class Head {
     }
     n.lastHb = Date.now();
     const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
-    // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller numbers.
+    // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller
+    // numbers.
     const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;
     n.available = current ? hb.available : minOf(n.available, hb.available);
     if (current && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1))
@@ -219,7 +220,8 @@ export class Head {
     const late = now - this.lastSweep > this.timeoutMs / 2;
     this.lastSweep = now;
     if (late) {
-      // We were stalled (GC pause, SIGSTOP, overload): the heartbeats queued meanwhile are unread, so silence proves nothing.
+      // We were stalled (GC pause, SIGSTOP, overload): the heartbeats queued meanwhile are unread, so silence proves
+      // nothing.
       for (const n of this.nodes.values()) if (n.alive) n.lastHb = now;
       return;
     }
@@ -236,7 +238,8 @@ export class Head {
     n.available = {};
     console.error(`troupe: node ${nodeId} is dead: ${cause}`);
     this.bus.publish(subjects.evtNodeDied, { nodeId, cause });
-    // Grants in flight on it will never be answered: abandon them (actors count it as a failed start, tasks wait again).
+    // Grants in flight on it will never be answered: abandon them (actors count it as a failed start, tasks wait
+    // again).
     for (const p of [...this.queue.values()]) {
       if (!p.granting || p.node !== nodeId) continue;
       p.attempt++;
@@ -297,7 +300,7 @@ export class Head {
     }
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string')
       throw new ProtocolError('lease request needs { reqId, clientId, demand }');
-    const demand = checkDemand(req.demand); // input from the bus, not necessarily from our client library
+    const demand = checkDemand(req.demand); // input from the bus, not necessarily from runtime/core
     const strategy = checkStrategy(req.strategy);
     const p = place(this.views(), demand, strategy);
     if (p.kind === 'infeasible') {
@@ -311,7 +314,8 @@ export class Head {
     return { queued: true };
   }
 
-  /** Tries to place every queued request. Grants run concurrently; a node's reply or heartbeat triggers the next pass. */
+  /** Tries to place every queued request. Grants run concurrently; a node's reply or heartbeat triggers the next
+   * pass. */
   private pump(): void {
     if (this.pumping) {
       this.pumpAgain = true;

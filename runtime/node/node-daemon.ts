@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Bus } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
-import { defaults } from '../base/config.ts';
+import { defaults, nodeStoreName } from '../base/config.ts';
 import {
   fits,
   subtract,
@@ -88,7 +88,8 @@ export class NodeDaemon {
   private available: ResourceSet;
   private gpuFree: number[];
   private readonly workers = new Set<Worker>();
-  /** Every worker process not yet exited, also those already let go (workers no longer has them): stop() waits for all. */
+  /** Every worker process not yet exited, also those already let go (workers no longer has them): stop() waits for
+   * all. */
   private readonly processes = new Set<ChildProcess>();
   private readonly leases = new Map<string, Lease>();
   private readonly clientSeen = new Map<string, number>();
@@ -100,7 +101,7 @@ export class NodeDaemon {
     this.nodeId = o.nodeId;
     this.available = { ...o.resources };
     this.gpuFree = Array.from({ length: Math.floor(o.resources.GPU ?? 0) }, () => 1);
-    const name = `troupe-${sessionName(o.sessionDir)}-${this.nodeId}`;
+    const name = nodeStoreName(o.sessionDir, this.nodeId);
     const spillDir = o.spillRoot === false ? undefined : join(o.spillRoot ?? o.sessionDir, `spill-${name}`);
     this.store = new NodeStore(join(o.objectStoreRoot, name), spillDir);
     this.objects = new StoreManager(this.store, o.objectStoreMemory, this.nodeId);
@@ -269,7 +270,8 @@ export class NodeDaemon {
     let direct: string | undefined;
     if (actor) {
       try {
-        // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the wait.
+        // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the
+        // wait.
         ({ backend, direct } = await Promise.race([
           this.bus.request<{ backend?: string; direct?: string }>(subjects.procActorStart(worker.procId), actor, {
             timeoutMs: 0,
@@ -497,8 +499,4 @@ function howItExited(code: number | null, signal: NodeJS.Signals | null): string
 function withoutCpu(d: ResourceSet): ResourceSet {
   const { CPU: _cpu, ...rest } = d;
   return rest;
-}
-
-function sessionName(sessionDir: string): string {
-  return sessionDir.split('/').filter(Boolean).pop() ?? 'session';
 }

@@ -56,5 +56,6 @@ export const subjects = {
   trainProgress: (run: string) => `troupe.train.${run}.progress`,
 } as const;
 
-/** How often each process's heartbeat goes out on hbProc (its node daemon beats for a worker; a driver beats itself). */
+/** How often each process's heartbeat goes out on hbProc (its node daemon beats for a worker; a driver beats
+ * itself). */
 export const PROC_HEARTBEAT_MS = 1000;

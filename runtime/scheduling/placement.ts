@@ -4,6 +4,7 @@
  */
 import { formatBytes } from '../base/bytes.ts';
 import { UsageError } from '../base/errors.ts';
+import { keysOf } from '../base/option-keys.ts';
 
 /** Resource amounts by name. Built-in names: 'CPU', 'GPU', 'memory' (bytes); anything else is a custom resource. */
 export type ResourceSet = Record<string, number>;
@@ -32,7 +33,7 @@ const EPS = 1e-9;
 /** Ray's hybrid policy packs until a node would pass this utilization. */
 const PACK_THRESHOLD = 0.5;
 const BUILT_IN = ['CPU', 'GPU', 'memory'] as const;
-const REQUEST_KEYS = new Set(['numCpus', 'numGpus', 'memory', 'resources']);
+const REQUEST_KEYS = keysOf<ResourceRequest>({ numCpus: true, numGpus: true, memory: true, resources: true });
 
 function checkAmount(value: unknown, field: string): number {
   if (typeof value !== 'number') throw new UsageError(`${field} must be a number, got ${typeof value}`);
@@ -46,8 +47,11 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Validates and normalizes a request into a demand. Defaults: numCpus defaultCpus (1 for tasks), others 0. Zero entries are omitted.
- * Throws TypeError/RangeError with a clear message naming the bad field for: non-number, NaN, Infinity, negative; numGpus > 1 that is not an integer (fractions only below 1, like Ray); a custom resource named CPU/GPU/memory; unknown keys in the request object. */
+/** Validates and normalizes a request into a demand. Defaults: numCpus defaultCpus (1 for tasks), others 0. Zero
+ * entries are omitted.
+ * Throws TypeError/RangeError with a clear message naming the bad field for: non-number, NaN, Infinity, negative;
+ * numGpus > 1 that is not an integer (fractions only below 1, like Ray); a custom resource named CPU/GPU/memory;
+ * unknown keys in the request object. */
 export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus = 1): ResourceSet {
   checkAmount(defaultCpus, 'defaultCpus');
   if (req === undefined) return defaultCpus > 0 ? { CPU: defaultCpus } : {};
@@ -78,7 +82,8 @@ export function normalizeRequest(req: ResourceRequest | undefined, defaultCpus =
     for (const [name, value] of Object.entries(custom)) {
       if ((BUILT_IN as readonly string[]).includes(name)) {
         throw new UsageError(
-          `resources.${name} is built in; use ${name === 'CPU' ? 'numCpus' : name === 'GPU' ? 'numGpus' : 'memory'} instead`,
+          `resources.${name} is built in; use ${name === 'CPU' ? 'numCpus' : name === 'GPU' ? 'numGpus' : 'memory'} ` +
+            `instead`,
         );
       }
       if (name === '') throw new UsageError('resources must not contain an empty name');
@@ -106,7 +111,8 @@ export function checkStrategy(s: unknown): SchedulingStrategy {
   throw new UsageError(`schedulingStrategy must be 'DEFAULT', 'SPREAD' or { nodeId, soft? }, got ${shown}`);
 }
 
-/** Checks resource amounts that came over the bus (a node's free resources): a plain object of finite, non-negative numbers. */
+/** Checks resource amounts that came over the bus (a node's free resources): a plain object of finite, non-negative
+ * numbers. */
 export function checkResources(d: unknown, what = 'resources'): ResourceSet {
   if (!isPlainObject(d)) throw new UsageError(`${what} must be an object of resource amounts`);
   const out: ResourceSet = {};
@@ -117,7 +123,8 @@ export function checkResources(d: unknown, what = 'resources'): ResourceSet {
   return out;
 }
 
-/** Checks a demand that came over the bus: resource amounts, and whole GPUs above 1 (free GPUs, unlike a demand, may be 1.4). */
+/** Checks a demand that came over the bus: resource amounts, and whole GPUs above 1 (free GPUs, unlike a demand, may be
+ * 1.4). */
 export function checkDemand(d: unknown): ResourceSet {
   const out = checkResources(d, 'demand');
   if ((out.GPU ?? 0) > 1 && !Number.isInteger(out.GPU))
@@ -196,7 +203,9 @@ function infeasible(alive: NodeView[], demand: ResourceSet): Placement {
   const big = largestNode(alive, demand);
   return {
     kind: 'infeasible',
-    message: `no node can ever satisfy ${formatResources(demand)}; the largest node ${big.nodeId} has ${formatResources(big.total)}`,
+    message:
+      `no node can ever satisfy ${formatResources(demand)}; the largest node ${big.nodeId} has ` +
+      `${formatResources(big.total)}`,
   };
 }
 
@@ -225,7 +234,15 @@ function pickSpread(candidates: NodeView[], demand: ResourceSet, cursor: number)
   return tied[i]!.n;
 }
 
-/** Picks a node. DEFAULT = Ray's hybrid policy: among alive nodes where the demand fits now, prefer nodes whose utilization after placement stays <= 0.5 (utilization = max over resource kinds in the demand of used/total), choosing the most utilized of those (pack), ties broken by nodeId order; if none stays under 0.5, choose the least utilized. SPREAD = among fitting nodes the least utilized, ties broken by rotating with opts.spreadCursor (caller increments it). Node affinity {nodeId, soft:false} = only that node (infeasible if that node is dead/unknown or its totals can never fit; wait if busy); soft:true = that node if it fits now, otherwise fall back to DEFAULT. Infeasible message must name the demand and the largest alive node's totals, e.g. "no node can ever satisfy {CPU: 1, GPU: 4}; the largest node n-abc has {CPU: 8, GPU: 2, memory: 16.0 GiB}" (or "... there are no alive nodes" is NOT infeasible: with zero alive nodes return wait). */
+/** Picks a node. DEFAULT = Ray's hybrid policy: among alive nodes where the demand fits now, prefer nodes whose
+ * utilization after placement stays <= 0.5 (utilization = max over resource kinds in the demand of used/total),
+ * choosing the most utilized of those (pack), ties broken by nodeId order; if none stays under 0.5, choose the least
+ * utilized. SPREAD = among fitting nodes the least utilized, ties broken by rotating with opts.spreadCursor (caller
+ * increments it). Node affinity {nodeId, soft:false} = only that node (infeasible if that node is dead/unknown or its
+ * totals can never fit; wait if busy); soft:true = that node if it fits now, otherwise fall back to DEFAULT. Infeasible
+ * message must name the demand and the largest alive node's totals, e.g. "no node can ever satisfy {CPU: 1, GPU: 4};
+ * the largest node n-abc has {CPU: 8, GPU: 2, memory: 16.0 GiB}" (or "... there are no alive nodes" is NOT infeasible:
+ * with zero alive nodes return wait). */
 export function place(
   nodes: NodeView[],
   demand: ResourceSet,
@@ -241,13 +258,16 @@ export function place(
         const state = nodes.some((n) => n.nodeId === strategy.nodeId) ? 'is dead' : 'is unknown';
         return {
           kind: 'infeasible',
-          message: `node ${strategy.nodeId} ${state}; cannot place ${formatResources(demand)} there (hard node affinity)`,
+          message:
+            `node ${strategy.nodeId} ${state}; cannot place ${formatResources(demand)} there (hard node ` + `affinity)`,
         };
       }
       if (!fits(target.total, demand)) {
         return {
           kind: 'infeasible',
-          message: `node ${target.nodeId} can never satisfy ${formatResources(demand)}; it has ${formatResources(target.total)} (hard node affinity)`,
+          message:
+            `node ${target.nodeId} can never satisfy ${formatResources(demand)}; it has ` +
+            `${formatResources(target.total)} (hard node affinity)`,
         };
       }
       return { kind: 'wait' };
@@ -273,9 +293,11 @@ function checkGpuAmount(amount: number): void {
 }
 
 /** GPU id bookkeeping on one node. free[i] is the remaining fraction (0..1) of GPU id i.
- * amount < 1: pick one id with remaining >= amount, preferring the most-used id that still fits (so two 0.5 demands share one id).
+ * amount < 1: pick one id with remaining >= amount, preferring the most-used id that still fits (so two 0.5 demands
+ * share one id).
  * amount >= 1 (integer): pick `amount` ids that are entirely free (remaining === 1), lowest ids first.
- * Returns the chosen ids and the new free array (never mutates input), or null if it cannot be satisfied. amount 0 → { ids: [], free }. */
+ * Returns the chosen ids and the new free array (never mutates input), or null if it cannot be satisfied.
+ * amount 0 → { ids: [], free }. */
 export function allocateGpus(free: number[], amount: number): { ids: number[]; free: number[] } | null {
   checkGpuAmount(amount);
   if (amount === 0) return { ids: [], free: [...free] };

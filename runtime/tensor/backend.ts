@@ -65,7 +65,8 @@ export async function pick(o: {
     const i = list.findIndex((c) => c.backend === startAt || c.pkg === startAt);
     if (i < 0)
       throw new Error(
-        `TROUPE_TENSOR_BACKEND=${startAt} names no backend: use one of ${[...new Set(list.map((c) => c.backend))].join(', ')}`,
+        `TROUPE_TENSOR_BACKEND=${startAt} names no backend: use one of ` +
+          `${[...new Set(list.map((c) => c.backend))].join(', ')}`,
       );
     list = list.slice(i);
   }

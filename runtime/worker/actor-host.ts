@@ -3,7 +3,7 @@
 // and supervisors', not ours: a crash is reported, never acted on here.
 import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError } from '../base/errors.ts';
-import type { Client } from '../core/core.ts';
+import type { Core } from '../core/core.ts';
 import type { Subscription } from '../bus/bus.ts';
 import type { ActorCall, ActorSpec, CallReply } from '../protocol/actors.ts';
 import { LIFECYCLE, REMOTE_CLASS, constructActor, setCheckpointSaver } from '../core/actor-instance.ts';
@@ -71,7 +71,7 @@ export class ActorHost {
   private readonly actors = new Map<string, Hosted>();
 
   constructor(
-    private readonly client: Client,
+    private readonly client: Core,
     private readonly load: Loader,
     private readonly inContext: InContext,
   ) {}
@@ -80,9 +80,9 @@ export class ActorHost {
     return this.actors.size;
   }
 
-  /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls. Throws TaskError when any
-   * of those throws. The head starts an actor again only as a new incarnation: an older instance still here goes first. */
-  /** Starts an instance; says which tensor backend its process computes on, when it uses tfjs. */
+  /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls; says which tensor backend
+   * its process computes on, when it uses tfjs. Throws TaskError when any of those throws. The head starts an actor
+   * again only as a new incarnation: an older instance still here goes first. */
   async start(spec: ActorSpec): Promise<{ actorId: string; backend?: string }> {
     await this.stop(spec.actorId);
     const ctx = contextOf(spec);

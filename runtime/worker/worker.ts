@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { sep } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { Client } from '../core/core.ts';
+import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
@@ -26,7 +26,7 @@ const procId = env('TROUPE_WORKER_ID');
 process.on('disconnect', () => process.exit(0));
 if (!process.connected) process.exit(0);
 const nodeId = env('TROUPE_NODE_ID');
-const client = await Client.connect({
+const client = await Core.connect({
   address: env('TROUPE_ADDRESS'),
   token: env('TROUPE_TOKEN'),
   role: 'worker',
@@ -57,7 +57,8 @@ function flushOutput(): void {
   outbox = new Map();
   for (const [owner, lines] of sending) client.bus.publishTo(owner, subjects.log(owner), lines);
 }
-/** Runs user code with its output going to ctx.owner; what it printed is sent before its result (same connection, in order). */
+/** Runs user code with its output going to ctx.owner; what it printed is sent before its result (same connection, in
+ * order). */
 const inContext = async <T>(ctx: HostedContext, fn: () => Promise<T>): Promise<T> => {
   try {
     return soleContext ? await fn() : await logContext.run(ctx, fn);
@@ -100,7 +101,8 @@ client.ownerHook = () => currentContext()?.owner;
 
 // --- code loading --------------------------------------------------------------------------------
 const exportsCache = new Map<string, unknown>();
-/** troupe's own actor classes (Supervisor) load from wherever troupe is installed. */
+/** troupe's own actor classes (the libraries' actors: Supervisor, ParamServer, Replica, InferenceReplica) load from
+ * wherever troupe is installed. */
 const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import.meta.url))) + sep;
 
 /** Imports the module a function or class was defined in, refusing anything outside the job's working directory. */
@@ -115,7 +117,8 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
     root = realpathSync(workingDir);
   } catch (e) {
     throw new UsageError(
-      `cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every node)`,
+      `cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every ` +
+        `node)`,
     );
   }
   if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
@@ -187,7 +190,8 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 let tail: Promise<unknown> = Promise.resolve();
 client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
   const p = tail.then(() => {
-    soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` }; // a task worker hosts nothing else
+    // a task worker hosts nothing else
+    soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
     return inContext(soleContext, () => run(spec));
   });
   tail = p.catch(() => undefined);

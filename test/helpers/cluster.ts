@@ -44,7 +44,8 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-/** A head (with its node) plus extra node daemons, owned by this test process. Cleans up after itself if start fails. */
+/** A head (with its node) plus extra node daemons, owned by this test process. Cleans up after itself if start
+ * fails. */
 /** Per node: resources and object store settings. */
 export type NodeFlags = ResourceFlags & Pick<StartOptions, 'objectStoreMemory' | 'spillDir'>;
 
