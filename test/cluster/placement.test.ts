@@ -1,8 +1,8 @@
 // Placement on two node daemons with fake GPUs and a custom resource.
 import test from 'ava';
-import { get, InfeasibleError } from '../runtime/index.ts';
-import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
-import { env, hold, meet } from './fixtures/tasks.ts';
+import { get, InfeasibleError } from '../../runtime/index.ts';
+import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
+import { env, hold, meet } from '../fixtures/tasks.ts';
 
 // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
 const cluster = useCluster(test, {

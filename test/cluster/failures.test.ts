@@ -4,15 +4,15 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 import { join } from 'node:path';
-import { get, InfeasibleError, WorkerDiedError, TaskError, UsageError } from '../runtime/index.ts';
-import { useCluster, eventually, isAlive, processesWithHome, tempDir, type TestCluster } from './helpers/cluster.ts';
-import { Bus } from '../runtime/bus/bus.ts';
-import { Gcs } from '../runtime/state/gcs.ts';
-import { encode } from '../runtime/base/codec.ts';
-import { subjects } from '../runtime/protocol/subjects.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { add, hold, env, flaky } from './fixtures/tasks.ts';
-import type { TaskEvent } from '../runtime/protocol/tasks.ts';
+import { get, InfeasibleError, WorkerDiedError, TaskError, UsageError } from '../../runtime/index.ts';
+import { useCluster, eventually, isAlive, processesWithHome, tempDir, type TestCluster } from '../helpers/cluster.ts';
+import { Bus } from '../../runtime/bus/bus.ts';
+import { Gcs } from '../../runtime/state/gcs.ts';
+import { encode } from '../../runtime/base/codec.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { add, hold, env, flaky } from '../fixtures/tasks.ts';
+import type { TaskEvent } from '../../runtime/protocol/tasks.ts';
 
 // The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }] });

@@ -1,7 +1,7 @@
 // Hyperparameter search: spaces expand and draw as documented, trials run as parallel tasks, the best is the best,
 // failures are recorded, misuse fails at the call.
 import test from 'ava';
-import { TaskError, UsageError } from '../runtime/index.ts';
+import { TaskError, UsageError } from '../../runtime/index.ts';
 import {
   search,
   configs,
@@ -12,9 +12,9 @@ import {
   randInt,
   SearchError,
   type Trial,
-} from '../runtime/index.ts';
-import { useCluster, tempDir } from './helpers/cluster.ts';
-import { paraboloid, flaky, alwaysFails, wrongKeys, where, tied } from './fixtures/search.ts';
+} from '../../runtime/index.ts';
+import { useCluster, tempDir } from '../helpers/cluster.ts';
+import { paraboloid, flaky, alwaysFails, wrongKeys, where, tied } from '../fixtures/search.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 

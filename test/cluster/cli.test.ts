@@ -2,9 +2,9 @@
 import test from 'ava';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCommand, tempDir, processesWithHome, isAlive, terminate } from './helpers/cluster.ts';
+import { runCommand, tempDir, processesWithHome, isAlive, terminate } from '../helpers/cluster.ts';
 
-const cli = join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs');
+const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
 
 test('start a head and two nodes, see them in status and list, stop them all', async (t) => {
   const home = tempDir(t);

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { UsageError } from '../runtime/base/errors.ts';
+import { UsageError } from '../../runtime/base/errors.ts';
 import {
   add,
   allocateGpus,
@@ -12,7 +12,7 @@ import {
   type NodeView,
   type ResourceRequest,
   type ResourceSet,
-} from '../runtime/scheduling/placement.ts';
+} from '../../runtime/scheduling/placement.ts';
 
 const GiB = 1024 ** 3;
 
@@ -190,7 +190,7 @@ test('releaseGpus restores what allocateGpus took', (t) => {
 });
 
 test('free resources may hold a fractional GPU count above 1; a demand may not', async (t) => {
-  const { checkResources, checkDemand } = await import('../runtime/scheduling/placement.ts');
+  const { checkResources, checkDemand } = await import('../../runtime/scheduling/placement.ts');
   t.deepEqual(checkResources({ CPU: 2, GPU: 1.4 }), { CPU: 2, GPU: 1.4 });
   t.throws(() => checkDemand({ GPU: 1.4 }), { instanceOf: UsageError });
   t.throws(() => checkResources({ CPU: -1 }), { instanceOf: UsageError });
@@ -198,7 +198,7 @@ test('free resources may hold a fractional GPU count above 1; a demand may not',
 });
 
 test('checkStrategy accepts the three shapes and names what it got otherwise', async (t) => {
-  const { checkStrategy } = await import('../runtime/scheduling/placement.ts');
+  const { checkStrategy } = await import('../../runtime/scheduling/placement.ts');
   t.is(checkStrategy(undefined), 'DEFAULT');
   t.is(checkStrategy('SPREAD'), 'SPREAD');
   t.deepEqual(checkStrategy({ nodeId: 'n1', soft: true }), { nodeId: 'n1', soft: true });

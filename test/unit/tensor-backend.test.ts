@@ -3,7 +3,7 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // registers every op's gradient
-import { pick, BACKENDS, describeBackend } from '../runtime/tensor/backend.ts';
+import { pick, BACKENDS, describeBackend } from '../../runtime/tensor/backend.ts';
 
 test.serial('the first candidate that loads wins; the ones skipped say why', async (t) => {
   const candidates = [

@@ -2,14 +2,14 @@ import test, { type ExecutionContext } from 'ava';
 import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UsageError } from '../runtime/base/errors.ts';
+import { UsageError } from '../../runtime/base/errors.ts';
 import {
   clusterFilePath,
   parseAddress,
   readClusterFile,
   writeClusterFile,
   type ClusterFile,
-} from '../runtime/base/config.ts';
+} from '../../runtime/base/config.ts';
 
 const accepted: Array<[string, string]> = [
   ['head-node:4222', 'nats://head-node:4222'],

@@ -2,7 +2,7 @@
 // replaced, junk on every subject. What must hold is counted, never timed: no call lost or failed, daemons alive.
 import test from 'ava';
 import { join } from 'node:path';
-import { runCommand, tempDir } from './helpers/cluster.ts';
+import { runCommand, tempDir } from '../helpers/cluster.ts';
 
 test(
   'chaos, short: nothing lost through actor kills, a node loss and a head restart; junk on every subject harms ' +
@@ -10,7 +10,7 @@ test(
   async (t) => {
     t.timeout(240_000);
     const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/chaos/run.ts', '--smoke'], {
-      cwd: join(import.meta.dirname, '..'),
+      cwd: join(import.meta.dirname, '..', '..'),
       env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
       timeoutMs: 240_000,
     });

@@ -1,9 +1,9 @@
 // The typed API, checked by `tsc --noEmit` (part of npm test): every @ts-expect-error line must be a type error,
 // or the typecheck fails. Nothing here talks to a cluster; the bodies never run.
 import test from 'ava';
-import { put, type ActorHandle, type ObjectRef } from '../runtime/index.ts';
-import { Counter, Forwarder } from './fixtures/actors.ts';
-import { add, length } from './fixtures/tasks.ts';
+import { put, type ActorHandle, type ObjectRef } from '../../runtime/index.ts';
+import { Counter, Forwarder } from '../fixtures/actors.ts';
+import { add, length } from '../fixtures/tasks.ts';
 
 function typeChecks(): void {
   const counter = Counter.remote(1);

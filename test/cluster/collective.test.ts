@@ -1,10 +1,10 @@
 // Collectives among actors: ring allreduce for 1 to 4 members and odd sizes (several chunks too), tensors, broadcast,
 // barrier, and the error a member sees when another never comes.
 import test from 'ava';
-import { CollectiveError, TaskError, kill, type ActorHandle } from '../runtime/index.ts';
-import { useCluster } from './helpers/cluster.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { Peer } from './fixtures/collective.ts';
+import { CollectiveError, TaskError, kill, type ActorHandle } from '../../runtime/index.ts';
+import { useCluster } from '../helpers/cluster.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { Peer } from '../fixtures/collective.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 

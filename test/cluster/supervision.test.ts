@@ -12,10 +12,10 @@ import {
   UsageError,
   type ActorHandle,
   type SupervisorHandle,
-} from '../runtime/index.ts';
-import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { Member, NeverStarts, Tally } from './fixtures/supervised.ts';
+} from '../../runtime/index.ts';
+import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { Member, NeverStarts, Tally } from '../fixtures/supervised.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 

@@ -1,9 +1,9 @@
 // Elastic training: a replica whose node dies cannot come back (no resources are left), so the run goes on with
 // the others, the data sharded again among them.
 import test from 'ava';
-import { train } from '../runtime/index.ts';
-import { useCluster } from './helpers/cluster.ts';
-import { lineJob } from './fixtures/training.ts';
+import { train } from '../../runtime/index.ts';
+import { useCluster } from '../helpers/cluster.ts';
+import { lineJob } from '../fixtures/training.ts';
 
 // One CPU on each node: each replica (1 CPU) has a node to itself, and nowhere to go when its node dies.
 const cluster = useCluster(test, { head: { numCpus: 1 }, nodes: [{ numCpus: 1 }], nodeTimeoutMs: 2000 });

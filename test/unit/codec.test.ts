@@ -6,12 +6,12 @@ import net from 'node:net';
 import { pack, unpack } from 'msgpackr';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { encode, decode, encodeParts } from '../runtime/base/codec.ts';
-import { TaskError, InfeasibleError, SerializationError } from '../runtime/base/errors.ts';
-import * as errors from '../runtime/base/errors.ts';
-import { ObjectRef } from '../object-store/object-ref.ts';
+import { encode, decode, encodeParts } from '../../runtime/base/codec.ts';
+import { TaskError, InfeasibleError, SerializationError } from '../../runtime/base/errors.ts';
+import * as errors from '../../runtime/base/errors.ts';
+import { ObjectRef } from '../../object-store/object-ref.ts';
 
-const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const roundTrip = <T>(value: T): T => decode<T>(encode(value));
 
 type AnyTypedArray = Exclude<NodeJS.TypedArray, Buffer>;

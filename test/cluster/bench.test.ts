@@ -1,12 +1,12 @@
 // The benchmarks run with tiny counts, so they cannot rot. Speed is never asserted here: see npm run bench.
 import test from 'ava';
 import { join } from 'node:path';
-import { runCommand, tempDir } from './helpers/cluster.ts';
+import { runCommand, tempDir } from '../helpers/cluster.ts';
 
 test('npm run bench works end to end (smoke: tiny counts, nothing written)', async (t) => {
   t.timeout(150_000);
   const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], {
-    cwd: join(import.meta.dirname, '..'),
+    cwd: join(import.meta.dirname, '..', '..'),
     env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
     timeoutMs: 150_000,
   });

@@ -2,15 +2,15 @@
 // each driver sees what its tasks and actors print, prefixed like Ray's "(Counter pid=1234)".
 import test from 'ava';
 import { join } from 'node:path';
-import { getActor, kill, UsageError } from '../runtime/index.ts';
-import { useCluster, runCommand, eventually } from './helpers/cluster.ts';
-import type { Counter } from './fixtures/actors.ts';
+import { getActor, kill, UsageError } from '../../runtime/index.ts';
+import { useCluster, runCommand, eventually } from '../helpers/cluster.ts';
+import type { Counter } from '../fixtures/actors.ts';
 
 // Drivers silent for 3 s are taken for dead (10 s by default): the daemons started below inherit this.
 process.env.TROUPE_CLIENT_TIMEOUT_MS = '3000';
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 
-const root = join(import.meta.dirname, '..');
+const root = join(import.meta.dirname, '..', '..');
 const otherDriver = (env: Record<string, string> = {}) =>
   runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/actor-driver.ts'], {
     cwd: root,
@@ -39,7 +39,7 @@ test.serial(
     await t.throwsAsync(getActor('ephemeral'), { instanceOf: UsageError });
     // made by a task of that driver: gone with it
     await t.throwsAsync(getActor('made-in-task'), { instanceOf: UsageError });
-    const info = await (await import('../runtime/core/core.ts'))
+    const info = await (await import('../../runtime/core/core.ts'))
       .currentCore()
       .gcs()
       .then((g) => g.actors.get(ids.ephemeral));
@@ -82,7 +82,7 @@ test.serial(
     t.is(r.signal, 'SIGKILL', r.stderr);
     const out = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { actorId: string; value: number };
     t.is(out.value, 2, 'its actor answered after 6 s of a blocked loop');
-    const gcs = await (await import('../runtime/core/core.ts')).currentCore().gcs();
+    const gcs = await (await import('../../runtime/core/core.ts')).currentCore().gcs();
     await eventually(
       'the actor of the killed driver ended',
       async () => (await gcs.actors.get(out.actorId))?.state === 'DEAD',

@@ -1,9 +1,9 @@
 // A task that waits for a task it submitted must not deadlock, even on a one-CPU cluster:
 // while it waits in get(), its CPU is lent to the node (as Ray does).
 import test from 'ava';
-import { get } from '../runtime/index.ts';
-import { useCluster } from './helpers/cluster.ts';
-import { nested, deepNested, add } from './fixtures/tasks.ts';
+import { get } from '../../runtime/index.ts';
+import { useCluster } from '../helpers/cluster.ts';
+import { nested, deepNested, add } from '../fixtures/tasks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 1 } });
 

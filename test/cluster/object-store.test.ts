@@ -5,21 +5,21 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { init, shutdown, put, get, wait } from '../runtime/api/session.ts';
-import { kill } from '../actors/api.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { subjects } from '../runtime/protocol/subjects.ts';
-import { ObjectLostError, ObjectStoreFullError } from '../runtime/base/errors.ts';
-import { fetchToMemory, makeChunk, chunkSize, type ChunkRequest } from '../object-store/transfer.ts';
-import type { StoredObject, StoreStats } from '../object-store/store-manager.ts';
-import type { ObjectRef } from '../object-store/object-ref.ts';
-import { startCluster, eventually, runCommand, type TestCluster } from './helpers/cluster.ts';
-import * as tasks from './fixtures/tasks.ts';
-import { Keeper } from './fixtures/actors.ts';
-import type { TaskEvent } from '../runtime/protocol/tasks.ts';
+import { init, shutdown, put, get, wait } from '../../runtime/api/session.ts';
+import { kill } from '../../actors/api.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { ObjectLostError, ObjectStoreFullError } from '../../runtime/base/errors.ts';
+import { fetchToMemory, makeChunk, chunkSize, type ChunkRequest } from '../../object-store/transfer.ts';
+import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
+import type { ObjectRef } from '../../object-store/object-ref.ts';
+import { startCluster, eventually, runCommand, type TestCluster } from '../helpers/cluster.ts';
+import * as tasks from '../fixtures/tasks.ts';
+import { Keeper } from '../fixtures/actors.ts';
+import type { TaskEvent } from '../../runtime/protocol/tasks.ts';
 
 const MiB = 1024 * 1024;
-const cli = join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs');
+const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
 /** A Float32Array of about `mib` MiB filled with v. */
 const floats = (mib: number, v: number) => new Float32Array((mib * MiB) / 4).fill(v);
 

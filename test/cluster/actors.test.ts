@@ -10,11 +10,11 @@ import {
   InfeasibleError,
   type ActorHandle,
   type ObjectRef,
-} from '../runtime/index.ts';
-import { useCluster, eventually } from './helpers/cluster.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { Counter, Gate, Broken, Forwarder, Phoenix, Doomed, Journal } from './fixtures/actors.ts';
-import { callCounter } from './fixtures/tasks.ts';
+} from '../../runtime/index.ts';
+import { useCluster, eventually } from '../helpers/cluster.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { Counter, Gate, Broken, Forwarder, Phoenix, Doomed, Journal } from '../fixtures/actors.ts';
+import { callCounter } from '../fixtures/tasks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 2 }] });
 let headNode: string, gpuNode: string;

@@ -11,10 +11,10 @@ import {
   SerializationError,
   GetTimeoutError,
   UsageError,
-} from '../runtime/index.ts';
-import { useCluster, eventually, tempDir } from './helpers/cluster.ts';
-import * as tasks from './fixtures/tasks.ts';
-import { currentCore } from '../runtime/core/core.ts';
+} from '../../runtime/index.ts';
+import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
+import * as tasks from '../fixtures/tasks.ts';
+import { currentCore } from '../../runtime/core/core.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 
@@ -138,7 +138,7 @@ test.serial('large arguments passed by value go through the object store', async
 });
 
 test.serial('a remote function can be called as soon as a dynamic import of its module settles', async (t) => {
-  const { triple } = await import('./fixtures/late-tasks.ts');
+  const { triple } = await import('../fixtures/late-tasks.ts');
   t.is(await triple.remote(7), 21);
 });
 

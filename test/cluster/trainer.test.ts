@@ -1,14 +1,14 @@
 // The data-parallel trainer: it converges, its replicas stay equal, and it resumes from the last checkpoint when a
 // replica is killed mid-epoch.
 import test from 'ava';
-import { train, UsageError, type EpochResult, type TrainOptions } from '../runtime/index.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { useCluster } from './helpers/cluster.ts';
-import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from './fixtures/training.ts';
-import { withSeededMathRandom } from '../actors/library/seeded-random.ts';
+import { train, UsageError, type EpochResult, type TrainOptions } from '../../runtime/index.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { useCluster } from '../helpers/cluster.ts';
+import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from '../fixtures/training.ts';
+import { withSeededMathRandom } from '../../actors/library/seeded-random.ts';
 import '@tensorflow/tfjs-backend-cpu'; // the first weights are made here too, to compare with
-import { makeHandle, HandleData } from '../actors/handle.ts';
-import type { ParamServer } from '../actors/train/param-server.ts';
+import { makeHandle, HandleData } from '../../actors/handle.ts';
+import type { ParamServer } from '../../actors/train/param-server.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 

@@ -1,8 +1,8 @@
 // A node dies: its actors are restarted on another node, keeping their id and handles.
 import test from 'ava';
-import { useCluster, eventually, isAlive } from './helpers/cluster.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { Phoenix } from './fixtures/actors.ts';
+import { useCluster, eventually, isAlive } from '../helpers/cluster.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { Phoenix } from '../fixtures/actors.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1000 });
 

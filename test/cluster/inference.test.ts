@@ -1,10 +1,10 @@
 // The inference pool: every request gets its own answer, batches wait no longer than maxWaitMs, the pool grows and
 // shrinks with its load, and a replica killed under load loses no request.
 import test from 'ava';
-import { serve, UsageError, type InferencePool, type BatchRecord } from '../runtime/index.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { useCluster, eventually } from './helpers/cluster.ts';
-import { affine, slowAffine } from './fixtures/serving.ts';
+import { serve, UsageError, type InferencePool, type BatchRecord } from '../../runtime/index.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { useCluster, eventually } from '../helpers/cluster.ts';
+import { affine, slowAffine } from '../fixtures/serving.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 

@@ -1,13 +1,13 @@
 // The head keeps no state of its own: killed and started again, it rebuilds nodes and actors from KV and heartbeats.
 import test from 'ava';
 import { join } from 'node:path';
-import { get, startSupervisor } from '../runtime/index.ts';
-import { currentCore } from '../runtime/core/core.ts';
-import { startHead } from '../runtime/cluster/local-cluster.ts';
-import { useCluster, eventually, runCommand } from './helpers/cluster.ts';
-import { Phoenix } from './fixtures/actors.ts';
-import { add, length } from './fixtures/tasks.ts';
-import { Member } from './fixtures/supervised.ts';
+import { get, startSupervisor } from '../../runtime/index.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { startHead } from '../../runtime/cluster/local-cluster.ts';
+import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
+import { Phoenix } from '../fixtures/actors.ts';
+import { add, length } from '../fixtures/tasks.ts';
+import { Member } from '../fixtures/supervised.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 2 }] });
 
@@ -49,7 +49,7 @@ test.serial('killing the head loses nothing: calls keep working, a new head take
 
   // The CLI lists what ran, from the new head's task events and every process's owned objects.
   const cli = (...args: string[]) =>
-    runCommand(process.execPath, [join(import.meta.dirname, '..', 'runtime', 'cli', 'troupe.mjs'), ...args], {
+    runCommand(process.execPath, [join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs'), ...args], {
       env: { TROUPE_HOME: c.home },
     });
   const tasks = JSON.parse((await cli('list', 'tasks', '--json')).stdout) as Array<{ name: string; state: string }>;

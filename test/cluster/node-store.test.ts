@@ -3,8 +3,8 @@
 import test from 'ava';
 import { copyFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { NodeStore } from '../object-store/node-store.ts';
-import { tempDir } from './helpers/cluster.ts';
+import { NodeStore } from '../../object-store/node-store.ts';
+import { tempDir } from '../helpers/cluster.ts';
 
 function storeIn(t: Parameters<typeof tempDir>[0]): NodeStore {
   const dir = tempDir(t);

@@ -3,9 +3,9 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCommand, tempDir, processesWithHome, isAlive, eventually } from './helpers/cluster.ts';
+import { runCommand, tempDir, processesWithHome, isAlive, eventually } from '../helpers/cluster.ts';
 
-const root = join(import.meta.dirname, '..');
+const root = join(import.meta.dirname, '..', '..');
 
 test(
   'npm run demo trains on MNIST with 2 replicas: a line per epoch, a ' + 'chart, the test accuracy last (1 epoch here)',
