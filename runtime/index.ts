@@ -85,5 +85,6 @@ export {
   RequestTimeoutError,
   UsageError,
   PendingCallsLimitError,
+  ProtocolError,
   ObjectStoreFullError,
 } from './base/errors.ts';
