@@ -256,10 +256,10 @@ export function place(
     if (!strategy.soft) {
       if (!target) {
         const state = nodes.some((n) => n.nodeId === strategy.nodeId) ? 'is dead' : 'is unknown';
+        const what = formatResources(demand);
         return {
           kind: 'infeasible',
-          message:
-            `node ${strategy.nodeId} ${state}; cannot place ${formatResources(demand)} there (hard node ` + `affinity)`,
+          message: `node ${strategy.nodeId} ${state}; cannot place ${what} there (hard node affinity)`,
         };
       }
       if (!fits(target.total, demand)) {

@@ -185,7 +185,7 @@ test(
       r.stderr,
       new RegExp(
         String.raw`UsageError: a remote function is defined in \S+remote-in-script\.ts, the ` +
-          String.raw`script node is running: .* Define it in a module of its own`,
+          'script node is running: .* Define it in a module of its own',
         '',
       ),
     );

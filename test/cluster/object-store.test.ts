@@ -1,6 +1,6 @@
 // The object store: byte bound, spilling, copies across nodes, tensors, reference counting and its errors.
 // Each test starts its own cluster: they need different stores.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -24,7 +24,6 @@ const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs'
 const floats = (mib: number, v: number) => new Float32Array((mib * MiB) / 4).fill(v);
 
 async function withCluster(
-  t: ExecutionContext,
   o: Parameters<typeof startCluster>[0],
   fn: (c: TestCluster) => Promise<void>,
 ): Promise<void> {
@@ -54,7 +53,7 @@ function collectUntil(what: string, done: () => boolean | Promise<boolean>): Pro
 const inStore = (c: TestCluster, id: string) => existsSync(join(c.head.objectDir, id));
 
 test.serial('a full store spills the least recently used objects to disk; get and tasks bring them back', (t) =>
-  withCluster(t, { head: { objectStoreMemory: 3.5 * MiB } }, async (c) => {
+  withCluster({ head: { objectStoreMemory: 3.5 * MiB } }, async (c) => {
     const refs = Array.from({ length: 6 }, (_, i) => put(floats(1, i + 1)));
     await Promise.all(refs.map((r) => wait([r])));
     await eventually('objects spilled', async () => (await storeOf(c.head.nodeId)).stats.spilledObjects >= 3);
@@ -93,7 +92,7 @@ test.serial(
   'with spilling off, referenced objects are never dropped: a put that does not fit fails with ObjectStoreFullError, ' +
     'the daemon stays up',
   (t) =>
-    withCluster(t, { head: { objectStoreMemory: 3 * MiB, spillDir: false } }, async (c) => {
+    withCluster({ head: { objectStoreMemory: 3 * MiB, spillDir: false } }, async (c) => {
       t.throws(() => put(floats(4, 1)), { instanceOf: ObjectStoreFullError, message: /holds 3\.0 MiB/ });
       let first: ObjectRef<Float32Array> | undefined = put(floats(1.2, 1));
       const firstId = first.id;
@@ -116,7 +115,7 @@ test.serial(
   "cross-node: a node fetches another node's object in checked chunks and keeps the copy; copies survive the holder; " +
     'a lost object names what made it',
   (t) =>
-    withCluster(t, { nodes: [{ numCpus: 1, resources: { b: 1 } }], nodeTimeoutMs: 1500 }, async (c) => {
+    withCluster({ nodes: [{ numCpus: 1, resources: { b: 1 } }], nodeTimeoutMs: 1500 }, async (c) => {
       const [headNode, nodeB] = c.nodeIds;
       const onB = tasks.bigOn.options({ resources: { b: 1 } });
       const copied = onB.remote(600_000, 2); // 2.4 MB: several chunks
@@ -148,7 +147,7 @@ test.serial(
   'lineage: a lost task result is made again by running its task again, inputs first; without retries or inputs it ' +
     'stays lost, saying why',
   (t) =>
-    withCluster(t, { nodes: [{ numCpus: 4 }], nodeTimeoutMs: 1500 }, async (c) => {
+    withCluster({ nodes: [{ numCpus: 4 }], nodeTimeoutMs: 1500 }, async (c) => {
       const [headNode, nodeB] = c.nodeIds;
       const onB = { schedulingStrategy: { nodeId: nodeB, soft: true } }; // where they fit now, else anywhere
       const whereIs = (ref: ObjectRef) =>
@@ -186,7 +185,7 @@ test.serial(
 test.serial(
   'transfers check every chunk: a damaged chunk is asked for again; one damaged every time fails with ObjectLostError',
   (t) =>
-    withCluster(t, {}, async () => {
+    withCluster({}, async () => {
       const bus = currentCore().bus;
       const data = new Uint8Array(Math.floor(chunkSize(bus) * 2.5)).map((_, i) => i % 251);
       const asked = new Map<number, number>();
@@ -215,7 +214,7 @@ test.serial(
 test.serial(
   'tensors of every dtype round-trip through the store and through a task; repeated gets reuse the decoded tensor',
   (t) =>
-    withCluster(t, {}, async () => {
+    withCluster({}, async () => {
       const n = 40_000; // over the inline threshold for every dtype
       const made: Array<[tf.DataType, tf.Tensor]> = [
         ['float32', tf.linspace(-1, 1, n)],
@@ -266,7 +265,7 @@ test.serial(
   'reference counting: nested refs live as long as their container; a ref held by an actor lives until the actor ' +
     'dies; refs returned from tasks stay valid',
   (t) =>
-    withCluster(t, {}, async (c) => {
+    withCluster({}, async (c) => {
       // Nested: the container holds the inner object after our own ref to it is gone.
       let outer: ObjectRef<{ inner: ObjectRef<Float32Array> }> | undefined;
       const innerId = (() => {
@@ -313,7 +312,7 @@ test.serial(
 );
 
 test.serial("a task's large result belongs to the caller: it outlives the worker that made it", (t) =>
-  withCluster(t, {}, async (c) => {
+  withCluster({}, async (c) => {
     const r = tasks.fill.remote(300_000, 9);
     await wait([r]);
     const bus = currentCore().bus;
@@ -356,7 +355,7 @@ test.serial(
 );
 
 test.serial("calls batched in one turn are split under the server's max_payload, both ways", (t) =>
-  withCluster(t, {}, async () => {
+  withCluster({}, async () => {
     const keeper = Keeper.remote();
     // 1.35 MB in all, each sent inline
     const blobs = Array.from({ length: 15 }, (_, i) => new Uint8Array(90_000).fill(i));
