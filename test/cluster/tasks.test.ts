@@ -11,6 +11,7 @@ import {
   SerializationError,
   GetTimeoutError,
   UsageError,
+  ProtocolError,
 } from '../../runtime/index.ts';
 import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
 import * as tasks from '../fixtures/tasks.ts';
@@ -109,7 +110,7 @@ test.serial(
     t.is(await tasks.echo.remote(undefined), undefined);
     // A receiver takes an array of values only when it is one a caller would have sent so.
     await t.throwsAsync(currentCore().objects.resolveArgs([{ not: 'plain' }], undefined), {
-      instanceOf: UsageError,
+      instanceOf: ProtocolError,
       message: /plain values/,
     });
   },
