@@ -4,8 +4,8 @@ import { writeFileSync, mkdtempSync, rmSync, readFileSync, existsSync } from 'no
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init, shutdown, get, wait, put, type ObjectRef } from 'troupe';
-import { startHead, startNode, type StartedCluster } from '../runtime/cluster/local-cluster.ts';
-import { writeClusterFile, parseAddress } from '../runtime/base/config.ts';
+import { startHead, startNode, recordCurrentCluster, type StartedCluster } from '../runtime/cluster/local-cluster.ts';
+import { parseAddress } from '../runtime/base/config.ts';
 import { currentCore } from '../runtime/core/core.ts';
 import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
@@ -68,13 +68,7 @@ started.push(
     sessionDir: head.sessionDir,
   }),
 );
-writeClusterFile({
-  address: head.address,
-  token: head.token,
-  sessionDir: head.sessionDir,
-  localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory },
-  startedAt: new Date().toISOString(),
-});
+recordCurrentCluster(head);
 await init({ logToDriver: false });
 const bus = currentCore().bus;
 

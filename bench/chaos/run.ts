@@ -11,8 +11,12 @@ import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { init, shutdown, startSupervisor, type ActorHandle } from 'troupe';
-import { startHead, startNode, type StartedCluster } from '../../runtime/cluster/local-cluster.ts';
-import { writeClusterFile } from '../../runtime/base/config.ts';
+import {
+  startHead,
+  startNode,
+  recordCurrentCluster,
+  type StartedCluster,
+} from '../../runtime/cluster/local-cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
@@ -56,13 +60,7 @@ const spare = await startNode({
   sessionDir: head.sessionDir,
 });
 started.push(spare);
-writeClusterFile({
-  address: head.address,
-  token: head.token,
-  sessionDir: head.sessionDir,
-  localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory },
-  startedAt: new Date().toISOString(),
-});
+recordCurrentCluster(head);
 await init({ logToDriver: false });
 const client = currentCore();
 const gcs = await client.gcs();

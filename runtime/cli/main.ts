@@ -1,8 +1,14 @@
 // `troupe` command line, shaped like Ray's: start, status, list, stop.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { readClusterFile, writeClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../base/config.ts';
-import { startHead, startNode, type StartOptions, type StartedCluster } from '../cluster/local-cluster.ts';
+import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../base/config.ts';
+import {
+  startHead,
+  startNode,
+  recordCurrentCluster,
+  type StartOptions,
+  type StartedCluster,
+} from '../cluster/local-cluster.ts';
 import { parseResourcesFlag } from '../cluster/machine-resources.ts';
 import { readRunFiles, removeRunFile, type RunFile } from '../cluster/run-files.ts';
 import { isAlive, terminate } from '../base/processes.ts';
@@ -172,13 +178,7 @@ async function start(values: Values): Promise<number> {
     console.log(`troupe node ${started.nodeId} joined ${address}; session ${started.sessionDir}`);
   }
   // Drivers on this machine find the cluster (and this node's store) through this file.
-  writeClusterFile({
-    address: started.address,
-    token: started.token,
-    sessionDir: started.sessionDir,
-    localNode: { nodeId: started.nodeId, objectDir: started.objectDir, objectStoreMemory: started.objectStoreMemory },
-    startedAt: new Date().toISOString(),
-  });
+  recordCurrentCluster(started);
   if (!values.block) {
     console.log(`Logs in ${started.sessionDir}/logs. 'troupe status' shows the cluster, 'troupe stop' stops it.`);
     return 0;

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { nodeStoreName, troupeHome } from '../base/config.ts';
+import { nodeStoreName, troupeHome, writeClusterFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
 import { daemonCommand } from '../base/launch.ts';
@@ -47,6 +47,18 @@ export interface StartedCluster {
   pids: number[];
   /** Stops every process this call started (embedded clusters). */
   stop(): Promise<void>;
+}
+
+/** Makes this the machine's current cluster: `init()` with no address, `troupe status` and `troupe stop` find it, and
+ * drivers here use its node's store. */
+export function recordCurrentCluster(c: StartedCluster): void {
+  writeClusterFile({
+    address: c.address,
+    token: c.token,
+    sessionDir: c.sessionDir,
+    localNode: { nodeId: c.nodeId, objectDir: c.objectDir, objectStoreMemory: c.objectStoreMemory },
+    startedAt: new Date().toISOString(),
+  });
 }
 
 export function newSessionDir(): string {

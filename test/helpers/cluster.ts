@@ -5,12 +5,17 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ExecutionContext, TestFn } from 'ava';
 import { init, shutdown } from '../../runtime/api/session.ts';
-import { startHead, startNode, type StartedCluster, type StartOptions } from '../../runtime/cluster/local-cluster.ts';
+import {
+  startHead,
+  startNode,
+  recordCurrentCluster,
+  type StartedCluster,
+  type StartOptions,
+} from '../../runtime/cluster/local-cluster.ts';
 import type { ResourceFlags } from '../../runtime/cluster/machine-resources.ts';
 import { terminate, isAlive } from '../../runtime/base/processes.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
-import { writeClusterFile } from '../../runtime/base/config.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 
 const everyPid = new Set<number>();
@@ -75,13 +80,7 @@ export async function startCluster(
     started.push(head);
     head.pids.forEach((p) => everyPid.add(p));
     // As `troupe start --head` does: init() with no arguments finds this cluster and the local node's store.
-    writeClusterFile({
-      address: head.address,
-      token: head.token,
-      sessionDir: head.sessionDir,
-      localNode: { nodeId: head.nodeId, objectDir: head.objectDir, objectStoreMemory: head.objectStoreMemory },
-      startedAt: new Date().toISOString(),
-    });
+    recordCurrentCluster(head);
     const nodes: StartedCluster[] = [];
     for (const flags of o.nodes ?? []) {
       const n = await startNode({
