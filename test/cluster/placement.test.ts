@@ -2,7 +2,8 @@
 import test from 'ava';
 import { get, InfeasibleError } from '../../runtime/index.ts';
 import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
-import { env, hold, meet } from '../fixtures/tasks.ts';
+import { writeFileSync } from 'node:fs';
+import { env, hold, meet, meetAndHold } from '../fixtures/tasks.ts';
 
 // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
 const cluster = useCluster(test, {
@@ -24,13 +25,16 @@ test.serial('CPU tasks see no GPUs; GPU tasks get their ids in CUDA_VISIBLE_DEVI
 });
 
 test.serial('two 1-GPU tasks at once get different devices; a third waits (pending) until one is free', async (t) => {
-  const a = hold.options({ numGpus: 1 }).remote(1500);
-  const b = hold.options({ numGpus: 1 }).remote(1500);
+  // a and b meet, so they surely run at once, and hold their GPUs until the third is seen waiting.
+  const dir = tempDir(t);
+  const a = meetAndHold.options({ numGpus: 1 }).remote(dir, 2);
+  const b = meetAndHold.options({ numGpus: 1 }).remote(dir, 2);
   const third = hold.options({ numGpus: 1 }).remote(0);
   const pending = await eventually('a pending GPU demand in status', async () =>
     (await cluster().status()).pending.find((p) => p.demand.GPU === 1),
   );
   t.is(pending.demand.GPU, 1);
+  writeFileSync(`${dir}/go`, '');
   const [ra, rb, rc] = await get([a, b, third]);
   t.deepEqual([ra.gpus, rb.gpus].sort(), ['0', '1']);
   t.true(['0', '1'].includes(rc.gpus!));
@@ -53,9 +57,11 @@ test.serial(
       'idle GPU leases of earlier tests returned',
       async () => (await cluster().status()).nodes.find((n) => n.nodeId === gpuNode)!.available.GPU === 2,
     );
+    // They meet, so both hold their 0.6 at once, until the 0.5 demand is seen waiting.
+    const dir = tempDir(t);
     const holders = [
-      hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500),
-      hold.options({ numGpus: 0.6, numCpus: 0 }).remote(1500),
+      meetAndHold.options({ numGpus: 0.6, numCpus: 0 }).remote(dir, 2),
+      meetAndHold.options({ numGpus: 0.6, numCpus: 0 }).remote(dir, 2),
     ];
     await eventually(
       'both holders running',
@@ -65,6 +71,7 @@ test.serial(
     await eventually('the 0.5 demand pending', async () =>
       (await cluster().status()).pending.some((p) => p.demand.GPU === 0.5),
     );
+    writeFileSync(`${dir}/go`, '');
     const [a, b] = await get(holders);
     t.not(a.gpus, b.gpus);
     t.true(['0', '1'].includes((await half).gpus!));
