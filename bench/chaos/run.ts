@@ -308,6 +308,8 @@ try {
   finished = true;
   await shutdown();
   for (const c of started.reverse()) await c.stop();
+  // A node daemon killed with SIGKILL cannot remove its store from /dev/shm (its machine would have lost it too).
+  for (const c of started) rmSync(c.objectDir, { recursive: true, force: true });
   rmSync(home, { recursive: true, force: true });
 }
 
