@@ -25,7 +25,7 @@ test(
     t.is(res.kill_node.actors, 3);
     t.like(res.kill_head, { calls_lost: 0, calls_failed: 0 });
     t.true((res.kill_head.calls_answered_during_outage as number) > 0, 'the head is not on the call path');
-    t.is(res.fuzz.nodes_alive, res.fuzz.nodes_before);
+    t.is(res.fuzz.nodes_alive, res.fuzz.nodes_before, String(res.fuzz.nodes_died));
     t.is(res.fuzz.daemons_alive, res.fuzz.daemons);
     t.true(res.fuzz.calls_work_after as boolean);
   },
