@@ -106,7 +106,7 @@ module.exports = {
     enhancedResolveOptions: {
       extensions: ['.ts', '.mjs', '.js'],
       exportsFields: ['exports'],
-      conditionNames: ['import', 'require', 'node', 'default'],
+      conditionNames: ['troupe-source', 'import', 'require', 'node', 'default'],
     },
   },
 };

@@ -6,6 +6,7 @@ import type { Bus } from '../../runtime/bus/bus.ts';
 import type { ActorInfo } from '../../runtime/protocol/actors.ts';
 import type { CheckpointStore } from '../../runtime/state/checkpoints.ts';
 import { UsageError } from '../../runtime/base/errors.ts';
+import { moduleExt } from '../../runtime/base/launch.ts';
 import { libraryActor as markRemote, type ActorClass } from '../actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 
@@ -57,10 +58,10 @@ export function checkpoints(): Promise<CheckpointStore> {
 /** The actor classes the libraries start themselves, by class name: their modules are known here, so a driver can
  * start one without loading the module (and tfjs with it). libraryActor() checks each entry against its class. */
 const LIBRARY_ACTORS = {
-  Supervisor: new URL('../supervision/supervisor.ts', import.meta.url).href,
-  ParamServer: new URL('../train/param-server.ts', import.meta.url).href,
-  Replica: new URL('../train/trainer-replica.ts', import.meta.url).href,
-  InferenceReplica: new URL('../serve/inference-replica.ts', import.meta.url).href,
+  Supervisor: new URL(`../supervision/supervisor${moduleExt}`, import.meta.url).href,
+  ParamServer: new URL(`../train/param-server${moduleExt}`, import.meta.url).href,
+  Replica: new URL(`../train/trainer-replica${moduleExt}`, import.meta.url).href,
+  InferenceReplica: new URL(`../serve/inference-replica${moduleExt}`, import.meta.url).href,
 } as const;
 export type LibraryActorName = keyof typeof LIBRARY_ACTORS;
 

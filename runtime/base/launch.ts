@@ -1,18 +1,38 @@
-// How troupe starts its own Node processes: `node --import tsx <entry>`, with tsx resolved from this package
-// so the job's working directory need not have it.
+// How troupe starts its own Node processes. Installed, troupe runs the JavaScript built into dist/: `node <entry>.js`.
+// In a checkout it runs its TypeScript sources: `node --import tsx --conditions=troupe-source <entry>.ts`, with tsx
+// resolved from this package (the job's working directory need not have it) and the condition that makes
+// `import 'troupe'` in a user's module resolve to these same sources, so a process never holds two copies of the
+// runtime.
 import { fileURLToPath } from 'node:url';
 
-const tsxLoader = import.meta.resolve('tsx');
+/** True when troupe runs from its .ts sources (a checkout), false when from the JavaScript in dist/. */
+export const fromSource = import.meta.url.endsWith('.ts');
+/** The extension of troupe's own modules here: '.ts' from source, '.js' from dist/. */
+export const moduleExt = fromSource ? '.ts' : '.js';
+/** The package.json export condition that points 'troupe' at runtime/index.ts instead of dist/. */
+export const SOURCE_CONDITION = 'troupe-source';
 
-function nodeWithTsx(entry: URL, args: string[] = [], flags: string[] = []): [string, string[]] {
+function nodeCommand(entry: URL, args: string[] = [], flags: string[] = []): [string, string[]] {
   // TROUPE_CPU_PROF_DIR=dir: every daemon and worker writes a V8 CPU profile there when it exits.
   const prof = process.env.TROUPE_CPU_PROF_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.TROUPE_CPU_PROF_DIR}`]
     : [];
-  return [process.execPath, [...prof, ...flags, '--import', tsxLoader, fileURLToPath(entry), ...args]];
+  const source = fromSource ? ['--import', import.meta.resolve('tsx'), `--conditions=${SOURCE_CONDITION}`] : [];
+  return [process.execPath, [...prof, ...flags, ...source, fileURLToPath(entry), ...args]];
 }
 
 // --expose-gc: an idle worker collects, so refs it dropped reach their owners (see worker/worker.ts).
-export const workerCommand = () => nodeWithTsx(new URL('../worker/worker.ts', import.meta.url), [], ['--expose-gc']);
+export const workerCommand = () =>
+  nodeCommand(new URL(`../worker/worker${moduleExt}`, import.meta.url), [], ['--expose-gc']);
 export const daemonCommand = (role: 'head' | 'node') =>
-  nodeWithTsx(new URL('../cluster/daemon.ts', import.meta.url), [role]);
+  nodeCommand(new URL(`../cluster/daemon${moduleExt}`, import.meta.url), [role]);
+
+let tsxRegistered = false;
+/** Before a worker imports a user's module: TypeScript (.ts, .mts, .cts, .tsx) needs tsx, which troupe brings as its
+ * own dependency. Registered once, and only then, so JavaScript jobs run on plain Node. */
+export async function registerTsxFor(url: string): Promise<void> {
+  if (fromSource || tsxRegistered || !/\.[mc]?tsx?$/.test(new URL(url).pathname)) return;
+  const { register } = await import('tsx/esm/api');
+  register();
+  tsxRegistered = true;
+}

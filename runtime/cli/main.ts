@@ -1,6 +1,7 @@
 // `troupe` command line, shaped like Ray's: start, status, list, stop.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../base/config.ts';
 import {
   startHead,
@@ -21,6 +22,8 @@ import type { StoredObject, StoreStats } from '../../object-store/store-manager.
 import { UsageError } from '../base/errors.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
+import { newProject } from './new-project.ts';
+import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
@@ -34,10 +37,12 @@ Usage:
   troupe list nodes|actors|tasks|objects|jobs [--json]
   troupe memory [--json]
   troupe stop
+  troupe new DIR [--troupe SPEC]
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
            --spill-dir DIR (default: the session dir)  --no-spill (a full store refuses new objects instead)
+New:       writes a TypeScript project using troupe in DIR; SPEC: its troupe dependency (default file:<this troupe>)
 Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default 2000)
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token),
            run/ and session dirs.`;
@@ -69,6 +74,7 @@ const commands = {
   list: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
   memory: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
   stop: {},
+  new: { troupe: { type: 'string' } },
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -80,7 +86,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === '--version') {
-    console.log(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+    console.log(JSON.parse(readFileSync(fileURLToPath(import.meta.resolve('troupe/package.json')), 'utf8')).version);
     return 0;
   }
   if (!(cmd in commands))
@@ -91,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
       args: rest,
       options: commands[cmd as keyof typeof commands],
       strict: true,
-      allowPositionals: cmd === 'list',
+      allowPositionals: cmd === 'list' || cmd === 'new',
     }) as typeof parsed;
   } catch (e) {
     throw new UsageError(
@@ -110,7 +116,17 @@ async function main(argv: string[]): Promise<number> {
       return memory(values);
     case 'stop':
       return stop();
+    case 'new':
+      return create(positionals, values);
   }
+  return 0;
+}
+
+function create(positionals: string[], values: Values): number {
+  if (positionals.length !== 1) throw new UsageError('troupe new takes one directory: troupe new my-app');
+  const { dir, troupeSpec } = newProject(positionals[0], values.troupe as string | undefined);
+  console.log(`Wrote a troupe project in ${dir} (troupe: ${troupeSpec}). Next:`);
+  console.log(`  cd ${dir} && npm install && npm start`);
   return 0;
 }
 
@@ -162,7 +178,9 @@ async function start(values: Values): Promise<number> {
     console.log(
       `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
     );
-    console.log(`To add a machine:  TROUPE_TOKEN=${started.token} troupe start --address ${started.publicAddress}`);
+    console.log(
+      `To add a machine:  TROUPE_TOKEN=${started.token} ${troupeCommand()} start --address ${started.publicAddress}`,
+    );
   } else {
     for (const bad of ['port', 'host', 'nats', 'node-timeout-ms'] as const)
       if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
@@ -480,7 +498,7 @@ async function stop(): Promise<number> {
 function isOurs(r: RunFile): boolean {
   try {
     const cmdline = readFileSync(`/proc/${r.pid}/cmdline`, 'utf8');
-    return r.role === 'nats' ? cmdline.includes('nats-server') : cmdline.includes('daemon.ts');
+    return r.role === 'nats' ? cmdline.includes('nats-server') : /daemon\.[jt]s\0/.test(cmdline);
   } catch {
     return process.platform !== 'linux'; // no /proc: trust the run file
   }

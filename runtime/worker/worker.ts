@@ -12,6 +12,7 @@ import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
 import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
+import { registerTsxFor } from '../base/launch.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -123,6 +124,7 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
   }
   if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
     throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
+  await registerTsxFor(ref.url);
   const mod = (await import(ref.url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   // The job computes with tfjs: choose the best backend that loads here before its code runs.
