@@ -19,12 +19,13 @@ const homes: string[] = [];
 
 test.after.always(async () => {
   for (const home of homes) {
+    // What an embedded cluster killed mid-run would leave in shared memory: its stores are named for its sessions,
+    // whose directories its daemons may remove as they go.
+    const sessions = readdirSync(home).filter((d) => d.startsWith('session_'));
     await runCommand(process.execPath, [join(root, 'runtime', 'cli', 'troupe.mjs'), 'stop'], {
       env: { TROUPE_HOME: home },
     });
     for (const pid of processesWithHome(home)) await terminate(pid, 1000);
-    // What an embedded cluster killed mid-run would leave in shared memory: its stores are named for its sessions.
-    const sessions = readdirSync(home).filter((d) => d.startsWith('session_'));
     for (const f of readdirSync('/dev/shm'))
       if (sessions.some((s) => f.includes(s))) rmSync(join('/dev/shm', f), { recursive: true, force: true });
   }
@@ -48,7 +49,7 @@ function newDir(name: string): { dir: string; home: string } {
 const show = (r: RunResult) => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
 async function run(t: ExecutionContext, cmd: string, args: string[], cwd: string, home: string, timeoutMs = 120_000) {
-  const r = await runCommand(cmd, args, { cwd, env: userEnv(home), timeoutMs });
+  const r = await runCommand(cmd, args, { cwd, env: userEnv(home), timeoutMs, group: true });
   t.log(`${[cmd, ...args].join(' ')} in ${cwd}: exit ${r.code ?? r.signal}`);
   return r;
 }

@@ -144,13 +144,16 @@ export interface RunResult {
 export function runCommand(
   cmd: string,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+  // group: the command runs in a process group of its own, killed whole at the timeout: for wrappers (npm, npx)
+  // whose children would otherwise outlive them and hold the pipes open.
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string; group?: boolean } = {},
 ): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, {
       env: { ...process.env, ...opts.env },
       cwd: opts.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: opts.group,
     });
     everyPid.add(child.pid!);
     let stdout = '',
@@ -161,7 +164,10 @@ export function runCommand(
     child.stderr.on('data', (d) => {
       stderr += d;
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    const timer = setTimeout(() => {
+      if (opts.group) process.kill(-child.pid!, 'SIGKILL');
+      else child.kill('SIGKILL');
+    }, opts.timeoutMs ?? 60_000);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       everyPid.delete(child.pid!);
