@@ -187,10 +187,21 @@ test('troupe new writes a project that installs and runs; npx troupe works from 
   const help = await npx(app, '--help');
   t.is(help.code, 0, show(help));
   t.true(help.stdout.includes('troupe new DIR'));
-  const head = await npx(app, 'start', '--head', '--host', '127.0.0.1', '--num-cpus', '1', '--object-store-dir', home);
+  // Another troupe (the one in tools/, standing for a global install) run in the app hands over to the app's own, so
+  // the cluster's workers run the troupe the app's modules import.
+  const otherTroupe = join(tools, 'node_modules', 'troupe', 'runtime', 'cli', 'troupe.mjs');
+  const headArgs = ['start', '--head', '--host', '127.0.0.1', '--num-cpus', '1', '--object-store-dir', home];
+  const head = await run(t, process.execPath, [otherTroupe, ...headArgs], app, home);
   t.is(head.code, 0, show(head));
-  // npx puts node_modules/.bin on PATH while it runs; the user's shell has no `troupe`, so the line says npx.
+  // No `troupe` on this PATH, so the line to run elsewhere says npx.
   t.regex(head.stdout, /TROUPE_TOKEN=\w+ npx troupe start --address 127\.0\.0\.1:\d+/);
+  const daemons = processesWithHome(home).map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  const appDaemon = join(app, 'node_modules', 'troupe', 'dist', 'runtime', 'cluster', 'daemon.js');
+  t.is(daemons.filter((c) => c.includes('daemon.js')).length, 2, daemons.join('\n'));
+  t.true(
+    daemons.filter((c) => c.includes('daemon.js')).every((c) => c.includes(appDaemon)),
+    daemons.join('\n'),
+  );
   const status = await npx(app, 'status');
   t.is(status.code, 0, show(status));
   t.regex(status.stdout, /node/i);
