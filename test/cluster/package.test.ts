@@ -4,7 +4,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { runCommand, processesWithHome, terminate, type RunResult } from '../helpers/cluster.ts';
 
@@ -48,8 +48,16 @@ function newDir(name: string): { dir: string; home: string } {
 
 const show = (r: RunResult) => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
-async function run(t: ExecutionContext, cmd: string, args: string[], cwd: string, home: string, timeoutMs = 120_000) {
-  const r = await runCommand(cmd, args, { cwd, env: userEnv(home), timeoutMs, group: true });
+async function run(
+  t: ExecutionContext,
+  cmd: string,
+  args: string[],
+  cwd: string,
+  home: string,
+  o: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+) {
+  const env = { ...userEnv(home), ...o.env };
+  const r = await runCommand(cmd, args, { cwd, env, timeoutMs: o.timeoutMs ?? 120_000, group: true });
   t.log(`${[cmd, ...args].join(' ')} in ${cwd}: exit ${r.code ?? r.signal}`);
   return r;
 }
@@ -60,7 +68,7 @@ function tarball(t: ExecutionContext): Promise<string> {
   packed ??= (async () => {
     const out = join(work, 'pack');
     mkdirSync(out);
-    const r = await run(t, 'npm', ['pack', '--pack-destination', out, '--silent'], root, work, 240_000);
+    const r = await run(t, 'npm', ['pack', '--pack-destination', out, '--silent'], root, work, { timeoutMs: 240_000 });
     if (r.code !== 0) throw new Error(`npm pack failed: ${show(r)}`);
     return join(out, `troupe-${own.version}.tgz`);
   })();
@@ -68,7 +76,7 @@ function tarball(t: ExecutionContext): Promise<string> {
 }
 
 const npmInstall = (t: ExecutionContext, cwd: string, home: string, ...what: string[]) =>
-  run(t, 'npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...what], cwd, home, 240_000);
+  run(t, 'npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...what], cwd, home, { timeoutMs: 240_000 });
 
 /** The files the README's Install section shows, by the name in their first line (`// main.js`). */
 function readmeFiles(): Record<string, string> {
@@ -156,22 +164,26 @@ console.log('worker flags: [' + (await flags.remote()) + ']');
   t.deepEqual(processesWithHome(home), [], 'the embedded cluster ended with its driver');
 });
 
-test('troupe new writes a project that installs and runs; npx troupe works from it', async (t) => {
+test('a global install: troupe new writes a project that runs; the global troupe hands over to it', async (t) => {
   t.timeout(600_000);
   const tgz = await tarball(t);
-  const { dir: tools, home } = newDir('tools');
-  const install = await npmInstall(t, tools, home, tgz);
+  // npm install -g, into a prefix of the test's own instead of the machine's.
+  const { dir: global, home } = newDir('global');
+  const install = await npmInstall(t, global, home, '--global', '--prefix', global, tgz);
   t.is(install.code, 0, show(install));
+  const onPath = { PATH: `${join(global, 'bin')}${delimiter}${process.env.PATH}` };
+  const troupe = (cwd: string, ...args: string[]) => run(t, 'troupe', args, cwd, home, { env: onPath });
   const npx = (cwd: string, ...args: string[]) => run(t, 'npx', ['--no-install', 'troupe', ...args], cwd, home);
 
   const app = join(work, 'my-app');
-  const created = await npx(tools, 'new', app, '--troupe', `file:${tgz}`);
+  const created = await troupe(work, 'new', app, '--troupe', `file:${tgz}`);
   t.is(created.code, 0, show(created));
-  const defaulted = await npx(tools, 'new', join(work, 'other-app'));
+  const defaulted = await troupe(work, 'new', join(work, 'other-app'));
   t.is(defaulted.code, 0, show(defaulted));
   const otherPkg = JSON.parse(readFileSync(join(work, 'other-app', 'package.json'), 'utf8'));
-  t.is(otherPkg.dependencies.troupe, `file:${join(tools, 'node_modules', 'troupe')}`, 'default: the troupe that ran');
-  const refused = await npx(tools, 'new', app);
+  const globalRoot = join(global, 'lib', 'node_modules', 'troupe');
+  t.is(otherPkg.dependencies.troupe, `file:${globalRoot}`, 'by default, the troupe that ran');
+  const refused = await troupe(work, 'new', app);
   t.is(refused.code, 2, show(refused));
   t.regex(refused.stderr, /is not empty/);
 
@@ -187,19 +199,28 @@ test('troupe new writes a project that installs and runs; npx troupe works from 
   const help = await npx(app, '--help');
   t.is(help.code, 0, show(help));
   t.true(help.stdout.includes('troupe new DIR'));
-  // Another troupe (the one in tools/, standing for a global install) run in the app hands over to the app's own, so
-  // the cluster's workers run the troupe the app's modules import.
-  const otherTroupe = join(tools, 'node_modules', 'troupe', 'runtime', 'cli', 'troupe.mjs');
-  const headArgs = ['start', '--head', '--host', '127.0.0.1', '--num-cpus', '1', '--object-store-dir', home];
-  const head = await run(t, process.execPath, [otherTroupe, ...headArgs], app, home);
+  // The global troupe, run in the app, hands over to the app's own: the cluster's workers run the troupe the app's
+  // modules import. `troupe` is on this PATH, so the line to run on other machines says plain `troupe`.
+  const head = await troupe(
+    app,
+    'start',
+    '--head',
+    '--host',
+    '127.0.0.1',
+    '--num-cpus',
+    '1',
+    '--object-store-dir',
+    home,
+  );
   t.is(head.code, 0, show(head));
-  // No `troupe` on this PATH, so the line to run elsewhere says npx.
-  t.regex(head.stdout, /TROUPE_TOKEN=\w+ npx troupe start --address 127\.0\.0\.1:\d+/);
-  const daemons = processesWithHome(home).map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  t.regex(head.stdout, /TROUPE_TOKEN=\w+ troupe start --address 127\.0\.0\.1:\d+/);
+  const daemons = processesWithHome(home)
+    .map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8'))
+    .filter((c) => c.includes('daemon.js'));
   const appDaemon = join(app, 'node_modules', 'troupe', 'dist', 'runtime', 'cluster', 'daemon.js');
-  t.is(daemons.filter((c) => c.includes('daemon.js')).length, 2, daemons.join('\n'));
+  t.is(daemons.length, 2, daemons.join('\n'));
   t.true(
-    daemons.filter((c) => c.includes('daemon.js')).every((c) => c.includes(appDaemon)),
+    daemons.every((c) => c.includes(appDaemon)),
     daemons.join('\n'),
   );
   const status = await npx(app, 'status');
