@@ -54,7 +54,10 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     token ??= file.token;
     localNode = file.localNode;
   } else if (address) {
-    localNode = localNodeOf(address);
+    // The cluster `troupe start` started here, named by its address: its token and local node are in the file too.
+    const saved = savedCluster(address);
+    token ??= saved?.token;
+    localNode = saved?.localNode;
   }
   let client: Core | undefined;
   if (address) {
@@ -107,13 +110,13 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   return { address: client.bus.address, embedded: !!embedded, jobId: info.jobId };
 }
 
-/** The node this machine runs in the cluster at `address`, if `troupe start` here joined that cluster: a driver given
- * the address (TROUPE_ADDRESS on the head machine, say) still puts its large objects into this node's store. */
-function localNodeOf(address: string): ClusterFile['localNode'] {
+/** The current-cluster file, if it is of the cluster at `address` (`troupe start` on this machine started or joined
+ * it): its token, and the node whose store a driver here puts its large objects into. */
+function savedCluster(address: string): ClusterFile | undefined {
   const wanted = parseAddress(address); // a bad address is the caller's mistake: say so here
   try {
     const file = readClusterFile();
-    return file && parseAddress(file.address) === wanted ? file.localNode : undefined;
+    return file && parseAddress(file.address) === wanted ? file : undefined;
   } catch {
     return undefined; // an unreadable current-cluster file is no reason to fail a join by address
   }
