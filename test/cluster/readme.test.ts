@@ -52,7 +52,8 @@ test('the README has runnable snippets', (t) => {
 });
 
 for (const section of sections) {
-  test(`README "${section.title}": its snippets compile${section.files.has('main.ts') ? ' and run' : ''}`, async (t) => {
+  const what = section.files.has('main.ts') ? 'compile and run' : 'compile';
+  test(`README "${section.title}": its snippets ${what}`, async (t) => {
     t.timeout(180_000);
     // Inside the repository, so that `import … from 'troupe'` finds this package as a user's project finds it.
     const dir = join(root, 'tmp', `readme-${randomBytes(4).toString('hex')}`);
