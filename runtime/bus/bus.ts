@@ -182,8 +182,9 @@ export class Bus {
     return new Bus(nc, opts.address, opts.token, opts.procId, opts.holdsProcess !== false);
   }
 
-  /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers). */
-  request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+  /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers).
+   * The process stays until the answer comes, unless `hold` is false: a caller that holds it only while it cares. */
+  request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number; hold?: boolean } = {}): Promise<T> {
     const data = encode(body); // throws SerializationError here, at the caller
     const answered = new Promise<T>((resolve, reject) => {
       const id = (this.seq++).toString(36);
@@ -200,7 +201,7 @@ export class Bus {
         reject(e);
       });
     });
-    return holdUntil(answered); // whoever asked waits for the answer: the process stays until it comes
+    return opts.hold === false ? answered : holdUntil(answered);
   }
 
   /**

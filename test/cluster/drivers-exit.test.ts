@@ -78,6 +78,13 @@ test.serial('a script that awaits a task of a few seconds stays until the result
   t.deepEqual(lines(r.stdout).last, { slept: 3000 });
 });
 
+test.serial('a wait() that timed out on a value a worker owns does not keep the script running', async (t) => {
+  t.timeout(BOUND_MS + 30_000);
+  const r = await driver(['wait-borrowed'], joined());
+  t.is(r.code, 0, `signal ${r.signal}; ${r.stderr}`);
+  t.deepEqual(lines(r.stdout).last, { ready: 0 });
+});
+
 test.serial('the script keeps its exit code; shutdown() twice, then the end of the script, is harmless', async (t) => {
   t.timeout(2 * BOUND_MS + 30_000);
   const failed = await driver(['long', '10'], { ...joined(), EXIT_CODE: '3' });
