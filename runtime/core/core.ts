@@ -5,9 +5,10 @@ import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { encode, encodeParts, byteLength } from '../base/codec.ts';
 import { cloneTensor } from '../base/tensor-codec.ts';
-import { GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
+import { ConnectionError, GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
 import { formatBytes } from '../base/bytes.ts';
 import { atCallSite, userCallSite } from '../base/definition-site.ts';
+import { holdUntil } from '../base/keep-alive.ts';
 import { TaskSubmitter } from './task-submitter.ts';
 import { startDriverHeartbeat } from './heartbeat.ts';
 import { ActorCaller } from './actor-caller.ts';
@@ -180,6 +181,7 @@ export class Core {
       name: `troupe-${o.role}-${process.pid}`,
       daemon: o.role === 'worker',
       procId,
+      holdsProcess: o.role !== 'driver', // a driver ends with its script (api/session.ts)
     });
     const c = new Core(bus, { ...o, procId });
     c.objects.serve();
@@ -497,8 +499,11 @@ export class Core {
   blockHook?: (blocked: boolean) => void;
   private blockedDepth = 0;
 
-  /** Reports a wait longer than a moment to blockHook (a quick owner round trip is not worth two node messages). */
+  /** Every wait for objects (get, wait, `await ref`) goes through here: it keeps a driver running until it is over
+   * (the result of a task or call may be seconds away, with nothing else in the loop). It reports a wait longer than
+   * a moment to blockHook (a quick owner round trip is not worth two node messages). */
   private blocking<T>(p: Promise<T>): Promise<T> {
+    holdUntil(p);
     // Not an async function: without a hook (drivers) the promise itself is returned, with no layer in between.
     return this.blockHook ? this.reportBlocked(p, this.blockHook) : p;
   }
@@ -569,6 +574,8 @@ export class Core {
         .request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 })
         .catch(() => undefined);
     await this.tasks.close();
+    // Whoever still waits hears why (and no longer keeps the process running) instead of waiting for ever.
+    this.objects.owned.failPending(() => true, new ConnectionError('shutdown() came before this object was ready'));
     await this.objects.freeAll();
     await this.bus.close();
   }
