@@ -142,7 +142,9 @@ export class ObjectClient {
     let p = this.locating.get(ref.id);
     if (!p) {
       p = this.o.bus
-        .request<ObjectLocation>(subjects.obj.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0 })
+        // Held by get() and wait() while they wait (Core.blocking), not by itself: a wait() that timed out, or a task
+        // nobody awaits waiting for its input, must not keep a finished script running.
+        .request<ObjectLocation>(subjects.obj.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0, hold: false })
         .then(
           (loc) => {
             if (!('error' in loc)) this.located.set(ref.id, loc);

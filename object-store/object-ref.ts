@@ -1,5 +1,6 @@
 // A reference to a value that lives somewhere in the cluster. Awaitable: `await ref` is `get(ref)`.
 import { registerExtension, ExtType } from '../runtime/base/codec.ts';
+import { UsageError } from '../runtime/base/errors.ts';
 
 type Resolver = (ref: ObjectRef<unknown>) => Promise<unknown>;
 let resolver: Resolver | undefined;
@@ -62,8 +63,22 @@ export class ObjectRef<T = unknown> implements PromiseLike<T> {
     onRejected?: ((e: any) => B | PromiseLike<B>) | null,
   ): Promise<A | B> {
     if (!resolver)
-      return Promise.reject(new Error('troupe is not initialized: call init() first')).then(onFulfilled, onRejected);
+      return Promise.reject(new UsageError('troupe is not initialized: call init() first')).then(
+        onFulfilled,
+        onRejected,
+      );
     return (resolver(this) as Promise<T>).then(onFulfilled, onRejected);
+  }
+
+  // catch and finally as on a Promise. Not a Promise subclass: a Promise starts settling when it is made, and a ref
+  // fetches nothing until it is awaited (most are only passed on to other calls); and a ref is sent as a reference,
+  // where the codec refuses promises.
+  catch<B = never>(onRejected?: ((e: any) => B | PromiseLike<B>) | null): Promise<T | B> {
+    return this.then(undefined, onRejected);
+  }
+
+  finally(onFinally?: (() => void) | null): Promise<T> {
+    return this.then().finally(onFinally);
   }
 
   toString(): string {

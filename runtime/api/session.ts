@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Core, currentCore, hasCore, type WaitOptions } from '../core/core.ts';
 import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.ts';
 import { ConnectionError, AuthenticationError, UsageError } from '../base/errors.ts';
+import { holdUntil } from '../base/keep-alive.ts';
 import { Gcs } from '../state/gcs.ts';
 import { startHead, type StartedCluster } from '../cluster/local-cluster.ts';
 import type { ResourceFlags } from '../cluster/machine-resources.ts';
@@ -35,16 +36,24 @@ export interface ClusterInfo {
 
 let embedded: StartedCluster | undefined;
 let job: { gcs: Gcs; info: JobInfo } | undefined;
+/** The shutdown under way: a second call waits for the same one. */
+let leaving: Promise<void> | undefined;
 
-/** Joins a cluster, or starts a local one (nats-server, head, one node daemon) when there is none to join. */
-export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
+/** Joins a cluster, or starts a local one (nats-server, head, one node daemon) when there is none to join.
+ * The script needs no shutdown(): when nothing is left to run or await, troupe leaves as shutdown() would. */
+export function init(opts: InitOptions = {}): Promise<ClusterInfo> {
+  return holdUntil(start(opts)); // nothing else may be in the loop while the cluster starts
+}
+
+async function start(opts: InitOptions): Promise<ClusterInfo> {
   if (process.env.TROUPE_WORKER_ID) {
     throw new UsageError(
       'init() was called inside a worker: a module that defines remote functions also calls init(); keep remote ' +
         'functions in their own module',
     );
   }
-  if (hasCore()) throw new UsageError('init() was already called in this process: call shutdown() first');
+  if (hasCore() || leaving)
+    throw new UsageError('init() was already called in this process: call (and await) shutdown() first');
   let address = opts.address ?? (process.env.TROUPE_ADDRESS || undefined);
   let token = opts.token ?? (process.env.TROUPE_TOKEN || undefined);
   let localNode: ClusterFile['localNode'];
@@ -54,7 +63,10 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     token ??= file.token;
     localNode = file.localNode;
   } else if (address) {
-    localNode = localNodeOf(address);
+    // The cluster `troupe start` started here, named by its address: its token and local node are in the file too.
+    const saved = savedCluster(address);
+    token ??= saved?.token;
+    localNode = saved?.localNode;
   }
   let client: Core | undefined;
   if (address) {
@@ -72,7 +84,9 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
     }
   }
   if (!client) {
-    embedded = await startHead({ ...opts, detached: false });
+    // Its daemons do not keep this process running; they stop when it ends (at the end of the script, see leave()),
+    // and exit by themselves when it dies without leaving (process.exit(), a crash: exitWithParent in daemon.ts).
+    embedded = await startHead({ ...opts, detached: false, holdProcess: false });
     try {
       client = await Core.connect({
         address: embedded.address,
@@ -104,36 +118,62 @@ export async function init(opts: InitOptions = {}): Promise<ClusterInfo> {
   const gcs = await Gcs.open(client.bus);
   await gcs.jobs.put(info.jobId, info);
   job = { gcs, info };
+  process.on('beforeExit', leaveAtEnd);
   return { address: client.bus.address, embedded: !!embedded, jobId: info.jobId };
 }
 
-/** The node this machine runs in the cluster at `address`, if `troupe start` here joined that cluster: a driver given
- * the address (TROUPE_ADDRESS on the head machine, say) still puts its large objects into this node's store. */
-function localNodeOf(address: string): ClusterFile['localNode'] {
+/** The script is done: nothing of its own is left to run and nothing awaits troupe. Leaves as shutdown() would; the
+ * process then ends with the script's exit code. Tasks and calls it did not await are stopped, as in Ray. */
+function leaveAtEnd(): void {
+  const failed = process.exitCode !== undefined && Number(process.exitCode) !== 0;
+  leave(failed ? 'FAILED' : 'SUCCEEDED').catch((e) => console.error('troupe: could not leave the cluster:', e));
+}
+
+/** The current-cluster file, if it is of the cluster at `address` (`troupe start` on this machine started or joined
+ * it): its token, and the node whose store a driver here puts its large objects into. */
+function savedCluster(address: string): ClusterFile | undefined {
   const wanted = parseAddress(address); // a bad address is the caller's mistake: say so here
   try {
     const file = readClusterFile();
-    return file && parseAddress(file.address) === wanted ? file.localNode : undefined;
+    return file && parseAddress(file.address) === wanted ? file : undefined;
   } catch {
     return undefined; // an unreadable current-cluster file is no reason to fail a join by address
   }
 }
 
-/** Leaves the cluster, returning leases; stops the cluster if init() started it. */
-export async function shutdown(): Promise<void> {
-  if (!hasCore()) return;
+/** Leaves the cluster, returning leases; stops the cluster if init() started it. Optional: troupe does this itself
+ * when the script ends. Calling it again, or before init(), does nothing. */
+export function shutdown(): Promise<void> {
+  return leave('SUCCEEDED');
+}
+
+function leave(state: JobInfo['state']): Promise<void> {
+  if (!hasCore()) return leaving ?? Promise.resolve();
+  leaving ??= holdUntil(
+    close(state).finally(() => {
+      leaving = undefined;
+    }),
+  );
+  return leaving;
+}
+
+async function close(state: JobInfo['state']): Promise<void> {
+  process.off('beforeExit', leaveAtEnd);
   const client = currentCore();
-  if (job) {
-    await job.gcs.jobs
-      .put(job.info.jobId, { ...job.info, state: 'SUCCEEDED', endedAt: new Date().toISOString() })
-      .catch(() => undefined);
-    job = undefined;
-  }
-  await client.close();
-  if (embedded) {
-    const e = embedded;
-    embedded = undefined;
-    await e.stop();
+  try {
+    if (job) {
+      await job.gcs.jobs
+        .put(job.info.jobId, { ...job.info, state, endedAt: new Date().toISOString() })
+        .catch(() => undefined);
+      job = undefined;
+    }
+    await client.close();
+  } finally {
+    if (embedded) {
+      const e = embedded;
+      embedded = undefined;
+      await e.stop();
+    }
   }
 }
 

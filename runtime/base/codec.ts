@@ -8,7 +8,7 @@ import { SerializationError, toWireError, fromWireError, type WireError } from '
 import { registerTensorExtension, rawTensor, makeTensor } from './tensor-codec.ts';
 
 /** Extension type codes owned by troupe (msgpackr's own use letters and 0xff). */
-export const ExtType = { error: 1, tensor: 2, objectRef: 3, actorHandle: 4 } as const;
+export const ExtType = { error: 1, tensor: 2, objectRef: 3, actorHandle: 4, classData: 5 } as const;
 
 /** The keys, in order, of the objects every call carries: the batch, an actor call, a task, their answers. Each
  * message then names them by a number instead of defining them again (msgpackr's shared structures). Every process
@@ -46,7 +46,14 @@ const packr = new Packr({
 
 /** Serialize a value. Throws SerializationError for what cannot cross a process boundary. */
 export function encode(value: unknown): Uint8Array {
-  return packr.pack(value);
+  try {
+    return packr.pack(value);
+  } catch (e) {
+    if (e instanceof SerializationError) throw e;
+    // msgpackr's own refusals (a Symbol: "Unknown type: symbol") are plain Errors: give them the type users catch.
+    const what = /symbol/i.test((e as Error).message) ? 'a Symbol' : 'this value';
+    throw new SerializationError(`cannot send ${what} to another process (${(e as Error).message})`, { cause: e });
+  }
 }
 
 export function decode<T = unknown>(bytes: Uint8Array): T {
@@ -151,6 +158,42 @@ export function registerExtension<T, W>(ext: CodecExtension<T, W>): void {
   });
 }
 
+// Instances of the user's own classes. Left to msgpackr they would arrive as plain objects without their methods, in
+// silence. Registered first: msgpackr tries the classes registered later before it (the tensor, ObjectRef and
+// ActorHandle codecs) and its built-ins (Date, Set, RegExp, typed arrays) after it, so this sees only the rest.
+const BUILT_IN_PROTOTYPES = new Set<object>([
+  Object.prototype,
+  Array.prototype,
+  Map.prototype,
+  Set.prototype,
+  Date.prototype,
+  RegExp.prototype,
+  ArrayBuffer.prototype,
+  SharedArrayBuffer.prototype,
+]);
+class ClassInstance {
+  static [Symbol.hasInstance](v: unknown): boolean {
+    if (typeof v !== 'object' || v === null) return false;
+    const proto = Object.getPrototypeOf(v);
+    return proto !== null && !BUILT_IN_PROTOTYPES.has(proto) && !ArrayBuffer.isView(v) && !(v instanceof Error);
+  }
+}
+registerExtension<object, unknown>({
+  Class: ClassInstance,
+  type: ExtType.classData,
+  write(v) {
+    // toJSON is the documented way to send one: its result arrives, as data.
+    const toJSON = (v as { toJSON?: unknown }).toJSON;
+    if (typeof toJSON === 'function') return toJSON.call(v);
+    const name = v.constructor?.name || 'an anonymous class';
+    throw new SerializationError(
+      `cannot send an instance of ${name} to another process: it would arrive without its methods. Send its data ` +
+        `(a plain object, e.g. { ...value }) and rebuild the ${name} on the other side, give ${name} a toJSON() ` +
+        'that returns the data to send, or make it an actor and pass its handle',
+    );
+  },
+  read: (data) => data as object,
+});
 registerTensorExtension();
 registerExtension<Error, WireError>({ Class: Error, type: ExtType.error, write: toWireError, read: fromWireError });
 

@@ -30,19 +30,38 @@ function entryScript(): string | undefined {
   return entry ?? undefined;
 }
 
+/** The file URL of a stack frame ("    at f (file:///a/b.ts:3:4)"), if it names a file. */
+function frameUrl(frame: string): string | undefined {
+  const m = /\(?((?:file:\/\/)?\/[^()]*?\.[cm]?[jt]sx?)(?:\?[^:)]*)?:\d+:\d+\)?\s*$/.exec(frame);
+  if (!m) return undefined;
+  return m[1].startsWith('file://') ? m[1] : pathToFileURL(m[1]).href;
+}
+
+/** The frames of the current stack in the user's files: not troupe's, not Node's own. */
+function userFrames(): string[] {
+  return (new Error().stack ?? '').split('\n').filter((f) => {
+    const u = frameUrl(f);
+    return u !== undefined && !LIBRARY.some((dir) => u.startsWith(dir));
+  });
+}
+
+/** Where the user's code called troupe, as stack lines. A stack capture costs microseconds: take it once per remote
+ * function variant or actor, never per call. */
+export function userCallSite(): string {
+  return userFrames().join('\n');
+}
+
+/** Gives an error the stack of the user's call it is about: one raised by the head (an infeasible demand, a name
+ * already taken) would otherwise show only the head's own code. */
+export function atCallSite<E extends Error>(e: E, site: string | undefined): E {
+  if (site && e instanceof Error) e.stack = `${e.name}: ${e.message}\n${site}`;
+  return e;
+}
+
 /** The module that called remote() or @remote: the first stack frame outside troupe's own source. `what` names the
  * thing defined, for errors ("remote function square"). */
 export function defineSite(value: unknown, what: string): Definition {
-  const frames = (new Error().stack ?? '').split('\n').slice(1);
-  let url: string | undefined;
-  for (const f of frames) {
-    const m = /\(?((?:file:\/\/)?\/[^()]*?\.[cm]?[jt]sx?)(?:\?[^:)]*)?:\d+:\d+\)?\s*$/.exec(f);
-    if (!m) continue;
-    const u = m[1].startsWith('file://') ? m[1] : pathToFileURL(m[1]).href;
-    if (LIBRARY.some((dir) => u.startsWith(dir))) continue;
-    url = u;
-    break;
-  }
+  const url = userFrames().map(frameUrl)[0];
   if (!url)
     throw new UsageError(
       'remote(): cannot tell which module defines this function; define remote functions and classes at the top ' +

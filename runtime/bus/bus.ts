@@ -15,7 +15,9 @@ import {
   ProtocolError,
   asError,
 } from '../base/errors.ts';
+import { holdUntil } from '../base/keep-alive.ts';
 import { Lane, LaneServer, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
+import { unrefConnection } from './unref-connection.ts';
 
 export type { Subscription };
 
@@ -118,6 +120,9 @@ export interface ConnectOptions {
   /** The process's id in the cluster, when it has one: workers it opens lanes to send its events (publishTo) on
    * them. */
   procId?: string;
+  /** False (drivers): the connection and its lanes do not keep the process running; only replies and values awaited
+   * do (base/keep-alive.ts), so a script ends when its work does. Default true. */
+  holdsProcess?: boolean;
 }
 
 export type Handler = (body: any, msg: Msg) => unknown;
@@ -134,6 +139,7 @@ export class Bus {
     readonly address: string,
     private readonly token: string,
     private readonly procId = nuid.next(),
+    private readonly holdsProcess = true,
   ) {
     nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
@@ -171,13 +177,16 @@ export class Bus {
         cause: e,
       });
     }
-    return new Bus(nc, opts.address, opts.token, opts.procId);
+    if (opts.holdsProcess === false && !unrefConnection(nc))
+      warnOnce('this nats.js keeps the connection open: the process will not end until shutdown()');
+    return new Bus(nc, opts.address, opts.token, opts.procId, opts.holdsProcess !== false);
   }
 
-  /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers). */
-  request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+  /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers).
+   * The process stays until the answer comes, unless `hold` is false: a caller that holds it only while it cares. */
+  request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number; hold?: boolean } = {}): Promise<T> {
     const data = encode(body); // throws SerializationError here, at the caller
-    return new Promise<T>((resolve, reject) => {
+    const answered = new Promise<T>((resolve, reject) => {
       const id = (this.seq++).toString(36);
       const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
       this.pending.set(id, {
@@ -192,6 +201,7 @@ export class Bus {
         reject(e);
       });
     });
+    return opts.hold === false ? answered : holdUntil(answered);
   }
 
   /**
@@ -351,6 +361,7 @@ export class Bus {
         },
         this.wakeWriter,
       );
+      if (!this.holdsProcess) lane.unref();
       this.lanes.set(path, lane);
     }
     return lane;
@@ -407,7 +418,7 @@ export class Bus {
   /** Publishes to every subscriber of `subject` and collects replies for windowMs (scatter-gather). */
   gather<T = unknown>(subject: string, body: unknown, windowMs: number): Promise<T[]> {
     const data = encode(body);
-    return new Promise<T[]>((resolve, reject) => {
+    const gathered = new Promise<T[]>((resolve, reject) => {
       const id = (this.seq++).toString(36);
       this.pending.set(id, {
         resolve: resolve as (v: unknown) => void,
@@ -419,6 +430,7 @@ export class Bus {
       this.armSweeper();
       this.send(subject, data, `${this.inbox}.${id}`, reject);
     });
+    return holdUntil(gathered);
   }
 
   /** Fire and forget. */
@@ -574,7 +586,7 @@ export class Bus {
   /** Round trip to the server: every subscription made before it is in effect once this resolves. */
   async flush(): Promise<void> {
     this.flushNow();
-    await this.nc.flush();
+    await holdUntil(this.nc.flush());
   }
 
   async close(): Promise<void> {

@@ -317,6 +317,11 @@ export class Lane {
     this.socket.destroy();
   }
 
+  /** The lane no longer keeps the process running (a driver's: see Bus's holdsProcess). */
+  unref(): void {
+    this.socket.unref();
+  }
+
   private end(): void {
     if (this.closed) return;
     this.closed = true;

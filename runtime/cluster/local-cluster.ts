@@ -19,6 +19,9 @@ import type { HeadStatus } from '../protocol/cluster.ts';
 export interface StartOptions extends ResourceFlags {
   /** Outlive this process (troupe start) or die with it (init()). */
   detached: boolean;
+  /** Not detached: whether the processes started keep this one running (default true: `troupe start --block`
+   * waits on them). init() says false: its script ends when its work does, and then stops them. */
+  holdProcess?: boolean;
   /** nats-server bind address. */
   host?: string;
   port?: number;
@@ -87,6 +90,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         host: o.host ?? '127.0.0.1',
         port: o.port,
         detached: o.detached,
+        holdProcess: o.holdProcess,
       });
       ({ localAddress: address, publicAddress } = nats);
       natsPid = nats.pid;
@@ -107,6 +111,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       sessionDir,
       'head',
       o.detached,
+      o.holdProcess,
     );
     started.push(headPid);
     const node = await startNode({ ...o, address, token, sessionDir, isHead: true });
@@ -161,6 +166,7 @@ export async function startNode(
     sessionDir,
     `node-${nodeId}`,
     o.detached,
+    o.holdProcess,
   );
   try {
     await waitForNode(o.address, o.token, nodeId, pid, join(sessionDir, 'logs', `node-${nodeId}.log`));
@@ -182,7 +188,13 @@ export async function startNode(
   };
 }
 
-function spawnDaemon(config: DaemonConfig, sessionDir: string, logName: string, detached: boolean): number {
+function spawnDaemon(
+  config: DaemonConfig,
+  sessionDir: string,
+  logName: string,
+  detached: boolean,
+  holdProcess = true,
+): number {
   const log = openSync(join(sessionDir, 'logs', `${logName}.log`), 'a');
   const [cmd, args] = daemonCommand(config.role);
   const child = spawn(cmd, args, {
@@ -191,7 +203,7 @@ function spawnDaemon(config: DaemonConfig, sessionDir: string, logName: string, 
     env: { ...process.env, TROUPE_DAEMON_CONFIG: JSON.stringify(config) },
   });
   closeSync(log);
-  if (detached) child.unref();
+  if (detached || !holdProcess) child.unref();
   return child.pid!;
 }
 

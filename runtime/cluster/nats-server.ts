@@ -18,6 +18,8 @@ export interface NatsServerOptions {
   port?: number;
   /** Outlive this process (troupe start) or die with it (embedded clusters). */
   detached: boolean;
+  /** Not detached: whether the server keeps this process running (default true; see StartOptions). */
+  holdProcess?: boolean;
 }
 
 export interface NatsServerHandle {
@@ -59,7 +61,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     child.once('error', () => {
       exited = true;
     });
-    if (opts.detached) child.unref();
+    if (opts.detached || opts.holdProcess === false) child.unref();
     const localHost = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
     try {
       await waitForPort(localHost, port, 10_000, () => !exited && isAlive(child.pid!));

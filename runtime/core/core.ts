@@ -5,8 +5,10 @@ import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { encode, encodeParts, byteLength } from '../base/codec.ts';
 import { cloneTensor } from '../base/tensor-codec.ts';
-import { GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
+import { ConnectionError, GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
 import { formatBytes } from '../base/bytes.ts';
+import { atCallSite, userCallSite } from '../base/definition-site.ts';
+import { holdUntil } from '../base/keep-alive.ts';
 import { TaskSubmitter } from './task-submitter.ts';
 import { startDriverHeartbeat } from './heartbeat.ts';
 import { ActorCaller } from './actor-caller.ts';
@@ -105,8 +107,15 @@ export function newId(): string {
 
 /** Options are fixed when a remote function is defined: each is checked and normalized once, not per call (and the
  * same objects let the submitter find the task's queue without re-keying it). */
-const placements = new WeakMap<TaskOptions, { demand: ResourceSet; strategy: SchedulingStrategy }>();
-function placementOf(opts: TaskOptions): { demand: ResourceSet; strategy: SchedulingStrategy } {
+/** Where a remote function's tasks go, per options object; and where the user first called it with those options,
+ * which InfeasibleError and the head's other refusals show as their stack. */
+interface Placement {
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+  site: string;
+}
+const placements = new WeakMap<TaskOptions, Placement>();
+function placementOf(opts: TaskOptions): Placement {
   let p = placements.get(opts);
   if (!p) {
     p = {
@@ -115,6 +124,7 @@ function placementOf(opts: TaskOptions): { demand: ResourceSet; strategy: Schedu
         1,
       ),
       strategy: checkStrategy(opts.schedulingStrategy),
+      site: userCallSite(),
     };
     placements.set(opts, p);
   }
@@ -171,6 +181,7 @@ export class Core {
       name: `troupe-${o.role}-${process.pid}`,
       daemon: o.role === 'worker',
       procId,
+      holdsProcess: o.role !== 'driver', // a driver ends with its script (api/session.ts)
     });
     const c = new Core(bus, { ...o, procId });
     c.objects.serve();
@@ -190,7 +201,7 @@ export class Core {
   /** Submits a task; argument problems (bad options, unserializable values) throw here, at the call site.
    * `fn` may still be on its way (a remote function whose module is finishing its load). */
   submitTask<R>(fn: FunctionRef | Promise<FunctionRef>, args: unknown[], opts: TaskOptions): ObjectRef<R> {
-    const { demand, strategy } = placementOf(opts);
+    const { demand, strategy, site } = placementOf(opts);
     const retry = { left: opts.maxRetries ?? 3, exceptions: opts.retryExceptions ?? false };
     const taskId = newId();
     let name = opts.name ?? (fn instanceof Promise ? 'task' : fn.name);
@@ -219,10 +230,10 @@ export class Core {
     if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, (spec.deps = {})));
     const inputs = prepared.refs.map((r) => ({ id: r.id, owner: r.owner }));
     if (waitFor.length === 0) {
-      this.tasks.submit(spec, demand, strategy, retry, inputs);
+      this.tasks.submit(spec, demand, strategy, retry, inputs, site);
     } else {
       Promise.all(waitFor).then(
-        () => this.tasks.submit(spec, demand, strategy, retry, inputs),
+        () => this.tasks.submit(spec, demand, strategy, retry, inputs, site),
         (e: Error) => this.objects.owned.seal(taskId, { error: e }),
       );
     }
@@ -307,7 +318,15 @@ export class Core {
       }),
       this.locateDeps(prepared.refs, spec.deps),
     ]).then(() => spec);
-    const creation = ready.then((s) => this.bus.request(subjects.headActorCreate, { spec: s })).then(() => undefined);
+    const site = userCallSite(); // once per actor: creation is rare next to calls
+    const creation = ready
+      .then((s) => this.bus.request(subjects.headActorCreate, { spec: s }))
+      .then(
+        () => undefined,
+        (e: Error) => {
+          throw atCallSite(e, site);
+        },
+      );
     this.actors.track(actorId, creation, prepared.held);
     // getActor(name) right after creating it, in this process, finds it (as in Ray).
     if (opts.name)
@@ -480,8 +499,11 @@ export class Core {
   blockHook?: (blocked: boolean) => void;
   private blockedDepth = 0;
 
-  /** Reports a wait longer than a moment to blockHook (a quick owner round trip is not worth two node messages). */
+  /** Every wait for objects (get, wait, `await ref`) goes through here: it keeps a driver running until it is over
+   * (the result of a task or call may be seconds away, with nothing else in the loop). It reports a wait longer than
+   * a moment to blockHook (a quick owner round trip is not worth two node messages). */
   private blocking<T>(p: Promise<T>): Promise<T> {
+    holdUntil(p);
     // Not an async function: without a hook (drivers) the promise itself is returned, with no layer in between.
     return this.blockHook ? this.reportBlocked(p, this.blockHook) : p;
   }
@@ -552,6 +574,8 @@ export class Core {
         .request(subjects.headActorsOfOwner, { owner: this.procId }, { timeoutMs: 5000 })
         .catch(() => undefined);
     await this.tasks.close();
+    // Whoever still waits hears why (and no longer keeps the process running) instead of waiting for ever.
+    this.objects.owned.failPending(() => true, new ConnectionError('shutdown() came before this object was ready'));
     await this.objects.freeAll();
     await this.bus.close();
   }

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Bus, BatchedRequest } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
+import { atCallSite } from '../base/definition-site.ts';
 import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } from '../base/errors.ts';
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
 import type { ObjectLocation } from '../protocol/objects.ts';
@@ -56,6 +57,8 @@ interface Shape {
   leases: Lease[];
   /** Lease requests sent to the head and not yet answered. */
   requests: Set<string>;
+  /** The user's call that queued work of this shape last: the stack of the head's refusals (InfeasibleError). */
+  site?: string;
 }
 
 /** Outstanding lease requests per shape: enough to fill the cluster, not so many the head's queue fills with them. */
@@ -125,6 +128,7 @@ export class TaskSubmitter {
     strategy: SchedulingStrategy,
     retry?: Retry,
     inputs: InputRef[] = [],
+    site?: string,
   ): void {
     if (retry && (retry.left !== 0 || retry.exceptions))
       this.retries.set(spec.taskId, {
@@ -142,6 +146,7 @@ export class TaskSubmitter {
         this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
       this.lastShape = shape;
     }
+    if (site) shape.site = site;
     shape.backlog.push(spec);
     this.dispatch(shape);
   }
@@ -303,7 +308,8 @@ export class TaskSubmitter {
     if ('error' in m) {
       if (!shape) return;
       // Infeasible (or the node could not start a worker): everything waiting for this shape fails the same way.
-      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error: m.error });
+      const error = atCallSite(m.error, shape.site);
+      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error });
       return;
     }
     if (!shape || this.closed || shape.backlog.length === 0) {

@@ -341,7 +341,8 @@ test.serial(
   async (t) => {
     const c = await startCluster();
     try {
-      await init({ address: c.address, token: c.token }); // as with TROUPE_ADDRESS on the head machine
+      // As with TROUPE_ADDRESS on the head machine: no token passed, the saved cluster's is used.
+      await init({ address: c.address });
       const ref = put(floats(1, 3));
       await wait([ref]);
       t.true(inStore(c, ref.id), "in the node's shared-memory store, not in the driver's memory");

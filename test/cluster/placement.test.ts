@@ -4,6 +4,7 @@ import { get, InfeasibleError } from '../../runtime/index.ts';
 import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
 import { writeFileSync } from 'node:fs';
 import { env, hold, meet, meetAndHold } from '../fixtures/tasks.ts';
+import { Counter as Huge } from '../fixtures/actors.ts';
 
 // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
 const cluster = useCluster(test, {
@@ -101,6 +102,17 @@ test.serial('a demand no node can ever meet fails fast, naming the demand and th
   const e = await t.throwsAsync(get(env.options({ numGpus: 4 }).remote()), { instanceOf: InfeasibleError });
   t.regex(e!.message, /GPU: 4/);
   t.true(e!.message.includes(gpuNode));
+  // Its stack is the user's call (this file), not the head's code that decided.
+  const frames = e!.stack!.split('\n').slice(1);
+  t.regex(frames[0] ?? '', /placement\.test\.ts:\d+/);
+  t.false(
+    frames.some((f) => /runtime\/(head|core|scheduling)\//.test(f)),
+    e!.stack,
+  );
+  // An actor no node can host: its calls fail with the stack of the line that created it.
+  const tooBig = Huge.options({ numGpus: 8 }).remote();
+  const ae = await t.throwsAsync(get(tooBig.value()), { instanceOf: InfeasibleError });
+  t.regex(ae!.stack!.split('\n')[1] ?? '', /placement\.test\.ts:\d+/, ae!.stack);
   await t.throwsAsync(get(env.options({ resources: { tpu: 1 } }).remote()), {
     instanceOf: InfeasibleError,
     message: /tpu: 1/,

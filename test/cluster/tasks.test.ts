@@ -27,6 +27,19 @@ test.serial('a task returns its value; await ref and get() agree', async (t) => 
   t.deepEqual(await get([tasks.add.remote(1, 1), tasks.add.remote(2, 2)]), [2, 4]);
 });
 
+test.serial('an ObjectRef has catch and finally, as a Promise has', async (t) => {
+  let settled = 0;
+  const caught = await tasks.fail
+    .remote('boom')
+    .catch((e: Error) => e)
+    .finally(() => settled++);
+  t.true(caught instanceof TaskError);
+  t.regex((caught as Error).message, /boom/);
+  t.is(await tasks.add.remote(1, 2).finally(() => settled++), 3);
+  t.is(await tasks.add.remote(1, 2).catch(() => -1), 3);
+  t.is(settled, 2);
+});
+
 test.serial(
   'objects whose refs are all gone are freed, node-store files too, also after a task used them',
   async (t) => {
@@ -199,6 +212,13 @@ test.serial('bad input fails at the call site with a clear error', async (t) => 
   const fnErr = t.throws(() => tasks.echo.remote(() => 1), { instanceOf: SerializationError });
   t.regex(fnErr!.message, /function/);
   t.throws(() => put({ p: Promise.resolve(1) }), { instanceOf: SerializationError, message: /Promise/ });
+  t.throws(() => tasks.echo.remote(Symbol('x')), { instanceOf: SerializationError, message: /Symbol/ });
+  class Point {
+    constructor(readonly x: number) {}
+  }
+  t.throws(() => tasks.echo.remote(new Point(1)), { instanceOf: SerializationError, message: /instance of Point/ });
+  // A task that returns one fails with it too, rather than handing back a plain object.
+  await t.throwsAsync(tasks.newPoint.remote(), { instanceOf: TaskError, message: /instance of Point/ });
   t.throws(() => tasks.add.options({ numCpus: -1 }), { instanceOf: UsageError, message: /numCpus/ });
   t.throws(() => tasks.add.options({ numGpus: 1.5 }), { instanceOf: UsageError, message: /numGpus/ });
   t.throws(() => tasks.add.options({ numCPUs: 1 } as never), {

@@ -224,6 +224,8 @@ test('unsendable values are refused at encode time with SerializationError', (t)
     ['Promise', Promise.resolve(1), /Promise/],
     ['net.Socket', socket, /EventEmitter.*Socket/],
     ['WeakMap', new WeakMap(), /WeakMap/],
+    ['Symbol', Symbol('tag'), /a Symbol/],
+    ['nested Symbol', { kind: Symbol.iterator }, /a Symbol/],
   ];
   for (const [label, value, message] of cases) {
     t.throws(() => encode(value), { instanceOf: SerializationError, message }, label);
@@ -231,6 +233,48 @@ test('unsendable values are refused at encode time with SerializationError', (t)
     t.deepEqual(encode(normal), normalBytes, `after refusing ${label}`);
   }
   t.deepEqual(decode(encode(normal)), normal);
+});
+
+class Point {
+  constructor(
+    readonly x: number,
+    readonly y: number,
+  ) {}
+  norm(): number {
+    return Math.hypot(this.x, this.y);
+  }
+}
+
+test("an instance of the user's class is refused, naming the class and what to do", (t) => {
+  for (const value of [new Point(3, 4), { at: [new Point(1, 2)] }, new (class extends Map {})()]) {
+    const e = t.throws(() => encode(value), { instanceOf: SerializationError });
+    t.regex(e.message, /instance of (Point|\w*)/);
+    t.regex(e.message, /toJSON\(\)/);
+  }
+  t.regex(t.throws(() => encode(new Point(3, 4)))?.message ?? '', /instance of Point .*without its methods/);
+});
+
+test('a class with toJSON() is sent as what toJSON() returns; built-in classes keep their types', (t) => {
+  class Money {
+    constructor(readonly cents: number) {}
+    toJSON() {
+      return { cents: this.cents, currency: 'EUR' };
+    }
+  }
+  t.deepEqual(roundTrip({ price: new Money(250) }), { price: { cents: 250, currency: 'EUR' } });
+  const when = new Date(0);
+  const back = roundTrip({
+    when,
+    tags: new Set(['a']),
+    re: /x+/g,
+    bytes: Buffer.from([1, 2]),
+    none: Object.create(null),
+  });
+  t.true(back.when instanceof Date && back.when.getTime() === 0);
+  t.deepEqual([...back.tags], ['a']);
+  t.true(back.re instanceof RegExp && back.re.source === 'x+');
+  t.deepEqual([...back.bytes], [1, 2]);
+  t.deepEqual({ ...back.none }, {});
 });
 
 // ---- object refs ----------------------------------------------------------------------------
