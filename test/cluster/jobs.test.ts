@@ -6,6 +6,9 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startCluster, runCommand, tempDir, eventually, isAlive, type TestCluster } from '../helpers/cluster.ts';
+import { Bus } from '../../runtime/bus/bus.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { ProtocolError } from '../../runtime/base/errors.ts';
 
 // Node daemons take back an ended job's workers once its driver has been silent this long (default 10 s).
 process.env.TROUPE_CLIENT_TIMEOUT_MS = '4000';
@@ -34,7 +37,10 @@ export const viaActor = remote(async () => {
   const a = Versioned.remote();
   return await a.version();
 });
-export const big = remote((size: number) => ({ data: new Float32Array(size).fill(V), node: process.env.TROUPE_NODE_ID }));
+export const big = remote((size: number) => ({
+  data: new Float32Array(size).fill(V),
+  node: process.env.TROUPE_NODE_ID,
+}));
 ${withAdded ? 'export const added = remote(() => ({ v: V, pid: process.pid }));' : ''}
 `;
 
@@ -131,10 +137,10 @@ test.serial.after.always(async () => {
 });
 
 test.serial(
-  'each run after an edit runs the edited code: tasks, nested tasks, actors (own process, shared, made by a task), an ' +
-    'added export',
+  'each run after an edit runs the edited code: tasks, nested tasks, actors (own process, shared, made by a task), ' +
+    'an added export',
   async (t) => {
-    t.timeout(120_000);
+    t.timeout(180_000);
     const p = project(t, c!);
     for (const n of [1, 2, 3]) {
       p.edit(n, n > 1);
@@ -152,7 +158,7 @@ test.serial(
 );
 
 test.serial("an ended job's workers go; a detached actor it made keeps its process and code", async (t) => {
-  t.timeout(120_000);
+  t.timeout(180_000);
   const p = project(t, c!);
   p.edit(1);
   const out = (await p.run(['--keeper'])) as Record<string, Ran & { nested?: Ran }>;
@@ -180,8 +186,29 @@ test.serial(
   },
 );
 
+test.serial(
+  'a lease request whose job is missing or malformed gets ProtocolError from the head and the node',
+  async (t) => {
+    const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'test-probe' });
+    t.teardown(() => bus.close());
+    const good = { id: 'job1', driver: 'driver1', root: '/tmp' };
+    const bad = [undefined, { ...good, root: 'relative' }, { ...good, id: '../x' }, { ...good, driver: 7 }, 'job1'];
+    for (const job of bad) {
+      const req = { clientId: 'client1', demand: { CPU: 1 }, job };
+      await t.throwsAsync(bus.request(subjects.headLease, { ...req, reqId: 'req1', strategy: 'DEFAULT' }), {
+        instanceOf: ProtocolError,
+        message: /job/,
+      });
+      await t.throwsAsync(bus.request(subjects.nodeLease(c!.nodeIds[0]), req), { instanceOf: ProtocolError });
+    }
+    const p = project(t, c!);
+    p.edit(4);
+    t.is(((await p.run()) as Record<string, Ran>).task?.v, 4, 'and they keep serving');
+  },
+);
+
 test.serial('a lost object made again after an edit is made by the edited code, as the rest of its job', async (t) => {
-  t.timeout(120_000);
+  t.timeout(180_000);
   const two = await startCluster({ head: { numCpus: 2 }, nodes: [{ numCpus: 2 }], nodeTimeoutMs: 1500 });
   t.teardown(() => two.stop());
   const p = project(t, two);
