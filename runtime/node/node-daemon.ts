@@ -322,10 +322,12 @@ export class NodeDaemon {
     worker.boundAt = Date.now();
     const { child } = worker;
     worker.ready = worker.ready.then(() => {
-      let onMessage: ((m: { type?: string }) => void) | undefined;
+      let onMessage: ((m: { type?: string; jobId?: string }) => void) | undefined;
       const told = new Promise<void>((resolve, reject) => {
         onMessage = (m) => {
-          if (m?.type === 'bound') resolve();
+          if (m?.type !== 'bound') return;
+          if (m.jobId === job.id) resolve();
+          else reject(new Error(`it serves job ${m.jobId} already, not ${job.id}`));
         };
         child.on('message', onMessage);
         child.send({ type: 'job', job }, (e) => e && reject(e));
@@ -333,7 +335,14 @@ export class NodeDaemon {
       const exited = worker.exited.then((how): never => {
         throw new Error(`${how} before it took its job`);
       });
-      return Promise.race([told, exited]).finally(() => child.off('message', onMessage!));
+      return Promise.race([told, exited])
+        .catch((e: Error) => {
+          // Not serving this job: never handed out again.
+          this.workers.delete(worker);
+          child.kill('SIGKILL');
+          throw e;
+        })
+        .finally(() => child.off('message', onMessage!));
     });
     worker.ready.catch(() => undefined);
   }

@@ -43,7 +43,7 @@ delete process.env.TROUPE_TOKEN; // user code has no business reading it
 process.on('message', (m: { type?: string; job?: JobRef }) => {
   if (m?.type !== 'job' || !m.job) return;
   client.job ??= m.job;
-  process.send?.({ type: 'bound' });
+  process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
 });
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
