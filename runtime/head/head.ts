@@ -300,7 +300,7 @@ export class Head {
       return { queued: false };
     }
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string')
-      throw new ProtocolError('lease request needs { reqId, clientId, demand }');
+      throw new ProtocolError('lease request needs { reqId, clientId, job, demand }');
     const demand = checkDemand(req.demand); // input from the bus, not necessarily from runtime/core
     const job = checkJob(req.job);
     const strategy = checkStrategy(req.strategy);
