@@ -9,6 +9,7 @@ import { parseAddress } from '../runtime/base/config.ts';
 import { currentCore } from '../runtime/core/core.ts';
 import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
+import { firstCalls } from './workloads/jobs.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
 import {
@@ -34,7 +35,8 @@ interface Metric {
   memcpy?: number;
   one_replica?: number;
   clean_run?: number;
-  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run';
+  reused_worker?: number;
+  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run' | 'reused_worker';
   goal?: number;
   within?: number;
   kills?: number;
@@ -201,6 +203,19 @@ try {
   add('single_client_wait_1k_refs', waits / waitSecs, 'ops/s', {
     note: '1,000 tasks, then wait() until each is ready, one at a time',
     digits: 2,
+  });
+
+  // A new job's first task runs on a prestarted spare, which imports the job's module (workers serve one job, so a
+  // rerun after an edit never runs old code), against a call that reuses a worker with the module loaded already.
+  const jobs = n(5, 1);
+  const calls = await firstCalls(jobs);
+  add('new_job_first_task', median(calls.spare) / 1000, 's', {
+    reused_worker: round(median(calls.reused) / 1000, 3),
+    reference: 'reused_worker',
+    digits: 3,
+    note:
+      `median of ${jobs} jobs, each a driver process of its own; the reference: the same job's worker, once its ` +
+      `lease went back`,
   });
 
   // Object store: put+get of Float32 tensors in one process against memcpy of the same bytes (goal >= 0.5x).

@@ -6,6 +6,7 @@ import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.
 import { ConnectionError, AuthenticationError, UsageError } from '../base/errors.ts';
 import { holdUntil } from '../base/keep-alive.ts';
 import { Gcs } from '../state/gcs.ts';
+import { jobRoot } from '../base/job-root.ts';
 import { startHead, type StartedCluster } from '../cluster/local-cluster.ts';
 import type { ResourceFlags } from '../cluster/machine-resources.ts';
 import { ObjectRef } from '../../object-store/object-ref.ts';
@@ -69,11 +70,21 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     localNode = saved?.localNode;
   }
   let client: Core | undefined;
+  // Workers are bound to this job: a later run, whose code may have changed, never reuses one that loaded ours.
+  const jobId = randomBytes(4).toString('hex');
+  const jobRef = { id: jobId, root: jobRoot() };
   if (address) {
     if (!token)
       throw new AuthenticationError(`no token for the cluster at ${address}: set TROUPE_TOKEN or pass init({ token })`);
     try {
-      client = await Core.connect({ address, token, role: 'driver', localNode, logToDriver: opts.logToDriver });
+      client = await Core.connect({
+        address,
+        token,
+        role: 'driver',
+        localNode,
+        logToDriver: opts.logToDriver,
+        job: jobRef,
+      });
     } catch (e) {
       // A current-cluster file left by a cluster that is gone: say so and start afresh, as `ray.init()` would.
       if (!file || e instanceof AuthenticationError || !(e instanceof ConnectionError)) throw e;
@@ -98,6 +109,7 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
           objectStoreMemory: embedded.objectStoreMemory,
         },
         logToDriver: opts.logToDriver,
+        job: jobRef,
       });
     } catch (e) {
       await embedded.stop();
@@ -106,7 +118,7 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     }
   }
   const info: JobInfo = {
-    jobId: randomBytes(4).toString('hex'),
+    jobId,
     procId: client.procId,
     pid: process.pid,
     hostname: hostname(),

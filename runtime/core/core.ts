@@ -5,7 +5,8 @@ import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { encode, encodeParts, byteLength } from '../base/codec.ts';
 import { cloneTensor } from '../base/tensor-codec.ts';
-import { ConnectionError, GetTimeoutError, ObjectStoreFullError, UsageError } from '../base/errors.ts';
+import { ConnectionError, GetTimeoutError, ObjectStoreFullError, ProtocolError, UsageError } from '../base/errors.ts';
+import { jobRoot } from '../base/job-root.ts';
 import { formatBytes } from '../base/bytes.ts';
 import { atCallSite, userCallSite } from '../base/definition-site.ts';
 import { holdUntil } from '../base/keep-alive.ts';
@@ -28,6 +29,7 @@ import { NodeStore } from '../../object-store/node-store.ts';
 import { holders, type ObjectLocation } from '../protocol/objects.ts';
 import { nameKey } from '../state/gcs.ts';
 import type { TaskSpec } from '../protocol/tasks.ts';
+import type { JobRef } from '../protocol/jobs.ts';
 import { isPlain, type CallArgs, type ObjectRow } from '../protocol/objects.ts';
 
 export interface CoreOptions {
@@ -39,6 +41,9 @@ export interface CoreOptions {
   localNode?: { nodeId: string; objectDir: string; objectStoreMemory?: number };
   /** Drivers print what their tasks and actors write, prefixed like "(Trainer pid=1234)". Default true. */
   logToDriver?: boolean;
+  /** A driver's job (made by init()); default: one of its own, rooted at jobRoot(). A worker learns its job from its
+   * node when it is first leased. */
+  job?: { id: string; root: string };
 }
 
 export interface ActorOptions extends ResourceRequest {
@@ -148,6 +153,8 @@ export class Core {
   readonly objects: ObjectClient;
   readonly tasks: TaskSubmitter;
   readonly actors: ActorCaller;
+  /** The job work submitted from here belongs to: a driver's own; a worker's is set when its node binds it to one. */
+  job: JobRef | undefined;
   private stopHeartbeat = (): void => undefined;
 
   private constructor(
@@ -155,6 +162,10 @@ export class Core {
     readonly o: CoreOptions,
   ) {
     this.procId = o.procId ?? newId();
+    if (o.role === 'driver') {
+      const j = o.job ?? { id: this.procId, root: jobRoot() };
+      this.job = { id: j.id, driver: this.procId, root: j.root };
+    }
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
     this.objects = new ObjectClient({
       bus,
@@ -163,12 +174,18 @@ export class Core {
       store,
       inlineThreshold: defaults.inlineThreshold,
     });
-    this.tasks = new TaskSubmitter(bus, this.procId, this.objects.owned, (taskId, inputs, deps) => {
-      const refs = inputs.map((i) => new ObjectRef(i.id, i.owner));
-      const o = this.objects.owned.get(taskId);
-      if (o) o.holds = refs; // alive until the task is done, as on its first run
-      return this.locateDeps(refs, deps);
-    });
+    this.tasks = new TaskSubmitter(
+      bus,
+      this.procId,
+      this.objects.owned,
+      (taskId, inputs, deps) => {
+        const refs = inputs.map((i) => new ObjectRef(i.id, i.owner));
+        const o = this.objects.owned.get(taskId);
+        if (o) o.holds = refs; // alive until the task is done, as on its first run
+        return this.locateDeps(refs, deps);
+      },
+      () => this.boundJob(),
+    );
     this.actors = new ActorCaller(bus, () => this.gcs(), this.objects.owned);
   }
 
@@ -306,6 +323,7 @@ export class Core {
       isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'),
       owner: this.owner(),
       workingDir: process.cwd(),
+      job: this.boundJob(),
       crashOnError: opts.crashOnError || undefined,
       checkpointEvery: opts.checkpointEvery,
       maxPendingCalls: opts.maxPendingCalls,
@@ -484,6 +502,11 @@ export class Core {
       if (ready.size >= count) finish();
       else if (timeoutMs !== undefined) timer = setTimeout(finish, timeoutMs);
     });
+  }
+
+  private boundJob(): JobRef {
+    if (!this.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
+    return this.job;
   }
 
   /** Set by workers: the driver that owns the task or actor running now. */

@@ -11,6 +11,7 @@ import type { ObjectLocation } from '../protocol/objects.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg, WorkerDiedMsg } from '../protocol/leases.ts';
+import type { JobRef } from '../protocol/jobs.ts';
 
 interface Lease {
   grant: LeaseGrant;
@@ -106,6 +107,8 @@ export class TaskSubmitter {
     private readonly procId: string,
     private readonly owned: OwnerTable,
     private readonly locateInputs: LocateInputs,
+    /** The job our leases are for: workers are bound to one job. */
+    private readonly job: () => JobRef,
   ) {}
 
   start(): void {
@@ -276,7 +279,13 @@ export class TaskSubmitter {
   }
 
   private sendLeaseRequest(reqId: string, shape: Shape): void {
-    const msg: LeaseRequestMsg = { reqId, clientId: this.procId, demand: shape.demand, strategy: shape.strategy };
+    const msg: LeaseRequestMsg = {
+      reqId,
+      clientId: this.procId,
+      job: this.job(),
+      demand: shape.demand,
+      strategy: shape.strategy,
+    };
     this.bus.request(subjects.headLease, msg).catch((e: Error) => {
       // head away: the resend timer retries
       if (e instanceof NoRespondersError || e.name === 'RequestTimeoutError' || e instanceof ConnectionError) return;

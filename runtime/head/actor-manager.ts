@@ -17,6 +17,7 @@ import type { CheckpointStore } from '../state/checkpoints.ts';
 import { nameKey } from '../state/gcs.ts';
 import { isPlain } from '../protocol/objects.ts';
 import type { LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
+import { checkJob, type JobRef } from '../protocol/jobs.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -26,6 +27,7 @@ export interface ActorManagerHost {
   enqueue(req: {
     reqId: string;
     clientId: string;
+    job: JobRef;
     demand: ResourceSet;
     strategy: SchedulingStrategy;
     actor: { spec: ActorSpec; incarnation: number };
@@ -134,6 +136,8 @@ export class ActorManager {
     this.h.enqueue({
       reqId: reqIdOf(a),
       clientId: a.owner,
+      // A spec stored before jobs bound workers: its owner stands for its job.
+      job: a.spec.job ?? { id: a.owner, driver: a.owner, root: a.spec.workingDir },
       demand: a.spec.demand,
       strategy: a.spec.strategy,
       actor: { spec: a.spec, incarnation: a.incarnation },
@@ -354,6 +358,7 @@ function checkSpec(spec: ActorSpec): void {
   }
   if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string')
     throw new UsageError('actor spec needs owner, workingDir and className');
+  if (spec.job !== undefined) spec.job = checkJob(spec.job, 'an actor spec');
   if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string')
     throw new UsageError('supervisor must be an actor id');
   if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0))

@@ -29,6 +29,7 @@ import type {
   LeaseRequestMsg,
   WorkerDiedMsg,
 } from '../protocol/leases.ts';
+import { checkJob } from '../protocol/jobs.ts';
 
 export interface HeadOptions {
   address: string;
@@ -299,8 +300,9 @@ export class Head {
       return { queued: false };
     }
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string')
-      throw new ProtocolError('lease request needs { reqId, clientId, demand }');
+      throw new ProtocolError('lease request needs { reqId, clientId, job, demand }');
     const demand = checkDemand(req.demand); // input from the bus, not necessarily from runtime/core
+    const job = checkJob(req.job);
     const strategy = checkStrategy(req.strategy);
     const p = place(this.views(), demand, strategy);
     if (p.kind === 'infeasible') {
@@ -309,7 +311,7 @@ export class Head {
       throw new InfeasibleError(p.message);
     }
     this.clientSeen.set(req.clientId, Date.now());
-    this.addRequest({ ...req, demand, strategy, since: Date.now(), granting: false, failures: 0, attempt: 0 });
+    this.addRequest({ ...req, demand, strategy, job, since: Date.now(), granting: false, failures: 0, attempt: 0 });
     this.pump();
     return { queued: true };
   }
@@ -387,7 +389,7 @@ export class Head {
     this.bus
       .request<LeaseGrant | Busy>(
         subjects.nodeLease(nodeId),
-        { clientId: p.clientId, demand: p.demand, actor: p.actor },
+        { clientId: p.clientId, job: p.job, demand: p.demand, actor: p.actor },
         { timeoutMs: p.actor ? 0 : 40_000 },
       )
       .then(

@@ -26,6 +26,7 @@ import { workerCommand } from '../base/launch.ts';
 import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
+import { checkJob, type JobRef } from '../protocol/jobs.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -57,6 +58,10 @@ interface Worker {
   shared: boolean;
   /** Hosts (or hosted) one actor in a process of its own: never reused. */
   dedicated: boolean;
+  /** The job it serves for life, from its first lease on: it imports that job's modules, which a later run may have
+   * changed. Unset for a spare that has loaded no job code: any job may take it. */
+  job?: JobRef;
+  boundAt: number;
   /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
   exited: Promise<string>;
 }
@@ -226,7 +231,8 @@ export class NodeDaemon {
 
   private async grant(req: LeaseRequest): Promise<LeaseGrant | Busy> {
     this.leaseRequestsSeen++;
-    if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, demand }');
+    if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, job, demand }');
+    const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
     if (!fits(this.available, demand)) return busy;
@@ -238,10 +244,11 @@ export class NodeDaemon {
     const actor = req.actor;
     const shared = !!actor && actor.spec.isolation === 'shared' && gpus.ids.length === 0;
     let worker = shared
-      ? [...this.workers].find((w) => w.shared)
-      : [...this.workers].find((w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === gpuKey);
+      ? [...this.workers].find((w) => w.shared && w.job?.id === job.id)
+      : this.idleWorkerFor(job, gpuKey);
     try {
       worker ??= this.spawnWorker(gpus.ids, shared);
+      if (!worker.job) this.bind(worker, job);
     } catch (e) {
       this.available = add(this.available, demand);
       this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
@@ -297,6 +304,49 @@ export class NodeDaemon {
     };
   }
 
+  /** An idle task worker with these GPUs: one of the job's own (its modules are loaded), else a spare. */
+  private idleWorkerFor(job: JobRef, gpuKey: string): Worker | undefined {
+    let spare: Worker | undefined;
+    for (const w of this.workers) {
+      if (w.leases.size > 0 || w.shared || w.dedicated || w.gpuKey !== gpuKey) continue;
+      if (w.job?.id === job.id) return w;
+      if (!w.job) spare ??= w;
+    }
+    return spare;
+  }
+
+  /** Binds a worker to a job for life. Its ready promise then also covers the worker knowing its job (over IPC), so
+   * that no task or actor reaches it before. */
+  private bind(worker: Worker, job: JobRef): void {
+    worker.job = job;
+    worker.boundAt = Date.now();
+    const { child } = worker;
+    worker.ready = worker.ready.then(() => {
+      let onMessage: ((m: { type?: string; jobId?: string }) => void) | undefined;
+      const told = new Promise<void>((resolve, reject) => {
+        onMessage = (m) => {
+          if (m?.type !== 'bound') return;
+          if (m.jobId === job.id) resolve();
+          else reject(new Error(`it serves job ${m.jobId} already, not ${job.id}`));
+        };
+        child.on('message', onMessage);
+        child.send({ type: 'job', job }, (e) => e && reject(e));
+      });
+      const exited = worker.exited.then((how): never => {
+        throw new Error(`${how} before it took its job`);
+      });
+      return Promise.race([told, exited])
+        .catch((e: Error) => {
+          // Not serving this job: never handed out again.
+          this.workers.delete(worker);
+          child.kill('SIGKILL');
+          throw e;
+        })
+        .finally(() => child.off('message', onMessage!));
+    });
+    worker.ready.catch(() => undefined);
+  }
+
   /** Stops one actor: a process of its own is killed; in a shared worker only the actor goes. Either way it first gets
    * graceMs for its onStop(), if it has one. With a leaseId, only that lease (one incarnation): a newer instance of
    * the same actor is left alone. */
@@ -347,6 +397,18 @@ export class NodeDaemon {
         this.release(lease.leaseId, true);
       }
     }
+    this.reclaimWorkersOfEndedJobs(now);
+  }
+
+  /** An idle worker of a job whose driver went silent (it shut down, exited or died) holds that job's modules for
+   * nobody: it goes, about clientTimeoutMs after the job ended. Detached actors keep their own (never idle) workers. */
+  private reclaimWorkersOfEndedJobs(now: number): void {
+    for (const w of this.workers) {
+      if (!w.job || w.leases.size > 0) continue;
+      if (now - Math.max(this.clientSeen.get(w.job.driver) ?? 0, w.boundAt) <= defaults.clientTimeoutMs) continue;
+      this.workers.delete(w); // leaving: never granted again, even before it has exited
+      w.child.kill('SIGTERM');
+    }
   }
 
   /** A task blocked in get() lends its CPUs back (as Ray does), so the tasks it waits for can run. */
@@ -365,7 +427,7 @@ export class NodeDaemon {
   private keepSpares(): void {
     if (this.stopping) return;
     const idle = [...this.workers].filter(
-      (w) => w.leases.size === 0 && !w.shared && !w.dedicated && w.gpuKey === '',
+      (w) => w.leases.size === 0 && !w.shared && !w.dedicated && !w.job && w.gpuKey === '',
     ).length;
     for (let i = idle; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
   }
@@ -402,6 +464,7 @@ export class NodeDaemon {
       leases: new Set(),
       shared,
       dedicated: false,
+      boundAt: 0,
       exited: new Promise((r) => child.once('exit', (code, signal) => r(howItExited(code, signal)))),
     };
     worker.ready = new Promise<void>((resolve, reject) => {

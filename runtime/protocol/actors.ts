@@ -1,6 +1,7 @@
 // What head, node daemons, workers and callers say to each other about actors.
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
 import type { CallArgs, ObjectLocation } from './objects.ts';
+import type { JobRef } from './jobs.ts';
 
 export type ActorState = 'PENDING' | 'ALIVE' | 'RESTARTING' | 'DEAD';
 
@@ -28,6 +29,8 @@ export interface ActorSpec {
   /** Process that created it: non-detached actors die with it; its logs go there. */
   owner: string;
   workingDir: string;
+  /** The job that created it: its worker is bound to that job. Absent in specs stored before jobs bound workers. */
+  job?: JobRef;
   /** The supervising actor: when this one dies the head holds it RESTARTING until its supervisor decides. */
   supervisor?: string;
   /** A method that throws also crashes the actor (restarted like any other death). */

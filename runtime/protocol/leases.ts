@@ -2,6 +2,7 @@
 // and what node daemons report about their workers.
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
 import type { ActorSpec } from './actors.ts';
+import type { JobRef } from './jobs.ts';
 
 /** A node daemon's heartbeat to the head. */
 export interface HeartbeatMsg {
@@ -29,6 +30,7 @@ export interface LeaseGrant {
 /** A lease request: for a client's tasks, or (from the head) to start an actor, whose lease lasts its life. */
 export interface LeaseRequest {
   clientId: string;
+  job: JobRef;
   demand: ResourceSet;
   actor?: { spec: ActorSpec; incarnation: number };
 }
@@ -54,6 +56,7 @@ export interface Busy {
 export interface LeaseRequestMsg {
   reqId: string;
   clientId: string;
+  job: JobRef;
   demand: ResourceSet;
   strategy: SchedulingStrategy;
 }

@@ -41,7 +41,7 @@ export interface HostedContext {
   prefix: string;
 }
 
-type Loader = (ref: { url: string; exportName: string }, workingDir: string) => Promise<unknown>;
+type Loader = (ref: { url: string; exportName: string }) => Promise<unknown>;
 /** Whose output the actor's code writes, and how it is prefixed. */
 export function contextOf(spec: ActorSpec): HostedContext {
   return { owner: spec.owner, prefix: `(${spec.className} pid=${process.pid})` };
@@ -89,7 +89,7 @@ export class ActorHost {
     const h = await this.inContext(ctx, async (): Promise<Hosted> => {
       let step = 'constructor';
       try {
-        const Cls = await this.load(spec.cls, spec.workingDir);
+        const Cls = await this.load(spec.cls);
         if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls))
           throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
         const args = await this.client.objects.resolveArgs(spec.args, spec.deps);

@@ -6,12 +6,13 @@ import { sep } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
-import { TaskError, UsageError } from '../base/errors.ts';
+import { ProtocolError, TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
 import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
+import type { JobRef } from '../protocol/jobs.ts';
 import { registerTsxFor } from '../base/launch.ts';
 
 const env = (k: string): string => {
@@ -39,6 +40,12 @@ const client = await Core.connect({
   },
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
+// Our node binds us to the job of our first lease, before that lease is granted; we serve that job for life.
+process.on('message', (m: { type?: string; job?: JobRef }) => {
+  if (m?.type !== 'job' || !m.job) return;
+  client.job ??= m.job;
+  process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
+});
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
@@ -106,16 +113,18 @@ const exportsCache = new Map<string, unknown>();
  * wherever troupe is installed. */
 const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import.meta.url))) + sep;
 
-/** Imports the module a function or class was defined in, refusing anything outside the job's working directory. */
-async function loadExport(ref: { url: string; exportName: string }, workingDir: string): Promise<unknown> {
-  const key = `${workingDir}\0${ref.url}#${ref.exportName}`; // the directory check below holds per working directory
+/** Imports the module a function or class was defined in, refusing anything outside the job's root. One job for the
+ * life of this process: what it imported is that job's code. */
+async function loadExport(ref: { url: string; exportName: string }): Promise<unknown> {
+  const key = `${ref.url}#${ref.exportName}`;
   if (exportsCache.has(key)) return exportsCache.get(key);
   if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://'))
     throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
+  if (!client.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
   let file: string, root: string;
   try {
     file = realpathSync(fileURLToPath(ref.url));
-    root = realpathSync(workingDir);
+    root = realpathSync(client.job.root);
   } catch (e) {
     throw new UsageError(
       `cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every ` +
@@ -123,7 +132,10 @@ async function loadExport(ref: { url: string; exportName: string }, workingDir: 
     );
   }
   if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
-    throw new UsageError(`refusing to load ${file}: it is outside the job's working directory ${root}`);
+    throw new UsageError(
+      `refusing to load ${file}: it is outside the job's root ${root} (the nearest directory holding a package.json ` +
+        `at or above the directory the driver was started in)`,
+    );
   await registerTsxFor(ref.url);
   const mod = (await import(ref.url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
@@ -165,7 +177,7 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
   };
   report(ev);
   try {
-    const exported = (await loadExport(spec.fn, spec.workingDir)) as { fn?: unknown } | undefined;
+    const exported = (await loadExport(spec.fn)) as { fn?: unknown } | undefined;
     if (typeof exported?.fn !== 'function')
       throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = await client.objects.resolveArgs(spec.args, spec.deps);

@@ -23,6 +23,7 @@ test('npm run bench works end to end (smoke: tiny counts, nothing written)', asy
     'single_client_get_calls',
     'single_client_put_gigabytes',
     'single_client_wait_1k_refs',
+    'new_job_first_task',
     'shared_actors_20_create_and_call',
     'put_get_tensor_1mb',
     'put_get_tensor_100mb',
