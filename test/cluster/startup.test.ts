@@ -157,7 +157,7 @@ test.serial('a head whose nats-server has no JetStream fails startHead() at once
   t.deepEqual(processesWithHome(home), []);
 });
 
-test.serial('a head that dies during start fails startHead() at once, not after the node's 60 s', async (t) => {
+test.serial('a head that dies during start fails startHead() at once, not after 60 s', async (t) => {
   t.timeout(60_000);
   // The head dying alone is what made the first `npm run demo` wait 60 s (there, a refused KV bucket killed it); here
   // it is killed, as the OOM killer would, once it runs.
