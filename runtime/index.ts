@@ -87,4 +87,5 @@ export {
   PendingCallsLimitError,
   ProtocolError,
   ObjectStoreFullError,
+  DaemonStartError,
 } from './base/errors.ts';

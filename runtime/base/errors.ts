@@ -68,6 +68,19 @@ export class RequestTimeoutError extends TroupeError {}
 export class UsageError extends TroupeError {}
 /** A message on the bus failed its check (a malformed or oversized message): it is refused, never acted on. */
 export class ProtocolError extends TroupeError {}
+/** A daemon troupe started (nats-server, head, node daemon) exited, or did not come up, during start: `init()` and
+ * `troupe start` fail with it at once. The message ends with the last lines of the daemon's log. */
+export class DaemonStartError extends TroupeError {
+  constructor(message: string, options?: { cause?: unknown; daemon?: string; logPath?: string }) {
+    super(message, options);
+    this.daemon = options?.daemon ?? '';
+    this.logPath = options?.logPath ?? '';
+  }
+  /** 'nats-server', 'head' or 'node'. */
+  readonly daemon: string;
+  /** The daemon's whole log. */
+  readonly logPath: string;
+}
 
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
 for (const c of [
@@ -88,6 +101,7 @@ for (const c of [
   UsageError,
   ProtocolError,
   PendingCallsLimitError,
+  DaemonStartError,
   Error,
   TypeError,
   RangeError,

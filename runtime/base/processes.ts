@@ -1,5 +1,5 @@
-// Small helpers for the processes troupe starts: liveness, graceful stop, free ports, waiting for a port.
-import { createServer, connect as tcpConnect } from 'node:net';
+// Small helpers for the processes troupe starts: liveness, graceful stop, free ports.
+import { createServer } from 'node:net';
 
 export function isAlive(pid: number): boolean {
   try {
@@ -43,30 +43,6 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-/** Resolves when something accepts TCP connections on host:port; rejects after timeoutMs or when stillRunning() turns
- * false. */
-export async function waitForPort(
-  host: string,
-  port: number,
-  timeoutMs: number,
-  stillRunning: () => boolean,
-): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (!stillRunning()) throw new Error('process exited before it listened');
-    const ok = await new Promise<boolean>((r) => {
-      const sock = tcpConnect({ host, port }, () => {
-        sock.destroy();
-        r(true);
-      });
-      sock.once('error', () => r(false));
-    });
-    if (ok) return;
-    await sleep(30);
-  }
-  throw new Error(`nothing listened on ${host}:${port} within ${timeoutMs} ms`);
 }
 
 /** Exit when the process that started us is gone (embedded clusters must not outlive their driver). */

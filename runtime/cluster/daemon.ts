@@ -3,7 +3,8 @@
 import { Head, type HeadOptions } from '../head/head.ts';
 import { NodeDaemon, type NodeDaemonOptions } from '../node/node-daemon.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
-import { exitWithParent, terminate } from '../base/processes.ts';
+import { exitWithParent, isAlive, terminate } from '../base/processes.ts';
+import { asError } from '../base/errors.ts';
 
 export type DaemonConfig =
   | { role: 'head'; options: HeadOptions; sessionDir: string; parentPid?: number; natsPid?: number }
@@ -26,16 +27,17 @@ const run = {
 };
 
 let stopping = false;
-async function stop(code: number): Promise<never> {
+async function stop(code: number, o: { stopNats?: boolean; lastWords?: string } = {}): Promise<never> {
   if (!stopping) {
     stopping = true;
     // A daemon that cannot stop cleanly in 5 s still exits: orphans are worse than an untidy exit.
     const stopped = daemon.stop().catch((e) => console.error('troupe: error while stopping:', e));
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 5000))]);
     // An embedded cluster's nats-server dies with its head.
-    if (config!.role === 'head' && config!.natsPid) await terminate(config!.natsPid);
+    if (config!.role === 'head' && config!.natsPid && o.stopNats !== false) await terminate(config!.natsPid);
     removeRunFile(run);
   }
+  if (o.lastWords) console.error(o.lastWords);
   process.exit(code);
 }
 
@@ -52,6 +54,12 @@ try {
   await daemon.start();
   writeRunFile(run);
 } catch (e) {
-  console.error(`troupe: ${config.role} daemon failed to start:`, e);
-  await stop(1);
+  console.error(e); // all of it (stack, cause), for whoever reads the log
+  await stop(1, {
+    // The starter watches its daemons and stops an embedded nats-server itself: stopping it here would make the
+    // nats-server's exit, not ours, the first one it sees.
+    stopNats: !config.parentPid || !isAlive(config.parentPid),
+    // Last, after anything stopping prints: the starter's error shows the last lines of this log.
+    lastWords: `troupe: the ${config.role} daemon failed to start: ${asError(e).message}`,
+  });
 }

@@ -1,19 +1,17 @@
 // Starts daemons on this machine: a whole cluster (nats-server + head + node daemon) for `troupe start --head`
 // and for init() with nothing to join, or one node daemon for `troupe start --address`.
-import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { nodeStoreName, troupeHome, writeClusterFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
-import { daemonCommand } from '../base/launch.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
-import { terminate, isAlive, sleep } from '../base/processes.ts';
+import { terminate, sleep } from '../base/processes.ts';
+import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
 import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './machine-resources.ts';
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
-import type { DaemonConfig } from './daemon.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
 
 export interface StartOptions extends ResourceFlags {
@@ -75,6 +73,8 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
   const sessionDir = newSessionDir();
   const started: number[] = [];
   const runs: Array<{ role: 'nats' | 'head' | 'node'; pid: number }> = [];
+  // Every daemon of this start: one that exits before the node is up fails the start at once, with its log.
+  const watched: DaemonChild[] = [];
   try {
     let address: string, publicAddress: string, token: string, natsPid: number | undefined;
     if (o.nats) {
@@ -95,12 +95,13 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       ({ localAddress: address, publicAddress } = nats);
       natsPid = nats.pid;
       started.push(nats.pid);
+      watched.push(nats.process);
       if (o.detached) {
         writeRunFile({ role: 'nats', pid: nats.pid, address, sessionDir });
         runs.push({ role: 'nats', pid: nats.pid });
       }
     }
-    const headPid = spawnDaemon(
+    const head = await spawnDaemon(
       {
         role: 'head',
         sessionDir,
@@ -108,13 +109,11 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         natsPid: o.detached ? undefined : natsPid,
         options: { address, token, nodeTimeoutMs: o.nodeTimeoutMs },
       },
-      sessionDir,
-      'head',
-      o.detached,
-      o.holdProcess,
+      { sessionDir, logName: 'head', what: 'the head daemon', detached: o.detached, holdProcess: o.holdProcess },
     );
-    started.push(headPid);
-    const node = await startNode({ ...o, address, token, sessionDir, isHead: true });
+    started.push(head.pid);
+    watched.push(head);
+    const node = await runNode({ ...o, address, token, sessionDir, isHead: true }, watched);
     started.push(...node.pids);
     return {
       address,
@@ -137,16 +136,21 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
   }
 }
 
-/** Starts a node daemon and waits until the head counts it alive. */
-export async function startNode(
-  o: StartOptions & { address: string; token: string; sessionDir?: string; isHead?: boolean },
-): Promise<StartedCluster> {
+type NodeStartOptions = StartOptions & { address: string; token: string; sessionDir?: string; isHead?: boolean };
+
+/** Starts a node daemon and waits until the head counts it alive; fails at once if the daemon exits first. */
+export function startNode(o: NodeStartOptions): Promise<StartedCluster> {
+  return runNode(o, []);
+}
+
+/** startNode(), also failing at once if one of `others` (the rest of this start's daemons) exits first. */
+async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<StartedCluster> {
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
   const resources = detectResources(o);
   const objectStoreRoot = o.objectStoreDir ?? '/dev/shm';
   const objectStoreMemory = o.objectStoreMemory ?? defaultObjectStoreMemory(objectStoreRoot);
-  const pid = spawnDaemon(
+  const node = await spawnDaemon(
     {
       role: 'node',
       sessionDir,
@@ -163,13 +167,17 @@ export async function startNode(
         spillRoot: o.spillDir,
       },
     },
-    sessionDir,
-    `node-${nodeId}`,
-    o.detached,
-    o.holdProcess,
+    {
+      sessionDir,
+      logName: `node-${nodeId}`,
+      what: `the node daemon ${nodeId}`,
+      detached: o.detached,
+      holdProcess: o.holdProcess,
+    },
   );
+  const pid = node.pid;
   try {
-    await waitForNode(o.address, o.token, nodeId, pid, join(sessionDir, 'logs', `node-${nodeId}.log`));
+    await waitForNode(o.address, o.token, node, nodeId, new StartWatch([...others, node]));
   } catch (e) {
     await terminate(pid, 2000);
     throw e;
@@ -188,40 +196,35 @@ export async function startNode(
   };
 }
 
-function spawnDaemon(
-  config: DaemonConfig,
-  sessionDir: string,
-  logName: string,
-  detached: boolean,
-  holdProcess = true,
-): number {
-  const log = openSync(join(sessionDir, 'logs', `${logName}.log`), 'a');
-  const [cmd, args] = daemonCommand(config.role);
-  const child = spawn(cmd, args, {
-    detached,
-    stdio: ['ignore', log, log],
-    env: { ...process.env, TROUPE_DAEMON_CONFIG: JSON.stringify(config) },
-  });
-  closeSync(log);
-  if (detached || !holdProcess) child.unref();
-  return child.pid!;
-}
-
-async function waitForNode(address: string, token: string, nodeId: string, pid: number, log: string): Promise<void> {
-  const bus = await Bus.connect({ address, token, name: 'troupe-start' });
+/** Polls the head's status until it counts the node alive. Every wait is a `watch.step()`: a daemon of this start that
+ * exits ends it at once. */
+async function waitForNode(
+  address: string,
+  token: string,
+  node: DaemonChild,
+  nodeId: string,
+  watch: StartWatch,
+): Promise<void> {
+  const connecting = Bus.connect({ address, token, name: 'troupe-start' });
+  let bus: Bus;
+  try {
+    bus = await watch.step(connecting);
+  } catch (e) {
+    void connecting.then(
+      (b) => b.close(),
+      () => undefined,
+    );
+    throw e;
+  }
   try {
     const until = Date.now() + 60_000;
     while (Date.now() < until) {
-      if (!isAlive(pid)) throw new Error(`the node daemon exited during start; see ${log}`);
-      try {
-        const s = await bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 1000 });
-        if (s.nodes.some((n) => n.nodeId === nodeId && n.alive)) return;
-      } catch {
-        /* head not up yet */
-      }
-      await sleep(50);
+      const status = bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 1000 }).catch(() => undefined);
+      const s = await watch.step(status); // undefined: the head is not up yet
+      if (s?.nodes.some((n) => n.nodeId === nodeId && n.alive)) return;
+      await watch.step(sleep(50));
     }
-    throw new Error(`node ${nodeId} did not come up within 60 s; see ${log}`);
+    throw startError(node, 'did not come up within 60 s');
   } finally {
     await bus.close();
   }

@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { findNatsServer, missingNatsMessage } from './nats-binary.mjs';
 import { writePrivateFile } from '../base/config.ts';
-import { freePort, isAlive, terminate, waitForPort } from '../base/processes.ts';
+import { freePort, isAlive, sleep, terminate } from '../base/processes.ts';
 import { UsageError } from '../base/errors.ts';
+import { watchChild, startError, logTail, type DaemonChild } from './daemon-process.ts';
 
 export interface NatsServerOptions {
   /** Session dir: config, JetStream data and log go under it. */
@@ -24,6 +25,8 @@ export interface NatsServerOptions {
 
 export interface NatsServerHandle {
   pid: number;
+  /** Watched, so that a start fails at once if it dies. */
+  process: DaemonChild;
   port: number;
   /** Address for clients on this machine. */
   localAddress: string;
@@ -54,32 +57,43 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     const log = openSync(logPath, 'a');
     const child = spawn(bin, ['-c', conf], { detached: opts.detached, stdio: ['ignore', log, log] });
     closeSync(log);
-    let exited = false;
-    child.once('exit', () => {
-      exited = true;
-    });
-    child.once('error', () => {
-      exited = true;
-    });
     if (opts.detached || opts.holdProcess === false) child.unref();
+    const nats = await watchChild(child, { daemon: 'nats-server', what: 'nats-server', logPath });
+    let exited: string | undefined;
+    void nats.exited.then((how) => {
+      exited = how;
+    });
     const localHost = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
     try {
-      await waitForPort(localHost, port, 10_000, () => !exited && isAlive(child.pid!));
-    } catch (e) {
-      await terminate(child.pid!, 1000).catch(() => undefined);
-      const tail = readFileSync(logPath, 'utf8').split('\n').slice(-6).join('\n');
-      if (opts.port === undefined && attempt < 3 && /address already in use/i.test(tail)) continue;
-      throw new Error(`nats-server did not start (${(e as Error).message}); its log ${logPath} ends:\n${tail}`);
+      await waitUntilReady(logPath, 10_000, () => exited === undefined && isAlive(nats.pid));
+    } catch {
+      const how = exited ? `${exited} during start` : 'was not ready within 10 s';
+      await terminate(nats.pid, 1000).catch(() => undefined);
+      if (opts.port === undefined && attempt < 3 && /address already in use/i.test(logTail(logPath, 6))) continue;
+      throw startError(nats, how);
     }
-    const pid = child.pid!;
+    const pid = nats.pid;
     return {
       pid,
+      process: nats,
       port,
       localAddress: `${localHost}:${port}`,
       publicAddress: `${opts.host === '0.0.0.0' ? primaryIp() : opts.host}:${port}`,
       stop: () => terminate(pid),
     };
   }
+}
+
+/** nats-server logs "Server is ready" once it listens (every version since 2.2). Its port accepting connections is not
+ * enough: with a fixed port taken, the server there answers while ours exits. */
+async function waitUntilReady(logPath: string, timeoutMs: number, running: () => boolean): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (!running()) throw new Error('exited');
+    if (readFileSync(logPath, 'utf8').includes('Server is ready')) return;
+    await sleep(30);
+  }
+  throw new Error('not ready in time');
 }
 
 function primaryIp(): string {

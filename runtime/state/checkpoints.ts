@@ -1,8 +1,9 @@
 // Actor checkpoints in a JetStream object store: they outlive the process, the node and the head, and JetStream
 // chunks values larger than max_payload (model weights) for us.
-import { Objm, type ObjectStore } from '@nats-io/obj';
+import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
 import { encode, decode } from '../base/codec.ts';
+import { openObjectStore } from './buckets.ts';
 
 const BUCKET = 'troupe-checkpoints';
 
@@ -10,16 +11,7 @@ export class CheckpointStore {
   private constructor(private readonly os: ObjectStore) {}
 
   static async open(bus: Bus): Promise<CheckpointStore> {
-    // create() binds to the bucket when it exists already, so every process may call it. Two processes creating it at
-    // the same moment: the loser's stream creation fails ("subjects overlap"), and binding again then succeeds.
-    const objm = new Objm(bus.nc);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return new CheckpointStore(await objm.create(BUCKET));
-      } catch (e) {
-        if (attempt >= 3) throw e;
-      }
-    }
+    return new CheckpointStore(await openObjectStore(bus, BUCKET));
   }
 
   /** Replaces the actor's checkpoint with `state` (anything troupe can encode, tensors included). */

@@ -1,9 +1,10 @@
 // Cluster state in JetStream KV: nodes, actors, names, jobs. A restarted head rebuilds from here.
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { Bus } from '../bus/bus.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
 import { encode, decode } from '../base/codec.ts';
+import { openKv } from './buckets.ts';
 
 /** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
 export class Table<T> {
@@ -71,11 +72,9 @@ export class Gcs {
   ) {}
 
   static async open(bus: Bus): Promise<Gcs> {
-    const kvm = new Kvm(bus.nc);
-    // create() binds to a bucket that exists already, so every process may call it.
-    const bucket = (name: string) => kvm.create(name, { history: 1 });
+    // Every process opens them; openKv() copes with another process creating the same bucket at the same moment.
     const [nodes, jobs, actors, names] = await Promise.all(
-      ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map(bucket),
+      ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map((name) => openKv(bus, name, { history: 1 })),
     );
     return new Gcs(new Table(nodes), new Table(jobs), new Table(actors, 'msgpack'), new Table(names));
   }
