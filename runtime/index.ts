@@ -36,6 +36,7 @@ export {
 } from '../actors/train/training-job.ts';
 export { train, type TrainOptions, type TrainResult, type EpochResult } from '../actors/train/trainer.ts';
 export { inferenceModel, type InferenceModel, type InferenceModelSpec } from '../actors/serve/inference-model.ts';
+export type { LayersModelLike } from '../actors/library/layers-model.ts';
 export { serve, InferencePool, type ServeOptions, type PoolStats } from '../actors/serve/inference-pool.ts';
 export type { ReplicaStats, Sample } from '../actors/serve/inference-replica.ts';
 export type { BatchRecord } from '../actors/serve/batcher.ts';

@@ -39,7 +39,7 @@ export class InferenceReplica extends Actor {
   async onStart(): Promise<void> {
     this.spec = await loadSpec<InferenceModelSpec>(this.c.model, 'inferenceModel()');
     this.sampleSize = this.spec.inputShape.reduce((a, b) => a * b, 1);
-    this.model = await this.spec.model();
+    this.model = (await this.spec.model()) as LayersModel;
     // The first run of a model compiles its kernels: pay for it here, not in a request.
     tf.dispose(this.forward(tf.zeros([1, ...this.spec.inputShape])));
   }

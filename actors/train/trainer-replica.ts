@@ -244,7 +244,7 @@ export class Replica extends Actor {
     this.spec = await loadSpec<TrainingJobSpec>(this.c.job, 'trainingJob()');
     // The seed fixes the first weights too (rank 0's, which every replica takes): layer initializers draw from
     // Math.random when given no seed of their own. Dropout masks, drawn while training, are not fixed.
-    this.model = await withSeededMathRandom(this.c.seed, () => this.spec.model());
+    this.model = (await withSeededMathRandom(this.c.seed, () => this.spec.model())) as LayersModel;
     this.optimizer = await this.spec.optimizer({ replicas: this.c.worldSize, mode: this.c.mode });
     await this.loadData();
   }

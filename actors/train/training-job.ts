@@ -1,7 +1,7 @@
 // What a training run trains: a model, its optimizer and loss, and each replica's shard of the data. Defined at the
 // top level of a module and exported, like remote functions, so that replicas on any node can load it.
 import type { Tensor, Scalar, Optimizer } from '@tensorflow/tfjs-core';
-import type { LayersModel } from '@tensorflow/tfjs-layers';
+import type { LayersModelLike } from '../library/layers-model.ts';
 import { declareSpec, type ExportedSpec } from '../library/exported-spec.ts';
 import { UsageError } from '../library/runtime.ts';
 
@@ -36,7 +36,7 @@ export interface ScheduleContext extends OptimizerContext {
 
 export interface TrainingJobSpec {
   /** A fresh model; replicas start from rank 0's weights. */
-  model(): LayersModel | Promise<LayersModel>;
+  model(): LayersModelLike | Promise<LayersModelLike>;
   optimizer(run: OptimizerContext): Optimizer | Promise<Optimizer>;
   /** This replica's shard: give each rank different samples. */
   data(shard: { rank: number; worldSize: number }): TrainingData | Promise<TrainingData>;

@@ -67,10 +67,7 @@ const TSCONFIG = `
     "strict": true,
     "noEmit": true,
     "allowImportingTsExtensions": true,
-    "verbatimModuleSyntax": true,
-    "types": ["node"],
-    // tfjs's own declarations, which troupe's reach, do not pass strict checks.
-    "skipLibCheck": true
+    "verbatimModuleSyntax": true
   }
 }`;
 
