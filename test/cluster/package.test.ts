@@ -90,7 +90,7 @@ function readmeFiles(): Record<string, string> {
   return files;
 }
 
-test('a JavaScript project: npm install the tarball, node main.js runs tasks and exits by itself', async (t) => {
+test('a JavaScript project: npm install the tarball, node main.js runs a task and an actor and exits by itself', async (t) => {
   t.timeout(600_000);
   const files = readmeFiles();
   t.deepEqual(Object.keys(files).sort(), ['main.js', 'tasks.js', 'tsconfig.json']);
@@ -104,6 +104,7 @@ test('a JavaScript project: npm install the tarball, node main.js runs tasks and
   const r = await run(t, process.execPath, ['main.js'], dir, home);
   t.is(r.code, 0, show(r)); // no shutdown() in main.js: the driver ends when its script is done
   t.true(r.stdout.includes('[ 1, 4, 9 ]'), show(r));
+  t.true(r.stdout.includes('counter: 5'), show(r)); // an actor class made remote without a decorator
   t.deepEqual(processesWithHome(home), [], 'the embedded cluster ended with its driver');
 });
 
