@@ -127,8 +127,17 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     state: 'RUNNING',
     startedAt: new Date().toISOString(),
   };
-  const gcs = await Gcs.open(client.bus);
-  await gcs.jobs.put(info.jobId, info);
+  let gcs: Gcs;
+  try {
+    gcs = await Gcs.open(client.bus);
+    await gcs.jobs.put(info.jobId, info);
+  } catch (e) {
+    // Not joined after all: leave nothing behind, and let a second init() try again.
+    await client.close().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
+    embedded = undefined;
+    throw e;
+  }
   job = { gcs, info };
   process.on('beforeExit', leaveAtEnd);
   return { address: client.bus.address, embedded: !!embedded, jobId: info.jobId };

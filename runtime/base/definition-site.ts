@@ -45,8 +45,8 @@ function userFrames(): string[] {
   });
 }
 
-/** Where the user's code called troupe, as stack lines. A stack capture costs microseconds: take it once per remote
- * function variant or actor, never per call. */
+/** Where the user's code called troupe, as stack lines. A stack capture costs microseconds: take it once per options
+ * object of a remote function (a `.options()` result reused is one) or per actor, not per call. */
 export function userCallSite(): string {
   return userFrames().join('\n');
 }
@@ -54,8 +54,11 @@ export function userCallSite(): string {
 /** Gives an error the stack of the user's call it is about: one raised by the head (an infeasible demand, a name
  * already taken) would otherwise show only the head's own code. */
 export function atCallSite<E extends Error>(e: E, site: string | undefined): E {
-  if (site && e instanceof Error) e.stack = `${e.name}: ${e.message}\n${site}`;
-  return e;
+  if (!site || !(e instanceof Error)) return e;
+  // A copy: one refusal may fail calls made at several sites.
+  const copy = Object.create(Object.getPrototypeOf(e), Object.getOwnPropertyDescriptors(e)) as E;
+  copy.stack = `${e.name}: ${e.message}\n${site}`;
+  return copy;
 }
 
 /** The module that called remote() or @remote: the first stack frame outside troupe's own source. `what` names the

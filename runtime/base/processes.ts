@@ -30,6 +30,11 @@ export async function terminate(pid: number, graceMs = 5000): Promise<void> {
   }
 }
 
+/** How a child process ended, for messages: "was killed by SIGKILL", "exited with code 1". */
+export function howItExited(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -1,7 +1,7 @@
 // `troupe new DIR`: writes a small TypeScript project that uses troupe as a dependency (a remote task, an actor, a
 // driver). troupe is not on the npm registry, so by default the project depends on the troupe this command runs
 // from, as `file:` its package root; --troupe SPEC names anything else npm accepts (a tarball, a git URL, a version).
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../base/errors.ts';
@@ -22,8 +22,8 @@ export interface NewProject {
 
 export function newProject(target: string, troupeSpec?: string): NewProject {
   const dir = resolve(target);
-  if (existsSync(dir) && readdirSync(dir).length > 0)
-    throw new UsageError(`troupe new: ${dir} is not empty; name a new or empty directory`);
+  if (existsSync(dir) && (!statSync(dir).isDirectory() || readdirSync(dir).length > 0))
+    throw new UsageError(`troupe new: ${dir} is a file or a directory that is not empty; name a new or empty one`);
   const own = JSON.parse(readFileSync(fileURLToPath(packageJsonUrl), 'utf8')) as PackageJson;
   const spec = troupeSpec ?? `file:${troupeRoot}`;
   // The names npm accepts: lower case, no spaces; the directory name is only a default.

@@ -5,6 +5,7 @@ import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { daemonCommand } from '../base/launch.ts';
 import { DaemonStartError } from '../base/errors.ts';
+import { howItExited } from '../base/processes.ts';
 import type { DaemonConfig } from './daemon.ts';
 
 export interface DaemonChild {
@@ -24,7 +25,7 @@ export async function watchChild(
   o: { daemon: string; what: string; logPath: string },
 ): Promise<DaemonChild> {
   const exited = new Promise<string>((resolve) => {
-    child.once('exit', (code, signal) => resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`));
+    child.once('exit', (code, signal) => resolve(howItExited(code, signal)));
     child.once('error', (e) => resolve(`could not be started (${e.message})`));
   });
   if (child.pid === undefined) throw startError(o, await exited);

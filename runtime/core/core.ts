@@ -598,7 +598,12 @@ export class Core {
         .catch(() => undefined);
     await this.tasks.close();
     // Whoever still waits hears why (and no longer keeps the process running) instead of waiting for ever.
-    this.objects.owned.failPending(() => true, new ConnectionError('shutdown() came before this object was ready'));
+    this.objects.owned.failPending(
+      () => true,
+      new ConnectionError(
+        'the driver left the cluster (shutdown(), or the end of its script) before this object was ready',
+      ),
+    );
     await this.objects.freeAll();
     await this.bus.close();
   }

@@ -58,8 +58,6 @@ interface Shape {
   leases: Lease[];
   /** Lease requests sent to the head and not yet answered. */
   requests: Set<string>;
-  /** The user's call that queued work of this shape last: the stack of the head's refusals (InfeasibleError). */
-  site?: string;
 }
 
 /** Outstanding lease requests per shape: enough to fill the cluster, not so many the head's queue fills with them. */
@@ -93,6 +91,8 @@ export class TaskSubmitter {
   /** Tasks that may still run again: how often they have run, and how often they reached no worker. */
   private readonly retries = new Map<string, Runs>();
   private readonly shapes = new Map<string, Shape>();
+  /** Where the user called troupe for each queued task: the stack of the head's refusals (InfeasibleError). */
+  private readonly sites = new WeakMap<TaskSpec, string>();
   private readonly requestShape = new Map<string, Shape>();
   /** The shape of the last task submitted: the next is usually another call of the same function. */
   private lastShape: Shape | undefined;
@@ -149,7 +149,7 @@ export class TaskSubmitter {
         this.shapes.set(key, (shape = { key, demand, strategy, backlog: [], leases: [], requests: new Set() }));
       this.lastShape = shape;
     }
-    if (site) shape.site = site;
+    if (site) this.sites.set(spec, site);
     shape.backlog.push(spec);
     this.dispatch(shape);
   }
@@ -317,8 +317,14 @@ export class TaskSubmitter {
     if ('error' in m) {
       if (!shape) return;
       // Infeasible (or the node could not start a worker): everything waiting for this shape fails the same way.
-      const error = atCallSite(m.error, shape.site);
-      for (const spec of shape.backlog.splice(0)) this.finish(spec.taskId, { error });
+      // Each with the stack of its own call site (its remote function's first call with those options).
+      const bySite = new Map<string | undefined, Error>();
+      for (const spec of shape.backlog.splice(0)) {
+        const site = this.sites.get(spec);
+        let error = bySite.get(site);
+        if (!error) bySite.set(site, (error = atCallSite(m.error, site)));
+        this.finish(spec.taskId, { error });
+      }
       return;
     }
     if (!shape || this.closed || shape.backlog.length === 0) {
@@ -436,7 +442,7 @@ export class TaskSubmitter {
     for (const shape of this.shapes.values()) {
       for (const spec of shape.backlog.splice(0))
         this.finish(spec.taskId, {
-          error: new ConnectionError(`task ${spec.name} was never sent: shutdown() came first`),
+          error: new ConnectionError(`task ${spec.name} was never sent: the driver left the cluster first`),
         });
       for (const lease of shape.leases) {
         clearTimeout(lease.idleTimer);

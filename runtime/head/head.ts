@@ -311,7 +311,19 @@ export class Head {
       throw new InfeasibleError(p.message);
     }
     this.clientSeen.set(req.clientId, Date.now());
-    this.addRequest({ ...req, demand, strategy, job, since: Date.now(), granting: false, failures: 0, attempt: 0 });
+    // Only the checked fields: an `actor` in a client's request would start an actor the actor manager never checked.
+    const { reqId, clientId } = req;
+    this.addRequest({
+      reqId,
+      clientId,
+      demand,
+      strategy,
+      job,
+      since: Date.now(),
+      granting: false,
+      failures: 0,
+      attempt: 0,
+    });
     this.pump();
     return { queued: true };
   }

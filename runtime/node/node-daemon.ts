@@ -19,6 +19,7 @@ import {
   type ResourceSet,
 } from '../scheduling/placement.ts';
 import { WorkerDiedError, ProtocolError } from '../base/errors.ts';
+import { howItExited } from '../base/processes.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
 import { fetchChunked, makeChunk, type ChunkRequest } from '../../object-store/transfer.ts';
@@ -62,6 +63,8 @@ interface Worker {
    * changed. Unset for a spare that has loaded no job code: any job may take it. */
   job?: JobRef;
   boundAt: number;
+  /** When its last lease went back (0: never leased): the least recently used idle worker is the one to let go. */
+  lastUsed: number;
   /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
   exited: Promise<string>;
 }
@@ -247,6 +250,7 @@ export class NodeDaemon {
       ? [...this.workers].find((w) => w.shared && w.job?.id === job.id)
       : this.idleWorkerFor(job, gpuKey);
     try {
+      if (!worker && gpus.ids.length) this.retireIdleOn(gpus.ids, job);
       worker ??= this.spawnWorker(gpus.ids, shared);
       if (!worker.job) this.bind(worker, job);
     } catch (e) {
@@ -315,6 +319,17 @@ export class NodeDaemon {
     return spare;
   }
 
+  /** Idle workers of other jobs on these GPUs go: they can never serve this job, and each holds a CUDA context and
+   * device memory that the worker about to start on the same GPUs needs. */
+  private retireIdleOn(gpuIds: number[], job: JobRef): void {
+    for (const w of this.workers) {
+      if (w.leases.size > 0 || w.shared || w.dedicated || !w.job || w.job.id === job.id) continue;
+      if (!w.gpuKey.split(',').some((id) => gpuIds.includes(Number(id)))) continue;
+      this.workers.delete(w); // leaving: never granted again, even before it has exited
+      w.child.kill('SIGTERM');
+    }
+  }
+
   /** Binds a worker to a job for life. Its ready promise then also covers the worker knowing its job (over IPC), so
    * that no task or actor reaches it before. */
   private bind(worker: Worker, job: JobRef): void {
@@ -335,14 +350,21 @@ export class NodeDaemon {
       const exited = worker.exited.then((how): never => {
         throw new Error(`${how} before it took its job`);
       });
-      return Promise.race([told, exited])
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('it did not take its job within 30 s')), 30_000);
+      });
+      return Promise.race([told, exited, late])
         .catch((e: Error) => {
           // Not serving this job: never handed out again.
           this.workers.delete(worker);
           child.kill('SIGKILL');
           throw e;
         })
-        .finally(() => child.off('message', onMessage!));
+        .finally(() => {
+          clearTimeout(timer);
+          child.off('message', onMessage!);
+        });
     });
     worker.ready.catch(() => undefined);
   }
@@ -370,15 +392,19 @@ export class NodeDaemon {
     this.available = add(this.available, lease.blocked ? withoutCpu(lease.demand) : lease.demand);
     this.gpuFree = releaseGpus(this.gpuFree, lease.gpuIds, lease.demand.GPU ?? 0);
     lease.worker.leases.delete(lease);
+    lease.worker.lastUsed = Date.now();
     if (busy || lease.worker.dedicated) {
       this.workers.delete(lease.worker);
       lease.worker.child.kill('SIGKILL');
     }
-    // Keep a few idle workers for the next lease; more would only hold memory.
+    // Keep a few idle workers for the next lease; more would only hold memory. The one to go is the least recently
+    // used of those bound to a job (an ended job's before the current one's), and a spare only when all are spares.
     const idle = [...this.workers].filter((w) => w.leases.size === 0 && !w.shared);
     if (idle.length > Math.max(2, this.o.resources.CPU ?? 1)) {
-      this.workers.delete(idle[0]); // leaving: never granted again, even before it has exited
-      idle[0].child.kill('SIGTERM');
+      const bound = idle.filter((w) => w.job);
+      const victim = (bound.length ? bound : idle).reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
+      this.workers.delete(victim); // leaving: never granted again, even before it has exited
+      victim.child.kill('SIGTERM');
     }
     this.heartbeatSoon();
   }
@@ -401,11 +427,13 @@ export class NodeDaemon {
   }
 
   /** An idle worker of a job whose driver went silent (it shut down, exited or died) holds that job's modules for
-   * nobody: it goes, about clientTimeoutMs after the job ended. Detached actors keep their own (never idle) workers. */
+   * nobody: it goes, about clientTimeoutMs after the job ended and it was last used (the job's detached actors may
+   * still run tasks on it). Detached actors keep their own (never idle) workers. */
   private reclaimWorkersOfEndedJobs(now: number): void {
     for (const w of this.workers) {
       if (!w.job || w.leases.size > 0) continue;
-      if (now - Math.max(this.clientSeen.get(w.job.driver) ?? 0, w.boundAt) <= defaults.clientTimeoutMs) continue;
+      const active = Math.max(this.clientSeen.get(w.job.driver) ?? 0, w.boundAt, w.lastUsed);
+      if (now - active <= defaults.clientTimeoutMs) continue;
       this.workers.delete(w); // leaving: never granted again, even before it has exited
       w.child.kill('SIGTERM');
     }
@@ -465,6 +493,7 @@ export class NodeDaemon {
       shared,
       dedicated: false,
       boundAt: 0,
+      lastUsed: 0,
       exited: new Promise((r) => child.once('exit', (code, signal) => r(howItExited(code, signal)))),
     };
     worker.ready = new Promise<void>((resolve, reject) => {
@@ -555,10 +584,6 @@ export class NodeDaemon {
 }
 
 /** "exited with code 3" or "was killed by SIGKILL": the cause callers and `troupe list actors` show. */
-function howItExited(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
-}
-
 function withoutCpu(d: ResourceSet): ResourceSet {
   const { CPU: _cpu, ...rest } = d;
   return rest;

@@ -90,7 +90,7 @@ function readmeFiles(): Record<string, string> {
   return files;
 }
 
-test('a JavaScript project: npm install the tarball, node main.js runs a task and an actor and exits by itself', async (t) => {
+test('a JavaScript project: npm install the tarball, node main.js runs a task and an actor, exits alone', async (t) => {
   t.timeout(600_000);
   const files = readmeFiles();
   t.deepEqual(Object.keys(files).sort(), ['main.js', 'tasks.js', 'tsconfig.json']);

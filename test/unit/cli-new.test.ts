@@ -38,6 +38,9 @@ test('troupe new writes a project that depends on this troupe, and refuses a dir
   const empty = join(temp, 'empty');
   mkdirSync(empty);
   t.notThrows(() => newProject(empty)); // an empty directory is fine
+  const file = join(temp, 'a-file');
+  writeFileSync(file, '');
+  t.throws(() => newProject(file), { instanceOf: UsageError, message: /is a file or a directory that is not empty/ });
 });
 
 test('the join line says troupe when it is on PATH, npx troupe otherwise (node_modules/.bin does not count)', (t) => {
