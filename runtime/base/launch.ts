@@ -3,6 +3,8 @@
 // resolved from this package (the job's working directory need not have it) and the condition that makes
 // `import 'troupe'` in a user's module resolve to these same sources, so a process never holds two copies of the
 // runtime.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** True when troupe runs from its .ts sources (a checkout), false when from the JavaScript in dist/. */
@@ -29,10 +31,12 @@ export const daemonCommand = (role: 'head' | 'node') =>
 
 let tsxRegistered = false;
 /** Before a worker imports a user's module: TypeScript (.ts, .mts, .cts, .tsx) needs tsx, which troupe brings as its
- * own dependency. Registered once, and only then, so JavaScript jobs run on plain Node. */
-export async function registerTsxFor(url: string): Promise<void> {
+ * own dependency. Registered once, and only then, so JavaScript jobs run on plain Node; with the tsconfig.json of the
+ * job's root, if it has one (a worker serves one job), not one found from the directory the node daemon runs in. */
+export async function registerTsxFor(url: string, jobRoot: string): Promise<void> {
   if (fromSource || tsxRegistered || !/\.[mc]?tsx?$/.test(new URL(url).pathname)) return;
   const { register } = await import('tsx/esm/api');
-  register();
+  const tsconfig = join(jobRoot, 'tsconfig.json');
+  register({ tsconfig: existsSync(tsconfig) ? tsconfig : false });
   tsxRegistered = true;
 }

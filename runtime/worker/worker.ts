@@ -136,7 +136,7 @@ async function loadExport(ref: { url: string; exportName: string }): Promise<unk
       `refusing to load ${file}: it is outside the job's root ${root} (the nearest directory holding a package.json ` +
         `at or above the directory the driver was started in)`,
     );
-  await registerTsxFor(ref.url);
+  await registerTsxFor(ref.url, root);
   const mod = (await import(ref.url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   // The job computes with tfjs: choose the best backend that loads here before its code runs.
