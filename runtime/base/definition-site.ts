@@ -55,8 +55,10 @@ export function userCallSite(): string {
  * already taken) would otherwise show only the head's own code. */
 export function atCallSite<E extends Error>(e: E, site: string | undefined): E {
   if (!site || !(e instanceof Error)) return e;
-  // A copy: one refusal may fail calls made at several sites.
-  const copy = Object.create(Object.getPrototypeOf(e), Object.getOwnPropertyDescriptors(e)) as E;
+  // A copy, as one refusal may fail calls made at several sites; made by `new Error` so that it is a native error
+  // (util.types.isNativeError), with the class and fields of the original.
+  const copy = Object.setPrototypeOf(new Error(e.message), Object.getPrototypeOf(e)) as E;
+  Object.defineProperties(copy, Object.getOwnPropertyDescriptors(e));
   copy.stack = `${e.name}: ${e.message}\n${site}`;
   return copy;
 }
