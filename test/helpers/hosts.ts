@@ -1,0 +1,180 @@
+// Simulated machines for tests: each host is a network namespace with a mount namespace of its own (private /tmp and
+// /dev/shm) and its own hostname, joined to the others through a bridge in a namespace of its own, on 10.x.y.0/24.
+// Traffic goes only to those addresses. Needs root and `ip netns`; hostsUnavailable() says why not, if not.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { isAlive } from '../../runtime/base/processes.ts';
+import type { RunResult } from './cluster.ts';
+
+export interface Host {
+  name: string;
+  /** Its address on the simulated network. */
+  ip: string;
+  /** Starts a command on this host (its network, mounts and hostname). */
+  spawn(cmd: string, args: string[], o?: { env?: NodeJS.ProcessEnv; cwd?: string }): ChildProcess;
+  /** Runs a command on this host to completion, bounded by timeoutMs. */
+  run(
+    cmd: string,
+    args: string[],
+    o?: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number },
+  ): Promise<RunResult>;
+}
+
+export interface Hosts {
+  hosts: Host[];
+  /** Kills every process on the hosts and removes their namespaces. Safe to call twice. */
+  remove(): Promise<void>;
+}
+
+const PREFIX = 'trh'; // namespace names: trh<pid>n<k>-<host>, so a sweep can tell whose they are
+let made = 0;
+
+function ip(...args: string[]): void {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr || r.error?.message}`);
+}
+
+/** Why hosts cannot be simulated here, or undefined when they can. */
+export function hostsUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'simulated hosts need root (network and mount namespaces)';
+  const probe = `${PREFIX}${process.pid}probe`;
+  const r = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
+  if (r.status !== 0) return `simulated hosts need \`ip netns\`: ${r.stderr?.trim() || r.error?.message}`;
+  spawnSync('ip', ['netns', 'del', probe]);
+  for (const tool of ['unshare', 'nsenter', 'setpriv'])
+    if (spawnSync('which', [tool]).status !== 0) return `simulated hosts need ${tool} (util-linux)`;
+  return undefined;
+}
+
+/** Namespaces left by a test process that is gone (killed before it could remove them). */
+function sweep(): void {
+  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
+  for (const line of list.split('\n')) {
+    const name = line.split(' ')[0];
+    const owner = new RegExp(`^${PREFIX}(\\d+)n\\d+-`).exec(name)?.[1];
+    if (owner && !isAlive(Number(owner))) removeNamespace(name);
+  }
+}
+
+function removeNamespace(name: string): void {
+  const pids = (spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).stdout ?? '').split('\n');
+  for (const pid of pids.filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  }
+  spawnSync('ip', ['netns', 'del', name]);
+}
+
+/** Makes `names.length` hosts on one network. Call remove() when done (a teardown); a test process killed before
+ * that leaves a watchdog behind that removes them, and the next makeHosts() sweeps what is left anyway. */
+export async function makeHosts(names: string[]): Promise<Hosts> {
+  sweep();
+  const k = ++made;
+  const id = `${PREFIX}${process.pid}n${k}`;
+  const net = `10.${200 + (process.pid % 50)}.${k % 250}`;
+  const namespaces = [`${id}-sw`, ...names.map((_, i) => `${id}-h${i}`)];
+  const anchors: ChildProcess[] = [];
+  let removed = false;
+  const remove = async () => {
+    if (removed) return;
+    removed = true;
+    watchdog.kill('SIGKILL');
+    for (const a of anchors) a.kill('SIGKILL');
+    for (const ns of namespaces) removeNamespace(ns);
+  };
+  // If this process dies without remove(), this removes the namespaces (and so every process in them) instead.
+  const watchdog = spawn(
+    'sh',
+    [
+      '-c',
+      `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; for ns in ${namespaces.join(' ')}; do ` +
+        'for p in $(ip netns pids $ns); do kill -9 $p; done; ip netns del $ns; done',
+    ],
+    { detached: true, stdio: 'ignore' },
+  );
+  watchdog.unref();
+  try {
+    ip('netns', 'add', namespaces[0]);
+    ip('-n', namespaces[0], 'link', 'add', 'br0', 'type', 'bridge');
+    ip('-n', namespaces[0], 'link', 'set', 'br0', 'up');
+    const hosts: Host[] = [];
+    for (const [i, name] of names.entries()) {
+      const ns = namespaces[i + 1];
+      const [inHost, inSwitch] = [`v${process.pid}n${k}h${i}`, `v${process.pid}n${k}s${i}`];
+      ip('netns', 'add', ns);
+      ip('link', 'add', inHost, 'type', 'veth', 'peer', 'name', inSwitch);
+      ip('link', 'set', inSwitch, 'netns', namespaces[0]);
+      ip('link', 'set', inHost, 'netns', ns);
+      ip('-n', namespaces[0], 'link', 'set', inSwitch, 'master', 'br0', 'up');
+      ip('-n', ns, 'link', 'set', inHost, 'name', 'eth0');
+      ip('-n', ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0');
+      ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      // The host's mount and UTS namespaces live as long as this anchor, which dies with this process.
+      const anchor = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns,
+          'setpriv',
+          '--pdeathsig',
+          'SIGKILL',
+          'unshare',
+          '--mount',
+          '--uts',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          `mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && ` +
+            'exec sleep 3600',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      anchors.push(anchor);
+      const [line] = (await Promise.race([once(anchor.stdout!, 'data'), once(anchor, 'exit')])) as [unknown];
+      if (String(line).trim() !== 'up') throw new Error(`host ${name} did not come up`);
+      hosts.push(hostOn(name, `${net}.${i + 1}`, anchor.pid!));
+    }
+    return { hosts, remove };
+  } catch (e) {
+    await remove();
+    throw e;
+  }
+}
+
+function hostOn(name: string, address: string, anchorPid: number): Host {
+  const enter = ['-t', String(anchorPid), '-n', '-m', '-u', '--'];
+  const host: Host = {
+    name,
+    ip: address,
+    // nsenter starts in the host's root directory unless told (--wd): the mount namespace is the host's.
+    spawn: (cmd, args, o = {}) =>
+      spawn('nsenter', [...(o.cwd ? [`--wd=${o.cwd}`] : []), ...enter, cmd, ...args], {
+        env: { ...process.env, ...o.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    run: (cmd, args, o = {}) =>
+      new Promise((resolve) => {
+        const child = host.spawn(cmd, args, o);
+        let stdout = '';
+        let stderr = '';
+        child.stdout!.on('data', (d) => {
+          stdout += d;
+        });
+        child.stderr!.on('data', (d) => {
+          stderr += d;
+        });
+        const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+        child.on('close', (code, signal) => {
+          clearTimeout(timer);
+          resolve({ code, signal, stdout, stderr });
+        });
+      }),
+  };
+  return host;
+}
