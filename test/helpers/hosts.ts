@@ -3,6 +3,7 @@
 // Traffic goes only to those addresses. Needs root and `ip netns`; hostsUnavailable() says why not, if not.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { resolve } from 'node:path';
 import { isAlive } from '../../runtime/base/processes.ts';
 import type { RunResult } from './cluster.ts';
 
@@ -130,8 +131,7 @@ export async function makeHosts(names: string[]): Promise<Hosts> {
           'private',
           'sh',
           '-c',
-          `mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && ` +
-            'exec sleep 3600',
+          privateTmp(checkout) + ` && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && exec sleep 3600`,
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
@@ -145,6 +145,23 @@ export async function makeHosts(names: string[]): Promise<Hosts> {
     await remove();
     throw e;
   }
+}
+
+/** The checkout (the tests, troupe, node_modules) is on every host, as on machines with the same install. */
+const checkout = resolve(import.meta.dirname, '..', '..');
+
+/** Shell that gives the host an empty /tmp of its own, in which a checkout that lives under /tmp (a CI clone) is still
+ * there: the old /tmp is bound at /mnt (in this mount namespace only) long enough to bind the checkout back. */
+function privateTmp(keep: string): string {
+  if (!keep.startsWith('/tmp/')) return 'mount -t tmpfs tmpfs /tmp';
+  const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+  return [
+    'mount --bind /tmp /mnt',
+    'mount -t tmpfs tmpfs /tmp',
+    `mkdir -p ${q(keep)}`,
+    `mount --bind ${q(`/mnt${keep.slice('/tmp'.length)}`)} ${q(keep)}`,
+    'umount -l /mnt',
+  ].join(' && ');
 }
 
 function hostOn(name: string, address: string, anchorPid: number): Host {
