@@ -131,7 +131,7 @@ export async function makeHosts(names: string[]): Promise<Hosts> {
           'private',
           'sh',
           '-c',
-          privateTmp(checkout) + ` && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && exec sleep 3600`,
+          `${privateTmp(checkout)} && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && exec sleep 3600`,
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
