@@ -28,6 +28,7 @@ import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
+import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -35,6 +36,8 @@ export interface NodeDaemonOptions {
   address: string;
   token: string;
   isHead: boolean;
+  /** The IP other machines reach this node at (shown in status). */
+  nodeIp?: string;
   resources: ResourceSet;
   sessionDir: string;
   /** Parent of the node's store dir (default /dev/shm). */
@@ -119,6 +122,9 @@ export class NodeDaemon {
     return {
       nodeId: this.nodeId,
       hostname: hostname(),
+      address: this.o.nodeIp,
+      troupeVersion: ownVersions().troupe,
+      protocolVersion: ownVersions().protocol,
       pid: process.pid,
       total: this.o.resources,
       state: 'ALIVE',
@@ -138,6 +144,12 @@ export class NodeDaemon {
       name: `troupe-node-${this.nodeId}`,
       daemon: true,
     });
+    // Before any other message: a head of another version would mis-read ours (the daemon exits non-zero).
+    await checkHeadVersions((hello) => this.bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
+      self: `this node (${hostname()})`,
+      role: 'node',
+      address: this.o.address,
+    });
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
@@ -155,8 +167,9 @@ export class NodeDaemon {
       this.setBlocked(req?.workerId, !!req?.blocked),
     );
     this.serveObjects();
-    bus.on(subjects.nodeFenced(this.nodeId), () => {
-      console.error(`troupe: node ${this.nodeId} was declared dead by the head; stopping`);
+    bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {
+      const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
+      console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping`);
       void this.stop('fenced by the head').then(() => process.exit(1));
     });
     bus.on(subjects.hbProcAll, (_b, subject) =>

@@ -1,5 +1,8 @@
 // Every NATS subject troupe uses, in one place. All are under `troupe.` and need the cluster token.
 export const subjects = {
+  /** Asked first by every joiner (node, driver, CLI): the head answers its versions (protocol/versions.ts). Its
+   * name and shape never change. */
+  headHello: 'troupe.head.hello',
   headLease: 'troupe.head.lease',
   headStatus: 'troupe.head.status',
   headTasks: 'troupe.head.tasks',
