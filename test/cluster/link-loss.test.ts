@@ -29,7 +29,7 @@ if (why) {
   const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) =>
     h.run(process.execPath, [cli, ...args], { cwd: root, timeoutMs: 90_000, env: { ...env, ...more } });
 
-  test('B loses its link for 3 s mid-stream: B is only suspect, its actor keeps its state, every call answers', async (t) => {
+  test('B loses its link for 3 s mid-stream: suspect only; its actor keeps state, every call answers', async (t) => {
     t.timeout(240_000);
     net = await makeHosts(['host-a', 'host-b']);
     const [a, b] = net.hosts;
