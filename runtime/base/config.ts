@@ -28,7 +28,8 @@ export const defaults = {
   nodeTimeoutMs: envInt('TROUPE_NODE_TIMEOUT_MS', 15_000),
   /** Values up to this size travel inside messages; larger ones go through the object store. */
   inlineThreshold: envInt('TROUPE_INLINE_THRESHOLD', 100 * 1024),
-  /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. */
+  /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. A link lost
+   * for 3 s silences a process for at most about 7 s (TCP's retransmit backoff), well under this. */
   clientTimeoutMs: envInt('TROUPE_CLIENT_TIMEOUT_MS', 10_000),
   /** Control-plane requests (head, node daemons) give up after this long. */
   requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),
