@@ -224,11 +224,12 @@ export class Head {
       return;
     }
     n.lastHb = Date.now();
-    if (n.suspect) {
+    const back = n.suspect;
+    if (back) {
       n.suspect = false;
       console.error(`troupe: node ${hb.nodeId} is heard again: ALIVE`);
     }
-    const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
+    const grew = back || Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
     // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller
     // numbers.
     const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;

@@ -38,8 +38,10 @@ export function sameVersions(a: Partial<Versions> | undefined, b: Versions): boo
   return a?.troupe === b.troupe && a?.protocol === b.protocol;
 }
 
+/** "troupe 0.1.0 (protocol 1)"; fields from the bus are cut short, as they may be anything. */
 export function describeVersions(v: Partial<Versions> | undefined): string {
-  return `troupe ${v?.troupe ?? 'unknown'} (protocol ${v?.protocol ?? 'unknown'})`;
+  const cut = (x: unknown) => (x === undefined || x === null ? 'unknown' : String(x).slice(0, 40));
+  return `troupe ${cut(v?.troupe)} (protocol ${cut(v?.protocol)})`;
 }
 
 /** Asks the head for its versions (`ask` sends one HelloMsg on subjects.headHello) and throws VersionMismatchError
