@@ -339,9 +339,9 @@ export class Head {
       nodeId: n.info.nodeId,
       alive: n.alive,
       total: n.info.total,
-      // A suspect node still counts for feasibility (it may come back), but takes nothing now.
-      available: n.suspect ? {} : n.available,
-      gpuFree: n.suspect ? undefined : n.gpuFree,
+      available: n.available,
+      gpuFree: n.gpuFree,
+      suspect: n.suspect,
     }));
   }
 
