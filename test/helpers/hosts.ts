@@ -193,9 +193,10 @@ function hostOn(name: string, address: string, ns: string, anchorPid: number, tr
     // The anchor's root is the host's: through /proc, its private mounts are reachable from here.
     path: (p) => `/proc/${anchorPid}/root${resolve('/', p)}`,
     setLink: (up) => ip('-n', ns, 'link', 'set', 'eth0', up ? 'up' : 'down'),
-    // nsenter starts in the host's root directory unless told (--wd): the mount namespace is the host's.
+    // nsenter opens --wd before it enters the host's mounts, so a directory only the host has (in its private /tmp)
+    // is entered by `env -C` inside; without cwd, the host's root directory.
     spawn: (cmd, args, o = {}) =>
-      spawn('nsenter', [...(o.cwd ? [`--wd=${o.cwd}`] : []), ...enter, cmd, ...args], {
+      spawn('nsenter', [...enter, ...(o.cwd ? ['env', '-C', o.cwd] : []), cmd, ...args], {
         env: { ...process.env, ...o.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
