@@ -450,8 +450,8 @@ if (!smoke) {
     file,
     `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a ` +
       `reference measured in the same run on the same nats-server (cross_host rows: on the same two simulated hosts, ` +
-      `through the nats-server on host A); for training, against the 1-replica or the clean run.\n\n${table}\n\nReferences (Moleculer: the median of all its runs beside the goals ` +
-      `above):\n\n${refTable}\n${chaos}`,
+      `through the nats-server on host A); for training, against the 1-replica or the clean run.\n\n${table}\n\n` +
+      `References (Moleculer: the median of all its runs beside the one-host goals):\n\n${refTable}\n${chaos}`,
   );
 }
 
