@@ -12,7 +12,7 @@ import { hostsUnavailable, makeHosts, type Host } from '../test/helpers/hosts.ts
 import { parseAddress } from '../runtime/base/config.ts';
 import { startMoleculerService } from './workloads/references.ts';
 import { startBulkServer } from './workloads/objects.ts';
-import type { Spawner } from './workloads/child.ts';
+import type { Spawner } from './workloads/start-ready.ts';
 
 export interface CrossHostCounts {
   /** Calls one at a time, and calls IN_FLIGHT (1,000) at a time, per turn. */

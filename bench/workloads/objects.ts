@@ -6,7 +6,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { remote, put, get } from 'troupe';
 import type { Bus } from '../../runtime/bus/bus.ts';
 import { chunkSize } from '../../object-store/transfer.ts';
-import { startReady, type Spawner } from './child.ts';
+import { startReady, type Spawner } from './start-ready.ts';
 
 /** A large result, stored where the task runs. */
 export const makeFloats = remote((n: number, v: number) => new Float32Array(n).fill(v));

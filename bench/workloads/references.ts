@@ -2,7 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import Moleculer from 'moleculer';
 import type { Bus } from '../../runtime/bus/bus.ts';
-import { startReady, type Spawner } from './child.ts';
+import { startReady, type Spawner } from './start-ready.ts';
 
 /** Calls per second for `count` calls made `inFlight` at a time (1 = sync). */
 export async function rate(
