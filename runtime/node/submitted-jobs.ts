@@ -54,9 +54,22 @@ export class SubmittedJobs {
 
   async start(): Promise<void> {
     const { bus, nodeId } = this.o;
-    [this.table] = await Promise.all([openSubmissions(bus), openJobLogStream(bus)]);
+    this.table = await openSubmissions(bus);
+    // A nats-server whose JetStream limits refuse the stream must not keep the node from starting: submit says why.
+    this.logStream().catch((e) => console.error('troupe: cannot create the job log stream (troupe job submit):', e));
     bus.serve(subjects.nodeJobSubmit(nodeId), (req: unknown) => this.submit(req));
     bus.serve(subjects.nodeJobStop(nodeId), (req: StopRequest) => this.stop(req));
+  }
+
+  private logStreamReady: Promise<void> | undefined;
+
+  /** The log stream, created once; a failed try is tried again at the next submit. */
+  private logStream(): Promise<void> {
+    this.logStreamReady ??= openJobLogStream(this.o.bus).catch((e) => {
+      this.logStreamReady = undefined;
+      throw e;
+    });
+    return this.logStreamReady;
   }
 
   /** The directory the driver runs in. SEAM for code shipping (runtime/shipping/, branch i21-ship): when
@@ -83,6 +96,9 @@ export class SubmittedJobs {
     if (this.closing) throw new UsageError(`node ${this.o.nodeId} is stopping`);
     const req = checkSubmitRequest(body);
     const cwd = await this.workingDir(req);
+    await this.logStream().catch((e) => {
+      throw new UsageError(`node ${this.o.nodeId} cannot keep job logs: ${(e as Error).message}`, { cause: e });
+    });
     const id = `job-${randomBytes(8).toString('hex')}`;
     const info: SubmissionInfo = {
       submissionId: id,
