@@ -68,6 +68,12 @@ export async function jobCommand(argv: string[], connect: Connect): Promise<numb
   // submit: everything after `--` is the driver's command, its flags included.
   const dash = sub === 'submit' ? rest.indexOf('--') : -1;
   const flags = dash >= 0 ? rest.slice(0, dash) : rest;
+  if (flags.includes('--help') || flags.includes('-h')) {
+    console.log(JOB_HELP);
+    return 0;
+  }
+  if (sub === 'submit' && dash < 0)
+    throw new UsageError('troupe job submit needs the command after --: troupe job submit -- node main.js');
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({

@@ -193,6 +193,9 @@ test.serial('bad input gets a clear error and the daemons keep running', async (
   const empty = await troupe(['job', 'submit', '--working-dir', dir, '--']);
   t.is(empty.code, 2);
   t.regex(empty.stderr, /needs a command after --/);
+  const noDash = await troupe(['job', 'submit', 'node', 'main.ts']);
+  t.is(noDash.code, 2);
+  t.regex(noDash.stderr, /needs the command after --/);
   const badEnv = await troupe(['job', 'submit', '--env', 'NOEQUALS', ...driver(dir, 'ok')]);
   t.is(badEnv.code, 2);
   t.regex(badEnv.stderr, /--env takes NAME=VALUE/);
