@@ -251,3 +251,36 @@ test.serial('a submission with a wrong token is refused', async (t) => {
   t.regex(r.stderr, /refused the token/);
   t.notRegex(r.stderr, /submitted/);
 });
+
+test.serial('a node daemon that stops ends the drivers it runs, and what they started', async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const own = await startCluster({ head: { numCpus: 1 } });
+  t.teardown(() => own.stop());
+  const r = await runCommand(
+    process.execPath,
+    [cli, 'job', 'submit', '--no-wait', '--working-dir', dir, ...driver(dir, 'hang')],
+    { env: { TROUPE_HOME: own.home }, timeoutMs: BOUND_MS },
+  );
+  t.is(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  const logs = () =>
+    runCommand(process.execPath, [cli, 'job', 'logs', id], { env: { TROUPE_HOME: own.home }, timeoutMs: BOUND_MS });
+  const actorPid = await eventually(
+    'the driver to make its actor',
+    async () => Number(/actor ready (\d+)/.exec((await logs()).stdout)?.[1]) || undefined,
+    BOUND_MS,
+  );
+  const info = JSON.parse(
+    (
+      await runCommand(process.execPath, [cli, 'job', 'status', id, '--json'], {
+        env: { TROUPE_HOME: own.home },
+        timeoutMs: BOUND_MS,
+      })
+    ).stdout,
+  ) as SubmissionInfo;
+  t.true(isAlive(info.pid!));
+  await own.stop();
+  t.false(isAlive(info.pid!));
+  t.false(isAlive(actorPid));
+});
