@@ -77,6 +77,14 @@ const troupe = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: c!.home, ...env }, timeoutMs: BOUND_MS });
 const driver = (dir: string, mode: string) => ['--', process.execPath, '--import', tsx, join(dir, 'main.ts'), mode];
 const submittedId = (stderr: string) => /job (job-[0-9a-f]{16}) submitted/.exec(stderr)?.[1];
+/** Whatever a test left of a driver's process group (the node daemon should have ended it). */
+function killGroup(pid: number | undefined): void {
+  try {
+    if (pid) process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* gone, as it should be */
+  }
+}
 async function status(id: string): Promise<SubmissionInfo & { jobIds: string[] }> {
   const r = await troupe(['job', 'status', id, '--json']);
   if (r.code !== 0) throw new Error(r.stderr);
@@ -160,6 +168,7 @@ test.serial('stop ends a long-running driver (STOPPED) and its actor at once', a
     BOUND_MS,
   );
   const running = await status(id);
+  t.teardown(() => killGroup(running.pid));
   t.is(running.state, 'RUNNING');
   t.true(isAlive(running.pid!));
 
@@ -279,6 +288,7 @@ test.serial('a node daemon that stops ends the drivers it runs, and what they st
       })
     ).stdout,
   ) as SubmissionInfo;
+  t.teardown(() => killGroup(info.pid));
   t.true(isAlive(info.pid!));
   await own.stop();
   t.false(isAlive(info.pid!));
