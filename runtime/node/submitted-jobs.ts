@@ -3,14 +3,13 @@
 // `troupe job stop`. Whoever holds the cluster token may run any command here: that is the point (as `ray job
 // submit`), and why the bus takes no client without the token.
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
 import type { Gcs, Table } from '../state/gcs.ts';
-import { openJobLogStream, openSubmissions } from '../state/job-logs.ts';
-import { jetstream } from '@nats-io/jetstream';
-import { encode } from '../base/codec.ts';
+import { JobLogWriter, openJobLogStream, openSubmissions } from '../state/job-logs.ts';
 import { UsageError } from '../base/errors.ts';
 import { howItExited } from '../base/processes.ts';
 import { subjects } from '../protocol/subjects.ts';
@@ -19,7 +18,6 @@ import {
   checkSubmissionId,
   checkSubmitRequest,
   TERMINAL_STATES,
-  type LogRecord,
   type StopRequest,
   type SubmissionInfo,
   type SubmitRequest,
@@ -131,22 +129,24 @@ export class SubmittedJobs {
         cause: `could not start ${JSON.stringify(cmd)}: ${started.message}`,
         endedAt: new Date().toISOString(),
       };
-      this.log(id, { err: new TextEncoder().encode(`troupe: ${failed.cause}\n`) });
-      await this.finish(failed);
+      const log = new JobLogWriter(this.o.bus, id);
+      log.write({ err: new TextEncoder().encode(`troupe: ${failed.cause}\n`) });
+      await this.finish(failed, log);
       return failed;
     }
     const run: Running = {
       child,
       info: { ...info, state: 'RUNNING', pid: child.pid, startedAt: new Date().toISOString() },
     } as Running;
-    child.stdout!.on('data', (d: Buffer) => this.log(id, { out: d }));
-    child.stderr!.on('data', (d: Buffer) => this.log(id, { err: d }));
+    const { stdout, stderr } = child as { stdout: Readable; stderr: Readable };
+    const log = new JobLogWriter(this.o.bus, id, [stdout, stderr]);
+    stdout.on('data', (d: Buffer) => log.write({ out: d }));
+    stderr.on('data', (d: Buffer) => log.write({ err: d }));
     run.done = new Promise<SubmissionInfo>((resolve) => {
       child.once('exit', (code, signal) => {
-        // Output still in the pipes comes before the end record; a grandchild holding them open does not hold it.
-        const closed = new Promise<void>((r) => child.once('close', () => r()));
-        const late = new Promise<void>((r) => setTimeout(r, 2000).unref());
-        void Promise.race([closed, late]).then(() => resolve(this.exited(run, code, signal)));
+        // Output still in the pipes comes before the end record. The pipes close when the driver has exited, unless
+        // something it started holds them open: then the end comes once they have been quiet (and stored) for 2 s.
+        void outputDone(child, log).then(() => resolve(this.exited(run, code, signal, log)));
       });
     });
     this.running.set(id, run);
@@ -154,7 +154,12 @@ export class SubmittedJobs {
     return run.info;
   }
 
-  private async exited(run: Running, code: number | null, signal: NodeJS.Signals | null): Promise<SubmissionInfo> {
+  private async exited(
+    run: Running,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+    log: JobLogWriter,
+  ): Promise<SubmissionInfo> {
     this.running.delete(run.info.submissionId);
     const state = run.stopping ? 'STOPPED' : code === 0 ? 'SUCCEEDED' : 'FAILED';
     const info: SubmissionInfo = {
@@ -165,15 +170,17 @@ export class SubmittedJobs {
       cause: run.stopping ?? (state === 'FAILED' ? `the driver ${howItExited(code, signal)}` : undefined),
       endedAt: new Date().toISOString(),
     };
-    await this.finish(info).catch((e) => console.error(`troupe: could not record the end of ${info.submissionId}:`, e));
+    await this.finish(info, log).catch((e) =>
+      console.error(`troupe: could not record the end of ${info.submissionId}:`, e),
+    );
     return info;
   }
 
   /** The end: record, end of log, and the driver's own job (its init()) ended with its non-detached actors, now
    * rather than when the head finds its driver silent. */
-  private async finish(info: SubmissionInfo): Promise<void> {
+  private async finish(info: SubmissionInfo, log: JobLogWriter): Promise<void> {
     await this.save(info);
-    await jetstream(this.o.bus.nc).publish(subjects.jobLog(info.submissionId), encode({ end: info } as LogRecord));
+    await log.end(info);
     const jobs = (await this.o.gcs.jobs.list()).filter(
       (j) => j.submissionId === info.submissionId && j.state === 'RUNNING',
     );
@@ -183,16 +190,6 @@ export class SubmittedJobs {
       await this.o.bus
         .request(subjects.headActorsOfOwner, { owner: j.procId }, { timeoutMs: 5000 })
         .catch(() => undefined);
-    }
-  }
-
-  private log(id: string, record: LogRecord): void {
-    try {
-      // Core NATS on one connection keeps the order; the end record, published with an ack after these, is stored
-      // after them.
-      this.o.bus.nc.publish(subjects.jobLog(id), encode(record));
-    } catch (e) {
-      console.error(`troupe: could not log the output of ${id}:`, e);
     }
   }
 
@@ -243,4 +240,26 @@ export class SubmittedJobs {
     this.closing = true;
     await Promise.all([...this.running.values()].map((r) => this.end(r, 'its node stopped', 3000)));
   }
+}
+
+/** Settles when the driver's pipes have closed, or have been quiet with nothing left to store for 2 s. */
+function outputDone(child: ChildProcess, log: JobLogWriter): Promise<void> {
+  if (child.stdout?.closed && child.stderr?.closed) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const quiet = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => (log.busy ? quiet() : finish()), 2000);
+    };
+    const finish = () => {
+      clearTimeout(timer);
+      child.stdout?.off('data', quiet);
+      child.stderr?.off('data', quiet);
+      resolve();
+    };
+    child.once('close', finish);
+    child.stdout?.on('data', quiet);
+    child.stderr?.on('data', quiet);
+    quiet();
+  });
 }

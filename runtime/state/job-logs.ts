@@ -6,11 +6,13 @@ import {
   StorageType,
   jetstream,
   jetstreamManager,
+  type JetStreamClient,
   type JetStreamManager,
 } from '@nats-io/jetstream';
+import type { Readable } from 'node:stream';
 import { nanos } from '@nats-io/nats-core';
 import type { Bus } from '../bus/bus.ts';
-import { decode } from '../base/codec.ts';
+import { decode, encode } from '../base/codec.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { LogRecord, SubmissionInfo } from '../protocol/submissions.ts';
 import { openKv } from './buckets.ts';
@@ -59,6 +61,57 @@ async function streamExists(jsm: JetStreamManager): Promise<boolean> {
   } catch (e) {
     if (e instanceof JetStreamApiError && e.code === 10059) return false; // stream not found
     throw e;
+  }
+}
+
+/** Chunks of one job's output awaiting the server's ack at most: past it the driver's pipes pause, so a driver that
+ * prints faster than the stream stores waits in its own write() instead of filling the node daemon's memory. */
+const MAX_IN_FLIGHT = 32;
+
+/** Writes one job's output to its subject, in order (one connection, acked publishes), then its end record. */
+export class JobLogWriter {
+  private readonly js: JetStreamClient;
+  private readonly subject: string;
+  private inFlight = 0;
+  private paused = false;
+  private warned = false;
+
+  constructor(
+    bus: Bus,
+    private readonly submissionId: string,
+    private readonly pipes: Readable[] = [],
+  ) {
+    this.js = jetstream(bus.nc);
+    this.subject = subjects.jobLog(submissionId);
+  }
+
+  /** Chunks not yet stored. */
+  get busy(): boolean {
+    return this.inFlight > 0;
+  }
+
+  write(record: LogRecord): void {
+    if (++this.inFlight >= MAX_IN_FLIGHT && !this.paused) {
+      this.paused = true;
+      for (const p of this.pipes) p.pause();
+    }
+    this.js
+      .publish(this.subject, encode(record))
+      .catch((e) => {
+        if (!this.warned) console.error(`troupe: output of ${this.submissionId} lost from the job log:`, e);
+        this.warned = true;
+      })
+      .finally(() => {
+        if (--this.inFlight < MAX_IN_FLIGHT / 2 && this.paused) {
+          this.paused = false;
+          for (const p of this.pipes) p.resume();
+        }
+      });
+  }
+
+  /** The end record: stored after every chunk written before it. */
+  async end(info: SubmissionInfo): Promise<void> {
+    await this.js.publish(this.subject, encode({ end: info } satisfies LogRecord));
   }
 }
 

@@ -27,9 +27,11 @@ export class Holder extends Actor {
 }
 `;
 
-/** `node main.ts MODE`: ok (a task, then numbered lines), fail (exit code 3), slow (ticks), hang (an actor, then
- * waits for ever). */
+/** `node main.ts MODE`: ok (a task, then numbered lines), fail (exit code 3), slow (ticks), flood (7 MB of lines as
+ * fast as it can), hang (an actor, then waits for ever). */
+const FLOOD = 100_000;
 const mainModule = `
+const FLOOD = ${FLOOD};
 import { init } from '${troupeEntry}';
 import { double, Holder } from './tasks.ts';
 const mode = process.argv[2];
@@ -47,6 +49,7 @@ if (mode === 'slow') {
     console.log('tick ' + i);
   }
 }
+if (mode === 'flood') for (let i = 1; i <= FLOOD; i++) console.log('flood ' + i + ' ' + 'x'.repeat(60));
 if (mode === 'hang') {
   const h = Holder.remote();
   console.log('actor ready ' + (await h.ping()));
@@ -151,6 +154,19 @@ test.serial('logs --follow prints the output as it comes until the job ends', as
   t.is(followed.code, 0, followed.stderr);
   t.regex(followed.stdout, /tick 1\ntick 2\ntick 3\n(line \d+\n){50}$/);
   t.is((await status(id)).state, 'SUCCEEDED'); // --follow returned because it ended
+});
+
+test.serial('a driver that prints as fast as it can loses nothing: every line in order, then its end', async (t) => {
+  t.timeout(BOUND_MS * 3);
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--working-dir', dir, ...driver(dir, 'flood')]);
+  t.is(r.code, 0, r.stderr);
+  const expected = Array.from({ length: FLOOD }, (_, i) => `flood ${i + 1} ${'x'.repeat(60)}`);
+  const flooded = (out: string) => out.split('\n').filter((l) => l.startsWith('flood '));
+  t.true(r.stdout.trimEnd().endsWith('line 50'));
+  t.deepEqual(flooded(r.stdout), expected);
+  const logs = await troupe(['job', 'logs', submittedId(r.stderr)!]);
+  t.deepEqual(flooded(logs.stdout), expected);
 });
 
 test.serial('stop ends a long-running driver (STOPPED) and its actor at once', async (t) => {
