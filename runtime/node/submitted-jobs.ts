@@ -150,6 +150,7 @@ export class SubmittedJobs {
       });
     });
     this.running.set(id, run);
+    if (this.closing) void this.end(run, 'its node stopped', 0); // close() began while it started: it saw no run
     await this.save(run.info);
     return run.info;
   }
