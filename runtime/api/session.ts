@@ -11,6 +11,7 @@ import { startHead, type StartedCluster } from '../cluster/local-cluster.ts';
 import type { ResourceFlags } from '../cluster/machine-resources.ts';
 import { ObjectRef } from '../../object-store/object-ref.ts';
 import type { JobInfo } from '../protocol/cluster.ts';
+import { SUBMISSION_ID } from '../protocol/submissions.ts';
 
 export interface InitOptions extends ResourceFlags {
   /** host:port of a running cluster. Default: TROUPE_ADDRESS, then the current-cluster file, else a new local
@@ -126,6 +127,10 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     entrypoint: process.argv.slice(1).join(' '),
     state: 'RUNNING',
     startedAt: new Date().toISOString(),
+    // `troupe job submit` started this driver: the submission's record ends this job when the driver exits.
+    submissionId: SUBMISSION_ID.test(process.env.TROUPE_SUBMISSION_ID ?? '')
+      ? process.env.TROUPE_SUBMISSION_ID
+      : undefined,
   };
   let gcs: Gcs;
   try {

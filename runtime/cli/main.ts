@@ -25,6 +25,7 @@ import { checkIp } from '../cluster/node-address.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
 import { newProject } from './new-project.ts';
+import { jobCommand } from './job-command.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
@@ -40,6 +41,7 @@ Usage:
   troupe memory [--json]
   troupe stop
   troupe new DIR [--troupe SPEC]
+  troupe job submit|list|status|logs|stop ...   (run a driver on the cluster; 'troupe job --help')
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
@@ -81,6 +83,7 @@ const commands = {
   memory: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
   stop: {},
   new: { troupe: { type: 'string' } },
+  job: {}, // sub-commands with their own flags: job-command.ts
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -97,6 +100,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(cmd in commands))
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
+  if (cmd === 'job') return jobCommand(rest, connectFromFlags);
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({
@@ -406,7 +410,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
     const columns: Record<string, string[]> = {
       nodes: ['nodeId', 'state', 'hostname', 'address', 'troupeVersion', 'pid', 'isHead', 'cause'],
       actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'backend', 'restarts', 'cause'],
-      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt'],
+      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt', 'submissionId'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],
     };

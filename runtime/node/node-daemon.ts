@@ -29,6 +29,7 @@ import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
+import { SubmittedJobs } from './submitted-jobs.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -107,6 +108,8 @@ export class NodeDaemon {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private stopped?: Promise<void>;
+  /** Drivers run for `troupe job submit`. */
+  private submitted?: SubmittedJobs;
 
   constructor(private readonly o: NodeDaemonOptions) {
     this.nodeId = o.nodeId;
@@ -167,6 +170,14 @@ export class NodeDaemon {
       this.setBlocked(req?.workerId, !!req?.blocked),
     );
     this.serveObjects();
+    this.submitted = new SubmittedJobs({
+      bus,
+      gcs: this.gcs,
+      nodeId: this.nodeId,
+      address: this.o.address,
+      token: this.o.token,
+    });
+    await this.submitted.start();
     bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {
       const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
       console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping`);
@@ -575,6 +586,7 @@ export class NodeDaemon {
   private async stopOnce(cause: string): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    await this.submitted?.close().catch(() => undefined); // drivers first: their workers go next
     const exits = [...this.processes].map(
       (child) =>
         new Promise<void>((r) => {

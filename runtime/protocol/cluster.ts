@@ -37,6 +37,8 @@ export interface JobInfo {
   startedAt: string;
   endedAt?: string;
   cause?: string;
+  /** Set when `troupe job submit` started the driver (its TROUPE_SUBMISSION_ID). */
+  submissionId?: string;
 }
 
 export interface NodeStatus extends Omit<NodeInfo, 'state'> {
