@@ -67,11 +67,12 @@ if (why) {
         err,
       );
       await sleep(1000); // calls in flight
-      const down = await b.run('ip', ['link', 'set', 'eth0', 'down']);
-      t.is(down.code, 0, down.stderr);
-      await sleep(3000);
-      const up = await b.run('ip', ['link', 'set', 'eth0', 'up']);
-      t.is(up.code, 0, up.stderr);
+      b.setLink(false);
+      try {
+        await sleep(3000);
+      } finally {
+        b.setLink(true);
+      }
       t.is(await exited, 0, out + err);
     } finally {
       clearTimeout(kill);
