@@ -59,7 +59,9 @@ export function routedAddress(host: string, port = 4222): Promise<string> {
     try {
       socket.connect(port, host, () => {
         try {
-          done(socket.address().address);
+          const local = socket.address().address;
+          // Unspecified: the connect did not pick a route (a name that did not resolve).
+          done(local === '0.0.0.0' || local === '::' ? defaultAddress() : local);
         } catch {
           done(defaultAddress());
         }
