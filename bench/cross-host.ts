@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { hostsUnavailable, makeHosts, type Host } from '../test/helpers/hosts.ts';
 import { parseAddress } from '../runtime/base/config.ts';
-import { startMoleculerService } from './workloads/references.ts';
+import { startMoleculerService, type Latency } from './workloads/references.ts';
 import { startBulkServer } from './workloads/objects.ts';
 import type { Spawner } from './workloads/start-ready.ts';
 
@@ -36,6 +36,8 @@ export interface CrossHostFigures {
   callsAsync: CallFigure;
   /** Bytes per second: troupe's get() on B of an object put on A, and raw nats.js over the same link. */
   object: { troupe: number; raw_nats: number };
+  /** With CROSS_LATENCY=1 in the environment: how long each sync call took (bench/cross-host-calls.ts). */
+  latencySync?: { troupe: Latency; moleculer: Latency };
 }
 
 const root = join(import.meta.dirname, '..');
@@ -103,6 +105,7 @@ export async function crossHost(
       callsSync: call('actor_calls_sync'),
       callsAsync: call('actor_calls_async'),
       object: { troupe: number(driver, 'object', 'troupe'), raw_nats: number(bulk, 'raw_bulk', 'raw_nats') },
+      latencySync: driver.get('latency_sync') as CrossHostFigures['latencySync'],
     };
   } finally {
     for (const c of children) c.kill('SIGKILL');
@@ -116,7 +119,10 @@ type Figures = Map<string, Record<string, unknown>>;
 
 /** Runs a workload script on a host and reads its figures: the lines of stdout that are JSON with a `figure`. */
 async function script(h: Host, file: string, timeoutMs: number, extra: NodeJS.ProcessEnv): Promise<Figures> {
-  const r = await h.run(process.execPath, ['--import', 'tsx', '--conditions=troupe-source', workload(file)], {
+  // TROUPE_CPU_PROF_DIR=dir: the scripts write CPU profiles there too, as troupe's own processes do (base/launch.ts).
+  const dir = process.env.TROUPE_CPU_PROF_DIR;
+  const prof = dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+  const r = await h.run(process.execPath, [...prof, '--import', 'tsx', '--conditions=troupe-source', workload(file)], {
     cwd: root,
     timeoutMs,
     env: { ...env, ...extra },
