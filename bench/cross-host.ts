@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { hostsUnavailable, makeHosts, type Host } from '../test/helpers/hosts.ts';
 import { parseAddress } from '../runtime/base/config.ts';
-import { startMoleculerService } from './workloads/references.ts';
+import { startMoleculerService, type Latency } from './workloads/references.ts';
 import { startBulkServer } from './workloads/objects.ts';
 import type { Spawner } from './workloads/start-ready.ts';
 
@@ -36,6 +36,8 @@ export interface CrossHostFigures {
   callsAsync: CallFigure;
   /** Bytes per second: troupe's get() on B of an object put on A, and raw nats.js over the same link. */
   object: { troupe: number; raw_nats: number };
+  /** With CROSS_LATENCY=1 in the environment: how long each sync call took (bench/cross-host-calls.ts). */
+  latencySync?: { troupe: Latency; moleculer: Latency };
 }
 
 const root = join(import.meta.dirname, '..');
@@ -71,10 +73,16 @@ export async function crossHost(
     const url = parseAddress(address);
 
     // In the checkout, where `--import tsx` resolves (a host's commands start in its root directory otherwise).
+    // CROSS_SETSID=1: in a session of their own, as troupe's daemons and the workers they start are. With autogroup
+    // scheduling (Linux's default), a session's processes share one CPU share: a Moleculer service in the driver's
+    // session wrote its answers about 3× faster (20–35 µs a write() against 70–100 µs) than the same service in its
+    // own session or troupe's worker on this loaded machine, which two real hosts would not give it.
     const on =
       (h: Host): Spawner =>
       (cmd, args, o) =>
-        h.spawn(cmd, args, { ...o, cwd: root });
+        process.env.CROSS_SETSID === '1'
+          ? h.spawn('setsid', [cmd, ...args], { ...o, cwd: root })
+          : h.spawn(cmd, args, { ...o, cwd: root });
     children.push(await startMoleculerService(url, token, on(b)));
     const subject = `bench.bulk.cross.${process.pid}`;
     children.push(await startBulkServer(address, token, subject, counts.objectBytes, on(a)));
@@ -103,6 +111,7 @@ export async function crossHost(
       callsSync: call('actor_calls_sync'),
       callsAsync: call('actor_calls_async'),
       object: { troupe: number(driver, 'object', 'troupe'), raw_nats: number(bulk, 'raw_bulk', 'raw_nats') },
+      latencySync: driver.get('latency_sync') as CrossHostFigures['latencySync'],
     };
   } finally {
     for (const c of children) c.kill('SIGKILL');
@@ -116,7 +125,10 @@ type Figures = Map<string, Record<string, unknown>>;
 
 /** Runs a workload script on a host and reads its figures: the lines of stdout that are JSON with a `figure`. */
 async function script(h: Host, file: string, timeoutMs: number, extra: NodeJS.ProcessEnv): Promise<Figures> {
-  const r = await h.run(process.execPath, ['--import', 'tsx', '--conditions=troupe-source', workload(file)], {
+  // TROUPE_CPU_PROF_DIR=dir: the scripts write CPU profiles there too, as troupe's own processes do (base/launch.ts).
+  const dir = process.env.TROUPE_CPU_PROF_DIR;
+  const prof = dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+  const r = await h.run(process.execPath, [...prof, '--import', 'tsx', '--conditions=troupe-source', workload(file)], {
     cwd: root,
     timeoutMs,
     env: { ...env, ...extra },

@@ -281,6 +281,18 @@ export class ObjectClient {
     );
   }
 
+  /** A call's arguments when they came as a few plain values (see isPlain), else undefined: then resolveArgs() does
+   * the work. No promise: a busy actor's plain calls go through here thousands of times a second. */
+  plainArgs(bytes: CallArgs): unknown[] | undefined {
+    return !(bytes instanceof Uint8Array) && Array.isArray(bytes) && isPlain(bytes) ? bytes : undefined;
+  }
+
+  /** Where a plain value (see isPlainValue) is stored: in the answer itself. Undefined for any other value, which
+   * store() keeps. No promise, as plainArgs(). */
+  plainStored(value: unknown): ObjectLocation | undefined {
+    return isPlainValue(value) ? { value } : undefined;
+  }
+
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
   async resolveArgs(bytes: CallArgs, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {

@@ -3,11 +3,12 @@
 // - actor calls from here to an Echo actor on B, against a Moleculer broker here calling the echo service on B (started
 //   by the orchestrator), in turns (Moleculer, troupe), a first turn of both not counted, medians kept;
 // - a Float32 object put here and read by an actor on B, in bytes per second of its get() there.
+// With CROSS_LATENCY=1, the sync turns also time each call: one more line, `latency_sync`, with percentiles of both.
 import { hostname } from 'node:os';
 import { init, shutdown, put, wait } from 'troupe';
 import { Echo } from './actors.ts';
 import { Reader } from './cross-host-reader.ts';
-import { moleculerCaller, rate } from './references.ts';
+import { latencyOf, moleculerCaller, rate } from './references.ts';
 
 const count = (name: string) => {
   const v = Number(process.env[name]);
@@ -23,7 +24,8 @@ const [SYNC, ASYNC, ROUNDS, BYTES, OBJECT_ROUNDS] = [
 ].map(count);
 const IN_FLIGHT = 1000;
 const onB = { resources: { b: 1 } };
-const say = (figure: string, o: Record<string, number | string>) => console.log(JSON.stringify({ figure, ...o }));
+const say = (figure: string, o: Record<string, unknown>) => console.log(JSON.stringify({ figure, ...o }));
+const timed = process.env.CROSS_LATENCY === '1';
 
 await init({ logToDriver: false });
 const mol = await moleculerCaller(process.env.CROSS_NATS_URL!, process.env.CROSS_TOKEN!);
@@ -36,16 +38,22 @@ try {
   for (const kind of ['sync', 'async'] as const) {
     const ours: number[] = [];
     const theirs: number[] = [];
+    const [oursMs, theirsMs]: Array<number[] | undefined> = timed && kind === 'sync' ? [[], []] : [];
     for (let turn = -1; turn < ROUNDS; turn++) {
-      const theirsNow = kind === 'sync' ? await mol.sync(SYNC) : await mol.inFlight(ASYNC, IN_FLIGHT);
+      const counted = turn >= 0;
+      const theirsNow =
+        kind === 'sync' ? await mol.sync(SYNC, counted ? theirsMs : undefined) : await mol.inFlight(ASYNC, IN_FLIGHT);
       const oursNow =
-        kind === 'sync' ? await rate(SYNC, 1, (i) => echo.echo(i)) : await rate(ASYNC, IN_FLIGHT, (i) => echo.echo(i));
-      if (turn >= 0) {
+        kind === 'sync'
+          ? await rate(SYNC, 1, (i) => echo.echo(i), counted ? oursMs : undefined)
+          : await rate(ASYNC, IN_FLIGHT, (i) => echo.echo(i));
+      if (counted) {
         theirs.push(theirsNow);
         ours.push(oursNow);
       }
     }
     say(`actor_calls_${kind}`, { troupe: median(ours), moleculer: median(theirs), host: where });
+    if (oursMs && theirsMs) say('latency_sync', { troupe: latencyOf(oursMs), moleculer: latencyOf(theirsMs) });
   }
 
   // A fresh object each round (B's node keeps the copy it fetched); round -1 warms up and is not counted.

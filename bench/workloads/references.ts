@@ -4,18 +4,47 @@ import Moleculer from 'moleculer';
 import type { Bus } from '../../runtime/bus/bus.ts';
 import { startReady, type Spawner } from './start-ready.ts';
 
-/** Calls per second for `count` calls made `inFlight` at a time (1 = sync). */
+/** Calls per second for `count` calls made `inFlight` at a time (1 = sync). With `latencies`, calls made one at a
+ * time also leave there how long each took (ms), for a focused look at where a sync rate goes (see latencyOf). */
 export async function rate(
   count: number,
   inFlight: number,
   call: (i: number) => PromiseLike<unknown>,
+  latencies?: number[],
 ): Promise<number> {
   await call(-1); // warm
   const t0 = performance.now();
-  for (let i = 0; i < count; i += inFlight) {
-    await Promise.all(Array.from({ length: Math.min(inFlight, count - i) }, (_, k) => call(i + k)));
+  if (latencies && inFlight === 1) {
+    for (let i = 0; i < count; i++) {
+      const t = performance.now();
+      await call(i);
+      latencies.push(performance.now() - t);
+    }
+  } else {
+    for (let i = 0; i < count; i += inFlight) {
+      await Promise.all(Array.from({ length: Math.min(inFlight, count - i) }, (_, k) => call(i + k)));
+    }
   }
   return count / ((performance.now() - t0) / 1000);
+}
+
+/** Percentiles of call times (ms), and the share of all the time that went to calls over 2 ms: a rate made of
+ * steady calls, or held back by a few stalls (a collection, a busy machine). */
+export interface Latency {
+  p10: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  slowShare: number;
+}
+
+export function latencyOf(ms: number[]): Latency {
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(s.length * q))];
+  const total = s.reduce((a, b) => a + b, 0);
+  const slow = s.filter((x) => x > 2).reduce((a, b) => a + b, 0);
+  return { p10: at(0.1), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s[s.length - 1], slowShare: slow / total };
 }
 
 /** Raw nats.js request/reply against an echo responder in this process's connection. */
@@ -59,7 +88,7 @@ export async function rawPubSub(bus: Bus, count: number): Promise<number> {
 }
 
 export interface MoleculerReference {
-  sync(count: number): Promise<number>;
+  sync(count: number, latencies?: number[]): Promise<number>;
   inFlight(count: number, n: number): Promise<number>;
   stop(): Promise<void>;
 }
@@ -109,7 +138,7 @@ export async function moleculerCaller(url: string, token: string): Promise<Molec
   }
   const call = (i: number) => broker.call('echo.echo', { x: i });
   return {
-    sync: (count) => rate(count, 1, call),
+    sync: (count, latencies) => rate(count, 1, call, latencies),
     inFlight: (count, n) => rate(count, n, call),
     stop: () => broker.stop(),
   };

@@ -12,6 +12,15 @@ import type { ObjectLocation } from '../protocol/objects.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
 
+/** What `await` would wait for: a promise, or any object with a then() (an ObjectRef). */
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof (v as { then?: unknown }).then === 'function'
+  );
+}
+
 /** Methods a caller may name: ones the class defines (its prototypes up to Object.prototype), not getters, fields,
  * '_private' ones, lifecycle hooks or Object's. */
 function methodsOf(instance: object): Set<string> {
@@ -203,9 +212,12 @@ export class ActorHost {
           : undefined;
       if (typeof method !== 'function')
         throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
-      const args = await this.client.objects.resolveArgs(call.args, call.deps);
-      const value = await (method as (...a: unknown[]) => unknown).apply(h.instance, args);
-      return { result: await this.client.objects.store(call.callId, value, call.caller) };
+      // A method taking and returning plain values runs without a promise of ours in between (see plainArgs).
+      const objects = this.client.objects;
+      const args = objects.plainArgs(call.args) ?? (await objects.resolveArgs(call.args, call.deps));
+      let value = (method as (...a: unknown[]) => unknown).apply(h.instance, args);
+      if (isThenable(value)) value = await value;
+      return { result: objects.plainStored(value) ?? (await objects.store(call.callId, value, call.caller)) };
     } catch (e) {
       const error = TaskError.from(e, where);
       if (h.spec.crashOnError && !(e instanceof UsageError) && !h.stopped)

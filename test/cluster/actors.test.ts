@@ -84,6 +84,14 @@ test.serial('a method that throws fails only that call, with the remote stack; t
   t.regex(missing!.message, /has no method 'nope'/);
 });
 
+test.serial('what a method returns is awaited when it is a promise or a ref: its caller gets the value', async (t) => {
+  const counter = Counter.remote(1);
+  t.is(await counter.add(1), 2); // plain in, plain out
+  t.is(await counter.addAll([1, 2], { k: 3 }), 8); // encoded arguments, a ref returned
+  t.is(await counter.slowAdd(2, 5), 10); // a promise returned
+  t.is(await counter.addAt(0).then(([n]) => n), 10); // a value that is not plain
+});
+
 test.serial(
   'a constructor that throws leaves the actor DEAD, and callers get ActorDiedError with the cause',
   async (t) => {
