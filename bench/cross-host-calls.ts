@@ -1,8 +1,7 @@
 // The actor-call rows of the cross-host bench alone (bench/cross-host.ts), with how long each sync call took, for work
 // on the latency of calls across machines without the whole bench:
 //   node --import tsx --conditions=troupe-source bench/cross-host-calls.ts [sync calls per turn] [turns]
-// TROUPE_CPU_PROF_DIR=dir also writes CPU profiles of every troupe process and of the driver there; CROSS_SETSID=1
-// starts Moleculer's service in a session of its own (see bench/cross-host.ts).
+// TROUPE_CPU_PROF_DIR=dir also writes CPU profiles of every troupe process and of the driver there.
 import { crossHost } from './cross-host.ts';
 import type { Latency } from './workloads/references.ts';
 
@@ -19,9 +18,6 @@ if ('unavailable' in x) {
       `${what}: troupe ${f.troupe.toFixed(0)}/s, moleculer ${f.moleculer.toFixed(0)}/s, ` +
         `troupe/moleculer ${(f.troupe / f.moleculer).toFixed(2)}`,
     );
-  console.log(
-    `Moleculer's service in ${process.env.CROSS_SETSID === '1' ? 'a session of its own' : "the driver's session"}`,
-  );
   row('one at a time', x.callsSync);
   row('1,000 in flight', x.callsAsync);
   const ms = (l: Latency) =>

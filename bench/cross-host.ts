@@ -73,16 +73,14 @@ export async function crossHost(
     const url = parseAddress(address);
 
     // In the checkout, where `--import tsx` resolves (a host's commands start in its root directory otherwise).
-    // CROSS_SETSID=1: in a session of their own, as troupe's daemons and the workers they start are. With autogroup
-    // scheduling (Linux's default), a session's processes share one CPU share: a Moleculer service in the driver's
-    // session wrote its answers about 3× faster (20–35 µs a write() against 70–100 µs) than the same service in its
-    // own session or troupe's worker on this loaded machine, which two real hosts would not give it.
+    // In a session of their own, as troupe's daemons and the workers they start are. With autogroup scheduling
+    // (Linux's default), a session's processes share one CPU share: a Moleculer service in the driver's session wrote
+    // its answers about 3× faster (20–35 µs a write() against 70–100 µs) than the same service in its own session or
+    // troupe's worker on this loaded machine, which two real hosts would not give it.
     const on =
       (h: Host): Spawner =>
       (cmd, args, o) =>
-        process.env.CROSS_SETSID === '1'
-          ? h.spawn('setsid', [cmd, ...args], { ...o, cwd: root })
-          : h.spawn(cmd, args, { ...o, cwd: root });
+        h.spawn('setsid', [cmd, ...args], { ...o, cwd: root });
     children.push(await startMoleculerService(url, token, on(b)));
     const subject = `bench.bulk.cross.${process.pid}`;
     children.push(await startBulkServer(address, token, subject, counts.objectBytes, on(a)));
