@@ -11,13 +11,14 @@ const allowed = {
   protocol: ['base', 'scheduling'],
   tensor: ['base'],
   state: ['base', 'bus', 'protocol', 'scheduling'],
+  shipping: ['base', 'bus', 'protocol', 'state', 'scheduling'],
   core: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store'],
   head: ['base', 'bus', 'protocol', 'state', 'scheduling'],
-  node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store'],
+  node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'shipping'],
   worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core'],
-  api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster'],
-  cluster: ['base', 'bus', 'protocol', 'scheduling', 'head', 'node'],
-  cli: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'cluster'],
+  api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster', 'shipping'],
+  cluster: ['base', 'bus', 'protocol', 'scheduling', 'head', 'node', 'shipping'],
+  cli: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'cluster', 'shipping'],
 };
 const path = (r) => (r === 'object-store' ? '^object-store/' : room(r));
 

@@ -43,7 +43,7 @@ export interface CoreOptions {
   logToDriver?: boolean;
   /** A driver's job (made by init()); default: one of its own, rooted at jobRoot(). A worker learns its job from its
    * node when it is first leased. */
-  job?: { id: string; root: string };
+  job?: Omit<JobRef, 'driver'>;
 }
 
 export interface ActorOptions extends ResourceRequest {
@@ -164,7 +164,7 @@ export class Core {
     this.procId = o.procId ?? newId();
     if (o.role === 'driver') {
       const j = o.job ?? { id: this.procId, root: jobRoot() };
-      this.job = { id: j.id, driver: this.procId, root: j.root };
+      this.job = { id: j.id, driver: this.procId, root: j.root, ...(j.env ? { env: j.env } : {}) };
     }
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
     this.objects = new ObjectClient({

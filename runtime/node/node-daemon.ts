@@ -28,6 +28,7 @@ import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
+import { EnvCache, type LocalEnv } from '../shipping/env-cache.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -67,6 +68,8 @@ interface Worker {
   lastUsed: number;
   /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
   exited: Promise<string>;
+  /** Lets the runtime env cache evict the copy of the job's project it runs in, once it has exited. */
+  releaseEnv?: () => void;
 }
 
 interface Lease {
@@ -104,6 +107,8 @@ export class NodeDaemon {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private stopped?: Promise<void>;
+  /** Copies of jobs' projects shipped from other machines. */
+  private envs!: EnvCache;
 
   constructor(private readonly o: NodeDaemonOptions) {
     this.nodeId = o.nodeId;
@@ -139,6 +144,7 @@ export class NodeDaemon {
       daemon: true,
     });
     this.gcs = await Gcs.open(this.bus);
+    this.envs = new EnvCache(this.bus, { log: (line) => console.log(line) });
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
     bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) =>
@@ -237,6 +243,9 @@ export class NodeDaemon {
     if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, job, demand }');
     const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
+    // Before anything is reserved: the first lease of a job from another machine may fetch its project for a while.
+    // A package this node cannot provide fails the lease here, with an error naming it.
+    const local = await this.envs.localEnv(job);
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
     if (!fits(this.available, demand)) return busy;
     const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
@@ -252,7 +261,7 @@ export class NodeDaemon {
     try {
       if (!worker && gpus.ids.length) this.retireIdleOn(gpus.ids, job);
       worker ??= this.spawnWorker(gpus.ids, shared);
-      if (!worker.job) this.bind(worker, job);
+      if (!worker.job) this.bind(worker, job, local);
     } catch (e) {
       this.available = add(this.available, demand);
       this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
@@ -332,9 +341,10 @@ export class NodeDaemon {
 
   /** Binds a worker to a job for life. Its ready promise then also covers the worker knowing its job (over IPC), so
    * that no task or actor reaches it before. */
-  private bind(worker: Worker, job: JobRef): void {
+  private bind(worker: Worker, job: JobRef, local: LocalEnv): void {
     worker.job = job;
     worker.boundAt = Date.now();
+    worker.releaseEnv = this.envs.hold(local.root);
     const { child } = worker;
     worker.ready = worker.ready.then(() => {
       let onMessage: ((m: { type?: string; jobId?: string }) => void) | undefined;
@@ -345,7 +355,7 @@ export class NodeDaemon {
           else reject(new Error(`it serves job ${m.jobId} already, not ${job.id}`));
         };
         child.on('message', onMessage);
-        child.send({ type: 'job', job }, (e) => e && reject(e));
+        child.send({ type: 'job', job, local }, (e) => e && reject(e));
       });
       const exited = worker.exited.then((how): never => {
         throw new Error(`${how} before it took its job`);
@@ -533,6 +543,7 @@ export class NodeDaemon {
 
   private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     this.workers.delete(worker);
+    worker.releaseEnv?.();
     rmSync(lanePath(this.store.dir, worker.child.pid!), { force: true }); // its socket, if it died without removing it
     if (!this.stopping) {
       this.bus.publish(subjects.evtProcExited, { procId: worker.procId, nodeId: this.nodeId });

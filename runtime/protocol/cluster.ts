@@ -31,6 +31,8 @@ export interface JobInfo {
   startedAt: string;
   endedAt?: string;
   cause?: string;
+  /** Bytes of its runtime env (project, packages) it uploaded for nodes on other machines; 0 or absent: none. */
+  shippedBytes?: number;
 }
 
 export interface NodeStatus extends NodeInfo {

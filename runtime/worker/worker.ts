@@ -1,8 +1,8 @@
 // A worker process, started by its node daemon. Runs tasks one at a time, in arrival order, and hosts actors.
 // What user code prints goes to its log file and to the driver that owns the work, prefixed like "(Trainer pid=1234)".
 import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join, relative, sep } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
@@ -14,6 +14,7 @@ import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../t
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { registerTsxFor } from '../base/launch.ts';
+import { mapSiteUrls } from '../base/definition-site.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -41,11 +42,41 @@ const client = await Core.connect({
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // Our node binds us to the job of our first lease, before that lease is granted; we serve that job for life.
-process.on('message', (m: { type?: string; job?: JobRef }) => {
+// It also says where the job's project is here (`local.root`: the driver's root, or a copy shipped from its machine)
+// and the job's environment variables, set before any of its code loads.
+/** The copy of the job's project this worker loads from, when it is not the driver's root itself. */
+let copyRoot: string | undefined;
+process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string; env?: Record<string, string> } }) => {
   if (m?.type !== 'job' || !m.job) return;
-  client.job ??= m.job;
+  if (!client.job) {
+    client.job = m.job;
+    for (const [k, v] of Object.entries(m.local?.env ?? {})) process.env[k] = v;
+    if (m.local?.root && m.local.root !== m.job.root) {
+      copyRoot = m.local.root;
+      const copyUrl = pathToFileURL(realpathSync(copyRoot)).href;
+      const driverUrl = pathToFileURL(m.job.root).href;
+      mapSiteUrls((url) => (url.startsWith(`${copyUrl}/`) ? driverUrl + url.slice(copyUrl.length) : url));
+    }
+  }
   process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
 });
+/** A path of the driver's machine, here: inside the job's root, the same place in the copy; outside it, the copy's
+ * root (a working directory elsewhere on the driver's machine means nothing here). */
+function localPath(path: string): string {
+  if (!copyRoot || !client.job) return path;
+  const rel = relative(client.job.root, path);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep))
+    ? join(copyRoot, rel)
+    : copyRoot;
+}
+/** A module URL of the driver's machine, here. */
+function localUrl(url: string): string {
+  if (!copyRoot || !client.job) return url;
+  const path = fileURLToPath(url);
+  const rel = relative(client.job.root, path);
+  if (rel.startsWith('..') || rel.startsWith(sep)) return url; // troupe's own actors, or refused below
+  return pathToFileURL(join(copyRoot, rel)).href;
+}
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
@@ -121,23 +152,24 @@ async function loadExport(ref: { url: string; exportName: string }): Promise<unk
   if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://'))
     throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
   if (!client.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
+  const url = localUrl(ref.url);
   let file: string, root: string;
   try {
-    file = realpathSync(fileURLToPath(ref.url));
-    root = realpathSync(client.job.root);
+    file = realpathSync(fileURLToPath(url));
+    root = realpathSync(copyRoot ?? client.job.root);
   } catch (e) {
     throw new UsageError(
-      `cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every ` +
-        `node)`,
+      `cannot load ${url} on node ${nodeId}: ${(e as Error).message}` +
+        (copyRoot ? '' : ' (runtimeEnv: false: modules load from the same path on every node)'),
     );
   }
   if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
     throw new UsageError(
       `refusing to load ${file}: it is outside the job's root ${root} (the nearest directory holding a package.json ` +
-        `at or above the directory the driver was started in)`,
+        `at or above the driver's entry script, or runtimeEnv.workingDir)`,
     );
-  await registerTsxFor(ref.url, root);
-  const mod = (await import(ref.url)) as Record<string, unknown>;
+  await registerTsxFor(url, root);
+  const mod = (await import(url)) as Record<string, unknown>;
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   // The job computes with tfjs: choose the best backend that loads here before its code runs.
   if (tfjsLoaded() && !currentBackend())
@@ -181,7 +213,8 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     if (typeof exported?.fn !== 'function')
       throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = await client.objects.resolveArgs(spec.args, spec.deps);
-    if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
+    const cwd = localPath(spec.workingDir);
+    if (process.cwd() !== cwd) process.chdir(cwd);
     const started = performance.now();
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const ms = performance.now() - started;
