@@ -28,7 +28,7 @@ import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
-import { EnvCache, type LocalEnv } from '../shipping/env-cache.ts';
+import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -144,7 +144,7 @@ export class NodeDaemon {
       daemon: true,
     });
     this.gcs = await Gcs.open(this.bus);
-    this.envs = new EnvCache(this.bus, { log: (line) => console.log(line) });
+    this.envs = new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) });
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
     bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) =>

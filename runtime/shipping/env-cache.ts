@@ -30,8 +30,57 @@ export interface EnvCacheOptions {
   maxBytes?: number;
   /** One line per materialized env. */
   log?: (line: string) => void;
-  /** How long to wait for a driver to upload an item (default 10 minutes). */
-  shipTimeoutMs?: number;
+}
+
+/** Where a cache gets items: the object store (StoreSource), or anything that can read one by name. */
+export interface EnvSource {
+  /** Writes the item into the file `to`; its bytes, or undefined when there is no such item. */
+  file(name: string, to: string, jobId: string | undefined): Promise<number | undefined>;
+  bytes(name: string, jobId: string | undefined): Promise<Uint8Array | undefined>;
+}
+
+/** Items from the JetStream object store; one missing is asked of the job's driver (which uploads it) first. A read
+ * that fails (another driver replacing the same object at that moment) is tried once more. */
+export class StoreSource implements EnvSource {
+  private store?: Promise<ObjectStore>;
+
+  constructor(
+    private readonly bus: Bus,
+    /** How long to wait for a driver to upload an item (default 10 minutes). */
+    private readonly shipTimeoutMs = 600_000,
+  ) {}
+
+  async file(name: string, to: string, jobId: string | undefined): Promise<number | undefined> {
+    const os = await this.open();
+    const n = await getObject(os, name, to).catch(() => undefined);
+    if (n !== undefined) return n;
+    await this.askDriver(name, jobId);
+    return getObject(os, name, to).catch(() => getObject(os, name, to));
+  }
+
+  async bytes(name: string, jobId: string | undefined): Promise<Uint8Array | undefined> {
+    const os = await this.open();
+    const b = await getBytes(os, name);
+    if (b) return b;
+    await this.askDriver(name, jobId);
+    return getBytes(os, name);
+  }
+
+  private async askDriver(name: string, jobId: string | undefined): Promise<void> {
+    if (!jobId) return;
+    try {
+      await this.bus.request(subjects.jobShip(jobId), { name }, { timeoutMs: this.shipTimeoutMs });
+    } catch (e) {
+      throw new RuntimeEnvError(`could not get ${name} of job ${jobId} from its driver: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+  }
+
+  private open(): Promise<ObjectStore> {
+    this.store ??= openEnvStore(this.bus);
+    return this.store;
+  }
 }
 
 /** What a worker of the job runs in. */
@@ -52,11 +101,10 @@ export class EnvCache {
   readonly maxBytes: number;
   private readonly making = new Map<string, Promise<string>>();
   private readonly entries = new Map<string, Entry>();
-  private store?: Promise<ObjectStore>;
   private loaded = false;
 
   constructor(
-    private readonly bus: Bus | undefined,
+    private readonly source: EnvSource,
     private readonly o: EnvCacheOptions = {},
   ) {
     this.dir = o.dir ?? join(troupeHome(), 'runtime-envs');
@@ -123,6 +171,7 @@ export class EnvCache {
       let packages = 0;
       if (ref.packages) {
         const manifest = await this.fetchManifest(ref.packages.sha256, jobId, fetched);
+        for (const entry of manifest.packages) if (entry.source.kind === 'native') nativeHere(entry); // fail first
         for (const entry of manifest.packages) {
           await this.place(entry, tmp, jobId, fetched);
           packages++;
@@ -153,16 +202,8 @@ export class EnvCache {
     const s = entry.source;
     if (s.kind === 'link') await symlink(s.target, to);
     else if (s.kind === 'troupe') await symlink(troupeRoot(), to, 'dir');
-    else if (s.kind === 'native') {
-      const mine = installedPackage(entry.name!);
-      if (!mine || mine.version !== entry.version)
-        throw new RuntimeEnvError(
-          `${entry.name}@${entry.version} (at ${entry.path}) has native parts, which are not shipped: a node uses ` +
-            `its own installation, and this one has ${mine ? `${entry.name}@${mine.version}` : `no ${entry.name}`}. ` +
-            `Install ${entry.name}@${entry.version} next to troupe on every node`,
-        );
-      await symlink(mine.dir, to, 'dir');
-    } else await linkTree(await this.pkg(s.object, jobId, fetched), to);
+    else if (s.kind === 'native') await symlink(nativeHere(entry), to, 'dir');
+    else await linkTree(await this.pkg(s.object, jobId, fetched), to);
   }
 
   /** A package's directory in the cache, fetched and unpacked once (concurrent calls share one). */
@@ -195,12 +236,7 @@ export class EnvCache {
 
   private async fetchManifest(sha: string, jobId: string | undefined, fetched: { bytes: number }) {
     const name = objectNames.manifest(sha);
-    const os = await this.openStore();
-    let bytes = await getBytes(os, name);
-    if (!bytes) {
-      await this.askDriver(name, jobId);
-      bytes = await getBytes(os, name);
-    }
+    const bytes = await this.source.bytes(name, jobId);
     if (!bytes) throw new RuntimeEnvError(`the job's package manifest ${name} is not in the object store`);
     if (createHash('sha256').update(bytes).digest('hex') !== sha)
       throw new ProtocolError(`the package manifest ${name} does not match its hash`);
@@ -208,41 +244,12 @@ export class EnvCache {
     return checkManifest(JSON.parse(new TextDecoder().decode(bytes)));
   }
 
-  /** Reads an item into `to`: from the store if it is there, else after asking the job's driver to upload it. A
-   * read that fails (another driver replacing the same object at that moment) is tried once more. */
   private async fetch(name: string, to: string, jobId: string | undefined, fetched: { bytes: number }, sha?: string) {
-    const os = await this.openStore();
-    let n: number | undefined;
-    try {
-      n = await getObject(os, name, to);
-    } catch {
-      n = undefined;
-    }
-    if (n === undefined) {
-      await this.askDriver(name, jobId);
-      n = await getObject(os, name, to).catch(async () => getObject(os, name, to));
-    }
+    const n = await this.source.file(name, to, jobId);
     if (n === undefined) throw new RuntimeEnvError(`${name} is not in the object store and its driver did not ship it`);
     if (sha && (await hashFile(to)).sha256 !== sha)
       throw new ProtocolError(`${name} from the object store does not match its sha256`);
     fetched.bytes += n;
-  }
-
-  private async askDriver(name: string, jobId: string | undefined): Promise<void> {
-    if (!jobId || !this.bus) return;
-    try {
-      await this.bus.request(subjects.jobShip(jobId), { name }, { timeoutMs: this.o.shipTimeoutMs ?? 600_000 });
-    } catch (e) {
-      throw new RuntimeEnvError(`could not get ${name} of job ${jobId} from its driver: ${(e as Error).message}`, {
-        cause: e,
-      });
-    }
-  }
-
-  private openStore(): Promise<ObjectStore> {
-    if (!this.bus) return Promise.reject(new RuntimeEnvError('this env cache has no bus to fetch from'));
-    this.store ??= openEnvStore(this.bus);
-    return this.store;
   }
 
   private async tmpPath(): Promise<string> {
@@ -305,6 +312,18 @@ export class EnvCache {
   list(): Array<{ dir: string; bytes: number; lastUsed: number; inUse: boolean }> {
     return [...this.entries].map(([dir, e]) => ({ dir, bytes: e.bytes, lastUsed: e.lastUsed, inUse: e.holds > 0 }));
   }
+}
+
+/** This node's installation of a package with native parts, which must be the version the job has. */
+function nativeHere(entry: PackageEntry): string {
+  const mine = installedPackage(entry.name!);
+  if (!mine || mine.version !== entry.version)
+    throw new RuntimeEnvError(
+      `${entry.name}@${entry.version} (at ${entry.path}) has native parts, which are not shipped: a node uses ` +
+        `its own installation, and this one has ${mine ? `${entry.name}@${mine.version}` : `no ${entry.name}`}. ` +
+        `Install ${entry.name}@${entry.version} next to troupe on every node`,
+    );
+  return mine.dir;
 }
 
 /** Bytes of the files under dir. */

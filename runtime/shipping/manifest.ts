@@ -99,5 +99,10 @@ export function checkManifest(m: unknown): Manifest {
     }
     out.push(entry);
   }
+  // Nothing may be written through a link: under one of the node's own packages (native, troupe) it would change the
+  // node's installation; under any other it could reach places no entry names.
+  const linked = out.filter((e) => e.source.kind !== 'store').map((e) => `${e.path}/`);
+  for (const e of out)
+    if (linked.some((l) => e.path.startsWith(l))) bad(`${e.path} lies under a link or a package of the node's own`);
   return { packages: out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)) };
 }

@@ -48,12 +48,16 @@ async function walk(root: string, rel: string, inherited: Rules[], out: ProjectF
   }
 }
 
-/** Whether any rule set above `path` ignores it (each tested with the path relative to its own directory, as git
- * does). A directory is tested with a trailing '/', so "build/" patterns match it. */
+/** Whether the rules above `path` ignore it, as git decides: the deepest file with a pattern that matches (a negation
+ * `!x` included) wins, each tested with the path relative to its own directory. A directory is tested with a trailing
+ * '/', so "build/" patterns match it. */
 function ignored(rules: Rules[], path: string, isDir: boolean): boolean {
-  for (const r of rules) {
+  for (let i = rules.length - 1; i >= 0; i--) {
+    const r = rules[i];
     const rel = r.base ? path.slice(r.base.length + 1) : path;
-    if (r.rules.ignores(isDir ? `${rel}/` : rel)) return true;
+    const { ignored, unignored } = r.rules.test(isDir ? `${rel}/` : rel);
+    if (ignored) return true;
+    if (unignored) return false;
   }
   return false;
 }
