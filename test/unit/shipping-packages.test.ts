@@ -188,8 +188,8 @@ test('eviction: over maxBytes the least recently used copy goes, never one a liv
   const sources = made.map(({ env }) => sourceOf(env));
   const cache = new EnvCache(
     {
-      file: (n, to, j) => sources.find((s, i) => made[i].env.has(n))!.file(n, to, j),
-      bytes: (n, j) => sources.find((s, i) => made[i].env.has(n))!.bytes(n, j),
+      file: (n, to, j) => sources.find((_s, i) => made[i].env.has(n))!.file(n, to, j),
+      bytes: (n, j) => sources.find((_s, i) => made[i].env.has(n))!.bytes(n, j),
     },
     { dir: cacheDir, maxBytes: 2000 },
   );
