@@ -369,7 +369,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
     const columns: Record<string, string[]> = {
       nodes: ['nodeId', 'state', 'hostname', 'pid', 'isHead', 'cause'],
       actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'backend', 'restarts', 'cause'],
-      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt'],
+      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt', 'shippedBytes'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],
     };
