@@ -155,6 +155,9 @@ export class Core {
   readonly actors: ActorCaller;
   /** The job work submitted from here belongs to: a driver's own; a worker's is set when its node binds it to one. */
   job: JobRef | undefined;
+  /** The working directory work submitted from here names: the driver's own, also from a worker that runs in a copy
+   * of the job's project (the worker maps its copy back; each node maps it to wherever the job is there). */
+  workingDir: () => string = () => process.cwd();
   private stopHeartbeat = (): void => undefined;
 
   private constructor(
@@ -228,7 +231,7 @@ export class Core {
       name,
       fn: { url: '', exportName: '' },
       args: prepared.encoded,
-      workingDir: process.cwd(),
+      workingDir: this.workingDir(),
       owner: this.owner(),
       caller: this.procId,
     };
@@ -322,7 +325,7 @@ export class Core {
       // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
       isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'),
       owner: this.owner(),
-      workingDir: process.cwd(),
+      workingDir: this.workingDir(),
       job: this.boundJob(),
       crashOnError: opts.crashOnError || undefined,
       checkpointEvery: opts.checkpointEvery,

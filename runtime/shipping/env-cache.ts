@@ -101,7 +101,7 @@ export class EnvCache {
   readonly maxBytes: number;
   private readonly making = new Map<string, Promise<string>>();
   private readonly entries = new Map<string, Entry>();
-  private loaded = false;
+  private loaded?: Promise<void>;
 
   constructor(
     private readonly source: EnvSource,
@@ -278,10 +278,13 @@ export class EnvCache {
     void utimes(dir, now, now).catch(() => undefined); // for the next daemon's load()
   }
 
-  /** What an earlier daemon left: its entries, by last use (mtime). */
-  private async load(): Promise<void> {
-    if (this.loaded) return;
-    this.loaded = true;
+  /** What an earlier daemon left: its entries, by last use (mtime). Once, before anything is made. */
+  private load(): Promise<void> {
+    this.loaded ??= this.loadOnce();
+    return this.loaded;
+  }
+
+  private async loadOnce(): Promise<void> {
     for (const sub of ['envs', 'packages']) {
       const parent = join(this.dir, sub);
       for (const name of await readdir(parent).catch(() => [] as string[])) {

@@ -56,6 +56,12 @@ process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string
       const copyUrl = pathToFileURL(realpathSync(copyRoot)).href;
       const driverUrl = pathToFileURL(m.job.root).href;
       mapSiteUrls((url) => (url.startsWith(`${copyUrl}/`) ? driverUrl + url.slice(copyUrl.length) : url));
+      const copy = realpathSync(copyRoot);
+      const driverRoot = m.job.root;
+      client.workingDir = () => {
+        const rel = relative(copy, process.cwd());
+        return rel.startsWith('..') || rel.startsWith(sep) ? driverRoot : join(driverRoot, rel);
+      };
     }
   }
   process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
