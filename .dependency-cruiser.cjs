@@ -95,7 +95,8 @@ module.exports = {
       name: 'no-unresolvable',
       comment: 'Every relative import resolves to a file.',
       severity: 'error',
-      from: {},
+      // The hosts app's packages are installed into its copy by the test (test/cluster/hosts.test.ts), not here.
+      from: { pathNot: '^test/fixtures/hosts-app/' },
       to: { couldNotResolve: true, pathNot: '^troupe$' },
     },
   ],
