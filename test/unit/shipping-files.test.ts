@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { projectFiles } from '../../runtime/shipping/project-files.ts';
 import { packFiles } from '../../runtime/shipping/pack.ts';
-import { PreparedEnv } from '../../runtime/shipping/driver-shipper.ts';
-import { RuntimeEnvError } from '../../runtime/base/errors.ts';
+import { checkRuntimeEnvOptions, PreparedEnv } from '../../runtime/shipping/driver-shipper.ts';
+import { ProtocolError, RuntimeEnvError, UsageError } from '../../runtime/base/errors.ts';
+import { checkRuntimeEnv } from '../../runtime/protocol/jobs.ts';
 
 function tree(t: { teardown(f: () => void): void }, files: Record<string, string | number>): string {
   const root = mkdtempSync(join(tmpdir(), 'troupe-ship-files-'));
@@ -88,4 +89,34 @@ test('a project over maxBytes fails at prepare, naming its five largest files an
   const ok = await PreparedEnv.prepare({ maxBytes: 10_000 }, root);
   t.teardown(() => ok.close());
   t.is(ok.ref.workingDir?.bytes, 2102);
+});
+
+test('runtimeEnv options: variables named TROUPE_* or invalid names are refused at init() with UsageError', (t) => {
+  t.notThrows(() => checkRuntimeEnvOptions({ env: { APP_MODE: 'x', _under: '' } }));
+  const bad: Record<string, string>[] = [{ TROUPE_TOKEN: 'x' }, { 'BAD-NAME': 'x' }, { '1X': 'x' }, { OK: 7 as never }];
+  for (const env of bad)
+    t.throws(() => checkRuntimeEnvOptions({ env }), { instanceOf: UsageError }, JSON.stringify(env));
+  t.throws(() => checkRuntimeEnvOptions({ maxBytes: -1 }), { instanceOf: UsageError });
+  t.throws(() => checkRuntimeEnvOptions({ workingDir: '/no/such/dir' }), { instanceOf: UsageError });
+});
+
+test('a runtime env from the bus is checked strictly: hashes, origin, variables', (t) => {
+  const sha = 'a'.repeat(64);
+  const good = {
+    workingDir: { sha256: sha, bytes: 10 },
+    packages: { sha256: sha, count: 2 },
+    origin: { hostname: 'h', bootId: 'b', rootId: '1:2' },
+    env: { A: 'b' },
+  };
+  t.deepEqual(checkRuntimeEnv(good), good);
+  const bad = [
+    { workingDir: { sha256: 'x', bytes: 1 } },
+    { workingDir: { sha256: sha, bytes: -1 } },
+    { packages: { sha256: sha.toUpperCase(), count: 1 } },
+    { origin: { hostname: 'h', bootId: 'b', rootId: '../x' } },
+    { env: { TROUPE_TOKEN: 'x' } },
+    { env: { A: 'nul\0' } },
+    [],
+  ];
+  for (const env of bad) t.throws(() => checkRuntimeEnv(env), { instanceOf: ProtocolError }, JSON.stringify(env));
 });
