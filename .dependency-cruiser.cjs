@@ -17,7 +17,7 @@ const allowed = {
   node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'shipping'],
   worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core'],
   api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster', 'shipping'],
-  cluster: ['base', 'bus', 'protocol', 'scheduling', 'head', 'node', 'shipping'],
+  cluster: ['base', 'bus', 'protocol', 'scheduling', 'head', 'node'],
   cli: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'cluster', 'shipping'],
 };
 const path = (r) => (r === 'object-store' ? '^object-store/' : room(r));
