@@ -69,6 +69,7 @@ export class PreparedEnv {
     readonly root: string,
     private readonly items: Map<string, Item>,
     private readonly tmp: string,
+    private readonly removeTmp: () => void,
   ) {}
 
   /** Lists, packs and hashes the project at `root` and scans its node_modules. Throws RuntimeEnvError when the
@@ -86,6 +87,8 @@ export class PreparedEnv {
           'of .gitignore), or raise runtimeEnv.maxBytes',
       );
     const tmp = mkdtempSync(join(tmpdir(), 'troupe-ship-'));
+    const removeTmp = () => rmSync(tmp, { recursive: true, force: true });
+    process.once('exit', removeTmp); // a driver that exits without leaving
     try {
       const items = new Map<string, Item>();
       const wdFile = join(tmp, 'wd.tgz');
@@ -114,9 +117,10 @@ export class PreparedEnv {
         origin: machineOrigin(root),
       };
       if (o.env && Object.keys(o.env).length) ref.env = { ...o.env };
-      return new PreparedEnv(ref, root, items, tmp);
+      return new PreparedEnv(ref, root, items, tmp, removeTmp);
     } catch (e) {
-      rmSync(tmp, { recursive: true, force: true });
+      process.off('exit', removeTmp);
+      removeTmp();
       throw e;
     }
   }
@@ -146,7 +150,8 @@ export class PreparedEnv {
   }
 
   close(): void {
-    rmSync(this.tmp, { recursive: true, force: true });
+    process.off('exit', this.removeTmp);
+    this.removeTmp();
   }
 }
 

@@ -1,11 +1,13 @@
-// Code shipping on one machine: the node daemons run with TROUPE_SHIP_ALWAYS=1 (a test knob: never "the driver's
-// machine"), so they materialize each job's copy as a node on another machine would. The app (test/fixtures/hosts-app:
-// a `file:` dependency, a package in node_modules) lives in a temp dir outside the repository; its drivers run as
+// Code shipping on one machine. The head's node is on the driver's machine and uses the app in place; a second node
+// daemon runs with TROUPE_SHIP_ALWAYS=1 (a test knob: never "the driver's machine"), so it materializes each job's
+// copy as a node on another machine would. Work goes to it with resource `far`. The app (test/fixtures/hosts-app: a
+// `file:` dependency, a package in node_modules) lives in a temp dir outside the repository; its drivers run as
 // child processes and print one JSON line.
 import test from 'ava';
-import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCommand, startCluster, tempDir, type TestCluster } from '../helpers/cluster.ts';
+import { startNode, type StartedCluster } from '../../runtime/cluster/local-cluster.ts';
 import type { JobInfo } from '../../runtime/protocol/cluster.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
@@ -13,16 +15,30 @@ import { Bus } from '../../runtime/bus/bus.ts';
 const checkout = join(import.meta.dirname, '..', '..');
 const tsx = import.meta.resolve('tsx');
 let cluster: TestCluster | undefined;
+let far: StartedCluster | undefined;
 
 test.before(async () => {
-  process.env.TROUPE_SHIP_ALWAYS = '1'; // the daemons started now inherit it; only node daemons read it
+  cluster = await startCluster({ head: { numCpus: 2, resources: { near: 2 } } });
+  process.env.TROUPE_SHIP_ALWAYS = '1'; // the daemon started now inherits it; only node daemons read it
   try {
-    cluster = await startCluster({ head: { numCpus: 2 } });
+    far = await startNode({
+      detached: false,
+      numCpus: 2,
+      numGpus: 0,
+      resources: { far: 2 },
+      objectStoreDir: cluster.home,
+      address: cluster.address,
+      token: cluster.token,
+      sessionDir: cluster.head.sessionDir,
+    });
   } finally {
     delete process.env.TROUPE_SHIP_ALWAYS;
   }
 });
-test.after.always(() => cluster?.stop());
+test.after.always(async () => {
+  await far?.stop();
+  await cluster?.stop();
+});
 
 /** The hosts app, installed in a temp dir as npm would (troupe and the local dependency linked), with a probe. */
 function app(t: Parameters<typeof tempDir>[0]): string {
@@ -89,8 +105,11 @@ test.serial(
         "import { probe } from './probe.ts';",
         "import { Placed } from './actors.ts';",
         "const { jobId } = await init({ runtimeEnv: { env: { APP_MODE: 'shipped' } } });",
-        'const actor = Placed.remote();',
-        'console.log(JSON.stringify({ jobId, probe: await probe.remote(), words: await actor.words() }));',
+        'const far = { resources: { far: 1 } };',
+        'const actor = Placed.options(far).remote();',
+        'const here = await probe.options({ resources: { near: 1 } }).remote();',
+        'const shipped = await probe.options(far).remote();',
+        'console.log(JSON.stringify({ jobId, probe: shipped, here, words: await actor.words() }));',
       ].join('\n'),
     );
     const first = await drive(dir, 'ship.ts');
@@ -102,6 +121,9 @@ test.serial(
     t.regex(probe.words, /^HELLO FROM .*!$/, 'the file: dependency and the node_modules package resolved in the copy');
     t.regex(first.words as string, /^HELLO FROM .*!$/, 'the actor too');
     t.is(readFileSync(join(probe.cwd, 'package.json'), 'utf8'), readFileSync(join(dir, 'package.json'), 'utf8'));
+    const here = first.here as { cwd: string; mode: string };
+    t.is(realpathSync(here.cwd), realpathSync(dir), "the node on the driver's machine ran it in place");
+    t.is(here.mode, 'shipped', 'runtimeEnv.env applies on local nodes too');
     const once = (await jobRecord(first.jobId as string))?.shippedBytes ?? 0;
     t.true(once > 0, `the first job uploaded its project and packages (${once} bytes)`);
 
@@ -123,7 +145,10 @@ test.serial('a native package the node lacks fails the task with a RuntimeEnvErr
     [
       "import { probe } from './probe.ts';",
       'await init();',
-      'const out = await probe.remote().then(() => ({ ran: true }), (e) => ({ name: e.name, message: e.message }));',
+      'const out = await probe',
+      '  .options({ resources: { far: 1 } })',
+      '  .remote()',
+      '  .then(() => ({ ran: true }), (e) => ({ name: e.name, message: e.message }));',
       'console.log(JSON.stringify(out));',
     ].join('\n'),
   );
