@@ -11,6 +11,8 @@ import { startNode, type StartedCluster } from '../../runtime/cluster/local-clus
 import type { JobInfo } from '../../runtime/protocol/cluster.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
+import { DriverShipper, PreparedEnv, uploadRuntimeEnv } from '../../runtime/shipping/driver-shipper.ts';
+import { EnvCache, StoreSource } from '../../runtime/shipping/env-cache.ts';
 
 const checkout = join(import.meta.dirname, '..', '..');
 const tsx = import.meta.resolve('tsx');
@@ -173,3 +175,34 @@ test.serial('a project over runtimeEnv.maxBytes fails init() with the largest fi
   t.is(out.name, 'RuntimeEnvError');
   t.regex(out.message as string, /big\.bin \(4\.0 KiB\).*\.troupeignore/);
 });
+
+test.serial(
+  'two drivers uploading the same items at once both succeed; a node then materializes from the store alone',
+  async (t) => {
+    t.timeout(120_000);
+    const dir = app(t);
+    writeFileSync(join(dir, 'unique.txt'), `${process.hrtime.bigint()}`); // a project the store has not seen
+    const [a, b] = await Promise.all([PreparedEnv.prepare({}, dir), PreparedEnv.prepare({}, dir)]);
+    t.teardown(() => {
+      a.close();
+      b.close();
+    });
+    t.deepEqual(a.ref.workingDir, b.ref.workingDir, 'the same files, the same hash');
+    const connect = (name: string) => Bus.connect({ address: cluster!.address, token: cluster!.token, name });
+    const [one, two] = await Promise.all([connect('driver-1'), connect('driver-2')]);
+    t.teardown(() => Promise.all([one.close(), two.close()]));
+    const sent = await Promise.all([new DriverShipper(one, a).shipAll(), new DriverShipper(two, b).shipAll()]);
+    t.true(sent[0] + sent[1] > 0, `uploaded ${sent}`);
+
+    // No driver to ask (as for a submitted job): everything comes from the store, checked against its hashes.
+    const cache = new EnvCache(new StoreSource(one), { dir: tempDir(t, 'troupe-ship-cache-') });
+    const copy = await cache.materialize(a.ref, dir);
+    t.is(readFileSync(join(copy, 'unique.txt'), 'utf8'), readFileSync(join(dir, 'unique.txt'), 'utf8'));
+    t.is(readFileSync(join(copy, 'node_modules', 'shout', 'package.json'), 'utf8').includes('"shout"'), true);
+
+    // uploadRuntimeEnv() (for `troupe job submit`) finds nothing missing now and returns the same reference.
+    const ref = await uploadRuntimeEnv(one, { workingDir: dir });
+    t.deepEqual(ref.workingDir, a.ref.workingDir);
+    t.deepEqual(ref.packages, a.ref.packages);
+  },
+);
