@@ -1,4 +1,5 @@
-// npm run bench: troupe measured against references in the same run, on the same nats-server.
+// npm run bench: troupe measured against references in the same run, on the same nats-server; the cross_host rows on
+// two simulated hosts (bench/cross-host.ts), when this machine can make them.
 // Writes bench/RESULTS.md and bench/results.json (or only prints with --smoke, which uses tiny counts).
 import { writeFileSync, mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { smallValue } from './workloads/tasks.ts';
 import { firstCalls } from './workloads/jobs.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
+import { crossHost, type CrossHostFigures } from './cross-host.ts';
 import {
   cleanRun,
   runWithKills,
@@ -45,6 +47,8 @@ interface Metric {
   test_accuracy_by_epoch?: number[];
   unit: string;
   note?: string;
+  /** Not measured on this machine (the note says why): troupe and its reference are null. */
+  skipped?: true;
 }
 const metrics: Record<string, Metric> = {};
 const references: Record<string, { value: number; unit: string }> = {};
@@ -251,6 +255,15 @@ try {
     digits: 2,
   });
 
+  // The same comparisons across two simulated hosts (bench/cross-host.ts): a driver on host A calling an actor on host
+  // B, and an object put on A read on B. Each in the same run as its reference, on the same hosts and link.
+  addCrossHost(
+    await crossHost(
+      { sync: SYNC, async: ASYNC, rounds: ROUNDS, objectBytes: farBytes, objectRounds: farRounds },
+      n(300_000, 90_000),
+    ),
+  );
+
   // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills.
   const one = await cleanRun(1, TRAINING);
   const two = await cleanRun(2, TRAINING);
@@ -275,6 +288,47 @@ function add(
     unit,
     ...rest,
   };
+}
+
+/** The cross-host rows; where hosts cannot be simulated, the same rows with nulls and the reason. */
+function addCrossHost(x: CrossHostFigures | { unavailable: string }): void {
+  const calls = 'driver on host A, actor on host B; Moleculer: a broker on A calling a service on B';
+  const rows = {
+    cross_host_actor_calls_sync: { unit: 'ops/s', goal: 1.0, reference: 'moleculer', note: calls },
+    cross_host_actor_calls_async: { unit: 'ops/s', goal: 2.0, reference: 'moleculer', note: calls },
+    cross_host_get_100mb: {
+      unit: 'MB/s',
+      goal: 0.8,
+      reference: 'raw_nats',
+      note: 'put on host A, read by an actor on host B; raw NATS: a client on B fetching from a server on A',
+    },
+  } as const;
+  if ('unavailable' in x) {
+    console.warn(`troupe bench: the cross-host rows are not measured here: ${x.unavailable}`);
+    for (const [name, r] of Object.entries(rows))
+      add(name, null, r.unit, { reference: r.reference, skipped: true, note: `not measured: ${x.unavailable}` });
+    return;
+  }
+  const turns = ROUNDS > 1 ? `; median of ${ROUNDS}, each beside a Moleculer run` : '';
+  for (const [name, f] of [
+    ['cross_host_actor_calls_sync', x.callsSync],
+    ['cross_host_actor_calls_async', x.callsAsync],
+  ] as const) {
+    const r = rows[name];
+    add(name, f.troupe, r.unit, {
+      moleculer: round(f.moleculer),
+      reference: r.reference,
+      goal: r.goal,
+      note: r.note + turns,
+    });
+  }
+  const r = rows.cross_host_get_100mb;
+  add('cross_host_get_100mb', x.object.troupe / MB, r.unit, {
+    raw_nats: round(x.object.raw_nats / MB),
+    reference: r.reference,
+    goal: r.goal,
+    note: r.note,
+  });
 }
 
 /** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the
@@ -361,7 +415,7 @@ function compare(m: Metric, ref: number | undefined): { shown: string; goal: str
 const rows = Object.entries(metrics).map(([name, m]) => {
   const ref = m.reference ? (m[m.reference] ?? undefined) : undefined;
   const { shown, goal } = compare(m, ref);
-  const value = m.troupe === null ? 'not reached' : `${m.troupe} ${m.unit}`;
+  const value = m.troupe !== null ? `${m.troupe} ${m.unit}` : m.skipped ? 'not measured' : 'not reached';
   return (
     `| ${name} | ${value} | ${ref === undefined ? '-' : `${ref} (${m.reference!.replace('_', ' ')})`} | ` +
     `${shown} | ${goal} | ${m.note ?? ''} |`
@@ -381,7 +435,8 @@ console.log(`${table}\n\n${refTable}`);
 if (!smoke) {
   const machine =
     `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ` +
-    `${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs)`;
+    `${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs); cross_host rows: two simulated ` +
+    `hosts on this machine (network namespaces joined by veth through a bridge), head on A, node on B (2 CPUs each)`;
   const date = new Date().toISOString();
   writeFileSync(
     new URL('./results.json', import.meta.url),
@@ -394,9 +449,9 @@ if (!smoke) {
   writeFileSync(
     file,
     `# Benchmarks\n\n${date.slice(0, 10)} on ${machine}. Reproduce with \`npm run bench\`.\nEach ratio is against a ` +
-      `reference measured in the same run on the same nats-server; for training, against the 1-replica or the clean ` +
-      `run.\n\n${table}\n\nReferences (Moleculer: the median of all its runs beside the goals ` +
-      `above):\n\n${refTable}\n${chaos}`,
+      `reference measured in the same run on the same nats-server (cross_host rows: on the same two simulated hosts, ` +
+      `through the nats-server on host A); for training, against the 1-replica or the clean run.\n\n${table}\n\n` +
+      `References (Moleculer: the median of all its runs beside the one-host goals):\n\n${refTable}\n${chaos}`,
   );
 }
 

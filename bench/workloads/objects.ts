@@ -1,11 +1,12 @@
 // Object store workloads: put+get of tensors on one node against memcpy, and a cross-node get against raw NATS.
 // Workers import this module by URL for `makeFloats`.
-import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { remote, put, get } from 'troupe';
 import type { Bus } from '../../runtime/bus/bus.ts';
 import { chunkSize } from '../../object-store/transfer.ts';
+import { startReady, type Spawner } from './start-ready.ts';
 
 /** A large result, stored where the task runs. */
 export const makeFloats = remote((n: number, v: number) => new Float32Array(n).fill(v));
@@ -45,54 +46,59 @@ export async function rawNatsBulk(
   rounds: number,
 ): Promise<number> {
   const subject = `bench.bulk.${process.pid}`;
-  const server = spawn(
-    process.execPath,
-    ['--import', 'tsx', new URL('./raw-bulk-server.ts', import.meta.url).pathname],
-    {
-      env: {
-        ...process.env,
-        BULK_ADDRESS: address,
-        BULK_TOKEN: token,
-        BULK_SUBJECT: subject,
-        BULK_BYTES: String(bytes),
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
+  const server = await startBulkServer(address, token, subject, bytes);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.stdout!.once('data', () => resolve());
-      server.once('exit', (code) => reject(new Error(`raw bulk server exited with ${code}`)));
-    });
-    const chunk = chunkSize(bus);
-    const fetchAll = async () => {
-      const out = new Uint8Array(bytes);
-      let next = 0;
-      const worker = async () => {
-        while (next < bytes) {
-          const offset = next;
-          const length = Math.min(chunk, bytes - offset);
-          next += length;
-          const req = new Uint8Array(16);
-          new DataView(req.buffer).setFloat64(0, offset);
-          new DataView(req.buffer).setFloat64(8, length);
-          const m = await bus.nc.request(subject, req, { timeout: 30_000 });
-          out.set(m.data, offset);
-        }
-      };
-      await Promise.all(Array.from({ length: 8 }, worker));
-      return out;
-    };
-    await fetchAll(); // warm
-    let secs = 0;
-    for (let i = 0; i < rounds; i++) {
-      const t0 = performance.now();
-      const data = await fetchAll();
-      new Float32Array(data.buffer).slice(); // what a get does last: the typed array the user receives
-      secs += (performance.now() - t0) / 1000;
-    }
-    return (bytes * rounds) / secs;
+    return await fetchBulk(bus, subject, bytes, rounds);
   } finally {
     server.kill();
   }
+}
+
+/** raw-bulk-server.ts serving `bytes` on `subject`, here or where `on` starts it (another host); ready once this
+ * resolves. The caller kills it. */
+export function startBulkServer(
+  address: string,
+  token: string,
+  subject: string,
+  bytes: number,
+  on?: Spawner,
+): Promise<ChildProcess> {
+  return startReady(
+    new URL('./raw-bulk-server.ts', import.meta.url),
+    { BULK_ADDRESS: address, BULK_TOKEN: token, BULK_SUBJECT: subject, BULK_BYTES: String(bytes) },
+    on,
+  );
+}
+
+/** Bytes per second of fetching `bytes` from a bulk server on `subject` over raw nats.js requests, `rounds` times
+ * after one that warms up: troupe's chunk size, 8 requests in flight. */
+export async function fetchBulk(bus: Bus, subject: string, bytes: number, rounds: number): Promise<number> {
+  const chunk = chunkSize(bus);
+  const fetchAll = async () => {
+    const out = new Uint8Array(bytes);
+    let next = 0;
+    const worker = async () => {
+      while (next < bytes) {
+        const offset = next;
+        const length = Math.min(chunk, bytes - offset);
+        next += length;
+        const req = new Uint8Array(16);
+        new DataView(req.buffer).setFloat64(0, offset);
+        new DataView(req.buffer).setFloat64(8, length);
+        const m = await bus.nc.request(subject, req, { timeout: 30_000 });
+        out.set(m.data, offset);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    return out;
+  };
+  await fetchAll(); // warm
+  let secs = 0;
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    const data = await fetchAll();
+    new Float32Array(data.buffer).slice(); // what a get does last: the typed array the user receives
+    secs += (performance.now() - t0) / 1000;
+  }
+  return (bytes * rounds) / secs;
 }

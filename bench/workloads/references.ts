@@ -1,10 +1,15 @@
 // What troupe is measured against, in the same run on the same nats-server: raw nats.js and Moleculer.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import Moleculer from 'moleculer';
 import type { Bus } from '../../runtime/bus/bus.ts';
+import { startReady, type Spawner } from './start-ready.ts';
 
 /** Calls per second for `count` calls made `inFlight` at a time (1 = sync). */
-export async function rate(count: number, inFlight: number, call: (i: number) => Promise<unknown>): Promise<number> {
+export async function rate(
+  count: number,
+  inFlight: number,
+  call: (i: number) => PromiseLike<unknown>,
+): Promise<number> {
   await call(-1); // warm
   const t0 = performance.now();
   for (let i = 0; i < count; i += inFlight) {
@@ -61,32 +66,51 @@ export interface MoleculerReference {
 
 /** A Moleculer broker here calling the echo service in another process, both on our nats-server. */
 export async function startMoleculer(url: string, token: string): Promise<MoleculerReference> {
-  const service: ChildProcess = spawn(
-    process.execPath,
-    ['--import', 'tsx', new URL('./moleculer-service.ts', import.meta.url).pathname],
-    {
-      env: { ...process.env, BENCH_NATS_URL: url, BENCH_NATS_TOKEN: token },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
+  const service = await startMoleculerService(url, token);
+  try {
+    const caller = await moleculerCaller(url, token);
+    return {
+      ...caller,
+      stop: async () => {
+        await caller.stop();
+        service.kill('SIGTERM');
+      },
+    };
+  } catch (e) {
+    service.kill('SIGTERM');
+    throw e;
+  }
+}
+
+/** The echo service (moleculer-service.ts) in a process of its own, here or where `on` starts it; ready once this
+ * resolves. The caller kills it. */
+export function startMoleculerService(url: string, token: string, on?: Spawner): Promise<ChildProcess> {
+  return startReady(
+    new URL('./moleculer-service.ts', import.meta.url),
+    { BENCH_NATS_URL: url, BENCH_NATS_TOKEN: token },
+    on,
   );
-  await new Promise<void>((resolve, reject) => {
-    service.stdout!.once('data', () => resolve());
-    service.once('exit', (code) => reject(new Error(`the Moleculer service exited with ${code}`)));
-  });
+}
+
+/** A broker in this process that calls the echo service, running already somewhere on the same nats-server. Its
+ * stop() stops only this broker. */
+export async function moleculerCaller(url: string, token: string): Promise<MoleculerReference> {
   const broker = new Moleculer.ServiceBroker({
     nodeID: `bench-${process.pid}`,
     transporter: { type: 'NATS', options: { url, token } },
     logger: false,
   });
   await broker.start();
-  await broker.waitForServices('echo', 10_000);
+  try {
+    await broker.waitForServices('echo', 10_000);
+  } catch (e) {
+    await broker.stop();
+    throw e;
+  }
   const call = (i: number) => broker.call('echo.echo', { x: i });
   return {
     sync: (count) => rate(count, 1, call),
     inFlight: (count, n) => rate(count, n, call),
-    stop: async () => {
-      await broker.stop();
-      service.kill('SIGTERM');
-    },
+    stop: () => broker.stop(),
   };
 }
