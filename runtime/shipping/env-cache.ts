@@ -168,6 +168,8 @@ export class EnvCache {
       await this.fetch(objectNames.workingDir(sha), archive, jobId, fetched, sha);
       await unpack(archive, tmp);
       await rm(archive, { force: true });
+      // Only the manifest makes node_modules (a project archive never holds one; a link there could lead elsewhere).
+      await rm(join(tmp, 'node_modules'), { recursive: true, force: true });
       let packages = 0;
       if (ref.packages) {
         const manifest = await this.fetchManifest(ref.packages.sha256, jobId, fetched);
@@ -178,8 +180,8 @@ export class EnvCache {
         }
       }
       // troupe is never shipped: the job gets this node's own, the one its workers run.
-      await rm(join(tmp, 'node_modules', 'troupe'), { recursive: true, force: true });
       await mkdir(join(tmp, 'node_modules'), { recursive: true });
+      await rm(join(tmp, 'node_modules', 'troupe'), { recursive: true, force: true });
       await symlink(troupeRoot(), join(tmp, 'node_modules', 'troupe'), 'dir');
       await this.commit(tmp, dir);
       this.o.log?.(
