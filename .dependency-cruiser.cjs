@@ -15,7 +15,7 @@ const allowed = {
   core: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store'],
   head: ['base', 'bus', 'protocol', 'state', 'scheduling'],
   node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'shipping'],
-  worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core'],
+  worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core', 'shipping'],
   api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster', 'shipping'],
   cluster: ['base', 'bus', 'protocol', 'scheduling', 'head', 'node'],
   cli: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'cluster', 'shipping'],

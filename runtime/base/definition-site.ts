@@ -63,13 +63,6 @@ export function atCallSite<E extends Error>(e: E, site: string | undefined): E {
   return copy;
 }
 
-let shared: (url: string) => string = (url) => url;
-/** A worker that runs a copy of its job's project (shipped from another machine) names sites by the driver's paths,
- * which every node maps to its own copy: `toShared` maps a URL of the copy back. */
-export function mapSiteUrls(toShared: (url: string) => string): void {
-  shared = toShared;
-}
-
 /** The module that called remote() or @remote: the first stack frame outside troupe's own source. `what` names the
  * thing defined, for errors ("remote function square"). */
 export function defineSite(value: unknown, what: string): Definition {
@@ -87,7 +80,7 @@ export function defineSite(value: unknown, what: string): Definition {
         `it, and loading this one would run the script again. Define it in a module of its own and import it here`,
     );
   }
-  const def: Definition = { url: shared(url), looked: false, lookup: Promise.resolve(undefined) };
+  const def: Definition = { url, looked: false, lookup: Promise.resolve(undefined) };
   // The module is still evaluating; this import settles once it has finished, usually before user code calls .remote().
   def.lookup = import(url)
     .then(

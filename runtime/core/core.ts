@@ -158,6 +158,8 @@ export class Core {
   /** The working directory work submitted from here names: the driver's own, also from a worker that runs in a copy
    * of the job's project (the worker maps its copy back; each node maps it to wherever the job is there). */
   workingDir: () => string = () => process.cwd();
+  /** The module URL work submitted from here names: as the driver's machine has it (see workingDir). */
+  shareUrl: (url: string) => string = (url) => url;
   private stopHeartbeat = (): void => undefined;
 
   private constructor(
@@ -240,12 +242,12 @@ export class Core {
     if (fn instanceof Promise) {
       waitFor.push(
         fn.then((f) => {
-          spec.fn = { url: f.url, exportName: f.exportName };
+          spec.fn = { url: this.shareUrl(f.url), exportName: f.exportName };
           spec.name = name = opts.name ?? f.name;
         }),
       );
     } else {
-      spec.fn = { url: fn.url, exportName: fn.exportName };
+      spec.fn = { url: this.shareUrl(fn.url), exportName: fn.exportName };
     }
     if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, (spec.deps = {})));
     const inputs = prepared.refs.map((r) => ({ id: r.id, owner: r.owner }));
@@ -334,7 +336,7 @@ export class Core {
     if (supervised) Object.assign(spec, supervised);
     const ready = Promise.all([
       Promise.resolve(cls).then((c) => {
-        spec.cls = { url: c.url, exportName: c.exportName };
+        spec.cls = { url: this.shareUrl(c.url), exportName: c.exportName };
         spec.className = opts.className ?? c.name;
       }),
       this.locateDeps(prepared.refs, spec.deps),

@@ -15,6 +15,8 @@ export interface RuntimeEnvRef {
   origin?: { hostname: string; bootId: string; rootId: string };
   /** Environment variables for the job's workers, set before any of its code loads. */
   env?: Record<string, string>;
+  /** The driver's troupe (its package root): module URLs of troupe's own actors under it map to each node's own. */
+  troupe?: string;
 }
 
 /** The job (one driver's run, from init() to shutdown()) that work belongs to. A worker is bound to the first job it
@@ -94,6 +96,11 @@ export function checkRuntimeEnv(env: unknown, what = 'a job'): RuntimeEnvRef {
     )
       bad('origin needs { hostname, bootId, rootId: "dev:ino" }');
     out.origin = { hostname: o!.hostname as string, bootId: o!.bootId as string, rootId: o!.rootId as string };
+  }
+  if (e.troupe !== undefined) {
+    if (typeof e.troupe !== 'string' || !isAbsolute(e.troupe) || e.troupe.length > 4096 || e.troupe.includes('\0'))
+      bad('troupe must be an absolute path');
+    out.troupe = e.troupe as string;
   }
   if (e.env !== undefined) {
     const vars = e.env as Record<string, unknown> | null;

@@ -18,6 +18,7 @@ import { packFiles } from './pack.ts';
 import { scanPackages } from './packages.ts';
 import { objectNames } from './manifest.ts';
 import { machineOrigin } from './machine.ts';
+import { troupeRoot } from './troupe-install.ts';
 import { hasObject, openEnvStore, putObject } from './env-store.ts';
 
 export interface RuntimeEnvOptions {
@@ -115,6 +116,7 @@ export class PreparedEnv {
         workingDir: { sha256: wd.sha256, bytes: total },
         packages: { sha256: manifestSha, count: scanned.manifest.packages.length },
         origin: machineOrigin(root),
+        troupe: troupeRoot(),
       };
       if (o.env && Object.keys(o.env).length) ref.env = { ...o.env };
       return new PreparedEnv(ref, root, items, tmp, removeTmp);

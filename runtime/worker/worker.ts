@@ -14,7 +14,7 @@ import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../t
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { registerTsxFor } from '../base/launch.ts';
-import { mapSiteUrls } from '../base/definition-site.ts';
+import { troupeRoot } from '../shipping/troupe-install.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -46,16 +46,25 @@ delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // and the job's environment variables, set before any of its code loads.
 /** The copy of the job's project this worker loads from, when it is not the driver's root itself. */
 let copyRoot: string | undefined;
+/** This worker's troupe, and the driver's where it is elsewhere: URLs of troupe's own modules map between them. */
+const OWN_TROUPE = pathToFileURL(troupeRoot()).href;
+let driverTroupe: string | undefined;
 process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string; env?: Record<string, string> } }) => {
   if (m?.type !== 'job' || !m.job) return;
   if (!client.job) {
     client.job = m.job;
     for (const [k, v] of Object.entries(m.local?.env ?? {})) process.env[k] = v;
+    const theirs = m.job.env?.troupe && pathToFileURL(m.job.env.troupe).href;
+    if (theirs && theirs !== OWN_TROUPE) driverTroupe = theirs;
     if (m.local?.root && m.local.root !== m.job.root) {
       copyRoot = m.local.root;
       const copyUrl = pathToFileURL(realpathSync(copyRoot)).href;
       const driverUrl = pathToFileURL(m.job.root).href;
-      mapSiteUrls((url) => (url.startsWith(`${copyUrl}/`) ? driverUrl + url.slice(copyUrl.length) : url));
+      client.shareUrl = (url) => {
+        if (url.startsWith(`${copyUrl}/`)) return driverUrl + url.slice(copyUrl.length);
+        if (driverTroupe && url.startsWith(`${OWN_TROUPE}/`)) return driverTroupe + url.slice(OWN_TROUPE.length);
+        return url;
+      };
       const copy = realpathSync(copyRoot);
       const driverRoot = m.job.root;
       client.workingDir = () => {
@@ -77,6 +86,7 @@ function localPath(path: string): string {
 }
 /** A module URL of the driver's machine, here. */
 function localUrl(url: string): string {
+  if (driverTroupe && url.startsWith(`${driverTroupe}/`)) return OWN_TROUPE + url.slice(driverTroupe.length);
   if (!copyRoot || !client.job) return url;
   const path = fileURLToPath(url);
   const rel = relative(client.job.root, path);
