@@ -160,6 +160,8 @@ export class Core {
   workingDir: () => string = () => process.cwd();
   /** The module URL work submitted from here names: as the driver's machine has it (see workingDir). */
   shareUrl: (url: string) => string = (url) => url;
+  /** Imports a module of the job: in a worker, only inside the job's root (or its copy), set by the worker. */
+  importModule: (url: string) => Promise<Record<string, unknown>> = (url) => import(url);
   private stopHeartbeat = (): void => undefined;
 
   private constructor(

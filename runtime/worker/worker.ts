@@ -165,10 +165,22 @@ const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import
 async function loadExport(ref: { url: string; exportName: string }): Promise<unknown> {
   const key = `${ref.url}#${ref.exportName}`;
   if (exportsCache.has(key)) return exportsCache.get(key);
-  if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://'))
-    throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
+  const mod = await loadModule(ref?.url);
+  if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
+  // The job computes with tfjs: choose the best backend that loads here before its code runs.
+  if (tfjsLoaded() && !currentBackend())
+    console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
+  exportsCache.set(key, mod[ref.exportName]);
+  return mod[ref.exportName];
+}
+
+/** Imports a module of the job by the URL its driver named (mapped to the copy of its project here, if any), refusing
+ * anything outside the job's root but troupe's own actors. Libraries load the job's specs through it too. */
+async function loadModule(given: unknown): Promise<Record<string, unknown>> {
+  if (typeof given !== 'string' || !given.startsWith('file://'))
+    throw new UsageError(`refusing to load ${String(given)}: only file: modules are loaded`);
   if (!client.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
-  const url = localUrl(ref.url);
+  const url = localUrl(given);
   let file: string, root: string;
   try {
     file = realpathSync(fileURLToPath(url));
@@ -185,14 +197,9 @@ async function loadExport(ref: { url: string; exportName: string }): Promise<unk
         `at or above the driver's entry script, or runtimeEnv.workingDir)`,
     );
   await registerTsxFor(url, root);
-  const mod = (await import(url)) as Record<string, unknown>;
-  if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
-  // The job computes with tfjs: choose the best backend that loads here before its code runs.
-  if (tfjsLoaded() && !currentBackend())
-    console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
-  exportsCache.set(key, mod[ref.exportName]);
-  return mod[ref.exportName];
+  return (await import(url)) as Record<string, unknown>;
 }
+client.importModule = loadModule;
 
 // --- tasks ---------------------------------------------------------------------------------------
 // By task id: a task that starts and ends between two sends is reported once, FINISHED, not RUNNING then FINISHED.
