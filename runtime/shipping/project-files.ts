@@ -35,14 +35,18 @@ async function walk(root: string, rel: string, inherited: Rules[], out: ProjectF
     const text = await readFile(join(dir, name), 'utf8').catch(() => undefined);
     if (text !== undefined) rules.push({ base: rel, rules: ignore().add(text) });
   }
-  const entries = await readdir(dir, { withFileTypes: true });
+  // A directory we may not read (another user's, in a loose script's /tmp) is not part of the job.
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
   for (const e of entries) {
     if (ALWAYS_SKIPPED.has(e.name)) continue;
     const path = rel ? `${rel}/${e.name}` : e.name;
     const isDir = e.isDirectory();
     if (ignored(rules, path, isDir)) continue;
     if (isDir) await walk(root, path, rules, out);
-    else if (e.isFile()) out.push({ path, size: (await lstat(join(root, path))).size });
+    else if (e.isFile()) {
+      const st = await lstat(join(root, path)).catch(() => undefined); // gone since the listing
+      if (st) out.push({ path, size: st.size });
+    }
     else if (e.isSymbolicLink()) out.push({ path, size: 0 });
     // sockets, fifos, devices: not files a job loads
   }

@@ -58,6 +58,7 @@ process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string
     if (theirs && theirs !== OWN_TROUPE) driverTroupe = theirs;
     if (m.local?.root && m.local.root !== m.job.root) {
       copyRoot = m.local.root;
+      process.chdir(copyRoot); // actors too run in the copy (a task moves to its own working directory there)
       const copyUrl = pathToFileURL(realpathSync(copyRoot)).href;
       const driverUrl = pathToFileURL(m.job.root).href;
       client.shareUrl = (url) => {
