@@ -89,4 +89,5 @@ export {
   ProtocolError,
   ObjectStoreFullError,
   DaemonStartError,
+  VersionMismatchError,
 } from './base/errors.ts';

@@ -19,6 +19,7 @@ import {
   PreparedEnv,
   type RuntimeEnvOptions,
 } from '../shipping/driver-shipper.ts';
+import { SUBMISSION_ID } from '../protocol/submissions.ts';
 
 export interface InitOptions extends ResourceFlags {
   /** host:port of a running cluster. Default: TROUPE_ADDRESS, then the current-cluster file, else a new local
@@ -157,6 +158,10 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     state: 'RUNNING',
     startedAt: new Date().toISOString(),
     ...(prepared ? { shippedBytes: 0 } : {}),
+    // `troupe job submit` started this driver: the submission's record ends this job when the driver exits.
+    submissionId: SUBMISSION_ID.test(process.env.TROUPE_SUBMISSION_ID ?? '')
+      ? process.env.TROUPE_SUBMISSION_ID
+      : undefined,
   };
   let gcs: Gcs;
   try {

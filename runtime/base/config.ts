@@ -19,11 +19,17 @@ export function nodeStoreName(sessionDir: string, nodeId: string): string {
 export const defaults = {
   /** Node daemons heartbeat this often. */
   heartbeatMs: envInt('TROUPE_HEARTBEAT_MS', 500),
-  /** A node silent this long is declared dead (Ray's default is 30 s; we want fast failover). */
-  nodeTimeoutMs: envInt('TROUPE_NODE_TIMEOUT_MS', 2000),
+  /** A node silent this long is SUSPECT: nothing new is placed on it, nothing is restarted; a heartbeat clears it. */
+  nodeSuspectMs: envInt('TROUPE_NODE_SUSPECT_MS', 1500),
+  /** A node silent this long is declared dead and fenced: its actors restart elsewhere, its objects are lost. Ray waits
+   * 30 s. On a real network a link that drops for 3 s stays silent longer than that (TCP backs off its retransmits:
+   * 0.2, 0.6, 1.4, 3, 6.2 s), a busy machine may pause for seconds, and fencing cannot be undone; 15 s is twice the
+   * worst of those, and still fails over in seconds where Ray takes half a minute. Tests that kill nodes shorten it. */
+  nodeTimeoutMs: envInt('TROUPE_NODE_TIMEOUT_MS', 15_000),
   /** Values up to this size travel inside messages; larger ones go through the object store. */
   inlineThreshold: envInt('TROUPE_INLINE_THRESHOLD', 100 * 1024),
-  /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. */
+  /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. A link lost
+   * for 3 s silences a process for at most about 7 s (TCP's retransmit backoff), well under this. */
   clientTimeoutMs: envInt('TROUPE_CLIENT_TIMEOUT_MS', 10_000),
   /** Control-plane requests (head, node daemons) give up after this long. */
   requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),

@@ -85,6 +85,27 @@ export class DaemonStartError extends TroupeError {
   readonly logPath: string;
 }
 
+/** This process and the head run different troupe or wire-protocol versions: refused at join, before any other
+ * message is exchanged. The message names both versions and both sides. */
+export class VersionMismatchError extends TroupeError {
+  constructor(
+    message: string,
+    options?: {
+      cause?: unknown;
+      self?: { troupe: string; protocol: number };
+      head?: { troupe: string; protocol: number };
+    },
+  ) {
+    super(message, options);
+    this.self = options?.self;
+    this.head = options?.head;
+  }
+  /** This side's versions. */
+  readonly self?: { troupe: string; protocol: number };
+  /** The head's, when it answered. */
+  readonly head?: { troupe: string; protocol: number };
+}
+
 const classes = new Map<string, new (message: string, ...rest: any[]) => Error>();
 for (const c of [
   TroupeError,
@@ -106,6 +127,7 @@ for (const c of [
   PendingCallsLimitError,
   DaemonStartError,
   RuntimeEnvError,
+  VersionMismatchError,
   Error,
   TypeError,
   RangeError,

@@ -163,7 +163,9 @@ export class Bus {
         name: opts.name,
         maxReconnectAttempts: opts.daemon ? -1 : 60,
         reconnectTimeWait: 500,
-        // One ping interval is our failure detector for the server itself.
+        // One ping interval is our failure detector for the server itself. With nats.js's maxPingOut of 2, a connection
+        // goes stale after 10-15 s without a pong: a link lost for a few seconds keeps its connections (and
+        // subscriptions); what was queued meanwhile flows when it is back.
         pingInterval: 5000,
       });
     } catch (e) {

@@ -19,10 +19,13 @@ import { subjects } from '../protocol/subjects.ts';
 import { formatResources, subtract, type ResourceSet } from '../scheduling/placement.ts';
 import { formatBytes, parseBytes } from '../base/bytes.ts';
 import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
-import { UsageError } from '../base/errors.ts';
+import { UsageError, VersionMismatchError } from '../base/errors.ts';
+import { checkHeadVersions, describeVersions } from '../protocol/versions.ts';
+import { checkIp } from '../cluster/node-address.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
 import { newProject } from './new-project.ts';
+import { jobCommand } from './job-command.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
@@ -31,19 +34,23 @@ import type { HeadStatus } from '../protocol/cluster.ts';
 const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
 Usage:
-  troupe start --head [--port N] [--host ADDR] [--nats URL] [RESOURCES] [--block]
-  troupe start --address HOST:PORT [RESOURCES] [--block]
+  troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [RESOURCES] [--block]
+  troupe start --address HOST:PORT [--node-ip-address IP] [RESOURCES] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
   troupe memory [--json]
   troupe stop
   troupe new DIR [--troupe SPEC]
+  troupe job submit|list|status|logs|stop ...   (run a driver on the cluster; 'troupe job --help')
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
            --spill-dir DIR (default: the session dir)  --no-spill (a full store refuses new objects instead)
 New:       writes a TypeScript project using troupe in DIR; SPEC: its troupe dependency (default file:<this troupe>)
-Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default 2000)
+Address:   --node-ip-address IP: the address other machines reach this node at (default: the local address routed
+           to the head; on the head, the default route's; the join line names it)
+Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default
+           15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token),
            run/ and session dirs.`;
 
@@ -68,6 +75,7 @@ const commands = {
     token: { type: 'string' },
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
+    'node-ip-address': { type: 'string' },
     ...resourceFlags,
   },
   status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
@@ -75,6 +83,7 @@ const commands = {
   memory: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
   stop: {},
   new: { troupe: { type: 'string' } },
+  job: {}, // sub-commands with their own flags: job-command.ts
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -91,6 +100,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(cmd in commands))
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
+  if (cmd === 'job') return jobCommand(rest, connectFromFlags);
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({
@@ -164,6 +174,10 @@ function startOptions(values: Values): StartOptions {
         : parseBytes(values['object-store-memory'] as string, '--object-store-memory'),
     spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
+    nodeIp:
+      values['node-ip-address'] === undefined
+        ? undefined
+        : checkIp(values['node-ip-address'] as string, '--node-ip-address'),
   };
 }
 
@@ -181,6 +195,8 @@ async function start(values: Values): Promise<number> {
     console.log(
       `To add a machine:  TROUPE_TOKEN=${started.token} ${troupeCommand()} start --address ${started.publicAddress}`,
     );
+    if (started.otherAddresses.length)
+      console.log(`  (from another network, use one of: ${started.otherAddresses.join(', ')})`);
   } else {
     for (const bad of ['port', 'host', 'nats', 'node-timeout-ms'] as const)
       if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
@@ -193,7 +209,7 @@ async function start(values: Values): Promise<number> {
         `no token for ${address}: set TROUPE_TOKEN (printed by 'troupe start --head') or pass --token`,
       );
     started = await startNode({ ...o, address, token });
-    console.log(`troupe node ${started.nodeId} joined ${address}; session ${started.sessionDir}`);
+    console.log(`troupe node ${started.nodeId} (${started.nodeIp}) joined ${address}; session ${started.sessionDir}`);
   }
   // Drivers on this machine find the cluster (and this node's store) through this file.
   recordCurrentCluster(started);
@@ -221,7 +237,22 @@ async function connectFromFlags(values: Values): Promise<Bus> {
     );
   const token = (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined) ?? file?.token;
   if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
-  return Bus.connect({ address, token, name: 'troupe-cli' });
+  const bus = await Bus.connect({ address, token, name: 'troupe-cli' });
+  try {
+    await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
+      self: 'this troupe command',
+      role: 'cli',
+      address,
+      waitMs: 0,
+    });
+  } catch (e) {
+    // A head that does not answer is what `status` reports; one of another version is refused.
+    if (!(e instanceof VersionMismatchError) || e.head) {
+      await bus.close();
+      throw e;
+    }
+  }
+  return bus;
 }
 
 async function headStatus(bus: Bus): Promise<HeadStatus | undefined> {
@@ -251,6 +282,7 @@ async function status(values: Values): Promise<number> {
           {
             address: bus.address,
             headReachable: !!head,
+            head: head?.head,
             nodes,
             pending: head?.pending ?? [],
             infeasible: head?.infeasible ?? [],
@@ -263,19 +295,28 @@ async function status(values: Values): Promise<number> {
       );
       return head ? 0 : 1;
     }
-    console.log(`troupe cluster at ${bus.address}`);
+    console.log(`troupe cluster at ${bus.address}${head ? `, head runs ${describeVersions(head.head)}` : ''}`);
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);
-    console.log(`\nNodes: ${alive.length} alive, ${nodes.length - alive.length} dead`);
+    const suspect = alive.filter((n) => n.state === 'SUSPECT').length;
+    console.log(
+      `\nNodes: ${alive.length} alive${suspect ? ` (${suspect} suspect)` : ''}, ${nodes.length - alive.length} dead`,
+    );
     printTable(
-      ['NODE', 'STATE', 'HOST', 'USED / TOTAL', 'NOTE'],
+      ['NODE', 'STATE', 'HOST', 'ADDRESS', 'TROUPE', 'USED / TOTAL', 'NOTE'],
       nodes.map((n) => [
         n.nodeId + (n.isHead ? ' (head)' : ''),
-        n.alive ? 'ALIVE' : 'DEAD',
+        n.state,
         n.hostname,
+        n.address ?? '',
+        n.troupeVersion ?? '',
         n.alive ? usage(n.total, n.available) : '-',
-        n.alive ? '' : (n.cause ?? ''),
+        n.state === 'SUSPECT'
+          ? `no heartbeat for ${(n.lastHeartbeatMsAgo / 1000).toFixed(1)} s`
+          : n.alive
+            ? ''
+            : (n.cause ?? ''),
       ]),
     );
     const total = alive.reduce<ResourceSet>((acc, n) => sum(acc, n.total), {});
@@ -367,9 +408,9 @@ async function list(positionals: string[], values: Values): Promise<number> {
       return 0;
     }
     const columns: Record<string, string[]> = {
-      nodes: ['nodeId', 'state', 'hostname', 'pid', 'isHead', 'cause'],
+      nodes: ['nodeId', 'state', 'hostname', 'address', 'troupeVersion', 'pid', 'isHead', 'cause'],
       actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'backend', 'restarts', 'cause'],
-      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt', 'shippedBytes'],
+      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt', 'submissionId', 'shippedBytes'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],
     };

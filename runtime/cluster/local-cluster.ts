@@ -3,16 +3,18 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { nodeStoreName, troupeHome, writeClusterFile } from '../base/config.ts';
+import { nodeStoreName, parseAddress, troupeHome, writeClusterFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
 import { terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
 import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './machine-resources.ts';
+import { defaultAddress, externalAddresses, routedAddress } from './node-address.ts';
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
+import { checkHeadVersions } from '../protocol/versions.ts';
 
 export interface StartOptions extends ResourceFlags {
   /** Outlive this process (troupe start) or die with it (init()). */
@@ -33,6 +35,9 @@ export interface StartOptions extends ResourceFlags {
   /** Parent of the dir objects spill to when the store is full (default: the session dir); false: never spill. */
   spillDir?: string | false;
   nodeTimeoutMs?: number;
+  /** The IP other machines reach this node at (default: the local address routed to the head; for the head, the
+   * address of the interface with the default route). Names the head in the join line too. */
+  nodeIp?: string;
 }
 
 export interface StartedCluster {
@@ -40,6 +45,11 @@ export interface StartedCluster {
   address: string;
   /** For other machines. */
   publicAddress: string;
+  /** Head started with the bus on every interface: the same port on this machine's other addresses, for machines on
+   * other networks. */
+  otherAddresses: string[];
+  /** What other machines reach this node at. */
+  nodeIp: string;
   token: string;
   sessionDir: string;
   nodeId: string;
@@ -77,11 +87,14 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
   const watched: DaemonChild[] = [];
   try {
     let address: string, publicAddress: string, token: string, natsPid: number | undefined;
+    let otherAddresses: string[] = [];
+    let nodeIp: string;
     if (o.nats) {
       if (!o.token)
         throw new UsageError('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
       address = publicAddress = o.nats;
       token = o.token;
+      nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.nats)));
     } else {
       token = o.token ?? randomBytes(24).toString('hex');
       const nats = await startNatsServer({
@@ -93,6 +106,18 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         holdProcess: o.holdProcess,
       });
       ({ localAddress: address, publicAddress } = nats);
+      if (o.host === '0.0.0.0') {
+        // Listening everywhere: name the address asked for, else the default route's, and list the others.
+        const ip = o.nodeIp ?? defaultAddress();
+        publicAddress = `${hostForUrl(ip)}:${nats.port}`;
+        otherAddresses = externalAddresses()
+          .filter((a) => a !== ip)
+          .map((a) => `${a}:${nats.port}`);
+        nodeIp = ip;
+      } else {
+        nodeIp = o.nodeIp ?? o.host ?? '127.0.0.1';
+        if (o.nodeIp) publicAddress = `${hostForUrl(o.nodeIp)}:${nats.port}`; // e.g. the bind address seen through NAT
+      }
       natsPid = nats.pid;
       started.push(nats.pid);
       watched.push(nats.process);
@@ -113,11 +138,13 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     );
     started.push(head.pid);
     watched.push(head);
-    const node = await runNode({ ...o, address, token, sessionDir, isHead: true }, watched);
+    const node = await runNode({ ...o, nodeIp, address, token, sessionDir, isHead: true }, watched);
     started.push(...node.pids);
     return {
       address,
       publicAddress,
+      otherAddresses,
+      nodeIp,
       token,
       sessionDir,
       nodeId: node.nodeId,
@@ -145,6 +172,8 @@ export function startNode(o: NodeStartOptions): Promise<StartedCluster> {
 
 /** startNode(), also failing at once if one of `others` (the rest of this start's daemons) exits first. */
 async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<StartedCluster> {
+  if (!o.isHead) await checkVersions(o.address, o.token);
+  const nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.address)));
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
   const resources = detectResources(o);
@@ -160,6 +189,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
         address: o.address,
         token: o.token,
         isHead: !!o.isHead,
+        nodeIp,
         resources,
         sessionDir,
         objectStoreRoot,
@@ -186,6 +216,8 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
   return {
     address: o.address,
     publicAddress: o.address,
+    otherAddresses: [],
+    nodeIp,
     token: o.token,
     sessionDir,
     nodeId,
@@ -228,4 +260,32 @@ async function waitForNode(
   } finally {
     await bus.close();
   }
+}
+
+/** A joining machine checks its versions against the head's before it starts anything: a mismatch fails the start
+ * with VersionMismatchError (the node daemon checks again, for those started otherwise). */
+async function checkVersions(address: string, token: string): Promise<void> {
+  const bus = await Bus.connect({ address, token, name: 'troupe-start' });
+  try {
+    await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
+      self: 'this node',
+      role: 'start',
+      address,
+      waitMs: 10_000,
+    });
+  } finally {
+    await bus.close();
+  }
+}
+
+/** The host of `host:port` or `nats://host:port`, without IPv6 brackets. */
+function hostOf(address: string): string {
+  const host = parseAddress(address)
+    .replace(/^\w+:\/\//, '')
+    .replace(/:\d+$/, '');
+  return host.replace(/^\[(.*)\]$/, '$1');
+}
+
+function hostForUrl(ip: string): string {
+  return ip.includes(':') ? `[${ip}]` : ip;
 }

@@ -2,12 +2,12 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { networkInterfaces } from 'node:os';
 import { findNatsServer, missingNatsMessage } from './nats-binary.mjs';
 import { writePrivateFile } from '../base/config.ts';
 import { freePort, isAlive, sleep, terminate } from '../base/processes.ts';
 import { UsageError } from '../base/errors.ts';
 import { watchChild, startError, logTail, type DaemonChild } from './daemon-process.ts';
+import { defaultAddress } from './node-address.ts';
 
 export interface NatsServerOptions {
   /** Session dir: config, JetStream data and log go under it. */
@@ -78,7 +78,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       process: nats,
       port,
       localAddress: `${localHost}:${port}`,
-      publicAddress: `${opts.host === '0.0.0.0' ? primaryIp() : opts.host}:${port}`,
+      publicAddress: `${opts.host === '0.0.0.0' ? defaultAddress() : opts.host}:${port}`,
       stop: () => terminate(pid),
     };
   }
@@ -94,11 +94,4 @@ async function waitUntilReady(logPath: string, timeoutMs: number, running: () =>
     await sleep(30);
   }
   throw new Error('not ready in time');
-}
-
-function primaryIp(): string {
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  return '127.0.0.1';
 }

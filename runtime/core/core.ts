@@ -1,5 +1,6 @@
 // The runtime inside every driver and worker process: its bus, the objects it owns, its task submitter.
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
@@ -27,6 +28,7 @@ import { ObjectRef, setRefResolver, setRefCreateHook, collectRefs } from '../../
 import { ObjectClient } from '../../object-store/object-client.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { holders, type ObjectLocation } from '../protocol/objects.ts';
+import { checkHeadVersions } from '../protocol/versions.ts';
 import { nameKey } from '../state/gcs.ts';
 import type { TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
@@ -207,6 +209,20 @@ export class Core {
       procId,
       holdsProcess: o.role !== 'driver', // a driver ends with its script (api/session.ts)
     });
+    // A driver checks its versions before anything else (workers run their node's install, which checked already).
+    if (o.role === 'driver') {
+      try {
+        await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
+          self: `this driver (${hostname()})`,
+          role: 'driver',
+          address: o.address,
+          waitMs: 10_000,
+        });
+      } catch (e) {
+        await bus.close();
+        throw e;
+      }
+    }
     const c = new Core(bus, { ...o, procId });
     c.objects.serve();
     c.tasks.start();

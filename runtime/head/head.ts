@@ -30,11 +30,14 @@ import type {
   WorkerDiedMsg,
 } from '../protocol/leases.ts';
 import { checkJob } from '../protocol/jobs.ts';
+import { describeVersions, ownVersions, sameVersions, type HelloMsg } from '../protocol/versions.ts';
 
 export interface HeadOptions {
   address: string;
   token: string;
   nodeTimeoutMs?: number;
+  /** Silence after which a node is SUSPECT (default defaults.nodeSuspectMs, at most half the timeout). */
+  nodeSuspectMs?: number;
 }
 
 interface NodeState {
@@ -45,6 +48,8 @@ interface NodeState {
   sent: number;
   lastHb: number;
   alive: boolean;
+  /** Silent past the suspect threshold, not yet dead: nothing new goes to it; a heartbeat clears it. */
+  suspect: boolean;
 }
 
 interface Pending extends LeaseRequestMsg {
@@ -86,6 +91,10 @@ export class Head {
     return this.o.nodeTimeoutMs ?? defaults.nodeTimeoutMs;
   }
 
+  private get suspectMs(): number {
+    return Math.min(this.o.nodeSuspectMs ?? defaults.nodeSuspectMs, this.timeoutMs / 2);
+  }
+
   async start(): Promise<void> {
     this.bus = await Bus.connect({ address: this.o.address, token: this.o.token, name: 'troupe-head', daemon: true });
     this.hbBus = await Bus.connect({
@@ -95,6 +104,15 @@ export class Head {
       daemon: true,
     });
     void this.watchConnection();
+    // First, before anything else is served: every joiner checks its versions against ours.
+    this.bus.serve(subjects.headHello, (hello: HelloMsg | undefined) => {
+      if (!sameVersions(hello, ownVersions()))
+        console.error(
+          `troupe: refusing a ${typeof hello?.role === 'string' ? hello.role.slice(0, 20) : 'joiner'} that runs ` +
+            `${describeVersions(hello)}; this head runs ${describeVersions(ownVersions())}`,
+        );
+      return { ...ownVersions() };
+    });
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
@@ -139,7 +157,10 @@ export class Head {
     );
     this.timers.push(setInterval(() => this.detectFailures(), Math.max(50, Math.min(250, this.timeoutMs / 4))));
     this.timers.push(setInterval(() => this.dropSilentClients(), 2000));
-    console.log(`troupe: head up (node timeout ${this.timeoutMs} ms)`);
+    console.log(
+      `troupe: head up, ${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, ` +
+        `dead after ${this.timeoutMs} ms)`,
+    );
   }
 
   async stop(): Promise<void> {
@@ -156,7 +177,22 @@ export class Head {
     }
     if (info.state === 'DEAD') {
       if (known?.alive) this.declareDead(nodeId, info.cause ?? 'stopped', false);
-      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0 });
+      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0, suspect: false });
+      return;
+    }
+    // A node of another version (one that skipped the hello) would mis-read our messages: it is refused and fenced.
+    const versions = { troupe: info.troupeVersion, protocol: info.protocolVersion };
+    if (!sameVersions(versions, ownVersions())) {
+      if (known && !known.alive) return;
+      const cause =
+        `it runs ${describeVersions(versions)}; the head runs ${describeVersions(ownVersions())}: ` +
+        'install the same troupe on every machine';
+      console.error(`troupe: refusing node ${nodeId}: ${cause}`);
+      this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0, suspect: false });
+      this.bus.publish(subjects.nodeFenced(nodeId), { cause });
+      void this.gcs.nodes
+        .put(nodeId, { ...info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
+        .catch(() => undefined);
       return;
     }
     // A node (re)registering, or one we learn of after a restart: it gets one full timeout to heartbeat.
@@ -166,6 +202,7 @@ export class Head {
         available: known?.alive ? known.available : { ...info.total },
         lastHb: Date.now(),
         alive: true,
+        suspect: false,
         sent: known?.sent ?? 0,
       });
       this.pump();
@@ -187,7 +224,12 @@ export class Head {
       return;
     }
     n.lastHb = Date.now();
-    const grew = Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
+    const back = n.suspect;
+    if (back) {
+      n.suspect = false;
+      console.error(`troupe: node ${hb.nodeId} is heard again: ALIVE`);
+    }
+    const grew = back || Object.keys(hb.available).some((k) => (hb.available[k] ?? 0) > (n.available[k] ?? 0));
     // Until the node has seen every lease request we sent, our view is ahead of its heartbeat: keep the smaller
     // numbers.
     const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;
@@ -227,8 +269,15 @@ export class Head {
       return;
     }
     for (const [nodeId, n] of this.nodes) {
-      if (n.alive && now - n.lastHb > this.timeoutMs)
-        this.declareDead(nodeId, `no heartbeat for ${now - n.lastHb} ms (timeout ${this.timeoutMs} ms)`, true);
+      if (!n.alive) continue;
+      const silent = now - n.lastHb;
+      if (silent > this.timeoutMs)
+        this.declareDead(nodeId, `no heartbeat for ${silent} ms (timeout ${this.timeoutMs} ms)`, true);
+      else if (silent > this.suspectMs && !n.suspect) {
+        // Maybe a hiccup: stop placing on it, but give up on nothing until the timeout.
+        n.suspect = true;
+        console.error(`troupe: node ${nodeId} is SUSPECT: no heartbeat for ${silent} ms`);
+      }
     }
   }
 
@@ -236,6 +285,7 @@ export class Head {
     const n = this.nodes.get(nodeId);
     if (!n) return;
     n.alive = false;
+    n.suspect = false;
     n.available = {};
     console.error(`troupe: node ${nodeId} is dead: ${cause}`);
     this.bus.publish(subjects.evtNodeDied, { nodeId, cause });
@@ -258,7 +308,7 @@ export class Head {
     }
     this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
-      this.bus.publish(subjects.nodeFenced(nodeId), {});
+      this.bus.publish(subjects.nodeFenced(nodeId), { cause });
       void this.gcs.nodes
         .put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
         .catch(() => undefined);
@@ -291,6 +341,7 @@ export class Head {
       total: n.info.total,
       available: n.available,
       gpuFree: n.gpuFree,
+      suspect: n.suspect,
     }));
   }
 
@@ -451,9 +502,10 @@ export class Head {
   status(): HeadStatus {
     const now = Date.now();
     return {
+      head: ownVersions(),
       nodes: [...this.nodes.values()].map((n) => ({
         ...n.info,
-        state: n.alive ? 'ALIVE' : 'DEAD',
+        state: n.alive ? (n.suspect ? 'SUSPECT' : 'ALIVE') : 'DEAD',
         alive: n.alive,
         available: n.available,
         lastHeartbeatMsAgo: n.lastHb ? now - n.lastHb : -1,

@@ -29,6 +29,8 @@ import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
 import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
+import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
+import { SubmittedJobs } from './submitted-jobs.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -36,6 +38,8 @@ export interface NodeDaemonOptions {
   address: string;
   token: string;
   isHead: boolean;
+  /** The IP other machines reach this node at (shown in status). */
+  nodeIp?: string;
   resources: ResourceSet;
   sessionDir: string;
   /** Parent of the node's store dir (default /dev/shm). */
@@ -109,6 +113,8 @@ export class NodeDaemon {
   private stopped?: Promise<void>;
   /** Copies of jobs' projects shipped from other machines. */
   private envs!: EnvCache;
+  /** Drivers run for `troupe job submit`. */
+  private submitted?: SubmittedJobs;
 
   constructor(private readonly o: NodeDaemonOptions) {
     this.nodeId = o.nodeId;
@@ -124,6 +130,9 @@ export class NodeDaemon {
     return {
       nodeId: this.nodeId,
       hostname: hostname(),
+      address: this.o.nodeIp,
+      troupeVersion: ownVersions().troupe,
+      protocolVersion: ownVersions().protocol,
       pid: process.pid,
       total: this.o.resources,
       state: 'ALIVE',
@@ -143,6 +152,12 @@ export class NodeDaemon {
       name: `troupe-node-${this.nodeId}`,
       daemon: true,
     });
+    // Before any other message: a head of another version would mis-read ours (the daemon exits non-zero).
+    await checkHeadVersions((hello) => this.bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
+      self: `this node (${hostname()})`,
+      role: 'node',
+      address: this.o.address,
+    });
     this.gcs = await Gcs.open(this.bus);
     this.envs = new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) });
     const bus = this.bus;
@@ -161,8 +176,18 @@ export class NodeDaemon {
       this.setBlocked(req?.workerId, !!req?.blocked),
     );
     this.serveObjects();
-    bus.on(subjects.nodeFenced(this.nodeId), () => {
-      console.error(`troupe: node ${this.nodeId} was declared dead by the head; stopping`);
+    this.submitted = new SubmittedJobs({
+      bus,
+      gcs: this.gcs,
+      nodeId: this.nodeId,
+      address: this.o.address,
+      token: this.o.token,
+      localDir: (ref, dir) => this.envs.localDir(ref, dir),
+    });
+    await this.submitted.start();
+    bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {
+      const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
+      console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping`);
       void this.stop('fenced by the head').then(() => process.exit(1));
     });
     bus.on(subjects.hbProcAll, (_b, subject) =>
@@ -573,6 +598,7 @@ export class NodeDaemon {
   private async stopOnce(cause: string): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    await this.submitted?.close().catch(() => undefined); // drivers first: their workers go next
     const exits = [...this.processes].map(
       (child) =>
         new Promise<void>((r) => {

@@ -1,10 +1,16 @@
 // The cluster's records and reports: nodes and jobs as kept in KV, and what the head's status request answers.
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
+import type { Versions } from './versions.ts';
 
 /** A node, as its daemon registers it. */
 export interface NodeInfo {
   nodeId: string;
   hostname: string;
+  /** The IP other machines reach it at (`--node-ip-address`, else the local address routed to the head). */
+  address?: string;
+  /** Its troupe install's version and wire protocol: the head refuses a node whose differ from its own. */
+  troupeVersion?: string;
+  protocolVersion?: number;
   pid: number;
   total: ResourceSet;
   state: 'ALIVE' | 'DEAD';
@@ -33,15 +39,22 @@ export interface JobInfo {
   cause?: string;
   /** Bytes of its runtime env (project, packages) it uploaded for nodes on other machines; 0 or absent: none. */
   shippedBytes?: number;
+  /** Set when `troupe job submit` started the driver (its TROUPE_SUBMISSION_ID). */
+  submissionId?: string;
 }
 
-export interface NodeStatus extends NodeInfo {
+export interface NodeStatus extends Omit<NodeInfo, 'state'> {
+  /** SUSPECT: silent past the suspect threshold, not yet declared dead; nothing new is placed on it. */
+  state: 'ALIVE' | 'SUSPECT' | 'DEAD';
+  /** Not declared dead (ALIVE or SUSPECT). */
   alive: boolean;
   available: ResourceSet;
   lastHeartbeatMsAgo: number;
 }
 
 export interface HeadStatus {
+  /** The head's versions: every node and driver must match them. */
+  head: Versions;
   nodes: NodeStatus[];
   pending: Array<{ demand: ResourceSet; strategy: SchedulingStrategy; clientId: string; waitingMs: number }>;
   infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;

@@ -1,5 +1,8 @@
 // Every NATS subject troupe uses, in one place. All are under `troupe.` and need the cluster token.
 export const subjects = {
+  /** Asked first by every joiner (node, driver, CLI): the head answers its versions (protocol/versions.ts). Its
+   * name and shape never change. */
+  headHello: 'troupe.head.hello',
   headLease: 'troupe.head.lease',
   headStatus: 'troupe.head.status',
   headTasks: 'troupe.head.tasks',
@@ -18,6 +21,12 @@ export const subjects = {
   procActorStop: (proc: string) => `troupe.proc.${proc}.actor.stop`,
   nodeActorStop: (node: string) => `troupe.node.${node}.actor.stop`,
   nodeActors: (node: string) => `troupe.node.${node}.actors`,
+  /** `troupe job submit` / `stop`: the node daemon starts or ends a driver command (runtime/node/submitted-jobs.ts). */
+  nodeJobSubmit: (node: string) => `troupe.node.${node}.job.submit`,
+  nodeJobStop: (node: string) => `troupe.node.${node}.job.stop`,
+  /** A submitted driver's stdout and stderr, kept in the `troupe-job-logs` stream. */
+  jobLog: (submissionId: string) => `troupe.joblog.${submissionId}`,
+  jobLogAll: 'troupe.joblog.*',
   /** Method calls go straight to the actor: the head is never on this path. */
   actor: (actorId: string) => `troupe.actor.${actorId}`,
   /** Worker output for a driver, as Ray streams it. */

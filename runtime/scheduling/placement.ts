@@ -22,6 +22,9 @@ export interface NodeView {
   available: ResourceSet;
   /** Free fraction of each GPU id, when known: 0.8 free GPU split as 0.4 + 0.4 cannot take a 0.5 demand. */
   gpuFree?: number[];
+  /** Silent for a while, not declared dead: it counts for feasibility (it may come back) but takes nothing now, not
+   * even a demand of zero. */
+  suspect?: boolean;
 }
 export type Placement =
   | { kind: 'place'; nodeId: string }
@@ -282,7 +285,7 @@ export function place(
 
 /** Fits the node's free resources, GPU ids included. */
 function fitsNow(n: NodeView, demand: ResourceSet): boolean {
-  if (!fits(n.available, demand)) return false;
+  if (n.suspect || !fits(n.available, demand)) return false;
   return !n.gpuFree || !demand.GPU || allocateGpus(n.gpuFree, demand.GPU) !== null;
 }
 

@@ -120,6 +120,12 @@ export class EnvCache {
     return ref?.env ? { root, env: ref.env } : { root };
   }
 
+  /** A shipped directory here: itself on the machine it was shipped from, else this node's copy (from the store
+   * alone: for `troupe job submit`, whose CLI uploaded everything and left). */
+  async localDir(ref: RuntimeEnvRef, dir: string): Promise<string> {
+    return sameMachine(ref.origin, dir) ? dir : this.materialize(ref, dir);
+  }
+
   /** The local directory holding the env's copy of the project, made at most once per hash (concurrent calls share
    * one). `jobId` names the driver to ask for items the store lacks; without it (or with the driver gone) they must
    * be in the store already (uploadRuntimeEnv). */

@@ -46,8 +46,7 @@ async function walk(root: string, rel: string, inherited: Rules[], out: ProjectF
     else if (e.isFile()) {
       const st = await lstat(join(root, path)).catch(() => undefined); // gone since the listing
       if (st) out.push({ path, size: st.size });
-    }
-    else if (e.isSymbolicLink()) out.push({ path, size: 0 });
+    } else if (e.isSymbolicLink()) out.push({ path, size: 0 });
     // sockets, fifos, devices: not files a job loads
   }
 }

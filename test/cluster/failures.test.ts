@@ -15,7 +15,12 @@ import { add, hold, env, flaky } from '../fixtures/tasks.ts';
 import type { TaskEvent } from '../../runtime/protocol/tasks.ts';
 
 // The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
-const cluster = useCluster(test, { head: { numCpus: 2 }, nodes: [{ numCpus: 1, resources: { victim: 1 } }] });
+// A short node timeout, set explicitly: a killed node daemon is declared dead in 2 s, not the default 15 s.
+const cluster = useCluster(test, {
+  head: { numCpus: 2 },
+  nodes: [{ numCpus: 1, resources: { victim: 1 } }],
+  nodeTimeoutMs: 2000,
+});
 let c: TestCluster;
 let bus: Bus;
 test.serial.before(async () => {

@@ -205,3 +205,15 @@ test('checkStrategy accepts the three shapes and names what it got otherwise', a
   t.throws(() => checkStrategy('PACKED'), { instanceOf: UsageError, message: /"PACKED"/ });
   t.throws(() => checkStrategy({ nodeId: 'n1', soft: 'yes' }), { instanceOf: UsageError, message: /soft/ });
 });
+
+test('a suspect node takes nothing new, not even a demand of zero, yet still counts for feasibility', (t) => {
+  const a = node('a', { CPU: 2 });
+  const b = { ...node('b', { CPU: 2, b: 1 }), suspect: true };
+  t.deepEqual(place([a, b], {}, 'DEFAULT'), { kind: 'place', nodeId: 'a' });
+  t.deepEqual(place([a, b], { CPU: 1 }, 'SPREAD', { spreadCursor: 1 }), { kind: 'place', nodeId: 'a' });
+  t.deepEqual(place([a, b], {}, { nodeId: 'b', soft: true }), { kind: 'place', nodeId: 'a' });
+  // Only b could ever run these: they wait for it to be heard again, they do not fail.
+  t.deepEqual(place([a, b], { b: 1 }, 'DEFAULT'), { kind: 'wait' });
+  t.deepEqual(place([a, b], {}, { nodeId: 'b', soft: false }), { kind: 'wait' });
+  t.deepEqual(place([a, { ...b, suspect: false }], { b: 1 }, 'DEFAULT'), { kind: 'place', nodeId: 'b' });
+});

@@ -1,0 +1,312 @@
+// `troupe job submit|list|status|logs|stop` on a real cluster: a node daemon runs the driver, its output goes to the
+// job log stream, its end is recorded, `stop` ends it and its actors, bad input is refused and the daemons go on.
+import test, { type ExecutionContext } from 'ava';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { startCluster, runCommand, tempDir, eventually, isAlive, type TestCluster } from '../helpers/cluster.ts';
+import { Bus } from '../../runtime/bus/bus.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { ProtocolError } from '../../runtime/base/errors.ts';
+import type { SubmissionInfo } from '../../runtime/protocol/submissions.ts';
+
+// Far above the time a stop takes: without its prompt end the head would keep a killed driver's actors this long.
+process.env.TROUPE_CLIENT_TIMEOUT_MS = '120000';
+
+const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
+const troupeEntry = pathToFileURL(join(import.meta.dirname, '..', '..', 'runtime', 'index.ts')).href;
+const tsx = import.meta.resolve('tsx');
+const BOUND_MS = 60_000;
+
+const tasksModule = `
+import { remote, Actor } from '${troupeEntry}';
+export const double = remote((x: number) => x * 2);
+@remote({ maxRestarts: 0 })
+export class Holder extends Actor {
+  ping() { return process.pid; }
+}
+`;
+
+/** `node main.ts MODE`: ok (a task, then numbered lines), fail (exit code 3), slow (ticks), flood (7 MB of lines as
+ * fast as it can), hang (an actor, then waits for ever). */
+const FLOOD = 100_000;
+const mainModule = `
+const FLOOD = ${FLOOD};
+import { init } from '${troupeEntry}';
+import { double, Holder } from './tasks.ts';
+const mode = process.argv[2];
+const info = await init({ logToDriver: false });
+const { TROUPE_SUBMISSION_ID, GREETING } = process.env;
+console.log('job ' + info.jobId + ' submission ' + TROUPE_SUBMISSION_ID + ' greeting ' + GREETING);
+console.log('double ' + (await double.remote(21)));
+if (mode === 'fail') {
+  console.error('failing on purpose');
+  process.exit(3);
+}
+if (mode === 'slow') {
+  for (let i = 1; i <= 3; i++) {
+    await new Promise((r) => setTimeout(r, 300));
+    console.log('tick ' + i);
+  }
+}
+if (mode === 'flood') for (let i = 1; i <= FLOOD; i++) console.log('flood ' + i + ' ' + 'x'.repeat(60));
+if (mode === 'hang') {
+  const h = Holder.remote();
+  console.log('actor ready ' + (await h.ping()));
+  setInterval(() => undefined, 1000);
+} else {
+  for (let i = 1; i <= 50; i++) console.log('line ' + i);
+}
+`;
+
+let c: TestCluster | undefined;
+test.serial.before(async () => {
+  c = await startCluster({ head: { numCpus: 2 } });
+});
+test.serial.after.always(async () => {
+  await c?.stop();
+});
+
+function project(t: ExecutionContext): string {
+  const dir = join(tempDir(t, 'troupe-submit-'), 'proj');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'proj', private: true, type: 'module' }));
+  writeFileSync(join(dir, 'tasks.ts'), tasksModule);
+  writeFileSync(join(dir, 'main.ts'), mainModule);
+  return dir;
+}
+
+const troupe = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: c!.home, ...env }, timeoutMs: BOUND_MS });
+const driver = (dir: string, mode: string) => ['--', process.execPath, '--import', tsx, join(dir, 'main.ts'), mode];
+const submittedId = (stderr: string) => /job (job-[0-9a-f]{16}) submitted/.exec(stderr)?.[1];
+/** Whatever a test left of a driver's process group (the node daemon should have ended it). */
+function killGroup(pid: number | undefined): void {
+  try {
+    if (pid) process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* gone, as it should be */
+  }
+}
+async function status(id: string): Promise<SubmissionInfo & { jobIds: string[] }> {
+  const r = await troupe(['job', 'status', id, '--json']);
+  if (r.code !== 0) throw new Error(r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+test.serial('submit runs the driver next to the head, follows its output and exits with its status', async (t) => {
+  t.timeout(BOUND_MS * 3);
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--working-dir', dir, '--env', 'GREETING=hi there', ...driver(dir, 'ok')]);
+  t.is(r.code, 0, r.stderr);
+  const id = submittedId(r.stderr);
+  t.truthy(id, r.stderr);
+  t.regex(r.stdout, new RegExp(`submission ${id} greeting hi there`));
+  t.regex(r.stdout, /double 42/);
+  t.regex(r.stderr, /SUCCEEDED \(exit code 0\)/);
+
+  const info = await status(id!);
+  t.like(info, { submissionId: id, state: 'SUCCEEDED', exitCode: 0, nodeId: c!.head.nodeId, workingDir: dir });
+  // The driver's init() record names the submission, and ended with it.
+  t.is(info.jobIds.length, 1);
+  const jobs = JSON.parse((await troupe(['list', 'jobs', '--json'])).stdout) as Array<Record<string, unknown>>;
+  t.like(
+    jobs.find((j) => j.jobId === info.jobIds[0]),
+    { submissionId: id, state: 'SUCCEEDED' },
+  );
+
+  const logs = await troupe(['job', 'logs', id!]);
+  t.is(logs.code, 0, logs.stderr);
+  const lines = logs.stdout.trim().split('\n');
+  t.regex(lines[0], /^job [0-9a-f]+ submission job-/);
+  t.is(lines[1], 'double 42');
+  t.deepEqual(
+    lines.slice(2),
+    Array.from({ length: 50 }, (_, i) => `line ${i + 1}`),
+  );
+
+  const list = await troupe(['job', 'list', '--json']);
+  t.true((JSON.parse(list.stdout) as SubmissionInfo[]).some((j) => j.submissionId === id && j.state === 'SUCCEEDED'));
+  const table = await troupe(['job', 'list']);
+  t.regex(table.stdout, /^SUBMISSIONID\s+STATE\s+EXIT/);
+  t.regex(table.stdout, new RegExp(`${id}\\s+SUCCEEDED\\s+0\\s+`));
+});
+
+test.serial('a failing driver is FAILED with its exit code; submit exits with it', async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--working-dir', dir, ...driver(dir, 'fail')]);
+  t.is(r.code, 3, r.stderr);
+  t.regex(r.stdout, /failing on purpose/);
+  const info = await status(submittedId(r.stderr)!);
+  t.like(info, { state: 'FAILED', exitCode: 3 });
+  t.regex(info.cause ?? '', /exited with code 3/);
+});
+
+test.serial('logs --follow prints the output as it comes until the job ends', async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--no-wait', '--working-dir', dir, ...driver(dir, 'slow')]);
+  t.is(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  t.is(id, submittedId(r.stderr) ?? 'no id printed');
+  const followed = await troupe(['job', 'logs', id, '--follow']);
+  t.is(followed.code, 0, followed.stderr);
+  t.regex(followed.stdout, /tick 1\ntick 2\ntick 3\n(line \d+\n){50}$/);
+  t.is((await status(id)).state, 'SUCCEEDED'); // --follow returned because it ended
+});
+
+test.serial('a driver that prints as fast as it can loses nothing: every line in order, then its end', async (t) => {
+  t.timeout(BOUND_MS * 3);
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--working-dir', dir, ...driver(dir, 'flood')]);
+  t.is(r.code, 0, r.stderr);
+  const expected = Array.from({ length: FLOOD }, (_, i) => `flood ${i + 1} ${'x'.repeat(60)}`);
+  const flooded = (out: string) => out.split('\n').filter((l) => l.startsWith('flood '));
+  t.true(r.stdout.trimEnd().endsWith('line 50'));
+  t.deepEqual(flooded(r.stdout), expected);
+  const logs = await troupe(['job', 'logs', submittedId(r.stderr)!]);
+  t.deepEqual(flooded(logs.stdout), expected);
+});
+
+test.serial('stop ends a long-running driver (STOPPED) and its actor at once', async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--no-wait', '--working-dir', dir, ...driver(dir, 'hang')]);
+  t.is(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  const actorPid = await eventually(
+    'the driver to make its actor',
+    async () => {
+      const m = /actor ready (\d+)/.exec((await troupe(['job', 'logs', id])).stdout);
+      return m ? Number(m[1]) : undefined;
+    },
+    BOUND_MS,
+  );
+  const running = await status(id);
+  t.teardown(() => killGroup(running.pid));
+  t.is(running.state, 'RUNNING');
+  t.true(isAlive(running.pid!));
+
+  const stop = await troupe(['job', 'stop', id, '--grace-ms', '2000']);
+  t.is(stop.code, 0, stop.stderr);
+  t.regex(stop.stdout, /STOPPED/);
+  const stopped = await status(id);
+  t.like(stopped, { state: 'STOPPED', signal: 'SIGTERM' });
+  t.false(isAlive(running.pid!));
+  // Its actor ends now, not after the head's silence timeout (120 s here).
+  await eventually('its actor to end', async () => {
+    const actors = JSON.parse((await troupe(['list', 'actors', '--json'])).stdout) as Array<Record<string, unknown>>;
+    const holder = actors.find((a) => a.className === 'Holder' && a.pid === actorPid);
+    return holder?.state === 'DEAD';
+  });
+  await eventually('its actor process to exit', async () => !isAlive(actorPid));
+  const again = await troupe(['job', 'stop', id]);
+  t.is(again.code, 0);
+  t.regex(again.stdout, /had ended already: STOPPED/);
+});
+
+test.serial('bad input gets a clear error and the daemons keep running', async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const unknown = await troupe(['job', 'status', 'job-0123456789abcdef']);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /no job job-0123456789abcdef/);
+  const notAnId = await troupe(['job', 'logs', 'nonsense']);
+  t.is(notAnId.code, 2);
+  t.regex(notAnId.stderr, /"nonsense" is not a job id/);
+  const empty = await troupe(['job', 'submit', '--working-dir', dir, '--']);
+  t.is(empty.code, 2);
+  t.regex(empty.stderr, /needs a command after --/);
+  const noDash = await troupe(['job', 'submit', 'node', 'main.ts']);
+  t.is(noDash.code, 2);
+  t.regex(noDash.stderr, /needs the command after --/);
+  const badEnv = await troupe(['job', 'submit', '--env', 'NOEQUALS', ...driver(dir, 'ok')]);
+  t.is(badEnv.code, 2);
+  t.regex(badEnv.stderr, /--env takes NAME=VALUE/);
+  const troupeEnv = await troupe(['job', 'submit', '--env', 'TROUPE_TOKEN=x', ...driver(dir, 'ok')]);
+  t.is(troupeEnv.code, 2);
+  t.regex(troupeEnv.stderr, /TROUPE_\* names are set by troupe/);
+  const noDir = await troupe(['job', 'submit', '--working-dir', join(dir, 'missing'), ...driver(dir, 'ok')]);
+  t.is(noDir.code, 2);
+  t.regex(noDir.stderr, /is not a directory on this machine/);
+  const noCommand = await troupe(['job', 'submit', '--working-dir', dir, '--', join(dir, 'no-such-command')]);
+  t.is(noCommand.code, 1);
+  t.regex(noCommand.stdout, /could not start/);
+  t.regex(noCommand.stderr, /FAILED/);
+  t.is((await troupe(['job', 'frobnicate'])).code, 2);
+
+  // Straight on the bus, as a client with the token but not our CLI: refused, field by field.
+  const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'test' });
+  t.teardown(() => bus.close());
+  const node = subjects.nodeJobSubmit(c!.head.nodeId);
+  for (const bad of [
+    undefined,
+    { entrypoint: 'node main.ts', workingDir: dir, env: {} },
+    { entrypoint: [], workingDir: dir, env: {} },
+    { entrypoint: ['node', 42], workingDir: dir, env: {} },
+    { entrypoint: ['node'], workingDir: 'relative', env: {} },
+    { entrypoint: ['node'], workingDir: dir, env: { TROUPE_ADDRESS: 'elsewhere:1' } },
+    { entrypoint: ['node'], workingDir: dir, env: { 'A=B': 'x' } },
+    { entrypoint: ['node'], workingDir: dir, env: { A: 3 } },
+  ])
+    await t.throwsAsync(
+      bus.request(node, bad, { timeoutMs: 5000 }),
+      { instanceOf: ProtocolError },
+      JSON.stringify(bad),
+    );
+  await t.throwsAsync(
+    bus.request(subjects.nodeJobStop(c!.head.nodeId), { submissionId: '../x' }, { timeoutMs: 5000 }),
+    {
+      instanceOf: ProtocolError,
+    },
+  );
+  const after = await c!.status();
+  t.true(after.nodes.every((n) => n.alive));
+  const ok = await troupe(['job', 'submit', '--working-dir', dir, ...driver(dir, 'ok')]);
+  t.is(ok.code, 0, ok.stderr);
+});
+
+test.serial('a submission with a wrong token is refused', async (t) => {
+  const dir = project(t);
+  const r = await troupe(['job', 'submit', '--address', c!.address, '--working-dir', dir, ...driver(dir, 'ok')], {
+    TROUPE_TOKEN: 'wrong',
+  });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /refused the token/);
+  t.notRegex(r.stderr, /submitted/);
+});
+
+test.serial('a node daemon that stops ends the drivers it runs, and what they started', async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const own = await startCluster({ head: { numCpus: 1 } });
+  t.teardown(() => own.stop());
+  const r = await runCommand(
+    process.execPath,
+    [cli, 'job', 'submit', '--no-wait', '--working-dir', dir, ...driver(dir, 'hang')],
+    { env: { TROUPE_HOME: own.home }, timeoutMs: BOUND_MS },
+  );
+  t.is(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  const logs = () =>
+    runCommand(process.execPath, [cli, 'job', 'logs', id], { env: { TROUPE_HOME: own.home }, timeoutMs: BOUND_MS });
+  const actorPid = await eventually(
+    'the driver to make its actor',
+    async () => Number(/actor ready (\d+)/.exec((await logs()).stdout)?.[1]) || undefined,
+    BOUND_MS,
+  );
+  const info = JSON.parse(
+    (
+      await runCommand(process.execPath, [cli, 'job', 'status', id, '--json'], {
+        env: { TROUPE_HOME: own.home },
+        timeoutMs: BOUND_MS,
+      })
+    ).stdout,
+  ) as SubmissionInfo;
+  t.teardown(() => killGroup(info.pid));
+  t.true(isAlive(info.pid!));
+  await own.stop();
+  t.false(isAlive(info.pid!));
+  t.false(isAlive(actorPid));
+});
