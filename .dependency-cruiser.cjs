@@ -11,13 +11,14 @@ const allowed = {
   protocol: ['base', 'scheduling'],
   tensor: ['base'],
   state: ['base', 'bus', 'protocol', 'scheduling'],
+  shipping: ['base', 'bus', 'protocol', 'state', 'scheduling'],
   core: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store'],
   head: ['base', 'bus', 'protocol', 'state', 'scheduling'],
-  node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store'],
-  worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core'],
-  api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster'],
+  node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'shipping'],
+  worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core', 'shipping'],
+  api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster', 'shipping'],
   cluster: ['base', 'bus', 'protocol', 'scheduling', 'head', 'node'],
-  cli: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'cluster'],
+  cli: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'cluster', 'shipping'],
 };
 const path = (r) => (r === 'object-store' ? '^object-store/' : room(r));
 
@@ -94,7 +95,8 @@ module.exports = {
       name: 'no-unresolvable',
       comment: 'Every relative import resolves to a file.',
       severity: 'error',
-      from: {},
+      // The hosts app's packages are installed into its copy by the test (test/cluster/hosts.test.ts), not here.
+      from: { pathNot: '^test/fixtures/hosts-app/' },
       to: { couldNotResolve: true, pathNot: '^troupe$' },
     },
   ],

@@ -1,6 +1,6 @@
 // Training jobs and inference models are specs exported from a module of the user's: the driver declares one, and
 // the actors that use it (replicas, parameter servers, serving replicas) import it by module URL and export name.
-import { defineSite, UsageError, type Definition } from './runtime.ts';
+import { defineSite, importJobModule, sharedUrl, UsageError, type Definition } from './runtime.ts';
 
 export interface ExportedSpec<S> {
   readonly spec: S;
@@ -27,12 +27,12 @@ export async function specRef(x: ExportedSpec<unknown>, what: string, misuse: st
   const exportName = x.def.exportName ?? (await x.def.lookup);
   if (exportName === undefined)
     throw new UsageError(`the ${what} defined in ${x.def.url} is not an export of that module: export it`);
-  return { url: x.def.url, exportName };
+  return { url: sharedUrl(x.def.url), exportName };
 }
 
 /** The spec, imported in an actor's process. */
 export async function loadSpec<S>(ref: SpecRef, what: string): Promise<S> {
-  const mod = (await import(ref.url)) as Record<string, { spec?: S } | undefined>;
+  const mod = (await importJobModule(ref.url)) as Record<string, { spec?: S } | undefined>;
   const spec = mod[ref.exportName]?.spec;
   if (!spec) throw new UsageError(`${ref.url} export '${ref.exportName}' is not a ${what}`);
   return spec;

@@ -40,6 +40,11 @@ export function bus(): Bus {
 
 /** Creates an actor of a user's class; returns its id at once. */
 export const createActor: Core['createActor'] = (...a) => currentCore().createActor(...a);
+/** Imports a module of the job by the URL the driver named (a spec's): in a worker, checked and from its copy of the
+ * project when the project was shipped to its node. */
+export const importJobModule = (url: string) => currentCore().importModule(url);
+/** A module URL of this process as the job's driver names it (a worker in a copy names the driver's path). */
+export const sharedUrl = (url: string) => currentCore().shareUrl(url);
 /** Ends an actor: for good (noRestart), or as a crash its restart policy answers. */
 export const killActor: Core['killActor'] = (...a) => currentCore().killActor(...a);
 /** A supervisor restarts a child the head holds for it. */

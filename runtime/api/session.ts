@@ -1,5 +1,6 @@
 // The driver API: init(), shutdown(), put(), get(), wait().
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Core, currentCore, hasCore, type WaitOptions } from '../core/core.ts';
 import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.ts';
@@ -11,6 +12,13 @@ import { startHead, type StartedCluster } from '../cluster/local-cluster.ts';
 import type { ResourceFlags } from '../cluster/machine-resources.ts';
 import { ObjectRef } from '../../object-store/object-ref.ts';
 import type { JobInfo } from '../protocol/cluster.ts';
+import type { JobRef } from '../protocol/jobs.ts';
+import {
+  checkRuntimeEnvOptions,
+  DriverShipper,
+  PreparedEnv,
+  type RuntimeEnvOptions,
+} from '../shipping/driver-shipper.ts';
 import { SUBMISSION_ID } from '../protocol/submissions.ts';
 
 export interface InitOptions extends ResourceFlags {
@@ -27,6 +35,10 @@ export interface InitOptions extends ResourceFlags {
   spillDir?: string | false;
   /** Print what tasks and actors write, prefixed like "(Trainer pid=1234)" (default true). */
   logToDriver?: boolean;
+  /** What the job's workers run in: its project (shipped to nodes on other machines when they need it), its
+   * dependencies, and environment variables. Default `{}`: the project of the entry script, shipped as needed.
+   * false: nothing shipped; every node loads the job's modules from the same path (and no variables are set). */
+  runtimeEnv?: RuntimeEnvOptions | false;
 }
 
 export interface ClusterInfo {
@@ -37,7 +49,7 @@ export interface ClusterInfo {
 }
 
 let embedded: StartedCluster | undefined;
-let job: { gcs: Gcs; info: JobInfo } | undefined;
+let job: { gcs: Gcs; info: JobInfo; shipper?: DriverShipper } | undefined;
 /** The shutdown under way: a second call waits for the same one. */
 let leaving: Promise<void> | undefined;
 
@@ -73,7 +85,22 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
   let client: Core | undefined;
   // Workers are bound to this job: a later run, whose code may have changed, never reuses one that loaded ours.
   const jobId = randomBytes(4).toString('hex');
-  const jobRef = { id: jobId, root: jobRoot() };
+  const runtimeEnv = opts.runtimeEnv ?? {};
+  if (runtimeEnv !== false) checkRuntimeEnvOptions(runtimeEnv);
+  const envOpts = runtimeEnv || {};
+  const vars = envOpts.env && Object.keys(envOpts.env).length ? { ...envOpts.env } : undefined;
+  const jobRef: Omit<JobRef, 'driver'> = {
+    id: jobId,
+    root: envOpts.workingDir ? resolve(envOpts.workingDir) : jobRoot(),
+    ...(vars ? { env: { env: vars } } : {}),
+  };
+  // Joining a cluster, whose nodes may be on other machines: pack and hash the project now (a project over the size
+  // limit fails here), upload only what a node asks for. An embedded cluster is this machine alone: nothing to pack.
+  let prepared: PreparedEnv | undefined;
+  if (address && runtimeEnv !== false) {
+    prepared = await PreparedEnv.prepare(runtimeEnv, jobRef.root);
+    jobRef.env = prepared.ref;
+  }
   if (address) {
     if (!token)
       throw new AuthenticationError(`no token for the cluster at ${address}: set TROUPE_TOKEN or pass init({ token })`);
@@ -93,6 +120,9 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
         `troupe: the cluster in the current-cluster file (${file.address}) is not running; starting a local one`,
       );
       address = undefined;
+      prepared?.close();
+      prepared = undefined;
+      jobRef.env = vars ? { env: vars } : undefined;
     }
   }
   if (!client) {
@@ -127,6 +157,7 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     entrypoint: process.argv.slice(1).join(' '),
     state: 'RUNNING',
     startedAt: new Date().toISOString(),
+    ...(prepared ? { shippedBytes: 0 } : {}),
     // `troupe job submit` started this driver: the submission's record ends this job when the driver exits.
     submissionId: SUBMISSION_ID.test(process.env.TROUPE_SUBMISSION_ID ?? '')
       ? process.env.TROUPE_SUBMISSION_ID
@@ -138,12 +169,23 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
     await gcs.jobs.put(info.jobId, info);
   } catch (e) {
     // Not joined after all: leave nothing behind, and let a second init() try again.
+    prepared?.close();
     await client.close().catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
     embedded = undefined;
     throw e;
   }
   job = { gcs, info };
+  if (prepared) {
+    const joined = job;
+    let recorded = Promise.resolve();
+    // Nodes ask for the items they lack; what this driver uploads goes into its job record as it grows.
+    joined.shipper = new DriverShipper(client.bus, prepared, (bytes) => {
+      joined.info.shippedBytes = bytes;
+      recorded = recorded.then(() => gcs.jobs.put(info.jobId, joined.info).catch(() => undefined));
+    });
+    joined.shipper.serve(jobId);
+  }
   process.on('beforeExit', leaveAtEnd);
   return { address: client.bus.address, embedded: !!embedded, jobId: info.jobId };
 }
@@ -188,9 +230,11 @@ async function close(state: JobInfo['state']): Promise<void> {
   const client = currentCore();
   try {
     if (job) {
+      if (job.shipper) job.info.shippedBytes = job.shipper.shippedBytes;
       await job.gcs.jobs
         .put(job.info.jobId, { ...job.info, state, endedAt: new Date().toISOString() })
         .catch(() => undefined);
+      job.shipper?.env.close();
       job = undefined;
     }
     await client.close();

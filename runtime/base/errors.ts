@@ -68,6 +68,9 @@ export class RequestTimeoutError extends TroupeError {}
 export class UsageError extends TroupeError {}
 /** A message on the bus failed its check (a malformed or oversized message): it is refused, never acted on. */
 export class ProtocolError extends TroupeError {}
+/** The job's runtime env (its shipped code, dependencies and variables) cannot be made: too large to ship, or a
+ * package with native parts that the node has in another version (or not at all). */
+export class RuntimeEnvError extends TroupeError {}
 /** A daemon troupe started (nats-server, head, node daemon) exited, or did not come up, during start: `init()` and
  * `troupe start` fail with it at once. The message ends with the last lines of the daemon's log. */
 export class DaemonStartError extends TroupeError {
@@ -123,6 +126,7 @@ for (const c of [
   ProtocolError,
   PendingCallsLimitError,
   DaemonStartError,
+  RuntimeEnvError,
   VersionMismatchError,
   Error,
   TypeError,

@@ -1,6 +1,7 @@
 // `troupe job submit|list|status|logs|stop`: drivers run on the cluster by a node daemon, as `ray job` does.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
+import { statSync } from 'node:fs';
 import type { Bus } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { openSubmissions, readJobLog } from '../state/job-logs.ts';
@@ -16,6 +17,7 @@ import {
   type SubmitRequest,
 } from '../protocol/submissions.ts';
 import { printTable } from './table.ts';
+import { uploadRuntimeEnv } from '../shipping/driver-shipper.ts';
 
 export const JOB_HELP = `troupe job: run a driver on the cluster, as 'ray job submit' does
 
@@ -154,11 +156,16 @@ async function submit(command: string[], values: Values, bus: Bus): Promise<numb
     if (command.length === 0 || command[0] === '')
       throw new UsageError('troupe job submit needs a command after --: troupe job submit -- node main.js');
     const env = parseEnv((values.env as string[] | undefined) ?? []);
+    const workingDir = resolve((values['working-dir'] as string | undefined) ?? process.cwd());
+    if (!statSync(workingDir, { throwIfNoEntry: false })?.isDirectory())
+      throw new UsageError(`working dir ${workingDir} is not a directory on this machine, where submit packs it`);
     const req: SubmitRequest = {
       entrypoint: command,
-      workingDir: resolve((values['working-dir'] as string | undefined) ?? process.cwd()),
+      workingDir,
       env,
-      // Code shipping goes here: runtimeEnv = await uploadRuntimeEnv(bus, { workingDir, env }).
+      // The working dir goes into the object store now (what it lacks): the node may be on another machine, and
+      // this CLI exits before the driver asks for anything.
+      runtimeEnv: await uploadRuntimeEnv(bus, { workingDir }),
     };
     const gcs = await Gcs.open(bus);
     const nodeId = await headNode(bus, gcs);

@@ -410,7 +410,7 @@ async function list(positionals: string[], values: Values): Promise<number> {
     const columns: Record<string, string[]> = {
       nodes: ['nodeId', 'state', 'hostname', 'address', 'troupeVersion', 'pid', 'isHead', 'cause'],
       actors: ['actorId', 'className', 'state', 'name', 'nodeId', 'pid', 'backend', 'restarts', 'cause'],
-      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt', 'submissionId'],
+      jobs: ['jobId', 'state', 'pid', 'hostname', 'entrypoint', 'startedAt', 'submissionId', 'shippedBytes'],
       tasks: ['taskId', 'name', 'state', 'nodeId', 'pid', 'error'],
       objects: ['id', 'createdBy', 'state', 'size', 'where', 'refs', 'borrowers', 'spilled', 'owner'],
     };

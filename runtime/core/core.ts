@@ -45,7 +45,7 @@ export interface CoreOptions {
   logToDriver?: boolean;
   /** A driver's job (made by init()); default: one of its own, rooted at jobRoot(). A worker learns its job from its
    * node when it is first leased. */
-  job?: { id: string; root: string };
+  job?: Omit<JobRef, 'driver'>;
 }
 
 export interface ActorOptions extends ResourceRequest {
@@ -157,6 +157,13 @@ export class Core {
   readonly actors: ActorCaller;
   /** The job work submitted from here belongs to: a driver's own; a worker's is set when its node binds it to one. */
   job: JobRef | undefined;
+  /** The working directory work submitted from here names: the driver's own, also from a worker that runs in a copy
+   * of the job's project (the worker maps its copy back; each node maps it to wherever the job is there). */
+  workingDir: () => string = () => process.cwd();
+  /** The module URL work submitted from here names: as the driver's machine has it (see workingDir). */
+  shareUrl: (url: string) => string = (url) => url;
+  /** Imports a module of the job: in a worker, only inside the job's root (or its copy), set by the worker. */
+  importModule: (url: string) => Promise<Record<string, unknown>> = (url) => import(url);
   private stopHeartbeat = (): void => undefined;
 
   private constructor(
@@ -166,7 +173,7 @@ export class Core {
     this.procId = o.procId ?? newId();
     if (o.role === 'driver') {
       const j = o.job ?? { id: this.procId, root: jobRoot() };
-      this.job = { id: j.id, driver: this.procId, root: j.root };
+      this.job = { id: j.id, driver: this.procId, root: j.root, ...(j.env ? { env: j.env } : {}) };
     }
     const store = o.localNode ? new NodeStore(o.localNode.objectDir) : undefined;
     this.objects = new ObjectClient({
@@ -244,7 +251,7 @@ export class Core {
       name,
       fn: { url: '', exportName: '' },
       args: prepared.encoded,
-      workingDir: process.cwd(),
+      workingDir: this.workingDir(),
       owner: this.owner(),
       caller: this.procId,
     };
@@ -253,12 +260,12 @@ export class Core {
     if (fn instanceof Promise) {
       waitFor.push(
         fn.then((f) => {
-          spec.fn = { url: f.url, exportName: f.exportName };
+          spec.fn = { url: this.shareUrl(f.url), exportName: f.exportName };
           spec.name = name = opts.name ?? f.name;
         }),
       );
     } else {
-      spec.fn = { url: fn.url, exportName: fn.exportName };
+      spec.fn = { url: this.shareUrl(fn.url), exportName: fn.exportName };
     }
     if (prepared.refs.length) waitFor.push(this.locateDeps(prepared.refs, (spec.deps = {})));
     const inputs = prepared.refs.map((r) => ({ id: r.id, owner: r.owner }));
@@ -338,7 +345,7 @@ export class Core {
       // A GPU actor always gets a process of its own: CUDA_VISIBLE_DEVICES is per process.
       isolation: gpus > 0 ? 'process' : (opts.isolation ?? 'process'),
       owner: this.owner(),
-      workingDir: process.cwd(),
+      workingDir: this.workingDir(),
       job: this.boundJob(),
       crashOnError: opts.crashOnError || undefined,
       checkpointEvery: opts.checkpointEvery,
@@ -347,7 +354,7 @@ export class Core {
     if (supervised) Object.assign(spec, supervised);
     const ready = Promise.all([
       Promise.resolve(cls).then((c) => {
-        spec.cls = { url: c.url, exportName: c.exportName };
+        spec.cls = { url: this.shareUrl(c.url), exportName: c.exportName };
         spec.className = opts.className ?? c.name;
       }),
       this.locateDeps(prepared.refs, spec.deps),

@@ -453,7 +453,8 @@ export class Head {
       .request<LeaseGrant | Busy>(
         subjects.nodeLease(nodeId),
         { clientId: p.clientId, job: p.job, demand: p.demand, actor: p.actor },
-        { timeoutMs: p.actor ? 0 : 40_000 },
+        // A job with a shipped runtime env: its first lease on a node may wait while the node fetches the project.
+        { timeoutMs: p.actor ? 0 : p.job.env?.workingDir ? 600_000 : 40_000 },
       )
       .then(
         (r) => {

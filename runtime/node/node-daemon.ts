@@ -28,6 +28,7 @@ import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
+import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
 
@@ -71,6 +72,8 @@ interface Worker {
   lastUsed: number;
   /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
   exited: Promise<string>;
+  /** Lets the runtime env cache evict the copy of the job's project it runs in, once it has exited. */
+  releaseEnv?: () => void;
 }
 
 interface Lease {
@@ -108,6 +111,8 @@ export class NodeDaemon {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private stopped?: Promise<void>;
+  /** Copies of jobs' projects shipped from other machines. */
+  private envs!: EnvCache;
   /** Drivers run for `troupe job submit`. */
   private submitted?: SubmittedJobs;
 
@@ -154,6 +159,7 @@ export class NodeDaemon {
       address: this.o.address,
     });
     this.gcs = await Gcs.open(this.bus);
+    this.envs = new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) });
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
     bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) =>
@@ -176,6 +182,7 @@ export class NodeDaemon {
       nodeId: this.nodeId,
       address: this.o.address,
       token: this.o.token,
+      localDir: (ref, dir) => this.envs.localDir(ref, dir),
     });
     await this.submitted.start();
     bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {
@@ -261,6 +268,9 @@ export class NodeDaemon {
     if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, job, demand }');
     const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
+    // Before anything is reserved: the first lease of a job from another machine may fetch its project for a while.
+    // A package this node cannot provide fails the lease here, with an error naming it.
+    const local = await this.envs.localEnv(job);
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
     if (!fits(this.available, demand)) return busy;
     const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
@@ -276,7 +286,7 @@ export class NodeDaemon {
     try {
       if (!worker && gpus.ids.length) this.retireIdleOn(gpus.ids, job);
       worker ??= this.spawnWorker(gpus.ids, shared);
-      if (!worker.job) this.bind(worker, job);
+      if (!worker.job) this.bind(worker, job, local);
     } catch (e) {
       this.available = add(this.available, demand);
       this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
@@ -356,9 +366,10 @@ export class NodeDaemon {
 
   /** Binds a worker to a job for life. Its ready promise then also covers the worker knowing its job (over IPC), so
    * that no task or actor reaches it before. */
-  private bind(worker: Worker, job: JobRef): void {
+  private bind(worker: Worker, job: JobRef, local: LocalEnv): void {
     worker.job = job;
     worker.boundAt = Date.now();
+    worker.releaseEnv = this.envs.hold(local.root);
     const { child } = worker;
     worker.ready = worker.ready.then(() => {
       let onMessage: ((m: { type?: string; jobId?: string }) => void) | undefined;
@@ -369,7 +380,7 @@ export class NodeDaemon {
           else reject(new Error(`it serves job ${m.jobId} already, not ${job.id}`));
         };
         child.on('message', onMessage);
-        child.send({ type: 'job', job }, (e) => e && reject(e));
+        child.send({ type: 'job', job, local }, (e) => e && reject(e));
       });
       const exited = worker.exited.then((how): never => {
         throw new Error(`${how} before it took its job`);
@@ -557,6 +568,7 @@ export class NodeDaemon {
 
   private onWorkerExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     this.workers.delete(worker);
+    worker.releaseEnv?.();
     rmSync(lanePath(this.store.dir, worker.child.pid!), { force: true }); // its socket, if it died without removing it
     if (!this.stopping) {
       this.bus.publish(subjects.evtProcExited, { procId: worker.procId, nodeId: this.nodeId });

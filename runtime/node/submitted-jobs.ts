@@ -20,6 +20,7 @@ import {
   TERMINAL_STATES,
   type StopRequest,
   type SubmissionInfo,
+  type RuntimeEnvRef,
   type SubmitRequest,
 } from '../protocol/submissions.ts';
 
@@ -30,6 +31,8 @@ export interface SubmittedJobsOptions {
   /** What the driver's init() connects to. */
   address: string;
   token: string;
+  /** Where a shipped working dir is here (the node's copy of it, or the dir itself on the CLI's machine). */
+  localDir?: (ref: RuntimeEnvRef, dir: string) => Promise<string>;
 }
 
 interface Running {
@@ -70,12 +73,13 @@ export class SubmittedJobs {
     return this.logStreamReady;
   }
 
-  /** The directory the driver runs in. SEAM for code shipping (runtime/shipping/, branch i21-ship): when
-   * `req.runtimeEnv` is set, this becomes `return materialize(req.runtimeEnv, jobRoot)`; until then the working dir
-   * is used in place and must exist on this machine. */
+  /** The directory the driver runs in: with `req.runtimeEnv` (the CLI shipped it), this node's copy of it; else the
+   * working dir in place, which must exist on this machine. */
   private async workingDir(req: SubmitRequest): Promise<string> {
-    if (req.runtimeEnv !== undefined)
-      throw new UsageError('this node cannot unpack a shipped working dir (runtimeEnv) yet: code shipping is not in');
+    if (req.runtimeEnv !== undefined) {
+      if (!this.o.localDir) throw new UsageError(`node ${this.o.nodeId} cannot unpack a shipped working dir`);
+      return this.o.localDir(req.runtimeEnv, req.workingDir);
+    }
     let isDir = false;
     try {
       isDir = statSync(req.workingDir).isDirectory();

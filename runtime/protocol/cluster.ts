@@ -37,6 +37,8 @@ export interface JobInfo {
   startedAt: string;
   endedAt?: string;
   cause?: string;
+  /** Bytes of its runtime env (project, packages) it uploaded for nodes on other machines; 0 or absent: none. */
+  shippedBytes?: number;
   /** Set when `troupe job submit` started the driver (its TROUPE_SUBMISSION_ID). */
   submissionId?: string;
 }

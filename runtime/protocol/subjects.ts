@@ -32,6 +32,8 @@ export const subjects = {
   /** Worker output for a driver, as Ray streams it. */
   log: (proc: string) => `troupe.log.${proc}`,
   procLeaseGranted: (proc: string) => `troupe.proc.${proc}.lease_granted`,
+  /** A node asks a job's driver to put one item of its runtime env into the object store (shipping is lazy). */
+  jobShip: (job: string) => `troupe.job.${job}.ship`,
   /** Scatter-gather to every driver and worker: list owned objects. */
   allObjects: 'troupe.all.objects',
   hbNode: (node: string) => `troupe.hb.node.${node}`,

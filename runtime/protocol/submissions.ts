@@ -1,11 +1,12 @@
 // Submitted jobs (`troupe job submit`): a driver command a node daemon runs for whoever holds the cluster token. The
 // request comes from the bus, so the node checks every field before it starts anything.
+import { checkRuntimeEnv, type RuntimeEnvRef } from './jobs.ts';
 import { isAbsolute } from 'node:path';
 import { ProtocolError } from '../base/errors.ts';
 
-/** Where the driver's code comes from once code shipping is merged (runtime/shipping/): opaque here, made by
- * `uploadRuntimeEnv()` on the CLI side and turned into a local directory by the node's `materialize()`. */
-export type RuntimeEnvRef = unknown;
+/** Where the driver's code comes from: made by `uploadRuntimeEnv()` on the CLI side (everything in the object store
+ * before the CLI asks) and turned into a local directory by the node's EnvCache. */
+export type { RuntimeEnvRef };
 
 /** What `troupe job submit` asks a node to run. */
 export interface SubmitRequest {
@@ -99,7 +100,8 @@ export function checkSubmitRequest(req: unknown): SubmitRequest {
     bytes += k.length + v.length;
   }
   if (bytes > MAX_BYTES) throw new ProtocolError(`the command and env exceed ${MAX_BYTES} bytes`);
-  return { entrypoint: [...argv], workingDir: r.workingDir, env: { ...env }, runtimeEnv: r.runtimeEnv };
+  const runtimeEnv = r.runtimeEnv === undefined ? undefined : checkRuntimeEnv(r.runtimeEnv, 'a submit request');
+  return { entrypoint: [...argv], workingDir: r.workingDir, env: { ...env }, runtimeEnv };
 }
 
 /** Bounded stop grace: 0 to 10 minutes (default 5 s). */

@@ -1,8 +1,8 @@
 // A worker process, started by its node daemon. Runs tasks one at a time, in arrival order, and hosts actors.
 // What user code prints goes to its log file and to the driver that owns the work, prefixed like "(Trainer pid=1234)".
 import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join, relative, sep } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
@@ -14,6 +14,7 @@ import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../t
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { registerTsxFor } from '../base/launch.ts';
+import { troupeRoot } from '../shipping/troupe-install.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -41,11 +42,58 @@ const client = await Core.connect({
 });
 delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // Our node binds us to the job of our first lease, before that lease is granted; we serve that job for life.
-process.on('message', (m: { type?: string; job?: JobRef }) => {
+// It also says where the job's project is here (`local.root`: the driver's root, or a copy shipped from its machine)
+// and the job's environment variables, set before any of its code loads.
+/** The copy of the job's project this worker loads from, when it is not the driver's root itself. */
+let copyRoot: string | undefined;
+/** This worker's troupe, and the driver's where it is elsewhere: URLs of troupe's own modules map between them. */
+const OWN_TROUPE = pathToFileURL(troupeRoot()).href;
+let driverTroupe: string | undefined;
+process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string; env?: Record<string, string> } }) => {
   if (m?.type !== 'job' || !m.job) return;
-  client.job ??= m.job;
+  if (!client.job) {
+    client.job = m.job;
+    for (const [k, v] of Object.entries(m.local?.env ?? {})) process.env[k] = v;
+    const theirs = m.job.env?.troupe && pathToFileURL(m.job.env.troupe).href;
+    if (theirs && theirs !== OWN_TROUPE) driverTroupe = theirs;
+    if (m.local?.root && m.local.root !== m.job.root) {
+      copyRoot = m.local.root;
+      process.chdir(copyRoot); // actors too run in the copy (a task moves to its own working directory there)
+      const copyUrl = pathToFileURL(realpathSync(copyRoot)).href;
+      const driverUrl = pathToFileURL(m.job.root).href;
+      client.shareUrl = (url) => {
+        if (url.startsWith(`${copyUrl}/`)) return driverUrl + url.slice(copyUrl.length);
+        if (driverTroupe && url.startsWith(`${OWN_TROUPE}/`)) return driverTroupe + url.slice(OWN_TROUPE.length);
+        return url;
+      };
+      const copy = realpathSync(copyRoot);
+      const driverRoot = m.job.root;
+      client.workingDir = () => {
+        const rel = relative(copy, process.cwd());
+        return rel.startsWith('..') || rel.startsWith(sep) ? driverRoot : join(driverRoot, rel);
+      };
+    }
+  }
   process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
 });
+/** A path of the driver's machine, here: inside the job's root, the same place in the copy; outside it, the copy's
+ * root (a working directory elsewhere on the driver's machine means nothing here). */
+function localPath(path: string): string {
+  if (!copyRoot || !client.job) return path;
+  const rel = relative(client.job.root, path);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep))
+    ? join(copyRoot, rel)
+    : copyRoot;
+}
+/** A module URL of the driver's machine, here. */
+function localUrl(url: string): string {
+  if (driverTroupe && url.startsWith(`${driverTroupe}/`)) return OWN_TROUPE + url.slice(driverTroupe.length);
+  if (!copyRoot || !client.job) return url;
+  const path = fileURLToPath(url);
+  const rel = relative(client.job.root, path);
+  if (rel.startsWith('..') || rel.startsWith(sep)) return url; // troupe's own actors, or refused below
+  return pathToFileURL(join(copyRoot, rel)).href;
+}
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
@@ -118,26 +166,7 @@ const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import
 async function loadExport(ref: { url: string; exportName: string }): Promise<unknown> {
   const key = `${ref.url}#${ref.exportName}`;
   if (exportsCache.has(key)) return exportsCache.get(key);
-  if (typeof ref?.url !== 'string' || !ref.url.startsWith('file://'))
-    throw new UsageError(`refusing to load ${String(ref?.url)}: only file: modules are loaded`);
-  if (!client.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
-  let file: string, root: string;
-  try {
-    file = realpathSync(fileURLToPath(ref.url));
-    root = realpathSync(client.job.root);
-  } catch (e) {
-    throw new UsageError(
-      `cannot load ${ref.url} on node ${nodeId}: ${(e as Error).message} (modules load from the same path on every ` +
-        `node)`,
-    );
-  }
-  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
-    throw new UsageError(
-      `refusing to load ${file}: it is outside the job's root ${root} (the nearest directory holding a package.json ` +
-        `at or above the directory the driver was started in)`,
-    );
-  await registerTsxFor(ref.url, root);
-  const mod = (await import(ref.url)) as Record<string, unknown>;
+  const mod = await loadModule(ref?.url);
   if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   // The job computes with tfjs: choose the best backend that loads here before its code runs.
   if (tfjsLoaded() && !currentBackend())
@@ -145,6 +174,33 @@ async function loadExport(ref: { url: string; exportName: string }): Promise<unk
   exportsCache.set(key, mod[ref.exportName]);
   return mod[ref.exportName];
 }
+
+/** Imports a module of the job by the URL its driver named (mapped to the copy of its project here, if any), refusing
+ * anything outside the job's root but troupe's own actors. Libraries load the job's specs through it too. */
+async function loadModule(given: unknown): Promise<Record<string, unknown>> {
+  if (typeof given !== 'string' || !given.startsWith('file://'))
+    throw new UsageError(`refusing to load ${String(given)}: only file: modules are loaded`);
+  if (!client.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
+  const url = localUrl(given);
+  let file: string, root: string;
+  try {
+    file = realpathSync(fileURLToPath(url));
+    root = realpathSync(copyRoot ?? client.job.root);
+  } catch (e) {
+    throw new UsageError(
+      `cannot load ${url} on node ${nodeId}: ${(e as Error).message}` +
+        (copyRoot ? '' : ' (runtimeEnv: false: modules load from the same path on every node)'),
+    );
+  }
+  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
+    throw new UsageError(
+      `refusing to load ${file}: it is outside the job's root ${root} (the nearest directory holding a package.json ` +
+        `at or above the driver's entry script, or runtimeEnv.workingDir)`,
+    );
+  await registerTsxFor(url, root);
+  return (await import(url)) as Record<string, unknown>;
+}
+client.importModule = loadModule;
 
 // --- tasks ---------------------------------------------------------------------------------------
 // By task id: a task that starts and ends between two sends is reported once, FINISHED, not RUNNING then FINISHED.
@@ -181,7 +237,8 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     if (typeof exported?.fn !== 'function')
       throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = await client.objects.resolveArgs(spec.args, spec.deps);
-    if (process.cwd() !== spec.workingDir) process.chdir(spec.workingDir);
+    const cwd = localPath(spec.workingDir);
+    if (process.cwd() !== cwd) process.chdir(cwd);
     const started = performance.now();
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const ms = performance.now() - started;

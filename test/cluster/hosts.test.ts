@@ -135,7 +135,7 @@ if (why) {
     const app = '/tmp/mnist-app';
     cpSync(join(checkout, 'examples', 'mnist'), a.path(app), {
       recursive: true,
-      filter: (src) => !src.includes(`${join('mnist', 'out')}`),
+      filter: (src) => !src.includes(`${join('mnist', 'out')}/`), // out/, not out-dir.ts
     });
     writeFileSync(a.path(`${app}/package.json`), JSON.stringify({ name: 'mnist-app', private: true, type: 'module' }));
     linkTroupe(app);

@@ -229,7 +229,7 @@ test.serial('bad input gets a clear error and the daemons keep running', async (
   t.regex(troupeEnv.stderr, /TROUPE_\* names are set by troupe/);
   const noDir = await troupe(['job', 'submit', '--working-dir', join(dir, 'missing'), ...driver(dir, 'ok')]);
   t.is(noDir.code, 2);
-  t.regex(noDir.stderr, /is not a directory on node/);
+  t.regex(noDir.stderr, /is not a directory on this machine/);
   const noCommand = await troupe(['job', 'submit', '--working-dir', dir, '--', join(dir, 'no-such-command')]);
   t.is(noCommand.code, 1);
   t.regex(noCommand.stdout, /could not start/);
