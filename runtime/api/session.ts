@@ -1,6 +1,7 @@
 // The driver API: init(), shutdown(), put(), get(), wait().
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { existsSync, realpathSync } from 'node:fs';
+import { resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Core, currentCore, hasCore, type WaitOptions } from '../core/core.ts';
 import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.ts';
@@ -8,6 +9,7 @@ import { ConnectionError, AuthenticationError, UsageError } from '../base/errors
 import { holdUntil } from '../base/keep-alive.ts';
 import { Gcs } from '../state/gcs.ts';
 import { jobRoot } from '../base/job-root.ts';
+import { troupeRoot } from '../shipping/troupe-install.ts';
 import { startHead, type StartedCluster } from '../cluster/local-cluster.ts';
 import type { ResourceFlags } from '../cluster/machine-resources.ts';
 import { ObjectRef } from '../../object-store/object-ref.ts';
@@ -96,8 +98,10 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
   };
   // Joining a cluster, whose nodes may be on other machines: pack and hash the project now (a project over the size
   // limit fails here), upload only what a node asks for. An embedded cluster is this machine alone: nothing to pack.
+  // Nor is a script of troupe's own checkout (its tests, benchmarks, examples): a copy of it would hold a second
+  // runtime beside the worker's; nodes load it from their own checkout, at the same path.
   let prepared: PreparedEnv | undefined;
-  if (address && runtimeEnv !== false) {
+  if (address && runtimeEnv !== false && !insideTroupe(jobRef.root)) {
     prepared = await PreparedEnv.prepare(runtimeEnv, jobRef.root);
     jobRef.env = prepared.ref;
   }
@@ -195,6 +199,13 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
 function leaveAtEnd(): void {
   const failed = process.exitCode !== undefined && Number(process.exitCode) !== 0;
   leave(failed ? 'FAILED' : 'SUCCEEDED').catch((e) => console.error('troupe: could not leave the cluster:', e));
+}
+
+/** Whether `dir` is troupe's own package directory or inside it. */
+function insideTroupe(dir: string): boolean {
+  const own = realpathSync(troupeRoot());
+  const real = existsSync(dir) ? realpathSync(dir) : dir;
+  return real === own || real.startsWith(own + sep);
 }
 
 /** The current-cluster file, if it is of the cluster at `address` (`troupe start` on this machine started or joined

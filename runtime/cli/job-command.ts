@@ -29,12 +29,13 @@ Usage:
   troupe job stop ID [--grace-ms MS]
 All take --address HOST:PORT and --token T (default: TROUPE_ADDRESS, TROUPE_TOKEN, then the current-cluster file).
 
-submit   The node daemon next to the head runs COMMAND (no shell) in DIR (default: the current directory; until
-         code shipping it must exist on the head's machine), with --env added and TROUPE_ADDRESS, TROUPE_TOKEN and
-         TROUPE_SUBMISSION_ID set, so the driver's init() joins this cluster. Prints the job id at once; then, unless
-         --no-wait, prints the driver's output until it ends and exits with its status: 0 when it SUCCEEDED, its
-         exit code when it FAILED, 1 when it was STOPPED or killed by a signal. --no-wait prints only the id.
-         Ctrl-C stops following, not the job.
+submit   The node daemon next to the head runs COMMAND (no shell) in DIR (default: the current directory), with
+         --env added and TROUPE_ADDRESS, TROUPE_TOKEN and TROUPE_SUBMISSION_ID set. DIR and its node_modules are
+         packed here and uploaded to the cluster first; a node on another machine runs COMMAND in its copy. The
+         driver's init() joins this cluster. Prints the job id at once; then, unless --no-wait, prints the
+         driver's output until it ends and exits with its status: 0 when it SUCCEEDED, its exit code when it
+         FAILED, 1 when it was STOPPED or killed by a signal. --no-wait prints only the id. Ctrl-C stops
+         following, not the job.
 logs     The driver's stdout and stderr, in order (kept in the bounded 'troupe-job-logs' stream: the oldest go first);
          --follow waits for more until the job ends.
 stop     SIGTERM to the driver and what it started, SIGKILL after --grace-ms (default 5000); its actors that are not

@@ -50,6 +50,19 @@ if (why) {
     symlinkSync(checkout, a.path(join(dir, 'node_modules', 'troupe')));
   };
 
+  /** The app of test/fixtures/hosts-app, installed on host A at `dir` as npm would: troupe and its local dependency
+   * linked, a package from "the registry" copied in; with 300 MB in a directory its .gitignore leaves out (shipping
+   * it would also break the 256 MB default limit). */
+  const makeApp = (dir: string) => {
+    cpSync(join(checkout, 'test', 'fixtures', 'hosts-app'), a.path(dir), { recursive: true });
+    linkTroupe(dir);
+    symlinkSync('../greeting', a.path(`${dir}/node_modules/greeting`));
+    cpSync(a.path(`${dir}/vendor/shout`), a.path(`${dir}/node_modules/shout`), { recursive: true });
+    mkdirSync(a.path(`${dir}/scratch`));
+    writeFileSync(a.path(`${dir}/scratch/big.bin`), '');
+    truncateSync(a.path(`${dir}/scratch/big.bin`), 300 * 1024 * 1024);
+  };
+
   test.before(async (t) => {
     net = await makeHosts(['host-a', { name: 'host-b', troupeAt: ELSEWHERE }]);
     [a, b] = net.hosts;
@@ -84,14 +97,7 @@ if (why) {
       t.is(check.code, 0, 'B has troupe at another path only');
 
       const app = '/tmp/app';
-      cpSync(join(checkout, 'test', 'fixtures', 'hosts-app'), a.path(app), { recursive: true });
-      linkTroupe(app);
-      symlinkSync('../greeting', a.path(`${app}/node_modules/greeting`)); // as npm links a file: dependency
-      cpSync(a.path(`${app}/vendor/shout`), a.path(`${app}/node_modules/shout`), { recursive: true });
-      // Ignored by the app's .gitignore: shipping it would also break the 256 MB default limit.
-      mkdirSync(a.path(`${app}/scratch`));
-      writeFileSync(a.path(`${app}/scratch/big.bin`), '');
-      truncateSync(a.path(`${app}/scratch/big.bin`), 300 * 1024 * 1024);
+      makeApp(app);
 
       const status = await troupe(a, ['status', '--json']);
       t.is(status.code, 0, status.stderr);
@@ -129,6 +135,28 @@ if (why) {
       t.is(again, 0, jobs.stdout);
     },
   );
+
+  test.serial('troupe job submit on A: the driver runs on the cluster, its work on B', async (t) => {
+    t.timeout(180_000);
+    const app = '/tmp/submitted-app';
+    makeApp(app);
+    const run = await troupe(
+      a,
+      ['job', 'submit', '--', process.execPath, '--import', tsx, '--conditions=troupe-source', 'main.ts'],
+      {},
+      app,
+    );
+    t.is(run.code, 0, run.stdout + run.stderr);
+    t.regex(run.stderr, /job job-[0-9a-f]{16} submitted/);
+    const r = lastJson(run.stdout);
+    t.is(r.driver, 'host-a');
+    t.is(r.task, 'host-b');
+    t.is(r.actorWords, 'HELLO FROM HOST-B!');
+    const id = /job (job-[0-9a-f]{16})/.exec(run.stderr)![1];
+    const status = await troupe(a, ['job', 'status', id, '--json']);
+    t.is(status.code, 0, status.stderr);
+    t.is(JSON.parse(status.stdout).state, 'SUCCEEDED', status.stdout);
+  });
 
   test.serial('the MNIST example on A trains with one replica on each host', async (t) => {
     t.timeout(300_000);
