@@ -93,7 +93,8 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
   const vars = envOpts.env && Object.keys(envOpts.env).length ? { ...envOpts.env } : undefined;
   const jobRef: Omit<JobRef, 'driver'> = {
     id: jobId,
-    root: envOpts.workingDir ? resolve(envOpts.workingDir) : jobRoot(),
+    // Real: module URLs name real paths, and a worker maps them by this prefix.
+    root: realRoot(envOpts.workingDir ? resolve(envOpts.workingDir) : jobRoot()),
     ...(vars ? { env: { env: vars } } : {}),
   };
   // Joining a cluster, whose nodes may be on other machines: pack and hash the project now (a project over the size
@@ -201,12 +202,13 @@ function leaveAtEnd(): void {
   leave(failed ? 'FAILED' : 'SUCCEEDED').catch((e) => console.error('troupe: could not leave the cluster:', e));
 }
 
-/** Whether `dir` is troupe's own package directory or inside it. */
+/** Whether `dir` (a real path) is troupe's own package directory or inside it. */
 function insideTroupe(dir: string): boolean {
   const own = realpathSync(troupeRoot());
-  const real = existsSync(dir) ? realpathSync(dir) : dir;
-  return real === own || real.startsWith(own + sep);
+  return dir === own || dir.startsWith(own + sep);
 }
+
+const realRoot = (dir: string) => (existsSync(dir) ? realpathSync(dir) : dir);
 
 /** The current-cluster file, if it is of the cluster at `address` (`troupe start` on this machine started or joined
  * it): its token, and the node whose store a driver here puts its large objects into. */

@@ -115,10 +115,27 @@ export function checkRuntimeEnv(env: unknown, what = 'a job'): RuntimeEnvRef {
   return out;
 }
 
+/** Variables a job's workers cannot take: troupe sets CUDA_VISIBLE_DEVICES per lease (to the GPUs granted, empty for
+ * CPU work), and the others act only when a process starts, while a job's variables are set in a worker that is
+ * already running (a prestarted one, before the job's code loads). */
+const NOT_FOR_WORKERS = new Set([
+  'CUDA_VISIBLE_DEVICES',
+  'NODE_OPTIONS',
+  'NODE_PATH',
+  'UV_THREADPOOL_SIZE',
+  'LD_PRELOAD',
+  'LD_LIBRARY_PATH',
+]);
+
 /** Why a variable may not go into a job's workers, or undefined when it may. */
 export function envVarProblem(name: string, value: unknown): string | undefined {
   if (!ENV_NAME.test(name)) return `'${name}' is not a valid environment variable name (letters, digits, _)`;
-  if (name.startsWith('TROUPE_')) return `'${name}': names starting with TROUPE_ are troupe's own`;
+  if (name.toUpperCase().startsWith('TROUPE_')) return `'${name}': names starting with TROUPE_ are troupe's own`;
+  if (NOT_FOR_WORKERS.has(name))
+    return name === 'CUDA_VISIBLE_DEVICES'
+      ? `'${name}' is set by troupe for each task and actor, to the GPUs it was given (use numGpus)`
+      : `'${name}' acts only when a process starts, and workers are already running when a job's variables are ` +
+          'set: set it in the environment of the node daemons (troupe start) instead';
   if (typeof value !== 'string' || value.includes('\0')) return `the value of ${name} must be a string without NUL`;
   return undefined;
 }

@@ -2,7 +2,7 @@
 // What user code prints goes to its log file and to the driver that owns the work, prefixed like "(Trainer pid=1234)".
 import { realpathSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { join, relative, sep } from 'node:path';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
@@ -68,31 +68,40 @@ process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string
       };
       const copy = realpathSync(copyRoot);
       const driverRoot = m.job.root;
-      client.workingDir = () => {
-        const rel = relative(copy, process.cwd());
-        return rel.startsWith('..') || rel.startsWith(sep) ? driverRoot : join(driverRoot, rel);
-      };
+      client.workingDir = () =>
+        within(copy, process.cwd()) ? join(driverRoot, relative(copy, process.cwd())) : driverRoot;
     }
   }
   process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
 });
+/** Whether `path` is `dir` or inside it (both absolute; a name such as `..x` inside is inside). */
+function within(dir: string, path: string): boolean {
+  const rel = relative(dir, path);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+}
 /** A path of the driver's machine, here: inside the job's root, the same place in the copy; outside it, the copy's
  * root (a working directory elsewhere on the driver's machine means nothing here). */
 function localPath(path: string): string {
   if (!copyRoot || !client.job) return path;
-  const rel = relative(client.job.root, path);
-  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep))
-    ? join(copyRoot, rel)
-    : copyRoot;
+  return within(client.job.root, path) ? join(copyRoot, relative(client.job.root, path)) : copyRoot;
 }
-/** A module URL of the driver's machine, here. */
+/** A module URL of the driver's machine, here: by the most specific of the job's root (to the copy) and the driver's
+ * troupe (to ours), so troupe installed inside the project is still ours, and a project inside troupe's own checkout
+ * (never shipped) loads from ours. */
 function localUrl(url: string): string {
-  if (driverTroupe && url.startsWith(`${driverTroupe}/`)) return OWN_TROUPE + url.slice(driverTroupe.length);
-  if (!copyRoot || !client.job) return url;
   const path = fileURLToPath(url);
-  const rel = relative(client.job.root, path);
-  if (rel.startsWith('..') || rel.startsWith(sep)) return url; // troupe's own actors, or refused below
-  return pathToFileURL(join(copyRoot, rel)).href;
+  const theirTroupe = driverTroupe && fileURLToPath(driverTroupe);
+  const inTroupe = !!theirTroupe && within(theirTroupe, path);
+  const inCopy = !!copyRoot && !!client.job && within(client.job.root, path);
+  if (inCopy && !(inTroupe && theirTroupe!.length > client.job!.root.length))
+    return pathToFileURL(join(copyRoot!, relative(client.job!.root, path))).href;
+  if (inTroupe) return OWN_TROUPE + url.slice(driverTroupe!.length);
+  return url; // troupe's own actors, or refused by loadModule
+}
+/** The job's root here: the copy, the driver's troupe mapped to ours (a project inside troupe's checkout), or as is. */
+function localRoot(job: JobRef): string {
+  if (copyRoot) return copyRoot;
+  return fileURLToPath(localUrl(pathToFileURL(job.root).href));
 }
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
@@ -185,7 +194,7 @@ async function loadModule(given: unknown): Promise<Record<string, unknown>> {
   let file: string, root: string;
   try {
     file = realpathSync(fileURLToPath(url));
-    root = realpathSync(copyRoot ?? client.job.root);
+    root = realpathSync(localRoot(client.job));
   } catch (e) {
     throw new UsageError(
       `cannot load ${url} on node ${nodeId}: ${(e as Error).message}` +

@@ -10,9 +10,12 @@ import { ProtocolError } from '../../runtime/base/errors.ts';
 
 const ok = { entrypoint: ['node', 'main.js', '--flag'], workingDir: '/tmp/proj', env: { SEED: '7' } };
 
-test('a well-formed request passes as it is, runtimeEnv untouched', (t) => {
-  const ref = { hash: 'abc' };
+test('a well-formed request passes as it is, its runtime env checked', (t) => {
+  const ref = { workingDir: { sha256: 'a'.repeat(64), bytes: 10 } };
   t.deepEqual(checkSubmitRequest({ ...ok, runtimeEnv: ref, extra: 1 }), { ...ok, runtimeEnv: ref });
+  t.throws(() => checkSubmitRequest({ ...ok, runtimeEnv: { workingDir: { sha256: 'abc', bytes: 1 } } }), {
+    instanceOf: ProtocolError,
+  });
   t.deepEqual(checkSubmitRequest({ entrypoint: ['x'], workingDir: '/' }).env, {});
 });
 
