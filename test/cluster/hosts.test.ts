@@ -178,5 +178,9 @@ if (why) {
     t.regex(run.stdout, /2 replicas on the \w+ backend/);
     const accuracy = Number(/test accuracy: ([\d.]+)/.exec(run.stdout)?.[1]);
     t.true(accuracy > 0.5, run.stdout);
+    const jobs = await troupe(a, ['list', 'jobs', '--json']);
+    const job = (JSON.parse(jobs.stdout) as { cwd: string; shippedBytes?: number }[]).find((j) => j.cwd === app);
+    t.true((job?.shippedBytes ?? 0) > 1_000_000, jobs.stdout); // mnist's digits, which B's troupe lacks
+    t.log(`bytes shipped for MNIST: ${job?.shippedBytes}`);
   });
 }
