@@ -1,9 +1,11 @@
 // Archives a list of files deterministically (gzipped tar, sorted, fixed times and owners: the same files give the
-// same bytes, hence the same sha256) and unpacks one.
+// same bytes, hence the same sha256) and unpacks one from the store, which is untrusted: see unpack().
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { basename, posix } from 'node:path';
 import * as tar from 'tar';
+import { ProtocolError } from '../base/errors.ts';
 
 export interface Packed {
   /** Of the archive's bytes: its name in the object store is derived from it. */
@@ -39,8 +41,47 @@ export async function hashFile(file: string): Promise<Packed> {
   return { sha256: hash.digest('hex'), bytes };
 }
 
-/** Unpacks an archive into `dir` (created). Entries that would land outside it (absolute, '..') are refused. */
-export async function unpack(file: string, dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await tar.x({ file, cwd: dir, strict: true, preservePaths: false, preserveOwner: false });
+/** Entry types an archive from the store may hold: no devices, FIFOs or other specials. */
+const KINDS = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'SymbolicLink', 'Link']);
+
+/** Unpacks an archive into `dir` (created). Refused with ProtocolError, before anything lands outside `dir`: entries
+ * whose path is absolute or has '..', hard links leaving the archive, symbolic links whose target is absolute or
+ * leaves `dir`, special files, and more than `maxBytes` of file contents (a gzip bomb). tar itself refuses to write
+ * through a link. */
+export async function unpack(file: string, dir: string, maxBytes = Number.POSITIVE_INFINITY): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  let bytes = 0;
+  let bad: string | undefined;
+  await tar.x({
+    file,
+    cwd: dir,
+    strict: true,
+    preservePaths: false,
+    preserveOwner: false,
+    filter: (path, entry) => {
+      if (bad) return false; // the rest is skipped: the archive is refused below
+      const e = entry as tar.ReadEntry;
+      bad = entryProblem(path, e);
+      if (!bad && (e.type === 'File' || e.type === 'OldFile' || e.type === 'ContiguousFile')) {
+        bytes += e.size ?? 0;
+        if (bytes > maxBytes) bad = `it unpacks to more than ${maxBytes} bytes`;
+      }
+      return !bad;
+    },
+  });
+  if (bad) throw new ProtocolError(`the archive ${basename(file)} is refused: ${bad}`);
+}
+
+function entryProblem(path: string, e: tar.ReadEntry): string | undefined {
+  if (!KINDS.has(e.type)) return `${path} is a ${e.type}`;
+  const outside = (p: string) => posix.isAbsolute(p) || p.includes('\0') || p.split('/').includes('..');
+  if (outside(path)) return `${path} is not a plain relative path`;
+  const target = e.linkpath ?? '';
+  if (e.type === 'Link' && outside(target)) return `the hard link ${path} leaves the archive`;
+  if (e.type === 'SymbolicLink') {
+    const to = posix.normalize(posix.join(posix.dirname(posix.normalize(path)), target));
+    if (!target || posix.isAbsolute(target) || target.includes('\0') || to === '..' || to.startsWith('../'))
+      return `the link ${path} -> ${target} leaves it`;
+  }
+  return undefined;
 }
