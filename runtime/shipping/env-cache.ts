@@ -271,7 +271,7 @@ export class EnvCache {
         try {
           const sha = object.startsWith('pkg-sha256-') ? object.slice('pkg-sha256-'.length) : undefined;
           await this.fetch(object, `${tmp}.tgz`, jobId, fetched, sha);
-          await unpack(`${tmp}.tgz`, tmp, this.maxPackageBytes);
+          await unpack(`${tmp}.tgz`, tmp, this.maxPackageBytes, 'TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES');
           await seal(tmp);
           await this.commit(tmp, dir, marker);
           return dir;

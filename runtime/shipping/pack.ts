@@ -5,7 +5,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { basename, posix } from 'node:path';
 import * as tar from 'tar';
-import { ProtocolError } from '../base/errors.ts';
+import { ProtocolError, RuntimeEnvError } from '../base/errors.ts';
+import { formatBytes } from '../base/bytes.ts';
 
 export interface Packed {
   /** Of the archive's bytes: its name in the object store is derived from it. */
@@ -46,12 +47,18 @@ const KINDS = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'Symbol
 
 /** Unpacks an archive into `dir` (created). Refused with ProtocolError, before anything lands outside `dir`: entries
  * whose path is absolute or has '..', hard links leaving the archive, symbolic links whose target is absolute or
- * leaves `dir`, special files, and more than `maxBytes` of file contents (a gzip bomb). tar itself refuses to write
- * through a link. */
-export async function unpack(file: string, dir: string, maxBytes = Number.POSITIVE_INFINITY): Promise<void> {
+ * leaves `dir`, special files; more than `maxBytes` of file contents (a gzip bomb) is a RuntimeEnvError naming
+ * `limit`, the setting that raises it. tar itself refuses to write through a link. */
+export async function unpack(
+  file: string,
+  dir: string,
+  maxBytes = Number.POSITIVE_INFINITY,
+  limit = '',
+): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   let bytes = 0;
   let bad: string | undefined;
+  let over = false;
   await tar.x({
     file,
     cwd: dir,
@@ -64,12 +71,13 @@ export async function unpack(file: string, dir: string, maxBytes = Number.POSITI
       bad = entryProblem(path, e);
       if (!bad && (e.type === 'File' || e.type === 'OldFile' || e.type === 'ContiguousFile')) {
         bytes += e.size ?? 0;
-        if (bytes > maxBytes) bad = `it unpacks to more than ${maxBytes} bytes`;
+        over = bytes > maxBytes;
+        if (over) bad = `it unpacks to more than ${formatBytes(maxBytes)}${limit && ` (${limit})`}`;
       }
       return !bad;
     },
   });
-  if (bad) throw new ProtocolError(`the archive ${basename(file)} is refused: ${bad}`);
+  if (bad) throw new (over ? RuntimeEnvError : ProtocolError)(`the archive ${basename(file)} is refused: ${bad}`);
 }
 
 function entryProblem(path: string, e: tar.ReadEntry): string | undefined {

@@ -77,10 +77,6 @@ test('unpack refuses what would land outside, links leaving the archive, special
     ],
     fifo: [{ path: 'f', type: 'FIFO' }],
     device: [{ path: 'd', type: 'CharacterDevice' }],
-    bomb: [
-      { path: 'a', body: 'y'.repeat(600) },
-      { path: 'b', body: 'y'.repeat(600) },
-    ],
   };
   for (const [name, entries] of Object.entries(cases)) {
     const file = join(base, `${name}.tgz`);
@@ -90,6 +86,18 @@ test('unpack refuses what would land outside, links leaving the archive, special
     t.false(existsSync(join(base, 'escaped')), name);
     t.false(existsSync(join(base, 'into', 'escaped')), name);
   }
+  // A gzip bomb: over the bound, unpacking stops (RuntimeEnvError, naming the setting).
+  const bomb = join(base, 'bomb.tgz');
+  writeFileSync(
+    bomb,
+    rawTar([
+      { path: 'a', body: 'y'.repeat(600) },
+      { path: 'b', body: 'y'.repeat(600) },
+    ]),
+  );
+  const e = await t.throwsAsync(unpack(bomb, join(base, 'bomb'), 1000, 'TROUPE_X'), { instanceOf: RuntimeEnvError });
+  t.regex(e!.message, /more than 1000 B \(TROUPE_X\)/);
+  t.false(existsSync(join(base, 'bomb/b')), 'nothing past the bound is written');
   // A link that stays inside, and a hard link to a file of the archive, are kept.
   const ok = join(base, 'ok.tgz');
   writeFileSync(
