@@ -215,7 +215,7 @@ export class EnvCache {
       const sha = ref.workingDir!.sha256;
       await this.fetch(objectNames.workingDir(sha), archive, jobId, fetched, sha);
       // The driver counted the project's bytes: more than twice that (and some slack) is not its project.
-      await unpack(archive, tmp, 2 * ref.workingDir!.bytes + 64 * 2 ** 20);
+      await unpack(archive, tmp, { maxBytes: 2 * ref.workingDir!.bytes + 64 * 2 ** 20 });
       await rm(archive, { force: true });
       // Only the manifest makes node_modules (a project archive never holds one; a link there could lead elsewhere).
       await rm(join(tmp, 'node_modules'), { recursive: true, force: true });
@@ -271,7 +271,10 @@ export class EnvCache {
         try {
           const sha = object.startsWith('pkg-sha256-') ? object.slice('pkg-sha256-'.length) : undefined;
           await this.fetch(object, `${tmp}.tgz`, jobId, fetched, sha);
-          await unpack(`${tmp}.tgz`, tmp, this.maxPackageBytes, 'TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES');
+          await unpack(`${tmp}.tgz`, tmp, {
+            maxBytes: this.maxPackageBytes,
+            limit: 'TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES',
+          });
           await seal(tmp);
           await this.commit(tmp, dir, marker);
           return dir;

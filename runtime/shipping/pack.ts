@@ -45,39 +45,49 @@ export async function hashFile(file: string): Promise<Packed> {
 /** Entry types an archive from the store may hold: no devices, FIFOs or other specials. */
 const KINDS = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'SymbolicLink', 'Link']);
 
+export interface UnpackOptions {
+  /** The most bytes of file contents it may hold (a gzip bomb stops there): a RuntimeEnvError naming `limit`, the
+   * setting that raises it. Default: no bound. */
+  maxBytes?: number;
+  limit?: string;
+}
+
 /** Unpacks an archive into `dir` (created). Refused with ProtocolError, before anything lands outside `dir`: entries
  * whose path is absolute or has '..', hard links leaving the archive, symbolic links whose target is absolute or
- * leaves `dir`, special files; more than `maxBytes` of file contents (a gzip bomb) is a RuntimeEnvError naming
- * `limit`, the setting that raises it. tar itself refuses to write through a link. */
-export async function unpack(
-  file: string,
-  dir: string,
-  maxBytes = Number.POSITIVE_INFINITY,
-  limit = '',
-): Promise<void> {
+ * leaves `dir` (tar refuses those too), special files, writes through a link. */
+export async function unpack(file: string, dir: string, o: UnpackOptions = {}): Promise<void> {
+  const maxBytes = o.maxBytes ?? Number.POSITIVE_INFINITY;
   await mkdir(dir, { recursive: true, mode: 0o700 });
   let bytes = 0;
   let bad: string | undefined;
   let over = false;
-  await tar.x({
-    file,
-    cwd: dir,
-    strict: true,
-    preservePaths: false,
-    preserveOwner: false,
-    filter: (path, entry) => {
-      if (bad) return false; // the rest is skipped: the archive is refused below
-      const e = entry as tar.ReadEntry;
-      bad = entryProblem(path, e);
-      if (!bad && (e.type === 'File' || e.type === 'OldFile' || e.type === 'ContiguousFile')) {
-        bytes += e.size ?? 0;
-        over = bytes > maxBytes;
-        if (over) bad = `it unpacks to more than ${formatBytes(maxBytes)}${limit && ` (${limit})`}`;
-      }
-      return !bad;
-    },
-  });
-  if (bad) throw new (over ? RuntimeEnvError : ProtocolError)(`the archive ${basename(file)} is refused: ${bad}`);
+  const refused = (why: string) => `the archive ${basename(file)} is refused: ${why}`;
+  try {
+    await tar.x({
+      file,
+      cwd: dir,
+      strict: true,
+      preservePaths: false,
+      preserveOwner: false,
+      filter: (path, entry) => {
+        if (bad) return false; // the rest is skipped: the archive is refused below
+        const e = entry as tar.ReadEntry;
+        bad = entryProblem(path, e);
+        if (!bad && (e.type === 'File' || e.type === 'OldFile' || e.type === 'ContiguousFile')) {
+          bytes += e.size ?? 0;
+          over = bytes > maxBytes;
+          if (over) bad = `it unpacks to more than ${formatBytes(maxBytes)}${o.limit ? ` (${o.limit})` : ''}`;
+        }
+        return !bad;
+      },
+    });
+  } catch (e) {
+    // tar's own refusals (a write through a link, a bad header): the archive's fault, not the disk's.
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('TAR_')) throw new ProtocolError(refused((e as Error).message));
+    throw e;
+  }
+  if (bad) throw new (over ? RuntimeEnvError : ProtocolError)(refused(bad));
 }
 
 function entryProblem(path: string, e: tar.ReadEntry): string | undefined {

@@ -82,7 +82,7 @@ test('unpack refuses what would land outside, links leaving the archive, special
     const file = join(base, `${name}.tgz`);
     writeFileSync(file, rawTar(entries));
     const into = join(base, 'into', name);
-    await t.throwsAsync(unpack(file, into, 1000), { instanceOf: ProtocolError }, name);
+    await t.throwsAsync(unpack(file, into, { maxBytes: 1000 }), { instanceOf: ProtocolError }, name);
     t.false(existsSync(join(base, 'escaped')), name);
     t.false(existsSync(join(base, 'into', 'escaped')), name);
   }
@@ -95,7 +95,9 @@ test('unpack refuses what would land outside, links leaving the archive, special
       { path: 'b', body: 'y'.repeat(600) },
     ]),
   );
-  const e = await t.throwsAsync(unpack(bomb, join(base, 'bomb'), 1000, 'TROUPE_X'), { instanceOf: RuntimeEnvError });
+  const e = await t.throwsAsync(unpack(bomb, join(base, 'bomb'), { maxBytes: 1000, limit: 'TROUPE_X' }), {
+    instanceOf: RuntimeEnvError,
+  });
   t.regex(e!.message, /more than 1000 B \(TROUPE_X\)/);
   t.false(existsSync(join(base, 'bomb/b')), 'nothing past the bound is written');
   // A link that stays inside, and a hard link to a file of the archive, are kept.
