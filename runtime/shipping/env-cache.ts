@@ -369,6 +369,8 @@ export class EnvCache {
   }
 
   private async loadOnce(): Promise<void> {
+    await mkdir(dirname(this.dir), { recursive: true, mode: 0o700 });
+    await safeParent(dirname(this.dir));
     await ownDir(this.dir);
     for (const sub of ['envs', 'packages', 'tmp']) await ownDir(join(this.dir, sub));
     for (const sub of ['envs', 'packages']) {
@@ -438,6 +440,25 @@ async function ownDir(dir: string): Promise<void> {
         'TROUPE_HOME to a directory of your own',
     );
   if (st.mode & 0o077) await chmod(dir, 0o700);
+}
+
+/** The cache's parent (TROUPE_HOME): whoever owns it could move our cache aside and put theirs there. Ours or
+ * root's, and writable by others only with the sticky bit (as /tmp). */
+async function safeParent(dir: string): Promise<void> {
+  const st = await stat(dir);
+  const uid = process.getuid?.();
+  if (uid === undefined) return;
+  const why =
+    st.uid !== uid && st.uid !== 0
+      ? `is owned by uid ${st.uid}, not this daemon's (${uid})`
+      : st.mode & 0o022 && !(st.mode & 0o1000)
+        ? 'is writable by group or others'
+        : undefined;
+  if (why)
+    throw new RuntimeEnvError(
+      `${dir}, which holds the runtime env cache, ${why}: another user could swap the cache. Set TROUPE_HOME to a ` +
+        'directory of your own',
+    );
 }
 
 function alive(pid: number): boolean {

@@ -208,6 +208,10 @@ test('the cache is ours alone: one others can write to is refused; planted entri
     instanceOf: RuntimeEnvError,
   });
   t.true(e!.message.includes(open) && /writable by group or others/.test(e!.message), e!.message);
+  const e2 = await t.throwsAsync(new EnvCache(source, { dir: join(open, 'runtime-envs') }).materialize(ref, root), {
+    instanceOf: RuntimeEnvError,
+  });
+  t.true(e2!.message.includes(open) && /swap the cache/.test(e2!.message), e2!.message);
 
   const cacheDir = join(dir(t, 'troupe-ship-cache-'), 'runtime-envs');
   // Another user's package, planted where the node would look (no marker), and a daemon's leftovers.
