@@ -3,12 +3,28 @@
 //
 // <dir>/envs/<key>      a job's copy: its project's files, node_modules built from packages, node_modules/troupe
 // <dir>/packages/<obj>  one package as shipped (per name@version, or per content), shared by jobs through hard links
-// <dir>/tmp/            unpacked here first, then renamed into place: another node daemon on the machine sharing the
-//                       cache sees a whole directory or none
+// <dir>/tmp/<pid>-<hex>/ a daemon's own: unpacked here first, then renamed into place: another node daemon on the
+//                       machine sharing the cache sees a whole directory or none
+// What comes from the store is untrusted: archives are checked as they unpack (pack.ts), nothing is written through a
+// link, and the cache is this user's alone (0700; refused when another user could write into it).
 import { randomBytes, createHash } from 'node:crypto';
-import { copyFile, link, lstat, mkdir, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import {
+  chmod,
+  copyFile,
+  link,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
 import { ProtocolError, RuntimeEnvError } from '../base/errors.ts';
@@ -28,6 +44,10 @@ export interface EnvCacheOptions {
   /** Bytes the cache may hold before the least recently used entries not in use go. Default
    * TROUPE_RUNTIME_ENV_CACHE_BYTES, else 10 GiB. */
   maxBytes?: number;
+  /** The most bytes one package may unpack to. Default TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES, else 2 GiB. */
+  maxPackageBytes?: number;
+  /** How long a copy materialize() handed out is kept from eviction for its caller to hold() it. Default 60 s. */
+  graceMs?: number;
   /** One line per materialized env. */
   log?: (line: string) => void;
 }
@@ -94,14 +114,27 @@ interface Entry {
   bytes: number;
   lastUsed: number;
   holds: number;
+  /** Handed out by materialize() until then: not evicted before its caller takes a hold. */
+  pinnedUntil: number;
 }
+
+/** In each entry, written before its atomic rename into place: what it is. An entry without the right one (half-made
+ * by an older troupe, or not made by us) is made again. */
+const MARKER = '.troupe-entry';
+const DAY_MS = 24 * 3600_000;
 
 export class EnvCache {
   readonly dir: string;
   readonly maxBytes: number;
+  readonly maxPackageBytes: number;
+  private readonly graceMs: number;
   private readonly making = new Map<string, Promise<string>>();
   private readonly entries = new Map<string, Entry>();
+  /** This daemon's own: another daemon sharing the cache never touches it (nor this one theirs while they live). */
+  private readonly tmpRoot: string;
   private loaded?: Promise<void>;
+  /** Reuse, commit and eviction run one at a time, so an entry checked for reuse is not evicted meanwhile. */
+  private lock: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly source: EnvSource,
@@ -109,6 +142,10 @@ export class EnvCache {
   ) {
     this.dir = o.dir ?? join(troupeHome(), 'runtime-envs');
     this.maxBytes = o.maxBytes ?? (Number(process.env.TROUPE_RUNTIME_ENV_CACHE_BYTES) || 10 * 2 ** 30);
+    this.maxPackageBytes =
+      o.maxPackageBytes ?? (Number(process.env.TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES) || 2 * 2 ** 30);
+    this.graceMs = o.graceMs ?? 60_000;
+    this.tmpRoot = join(this.dir, 'tmp', `${process.pid}-${randomBytes(6).toString('hex')}`);
   }
 
   /** Where a worker of this job runs: the root in place when nothing was shipped or the driver is on this machine,
@@ -128,7 +165,8 @@ export class EnvCache {
 
   /** The local directory holding the env's copy of the project, made at most once per hash (concurrent calls share
    * one). `jobId` names the driver to ask for items the store lacks; without it (or with the driver gone) they must
-   * be in the store already (uploadRuntimeEnv). */
+   * be in the store already (uploadRuntimeEnv). The copy is not evicted for `graceMs` after this resolves: take a
+   * hold() by then, or use acquire(). */
   materialize(ref: RuntimeEnvRef, jobRoot: string, jobId?: string): Promise<string> {
     if (!ref.workingDir) return Promise.resolve(jobRoot);
     const key = createHash('sha256')
@@ -141,6 +179,12 @@ export class EnvCache {
       this.making.set(key, p);
     }
     return p;
+  }
+
+  /** materialize() with the hold taken: the copy stays until `release()`. */
+  async acquire(ref: RuntimeEnvRef, jobRoot: string, jobId?: string): Promise<{ dir: string; release: () => void }> {
+    const dir = await this.materialize(ref, jobRoot, jobId);
+    return { dir, release: this.hold(dir) };
   }
 
   /** A worker uses the env at `dir`: it is not evicted until the returned release is called. */
@@ -161,10 +205,8 @@ export class EnvCache {
   private async make(key: string, ref: RuntimeEnvRef, jobId: string | undefined): Promise<string> {
     await this.load();
     const dir = join(this.dir, 'envs', key);
-    if (existsSync(dir)) {
-      this.touch(dir);
-      return dir;
-    }
+    const marker = `env ${key}\n`;
+    if (await this.reuse(dir, marker)) return dir;
     const started = Date.now();
     const fetched = { bytes: 0 };
     const tmp = await this.tmpPath();
@@ -172,7 +214,8 @@ export class EnvCache {
       const archive = `${tmp}.tgz`;
       const sha = ref.workingDir!.sha256;
       await this.fetch(objectNames.workingDir(sha), archive, jobId, fetched, sha);
-      await unpack(archive, tmp);
+      // The driver counted the project's bytes: more than twice that (and some slack) is not its project.
+      await unpack(archive, tmp, { maxBytes: 2 * ref.workingDir!.bytes + 64 * 2 ** 20 });
       await rm(archive, { force: true });
       // Only the manifest makes node_modules (a project archive never holds one; a link there could lead elsewhere).
       await rm(join(tmp, 'node_modules'), { recursive: true, force: true });
@@ -186,10 +229,10 @@ export class EnvCache {
         }
       }
       // troupe is never shipped: the job gets this node's own, the one its workers run.
-      await mkdir(join(tmp, 'node_modules'), { recursive: true });
+      await parentInside(tmp, 'node_modules/troupe');
       await rm(join(tmp, 'node_modules', 'troupe'), { recursive: true, force: true });
       await symlink(troupeRoot(), join(tmp, 'node_modules', 'troupe'), 'dir');
-      await this.commit(tmp, dir);
+      await this.commit(tmp, dir, marker);
       this.o.log?.(
         `troupe: runtime env ${key} ready in ${Date.now() - started} ms (${packages} package entries; fetched ` +
           `${formatBytes(fetched.bytes)})`,
@@ -202,11 +245,12 @@ export class EnvCache {
     }
   }
 
-  /** Puts one manifest entry at its path in the copy being made. */
+  /** Puts one manifest entry at its path in the copy being made, never through a link (a package's files may hold
+   * links, and the manifest could name a path under one). */
   private async place(entry: PackageEntry, into: string, jobId: string | undefined, fetched: { bytes: number }) {
     const to = join(into, entry.path);
-    await rm(to, { recursive: true, force: true });
-    await mkdir(dirname(to), { recursive: true });
+    await parentInside(into, entry.path);
+    await rm(to, { recursive: true, force: true }); // a link itself goes, not what it points to
     const s = entry.source;
     if (s.kind === 'link') await symlink(s.target, to);
     else if (s.kind === 'troupe') await symlink(troupeRoot(), to, 'dir');
@@ -221,16 +265,18 @@ export class EnvCache {
     let p = this.making.get(key);
     if (!p) {
       p = (async () => {
-        if (existsSync(dir)) {
-          this.touch(dir);
-          return dir;
-        }
+        const marker = `pkg ${object}\n`;
+        if (await this.reuse(dir, marker)) return dir;
         const tmp = await this.tmpPath();
         try {
           const sha = object.startsWith('pkg-sha256-') ? object.slice('pkg-sha256-'.length) : undefined;
           await this.fetch(object, `${tmp}.tgz`, jobId, fetched, sha);
-          await unpack(`${tmp}.tgz`, tmp);
-          await this.commit(tmp, dir);
+          await unpack(`${tmp}.tgz`, tmp, {
+            maxBytes: this.maxPackageBytes,
+            limit: 'TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES',
+          });
+          await seal(tmp);
+          await this.commit(tmp, dir, marker);
           return dir;
         } finally {
           await rm(`${tmp}.tgz`, { force: true });
@@ -261,27 +307,57 @@ export class EnvCache {
   }
 
   private async tmpPath(): Promise<string> {
-    await mkdir(join(this.dir, 'tmp'), { recursive: true });
-    return join(this.dir, 'tmp', randomBytes(8).toString('hex'));
+    await mkdir(this.tmpRoot, { recursive: true, mode: 0o700 });
+    return join(this.tmpRoot, randomBytes(8).toString('hex'));
   }
 
-  /** Renames a finished directory into place; another process that got there first wins, and ours goes. */
-  private async commit(tmp: string, dir: string): Promise<void> {
-    await mkdir(dirname(dir), { recursive: true });
-    try {
-      await rename(tmp, dir);
-    } catch (e) {
-      if (!existsSync(dir)) throw e;
-      await rm(tmp, { recursive: true, force: true });
-    }
-    this.entries.set(dir, { bytes: await du(dir), lastUsed: Date.now(), holds: 0 });
-    await this.evict(dir);
+  private locked<T>(f: () => Promise<T>): Promise<T> {
+    const p = this.lock.then(f);
+    this.lock = p.catch(() => undefined);
+    return p;
   }
 
-  private touch(dir: string): void {
-    const e = this.entries.get(dir);
-    if (e) e.lastUsed = Date.now();
-    else this.entries.set(dir, { bytes: 0, lastUsed: Date.now(), holds: 0 });
+  /** Whether `dir` holds a whole entry made by us (then it is pinned for the caller); one that does not goes. */
+  private reuse(dir: string, marker: string): Promise<boolean> {
+    return this.locked(async () => {
+      if ((await readFile(join(dir, MARKER), 'utf8').catch(() => undefined)) === marker) {
+        let e = this.entries.get(dir);
+        if (!e) {
+          e = { bytes: await du(dir, dir.startsWith(join(this.dir, 'envs'))), lastUsed: 0, holds: 0, pinnedUntil: 0 };
+          this.entries.set(dir, e); // another daemon made it since load()
+        }
+        this.handOut(dir, e);
+        return true;
+      }
+      this.entries.delete(dir);
+      await rm(dir, { recursive: true, force: true });
+      return false;
+    });
+  }
+
+  /** Marks a finished directory and renames it into place; another process that got there first wins, and ours
+   * goes. */
+  private async commit(tmp: string, dir: string, marker: string): Promise<void> {
+    await rm(join(tmp, MARKER), { recursive: true, force: true }); // never written through a link an archive made
+    await writeFile(join(tmp, MARKER), marker, { flag: 'wx', mode: 0o400 });
+    await this.locked(async () => {
+      await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
+      try {
+        await rename(tmp, dir);
+      } catch (e) {
+        if ((await readFile(join(dir, MARKER), 'utf8').catch(() => undefined)) !== marker) throw e;
+        await rm(tmp, { recursive: true, force: true });
+      }
+      const e = { bytes: await du(dir, dir.startsWith(join(this.dir, 'envs'))), lastUsed: 0, holds: 0, pinnedUntil: 0 };
+      this.entries.set(dir, e);
+      this.handOut(dir, e);
+      await this.evict(dir);
+    });
+  }
+
+  private handOut(dir: string, e: Entry): void {
+    e.lastUsed = Date.now();
+    e.pinnedUntil = e.lastUsed + this.graceMs;
     const now = new Date();
     void utimes(dir, now, now).catch(() => undefined); // for the next daemon's load()
   }
@@ -293,25 +369,45 @@ export class EnvCache {
   }
 
   private async loadOnce(): Promise<void> {
+    await mkdir(dirname(this.dir), { recursive: true, mode: 0o700 });
+    await safeParent(dirname(this.dir));
+    await ownDir(this.dir);
+    for (const sub of ['envs', 'packages', 'tmp']) await ownDir(join(this.dir, sub));
     for (const sub of ['envs', 'packages']) {
       const parent = join(this.dir, sub);
       for (const name of await readdir(parent).catch(() => [] as string[])) {
         const dir = join(parent, name);
         if (this.entries.has(dir)) continue;
         const st = await stat(dir).catch(() => undefined);
-        if (st) this.entries.set(dir, { bytes: await du(dir), lastUsed: st.mtimeMs, holds: 0 });
+        if (st)
+          this.entries.set(dir, {
+            bytes: await du(dir, sub === 'envs'),
+            lastUsed: st.mtimeMs,
+            holds: 0,
+            pinnedUntil: 0,
+          });
       }
     }
-    await rm(join(this.dir, 'tmp'), { recursive: true, force: true }); // half-made copies of a daemon that died
+    // Half-made copies of daemons that died (a live one's are its own), and any older than a day.
+    for (const name of await readdir(join(this.dir, 'tmp')).catch(() => [] as string[])) {
+      const path = join(this.dir, 'tmp', name);
+      const pid = /^(\d+)-[0-9a-f]+$/.exec(name)?.[1];
+      const st = await lstat(path).catch(() => undefined);
+      if (pid && alive(Number(pid)) && st && Date.now() - st.mtimeMs < DAY_MS) continue;
+      await rm(path, { recursive: true, force: true });
+    }
   }
 
-  /** While over maxBytes: the least recently used entry that no live worker uses (and not `keep`) goes. */
+  /** While over maxBytes: the least recently used entry that no live worker uses, not just handed out (and not
+   * `keep`) goes. Runs under the lock. */
   private async evict(keep: string): Promise<void> {
     let total = [...this.entries.values()].reduce((n, e) => n + e.bytes, 0);
     while (total > this.maxBytes) {
+      const now = Date.now();
       let victim: [string, Entry] | undefined;
       for (const [dir, e] of this.entries)
-        if (dir !== keep && e.holds === 0 && !(victim && victim[1].lastUsed <= e.lastUsed)) victim = [dir, e];
+        if (dir !== keep && e.holds === 0 && e.pinnedUntil <= now && !(victim && victim[1].lastUsed <= e.lastUsed))
+          victim = [dir, e];
       if (!victim) return;
       this.entries.delete(victim[0]);
       total -= victim[1].bytes;
@@ -322,6 +418,84 @@ export class EnvCache {
   /** For tests and status: the entries the cache holds. */
   list(): Array<{ dir: string; bytes: number; lastUsed: number; inUse: boolean }> {
     return [...this.entries].map(([dir, e]) => ({ dir, bytes: e.bytes, lastUsed: e.lastUsed, inUse: e.holds > 0 }));
+  }
+}
+
+/** Creates the cache's directory (mode 0700) or checks the one there: ours, a directory, not writable by group or
+ * others. Another user able to write into it could plant a package that jobs then run. */
+async function ownDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const st = await lstat(dir);
+  const uid = process.getuid?.();
+  const why = !st.isDirectory()
+    ? 'is not a directory (a link?)'
+    : uid !== undefined && st.uid !== uid
+      ? `is owned by uid ${st.uid}, not this daemon's (${uid})`
+      : st.mode & 0o022
+        ? 'is writable by group or others'
+        : undefined;
+  if (why)
+    throw new RuntimeEnvError(
+      `the runtime env cache ${dir} ${why}: another user could plant code jobs would run. Remove it, or set ` +
+        'TROUPE_HOME to a directory of your own',
+    );
+  if (st.mode & 0o077) await chmod(dir, 0o700);
+}
+
+/** The cache's parent (TROUPE_HOME): whoever owns it could move our cache aside and put theirs there. Ours or
+ * root's, and writable by others only with the sticky bit (as /tmp). */
+async function safeParent(dir: string): Promise<void> {
+  const st = await stat(dir);
+  const uid = process.getuid?.();
+  if (uid === undefined) return;
+  const why =
+    st.uid !== uid && st.uid !== 0
+      ? `is owned by uid ${st.uid}, not this daemon's (${uid})`
+      : st.mode & 0o022 && !(st.mode & 0o1000)
+        ? 'is writable by group or others'
+        : undefined;
+  if (why)
+    throw new RuntimeEnvError(
+      `${dir}, which holds the runtime env cache, ${why}: another user could swap the cache. Set TROUPE_HOME to a ` +
+        'directory of your own',
+    );
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Makes each directory on `rel`'s way from `root` (not the last part), refusing to go through a link or a file:
+ * nothing the cache writes may land outside the copy. */
+async function parentInside(root: string, rel: string): Promise<void> {
+  let at = root;
+  for (const part of rel.split('/').slice(0, -1)) {
+    at = join(at, part);
+    let st = await lstat(at).catch(() => undefined);
+    if (!st) {
+      await mkdir(at).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') throw e;
+      });
+      st = await lstat(at);
+    }
+    if (!st.isDirectory())
+      throw new ProtocolError(`${rel} would be written through ${relative(root, at)}, which is not a directory`);
+  }
+}
+
+/** A package as cached: its files read-only (every job's copy shares them through hard links), its directories
+ * ours to remove. */
+async function seal(dir: string): Promise<void> {
+  await chmod(dir, 0o755);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await seal(p);
+    else if (e.isFile()) await chmod(p, (await lstat(p)).mode & 0o555);
   }
 }
 
@@ -337,26 +511,39 @@ function nativeHere(entry: PackageEntry): string {
   return mine.dir;
 }
 
-/** Bytes of the files under dir. */
-async function du(dir: string): Promise<number> {
+/** Bytes of the files under dir, each inode once. `ownOnly`: a copy's files hard-linked from elsewhere (its packages,
+ * counted in packages/) are not counted. */
+async function du(dir: string, ownOnly: boolean, seen = new Set<number>()): Promise<number> {
   let n = 0;
   for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) n += await du(p);
-    else if (e.isFile()) n += (await lstat(p)).size;
+    if (e.isDirectory()) n += await du(p, ownOnly, seen);
+    else if (e.isFile()) {
+      const st = await lstat(p);
+      if (seen.has(st.ino) || (ownOnly && st.nlink > 1)) continue;
+      seen.add(st.ino);
+      n += st.size;
+    }
   }
   return n;
 }
 
-/** Recreates `src` at `dest` with hard links to its files (a copy where they are on other file systems). */
-async function linkTree(src: string, dest: string): Promise<void> {
-  await mkdir(dest, { recursive: true });
+/** Recreates the package `src` at `dest` with hard links to its files (a copy where they are on other file systems);
+ * its links only where they stay inside it. `dest` must not exist, its parent must be checked. */
+async function linkTree(src: string, dest: string, top = src): Promise<void> {
+  await mkdir(dest);
   for (const e of await readdir(src, { withFileTypes: true })) {
+    if (src === top && e.name === MARKER) continue;
     const from = join(src, e.name);
     const to = join(dest, e.name);
-    if (e.isDirectory()) await linkTree(from, to);
-    else if (e.isSymbolicLink()) await symlink(await readlink(from), to);
-    else if (e.isFile())
+    if (e.isDirectory()) await linkTree(from, to, top);
+    else if (e.isSymbolicLink()) {
+      const target = await readlink(from);
+      const lands = relative(top, resolve(src, target));
+      if (isAbsolute(target) || lands === '..' || lands.startsWith(`..${sep}`) || isAbsolute(lands))
+        throw new ProtocolError(`the package link ${relative(top, from)} -> ${target} leaves the package`);
+      await symlink(target, to);
+    } else if (e.isFile())
       await link(from, to).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'EXDEV' || err.code === 'EPERM' || err.code === 'EMLINK') return copyFile(from, to);
         throw err;

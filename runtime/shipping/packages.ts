@@ -27,12 +27,33 @@ interface PackageJson {
 export async function scanPackages(root: string): Promise<ScannedPackages> {
   const out: ScannedPackages = { manifest: { packages: [] }, sources: new Map(), outside: [] };
   const realRoot = await realpath(root);
-  await scanDir(root, realRoot, 'node_modules', out);
+  const integrity = readIntegrity(root);
+  await scanDir(root, realRoot, 'node_modules', out, integrity);
   out.manifest.packages.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return out;
 }
 
-async function scanDir(root: string, realRoot: string, rel: string, out: ScannedPackages): Promise<void> {
+/** npm's `integrity` per installed path (`node_modules/a/node_modules/b`): from its hidden lockfile
+ * (node_modules/.package-lock.json), else the project's package-lock.json. Empty for other package managers. */
+function readIntegrity(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const file of ['node_modules/.package-lock.json', 'package-lock.json']) {
+    let lock: { packages?: Record<string, { integrity?: unknown }> } | undefined;
+    try {
+      lock = JSON.parse(readFileSync(join(root, file), 'utf8'));
+    } catch {
+      continue;
+    }
+    for (const [path, p] of Object.entries(lock?.packages ?? {}))
+      if (typeof p?.integrity === 'string' && p.integrity.length <= 1024) out.set(path, p.integrity);
+    if (out.size) break;
+  }
+  return out;
+}
+
+type Integrity = Map<string, string>;
+
+async function scanDir(root: string, realRoot: string, rel: string, out: ScannedPackages, integrity: Integrity) {
   const entries = await readdir(join(root, rel), { withFileTypes: true }).catch(() => []);
   for (const e of entries) {
     const path = `${rel}/${e.name}`;
@@ -47,14 +68,14 @@ async function scanDir(root: string, realRoot: string, rel: string, out: Scanned
       // npm's .package-lock.json, caches: not packages
     } else if (e.name.startsWith('@') && e.isDirectory()) {
       for (const s of await readdir(join(root, path), { withFileTypes: true }))
-        await scanPackage(root, realRoot, `${path}/${s.name}`, out);
+        await scanPackage(root, realRoot, `${path}/${s.name}`, out, integrity);
     } else {
-      await scanPackage(root, realRoot, path, out);
+      await scanPackage(root, realRoot, path, out, integrity);
     }
   }
 }
 
-async function scanPackage(root: string, realRoot: string, path: string, out: ScannedPackages): Promise<void> {
+async function scanPackage(root: string, realRoot: string, path: string, out: ScannedPackages, integrity: Integrity) {
   const abs = join(root, path);
   const st = await lstat(abs);
   let dir = abs;
@@ -86,11 +107,11 @@ async function scanPackage(root: string, realRoot: string, path: string, out: Sc
     out.manifest.packages.push(entry);
     out.outside.push({ entry, dir });
   } else {
-    const object = objectNames.package(name, version);
+    const object = objectNames.package(name, version, integrity.get(path));
     out.manifest.packages.push({ path, name, version, source: { kind: 'store', object } });
     out.sources.set(object, dir);
   }
-  if (dir === abs) await scanDir(root, realRoot, `${path}/node_modules`, out);
+  if (dir === abs) await scanDir(root, realRoot, `${path}/node_modules`, out, integrity);
 }
 
 function readPackageJson(dir: string): PackageJson | undefined {

@@ -186,15 +186,12 @@ test('eviction: over maxBytes the least recently used copy goes, never one a liv
     made.push({ env, root });
   }
   const sources = made.map(({ env }) => sourceOf(env));
-  const cache = new EnvCache(
-    {
-      file: (n, to, j) => sources.find((_s, i) => made[i].env.has(n))!.file(n, to, j),
-      bytes: (n, j) => sources.find((_s, i) => made[i].env.has(n))!.bytes(n, j),
-    },
-    { dir: cacheDir, maxBytes: 2000 },
-  );
-  const one = await cache.materialize(made[0].env.ref, made[0].root);
-  const release = cache.hold(one);
+  const source: EnvSource = {
+    file: (n, to, j) => sources.find((_s, i) => made[i].env.has(n))!.file(n, to, j),
+    bytes: (n, j) => sources.find((_s, i) => made[i].env.has(n))!.bytes(n, j),
+  };
+  const cache = new EnvCache(source, { dir: cacheDir, maxBytes: 2000, graceMs: 0 });
+  const { dir: one, release } = await cache.acquire(made[0].env.ref, made[0].root);
   const two = await cache.materialize(made[1].env.ref, made[1].root);
   t.true(existsSync(one), 'in use: kept though the cache is over its bound');
   t.true(existsSync(two));
@@ -204,6 +201,13 @@ test('eviction: over maxBytes the least recently used copy goes, never one a liv
   t.false(existsSync(one), 'the least recently used, no longer in use, went');
   t.true(existsSync(three));
   t.true(lstatSync(three).isDirectory());
+
+  // Handed out by materialize() and not yet held: kept for graceMs (default 60 s) though the cache is over its bound.
+  const patient = new EnvCache(source, { dir: dir(t, 'troupe-ship-cache-'), maxBytes: 2000 });
+  const first = await patient.materialize(made[0].env.ref, made[0].root);
+  await patient.materialize(made[1].env.ref, made[1].root);
+  await patient.materialize(made[2].env.ref, made[2].root);
+  t.true(existsSync(first), 'not evicted between materialize() and its caller taking a hold');
 });
 
 test('a manifest from the store is checked: paths under node_modules/, links inside, nothing under a link', (t) => {

@@ -1,0 +1,267 @@
+// What a node does with hostile items from the object store (archives, manifests) and a cache another user could
+// reach: it refuses them with a typed error and writes nothing outside its cache.
+import test, { type ExecutionContext } from 'ava';
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import * as tar from 'tar';
+import { packFiles, unpack } from '../../runtime/shipping/pack.ts';
+import { EnvCache, type EnvSource } from '../../runtime/shipping/env-cache.ts';
+import { checkManifest, type Manifest, objectNames } from '../../runtime/shipping/manifest.ts';
+import { scanPackages } from '../../runtime/shipping/packages.ts';
+import { ProtocolError, RuntimeEnvError } from '../../runtime/base/errors.ts';
+import type { RuntimeEnvRef } from '../../runtime/protocol/jobs.ts';
+
+function dir(t: ExecutionContext, prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+interface RawEntry {
+  path: string;
+  type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link' | 'FIFO' | 'CharacterDevice';
+  body?: string;
+  linkpath?: string;
+}
+
+/** A gzipped tar written header by header: what a hostile driver could upload, not what packFiles makes. */
+function rawTar(entries: RawEntry[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    const body = Buffer.from(e.body ?? '');
+    const type = e.type ?? 'File';
+    const h = new tar.Header({
+      path: e.path,
+      type,
+      mode: type === 'Directory' ? 0o755 : 0o644,
+      size: type === 'File' ? body.length : 0,
+      linkpath: e.linkpath,
+      mtime: new Date(0),
+    });
+    const header = Buffer.alloc(512);
+    h.encode(header);
+    blocks.push(header);
+    if (type === 'File' && body.length) blocks.push(body, Buffer.alloc((512 - (body.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(blocks));
+}
+
+test('unpack refuses what would land outside, links leaving the archive, specials and bombs', async (t) => {
+  const base = dir(t, 'troupe-ship-hostile-');
+  const cases: Record<string, RawEntry[]> = {
+    dotdot: [{ path: '../escaped', body: 'x' }],
+    nested_dotdot: [{ path: 'a/../../escaped', body: 'x' }],
+    absolute: [{ path: join(base, 'escaped'), body: 'x' }],
+    hardlink_out: [{ path: 'h', type: 'Link', linkpath: '../escaped' }],
+    hardlink_abs: [{ path: 'h', type: 'Link', linkpath: '/etc/passwd' }],
+    symlink_abs: [{ path: 'node_modules', type: 'SymbolicLink', linkpath: base }],
+    symlink_up: [{ path: 'a/b', type: 'SymbolicLink', linkpath: '../../..' }],
+    symlink_then_write: [
+      { path: 'l', type: 'SymbolicLink', linkpath: base },
+      { path: 'l/escaped', body: 'x' },
+    ],
+    fifo: [{ path: 'f', type: 'FIFO' }],
+    device: [{ path: 'd', type: 'CharacterDevice' }],
+  };
+  for (const [name, entries] of Object.entries(cases)) {
+    const file = join(base, `${name}.tgz`);
+    writeFileSync(file, rawTar(entries));
+    const into = join(base, 'into', name);
+    await t.throwsAsync(unpack(file, into, { maxBytes: 1000 }), { instanceOf: ProtocolError }, name);
+    t.false(existsSync(join(base, 'escaped')), name);
+    t.false(existsSync(join(base, 'into', 'escaped')), name);
+  }
+  // A gzip bomb: over the bound, unpacking stops (RuntimeEnvError, naming the setting).
+  const bomb = join(base, 'bomb.tgz');
+  writeFileSync(
+    bomb,
+    rawTar([
+      { path: 'a', body: 'y'.repeat(600) },
+      { path: 'b', body: 'y'.repeat(600) },
+    ]),
+  );
+  const e = await t.throwsAsync(unpack(bomb, join(base, 'bomb'), { maxBytes: 1000, limit: 'TROUPE_X' }), {
+    instanceOf: RuntimeEnvError,
+  });
+  t.regex(e!.message, /more than 1000 B \(TROUPE_X\)/);
+  t.false(existsSync(join(base, 'bomb/b')), 'nothing past the bound is written');
+  // A link that stays inside, and a hard link to a file of the archive, are kept.
+  const ok = join(base, 'ok.tgz');
+  writeFileSync(
+    ok,
+    rawTar([
+      { path: 'lib/x.js', body: 'x' },
+      { path: 'lib/y.js', type: 'Link', linkpath: 'lib/x.js' },
+      { path: 'node_modules/.bin/x', type: 'SymbolicLink', linkpath: '../../lib/x.js' },
+    ]),
+  );
+  await unpack(ok, join(base, 'ok'));
+  t.is(readFileSync(join(base, 'ok/node_modules/.bin/x'), 'utf8'), 'x');
+  t.is(statSync(join(base, 'ok/lib/y.js')).ino, statSync(join(base, 'ok/lib/x.js')).ino);
+});
+
+/** An env whose items are whatever the test says, as a hostile driver would upload them. */
+async function hostileEnv(t: ExecutionContext, packages: Record<string, Buffer>, manifest: Manifest) {
+  const base = dir(t, 'troupe-ship-hostile-env-');
+  mkdirSync(join(base, 'project'));
+  writeFileSync(join(base, 'project/package.json'), '{}');
+  const wd = await packFiles(join(base, 'project'), ['package.json'], join(base, 'wd.tgz'));
+  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  const manifestSha = createHash('sha256').update(manifestBytes).digest('hex');
+  const items = new Map<string, Buffer>([
+    [objectNames.workingDir(wd.sha256), readFileSync(join(base, 'wd.tgz'))],
+    [objectNames.manifest(manifestSha), manifestBytes],
+    ...Object.entries(packages),
+  ]);
+  const asked: string[] = [];
+  const source: EnvSource = {
+    async file(name, to) {
+      const b = items.get(name);
+      if (!b) return undefined;
+      asked.push(name);
+      writeFileSync(to, b);
+      return b.length;
+    },
+    async bytes(name) {
+      asked.push(name);
+      return items.get(name);
+    },
+  };
+  const ref: RuntimeEnvRef = {
+    workingDir: { sha256: wd.sha256, bytes: 2 },
+    packages: { sha256: manifestSha, count: manifest.packages.length },
+  };
+  return { source, ref, asked, root: join(base, 'project') };
+}
+
+const storeEntry = (path: string, name: string) => ({
+  path,
+  name,
+  version: '1.0.0',
+  source: { kind: 'store' as const, object: `pkg-${name}@1.0.0` },
+});
+
+test('a manifest path under a link a package holds is refused: nothing is written through it', async (t) => {
+  const victim = dir(t, 'troupe-ship-victim-');
+  writeFileSync(join(victim, 'keep'), 'mine');
+  // A link inside the package (allowed), then a manifest entry beneath it.
+  const evil = rawTar([
+    { path: 'package.json', body: '{"name":"evil","version":"1.0.0"}' },
+    { path: 'lib/.keep', body: '' },
+    { path: 'node_modules', type: 'SymbolicLink', linkpath: 'lib' },
+  ]);
+  const x = rawTar([{ path: 'package.json', body: '{"name":"x","version":"1.0.0"}' }]);
+  const { source, ref, root } = await hostileEnv(
+    t,
+    { 'pkg-evil@1.0.0': evil, 'pkg-x@1.0.0': x },
+    {
+      packages: [storeEntry('node_modules/evil', 'evil'), storeEntry('node_modules/evil/node_modules/x', 'x')],
+    },
+  );
+  const cacheDir = dir(t, 'troupe-ship-cache-');
+  const cache = new EnvCache(source, { dir: cacheDir });
+  const e = await t.throwsAsync(cache.materialize(ref, root), { instanceOf: ProtocolError });
+  t.regex(e!.message, /node_modules\/evil\/node_modules/);
+  t.deepEqual(readdirSync(join(cacheDir, 'envs')), [], 'no copy made');
+  t.deepEqual(readdirSync(join(cacheDir, 'packages/pkg-evil%401.0.0/lib')), ['.keep'], 'nothing written via the link');
+
+  // A package linking out of itself never gets into the cache.
+  const out = rawTar([
+    { path: 'package.json', body: '{"name":"out","version":"1.0.0"}' },
+    { path: 'node_modules', type: 'SymbolicLink', linkpath: victim },
+  ]);
+  const second = await hostileEnv(t, { 'pkg-out@1.0.0': out }, { packages: [storeEntry('node_modules/out', 'out')] });
+  const other = new EnvCache(second.source, { dir: cacheDir });
+  await t.throwsAsync(other.materialize(second.ref, second.root), { instanceOf: ProtocolError });
+  t.false(existsSync(join(cacheDir, 'packages/pkg-out%401.0.0')));
+  t.deepEqual(readdirSync(victim), ['keep']);
+});
+
+test('the cache is ours alone: one others can write to is refused; planted entries are made again', async (t) => {
+  const pkgX = rawTar([
+    { path: 'package.json', body: '{"name":"x","version":"1.0.0"}' },
+    { path: 'index.js', body: 'real' },
+  ]);
+  const { source, ref, root, asked } = await hostileEnv(
+    t,
+    { 'pkg-x@1.0.0': pkgX },
+    { packages: [storeEntry('node_modules/x', 'x')] },
+  );
+  const open = dir(t, 'troupe-ship-cache-');
+  chmodSync(open, 0o777);
+  const e = await t.throwsAsync(new EnvCache(source, { dir: open }).materialize(ref, root), {
+    instanceOf: RuntimeEnvError,
+  });
+  t.true(e!.message.includes(open) && /writable by group or others/.test(e!.message), e!.message);
+  const e2 = await t.throwsAsync(new EnvCache(source, { dir: join(open, 'runtime-envs') }).materialize(ref, root), {
+    instanceOf: RuntimeEnvError,
+  });
+  t.true(e2!.message.includes(open) && /swap the cache/.test(e2!.message), e2!.message);
+
+  const cacheDir = join(dir(t, 'troupe-ship-cache-'), 'runtime-envs');
+  // Another user's package, planted where the node would look (no marker), and a daemon's leftovers.
+  const planted = join(cacheDir, 'packages', encodeURIComponent('pkg-x@1.0.0'));
+  mkdirSync(planted, { recursive: true });
+  writeFileSync(join(planted, 'index.js'), 'planted');
+  const dead = join(cacheDir, 'tmp', `${2 ** 22 + 1}-beef`);
+  const live = join(cacheDir, 'tmp', `${process.pid}-beef`);
+  mkdirSync(dead, { recursive: true });
+  mkdirSync(live, { recursive: true });
+  const cache = new EnvCache(source, { dir: cacheDir });
+  const copy = await cache.materialize(ref, root);
+  t.is(readFileSync(join(copy, 'node_modules/x/index.js'), 'utf8'), 'real');
+  t.true(asked.includes('pkg-x@1.0.0'), 'fetched again');
+  t.is(statSync(cacheDir).mode & 0o777, 0o700);
+  t.false(existsSync(dead), "a dead daemon's half-made copies are swept");
+  t.true(existsSync(live), "a live daemon's are left alone");
+  t.is(statSync(join(copy, 'node_modules/x/index.js')).mode & 0o222, 0, 'package files are read-only');
+  t.false(existsSync(join(copy, 'node_modules/x/.troupe-entry')), 'the marker is not in the copy');
+  // Sizes: the copy's hard links to packages count once, in packages/.
+  const sizes = Object.fromEntries(cache.list().map((e) => [e.dir.includes('/envs/') ? 'env' : 'pkg', e.bytes]));
+  t.true(sizes.pkg > 'real'.length && sizes.env < sizes.pkg + 2, JSON.stringify(sizes));
+  rmSync(live, { recursive: true });
+
+  // A later daemon reuses the marked entries without fetching.
+  asked.length = 0;
+  t.is(await new EnvCache(source, { dir: cacheDir }).materialize(ref, root), copy);
+  t.deepEqual(asked, []);
+  t.true(lstatSync(copy).isDirectory());
+});
+
+test("npm's integrity is part of a package's name: a patched package of the same version ships anew", async (t) => {
+  const root = dir(t, 'troupe-ship-integrity-');
+  mkdirSync(join(root, 'node_modules/a'), { recursive: true });
+  mkdirSync(join(root, 'node_modules/b'), { recursive: true });
+  writeFileSync(join(root, 'node_modules/a/package.json'), '{"name":"a","version":"1.0.0"}');
+  writeFileSync(join(root, 'node_modules/b/package.json'), '{"name":"b","version":"2.0.0"}');
+  const lock = (integrity: string) =>
+    writeFileSync(
+      join(root, 'node_modules/.package-lock.json'),
+      JSON.stringify({ packages: { 'node_modules/a': { version: '1.0.0', integrity } } }),
+    );
+  lock('sha512-one');
+  const one = (await scanPackages(root)).manifest.packages;
+  lock('sha512-two');
+  const two = (await scanPackages(root)).manifest.packages;
+  const objectOf = (m: typeof one, path: string) =>
+    (m.find((p) => p.path === path)!.source as { object: string }).object;
+  t.regex(objectOf(one, 'node_modules/a'), /^pkg-a@1\.0\.0-[0-9a-f]{32}$/);
+  t.not(objectOf(one, 'node_modules/a'), objectOf(two, 'node_modules/a'));
+  t.is(objectOf(one, 'node_modules/b'), 'pkg-b@2.0.0', 'no integrity: name@version');
+  t.is(checkManifest({ packages: one }).packages.length, 2, 'a node accepts the name');
+});
