@@ -91,9 +91,10 @@ test('a project over maxBytes fails at prepare, naming its five largest files an
   t.is(ok.ref.workingDir?.bytes, 2102);
 });
 
-test('runtimeEnv options: variables named TROUPE_* or invalid names are refused at init() with UsageError', (t) => {
+test('runtimeEnv.env: TROUPE_*, variables troupe sets or reads only at start, and bad names are UsageErrors', (t) => {
   t.notThrows(() => checkRuntimeEnvOptions({ env: { APP_MODE: 'x', _under: '' } }));
   const bad: Record<string, string>[] = [{ TROUPE_TOKEN: 'x' }, { 'BAD-NAME': 'x' }, { '1X': 'x' }, { OK: 7 as never }];
+  bad.push({ CUDA_VISIBLE_DEVICES: '0' }, { NODE_OPTIONS: '--max-old-space-size=100' }, { troupe_x: 'y' });
   for (const env of bad)
     t.throws(() => checkRuntimeEnvOptions({ env }), { instanceOf: UsageError }, JSON.stringify(env));
   t.throws(() => checkRuntimeEnvOptions({ maxBytes: -1 }), { instanceOf: UsageError });
