@@ -361,7 +361,11 @@ export class Core {
     ]).then(() => spec);
     const site = userCallSite(); // once per actor: creation is rare next to calls
     const creation = ready
-      .then((s) => this.bus.request(subjects.headActorCreate, { spec: s }))
+      // The head answers once it has the actor, not once it runs; a burst of thousands queues at the head, so
+      // this waits longer than a control request.
+      .then((s) =>
+        this.bus.request(subjects.headActorCreate, { spec: s }, { timeoutMs: 6 * defaults.requestTimeoutMs }),
+      )
       .then(
         () => undefined,
         (e: Error) => {
