@@ -310,3 +310,42 @@ test.serial('a node daemon that stops ends the drivers it runs, and what they st
   t.false(isAlive(info.pid!));
   t.false(isAlive(actorPid));
 });
+
+test.serial('a node daemon killed by SIGKILL takes its driver with it; the record reads FAILED', async (t) => {
+  t.timeout(BOUND_MS * 3);
+  const dir = project(t);
+  const own = await startCluster({ head: { numCpus: 1 }, nodeTimeoutMs: 3000 });
+  t.teardown(() => own.stop());
+  const run = (args: string[]) =>
+    runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: own.home }, timeoutMs: BOUND_MS });
+  const r = await run(['job', 'submit', '--no-wait', '--working-dir', dir, ...driver(dir, 'hang')]);
+  t.is(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  await eventually(
+    'the driver to make its actor',
+    async () => /actor ready \d+/.test((await run(['job', 'logs', id])).stdout),
+    BOUND_MS,
+  );
+  const info = JSON.parse((await run(['job', 'status', id, '--json'])).stdout) as SubmissionInfo;
+  t.teardown(() => killGroup(info.pid));
+  t.is(info.state, 'RUNNING');
+  t.true(isAlive(info.pid!));
+  const daemon = (await own.status()).nodes.find((n) => n.nodeId === info.nodeId)!;
+  process.kill(daemon.pid, 'SIGKILL'); // no handler of its own runs: the driver must still go
+  await eventually('the driver to die with its node daemon', async () => !isAlive(info.pid!), BOUND_MS);
+  const dead = await eventually(
+    'the record to read FAILED',
+    async () => {
+      const s = JSON.parse((await run(['job', 'status', id, '--json'])).stdout) as SubmissionInfo;
+      return s.state === 'FAILED' ? s : undefined;
+    },
+    BOUND_MS,
+  );
+  t.regex(dead.cause ?? '', new RegExp(`its node ${info.nodeId} died`));
+  const list = JSON.parse((await run(['job', 'list', '--json'])).stdout) as SubmissionInfo[];
+  t.is(list.find((j) => j.submissionId === id)?.state, 'FAILED');
+  const followed = await run(['job', 'logs', id, '--follow']);
+  t.is(followed.code, 0, followed.stderr);
+  const stop = await run(['job', 'stop', id]);
+  t.regex(stop.stdout, /had ended already: FAILED/);
+});
