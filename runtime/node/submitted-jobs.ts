@@ -299,17 +299,24 @@ function outputDone(child: ChildProcess, log: JobLogWriter): Promise<void> {
       clearTimeout(timer);
       timer = setTimeout(() => (log.busy ? quiet() : finish()), 2000);
     };
+    let cut: NodeJS.Timeout | undefined;
     const cap = setTimeout(() => {
       try {
         process.kill(-child.pid!, 'SIGKILL');
       } catch {
         /* the group is gone */
       }
-      finish();
+      // The pipes close once the group is dead; a writer outside the group is cut off a second later.
+      cut = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish();
+      }, 1000);
     }, OUTPUT_AFTER_EXIT_MS);
     const finish = () => {
       clearTimeout(timer);
       clearTimeout(cap);
+      clearTimeout(cut);
       child.stdout?.off('data', quiet);
       child.stderr?.off('data', quiet);
       resolve();

@@ -349,3 +349,26 @@ test.serial('a node daemon killed by SIGKILL takes its driver with it; the recor
   const stop = await run(['job', 'stop', id]);
   t.regex(stop.stdout, /had ended already: FAILED/);
 });
+
+test.serial(
+  'a driver that exits while something it started keeps writing ends anyway; the writer is killed',
+  async (t) => {
+    t.timeout(BOUND_MS * 2);
+    const dir = project(t);
+    const script = 'sh -c "while :; do echo tick; sleep 0.2; done" & echo "writer $!"; exit 0';
+    const r = await troupe(['job', 'submit', '--working-dir', dir, '--', '/bin/sh', '-c', script]);
+    const writer = Number(/writer (\d+)/.exec(r.stdout)?.[1]);
+    t.teardown(() => {
+      try {
+        if (writer > 0) process.kill(writer, 'SIGKILL');
+      } catch {
+        /* gone, as it should be */
+      }
+    });
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stderr, /SUCCEEDED \(exit code 0\)/);
+    t.regex(r.stdout, /tick/);
+    t.true(writer > 0, r.stdout);
+    await eventually('what it left writing in its group to be killed', async () => !isAlive(writer), BOUND_MS);
+  },
+);
