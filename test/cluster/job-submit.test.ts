@@ -2,6 +2,7 @@
 // job log stream, its end is recorded, `stop` ends it and its actors, bad input is refused and the daemons go on.
 import test, { type ExecutionContext } from 'ava';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startCluster, runCommand, tempDir, eventually, isAlive, type TestCluster } from '../helpers/cluster.ts';
@@ -370,5 +371,35 @@ test.serial(
     t.regex(r.stdout, /tick/);
     t.true(writer > 0, r.stdout);
     await eventually('what it left writing in its group to be killed', async () => !isAlive(writer), BOUND_MS);
+  },
+);
+
+test.serial(
+  'submit answers PENDING at once; a working dir the node cannot make is FAILED with the cause',
+  async (t) => {
+    t.timeout(BOUND_MS);
+    const dir = project(t);
+    const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'test' });
+    t.teardown(() => bus.close());
+    // Shipped from "another machine", but never uploaded: the node cannot make its copy.
+    const runtimeEnv = {
+      workingDir: { sha256: randomBytes(32).toString('hex'), bytes: 100 },
+      origin: { hostname: 'elsewhere', bootId: 'boot', rootId: '1:2' },
+    };
+    const req = { entrypoint: [process.execPath, '-e', '0'], workingDir: dir, env: {}, runtimeEnv };
+    const info = await bus.request<SubmissionInfo>(subjects.nodeJobSubmit(c!.head.nodeId), req, { timeoutMs: 5000 });
+    t.is(info.state, 'PENDING');
+    const failed = await eventually(
+      'the job to fail',
+      async () => {
+        const s = await status(info.submissionId);
+        return s.state === 'FAILED' && s;
+      },
+      BOUND_MS,
+    );
+    t.regex(failed.cause ?? '', /could not make the working dir here/);
+    t.is(failed.pid, undefined, 'nothing ran');
+    const logs = await troupe(['job', 'logs', info.submissionId]);
+    t.regex(logs.stdout, /could not make the working dir here/);
   },
 );
