@@ -46,7 +46,10 @@ interface Running {
 
 /** A submission between its PENDING record and its driver's start (the working dir is being made). */
 interface Starting {
-  /** Set by stop: it does not start, and ends STOPPED. */
+  pending: SubmissionInfo;
+  /** Until its working dir is made; then 'spawning' (a moment: the driver is being started). */
+  phase: 'preparing' | 'spawning';
+  /** Set by stop (or the node stopping) while preparing: its STOPPED end is recorded then; it never starts. */
   stopping?: string;
   /** Settles once it runs, or its end is recorded. */
   started: Promise<void>;
@@ -108,7 +111,7 @@ export class SubmittedJobs {
       submittedAt: new Date().toISOString(),
     };
     await this.save(info);
-    const starting: Starting = { started: Promise.resolve() };
+    const starting: Starting = { pending: info, phase: 'preparing', started: Promise.resolve() };
     this.starting.set(id, starting);
     starting.started = this.launch(req, info, starting)
       .catch((e) => console.error(`troupe: could not start ${id}:`, e))
@@ -132,24 +135,25 @@ export class SubmittedJobs {
     return dir;
   }
 
-  /** PENDING to RUNNING: the working dir (this node's copy of a shipped one), then the driver; or FAILED (STOPPED when
-   * stopped meanwhile) with the cause. */
+  /** PENDING to RUNNING: the working dir (this node's copy of a shipped one), then the driver; or FAILED with the
+   * cause (unless stopped meanwhile: stopPreparing recorded that end). */
   private async launch(req: SubmitRequest, pending: SubmissionInfo, starting: Starting): Promise<void> {
     const id = pending.submissionId;
-    const failed = async (state: 'FAILED' | 'STOPPED', cause: string, err = true) => {
-      const info: SubmissionInfo = { ...pending, state, cause, endedAt: new Date().toISOString() };
+    const failed = async (cause: string) => {
+      if (starting.stopping) return;
+      const info: SubmissionInfo = { ...pending, state: 'FAILED', cause, endedAt: new Date().toISOString() };
       const log = new JobLogWriter(this.o.bus, id);
-      if (err) log.write({ err: new TextEncoder().encode(`troupe: ${cause}\n`) });
+      log.write({ err: new TextEncoder().encode(`troupe: ${cause}\n`) });
       await this.finish(info, log);
     };
     let cwd: string;
     try {
       cwd = req.runtimeEnv === undefined ? req.workingDir : await this.o.localDir!(req.runtimeEnv, req.workingDir);
     } catch (e) {
-      return failed('FAILED', `could not make the working dir here: ${(e as Error).message}`);
+      return failed(`could not make the working dir here: ${(e as Error).message}`);
     }
-    if (starting.stopping) return failed('STOPPED', starting.stopping, false);
-    if (this.closing) return failed('FAILED', `its node ${this.o.nodeId} stopped before it started`);
+    if (starting.stopping) return; // its end is recorded already
+    starting.phase = 'spawning';
     const info: SubmissionInfo = { ...pending, workingDir: cwd };
     const env: NodeJS.ProcessEnv = { ...process.env, ...req.env };
     delete env.TROUPE_DAEMON_CONFIG; // the daemon's own options
@@ -165,7 +169,7 @@ export class SubmittedJobs {
       child.once('spawn', () => resolve(undefined));
       child.once('error', resolve);
     });
-    if (started) return failed('FAILED', `could not start ${JSON.stringify(cmd)}: ${started.message}`);
+    if (started) return failed(`could not start ${JSON.stringify(cmd)}: ${started.message}`);
     const watcher = watchForDaemonDeath(child.pid!);
     // SEAM(env-hold): hold this node's copy of a shipped working dir while the driver runs, so the env cache cannot
     // evict it; release it in exited(). Waits for EnvCache's hold on localDir (runtime/shipping/env-cache.ts).
@@ -189,9 +193,7 @@ export class SubmittedJobs {
       });
     });
     this.running.set(id, run);
-    if (starting.stopping)
-      void this.end(run, starting.stopping, 0); // stopped while it started
-    else if (this.closing) void this.end(run, 'its node stopped', 0); // close() began while it started: it saw no run
+    if (this.closing) void this.end(run, 'its node stopped', 0); // close() began while it started: it saw no run
     await this.save(run.info);
   }
 
@@ -249,10 +251,8 @@ export class SubmittedJobs {
     const id = checkSubmissionId(req?.submissionId);
     const graceMs = checkGraceMs(req?.graceMs);
     const starting = this.starting.get(id);
-    if (starting) {
-      starting.stopping ??= 'stopped by troupe job stop';
-      await starting.started;
-    }
+    if (starting?.phase === 'preparing') return this.stopPreparing(starting, 'stopped by troupe job stop');
+    await starting?.started; // spawning: a moment, then it is running
     const run = this.running.get(id);
     if (!run) {
       const info = await this.table.get(id);
@@ -260,6 +260,21 @@ export class SubmittedJobs {
       throw new UsageError(`job ${id} is not running on node ${this.o.nodeId}`);
     }
     return this.end(run, 'stopped by troupe job stop', graceMs);
+  }
+
+  /** A submission still waiting for its working dir never starts: STOPPED now, not after the download. */
+  private async stopPreparing(starting: Starting, why: string): Promise<SubmissionInfo> {
+    if (!starting.stopping) {
+      starting.stopping = why;
+      const info: SubmissionInfo = {
+        ...starting.pending,
+        state: 'STOPPED',
+        cause: why,
+        endedAt: new Date().toISOString(),
+      };
+      await this.finish(info, new JobLogWriter(this.o.bus, info.submissionId));
+    }
+    return (await this.table.get(starting.pending.submissionId)) ?? starting.pending;
   }
 
   /** SIGTERM to the driver's group, SIGKILL after graceMs. */
@@ -284,7 +299,11 @@ export class SubmittedJobs {
   /** The node is stopping: its drivers end with it. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all([...this.starting.values()].map((s) => s.started));
+    await Promise.all(
+      [...this.starting.values()].map((s) =>
+        s.phase === 'preparing' ? this.stopPreparing(s, 'its node stopped') : s.started,
+      ),
+    );
     await Promise.all([...this.running.values()].map((r) => this.end(r, 'its node stopped', 3000)));
   }
 }
