@@ -217,11 +217,25 @@ function describe(info: SubmissionInfo): string {
 async function record(bus: Bus, id: string): Promise<SubmissionInfo> {
   const info = await (await openSubmissions(bus)).get(id);
   if (!info) throw new UsageError(`no job ${id} on this cluster ('troupe job list' shows them)`);
-  return info;
+  return (await withNodes(bus, [info]))[0];
+}
+
+/** A record not ended on a node that is DEAD (or unknown): its driver died with it (the daemon's watcher kills the
+ * driver's group), but nobody wrote its end. Shown as FAILED. */
+async function withNodes(bus: Bus, infos: SubmissionInfo[]): Promise<SubmissionInfo[]> {
+  if (infos.every((i) => TERMINAL_STATES.has(i.state))) return infos;
+  const nodes = new Map((await (await Gcs.open(bus)).nodes.list()).map((n) => [n.nodeId, n]));
+  return infos.map((i) => {
+    const node = nodes.get(i.nodeId);
+    if (TERMINAL_STATES.has(i.state) || node?.state === 'ALIVE') return i;
+    const why = node?.cause ? ` (${node.cause})` : '';
+    return { ...i, state: 'FAILED', cause: `its node ${i.nodeId} died${why}`, endedAt: node?.deadAt };
+  });
 }
 
 async function list(bus: Bus, json: boolean): Promise<number> {
-  const rows = (await (await openSubmissions(bus)).list()).sort((a, b) => a.submittedAt.localeCompare(b.submittedAt));
+  const all = await (await openSubmissions(bus)).list();
+  const rows = (await withNodes(bus, all)).sort((a, b) => a.submittedAt.localeCompare(b.submittedAt));
   if (json) {
     console.log(JSON.stringify(rows, null, 2));
     return 0;

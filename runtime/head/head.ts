@@ -64,6 +64,9 @@ interface Pending extends LeaseRequestMsg {
   failures: number;
 }
 
+/** How soon a lease request is asked again of a node still preparing the job's code. */
+const PREPARING_RETRY_MS = 500;
+
 export class Head {
   private bus!: Bus;
   /** Heartbeats on a connection of their own: under a flood of requests they must not queue behind it,
@@ -449,12 +452,14 @@ export class Head {
     n.available = subtract(n.available, p.demand);
     if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
     // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
+    // A job's shipped project is fetched outside this request (the node answers `preparing` meanwhile); a node past
+    // replyWithinMs takes its grant back rather than keep it for nobody.
+    const timeoutMs = p.actor ? 0 : 40_000;
     this.bus
       .request<LeaseGrant | Busy>(
         subjects.nodeLease(nodeId),
-        { clientId: p.clientId, job: p.job, demand: p.demand, actor: p.actor },
-        // A job with a shipped runtime env: its first lease on a node may wait while the node fetches the project.
-        { timeoutMs: p.actor ? 0 : p.job.env?.workingDir ? 600_000 : 40_000 },
+        { clientId: p.clientId, job: p.job, demand: p.demand, actor: p.actor, replyWithinMs: timeoutMs },
+        { timeoutMs },
       )
       .then(
         (r) => {
@@ -469,6 +474,15 @@ export class Head {
             // until it frees something, so trying the other nodes now cannot turn into a busy loop.
             n.available = r.available;
             n.gpuFree = r.gpuFree;
+            if (r.preparing) {
+              // The node is fetching the job's project: ask again shortly (it reserved nothing meanwhile).
+              setTimeout(() => {
+                if (this.queue.get(p.reqId) !== p || p.granting) return;
+                this.waiting.set(p.reqId, p);
+                this.pump();
+              }, PREPARING_RETRY_MS).unref();
+              return;
+            }
             this.waiting.set(p.reqId, p);
             this.pumpSoon();
             return;

@@ -31,6 +31,7 @@ import { checkJob, type JobRef } from '../protocol/jobs.ts';
 import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
+import { JobEnvs } from './job-envs.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -111,8 +112,8 @@ export class NodeDaemon {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private stopped?: Promise<void>;
-  /** Copies of jobs' projects shipped from other machines. */
-  private envs!: EnvCache;
+  /** Copies of jobs' projects shipped from other machines, prepared outside lease requests. */
+  private envs!: JobEnvs;
   /** Drivers run for `troupe job submit`. */
   private submitted?: SubmittedJobs;
 
@@ -159,7 +160,7 @@ export class NodeDaemon {
       address: this.o.address,
     });
     this.gcs = await Gcs.open(this.bus);
-    this.envs = new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) });
+    this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
     bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) =>
@@ -182,7 +183,7 @@ export class NodeDaemon {
       nodeId: this.nodeId,
       address: this.o.address,
       token: this.o.token,
-      localDir: (ref, dir) => this.envs.localDir(ref, dir),
+      localDir: (ref, dir) => this.envs.cache.localDir(ref, dir),
     });
     await this.submitted.start();
     bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {
@@ -268,9 +269,13 @@ export class NodeDaemon {
     if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, job, demand }');
     const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
-    // Before anything is reserved: the first lease of a job from another machine may fetch its project for a while.
-    // A package this node cannot provide fails the lease here, with an error naming it.
-    const local = await this.envs.localEnv(job);
+    const within = Number(req.replyWithinMs);
+    // Answered a little before the asker gives up, so that no grant is made for an asker that left.
+    const deadline = Number.isFinite(within) && within > 0 ? Date.now() + Math.max(within - 5000, within / 2) : 0;
+    // Outside the lease: the first lease of a job from another machine may fetch its project for minutes; meanwhile
+    // the head is told to ask again. A package this node cannot provide fails the lease, with an error naming it.
+    const local = await this.envs.ready(job);
+    if (!local) return { busy: true, preparing: true, available: this.available, gpuFree: this.gpuFree };
     const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
     if (!fits(this.available, demand)) return busy;
     const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
@@ -306,7 +311,7 @@ export class NodeDaemon {
     worker.leases.add(lease); // reserve before awaiting, so no second lease takes it
     this.leases.set(lease.leaseId, lease);
     try {
-      await worker.ready;
+      await untilDeadline(worker.ready, deadline);
     } catch (e) {
       this.release(lease.leaseId);
       throw new WorkerDiedError(`worker for the lease failed to start: ${(e as Error).message}`, { cause: e });
@@ -329,6 +334,10 @@ export class NodeDaemon {
         this.release(lease.leaseId, !shared);
         throw e; // the constructor threw (TaskError) or the worker died: the head decides
       }
+    }
+    if (deadline && Date.now() > deadline) {
+      this.release(lease.leaseId); // its asker has given up: nobody would ever release it
+      throw new WorkerDiedError('the lease was not ready before its asker gave up');
     }
     this.heartbeatSoon();
     return {
@@ -369,7 +378,7 @@ export class NodeDaemon {
   private bind(worker: Worker, job: JobRef, local: LocalEnv): void {
     worker.job = job;
     worker.boundAt = Date.now();
-    worker.releaseEnv = this.envs.hold(local.root);
+    worker.releaseEnv = this.envs.cache.hold(local.root);
     const { child } = worker;
     worker.ready = worker.ready.then(() => {
       let onMessage: ((m: { type?: string; jobId?: string }) => void) | undefined;
@@ -618,6 +627,19 @@ export class NodeDaemon {
     }
     await this.bus?.close();
   }
+}
+
+/** The promise, or an error once the deadline (ms since the epoch; 0: none) has passed. */
+function untilDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
+  if (!deadline) return p;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error('not ready before its asker gave up')),
+      Math.max(0, deadline - Date.now()),
+    );
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** "exited with code 3" or "was killed by SIGKILL": the cause callers and `troupe list actors` show. */

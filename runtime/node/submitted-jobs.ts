@@ -44,9 +44,25 @@ interface Running {
   done: Promise<SubmissionInfo>;
 }
 
+/** A submission between its PENDING record and its driver's start (the working dir is being made). */
+interface Starting {
+  pending: SubmissionInfo;
+  /** Until its working dir is made; then 'spawning' (a moment: the driver is being started). */
+  phase: 'preparing' | 'spawning';
+  /** Set by stop (or the node stopping) while preparing: its STOPPED end is recorded then; it never starts. */
+  stopping?: string;
+  /** Settles once it runs, or its end is recorded. */
+  started: Promise<void>;
+}
+
+/** How long a driver's output may go on after it exited (something it started still writes): then its group is
+ * killed and its record finished. */
+const OUTPUT_AFTER_EXIT_MS = 5000;
+
 export class SubmittedJobs {
   private table!: Table<SubmissionInfo>;
   private readonly running = new Map<string, Running>();
+  private readonly starting = new Map<string, Starting>();
   /** Record writes per job, in order: a fast exit must not be overwritten by the RUNNING write before it. */
   private readonly writes = new Map<string, Promise<void>>();
   private closing = false;
@@ -73,31 +89,14 @@ export class SubmittedJobs {
     return this.logStreamReady;
   }
 
-  /** The directory the driver runs in: with `req.runtimeEnv` (the CLI shipped it), this node's copy of it; else the
-   * working dir in place, which must exist on this machine. */
-  private async workingDir(req: SubmitRequest): Promise<string> {
-    if (req.runtimeEnv !== undefined) {
-      if (!this.o.localDir) throw new UsageError(`node ${this.o.nodeId} cannot unpack a shipped working dir`);
-      return this.o.localDir(req.runtimeEnv, req.workingDir);
-    }
-    let isDir = false;
-    try {
-      isDir = statSync(req.workingDir).isDirectory();
-    } catch {
-      /* missing: said below */
-    }
-    if (!isDir)
-      throw new UsageError(
-        `working dir ${req.workingDir} is not a directory on node ${this.o.nodeId} (${hostname()}): the driver runs ` +
-          'there, in place',
-      );
-    return req.workingDir;
-  }
-
+  /** Answers at once with the PENDING record: the copy of a shipped working dir may take longer than the CLI waits.
+   * The driver starts in the background; a failure to start is its FAILED record, with the cause in its log. */
   private async submit(body: unknown): Promise<SubmissionInfo> {
     if (this.closing) throw new UsageError(`node ${this.o.nodeId} is stopping`);
     const req = checkSubmitRequest(body);
-    const cwd = await this.workingDir(req);
+    if (req.runtimeEnv === undefined)
+      this.dirInPlace(req.workingDir); // cheap: said to the CLI, not in a log
+    else if (!this.o.localDir) throw new UsageError(`node ${this.o.nodeId} cannot unpack a shipped working dir`);
     await this.logStream().catch((e) => {
       throw new UsageError(`node ${this.o.nodeId} cannot keep job logs: ${(e as Error).message}`, { cause: e });
     });
@@ -106,12 +105,56 @@ export class SubmittedJobs {
       submissionId: id,
       state: 'PENDING',
       entrypoint: req.entrypoint,
-      workingDir: cwd,
+      workingDir: req.workingDir,
       nodeId: this.o.nodeId,
       hostname: hostname(),
       submittedAt: new Date().toISOString(),
     };
     await this.save(info);
+    const starting: Starting = { pending: info, phase: 'preparing', started: Promise.resolve() };
+    this.starting.set(id, starting);
+    starting.started = this.launch(req, info, starting)
+      .catch((e) => console.error(`troupe: could not start ${id}:`, e))
+      .finally(() => this.starting.delete(id));
+    return info;
+  }
+
+  /** The working dir used in place must be a directory here. */
+  private dirInPlace(dir: string): string {
+    let isDir = false;
+    try {
+      isDir = statSync(dir).isDirectory();
+    } catch {
+      /* missing: said below */
+    }
+    if (!isDir)
+      throw new UsageError(
+        `working dir ${dir} is not a directory on node ${this.o.nodeId} (${hostname()}): the driver runs there, ` +
+          'in place',
+      );
+    return dir;
+  }
+
+  /** PENDING to RUNNING: the working dir (this node's copy of a shipped one), then the driver; or FAILED with the
+   * cause (unless stopped meanwhile: stopPreparing recorded that end). */
+  private async launch(req: SubmitRequest, pending: SubmissionInfo, starting: Starting): Promise<void> {
+    const id = pending.submissionId;
+    const failed = async (cause: string) => {
+      if (starting.stopping) return;
+      const info: SubmissionInfo = { ...pending, state: 'FAILED', cause, endedAt: new Date().toISOString() };
+      const log = new JobLogWriter(this.o.bus, id);
+      log.write({ err: new TextEncoder().encode(`troupe: ${cause}\n`) });
+      await this.finish(info, log);
+    };
+    let cwd: string;
+    try {
+      cwd = req.runtimeEnv === undefined ? req.workingDir : await this.o.localDir!(req.runtimeEnv, req.workingDir);
+    } catch (e) {
+      return failed(`could not make the working dir here: ${(e as Error).message}`);
+    }
+    if (starting.stopping) return; // its end is recorded already
+    starting.phase = 'spawning';
+    const info: SubmissionInfo = { ...pending, workingDir: cwd };
     const env: NodeJS.ProcessEnv = { ...process.env, ...req.env };
     delete env.TROUPE_DAEMON_CONFIG; // the daemon's own options
     Object.assign(env, {
@@ -126,18 +169,10 @@ export class SubmittedJobs {
       child.once('spawn', () => resolve(undefined));
       child.once('error', resolve);
     });
-    if (started) {
-      const failed: SubmissionInfo = {
-        ...info,
-        state: 'FAILED',
-        cause: `could not start ${JSON.stringify(cmd)}: ${started.message}`,
-        endedAt: new Date().toISOString(),
-      };
-      const log = new JobLogWriter(this.o.bus, id);
-      log.write({ err: new TextEncoder().encode(`troupe: ${failed.cause}\n`) });
-      await this.finish(failed, log);
-      return failed;
-    }
+    if (started) return failed(`could not start ${JSON.stringify(cmd)}: ${started.message}`);
+    const watcher = watchForDaemonDeath(child.pid!);
+    // SEAM(env-hold): hold this node's copy of a shipped working dir while the driver runs, so the env cache cannot
+    // evict it; release it in exited(). Waits for EnvCache's hold on localDir (runtime/shipping/env-cache.ts).
     const run: Running = {
       child,
       info: { ...info, state: 'RUNNING', pid: child.pid, startedAt: new Date().toISOString() },
@@ -149,14 +184,17 @@ export class SubmittedJobs {
     run.done = new Promise<SubmissionInfo>((resolve) => {
       child.once('exit', (code, signal) => {
         // Output still in the pipes comes before the end record. The pipes close when the driver has exited, unless
-        // something it started holds them open: then the end comes once they have been quiet (and stored) for 2 s.
-        void outputDone(child, log).then(() => resolve(this.exited(run, code, signal, log)));
+        // something it started holds them open: then the end comes once they have been quiet (and stored) for 2 s,
+        // or at most OUTPUT_AFTER_EXIT_MS after the exit, when what is left of its group is killed.
+        void outputDone(child, log).then(() => {
+          watcher.kill('SIGKILL');
+          resolve(this.exited(run, code, signal, log));
+        });
       });
     });
     this.running.set(id, run);
     if (this.closing) void this.end(run, 'its node stopped', 0); // close() began while it started: it saw no run
     await this.save(run.info);
-    return run.info;
   }
 
   private async exited(
@@ -212,6 +250,9 @@ export class SubmittedJobs {
   private async stop(req: StopRequest): Promise<SubmissionInfo> {
     const id = checkSubmissionId(req?.submissionId);
     const graceMs = checkGraceMs(req?.graceMs);
+    const starting = this.starting.get(id);
+    if (starting?.phase === 'preparing') return this.stopPreparing(starting, 'stopped by troupe job stop');
+    await starting?.started; // spawning: a moment, then it is running
     const run = this.running.get(id);
     if (!run) {
       const info = await this.table.get(id);
@@ -219,6 +260,21 @@ export class SubmittedJobs {
       throw new UsageError(`job ${id} is not running on node ${this.o.nodeId}`);
     }
     return this.end(run, 'stopped by troupe job stop', graceMs);
+  }
+
+  /** A submission still waiting for its working dir never starts: STOPPED now, not after the download. */
+  private async stopPreparing(starting: Starting, why: string): Promise<SubmissionInfo> {
+    if (!starting.stopping) {
+      starting.stopping = why;
+      const info: SubmissionInfo = {
+        ...starting.pending,
+        state: 'STOPPED',
+        cause: why,
+        endedAt: new Date().toISOString(),
+      };
+      await this.finish(info, new JobLogWriter(this.o.bus, info.submissionId));
+    }
+    return (await this.table.get(starting.pending.submissionId)) ?? starting.pending;
   }
 
   /** SIGTERM to the driver's group, SIGKILL after graceMs. */
@@ -243,11 +299,17 @@ export class SubmittedJobs {
   /** The node is stopping: its drivers end with it. */
   async close(): Promise<void> {
     this.closing = true;
+    await Promise.all(
+      [...this.starting.values()].map((s) =>
+        s.phase === 'preparing' ? this.stopPreparing(s, 'its node stopped') : s.started,
+      ),
+    );
     await Promise.all([...this.running.values()].map((r) => this.end(r, 'its node stopped', 3000)));
   }
 }
 
-/** Settles when the driver's pipes have closed, or have been quiet with nothing left to store for 2 s. */
+/** Settles when the driver's pipes have closed, or have been quiet with nothing left to store for 2 s, or at most
+ * OUTPUT_AFTER_EXIT_MS after the driver exited: then what it left writing in its group is killed. */
 function outputDone(child: ChildProcess, log: JobLogWriter): Promise<void> {
   if (child.stdout?.closed && child.stderr?.closed) return Promise.resolve();
   return new Promise<void>((resolve) => {
@@ -256,8 +318,24 @@ function outputDone(child: ChildProcess, log: JobLogWriter): Promise<void> {
       clearTimeout(timer);
       timer = setTimeout(() => (log.busy ? quiet() : finish()), 2000);
     };
+    let cut: NodeJS.Timeout | undefined;
+    const cap = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* the group is gone */
+      }
+      // The pipes close once the group is dead; a writer outside the group is cut off a second later.
+      cut = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish();
+      }, 1000);
+    }, OUTPUT_AFTER_EXIT_MS);
     const finish = () => {
       clearTimeout(timer);
+      clearTimeout(cap);
+      clearTimeout(cut);
       child.stdout?.off('data', quiet);
       child.stderr?.off('data', quiet);
       resolve();
@@ -267,4 +345,18 @@ function outputDone(child: ChildProcess, log: JobLogWriter): Promise<void> {
     child.stderr?.on('data', quiet);
     quiet();
   });
+}
+
+/** A driver must not outlive its node daemon, even one killed by SIGKILL (which no handler sees): a tiny watcher, in
+ * a session of its own, reads a pipe only this daemon writes to; at its end of file (the daemon is gone) it kills the
+ * driver's process group. The daemon kills the watcher once the driver has ended. */
+function watchForDaemonDeath(pgid: number): ChildProcess {
+  const watcher = spawn('/bin/sh', ['-c', 'read _ ; kill -9 -"$1" 2>/dev/null', 'troupe-driver-watch', String(pgid)], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  });
+  watcher.on('error', (e) => console.error(`troupe: no watcher for driver group ${pgid}:`, e));
+  watcher.stdin?.on('error', () => undefined); // it was killed: nothing to write anyway
+  watcher.unref();
+  return watcher;
 }

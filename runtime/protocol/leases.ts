@@ -33,6 +33,9 @@ export interface LeaseRequest {
   job: JobRef;
   demand: ResourceSet;
   actor?: { spec: ActorSpec; incarnation: number };
+  /** How long the asker waits for the answer (0 or unset: for ever): a grant not made by then is taken back, never
+   * kept for an asker that gave up. */
+  replyWithinMs?: number;
 }
 
 /** What a worker's death means to those who used it. */
@@ -48,6 +51,8 @@ export interface WorkerDiedMsg {
 /** The node cannot take the lease now; its numbers, so the head's view catches up. */
 export interface Busy {
   busy: true;
+  /** The job's code is still being fetched here (outside any lease): ask again shortly. */
+  preparing?: true;
   available: ResourceSet;
   gpuFree: number[];
 }

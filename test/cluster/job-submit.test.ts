@@ -2,6 +2,7 @@
 // job log stream, its end is recorded, `stop` ends it and its actors, bad input is refused and the daemons go on.
 import test, { type ExecutionContext } from 'ava';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startCluster, runCommand, tempDir, eventually, isAlive, type TestCluster } from '../helpers/cluster.ts';
@@ -310,3 +311,95 @@ test.serial('a node daemon that stops ends the drivers it runs, and what they st
   t.false(isAlive(info.pid!));
   t.false(isAlive(actorPid));
 });
+
+test.serial('a node daemon killed by SIGKILL takes its driver with it; the record reads FAILED', async (t) => {
+  t.timeout(BOUND_MS * 3);
+  const dir = project(t);
+  const own = await startCluster({ head: { numCpus: 1 }, nodeTimeoutMs: 3000 });
+  t.teardown(() => own.stop());
+  const run = (args: string[]) =>
+    runCommand(process.execPath, [cli, ...args], { env: { TROUPE_HOME: own.home }, timeoutMs: BOUND_MS });
+  const r = await run(['job', 'submit', '--no-wait', '--working-dir', dir, ...driver(dir, 'hang')]);
+  t.is(r.code, 0, r.stderr);
+  const id = r.stdout.trim();
+  await eventually(
+    'the driver to make its actor',
+    async () => /actor ready \d+/.test((await run(['job', 'logs', id])).stdout),
+    BOUND_MS,
+  );
+  const info = JSON.parse((await run(['job', 'status', id, '--json'])).stdout) as SubmissionInfo;
+  t.teardown(() => killGroup(info.pid));
+  t.is(info.state, 'RUNNING');
+  t.true(isAlive(info.pid!));
+  const daemon = (await own.status()).nodes.find((n) => n.nodeId === info.nodeId)!;
+  process.kill(daemon.pid, 'SIGKILL'); // no handler of its own runs: the driver must still go
+  await eventually('the driver to die with its node daemon', async () => !isAlive(info.pid!), BOUND_MS);
+  const dead = await eventually(
+    'the record to read FAILED',
+    async () => {
+      const s = JSON.parse((await run(['job', 'status', id, '--json'])).stdout) as SubmissionInfo;
+      return s.state === 'FAILED' ? s : undefined;
+    },
+    BOUND_MS,
+  );
+  t.regex(dead.cause ?? '', new RegExp(`its node ${info.nodeId} died`));
+  const list = JSON.parse((await run(['job', 'list', '--json'])).stdout) as SubmissionInfo[];
+  t.is(list.find((j) => j.submissionId === id)?.state, 'FAILED');
+  const followed = await run(['job', 'logs', id, '--follow']);
+  t.is(followed.code, 0, followed.stderr);
+  const stop = await run(['job', 'stop', id]);
+  t.regex(stop.stdout, /had ended already: FAILED/);
+});
+
+test.serial(
+  'a driver that exits while something it started keeps writing ends anyway; the writer is killed',
+  async (t) => {
+    t.timeout(BOUND_MS * 2);
+    const dir = project(t);
+    const script = 'sh -c "while :; do echo tick; sleep 0.2; done" & echo "writer $!"; exit 0';
+    const r = await troupe(['job', 'submit', '--working-dir', dir, '--', '/bin/sh', '-c', script]);
+    const writer = Number(/writer (\d+)/.exec(r.stdout)?.[1]);
+    t.teardown(() => {
+      try {
+        if (writer > 0) process.kill(writer, 'SIGKILL');
+      } catch {
+        /* gone, as it should be */
+      }
+    });
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stderr, /SUCCEEDED \(exit code 0\)/);
+    t.regex(r.stdout, /tick/);
+    t.true(writer > 0, r.stdout);
+    await eventually('what it left writing in its group to be killed', async () => !isAlive(writer), BOUND_MS);
+  },
+);
+
+test.serial(
+  'submit answers PENDING at once; a working dir the node cannot make is FAILED with the cause',
+  async (t) => {
+    t.timeout(BOUND_MS);
+    const dir = project(t);
+    const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'test' });
+    t.teardown(() => bus.close());
+    // Shipped from "another machine", but never uploaded: the node cannot make its copy.
+    const runtimeEnv = {
+      workingDir: { sha256: randomBytes(32).toString('hex'), bytes: 100 },
+      origin: { hostname: 'elsewhere', bootId: 'boot', rootId: '1:2' },
+    };
+    const req = { entrypoint: [process.execPath, '-e', '0'], workingDir: dir, env: {}, runtimeEnv };
+    const info = await bus.request<SubmissionInfo>(subjects.nodeJobSubmit(c!.head.nodeId), req, { timeoutMs: 5000 });
+    t.is(info.state, 'PENDING');
+    const failed = await eventually(
+      'the job to fail',
+      async () => {
+        const s = await status(info.submissionId);
+        return s.state === 'FAILED' && s;
+      },
+      BOUND_MS,
+    );
+    t.regex(failed.cause ?? '', /could not make the working dir here/);
+    t.is(failed.pid, undefined, 'nothing ran');
+    const logs = await troupe(['job', 'logs', info.submissionId]);
+    t.regex(logs.stdout, /could not make the working dir here/);
+  },
+);
