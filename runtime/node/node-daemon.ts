@@ -184,6 +184,7 @@ export class NodeDaemon {
       address: this.o.address,
       token: this.o.token,
       localDir: (ref, dir) => this.envs.cache.localDir(ref, dir),
+      hold: (dir) => this.envs.cache.hold(dir),
     });
     await this.submitted.start();
     bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {

@@ -33,6 +33,8 @@ export interface SubmittedJobsOptions {
   token: string;
   /** Where a shipped working dir is here (the node's copy of it, or the dir itself on the CLI's machine). */
   localDir?: (ref: RuntimeEnvRef, dir: string) => Promise<string>;
+  /** Keeps the node's copy at `dir` from eviction until the returned release is called. */
+  hold?: (dir: string) => () => void;
 }
 
 interface Running {
@@ -171,8 +173,7 @@ export class SubmittedJobs {
     });
     if (started) return failed(`could not start ${JSON.stringify(cmd)}: ${started.message}`);
     const watcher = watchForDaemonDeath(child.pid!);
-    // SEAM(env-hold): hold this node's copy of a shipped working dir while the driver runs, so the env cache cannot
-    // evict it; release it in exited(). Waits for EnvCache's hold on localDir (runtime/shipping/env-cache.ts).
+    const release = this.o.hold?.(cwd); // the copy stays while the driver runs in it
     const run: Running = {
       child,
       info: { ...info, state: 'RUNNING', pid: child.pid, startedAt: new Date().toISOString() },
@@ -188,6 +189,7 @@ export class SubmittedJobs {
         // or at most OUTPUT_AFTER_EXIT_MS after the exit, when what is left of its group is killed.
         void outputDone(child, log).then(() => {
           watcher.kill('SIGKILL');
+          release?.();
           resolve(this.exited(run, code, signal, log));
         });
       });
