@@ -3,13 +3,14 @@
 // one machine never uploads anything). uploadRuntimeEnv() uploads everything at once, for a driver that will not
 // stay (a submitted job).
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
 import { ProtocolError, RuntimeEnvError, UsageError } from '../base/errors.ts';
 import { formatBytes } from '../base/bytes.ts';
+import { troupeHome } from '../base/config.ts';
+import { isAlive } from '../base/processes.ts';
 import { jobRoot } from '../base/job-root.ts';
 import { envVarProblem, type RuntimeEnvRef } from '../protocol/jobs.ts';
 import { subjects } from '../protocol/subjects.ts';
@@ -87,7 +88,7 @@ export class PreparedEnv {
             .join(', ')}. Exclude what workers do not need with a .troupeignore file in the project (the syntax ` +
           'of .gitignore), or raise runtimeEnv.maxBytes',
       );
-    const tmp = mkdtempSync(join(tmpdir(), 'troupe-ship-'));
+    const tmp = outgoingDir();
     const removeTmp = () => rmSync(tmp, { recursive: true, force: true });
     process.once('exit', removeTmp); // a driver that exits without leaving
     try {
@@ -223,4 +224,16 @@ export async function uploadRuntimeEnv(bus: Bus, opts: RuntimeEnvOptions = {}): 
   } finally {
     env.close();
   }
+}
+
+/** A directory of this process's own for packs on their way out, under TROUPE_HOME (which tests make and remove):
+ * removed when the process exits, and by the next driver on this machine if it was killed before it could. */
+function outgoingDir(): string {
+  const parent = join(troupeHome(), 'outgoing');
+  mkdirSync(parent, { recursive: true, mode: 0o700 });
+  for (const name of readdirSync(parent)) {
+    const pid = Number(name.split('-')[0]);
+    if (Number.isInteger(pid) && pid > 0 && !isAlive(pid)) rmSync(join(parent, name), { recursive: true, force: true });
+  }
+  return mkdtempSync(join(parent, `${process.pid}-`));
 }
