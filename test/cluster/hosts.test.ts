@@ -5,7 +5,7 @@
 import test from 'ava';
 import { cpSync, mkdirSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { hostsUnavailable, makeHosts, type Host, type Hosts } from '../helpers/hosts.ts';
+import { hostsUnavailable, makeHosts, troupeOn, type Host, type Hosts } from '../helpers/hosts.ts';
 
 const checkout = join(import.meta.dirname, '..', '..');
 const tsx = import.meta.resolve('tsx');
@@ -23,11 +23,7 @@ if (why) {
 
   /** The CLI of the troupe installed on `h`, run from `cwd` (default: a directory outside any project). */
   const troupe = (h: Host, args: string[], env: NodeJS.ProcessEnv = {}, cwd = '/tmp') =>
-    h.run(process.execPath, [join(h.troupeRoot, 'runtime', 'cli', 'troupe.mjs'), ...args], {
-      cwd,
-      timeoutMs: 90_000,
-      env: { ...HOME, ...env },
-    });
+    troupeOn(h, args, { ...HOME, ...env }, cwd);
   /** Runs a TypeScript driver on host A, in its project, as a user would. */
   const drive = (dir: string, entry: string, env: NodeJS.ProcessEnv = {}) =>
     a.run(process.execPath, ['--import', tsx, '--conditions=troupe-source', entry], {

@@ -3,10 +3,9 @@
 // SUSPECT for a while: nothing is declared dead, the actor is not restarted, and every call completes right.
 import test from 'ava';
 import { join } from 'node:path';
-import { hostsUnavailable, makeHosts, type Host, type Hosts } from '../helpers/hosts.ts';
+import { hostsUnavailable, makeHosts, type Host, type Hosts, troupeOn } from '../helpers/hosts.ts';
 
 const root = join(import.meta.dirname, '..', '..');
-const cli = join(root, 'runtime', 'cli', 'troupe.mjs');
 const why = hostsUnavailable();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The default timings: none of the test-shortened ones leak in from the environment. */
@@ -26,8 +25,7 @@ if (why) {
   let net: Hosts | undefined;
   test.after.always(() => net?.remove());
 
-  const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) =>
-    h.run(process.execPath, [cli, ...args], { cwd: root, timeoutMs: 90_000, env: { ...env, ...more } });
+  const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) => troupeOn(h, args, { ...env, ...more });
 
   test('B loses its link for 3 s mid-stream: suspect only; its actor keeps state, every call answers', async (t) => {
     t.timeout(240_000);

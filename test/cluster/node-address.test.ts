@@ -3,11 +3,8 @@
 // prints names the address B reaches and lists the other; B joins with it; status shows each node's address;
 // `--node-ip-address` names the one asked for, and a malformed one is refused.
 import test from 'ava';
-import { join } from 'node:path';
-import { hostsUnavailable, makeHosts, type Host, type Hosts } from '../helpers/hosts.ts';
+import { hostsUnavailable, makeHosts, type Host, type Hosts, troupeOn } from '../helpers/hosts.ts';
 
-const root = join(import.meta.dirname, '..', '..');
-const cli = join(root, 'runtime', 'cli', 'troupe.mjs');
 const why = hostsUnavailable();
 const env = { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN: '' };
 /** On A's second network: an address of a namespace this test made, never sent to. */
@@ -19,8 +16,7 @@ if (why) {
   let net: Hosts | undefined;
   test.after.always(() => net?.remove());
 
-  const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) =>
-    h.run(process.execPath, [cli, ...args], { cwd: root, timeoutMs: 90_000, env: { ...env, ...more } });
+  const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) => troupeOn(h, args, { ...env, ...more });
   const ok = async (h: Host, cmd: string, args: string[]) => {
     const r = await h.run(cmd, args);
     if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} on ${h.name}: ${r.stderr}`);

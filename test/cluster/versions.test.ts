@@ -5,11 +5,10 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { hostsUnavailable, makeHosts, type Host, type Hosts } from '../helpers/hosts.ts';
+import { hostsUnavailable, makeHosts, type Host, type Hosts, troupeOn } from '../helpers/hosts.ts';
 import { PROTOCOL_VERSION } from '../../runtime/protocol/versions.ts';
 
 const root = join(import.meta.dirname, '..', '..');
-const cli = join(root, 'runtime', 'cli', 'troupe.mjs');
 const why = hostsUnavailable();
 const ours = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
 const OTHER = '9.8.7-other';
@@ -22,8 +21,7 @@ if (why) {
   let net: Hosts | undefined;
   test.after.always(() => net?.remove());
 
-  const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) =>
-    h.run(process.execPath, [cli, ...args], { cwd: root, timeoutMs: 90_000, env: { ...env, ...more } });
+  const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) => troupeOn(h, args, { ...env, ...more });
 
   test('a node, its daemon, a driver and a CLI of another troupe version are refused, naming both', async (t) => {
     t.timeout(240_000);

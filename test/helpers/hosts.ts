@@ -3,7 +3,7 @@
 // Traffic goes only to those addresses. Needs root and `ip netns`; hostsUnavailable() says why not, if not.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { isAlive } from '../../runtime/base/processes.ts';
 import type { RunResult } from './cluster.ts';
 
@@ -219,4 +219,13 @@ function hostOn(name: string, address: string, ns: string, anchorPid: number, tr
       }),
   };
   return host;
+}
+
+/** `troupe ARGS` on `h`, with the troupe installed there, from `cwd` (default: that troupe's directory). */
+export function troupeOn(h: Host, args: string[], env: NodeJS.ProcessEnv = {}, cwd = h.troupeRoot): Promise<RunResult> {
+  return h.run(process.execPath, [join(h.troupeRoot, 'runtime', 'cli', 'troupe.mjs'), ...args], {
+    cwd,
+    timeoutMs: 90_000,
+    env,
+  });
 }
