@@ -9,6 +9,11 @@ import { checkRuntimeEnvOptions, PreparedEnv } from '../../runtime/shipping/driv
 import { ProtocolError, RuntimeEnvError, UsageError } from '../../runtime/base/errors.ts';
 import { checkRuntimeEnv } from '../../runtime/protocol/jobs.ts';
 
+// PreparedEnv keeps its packs under TROUPE_HOME: this file's own, removed at the end.
+const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
+process.env.TROUPE_HOME = home;
+test.after.always(() => rmSync(home, { recursive: true, force: true }));
+
 function tree(t: { teardown(f: () => void): void }, files: Record<string, string | number>): string {
   const root = mkdtempSync(join(tmpdir(), 'troupe-ship-files-'));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));

@@ -24,6 +24,11 @@ import { troupeRoot } from '../../runtime/shipping/troupe-install.ts';
 import { ProtocolError, RuntimeEnvError } from '../../runtime/base/errors.ts';
 import { checkManifest } from '../../runtime/shipping/manifest.ts';
 
+// PreparedEnv keeps its packs under TROUPE_HOME: this file's own, removed at the end.
+const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
+process.env.TROUPE_HOME = home;
+test.after.always(() => rmSync(home, { recursive: true, force: true }));
+
 const ignoreVersion = (
   JSON.parse(readFileSync(join(troupeRoot(), 'node_modules/ignore/package.json'), 'utf8')) as {
     version: string;
