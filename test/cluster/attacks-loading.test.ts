@@ -106,7 +106,9 @@ test.serial('a lease naming the job with another root gets a worker of the regis
   const core = currentCore();
   const own = core.job!;
   const { url, marker } = evil('forged-root');
-  core.job = { ...own, root: join(top, 'outside') } as JobRef; // what a lease request would name
+  // What the lease request names: the job's id with another root, and no runtime env (so a node would use that root
+  // in place).
+  core.job = { id: own.id, driver: own.driver, root: join(top, 'outside') };
   try {
     const r = core.submitTask<string>(ref(url, 'f'), [], { numCpus: 1 });
     const e = await t.throwsAsync(get(r), { instanceOf: TaskError });
