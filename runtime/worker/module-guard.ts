@@ -42,7 +42,15 @@ export function moduleFile(url: unknown): string {
     throw new ModuleRefusedError(`refusing to load ${shown}: only file: modules are loaded, not ${parsed.protocol}`);
   if (parsed.host !== '' || parsed.search !== '' || parsed.hash !== '')
     throw new ModuleRefusedError(`refusing to load ${shown}: a module URL has no host, query or fragment`);
-  return fileURLToPath(parsed);
+  let path: string | undefined;
+  try {
+    path = fileURLToPath(parsed);
+  } catch {
+    // an encoded '/'
+  }
+  if (path === undefined || path.includes('\0'))
+    throw new ModuleRefusedError(`refusing to load ${shown}: not a path (an encoded / or NUL)`);
+  return path;
 }
 
 /** Checks a module URL against the policy and returns the URL to import: the module's real path (symlinks resolved,

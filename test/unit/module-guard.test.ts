@@ -46,6 +46,8 @@ test('every scheme but file: is refused, with no import', (t) => {
     `${url(join(root, 'src', 'tasks.ts'))}?again`,
     `${url(join(root, 'src', 'tasks.ts'))}#frag`,
     'src/tasks.ts',
+    'file:///a%2Fb.ts',
+    'file:///a%00b.ts',
     '/etc/passwd',
     '',
     'x'.repeat(5000),
