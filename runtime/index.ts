@@ -85,6 +85,7 @@ export {
   NoRespondersError,
   RequestTimeoutError,
   UsageError,
+  ModuleRefusedError,
   PendingCallsLimitError,
   ProtocolError,
   ObjectStoreFullError,

@@ -30,10 +30,14 @@ export async function specRef(x: ExportedSpec<unknown>, what: string, misuse: st
   return { url: sharedUrl(x.def.url), exportName };
 }
 
-/** The spec, imported in an actor's process. */
+/** The spec, imported in an actor's process. `ref` comes from the actor's constructor arguments, which anyone who
+ * creates the actor chooses: in a worker, importJobModule() loads only a file: module inside the job's registered
+ * root (never troupe's own modules, never data: or other URLs), checked before anything of it runs. */
 export async function loadSpec<S>(ref: SpecRef, what: string): Promise<S> {
+  if (typeof ref?.url !== 'string' || typeof ref.exportName !== 'string')
+    throw new UsageError(`a ${what} is named by { url, exportName }, both strings`);
   const mod = (await importJobModule(ref.url)) as Record<string, { spec?: S } | undefined>;
-  const spec = mod[ref.exportName]?.spec;
+  const spec = Object.hasOwn(mod, ref.exportName) ? mod[ref.exportName]?.spec : undefined;
   if (!spec) throw new UsageError(`${ref.url} export '${ref.exportName}' is not a ${what}`);
   return spec;
 }

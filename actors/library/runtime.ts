@@ -6,7 +6,7 @@ import type { Bus } from '../../runtime/bus/bus.ts';
 import type { ActorInfo } from '../../runtime/protocol/actors.ts';
 import type { CheckpointStore } from '../../runtime/state/checkpoints.ts';
 import { UsageError } from '../../runtime/base/errors.ts';
-import { moduleExt } from '../../runtime/base/launch.ts';
+import { LIBRARY_ACTORS, type LibraryActorName } from '../../runtime/protocol/library-actors.ts';
 import { libraryActor as markRemote, type ActorClass } from '../actor.ts';
 import { makeHandle, HandleData, type ActorHandle } from '../handle.ts';
 
@@ -60,15 +60,10 @@ export function checkpoints(): Promise<CheckpointStore> {
   return currentCore().checkpoints();
 }
 
-/** The actor classes the libraries start themselves, by class name: their modules are known here, so a driver can
- * start one without loading the module (and tfjs with it). libraryActor() checks each entry against its class. */
-const LIBRARY_ACTORS = {
-  Supervisor: new URL(`../supervision/supervisor${moduleExt}`, import.meta.url).href,
-  ParamServer: new URL(`../train/param-server${moduleExt}`, import.meta.url).href,
-  Replica: new URL(`../train/trainer-replica${moduleExt}`, import.meta.url).href,
-  InferenceReplica: new URL(`../serve/inference-replica${moduleExt}`, import.meta.url).href,
-} as const;
-export type LibraryActorName = keyof typeof LIBRARY_ACTORS;
+/** The actor classes the libraries start themselves, by class name (LIBRARY_ACTORS): their modules are known, so a
+ * driver can start one without loading the module (and tfjs with it), and a worker loads exactly these modules
+ * besides its job's own. libraryActor() checks each entry against its class. */
+export { LIBRARY_ACTORS, type LibraryActorName };
 
 /** Where workers load a library actor class from. */
 export function libraryActorRef(name: LibraryActorName): FunctionRef {

@@ -66,6 +66,9 @@ export class CallLostError extends TroupeError {}
 export class RequestTimeoutError extends TroupeError {}
 /** API misuse: bad options, init() twice, calls before init(). The message names the option or argument. */
 export class UsageError extends TroupeError {}
+/** A worker refused to load a module its work names: not a file: URL, or outside the job's root (symlinks resolved)
+ * and not one of troupe's library actors. Nothing of the module ran. */
+export class ModuleRefusedError extends UsageError {}
 /** A message on the bus failed its check (a malformed or oversized message): it is refused, never acted on. */
 export class ProtocolError extends TroupeError {}
 /** The job's runtime env (its shipped code, dependencies and variables) cannot be made: too large to ship, or a
@@ -123,6 +126,7 @@ for (const c of [
   CallLostError,
   RequestTimeoutError,
   UsageError,
+  ModuleRefusedError,
   ProtocolError,
   PendingCallsLimitError,
   DaemonStartError,

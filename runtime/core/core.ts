@@ -31,7 +31,7 @@ import { holders, type ObjectLocation } from '../protocol/objects.ts';
 import { checkHeadVersions } from '../protocol/versions.ts';
 import { nameKey } from '../state/gcs.ts';
 import type { TaskSpec } from '../protocol/tasks.ts';
-import type { JobRef } from '../protocol/jobs.ts';
+import type { JobRef, JobRegistration } from '../protocol/jobs.ts';
 import { isPlain, type CallArgs, type ObjectRow } from '../protocol/objects.ts';
 
 export interface CoreOptions {
@@ -224,6 +224,16 @@ export class Core {
       }
     }
     const c = new Core(bus, { ...o, procId });
+    if (c.job) {
+      // The head's record of the job decides where its workers load code from: registered before any work is sent.
+      try {
+        const registration: JobRegistration = { job: c.job };
+        await bus.request(subjects.headJobRegister, registration, { timeoutMs: defaults.requestTimeoutMs });
+      } catch (e) {
+        await bus.close();
+        throw e;
+      }
+    }
     c.objects.serve();
     c.tasks.start();
     c.actors.start();

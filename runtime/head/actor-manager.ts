@@ -17,7 +17,8 @@ import type { CheckpointStore } from '../state/checkpoints.ts';
 import { nameKey } from '../state/gcs.ts';
 import { isPlain } from '../protocol/objects.ts';
 import type { LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
-import { checkJob, type JobRef } from '../protocol/jobs.ts';
+import type { JobRef } from '../protocol/jobs.ts';
+import { checkActorId } from '../protocol/ids.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -33,6 +34,8 @@ export interface ActorManagerHost {
     actor: { spec: ActorSpec; incarnation: number };
   }): void;
   dequeue(reqId: string): void;
+  /** The head's record of the job a message names (JobRegistry.recordOf); throws when it is not registered. */
+  jobOf(named: unknown, what: string): JobRef;
   checkpoints(): Promise<CheckpointStore>;
 }
 
@@ -79,10 +82,11 @@ export class ActorManager {
   }
 
   async create(spec: ActorSpec): Promise<{ actorId: string }> {
-    if (typeof spec?.actorId !== 'string' || !/^[0-9a-f]{8,64}$/.test(spec.actorId))
-      throw new ProtocolError('actor spec needs a hex actorId');
+    checkActorId(spec?.actorId, 'an actor spec');
     if (this.actors.has(spec.actorId)) return { actorId: spec.actorId }; // a resend
     checkSpec(spec);
+    // Its worker loads code from the root its driver registered, not from one this message names.
+    spec.job = this.h.jobOf(spec.job, 'an actor spec');
     spec.demand = checkDemand(spec.demand);
     spec.strategy = checkStrategy(spec.strategy);
     if (spec.name !== undefined && !NAME.test(spec.name))
@@ -202,7 +206,7 @@ export class ActorManager {
    * left,
    * or is held for its supervisor). Supervisors and crashing actors say why in `cause`. */
   async kill(actorId: string, noRestart: boolean, cause = 'it was killed by kill()', by?: string): Promise<void> {
-    const a = this.actors.get(actorId);
+    const a = this.actors.get(checkActorId(actorId, 'a kill request'));
     if (!a) throw new UsageError(`no actor ${actorId}`);
     if (typeof cause !== 'string') throw new ProtocolError('cause must be a string');
     if (a.state === 'DEAD') return;
@@ -222,7 +226,7 @@ export class ActorManager {
 
   /** Its supervisor restarts an actor the head held for it. */
   async restartHeld(actorId: string, supervisor: string): Promise<{ state: string }> {
-    const a = this.actors.get(actorId);
+    const a = this.actors.get(checkActorId(actorId, 'a restart request'));
     if (!a) throw new UsageError(`no actor ${actorId}`);
     if (a.spec.supervisor !== supervisor) throw new UsageError(`actor ${actorId} is not supervised by ${supervisor}`);
     if (a.state === 'RESTARTING' && a.held) {
@@ -358,9 +362,7 @@ function checkSpec(spec: ActorSpec): void {
   }
   if (typeof spec.owner !== 'string' || typeof spec.workingDir !== 'string' || typeof spec.className !== 'string')
     throw new UsageError('actor spec needs owner, workingDir and className');
-  if (spec.job !== undefined) spec.job = checkJob(spec.job, 'an actor spec');
-  if (spec.supervisor !== undefined && typeof spec.supervisor !== 'string')
-    throw new UsageError('supervisor must be an actor id');
+  if (spec.supervisor !== undefined) checkActorId(spec.supervisor, "an actor spec's supervisor");
   if (spec.shutdownMs !== undefined && !int(spec.shutdownMs, 0))
     throw new UsageError('shutdownMs must be a whole number >= 0');
   const every = spec.checkpointEvery;

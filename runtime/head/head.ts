@@ -29,7 +29,8 @@ import type {
   LeaseRequestMsg,
   WorkerDiedMsg,
 } from '../protocol/leases.ts';
-import { checkJob } from '../protocol/jobs.ts';
+import { checkJobRegistration } from '../protocol/jobs.ts';
+import { JobRegistry } from './job-registry.ts';
 import { describeVersions, ownVersions, sameVersions, type HelloMsg } from '../protocol/versions.ts';
 
 export interface HeadOptions {
@@ -87,6 +88,7 @@ export class Head {
   private pumping = false;
   private pumpAgain = false;
   private actors!: ActorManager;
+  private jobs!: JobRegistry;
 
   constructor(private readonly o: HeadOptions) {}
 
@@ -120,9 +122,12 @@ export class Head {
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
     this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
+    this.jobs = await JobRegistry.open(bus);
+    bus.serve(subjects.headJobRegister, (req: unknown) => this.jobs.register(checkJobRegistration(req)));
     this.actors = new ActorManager({
       bus,
       gcs: this.gcs,
+      jobOf: (named, what) => this.jobs.recordOf(named, what),
       place: (demand, strategy) => place(this.views(), demand, strategy),
       enqueue: (req) => {
         this.addRequest({ ...req, since: Date.now(), granting: false, failures: 0, attempt: 0 });
@@ -356,7 +361,8 @@ export class Head {
     if (!req || typeof req.reqId !== 'string' || typeof req.clientId !== 'string')
       throw new ProtocolError('lease request needs { reqId, clientId, job, demand }');
     const demand = checkDemand(req.demand); // input from the bus, not necessarily from runtime/core
-    const job = checkJob(req.job);
+    // The head's record of the job, not the requester's: it decides which root the worker loads modules from.
+    const job = this.jobs.recordOf(req.job, 'a lease request');
     const strategy = checkStrategy(req.strategy);
     const p = place(this.views(), demand, strategy);
     if (p.kind === 'infeasible') {

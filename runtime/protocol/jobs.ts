@@ -57,6 +57,33 @@ export function checkJob(job: unknown, what = 'a lease request'): JobRef {
   return out;
 }
 
+/** A driver's registration of its job with the head (subjects.headJobRegister), sent when it connects. The head
+ * keeps the first registration of each job id: leases and actor starts of the job carry the head's record, never the
+ * root a requester names, so the job's root is decided by the cluster, not by a message. */
+export interface JobRegistration {
+  job: JobRef;
+}
+
+/** A registration from the bus, checked. */
+export function checkJobRegistration(msg: unknown): JobRef {
+  return checkJob((msg as Partial<JobRegistration> | undefined)?.job, 'a job registration');
+}
+
+/** Whether two records of a job say the same (a driver's resent registration, not another driver's). */
+export function sameJob(a: JobRef, b: JobRef): boolean {
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
+function canonical(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return v;
+  return Object.fromEntries(
+    Object.keys(v)
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .sort()
+      .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+  );
+}
+
 /** A runtime env reference from the bus, checked strictly: its hashes name what a node fetches and unpacks, and its
  * variables go into worker processes. */
 export function checkRuntimeEnv(env: unknown, what = 'a job'): RuntimeEnvRef {

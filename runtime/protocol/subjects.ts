@@ -11,6 +11,9 @@ export const subjects = {
   /** A supervisor restarts a child the head holds for it. */
   headActorRestart: 'troupe.head.actor.restart',
   headActorsOfOwner: 'troupe.head.actor.owner_done',
+  /** A driver registers its job (id, root, runtime env) when it connects; the head's record decides where the job's
+   * workers load code from (protocol/jobs.ts, JobRegistration). */
+  headJobRegister: 'troupe.head.job.register',
   nodeLease: (node: string) => `troupe.node.${node}.lease`,
   nodeRelease: (node: string) => `troupe.node.${node}.release`,
   nodeBlocked: (node: string) => `troupe.node.${node}.blocked`,

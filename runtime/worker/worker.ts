@@ -2,11 +2,11 @@
 // What user code prints goes to its log file and to the driver that owns the work, prefixed like "(Trainer pid=1234)".
 import { realpathSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { join, relative } from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
-import { ProtocolError, TaskError, UsageError } from '../base/errors.ts';
+import { ModuleRefusedError, ProtocolError, TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
@@ -15,6 +15,9 @@ import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { registerTsxFor } from '../base/launch.ts';
 import { troupeRoot } from '../shipping/troupe-install.ts';
+import { checkActorId } from '../protocol/ids.ts';
+import { LIBRARY_ACTORS } from '../protocol/library-actors.ts';
+import { checkModuleUrl, realPaths, within } from './module-guard.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -74,16 +77,18 @@ process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string
   }
   process.send?.({ type: 'bound', jobId: client.job.id }); // never another job's: the node checks
 });
-/** Whether `path` is `dir` or inside it (both absolute; a name such as `..x` inside is inside). */
-function within(dir: string, path: string): boolean {
-  const rel = relative(dir, path);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
-}
-/** A path of the driver's machine, here: inside the job's root, the same place in the copy; outside it, the copy's
- * root (a working directory elsewhere on the driver's machine means nothing here). */
-function localPath(path: string): string {
-  if (!copyRoot || !client.job) return path;
-  return within(client.job.root, path) ? join(copyRoot, relative(client.job.root, path)) : copyRoot;
+/** Where a task runs, from the working directory its message names: that place when it is inside the job's root
+ * (in the copy, when there is one), else the root. The job's root is its registered one; a message never moves a
+ * task out of it. */
+function taskDir(named: unknown, job: JobRef): string {
+  const root = localRoot(job);
+  if (typeof named !== 'string' || !within(job.root, named)) return root;
+  const dir = copyRoot ? join(copyRoot, relative(job.root, named)) : named;
+  try {
+    return within(realpathSync(root), realpathSync(dir)) ? dir : root;
+  } catch {
+    return root; // not here: the root
+  }
 }
 /** A module URL of the driver's machine, here: by the most specific of the job's root (to the copy) and the driver's
  * troupe (to ours), so troupe installed inside the project is still ours, and a project inside troupe's own checkout
@@ -166,17 +171,18 @@ client.ownerHook = () => currentContext()?.owner;
 
 // --- code loading --------------------------------------------------------------------------------
 const exportsCache = new Map<string, unknown>();
-/** troupe's own actor classes (the libraries' actors: Supervisor, ParamServer, Replica, InferenceReplica) load from
- * wherever troupe is installed. */
-const TROUPE_ACTORS = realpathSync(fileURLToPath(new URL('../../actors/', import.meta.url))) + sep;
+/** troupe's own actor classes (the libraries' actors: Supervisor, ParamServer, Replica, InferenceReplica): these
+ * exact modules load from wherever troupe is installed, besides the job's own. */
+const LIBRARY_MODULES = realPaths(Object.values(LIBRARY_ACTORS));
 
-/** Imports the module a function or class was defined in, refusing anything outside the job's root. One job for the
- * life of this process: what it imported is that job's code. */
+/** Imports the module a function or class was defined in (checked by loadModule). One job for the life of this
+ * process: what it imported is that job's code. */
 async function loadExport(ref: { url: string; exportName: string }): Promise<unknown> {
+  if (typeof ref?.exportName !== 'string') throw new UsageError('a module export is named by a string');
   const key = `${ref.url}#${ref.exportName}`;
   if (exportsCache.has(key)) return exportsCache.get(key);
-  const mod = await loadModule(ref?.url);
-  if (!(ref.exportName in mod)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
+  const mod = await loadModule(ref.url, true);
+  if (!Object.hasOwn(mod, ref.exportName)) throw new UsageError(`${ref.url} has no export '${ref.exportName}'`);
   // The job computes with tfjs: choose the best backend that loads here before its code runs.
   if (tfjsLoaded() && !currentBackend())
     console.error(`troupe: tensor backend ${describeBackend(await chooseBackend())}`);
@@ -184,32 +190,32 @@ async function loadExport(ref: { url: string; exportName: string }): Promise<unk
   return mod[ref.exportName];
 }
 
-/** Imports a module of the job by the URL its driver named (mapped to the copy of its project here, if any), refusing
- * anything outside the job's root but troupe's own actors. Libraries load the job's specs through it too. */
-async function loadModule(given: unknown): Promise<Record<string, unknown>> {
-  if (typeof given !== 'string' || !given.startsWith('file://'))
-    throw new UsageError(`refusing to load ${String(given)}: only file: modules are loaded`);
+/** Imports a module of the job by the URL its driver named (mapped to the copy of its project here, if any), after
+ * checking it (module-guard.ts): a file inside the job's registered root, or (`library`) exactly one of troupe's
+ * library actor modules. Nothing is imported, so none of its code runs, when the check fails. Libraries load the
+ * job's specs through it too, without `library`. */
+async function loadModule(given: unknown, library = false): Promise<Record<string, unknown>> {
   if (!client.job) throw new ProtocolError('this worker was given work before its node bound it to a job');
-  const url = localUrl(given);
-  let file: string, root: string;
+  let root: string;
   try {
-    file = realpathSync(fileURLToPath(url));
     root = realpathSync(localRoot(client.job));
   } catch (e) {
-    throw new UsageError(
-      `cannot load ${url} on node ${nodeId}: ${(e as Error).message}` +
+    throw new ModuleRefusedError(
+      `cannot load ${String(given).slice(0, 200)} on node ${nodeId}: the job's root is missing here ` +
+        `(${(e as Error).message})` +
         (copyRoot ? '' : ' (runtimeEnv: false: modules load from the same path on every node)'),
     );
   }
-  if (!(file + sep).startsWith(root + sep) && !file.startsWith(TROUPE_ACTORS))
-    throw new UsageError(
-      `refusing to load ${file}: it is outside the job's root ${root} (the nearest directory holding a package.json ` +
-        `at or above the driver's entry script, or runtimeEnv.workingDir)`,
-    );
+  const url = checkModuleUrl(given, {
+    root,
+    library: library ? LIBRARY_MODULES : undefined,
+    localUrl,
+    what: `on node ${nodeId}`,
+  });
   await registerTsxFor(url, root);
   return (await import(url)) as Record<string, unknown>;
 }
-client.importModule = loadModule;
+client.importModule = (url) => loadModule(url, false);
 
 // --- tasks ---------------------------------------------------------------------------------------
 // By task id: a task that starts and ends between two sends is reported once, FINISHED, not RUNNING then FINISHED.
@@ -246,7 +252,7 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     if (typeof exported?.fn !== 'function')
       throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
     const args = await client.objects.resolveArgs(spec.args, spec.deps);
-    const cwd = localPath(spec.workingDir);
+    const cwd = taskDir(spec.workingDir, client.job!);
     if (process.cwd() !== cwd) process.chdir(cwd);
     const started = performance.now();
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
@@ -281,6 +287,13 @@ client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
 // --- actors --------------------------------------------------------------------------------------
 const actors = new ActorHost(client, loadExport, inContext);
 client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => {
+  // Its id names the subject its calls come on (no wildcard), and it must be of the job this worker serves.
+  checkActorId(req?.spec?.actorId, 'an actor start');
+  if (!client.job || req.spec.job?.id !== client.job.id)
+    throw new ProtocolError(
+      `an actor start for job ${String(req.spec.job?.id).slice(0, 64)}: this worker serves ` +
+        (client.job ? `job ${client.job.id} only` : 'no job yet'),
+    );
   // Its node never gives this process to anything else now (and never gave it tasks still running).
   if (req?.spec?.isolation === 'process' && actors.size === 0) {
     soleContext = contextOf(req.spec);
@@ -289,7 +302,7 @@ client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => 
   return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
 });
 client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) =>
-  actors.stop(req?.actorId, Math.max(0, Number(req?.graceMs) || 0)),
+  actors.stop(checkActorId(req?.actorId, 'an actor stop'), Math.max(0, Number(req?.graceMs) || 0)),
 );
 
 process.on('SIGTERM', () => {
