@@ -150,7 +150,8 @@ function tlsFailure(e: unknown, address: string, ca: string | undefined): TlsTru
     c = c.cause as typeof c;
   }
   const text = chain.join(' ');
-  const join = `join with the head's join line (troupe start --address ${address} --ca-sha256 sha256:…), or pass the CA`;
+  const join =
+    `join with the head's join line (troupe start --address ${address} --ca-sha256 sha256:…), or pass the CA`;
   if (/tls.*(not available|does not support)|does not support 'tls'/i.test(text))
     return new TlsTrustError(
       `the cluster at ${address} does not use TLS, but this machine trusts a CA for it (TROUPE_TLS_CA or a saved ` +
@@ -160,8 +161,8 @@ function tlsFailure(e: unknown, address: string, ca: string | undefined): TlsTru
   if (!TRUST_CODES.test(text)) return undefined;
   return new TlsTrustError(
     ca
-      ? `the cluster at ${address} shows a certificate that the CA this machine trusts for it did not sign or that does ` +
-          `not name that address (${text.trim()}): ${join} again`
+      ? `the cluster at ${address} shows a certificate that the CA this machine trusts for it did not sign or that ` +
+          `does not name that address (${text.trim()}): ${join} again`
       : `the cluster at ${address} uses TLS and this machine has no CA for it: ${join} as --tls-ca FILE / ` +
           'TROUPE_TLS_CA / init({ tlsCa })',
     { cause: e },
