@@ -150,8 +150,8 @@ function tlsFailure(e: unknown, address: string, ca: string | undefined): TlsTru
     c = c.cause as typeof c;
   }
   const text = chain.join(' ');
-  const join =
-    `join with the head's join line (troupe start --address ${address} --ca-sha256 sha256:…), or pass the CA`;
+  const line = `troupe start --address ${address} --ca-sha256 sha256:…`;
+  const join = `join with the head's join line (${line}), or pass the CA`;
   if (/tls.*(not available|does not support)|does not support 'tls'/i.test(text))
     return new TlsTrustError(
       `the cluster at ${address} does not use TLS, but this machine trusts a CA for it (TROUPE_TLS_CA or a saved ` +
