@@ -64,10 +64,10 @@ export async function crossHost(
       return r.stdout;
     };
     const started = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '2']);
-    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(started);
+    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(started);
     if (!joinLine) throw new Error(`no join line from troupe start --head:\n${started}`);
-    const [, token, address] = joinLine;
-    await troupe(b, ['start', '--address', address, '--num-cpus', '2', '--resources', '{"b": 4}'], {
+    const [, token, address, ca] = joinLine;
+    await troupe(b, ['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '2', '--resources', '{"b": 4}'], {
       TROUPE_TOKEN: token,
     });
     const url = parseAddress(address);

@@ -217,20 +217,19 @@ async function start(values: Values): Promise<number> {
     console.log(
       `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
     );
-    if (o.nats === undefined && isLoopback(o.host ?? '127.0.0.1')) {
+    const local = o.nats === undefined && isLoopback(o.host ?? '127.0.0.1');
+    const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : '';
+    console.log(
+      `To add a ${local ? 'node on this machine' : 'machine'}:  TROUPE_TOKEN=${started.token} ${troupeCommand()} ` +
+        `start --address ${started.publicAddress}${ca}`,
+    );
+    if (started.otherAddresses.length)
+      console.log(`  (from another network, use one of: ${started.otherAddresses.join(', ')})`);
+    if (local)
       console.log(
         `The bus listens on ${o.host} only: other machines cannot join. To open the cluster to them, 'troupe stop' ` +
           'and start again with --host 0.0.0.0 (every interface), --host IP or --node-ip-address IP; it then uses TLS.',
       );
-    } else {
-      const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : '';
-      console.log(
-        `To add a machine:  TROUPE_TOKEN=${started.token} ${troupeCommand()} start --address ` +
-          `${started.publicAddress}${ca}`,
-      );
-      if (started.otherAddresses.length)
-        console.log(`  (from another network, use one of: ${started.otherAddresses.join(', ')})`);
-    }
   } else {
     for (const bad of ['port', 'host', 'nats', 'node-timeout-ms', 'tls-cert', 'tls-key'] as const)
       if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
