@@ -10,6 +10,15 @@ const why = hostsUnavailable();
 const HOME = { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_TLS_CA: '' };
 const checkout = join(import.meta.dirname, '..', '..');
 const tsx = import.meta.resolve('tsx');
+const driver = join(checkout, 'test', 'fixtures', 'tls-driver.ts');
+const lastJson = (out: string) =>
+  JSON.parse(
+    out
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop() ?? 'null',
+  );
 const JOIN = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (sha256:[0-9a-f]{64})\n/;
 
 /** Run on B with node: dials `address` in plain text as a client that has the token would, and prints what the server
@@ -130,25 +139,34 @@ if (why) {
         );
       }
 
-      const run = await a.run(
-        process.execPath,
-        ['--import', tsx, '--conditions=troupe-source', join(checkout, 'test', 'fixtures', 'tls-driver.ts')],
-        { cwd: checkout, timeoutMs: 150_000, env: HOME },
-      );
+      // Elsewhere on B (a TROUPE_HOME that has not joined): refused without the CA, served with TROUPE_TLS_CA.
+      const away = { TROUPE_HOME: '/tmp/away', TROUPE_ADDRESS: address, TROUPE_TOKEN: token };
+      const untrusted = await troupe(b, ['status', '--json'], away);
+      t.is(untrusted.code, 1, untrusted.stdout + untrusted.stderr);
+      t.regex(untrusted.stderr, /uses TLS and this machine has no CA for it/);
+      const caFile = `/tmp/troupe-home/tls/${address.replace(':', '_')}.pem`;
+      t.is((await statusNodes(b, { ...away, TROUPE_TLS_CA: caFile })).filter((n) => n.alive).length, 2);
+
+      const run = await a.run(process.execPath, ['--import', tsx, '--conditions=troupe-source', driver], {
+        cwd: checkout,
+        timeoutMs: 150_000,
+        env: HOME,
+      });
       t.is(run.code, 0, run.stdout + run.stderr);
       t.notRegex(
         run.stderr,
         /heartbeat thread failed|troupe: lost the cluster/,
         'every connection of the driver verified',
       );
-      const r = JSON.parse(
-        run.stdout
-          .trim()
-          .split('\n')
-          .filter((l) => l.startsWith('{'))
-          .pop() ?? 'null',
-      );
-      t.deepEqual(r, { driver: 'host-a', task: 'host-b', actor: 'host-b', twice: 'abab' });
+      t.deepEqual(lastJson(run.stdout), { driver: 'host-a', task: 'host-b', actor: 'host-b', twice: 'abab' });
+      // A driver on B elsewhere, given the CA by init({ tlsCa }).
+      const far = await b.run(process.execPath, ['--import', tsx, '--conditions=troupe-source', driver], {
+        cwd: checkout,
+        timeoutMs: 150_000,
+        env: { ...HOME, ...away, TLS_CA: caFile },
+      });
+      t.is(far.code, 0, far.stdout + far.stderr);
+      t.like(lastJson(far.stdout), { driver: 'host-b', task: 'host-b', twice: 'abab' });
 
       // After the attacks, the cluster still serves both machines.
       t.deepEqual((await statusNodes(a)).filter((n) => n.alive).length, 2);
