@@ -6,6 +6,8 @@
 // - an object put on A and read on B, against raw nats.js on B fetching the same bytes from a bulk server on A in the
 //   same chunks (workloads/cross-host-bulk.ts).
 // The per-host scripts print one JSON line per figure. Without root and `ip netns`, nothing runs: crossHost() says why.
+// The bus is TLS, as on any cluster open to the network, and the references use the same TLS; `{ tls: false }` runs
+// everything on a plain bus (--no-tls) instead, to show what TLS costs (the tls_* rows, bench/tls-cost.ts).
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { hostsUnavailable, makeHosts, type Host } from '../test/helpers/hosts.ts';
@@ -51,6 +53,7 @@ const env = { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN:
 export async function crossHost(
   counts: CrossHostCounts,
   timeoutMs = 180_000,
+  o: { tls?: boolean } = {},
 ): Promise<CrossHostFigures | { unavailable: string }> {
   const why = hostsUnavailable();
   if (why) return { unavailable: why };
@@ -63,11 +66,13 @@ export async function crossHost(
       if (r.code !== 0) throw new Error(`troupe ${args.join(' ')} on ${h.name}: ${r.signal ?? r.code}\n${tail(r)}`);
       return r.stdout;
     };
-    const started = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '2']);
-    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(started);
+    const plain = o.tls === false ? ['--no-tls'] : [];
+    const started = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '2', ...plain]);
+    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+?)(?: --ca-sha256 (\S+))?\n/.exec(started);
     if (!joinLine) throw new Error(`no join line from troupe start --head:\n${started}`);
-    const [, token, address] = joinLine;
-    await troupe(b, ['start', '--address', address, '--num-cpus', '2', '--resources', '{"b": 4}'], {
+    const [, token, address, ca] = joinLine;
+    const trust = ca ? ['--ca-sha256', ca] : [];
+    await troupe(b, ['start', '--address', address, ...trust, '--num-cpus', '2', '--resources', '{"b": 4}'], {
       TROUPE_TOKEN: token,
     });
     const url = parseAddress(address);

@@ -38,7 +38,9 @@ interface Metric {
   one_replica?: number;
   clean_run?: number;
   reused_worker?: number;
-  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run' | 'reused_worker';
+  /** The tls_* rows: the same figure on a plain bus (--no-tls). */
+  plain_bus?: number;
+  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run' | 'reused_worker' | 'plain_bus';
   goal?: number;
   within?: number;
   kills?: number;
@@ -257,11 +259,13 @@ try {
 
   // The same comparisons across two simulated hosts (bench/cross-host.ts): a driver on host A calling an actor on host
   // B, and an object put on A read on B. Each in the same run as its reference, on the same hosts and link.
-  addCrossHost(
-    await crossHost(
-      { sync: SYNC, async: ASYNC, rounds: ROUNDS, objectBytes: farBytes, objectRounds: farRounds },
-      n(300_000, 90_000),
-    ),
+  const crossCounts = { sync: SYNC, async: ASYNC, rounds: ROUNDS, objectBytes: farBytes, objectRounds: farRounds };
+  const crossTls = await crossHost(crossCounts, n(300_000, 90_000));
+  addCrossHost(crossTls);
+  // What TLS costs: the same rows again on fresh hosts whose bus is plain (--no-tls), in this run.
+  addTlsCost(
+    crossTls,
+    'unavailable' in crossTls ? crossTls : await crossHost(crossCounts, n(300_000, 90_000), { tls: false }),
   );
 
   // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills.
@@ -329,6 +333,27 @@ function addCrossHost(x: CrossHostFigures | { unavailable: string }): void {
     goal: r.goal,
     note: r.note,
   });
+}
+
+/** The tls_* rows: the cross-host figures on the TLS bus (the cross_host rows) against a plain bus. */
+function addTlsCost(
+  tls: CrossHostFigures | { unavailable: string },
+  plain: CrossHostFigures | { unavailable: string },
+) {
+  const note = 'the cross_host row on the TLS bus (a CA made at start) against the same on a plain bus (--no-tls)';
+  const rows = [
+    ['tls_actor_calls_sync', 'ops/s', (x: CrossHostFigures) => x.callsSync.troupe],
+    ['tls_actor_calls_async', 'ops/s', (x: CrossHostFigures) => x.callsAsync.troupe],
+    ['tls_get_100mb', 'MB/s', (x: CrossHostFigures) => x.object.troupe / MB],
+  ] as const;
+  for (const [name, unit, figure] of rows) {
+    if ('unavailable' in tls || 'unavailable' in plain) {
+      const why = 'unavailable' in tls ? tls.unavailable : (plain as { unavailable: string }).unavailable;
+      add(name, null, unit, { reference: 'plain_bus', skipped: true, note: `not measured: ${why}` });
+      continue;
+    }
+    add(name, figure(tls), unit, { plain_bus: round(figure(plain)), reference: 'plain_bus', goal: 0.8, note });
+  }
 }
 
 /** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the

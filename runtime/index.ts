@@ -82,6 +82,7 @@ export {
   ObjectLostError,
   ConnectionError,
   AuthenticationError,
+  TlsTrustError,
   NoRespondersError,
   RequestTimeoutError,
   UsageError,

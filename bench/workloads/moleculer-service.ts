@@ -1,9 +1,12 @@
 // The Moleculer reference: one "echo" service in a process of its own, over Moleculer's NATS transporter.
 import Moleculer from 'moleculer';
+import { referenceTls } from './references.ts';
+
+const url = process.env.BENCH_NATS_URL!;
 
 const broker = new Moleculer.ServiceBroker({
   nodeID: `echo-${process.pid}`,
-  transporter: { type: 'NATS', options: { url: process.env.BENCH_NATS_URL, token: process.env.BENCH_NATS_TOKEN } },
+  transporter: { type: 'NATS', options: { url, token: process.env.BENCH_NATS_TOKEN, tls: referenceTls(url) } },
   logger: false,
 });
 broker.createService({ name: 'echo', actions: { echo: (ctx: Moleculer.Context<{ x: number }>) => ctx.params.x } });

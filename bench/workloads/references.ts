@@ -1,8 +1,16 @@
 // What troupe is measured against, in the same run on the same nats-server: raw nats.js and Moleculer.
 import type { ChildProcess } from 'node:child_process';
 import Moleculer from 'moleculer';
-import type { Bus } from '../../runtime/bus/bus.ts';
+import { tlsOptions, type Bus } from '../../runtime/bus/bus.ts';
+import { clusterCa } from '../../runtime/base/config.ts';
 import { startReady, type Spawner } from './start-ready.ts';
+
+/** The TLS options troupe's own connections to `url` use (the CA this machine saved for it), for the references'
+ * clients: on a TLS cluster they pay what troupe pays. Undefined on a plain bus. */
+export function referenceTls(url: string): ReturnType<typeof tlsOptions> | undefined {
+  const ca = clusterCa(url);
+  return ca ? tlsOptions(ca, url) : undefined;
+}
 
 /** Calls per second for `count` calls made `inFlight` at a time (1 = sync). With `latencies`, calls made one at a
  * time also leave there how long each took (ms), for a focused look at where a sync rate goes (see latencyOf). */
@@ -126,7 +134,7 @@ export function startMoleculerService(url: string, token: string, on?: Spawner):
 export async function moleculerCaller(url: string, token: string): Promise<MoleculerReference> {
   const broker = new Moleculer.ServiceBroker({
     nodeID: `bench-${process.pid}`,
-    transporter: { type: 'NATS', options: { url, token } },
+    transporter: { type: 'NATS', options: { url, token, tls: referenceTls(url) } },
     logger: false,
   });
   await broker.start();

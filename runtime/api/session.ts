@@ -1,11 +1,11 @@
 // The driver API: init(), shutdown(), put(), get(), wait().
 import { hostname } from 'node:os';
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Core, currentCore, hasCore, type WaitOptions } from '../core/core.ts';
 import { readClusterFile, parseAddress, type ClusterFile } from '../base/config.ts';
-import { ConnectionError, AuthenticationError, UsageError } from '../base/errors.ts';
+import { ConnectionError, AuthenticationError, TlsTrustError, UsageError } from '../base/errors.ts';
 import { holdUntil } from '../base/keep-alive.ts';
 import { Gcs } from '../state/gcs.ts';
 import { jobRoot } from '../base/job-root.ts';
@@ -41,6 +41,10 @@ export interface InitOptions extends ResourceFlags {
    * dependencies, and environment variables. Default `{}`: the project of the entry script, shipped as needed.
    * false: nothing shipped; every node loads the job's modules from the same path (and no variables are set). */
   runtimeEnv?: RuntimeEnvOptions | false;
+  /** For a cluster whose bus is TLS, from a machine that has not joined it: its CA, as PEM text or a file's path.
+   * Default: TROUPE_TLS_CA, else the CA saved on this machine for the address (`troupe start --address
+   * … --ca-sha256 …` saves it). */
+  tlsCa?: string;
 }
 
 export interface ClusterInfo {
@@ -117,8 +121,10 @@ async function start(opts: InitOptions): Promise<ClusterInfo> {
         localNode,
         logToDriver: opts.logToDriver,
         job: jobRef,
+        tlsCa: caOption(opts.tlsCa),
       });
     } catch (e) {
+      if (e instanceof TlsTrustError) throw e; // a cluster that is there but not trusted: never a local one instead
       // A current-cluster file left by a cluster that is gone: say so and start afresh, as `ray.init()` would.
       if (!file || e instanceof AuthenticationError || !(e instanceof ConnectionError)) throw e;
       console.warn(
@@ -284,4 +290,14 @@ export function get(
 /** Splits refs into [ready, pending] once numReturns are ready or timeoutMs has passed. Both keep the input order. */
 export function wait<T>(refs: ObjectRef<T>[], opts?: WaitOptions): Promise<[ObjectRef<T>[], ObjectRef<T>[]]> {
   return currentCore().wait(refs, opts);
+}
+
+/** init({ tlsCa }): PEM text as it is, else the PEM in the file it names. */
+function caOption(ca: string | undefined): string | undefined {
+  if (ca === undefined || ca.includes('-----BEGIN')) return ca;
+  try {
+    return readFileSync(ca, 'utf8');
+  } catch (e) {
+    throw new UsageError(`init({ tlsCa }): ${ca}: ${(e as Error).message}`);
+  }
 }

@@ -127,3 +127,44 @@ export function parseAddress(address: string): string {
   }
   return `${m[1] ?? 'nats'}://${m[2]}:${port}`;
 }
+
+/** Where this machine keeps the CA it trusts for the cluster at `address` (learnt when it joined, or made by the head
+ * here): `$TROUPE_HOME/tls/<host>_<port>.pem`. */
+export function savedCaPath(address: string): string {
+  const url = parseAddress(address).replace(/^\w+:\/\//, '');
+  return join(troupeHome(), 'tls', `${url.replace(/[^0-9A-Za-z.-]+/g, '_')}.pem`);
+}
+
+/** Trusts `caPem` for the cluster at each of `addresses` from now on (0644: a certificate is public). */
+export function saveCa(addresses: string[], caPem: string): void {
+  for (const address of addresses) {
+    const path = savedCaPath(address);
+    mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, caPem, { mode: 0o644 });
+    renameSync(tmp, path);
+  }
+}
+
+/** Forgets the CA of a cluster that listens in plain text at `address` (a loopback one, at a port a TLS one had). */
+export function forgetCa(address: string): void {
+  rmSync(savedCaPath(address), { force: true });
+}
+
+/** The CA (PEM) to verify the cluster at `address` with: TROUPE_TLS_CA (a file) if set, else the one saved for the
+ * address, else undefined (plain, or a TLS cluster this machine has not joined: the connect fails and says so). */
+export function clusterCa(address: string): string | undefined {
+  const file = process.env.TROUPE_TLS_CA || undefined;
+  if (file) {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new UsageError(`TROUPE_TLS_CA=${file}: ${(e as Error).message}`);
+    }
+  }
+  try {
+    return readFileSync(savedCaPath(address), 'utf8');
+  } catch {
+    return undefined;
+  }
+}

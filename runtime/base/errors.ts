@@ -58,6 +58,9 @@ export class ObjectStoreFullError extends TroupeError {}
 export class ConnectionError extends TroupeError {}
 /** The cluster refused the token (missing or wrong). */
 export class AuthenticationError extends ConnectionError {}
+/** The cluster's TLS certificate is not one this machine trusts (no CA for the address, a wrong --ca-sha256, another
+ * server at the address), or TLS is expected and the server does not use it. The message says what to pass. */
+export class TlsTrustError extends ConnectionError {}
 /** A daemon or worker had no subscriber for a request (it is gone, or not started yet). */
 export class NoRespondersError extends TroupeError {}
 /** A request went to a worker over a direct lane that closed before the answer came: it may have run. */

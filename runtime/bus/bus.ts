@@ -3,14 +3,16 @@
 import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
 import { AuthorizationError, nuid } from '@nats-io/nats-core';
 import { existsSync } from 'node:fs';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { encode, decode } from '../base/codec.ts';
-import { parseAddress, defaults } from '../base/config.ts';
+import { parseAddress, defaults, clusterCa } from '../base/config.ts';
 import {
   AuthenticationError,
   CallLostError,
   ConnectionError,
   NoRespondersError,
   RequestTimeoutError,
+  TlsTrustError,
   UsageError,
   ProtocolError,
   asError,
@@ -123,6 +125,48 @@ export interface ConnectOptions {
   /** False (drivers): the connection and its lanes do not keep the process running; only replies and values awaited
    * do (base/keep-alive.ts), so a script ends when its work does. Default true. */
   holdsProcess?: boolean;
+  /** The cluster CA (PEM) to verify the server with. Default: TROUPE_TLS_CA, else the CA this machine saved for the
+   * address (base/config.ts clusterCa); none: plain, unless the server asks for TLS (then the connect fails). */
+  tlsCa?: string;
+}
+
+/** nats.js TLS options that trust only `ca` and check that the server's certificate names the host we dialled (an IP
+ * against its IP SANs: nats.js would otherwise check "localhost" for an IP address). */
+export function tlsOptions(
+  ca: string,
+  address: string,
+): { ca: string; checkServerIdentity: typeof checkServerIdentity } {
+  const host = new URL(parseAddress(address).replace(/^\w+:/, 'http:')).hostname.replace(/^\[(.*)\]$/, '$1');
+  return { ca, checkServerIdentity: (_name: string, cert: PeerCertificate) => checkServerIdentity(host, cert) };
+}
+
+/** TLS errors whose cause is trust (the certificate chain or the name), not the network. */
+const TRUST_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ERR_TLS_CERT_ALTNAME|SIGNATURE/;
+
+function tlsFailure(e: unknown, address: string, ca: string | undefined): TlsTrustError | undefined {
+  const chain: string[] = [];
+  for (let c = e as { code?: unknown; message?: unknown; cause?: unknown } | undefined; c && chain.length < 5; ) {
+    chain.push(`${String(c.code ?? '')} ${String(c.message ?? '')}`);
+    c = c.cause as typeof c;
+  }
+  const text = chain.join(' ');
+  const line = `troupe start --address ${address} --ca-sha256 sha256:…`;
+  const join = `join with the head's join line (${line}), or pass the CA`;
+  if (/tls.*(not available|does not support)|does not support 'tls'/i.test(text))
+    return new TlsTrustError(
+      `the cluster at ${address} does not use TLS, but this machine trusts a CA for it (TROUPE_TLS_CA or a saved ` +
+        'one): refusing a plain connection',
+      { cause: e },
+    );
+  if (!TRUST_CODES.test(text)) return undefined;
+  return new TlsTrustError(
+    ca
+      ? `the cluster at ${address} shows a certificate that the CA this machine trusts for it did not sign or that ` +
+          `does not name that address (${text.trim()}): ${join} again`
+      : `the cluster at ${address} uses TLS and this machine has no CA for it: ${join} as --tls-ca FILE / ` +
+          'TROUPE_TLS_CA / init({ tlsCa })',
+    { cause: e },
+  );
 }
 
 export type Handler = (body: any, msg: Msg) => unknown;
@@ -133,6 +177,9 @@ export class Bus {
   private seq = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The CA this connection verifies the server with (undefined: plain): other connections of this process (the
+   * heartbeat thread) use the same. */
+  tlsCa: string | undefined;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -155,11 +202,15 @@ export class Bus {
 
   static async connect(opts: ConnectOptions): Promise<Bus> {
     const server = parseAddress(opts.address);
+    const ca = opts.tlsCa ?? clusterCa(opts.address);
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: server,
         token: opts.token,
+        // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
+        // fails on its certificate (tlsFailure() says what to pass).
+        ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
         name: opts.name,
         maxReconnectAttempts: opts.daemon ? -1 : 60,
         reconnectTimeWait: 500,
@@ -169,6 +220,8 @@ export class Bus {
         pingInterval: 5000,
       });
     } catch (e) {
+      const tls = tlsFailure(e, opts.address, ca);
+      if (tls) throw tls;
       if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
         throw new AuthenticationError(
           `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`,
@@ -181,7 +234,9 @@ export class Bus {
     }
     if (opts.holdsProcess === false && !unrefConnection(nc))
       warnOnce('this nats.js keeps the connection open: the process will not end until shutdown()');
-    return new Bus(nc, opts.address, opts.token, opts.procId, opts.holdsProcess !== false);
+    const bus = new Bus(nc, opts.address, opts.token, opts.procId, opts.holdsProcess !== false);
+    bus.tlsCa = ca;
+    return bus;
   }
 
   /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers).

@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../base/config.ts';
+import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress, saveCa } from '../base/config.ts';
 import {
   startHead,
   startNode,
@@ -21,7 +21,8 @@ import { formatBytes, parseBytes } from '../base/bytes.ts';
 import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
 import { UsageError, VersionMismatchError } from '../base/errors.ts';
 import { checkHeadVersions, describeVersions } from '../protocol/versions.ts';
-import { checkIp } from '../cluster/node-address.ts';
+import { bindHost, checkIp, isLoopback } from '../cluster/node-address.ts';
+import { caSha256, checkCaSha256, discoverCa } from '../cluster/tls.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
 import { printable } from './terminal-text.ts';
@@ -35,8 +36,8 @@ import type { HeadStatus } from '../protocol/cluster.ts';
 const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
 Usage:
-  troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [RESOURCES] [--block]
-  troupe start --address HOST:PORT [--node-ip-address IP] [RESOURCES] [--block]
+  troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [TLS] [RESOURCES] [--block]
+  troupe start --address HOST:PORT --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
   troupe memory [--json]
@@ -48,8 +49,13 @@ RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amo
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
            --spill-dir DIR (default: the session dir)  --no-spill (a full store refuses new objects instead)
 New:       writes a TypeScript project using troupe in DIR; SPEC: its troupe dependency (default file:<this troupe>)
-Address:   --node-ip-address IP: the address other machines reach this node at (default: the local address routed
-           to the head; on the head, the default route's; the join line names it)
+Address:   --host ADDR: where the head's bus listens (default 127.0.0.1: this machine only; 0.0.0.0: every
+           interface). --node-ip-address IP: the address other machines reach this node at (default: the local
+           address routed to the head; on the head, the default route's; the join line names it; alone, the head
+           listens on every interface)
+TLS:       beyond loopback the bus uses TLS with a CA made at start; the join line carries its fingerprint
+           (--ca-sha256). --tls-cert FILE --tls-key FILE --tls-ca FILE: your own instead. --no-tls: plain text
+           (a trusted network only). Joining: --ca-sha256 sha256:HEX, or --tls-ca FILE; others: TROUPE_TLS_CA=FILE
 Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
@@ -77,6 +83,11 @@ const commands = {
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
     'node-ip-address': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'tls-ca': { type: 'string' },
+    'no-tls': { type: 'boolean' },
+    'ca-sha256': { type: 'string' },
     ...resourceFlags,
   },
   status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
@@ -158,6 +169,12 @@ function startOptions(values: Values): StartOptions {
     throw new UsageError(`--port must be 1..65535, got ${port}`);
   const nats = values.nats as string | undefined;
   if (nats !== undefined) parseAddress(nats); // a malformed --nats fails here, naming it
+  const tlsFiles = { cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] } as Record<string, string>;
+  const given = Object.values(tlsFiles).filter((f) => f !== undefined).length;
+  if (values.head && given !== 0 && given !== 3)
+    throw new UsageError('--tls-cert, --tls-key and --tls-ca go together: pass all three, or none for a CA made here');
+  if (values['no-tls'] && (given || values['ca-sha256'] !== undefined))
+    throw new UsageError('--no-tls contradicts the other TLS flags: pass one or the other');
   return {
     detached: !values.block,
     host: values.host as string | undefined,
@@ -168,6 +185,8 @@ function startOptions(values: Values): StartOptions {
     numGpus: number(values, 'num-gpus'),
     memory: number(values, 'memory'),
     resources: values.resources === undefined ? undefined : parseResourcesFlag(values.resources as string),
+    tlsFiles: values.head && given === 3 ? (tlsFiles as StartOptions['tlsFiles']) : undefined,
+    noTls: values['no-tls'] === true,
     objectStoreDir: values['object-store-dir'] as string | undefined,
     objectStoreMemory:
       values['object-store-memory'] === undefined
@@ -188,21 +207,36 @@ async function start(values: Values): Promise<number> {
   const o = startOptions(values);
   let started: StartedCluster;
   if (values.head) {
-    if (values.nats === undefined) o.host ??= '0.0.0.0';
+    if (values['ca-sha256'] !== undefined) throw new UsageError("--ca-sha256 is for joining: 'troupe start --address'");
+    if (values.nats === undefined) o.host = bindHost(o.host, o.nodeIp);
+    if (o.noTls && o.host && !isLoopback(o.host))
+      console.error(
+        'troupe: WARNING: --no-tls: the bus listens beyond loopback in plain text; the token and all data travel in ' +
+          'clear. Use it only on a network you trust.',
+      );
     started = await startHead(o);
     console.log(
       `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
     );
+    const local = o.nats === undefined && isLoopback(o.host ?? '127.0.0.1');
+    const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : '';
     console.log(
-      `To add a machine:  TROUPE_TOKEN=${started.token} ${troupeCommand()} start --address ${started.publicAddress}`,
+      `To add a ${local ? 'node on this machine' : 'machine'}:  TROUPE_TOKEN=${started.token} ${troupeCommand()} ` +
+        `start --address ${started.publicAddress}${ca}`,
     );
     if (started.otherAddresses.length)
       console.log(`  (from another network, use one of: ${started.otherAddresses.join(', ')})`);
+    if (local)
+      console.log(
+        `The bus listens on ${o.host} only: other machines cannot join. To open the cluster to them, 'troupe stop' ` +
+          'and start again with --host 0.0.0.0 (every interface), --host IP or --node-ip-address IP; it then uses TLS.',
+      );
   } else {
-    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms'] as const)
+    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms', 'tls-cert', 'tls-key'] as const)
       if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
     const address = values.address as string;
     parseAddress(address);
+    await trustCluster(address, values);
     const file = readClusterFile();
     const token = o.token ?? (file?.address === address ? file.token : undefined);
     if (!token)
@@ -226,6 +260,28 @@ async function start(values: Values): Promise<number> {
   await started.stop();
   removeClusterFile();
   return 0;
+}
+
+/** Joining: learns the cluster's CA from the server, trusting it only if its fingerprint is --ca-sha256's, or takes
+ * --tls-ca, and saves it for the address; every later connection to the address verifies with it. Neither: a CA
+ * saved before is used, or a TLS cluster refuses us with a TlsTrustError that says what to pass. */
+async function trustCluster(address: string, values: Values): Promise<void> {
+  if (values['ca-sha256'] !== undefined && values['tls-ca'] !== undefined)
+    throw new UsageError('pass --ca-sha256 or --tls-ca, not both');
+  if (values['ca-sha256'] !== undefined) {
+    const want = checkCaSha256(values['ca-sha256'] as string);
+    saveCa([address], await discoverCa(address, want));
+  } else if (values['tls-ca'] !== undefined) {
+    const file = values['tls-ca'] as string;
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new UsageError(`--tls-ca ${file}: ${(e as Error).message}`);
+    }
+    caSha256(pem); // a file that is not a certificate fails here, naming the flag
+    saveCa([address], pem);
+  }
 }
 
 async function connectFromFlags(values: Values): Promise<Bus> {

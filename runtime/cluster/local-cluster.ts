@@ -3,14 +3,15 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { nodeStoreName, parseAddress, troupeHome, writeClusterFile } from '../base/config.ts';
+import { forgetCa, nodeStoreName, parseAddress, saveCa, troupeHome, writeClusterFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
 import { terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
 import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './machine-resources.ts';
-import { defaultAddress, externalAddresses, routedAddress } from './node-address.ts';
+import { defaultAddress, externalAddresses, isLoopback, routedAddress } from './node-address.ts';
+import { createClusterTls, userClusterTls, type ClusterTls } from './tls.ts';
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
@@ -38,6 +39,11 @@ export interface StartOptions extends ResourceFlags {
   /** The IP other machines reach this node at (default: the local address routed to the head; for the head, the
    * address of the interface with the default route). Names the head in the join line too. */
   nodeIp?: string;
+  /** The head's bus serves TLS whenever it listens beyond loopback, with a CA made here; these are the user's own
+   * certificate, key and CA instead (TLS then even on loopback). */
+  tlsFiles?: { cert: string; key: string; ca: string };
+  /** Plain text even beyond loopback (a trusted network): the token and all data travel in clear. */
+  noTls?: boolean;
 }
 
 export interface StartedCluster {
@@ -50,6 +56,8 @@ export interface StartedCluster {
   otherAddresses: string[];
   /** What other machines reach this node at. */
   nodeIp: string;
+  /** The head's bus uses TLS: `sha256:<hex>` of its CA, for the join line's --ca-sha256. */
+  caSha256?: string;
   token: string;
   sessionDir: string;
   nodeId: string;
@@ -89,6 +97,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     let address: string, publicAddress: string, token: string, natsPid: number | undefined;
     let otherAddresses: string[] = [];
     let nodeIp: string;
+    let tls: ClusterTls | undefined;
     if (o.nats) {
       if (!o.token)
         throw new UsageError('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
@@ -97,9 +106,11 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.nats)));
     } else {
       token = o.token ?? randomBytes(24).toString('hex');
+      tls = serverTls(o, sessionDir, o.host ?? '127.0.0.1');
       const nats = await startNatsServer({
         dir: sessionDir,
         token,
+        tls,
         host: o.host ?? '127.0.0.1',
         port: o.port,
         detached: o.detached,
@@ -118,6 +129,10 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         nodeIp = o.nodeIp ?? o.host ?? '127.0.0.1';
         if (o.nodeIp) publicAddress = `${hostForUrl(o.nodeIp)}:${nats.port}`; // e.g. the bind address seen through NAT
       }
+      // Every client on this machine (daemons, workers, drivers, the CLI) finds the CA by the address it dials.
+      const addresses = [address, publicAddress, ...otherAddresses];
+      if (tls) saveCa(addresses, tls.caPem);
+      else for (const a of addresses) forgetCa(a); // a stale CA of an earlier cluster at this port would refuse us
       natsPid = nats.pid;
       started.push(nats.pid);
       watched.push(nats.process);
@@ -145,6 +160,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       publicAddress,
       otherAddresses,
       nodeIp,
+      caSha256: tls?.caSha256,
       token,
       sessionDir,
       nodeId: node.nodeId,
@@ -161,6 +177,15 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     for (const r of runs) removeRunFile(r);
     throw e;
   }
+}
+
+/** TLS whenever the bus listens beyond loopback, or the user brings certificates; undefined: plain. The server's
+ * certificate names every address it listens on (and the node IP the join line names, which may be a NAT's). */
+function serverTls(o: StartOptions, sessionDir: string, host: string): ClusterTls | undefined {
+  if (o.tlsFiles) return userClusterTls(sessionDir, o.tlsFiles);
+  if (o.noTls || isLoopback(host)) return undefined;
+  const listens = host === '0.0.0.0' || host === '::' ? externalAddresses() : [host];
+  return createClusterTls(sessionDir, [...listens, ...(o.nodeIp ? [o.nodeIp] : [])]);
 }
 
 type NodeStartOptions = StartOptions & { address: string; token: string; sessionDir?: string; isHead?: boolean };

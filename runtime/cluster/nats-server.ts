@@ -1,4 +1,4 @@
-// Starts the cluster's nats-server (JetStream on, token auth on) as a child or detached process.
+// Starts the cluster's nats-server (JetStream on, token auth on, TLS when asked) as a child or detached process.
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { freePort, isAlive, sleep, terminate } from '../base/processes.ts';
 import { UsageError } from '../base/errors.ts';
 import { watchChild, startError, logTail, type DaemonChild } from './daemon-process.ts';
 import { defaultAddress } from './node-address.ts';
+import { natsTlsBlock, type ClusterTls } from './tls.ts';
 
 export interface NatsServerOptions {
   /** Session dir: config, JetStream data and log go under it. */
@@ -15,6 +16,9 @@ export interface NatsServerOptions {
   token: string;
   /** Bind address; 0.0.0.0 lets other machines join (the token still guards it). */
   host: string;
+  /** Serve TLS only, with these files (local-cluster.ts decides: whenever the bind is beyond loopback). A NATS
+   * cluster's `cluster {}` and `leafnodes {}` sections would take natsTlsBlock(tls, { verifyPeers: true }). */
+  tls?: ClusterTls;
   /** Fixed port, or a free one. */
   port?: number;
   /** Outlive this process (troupe start) or die with it (embedded clusters). */
@@ -50,6 +54,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
         `listen: "${opts.host}:${port}"`,
         `jetstream { store_dir: ${JSON.stringify(join(opts.dir, 'jetstream'))} }`,
         `authorization { token: ${JSON.stringify(opts.token)} }`,
+        ...(opts.tls ? [natsTlsBlock(opts.tls)] : []),
         '',
       ].join('\n'),
     );

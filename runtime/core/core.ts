@@ -46,6 +46,8 @@ export interface CoreOptions {
   /** A driver's job (made by init()); default: one of its own, rooted at jobRoot(). A worker learns its job from its
    * node when it is first leased. */
   job?: Omit<JobRef, 'driver'>;
+  /** The cluster CA (PEM); default: TROUPE_TLS_CA, else the one saved for the address (see Bus.connect). */
+  tlsCa?: string;
 }
 
 export interface ActorOptions extends ResourceRequest {
@@ -208,6 +210,7 @@ export class Core {
       daemon: o.role === 'worker',
       procId,
       holdsProcess: o.role !== 'driver', // a driver ends with its script (api/session.ts)
+      tlsCa: o.tlsCa,
     });
     // A driver checks its versions before anything else (workers run their node's install, which checked already).
     if (o.role === 'driver') {

@@ -2,10 +2,12 @@
 // synchronous loop, a big tensor op) still beats, so the head does not take it for dead and end its actors.
 // Plain JavaScript: threads do not inherit every way tsx can be loaded.
 import { workerData } from 'node:worker_threads';
+import { checkServerIdentity } from 'node:tls';
 import { connect } from '@nats-io/transport-node';
 
-const { server, token, name, subject, everyMs } = workerData;
-const nc = await connect({ servers: server, token, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+const { server, token, name, subject, everyMs, tlsCa, tlsHost } = workerData;
+const tls = tlsCa ? { tls: { ca: tlsCa, checkServerIdentity: (_, cert) => checkServerIdentity(tlsHost, cert) } } : {};
+const nc = await connect({ servers: server, token, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, ...tls });
 const EMPTY_MAP = Uint8Array.of(0x80); // `{}` in MessagePack, as every troupe message is encoded
 const beat = () => {
   if (!nc.isClosed()) nc.publish(subject, EMPTY_MAP);

@@ -17,6 +17,8 @@ export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: str
     workerData: {
       server: parseAddress(o.address),
       token: o.token,
+      tlsCa: bus.tlsCa, // the thread verifies the server as the bus does
+      tlsHost: new URL(parseAddress(o.address).replace(/^\w+:/, 'http:')).hostname.replace(/^\[(.*)\]$/, '$1'),
       name: `troupe-heartbeat-${process.pid}`,
       subject,
       everyMs: PROC_HEARTBEAT_MS,

@@ -67,13 +67,17 @@ if (why) {
     // One CPU a host: the two MNIST replicas can only run one on each.
     const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '1']);
     t.is(head.code, 0, head.stdout + head.stderr);
-    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout);
+    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(head.stdout);
     if (!joinLine) throw new Error(`no join line in: ${head.stdout}`);
-    const [, token, address] = joinLine;
+    const [, token, address, ca] = joinLine;
     t.is(address.split(':')[0], a.ip, 'the join line names the address other machines reach');
-    const node = await troupe(b, ['start', '--address', address, '--num-cpus', '1', '--resources', '{"b": 4}'], {
-      TROUPE_TOKEN: token,
-    });
+    const node = await troupe(
+      b,
+      ['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '1', '--resources', '{"b": 4}'],
+      {
+        TROUPE_TOKEN: token,
+      },
+    );
     if (node.code !== 0) throw new Error(`node on B: ${node.stdout}${node.stderr}`);
   });
 

@@ -34,10 +34,15 @@ if (why) {
 
     const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '2']);
     t.is(head.code, 0, head.stdout + head.stderr);
-    const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout) ?? [];
-    const node = await troupe(b, ['start', '--address', address, '--num-cpus', '2', '--resources', '{"b": 4}'], {
-      TROUPE_TOKEN: token,
-    });
+    const [, token, address, ca] =
+      /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(head.stdout) ?? [];
+    const node = await troupe(
+      b,
+      ['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '2', '--resources', '{"b": 4}'],
+      {
+        TROUPE_TOKEN: token,
+      },
+    );
     t.is(node.code, 0, node.stdout + node.stderr);
 
     const driver = a.spawn(

@@ -1,5 +1,5 @@
 // Node addresses on simulated hosts (test/helpers/hosts.ts) where host A has two interfaces: its link to B (eth0, with
-// the default route) and another network (192.0.2.0/24). The join line `troupe start --head`
+// the default route) and another network (192.0.2.0/24). The join line `troupe start --head --host 0.0.0.0`
 // prints names the address B reaches and lists the other; B joins with it; status shows each node's address;
 // `--node-ip-address` names the one asked for, and a malformed one is refused.
 import test from 'ava';
@@ -41,15 +41,18 @@ if (why) {
     t.is(bad.code, 2, bad.stdout + bad.stderr);
     t.regex(bad.stderr, /--node-ip-address must be an IP address such as 10\.0\.0\.5, got "10\.0\.0"/);
 
-    // No --host: the bus listens everywhere; the join line names the default route's address and lists the other.
-    const head = await troupe(a, ['start', '--head', '--num-cpus', '1']);
+    // --host 0.0.0.0: the bus listens everywhere; the join line names the default route's address and lists the other.
+    const head = await troupe(a, ['start', '--head', '--host', '0.0.0.0', '--num-cpus', '1']);
     t.is(head.code, 0, head.stdout + head.stderr);
-    const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout) ?? [];
+    const [, token, address, ca] =
+      /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(head.stdout) ?? [];
     const port = address.split(':')[1];
     t.is(address, `${a.ip}:${port}`, head.stdout);
     t.regex(head.stdout, new RegExp(`from another network, use one of: ${OTHER_IP.replace(/\./g, '\\.')}:${port}\\)`));
 
-    const node = await troupe(b, ['start', '--address', address, '--num-cpus', '1'], { TROUPE_TOKEN: token });
+    const node = await troupe(b, ['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '1'], {
+      TROUPE_TOKEN: token,
+    });
     t.is(node.code, 0, node.stdout + node.stderr);
     t.regex(node.stdout, new RegExp(`\\(${b.ip.replace(/\./g, '\\.')}\\) joined`));
     const nodes = await statusNodes(a);
@@ -66,10 +69,13 @@ if (why) {
     t.regex(human.stdout, new RegExp(`host-b +${b.ip.replace(/\./g, '\\.')}`));
     for (const h of [b, a]) t.is((await troupe(h, ['stop'])).code, 0);
 
-    // --node-ip-address names what it is told, in the join line and in status.
+    // --node-ip-address names what it is told, in the join line and in status (alone, it opens every interface).
     const named = await troupe(a, ['start', '--head', '--num-cpus', '1', '--node-ip-address', OTHER_IP]);
     t.is(named.code, 0, named.stdout + named.stderr);
-    t.regex(named.stdout, new RegExp(`start --address ${OTHER_IP.replace(/\./g, '\\.')}:\\d+\\n`));
+    t.regex(
+      named.stdout,
+      new RegExp(`start --address ${OTHER_IP.replace(/\./g, '\\.')}:\\d+ --ca-sha256 sha256:\\w+\\n`),
+    );
     t.regex(named.stdout, new RegExp(`use one of: ${a.ip.replace(/\./g, '\\.')}:\\d+\\)`));
     t.deepEqual(
       (await statusNodes(a)).map((n) => n.address),

@@ -42,14 +42,18 @@ if (why) {
 
     const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '1']);
     t.is(head.code, 0, head.stdout + head.stderr);
-    const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout) ?? [];
+    const [, token, address, ca] =
+      /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(head.stdout) ?? [];
     const refusal = new RegExp(
       `runs troupe ${OTHER.replace(/\./g, '\\.')} \\(protocol ${PROTOCOL_VERSION}\\); the head at ` +
         `${address.replace(/\./g, '\\.')} runs troupe ${ours.replace(/\./g, '\\.')} \\(protocol ${PROTOCOL_VERSION}\\)`,
     );
 
-    // troupe start --address: refused before any daemon starts.
-    const node = await troupe(b, ['start', '--address', address, '--num-cpus', '1'], { TROUPE_TOKEN: token });
+    // troupe start --address: refused before any daemon starts (B has learnt the cluster's CA by then, and the
+    // daemon, driver and CLI below use it).
+    const node = await troupe(b, ['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '1'], {
+      TROUPE_TOKEN: token,
+    });
     t.is(node.code, 1, node.stdout + node.stderr);
     t.regex(node.stderr, /^troupe: this node runs troupe/);
     t.regex(node.stderr, refusal);
