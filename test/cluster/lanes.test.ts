@@ -69,7 +69,7 @@ test.serial('what an actor prints reaches its caller before the answer of the ca
 });
 
 test.serial(
-  'a lane runs nothing for a connection that does not say a proof over its nonce first; the worker goes on',
+  'a lane runs nothing for a connection that does not prove itself over its nonce first; the worker goes on',
   async (t) => {
     const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
     t.is(await c.add(1), 1);
