@@ -24,6 +24,7 @@ import { checkHeadVersions, describeVersions } from '../protocol/versions.ts';
 import { checkIp } from '../cluster/node-address.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
+import { printable } from './terminal-text.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
 import { troupeCommand } from './on-path.ts';
@@ -51,8 +52,8 @@ Address:   --node-ip-address IP: the address other machines reach this node at (
            to the head; on the head, the default route's; the join line names it)
 Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
-Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token),
-           run/ and session dirs.`;
+Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
+           current-cluster.json (mode 0600, has the token), run/ and session dirs.`;
 
 const resourceFlags = {
   'num-cpus': { type: 'string' },
@@ -295,7 +296,9 @@ async function status(values: Values): Promise<number> {
       );
       return head ? 0 : 1;
     }
-    console.log(`troupe cluster at ${bus.address}${head ? `, head runs ${describeVersions(head.head)}` : ''}`);
+    console.log(
+      printable(`troupe cluster at ${bus.address}${head ? `, head runs ${describeVersions(head.head)}` : ''}`),
+    );
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);
@@ -332,7 +335,7 @@ async function status(values: Values): Promise<number> {
     for (const p of pending) console.log(`  ${formatResources(p.demand)} waiting ${(p.waitingMs / 1000).toFixed(1)} s`);
     const infeasible = head?.infeasible ?? [];
     console.log(`Infeasible demands: ${infeasible.length ? '' : 'none'}`);
-    for (const p of infeasible) console.log(`  ${p.at}  ${p.message}`);
+    for (const p of infeasible) console.log(printable(`  ${p.at}  ${p.message}`));
     return head ? 0 : 1;
   } finally {
     await bus.close();
