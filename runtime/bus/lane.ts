@@ -212,6 +212,7 @@ export class LaneRequest {
   /** last: false while more parts of the answer are to come (a batch is answered as its calls finish). */
   reply(data: Uint8Array, last = true): void {
     if (last) this.conn.unanswered--;
+    this.conn.lastActive = Date.now();
     this.conn.out.queue(REPLY, this.id, undefined, data);
   }
 
@@ -304,7 +305,8 @@ export class LaneServer {
         socket.destroy();
         return;
       }
-      if (socket.isPaused()) return;
+      // A frame's worth may wait (a large answer on its way to a caller that reads); past that, wait for the caller.
+      if (socket.writableLength < limits.maxFrame || socket.isPaused()) return;
       socket.pause();
       socket.once('drain', () => {
         conn.lastActive = Date.now();
