@@ -11,7 +11,7 @@ import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';
 import { checkRange, fetchToMemory, makeChunk } from './transfer.ts';
-import { checkObjectMessage, isPlain, type CallArgs } from '../runtime/protocol/objects.ts';
+import { checkObjectMessage, isPlain, parseObjectMessage, type CallArgs } from '../runtime/protocol/objects.ts';
 
 /** tfjs tensors (duck-typed): immutable, so one decoded instance can serve every get in a process. */
 function isTensor(v: unknown): boolean {
@@ -95,10 +95,14 @@ export class ObjectClient {
       const req = checkRange(body, (id) => heldBytes(id).length);
       return makeChunk(heldBytes(req.id).subarray(req.offset, req.offset + req.length), req.size);
     });
-    bus.on(subjects.obj.procBorrow(procId), (m: unknown) => this.onBorrow(checkObjectMessage('borrow', m)));
+    // Events have nobody to answer: a malformed one is dropped.
+    bus.on(subjects.obj.procBorrow(procId), (m: unknown) => {
+      const b = parseObjectMessage('borrow', m);
+      if (b) this.onBorrow(b);
+    });
     bus.on(subjects.obj.procCopied(procId), (m: unknown) => {
-      const c = checkObjectMessage('copied', m);
-      this.onCopied(c.id, c.node);
+      const c = parseObjectMessage('copied', m);
+      if (c) this.onCopied(c.id, c.node);
     });
     bus.on(subjects.evtProcExited, (m: { procId: string }) => {
       if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId);

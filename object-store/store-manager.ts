@@ -241,6 +241,11 @@ export class StoreManager {
     );
   }
 
+  /** Whether the object (or a copy of it) is here, in memory or on disk. */
+  holds(id: string): boolean {
+    return this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id);
+  }
+
   /** The object's size as sealed here (its record); ObjectLostError when it is not here. */
   recordedSize(id: string): number {
     const o = this.memory.peek(id) ?? this.onDisk.get(id) ?? this.stuck.get(id);

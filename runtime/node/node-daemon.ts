@@ -24,7 +24,7 @@ import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
 import { removeLeftovers } from '../../object-store/leftovers.ts';
 import { checkRange, fetchChunked, makeChunk, recordedSize } from '../../object-store/transfer.ts';
-import { checkObjectMessage } from '../protocol/objects.ts';
+import { checkObjectMessage, parseObjectMessage } from '../protocol/objects.ts';
 import { workerCommand } from '../base/launch.ts';
 import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
@@ -234,8 +234,9 @@ export class NodeDaemon {
     bus.serve(subjects.obj.nodeFetch(node), async (body: unknown) => {
       const req = checkObjectMessage('fetch', body);
       const sources = req.from.filter((n) => n !== node).map((n) => subjects.obj.nodeRead(n));
-      // The size is the holders' record, never the one the asker names: a wrong one is refused before any byte.
-      const size = await recordedSize(bus, sources, req.id);
+      // The size is the holders' record (ours, if a copy is here already), never the one the asker names: a wrong
+      // one is refused before any byte moves.
+      const size = objects.holds(req.id) ? objects.recordedSize(req.id) : await recordedSize(bus, sources, req.id);
       if (size !== req.size)
         throw new ProtocolError(`object ${req.id} is ${size} bytes where it is held, not the ${req.size} asked for`);
       return objects.fetchCopy(req.id, size, req.owner, (write) => fetchChunked(bus, sources, req.id, size, write));
@@ -244,7 +245,10 @@ export class NodeDaemon {
       const req = checkRange(body, (id) => objects.recordedSize(id));
       return makeChunk(req.length ? await this.store.readRange(req.id, req.offset, req.length) : EMPTY, req.size);
     });
-    bus.on(subjects.obj.nodeTouch(node), (body: unknown) => objects.touch(checkObjectMessage('one', body).id));
+    bus.on(subjects.obj.nodeTouch(node), (body: unknown) => {
+      const req = parseObjectMessage('one', body);
+      if (req) objects.touch(req.id);
+    });
     bus.serve(subjects.obj.nodeFree(node), async (body: unknown) => {
       for (const id of checkObjectMessage('free', body).ids) await objects.free(id);
     });

@@ -118,6 +118,15 @@ export const objectMessages = {
 
 export type ObjectMessage<K extends keyof typeof objectMessages> = v.InferOutput<(typeof objectMessages)[K]>;
 
+/** The message as `kind` has it, or undefined (for events, which have nobody to tell). */
+export function parseObjectMessage<K extends keyof typeof objectMessages>(
+  kind: K,
+  body: unknown,
+): ObjectMessage<K> | undefined {
+  const r = v.safeParse(objectMessages[kind], body);
+  return r.success ? (r.output as ObjectMessage<K>) : undefined;
+}
+
 /** The message as `kind` has it, or a ProtocolError saying what is wrong with it (the handler answers with that). */
 export function checkObjectMessage<K extends keyof typeof objectMessages>(kind: K, body: unknown): ObjectMessage<K> {
   const r = v.safeParse(objectMessages[kind], body);
