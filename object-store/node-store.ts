@@ -4,8 +4,9 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
+import { markAsOurs } from './leftovers.ts';
 import { byteLength } from '../runtime/base/codec.ts';
-import { ProtocolError } from '../runtime/base/errors.ts';
+import { ObjectStoreFullError, ProtocolError, TroupeError } from '../runtime/base/errors.ts';
 
 /** Reads of one large object: at most this many slices at once (libuv has 4 threads), each at least SLICE_BYTES. */
 const READ_SLICES = 4;
@@ -33,9 +34,14 @@ export class NodeStore {
     readonly spillDir?: string,
   ) {}
 
+  /** Makes the directories, marked as this process's: if it is killed, the next node here removes them. */
   init(): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    if (this.spillDir) mkdirSync(this.spillDir, { recursive: true, mode: 0o700 });
+    markAsOurs(this.dir);
+    if (this.spillDir) {
+      mkdirSync(this.spillDir, { recursive: true, mode: 0o700 });
+      markAsOurs(this.spillDir);
+    }
   }
 
   /** The sealed object's file. */
@@ -53,18 +59,25 @@ export class NodeStore {
     return join(this.spillDir, checkId(id));
   }
 
-  /** Writes the parts one after the other, from where they are (no joining copy). */
+  /** Writes the parts one after the other, from where they are (no joining copy). A write that fails (the store's
+   * file system full, say) leaves no file behind, and says why in a typed error. */
   async writeTmp(id: string, parts: Uint8Array[]): Promise<void> {
-    const fh = await open(this.tmpPath(id), 'w', 0o600);
+    const tmp = this.tmpPath(id);
+    const total = byteLength(parts);
     try {
-      let written = 0;
-      const total = byteLength(parts);
-      while (written < total) {
-        const { bytesWritten } = await fh.writev(remaining(parts, written));
-        written += bytesWritten;
+      const fh = await open(tmp, 'w', 0o600);
+      try {
+        let written = 0;
+        while (written < total) {
+          const { bytesWritten } = await fh.writev(remaining(parts, written));
+          written += bytesWritten;
+        }
+      } finally {
+        await fh.close();
       }
-    } finally {
-      await fh.close();
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw writeError(e, `object ${id} (${total} bytes)`, this.dir);
     }
   }
 
@@ -149,6 +162,15 @@ export class NodeStore {
     rmSync(this.dir, { recursive: true, force: true });
     if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
   }
+}
+
+/** A failed write as the putter should hear it: a full file system is ObjectStoreFullError. */
+export function writeError(e: unknown, what: string, dir: string): Error {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why = (e as Error)?.message ?? String(e);
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG')
+    return new ObjectStoreFullError(`no room for ${what} in the object store at ${dir}: ${why}`, { cause: e });
+  return new TroupeError(`could not write ${what} to the object store at ${dir}: ${why}`, { cause: e });
 }
 
 function closeIfIdle(f: OpenFile): void {

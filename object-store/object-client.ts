@@ -10,8 +10,8 @@ import { subjects } from '../runtime/protocol/subjects.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';
-import { fetchToMemory, makeChunk, type ChunkRequest } from './transfer.ts';
-import { isPlain, type CallArgs } from '../runtime/protocol/objects.ts';
+import { checkRange, fetchToMemory, makeChunk } from './transfer.ts';
+import { checkObjectMessage, isPlain, parseObjectMessage, type CallArgs } from '../runtime/protocol/objects.ts';
 
 /** tfjs tensors (duck-typed): immutable, so one decoded instance can serve every get in a process. */
 function isTensor(v: unknown): boolean {
@@ -76,7 +76,8 @@ export class ObjectClient {
   /** Answers other processes about our objects, and serves bytes we hold in memory. */
   serve(): void {
     const { bus, procId } = this.o;
-    bus.serve(subjects.obj.procLocate(procId), async (req: { id: string }) => {
+    bus.serve(subjects.obj.procLocate(procId), async (body: unknown) => {
+      const req = checkObjectMessage('one', body);
       const p = this.owned.whenSealed(req.id);
       if (!p)
         throw new ObjectLostError(
@@ -85,14 +86,23 @@ export class ObjectClient {
       const { refs: _inner, ...loc } = await p; // the reader takes the refs inside from the value itself
       return loc;
     });
-    bus.serve(subjects.obj.procRead(procId), (req: ChunkRequest) => {
-      const b = this.held.get(req.id);
-      if (!b) throw new ObjectLostError(`object ${req.id} is not held by ${procId}`);
-      return makeChunk(b.subarray(req.offset, req.offset + req.length));
+    bus.serve(subjects.obj.procRead(procId), (body: unknown) => {
+      const heldBytes = (id: string) => {
+        const b = this.held.get(id);
+        if (!b) throw new ObjectLostError(`object ${id} is not held by ${procId}`);
+        return b;
+      };
+      const req = checkRange(body, (id) => heldBytes(id).length);
+      return makeChunk(heldBytes(req.id).subarray(req.offset, req.offset + req.length), req.size);
     });
-    bus.on(subjects.obj.procBorrow(procId), (m: BorrowMsg) => this.onBorrow(m));
-    bus.on(subjects.obj.procCopied(procId), (m: { id: string; node: string }) => {
-      if (typeof m?.node === 'string') this.onCopied(m.id, m.node);
+    // Events have nobody to answer: a malformed one is dropped.
+    bus.on(subjects.obj.procBorrow(procId), (m: unknown) => {
+      const b = parseObjectMessage('borrow', m);
+      if (b) this.onBorrow(b);
+    });
+    bus.on(subjects.obj.procCopied(procId), (m: unknown) => {
+      const c = parseObjectMessage('copied', m);
+      if (c) this.onCopied(c.id, c.node);
     });
     bus.on(subjects.evtProcExited, (m: { procId: string }) => {
       if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId);

@@ -5,7 +5,7 @@ import { copyFile, open, rm, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { ObjectLostError, ObjectStoreFullError } from '../runtime/base/errors.ts';
 import { formatBytes } from '../runtime/base/bytes.ts';
-import type { NodeStore } from './node-store.ts';
+import { writeError, type NodeStore } from './node-store.ts';
 
 export interface StoredObject {
   id: string;
@@ -60,10 +60,12 @@ export class StoreManager {
       return;
     } // a retried task wrote it twice
     const written = await stat(tmp).catch(() => undefined);
-    if (written?.size !== size)
+    if (written?.size !== size) {
+      await rm(tmp, { force: true });
       throw new ObjectLostError(
         `object ${id}: ${written ? `${written.size} bytes were written, not ${size}` : 'nothing was written'}`,
       );
+    }
     await this.track(
       id,
       (async () => {
@@ -73,7 +75,13 @@ export class StoreManager {
           await rm(tmp, { force: true });
           throw e;
         }
-        await this.store.seal(id);
+        try {
+          await this.store.seal(id);
+        } catch (e) {
+          this.memory.delete(id);
+          await rm(tmp, { force: true });
+          throw e;
+        }
       })(),
     );
   }
@@ -127,7 +135,10 @@ export class StoreManager {
         await before?.catch(() => undefined);
         if (this.freed.has(id)) return;
         try {
-          await copyFile(this.store.path(id), this.store.spillPath(id));
+          await copyFile(this.store.path(id), this.store.spillPath(id)).catch(async (e) => {
+            await rm(this.store.spillPath(id), { force: true }); // what a full disk let through
+            throw e;
+          });
           this.store.forget(id);
           await rm(this.store.path(id), { force: true });
           if (this.freed.has(id)) await this.store.delete(id);
@@ -168,7 +179,10 @@ export class StoreManager {
     await this.track(
       id,
       (async () => {
-        await copyFile(this.store.spillPath(id), this.store.tmpPath(id));
+        await copyFile(this.store.spillPath(id), this.store.tmpPath(id)).catch(async (e) => {
+          await rm(this.store.tmpPath(id), { force: true }); // a full store: no partial file stays
+          throw writeError(e, `object ${id}, read back from disk,`, this.store.dir);
+        });
         if (this.freed.has(id)) {
           await this.store.delete(id);
           throw gone();
@@ -207,21 +221,36 @@ export class StoreManager {
     await this.track(
       id,
       (async () => {
-        const fh = await open(this.store.tmpPath(id), 'w', 0o600);
+        const tmp = this.store.tmpPath(id);
         try {
-          await fh.truncate(size);
-          await fetch(async (chunk, offset) => {
-            await fh.write(chunk, 0, chunk.length, offset);
-          });
+          const fh = await open(tmp, 'w', 0o600);
+          try {
+            await fh.truncate(size);
+            await fetch(async (chunk, offset) => {
+              await fh.write(chunk, 0, chunk.length, offset);
+            });
+          } finally {
+            await fh.close();
+          }
         } catch (e) {
-          await fh.close();
-          await rm(this.store.tmpPath(id), { force: true });
-          throw e;
+          await rm(tmp, { force: true }); // on every failure: no partial copy stays
+          throw (e as NodeJS.ErrnoException)?.code ? writeError(e, `a copy of object ${id}`, this.store.dir) : e;
         }
-        await fh.close();
         await this.seal(id, size, owner, false);
       })(),
     );
+  }
+
+  /** Whether the object (or a copy of it) is here, in memory or on disk. */
+  holds(id: string): boolean {
+    return this.memory.has(id) || this.onDisk.has(id) || this.stuck.has(id);
+  }
+
+  /** The object's size as sealed here (its record); ObjectLostError when it is not here. */
+  recordedSize(id: string): number {
+    const o = this.memory.peek(id) ?? this.onDisk.get(id) ?? this.stuck.get(id);
+    if (!o) throw new ObjectLostError(`object ${id} is not in the object store of node ${this.nodeId}`);
+    return o.size;
   }
 
   /** A reader used the object: it is the last to be pushed out. */

@@ -1,8 +1,9 @@
 // Moving an object's bytes between processes over the bus: chunks under the server's max_payload, several in flight,
 // each checked (length and CRC-32) and asked for again when it arrives damaged.
 import { crc32 } from 'node:zlib';
-import { ObjectLostError, NoRespondersError } from '../runtime/base/errors.ts';
+import { ObjectLostError, NoRespondersError, ProtocolError } from '../runtime/base/errors.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
+import { MAX_CHUNK_BYTES, checkObjectMessage } from '../runtime/protocol/objects.ts';
 
 export interface ChunkRequest {
   id: string;
@@ -12,6 +13,8 @@ export interface ChunkRequest {
 export interface Chunk {
   data: Uint8Array;
   crc: number;
+  /** The object's size as its holder recorded it (what the owner or the holder's store sealed). */
+  size?: number;
 }
 
 const CHUNKS_IN_FLIGHT = 8;
@@ -19,13 +22,40 @@ const ATTEMPTS = 3;
 
 /** Room for the envelope under the server's max_payload; never more than 8 MiB per message. */
 export function chunkSize(bus: Bus): number {
-  const room = Math.min(bus.maxPayload - 16 * 1024, 8 * 1024 * 1024);
+  const room = Math.min(bus.maxPayload - 16 * 1024, MAX_CHUNK_BYTES);
   return Math.max(64 * 1024, room - (room % 4096));
 }
 
-/** What a holder answers to a ChunkRequest. */
-export function makeChunk(data: Uint8Array): Chunk {
-  return { data, crc: crc32(data) };
+/** What a holder answers to a ChunkRequest for an object of `size` bytes (its record): the range asked for, which
+ * must lie within the object. */
+export function makeChunk(data: Uint8Array, size: number): Chunk {
+  return { data, crc: crc32(data), size };
+}
+
+/** The range a chunk request names, checked against the object's record (its size): never past the end, never more
+ * than one chunk. */
+export function checkRange(req: unknown, size: (id: string) => number): ChunkRequest & { size: number } {
+  const r = checkObjectMessage('read', req);
+  const total = size(r.id);
+  if (r.offset + r.length > total)
+    throw new ProtocolError(`object ${r.id} is ${total} bytes: no bytes ${r.offset}..${r.offset + r.length} in it`);
+  return { ...r, size: total };
+}
+
+/** The object's size as the first holder that answers recorded it (a read of no bytes asks just that). */
+export async function recordedSize(bus: Bus, sources: string[], id: string): Promise<number> {
+  let lastError: unknown;
+  for (const subject of sources) {
+    try {
+      const c = checkObjectMessage('chunk', await bus.request(subject, { id, offset: 0, length: 0 }));
+      if (c.size !== undefined) return c.size;
+      lastError = new ProtocolError(`${subject} did not say the size of object ${id}`);
+    } catch (e) {
+      if (!(e instanceof NoRespondersError || e instanceof ObjectLostError)) throw e;
+      lastError = e;
+    }
+  }
+  throw new ObjectLostError(`object ${id}: no holder answers (${sources.length} tried)`, { cause: lastError });
 }
 
 /**
@@ -71,6 +101,8 @@ export async function fetchChunked(
 async function fetchOne(bus: Bus, subject: string, req: ChunkRequest): Promise<Uint8Array> {
   for (let attempt = 1; ; attempt++) {
     const c = await bus.request<Chunk>(subject, req);
+    if (c?.size !== undefined && c.size < req.offset + req.length)
+      throw new ObjectLostError(`object ${req.id} is ${c.size} bytes at ${subject}, not ${req.offset + req.length}`);
     const whole = c?.data instanceof Uint8Array && c.data.length === req.length;
     if (whole && crc32(c.data) === c.crc) return c.data;
     if (attempt === ATTEMPTS) {

@@ -18,7 +18,8 @@ import {
   asError,
 } from '../base/errors.ts';
 import { holdUntil } from '../base/keep-alive.ts';
-import { Lane, LaneServer, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
+import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
+import { tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
 
 export type { Subscription };
@@ -106,6 +107,8 @@ class SentBatch implements Pending {
  * subject, or back down the lane the batch came on. */
 class BatchAnswers {
   done: BatchPart = [];
+  /** Requests of the batch not yet finished (a lane counts the batch answered once none is left). */
+  left = 0;
   constructor(
     readonly reply: string | undefined,
     readonly lane?: LaneRequest,
@@ -304,7 +307,9 @@ export class Bus {
       const sent = new SentBatch(subject, items);
       this.pending.set(id, sent);
       const path = this.routes.get(subject);
-      if (path && this.lane(path)?.send(id, subject, data, now)) continue;
+      // One request too large for any message goes to NATS, which says so: on a lane it would be longer than the
+      // worker reads, and its connection would go with every call on it.
+      if (path && data.length <= this.maxPayload && this.lane(path)?.send(id, subject, data, now)) continue;
       if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
       else this.send(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
     }
@@ -348,6 +353,8 @@ export class Bus {
     handler: (body: any) => unknown,
   ): void {
     if (!Array.isArray(body?.batch)) throw new ProtocolError(`requests on ${subject} come as { batch: [...] }`);
+    answers.left = body.batch.length;
+    if (!body.batch.length) answers.lane?.drop();
     body.batch.forEach((item, i) => {
       try {
         Promise.resolve(handler(item)).then(
@@ -363,6 +370,19 @@ export class Bus {
   // --- lanes: batched requests to a worker process on this machine, over a Unix socket (see lane.ts) ----------
 
   private laneServer: LaneServer | undefined;
+  /** How this process proves itself to lane servers, and checks who connects to its own. */
+  private laneAuth: LaneAuth | undefined;
+
+  /** Lanes prove and check identities this way from now on (before listenLanes and the first call): by default the
+   * cluster token's (tokenLaneAuth). */
+  useLaneAuth(auth: LaneAuth): void {
+    this.laneAuth = auth;
+  }
+
+  private get laneAuthOrToken(): LaneAuth {
+    this.laneAuth ??= tokenLaneAuth(this.token);
+    return this.laneAuth;
+  }
   /** Lanes this process opened, by socket path, and the lane each routed subject goes on (opened at its first use). */
   private readonly lanes = new Map<string, Lane>();
   private readonly routes = new Map<string, string>();
@@ -379,7 +399,13 @@ export class Bus {
    * process cannot listen there (too long a path, say): callers then keep to NATS. */
   async listenLanes(path: string): Promise<string | undefined> {
     try {
-      this.laneServer = await LaneServer.listen(path, this.token, (r) => this.onLaneRequest(r), this.wakeWriter);
+      this.laneServer = await LaneServer.listen(
+        path,
+        this.laneAuthOrToken,
+        (r) => this.onLaneRequest(r),
+        this.wakeWriter,
+        laneLimits(this.maxPayload),
+      );
     } catch (e) {
       console.error(`troupe: no direct calls to this process (cannot listen on ${path}: ${(e as Error).message})`);
     }
@@ -405,7 +431,7 @@ export class Bus {
       }
       lane = new Lane(
         path,
-        this.token,
+        this.laneAuthOrToken,
         this.procId,
         {
           reply: (id, data) => {
@@ -417,6 +443,7 @@ export class Bus {
           end: (l, what) => this.laneEnded(l, what),
         },
         this.wakeWriter,
+        laneLimits(this.maxPayload),
       );
       if (!this.holdsProcess) lane.unref();
       this.lanes.set(path, lane);
@@ -453,6 +480,9 @@ export class Bus {
    * and not heard back as CallLostError (it may have run: the caller decides, as for a death). */
   private laneEnded(lane: Lane, what: LaneEnd): void {
     if (this.lanes.get(lane.path) === lane) this.lanes.delete(lane.path);
+    // Closed with nothing in flight (the worker's idle timeout, say): the next call opens a new lane, or finds the
+    // worker gone and goes by NATS.
+    if (what.opened && !what.lost.length) return;
     if (!what.opened) this.unreachable.add(lane.path);
     this.unroute(lane.path);
     for (const id of what.unsent) this.noResponders(id);
@@ -466,6 +496,7 @@ export class Bus {
 
   /** One request of a batch has finished: its answer goes with the others that finish in this turn. */
   private finished(answers: BatchAnswers, i: number, failed: 0 | 1, value: unknown): void {
+    answers.left--;
     if (answers.done.push([i, failed, value]) === 1) {
       this.beforeFlush.push(answers);
       this.flushSoon();
@@ -619,9 +650,10 @@ export class Bus {
   private readonly events = new Map<string, (data: Uint8Array, subject: string) => void>();
 
   /** Sends answers to a batch (as several parts, if they are over the server's max_payload). */
-  private replyParts({ reply, lane }: BatchAnswers, part: BatchPart): void {
+  private replyParts({ reply, lane, left }: BatchAnswers, part: BatchPart): void {
     if ((!reply && !lane) || this.closed) return;
-    for (const { data, items } of this.fitting(part, (answers) => encodeReply([0, answers]))) {
+    const groups = this.fitting(part, (answers) => encodeReply([0, answers]));
+    for (const { data, items } of groups) {
       // One answer too large for any message: its caller hears why instead of waiting for ever.
       const tooLarge =
         data.length > this.maxPayload &&
@@ -629,7 +661,7 @@ export class Bus {
           `the answer is ${data.length} bytes; the server takes at most ${this.maxPayload} in one message`,
         );
       const out = tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data;
-      if (lane) lane.reply(out);
+      if (lane) lane.reply(out, left === 0 && items === groups[groups.length - 1].items);
       else this.send(reply!, out);
     }
   }

@@ -3,21 +3,29 @@
 // decides what goes on a lane (see Bus.route); this module only moves frames and says what became of them.
 //
 // Frame: u32 length (of the rest), u8 kind, then by kind:
-//   HELLO    sha-256 of the cluster token, the caller's process id (the first frame; anything else first closes it)
-//   REQUEST  u8 id length, id, u16 subject length, subject, message
-//   REPLY    u8 id length, id, message
-//   NOBODY   u8 id length, id (nothing serves that subject here: as NATS's "no responders")
-//   EVENT    u8 0, u16 subject length, subject, message (for the caller alone, in order with its answers)
+//   CHALLENGE  a fresh nonce (the server's first frame)
+//   HELLO      u16 proof length, proof over the nonce (see lane-auth.ts), the caller's process id (the client's first
+//              frame, sent once the nonce came; anything else first closes the connection)
+//   REQUEST    u8 id length, id, u16 subject length, subject, message
+//   REPLY      u8 id length, id, message
+//   NOBODY     u8 id length, id (nothing serves that subject here: as NATS's "no responders")
+//   EVENT      u8 0, u16 subject length, subject, message (for the caller alone, in order with its answers)
+//
+// A lane server is reachable by any process of the user running the node, and the user code in it may be another
+// job's: it reads no frame longer than it may be (before buffering it), closes a connection that does not prove
+// itself in time or stays idle, takes a bounded number of connections, and stops reading from a caller that does
+// not read its answers.
 import net from 'node:net';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { type LaneAuth, MAX_PROOF_BYTES, NONCE_BYTES, newNonce } from './lane-auth.ts';
 
 const HELLO = 0,
   REQUEST = 1,
   REPLY = 2,
   NOBODY = 3,
-  EVENT = 4;
+  EVENT = 4,
+  CHALLENGE = 5;
 
 /** Longest socket path Linux takes (sun_path is 108 bytes, with its NUL). */
 export const MAX_LANE_PATH = 107;
@@ -27,17 +35,55 @@ export function lanePath(objectDir: string, pid: number): string {
   return join(objectDir, `lane-${pid}`);
 }
 
-function digest(token: string): Buffer {
-  return createHash('sha256').update(token).digest();
+/** What a lane server allows its callers. */
+export interface LaneLimits {
+  /** Longest frame either end reads once the caller proved itself; a longer declared length closes the lane. */
+  maxFrame: number;
+  /** A connection that has not proved itself this long after it opened is closed. */
+  handshakeMs: number;
+  /** A connection with nothing to answer, or whose caller reads nothing we write, is closed after this long. */
+  idleMs: number;
+  /** Connections open at once; more are refused. */
+  maxConnections: number;
+  /** Of those, connections still to prove themselves: more are refused (so a flood of silent ones locks out nobody
+   * for longer than handshakeMs). */
+  maxHandshakes: number;
+  /** Answer bytes waiting for a caller that does not read: past this, its connection is closed. */
+  maxBuffered: number;
 }
 
-function hello(token: string, proc: string): Buffer {
-  const d = digest(token);
-  const b = Buffer.allocUnsafe(5 + d.length + Buffer.byteLength(proc, 'latin1'));
+/** The limits for a bus whose server takes messages of up to `maxPayload` bytes: the bus splits every batch and every
+ * answer under that (Bus.fitting), so a frame is that and its header (id, subject) at most; the rest is headroom. */
+export function laneLimits(maxPayload: number): LaneLimits {
+  const maxFrame = maxPayload + 128 * 1024;
+  return {
+    maxFrame,
+    handshakeMs: 5000,
+    idleMs: 10 * 60_000,
+    maxConnections: 1024,
+    maxHandshakes: 64,
+    maxBuffered: Math.max(64 * 1024 * 1024, 4 * maxFrame),
+  };
+}
+
+/** The client's first frame can be no longer than this: kind, proof length, proof, process id. */
+const MAX_HELLO_FRAME = 3 + MAX_PROOF_BYTES + 255;
+
+function hello(proof: Uint8Array, proc: string): Buffer {
+  const b = Buffer.allocUnsafe(7 + proof.length + Buffer.byteLength(proc, 'latin1'));
   b.writeUInt32BE(b.length - 4, 0);
   b[4] = HELLO;
-  b.set(d, 5);
-  b.write(proc, 5 + d.length, 'latin1');
+  b.writeUInt16BE(proof.length, 5);
+  b.set(proof, 7);
+  b.write(proc, 7 + proof.length, 'latin1');
+  return b;
+}
+
+function challenge(nonce: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(5 + nonce.length);
+  b.writeUInt32BE(1 + nonce.length, 0);
+  b[4] = CHALLENGE;
+  b.set(nonce, 5);
   return b;
 }
 
@@ -70,6 +116,9 @@ function frame(
   return [b, undefined];
 }
 
+/** A frame declared longer than its reader takes: the connection goes before any of it is buffered. */
+class FrameTooLong extends Error {}
+
 /** Cuts a byte stream into frames. A large frame's chunks are joined once, when it is whole. */
 class Frames {
   private parts: Buffer[] = [];
@@ -77,7 +126,11 @@ class Frames {
   /** Bytes needed before the next frame can be read. */
   private need = 4;
 
-  constructor(private readonly onFrame: (f: Buffer) => void) {}
+  constructor(
+    private readonly onFrame: (f: Buffer) => void,
+    /** Longest frame taken now (the caller raises it once the other end proved itself). */
+    public max: number,
+  ) {}
 
   push(chunk: Buffer): void {
     this.parts.push(chunk);
@@ -86,7 +139,7 @@ class Frames {
     const b = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size);
     let at = 0;
     while (b.length - at >= 4) {
-      const len = b.readUInt32BE(at);
+      const len = this.length(b, at);
       if (b.length - at - 4 < len) break;
       this.onFrame(b.subarray(at + 4, at + 4 + len));
       at += 4 + len;
@@ -94,7 +147,13 @@ class Frames {
     const rest = b.length - at;
     this.parts = rest ? [b.subarray(at)] : [];
     this.size = rest;
-    this.need = rest >= 4 ? 4 + b.readUInt32BE(at) : 4;
+    this.need = rest >= 4 ? 4 + this.length(b, at) : 4;
+  }
+
+  private length(b: Buffer, at: number): number {
+    const len = b.readUInt32BE(at);
+    if (len > this.max) throw new FrameTooLong(`a frame of ${len} bytes; at most ${this.max} are taken`);
+    return len;
   }
 }
 
@@ -107,6 +166,10 @@ function readId(f: Buffer, at: number): [string, number] {
 /** Writes queued frames in one go when asked: callers answer and send in bursts. */
 export class Outgoing {
   private queued: Uint8Array[] = [];
+  /** Frames wait in the queue until the lane is open (a client's, until it has proved itself). */
+  held = false;
+  /** Called when the socket takes no more for now (write() said false): a server then stops reading. */
+  onFull: (() => void) | undefined;
   constructor(
     readonly socket: net.Socket,
     private readonly wake: (o: Outgoing) => void,
@@ -120,16 +183,17 @@ export class Outgoing {
 
   flush(): void {
     const q = this.queued;
-    if (!q.length) return;
+    if (!q.length || this.held) return;
     this.queued = [];
     if (this.socket.destroyed) return;
-    if (q.length === 1) {
-      this.socket.write(q[0]);
-      return;
+    let more = true;
+    if (q.length === 1) more = this.socket.write(q[0]);
+    else {
+      this.socket.cork();
+      for (const f of q) more = this.socket.write(f) && more;
+      this.socket.uncork();
     }
-    this.socket.cork();
-    for (const f of q) this.socket.write(f);
-    this.socket.uncork();
+    if (!more) this.onFull?.();
   }
 }
 
@@ -139,72 +203,151 @@ export class LaneRequest {
   constructor(
     readonly subject: string,
     readonly data: Uint8Array,
-    private readonly out: Outgoing,
+    private readonly conn: ServerConnection,
     private readonly id: string,
-  ) {}
+  ) {
+    conn.unanswered++;
+  }
 
-  reply(data: Uint8Array): void {
-    this.out.queue(REPLY, this.id, undefined, data);
+  /** last: false while more parts of the answer are to come (a batch is answered as its calls finish). */
+  reply(data: Uint8Array, last = true): void {
+    if (last) this.conn.unanswered--;
+    this.conn.lastActive = Date.now();
+    this.conn.out.queue(REPLY, this.id, undefined, data);
+  }
+
+  /** Nothing to answer (a batch of no requests). */
+  drop(): void {
+    this.conn.unanswered--;
   }
 
   /** Nothing serves this subject here. */
   nobody(): void {
-    this.out.queue(NOBODY, this.id, undefined, undefined);
+    this.conn.unanswered--;
+    this.conn.out.queue(NOBODY, this.id, undefined, undefined);
   }
 }
 
-/** The worker's end: listens on `path`, takes connections that say the cluster token first. */
+/** One caller's connection to a lane server. */
+class ServerConnection {
+  readonly out: Outgoing;
+  /** Requests read and not yet wholly answered: a connection waiting for them is not idle. */
+  unanswered = 0;
+  /** Last time bytes went either way. */
+  lastActive = Date.now();
+  proc: string | undefined;
+
+  constructor(
+    readonly socket: net.Socket,
+    wake: (o: Outgoing) => void,
+  ) {
+    this.out = new Outgoing(socket, wake);
+  }
+
+  /** Idle: nothing to answer and nothing heard for a while, or answers the caller has not read for a while. */
+  idle(now: number, idleMs: number): boolean {
+    return now - this.lastActive > idleMs && (this.unanswered <= 0 || this.socket.writableLength > 0);
+  }
+}
+
+/** The worker's end: listens on `path`, takes connections that prove themselves over a fresh nonce first. */
 export class LaneServer {
   private readonly server: net.Server;
-  private readonly conns = new Set<net.Socket>();
+  private readonly conns = new Set<ServerConnection>();
+  private handshakes = 0;
   /** The connection each caller process came on: events for it go there, after its answers. */
   private readonly byProc = new Map<string, Outgoing>();
+  private readonly idleTimer: NodeJS.Timeout;
 
   private constructor(
     readonly path: string,
-    token: string,
-    onRequest: (r: LaneRequest) => void,
-    wake: (o: Outgoing) => void,
+    private readonly auth: LaneAuth,
+    private readonly onRequest: (r: LaneRequest) => void,
+    private readonly wake: (o: Outgoing) => void,
+    private readonly limits: LaneLimits,
   ) {
-    const want = digest(token);
-    this.server = net.createServer((socket) => {
-      this.conns.add(socket);
-      socket.on('close', () => this.conns.delete(socket));
-      socket.on('error', () => socket.destroy());
-      const out = new Outgoing(socket, wake);
-      let trusted = false;
-      const frames = new Frames((f) => {
-        if (!trusted) {
-          // Anything but the right token first, and the connection goes: a lane runs code, as the bus does.
-          trusted = f[0] === HELLO && f.length > want.length && timingSafeEqual(f.subarray(1, 1 + want.length), want);
-          if (!trusted) {
-            socket.destroy();
-            return;
-          }
-          const proc = f.toString('latin1', 1 + want.length);
-          this.byProc.set(proc, out);
-          socket.on('close', () => {
-            if (this.byProc.get(proc) === out) this.byProc.delete(proc);
-          });
-          return;
-        }
-        if (f[0] !== REQUEST) {
-          socket.destroy();
-          return;
-        }
-        const [id, at] = readId(f, 1);
-        const subjLen = f.readUInt16BE(at);
-        const subject = f.toString('latin1', at + 2, at + 2 + subjLen);
-        onRequest(new LaneRequest(subject, f.subarray(at + 2 + subjLen), out, id));
-      });
-      socket.on('data', (chunk: Buffer) => {
-        try {
-          frames.push(chunk);
-        } catch {
-          socket.destroy();
-        } // a malformed frame: that connection goes, we stay
-      });
+    this.server = net.createServer((socket) => this.accept(socket));
+    this.server.maxConnections = limits.maxConnections;
+    this.idleTimer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const c of this.conns) if (c.idle(now, limits.idleMs)) c.socket.destroy();
+      },
+      Math.max(10, Math.min(limits.idleMs / 4, 30_000)),
+    );
+    this.idleTimer.unref();
+  }
+
+  private accept(socket: net.Socket): void {
+    const { limits } = this;
+    socket.on('error', () => socket.destroy());
+    if (this.handshakes >= limits.maxHandshakes) {
+      socket.destroy();
+      return;
+    }
+    const conn = new ServerConnection(socket, this.wake);
+    this.conns.add(conn);
+    this.handshakes++;
+    let trusted = false;
+    const nonce = newNonce();
+    const timer = setTimeout(() => socket.destroy(), limits.handshakeMs);
+    timer.unref();
+    socket.on('close', () => {
+      clearTimeout(timer);
+      if (!trusted) this.handshakes--;
+      this.conns.delete(conn);
+      if (conn.proc !== undefined && this.byProc.get(conn.proc) === conn.out) this.byProc.delete(conn.proc);
     });
+    // A caller that does not read its answers: stop reading its requests until it does (it then makes no more
+    // answers); one that still lets answers pile up past the bound (calls read before it stopped) goes.
+    conn.out.onFull = () => {
+      if (socket.writableLength > limits.maxBuffered) {
+        socket.destroy();
+        return;
+      }
+      // A frame's worth may wait (a large answer on its way to a caller that reads); past that, wait for the caller.
+      if (socket.writableLength < limits.maxFrame || socket.isPaused()) return;
+      socket.pause();
+      socket.once('drain', () => {
+        conn.lastActive = Date.now();
+        socket.resume();
+      });
+    };
+    const frames = new Frames((f) => {
+      if (socket.destroyed) return;
+      if (!trusted) {
+        // Anything but a proof over our nonce first, and the connection goes: a lane runs code, as the bus does.
+        const proofLen = f[0] === HELLO && f.length >= 3 ? f.readUInt16BE(1) : -1;
+        if (proofLen < 0 || 3 + proofLen > f.length || !this.auth.verify(nonce, f.subarray(3, 3 + proofLen))) {
+          socket.destroy();
+          return;
+        }
+        trusted = true;
+        this.handshakes--;
+        clearTimeout(timer);
+        frames.max = limits.maxFrame;
+        conn.proc = f.toString('latin1', 3 + proofLen);
+        this.byProc.set(conn.proc, conn.out);
+        return;
+      }
+      if (f[0] !== REQUEST) {
+        socket.destroy();
+        return;
+      }
+      const [id, at] = readId(f, 1);
+      const subjLen = f.readUInt16BE(at);
+      const subject = f.toString('latin1', at + 2, at + 2 + subjLen);
+      this.onRequest(new LaneRequest(subject, f.subarray(at + 2 + subjLen), conn, id));
+    }, MAX_HELLO_FRAME);
+    socket.on('data', (chunk: Buffer) => {
+      conn.lastActive = Date.now();
+      try {
+        frames.push(chunk);
+      } catch {
+        socket.destroy();
+      } // a malformed or overlong frame: that connection goes, we stay
+    });
+    socket.write(challenge(nonce));
   }
 
   /** Queues an event for process `proc` on its connection; false when it has none. */
@@ -215,16 +358,22 @@ export class LaneServer {
     return true;
   }
 
+  /** Connections open now (to see the limits at work). */
+  get connections(): number {
+    return this.conns.size;
+  }
+
   /** Listens on `path` (a stale socket file left there is replaced); undefined when the path is too long. */
   static async listen(
     path: string,
-    token: string,
+    auth: LaneAuth,
     onRequest: (r: LaneRequest) => void,
     wake: (o: Outgoing) => void,
+    limits: LaneLimits,
   ): Promise<LaneServer | undefined> {
     if (Buffer.byteLength(path) > MAX_LANE_PATH) return undefined;
     rmSync(path, { force: true });
-    const s = new LaneServer(path, token, onRequest, wake);
+    const s = new LaneServer(path, auth, onRequest, wake, limits);
     await new Promise<void>((resolve, reject) => {
       s.server.once('error', reject);
       s.server.listen(path, () => {
@@ -236,15 +385,16 @@ export class LaneServer {
   }
 
   close(): void {
+    clearInterval(this.idleTimer);
     this.server.close();
-    for (const c of this.conns) c.destroy();
+    for (const c of this.conns) c.socket.destroy();
     rmSync(this.path, { force: true });
   }
 }
 
 /** What became of the requests on a lane that ended. */
 export interface LaneEnd {
-  /** Whether it was ever connected. */
+  /** Whether it was ever open (connected, and past the handshake). */
   opened: boolean;
   /** Written before the lane was up, or after it went: nobody got them. */
   unsent: string[];
@@ -263,7 +413,7 @@ export class Lane {
 
   constructor(
     readonly path: string,
-    token: string,
+    auth: LaneAuth,
     /** The caller's process id, told to the worker: its events for us come on this lane. */
     proc: string,
     /** reply: told of each part of an answer; true once the request has its last. */
@@ -274,16 +424,25 @@ export class Lane {
       end(lane: Lane, what: LaneEnd): void;
     },
     wake: (o: Outgoing) => void,
+    limits: LaneLimits,
   ) {
     this.socket = net.connect(path);
     this.out = new Outgoing(this.socket, wake);
-    this.socket.write(hello(token, proc));
-    this.socket.once('connect', () => {
-      this.connected = true;
-    });
+    this.out.held = true; // until we have proved ourselves: the server reads nothing else first
     this.socket.on('error', () => this.socket.destroy());
     this.socket.on('close', () => this.end());
     const frames = new Frames((f) => {
+      if (!this.connected) {
+        if (f[0] !== CHALLENGE || f.length !== 1 + NONCE_BYTES) {
+          this.socket.destroy();
+          return;
+        }
+        this.socket.write(hello(auth.respond(f.subarray(1)), proc));
+        this.connected = true;
+        this.out.held = false;
+        this.out.flush();
+        return;
+      }
       const [id, at] = readId(f, 1);
       if (f[0] === EVENT) {
         const n = f.readUInt16BE(at);
@@ -294,7 +453,7 @@ export class Lane {
       if (f[0] === REPLY && !this.on.reply(id, f.subarray(2 + f[1]))) return;
       this.open.delete(id);
       if (f[0] !== REPLY) this.on.nobody(id);
-    });
+    }, limits.maxFrame);
     this.socket.on('data', (chunk: Buffer) => {
       try {
         frames.push(chunk);

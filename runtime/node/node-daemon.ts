@@ -22,7 +22,9 @@ import { WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { howItExited } from '../base/processes.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
-import { fetchChunked, makeChunk, type ChunkRequest } from '../../object-store/transfer.ts';
+import { removeLeftovers } from '../../object-store/leftovers.ts';
+import { checkRange, fetchChunked, makeChunk, recordedSize } from '../../object-store/transfer.ts';
+import { checkObjectMessage, parseObjectMessage } from '../protocol/objects.ts';
 import { workerCommand } from '../base/launch.ts';
 import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
@@ -93,6 +95,7 @@ interface Lease {
 /** An object owner silent this long is presumed dead and its objects are freed. Longer than for leases: freeing
  * cannot be undone, and a driver deep in synchronous work sends no heartbeat. Workers that exit are seen at once. */
 const OWNER_TIMEOUT_MS = 120_000;
+const EMPTY = new Uint8Array(0);
 
 export class NodeDaemon {
   readonly nodeId: string;
@@ -145,6 +148,11 @@ export class NodeDaemon {
   }
 
   async start(): Promise<void> {
+    // What nodes killed on this machine left (never a live node's): shared memory is the scarcest thing they hold.
+    const o = this.o;
+    const spillRoot = o.spillRoot === false ? undefined : o.spillRoot;
+    for (const dir of removeLeftovers({ storeRoot: o.objectStoreRoot, spillRoot, sessionDir: o.sessionDir }))
+      console.log(`troupe: removed ${dir}, left by a node daemon that was killed`);
     this.store.init();
     mkdirSync(join(this.o.sessionDir, 'logs'), { recursive: true });
     this.bus = await Bus.connect({
@@ -216,27 +224,33 @@ export class NodeDaemon {
     const { bus, objects } = this;
     const node = this.nodeId;
     bus.serve(subjects.nodeObjects(node), () => ({ stats: objects.stats(), objects: objects.list() }));
-    bus.serve(subjects.obj.nodeSeal(node), (req: { id: string; size: number; owner: string }) => {
-      if (typeof req?.owner !== 'string' || !Number.isSafeInteger(req.size) || req.size < 0)
-        throw new ProtocolError('seal needs { id, size, owner }');
+    // Every message is checked (runtime/protocol/objects.ts) before it touches the store.
+    bus.serve(subjects.obj.nodeSeal(node), (body: unknown) => {
+      const req = checkObjectMessage('seal', body);
       if (!this.clientSeen.has(req.owner)) this.clientSeen.set(req.owner, Date.now());
       return objects.seal(req.id, req.size, req.owner);
     });
-    bus.serve(subjects.obj.nodeRestore(node), (req: { id: string }) => objects.restore(req?.id));
-    bus.serve(subjects.obj.nodeFetch(node), (req: { id: string; size: number; owner: string; from: string[] }) => {
-      if (!Array.isArray(req?.from) || !Number.isSafeInteger(req.size) || req.size < 0)
-        throw new ProtocolError('fetch needs { id, size, owner, from }');
+    bus.serve(subjects.obj.nodeRestore(node), (body: unknown) => objects.restore(checkObjectMessage('one', body).id));
+    bus.serve(subjects.obj.nodeFetch(node), async (body: unknown) => {
+      const req = checkObjectMessage('fetch', body);
       const sources = req.from.filter((n) => n !== node).map((n) => subjects.obj.nodeRead(n));
-      return objects.fetchCopy(req.id, req.size, String(req.owner), (write) =>
-        fetchChunked(bus, sources, req.id, req.size, write),
-      );
+      // The size is the holders' record (ours, if a copy is here already), never the one the asker names: a wrong
+      // one is refused before any byte moves.
+      const size = objects.holds(req.id) ? objects.recordedSize(req.id) : await recordedSize(bus, sources, req.id);
+      if (size !== req.size)
+        throw new ProtocolError(`object ${req.id} is ${size} bytes where it is held, not the ${req.size} asked for`);
+      return objects.fetchCopy(req.id, size, req.owner, (write) => fetchChunked(bus, sources, req.id, size, write));
     });
-    bus.serve(subjects.obj.nodeRead(node), async (req: ChunkRequest) =>
-      makeChunk(await this.store.readRange(req.id, req.offset, req.length)),
-    );
-    bus.on(subjects.obj.nodeTouch(node), (req: { id: string }) => objects.touch(req?.id));
-    bus.serve(subjects.obj.nodeFree(node), async (req: { ids: string[] }) => {
-      for (const id of req.ids) await objects.free(id);
+    bus.serve(subjects.obj.nodeRead(node), async (body: unknown) => {
+      const req = checkRange(body, (id) => objects.recordedSize(id));
+      return makeChunk(req.length ? await this.store.readRange(req.id, req.offset, req.length) : EMPTY, req.size);
+    });
+    bus.on(subjects.obj.nodeTouch(node), (body: unknown) => {
+      const req = parseObjectMessage('one', body);
+      if (req) objects.touch(req.id);
+    });
+    bus.serve(subjects.obj.nodeFree(node), async (body: unknown) => {
+      for (const id of checkObjectMessage('free', body).ids) await objects.free(id);
     });
   }
 

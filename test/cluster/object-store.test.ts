@@ -192,7 +192,7 @@ test.serial(
       bus.serve('troupe.test.flaky.read', (req: ChunkRequest) => {
         const n = (asked.get(req.offset) ?? 0) + 1;
         asked.set(req.offset, n);
-        const chunk = makeChunk(data.slice(req.offset, req.offset + req.length));
+        const chunk = makeChunk(data.slice(req.offset, req.offset + req.length), data.length);
         if (n === 1) chunk.data[0] ^= 0xff; // corrupt on the way
         if (n === 2 && req.offset === 0) chunk.data = chunk.data.subarray(1); // then truncated
         return chunk;
@@ -201,7 +201,7 @@ test.serial(
       t.is(asked.size, 3);
       t.is(asked.get(0), 3);
       bus.serve('troupe.test.bad.read', (req: ChunkRequest) => ({
-        ...makeChunk(data.slice(req.offset, req.offset + req.length)),
+        ...makeChunk(data.slice(req.offset, req.offset + req.length), data.length),
         crc: 1,
       }));
       await t.throwsAsync(fetchToMemory(bus, ['troupe.test.bad.read'], 'bad', data.length), {

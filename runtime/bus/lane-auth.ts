@@ -1,0 +1,60 @@
+// How the two ends of a lane prove who they are: the worker's end sends a fresh nonce, the caller answers with a proof
+// over it, and the worker checks the proof before it reads anything else. A nonce is never used twice, so a proof
+// seen once (in a core dump, say) opens nothing later. Two ways to prove: the cluster token (an HMAC of the nonce),
+// and an NKEY identity (a signature of the nonce by a key the worker's configuration allows on lanes).
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { fromPublic, fromSeed } from '@nats-io/nkeys';
+
+/** Bytes of the nonce a lane server sends. */
+export const NONCE_BYTES = 32;
+/** Longest proof a lane server reads (an NKEY proof is 56 + 64 bytes). */
+export const MAX_PROOF_BYTES = 512;
+
+export interface LaneAuth {
+  /** The proof this process gives for a server's nonce. */
+  respond(nonce: Uint8Array): Uint8Array;
+  /** Whether `proof` answers `nonce`: made for this very nonce by a process allowed on lanes. Never throws. */
+  verify(nonce: Uint8Array, proof: Uint8Array): boolean;
+}
+
+export function newNonce(): Buffer {
+  return randomBytes(NONCE_BYTES);
+}
+
+/** Proof by the cluster token: HMAC-SHA256 of the nonce, keyed by a hash of the token (the token itself never goes on
+ * the socket, nor anything from which it could be found without guessing it). */
+export function tokenLaneAuth(token: string): LaneAuth {
+  const key = createHash('sha256').update('troupe-lane\0').update(token).digest();
+  const mac = (nonce: Uint8Array) => createHmac('sha256', key).update(nonce).digest();
+  return {
+    respond: mac,
+    verify: (nonce, proof) => {
+      const want = mac(nonce);
+      return proof.length === want.length && timingSafeEqual(proof, want);
+    },
+  };
+}
+
+/** Public keys are 56 characters of base32 (an NKEY's encoding). */
+const PUBLIC_KEY_CHARS = 56;
+
+/** Proof by an NKEY identity: our public key, then our signature of the nonce. `allowed`: the public keys whose
+ * holders may open lanes to this process (from its own configuration, never from the bus). */
+export function nkeyLaneAuth(o: { seed: Uint8Array | string; allowed: Iterable<string> }): LaneAuth {
+  const pair = fromSeed(typeof o.seed === 'string' ? new TextEncoder().encode(o.seed) : o.seed);
+  const publicKey = Buffer.from(pair.getPublicKey(), 'latin1');
+  const allowed = new Set(o.allowed);
+  return {
+    respond: (nonce) => Buffer.concat([publicKey, pair.sign(nonce)]),
+    verify: (nonce, proof) => {
+      if (proof.length <= PUBLIC_KEY_CHARS) return false;
+      const key = Buffer.from(proof.subarray(0, PUBLIC_KEY_CHARS)).toString('latin1');
+      if (!allowed.has(key)) return false;
+      try {
+        return fromPublic(key).verify(nonce, proof.subarray(PUBLIC_KEY_CHARS));
+      } catch {
+        return false; // not a key, or not a signature: no
+      }
+    },
+  };
+}

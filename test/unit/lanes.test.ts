@@ -1,0 +1,129 @@
+// Lanes on their own, a server and its callers in this process over real Unix sockets: how callers prove themselves
+// (the cluster token, or an NKEY identity the server allows), and the limits a server keeps.
+import test, { type ExecutionContext } from 'ava';
+import net from 'node:net';
+import { join } from 'node:path';
+import { createUser } from '@nats-io/nkeys';
+import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneLimits, type Outgoing } from '../../runtime/bus/lane.ts';
+import { newNonce, nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { tempDir } from '../helpers/cluster.ts';
+
+const wake = (o: Outgoing) => setImmediate(() => o.flush());
+
+/** A server that answers every request with its subject, after `delayMs`. */
+async function server(
+  t: ExecutionContext,
+  auth: LaneAuth,
+  limits: Partial<LaneLimits> = {},
+  delayMs = 0,
+): Promise<LaneServer> {
+  const path = join(tempDir(t), 'lane');
+  const s = await LaneServer.listen(
+    path,
+    auth,
+    (r) => setTimeout(() => r.reply(Buffer.from(r.subject)), delayMs),
+    wake,
+    { ...laneLimits(1024 * 1024), ...limits },
+  );
+  t.teardown(() => s!.close());
+  return s!;
+}
+
+/** A caller's lane; resolves each request's answer, and `ended` once the lane closes. */
+function caller(t: ExecutionContext, path: string, auth: LaneAuth) {
+  const answers = new Map<string, (b: string) => void>();
+  let ended!: (e: LaneEnd) => void;
+  const end = new Promise<LaneEnd>((r) => {
+    ended = r;
+  });
+  const lane = new Lane(
+    path,
+    auth,
+    'caller',
+    {
+      reply: (id, data) => {
+        answers.get(id)?.(data.toString());
+        return true;
+      },
+      nobody: () => undefined,
+      event: () => undefined,
+      end: (_l, what) => ended(what),
+    },
+    wake,
+    laneLimits(1024 * 1024),
+  );
+  t.teardown(() => lane.close());
+  let n = 0;
+  const ask = (subject: string) =>
+    new Promise<string>((resolve) => {
+      const id = String(n++);
+      answers.set(id, resolve);
+      lane.send(id, subject, Buffer.from('{}'), true);
+    });
+  return { lane, ask, end };
+}
+
+test('a token proof answers its own nonce only, and only for the same token', (t) => {
+  const a = tokenLaneAuth('secret');
+  const n1 = newNonce();
+  const proof = a.respond(n1);
+  t.true(a.verify(n1, proof));
+  t.false(a.verify(newNonce(), proof), 'replayed over another nonce');
+  t.false(tokenLaneAuth('other').verify(n1, proof));
+  t.false(a.verify(n1, proof.subarray(1)));
+});
+
+test('an NKEY proof is taken from an allowed key only', (t) => {
+  const worker = createUser();
+  const driver = createUser();
+  const stranger = createUser();
+  const allowed = [driver.getPublicKey()];
+  const serverSide = nkeyLaneAuth({ seed: worker.getSeed(), allowed });
+  const n = newNonce();
+  t.true(serverSide.verify(n, nkeyLaneAuth({ seed: driver.getSeed(), allowed: [] }).respond(n)));
+  t.false(serverSide.verify(n, nkeyLaneAuth({ seed: stranger.getSeed(), allowed: [] }).respond(n)), 'not allowed');
+  const forged = Buffer.from(nkeyLaneAuth({ seed: stranger.getSeed(), allowed: [] }).respond(n));
+  forged.set(Buffer.from(driver.getPublicKey(), 'latin1')); // an allowed key, with another key's signature
+  t.false(serverSide.verify(n, forged));
+  t.false(serverSide.verify(n, Buffer.alloc(200, 65)), 'garbage');
+  t.false(serverSide.verify(newNonce(), nkeyLaneAuth({ seed: driver.getSeed(), allowed: [] }).respond(n)));
+});
+
+test('callers with the right proof are served; a lane with the wrong one ends without running anything', async (t) => {
+  const d = createUser();
+  const s = await server(t, nkeyLaneAuth({ seed: createUser().getSeed(), allowed: [d.getPublicKey()] }));
+  const good = caller(t, s.path, nkeyLaneAuth({ seed: d.getSeed(), allowed: [] }));
+  t.is(await good.ask('troupe.actor.a'), 'troupe.actor.a');
+  const bad = caller(t, s.path, tokenLaneAuth('guess'));
+  void bad.ask('troupe.actor.a');
+  t.deepEqual((await bad.end).unsent.length + (await bad.end).lost.length, 1);
+  t.is(await good.ask('troupe.actor.b'), 'troupe.actor.b');
+});
+
+test('an idle connection is closed; one waiting for an answer is not', async (t) => {
+  const auth = tokenLaneAuth('k');
+  const s = await server(t, auth, { idleMs: 200 }, 600);
+  const busy = caller(t, s.path, auth);
+  t.is(await busy.ask('slow'), 'slow', 'answered after 600 ms, three idle periods');
+  const what = await busy.end; // then idle: closed
+  t.true(what.opened);
+  t.deepEqual(what.lost, []);
+});
+
+test('connections still to prove themselves are capped; over the cap they are refused at once', async (t) => {
+  const auth = tokenLaneAuth('k');
+  const s = await server(t, auth, { maxHandshakes: 2 });
+  const silent = [net.connect(s.path), net.connect(s.path)];
+  for (const c of silent) c.on('error', () => undefined).resume();
+  t.teardown(() => {
+    for (const c of silent) c.destroy();
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  const third = net.connect(s.path).on('error', () => undefined);
+  third.resume();
+  await new Promise((r) => third.once('close', r));
+  t.is(s.connections, 2);
+  for (const c of silent) c.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(await caller(t, s.path, auth).ask('again'), 'again', 'served once the silent ones went');
+});
