@@ -87,6 +87,7 @@ export {
   UsageError,
   PendingCallsLimitError,
   ProtocolError,
+  WorkerLimitError,
   ObjectStoreFullError,
   DaemonStartError,
   VersionMismatchError,
