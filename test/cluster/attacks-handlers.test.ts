@@ -136,8 +136,13 @@ test.serial(
           (e: Error) => ({ e }),
         ),
     );
-    const answers = await Promise.all(asks);
-    t.true(workerCount() <= CAP, `${workerCount()} workers`);
+    // The most worker processes seen while the flood is answered.
+    let most = workerCount();
+    const sampler = setInterval(() => {
+      most = Math.max(most, workerCount());
+    }, 50);
+    const answers = await Promise.all(asks).finally(() => clearInterval(sampler));
+    t.true(most <= CAP, `${most} workers at once`);
     const refused = answers.flatMap((a) => ('e' in a ? [a.e] : []));
     t.true(refused.length >= 20 - CAP);
     for (const e of refused) t.true(e instanceof WorkerLimitError, String(e));
