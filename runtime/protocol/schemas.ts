@@ -248,3 +248,12 @@ export const checkCallReply = guardCheck<CallReply>('actor call reply', (x) => {
   if (x.notRun === true) return undefined;
   return locationProblem(x.result);
 });
+
+/** Worker output for a driver (subjects.log). */
+export const checkLogLines = schemaCheck(
+  'log lines',
+  v.pipe(
+    v.array(v.object({ prefix: v.pipe(v.string(), v.maxLength(1000)), text: v.string(), stderr: v.boolean() })),
+    v.maxLength(100_000),
+  ),
+);
