@@ -126,7 +126,10 @@ test.serial('schema-aware junk on every subject is refused and counted; the clus
       const reply = sent++ % 2 ? `${bus.inbox}.fuzz` : undefined;
       bus.nc.publish(target.subject, encode(wrapped(target, m)), reply ? { reply } : undefined);
     }
-    await bus.nc.flush(); // one subject at a time: bounded, and the daemons keep up
+    // One subject at a time, paced by round trips to every daemon (each answers after the junk before it): with this
+    // file's 2 s node timeout, a flood faster than a loaded machine can take would fence a healthy node.
+    await bus.request(subjects.headStatus, {});
+    for (const n of c.nodeIds) await bus.request(subjects.nodeActors(n), {});
   }
   t.log(`${sent} malformed variants on ${new Set(targets.map((x) => x.subject)).size} subjects`);
   for (const pid of processesWithHome(c.home)) t.true(isAlive(pid));
