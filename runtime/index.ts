@@ -89,6 +89,7 @@ export {
   ModuleRefusedError,
   PendingCallsLimitError,
   ProtocolError,
+  WorkerLimitError,
   ObjectStoreFullError,
   DaemonStartError,
   VersionMismatchError,

@@ -8,6 +8,8 @@ import {
   registerErrorClass,
   chunkSize,
   bus,
+  request,
+  guardCheck,
   subjects,
   type Subscription,
   UsageError,
@@ -47,6 +49,16 @@ interface Chunk {
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
+const count = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+/** A chunk from the bus, checked before it is stored or combined. */
+const checkChunk = guardCheck<Chunk>('collective chunk', (x) => {
+  const c = x as Partial<Chunk> | null;
+  if (typeof c !== 'object' || c === null) return 'not an object';
+  if (!Number.isSafeInteger(c.g) || !count(c.op) || !count(c.step) || !count(c.part) || !count(c.parts))
+    return 'g, op, step, part, parts must be whole numbers';
+  return c.d instanceof Uint8Array ? undefined : 'd must be bytes';
+});
+
 /** Joins a group: from now on this process receives its share of the group's collectives. Every member must call
  * the same collectives in the same order, as in MPI. */
 export function joinGroup(name: string, o: GroupOptions): CollectiveGroup {
@@ -75,16 +87,19 @@ export class CollectiveGroup {
     readonly generation: number,
     private readonly timeoutMs: number,
   ) {
-    this.sub = this.bus.serve(subjects.collective(name, rank), (c: Chunk) => {
-      if (c?.g !== this.generation) return { stale: true }; // from before the group re-formed
-      const key = `${c.op}.${c.step}.${c.part}`;
-      const w = this.waiting.get(key);
-      if (w) {
-        this.waiting.delete(key);
-        w(c);
-      } else this.inbox.set(key, c);
-      return true;
-    });
+    this.sub = this.bus.serve(
+      subjects.collective(name, rank),
+      request(checkChunk, (c: Chunk) => {
+        if (c.g !== this.generation) return { stale: true }; // from before the group re-formed
+        const key = `${c.op}.${c.step}.${c.part}`;
+        const w = this.waiting.get(key);
+        if (w) {
+          this.waiting.delete(key);
+          w(c);
+        } else this.inbox.set(key, c);
+        return true;
+      }),
+    );
   }
 
   /** Combines every member's array (or tensor) element-wise; each gets the result, as the type it gave. */

@@ -21,6 +21,9 @@ export {
   asError,
 } from '../../runtime/base/errors.ts';
 export { subjects } from '../../runtime/protocol/subjects.ts';
+// Messages from the bus are checked before a library acts on them, as the runtime's are.
+export { event, request, guardCheck } from '../../runtime/protocol/check.ts';
+export { checkActorState } from '../../runtime/protocol/schemas.ts';
 export { defineSite, type Definition } from '../../runtime/base/definition-site.ts';
 export { chunkSize } from '../../object-store/transfer.ts';
 export type { ActorInfo, ActorStateEvent } from '../../runtime/protocol/actors.ts';

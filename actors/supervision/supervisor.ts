@@ -9,6 +9,8 @@ import {
   subjects,
   UsageError,
   bus,
+  event,
+  checkActorState,
   createActor,
   libraryActor,
   libraryActorRef,
@@ -258,13 +260,16 @@ export class Supervisor extends Actor {
   }
 
   onStart(): void {
-    this.sub = bus().on(subjects.evtActorState, (e: ActorStateEvent) => {
-      if (e?.supervisor !== this.actorId) return;
-      this.watchers.get(e.actorId)?.(e);
-      if (e.state === 'RESTARTING' && e.held)
-        void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause', !!e.normal));
-      else if (e.state === 'DEAD') void this.serial(async () => this.onDead(e.actorId));
-    });
+    this.sub = bus().on(
+      subjects.evtActorState,
+      event(checkActorState, (e: ActorStateEvent) => {
+        if (e.supervisor !== this.actorId) return;
+        this.watchers.get(e.actorId)?.(e);
+        if (e.state === 'RESTARTING' && e.held)
+          void this.serial(() => this.onHeld(e.actorId, e.incarnation, e.cause ?? 'unknown cause', !!e.normal));
+        else if (e.state === 'DEAD') void this.serial(async () => this.onDead(e.actorId));
+      }),
+    );
     const restored = this.state.children.length > 0;
     // A restarted supervisor takes its children back and catches up on deaths it missed; a new one starts them.
     this.ready = this.serial(() => (restored ? this.reconcile() : this.startAll()));

@@ -13,12 +13,23 @@ import {
   TaskError,
   UsageError,
   bus,
+  event,
+  guardCheck,
   checkpoints,
   killActor,
   requireInit,
   startLibraryActor,
   subjects,
 } from '../library/runtime.ts';
+
+/** A replica's progress report from the bus, checked before the user's callback sees it. */
+const checkProgress = guardCheck<{ epoch: number; step: number; of: number }>('training progress', (x) => {
+  const p = x as Record<string, unknown> | null;
+  if (typeof p !== 'object' || p === null) return 'not an object';
+  return [p.epoch, p.step, p.of].every((n) => Number.isSafeInteger(n) && (n as number) >= 0)
+    ? undefined
+    : 'epoch, step and of must be counts';
+});
 
 export interface TrainOptions {
   replicas: number;
@@ -132,7 +143,10 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
   });
   const progress =
     o.onProgress &&
-    bus().on(subjects.trainProgress(run), (p: { epoch: number; step: number; of: number }) => o.onProgress!(p));
+    bus().on(
+      subjects.trainProgress(run),
+      event(checkProgress, (p) => o.onProgress!(p)),
+    );
   const history: EpochResult[] = [];
   let failures = 0,
     generation = 0,

@@ -53,6 +53,9 @@ export const defaults = {
   /** Most tasks queued on one leased worker. Only functions seen to run quickly are queued, up to 10 ms of expected
    * work; any other task goes to an idle worker, so a burst of long tasks spreads over all leases. */
   tasksInFlightPerLease: envInt('TROUPE_TASKS_IN_FLIGHT_PER_LEASE', 1000),
+  /** Worker processes one node daemon may run at once (0: four per CPU of the node, at least 32). A lease that would
+   * need one more is refused with WorkerLimitError. */
+  maxWorkersPerNode: envInt('TROUPE_MAX_WORKERS_PER_NODE', 0),
   /** Calls one caller may queue for an actor that is starting or restarting (the actor option maxPendingCalls). */
   maxPendingCalls: 10_000,
 };

@@ -74,6 +74,9 @@ export class UsageError extends TroupeError {}
 export class ModuleRefusedError extends UsageError {}
 /** A message on the bus failed its check (a malformed or oversized message): it is refused, never acted on. */
 export class ProtocolError extends TroupeError {}
+/** A node has as many worker processes as it may run (TROUPE_MAX_WORKERS_PER_NODE): the lease that needed one more
+ * is refused, never given a process past the cap. */
+export class WorkerLimitError extends TroupeError {}
 /** The job's runtime env (its shipped code, dependencies and variables) cannot be made: too large to ship, or a
  * package with native parts that the node has in another version (or not at all). */
 export class RuntimeEnvError extends TroupeError {}
@@ -131,6 +134,7 @@ for (const c of [
   UsageError,
   ModuleRefusedError,
   ProtocolError,
+  WorkerLimitError,
   PendingCallsLimitError,
   DaemonStartError,
   RuntimeEnvError,

@@ -82,8 +82,11 @@ class SentBatch implements Pending {
 
   resolve(): void {}
 
-  /** Each request hears once: it leaves `items` when answered. True once all have. */
+  /** Each request hears once: it leaves `items` when answered. True once all have. A malformed part (from the bus:
+   * untrusted) throws before any request hears of it. */
   part(answers: BatchPart): boolean {
+    if (!isBatchPart(answers, this.items.length))
+      throw new ProtocolError(`malformed answer to a batch on ${this.subject}`);
     for (const [i, failed, value] of answers) {
       const x = this.items[i];
       if (!x) continue;
@@ -191,7 +194,7 @@ export class Bus {
     private readonly procId = nuid.next(),
     private readonly holdsProcess = true,
   ) {
-    nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
+    nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => total(err, msg, 'a reply', (m) => this.onReply(m)) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
     // Said once on stderr too, since later calls into nats.js only say "closed connection".
     nc.closed().then((err) => {
@@ -600,29 +603,31 @@ export class Bus {
   serve(subject: string, handler: Handler, opts: { queue?: string } = {}): Subscription {
     return this.nc.subscribe(subject, {
       queue: opts.queue,
-      callback: (_err, msg) => {
-        let body: unknown;
-        try {
-          body = decode(msg.data);
-        } catch (e) {
-          this.respond(msg, [1, new UsageError(`malformed message on ${msg.subject}: ${(e as Error).message}`)]);
-          return;
-        }
-        let out: unknown;
-        try {
-          out = handler(body, msg);
-        } catch (e) {
-          this.respond(msg, [1, asError(e)]);
-          return;
-        }
-        if (out instanceof Promise)
-          out.then(
-            (v) => this.respond(msg, [0, v]),
-            (e) => this.respond(msg, [1, asError(e)]),
-          );
-        else if (out !== NO_REPLY) this.respond(msg, [0, out]);
-      },
+      callback: (err, msg) => total(err, msg, subject, (m) => this.onRequest(m, handler)),
     });
+  }
+
+  private onRequest(msg: Msg, handler: Handler): void {
+    let body: unknown;
+    try {
+      body = decode(msg.data);
+    } catch (e) {
+      this.respond(msg, [1, new UsageError(`malformed message on ${msg.subject}: ${(e as Error).message}`)]);
+      return;
+    }
+    let out: unknown;
+    try {
+      out = handler(body, msg);
+    } catch (e) {
+      this.respond(msg, [1, asError(e)]);
+      return;
+    }
+    if (out instanceof Promise)
+      out.then(
+        (v) => this.respond(msg, [0, v]),
+        (e) => this.respond(msg, [1, asError(e)]),
+      );
+    else if (out !== NO_REPLY) this.respond(msg, [0, out]);
   }
 
   /** Listens to events (no reply), from NATS and, for a subject without wildcards, from lanes (publishTo). Malformed
@@ -643,7 +648,9 @@ export class Bus {
       }
     };
     if (!/[*>]/.test(subject)) this.events.set(subject, deliver);
-    return this.nc.subscribe(subject, { callback: (_err, msg) => deliver(msg.data, msg.subject) });
+    return this.nc.subscribe(subject, {
+      callback: (err, msg) => total(err, msg, subject, (m) => deliver(m.data, m.subject)),
+    });
   }
 
   /** Event handlers by (exact) subject, for events that come on lanes. */
@@ -733,10 +740,13 @@ export class Bus {
     let reply: Reply;
     try {
       reply = decode<Reply>(data);
+      // From the bus, so untrusted: anything but [0, value] or [1, error] (msgpack nil, say) fails this request
+      // alone, at once, with a typed error.
+      if (!isReply(reply)) throw new Error('not [0, value] or [1, error]');
     } catch (e) {
       if (p.gathered) return;
       this.pending.delete(id);
-      p.reject(new UsageError(`malformed reply from ${p.subject}: ${(e as Error).message}`));
+      p.reject(new ProtocolError(`malformed reply from ${p.subject}: ${(e as Error).message}`));
       return;
     }
     if (p.gathered) {
@@ -787,6 +797,50 @@ export class Bus {
     }, 50);
     this.sweeper.unref();
   }
+}
+
+/** Runs a nats.js subscription callback so that it can never throw into nats.js: an exception there stops the
+ * connection's reader (for 10-15 s, until the ping timer notices), and every request waits meanwhile. */
+function total(err: Error | null, msg: Msg | undefined, what: string, run: (msg: Msg) => void): void {
+  if (err || !msg) {
+    if (err) warnEvery(what, `subscription to ${what} failed: ${err.message}`);
+    return;
+  }
+  try {
+    run(msg);
+  } catch (e) {
+    warnEvery(what, `a message on ${what} broke its handler: ${(e as Error)?.message ?? e}`);
+  }
+}
+
+/** One line per key every 10 s at most: a flood of bad messages must not become a flood of log lines. */
+const lastWarned = new Map<string, number>();
+function warnEvery(key: string, text: string): void {
+  const now = Date.now();
+  if (now - (lastWarned.get(key) ?? 0) < 10_000) return;
+  if (lastWarned.size > 1000) lastWarned.clear();
+  lastWarned.set(key, now);
+  console.warn(`troupe: ${text.slice(0, 500)}`);
+}
+
+function isReply(x: unknown): x is Reply {
+  return Array.isArray(x) && x.length === 2 && (x[0] === 0 || x[0] === 1);
+}
+
+/** [index, 0 | 1, value] for requests of the batch, each index in range. */
+function isBatchPart(x: unknown, n: number): x is BatchPart {
+  if (!Array.isArray(x)) return false;
+  for (const a of x)
+    if (
+      !Array.isArray(a) ||
+      a.length !== 3 ||
+      !Number.isInteger(a[0]) ||
+      a[0] < 0 ||
+      a[0] >= n ||
+      (a[1] !== 0 && a[1] !== 1)
+    )
+      return false;
+  return true;
 }
 
 function encodeReply(reply: Reply): Uint8Array {

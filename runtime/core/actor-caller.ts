@@ -7,6 +7,8 @@ import { ActorDiedError, CallLostError, NoRespondersError, PendingCallsLimitErro
 import type { ActorCall, ActorState, ActorStateEvent } from '../protocol/actors.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { CallReply } from '../protocol/actors.ts';
+import { checked, event } from '../protocol/check.ts';
+import { checkActorState, checkCallReply } from '../protocol/schemas.ts';
 
 /** How long calls in flight at an actor's death wait for a reply that was already on its way. */
 const LATE_REPLY_MS = 200;
@@ -35,7 +37,14 @@ class InFlight implements BatchedRequest<CallReply> {
   }
 
   answered(r: CallReply): void {
-    this.caller.answered(this, r);
+    let reply: CallReply;
+    try {
+      reply = checked(checkCallReply, r); // from the bus: untrusted
+    } catch (e) {
+      this.caller.undelivered(this, e as Error);
+      return;
+    }
+    this.caller.answered(this, reply);
   }
 
   failed(e: Error): void {
@@ -75,9 +84,10 @@ export class ActorCaller {
   ) {}
 
   start(): void {
-    this.bus.on(subjects.evtActorState, (e: ActorStateEvent) => {
-      if (typeof e?.actorId === 'string' && typeof e.state === 'string') this.learn(e.actorId, e);
-    });
+    this.bus.on(
+      subjects.evtActorState,
+      event(checkActorState, (e) => this.learn(e.actorId, e)),
+    );
   }
 
   /** Registers the creation of an actor: its calls wait for it and fail with its error. */

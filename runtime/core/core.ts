@@ -32,6 +32,8 @@ import { checkHeadVersions } from '../protocol/versions.ts';
 import { nameKey } from '../state/gcs.ts';
 import type { TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef, JobRegistration } from '../protocol/jobs.ts';
+import { event } from '../protocol/check.ts';
+import { checkLogLines } from '../protocol/schemas.ts';
 import { isPlain, type CallArgs, type ObjectRow } from '../protocol/objects.ts';
 
 export interface CoreOptions {
@@ -240,7 +242,8 @@ export class Core {
     c.objects.serve();
     c.tasks.start();
     c.actors.start();
-    if (o.role === 'driver' && o.logToDriver !== false) bus.on(subjects.log(c.procId), printWorkerOutput);
+    if (o.role === 'driver' && o.logToDriver !== false)
+      bus.on(subjects.log(c.procId), event(checkLogLines, printWorkerOutput));
     bus.serve(subjects.allObjects, () => c.ownedObjects());
     if (o.role === 'driver')
       c.stopHeartbeat = startDriverHeartbeat(bus, { procId: c.procId, address: o.address, token: o.token });
@@ -650,9 +653,7 @@ export class Core {
 }
 
 function printWorkerOutput(lines: Array<{ prefix: string; text: string; stderr: boolean }>): void {
-  if (!Array.isArray(lines)) return;
   for (const l of lines) {
-    if (typeof l?.text !== 'string') continue;
     const out = l.stderr ? process.stderr : process.stdout;
     for (const line of l.text.replace(/\n$/, '').split('\n')) out.write(`${l.prefix} ${line}\n`);
   }

@@ -10,8 +10,10 @@ import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts
 import type { ObjectLocation } from '../protocol/objects.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { TaskReply, TaskSpec } from '../protocol/tasks.ts';
-import type { LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg, WorkerDiedMsg } from '../protocol/leases.ts';
+import type { LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg } from '../protocol/leases.ts';
 import type { JobRef } from '../protocol/jobs.ts';
+import { checked, event } from '../protocol/check.ts';
+import { checkLeaseGranted, checkNodeDied, checkTaskReply, checkWorkerDied } from '../protocol/schemas.ts';
 
 interface Lease {
   grant: LeaseGrant;
@@ -37,7 +39,14 @@ class SentTask implements BatchedRequest<TaskReply> {
   }
 
   answered(reply: TaskReply): void {
-    this.submitter.answered(this, reply);
+    let checkedReply: TaskReply;
+    try {
+      checkedReply = checked(checkTaskReply, reply); // from the bus: untrusted
+    } catch (e) {
+      this.submitter.failed(this, e as Error);
+      return;
+    }
+    this.submitter.answered(this, checkedReply);
   }
 
   failed(e: Error): void {
@@ -112,15 +121,22 @@ export class TaskSubmitter {
   ) {}
 
   start(): void {
-    this.bus.on(subjects.procLeaseGranted(this.procId), (m: LeaseGrantedMsg) => this.onLeaseAnswer(m));
-    this.bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => {
-      if (typeof m?.workerId === 'string')
-        this.dropLeases((l) => l.grant.workerId === m.workerId, `${m.cause} on node ${m.nodeId}`);
-    });
-    this.bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
-      if (typeof m?.nodeId === 'string')
-        this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`);
-    });
+    this.bus.on(
+      subjects.procLeaseGranted(this.procId),
+      event(checkLeaseGranted, (m) => this.onLeaseAnswer(m as LeaseGrantedMsg)),
+    );
+    this.bus.on(
+      subjects.evtWorkerDied,
+      event(checkWorkerDied, (m) =>
+        this.dropLeases((l) => l.grant.workerId === m.workerId, `${m.cause} on node ${m.nodeId}`),
+      ),
+    );
+    this.bus.on(
+      subjects.evtNodeDied,
+      event(checkNodeDied, (m) =>
+        this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`),
+      ),
+    );
   }
 
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId.

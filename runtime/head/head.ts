@@ -9,7 +9,6 @@ import {
   place,
   subtract,
   checkDemand,
-  checkResources,
   checkStrategy,
   allocateGpus,
   type ResourceSet,
@@ -21,16 +20,22 @@ import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
-import type {
-  Busy,
-  HeartbeatMsg,
-  LeaseGrant,
-  LeaseGrantedMsg,
-  LeaseRequestMsg,
-  WorkerDiedMsg,
-} from '../protocol/leases.ts';
+import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg } from '../protocol/leases.ts';
 import { checkJobRegistration } from '../protocol/jobs.ts';
 import { JobRegistry } from './job-registry.ts';
+import { checked, event, malformedCounts, request } from '../protocol/check.ts';
+import {
+  checkActorCreate,
+  checkActorKill,
+  checkActorRestart,
+  checkHeartbeat,
+  checkLeaseAnswer,
+  checkLeaseRequestMsg,
+  checkOwnerDone,
+  checkTaskEvents,
+  checkTasksQuery,
+  checkWorkerDied,
+} from '../protocol/schemas.ts';
 import { describeVersions, ownVersions, sameVersions, type HelloMsg } from '../protocol/versions.ts';
 
 export interface HeadOptions {
@@ -51,6 +56,8 @@ interface NodeState {
   alive: boolean;
   /** Silent past the suspect threshold, not yet dead: nothing new goes to it; a heartbeat clears it. */
   suspect: boolean;
+  /** Messages it refused as malformed, by type, from its last heartbeat. */
+  malformed?: Record<string, number>;
 }
 
 interface Pending extends LeaseRequestMsg {
@@ -139,29 +146,47 @@ export class Head {
       checkpoints: () => (this.checkpointStore ??= CheckpointStore.open(bus)),
     });
     await this.actors.load();
-    bus.serve(subjects.headActorCreate, (req: { spec: ActorSpec }) => this.actors.create(req?.spec));
-    bus.serve(subjects.headActorKill, (req: { actorId: string; noRestart?: boolean; cause?: string; by?: string }) =>
-      this.actors.kill(req?.actorId, req?.noRestart !== false, req?.cause, req?.by),
+    bus.serve(
+      subjects.headActorCreate,
+      request(checkActorCreate, (req) => this.actors.create(req.spec as ActorSpec)),
     );
-    bus.serve(subjects.headActorRestart, (req: { actorId: string; supervisor: string }) =>
-      this.actors.restartHeld(req?.actorId, req?.supervisor),
+    bus.serve(
+      subjects.headActorKill,
+      request(checkActorKill, (req) => this.actors.kill(req.actorId, req.noRestart !== false, req.cause, req.by)),
     );
-    bus.serve(subjects.headActorsOfOwner, (req: { owner: string }) =>
-      this.actors.ownerGone(req?.owner, 'its owner shut down'),
+    bus.serve(
+      subjects.headActorRestart,
+      request(checkActorRestart, (req) => this.actors.restartHeld(req.actorId, req.supervisor)),
     );
-    bus.on(subjects.evtWorkerDied, (m: WorkerDiedMsg) => this.actors.onWorkerDied(m));
-    this.hbBus.on(subjects.hbNodeAll, (hb: HeartbeatMsg) => this.onHeartbeat(hb));
+    bus.serve(
+      subjects.headActorsOfOwner,
+      request(checkOwnerDone, (req) => this.actors.ownerGone(req.owner, 'its owner shut down')),
+    );
+    bus.on(
+      subjects.evtWorkerDied,
+      event(checkWorkerDied, (m) => this.actors.onWorkerDied(m)),
+    );
+    this.hbBus.on(
+      subjects.hbNodeAll,
+      event(checkHeartbeat, (hb) => this.onHeartbeat(hb)),
+    );
     this.hbBus.on(subjects.hbProcAll, (_b, subject) =>
       this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()),
     );
-    bus.on(subjects.evtTasks, (events: TaskEvent[]) => {
-      if (!Array.isArray(events)) return;
-      for (const e of events) if (e && typeof e.taskId === 'string') this.tasks.set(e.taskId, e);
-    });
-    bus.serve(subjects.headLease, (req: LeaseRequestMsg | { cancel: string }) => this.onLeaseRequest(req));
+    bus.on(
+      subjects.evtTasks,
+      event(checkTaskEvents, (events) => {
+        for (const e of events) this.tasks.set(e.taskId, e as TaskEvent);
+      }),
+    );
+    bus.serve(
+      subjects.headLease,
+      request(checkLeaseRequestMsg, (req) => this.onLeaseRequest(req as LeaseRequestMsg | { cancel: string })),
+    );
     bus.serve(subjects.headStatus, () => this.status());
-    bus.serve(subjects.headTasks, (req: { limit?: number } | undefined) =>
-      [...this.tasks.values()].slice(0, req?.limit ?? 1000),
+    bus.serve(
+      subjects.headTasks,
+      request(checkTasksQuery, (req) => [...this.tasks.values()].slice(0, req?.limit ?? 1000)),
     );
     this.timers.push(setInterval(() => this.detectFailures(), Math.max(50, Math.min(250, this.timeoutMs / 4))));
     this.timers.push(setInterval(() => this.dropSilentClients(), 2000));
@@ -218,12 +243,6 @@ export class Head {
   }
 
   private onHeartbeat(hb: HeartbeatMsg): void {
-    if (typeof hb?.nodeId !== 'string') return;
-    try {
-      hb.available = checkResources(hb.available);
-    } catch {
-      return;
-    }
     const n = this.nodes.get(hb.nodeId);
     if (!n) return; // its KV record arrives through the watch
     if (!n.alive) {
@@ -242,8 +261,8 @@ export class Head {
     // numbers.
     const current = typeof hb.leaseRequestsSeen === 'number' && hb.leaseRequestsSeen >= n.sent;
     n.available = current ? hb.available : minOf(n.available, hb.available);
-    if (current && Array.isArray(hb.gpuFree) && hb.gpuFree.every((f) => typeof f === 'number' && f >= 0 && f <= 1))
-      n.gpuFree = hb.gpuFree;
+    if (current && hb.gpuFree.every((f) => f <= 1)) n.gpuFree = hb.gpuFree;
+    n.malformed = hb.malformed;
     if (grew) this.pump();
   }
 
@@ -468,7 +487,9 @@ export class Head {
         { timeoutMs },
       )
       .then(
-        (r) => {
+        (answer) => {
+          // From the bus: a malformed answer fails this grant like an error would (the node may be rogue).
+          const r = checked(checkLeaseAnswer, answer) as LeaseGrant | Busy;
           if (p.attempt !== attempt) {
             // abandoned (its node died); the answer came anyway
             if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
@@ -529,7 +550,9 @@ export class Head {
         alive: n.alive,
         available: n.available,
         lastHeartbeatMsAgo: n.lastHb ? now - n.lastHb : -1,
+        malformed: n.malformed,
       })),
+      malformed: malformedCounts(),
       pending: [...this.queue.values()].map((p) => ({
         demand: p.demand,
         strategy: p.strategy,

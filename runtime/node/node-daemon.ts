@@ -18,7 +18,7 @@ import {
   checkDemand,
   type ResourceSet,
 } from '../scheduling/placement.ts';
-import { WorkerDiedError, ProtocolError } from '../base/errors.ts';
+import { WorkerDiedError, ProtocolError, WorkerLimitError } from '../base/errors.ts';
 import { howItExited } from '../base/processes.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
@@ -28,7 +28,9 @@ import { checkObjectMessage, parseObjectMessage } from '../protocol/objects.ts';
 import { workerCommand } from '../base/launch.ts';
 import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
-import type { Busy, HeartbeatMsg, LeaseGrant, LeaseRequest, WorkerDiedMsg } from '../protocol/leases.ts';
+import type { Busy, HeartbeatMsg, LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
+import { checkBlocked, checkFenced, checkLeaseRequest, checkNodeActorStop, checkRelease } from '../protocol/schemas.ts';
+import { checked, event, malformedCounts, request } from '../protocol/check.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
 import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
@@ -170,19 +172,22 @@ export class NodeDaemon {
     this.gcs = await Gcs.open(this.bus);
     this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
     const bus = this.bus;
-    bus.serve(subjects.nodeLease(this.nodeId), (req: LeaseRequest) => this.grant(req));
-    bus.serve(subjects.nodeActorStop(this.nodeId), (req: { actorId: string; leaseId?: string; graceMs?: number }) =>
-      this.stopActor(req?.actorId, req?.leaseId, Number(req?.graceMs ?? 0)),
+    bus.serve(subjects.nodeLease(this.nodeId), (req: unknown) => this.grant(req));
+    bus.serve(
+      subjects.nodeActorStop(this.nodeId),
+      request(checkNodeActorStop, (req) => this.stopActor(req.actorId, req.leaseId, req.graceMs ?? 0)),
     );
     // After a restart the head asks which actors are really here (some may have died while it was away).
     bus.serve(subjects.nodeActors(this.nodeId), () =>
       [...this.leases.values()].flatMap((l) => (l.actorId ? [l.actorId] : [])),
     );
-    bus.serve(subjects.nodeRelease(this.nodeId), (req: { leaseId: string; busy?: boolean }) =>
-      this.release(req?.leaseId, !!req?.busy),
+    bus.serve(
+      subjects.nodeRelease(this.nodeId),
+      request(checkRelease, (req) => this.release(req.leaseId, !!req.busy)),
     );
-    bus.serve(subjects.nodeBlocked(this.nodeId), (req: { workerId: string; blocked: boolean }) =>
-      this.setBlocked(req?.workerId, !!req?.blocked),
+    bus.serve(
+      subjects.nodeBlocked(this.nodeId),
+      request(checkBlocked, (req) => this.setBlocked(req.workerId, req.blocked)),
     );
     this.serveObjects();
     this.submitted = new SubmittedJobs({
@@ -195,11 +200,14 @@ export class NodeDaemon {
       hold: (dir) => this.envs.cache.hold(dir),
     });
     await this.submitted.start();
-    bus.on(subjects.nodeFenced(this.nodeId), (m: { cause?: unknown } | undefined) => {
-      const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
-      console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping`);
-      void this.stop('fenced by the head').then(() => process.exit(1));
-    });
+    bus.on(
+      subjects.nodeFenced(this.nodeId),
+      event(checkFenced, (m) => {
+        const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
+        console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping`);
+        void this.stop('fenced by the head').then(() => process.exit(1));
+      }),
+    );
     bus.on(subjects.hbProcAll, (_b, subject) =>
       this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()),
     );
@@ -276,12 +284,20 @@ export class NodeDaemon {
       workers: this.workers.size,
       leases: this.leases.size,
     };
+    const malformed = malformedCounts();
+    if (Object.keys(malformed).length) msg.malformed = malformed;
     this.bus.publish(subjects.hbNode(this.nodeId), msg);
   }
 
-  private async grant(req: LeaseRequest): Promise<LeaseGrant | Busy> {
+  /** Worker processes this node may run at once. */
+  private get maxWorkers(): number {
+    return defaults.maxWorkersPerNode || Math.max(32, 4 * Math.ceil(this.o.resources.CPU ?? 1));
+  }
+
+  private async grant(body: unknown): Promise<LeaseGrant | Busy> {
     this.leaseRequestsSeen++;
-    if (typeof req?.clientId !== 'string') throw new ProtocolError('lease request needs { clientId, job, demand }');
+    // The whole request, its actor's spec included, is checked before anything is reserved for it.
+    const req = checked(checkLeaseRequest, body);
     const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
     const within = Number(req.replyWithinMs);
@@ -291,20 +307,33 @@ export class NodeDaemon {
     // the head is told to ask again. A package this node cannot provide fails the lease, with an error naming it.
     const local = await this.envs.ready(job);
     if (!local) return { busy: true, preparing: true, available: this.available, gpuFree: this.gpuFree };
-    const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
-    if (!fits(this.available, demand)) return busy;
-    const gpus = allocateGpus(this.gpuFree, demand.GPU ?? 0);
-    if (!gpus) return busy;
+    const actor = req.actor;
+    let gpus: NonNullable<ReturnType<typeof allocateGpus>>;
+    let shared: boolean;
+    let worker: Worker | undefined;
+    // At most two passes: the second after an idle worker made room for a new one (by exiting).
+    for (let pass = 0; ; pass++) {
+      const busy: Busy = { busy: true, available: this.available, gpuFree: this.gpuFree };
+      if (!fits(this.available, demand)) return busy;
+      const got = allocateGpus(this.gpuFree, demand.GPU ?? 0);
+      if (!got) return busy;
+      gpus = got;
+      shared = !!actor && actor.spec.isolation === 'shared' && gpus.ids.length === 0;
+      worker = shared
+        ? [...this.workers].find((w) => w.shared && w.job?.id === job.id)
+        : this.idleWorkerFor(job, gpus.ids.join(','));
+      if (worker) break;
+      if (gpus.ids.length) this.retireIdleOn(gpus.ids, job);
+      if (this.processes.size < this.maxWorkers) break;
+      if (pass > 0 || !(await this.retireLeastRecentlyUsed()))
+        throw new WorkerLimitError(
+          `node ${this.nodeId} runs ${this.processes.size} worker processes, none idle, and may run no more ` +
+            '(TROUPE_MAX_WORKERS_PER_NODE): the lease is refused',
+        );
+    }
     this.available = subtract(this.available, demand);
     this.gpuFree = gpus.free;
-    const gpuKey = gpus.ids.join(',');
-    const actor = req.actor;
-    const shared = !!actor && actor.spec.isolation === 'shared' && gpus.ids.length === 0;
-    let worker = shared
-      ? [...this.workers].find((w) => w.shared && w.job?.id === job.id)
-      : this.idleWorkerFor(job, gpuKey);
     try {
-      if (!worker && gpus.ids.length) this.retireIdleOn(gpus.ids, job);
       worker ??= this.spawnWorker(gpus.ids, shared);
       if (!worker.job) this.bind(worker, job, local);
     } catch (e) {
@@ -375,6 +404,20 @@ export class NodeDaemon {
       if (!w.job) spare ??= w;
     }
     return spare;
+  }
+
+  /** At the cap (TROUPE_MAX_WORKERS_PER_NODE): the least recently used idle worker goes, and this resolves once it
+   * has exited (false: none is idle). */
+  private async retireLeastRecentlyUsed(): Promise<boolean> {
+    let lru: Worker | undefined;
+    for (const w of this.workers) if (w.leases.size === 0 && !w.shared && (!lru || w.lastUsed < lru.lastUsed)) lru = w;
+    if (!lru) return false;
+    this.workers.delete(lru); // leaving: never granted again, even before it has exited
+    lru.child.kill('SIGTERM');
+    const timer = setTimeout(() => lru.child.kill('SIGKILL'), 5000);
+    await lru.exited;
+    clearTimeout(timer);
+    return true;
   }
 
   /** Idle workers of other jobs on these GPUs go: they can never serve this job, and each holds a CUDA context and
@@ -516,7 +559,8 @@ export class NodeDaemon {
     const idle = [...this.workers].filter(
       (w) => w.leases.size === 0 && !w.shared && !w.dedicated && !w.job && w.gpuKey === '',
     ).length;
-    for (let i = idle; i < (this.o.prestartWorkers ?? 1); i++) this.spawnWorker([]);
+    const room = this.maxWorkers - this.processes.size;
+    for (let i = idle; i < Math.min(this.o.prestartWorkers ?? 1, idle + room); i++) this.spawnWorker([]);
   }
 
   private spawnWorker(gpuIds: number[], shared = false): Worker {

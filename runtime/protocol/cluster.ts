@@ -50,6 +50,8 @@ export interface NodeStatus extends Omit<NodeInfo, 'state'> {
   alive: boolean;
   available: ResourceSet;
   lastHeartbeatMsAgo: number;
+  /** Messages its daemon refused or dropped as malformed, by message type; absent: none. */
+  malformed?: Record<string, number>;
 }
 
 export interface HeadStatus {
@@ -58,4 +60,6 @@ export interface HeadStatus {
   nodes: NodeStatus[];
   pending: Array<{ demand: ResourceSet; strategy: SchedulingStrategy; clientId: string; waitingMs: number }>;
   infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;
+  /** Messages the head refused or dropped as malformed, by message type. */
+  malformed?: Record<string, number>;
 }

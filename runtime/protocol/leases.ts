@@ -12,6 +12,8 @@ export interface HeartbeatMsg {
   leaseRequestsSeen: number;
   workers: number;
   leases: number;
+  /** Messages this node refused or dropped as malformed, by message type (protocol/check.ts); absent: none. */
+  malformed?: Record<string, number>;
 }
 
 export interface LeaseGrant {

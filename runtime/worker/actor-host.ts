@@ -9,6 +9,8 @@ import type { ActorCall, ActorSpec, CallReply } from '../protocol/actors.ts';
 import { LIFECYCLE, REMOTE_CLASS, constructActor, setCheckpointSaver } from '../core/actor-instance.ts';
 import { currentBackend, describeBackend } from '../tensor/backend.ts';
 import type { ObjectLocation } from '../protocol/objects.ts';
+import { request } from '../protocol/check.ts';
+import { checkActorCall } from '../protocol/schemas.ts';
 
 const methodCache = new WeakMap<object, Set<string>>();
 
@@ -133,15 +135,18 @@ export class ActorHost {
     });
     h.sub = this.client.bus.serveBatched(
       subjects.actor(spec.actorId),
-      (call: ActorCall) =>
-        new Promise<CallReply>((reply) => {
-          if (h.stopped) {
-            reply({ notRun: true });
-            return;
-          } // crashed, waiting to be stopped
-          h.queue.push({ call, reply });
-          this.drain(h);
-        }),
+      request(
+        checkActorCall,
+        (call: ActorCall) =>
+          new Promise<CallReply>((reply) => {
+            if (h.stopped) {
+              reply({ notRun: true });
+              return;
+            } // crashed, waiting to be stopped
+            h.queue.push({ call, reply });
+            this.drain(h);
+          }),
+      ),
     );
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, h);

@@ -8,11 +8,12 @@ import { Core } from '../core/core.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { ModuleRefusedError, ProtocolError, TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
-import type { ActorSpec } from '../protocol/actors.ts';
 import { lanePath } from '../bus/lane.ts';
 import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
+import { request } from '../protocol/check.ts';
+import { checkActorStart, checkProcActorStop, checkTaskSpec } from '../protocol/schemas.ts';
 import { registerTsxFor } from '../base/launch.ts';
 import { troupeRoot } from '../shipping/troupe-install.ts';
 import { checkActorId } from '../protocol/ids.ts';
@@ -274,35 +275,42 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 
 // One task at a time: a lease stands for the resources of one task.
 let tail: Promise<unknown> = Promise.resolve();
-client.bus.serveBatched(subjects.procTask(procId), (spec: TaskSpec) => {
-  const p = tail.then(() => {
-    // a task worker hosts nothing else
-    soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
-    return inContext(soleContext, () => run(spec));
-  });
-  tail = p.catch(() => undefined);
-  return p;
-});
+client.bus.serveBatched(
+  subjects.procTask(procId),
+  request(checkTaskSpec, (spec: TaskSpec) => {
+    const p = tail.then(() => {
+      // a task worker hosts nothing else
+      soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
+      return inContext(soleContext, () => run(spec));
+    });
+    tail = p.catch(() => undefined);
+    return p;
+  }),
+);
 
 // --- actors --------------------------------------------------------------------------------------
 const actors = new ActorHost(client, loadExport, inContext);
-client.bus.serve(subjects.procActorStart(procId), (req: { spec: ActorSpec }) => {
-  // Its id names the subject its calls come on (no wildcard), and it must be of the job this worker serves.
-  checkActorId(req?.spec?.actorId, 'an actor start');
-  if (!client.job || req.spec.job?.id !== client.job.id)
-    throw new ProtocolError(
-      `an actor start for job ${String(req.spec.job?.id).slice(0, 64)}: this worker serves ` +
-        (client.job ? `job ${client.job.id} only` : 'no job yet'),
-    );
-  // Its node never gives this process to anything else now (and never gave it tasks still running).
-  if (req?.spec?.isolation === 'process' && actors.size === 0) {
-    soleContext = contextOf(req.spec);
-    logContext.disable();
-  }
-  return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
-});
-client.bus.serve(subjects.procActorStop(procId), (req: { actorId: string; graceMs?: number }) =>
-  actors.stop(checkActorId(req?.actorId, 'an actor stop'), Math.max(0, Number(req?.graceMs) || 0)),
+client.bus.serve(
+  subjects.procActorStart(procId),
+  request(checkActorStart, (req) => {
+    // Its id names the subject its calls come on (no wildcard), and it must be of the job this worker serves.
+    checkActorId(req.spec.actorId, 'an actor start');
+    if (!client.job || req.spec.job?.id !== client.job.id)
+      throw new ProtocolError(
+        `an actor start for job ${String(req.spec.job?.id).slice(0, 64)}: this worker serves ` +
+          (client.job ? `job ${client.job.id} only` : 'no job yet'),
+      );
+    // Its node never gives this process to anything else now (and never gave it tasks still running).
+    if (req.spec.isolation === 'process' && actors.size === 0) {
+      soleContext = contextOf(req.spec);
+      logContext.disable();
+    }
+    return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
+  }),
+);
+client.bus.serve(
+  subjects.procActorStop(procId),
+  request(checkProcActorStop, (req) => actors.stop(checkActorId(req.actorId, 'an actor stop'), req.graceMs ?? 0)),
 );
 
 process.on('SIGTERM', () => {

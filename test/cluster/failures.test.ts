@@ -13,6 +13,10 @@ import { subjects } from '../../runtime/protocol/subjects.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { add, hold, env, flaky } from '../fixtures/tasks.ts';
 import type { TaskEvent } from '../../runtime/protocol/tasks.ts';
+import type { JobRef } from '../../runtime/protocol/jobs.ts';
+import { malformedCounts } from '../../runtime/protocol/check.ts';
+import { Counter } from '../fixtures/actors.ts';
+import { fuzzTargets, mutations, wrapped } from '../helpers/fuzz.ts';
 
 // The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
 // A short node timeout, set explicitly: a killed node daemon is declared dead in 2 s, not the default 15 s.
@@ -95,6 +99,50 @@ test.serial('garbage on every troupe subject gets error replies, and every daemo
     JSON.stringify(nodes.map((n) => ({ node: n.nodeId, alive: n.alive, cause: n.cause }))),
   );
   t.is(await add.remote(20, 22), 42);
+});
+
+test.serial('schema-aware junk on every subject is refused and counted; the cluster keeps serving', async (t) => {
+  const counter = Counter.remote(0);
+  t.is(await counter.add(1), 1);
+  t.is(await add.remote(1, 1), 2);
+  const workerId = (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.workerId)!.workerId;
+  const refused = async () => {
+    const s = await c.status();
+    const sum = (m: Record<string, number> | undefined) => Object.values(m ?? {}).reduce((a, b) => a + b, 0);
+    return { head: sum(s.malformed), nodes: s.nodes.map((n) => sum(n.malformed)), driver: sum(malformedCounts()) };
+  };
+  const before = await refused();
+  const targets = fuzzTargets({
+    nodeIds: c.nodeIds,
+    driver: currentCore().procId,
+    workerId,
+    actorId: (counter as unknown as { actorId: string }).actorId,
+    job: currentCore().job as JobRef,
+  });
+  let sent = 0;
+  for (const target of targets) {
+    for (const m of mutations(target.base)) {
+      // Half ask for an answer (to an id of our inbox nobody waits on), half are events.
+      const reply = sent++ % 2 ? `${bus.inbox}.fuzz` : undefined;
+      bus.nc.publish(target.subject, encode(wrapped(target, m)), reply ? { reply } : undefined);
+    }
+    // One subject at a time, paced by round trips to every daemon (each answers after the junk before it): with this
+    // file's 2 s node timeout, a flood faster than a loaded machine can take would fence a healthy node.
+    await bus.request(subjects.headStatus, {});
+    for (const n of c.nodeIds) await bus.request(subjects.nodeActors(n), {});
+  }
+  t.log(`${sent} malformed variants on ${new Set(targets.map((x) => x.subject)).size} subjects`);
+  for (const pid of processesWithHome(c.home)) t.true(isAlive(pid));
+  const after = await eventually('the nodes to count what they refused', async () => {
+    const r = await refused();
+    return r.nodes.every((n, i) => n > before.nodes[i]) && r;
+  });
+  t.true(after.head > before.head, JSON.stringify({ before, after }));
+  t.true(after.driver > before.driver);
+  t.is((await c.status()).nodes.filter((n) => n.alive).length, 2);
+  t.is(await add.remote(20, 22), 42);
+  t.is(await counter.add(1), 2);
+  t.is(await Counter.remote(5).add(1), 6);
 });
 
 test.serial('a killed worker fails its running task with WorkerDiedError naming the cause', async (t) => {
