@@ -85,7 +85,8 @@ export async function crossHost(
     const on =
       (h: Host): Spawner =>
       (cmd, args, o) =>
-        h.spawn('setsid', [cmd, ...args], { ...o, cwd: root });
+        // The host's TROUPE_HOME: where the references find the CA the node saved.
+        h.spawn('setsid', [cmd, ...args], { env: { ...env, ...o.env }, cwd: root });
     children.push(await startMoleculerService(url, token, on(b)));
     const subject = `bench.bulk.cross.${process.pid}`;
     children.push(await startBulkServer(address, token, subject, counts.objectBytes, on(a)));
