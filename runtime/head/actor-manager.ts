@@ -18,6 +18,8 @@ import { nameKey } from '../state/gcs.ts';
 import { isPlain } from '../protocol/objects.ts';
 import type { LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
+import { checked } from '../protocol/check.ts';
+import { checkActorIds } from '../protocol/schemas.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -68,7 +70,7 @@ export class ActorManager {
     for (const [nodeId, list] of byNode) {
       let held: string[];
       try {
-        held = await this.h.bus.request<string[]>(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 });
+        held = checked(checkActorIds, await this.h.bus.request(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 }));
       } catch {
         continue;
       } // a silent node is the failure detector's
