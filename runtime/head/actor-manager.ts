@@ -19,6 +19,8 @@ import { isPlain } from '../protocol/objects.ts';
 import type { LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { checkActorId } from '../protocol/ids.ts';
+import { checked } from '../protocol/check.ts';
+import { checkActorIds } from '../protocol/schemas.ts';
 
 /** What the manager needs from the head. */
 export interface ActorManagerHost {
@@ -71,7 +73,7 @@ export class ActorManager {
     for (const [nodeId, list] of byNode) {
       let held: string[];
       try {
-        held = await this.h.bus.request<string[]>(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 });
+        held = checked(checkActorIds, await this.h.bus.request(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 }));
       } catch {
         continue;
       } // a silent node is the failure detector's

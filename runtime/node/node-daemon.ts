@@ -29,7 +29,14 @@ import { workerCommand } from '../base/launch.ts';
 import { lanePath } from '../bus/lane.ts';
 import type { NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
-import { checkBlocked, checkFenced, checkLeaseRequest, checkNodeActorStop, checkRelease } from '../protocol/schemas.ts';
+import {
+  checkActorStarted,
+  checkBlocked,
+  checkFenced,
+  checkLeaseRequest,
+  checkNodeActorStop,
+  checkRelease,
+} from '../protocol/schemas.ts';
 import { checked, event, malformedCounts, request } from '../protocol/check.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
 import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
@@ -367,9 +374,9 @@ export class NodeDaemon {
         // Constructors may load models for minutes: no timeout, but the worker dying (exit, OOM, kill -9) ends the
         // wait.
         ({ backend, direct } = await Promise.race([
-          this.bus.request<{ backend?: string; direct?: string }>(subjects.procActorStart(worker.procId), actor, {
-            timeoutMs: 0,
-          }),
+          this.bus
+            .request(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 })
+            .then((r) => checked(checkActorStarted, r)),
           worker.exited.then((how): never => {
             throw new WorkerDiedError(`its worker process ${how} while the constructor ran`);
           }),

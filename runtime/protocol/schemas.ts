@@ -9,7 +9,8 @@ import type { TaskReply, TaskSpec } from './tasks.ts';
 /** Ids, names and subject tokens from the bus: bounded, and never a NATS wildcard or separator. */
 const ID = /^[^\s.*>]{1,200}$/;
 const id = v.pipe(v.string(), v.regex(ID, 'an id of 1 to 200 characters, no spaces, dots or wildcards'));
-const text = v.pipe(v.string(), v.maxLength(10_000));
+/** Causes and errors: they may carry a remote stack, so only very long ones are refused. */
+const text = v.pipe(v.string(), v.maxLength(1_000_000));
 const count = v.pipe(v.number(), v.safeInteger(), v.minValue(0));
 const amount = v.pipe(v.number(), v.finite(), v.minValue(0));
 const resources = v.record(v.pipe(v.string(), v.minLength(1), v.maxLength(200)), amount);
@@ -25,7 +26,7 @@ const callArgs = v.union([bytes, v.pipe(v.array(v.unknown()), v.maxLength(10_000
 
 export const actorSpec = v.object({
   actorId: id,
-  className: v.pipe(v.string(), v.maxLength(200)),
+  className: v.pipe(v.string(), v.maxLength(1000)),
   cls: fnRef,
   args: callArgs,
   deps: v.record(v.string(), v.unknown()),
@@ -137,7 +138,7 @@ export const checkActorState = schemaCheck<v.GenericSchema<ActorStateEvent>>(
 
 const taskEvent = v.object({
   taskId: id,
-  name: v.pipe(v.string(), v.maxLength(1000)),
+  name: v.pipe(v.string(), v.maxLength(10_000)),
   state: v.picklist(['RUNNING', 'FINISHED', 'FAILED']),
   nodeId: id,
   workerId: id,
@@ -190,7 +191,7 @@ const isArgs = (x: unknown) => x instanceof Uint8Array || (Array.isArray(x) && x
 export const checkTaskSpec = guardCheck<TaskSpec>('task', (x) => {
   if (!isObj(x)) return 'not an object';
   if (!isStr(x.taskId, 200) || !ID.test(x.taskId)) return 'taskId';
-  if (!isStr(x.name, 1000)) return 'name';
+  if (!isStr(x.name, 10_000)) return 'name';
   const fn = x.fn as Record<string, unknown> | undefined;
   if (!isObj(fn) || !isStr(fn.url) || !isStr(fn.exportName, 200)) return 'fn { url, exportName }';
   if (!isArgs(x.args)) return 'args';
@@ -257,3 +258,15 @@ export const checkLogLines = schemaCheck(
     v.maxLength(100_000),
   ),
 );
+
+/** A worker's answer to an actor start (the node checks it before it tells the head). */
+export const checkActorStarted = schemaCheck(
+  'actor start answer',
+  v.object({
+    backend: v.optional(v.pipe(v.string(), v.maxLength(1000))),
+    direct: v.optional(v.pipe(v.string(), v.maxLength(4096))),
+  }),
+);
+
+/** A node's answer to "which actors are here". */
+export const checkActorIds = schemaCheck('actor id list', v.pipe(v.array(id), v.maxLength(1_000_000)));
