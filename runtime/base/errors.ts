@@ -127,6 +127,7 @@ for (const c of [
   ObjectLostError,
   ObjectStoreFullError,
   ConnectionError,
+  TlsTrustError,
   AuthenticationError,
   NoRespondersError,
   CallLostError,
