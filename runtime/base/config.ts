@@ -4,10 +4,25 @@ import { mkdirSync, readFileSync, writeFileSync, renameSync, rmSync, chmodSync }
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { UsageError } from './errors.ts';
+import { privateDirProblem } from './private-dir.mjs';
 
-/** Where troupe keeps the current-cluster file, the daemons' run files and session dirs. */
+const checkedHomes = new Set<string>();
+/** Where troupe keeps the current-cluster file (credentials), the daemons' run files, session dirs and shipped code:
+ * `TROUPE_HOME`, or `troupe-<uid>` in the temp dir. Either way it must be this user's alone (checked once per process,
+ * created 0700 if missing): in /tmp another user could create it first and hand us a cluster file or code. */
 export function troupeHome(): string {
-  return process.env.TROUPE_HOME ?? join(tmpdir(), 'troupe');
+  const home = process.env.TROUPE_HOME || join(tmpdir(), `troupe-${process.geteuid?.() ?? 'user'}`);
+  if (!checkedHomes.has(home)) {
+    const problem = privateDirProblem(home);
+    if (problem) {
+      throw new UsageError(
+        `troupe's home ${home} is not private: ${problem}. Remove it, or set TROUPE_HOME to a directory of yours ` +
+          'that only you can write to',
+      );
+    }
+    checkedHomes.add(home);
+  }
+  return home;
 }
 
 /** The name of a node's object-store dir (and of its spill dir): the node daemon makes it, and whoever started the

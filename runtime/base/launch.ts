@@ -13,13 +13,17 @@ export const fromSource = import.meta.url.endsWith('.ts');
 export const moduleExt = fromSource ? '.ts' : '.js';
 /** The package.json export condition that points 'troupe' at runtime/index.ts instead of dist/. */
 export const SOURCE_CONDITION = 'troupe-source';
+const TSX_CACHE_GUARD = new URL('./tsx-cache.mjs', import.meta.url).href;
 
 function nodeCommand(entry: URL, args: string[] = [], flags: string[] = []): [string, string[]] {
   // TROUPE_CPU_PROF_DIR=dir: every daemon and worker writes a V8 CPU profile there when it exits.
   const prof = process.env.TROUPE_CPU_PROF_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.TROUPE_CPU_PROF_DIR}`]
     : [];
-  const source = fromSource ? ['--import', import.meta.resolve('tsx'), `--conditions=${SOURCE_CONDITION}`] : [];
+  // The tsx cache guard goes first: tsx decides at load whether it reads its cache.
+  const source = fromSource
+    ? ['--import', TSX_CACHE_GUARD, '--import', import.meta.resolve('tsx'), `--conditions=${SOURCE_CONDITION}`]
+    : [];
   return [process.execPath, [...prof, ...flags, ...source, fileURLToPath(entry), ...args]];
 }
 
@@ -35,6 +39,7 @@ let tsxRegistered = false;
  * job's root, if it has one (a worker serves one job), not one found from the directory the node daemon runs in. */
 export async function registerTsxFor(url: string, jobRoot: string): Promise<void> {
   if (fromSource || tsxRegistered || !/\.[mc]?tsx?$/.test(new URL(url).pathname)) return;
+  await import(TSX_CACHE_GUARD);
   const { register } = await import('tsx/esm/api');
   const tsconfig = join(jobRoot, 'tsconfig.json');
   register({ tsconfig: existsSync(tsconfig) ? tsconfig : false });

@@ -17,6 +17,7 @@ import {
   type SubmitRequest,
 } from '../protocol/submissions.ts';
 import { printTable } from './table.ts';
+import { printable, printableLog } from './terminal-text.ts';
 import { uploadRuntimeEnv } from '../shipping/driver-shipper.ts';
 
 export const JOB_HELP = `troupe job: run a driver on the cluster, as 'ray job submit' does
@@ -171,13 +172,14 @@ async function submit(command: string[], values: Values, bus: Bus): Promise<numb
     const gcs = await Gcs.open(bus);
     const nodeId = await headNode(bus, gcs);
     const info = await bus.request<SubmissionInfo>(subjects.nodeJobSubmit(nodeId), req, { timeoutMs: 30_000 });
-    console.error(`troupe: job ${info.submissionId} submitted (node ${info.nodeId}, ${info.state.toLowerCase()})`);
+    const state = info.state.toLowerCase();
+    console.error(printable(`troupe: job ${info.submissionId} submitted (node ${info.nodeId}, ${state})`));
     if (values['no-wait']) {
       console.log(info.submissionId);
       return 0;
     }
     const end = await follow(bus, info.submissionId);
-    console.error(`troupe: job ${end.submissionId} ${describe(end)}`);
+    console.error(printable(`troupe: job ${end.submissionId} ${describe(end)}`));
     return exitStatus(end);
   } finally {
     await bus.close();
@@ -198,9 +200,13 @@ async function ended(table: Awaited<ReturnType<typeof openSubmissions>>, gcs: Gc
   return (await gcs.nodes.get(info.nodeId))?.state !== 'ALIVE';
 }
 
+// A job's output is bytes; decoded per stream, so a character split over two records comes out whole.
+const outText = new TextDecoder();
+const errText = new TextDecoder();
 function write(r: LogRecord): void {
-  if ('out' in r) process.stdout.write(r.out);
-  else if ('err' in r) process.stdout.write(r.err); // one stream, in the order it came, as `ray job logs`
+  // One stream, in the order it came, as `ray job logs`.
+  if ('out' in r) process.stdout.write(printableLog(outText.decode(r.out, { stream: true })));
+  else if ('err' in r) process.stdout.write(printableLog(errText.decode(r.err, { stream: true })));
 }
 
 function exitStatus(info: SubmissionInfo): number {
@@ -267,12 +273,15 @@ async function status(bus: Bus, id: string, json: boolean): Promise<number> {
     console.log(JSON.stringify({ ...info, jobIds }, null, 2));
     return 0;
   }
-  console.log(`Job ${id}: ${describe(info)}`);
-  console.log(`  command:     ${info.entrypoint.join(' ')}`);
-  console.log(`  working dir: ${info.workingDir}`);
-  console.log(`  node:        ${info.nodeId} (${info.hostname})${info.pid ? `, pid ${info.pid}` : ''}`);
-  console.log(`  submitted:   ${info.submittedAt}${info.endedAt ? `, ended ${info.endedAt}` : ''}`);
-  if (jobIds.length) console.log(`  driver jobs: ${jobIds.join(', ')} ('troupe list jobs')`);
+  const lines = [
+    `Job ${id}: ${describe(info)}`,
+    `  command:     ${info.entrypoint.join(' ')}`,
+    `  working dir: ${info.workingDir}`,
+    `  node:        ${info.nodeId} (${info.hostname})${info.pid ? `, pid ${info.pid}` : ''}`,
+    `  submitted:   ${info.submittedAt}${info.endedAt ? `, ended ${info.endedAt}` : ''}`,
+  ];
+  if (jobIds.length) lines.push(`  driver jobs: ${jobIds.join(', ')} ('troupe list jobs')`);
+  for (const line of lines) console.log(printable(line));
   return 0;
 }
 
@@ -286,7 +295,7 @@ async function logs(bus: Bus, id: string, following: boolean): Promise<number> {
 async function stop(bus: Bus, id: string, grace: number | undefined): Promise<number> {
   const info = await record(bus, id);
   if (TERMINAL_STATES.has(info.state)) {
-    console.log(`Job ${id} had ended already: ${describe(info)}`);
+    console.log(printable(`Job ${id} had ended already: ${describe(info)}`));
     return 0;
   }
   const timeoutMs = (grace ?? 5000) + 15_000;
@@ -295,6 +304,6 @@ async function stop(bus: Bus, id: string, grace: number | undefined): Promise<nu
     { submissionId: id, graceMs: grace },
     { timeoutMs },
   );
-  console.log(`Job ${id} ${describe(end)}`);
+  console.log(printable(`Job ${id} ${describe(end)}`));
   return 0;
 }

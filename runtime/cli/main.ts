@@ -25,6 +25,7 @@ import { bindHost, checkIp, isLoopback } from '../cluster/node-address.ts';
 import { caSha256, checkCaSha256, discoverCa } from '../cluster/tls.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
+import { printable } from './terminal-text.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
 import { troupeCommand } from './on-path.ts';
@@ -57,8 +58,8 @@ TLS:       beyond loopback the bus uses TLS with a CA made at start; the join li
            (a trusted network only). Joining: --ca-sha256 sha256:HEX, or --tls-ca FILE; others: TROUPE_TLS_CA=FILE
 Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
-Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token),
-           run/ and session dirs.`;
+Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
+           current-cluster.json (mode 0600, has the token), run/ and session dirs.`;
 
 const resourceFlags = {
   'num-cpus': { type: 'string' },
@@ -355,7 +356,9 @@ async function status(values: Values): Promise<number> {
       );
       return head ? 0 : 1;
     }
-    console.log(`troupe cluster at ${bus.address}${head ? `, head runs ${describeVersions(head.head)}` : ''}`);
+    console.log(
+      printable(`troupe cluster at ${bus.address}${head ? `, head runs ${describeVersions(head.head)}` : ''}`),
+    );
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);
@@ -392,7 +395,7 @@ async function status(values: Values): Promise<number> {
     for (const p of pending) console.log(`  ${formatResources(p.demand)} waiting ${(p.waitingMs / 1000).toFixed(1)} s`);
     const infeasible = head?.infeasible ?? [];
     console.log(`Infeasible demands: ${infeasible.length ? '' : 'none'}`);
-    for (const p of infeasible) console.log(`  ${p.at}  ${p.message}`);
+    for (const p of infeasible) console.log(printable(`  ${p.at}  ${p.message}`));
     return head ? 0 : 1;
   } finally {
     await bus.close();

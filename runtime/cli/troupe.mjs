@@ -14,6 +14,7 @@ const projectLauncher = projectRoot && join(projectRoot, 'runtime', 'cli', 'trou
 if (projectRoot && projectRoot !== ownRoot && existsSync(projectLauncher)) {
   await import(pathToFileURL(projectLauncher).href);
 } else if (existsSync(new URL('./main.ts', import.meta.url))) {
+  await import('../base/tsx-cache.mjs'); // before tsx: it decides at load whether it reads its cache
   const { register } = await import('tsx/esm/api');
   register();
   await import('./main.ts');

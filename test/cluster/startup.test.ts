@@ -68,8 +68,9 @@ test.serial('buckets created by many connections at once all open (nats-server 2
   t.is((await b.get('k'))?.string(), 'v');
 });
 
-test.serial('50 clusters start in a row, 3 at a time, each up and answering, none fails', async (t) => {
-  t.timeout(300_000); // about 100 s on 2 idle cores; more when other tests share them
+// 20 rather than more: the bucket-create race, the one start failure seen in many rounds, has its own test above.
+test.serial('20 clusters start in a row, 3 at a time, each up and answering, none fails', async (t) => {
+  t.timeout(180_000); // about 40 s on 2 idle cores; more when other tests share them
   const storeDir = tempDir(t);
   const failures: string[] = [];
   let started = 0;
@@ -95,11 +96,11 @@ test.serial('50 clusters start in a row, 3 at a time, each up and answering, non
   let next = 0;
   await Promise.all(
     Array.from({ length: 3 }, async () => {
-      while (next < 50) await startAndCheck(next++);
+      while (next < 20) await startAndCheck(next++);
     }),
   );
   t.deepEqual(failures, []);
-  t.is(started, 50);
+  t.is(started, 20);
   t.deepEqual(processesWithHome(home), [], 'every cluster stopped all it started');
 });
 

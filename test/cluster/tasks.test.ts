@@ -13,7 +13,8 @@ import {
   UsageError,
   ProtocolError,
 } from '../../runtime/index.ts';
-import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
+import { join } from 'node:path';
+import { useCluster, eventually, tempDir, runCommand } from '../helpers/cluster.ts';
 import * as tasks from '../fixtures/tasks.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 
@@ -237,4 +238,17 @@ test.serial('bad input fails at the call site with a clear error', async (t) => 
 
 test.serial('user code on a worker cannot read the cluster token', async (t) => {
   t.is(await tasks.tokenVisible.remote(), null);
+});
+
+test.serial("the CLI shows a task error's terminal escapes as text, not as escapes", async (t) => {
+  // OSC 52 would write the clipboard of whoever runs `troupe list tasks`; ESC[2J would clear their screen.
+  await t.throwsAsync(tasks.fail.remote('boom\x1b]52;c;ZXZpbA==\x07\x1b[2J'), { instanceOf: TaskError });
+  const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
+  const listed = await eventually('the failed task in troupe list tasks', async () => {
+    const r = await runCommand(process.execPath, [cli, 'list', 'tasks'], { env: { TROUPE_HOME: cluster().home } });
+    return r.stdout.includes('boom') ? r : undefined;
+  });
+  t.is(listed.code, 0, listed.stderr);
+  t.false(listed.stdout.includes('\x1b'), listed.stdout);
+  t.regex(listed.stdout, /boom\\u\{1b\}\]52;c;ZXZpbA==\\u\{7\}\\u\{1b\}\[2J/);
 });
