@@ -279,7 +279,11 @@ async function trustCluster(address: string, values: Values): Promise<void> {
     } catch (e) {
       throw new UsageError(`--tls-ca ${file}: ${(e as Error).message}`);
     }
-    caSha256(pem); // a file that is not a certificate fails here, naming the flag
+    try {
+      caSha256(pem);
+    } catch {
+      throw new UsageError(`--tls-ca ${file} is not a PEM certificate`);
+    }
     saveCa([address], pem);
   }
 }

@@ -88,6 +88,23 @@ if (why) {
     }
   });
 
+  test.serial('--no-tls opens the bus in plain text, with a warning: the join line has no fingerprint', async (t) => {
+    t.timeout(120_000);
+    const head = await troupe(a, ['start', '--head', '--host', a.ip, '--no-tls', '--num-cpus', '1']);
+    try {
+      t.is(head.code, 0, head.stdout + head.stderr);
+      t.regex(head.stderr, /WARNING: --no-tls: .* in plain text; the token and all data travel in clear/);
+      const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)\n/.exec(head.stdout) ?? [];
+      t.is(address.split(':')[0], a.ip, head.stdout);
+      const plain = await b.run(process.execPath, ['-e', plainClient, address, token]);
+      t.true((JSON.parse(plain.stdout) as { pong: boolean }).pong, plain.stdout + plain.stderr);
+      const refused = await troupe(a, ['start', '--head', '--no-tls', '--tls-cert', 'x']);
+      t.is(refused.code, 2, refused.stdout + refused.stderr);
+    } finally {
+      t.is((await troupe(a, ['stop'])).code, 0);
+    }
+  });
+
   test.serial(
     'a cluster open to the network is TLS: B joins by fingerprint and runs a task and an actor',
     async (t) => {
