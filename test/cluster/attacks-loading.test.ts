@@ -234,7 +234,10 @@ test.serial('actor ids and jobs from the bus are checked: wildcards, dots and fo
   for (const actorId of ['*', '>', `${spec.actorId}.x`, '', 'a'.repeat(200), 'deadbeef'])
     await t.throwsAsync(
       bus.request(subjects.procActorStart(workerId), { spec: { ...spec, actorId }, incarnation: 0 }),
-      { instanceOf: ProtocolError, message: /actor start needs an actor id/ },
+      {
+        instanceOf: ProtocolError,
+        message: /actor start needs an actor id|malformed actor start request at spec.actorId/,
+      },
       `start ${actorId}`,
     );
   const foreign = { ...spec, actorId: newId(), job: { ...spec.job!, id: 'another-job' } };
