@@ -62,6 +62,9 @@ export class AuthenticationError extends ConnectionError {}
 export class NoRespondersError extends TroupeError {}
 /** A request went to a worker over a direct lane that closed before the answer came: it may have run. */
 export class CallLostError extends TroupeError {}
+
+/** The cluster refused a publish or subscription: this process's credential (its role) does not allow it. */
+export class PermissionDeniedError extends TroupeError {}
 /** A request to a daemon timed out. */
 export class RequestTimeoutError extends TroupeError {}
 /** API misuse: bad options, init() twice, calls before init(). The message names the option or argument. */
@@ -121,6 +124,7 @@ for (const c of [
   AuthenticationError,
   NoRespondersError,
   CallLostError,
+  PermissionDeniedError,
   RequestTimeoutError,
   UsageError,
   ProtocolError,

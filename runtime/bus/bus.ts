@@ -1,7 +1,8 @@
 // The bus: one NATS connection per process, one wildcard reply inbox with a correlation map
 // (no per-call subscription, no per-call timer), and servers that never die of a bad message.
 import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
-import { AuthorizationError, nuid } from '@nats-io/nats-core';
+import { AuthorizationError, nkeyAuthenticator, nuid, PermissionViolationError } from '@nats-io/nats-core';
+import { fromSeed } from '@nats-io/nkeys';
 import { existsSync } from 'node:fs';
 import { encode, decode } from '../base/codec.ts';
 import { parseAddress, defaults } from '../base/config.ts';
@@ -10,6 +11,7 @@ import {
   CallLostError,
   ConnectionError,
   NoRespondersError,
+  PermissionDeniedError,
   RequestTimeoutError,
   UsageError,
   ProtocolError,
@@ -112,6 +114,7 @@ class BatchAnswers {
 
 export interface ConnectOptions {
   address: string;
+  /** A role's credential (an NKEY user seed, `SU…`), or a plain token for a nats-server that wants one (--nats). */
   token: string;
   /** Shown by the server (connz) and in logs. */
   name: string;
@@ -127,8 +130,18 @@ export interface ConnectOptions {
 
 export type Handler = (body: any, msg: Msg) => unknown;
 
+/** Where the replies to an identity go: only it may subscribe there (runtime/protocol/permissions.ts grants it). */
+export function inboxOf(publicKey: string): string {
+  return `_INBOX.${publicKey}`;
+}
+
+const USER_SEED = /^SU[A-Z2-7]{56}$/;
+
 export class Bus {
-  readonly inbox = `_INBOX.${nuid.next()}`;
+  /** This process's one wildcard reply inbox, under its identity's prefix. */
+  readonly inbox: string;
+  /** Denied publishes and subscriptions, by subject (logged once each). */
+  readonly denied = new Map<string, number>();
   private readonly pending = new Map<string, Pending>();
   private seq = 0;
   private sweeper: NodeJS.Timeout | undefined;
@@ -137,10 +150,14 @@ export class Bus {
   private constructor(
     readonly nc: NatsConnection,
     readonly address: string,
+    /** What lanes check (runtime/bus/lane.ts): the same on every process of the cluster. */
     private readonly token: string,
-    private readonly procId = nuid.next(),
-    private readonly holdsProcess = true,
+    private readonly procId: string,
+    private readonly holdsProcess: boolean,
+    inboxPrefix: string,
   ) {
+    this.inbox = `${inboxPrefix}.${nuid.next()}`;
+    void this.watchStatus();
     nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onReply(msg) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
     // Said once on stderr too, since later calls into nats.js only say "closed connection".
@@ -155,11 +172,14 @@ export class Bus {
 
   static async connect(opts: ConnectOptions): Promise<Bus> {
     const server = parseAddress(opts.address);
+    // A credential signs the server's nonce (the seed never leaves this process); its replies come to its own inbox.
+    const seed = USER_SEED.test(opts.token) ? new TextEncoder().encode(opts.token) : undefined;
+    const inboxPrefix = seed ? inboxOf(fromSeed(seed).getPublicKey()) : '_INBOX';
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: server,
-        token: opts.token,
+        ...(seed ? { authenticator: nkeyAuthenticator(seed), inboxPrefix } : { token: opts.token }),
         name: opts.name,
         maxReconnectAttempts: opts.daemon ? -1 : 60,
         reconnectTimeWait: 500,
@@ -171,7 +191,8 @@ export class Bus {
     } catch (e) {
       if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
         throw new AuthenticationError(
-          `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`,
+          `the cluster at ${opts.address} refused the credential: check TROUPE_TOKEN, --token-file or the ` +
+            'current-cluster file (a revoked credential is refused too)',
           { cause: e },
         );
       }
@@ -181,7 +202,27 @@ export class Bus {
     }
     if (opts.holdsProcess === false && !unrefConnection(nc))
       warnOnce('this nats.js keeps the connection open: the process will not end until shutdown()');
-    return new Bus(nc, opts.address, opts.token, opts.procId, opts.holdsProcess !== false);
+    // Lanes are checked with a value every process of this cluster shares (not a credential: those differ by role).
+    const laneKey = seed ? `troupe-lanes:${nc.info?.server_name ?? server}` : opts.token;
+    return new Bus(nc, opts.address, laneKey, opts.procId ?? nuid.next(), opts.holdsProcess !== false, inboxPrefix);
+  }
+
+  /** nats.js reports a denied publish or subscription asynchronously, as a status: say so once per subject, and fail
+   * at once the requests sent there (they would otherwise wait for their timeout, or for ever). */
+  private async watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type !== 'error' || !(s.error instanceof PermissionViolationError)) continue;
+      const { operation, subject } = s.error;
+      const n = (this.denied.get(subject) ?? 0) + 1;
+      this.denied.set(subject, n);
+      if (n === 1) console.error(`troupe: the cluster denied this process's ${operation} on ${subject}`);
+      if (operation !== 'publish') continue;
+      for (const [id, p] of this.pending) {
+        if (p.subject !== subject || p.gathered) continue;
+        this.pending.delete(id);
+        p.reject(new PermissionDeniedError(`this credential may not send to ${subject}`));
+      }
+    }
   }
 
   /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers).

@@ -26,6 +26,7 @@ import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
+import { tokenCommand } from './token-command.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
@@ -42,6 +43,7 @@ Usage:
   troupe stop
   troupe new DIR [--troupe SPEC]
   troupe job submit|list|status|logs|stop ...   (run a driver on the cluster; 'troupe job --help')
+  troupe token create|list|revoke ...           (the cluster's credentials; 'troupe token --help')
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
@@ -49,9 +51,11 @@ OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-
 New:       writes a TypeScript project using troupe in DIR; SPEC: its troupe dependency (default file:<this troupe>)
 Address:   --node-ip-address IP: the address other machines reach this node at (default: the local address routed
            to the head; on the head, the default route's; the join line names it)
-Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default
+Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command line. 'troupe start --head' makes one
+           credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
+Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
-Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the token),
+Files:     ${'$'}TROUPE_HOME (default /tmp/troupe) holds current-cluster.json (mode 0600, has the driver credential),
            run/ and session dirs.`;
 
 const resourceFlags = {
@@ -65,6 +69,30 @@ const resourceFlags = {
   'no-spill': { type: 'boolean' },
 } as const;
 
+/** `--token` is parsed only to refuse it with a clear message: argv is visible to every user of the machine (ps). */
+export const tokenFlags = { token: { type: 'string' }, 'token-file': { type: 'string' } } as const;
+
+/** The credential from --token-file (a path, or '-' for stdin), else TROUPE_TOKEN; --token is refused. */
+export function tokenFromFlags(values: Values): string | undefined {
+  if (values.token !== undefined)
+    throw new UsageError(
+      '--token is not accepted: a command line is visible to every user of the machine. Use --token-file FILE, ' +
+        '--token-file - (stdin) or TROUPE_TOKEN',
+    );
+  const f = values['token-file'];
+  if (typeof f === 'string') {
+    let text: string;
+    try {
+      text = readFileSync(f === '-' ? 0 : f, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`--token-file ${f}: ${(e as Error).message}`);
+    }
+    if (!text) throw new UsageError(`--token-file ${f} is empty`);
+    return text;
+  }
+  return process.env.TROUPE_TOKEN || undefined;
+}
+
 const commands = {
   start: {
     head: { type: 'boolean' },
@@ -72,18 +100,19 @@ const commands = {
     port: { type: 'string' },
     host: { type: 'string' },
     nats: { type: 'string' },
-    token: { type: 'string' },
+    ...tokenFlags,
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
     'node-ip-address': { type: 'string' },
     ...resourceFlags,
   },
-  status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
-  list: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
-  memory: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
+  status: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
+  list: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
+  memory: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
   stop: {},
   new: { troupe: { type: 'string' } },
   job: {}, // sub-commands with their own flags: job-command.ts
+  token: {}, // sub-commands with their own flags: token-command.ts
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -101,6 +130,7 @@ async function main(argv: string[]): Promise<number> {
   if (!(cmd in commands))
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
   if (cmd === 'job') return jobCommand(rest, connectFromFlags);
+  if (cmd === 'token') return tokenCommand(rest);
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({
@@ -162,7 +192,7 @@ function startOptions(values: Values): StartOptions {
     host: values.host as string | undefined,
     port,
     nats,
-    token: (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined),
+    token: tokenFromFlags(values),
     numCpus: number(values, 'num-cpus'),
     numGpus: number(values, 'num-gpus'),
     memory: number(values, 'memory'),
@@ -192,9 +222,9 @@ async function start(values: Values): Promise<number> {
     console.log(
       `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
     );
-    console.log(
-      `To add a machine:  TROUPE_TOKEN=${started.token} ${troupeCommand()} start --address ${started.publicAddress}`,
-    );
+    // The join credential, in the environment of the command (not its argv, which `ps` shows).
+    const join = started.joinToken ?? started.token;
+    console.log(`To add a machine:  TROUPE_TOKEN=${join} ${troupeCommand()} start --address ${started.publicAddress}`);
     if (started.otherAddresses.length)
       console.log(`  (from another network, use one of: ${started.otherAddresses.join(', ')})`);
   } else {
@@ -206,7 +236,7 @@ async function start(values: Values): Promise<number> {
     const token = o.token ?? (file?.address === address ? file.token : undefined);
     if (!token)
       throw new UsageError(
-        `no token for ${address}: set TROUPE_TOKEN (printed by 'troupe start --head') or pass --token`,
+        `no token for ${address}: set TROUPE_TOKEN (the join line 'troupe start --head' printed) or pass --token-file`,
       );
     started = await startNode({ ...o, address, token });
     console.log(`troupe node ${started.nodeId} (${started.nodeIp}) joined ${address}; session ${started.sessionDir}`);
@@ -235,8 +265,8 @@ async function connectFromFlags(values: Values): Promise<Bus> {
       `no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start ` +
         `--head'`,
     );
-  const token = (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined) ?? file?.token;
-  if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
+  const token = tokenFromFlags(values) ?? file?.token;
+  if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN or pass --token-file`);
   const bus = await Bus.connect({ address, token, name: 'troupe-cli' });
   try {
     await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {

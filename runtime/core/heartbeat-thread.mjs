@@ -2,10 +2,14 @@
 // synchronous loop, a big tensor op) still beats, so the head does not take it for dead and end its actors.
 // Plain JavaScript: threads do not inherit every way tsx can be loaded.
 import { workerData } from 'node:worker_threads';
-import { connect } from '@nats-io/transport-node';
+import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
 
 const { server, token, name, subject, everyMs } = workerData;
-const nc = await connect({ servers: server, token, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+// A credential (NKEY seed) signs the server's nonce, as the Bus does; a plain token is for a user's own nats-server.
+const auth = /^SU[A-Z2-7]{56}$/.test(token)
+  ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(token)) }
+  : { token };
+const nc = await connect({ servers: server, ...auth, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
 const EMPTY_MAP = Uint8Array.of(0x80); // `{}` in MessagePack, as every troupe message is encoded
 const beat = () => {
   if (!nc.isClosed()) nc.publish(subject, EMPTY_MAP);

@@ -32,11 +32,13 @@ import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
+import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
   nodeId: string;
   address: string;
+  /** The node (join) credential. Workers and submitted drivers get theirs from the head (`credentials`). */
   token: string;
   isHead: boolean;
   /** The IP other machines reach this node at (shown in status). */
@@ -99,6 +101,8 @@ export class NodeDaemon {
   private readonly startedAt = new Date().toISOString();
   private bus!: Bus;
   private gcs!: Gcs;
+  /** From the head: what this node's workers (over IPC, never the environment) and submitted drivers use. */
+  private credentials!: Credentials;
   private readonly store: NodeStore;
   private readonly objects: StoreManager;
   private available: ResourceSet;
@@ -159,6 +163,7 @@ export class NodeDaemon {
       role: 'node',
       address: this.o.address,
     });
+    this.credentials = checkCredentials(await this.bus.request(CREDENTIALS_SUBJECT, {}, { timeoutMs: 10_000 }));
     this.gcs = await Gcs.open(this.bus);
     this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
     const bus = this.bus;
@@ -182,7 +187,7 @@ export class NodeDaemon {
       gcs: this.gcs,
       nodeId: this.nodeId,
       address: this.o.address,
-      token: this.o.token,
+      token: this.credentials.driver,
       localDir: (ref, dir) => this.envs.cache.localDir(ref, dir),
       hold: (dir) => this.envs.cache.hold(dir),
     });
@@ -512,12 +517,12 @@ export class NodeDaemon {
     const logPath = join(this.o.sessionDir, 'logs', `worker-${procId}.log`);
     const log = openSync(logPath, 'a');
     const [cmd, args] = workerCommand();
+    const { TROUPE_TOKEN: _, ...env } = process.env;
     const child = spawn(cmd, args, {
       stdio: ['ignore', log, log, 'ipc'],
       env: {
-        ...process.env,
+        ...env,
         TROUPE_ADDRESS: this.o.address,
-        TROUPE_TOKEN: this.o.token,
         TROUPE_NODE_ID: this.nodeId,
         TROUPE_OBJECT_DIR: this.store.dir,
         TROUPE_OBJECT_STORE_MEMORY: String(this.objects.capacity),
@@ -527,6 +532,8 @@ export class NodeDaemon {
       },
     });
     closeSync(log);
+    // The worker's credential goes over its IPC channel: the environment stays readable in /proc/<pid>/environ.
+    child.send({ type: 'credential', token: this.credentials.worker }, () => undefined);
     this.processes.add(child);
     child.once('exit', () => this.processes.delete(child));
     const worker: Worker = {

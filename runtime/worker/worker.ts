@@ -29,9 +29,19 @@ const procId = env('TROUPE_WORKER_ID');
 process.on('disconnect', () => process.exit(0));
 if (!process.connected) process.exit(0);
 const nodeId = env('TROUPE_NODE_ID');
+/** The worker credential, sent by our node over the IPC channel first thing (never in the environment, which
+ * /proc/<pid>/environ shows to user code for the life of the process). */
+const token = await new Promise<string>((resolve) => {
+  const take = (m: { type?: string; token?: unknown }) => {
+    if (m?.type !== 'credential' || typeof m.token !== 'string') return;
+    process.off('message', take);
+    resolve(m.token);
+  };
+  process.on('message', take);
+});
 const client = await Core.connect({
   address: env('TROUPE_ADDRESS'),
-  token: env('TROUPE_TOKEN'),
+  token,
   role: 'worker',
   procId,
   localNode: {
@@ -40,7 +50,6 @@ const client = await Core.connect({
     objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')),
   },
 });
-delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // Our node binds us to the job of our first lease, before that lease is granted; we serve that job for life.
 // It also says where the job's project is here (`local.root`: the driver's root, or a copy shipped from its machine)
 // and the job's environment variables, set before any of its code loads.

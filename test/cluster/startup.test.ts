@@ -1,5 +1,6 @@
 // Starting clusters: the state buckets survive processes creating them at once, many clusters start in a row, and a
 // daemon that fails to start fails init(), startHead() and `troupe start` at once, with its own error and its log.
+import { builtinIdentity, createIdentities } from '../../runtime/cluster/identities.ts';
 import { jetstreamManager, StorageType } from '@nats-io/jetstream';
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -33,8 +34,8 @@ test.after.always(async () => {
 test.serial('buckets created by many connections at once all open (nats-server 2.9.10 raced them)', async (t) => {
   t.timeout(60_000);
   const dir = tempDir(t);
-  const token = 'race-test-token';
-  const nats = await startNatsServer({ dir, token, host: '127.0.0.1', detached: false });
+  const token = builtinIdentity(createIdentities(dir), 'head').seed;
+  const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
   t.teardown(() => nats.stop());
   const buses = await Promise.all(
     Array.from({ length: 6 }, (_, i) => Bus.connect({ address: nats.localAddress, token, name: `creator-${i}` })),

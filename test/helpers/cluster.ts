@@ -37,7 +37,10 @@ export function tempDir(t: ExecutionContext, prefix = 'troupe-test-'): string {
 
 export interface TestCluster {
   address: string;
+  /** The driver credential (what `init()` on the head's machine uses). */
   token: string;
+  /** The node (join) credential. */
+  joinToken: string;
   /** TROUPE_HOME of this cluster (a temp dir, removed by stop()). */
   home: string;
   head: StartedCluster;
@@ -89,7 +92,7 @@ export async function startCluster(
         ...flags,
         objectStoreDir: home,
         address: head.address,
-        token: head.token,
+        token: head.joinToken!,
         sessionDir: head.sessionDir,
       });
       n.pids.forEach((p) => everyPid.add(p));
@@ -99,6 +102,7 @@ export async function startCluster(
     return {
       address: head.address,
       token: head.token,
+      joinToken: head.joinToken!,
       home,
       head,
       nodes,

@@ -1,0 +1,119 @@
+// The cluster's identities: one NATS NKEY user per role (and per credential made with `troupe token create`), kept
+// with their seeds in the head's session dir (mode 0600), and rendered into nats-server's `authorization` block with
+// each role's permissions (runtime/protocol/permissions.ts). The server holds only public keys; a client proves it
+// holds a seed by signing the server's nonce, so no secret crosses the wire. Revoking is: remove, rewrite the
+// config, SIGHUP nats-server (it re-checks connected clients and closes those it no longer knows).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createUser, fromSeed } from '@nats-io/nkeys';
+import { writePrivateFile } from '../base/config.ts';
+import { UsageError } from '../base/errors.ts';
+import { permissionsFor, ROLES, type Role } from '../protocol/permissions.ts';
+
+export interface Identity {
+  name: string;
+  role: Role;
+  publicKey: string;
+  /** The credential: an NKEY user seed (`SU…`). */
+  seed: string;
+  created: string;
+  /** Made by `start --head`: the cluster needs it, so it cannot be revoked. */
+  builtin?: boolean;
+}
+
+/** What `troupe token create` may make: the head and worker identities are the cluster's own. */
+export const CREATABLE_ROLES: readonly Role[] = ['driver', 'node', 'cli'];
+/** Built-in identities that cannot be revoked: the head's and the workers' (revoking them stops the cluster). The
+ * built-in node, driver and cli ones can be (a leaked join line is revoked this way). */
+const UNREVOCABLE: readonly Role[] = ['head', 'worker'];
+
+const file = (sessionDir: string) => join(sessionDir, 'identities.json');
+/** Included by nats-server.conf. */
+export const AUTH_CONF = 'auth.conf';
+
+/** Whether `s` looks like an NKEY user seed (the credential form of a token). */
+export function isUserSeed(s: string): boolean {
+  return /^SU[A-Z2-7]{56}$/.test(s);
+}
+
+/** The public key (`U…`) of a user seed; a UsageError if it is not one. */
+export function publicKeyOf(seed: string): string {
+  try {
+    return fromSeed(new TextEncoder().encode(seed)).getPublicKey();
+  } catch (e) {
+    throw new UsageError('not a troupe credential (an NKEY user seed, SU…)', { cause: e });
+  }
+}
+
+function newIdentity(role: Role, name: string, builtin = false): Identity {
+  const kp = createUser();
+  const seed = new TextDecoder().decode(kp.getSeed());
+  return { name, role, publicKey: kp.getPublicKey(), seed, created: new Date().toISOString(), builtin };
+}
+
+/** Makes the head, node, driver, worker and cli identities of a new cluster and writes them and the auth config. */
+export function createIdentities(sessionDir: string): Identity[] {
+  const ids = ROLES.map((r) => newIdentity(r, r, true));
+  saveIdentities(sessionDir, ids);
+  return ids;
+}
+
+export function readIdentities(sessionDir: string): Identity[] {
+  let text: string;
+  try {
+    text = readFileSync(file(sessionDir), 'utf8');
+  } catch {
+    throw new UsageError(`no identities in ${sessionDir}: this cluster was not started by 'troupe start --head' here`);
+  }
+  return JSON.parse(text) as Identity[];
+}
+
+function saveIdentities(sessionDir: string, ids: Identity[]): void {
+  writePrivateFile(file(sessionDir), `${JSON.stringify(ids, null, 2)}\n`);
+  writePrivateFile(join(sessionDir, AUTH_CONF), renderAuthorization(ids));
+}
+
+/** The built-in identity of `role`. */
+export function builtinIdentity(ids: Identity[], role: Role): Identity {
+  const id = ids.find((i) => i.builtin && i.role === role);
+  if (!id) throw new UsageError(`this cluster has no ${role} identity`);
+  return id;
+}
+
+/** Adds a credential of `role` named `name` (default: role and a number). Reload nats-server after. */
+export function addIdentity(sessionDir: string, role: Role, name?: string): Identity {
+  if (!CREATABLE_ROLES.includes(role))
+    throw new UsageError(`--role must be one of ${CREATABLE_ROLES.join(', ')} (got ${JSON.stringify(role)})`);
+  const ids = readIdentities(sessionDir);
+  const n = name ?? `${role}-${ids.filter((i) => i.role === role).length + 1}`;
+  if (!/^[\w.-]{1,64}$/.test(n)) throw new UsageError(`--name: letters, digits, '.', '_', '-' only (got ${n})`);
+  if (ids.some((i) => i.name === n)) throw new UsageError(`a credential named ${n} exists`);
+  const id = newIdentity(role, n);
+  saveIdentities(sessionDir, [...ids, id]);
+  return id;
+}
+
+/** Removes the credential named `nameOrKey` (or with that public key). Reload nats-server after. */
+export function revokeIdentity(sessionDir: string, nameOrKey: string): Identity {
+  const ids = readIdentities(sessionDir);
+  const id = ids.find((i) => i.name === nameOrKey || i.publicKey === nameOrKey);
+  if (!id) throw new UsageError(`no credential named ${JSON.stringify(nameOrKey)} (see 'troupe token list')`);
+  if (id.builtin && UNREVOCABLE.includes(id.role))
+    throw new UsageError(`the built-in ${id.role} identity cannot be revoked: the cluster runs on it`);
+  saveIdentities(
+    sessionDir,
+    ids.filter((i) => i !== id),
+  );
+  return id;
+}
+
+/** nats-server's `authorization` block: one NKEY user per identity, with its role's permissions. */
+export function renderAuthorization(ids: Identity[]): string {
+  const users = ids.map((i) => {
+    const p = permissionsFor(i.role, i.publicKey);
+    const allow = (xs: string[]) => `{ allow: ${JSON.stringify(xs)} }`;
+    const perms = `publish: ${allow(p.publish)}, subscribe: ${allow(p.subscribe)}`;
+    return `    { nkey: ${i.publicKey}, permissions: { ${perms} } }`;
+  });
+  return `authorization {\n  users = [\n${users.join('\n')}\n  ]\n}\n`;
+}
