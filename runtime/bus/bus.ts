@@ -4,6 +4,7 @@ import { connect, type NatsConnection, type Msg, type Subscription } from '@nats
 import { AuthorizationError, nkeyAuthenticator, nuid, PermissionViolationError } from '@nats-io/nats-core';
 import { fromSeed } from '@nats-io/nkeys';
 import { existsSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
 import { encode, decode } from '../base/codec.ts';
 import { parseAddress, defaults } from '../base/config.ts';
 import {
@@ -144,6 +145,9 @@ export class Bus {
   readonly denied = new Map<string, number>();
   private readonly pending = new Map<string, Pending>();
   private seq = 0;
+  /** Random bytes for reply ids, drawn 4 KiB at a time. */
+  private random = Buffer.alloc(4096);
+  private randomAt = this.random.length;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -191,7 +195,7 @@ export class Bus {
     } catch (e) {
       if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
         throw new AuthenticationError(
-          `the cluster at ${opts.address} refused the credential: check TROUPE_TOKEN, --token-file or the ` +
+          `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN, --token-file or the ` +
             'current-cluster file (a revoked credential is refused too)',
           { cause: e },
         );
@@ -225,12 +229,23 @@ export class Bus {
     }
   }
 
+  /** A request's reply subject is `<inbox>.<id>`. Every role may publish to inboxes (replies go there), so an id must
+   * not be guessable from another: whoever saw one request can answer that one only, not this process's others. */
+  private replyId(): string {
+    if (this.randomAt + 8 > this.random.length) {
+      randomFillSync(this.random);
+      this.randomAt = 0;
+    }
+    const r = this.random.toString('base64url', this.randomAt, (this.randomAt += 8));
+    return `${(this.seq++).toString(36)}${r}`;
+  }
+
   /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers).
    * The process stays until the answer comes, unless `hold` is false: a caller that holds it only while it cares. */
   request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number; hold?: boolean } = {}): Promise<T> {
     const data = encode(body); // throws SerializationError here, at the caller
     const answered = new Promise<T>((resolve, reject) => {
-      const id = (this.seq++).toString(36);
+      const id = this.replyId();
       const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
       this.pending.set(id, {
         resolve: resolve as (v: unknown) => void,
@@ -286,7 +301,7 @@ export class Bus {
       return;
     }
     for (const { data, items } of groups) {
-      const id = (this.seq++).toString(36);
+      const id = this.replyId();
       const sent = new SentBatch(subject, items);
       this.pending.set(id, sent);
       const path = this.routes.get(subject);
@@ -462,7 +477,7 @@ export class Bus {
   gather<T = unknown>(subject: string, body: unknown, windowMs: number): Promise<T[]> {
     const data = encode(body);
     const gathered = new Promise<T[]>((resolve, reject) => {
-      const id = (this.seq++).toString(36);
+      const id = this.replyId();
       this.pending.set(id, {
         resolve: resolve as (v: unknown) => void,
         reject,

@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress } from '../base/config.ts';
+import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress, type ClusterFile } from '../base/config.ts';
 import {
   startHead,
   startNode,
@@ -27,6 +27,7 @@ import { printTable } from './table.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
 import { tokenCommand } from './token-command.ts';
+import { builtinIdentity, readIdentities } from '../cluster/identities.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
@@ -233,7 +234,7 @@ async function start(values: Values): Promise<number> {
     const address = values.address as string;
     parseAddress(address);
     const file = readClusterFile();
-    const token = o.token ?? (file?.address === address ? file.token : undefined);
+    const token = o.token ?? (file?.address === address ? joinCredentialHere(file) : undefined);
     if (!token)
       throw new UsageError(
         `no token for ${address}: set TROUPE_TOKEN (the join line 'troupe start --head' printed) or pass --token-file`,
@@ -255,6 +256,15 @@ async function start(values: Values): Promise<number> {
   await started.stop();
   removeClusterFile();
   return 0;
+}
+
+/** Another node on the head's machine joins with the join credential kept in the head's session dir. */
+function joinCredentialHere(file: ClusterFile): string {
+  try {
+    return builtinIdentity(readIdentities(file.sessionDir), 'node').seed;
+  } catch {
+    return file.token; // a cluster on a nats-server of the user's (--nats): one token for every role
+  }
 }
 
 async function connectFromFlags(values: Values): Promise<Bus> {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createUser, fromSeed } from '@nats-io/nkeys';
 import { writePrivateFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
-import { permissionsFor, ROLES, type Role } from '../protocol/permissions.ts';
+import { permissionsFor, type Role } from '../protocol/permissions.ts';
 
 export interface Identity {
   name: string;
@@ -23,9 +23,19 @@ export interface Identity {
 
 /** What `troupe token create` may make: the head and worker identities are the cluster's own. */
 export const CREATABLE_ROLES: readonly Role[] = ['driver', 'node', 'cli'];
-/** Built-in identities that cannot be revoked: the head's and the workers' (revoking them stops the cluster). The
- * built-in node, driver and cli ones can be (a leaked join line is revoked this way). */
-const UNREVOCABLE: readonly Role[] = ['head', 'worker'];
+/** The built-in identities, by name. `node` is the join credential (the join line prints it: revocable, so a leaked
+ * line can be); the head machine's own node daemon runs as `local-node`. The cluster runs on `head`, `worker`,
+ * `local-node` and `driver` (this machine's drivers, submitted jobs): those cannot be revoked. */
+export type BuiltinName = Role | 'local-node';
+const BUILTINS: ReadonlyArray<[BuiltinName, Role]> = [
+  ['head', 'head'],
+  ['node', 'node'],
+  ['local-node', 'node'],
+  ['driver', 'driver'],
+  ['worker', 'worker'],
+  ['cli', 'cli'],
+];
+const UNREVOCABLE: readonly string[] = ['head', 'worker', 'local-node', 'driver'];
 
 const file = (sessionDir: string) => join(sessionDir, 'identities.json');
 /** Included by nats-server.conf. */
@@ -51,9 +61,9 @@ function newIdentity(role: Role, name: string, builtin = false): Identity {
   return { name, role, publicKey: kp.getPublicKey(), seed, created: new Date().toISOString(), builtin };
 }
 
-/** Makes the head, node, driver, worker and cli identities of a new cluster and writes them and the auth config. */
+/** Makes the built-in identities of a new cluster and writes them and the auth config. */
 export function createIdentities(sessionDir: string): Identity[] {
-  const ids = ROLES.map((r) => newIdentity(r, r, true));
+  const ids = BUILTINS.map(([name, role]) => newIdentity(role, name, true));
   saveIdentities(sessionDir, ids);
   return ids;
 }
@@ -73,10 +83,10 @@ function saveIdentities(sessionDir: string, ids: Identity[]): void {
   writePrivateFile(join(sessionDir, AUTH_CONF), renderAuthorization(ids));
 }
 
-/** The built-in identity of `role`. */
-export function builtinIdentity(ids: Identity[], role: Role): Identity {
-  const id = ids.find((i) => i.builtin && i.role === role);
-  if (!id) throw new UsageError(`this cluster has no ${role} identity`);
+/** The built-in identity named `name`. */
+export function builtinIdentity(ids: Identity[], name: BuiltinName): Identity {
+  const id = ids.find((i) => i.builtin && i.name === name);
+  if (!id) throw new UsageError(`this cluster has no ${name} identity`);
   return id;
 }
 
@@ -98,8 +108,11 @@ export function revokeIdentity(sessionDir: string, nameOrKey: string): Identity 
   const ids = readIdentities(sessionDir);
   const id = ids.find((i) => i.name === nameOrKey || i.publicKey === nameOrKey);
   if (!id) throw new UsageError(`no credential named ${JSON.stringify(nameOrKey)} (see 'troupe token list')`);
-  if (id.builtin && UNREVOCABLE.includes(id.role))
-    throw new UsageError(`the built-in ${id.role} identity cannot be revoked: the cluster runs on it`);
+  if (id.builtin && UNREVOCABLE.includes(id.name))
+    throw new UsageError(
+      `the built-in ${id.name} identity cannot be revoked: the cluster runs on it` +
+        (id.role === 'driver' ? " (hand out credentials made with 'troupe token create --role driver' instead)" : ''),
+    );
   saveIdentities(
     sessionDir,
     ids.filter((i) => i !== id),

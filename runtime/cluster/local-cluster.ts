@@ -95,12 +95,13 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     let otherAddresses: string[] = [];
     let nodeIp: string;
     // One credential per role; a nats-server of the user's (--nats) has its own auth: every role uses its token.
-    let tokens: Record<'head' | 'node' | 'driver', string> & { credentials: Credentials };
+    let tokens: Record<'head' | 'node' | 'localNode' | 'driver', string> & { credentials: Credentials };
     if (o.nats) {
       if (!o.token)
         throw new UsageError('--nats needs the token that server requires: pass --token-file or set TROUPE_TOKEN');
       address = publicAddress = o.nats;
-      tokens = { head: o.token, node: o.token, driver: o.token, credentials: { worker: o.token, driver: o.token } };
+      const t = o.token;
+      tokens = { head: t, node: t, localNode: t, driver: t, credentials: { worker: t, driver: t } };
       nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.nats)));
     } else {
       const ids = createIdentities(sessionDir);
@@ -108,6 +109,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       tokens = {
         head: seed('head'),
         node: seed('node'),
+        localNode: seed('local-node'),
         driver: seed('driver'),
         credentials: { worker: seed('worker'), driver: seed('driver') },
       };
@@ -152,7 +154,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     );
     started.push(head.pid);
     watched.push(head);
-    const node = await runNode({ ...o, nodeIp, address, token: tokens.node, sessionDir, isHead: true }, watched);
+    const node = await runNode({ ...o, nodeIp, address, token: tokens.localNode, sessionDir, isHead: true }, watched);
     started.push(...node.pids);
     return {
       address,

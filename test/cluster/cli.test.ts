@@ -24,10 +24,12 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.regex(head.stdout, /troupe head started/);
   const clusterFile = join(home, 'current-cluster.json');
   t.is(statSync(clusterFile).mode & 0o777, 0o600);
-  const { address, token } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string; token: string };
+  const { address } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string };
+  // The join line carries the node credential (the current-cluster file keeps the driver one).
+  const token = /TROUPE_TOKEN=(\S+) /.exec(head.stdout)![1];
 
-  // The second node finds the token in the current-cluster file; the third gets it from TROUPE_TOKEN, as on another
-  // machine.
+  // The second node finds the join credential in the head's session dir; the third gets it from TROUPE_TOKEN, as on
+  // another machine.
   const n1 = await troupe(
     'start',
     '--address',

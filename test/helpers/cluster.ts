@@ -1,4 +1,5 @@
 // Real clusters for tests: a nats-server, a head and node daemons as child processes, always torn down.
+import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,8 @@ export interface TestCluster {
   token: string;
   /** The node (join) credential. */
   joinToken: string;
+  /** The head's credential: may publish every troupe subject (probes of the daemons' handlers use it). */
+  headToken: string;
   /** TROUPE_HOME of this cluster (a temp dir, removed by stop()). */
   home: string;
   head: StartedCluster;
@@ -103,6 +106,7 @@ export async function startCluster(
       address: head.address,
       token: head.token,
       joinToken: head.joinToken!,
+      headToken: builtinIdentity(readIdentities(head.sessionDir), 'head').seed,
       home,
       head,
       nodes,

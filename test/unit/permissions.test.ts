@@ -116,10 +116,10 @@ test('each identity subscribes only to its own inbox, which is where the Bus put
   }
 });
 
-test('identities: one per role, kept 0600; create and revoke; built-in head and worker cannot be revoked', (t) => {
+test('identities: one per role, kept 0600; create and revoke; the ones the cluster runs on cannot be', (t) => {
   const dir = join(temp, 'ids');
   const ids = createIdentities(dir);
-  t.deepEqual(ids.map((i) => i.role).sort(), [...ROLES].sort());
+  t.deepEqual([...new Set(ids.map((i) => i.role))].sort(), [...ROLES].sort());
   for (const i of ids) {
     t.true(isUserSeed(i.seed));
     t.is(publicKeyOf(i.seed), i.publicKey);
@@ -127,13 +127,16 @@ test('identities: one per role, kept 0600; create and revoke; built-in head and 
   t.is(statSync(join(dir, 'identities.json')).mode & 0o777, 0o600);
   t.is(statSync(join(dir, AUTH_CONF)).mode & 0o777, 0o600);
   const alice = addIdentity(dir, 'driver', 'alice');
-  t.is(readIdentities(dir).length, ROLES.length + 1);
+  t.is(readIdentities(dir).length, ids.length + 1);
   t.throws(() => addIdentity(dir, 'driver', 'alice'), { instanceOf: UsageError });
   t.throws(() => addIdentity(dir, 'head' as Role), { instanceOf: UsageError, message: /--role/ });
   t.throws(() => addIdentity(dir, 'worker'), { instanceOf: UsageError });
   t.is(revokeIdentity(dir, alice.publicKey).name, 'alice');
   t.throws(() => revokeIdentity(dir, 'head'), { instanceOf: UsageError, message: /cannot be revoked/ });
   t.throws(() => revokeIdentity(dir, builtinIdentity(ids, 'worker').publicKey), { instanceOf: UsageError });
+  for (const name of ['local-node', 'driver'])
+    t.throws(() => revokeIdentity(dir, name), { instanceOf: UsageError, message: /cannot be revoked/ });
+  t.is(revokeIdentity(dir, 'node').role, 'node', 'the join credential can be revoked');
   t.throws(() => revokeIdentity(dir, 'nobody'), { instanceOf: UsageError });
   t.throws(() => publicKeyOf('not-a-seed'), { instanceOf: UsageError });
 });
