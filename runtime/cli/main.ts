@@ -27,7 +27,7 @@ import { printTable } from './table.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
 import { tokenCommand } from './token-command.ts';
-import { builtinIdentity, readIdentities } from '../cluster/identities.ts';
+import { builtinIdentity, headHere, readIdentities } from '../cluster/identities.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
@@ -260,11 +260,13 @@ async function start(values: Values): Promise<number> {
 
 /** Another node on the head's machine joins with the join credential kept in the head's session dir. */
 function joinCredentialHere(file: ClusterFile): string {
+  const head = headHere(file.address);
   try {
-    return builtinIdentity(readIdentities(file.sessionDir), 'node').seed;
+    if (head) return builtinIdentity(readIdentities(head.sessionDir), 'node').seed;
   } catch {
-    return file.token; // a cluster on a nats-server of the user's (--nats): one token for every role
+    /* not troupe's identities: below */
   }
+  return file.token; // a cluster on a nats-server of the user's (--nats): one token for every role
 }
 
 async function connectFromFlags(values: Values): Promise<Bus> {

@@ -3,10 +3,15 @@
 import { parseArgs } from 'node:util';
 import { readClusterFile, clusterFilePath } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
-import { addIdentity, readIdentities, revokeIdentity, type Identity } from '../cluster/identities.ts';
+import {
+  addIdentity,
+  headHere,
+  readIdentities,
+  revokeIdentity,
+  type HeadHere,
+  type Identity,
+} from '../cluster/identities.ts';
 import { reloadNatsServer } from '../cluster/nats-server.ts';
-import { readRunFiles } from '../cluster/run-files.ts';
-import { isAlive } from '../base/processes.ts';
 import type { Role } from '../protocol/permissions.ts';
 import { printTable } from './table.ts';
 
@@ -19,21 +24,15 @@ export const TOKEN_HELP = `troupe token: the cluster's credentials (run on the h
 Roles: driver (scripts, 'troupe job submit|stop'), node (joining a machine), cli (read-only: status, list, memory,
 job list|status|logs). The built-in head and worker identities cannot be revoked.`;
 
-/** The session dir of the cluster this machine's `troupe start --head` started. */
-function headSessionDir(): string {
-  const file = readClusterFile();
-  if (!file) throw new UsageError(`no cluster here (${clusterFilePath()}): run this on the head's machine`);
-  return file.sessionDir;
-}
-
-/** SIGHUPs this cluster's nats-server so that it reads the users again. */
-function reload(sessionDir: string): void {
-  const nats = readRunFiles().find((r) => r.role === 'nats' && r.sessionDir === sessionDir && isAlive(r.pid));
-  if (!nats)
+/** The head on this machine (the current cluster's, if several). */
+function localHead(): HeadHere {
+  const head = headHere(readClusterFile()?.address);
+  if (!head)
     throw new UsageError(
-      "this cluster's nats-server is not one 'troupe start --head' runs here: the change takes effect when it restarts",
+      `no nats-server started by 'troupe start --head' runs here (${clusterFilePath()}): run this on the head's ` +
+        'machine (a cluster on a nats-server of your own has no troupe credentials)',
     );
-  reloadNatsServer(nats.pid);
+  return head;
 }
 
 export function tokenCommand(argv: string[]): number {
@@ -60,11 +59,12 @@ export function tokenCommand(argv: string[]): number {
     throw new UsageError(`troupe token ${sub}: ${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}`);
   }
   const { values, positionals } = parsed;
-  const dir = headSessionDir();
+  const head = localHead();
+  const dir = head.sessionDir;
   if (sub === 'create') {
     if (typeof values.role !== 'string') throw new UsageError('troupe token create needs --role driver|node|cli');
     const id = addIdentity(dir, values.role as Role, values.name as string | undefined);
-    reload(dir);
+    reloadNatsServer(head.natsPid);
     process.stdout.write(`${id.seed}\n`);
     return 0;
   }
@@ -85,7 +85,7 @@ export function tokenCommand(argv: string[]): number {
   }
   if (positionals.length !== 1) throw new UsageError('troupe token revoke takes one name or public key');
   const id = revokeIdentity(dir, positionals[0]);
-  reload(dir);
+  reloadNatsServer(head.natsPid);
   console.log(`revoked ${id.name} (${id.role}, ${id.publicKey})`);
   return 0;
 }

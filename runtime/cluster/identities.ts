@@ -9,6 +9,8 @@ import { createUser, fromSeed } from '@nats-io/nkeys';
 import { writePrivateFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { permissionsFor, type Role } from '../protocol/permissions.ts';
+import { readRunFiles } from './run-files.ts';
+import { isAlive } from '../base/processes.ts';
 
 export interface Identity {
   name: string;
@@ -129,4 +131,17 @@ export function renderAuthorization(ids: Identity[]): string {
     return `    { nkey: ${i.publicKey}, permissions: { ${perms} } }`;
   });
   return `authorization {\n  users = [\n${users.join('\n')}\n  ]\n}\n`;
+}
+
+export interface HeadHere {
+  sessionDir: string;
+  natsPid: number;
+}
+
+/** The nats-server `troupe start --head` runs on this machine, for the cluster at `address` (or the only one): its
+ * session dir holds the identities, and its pid is what a change of them reloads. */
+export function headHere(address: string | undefined): HeadHere | undefined {
+  const running = readRunFiles().filter((r) => r.role === 'nats' && isAlive(r.pid));
+  const nats = running.find((r) => r.address === address) ?? (running.length === 1 ? running[0] : undefined);
+  return nats && { sessionDir: nats.sessionDir, natsPid: nats.pid };
 }
