@@ -207,7 +207,9 @@ test.serial('`troupe start` fails at once with the error of the daemon that coul
   t.teardown(() => c.stop());
   const notADir = join(tempDir(t), 'a-file');
   writeFileSync(notADir, 'x');
-  const node = await troupe('start', '--address', c.address, '--token', c.token, '--object-store-dir', notADir);
+  const tokenFile = join(tempDir(t), 'join-token');
+  writeFileSync(tokenFile, `${c.joinToken}\n`, { mode: 0o600 });
+  const node = await troupe('start', '--address', c.address, '--token-file', tokenFile, '--object-store-dir', notADir);
   t.is(node.code, 1, node.stderr);
   t.true(node.ms < START_TIMEOUT_MS / 2, `took ${node.ms} ms`);
   t.regex(node.stderr, /the node daemon \w+ exited with code 1 during start; its log \S+\/logs\/node-\w+\.log ends:/);
