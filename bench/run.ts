@@ -72,7 +72,7 @@ started.push(
     numGpus: 0,
     resources: { far: 1 },
     address: head.address,
-    token: head.token,
+    token: head.joinToken!,
     sessionDir: head.sessionDir,
   }),
 );

@@ -59,7 +59,7 @@ const spare = await startNode({
   numCpus: 2,
   numGpus: 0,
   address: head.address,
-  token: head.token,
+  token: head.joinToken!,
   sessionDir: head.sessionDir,
 });
 started.push(spare);
@@ -158,7 +158,7 @@ try {
       numCpus: 1,
       numGpus: 0,
       address: head.address,
-      token: head.token,
+      token: head.joinToken!,
       sessionDir: head.sessionDir,
     });
     started.push(doomed);
@@ -216,7 +216,7 @@ try {
       detached: false,
       nodeTimeoutMs: NODE_TIMEOUT_MS,
       nats: head.address,
-      token: head.token,
+      token: head.joinToken!,
       numCpus: 1,
       numGpus: 0,
     });

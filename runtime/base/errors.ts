@@ -65,6 +65,9 @@ export class TlsTrustError extends ConnectionError {}
 export class NoRespondersError extends TroupeError {}
 /** A request went to a worker over a direct lane that closed before the answer came: it may have run. */
 export class CallLostError extends TroupeError {}
+
+/** The cluster refused a publish or subscription: this process's credential (its role) does not allow it. */
+export class PermissionDeniedError extends TroupeError {}
 /** A request to a daemon timed out. */
 export class RequestTimeoutError extends TroupeError {}
 /** API misuse: bad options, init() twice, calls before init(). The message names the option or argument. */
@@ -131,6 +134,7 @@ for (const c of [
   AuthenticationError,
   NoRespondersError,
   CallLostError,
+  PermissionDeniedError,
   RequestTimeoutError,
   UsageError,
   ModuleRefusedError,

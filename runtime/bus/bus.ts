@@ -1,9 +1,11 @@
 // The bus: one NATS connection per process, one wildcard reply inbox with a correlation map
 // (no per-call subscription, no per-call timer), and servers that never die of a bad message.
 import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
-import { AuthorizationError, nuid } from '@nats-io/nats-core';
+import { AuthorizationError, nkeyAuthenticator, nuid, PermissionViolationError } from '@nats-io/nats-core';
+import { fromSeed } from '@nats-io/nkeys';
 import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { randomFillSync } from 'node:crypto';
 import { encode, decode } from '../base/codec.ts';
 import { parseAddress, defaults, clusterCa } from '../base/config.ts';
 import {
@@ -11,6 +13,7 @@ import {
   CallLostError,
   ConnectionError,
   NoRespondersError,
+  PermissionDeniedError,
   RequestTimeoutError,
   TlsTrustError,
   UsageError,
@@ -19,7 +22,7 @@ import {
 } from '../base/errors.ts';
 import { holdUntil } from '../base/keep-alive.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
-import { tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
+import { nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
 
 export type { Subscription };
@@ -120,6 +123,7 @@ class BatchAnswers {
 
 export interface ConnectOptions {
   address: string;
+  /** A role's credential (an NKEY user seed, `SU…`), or a plain token for a nats-server that wants one (--nats). */
   token: string;
   /** Shown by the server (connz) and in logs. */
   name: string;
@@ -177,10 +181,23 @@ function tlsFailure(e: unknown, address: string, ca: string | undefined): TlsTru
 
 export type Handler = (body: any, msg: Msg) => unknown;
 
+/** Where the replies to an identity go: only it may subscribe there (runtime/protocol/permissions.ts grants it). */
+export function inboxOf(publicKey: string): string {
+  return `_INBOX.${publicKey}`;
+}
+
+const USER_SEED = /^SU[A-Z2-7]{56}$/;
+
 export class Bus {
-  readonly inbox = `_INBOX.${nuid.next()}`;
+  /** This process's one wildcard reply inbox, under its identity's prefix. */
+  readonly inbox: string;
+  /** Denied publishes and subscriptions, by subject (logged once each). */
+  readonly denied = new Map<string, number>();
   private readonly pending = new Map<string, Pending>();
   private seq = 0;
+  /** Random bytes for reply ids, drawn 4 KiB at a time. */
+  private random = Buffer.alloc(4096);
+  private randomAt = this.random.length;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
   /** The CA this connection verifies the server with (undefined: plain): other connections of this process (the
@@ -190,10 +207,14 @@ export class Bus {
   private constructor(
     readonly nc: NatsConnection,
     readonly address: string,
+    /** This process's token or credential; lanes prove a plain token by HMAC (an identity signs: useLaneAuth). */
     private readonly token: string,
-    private readonly procId = nuid.next(),
-    private readonly holdsProcess = true,
+    private readonly procId: string,
+    private readonly holdsProcess: boolean,
+    inboxPrefix: string,
   ) {
+    this.inbox = `${inboxPrefix}.${nuid.next()}`;
+    void this.watchStatus();
     nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => total(err, msg, 'a reply', (m) => this.onReply(m)) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
     // Said once on stderr too, since later calls into nats.js only say "closed connection".
@@ -209,11 +230,14 @@ export class Bus {
   static async connect(opts: ConnectOptions): Promise<Bus> {
     const server = parseAddress(opts.address);
     const ca = opts.tlsCa ?? clusterCa(opts.address);
+    // A credential signs the server's nonce (the seed never leaves this process); its replies come to its own inbox.
+    const seed = USER_SEED.test(opts.token) ? new TextEncoder().encode(opts.token) : undefined;
+    const inboxPrefix = seed ? inboxOf(fromSeed(seed).getPublicKey()) : '_INBOX';
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: server,
-        token: opts.token,
+        ...(seed ? { authenticator: nkeyAuthenticator(seed), inboxPrefix } : { token: opts.token }),
         // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
         // fails on its certificate (tlsFailure() says what to pass).
         ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
@@ -230,7 +254,8 @@ export class Bus {
       if (tls) throw tls;
       if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
         throw new AuthenticationError(
-          `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN or the current-cluster file`,
+          `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN, --token-file or the ` +
+            'current-cluster file (a revoked credential is refused too)',
           { cause: e },
         );
       }
@@ -240,9 +265,48 @@ export class Bus {
     }
     if (opts.holdsProcess === false && !unrefConnection(nc))
       warnOnce('this nats.js keeps the connection open: the process will not end until shutdown()');
-    const bus = new Bus(nc, opts.address, opts.token, opts.procId, opts.holdsProcess !== false);
+    const bus = new Bus(
+      nc,
+      opts.address,
+      opts.token,
+      opts.procId ?? nuid.next(),
+      opts.holdsProcess !== false,
+      inboxPrefix,
+    );
     bus.tlsCa = ca;
+    // With an identity, a lane proves it by signing the lane server's nonce; a worker says whose it accepts
+    // (useLaneAuth with its node's list). A plain token (a user's own nats-server) proves itself by HMAC.
+    if (seed) bus.useLaneAuth(nkeyLaneAuth({ seed, allowed: [] }));
     return bus;
+  }
+
+  /** nats.js reports a denied publish or subscription asynchronously, as a status: say so once per subject, and fail
+   * at once the requests sent there (they would otherwise wait for their timeout, or for ever). */
+  private async watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type !== 'error' || !(s.error instanceof PermissionViolationError)) continue;
+      const { operation, subject } = s.error;
+      const n = (this.denied.get(subject) ?? 0) + 1;
+      this.denied.set(subject, n);
+      if (n === 1) console.error(`troupe: the cluster denied this process's ${operation} on ${subject}`);
+      if (operation !== 'publish') continue;
+      for (const [id, p] of this.pending) {
+        if (p.subject !== subject || p.gathered) continue;
+        this.pending.delete(id);
+        p.reject(new PermissionDeniedError(`this credential may not send to ${subject}`));
+      }
+    }
+  }
+
+  /** A request's reply subject is `<inbox>.<id>`. Every role may publish to inboxes (replies go there), so an id must
+   * not be guessable from another: whoever saw one request can answer that one only, not this process's others. */
+  private replyId(): string {
+    if (this.randomAt + 8 > this.random.length) {
+      randomFillSync(this.random);
+      this.randomAt = 0;
+    }
+    const r = this.random.toString('base64url', this.randomAt, (this.randomAt += 8));
+    return `${(this.seq++).toString(36)}${r}`;
   }
 
   /** Request/response. timeoutMs 0 waits for ever (task calls: liveness comes from death events, not timers).
@@ -250,7 +314,7 @@ export class Bus {
   request<T = unknown>(subject: string, body: unknown, opts: { timeoutMs?: number; hold?: boolean } = {}): Promise<T> {
     const data = encode(body); // throws SerializationError here, at the caller
     const answered = new Promise<T>((resolve, reject) => {
-      const id = (this.seq++).toString(36);
+      const id = this.replyId();
       const timeoutMs = opts.timeoutMs ?? defaults.requestTimeoutMs;
       this.pending.set(id, {
         resolve: resolve as (v: unknown) => void,
@@ -306,7 +370,7 @@ export class Bus {
       return;
     }
     for (const { data, items } of groups) {
-      const id = (this.seq++).toString(36);
+      const id = this.replyId();
       const sent = new SentBatch(subject, items);
       this.pending.set(id, sent);
       const path = this.routes.get(subject);
@@ -510,7 +574,7 @@ export class Bus {
   gather<T = unknown>(subject: string, body: unknown, windowMs: number): Promise<T[]> {
     const data = encode(body);
     const gathered = new Promise<T[]>((resolve, reject) => {
-      const id = (this.seq++).toString(36);
+      const id = this.replyId();
       this.pending.set(id, {
         resolve: resolve as (v: unknown) => void,
         reject,

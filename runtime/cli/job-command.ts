@@ -28,7 +28,7 @@ Usage:
   troupe job status ID [--json]
   troupe job logs ID [--follow]
   troupe job stop ID [--grace-ms MS]
-All take --address HOST:PORT and --token T (default: TROUPE_ADDRESS, TROUPE_TOKEN, then the current-cluster file).
+All take --address HOST:PORT and --token-file F (default: TROUPE_ADDRESS, TROUPE_TOKEN, then the current-cluster file).
 
 submit   The node daemon next to the head runs COMMAND (no shell) in DIR (default: the current directory), with
          --env added and TROUPE_ADDRESS, TROUPE_TOKEN and TROUPE_SUBMISSION_ID set. DIR and its node_modules are
@@ -41,13 +41,14 @@ logs     The driver's stdout and stderr, in order (kept in the bounded 'troupe-j
          --follow waits for more until the job ends.
 stop     SIGTERM to the driver and what it started, SIGKILL after --grace-ms (default 5000); its actors that are not
          detached end with it. State: STOPPED.
-Security: whoever holds the cluster token can run any command on the cluster's machines this way. Keep the token
-secret; troupe has no endpoint without it.`;
+Security: whoever holds a driver credential can run any command on the cluster's machines this way. Keep it
+secret; submit and stop need the driver role (list, status and logs work with the read-only cli role).`;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 export type Connect = (values: Record<string, string | boolean | undefined>) => Promise<Bus>;
 
-const conn = { address: { type: 'string' }, token: { type: 'string' } } as const;
+// --token is parsed only to be refused (main.ts tokenFromFlags): use --token-file or TROUPE_TOKEN.
+const conn = { address: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } } as const;
 const options = {
   submit: {
     ...conn,

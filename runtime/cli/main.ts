@@ -2,7 +2,14 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { readClusterFile, removeClusterFile, clusterFilePath, parseAddress, saveCa } from '../base/config.ts';
+import {
+  readClusterFile,
+  removeClusterFile,
+  clusterFilePath,
+  parseAddress,
+  saveCa,
+  type ClusterFile,
+} from '../base/config.ts';
 import {
   startHead,
   startNode,
@@ -28,6 +35,8 @@ import { printTable } from './table.ts';
 import { printable } from './terminal-text.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
+import { tokenCommand } from './token-command.ts';
+import { builtinIdentity, headHere, readIdentities } from '../cluster/identities.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
@@ -44,6 +53,7 @@ Usage:
   troupe stop
   troupe new DIR [--troupe SPEC]
   troupe job submit|list|status|logs|stop ...   (run a driver on the cluster; 'troupe job --help')
+  troupe token create|list|revoke ...           (the cluster's credentials; 'troupe token --help')
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
@@ -56,10 +66,12 @@ Address:   --host ADDR: where the head's bus listens (default 127.0.0.1: this ma
 TLS:       beyond loopback the bus uses TLS with a CA made at start; the join line carries its fingerprint
            (--ca-sha256). --tls-cert FILE --tls-key FILE --tls-ca FILE: your own instead. --no-tls: plain text
            (a trusted network only). Joining: --ca-sha256 sha256:HEX, or --tls-ca FILE; others: TROUPE_TLS_CA=FILE
-Other:     --token T (or TROUPE_TOKEN)   --node-timeout-ms MS (head: declare a silent node dead after MS, default
+Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command line. 'troupe start --head' makes one
+           credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
+Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
-           current-cluster.json (mode 0600, has the token), run/ and session dirs.`;
+           current-cluster.json (mode 0600, has the driver credential), run/ and session dirs.`;
 
 const resourceFlags = {
   'num-cpus': { type: 'string' },
@@ -72,6 +84,30 @@ const resourceFlags = {
   'no-spill': { type: 'boolean' },
 } as const;
 
+/** `--token` is parsed only to refuse it with a clear message: argv is visible to every user of the machine (ps). */
+export const tokenFlags = { token: { type: 'string' }, 'token-file': { type: 'string' } } as const;
+
+/** The credential from --token-file (a path, or '-' for stdin), else TROUPE_TOKEN; --token is refused. */
+export function tokenFromFlags(values: Values): string | undefined {
+  if (values.token !== undefined)
+    throw new UsageError(
+      '--token is not accepted: a command line is visible to every user of the machine. Use --token-file FILE, ' +
+        '--token-file - (stdin) or TROUPE_TOKEN',
+    );
+  const f = values['token-file'];
+  if (typeof f === 'string') {
+    let text: string;
+    try {
+      text = readFileSync(f === '-' ? 0 : f, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`--token-file ${f}: ${(e as Error).message}`);
+    }
+    if (!text) throw new UsageError(`--token-file ${f} is empty`);
+    return text;
+  }
+  return process.env.TROUPE_TOKEN || undefined;
+}
+
 const commands = {
   start: {
     head: { type: 'boolean' },
@@ -79,7 +115,7 @@ const commands = {
     port: { type: 'string' },
     host: { type: 'string' },
     nats: { type: 'string' },
-    token: { type: 'string' },
+    ...tokenFlags,
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
     'node-ip-address': { type: 'string' },
@@ -90,12 +126,13 @@ const commands = {
     'ca-sha256': { type: 'string' },
     ...resourceFlags,
   },
-  status: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
-  list: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
-  memory: { json: { type: 'boolean' }, address: { type: 'string' }, token: { type: 'string' } },
+  status: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
+  list: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
+  memory: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
   stop: {},
   new: { troupe: { type: 'string' } },
   job: {}, // sub-commands with their own flags: job-command.ts
+  token: {}, // sub-commands with their own flags: token-command.ts
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -113,6 +150,7 @@ async function main(argv: string[]): Promise<number> {
   if (!(cmd in commands))
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
   if (cmd === 'job') return jobCommand(rest, connectFromFlags);
+  if (cmd === 'token') return tokenCommand(rest);
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({
@@ -180,7 +218,7 @@ function startOptions(values: Values): StartOptions {
     host: values.host as string | undefined,
     port,
     nats,
-    token: (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined),
+    token: tokenFromFlags(values),
     numCpus: number(values, 'num-cpus'),
     numGpus: number(values, 'num-gpus'),
     memory: number(values, 'memory'),
@@ -220,8 +258,10 @@ async function start(values: Values): Promise<number> {
     );
     const local = o.nats === undefined && isLoopback(o.host ?? '127.0.0.1');
     const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : '';
+    // The join credential, in the environment of the command (not its argv, which `ps` shows).
+    const join = started.joinToken ?? started.token;
     console.log(
-      `To add a ${local ? 'node on this machine' : 'machine'}:  TROUPE_TOKEN=${started.token} ${troupeCommand()} ` +
+      `To add a ${local ? 'node on this machine' : 'machine'}:  TROUPE_TOKEN=${join} ${troupeCommand()} ` +
         `start --address ${started.publicAddress}${ca}`,
     );
     if (started.otherAddresses.length)
@@ -238,10 +278,10 @@ async function start(values: Values): Promise<number> {
     parseAddress(address);
     await trustCluster(address, values);
     const file = readClusterFile();
-    const token = o.token ?? (file?.address === address ? file.token : undefined);
+    const token = o.token ?? (file?.address === address ? joinCredentialHere(file) : undefined);
     if (!token)
       throw new UsageError(
-        `no token for ${address}: set TROUPE_TOKEN (printed by 'troupe start --head') or pass --token`,
+        `no token for ${address}: set TROUPE_TOKEN (the join line 'troupe start --head' printed) or pass --token-file`,
       );
     started = await startNode({ ...o, address, token });
     console.log(`troupe node ${started.nodeId} (${started.nodeIp}) joined ${address}; session ${started.sessionDir}`);
@@ -288,6 +328,17 @@ async function trustCluster(address: string, values: Values): Promise<void> {
   }
 }
 
+/** Another node on the head's machine joins with the join credential kept in the head's session dir. */
+function joinCredentialHere(file: ClusterFile): string {
+  const head = headHere(file.address);
+  try {
+    if (head) return builtinIdentity(readIdentities(head.sessionDir), 'node').seed;
+  } catch {
+    /* not troupe's identities: below */
+  }
+  return file.token; // a cluster on a nats-server of the user's (--nats): one token for every role
+}
+
 async function connectFromFlags(values: Values): Promise<Bus> {
   const file = readClusterFile();
   const address = (values.address as string | undefined) ?? (process.env.TROUPE_ADDRESS || undefined) ?? file?.address;
@@ -296,8 +347,8 @@ async function connectFromFlags(values: Values): Promise<Bus> {
       `no cluster found: no --address, no TROUPE_ADDRESS and no ${clusterFilePath()}; start one with 'troupe start ` +
         `--head'`,
     );
-  const token = (values.token as string | undefined) ?? (process.env.TROUPE_TOKEN || undefined) ?? file?.token;
-  if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN`);
+  const token = tokenFromFlags(values) ?? file?.token;
+  if (!token) throw new UsageError(`no token for ${address}: set TROUPE_TOKEN or pass --token-file`);
   const bus = await Bus.connect({ address, token, name: 'troupe-cli' });
   try {
     await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {

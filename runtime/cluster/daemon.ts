@@ -5,13 +5,24 @@ import { NodeDaemon, type NodeDaemonOptions } from '../node/node-daemon.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
 import { exitWithParent, isAlive, terminate } from '../base/processes.ts';
 import { asError } from '../base/errors.ts';
+import { Bus } from '../bus/bus.ts';
+import { CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
 
 export type DaemonConfig =
-  | { role: 'head'; options: HeadOptions; sessionDir: string; parentPid?: number; natsPid?: number }
+  | {
+      role: 'head';
+      options: HeadOptions;
+      sessionDir: string;
+      parentPid?: number;
+      natsPid?: number;
+      /** What the head gives node daemons (only they may ask: CREDENTIALS_SUBJECT). */
+      credentials?: Credentials;
+    }
   | { role: 'node'; options: NodeDaemonOptions; sessionDir: string; parentPid?: number };
 
 const config = JSON.parse(process.env.TROUPE_DAEMON_CONFIG ?? 'null') as DaemonConfig | null;
 delete process.env.TROUPE_DAEMON_CONFIG; // workers must not inherit it
+delete process.env.TROUPE_TOKEN; // nor the credential this daemon was started with
 if (!config || config.role !== process.argv[2]) {
   console.error('troupe daemon: missing or mismatched TROUPE_DAEMON_CONFIG; start daemons with `troupe start`');
   process.exit(2);
@@ -31,6 +42,7 @@ async function stop(code: number, o: { stopNats?: boolean; lastWords?: string } 
   if (!stopping) {
     stopping = true;
     // A daemon that cannot stop cleanly in 5 s still exits: orphans are worse than an untidy exit.
+    void credentialsBus?.close().catch(() => undefined);
     const stopped = daemon.stop().catch((e) => console.error('troupe: error while stopping:', e));
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 5000))]);
     // An embedded cluster's nats-server dies with its head.
@@ -50,7 +62,18 @@ process.on('uncaughtException', (e) => {
 process.on('unhandledRejection', (e) => console.error('troupe: unhandled rejection in daemon (continuing):', e));
 exitWithParent(config.parentPid, () => stop(0));
 
+/** The head answers node daemons' requests for the worker and driver credentials, on a connection of its own. */
+async function serveCredentials(c: Credentials, o: HeadOptions): Promise<Bus> {
+  const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-head-credentials', daemon: true });
+  bus.serve(CREDENTIALS_SUBJECT, () => c);
+  await bus.flush();
+  return bus;
+}
+
+let credentialsBus: Bus | undefined;
 try {
+  if (config.role === 'head' && config.credentials)
+    credentialsBus = await serveCredentials(config.credentials, config.options);
   await daemon.start();
   writeRunFile(run);
 } catch (e) {

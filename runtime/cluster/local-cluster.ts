@@ -16,6 +16,8 @@ import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
 import { checkHeadVersions } from '../protocol/versions.ts';
+import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
+import { builtinIdentity, createIdentities } from './identities.ts';
 
 export interface StartOptions extends ResourceFlags {
   /** Outlive this process (troupe start) or die with it (init()). */
@@ -58,7 +60,10 @@ export interface StartedCluster {
   nodeIp: string;
   /** The head's bus uses TLS: `sha256:<hex>` of its CA, for the join line's --ca-sha256. */
   caSha256?: string;
+  /** The driver credential: what `init()` and the CLI on this machine use (current-cluster.json's `token`). */
   token: string;
+  /** The node credential other machines join with (the join line); the head's only. */
+  joinToken?: string;
   sessionDir: string;
   nodeId: string;
   objectDir: string;
@@ -94,22 +99,32 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
   // Every daemon of this start: one that exits before the node is up fails the start at once, with its log.
   const watched: DaemonChild[] = [];
   try {
-    let address: string, publicAddress: string, token: string, natsPid: number | undefined;
+    let address: string, publicAddress: string, natsPid: number | undefined;
     let otherAddresses: string[] = [];
     let nodeIp: string;
     let tls: ClusterTls | undefined;
+    // One credential per role; a nats-server of the user's (--nats) has its own auth: every role uses its token.
+    let tokens: Record<'head' | 'node' | 'localNode' | 'driver', string> & { credentials: Credentials };
     if (o.nats) {
       if (!o.token)
-        throw new UsageError('--nats needs the token that server requires: pass --token or set TROUPE_TOKEN');
+        throw new UsageError('--nats needs the token that server requires: pass --token-file or set TROUPE_TOKEN');
       address = publicAddress = o.nats;
-      token = o.token;
+      const t = o.token;
+      tokens = { head: t, node: t, localNode: t, driver: t, credentials: { worker: t, driver: t } };
       nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.nats)));
     } else {
-      token = o.token ?? randomBytes(24).toString('hex');
+      const ids = createIdentities(sessionDir);
+      const seed = (r: Parameters<typeof builtinIdentity>[1]) => builtinIdentity(ids, r).seed;
+      tokens = {
+        head: seed('head'),
+        node: seed('node'),
+        localNode: seed('local-node'),
+        driver: seed('driver'),
+        credentials: { worker: seed('worker'), driver: seed('driver') },
+      };
       tls = serverTls(o, sessionDir, o.host ?? '127.0.0.1');
       const nats = await startNatsServer({
         dir: sessionDir,
-        token,
         tls,
         host: o.host ?? '127.0.0.1',
         port: o.port,
@@ -147,13 +162,14 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         sessionDir,
         parentPid: o.detached ? undefined : process.pid,
         natsPid: o.detached ? undefined : natsPid,
-        options: { address, token, nodeTimeoutMs: o.nodeTimeoutMs },
+        credentials: tokens.credentials,
+        options: { address, token: tokens.head, nodeTimeoutMs: o.nodeTimeoutMs },
       },
       { sessionDir, logName: 'head', what: 'the head daemon', detached: o.detached, holdProcess: o.holdProcess },
     );
     started.push(head.pid);
     watched.push(head);
-    const node = await runNode({ ...o, nodeIp, address, token, sessionDir, isHead: true }, watched);
+    const node = await runNode({ ...o, nodeIp, address, token: tokens.localNode, sessionDir, isHead: true }, watched);
     started.push(...node.pids);
     return {
       address,
@@ -161,7 +177,8 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       otherAddresses,
       nodeIp,
       caSha256: tls?.caSha256,
-      token,
+      token: tokens.driver,
+      joinToken: tokens.node,
       sessionDir,
       nodeId: node.nodeId,
       objectDir: node.objectDir,
@@ -197,7 +214,8 @@ export function startNode(o: NodeStartOptions): Promise<StartedCluster> {
 
 /** startNode(), also failing at once if one of `others` (the rest of this start's daemons) exits first. */
 async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<StartedCluster> {
-  if (!o.isHead) await checkVersions(o.address, o.token);
+  // A joining machine's drivers use the driver credential, which the head gives only to nodes.
+  const driverToken = o.isHead ? undefined : (await checkVersions(o.address, o.token)).driver;
   const nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.address)));
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
@@ -243,7 +261,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
     publicAddress: o.address,
     otherAddresses: [],
     nodeIp,
-    token: o.token,
+    token: driverToken ?? o.token,
     sessionDir,
     nodeId,
     objectDir,
@@ -288,8 +306,9 @@ async function waitForNode(
 }
 
 /** A joining machine checks its versions against the head's before it starts anything: a mismatch fails the start
- * with VersionMismatchError (the node daemon checks again, for those started otherwise). */
-async function checkVersions(address: string, token: string): Promise<void> {
+ * with VersionMismatchError (the node daemon checks again, for those started otherwise). Then it asks for the
+ * credentials the head gives nodes: a token that is not the join credential fails here, with PermissionDeniedError. */
+async function checkVersions(address: string, token: string): Promise<Credentials> {
   const bus = await Bus.connect({ address, token, name: 'troupe-start' });
   try {
     await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
@@ -298,6 +317,7 @@ async function checkVersions(address: string, token: string): Promise<void> {
       address,
       waitMs: 10_000,
     });
+    return checkCredentials(await bus.request(CREDENTIALS_SUBJECT, {}, { timeoutMs: 5000 }));
   } finally {
     await bus.close();
   }

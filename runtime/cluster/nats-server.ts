@@ -1,4 +1,5 @@
-// Starts the cluster's nats-server (JetStream on, token auth on, TLS when asked) as a child or detached process.
+// Starts the cluster's nats-server (JetStream on, NKEY users with per-role permissions, TLS when asked) as a child
+// or detached process.
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,12 +10,13 @@ import { UsageError } from '../base/errors.ts';
 import { watchChild, startError, logTail, type DaemonChild } from './daemon-process.ts';
 import { defaultAddress } from './node-address.ts';
 import { natsTlsBlock, type ClusterTls } from './tls.ts';
+import { AUTH_CONF } from './identities.ts';
+import { randomBytes } from 'node:crypto';
 
 export interface NatsServerOptions {
   /** Session dir: config, JetStream data and log go under it. */
   dir: string;
-  token: string;
-  /** Bind address; 0.0.0.0 lets other machines join (the token still guards it). */
+  /** Bind address; 0.0.0.0 lets other machines join (the identities still guard it). */
   host: string;
   /** Serve TLS only, with these files (local-cluster.ts decides: whenever the bind is beyond loopback). A NATS
    * cluster's `cluster {}` and `leafnodes {}` sections would take natsTlsBlock(tls, { verifyPeers: true }). */
@@ -39,6 +41,12 @@ export interface NatsServerHandle {
   stop(): Promise<void>;
 }
 
+/** Makes nats-server read its config again: users added or revoked take effect, and clients whose identity is gone
+ * are disconnected. */
+export function reloadNatsServer(pid: number): void {
+  process.kill(pid, 'SIGHUP');
+}
+
 export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   if (!bin) throw new UsageError(missingNatsMessage());
@@ -47,13 +55,14 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   for (let attempt = 0; ; attempt++) {
     const port = opts.port ?? (await freePort(opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host));
     const conf = join(opts.dir, 'nats-server.conf');
-    // The token lives in a 0600 file, never on a command line that `ps` shows.
+    // Users and permissions are in auth.conf (identities.ts writes it, and rewrites it on `troupe token create`).
     writePrivateFile(
       conf,
       [
         `listen: "${opts.host}:${port}"`,
         `jetstream { store_dir: ${JSON.stringify(join(opts.dir, 'jetstream'))} }`,
-        `authorization { token: ${JSON.stringify(opts.token)} }`,
+        `server_name: ${JSON.stringify(`troupe-${randomBytes(6).toString('hex')}`)}`,
+        `include ${JSON.stringify(AUTH_CONF)}`,
         ...(opts.tls ? [natsTlsBlock(opts.tls)] : []),
         '',
       ].join('\n'),

@@ -3,11 +3,22 @@
 // Plain JavaScript: threads do not inherit every way tsx can be loaded.
 import { workerData } from 'node:worker_threads';
 import { checkServerIdentity } from 'node:tls';
-import { connect } from '@nats-io/transport-node';
+import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
 
 const { server, token, name, subject, everyMs, tlsCa, tlsHost } = workerData;
 const tls = tlsCa ? { tls: { ca: tlsCa, checkServerIdentity: (_, cert) => checkServerIdentity(tlsHost, cert) } } : {};
-const nc = await connect({ servers: server, token, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, ...tls });
+// A credential (NKEY seed) signs the server's nonce, as the Bus does; a plain token is for a user's own nats-server.
+const auth = /^SU[A-Z2-7]{56}$/.test(token)
+  ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(token)) }
+  : { token };
+const nc = await connect({
+  servers: server,
+  ...auth,
+  name,
+  maxReconnectAttempts: -1,
+  reconnectTimeWait: 500,
+  ...tls,
+});
 const EMPTY_MAP = Uint8Array.of(0x80); // `{}` in MessagePack, as every troupe message is encoded
 const beat = () => {
   if (!nc.isClosed()) nc.publish(subject, EMPTY_MAP);

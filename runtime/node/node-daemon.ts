@@ -43,11 +43,14 @@ import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
+import { fromSeed } from '@nats-io/nkeys';
+import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
   nodeId: string;
   address: string;
+  /** The node (join) credential. Workers and submitted drivers get theirs from the head (`credentials`). */
   token: string;
   isHead: boolean;
   /** The IP other machines reach this node at (shown in status). */
@@ -111,6 +114,14 @@ export class NodeDaemon {
   private readonly startedAt = new Date().toISOString();
   private bus!: Bus;
   private gcs!: Gcs;
+  /** From the head: what this node's workers (over IPC, never the environment) and submitted drivers use. */
+  private credentials!: Credentials;
+  /** Who may open lanes into our workers: the cluster's worker and driver identities (none with a plain token, whose
+   * lanes prove it by HMAC). Public keys: no secret in them. */
+  private laneKeys(): string[] {
+    const seeds = [this.credentials.worker, this.credentials.driver].filter((c) => /^SU[A-Z2-7]{56}$/.test(c));
+    return seeds.map((c) => fromSeed(new TextEncoder().encode(c)).getPublicKey());
+  }
   private readonly store: NodeStore;
   private readonly objects: StoreManager;
   private available: ResourceSet;
@@ -176,6 +187,7 @@ export class NodeDaemon {
       role: 'node',
       address: this.o.address,
     });
+    this.credentials = checkCredentials(await this.bus.request(CREDENTIALS_SUBJECT, {}, { timeoutMs: 10_000 }));
     this.gcs = await Gcs.open(this.bus);
     this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
     const bus = this.bus;
@@ -202,7 +214,7 @@ export class NodeDaemon {
       gcs: this.gcs,
       nodeId: this.nodeId,
       address: this.o.address,
-      token: this.o.token,
+      token: this.credentials.driver,
       localDir: (ref, dir) => this.envs.cache.localDir(ref, dir),
       hold: (dir) => this.envs.cache.hold(dir),
     });
@@ -577,12 +589,12 @@ export class NodeDaemon {
     const logPath = join(this.o.sessionDir, 'logs', `worker-${procId}.log`);
     const log = openSync(logPath, 'a');
     const [cmd, args] = workerCommand();
+    const { TROUPE_TOKEN: _, ...env } = process.env;
     const child = spawn(cmd, args, {
       stdio: ['ignore', log, log, 'ipc'],
       env: {
-        ...process.env,
+        ...env,
         TROUPE_ADDRESS: this.o.address,
-        TROUPE_TOKEN: this.o.token,
         TROUPE_NODE_ID: this.nodeId,
         TROUPE_OBJECT_DIR: this.store.dir,
         TROUPE_OBJECT_STORE_MEMORY: String(this.objects.capacity),
@@ -592,6 +604,8 @@ export class NodeDaemon {
       },
     });
     closeSync(log);
+    // The worker's credential goes over its IPC channel: the environment stays readable in /proc/<pid>/environ.
+    child.send({ type: 'credential', token: this.credentials.worker, laneKeys: this.laneKeys() }, () => undefined);
     this.processes.add(child);
     child.once('exit', () => this.processes.delete(child));
     const worker: Worker = {

@@ -1,7 +1,7 @@
 // Drivers started by `troupe job submit`: the node daemon runs the command in a process group of its own, streams
 // its stdout and stderr into the `troupe-job-logs` stream, keeps its record in `troupe-submissions`, and ends it on
-// `troupe job stop`. Whoever holds the cluster token may run any command here: that is the point (as `ray job
-// submit`), and why the bus takes no client without the token.
+// `troupe job stop`. Whoever holds a driver credential may run any command here: that is the point (as `ray job
+// submit`), and why only the driver and head roles may publish its subjects (protocol/permissions.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { statSync } from 'node:fs';

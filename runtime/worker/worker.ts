@@ -9,6 +9,7 @@ import { subjects } from '../protocol/subjects.ts';
 import { ModuleRefusedError, ProtocolError, TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import { lanePath } from '../bus/lane.ts';
+import { nkeyLaneAuth } from '../bus/lane-auth.ts';
 import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
@@ -33,9 +34,20 @@ const procId = env('TROUPE_WORKER_ID');
 process.on('disconnect', () => process.exit(0));
 if (!process.connected) process.exit(0);
 const nodeId = env('TROUPE_NODE_ID');
+/** The worker credential, sent by our node over the IPC channel first thing (never in the environment, which
+ * /proc/<pid>/environ shows to user code for the life of the process). */
+const { token, laneKeys } = await new Promise<{ token: string; laneKeys: string[] }>((resolve) => {
+  const take = (m: { type?: string; token?: unknown; laneKeys?: unknown }) => {
+    if (m?.type !== 'credential' || typeof m.token !== 'string') return;
+    process.off('message', take);
+    const keys = Array.isArray(m.laneKeys) ? m.laneKeys.filter((k): k is string => typeof k === 'string') : [];
+    resolve({ token: m.token, laneKeys: keys });
+  };
+  process.on('message', take);
+});
 const client = await Core.connect({
   address: env('TROUPE_ADDRESS'),
-  token: env('TROUPE_TOKEN'),
+  token,
   role: 'worker',
   procId,
   localNode: {
@@ -44,7 +56,6 @@ const client = await Core.connect({
     objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')),
   },
 });
-delete process.env.TROUPE_TOKEN; // user code has no business reading it
 // Our node binds us to the job of our first lease, before that lease is granted; we serve that job for life.
 // It also says where the job's project is here (`local.root`: the driver's root, or a copy shipped from its machine)
 // and the job's environment variables, set before any of its code loads.
@@ -110,6 +121,8 @@ function localRoot(job: JobRef): string {
   return fileURLToPath(localUrl(pathToFileURL(job.root).href));
 }
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
+// Lanes into this worker: only the identities our node names (its cluster's drivers and workers) may open one.
+if (laneKeys.length) client.bus.useLaneAuth(nkeyLaneAuth({ seed: token, allowed: laneKeys }));
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
 client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId), { workerId: procId, blocked });

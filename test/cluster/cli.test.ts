@@ -24,10 +24,12 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.regex(head.stdout, /troupe head started/);
   const clusterFile = join(home, 'current-cluster.json');
   t.is(statSync(clusterFile).mode & 0o777, 0o600);
-  const { address, token } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string; token: string };
+  const { address } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string };
+  // The join line carries the node credential (the current-cluster file keeps the driver one).
+  const token = /TROUPE_TOKEN=(\S+) /.exec(head.stdout)![1];
 
-  // The second node finds the token in the current-cluster file; the third gets it from TROUPE_TOKEN, as on another
-  // machine.
+  // The second node finds the join credential in the head's session dir; the third gets it from TROUPE_TOKEN, as on
+  // another machine.
   const n1 = await troupe(
     'start',
     '--address',
@@ -99,6 +101,31 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.is(wrongToken.code, 1);
   t.regex(wrongToken.stderr, /refused the token/);
   t.regex((await troupe('status')).stdout, /Nodes: 3 alive/);
+
+  // Credentials: one made for the read-only cli role reads the status but cannot submit a job; revoked, it is refused.
+  const made = await troupe('token', 'create', '--role', 'cli', '--name', 'ops');
+  t.is(made.code, 0, made.stderr);
+  t.regex(made.stdout, /^SU[A-Z2-7]{56}\n$/, 'the credential alone on stdout');
+  const asOps = (...args: string[]) =>
+    runCommand(process.execPath, [cli, ...args, '--address', address], {
+      env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: made.stdout.trim() },
+    });
+  t.regex((await asOps('status')).stdout, /Nodes: 3 alive/);
+  const submit = await runCommand(process.execPath, [cli, 'job', 'submit', '--address', address, '--', 'true'], {
+    env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: made.stdout.trim() },
+  });
+  t.not(submit.code, 0);
+  t.regex(submit.stderr, /may not send|permissions? violation/i);
+  const listed = await troupe('token', 'list', '--json');
+  const rows = JSON.parse(listed.stdout) as Array<{ name: string; role: string; seed?: string }>;
+  t.like(
+    rows.find((r) => r.name === 'ops'),
+    { role: 'cli' },
+  );
+  t.false(listed.stdout.includes('"seed"'), 'list shows no credential');
+  t.is((await troupe('token', 'revoke', 'ops')).code, 0);
+  t.regex((await asOps('status')).stderr, /refused the token/);
+  t.is((await troupe('token', 'revoke', 'worker')).code, 2, 'the built-in worker identity stays');
 
   const pids = [...processesWithHome(home), ...processesWithHome(otherHome)];
   t.true(pids.length >= 6); // nats-server, head, three node daemons, their workers

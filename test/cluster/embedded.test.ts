@@ -1,4 +1,5 @@
 // init() with nothing to join starts a local cluster; shutdown() (or the driver dying) stops all of it.
+import { readIdentities } from '../../runtime/cluster/identities.ts';
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -156,12 +157,13 @@ test('killing the driver with SIGKILL takes its embedded cluster down: no orphan
   t.like(JSON.parse(line), { ready: true, embedded: true, sum: 3 });
   const cluster = processesWithHome(home).filter((p) => p !== child.pid);
   t.true(cluster.length >= 4); // nats-server, head, node daemon, a worker
-  // Secrets: the token is in no command line, and the files that hold it are private.
+  // Secrets: no credential is in a command line, and the files that hold them (and the users) are private.
   const session = readdirSync(home).find((f) => f.startsWith('session_'))!;
-  const conf = join(home, session, 'nats-server.conf');
-  t.is(statSync(conf).mode & 0o777, 0o600);
-  const token = /token: "([0-9a-f]+)"/.exec(readFileSync(conf, 'utf8'))![1];
-  for (const pid of cluster) t.false(readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(token));
+  for (const f of ['nats-server.conf', 'auth.conf', 'identities.json'])
+    t.is(statSync(join(home, session, f)).mode & 0o777, 0o600, f);
+  const seeds = readIdentities(join(home, session)).map((i) => i.seed);
+  for (const pid of cluster)
+    for (const seed of seeds) t.false(readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(seed));
   t.true(readdirSync('/dev/shm').some((f) => f.includes(session)));
   child.kill('SIGKILL');
   await eventually('every cluster process gone', async () => cluster.every((p) => !isAlive(p)), 15_000);

@@ -1,4 +1,5 @@
 // The head keeps no state of its own: killed and started again, it rebuilds nodes and actors from KV and heartbeats.
+import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import test from 'ava';
 import { join } from 'node:path';
 import { get, startSupervisor } from '../../runtime/index.ts';
@@ -17,7 +18,9 @@ test.after.always(() => Promise.all(heads.map((h) => h.stop())));
 const runningHeadPid = () => (heads.length ? heads[heads.length - 1].pids[0] : cluster().head.pids[1]);
 async function startAnotherHead() {
   const c = cluster();
-  const h = await startHead({ detached: false, nats: c.address, token: c.token, numCpus: 1, objectStoreDir: c.home });
+  // On the cluster's own nats-server (--nats): every role of this head uses the head's credential.
+  const token = builtinIdentity(readIdentities(c.head.sessionDir), 'head').seed;
+  const h = await startHead({ detached: false, nats: c.address, token, numCpus: 1, objectStoreDir: c.home });
   heads.push(h);
   return h;
 }

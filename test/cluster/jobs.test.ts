@@ -189,7 +189,7 @@ test.serial(
 test.serial(
   'a lease request whose job is missing or malformed gets ProtocolError from the head and the node',
   async (t) => {
-    const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'test-probe' });
+    const bus = await Bus.connect({ address: c!.address, token: c!.headToken, name: 'test-probe' });
     t.teardown(() => bus.close());
     const good = { id: 'job1', driver: 'driver1', root: '/tmp' };
     const bad = [undefined, { ...good, root: 'relative' }, { ...good, id: '../x' }, { ...good, driver: 7 }, 'job1'];

@@ -150,7 +150,7 @@ test.serial(
       await caller.close();
       await server.close();
     });
-    const subject = `lane-test.${process.pid}`;
+    const subject = subjects.actor(`lane-test-${process.pid}`); // one a driver's credential may serve and call
     server.serveBatched(subject, (x: number) => x * 2);
     const path = await server.listenLanes(join(tempDir(t), 'lane'));
     await server.flush();

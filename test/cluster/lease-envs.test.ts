@@ -13,7 +13,7 @@ let c: TestCluster | undefined;
 let bus: Bus | undefined;
 test.before(async () => {
   c = await startCluster({ head: { numCpus: 2 } });
-  bus = await Bus.connect({ address: c.address, token: c.token, name: 'lease-envs-test' });
+  bus = await Bus.connect({ address: c.address, token: c.headToken, name: 'lease-envs-test' });
 });
 test.after.always(async () => {
   await bus?.close();

@@ -189,7 +189,9 @@ test.serial(
       const bus = currentCore().bus;
       const data = new Uint8Array(Math.floor(chunkSize(bus) * 2.5)).map((_, i) => i % 251);
       const asked = new Map<number, number>();
-      bus.serve('troupe.test.flaky.read', (req: ChunkRequest) => {
+      // A subject a driver may serve and ask (its credential allows no other): a stand-in for a node's chunk reads.
+      const flaky = subjects.obj.procRead('flaky-test');
+      bus.serve(flaky, (req: ChunkRequest) => {
         const n = (asked.get(req.offset) ?? 0) + 1;
         asked.set(req.offset, n);
         const chunk = makeChunk(data.slice(req.offset, req.offset + req.length), data.length);
@@ -197,14 +199,15 @@ test.serial(
         if (n === 2 && req.offset === 0) chunk.data = chunk.data.subarray(1); // then truncated
         return chunk;
       });
-      t.deepEqual(await fetchToMemory(bus, ['troupe.test.flaky.read'], 'flaky', data.length), data);
+      t.deepEqual(await fetchToMemory(bus, [flaky], 'flaky', data.length), data);
       t.is(asked.size, 3);
       t.is(asked.get(0), 3);
-      bus.serve('troupe.test.bad.read', (req: ChunkRequest) => ({
+      const bad = subjects.obj.procRead('bad-test');
+      bus.serve(bad, (req: ChunkRequest) => ({
         ...makeChunk(data.slice(req.offset, req.offset + req.length), data.length),
         crc: 1,
       }));
-      await t.throwsAsync(fetchToMemory(bus, ['troupe.test.bad.read'], 'bad', data.length), {
+      await t.throwsAsync(fetchToMemory(bus, [bad], 'bad', data.length), {
         instanceOf: ObjectLostError,
         message: /failed its checksum 3 times/,
       });

@@ -30,7 +30,7 @@ test.before(async () => {
       resources: { far: 2 },
       objectStoreDir: cluster.home,
       address: cluster.address,
-      token: cluster.token,
+      token: cluster.joinToken,
       sessionDir: cluster.head.sessionDir,
     });
   } finally {

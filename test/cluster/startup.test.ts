@@ -1,5 +1,6 @@
 // Starting clusters: the state buckets survive processes creating them at once, many clusters start in a row, and a
 // daemon that fails to start fails init(), startHead() and `troupe start` at once, with its own error and its log.
+import { builtinIdentity, createIdentities } from '../../runtime/cluster/identities.ts';
 import { jetstreamManager, StorageType } from '@nats-io/jetstream';
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -33,8 +34,8 @@ test.after.always(async () => {
 test.serial('buckets created by many connections at once all open (nats-server 2.9.10 raced them)', async (t) => {
   t.timeout(60_000);
   const dir = tempDir(t);
-  const token = 'race-test-token';
-  const nats = await startNatsServer({ dir, token, host: '127.0.0.1', detached: false });
+  const token = builtinIdentity(createIdentities(dir), 'head').seed;
+  const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
   t.teardown(() => nats.stop());
   const buses = await Promise.all(
     Array.from({ length: 6 }, (_, i) => Bus.connect({ address: nats.localAddress, token, name: `creator-${i}` })),
@@ -207,7 +208,9 @@ test.serial('`troupe start` fails at once with the error of the daemon that coul
   t.teardown(() => c.stop());
   const notADir = join(tempDir(t), 'a-file');
   writeFileSync(notADir, 'x');
-  const node = await troupe('start', '--address', c.address, '--token', c.token, '--object-store-dir', notADir);
+  const tokenFile = join(tempDir(t), 'join-token');
+  writeFileSync(tokenFile, `${c.joinToken}\n`, { mode: 0o600 });
+  const node = await troupe('start', '--address', c.address, '--token-file', tokenFile, '--object-store-dir', notADir);
   t.is(node.code, 1, node.stderr);
   t.true(node.ms < START_TIMEOUT_MS / 2, `took ${node.ms} ms`);
   t.regex(node.stderr, /the node daemon \w+ exited with code 1 during start; its log \S+\/logs\/node-\w+\.log ends:/);

@@ -96,7 +96,7 @@ if (why) {
     t.regex(d.message, refusal);
 
     // The CLI.
-    const status = await troupe(b, ['status', '--address', address, '--token', token]);
+    const status = await troupe(b, ['status', '--address', address], { TROUPE_TOKEN: token });
     t.is(status.code, 1, status.stdout + status.stderr);
     t.regex(status.stderr, refusal);
 

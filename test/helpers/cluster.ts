@@ -1,4 +1,5 @@
 // Real clusters for tests: a nats-server, a head and node daemons as child processes, always torn down.
+import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,7 +38,12 @@ export function tempDir(t: ExecutionContext, prefix = 'troupe-test-'): string {
 
 export interface TestCluster {
   address: string;
+  /** The driver credential (what `init()` on the head's machine uses). */
   token: string;
+  /** The node (join) credential. */
+  joinToken: string;
+  /** The head's credential: may publish every troupe subject (probes of the daemons' handlers use it). */
+  headToken: string;
   /** TROUPE_HOME of this cluster (a temp dir, removed by stop()). */
   home: string;
   head: StartedCluster;
@@ -89,7 +95,7 @@ export async function startCluster(
         ...flags,
         objectStoreDir: home,
         address: head.address,
-        token: head.token,
+        token: head.joinToken!,
         sessionDir: head.sessionDir,
       });
       n.pids.forEach((p) => everyPid.add(p));
@@ -99,6 +105,8 @@ export async function startCluster(
     return {
       address: head.address,
       token: head.token,
+      joinToken: head.joinToken!,
+      headToken: builtinIdentity(readIdentities(head.sessionDir), 'head').seed,
       home,
       head,
       nodes,

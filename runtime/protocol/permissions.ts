@@ -1,0 +1,217 @@
+// What each role may publish and subscribe to, as data built from `subjects` so that the two change together.
+// nats-server enforces these (runtime/cluster/identities.ts renders them into its config); a role is given exactly
+// what its code uses (see the comments per role), nothing of the head's or the node daemons' control subjects
+// unless it is one of them.
+import { subjects } from './subjects.ts';
+import { ProtocolError } from '../base/errors.ts';
+
+export type Role = 'head' | 'node' | 'driver' | 'worker' | 'cli';
+export const ROLES: readonly Role[] = ['head', 'node', 'driver', 'worker', 'cli'];
+
+export interface Permissions {
+  publish: string[];
+  subscribe: string[];
+}
+
+/** A subject with `*` in place of each variable part (a node id, a process id…). */
+const any = (f: (x: string) => string): string => f('*');
+const o = subjects.obj;
+
+/** Every identity's replies come to `_INBOX.<its public key>`: nats.js's own requests (`inboxPrefix`) and the Bus's
+ * wildcard inbox both live under it, and only that identity may subscribe there. */
+export function inboxPrefix(publicKey: string): string {
+  return `_INBOX.${publicKey}`;
+}
+
+/** What the head answers on CREDENTIALS_SUBJECT: the credentials a node hands to its workers (over their IPC channel)
+ * and to the drivers it starts for `troupe job submit`. */
+export interface Credentials {
+  worker: string;
+  driver: string;
+}
+
+/** Checks the head's answer on CREDENTIALS_SUBJECT (a message from the bus is untrusted until checked). */
+export function checkCredentials(x: unknown): Credentials {
+  const c = x as Partial<Credentials> | undefined;
+  if (typeof c?.worker !== 'string' || typeof c.driver !== 'string' || !c.worker || !c.driver)
+    throw new ProtocolError('malformed credentials from the head');
+  return { worker: c.worker, driver: c.driver };
+}
+
+/** The head asks nothing; node daemons ask this to get the credentials their workers and submitted drivers use.
+ * Only the node role may publish it (identity by subject permission). */
+export const CREDENTIALS_SUBJECT = 'troupe.head.credentials';
+
+// JetStream: the streams behind the KV buckets and object stores, and what reading or writing one takes.
+const KV = ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names', 'troupe-submissions'] as const;
+type Kv = (typeof KV)[number];
+const CHECKPOINTS = 'troupe-checkpoints';
+const ENVS = 'troupe-runtime-envs';
+const JOB_LOGS = 'troupe-job-logs';
+const kvStream = (b: Kv) => `KV_${b}`;
+const objStream = (b: string) => `OBJ_${b}`;
+
+/** Reading a stream: its info, direct and stream gets, and ordered consumers (KV keys and watch, object reads, job
+ * logs), whose messages come to the reader's inbox. */
+function readStream(s: string): string[] {
+  return [
+    `$JS.API.STREAM.INFO.${s}`,
+    `$JS.API.STREAM.MSG.GET.${s}`,
+    `$JS.API.DIRECT.GET.${s}`,
+    `$JS.API.DIRECT.GET.${s}.>`,
+    `$JS.API.CONSUMER.CREATE.${s}`,
+    `$JS.API.CONSUMER.CREATE.${s}.>`,
+    `$JS.API.CONSUMER.INFO.${s}.*`,
+    `$JS.API.CONSUMER.DELETE.${s}.*`,
+    `$JS.API.CONSUMER.MSG.NEXT.${s}.*`,
+    `$JS.FC.${s}.>`,
+    `$JS.ACK.${s}.>`,
+  ];
+}
+const readKv = (b: Kv) => readStream(kvStream(b));
+const writeKv = (b: Kv) => [`$KV.${b}.>`];
+const readObj = (b: string) => readStream(objStream(b));
+/** An object put publishes chunks and meta, and purges the chunks of the object it replaces. */
+const writeObj = (b: string) => [`$O.${b}.>`, `$JS.API.STREAM.PURGE.${objStream(b)}`];
+/** Creating a stream that exists only binds to it (runtime/state/buckets.ts); given to those who open it first. */
+const create = (s: string) => `$JS.API.STREAM.CREATE.${s}`;
+
+const jsInfo = '$JS.API.INFO';
+const allKv = KV.flatMap(readKv);
+
+/** What drivers and workers (a Core: tasks, actors, objects) publish. */
+const corePublish = [
+  subjects.headHello,
+  subjects.headLease,
+  subjects.headActorCreate,
+  subjects.headActorKill,
+  subjects.headActorRestart,
+  subjects.headActorsOfOwner,
+  any(subjects.nodeRelease),
+  any(subjects.procTask),
+  any(subjects.actor),
+  any(o.procLocate),
+  any(o.procRead),
+  any(o.procBorrow),
+  any(o.procCopied),
+  any(o.nodeRead),
+  any(o.nodeFree),
+  any(o.nodeSeal),
+  any(o.nodeRestore),
+  any(o.nodeFetch),
+  any(o.nodeTouch),
+  any(subjects.log),
+  any((g) => subjects.collective(g, 0)).replace(/\.0$/, '.*'),
+  any(subjects.trainProgress),
+  jsInfo,
+  ...allKv,
+  ...readObj(CHECKPOINTS),
+  ...writeObj(CHECKPOINTS),
+  create(objStream(CHECKPOINTS)),
+];
+
+/** What drivers and workers subscribe to. */
+const coreSubscribe = [
+  any(subjects.procLeaseGranted),
+  any(o.procLocate),
+  any(o.procRead),
+  any(o.procBorrow),
+  any(o.procCopied),
+  subjects.allObjects,
+  subjects.evtNodeDied,
+  subjects.evtWorkerDied,
+  subjects.evtProcExited,
+  subjects.evtActorState,
+  any(subjects.actor),
+  any((g) => subjects.collective(g, 0)).replace(/\.0$/, '.*'),
+  any(subjects.trainProgress),
+];
+
+const roles: Record<Role, Permissions> = {
+  // The cluster's authority: every troupe subject and every JetStream operation. It runs no user code.
+  head: {
+    publish: ['troupe.>', '$JS.API.>', '$KV.>', '$O.>', '$JS.FC.>', '$JS.ACK.>'],
+    subscribe: ['troupe.>'],
+  },
+  // The join credential: a node daemon serves its own subjects, beats for itself and its workers, starts and stops
+  // actors in its workers, reports their exits, fetches objects from other nodes, asks drivers for their envs and
+  // runs submitted drivers (their log stream and records).
+  node: {
+    publish: [
+      subjects.headHello,
+      subjects.headStatus,
+      subjects.headActorsOfOwner,
+      CREDENTIALS_SUBJECT,
+      any(subjects.hbNode),
+      any(subjects.hbProc),
+      any(subjects.procActorStart),
+      any(subjects.procActorStop),
+      subjects.evtProcExited,
+      subjects.evtWorkerDied,
+      any(o.nodeRead),
+      any(subjects.jobShip),
+      any(subjects.jobLog),
+      jsInfo,
+      ...KV.flatMap((b) => [...readKv(b), ...writeKv(b), create(kvStream(b))]),
+      ...readObj(ENVS),
+      create(objStream(ENVS)),
+      ...readStream(JOB_LOGS),
+      create(JOB_LOGS),
+    ],
+    subscribe: ['troupe.node.*.>', subjects.hbProcAll],
+  },
+  // A user's script, and `troupe job submit|stop`.
+  driver: {
+    publish: [
+      ...corePublish,
+      subjects.headStatus,
+      subjects.headTasks,
+      any(subjects.nodeObjects),
+      subjects.allObjects,
+      any(subjects.hbProc),
+      any(subjects.nodeJobSubmit),
+      any(subjects.nodeJobStop),
+      ...writeKv('troupe-jobs'),
+      ...readObj(ENVS),
+      ...writeObj(ENVS),
+      create(objStream(ENVS)),
+      ...readStream(JOB_LOGS),
+    ],
+    subscribe: [...coreSubscribe, any(subjects.log), any(subjects.jobShip)],
+  },
+  // User code in a worker: a Core like a driver's, plus what a worker serves (tasks, actor starts and stops from its
+  // node) and tells its node (blocked in get(), task events). No KV write, no node or head control.
+  worker: {
+    publish: [...corePublish, any(subjects.nodeBlocked), subjects.evtTasks, ...readObj(ENVS)],
+    subscribe: [...coreSubscribe, any(subjects.procTask), any(subjects.procActorStart), any(subjects.procActorStop)],
+  },
+  // Read-only: `status`, `list`, `memory`, `job list|status|logs`.
+  cli: {
+    publish: [
+      subjects.headHello,
+      subjects.headStatus,
+      subjects.headTasks,
+      any(subjects.nodeObjects),
+      subjects.allObjects,
+      jsInfo,
+      ...allKv,
+      ...readStream(JOB_LOGS),
+    ],
+    subscribe: [],
+  },
+};
+
+/** The permissions of `role` for the identity with `publicKey`: its role's, plus its own inbox, and answering the
+ * requests it receives (replies go to the asker's inbox, whose name it learns only from the request). */
+export function permissionsFor(role: Role, publicKey: string): Permissions {
+  const p = roles[role];
+  return {
+    publish: [...new Set([...p.publish, '_INBOX.>'])],
+    subscribe: [...new Set([...p.subscribe, `${inboxPrefix(publicKey)}.>`])],
+  };
+}
+
+/** The role's own grants, without inboxes (tests check them). */
+export function rolePermissions(role: Role): Readonly<Permissions> {
+  return roles[role];
+}

@@ -1,0 +1,142 @@
+// Attacks as the wrong role, against a real cluster: each is refused by nats-server (the role's subject permissions,
+// runtime/protocol/permissions.ts), and the cluster keeps serving tasks and actor calls after it.
+import test, { type ExecutionContext } from 'ava';
+import { join } from 'node:path';
+import type { ActorHandle } from '../../runtime/index.ts';
+import { currentCore } from '../../runtime/core/core.ts';
+import { Bus } from '../../runtime/bus/bus.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { AuthenticationError, PermissionDeniedError } from '../../runtime/base/errors.ts';
+import { addIdentity, builtinIdentity, readIdentities, revokeIdentity } from '../../runtime/cluster/identities.ts';
+import { reloadNatsServer } from '../../runtime/cluster/nats-server.ts';
+import { Gcs } from '../../runtime/state/gcs.ts';
+import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
+import { Counter } from '../fixtures/actors.ts';
+import { add } from '../fixtures/tasks.ts';
+import { environment, publishAs, writeKv } from '../fixtures/role-attacks.ts';
+
+const cluster = useCluster(test, { head: { numCpus: 2 } });
+const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
+
+let counter: ActorHandle<Counter>;
+test.serial.before(async () => {
+  counter = Counter.remote(0);
+  await counter.add(0);
+});
+
+/** The cluster still serves: its node is alive, a task runs, the actor answers. */
+async function stillServing(t: ExecutionContext): Promise<void> {
+  const status = await cluster().status();
+  t.true(
+    status.nodes.some((n) => n.nodeId === cluster().head.nodeId && n.alive),
+    'the node is alive',
+  );
+  t.is(await add.remote(2, 3), 5);
+  const before = await counter.value();
+  t.is(await counter.add(1), before + 1);
+}
+
+/** The head's node is not fenced: it keeps running for a while after the forged message. */
+async function notFenced(t: ExecutionContext): Promise<void> {
+  await new Promise((r) => setTimeout(r, 1000));
+  const node = (await cluster().status()).nodes.find((n) => n.nodeId === cluster().head.nodeId);
+  t.true(node?.alive, 'the head node is alive');
+}
+
+const ids = () => readIdentities(cluster().head.sessionDir);
+const natsPid = () => cluster().head.pids[0]; // startHead starts nats-server first
+
+test.serial('a worker cannot fence a node', async (t) => {
+  const denied = await publishAs.remote(subjects.nodeFenced(cluster().head.nodeId), { cause: 'forged by a worker' });
+  t.true(denied > 0, 'the server denied the publish');
+  await notFenced(t);
+  await stillServing(t);
+});
+
+test.serial("a worker cannot forge a worker_died, an actor_state or a driver's lease grant", async (t) => {
+  const actorId = counter.actorId;
+  const nodeId = cluster().head.nodeId;
+  const forged: Array<[string, unknown]> = [
+    [subjects.evtWorkerDied, { workerId: 'w', nodeId, pid: 1, cause: 'forged', leaseIds: [], actorIds: [actorId] }],
+    [subjects.evtActorState, { actorId, state: 'DEAD', incarnation: 1e9, cause: 'forged' }],
+    [subjects.procLeaseGranted(currentCore().procId), { reqId: 'r', error: new Error('forged') }],
+  ];
+  for (const [subject, body] of forged) t.true((await publishAs.remote(subject, body)) > 0, `${subject} denied`);
+  await stillServing(t);
+});
+
+test.serial('a worker cannot put or delete a KV key', async (t) => {
+  const nodeId = cluster().head.nodeId;
+  const r = await writeKv.remote('troupe-nodes', nodeId);
+  t.not(r.put, 'ok');
+  t.not(r.delete, 'ok');
+  const gcs = await Gcs.open(currentCore().bus);
+  t.is((await gcs.nodes.get(nodeId))?.nodeId, nodeId, 'the node record is intact');
+  await stillServing(t);
+});
+
+test.serial('a driver cannot fence a node', async (t) => {
+  const bus = currentCore().bus;
+  const subject = subjects.nodeFenced(cluster().head.nodeId);
+  bus.publish(subject, { cause: 'forged by a driver' });
+  await eventually('the publish denied', async () => (bus.denied.get(subject) ?? 0) > 0, 5000);
+  await t.throwsAsync(bus.request(subjects.nodeLease(cluster().head.nodeId), {}, { timeoutMs: 8000 }), {
+    instanceOf: PermissionDeniedError,
+  });
+  await notFenced(t);
+  await stillServing(t);
+});
+
+test.serial('the cli role cannot submit a job or kill an actor', async (t) => {
+  const bus = await Bus.connect({ address: cluster().address, token: builtinIdentity(ids(), 'cli').seed, name: 'cli' });
+  t.teardown(() => bus.close());
+  // What it may do: read the status.
+  t.true((await bus.request<{ nodes: unknown[] }>(subjects.headStatus, {})).nodes.length > 0);
+  const submit = { argv: ['sh', '-c', 'echo owned'], workingDir: '/' };
+  await t.throwsAsync(bus.request(subjects.nodeJobSubmit(cluster().head.nodeId), submit, { timeoutMs: 8000 }), {
+    instanceOf: PermissionDeniedError,
+  });
+  await t.throwsAsync(
+    bus.request(subjects.headActorKill, { actorId: counter.actorId, noRestart: true }, { timeoutMs: 8000 }),
+    { instanceOf: PermissionDeniedError },
+  );
+  await stillServing(t);
+});
+
+test.serial('a revoked credential is disconnected and refused', async (t) => {
+  const dir = cluster().head.sessionDir;
+  const mallory = addIdentity(dir, 'driver', 'mallory');
+  reloadNatsServer(natsPid());
+  const connect = () => Bus.connect({ address: cluster().address, token: mallory.seed, name: 'mallory' });
+  const bus = await eventually('the new credential accepted', () => connect(), 10_000);
+  t.teardown(() => bus.close());
+  t.true((await bus.request<{ nodes: unknown[] }>(subjects.headStatus, {})).nodes.length > 0);
+  revokeIdentity(dir, 'mallory');
+  reloadNatsServer(natsPid());
+  await eventually('the connection closed by the server', async () => bus.isClosed, 15_000);
+  await t.throwsAsync(connect(), { instanceOf: AuthenticationError });
+  await stillServing(t);
+});
+
+test.serial('--token on the command line is refused, naming the alternatives', async (t) => {
+  const r = await runCommand(process.execPath, [cli, 'status', '--token', builtinIdentity(ids(), 'driver').seed], {
+    env: { TROUPE_HOME: cluster().home },
+  });
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /--token is not accepted.*--token-file/s);
+  const fromFile = await runCommand(process.execPath, [cli, 'status', '--token-file', '-'], {
+    env: { TROUPE_HOME: cluster().home },
+  });
+  t.is(fromFile.code, 2, 'stdin is empty here: a clear error, not a hang');
+  t.regex(fromFile.stderr, /--token-file - is empty/);
+});
+
+test.serial("a worker's environment holds no credential", async (t) => {
+  const { env, proc } = await environment.remote();
+  for (const id of ids()) {
+    t.false(env.includes(id.seed), `${id.role}'s seed in process.env`);
+    t.false(proc.includes(id.seed), `${id.role}'s seed in /proc/self/environ`);
+  }
+  t.false(/TROUPE_TOKEN|TROUPE_DAEMON_CONFIG/.test(proc));
+  await stillServing(t);
+});

@@ -1,0 +1,154 @@
+// The permission sets per role (runtime/protocol/permissions.ts) against subjects.ts, and the nats-server config
+// identities.ts renders from them (checked by nats-server itself, `-t`). Enforcement by a real server, role by role,
+// is in test/cluster/attacks-roles.test.ts.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { subjects } from '../../runtime/protocol/subjects.ts';
+import { inboxPrefix, permissionsFor, ROLES, rolePermissions, type Role } from '../../runtime/protocol/permissions.ts';
+import { inboxOf } from '../../runtime/bus/bus.ts';
+import {
+  addIdentity,
+  AUTH_CONF,
+  builtinIdentity,
+  createIdentities,
+  isUserSeed,
+  publicKeyOf,
+  readIdentities,
+  revokeIdentity,
+} from '../../runtime/cluster/identities.ts';
+import { findNatsServer } from '../../runtime/cluster/nats-binary.mjs';
+import { UsageError } from '../../runtime/base/errors.ts';
+
+const temp = mkdtempSync(join(tmpdir(), 'troupe-permissions-'));
+test.after.always(() => rmSync(temp, { recursive: true, force: true }));
+
+/** NATS subject matching: `*` one token, `>` the rest. */
+function matches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+const allowed = (patterns: readonly string[], subject: string) => patterns.some((p) => matches(p, subject));
+
+/** Every subject of subjects.ts, made concrete with sample ids. */
+function everySubject(): string[] {
+  const out: string[] = [];
+  const walk = (o: Record<string, unknown>) => {
+    for (const v of Object.values(o)) {
+      if (typeof v === 'string') out.push(v);
+      else if (typeof v === 'function') out.push((v as (a: string, b: number) => string)('x1', 0));
+      else if (v && typeof v === 'object') walk(v as Record<string, unknown>);
+    }
+  };
+  walk(subjects);
+  return out;
+}
+
+test('the matcher follows NATS wildcards', (t) => {
+  t.true(matches('troupe.node.*.fenced', 'troupe.node.a.fenced'));
+  t.false(matches('troupe.node.*.fenced', 'troupe.node.a.b.fenced'));
+  t.true(matches('troupe.>', 'troupe.a.b'));
+  t.false(matches('troupe.>', 'troupe'));
+  t.false(matches('troupe.node.*', 'troupe.node.a.lease'));
+});
+
+test('every subject in subjects.ts is published by some role and subscribed to by some role', (t) => {
+  for (const s of everySubject()) {
+    t.true(
+      ROLES.some((r) => allowed(rolePermissions(r).publish, s)),
+      `nobody may publish ${s}`,
+    );
+    t.true(
+      ROLES.some((r) => allowed(rolePermissions(r).subscribe, s)),
+      `nobody may subscribe to ${s}`,
+    );
+  }
+});
+
+test('workers, drivers and the cli cannot publish node control, head events or KV writes', (t) => {
+  const forbidden = [
+    subjects.nodeFenced('n1'),
+    subjects.nodeLease('n1'),
+    subjects.nodeActorStop('n1'),
+    subjects.procActorStart('p1'),
+    subjects.procActorStop('p1'),
+    subjects.procLeaseGranted('p1'),
+    subjects.evtWorkerDied,
+    subjects.evtNodeDied,
+    subjects.evtActorState,
+    subjects.hbNode('n1'),
+    '$KV.troupe-nodes.n1',
+    '$KV.troupe-actors.a1',
+    '$KV.troupe-names.x',
+    '$KV.troupe-submissions.x',
+    '$JS.API.STREAM.DELETE.KV_troupe-nodes',
+    '$JS.API.STREAM.PURGE.KV_troupe-actors',
+    '$JS.API.STREAM.UPDATE.KV_troupe-jobs',
+    '$JS.API.STREAM.MSG.DELETE.KV_troupe-nodes',
+  ];
+  for (const role of ['worker', 'driver', 'cli'] as Role[]) {
+    const p = permissionsFor(role, 'UTEST');
+    for (const s of forbidden) t.false(allowed(p.publish, s), `${role} may publish ${s}`);
+  }
+  // Only drivers write their job records; workers no KV at all.
+  t.true(allowed(permissionsFor('driver', 'U').publish, '$KV.troupe-jobs.j1'));
+  t.false(allowed(permissionsFor('worker', 'U').publish, '$KV.troupe-jobs.j1'));
+  const cli = permissionsFor('cli', 'UTEST');
+  for (const s of [subjects.nodeJobSubmit('n1'), subjects.nodeJobStop('n1'), subjects.headActorKill])
+    t.false(allowed(cli.publish, s), `cli may publish ${s}`);
+  t.false(allowed(cli.publish, '$KV.troupe-jobs.j1'));
+});
+
+test('each identity subscribes only to its own inbox, which is where the Bus puts its replies', (t) => {
+  t.is(inboxPrefix('UABC'), inboxOf('UABC'));
+  for (const role of ROLES) {
+    const p = permissionsFor(role, 'UAAA');
+    t.true(allowed(p.subscribe, `${inboxOf('UAAA')}.x.1`));
+    t.false(allowed(p.subscribe, `${inboxOf('UBBB')}.x.1`), `${role} reads another identity's replies`);
+    t.false(allowed(p.subscribe, '_INBOX.x.1'));
+  }
+});
+
+test('identities: one per role, kept 0600; create and revoke; the ones the cluster runs on cannot be', (t) => {
+  const dir = join(temp, 'ids');
+  const ids = createIdentities(dir);
+  t.deepEqual([...new Set(ids.map((i) => i.role))].sort(), [...ROLES].sort());
+  for (const i of ids) {
+    t.true(isUserSeed(i.seed));
+    t.is(publicKeyOf(i.seed), i.publicKey);
+  }
+  t.is(statSync(join(dir, 'identities.json')).mode & 0o777, 0o600);
+  t.is(statSync(join(dir, AUTH_CONF)).mode & 0o777, 0o600);
+  const alice = addIdentity(dir, 'driver', 'alice');
+  t.is(readIdentities(dir).length, ids.length + 1);
+  t.throws(() => addIdentity(dir, 'driver', 'alice'), { instanceOf: UsageError });
+  t.throws(() => addIdentity(dir, 'head' as Role), { instanceOf: UsageError, message: /--role/ });
+  t.throws(() => addIdentity(dir, 'worker'), { instanceOf: UsageError });
+  t.is(revokeIdentity(dir, alice.publicKey).name, 'alice');
+  t.throws(() => revokeIdentity(dir, 'head'), { instanceOf: UsageError, message: /cannot be revoked/ });
+  t.throws(() => revokeIdentity(dir, builtinIdentity(ids, 'worker').publicKey), { instanceOf: UsageError });
+  for (const name of ['local-node', 'driver'])
+    t.throws(() => revokeIdentity(dir, name), { instanceOf: UsageError, message: /cannot be revoked/ });
+  t.is(revokeIdentity(dir, 'node').role, 'node', 'the join credential can be revoked');
+  t.throws(() => revokeIdentity(dir, 'nobody'), { instanceOf: UsageError });
+  t.throws(() => publicKeyOf('not-a-seed'), { instanceOf: UsageError });
+});
+
+test('nats-server accepts the rendered users and permissions', (t) => {
+  const bin = findNatsServer();
+  if (!bin) return t.fail('nats-server is needed (scripts/ensure-deps.mjs installs it)');
+  const dir = join(temp, 'conf');
+  createIdentities(dir);
+  addIdentity(dir, 'cli', 'reader');
+  const conf = join(dir, 'nats-server.conf');
+  writeFileSync(conf, `listen: "127.0.0.1:-1"\ninclude "${AUTH_CONF}"\n`);
+  const r = spawnSync(bin, ['-c', conf, '-t'], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr + r.stdout);
+});
