@@ -164,6 +164,8 @@ const roles: Record<Role, Permissions> = {
   driver: {
     publish: [
       ...corePublish,
+      // Only a driver registers a job (its root, its runtime env): the head keeps the first registration of an id.
+      subjects.headJobRegister,
       subjects.headStatus,
       subjects.headTasks,
       any(subjects.nodeObjects),

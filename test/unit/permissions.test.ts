@@ -72,6 +72,12 @@ test('every subject in subjects.ts is published by some role and subscribed to b
   }
 });
 
+test('only drivers register jobs: the head keeps the root a driver registered', (t) => {
+  t.true(allowed(permissionsFor('driver', 'UTEST').publish, subjects.headJobRegister));
+  for (const role of ['worker', 'cli', 'node'] as Role[])
+    t.false(allowed(permissionsFor(role, 'UTEST').publish, subjects.headJobRegister), role);
+});
+
 test('workers, drivers and the cli cannot publish node control, head events or KV writes', (t) => {
   const forbidden = [
     subjects.nodeFenced('n1'),
