@@ -76,6 +76,18 @@ export async function crossHost(
       TROUPE_TOKEN: token,
     });
     const url = parseAddress(address);
+    // The references' own NATS user, allowed every subject (workloads/reference-user.ts), added on the head's host.
+    const user = await a.run(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=troupe-source', workload('reference-user.ts'), address],
+      {
+        cwd: root,
+        timeoutMs,
+        env,
+      },
+    );
+    if (user.code !== 0) throw new Error(`reference-user.ts on ${a.name}: ${user.signal ?? user.code}\n${tail(user)}`);
+    const reference = user.stdout.trim().split('\n').pop()!;
 
     // In the checkout, where `--import tsx` resolves (a host's commands start in its root directory otherwise).
     // In a session of their own, as troupe's daemons and the workers they start are. With autogroup scheduling
@@ -87,9 +99,9 @@ export async function crossHost(
       (cmd, args, o) =>
         // The host's TROUPE_HOME: where the references find the CA the node saved.
         h.spawn('setsid', [cmd, ...args], { env: { ...env, ...o.env }, cwd: root });
-    children.push(await startMoleculerService(url, token, on(b)));
+    children.push(await startMoleculerService(url, reference, on(b)));
     const subject = `bench.bulk.cross.${process.pid}`;
-    children.push(await startBulkServer(address, token, subject, counts.objectBytes, on(a)));
+    children.push(await startBulkServer(address, reference, subject, counts.objectBytes, on(a)));
 
     const driver = await script(a, 'cross-host-driver.ts', timeoutMs, {
       CROSS_SYNC: String(counts.sync),
@@ -98,11 +110,11 @@ export async function crossHost(
       CROSS_BYTES: String(counts.objectBytes),
       CROSS_OBJECT_ROUNDS: String(counts.objectRounds),
       CROSS_NATS_URL: url,
-      CROSS_TOKEN: token,
+      CROSS_TOKEN: reference,
     });
     const bulk = await script(b, 'cross-host-bulk.ts', timeoutMs, {
       BULK_ADDRESS: address,
-      BULK_TOKEN: token,
+      BULK_TOKEN: reference,
       BULK_SUBJECT: subject,
       BULK_BYTES: String(counts.objectBytes),
       BULK_ROUNDS: String(counts.objectRounds),

@@ -7,13 +7,14 @@ import { join } from 'node:path';
 import { init, shutdown, get, wait, put, type ObjectRef } from 'troupe';
 import { startHead, startNode, recordCurrentCluster, type StartedCluster } from '../runtime/cluster/local-cluster.ts';
 import { parseAddress } from '../runtime/base/config.ts';
-import { currentCore } from '../runtime/core/core.ts';
 import { Tiny, Echo, AsyncEcho, Caller } from './workloads/actors.ts';
 import { smallValue } from './workloads/tasks.ts';
 import { firstCalls } from './workloads/jobs.ts';
 import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.ts';
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
 import { crossHost, type CrossHostFigures } from './cross-host.ts';
+import { addReferenceUser } from './workloads/reference-user.ts';
+import { Bus } from '../runtime/bus/bus.ts';
 import {
   cleanRun,
   runWithKills,
@@ -78,7 +79,9 @@ started.push(
 );
 recordCurrentCluster(head);
 await init({ logToDriver: false });
-const bus = currentCore().bus;
+// The references' own NATS user, allowed every subject (reference-user.ts); head.pids[0] is its nats-server.
+const referenceToken = await addReferenceUser(head.address, head.sessionDir, head.pids[0]);
+const referenceBus = await Bus.connect({ address: head.address, token: referenceToken, name: 'bench-reference' });
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
@@ -116,9 +119,9 @@ try {
 
   // The references, on the same nats-server: raw nats.js, and Moleculer with its NATS transporter.
   const raw = {
-    sync: await rawRequests(bus, SYNC, 1),
-    async: await rawRequests(bus, ASYNC, 1000),
-    pubsub: await rawPubSub(bus, n(500_000, 1000)),
+    sync: await rawRequests(referenceBus, SYNC, 1),
+    async: await rawRequests(referenceBus, ASYNC, 1000),
+    pubsub: await rawPubSub(referenceBus, n(500_000, 1000)),
   };
   references.raw_nats_request_sync = { value: round(raw.sync), unit: 'ops/s' };
   references.raw_nats_request_1000_in_flight = { value: round(raw.async), unit: 'ops/s' };
@@ -128,7 +131,7 @@ try {
   // Ray's microbenchmarks (python/ray/_private/ray_perf.py): small values; "async" is 1,000 submitted, then one get.
   // Each goal is judged against Moleculer measured right beside it, in turns (Moleculer, troupe) ROUNDS times, medians
   // kept: load from elsewhere on a shared machine then moves one turn, not the ratio.
-  const mol = await startMoleculer(parseAddress(head.address), head.token);
+  const mol = await startMoleculer(parseAddress(head.address), referenceToken);
   const molRuns = { sync: [] as number[], async: [] as number[] };
   const vsMoleculer = async (
     name: string,
@@ -251,7 +254,7 @@ try {
     });
   }
   add('get_100mb_from_other_node', (farBytes * farRounds) / farSecs / 1e9, 'GB/s', {
-    raw_nats: round((await rawNatsBulk(bus, head.address, head.token, farBytes, farRounds)) / 1e9, 2),
+    raw_nats: round((await rawNatsBulk(referenceBus, head.address, referenceToken, farBytes, farRounds)) / 1e9, 2),
     reference: 'raw_nats',
     goal: 0.8,
     digits: 2,
@@ -273,6 +276,7 @@ try {
   const two = await cleanRun(2, TRAINING);
   addTraining(one, two, await runWithKills(KILLS, TRAINING));
 } finally {
+  await referenceBus.close();
   await shutdown();
   for (const c of started.reverse()) await c.stop();
   rmSync(home, { recursive: true, force: true });

@@ -1,12 +1,17 @@
 // The Moleculer reference: one "echo" service in a process of its own, over Moleculer's NATS transporter.
 import Moleculer from 'moleculer';
+import { nkeyAuthenticator } from 'nats';
+import { referenceAuth } from './reference-user.ts';
 import { referenceTls } from './references.ts';
 
 const url = process.env.BENCH_NATS_URL!;
 
 const broker = new Moleculer.ServiceBroker({
   nodeID: `echo-${process.pid}`,
-  transporter: { type: 'NATS', options: { url, token: process.env.BENCH_NATS_TOKEN, tls: referenceTls(url) } },
+  transporter: {
+    type: 'NATS',
+    options: { url, ...referenceAuth(process.env.BENCH_NATS_TOKEN!, nkeyAuthenticator), tls: referenceTls(url) },
+  },
   logger: false,
 });
 broker.createService({ name: 'echo', actions: { echo: (ctx: Moleculer.Context<{ x: number }>) => ctx.params.x } });

@@ -1,6 +1,8 @@
 // What troupe is measured against, in the same run on the same nats-server: raw nats.js and Moleculer.
 import type { ChildProcess } from 'node:child_process';
 import Moleculer from 'moleculer';
+import { nkeyAuthenticator } from 'nats';
+import { referenceAuth } from './reference-user.ts';
 import { tlsOptions, type Bus } from '../../runtime/bus/bus.ts';
 import { clusterCa } from '../../runtime/base/config.ts';
 import { startReady, type Spawner } from './start-ready.ts';
@@ -134,7 +136,7 @@ export function startMoleculerService(url: string, token: string, on?: Spawner):
 export async function moleculerCaller(url: string, token: string): Promise<MoleculerReference> {
   const broker = new Moleculer.ServiceBroker({
     nodeID: `bench-${process.pid}`,
-    transporter: { type: 'NATS', options: { url, token, tls: referenceTls(url) } },
+    transporter: { type: 'NATS', options: { url, ...referenceAuth(token, nkeyAuthenticator), tls: referenceTls(url) } },
     logger: false,
   });
   await broker.start();
