@@ -41,7 +41,17 @@ interface Metric {
   reused_worker?: number;
   /** The tls_* rows: the same figure on a plain bus (--no-tls). */
   plain_bus?: number;
-  reference?: 'raw_nats' | 'moleculer' | 'memcpy' | 'one_replica' | 'clean_run' | 'reused_worker' | 'plain_bus';
+  /** The permissions_* rows: the same raw figure as a NATS user allowed every subject. */
+  allow_all?: number;
+  reference?:
+    | 'raw_nats'
+    | 'moleculer'
+    | 'memcpy'
+    | 'one_replica'
+    | 'clean_run'
+    | 'reused_worker'
+    | 'plain_bus'
+    | 'allow_all';
   goal?: number;
   within?: number;
   kills?: number;
@@ -253,12 +263,45 @@ try {
       if ((await get(ref)).length !== farBytes / 4) throw new Error('short object');
     });
   }
+  const rawBulk = await rawNatsBulk(referenceBus, head.address, referenceToken, farBytes, farRounds);
   add('get_100mb_from_other_node', (farBytes * farRounds) / farSecs / 1e9, 'GB/s', {
-    raw_nats: round((await rawNatsBulk(referenceBus, head.address, referenceToken, farBytes, farRounds)) / 1e9, 2),
+    raw_nats: round(rawBulk / 1e9, 2),
     reference: 'raw_nats',
     goal: 0.8,
     digits: 2,
   });
+
+  // What permission lists cost the server: the raw references again, as a user with a driver's lists (bench.> last)
+  // against the one allowed every subject, on the same nats-server.
+  const listed = await addReferenceUser(head.address, head.sessionDir, head.pids[0], 'driver');
+  const listedBus = await Bus.connect({ address: head.address, token: listed, name: 'bench-reference-listed' });
+  try {
+    const note = "raw nats.js as a user with a driver's permission lists, against one allowed every subject";
+    const listedSync = await rawRequests(listedBus, SYNC, 1);
+    add('permissions_raw_request_sync', listedSync, 'ops/s', {
+      allow_all: round(raw.sync),
+      reference: 'allow_all',
+      goal: 0.9,
+      note,
+    });
+    const listedAsync = await rawRequests(listedBus, ASYNC, 1000);
+    add('permissions_raw_request_1000_in_flight', listedAsync, 'ops/s', {
+      allow_all: round(raw.async),
+      reference: 'allow_all',
+      goal: 0.9,
+      note,
+    });
+    const listedBulk = await rawNatsBulk(listedBus, head.address, referenceToken, farBytes, farRounds);
+    add('permissions_raw_get_100mb', listedBulk / 1e9, 'GB/s', {
+      allow_all: round(rawBulk / 1e9, 2),
+      reference: 'allow_all',
+      goal: 0.9,
+      digits: 2,
+      note,
+    });
+  } finally {
+    await listedBus.close();
+  }
 
   // The same comparisons across two simulated hosts (bench/cross-host.ts): a driver on host A calling an actor on host
   // B, and an object put on A read on B. Each in the same run as its reference, on the same hosts and link.

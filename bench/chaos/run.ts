@@ -21,6 +21,7 @@ import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { isAlive } from '../../runtime/base/processes.ts';
+import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { Survivor } from './survivor.ts';
 import { smallValue } from '../workloads/tasks.ts';
 
@@ -216,7 +217,7 @@ try {
       detached: false,
       nodeTimeoutMs: NODE_TIMEOUT_MS,
       nats: head.address,
-      token: head.joinToken!,
+      token: builtinIdentity(readIdentities(head.sessionDir), 'head').seed, // a head takes the head's identity
       numCpus: 1,
       numGpus: 0,
     });

@@ -9,14 +9,22 @@ import { createUser } from '@nats-io/nkeys';
 import { AUTH_CONF, headHere } from '../../runtime/cluster/identities.ts';
 import { reloadNatsServer } from '../../runtime/cluster/nats-server.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
+import { permissionsFor, type Role } from '../../runtime/protocol/permissions.ts';
 
-/** Adds the reference user to the cluster whose nats-server runs from `sessionDir` with `natsPid`; resolves with its
- * seed (what the references pass as their token) once the server takes it. */
-export async function addReferenceUser(address: string, sessionDir: string, natsPid: number): Promise<string> {
+/** Adds a reference user to the cluster whose nats-server runs from `sessionDir` with `natsPid`; resolves with its
+ * seed (what the references pass as their token) once the server takes it. `listsOf`: instead of every subject, the
+ * lists of that troupe role with the references' subjects (`bench.>`) last, for what such lists cost the server. */
+export async function addReferenceUser(
+  address: string,
+  sessionDir: string,
+  natsPid: number,
+  listsOf?: Role,
+): Promise<string> {
   const user = createUser();
   const path = join(sessionDir, AUTH_CONF);
-  const everything = '{ allow: [">"] }';
-  const permissions = `{ publish: ${everything}, subscribe: ${everything} }`;
+  const lists = listsOf && permissionsFor(listsOf, user.getPublicKey());
+  const allow = (xs: string[] | undefined) => `{ allow: ${JSON.stringify(xs ? [...xs, 'bench.>'] : ['>'])} }`;
+  const permissions = `{ publish: ${allow(lists?.publish)}, subscribe: ${allow(lists?.subscribe)} }`;
   const entry = `    { nkey: ${user.getPublicKey()}, permissions: ${permissions} }`;
   const conf = readFileSync(path, 'utf8');
   if (!/\n {2}\]\n\}\n$/.test(conf)) throw new Error(`${path} does not end as identities.ts writes it`);

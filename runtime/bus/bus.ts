@@ -696,7 +696,9 @@ export class Bus {
 
   /** Listens to events (no reply), from NATS and, for a subject without wildcards, from lanes (publishTo). Malformed
    * events are dropped with a warning. */
-  on(subject: string, handler: (body: any, subject: string) => void): Subscription {
+  /** `fromLanes`: the event may also come on a lane from a process this one called (a worker sends its output to its
+   * caller that way). Only events that say so: a lane's other end is user code. */
+  on(subject: string, handler: (body: any, subject: string) => void, o: { fromLanes?: boolean } = {}): Subscription {
     const deliver = (data: Uint8Array, at: string): void => {
       let body: unknown;
       try {
@@ -711,13 +713,13 @@ export class Bus {
         console.error(`troupe: handler for ${at} failed:`, e);
       }
     };
-    if (!/[*>]/.test(subject)) this.events.set(subject, deliver);
+    if (o.fromLanes && !/[*>]/.test(subject)) this.events.set(subject, deliver);
     return this.nc.subscribe(subject, {
       callback: (err, msg) => total(err, msg, subject, (m) => deliver(m.data, m.subject)),
     });
   }
 
-  /** Event handlers by (exact) subject, for events that come on lanes. */
+  /** Event handlers by (exact) subject, for the events that may come on lanes (`on(…, { fromLanes })`). */
   private readonly events = new Map<string, (data: Uint8Array, subject: string) => void>();
 
   /** Sends answers to a batch (as several parts, if they are over the server's max_payload). */
@@ -868,6 +870,13 @@ export class Bus {
 function total(err: Error | null, msg: Msg | undefined, what: string, run: (msg: Msg) => void): void {
   if (err || !msg) {
     if (err) warnEvery(what, `subscription to ${what} failed: ${err.message}`);
+    return;
+  }
+  // A JetStream consumer may be told to deliver to any subject (its deliver_subject is not checked against the
+  // creator's permissions), so a role that may read a stream could replay what it put there onto troupe's subjects.
+  // troupe never has a stream deliver to its own subjects: such a delivery is dropped.
+  if (msg.reply?.startsWith('$JS.ACK.') || msg.headers?.has('Nats-Stream')) {
+    warnEvery(`${what} (JetStream)`, `dropped a JetStream delivery on ${msg.subject}: troupe takes none there`);
     return;
   }
   try {

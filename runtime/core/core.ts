@@ -243,7 +243,7 @@ export class Core {
     c.tasks.start();
     c.actors.start();
     if (o.role === 'driver' && o.logToDriver !== false)
-      bus.on(subjects.log(c.procId), event(checkLogLines, printWorkerOutput));
+      bus.on(subjects.log(c.procId), event(checkLogLines, printWorkerOutput), { fromLanes: true });
     bus.serve(subjects.allObjects, () => c.ownedObjects());
     if (o.role === 'driver')
       c.stopHeartbeat = startDriverHeartbeat(bus, { procId: c.procId, address: o.address, token: o.token });

@@ -18,6 +18,7 @@ import { InfeasibleError, WorkerDiedError, ProtocolError } from '../base/errors.
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
+import { createSharedObjectStores } from '../state/buckets.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg } from '../protocol/leases.ts';
@@ -116,6 +117,8 @@ export class Head {
       daemon: true,
     });
     void this.watchConnection();
+    // Before anyone joins: the stores every job shares are the head's to create (see buckets.ts).
+    await createSharedObjectStores(this.bus);
     // First, before anything else is served: every joiner checks its versions against ours.
     this.bus.serve(subjects.headHello, (hello: HelloMsg | undefined) => {
       if (!sameVersions(hello, ownVersions()))

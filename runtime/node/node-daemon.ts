@@ -202,7 +202,13 @@ export class NodeDaemon {
     );
     bus.serve(
       subjects.nodeRelease(this.nodeId),
-      request(checkRelease, (req) => this.release(req.leaseId, !!req.busy)),
+      request(checkRelease, (req) => {
+        // A task lease goes back when its holder is done with it. An actor's lease ends only by the head's
+        // nodeActorStop: actor lease ids are in cluster state every role reads, and a release would kill the actor.
+        if (this.leases.get(req.leaseId)?.actorId)
+          throw new ProtocolError(`lease ${req.leaseId} holds an actor: only the head ends it (nodeActorStop)`);
+        this.release(req.leaseId, !!req.busy);
+      }),
     );
     bus.serve(
       subjects.nodeBlocked(this.nodeId),

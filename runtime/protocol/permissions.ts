@@ -73,7 +73,8 @@ const writeKv = (b: Kv) => [`$KV.${b}.>`];
 const readObj = (b: string) => readStream(objStream(b));
 /** An object put publishes chunks and meta, and purges the chunks of the object it replaces. */
 const writeObj = (b: string) => [`$O.${b}.>`, `$JS.API.STREAM.PURGE.${objStream(b)}`];
-/** Creating a stream that exists only binds to it (runtime/state/buckets.ts); given to those who open it first. */
+/** Creating a stream that exists only binds to it (runtime/state/buckets.ts). Only the head and node daemons may: a
+ * stream gets the subjects its creator names, so one made by a job's code could capture the cluster's traffic. */
 const create = (s: string) => `$JS.API.STREAM.CREATE.${s}`;
 
 const jsInfo = '$JS.API.INFO';
@@ -107,7 +108,6 @@ const corePublish = [
   ...allKv,
   ...readObj(CHECKPOINTS),
   ...writeObj(CHECKPOINTS),
-  create(objStream(CHECKPOINTS)),
 ];
 
 /** What drivers and workers subscribe to. */
@@ -152,9 +152,12 @@ const roles: Record<Role, Permissions> = {
       any(subjects.jobShip),
       any(subjects.jobLog),
       jsInfo,
-      ...KV.flatMap((b) => [...readKv(b), ...writeKv(b), create(kvStream(b))]),
+      // It writes its own record, and the records of the drivers it runs (jobs, submissions): no actor or name.
+      ...KV.flatMap((b) => [...readKv(b), create(kvStream(b))]),
+      ...writeKv('troupe-nodes'),
+      ...writeKv('troupe-jobs'),
+      ...writeKv('troupe-submissions'),
       ...readObj(ENVS),
-      create(objStream(ENVS)),
       ...readStream(JOB_LOGS),
       create(JOB_LOGS),
     ],
@@ -176,7 +179,6 @@ const roles: Record<Role, Permissions> = {
       ...writeKv('troupe-jobs'),
       ...readObj(ENVS),
       ...writeObj(ENVS),
-      create(objStream(ENVS)),
       ...readStream(JOB_LOGS),
     ],
     subscribe: [...coreSubscribe, any(subjects.log), any(subjects.jobShip)],

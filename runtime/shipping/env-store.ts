@@ -5,9 +5,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
-import { openObjectStore } from '../state/buckets.ts';
+import { openObjectStore, SHARED_OBJECT_STORES } from '../state/buckets.ts';
 
-export const ENV_BUCKET = 'troupe-runtime-envs';
+export const ENV_BUCKET = SHARED_OBJECT_STORES.runtimeEnvs;
 
 export const openEnvStore = (bus: Bus): Promise<ObjectStore> => openObjectStore(bus, ENV_BUCKET);
 

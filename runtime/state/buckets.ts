@@ -20,10 +20,20 @@ export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}): P
   return createOrBind(() => kvm.create(name, { ...opts }));
 }
 
-/** Creates the object store, or binds to it when it exists or another process created it at the same moment. */
-export function openObjectStore(bus: Bus, name: string): Promise<ObjectStore> {
+/** The object stores every job shares. Only the head creates them (at start, before anyone joins): a stream is made
+ * with subjects its creator names, and one made by a job's code could capture the cluster's traffic. */
+export const SHARED_OBJECT_STORES = { checkpoints: 'troupe-checkpoints', runtimeEnvs: 'troupe-runtime-envs' } as const;
+
+/** Binds to the object store, which must exist (the head made it); `create`: the head's creating it, or binding to it
+ * when it exists or another process created it at the same moment. */
+export function openObjectStore(bus: Bus, name: string, o: { create?: boolean } = {}): Promise<ObjectStore> {
   const objm = new Objm(bus.nc);
-  return createOrBind(() => objm.create(name));
+  return o.create ? createOrBind(() => objm.create(name)) : objm.open(name);
+}
+
+/** The head, at start: creates the shared object stores. */
+export async function createSharedObjectStores(bus: Bus): Promise<void> {
+  await Promise.all(Object.values(SHARED_OBJECT_STORES).map((name) => openObjectStore(bus, name, { create: true })));
 }
 
 async function createOrBind<T>(create: () => Promise<T>): Promise<T> {

@@ -3,9 +3,9 @@
 import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
 import { encode, decode } from '../base/codec.ts';
-import { openObjectStore } from './buckets.ts';
+import { openObjectStore, SHARED_OBJECT_STORES } from './buckets.ts';
 
-const BUCKET = 'troupe-checkpoints';
+const BUCKET = SHARED_OBJECT_STORES.checkpoints;
 
 export class CheckpointStore {
   private constructor(private readonly os: ObjectStore) {}

@@ -15,7 +15,7 @@ import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { nodeStoreName } from '../../runtime/base/config.ts';
 import { ObjectStoreFullError, ProtocolError } from '../../runtime/base/errors.ts';
-import { tokenLaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
 import {
   startHead,
   startNode,
@@ -91,7 +91,7 @@ function rss(pid: number): number {
 
 const closed = (s: net.Socket) => new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r())));
 
-/** Connects to a lane and proves itself over the server's nonce with the cluster token, as a caller would. */
+/** Connects to a lane and proves itself over the server's nonce with a driver's credential, as a caller would. */
 async function authenticated(path: string, token: string): Promise<net.Socket> {
   const s = net.connect(path);
   s.on('error', () => undefined);
@@ -107,7 +107,7 @@ async function authenticated(path: string, token: string): Promise<net.Socket> {
     s.on('data', onData);
     s.once('close', () => reject(new Error('closed before its nonce')));
   });
-  const proof = tokenLaneAuth(token).respond(nonce);
+  const proof = nkeyLaneAuth({ seed: token, allowed: [] }).respond(nonce);
   const proc = Buffer.from('intruder', 'latin1');
   const hello = Buffer.alloc(7 + proof.length + proc.length);
   hello.writeUInt32BE(hello.length - 4, 0);
@@ -237,7 +237,7 @@ test.serial("kill -9 of a node, then a restart: its store and spill dirs are gon
       numCpus: 1,
       numGpus: 0,
       address: cluster().address,
-      token: cluster().token,
+      token: cluster().joinToken!,
       sessionDir: cluster().sessionDir,
       objectStoreDir: shm,
       objectStoreMemory: 4 * 1024 * 1024,

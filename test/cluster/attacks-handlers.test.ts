@@ -1,6 +1,7 @@
-// Attacks on the bus handlers, made as a process holding the cluster token would: a msgpack nil as the answer to a
-// driver's request, a malformed lease sent straight to a node, a flood of `demand: {}` leases. Each is refused while
-// the cluster keeps serving tasks and actor calls.
+// Attacks on the bus handlers: a msgpack nil as the answer to a driver's request, a malformed lease sent straight to a
+// node, a flood of `demand: {}` leases. They are sent with the head's identity, the one role the permissions let send
+// all of them: what is tested here is that a malformed message from a sender that may send it harms nothing. Each is
+// refused while the cluster keeps serving tasks and actor calls.
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { ProtocolError, WorkerLimitError } from '../../runtime/index.ts';
@@ -19,11 +20,11 @@ const CAP = 4;
 process.env.TROUPE_MAX_WORKERS_PER_NODE = String(CAP);
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 let c: TestCluster;
-/** The attacker: a connection of its own with the cluster token. */
+/** The attacker: a connection of its own, with the head's credential. */
 let evil: Bus;
 test.serial.before(async () => {
   c = cluster();
-  evil = await Bus.connect({ address: c.address, token: c.token, name: 'test-attacker' });
+  evil = await Bus.connect({ address: c.address, token: c.headToken, name: 'test-attacker' });
 });
 test.serial.after.always(async () => {
   await evil?.close();
@@ -61,7 +62,7 @@ function job(): JobRef {
 test.serial(
   'a nil reply fails that request at once with ProtocolError; the driver keeps hearing replies',
   async (t) => {
-    const subject = 'troupe.attack.nil';
+    const subject = subjects.actor('0123456789abcdef0123'); // a subject a driver may ask
     // Answers every request with a msgpack nil (0xc0), as a rogue process on a subject a driver asks would.
     const nil = (_e: unknown, m: Msg): void => {
       m.respond(new Uint8Array([0xc0]));

@@ -231,9 +231,12 @@ test.serial('actor ids and jobs from the bus are checked: wildcards, dots and fo
   const spec: ActorSpec = info.spec;
   const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'attacker' });
   t.teardown(() => bus.close());
+  // Only a node may send its workers actor starts and stops: sent as a node here, they are checked all the same.
+  const asNode = await Bus.connect({ address: c!.address, token: c!.joinToken, name: 'attacker-node' });
+  t.teardown(() => asNode.close());
   for (const actorId of ['*', '>', `${spec.actorId}.x`, '', 'a'.repeat(200), 'deadbeef'])
     await t.throwsAsync(
-      bus.request(subjects.procActorStart(workerId), { spec: { ...spec, actorId }, incarnation: 0 }),
+      asNode.request(subjects.procActorStart(workerId), { spec: { ...spec, actorId }, incarnation: 0 }),
       {
         instanceOf: ProtocolError,
         message: /actor start needs an actor id|malformed actor start request at spec.actorId/,
@@ -241,11 +244,13 @@ test.serial('actor ids and jobs from the bus are checked: wildcards, dots and fo
       `start ${actorId}`,
     );
   const foreign = { ...spec, actorId: newId(), job: { ...spec.job!, id: 'another-job' } };
-  await t.throwsAsync(bus.request(subjects.procActorStart(workerId), { spec: foreign, incarnation: 0 }), {
+  await t.throwsAsync(asNode.request(subjects.procActorStart(workerId), { spec: foreign, incarnation: 0 }), {
     instanceOf: ProtocolError,
     message: /job another-job: this worker serves job/,
   });
-  await t.throwsAsync(bus.request(subjects.procActorStop(workerId), { actorId: '*' }), { instanceOf: ProtocolError });
+  await t.throwsAsync(asNode.request(subjects.procActorStop(workerId), { actorId: '*' }), {
+    instanceOf: ProtocolError,
+  });
   for (const [subject, msg] of [
     [subjects.headActorCreate, { spec: { ...spec, actorId: '*' } }],
     [subjects.headActorKill, { actorId: '>' }],

@@ -6,14 +6,15 @@ import type { ActorHandle } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
-import { AuthenticationError, PermissionDeniedError } from '../../runtime/base/errors.ts';
+import { AuthenticationError, PermissionDeniedError, ProtocolError } from '../../runtime/base/errors.ts';
+import { AckPolicy, DeliverPolicy, jetstreamManager, StorageType } from '@nats-io/jetstream';
 import { addIdentity, builtinIdentity, readIdentities, revokeIdentity } from '../../runtime/cluster/identities.ts';
 import { reloadNatsServer } from '../../runtime/cluster/nats-server.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
 import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { add } from '../fixtures/tasks.ts';
-import { environment, publishAs, writeKv } from '../fixtures/role-attacks.ts';
+import { environment, publishAs, workerCreatesStream, writeKv } from '../fixtures/role-attacks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
@@ -86,6 +87,61 @@ test.serial('a driver cannot fence a node', async (t) => {
   await notFenced(t);
   await stillServing(t);
 });
+
+test.serial("a driver cannot end another's actor by releasing its lease (its id is in cluster state)", async (t) => {
+  const info = (await (await currentCore().gcs()).actors.get(counter.actorId))!;
+  t.truthy(info.leaseId, 'the actor record names its lease');
+  await t.throwsAsync(
+    currentCore().bus.request(subjects.nodeRelease(info.nodeId!), { leaseId: info.leaseId, busy: true }),
+    { instanceOf: ProtocolError, message: /holds an actor: only the head ends it/ },
+  );
+  await stillServing(t);
+});
+
+test.serial('a worker or driver cannot create a stream (one could capture the cluster traffic)', async (t) => {
+  const bus = currentCore().bus;
+  const jsm = await jetstreamManager(bus.nc);
+  const capture = { subjects: ['troupe.head.>', 'troupe.node.>'], storage: StorageType.Memory };
+  for (const name of ['OBJ_troupe-checkpoints', 'OBJ_troupe-runtime-envs', 'capture'])
+    await t.throwsAsync(jsm.streams.add({ name, ...capture }), undefined, name);
+  t.is(await workerCreatesStream.remote(cluster().address), 'denied');
+  await stillServing(t);
+});
+
+test.serial(
+  'the cli role cannot have a stream deliver onto a node subject: troupe drops JetStream deliveries',
+  async (t) => {
+    // A push consumer's deliver_subject is not checked against its creator's permissions (nats-server): a role that
+    // may read a stream could have it replay records onto any subject. The node drops what JetStream delivers.
+    const bus = await Bus.connect({
+      address: cluster().address,
+      token: builtinIdentity(ids(), 'cli').seed,
+      name: 'cli',
+    });
+    t.teardown(() => bus.close());
+    const jsm = await jetstreamManager(bus.nc);
+    const name = `deliver-${Date.now()}`;
+    await jsm.consumers
+      .add('KV_troupe-actors', {
+        name,
+        deliver_subject: subjects.nodeFenced(cluster().head.nodeId),
+        ack_policy: AckPolicy.None,
+        deliver_policy: DeliverPolicy.All,
+      })
+      .then(
+        () =>
+          t.teardown(() =>
+            jsm.consumers.delete('KV_troupe-actors', name).then(
+              () => undefined,
+              () => undefined,
+            ),
+          ),
+        () => undefined, // a server that checks deliver_subject refuses it: as good
+      );
+    await notFenced(t);
+    await stillServing(t);
+  },
+);
 
 test.serial('the cli role cannot submit a job or kill an actor', async (t) => {
   const bus = await Bus.connect({ address: cluster().address, token: builtinIdentity(ids(), 'cli').seed, name: 'cli' });
