@@ -4,6 +4,7 @@
 // maker lives (nor one it cannot tell about: no mark, another user's, another PID namespace's).
 import { lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { isAlive } from '../runtime/base/processes.ts';
 
 /** The mark's file name, in each directory a node makes. */
 const MARK = '.troupe-node';
@@ -43,15 +44,6 @@ export function markAsOurs(dir: string): void {
   writeFileSync(join(dir, MARK), JSON.stringify(ownMark()), { mode: 0o600 });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Whether the directory's maker is surely gone: its mark is ours to read, from our PID namespace, and names a
  * process that no longer runs (or a pid since reused by another process). */
 function makerGone(dir: string): boolean {
@@ -67,7 +59,7 @@ function makerGone(dir: string): boolean {
   const here = ownMark();
   if (mark.pidns !== here.pidns) return false;
   if (mark.pid === process.pid) return mark.started !== here.started;
-  if (!alive(mark.pid)) return true;
+  if (!isAlive(mark.pid)) return true;
   const started = startTime(mark.pid);
   return mark.started !== undefined && started !== undefined && started !== mark.started;
 }

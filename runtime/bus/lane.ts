@@ -6,6 +6,8 @@
 //   CHALLENGE  a fresh nonce (the server's first frame)
 //   HELLO      u16 proof length, proof over the nonce (see lane-auth.ts), the caller's process id (the client's first
 //              frame, sent once the nonce came; anything else first closes the connection)
+//   ACCEPT     nothing (the server took the proof: the caller sends its requests only after it, so requests on a lane
+//              whose proof was refused went nowhere, and go over NATS instead)
 //   REQUEST    u8 id length, id, u16 subject length, subject, message
 //   REPLY      u8 id length, id, message
 //   NOBODY     u8 id length, id (nothing serves that subject here: as NATS's "no responders")
@@ -25,7 +27,8 @@ const HELLO = 0,
   REPLY = 2,
   NOBODY = 3,
   EVENT = 4,
-  CHALLENGE = 5;
+  CHALLENGE = 5,
+  ACCEPT = 6;
 
 /** Longest socket path Linux takes (sun_path is 108 bytes, with its NUL). */
 export const MAX_LANE_PATH = 107;
@@ -78,6 +81,8 @@ function hello(proof: Uint8Array, proc: string): Buffer {
   b.write(proc, 7 + proof.length, 'latin1');
   return b;
 }
+
+const ACCEPTED = Buffer.from([0, 0, 0, 1, ACCEPT]);
 
 function challenge(nonce: Uint8Array): Buffer {
   const b = Buffer.allocUnsafe(5 + nonce.length);
@@ -328,6 +333,7 @@ export class LaneServer {
         frames.max = limits.maxFrame;
         conn.proc = f.toString('latin1', 3 + proofLen);
         this.byProc.set(conn.proc, conn.out);
+        socket.write(ACCEPTED);
         return;
       }
       if (f[0] !== REQUEST) {
@@ -428,19 +434,21 @@ export class Lane {
   ) {
     this.socket = net.connect(path);
     this.out = new Outgoing(this.socket, wake);
-    this.out.held = true; // until we have proved ourselves: the server reads nothing else first
+    this.out.held = true; // until the server took our proof: requests before that would go nowhere
     this.socket.on('error', () => this.socket.destroy());
     this.socket.on('close', () => this.end());
+    let proved = false;
     const frames = new Frames((f) => {
       if (!this.connected) {
-        if (f[0] !== CHALLENGE || f.length !== 1 + NONCE_BYTES) {
-          this.socket.destroy();
-          return;
-        }
-        this.socket.write(hello(auth.respond(f.subarray(1)), proc));
-        this.connected = true;
-        this.out.held = false;
-        this.out.flush();
+        // The nonce, then (once our proof is in) the server's word that it took it; anything else ends the lane.
+        if (!proved && f[0] === CHALLENGE && f.length === 1 + NONCE_BYTES) {
+          this.socket.write(hello(auth.respond(f.subarray(1)), proc));
+          proved = true;
+        } else if (proved && f[0] === ACCEPT && f.length === 1) {
+          this.connected = true;
+          this.out.held = false;
+          this.out.flush();
+        } else this.socket.destroy();
         return;
       }
       const [id, at] = readId(f, 1);

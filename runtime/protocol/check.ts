@@ -12,10 +12,20 @@ export type Check<T> = ((x: unknown) => T) & { readonly what: string };
 export function schemaCheck<S extends v.GenericSchema>(what: string, schema: S): Check<v.InferOutput<S>> {
   return named(what, (x) => {
     if (v.is(schema, x)) return x;
-    const issue = v.safeParse(schema, x).issues?.[0];
+    const issue = deepest(v.safeParse(schema, x).issues?.[0]);
     const where = issue ? v.getDotPath(issue) : null;
     throw new ProtocolError(`malformed ${what}${where ? ` at ${where}` : ''}: ${issue?.message ?? 'invalid'}`);
   });
+}
+
+/** A union's issue says only that no option matched: the issue of an option that got furthest names the field. */
+function deepest(issue: v.GenericIssue | undefined): v.GenericIssue | undefined {
+  let best = issue;
+  for (const sub of issue?.issues ?? []) {
+    const d = deepest(sub);
+    if (d && (d.path?.length ?? 0) > (best?.path?.length ?? 0)) best = d;
+  }
+  return best;
 }
 
 /** A check written by hand (for the hot path, where valibot's cost shows): `test` says why x is bad, or nothing. */

@@ -37,6 +37,7 @@ import { hashFile, unpack } from './pack.ts';
 import { getBytes, getObject, openEnvStore } from './env-store.ts';
 import { sameMachine } from './machine.ts';
 import { installedPackage, troupeRoot } from './troupe-install.ts';
+import { isAlive } from '../base/processes.ts';
 
 export interface EnvCacheOptions {
   /** Default `<TROUPE_HOME>/runtime-envs`. */
@@ -393,7 +394,7 @@ export class EnvCache {
       const path = join(this.dir, 'tmp', name);
       const pid = /^(\d+)-[0-9a-f]+$/.exec(name)?.[1];
       const st = await lstat(path).catch(() => undefined);
-      if (pid && alive(Number(pid)) && st && Date.now() - st.mtimeMs < DAY_MS) continue;
+      if (pid && isAlive(Number(pid)) && st && Date.now() - st.mtimeMs < DAY_MS) continue;
       await rm(path, { recursive: true, force: true });
     }
   }
@@ -459,15 +460,6 @@ async function safeParent(dir: string): Promise<void> {
       `${dir}, which holds the runtime env cache, ${why}: another user could swap the cache. Set TROUPE_HOME to a ` +
         'directory of your own',
     );
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Makes each directory on `rel`'s way from `root` (not the last part), refusing to go through a link or a file:

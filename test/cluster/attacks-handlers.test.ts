@@ -46,7 +46,9 @@ function workerCount(): number {
     if (!/^\d+$/.test(name)) continue;
     try {
       const env = `${readFileSync(`/proc/${name}/environ`, 'utf8')}\0`;
-      if (env.includes(`TROUPE_HOME=${c.home}\0`) && env.includes('TROUPE_WORKER_ID=')) n++;
+      // The worker process itself, not a child that inherited its environment (tsx's esbuild service, say).
+      const worker = /\/worker\/worker\.[jt]s\0/.test(readFileSync(`/proc/${name}/cmdline`, 'utf8'));
+      if (worker && env.includes(`TROUPE_HOME=${c.home}\0`) && env.includes('TROUPE_WORKER_ID=')) n++;
     } catch {
       /* gone */
     }

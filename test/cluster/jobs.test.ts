@@ -197,7 +197,7 @@ test.serial(
       const req = { clientId: 'client1', demand: { CPU: 1 }, job };
       await t.throwsAsync(bus.request(subjects.headLease, { ...req, reqId: 'req1', strategy: 'DEFAULT' }), {
         instanceOf: ProtocolError,
-        message: /job/,
+        message: /job|malformed lease request/,
       });
       await t.throwsAsync(bus.request(subjects.nodeLease(c!.nodeIds[0]), req), { instanceOf: ProtocolError });
     }

@@ -10,6 +10,8 @@ import { useCluster, tempDir, eventually } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
+import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { publicKeyOf } from '../../runtime/cluster/identities.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { NoRespondersError } from '../../runtime/base/errors.ts';
 import { Counter, Phoenix, Journal } from '../fixtures/actors.ts';
@@ -152,6 +154,8 @@ test.serial(
     });
     const subject = subjects.actor(`lane-test-${process.pid}`); // one a driver's credential may serve and call
     server.serveBatched(subject, (x: number) => x * 2);
+    // As a worker's node tells it: who may open lanes into it (here the caller's identity, the same credential).
+    server.useLaneAuth(nkeyLaneAuth({ seed: token, allowed: [publicKeyOf(token)] }));
     const path = await server.listenLanes(join(tempDir(t), 'lane'));
     await server.flush();
     const call = (x: number) =>

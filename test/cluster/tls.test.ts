@@ -96,8 +96,12 @@ if (why) {
       t.regex(head.stderr, /WARNING: --no-tls: .* in plain text; the token and all data travel in clear/);
       const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)\n/.exec(head.stdout) ?? [];
       t.is(address.split(':')[0], a.ip, head.stdout);
+      // The server speaks plain text to B (it asks for no TLS); the client's token is no NKEY signature, so it is then
+      // refused, which the identity tests cover.
       const plain = await b.run(process.execPath, ['-e', plainClient, address, token]);
-      t.true((JSON.parse(plain.stdout) as { pong: boolean }).pong, plain.stdout + plain.stderr);
+      const said = JSON.parse(plain.stdout) as { info: string };
+      t.regex(said.info, /^INFO \{/, plain.stdout + plain.stderr);
+      t.notRegex(said.info, /"tls_required":true/);
       const refused = await troupe(a, ['start', '--head', '--no-tls', '--tls-cert', 'x']);
       t.is(refused.code, 2, refused.stdout + refused.stderr);
     } finally {
@@ -176,11 +180,13 @@ if (why) {
         'every connection of the driver verified',
       );
       t.deepEqual(lastJson(run.stdout), { driver: 'host-a', task: 'host-b', actor: 'host-b', twice: 'abab' });
-      // A driver on B elsewhere, given the CA by init({ tlsCa }).
+      // A driver on B elsewhere, given the CA by init({ tlsCa }), and a driver credential made on A for it.
+      const made = await troupe(a, ['token', 'create', '--role', 'driver', '--name', 'far']);
+      t.is(made.code, 0, made.stdout + made.stderr);
       const far = await b.run(process.execPath, ['--import', tsx, '--conditions=troupe-source', driver], {
         cwd: checkout,
         timeoutMs: 150_000,
-        env: { ...HOME, ...away, TLS_CA: caFile },
+        env: { ...HOME, ...away, TROUPE_TOKEN: made.stdout.trim(), TLS_CA: caFile },
       });
       t.is(far.code, 0, far.stdout + far.stderr);
       t.like(lastJson(far.stdout), { driver: 'host-b', task: 'host-b', twice: 'abab' });
