@@ -309,10 +309,13 @@ try {
   const crossTls = await crossHost(crossCounts, n(300_000, 90_000));
   addCrossHost(crossTls);
   // What TLS costs: the same rows again on fresh hosts whose bus is plain (--no-tls), in this run.
-  addTlsCost(
-    crossTls,
-    'unavailable' in crossTls ? crossTls : await crossHost(crossCounts, n(300_000, 90_000), { tls: false }),
-  );
+  // (Not in --smoke: the plain run is the same scripts again, which the cross_host rows above already exercise.)
+  const plainBus: CrossHostFigures | { unavailable: string } = smoke
+    ? { unavailable: 'a --smoke run measures the TLS bus only' }
+    : 'unavailable' in crossTls
+      ? crossTls
+      : await crossHost(crossCounts, n(300_000, 90_000), { tls: false });
+  addTlsCost(crossTls, plainBus);
 
   // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills.
   const one = await cleanRun(1, TRAINING);
