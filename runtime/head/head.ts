@@ -30,6 +30,7 @@ import {
   checkHeartbeat,
   checkLeaseAnswer,
   checkLeaseRequestMsg,
+  checkNodeInfo,
   checkOwnerDone,
   checkTaskEvents,
   checkTasksQuery,
@@ -126,7 +127,14 @@ export class Head {
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
-    this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
+    this.stopWatch = await this.gcs.nodes.watch((key, info) => {
+      if (info === undefined) return this.onNodeRecord(key, undefined);
+      try {
+        this.onNodeRecord(key, checked(checkNodeInfo, info) as NodeInfo);
+      } catch {
+        // counted and logged by checked(); a record we cannot read places nothing
+      }
+    });
     this.actors = new ActorManager({
       bus,
       gcs: this.gcs,

@@ -278,3 +278,24 @@ export const checkStop = thrownCheck('job stop request', (x): StopRequest => {
   const r = x as Partial<StopRequest> | null;
   return { submissionId: checkSubmissionId(r?.submissionId), graceMs: checkGraceMs(r?.graceMs) };
 });
+
+/** A node's record in KV (anyone who may write the bucket could have written it). */
+export const checkNodeInfo = schemaCheck(
+  'node record',
+  v.object({
+    nodeId: id,
+    hostname: v.pipe(v.string(), v.maxLength(1000)),
+    address: v.optional(v.pipe(v.string(), v.maxLength(1000))),
+    troupeVersion: v.optional(v.pipe(v.string(), v.maxLength(200))),
+    protocolVersion: v.optional(v.number()),
+    pid: count,
+    total: resources,
+    state: v.picklist(['ALIVE', 'DEAD']),
+    startedAt: v.pipe(v.string(), v.maxLength(200)),
+    deadAt: v.optional(v.string()),
+    cause: v.optional(text),
+    objectDir: v.pipe(v.string(), v.maxLength(4096)),
+    objectStoreMemory: v.optional(amount),
+    isHead: v.boolean(),
+  }),
+);
