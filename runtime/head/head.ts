@@ -23,6 +23,7 @@ import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg } from '../protocol/leases.ts';
 import { checkJob } from '../protocol/jobs.ts';
 import { checked, event, malformedCounts, request } from '../protocol/check.ts';
+import { SeenTable } from '../protocol/seen-table.ts';
 import {
   checkActorCreate,
   checkActorKill,
@@ -88,7 +89,7 @@ export class Head {
   private readonly waiting = new Map<string, Pending>();
   private readonly infeasible: HeadStatus['infeasible'] = [];
   private readonly tasks = new LRUCache<string, TaskEvent>({ max: 10_000 });
-  private readonly clientSeen = new Map<string, number>();
+  private readonly clientSeen = new SeenTable(10 * defaults.clientTimeoutMs);
   private spreadCursor = 0;
   private timers: NodeJS.Timeout[] = [];
   private stopWatch: (() => void) | undefined;
@@ -351,6 +352,7 @@ export class Head {
 
   private dropSilentClients(): void {
     const now = Date.now();
+    this.clientSeen.forget(now);
     for (const [id, p] of this.queue) {
       if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;

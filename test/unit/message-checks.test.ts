@@ -12,6 +12,7 @@ import {
   checkTaskSpec,
   checkWorkerDied,
 } from '../../runtime/protocol/schemas.ts';
+import { SeenTable } from '../../runtime/protocol/seen-table.ts';
 import { mutations } from '../helpers/fuzz.ts';
 
 const job = { id: 'job1', driver: 'drv1', root: '/home/me/project' };
@@ -108,4 +109,18 @@ test('a refused request or event is counted per message type; a good one reaches
   t.is(handler(call), 'add');
   t.throws(() => handler({ ...call, method: 5 }), { instanceOf: ProtocolError });
   t.true((malformedCounts()['actor call'] ?? 0) >= 1);
+});
+
+test('the table of processes heard from stays bounded under made-up ids, and forgets the silent', (t) => {
+  const seen = new SeenTable(1000, 100);
+  for (let i = 0; i < 10_000; i++) seen.heard(`made-up-${i}`, 5000);
+  t.true(seen.has('made-up-0'));
+  t.false(seen.has('made-up-100'), 'a full table records no new ids');
+  seen.heard('a.b.*', 5000);
+  t.false(seen.has('a.b.*'), 'not an id');
+  seen.heard('made-up-0', 6500);
+  seen.heard('newcomer', 6500); // full: the silent are forgotten first, so there is room
+  t.true(seen.has('newcomer'));
+  t.true(seen.has('made-up-0'));
+  t.false(seen.has('made-up-1'));
 });
