@@ -25,6 +25,7 @@ import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg }
 import { checkJobRegistration } from '../protocol/jobs.ts';
 import { JobRegistry } from './job-registry.ts';
 import { checked, event, malformedCounts, request } from '../protocol/check.ts';
+import { SeenTable } from '../protocol/seen-table.ts';
 import {
   checkActorCreate,
   checkActorKill,
@@ -32,6 +33,7 @@ import {
   checkHeartbeat,
   checkLeaseAnswer,
   checkLeaseRequestMsg,
+  checkNodeInfo,
   checkOwnerDone,
   checkTaskEvents,
   checkTasksQuery,
@@ -89,7 +91,7 @@ export class Head {
   private readonly waiting = new Map<string, Pending>();
   private readonly infeasible: HeadStatus['infeasible'] = [];
   private readonly tasks = new LRUCache<string, TaskEvent>({ max: 10_000 });
-  private readonly clientSeen = new Map<string, number>();
+  private readonly clientSeen = new SeenTable(10 * defaults.clientTimeoutMs);
   private spreadCursor = 0;
   private timers: NodeJS.Timeout[] = [];
   private stopWatch: (() => void) | undefined;
@@ -131,7 +133,14 @@ export class Head {
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
-    this.stopWatch = await this.gcs.nodes.watch((key, info) => this.onNodeRecord(key, info));
+    this.stopWatch = await this.gcs.nodes.watch((key, info) => {
+      if (info === undefined) return this.onNodeRecord(key, undefined);
+      try {
+        this.onNodeRecord(key, checked(checkNodeInfo, info) as NodeInfo);
+      } catch {
+        // counted and logged by checked(); a record we cannot read places nothing
+      }
+    });
     this.jobs = await JobRegistry.open(bus);
     bus.serve(subjects.headJobRegister, (req: unknown) => this.jobs.register(checkJobRegistration(req)));
     this.actors = new ActorManager({
@@ -351,6 +360,7 @@ export class Head {
 
   private dropSilentClients(): void {
     const now = Date.now();
+    this.clientSeen.forget(now);
     for (const [id, p] of this.queue) {
       if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;

@@ -38,6 +38,7 @@ import {
   checkRelease,
 } from '../protocol/schemas.ts';
 import { checked, event, malformedCounts, request } from '../protocol/check.ts';
+import { SeenTable } from '../protocol/seen-table.ts';
 import { checkJob, type JobRef } from '../protocol/jobs.ts';
 import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
@@ -131,7 +132,7 @@ export class NodeDaemon {
    * all. */
   private readonly processes = new Set<ChildProcess>();
   private readonly leases = new Map<string, Lease>();
-  private readonly clientSeen = new Map<string, number>();
+  private readonly clientSeen = new SeenTable(2 * OWNER_TIMEOUT_MS);
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private stopped?: Promise<void>;
@@ -538,6 +539,7 @@ export class NodeDaemon {
 
   private reclaimOrphanLeases(): void {
     const now = Date.now();
+    this.clientSeen.forget(now);
     for (const owner of this.objects.owners()) {
       if (now - (this.clientSeen.get(owner) ?? now) > OWNER_TIMEOUT_MS) void this.freeObjectsOf(owner, 'went silent');
     }

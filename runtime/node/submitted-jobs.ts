@@ -13,6 +13,8 @@ import { JobLogWriter, openJobLogStream, openSubmissions } from '../state/job-lo
 import { UsageError } from '../base/errors.ts';
 import { howItExited } from '../base/processes.ts';
 import { subjects } from '../protocol/subjects.ts';
+import { request } from '../protocol/check.ts';
+import { checkStop, checkSubmit } from '../protocol/schemas.ts';
 import {
   checkGraceMs,
   checkSubmissionId,
@@ -76,8 +78,14 @@ export class SubmittedJobs {
     this.table = await openSubmissions(bus);
     // A nats-server whose JetStream limits refuse the stream must not keep the node from starting: submit says why.
     this.logStream().catch((e) => console.error('troupe: cannot create the job log stream (troupe job submit):', e));
-    bus.serve(subjects.nodeJobSubmit(nodeId), (req: unknown) => this.submit(req));
-    bus.serve(subjects.nodeJobStop(nodeId), (req: StopRequest) => this.stop(req));
+    bus.serve(
+      subjects.nodeJobSubmit(nodeId),
+      request(checkSubmit, (req) => this.submit(req)),
+    );
+    bus.serve(
+      subjects.nodeJobStop(nodeId),
+      request(checkStop, (req) => this.stop(req)),
+    );
   }
 
   private logStreamReady: Promise<void> | undefined;

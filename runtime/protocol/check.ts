@@ -37,6 +37,11 @@ export function guardCheck<T>(what: string, test: (x: unknown) => string | undef
   });
 }
 
+/** A check written as a function that throws (protocol's older checkX functions): its own error goes to the asker. */
+export function thrownCheck<T>(what: string, check: (x: unknown) => T): Check<T> {
+  return named(what, check);
+}
+
 function named<T>(what: string, f: (x: unknown) => T): Check<T> {
   return Object.assign(f, { what });
 }

@@ -2,7 +2,8 @@
 // guards for the hot path (a task, an actor call: valibot's is() costs a noticeable share of a call there, see
 // bench/workloads/message-checks.ts).
 import * as v from 'valibot';
-import { guardCheck, schemaCheck } from './check.ts';
+import { guardCheck, schemaCheck, thrownCheck } from './check.ts';
+import { checkGraceMs, checkSubmissionId, checkSubmitRequest, type StopRequest } from './submissions.ts';
 import type { ActorCall, ActorSpec, ActorStateEvent, CallReply } from './actors.ts';
 import type { TaskReply, TaskSpec } from './tasks.ts';
 
@@ -270,3 +271,31 @@ export const checkActorStarted = schemaCheck(
 
 /** A node's answer to "which actors are here". */
 export const checkActorIds = schemaCheck('actor id list', v.pipe(v.array(id), v.maxLength(1_000_000)));
+
+/** `troupe job submit` and `stop` (protocol/submissions.ts has the checks). */
+export const checkSubmit = thrownCheck('job submit request', checkSubmitRequest);
+export const checkStop = thrownCheck('job stop request', (x): StopRequest => {
+  const r = x as Partial<StopRequest> | null;
+  return { submissionId: checkSubmissionId(r?.submissionId), graceMs: checkGraceMs(r?.graceMs) };
+});
+
+/** A node's record in KV (anyone who may write the bucket could have written it). */
+export const checkNodeInfo = schemaCheck(
+  'node record',
+  v.object({
+    nodeId: id,
+    hostname: v.pipe(v.string(), v.maxLength(1000)),
+    address: v.optional(v.pipe(v.string(), v.maxLength(1000))),
+    troupeVersion: v.optional(v.pipe(v.string(), v.maxLength(200))),
+    protocolVersion: v.optional(v.number()),
+    pid: count,
+    total: resources,
+    state: v.picklist(['ALIVE', 'DEAD']),
+    startedAt: v.pipe(v.string(), v.maxLength(200)),
+    deadAt: v.optional(v.string()),
+    cause: v.optional(text),
+    objectDir: v.pipe(v.string(), v.maxLength(4096)),
+    objectStoreMemory: v.optional(amount),
+    isHead: v.boolean(),
+  }),
+);

@@ -51,12 +51,16 @@ export class Table<T> {
     const it = await this.kv.watch({ key: '>' });
     (async () => {
       for await (const e of it) {
-        if (e.operation !== 'PUT') {
-          cb(e.key, undefined);
-          continue;
+        // A callback that throws must not end the watch: nothing would be watched again.
+        try {
+          if (e.operation !== 'PUT') cb(e.key, undefined);
+          else {
+            const v = this.parse(e.value);
+            if (v !== undefined) cb(e.key, v);
+          }
+        } catch (err) {
+          console.error(`troupe: a watcher of ${e.key} failed:`, err);
         }
-        const v = this.parse(e.value);
-        if (v !== undefined) cb(e.key, v);
       }
     })().catch(() => undefined);
     return () => it.stop();
