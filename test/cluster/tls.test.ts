@@ -135,7 +135,8 @@ if (why) {
       const said = JSON.parse(plain.stdout) as { how: string; info: string; pong: boolean };
       t.regex(said.info, /"tls_required":true/);
       t.false(said.pong, plain.stdout);
-      t.is(said.how, 'closed', plain.stdout);
+      // The server hangs up: a FIN, or a reset when our bytes were still unread on its side.
+      t.true(['closed', 'ECONNRESET'].includes(said.how), plain.stdout);
 
       // The join line as printed: discovery, then every connection verified.
       const node = await troupe(
