@@ -2,7 +2,7 @@
 // without flags.
 import { mkdirSync, readFileSync, writeFileSync, renameSync, rmSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { UsageError } from './errors.ts';
 import { privateDirProblem } from './private-dir.mjs';
 
@@ -23,6 +23,21 @@ export function troupeHome(): string {
     checkedHomes.add(home);
   }
   return home;
+}
+
+const checkedCaches = new Set<string>();
+/** Where troupe keeps what lasts across reboots and is costly to make again (the native TensorFlow build):
+ * `TROUPE_CACHE_DIR`, else `$XDG_CACHE_HOME/troupe`, else `~/.cache/troupe`. Code is loaded from it, so it must be
+ * this user's alone, like troupeHome(). */
+export function troupeCache(): string {
+  const dir = process.env.TROUPE_CACHE_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'troupe');
+  if (!checkedCaches.has(dir)) {
+    const problem = privateDirProblem(dir);
+    if (problem)
+      throw new UsageError(`troupe's cache ${dir} is not private: ${problem}. Remove it, or set TROUPE_CACHE_DIR`);
+    checkedCaches.add(dir);
+  }
+  return dir;
 }
 
 /** The name of a node's object-store dir (and of its spill dir): the node daemon makes it, and whoever started the

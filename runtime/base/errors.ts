@@ -83,6 +83,16 @@ export class WorkerLimitError extends TroupeError {}
 /** The job's runtime env (its shipped code, dependencies and variables) cannot be made: too large to ship, or a
  * package with native parts that the node has in another version (or not at all). */
 export class RuntimeEnvError extends TroupeError {}
+/** Which part of `troupe setup tensorflow` could not be done. */
+export type SetupStep = 'python' | 'pip' | 'compiler' | 'registry' | 'wheel' | 'npm' | 'build' | 'load';
+/** `troupe setup tensorflow` could not build the native backend; `step` says where. troupe goes on with wasm. */
+export class TensorflowSetupError extends TroupeError {
+  constructor(message: string, options?: { cause?: unknown; step?: SetupStep }) {
+    super(message, options);
+    this.step = options?.step;
+  }
+  readonly step?: SetupStep;
+}
 /** A daemon troupe started (nats-server, head, node daemon) exited, or did not come up, during start: `init()` and
  * `troupe start` fail with it at once. The message ends with the last lines of the daemon's log. */
 export class DaemonStartError extends TroupeError {
@@ -144,6 +154,7 @@ for (const c of [
   DaemonStartError,
   RuntimeEnvError,
   VersionMismatchError,
+  TensorflowSetupError,
   Error,
   TypeError,
   RangeError,

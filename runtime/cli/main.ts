@@ -36,6 +36,7 @@ import { printable } from './terminal-text.ts';
 import { newProject } from './new-project.ts';
 import { jobCommand } from './job-command.ts';
 import { tokenCommand } from './token-command.ts';
+import { setupCommand } from './setup-command.ts';
 import { builtinIdentity, headHere, readIdentities } from '../cluster/identities.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
@@ -54,6 +55,7 @@ Usage:
   troupe new DIR [--troupe SPEC]
   troupe job submit|list|status|logs|stop ...   (run a driver on the cluster; 'troupe job --help')
   troupe token create|list|revoke ...           (the cluster's credentials; 'troupe token --help')
+  troupe setup tensorflow [--gpu]               (build the native TensorFlow backend; 'troupe setup --help')
 
 RESOURCES: --num-cpus N  --num-gpus N  --memory BYTES  --resources '{"name": amount}'
 OBJECTS:   --object-store-memory BYTES (e.g. 4GB; default 30% of RAM)  --object-store-dir DIR (default /dev/shm)
@@ -133,6 +135,7 @@ const commands = {
   new: { troupe: { type: 'string' } },
   job: {}, // sub-commands with their own flags: job-command.ts
   token: {}, // sub-commands with their own flags: token-command.ts
+  setup: {}, // setup-command.ts
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -151,6 +154,7 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
   if (cmd === 'job') return jobCommand(rest, connectFromFlags);
   if (cmd === 'token') return tokenCommand(rest);
+  if (cmd === 'setup') return setupCommand(rest);
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({

@@ -361,7 +361,7 @@ export class NodeDaemon {
     this.gpuFree = gpus.free;
     try {
       worker ??= this.spawnWorker(gpus.ids, shared);
-      if (!worker.job) this.bind(worker, job, local);
+      if (!worker.job) this.bind(worker, job, local, demand.CPU ?? 0);
     } catch (e) {
       this.available = add(this.available, demand);
       this.gpuFree = releaseGpus(this.gpuFree, gpus.ids, demand.GPU ?? 0);
@@ -458,8 +458,8 @@ export class NodeDaemon {
   }
 
   /** Binds a worker to a job for life. Its ready promise then also covers the worker knowing its job (over IPC), so
-   * that no task or actor reaches it before. */
-  private bind(worker: Worker, job: JobRef, local: LocalEnv): void {
+   * that no task or actor reaches it before. `cpus`, its first lease's, sizes its compute threads. */
+  private bind(worker: Worker, job: JobRef, local: LocalEnv, cpus: number): void {
     worker.job = job;
     worker.boundAt = Date.now();
     worker.releaseEnv = this.envs.cache.hold(local.root);
@@ -473,7 +473,7 @@ export class NodeDaemon {
           else reject(new Error(`it serves job ${m.jobId} already, not ${job.id}`));
         };
         child.on('message', onMessage);
-        child.send({ type: 'job', job, local }, (e) => e && reject(e));
+        child.send({ type: 'job', job, local, cpus }, (e) => e && reject(e));
       });
       const exited = worker.exited.then((how): never => {
         throw new Error(`${how} before it took its job`);

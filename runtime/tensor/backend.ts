@@ -43,6 +43,15 @@ export function hasGpu(env: NodeJS.ProcessEnv = process.env): boolean {
   return !!env.CUDA_VISIBLE_DEVICES && env.CUDA_VISIBLE_DEVICES !== '-1';
 }
 
+/** TensorFlow starts pools of one thread per core in every process, so two workers on two cores would each run two
+ * threads and fight. A worker computes with as many threads as the CPUs of the lease it was bound with (at least one),
+ * as Ray sets OMP_NUM_THREADS; eager ops run one at a time per call, so one inter-op thread is enough. A number the
+ * job's environment (or the node's) sets already wins. Read once, when TensorFlow loads: set before that. */
+export function tensorflowThreads(cpus: number, env: NodeJS.ProcessEnv = process.env): void {
+  env.TF_NUM_INTRAOP_THREADS ??= String(Math.max(1, Math.floor(cpus)));
+  env.TF_NUM_INTEROP_THREADS ??= '1';
+}
+
 /** Chooses and activates the first candidate that loads; once per process (later calls get the same answer).
  * TROUPE_TENSOR_BACKEND=wasm (or a package name) starts the search at that candidate. */
 export function chooseBackend(

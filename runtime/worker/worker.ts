@@ -10,7 +10,7 @@ import { ModuleRefusedError, ProtocolError, TaskError, UsageError } from '../bas
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import { lanePath } from '../bus/lane.ts';
 import { nkeyLaneAuth } from '../bus/lane-auth.ts';
-import { chooseBackend, currentBackend, describeBackend, tfjsLoaded } from '../tensor/backend.ts';
+import { chooseBackend, currentBackend, describeBackend, tensorflowThreads, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { request } from '../protocol/check.ts';
@@ -64,11 +64,18 @@ let copyRoot: string | undefined;
 /** This worker's troupe, and the driver's where it is elsewhere: URLs of troupe's own modules map between them. */
 const OWN_TROUPE = pathToFileURL(troupeRoot()).href;
 let driverTroupe: string | undefined;
-process.on('message', (m: { type?: string; job?: JobRef; local?: { root?: string; env?: Record<string, string> } }) => {
+type JobMessage = {
+  type?: string;
+  job?: JobRef;
+  local?: { root?: string; env?: Record<string, string> };
+  cpus?: number;
+};
+process.on('message', (m: JobMessage) => {
   if (m?.type !== 'job' || !m.job) return;
   if (!client.job) {
     client.job = m.job;
     for (const [k, v] of Object.entries(m.local?.env ?? {})) process.env[k] = v;
+    tensorflowThreads(m.cpus ?? 0); // before any of the job's code can load TensorFlow
     const theirs = m.job.env?.troupe && pathToFileURL(m.job.env.troupe).href;
     if (theirs && theirs !== OWN_TROUPE) driverTroupe = theirs;
     if (m.local?.root && m.local.root !== m.job.root) {

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCommand, tempDir, processesWithHome, isAlive, eventually } from '../helpers/cluster.ts';
+import { expectedBackend } from '../helpers/backend.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -80,7 +81,7 @@ test(
     });
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout.match(/^trial \d ended \(\d\/2\): accuracy 0\.\d{4}$/gm)?.length, 2, r.stdout);
-    t.regex(r.stdout, /^2 trials \(seed 1\) on the (wasm|tensorflow|cpu) backend, best first:$/m);
+    t.regex(r.stdout, new RegExp(`^2 trials \\(seed 1\\) on the ${expectedBackend} backend, best first:$`, 'm'));
     t.regex(r.stdout, /^ +\d +(32|128) +\d\.\d{2}e-\d +(32|64) +0\.\d{4} +\d+\.\d{4} +\d+\.\d {2}<- best$/m);
     const last = r.stdout.trim().split('\n').pop()!;
     t.regex(

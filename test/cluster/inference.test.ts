@@ -5,6 +5,7 @@ import { serve, UsageError, type InferencePool, type BatchRecord } from '../../r
 import { currentCore } from '../../runtime/core/core.ts';
 import { useCluster, eventually } from '../helpers/cluster.ts';
 import { affine, slowAffine } from '../fixtures/serving.ts';
+import { expectedBackend } from '../helpers/backend.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
 
@@ -43,7 +44,7 @@ test.serial('requests sent together are batched, and each gets its own answer', 
     );
     t.like(pool.stats(), { replicas: 1, completed: 51, failed: 0, ongoing: 0, queued: 0 });
     const [s] = await pool.replicaStats();
-    t.true(['wasm', 'tensorflow', 'cpu'].includes(s.backend));
+    t.is(s.backend, expectedBackend);
   });
 });
 

@@ -10,6 +10,7 @@ import { encode, decode, encodeParts } from '../../runtime/base/codec.ts';
 import { TaskError, InfeasibleError, SerializationError } from '../../runtime/base/errors.ts';
 import * as errors from '../../runtime/base/errors.ts';
 import { ObjectRef } from '../../object-store/object-ref.ts';
+import { tensorRoundTrips } from '../helpers/tensor-round-trips.ts';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const roundTrip = <T>(value: T): T => decode<T>(encode(value));
@@ -289,85 +290,7 @@ test('an ObjectRef round-trips as an ObjectRef with the same id and owner', (t) 
 
 // ---- tensors --------------------------------------------------------------------------------
 
-test.before(async () => {
-  await tf.setBackend('cpu');
-});
-
-function assertSameTensor(t: ExecutionContext, actual: unknown, expected: tf.Tensor): void {
-  t.true(actual instanceof tf.Tensor);
-  const a = actual as tf.Tensor;
-  t.is(a.dtype, expected.dtype);
-  t.deepEqual(a.shape, expected.shape);
-  t.deepEqual(a.arraySync(), expected.arraySync());
-  const data = a.dataSync(),
-    want = expected.dataSync();
-  if (ArrayBuffer.isView(want)) t.deepEqual(bytesOf(data as ArrayBufferView), bytesOf(want));
-  else t.deepEqual(data, want);
-}
-
-const tensors: Array<[string, () => tf.Tensor]> = [
-  ['float32 [2,3,4]', () => tf.randomNormal([2, 3, 4], 0, 1, 'float32', 42)],
-  ['float32 special values', () => tf.tensor1d([NaN, -0, Infinity, 1e-45])],
-  ['float32 scalar', () => tf.scalar(3.25)],
-  [
-    'int32',
-    () =>
-      tf.tensor2d(
-        [
-          [1, -2],
-          [2147483647, -2147483648],
-        ],
-        [2, 2],
-        'int32',
-      ),
-  ],
-  ['bool', () => tf.tensor1d([true, false, true], 'bool')],
-  ['string', () => tf.tensor1d(['a', 'héllo', ''], 'string')],
-  [
-    'complex64',
-    () =>
-      tf.complex(
-        [
-          [1, 2],
-          [0, -1],
-        ],
-        [
-          [3, -4],
-          [0.5, 0],
-        ],
-      ),
-  ],
-];
-for (const [label, make] of tensors) {
-  test(`tensor ${label} round-trips`, (t) => {
-    const x = make();
-    const back = roundTrip(x);
-    assertSameTensor(t, back, x);
-    if (x.dtype === 'complex64') {
-      t.deepEqual(tf.real(back).arraySync(), tf.real(x).arraySync());
-      t.deepEqual(tf.imag(back).arraySync(), tf.imag(x).arraySync());
-    }
-  });
-}
-
-test('a tensor nested in an object round-trips', (t) => {
-  const value = {
-    step: 3,
-    w: tf.tensor2d([
-      [1, 2],
-      [3, 4],
-    ]),
-  };
-  const back = roundTrip(value);
-  t.is(back.step, 3);
-  assertSameTensor(t, back.w, value.w);
-});
-
-test('a disposed tensor fails to encode', (t) => {
-  const x = tf.scalar(1);
-  x.dispose();
-  t.throws(() => encode({ x }), { message: /disposed/ });
-});
+tensorRoundTrips(test, 'cpu');
 
 test('a process that has not loaded tfjs can decode a tensor', async (t) => {
   const x = tf.tensor2d([
