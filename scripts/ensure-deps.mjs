@@ -28,7 +28,12 @@ if (major < 20 || (major === 20 && minor < 19)) {
 const lock = join(root, 'package-lock.json');
 const installed = join(root, 'node_modules', '.package-lock.json');
 if (!existsSync(installed) || statSync(installed).mtimeMs < statSync(lock).mtimeMs) {
+  const hadNative = existsSync(join(root, 'node_modules', '@tensorflow', 'tfjs-node', 'deps'));
   run('npm', ['ci', '--no-audit', '--no-fund']);
+  // npm ci removed the native backend `npm run setup:tensorflow` had built (it is in no lockfile): put it back from
+  // its cache, in seconds, rather than leave the workers on wasm without a word. Best effort: it says why if not.
+  if (hadNative)
+    spawnSync(process.execPath, ['runtime/cli/troupe.mjs', 'setup', 'tensorflow'], { cwd: root, stdio: 'inherit' });
 }
 
 if (!findNatsServer()) {
