@@ -3,7 +3,7 @@
 // each role's permissions (runtime/protocol/permissions.ts). The server holds only public keys; a client proves it
 // holds a seed by signing the server's nonce, so no secret crosses the wire. Revoking is: remove, rewrite the
 // config, SIGHUP nats-server (it re-checks connected clients and closes those it no longer knows).
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createUser, fromSeed } from '@nats-io/nkeys';
 import { writePrivateFile } from '../base/config.ts';
@@ -92,10 +92,45 @@ export function builtinIdentity(ids: Identity[], name: BuiltinName): Identity {
   return id;
 }
 
+/** Runs a read-modify-write of the identities alone: two `troupe token` commands at once would each write the list
+ * they read, and one credential would vanish (from the file, and from nats-server at its next reload). The lock file
+ * names its holder; one whose holder is gone is taken over. */
+function alone<T>(sessionDir: string, fn: () => T): T {
+  const lock = join(sessionDir, 'identities.lock');
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let holder = Number.NaN;
+    try {
+      holder = Number(readFileSync(lock, 'utf8'));
+    } catch {
+      continue; // released meanwhile
+    }
+    if (holder > 0 && !isAlive(holder)) rmSync(lock, { force: true });
+    else if (Date.now() > deadline)
+      throw new UsageError(`another troupe token command (pid ${holder}) holds ${lock}; try again when it is done`);
+    else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  }
+  try {
+    return fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
 /** Adds a credential of `role` named `name` (default: role and a number). Reload nats-server after. */
 export function addIdentity(sessionDir: string, role: Role, name?: string): Identity {
   if (!CREATABLE_ROLES.includes(role))
     throw new UsageError(`--role must be one of ${CREATABLE_ROLES.join(', ')} (got ${JSON.stringify(role)})`);
+  return alone(sessionDir, () => addLocked(sessionDir, role, name));
+}
+
+function addLocked(sessionDir: string, role: Role, name?: string): Identity {
   const ids = readIdentities(sessionDir);
   const n = name ?? `${role}-${ids.filter((i) => i.role === role).length + 1}`;
   if (!/^[\w.-]{1,64}$/.test(n)) throw new UsageError(`--name: letters, digits, '.', '_', '-' only (got ${n})`);
@@ -107,6 +142,10 @@ export function addIdentity(sessionDir: string, role: Role, name?: string): Iden
 
 /** Removes the credential named `nameOrKey` (or with that public key). Reload nats-server after. */
 export function revokeIdentity(sessionDir: string, nameOrKey: string): Identity {
+  return alone(sessionDir, () => revokeLocked(sessionDir, nameOrKey));
+}
+
+function revokeLocked(sessionDir: string, nameOrKey: string): Identity {
   const ids = readIdentities(sessionDir);
   const id = ids.find((i) => i.name === nameOrKey || i.publicKey === nameOrKey);
   if (!id) throw new UsageError(`no credential named ${JSON.stringify(nameOrKey)} (see 'troupe token list')`);

@@ -2,10 +2,11 @@
 // identities.ts renders from them (checked by nats-server itself, `-t`). Enforcement by a real server, role by role,
 // is in test/cluster/attacks-roles.test.ts.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { inboxPrefix, permissionsFor, ROLES, rolePermissions, type Role } from '../../runtime/protocol/permissions.ts';
 import { inboxOf } from '../../runtime/bus/bus.ts';
@@ -145,6 +146,27 @@ test('identities: one per role, kept 0600; create and revoke; the ones the clust
   t.is(revokeIdentity(dir, 'node').role, 'node', 'the join credential can be revoked');
   t.throws(() => revokeIdentity(dir, 'nobody'), { instanceOf: UsageError });
   t.throws(() => publicKeyOf('not-a-seed'), { instanceOf: UsageError });
+});
+
+test('credentials created at the same time are all kept; a lock left by a dead process is taken over', async (t) => {
+  const dir = join(temp, 'race');
+  createIdentities(dir);
+  writeFileSync(join(dir, 'identities.lock'), '999999999'); // a holder that no longer runs
+  const fixture = fileURLToPath(new URL('../fixtures/add-identity.ts', import.meta.url));
+  const names = Array.from({ length: 6 }, (_, i) => `racer-${i}`);
+  const runs = names.map(
+    (name) =>
+      new Promise<number | null>((resolve) =>
+        execFile(process.execPath, ['--import', 'tsx', fixture, dir, name], (e) => resolve(e ? (e.code as number) : 0)),
+      ),
+  );
+  t.deepEqual(
+    await Promise.all(runs),
+    names.map(() => 0),
+  );
+  const kept = readIdentities(dir).map((i) => i.name);
+  for (const name of names) t.true(kept.includes(name), `${name} is missing: ${kept.join(', ')}`);
+  t.false(existsSync(join(dir, 'identities.lock')));
 });
 
 test('nats-server accepts the rendered users and permissions', (t) => {
