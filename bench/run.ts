@@ -1,5 +1,6 @@
 // npm run bench: troupe measured against references in the same run, on the same nats-server; the cross_host rows on
-// two simulated hosts (bench/cross-host.ts), when this machine can make them.
+// two simulated hosts (bench/cross-host.ts), when this machine can make them; the *_wasm training rows on a second
+// cluster whose workers compute on wasm (TROUPE_TENSOR_BACKEND=wasm), the others on the backend workers choose.
 // Writes bench/RESULTS.md and bench/results.json (or only prints with --smoke, which uses tiny counts).
 import { writeFileSync, mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -14,6 +15,8 @@ import { rawRequests, rawPubSub, startMoleculer } from './workloads/references.t
 import { makeFloats, putGetTensor, memcpy, rawNatsBulk } from './workloads/objects.ts';
 import { crossHost, type CrossHostFigures } from './cross-host.ts';
 import { addReferenceUser } from './workloads/reference-user.ts';
+import { workerBackend, type WorkerBackend } from './workloads/backend.ts';
+import { inferenceBatching, type Batching } from './workloads/inference.ts';
 import { Bus } from '../runtime/bus/bus.ts';
 import {
   cleanRun,
@@ -39,6 +42,10 @@ interface Metric {
   one_replica?: number;
   clean_run?: number;
   reused_worker?: number;
+  /** train_mnist_2_replicas_tensorflow_vs_wasm: the 2-replica figure on the wasm backend. */
+  wasm?: number;
+  /** The inference row: requests/s of the same pool and load with maxBatchSize 1. */
+  unbatched?: number;
   /** The tls_* rows: the same figure on a plain bus (--no-tls). */
   plain_bus?: number;
   /** The permissions_* rows: the same raw figure as a NATS user allowed every subject. */
@@ -50,6 +57,8 @@ interface Metric {
     | 'one_replica'
     | 'clean_run'
     | 'reused_worker'
+    | 'wasm'
+    | 'unbatched'
     | 'plain_bus'
     | 'allow_all';
   goal?: number;
@@ -112,10 +121,14 @@ async function ops(count: number, batch: number, call: (i: number) => PromiseLik
 const SYNC = n(2000, 20);
 const ROUNDS = n(5, 1);
 const ASYNC = n(20_000, 100);
-// The same for each training run. 6 epochs: both runs pass 0.97 test accuracy by epoch 3-5, and the bench stays
-// under 5 minutes. At least KILLS epochs, so each kill gets an epoch of its own.
-const KILLS = 3;
-const TRAINING: RunOptions = { epochs: n(6, KILLS), batchSize: 32, seed: 1 };
+// The same for each training run. 6 epochs: both runs pass 0.97 test accuracy by epoch 3-5. At least KILLS epochs,
+// so each kill gets an epoch of its own. 1 CPU per replica, so 1 TensorFlow thread: 2 replicas on the 2 cores of the
+// head node are a fair test of 2 against 1. --smoke: 2 epochs and 1 kill, to stay short.
+const KILLS = n(3, 1);
+const TRAINING: RunOptions = { epochs: n(6, 2), batchSize: 32, seed: 1, numCpus: 1 };
+const TIME = `train_mnist_time_to_${TARGET_ACCURACY}`;
+// The inference row: the load of npm run example:inference (one replica with 1 CPU).
+const INFERENCE = { seconds: n(8, 0.5), concurrency: n(128, 16) };
 
 try {
   // Issue 3's goal, measured first on a fresh cluster: 10,000 lightweight actors on one node, each answering a call.
@@ -317,10 +330,21 @@ try {
       : await crossHost(crossCounts, n(300_000, 90_000), { tls: false });
   addTlsCost(crossTls, plainBus);
 
-  // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills.
-  const one = await cleanRun(1, TRAINING);
-  const two = await cleanRun(2, TRAINING);
-  addTraining(one, two, await runWithKills(KILLS, TRAINING));
+  // Training last: its replicas take both of the head node's CPUs. 1 replica, then 2, then 2 with kills, on the
+  // backend this cluster's workers choose (tensorflow where it loads); then batching on it; then the same training
+  // on a cluster of wasm workers.
+  const native = await get(workerBackend.remote());
+  const tensorflow = native.backend === 'tensorflow' ? await cleanRuns() : notOnTensorflow(native);
+  const killed = await runWithKills(KILLS, TRAINING);
+  const batching = 'skipped' in tensorflow ? tensorflow : await inferenceBatching(INFERENCE);
+  await referenceBus.close();
+  await moveToWasmCluster();
+  const wasm = await cleanRuns();
+  addTraining(tensorflow, '');
+  addTraining(wasm, '_wasm');
+  addKills(killed, 'skipped' in tensorflow ? wasm.two : tensorflow.two);
+  addBackendRatio(tensorflow, wasm);
+  addInference(batching);
 } finally {
   await referenceBus.close();
   await shutdown();
@@ -406,64 +430,162 @@ function addTlsCost(
   }
 }
 
-/** Rows comparing the runs: 2 replicas against 1 (speed, time to the target, accuracy), the killed run against the
- * clean one. */
-function addTraining(one: TrainingRun, two: TrainingRun, killed: TrainingRun): void {
+/** 1 and 2 replicas on one backend; or, where that backend is not there, why. */
+interface Pair {
+  one: TrainingRun;
+  two: TrainingRun;
+}
+interface Skipped {
+  skipped: string;
+}
+
+/** A clean run of 1 replica, then one of 2. */
+async function cleanRuns(): Promise<Pair> {
+  const one = await cleanRun(1, TRAINING);
+  return { one, two: await cleanRun(2, TRAINING) };
+}
+
+function notOnTensorflow(native: WorkerBackend): Skipped {
+  return { skipped: `workers compute on ${native.described}; troupe setup tensorflow installs it` };
+}
+
+/** Leaves this cluster (stopped, so its daemons take no CPU from the runs) for a fresh one whose daemons, and so its
+ * workers, have TROUPE_TENSOR_BACKEND=wasm. The driver says so too, though it computes nothing: train() gets the
+ * replicas' weights as Float32Arrays, and the driver never chooses a backend. */
+async function moveToWasmCluster(): Promise<void> {
+  await shutdown();
+  for (const c of started.splice(0).reverse()) await c.stop();
+  process.env.TROUPE_TENSOR_BACKEND = 'wasm';
+  const c = await startHead({ detached: false, numCpus: 2, numGpus: 0 });
+  started.push(c);
+  recordCurrentCluster(c);
+  await init({ logToDriver: false });
+  const here = await get(workerBackend.remote());
+  if (here.backend !== 'wasm') throw new Error(`the wasm cluster's workers compute on ${here.described}`);
+}
+
+/** Rows comparing 1 and 2 replicas on one backend (speed, time to the target, accuracy); `suffix` names the backend
+ * where it is not the default one. */
+function addTraining(r: Pair | Skipped, suffix: '' | '_wasm'): void {
+  if ('skipped' in r) {
+    const note = `not measured: ${r.skipped}`;
+    for (const [name, unit] of [
+      ['train_mnist_1_replica', 'samples/s'],
+      ['train_mnist_2_replicas', 'samples/s'],
+      [`${TIME}_1_replica`, 's'],
+      [`${TIME}_2_replicas`, 's'],
+      ['train_mnist_test_accuracy_1_replica', 'test accuracy'],
+      ['train_mnist_test_accuracy_2_replicas', 'test accuracy'],
+    ])
+      add(name + suffix, null, unit, { skipped: true, note });
+    return;
+  }
+  const { one, two } = r;
+  const on = `${one.backend} backend, ${TRAINING.numCpus} CPU (so 1 TensorFlow thread) per replica`;
   const same = `${TRAINING.epochs} epochs, batch ${TRAINING.batchSize} per replica, seed ${TRAINING.seed} in each run`;
-  const speed = (r: TrainingRun) =>
-    `epochs 2-${TRAINING.epochs}; the run took ${r.wallSeconds.toFixed(0)} s with start-up and evaluations`;
-  add('train_mnist_1_replica', one.samplesPerSec, 'samples/s', {
-    note: `MNIST CNN of npm run demo, ${same}; ${speed(one)}`,
+  const speed = (x: TrainingRun) =>
+    `epochs 2-${TRAINING.epochs}; the run took ${x.wallSeconds.toFixed(0)} s with start-up and evaluations`;
+  add(`train_mnist_1_replica${suffix}`, one.samplesPerSec, 'samples/s', {
+    note: `${on}; MNIST CNN of npm run demo, ${same}; ${speed(one)}`,
   });
-  add('train_mnist_2_replicas', two.samplesPerSec, 'samples/s', {
+  add(`train_mnist_2_replicas${suffix}`, two.samplesPerSec, 'samples/s', {
     one_replica: round(one.samplesPerSec),
     reference: 'one_replica',
     goal: 1.7,
-    note: speed(two),
+    note: `${two.backend} backend; ${speed(two)}`,
   });
-  const target = (r: TrainingRun) =>
-    r.epochToTarget === null
+  const target = (x: TrainingRun) =>
+    x.epochToTarget === null
       ? `${TARGET_ACCURACY} not reached in ${TRAINING.epochs} epochs (best ` +
-        `${Math.max(...r.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
-      : `sum of epoch times to epoch ${r.epochToTarget}, the first with test accuracy ≥ ${TARGET_ACCURACY}`;
-  const time = `train_mnist_time_to_${TARGET_ACCURACY}`;
-  add(`${time}_1_replica`, one.secondsToTarget, 's', { digits: 1, note: target(one) });
-  add(`${time}_2_replicas`, two.secondsToTarget, 's', {
+        `${Math.max(...x.history.map((e) => e.testAccuracy ?? 0)).toFixed(4)})`
+      : `sum of epoch times to epoch ${x.epochToTarget}, the first with test accuracy ≥ ${TARGET_ACCURACY}`;
+  add(`${TIME}_1_replica${suffix}`, one.secondsToTarget, 's', {
+    digits: 1,
+    note: `${one.backend} backend; ${target(one)}`,
+  });
+  add(`${TIME}_2_replicas${suffix}`, two.secondsToTarget, 's', {
     digits: 1,
     one_replica: one.secondsToTarget === null ? undefined : round(one.secondsToTarget, 1),
     reference: 'one_replica',
-    goal: 1.7,
-    note: target(two),
+    goal: 1.5,
+    note: `${two.backend} backend; ${target(two)}`,
   });
-  const byEpoch = (r: TrainingRun) => r.history.map((e) => round(e.testAccuracy ?? NaN, 4));
-  add('train_mnist_test_accuracy_1_replica', one.finalAccuracy, 'test accuracy', {
+  add(`train_mnist_test_accuracy_1_replica${suffix}`, one.finalAccuracy, 'test accuracy', {
     digits: 4,
     test_accuracy_by_epoch: byEpoch(one),
-    note: `after ${TRAINING.epochs} epochs`,
+    note: `${one.backend} backend; after ${TRAINING.epochs} epochs`,
   });
-  add('train_mnist_test_accuracy_2_replicas', two.finalAccuracy, 'test accuracy', {
+  add(`train_mnist_test_accuracy_2_replicas${suffix}`, two.finalAccuracy, 'test accuracy', {
     digits: 4,
     one_replica: round(one.finalAccuracy, 4),
     reference: 'one_replica',
     within: 0.005,
     test_accuracy_by_epoch: byEpoch(two),
     note:
-      `after ${TRAINING.epochs} epochs; a step is 2 × ${TRAINING.batchSize} samples here, so half the steps of 1 ` +
-      `replica`,
+      `${two.backend} backend; after ${TRAINING.epochs} epochs; a step is 2 × ${TRAINING.batchSize} samples here, ` +
+      `so half the steps of 1 replica`,
   });
-  add(`train_mnist_${KILLS}_kills`, killed.finalAccuracy, 'test accuracy', {
+}
+
+/** The killed run against a clean 2-replica run on the same backend. */
+function addKills(killed: TrainingRun, clean: TrainingRun): void {
+  add(`train_mnist_${KILLS}_${KILLS === 1 ? 'kill' : 'kills'}`, killed.finalAccuracy, 'test accuracy', {
     digits: 4,
-    clean_run: round(two.finalAccuracy, 4),
+    clean_run: round(clean.finalAccuracy, 4),
     reference: 'clean_run',
     within: 0.005,
     kills: killed.kills.length,
     failures: killed.failures,
     test_accuracy_by_epoch: byEpoch(killed),
     note:
-      `2 replicas, the same one SIGKILLed at ${killed.kills.join(', ') || 'no point (no kill sent)'}; ` +
-      `${killed.failures} failures recovered; the run took ${killed.wallSeconds.toFixed(0)} s (clean: ` +
-      `${two.wallSeconds.toFixed(0)} s)`,
+      `${killed.backend} backend; 2 replicas, the same one SIGKILLed at ` +
+      `${killed.kills.join(', ') || 'no point (no kill sent)'}; ${killed.failures} failures recovered; the run took ` +
+      `${killed.wallSeconds.toFixed(0)} s (clean: ${clean.wallSeconds.toFixed(0)} s)`,
   });
+}
+
+/** The native backend against wasm: 2 replicas on each, in this run. */
+function addBackendRatio(tensorflow: Pair | Skipped, wasm: Pair): void {
+  const name = 'train_mnist_2_replicas_tensorflow_vs_wasm';
+  const note = 'samples/s of train_mnist_2_replicas (tensorflow backend) against train_mnist_2_replicas_wasm';
+  if ('skipped' in tensorflow) {
+    add(name, null, 'samples/s', { reference: 'wasm', skipped: true, note: `not measured: ${tensorflow.skipped}` });
+    return;
+  }
+  add(name, tensorflow.two.samplesPerSec, 'samples/s', {
+    wasm: round(wasm.two.samplesPerSec),
+    reference: 'wasm',
+    note: `${note}, ${TRAINING.numCpus} CPU per replica in both`,
+  });
+}
+
+/** Batched against unbatched requests per second on one inference replica (tensorflow backend). */
+function addInference(b: Batching | Skipped): void {
+  const name = 'inference_mnist_batched';
+  if ('skipped' in b) {
+    add(name, null, 'requests/s', {
+      reference: 'unbatched',
+      goal: 5,
+      skipped: true,
+      note: `not measured: ${b.skipped}`,
+    });
+    return;
+  }
+  const latency = (r: Batching['batched']) => `p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms`;
+  add(name, b.batched.perSec, 'requests/s', {
+    unbatched: round(b.unbatched.perSec),
+    reference: 'unbatched',
+    goal: 5,
+    note:
+      `${b.batched.backend} backend; the pool of npm run example:inference, one replica with 1 CPU, ` +
+      `${b.concurrency} requests in flight for ${b.seconds} s per run; maxBatchSize 32 (mean batch ` +
+      `${b.batched.meanBatch.toFixed(1)}), maxWaitMs 5, ${latency(b.batched)}; against maxBatchSize 1, ` +
+      `${latency(b.unbatched)}`,
+  });
+}
+
+function byEpoch(r: TrainingRun): number[] {
+  return r.history.map((e) => round(e.testAccuracy ?? Number.NaN, 4));
 }
 
 /** The ratio to the reference (or, with `within`, the difference from it), and whether the goal is met. */
@@ -511,7 +633,8 @@ if (!smoke) {
   const machine =
     `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ` +
     `${process.version}, cluster of two node daemons on this machine (2 + 1 CPUs); cross_host rows: two simulated ` +
-    `hosts on this machine (network namespaces joined by veth through a bridge), head on A, node on B (2 CPUs each)`;
+    `hosts on this machine (network namespaces joined by veth through a bridge), head on A, node on B (2 CPUs each); ` +
+    `*_wasm rows: a second cluster, one node daemon (2 CPUs) with TROUPE_TENSOR_BACKEND=wasm`;
   const date = new Date().toISOString();
   writeFileSync(
     new URL('./results.json', import.meta.url),

@@ -14,10 +14,14 @@ export interface RunOptions {
   epochs: number;
   batchSize: number;
   seed: number;
+  /** CPUs of each replica, and so its TensorFlow threads: 1 lets 2 replicas share 2 cores fairly. */
+  numCpus: number;
 }
 
 export interface TrainingRun {
   replicas: number;
+  /** The tfjs backend the replicas computed on. */
+  backend: string;
   history: EpochResult[];
   /** Training samples per second over the epochs after the first (the first loads code and warms up). */
   samplesPerSec: number;
@@ -52,12 +56,13 @@ async function measured(
   kills: () => string[],
 ): Promise<TrainingRun> {
   const t0 = performance.now();
-  const r = await train(mnistJob, { replicas, epochs: o.epochs, batchSize: o.batchSize, seed: o.seed, ...extra });
+  const r = await train(mnistJob, { replicas, ...o, ...extra });
   const wallSeconds = (performance.now() - t0) / 1000;
   const h = r.history;
   const reached = h.findIndex((e) => (e.testAccuracy ?? 0) >= TARGET_ACCURACY);
   return {
     replicas,
+    backend: r.backend,
     history: h,
     samplesPerSec: steadyRate(h),
     wallSeconds,

@@ -2,65 +2,17 @@
 // batching (throughput, p50/p99 latency), then a load burst that makes the pool grow and shrink.
 // `npm run example:inference`; DURATION (seconds per run, default 8) and CONCURRENCY (requests kept in flight, default
 // 128).
-import { init, shutdown, serve, type ServeOptions } from 'troupe';
+import { init, shutdown, serve } from 'troupe';
 import { testDigits } from '../mnist/digits.ts';
 import { digitModel } from './model.ts';
+import { drive, batched as batching, unbatched as oneByOne, type Run } from './drive.ts';
 import { WEIGHTS } from '../mnist/out-dir.ts';
 import { existsSync } from 'node:fs';
 
 const seconds = Number(process.env.DURATION ?? 8);
 const concurrency = Number(process.env.CONCURRENCY ?? 128);
-const { images, labels } = testDigits();
+const load = { seconds, concurrency, ...testDigits() };
 
-interface Run {
-  perSec: number;
-  p50: number;
-  p99: number;
-  accuracy: number;
-  meanBatch: number;
-  /** Samples per second of the replicas' batch runs alone (the model, without the serving around it). */
-  modelPerSec: number;
-}
-
-/** Keeps `concurrency` requests in flight for `seconds` and measures what comes back. */
-async function drive(options: ServeOptions): Promise<Run> {
-  const pool = await serve(digitModel, options);
-  try {
-    await Promise.all(images.slice(0, 64).map((x) => pool.predict(x))); // warm: connections, the first batches
-    const latencies: number[] = [];
-    let next = 0,
-      correct = 0;
-    const until = performance.now() + seconds * 1000;
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (performance.now() < until) {
-          const i = next++ % images.length;
-          const t0 = performance.now();
-          const y = await pool.predict(images[i]);
-          latencies.push(performance.now() - t0);
-          if (argMax(y) === labels[i]) correct++;
-        }
-      }),
-    );
-    const elapsed = (performance.now() - started) / 1000;
-    latencies.sort((a, b) => a - b);
-    const recent = (await pool.replicaStats()).flatMap((s) => s.recent);
-    return {
-      perSec: latencies.length / elapsed,
-      p50: pct(latencies, 0.5),
-      p99: pct(latencies, 0.99),
-      accuracy: correct / latencies.length,
-      meanBatch: recent.reduce((n, b) => n + b.size, 0) / recent.length,
-      modelPerSec: (1000 * recent.reduce((n, b) => n + b.size, 0)) / recent.reduce((ms, b) => ms + b.runMs, 0),
-    };
-  } finally {
-    await pool.close();
-  }
-}
-
-const pct = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-const argMax = (y: Float32Array) => y.reduce((best, v, i) => (v > y[best] ? i : best), 0);
 const line = (what: string, r: Run) =>
   `${what}: ${Math.round(r.perSec).toLocaleString('en')} requests/s, p50 ${r.p50.toFixed(1)} ms, p99 ` +
   `${r.p99.toFixed(1)} ms, mean batch ${r.meanBatch.toFixed(1)}`;
@@ -68,10 +20,9 @@ const line = (what: string, r: Run) =>
 await init({ numCpus: 2, logToDriver: false });
 try {
   console.log(`${concurrency} requests in flight for ${seconds} s per run, one replica (1 CPU)`);
-  // Every request in flight is handed to the replica in both runs, in the same messages: only batching differs.
-  const unbatched = await drive({ maxBatchSize: 1, maxOngoingRequests: concurrency });
+  const unbatched = await drive(oneByOne(concurrency), load);
   console.log(line('unbatched (maxBatchSize 1)         ', unbatched));
-  const batched = await drive({ maxBatchSize: 32, maxWaitMs: 5, maxOngoingRequests: concurrency });
+  const batched = await drive(batching(concurrency), load);
   console.log(line('batched (maxBatchSize 32, wait 5ms)', batched));
 
   // A burst on an autoscaling pool: it grows to 2 replicas, and back to 1 once the burst is over.
@@ -93,7 +44,7 @@ try {
     await Promise.all(
       Array.from({ length: concurrency }, async (_, k) => {
         for (let i = k; performance.now() < burstUntil; i += concurrency) {
-          await pool.predict(images[i % images.length]);
+          await pool.predict(load.images[i % load.images.length]);
           served++;
         }
       }),
