@@ -94,7 +94,7 @@ export function builtinIdentity(ids: Identity[], name: BuiltinName): Identity {
 
 /** Runs a read-modify-write of the identities alone: two `troupe token` commands at once would each write the list
  * they read, and one credential would vanish (from the file, and from nats-server at its next reload). The lock file
- * names its holder; one whose holder is gone is taken over. */
+ * names its holder; one whose holder is gone is removed (takeOver) and the race for it starts again. */
 function alone<T>(sessionDir: string, fn: () => T): T {
   const lock = join(sessionDir, 'identities.lock');
   const deadline = Date.now() + 10_000;
@@ -111,7 +111,7 @@ function alone<T>(sessionDir: string, fn: () => T): T {
     } catch {
       continue; // released meanwhile
     }
-    if (holder > 0 && !isAlive(holder)) rmSync(lock, { force: true });
+    if (holder > 0 && !isAlive(holder)) takeOver(lock, holder);
     else if (Date.now() > deadline)
       throw new UsageError(`another troupe token command (pid ${holder}) holds ${lock}; try again when it is done`);
     else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
@@ -120,6 +120,24 @@ function alone<T>(sessionDir: string, fn: () => T): T {
     return fn();
   } finally {
     rmSync(lock, { force: true });
+  }
+}
+
+/** Removes a lock left by `dead`. One process at a time (a second lock guards this), and only if the lock still
+ * names `dead`: another process that saw the same dead holder may already have removed it and taken the lock anew. */
+function takeOver(lock: string, dead: number): void {
+  const guard = `${lock}.takeover`;
+  try {
+    writeFileSync(guard, String(process.pid), { flag: 'wx', mode: 0o600 });
+  } catch {
+    return; // another process is taking it over: race for the lock again
+  }
+  try {
+    if (readFileSync(lock, 'utf8') === String(dead)) rmSync(lock);
+  } catch {
+    // gone already
+  } finally {
+    rmSync(guard, { force: true });
   }
 }
 

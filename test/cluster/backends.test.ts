@@ -1,24 +1,26 @@
-// Both tfjs backends, and the set-up of the native one.
+// The native tensorflow backend, and its set-up.
 // - A worker sizes TensorFlow's thread pools from the CPUs it was given.
 // - `troupe setup tensorflow` names the step it cannot do and exits 1; troupe goes on.
-// - Where the native backend is set up (CI runs npm run setup:tensorflow first), every other training, inference and
-//   search test runs on it; the wasm path is then tested here, with TROUPE_TENSOR_BACKEND=wasm for this cluster.
+// - Where the native backend is set up (CI runs npm run setup:tensorflow first), training (sync, local SGD, parameter
+//   servers, with kills) and inference run on it here; the rest of the suite computes on wasm (helpers/cluster.ts),
+//   and the demo's and the search example's tests on the best backend.
 import test from 'ava';
 import { mkdtempSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
-import { kill, serve, train } from '../../runtime/index.ts';
+import { kill, serve, train, type TrainOptions } from '../../runtime/index.ts';
+import { currentCore } from '../../runtime/core/core.ts';
 import { TensorflowSetupError } from '../../runtime/base/errors.ts';
 import { setupNativeTensorflow, tfjsProjectDir } from '../../runtime/cli/native-tensorflow.ts';
 import { useCluster } from '../helpers/cluster.ts';
-import { expectedBackend, nativeInstalled } from '../helpers/backend.ts';
+import { expectedBackend, nativeInstalled, warnNoNative } from '../helpers/backend.ts';
 import { ThreadsProbe } from '../fixtures/threads.ts';
 import { lineJob } from '../fixtures/training.ts';
 import { affine } from '../fixtures/serving.ts';
 
-process.env.TROUPE_TENSOR_BACKEND = 'wasm'; // this cluster's workers and this driver: the wasm path
+delete process.env.TROUPE_TENSOR_BACKEND; // this cluster's workers and this driver choose the best that loads
 delete process.env.TF_NUM_INTRAOP_THREADS;
 delete process.env.TF_NUM_INTEROP_THREADS;
 useCluster(test, { head: { numCpus: 4 } });
@@ -32,7 +34,7 @@ test.serial('a worker computes with as many TensorFlow threads as the CPUs it wa
   t.deepEqual(await two.threads(), { intra: '2', inter: '1' });
   t.deepEqual(await one.threads(), { intra: '1', inter: '1' });
   t.deepEqual(await none.threads(), { intra: '1', inter: '1' });
-  t.is(await one.backend(), 'wasm', 'TROUPE_TENSOR_BACKEND=wasm starts the search at wasm');
+  t.is(await one.backend(), expectedBackend);
   for (const a of [two, one, none]) await kill(a);
 });
 
@@ -128,26 +130,61 @@ test.serial(
   },
 );
 
-if (expectedBackend === 'tensorflow') {
-  // The rest of the suite trains, serves and searches on tensorflow: here the same on wasm.
-  test.serial('on wasm: synchronous training converges, and local SGD', async (t) => {
-    for (const mode of ['sync', 'local'] as const) {
-      const r = await train(lineJob, { replicas: 2, epochs: 3, batchSize: 32, mode });
-      t.is(r.backend, 'wasm');
-      t.true(r.history[2].testAccuracy! > 0.9, `${mode}: test accuracy ${r.history[2].testAccuracy}`);
-    }
+const replicaPids = async () =>
+  (await currentCore().gcs()).actors
+    .list()
+    .then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
+
+/** lineJob with 2 replicas for 3 epochs, one replica SIGKILLed at step 12 of epoch 2. */
+async function trainKillingOne(o: Partial<TrainOptions>) {
+  let killed = false;
+  const r = await train(lineJob, {
+    replicas: 2,
+    epochs: 3,
+    batchSize: 32,
+    checkpointEvery: 5,
+    ...o,
+    onProgress: ({ epoch, step }) => {
+      if (killed || epoch !== 1 || step < 12) return;
+      killed = true;
+      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
+    },
   });
-  test.serial('on wasm: a batched inference pool answers each request', async (t) => {
+  if (!killed) throw new Error('the run ended before the kill');
+  return r;
+}
+
+if (expectedBackend === 'tensorflow') {
+  for (const mode of ['sync', 'ps'] as const)
+    test.serial(`on tensorflow: ${mode} training converges through a replica killed mid-epoch`, async (t) => {
+      t.timeout(120_000);
+      const r = await trainKillingOne({ mode, servers: mode === 'ps' ? 2 : undefined });
+      t.is(r.backend, 'tensorflow');
+      t.is(r.failures, 1);
+      t.true(r.history[2].testAccuracy! > 0.9, `test accuracy ${r.history[2].testAccuracy}`);
+    });
+  test.serial('on tensorflow: local SGD converges', async (t) => {
+    const r = await train(lineJob, { replicas: 2, epochs: 3, batchSize: 32, mode: 'local', averageEvery: 4 });
+    t.is(r.backend, 'tensorflow');
+    t.true(r.history[2].testAccuracy! > 0.9, `test accuracy ${r.history[2].testAccuracy}`);
+  });
+  test.serial('on tensorflow: a batched inference pool answers each request', async (t) => {
     const pool = await serve(affine, { maxBatchSize: 8, maxWaitMs: 20 });
     try {
       const ys = await Promise.all(
         Array.from({ length: 16 }, (_, i) => pool.predict(Float32Array.of(i, -i, i / 2, 1))),
       );
       ys.forEach((y, i) => t.true(Math.abs(y[0] - (2 * i + 1)) < 1e-4, `request ${i}: ${Array.from(y)}`));
+      t.true(
+        (await pool.replicaStats()).some((s) => s.recent.some((b) => b.size > 1)),
+        'some requests were batched',
+      );
       const [s] = await pool.replicaStats();
-      t.is(s.backend, 'wasm');
+      t.is(s.backend, 'tensorflow');
     } finally {
       await pool.close();
     }
   });
+} else {
+  warnNoNative('training and inference');
 }

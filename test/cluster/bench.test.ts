@@ -9,7 +9,8 @@ test('npm run bench works end to end (smoke: tiny counts, nothing written)', asy
   t.timeout(240_000);
   const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], {
     cwd: join(import.meta.dirname, '..', '..'),
-    env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+    // The best backend that loads, as for a user (the suite's own clusters use wasm).
+    env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_TENSOR_BACKEND: '' },
     timeoutMs: 240_000,
   });
   t.is(r.code, 0, r.stderr);

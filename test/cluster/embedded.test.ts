@@ -8,8 +8,10 @@ import { runCommand, tempDir, processesWithHome, isAlive, eventually } from '../
 import { expectedBackend } from '../helpers/backend.ts';
 
 const root = join(import.meta.dirname, '..', '..');
+// One at a time: each starts a whole cluster (and most an npm process); seven at once on two cores starve each other
+// into their timeouts.
 
-test(
+test.serial(
   'npm run demo trains on MNIST with 2 replicas: a line per epoch, a ' + 'chart, the test accuracy last (1 epoch here)',
   async (t) => {
     t.timeout(180_000);
@@ -18,7 +20,15 @@ test(
     const r = await runCommand('npm', ['run', '--silent', 'demo'], {
       cwd: root,
       timeoutMs: 170_000,
-      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', EPOCHS: '1', MNIST_OUT: out },
+      // The best backend that loads, as for a user: tensorflow where it is set up.
+      env: {
+        TROUPE_HOME: home,
+        TROUPE_ADDRESS: '',
+        TROUPE_TOKEN: '',
+        TROUPE_TENSOR_BACKEND: '',
+        EPOCHS: '1',
+        MNIST_OUT: out,
+      },
     });
     t.is(r.code, 0, r.stderr);
     t.regex(
@@ -37,11 +47,12 @@ test(
     t.true(statSync(join(out, 'weights.bin')).size > 0);
     const last = r.stdout.trim().split('\n').pop()!;
     t.regex(last, /^test accuracy: 0\.9\d{3}$/);
+    t.regex(r.stdout, new RegExp(`^2 replicas on the ${expectedBackend} backend;`, 'm'));
     t.deepEqual(processesWithHome(home), []);
   },
 );
 
-test(
+test.serial(
   'npm run example:basics runs the tasks-and-actors example on an ' + 'embedded cluster and leaves nothing behind',
   async (t) => {
     const home = tempDir(t);
@@ -68,7 +79,7 @@ test(
   },
 );
 
-test(
+test.serial(
   'npm run example:search runs a hyperparameter search of MNIST MLPs as parallel tasks and prints the best last ' +
     '(2 trials of 1 epoch here)',
   async (t) => {
@@ -77,7 +88,14 @@ test(
     const r = await runCommand('npm', ['run', '--silent', 'example:search'], {
       cwd: root,
       timeoutMs: 110_000,
-      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', SAMPLES: '1', EPOCHS: '1' },
+      env: {
+        TROUPE_HOME: home,
+        TROUPE_ADDRESS: '',
+        TROUPE_TOKEN: '',
+        TROUPE_TENSOR_BACKEND: '',
+        SAMPLES: '1',
+        EPOCHS: '1',
+      },
     });
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout.match(/^trial \d ended \(\d\/2\): accuracy 0\.\d{4}$/gm)?.length, 2, r.stdout);
@@ -96,7 +114,7 @@ test(
   },
 );
 
-test(
+test.serial(
   'npm run example:inference serves the MNIST CNN batched and unbatched, and the pool grows and shrinks under a ' +
     'burst (1 s runs here)',
   async (t) => {
@@ -132,7 +150,7 @@ test(
   },
 );
 
-test('killing the driver with SIGKILL takes its embedded cluster down: no orphans', async (t) => {
+test.serial('killing the driver with SIGKILL takes its embedded cluster down: no orphans', async (t) => {
   const home = tempDir(t);
   const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hang-driver.ts'], {
     cwd: root,
@@ -174,7 +192,7 @@ test('killing the driver with SIGKILL takes its embedded cluster down: no orphan
   ); // the node removed its store on the way out
 });
 
-test(
+test.serial(
   'a remote function defined in the script node runs is refused ' + 'where it is defined, instead of waiting for ever',
   async (t) => {
     const home = tempDir(t);
@@ -196,7 +214,7 @@ test(
   },
 );
 
-test(
+test.serial(
   'shutdown() waits for a worker that is slow to stop, even past ' + 'the node timeout: nothing outlives the driver',
   async (t) => {
     const home = tempDir(t);

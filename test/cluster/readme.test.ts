@@ -69,7 +69,8 @@ test('the README has runnable snippets', (t) => {
 
 sections.forEach((section, i) => {
   const what = section.files.has('main.ts') ? 'compile and run' : 'compile';
-  test(`README "${section.title}": its snippets ${what}`, async (t) => {
+  // One at a time: each runs an embedded cluster, and several at once on two cores starve each other.
+  test.serial(`README "${section.title}": its snippets ${what}`, async (t) => {
     t.timeout(150_000);
     // tsc's errors in this section's files, and those in no section's (a bad config) fail it.
     const errors = (compiled.stdout + compiled.stderr)

@@ -19,6 +19,12 @@ import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 
+// The suite's models are tiny: on them wasm is quicker than TensorFlow, whose every op costs more and whose library
+// takes 0.9 s of CPU to load in each worker. So the clusters the tests start (their daemons and workers inherit this)
+// and their drivers compute on wasm; backends.test.ts trains, serves and searches on tensorflow where it is set up,
+// and the demo's test runs on whatever is best.
+process.env.TROUPE_TENSOR_BACKEND ??= 'wasm';
+
 const everyPid = new Set<number>();
 // Last line of defence if a test process dies before its teardown ran.
 process.on('exit', () => {
