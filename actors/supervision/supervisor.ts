@@ -407,9 +407,18 @@ export class Supervisor extends Actor {
       );
     }
     await this.saveCheckpoint();
-    for (const x of group) {
-      const failed = await this.restartOne(x);
-      if (failed) return; // its failure is its own event, handled next
+    try {
+      for (const x of group) {
+        const failed = await this.restartOne(x);
+        if (failed) return; // its failure is its own event, handled next
+      }
+    } catch (e) {
+      // The head did not take a restart (it was restarting itself, say): this failure is not handled yet, so the next
+      // reconcile (every 2 s) tries again. Marked handled, the child would stay held for ever.
+      delete this.state.handled[actorId];
+      this.state.restarts = this.state.restarts.filter((t) => t !== now);
+      await this.saveCheckpoint();
+      throw e;
     }
     await this.saveCheckpoint();
   }
@@ -439,7 +448,13 @@ export class Supervisor extends Actor {
     c.restarts++;
     await this.saveCheckpoint(); // a supervisor restarted from here on knows of this restart
     const settled = this.settle(id);
-    await restartActor(id, this.actorId);
+    try {
+      await restartActor(id, this.actorId);
+    } catch (e) {
+      c.restarts--; // not restarted after all: onHeld's next try counts it
+      c.recent.pop();
+      throw e;
+    }
     return settled;
   }
 

@@ -6,6 +6,7 @@ import { get, startSupervisor } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { startHead } from '../../runtime/cluster/local-cluster.ts';
 import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
+import { sleep } from '../../runtime/base/processes.ts';
 import { Phoenix } from '../fixtures/actors.ts';
 import { add, length } from '../fixtures/tasks.ts';
 import { Member } from '../fixtures/supervised.ts';
@@ -65,8 +66,10 @@ test.serial('killing the head loses nothing: calls keep working, a new head take
 });
 
 test.serial(
-  'a child held for its supervisor stays held across a head restart: the supervisor restarts it, once',
+  'a child held for its supervisor stays held across a head restart, even one longer than its backoff: the ' +
+    'supervisor restarts it, once',
   async (t) => {
+    t.timeout(90_000); // a restart the supervisor never retried would leave a.info() waiting for ever
     const sup = await startSupervisor({
       backoff: { minMs: 5000, maxMs: 5000, jitter: 0 },
       children: [{ id: 'a', actor: Member, args: ['a'] }],
@@ -80,6 +83,9 @@ test.serial(
     await eventually('held for the supervisor', async () => (await stateOf()).held === true);
 
     process.kill(runningHeadPid(), 'SIGKILL');
+    // The head comes back after the backoff has run out: the supervisor's first restart finds no head, and it must
+    // try again rather than count the failure as handled.
+    await sleep(6000);
     await startAnotherHead();
     const again = await a.info(); // waits in the queue until the supervisor's backoff is over
     t.true(
