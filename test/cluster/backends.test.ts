@@ -10,11 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
-import { kill, serve, train, type TrainOptions } from '../../runtime/index.ts';
-import { currentCore } from '../../runtime/core/core.ts';
+import { kill, serve, train } from '../../runtime/index.ts';
 import { TensorflowSetupError } from '../../runtime/base/errors.ts';
 import { setupNativeTensorflow, tfjsProjectDir } from '../../runtime/cli/native-tensorflow.ts';
 import { useCluster } from '../helpers/cluster.ts';
+import { trainKillingReplica1 } from '../helpers/training.ts';
 import { expectedBackend, nativeInstalled, warnNoNative } from '../helpers/backend.ts';
 import { ThreadsProbe } from '../fixtures/threads.ts';
 import { lineJob } from '../fixtures/training.ts';
@@ -130,35 +130,11 @@ test.serial(
   },
 );
 
-const replicaPids = async () =>
-  (await currentCore().gcs()).actors
-    .list()
-    .then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
-
-/** lineJob with 2 replicas for 3 epochs, one replica SIGKILLed at step 12 of epoch 2. */
-async function trainKillingOne(o: Partial<TrainOptions>) {
-  let killed = false;
-  const r = await train(lineJob, {
-    replicas: 2,
-    epochs: 3,
-    batchSize: 32,
-    checkpointEvery: 5,
-    ...o,
-    onProgress: ({ epoch, step }) => {
-      if (killed || epoch !== 1 || step < 12) return;
-      killed = true;
-      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
-    },
-  });
-  if (!killed) throw new Error('the run ended before the kill');
-  return r;
-}
-
 if (expectedBackend === 'tensorflow') {
   for (const mode of ['sync', 'ps'] as const)
     test.serial(`on tensorflow: ${mode} training converges through a replica killed mid-epoch`, async (t) => {
       t.timeout(120_000);
-      const r = await trainKillingOne({ mode, servers: mode === 'ps' ? 2 : undefined });
+      const r = await trainKillingReplica1({ epochs: 3, mode, servers: mode === 'ps' ? 2 : undefined });
       t.is(r.backend, 'tensorflow');
       t.is(r.failures, 1);
       t.true(r.history[2].testAccuracy! > 0.9, `test accuracy ${r.history[2].testAccuracy}`);

@@ -1,9 +1,10 @@
 // The data-parallel trainer: it converges, its replicas stay equal, and it resumes from the last checkpoint when a
 // replica is killed mid-epoch.
 import test from 'ava';
-import { train, UsageError, type EpochResult, type TrainOptions } from '../../runtime/index.ts';
+import { train, UsageError, type EpochResult } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { useCluster } from '../helpers/cluster.ts';
+import { replicaPids, trainKillingReplica1 } from '../helpers/training.ts';
 import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from '../fixtures/training.ts';
 import { withSeededMathRandom } from '../../actors/library/seeded-random.ts';
 import '@tensorflow/tfjs-backend-cpu'; // the first weights are made here too, to compare with
@@ -11,30 +12,6 @@ import { makeHandle, HandleData } from '../../actors/handle.ts';
 import type { ParamServer } from '../../actors/train/param-server.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
-
-const replicaPids = async () =>
-  (await currentCore().gcs()).actors
-    .list()
-    .then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
-
-/** Trains lineJob with 2 replicas for 4 epochs, SIGKILLing replica 1 at step 12 of epoch 2. */
-async function trainKillingReplica1(o: Partial<TrainOptions>) {
-  let killed = false;
-  const r = await train(lineJob, {
-    replicas: 2,
-    epochs: 4,
-    batchSize: 32,
-    checkpointEvery: 5,
-    ...o,
-    onProgress: ({ epoch, step }) => {
-      if (killed || epoch !== 1 || step < 12) return;
-      killed = true;
-      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
-    },
-  });
-  if (!killed) throw new Error('the run ended before the kill');
-  return r;
-}
 
 test.serial('synchronous data-parallel training converges on a small problem, with 2 replicas', async (t) => {
   const epochs: EpochResult[] = [];
