@@ -225,6 +225,14 @@ function newKeyPair(): { publicKey: forge.pki.rsa.PublicKey; privateKey: forge.p
   };
 }
 
+/** A fresh random serial, as hex, that forge DER-encodes as is: positive (first bit clear) and with no leading zero
+ * byte, which OpenSSL refuses as illegal padding (a serial that began with 00 did that once in 256 certificates). */
+export function certificateSerial(): string {
+  const serial = randomBytes(16);
+  serial[0] = (serial[0] & 0x7f) | 0x01;
+  return serial.toString('hex');
+}
+
 function certificate(o: {
   subject: string;
   publicKey: forge.pki.rsa.PublicKey;
@@ -235,8 +243,7 @@ function certificate(o: {
 }): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = o.publicKey;
-  // Positive (first bit clear), unique: a fresh random serial per certificate.
-  cert.serialNumber = `0${randomBytes(15).toString('hex')}`;
+  cert.serialNumber = certificateSerial();
   const now = new Date();
   cert.validity.notBefore = new Date(now.getTime() - 60 * 60_000); // clocks of the machines may differ a little
   cert.validity.notAfter = new Date(now.getTime() + o.years * 365 * 24 * 3600_000);

@@ -6,7 +6,14 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../../runtime/base/errors.ts';
-import { caSha256, checkCaSha256, createClusterTls, natsTlsBlock, userClusterTls } from '../../runtime/cluster/tls.ts';
+import {
+  caSha256,
+  certificateSerial,
+  checkCaSha256,
+  createClusterTls,
+  natsTlsBlock,
+  userClusterTls,
+} from '../../runtime/cluster/tls.ts';
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -39,6 +46,18 @@ test('a cluster CA and a server certificate it signed, naming every address plus
   t.is(statSync(tls.caFile).mode & 0o777, 0o644);
   t.is(server.publicKey.asymmetricKeyType, 'rsa');
   t.true(server.checkPrivateKey(createPrivateKeyOf(tls.keyFile)));
+});
+
+test('serials are positive and never begin with a zero byte (OpenSSL refuses that padding)', (t) => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 20_000; i++) {
+    const serial = certificateSerial();
+    t.regex(serial, /^[0-9a-f]{32}$/);
+    const first = Number.parseInt(serial.slice(0, 2), 16);
+    if (first === 0 || first > 0x7f) return t.fail(`serial ${serial} starts with byte ${first}`);
+    seen.add(serial);
+  }
+  t.is(seen.size, 20_000);
 });
 
 test('two clusters get two CAs', (t) => {
