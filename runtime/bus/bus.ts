@@ -479,6 +479,11 @@ export class Bus {
     return this.laneServer?.path;
   }
 
+  /** The socket this process's lane server listens on, if it has one (workers do; drivers do not). */
+  get ownLane(): string | undefined {
+    return this.laneServer?.path;
+  }
+
   /** Sends batched requests on `subject` over the lane at `path` from now on, when that socket is on this machine
    * (its path is in the worker's node's own directory: found here only there), or over NATS again when path is
    * undefined. Requests already sent keep their way. */

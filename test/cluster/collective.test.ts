@@ -1,9 +1,11 @@
-// Collectives among actors: ring allreduce for 1 to 4 members and odd sizes (several chunks too), tensors, broadcast,
-// barrier, and the error a member sees when another never comes.
+// Collectives among actors: allreduce (recursive doubling and ring) for 1 to 4 members and odd sizes (several chunks
+// too), tensors, broadcast, barrier, the error a member sees when another never comes, and lanes between members.
 import test from 'ava';
+import { dirname } from 'node:path';
 import { CollectiveError, TaskError, kill, type ActorHandle } from '../../runtime/index.ts';
 import { useCluster } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
 import { Peer } from '../fixtures/collective.ts';
 
 useCluster(test, { head: { numCpus: 2 } });
@@ -72,3 +74,60 @@ test.serial(
     t.regex(e!.message, /group g\d+, rank [01] of 3: collective failed/);
   },
 );
+
+test.serial(
+  'members in processes of their own send to each other on their lanes, not through nats-server',
+  async (t) => {
+    const peers = await group(t, 2, { processes: true });
+    const before = await Promise.all(peers.map((p) => p.lanes()));
+    t.deepEqual(
+      before.map((l) => l.to),
+      [
+        [undefined, undefined],
+        [undefined, undefined],
+      ],
+      'nothing is routed before the first acknowledgement names a lane',
+    );
+    for (const length of [1001, 1_300_001]) {
+      const [a, b] = await Promise.all(peers.map((p) => p.allreduce(length, 'sum')));
+      t.deepEqual(
+        a,
+        Float32Array.from({ length }, (_, i) => 1000 + 2 * (i % 97)),
+      );
+      t.deepEqual(a, b);
+    }
+    const [l0, l1] = await Promise.all(peers.map((p) => p.lanes()));
+    t.truthy(l0.own);
+    t.is(l0.to[1], l1.own);
+    t.is(l1.to[0], l0.own);
+  },
+);
+
+test.serial('a lane an acknowledgement names is taken only if it is a worker socket of the same node', async (t) => {
+  const name = `g${groups++}`;
+  const peer = Peer.remote();
+  t.teardown(() => kill(peer).catch(() => undefined));
+  await peer.join(name, 0, 2, 5000);
+  const own = (await peer.lanes()).own!;
+  const named: unknown[] = [
+    '/var/run/docker.sock',
+    `${dirname(own)}/../lane-1`,
+    `${dirname(own)}/not-a-lane`,
+    `${dirname(own)}/lane-1/x`,
+    42,
+    null,
+  ];
+  // This process plays rank 1: its acknowledgements name each path in turn.
+  let ack: unknown;
+  const sub = currentCore().bus.serveBatched(subjects.collective(name, 1), () => ack);
+  t.teardown(() => sub.unsubscribe());
+  for (const lane of named) {
+    ack = { lane };
+    await peer.broadcast(0); // root 0 sends to rank 1, this process
+    t.is((await peer.lanes()).to[1], undefined, `followed ${JSON.stringify(lane)}`);
+  }
+  // The same check lets a socket of its own node through (a lane to a worker that is gone goes back to NATS).
+  ack = { lane: `${dirname(own)}/lane-1` };
+  await peer.broadcast(0);
+  t.is((await peer.lanes()).to[1], `${dirname(own)}/lane-1`);
+});
