@@ -73,6 +73,8 @@ export class Replica extends Actor {
   /** Where this replica stands in the group now: an elastic run re-forms it smaller. */
   private rank: number;
   private worldSize: number;
+  /** The checkpoint being saved: the next step trains on meanwhile (in sync mode the others would wait for it). */
+  private saving?: Promise<void>;
 
   constructor(private readonly c: ReplicaConfig) {
     super();
@@ -87,6 +89,7 @@ export class Replica extends Actor {
     at?: { rank: number; worldSize: number },
   ): Promise<Position & { stepsPerEpoch: number; backend: string }> {
     this.group?.leave();
+    await this.saving?.catch(() => undefined); // a save under way finishes before the checkpoint is read
     this.averaging = undefined;
     this.generation = generation;
     this.pushes = 0;
@@ -159,7 +162,9 @@ export class Replica extends Actor {
         stepsPerEpoch: this.stepsPerEpoch,
       });
       if (rate !== undefined && this.c.mode !== 'ps') setLearningRate(this.optimizer, rate);
-      if (this.c.mode === 'sync') {
+      if (this.c.mode === 'sync' && this.worldSize === 1) {
+        this.optimizer.applyGradients(grads); // nothing to average with
+      } else if (this.c.mode === 'sync') {
         const t0 = performance.now();
         const averaged = unflatten(
           await this.group!.allreduce(await flatten(vars.map((v) => grads[v.name])), 'mean'),
@@ -191,7 +196,7 @@ export class Replica extends Actor {
         if (this.averaging) await this.finishAveraging();
         if (this.globalStep % this.c.averageEvery === 0) {
           const from = this.weights();
-          const average = Promise.all(from.map((w) => this.group!.allreduce(w, 'mean')));
+          const average = this.group!.allreduce(concat(from), 'mean').then((flat) => split(flat, from));
           average.catch(() => undefined); // awaited a step later; an abort() before then must not count as unhandled
           this.averaging = { from, average };
           if (!this.c.delayAveraging || last) await this.finishAveraging();
@@ -205,6 +210,7 @@ export class Replica extends Actor {
           await this.checkpoint(last ? { epoch: epoch + 1, step: 0 } : { epoch, step: step + 1 });
       }
     }
+    await this.saving; // the epoch's last checkpoint is saved when the epoch ends
     return {
       loss: lossSum / samples,
       accuracy: correct / samples,
@@ -297,10 +303,15 @@ export class Replica extends Actor {
     }
   }
 
+  /** Takes the state now and saves it while training goes on: one save at a time, in order. A failed save fails the
+   * next checkpoint or the epoch's end. */
   private async checkpoint(at: Position): Promise<void> {
     const optimizer = await optimizerState(this.optimizer);
     const state: Checkpoint = { ...at, weights: this.weights(), optimizer, stepsPerEpoch: this.stepsPerEpoch };
-    await (await checkpoints()).save(`train-${this.c.run}`, state);
+    await this.saving;
+    const saving = checkpoints().then((c) => c.save(`train-${this.c.run}`, state));
+    saving.catch(() => undefined); // awaited later: not an unhandled rejection meanwhile
+    this.saving = saving;
   }
 }
 
@@ -347,6 +358,12 @@ function concat(parts: Float32Array[]): Float32Array {
     at += p.length;
   }
   return out;
+}
+
+/** `flat` cut into arrays of the lengths of `like`'s. */
+function split(flat: Float32Array, like: Float32Array[]): Float32Array[] {
+  let at = 0;
+  return like.map((l) => flat.slice(at, (at += l.length)));
 }
 
 function unflatten(flat: Float32Array, like: tf.Variable[]): tf.NamedTensorMap {
