@@ -6,12 +6,13 @@ import { hostsUnavailable } from '../helpers/hosts.ts';
 import { nativeInstalled } from '../helpers/backend.ts';
 
 test('npm run bench works end to end (smoke: tiny counts, nothing written)', async (t) => {
-  t.timeout(240_000);
+  // Far above the 1.5 min it takes alone: the suite's other files share the two cores with it.
+  t.timeout(420_000);
   const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke'], {
     cwd: join(import.meta.dirname, '..', '..'),
     // The best backend that loads, as for a user (the suite's own clusters use wasm).
     env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_TENSOR_BACKEND: '' },
-    timeoutMs: 240_000,
+    timeoutMs: 400_000,
   });
   t.is(r.code, 0, r.stderr);
   const metrics = [
@@ -50,7 +51,7 @@ test('npm run bench works end to end (smoke: tiny counts, nothing written)', asy
           : new RegExp(`${row} not measured \\|[^\\n]*\\| not measured: workers compute on `),
       );
     }
-    // Training here is 2 epochs on 1,024 digits: 0.97 is out of reach, and the table must say so, not show a time.
+    // Training here is 1 epoch on 1,024 digits: 0.97 is out of reach, and the table must say so, not show a time.
     const missing = tensorflow || suffix ? 'not reached' : 'not measured';
     for (const replicas of ['1_replica', '2_replicas'])
       t.regex(r.stdout, new RegExp(`\\| train_mnist_time_to_0\\.97_${replicas}${suffix} \\| ${missing} \\|`));

@@ -1,5 +1,5 @@
 // The object store: byte bound, spilling, copies across nodes, tensors, reference counting and its errors.
-// Each test starts its own cluster: they need different stores.
+// The tests that need a store of their own start their own cluster; the others share one (after them).
 import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,6 +49,22 @@ function collectUntil(what: string, done: () => boolean | Promise<boolean>): Pro
     return (await done()) || undefined;
   });
 }
+
+/** One cluster with default stores for the tests that need nothing else: started by the first, stopped after the
+ * file (they come last: a session of init() stays open on it meanwhile). */
+let shared: TestCluster | undefined;
+async function withSharedCluster(fn: (c: TestCluster) => Promise<void>): Promise<void> {
+  if (!shared) {
+    shared = await startCluster();
+    await init();
+  }
+  await fn(shared);
+}
+test.serial.after.always(async () => {
+  if (!shared) return;
+  await shutdown();
+  await shared.stop();
+});
 
 const inStore = (c: TestCluster, id: string) => existsSync(join(c.head.objectDir, id));
 
@@ -185,7 +201,7 @@ test.serial(
 test.serial(
   'transfers check every chunk: a damaged chunk is asked for again; one damaged every time fails with ObjectLostError',
   (t) =>
-    withCluster({}, async () => {
+    withSharedCluster(async () => {
       const bus = currentCore().bus;
       const data = new Uint8Array(Math.floor(chunkSize(bus) * 2.5)).map((_, i) => i % 251);
       const asked = new Map<number, number>();
@@ -217,7 +233,7 @@ test.serial(
 test.serial(
   'tensors of every dtype round-trip through the store and through a task; repeated gets reuse the decoded tensor',
   (t) =>
-    withCluster({}, async () => {
+    withSharedCluster(async () => {
       const n = 40_000; // over the inline threshold for every dtype
       const made: Array<[tf.DataType, tf.Tensor]> = [
         ['float32', tf.linspace(-1, 1, n)],
@@ -268,7 +284,7 @@ test.serial(
   'reference counting: nested refs live as long as their container; a ref held by an actor lives until the actor ' +
     'dies; refs returned from tasks stay valid',
   (t) =>
-    withCluster({}, async (c) => {
+    withSharedCluster(async (c) => {
       // Nested: the container holds the inner object after our own ref to it is gone.
       let outer: ObjectRef<{ inner: ObjectRef<Float32Array> }> | undefined;
       const innerId = (() => {
@@ -315,7 +331,7 @@ test.serial(
 );
 
 test.serial("a task's large result belongs to the caller: it outlives the worker that made it", (t) =>
-  withCluster({}, async (c) => {
+  withSharedCluster(async (c) => {
     const r = tasks.fill.remote(300_000, 9);
     await wait([r]);
     const bus = currentCore().bus;
@@ -339,27 +355,8 @@ test.serial("a task's large result belongs to the caller: it outlives the worker
   }),
 );
 
-test.serial(
-  "a driver that joins by address on a machine running a node of that cluster puts into that node's store",
-  async (t) => {
-    const c = await startCluster();
-    try {
-      // As with TROUPE_ADDRESS on the head machine: no token passed, the saved cluster's is used.
-      await init({ address: c.address });
-      const ref = put(floats(1, 3));
-      await wait([ref]);
-      t.true(inStore(c, ref.id), "in the node's shared-memory store, not in the driver's memory");
-      t.like(currentCore().objects.owned.get(ref.id)?.location, { node: c.nodeIds[0] });
-      t.is((await get(ref))[0], 3);
-    } finally {
-      await shutdown();
-      await c.stop();
-    }
-  },
-);
-
 test.serial("calls batched in one turn are split under the server's max_payload, both ways", (t) =>
-  withCluster({}, async () => {
+  withSharedCluster(async () => {
     const keeper = Keeper.remote();
     // 1.35 MB in all, each sent inline
     const blobs = Array.from({ length: 15 }, (_, i) => new Uint8Array(90_000).fill(i));
@@ -370,4 +367,20 @@ test.serial("calls batched in one turn are split under the server's max_payload,
       t.is(b[89_999], i);
     });
   }),
+);
+
+// Last: it leaves the shared cluster joined by address.
+test.serial(
+  "a driver that joins by address on a machine running a node of that cluster puts into that node's store",
+  (t) =>
+    withSharedCluster(async (c) => {
+      await shutdown();
+      // As with TROUPE_ADDRESS on the head machine: no token passed, the saved cluster's is used.
+      await init({ address: c.address });
+      const ref = put(floats(1, 3));
+      await wait([ref]);
+      t.true(inStore(c, ref.id), "in the node's shared-memory store, not in the driver's memory");
+      t.like(currentCore().objects.owned.get(ref.id)?.location, { node: c.nodeIds[0] });
+      t.is((await get(ref))[0], 3);
+    }),
 );
