@@ -17,6 +17,7 @@ import { crossHost, type CrossHostFigures } from './cross-host.ts';
 import { addReferenceUser } from './workloads/reference-user.ts';
 import { workerBackend, type WorkerBackend } from './workloads/backend.ts';
 import { inferenceBatching, type Batching } from './workloads/inference.ts';
+import { plainTraining, type PlainTraining } from './workloads/plain-training.ts';
 import { Bus } from '../runtime/bus/bus.ts';
 import {
   cleanRun,
@@ -44,6 +45,8 @@ interface Metric {
   reused_worker?: number;
   /** train_mnist_2_replicas_tensorflow_vs_wasm: the 2-replica figure on the wasm backend. */
   wasm?: number;
+  /** train_mnist_2_plain_processes: samples/s of one plain process alone. */
+  one_process?: number;
   /** The inference row: requests/s of the same pool and load with maxBatchSize 1. */
   unbatched?: number;
   /** The tls_* rows: the same figure on a plain bus (--no-tls). */
@@ -55,6 +58,7 @@ interface Metric {
     | 'moleculer'
     | 'memcpy'
     | 'one_replica'
+    | 'one_process'
     | 'clean_run'
     | 'reused_worker'
     | 'wasm'
@@ -126,6 +130,8 @@ const ASYNC = n(20_000, 100);
 // head node are a fair test of 2 against 1. --smoke: 1 epoch and 1 kill (in it), to stay short.
 const KILLS = n(3, 1);
 const TRAINING: RunOptions = { epochs: n(6, 1), batchSize: 32, seed: 1, numCpus: 1 };
+/** Steps of each plain process (the reference of the training rows): seconds on tensorflow, tens on wasm. */
+const PLAIN_STEPS = n(600, 10);
 const TIME = `train_mnist_time_to_${TARGET_ACCURACY}`;
 // The inference row: the load of npm run example:inference (one replica with 1 CPU).
 const INFERENCE = { seconds: n(8, 0.5), concurrency: n(128, 16) };
@@ -340,12 +346,12 @@ try {
   // backend this cluster's workers choose (tensorflow where it loads); then batching on it; then the same training
   // on a cluster of wasm workers.
   const native = await get(workerBackend.remote());
-  const tensorflow = native.backend === 'tensorflow' ? await cleanRuns() : notOnTensorflow(native);
+  const tensorflow = native.backend === 'tensorflow' ? await cleanRuns('tensorflow') : notOnTensorflow(native);
   const killed = await runWithKills(KILLS, TRAINING);
   const batching = 'skipped' in tensorflow ? tensorflow : await inferenceBatching(INFERENCE);
   await referenceBus.close();
   await moveToWasmCluster();
-  const wasm = await cleanRuns();
+  const wasm = await cleanRuns('wasm');
   addTraining(tensorflow, '');
   addTraining(wasm, '_wasm');
   addKills(killed, 'skipped' in tensorflow ? wasm.two : tensorflow.two);
@@ -436,19 +442,22 @@ function addTlsCost(
   }
 }
 
-/** 1 and 2 replicas on one backend; or, where that backend is not there, why. */
+/** 1 and 2 replicas on one backend, and plain processes on it; or, where that backend is not there, why. */
 interface Pair {
   one: TrainingRun;
   two: TrainingRun;
+  plain: PlainTraining;
 }
 interface Skipped {
   skipped: string;
 }
 
-/** A clean run of 1 replica, then one of 2. */
-async function cleanRuns(): Promise<Pair> {
+/** One plain process, then two; a clean run of 1 replica, then one of 2. */
+async function cleanRuns(backend: 'tensorflow' | 'wasm'): Promise<Pair> {
+  const plain = await plainTraining({ steps: PLAIN_STEPS, batchSize: TRAINING.batchSize, backend });
+  if (plain.backend !== backend) throw new Error(`the plain processes computed on ${plain.backend}, not ${backend}`);
   const one = await cleanRun(1, TRAINING);
-  return { one, two: await cleanRun(2, TRAINING) };
+  return { plain, one, two: await cleanRun(2, TRAINING) };
 }
 
 function notOnTensorflow(native: WorkerBackend): Skipped {
@@ -476,6 +485,7 @@ function addTraining(r: Pair | Skipped, suffix: '' | '_wasm'): void {
   if ('skipped' in r) {
     const note = `not measured: ${r.skipped}`;
     for (const [name, unit] of [
+      ['train_mnist_2_plain_processes', 'samples/s'],
       ['train_mnist_1_replica', 'samples/s'],
       ['train_mnist_2_replicas', 'samples/s'],
       [`${TIME}_1_replica`, 's'],
@@ -486,8 +496,16 @@ function addTraining(r: Pair | Skipped, suffix: '' | '_wasm'): void {
       add(name + suffix, null, unit, { skipped: true, note });
     return;
   }
-  const { one, two } = r;
+  const { one, two, plain } = r;
   const on = `${one.backend} backend, ${TRAINING.numCpus} CPU (so 1 TensorFlow thread) per replica`;
+  add(`train_mnist_2_plain_processes${suffix}`, plain.two, 'samples/s', {
+    one_process: round(plain.one),
+    reference: 'one_process',
+    note:
+      `the most 2 replicas can gain here: the replica's step (the same CNN, batch ${TRAINING.batchSize}) in plain ` +
+      `Node processes, no troupe, nothing exchanged, 1 TensorFlow thread each, ${PLAIN_STEPS} steps; two at once ` +
+      `against one alone; ${plain.backend} backend`,
+  });
   const same = `${TRAINING.epochs} epochs, batch ${TRAINING.batchSize} per replica, seed ${TRAINING.seed} in each run`;
   const speed = (x: TrainingRun) =>
     `${TRAINING.epochs > 1 ? `epochs 2-${TRAINING.epochs}` : 'its one epoch'}; the run took ` +
@@ -495,11 +513,15 @@ function addTraining(r: Pair | Skipped, suffix: '' | '_wasm'): void {
   add(`train_mnist_1_replica${suffix}`, one.samplesPerSec, 'samples/s', {
     note: `${on}; MNIST CNN of npm run demo, ${same}; ${speed(one)}`,
   });
+  const ceiling = plain.two / plain.one;
+  const share = (two.samplesPerSec / one.samplesPerSec / ceiling) * 100;
   add(`train_mnist_2_replicas${suffix}`, two.samplesPerSec, 'samples/s', {
     one_replica: round(one.samplesPerSec),
     reference: 'one_replica',
     goal: 1.7,
-    note: `${two.backend} backend; ${speed(two)}`,
+    note:
+      `${two.backend} backend; ${speed(two)}; ${share.toFixed(0)}% of the ${ceiling.toFixed(2)}× two plain ` +
+      `processes gain (train_mnist_2_plain_processes${suffix})`,
   });
   const target = (x: TrainingRun) =>
     x.epochToTarget === null

@@ -51,6 +51,16 @@ test('npm run bench works end to end (smoke: tiny counts, nothing written)', asy
           : new RegExp(`${row} not measured \\|[^\\n]*\\| not measured: workers compute on `),
       );
     }
+    // The reference: two plain processes against one, on the same backend.
+    const plain = `\\| train_mnist_2_plain_processes${suffix} \\|`;
+    t.regex(
+      r.stdout,
+      tensorflow || suffix
+        ? new RegExp(
+            `${plain} [\\d.]+ samples/s \\| [\\d.]+ \\(one process\\) \\| [\\d.]+× \\|[^\\n]*${backend} backend \\|`,
+          )
+        : new RegExp(`${plain} not measured \\|`),
+    );
     // Training here is 1 epoch on 1,024 digits: 0.97 is out of reach, and the table must say so, not show a time.
     const missing = tensorflow || suffix ? 'not reached' : 'not measured';
     for (const replicas of ['1_replica', '2_replicas'])
