@@ -18,6 +18,9 @@ export interface PlainTraining {
 
 /** Runs `steps` steps (batch `batchSize`) in one process alone, then in two at once. */
 export async function plainTraining(o: { steps: number; batchSize: number; backend: string }): Promise<PlainTraining> {
+  // A first process, not timed: the first to run on a machine measured 20–30% slower than any after it (pages of
+  // the 850 MB TensorFlow library still to load, and the like).
+  await child({ ...o, steps: 10 });
   const one = await Promise.all([child(o)]);
   const two = await Promise.all([child(o), child(o)]);
   const sum = (r: Array<{ samplesPerSec: number }>) => r.reduce((s, x) => s + x.samplesPerSec, 0);
@@ -37,16 +40,20 @@ function child(o: { steps: number; batchSize: number; backend: string }): Promis
         TF_NUM_INTEROP_THREADS: '1',
         TF_CPP_MIN_LOG_LEVEL: '2',
       },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let out = '';
+    // TensorFlow's start-up lines go to stderr: shown only if the process fails.
+    let [out, err] = ['', ''];
     p.stdout.on('data', (d) => {
       out += d;
+    });
+    p.stderr.on('data', (d) => {
+      err = (err + d).slice(-4000);
     });
     p.on('error', reject);
     p.on('close', (code) => {
       try {
-        if (code !== 0) throw new Error(`plain training exited with ${code}`);
+        if (code !== 0) throw new Error(`plain training exited with ${code}: ${err}`);
         resolve(JSON.parse(out.trim().split('\n').at(-1)!));
       } catch (e) {
         reject(e);
