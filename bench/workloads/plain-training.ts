@@ -21,10 +21,9 @@ export async function plainTraining(o: { steps: number; batchSize: number; backe
   // A first process, not timed: the first to run on a machine measured 20–30% slower than any after it (pages of
   // the 850 MB TensorFlow library still to load, and the like).
   await child({ ...o, steps: 10 });
-  const one = await Promise.all([child(o)]);
+  const one = await child(o);
   const two = await Promise.all([child(o), child(o)]);
-  const sum = (r: Array<{ samplesPerSec: number }>) => r.reduce((s, x) => s + x.samplesPerSec, 0);
-  return { backend: one[0].backend, one: sum(one), two: sum(two) };
+  return { backend: one.backend, one: one.samplesPerSec, two: two[0].samplesPerSec + two[1].samplesPerSec };
 }
 
 function child(o: { steps: number; batchSize: number; backend: string }): Promise<{
