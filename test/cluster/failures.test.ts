@@ -18,12 +18,12 @@ import { malformedCounts } from '../../runtime/protocol/check.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { fuzzTargets, mutations, wrapped } from '../helpers/fuzz.ts';
 
-// The default node timeout: the junk flood below loads a 2-core machine, and a tighter one can fence a healthy node.
-// A short node timeout, set explicitly: a killed node daemon is declared dead in 2 s, not the default 15 s.
+// A node timeout of 6 s, set explicitly: a killed node daemon is declared dead in 6 s, not the default 15 s; and not
+// 2 s, which the junk flood below, on a loaded 2-core machine, once used up on two healthy nodes (fenced them).
 const cluster = useCluster(test, {
   head: { numCpus: 2 },
   nodes: [{ numCpus: 1, resources: { victim: 1 } }],
-  nodeTimeoutMs: 2000,
+  nodeTimeoutMs: 6000,
 });
 let c: TestCluster;
 let bus: Bus;
