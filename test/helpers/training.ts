@@ -1,4 +1,4 @@
-// Training runs the trainer's tests share: the replicas alive now, and a run that SIGKILLs one of them mid-epoch.
+// Training runs the trainer's tests share: the replicas alive now, and a run that kills something mid-epoch.
 import { train, type TrainOptions } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { lineJob } from '../fixtures/training.ts';
@@ -9,8 +9,8 @@ export const replicaPids = async (): Promise<number[]> =>
     .list()
     .then((all) => all.filter((a) => a.className === 'Replica' && a.state === 'ALIVE').map((a) => a.pid!));
 
-/** Trains lineJob with 2 replicas (4 epochs unless `o` says otherwise), SIGKILLing replica 1 at step 12 of epoch 2. */
-export async function trainKillingReplica1(o: Partial<TrainOptions>) {
+/** Trains lineJob with 2 replicas (4 epochs unless `o` says otherwise), calling `kill` once at step 12 of epoch 2. */
+export async function trainWithKill(kill: () => unknown, o: Partial<TrainOptions> = {}) {
   let killed = false;
   const r = await train(lineJob, {
     replicas: 2,
@@ -21,9 +21,13 @@ export async function trainKillingReplica1(o: Partial<TrainOptions>) {
     onProgress: ({ epoch, step }) => {
       if (killed || epoch !== 1 || step < 12) return;
       killed = true;
-      void replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL'));
+      kill();
     },
   });
   if (!killed) throw new Error('the run ended before the kill');
   return r;
 }
+
+/** trainWithKill, SIGKILLing replica 1's process. */
+export const trainKillingReplica1 = (o: Partial<TrainOptions>) =>
+  trainWithKill(() => replicaPids().then((pids) => process.kill(pids[1], 'SIGKILL')), o);
