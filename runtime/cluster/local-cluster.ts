@@ -44,6 +44,9 @@ export interface StartOptions extends ResourceFlags {
   /** The head's bus serves TLS whenever it listens beyond loopback, with a CA made here; these are the user's own
    * certificate, key and CA instead (TLS then even on loopback). */
   tlsFiles?: { cert: string; key: string; ca: string };
+  /** Idle CPU workers each node daemon keeps started, so that a new task or actor (or one restarting) does not wait for
+   * a process to start (default 1). 0: workers start only on demand, which costs the least CPU (test clusters). */
+  prestartWorkers?: number;
   /** Plain text even beyond loopback (a trusted network): the token and all data travel in clear. */
   noTls?: boolean;
 }
@@ -238,6 +241,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
         objectStoreRoot,
         objectStoreMemory,
         spillRoot: o.spillDir,
+        prestartWorkers: o.prestartWorkers,
       },
     },
     {

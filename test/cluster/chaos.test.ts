@@ -9,11 +9,15 @@ test(
     'nothing',
   async (t) => {
     t.timeout(240_000);
-    const r = await runCommand(process.execPath, ['--import', 'tsx', 'bench/chaos/run.ts', '--smoke'], {
-      cwd: join(import.meta.dirname, '..', '..'),
-      env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
-      timeoutMs: 240_000,
-    });
+    const r = await runCommand(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=troupe-source', 'bench/chaos/run.ts', '--smoke'],
+      {
+        cwd: join(import.meta.dirname, '..', '..'),
+        env: { TROUPE_HOME: tempDir(t), TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+        timeoutMs: 240_000,
+      },
+    );
     t.is(r.code, 0, r.stderr);
     const line = r.stdout.split('\n').find((l) => l.startsWith('CHAOS_RESULTS '));
     t.truthy(line, r.stdout);

@@ -14,11 +14,15 @@ const root = join(import.meta.dirname, '..', '..');
 const BOUND_MS = 60_000;
 
 const driver = (args: string[], env: Record<string, string>) =>
-  runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/exit-driver.ts', ...args], {
-    cwd: root,
-    timeoutMs: BOUND_MS,
-    env,
-  });
+  runCommand(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/exit-driver.ts', ...args],
+    {
+      cwd: root,
+      timeoutMs: BOUND_MS,
+      env,
+    },
+  );
 const embedded = (home: string) => ({ TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' });
 const joined = () => ({ TROUPE_HOME: cluster().home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' });
 

@@ -12,7 +12,7 @@ const cluster = useCluster(test, { head: { numCpus: 2 } });
 
 const root = join(import.meta.dirname, '..', '..');
 const otherDriver = (env: Record<string, string> = {}) =>
-  runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/actor-driver.ts'], {
+  runCommand(process.execPath, ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/actor-driver.ts'], {
     cwd: root,
     env: { TROUPE_HOME: cluster().home, ...env },
   });
@@ -75,10 +75,14 @@ test.serial('init({ logToDriver: false }) keeps worker output out of the driver'
 test.serial(
   'a driver whose event loop is busy for longer than the silence timeout keeps its actors; one killed loses them',
   async (t) => {
-    const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/busy-driver.ts'], {
-      cwd: root,
-      env: { TROUPE_HOME: cluster().home, BUSY_MS: '6000' },
-    });
+    const r = await runCommand(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/busy-driver.ts'],
+      {
+        cwd: root,
+        env: { TROUPE_HOME: cluster().home, BUSY_MS: '6000' },
+      },
+    );
     t.is(r.signal, 'SIGKILL', r.stderr);
     const out = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { actorId: string; value: number };
     t.is(out.value, 2, 'its actor answered after 6 s of a blocked loop');

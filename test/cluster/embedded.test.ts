@@ -152,11 +152,15 @@ test.serial(
 
 test.serial('killing the driver with SIGKILL takes its embedded cluster down: no orphans', async (t) => {
   const home = tempDir(t);
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hang-driver.ts'], {
-    cwd: root,
-    env: { ...process.env, TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/hang-driver.ts'],
+    {
+      cwd: root,
+      env: { ...process.env, TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr.on('data', (d) => {
     stderr += d;
@@ -196,11 +200,15 @@ test.serial(
   'a remote function defined in the script node runs is refused ' + 'where it is defined, instead of waiting for ever',
   async (t) => {
     const home = tempDir(t);
-    const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/remote-in-script.ts'], {
-      cwd: root,
-      timeoutMs: 30_000,
-      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
-    });
+    const r = await runCommand(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/remote-in-script.ts'],
+      {
+        cwd: root,
+        timeoutMs: 30_000,
+        env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },
+      },
+    );
     t.is(r.code, 1, r.stdout);
     t.regex(
       r.stderr,
@@ -218,11 +226,15 @@ test.serial(
   'shutdown() waits for a worker that is slow to stop, even past ' + 'the node timeout: nothing outlives the driver',
   async (t) => {
     const home = tempDir(t);
-    const r = await runCommand(process.execPath, ['--import', 'tsx', 'test/fixtures/slow-stop-driver.ts'], {
-      cwd: root,
-      timeoutMs: 60_000,
-      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_NODE_TIMEOUT_MS: '1000' },
-    });
+    const r = await runCommand(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/slow-stop-driver.ts'],
+      {
+        cwd: root,
+        timeoutMs: 60_000,
+        env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_NODE_TIMEOUT_MS: '1000' },
+      },
+    );
     t.is(r.code, 0, r.stderr);
     const { pids } = JSON.parse(r.stdout) as { pids: number[] };
     t.true(pids.length === 2 && pids.every((p) => p > 0));

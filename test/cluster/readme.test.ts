@@ -81,7 +81,7 @@ sections.forEach((section, i) => {
     if (!main) return;
     const home = tempDir(t);
     // No shutdown() in the snippets: the script must end by itself.
-    const run = await runCommand(process.execPath, ['--import', 'tsx', 'main.ts'], {
+    const run = await runCommand(process.execPath, ['--import', 'tsx', '--conditions=troupe-source', 'main.ts'], {
       cwd: join(dir, String(i)),
       timeoutMs: 120_000,
       env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' },

@@ -64,7 +64,7 @@ export interface TestCluster {
 /** A head (with its node) plus extra node daemons, owned by this test process. Cleans up after itself if start
  * fails. */
 /** Per node: resources and object store settings. */
-export type NodeFlags = ResourceFlags & Pick<StartOptions, 'objectStoreMemory' | 'spillDir'>;
+export type NodeFlags = ResourceFlags & Pick<StartOptions, 'objectStoreMemory' | 'spillDir' | 'prestartWorkers'>;
 
 export async function startCluster(
   o: { head?: NodeFlags; nodes?: NodeFlags[]; nodeTimeoutMs?: number } = {},
@@ -85,6 +85,8 @@ export async function startCluster(
       detached: false,
       numCpus: 2,
       numGpus: 0,
+      // Workers start when a test needs one: a spare kept idle per node is CPU the other test files could use.
+      prestartWorkers: 0,
       ...o.head,
       objectStoreDir: home,
       nodeTimeoutMs: o.nodeTimeoutMs,
@@ -98,6 +100,7 @@ export async function startCluster(
       const n = await startNode({
         detached: false,
         numGpus: 0,
+        prestartWorkers: 0,
         ...flags,
         objectStoreDir: home,
         address: head.address,
