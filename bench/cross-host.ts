@@ -68,11 +68,11 @@ export async function crossHost(
     };
     const plain = o.tls === false ? ['--no-tls'] : [];
     const started = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '2', ...plain]);
-    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+?)(?: --ca-sha256 (\S+))?\n/.exec(started);
+    const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+?)( --ca-sha256 \S+| --no-tls)?\n/.exec(started);
     if (!joinLine) throw new Error(`no join line from troupe start --head:\n${started}`);
-    const [, token, address, ca] = joinLine;
-    const trust = ca ? ['--ca-sha256', ca] : [];
-    await troupe(b, ['start', '--address', address, ...trust, '--num-cpus', '2', '--resources', '{"b": 4}'], {
+    const [, token, address, trust] = joinLine;
+    const joinFlags = trust?.trim().split(' ') ?? [];
+    await troupe(b, ['start', '--address', address, ...joinFlags, '--num-cpus', '2', '--resources', '{"b": 4}'], {
       TROUPE_TOKEN: token,
     });
     const url = parseAddress(address);

@@ -146,27 +146,65 @@ export function parseAddress(address: string): string {
   return `${m[1] ?? 'nats'}://${m[2]}:${port}`;
 }
 
-/** Where this machine keeps the CA it trusts for the cluster at `address` (learnt when it joined, or made by the head
- * here): `$TROUPE_HOME/tls/<host>_<port>.pem`. */
-export function savedCaPath(address: string): string {
+/** True for an address only this machine reaches: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
+/** `$TROUPE_HOME/tls/<host>_<port>` plus `ext`: where this machine keeps what it trusts for the cluster at `address`
+ * (`.pem`: its CA, learnt when it joined or made by the head here; `.plain`: started or joined with --no-tls). */
+function trustPath(address: string, ext: '.pem' | '.plain'): string {
   const url = parseAddress(address).replace(/^\w+:\/\//, '');
-  return join(troupeHome(), 'tls', `${url.replace(/[^0-9A-Za-z.-]+/g, '_')}.pem`);
+  return join(troupeHome(), 'tls', `${url.replace(/[^0-9A-Za-z.-]+/g, '_')}${ext}`);
+}
+
+/** Where this machine keeps the CA it trusts for the cluster at `address`. */
+export const savedCaPath = (address: string) => trustPath(address, '.pem');
+
+function writeTrust(path: string, text: string): void {
+  mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o644 });
+  renameSync(tmp, path);
 }
 
 /** Trusts `caPem` for the cluster at each of `addresses` from now on (0644: a certificate is public). */
 export function saveCa(addresses: string[], caPem: string): void {
   for (const address of addresses) {
-    const path = savedCaPath(address);
-    mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, caPem, { mode: 0o644 });
-    renameSync(tmp, path);
+    rmSync(trustPath(address, '.plain'), { force: true });
+    writeTrust(savedCaPath(address), caPem);
   }
 }
 
-/** Forgets the CA of a cluster that listens in plain text at `address` (a loopback one, at a port a TLS one had). */
-export function forgetCa(address: string): void {
-  rmSync(savedCaPath(address), { force: true });
+/** The cluster at each of `addresses` speaks plain text, as this machine's user said (--no-tls): connect to it without
+ * TLS from now on. Any CA saved for one of them before (a TLS cluster that had the port) is forgotten. */
+export function trustPlain(addresses: string[]): void {
+  for (const address of addresses) {
+    rmSync(savedCaPath(address), { force: true });
+    if (!isLoopback(hostOf(address))) writeTrust(trustPath(address, '.plain'), '# troupe: plain text, by --no-tls\n');
+  }
+}
+
+/** The host of `host:port` or `nats://host:port`, without IPv6 brackets. */
+export function hostOf(address: string): string {
+  const host = parseAddress(address)
+    .replace(/^\w+:\/\//, '')
+    .replace(/:\d+$/, '');
+  return host.replace(/^\[(.*)\]$/, '$1');
+}
+
+/** Whether a connection to `address` without a CA is one the user asked for: loopback (nothing in between to trust),
+ * TROUPE_NO_TLS=1, or an address this machine started or joined with --no-tls. Any other connection beyond loopback
+ * needs the cluster's CA, so that whoever answers at the address cannot just ask for no TLS. */
+export function plainAllowed(address: string): boolean {
+  if (isLoopback(hostOf(address)) || process.env.TROUPE_NO_TLS === '1') return true;
+  try {
+    readFileSync(trustPath(address, '.plain'));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The CA (PEM) to verify the cluster at `address` with: TROUPE_TLS_CA (a file) if set, else the one saved for the

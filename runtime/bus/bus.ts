@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { randomFillSync } from 'node:crypto';
 import { encode, decode } from '../base/codec.ts';
-import { parseAddress, defaults, clusterCa } from '../base/config.ts';
+import { parseAddress, defaults, clusterCa, hostOf, plainAllowed } from '../base/config.ts';
 import {
   AuthenticationError,
   CallLostError,
@@ -136,7 +136,8 @@ export interface ConnectOptions {
    * do (base/keep-alive.ts), so a script ends when its work does. Default true. */
   holdsProcess?: boolean;
   /** The cluster CA (PEM) to verify the server with. Default: TROUPE_TLS_CA, else the CA this machine saved for the
-   * address (base/config.ts clusterCa); none: plain, unless the server asks for TLS (then the connect fails). */
+   * address (base/config.ts clusterCa). None: plain text where the user allowed it (base/config.ts plainAllowed:
+   * loopback, --no-tls, TROUPE_NO_TLS=1), else the connect is refused before anything is sent. */
   tlsCa?: string;
 }
 
@@ -146,7 +147,7 @@ export function tlsOptions(
   ca: string,
   address: string,
 ): { ca: string; checkServerIdentity: typeof checkServerIdentity } {
-  const host = new URL(parseAddress(address).replace(/^\w+:/, 'http:')).hostname.replace(/^\[(.*)\]$/, '$1');
+  const host = hostOf(address);
   return { ca, checkServerIdentity: (_name: string, cert: PeerCertificate) => checkServerIdentity(host, cert) };
 }
 
@@ -230,6 +231,14 @@ export class Bus {
   static async connect(opts: ConnectOptions): Promise<Bus> {
     const server = parseAddress(opts.address);
     const ca = opts.tlsCa ?? clusterCa(opts.address);
+    // Without a CA, whoever answers at an address beyond loopback could just ask for no TLS and read everything.
+    if (!ca && !plainAllowed(opts.address))
+      throw new TlsTrustError(
+        `this machine has no CA for the cluster at ${opts.address}, which is beyond loopback: join with the head's ` +
+          `join line (troupe start --address ${opts.address} --ca-sha256 sha256:…), or pass the CA as --tls-ca ` +
+          'FILE / TROUPE_TLS_CA / init({ tlsCa }). A cluster started with --no-tls: join with --no-tls, or set ' +
+          'TROUPE_NO_TLS=1',
+      );
     // A credential signs the server's nonce (the seed never leaves this process); its replies come to its own inbox.
     const seed = USER_SEED.test(opts.token) ? new TextEncoder().encode(opts.token) : undefined;
     const inboxPrefix = seed ? inboxOf(fromSeed(seed).getPublicKey()) : '_INBOX';

@@ -6,8 +6,10 @@ import {
   readClusterFile,
   removeClusterFile,
   clusterFilePath,
+  isLoopback,
   parseAddress,
   saveCa,
+  trustPlain,
   type ClusterFile,
 } from '../base/config.ts';
 import {
@@ -28,7 +30,7 @@ import { formatBytes, parseBytes } from '../base/bytes.ts';
 import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
 import { UsageError, VersionMismatchError } from '../base/errors.ts';
 import { checkHeadVersions, describeVersions } from '../protocol/versions.ts';
-import { bindHost, checkIp, isLoopback } from '../cluster/node-address.ts';
+import { bindHost, checkIp } from '../cluster/node-address.ts';
 import { caSha256, checkCaSha256, discoverCa } from '../cluster/tls.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
@@ -67,7 +69,9 @@ Address:   --host ADDR: where the head's bus listens (default 127.0.0.1: this ma
            listens on every interface)
 TLS:       beyond loopback the bus uses TLS with a CA made at start; the join line carries its fingerprint
            (--ca-sha256). --tls-cert FILE --tls-key FILE --tls-ca FILE: your own instead. --no-tls: plain text
-           (a trusted network only). Joining: --ca-sha256 sha256:HEX, or --tls-ca FILE; others: TROUPE_TLS_CA=FILE
+           (a trusted network only; its join line says --no-tls). Joining: --ca-sha256 sha256:HEX, --tls-ca FILE or
+           --no-tls; drivers and the CLI elsewhere: TROUPE_TLS_CA=FILE or TROUPE_NO_TLS=1. Beyond loopback, a
+           connection with no CA and no --no-tls is refused
 Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command line. 'troupe start --head' makes one
            credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
 Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
@@ -261,7 +265,7 @@ async function start(values: Values): Promise<number> {
       `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
     );
     const local = o.nats === undefined && isLoopback(o.host ?? '127.0.0.1');
-    const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : '';
+    const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : o.noTls && !local ? ' --no-tls' : '';
     // The join credential, in the environment of the command (not its argv, which `ps` shows).
     const join = started.joinToken ?? started.token;
     console.log(
@@ -307,8 +311,9 @@ async function start(values: Values): Promise<number> {
 }
 
 /** Joining: learns the cluster's CA from the server, trusting it only if its fingerprint is --ca-sha256's, or takes
- * --tls-ca, and saves it for the address; every later connection to the address verifies with it. Neither: a CA
- * saved before is used, or a TLS cluster refuses us with a TlsTrustError that says what to pass. */
+ * --tls-ca, and saves it for the address; every later connection to the address verifies with it. --no-tls: every
+ * later connection to it is plain. None of these: what was saved before is used, or a TlsTrustError says what to
+ * pass. */
 async function trustCluster(address: string, values: Values): Promise<void> {
   if (values['ca-sha256'] !== undefined && values['tls-ca'] !== undefined)
     throw new UsageError('pass --ca-sha256 or --tls-ca, not both');
@@ -329,6 +334,8 @@ async function trustCluster(address: string, values: Values): Promise<void> {
       throw new UsageError(`--tls-ca ${file} is not a PEM certificate`);
     }
     saveCa([address], pem);
+  } else if (values['no-tls']) {
+    trustPlain([address]);
   }
 }
 

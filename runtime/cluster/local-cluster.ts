@@ -3,14 +3,14 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { forgetCa, nodeStoreName, parseAddress, saveCa, troupeHome, writeClusterFile } from '../base/config.ts';
+import { hostOf, isLoopback, nodeStoreName, saveCa, troupeHome, trustPlain, writeClusterFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
 import { terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
 import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './machine-resources.ts';
-import { defaultAddress, externalAddresses, isLoopback, routedAddress } from './node-address.ts';
+import { defaultAddress, externalAddresses, routedAddress } from './node-address.ts';
 import { createClusterTls, userClusterTls, type ClusterTls } from './tls.ts';
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
@@ -47,7 +47,8 @@ export interface StartOptions extends ResourceFlags {
   /** Idle CPU workers each node daemon keeps started, so that a new task or actor (or one restarting) does not wait for
    * a process to start (default 1). 0: workers start only on demand, which costs the least CPU (test clusters). */
   prestartWorkers?: number;
-  /** Plain text even beyond loopback (a trusted network): the token and all data travel in clear. */
+  /** Plain text even beyond loopback (a trusted network): the token and all data travel in clear. Clients on this
+   * machine then connect to the bus (or to --nats) without TLS; elsewhere they need --no-tls or TROUPE_NO_TLS=1. */
   noTls?: boolean;
 }
 
@@ -112,6 +113,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       if (!o.token)
         throw new UsageError('--nats needs the token that server requires: pass --token-file or set TROUPE_TOKEN');
       address = publicAddress = o.nats;
+      if (o.noTls) trustPlain([address]);
       const t = o.token;
       tokens = { head: t, node: t, localNode: t, driver: t, credentials: { worker: t, driver: t } };
       nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.nats)));
@@ -149,8 +151,10 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       }
       // Every client on this machine (daemons, workers, drivers, the CLI) finds the CA by the address it dials.
       const addresses = [address, publicAddress, ...otherAddresses];
+      // Plain: a stale CA of an earlier cluster at this port would refuse us, and beyond loopback (--no-tls) clients
+      // here connect without one only because this says so.
       if (tls) saveCa(addresses, tls.caPem);
-      else for (const a of addresses) forgetCa(a); // a stale CA of an earlier cluster at this port would refuse us
+      else trustPlain(addresses);
       natsPid = nats.pid;
       started.push(nats.pid);
       watched.push(nats.process);
@@ -325,14 +329,6 @@ async function checkVersions(address: string, token: string): Promise<Credential
   } finally {
     await bus.close();
   }
-}
-
-/** The host of `host:port` or `nats://host:port`, without IPv6 brackets. */
-function hostOf(address: string): string {
-  const host = parseAddress(address)
-    .replace(/^\w+:\/\//, '')
-    .replace(/:\d+$/, '');
-  return host.replace(/^\[(.*)\]$/, '$1');
 }
 
 function hostForUrl(ip: string): string {

@@ -78,9 +78,3 @@ export function routedAddress(host: string, port = 4222): Promise<string> {
 export function bindHost(host: string | undefined, nodeIp: string | undefined): string {
   return host ?? (nodeIp ? '0.0.0.0' : '127.0.0.1');
 }
-
-/** True for an address only this machine reaches: 127.0.0.0/8, ::1, localhost. */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
-}

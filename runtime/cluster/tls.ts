@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import forge from 'node-forge';
-import { parseAddress, writePrivateFile } from '../base/config.ts';
+import { hostOf, parseAddress, writePrivateFile } from '../base/config.ts';
 import { TlsTrustError, UsageError } from '../base/errors.ts';
 
 /** The files nats-server serves TLS with, and the CA clients verify it with. */
@@ -132,9 +132,8 @@ export function checkCaSha256(value: string, flag = '--ca-sha256'): string {
  * certificate. Nothing else is sent. Fails with TlsTrustError. */
 export async function discoverCa(address: string, sha256: string, timeoutMs = 10_000): Promise<string> {
   const want = checkCaSha256(sha256);
-  const url = new URL(parseAddress(address).replace(/^\w+:/, 'http:'));
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  const chain = await presentedChain(host, Number(url.port), timeoutMs, address);
+  const port = Number(/:(\d+)$/.exec(parseAddress(address))![1]);
+  const chain = await presentedChain(hostOf(address), port, timeoutMs, address);
   const ca = chain.find((c) => `sha256:${createHash('sha256').update(c.raw).digest('hex')}` === want);
   if (!ca)
     throw new TlsTrustError(

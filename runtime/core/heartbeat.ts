@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Bus } from '../bus/bus.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
-import { parseAddress } from '../base/config.ts';
+import { hostOf, parseAddress } from '../base/config.ts';
 
 /** Beats from a thread with its own connection, so a driver busy computing for longer than the silence timeout
  * keeps its actors. Returns the stop. */
@@ -18,7 +18,7 @@ export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: str
       server: parseAddress(o.address),
       token: o.token,
       tlsCa: bus.tlsCa, // the thread verifies the server as the bus does
-      tlsHost: new URL(parseAddress(o.address).replace(/^\w+:/, 'http:')).hostname.replace(/^\[(.*)\]$/, '$1'),
+      tlsHost: hostOf(o.address),
       name: `troupe-heartbeat-${process.pid}`,
       subject,
       everyMs: PROC_HEARTBEAT_MS,

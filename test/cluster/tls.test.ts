@@ -1,7 +1,8 @@
 // TLS on two simulated machines (test/helpers/hosts.ts). `troupe start --head` with no flag listens on loopback
 // only; opened to the network, its bus is TLS with a CA made at start, and the join line carries the CA's
 // fingerprint. B joins with it and runs a task and actor calls across hosts; a wrong fingerprint, a join without one
-// and a plain-text client are refused while the cluster keeps serving.
+// and a plain-text client are refused while the cluster keeps serving. A --no-tls cluster's join line says so, and
+// a machine connects to an address beyond loopback without a CA only when told to (--no-tls, TROUPE_NO_TLS=1).
 import test from 'ava';
 import { join } from 'node:path';
 import { hostsUnavailable, makeHosts, troupeOn, type Host, type Hosts } from '../helpers/hosts.ts';
@@ -79,7 +80,11 @@ if (why) {
       const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)/.exec(head.stdout) ?? [];
       t.is(address.split(':')[0], '127.0.0.1');
       const port = address.split(':')[1];
-      const fromB = await troupe(b, ['status', '--address', `${a.ip}:${port}`], { TROUPE_TOKEN: token });
+      // TROUPE_NO_TLS=1: past the check that B has a CA for the address, to the socket, which nothing answers.
+      const fromB = await troupe(b, ['status', '--address', `${a.ip}:${port}`], {
+        TROUPE_TOKEN: token,
+        TROUPE_NO_TLS: '1',
+      });
       t.is(fromB.code, 1, fromB.stdout + fromB.stderr);
       t.regex(fromB.stderr, /cannot reach a troupe cluster at/);
       t.is((await statusNodes(a)).filter((n) => n.alive).length, 1, 'A itself is served');
@@ -88,26 +93,42 @@ if (why) {
     }
   });
 
-  test.serial('--no-tls opens the bus in plain text, with a warning: the join line has no fingerprint', async (t) => {
-    t.timeout(120_000);
-    const head = await troupe(a, ['start', '--head', '--host', a.ip, '--no-tls', '--num-cpus', '1']);
-    try {
-      t.is(head.code, 0, head.stdout + head.stderr);
-      t.regex(head.stderr, /WARNING: --no-tls: .* in plain text; the token and all data travel in clear/);
-      const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+)\n/.exec(head.stdout) ?? [];
-      t.is(address.split(':')[0], a.ip, head.stdout);
-      // The server speaks plain text to B (it asks for no TLS); the client's token is no NKEY signature, so it is then
-      // refused, which the identity tests cover.
-      const plain = await b.run(process.execPath, ['-e', plainClient, address, token]);
-      const said = JSON.parse(plain.stdout) as { info: string };
-      t.regex(said.info, /^INFO \{/, plain.stdout + plain.stderr);
-      t.notRegex(said.info, /"tls_required":true/);
-      const refused = await troupe(a, ['start', '--head', '--no-tls', '--tls-cert', 'x']);
-      t.is(refused.code, 2, refused.stdout + refused.stderr);
-    } finally {
-      t.is((await troupe(a, ['stop'])).code, 0);
-    }
-  });
+  test.serial(
+    '--no-tls opens the bus in plain text, with a warning; a machine joins in plain text only if told to',
+    async (t) => {
+      t.timeout(180_000);
+      const head = await troupe(a, ['start', '--head', '--host', a.ip, '--no-tls', '--num-cpus', '1']);
+      try {
+        t.is(head.code, 0, head.stdout + head.stderr);
+        t.regex(head.stderr, /WARNING: --no-tls: .* in plain text; the token and all data travel in clear/);
+        const [, token, address] = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --no-tls\n/.exec(head.stdout) ?? [];
+        t.is(address?.split(':')[0], a.ip, head.stdout);
+        // The server speaks plain text to B (it asks for no TLS); the client's token is no NKEY signature, so it is
+        // then refused, which the identity tests cover.
+        const plain = await b.run(process.execPath, ['-e', plainClient, address, token]);
+        const said = JSON.parse(plain.stdout) as { info: string };
+        t.regex(said.info, /^INFO \{/, plain.stdout + plain.stderr);
+        t.notRegex(said.info, /"tls_required":true/);
+        const refused = await troupe(a, ['start', '--head', '--no-tls', '--tls-cert', 'x']);
+        t.is(refused.code, 2, refused.stdout + refused.stderr);
+
+        // Attack, a downgrade: B has no CA for the address and was not told that it is plain, so whoever answers
+        // there is not trusted with its credential's signature or its data.
+        const blind = await troupe(b, ['start', '--address', address], { TROUPE_TOKEN: token });
+        t.is(blind.code, 1, blind.stdout + blind.stderr);
+        t.regex(blind.stderr, /no CA for the cluster at \S+, which is beyond loopback: .*--ca-sha256.*--no-tls/);
+        // The join line as printed: B joins, and its CLI (the driver credential) then connects in plain text too.
+        const node = await troupe(b, ['start', '--address', address, '--no-tls', '--num-cpus', '1'], {
+          TROUPE_TOKEN: token,
+        });
+        t.is(node.code, 0, node.stdout + node.stderr);
+        t.is((await statusNodes(b)).filter((n) => n.alive).length, 2);
+      } finally {
+        t.is((await troupe(b, ['stop'])).code, 0);
+        t.is((await troupe(a, ['stop'])).code, 0);
+      }
+    },
+  );
 
   test.serial(
     'a cluster open to the network is TLS: B joins by fingerprint and runs a task and an actor',
@@ -128,7 +149,7 @@ if (why) {
       // A TLS cluster joined without a fingerprint or CA: the error says what to pass.
       const blind = await troupe(b, ['start', '--address', address], { TROUPE_TOKEN: token });
       t.is(blind.code, 1, blind.stdout + blind.stderr);
-      t.regex(blind.stderr, /uses TLS and this machine has no CA for it: .*--ca-sha256.* --tls-ca FILE/);
+      t.regex(blind.stderr, /no CA for the cluster at \S+, which is beyond loopback: .*--ca-sha256.* --tls-ca FILE/);
       // Attack: a plain-text client that has the token. The server wants TLS first and hangs up; nothing is answered.
       const plain = await b.run(process.execPath, ['-e', plainClient, address, token]);
       t.is(plain.code, 0, plain.stderr);
@@ -161,11 +182,15 @@ if (why) {
         );
       }
 
-      // Elsewhere on B (a TROUPE_HOME that has not joined): refused without the CA, served with TROUPE_TLS_CA.
+      // Elsewhere on B (a TROUPE_HOME that has not joined): refused without the CA (before dialling; and by the
+      // server's certificate when plain text was allowed), served with TROUPE_TLS_CA.
       const away = { TROUPE_HOME: '/tmp/away', TROUPE_ADDRESS: address, TROUPE_TOKEN: token };
       const untrusted = await troupe(b, ['status', '--json'], away);
       t.is(untrusted.code, 1, untrusted.stdout + untrusted.stderr);
-      t.regex(untrusted.stderr, /uses TLS and this machine has no CA for it/);
+      t.regex(untrusted.stderr, /no CA for the cluster at \S+, which is beyond loopback/);
+      const plainAsked = await troupe(b, ['status', '--json'], { ...away, TROUPE_NO_TLS: '1' });
+      t.is(plainAsked.code, 1, plainAsked.stdout + plainAsked.stderr);
+      t.regex(plainAsked.stderr, /uses TLS and this machine has no CA for it/);
       const caFile = `/tmp/troupe-home/tls/${address.replace(':', '_')}.pem`;
       t.is((await statusNodes(b, { ...away, TROUPE_TLS_CA: caFile })).filter((n) => n.alive).length, 2);
 

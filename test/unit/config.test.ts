@@ -2,14 +2,19 @@ import test, { type ExecutionContext } from 'ava';
 import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UsageError } from '../../runtime/base/errors.ts';
+import { TlsTrustError, UsageError } from '../../runtime/base/errors.ts';
 import {
+  clusterCa,
   clusterFilePath,
   parseAddress,
+  plainAllowed,
   readClusterFile,
+  saveCa,
+  trustPlain,
   writeClusterFile,
   type ClusterFile,
 } from '../../runtime/base/config.ts';
+import { Bus } from '../../runtime/bus/bus.ts';
 
 const accepted: Array<[string, string]> = [
   ['head-node:4222', 'nats://head-node:4222'],
@@ -88,3 +93,37 @@ test.serial('readClusterFile throws UsageError on invalid JSON', (t) => {
   const err = t.throws(() => readClusterFile(), { instanceOf: UsageError });
   t.true(err?.message.includes(clusterFilePath()));
 });
+
+test.serial(
+  'beyond loopback, a connection without a CA is plain only where --no-tls or TROUPE_NO_TLS=1 said so',
+  async (t) => {
+    freshHome(t);
+    const saved = process.env.TROUPE_NO_TLS;
+    t.teardown(() => {
+      if (saved === undefined) delete process.env.TROUPE_NO_TLS;
+      else process.env.TROUPE_NO_TLS = saved;
+    });
+    delete process.env.TROUPE_NO_TLS;
+    for (const a of ['127.0.0.1:4222', 'localhost:1', '[::1]:4222']) t.true(plainAllowed(a), a);
+    const far = '10.99.0.1:4222';
+    t.false(plainAllowed(far));
+    // Refused before anything is dialled. 0.0.0.0 is not loopback to this check, and were it dialled by mistake the
+    // connection would still stay on this machine (port 1: refused).
+    const err = await t.throwsAsync(Bus.connect({ address: '0.0.0.0:1', token: 'x', name: 'test' }), {
+      instanceOf: TlsTrustError,
+    });
+    t.regex(err?.message ?? '', /no CA for the cluster at 0\.0\.0\.0:1, which is beyond loopback: .*--ca-sha256/);
+    t.regex(err?.message ?? '', /--no-tls, or set TROUPE_NO_TLS=1/);
+
+    trustPlain([far]);
+    t.true(plainAllowed(far));
+    t.false(plainAllowed('10.99.0.1:4223'), 'another port is another cluster');
+    saveCa([far], 'PEM');
+    t.false(plainAllowed(far), 'a CA saved later (a TLS cluster at the port now) replaces the plain trust');
+    t.is(clusterCa(far), 'PEM');
+    trustPlain([far]);
+    t.is(clusterCa(far), undefined, 'and --no-tls forgets the CA');
+    process.env.TROUPE_NO_TLS = '1';
+    t.true(plainAllowed('10.99.0.2:4222'));
+  },
+);

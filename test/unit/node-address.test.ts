@@ -1,12 +1,12 @@
 import test from 'ava';
 import { isIP } from 'node:net';
 import { UsageError } from '../../runtime/base/errors.ts';
+import { isLoopback } from '../../runtime/base/config.ts';
 import {
   bindHost,
   checkIp,
   defaultAddress,
   externalAddresses,
-  isLoopback,
   routedAddress,
 } from '../../runtime/cluster/node-address.ts';
 
