@@ -12,13 +12,9 @@ import {
   trustPlain,
   type ClusterFile,
 } from '../base/config.ts';
-import {
-  startHead,
-  startNode,
-  recordCurrentCluster,
-  type StartOptions,
-  type StartedCluster,
-} from '../cluster/local-cluster.ts';
+// What only some commands use is imported by them (start, job, token, setup, new): every command starts a process, and
+// `troupe status` need not load what starts a cluster.
+import type { StartOptions, StartedCluster } from '../cluster/local-cluster.ts';
 import { parseResourcesFlag } from '../cluster/machine-resources.ts';
 import { readRunFiles, removeRunFile, type RunFile } from '../cluster/run-files.ts';
 import { isAlive, terminate } from '../base/processes.ts';
@@ -31,14 +27,9 @@ import type { StoredObject, StoreStats } from '../../object-store/store-manager.
 import { UsageError, VersionMismatchError } from '../base/errors.ts';
 import { checkHeadVersions, describeVersions } from '../protocol/versions.ts';
 import { bindHost, checkIp } from '../cluster/node-address.ts';
-import { caSha256, checkCaSha256, discoverCa } from '../cluster/tls.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import { printTable } from './table.ts';
 import { printable } from './terminal-text.ts';
-import { newProject } from './new-project.ts';
-import { jobCommand } from './job-command.ts';
-import { tokenCommand } from './token-command.ts';
-import { setupCommand } from './setup-command.ts';
 import { builtinIdentity, headHere, readIdentities } from '../cluster/identities.ts';
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
@@ -156,9 +147,9 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(cmd in commands))
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
-  if (cmd === 'job') return jobCommand(rest, connectFromFlags);
-  if (cmd === 'token') return tokenCommand(rest);
-  if (cmd === 'setup') return setupCommand(rest);
+  if (cmd === 'job') return (await import('./job-command.ts')).jobCommand(rest, connectFromFlags);
+  if (cmd === 'token') return (await import('./token-command.ts')).tokenCommand(rest);
+  if (cmd === 'setup') return (await import('./setup-command.ts')).setupCommand(rest);
   let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({
@@ -190,8 +181,9 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-function create(positionals: string[], values: Values): number {
+async function create(positionals: string[], values: Values): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('troupe new takes one directory: troupe new my-app');
+  const { newProject } = await import('./new-project.ts');
   const { dir, troupeSpec } = newProject(positionals[0], values.troupe as string | undefined);
   console.log(`Wrote a troupe project in ${dir} (troupe: ${troupeSpec}). Next:`);
   console.log(`  cd ${dir} && npm install && npm start`);
@@ -251,6 +243,7 @@ async function start(values: Values): Promise<number> {
   if (!values.head === !values.address)
     throw new UsageError('troupe start needs exactly one of --head or --address HOST:PORT');
   const o = startOptions(values);
+  const { startHead, startNode, recordCurrentCluster } = await import('../cluster/local-cluster.ts');
   let started: StartedCluster;
   if (values.head) {
     if (values['ca-sha256'] !== undefined) throw new UsageError("--ca-sha256 is for joining: 'troupe start --address'");
@@ -318,6 +311,7 @@ async function trustCluster(address: string, values: Values): Promise<void> {
   if (values['ca-sha256'] !== undefined && values['tls-ca'] !== undefined)
     throw new UsageError('pass --ca-sha256 or --tls-ca, not both');
   if (values['ca-sha256'] !== undefined) {
+    const { checkCaSha256, discoverCa } = await import('../cluster/tls.ts');
     const want = checkCaSha256(values['ca-sha256'] as string);
     saveCa([address], await discoverCa(address, want));
   } else if (values['tls-ca'] !== undefined) {
@@ -329,7 +323,7 @@ async function trustCluster(address: string, values: Values): Promise<void> {
       throw new UsageError(`--tls-ca ${file}: ${(e as Error).message}`);
     }
     try {
-      caSha256(pem);
+      (await import('../cluster/tls.ts')).caSha256(pem);
     } catch {
       throw new UsageError(`--tls-ca ${file} is not a PEM certificate`);
     }
