@@ -1,8 +1,8 @@
 // The bus: one NATS connection per process, one wildcard reply inbox with a correlation map
 // (no per-call subscription, no per-call timer), and servers that never die of a bad message.
 import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
-import { AuthorizationError, nkeyAuthenticator, nuid, PermissionViolationError } from '@nats-io/nats-core';
-import { fromSeed } from '@nats-io/nkeys';
+import { AuthorizationError, nuid, PermissionViolationError } from '@nats-io/nats-core';
+import { isUserSeed, nkeyAuthenticator, nkeyUser } from './nkey.ts';
 import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { randomFillSync } from 'node:crypto';
@@ -187,8 +187,6 @@ export function inboxOf(publicKey: string): string {
   return `_INBOX.${publicKey}`;
 }
 
-const USER_SEED = /^SU[A-Z2-7]{56}$/;
-
 export class Bus {
   /** This process's one wildcard reply inbox, under its identity's prefix. */
   readonly inbox: string;
@@ -240,13 +238,13 @@ export class Bus {
           'TROUPE_NO_TLS=1',
       );
     // A credential signs the server's nonce (the seed never leaves this process); its replies come to its own inbox.
-    const seed = USER_SEED.test(opts.token) ? new TextEncoder().encode(opts.token) : undefined;
-    const inboxPrefix = seed ? inboxOf(fromSeed(seed).getPublicKey()) : '_INBOX';
+    const user = isUserSeed(opts.token) ? nkeyUser(opts.token) : undefined;
+    const inboxPrefix = user ? inboxOf(user.publicKey) : '_INBOX';
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: server,
-        ...(seed ? { authenticator: nkeyAuthenticator(seed), inboxPrefix } : { token: opts.token }),
+        ...(user ? { authenticator: nkeyAuthenticator(user), inboxPrefix } : { token: opts.token }),
         // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
         // fails on its certificate (tlsFailure() says what to pass).
         ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
@@ -285,7 +283,7 @@ export class Bus {
     bus.tlsCa = ca;
     // With an identity, a lane proves it by signing the lane server's nonce; a worker says whose it accepts
     // (useLaneAuth with its node's list). A plain token (a user's own nats-server) proves itself by HMAC.
-    if (seed) bus.useLaneAuth(nkeyLaneAuth({ seed, allowed: [] }));
+    if (user) bus.useLaneAuth(nkeyLaneAuth({ seed: opts.token, allowed: [] }));
     return bus;
   }
 

@@ -5,7 +5,8 @@
 // config, SIGHUP nats-server (it re-checks connected clients and closes those it no longer knows).
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createUser, fromSeed } from '@nats-io/nkeys';
+import { createUser } from '@nats-io/nkeys';
+import { nkeyUser } from '../bus/nkey.ts';
 import { writePrivateFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { permissionsFor, type Role } from '../protocol/permissions.ts';
@@ -43,15 +44,10 @@ const file = (sessionDir: string) => join(sessionDir, 'identities.json');
 /** Included by nats-server.conf. */
 export const AUTH_CONF = 'auth.conf';
 
-/** Whether `s` looks like an NKEY user seed (the credential form of a token). */
-export function isUserSeed(s: string): boolean {
-  return /^SU[A-Z2-7]{56}$/.test(s);
-}
-
 /** The public key (`U…`) of a user seed; a UsageError if it is not one. */
 export function publicKeyOf(seed: string): string {
   try {
-    return fromSeed(new TextEncoder().encode(seed)).getPublicKey();
+    return nkeyUser(seed).publicKey;
   } catch (e) {
     throw new UsageError('not a troupe credential (an NKEY user seed, SU…)', { cause: e });
   }

@@ -3,13 +3,19 @@
 // Plain JavaScript: threads do not inherit every way tsx can be loaded.
 import { workerData } from 'node:worker_threads';
 import { checkServerIdentity } from 'node:tls';
-import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
+import { sign } from 'node:crypto';
+import { connect } from '@nats-io/transport-node';
 
-const { server, token, name, subject, everyMs, tlsCa, tlsHost } = workerData;
+const { server, token, nkey, name, subject, everyMs, tlsCa, tlsHost } = workerData;
 const tls = tlsCa ? { tls: { ca: tlsCa, checkServerIdentity: (_, cert) => checkServerIdentity(tlsHost, cert) } } : {};
-// A credential (NKEY seed) signs the server's nonce, as the Bus does; a plain token is for a user's own nats-server.
-const auth = /^SU[A-Z2-7]{56}$/.test(token)
-  ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(token)) }
+// A credential signs the server's nonce, as the Bus does (bus/nkey.ts); a plain token is for a user's own nats-server.
+const auth = nkey
+  ? {
+      authenticator: (nonce) => ({
+        nkey: nkey.publicKey,
+        sig: sign(null, Buffer.from(nonce ?? ''), nkey.privateKey).toString('base64'),
+      }),
+    }
   : { token };
 const nc = await connect({
   servers: server,

@@ -1,9 +1,17 @@
 // A driver's heartbeat: node daemons and the head watch it to keep the driver's leases and actors. Workers need
 // none of their own: their node daemon beats for each while its process lives.
 import { Worker } from 'node:worker_threads';
+import type { KeyObject } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { hostOf, parseAddress } from '../base/config.ts';
+import { isUserSeed, nkeyUser } from '../bus/nkey.ts';
+
+/** What the thread signs with: a KeyObject passes to a thread (a function would not). */
+function threadKey(seed: string): { publicKey: string; privateKey: KeyObject } {
+  const { publicKey, privateKey } = nkeyUser(seed);
+  return { publicKey, privateKey };
+}
 
 /** Beats from a thread with its own connection, so a driver busy computing for longer than the silence timeout
  * keeps its actors. Returns the stop. */
@@ -16,7 +24,8 @@ export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: str
   const thread = new Worker(new URL('./heartbeat-thread.mjs', import.meta.url), {
     workerData: {
       server: parseAddress(o.address),
-      token: o.token,
+      // A credential: its public key and private key (a KeyObject), so the thread signs natively as the bus does.
+      ...(isUserSeed(o.token) ? { nkey: threadKey(o.token) } : { token: o.token }),
       tlsCa: bus.tlsCa, // the thread verifies the server as the bus does
       tlsHost: hostOf(o.address),
       name: `troupe-heartbeat-${process.pid}`,

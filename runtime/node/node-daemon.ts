@@ -44,7 +44,7 @@ import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
-import { fromSeed } from '@nats-io/nkeys';
+import { nkeyUser } from '../bus/nkey.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
 
 export interface NodeDaemonOptions {
@@ -121,7 +121,7 @@ export class NodeDaemon {
    * lanes prove it by HMAC). Public keys: no secret in them. */
   private laneKeys(): string[] {
     const seeds = [this.credentials.worker, this.credentials.driver].filter((c) => /^SU[A-Z2-7]{56}$/.test(c));
-    return seeds.map((c) => fromSeed(new TextEncoder().encode(c)).getPublicKey());
+    return seeds.map((c) => nkeyUser(c).publicKey);
   }
   private readonly store: NodeStore;
   private readonly objects: StoreManager;

@@ -10,12 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { inboxPrefix, permissionsFor, ROLES, rolePermissions, type Role } from '../../runtime/protocol/permissions.ts';
 import { inboxOf } from '../../runtime/bus/bus.ts';
+import { isUserSeed } from '../../runtime/bus/nkey.ts';
 import {
   addIdentity,
   AUTH_CONF,
   builtinIdentity,
   createIdentities,
-  isUserSeed,
   publicKeyOf,
   readIdentities,
   revokeIdentity,
