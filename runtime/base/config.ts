@@ -71,6 +71,10 @@ export const defaults = {
   /** Worker processes one node daemon may run at once (0: four per CPU of the node, at least 32). A lease that would
    * need one more is refused with WorkerLimitError. */
   maxWorkersPerNode: envInt('TROUPE_MAX_WORKERS_PER_NODE', 0),
+  /** How long the head keeps a DEAD actor's record (its cause, for `troupe list actors` and its callers) before it
+   * forgets it: the state of a long-lived cluster stays bounded. A call on a forgotten actor fails with ActorDiedError
+   * (no such actor). */
+  deadActorRetentionMs: envInt('TROUPE_DEAD_ACTOR_RETENTION_MS', 3_600_000),
   /** Calls one caller may queue for an actor that is starting or restarting (the actor option maxPendingCalls). */
   maxPendingCalls: 10_000,
 };

@@ -57,6 +57,7 @@ export class ActorManager {
   async load(): Promise<void> {
     for (const a of await this.h.gcs.actors.list()) {
       if (!a?.actorId || !a.spec) continue;
+      if (a.state === 'DEAD') a.deadAt ??= new Date().toISOString(); // a record from before deadAt: kept from now
       this.add(a);
       if (a.name && a.state !== 'DEAD') this.names.set(nameKey(a.namespace, a.name), a.actorId);
       // One held for its supervisor waits for it, as before the head went.
@@ -130,6 +131,18 @@ export class ActorManager {
     void this.save(info);
     this.schedule(info);
     return { actorId: spec.actorId };
+  }
+
+  /** Forgets the actors DEAD for longer than `retentionMs`: their records go from memory and KV. Their supervisors'
+   * lists drop them; a DEAD supervisor's own list goes with it. */
+  forgetDead(now: number, retentionMs: number): void {
+    for (const a of this.actors.values()) {
+      if (a.state !== 'DEAD' || !a.deadAt || now - Date.parse(a.deadAt) < retentionMs) continue;
+      this.actors.delete(a.actorId);
+      this.supervised.delete(a.actorId);
+      if (a.spec.supervisor !== undefined) this.supervised.get(a.spec.supervisor)?.delete(a.actorId);
+      void this.h.gcs.actors.delete(a.actorId).catch(() => undefined); // still there: the next head's sweep
+    }
   }
 
   private add(a: ActorInfo): void {
@@ -305,7 +318,7 @@ export class ActorManager {
   private async end(a: ActorInfo, cause: string): Promise<void> {
     this.h.dequeue(reqIdOf(a));
     const instance = this.instanceOf(a);
-    Object.assign(a, { state: 'DEAD', cause, held: false, normal: undefined });
+    Object.assign(a, { state: 'DEAD', cause, held: false, normal: undefined, deadAt: new Date().toISOString() });
     await this.save(a);
     if (instance) await this.stopInstance(a, instance);
     void this.h

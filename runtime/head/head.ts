@@ -361,6 +361,7 @@ export class Head {
   private dropSilentClients(): void {
     const now = Date.now();
     this.clientSeen.forget(now);
+    this.actors.forgetDead(now, defaults.deadActorRetentionMs);
     for (const [id, p] of this.queue) {
       if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;

@@ -72,6 +72,8 @@ export interface ActorInfo {
   isolation: 'process' | 'shared';
   owner: string;
   createdAt: string;
+  /** When it became DEAD: the head forgets it (record and all) deadActorRetentionMs later. */
+  deadAt?: string;
   spec: ActorSpec;
 }
 
