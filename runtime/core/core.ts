@@ -6,7 +6,15 @@ import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { encode, encodeParts, byteLength } from '../base/codec.ts';
 import { cloneTensor } from '../base/tensor-codec.ts';
-import { ConnectionError, GetTimeoutError, ObjectStoreFullError, ProtocolError, UsageError } from '../base/errors.ts';
+import {
+  ConnectionError,
+  GetTimeoutError,
+  NoRespondersError,
+  ObjectStoreFullError,
+  ProtocolError,
+  RequestTimeoutError,
+  UsageError,
+} from '../base/errors.ts';
 import { jobRoot } from '../base/job-root.ts';
 import { formatBytes } from '../base/bytes.ts';
 import { atCallSite, userCallSite } from '../base/definition-site.ts';
@@ -377,11 +385,9 @@ export class Core {
     ]).then(() => spec);
     const site = userCallSite(); // once per actor: creation is rare next to calls
     const creation = ready
-      // The head answers once it has the actor, not once it runs; a burst of thousands queues at the head, so
-      // this waits longer than a control request.
-      .then((s) =>
-        this.bus.request(subjects.headActorCreate, { spec: s }, { timeoutMs: 6 * defaults.requestTimeoutMs }),
-      )
+      // The head answers once it has stored the actor, not once it runs. Asked again while no head answers (one
+      // killed before it answered, and the next starting): the head knows an actor id it has stored.
+      .then((s) => this.askHeadAgain(subjects.headActorCreate, { spec: s }, 6 * defaults.requestTimeoutMs))
       .then(
         () => undefined,
         (e: Error) => {
@@ -418,6 +424,22 @@ export class Core {
       maxTaskRetries,
     );
     return this.ownedRef<R>(callId);
+  }
+
+  /** A request the head may get twice (it keeps what it did by an id in the body), asked again while no head answers
+   * it: none listening, or one gone quiet (killed mid-request; a restarted head answers), until `totalMs`. */
+  private async askHeadAgain<T>(subject: string, body: unknown, totalMs: number): Promise<T> {
+    const until = Date.now() + totalMs;
+    for (;;) {
+      const left = until - Date.now();
+      try {
+        return await this.bus.request<T>(subject, body, { timeoutMs: Math.min(2 * defaults.requestTimeoutMs, left) });
+      } catch (e) {
+        const unanswered = e instanceof NoRespondersError || e instanceof RequestTimeoutError;
+        if (!unanswered || Date.now() >= until - 250) throw e;
+        if (e instanceof NoRespondersError) await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   }
 
   /** cause: why, for the actor's record and its callers' errors (default: killed by kill()). by: the supervisor

@@ -47,6 +47,8 @@ export class ActorManager {
   private readonly actors = new Map<string, ActorInfo>();
   /** Names of live actors, reserved synchronously: two creates racing for one name cannot both win. */
   private readonly names = new Map<string, string>();
+  /** Creates whose record is being stored: a resend waits for it. */
+  private readonly storing = new Map<string, Promise<void>>();
   /** Per supervisor: the actors it supervises, which end with it. */
   private readonly supervised = new Map<string, Set<string>>();
 
@@ -86,7 +88,11 @@ export class ActorManager {
 
   async create(spec: ActorSpec): Promise<{ actorId: string }> {
     checkActorId(spec?.actorId, 'an actor spec');
-    if (this.actors.has(spec.actorId)) return { actorId: spec.actorId }; // a resend
+    if (this.actors.has(spec.actorId)) {
+      // A resend (its driver did not hear the answer): answered once the first is stored, as the first is.
+      await this.storing.get(spec.actorId);
+      return { actorId: spec.actorId };
+    }
     checkSpec(spec);
     // Its worker loads code from the root its driver registered, not from one this message names.
     spec.job = this.h.jobOf(spec.job, 'an actor spec');
@@ -127,8 +133,20 @@ export class ActorManager {
       spec,
     };
     this.add(info);
-    // Persisted in the background: the head schedules from memory, and callers learn states from events.
-    void this.save(info);
+    // Stored before the answer (and before it is placed): a head killed after answering would leave the driver with
+    // an actor no later head knows of. A driver that hears no answer asks again, and a later head knows the id.
+    const stored = this.h.gcs.actors.put(info.actorId, info);
+    this.storing.set(info.actorId, stored);
+    try {
+      await stored;
+    } catch (e) {
+      this.drop(info);
+      if (spec.name) this.names.delete(nameKey(spec.namespace, spec.name));
+      throw new Error(`could not store actor ${spec.actorId}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      this.storing.delete(info.actorId);
+    }
+    this.announce(info);
     this.schedule(info);
     return { actorId: spec.actorId };
   }
@@ -138,11 +156,16 @@ export class ActorManager {
   forgetDead(now: number, retentionMs: number): void {
     for (const a of this.actors.values()) {
       if (a.state !== 'DEAD' || !a.deadAt || now - Date.parse(a.deadAt) < retentionMs) continue;
-      this.actors.delete(a.actorId);
-      this.supervised.delete(a.actorId);
-      if (a.spec.supervisor !== undefined) this.supervised.get(a.spec.supervisor)?.delete(a.actorId);
+      this.drop(a);
       void this.h.gcs.actors.delete(a.actorId).catch(() => undefined); // still there: the next head's sweep
     }
+  }
+
+  /** add() undone. */
+  private drop(a: ActorInfo): void {
+    this.actors.delete(a.actorId);
+    this.supervised.delete(a.actorId);
+    if (a.spec.supervisor !== undefined) this.supervised.get(a.spec.supervisor)?.delete(a.actorId);
   }
 
   private add(a: ActorInfo): void {
@@ -342,6 +365,10 @@ export class ActorManager {
   /** KV first, then the event: a caller that reads KV after the event sees the new state. */
   private async save(a: ActorInfo): Promise<void> {
     await this.h.gcs.actors.put(a.actorId, a).catch((e) => console.error('troupe: could not save actor state:', e));
+    this.announce(a);
+  }
+
+  private announce(a: ActorInfo): void {
     const ev: ActorStateEvent = {
       actorId: a.actorId,
       state: a.state,

@@ -1,13 +1,14 @@
 // The head keeps no state of its own: killed and started again, it rebuilds nodes and actors from KV and heartbeats.
 import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import test from 'ava';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { get, startSupervisor } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { startHead } from '../../runtime/cluster/local-cluster.ts';
-import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
+import { useCluster, eventually, runCommand, tempDir } from '../helpers/cluster.ts';
 import { sleep } from '../../runtime/base/processes.ts';
-import { Phoenix } from '../fixtures/actors.ts';
+import { Once, Phoenix } from '../fixtures/actors.ts';
 import { add, length } from '../fixtures/tasks.ts';
 import { Member } from '../fixtures/supervised.ts';
 
@@ -96,5 +97,30 @@ test.serial(
     t.is(again.actorId, first.actorId);
     t.like(await stateOf(), { state: 'ALIVE', restarts: 1 });
     t.is((await sup.whichChildren())[0].restarts, 1);
+  },
+);
+
+test.serial(
+  'actors created while the head is killed are each created once: none lost, none started twice',
+  async (t) => {
+    t.timeout(120_000);
+    const dir = tempDir(t);
+    const actors = (await currentCore().gcs()).actors;
+    const n = 40;
+    // Shared workers: 40 actors in processes of their own would pass a node's worker cap.
+    const handles = Array.from({ length: n }, (_, i) => Once.options({ isolation: 'shared' }).remote(dir, i));
+    // Killed once the first is stored: the rest are stored and answered, stored and not answered, or not yet received.
+    await eventually('the first actor stored', () => actors.get(handles[0].actorId), 30_000);
+    process.kill(runningHeadPid(), 'SIGKILL');
+    await startAnotherHead();
+    t.is((await get(handles.map((h) => h.pid()))).length, n, 'each answers');
+    // A second start of one of them would have found its file and failed (and its calls with it).
+    t.deepEqual(
+      readdirSync(dir)
+        .map(Number)
+        .sort((a, b) => a - b),
+      [...Array(n).keys()],
+    );
+    for (const h of handles) t.like(await actors.get(h.actorId), { state: 'ALIVE', restarts: 0, incarnation: 0 });
   },
 );
