@@ -147,7 +147,7 @@ export class ActorManager {
       this.storing.delete(info.actorId);
     }
     this.announce(info);
-    this.schedule(info);
+    if (info.state === 'PENDING') this.schedule(info); // not if it was killed (or its owner ended) meanwhile
     return { actorId: spec.actorId };
   }
 
