@@ -57,15 +57,38 @@ export class ActorManager {
   /** After a head restart: the rest are placed again; ALIVE actors are checked with their nodes once heartbeats
    * flow. */
   async load(): Promise<void> {
+    const waiting: ActorInfo[] = [];
     for (const a of await this.h.gcs.actors.list()) {
       if (!a?.actorId || !a.spec) continue;
       if (a.state === 'DEAD') a.deadAt ??= new Date().toISOString(); // a record from before deadAt: kept from now
       this.add(a);
       if (a.name && a.state !== 'DEAD') this.names.set(nameKey(a.namespace, a.name), a.actorId);
       // One held for its supervisor waits for it, as before the head went.
-      if (a.state === 'PENDING' || (a.state === 'RESTARTING' && !a.held)) this.schedule(a);
+      if (a.state === 'PENDING' || (a.state === 'RESTARTING' && !a.held)) waiting.push(a);
     }
+    await this.stopUnrecorded(new Set(waiting.map((a) => a.actorId)));
+    for (const a of waiting) this.schedule(a);
     setTimeout(() => void this.verifyAlive(), 1000).unref();
+  }
+
+  /** An instance the last head started but had not recorded as ALIVE (it was killed between the two) still runs on
+   * its node: stopped before the actor is placed again, so that it never runs twice. A node that does not answer is
+   * the failure detector's (its actors are placed elsewhere only once it is declared dead). */
+  private async stopUnrecorded(ids: Set<string>): Promise<void> {
+    if (ids.size === 0) return;
+    const nodes = (await this.h.gcs.nodes.list()).filter((n) => n?.state !== 'DEAD' && typeof n?.nodeId === 'string');
+    await Promise.all(
+      nodes.map(async ({ nodeId }) => {
+        let held: string[];
+        try {
+          held = checked(checkActorIds, await this.h.bus.request(subjects.nodeActors(nodeId), {}, { timeoutMs: 3000 }));
+        } catch {
+          return;
+        }
+        for (const actorId of held.filter((id) => ids.has(id)))
+          await this.h.bus.request(subjects.nodeActorStop(nodeId), { actorId }).catch(() => undefined);
+      }),
+    );
   }
 
   /** Actors whose worker died while no head was listening: their node no longer holds them. */
