@@ -2,7 +2,8 @@
 // The `troupe` command (the package's bin). Plain JavaScript, the one launcher for every way troupe is run:
 // - run from a project that depends on another troupe (a global `troupe` in a project's directory), it hands over to
 //   that one: workers then run the same runtime the project's modules import;
-// - in a checkout (the sources are here) it runs them through tsx, no build step;
+// - in a checkout (the sources are here) it runs them through the source loader (base/source-loader.mjs), no build
+//   step;
 // - installed, it runs the JavaScript built into dist/.
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -14,9 +15,7 @@ const projectLauncher = projectRoot && join(projectRoot, 'runtime', 'cli', 'trou
 if (projectRoot && projectRoot !== ownRoot && existsSync(projectLauncher)) {
   await import(pathToFileURL(projectLauncher).href);
 } else if (existsSync(new URL('./main.ts', import.meta.url))) {
-  await import('../base/tsx-cache.mjs'); // before tsx: it decides at load whether it reads its cache
-  const { register } = await import('tsx/esm/api');
-  register();
+  await import('../base/source-loader.mjs');
   await import('./main.ts');
 } else {
   await import(new URL('../../dist/runtime/cli/main.js', import.meta.url).href);

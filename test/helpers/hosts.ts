@@ -182,7 +182,8 @@ function privateTmp(keep: string, troupeAt?: string): string {
     'mount --bind /tmp /mnt',
     'mount -t tmpfs tmpfs /tmp',
     // tsx's cache of compiled TypeScript, as a machine that has run troupe before has its own: without it every
-    // process on the host compiles the runtime again (half a second of CPU each). It holds nothing but compiled code.
+    // driver on the host compiles again. It holds nothing but compiled code. (troupe's own processes keep theirs in
+    // the checkout, which every host shares.)
     `if [ -d ${tsxCache} ]; then mkdir -p /tmp/${tsxCacheName} && mount --bind ${tsxCache} /tmp/${tsxCacheName}; fi`,
     ...(target ? [`mkdir -p ${q(target)}`, `mount --bind ${q(source)} ${q(target)}`] : []),
     'umount -l /mnt',
