@@ -63,6 +63,11 @@ export const defaults = {
   clientTimeoutMs: envInt('TROUPE_CLIENT_TIMEOUT_MS', 10_000),
   /** Control-plane requests (head, node daemons) give up after this long. */
   requestTimeoutMs: envInt('TROUPE_REQUEST_TIMEOUT_MS', 10_000),
+  /** A caller that has heard nothing from a worker or actor for this long while tasks or calls are in flight there
+   * asks it which it still holds; one it does not hold lost its request or its answer (core NATS delivers at most
+   * once: a reconnect or a slow-consumer cut drops messages), and is retried under its retry options or fails with
+   * CallLostError instead of waiting for ever. */
+  callProbeMs: envInt('TROUPE_CALL_PROBE_MS', 10_000),
   /** A task lease unused this long goes back to its node. */
   leaseIdleMs: envInt('TROUPE_LEASE_IDLE_MS', 1000),
   /** Most tasks queued on one leased worker. Only functions seen to run quickly are queued, up to 10 ms of expected

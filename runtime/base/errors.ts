@@ -63,7 +63,8 @@ export class AuthenticationError extends ConnectionError {}
 export class TlsTrustError extends ConnectionError {}
 /** A daemon or worker had no subscriber for a request (it is gone, or not started yet). */
 export class NoRespondersError extends TroupeError {}
-/** A request went to a worker over a direct lane that closed before the answer came: it may have run. */
+/** A task or call whose request or answer was lost on the way (a direct lane that closed, or a message the bus
+ * dropped, found by asking its worker): it may have run. */
 export class CallLostError extends TroupeError {}
 
 /** The cluster refused a publish or subscription: this process's credential (its role) does not allow it. */

@@ -2,8 +2,10 @@
 // files what tsx does, at less start-up cost: tsx loads esbuild on every start, in the main thread and in the hooks
 // thread, whereas these read what an earlier start compiled from a cache and load esbuild only on a miss. Every
 // process troupe starts from a checkout (daemons, workers, the CLI, the test runner) pays that cost, hundreds of times
-// per `npm test`. Other files (a job's own modules, drivers) are left to the next hooks: tsx's, with the job's
-// tsconfig. Plain JavaScript: it is what makes TypeScript loadable.
+// per `npm test`. A worker registers tsx for a job's own modules (launch.ts, registerTsxFor), with the job's tsconfig;
+// hooks registered later run first, so tsx compiles those. In other processes (the test runner importing a module a
+// test wrote to a temp dir) these compile any TypeScript outside node_modules. Plain JavaScript: it is what makes
+// TypeScript loadable.
 import { createHash } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +20,8 @@ const COMPILE = 'esbuild esm node20 inline-sourcemap v2';
  * Whether these hooks compile the module at `url`: troupe's own TypeScript (its runtime, tests, examples, benchmarks).
  * @param {string} url
  */
-export const compiledHere = (url) => url.startsWith(root) && url.endsWith('.ts') && !url.includes('/node_modules/');
+export const compiledHere = (url) => url.startsWith(root) && compiles(url);
+const compiles = (url) => url.startsWith('file:') && /\.m?ts$/.test(url) && !url.includes('/node_modules/');
 
 /** @type {string | undefined} where compiled files are kept; undefined: nowhere (the directory is not this user's) */
 let cacheDir;
@@ -32,7 +35,7 @@ export function initialize() {
 
 /** @type {import('node:module').LoadHook} */
 export async function load(url, context, next) {
-  if (!compiledHere(url)) return next(url, context);
+  if (!compiles(url)) return next(url, context);
   const path = fileURLToPath(url);
   const source = readFileSync(path, 'utf8');
   const key = createHash('sha256').update(`${COMPILE}\0${path}\0${source}`).digest('hex');

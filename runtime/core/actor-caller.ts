@@ -8,17 +8,22 @@ import type { ActorCall, ActorState, ActorStateEvent } from '../protocol/actors.
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { CallReply } from '../protocol/actors.ts';
 import { checked, event } from '../protocol/check.ts';
-import { checkActorState, checkCallReply } from '../protocol/schemas.ts';
+import { checkActorState, checkCallReply, checkProbeAnswer } from '../protocol/schemas.ts';
+import { defaults } from '../base/config.ts';
 
 /** How long calls in flight at an actor's death wait for a reply that was already on its way. */
 const LATE_REPLY_MS = 200;
 /** How long a call lost with its lane waits for news of a death before it counts as lost in one anyway. */
 const LOST_CALL_MS = 3000;
+/** How long an answer sent just before a probe's may take to arrive after it. */
+const LATE_ANSWER_MS = 1000;
 
 interface Known {
   state: ActorState;
   incarnation: number;
   cause?: string;
+  /** ALIVE: the worker hosting it, probed for calls we heard nothing of. */
+  workerId?: string;
 }
 
 /** A call sent and not yet answered: its own entry in the bus's batch, and told its answer there. */
@@ -76,6 +81,11 @@ export class ActorCaller {
   private readonly holds = new Map<string, Promise<void>>();
   /** Per actor: calls waiting in its chain (not sent yet), bounded by maxPendingCalls. */
   private readonly pending = new Map<string, number>();
+  /** Per actor with calls in flight: when we last sent it one or heard from it (silence gets it probed). */
+  private readonly heardAt = new Map<string, number>();
+  private readonly probing = new Set<string>();
+  /** Per actor: probes in a row that found nobody serving it. */
+  private readonly unanswered = new Map<string, number>();
 
   constructor(
     private readonly bus: Bus,
@@ -88,6 +98,7 @@ export class ActorCaller {
       subjects.evtActorState,
       event(checkActorState, (e) => this.learn(e.actorId, e)),
     );
+    setInterval(() => this.probe(), defaults.callProbeMs / 2).unref();
   }
 
   /** Registers the creation of an actor: its calls wait for it and fail with its error. */
@@ -165,6 +176,7 @@ export class ActorCaller {
     let calls = this.inFlight.get(actorId);
     if (!calls) this.inFlight.set(actorId, (calls = new Map()));
     calls.set(entry.call.callId, entry);
+    this.heardAt.set(actorId, Date.now());
     this.bus.requestBatched(subjects.actor(actorId), entry);
   }
 
@@ -172,6 +184,7 @@ export class ActorCaller {
   answered(entry: InFlight, r: CallReply): void {
     if (!this.takeInFlight(entry)) return; // failed over meanwhile
     const { actorId, call } = entry;
+    this.heardAt.set(actorId, Date.now());
     if (r.notRun) {
       // The instance stopped (killed, crashed, restarting) before running it: it goes to the next instance.
       this.known.delete(actorId);
@@ -207,6 +220,67 @@ export class ActorCaller {
       this.known.delete(entry.actorId);
       this.afterDeath(entry.actorId, entry);
     }, LOST_CALL_MS).unref();
+  }
+
+  /** Asks the worker of each actor we have heard nothing from for callProbeMs, while calls of ours are in flight
+   * there over NATS (a lane loses nothing: its close settles them), which of them it still holds. Core NATS delivers
+   * at most once: a call whose request or answer was lost would otherwise wait for ever. A worker busy in synchronous
+   * code answers late or not at all; only an answer, or finding no worker twice, settles anything. */
+  private probe(): void {
+    const now = Date.now();
+    for (const [actorId, calls] of this.inFlight) {
+      if (calls.size === 0) {
+        this.heardAt.delete(actorId);
+        continue;
+      }
+      if (this.probing.has(actorId) || now - (this.heardAt.get(actorId) ?? 0) < defaults.callProbeMs) continue;
+      const workerId = this.known.get(actorId)?.workerId;
+      if (!workerId || this.bus.laneOf(subjects.actor(actorId))) continue;
+      this.probing.add(actorId);
+      this.bus
+        .request(subjects.procProbe(workerId), { ids: [...calls.keys()] })
+        .then(
+          (answer) => {
+            const { unknown } = checked(checkProbeAnswer, answer); // from the bus: untrusted
+            this.heardAt.set(actorId, Date.now());
+            this.unanswered.delete(actorId);
+            if (unknown.length) setTimeout(() => this.lostOnTheBus(actorId, unknown), LATE_ANSWER_MS).unref();
+          },
+          (e: Error) => {
+            if (!(e instanceof NoRespondersError)) return;
+            const n = (this.unanswered.get(actorId) ?? 0) + 1;
+            this.unanswered.set(actorId, n);
+            if (n < 2) return;
+            // Its worker is gone: it died or is restarting, and the news did not reach us. What we knew is stale;
+            // its calls count as lost in a death (retried under maxTaskRetries once it is back, else failed).
+            this.unanswered.delete(actorId);
+            this.heardAt.set(actorId, Date.now());
+            this.known.delete(actorId);
+            for (const entry of calls.values()) this.lost(entry);
+          },
+        )
+        .finally(() => this.probing.delete(actorId));
+    }
+  }
+
+  /** Calls the actor's worker, which answers, does not hold: the bus lost the request or the answer. Each is sent
+   * again if it has retries left (it may have run, as in a death), else it fails with CallLostError. */
+  private lostOnTheBus(actorId: string, ids: string[]): void {
+    const calls = this.inFlight.get(actorId);
+    for (const id of ids) {
+      const entry = calls?.get(id);
+      if (!entry || !this.takeInFlight(entry)) continue; // answered meanwhile
+      if (entry.retriesLeft !== 0) {
+        this.sendAgain(actorId, entry.again(entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1));
+        continue;
+      }
+      this.owned.seal(entry.call.callId, {
+        error: new CallLostError(
+          `${entry.call.method}() on actor ${actorId}: its request or its answer was lost on the way (the actor is ` +
+            'alive but does not hold it); it may have run (maxTaskRetries 0: not re-sent)',
+        ),
+      });
+    }
   }
 
   /** Takes the entry off the calls in flight; false when it is no longer there (a death already took it). */
@@ -264,7 +338,7 @@ export class ActorCaller {
   private learn(actorId: string, e: Known & Pick<ActorStateEvent, 'direct'>): void {
     const before = this.known.get(actorId);
     if (before && before.incarnation > e.incarnation) return; // stale
-    this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause });
+    this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause, workerId: e.workerId });
     // Learned before any call to this incarnation goes (calls wait for ALIVE), so one caller's calls keep one way.
     this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' ? e.direct : undefined);
     if (e.state === 'DEAD') this.args.delete(actorId);

@@ -5,7 +5,7 @@ import type { Bus, BatchedRequest } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { atCallSite } from '../base/definition-site.ts';
-import { NoRespondersError, WorkerDiedError, ConnectionError, ObjectLostError } from '../base/errors.ts';
+import { CallLostError, ConnectionError, NoRespondersError, ObjectLostError, WorkerDiedError } from '../base/errors.ts';
 import type { ResourceSet, SchedulingStrategy } from '../scheduling/placement.ts';
 import type { ObjectLocation } from '../protocol/objects.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
@@ -13,14 +13,25 @@ import type { TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg } from '../protocol/leases.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { checked, event } from '../protocol/check.ts';
-import { checkLeaseGranted, checkNodeDied, checkTaskReply, checkWorkerDied } from '../protocol/schemas.ts';
+import {
+  checkLeaseGranted,
+  checkNodeDied,
+  checkProbeAnswer,
+  checkTaskReply,
+  checkWorkerDied,
+} from '../protocol/schemas.ts';
 
 interface Lease {
   grant: LeaseGrant;
-  inFlight: Map<string, TaskSpec>;
+  inFlight: Map<string, SentTask>;
   /** Run time expected of the tasks in flight on it (see expectedMs). */
   queuedMs: number;
   idleTimer?: NodeJS.Timeout;
+  /** When we last sent it a task or heard from its worker: silence with tasks in flight gets it probed. */
+  heardAt: number;
+  probing?: boolean;
+  /** Probes in a row that found no worker: two (a reconnect is shorter) and it counts as gone. */
+  unanswered?: number;
 }
 
 /** A task sent to a worker: its own entry in the bus's batch, and told its answer there. */
@@ -34,11 +45,15 @@ class SentTask implements BatchedRequest<TaskReply> {
     readonly expected: number,
   ) {}
 
+  /** Found lost by a probe and settled (retried or failed): an answer that still comes is not this run's to give. */
+  abandoned = false;
+
   get body(): TaskSpec {
     return this.spec;
   }
 
   answered(reply: TaskReply): void {
+    if (this.abandoned) return;
     let checkedReply: TaskReply;
     try {
       checkedReply = checked(checkTaskReply, reply); // from the bus: untrusted
@@ -50,7 +65,7 @@ class SentTask implements BatchedRequest<TaskReply> {
   }
 
   failed(e: Error): void {
-    this.submitter.failed(this, e);
+    if (!this.abandoned) this.submitter.failed(this, e);
   }
 }
 
@@ -68,6 +83,9 @@ interface Shape {
   /** Lease requests sent to the head and not yet answered. */
   requests: Set<string>;
 }
+
+/** How long an answer sent just before a probe's may take to arrive after it. */
+const LATE_ANSWER_MS = 1000;
 
 /** Outstanding lease requests per shape: enough to fill the cluster, not so many the head's queue fills with them. */
 const MAX_LEASE_REQUESTS = 10;
@@ -109,6 +127,7 @@ export class TaskSubmitter {
    * runs longer, down slowly. Two levels, not one joined key: these strings are the same few each time, hashed once. */
   private readonly expectedMs = new Map<string, Map<string, number>>();
   private resendTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
@@ -137,6 +156,8 @@ export class TaskSubmitter {
         this.dropLeases((l) => l.grant.nodeId === m.nodeId, `its node ${m.nodeId} died: ${m.cause}`),
       ),
     );
+    this.probeTimer = setInterval(() => this.probe(), defaults.callProbeMs / 2);
+    this.probeTimer.unref();
   }
 
   /** Queues a task whose dependencies are resolved. The result seals into the owner table under spec.taskId.
@@ -206,14 +227,18 @@ export class TaskSubmitter {
 
   private send(shape: Shape, lease: Lease, spec: TaskSpec, expected: number): void {
     clearTimeout(lease.idleTimer);
-    lease.inFlight.set(spec.taskId, spec);
+    const sent = new SentTask(this, shape, lease, spec, expected);
+    lease.inFlight.set(spec.taskId, sent);
     lease.queuedMs += expected;
-    // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered.
-    this.bus.requestBatched(subjects.procTask(lease.grant.workerId), new SentTask(this, shape, lease, spec, expected));
+    lease.heardAt = Date.now();
+    // No timeout: a task may run for hours. Worker and node death events end a call that will never be answered, and
+    // probes one whose request or answer the bus lost.
+    this.bus.requestBatched(subjects.procTask(lease.grant.workerId), sent);
   }
 
   /** The worker's answer to a task we sent. */
   answered({ shape, lease, spec, expected }: SentTask, reply: TaskReply): void {
+    lease.heardAt = Date.now();
     this.leave(lease, spec, expected); // first: a retry sent below may go to this same lease
     try {
       if (typeof reply.ms === 'number') this.learn(spec, reply.ms);
@@ -347,7 +372,7 @@ export class TaskSubmitter {
       this.release(m.grant); // no longer needed (or not ours any more)
       return;
     }
-    const lease: Lease = { grant: m.grant, inFlight: new Map(), queuedMs: 0 };
+    const lease: Lease = { grant: m.grant, inFlight: new Map(), queuedMs: 0, heardAt: Date.now() };
     shape.leases.push(lease);
     this.dispatch(shape);
   }
@@ -367,7 +392,7 @@ export class TaskSubmitter {
     for (const shape of this.shapes.values()) {
       for (const lease of shape.leases.filter(match)) {
         this.removeLease(shape, lease, false);
-        const lost = [...lease.inFlight.values()];
+        const lost = [...lease.inFlight.values()].map((s) => s.spec);
         lease.inFlight.clear();
         // A reply sent just before the death can arrive after the news of it: give it a moment to win.
         setTimeout(() => {
@@ -384,6 +409,59 @@ export class TaskSubmitter {
       }
       if (shape.backlog.length) this.dispatch(shape);
     }
+  }
+
+  /** Asks each worker we have heard nothing from for callProbeMs, while tasks of ours are in flight there, which of
+   * them it still holds. Core NATS delivers at most once (a reconnect, a slow-consumer cut drop messages): a task
+   * whose request or answer was lost would otherwise wait for ever. A worker busy in synchronous code answers late or
+   * not at all; only an answer, or finding no worker twice, settles anything. */
+  private probe(): void {
+    const now = Date.now();
+    for (const shape of this.shapes.values())
+      for (const lease of shape.leases) {
+        if (lease.probing || lease.inFlight.size === 0 || now - lease.heardAt < defaults.callProbeMs) continue;
+        lease.probing = true;
+        const { workerId } = lease.grant;
+        this.bus
+          .request(subjects.procProbe(workerId), { ids: [...lease.inFlight.keys()] })
+          .then(
+            (answer) => {
+              const { unknown } = checked(checkProbeAnswer, answer); // from the bus: untrusted
+              lease.heardAt = Date.now();
+              lease.unanswered = 0;
+              if (unknown.length) this.lostOnTheBus(shape, lease, unknown);
+            },
+            (e: Error) => {
+              if (!(e instanceof NoRespondersError) || (lease.unanswered = (lease.unanswered ?? 0) + 1) < 2) return;
+              this.dropLeases((l) => l === lease, `its worker ${workerId} is gone (it answered no probe, twice)`);
+            },
+          )
+          .finally(() => {
+            lease.probing = false;
+          });
+      }
+  }
+
+  /** Tasks the lease's worker does not hold: their answer, if one went, is not coming (one sent just before the
+   * probe's is given a moment). Each runs again if it has retries left, else fails with CallLostError. */
+  private lostOnTheBus(shape: Shape, lease: Lease, ids: string[]): void {
+    setTimeout(() => {
+      for (const id of ids) {
+        const sent = lease.inFlight.get(id);
+        if (!sent) continue; // answered meanwhile
+        sent.abandoned = true;
+        this.leave(lease, sent.spec, sent.expected);
+        const { spec } = sent;
+        if (!this.runAgain(shape, spec))
+          this.finish(spec.taskId, {
+            error: new CallLostError(
+              `task ${spec.name}: its request or its answer was lost on the way (worker ${lease.grant.workerId} ` +
+                'is alive but does not hold it); it may have run',
+            ),
+          });
+      }
+      this.refill(shape, lease);
+    }, LATE_ANSWER_MS).unref();
   }
 
   /** Whether an error the task threw is one its retryExceptions option asks to retry. */
@@ -454,6 +532,7 @@ export class TaskSubmitter {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.resendTimer);
+    clearInterval(this.probeTimer);
     const releases: Promise<unknown>[] = [];
     for (const shape of this.shapes.values()) {
       for (const spec of shape.backlog.splice(0))

@@ -401,6 +401,7 @@ export class ActorManager {
       held: a.held,
       normal: a.normal,
       direct: a.direct,
+      workerId: a.state === 'ALIVE' ? a.workerId : undefined,
     };
     this.h.bus.publish(subjects.evtActorState, ev);
   }

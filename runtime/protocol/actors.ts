@@ -89,6 +89,8 @@ export interface ActorStateEvent {
   normal?: boolean;
   /** ALIVE: its process's lane (see ActorInfo.direct). */
   direct?: string;
+  /** ALIVE: the worker process hosting it, which callers probe for calls they heard nothing of (callProbeMs). */
+  workerId?: string;
 }
 
 /** A method call on the wire. */

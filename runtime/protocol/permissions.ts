@@ -90,6 +90,7 @@ const corePublish = [
   subjects.headActorsOfOwner,
   any(subjects.nodeRelease),
   any(subjects.procTask),
+  any(subjects.procProbe),
   any(subjects.actor),
   any(o.procLocate),
   any(o.procRead),
@@ -187,7 +188,13 @@ const roles: Record<Role, Permissions> = {
   // node) and tells its node (blocked in get(), task events). No KV write, no node or head control.
   worker: {
     publish: [...corePublish, any(subjects.nodeBlocked), subjects.evtTasks, ...readObj(ENVS)],
-    subscribe: [...coreSubscribe, any(subjects.procTask), any(subjects.procActorStart), any(subjects.procActorStop)],
+    subscribe: [
+      ...coreSubscribe,
+      any(subjects.procTask),
+      any(subjects.procProbe),
+      any(subjects.procActorStart),
+      any(subjects.procActorStop),
+    ],
   },
   // Read-only: `status`, `list`, `memory`, `job list|status|logs`.
   cli: {

@@ -134,6 +134,7 @@ export const checkActorState = schemaCheck<v.GenericSchema<ActorStateEvent>>(
     held: v.optional(v.boolean()),
     normal: v.optional(v.boolean()),
     direct: v.optional(v.pipe(v.string(), v.maxLength(4096))),
+    workerId: v.optional(id),
   }) as v.GenericSchema<ActorStateEvent>,
 );
 
@@ -177,6 +178,13 @@ export const checkActorStart = schemaCheck<v.GenericSchema<{ spec: ActorSpec; in
     spec: ActorSpec;
     incarnation?: number;
   }>,
+);
+/** A caller asks which of its tasks or calls a worker still holds (queued, running, or its answer not yet sent). */
+export const checkCallProbe = schemaCheck('call probe', v.object({ ids: v.pipe(v.array(id), v.maxLength(100_000)) }));
+/** The ids of a probe the worker does not hold: their answers went, or they never came. */
+export const checkProbeAnswer = schemaCheck(
+  'call probe answer',
+  v.object({ unknown: v.pipe(v.array(id), v.maxLength(100_000)) }),
 );
 export const checkFenced = schemaCheck('fence notice', v.nullish(v.object({ cause: v.optional(v.unknown()) })));
 /** Requests whose body is not read (status, listings): any value, nothing acted on. */

@@ -20,6 +20,9 @@ export const subjects = {
   nodeObjects: (node: string) => `troupe.node.${node}.objects`,
   nodeFenced: (node: string) => `troupe.node.${node}.fenced`,
   procTask: (proc: string) => `troupe.proc.${proc}.task`,
+  /** A caller that heard nothing for a while of its tasks or actor calls on a worker asks it which of them it still
+   * holds (defaults.callProbeMs): one subject per worker, not per actor (a worker may host thousands). */
+  procProbe: (proc: string) => `troupe.proc.${proc}.probe`,
   procActorStart: (proc: string) => `troupe.proc.${proc}.actor.start`,
   procActorStop: (proc: string) => `troupe.proc.${proc}.actor.stop`,
   nodeActorStop: (node: string) => `troupe.node.${node}.actor.stop`,

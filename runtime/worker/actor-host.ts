@@ -80,6 +80,8 @@ const hook = (instance: Instance, name: (typeof LIFECYCLE)[number]) =>
 
 export class ActorHost {
   private readonly actors = new Map<string, Hosted>();
+  /** Calls taken and not yet answered (queued or running), of every actor here: what a caller's probe asks about. */
+  private readonly held = new Set<string>();
 
   constructor(
     private readonly client: Core,
@@ -89,6 +91,11 @@ export class ActorHost {
 
   get size(): number {
     return this.actors.size;
+  }
+
+  /** Whether a call taken here is still unanswered (see `held`). */
+  holds(callId: string): boolean {
+    return this.held.has(callId);
   }
 
   /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls; says which tensor backend
@@ -143,11 +150,19 @@ export class ActorHost {
               reply({ notRun: true });
               return;
             } // crashed, waiting to be stopped
-            h.queue.push({ call, reply });
+            this.held.add(call.callId);
+            h.queue.push({
+              call,
+              reply: (r) => {
+                this.held.delete(call.callId);
+                reply(r);
+              },
+            });
             this.drain(h);
           }),
       ),
     );
+
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, h);
     const seconds = spec.checkpointEvery?.seconds;

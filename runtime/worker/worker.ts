@@ -14,7 +14,7 @@ import { chooseBackend, currentBackend, describeBackend, tensorflowThreads, tfjs
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { request } from '../protocol/check.ts';
-import { checkActorStart, checkProcActorStop, checkTaskSpec } from '../protocol/schemas.ts';
+import { checkActorStart, checkCallProbe, checkProcActorStop, checkTaskSpec } from '../protocol/schemas.ts';
 import { registerTsxFor } from '../base/launch.ts';
 import { troupeRoot } from '../shipping/troupe-install.ts';
 import { checkActorId } from '../protocol/ids.ts';
@@ -295,16 +295,19 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 
 // One task at a time: a lease stands for the resources of one task.
 let tail: Promise<unknown> = Promise.resolve();
+/** Tasks here whose answer has not gone yet: what a caller's probe asks about. */
+const heldTasks = new Set<string>();
 client.bus.serveBatched(
   subjects.procTask(procId),
   request(checkTaskSpec, (spec: TaskSpec) => {
+    heldTasks.add(spec.taskId);
     const p = tail.then(() => {
       // a task worker hosts nothing else
       soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
       return inContext(soleContext, () => run(spec));
     });
     tail = p.catch(() => undefined);
-    return p;
+    return p.finally(() => heldTasks.delete(spec.taskId));
   }),
 );
 
@@ -327,6 +330,11 @@ client.bus.serve(
     }
     return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
   }),
+);
+// A caller's probe: which of its tasks and actor calls this process still holds (see defaults.callProbeMs).
+client.bus.serve(
+  subjects.procProbe(procId),
+  request(checkCallProbe, ({ ids }) => ({ unknown: ids.filter((id) => !heldTasks.has(id) && !actors.holds(id)) })),
 );
 client.bus.serve(
   subjects.procActorStop(procId),

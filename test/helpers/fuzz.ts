@@ -118,6 +118,7 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
         caller: ghost,
       },
     },
+    { subject: subjects.procProbe(ids.workerId), base: { ids: ['fuzztask'] } },
     { subject: subjects.procActorStart(ids.workerId), base: { spec, incarnation: 1 } },
     { subject: subjects.procActorStop(ids.workerId), base: { actorId: ghost, graceMs: 0 } },
     {

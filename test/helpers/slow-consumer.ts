@@ -1,0 +1,19 @@
+// Losing a message on purpose, for real: stop (SIGSTOP) the process subscribed to a subject, then call this. The junk
+// fills the kernel's socket buffers to that process (what they hold is still read after a cut), and what is published
+// to it next waits in nats-server's queue for it, which the server drops when it cuts the process off: after a write
+// to it has waited 10 s (write_deadline). Less than the 64 MB the server queues for one client before it cuts it off
+// at once (before the message to lose is even sent).
+import { readFileSync } from 'node:fs';
+import type { Bus } from '../../runtime/bus/bus.ts';
+
+/** Fills the way to whoever serves `subject` (stopped), so that the next message to it queues in nats-server. */
+export async function fillTheWay(bus: Bus, subject: string): Promise<void> {
+  const max = (f: string) => Number(readFileSync(`/proc/sys/net/ipv4/${f}`, 'utf8').trim().split(/\s+/)[2]);
+  const mb = Math.min(Math.ceil((max('tcp_rmem') + max('tcp_wmem')) / 1e6) + 16, 60);
+  const junk = new Uint8Array(1e6); // under the 1 MB max_payload, with its header
+  for (let i = 0; i < mb; i++) bus.publish(subject, junk);
+  await bus.flush();
+}
+
+/** How long to keep it stopped after that for the server to cut it off (its write_deadline, and a margin). */
+export const CUT_AFTER_MS = 12_000;
