@@ -2,10 +2,13 @@
 // other nodes, and the owner's half of reference counting. Every process (driver or worker) has one.
 import { LRUCache } from 'lru-cache';
 import { encodeParts, decode, byteLength } from '../runtime/base/codec.ts';
-import { ObjectLostError, NoRespondersError, ProtocolError } from '../runtime/base/errors.ts';
+import { ObjectLostError, NoRespondersError, ProtocolError, RequestTimeoutError } from '../runtime/base/errors.ts';
+import { defaults } from '../runtime/base/config.ts';
+import { checked } from '../runtime/protocol/check.ts';
+import { checkLocateAnswer } from '../runtime/protocol/schemas.ts';
 import type { Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
-import { holders, isPlainValue, type ObjectLocation } from '../runtime/protocol/objects.ts';
+import { holders, isPlainValue, type LocateAnswer, type ObjectLocation } from '../runtime/protocol/objects.ts';
 import { subjects } from '../runtime/protocol/subjects.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
@@ -50,6 +53,8 @@ export class ObjectClient {
   private readonly located = new LRUCache<string, ObjectLocation>({ max: 10_000 });
   /** One owner lookup in flight per borrowed object, however many callers wait. */
   private readonly locating = new Map<string, Promise<ObjectLocation>>();
+  /** Processes whose node said they exited: an owner among them is gone for good, not reconnecting. */
+  private readonly exited = new LRUCache<string, true>({ max: 10_000 });
   private readonly readyWaiters = new Map<string, Set<() => void>>();
   private readonly decoded: LRUCache<string, { value: unknown; given: boolean }>;
   private freeBatch = new Map<string, string[]>();
@@ -83,7 +88,16 @@ export class ObjectClient {
         throw new ObjectLostError(
           `object ${req.id} is not known to its owner ${procId} (freed, or the owner restarted)`,
         );
-      const { refs: _inner, ...loc } = await p; // the reader takes the refs inside from the value itself
+      // Answered within callProbeMs either way (the asker asks again): nothing waits here for an asker whose request
+      // or answer the bus lost.
+      let timer: NodeJS.Timeout | undefined;
+      const notYet = new Promise<LocateAnswer>((r) => {
+        timer = setTimeout(() => r({ pending: true }), defaults.callProbeMs);
+      });
+      const answer = await Promise.race([p, notYet]);
+      clearTimeout(timer);
+      if ('pending' in answer) return answer;
+      const { refs: _inner, ...loc } = answer; // the reader takes the refs inside from the value itself
       return loc;
     });
     bus.serve(subjects.obj.procRead(procId), (body: unknown) => {
@@ -105,7 +119,9 @@ export class ObjectClient {
       if (c) this.onCopied(c.id, c.node);
     });
     bus.on(subjects.evtProcExited, (m: { procId: string }) => {
-      if (typeof m?.procId === 'string') this.dropBorrowers((proc) => proc === m.procId);
+      if (typeof m?.procId !== 'string') return;
+      this.exited.set(m.procId, true);
+      this.dropBorrowers((proc) => proc === m.procId);
     });
     bus.on(subjects.evtNodeDied, (m: { nodeId: string; cause: string }) => {
       if (typeof m?.nodeId === 'string') this.onNodeDied(m.nodeId, m.cause);
@@ -151,25 +167,47 @@ export class ObjectClient {
     if (known) return Promise.resolve(known);
     let p = this.locating.get(ref.id);
     if (!p) {
-      p = this.o.bus
-        // Held by get() and wait() while they wait (Core.blocking), not by itself: a wait() that timed out, or a task
-        // nobody awaits waiting for its input, must not keep a finished script running.
-        .request<ObjectLocation>(subjects.obj.procLocate(ref.owner), { id: ref.id }, { timeoutMs: 0, hold: false })
-        .then(
-          (loc) => {
-            if (!('error' in loc)) this.located.set(ref.id, loc);
-            return loc;
-          },
-          (e) => {
-            if (e instanceof NoRespondersError)
-              throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
-            throw e;
-          },
-        )
-        .finally(() => this.locating.delete(ref.id));
+      p = this.askOwner(ref).finally(() => this.locating.delete(ref.id));
       this.locating.set(ref.id, p);
     }
     return p;
+  }
+
+  /** Asks the ref's owner where its object is until it says. The owner answers within its callProbeMs, `pending`
+   * when the object is not made yet; an ask with no answer in time (lost on the bus, or an owner busy in synchronous
+   * code) is asked again. An owner nobody serves is gone once its node said it exited, or after clientTimeoutMs (it
+   * may be reconnecting meanwhile). */
+  private async askOwner(ref: ObjectRef): Promise<ObjectLocation> {
+    let unreachableSince: number | undefined;
+    for (;;) {
+      let answer: LocateAnswer;
+      try {
+        answer = checked(
+          checkLocateAnswer,
+          await this.o.bus.request(
+            subjects.obj.procLocate(ref.owner),
+            { id: ref.id },
+            // Held by get() and wait() while they wait (Core.blocking), not by itself: a wait() that timed out, or a
+            // task nobody awaits waiting for its input, must not keep a finished script running.
+            { timeoutMs: defaults.callProbeMs + defaults.requestTimeoutMs, hold: false },
+          ),
+        );
+      } catch (e) {
+        if (e instanceof NoRespondersError) {
+          unreachableSince ??= Date.now();
+          if (this.exited.has(ref.owner) || Date.now() - unreachableSince >= defaults.clientTimeoutMs)
+            throw new ObjectLostError(`object ${ref.id} is lost: its owner ${ref.owner} is gone`, { cause: e });
+          await new Promise((r) => setTimeout(r, 500));
+          continue;
+        }
+        if (e instanceof RequestTimeoutError) continue;
+        throw e;
+      }
+      unreachableSince = undefined;
+      if ('pending' in answer) continue;
+      if (!('error' in answer)) this.located.set(ref.id, answer);
+      return answer;
+    }
   }
 
   /** Calls back once the ref's value exists (or failed, or is lost). Returns a remover for callers that stop

@@ -79,6 +79,7 @@ export {
   SerializationError,
   GetTimeoutError,
   WorkerDiedError,
+  CallLostError,
   ObjectLostError,
   ConnectionError,
   AuthenticationError,

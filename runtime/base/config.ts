@@ -80,8 +80,14 @@ export const defaults = {
    * forgets it: the state of a long-lived cluster stays bounded. A call on a forgotten actor fails with ActorDiedError
    * (no such actor). */
   deadActorRetentionMs: envInt('TROUPE_DEAD_ACTOR_RETENTION_MS', 3_600_000),
+  /** How long the head keeps an ended job (its driver gone, none of its actors alive): its registration and its
+   * record in `troupe list jobs`. A driver found silent with its record still RUNNING is marked FAILED first. */
+  jobRetentionMs: envInt('TROUPE_JOB_RETENTION_MS', 86_400_000),
   /** Calls one caller may queue for an actor that is starting or restarting (the actor option maxPendingCalls). */
   maxPendingCalls: 10_000,
+  /** Actor calls to a process on this machine go on its lane (a Unix socket) rather than through nats-server.
+   * TROUPE_LANES=0 sends them through nats-server too, as between machines (to measure or test that path). */
+  lanes: process.env.TROUPE_LANES !== '0',
 };
 
 function envInt(name: string, fallback: number): number {

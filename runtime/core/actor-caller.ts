@@ -84,8 +84,6 @@ export class ActorCaller {
   /** Per actor with calls in flight: when we last sent it one or heard from it (silence gets it probed). */
   private readonly heardAt = new Map<string, number>();
   private readonly probing = new Set<string>();
-  /** Per actor: probes in a row that found nobody serving it. */
-  private readonly unanswered = new Map<string, number>();
 
   constructor(
     private readonly bus: Bus,
@@ -225,7 +223,8 @@ export class ActorCaller {
   /** Asks the worker of each actor we have heard nothing from for callProbeMs, while calls of ours are in flight
    * there over NATS (a lane loses nothing: its close settles them), which of them it still holds. Core NATS delivers
    * at most once: a call whose request or answer was lost would otherwise wait for ever. A worker busy in synchronous
-   * code answers late or not at all; only an answer, or finding no worker twice, settles anything. */
+   * code answers late or not at all; only an answer settles anything. No worker at all: the actor's record says
+   * whether it died or restarts (news of that may have been lost too), or still runs there (the worker reconnects). */
   private probe(): void {
     const now = Date.now();
     for (const [actorId, calls] of this.inFlight) {
@@ -243,22 +242,18 @@ export class ActorCaller {
           (answer) => {
             const { unknown } = checked(checkProbeAnswer, answer); // from the bus: untrusted
             this.heardAt.set(actorId, Date.now());
-            this.unanswered.delete(actorId);
             if (unknown.length) setTimeout(() => this.lostOnTheBus(actorId, unknown), LATE_ANSWER_MS).unref();
           },
           (e: Error) => {
             if (!(e instanceof NoRespondersError)) return;
-            const n = (this.unanswered.get(actorId) ?? 0) + 1;
-            this.unanswered.set(actorId, n);
-            if (n < 2) return;
-            // Its worker is gone: it died or is restarting, and the news did not reach us. What we knew is stale;
-            // its calls count as lost in a death (retried under maxTaskRetries once it is back, else failed).
-            this.unanswered.delete(actorId);
-            this.heardAt.set(actorId, Date.now());
-            this.known.delete(actorId);
-            for (const entry of calls.values()) this.lost(entry);
+            return this.gcs()
+              .then((g) => g.actors.get(actorId))
+              .then((info) => {
+                if (info) this.learn(actorId, info); // RESTARTING or DEAD: its calls in flight settle there
+              });
           },
         )
+        .catch(() => undefined) // KV away: asked again at the next probe
         .finally(() => this.probing.delete(actorId));
     }
   }
@@ -340,7 +335,7 @@ export class ActorCaller {
     if (before && before.incarnation > e.incarnation) return; // stale
     this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause, workerId: e.workerId });
     // Learned before any call to this incarnation goes (calls wait for ALIVE), so one caller's calls keep one way.
-    this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' ? e.direct : undefined);
+    this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' && defaults.lanes ? e.direct : undefined);
     if (e.state === 'DEAD') this.args.delete(actorId);
     if (e.state === 'RESTARTING' || e.state === 'DEAD') {
       const calls = this.inFlight.get(actorId);

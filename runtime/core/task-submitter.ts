@@ -30,8 +30,9 @@ interface Lease {
   /** When we last sent it a task or heard from its worker: silence with tasks in flight gets it probed. */
   heardAt: number;
   probing?: boolean;
-  /** Probes in a row that found no worker: two (a reconnect is shorter) and it counts as gone. */
-  unanswered?: number;
+  /** Since when probes find no worker (reset by any answer): unreachable for clientTimeoutMs, it counts as gone, as
+   * a silent driver does (a reconnect, or a process the server cut off and that comes back, is shorter). */
+  unreachableSince?: number;
 }
 
 /** A task sent to a worker: its own entry in the bus's batch, and told its answer there. */
@@ -414,7 +415,7 @@ export class TaskSubmitter {
   /** Asks each worker we have heard nothing from for callProbeMs, while tasks of ours are in flight there, which of
    * them it still holds. Core NATS delivers at most once (a reconnect, a slow-consumer cut drop messages): a task
    * whose request or answer was lost would otherwise wait for ever. A worker busy in synchronous code answers late or
-   * not at all; only an answer, or finding no worker twice, settles anything. */
+   * not at all; only an answer, or finding no worker for clientTimeoutMs, settles anything. */
   private probe(): void {
     const now = Date.now();
     for (const shape of this.shapes.values())
@@ -428,12 +429,14 @@ export class TaskSubmitter {
             (answer) => {
               const { unknown } = checked(checkProbeAnswer, answer); // from the bus: untrusted
               lease.heardAt = Date.now();
-              lease.unanswered = 0;
+              lease.unreachableSince = undefined;
               if (unknown.length) this.lostOnTheBus(shape, lease, unknown);
             },
             (e: Error) => {
-              if (!(e instanceof NoRespondersError) || (lease.unanswered = (lease.unanswered ?? 0) + 1) < 2) return;
-              this.dropLeases((l) => l === lease, `its worker ${workerId} is gone (it answered no probe, twice)`);
+              if (!(e instanceof NoRespondersError)) return;
+              lease.unreachableSince ??= Date.now();
+              if (Date.now() - lease.unreachableSince < defaults.clientTimeoutMs) return;
+              this.dropLeases((l) => l === lease, `its worker ${workerId} is gone (unreachable for a while)`);
             },
           )
           .finally(() => {

@@ -323,6 +323,13 @@ export class ActorManager {
     }
   }
 
+  /** The jobs of actors not DEAD: a job is not forgotten while one of its actors may still run or restart. */
+  jobsInUse(): Set<string> {
+    const out = new Set<string>();
+    for (const a of this.actors.values()) if (a.state !== 'DEAD' && a.spec.job) out.add(a.spec.job.id);
+    return out;
+  }
+
   /** Owners of live, non-detached actors. */
   owners(): Set<string> {
     const out = new Set<string>();

@@ -141,8 +141,12 @@ export class Head {
         // counted and logged by checked(); a record we cannot read places nothing
       }
     });
-    this.jobs = await JobRegistry.open(bus);
-    bus.serve(subjects.headJobRegister, (req: unknown) => this.jobs.register(checkJobRegistration(req)));
+    this.jobs = await JobRegistry.open(bus, this.gcs.jobs);
+    bus.serve(subjects.headJobRegister, (req: unknown) => {
+      const job = checkJobRegistration(req);
+      this.clientSeen.set(job.driver, Date.now()); // its driver speaks: alive, before its first heartbeat is heard
+      return this.jobs.register(job);
+    });
     this.actors = new ActorManager({
       bus,
       gcs: this.gcs,
@@ -362,6 +366,12 @@ export class Head {
     const now = Date.now();
     this.clientSeen.forget(now);
     this.actors.forgetDead(now, defaults.deadActorRetentionMs);
+    this.jobs.forgetEnded(
+      now,
+      defaults.jobRetentionMs,
+      (job) => now - (this.clientSeen.get(job.driver) ?? this.startedAt) > defaults.clientTimeoutMs,
+      this.actors.jobsInUse(),
+    );
     for (const [id, p] of this.queue) {
       if (p.actor) continue; // the actor manager owns these
       const seen = this.clientSeen.get(p.clientId) ?? p.since;

@@ -1,8 +1,11 @@
 // The jobs the head knows, each registered by its driver when it connects (subjects.headJobRegister). The head's
 // record is the source of truth for where a job's workers load code from: lease grants and actor starts carry it,
 // never the job a requester's message names. Kept in KV (troupe-job-roots), so a restarted head knows them too.
+// A job that has ended (its driver gone, no actor of it alive) is forgotten after a retention, with its record in
+// troupe-jobs (what `troupe list jobs` shows): the state of a long-lived cluster stays bounded.
 import type { Bus } from '../bus/bus.ts';
 import { Table } from '../state/gcs.ts';
+import type { JobInfo } from '../protocol/cluster.ts';
 import { openKv } from '../state/buckets.ts';
 import { ProtocolError } from '../base/errors.ts';
 import { checkJob, sameJob, type JobRef } from '../protocol/jobs.ts';
@@ -12,11 +15,19 @@ export const JOB_ROOTS_BUCKET = 'troupe-job-roots';
 
 export class JobRegistry {
   private readonly jobs = new Map<string, JobRef>();
+  /** Since when each job has looked ended (memory only: a restarted head counts from when it sees it). */
+  private readonly endedSince = new Map<string, number>();
+  /** Jobs whose driver was found silent (their record marked FAILED once). */
+  private readonly driverGone = new Set<string>();
 
-  private constructor(private readonly table: Table<JobRef>) {}
+  private constructor(
+    private readonly table: Table<JobRef>,
+    /** The drivers' own records of their jobs (troupe-jobs). */
+    private readonly infos: Table<JobInfo>,
+  ) {}
 
-  static async open(bus: Bus): Promise<JobRegistry> {
-    const r = new JobRegistry(new Table<JobRef>(await openKv(bus, JOB_ROOTS_BUCKET, { history: 1 })));
+  static async open(bus: Bus, infos: Table<JobInfo>): Promise<JobRegistry> {
+    const r = new JobRegistry(new Table<JobRef>(await openKv(bus, JOB_ROOTS_BUCKET, { history: 1 })), infos);
     for (const stored of await r.table.list()) {
       try {
         const job = checkJob(stored, 'a stored job');
@@ -46,6 +57,47 @@ export class JobRegistry {
       throw e;
     }
     return { registered: job.id };
+  }
+
+  /** Forgets the jobs that have been ended for `retentionMs`: registration and record. A job ends when its driver is
+   * silent (`silent(job)`) and none of its actors is alive (`inUse`: a detached actor keeps its job, which it restarts
+   * from). When its driver is first found silent, a record it left RUNNING (it was killed, or cut off) is marked
+   * FAILED. */
+  forgetEnded(now: number, retentionMs: number, silent: (job: JobRef) => boolean, inUse: Set<string>): void {
+    for (const job of this.jobs.values()) {
+      if (!silent(job)) {
+        this.driverGone.delete(job.id);
+        this.endedSince.delete(job.id);
+        continue;
+      }
+      if (!this.driverGone.has(job.id)) {
+        this.driverGone.add(job.id);
+        void this.markFailed(job).catch(() => undefined); // the next head's sweep, if this one goes first
+      }
+      if (inUse.has(job.id)) {
+        this.endedSince.delete(job.id);
+        continue;
+      }
+      const since = this.endedSince.get(job.id);
+      if (since === undefined) this.endedSince.set(job.id, now);
+      else if (now - since >= retentionMs) {
+        this.jobs.delete(job.id);
+        this.endedSince.delete(job.id);
+        this.driverGone.delete(job.id);
+        void Promise.all([this.table.delete(job.id), this.infos.delete(job.id)]).catch(() => undefined);
+      }
+    }
+  }
+
+  private async markFailed(job: JobRef): Promise<void> {
+    const info = await this.infos.get(job.id);
+    if (info?.state !== 'RUNNING' || info.procId !== job.driver) return;
+    await this.infos.put(job.id, {
+      ...info,
+      state: 'FAILED',
+      endedAt: new Date().toISOString(),
+      cause: `its driver ${job.driver} (pid ${info.pid} on ${info.hostname}) went silent: it died or was cut off`,
+    });
   }
 
   /** The head's record of the job a message names (only its id counts); ProtocolError when none was registered. */

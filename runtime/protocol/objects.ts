@@ -30,6 +30,11 @@ export type ObjectLocation =
     refs?: RefId[];
   };
 
+/** The owner's answer to a locate (subjects.obj.procLocate): where the object is, or that it is not made yet. The
+ * owner answers within callProbeMs either way, and the asker asks again: a locate lost on the bus costs one more
+ * ask, never a get that waits for ever. */
+export type LocateAnswer = ObjectLocation | { pending: true };
+
 /** Every node whose store has the object. */
 export function holders(loc: ObjectLocation): string[] {
   return 'node' in loc ? [loc.node, ...(loc.copies ?? [])] : [];

@@ -6,6 +6,7 @@ import { guardCheck, schemaCheck, thrownCheck } from './check.ts';
 import { checkGraceMs, checkSubmissionId, checkSubmitRequest, type StopRequest } from './submissions.ts';
 import type { ActorCall, ActorSpec, ActorStateEvent, CallReply } from './actors.ts';
 import type { TaskReply, TaskSpec } from './tasks.ts';
+import type { LocateAnswer } from './objects.ts';
 
 /** Ids, names and subject tokens from the bus: bounded, and never a NATS wildcard or separator. */
 const ID = /^[^\s.*>]{1,200}$/;
@@ -244,6 +245,11 @@ function locationProblem(x: unknown): string | undefined {
   if ('proc' in x) return isStr(x.proc, 200) ? undefined : 'proc';
   return 'not inline, value, node, proc or error';
 }
+
+/** An owner's answer to a locate. */
+export const checkLocateAnswer = guardCheck<LocateAnswer>('locate answer', (x) =>
+  isObj(x) && x.pending === true ? undefined : locationProblem(x),
+);
 
 /** A worker's answer to a task (the caller checks it before sealing the result). */
 export const checkTaskReply = guardCheck<TaskReply>('task reply', (x) => {

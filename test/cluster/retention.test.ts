@@ -1,13 +1,20 @@
-// The head forgets DEAD actors after TROUPE_DEAD_ACTOR_RETENTION_MS (an hour by default; 3 s here), so the state of a
-// long-lived cluster stays bounded; a live actor is kept however old it is.
+// The head forgets DEAD actors after TROUPE_DEAD_ACTOR_RETENTION_MS (an hour by default; 3 s here), and ended jobs
+// after TROUPE_JOB_RETENTION_MS (a day; 3 s here), so the state of a long-lived cluster stays bounded; a live actor,
+// and the job of one, are kept however old they are.
 import test from 'ava';
-import { get, kill, ActorDiedError } from '../../runtime/index.ts';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { get, kill, getActor, ActorDiedError, ProtocolError } from '../../runtime/index.ts';
 import { useCluster, eventually } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
+import { subjects } from '../../runtime/protocol/subjects.ts';
 import { Counter } from '../fixtures/actors.ts';
 
-process.env.TROUPE_DEAD_ACTOR_RETENTION_MS = '3000'; // read by the head daemon this file's cluster starts
-useCluster(test, { head: { numCpus: 1 } });
+// Read by the head daemon this file's cluster starts.
+process.env.TROUPE_DEAD_ACTOR_RETENTION_MS = '3000';
+process.env.TROUPE_JOB_RETENTION_MS = '3000';
+process.env.TROUPE_CLIENT_TIMEOUT_MS = '3000'; // a driver silent this long is gone
+const cluster = useCluster(test, { head: { numCpus: 1 } });
 
 test('a DEAD actor keeps its record and cause for the retention, then is forgotten; calls on it fail', async (t) => {
   t.timeout(60_000);
@@ -29,4 +36,52 @@ test('a DEAD actor keeps its record and cause for the retention, then is forgott
   await t.throwsAsync(get(dead.value()), { instanceOf: ActorDiedError });
   t.is(await live.value(), 2, 'a live actor is kept');
   t.like(await actors.get(live.actorId), { state: 'ALIVE' });
+});
+
+/** Starts test/fixtures/silent-driver.ts on this cluster and returns what it printed, and its process to kill. */
+async function silentDriver(mode: string[]) {
+  const root = join(import.meta.dirname, '..', '..');
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=troupe-source', join(root, 'test', 'fixtures', 'silent-driver.ts'), ...mode],
+    { cwd: root, env: { ...process.env, TROUPE_HOME: cluster().home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } },
+  );
+  let out = '';
+  const first = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out.split('\n')[0]);
+    });
+    child.on('close', (code) => reject(new Error(`the driver exited (${code}) first: ${out}`)));
+  });
+  return { child, ...(JSON.parse(first) as { jobId: string; actorId: string; value: number }) };
+}
+
+test('a job whose driver died is marked FAILED, then forgotten; one with a live detached actor is kept', async (t) => {
+  t.timeout(90_000);
+  const { jobs } = await currentCore().gcs();
+  const gone = await silentDriver([]);
+  const keeps = await silentDriver(['detached']);
+  gone.child.kill('SIGKILL');
+  keeps.child.kill('SIGKILL');
+  const failed = await eventually("the dead driver's job marked FAILED", async () => {
+    const info = await jobs.get(gone.jobId);
+    return info?.state === 'FAILED' && info;
+  });
+  t.regex(failed.cause ?? '', /went silent/);
+  await eventually('the ended job forgotten', async () => (await jobs.get(gone.jobId)) === undefined, 30_000);
+  // Its registration is gone too: its id may be registered again (before, "registered already").
+  const job = { id: gone.jobId, driver: currentCore().procId, root: cluster().home };
+  t.deepEqual(await currentCore().bus.request(subjects.headJobRegister, { job }), { registered: gone.jobId });
+
+  // The detached actor outlives its driver, and keeps its job (it restarts from that job's root).
+  const detached = await getActor<Counter>('outlives-its-driver');
+  t.is(await detached.value(), 5);
+  t.like(await jobs.get(keeps.jobId), { state: 'FAILED' });
+  await t.throwsAsync(currentCore().bus.request(subjects.headJobRegister, { job: { ...job, id: keeps.jobId } }), {
+    instanceOf: ProtocolError,
+    message: /registered already/,
+  });
+  await kill(detached);
+  await eventually('the job forgotten once its last actor is dead', async () => !(await jobs.get(keeps.jobId)), 30_000);
 });
