@@ -370,10 +370,16 @@ export class ActorCaller {
     if (k?.state === 'ALIVE') return Promise.resolve();
     if (k?.state === 'DEAD') return Promise.reject(died(actorId, k.cause));
     return new Promise<void>((resolve, reject) => {
+      let recheck: NodeJS.Timeout | undefined;
       const settle = () => {
+        clearInterval(recheck);
         const now = this.known.get(actorId);
         if (now?.state === 'DEAD') reject(died(actorId, now.cause));
         else resolve();
+      };
+      const fail = (e: Error) => {
+        clearInterval(recheck);
+        reject(e);
       };
       const set = this.waiters.get(actorId) ?? new Set();
       set.add(settle);
@@ -381,7 +387,19 @@ export class ActorCaller {
       // Events tell us of changes. For an actor we did not create (a handle from getActor or an argument) KV tells us
       // where it stands now; for our own, the events from its creation on are enough (and 10,000 KV reads are not
       // free).
-      if (!k && (fresh || !this.mine.has(actorId))) void this.readState(actorId, set, settle, reject);
+      if (!k && (fresh || !this.mine.has(actorId))) void this.readState(actorId, set, settle, fail);
+      // The event we wait for may be lost (core NATS delivers at most once; a head killed between recording a state
+      // and announcing it never announces it): a wait longer than callProbeMs reads the record again now and then.
+      recheck = setInterval(() => {
+        this.gcs()
+          .then((g) => g.actors.get(actorId))
+          .then((info) => {
+            const known = this.known.get(actorId);
+            if (info && set.has(settle) && (!known || known.incarnation <= info.incarnation)) this.learn(actorId, info);
+          })
+          .catch(() => undefined); // KV away: read again next time
+      }, defaults.callProbeMs);
+      recheck.unref();
     });
   }
 
