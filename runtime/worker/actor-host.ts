@@ -151,13 +151,7 @@ export class ActorHost {
               return;
             } // crashed, waiting to be stopped
             this.held.add(call.callId);
-            h.queue.push({
-              call,
-              reply: (r) => {
-                this.held.delete(call.callId);
-                reply(r);
-              },
-            });
+            h.queue.push({ call, reply });
             this.drain(h);
           }),
       ),
@@ -186,7 +180,7 @@ export class ActorHost {
     // Drained, not dropped: calls already on their way are answered "not run", so their callers send them on.
     h.sub.drain().catch(() => h.sub.unsubscribe());
     this.actors.delete(actorId);
-    for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
+    for (const { call, reply } of h.queue.splice(0)) this.answer(call, reply, { notRun: true });
     const onStop = hook(h.instance, 'onStop');
     if (!onStop) return;
     let timer: NodeJS.Timeout | undefined;
@@ -202,6 +196,12 @@ export class ActorHost {
     clearTimeout(timer);
   }
 
+  /** Answers a call taken here: it is no longer held. */
+  private answer(call: ActorCall, reply: (v: CallReply) => void, r: CallReply): void {
+    this.held.delete(call.callId);
+    reply(r);
+  }
+
   /** Runs queued calls in arrival order, at most maxConcurrency at a time. */
   private drain(h: Hosted): void {
     while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
@@ -209,7 +209,7 @@ export class ActorHost {
       h.running++;
       this.inContext(h.ctx, () => this.run(h, call))
         .then((r) => {
-          reply(r);
+          this.answer(call, reply, r);
           h.callsSinceCheckpoint++;
           const every = h.spec.checkpointEvery?.calls;
           // Saved before the next call starts: the checkpoint is the state after exactly these calls.
@@ -249,7 +249,7 @@ export class ActorHost {
   /** The actor counts as crashed: the head restarts it, or holds it for its supervisor. Its callers see `cause`. */
   private crash(h: Hosted, cause: string): void {
     h.stopped = true; // no further calls run on this instance: they go to the next one
-    for (const { reply } of h.queue.splice(0)) reply({ notRun: true });
+    for (const { call, reply } of h.queue.splice(0)) this.answer(call, reply, { notRun: true });
     void this.client
       .killActor(h.spec.actorId, false, cause)
       .catch((e) => console.error(`troupe: could not report the crash of ${h.spec.className} ${h.spec.actorId}:`, e));
