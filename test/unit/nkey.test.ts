@@ -33,11 +33,12 @@ test("the authenticator answers as nats.js's: the public key and the nonce signe
 });
 
 test('malformed seeds and keys are refused: a wrong checksum, another kind of key, junk', (t) => {
+  // A character in the middle: the last one of a seed also carries padding bits, which a flip may only touch.
+  const flip = (s: string, i = 10) => s.slice(0, i) + (s[i] === 'A' ? 'B' : 'A') + s.slice(i + 1);
   const seed = text(createUser().getSeed());
-  const flipped = seed.slice(0, -1) + (seed.endsWith('A') ? 'B' : 'A');
+  const flipped = flip(seed);
   for (const bad of [flipped, text(createAccount().getSeed()), 'SU', '', 'SU!@#'])
     t.throws(() => nkeyUser(bad), { instanceOf: TypeError }, bad);
   const key = createUser().getPublicKey();
-  for (const bad of [key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A'), createAccount().getPublicKey(), 'U', 'x'])
-    t.is(nkeyVerifier(bad), undefined, bad);
+  for (const bad of [flip(key), createAccount().getPublicKey(), 'U', 'x']) t.is(nkeyVerifier(bad), undefined, bad);
 });
