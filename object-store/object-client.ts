@@ -260,11 +260,12 @@ export class ObjectClient {
     try {
       if (store && nodeId && where.length) {
         if (where.includes(nodeId)) return await this.readLocal(id);
-        // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally.
-        await bus.request(
+        // Our node fetches it and keeps the copy: the next reader here, in any process, reads it locally. A large one
+        // may take minutes: asked again while the answer is late (a repeat joins the fetch under way).
+        await bus.requestUntilAnswered(
           subjects.obj.nodeFetch(nodeId),
           { id, size: loc.size, owner: this.ownerOf(id), from: where },
-          { timeoutMs: 0 },
+          { wanted: () => true },
         );
         this.tellOwnerOfCopy(id, nodeId);
         // The copy may already have been pushed out again by a full store: then read it from a holder directly.

@@ -46,6 +46,8 @@ const NO_REPLY = Symbol('troupe.noReply');
 
 /** Requests of one batch that go as a message of their own, without waiting for the end of the turn. */
 const BATCH_PART = 256;
+/** How soon requestUntilAnswered asks again where nobody serves the subject (a process between connections). */
+const ABSENT_RETRY_MS = 500;
 
 /** A request sent with requestBatched. It is its own entry in the batch (no promise, no closures: a busy caller
  * makes thousands a second) and hears of its answer, once, by one of its methods. */
@@ -336,6 +338,31 @@ export class Bus {
       });
     });
     return opts.hold === false ? answered : holdUntil(answered);
+  }
+
+  /** A request with no deadline that fits (a constructor may run for minutes) that a lost message still cannot hang:
+   * asked again every `everyMs` (default callProbeMs) while `wanted()`, until answered. Only for handlers that join a
+   * repeat to the first (one result, done once). One nobody serves (between connections) is asked again shortly, for up
+   * to clientTimeoutMs. The caller learns of a death otherwise (an exit, a failure event). */
+  async requestUntilAnswered<T = unknown>(
+    subject: string,
+    body: unknown,
+    opts: { wanted: () => boolean; everyMs?: number },
+  ): Promise<T> {
+    let absentSince: number | undefined;
+    for (;;) {
+      try {
+        return await this.request<T>(subject, body, { timeoutMs: opts.everyMs ?? defaults.callProbeMs });
+      } catch (e) {
+        if (!opts.wanted()) throw e;
+        if (e instanceof NoRespondersError) {
+          absentSince ??= Date.now();
+          if (Date.now() - absentSince > defaults.clientTimeoutMs) throw e;
+          await new Promise((r) => setTimeout(r, ABSENT_RETRY_MS));
+        } else if (e instanceof RequestTimeoutError) absentSince = undefined;
+        else throw e;
+      }
+    }
   }
 
   /**

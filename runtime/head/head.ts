@@ -14,14 +14,21 @@ import {
   type ResourceSet,
   type NodeView,
 } from '../scheduling/placement.ts';
-import { InfeasibleError, WorkerDiedError, ProtocolError } from '../base/errors.ts';
+import { InfeasibleError, NoRespondersError, WorkerDiedError, ProtocolError } from '../base/errors.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import { createSharedObjectStores } from '../state/buckets.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
-import type { Busy, HeartbeatMsg, LeaseGrant, LeaseGrantedMsg, LeaseRequestMsg } from '../protocol/leases.ts';
+import type {
+  Busy,
+  HeartbeatMsg,
+  LeaseGrant,
+  LeaseGrantedMsg,
+  LeaseRequest,
+  LeaseRequestMsg,
+} from '../protocol/leases.ts';
 import { checkJobRegistration } from '../protocol/jobs.ts';
 import { JobRegistry } from './job-registry.ts';
 import { checked, event, malformedCounts, request } from '../protocol/check.ts';
@@ -53,7 +60,8 @@ interface NodeState {
   info: NodeInfo;
   available: ResourceSet;
   gpuFree?: number[];
-  /** Lease requests sent to it: a heartbeat whose leaseRequestsSeen reaches this reflects every one of them. */
+  /** Lease requests sent to it, numbered: a heartbeat whose leaseRequestsSeen reaches the last reflects every one of
+   * them (one lost on the way is covered by the next). */
   sent: number;
   lastHb: number;
   alive: boolean;
@@ -75,8 +83,8 @@ interface Pending extends LeaseRequestMsg {
   failures: number;
 }
 
-/** How soon a lease request is asked again of a node still preparing the job's code. */
-const PREPARING_RETRY_MS = 500;
+/** How soon a lease request is asked again of a node still preparing the job's code, or between connections. */
+const ASK_AGAIN_MS = 500;
 
 export class Head {
   private bus!: Bus;
@@ -500,64 +508,69 @@ export class Head {
     n.sent++;
     n.available = subtract(n.available, p.demand);
     if (n.gpuFree && p.demand.GPU) n.gpuFree = allocateGpus(n.gpuFree, p.demand.GPU)?.free ?? n.gpuFree;
-    // Actors: no timeout (a constructor may load a model for minutes); the node answers when it is up or has failed.
-    // A job's shipped project is fetched outside this request (the node answers `preparing` meanwhile); a node past
-    // replyWithinMs takes its grant back rather than keep it for nobody.
+    // Actors: no deadline (a constructor may load a model for minutes); the node answers when it is up or has failed,
+    // and is asked again while the answer is late (the node joins the repeat to the first start), until it answers or
+    // is declared dead. A job's shipped project is fetched outside this request (the node answers `preparing`
+    // meanwhile); a node past replyWithinMs takes a task's grant back rather than keep it for nobody.
     const timeoutMs = p.actor ? 0 : 40_000;
-    this.bus
-      .request<LeaseGrant | Busy>(
-        subjects.nodeLease(nodeId),
-        { clientId: p.clientId, job: p.job, demand: p.demand, actor: p.actor, replyWithinMs: timeoutMs },
-        { timeoutMs },
-      )
-      .then(
-        (answer) => {
-          // From the bus: a malformed answer fails this grant like an error would (the node may be rogue).
-          const r = checked(checkLeaseAnswer, answer) as LeaseGrant | Busy;
-          if (p.attempt !== attempt) {
-            // abandoned (its node died); the answer came anyway
-            if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
-            return;
-          }
-          p.granting = false;
-          if ('busy' in r) {
-            // Our view was stale; the node's word wins. With its own numbers (GPU ids too) we will not pick it again
-            // until it frees something, so trying the other nodes now cannot turn into a busy loop.
-            n.available = r.available;
-            n.gpuFree = r.gpuFree;
-            if (r.preparing) {
-              // The node is fetching the job's project: ask again shortly (it reserved nothing meanwhile).
-              setTimeout(() => {
-                if (this.queue.get(p.reqId) !== p || p.granting) return;
-                this.waiting.set(p.reqId, p);
-                this.pump();
-              }, PREPARING_RETRY_MS).unref();
-              return;
-            }
-            this.waiting.set(p.reqId, p);
-            this.pumpSoon();
-            return;
-          }
+    const { clientId, job, demand, actor } = p;
+    const req: LeaseRequest = { clientId, job, demand, actor, replyWithinMs: timeoutMs, seq: n.sent };
+    const subject = subjects.nodeLease(nodeId);
+    const answered = p.actor
+      ? this.bus.requestUntilAnswered<LeaseGrant | Busy>(subject, req, { wanted: () => p.attempt === attempt })
+      : this.bus.request<LeaseGrant | Busy>(subject, req, { timeoutMs });
+    answered.then(
+      (answer) => {
+        // From the bus: a malformed answer fails this grant like an error would (the node may be rogue).
+        const r = checked(checkLeaseAnswer, answer) as LeaseGrant | Busy;
+        if (p.attempt !== attempt) {
+          // abandoned (its node died); the answer came anyway
+          if (!('busy' in r) && p.actor) this.actors.onStarted(p.actor.spec.actorId, -1, r);
+          return;
+        }
+        p.granting = false;
+        if ('busy' in r) {
+          // Our view was stale; the node's word wins. With its own numbers (GPU ids too) we will not pick it again
+          // until it frees something, so trying the other nodes now cannot turn into a busy loop.
+          n.available = r.available;
+          n.gpuFree = r.gpuFree;
+          // The node is fetching the job's project: ask again shortly (it reserved nothing meanwhile).
+          if (r.preparing) return this.askAgainSoon(p);
+          this.waiting.set(p.reqId, p);
+          this.pumpSoon();
+          return;
+        }
+        this.queue.delete(p.reqId);
+        if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
+        else this.tell(p, { reqId: p.reqId, grant: r });
+        this.pumpSoon();
+      },
+      (e: Error) => {
+        if (p.attempt !== attempt) return;
+        p.granting = false;
+        // Its node is between connections (a reconnect): its heartbeats tell whether it comes back. Not a failed
+        // start, which would end the actor: placed again shortly, there or elsewhere.
+        if (p.actor && e instanceof NoRespondersError) return this.askAgainSoon(p);
+        if (p.actor) {
           this.queue.delete(p.reqId);
-          if (p.actor) this.actors.onStarted(p.actor.spec.actorId, p.actor.incarnation, r);
-          else this.tell(p, { reqId: p.reqId, grant: r });
-          this.pumpSoon();
-        },
-        (e: Error) => {
-          if (p.attempt !== attempt) return;
-          p.granting = false;
-          if (p.actor) {
-            this.queue.delete(p.reqId);
-            this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, e);
-          } else if (++p.failures >= 3) {
-            this.queue.delete(p.reqId);
-            this.tell(p, { reqId: p.reqId, error: e });
-          } else {
-            this.waiting.set(p.reqId, p);
-          }
-          this.pumpSoon();
-        },
-      );
+          this.actors.onStartFailed(p.actor.spec.actorId, p.actor.incarnation, e);
+        } else if (++p.failures >= 3) {
+          this.queue.delete(p.reqId);
+          this.tell(p, { reqId: p.reqId, error: e });
+        } else {
+          this.waiting.set(p.reqId, p);
+        }
+        this.pumpSoon();
+      },
+    );
+  }
+
+  private askAgainSoon(p: Pending): void {
+    setTimeout(() => {
+      if (this.queue.get(p.reqId) !== p || p.granting) return;
+      this.waiting.set(p.reqId, p);
+      this.pump();
+    }, ASK_AGAIN_MS).unref();
   }
 
   private tell(p: Pending, msg: LeaseGrantedMsg): void {

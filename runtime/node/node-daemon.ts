@@ -92,6 +92,13 @@ interface Worker {
   releaseEnv?: () => void;
 }
 
+interface ActorGrant {
+  incarnation: number;
+  grant: Promise<LeaseGrant | Busy>;
+  /** Once granted: the lease whose end forgets this. */
+  leaseId?: string;
+}
+
 interface Lease {
   leaseId: string;
   clientId: string;
@@ -132,6 +139,8 @@ export class NodeDaemon {
    * all. */
   private readonly processes = new Set<ChildProcess>();
   private readonly leases = new Map<string, Lease>();
+  /** Each actor's lease being granted or held here, by incarnation (see grantOnce). */
+  private readonly actorGrants = new Map<string, ActorGrant>();
   private readonly clientSeen = new SeenTable(2 * OWNER_TIMEOUT_MS);
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
@@ -192,7 +201,7 @@ export class NodeDaemon {
     this.gcs = await Gcs.open(this.bus);
     this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
     const bus = this.bus;
-    bus.serve(subjects.nodeLease(this.nodeId), (req: unknown) => this.grant(req));
+    bus.serve(subjects.nodeLease(this.nodeId), (req: unknown) => this.grantOnce(req));
     bus.serve(
       subjects.nodeActorStop(this.nodeId),
       request(checkNodeActorStop, (req) => this.stopActor(req.actorId, req.leaseId, req.graceMs ?? 0)),
@@ -289,7 +298,7 @@ export class NodeDaemon {
   }
 
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  /** Lease requests received: a heartbeat that counts all the head has sent reflects all of them. */
+  /** The highest number of the head's lease requests seen: a heartbeat that reaches the last it sent reflects all. */
   private leaseRequestsSeen = 0;
 
   /** A heartbeat soon: what changed reaches the head quickly, but a burst of grants sends one, not thousands. */
@@ -320,10 +329,34 @@ export class NodeDaemon {
     return defaults.maxWorkersPerNode || Math.max(32, 4 * Math.ceil(this.o.resources.CPU ?? 1));
   }
 
-  private async grant(body: unknown): Promise<LeaseGrant | Busy> {
-    this.leaseRequestsSeen++;
+  /** An actor's lease asked for again (by a head that heard no answer: the request or the answer may be lost) joins
+   * the first: one instance per incarnation. Its answer stays until the lease ends; a busy or failed one is forgotten,
+   * since it reserved nothing. */
+  private grantOnce(body: unknown): Promise<LeaseGrant | Busy> {
     // The whole request, its actor's spec included, is checked before anything is reserved for it.
     const req = checked(checkLeaseRequest, body);
+    this.leaseRequestsSeen = Math.max(this.leaseRequestsSeen, req.seq ?? 0);
+    const actorId = req.actor?.spec.actorId;
+    if (!actorId) return this.grant(req);
+    const first = this.actorGrants.get(actorId);
+    if (first?.incarnation === req.actor!.incarnation) return first.grant;
+    const entry: ActorGrant = { incarnation: req.actor!.incarnation, grant: this.grant(req) };
+    this.actorGrants.set(actorId, entry);
+    entry.grant.then(
+      (g) => {
+        if ('busy' in g) this.forgetGrant(actorId, entry);
+        else entry.leaseId = g.leaseId;
+      },
+      () => this.forgetGrant(actorId, entry),
+    );
+    return entry.grant;
+  }
+
+  private forgetGrant(actorId: string, entry: ActorGrant): void {
+    if (this.actorGrants.get(actorId) === entry) this.actorGrants.delete(actorId);
+  }
+
+  private async grant(req: ReturnType<typeof checkLeaseRequest>): Promise<LeaseGrant | Busy> {
     const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
     const within = Number(req.replyWithinMs);
@@ -394,7 +427,9 @@ export class NodeDaemon {
         // wait.
         ({ backend, direct } = await Promise.race([
           this.bus
-            .request(subjects.procActorStart(worker.procId), actor, { timeoutMs: 0 })
+            .requestUntilAnswered(subjects.procActorStart(worker.procId), actor, {
+              wanted: () => this.leases.has(lease.leaseId),
+            })
             .then((r) => checked(checkActorStarted, r)),
           worker.exited.then((how): never => {
             throw new WorkerDiedError(`its worker process ${how} while the constructor ran`);
@@ -517,6 +552,8 @@ export class NodeDaemon {
     const lease = this.leases.get(leaseId);
     if (!lease) return;
     this.leases.delete(leaseId);
+    if (lease.actorId && this.actorGrants.get(lease.actorId)?.leaseId === leaseId)
+      this.actorGrants.delete(lease.actorId);
     this.available = add(this.available, lease.blocked ? withoutCpu(lease.demand) : lease.demand);
     this.gpuFree = releaseGpus(this.gpuFree, lease.gpuIds, lease.demand.GPU ?? 0);
     lease.worker.leases.delete(lease);

@@ -38,6 +38,8 @@ export interface LeaseRequest {
   /** How long the asker waits for the answer (0 or unset: for ever): a grant not made by then is taken back, never
    * kept for an asker that gave up. */
   replyWithinMs?: number;
+  /** The head numbers its requests to each node; the node's heartbeat says the highest it has seen. */
+  seq?: number;
 }
 
 /** What a worker's death means to those who used it. */

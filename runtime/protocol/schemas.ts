@@ -62,6 +62,7 @@ export const checkLeaseRequest = schemaCheck(
     demand: resources,
     actor: v.optional(leaseActor),
     replyWithinMs: v.optional(amount),
+    seq: v.optional(count),
   }),
 );
 

@@ -75,6 +75,7 @@ interface Hosted {
 }
 
 type Instance = Record<string, unknown>;
+type Started = { actorId: string; backend?: string };
 const hook = (instance: Instance, name: (typeof LIFECYCLE)[number]) =>
   typeof instance[name] === 'function' ? (instance[name] as (...a: unknown[]) => unknown).bind(instance) : undefined;
 
@@ -82,6 +83,8 @@ export class ActorHost {
   private readonly actors = new Map<string, Hosted>();
   /** Calls taken and not yet answered (queued or running), of every actor here: what a caller's probe asks about. */
   private readonly held = new Set<string>();
+  /** The start of each actor's current incarnation, while it is here: what a repeated start joins. */
+  private readonly starts = new Map<string, { incarnation: number; started: Promise<Started> }>();
 
   constructor(
     private readonly client: Core,
@@ -100,9 +103,24 @@ export class ActorHost {
 
   /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls; says which tensor backend
    * its process computes on, when it uses tfjs. Throws TaskError when any of those throws. The head starts an actor
-   * again only as a new incarnation: an older instance still here goes first. */
-  async start(spec: ActorSpec): Promise<{ actorId: string; backend?: string }> {
-    await this.stop(spec.actorId);
+   * again only as a new incarnation: an older instance still here goes first. The same incarnation again is its node
+   * asking again (a start or its answer may be lost): it joins the first start, or gets its answer again. A failed
+   * start is forgotten, so asking again runs the constructor again. */
+  start(spec: ActorSpec, incarnation?: number): Promise<Started> {
+    const first = this.starts.get(spec.actorId);
+    if (first && incarnation !== undefined && first.incarnation === incarnation) return first.started;
+    const started = this.construct(spec);
+    if (incarnation === undefined) return started;
+    const entry = { incarnation, started };
+    this.starts.set(spec.actorId, entry);
+    started.catch(() => {
+      if (this.starts.get(spec.actorId) === entry) this.starts.delete(spec.actorId);
+    });
+    return started;
+  }
+
+  private async construct(spec: ActorSpec): Promise<Started> {
+    await this.stopInstance(spec.actorId);
     const ctx = contextOf(spec);
     const h = await this.inContext(ctx, async (): Promise<Hosted> => {
       let step = 'constructor';
@@ -172,7 +190,12 @@ export class ActorHost {
 
   /** Stops taking calls; calls still queued are answered "not run" (their callers send them to the next instance, or
    * learn it is dead). Then onStop() gets up to graceMs to finish. */
-  async stop(actorId: string, graceMs = 0): Promise<void> {
+  stop(actorId: string, graceMs = 0): Promise<void> {
+    this.starts.delete(actorId);
+    return this.stopInstance(actorId, graceMs);
+  }
+
+  private async stopInstance(actorId: string, graceMs = 0): Promise<void> {
     const h = this.actors.get(actorId);
     if (!h) return;
     h.stopped = true;

@@ -328,7 +328,7 @@ client.bus.serve(
       soleContext = contextOf(req.spec);
       logContext.disable();
     }
-    return actors.start(req.spec).then((started) => ({ ...started, direct: lane }));
+    return actors.start(req.spec, req.incarnation).then((started) => ({ ...started, direct: lane }));
   }),
 );
 // A caller's probe: which of its tasks and actor calls this process still holds (see defaults.callProbeMs).
