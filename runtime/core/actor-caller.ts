@@ -136,6 +136,7 @@ export class ActorCaller {
   call(actorId: string, call: ActorCall, waitFor: Promise<unknown> | undefined, maxTaskRetries: number): void {
     const seq = this.nextSeq.get(actorId) ?? 0;
     this.nextSeq.set(actorId, seq + 1);
+    call.seq = seq;
     const entry = new InFlight(this, actorId, call, maxTaskRetries, seq);
     const prev = this.chains.get(actorId);
     // The common case, and the cheap one: nothing queued ahead, nothing to wait for, the actor alive. Send now.
@@ -236,13 +237,14 @@ export class ActorCaller {
       const workerId = this.known.get(actorId)?.workerId;
       if (!workerId || this.bus.laneOf(subjects.actor(actorId))) continue;
       this.probing.add(actorId);
+      const caller = calls.values().next().value!.call.caller;
       this.bus
-        .request(subjects.procProbe(workerId), { ids: [...calls.keys()] })
+        .request(subjects.procProbe(workerId), { ids: [...calls.keys()], actorId, caller })
         .then(
           (answer) => {
-            const { unknown } = checked(checkProbeAnswer, answer); // from the bus: untrusted
+            const { unknown, received } = checked(checkProbeAnswer, answer); // from the bus: untrusted
             this.heardAt.set(actorId, Date.now());
-            if (unknown.length) setTimeout(() => this.lostOnTheBus(actorId, unknown), LATE_ANSWER_MS).unref();
+            if (unknown.length) setTimeout(() => this.lostOnTheBus(actorId, unknown, received), LATE_ANSWER_MS).unref();
           },
           (e: Error) => {
             if (!(e instanceof NoRespondersError)) return;
@@ -258,22 +260,29 @@ export class ActorCaller {
     }
   }
 
-  /** Calls the actor's worker, which answers, does not hold: the bus lost the request or the answer. Each is sent
+  /** Calls the actor's worker, which answers, does not hold: the bus lost the request or the answer. One past the
+   * last that `received` (it never arrived, so never ran) is sent again, as if for the first time. Any other is sent
    * again if it has retries left (it may have run, as in a death), else it fails with CallLostError. */
-  private lostOnTheBus(actorId: string, ids: string[]): void {
+  private lostOnTheBus(actorId: string, ids: string[], received: number | undefined): void {
     const calls = this.inFlight.get(actorId);
     for (const id of ids) {
       const entry = calls?.get(id);
       if (!entry || !this.takeInFlight(entry)) continue; // answered meanwhile
+      if (received !== undefined && entry.seq > received) {
+        this.sendAgain(actorId, entry.again(entry.retriesLeft));
+        continue;
+      }
       if (entry.retriesLeft !== 0) {
         this.sendAgain(actorId, entry.again(entry.retriesLeft === -1 ? -1 : entry.retriesLeft - 1));
         continue;
       }
+      // It arrived (its worker says so), so its answer was lost: it ran. Without that word: it may have.
+      const what =
+        received === undefined
+          ? 'its request or its answer was lost on the way (the actor is alive but does not hold it); it may have run'
+          : 'its answer was lost on the way (it reached the actor, which no longer holds it): it ran';
       this.owned.seal(entry.call.callId, {
-        error: new CallLostError(
-          `${entry.call.method}() on actor ${actorId}: its request or its answer was lost on the way (the actor is ` +
-            'alive but does not hold it); it may have run (maxTaskRetries 0: not re-sent)',
-        ),
+        error: new CallLostError(`${entry.call.method}() on actor ${actorId}: ${what} (maxTaskRetries 0: not re-sent)`),
       });
     }
   }

@@ -103,6 +103,8 @@ export interface ActorCall {
   deps?: Record<string, ObjectLocation>;
   /** Caller's process, for logs. */
   caller: string;
+  /** This caller's submission order of its calls to this actor: a probe's answer says which have not arrived. */
+  seq?: number;
 }
 
 /** A call's answer; notRun: the instance stopped before running it, so the caller may send it to the next one. */

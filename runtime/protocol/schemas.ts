@@ -182,11 +182,17 @@ export const checkActorStart = schemaCheck<v.GenericSchema<{ spec: ActorSpec; in
   }>,
 );
 /** A caller asks which of its tasks or calls a worker still holds (queued, running, or its answer not yet sent). */
-export const checkCallProbe = schemaCheck('call probe', v.object({ ids: v.pipe(v.array(id), v.maxLength(100_000)) }));
-/** The ids of a probe the worker does not hold: their answers went, or they never came. */
+/** For an actor's calls: the actor, and the caller whose calls they are (`received` answers for them). */
+export const checkCallProbe = schemaCheck(
+  'call probe',
+  v.object({ ids: v.pipe(v.array(id), v.maxLength(100_000)), actorId: v.optional(id), caller: v.optional(id) }),
+);
+/** The ids of a probe the worker does not hold: their answers went, or they never came. For an actor's calls,
+ * `received`: the highest `seq` of the caller's calls to it that reached the worker, where the worker knows it. Calls
+ * reach it in the order they were sent, and the probe after them: one past it never came, and never will. */
 export const checkProbeAnswer = schemaCheck(
   'call probe answer',
-  v.object({ unknown: v.pipe(v.array(id), v.maxLength(100_000)) }),
+  v.object({ unknown: v.pipe(v.array(id), v.maxLength(100_000)), received: v.optional(count) }),
 );
 export const checkFenced = schemaCheck('fence notice', v.nullish(v.object({ cause: v.optional(v.unknown()) })));
 /** Requests whose body is not read (status, listings): any value, nothing acted on. */
@@ -218,6 +224,7 @@ export const checkActorCall = guardCheck<ActorCall>('actor call', (x) => {
   if (!isArgs(x.args)) return 'args';
   if (x.deps !== undefined && !isObj(x.deps)) return 'deps';
   if (!isStr(x.caller, 200)) return 'caller';
+  if (x.seq !== undefined && !(Number.isSafeInteger(x.seq) && (x.seq as number) >= 0)) return 'seq';
   return undefined;
 });
 

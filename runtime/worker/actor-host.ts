@@ -72,6 +72,8 @@ interface Hosted {
   callsSinceCheckpoint: number;
   saving: Promise<void>;
   timer?: NodeJS.Timeout;
+  /** Per caller: the highest `seq` of its calls that arrived here (see `received`). As Ray's per-caller sequence. */
+  arrived: Map<string, number>;
 }
 
 type Instance = Record<string, unknown>;
@@ -99,6 +101,11 @@ export class ActorHost {
   /** Whether a call taken here is still unanswered (see `held`). */
   holds(callId: string): boolean {
     return this.held.has(callId);
+  }
+
+  /** The highest `seq` of the caller's calls to this instance of the actor that arrived, if any did. */
+  received(actorId: string, caller: string): number | undefined {
+    return this.actors.get(actorId)?.arrived.get(caller);
   }
 
   /** Constructs the actor, restores its last checkpoint, runs onStart(), then takes calls; says which tensor backend
@@ -142,6 +149,7 @@ export class ActorHost {
           stopped: false,
           callsSinceCheckpoint: 0,
           saving: Promise.resolve(),
+          arrived: new Map(),
           sub: undefined as unknown as Subscription,
         };
         setCheckpointSaver(made, () => this.saveCheckpoint(hosted));
@@ -169,6 +177,8 @@ export class ActorHost {
               return;
             } // crashed, waiting to be stopped
             this.held.add(call.callId);
+            if (call.seq !== undefined && !((h.arrived.get(call.caller) ?? -1) >= call.seq))
+              h.arrived.set(call.caller, call.seq);
             h.queue.push({ call, reply });
             this.drain(h);
           }),

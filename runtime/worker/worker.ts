@@ -334,7 +334,11 @@ client.bus.serve(
 // A caller's probe: which of its tasks and actor calls this process still holds (see defaults.callProbeMs).
 client.bus.serve(
   subjects.procProbe(procId),
-  request(checkCallProbe, ({ ids }) => ({ unknown: ids.filter((id) => !heldTasks.has(id) && !actors.holds(id)) })),
+  request(checkCallProbe, ({ ids, actorId, caller }) => {
+    const unknown = ids.filter((id) => !heldTasks.has(id) && !actors.holds(id));
+    const received = actorId && caller ? actors.received(actorId, caller) : undefined;
+    return received === undefined ? { unknown } : { unknown, received };
+  }),
 );
 client.bus.serve(
   subjects.procActorStop(procId),

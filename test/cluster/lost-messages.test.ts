@@ -1,13 +1,13 @@
 // Core NATS delivers at most once: a message can be lost while both ends live (a reconnect; a slow consumer, which
-// nats-server cuts off, dropping what it had queued for it). A task or actor call whose request was lost so must
-// still settle: its caller, hearing nothing, asks the worker which it holds (TROUPE_CALL_PROBE_MS, 1 s here) and runs
-// the lost one again, or fails it with CallLostError; a get asks the object's owner again. The loss here is real: the
-// worker is stopped (SIGSTOP) while junk on its subject fills its socket (test/helpers/slow-consumer.ts), the request
-// queues behind the junk in nats-server, and the server cuts the worker off once a write to it has waited 10 s (its
-// write_deadline), dropping what it queued. Actor calls on one machine go on a lane (a Unix socket, which loses
-// nothing): this file's are sent through nats-server (TROUPE_LANES=0), as between machines. An actor start has no
-// deadline (a constructor may run for minutes): the head asks the node again while its answer is late, and the node
-// joins the repeat to the first start.
+// nats-server cuts off, dropping what it had queued for it; nats-server's own death). Every call must still settle:
+// its caller, hearing nothing, asks the worker which it holds (TROUPE_CALL_PROBE_MS, 1 s here). A lost task runs
+// again; an actor call that never arrived (the worker says which of the caller's calls did) is sent again; one whose
+// answer was lost fails with CallLostError (it ran); a get asks the object's owner again; an actor start or an object
+// copy is asked for again, and the repeat joins the first. The loss here is real: the receiver is stopped (SIGSTOP)
+// while junk on its subject fills its socket (test/helpers/slow-consumer.ts), the message queues behind the junk in
+// nats-server, and the server cuts the receiver off once a write to it has waited 10 s (its write_deadline), dropping
+// what it queued; or nats-server is killed. Actor calls on one machine go on a lane (a Unix socket, which loses
+// nothing): this file's are sent through nats-server (TROUPE_LANES=0), as between machines.
 import test from 'ava';
 import { get, wait, CallLostError } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
@@ -16,9 +16,11 @@ import { defaults } from '../../runtime/base/config.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { useCluster } from '../helpers/cluster.ts';
 import { CUT_AFTER_MS, fillTheWay } from '../helpers/slow-consumer.ts';
-import { add, fill, putHere } from '../fixtures/tasks.ts';
+import { add, fill, putHere, sleep } from '../fixtures/tasks.ts';
 import { Tally } from '../fixtures/link-loss-actors.ts';
-import { SlowStart } from '../fixtures/actors.ts';
+import { Counter, SlowStart } from '../fixtures/actors.ts';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 
 // Read from TROUPE_CALL_PROBE_MS and TROUPE_LANES when config.ts loads, before this line: set here, before init().
 defaults.callProbeMs = 1000;
@@ -57,28 +59,59 @@ test.serial(
   },
 );
 
-test.serial(
-  'an actor call whose request the bus dropped fails with CallLostError; the actor keeps serving',
-  async (t) => {
-    t.timeout(90_000);
-    const tally = Tally.remote();
-    const first = await tally.add(1);
-    const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
-    process.kill(first.pid, 'SIGSTOP');
-    try {
-      await fillTheWay(flooder, subjects.actor(tally.actorId));
-      const lost = tally.add(10); // queued in nats-server behind the junk
-      await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts the actor's process off, dropping it
-      process.kill(first.pid, 'SIGCONT');
-      const e = await t.throwsAsync(get(lost), { instanceOf: CallLostError });
-      t.regex(e?.message ?? '', /add\(\) on actor \w+: its request or its answer was lost on the way/);
-      t.like(await tally.add(0), { total: 1, pid: first.pid }, 'the lost call never ran; the same instance serves on');
-    } finally {
-      process.kill(first.pid, 'SIGCONT');
-      await flooder.close();
-    }
-  },
-);
+test.serial('an actor call whose request the bus dropped is sent again: it never arrived; it runs once', async (t) => {
+  t.timeout(90_000);
+  const tally = Tally.remote();
+  const first = await tally.add(1);
+  const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
+  process.kill(first.pid, 'SIGSTOP');
+  try {
+    await fillTheWay(flooder, subjects.actor(tally.actorId));
+    const lost = tally.add(10); // queued in nats-server behind the junk
+    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts the actor's process off, dropping it
+    process.kill(first.pid, 'SIGCONT');
+    t.like(await get(lost), { total: 11, pid: first.pid }, 'sent again, it ran once, on the same instance');
+    t.like(await tally.add(0), { total: 11 });
+  } finally {
+    process.kill(first.pid, 'SIGCONT');
+    await flooder.close();
+  }
+});
+
+test.serial('an actor call whose answer the bus dropped fails with CallLostError: it ran once', async (t) => {
+  t.timeout(90_000);
+  // The caller is another driver, which the test stops so that nats-server cuts it off with the answer queued.
+  const counter = Counter.options({ name: 'answered-late', namespace: 'lost-messages' }).remote(0);
+  await counter.add(0);
+  const driver = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/lost-answer-driver.ts', 'answered-late'],
+    { env: { ...process.env, TROUPE_LANES: '0' }, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = new Promise((r) => driver.once('exit', r));
+  t.teardown(() => driver.kill('SIGKILL'));
+  const lines = createInterface({ input: driver.stdout })[Symbol.asyncIterator]();
+  const next = async () => JSON.parse((await lines.next()).value as string);
+  const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
+  try {
+    const { procId } = await next(); // its call runs for 3 s
+    driver.kill('SIGSTOP');
+    await fillTheWay(flooder, subjects.obj.procCopied(procId));
+    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // the answer queues behind the junk and is dropped
+    driver.kill('SIGCONT');
+    const ended = await next();
+    t.is(ended.ended, CallLostError.name, ended.message);
+    t.regex(
+      ended.message,
+      /slowAdd\(\) on actor \w+: its answer was lost on the way \(it reached the actor, [^)]*\): it ran/,
+    );
+    t.is(await counter.value(), 1, 'it ran once');
+    await exited;
+  } finally {
+    driver.kill('SIGCONT');
+    await flooder.close();
+  }
+});
 
 test.serial('an actor start the bus dropped: the head asks its node again, and one instance comes up', async (t) => {
   t.timeout(90_000);
@@ -125,4 +158,31 @@ test.serial('a fetch the bus dropped: the reader asks its node again, and the co
     process.kill(nodePid, 'SIGCONT');
     await flooder.close();
   }
+});
+
+test.serial('nats-server killed and started again: every call in flight settles, none twice', async (t) => {
+  t.timeout(120_000);
+  const tally = Tally.remote();
+  await tally.add(0);
+  const running = sleep.remote(2000); // runs through the restart: its answer is sent while the bus is away
+  // Calls and tasks sent as the server dies (they go at the end of this turn, after the kill): lost with it. The
+  // actor's worker says which of the caller's calls arrived (`received`): those that never did are sent again.
+  const calls = Array.from({ length: 200 }, () => tally.add(1));
+  const tasks = Array.from({ length: 50 }, (_, i) => add.remote(i, 1));
+  await cluster().restartNats();
+  const answers = await Promise.all(calls.map((c) => get(c)));
+  t.deepEqual(
+    answers.map((a) => a.total),
+    Array.from({ length: 200 }, (_, i) => i + 1),
+    'each call ran once, in order',
+  );
+  t.deepEqual(
+    await get(tasks),
+    tasks.map((_, i) => i + 1),
+  );
+  await get(running);
+  t.like(await (await currentCore().gcs()).actors.get(tally.actorId), { state: 'ALIVE', restarts: 0 });
+  // What the head keeps in JetStream survived, and new work places as before.
+  t.like(await Tally.remote().add(5), { total: 5 });
+  t.is(await get(add.remote(20, 22)), 42);
 });

@@ -1,6 +1,6 @@
 // Real clusters for tests: a nats-server, a head and node daemons as child processes, always torn down.
 import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
-import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -15,6 +15,7 @@ import {
 } from '../../runtime/cluster/local-cluster.ts';
 import type { ResourceFlags } from '../../runtime/cluster/machine-resources.ts';
 import { terminate, isAlive } from '../../runtime/base/processes.ts';
+import { findNatsServer } from '../../runtime/cluster/nats-binary.mjs';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
@@ -57,6 +58,9 @@ export interface TestCluster {
   /** Node ids: [head node, extra nodes...]. */
   nodeIds: string[];
   status(): Promise<HeadStatus>;
+  /** Kills the cluster's nats-server (SIGKILL: what it had on its way is lost) and starts it again from its config:
+   * the same port and JetStream dir. Resolves once it is ready. */
+  restartNats(): Promise<void>;
   /** Stops every process and removes the temp dir. Register it: t.teardown(c.stop) or test.after.always(c.stop). */
   stop(): Promise<void>;
 }
@@ -72,12 +76,15 @@ export async function startCluster(
   const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
   process.env.TROUPE_HOME = home;
   const started: StartedCluster[] = [];
+  /** A nats-server restartNats() started: stopped after every daemon. */
+  let restarted: number | undefined;
   const stop = async () => {
     for (const s of [...started].reverse()) {
       await s.stop();
       s.pids.forEach((p) => everyPid.delete(p));
     }
     started.length = 0;
+    if (restarted) await terminate(restarted);
     rmSync(home, { recursive: true, force: true });
   };
   try {
@@ -127,6 +134,25 @@ export async function startCluster(
         } finally {
           await bus.close();
         }
+      },
+      restartNats: async () => {
+        const pid = restarted ?? head.pids[0]; // startHead's pids: [nats-server, head, node]
+        process.kill(pid, 'SIGKILL');
+        await eventually('nats-server to exit', async () => !isAlive(pid));
+        everyPid.delete(pid);
+        const log = join(head.sessionDir, 'logs', 'nats-server.log');
+        const readyBefore = readFileSync(log, 'utf8').split('Server is ready').length;
+        const out = openSync(log, 'a');
+        const child = spawn(findNatsServer()!, ['-c', join(head.sessionDir, 'nats-server.conf')], {
+          stdio: ['ignore', out, out],
+        });
+        closeSync(out);
+        restarted = child.pid!;
+        everyPid.add(restarted);
+        await eventually(
+          `nats-server to be ready again (see ${log})`,
+          async () => readFileSync(log, 'utf8').split('Server is ready').length > readyBefore,
+        );
       },
       stop,
     };
