@@ -3,7 +3,7 @@
 import { Head, type HeadOptions } from '../head/head.ts';
 import { NodeDaemon, type NodeDaemonOptions } from '../node/node-daemon.ts';
 import { writeRunFile, removeRunFile } from './run-files.ts';
-import { exitWithParent, isAlive, terminate } from '../base/processes.ts';
+import { exitWithParent, isAlive, sleep, terminate } from '../base/processes.ts';
 import { asError } from '../base/errors.ts';
 import { Bus } from '../bus/bus.ts';
 import { CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
@@ -28,7 +28,7 @@ if (!config || config.role !== process.argv[2]) {
   process.exit(2);
 }
 
-const daemon = config.role === 'head' ? new Head(config.options) : new NodeDaemon(config.options);
+let daemon = config.role === 'head' ? new Head(config.options) : new NodeDaemon(config.options);
 const run = {
   role: config.role,
   pid: process.pid,
@@ -70,12 +70,36 @@ async function serveCredentials(c: Credentials, o: HeadOptions): Promise<Bus> {
   return bus;
 }
 
+/** A node the head fenced (declared dead, after a partition or a pause) has stopped its workers: it joins again as a
+ * new incarnation under the same id (a new startedAt), as soon as the head takes it. Fencing is not the end of a
+ * machine's part in the cluster, only of the work it held. */
+async function rejoinWhenFenced(node: NodeDaemon, options: NodeDaemonOptions): Promise<void> {
+  await node.fenced;
+  for (let attempt = 0; !stopping; attempt++) {
+    const next = new NodeDaemon(options);
+    daemon = next;
+    try {
+      await next.start();
+      console.error(`troupe: node ${options.nodeId} joined again as a new incarnation`);
+      return rejoinWhenFenced(next, options);
+    } catch (e) {
+      await next.stop().catch(() => undefined);
+      const waitMs = Math.min(30_000, 1000 * 2 ** attempt);
+      console.error(
+        `troupe: node ${options.nodeId} could not join again (${asError(e).message}); next try in ${waitMs} ms`,
+      );
+      await sleep(waitMs);
+    }
+  }
+}
+
 let credentialsBus: Bus | undefined;
 try {
   if (config.role === 'head' && config.credentials)
     credentialsBus = await serveCredentials(config.credentials, config.options);
   await daemon.start();
   writeRunFile(run);
+  if (config.role === 'node') void rejoinWhenFenced(daemon as NodeDaemon, config.options);
 } catch (e) {
   console.error(e); // all of it (stack, cause), for whoever reads the log
   await stop(1, {

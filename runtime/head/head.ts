@@ -246,7 +246,7 @@ export class Head {
         'install the same troupe on every machine';
       console.error(`troupe: refusing node ${nodeId}: ${cause}`);
       this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0, suspect: false });
-      this.bus.publish(subjects.nodeFenced(nodeId), { cause });
+      this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: info.startedAt });
       void this.gcs.nodes
         .put(nodeId, { ...info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
         .catch(() => undefined);
@@ -270,8 +270,10 @@ export class Head {
     const n = this.nodes.get(hb.nodeId);
     if (!n) return; // its KV record arrives through the watch
     if (!n.alive) {
+      // A new incarnation of it (fenced, it stopped and joined again): its record comes through the KV watch.
+      if (hb.startedAt !== undefined && hb.startedAt !== n.info.startedAt) return;
       // Declared dead, yet talking: its work was given up on already, so it must not serve.
-      this.bus.publish(subjects.nodeFenced(hb.nodeId), {});
+      this.bus.publish(subjects.nodeFenced(hb.nodeId), { startedAt: n.info.startedAt });
       return;
     }
     n.lastHb = Date.now();
@@ -359,7 +361,7 @@ export class Head {
     }
     this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
-      this.bus.publish(subjects.nodeFenced(nodeId), { cause });
+      this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: n.info.startedAt });
       void this.gcs.nodes
         .put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
         .catch(() => undefined);

@@ -120,6 +120,12 @@ const EMPTY = new Uint8Array(0);
 export class NodeDaemon {
   readonly nodeId: string;
   private readonly startedAt = new Date().toISOString();
+  private fence!: (cause: string) => void;
+  /** Resolves, with the head's cause, once this node was fenced (declared dead: its work given up on) and has
+   * stopped: its workers are gone and its store emptied. Whoever runs it may start a new incarnation. */
+  readonly fenced = new Promise<string>((r) => {
+    this.fence = r;
+  });
   private bus!: Bus;
   private gcs!: Gcs;
   /** From the head: what this node's workers (over IPC, never the environment) and submitted drivers use. */
@@ -238,9 +244,10 @@ export class NodeDaemon {
     bus.on(
       subjects.nodeFenced(this.nodeId),
       event(checkFenced, (m) => {
+        if (m?.startedAt !== undefined && m.startedAt !== this.startedAt) return; // an earlier incarnation's
         const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
-        console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping`);
-        void this.stop('fenced by the head').then(() => process.exit(1));
+        console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping its workers`);
+        void this.stop('fenced by the head').then(() => this.fence(why));
       }),
     );
     bus.on(subjects.hbProcAll, (_b, subject) =>
@@ -318,6 +325,7 @@ export class NodeDaemon {
       leaseRequestsSeen: this.leaseRequestsSeen,
       workers: this.workers.size,
       leases: this.leases.size,
+      startedAt: this.startedAt,
     };
     const malformed = malformedCounts();
     if (Object.keys(malformed).length) msg.malformed = malformed;

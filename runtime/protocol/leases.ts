@@ -14,6 +14,8 @@ export interface HeartbeatMsg {
   leases: number;
   /** Messages this node refused or dropped as malformed, by message type (protocol/check.ts); absent: none. */
   malformed?: Record<string, number>;
+  /** Its incarnation (NodeInfo.startedAt): a node fenced and back under the same id is told from the one fenced. */
+  startedAt?: string;
 }
 
 export interface LeaseGrant {

@@ -108,6 +108,7 @@ export const checkHeartbeat = schemaCheck(
     workers: count,
     leases: count,
     malformed: v.optional(v.record(v.pipe(v.string(), v.maxLength(200)), count)),
+    startedAt: v.optional(v.pipe(v.string(), v.maxLength(64))),
   }),
 );
 
@@ -194,7 +195,11 @@ export const checkProbeAnswer = schemaCheck(
   'call probe answer',
   v.object({ unknown: v.pipe(v.array(id), v.maxLength(100_000)), received: v.optional(count) }),
 );
-export const checkFenced = schemaCheck('fence notice', v.nullish(v.object({ cause: v.optional(v.unknown()) })));
+/** `startedAt`: the incarnation of the node fenced (absent: whichever runs). */
+export const checkFenced = schemaCheck(
+  'fence notice',
+  v.nullish(v.object({ cause: v.optional(v.unknown()), startedAt: v.optional(v.string()) })),
+);
 /** Requests whose body is not read (status, listings): any value, nothing acted on. */
 export const anyBody = guardCheck<unknown>('request', () => undefined);
 

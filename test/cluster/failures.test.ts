@@ -198,6 +198,37 @@ test.serial(
   },
 );
 
+test.serial(
+  'a node paused past the timeout is fenced: its workers stop, and it joins again as a new incarnation',
+  async (t) => {
+    t.timeout(90_000);
+    const victim = c.nodeIds[1];
+    const daemon = c.nodes[0].pids[0];
+    const before = (await c.status()).nodes.find((n) => n.nodeId === victim)!;
+    const ref = hold.options({ resources: { victim: 1 }, name: 'on-paused', maxRetries: 0 }).remote(60_000);
+    const running = await runningTask('on-paused');
+    process.kill(daemon, 'SIGSTOP'); // a partition, as the head sees it: silence
+    try {
+      const e = await t.throwsAsync(get(ref), { instanceOf: WorkerDiedError }); // declared dead after 6 s
+      t.regex(e!.message, new RegExp(victim));
+    } finally {
+      process.kill(daemon, 'SIGCONT');
+    }
+    // Back, it hears that it was fenced: its work was given up on, so its worker goes before it serves again.
+    await eventually('its old worker gone', async () => !isAlive(running.pid));
+    const back = await eventually(
+      'the node ALIVE again',
+      async () => (await c.status()).nodes.find((n) => n.nodeId === victim && n.state === 'ALIVE'),
+      30_000,
+    );
+    t.not(back.startedAt, before.startedAt, 'a new incarnation');
+    t.is(back.pid, daemon, 'the same daemon process');
+    const gcs = await Gcs.open(bus);
+    t.like(await gcs.nodes.get(victim), { state: 'ALIVE', startedAt: back.startedAt });
+    t.is((await get(env.options({ resources: { victim: 1 } }).remote())).node, victim, 'work places on it again');
+  },
+);
+
 test.serial('a killed node daemon is marked dead; its task fails; the rest of the cluster goes on', async (t) => {
   const victim = c.nodeIds[1];
   const ref = hold.options({ resources: { victim: 1 }, name: 'on-victim', maxRetries: 0 }).remote(60_000);
