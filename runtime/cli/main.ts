@@ -294,13 +294,25 @@ async function start(values: Values): Promise<number> {
     return 0;
   }
   console.log('Running in the foreground; Ctrl-C stops.');
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+  // As `ray start --block`: one of our daemons gone ends the command (code 1), the others stopped, so that a
+  // supervisor (systemd's Restart=on-failure) starts the whole again.
+  const gone = await new Promise<number | undefined>((resolve) => {
+    const done = (pid?: number) => {
+      clearInterval(watch);
+      resolve(pid);
+    };
+    const watch = setInterval(() => {
+      const dead = started.pids.find((pid) => !isAlive(pid));
+      if (dead !== undefined) done(dead);
+    }, 1000);
+    process.once('SIGINT', () => done());
+    process.once('SIGTERM', () => done());
   });
+  if (gone !== undefined)
+    console.error(`troupe: daemon process ${gone} exited (logs in ${started.sessionDir}/logs): stopping the others`);
   await started.stop();
   removeClusterFile();
-  return 0;
+  return gone === undefined ? 0 : 1;
 }
 
 /** Joining: learns the cluster's CA from the server, trusting it only if its fingerprint is --ca-sha256's, or takes

@@ -2,7 +2,8 @@
 import test from 'ava';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCommand, tempDir, processesWithHome, isAlive, terminate } from '../helpers/cluster.ts';
+import { spawn } from 'node:child_process';
+import { runCommand, tempDir, processesWithHome, isAlive, terminate, eventually } from '../helpers/cluster.ts';
 
 const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
 
@@ -139,4 +140,29 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   const after = await troupe('status');
   t.not(after.code, 0);
   t.regex(after.stderr, /no cluster found/);
+});
+
+test('start --block exits with code 1 when one of its daemons dies, stopping the others (for systemd)', async (t) => {
+  const home = tempDir(t);
+  t.teardown(async () => {
+    for (const pid of processesWithHome(home)) await terminate(pid, 1000);
+  });
+  const env = { ...process.env, TROUPE_HOME: home, TROUPE_TOKEN: '' };
+  const args = [cli, ...'start --head --host 127.0.0.1 --num-cpus 1 --block'.split(' '), '--object-store-dir', home];
+  const blocking = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  blocking.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const ended = new Promise<number | null>((r) => blocking.once('exit', r));
+  t.teardown(() => blocking.kill('SIGKILL'));
+  const runs = () => readdirSync(join(home, 'run'), { withFileTypes: true }).map((f) => f.name);
+  await eventually('its daemons to run', async () => runs().some((n) => n.startsWith('node-')) || undefined, 30_000);
+  const daemons = processesWithHome(home).filter((pid) => pid !== blocking.pid);
+  const node = Number(/^node-(\d+)\.json$/.exec(runs().find((n) => n.startsWith('node-'))!)![1]);
+  process.kill(node, 'SIGKILL');
+  t.is(await ended, 1, stderr);
+  t.regex(stderr, new RegExp(`daemon process ${node} exited`));
+  // Its workers follow their node (they exit with their parent) a moment later.
+  await eventually('the head, nats-server and the workers to stop', async () => daemons.every((pid) => !isAlive(pid)));
 });
