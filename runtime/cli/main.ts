@@ -39,7 +39,8 @@ import type { HeadStatus } from '../protocol/cluster.ts';
 const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
 Usage:
-  troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [TLS] [RESOURCES] [--block]
+  troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [TLS] [RESOURCES]
+               [--data-dir DIR] [--block]
   troupe start --address HOST:PORT --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
@@ -67,6 +68,9 @@ Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command li
            credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
 Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
+           --data-dir DIR (head: keep the cluster's state there, not in a new session dir; started again on it,
+           it is the same cluster: credentials, CA, port, cluster state). --block: stay in the foreground; exit 1
+           when one of the daemons dies (for systemd)
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
            current-cluster.json (mode 0600, has the driver credential), run/ and session dirs.`;
 
@@ -115,6 +119,7 @@ const commands = {
     ...tokenFlags,
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
+    'data-dir': { type: 'string' },
     'node-ip-address': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
@@ -232,6 +237,7 @@ function startOptions(values: Values): StartOptions {
         : parseBytes(values['object-store-memory'] as string, '--object-store-memory'),
     spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
+    dataDir: values['data-dir'] as string | undefined,
     nodeIp:
       values['node-ip-address'] === undefined
         ? undefined
@@ -273,7 +279,7 @@ async function start(values: Values): Promise<number> {
           'and start again with --host 0.0.0.0 (every interface), --host IP or --node-ip-address IP; it then uses TLS.',
       );
   } else {
-    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms', 'tls-cert', 'tls-key'] as const)
+    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms', 'tls-cert', 'tls-key', 'data-dir'] as const)
       if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
     const address = values.address as string;
     parseAddress(address);

@@ -3,7 +3,7 @@
 // each role's permissions (runtime/protocol/permissions.ts). The server holds only public keys; a client proves it
 // holds a seed by signing the server's nonce, so no secret crosses the wire. Revoking is: remove, rewrite the
 // config, SIGHUP nats-server (it re-checks connected clients and closes those it no longer knows).
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createUser } from '@nats-io/nkeys';
 import { nkeyUser } from '../bus/nkey.ts';
@@ -64,6 +64,10 @@ export function createIdentities(sessionDir: string): Identity[] {
   const ids = BUILTINS.map(([name, role]) => newIdentity(role, name, true));
   saveIdentities(sessionDir, ids);
   return ids;
+}
+
+export function hasIdentities(sessionDir: string): boolean {
+  return existsSync(file(sessionDir));
 }
 
 export function readIdentities(sessionDir: string): Identity[] {

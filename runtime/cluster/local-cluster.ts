@@ -1,13 +1,13 @@
 // Starts daemons on this machine: a whole cluster (nats-server + head + node daemon) for `troupe start --head`
 // and for init() with nothing to join, or one node daemon for `troupe start --address`.
 import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hostOf, isLoopback, nodeStoreName, saveCa, troupeHome, trustPlain, writeClusterFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { startNatsServer } from './nats-server.ts';
-import { writeRunFile, removeRunFile } from './run-files.ts';
-import { terminate, sleep } from '../base/processes.ts';
+import { writeRunFile, removeRunFile, readRunFiles } from './run-files.ts';
+import { isAlive, terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
 import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './machine-resources.ts';
 import { defaultAddress, externalAddresses, routedAddress } from './node-address.ts';
@@ -17,7 +17,8 @@ import { subjects } from '../protocol/subjects.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
 import { checkHeadVersions } from '../protocol/versions.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
-import { builtinIdentity, createIdentities } from './identities.ts';
+import { builtinIdentity, createIdentities, hasIdentities, readIdentities } from './identities.ts';
+import { privateDirProblem } from '../base/private-dir.mjs';
 
 export interface StartOptions extends ResourceFlags {
   /** Outlive this process (troupe start) or die with it (init()). */
@@ -50,6 +51,9 @@ export interface StartOptions extends ResourceFlags {
   /** Plain text even beyond loopback (a trusted network): the token and all data travel in clear. Clients on this
    * machine then connect to the bus (or to --nats) without TLS; elsewhere they need --no-tls or TROUPE_NO_TLS=1. */
   noTls?: boolean;
+  /** The head's session dir, kept and used again (rather than a new one under TROUPE_HOME): a head started again on it
+   * is the same cluster, with its credentials, CA, port and JetStream data (cluster state, checkpoints). */
+  dataDir?: string;
 }
 
 export interface StartedCluster {
@@ -96,8 +100,20 @@ export function newSessionDir(): string {
   return dir;
 }
 
+/** A data dir (StartOptions.dataDir), made private if new; one that others may write to is refused. */
+function useDataDir(dir: string): string {
+  const path = resolve(dir);
+  mkdirSync(join(path, 'logs'), { recursive: true, mode: 0o700 });
+  const problem = privateDirProblem(path);
+  if (problem) throw new UsageError(`--data-dir ${path} is not private: ${problem}`);
+  const running = readRunFiles().find((r) => r.sessionDir === path && isAlive(r.pid));
+  if (running)
+    throw new UsageError(`a ${running.role} (pid ${running.pid}) runs on --data-dir ${path}: 'troupe stop' first`);
+  return path;
+}
+
 export async function startHead(o: StartOptions): Promise<StartedCluster> {
-  const sessionDir = newSessionDir();
+  const sessionDir = o.dataDir ? useDataDir(o.dataDir) : newSessionDir();
   const started: number[] = [];
   const runs: Array<{ role: 'nats' | 'head' | 'node'; pid: number }> = [];
   // Every daemon of this start: one that exits before the node is up fails the start at once, with its log.
@@ -118,7 +134,8 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       tokens = { head: t, node: t, localNode: t, driver: t, credentials: { worker: t, driver: t } };
       nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.nats)));
     } else {
-      const ids = createIdentities(sessionDir);
+      // A data dir used again: the same credentials, so nodes and drivers that had them join again.
+      const ids = o.dataDir && hasIdentities(sessionDir) ? readIdentities(sessionDir) : createIdentities(sessionDir);
       const seed = (r: Parameters<typeof builtinIdentity>[1]) => builtinIdentity(ids, r).seed;
       tokens = {
         head: seed('head'),
@@ -193,7 +210,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
       pids: started,
       stop: async () => {
         for (const pid of [...started].reverse()) await terminate(pid);
-        if (!o.detached) rmSync(sessionDir, { recursive: true, force: true });
+        if (!o.detached && !o.dataDir) rmSync(sessionDir, { recursive: true, force: true });
       },
     };
   } catch (e) {

@@ -1,7 +1,7 @@
 // Starts the cluster's nats-server (JetStream on, NKEY users with per-role permissions, TLS when asked) as a child
 // or detached process.
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findNatsServer, missingNatsMessage } from './nats-binary.mjs';
 import { writePrivateFile } from '../base/config.ts';
@@ -51,9 +51,17 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   const bin = findNatsServer();
   if (!bin) throw new UsageError(missingNatsMessage());
   mkdirSync(join(opts.dir, 'logs'), { recursive: true });
+  // A dir used again (a data dir) keeps its port, so that clients find the server where it was, and its server name,
+  // which names JetStream's data in it.
+  const bus = join(opts.dir, 'bus.json');
+  const saved = existsSync(bus)
+    ? (JSON.parse(readFileSync(bus, 'utf8')) as { port: number; serverName: string })
+    : undefined;
+  const fixedPort = opts.port ?? saved?.port;
+  const serverName = saved?.serverName ?? `troupe-${randomBytes(6).toString('hex')}`;
   // A free port can be taken between our probe and the server's bind: try a few.
   for (let attempt = 0; ; attempt++) {
-    const port = opts.port ?? (await freePort(opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host));
+    const port = fixedPort ?? (await freePort(opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host));
     const conf = join(opts.dir, 'nats-server.conf');
     // Users and permissions are in auth.conf (identities.ts writes it, and rewrites it on `troupe token create`).
     writePrivateFile(
@@ -61,7 +69,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       [
         `listen: "${opts.host}:${port}"`,
         `jetstream { store_dir: ${JSON.stringify(join(opts.dir, 'jetstream'))} }`,
-        `server_name: ${JSON.stringify(`troupe-${randomBytes(6).toString('hex')}`)}`,
+        `server_name: ${JSON.stringify(serverName)}`,
         `include ${JSON.stringify(AUTH_CONF)}`,
         ...(opts.tls ? [natsTlsBlock(opts.tls)] : []),
         '',
@@ -83,9 +91,10 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     } catch {
       const how = exited ? `${exited} during start` : 'was not ready within 10 s';
       await terminate(nats.pid, 1000).catch(() => undefined);
-      if (opts.port === undefined && attempt < 3 && /address already in use/i.test(logTail(logPath, 6))) continue;
+      if (fixedPort === undefined && attempt < 3 && /address already in use/i.test(logTail(logPath, 6))) continue;
       throw startError(nats, how);
     }
+    writePrivateFile(bus, `${JSON.stringify({ port, serverName })}\n`);
     const pid = nats.pid;
     return {
       pid,

@@ -2,7 +2,7 @@
 // `tls {}` block that uses them, and the discovery by which a joining machine learns the CA from the server itself,
 // trusting it only if its SHA-256 is the one the join line names (as kubeadm's discovery hash does).
 import { createHash, generateKeyPairSync, randomBytes, X509Certificate, createPrivateKey } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP, connect as netConnect } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -27,21 +27,11 @@ export interface ClusterTls {
 /** Names every client may reach the server by on its own machine, added to the addresses it listens on. */
 const LOCAL_NAMES = ['127.0.0.1', '::1', 'localhost'];
 
-/** Makes a cluster CA (its key never leaves `dir`) and a server certificate for `addresses` (IPs or DNS names) plus
- * the loopback names, and writes them to `dir`: keys 0600, certificates 0644. */
+/** Makes a cluster CA (its key never leaves `dir`), or takes the one already in `dir` (a data dir used again: nodes
+ * trust it still), and a server certificate for `addresses` (IPs or DNS names) plus the loopback names, and writes
+ * them to `dir`: keys 0600, certificates 0644. */
 export function createClusterTls(dir: string, addresses: string[]): ClusterTls {
-  const ca = newKeyPair();
-  const caCert = certificate({
-    subject: `troupe cluster CA ${randomBytes(4).toString('hex')}`,
-    publicKey: ca.publicKey,
-    signer: ca.privateKey,
-    years: 10,
-    extensions: [
-      { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
-      { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-      { name: 'subjectKeyIdentifier' },
-    ],
-  });
+  const { ca, caCert } = savedCa(dir) ?? newCa();
   const server = newKeyPair();
   const names = [...new Set([...addresses, ...LOCAL_NAMES, hostname()].filter(Boolean))];
   const serverCert = certificate({
@@ -89,6 +79,31 @@ export function userClusterTls(dir: string, files: { cert: string; key: string; 
   if (!ca.ca) throw new UsageError(`--tls-ca ${files.ca} is not a CA certificate`);
   if (!signedBy(cert, ca)) throw new UsageError(`--tls-cert ${files.cert} is not signed by --tls-ca ${files.ca}`);
   return writeServerFiles(dir, firstPem(certPem), files.key, firstPem(caPem));
+}
+
+function newCa(): { ca: forge.pki.rsa.KeyPair; caCert: forge.pki.Certificate } {
+  const ca = newKeyPair();
+  const caCert = certificate({
+    subject: `troupe cluster CA ${randomBytes(4).toString('hex')}`,
+    publicKey: ca.publicKey,
+    signer: ca.privateKey,
+    years: 10,
+    extensions: [
+      { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+      { name: 'subjectKeyIdentifier' },
+    ],
+  });
+  return { ca, caCert };
+}
+
+function savedCa(dir: string): { ca: forge.pki.rsa.KeyPair; caCert: forge.pki.Certificate } | undefined {
+  const keyFile = join(dir, 'tls-ca-key.pem');
+  const certFile = join(dir, 'tls-ca.pem');
+  if (!existsSync(keyFile) || !existsSync(certFile)) return undefined;
+  const privateKey = forge.pki.privateKeyFromPem(readFileSync(keyFile, 'utf8')) as forge.pki.rsa.PrivateKey;
+  const caCert = forge.pki.certificateFromPem(readFileSync(certFile, 'utf8'));
+  return { ca: { privateKey, publicKey: caCert.publicKey as forge.pki.rsa.PublicKey }, caCert };
 }
 
 function writeServerFiles(dir: string, serverPem: string, keyFile: string, caPem: string): ClusterTls {

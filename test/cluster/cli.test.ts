@@ -166,3 +166,41 @@ test('start --block exits with code 1 when one of its daemons dies, stopping the
   // Its workers follow their node (they exit with their parent) a moment later.
   await eventually('the head, nats-server and the workers to stop', async () => daemons.every((pid) => !isAlive(pid)));
 });
+
+test('a head started again on its --data-dir is the same cluster: port, credentials, CA, actors', async (t) => {
+  t.timeout(120_000);
+  const home = tempDir(t);
+  const data = join(home, 'data');
+  const env = { TROUPE_HOME: home, TROUPE_TOKEN: '' };
+  const troupe = (...args: string[]) => runCommand(process.execPath, [cli, ...args], { env });
+  t.teardown(async () => {
+    await troupe('stop');
+    for (const pid of processesWithHome(home)) await terminate(pid, 1000);
+  });
+  // Every interface, so the bus is TLS and the join line names the CA. Nothing here connects beyond loopback.
+  const flags = ['--host', '0.0.0.0', '--num-cpus', '1', '--object-store-dir', home, '--node-timeout-ms', '3000'];
+  const startHead = async () => {
+    const r = await troupe('start', '--head', ...flags, '--data-dir', data);
+    t.is(r.code, 0, r.stderr);
+    return /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(r.stdout)!.slice(1);
+  };
+  const driver = (what: string) =>
+    runCommand(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/kept-actor.ts', what],
+      {
+        env,
+      },
+    ).then((r) => {
+      t.is(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!) as { actorId: string; value: number };
+    });
+  const joinLine = await startHead();
+  const made = await driver('make');
+  t.is(made.value, 42);
+  t.is((await troupe('stop')).code, 0);
+  t.deepEqual(await startHead(), joinLine, 'the same join token, address and CA');
+  t.regex((await troupe('start', '--head', ...flags, '--data-dir', data)).stderr, /runs on --data-dir/);
+  // Its record survived: the actor is started again (its old node is gone) and found by name.
+  t.deepEqual(await driver('read'), made);
+});
