@@ -26,6 +26,9 @@ const ENVELOPES = [
   ['inline'],
   ['notRun'],
   ['value'],
+  // An actor call with its caller's sequence number (ActorCaller.call() adds it last, after any deps).
+  ['callId', 'method', 'args', 'caller', 'seq'],
+  ['callId', 'method', 'args', 'caller', 'deps', 'seq'],
 ];
 
 const packr = new Packr({
