@@ -95,7 +95,7 @@ interface Worker {
 interface ActorGrant {
   incarnation: number;
   grant: Promise<LeaseGrant | Busy>;
-  /** Once granted: the lease whose end forgets this. */
+  /** Once reserved: the lease whose end (a stop, even before the start is done) forgets this. */
   leaseId?: string;
 }
 
@@ -338,7 +338,8 @@ export class NodeDaemon {
   }
 
   /** An actor's lease asked for again (by a head that heard no answer: the request or the answer may be lost) joins
-   * the first: one instance per incarnation. Its answer stays until the lease ends; a busy or failed one is forgotten,
+   * the first: one instance per incarnation. Joined until its lease ends, even by a stop while it starts (a new head
+   * stops what it has no record of, then asks again under the same incarnation); a busy or failed one is forgotten,
    * since it reserved nothing. */
   private grantOnce(body: unknown): Promise<LeaseGrant | Busy> {
     // The whole request, its actor's spec included, is checked before anything is reserved for it.
@@ -348,23 +349,26 @@ export class NodeDaemon {
     if (!actorId) return this.grant(req);
     const first = this.actorGrants.get(actorId);
     if (first?.incarnation === req.actor!.incarnation) return first.grant;
-    const entry: ActorGrant = { incarnation: req.actor!.incarnation, grant: this.grant(req) };
+    const entry = { incarnation: req.actor!.incarnation } as ActorGrant;
+    const grant = (entry.grant = this.grant(req, (leaseId) => (entry.leaseId = leaseId)));
     this.actorGrants.set(actorId, entry);
-    entry.grant.then(
+    grant.then(
       (g) => {
         if ('busy' in g) this.forgetGrant(actorId, entry);
-        else entry.leaseId = g.leaseId;
       },
       () => this.forgetGrant(actorId, entry),
     );
-    return entry.grant;
+    return grant;
   }
 
   private forgetGrant(actorId: string, entry: ActorGrant): void {
     if (this.actorGrants.get(actorId) === entry) this.actorGrants.delete(actorId);
   }
 
-  private async grant(req: ReturnType<typeof checkLeaseRequest>): Promise<LeaseGrant | Busy> {
+  private async grant(
+    req: ReturnType<typeof checkLeaseRequest>,
+    reserved?: (leaseId: string) => void,
+  ): Promise<LeaseGrant | Busy> {
     const job = checkJob(req.job);
     const demand = checkDemand(req.demand);
     const within = Number(req.replyWithinMs);
@@ -421,6 +425,7 @@ export class NodeDaemon {
     };
     worker.leases.add(lease); // reserve before awaiting, so no second lease takes it
     this.leases.set(lease.leaseId, lease);
+    reserved?.(lease.leaseId);
     try {
       await untilDeadline(worker.ready, deadline);
     } catch (e) {
