@@ -3,6 +3,7 @@
 //   (b) kill a node daemon: time until its actors serve again elsewhere (goal: within 3 s);
 //   (c) kill the head mid-workload, start another: calls during the outage, placements after it;
 //   (d) 10,000 malformed or random messages on every troupe subject: every daemon alive, calls still work;
+//   (f) kill -9 nats-server mid-workload and start it again: every call answered, none lost;
 //   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
 //       (maxRestarts) and by a supervisor.
 // Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
@@ -21,6 +22,7 @@ import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { isAlive } from '../../runtime/base/processes.ts';
+import { startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { Survivor } from './survivor.ts';
 import { smallValue } from '../workloads/tasks.ts';
@@ -31,7 +33,13 @@ const only = process.argv
   .find((a) => a.startsWith('--only='))
   ?.slice('--only='.length)
   .split(',');
-const runs = (name: string) => !only || only.includes(name);
+const began = performance.now();
+/** Whether to do this run; says so with the time, so that a run that hangs is named in the output. */
+const runs = (name: string) => {
+  const yes = !only || only.includes(name);
+  if (yes) console.log(`chaos: ${name} starts at ${Math.round((performance.now() - began) / 1000)} s`);
+  return yes;
+};
 const KILL_EVERY_MS = 2000;
 const KILL_FOR_MS = smoke ? 5000 : 60_000;
 const FUZZ_MESSAGES = smoke ? 300 : 10_000;
@@ -50,11 +58,17 @@ const pct = (xs: number[], p: number) => {
 };
 const log = (s: string) => console.log(`chaos: ${s}`);
 /** Node failover is measured at this timeout, set explicitly: the default (15 s, runtime/base/config.ts) is for real
- * networks, where a short link loss must fence nothing. */
-const NODE_TIMEOUT_MS = 2000;
+ * networks, where a short link loss must fence nothing. --smoke (npm test, beside other test files on a loaded
+ * machine) allows 5 s: heartbeats starved for 2 s there once fenced healthy nodes. */
+const NODE_TIMEOUT_MS = smoke ? 5000 : 2000;
 
 let head = await startHead({ detached: false, nodeTimeoutMs: NODE_TIMEOUT_MS, numCpus: 2, numGpus: 0 });
 started.push(head);
+/** The cluster's nats-server: [nats-server, head, node daemon] (a later head uses it too), and its session dir. */
+const natsPid = head.pids[0];
+const natsDir = head.sessionDir;
+/** The nats-server that run (f) started again, if it ran. */
+let natsAgain: { stop(): Promise<void> } | undefined;
 const spare = await startNode({
   detached: false,
   numCpus: 2,
@@ -241,6 +255,40 @@ try {
     head = again;
   }
 
+  // (f) kill -9 nats-server mid-workload (what it held is lost), start it again from its config after 1 s. Its
+  // clients reconnect; calls whose messages died with it settle (see Lost messages in the tasks and actors guide).
+  if (runs('restart_nats')) {
+    const actors = [0, 1].map(
+      () => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1 }).remote() as ActorHandle<Survivor>,
+    );
+    await Promise.all(actors.map((a) => a.bump()));
+    let stopping = false;
+    const loops = actors.map((h) => caller(h, () => stopping));
+    const answered = () => loops.reduce((s, l) => s + l.c.answered, 0);
+    await sleep(500);
+    killed.add(natsPid);
+    process.kill(natsPid, 'SIGKILL');
+    const down = performance.now();
+    const atKill = answered();
+    await sleep(1000);
+    natsAgain = await startNatsServerAgain(natsDir);
+    while (answered() === atKill) await sleep(10);
+    const outage = performance.now() - down;
+    await sleep(2000);
+    stopping = true;
+    await Promise.all(loops.map((l) => l.done));
+    const sum = (k: 'sent' | 'answered' | 'failed') => loops.reduce((s, l) => s + l.c[k], 0);
+    results.restart_nats = {
+      down_ms: 1000,
+      calls_answered_again_after_ms: Math.round(outage),
+      calls_sent: sum('sent'),
+      calls_lost: sum('sent') - sum('answered'),
+      calls_failed: sum('failed'),
+      task_after: (await smallValue.remote()) !== undefined,
+    };
+    log(JSON.stringify(results.restart_nats));
+  }
+
   // (d) malformed and random messages on every troupe subject.
   if (runs('fuzz')) {
     const nodes = (await gcs.nodes.list()).filter((n) => n.state === 'ALIVE').map((n) => n.nodeId);
@@ -324,6 +372,7 @@ try {
   finished = true;
   await shutdown();
   for (const c of started.reverse()) await c.stop();
+  await natsAgain?.stop(); // last: the daemons stopped first
   // A node daemon killed with SIGKILL cannot remove its store from /dev/shm (its machine would have lost it too).
   for (const c of started) rmSync(c.objectDir, { recursive: true, force: true });
   rmSync(home, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 // Starts the cluster's nats-server (JetStream on, NKEY users with per-role permissions, TLS when asked) as a child
 // or detached process.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { findNatsServer, missingNatsMessage } from './nats-binary.mjs';
 import { writePrivateFile } from '../base/config.ts';
@@ -54,9 +54,12 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   // A dir used again (a data dir) keeps its port, so that clients find the server where it was, and its server name,
   // which names JetStream's data in it.
   const bus = join(opts.dir, 'bus.json');
-  const saved = existsSync(bus)
-    ? (JSON.parse(readFileSync(bus, 'utf8')) as { port: number; serverName: string })
-    : undefined;
+  let saved: { port: number; serverName: string } | undefined;
+  try {
+    if (existsSync(bus)) saved = JSON.parse(readFileSync(bus, 'utf8'));
+  } catch (e) {
+    throw new UsageError(`${bus} is not valid JSON (${(e as Error).message}): remove it to pick a new port`);
+  }
   const fixedPort = opts.port ?? saved?.port;
   const serverName = saved?.serverName ?? `troupe-${randomBytes(6).toString('hex')}`;
   // A free port can be taken between our probe and the server's bind: try a few.
@@ -107,13 +110,34 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   }
 }
 
+/** Starts the nats-server of session dir `dir` again from its config (the same port, identities and JetStream data),
+ * after it died: clients reconnect by themselves, and what it held when it died is lost. A plain child of this
+ * process, stopped with stop(). For chaos runs and tests; a supervisor would do the same. */
+export async function startNatsServerAgain(dir: string): Promise<{ pid: number; stop(): Promise<void> }> {
+  const bin = findNatsServer();
+  if (!bin) throw new UsageError(missingNatsMessage());
+  const logPath = join(dir, 'logs', 'nats-server.log');
+  const from = statSync(logPath).size; // "Server is ready" from before does not count
+  const log = openSync(logPath, 'a');
+  const child = spawn(bin, ['-c', join(dir, 'nats-server.conf')], { stdio: ['ignore', log, log] });
+  closeSync(log);
+  const pid = child.pid!;
+  try {
+    await waitUntilReady(logPath, 10_000, () => child.exitCode === null, from);
+  } catch (e) {
+    await terminate(pid, 1000).catch(() => undefined);
+    throw new Error(`nats-server did not start again (${(e as Error).message}): ${logTail(logPath, 6)}`);
+  }
+  return { pid, stop: () => terminate(pid) };
+}
+
 /** nats-server logs "Server is ready" once it listens (every version since 2.2). Its port accepting connections is not
  * enough: with a fixed port taken, the server there answers while ours exits. */
-async function waitUntilReady(logPath: string, timeoutMs: number, running: () => boolean): Promise<void> {
+async function waitUntilReady(logPath: string, timeoutMs: number, running: () => boolean, from = 0): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (!running()) throw new Error('exited');
-    if (readFileSync(logPath, 'utf8').includes('Server is ready')) return;
+    if (readFileSync(logPath).subarray(from).includes('Server is ready')) return;
     await sleep(30);
   }
   throw new Error('not ready in time');
