@@ -29,6 +29,9 @@ const ENVELOPES = [
   // An actor call with its caller's sequence number (ActorCaller.call() adds it last, after any deps).
   ['callId', 'method', 'args', 'caller', 'seq'],
   ['callId', 'method', 'args', 'caller', 'deps', 'seq'],
+  // A task with its caller's sequence number (TaskSubmitter.send() adds it last).
+  ['taskId', 'name', 'fn', 'args', 'workingDir', 'owner', 'caller', 'seq'],
+  ['taskId', 'name', 'fn', 'args', 'workingDir', 'owner', 'caller', 'deps', 'seq'],
 ];
 
 const packr = new Packr({

@@ -44,6 +44,8 @@ class SentTask implements BatchedRequest<TaskReply> {
     readonly spec: TaskSpec,
     /** Its expected run time when sent, counted in lease.queuedMs until it leaves. */
     readonly expected: number,
+    /** This send's place in our sends (TaskSpec.seq): a probe's `received` says whether it arrived. */
+    readonly seq: number,
   ) {}
 
   /** Found lost by a probe and settled (retried or failed): an answer that still comes is not this run's to give. */
@@ -129,6 +131,8 @@ export class TaskSubmitter {
   private readonly expectedMs = new Map<string, Map<string, number>>();
   private resendTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
+  /** Tasks sent so far (each send numbered: TaskSpec.seq). */
+  private sends = 0;
   private closed = false;
 
   constructor(
@@ -228,7 +232,8 @@ export class TaskSubmitter {
 
   private send(shape: Shape, lease: Lease, spec: TaskSpec, expected: number): void {
     clearTimeout(lease.idleTimer);
-    const sent = new SentTask(this, shape, lease, spec, expected);
+    spec.seq = this.sends++;
+    const sent = new SentTask(this, shape, lease, spec, expected, spec.seq);
     lease.inFlight.set(spec.taskId, sent);
     lease.queuedMs += expected;
     lease.heardAt = Date.now();
@@ -424,13 +429,13 @@ export class TaskSubmitter {
         lease.probing = true;
         const { workerId } = lease.grant;
         this.bus
-          .request(subjects.procProbe(workerId), { ids: [...lease.inFlight.keys()] })
+          .request(subjects.procProbe(workerId), { ids: [...lease.inFlight.keys()], caller: this.procId })
           .then(
             (answer) => {
-              const { unknown } = checked(checkProbeAnswer, answer); // from the bus: untrusted
+              const { unknown, received } = checked(checkProbeAnswer, answer); // from the bus: untrusted
               lease.heardAt = Date.now();
               lease.unreachableSince = undefined;
-              if (unknown.length) this.lostOnTheBus(shape, lease, unknown);
+              if (unknown.length) this.lostOnTheBus(shape, lease, unknown, received);
             },
             (e: Error) => {
               if (!(e instanceof NoRespondersError)) return;
@@ -446,8 +451,9 @@ export class TaskSubmitter {
   }
 
   /** Tasks the lease's worker does not hold: their answer, if one went, is not coming (one sent just before the
-   * probe's is given a moment). Each runs again if it has retries left, else fails with CallLostError. */
-  private lostOnTheBus(shape: Shape, lease: Lease, ids: string[]): void {
+   * probe's is given a moment). One past the last that `received` never arrived, so never ran: it is sent again as
+   * it is. Any other runs again if it has retries left, else fails with CallLostError. */
+  private lostOnTheBus(shape: Shape, lease: Lease, ids: string[], received: number | undefined): void {
     setTimeout(() => {
       for (const id of ids) {
         const sent = lease.inFlight.get(id);
@@ -455,13 +461,20 @@ export class TaskSubmitter {
         sent.abandoned = true;
         this.leave(lease, sent.spec, sent.expected);
         const { spec } = sent;
-        if (!this.runAgain(shape, spec))
-          this.finish(spec.taskId, {
-            error: new CallLostError(
-              `task ${spec.name}: its request or its answer was lost on the way (worker ${lease.grant.workerId} ` +
-                'is alive but does not hold it); it may have run',
-            ),
-          });
+        // Whether it reached the worker (`received` counts the tasks it got with us as their caller), if it says.
+        const arrived = received === undefined || spec.caller !== this.procId ? undefined : sent.seq <= received;
+        if (arrived === false) {
+          shape.backlog.unshift(spec);
+          this.dispatch(shape);
+          continue;
+        }
+        if (this.runAgain(shape, spec)) continue;
+        const what = !arrived
+          ? 'its request or its answer was lost on the way (worker %w is alive but does not hold it); it may have run'
+          : 'its answer was lost on the way (it reached worker %w, which no longer holds it): it ran';
+        this.finish(spec.taskId, {
+          error: new CallLostError(`task ${spec.name}: ${what.replace('%w', lease.grant.workerId)}`),
+        });
       }
       this.refill(shape, lease);
     }, LATE_ANSWER_MS).unref();

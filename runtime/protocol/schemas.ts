@@ -183,14 +183,15 @@ export const checkActorStart = schemaCheck<v.GenericSchema<{ spec: ActorSpec; in
   }>,
 );
 /** A caller asks which of its tasks or calls a worker still holds (queued, running, or its answer not yet sent). */
-/** For an actor's calls: the actor, and the caller whose calls they are (`received` answers for them). */
+/** The caller whose tasks or calls they are, and for an actor's calls the actor (`received` answers for them). */
 export const checkCallProbe = schemaCheck(
   'call probe',
   v.object({ ids: v.pipe(v.array(id), v.maxLength(100_000)), actorId: v.optional(id), caller: v.optional(id) }),
 );
-/** The ids of a probe the worker does not hold: their answers went, or they never came. For an actor's calls,
- * `received`: the highest `seq` of the caller's calls to it that reached the worker, where the worker knows it. Calls
- * reach it in the order they were sent, and the probe after them: one past it never came, and never will. */
+/** The ids of a probe the worker does not hold: their answers went, or they never came. And `received`: the highest
+ * `seq` of the caller's calls to the actor (or of its tasks to this worker) that reached the worker,
+ * where the worker knows it. They reach it in the order they were sent, and the probe after them: one past it never
+ * came, and never will. */
 export const checkProbeAnswer = schemaCheck(
   'call probe answer',
   v.object({ unknown: v.pipe(v.array(id), v.maxLength(100_000)), received: v.optional(count) }),
@@ -206,6 +207,7 @@ export const anyBody = guardCheck<unknown>('request', () => undefined);
 // --- the hot path: hand-written ----------------------------------------------------------------------------------
 
 const isStr = (x: unknown, max = 4096): x is string => typeof x === 'string' && x.length <= max;
+const isSeq = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 const isArgs = (x: unknown) => x instanceof Uint8Array || (Array.isArray(x) && x.length <= 10_000);
 
@@ -219,6 +221,7 @@ export const checkTaskSpec = guardCheck<TaskSpec>('task', (x) => {
   if (!isArgs(x.args)) return 'args';
   if (x.deps !== undefined && !isObj(x.deps)) return 'deps';
   if (!isStr(x.workingDir) || !isStr(x.owner, 200) || !isStr(x.caller, 200)) return 'workingDir, owner, caller';
+  if (x.seq !== undefined && !isSeq(x.seq)) return 'seq';
   return undefined;
 });
 
@@ -229,7 +232,7 @@ export const checkActorCall = guardCheck<ActorCall>('actor call', (x) => {
   if (!isArgs(x.args)) return 'args';
   if (x.deps !== undefined && !isObj(x.deps)) return 'deps';
   if (!isStr(x.caller, 200)) return 'caller';
-  if (x.seq !== undefined && !(Number.isSafeInteger(x.seq) && (x.seq as number) >= 0)) return 'seq';
+  if (x.seq !== undefined && !isSeq(x.seq)) return 'seq';
   return undefined;
 });
 

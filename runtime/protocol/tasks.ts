@@ -18,6 +18,8 @@ export interface TaskSpec {
   owner: string;
   /** The process that submitted it and owns its result. */
   caller: string;
+  /** This caller's order of its sends (a probe's answer says which reached the worker: see ActorCall.seq). */
+  seq?: number;
 }
 
 export interface TaskReply {

@@ -297,10 +297,14 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
 let tail: Promise<unknown> = Promise.resolve();
 /** Tasks here whose answer has not gone yet: what a caller's probe asks about. */
 const heldTasks = new Set<string>();
+/** Per caller: the highest `seq` of its tasks that arrived here (a probe's `received`). */
+const tasksArrived = new Map<string, number>();
 client.bus.serveBatched(
   subjects.procTask(procId),
   request(checkTaskSpec, (spec: TaskSpec) => {
     heldTasks.add(spec.taskId);
+    if (spec.seq !== undefined && !((tasksArrived.get(spec.caller) ?? -1) >= spec.seq))
+      tasksArrived.set(spec.caller, spec.seq);
     const p = tail.then(() => {
       // a task worker hosts nothing else
       soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
@@ -336,7 +340,7 @@ client.bus.serve(
   subjects.procProbe(procId),
   request(checkCallProbe, ({ ids, actorId, caller }) => {
     const unknown = ids.filter((id) => !heldTasks.has(id) && !actors.holds(id));
-    const received = actorId && caller ? actors.received(actorId, caller) : undefined;
+    const received = !caller ? undefined : actorId ? actors.received(actorId, caller) : tasksArrived.get(caller);
     return received === undefined ? { unknown } : { unknown, received };
   }),
 );
