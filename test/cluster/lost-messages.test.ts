@@ -15,7 +15,7 @@ import { Bus } from '../../runtime/bus/bus.ts';
 import { defaults } from '../../runtime/base/config.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { useCluster } from '../helpers/cluster.ts';
-import { CUT_AFTER_MS, fillTheWay } from '../helpers/slow-consumer.ts';
+import { loseOnTheWay } from '../helpers/slow-consumer.ts';
 import { add, fill, putHere, sleep } from '../fixtures/tasks.ts';
 import { Tally } from '../fixtures/link-loss-actors.ts';
 import { Counter, SlowStart } from '../fixtures/actors.ts';
@@ -44,18 +44,13 @@ test.serial(
     const made = await get(putHere.remote(7));
     // Another connection floods, so that our own stays free to send the task and the locate.
     const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
-    process.kill(made.pid, 'SIGSTOP');
     try {
-      await fillTheWay(flooder, subjects.procTask(made.procId));
-      // Both queued in nats-server behind the junk. No retries: the worker says the task never arrived, so it is sent
-      // again as it is.
-      const sum = add.options({ maxRetries: 0 }).remote(1, 2);
-      const value = get(made.ref);
-      await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts the worker off, dropping them
-      process.kill(made.pid, 'SIGCONT');
-      t.deepEqual(await Promise.all([get(sum), value]), [3, 7], 'the task ran again; the owner, asked again, answered');
+      // Both lost behind the junk. No retries: the worker says the task never arrived, so it is sent again as it is.
+      const { sent } = await loseOnTheWay(flooder, made.pid, subjects.procTask(made.procId), () =>
+        Promise.all([get(add.options({ maxRetries: 0 }).remote(1, 2)), get(made.ref)]),
+      );
+      t.deepEqual(await sent, [3, 7], 'the task ran again; the owner, asked again, answered');
     } finally {
-      process.kill(made.pid, 'SIGCONT');
       await flooder.close();
     }
   },
@@ -66,16 +61,11 @@ test.serial('an actor call whose request the bus dropped is sent again: it never
   const tally = Tally.remote();
   const first = await tally.add(1);
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
-  process.kill(first.pid, 'SIGSTOP');
   try {
-    await fillTheWay(flooder, subjects.actor(tally.actorId));
-    const lost = tally.add(10); // queued in nats-server behind the junk
-    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts the actor's process off, dropping it
-    process.kill(first.pid, 'SIGCONT');
-    t.like(await get(lost), { total: 11, pid: first.pid }, 'sent again, it ran once, on the same instance');
+    const { sent } = await loseOnTheWay(flooder, first.pid, subjects.actor(tally.actorId), () => tally.add(10));
+    t.like(await get(sent), { total: 11, pid: first.pid }, 'sent again, it ran once, on the same instance');
     t.like(await tally.add(0), { total: 11 });
   } finally {
-    process.kill(first.pid, 'SIGCONT');
     await flooder.close();
   }
 });
@@ -96,11 +86,8 @@ test.serial('an actor call whose answer the bus dropped fails with CallLostError
   const next = async () => JSON.parse((await lines.next()).value as string);
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
   try {
-    const { procId } = await next(); // its call runs for 3 s
-    driver.kill('SIGSTOP');
-    await fillTheWay(flooder, subjects.obj.procCopied(procId));
-    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // the answer queues behind the junk and is dropped
-    driver.kill('SIGCONT');
+    const { procId } = await next(); // its call runs for 6 s: the answer comes behind the junk, and is lost
+    await loseOnTheWay(flooder, driver.pid!, subjects.obj.procCopied(procId), () => undefined);
     const ended = await next();
     t.is(ended.ended, CallLostError.name, ended.message);
     t.regex(
@@ -110,7 +97,6 @@ test.serial('an actor call whose answer the bus dropped fails with CallLostError
     t.is(await counter.value(), 1, 'it ran once');
     await exited;
   } finally {
-    driver.kill('SIGCONT');
     await flooder.close();
   }
 });
@@ -119,14 +105,12 @@ test.serial('an actor start the bus dropped: the head asks its node again, and o
   t.timeout(90_000);
   const nodePid = cluster().head.pids.at(-1)!; // the head's machine's node daemon: [nats-server, head, node]
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'test-flooder' });
-  process.kill(nodePid, 'SIGSTOP');
   try {
-    await fillTheWay(flooder, subjects.obj.nodeTouch(cluster().nodeIds[0]));
-    // The head's lease request for it queues in nats-server behind the junk. It takes 3 s to start, so the head asks
-    // the node again (every 1 s) while the node starts it, and the node its worker.
-    const slow = SlowStart.options({ resources: { near: 1 } }).remote(3000);
-    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts the node off, dropping the request
-    process.kill(nodePid, 'SIGCONT');
+    // The head's lease request for it is lost behind the junk. It takes 3 s to start, so the head asks the node again
+    // (every 1 s) while the node starts it, and the node its worker.
+    const { sent: slow } = await loseOnTheWay(flooder, nodePid, subjects.obj.nodeTouch(cluster().nodeIds[0]), () =>
+      SlowStart.options({ resources: { near: 1 } }).remote(3000),
+    );
     t.like(await slow.made(), { constructed: 1 }, 'its worker made one instance');
     t.like(await (await currentCore().gcs()).actors.get(slow.actorId), { state: 'ALIVE', restarts: 0 });
     const held = await flooder.request<string[]>(subjects.nodeActors(cluster().nodeIds[0]), {});
@@ -136,7 +120,6 @@ test.serial('an actor start the bus dropped: the head asks its node again, and o
       'its node holds one lease for it',
     );
   } finally {
-    process.kill(nodePid, 'SIGCONT');
     await flooder.close();
   }
 });
@@ -147,17 +130,13 @@ test.serial('a fetch the bus dropped: the reader asks its node again, and the co
   await wait([far]);
   const nodePid = cluster().head.pids.at(-1)!;
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'test-flooder' });
-  process.kill(nodePid, 'SIGSTOP');
   try {
-    await fillTheWay(flooder, subjects.obj.nodeTouch(cluster().nodeIds[0]));
-    const value = get(far); // our node is asked to fetch a copy: the request queues behind the junk
-    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts the node off, dropping it
-    process.kill(nodePid, 'SIGCONT');
-    const got = await value;
+    // Our node is asked to fetch a copy: the request is lost behind the junk.
+    const { sent } = await loseOnTheWay(flooder, nodePid, subjects.obj.nodeTouch(cluster().nodeIds[0]), () => get(far));
+    const got = await sent;
     t.is(got.length, 200_000);
     t.true(got.every((x) => x === 1));
   } finally {
-    process.kill(nodePid, 'SIGCONT');
     await flooder.close();
   }
 });

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Bus } from '../../runtime/bus/bus.ts';
 
 /** Fills the way to whoever serves `subject` (stopped), so that the next message to it queues in nats-server. */
-export async function fillTheWay(bus: Bus, subject: string): Promise<void> {
+async function fillTheWay(bus: Bus, subject: string): Promise<void> {
   const max = (f: string) => Number(readFileSync(`/proc/sys/net/ipv4/${f}`, 'utf8').trim().split(/\s+/)[2]);
   const mb = Math.min(Math.ceil((max('tcp_rmem') + max('tcp_wmem')) / 1e6) + 16, 60);
   const junk = new Uint8Array(1e6); // under the 1 MB max_payload, with its header
@@ -16,4 +16,19 @@ export async function fillTheWay(bus: Bus, subject: string): Promise<void> {
 }
 
 /** How long to keep it stopped after that for the server to cut it off (its write_deadline, and a margin). */
-export const CUT_AFTER_MS = 12_000;
+const CUT_AFTER_MS = 12_000;
+
+/** Loses what `send()` sends to process `pid`, which serves `subject`: stops it, fills the way to it (on `bus`, a
+ * connection of its own), sends, waits until nats-server has cut it off, then resumes it, on every exit path. Gives
+ * back what send() returned, not awaited. */
+export async function loseOnTheWay<T>(bus: Bus, pid: number, subject: string, send: () => T): Promise<{ sent: T }> {
+  process.kill(pid, 'SIGSTOP');
+  try {
+    await fillTheWay(bus, subject);
+    const sent = send();
+    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts it off, dropping what it queued
+    return { sent };
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+}
