@@ -4,6 +4,8 @@
 //   (c) kill the head mid-workload, start another: calls during the outage, placements after it;
 //   (d) 10,000 malformed or random messages on every troupe subject: every daemon alive, calls still work;
 //   (f) kill -9 nats-server mid-workload and start it again: every call answered, none lost;
+//   (g) a standby head takes over from a leader paused past its lease (as a machine that dies or is cut off: nothing
+//       tells the standby, the lease runs out): the time it takes (goal: within 5 s), calls lost meanwhile;
 //   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
 //       (maxRestarts) and by a supervisor.
 // Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
@@ -15,13 +17,16 @@ import { init, shutdown, startSupervisor, type ActorHandle } from 'troupe';
 import {
   startHead,
   startNode,
+  startStandbyHead,
   recordCurrentCluster,
   type StartedCluster,
 } from '../../runtime/cluster/local-cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
+import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { isAlive } from '../../runtime/base/processes.ts';
+import { defaults } from '../../runtime/base/config.ts';
 import { startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { Survivor } from './survivor.ts';
@@ -67,8 +72,9 @@ started.push(head);
 /** The cluster's nats-server: [nats-server, head, node daemon] (a later head uses it too), and its session dir. */
 const natsPid = head.pids[0];
 const natsDir = head.sessionDir;
-/** The nats-server that run (f) started again, if it ran. */
+/** The nats-server that run (f) started again, if it ran; the standby head of run (g). */
 let natsAgain: { stop(): Promise<void> } | undefined;
+let standby: { pids: number[]; stop(): Promise<void> } | undefined;
 const spare = await startNode({
   detached: false,
   numCpus: 2,
@@ -255,6 +261,56 @@ try {
     head = again;
   }
 
+  // (g) a standby head; the leader paused (SIGSTOP) until the standby leads: the lease's expiry, not a pid found dead,
+  // tells it, as when the leader's machine dies. The old leader then resumes, finds itself deposed and stands by.
+  if (runs('head_failover')) {
+    const leader = async () =>
+      (await client.bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 1000 }).catch(() => undefined))
+        ?.lease;
+    const old = (await leader())!;
+    standby = await startStandbyHead({
+      detached: false,
+      address: head.address,
+      token: builtinIdentity(readIdentities(natsDir), 'head').seed, // the first head's session dir has them
+      nodeTimeoutMs: NODE_TIMEOUT_MS,
+    });
+    const actors = [0, 1].map(
+      () => Survivor.options({ maxRestarts: -1, maxTaskRetries: -1 }).remote() as ActorHandle<Survivor>,
+    );
+    await Promise.all(actors.map((a) => a.bump()));
+    let stopping = false;
+    const loops = actors.map((h) => caller(h, () => stopping));
+    await sleep(500);
+    process.kill(old.pid, 'SIGSTOP');
+    const paused = performance.now();
+    let now = old;
+    while (now.headId === old.headId) {
+      await sleep(20);
+      now = (await leader()) ?? old;
+    }
+    const takeoverMs = performance.now() - paused;
+    const t0 = performance.now();
+    const fresh = Survivor.options({ maxRestarts: 0 }).remote() as ActorHandle<Survivor>;
+    await fresh.bump();
+    const newPlacementMs = performance.now() - t0;
+    process.kill(old.pid, 'SIGCONT');
+    await sleep(1000);
+    stopping = true;
+    await Promise.all(loops.map((l) => l.done));
+    const sum = (k: 'sent' | 'answered' | 'failed') => loops.reduce((s, l) => s + l.c[k], 0);
+    results.head_failover = {
+      lease_ms: defaults.headLeaseMs,
+      takeover_ms: Math.round(takeoverMs),
+      term: `${old.term} to ${now.term}`,
+      calls_sent: sum('sent'),
+      calls_lost: sum('sent') - sum('answered'),
+      calls_failed: sum('failed'),
+      new_actor_placed_after_takeover_ms: Math.round(newPlacementMs),
+      still_leading_after_old_resumed: (await leader())?.headId === now.headId,
+    };
+    log(JSON.stringify(results.head_failover));
+  }
+
   // (f) kill -9 nats-server mid-workload (what it held is lost), start it again from its config after 1 s. Its
   // clients reconnect; calls whose messages died with it settle (see Lost messages in the tasks and actors guide).
   if (runs('restart_nats')) {
@@ -372,6 +428,7 @@ try {
   finished = true;
   await shutdown();
   for (const c of started.reverse()) await c.stop();
+  await standby?.stop();
   await natsAgain?.stop(); // last: the daemons stopped first
   // A node daemon killed with SIGKILL cannot remove its store from /dev/shm (its machine would have lost it too).
   for (const c of started) rmSync(c.objectDir, { recursive: true, force: true });

@@ -56,6 +56,11 @@ export const defaults = {
    * 0.2, 0.6, 1.4, 3, 6.2 s), a busy machine may pause for seconds, and fencing cannot be undone; 15 s is twice the
    * worst of those, and still fails over in seconds where Ray takes half a minute. Tests that kill nodes shorten it. */
   nodeTimeoutMs: envInt('TROUPE_NODE_TIMEOUT_MS', 15_000),
+  /** A head that has not renewed its lease for this long is taken over by a standby head (`troupe start --head
+   * --address`); the leader renews every third of it, a standby reads it every tenth. A takeover takes this, up to
+   * two tenths more, and the new head's start: about 3.5 s, within the 5 s the cluster aims for. Shorter would take
+   * over from a head merely stalled (a long GC, a loaded machine) more often. */
+  headLeaseMs: envInt('TROUPE_HEAD_LEASE_MS', 3000),
   /** Values up to this size travel inside messages; larger ones go through the object store. */
   inlineThreshold: envInt('TROUPE_INLINE_THRESHOLD', 100 * 1024),
   /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. A link lost

@@ -78,6 +78,8 @@ export class UsageError extends TroupeError {}
 export class ModuleRefusedError extends UsageError {}
 /** A message on the bus failed its check (a malformed or oversized message): it is refused, never acted on. */
 export class ProtocolError extends TroupeError {}
+/** A head that lost its lease (protocol/cluster.ts HeadLease) sent this: another head leads with a newer term. */
+export class StaleHeadError extends TroupeError {}
 /** A node has as many worker processes as it may run (TROUPE_MAX_WORKERS_PER_NODE): the lease that needed one more
  * is refused, never given a process past the cap. */
 export class WorkerLimitError extends TroupeError {}
@@ -150,6 +152,7 @@ for (const c of [
   UsageError,
   ModuleRefusedError,
   ProtocolError,
+  StaleHeadError,
   WorkerLimitError,
   PendingCallsLimitError,
   DaemonStartError,

@@ -42,7 +42,8 @@ interface Pending {
 }
 
 /** A handler returns this when it answers by itself (with replyTo), perhaps in several parts. */
-const NO_REPLY = Symbol('troupe.noReply');
+/** What a handler returns (or its promise resolves to) to leave a request unanswered. */
+export const NO_REPLY = Symbol('troupe.noReply');
 
 /** Requests of one batch that go as a message of their own, without waiting for the end of the turn. */
 const BATCH_PART = 256;
@@ -727,7 +728,7 @@ export class Bus {
     }
     if (out instanceof Promise)
       out.then(
-        (v) => this.respond(msg, [0, v]),
+        (v) => v !== NO_REPLY && this.respond(msg, [0, v]),
         (e) => this.respond(msg, [1, asError(e)]),
       );
     else if (out !== NO_REPLY) this.respond(msg, [0, out]);

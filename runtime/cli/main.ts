@@ -246,9 +246,12 @@ function startOptions(values: Values): StartOptions {
 }
 
 async function start(values: Values): Promise<number> {
-  if (!values.head === !values.address)
-    throw new UsageError('troupe start needs exactly one of --head or --address HOST:PORT');
+  if (!values.head && !values.address)
+    throw new UsageError(
+      'troupe start needs --head (a new cluster), --address HOST:PORT (join one), or both (a standby head)',
+    );
   const o = startOptions(values);
+  if (values.head && values.address) return startStandby(values, o);
   const { startHead, startNode, recordCurrentCluster } = await import('../cluster/local-cluster.ts');
   let started: StartedCluster;
   if (values.head) {
@@ -299,6 +302,36 @@ async function start(values: Values): Promise<number> {
     console.log(`Logs in ${started.sessionDir}/logs. 'troupe status' shows the cluster, 'troupe stop' stops it.`);
     return 0;
   }
+  const code = await block(started);
+  removeClusterFile();
+  return code;
+}
+
+/** `troupe start --head --address HOST:PORT`: a head daemon that stands by, and leads once the leader is gone. */
+async function startStandby(values: Values, o: StartOptions): Promise<number> {
+  for (const bad of ['port', 'host', 'nats', 'tls-cert', 'tls-key', 'data-dir', 'node-ip-address'] as const)
+    if (values[bad] !== undefined) throw new UsageError(`--${bad} is not for a standby head (--head --address)`);
+  const address = values.address as string;
+  parseAddress(address);
+  await trustCluster(address, values);
+  if (!o.token)
+    throw new UsageError(
+      `no token for ${address}: a standby head needs a head credential ('troupe token create --role head' on the ` +
+        "head's machine), in TROUPE_TOKEN or --token-file",
+    );
+  const { startStandbyHead } = await import('../cluster/local-cluster.ts');
+  const started = await startStandbyHead({ ...o, address, token: o.token });
+  console.log(`troupe standby head for ${address} started; session ${started.sessionDir}`);
+  if (!values.block) {
+    console.log(`Its log: ${started.sessionDir}/logs/head.log. 'troupe stop' stops it.`);
+    return 0;
+  }
+  return block(started);
+}
+
+/** --block: stays in the foreground until a daemon of `started` dies (code 1) or a signal (code 0), then stops them
+ * all. */
+async function block(started: { pids: number[]; sessionDir: string; stop(): Promise<void> }): Promise<number> {
   console.log('Running in the foreground; Ctrl-C stops.');
   // As `ray start --block`: one of our daemons gone ends the command (code 1), the others stopped, so that a
   // supervisor (systemd's Restart=on-failure) starts the whole again.
@@ -317,7 +350,6 @@ async function start(values: Values): Promise<number> {
   if (gone !== undefined)
     console.error(`troupe: daemon process ${gone} exited (logs in ${started.sessionDir}/logs): stopping the others`);
   await started.stop();
-  removeClusterFile();
   return gone === undefined ? 0 : 1;
 }
 
@@ -418,6 +450,7 @@ async function status(values: Values): Promise<number> {
             address: bus.address,
             headReachable: !!head,
             head: head?.head,
+            lease: head?.lease,
             nodes,
             pending: head?.pending ?? [],
             infeasible: head?.infeasible ?? [],
@@ -433,6 +466,10 @@ async function status(values: Values): Promise<number> {
     console.log(
       printable(`troupe cluster at ${bus.address}${head ? `, head runs ${describeVersions(head.head)}` : ''}`),
     );
+    if (head?.lease) {
+      const l = head.lease;
+      console.log(printable(`Leading head: ${l.headId} on ${l.hostname} (pid ${l.pid}), term ${l.term}`));
+    }
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);

@@ -17,12 +17,13 @@ import { printTable } from './table.ts';
 
 export const TOKEN_HELP = `troupe token: the cluster's credentials (run on the head's machine)
 
-  troupe token create --role driver|node|cli [--name N]   prints the new credential on stdout, nothing else
-  troupe token list [--json]                               name, role, public key, created
-  troupe token revoke NAME|PUBLIC_KEY                      its connections are closed; it is refused from now on
+  troupe token create --role ROLE [--name N]   prints the new credential on stdout, nothing else
+  troupe token list [--json]                   name, role, public key, created
+  troupe token revoke NAME|PUBLIC_KEY          its connections are closed; it is refused from now on
 
 Roles: driver (scripts, 'troupe job submit|stop'), node (joining a machine), cli (read-only: status, list, memory,
-job list|status|logs). The built-in head and worker identities cannot be revoked.`;
+job list|status|logs), head (a standby head, 'troupe start --head --address': every right the head has). The
+built-in head and worker identities cannot be revoked.`;
 
 /** The head on this machine (the current cluster's, if several). */
 function localHead(): HeadHere {
@@ -62,7 +63,7 @@ export function tokenCommand(argv: string[]): number {
   const head = localHead();
   const dir = head.sessionDir;
   if (sub === 'create') {
-    if (typeof values.role !== 'string') throw new UsageError('troupe token create needs --role driver|node|cli');
+    if (typeof values.role !== 'string') throw new UsageError('troupe token create needs --role driver|node|cli|head');
     const id = addIdentity(dir, values.role as Role, values.name as string | undefined);
     reloadNatsServer(head.natsPid);
     process.stdout.write(`${id.seed}\n`);

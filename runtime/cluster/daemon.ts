@@ -93,13 +93,36 @@ async function rejoinWhenFenced(node: NodeDaemon, options: NodeDaemonOptions): P
   }
 }
 
+/** A head another head took the lease from (it was paused or cut off past its lease) stops, and stands by again in the
+ * same process. */
+async function standByWhenDeposed(head: Head, options: HeadOptions): Promise<void> {
+  const cause = await head.deposed;
+  if (stopping) return;
+  console.error(`troupe: this head no longer leads: ${cause}; it stands by`);
+  await head.stop().catch(() => undefined);
+  const next = new Head(options);
+  daemon = next;
+  try {
+    await next.start();
+  } catch (e) {
+    console.error(e);
+    await stop(1, { lastWords: `troupe: the head could not stand by again: ${asError(e).message}` });
+  }
+  return standByWhenDeposed(next, options);
+}
+
 let credentialsBus: Bus | undefined;
 try {
   if (config.role === 'head' && config.credentials)
     credentialsBus = await serveCredentials(config.credentials, config.options);
+  // A head's before start(): a standby's start lasts until it leads, and `troupe stop` must find it meanwhile. A node's
+  // once it is up: its starter takes the file for that.
+  if (config.role === 'head') writeRunFile(run);
   await daemon.start();
-  writeRunFile(run);
-  if (config.role === 'node') void rejoinWhenFenced(daemon as NodeDaemon, config.options);
+  if (config.role === 'node') {
+    writeRunFile(run);
+    void rejoinWhenFenced(daemon as NodeDaemon, config.options);
+  } else void standByWhenDeposed(daemon as Head, config.options);
 } catch (e) {
   console.error(e); // all of it (stack, cause), for whoever reads the log
   await stop(1, {

@@ -24,8 +24,9 @@ export interface Identity {
   builtin?: boolean;
 }
 
-/** What `troupe token create` may make: the head and worker identities are the cluster's own. */
-export const CREATABLE_ROLES: readonly Role[] = ['driver', 'node', 'cli'];
+/** What `troupe token create` may make: the worker identity is the cluster's own. A head credential is for a standby
+ * head (`troupe start --head --address`) and holds every right the head has. */
+export const CREATABLE_ROLES: readonly Role[] = ['driver', 'node', 'cli', 'head'];
 /** The built-in identities, by name. `node` is the join credential (the join line prints it: revocable, so a leaked
  * line can be); the head machine's own node daemon runs as `local-node`. The cluster runs on `head`, `worker`,
  * `local-node` and `driver` (this machine's drivers, submitted jobs): those cannot be revoked. */

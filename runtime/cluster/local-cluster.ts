@@ -1,6 +1,6 @@
 // Starts daemons on this machine: a whole cluster (nats-server + head + node daemon) for `troupe start --head`
 // and for init() with nothing to join, or one node daemon for `troupe start --address`.
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hostOf, isLoopback, nodeStoreName, saveCa, troupeHome, trustPlain, writeClusterFile } from '../base/config.ts';
@@ -227,6 +227,42 @@ function serverTls(o: StartOptions, sessionDir: string, host: string): ClusterTl
   if (o.noTls || isLoopback(host)) return undefined;
   const listens = host === '0.0.0.0' || host === '::' ? externalAddresses() : [host];
   return createClusterTls(sessionDir, [...listens, ...(o.nodeIp ? [o.nodeIp] : [])]);
+}
+
+/** A standby head for the cluster at `address` (`troupe start --head --address`): a head daemon that serves nothing
+ * until the leading head stops renewing its lease (head/leadership.ts), and then leads. `token` is a head credential
+ * (`troupe token create --role head`). Resolves once the daemon stands by (or leads: the leader was gone). */
+export async function startStandbyHead(
+  o: Pick<StartOptions, 'detached' | 'holdProcess' | 'nodeTimeoutMs'> & { address: string; token: string },
+): Promise<{ sessionDir: string; pids: number[]; stop(): Promise<void> }> {
+  // The credentials the leader gives node daemons: this head gives the same ones once it leads.
+  const credentials = await checkVersions(o.address, o.token);
+  const sessionDir = newSessionDir();
+  const head = await spawnDaemon(
+    {
+      role: 'head',
+      sessionDir,
+      parentPid: o.detached ? undefined : process.pid,
+      credentials,
+      options: { address: o.address, token: o.token, nodeTimeoutMs: o.nodeTimeoutMs },
+    },
+    { sessionDir, logName: 'head', what: 'the standby head daemon', detached: o.detached, holdProcess: o.holdProcess },
+  );
+  try {
+    const up = await new StartWatch([head]).step(logged(head.logPath, /standby head:|leading with term/, 60_000));
+    if (!up) throw startError(head, 'neither stood by nor led within 60 s');
+  } catch (e) {
+    await terminate(head.pid, 2000);
+    throw e;
+  }
+  return { sessionDir, pids: [head.pid], stop: () => terminate(head.pid) };
+}
+
+/** Whether the log says `line` within timeoutMs. */
+async function logged(path: string, line: RegExp, timeoutMs: number): Promise<boolean> {
+  for (const until = Date.now() + timeoutMs; Date.now() < until; await sleep(50))
+    if (line.test(readFileSync(path, 'utf8'))) return true;
+  return false;
 }
 
 type NodeStartOptions = StartOptions & { address: string; token: string; sessionDir?: string; isHead?: boolean };

@@ -26,6 +26,8 @@ import { checkActorIds } from '../protocol/schemas.ts';
 export interface ActorManagerHost {
   bus: Bus;
   gcs: Gcs;
+  /** The head's fencing term, which its messages to nodes carry. */
+  term(): number;
   place(demand: ResourceSet, strategy: SchedulingStrategy): Placement;
   enqueue(req: {
     reqId: string;
@@ -86,7 +88,9 @@ export class ActorManager {
           return;
         }
         for (const actorId of held.filter((id) => ids.has(id)))
-          await this.h.bus.request(subjects.nodeActorStop(nodeId), { actorId }).catch(() => undefined);
+          await this.h.bus
+            .request(subjects.nodeActorStop(nodeId), { actorId, term: this.h.term() })
+            .catch(() => undefined);
       }),
     );
   }
@@ -214,7 +218,7 @@ export class ActorManager {
     const a = this.actors.get(actorId);
     if (!a || a.incarnation !== incarnation || a.state === 'DEAD') {
       void this.h.bus
-        .request(subjects.nodeActorStop(grant.nodeId), { actorId, leaseId: grant.leaseId })
+        .request(subjects.nodeActorStop(grant.nodeId), { actorId, leaseId: grant.leaseId, term: this.h.term() })
         .catch(() => undefined);
       return;
     }
@@ -310,7 +314,7 @@ export class ActorManager {
     return this.h.bus
       .request(
         subjects.nodeActorStop(at.nodeId),
-        { actorId: a.actorId, leaseId: at.leaseId, graceMs },
+        { actorId: a.actorId, leaseId: at.leaseId, graceMs, term: this.h.term() },
         { timeoutMs: graceMs + 5000 },
       )
       .catch(() => undefined);

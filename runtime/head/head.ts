@@ -1,7 +1,8 @@
 // The head: places lease requests on nodes, declares silent nodes dead, answers status.
 // Stateless beyond KV: a restarted head rebuilds its node table from the nodes bucket and the next heartbeats.
+import { hostname } from 'node:os';
 import { LRUCache } from 'lru-cache';
-import { Bus } from '../bus/bus.ts';
+import { Bus, NO_REPLY, type Handler } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
@@ -14,7 +15,8 @@ import {
   type ResourceSet,
   type NodeView,
 } from '../scheduling/placement.ts';
-import { InfeasibleError, NoRespondersError, WorkerDiedError, ProtocolError } from '../base/errors.ts';
+import { InfeasibleError, NoRespondersError, WorkerDiedError, ProtocolError, StaleHeadError } from '../base/errors.ts';
+import { Leadership } from './leadership.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
@@ -54,6 +56,8 @@ export interface HeadOptions {
   nodeTimeoutMs?: number;
   /** Silence after which a node is SUSPECT (default defaults.nodeSuspectMs, at most half the timeout). */
   nodeSuspectMs?: number;
+  /** The head lease's length (default defaults.headLeaseMs): how long a standby waits for a silent leader. */
+  leaseMs?: number;
 }
 
 interface NodeState {
@@ -92,6 +96,7 @@ export class Head {
    * or a busy head would declare healthy nodes dead. */
   private hbBus!: Bus;
   private gcs!: Gcs;
+  private leadership!: Leadership;
   private checkpointStore: Promise<CheckpointStore> | undefined;
   private readonly nodes = new Map<string, NodeState>();
   /** Every request not yet granted; `waiting` is the subset with no grant in flight, which is all pump() looks at. */
@@ -129,8 +134,18 @@ export class Head {
     void this.watchConnection();
     // Before anyone joins: the stores every job shares are the head's to create (see buckets.ts).
     await createSharedObjectStores(this.bus);
+    // A standby waits here, serving nothing, until the leader stops renewing its lease.
+    const leaseMs = this.o.leaseMs ?? defaults.headLeaseMs;
+    this.leadership = await Leadership.open(this.hbBus, leaseMs);
+    const leads = await this.leadership.acquire((l) =>
+      console.log(
+        `troupe: standby head: head ${l.headId} on ${l.hostname} (pid ${l.pid}) leads with term ${l.term}; ` +
+          `taking over once it leaves its lease unrenewed for ${leaseMs} ms`,
+      ),
+    );
+    if (!leads) return; // stopped while it stood by
     // First, before anything else is served: every joiner checks its versions against ours.
-    this.bus.serve(subjects.headHello, (hello: HelloMsg | undefined) => {
+    this.serve(subjects.headHello, (hello: HelloMsg | undefined) => {
       if (!sameVersions(hello, ownVersions()))
         console.error(
           `troupe: refusing a ${typeof hello?.role === 'string' ? hello.role.slice(0, 20) : 'joiner'} that runs ` +
@@ -141,16 +156,18 @@ export class Head {
     this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
-    this.stopWatch = await this.gcs.nodes.watch((key, info) => {
-      if (info === undefined) return this.onNodeRecord(key, undefined);
-      try {
-        this.onNodeRecord(key, checked(checkNodeInfo, info) as NodeInfo);
-      } catch {
-        // counted and logged by checked(); a record we cannot read places nothing
-      }
-    });
+    this.stopWatch = await this.gcs.nodes.watch((key, info) =>
+      this.whileLeading(() => {
+        if (info === undefined) return this.onNodeRecord(key, undefined);
+        try {
+          this.onNodeRecord(key, checked(checkNodeInfo, info) as NodeInfo);
+        } catch {
+          // counted and logged by checked(); a record we cannot read places nothing
+        }
+      }),
+    );
     this.jobs = await JobRegistry.open(bus, this.gcs.jobs);
-    bus.serve(subjects.headJobRegister, (req: unknown) => {
+    this.serve(subjects.headJobRegister, (req: unknown) => {
       const job = checkJobRegistration(req);
       this.clientSeen.set(job.driver, Date.now()); // its driver speaks: alive, before its first heartbeat is heard
       return this.jobs.register(job);
@@ -158,6 +175,7 @@ export class Head {
     this.actors = new ActorManager({
       bus,
       gcs: this.gcs,
+      term: () => this.term,
       jobOf: (named, what) => this.jobs.recordOf(named, what),
       place: (demand, strategy) => place(this.views(), demand, strategy),
       enqueue: (req) => {
@@ -170,59 +188,101 @@ export class Head {
       checkpoints: () => (this.checkpointStore ??= CheckpointStore.open(bus)),
     });
     await this.actors.load();
-    bus.serve(
+    this.serve(
       subjects.headActorCreate,
       request(checkActorCreate, (req) => this.actors.create(req.spec as ActorSpec)),
     );
-    bus.serve(
+    this.serve(
       subjects.headActorKill,
       request(checkActorKill, (req) => this.actors.kill(req.actorId, req.noRestart !== false, req.cause, req.by)),
     );
-    bus.serve(
+    this.serve(
       subjects.headActorRestart,
       request(checkActorRestart, (req) => this.actors.restartHeld(req.actorId, req.supervisor)),
     );
-    bus.serve(
+    this.serve(
       subjects.headActorsOfOwner,
       request(checkOwnerDone, (req) => this.actors.ownerGone(req.owner, 'its owner shut down')),
     );
-    bus.on(
+    this.on(
+      bus,
       subjects.evtWorkerDied,
       event(checkWorkerDied, (m) => this.actors.onWorkerDied(m)),
     );
-    this.hbBus.on(
+    this.on(
+      this.hbBus,
       subjects.hbNodeAll,
       event(checkHeartbeat, (hb) => this.onHeartbeat(hb)),
     );
-    this.hbBus.on(subjects.hbProcAll, (_b, subject) =>
+    this.on(this.hbBus, subjects.hbProcAll, (_b, subject) =>
       this.clientSeen.set(subject.slice(subjects.hbProc('').length), Date.now()),
     );
-    bus.on(
+    this.on(
+      bus,
       subjects.evtTasks,
       event(checkTaskEvents, (events) => {
         for (const e of events) this.tasks.set(e.taskId, e as TaskEvent);
       }),
     );
-    bus.serve(
+    this.serve(
       subjects.headLease,
       request(checkLeaseRequestMsg, (req) => this.onLeaseRequest(req as LeaseRequestMsg | { cancel: string })),
     );
-    bus.serve(subjects.headStatus, () => this.status());
-    bus.serve(
+    this.serve(subjects.headStatus, () => this.status());
+    this.serve(
       subjects.headTasks,
       request(checkTasksQuery, (req) => [...this.tasks.values()].slice(0, req?.limit ?? 1000)),
     );
-    this.timers.push(setInterval(() => this.detectFailures(), Math.max(50, Math.min(250, this.timeoutMs / 4))));
-    this.timers.push(setInterval(() => this.dropSilentClients(), 2000));
+    // A head whose lease lapsed skips them (whileLeading): after a pause, detectFailures() then finds itself late and
+    // gives every node a full timeout, as after any stall.
+    const sweep = Math.max(50, Math.min(250, this.timeoutMs / 4));
+    this.timers.push(setInterval(() => this.whileLeading(() => this.detectFailures()), sweep));
+    this.timers.push(setInterval(() => this.whileLeading(() => this.dropSilentClients()), 2000));
     console.log(
-      `troupe: head up, ${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, ` +
-        `dead after ${this.timeoutMs} ms)`,
+      `troupe: head ${this.leadership.headId} up and leading with term ${this.term}, ` +
+        `${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, dead after ${this.timeoutMs} ms)`,
     );
+  }
+
+  /** Serves a head subject as the leader only: a request that comes while the lease is unconfirmed (this head was
+   * paused, or the bus away) waits for a renewal; a deposed head leaves it to the leader to answer. */
+  private serve(subject: string, handler: Handler): void {
+    this.bus.serve(subject, (body, msg) =>
+      this.leadership.valid
+        ? handler(body, msg)
+        : this.leadership.confirm().then((leads) => (leads ? handler(body, msg) : NO_REPLY)),
+    );
+  }
+
+  /** Listens as the leader only, as serve() does. */
+  private on(bus: Bus, subject: string, handler: (body: any, subject: string) => void): void {
+    bus.on(subject, (body, at) => this.whileLeading(() => handler(body, at)));
+  }
+
+  /** Runs fn now if this head leads, after a renewal if its lease is unconfirmed, and never once it is deposed. */
+  private whileLeading(fn: () => void): void {
+    if (this.leadership.valid) fn();
+    else
+      void this.leadership.confirm().then((leads) => {
+        if (leads) fn();
+      });
+  }
+
+  /** The fencing term of every message this head sends to nodes. */
+  private get term(): number {
+    return this.leadership.term;
+  }
+
+  /** Resolves, with why, once another head has taken over the lease: this one must stop (daemon.ts starts a new
+   * one, as a standby). */
+  get deposed(): Promise<string> {
+    return this.leadership.lost;
   }
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.stopWatch?.();
+    await this.leadership?.stop();
     await Promise.all([this.bus?.close(), this.hbBus?.close()]);
   }
 
@@ -246,7 +306,7 @@ export class Head {
         'install the same troupe on every machine';
       console.error(`troupe: refusing node ${nodeId}: ${cause}`);
       this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0, suspect: false });
-      this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: info.startedAt });
+      this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: info.startedAt, term: this.term });
       void this.gcs.nodes
         .put(nodeId, { ...info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
         .catch(() => undefined);
@@ -273,7 +333,7 @@ export class Head {
       // A new incarnation of it (fenced, it stopped and joined again): its record comes through the KV watch.
       if (hb.startedAt !== undefined && hb.startedAt !== n.info.startedAt) return;
       // Declared dead, yet talking: its work was given up on already, so it must not serve.
-      this.bus.publish(subjects.nodeFenced(hb.nodeId), { startedAt: n.info.startedAt });
+      this.bus.publish(subjects.nodeFenced(hb.nodeId), { startedAt: n.info.startedAt, term: this.term });
       return;
     }
     n.lastHb = Date.now();
@@ -361,7 +421,7 @@ export class Head {
     }
     this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
-      this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: n.info.startedAt });
+      this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: n.info.startedAt, term: this.term });
       void this.gcs.nodes
         .put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
         .catch(() => undefined);
@@ -516,7 +576,7 @@ export class Head {
     // meanwhile); a node past replyWithinMs takes a task's grant back rather than keep it for nobody.
     const timeoutMs = p.actor ? 0 : 40_000;
     const { clientId, job, demand, actor } = p;
-    const req: LeaseRequest = { clientId, job, demand, actor, replyWithinMs: timeoutMs, seq: n.sent };
+    const req: LeaseRequest = { clientId, job, demand, actor, replyWithinMs: timeoutMs, seq: n.sent, term: this.term };
     const subject = subjects.nodeLease(nodeId);
     const answered = p.actor
       ? this.bus.requestUntilAnswered<LeaseGrant | Busy>(subject, req, { wanted: () => p.attempt === attempt })
@@ -548,7 +608,8 @@ export class Head {
         this.pumpSoon();
       },
       (e: Error) => {
-        if (p.attempt !== attempt) return;
+        // This head was deposed: what it asked no longer counts, and it stops once its renewal fails.
+        if (p.attempt !== attempt || e instanceof StaleHeadError) return;
         p.granting = false;
         // Its node is between connections (a reconnect): its heartbeats tell whether it comes back. Not a failed
         // start, which would end the actor: placed again shortly, there or elsewhere.
@@ -583,6 +644,7 @@ export class Head {
     const now = Date.now();
     return {
       head: ownVersions(),
+      lease: { headId: this.leadership.headId, term: this.term, hostname: hostname(), pid: process.pid },
       nodes: [...this.nodes.values()].map((n) => ({
         ...n.info,
         state: n.alive ? (n.suspect ? 'SUSPECT' : 'ALIVE') : 'DEAD',

@@ -6,7 +6,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Bus } from '../bus/bus.ts';
-import { Gcs } from '../state/gcs.ts';
+import { Gcs, Table } from '../state/gcs.ts';
+import { openKv } from '../state/buckets.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { defaults, nodeStoreName } from '../base/config.ts';
 import {
@@ -18,7 +19,7 @@ import {
   checkDemand,
   type ResourceSet,
 } from '../scheduling/placement.ts';
-import { WorkerDiedError, ProtocolError, WorkerLimitError } from '../base/errors.ts';
+import { WorkerDiedError, ProtocolError, WorkerLimitError, StaleHeadError } from '../base/errors.ts';
 import { howItExited } from '../base/processes.ts';
 import { NodeStore } from '../../object-store/node-store.ts';
 import { StoreManager } from '../../object-store/store-manager.ts';
@@ -27,12 +28,13 @@ import { checkRange, fetchChunked, makeChunk, recordedSize } from '../../object-
 import { checkObjectMessage, parseObjectMessage } from '../protocol/objects.ts';
 import { workerCommand } from '../base/launch.ts';
 import { lanePath } from '../bus/lane.ts';
-import type { NodeInfo } from '../protocol/cluster.ts';
+import { HEAD_LEASE_BUCKET, HEAD_LEASE_KEY, type HeadLease, type NodeInfo } from '../protocol/cluster.ts';
 import type { Busy, HeartbeatMsg, LeaseGrant, WorkerDiedMsg } from '../protocol/leases.ts';
 import {
   checkActorStarted,
   checkBlocked,
   checkFenced,
+  checkHeadLease,
   checkLeaseRequest,
   checkNodeActorStop,
   checkRelease,
@@ -205,12 +207,16 @@ export class NodeDaemon {
     });
     this.credentials = checkCredentials(await this.bus.request(CREDENTIALS_SUBJECT, {}, { timeoutMs: 10_000 }));
     this.gcs = await Gcs.open(this.bus);
+    await this.followHeadLease();
     this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: unknown) => this.grantOnce(req));
     bus.serve(
       subjects.nodeActorStop(this.nodeId),
-      request(checkNodeActorStop, (req) => this.stopActor(req.actorId, req.leaseId, req.graceMs ?? 0)),
+      request(checkNodeActorStop, (req) => {
+        this.checkTerm(req.term, 'an actor stop');
+        return this.stopActor(req.actorId, req.leaseId, req.graceMs ?? 0);
+      }),
     );
     // After a restart the head asks which actors are really here (some may have died while it was away).
     bus.serve(subjects.nodeActors(this.nodeId), () =>
@@ -244,8 +250,9 @@ export class NodeDaemon {
     bus.on(
       subjects.nodeFenced(this.nodeId),
       event(checkFenced, (m) => {
-        if (m?.startedAt !== undefined && m.startedAt !== this.startedAt) return; // an earlier incarnation's
-        const why = typeof m?.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
+        if (m.startedAt !== undefined && m.startedAt !== this.startedAt) return; // an earlier incarnation's
+        if (m.term < this.headTerm) return; // a deposed head's
+        const why = typeof m.cause === 'string' ? `: ${m.cause.slice(0, 500)}` : '';
         console.error(`troupe: node ${this.nodeId} was declared dead by the head${why}; stopping its workers`);
         void this.stop('fenced by the head').then(() => this.fence(why));
       }),
@@ -307,6 +314,32 @@ export class NodeDaemon {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   /** The highest number of the head's lease requests seen: a heartbeat that reaches the last it sent reflects all. */
   private leaseRequestsSeen = 0;
+  /** The term of the head lease in KV: a head message of an older term is a deposed head's, and refused. Learnt from
+   * KV alone, never from a message, so that no message can raise it and shut the real leader out. */
+  private headTerm = 0;
+  private stopLeaseWatch?: () => void;
+
+  /** Follows the head lease (every takeover raises its term), until this daemon stops. */
+  private async followHeadLease(): Promise<void> {
+    const leases = new Table<HeadLease>(await openKv(this.bus, HEAD_LEASE_BUCKET, { history: 1 }));
+    this.stopLeaseWatch = await leases.watch((key, value) => {
+      if (key !== HEAD_LEASE_KEY || value === undefined) return;
+      let lease: HeadLease;
+      try {
+        lease = checked(checkHeadLease, value);
+      } catch {
+        return; // counted and logged by checked()
+      }
+      if (lease.term <= this.headTerm) return;
+      this.headTerm = lease.term;
+      this.leaseRequestsSeen = 0; // the new head numbers its requests from 1
+    });
+  }
+
+  private checkTerm(term: number, what: string): void {
+    if (term < this.headTerm)
+      throw new StaleHeadError(`${what} from a head of term ${term}: the head leading now has term ${this.headTerm}`);
+  }
 
   /** A heartbeat soon: what changed reaches the head quickly, but a burst of grants sends one, not thousands. */
   private heartbeatSoon(): void {
@@ -344,6 +377,7 @@ export class NodeDaemon {
   private grantOnce(body: unknown): Promise<LeaseGrant | Busy> {
     // The whole request, its actor's spec included, is checked before anything is reserved for it.
     const req = checked(checkLeaseRequest, body);
+    this.checkTerm(req.term, 'a lease request');
     this.leaseRequestsSeen = Math.max(this.leaseRequestsSeen, req.seq ?? 0);
     const actorId = req.actor?.spec.actorId;
     if (!actorId) return this.grant(req);
@@ -745,6 +779,7 @@ export class NodeDaemon {
   private async stopOnce(cause: string): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    this.stopLeaseWatch?.();
     await this.submitted?.close().catch(() => undefined); // drivers first: their workers go next
     const exits = [...this.processes].map(
       (child) =>

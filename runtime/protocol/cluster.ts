@@ -24,6 +24,24 @@ export interface NodeInfo {
   isHead: boolean;
 }
 
+/** The head's lease: which head leads, and its fencing term, kept in KV (`HEAD_LEASE_BUCKET`, key `HEAD_LEASE_KEY`)
+ * and taken or renewed only by compare-and-set on the entry's revision. The term grows by one at every takeover; the
+ * head's messages to nodes carry it, and a node refuses one of a term older than the newest it has seen. */
+export interface HeadLease {
+  /** The leading head daemon: random per process. */
+  headId: string;
+  term: number;
+  hostname: string;
+  pid: number;
+  /** Its kernel boot and pid namespace: a head there may take over at once from a leader whose pid is gone. */
+  processSpace: string;
+  renewedAt: string;
+  /** It stopped cleanly and gave the lease up: a standby takes over at once. */
+  released?: boolean;
+}
+export const HEAD_LEASE_BUCKET = 'troupe-head-lease';
+export const HEAD_LEASE_KEY = 'leader';
+
 /** A driver's run, from init() to shutdown(). */
 export interface JobInfo {
   jobId: string;
@@ -62,4 +80,6 @@ export interface HeadStatus {
   infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;
   /** Messages the head refused or dropped as malformed, by message type. */
   malformed?: Record<string, number>;
+  /** The answering head's lease: it leads with this term. */
+  lease?: Pick<HeadLease, 'headId' | 'term' | 'hostname' | 'pid'>;
 }

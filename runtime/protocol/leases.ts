@@ -42,6 +42,8 @@ export interface LeaseRequest {
   replyWithinMs?: number;
   /** The head numbers its requests to each node; the node's heartbeat says the highest it has seen. */
   seq?: number;
+  /** The asking head's fencing term (HeadLease): a node refuses a request of an older term than it has seen. */
+  term: number;
 }
 
 /** What a worker's death means to those who used it. */

@@ -43,7 +43,14 @@ export function checkCredentials(x: unknown): Credentials {
 export const CREDENTIALS_SUBJECT = 'troupe.head.credentials';
 
 // JetStream: the streams behind the KV buckets and object stores, and what reading or writing one takes.
-const KV = ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names', 'troupe-submissions'] as const;
+const KV = [
+  'troupe-nodes',
+  'troupe-jobs',
+  'troupe-actors',
+  'troupe-names',
+  'troupe-submissions',
+  'troupe-head-lease',
+] as const;
 type Kv = (typeof KV)[number];
 const CHECKPOINTS = 'troupe-checkpoints';
 const ENVS = 'troupe-runtime-envs';

@@ -63,6 +63,7 @@ export const checkLeaseRequest = schemaCheck(
     actor: v.optional(leaseActor),
     replyWithinMs: v.optional(amount),
     seq: v.optional(count),
+    term: count,
   }),
 );
 
@@ -169,7 +170,7 @@ export const checkRelease = schemaCheck('lease release', v.object({ leaseId: id,
 export const checkBlocked = schemaCheck('blocked notice', v.object({ workerId: id, blocked: v.boolean() }));
 export const checkNodeActorStop = schemaCheck(
   'actor stop request',
-  v.object({ actorId: id, leaseId: v.optional(id), graceMs: v.optional(amount) }),
+  v.object({ actorId: id, leaseId: v.optional(id), graceMs: v.optional(amount), term: count }),
 );
 export const checkProcActorStop = schemaCheck(
   'actor stop request',
@@ -196,10 +197,10 @@ export const checkProbeAnswer = schemaCheck(
   'call probe answer',
   v.object({ unknown: v.pipe(v.array(id), v.maxLength(100_000)), received: v.optional(count) }),
 );
-/** `startedAt`: the incarnation of the node fenced (absent: whichever runs). */
+/** `startedAt`: the incarnation of the node fenced (absent: whichever runs); `term`: the fencing head's. */
 export const checkFenced = schemaCheck(
   'fence notice',
-  v.nullish(v.object({ cause: v.optional(v.unknown()), startedAt: v.optional(v.string()) })),
+  v.object({ cause: v.optional(v.unknown()), startedAt: v.optional(v.string()), term: count }),
 );
 /** Requests whose body is not read (status, listings): any value, nothing acted on. */
 export const anyBody = guardCheck<unknown>('request', () => undefined);
@@ -308,6 +309,20 @@ export const checkStop = thrownCheck('job stop request', (x): StopRequest => {
   const r = x as Partial<StopRequest> | null;
   return { submissionId: checkSubmissionId(r?.submissionId), graceMs: checkGraceMs(r?.graceMs) };
 });
+
+/** The head's lease in KV (protocol/cluster.ts), read by standby heads and node daemons. */
+export const checkHeadLease = schemaCheck(
+  'head lease',
+  v.object({
+    headId: id,
+    term: count,
+    hostname: v.pipe(v.string(), v.maxLength(1000)),
+    pid: count,
+    processSpace: v.pipe(v.string(), v.maxLength(200)),
+    renewedAt: v.pipe(v.string(), v.maxLength(200)),
+    released: v.optional(v.boolean()),
+  }),
+);
 
 /** A node's record in KV (anyone who may write the bucket could have written it). */
 export const checkNodeInfo = schemaCheck(

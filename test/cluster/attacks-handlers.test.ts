@@ -90,13 +90,16 @@ test.serial(
 
 test.serial('a malformed lease is refused before the node reserves anything; a later good lease works', async (t) => {
   const node = c.nodeIds[0];
-  const total = (await c.status()).nodes.find((n) => n.nodeId === node)!.total.CPU!;
+  const status = await c.status();
+  const total = status.nodes.find((n) => n.nodeId === node)!.total.CPU!;
+  const term = status.lease!.term; // the leading head's: each is bad for its own reason
   const bad = [
-    { clientId: evil.inbox.slice(7), job: job(), demand: { CPU: 1 }, actor: {} },
-    { clientId: 'x', job: job(), demand: { CPU: 1 }, actor: { spec: null, incarnation: 0 } },
-    { clientId: 'x', job: job(), demand: { CPU: 1 }, actor: { spec: { isolation: 'shared' }, incarnation: 0 } },
-    { clientId: 'x', job: job(), demand: { CPU: Number.NaN } },
-    { clientId: 'x', job: job(), demand: { CPU: 1 }, replyWithinMs: 'soon' },
+    { clientId: evil.inbox.slice(7), job: job(), demand: { CPU: 1 }, actor: {}, term },
+    { clientId: 'x', job: job(), demand: { CPU: 1 }, actor: { spec: null, incarnation: 0 }, term },
+    { clientId: 'x', job: job(), demand: { CPU: 1 }, actor: { spec: { isolation: 'shared' }, incarnation: 0 }, term },
+    { clientId: 'x', job: job(), demand: { CPU: Number.NaN }, term },
+    { clientId: 'x', job: job(), demand: { CPU: 1 }, replyWithinMs: 'soon', term },
+    { clientId: 'x', job: job(), demand: { CPU: 1 } },
   ];
   for (const lease of bad) await t.throwsAsync(evil.request(subjects.nodeLease(node), lease, { timeoutMs: 10_000 }));
   // The node's whole CPU can still be leased (before the fix, each bad lease kept one CPU for ever).
@@ -108,6 +111,7 @@ test.serial('a malformed lease is refused before the node reserves anything; a l
         job: job(),
         demand: { CPU: total },
         replyWithinMs: 20_000,
+        term,
       });
       return 'busy' in r ? undefined : r;
     },
@@ -127,11 +131,12 @@ test.serial(
   'a flood of demand: {} leases never runs more workers than the cap; the cluster keeps serving',
   async (t) => {
     const node = c.nodeIds[0];
+    const term = (await c.status()).lease!.term;
     const asks = Array.from({ length: 20 }, () =>
       evil
         .request<LeaseGrant | Busy>(
           subjects.nodeLease(node),
-          { clientId: currentCore().procId, job: job(), demand: {}, replyWithinMs: 30_000 },
+          { clientId: currentCore().procId, job: job(), demand: {}, replyWithinMs: 30_000, term },
           { timeoutMs: 30_000 },
         )
         .then(

@@ -1,13 +1,13 @@
 // The chaos runs in short (npm run chaos --smoke): actor processes killed every 2 s, a node lost, the head killed and
-// replaced, nats-server killed and started again, junk on every subject. What must hold is counted, never timed: no
-// call lost or failed, daemons alive.
+// replaced, a standby head taking over from a paused one, nats-server killed and started again, junk on every subject.
+// What must hold is counted, never timed: no call lost or failed, daemons alive.
 import test from 'ava';
 import { join } from 'node:path';
 import { runCommand, tempDir } from '../helpers/cluster.ts';
 
 test(
-  'chaos, short: nothing lost through actor kills, a node loss, a head restart and a nats-server restart; junk on ' +
-    'every subject harms nothing',
+  'chaos, short: nothing lost through actor kills, a node loss, a head restart, a head failover and a nats-server ' +
+    'restart; junk on every subject harms nothing',
   async (t) => {
     t.timeout(240_000);
     const r = await runCommand(
@@ -30,6 +30,8 @@ test(
     t.is(res.kill_node.actors, 3);
     t.like(res.kill_head, { calls_lost: 0, calls_failed: 0 });
     t.true((res.kill_head.calls_answered_during_outage as number) > 0, 'the head is not on the call path');
+    t.like(res.head_failover, { calls_lost: 0, calls_failed: 0, still_leading_after_old_resumed: true });
+    t.true((res.head_failover.calls_sent as number) > 0);
     t.like(res.restart_nats, { calls_lost: 0, calls_failed: 0, task_after: true });
     t.true((res.restart_nats.calls_sent as number) > 0);
     t.is(res.fuzz.nodes_alive, res.fuzz.nodes_before, String(res.fuzz.nodes_died));

@@ -128,10 +128,24 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.regex((await asOps('status')).stderr, /refused the token/);
   t.is((await troupe('token', 'revoke', 'worker')).code, 2, 'the built-in worker identity stays');
 
+  // A standby head, on "another machine", with a head credential; the head started first leads.
+  const noToken = await runCommand(process.execPath, [cli, 'start', '--head', '--address', address], {
+    env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: '' },
+  });
+  t.is(noToken.code, 2);
+  t.regex(noToken.stderr, /a standby head needs a head credential \('troupe token create --role head'/);
+  const headToken = (await troupe('token', 'create', '--role', 'head', '--name', 'standby')).stdout.trim();
+  const standby = await runCommand(process.execPath, [cli, 'start', '--head', '--address', address], {
+    env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: headToken },
+  });
+  t.is(standby.code, 0, standby.stderr);
+  t.regex(standby.stdout, /troupe standby head for \S+ started/);
+  t.regex((await troupe('status')).stdout, /Leading head: \w+ on .* \(pid \d+\), term 1/);
+
   const pids = [...processesWithHome(home), ...processesWithHome(otherHome)];
   t.true(pids.length >= 6); // nats-server, head, three node daemons, their workers
   const stopOther = await runCommand(process.execPath, [cli, 'stop'], { env: { TROUPE_HOME: otherHome } });
-  t.regex(stopOther.stdout, /Stopped 1 troupe process\b/);
+  t.regex(stopOther.stdout, /Stopped 2 troupe processes/); // the node daemon, the standby head
   const stop = await troupe('stop');
   t.is(stop.code, 0);
   t.regex(stop.stdout, /Stopped 4 troupe processes/); // two node daemons, the head, nats-server

@@ -109,7 +109,12 @@ test.serial('schema-aware junk on every subject is refused and counted; the clus
   const refused = async () => {
     const s = await c.status();
     const sum = (m: Record<string, number> | undefined) => Object.values(m ?? {}).reduce((a, b) => a + b, 0);
-    return { head: sum(s.malformed), nodes: s.nodes.map((n) => sum(n.malformed)), driver: sum(malformedCounts()) };
+    return {
+      head: sum(s.malformed),
+      nodes: s.nodes.map((n) => sum(n.malformed)),
+      driver: sum(malformedCounts()),
+      term: s.lease?.term ?? 0,
+    };
   };
   const before = await refused();
   const targets = fuzzTargets({
@@ -118,6 +123,7 @@ test.serial('schema-aware junk on every subject is refused and counted; the clus
     workerId,
     actorId: (counter as unknown as { actorId: string }).actorId,
     job: currentCore().job as JobRef,
+    term: before.term,
   });
   let sent = 0;
   for (const target of targets) {

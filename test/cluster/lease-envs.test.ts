@@ -20,8 +20,11 @@ test.after.always(async () => {
   await c?.stop();
 });
 
-const lease = (req: LeaseRequest) =>
-  bus!.request<LeaseGrant | Busy>(subjects.nodeLease(c!.head.nodeId), req, { timeoutMs: 10_000 });
+// Asked as the leading head asks, with its term.
+const lease = async (req: Omit<LeaseRequest, 'term'>) => {
+  const term = (await c!.status()).lease!.term;
+  return bus!.request<LeaseGrant | Busy>(subjects.nodeLease(c!.head.nodeId), { ...req, term }, { timeoutMs: 10_000 });
+};
 const freeCpus = async () => (await c!.status()).nodes.find((n) => n.nodeId === c!.head.nodeId)?.available.CPU;
 
 test.serial(
@@ -42,7 +45,7 @@ test.serial(
       letGo();
       driver.unsubscribe();
     });
-    const req: LeaseRequest = {
+    const req: Omit<LeaseRequest, 'term'> = {
       clientId: 'lease-envs-client',
       demand: { CPU: 1 },
       replyWithinMs: 40_000,

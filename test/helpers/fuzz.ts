@@ -47,6 +47,8 @@ export interface FuzzIds {
   workerId: string;
   actorId: string;
   job: JobRef;
+  /** The leading head's term (its messages to nodes carry it). */
+  term: number;
 }
 
 /** For every subject troupe serves: where it is and one valid message of its type, with ids that match nothing live
@@ -129,15 +131,18 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
   ];
   for (const node of ids.nodeIds) {
     out.push(
-      { subject: subjects.nodeLease(node), base: { clientId: ghost, job: fakeJob, demand: { fuzz: 1 } } },
       {
         subject: subjects.nodeLease(node),
-        base: { clientId: ghost, job: fakeJob, demand: { fuzz: 1 }, actor: { spec, incarnation: 1 } },
+        base: { clientId: ghost, job: fakeJob, demand: { fuzz: 1 }, term: ids.term },
+      },
+      {
+        subject: subjects.nodeLease(node),
+        base: { clientId: ghost, job: fakeJob, demand: { fuzz: 1 }, actor: { spec, incarnation: 1 }, term: ids.term },
       },
       { subject: subjects.nodeRelease(node), base: { leaseId: ghost, busy: false } },
       { subject: subjects.nodeBlocked(node), base: { workerId: ghost, blocked: true } },
       { subject: subjects.nodeObjects(node), base: {} },
-      { subject: subjects.nodeActorStop(node), base: { actorId: ghost, leaseId: ghost, graceMs: 0 } },
+      { subject: subjects.nodeActorStop(node), base: { actorId: ghost, leaseId: ghost, graceMs: 0, term: ids.term } },
       { subject: subjects.nodeActors(node), base: {} },
       { subject: subjects.nodeJobStop(node), base: { submissionId: ghost } },
       { subject: subjects.obj.nodeSeal(node), base: { id: ghost, size: 10, owner: ghost } },

@@ -50,7 +50,7 @@ const task = {
 const call = { callId: '8f3a9c1d2e4b5a6f', method: 'add', args: [1], caller: 'abcdef0123456789' };
 
 test('valid messages pass as they came (no copy)', (t) => {
-  const lease = { clientId: 'c1', job, demand: {}, actor: { spec, incarnation: 1 }, replyWithinMs: 0 };
+  const lease = { clientId: 'c1', job, demand: {}, actor: { spec, incarnation: 1 }, replyWithinMs: 0, term: 1 };
   t.is(checkLeaseRequest(lease), lease);
   t.is(checkActorStart({ spec }).spec, spec);
   t.is(checkTaskSpec(task), task);

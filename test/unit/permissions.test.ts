@@ -136,8 +136,11 @@ test('identities: one per role, kept 0600; create and revoke; the ones the clust
   const alice = addIdentity(dir, 'driver', 'alice');
   t.is(readIdentities(dir).length, ids.length + 1);
   t.throws(() => addIdentity(dir, 'driver', 'alice'), { instanceOf: UsageError });
-  t.throws(() => addIdentity(dir, 'head' as Role), { instanceOf: UsageError, message: /--role/ });
-  t.throws(() => addIdentity(dir, 'worker'), { instanceOf: UsageError });
+  t.throws(() => addIdentity(dir, 'worker'), { instanceOf: UsageError, message: /--role/ });
+  // A standby head's credential: made and revoked like any other, while the built-in head's stays.
+  const standby = addIdentity(dir, 'head', 'standby');
+  t.is(standby.role, 'head');
+  t.is(revokeIdentity(dir, 'standby').publicKey, standby.publicKey);
   t.is(revokeIdentity(dir, alice.publicKey).name, 'alice');
   t.throws(() => revokeIdentity(dir, 'head'), { instanceOf: UsageError, message: /cannot be revoked/ });
   t.throws(() => revokeIdentity(dir, builtinIdentity(ids, 'worker').publicKey), { instanceOf: UsageError });

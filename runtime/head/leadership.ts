@@ -1,0 +1,180 @@
+// Which of the cluster's heads leads: a lease in KV (protocol/cluster.ts HeadLease), taken and renewed only by
+// compare-and-set on the entry's revision, as etcd's and Consul's elections do. Each head goes by its own clock: a
+// standby takes over once it has seen the entry unchanged for a whole lease, so no two machines' clocks need agree.
+// The term grows at every takeover; nodes refuse the messages of an older one (fencing), which is what stops a leader
+// that was paused or cut off from acting on what it believed before it learns it lost.
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { KV, KvEntry } from '@nats-io/kv';
+import type { Bus } from '../bus/bus.ts';
+import { isAlive, sleep } from '../base/processes.ts';
+import { openKv } from '../state/buckets.ts';
+import { HEAD_LEASE_BUCKET, HEAD_LEASE_KEY, type HeadLease } from '../protocol/cluster.ts';
+import { checkHeadLease } from '../protocol/schemas.ts';
+import { checked } from '../protocol/check.ts';
+
+export class Leadership {
+  readonly headId = randomBytes(6).toString('hex');
+  /** The term this head leads with; 0 until it leads. */
+  term = 0;
+  /** The lease entry's revision this head last wrote. */
+  private revision = 0;
+  /** When the write of the last renewal that landed was sent. */
+  private renewedAt = 0;
+  private highestTerm = 0;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private renewal: Promise<void> | undefined;
+  private stopped = false;
+  private lose!: (cause: string) => void;
+  /** Resolves, with why, once another head has taken the lease from this one. */
+  readonly lost = new Promise<string>((resolve) => {
+    this.lose = resolve;
+  });
+
+  private constructor(
+    private readonly kv: KV,
+    private readonly leaseMs: number,
+  ) {}
+
+  /** On a connection that no flood of requests delays (the head's heartbeat one): renewals must not queue. */
+  static async open(bus: Bus, leaseMs: number): Promise<Leadership> {
+    return new Leadership(await openKv(bus, HEAD_LEASE_BUCKET, { history: 1 }), leaseMs);
+  }
+
+  /** Resolves once this head leads (true): at once where the lease is free (never taken, given up, or held by a process
+   * of this machine that is gone), else once its holder has left it unrenewed for a whole lease. `waiting` is told the
+   * leader once, if this head has to wait. False: stopped first. */
+  async acquire(waiting?: (leader: HeadLease) => void): Promise<boolean> {
+    let seen = -1;
+    let seenAt = 0;
+    let told = false;
+    while (!this.stopped) {
+      const entry = await this.kv.get(HEAD_LEASE_KEY).catch(() => 'away' as const);
+      if (entry !== 'away') {
+        const held = entry?.operation === 'PUT' ? this.read(entry) : undefined;
+        if (entry && entry.revision !== seen) {
+          seen = entry.revision;
+          seenAt = Date.now();
+        }
+        const free = !held || held.released || this.gone(held) || Date.now() - seenAt >= this.leaseMs;
+        if (free && (await this.take(entry ?? undefined))) return true;
+        if (held && !free && !told) {
+          told = true;
+          waiting?.(held);
+        }
+      }
+      // Often: the lease counts from when this head saw the last renewal, which a poll sees late by up to its period.
+      await sleep(this.leaseMs / 10);
+    }
+    return false;
+  }
+
+  /** Whether this head may act as the leader now: it holds the lease, and its last renewal was sent less than 4/5 of a
+   * lease ago. A standby counts the lease from when it saw that renewal, which is later, so none can have taken over.
+   * A head paused or cut off past that does nothing until a renewal lands (confirm()) or fails. */
+  get valid(): boolean {
+    return this.term > 0 && !this.stopped && Date.now() - this.renewedAt < this.leaseMs * 0.8;
+  }
+
+  /** Whether this head leads, renewing first if its lease lapsed: false once another head holds it. */
+  async confirm(): Promise<boolean> {
+    if (!this.valid && this.term > 0 && !this.stopped) await this.renew();
+    return this.valid;
+  }
+
+  /** Stops renewing; a leader that still holds the lease gives it up, so that a standby takes over at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.renewTimer);
+    if (this.term === 0) return;
+    const released = { ...this.record(), released: true };
+    await this.kv.update(HEAD_LEASE_KEY, JSON.stringify(released), this.revision).catch(() => undefined);
+  }
+
+  private async take(entry: KvEntry | undefined): Promise<boolean> {
+    const term = this.highestTerm + 1;
+    const value = JSON.stringify({ ...this.record(), term });
+    const sent = Date.now();
+    try {
+      this.revision = entry
+        ? await this.kv.update(HEAD_LEASE_KEY, value, entry.revision)
+        : await this.kv.create(HEAD_LEASE_KEY, value);
+    } catch {
+      return false; // another head was quicker
+    }
+    this.term = term;
+    this.renewedAt = sent;
+    this.renewTimer = setInterval(() => void this.renew(), this.leaseMs / 3);
+    return true;
+  }
+
+  /** One renewal at a time: a caller during one waits for it. */
+  private renew(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.renewal ??= this.renewOnce().finally(() => {
+      this.renewal = undefined;
+    });
+    return this.renewal;
+  }
+
+  private async renewOnce(): Promise<void> {
+    const sent = Date.now();
+    try {
+      this.revision = await this.kv.update(HEAD_LEASE_KEY, JSON.stringify(this.record()), this.revision);
+      this.renewedAt = sent;
+    } catch {
+      // Either another head wrote the lease, or the bus is away (then nobody else can take it either: try again).
+      const entry = await this.kv.get(HEAD_LEASE_KEY).catch(() => undefined);
+      if (!entry || entry.revision === this.revision) return;
+      const now = this.read(entry);
+      if (now?.headId === this.headId && now.term === this.term) {
+        this.revision = entry.revision; // our write landed; its answer was lost
+        this.renewedAt = sent;
+        return;
+      }
+      this.stopped = true;
+      clearInterval(this.renewTimer);
+      this.lose(`head ${now?.headId ?? '?'} on ${now?.hostname ?? '?'} took the lease (term ${now?.term ?? '?'})`);
+    }
+  }
+
+  private read(entry: KvEntry): HeadLease | undefined {
+    let lease: HeadLease;
+    try {
+      lease = checked(checkHeadLease, JSON.parse(new TextDecoder().decode(entry.value)));
+    } catch {
+      return undefined; // not a lease: taken over as if free
+    }
+    this.highestTerm = Math.max(this.highestTerm, lease.term);
+    return lease;
+  }
+
+  /** Its holder was a process of this machine that is gone: it cannot act any more, so nobody need wait for it. */
+  private gone(l: HeadLease): boolean {
+    if (l.processSpace !== processSpace) return false;
+    return l.pid === process.pid ? l.headId !== this.headId : !isAlive(l.pid);
+  }
+
+  private record(): HeadLease {
+    return {
+      headId: this.headId,
+      term: this.term,
+      hostname: hostname(),
+      pid: process.pid,
+      processSpace,
+      renewedAt: new Date().toISOString(),
+    };
+  }
+}
+
+/** This kernel boot and pid namespace: where a pid names the same process. Containers on one machine share the boot
+ * but not the namespace; unknown (no /proc) matches nothing. */
+const processSpace = (() => {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return `${boot}/${readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return `unknown-${randomBytes(8).toString('hex')}`;
+  }
+})();
