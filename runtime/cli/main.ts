@@ -451,6 +451,8 @@ async function status(values: Values): Promise<number> {
             headReachable: !!head,
             head: head?.head,
             lease: head?.lease,
+            standbys: head?.standbys ?? [],
+            warnings: head?.warnings ?? [],
             nodes,
             pending: head?.pending ?? [],
             infeasible: head?.infeasible ?? [],
@@ -470,6 +472,9 @@ async function status(values: Values): Promise<number> {
       const l = head.lease;
       console.log(printable(`Leading head: ${l.headId} on ${l.hostname} (pid ${l.pid}), term ${l.term}`));
     }
+    for (const s of head?.standbys ?? [])
+      console.log(printable(`Standby head: ${s.headId} on ${s.hostname} (pid ${s.pid}), since ${s.since}`));
+    for (const w of head?.warnings ?? []) console.log(printable(`WARNING: single point of failure: ${w}`));
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);

@@ -17,6 +17,7 @@ import {
 } from '../scheduling/placement.ts';
 import { InfeasibleError, NoRespondersError, WorkerDiedError, ProtocolError, StaleHeadError } from '../base/errors.ts';
 import { Leadership } from './leadership.ts';
+import { singlePointsOfFailure } from './failure-points.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
@@ -97,6 +98,8 @@ export class Head {
   private hbBus!: Bus;
   private gcs!: Gcs;
   private leadership!: Leadership;
+  /** Copies of the cluster state (its KV buckets' replicas), read once this head leads. */
+  private stateReplicas = 1;
   private checkpointStore: Promise<CheckpointStore> | undefined;
   private readonly nodes = new Map<string, NodeState>();
   /** Every request not yet granted; `waiting` is the subset with no grant in flight, which is all pump() looks at. */
@@ -166,6 +169,7 @@ export class Head {
         }
       }),
     );
+    this.stateReplicas = (await this.gcs.actors.kv.status().catch(() => undefined))?.replicas ?? 1;
     this.jobs = await JobRegistry.open(bus, this.gcs.jobs);
     this.serve(subjects.headJobRegister, (req: unknown) => {
       const job = checkJobRegistration(req);
@@ -642,9 +646,17 @@ export class Head {
 
   status(): HeadStatus {
     const now = Date.now();
+    const standbys = this.leadership.standbys();
     return {
       head: ownVersions(),
       lease: { headId: this.leadership.headId, term: this.term, hostname: hostname(), pid: process.pid },
+      standbys,
+      warnings: singlePointsOfFailure({
+        natsCluster: !!this.bus.nc.info?.cluster,
+        stateReplicas: this.stateReplicas,
+        standbys: standbys.length,
+        machines: new Set([...this.nodes.values()].filter((n) => n.alive).map((n) => n.info.hostname)).size,
+      }),
       nodes: [...this.nodes.values()].map((n) => ({
         ...n.info,
         state: n.alive ? (n.suspect ? 'SUSPECT' : 'ALIVE') : 'DEAD',

@@ -10,8 +10,15 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import type { Bus } from '../bus/bus.ts';
 import { isAlive, sleep } from '../base/processes.ts';
 import { openKv } from '../state/buckets.ts';
-import { HEAD_LEASE_BUCKET, HEAD_LEASE_KEY, type HeadLease } from '../protocol/cluster.ts';
-import { checkHeadLease } from '../protocol/schemas.ts';
+import { Table } from '../state/gcs.ts';
+import {
+  HEAD_LEASE_BUCKET,
+  HEAD_LEASE_KEY,
+  HEAD_STANDBY_PREFIX,
+  type HeadLease,
+  type HeadStandby,
+} from '../protocol/cluster.ts';
+import { checkHeadLease, checkHeadStandby } from '../protocol/schemas.ts';
 import { checked } from '../protocol/check.ts';
 
 export class Leadership {
@@ -26,6 +33,12 @@ export class Leadership {
   private renewTimer: NodeJS.Timeout | undefined;
   private renewal: Promise<void> | undefined;
   private stopped = false;
+  /** As a standby: when it last wrote its mark. */
+  private markedAt = 0;
+  private readonly since = new Date().toISOString();
+  /** As the leader: the standbys' marks, and when (by this head's clock) each was last written. */
+  private readonly standbysSeen = new Map<string, { standby: HeadStandby; at: number }>();
+  private stopStandbyWatch: (() => void) | undefined;
   private lose!: (cause: string) => void;
   /** Resolves, with why, once another head has taken the lease from this one. */
   readonly lost = new Promise<string>((resolve) => {
@@ -58,11 +71,16 @@ export class Leadership {
           seenAt = Date.now();
         }
         const free = !held || held.released || this.gone(held) || Date.now() - seenAt >= this.leaseMs;
-        if (free && (await this.take(entry ?? undefined))) return true;
+        if (free && (await this.take(entry ?? undefined))) {
+          await this.kv.delete(this.markKey).catch(() => undefined);
+          await this.watchStandbys();
+          return true;
+        }
         if (held && !free && !told) {
           told = true;
           waiting?.(held);
         }
+        if (Date.now() - this.markedAt >= this.leaseMs) await this.mark();
       }
       // Often: the lease counts from when this head saw the last renewal, which a poll sees late by up to its period.
       await sleep(this.leaseMs / 10);
@@ -83,13 +101,60 @@ export class Leadership {
     return this.valid;
   }
 
+  /** The standbys heard from within three leases. One silent for ten is forgotten, its mark removed: a standby killed
+   * without a word leaves no mark for ever. */
+  standbys(): Array<HeadStandby & { lastSeenMsAgo: number }> {
+    const now = Date.now();
+    const out: Array<HeadStandby & { lastSeenMsAgo: number }> = [];
+    for (const [key, { standby, at }] of this.standbysSeen) {
+      const ago = now - at;
+      if (ago > 10 * this.leaseMs) {
+        this.standbysSeen.delete(key);
+        void this.kv.delete(key).catch(() => undefined);
+      } else if (ago <= 3 * this.leaseMs) out.push({ ...standby, lastSeenMsAgo: ago });
+    }
+    return out;
+  }
+
   /** Stops renewing; a leader that still holds the lease gives it up, so that a standby takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.renewTimer);
-    if (this.term === 0) return;
+    this.stopStandbyWatch?.();
+    if (this.term === 0) {
+      if (this.markedAt) await this.kv.delete(this.markKey).catch(() => undefined);
+      return;
+    }
     const released = { ...this.record(), released: true };
     await this.kv.update(HEAD_LEASE_KEY, JSON.stringify(released), this.revision).catch(() => undefined);
+  }
+
+  private get markKey(): string {
+    return `${HEAD_STANDBY_PREFIX}${this.headId}`;
+  }
+
+  private async mark(): Promise<void> {
+    const mark: HeadStandby = { headId: this.headId, hostname: hostname(), pid: process.pid, since: this.since };
+    await this.kv.put(this.markKey, JSON.stringify(mark)).then(
+      () => {
+        this.markedAt = Date.now();
+      },
+      () => undefined,
+    );
+  }
+
+  private async watchStandbys(): Promise<void> {
+    this.stopStandbyWatch = await new Table<HeadStandby>(this.kv)
+      .watch((key, value) => {
+        if (!key.startsWith(HEAD_STANDBY_PREFIX)) return;
+        if (value === undefined) return void this.standbysSeen.delete(key);
+        try {
+          this.standbysSeen.set(key, { standby: checked(checkHeadStandby, value), at: Date.now() });
+        } catch {
+          // counted and logged by checked()
+        }
+      })
+      .catch(() => undefined);
   }
 
   private async take(entry: KvEntry | undefined): Promise<boolean> {

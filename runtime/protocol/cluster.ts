@@ -41,6 +41,15 @@ export interface HeadLease {
 }
 export const HEAD_LEASE_BUCKET = 'troupe-head-lease';
 export const HEAD_LEASE_KEY = 'leader';
+/** A standby head's mark in the same bucket (key `standby.<headId>`), written again every lease while it waits: the
+ * leader lists the standbys it has heard from in `status`. */
+export interface HeadStandby {
+  headId: string;
+  hostname: string;
+  pid: number;
+  since: string;
+}
+export const HEAD_STANDBY_PREFIX = 'standby.';
 
 /** A driver's run, from init() to shutdown(). */
 export interface JobInfo {
@@ -82,4 +91,8 @@ export interface HeadStatus {
   malformed?: Record<string, number>;
   /** The answering head's lease: it leads with this term. */
   lease?: Pick<HeadLease, 'headId' | 'term' | 'hostname' | 'pid'>;
+  /** The standby heads it heard from within the last three leases. */
+  standbys?: Array<HeadStandby & { lastSeenMsAgo: number }>;
+  /** The cluster's single points of failure, when it spans machines (head/failure-points.ts). */
+  warnings?: string[];
 }

@@ -324,6 +324,16 @@ export const checkHeadLease = schemaCheck(
   }),
 );
 
+export const checkHeadStandby = schemaCheck(
+  'standby head mark',
+  v.object({
+    headId: id,
+    hostname: v.pipe(v.string(), v.maxLength(1000)),
+    pid: count,
+    since: v.pipe(v.string(), v.maxLength(200)),
+  }),
+);
+
 /** A node's record in KV (anyone who may write the bucket could have written it). */
 export const checkNodeInfo = schemaCheck(
   'node record',

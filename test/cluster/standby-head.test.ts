@@ -59,9 +59,14 @@ test.serial(
     const c = cluster();
     const standby = await startStandby('standby-1');
     t.regex(log(standby), /standby head: head \w+ on .* leads with term 1/);
-    const first = (await c.status()).lease!;
+    const status = await eventually('the leader to list its standby', async () => {
+      const s = await c.status();
+      return s.standbys?.some((x) => x.pid === standby.pids[0]) && s;
+    });
+    const first = status.lease!;
     t.is(first.term, 1);
     t.is(first.pid, c.head.pids[1], 'the first head leads');
+    t.deepEqual(status.warnings, [], 'one machine: no single point of failure to warn of');
 
     const actor = Phoenix.remote();
     t.is((await actor.bump()).calls, 1);
@@ -84,6 +89,7 @@ test.serial(
     t.is(lease.term, 2);
     t.is(lease.pid, standby.pids[0]);
     t.regex(log(standby), /up and leading with term 2/);
+    t.deepEqual((await c.status()).standbys, [], 'a standby that leads is no longer listed as one');
 
     t.is(await add.remote(2, 3), 5, 'a task leased by the new head');
     const second = Phoenix.remote();
@@ -136,7 +142,11 @@ test.serial('a leader paused past its lease is deposed: nodes refuse its term, a
   await eventually('the old head to stand by', async () =>
     /no longer leads: head \w+ on .* took the lease \(term 3\); it stands by[\s\S]*standby head:/.test(log(leader)),
   );
-  t.is((await c.status()).lease?.term, 3, 'the new head still leads');
+  const after = await eventually('the old head listed as a standby', async () => {
+    const s = await c.status();
+    return s.standbys?.some((x) => x.pid === leader.pids[0]) && s;
+  });
+  t.is(after.lease?.term, 3, 'the new head still leads');
   const record = await (await currentCore().gcs()).actors.get((during as unknown as { actorId: string }).actorId);
   t.like(record, { state: 'ALIVE', incarnation: 0 }, 'the deposed head wrote nothing');
   t.is((await during.bump()).calls, 2);

@@ -1,0 +1,16 @@
+// What `troupe status` warns of, from what the head knows of the cluster's redundancy.
+import test from 'ava';
+import { singlePointsOfFailure } from '../../runtime/head/failure-points.ts';
+
+test('one machine: no warning; across machines: each missing copy named; a cluster with all three: none', (t) => {
+  const alone = { natsCluster: false, stateReplicas: 1, standbys: 0, machines: 1 };
+  t.deepEqual(singlePointsOfFailure(alone), []);
+  const today = singlePointsOfFailure({ ...alone, machines: 3 });
+  t.is(today.length, 3);
+  t.regex(today[0], /^one nats-server carries every message/);
+  t.regex(today[1], /one copy \(R1\); R3 needs three nats-servers/);
+  t.regex(today[2], /no standby/);
+  t.deepEqual(singlePointsOfFailure({ ...alone, machines: 3, standbys: 1 }).length, 2);
+  t.regex(singlePointsOfFailure({ ...alone, machines: 2, natsCluster: true, stateReplicas: 2 })[0], /2 copies \(R2\)/);
+  t.deepEqual(singlePointsOfFailure({ natsCluster: true, stateReplicas: 3, standbys: 1, machines: 3 }), []);
+});
