@@ -6,6 +6,8 @@
 //   (f) kill -9 nats-server mid-workload and start it again: every call answered, none lost;
 //   (g) a standby head takes over from a leader paused past its lease (as a machine that dies or is cut off: nothing
 //       tells the standby, the lease runs out): the time it takes (goal: within 5 s), calls lost meanwhile;
+//   (h) a worker machine cut off for 10 s, then healed, on simulated hosts (bench/chaos/partition.ts; not in --smoke:
+//       test/cluster/link-loss.test.ts runs it in npm test): its actor moves once, never answers from both;
 //   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
 //       (maxRestarts) and by a supervisor.
 // Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
@@ -30,6 +32,7 @@ import { defaults } from '../../runtime/base/config.ts';
 import { startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { Survivor } from './survivor.ts';
+import { partitionWorker } from './partition.ts';
 import { smallValue } from '../workloads/tasks.ts';
 
 const smoke = process.argv.includes('--smoke');
@@ -424,6 +427,12 @@ try {
     };
     log(JSON.stringify(results.fuzz));
   }
+
+  // (h) a partitioned worker machine, on simulated hosts of its own (this run's cluster is not used).
+  if (!smoke && runs('partition_worker')) {
+    results.partition_worker = await partitionWorker();
+    log(JSON.stringify(results.partition_worker));
+  }
 } finally {
   finished = true;
   await shutdown();
@@ -438,7 +447,7 @@ try {
 const section = [
   '## Chaos',
   '',
-  `Reproduce with \`npm run chaos\` (about two and a half minutes).`,
+  `Reproduce with \`npm run chaos\` (about three minutes).`,
   '',
   '| run | figures |',
   '| --- | --- |',

@@ -64,7 +64,10 @@ export class Leadership {
     let told = false;
     while (!this.stopped) {
       const entry = await this.kv.get(HEAD_LEASE_KEY).catch(() => 'away' as const);
-      if (entry !== 'away') {
+      // The bus away: the leader cannot renew meanwhile either. Its lease counts again from the next read, so that a
+      // nats-server restart does not pass for a silent leader.
+      if (entry === 'away') seen = -1;
+      else {
         const held = entry?.operation === 'PUT' ? this.read(entry) : undefined;
         if (entry && entry.revision !== seen) {
           seen = entry.revision;
@@ -95,9 +98,13 @@ export class Leadership {
     return this.term > 0 && !this.stopped && Date.now() - this.renewedAt < this.leaseMs * 0.8;
   }
 
-  /** Whether this head leads, renewing first if its lease lapsed: false once another head holds it. */
+  /** Whether this head leads, renewing first if its lease lapsed, for as long as renewals fail for want of the bus
+   * (nobody else can take the lease then either): false once another head holds it, or this head stops. */
   async confirm(): Promise<boolean> {
-    if (!this.valid && this.term > 0 && !this.stopped) await this.renew();
+    while (!this.valid && this.term > 0 && !this.stopped) {
+      await this.renew();
+      if (!this.valid) await sleep(this.leaseMs / 10);
+    }
     return this.valid;
   }
 

@@ -4,23 +4,20 @@
 // partition: B cut off for 10 s, past a 4 s node timeout. Its actor restarts on host C and never answers from B again;
 // healed, B learns it was fenced, stops the old instance and joins again as a new incarnation.
 import test from 'ava';
-import { join } from 'node:path';
 import { eventually } from '../helpers/cluster.ts';
-import { hostsUnavailable, makeHosts, type Host, type Hosts, troupeOn } from '../helpers/hosts.ts';
+import {
+  defaultTimingsEnv,
+  hostsUnavailable,
+  makeHosts,
+  startFixture,
+  type Host,
+  type Hosts,
+  troupeOn,
+} from '../helpers/hosts.ts';
 
-const root = join(import.meta.dirname, '..', '..');
 const why = hostsUnavailable();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** The default timings: none of the test-shortened ones leak in from the environment. */
-const env = {
-  TROUPE_HOME: '/tmp/troupe-home',
-  TROUPE_ADDRESS: '',
-  TROUPE_TOKEN: '',
-  TROUPE_NODE_TIMEOUT_MS: '',
-  TROUPE_NODE_SUSPECT_MS: '',
-  TROUPE_HEARTBEAT_MS: '',
-  TROUPE_CLIENT_TIMEOUT_MS: '',
-};
+const env = defaultTimingsEnv;
 
 if (why) {
   console.warn(`troupe: the simulated-hosts tests cannot run here: ${why}`);
@@ -29,45 +26,6 @@ if (why) {
   test.after.always(() => net?.remove());
 
   const troupe = (h: Host, args: string[], more: NodeJS.ProcessEnv = {}) => troupeOn(h, args, { ...env, ...more });
-
-  /** A driver fixture started on host `h`; `ready` says 'ready' once it printed `marker`, or how it exited first. */
-  const startDriver = (h: Host, fixture: string, more: NodeJS.ProcessEnv, marker: string) => {
-    const child = h.spawn(
-      process.execPath,
-      ['--import', 'tsx', '--conditions=troupe-source', join(root, 'test', 'fixtures', fixture)],
-      { cwd: root, env: { ...env, ...more } },
-    );
-    let out = '';
-    let err = '';
-    child.stderr!.on('data', (d) => {
-      err += d;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const ready = new Promise<string>((resolve) => {
-      child.stdout!.on('data', (d) => {
-        out += d;
-        if (out.includes(marker)) resolve('ready');
-      });
-      void exited.then((code) => resolve(`exited ${code}`));
-    });
-    const kill = setTimeout(() => child.kill('SIGKILL'), 150_000);
-    return {
-      ready,
-      exited,
-      output: () => out + err,
-      /** Its last JSON line: what it saw. */
-      lastLine: () =>
-        out
-          .trim()
-          .split('\n')
-          .filter((l) => l.startsWith('{'))
-          .pop()!,
-      stop: () => {
-        clearTimeout(kill);
-        child.kill('SIGKILL');
-      },
-    };
-  };
 
   test.serial('B loses its link for 3 s mid-stream: only suspect; the actor keeps state; calls answer', async (t) => {
     t.timeout(240_000);
@@ -87,7 +45,7 @@ if (why) {
     );
     t.is(node.code, 0, node.stdout + node.stderr);
 
-    const driver = startDriver(a, 'link-loss-driver.ts', { STREAM_MS: '14000' }, 'streaming\n');
+    const driver = startFixture(a, 'link-loss-driver.ts', { ...env, STREAM_MS: '14000' }, 'streaming\n');
     try {
       t.is(await driver.ready, 'ready', driver.output());
       await sleep(1000); // calls in flight
@@ -141,7 +99,7 @@ if (why) {
       });
     const onB = await joinCluster(b);
     t.is(onB.code, 0, onB.stdout + onB.stderr);
-    const driver = startDriver(a, 'partition-driver.ts', { STREAM_MS: '22000' }, 'made ');
+    const driver = startFixture(a, 'partition-driver.ts', { ...env, STREAM_MS: '22000' }, 'made ');
     try {
       t.is(await driver.ready, 'ready', driver.output());
       const onC = await joinCluster(c); // somewhere to go

@@ -236,3 +236,56 @@ export function troupeOn(h: Host, args: string[], env: NodeJS.ProcessEnv = {}, c
     env,
   });
 }
+
+/** An environment for troupe on the hosts with its default timings (none of the test-shortened ones leak in from this
+ * process) and a TROUPE_HOME in the host's own /tmp. */
+export const defaultTimingsEnv: NodeJS.ProcessEnv = {
+  TROUPE_HOME: '/tmp/troupe-home',
+  TROUPE_ADDRESS: '',
+  TROUPE_TOKEN: '',
+  TROUPE_NODE_TIMEOUT_MS: '',
+  TROUPE_NODE_SUSPECT_MS: '',
+  TROUPE_HEARTBEAT_MS: '',
+  TROUPE_CLIENT_TIMEOUT_MS: '',
+};
+
+/** A script of test/fixtures started on host `h` from this checkout (a driver, as a user's script), killed after
+ * 150 s at most. `ready` says 'ready' once it printed `marker`, or how it exited first. */
+export function startFixture(h: Host, fixture: string, env: NodeJS.ProcessEnv, marker: string) {
+  const root = resolve(import.meta.dirname, '..', '..');
+  const child = h.spawn(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=troupe-source', join(root, 'test', 'fixtures', fixture)],
+    { cwd: root, env },
+  );
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d) => {
+    err += d;
+  });
+  const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)));
+  const ready = new Promise<string>((done) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes(marker)) done('ready');
+    });
+    void exited.then((code) => done(`exited ${code}`));
+  });
+  const kill = setTimeout(() => child.kill('SIGKILL'), 150_000);
+  return {
+    ready,
+    exited,
+    output: () => out + err,
+    /** Its last JSON line: what it saw. */
+    lastLine: () =>
+      out
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .pop()!,
+    stop: () => {
+      clearTimeout(kill);
+      child.kill('SIGKILL');
+    },
+  };
+}
