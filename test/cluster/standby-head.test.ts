@@ -33,9 +33,16 @@ async function startStandby(name: string): Promise<Standby> {
   const c = cluster();
   const id = addIdentity(c.head.sessionDir, 'head', name);
   reloadNatsServer(c.head.pids[0]);
-  const s = await eventually('the new credential to be taken', () =>
-    startStandbyHead({ detached: false, address: c.address, token: id.seed }),
+  await eventually(
+    'the new credential to be taken',
+    async () => {
+      const bus = await Bus.connect({ address: c.address, token: id.seed, name: 'standby-head-test' });
+      await bus.close();
+      return true;
+    },
+    30_000,
   );
+  const s = await startStandbyHead({ detached: false, address: c.address, token: id.seed });
   standbys.push(s);
   return s;
 }
