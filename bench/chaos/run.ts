@@ -316,9 +316,10 @@ try {
 
   // (f) kill -9 nats-server mid-workload (what it held is lost), start it again from its config after 1 s. Its
   // clients reconnect; calls whose messages died with it settle (see Lost messages in the tasks and actors guide).
-  // The actors are on the spare node, one of the cluster's own: on the node that run (c)'s replacement head started
-  // (with one credential for every role, --nats), calls waited 10-14 s after the restart in each run that placed
-  // them there, their lost calls found by the 10 s probe, for a reason not yet found.
+  // Calls here travel on lanes (one machine), which the restart does not touch; through nats-server (TROUPE_LANES=0,
+  // as between machines) those in flight are lost and wait for the 10 s probe. The actors are on the spare node, one
+  // of the cluster's own: on the node run (c)'s replacement head started (one credential for every role, --nats),
+  // calls waited that long too, presumably not on lanes.
   if (runs('restart_nats')) {
     const actors = [0, 1].map(
       () =>
