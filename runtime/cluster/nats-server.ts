@@ -79,6 +79,8 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       ].join('\n'),
     );
     const logPath = join(opts.dir, 'logs', 'nats-server.log');
+    // A data dir's log holds an earlier server's "Server is ready": only what this one writes counts.
+    const from = existsSync(logPath) ? statSync(logPath).size : 0;
     const log = openSync(logPath, 'a');
     const child = spawn(bin, ['-c', conf], { detached: opts.detached, stdio: ['ignore', log, log] });
     closeSync(log);
@@ -90,7 +92,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     });
     const localHost = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
     try {
-      await waitUntilReady(logPath, 10_000, () => exited === undefined && isAlive(nats.pid));
+      await waitUntilReady(logPath, 10_000, () => exited === undefined && isAlive(nats.pid), from);
     } catch {
       const how = exited ? `${exited} during start` : 'was not ready within 10 s';
       await terminate(nats.pid, 1000).catch(() => undefined);
