@@ -9,7 +9,7 @@ import { startNatsServer } from './nats-server.ts';
 import { writeRunFile, removeRunFile, readRunFiles } from './run-files.ts';
 import { isAlive, terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
-import { detectResources, defaultObjectStoreMemory, type ResourceFlags } from './machine-resources.ts';
+import { detectResources, defaultObjectStoreMemory, gpuDevices, type ResourceFlags } from './machine-resources.ts';
 import { defaultAddress, externalAddresses, routedAddress } from './node-address.ts';
 import { createClusterTls, userClusterTls, type ClusterTls } from './tls.ts';
 import { Bus } from '../bus/bus.ts';
@@ -279,7 +279,8 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
   const nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.address)));
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
-  const resources = detectResources(o);
+  const gpus = gpuDevices(o.numGpus);
+  const resources = detectResources(o, gpus);
   const objectStoreRoot = o.objectStoreDir ?? '/dev/shm';
   const objectStoreMemory = o.objectStoreMemory ?? defaultObjectStoreMemory(objectStoreRoot);
   const node = await spawnDaemon(
@@ -294,6 +295,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
         isHead: !!o.isHead,
         nodeIp,
         resources,
+        gpuDevices: gpus,
         sessionDir,
         objectStoreRoot,
         objectStoreMemory,

@@ -28,10 +28,32 @@ export function detectGpus(): number {
   }
 }
 
-export function detectResources(flags: ResourceFlags = {}): ResourceSet {
+/** The GPUs this machine offers, named as CUDA names them, in the order troupe hands them out. As in Ray, a daemon
+ * started with CUDA_VISIBLE_DEVICES offers only those devices (indices or `GPU-…` UUIDs; empty or `-1`: none), else
+ * every device nvidia-smi lists. `numGpus` (--num-gpus) offers that many: the first of the visible ones, or, with
+ * none visible, ids 0…n-1 without asking nvidia-smi (tests declare fake GPUs so). */
+export function gpuDevices(numGpus?: number, env: NodeJS.ProcessEnv = process.env): string[] {
+  const visible = env.CUDA_VISIBLE_DEVICES;
+  if (visible === undefined) return Array.from({ length: Math.floor(numGpus ?? detectGpus()) }, (_, i) => String(i));
+  const ids = visible.split(',').map((id) => id.trim());
+  // CUDA stops at the first id that names no device; -1 is the usual way to hide them all.
+  const end = ids.findIndex((id) => id === '' || id === '-1');
+  const devices = end < 0 ? ids : ids.slice(0, end);
+  if (numGpus === undefined) return devices;
+  if (numGpus > devices.length)
+    throw new UsageError(
+      `asked to offer ${numGpus} GPU(s) (--num-gpus, numGpus), but CUDA_VISIBLE_DEVICES=${JSON.stringify(visible)} ` +
+        `leaves this machine ${devices.length}: unset it or list the GPUs to offer`,
+    );
+  return devices.slice(0, Math.floor(numGpus));
+}
+
+/** What the node offers; `gpus` from gpuDevices(). */
+export function detectResources(flags: ResourceFlags, gpus: string[]): ResourceSet {
   const total: ResourceSet = {
     CPU: flags.numCpus ?? availableParallelism(),
-    GPU: flags.numGpus ?? detectGpus(),
+    // A fraction given with --num-gpus stays as given: placement counts it, devices are whole.
+    GPU: flags.numGpus ?? gpus.length,
     // Like Ray: 30% of RAM goes to the object store, the rest is schedulable memory.
     memory: flags.memory ?? Math.floor(totalmem() * 0.7),
   };

@@ -59,6 +59,8 @@ export interface NodeDaemonOptions {
   /** The IP other machines reach this node at (shown in status). */
   nodeIp?: string;
   resources: ResourceSet;
+  /** What CUDA calls GPU i of `resources.GPU` (default: i), for workers' CUDA_VISIBLE_DEVICES. */
+  gpuDevices?: string[];
   sessionDir: string;
   /** Parent of the node's store dir (default /dev/shm). */
   objectStoreRoot: string;
@@ -692,7 +694,7 @@ export class NodeDaemon {
         TROUPE_OBJECT_STORE_MEMORY: String(this.objects.capacity),
         TROUPE_WORKER_ID: procId,
         // Empty for CPU workers, so a task without GPUs cannot grab one.
-        CUDA_VISIBLE_DEVICES: gpuIds.join(','),
+        CUDA_VISIBLE_DEVICES: gpuIds.map((i) => this.o.gpuDevices?.[i] ?? String(i)).join(','),
       },
     });
     closeSync(log);

@@ -80,6 +80,26 @@ test.serial(
 );
 
 test.serial(
+  'npm run example:gpus: the node offers the GPUs its CUDA_VISIBLE_DEVICES names, and each task sees only its own',
+  async (t) => {
+    const home = tempDir(t);
+    const r = await runCommand('npm', ['run', '--silent', 'example:gpus'], {
+      cwd: root,
+      // No GPU here: the node is given two device names as an admin would, the way a real H100 was checked.
+      env: { TROUPE_HOME: home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '', CUDA_VISIBLE_DEVICES: 'GPU-0a1b,5' },
+    });
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, /^a task without GPUs: pid \d+, CUDA_VISIBLE_DEVICES="";/m);
+    t.regex(r.stdout, /^a task with numGpus: 1: pid \d+, CUDA_VISIBLE_DEVICES="(GPU-0a1b|5)";/m);
+    const halves = [...r.stdout.matchAll(/numGpus: 0\.5: pid \d+, CUDA_VISIBLE_DEVICES="([^"]*)"/g)].map((m) => m[1]);
+    t.is(halves.length, 2, r.stdout);
+    t.true(['GPU-0a1b', '5'].includes(halves[0]!) && halves[0] === halves[1], 'two halves share one device');
+    t.regex(r.stdout, /tfjs backend of a worker given a GPU: \w+/);
+    t.deepEqual(processesWithHome(home), []);
+  },
+);
+
+test.serial(
   'npm run example:search runs a hyperparameter search of MNIST MLPs as parallel tasks and prints the best last ' +
     '(2 trials of 1 epoch here)',
   async (t) => {

@@ -5,6 +5,7 @@ import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
 import { writeFileSync } from 'node:fs';
 import { env, hold, meet, meetAndHold } from '../fixtures/tasks.ts';
 import { Counter as Huge } from '../fixtures/actors.ts';
+import { startNode, type StartedCluster } from '../../runtime/cluster/local-cluster.ts';
 
 // The head's node: 2 CPUs, no GPU. The other: 2 CPUs, 2 fake GPUs (--num-gpus), 1 "ssd".
 const cluster = useCluster(test, {
@@ -124,4 +125,33 @@ test.serial('a demand no node can ever meet fails fast, naming the demand and th
   t.true(status.infeasible.some((i) => i.demand.GPU === 4));
   // The cluster goes on.
   t.is((await env.remote()).gpus, '');
+});
+
+test.serial('a node started with CUDA_VISIBLE_DEVICES offers just those GPUs, named as CUDA names them', async (t) => {
+  // As an admin keeps GPUs for others: troupe gets one GPU by UUID and GPU 7, and hands out those names.
+  const uuid = 'GPU-5a1f3c2e-8d4b-4f6a-9c0e-2b7d1e3f4a5b';
+  const before = process.env.CUDA_VISIBLE_DEVICES;
+  process.env.CUDA_VISIBLE_DEVICES = `${uuid},7`;
+  let node: StartedCluster;
+  try {
+    node = await startNode({
+      detached: false,
+      numCpus: 1,
+      prestartWorkers: 0,
+      address: cluster().address,
+      token: cluster().joinToken,
+      sessionDir: cluster().head.sessionDir,
+      objectStoreDir: cluster().home,
+    });
+  } finally {
+    if (before === undefined) delete process.env.CUDA_VISIBLE_DEVICES;
+    else process.env.CUDA_VISIBLE_DEVICES = before;
+  }
+  t.teardown(() => node.stop());
+  const info = (await cluster().status()).nodes.find((n) => n.nodeId === node.nodeId);
+  t.is(info?.total.GPU, 2);
+  const on = { schedulingStrategy: { nodeId: node.nodeId } };
+  t.is((await env.options({ ...on, numGpus: 2 }).remote()).gpus, `${uuid},7`);
+  t.true([uuid, '7'].includes((await env.options({ ...on, numGpus: 1 }).remote()).gpus!));
+  t.is((await env.options(on).remote()).gpus, '', 'a CPU task still sees none');
 });
