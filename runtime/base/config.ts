@@ -2,7 +2,7 @@
 // without flags.
 import { mkdirSync, readFileSync, writeFileSync, renameSync, rmSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { homedir, tmpdir } from 'node:os';
+import { homedir, networkInterfaces, tmpdir } from 'node:os';
 import { UsageError } from './errors.ts';
 import { privateDirProblem } from './private-dir.mjs';
 
@@ -150,8 +150,28 @@ export function writePrivateFile(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
-/** Accepts `host:port`, `nats://host:port`, `tls://host:port`; returns a server URL for nats.js. */
+/** Accepts `host:port`, `nats://host:port`, `tls://host:port`, or several comma-separated (servers of one NATS
+ * cluster: a client tries them all and fails over); returns them as nats URLs, comma-separated. */
 export function parseAddress(address: string): string {
+  return address.split(',').map(parseServer).join(',');
+}
+
+/** The nats URLs of `address`: one per server. */
+export const serverUrls = (address: string): string[] => parseAddress(address).split(',');
+
+/** The servers of `address` to try, this machine's own first when some are and some are not (`inOrder`: keep the
+ * order): a process then talks through the server on its machine, so its traffic with the others there stays there,
+ * and a server lost elsewhere does not touch it. Otherwise nats.js's random order spreads the clients. */
+export function nearestServersFirst(address: string): { servers: string[]; inOrder: boolean } {
+  const urls = serverUrls(address);
+  const mine = new Set(Object.values(networkInterfaces()).flatMap((as) => (as ?? []).map((a) => a.address)));
+  const hosts = hostsOf(address);
+  const local = urls.filter((_, i) => mine.has(hosts[i]!) || isLoopback(hosts[i]!));
+  if (local.length === 0 || local.length === urls.length) return { servers: urls, inOrder: false };
+  return { servers: [...local, ...urls.filter((u) => !local.includes(u))], inOrder: true };
+}
+
+function parseServer(address: string): string {
   const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
   const m = new RegExp(`^(?:(nats|tls)://)?(\\[[0-9a-fA-F:]+\\]|${label}(?:\\.${label})*):(\\d{1,5})$`).exec(
     address.trim(),
@@ -160,7 +180,7 @@ export function parseAddress(address: string): string {
   if (!m || port < 1 || port > 65535) {
     throw new UsageError(
       `invalid cluster address ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:4222 (the address ` +
-        `'troupe start --head' printed)`,
+        `'troupe start --head' printed), or several, comma-separated`,
     );
   }
   return `${m[1] ?? 'nats'}://${m[2]}:${port}`;
@@ -202,23 +222,31 @@ export function saveCa(addresses: string[], caPem: string): void {
 export function trustPlain(addresses: string[]): void {
   for (const address of addresses) {
     rmSync(savedCaPath(address), { force: true });
-    if (!isLoopback(hostOf(address))) writeTrust(trustPath(address, '.plain'), '# troupe: plain text, by --no-tls\n');
+    if (!hostsOf(address).every(isLoopback))
+      writeTrust(trustPath(address, '.plain'), '# troupe: plain text, by --no-tls\n');
   }
 }
 
-/** The host of `host:port` or `nats://host:port`, without IPv6 brackets. */
+/** The host of `host:port` or `nats://host:port` (of a list, the first), without IPv6 brackets. */
 export function hostOf(address: string): string {
-  const host = parseAddress(address)
-    .replace(/^\w+:\/\//, '')
-    .replace(/:\d+$/, '');
-  return host.replace(/^\[(.*)\]$/, '$1');
+  return hostsOf(address)[0]!;
+}
+
+/** The host of each server of `address`. */
+export function hostsOf(address: string): string[] {
+  return serverUrls(address).map((url) =>
+    url
+      .replace(/^\w+:\/\//, '')
+      .replace(/:\d+$/, '')
+      .replace(/^\[(.*)\]$/, '$1'),
+  );
 }
 
 /** Whether a connection to `address` without a CA is one the user asked for: loopback (nothing in between to trust),
  * TROUPE_NO_TLS=1, or an address this machine started or joined with --no-tls. Any other connection beyond loopback
  * needs the cluster's CA, so that whoever answers at the address cannot just ask for no TLS. */
 export function plainAllowed(address: string): boolean {
-  if (isLoopback(hostOf(address)) || process.env.TROUPE_NO_TLS === '1') return true;
+  if (hostsOf(address).every(isLoopback) || process.env.TROUPE_NO_TLS === '1') return true;
   try {
     readFileSync(trustPath(address, '.plain'));
     return true;

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { randomFillSync } from 'node:crypto';
 import { encode, decode } from '../base/codec.ts';
-import { parseAddress, defaults, clusterCa, hostOf, plainAllowed } from '../base/config.ts';
+import { nearestServersFirst, defaults, clusterCa, hostsOf, plainAllowed } from '../base/config.ts';
 import {
   AuthenticationError,
   CallLostError,
@@ -150,8 +150,15 @@ export function tlsOptions(
   ca: string,
   address: string,
 ): { ca: string; checkServerIdentity: typeof checkServerIdentity } {
-  const host = hostOf(address);
-  return { ca, checkServerIdentity: (_name: string, cert: PeerCertificate) => checkServerIdentity(host, cert) };
+  // Of several servers, the certificate must name one of them: nats.js does not pass the host it dialled.
+  const hosts = hostsOf(address);
+  return {
+    ca,
+    checkServerIdentity: (_name: string, cert: PeerCertificate) => {
+      const errors = hosts.map((host) => checkServerIdentity(host, cert));
+      return errors.includes(undefined) ? undefined : errors[0];
+    },
+  };
 }
 
 /** TLS errors whose cause is trust (the certificate chain or the name), not the network. */
@@ -230,7 +237,7 @@ export class Bus {
   }
 
   static async connect(opts: ConnectOptions): Promise<Bus> {
-    const server = parseAddress(opts.address);
+    const { servers, inOrder } = nearestServersFirst(opts.address);
     const ca = opts.tlsCa ?? clusterCa(opts.address);
     // Without a CA, whoever answers at an address beyond loopback could just ask for no TLS and read everything.
     if (!ca && !plainAllowed(opts.address))
@@ -246,7 +253,8 @@ export class Bus {
     let nc: NatsConnection;
     try {
       nc = await connect({
-        servers: server,
+        servers,
+        noRandomize: inOrder,
         ...(user ? { authenticator: nkeyAuthenticator(user), inboxPrefix } : { token: opts.token }),
         // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
         // fails on its certificate (tlsFailure() says what to pass).

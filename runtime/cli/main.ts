@@ -453,6 +453,7 @@ async function status(values: Values): Promise<number> {
             lease: head?.lease,
             standbys: head?.standbys ?? [],
             warnings: head?.warnings ?? [],
+            bus: head?.bus,
             nodes,
             pending: head?.pending ?? [],
             infeasible: head?.infeasible ?? [],
@@ -474,6 +475,11 @@ async function status(values: Values): Promise<number> {
     }
     for (const s of head?.standbys ?? [])
       console.log(printable(`Standby head: ${s.headId} on ${s.hostname} (pid ${s.pid}), since ${s.since}`));
+    if (head?.bus) {
+      const b = head.bus;
+      const servers = b.cluster ? `NATS cluster ${b.cluster} of ${b.servers} servers` : 'one nats-server';
+      console.log(printable(`Bus: ${servers}; cluster state R${b.stateReplicas}`));
+    }
     for (const w of head?.warnings ?? []) console.log(printable(`WARNING: single point of failure: ${w}`));
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');

@@ -6,8 +6,13 @@ import { checkServerIdentity } from 'node:tls';
 import { sign } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 
-const { server, token, nkey, name, subject, everyMs, tlsCa, tlsHost } = workerData;
-const tls = tlsCa ? { tls: { ca: tlsCa, checkServerIdentity: (_, cert) => checkServerIdentity(tlsHost, cert) } } : {};
+const { servers, inOrder, token, nkey, name, subject, everyMs, tlsCa, tlsHosts } = workerData;
+// As the Bus's tlsOptions(): the certificate must name one of the servers.
+const named = (cert) => {
+  const errors = tlsHosts.map((host) => checkServerIdentity(host, cert));
+  return errors.includes(undefined) ? undefined : errors[0];
+};
+const tls = tlsCa ? { tls: { ca: tlsCa, checkServerIdentity: (_, cert) => named(cert) } } : {};
 // A credential signs the server's nonce, as the Bus does (bus/nkey.ts); a plain token is for a user's own nats-server.
 const auth = nkey
   ? {
@@ -18,7 +23,8 @@ const auth = nkey
     }
   : { token };
 const nc = await connect({
-  servers: server,
+  servers,
+  noRandomize: inOrder,
   ...auth,
   name,
   maxReconnectAttempts: -1,

@@ -647,12 +647,19 @@ export class Head {
   status(): HeadStatus {
     const now = Date.now();
     const standbys = this.leadership.standbys();
+    const info = this.bus.nc.info;
+    const busStatus = {
+      servers: Math.max(1, info?.connect_urls?.length ?? 0),
+      cluster: info?.cluster,
+      stateReplicas: this.stateReplicas,
+    };
     return {
       head: ownVersions(),
       lease: { headId: this.leadership.headId, term: this.term, hostname: hostname(), pid: process.pid },
       standbys,
+      bus: busStatus,
       warnings: singlePointsOfFailure({
-        natsCluster: !!this.bus.nc.info?.cluster,
+        natsCluster: !!busStatus.cluster,
         stateReplicas: this.stateReplicas,
         standbys: standbys.length,
         machines: new Set([...this.nodes.values()].filter((n) => n.alive).map((n) => n.info.hostname)).size,

@@ -95,4 +95,14 @@ export interface HeadStatus {
   standbys?: Array<HeadStandby & { lastSeenMsAgo: number }>;
   /** The cluster's single points of failure, when it spans machines (head/failure-points.ts). */
   warnings?: string[];
+  /** The bus as the head sees it: the nats-servers it knows (its NATS cluster's, when it is one), and the copies of
+   * the cluster state (the KV buckets' replicas). */
+  bus?: BusStatus;
+}
+
+export interface BusStatus {
+  servers: number;
+  /** The NATS cluster's name; absent for a lone nats-server. */
+  cluster?: string;
+  stateReplicas: number;
 }

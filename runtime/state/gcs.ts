@@ -4,7 +4,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
 import { encode, decode } from '../base/codec.ts';
-import { openKv } from './buckets.ts';
+import { openKv, whileJetStreamRecovers } from './buckets.ts';
 
 /** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
 export class Table<T> {
@@ -28,11 +28,12 @@ export class Table<T> {
   }
 
   async put(key: string, value: T): Promise<void> {
-    await this.kv.put(key, this.format === 'json' ? JSON.stringify(value) : encode(value));
+    const bytes = this.format === 'json' ? JSON.stringify(value) : encode(value);
+    await whileJetStreamRecovers(() => this.kv.put(key, bytes));
   }
 
   async delete(key: string): Promise<void> {
-    await this.kv.delete(key);
+    await whileJetStreamRecovers(() => this.kv.delete(key));
   }
 
   async list(): Promise<T[]> {

@@ -15,7 +15,7 @@ import type { Bus } from '../bus/bus.ts';
 import { decode, encode } from '../base/codec.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { LogRecord, SubmissionInfo } from '../protocol/submissions.ts';
-import { openKv } from './buckets.ts';
+import { openKv, replicated } from './buckets.ts';
 import { Table } from './gcs.ts';
 
 export const JOB_LOG_STREAM = 'troupe-job-logs';
@@ -41,14 +41,17 @@ export async function openJobLogStream(bus: Bus): Promise<void> {
   const jsm = await jetstreamManager(bus.nc);
   if (await streamExists(jsm)) return;
   try {
-    await jsm.streams.add({
-      name: JOB_LOG_STREAM,
-      subjects: [subjects.jobLogAll],
-      storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-      max_bytes: MAX_BYTES,
-      max_age: nanos(MAX_AGE_S * 1000),
-    });
+    await replicated((replicas) =>
+      jsm.streams.add({
+        name: JOB_LOG_STREAM,
+        subjects: [subjects.jobLogAll],
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_bytes: MAX_BYTES,
+        max_age: nanos(MAX_AGE_S * 1000),
+        num_replicas: replicas,
+      }),
+    );
   } catch (e) {
     if (!(e instanceof JetStreamApiError) || !(await streamExists(jsm))) throw e; // lost the race: the winner's
   }

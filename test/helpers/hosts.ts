@@ -251,7 +251,7 @@ export const defaultTimingsEnv: NodeJS.ProcessEnv = {
 
 /** A script of test/fixtures started on host `h` from this checkout (a driver, as a user's script), killed after
  * 150 s at most. `ready` says 'ready' once it printed `marker`, or how it exited first. */
-export function startFixture(h: Host, fixture: string, env: NodeJS.ProcessEnv, marker: string) {
+export function startFixture(h: Pick<Host, 'spawn'>, fixture: string, env: NodeJS.ProcessEnv, marker: string) {
   const root = resolve(import.meta.dirname, '..', '..');
   const child = h.spawn(
     process.execPath,

@@ -1,15 +1,19 @@
 import test, { type ExecutionContext } from 'ava';
 import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TlsTrustError, UsageError } from '../../runtime/base/errors.ts';
 import {
   clusterCa,
   clusterFilePath,
+  hostOf,
+  hostsOf,
+  nearestServersFirst,
   parseAddress,
   plainAllowed,
   readClusterFile,
   saveCa,
+  serverUrls,
   trustPlain,
   writeClusterFile,
   type ClusterFile,
@@ -38,6 +42,28 @@ for (const bad of ['', 'localhost', 'host:0', 'host:70000', 'http://h:1', 'a b:1
     t.true(err?.message.includes('host:port'), err?.message);
   });
 }
+
+test('an address may list the servers of a NATS cluster, comma-separated: each is checked', (t) => {
+  const list = 'a:1, tls://b:2,[::1]:3';
+  t.is(parseAddress(list), 'nats://a:1,tls://b:2,nats://[::1]:3');
+  t.deepEqual(serverUrls(list), ['nats://a:1', 'tls://b:2', 'nats://[::1]:3']);
+  t.deepEqual(hostsOf(list), ['a', 'b', '::1']);
+  t.is(hostOf(list), 'a');
+  for (const bad of ['a:1,', 'a:1,,b:2', 'a:1,b'])
+    t.throws(() => parseAddress(bad), { instanceOf: UsageError, message: /invalid cluster address/ }, bad);
+});
+
+test("a process tries this machine's servers first, when the list has others too", (t) => {
+  // Documentation addresses this machine does not have (nothing is dialled here).
+  const mine = new Set(Object.values(networkInterfaces()).flatMap((as) => (as ?? []).map((a) => a.address)));
+  const [a, b] = ['203.0.113.1', '203.0.113.2', '198.51.100.1', '198.51.100.2'].filter((ip) => !mine.has(ip));
+  t.deepEqual(nearestServersFirst(`${a}:4222,127.0.0.1:4223,${b}:4222`), {
+    servers: ['nats://127.0.0.1:4223', `nats://${a}:4222`, `nats://${b}:4222`],
+    inOrder: true,
+  });
+  for (const spread of [`${a}:1,${b}:2`, '127.0.0.1:1,127.0.0.1:2', '127.0.0.1:1'])
+    t.false(nearestServersFirst(spread).inOrder, `${spread}: nats.js's random order`);
+});
 
 /** Points TROUPE_HOME at a not-yet-existing dir inside a fresh temp dir; restores it afterwards. */
 function freshHome(t: ExecutionContext): string {
@@ -107,6 +133,8 @@ test.serial(
     for (const a of ['127.0.0.1:4222', 'localhost:1', '[::1]:4222']) t.true(plainAllowed(a), a);
     const far = '10.99.0.1:4222';
     t.false(plainAllowed(far));
+    t.true(plainAllowed('127.0.0.1:4222,[::1]:4223'), 'a list of loopback servers');
+    t.false(plainAllowed(`127.0.0.1:4222,${far}`), 'a list with one server beyond loopback');
     // Refused before anything is dialled. 0.0.0.0 is not loopback to this check, and were it dialled by mistake the
     // connection would still stay on this machine (port 1: refused).
     const err = await t.throwsAsync(Bus.connect({ address: '0.0.0.0:1', token: 'x', name: 'test' }), {
