@@ -8,6 +8,8 @@
 //       tells the standby, the lease runs out): the time it takes (goal: within 5 s), calls lost meanwhile;
 //   (h) a worker machine cut off for 10 s, then healed, on simulated hosts (bench/chaos/partition.ts; not in --smoke:
 //       test/cluster/link-loss.test.ts runs it in npm test): its actor moves once, never answers from both;
+//   (i) on a NATS cluster of three servers, kill -9 the one the actor's worker uses under load (bench/chaos/
+//       nats-cluster.ts; not in --smoke: test/cluster/nats-cluster.test.ts runs it in npm test): none lost;
 //   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
 //       (maxRestarts) and by a supervisor.
 // Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
@@ -33,6 +35,7 @@ import { startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
 import { Survivor } from './survivor.ts';
 import { partitionWorker } from './partition.ts';
+import { killOneOfThreeNats } from './nats-cluster.ts';
 import { smallValue } from '../workloads/tasks.ts';
 
 const smoke = process.argv.includes('--smoke');
@@ -441,6 +444,12 @@ try {
   if (!smoke && runs('partition_worker')) {
     results.partition_worker = await partitionWorker();
     log(JSON.stringify(results.partition_worker));
+  }
+
+  // (i) one of three nats-servers killed, on a cluster of its own (this run's cluster is not used).
+  if (!smoke && runs('kill_nats_of_three')) {
+    results.kill_nats_of_three = await killOneOfThreeNats();
+    log(JSON.stringify(results.kill_nats_of_three));
   }
 } finally {
   finished = true;

@@ -71,8 +71,9 @@ export const defaults = {
   /** A caller that has heard nothing from a worker or actor for this long while tasks or calls are in flight there
    * asks it which it still holds; one it does not hold lost its request or its answer (core NATS delivers at most
    * once: a reconnect or a slow-consumer cut drops messages), and is retried under its retry options or fails with
-   * CallLostError instead of waiting for ever. */
-  callProbeMs: envInt('TROUPE_CALL_PROBE_MS', 10_000),
+   * CallLostError instead of waiting for ever. Only an answer settles anything, so asking early costs one message per
+   * silent worker and no wrong verdict: 3 s is how long a nats-server lost from a NATS cluster holds up calls. */
+  callProbeMs: envInt('TROUPE_CALL_PROBE_MS', 3_000),
   /** A task lease unused this long goes back to its node. */
   leaseIdleMs: envInt('TROUPE_LEASE_IDLE_MS', 1000),
   /** Most tasks queued on one leased worker. Only functions seen to run quickly are queued, up to 10 ms of expected

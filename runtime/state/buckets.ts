@@ -63,7 +63,7 @@ const RECOVERY_MS = 15_000;
 /** Runs a JetStream request again while nobody answers it (no responders, or a timeout), for up to RECOVERY_MS: in a
  * NATS cluster a new stream's subjects reach the other servers a moment after it is made, and when a server is lost
  * its streams and the JetStream meta group elect new leaders. Only for requests that may be repeated: making or
- * binding a bucket, a put, a delete (a compare-and-set that timed out may have been applied). */
+ * binding a bucket, reads, a put, a delete (a compare-and-set that timed out may have been applied). */
 export async function whileJetStreamRecovers<T>(request: () => Promise<T>): Promise<T> {
   const until = Date.now() + RECOVERY_MS;
   for (;;) {

@@ -22,7 +22,7 @@ export class Table<T> {
   }
 
   async get(key: string): Promise<T | undefined> {
-    const e = await this.kv.get(key);
+    const e = await whileJetStreamRecovers(() => this.kv.get(key));
     if (e?.operation !== 'PUT') return undefined;
     return this.parse(e.value);
   }
@@ -38,8 +38,11 @@ export class Table<T> {
 
   async list(): Promise<T[]> {
     const out: T[] = [];
-    const keys: string[] = [];
-    for await (const k of await this.kv.keys()) keys.push(k);
+    const keys = await whileJetStreamRecovers(async () => {
+      const ks: string[] = [];
+      for await (const k of await this.kv.keys()) ks.push(k);
+      return ks;
+    });
     for (const k of keys) {
       const v = await this.get(k);
       if (v !== undefined) out.push(v);
@@ -49,7 +52,7 @@ export class Table<T> {
 
   /** Calls back for every current entry, then for every change. Returns a stop function. */
   async watch(cb: (key: string, value: T | undefined) => void): Promise<() => void> {
-    const it = await this.kv.watch({ key: '>' });
+    const it = await whileJetStreamRecovers(() => this.kv.watch({ key: '>' }));
     (async () => {
       for await (const e of it) {
         // A callback that throws must not end the watch: nothing would be watched again.
