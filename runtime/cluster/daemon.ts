@@ -100,15 +100,26 @@ async function standByWhenDeposed(head: Head, options: HeadOptions): Promise<voi
   if (stopping) return;
   console.error(`troupe: this head no longer leads: ${cause}; it stands by`);
   await head.stop().catch(() => undefined);
-  const next = new Head(options);
-  daemon = next;
-  try {
-    await next.start();
-  } catch (e) {
-    console.error(e);
-    await stop(1, { lastWords: `troupe: the head could not stand by again: ${asError(e).message}` });
+  return standByAgain(options);
+}
+
+/** A new head in this process, standing by until it leads. One that took the lease but could not start (JetStream
+ * still electing leaders after a lost server, say) gives the lease up and stands by again, later each time, rather
+ * than leave the cluster without a head. */
+async function standByAgain(options: HeadOptions): Promise<void> {
+  for (let attempt = 0; !stopping; attempt++) {
+    const next = new Head(options);
+    daemon = next;
+    try {
+      await next.start();
+      return standByWhenDeposed(next, options);
+    } catch (e) {
+      await next.stop().catch(() => undefined);
+      const waitMs = Math.min(30_000, 1000 * 2 ** attempt);
+      console.error(`troupe: the head could not start (${asError(e).message}); it stands by again in ${waitMs} ms`);
+      await sleep(waitMs);
+    }
   }
-  return standByWhenDeposed(next, options);
 }
 
 let credentialsBus: Bus | undefined;
@@ -125,11 +136,16 @@ try {
   } else void standByWhenDeposed(daemon as Head, config.options);
 } catch (e) {
   console.error(e); // all of it (stack, cause), for whoever reads the log
-  await stop(1, {
-    // The starter watches its daemons and stops an embedded nats-server itself: stopping it here would make the
-    // nats-server's exit, not ours, the first one it sees.
-    stopNats: !config.parentPid || !isAlive(config.parentPid),
-    // Last, after anything stopping prints: the starter's error shows the last lines of this log.
-    lastWords: `troupe: the ${config.role} daemon failed to start: ${asError(e).message}`,
-  });
+  // A standby's start returned to its starter long ago: it stands by again instead (see standByAgain).
+  if (config.role === 'head' && (daemon as Head).stoodBy && !stopping) {
+    await daemon.stop().catch(() => undefined);
+    void standByAgain(config.options);
+  } else
+    await stop(1, {
+      // The starter watches its daemons and stops an embedded nats-server itself: stopping it here would make the
+      // nats-server's exit, not ours, the first one it sees.
+      stopNats: !config.parentPid || !isAlive(config.parentPid),
+      // Last, after anything stopping prints: the starter's error shows the last lines of this log.
+      lastWords: `troupe: the ${config.role} daemon failed to start: ${asError(e).message}`,
+    });
 }

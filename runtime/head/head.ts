@@ -101,6 +101,8 @@ export class Head {
   /** Copies of the cluster state (its KV buckets' replicas), read once this head leads. */
   private stateReplicas = 1;
   private checkpointStore: Promise<CheckpointStore> | undefined;
+  /** It waited for another head's lease before it led (a standby), rather than leading from its start. */
+  stoodBy = false;
   private readonly nodes = new Map<string, NodeState>();
   /** Every request not yet granted; `waiting` is the subset with no grant in flight, which is all pump() looks at. */
   private readonly queue = new Map<string, Pending>();
@@ -140,12 +142,13 @@ export class Head {
     // A standby waits here, serving nothing, until the leader stops renewing its lease.
     const leaseMs = this.o.leaseMs ?? defaults.headLeaseMs;
     this.leadership = await Leadership.open(this.hbBus, leaseMs);
-    const leads = await this.leadership.acquire((l) =>
+    const leads = await this.leadership.acquire((l) => {
+      this.stoodBy = true;
       console.log(
         `troupe: standby head: head ${l.headId} on ${l.hostname} (pid ${l.pid}) leads with term ${l.term}; ` +
           `taking over once it leaves its lease unrenewed for ${leaseMs} ms`,
-      ),
-    );
+      );
+    });
     if (!leads) return; // stopped while it stood by
     // First, before anything else is served: every joiner checks its versions against ours.
     this.serve(subjects.headHello, (hello: HelloMsg | undefined) => {
