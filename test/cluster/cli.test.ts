@@ -140,7 +140,10 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   });
   t.is(standby.code, 0, standby.stderr);
   t.regex(standby.stdout, /troupe standby head for \S+ started/);
-  t.regex((await troupe('status')).stdout, /Leading head: \w+ on .* \(pid \d+\), term 1/);
+  const withStandby = (await troupe('status')).stdout;
+  t.regex(withStandby, /Leading head: \w+ on .* \(pid \d+\), term 1/);
+  // One nats-server keeps one copy: the three asked for fall back to one.
+  t.regex(withStandby, /^Bus: one nats-server; cluster state R1$/m);
 
   const pids = [...processesWithHome(home), ...processesWithHome(otherHome)];
   t.true(pids.length >= 6); // nats-server, head, three node daemons, their workers
