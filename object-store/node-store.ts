@@ -1,12 +1,16 @@
 // One node's objects as files (shared memory by default), written once and sealed by rename,
 // so a reader on the same machine never sees half an object. Spilled objects are files in a second dir on disk.
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { markAsOurs } from './leftovers.ts';
 import { byteLength } from '../runtime/base/codec.ts';
 import { ObjectStoreFullError, ProtocolError, TroupeError } from '../runtime/base/errors.ts';
+
+/** Objects are readable by the store dir's group: only the node's own user where workers run as it (the dir is
+ * 0700), its workers' where they run as another user (NodeStore.init). */
+export const OBJECT_MODE = 0o640;
 
 /** Reads of one large object: at most this many slices at once (libuv has 4 threads), each at least SLICE_BYTES. */
 const READ_SLICES = 4;
@@ -34,9 +38,15 @@ export class NodeStore {
     readonly spillDir?: string,
   ) {}
 
-  /** Makes the directories, marked as this process's: if it is killed, the next node here removes them. */
-  init(): void {
+  /** Makes the directories, marked as this process's: if it is killed, the next node here removes them. With
+   * `workerGid` (workers run as another user), the store dir is shared with that group: objects and lanes are made
+   * in it by workers, the node daemon and drivers alike, and new files take its group (set-group-id). */
+  init(workerGid?: number): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    if (workerGid !== undefined) {
+      chownSync(this.dir, -1, workerGid);
+      chmodSync(this.dir, 0o2770);
+    }
     markAsOurs(this.dir);
     if (this.spillDir) {
       mkdirSync(this.spillDir, { recursive: true, mode: 0o700 });
@@ -65,7 +75,7 @@ export class NodeStore {
     const tmp = this.tmpPath(id);
     const total = byteLength(parts);
     try {
-      const fh = await open(tmp, 'w', 0o600);
+      const fh = await open(tmp, 'w', OBJECT_MODE);
       try {
         let written = 0;
         while (written < total) {

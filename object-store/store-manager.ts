@@ -5,7 +5,7 @@ import { copyFile, open, rm, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { ObjectLostError, ObjectStoreFullError } from '../runtime/base/errors.ts';
 import { formatBytes } from '../runtime/base/bytes.ts';
-import { writeError, type NodeStore } from './node-store.ts';
+import { OBJECT_MODE, writeError, type NodeStore } from './node-store.ts';
 
 export interface StoredObject {
   id: string;
@@ -223,7 +223,7 @@ export class StoreManager {
       (async () => {
         const tmp = this.store.tmpPath(id);
         try {
-          const fh = await open(tmp, 'w', 0o600);
+          const fh = await open(tmp, 'w', OBJECT_MODE);
           try {
             await fh.truncate(size);
             await fetch(async (chunk, offset) => {

@@ -23,14 +23,16 @@ const COMPILE = 'esbuild esm node20 inline-sourcemap v2';
 export const compiledHere = (url) => url.startsWith(root) && compiles(url);
 const compiles = (url) => url.startsWith('file:') && /\.m?ts$/.test(url) && !url.includes('/node_modules/');
 
-/** @type {string | undefined} where compiled files are kept; undefined: nowhere (the directory is not this user's) */
+/** @type {string | undefined} where compiled files are kept; undefined: nowhere (no directory is this user's) */
 let cacheDir;
 /** @type {Promise<typeof import('esbuild')> | undefined} */
 let esbuild;
 
 export function initialize() {
-  const dir = fileURLToPath(new URL('node_modules/.cache/troupe-source', root));
-  cacheDir = privateDirProblem(dir) ? undefined : dir;
+  const checkout = fileURLToPath(new URL('node_modules/.cache/troupe-source', root));
+  // A checkout of another user's (workers run as --worker-user): a cache in our own home instead.
+  const home = process.env.HOME && join(process.env.HOME, '.cache', 'troupe-source');
+  cacheDir = [checkout, home].find((dir) => dir && !privateDirProblem(dir));
 }
 
 /** @type {import('node:module').LoadHook} */

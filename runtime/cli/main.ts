@@ -40,8 +40,9 @@ const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
 Usage:
   troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [TLS] [RESOURCES]
-               [--data-dir DIR] [--block]
-  troupe start --address HOST:PORT --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES] [--block]
+               [--data-dir DIR] [--worker-user USER] [--block]
+  troupe start --address HOST:PORT --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES]
+               [--worker-user USER] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
   troupe memory [--json]
@@ -70,7 +71,8 @@ Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, defa
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
            --data-dir DIR (head: keep the cluster's state there, not in a new session dir; started again on it,
            it is the same cluster: credentials, CA, port, cluster state). --block: stay in the foreground; exit 1
-           when one of the daemons dies (for systemd)
+           when one of the daemons dies (for systemd). --worker-user USER (started as root): run this machine's
+           workers (your jobs' code) as USER, so they cannot read the daemons' credentials
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
            current-cluster.json (mode 0600, has the driver credential), run/ and session dirs.`;
 
@@ -126,6 +128,7 @@ const commands = {
     'tls-ca': { type: 'string' },
     'no-tls': { type: 'boolean' },
     'ca-sha256': { type: 'string' },
+    'worker-user': { type: 'string' },
     ...resourceFlags,
   },
   status: { json: { type: 'boolean' }, address: { type: 'string' }, ...tokenFlags },
@@ -238,6 +241,7 @@ function startOptions(values: Values): StartOptions {
     spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
     dataDir: values['data-dir'] as string | undefined,
+    workerUser: values['worker-user'] as string | undefined,
     nodeIp:
       values['node-ip-address'] === undefined
         ? undefined
@@ -298,6 +302,11 @@ async function start(values: Values): Promise<number> {
   }
   // Drivers on this machine find the cluster (and this node's store) through this file.
   recordCurrentCluster(started);
+  if (process.geteuid?.() === 0 && o.workerUser === undefined)
+    console.error(
+      "troupe: WARNING: started as root, so workers (your jobs' code) run as root too: they can read this machine's " +
+        'troupe credentials. Pass --worker-user USER (nobody will do) to run them as that user.',
+    );
   if (!values.block) {
     console.log(`Logs in ${started.sessionDir}/logs. 'troupe status' shows the cluster, 'troupe stop' stops it.`);
     return 0;
@@ -309,7 +318,8 @@ async function start(values: Values): Promise<number> {
 
 /** `troupe start --head --address HOST:PORT`: a head daemon that stands by, and leads once the leader is gone. */
 async function startStandby(values: Values, o: StartOptions): Promise<number> {
-  for (const bad of ['port', 'host', 'nats', 'tls-cert', 'tls-key', 'data-dir', 'node-ip-address'] as const)
+  const notForStandby = ['port', 'host', 'nats', 'tls-cert', 'tls-key', 'data-dir', 'node-ip-address', 'worker-user'];
+  for (const bad of notForStandby)
     if (values[bad] !== undefined) throw new UsageError(`--${bad} is not for a standby head (--head --address)`);
   const address = values.address as string;
   parseAddress(address);

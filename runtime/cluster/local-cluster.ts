@@ -9,6 +9,7 @@ import { startNatsServer } from './nats-server.ts';
 import { writeRunFile, removeRunFile, readRunFiles } from './run-files.ts';
 import { isAlive, terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
+import { resolveWorkerUser } from '../base/worker-user.ts';
 import { detectResources, defaultObjectStoreMemory, gpuDevices, type ResourceFlags } from './machine-resources.ts';
 import { defaultAddress, externalAddresses, routedAddress } from './node-address.ts';
 import { createClusterTls, userClusterTls, type ClusterTls } from './tls.ts';
@@ -51,6 +52,9 @@ export interface StartOptions extends ResourceFlags {
   /** Plain text even beyond loopback (a trusted network): the token and all data travel in clear. Clients on this
    * machine then connect to the bus (or to --nats) without TLS; elsewhere they need --no-tls or TROUPE_NO_TLS=1. */
   noTls?: boolean;
+  /** The Unix user this machine's workers run as (`--worker-user`), not the node daemon's own: jobs' code then cannot
+   * read the daemon's memory, environment or files (its credentials). Needs the daemon to run as root. */
+  workerUser?: string;
   /** The head's session dir, kept and used again (rather than a new one under TROUPE_HOME): a head started again on it
    * is the same cluster, with its credentials, CA, port and JetStream data (cluster state, checkpoints). */
   dataDir?: string;
@@ -281,6 +285,8 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
   const nodeId = randomBytes(6).toString('hex');
   const gpus = gpuDevices(o.numGpus);
   const resources = detectResources(o, gpus);
+  // Checked here, so a wrong name fails the start with its reason; the daemon's own user needs nothing.
+  const workerUser = o.workerUser === undefined ? undefined : resolveWorkerUser(o.workerUser);
   const objectStoreRoot = o.objectStoreDir ?? '/dev/shm';
   const objectStoreMemory = o.objectStoreMemory ?? defaultObjectStoreMemory(objectStoreRoot);
   const node = await spawnDaemon(
@@ -301,6 +307,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
         objectStoreMemory,
         spillRoot: o.spillDir,
         prestartWorkers: o.prestartWorkers,
+        workerUser: workerUser?.uid === process.geteuid?.() ? undefined : workerUser,
       },
     },
     {

@@ -1,7 +1,7 @@
 // One per machine: advertises resources, leases worker processes (with their GPU ids), owns the node's object store,
 // reports worker exits. The head decides where; the node daemon is the authority on what it has free.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, mkdirSync, rmSync } from 'node:fs';
+import { openSync, closeSync, mkdirSync, rmSync, chownSync, chmodSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -9,7 +9,8 @@ import { Bus } from '../bus/bus.ts';
 import { Gcs, Table } from '../state/gcs.ts';
 import { openKv } from '../state/buckets.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
-import { defaults, nodeStoreName } from '../base/config.ts';
+import { defaults, nodeStoreName, troupeHome } from '../base/config.ts';
+import type { WorkerUser } from '../base/worker-user.ts';
 import {
   fits,
   subtract,
@@ -71,6 +72,8 @@ export interface NodeDaemonOptions {
   heartbeatMs?: number;
   /** Idle workers kept started ahead of the next lease (default 1). */
   prestartWorkers?: number;
+  /** The user workers run as (`--worker-user`), when not the daemon's own: the daemon runs as root. */
+  workerUser?: WorkerUser;
 }
 
 interface Worker {
@@ -159,6 +162,8 @@ export class NodeDaemon {
   private envs!: JobEnvs;
   /** Drivers run for `troupe job submit`. */
   private submitted?: SubmittedJobs;
+  /** What processes run as the worker user (workers, submitted drivers) get in place of the daemon's home. */
+  private userEnv?: NodeJS.ProcessEnv;
 
   constructor(private readonly o: NodeDaemonOptions) {
     this.nodeId = o.nodeId;
@@ -193,7 +198,7 @@ export class NodeDaemon {
     const spillRoot = o.spillRoot === false ? undefined : o.spillRoot;
     for (const dir of removeLeftovers({ storeRoot: o.objectStoreRoot, spillRoot, sessionDir: o.sessionDir }))
       console.log(`troupe: removed ${dir}, left by a node daemon that was killed`);
-    this.store.init();
+    this.store.init(o.workerUser?.gid);
     mkdirSync(join(this.o.sessionDir, 'logs'), { recursive: true });
     this.bus = await Bus.connect({
       address: this.o.address,
@@ -208,9 +213,12 @@ export class NodeDaemon {
       address: this.o.address,
     });
     this.credentials = checkCredentials(await this.bus.request(CREDENTIALS_SUBJECT, {}, { timeoutMs: 10_000 }));
+    if (o.workerUser) this.userEnv = homeOfTheirOwn(o.workerUser, this.bus.tlsCa);
     this.gcs = await Gcs.open(this.bus);
     await this.followHeadLease();
-    this.envs = new JobEnvs(new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line) }));
+    this.envs = new JobEnvs(
+      new EnvCache(new StoreSource(this.bus), { log: (line) => console.log(line), readers: o.workerUser?.gid }),
+    );
     const bus = this.bus;
     bus.serve(subjects.nodeLease(this.nodeId), (req: unknown) => this.grantOnce(req));
     bus.serve(
@@ -245,6 +253,7 @@ export class NodeDaemon {
       nodeId: this.nodeId,
       address: this.o.address,
       token: this.credentials.driver,
+      runAs: this.o.workerUser && { ...this.o.workerUser, env: this.userEnv! },
       localDir: (ref, dir) => this.envs.cache.localDir(ref, dir),
       hold: (dir) => this.envs.cache.hold(dir),
     });
@@ -684,10 +693,13 @@ export class NodeDaemon {
     const log = openSync(logPath, 'a');
     const [cmd, args] = workerCommand();
     const { TROUPE_TOKEN: _, ...env } = process.env;
+    const user = this.o.workerUser;
     const child = spawn(cmd, args, {
       stdio: ['ignore', log, log, 'ipc'],
+      ...(user && { uid: user.uid, gid: user.gid }),
       env: {
         ...env,
+        ...this.userEnv,
         TROUPE_ADDRESS: this.o.address,
         TROUPE_NODE_ID: this.nodeId,
         TROUPE_OBJECT_DIR: this.store.dir,
@@ -821,4 +833,31 @@ function untilDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
 function withoutCpu(d: ResourceSet): ResourceSet {
   const { CPU: _cpu, ...rest } = d;
   return rest;
+}
+
+/** The home of processes that run as `user`: `worker-home-<uid>` in TROUPE_HOME, theirs alone (0700), kept across
+ * nodes and restarts as a home directory is. TROUPE_HOME itself becomes passable (not readable) by the user's group,
+ * so that they reach it and the runtime-env copies; everything else in it stays the daemon's alone (0700 dirs, 0600
+ * files). The cluster's CA, or the word that the bus is plain, is what they would otherwise read from the daemon's
+ * TROUPE_HOME. */
+function homeOfTheirOwn(user: WorkerUser, tlsCa: string | undefined): NodeJS.ProcessEnv {
+  const troupe = troupeHome();
+  const st = statSync(troupe);
+  chownSync(troupe, st.uid, user.gid);
+  chmodSync(troupe, (st.mode & 0o7777) | 0o010);
+  const home = join(troupe, `worker-home-${user.uid}`);
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  chownSync(home, user.uid, user.gid);
+  chmodSync(home, 0o700);
+  const ca = join(home, 'cluster-ca.pem');
+  if (tlsCa) writeFileSync(ca, tlsCa, { mode: 0o644 });
+  return {
+    HOME: home,
+    TMPDIR: home,
+    TROUPE_HOME: join(home, 'troupe'),
+    USER: user.name,
+    LOGNAME: user.name,
+    XDG_CACHE_HOME: undefined,
+    ...(tlsCa ? { TROUPE_TLS_CA: ca } : { TROUPE_NO_TLS: '1' }),
+  };
 }

@@ -15,6 +15,7 @@ import { howItExited } from '../base/processes.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { request } from '../protocol/check.ts';
 import { checkStop, checkSubmit } from '../protocol/schemas.ts';
+import type { WorkerUser } from '../base/worker-user.ts';
 import {
   checkGraceMs,
   checkSubmissionId,
@@ -33,6 +34,8 @@ export interface SubmittedJobsOptions {
   /** What the driver's init() connects to. */
   address: string;
   token: string;
+  /** Drivers run as this user (the node's --worker-user), with `env` in place of the daemon's home. */
+  runAs?: WorkerUser & { env: NodeJS.ProcessEnv };
   /** Where a shipped working dir is here (the node's copy of it, or the dir itself on the CLI's machine). */
   localDir?: (ref: RuntimeEnvRef, dir: string) => Promise<string>;
   /** Keeps the node's copy at `dir` from eviction until the returned release is called. */
@@ -168,13 +171,15 @@ export class SubmittedJobs {
     const env: NodeJS.ProcessEnv = { ...process.env, ...req.env };
     delete env.TROUPE_DAEMON_CONFIG; // the daemon's own options
     Object.assign(env, {
+      ...this.o.runAs?.env,
       TROUPE_ADDRESS: this.o.address,
       TROUPE_TOKEN: this.o.token,
       TROUPE_SUBMISSION_ID: id,
     });
     const [cmd, ...args] = req.entrypoint;
     // A group of its own: stop reaches what the command started (npx, tsx), not only the command.
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const as = this.o.runAs && { uid: this.o.runAs.uid, gid: this.o.runAs.gid };
+    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...as });
     const started = await new Promise<Error | undefined>((resolve) => {
       child.once('spawn', () => resolve(undefined));
       child.once('error', resolve);

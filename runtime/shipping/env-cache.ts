@@ -10,6 +10,7 @@
 import { randomBytes, createHash } from 'node:crypto';
 import {
   chmod,
+  chown,
   copyFile,
   link,
   lstat,
@@ -51,6 +52,8 @@ export interface EnvCacheOptions {
   graceMs?: number;
   /** One line per materialized env. */
   log?: (line: string) => void;
+  /** A group that may read the copies (not change them): the workers' when they run as another user. */
+  readers?: number;
 }
 
 /** Where a cache gets items: the object store (StoreSource), or anything that can read one by name. */
@@ -341,6 +344,7 @@ export class EnvCache {
   private async commit(tmp: string, dir: string, marker: string): Promise<void> {
     await rm(join(tmp, MARKER), { recursive: true, force: true }); // never written through a link an archive made
     await writeFile(join(tmp, MARKER), marker, { flag: 'wx', mode: 0o400 });
+    if (this.o.readers !== undefined) await share(tmp, this.o.readers); // unpack made it 0700
     await this.locked(async () => {
       await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
       try {
@@ -372,8 +376,10 @@ export class EnvCache {
   private async loadOnce(): Promise<void> {
     await mkdir(dirname(this.dir), { recursive: true, mode: 0o700 });
     await safeParent(dirname(this.dir));
-    await ownDir(this.dir);
-    for (const sub of ['envs', 'packages', 'tmp']) await ownDir(join(this.dir, sub));
+    const readers = this.o.readers;
+    await ownDir(this.dir, readers);
+    for (const sub of ['envs', 'packages']) await ownDir(join(this.dir, sub), readers);
+    await ownDir(join(this.dir, 'tmp'));
     for (const sub of ['envs', 'packages']) {
       const parent = join(this.dir, sub);
       for (const name of await readdir(parent).catch(() => [] as string[])) {
@@ -422,9 +428,10 @@ export class EnvCache {
   }
 }
 
-/** Creates the cache's directory (mode 0700) or checks the one there: ours, a directory, not writable by group or
- * others. Another user able to write into it could plant a package that jobs then run. */
-async function ownDir(dir: string): Promise<void> {
+/** Creates the cache's directory (mode 0700; 0750 with the group `readers`) or checks the one there: ours, a
+ * directory, not writable by group or others. Another user able to write into it could plant a package that jobs
+ * then run. */
+async function ownDir(dir: string, readers?: number): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const st = await lstat(dir);
   const uid = process.getuid?.();
@@ -440,7 +447,14 @@ async function ownDir(dir: string): Promise<void> {
       `the runtime env cache ${dir} ${why}: another user could plant code jobs would run. Remove it, or set ` +
         'TROUPE_HOME to a directory of your own',
     );
-  if (st.mode & 0o077) await chmod(dir, 0o700);
+  if (readers !== undefined) await share(dir, readers);
+  else if (st.mode & 0o077) await chmod(dir, 0o700);
+}
+
+/** Lets the group `readers` read `dir` (not change it): 0750, owner unchanged. */
+async function share(dir: string, readers: number): Promise<void> {
+  await chown(dir, (await lstat(dir)).uid, readers);
+  await chmod(dir, 0o750);
 }
 
 /** The cache's parent (TROUPE_HOME): whoever owns it could move our cache aside and put theirs there. Ours or

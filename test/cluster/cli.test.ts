@@ -23,6 +23,8 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   const head = await troupe('start', '--head', '--host', '127.0.0.1', '--num-cpus', '1', '--object-store-dir', home);
   t.is(head.code, 0, head.stderr);
   t.regex(head.stdout, /troupe head started/);
+  // Started as root without --worker-user, it says that jobs' code runs as root, and how not to.
+  t.is(/WARNING: started as root.*--worker-user USER/s.test(head.stderr), process.geteuid?.() === 0, head.stderr);
   const clusterFile = join(home, 'current-cluster.json');
   t.is(statSync(clusterFile).mode & 0o777, 0o600);
   const { address } = JSON.parse(readFileSync(clusterFile, 'utf8')) as { address: string };
@@ -94,6 +96,12 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   t.is(badStore.code, 2);
   t.regex(badStore.stderr, /--object-store-memory must be a byte count such as 512MB/);
   t.is((await troupe('start', '--address', address, '--no-spill', '--spill-dir', home)).code, 2);
+  const noSuchUser = await troupe('start', '--address', address, '--worker-user', 'no-such-user-here');
+  t.is(noSuchUser.code, 2);
+  t.regex(noSuchUser.stderr, /--worker-user: no user no-such-user-here on this machine/);
+  const asRoot = await troupe('start', '--address', address, '--worker-user', 'root');
+  t.is(asRoot.code, 2);
+  t.regex(asRoot.stderr, /workers must not run as root/);
   t.is((await troupe('list', 'everything')).code, 2);
   t.is((await troupe('frobnicate')).code, 2);
   const wrongToken = await runCommand(process.execPath, [cli, 'status', '--address', address], {

@@ -64,8 +64,9 @@ if (why) {
     [a, b] = net.hosts;
     t.not(a.ip, b.ip);
 
-    // One CPU a host: the two MNIST replicas can only run one on each.
-    const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '1']);
+    // One CPU a host: the two MNIST replicas can only run one on each. Jobs' code runs as nobody on both hosts, as
+    // the docs say to run daemons started as root: shipped copies, TLS and lanes must work for that user.
+    const head = await troupe(a, ['start', '--head', '--host', a.ip, '--num-cpus', '1', '--worker-user', 'nobody']);
     t.is(head.code, 0, head.stdout + head.stderr);
     const joinLine = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(head.stdout);
     if (!joinLine) throw new Error(`no join line in: ${head.stdout}`);
@@ -73,7 +74,10 @@ if (why) {
     t.is(address.split(':')[0], a.ip, 'the join line names the address other machines reach');
     const node = await troupe(
       b,
-      ['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '1', '--resources', '{"b": 4}'],
+      [
+        ...['start', '--address', address, '--ca-sha256', ca, '--num-cpus', '1', '--resources', '{"b": 4}'],
+        ...['--worker-user', 'nobody'],
+      ],
       {
         TROUPE_TOKEN: token,
       },
@@ -117,6 +121,7 @@ if (why) {
       t.deepEqual(r.sum, { host: 'host-b', length: 12_500_000, sum: 12_500_000 });
       t.is(r.surroundings.words, 'HELLO FROM HOST-B!');
       t.not(r.surroundings.cwd, app, 'on B, a task runs in the copy of the app');
+      t.is(r.surroundings.uid, 65534, "on B, as nobody (--worker-user), from the copy the node's user made");
       t.is(r.actor, 'host-b');
       t.is(r.actorWords, 'HELLO FROM HOST-B!');
       t.log(`first task on B (code shipped, then a worker started): ${r.firstTaskMs} ms`);

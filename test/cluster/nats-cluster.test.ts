@@ -2,6 +2,9 @@
 // servers and fails over, the cluster state is kept in three copies (R3), and killing the server that carries the
 // head's connection under load loses no call and no state. Calls here go through NATS (no lanes), as between machines.
 import test from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { init, shutdown, get, getActor, kill } from '../../runtime/index.ts';
 import { defaults } from '../../runtime/base/config.ts';
@@ -21,11 +24,14 @@ process.env.TROUPE_LANES = '0';
 process.env.TROUPE_CALL_PROBE_MS = '1000';
 
 let nats: NatsCluster | undefined;
+/** Removed after the servers stop: one stopping writes into its JetStream dir, and would make the dir anew. */
+let natsDir: string | undefined;
 const started: StartedCluster[] = [];
 test.after.always(async () => {
   await shutdown();
   for (const s of started.reverse()) await s.stop();
   await nats?.stop();
+  if (natsDir) rmSync(natsDir, { recursive: true, force: true });
 });
 
 async function headStatus(address: string, token: string): Promise<HeadStatus> {
@@ -40,7 +46,8 @@ async function headStatus(address: string, token: string): Promise<HeadStatus> {
 test.serial('three nats-servers: R3 state, and one killed under load loses no call and no state', async (t) => {
   const home = tempDir(t);
   process.env.TROUPE_HOME = home;
-  nats = await startNatsCluster(tempDir(t));
+  natsDir = mkdtempSync(join(tmpdir(), 'troupe-test-nats-'));
+  nats = await startNatsCluster(natsDir);
   const { address, token } = nats;
   const common = { detached: false, numGpus: 0, prestartWorkers: 0, objectStoreDir: home } as const;
   const head = await startHead({ ...common, nats: address, token, numCpus: 2 });

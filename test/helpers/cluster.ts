@@ -68,7 +68,8 @@ export interface TestCluster {
 /** A head (with its node) plus extra node daemons, owned by this test process. Cleans up after itself if start
  * fails. */
 /** Per node: resources and object store settings. */
-export type NodeFlags = ResourceFlags & Pick<StartOptions, 'objectStoreMemory' | 'spillDir' | 'prestartWorkers'>;
+export type NodeFlags = ResourceFlags &
+  Pick<StartOptions, 'objectStoreMemory' | 'spillDir' | 'prestartWorkers' | 'workerUser'>;
 
 export async function startCluster(
   o: { head?: NodeFlags; nodes?: NodeFlags[]; nodeTimeoutMs?: number } = {},

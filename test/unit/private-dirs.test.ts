@@ -1,5 +1,6 @@
 // Another user who creates troupe's directories first must not get to hand troupe a cluster file or code: troupe's
-// home and tsx's cache are used only when they are this user's alone.
+// home and tsx's cache are used only when they are this user's alone. And the user workers run as (--worker-user) is
+// a real, unprivileged user that this process can start processes as.
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
@@ -7,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { privateDirProblem } from '../../runtime/base/private-dir.mjs';
+import { resolveWorkerUser } from '../../runtime/base/worker-user.ts';
+import { UsageError } from '../../runtime/base/errors.ts';
 
 const guard = fileURLToPath(new URL('../../runtime/base/tsx-cache.mjs', import.meta.url));
 const config = new URL('../../runtime/base/config.ts', import.meta.url).href;
@@ -100,4 +103,18 @@ test("tsx's cache planted by someone else is not read", (t) => {
   const run = tsxCacheIn(tmp);
   t.true(run.disabled);
   t.regex(run.stderr, /not using tsx's cache .*symbolic link/);
+});
+
+test('--worker-user: a user of this machine, not root, and another user only for a daemon run as root', (t) => {
+  t.deepEqual(resolveWorkerUser('nobody', 0), { name: 'nobody', uid: 65534, gid: 65534 });
+  t.deepEqual(resolveWorkerUser('65534', 0), { name: 'nobody', uid: 65534, gid: 65534 });
+  t.deepEqual(resolveWorkerUser('nobody', 65534).uid, 65534, 'its own user needs no root');
+  const notRoot = t.throws(() => resolveWorkerUser('nobody', 1000), { instanceOf: UsageError });
+  t.regex(
+    notRoot.message,
+    /only a node daemon running as root can start workers as another user \(this one is uid 1000\)/,
+  );
+  t.throws(() => resolveWorkerUser('root', 0), { instanceOf: UsageError, message: /must not run as root/ });
+  t.throws(() => resolveWorkerUser('no-such-user-here', 0), { instanceOf: UsageError, message: /no user/ });
+  t.throws(() => resolveWorkerUser('a b', 0), { instanceOf: UsageError, message: /not a user name/ });
 });

@@ -1,6 +1,7 @@
 // What a node does with hostile items from the object store (archives, manifests) and a cache another user could
 // reach: it refuses them with a typed error and writes nothing outside its cache.
 import test, { type ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -241,6 +242,42 @@ test('the cache is ours alone: one others can write to is refused; planted entri
   t.is(await new EnvCache(source, { dir: cacheDir }).materialize(ref, root), copy);
   t.deepEqual(asked, []);
   t.true(lstatSync(copy).isDirectory());
+});
+
+test('with a readers group (workers as another user) the copies are theirs to read, not to change', async (t) => {
+  const pkgX = rawTar([
+    { path: 'package.json', body: '{"name":"x","version":"1.0.0"}' },
+    { path: 'index.js', body: 'real' },
+  ]);
+  const { source, ref, root } = await hostileEnv(
+    t,
+    { 'pkg-x@1.0.0': pkgX },
+    { packages: [storeEntry('node_modules/x', 'x')] },
+  );
+  // As root, nobody's group, and a worker's read tried as nobody; as anyone else, our own group.
+  const asRoot = process.getuid?.() === 0;
+  const readers = asRoot ? 65534 : process.getgid!();
+  const top = dir(t, 'troupe-ship-cache-');
+  chmodSync(top, 0o711); // as the node daemon makes TROUPE_HOME passable
+  const cacheDir = join(top, 'runtime-envs');
+  const copy = await new EnvCache(source, { dir: cacheDir, readers }).materialize(ref, root);
+  for (const d of [cacheDir, join(cacheDir, 'envs'), join(cacheDir, 'packages')]) {
+    t.is(statSync(d).mode & 0o7777, 0o750, d);
+    t.is(statSync(d).gid, readers, d);
+  }
+  t.is(statSync(join(cacheDir, 'tmp')).mode & 0o777, 0o700, 'copies being made stay private');
+  if (asRoot) {
+    const asNobody = (code: string) =>
+      spawnSync(process.execPath, ['-e', code], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    const file = JSON.stringify(join(copy, 'node_modules/x/index.js'));
+    const read = asNobody(`process.stdout.write(require("fs").readFileSync(${file}, "utf8"))`);
+    t.is(read.stdout, 'real', read.stderr);
+    t.not(asNobody(`require('fs').writeFileSync(${file}, 'planted')`).status, 0);
+    t.not(asNobody(`require('fs').writeFileSync(${JSON.stringify(join(copy, 'planted.js'))}, 'x')`).status, 0);
+  }
+  // A daemon without readers makes the cache its own alone again.
+  await new EnvCache(source, { dir: cacheDir }).materialize(ref, root);
+  t.is(statSync(cacheDir).mode & 0o777, 0o700);
 });
 
 test("npm's integrity is part of a package's name: a patched package of the same version ships anew", async (t) => {
