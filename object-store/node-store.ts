@@ -1,16 +1,46 @@
 // One node's objects as files (shared memory by default), written once and sealed by rename,
 // so a reader on the same machine never sees half an object. Spilled objects are files in a second dir on disk.
-import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { chmodSync, chownSync, constants, mkdirSync, rmSync } from 'node:fs';
+import { copyFile, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { markAsOurs } from './leftovers.ts';
 import { byteLength } from '../runtime/base/codec.ts';
-import { ObjectStoreFullError, ProtocolError, TroupeError } from '../runtime/base/errors.ts';
+import { ObjectLostError, ObjectStoreFullError, ProtocolError, TroupeError } from '../runtime/base/errors.ts';
 
 /** Objects are readable by the store dir's group: only the node's own user where workers run as it (the dir is
  * 0700), its workers' where they run as another user (NodeStore.init). */
-export const OBJECT_MODE = 0o640;
+const OBJECT_MODE = 0o640;
+/** Files in the store dir are opened without following a link, and read only when regular: where workers run as
+ * another user they may write in the dir, and what they plant there (a link to a file of root's, a FIFO) must not
+ * make the node daemon or a driver read, write or wait on anything else. */
+const READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** Opens an object's file for reading (see READ); anything but a regular file there is a lost object. */
+async function openObject(id: string, path: string): Promise<FileHandle> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, READ);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
+    throw new ObjectLostError(`object ${id}: its file in the store is a link, not what its writer made`);
+  }
+  if ((await fh.stat()).isFile()) return fh;
+  await fh.close();
+  throw new ObjectLostError(`object ${id}: its file in the store is not a regular file`);
+}
+
+/** Creates `path` for writing, never through what is there (see CREATE): a file left by an earlier try goes first. */
+export async function createObjectFile(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, CREATE, OBJECT_MODE);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    await rm(path, { force: true });
+    return await open(path, CREATE, OBJECT_MODE);
+  }
+}
 
 /** Reads of one large object: at most this many slices at once (libuv has 4 threads), each at least SLICE_BYTES. */
 const READ_SLICES = 4;
@@ -40,12 +70,13 @@ export class NodeStore {
 
   /** Makes the directories, marked as this process's: if it is killed, the next node here removes them. With
    * `workerGid` (workers run as another user), the store dir is shared with that group: objects and lanes are made
-   * in it by workers, the node daemon and drivers alike, and new files take its group (set-group-id). */
+   * in it by workers, the node daemon and drivers alike. New files take its group (set-group-id), and only their
+   * owner (or root) may remove or replace them (sticky). */
   init(workerGid?: number): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     if (workerGid !== undefined) {
       chownSync(this.dir, -1, workerGid);
-      chmodSync(this.dir, 0o2770);
+      chmodSync(this.dir, 0o3770);
     }
     markAsOurs(this.dir);
     if (this.spillDir) {
@@ -75,7 +106,7 @@ export class NodeStore {
     const tmp = this.tmpPath(id);
     const total = byteLength(parts);
     try {
-      const fh = await open(tmp, 'w', OBJECT_MODE);
+      const fh = await createObjectFile(tmp);
       try {
         let written = 0;
         while (written < total) {
@@ -99,7 +130,7 @@ export class NodeStore {
   /** The whole object in one buffer of its own (readFile would read in small pieces). A large one is read in a few
    * slices at once: most of the time goes to faulting in the new buffer's pages, which several threads do faster. */
   async read(id: string): Promise<Uint8Array> {
-    const fh = await open(this.path(id), 'r');
+    const fh = await openObject(id, this.path(id));
     try {
       const { size } = await fh.stat();
       const buf = new Uint8Array(size);
@@ -144,11 +175,29 @@ export class NodeStore {
 
   private async openForReading(id: string): Promise<FileHandle> {
     try {
-      return await open(this.path(id), 'r');
+      return await openObject(id, this.path(id));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !this.spillDir) throw e;
-      return await open(this.spillPath(id), 'r');
+      return await open(this.spillPath(id), 'r'); // the spill dir is the daemon's alone
     }
+  }
+
+  /** Copies the object's file to `to` (its spill file). From the file opened as openObject() does, through its fd:
+   * copyFile given the path would follow a link planted there. */
+  async copyOut(id: string, to: string): Promise<void> {
+    const fh = await openObject(id, this.path(id));
+    try {
+      await copyFile(`/proc/self/fd/${fh.fd}`, to);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Copies `from` (a spill file) to the object's tmp file, which it creates (see CREATE), for seal(). */
+  async copyIn(id: string, from: string): Promise<void> {
+    const tmp = this.tmpPath(id);
+    await rm(tmp, { force: true });
+    await copyFile(from, tmp, constants.COPYFILE_EXCL);
   }
 
   /** Closes what range reads keep open of the object: call it when a file of it is removed, or the open handle would

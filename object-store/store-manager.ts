@@ -1,11 +1,11 @@
 // The node daemon's side of the node store: what is in shared memory (an lru-cache bounded in bytes), what was
 // spilled to disk, and copies fetched from other nodes. Writers and readers touch the files directly; they ask here
 // only to seal a new object (which may first make room), to bring a spilled one back, or to fetch a remote one.
-import { copyFile, open, rm, stat } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { ObjectLostError, ObjectStoreFullError } from '../runtime/base/errors.ts';
 import { formatBytes } from '../runtime/base/bytes.ts';
-import { OBJECT_MODE, writeError, type NodeStore } from './node-store.ts';
+import { createObjectFile, writeError, type NodeStore } from './node-store.ts';
 
 export interface StoredObject {
   id: string;
@@ -59,12 +59,11 @@ export class StoreManager {
       await rm(tmp, { force: true });
       return;
     } // a retried task wrote it twice
-    const written = await stat(tmp).catch(() => undefined);
-    if (written?.size !== size) {
+    const written = await lstat(tmp).catch(() => undefined);
+    if (!written?.isFile() || written.size !== size) {
       await rm(tmp, { force: true });
-      throw new ObjectLostError(
-        `object ${id}: ${written ? `${written.size} bytes were written, not ${size}` : 'nothing was written'}`,
-      );
+      const what = written?.isFile() ? `${written.size} bytes were written, not ${size}` : 'nothing was written';
+      throw new ObjectLostError(`object ${id}: ${what}`);
     }
     await this.track(
       id,
@@ -135,7 +134,7 @@ export class StoreManager {
         await before?.catch(() => undefined);
         if (this.freed.has(id)) return;
         try {
-          await copyFile(this.store.path(id), this.store.spillPath(id)).catch(async (e) => {
+          await this.store.copyOut(id, this.store.spillPath(id)).catch(async (e) => {
             await rm(this.store.spillPath(id), { force: true }); // what a full disk let through
             throw e;
           });
@@ -179,7 +178,7 @@ export class StoreManager {
     await this.track(
       id,
       (async () => {
-        await copyFile(this.store.spillPath(id), this.store.tmpPath(id)).catch(async (e) => {
+        await this.store.copyIn(id, this.store.spillPath(id)).catch(async (e) => {
           await rm(this.store.tmpPath(id), { force: true }); // a full store: no partial file stays
           throw writeError(e, `object ${id}, read back from disk,`, this.store.dir);
         });
@@ -223,7 +222,7 @@ export class StoreManager {
       (async () => {
         const tmp = this.store.tmpPath(id);
         try {
-          const fh = await open(tmp, 'w', OBJECT_MODE);
+          const fh = await createObjectFile(tmp);
           try {
             await fh.truncate(size);
             await fetch(async (chunk, offset) => {

@@ -5,11 +5,12 @@ import test from 'ava';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { init, shutdown, put } from '../../runtime/api/session.ts';
+import { init, shutdown, put, get } from '../../runtime/api/session.ts';
+import { ObjectLostError } from '../../runtime/base/errors.ts';
 import { runCommand, startCluster, tempDir, type TestCluster } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
-import { reach, bigArray, total, laneTo } from '../fixtures/worker-reach.ts';
+import { reach, bigArray, total, laneTo, plantLink } from '../fixtures/worker-reach.ts';
 import { Counter, Forwarder } from '../fixtures/actors.ts';
 
 const NOBODY = 65534;
@@ -60,6 +61,16 @@ if (process.getuid?.() !== 0) {
     // This driver's calls went on the lane (the counter's socket, made by nobody), not through nats-server.
     t.truthy(currentCore().bus.laneOf(subjects.actor(counter.actorId)));
     t.is(await laneTo.remote(counter), currentCore().bus.laneOf(subjects.actor(counter.actorId)));
+  });
+
+  test.serial('a link a worker plants in the store is never followed by the node or a driver (root)', async (t) => {
+    const secret = join(c!.head.sessionDir, 'identities.json');
+    const { ref } = await plantLink.remote(secret);
+    const e = await t.throwsAsync(get(ref), { instanceOf: ObjectLostError });
+    const why: string[] = [];
+    for (let x: unknown = e; x instanceof Error; x = x.cause) why.push(x.message);
+    t.regex(why.join(' <- '), /its file in the store is a link/);
+    t.is(await total.remote(put(new Float32Array(1000).fill(1))), 1000, 'the store goes on serving');
   });
 
   test.serial('a driver run for `troupe job submit` runs as the worker user too', async (t) => {
