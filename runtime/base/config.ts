@@ -74,6 +74,11 @@ export const defaults = {
    * CallLostError instead of waiting for ever. Only an answer settles anything, so asking early costs one message per
    * silent worker and no wrong verdict: 3 s is how long a nats-server lost from a NATS cluster holds up calls. */
   callProbeMs: envInt('TROUPE_CALL_PROBE_MS', 3_000),
+  /** Bytes of the answers a worker sent over NATS that it keeps (for 60 s at most), so that a caller whose answer was
+   * lost gets it again when it probes, and the call runs once. A small answer costs about 200 bytes: the default
+   * keeps the last few hundred thousand. 0: none (a lost answer fails its call with CallLostError, or runs it again
+   * under its retries). */
+  keptAnswerBytes: envInt('TROUPE_KEPT_ANSWER_BYTES', 64 * 1024 * 1024),
   /** A task lease unused this long goes back to its node. */
   leaseIdleMs: envInt('TROUPE_LEASE_IDLE_MS', 1000),
   /** Most tasks queued on one leased worker. Only functions seen to run quickly are queued, up to 10 ms of expected

@@ -24,6 +24,7 @@ import { holdUntil } from '../base/keep-alive.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
 import { nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
+import { KeptAnswers, inboxOf as inboxOfReply } from './kept-answers.ts';
 
 export type { Subscription };
 
@@ -45,6 +46,10 @@ interface Pending {
 /** What a handler returns (or its promise resolves to) to leave a request unanswered. */
 export const NO_REPLY = Symbol('troupe.noReply');
 
+/** How long a process keeps the answers it sent over NATS (kept-answers.ts; in how many bytes at most:
+ * defaults.keptAnswerBytes). */
+const KEPT_ANSWER_MS = 60_000;
+
 /** Requests of one batch that go as a message of their own, without waiting for the end of the turn. */
 const BATCH_PART = 256;
 /** How soon requestUntilAnswered asks again where nobody serves the subject (a process between connections). */
@@ -54,8 +59,18 @@ const ABSENT_RETRY_MS = 500;
  * makes thousands a second) and hears of its answer, once, by one of its methods. */
 export interface BatchedRequest<T = any> {
   readonly body: unknown;
+  /** The reply subject of the batch it last went in over NATS (set by the bus): a probe names it, for the worker to
+   * send the answers it kept for that batch again (Bus.answerAgain). */
+  sentOn?: string;
   answered(value: T): void;
   failed(error: Error): void;
+}
+
+/** The reply subjects of the batches these requests last went in over NATS: what a probe names (answerAgain). */
+export function batchesOf(requests: Iterable<BatchedRequest>): string[] {
+  const replies = new Set<string>();
+  for (const r of requests) if (r.sentOn) replies.add(r.sentOn);
+  return [...replies];
 }
 
 /** Tells a request its answer. A handler that throws is a bug: it surfaces as an uncaught error, as a throwing
@@ -95,11 +110,11 @@ class SentBatch implements Pending {
       throw new ProtocolError(`malformed answer to a batch on ${this.subject}`);
     for (const [i, failed, value] of answers) {
       const x = this.items[i];
-      if (!x) continue;
+      if (!x) continue; // answered already: a worker may send its answers again (answerAgain)
       this.items[i] = undefined;
+      this.answered++;
       settle(x, failed === 1, value);
     }
-    this.answered += answers.length;
     return this.answered >= this.items.length;
   }
 
@@ -121,6 +136,8 @@ class BatchAnswers {
   constructor(
     readonly reply: string | undefined,
     readonly lane?: LaneRequest,
+    /** Its answers sent over NATS are kept a while, for answerAgain(). */
+    readonly keep = false,
   ) {}
 }
 
@@ -420,8 +437,10 @@ export class Bus {
       // One request too large for any message goes to NATS, which says so: on a lane it would be longer than the
       // worker reads, and its connection would go with every call on it.
       if (path && data.length <= this.maxPayload && this.lane(path)?.send(id, subject, data, now)) continue;
-      if (now) this.sendNow(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
-      else this.send(subject, data, `${this.inbox}.${id}`, (e) => this.unsent(id, sent, e));
+      const reply = `${this.inbox}.${id}`;
+      for (const x of items) if (x) x.sentOn = reply;
+      if (now) this.sendNow(subject, data, reply, (e) => this.unsent(id, sent, e));
+      else this.send(subject, data, reply, (e) => this.unsent(id, sent, e));
     }
   }
 
@@ -440,10 +459,12 @@ export class Bus {
   }
 
   /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
-   * in each turn of the event loop, so a quick call is not held up by a slow one. */
-  serveBatched(subject: string, handler: (body: any) => unknown): Subscription {
+   * in each turn of the event loop, so a quick call is not held up by a slow one. `keepAnswers`: the answers sent
+   * over NATS are kept a while, for answerAgain(). */
+  serveBatched(subject: string, handler: (body: any) => unknown, o: { keepAnswers?: boolean } = {}): Subscription {
+    const keep = !!o.keepAnswers && defaults.keptAnswerBytes > 0;
     const sub = this.serve(subject, (body: { batch: unknown[] }, msg) => {
-      this.runBatch(subject, body, new BatchAnswers(msg.reply), handler);
+      this.runBatch(subject, body, new BatchAnswers(msg.reply, undefined, keep), handler);
       return NO_REPLY;
     });
     this.batchServers.set(subject, { sub, handler });
@@ -771,7 +792,7 @@ export class Bus {
   private readonly events = new Map<string, (data: Uint8Array, subject: string) => void>();
 
   /** Sends answers to a batch (as several parts, if they are over the server's max_payload). */
-  private replyParts({ reply, lane, left }: BatchAnswers, part: BatchPart): void {
+  private replyParts({ reply, lane, left, keep }: BatchAnswers, part: BatchPart): void {
     if ((!reply && !lane) || this.closed) return;
     const groups = this.fitting(part, (answers) => encodeReply([0, answers]));
     for (const { data, items } of groups) {
@@ -783,8 +804,27 @@ export class Bus {
         );
       const out = tooLarge ? encodeReply([0, [[items[0][0], 1, tooLarge]]]) : data;
       if (lane) lane.reply(out, left === 0 && items === groups[groups.length - 1].items);
-      else this.send(reply!, out);
+      else {
+        this.send(reply!, out);
+        if (keep) {
+          this.kept ??= new KeptAnswers({ ttlMs: KEPT_ANSWER_MS, maxBytes: defaults.keptAnswerBytes });
+          this.kept.keep(reply!, out);
+        }
+      }
     }
+  }
+
+  /** Answers kept for answerAgain(), made at the first answer to keep. */
+  private kept: KeptAnswers | undefined;
+
+  /** Sends again the answers this process still keeps of those it sent to the batch with reply subject `reply`, when
+   * `asker` (the reply subject of the probe that names it) is of the same inbox: a caller gets only its own answers
+   * again, and one message cannot make this process send many to someone else. How many messages went again. */
+  answerAgain(asker: string | undefined, reply: string): number {
+    if (!asker || !this.kept || this.closed || inboxOfReply(asker) !== inboxOfReply(reply)) return 0;
+    const kept = this.kept.find(reply);
+    for (const data of kept) this.send(reply, data);
+    return kept.length;
   }
 
   /** Answer a request out of band (when the reply comes later than the handler returns). */

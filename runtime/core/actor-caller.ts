@@ -1,6 +1,6 @@
 // The caller's side of actors: create them through the head, then call them directly on their own subject.
 // Calls from one caller to one actor are sent in submission order; the head is never on the call path.
-import type { Bus, BatchedRequest } from '../bus/bus.ts';
+import { batchesOf, type Bus, type BatchedRequest } from '../bus/bus.ts';
 import type { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { ActorDiedError, CallLostError, NoRespondersError, PendingCallsLimitError } from '../base/errors.ts';
@@ -28,6 +28,8 @@ interface Known {
 
 /** A call sent and not yet answered: its own entry in the bus's batch, and told its answer there. */
 class InFlight implements BatchedRequest<CallReply> {
+  sentOn: string | undefined = undefined;
+
   constructor(
     private readonly caller: ActorCaller,
     readonly actorId: string,
@@ -239,7 +241,12 @@ export class ActorCaller {
       this.probing.add(actorId);
       const caller = calls.values().next().value!.call.caller;
       this.bus
-        .request(subjects.procProbe(workerId), { ids: [...calls.keys()], actorId, caller })
+        .request(subjects.procProbe(workerId), {
+          ids: [...calls.keys()],
+          actorId,
+          caller,
+          replies: batchesOf(calls.values()),
+        })
         .then(
           (answer) => {
             const { unknown, received } = checked(checkProbeAnswer, answer); // from the bus: untrusted

@@ -1,7 +1,7 @@
 // Sends tasks straight to leased workers. The head is asked for a lease once per resource shape and backlog,
 // never per task; idle leases go back to their node after a while.
 import { randomBytes } from 'node:crypto';
-import type { Bus, BatchedRequest } from '../bus/bus.ts';
+import { batchesOf, type Bus, type BatchedRequest } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { atCallSite } from '../base/definition-site.ts';
@@ -37,6 +37,8 @@ interface Lease {
 
 /** A task sent to a worker: its own entry in the bus's batch, and told its answer there. */
 class SentTask implements BatchedRequest<TaskReply> {
+  sentOn: string | undefined = undefined;
+
   constructor(
     private readonly submitter: TaskSubmitter,
     readonly shape: Shape,
@@ -429,7 +431,11 @@ export class TaskSubmitter {
         lease.probing = true;
         const { workerId } = lease.grant;
         this.bus
-          .request(subjects.procProbe(workerId), { ids: [...lease.inFlight.keys()], caller: this.procId })
+          .request(subjects.procProbe(workerId), {
+            ids: [...lease.inFlight.keys()],
+            caller: this.procId,
+            replies: batchesOf(lease.inFlight.values()),
+          })
           .then(
             (answer) => {
               const { unknown, received } = checked(checkProbeAnswer, answer); // from the bus: untrusted

@@ -184,10 +184,16 @@ export const checkActorStart = schemaCheck<v.GenericSchema<{ spec: ActorSpec; in
   }>,
 );
 /** A caller asks which of its tasks or calls a worker still holds (queued, running, or its answer not yet sent). */
-/** The caller whose tasks or calls they are, and for an actor's calls the actor (`received` answers for them). */
+/** The caller whose tasks or calls they are, and for an actor's calls the actor (`received` answers for them).
+ * `replies`: the reply subjects of the batches they went in, whose answers the worker sends again if it kept them. */
 export const checkCallProbe = schemaCheck(
   'call probe',
-  v.object({ ids: v.pipe(v.array(id), v.maxLength(100_000)), actorId: v.optional(id), caller: v.optional(id) }),
+  v.object({
+    ids: v.pipe(v.array(id), v.maxLength(100_000)),
+    actorId: v.optional(id),
+    caller: v.optional(id),
+    replies: v.optional(v.pipe(v.array(v.pipe(v.string(), v.maxLength(256))), v.maxLength(4096))),
+  }),
 );
 /** The ids of a probe the worker does not hold: their answers went, or they never came. And `received`: the highest
  * `seq` of the caller's calls to the actor (or of its tasks to this worker) that reached the worker,

@@ -183,6 +183,7 @@ export class ActorHost {
             this.drain(h);
           }),
       ),
+      { keepAnswers: true }, // for a caller that lost them (its probe asks)
     );
 
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE

@@ -313,6 +313,7 @@ client.bus.serveBatched(
     tail = p.catch(() => undefined);
     return p.finally(() => heldTasks.delete(spec.taskId));
   }),
+  { keepAnswers: true },
 );
 
 // --- actors --------------------------------------------------------------------------------------
@@ -338,7 +339,9 @@ client.bus.serve(
 // A caller's probe: which of its tasks and actor calls this process still holds (see defaults.callProbeMs).
 client.bus.serve(
   subjects.procProbe(procId),
-  request(checkCallProbe, ({ ids, actorId, caller }) => {
+  request(checkCallProbe, ({ ids, actorId, caller, replies }, msg: { reply?: string } | undefined) => {
+    // Answers the caller lost go again first, so they reach it before this reply: those calls ran, and run once.
+    for (const r of replies ?? []) client.bus.answerAgain(msg?.reply, r);
     const unknown = ids.filter((id) => !heldTasks.has(id) && !actors.holds(id));
     const received = !caller ? undefined : actorId ? actors.received(actorId, caller) : tasksArrived.get(caller);
     return received === undefined ? { unknown } : { unknown, received };

@@ -1,13 +1,14 @@
 // Core NATS delivers at most once: a message can be lost while both ends live (a reconnect; a slow consumer, which
-// nats-server cuts off, dropping what it had queued for it; nats-server's own death). Every call must still settle:
-// its caller, hearing nothing, asks the worker which it holds (TROUPE_CALL_PROBE_MS, 1 s here). A lost task runs
-// again; an actor call that never arrived (the worker says which of the caller's calls did) is sent again; one whose
-// answer was lost fails with CallLostError (it ran); a get asks the object's owner again; an actor start or an object
-// copy is asked for again, and the repeat joins the first. The loss here is real: the receiver is stopped (SIGSTOP)
-// while junk on its subject fills its socket (test/helpers/slow-consumer.ts), the message queues behind the junk in
-// nats-server, and the server cuts the receiver off once a write to it has waited 10 s (its write_deadline), dropping
-// what it queued; or nats-server is killed. Actor calls on one machine go on a lane (a Unix socket, which loses
-// nothing): this file's are sent through nats-server (TROUPE_LANES=0), as between machines.
+// nats-server cuts off, dropping what it had queued for it; nats-server's own death). Every call must still settle: its
+// caller, hearing nothing, asks the worker which it holds (TROUPE_CALL_PROBE_MS, 1 s here). A lost task runs again; an
+// actor call that never arrived (the worker says which of the caller's calls did) is sent again; one whose answer was
+// lost gets it again from the worker, which keeps what it answered a while (it ran once; once forgotten, the call fails
+// with CallLostError); a get asks the object's owner again; an actor start or an object copy is asked for again, and
+// the repeat joins the first. The loss here is real: the receiver is stopped (SIGSTOP) while junk on its subject fills
+// its socket (test/helpers/slow-consumer.ts), the message queues behind the junk in nats-server, and the server cuts
+// the receiver off once a write to it has waited 10 s (its write_deadline), dropping what it queued; or nats-server is
+// killed. Actor calls on one machine go on a lane (a Unix socket, which loses nothing): this file's are sent through
+// nats-server (TROUPE_LANES=0), as between machines.
 import test from 'ava';
 import { get, wait, CallLostError } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
@@ -27,6 +28,9 @@ defaults.callProbeMs = 1000;
 defaults.lanes = false;
 // The daemons read them when they start. A node stopped for the actor start test stays placeable and alive meanwhile.
 process.env.TROUPE_CALL_PROBE_MS = '1000';
+// Workers keep the answers they sent for callers that lost them: here 64 KiB of them, so that a test can make one be
+// forgotten.
+process.env.TROUPE_KEPT_ANSWER_BYTES = String(64 * 1024);
 process.env.TROUPE_NODE_SUSPECT_MS = '40000';
 process.env.TROUPE_NODE_TIMEOUT_MS = '60000';
 // Two CPUs: a task found lost may run again on a second worker while the first still holds its lease.
@@ -70,36 +74,54 @@ test.serial('an actor call whose request the bus dropped is sent again: it never
   }
 });
 
-test.serial('an actor call whose answer the bus dropped fails with CallLostError: it ran once', async (t) => {
-  t.timeout(90_000);
-  // The caller is another driver, which the test stops so that nats-server cuts it off with the answer queued.
-  const counter = Counter.options({ name: 'answered-late', namespace: 'lost-messages' }).remote(0);
-  await counter.add(0);
+/** Calls the slowAdd of each actor named from another driver, which the test stops so that nats-server cuts it off
+ * with the answers queued for it; `meanwhile` runs as it is cut off. How each call ended there, once the driver heard
+ * again. */
+async function loseTheAnswers<T>(actors: string[], meanwhile: () => T) {
   const driver = spawn(
     process.execPath,
-    ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/lost-answer-driver.ts', 'answered-late'],
+    ['--import', 'tsx', '--conditions=troupe-source', 'test/fixtures/lost-answer-driver.ts', ...actors],
     { env: { ...process.env, TROUPE_LANES: '0' }, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const exited = new Promise((r) => driver.once('exit', r));
-  t.teardown(() => driver.kill('SIGKILL'));
   const lines = createInterface({ input: driver.stdout })[Symbol.asyncIterator]();
   const next = async () => JSON.parse((await lines.next()).value as string);
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
   try {
-    const { procId } = await next(); // its call runs for 6 s: the answer comes behind the junk, and is lost
-    await loseOnTheWay(flooder, driver.pid!, subjects.obj.procCopied(procId), () => undefined);
-    const ended = await next();
-    t.is(ended.ended, CallLostError.name, ended.message);
-    t.regex(
-      ended.message,
-      /slowAdd\(\) on actor \w+: its answer was lost on the way \(it reached the actor, [^)]*\): it ran/,
-    );
-    t.is(await counter.value(), 1, 'it ran once');
+    const { procId } = await next(); // its calls run for 6 s: the answers come behind the junk, and are lost
+    const { sent } = await loseOnTheWay(flooder, driver.pid!, subjects.obj.procCopied(procId), meanwhile);
+    const ended = (await next()) as Array<{ ended: string; value?: number; message?: string }>;
     await exited;
+    return { ended, sent };
   } finally {
+    driver.kill('SIGKILL');
     await flooder.close();
   }
-});
+}
+
+test.serial(
+  'a call whose answer the bus dropped gets it again when its caller asks; one no longer kept fails',
+  async (t) => {
+    t.timeout(90_000);
+    // Two actors, so two workers: each keeps the answers it sent, 64 KiB of them here.
+    const kept = Counter.options({ name: 'answered-late', namespace: 'lost-messages' }).remote(0);
+    const forgotten = Counter.options({ name: 'answered-forgotten', namespace: 'lost-messages' }).remote(0);
+    await Promise.all([kept.add(0), forgotten.add(0)]);
+    // Calls of ours queued behind the second lost one: their answers, kept after it, push it out of its worker's room.
+    const { ended, sent } = await loseTheAnswers(['answered-late', 'answered-forgotten'], () =>
+      Promise.all(Array.from({ length: 5000 }, () => forgotten.pid())),
+    );
+    t.deepEqual(ended[0], { ended: 'answered', value: 1 }, 'answered again');
+    t.is(ended[1].ended, CallLostError.name, 'no longer kept');
+    t.regex(
+      ended[1].message ?? '',
+      /slowAdd\(\) on actor \w+: its answer was lost on the way \(it reached the actor, [^)]*\): it ran/,
+    );
+    t.is((await sent).length, 5000);
+    t.is(await kept.value(), 1, 'it ran once');
+    t.is(await forgotten.value(), 1, 'it ran once');
+  },
+);
 
 test.serial('an actor start the bus dropped: the head asks its node again, and one instance comes up', async (t) => {
   t.timeout(90_000);
