@@ -491,6 +491,13 @@ async function status(values: Values): Promise<number> {
       console.log(printable(`Bus: ${servers}; cluster state R${b.stateReplicas}`));
     }
     for (const w of head?.warnings ?? []) console.log(printable(`WARNING: single point of failure: ${w}`));
+    for (const n of nodes.filter((n) => n.alive && n.workersRunAs?.uid === 0))
+      console.log(
+        printable(
+          `WARNING: node ${n.nodeId} (${n.hostname}) runs jobs' code as root, which can read its troupe credentials: ` +
+            'start it with --worker-user USER',
+        ),
+      );
     if (!head)
       console.log('WARNING: the head is not answering; node states below are from cluster state and may be stale');
     const alive = nodes.filter((n) => n.alive);

@@ -2,7 +2,7 @@
 // reports worker exits. The head decides where; the node daemon is the authority on what it has free.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, mkdirSync, rmSync, chownSync, chmodSync, statSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Bus } from '../bus/bus.ts';
@@ -189,6 +189,7 @@ export class NodeDaemon {
       objectDir: this.store.dir,
       objectStoreMemory: this.objects.capacity,
       isHead: this.o.isHead,
+      workersRunAs: this.o.workerUser ? { user: this.o.workerUser.name, uid: this.o.workerUser.uid } : ownUser(),
     };
   }
 
@@ -860,4 +861,14 @@ function homeOfTheirOwn(user: WorkerUser, tlsCa: string | undefined): NodeJS.Pro
     XDG_CACHE_HOME: undefined,
     ...(tlsCa ? { TROUPE_TLS_CA: ca } : { TROUPE_NO_TLS: '1' }),
   };
+}
+
+/** This process's user, as workers that run as it are shown (a uid with no name in the user database: its number). */
+function ownUser(): { user: string; uid: number } {
+  const uid = process.getuid?.() ?? -1;
+  try {
+    return { user: userInfo().username, uid };
+  } catch {
+    return { user: String(uid), uid };
+  }
 }

@@ -22,6 +22,9 @@ export interface NodeInfo {
   /** Bytes of shared memory its object store may hold. */
   objectStoreMemory?: number;
   isHead: boolean;
+  /** The user its workers (jobs' code) run as: `--worker-user`, else the node daemon's own. Root can read the machine's
+   * troupe credentials: `troupe status` warns. */
+  workersRunAs?: { user: string; uid: number };
 }
 
 /** The head's lease: which head leads, and its fencing term, kept in KV (`HEAD_LEASE_BUCKET`, key `HEAD_LEASE_KEY`)

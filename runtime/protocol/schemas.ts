@@ -358,5 +358,6 @@ export const checkNodeInfo = schemaCheck(
     objectDir: v.pipe(v.string(), v.maxLength(4096)),
     objectStoreMemory: v.optional(amount),
     isHead: v.boolean(),
+    workersRunAs: v.optional(v.object({ user: v.pipe(v.string(), v.maxLength(64)), uid: count })),
   }),
 );

@@ -55,8 +55,19 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   const status = await troupe('status', '--json');
   t.is(status.code, 0, status.stderr);
   const s = JSON.parse(status.stdout) as {
-    nodes: Array<{ alive: boolean; total: Record<string, number>; isHead: boolean }>;
+    nodes: Array<{
+      alive: boolean;
+      total: Record<string, number>;
+      isHead: boolean;
+      workersRunAs: { user: string; uid: number };
+    }>;
   };
+  const uid = process.geteuid?.();
+  t.deepEqual(
+    s.nodes.map((n) => n.workersRunAs.uid),
+    [uid, uid, uid],
+    'no --worker-user: workers run as the daemons',
+  );
   t.is(s.nodes.filter((n) => n.alive).length, 3);
   t.is(s.nodes.filter((n) => n.isHead).length, 1);
   t.is(
@@ -74,6 +85,8 @@ test('start a head and two nodes, see them in status and list, stop them all', a
 
   const human = await troupe('status');
   t.regex(human.stdout, /Nodes: 3 alive, 0 dead/);
+  const asRootWarnings = human.stdout.match(/WARNING: node \w+ \(\S+\) runs jobs' code as root/g) ?? [];
+  t.is(asRootWarnings.length, uid === 0 ? 3 : 0, human.stdout);
   t.regex(human.stdout, /GPU 0\/2/);
   const list = await troupe('list', 'nodes', '--json');
   t.is((JSON.parse(list.stdout) as unknown[]).length, 3);

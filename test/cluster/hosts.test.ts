@@ -105,8 +105,15 @@ if (why) {
 
       const status = await troupe(a, ['status', '--json']);
       t.is(status.code, 0, status.stderr);
-      const { nodes, warnings } = JSON.parse(status.stdout) as { nodes: { alive: boolean }[]; warnings: string[] };
+      const { nodes, warnings } = JSON.parse(status.stdout) as {
+        nodes: { alive: boolean; workersRunAs: { user: string } }[];
+        warnings: string[];
+      };
       t.is(nodes.filter((n) => n.alive).length, 2, status.stdout);
+      t.deepEqual(
+        nodes.map((n) => n.workersRunAs.user),
+        ['nobody', 'nobody'],
+      );
       // Two machines, one nats-server, one copy of the state, no standby head: status says so.
       t.is(warnings.length, 3, status.stdout);
       t.regex(warnings.join('\n'), /one nats-server[\s\S]*\(R1\)[\s\S]*no standby/);
