@@ -1,10 +1,20 @@
 // One per machine: advertises resources, leases worker processes (with their GPU ids), owns the node's object store,
 // reports worker exits. The head decides where; the node daemon is the authority on what it has free.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, mkdirSync, rmSync, chownSync, chmodSync, statSync, writeFileSync } from 'node:fs';
+import {
+  openSync,
+  closeSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  chownSync,
+  chmodSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Bus } from '../bus/bus.ts';
 import { Gcs, Table } from '../state/gcs.ts';
 import { openKv } from '../state/buckets.ts';
@@ -838,9 +848,10 @@ function withoutCpu(d: ResourceSet): ResourceSet {
 
 /** The home of processes that run as `user`: `worker-home-<uid>` in TROUPE_HOME, theirs alone (0700), kept across
  * nodes and restarts as a home directory is. TROUPE_HOME itself becomes passable (not readable) by the user's group,
- * so that they reach it and the runtime-env copies; everything else in it stays the daemon's alone (0700 dirs, 0600
- * files). The cluster's CA, or the word that the bus is plain, is what they would otherwise read from the daemon's
- * TROUPE_HOME. */
+ * so that they reach it, the runtime-env copies and the cluster's CA; everything else in it stays the daemon's alone
+ * (0700 dirs, 0600 files). The CA, or the word that the bus is plain, is what they would otherwise read from the
+ * daemon's `tls/`. It is not in their home: there they could swap it, or make its name a link for root to write
+ * through. */
 function homeOfTheirOwn(user: WorkerUser, tlsCa: string | undefined): NodeJS.ProcessEnv {
   const troupe = troupeHome();
   const st = statSync(troupe);
@@ -850,8 +861,18 @@ function homeOfTheirOwn(user: WorkerUser, tlsCa: string | undefined): NodeJS.Pro
   mkdirSync(home, { recursive: true, mode: 0o700 });
   chownSync(home, user.uid, user.gid);
   chmodSync(home, 0o700);
-  const ca = join(home, 'cluster-ca.pem');
-  if (tlsCa) writeFileSync(ca, tlsCa, { mode: 0o644 });
+  const ca = join(
+    troupe,
+    `worker-ca-${createHash('sha256')
+      .update(tlsCa ?? '')
+      .digest('hex')
+      .slice(0, 16)}.pem`,
+  );
+  if (tlsCa) {
+    const tmp = `${ca}.${process.pid}.tmp`;
+    writeFileSync(tmp, tlsCa, { mode: 0o644 });
+    renameSync(tmp, ca);
+  }
   return {
     HOME: home,
     TMPDIR: home,
