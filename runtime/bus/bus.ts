@@ -24,7 +24,7 @@ import { holdUntil } from '../base/keep-alive.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
 import { nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
-import { KeptAnswers, inboxOf as inboxOfReply } from './kept-answers.ts';
+import { KeptAnswers } from './kept-answers.ts';
 
 export type { Subscription };
 
@@ -817,12 +817,12 @@ export class Bus {
   /** Answers kept for answerAgain(), made at the first answer to keep. */
   private kept: KeptAnswers | undefined;
 
-  /** Sends again the answers this process still keeps of those it sent to the batch with reply subject `reply`, when
-   * `asker` (the reply subject of the probe that names it) is of the same inbox: a caller gets only its own answers
-   * again, and one message cannot make this process send many to someone else. How many messages went again. */
+  /** Sends again the answers this process still keeps of those it sent to the batch with reply subject `reply`, to
+   * the caller whose probe came with reply subject `asker` (KeptAnswers.find: only its own). How many messages went
+   * again. */
   answerAgain(asker: string | undefined, reply: string): number {
-    if (!asker || !this.kept || this.closed || inboxOfReply(asker) !== inboxOfReply(reply)) return 0;
-    const kept = this.kept.find(reply);
+    if (!asker || !this.kept || this.closed) return 0;
+    const kept = this.kept.find(reply, asker);
     for (const data of kept) this.send(reply, data);
     return kept.length;
   }

@@ -16,11 +16,15 @@ interface KeptPart {
   at: number;
 }
 
+/** Where every troupe process's replies go (runtime/protocol/permissions.ts inboxPrefix): only such a reply subject is
+ * ever answered again. */
+const INBOXES = '_INBOX.';
+
 /** What keeping a message costs besides its bytes. */
 const PART_BYTES = 128;
 
 /** The inbox a reply subject belongs to: `<inbox>.<request id>` (runtime/bus/bus.ts). */
-export function inboxOf(reply: string): string {
+function inboxOf(reply: string): string {
   return reply.slice(0, reply.lastIndexOf('.'));
 }
 
@@ -50,8 +54,11 @@ export class KeptAnswers {
     this.evict(now);
   }
 
-  /** The messages sent on `reply` still kept. */
-  find(reply: string): Uint8Array[] {
+  /** The messages sent on `reply` still kept, for `asker` (the reply subject of the probe that names it) when it is of
+   * the same inbox: a caller gets only its own answers again, and one message cannot make a worker send many to
+   * someone else. */
+  find(reply: string, asker: string): Uint8Array[] {
+    if (!reply.startsWith(INBOXES) || inboxOf(asker) !== inboxOf(reply)) return [];
     const now = Date.now();
     return (this.byReply.get(reply) ?? []).filter((p) => now - p.at <= this.o.ttlMs).map((p) => p.data);
   }
