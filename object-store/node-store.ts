@@ -17,8 +17,9 @@ const OBJECT_MODE = 0o640;
 const READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
-/** Opens an object's file for reading (see READ); anything but a regular file there is a lost object. */
-async function openObject(id: string, path: string): Promise<FileHandle> {
+/** Opens an object's file for reading (see READ), with its size; anything but a regular file there is a lost
+ * object. */
+async function openObject(id: string, path: string): Promise<{ fh: FileHandle; size: number }> {
   let fh: FileHandle;
   try {
     fh = await open(path, READ);
@@ -26,7 +27,8 @@ async function openObject(id: string, path: string): Promise<FileHandle> {
     if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
     throw new ObjectLostError(`object ${id}: its file in the store is a link, not what its writer made`);
   }
-  if ((await fh.stat()).isFile()) return fh;
+  const st = await fh.stat();
+  if (st.isFile()) return { fh, size: st.size };
   await fh.close();
   throw new ObjectLostError(`object ${id}: its file in the store is not a regular file`);
 }
@@ -130,9 +132,8 @@ export class NodeStore {
   /** The whole object in one buffer of its own (readFile would read in small pieces). A large one is read in a few
    * slices at once: most of the time goes to faulting in the new buffer's pages, which several threads do faster. */
   async read(id: string): Promise<Uint8Array> {
-    const fh = await openObject(id, this.path(id));
+    const { fh, size } = await openObject(id, this.path(id));
     try {
-      const { size } = await fh.stat();
       const buf = new Uint8Array(size);
       const slices = Math.min(READ_SLICES, Math.ceil(size / SLICE_BYTES));
       const step = Math.ceil(size / slices / 4096) * 4096;
@@ -175,7 +176,7 @@ export class NodeStore {
 
   private async openForReading(id: string): Promise<FileHandle> {
     try {
-      return await openObject(id, this.path(id));
+      return (await openObject(id, this.path(id))).fh;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !this.spillDir) throw e;
       return await open(this.spillPath(id), 'r'); // the spill dir is the daemon's alone
@@ -185,7 +186,7 @@ export class NodeStore {
   /** Copies the object's file to `to` (its spill file). From the file opened as openObject() does, through its fd:
    * copyFile given the path would follow a link planted there. */
   async copyOut(id: string, to: string): Promise<void> {
-    const fh = await openObject(id, this.path(id));
+    const { fh } = await openObject(id, this.path(id));
     try {
       await copyFile(`/proc/self/fd/${fh.fd}`, to);
     } finally {
