@@ -13,7 +13,7 @@ const allowed = {
   state: ['base', 'bus', 'protocol', 'scheduling'],
   shipping: ['base', 'bus', 'protocol', 'state', 'scheduling'],
   core: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store'],
-  head: ['base', 'bus', 'protocol', 'state', 'scheduling'],
+  head: ['base', 'bus', 'protocol', 'state', 'scheduling', 'shipping'],
   node: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'shipping'],
   worker: ['base', 'bus', 'protocol', 'state', 'scheduling', 'tensor', 'object-store', 'core', 'shipping'],
   api: ['base', 'bus', 'protocol', 'state', 'scheduling', 'object-store', 'core', 'cluster', 'shipping'],

@@ -92,6 +92,7 @@ export {
   ProtocolError,
   WorkerLimitError,
   ObjectStoreFullError,
+  ClusterStoreFullError,
   DaemonStartError,
   VersionMismatchError,
 } from './base/errors.ts';

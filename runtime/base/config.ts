@@ -94,6 +94,17 @@ export const defaults = {
   /** How long the head keeps an ended job (its driver gone, none of its actors alive): its registration and its
    * record in `troupe list jobs`. A driver found silent with its record still RUNNING is marked FAILED first. */
   jobRetentionMs: envInt('TROUPE_JOB_RETENTION_MS', 86_400_000),
+  /** Bytes the cluster's checkpoint store (`troupe-checkpoints`, in JetStream) may hold; 0: no bound. Read by the
+   * head, which makes the store and applies a new value when it starts. A save past it fails with
+   * ClusterStoreFullError, and nothing saved is dropped: without a bound, one job's checkpoints could fill JetStream's
+   * disk and stop every write of the cluster's state (the head's lease among them). */
+  checkpointStoreBytes: envInt('TROUPE_CHECKPOINT_STORE_BYTES', 8 * 1024 ** 3),
+  /** The same for shipped code (`troupe-runtime-envs`: projects and packages of `runtimeEnv`). */
+  runtimeEnvStoreBytes: envInt('TROUPE_RUNTIME_ENV_STORE_BYTES', 4 * 1024 ** 3),
+  /** How often the head deletes the shipped code that no job it knows uses, and how old an object must be first
+   * (`troupe job submit` uploads before its job is registered). */
+  envSweepMs: envInt('TROUPE_RUNTIME_ENV_SWEEP_MS', 10 * 60_000),
+  envSweepGraceMs: envInt('TROUPE_RUNTIME_ENV_GRACE_MS', 60 * 60_000),
   /** Calls one caller may queue for an actor that is starting or restarting (the actor option maxPendingCalls). */
   maxPendingCalls: 10_000,
   /** Actor calls to a process on this machine go on its lane (a Unix socket) rather than through nats-server.

@@ -54,6 +54,9 @@ export class ObjectLostError extends TroupeError {}
 /** A node's object store cannot take the object: it is larger than the store, or everything held is in use and cannot
  * spill. */
 export class ObjectStoreFullError extends TroupeError {}
+/** One of the stores the whole cluster shares in JetStream (checkpoints, shipped code) is at its bound: what was to be
+ * saved was not, and nothing saved before was dropped. */
+export class ClusterStoreFullError extends TroupeError {}
 /** No troupe cluster at the address, or it refused us. */
 export class ConnectionError extends TroupeError {}
 /** The cluster refused the token (missing or wrong). */
@@ -142,6 +145,7 @@ for (const c of [
   WorkerDiedError,
   ObjectLostError,
   ObjectStoreFullError,
+  ClusterStoreFullError,
   ConnectionError,
   TlsTrustError,
   AuthenticationError,

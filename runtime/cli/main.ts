@@ -34,7 +34,7 @@ import { builtinIdentity, headHere, readIdentities } from '../cluster/identities
 import { troupeCommand } from './on-path.ts';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { ObjectRow } from '../protocol/objects.ts';
-import type { HeadStatus } from '../protocol/cluster.ts';
+import type { HeadStatus, StoreStatus } from '../protocol/cluster.ts';
 
 const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
@@ -490,7 +490,15 @@ async function status(values: Values): Promise<number> {
       const servers = b.cluster ? `NATS cluster ${b.cluster} of ${b.servers} servers` : 'one nats-server';
       console.log(printable(`Bus: ${servers}; cluster state R${b.stateReplicas}`));
     }
+    if (head?.stores?.length) {
+      const of = (s: StoreStatus) =>
+        `${formatBytes(s.bytes)}${s.maxBytes >= 0 ? ` of ${formatBytes(s.maxBytes)}` : ''}`;
+      console.log(printable(`Stores: ${head.stores.map((s) => `${s.name} ${of(s)}`).join(', ')}`));
+    }
     for (const w of head?.warnings ?? []) console.log(printable(`WARNING: single point of failure: ${w}`));
+    for (const s of head?.stores ?? [])
+      if (s.maxBytes > 0 && s.bytes >= 0.9 * s.maxBytes)
+        console.log(printable(`WARNING: ${s.name} is ${Math.floor((100 * s.bytes) / s.maxBytes)}% full`));
     for (const n of nodes.filter((n) => n.alive && n.workersRunAs?.uid === 0))
       console.log(
         printable(

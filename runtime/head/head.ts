@@ -6,6 +6,7 @@ import { Bus, NO_REPLY, type Handler } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
+import { formatBytes } from '../base/bytes.ts';
 import {
   place,
   subtract,
@@ -21,7 +22,10 @@ import { singlePointsOfFailure } from './failure-points.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
-import { createSharedObjectStores } from '../state/buckets.ts';
+import { createSharedObjectStores, sharedStoreUsage, SHARED_OBJECT_STORES } from '../state/buckets.ts';
+import { openEnvStore } from '../shipping/env-store.ts';
+import { sweepEnvStore } from '../shipping/env-sweep.ts';
+import type { ObjectStore } from '@nats-io/obj';
 import type { TaskEvent } from '../protocol/tasks.ts';
 import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
 import type {
@@ -137,8 +141,15 @@ export class Head {
       daemon: true,
     });
     void this.watchConnection();
-    // Before anyone joins: the stores every job shares are the head's to create (see buckets.ts).
-    await createSharedObjectStores(this.bus);
+    // Before anyone joins: the stores every job shares are the head's to create (see buckets.ts), bounded.
+    const asked = { checkpoints: defaults.checkpointStoreBytes, runtimeEnvs: defaults.runtimeEnvStoreBytes };
+    const bounds = await createSharedObjectStores(this.bus, asked);
+    for (const store of ['checkpoints', 'runtimeEnvs'] as const)
+      if (asked[store] > 0 && bounds[store] < asked[store])
+        console.error(
+          `troupe: JetStream could not reserve ${formatBytes(asked[store])} for ${SHARED_OBJECT_STORES[store]}: ` +
+            `it holds at most ${formatBytes(bounds[store])} (free disk space where nats-server keeps its data)`,
+        );
     // A standby waits here, serving nothing, until the leader stops renewing its lease.
     const leaseMs = this.o.leaseMs ?? defaults.headLeaseMs;
     this.leadership = await Leadership.open(this.hbBus, leaseMs);
@@ -235,7 +246,10 @@ export class Head {
       subjects.headLease,
       request(checkLeaseRequestMsg, (req) => this.onLeaseRequest(req as LeaseRequestMsg | { cancel: string })),
     );
-    this.serve(subjects.headStatus, () => this.status());
+    this.serve(subjects.headStatus, async () => ({
+      ...this.status(),
+      stores: await sharedStoreUsage(this.bus).catch(() => undefined),
+    }));
     this.serve(
       subjects.headTasks,
       request(checkTasksQuery, (req) => [...this.tasks.values()].slice(0, req?.limit ?? 1000)),
@@ -245,6 +259,7 @@ export class Head {
     const sweep = Math.max(50, Math.min(250, this.timeoutMs / 4));
     this.timers.push(setInterval(() => this.whileLeading(() => this.detectFailures()), sweep));
     this.timers.push(setInterval(() => this.whileLeading(() => this.dropSilentClients()), 2000));
+    this.timers.push(setInterval(() => this.whileLeading(() => void this.sweepEnvStore()), defaults.envSweepMs));
     console.log(
       `troupe: head ${this.leadership.headId} up and leading with term ${this.term}, ` +
         `${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, dead after ${this.timeoutMs} ms)`,
@@ -438,6 +453,33 @@ export class Head {
   }
 
   private readonly startedAt = Date.now();
+
+  private envSweeping = false;
+  private readonly manifests = new Map<string, string[]>();
+
+  /** Deletes the shipped code no job this head knows uses (shipping/env-sweep.ts). */
+  private async sweepEnvStore(): Promise<void> {
+    if (this.envSweeping) return;
+    this.envSweeping = true;
+    try {
+      this.envStore ??= openEnvStore(this.bus);
+      const swept = await sweepEnvStore(await this.envStore, () => this.jobs.envs(), {
+        graceMs: defaults.envSweepGraceMs,
+        manifests: this.manifests,
+      });
+      if (swept.deleted.length)
+        console.log(
+          `troupe: deleted ${swept.deleted.length} objects of shipped code no job uses ` +
+            `(${formatBytes(swept.freedBytes)}) from ${SHARED_OBJECT_STORES.runtimeEnvs}`,
+        );
+    } catch (e) {
+      this.envStore = undefined;
+      console.error(`troupe: could not sweep ${SHARED_OBJECT_STORES.runtimeEnvs}: ${(e as Error).message}`);
+    } finally {
+      this.envSweeping = false;
+    }
+  }
+  private envStore: Promise<ObjectStore> | undefined;
 
   private dropSilentClients(): void {
     const now = Date.now();

@@ -8,7 +8,7 @@ import { Table } from '../state/gcs.ts';
 import type { JobInfo } from '../protocol/cluster.ts';
 import { openKv } from '../state/buckets.ts';
 import { ProtocolError } from '../base/errors.ts';
-import { checkJob, sameJob, type JobRef } from '../protocol/jobs.ts';
+import { checkJob, sameJob, type JobRef, type RuntimeEnvRef } from '../protocol/jobs.ts';
 
 /** Written by the head alone. */
 export const JOB_ROOTS_BUCKET = 'troupe-job-roots';
@@ -98,6 +98,11 @@ export class JobRegistry {
       endedAt: new Date().toISOString(),
       cause: `its driver ${job.driver} (pid ${info.pid} on ${info.hostname}) went silent: it died or was cut off`,
     });
+  }
+
+  /** The runtime envs of the jobs it knows: what they ship stays in the store (shipping/env-sweep.ts). */
+  envs(): RuntimeEnvRef[] {
+    return [...this.jobs.values()].flatMap((j) => (j.env ? [j.env] : []));
   }
 
   /** The head's record of the job a message names (only its id counts); ProtocolError when none was registered. */

@@ -101,6 +101,16 @@ export interface HeadStatus {
   /** The bus as the head sees it: the nats-servers it knows (its NATS cluster's, when it is one), and the copies of
    * the cluster state (the KV buckets' replicas). */
   bus?: BusStatus;
+  /** How full the stores every job shares are (checkpoints, shipped code). */
+  stores?: StoreStatus[];
+}
+
+/** One of the JetStream object stores every job shares. */
+export interface StoreStatus {
+  name: string;
+  bytes: number;
+  /** -1: unbounded. */
+  maxBytes: number;
 }
 
 export interface BusStatus {

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
-import { openObjectStore, SHARED_OBJECT_STORES } from '../state/buckets.ts';
+import { openObjectStore, putIntoShared, SHARED_OBJECT_STORES } from '../state/buckets.ts';
 
 export const ENV_BUCKET = SHARED_OBJECT_STORES.runtimeEnvs;
 
@@ -16,14 +16,17 @@ export async function hasObject(os: ObjectStore, name: string): Promise<boolean>
   return !!info && !info.deleted;
 }
 
-/** Puts a file or bytes under `name`; returns the bytes sent. */
-export async function putObject(os: ObjectStore, name: string, from: string | Uint8Array): Promise<number> {
-  if (typeof from !== 'string') {
-    await os.putBlob({ name }, from);
-    return from.length;
-  }
-  const info = await os.put({ name }, Readable.toWeb(createReadStream(from)) as ReadableStream<Uint8Array>);
-  return info.size;
+/** Puts a file or bytes under `name`; returns the bytes sent. A full store (TROUPE_RUNTIME_ENV_STORE_BYTES) is a
+ * ClusterStoreFullError. */
+export function putObject(os: ObjectStore, name: string, from: string | Uint8Array): Promise<number> {
+  return putIntoShared(os, 'runtimeEnvs', async () => {
+    if (typeof from !== 'string') {
+      await os.putBlob({ name }, from);
+      return from.length;
+    }
+    const info = await os.put({ name }, Readable.toWeb(createReadStream(from)) as ReadableStream<Uint8Array>);
+    return info.size;
+  });
 }
 
 /** Reads `name` into the file `to`; returns its bytes, or undefined when the store has no such object. Throws when

@@ -7,11 +7,14 @@
 // "subjects overlap with an existing stream" (10065), or "stream name already in use" (10058) where their configs
 // differ. By the time that answer comes the winner's stream exists, so creating again finds it and binds.
 // (One connection's creates cannot race: the server runs its API requests one after another.)
-import { JetStreamApiError } from '@nats-io/jetstream';
+import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
 import { NoRespondersError, TimeoutError } from '@nats-io/nats-core';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
+import type { StoreStatus } from '../protocol/cluster.ts';
+import { ClusterStoreFullError } from '../base/errors.ts';
+import { formatBytes } from '../base/bytes.ts';
 
 const LOST_CREATE_RACE = new Set([10065, 10058]);
 
@@ -31,6 +34,21 @@ export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}): P
 /** The object stores every job shares. Only the head creates them (at start, before anyone joins): a stream is made
  * with subjects its creator names, and one made by a job's code could capture the cluster's traffic. */
 export const SHARED_OBJECT_STORES = { checkpoints: 'troupe-checkpoints', runtimeEnvs: 'troupe-runtime-envs' } as const;
+export type SharedStore = keyof typeof SHARED_OBJECT_STORES;
+
+/** What each shared store is called in messages, the setting that bounds it, and what makes room in it. */
+const ABOUT: Record<SharedStore, { what: string; setting: string; room: string }> = {
+  checkpoints: {
+    what: 'checkpoint store',
+    setting: 'TROUPE_CHECKPOINT_STORE_BYTES',
+    room: "an actor's checkpoint is deleted when the actor ends, a training run's when the run does",
+  },
+  runtimeEnvs: {
+    what: 'store of shipped code',
+    setting: 'TROUPE_RUNTIME_ENV_STORE_BYTES',
+    room: 'the head deletes what no job it knows uses',
+  },
+};
 
 /** Binds to the object store, which must exist (the head made it); `create`: the head's creating it, or binding to it
  * when it exists or another process created it at the same moment. */
@@ -41,9 +59,85 @@ export function openObjectStore(bus: Bus, name: string, o: { create?: boolean } 
   );
 }
 
-/** The head, at start: creates the shared object stores. */
-export async function createSharedObjectStores(bus: Bus): Promise<void> {
-  await Promise.all(Object.values(SHARED_OBJECT_STORES).map((name) => openObjectStore(bus, name, { create: true })));
+/** JetStream's "maximum bytes exceeded": a put into a full stream whose policy is to refuse new messages (an object
+ * store's). The put leaves nothing behind, and nothing stored before is dropped. */
+const MAX_BYTES_EXCEEDED = 10077;
+/** "insufficient storage resources available" (a lone server), "insufficient resources" (no servers of a cluster
+ * with the room): JetStream reserves a stream's bound on its disk when the stream is made. */
+const NO_ROOM = new Set([10047, 10023]);
+/** The least a shared store is given where JetStream cannot reserve what was asked (see createBounded). */
+const LEAST_STORE_BYTES = 64 * 1024 * 1024;
+
+/** The head, at start: creates the shared object stores, each bounded to `bounds[store]` bytes (0: unbounded).
+ * Returns the bound each has, which is less than asked where JetStream could not reserve that much. */
+export async function createSharedObjectStores(
+  bus: Bus,
+  bounds: Record<SharedStore, number>,
+): Promise<Record<SharedStore, number>> {
+  const stores = Object.keys(SHARED_OBJECT_STORES) as SharedStore[];
+  const got = await Promise.all(stores.map((s) => createBounded(bus, SHARED_OBJECT_STORES[s], bounds[s])));
+  return Object.fromEntries(stores.map((s, i) => [s, got[i]])) as Record<SharedStore, number>;
+}
+
+/** Makes (or binds) the store with at most `asked` bytes; where JetStream cannot reserve them, asks half as many, down
+ * to LEAST_STORE_BYTES (a small disk should not stop the head from starting). -1: unbounded. */
+async function createBounded(bus: Bus, name: string, asked: number): Promise<number> {
+  const objm = new Objm(bus.nc);
+  let bytes = asked > 0 ? asked : -1;
+  for (;;) {
+    try {
+      await whileJetStreamRecovers(() => replicated((replicas) => objm.create(name, { replicas, max_bytes: bytes })));
+      return await applyBound(bus, `OBJ_${name}`, bytes);
+    } catch (e) {
+      if (!(e instanceof JetStreamApiError && NO_ROOM.has(e.code)) || bytes < 0 || bytes / 2 < LEAST_STORE_BYTES)
+        throw e;
+      bytes = Math.floor(bytes / 2);
+    }
+  }
+}
+
+/** A store made before (by an earlier head, or under another setting) takes the bound asked for, but never one below
+ * what it holds: JetStream would make room by dropping its oldest messages, parts of other objects. */
+async function applyBound(bus: Bus, stream: string, bytes: number): Promise<number> {
+  const jsm = await jetstreamManager(bus.nc);
+  const si = await jsm.streams.info(stream);
+  const want = bytes < 0 ? -1 : Math.max(bytes, si.state.bytes);
+  if (si.config.max_bytes === want) return want;
+  await jsm.streams.update(stream, { max_bytes: want });
+  return want;
+}
+
+/** How full each shared store is (`troupe status`). */
+export async function sharedStoreUsage(bus: Bus): Promise<StoreStatus[]> {
+  const jsm = await jetstreamManager(bus.nc);
+  return Promise.all(
+    Object.values(SHARED_OBJECT_STORES).map(async (name) => {
+      const si = await jsm.streams.info(`OBJ_${name}`);
+      return { name, bytes: si.state.bytes, maxBytes: si.config.max_bytes };
+    }),
+  );
+}
+
+/** Puts into a shared store, turning JetStream's refusal of a full one into a ClusterStoreFullError that says how large
+ * the store is, what makes room in it and which setting bounds it. */
+export async function putIntoShared<T>(os: ObjectStore, store: SharedStore, put: () => Promise<T>): Promise<T> {
+  try {
+    return await put();
+  } catch (e) {
+    if (!(e instanceof JetStreamApiError && e.code === MAX_BYTES_EXCEEDED)) throw e;
+    const max = await os.status().then(
+      (s) => s.streamInfo.config.max_bytes,
+      () => undefined,
+    );
+    const a = ABOUT[store];
+    throw new ClusterStoreFullError(
+      `the cluster's ${a.what} (${SHARED_OBJECT_STORES[store]}) is full` +
+        `${max && max > 0 ? `: it holds at most ${formatBytes(max)}` : ''}, and nothing in it was dropped. ` +
+        `${a.room[0].toUpperCase()}${a.room.slice(1)}; ${a.setting} on the head's machine raises the bound (read ` +
+        'when the head starts)',
+      { cause: e },
+    );
+  }
 }
 
 /** Creates a stream with WANTED_REPLICAS copies, or with one where JetStream cannot keep more (`status` then warns).

@@ -3,7 +3,7 @@
 import type { ObjectStore } from '@nats-io/obj';
 import type { Bus } from '../bus/bus.ts';
 import { encode, decode } from '../base/codec.ts';
-import { openObjectStore, SHARED_OBJECT_STORES } from './buckets.ts';
+import { openObjectStore, putIntoShared, SHARED_OBJECT_STORES } from './buckets.ts';
 
 const BUCKET = SHARED_OBJECT_STORES.checkpoints;
 
@@ -14,9 +14,11 @@ export class CheckpointStore {
     return new CheckpointStore(await openObjectStore(bus, BUCKET));
   }
 
-  /** Replaces the actor's checkpoint with `state` (anything troupe can encode, tensors included). */
+  /** Replaces the actor's checkpoint with `state` (anything troupe can encode, tensors included). A full store
+   * (TROUPE_CHECKPOINT_STORE_BYTES) is a ClusterStoreFullError, and the checkpoint saved before stays. */
   async save(actorId: string, state: unknown): Promise<void> {
-    await this.os.putBlob({ name: actorId }, encode(state));
+    const bytes = encode(state);
+    await putIntoShared(this.os, 'checkpoints', () => this.os.putBlob({ name: actorId }, bytes));
   }
 
   /** The last checkpoint, or undefined when it has none. */
