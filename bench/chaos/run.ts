@@ -10,6 +10,9 @@
 //       test/cluster/link-loss.test.ts runs it in npm test): its actor moves once, never answers from both;
 //   (i) on a NATS cluster of three servers, kill -9 the one the actor's worker uses under load (bench/chaos/
 //       nats-cluster.ts; not in --smoke: test/cluster/nats-cluster.test.ts runs it in npm test): none lost;
+//   (j) on simulated hosts with a NATS cluster, the head's machine cut off for 60 s (bench/chaos/cut-head.ts; not in
+//       --smoke: test/cluster/leadership.test.ts tests the lease's part in npm test): when a standby holds the lease
+//       and answers, and the calls between the other machines;
 //   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
 //       (maxRestarts) and by a supervisor.
 // Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
@@ -36,6 +39,7 @@ import { builtinIdentity, readIdentities } from '../../runtime/cluster/identitie
 import { Survivor } from './survivor.ts';
 import { partitionWorker } from './partition.ts';
 import { killOneOfThreeNats } from './nats-cluster.ts';
+import { cutHeadMachine } from './cut-head.ts';
 import { smallValue } from '../workloads/tasks.ts';
 
 const smoke = process.argv.includes('--smoke');
@@ -451,6 +455,12 @@ try {
     results.kill_nats_of_three = await killOneOfThreeNats();
     log(JSON.stringify(results.kill_nats_of_three));
   }
+
+  // (j) the head's machine cut off, on simulated hosts of their own with a NATS cluster (this run's is not used).
+  if (!smoke && runs('cut_head_machine')) {
+    results.cut_head_machine = await cutHeadMachine();
+    log(JSON.stringify(results.cut_head_machine));
+  }
 } finally {
   finished = true;
   await shutdown();
@@ -465,7 +475,7 @@ try {
 const section = [
   '## Chaos',
   '',
-  `Reproduce with \`npm run chaos\` (about three minutes).`,
+  `Reproduce with \`npm run chaos\` (about five minutes).`,
   '',
   '| run | figures |',
   '| --- | --- |',

@@ -219,6 +219,9 @@ export class Bus {
   readonly inbox: string;
   /** Denied publishes and subscriptions, by subject (logged once each). */
   readonly denied = new Map<string, number>();
+  /** How often this connection was lost: a request that failed while this stayed the same failed on a live
+   * connection (in a NATS cluster, one routed to a server that is gone), not because this process lost the bus. */
+  disconnects = 0;
   private readonly pending = new Map<string, Pending>();
   private seq = 0;
   /** Random bytes for reply ids, drawn 4 KiB at a time. */
@@ -316,9 +319,10 @@ export class Bus {
   }
 
   /** nats.js reports a denied publish or subscription asynchronously, as a status: say so once per subject, and fail
-   * at once the requests sent there (they would otherwise wait for their timeout, or for ever). */
+   * at once the requests sent there (they would otherwise wait for their timeout, or for ever). Counts disconnects. */
   private async watchStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
+      if (s.type === 'disconnect') this.disconnects++;
       if (s.type !== 'error' || !(s.error instanceof PermissionViolationError)) continue;
       const { operation, subject } = s.error;
       const n = (this.denied.get(subject) ?? 0) + 1;

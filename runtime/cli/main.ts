@@ -464,6 +464,7 @@ async function status(values: Values): Promise<number> {
             standbys: head?.standbys ?? [],
             warnings: head?.warnings ?? [],
             bus: head?.bus,
+            stores: head?.stores ?? [],
             nodes,
             pending: head?.pending ?? [],
             infeasible: head?.infeasible ?? [],

@@ -7,6 +7,7 @@ import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { formatBytes } from '../base/bytes.ts';
+import { sleep } from '../base/processes.ts';
 import {
   place,
   subtract,
@@ -27,7 +28,7 @@ import { openEnvStore } from '../shipping/env-store.ts';
 import { sweepEnvStore } from '../shipping/env-sweep.ts';
 import type { ObjectStore } from '@nats-io/obj';
 import type { TaskEvent } from '../protocol/tasks.ts';
-import type { HeadStatus, NodeInfo } from '../protocol/cluster.ts';
+import type { HeadStatus, NodeInfo, StoreStatus } from '../protocol/cluster.ts';
 import type {
   Busy,
   HeartbeatMsg,
@@ -246,10 +247,7 @@ export class Head {
       subjects.headLease,
       request(checkLeaseRequestMsg, (req) => this.onLeaseRequest(req as LeaseRequestMsg | { cancel: string })),
     );
-    this.serve(subjects.headStatus, async () => ({
-      ...this.status(),
-      stores: await sharedStoreUsage(this.bus).catch(() => undefined),
-    }));
+    this.serve(subjects.headStatus, async () => ({ ...this.status(), stores: await this.storeUsage() }));
     this.serve(
       subjects.headTasks,
       request(checkTasksQuery, (req) => [...this.tasks.values()].slice(0, req?.limit ?? 1000)),
@@ -453,6 +451,24 @@ export class Head {
   }
 
   private readonly startedAt = Date.now();
+
+  private stores: { usage?: StoreStatus[]; reading?: Promise<void> } = {};
+
+  /** How full the shared stores are: read again for each status, but a status waits for that at most 250 ms (in a
+   * NATS cluster that lost a server, a JetStream request can take seconds) and else says what was read last. */
+  private storeUsage(): Promise<StoreStatus[] | undefined> {
+    this.stores.reading ??= sharedStoreUsage(this.bus)
+      .then(
+        (usage) => {
+          this.stores.usage = usage;
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        this.stores.reading = undefined;
+      });
+    return Promise.race([this.stores.reading, sleep(250)]).then(() => this.stores.usage);
+  }
 
   private envSweeping = false;
   private readonly manifests = new Map<string, string[]>();

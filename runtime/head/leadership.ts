@@ -46,13 +46,17 @@ export class Leadership {
   });
 
   private constructor(
+    private readonly bus: Bus,
     private readonly kv: KV,
     private readonly leaseMs: number,
   ) {}
 
-  /** On a connection that no flood of requests delays (the head's heartbeat one): renewals must not queue. */
+  /** On a connection that no flood of requests delays (the head's heartbeat one): renewals must not queue. A read or
+   * write of the lease gives up after a third of it: one lost in a NATS cluster (sent to a server that is cut off)
+   * must not hold up a takeover or a renewal for nats.js's 5 s. */
   static async open(bus: Bus, leaseMs: number): Promise<Leadership> {
-    return new Leadership(await openKv(bus, HEAD_LEASE_BUCKET, { history: 1 }), leaseMs);
+    const kv = await openKv(bus, HEAD_LEASE_BUCKET, { history: 1 }, Math.max(500, Math.round(leaseMs / 3)));
+    return new Leadership(bus, kv, leaseMs);
   }
 
   /** Resolves once this head leads (true): at once where the lease is free (never taken, given up, or held by a process
@@ -61,22 +65,35 @@ export class Leadership {
   async acquire(waiting?: (leader: HeadLease) => void): Promise<boolean> {
     let seen = -1;
     let seenAt = 0;
+    let last: KvEntry | undefined;
     let told = false;
     while (!this.stopped) {
+      const disconnects = this.bus.disconnects;
       const entry = await this.kv.get(HEAD_LEASE_KEY).catch(() => 'away' as const);
-      // The bus away: the leader cannot renew meanwhile either. Its lease counts again from the next read, so that a
-      // nats-server restart does not pass for a silent leader.
-      if (entry === 'away') seen = -1;
-      else {
-        const held = entry?.operation === 'PUT' ? this.read(entry) : undefined;
-        if (entry && entry.revision !== seen) {
+      if (entry === 'away') {
+        // This head lost the bus since its last read: the leader may have too, and could not renew meanwhile. Its
+        // lease counts again from the next read, so that a nats-server restart does not pass for a silent leader.
+        if (this.bus.disconnects !== this.disconnectsSeen) seen = -1;
+        // A read lost on a live connection: in a NATS cluster, one sent to the copy on a server that is cut off,
+        // which its peers see as gone only when their route to it breaks (30 s or more). The lease still counts from
+        // the last change seen; taking it is a compare-and-set on that revision, which a renewal meanwhile defeats.
+        else if (seen >= 0 && last && Date.now() - seenAt >= this.leaseMs && (await this.take(last))) {
+          await this.afterTaking();
+          return true;
+        }
+      } else {
+        this.disconnectsSeen = disconnects;
+        // Only a later revision is a change: a copy that lags may answer with an earlier one.
+        if (entry && entry.revision > seen) {
           seen = entry.revision;
           seenAt = Date.now();
+          last = entry;
         }
+        const current = entry && last && last.revision > entry.revision ? last : entry;
+        const held = current?.operation === 'PUT' ? this.read(current) : undefined;
         const free = !held || held.released || this.gone(held) || Date.now() - seenAt >= this.leaseMs;
-        if (free && (await this.take(entry ?? undefined))) {
-          await this.kv.delete(this.markKey).catch(() => undefined);
-          await this.watchStandbys();
+        if (free && (await this.take(current ?? undefined))) {
+          await this.afterTaking();
           return true;
         }
         if (held && !free && !told) {
@@ -89,6 +106,14 @@ export class Leadership {
       await sleep(this.leaseMs / 10);
     }
     return false;
+  }
+
+  /** Connection losses counted when the lease was last read. */
+  private disconnectsSeen = 0;
+
+  private async afterTaking(): Promise<void> {
+    await this.kv.delete(this.markKey).catch(() => undefined);
+    await this.watchStandbys();
   }
 
   /** Whether this head may act as the leader now: it holds the lease, and its last renewal was sent less than 4/5 of a
@@ -198,7 +223,9 @@ export class Leadership {
     } catch {
       // Either another head wrote the lease, or the bus is away (then nobody else can take it either: try again).
       const entry = await this.kv.get(HEAD_LEASE_KEY).catch(() => undefined);
-      if (!entry || entry.revision === this.revision) return;
+      // A read may come from a copy of the bucket that lags (a direct get is answered by any of them): an entry older
+      // than our own write says nothing. Another head's takeover is a later write, made on the revision it read.
+      if (!entry || entry.revision <= this.revision) return;
       const now = this.read(entry);
       if (now?.headId === this.headId && now.term === this.term) {
         this.revision = entry.revision; // our write landed; its answer was lost

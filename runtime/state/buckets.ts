@@ -7,7 +7,7 @@
 // "subjects overlap with an existing stream" (10065), or "stream name already in use" (10058) where their configs
 // differ. By the time that answer comes the winner's stream exists, so creating again finds it and binds.
 // (One connection's creates cannot race: the server runs its API requests one after another.)
-import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamApiError, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { NoRespondersError, TimeoutError } from '@nats-io/nats-core';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
@@ -25,9 +25,10 @@ export const WANTED_REPLICAS = 3;
  * JetStream servers up than copies). */
 const TOO_FEW_SERVERS = new Set([10074, 10023]);
 
-/** Creates the KV bucket, or binds to it when it exists or another process created it at the same moment. */
-export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}): Promise<KV> {
-  const kvm = new Kvm(bus.nc);
+/** Creates the KV bucket, or binds to it when it exists or another process created it at the same moment. Its
+ * requests give up after `timeoutMs` (nats.js's default: 5 s). */
+export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}, timeoutMs?: number): Promise<KV> {
+  const kvm = new Kvm(timeoutMs ? jetstream(bus.nc, { timeout: timeoutMs }) : bus.nc);
   return whileJetStreamRecovers(() => replicated((replicas) => kvm.create(name, { ...opts, replicas })));
 }
 
@@ -62,9 +63,11 @@ export function openObjectStore(bus: Bus, name: string, o: { create?: boolean } 
 /** JetStream's "maximum bytes exceeded": a put into a full stream whose policy is to refuse new messages (an object
  * store's). The put leaves nothing behind, and nothing stored before is dropped. */
 const MAX_BYTES_EXCEEDED = 10077;
-/** "insufficient storage resources available" (a lone server), "insufficient resources" (no servers of a cluster
- * with the room): JetStream reserves a stream's bound on its disk when the stream is made. */
-const NO_ROOM = new Set([10047, 10023]);
+/** "insufficient storage resources available" (a lone server), "insufficient resources" or "no suitable peers for
+ * placement, insufficient storage" (a cluster's servers): JetStream reserves a stream's bound on its disk when the
+ * stream is made. */
+const noRoom = (e: unknown): boolean =>
+  e instanceof JetStreamApiError && ([10047, 10023].includes(e.code) || /insufficient storage/i.test(e.message));
 /** The least a shared store is given where JetStream cannot reserve what was asked (see createBounded). */
 const LEAST_STORE_BYTES = 64 * 1024 * 1024;
 
@@ -74,9 +77,12 @@ export async function createSharedObjectStores(
   bus: Bus,
   bounds: Record<SharedStore, number>,
 ): Promise<Record<SharedStore, number>> {
-  const stores = Object.keys(SHARED_OBJECT_STORES) as SharedStore[];
-  const got = await Promise.all(stores.map((s) => createBounded(bus, SHARED_OBJECT_STORES[s], bounds[s])));
-  return Object.fromEntries(stores.map((s, i) => [s, got[i]])) as Record<SharedStore, number>;
+  // One after the other, in a fixed order: where JetStream has room for one bound but not both, the same store
+  // gets it every time.
+  const got = {} as Record<SharedStore, number>;
+  for (const s of Object.keys(SHARED_OBJECT_STORES) as SharedStore[])
+    got[s] = await createBounded(bus, SHARED_OBJECT_STORES[s], bounds[s]);
+  return got;
 }
 
 /** Makes (or binds) the store with at most `asked` bytes; where JetStream cannot reserve them, asks half as many, down
@@ -87,10 +93,9 @@ async function createBounded(bus: Bus, name: string, asked: number): Promise<num
   for (;;) {
     try {
       await whileJetStreamRecovers(() => replicated((replicas) => objm.create(name, { replicas, max_bytes: bytes })));
-      return await applyBound(bus, `OBJ_${name}`, bytes);
+      return await whileJetStreamRecovers(() => applyBound(bus, `OBJ_${name}`, bytes));
     } catch (e) {
-      if (!(e instanceof JetStreamApiError && NO_ROOM.has(e.code)) || bytes < 0 || bytes / 2 < LEAST_STORE_BYTES)
-        throw e;
+      if (!noRoom(e) || bytes < 0 || bytes / 2 < LEAST_STORE_BYTES) throw e;
       bytes = Math.floor(bytes / 2);
     }
   }
@@ -154,10 +159,11 @@ export async function replicated<T>(create: (replicas: number) => Promise<T>): P
 /** How long a JetStream request is repeated while the cluster recovers (see whileJetStreamRecovers). */
 const RECOVERY_MS = 15_000;
 
-/** Runs a JetStream request again while nobody answers it (no responders, or a timeout), for up to RECOVERY_MS: in a
- * NATS cluster a new stream's subjects reach the other servers a moment after it is made, and when a server is lost
- * its streams and the JetStream meta group elect new leaders. Only for requests that may be repeated: making or
- * binding a bucket, reads, a put, a delete (a compare-and-set that timed out may have been applied). */
+/** Runs a JetStream request again while nobody answers it (no responders, a timeout, or JetStream saying it is
+ * unavailable), for up to RECOVERY_MS: in a NATS cluster a new stream's subjects reach the other servers a moment
+ * after it is made, and when a server is lost its streams and the JetStream meta group elect new leaders. Only for
+ * requests that may be repeated: making or binding a bucket, reads, a put, a delete (a compare-and-set that timed out
+ * may have been applied). */
 export async function whileJetStreamRecovers<T>(request: () => Promise<T>): Promise<T> {
   const until = Date.now() + RECOVERY_MS;
   for (;;) {
@@ -170,9 +176,17 @@ export async function whileJetStreamRecovers<T>(request: () => Promise<T>): Prom
   }
 }
 
+/** "JetStream system temporarily unavailable": a NATS cluster's servers are electing their JetStream leader. */
+const JETSTREAM_UNAVAILABLE = 10008;
+
 function unanswered(e: unknown): boolean {
   for (let c = e; c instanceof Error; c = c.cause)
-    if (c instanceof NoRespondersError || c instanceof TimeoutError) return true;
+    if (
+      c instanceof NoRespondersError ||
+      c instanceof TimeoutError ||
+      (c instanceof JetStreamApiError && c.code === JETSTREAM_UNAVAILABLE)
+    )
+      return true;
   return false;
 }
 
