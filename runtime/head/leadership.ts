@@ -52,10 +52,10 @@ export class Leadership {
   ) {}
 
   /** On a connection that no flood of requests delays (the head's heartbeat one): renewals must not queue. A read or
-   * write of the lease gives up after a third of it: one lost in a NATS cluster (sent to a server that is cut off)
-   * must not hold up a takeover or a renewal for nats.js's 5 s. */
+   * write of the lease gives up after one lease (nats.js's default is 5 s): one lost in a NATS cluster (sent to a
+   * server that is cut off) must not hold up a takeover for longer. */
   static async open(bus: Bus, leaseMs: number): Promise<Leadership> {
-    const kv = await openKv(bus, HEAD_LEASE_BUCKET, { history: 1 }, Math.max(500, Math.round(leaseMs / 3)));
+    const kv = await openKv(bus, HEAD_LEASE_BUCKET, { history: 1 }, Math.max(1000, leaseMs));
     return new Leadership(bus, kv, leaseMs);
   }
 
@@ -83,7 +83,7 @@ export class Leadership {
         }
       } else {
         this.disconnectsSeen = disconnects;
-        // Only a later revision is a change: a copy that lags may answer with an earlier one.
+        // Only a later revision is a change: a copy that lags may answer with an earlier one (see renewOnce()).
         if (entry && entry.revision > seen) {
           seen = entry.revision;
           seenAt = Date.now();
@@ -198,7 +198,12 @@ export class Leadership {
         ? await this.kv.update(HEAD_LEASE_KEY, value, entry.revision)
         : await this.kv.create(HEAD_LEASE_KEY, value);
     } catch {
-      return false; // another head was quicker
+      // Another head was quicker, or the answer was lost or late (a loaded machine, a cluster that lost a server)
+      // while the write landed: then the lease is this head's.
+      const now = await this.kv.get(HEAD_LEASE_KEY).catch(() => undefined);
+      const lease = now?.operation === 'PUT' ? this.read(now) : undefined;
+      if (!now || lease?.headId !== this.headId || lease.term !== term) return false;
+      this.revision = now.revision;
     }
     this.term = term;
     this.renewedAt = sent;
@@ -223,8 +228,9 @@ export class Leadership {
     } catch {
       // Either another head wrote the lease, or the bus is away (then nobody else can take it either: try again).
       const entry = await this.kv.get(HEAD_LEASE_KEY).catch(() => undefined);
-      // A read may come from a copy of the bucket that lags (a direct get is answered by any of them): an entry older
-      // than our own write says nothing. Another head's takeover is a later write, made on the revision it read.
+      // A read may be answered by a copy that lags (a stream leader cut off that does not know it was replaced; any
+      // copy, for a bucket read with direct gets): an entry older than our own write says nothing. Another head's
+      // takeover is a later write, made on the revision it read.
       if (!entry || entry.revision <= this.revision) return;
       const now = this.read(entry);
       if (now?.headId === this.headId && now.term === this.term) {

@@ -26,10 +26,14 @@ export const WANTED_REPLICAS = 3;
 const TOO_FEW_SERVERS = new Set([10074, 10023]);
 
 /** Creates the KV bucket, or binds to it when it exists or another process created it at the same moment. Its
- * requests give up after `timeoutMs` (nats.js's default: 5 s). */
+ * requests give up after `timeoutMs` (nats.js's default: 5 s). Reads go to the bucket's leader, not to any copy (a
+ * direct get): a copy may lag behind what was just written, and in a NATS cluster that lost a server, reads sent to
+ * that server's copy are lost until the others drop their route to it (24–50 s on nats-server 2.9.10). */
 export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}, timeoutMs?: number): Promise<KV> {
   const kvm = new Kvm(timeoutMs ? jetstream(bus.nc, { timeout: timeoutMs }) : bus.nc);
-  return whileJetStreamRecovers(() => replicated((replicas) => kvm.create(name, { ...opts, replicas })));
+  return whileJetStreamRecovers(() =>
+    replicated((replicas) => kvm.create(name, { ...opts, replicas, allow_direct: false })),
+  );
 }
 
 /** The object stores every job shares. Only the head creates them (at start, before anyone joins): a stream is made
