@@ -19,6 +19,9 @@ type Inside = { kv: KV; renewTimer: NodeJS.Timeout; renew(): Promise<void> };
 const inside = (l: Leadership) => l as unknown as Inside;
 
 async function heads(t: ExecutionContext, n: number): Promise<{ buses: Bus[]; heads: Leadership[] }> {
+  // A test that hangs fails on its own, with its teardown run (a run that times out kills the worker and leaves the
+  // nats-server behind).
+  t.timeout(20_000);
   const dir = tempDir(t);
   const token = builtinIdentity(createIdentities(dir), 'head').seed;
   const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
