@@ -23,7 +23,12 @@ import { singlePointsOfFailure } from './failure-points.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
-import { createSharedObjectStores, sharedStoreUsage, SHARED_OBJECT_STORES } from '../state/buckets.ts';
+import {
+  createSharedObjectStores,
+  sharedStoreUsage,
+  SHARED_OBJECT_STORES,
+  type SharedStore,
+} from '../state/buckets.ts';
 import { openEnvStore } from '../shipping/env-store.ts';
 import { sweepEnvStore } from '../shipping/env-sweep.ts';
 import type { ObjectStore } from '@nats-io/obj';
@@ -145,7 +150,7 @@ export class Head {
     // Before anyone joins: the stores every job shares are the head's to create (see buckets.ts), bounded.
     const asked = { checkpoints: defaults.checkpointStoreBytes, runtimeEnvs: defaults.runtimeEnvStoreBytes };
     const bounds = await createSharedObjectStores(this.bus, asked);
-    for (const store of ['checkpoints', 'runtimeEnvs'] as const)
+    for (const store of Object.keys(asked) as SharedStore[])
       if (asked[store] > 0 && bounds[store] < asked[store])
         console.error(
           `troupe: JetStream could not reserve ${formatBytes(asked[store])} for ${SHARED_OBJECT_STORES[store]}: ` +

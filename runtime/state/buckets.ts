@@ -55,13 +55,10 @@ const ABOUT: Record<SharedStore, { what: string; setting: string; room: string }
   },
 };
 
-/** Binds to the object store, which must exist (the head made it); `create`: the head's creating it, or binding to it
- * when it exists or another process created it at the same moment. */
-export function openObjectStore(bus: Bus, name: string, o: { create?: boolean } = {}): Promise<ObjectStore> {
+/** Binds to the object store, which must exist (the head made it: createObjectStore). */
+export function openObjectStore(bus: Bus, name: string): Promise<ObjectStore> {
   const objm = new Objm(bus.nc);
-  return whileJetStreamRecovers(() =>
-    o.create ? replicated((replicas) => objm.create(name, { replicas })) : objm.open(name),
-  );
+  return whileJetStreamRecovers(() => objm.open(name));
 }
 
 /** JetStream's "maximum bytes exceeded": a put into a full stream whose policy is to refuse new messages (an object
@@ -72,7 +69,7 @@ const MAX_BYTES_EXCEEDED = 10077;
  * stream is made. */
 const noRoom = (e: unknown): boolean =>
   e instanceof JetStreamApiError && ([10047, 10023].includes(e.code) || /insufficient storage/i.test(e.message));
-/** The least a shared store is given where JetStream cannot reserve what was asked (see createBounded). */
+/** The least a shared store is given where JetStream cannot reserve what was asked (see createObjectStore). */
 const LEAST_STORE_BYTES = 64 * 1024 * 1024;
 
 /** The head, at start: creates the shared object stores, each bounded to `bounds[store]` bytes (0: unbounded).
@@ -85,13 +82,14 @@ export async function createSharedObjectStores(
   // gets it every time.
   const got = {} as Record<SharedStore, number>;
   for (const s of Object.keys(SHARED_OBJECT_STORES) as SharedStore[])
-    got[s] = await createBounded(bus, SHARED_OBJECT_STORES[s], bounds[s]);
+    got[s] = await createObjectStore(bus, SHARED_OBJECT_STORES[s], bounds[s]);
   return got;
 }
 
-/** Makes (or binds) the store with at most `asked` bytes; where JetStream cannot reserve them, asks half as many, down
- * to LEAST_STORE_BYTES (a small disk should not stop the head from starting). -1: unbounded. */
-async function createBounded(bus: Bus, name: string, asked: number): Promise<number> {
+/** Makes the object store with at most `asked` bytes (0: unbounded), or binds to it when it exists or another process
+ * made it at the same moment; where JetStream cannot reserve the bytes, asks half as many, down to LEAST_STORE_BYTES
+ * (a small disk should not stop the head from starting). Returns the bound it has (-1: unbounded). */
+export async function createObjectStore(bus: Bus, name: string, asked: number): Promise<number> {
   const objm = new Objm(bus.nc);
   let bytes = asked > 0 ? asked : -1;
   for (;;) {

@@ -16,7 +16,7 @@ import { startHead, type StartedCluster } from '../../runtime/cluster/local-clus
 import { startNatsServer } from '../../runtime/cluster/nats-server.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
-import { openKv, openObjectStore } from '../../runtime/state/buckets.ts';
+import { createObjectStore, openKv } from '../../runtime/state/buckets.ts';
 import { eventually, processesWithHome, runCommand, tempDir, terminate } from '../helpers/cluster.ts';
 
 const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
@@ -57,7 +57,7 @@ test.serial('buckets created by many connections at once all open (nats-server 2
       buses.flatMap((bus) => [
         openKv(bus, `race-${round}-a`, { history: 1 }),
         openKv(bus, `race-${round}-b`, { history: 1 }),
-        openObjectStore(bus, `race-${round}-c`, { create: true }),
+        createObjectStore(bus, `race-${round}-c`, 0),
       ]),
     );
     for (const r of results) if (r.status === 'rejected') refused.push(`round ${round}: ${r.reason}`);
