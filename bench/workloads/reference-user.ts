@@ -6,8 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createUser } from '@nats-io/nkeys';
-import { AUTH_CONF, headHere } from '../../runtime/cluster/identities.ts';
-import { reloadNatsServer } from '../../runtime/cluster/nats-server.ts';
+import { AUTH_CONF, headHere, reloadNatsServer } from '../../runtime/cluster/identities.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { permissionsFor, type Role } from '../../runtime/protocol/permissions.ts';
 

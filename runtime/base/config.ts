@@ -176,12 +176,17 @@ export function parseAddress(address: string): string {
 /** The nats URLs of `address`: one per server. */
 export const serverUrls = (address: string): string[] => parseAddress(address).split(',');
 
+/** The addresses of this machine's interfaces. */
+export function ownAddresses(): Set<string> {
+  return new Set(Object.values(networkInterfaces()).flatMap((as) => (as ?? []).map((a) => a.address)));
+}
+
 /** The servers of `address` to try, this machine's own first when some are and some are not (`inOrder`: keep the
  * order): a process then talks through the server on its machine, so its traffic with the others there stays there,
  * and a server lost elsewhere does not touch it. Otherwise nats.js's random order spreads the clients. */
 export function nearestServersFirst(address: string): { servers: string[]; inOrder: boolean } {
   const urls = serverUrls(address);
-  const mine = new Set(Object.values(networkInterfaces()).flatMap((as) => (as ?? []).map((a) => a.address)));
+  const mine = ownAddresses();
   const hosts = hostsOf(address);
   const local = urls.filter((_, i) => mine.has(hosts[i]!) || isLoopback(hosts[i]!));
   if (local.length === 0 || local.length === urls.length) return { servers: urls, inOrder: false };

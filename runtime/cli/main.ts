@@ -14,7 +14,7 @@ import {
 } from '../base/config.ts';
 // What only some commands use is imported by them (start, job, token, setup, new): every command starts a process, and
 // `troupe status` need not load what starts a cluster.
-import type { StartOptions, StartedCluster } from '../cluster/local-cluster.ts';
+import type { JoinInfo, StartOptions, StartedCluster } from '../cluster/local-cluster.ts';
 import { parseResourcesFlag } from '../cluster/machine-resources.ts';
 import { readRunFiles, removeRunFile, type RunFile } from '../cluster/run-files.ts';
 import { isAlive, terminate } from '../base/processes.ts';
@@ -40,9 +40,9 @@ const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
 Usage:
   troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [TLS] [RESOURCES]
+               [--bus-peers IP,IP] [--data-dir DIR] [--worker-user USER] [--block]
+  troupe start --address HOST:PORT[,…] --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES]
                [--data-dir DIR] [--worker-user USER] [--block]
-  troupe start --address HOST:PORT --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES]
-               [--worker-user USER] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
   troupe memory [--json]
@@ -65,14 +65,19 @@ TLS:       beyond loopback the bus uses TLS with a CA made at start; the join li
            (a trusted network only; its join line says --no-tls). Joining: --ca-sha256 sha256:HEX, --tls-ca FILE or
            --no-tls; drivers and the CLI elsewhere: TROUPE_TLS_CA=FILE or TROUPE_NO_TLS=1. Beyond loopback, a
            connection with no CA and no --no-tls is refused
+Bus:       --bus-peers B,C (head): the bus is a NATS cluster of three servers, this machine's and one on each of
+           B and C (their IPs), started there by the join line, which lists all three; JetStream, and so the head,
+           waits until one of them is up. Other machines join as clients of all three. --nats URL[,URL…]: a NATS
+           server or cluster of your own instead
 Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command line. 'troupe start --head' makes one
            credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
 Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
            --data-dir DIR (head: keep the cluster's state there, not in a new session dir; started again on it,
-           it is the same cluster: credentials, CA, port, cluster state). --block: stay in the foreground; exit 1
-           when one of the daemons dies (for systemd). --worker-user USER (started as root): run this machine's
-           workers (your jobs' code) as USER, so they cannot read the daemons' credentials
+           it is the same cluster: credentials, CA, port, cluster state; on a machine of --bus-peers: its
+           server's data). --block: stay in the foreground; exit 1 when one of the daemons dies (for systemd).
+           --worker-user USER (started as root): run this machine's workers (your jobs' code) as USER, so they
+           cannot read the daemons' credentials
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
            current-cluster.json (mode 0600, has the driver credential), run/ and session dirs.`;
 
@@ -122,6 +127,7 @@ const commands = {
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
     'data-dir': { type: 'string' },
+    'bus-peers': { type: 'string' },
     'node-ip-address': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
@@ -241,6 +247,10 @@ function startOptions(values: Values): StartOptions {
     spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
     dataDir: values['data-dir'] as string | undefined,
+    busPeers:
+      values['bus-peers'] === undefined
+        ? undefined
+        : (values['bus-peers'] as string).split(',').map((ip) => checkIp(ip.trim(), '--bus-peers')),
     workerUser: values['worker-user'] as string | undefined,
     nodeIp:
       values['node-ip-address'] === undefined
@@ -266,27 +276,26 @@ async function start(values: Values): Promise<number> {
         'troupe: WARNING: --no-tls: the bus listens beyond loopback in plain text; the token and all data travel in ' +
           'clear. Use it only on a network you trust.',
       );
+    const local = o.nats === undefined && isLoopback(o.host ?? '127.0.0.1');
+    if (o.busPeers) {
+      // The head waits for a peer to join, so the line comes first (with what this start is waiting for).
+      o.onBusUp = (j) => {
+        printJoinLine(j, o, local);
+        console.log(`Waiting for ${o.busPeers!.join(' or ')} to run that line: the bus needs two of its servers up.`);
+      };
+    }
     started = await startHead(o);
     console.log(
       `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
     );
-    const local = o.nats === undefined && isLoopback(o.host ?? '127.0.0.1');
-    const ca = started.caSha256 ? ` --ca-sha256 ${started.caSha256}` : o.noTls && !local ? ' --no-tls' : '';
-    // The join credential, in the environment of the command (not its argv, which `ps` shows).
-    const join = started.joinToken ?? started.token;
-    console.log(
-      `To add a ${local ? 'node on this machine' : 'machine'}:  TROUPE_TOKEN=${join} ${troupeCommand()} ` +
-        `start --address ${started.publicAddress}${ca}`,
-    );
-    if (started.otherAddresses.length)
-      console.log(`  (from another network, use one of: ${started.otherAddresses.join(', ')})`);
+    if (!o.busPeers) printJoinLine({ ...started, joinToken: started.joinToken ?? started.token }, o, local);
     if (local)
       console.log(
         `The bus listens on ${o.host} only: other machines cannot join. To open the cluster to them, 'troupe stop' ` +
           'and start again with --host 0.0.0.0 (every interface), --host IP or --node-ip-address IP; it then uses TLS.',
       );
   } else {
-    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms', 'tls-cert', 'tls-key', 'data-dir'] as const)
+    for (const bad of ['port', 'host', 'nats', 'node-timeout-ms', 'tls-cert', 'tls-key', 'bus-peers'] as const)
       if (values[bad] !== undefined) throw new UsageError(`--${bad} is for 'troupe start --head'`);
     const address = values.address as string;
     parseAddress(address);
@@ -316,9 +325,30 @@ async function start(values: Values): Promise<number> {
   return code;
 }
 
+/** The line to run on other machines. The join credential goes in the environment of the command (not its argv,
+ * which `ps` shows). */
+function printJoinLine(j: JoinInfo, o: StartOptions, local: boolean): void {
+  const ca = j.caSha256 ? ` --ca-sha256 ${j.caSha256}` : o.noTls && !local ? ' --no-tls' : '';
+  console.log(
+    `To add a ${local ? 'node on this machine' : 'machine'}:  TROUPE_TOKEN=${j.joinToken} ${troupeCommand()} ` +
+      `start --address ${j.publicAddress}${ca}`,
+  );
+  if (j.otherAddresses.length) console.log(`  (from another network, use one of: ${j.otherAddresses.join(', ')})`);
+}
+
 /** `troupe start --head --address HOST:PORT`: a head daemon that stands by, and leads once the leader is gone. */
 async function startStandby(values: Values, o: StartOptions): Promise<number> {
-  const notForStandby = ['port', 'host', 'nats', 'tls-cert', 'tls-key', 'data-dir', 'node-ip-address', 'worker-user'];
+  const notForStandby = [
+    'port',
+    'host',
+    'nats',
+    'tls-cert',
+    'tls-key',
+    'data-dir',
+    'node-ip-address',
+    'worker-user',
+    'bus-peers',
+  ];
   for (const bad of notForStandby)
     if (values[bad] !== undefined) throw new UsageError(`--${bad} is not for a standby head (--head --address)`);
   const address = values.address as string;

@@ -7,11 +7,11 @@ import {
   addIdentity,
   headHere,
   readIdentities,
+  reloadNatsServer,
   revokeIdentity,
   type HeadHere,
   type Identity,
 } from '../cluster/identities.ts';
-import { reloadNatsServer } from '../cluster/nats-server.ts';
 import type { Role } from '../protocol/permissions.ts';
 import { printTable } from './table.ts';
 

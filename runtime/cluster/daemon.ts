@@ -7,6 +7,7 @@ import { exitWithParent, isAlive, sleep, terminate } from '../base/processes.ts'
 import { asError } from '../base/errors.ts';
 import { Bus } from '../bus/bus.ts';
 import { CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
+import { followBusUsers, serveBusServers, type BusPlan } from './bus-servers.ts';
 
 export type DaemonConfig =
   | {
@@ -17,8 +18,18 @@ export type DaemonConfig =
       natsPid?: number;
       /** What the head gives node daemons (only they may ask: CREDENTIALS_SUBJECT). */
       credentials?: Credentials;
+      /** The bus is a NATS cluster this head's machine started: the head signs the other core servers' certificates
+       * and gives them the users (bus-servers.ts). */
+      bus?: BusPlan;
     }
-  | { role: 'node'; options: NodeDaemonOptions; sessionDir: string; parentPid?: number };
+  | {
+      role: 'node';
+      options: NodeDaemonOptions;
+      sessionDir: string;
+      parentPid?: number;
+      /** This machine runs a core server of the bus: its users follow the head's. */
+      busServer?: { dir: string; natsPid: number };
+    };
 
 const config = JSON.parse(process.env.TROUPE_DAEMON_CONFIG ?? 'null') as DaemonConfig | null;
 delete process.env.TROUPE_DAEMON_CONFIG; // workers must not inherit it
@@ -42,7 +53,7 @@ async function stop(code: number, o: { stopNats?: boolean; lastWords?: string } 
   if (!stopping) {
     stopping = true;
     // A daemon that cannot stop cleanly in 5 s still exits: orphans are worse than an untidy exit.
-    void credentialsBus?.close().catch(() => undefined);
+    void sideBus?.close().catch(() => undefined);
     const stopped = daemon.stop().catch((e) => console.error('troupe: error while stopping:', e));
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 5000))]);
     // An embedded cluster's nats-server dies with its head.
@@ -62,11 +73,21 @@ process.on('uncaughtException', (e) => {
 process.on('unhandledRejection', (e) => console.error('troupe: unhandled rejection in daemon (continuing):', e));
 exitWithParent(config.parentPid, () => stop(0));
 
-/** The head answers node daemons' requests for the worker and driver credentials, on a connection of its own. */
-async function serveCredentials(c: Credentials, o: HeadOptions): Promise<Bus> {
+/** The head answers node daemons' requests for the worker and driver credentials, and those of the bus's other core
+ * servers, on a connection of its own: before it leads, since a bus of several servers has no JetStream (and so no
+ * lease) until a second one is up. */
+async function serveCredentials(c: Credentials, o: HeadOptions, plan: BusPlan | undefined): Promise<Bus> {
   const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-head-credentials', daemon: true });
   bus.serve(CREDENTIALS_SUBJECT, () => c);
+  serveBusServers(bus, config!.sessionDir, plan);
   await bus.flush();
+  return bus;
+}
+
+/** A core server's node daemon keeps its server's users the head's, on a connection of its own. */
+async function followUsers(o: NodeDaemonOptions, server: { dir: string; natsPid: number }): Promise<Bus> {
+  const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-node-bus-users', daemon: true });
+  followBusUsers({ bus, dir: server.dir, natsPid: server.natsPid });
   return bus;
 }
 
@@ -122,10 +143,11 @@ async function standByAgain(options: HeadOptions): Promise<void> {
   }
 }
 
-let credentialsBus: Bus | undefined;
+let sideBus: Bus | undefined;
 try {
   if (config.role === 'head' && config.credentials)
-    credentialsBus = await serveCredentials(config.credentials, config.options);
+    sideBus = await serveCredentials(config.credentials, config.options, config.bus);
+  if (config.role === 'node' && config.busServer) sideBus = await followUsers(config.options, config.busServer);
   // A head's before start(): a standby's start lasts until it leads, and `troupe stop` must find it meanwhile. A node's
   // once it is up: its starter takes the file for that.
   if (config.role === 'head') writeRunFile(run);

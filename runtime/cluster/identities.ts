@@ -10,6 +10,7 @@ import { nkeyUser } from '../bus/nkey.ts';
 import { writePrivateFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { permissionsFor, type Role } from '../protocol/permissions.ts';
+import type { BusUser } from '../protocol/bus-servers.ts';
 import { readRunFiles } from './run-files.ts';
 import { isAlive } from '../base/processes.ts';
 
@@ -181,7 +182,7 @@ function revokeLocked(sessionDir: string, nameOrKey: string): Identity {
 }
 
 /** nats-server's `authorization` block: one NKEY user per identity, with its role's permissions. */
-export function renderAuthorization(ids: Identity[]): string {
+export function renderAuthorization(ids: ReadonlyArray<Pick<Identity, 'publicKey' | 'role'>>): string {
   const users = ids.map((i) => {
     const p = permissionsFor(i.role, i.publicKey);
     const allow = (xs: string[]) => `{ allow: ${JSON.stringify(xs)} }`;
@@ -189,6 +190,23 @@ export function renderAuthorization(ids: Identity[]): string {
     return `    { nkey: ${i.publicKey}, permissions: { ${perms} } }`;
   });
   return `authorization {\n  users = [\n${users.join('\n')}\n  ]\n}\n`;
+}
+
+/** The users every core server of the bus must know: the identities' public keys and roles, no seed. */
+export function busUsers(sessionDir: string): BusUser[] {
+  return readIdentities(sessionDir).map(({ publicKey, role }) => ({ publicKey, role }));
+}
+
+/** Another core server's users, as the head gave them (checked: public keys and roles only), written as its auth
+ * config. Reload its nats-server after. */
+export function writeBusUsers(dir: string, users: BusUser[]): void {
+  writePrivateFile(join(dir, AUTH_CONF), renderAuthorization(users));
+}
+
+/** Makes nats-server read its config again: users added or revoked take effect, and clients whose identity is gone
+ * are disconnected. */
+export function reloadNatsServer(pid: number): void {
+  process.kill(pid, 'SIGHUP');
 }
 
 export interface HeadHere {

@@ -3,9 +3,21 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { hostOf, isLoopback, nodeStoreName, saveCa, troupeHome, trustPlain, writeClusterFile } from '../base/config.ts';
+import {
+  hostOf,
+  isLoopback,
+  nodeStoreName,
+  ownAddresses,
+  saveCa,
+  serverUrls,
+  troupeHome,
+  trustPlain,
+  writeClusterFile,
+} from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
-import { startNatsServer } from './nats-server.ts';
+import { busClusterName, ROUTE_PORT, startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import type { BusPlan } from './bus-servers.ts';
+import { ownServer, startBusServer } from './own-bus-server.ts';
 import { writeRunFile, removeRunFile, readRunFiles } from './run-files.ts';
 import { isAlive, terminate, sleep } from '../base/processes.ts';
 import { spawnDaemon, startError, StartWatch, type DaemonChild } from './daemon-process.ts';
@@ -56,9 +68,19 @@ export interface StartOptions extends ResourceFlags {
    * read the daemon's memory, environment or files (its credentials). Needs the daemon to run as root. */
   workerUser?: string;
   /** The head's session dir, kept and used again (rather than a new one under TROUPE_HOME): a head started again on it
-   * is the same cluster, with its credentials, CA, port and JetStream data (cluster state, checkpoints). */
+   * is the same cluster, with its credentials, CA, port and JetStream data (cluster state, checkpoints). On a machine
+   * that runs one of the bus's core servers, that server's dir (its JetStream data). */
   dataDir?: string;
+  /** The head's bus is a NATS cluster: the other machines (IPs or names) that run one of its core servers, each
+   * started there by `troupe start --address` with the join line (bus-servers.ts). Needs TLS. */
+  busPeers?: string[];
+  /** Called once the head's bus is up, before the start waits for the rest: a bus with peers has no JetStream, and so
+   * no head, until one of them joins, so the join line must be shown first. */
+  onBusUp?: (c: JoinInfo) => void;
 }
+
+/** What another machine needs to join. */
+export type JoinInfo = Pick<StartedCluster, 'publicAddress' | 'otherAddresses' | 'caSha256'> & { joinToken: string };
 
 export interface StartedCluster {
   /** For clients on this machine. */
@@ -74,7 +96,7 @@ export interface StartedCluster {
   caSha256?: string;
   /** The driver credential: what `init()` and the CLI on this machine use (current-cluster.json's `token`). */
   token: string;
-  /** The node credential other machines join with (the join line); the head's only. */
+  /** The node credential other machines join with (the join line). */
   joinToken?: string;
   sessionDir: string;
   nodeId: string;
@@ -117,6 +139,7 @@ function useDataDir(dir: string): string {
 }
 
 export async function startHead(o: StartOptions): Promise<StartedCluster> {
+  checkBusPeers(o);
   const sessionDir = o.dataDir ? useDataDir(o.dataDir) : newSessionDir();
   const started: number[] = [];
   const runs: Array<{ role: 'nats' | 'head' | 'node'; pid: number }> = [];
@@ -127,6 +150,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     let otherAddresses: string[] = [];
     let nodeIp: string;
     let tls: ClusterTls | undefined;
+    let plan: BusPlan | undefined;
     // One credential per role; a nats-server of the user's (--nats) has its own auth: every role uses its token.
     let tokens: Record<'head' | 'node' | 'localNode' | 'driver', string> & { credentials: Credentials };
     if (o.nats) {
@@ -149,11 +173,14 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         credentials: { worker: seed('worker'), driver: seed('driver') },
       };
       tls = serverTls(o, sessionDir, o.host ?? '127.0.0.1');
+      // The cluster's name comes from its CA, so a head started again on its data dir keeps it.
+      plan = o.busPeers && tls && { name: busClusterName(tls.caSha256), routePort: ROUTE_PORT, peers: o.busPeers };
       const nats = await startNatsServer({
         dir: sessionDir,
         tls,
         host: o.host ?? '127.0.0.1',
         port: o.port,
+        cluster: plan,
         detached: o.detached,
         holdProcess: o.holdProcess,
       });
@@ -170,8 +197,13 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         nodeIp = o.nodeIp ?? o.host ?? '127.0.0.1';
         if (o.nodeIp) publicAddress = `${hostForUrl(o.nodeIp)}:${nats.port}`; // e.g. the bind address seen through NAT
       }
+      // The cluster's address lists every core server: clients go to their machine's first and fail over.
+      const peers = plan?.peers.map((p) => `${hostForUrl(p)}:${nats.port}`) ?? [];
+      const single = [address, publicAddress];
+      address = [address, ...peers].join(',');
+      publicAddress = [publicAddress, ...peers].join(',');
       // Every client on this machine (daemons, workers, drivers, the CLI) finds the CA by the address it dials.
-      const addresses = [address, publicAddress, ...otherAddresses];
+      const addresses = [...new Set([...single, address, publicAddress, ...otherAddresses])];
       // Plain: a stale CA of an earlier cluster at this port would refuse us, and beyond loopback (--no-tls) clients
       // here connect without one only because this says so.
       if (tls) saveCa(addresses, tls.caPem);
@@ -191,13 +223,19 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         parentPid: o.detached ? undefined : process.pid,
         natsPid: o.detached ? undefined : natsPid,
         credentials: tokens.credentials,
-        options: { address, token: tokens.head, nodeTimeoutMs: o.nodeTimeoutMs },
+        bus: plan,
+        options: { address, token: tokens.head, nodeTimeoutMs: o.nodeTimeoutMs, busPeers: plan?.peers },
       },
       { sessionDir, logName: 'head', what: 'the head daemon', detached: o.detached, holdProcess: o.holdProcess },
     );
     started.push(head.pid);
     watched.push(head);
-    const node = await runNode({ ...o, nodeIp, address, token: tokens.localNode, sessionDir, isHead: true }, watched);
+    o.onBusUp?.({ publicAddress, otherAddresses, caSha256: tls?.caSha256, joinToken: tokens.node });
+    const node = await runNode(
+      { ...o, nodeIp, address, token: tokens.localNode, sessionDir, isHead: true },
+      watched,
+      plan ? BUS_FORMING_MS : undefined,
+    );
     started.push(...node.pids);
     return {
       address,
@@ -222,6 +260,31 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     for (const r of runs) removeRunFile(r);
     throw e;
   }
+}
+
+/** How long `start --head` with bus peers waits for the first of them to join (the user starts it by hand). */
+const BUS_FORMING_MS = 15 * 60_000;
+
+/** Refuses `--bus-peers` that cannot work, before anything is made. The bus then needs the TLS troupe sets up (its CA
+ * signs the other servers' certificates, and routes verify them) and names other machines, 2 or 4 of them. */
+function checkBusPeers(o: StartOptions): void {
+  if (!o.busPeers) return;
+  if (o.nats !== undefined) throw new UsageError('--bus-peers and --nats contradict each other: pass one');
+  if (o.noTls || o.tlsFiles || isLoopback(o.host ?? '127.0.0.1'))
+    throw new UsageError(
+      "--bus-peers needs the TLS troupe sets up itself: its CA signs the other servers' certificates, and routes " +
+        'verify them (not with --no-tls or --tls-cert, and not on loopback only: pass --host)',
+    );
+  const own = ownAddresses();
+  for (const p of o.busPeers)
+    if (own.has(p) || isLoopback(p)) throw new UsageError(`--bus-peers names other machines; ${p} is this one`);
+  if (new Set(o.busPeers).size !== o.busPeers.length) throw new UsageError('--bus-peers names a machine twice');
+  // JetStream keeps working while a majority of its servers does: an odd number of them, so that one more counts.
+  if (o.busPeers.length !== 2 && o.busPeers.length !== 4)
+    throw new UsageError(
+      '--bus-peers names 2 or 4 other machines (a bus of 3 or 5 servers survives the loss of 1 or 2), ' +
+        `got ${o.busPeers.length}`,
+    );
 }
 
 /** TLS whenever the bus listens beyond loopback, or the user brings certificates; undefined: plain. The server's
@@ -276,10 +339,47 @@ export function startNode(o: NodeStartOptions): Promise<StartedCluster> {
   return runNode(o, []);
 }
 
-/** startNode(), also failing at once if one of `others` (the rest of this start's daemons) exits first. */
-async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<StartedCluster> {
-  // A joining machine's drivers use the driver credential, which the head gives only to nodes.
-  const driverToken = o.isHead ? undefined : (await checkVersions(o.address, o.token)).driver;
+/** startNode(), also failing at once if one of `others` (the rest of this start's daemons) exits first. A machine
+ * in the address's server list starts its core server of the bus first. `waitMs`: for the head to count the node. */
+async function runNode(o: NodeStartOptions, others: DaemonChild[], waitMs = 60_000): Promise<StartedCluster> {
+  const self = o.isHead || serverUrls(o.address).length < 2 ? undefined : ownServer(o.address);
+  if (o.dataDir && !o.isHead && !self)
+    throw new UsageError(
+      `--data-dir on a joining machine is for one of the bus's servers, and ${o.address} does not list this one`,
+    );
+  const bus = self && (await startOwnBusServer(o, self));
+  try {
+    return await runNodeDaemon(o, bus ? [...others, bus.process] : others, waitMs, bus);
+  } catch (e) {
+    if (bus) {
+      await bus.stop();
+      removeRunFile({ role: 'nats', pid: bus.pid });
+    }
+    throw e;
+  }
+}
+
+/** This machine's core server of the bus, in `--data-dir` or a dir of its own under TROUPE_HOME kept from one start
+ * to the next (its JetStream data, its server name: the cluster knows it as the same server). */
+async function startOwnBusServer(o: NodeStartOptions, self: { host: string; port: number }) {
+  const dir = o.dataDir
+    ? useDataDir(o.dataDir)
+    : join(troupeHome(), `bus-server-${self.host.replace(/[^0-9A-Za-z.-]/g, '_')}-${self.port}`);
+  mkdirSync(join(dir, 'logs'), { recursive: true, mode: 0o700 });
+  const nats = await startBusServer({ ...o, self, dir });
+  if (o.detached) writeRunFile({ role: 'nats', pid: nats.pid, address: o.address, sessionDir: dir });
+  return Object.assign(nats, { dir });
+}
+
+async function runNodeDaemon(
+  o: NodeStartOptions,
+  others: DaemonChild[],
+  waitMs: number,
+  bus: (NatsServerHandle & { dir: string }) | undefined,
+): Promise<StartedCluster> {
+  // A joining machine's drivers use the driver credential, which the head gives only to nodes. With a bus server just
+  // started, the head may still be making the cluster state, once JetStream has a majority.
+  const driverToken = o.isHead ? undefined : (await checkVersions(o.address, o.token, bus ? 60_000 : 10_000)).driver;
   const nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.address)));
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
@@ -309,6 +409,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
         prestartWorkers: o.prestartWorkers,
         workerUser: workerUser?.uid === process.geteuid?.() ? undefined : workerUser,
       },
+      busServer: bus && { dir: bus.dir, natsPid: bus.pid },
     },
     {
       sessionDir,
@@ -320,7 +421,7 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
   );
   const pid = node.pid;
   try {
-    await waitForNode(o.address, o.token, node, nodeId, new StartWatch([...others, node]));
+    await waitForNode(o.address, o.token, node, nodeId, new StartWatch([...others, node]), waitMs);
   } catch (e) {
     await terminate(pid, 2000);
     throw e;
@@ -336,8 +437,11 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[]): Promise<Star
     nodeId,
     objectDir,
     objectStoreMemory,
-    pids: [pid],
-    stop: () => terminate(pid),
+    pids: bus ? [bus.pid, pid] : [pid],
+    stop: async () => {
+      await terminate(pid);
+      await bus?.stop();
+    },
   };
 }
 
@@ -349,6 +453,7 @@ async function waitForNode(
   node: DaemonChild,
   nodeId: string,
   watch: StartWatch,
+  waitMs: number,
 ): Promise<void> {
   const connecting = Bus.connect({ address, token, name: 'troupe-start' });
   let bus: Bus;
@@ -362,14 +467,14 @@ async function waitForNode(
     throw e;
   }
   try {
-    const until = Date.now() + 60_000;
+    const until = Date.now() + waitMs;
     while (Date.now() < until) {
       const status = bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 1000 }).catch(() => undefined);
       const s = await watch.step(status); // undefined: the head is not up yet
       if (s?.nodes.some((n) => n.nodeId === nodeId && n.alive)) return;
       await watch.step(sleep(50));
     }
-    throw startError(node, 'did not come up within 60 s');
+    throw startError(node, `did not come up within ${Math.round(waitMs / 1000)} s`);
   } finally {
     await bus.close();
   }
@@ -378,14 +483,14 @@ async function waitForNode(
 /** A joining machine checks its versions against the head's before it starts anything: a mismatch fails the start
  * with VersionMismatchError (the node daemon checks again, for those started otherwise). Then it asks for the
  * credentials the head gives nodes: a token that is not the join credential fails here, with PermissionDeniedError. */
-async function checkVersions(address: string, token: string): Promise<Credentials> {
+async function checkVersions(address: string, token: string, waitMs = 10_000): Promise<Credentials> {
   const bus = await Bus.connect({ address, token, name: 'troupe-start' });
   try {
     await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {
       self: 'this node',
       role: 'start',
       address,
-      waitMs: 10_000,
+      waitMs,
     });
     return checkCredentials(await bus.request(CREDENTIALS_SUBJECT, {}, { timeoutMs: 5000 }));
   } finally {

@@ -11,6 +11,7 @@ import { watchChild, startError, logTail, type DaemonChild } from './daemon-proc
 import { defaultAddress } from './node-address.ts';
 import { natsTlsBlock, type ClusterTls } from './tls.ts';
 import { AUTH_CONF } from './identities.ts';
+import type { BusCluster } from './bus-servers.ts';
 import { randomBytes } from 'node:crypto';
 
 export interface NatsServerOptions {
@@ -18,15 +19,26 @@ export interface NatsServerOptions {
   dir: string;
   /** Bind address; 0.0.0.0 lets other machines join (the identities still guard it). */
   host: string;
-  /** Serve TLS only, with these files (local-cluster.ts decides: whenever the bind is beyond loopback). A NATS
-   * cluster's `cluster {}` and `leafnodes {}` sections would take natsTlsBlock(tls, { verifyPeers: true }). */
+  /** Serve TLS only, with these files (local-cluster.ts decides: whenever the bind is beyond loopback). */
   tls?: ClusterTls;
+  /** One core server of a NATS cluster: routes to the others, over TLS with the same files, each end showing a
+   * certificate of the cluster's CA. Needs `tls`. */
+  cluster?: BusCluster;
   /** Fixed port, or a free one. */
   port?: number;
   /** Outlive this process (troupe start) or die with it (embedded clusters). */
   detached: boolean;
   /** Not detached: whether the server keeps this process running (default true; see StartOptions). */
   holdProcess?: boolean;
+}
+
+/** The port routes listen on, as NATS's own examples use. */
+export const ROUTE_PORT = 6222;
+
+/** A NATS cluster's name from its CA's fingerprint: every machine that trusts the CA derives the same one, and a head
+ * started again on its data dir keeps it. */
+export function busClusterName(caSha256: string): string {
+  return `troupe-${caSha256.replace(/^sha256:/, '').slice(0, 16)}`;
 }
 
 export interface NatsServerHandle {
@@ -41,12 +53,6 @@ export interface NatsServerHandle {
   stop(): Promise<void>;
 }
 
-/** Makes nats-server read its config again: users added or revoked take effect, and clients whose identity is gone
- * are disconnected. */
-export function reloadNatsServer(pid: number): void {
-  process.kill(pid, 'SIGHUP');
-}
-
 export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   if (!bin) throw new UsageError(missingNatsMessage());
@@ -54,12 +60,19 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   // A dir used again (a data dir) keeps its port, so that clients find the server where it was, and its server name,
   // which names JetStream's data in it.
   const bus = join(opts.dir, 'bus.json');
-  let saved: { port: number; serverName: string } | undefined;
+  let saved: { port: number; serverName: string; cluster?: string } | undefined;
   try {
     if (existsSync(bus)) saved = JSON.parse(readFileSync(bus, 'utf8'));
   } catch (e) {
     throw new UsageError(`${bus} is not valid JSON (${(e as Error).message}): remove it to pick a new port`);
   }
+  // JetStream's data is a lone server's or a cluster member's: nats-server 2.9 does not turn one into the other.
+  if (saved && saved.cluster !== opts.cluster?.name && existsSync(join(opts.dir, 'jetstream')))
+    throw new UsageError(
+      saved.cluster
+        ? `${opts.dir} holds a server of the NATS cluster ${saved.cluster}: start it with the same --bus-peers`
+        : `${opts.dir} holds a lone nats-server's data: a bus of several servers needs a new data dir`,
+    );
   const fixedPort = opts.port ?? saved?.port;
   const serverName = saved?.serverName ?? `troupe-${randomBytes(6).toString('hex')}`;
   // A free port can be taken between our probe and the server's bind: try a few.
@@ -75,6 +88,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
         `server_name: ${JSON.stringify(serverName)}`,
         `include ${JSON.stringify(AUTH_CONF)}`,
         ...(opts.tls ? [natsTlsBlock(opts.tls)] : []),
+        ...(opts.cluster ? [clusterBlock(opts.cluster, opts.host, opts.tls)] : []),
         '',
       ].join('\n'),
     );
@@ -99,7 +113,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       if (fixedPort === undefined && attempt < 3 && /address already in use/i.test(logTail(logPath, 6))) continue;
       throw startError(nats, how);
     }
-    writePrivateFile(bus, `${JSON.stringify({ port, serverName })}\n`);
+    writePrivateFile(bus, `${JSON.stringify({ port, serverName, cluster: opts.cluster?.name })}\n`);
     const pid = nats.pid;
     return {
       pid,
@@ -110,6 +124,21 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       stop: () => terminate(pid),
     };
   }
+}
+
+/** nats-server's `cluster {}` block. JetStream on 2.9 needs configured routes in it (one that learns its peers only
+ * from their routes refuses to start), and elects its meta leader once a second server is up. */
+function clusterBlock(c: BusCluster, host: string, tls: ClusterTls | undefined): string {
+  if (!tls) throw new UsageError('the core servers of a bus route to each other over TLS only');
+  const url = (h: string) => `nats-route://${h.includes(':') ? `[${h}]` : h}:${c.routePort}`;
+  return [
+    'cluster {',
+    `  name: ${JSON.stringify(c.name)}`,
+    `  listen: ${JSON.stringify(`${host}:${c.routePort}`)}`,
+    `  routes: ${JSON.stringify(c.peers.map(url))}`,
+    natsTlsBlock(tls, { verifyPeers: true }).replace(/^/gm, '  '),
+    '}',
+  ].join('\n');
 }
 
 /** Starts the nats-server of session dir `dir` again from its config (the same port, identities and JetStream data),

@@ -33,10 +33,24 @@ const LOCAL_NAMES = ['127.0.0.1', '::1', 'localhost'];
 export function createClusterTls(dir: string, addresses: string[]): ClusterTls {
   const { ca, caCert } = savedCa(dir) ?? newCa();
   const server = newKeyPair();
-  const names = [...new Set([...addresses, ...LOCAL_NAMES, hostname()].filter(Boolean))];
-  const serverCert = certificate({
+  const serverCert = serverCertificate(ca, caCert, server.publicKey, [...addresses, hostname()]);
+  const caPem = forge.pki.certificateToPem(caCert);
+  writePrivateFile(join(dir, 'tls-ca-key.pem'), forge.pki.privateKeyToPem(ca.privateKey));
+  writePrivateFile(join(dir, 'tls-server-key.pem'), forge.pki.privateKeyToPem(server.privateKey));
+  return writeServerFiles(dir, forge.pki.certificateToPem(serverCert), join(dir, 'tls-server-key.pem'), caPem);
+}
+
+/** A nats-server certificate for `names` and the loopback names, good for both ends of a route (serverAuth and
+ * clientAuth: routes verify each other's). */
+function serverCertificate(
+  ca: forge.pki.rsa.KeyPair,
+  caCert: forge.pki.Certificate,
+  publicKey: forge.pki.rsa.PublicKey,
+  names: string[],
+): forge.pki.Certificate {
+  return certificate({
     subject: 'troupe nats-server',
-    publicKey: server.publicKey,
+    publicKey,
     signer: ca.privateKey,
     issuer: caCert,
     years: 2,
@@ -44,14 +58,43 @@ export function createClusterTls(dir: string, addresses: string[]): ClusterTls {
       { name: 'basicConstraints', cA: false },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
       { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
-      { name: 'subjectAltName', altNames: names.map(altName) },
+      { name: 'subjectAltName', altNames: [...new Set([...names, ...LOCAL_NAMES].filter(Boolean))].map(altName) },
       { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
     ],
   });
-  const caPem = forge.pki.certificateToPem(caCert);
-  writePrivateFile(join(dir, 'tls-ca-key.pem'), forge.pki.privateKeyToPem(ca.privateKey));
-  writePrivateFile(join(dir, 'tls-server-key.pem'), forge.pki.privateKeyToPem(server.privateKey));
-  return writeServerFiles(dir, forge.pki.certificateToPem(serverCert), join(dir, 'tls-server-key.pem'), caPem);
+}
+
+/** On the head's machine: a certificate for another core server of the bus, for the public key it sent (SPKI PEM),
+ * naming `host` and loopback only. Signed with the CA in `dir`; a UsageError where there is none (the user's own
+ * certificates, whose CA key troupe does not hold). */
+export function signPeerCertificate(dir: string, publicKeyPem: string, host: string): string {
+  const saved = savedCa(dir);
+  if (!saved) throw new UsageError('this cluster has no CA of its own to sign a bus server certificate with');
+  let key: forge.pki.rsa.PublicKey;
+  try {
+    key = forge.pki.publicKeyFromPem(publicKeyPem) as forge.pki.rsa.PublicKey;
+  } catch (e) {
+    throw new UsageError(`not an RSA public key in PEM: ${(e as Error).message}`);
+  }
+  return forge.pki.certificateToPem(serverCertificate(saved.ca, saved.caCert, key, [host]));
+}
+
+/** A new key pair for this machine's core server of the bus: the private key goes to `dir` (0600), the public key
+ * (PEM) to the head, which signs it (signPeerCertificate). */
+export function newPeerKey(dir: string): string {
+  const pair = newKeyPair();
+  writePrivateFile(join(dir, 'tls-server-key.pem'), forge.pki.privateKeyToPem(pair.privateKey));
+  return forge.pki.publicKeyToPem(pair.publicKey);
+}
+
+/** Writes the files this machine's core server serves with: the certificate the head signed, checked to be the CA's
+ * (`caPem`, the CA this machine trusts by fingerprint) and to name `host`. A TlsTrustError otherwise. */
+export function peerServerTls(dir: string, certPem: string, caPem: string, host: string): ClusterTls {
+  const cert = new X509Certificate(certPem);
+  const ca = new X509Certificate(caPem);
+  if (!signedBy(cert, ca) || !(cert.checkIP(host) || cert.checkHost(host)))
+    throw new TlsTrustError(`the head's answer holds a certificate that is not the cluster CA's for ${host}`);
+  return writeServerFiles(dir, firstPem(certPem), join(dir, 'tls-server-key.pem'), firstPem(caPem));
 }
 
 /** The user's own certificate, key and CA (`--tls-cert/--tls-key/--tls-ca`), checked: the key is the certificate's

@@ -19,12 +19,12 @@ export function singlePointsOfFailure(r: Redundancy): string[] {
   if (!r.natsCluster)
     out.push(
       'one nats-server carries every message: while it is down, nothing is placed and no call crosses machines ' +
-        '(a NATS cluster of your own avoids it: --nats A,B,C)',
+        '(start the head with --bus-peers B,C to run the bus on three machines, or use a NATS cluster of your own)',
     );
   if (r.stateReplicas < 3)
     out.push(
       `the cluster state has ${r.stateReplicas === 1 ? 'one copy' : `${r.stateReplicas} copies`} ` +
-        `(R${r.stateReplicas}); R3 needs three nats-servers with JetStream, up when the buckets are made`,
+        `(R${r.stateReplicas}); R3 needs three nats-servers with JetStream (the head raises it once they are up)`,
     );
   if (r.standbys === 0)
     out.push("the head has no standby ('troupe start --head --address' with a head credential starts one)");

@@ -25,7 +25,10 @@ import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import {
   createSharedObjectStores,
+  raiseReplicas,
   sharedStoreUsage,
+  untilJetStreamAnswers,
+  WANTED_REPLICAS,
   SHARED_OBJECT_STORES,
   type SharedStore,
 } from '../state/buckets.ts';
@@ -69,6 +72,9 @@ export interface HeadOptions {
   nodeSuspectMs?: number;
   /** The head lease's length (default defaults.headLeaseMs): how long a standby waits for a silent leader. */
   leaseMs?: number;
+  /** The other core servers of a bus troupe runs as a NATS cluster: until one of them is up, JetStream is not, and
+   * the head waits for it rather than fail. */
+  busPeers?: string[];
 }
 
 interface NodeState {
@@ -147,6 +153,13 @@ export class Head {
       daemon: true,
     });
     void this.watchConnection();
+    if (this.o.busPeers?.length)
+      await untilJetStreamAnswers(this.bus, (ms) =>
+        console.error(
+          `troupe: waiting ${Math.round(ms / 1000)} s for JetStream: the bus's NATS cluster needs a second of its ` +
+            `servers up (${this.o.busPeers!.join(', ')}): start the joining line there`,
+        ),
+      );
     // Before anyone joins: the stores every job shares are the head's to create (see buckets.ts), bounded.
     const asked = { checkpoints: defaults.checkpointStoreBytes, runtimeEnvs: defaults.runtimeEnvStoreBytes };
     const bounds = await createSharedObjectStores(this.bus, asked);
@@ -263,6 +276,7 @@ export class Head {
     this.timers.push(setInterval(() => this.whileLeading(() => this.detectFailures()), sweep));
     this.timers.push(setInterval(() => this.whileLeading(() => this.dropSilentClients()), 2000));
     this.timers.push(setInterval(() => this.whileLeading(() => void this.sweepEnvStore()), defaults.envSweepMs));
+    this.timers.push(setInterval(() => this.whileLeading(() => void this.raiseReplicas()), 10_000));
     console.log(
       `troupe: head ${this.leadership.headId} up and leading with term ${this.term}, ` +
         `${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, dead after ${this.timeoutMs} ms)`,
@@ -477,6 +491,18 @@ export class Head {
 
   private envSweeping = false;
   private readonly manifests = new Map<string, string[]>();
+
+  /** Streams made while fewer than three JetStream servers were up get their copies once there are three. */
+  private async raiseReplicas(): Promise<void> {
+    if (this.stateReplicas >= WANTED_REPLICAS || !this.bus.nc.info?.cluster) return; // a lone server keeps one
+    try {
+      const fewest = await raiseReplicas(this.bus);
+      if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
+      this.stateReplicas = fewest;
+    } catch (e) {
+      console.error(`troupe: could not raise the cluster state's copies: ${(e as Error).message}`);
+    }
+  }
 
   /** Deletes the shipped code no job this head knows uses (shipping/env-sweep.ts). */
   private async sweepEnvStore(): Promise<void> {

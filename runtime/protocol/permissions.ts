@@ -150,6 +150,8 @@ const roles: Record<Role, Permissions> = {
       subjects.headStatus,
       subjects.headActorsOfOwner,
       CREDENTIALS_SUBJECT,
+      subjects.headBusJoin,
+      subjects.headBusUsers,
       any(subjects.hbNode),
       any(subjects.hbProc),
       any(subjects.procActorStart),

@@ -5,6 +5,10 @@ export const subjects = {
   headHello: 'troupe.head.hello',
   headLease: 'troupe.head.lease',
   headStatus: 'troupe.head.status',
+  /** A machine of the bus's server list asks for its nats-server's certificate (protocol/bus-servers.ts). */
+  headBusJoin: 'troupe.head.bus.join',
+  /** A core server's node daemon asks for the cluster's NATS users. */
+  headBusUsers: 'troupe.head.bus.users',
   headTasks: 'troupe.head.tasks',
   headActorCreate: 'troupe.head.actor.create',
   headActorKill: 'troupe.head.actor.kill',

@@ -15,15 +15,16 @@ import type { Bus } from '../bus/bus.ts';
 import type { StoreStatus } from '../protocol/cluster.ts';
 import { ClusterStoreFullError } from '../base/errors.ts';
 import { formatBytes } from '../base/bytes.ts';
+import { sleep } from '../base/processes.ts';
 
 const LOST_CREATE_RACE = new Set([10065, 10058]);
 
 /** Copies of each stream asked for: a stream in a JetStream cluster keeps working while a majority of its copies do,
  * so three survive the loss of one server. */
 export const WANTED_REPLICAS = 3;
-/** "replicas > 1 not supported in non-clustered mode" (a lone nats-server), "insufficient resources" (fewer
- * JetStream servers up than copies). */
-const TOO_FEW_SERVERS = new Set([10074, 10023]);
+/** "replicas > 1 not supported in non-clustered mode" (a lone nats-server), "insufficient resources" and "no
+ * suitable peers for placement" (fewer JetStream servers up than copies). */
+const TOO_FEW_SERVERS = new Set([10074, 10023, 10005]);
 
 /** Creates the KV bucket, or binds to it when it exists or another process created it at the same moment. Its
  * requests give up after `timeoutMs` (nats.js's default: 5 s). Reads go to the bucket's leader, not to any copy (a
@@ -155,6 +156,45 @@ export async function replicated<T>(create: (replicas: number) => Promise<T>): P
   } catch (e) {
     if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
     return createOrBind(() => create(1));
+  }
+}
+
+/** Raises each of troupe's streams (KV buckets, object stores, job logs) kept in fewer than WANTED_REPLICAS copies to
+ * that many, where JetStream now can: a NATS cluster's third server came up after they were made (the head of a bus
+ * troupe runs starts once two of them are). Returns the fewest copies a stream now has. */
+export async function raiseReplicas(bus: Bus): Promise<number> {
+  const jsm = await jetstreamManager(bus.nc);
+  let fewest = WANTED_REPLICAS;
+  for await (const si of jsm.streams.list()) {
+    if (!/^(KV_|OBJ_)?troupe-/.test(si.config.name)) continue;
+    let copies = si.config.num_replicas;
+    if (copies < WANTED_REPLICAS)
+      try {
+        copies = (await jsm.streams.update(si.config.name, { num_replicas: WANTED_REPLICAS })).config.num_replicas;
+      } catch (e) {
+        if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
+      }
+    fewest = Math.min(fewest, copies);
+  }
+  return fewest;
+}
+
+/** Resolves once JetStream answers. A NATS cluster has none until a majority of its servers is up (two of three), so
+ * a head on such a bus waits here, and `waiting` says so every 30 s. */
+export async function untilJetStreamAnswers(bus: Bus, waiting: (forMs: number) => void): Promise<void> {
+  const since = Date.now();
+  let said = since;
+  for (;;) {
+    try {
+      await (await jetstreamManager(bus.nc, { timeout: 2000 })).getAccountInfo();
+      return;
+    } catch {
+      if (Date.now() - said >= 30_000) {
+        said = Date.now();
+        waiting(said - since);
+      }
+      await sleep(500);
+    }
   }
 }
 

@@ -8,8 +8,13 @@ import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { AuthenticationError, PermissionDeniedError, ProtocolError } from '../../runtime/base/errors.ts';
 import { AckPolicy, DeliverPolicy, jetstreamManager, StorageType } from '@nats-io/jetstream';
-import { addIdentity, builtinIdentity, readIdentities, revokeIdentity } from '../../runtime/cluster/identities.ts';
-import { reloadNatsServer } from '../../runtime/cluster/nats-server.ts';
+import {
+  addIdentity,
+  builtinIdentity,
+  readIdentities,
+  reloadNatsServer,
+  revokeIdentity,
+} from '../../runtime/cluster/identities.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
 import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
 import { Counter } from '../fixtures/actors.ts';

@@ -115,6 +115,18 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   const asRoot = await troupe('start', '--address', address, '--worker-user', 'root');
   t.is(asRoot.code, 2);
   t.regex(asRoot.stderr, /workers must not run as root/);
+  const loopbackBus = await troupe('start', '--head', '--bus-peers', '192.0.2.6,192.0.2.7');
+  t.is(loopbackBus.code, 2);
+  t.regex(loopbackBus.stderr, /--bus-peers needs the TLS troupe sets up itself.*pass --host/);
+  const evenBus = await troupe('start', '--head', '--host', '0.0.0.0', '--bus-peers', '192.0.2.6');
+  t.is(evenBus.code, 2);
+  t.regex(evenBus.stderr, /--bus-peers names 2 or 4 other machines .*got 1/);
+  const selfBus = await troupe('start', '--head', '--host', '0.0.0.0', '--bus-peers', '127.0.0.1,192.0.2.7');
+  t.is(selfBus.code, 2);
+  t.regex(selfBus.stderr, /127\.0\.0\.1 is this one/);
+  const notListed = await troupe('start', '--address', address, '--data-dir', join(home, 'bus'));
+  t.is(notListed.code, 2);
+  t.regex(notListed.stderr, /--data-dir on a joining machine is for one of the bus's servers/);
   t.is((await troupe('list', 'everything')).code, 2);
   t.is((await troupe('frobnicate')).code, 2);
   const wrongToken = await runCommand(process.execPath, [cli, 'status', '--address', address], {

@@ -7,7 +7,7 @@ test('one machine: no warning; across machines: each missing copy named; a clust
   t.deepEqual(singlePointsOfFailure(alone), []);
   const today = singlePointsOfFailure({ ...alone, machines: 3 });
   t.is(today.length, 3);
-  t.regex(today[0], /^one nats-server carries every message.*--nats A,B,C/);
+  t.regex(today[0], /^one nats-server carries every message.*--bus-peers B,C/);
   t.regex(today[1], /one copy \(R1\); R3 needs three nats-servers/);
   t.regex(today[2], /no standby/);
   t.deepEqual(singlePointsOfFailure({ ...alone, machines: 3, standbys: 1 }).length, 2);

@@ -1,0 +1,85 @@
+// A bus troupe runs as a NATS cluster of core servers (`troupe start --head --bus-peers B,C`): the head's machine
+// and the machines it names each run a nats-server, routed to the others. What the daemons do for it: the head
+// signs the other servers' certificates and gives out the users (serveBusServers); each other server's node daemon
+// keeps its server's users the head's (followBusUsers). Starting a server is in own-bus-server.ts.
+import { PermissionDeniedError } from '../base/errors.ts';
+import { sleep } from '../base/processes.ts';
+import type { Bus } from '../bus/bus.ts';
+import { subjects } from '../protocol/subjects.ts';
+import { request } from '../protocol/check.ts';
+import {
+  checkBusJoinRequest,
+  checkBusUsersAnswer,
+  checkBusUsersRequest,
+  usersDigest,
+  type BusJoinAnswer,
+  type BusUsersAnswer,
+} from '../protocol/bus-servers.ts';
+import { busUsers, reloadNatsServer, writeBusUsers } from './identities.ts';
+import { signPeerCertificate } from './tls.ts';
+
+/** A NATS cluster of core servers, as one of them sees it. */
+export interface BusCluster {
+  name: string;
+  /** Where this server listens for routes (its bind host) and where the others do. */
+  routePort: number;
+  /** The other core servers' hosts. */
+  peers: string[];
+}
+
+/** On the head's machine: the cluster's name, the route port, and the other core servers' hosts. */
+export type BusPlan = BusCluster;
+
+/** The head answers core servers that join (a certificate for the host they serve at, if it is one of the plan's)
+ * and asks for the users (only when they changed). On the head daemon's side connection; served without a plan too,
+ * to refuse, so that every head answers the same subjects. */
+export function serveBusServers(bus: Bus, sessionDir: string, plan: BusPlan | undefined): void {
+  bus.serve(
+    subjects.headBusJoin,
+    request(checkBusJoinRequest, (req): BusJoinAnswer => {
+      if (!plan)
+        throw new PermissionDeniedError("this cluster's bus is one nats-server: it has no other servers to join");
+      if (!plan.peers.includes(req.host))
+        throw new PermissionDeniedError(
+          `${req.host} is not one of this cluster's bus servers (${plan.peers.join(', ')}); it joins as a node`,
+        );
+      return {
+        clusterName: plan.name,
+        routePort: plan.routePort,
+        certPem: signPeerCertificate(sessionDir, req.publicKeyPem, req.host),
+        users: busUsers(sessionDir),
+      };
+    }),
+  );
+  bus.serve(
+    subjects.headBusUsers,
+    request(checkBusUsersRequest, (req): BusUsersAnswer => {
+      const users = busUsers(sessionDir);
+      const digest = usersDigest(users);
+      return digest === req.have ? { digest } : { digest, users };
+    }),
+  );
+}
+
+/** On a core server's machine, in its node daemon: asks the head for the users every `everyMs`, and when they changed
+ * (`troupe token create|revoke` on the head's machine) rewrites the server's auth config and reloads it. While no
+ * head answers (its machine is gone), the server keeps the users it has. Ends when `bus` closes. */
+export function followBusUsers(o: { bus: Bus; dir: string; natsPid: number; everyMs?: number }): void {
+  let have = '';
+  void (async () => {
+    while (!o.bus.isClosed) {
+      try {
+        const a = checkBusUsersAnswer(await o.bus.request(subjects.headBusUsers, { have }, { timeoutMs: 2000 }));
+        const digest = a.users && usersDigest(a.users);
+        if (a.users && digest !== have) {
+          writeBusUsers(o.dir, a.users);
+          reloadNatsServer(o.natsPid);
+          have = digest!;
+        }
+      } catch {
+        // no head now, or a lost answer: asked again next time
+      }
+      await sleep(o.everyMs ?? 2000);
+    }
+  })();
+}

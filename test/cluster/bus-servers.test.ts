@@ -1,0 +1,170 @@
+// The bus as a NATS cluster troupe runs itself, on three simulated machines (test/helpers/hosts.ts):
+// `troupe start --head --bus-peers B,C` on A prints a join line that lists the three servers and waits; the line run
+// on B and C starts a nats-server on each (its certificate signed by A's CA, routes over TLS), and A's start ends once
+// JetStream has its majority. Then: the cluster state is raised to three copies, a credential made on A is known to
+// C's server and refused there once revoked, and A's nats-server killed under a stream of calls from C to an actor on
+// B costs no call: every process on B and C talks through its own machine's server, and A's daemons move to another.
+import test from 'ava';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { eventually } from '../helpers/cluster.ts';
+import {
+  defaultTimingsEnv,
+  hostsUnavailable,
+  makeHosts,
+  startFixture,
+  troupeOn,
+  type Host,
+  type Hosts,
+} from '../helpers/hosts.ts';
+import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
+
+const why = hostsUnavailable();
+const JOIN = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (sha256:[0-9a-f]{64})\n/;
+
+if (why) {
+  console.warn(`troupe: the simulated-hosts tests cannot run here: ${why}`);
+} else {
+  let net: Hosts | undefined;
+  let a: Host;
+  let b: Host;
+  let c: Host;
+  const troupe = (h: Host, args: string[], env: NodeJS.ProcessEnv = {}) =>
+    troupeOn(h, args, { ...defaultTimingsEnv, ...env });
+  const status = async (h: Host, env: NodeJS.ProcessEnv = {}): Promise<HeadStatus> => {
+    const r = await troupe(h, ['status', '--json'], env);
+    if (r.code !== 0) throw new Error(r.stdout + r.stderr);
+    return JSON.parse(r.stdout) as HeadStatus;
+  };
+  /** The run file of the `role` troupe started on `h` (in h's own /tmp). */
+  const runFile = (h: Host, role: string): { pid: number; sessionDir: string } => {
+    const run = h.path('/tmp/troupe-home/run');
+    for (const f of readdirSync(run)) {
+      const r = JSON.parse(readFileSync(join(run, f), 'utf8')) as { role: string; pid: number; sessionDir: string };
+      if (r.role === role) return r;
+    }
+    throw new Error(`no ${role} run file on ${h.name}`);
+  };
+  /** The end of the head's log on A, for a failure's message. */
+  const headLog = () => {
+    try {
+      return readFileSync(a.path(join(runFile(a, 'head').sessionDir, 'logs', 'head.log')), 'utf8').slice(-3000);
+    } catch (e) {
+      return String(e);
+    }
+  };
+
+  test.before(async () => {
+    net = await makeHosts(['bus-a', 'bus-b', 'bus-c']);
+    [a, b, c] = net.hosts;
+  });
+  test.after.always(async () => {
+    if (!net) return;
+    for (const h of [c, b, a]) await troupe(h, ['stop']).catch(() => undefined);
+    await net.remove();
+  });
+
+  test.serial('three machines run the bus: no call between B and C is lost when A’s nats-server dies', async (t) => {
+    t.timeout(240_000);
+    // A's start waits for a peer, so it runs beside the joins.
+    const head = a.spawn(
+      process.execPath,
+      [
+        join(a.troupeRoot, 'runtime', 'cli', 'troupe.mjs'),
+        ...['start', '--head', '--host', a.ip, '--bus-peers', `${b.ip},${c.ip}`, '--num-cpus', '1'],
+      ],
+      { env: { ...process.env, ...defaultTimingsEnv }, cwd: a.troupeRoot },
+    );
+    let out = '';
+    head.stdout!.on('data', (d) => {
+      out += d;
+    });
+    head.stderr!.on('data', (d) => {
+      out += d;
+    });
+    const headExit = new Promise<number | null>((done) => head.on('close', done));
+    const line = await eventually('the join line', async () => JOIN.exec(out) ?? undefined, 60_000);
+    const [, token, address, sha] = line;
+    const port = address.split(':').pop();
+    t.is(address, [a, b, c].map((h) => `${h.ip}:${port}`).join(','), 'the join line lists the three servers');
+    t.regex(out, new RegExp(`Waiting for ${b.ip} or ${c.ip}`));
+    const joinWith = (h: Host, flags: string[]) =>
+      troupe(h, ['start', '--address', address, '--ca-sha256', sha, '--num-cpus', '1', ...flags], {
+        TROUPE_TOKEN: token,
+      });
+    const [onB, onC] = await Promise.all([joinWith(b, ['--resources', '{"w": 1}']), joinWith(c, [])]);
+    t.is(onB.code, 0, onB.stdout + onB.stderr);
+    t.is(onC.code, 0, onC.stdout + onC.stderr);
+    t.is(await headExit, 0, out);
+
+    // Three servers, each machine's node alive, and the state raised to three copies once the third server is up.
+    let last: unknown;
+    const formed = await eventually(
+      'three copies and three nodes',
+      async () => {
+        const s = (last = await status(c));
+        return s.bus?.stateReplicas === 3 && s.nodes.filter((n) => n.alive).length === 3 ? s : undefined;
+      },
+      90_000,
+    ).catch((e) => {
+      throw new Error(`${e.message}; last status: ${JSON.stringify(last)}; the head's log: ${headLog()}`);
+    });
+    t.truthy(formed.bus?.cluster, 'a NATS cluster');
+    t.is(formed.bus?.servers, 3);
+    const warned = formed.warnings ?? [];
+    t.false(
+      warned.some((w) => /one nats-server|copy|copies/.test(w)),
+      warned.join('\n'),
+    );
+
+    // A credential made on A reaches C's server; revoked, C's server refuses it.
+    const made = await troupe(a, ['token', 'create', '--role', 'cli', '--name', 'watcher']);
+    t.is(made.code, 0, made.stderr);
+    // C's server alone (the list would fail over to A's, which knows the credential anyway).
+    const watcher = {
+      TROUPE_TOKEN: made.stdout.trim(),
+      TROUPE_ADDRESS: `${c.ip}:${port}`,
+      TROUPE_TLS_CA: `/tmp/troupe-home/bus-server-${c.ip}-${port}/tls-ca.pem`,
+    };
+    await eventually('the new credential on C', async () => (await status(c, watcher)).nodes.length, 20_000);
+    t.is((await troupe(a, ['token', 'revoke', 'watcher'])).code, 0);
+    await eventually('C refusing it', async () => (await troupe(c, ['status'], watcher)).code !== 0, 20_000);
+
+    // C calls the actor on B every 100 ms; A's nats-server is killed meanwhile.
+    const driver = startFixture(c, 'partition-driver.ts', { ...defaultTimingsEnv, STREAM_MS: '12000' }, 'made ');
+    try {
+      t.is(await driver.ready, 'ready', driver.output());
+      await new Promise((r) => setTimeout(r, 2000));
+      process.kill(runFile(a, 'nats').pid, 'SIGKILL');
+      t.is(await driver.exited, 0, driver.output());
+    } finally {
+      driver.stop();
+    }
+    const seen = JSON.parse(driver.lastLine()) as {
+      instances: Array<{ host: string; calls: number }>;
+      failed: string[];
+    };
+    t.deepEqual(seen.failed, [], 'no call failed');
+    t.true(
+      seen.instances.every((i) => i.host === 'bus-b'),
+      JSON.stringify(seen.instances),
+    );
+    t.true(seen.instances.reduce((n, i) => n + i.calls, 0) >= 60, JSON.stringify(seen.instances));
+    // The head on A talks through B's or C's server now, and still leads and places.
+    const after = await eventually(
+      'three nodes after',
+      async () => {
+        const s = await status(c);
+        return s.nodes.filter((n) => n.alive).length === 3 ? s : undefined;
+      },
+      30_000,
+    );
+    t.is(after.lease?.headId, formed.lease?.headId);
+    const work = startFixture(c, 'partition-driver.ts', { ...defaultTimingsEnv, STREAM_MS: '1000' }, 'made ');
+    try {
+      t.is(await work.exited, 0, work.output());
+    } finally {
+      work.stop();
+    }
+  });
+}
