@@ -1,13 +1,15 @@
-// Run (j) of `npm run chaos`: the head's machine cut off, on simulated hosts (test/helpers/hosts.ts) running a user's
-// NATS cluster of three nats-servers, one per host. A runs the head, B a standby head and a node, C a node and a
-// driver calling an actor on B every 100 ms. A's link goes down for CUT_MS. Counted: how long until the standby holds
-// the lease and until it answers `status` (read from C), and the calls between B and C. Needs root and `ip netns`.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+// Run (j) of `npm run chaos`: the head's machine cut off, on simulated hosts (test/helpers/hosts.ts) whose bus troupe
+// runs as a NATS cluster of three servers, one per host (`--bus-peers`). A runs the head, B a standby head and a
+// node, C a node and a driver calling an actor on B every 100 ms. A's link goes down for CUT_MS. Counted: how long
+// until the standby holds the lease and until it answers `status` (read from C), and the calls between B and C.
+// Needs root and `ip netns`.
+import { readFileSync } from 'node:fs';
+import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import {
   defaultTimingsEnv,
   hostsUnavailable,
   makeHosts,
+  startBusOnHosts,
   startFixture,
   troupeOn,
   type Host,
@@ -25,40 +27,36 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
   if (why) return { skipped: why };
   const net = await makeHosts(['host-a', 'host-b', 'host-c']);
   const [a, b, c] = net.hosts;
-  const token = randomBytes(16).toString('hex');
-  const address = net.hosts.map((h) => `${h.ip}:4222`).join(',');
-  const env = { ...defaultTimingsEnv, TROUPE_TOKEN: token, TROUPE_NO_TLS: '1', TROUPE_ADDRESS: address };
-  const must = async (what: string, h: Host, args: string[]) => {
-    const r = await troupeOn(h, args, env);
+  const env = defaultTimingsEnv;
+  const must = async (what: string, h: Host, args: string[], more: NodeJS.ProcessEnv = {}) => {
+    const r = await troupeOn(h, args, { ...env, ...more });
     if (r.code !== 0) throw new Error(`${what}: ${r.stdout}${r.stderr}`);
     return r.stdout;
   };
   try {
-    // The user's NATS cluster: nats-server 2.9 with its defaults, routes between the three hosts.
-    const routes = net.hosts.map((h) => `nats-route://${h.ip}:6222`).join(', ');
-    for (const h of net.hosts) {
-      mkdirSync(h.path('/tmp/nats'), { recursive: true });
-      writeFileSync(
-        h.path('/tmp/nats/nats.conf'),
-        [
-          `server_name: ${h.name}`,
-          `listen: ${h.ip}:4222`,
-          `authorization { token: "${token}" }`,
-          'jetstream { store_dir: /tmp/nats/js }',
-          `cluster { name: users-nats, listen: ${h.ip}:6222, routes: [${routes}] }`,
-          '',
-        ].join('\n'),
-      );
-      h.spawn('nats-server', ['-c', '/tmp/nats/nats.conf', '-l', '/tmp/nats/log']);
+    // The bus troupe runs on the three hosts, a node on each; the actor's node is B's.
+    const { address, caSha256 } = await startBusOnHosts(net.hosts, env, [
+      ['--num-cpus', '1'],
+      ['--num-cpus', '1', '--resources', '{"w": 1}'],
+      ['--num-cpus', '1'],
+    ]);
+    const headToken = (await must('a head credential', a, ['token', 'create', '--role', 'head'])).trim();
+    await must('a standby head on B', b, ['start', '--head', '--address', address, '--ca-sha256', caSha256], {
+      TROUPE_TOKEN: headToken,
+    });
+    // C's drivers use C's current-cluster file (the address of the three servers, the driver credential).
+    const here = JSON.parse(readFileSync(c.path('/tmp/troupe-home/current-cluster.json'), 'utf8')) as {
+      token: string;
+    };
+    const onC = { ...env, TROUPE_ADDRESS: address, TROUPE_TOKEN: here.token };
+    let first: HeadStatus | undefined;
+    for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 500))) {
+      first = JSON.parse(await must('status', c, ['status', '--json'])) as HeadStatus;
+      if (first.bus?.stateReplicas === 3 && first.standbys?.length) break;
     }
-    // The head retries JetStream while the servers elect their first meta leader.
-    await must('start --head on A', a, ['start', '--head', '--nats', address, '--num-cpus', '1']);
-    await must('a standby head on B', b, ['start', '--head', '--address', address]);
-    await must('a node on B', b, ['start', '--address', address, '--num-cpus', '1', '--resources', '{"w": 1}']);
-    await must('a node on C', c, ['start', '--address', address, '--num-cpus', '1']);
-    const first = JSON.parse(await must('status', c, ['status', '--json'])) as { lease?: { headId: string } };
-    const driver = startFixture(c, 'partition-driver.ts', { ...env, STREAM_MS: String(CUT_MS + 5000) }, 'made ');
-    const watch = startFixture(c, 'head-watch.ts', { ...env, WATCH_MS: String(CUT_MS + 5000) }, 'watching');
+    if (first?.bus?.stateReplicas !== 3) throw new Error(`no R3 state: ${JSON.stringify(first?.bus)}`);
+    const driver = startFixture(c, 'partition-driver.ts', { ...onC, STREAM_MS: String(CUT_MS + 5000) }, 'made ');
+    const watch = startFixture(c, 'head-watch.ts', { ...onC, WATCH_MS: String(CUT_MS + 5000) }, 'watching');
     let cutAt = 0;
     try {
       if ((await driver.ready) !== 'ready') throw new Error(`the driver on C: ${driver.output()}`);
@@ -79,6 +77,7 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     const seen = JSON.parse(driver.lastLine()) as { instances: Array<{ host: string; calls: number }>; failed: [] };
     const watched = JSON.parse(watch.lastLine()) as Watched;
     const old = first.lease?.headId;
+    const after = JSON.parse(await must('status after', c, ['status', '--json'])) as HeadStatus;
     const leased = watched.lease.find((l) => l.headId !== old && l.at >= cutAt);
     const answered = watched.answered.find((l) => l.headId !== old && l.at >= cutAt);
     return {
@@ -89,6 +88,8 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
       calls_b_from_c: seen.instances.reduce((n, i) => n + i.calls, 0),
       calls_failed: seen.failed.length,
       actor_stayed_on_b: seen.instances.every((i) => i.host === 'host-b'),
+      state_replicas_after: after.bus?.stateReplicas ?? -1,
+      nodes_alive_after: after.nodes.filter((n) => n.alive).length,
     };
   } finally {
     for (const h of [c, b, a]) await troupeOn(h, ['stop'], defaultTimingsEnv).catch(() => undefined);

@@ -281,7 +281,10 @@ async function start(values: Values): Promise<number> {
       // The head waits for a peer to join, so the line comes first (with what this start is waiting for).
       o.onBusUp = (j) => {
         printJoinLine(j, o, local);
-        console.log(`Waiting for ${o.busPeers!.join(' or ')} to run that line: the bus needs two of its servers up.`);
+        console.log(
+          `The bus needs two of its servers up: run that line on ${o.busPeers!.join(' or ')} (if not done already). ` +
+            'Waiting.',
+        );
       };
     }
     started = await startHead(o);

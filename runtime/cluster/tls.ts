@@ -87,6 +87,20 @@ export function newPeerKey(dir: string): string {
   return forge.pki.publicKeyToPem(pair.publicKey);
 }
 
+/** The certificate an earlier start of this machine's core server got (in `dir`, with its key), if it is still the
+ * CA's for `host` and good for another 30 days. */
+export function keptPeerTls(dir: string, caPem: string, host: string): ClusterTls | undefined {
+  try {
+    const chain = readFileSync(join(dir, 'tls-server-chain.pem'), 'utf8');
+    if (!existsSync(join(dir, 'tls-server-key.pem'))) return undefined;
+    if (new Date(new X509Certificate(firstPem(chain)).validTo).getTime() < Date.now() + 30 * 24 * 3600_000)
+      return undefined;
+    return peerServerTls(dir, chain, caPem, host);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Writes the files this machine's core server serves with: the certificate the head signed, checked to be the CA's
  * (`caPem`, the CA this machine trusts by fingerprint) and to name `host`. A TlsTrustError otherwise. */
 export function peerServerTls(dir: string, certPem: string, caPem: string, host: string): ClusterTls {

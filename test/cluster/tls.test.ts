@@ -5,7 +5,7 @@
 // a machine connects to an address beyond loopback without a CA only when told to (--no-tls, TROUPE_NO_TLS=1).
 import test from 'ava';
 import { join } from 'node:path';
-import { hostsUnavailable, makeHosts, troupeOn, type Host, type Hosts } from '../helpers/hosts.ts';
+import { hostsUnavailable, JOIN_LINE as JOIN, makeHosts, troupeOn, type Host, type Hosts } from '../helpers/hosts.ts';
 
 const why = hostsUnavailable();
 const HOME = { TROUPE_HOME: '/tmp/troupe-home', TROUPE_ADDRESS: '', TROUPE_TOKEN: '', TROUPE_TLS_CA: '' };
@@ -20,7 +20,6 @@ const lastJson = (out: string) =>
       .filter((l) => l.startsWith('{'))
       .pop() ?? 'null',
   );
-const JOIN = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (sha256:[0-9a-f]{64})\n/;
 
 /** Run on B with node: dials `address` in plain text as a client that has the token would, and prints what the server
  * said and whether it answered PING. */

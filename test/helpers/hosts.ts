@@ -237,6 +237,57 @@ export function troupeOn(h: Host, args: string[], env: NodeJS.ProcessEnv = {}, c
   });
 }
 
+/** The join line `start --head` prints, with TLS: its credential, the address (every server, with `--bus-peers`) and
+ * the CA's fingerprint. */
+export const JOIN_LINE = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (sha256:[0-9a-f]{64})\n/;
+
+/** A cluster whose bus is a NATS cluster on `hosts`: `troupe start --head --bus-peers` on the first (which waits for a
+ * peer, so it runs beside the joins) and its join line on each of the others, each with `flags[i]` too. Resolves
+ * when every start has ended, with what the head's start printed; throws if one failed. */
+export async function startBusOnHosts(
+  hosts: Host[],
+  env: NodeJS.ProcessEnv,
+  flags: string[][] = [],
+): Promise<{ address: string; joinToken: string; caSha256: string; headOutput: string }> {
+  const [head, ...peers] = hosts;
+  const peerIps = peers.map((h) => h.ip).join(',');
+  const child = head.spawn(
+    process.execPath,
+    [
+      join(head.troupeRoot, 'runtime', 'cli', 'troupe.mjs'),
+      ...['start', '--head', '--host', head.ip, '--bus-peers', peerIps, ...(flags[0] ?? [])],
+    ],
+    { env: { ...process.env, ...env }, cwd: head.troupeRoot },
+  );
+  let out = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+  });
+  const ended = new Promise<number | null>((done) => child.on('close', done));
+  let line: RegExpExecArray | null = null;
+  for (const until = Date.now() + 60_000; !(line = JOIN_LINE.exec(out)); await new Promise((r) => setTimeout(r, 50)))
+    if (Date.now() > until || child.exitCode !== null) {
+      child.kill();
+      throw new Error(`start --head on ${head.name} printed no join line: ${out}`);
+    }
+  const [, joinToken, address, caSha256] = line;
+  const joins = await Promise.all(
+    peers.map((h, i) =>
+      troupeOn(h, ['start', '--address', address, '--ca-sha256', caSha256, ...(flags[i + 1] ?? [])], {
+        ...env,
+        TROUPE_TOKEN: joinToken,
+      }),
+    ),
+  );
+  for (const [i, r] of joins.entries())
+    if (r.code !== 0) throw new Error(`the join on ${peers[i].name}: ${r.stdout}${r.stderr}`);
+  if ((await ended) !== 0) throw new Error(`start --head on ${head.name}: ${out}`);
+  return { address, joinToken, caSha256, headOutput: out };
+}
+
 /** An environment for troupe on the hosts with its default timings (none of the test-shortened ones leak in from this
  * process) and a TROUPE_HOME in the host's own /tmp. */
 export const defaultTimingsEnv: NodeJS.ProcessEnv = {

@@ -1,17 +1,21 @@
 // The cluster's certificates (runtime/cluster/tls.ts): the CA and server certificate made at start, the fingerprint
 // the join line carries, and the user's own certificates, checked before nats-server gets them.
 import test from 'ava';
-import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UsageError } from '../../runtime/base/errors.ts';
+import { TlsTrustError, UsageError } from '../../runtime/base/errors.ts';
 import {
   caSha256,
   certificateSerial,
   checkCaSha256,
   createClusterTls,
+  keptPeerTls,
   natsTlsBlock,
+  newPeerKey,
+  peerServerTls,
+  signPeerCertificate,
   userClusterTls,
 } from '../../runtime/cluster/tls.ts';
 
@@ -123,3 +127,28 @@ test('the nats-server tls block names the chain, the key and the CA; peers of a 
 function createPrivateKeyOf(file: string) {
   return createPrivateKey(readFileSync(file, 'utf8'));
 }
+
+test("a bus server's certificate: signed by the head for the one address asked, checked and kept by the peer", (t) => {
+  const head = tempDir();
+  const cluster = createClusterTls(head, ['10.1.2.3']);
+  const peer = tempDir();
+  const publicKeyPem = newPeerKey(peer);
+  t.is(statSync(join(peer, 'tls-server-key.pem')).mode & 0o777, 0o600, 'the private key stays, private');
+  const certPem = signPeerCertificate(head, publicKeyPem, '10.1.2.4');
+  const served = peerServerTls(peer, certPem, cluster.caPem, '10.1.2.4');
+  const [server, ca] = certs(readFileSync(served.chainFile, 'utf8'));
+  t.true(server.checkIssued(ca) && server.verify(ca.publicKey));
+  t.truthy(server.checkIP('10.1.2.4'));
+  t.falsy(server.checkIP('10.1.2.3'), 'the head names only the address asked for (and loopback)');
+  t.truthy(server.checkIP('127.0.0.1'));
+  t.true(server.publicKey.equals(createPublicKey(publicKeyPem)), "the peer's own key");
+  // Started again, the peer keeps it; for another address, or under another CA, it does not.
+  t.is(keptPeerTls(peer, cluster.caPem, '10.1.2.4')?.caSha256, cluster.caSha256);
+  t.is(keptPeerTls(peer, cluster.caPem, '10.1.2.5'), undefined);
+  const other = createClusterTls(tempDir(), ['10.9.9.9']);
+  t.is(keptPeerTls(peer, other.caPem, '10.1.2.4'), undefined);
+  t.throws(() => peerServerTls(peer, certPem, other.caPem, '10.1.2.4'), { instanceOf: TlsTrustError });
+  t.throws(() => peerServerTls(peer, certPem, cluster.caPem, '10.1.2.5'), { instanceOf: TlsTrustError });
+  t.throws(() => signPeerCertificate(tempDir(), publicKeyPem, '10.1.2.4'), { instanceOf: UsageError });
+  t.throws(() => signPeerCertificate(head, 'not a key', '10.1.2.4'), { instanceOf: UsageError });
+});
