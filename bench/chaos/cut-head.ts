@@ -4,11 +4,13 @@
 // until the standby holds the lease and until it answers `status` (read from C), and the calls between B and C.
 // Needs root and `ip netns`.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import {
   defaultTimingsEnv,
   hostsUnavailable,
   makeHosts,
+  runFileOn,
   startBusOnHosts,
   startFixture,
   troupeOn,
@@ -20,6 +22,7 @@ const CUT_MS = 60_000;
 interface Watched {
   lease: Array<{ at: number; headId: string; term: number }>;
   answered: Array<{ at: number; headId: string }>;
+  leaseLeader?: string;
 }
 
 export async function cutHeadMachine(): Promise<Record<string, number | string | boolean>> {
@@ -77,6 +80,11 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     const seen = JSON.parse(driver.lastLine()) as { instances: Array<{ host: string; calls: number }>; failed: [] };
     const watched = JSON.parse(watch.lastLine()) as Watched;
     const old = first.lease?.headId;
+    const aServer = (
+      JSON.parse(readFileSync(a.path(join(runFileOn(a, 'nats').sessionDir, 'bus.json')), 'utf8')) as {
+        serverName: string;
+      }
+    ).serverName;
     const after = JSON.parse(await must('status after', c, ['status', '--json'])) as HeadStatus;
     const leased = watched.lease.find((l) => l.headId !== old && l.at >= cutAt);
     const answered = watched.answered.find((l) => l.headId !== old && l.at >= cutAt);
@@ -88,6 +96,7 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
       calls_b_from_c: seen.instances.reduce((n, i) => n + i.calls, 0),
       calls_failed: seen.failed.length,
       actor_stayed_on_b: seen.instances.every((i) => i.host === 'host-b'),
+      lease_leader_on_a: watched.leaseLeader === aServer,
       state_replicas_after: after.bus?.stateReplicas ?? -1,
       nodes_alive_after: after.nodes.filter((n) => n.alive).length,
     };

@@ -30,15 +30,13 @@ export interface BusCluster {
 /** On the head's machine: the cluster's name, the route port, and the other core servers' hosts. */
 export type BusPlan = BusCluster;
 
-/** The head answers core servers that join (a certificate for the host they serve at, if it is one of the plan's)
- * and asks for the users (only when they changed). On the head daemon's side connection; served without a plan too,
- * to refuse, so that every head answers the same subjects. */
-export function serveBusServers(bus: Bus, sessionDir: string, plan: BusPlan | undefined): void {
+/** The head that started the bus (it holds the CA's key and the identities) answers core servers that join (a
+ * certificate for the host they serve at, if it is one of the plan's) and asks for the users (only when they
+ * changed). On the head daemon's side connection. Standby heads do not serve these: they hold neither. */
+export function serveBusServers(bus: Bus, sessionDir: string, plan: BusPlan): void {
   bus.serve(
     subjects.headBusJoin,
     request(checkBusJoinRequest, (req): BusJoinAnswer => {
-      if (!plan)
-        throw new PermissionDeniedError("this cluster's bus is one nats-server: it has no other servers to join");
       if (!plan.peers.includes(req.host))
         throw new PermissionDeniedError(
           `${req.host} is not one of this cluster's bus servers (${plan.peers.join(', ')}); it joins as a node`,

@@ -79,7 +79,7 @@ exitWithParent(config.parentPid, () => stop(0));
 async function serveCredentials(c: Credentials, o: HeadOptions, plan: BusPlan | undefined): Promise<Bus> {
   const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-head-credentials', daemon: true });
   bus.serve(CREDENTIALS_SUBJECT, () => c);
-  serveBusServers(bus, config!.sessionDir, plan);
+  if (plan) serveBusServers(bus, config!.sessionDir, plan);
   await bus.flush();
   return bus;
 }

@@ -6,13 +6,14 @@
 // A's nats-server killed under a stream of calls from C to an actor on B costs no call: every process on B and C
 // talks through its own machine's server, and A's daemons move to another.
 import test from 'ava';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eventually } from '../helpers/cluster.ts';
 import {
   defaultTimingsEnv,
   hostsUnavailable,
   makeHosts,
+  runFileOn,
   startBusOnHosts,
   startFixture,
   troupeOn,
@@ -37,19 +38,10 @@ if (why) {
     if (r.code !== 0) throw new Error(r.stdout + r.stderr);
     return JSON.parse(r.stdout) as HeadStatus;
   };
-  /** The run file of the `role` troupe started on `h` (in h's own /tmp). */
-  const runFile = (h: Host, role: string): { pid: number; sessionDir: string } => {
-    const run = h.path('/tmp/troupe-home/run');
-    for (const f of readdirSync(run)) {
-      const r = JSON.parse(readFileSync(join(run, f), 'utf8')) as { role: string; pid: number; sessionDir: string };
-      if (r.role === role) return r;
-    }
-    throw new Error(`no ${role} run file on ${h.name}`);
-  };
   /** The end of the head's log on A, for a failure's message. */
   const headLog = () => {
     try {
-      return readFileSync(a.path(join(runFile(a, 'head').sessionDir, 'logs', 'head.log')), 'utf8').slice(-3000);
+      return readFileSync(a.path(join(runFileOn(a, 'head').sessionDir, 'logs', 'head.log')), 'utf8').slice(-3000);
     } catch (e) {
       return String(e);
     }
@@ -133,7 +125,7 @@ if (why) {
     try {
       t.is(await driver.ready, 'ready', driver.output());
       await new Promise((r) => setTimeout(r, 2000));
-      process.kill(runFile(a, 'nats').pid, 'SIGKILL');
+      process.kill(runFileOn(a, 'nats').pid, 'SIGKILL');
       t.is(await driver.exited, 0, driver.output());
     } finally {
       driver.stop();

@@ -99,9 +99,6 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
     { subject: subjects.allObjects, base: {} },
     { subject: subjects.log(ids.driver), wrap: 'list', base: { prefix: '(fuzz)', text: 'x', stderr: false } },
     { subject: subjects.headHello, base: { troupe: '0.0.0', protocol: 1, role: 'fuzz' } },
-    // A one-server bus refuses every join; the users are only read.
-    { subject: subjects.headBusJoin, base: { host: '192.0.2.1', publicKeyPem: 'fuzz' } },
-    { subject: subjects.headBusUsers, base: { have: '' } },
     { subject: subjects.hbNode(ghost), base: { nodeId: ghost, available: {}, gpuFree: [], leaseRequestsSeen: 0 } },
     { subject: subjects.procLeaseGranted(ids.driver), base: { reqId: 'nobody', error: 'x' } },
     { subject: subjects.jobShip(ids.job.id), base: { sha256: '0'.repeat(64) } },

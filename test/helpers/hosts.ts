@@ -3,6 +3,7 @@
 // Traffic goes only to those addresses. Needs root and `ip netns`; hostsUnavailable() says why not, if not.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isAlive } from '../../runtime/base/processes.ts';
 import type { RunResult } from './cluster.ts';
@@ -235,6 +236,16 @@ export function troupeOn(h: Host, args: string[], env: NodeJS.ProcessEnv = {}, c
     timeoutMs: 90_000,
     env,
   });
+}
+
+/** The run file of the `role` troupe started on `h` (`$TROUPE_HOME/run`, with TROUPE_HOME in h's own /tmp). */
+export function runFileOn(h: Host, role: 'nats' | 'head' | 'node'): { pid: number; sessionDir: string } {
+  const dir = h.path('/tmp/troupe-home/run');
+  for (const f of readdirSync(dir)) {
+    const r = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { role: string; pid: number; sessionDir: string };
+    if (r.role === role) return r;
+  }
+  throw new Error(`no ${role} run file on ${h.name}`);
 }
 
 /** The join line `start --head` prints, with TLS: its credential, the address (every server, with `--bus-peers`) and
