@@ -85,7 +85,13 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
         serverName: string;
       }
     ).serverName;
-    const after = JSON.parse(await must('status after', c, ['status', '--json'])) as HeadStatus;
+    // Just after the heal the routes to A come back and JetStream catches up: the head may miss a status or two.
+    let after: HeadStatus | undefined;
+    for (const until = Date.now() + 30_000; Date.now() < until && !after; await new Promise((r) => setTimeout(r, 500)))
+      after = await troupeOn(c, ['status', '--json'], env).then((r) =>
+        r.code === 0 ? (JSON.parse(r.stdout) as HeadStatus) : undefined,
+      );
+    if (!after) throw new Error('no head answered status within 30 s of the heal');
     const leased = watched.lease.find((l) => l.headId !== old && l.at >= cutAt);
     const answered = watched.answered.find((l) => l.headId !== old && l.at >= cutAt);
     return {

@@ -25,7 +25,6 @@ import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import {
   createSharedObjectStores,
-  moveLeadersOff,
   raiseReplicas,
   sharedStoreUsage,
   untilJetStreamAnswers,
@@ -277,7 +276,7 @@ export class Head {
     this.timers.push(setInterval(() => this.whileLeading(() => this.detectFailures()), sweep));
     this.timers.push(setInterval(() => this.whileLeading(() => this.dropSilentClients()), 2000));
     this.timers.push(setInterval(() => this.whileLeading(() => void this.sweepEnvStore()), defaults.envSweepMs));
-    this.timers.push(setInterval(() => this.whileLeading(() => void this.tendStreams()), 10_000));
+    this.timers.push(setInterval(() => this.whileLeading(() => void this.raiseReplicas()), 10_000));
     console.log(
       `troupe: head ${this.leadership.headId} up and leading with term ${this.term}, ` +
         `${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, dead after ${this.timeoutMs} ms)`,
@@ -493,21 +492,15 @@ export class Head {
   private envSweeping = false;
   private readonly manifests = new Map<string, string[]>();
 
-  /** On a NATS cluster: streams made while fewer than three JetStream servers were up get their copies once there are
-   * three, and their leaders are kept off the server this head talks through (moveLeadersOff()). */
-  private async tendStreams(): Promise<void> {
-    const server = this.hbBus.nc.info;
-    if (!server?.cluster) return; // a lone server keeps one copy, and leads every stream
+  /** Streams made while fewer than three JetStream servers were up get their copies once there are three. */
+  private async raiseReplicas(): Promise<void> {
+    if (this.stateReplicas >= WANTED_REPLICAS || !this.bus.nc.info?.cluster) return; // a lone server keeps one
     try {
-      if (this.stateReplicas < WANTED_REPLICAS) {
-        const fewest = await raiseReplicas(this.bus);
-        if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
-        this.stateReplicas = fewest;
-      }
-      const moved = await moveLeadersOff(this.bus, server.server_name);
-      if (moved) console.error(`troupe: ${moved} stream leaders moved off ${server.server_name}, this head's server`);
+      const fewest = await raiseReplicas(this.bus);
+      if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
+      this.stateReplicas = fewest;
     } catch (e) {
-      console.error(`troupe: could not tend the cluster state's streams: ${(e as Error).message}`);
+      console.error(`troupe: could not raise the cluster state's copies: ${(e as Error).message}`);
     }
   }
 
