@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import forge from 'node-forge';
 import { hostOf, parseAddress, writePrivateFile } from '../base/config.ts';
-import { TlsTrustError, UsageError } from '../base/errors.ts';
+import { ProtocolError, TlsTrustError, UsageError } from '../base/errors.ts';
 
 /** The files nats-server serves TLS with, and the CA clients verify it with. */
 export interface ClusterTls {
@@ -74,7 +74,7 @@ export function signPeerCertificate(dir: string, publicKeyPem: string, host: str
   try {
     key = forge.pki.publicKeyFromPem(publicKeyPem) as forge.pki.rsa.PublicKey;
   } catch (e) {
-    throw new UsageError(`not an RSA public key in PEM: ${(e as Error).message}`);
+    throw new ProtocolError(`not an RSA public key in PEM: ${(e as Error).message}`); // it came from the bus
   }
   return forge.pki.certificateToPem(serverCertificate(saved.ca, saved.caCert, key, [host]));
 }

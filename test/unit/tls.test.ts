@@ -5,7 +5,7 @@ import { createHash, createPrivateKey, createPublicKey, X509Certificate } from '
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TlsTrustError, UsageError } from '../../runtime/base/errors.ts';
+import { ProtocolError, TlsTrustError, UsageError } from '../../runtime/base/errors.ts';
 import {
   caSha256,
   certificateSerial,
@@ -150,5 +150,5 @@ test("a bus server's certificate: signed by the head for the one address asked, 
   t.throws(() => peerServerTls(peer, certPem, other.caPem, '10.1.2.4'), { instanceOf: TlsTrustError });
   t.throws(() => peerServerTls(peer, certPem, cluster.caPem, '10.1.2.5'), { instanceOf: TlsTrustError });
   t.throws(() => signPeerCertificate(tempDir(), publicKeyPem, '10.1.2.4'), { instanceOf: UsageError });
-  t.throws(() => signPeerCertificate(head, 'not a key', '10.1.2.4'), { instanceOf: UsageError });
+  t.throws(() => signPeerCertificate(head, 'not a key', '10.1.2.4'), { instanceOf: ProtocolError });
 });
