@@ -18,7 +18,7 @@ import {
 import { busUsers, reloadNatsServer, writeBusUsers } from './identities.ts';
 import { signPeerCertificate } from './tls.ts';
 
-/** A NATS cluster of core servers, as one of them sees it. */
+/** A NATS cluster of core servers, as one of them sees it (the head's machine's: its plan for the bus). */
 export interface BusCluster {
   name: string;
   /** Where this server listens for routes (its bind host) and where the others do. */
@@ -27,13 +27,10 @@ export interface BusCluster {
   peers: string[];
 }
 
-/** On the head's machine: the cluster's name, the route port, and the other core servers' hosts. */
-export type BusPlan = BusCluster;
-
 /** The head that started the bus (it holds the CA's key and the identities) answers core servers that join (a
  * certificate for the host they serve at, if it is one of the plan's) and asks for the users (only when they
  * changed). On the head daemon's side connection. Standby heads do not serve these: they hold neither. */
-export function serveBusServers(bus: Bus, sessionDir: string, plan: BusPlan): void {
+export function serveBusServers(bus: Bus, sessionDir: string, plan: BusCluster): void {
   bus.serve(
     subjects.headBusJoin,
     request(checkBusJoinRequest, (req): BusJoinAnswer => {

@@ -7,7 +7,7 @@ import { exitWithParent, isAlive, sleep, terminate } from '../base/processes.ts'
 import { asError } from '../base/errors.ts';
 import { Bus } from '../bus/bus.ts';
 import { CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
-import { followBusUsers, serveBusServers, type BusPlan } from './bus-servers.ts';
+import { followBusUsers, serveBusServers, type BusCluster } from './bus-servers.ts';
 
 export type DaemonConfig =
   | {
@@ -20,7 +20,7 @@ export type DaemonConfig =
       credentials?: Credentials;
       /** The bus is a NATS cluster this head's machine started: the head signs the other core servers' certificates
        * and gives them the users (bus-servers.ts). */
-      bus?: BusPlan;
+      bus?: BusCluster;
     }
   | {
       role: 'node';
@@ -76,7 +76,7 @@ exitWithParent(config.parentPid, () => stop(0));
 /** The head answers node daemons' requests for the worker and driver credentials, and those of the bus's other core
  * servers, on a connection of its own: before it leads, since a bus of several servers has no JetStream (and so no
  * lease) until a second one is up. */
-async function serveCredentials(c: Credentials, o: HeadOptions, plan: BusPlan | undefined): Promise<Bus> {
+async function serveCredentials(c: Credentials, o: HeadOptions, plan: BusCluster | undefined): Promise<Bus> {
   const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-head-credentials', daemon: true });
   bus.serve(CREDENTIALS_SUBJECT, () => c);
   if (plan) serveBusServers(bus, config!.sessionDir, plan);

@@ -16,7 +16,7 @@ import {
 } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
 import { busClusterName, ROUTE_PORT, startNatsServer, type NatsServerHandle } from './nats-server.ts';
-import type { BusPlan } from './bus-servers.ts';
+import type { BusCluster } from './bus-servers.ts';
 import { ownServer, startBusServer } from './own-bus-server.ts';
 import { writeRunFile, removeRunFile, readRunFiles } from './run-files.ts';
 import { isAlive, terminate, sleep } from '../base/processes.ts';
@@ -150,7 +150,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     let otherAddresses: string[] = [];
     let nodeIp: string;
     let tls: ClusterTls | undefined;
-    let plan: BusPlan | undefined;
+    let plan: BusCluster | undefined;
     // One credential per role; a nats-server of the user's (--nats) has its own auth: every role uses its token.
     let tokens: Record<'head' | 'node' | 'localNode' | 'driver', string> & { credentials: Credentials };
     if (o.nats) {
