@@ -47,6 +47,9 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     await must('a standby head on B', b, ['start', '--head', '--address', address, '--ca-sha256', caSha256], {
       TROUPE_TOKEN: headToken,
     });
+    // A new credential reaches B's server within 2 s: until then the standby talks through another server, and moves
+    // back to B's within 5 s more (bus/home-server.ts). The cut waits for that, as for the leaders (head-watch.ts).
+    const settled = Date.now() + 8000;
     // C's drivers use C's current-cluster file (the address of the three servers, the driver credential).
     const here = JSON.parse(readFileSync(c.path('/tmp/troupe-home/current-cluster.json'), 'utf8')) as {
       token: string;
@@ -59,11 +62,22 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     }
     if (first?.bus?.stateReplicas !== 3) throw new Error(`no R3 state: ${JSON.stringify(first?.bus)}`);
     const driver = startFixture(c, 'partition-driver.ts', { ...onC, STREAM_MS: String(CUT_MS + 5000) }, 'made ');
-    const watch = startFixture(c, 'head-watch.ts', { ...onC, WATCH_MS: String(CUT_MS + 5000) }, 'watching');
+    const aServer = (
+      JSON.parse(readFileSync(a.path(join(runFileOn(a, 'nats').sessionDir, 'bus.json')), 'utf8')) as {
+        serverName: string;
+      }
+    ).serverName;
+    const watch = startFixture(
+      c,
+      'head-watch.ts',
+      { ...onC, WATCH_MS: String(CUT_MS + 5000), AVOID_SERVER: aServer },
+      'watching',
+    );
     let cutAt = 0;
     try {
       if ((await driver.ready) !== 'ready') throw new Error(`the driver on C: ${driver.output()}`);
       if ((await watch.ready) !== 'ready') throw new Error(`the watcher on C: ${watch.output()}`);
+      await new Promise((r) => setTimeout(r, Math.max(0, settled - Date.now())));
       a.setLink(false);
       cutAt = Date.now();
       try {
@@ -80,11 +94,6 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     const seen = JSON.parse(driver.lastLine()) as { instances: Array<{ host: string; calls: number }>; failed: [] };
     const watched = JSON.parse(watch.lastLine()) as Watched;
     const old = first.lease?.headId;
-    const aServer = (
-      JSON.parse(readFileSync(a.path(join(runFileOn(a, 'nats').sessionDir, 'bus.json')), 'utf8')) as {
-        serverName: string;
-      }
-    ).serverName;
     // Just after the heal the routes to A come back and JetStream catches up: the head may miss a status or two.
     let after: HeadStatus | undefined;
     for (const until = Date.now() + 30_000; Date.now() < until && !after; await new Promise((r) => setTimeout(r, 500)))

@@ -181,16 +181,24 @@ export function ownAddresses(): Set<string> {
   return new Set(Object.values(networkInterfaces()).flatMap((as) => (as ?? []).map((a) => a.address)));
 }
 
-/** The servers of `address` to try, this machine's own first when some are and some are not (`inOrder`: keep the
- * order): a process then talks through the server on its machine, so its traffic with the others there stays there,
+/** The servers of `address` to try, this machine's own (`local`) first when some are and some are not (`inOrder`: keep
+ * the order): a process then talks through the server on its machine, so its traffic with the others there stays there,
  * and a server lost elsewhere does not touch it. Otherwise nats.js's random order spreads the clients. */
-export function nearestServersFirst(address: string): { servers: string[]; inOrder: boolean } {
+export function nearestServersFirst(address: string): { servers: string[]; inOrder: boolean; local: string[] } {
   const urls = serverUrls(address);
   const mine = ownAddresses();
   const hosts = hostsOf(address);
   const local = urls.filter((_, i) => mine.has(hosts[i]!) || isLoopback(hosts[i]!));
-  if (local.length === 0 || local.length === urls.length) return { servers: urls, inOrder: false };
-  return { servers: [...local, ...urls.filter((u) => !local.includes(u))], inOrder: true };
+  if (local.length === 0 || local.length === urls.length) return { servers: urls, inOrder: false, local };
+  return { servers: [...local, ...urls.filter((u) => !local.includes(u))], inOrder: true, local };
+}
+
+/** How often a connection to `servers` pings: nats.js takes it for lost after two to three intervals without a
+ * pong. With one server, slowly (10-15 s): a link lost for a few seconds keeps its connection, and what the server
+ * queued meanwhile flows when it is back. With several, in 2-3 s: a server cut off (no RST, so its connections look
+ * alive for minutes) must not hold requests that another could answer; a standby head takes the lease in that time. */
+export function pingIntervalFor(servers: readonly string[]): number {
+  return servers.length > 1 ? 1000 : 5000;
 }
 
 function parseServer(address: string): string {

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { randomFillSync } from 'node:crypto';
 import { encode, decode } from '../base/codec.ts';
-import { nearestServersFirst, defaults, clusterCa, hostsOf, plainAllowed } from '../base/config.ts';
+import { nearestServersFirst, defaults, clusterCa, hostsOf, pingIntervalFor, plainAllowed } from '../base/config.ts';
 import {
   AuthenticationError,
   CallLostError,
@@ -25,6 +25,7 @@ import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outg
 import { nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
 import { KeptAnswers } from './kept-answers.ts';
+import { HomeServer } from './home-server.ts';
 
 export type { Subscription };
 
@@ -229,6 +230,8 @@ export class Bus {
   private randomAt = this.random.length;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Brings the connection back to this machine's server when it is elsewhere (undefined: no server here). */
+  private home: HomeServer | undefined;
   /** The CA this connection verifies the server with (undefined: plain): other connections of this process (the
    * heartbeat thread) use the same. */
   tlsCa: string | undefined;
@@ -257,7 +260,7 @@ export class Bus {
   }
 
   static async connect(opts: ConnectOptions): Promise<Bus> {
-    const { servers, inOrder } = nearestServersFirst(opts.address);
+    const { servers, inOrder, local } = nearestServersFirst(opts.address);
     const ca = opts.tlsCa ?? clusterCa(opts.address);
     // Without a CA, whoever answers at an address beyond loopback could just ask for no TLS and read everything.
     if (!ca && !plainAllowed(opts.address))
@@ -270,22 +273,24 @@ export class Bus {
     // A credential signs the server's nonce (the seed never leaves this process); its replies come to its own inbox.
     const user = isUserSeed(opts.token) ? nkeyUser(opts.token) : undefined;
     const inboxPrefix = user ? inboxOf(user.publicKey) : '_INBOX';
+    const credential = {
+      ...(user ? { authenticator: nkeyAuthenticator(user), inboxPrefix } : { token: opts.token }),
+      // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
+      // fails on its certificate (tlsFailure() says what to pass).
+      ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
+    };
+    const home = inOrder ? new HomeServer(local) : undefined;
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers,
         noRandomize: inOrder,
-        ...(user ? { authenticator: nkeyAuthenticator(user), inboxPrefix } : { token: opts.token }),
-        // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
-        // fails on its certificate (tlsFailure() says what to pass).
-        ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
+        ...credential,
         name: opts.name,
         maxReconnectAttempts: opts.daemon ? -1 : 60,
         reconnectTimeWait: 500,
-        // One ping interval is our failure detector for the server itself. With nats.js's maxPingOut of 2, a connection
-        // goes stale after 10-15 s without a pong: a link lost for a few seconds keeps its connections (and
-        // subscriptions); what was queued meanwhile flows when it is back.
-        pingInterval: 5000,
+        pingInterval: pingIntervalFor(servers),
+        ...(home ? { reconnectToServer: home.pick } : {}),
       });
     } catch (e) {
       const tls = tlsFailure(e, opts.address, ca);
@@ -312,6 +317,16 @@ export class Bus {
       inboxPrefix,
     );
     bus.tlsCa = ca;
+    if (home) {
+      bus.home = home;
+      const probe = (host: string) =>
+        connect({ servers: host, ...credential, name: `${opts.name}-home`, reconnect: false, timeout: 2000 }).then(
+          (p) => p.close(),
+        );
+      home.keep(nc, probe, (host) => {
+        if (opts.daemon) console.error(`troupe: ${opts.name} moves back to this machine's NATS server ${host}`);
+      });
+    }
     // With an identity, a lane proves it by signing the lane server's nonce; a worker says whose it accepts
     // (useLaneAuth with its node's list). A plain token (a user's own nats-server) proves itself by HMAC.
     if (user) bus.useLaneAuth(nkeyLaneAuth({ seed: opts.token, allowed: [] }));
@@ -846,6 +861,7 @@ export class Bus {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.home?.stop();
     this.flushNow(); // what we said last (replies, frees, goodbyes) still goes out
     this.failPending(new ConnectionError('connection closed'));
     this.laneServer?.close();

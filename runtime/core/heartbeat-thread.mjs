@@ -6,7 +6,7 @@ import { checkServerIdentity } from 'node:tls';
 import { sign } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 
-const { servers, inOrder, token, nkey, name, subject, everyMs, tlsCa, tlsHosts } = workerData;
+const { servers, inOrder, pingInterval, token, nkey, name, subject, everyMs, tlsCa, tlsHosts } = workerData;
 // As the Bus's tlsOptions(): the certificate must name one of the servers.
 const named = (cert) => {
   const errors = tlsHosts.map((host) => checkServerIdentity(host, cert));
@@ -29,6 +29,7 @@ const nc = await connect({
   name,
   maxReconnectAttempts: -1,
   reconnectTimeWait: 500,
+  pingInterval, // as the Bus's: beats must not stall on a server that is cut off
   ...tls,
 });
 const EMPTY_MAP = Uint8Array.of(0x80); // `{}` in MessagePack, as every troupe message is encoded

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
-import { hostsOf, nearestServersFirst } from '../base/config.ts';
+import { hostsOf, nearestServersFirst, pingIntervalFor } from '../base/config.ts';
 import { isUserSeed, nkeyUser } from '../bus/nkey.ts';
 
 /** What the thread signs with: a KeyObject passes to a thread (a function would not). */
@@ -21,9 +21,11 @@ export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: str
     if (!bus.isClosed) bus.publish(subject, {});
   };
   beat(); // at once, before the thread is up
+  const nearest = nearestServersFirst(o.address);
   const thread = new Worker(new URL('./heartbeat-thread.mjs', import.meta.url), {
     workerData: {
-      ...nearestServersFirst(o.address),
+      ...nearest,
+      pingInterval: pingIntervalFor(nearest.servers),
       // A credential: its public key and private key (a KeyObject), so the thread signs natively as the bus does.
       ...(isUserSeed(o.token) ? { nkey: threadKey(o.token) } : { token: o.token }),
       tlsCa: bus.tlsCa, // the thread verifies the server as the bus does

@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import { Bus, NO_REPLY, type Handler } from '../bus/bus.ts';
 import { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
-import { defaults } from '../base/config.ts';
+import { defaults, serverUrls } from '../base/config.ts';
 import { formatBytes } from '../base/bytes.ts';
 import { sleep } from '../base/processes.ts';
 import {
@@ -25,6 +25,7 @@ import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import {
   createSharedObjectStores,
+  moveLeadersOff,
   raiseReplicas,
   sharedStoreUsage,
   untilJetStreamAnswers,
@@ -106,6 +107,8 @@ interface Pending extends LeaseRequestMsg {
 
 /** How soon a lease request is asked again of a node still preparing the job's code, or between connections. */
 const ASK_AGAIN_MS = 500;
+/** How long the head waits for one JetStream answer on a NATS cluster before it asks again (see start()). */
+const CLUSTER_JS_TIMEOUT_MS = 2000;
 
 export class Head {
   private bus!: Bus;
@@ -169,6 +172,12 @@ export class Head {
           `troupe: JetStream could not reserve ${formatBytes(asked[store])} for ${SHARED_OBJECT_STORES[store]}: ` +
             `it holds at most ${formatBytes(bounds[store])} (free disk space where nats-server keeps its data)`,
         );
+    // Bound before standing by: a standby that takes over needs no stream made or looked up. A NATS cluster that just
+    // lost its JetStream leader with the old head's machine leaves those requests unanswered until it elects another
+    // (4-9 s on nats-server 2.9), and what the new head must still ask (watches) is sent again every 2 s meanwhile.
+    const jsTimeoutMs = serverUrls(this.o.address).length > 1 ? CLUSTER_JS_TIMEOUT_MS : undefined;
+    this.gcs = await Gcs.open(this.bus, jsTimeoutMs);
+    this.jobs = await JobRegistry.open(this.bus, this.gcs.jobs, jsTimeoutMs);
     // A standby waits here, serving nothing, until the leader stops renewing its lease.
     const leaseMs = this.o.leaseMs ?? defaults.headLeaseMs;
     this.leadership = await Leadership.open(this.hbBus, leaseMs);
@@ -189,7 +198,6 @@ export class Head {
         );
       return { ...ownVersions() };
     });
-    this.gcs = await Gcs.open(this.bus);
     const bus = this.bus;
     // The initial values of the watch rebuild the node table after a restart.
     this.stopWatch = await this.gcs.nodes.watch((key, info) =>
@@ -203,7 +211,7 @@ export class Head {
       }),
     );
     this.stateReplicas = (await this.gcs.actors.kv.status().catch(() => undefined))?.replicas ?? 1;
-    this.jobs = await JobRegistry.open(bus, this.gcs.jobs);
+    await this.jobs.load();
     this.serve(subjects.headJobRegister, (req: unknown) => {
       const job = checkJobRegistration(req);
       this.clientSeen.set(job.driver, Date.now()); // its driver speaks: alive, before its first heartbeat is heard
@@ -276,7 +284,8 @@ export class Head {
     this.timers.push(setInterval(() => this.whileLeading(() => this.detectFailures()), sweep));
     this.timers.push(setInterval(() => this.whileLeading(() => this.dropSilentClients()), 2000));
     this.timers.push(setInterval(() => this.whileLeading(() => void this.sweepEnvStore()), defaults.envSweepMs));
-    this.timers.push(setInterval(() => this.whileLeading(() => void this.raiseReplicas()), 10_000));
+    this.timers.push(setInterval(() => this.whileLeading(() => void this.tendStreams()), 10_000));
+    void this.tendStreams();
     console.log(
       `troupe: head ${this.leadership.headId} up and leading with term ${this.term}, ` +
         `${describeVersions(ownVersions())} (node suspect after ${this.suspectMs} ms, dead after ${this.timeoutMs} ms)`,
@@ -490,17 +499,27 @@ export class Head {
   }
 
   private envSweeping = false;
+  private tending = false;
   private readonly manifests = new Map<string, string[]>();
 
-  /** Streams made while fewer than three JetStream servers were up get their copies once there are three. */
-  private async raiseReplicas(): Promise<void> {
-    if (this.stateReplicas >= WANTED_REPLICAS || !this.bus.nc.info?.cluster) return; // a lone server keeps one
+  /** On a NATS cluster: streams made while fewer than three JetStream servers were up get their copies once there are
+   * three, and their leaders are kept off the server this head talks through (moveLeadersOff()). */
+  private async tendStreams(): Promise<void> {
+    const server = this.hbBus.nc.info;
+    if (!server?.cluster || this.tending) return; // a lone server keeps one copy, and leads every stream
+    this.tending = true;
     try {
-      const fewest = await raiseReplicas(this.bus);
-      if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
-      this.stateReplicas = fewest;
+      if (this.stateReplicas < WANTED_REPLICAS) {
+        const fewest = await raiseReplicas(this.bus);
+        if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
+        this.stateReplicas = fewest;
+      }
+      const moved = await moveLeadersOff(this.bus, server.server_name);
+      if (moved) console.error(`troupe: ${moved} stream leaders moved off ${server.server_name}, this head's server`);
     } catch (e) {
-      console.error(`troupe: could not raise the cluster state's copies: ${(e as Error).message}`);
+      console.error(`troupe: could not tend the cluster state's streams: ${(e as Error).message}`);
+    } finally {
+      this.tending = false;
     }
   }
 

@@ -26,17 +26,20 @@ export class JobRegistry {
     private readonly infos: Table<JobInfo>,
   ) {}
 
-  static async open(bus: Bus, infos: Table<JobInfo>): Promise<JobRegistry> {
-    const r = new JobRegistry(new Table<JobRef>(await openKv(bus, JOB_ROOTS_BUCKET, { history: 1 })), infos);
-    for (const stored of await r.table.list()) {
+  /** Binds to the bucket (made if missing); load() then reads what it holds. */
+  static async open(bus: Bus, infos: Table<JobInfo>, timeoutMs?: number): Promise<JobRegistry> {
+    return new JobRegistry(new Table<JobRef>(await openKv(bus, JOB_ROOTS_BUCKET, { history: 1 }, timeoutMs)), infos);
+  }
+
+  async load(): Promise<void> {
+    for (const stored of await this.table.list()) {
       try {
         const job = checkJob(stored, 'a stored job');
-        r.jobs.set(job.id, job);
+        this.jobs.set(job.id, job);
       } catch {
         // not ours: skipped
       }
     }
-    return r;
   }
 
   /** Registers a job, or accepts its driver's resend. Another record for a known id (another driver, another root)

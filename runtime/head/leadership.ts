@@ -78,7 +78,7 @@ export class Leadership {
         // which its peers see as gone only when their route to it breaks (30 s or more). The lease still counts from
         // the last change seen; taking it is a compare-and-set on that revision, which a renewal meanwhile defeats.
         else if (seen >= 0 && last && Date.now() - seenAt >= this.leaseMs && (await this.take(last))) {
-          await this.afterTaking();
+          this.afterTaking();
           return true;
         }
       } else {
@@ -93,7 +93,7 @@ export class Leadership {
         const held = current?.operation === 'PUT' ? this.read(current) : undefined;
         const free = !held || held.released || this.gone(held) || Date.now() - seenAt >= this.leaseMs;
         if (free && (await this.take(current ?? undefined))) {
-          await this.afterTaking();
+          this.afterTaking();
           return true;
         }
         if (held && !free && !told) {
@@ -111,9 +111,10 @@ export class Leadership {
   /** Connection losses counted when the lease was last read. */
   private disconnectsSeen = 0;
 
-  private async afterTaking(): Promise<void> {
-    await this.kv.delete(this.markKey).catch(() => undefined);
-    await this.watchStandbys();
+  /** Not awaited: the leader serves first. Both may wait seconds where the bus just lost its JetStream leader. */
+  private afterTaking(): void {
+    void this.kv.delete(this.markKey).catch(() => undefined);
+    void this.watchStandbys();
   }
 
   /** Whether this head may act as the leader now: it holds the lease, and its last renewal was sent less than 4/5 of a
@@ -187,6 +188,7 @@ export class Leadership {
         }
       })
       .catch(() => undefined);
+    if (this.stopped) this.stopStandbyWatch?.(); // stopped while the watch was being set up
   }
 
   private async take(entry: KvEntry | undefined): Promise<boolean> {

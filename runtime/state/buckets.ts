@@ -182,6 +182,25 @@ export async function raiseReplicas(bus: Bus): Promise<number> {
   return fewest;
 }
 
+/** Asks each of troupe's replicated streams whose leader is the server `server` to elect another. The head keeps the
+ * leaders off the server it talks through, which is the one on its machine: a head machine lost then does not take
+ * the leaders of the lease and of the state with it, and a standby can take the lease and read the state without
+ * first waiting for new leaders to be elected (4-9 s on nats-server 2.9). Returns how many moved; one that refuses
+ * (its copies still catching up after raiseReplicas(), say) is asked again next time. */
+export async function moveLeadersOff(bus: Bus, server: string): Promise<number> {
+  const jsm = await jetstreamManager(bus.nc);
+  let moved = 0;
+  for await (const si of jsm.streams.list()) {
+    if (!TROUPE_STREAM.test(si.config.name) || si.config.num_replicas < 2 || si.cluster?.leader !== server) continue;
+    const answer = await bus.nc
+      .request(`$JS.API.STREAM.LEADER.STEPDOWN.${si.config.name}`)
+      .then((m) => m.json<{ success?: boolean }>())
+      .catch(() => undefined);
+    if (answer?.success) moved++;
+  }
+  return moved;
+}
+
 /** Resolves once JetStream answers. A NATS cluster has none until a majority of its servers is up (two of three), so
  * a head on such a bus waits here, and `waiting` says so every 30 s. */
 export async function untilJetStreamAnswers(bus: Bus, waiting: (forMs: number) => void): Promise<void> {

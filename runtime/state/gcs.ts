@@ -79,10 +79,14 @@ export class Gcs {
     readonly names: Table<{ actorId: string }>,
   ) {}
 
-  static async open(bus: Bus): Promise<Gcs> {
+  /** `timeoutMs`: how long one JetStream request may go unanswered before it is sent again (nats.js's default, 5 s,
+   * when not given). */
+  static async open(bus: Bus, timeoutMs?: number): Promise<Gcs> {
     // Every process opens them; openKv() copes with another process creating the same bucket at the same moment.
     const [nodes, jobs, actors, names] = await Promise.all(
-      ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map((name) => openKv(bus, name, { history: 1 })),
+      ['troupe-nodes', 'troupe-jobs', 'troupe-actors', 'troupe-names'].map((name) =>
+        openKv(bus, name, { history: 1 }, timeoutMs),
+      ),
     );
     return new Gcs(new Table(nodes), new Table(jobs), new Table(actors, 'msgpack'), new Table(names));
   }

@@ -60,6 +60,7 @@ test("a process tries this machine's servers first, when the list has others too
   t.deepEqual(nearestServersFirst(`${a}:4222,127.0.0.1:4223,${b}:4222`), {
     servers: ['nats://127.0.0.1:4223', `nats://${a}:4222`, `nats://${b}:4222`],
     inOrder: true,
+    local: ['nats://127.0.0.1:4223'],
   });
   for (const spread of [`${a}:1,${b}:2`, '127.0.0.1:1,127.0.0.1:2', '127.0.0.1:1'])
     t.false(nearestServersFirst(spread).inOrder, `${spread}: nats.js's random order`);
