@@ -39,6 +39,8 @@ export class Leadership {
   /** As the leader: the standbys' marks, and when (by this head's clock) each was last written. */
   private readonly standbysSeen = new Map<string, { standby: HeadStandby; at: number }>();
   private stopStandbyWatch: (() => void) | undefined;
+  /** Resolves once the standby watch is set up (or failed to be). */
+  private standbyWatch: Promise<void> | undefined;
   private lose!: (cause: string) => void;
   /** Resolves, with why, once another head has taken the lease from this one. */
   readonly lost = new Promise<string>((resolve) => {
@@ -114,7 +116,7 @@ export class Leadership {
   /** Not awaited: the leader serves first. Both may wait seconds where the bus just lost its JetStream leader. */
   private afterTaking(): void {
     void this.kv.delete(this.markKey).catch(() => undefined);
-    void this.watchStandbys();
+    this.standbyWatch = this.watchStandbys();
   }
 
   /** Whether this head may act as the leader now: it holds the lease, and its last renewal was sent less than 4/5 of a
@@ -153,6 +155,11 @@ export class Leadership {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.renewTimer);
+    // A watch still being set up is stopped once it is, while the caller's connection is still open (a watch left on
+    // a closed connection keeps its process alive); a bus too slow for that gets a lease's wait at most.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.standbyWatch, new Promise((r) => (timer = setTimeout(r, this.leaseMs)))]);
+    clearTimeout(timer);
     this.stopStandbyWatch?.();
     if (this.term === 0) {
       if (this.markedAt) await this.kv.delete(this.markKey).catch(() => undefined);
