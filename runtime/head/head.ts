@@ -174,7 +174,8 @@ export class Head {
         );
     // Bound before standing by: a standby that takes over needs no stream made or looked up. A NATS cluster that just
     // lost its JetStream leader with the old head's machine leaves those requests unanswered until it elects another
-    // (4-9 s on nats-server 2.9), and what the new head must still ask (watches) is sent again every 2 s meanwhile.
+    // (4.4-7.5 s in our runs of nats-server 2.9.10); what the new head must still ask (watches) is sent again every 2 s
+    // meanwhile.
     const jsTimeoutMs = serverUrls(this.o.address).length > 1 ? CLUSTER_JS_TIMEOUT_MS : undefined;
     this.gcs = await Gcs.open(this.bus, jsTimeoutMs);
     this.jobs = await JobRegistry.open(this.bus, this.gcs.jobs, jsTimeoutMs);

@@ -185,7 +185,7 @@ export async function raiseReplicas(bus: Bus): Promise<number> {
 /** Asks each of troupe's replicated streams whose leader is the server `server` to elect another. The head keeps the
  * leaders off the server it talks through, which is the one on its machine: a head machine lost then does not take
  * the leaders of the lease and of the state with it, and a standby can take the lease and read the state without
- * first waiting for new leaders to be elected (4-9 s on nats-server 2.9). Returns how many moved; one that refuses
+ * first waiting for new leaders to be elected (seconds on nats-server 2.9). Returns how many moved; one that refuses
  * (its copies still catching up after raiseReplicas(), say) is asked again next time. */
 export async function moveLeadersOff(bus: Bus, server: string): Promise<number> {
   const jsm = await jetstreamManager(bus.nc);

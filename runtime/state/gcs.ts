@@ -79,8 +79,8 @@ export class Gcs {
     readonly names: Table<{ actorId: string }>,
   ) {}
 
-  /** `timeoutMs`: how long one JetStream request may go unanswered before it is sent again (nats.js's default, 5 s,
-   * when not given). */
+  /** `timeoutMs`: how long one JetStream request waits for its answer (nats.js's default, 5 s, when not given); the
+   * Table's reads, writes and watches send it again while JetStream recovers. */
   static async open(bus: Bus, timeoutMs?: number): Promise<Gcs> {
     // Every process opens them; openKv() copes with another process creating the same bucket at the same moment.
     const [nodes, jobs, actors, names] = await Promise.all(
