@@ -78,13 +78,7 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
       if ((await driver.ready) !== 'ready') throw new Error(`the driver on C: ${driver.output()}`);
       if ((await watch.ready) !== 'ready') throw new Error(`the watcher on C: ${watch.output()}`);
       await new Promise((r) => setTimeout(r, Math.max(0, settled - Date.now())));
-      a.setLink(false);
-      cutAt = Date.now();
-      try {
-        await new Promise((r) => setTimeout(r, CUT_MS));
-      } finally {
-        a.setLink(true);
-      }
+      ({ cutAt } = await a.cutOff(CUT_MS));
       if ((await driver.exited) !== 0) throw new Error(`the driver on C: ${driver.output()}`);
       if ((await watch.exited) !== 0) throw new Error(`the watcher on C: ${watch.output()}`);
     } finally {

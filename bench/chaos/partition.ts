@@ -51,13 +51,7 @@ export async function partitionWorker(): Promise<Record<string, number | string 
     try {
       if ((await driver.ready) !== 'ready') throw new Error(`the driver on A: ${driver.output()}`);
       await join(c);
-      b.setLink(false);
-      cutAt = Date.now();
-      try {
-        await sleep(CUT_MS);
-      } finally {
-        b.setLink(true);
-      }
+      ({ cutAt } = await b.cutOff(CUT_MS));
       if ((await driver.exited) !== 0) throw new Error(`the driver on A: ${driver.output()}`);
     } finally {
       driver.stop();

@@ -132,6 +132,7 @@ export class Head {
   private spreadCursor = 0;
   private timers: NodeJS.Timeout[] = [];
   private stopWatch: (() => void) | undefined;
+  private stopping = false;
   private pumping = false;
   private pumpAgain = false;
   private actors!: ActorManager;
@@ -200,8 +201,9 @@ export class Head {
       return { ...ownVersions() };
     });
     const bus = this.bus;
-    // The initial values of the watch rebuild the node table after a restart.
-    this.stopWatch = await this.gcs.nodes.watch((key, info) =>
+    // The node table: what the bucket holds, then each change after it. The watch is made in the background: it needs
+    // JetStream's meta leader, which may be going through an election while the head takes over.
+    const onNode = (key: string, info: NodeInfo | undefined) =>
       this.whileLeading(() => {
         if (info === undefined) return this.onNodeRecord(key, undefined);
         try {
@@ -209,8 +211,10 @@ export class Head {
         } catch {
           // counted and logged by checked(); a record we cannot read places nothing
         }
-      }),
-    );
+      });
+    const nodes = await this.gcs.nodes.read();
+    for (const [key, info] of nodes.entries) onNode(key, info);
+    void this.watchNodes(onNode, nodes.revision);
     this.stateReplicas = (await this.gcs.actors.kv.status().catch(() => undefined))?.replicas ?? 1;
     await this.jobs.load();
     this.serve(subjects.headJobRegister, (req: unknown) => {
@@ -328,7 +332,22 @@ export class Head {
     return this.leadership.lost;
   }
 
+  /** Follows the node table's changes after `revision`, making the watch again until JetStream answers. */
+  private async watchNodes(cb: (key: string, info: NodeInfo | undefined) => void, revision: number): Promise<void> {
+    for (let told = false; !this.stopping; await sleep(1000))
+      try {
+        const stop = await this.gcs.nodes.watch(cb, revision);
+        if (this.stopping) stop();
+        else this.stopWatch = stop;
+        return;
+      } catch (e) {
+        if (!told && !this.stopping) console.error(`troupe: cannot watch the node table yet, trying again: ${e}`);
+        told = true;
+      }
+  }
+
   async stop(): Promise<void> {
+    this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.stopWatch?.();
     await this.leadership?.stop();

@@ -1,5 +1,6 @@
 // Cluster state in JetStream KV: nodes, actors, names, jobs. A restarted head rebuilds from here.
-import type { KV } from '@nats-io/kv';
+import type { MsgRequest } from '@nats-io/jetstream';
+import { Bucket, type KV } from '@nats-io/kv';
 import type { Bus } from '../bus/bus.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
@@ -36,23 +37,38 @@ export class Table<T> {
     await whileJetStreamRecovers(() => this.kv.delete(key));
   }
 
-  async list(): Promise<T[]> {
-    const out: T[] = [];
-    const keys = await whileJetStreamRecovers(async () => {
-      const ks: string[] = [];
-      for await (const k of await this.kv.keys()) ks.push(k);
-      return ks;
-    });
-    for (const k of keys) {
-      const v = await this.get(k);
-      if (v !== undefined) out.push(v);
+  /** Every current entry, and the revision it was read at (watch() goes on from there). Read one message after the
+   * other from the bucket's stream leader, without a consumer: making one needs JetStream's meta leader, which a NATS
+   * cluster that just lost the old head's machine may still be electing (seconds), while the stream leaders answer at
+   * once (the head keeps them off its own server). */
+  async read(): Promise<{ entries: Map<string, T>; revision: number }> {
+    const b = this.kv;
+    if (!(b instanceof Bucket)) throw new TypeError('a Table reads a bucket opened by openKv()');
+    const entries = new Map<string, T>();
+    for (let revision = 0; ; ) {
+      // "The first message at or after seq on this subject", which nats-server answers since 2.9; nats.js types the
+      // query for direct gets only, which troupe's buckets do not allow (see openKv).
+      const next = { seq: revision + 1, next_by_subj: b.subjectForKey('>') } as unknown as MsgRequest;
+      const sm = await whileJetStreamRecovers(() => b.jsm.streams.getMessage(b.bucketName(), next));
+      if (!sm) return { entries, revision };
+      revision = sm.seq;
+      const e = b.smToEntry(sm);
+      const v = e.operation === 'PUT' ? this.parse(e.value) : undefined;
+      if (v === undefined) entries.delete(e.key);
+      else entries.set(e.key, v);
     }
-    return out;
   }
 
-  /** Calls back for every current entry, then for every change. Returns a stop function. */
-  async watch(cb: (key: string, value: T | undefined) => void): Promise<() => void> {
-    const it = await whileJetStreamRecovers(() => this.kv.watch({ key: '>' }));
+  async list(): Promise<T[]> {
+    return [...(await this.read()).entries.values()];
+  }
+
+  /** Calls back for every current entry, then for every change; or, given the revision read() returned, only for the
+   * changes after it. Returns a stop function. */
+  async watch(cb: (key: string, value: T | undefined) => void, after?: number): Promise<() => void> {
+    const it = await whileJetStreamRecovers(() =>
+      this.kv.watch({ key: '>', ...(after === undefined ? {} : { resumeFromRevision: after + 1 }) }),
+    );
     (async () => {
       for await (const e of it) {
         // A callback that throws must not end the watch: nothing would be watched again.

@@ -2,9 +2,10 @@
 // `troupe start --head --bus-peers B,C` on A prints a join line that lists the three servers and waits; the line run
 // on B and C starts a nats-server on each (its certificate signed by A's CA, routes over TLS), and A's start ends once
 // JetStream has its majority. Then: the cluster state is raised to three copies, a credential made on A is known to
-// C's server and refused there once revoked, B's server started again comes back with the certificate it had, and
-// A's nats-server killed under a stream of calls from C to an actor on B costs no call: every process on B and C
-// talks through its own machine's server, and A's daemons move to another.
+// C's server and refused there once revoked, and B's server started again comes back with the certificate it had.
+// Under a stream of calls from C to an actor on B, first A's whole machine is cut off (link down) for 12 s: a standby
+// head on B leads while A is away, and no call fails; then A's nats-server is killed: no call fails either. Every
+// process on B and C talks through its own machine's server, and A's daemons move to another.
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,6 +24,11 @@ import {
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 
 const why = hostsUnavailable();
+/** How long A's machine is cut off: past a standby's takeover (about 4 s; npm run chaos), short of the node timeout. */
+const CUT_MS = 12_000;
+const readJson = <T>(path: string) => JSON.parse(readFileSync(path, 'utf8')) as T;
+/** What partition-driver.ts prints: each instance of the actor that answered, and every call that failed. */
+type Seen = { instances: Array<{ host: string; calls: number }>; failed: string[] };
 
 if (why) {
   console.warn(`troupe: the simulated-hosts tests cannot run here: ${why}`);
@@ -57,9 +63,9 @@ if (why) {
     await net.remove();
   });
 
-  test.serial('three machines run the bus: no call between B and C is lost when A’s nats-server dies', async (t) => {
+  test.serial('bus on three machines: no call from C to B fails when A is cut off, or loses its server', async (t) => {
     t.timeout(240_000);
-    const { address, joinToken, headOutput } = await startBusOnHosts([a, b, c], defaultTimingsEnv, [
+    const { address, joinToken, caSha256, headOutput } = await startBusOnHosts([a, b, c], defaultTimingsEnv, [
       ['--num-cpus', '1'],
       ['--num-cpus', '1', '--resources', '{"w": 1}'],
       ['--num-cpus', '1'],
@@ -120,6 +126,68 @@ if (why) {
       60_000,
     );
 
+    // A standby head on B. Once it talks through B's server (a new credential reaches B's within 2 s, and the standby
+    // moves back there within 5 s more) and the head has moved the stream leaders off A's server, A's whole machine is
+    // cut off while C calls the actor on B every 100 ms.
+    const headToken = await troupe(a, ['token', 'create', '--role', 'head', '--name', 'standby-b']);
+    t.is(headToken.code, 0, headToken.stderr);
+    const standby = await troupe(b, ['start', '--head', '--address', address, '--ca-sha256', caSha256], {
+      TROUPE_TOKEN: headToken.stdout.trim(),
+    });
+    t.is(standby.code, 0, standby.stdout + standby.stderr);
+    const settled = Date.now() + 8000;
+    await eventually('the standby', async () => (await status(c)).standbys?.length, 30_000);
+    const onC = {
+      ...defaultTimingsEnv,
+      TROUPE_ADDRESS: address,
+      TROUPE_TOKEN: readJson<{ token: string }>(c.path('/tmp/troupe-home/current-cluster.json')).token,
+    };
+    const aServer = readJson<{ serverName: string }>(
+      a.path(join(runFileOn(a, 'nats').sessionDir, 'bus.json')),
+    ).serverName;
+    const cut = startFixture(c, 'partition-driver.ts', { ...onC, STREAM_MS: String(CUT_MS + 3000) }, 'made ');
+    const watch = startFixture(
+      c,
+      'head-watch.ts',
+      { ...onC, WATCH_MS: String(CUT_MS), AVOID_SERVER: aServer },
+      'watching',
+    );
+    let cutAt = 0;
+    let healedAt = 0;
+    try {
+      t.is(await cut.ready, 'ready', cut.output());
+      t.is(await watch.ready, 'ready', watch.output());
+      await new Promise((r) => setTimeout(r, Math.max(0, settled - Date.now())));
+      ({ cutAt, healedAt } = await a.cutOff(CUT_MS));
+      t.is(await cut.exited, 0, cut.output());
+      t.is(await watch.exited, 0, watch.output());
+    } finally {
+      cut.stop();
+      watch.stop();
+    }
+    const during = JSON.parse(cut.lastLine()) as Seen;
+    t.deepEqual(during.failed, [], 'no call between B and C failed while A was cut off');
+    t.true(
+      during.instances.every((i) => i.host === 'bus-b'),
+      JSON.stringify(during.instances),
+    );
+    const watched = JSON.parse(watch.lastLine()) as { answered: Array<{ at: number; headId: string }> };
+    const led = watched.answered.find((w) => w.headId !== formed.lease?.headId && w.at > cutAt);
+    t.truthy(led, `the standby answered while A was cut off: ${JSON.stringify(watched)}`);
+    t.true(led!.at < healedAt, 'before the heal');
+    t.log(`the standby answered status ${led!.at - cutAt} ms after the cut (figures: npm run chaos)`);
+    const healed = await eventually(
+      'A back',
+      async () => {
+        const s = await status(c);
+        return s.bus?.servers === 3 && s.bus.stateReplicas === 3 && s.nodes.filter((n) => n.alive).length === 3
+          ? s
+          : undefined;
+      },
+      60_000,
+    );
+    t.is(healed.lease?.headId, led!.headId, 'the head that took over still leads; the old one stands by');
+
     // C calls the actor on B every 100 ms; A's nats-server is killed meanwhile.
     const driver = startFixture(c, 'partition-driver.ts', { ...defaultTimingsEnv, STREAM_MS: '12000' }, 'made ');
     try {
@@ -130,17 +198,14 @@ if (why) {
     } finally {
       driver.stop();
     }
-    const seen = JSON.parse(driver.lastLine()) as {
-      instances: Array<{ host: string; calls: number }>;
-      failed: string[];
-    };
+    const seen = JSON.parse(driver.lastLine()) as Seen;
     t.deepEqual(seen.failed, [], 'no call failed');
     t.true(
       seen.instances.every((i) => i.host === 'bus-b'),
       JSON.stringify(seen.instances),
     );
     t.true(seen.instances.reduce((n, i) => n + i.calls, 0) >= 60, JSON.stringify(seen.instances));
-    // The head on A talks through B's or C's server now, and still leads and places.
+    // The head on B still leads and places; A's node talks through B's or C's server now.
     const after = await eventually(
       'three nodes after',
       async () => {
@@ -149,7 +214,7 @@ if (why) {
       },
       30_000,
     );
-    t.is(after.lease?.headId, formed.lease?.headId);
+    t.is(after.lease?.headId, healed.lease?.headId);
     const work = startFixture(c, 'partition-driver.ts', { ...defaultTimingsEnv, STREAM_MS: '1000' }, 'made ');
     try {
       t.is(await work.exited, 0, work.output());

@@ -49,12 +49,7 @@ if (why) {
     try {
       t.is(await driver.ready, 'ready', driver.output());
       await sleep(1000); // calls in flight
-      b.setLink(false);
-      try {
-        await sleep(3000);
-      } finally {
-        b.setLink(true);
-      }
+      await b.cutOff(3000);
       t.is(await driver.exited, 0, driver.output());
     } finally {
       driver.stop();
@@ -105,12 +100,7 @@ if (why) {
       const onC = await joinCluster(c); // somewhere to go
       t.is(onC.code, 0, onC.stdout + onC.stderr);
       const before = JSON.parse((await troupe(a, ['status', '--json'])).stdout) as { nodes: NodeRow[] };
-      b.setLink(false);
-      try {
-        await sleep(10_000); // declared dead after 4 s: the actor restarts on C
-      } finally {
-        b.setLink(true);
-      }
+      await b.cutOff(10_000); // declared dead after 4 s: the actor restarts on C
       t.is(await driver.exited, 0, driver.output());
       const r = JSON.parse(driver.lastLine()) as {
         first: { host: string; pid: number };

@@ -16,8 +16,9 @@ export interface Host {
   troupeRoot: string;
   /** A path of this host's file system (its private /tmp included) as this test process reaches it. */
   path(p: string): string;
-  /** Takes the host's link to the network down (false) or up again (true). */
-  setLink(up: boolean): void;
+  /** Takes the host's link to the network down for `ms`, then up again; resolves with when it went down and came back
+   * (ms since the epoch). */
+  cutOff(ms: number): Promise<{ cutAt: number; healedAt: number }>;
   /** Starts a command on this host (its network, mounts and hostname). */
   spawn(cmd: string, args: string[], o?: { env?: NodeJS.ProcessEnv; cwd?: string }): ChildProcess;
   /** Runs a command on this host to completion, bounded by timeoutMs. */
@@ -200,7 +201,13 @@ function hostOn(name: string, address: string, ns: string, anchorPid: number, tr
     troupeRoot,
     // The anchor's root is the host's: through /proc, its private mounts are reachable from here.
     path: (p) => `/proc/${anchorPid}/root${resolve('/', p)}`,
-    setLink: (up) => ip('-n', ns, 'link', 'set', 'eth0', up ? 'up' : 'down'),
+    cutOff: async (ms) => {
+      ip('-n', ns, 'link', 'set', 'eth0', 'down');
+      const cutAt = Date.now();
+      await new Promise((r) => setTimeout(r, ms));
+      ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      return { cutAt, healedAt: Date.now() };
+    },
     // nsenter opens --wd before it enters the host's mounts, so a directory only the host has (in its private /tmp)
     // is entered by `env -C` inside; without cwd, the host's root directory.
     spawn: (cmd, args, o = {}) =>
