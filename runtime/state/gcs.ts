@@ -7,6 +7,9 @@ import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
 import { encode, decode } from '../base/codec.ts';
 import { openKv, whileJetStreamRecovers } from './buckets.ts';
 
+/** How many ranges of a bucket's stream read() asks for at once. */
+const READERS = 16;
+
 /** A KV bucket of documents: JSON (readable with the nats CLI), or msgpack where values hold bytes. */
 export class Table<T> {
   constructor(
@@ -37,26 +40,44 @@ export class Table<T> {
     await whileJetStreamRecovers(() => this.kv.delete(key));
   }
 
-  /** Every current entry, and the revision it was read at (watch() goes on from there). Read one message after the
-   * other from the bucket's stream leader, without a consumer: making one needs JetStream's meta leader, which a NATS
-   * cluster that just lost the old head's machine may still be electing (seconds), while the stream leaders answer at
-   * once (the head keeps them off its own server). */
+  /** Every current entry, and the revision it was read at (watch() goes on from there). Read from the bucket's stream
+   * leader message by message, without a consumer: making one needs JetStream's meta leader, which a NATS cluster that
+   * just lost the old head's machine may still be electing (seconds), while the stream leaders answer at once (the
+   * head keeps them off its own server). Up to READERS ranges of the stream are read at once. */
   async read(): Promise<{ entries: Map<string, T>; revision: number }> {
     const b = this.kv;
     if (!(b instanceof Bucket)) throw new TypeError('a Table reads a bucket opened by openKv()');
+    const stream = b.bucketName();
+    const { first_seq: first, last_seq: last } = (await whileJetStreamRecovers(() => b.jsm.streams.info(stream))).state;
+    const readers = Math.max(1, Math.min(READERS, last - first + 1));
+    const span = Math.ceil(Math.max(1, last - first + 1) / readers);
+    const latest = new Map<string, { seq: number; value: T | undefined }>();
+    let revision = last;
+    const readRange = async (from: number, to: number) => {
+      for (let seq = from; ; ) {
+        // "The first message at or after seq on this subject", which nats-server answers since 2.9; nats.js types the
+        // query for direct gets only, which troupe's buckets do not allow (see openKv).
+        const next = { seq, next_by_subj: b.subjectForKey('>') } as unknown as MsgRequest;
+        const sm = await whileJetStreamRecovers(() => b.jsm.streams.getMessage(stream, next));
+        if (!sm || sm.seq > to) return;
+        revision = Math.max(revision, sm.seq);
+        const e = b.smToEntry(sm);
+        // A key written again while it is read is met twice: its later message wins.
+        if ((latest.get(e.key)?.seq ?? 0) < sm.seq)
+          latest.set(e.key, { seq: sm.seq, value: e.operation === 'PUT' ? this.parse(e.value) : undefined });
+        seq = sm.seq + 1;
+      }
+    };
+    // The last range reads on past `last`, to what was written meanwhile.
+    await Promise.all(
+      Array.from({ length: readers }, (_, i) =>
+        readRange(first + i * span, i === readers - 1 ? Number.POSITIVE_INFINITY : first + (i + 1) * span - 1),
+      ),
+    );
     const entries = new Map<string, T>();
-    for (let revision = 0; ; ) {
-      // "The first message at or after seq on this subject", which nats-server answers since 2.9; nats.js types the
-      // query for direct gets only, which troupe's buckets do not allow (see openKv).
-      const next = { seq: revision + 1, next_by_subj: b.subjectForKey('>') } as unknown as MsgRequest;
-      const sm = await whileJetStreamRecovers(() => b.jsm.streams.getMessage(b.bucketName(), next));
-      if (!sm) return { entries, revision };
-      revision = sm.seq;
-      const e = b.smToEntry(sm);
-      const v = e.operation === 'PUT' ? this.parse(e.value) : undefined;
-      if (v === undefined) entries.delete(e.key);
-      else entries.set(e.key, v);
-    }
+    for (const [key, { value }] of [...latest].sort((x, y) => x[1].seq - y[1].seq))
+      if (value !== undefined) entries.set(key, value);
+    return { entries, revision };
   }
 
   async list(): Promise<T[]> {
