@@ -1,7 +1,8 @@
 // Starts daemons on this machine: a whole cluster (nats-server + head + node daemon) for `troupe start --head`
 // and for init() with nothing to join, or one node daemon for `troupe start --address`.
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, resolve, sep } from 'node:path';
+import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import {
   hostOf,
@@ -138,9 +139,20 @@ function useDataDir(dir: string): string {
   return path;
 }
 
+/** A bus of several servers is there to outlive the loss of a machine: its state should outlive a reboot too. */
+function warnIfTemporary(dir: string): void {
+  const tmp = resolve(tmpdir());
+  if (!resolve(dir).startsWith(tmp + sep)) return;
+  console.error(
+    `troupe: this machine keeps the cluster's state in ${dir}, under ${tmp}: a reboot may clear it. For a bus that ` +
+      'outlives reboots, start each of its machines with --data-dir DIR elsewhere (/var/lib/troupe, say)',
+  );
+}
+
 export async function startHead(o: StartOptions): Promise<StartedCluster> {
   checkBusPeers(o);
   const sessionDir = o.dataDir ? useDataDir(o.dataDir) : newSessionDir();
+  if (o.busPeers?.length) warnIfTemporary(sessionDir);
   const started: number[] = [];
   const runs: Array<{ role: 'nats' | 'head' | 'node'; pid: number }> = [];
   // Every daemon of this start: one that exits before the node is up fails the start at once, with its log.
@@ -366,6 +378,7 @@ async function startOwnBusServer(o: NodeStartOptions, self: { host: string; port
     ? useDataDir(o.dataDir)
     : join(troupeHome(), `bus-server-${self.host.replace(/[^0-9A-Za-z.-]/g, '_')}-${self.port}`);
   mkdirSync(join(dir, 'logs'), { recursive: true, mode: 0o700 });
+  warnIfTemporary(dir);
   const nats = await startBusServer({ ...o, self, dir });
   if (o.detached) writeRunFile({ role: 'nats', pid: nats.pid, address: o.address, sessionDir: dir });
   return Object.assign(nats, { dir });
