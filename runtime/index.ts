@@ -84,6 +84,7 @@ export {
   ConnectionError,
   AuthenticationError,
   TlsTrustError,
+  HeadUnavailableError,
   NoRespondersError,
   RequestTimeoutError,
   UsageError,

@@ -61,6 +61,11 @@ export const defaults = {
    * two tenths more, and the new head's start: about 3.5 s, within the 5 s the cluster aims for. Shorter would take
    * over from a head merely stalled (a long GC, a loaded machine) more often. */
   headLeaseMs: envInt('TROUPE_HEAD_LEASE_MS', 3000),
+  /** A joiner (a driver's `init()`, `troupe start --address`, a node daemon) asks the head for its versions until
+   * this long before it fails with HeadUnavailableError: a standby leads about 4 s after its head is lost, and when a
+   * bus server's machine comes back, JetStream may elect its leaders again, pausing the head for several seconds more
+   * (docs/limitations.md). */
+  headWaitMs: envInt('TROUPE_HEAD_WAIT_MS', 30_000),
   /** Values up to this size travel inside messages; larger ones go through the object store. */
   inlineThreshold: envInt('TROUPE_INLINE_THRESHOLD', 100 * 1024),
   /** A driver or worker silent this long is taken for dead: its leases go back, and a driver's actors end. A link lost

@@ -64,6 +64,9 @@ export class AuthenticationError extends ConnectionError {}
 /** The cluster's TLS certificate is not one this machine trusts (no CA for the address, a wrong --ca-sha256, another
  * server at the address), or TLS is expected and the server does not use it. The message says what to pass. */
 export class TlsTrustError extends ConnectionError {}
+/** The cluster's bus answered but no head did, for as long as the joiner waited (`TROUPE_HEAD_WAIT_MS`): none runs
+ * there, or the cluster is between heads (a standby taking over, JetStream electing its leaders) for longer. */
+export class HeadUnavailableError extends ConnectionError {}
 /** A daemon or worker had no subscriber for a request (it is gone, or not started yet). */
 export class NoRespondersError extends TroupeError {}
 /** A task or call whose request or answer was lost on the way (a direct lane that closed, or a message the bus
@@ -148,6 +151,7 @@ for (const c of [
   ClusterStoreFullError,
   ConnectionError,
   TlsTrustError,
+  HeadUnavailableError,
   AuthenticationError,
   NoRespondersError,
   CallLostError,

@@ -24,7 +24,7 @@ import { subjects } from '../protocol/subjects.ts';
 import { formatResources, subtract, type ResourceSet } from '../scheduling/placement.ts';
 import { formatBytes, parseBytes } from '../base/bytes.ts';
 import type { StoredObject, StoreStats } from '../../object-store/store-manager.ts';
-import { UsageError, VersionMismatchError } from '../base/errors.ts';
+import { HeadUnavailableError, UsageError } from '../base/errors.ts';
 import { checkHeadVersions, describeVersions } from '../protocol/versions.ts';
 import { bindHost, checkIp } from '../cluster/node-address.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
@@ -457,7 +457,7 @@ async function connectFromFlags(values: Values): Promise<Bus> {
     });
   } catch (e) {
     // A head that does not answer is what `status` reports; one of another version is refused.
-    if (!(e instanceof VersionMismatchError) || e.head) {
+    if (!(e instanceof HeadUnavailableError)) {
       await bus.close();
       throw e;
     }

@@ -392,7 +392,7 @@ async function runNodeDaemon(
 ): Promise<StartedCluster> {
   // A joining machine's drivers use the driver credential, which the head gives only to nodes. With a bus server just
   // started, the head may still be making the cluster state, once JetStream has a majority.
-  const driverToken = o.isHead ? undefined : (await checkVersions(o.address, o.token, bus ? 60_000 : 10_000)).driver;
+  const driverToken = o.isHead ? undefined : (await checkVersions(o.address, o.token, bus ? 60_000 : undefined)).driver;
   const nodeIp = o.nodeIp ?? (await routedAddress(hostOf(o.address)));
   const sessionDir = o.sessionDir ?? newSessionDir();
   const nodeId = randomBytes(6).toString('hex');
@@ -496,7 +496,7 @@ async function waitForNode(
 /** A joining machine checks its versions against the head's before it starts anything: a mismatch fails the start
  * with VersionMismatchError (the node daemon checks again, for those started otherwise). Then it asks for the
  * credentials the head gives nodes: a token that is not the join credential fails here, with PermissionDeniedError. */
-async function checkVersions(address: string, token: string, waitMs = 10_000): Promise<Credentials> {
+async function checkVersions(address: string, token: string, waitMs?: number): Promise<Credentials> {
   const bus = await Bus.connect({ address, token, name: 'troupe-start' });
   try {
     await checkHeadVersions((hello) => bus.request(subjects.headHello, hello, { timeoutMs: 2000 }), {

@@ -229,7 +229,6 @@ export class Core {
           self: `this driver (${hostname()})`,
           role: 'driver',
           address: o.address,
-          waitMs: 10_000,
         });
       } catch (e) {
         await bus.close();

@@ -1,8 +1,10 @@
 // What every joiner checks first: its troupe and wire-protocol versions against the head's, before it sends or trusts
-// any other message. A node, driver or CLI of another version is refused with VersionMismatchError.
+// any other message. A node, driver or CLI of another version is refused with VersionMismatchError; a head that does
+// not answer fails the joiner with HeadUnavailableError.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { NoRespondersError, RequestTimeoutError, VersionMismatchError } from '../base/errors.ts';
+import { defaults } from '../base/config.ts';
+import { HeadUnavailableError, NoRespondersError, RequestTimeoutError, VersionMismatchError } from '../base/errors.ts';
 import { sleep } from '../base/processes.ts';
 
 /** Bump whenever a message, subject or stored record changes meaning: processes of two protocols must not talk. */
@@ -45,29 +47,31 @@ export function describeVersions(v: Partial<Versions> | undefined): string {
 }
 
 /** Asks the head for its versions (`ask` sends one HelloMsg on subjects.headHello) and throws VersionMismatchError
- * unless they are ours. `self` names this side in the message ('this node', 'this driver'). A head not answering yet
- * (it may be starting) is asked again until `waitMs`; one that never answers may be a troupe from before this check. */
+ * unless they are ours. `self` names this side in the message ('this node', 'this driver'). A head not answering (it
+ * may be starting, or a standby taking over) is asked again until `waitMs` (defaults.headWaitMs), then it is
+ * HeadUnavailableError. */
 export async function checkHeadVersions(
   ask: (hello: HelloMsg) => Promise<unknown>,
   o: { self: string; role: string; address: string; waitMs?: number },
 ): Promise<Versions> {
   const mine = ownVersions();
-  const until = Date.now() + (o.waitMs ?? 30_000);
+  const waitMs = o.waitMs ?? defaults.headWaitMs;
+  const until = Date.now() + waitMs;
   let answer: unknown;
   for (;;) {
     try {
       answer = await ask({ ...mine, role: o.role });
       break;
     } catch (e) {
-      const retry = e instanceof NoRespondersError || e instanceof RequestTimeoutError;
-      if (!retry || Date.now() >= until) {
-        if (!retry) throw e;
-        throw new VersionMismatchError(
-          `${o.self} runs ${describeVersions(mine)}; the head at ${o.address} did not answer its version check ` +
-            `(it is not running, or runs a troupe too old to check versions)`,
-          { cause: e, self: mine },
+      if (!(e instanceof NoRespondersError || e instanceof RequestTimeoutError)) throw e;
+      if (Date.now() >= until)
+        throw new HeadUnavailableError(
+          `${o.self}: no head at ${o.address} answered its version check` +
+            `${waitMs ? ` within ${waitMs / 1000} s` : ''}: ` +
+            'none is running there, or the cluster is between heads for longer than that (see `troupe status`; ' +
+            'TROUPE_HEAD_WAIT_MS sets the wait)',
+          { cause: e },
         );
-      }
       await sleep(100);
     }
   }
