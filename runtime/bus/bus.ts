@@ -1,6 +1,12 @@
 // The bus: one NATS connection per process, one wildcard reply inbox with a correlation map
 // (no per-call subscription, no per-call timer), and servers that never die of a bad message.
-import { connect, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
+import {
+  connect,
+  type ConnectionOptions,
+  type NatsConnection,
+  type Msg,
+  type Subscription,
+} from '@nats-io/transport-node';
 import { AuthorizationError, nuid, PermissionViolationError } from '@nats-io/nats-core';
 import { isUserSeed, nkeyAuthenticator, nkeyUser } from './nkey.ts';
 import { existsSync } from 'node:fs';
@@ -21,6 +27,7 @@ import {
   asError,
 } from '../base/errors.ts';
 import { holdUntil } from '../base/keep-alive.ts';
+import { sleep } from '../base/processes.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
 import { nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
@@ -280,22 +287,23 @@ export class Bus {
       ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
     };
     const home = inOrder ? new HomeServer(local) : undefined;
+    const options = {
+      servers,
+      noRandomize: inOrder,
+      ...credential,
+      name: opts.name,
+      maxReconnectAttempts: opts.daemon ? -1 : 60,
+      reconnectTimeWait: 500,
+      pingInterval: pingIntervalFor(servers),
+      ...(home ? { reconnectToServer: home.pick } : {}),
+    };
     let nc: NatsConnection;
     try {
-      nc = await connect({
-        servers,
-        noRandomize: inOrder,
-        ...credential,
-        name: opts.name,
-        maxReconnectAttempts: opts.daemon ? -1 : 60,
-        reconnectTimeWait: 500,
-        pingInterval: pingIntervalFor(servers),
-        ...(home ? { reconnectToServer: home.pick } : {}),
-      });
+      nc = await connectThroughReloads(options, user !== undefined);
     } catch (e) {
       const tls = tlsFailure(e, opts.address, ca);
       if (tls) throw tls;
-      if (e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError') {
+      if (isAuthorizationError(e)) {
         throw new AuthenticationError(
           `the cluster at ${opts.address} refused the token: check TROUPE_TOKEN, --token-file or the ` +
             'current-cluster file (a revoked credential is refused too)',
@@ -1037,4 +1045,26 @@ function warnOnce(text: string): void {
   if (warned.has(text)) return;
   warned.add(text);
   console.warn(`troupe: ${text}`);
+}
+
+function isAuthorizationError(e: unknown): boolean {
+  return e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError';
+}
+
+/** nats.js's connect(), tried up to three times. A nats-server 2.9 that reloads its config (`troupe token
+ * create|revoke` reloads every server of the bus) may refuse a good NKEY credential that connects at that instant (its
+ * log: `authentication error - Nkey ""`), and nats.js may then miss the refusal and wait out its whole timeout: an
+ * NKEY credential refused is tried again, and a first try gets 5 s rather than 20 before it is tried again (which
+ * also moves on sooner from a server that does not answer). */
+async function connectThroughReloads(options: ConnectionOptions, nkey: boolean): Promise<NatsConnection> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await connect({ ...options, timeout: attempt === 0 ? 5000 : 15_000 });
+    } catch (e) {
+      const again =
+        attempt < 2 && ((nkey && isAuthorizationError(e)) || (attempt === 0 && (e as Error)?.name === 'TimeoutError'));
+      if (!again) throw e;
+      await sleep(200 * (attempt + 1));
+    }
+  }
 }
