@@ -1,12 +1,28 @@
 // Small helpers for the processes troupe starts: liveness, graceful stop, free ports.
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
+/** Whether `pid` runs. A process that exited but was not reaped yet (a zombie) does not: kill(pid, 0) still finds it
+ * until its parent reaps it, which for a detached daemon is the machine's init, and a container's init may reap late
+ * (here after 1–2 s) or never. */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  return !exited(pid);
+}
+
+/** Linux: the process is a zombie (state Z) or dead (X), or was reaped since kill(pid, 0). The state follows the
+ * command name, which may hold spaces and parentheses, so it is read after the last ')'. Elsewhere (no /proc) false. */
+function exited(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state === 'Z' || state === 'X';
+  } catch (e) {
+    return process.platform === 'linux' && (e as NodeJS.ErrnoException).code === 'ENOENT';
   }
 }
 
