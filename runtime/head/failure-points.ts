@@ -6,6 +6,8 @@ export interface Redundancy {
   natsCluster: boolean;
   /** Copies of the cluster state (the KV buckets' replicas). */
   stateReplicas: number;
+  /** nats-servers of the bus the head's own server knows now. */
+  servers: number;
   /** Standby heads heard from. */
   standbys: number;
   /** Machines (hostnames) with a live node. */
@@ -25,6 +27,11 @@ export function singlePointsOfFailure(r: Redundancy): string[] {
     out.push(
       `the cluster state has ${r.stateReplicas === 1 ? 'one copy' : `${r.stateReplicas} copies`} ` +
         `(R${r.stateReplicas}); R3 needs three nats-servers with JetStream (the head raises it once they are up)`,
+    );
+  else if (r.servers >= 5 && r.stateReplicas < 5)
+    out.push(
+      `the cluster state has ${r.stateReplicas} copies (R${r.stateReplicas}) on a bus of ${r.servers} servers: ` +
+        'losing two servers that hold two copies of a stream stops it (the head raises it to R5 once it can)',
     );
   if (r.standbys === 0)
     out.push("the head has no standby ('troupe start --head --address' with a head credential starts one)");

@@ -29,7 +29,7 @@ import {
   raiseReplicas,
   sharedStoreUsage,
   untilJetStreamAnswers,
-  WANTED_REPLICAS,
+  wantedReplicas,
   SHARED_OBJECT_STORES,
   type SharedStore,
 } from '../state/buckets.ts';
@@ -529,7 +529,7 @@ export class Head {
     if (!server?.cluster || this.tending) return; // a lone server keeps one copy, and leads every stream
     this.tending = true;
     try {
-      if (this.stateReplicas < WANTED_REPLICAS) {
+      if (this.stateReplicas < wantedReplicas(this.bus)) {
         const fewest = await raiseReplicas(this.bus);
         if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
         this.stateReplicas = fewest;
@@ -792,6 +792,7 @@ export class Head {
       warnings: singlePointsOfFailure({
         natsCluster: !!busStatus.cluster,
         stateReplicas: this.stateReplicas,
+        servers: busStatus.servers,
         standbys: standbys.length,
         machines: new Set([...this.nodes.values()].filter((n) => n.alive).map((n) => n.info.hostname)).size,
       }),

@@ -19,9 +19,14 @@ import { sleep } from '../base/processes.ts';
 
 const LOST_CREATE_RACE = new Set([10065, 10058]);
 
-/** Copies of each stream asked for: a stream in a JetStream cluster keeps working while a majority of its copies do,
- * so three survive the loss of one server. */
-export const WANTED_REPLICAS = 3;
+/** Copies of each stream asked for on the bus `bus` talks to: a stream in a JetStream cluster keeps working while a
+ * majority of its copies do, so three survive the loss of any one server, and only five survive the loss of any two,
+ * which a bus of five servers is meant to (three copies on five servers stop once the two lost held two of them).
+ * Counted from the servers the bus's own server knows now (INFO's connect_urls): a bus that is still forming is
+ * raised later (raiseReplicas()). */
+export function wantedReplicas(bus: Bus): number {
+  return (bus.nc.info?.connect_urls?.length ?? 0) >= 5 ? 5 : 3;
+}
 /** "replicas > 1 not supported in non-clustered mode" (a lone nats-server), "insufficient resources" and "no
  * suitable peers for placement" (fewer JetStream servers up than copies). */
 const TOO_FEW_SERVERS = new Set([10074, 10023, 10005]);
@@ -33,7 +38,7 @@ const TOO_FEW_SERVERS = new Set([10074, 10023, 10005]);
 export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}, timeoutMs?: number): Promise<KV> {
   const kvm = new Kvm(timeoutMs ? jetstream(bus.nc, { timeout: timeoutMs }) : bus.nc);
   return whileJetStreamRecovers(() =>
-    replicated((replicas) => kvm.create(name, { ...opts, replicas, allow_direct: false })),
+    replicated(wantedReplicas(bus), (replicas) => kvm.create(name, { ...opts, replicas, allow_direct: false })),
   );
 }
 
@@ -95,7 +100,9 @@ export async function createObjectStore(bus: Bus, name: string, asked: number): 
   let bytes = asked > 0 ? asked : -1;
   for (;;) {
     try {
-      await whileJetStreamRecovers(() => replicated((replicas) => objm.create(name, { replicas, max_bytes: bytes })));
+      await whileJetStreamRecovers(() =>
+        replicated(wantedReplicas(bus), (replicas) => objm.create(name, { replicas, max_bytes: bytes })),
+      );
       return await whileJetStreamRecovers(() => applyBound(bus, `OBJ_${name}`, bytes));
     } catch (e) {
       if (!noRoom(e) || bytes < 0 || bytes / 2 < LEAST_STORE_BYTES) throw e;
@@ -151,35 +158,38 @@ export async function putIntoShared<T>(os: ObjectStore, store: SharedStore, put:
 /** The streams troupe makes: KV buckets, object stores, the job logs. */
 const TROUPE_STREAM = /^(KV_|OBJ_)?troupe-/;
 
-/** Creates a stream with WANTED_REPLICAS copies, or with one where JetStream cannot keep more (`status` then warns).
- * A stream that exists is bound as it is: creating reads its info first and adds only what is missing. */
-export async function replicated<T>(create: (replicas: number) => Promise<T>): Promise<T> {
+/** Creates a stream with `wanted` copies (wantedReplicas()), or with as many of three and one as JetStream can keep
+ * (`status` then warns). A stream that exists is bound as it is: creating reads its info first and adds only what is
+ * missing. */
+export async function replicated<T>(wanted: number, create: (replicas: number) => Promise<T>): Promise<T> {
   try {
-    return await createOrBind(() => create(WANTED_REPLICAS));
+    return await createOrBind(() => create(wanted));
   } catch (e) {
-    if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
-    return createOrBind(() => create(1));
+    if (wanted === 1 || !(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
+    return replicated(wanted > 3 ? 3 : 1, create);
   }
 }
 
-/** Raises each of troupe's streams (KV buckets, object stores, job logs) kept in fewer than WANTED_REPLICAS copies to
- * that many, where JetStream now can: a NATS cluster's third server came up after they were made (the head of a bus
- * troupe runs starts once two of them are). Returns the fewest copies a stream now has. */
+/** Raises each of troupe's streams (KV buckets, object stores, job logs) kept in fewer copies than wantedReplicas() to
+ * that many, or to three where JetStream cannot keep more: the bus's third (or fifth) server came up after they were
+ * made (the head of a bus troupe runs starts once two of them are). Returns the fewest copies a stream now has. */
 export async function raiseReplicas(bus: Bus): Promise<number> {
   const jsm = await jetstreamManager(bus.nc);
-  let fewest = WANTED_REPLICAS;
+  const wanted = wantedReplicas(bus);
+  let fewest = Number.POSITIVE_INFINITY;
   for await (const si of jsm.streams.list()) {
     if (!TROUPE_STREAM.test(si.config.name)) continue;
     let copies = si.config.num_replicas;
-    if (copies < WANTED_REPLICAS)
+    for (const more of [...new Set([wanted, 3])].filter((r) => r > copies))
       try {
-        copies = (await jsm.streams.update(si.config.name, { num_replicas: WANTED_REPLICAS })).config.num_replicas;
+        copies = (await jsm.streams.update(si.config.name, { num_replicas: more })).config.num_replicas;
+        break;
       } catch (e) {
         if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
       }
     fewest = Math.min(fewest, copies);
   }
-  return fewest;
+  return Number.isFinite(fewest) ? fewest : wanted;
 }
 
 /** Asks each of troupe's replicated streams whose leader is the server `server` to elect another. The head keeps the

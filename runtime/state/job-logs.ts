@@ -15,7 +15,7 @@ import type { Bus } from '../bus/bus.ts';
 import { decode, encode } from '../base/codec.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { LogRecord, SubmissionInfo } from '../protocol/submissions.ts';
-import { openKv, replicated } from './buckets.ts';
+import { openKv, replicated, wantedReplicas } from './buckets.ts';
 import { Table } from './gcs.ts';
 
 export const JOB_LOG_STREAM = 'troupe-job-logs';
@@ -41,7 +41,7 @@ export async function openJobLogStream(bus: Bus): Promise<void> {
   const jsm = await jetstreamManager(bus.nc);
   if (await streamExists(jsm)) return;
   try {
-    await replicated((replicas) =>
+    await replicated(wantedReplicas(bus), (replicas) =>
       jsm.streams.add({
         name: JOB_LOG_STREAM,
         subjects: [subjects.jobLogAll],

@@ -3,7 +3,7 @@ import test from 'ava';
 import { singlePointsOfFailure } from '../../runtime/head/failure-points.ts';
 
 test('one machine: no warning; across machines: each missing copy named; a cluster with all three: none', (t) => {
-  const alone = { natsCluster: false, stateReplicas: 1, standbys: 0, machines: 1 };
+  const alone = { natsCluster: false, stateReplicas: 1, servers: 1, standbys: 0, machines: 1 };
   t.deepEqual(singlePointsOfFailure(alone), []);
   const today = singlePointsOfFailure({ ...alone, machines: 3 });
   t.is(today.length, 3);
@@ -12,5 +12,10 @@ test('one machine: no warning; across machines: each missing copy named; a clust
   t.regex(today[2], /no standby/);
   t.deepEqual(singlePointsOfFailure({ ...alone, machines: 3, standbys: 1 }).length, 2);
   t.regex(singlePointsOfFailure({ ...alone, machines: 2, natsCluster: true, stateReplicas: 2 })[0], /2 copies \(R2\)/);
-  t.deepEqual(singlePointsOfFailure({ natsCluster: true, stateReplicas: 3, standbys: 1, machines: 3 }), []);
+  const three = { natsCluster: true, stateReplicas: 3, servers: 3, standbys: 1, machines: 3 };
+  t.deepEqual(singlePointsOfFailure(three), []);
+  // On five servers, three copies survive the loss of one server only, and five the loss of any two.
+  const [short] = singlePointsOfFailure({ ...three, servers: 5, machines: 5 });
+  t.regex(short, /3 copies \(R3\) on a bus of 5 servers: losing two servers/);
+  t.deepEqual(singlePointsOfFailure({ ...three, servers: 5, machines: 5, stateReplicas: 5 }), []);
 });
