@@ -67,8 +67,9 @@ TLS:       beyond loopback the bus uses TLS with a CA made at start; the join li
            connection with no CA and no --no-tls is refused
 Bus:       --bus-peers B,C (head): the bus is a NATS cluster of three servers, this machine's and one on each of
            B and C (their IPs), started there by the join line, which lists all three; JetStream, and so the head,
-           waits until one of them is up. Other machines join as clients of all three. --nats URL[,URL…]: a NATS
-           server or cluster of your own instead
+           waits until one of them is up. Other machines join as clients of all three. B,C,D,E: five servers, the
+           state in five copies (survives the loss of two). --nats URL[,URL…]: a NATS server or cluster of your own
+           instead
 Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command line. 'troupe start --head' makes one
            credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
 Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
