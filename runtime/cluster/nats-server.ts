@@ -108,6 +108,8 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     try {
       await waitUntilReady(logPath, 10_000, () => exited === undefined && isAlive(nats.pid), from);
     } catch {
+      // isAlive() takes an exited child for gone a moment before its exit event says how it ended.
+      if (exited === undefined && !isAlive(nats.pid)) await Promise.race([nats.exited, sleep(1000)]);
       const how = exited ? `${exited} during start` : 'was not ready within 10 s';
       await terminate(nats.pid, 1000).catch(() => undefined);
       if (fixedPort === undefined && attempt < 3 && /address already in use/i.test(logTail(logPath, 6))) continue;
