@@ -13,6 +13,9 @@
 //   (j) on simulated hosts with a NATS cluster, the head's machine cut off for 60 s (bench/chaos/cut-head.ts; not in
 //       --smoke: test/cluster/leadership.test.ts tests the lease's part in npm test): when a standby holds the lease
 //       and answers, and the calls between the other machines;
+//   (k) on simulated hosts with a bus of five servers in five copies, two machines holding the head lease's stream
+//       cut off for 15 s (bench/chaos/five-servers.ts; not in --smoke, nor in npm test): the calls between the other
+//       machines, and whether the head answered meanwhile;
 //   (e) restart latency after kill -9, p50 and p99 (goal: p50 ≤ 500 ms), for actors restarted by the head
 //       (maxRestarts) and by a supervisor.
 // Writes bench/chaos.json and the "Chaos" section of bench/RESULTS.md; --smoke runs each briefly and writes nothing.
@@ -40,6 +43,7 @@ import { Survivor } from './survivor.ts';
 import { partitionWorker } from './partition.ts';
 import { killOneOfThreeNats } from './nats-cluster.ts';
 import { cutHeadMachine } from './cut-head.ts';
+import { cutTwoOfFive } from './five-servers.ts';
 import { smallValue } from '../workloads/tasks.ts';
 
 const smoke = process.argv.includes('--smoke');
@@ -461,6 +465,12 @@ try {
     results.cut_head_machine = await cutHeadMachine();
     log(JSON.stringify(results.cut_head_machine));
   }
+
+  // (k) two of five bus servers' machines cut off, on simulated hosts of their own (this run's cluster is not used).
+  if (!smoke && runs('cut_two_of_five')) {
+    results.cut_two_of_five = await cutTwoOfFive();
+    log(JSON.stringify(results.cut_two_of_five));
+  }
 } finally {
   finished = true;
   await shutdown();
@@ -475,7 +485,7 @@ try {
 const section = [
   '## Chaos',
   '',
-  `Reproduce with \`npm run chaos\` (about five minutes).`,
+  `Reproduce with \`npm run chaos\` (about six minutes).`,
   '',
   '| run | figures |',
   '| --- | --- |',
