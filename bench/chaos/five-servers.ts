@@ -75,9 +75,10 @@ export async function cutTwoOfFive(): Promise<Record<string, number | string | b
       if ((await driver.ready) !== 'ready') throw new Error(`the driver on C: ${driver.output()}`);
       const cuts = Promise.all(victims.map((h) => h.cutOff(CUT_MS)));
       let cutting = true;
-      void cuts.finally(() => {
+      const done = () => {
         cutting = false;
-      });
+      };
+      void cuts.then(done, done);
       while (cutting) {
         const asked = Date.now();
         const s = await status();
