@@ -3,14 +3,13 @@
 // node, C a node and a driver calling an actor on B every 100 ms. A's link goes down for CUT_MS. Counted: how long
 // until the standby holds the lease and until it answers `status` (read from C), and the calls between B and C.
 // Needs root and `ip netns`.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import {
   defaultTimingsEnv,
   hostsUnavailable,
   makeHosts,
-  runFileOn,
+  busServerName,
+  clusterTokenOn,
   startBusOnHosts,
   startFixture,
   troupeOn,
@@ -51,10 +50,7 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     // back to B's within 5 s more (bus/home-server.ts). The cut waits for that, as for the leaders (head-watch.ts).
     const settled = Date.now() + 8000;
     // C's drivers use C's current-cluster file (the address of the three servers, the driver credential).
-    const here = JSON.parse(readFileSync(c.path('/tmp/troupe-home/current-cluster.json'), 'utf8')) as {
-      token: string;
-    };
-    const onC = { ...env, TROUPE_ADDRESS: address, TROUPE_TOKEN: here.token };
+    const onC = { ...env, TROUPE_ADDRESS: address, TROUPE_TOKEN: clusterTokenOn(c) };
     let first: HeadStatus | undefined;
     for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 500))) {
       first = JSON.parse(await must('status', c, ['status', '--json'])) as HeadStatus;
@@ -62,11 +58,7 @@ export async function cutHeadMachine(): Promise<Record<string, number | string |
     }
     if (first?.bus?.stateReplicas !== 3) throw new Error(`no R3 state: ${JSON.stringify(first?.bus)}`);
     const driver = startFixture(c, 'partition-driver.ts', { ...onC, STREAM_MS: String(CUT_MS + 5000) }, 'made ');
-    const aServer = (
-      JSON.parse(readFileSync(a.path(join(runFileOn(a, 'nats').sessionDir, 'bus.json')), 'utf8')) as {
-        serverName: string;
-      }
-    ).serverName;
+    const aServer = busServerName(a);
     const watch = startFixture(
       c,
       'head-watch.ts',

@@ -4,14 +4,14 @@
 // its leader first: with three copies, as troupe kept before, such a cut stopped that stream, and the head with it.
 // Counted: the calls from C, and how often the head answered `status` (asked from C every second) during the cut.
 // Needs root and `ip netns`.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import {
   defaultTimingsEnv,
   hostsUnavailable,
   makeHosts,
-  runFileOn,
+  busServerName,
+  clusterTokenOn,
   startBusOnHosts,
   startFixture,
   troupeOn,
@@ -46,10 +46,7 @@ export async function cutTwoOfFive(): Promise<Record<string, number | string | b
     const formedMs = Date.now() - formedFrom;
 
     // Which machines hold the lease's stream, asked from C with its driver credential (it may read the KV streams).
-    const token = (
-      JSON.parse(readFileSync(c.path('/tmp/troupe-home/current-cluster.json'), 'utf8')) as { token: string }
-    ).token;
-    const onC = { ...env, TROUPE_ADDRESS: address, TROUPE_TOKEN: token };
+    const onC = { ...env, TROUPE_ADDRESS: address, TROUPE_TOKEN: clusterTokenOn(c) };
     const asked = await c.run(
       process.execPath,
       ['--import', 'tsx', '--conditions=troupe-source', join(c.troupeRoot, 'test', 'fixtures', 'lease-holders.ts')],
@@ -57,11 +54,7 @@ export async function cutTwoOfFive(): Promise<Record<string, number | string | b
     );
     if (asked.code !== 0) throw new Error(`the lease stream's holders: ${asked.stderr}`);
     const holders = JSON.parse(asked.stdout.trim().split('\n').pop()!) as string[]; // leader first
-    const hostOf = new Map<string, Host>();
-    for (const h of net.hosts) {
-      const bus = join(runFileOn(h, 'nats').sessionDir, 'bus.json');
-      hostOf.set((JSON.parse(readFileSync(h.path(bus), 'utf8')) as { serverName: string }).serverName, h);
-    }
+    const hostOf = new Map(net.hosts.map((h) => [busServerName(h), h]));
     const victims = holders
       .map((s) => hostOf.get(s))
       .filter((h): h is Host => h === b || h === d || h === e)

@@ -14,6 +14,8 @@ import { eventually } from '../helpers/cluster.ts';
 import {
   defaultTimingsEnv,
   hostsUnavailable,
+  busServerName,
+  clusterTokenOn,
   makeHosts,
   runFileOn,
   startBusOnHosts,
@@ -27,7 +29,6 @@ import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 const why = hostsUnavailable();
 /** How long A's machine is cut off: past a standby's takeover (about 4 s; npm run chaos), short of the node timeout. */
 const CUT_MS = 12_000;
-const readJson = <T>(path: string) => JSON.parse(readFileSync(path, 'utf8')) as T;
 /** What partition-driver.ts prints: each instance of the actor that answered, and every call that failed. */
 type Seen = { instances: Array<{ host: string; calls: number }>; failed: string[] };
 
@@ -149,11 +150,9 @@ if (why) {
     const onC = {
       ...defaultTimingsEnv,
       TROUPE_ADDRESS: address,
-      TROUPE_TOKEN: readJson<{ token: string }>(c.path('/tmp/troupe-home/current-cluster.json')).token,
+      TROUPE_TOKEN: clusterTokenOn(c),
     };
-    const aServer = readJson<{ serverName: string }>(
-      a.path(join(runFileOn(a, 'nats').sessionDir, 'bus.json')),
-    ).serverName;
+    const aServer = busServerName(a);
     const cut = startFixture(c, 'partition-driver.ts', { ...onC, STREAM_MS: String(CUT_MS + 3000) }, 'made ');
     const watch = startFixture(
       c,

@@ -255,6 +255,17 @@ export function runFileOn(h: Host, role: 'nats' | 'head' | 'node'): { pid: numbe
   throw new Error(`no ${role} run file on ${h.name}`);
 }
 
+/** The name of the bus server `h` runs (its nats-server's `server_name`, as JetStream names stream leaders). */
+export function busServerName(h: Host): string {
+  const bus = join(runFileOn(h, 'nats').sessionDir, 'bus.json');
+  return (JSON.parse(readFileSync(h.path(bus), 'utf8')) as { serverName: string }).serverName;
+}
+
+/** The credential in `h`'s current-cluster file: the driver one its `troupe start` was given by the head. */
+export function clusterTokenOn(h: Host): string {
+  return (JSON.parse(readFileSync(h.path('/tmp/troupe-home/current-cluster.json'), 'utf8')) as { token: string }).token;
+}
+
 /** The join line `start --head` prints, with TLS: its credential, the address (every server, with `--bus-peers`) and
  * the CA's fingerprint. */
 export const JOIN_LINE = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (sha256:[0-9a-f]{64})\n/;
