@@ -6,7 +6,7 @@ import { ObjectLostError, NoRespondersError, ProtocolError, RequestTimeoutError 
 import { defaults } from '../runtime/base/config.ts';
 import { checked } from '../runtime/protocol/check.ts';
 import { checkLocateAnswer } from '../runtime/protocol/schemas.ts';
-import type { Bus } from '../runtime/bus/bus.ts';
+import type { Asker, Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
 import { holders, isPlainValue, type LocateAnswer, type ObjectLocation } from '../runtime/protocol/objects.ts';
 import { subjects } from '../runtime/protocol/subjects.ts';
@@ -37,6 +37,12 @@ export interface ObjectClientOptions {
   decodedCacheBytes?: number;
 }
 
+/** A call's sender, and the way back to it that the call's answer takes. */
+export interface CallFrom {
+  caller: string;
+  asker: Asker;
+}
+
 interface BorrowMsg {
   id: string;
   proc: string;
@@ -57,15 +63,24 @@ export class ObjectClient {
   private readonly exited = new LRUCache<string, true>({ max: 10_000 });
   private readonly readyWaiters = new Map<string, Set<() => void>>();
   private readonly decoded: LRUCache<string, { value: unknown; given: boolean }>;
+  /** Borrows told to their owners and not yet confirmed (see borrowsConfirmed). */
+  private readonly announcing = new Set<Promise<void>>();
+  /** Objects whose borrow went to their owner on its lane to us. */
+  private readonly toldOnLane = new Set<string>();
+  /** The call whose arguments are being decoded, while resolveArgs tracks the refs nested in them. */
+  private decodingFor: CallFrom | undefined;
   private freeBatch = new Map<string, string[]>();
   private freeTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: ObjectClientOptions) {
     this.refs = new RefCounter(o.procId, {
-      borrowed: (id, owner) => this.sendBorrow(owner, { id, proc: o.procId, node: o.nodeId, add: true }),
+      borrowed: (id, owner) => this.announceBorrow(id, owner),
       returned: (id, owner) => {
         this.located.delete(id);
-        this.sendBorrow(owner, { id, proc: o.procId, add: false });
+        const m = { id, proc: o.procId, add: false };
+        // The way its borrow went, so that this lands after it.
+        if (this.toldOnLane.delete(id)) o.bus.publishTo(owner, subjects.obj.procBorrow(owner), m);
+        else this.sendBorrow(owner, m);
       },
       unreferenced: (id) => this.maybeFree(id),
     });
@@ -109,11 +124,16 @@ export class ObjectClient {
       const req = checkRange(body, (id) => heldBytes(id).length);
       return makeChunk(heldBytes(req.id).subarray(req.offset, req.offset + req.length), req.size);
     });
-    // Events have nobody to answer: a malformed one is dropped.
-    bus.on(subjects.obj.procBorrow(procId), (m: unknown) => {
-      const b = parseObjectMessage('borrow', m);
-      if (b) this.onBorrow(b);
-    });
+    // Events have nobody to answer: a malformed one is dropped. A borrower may ask for a confirmation, or send it on
+    // the lane of our call (see announceBorrow).
+    bus.on(
+      subjects.obj.procBorrow(procId),
+      (m: unknown) => {
+        const b = parseObjectMessage('borrow', m);
+        if (b) this.onBorrow(b);
+      },
+      { fromLanes: true, confirm: true },
+    );
     bus.on(subjects.obj.procCopied(procId), (m: unknown) => {
       const c = parseObjectMessage('copied', m);
       if (c) this.onCopied(c.id, c.node);
@@ -344,7 +364,11 @@ export class ObjectClient {
 
   /** Decodes a call's arguments, replacing each top-level ref by its value. The caller located them already (deps),
    * so values come straight from their holder; refs nested deeper stay refs, as in Ray. */
-  async resolveArgs(bytes: CallArgs, deps: Record<string, ObjectLocation> | undefined): Promise<unknown[]> {
+  async resolveArgs(
+    bytes: CallArgs,
+    deps: Record<string, ObjectLocation> | undefined,
+    from?: CallFrom,
+  ): Promise<unknown[]> {
     if (!(bytes instanceof Uint8Array)) {
       if (!Array.isArray(bytes) || !isPlain(bytes))
         throw new ProtocolError('arguments must be encoded, or a short array of plain values');
@@ -353,9 +377,14 @@ export class ObjectClient {
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
     const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
     if (!Array.isArray(args)) throw new ProtocolError('arguments must be an array');
-    for (const r of made) {
-      if (!args.includes(r)) this.track(r);
-      else if (r.owner !== this.o.procId) this.ownerById.set(r.id, r.owner); // told of copies our node makes
+    this.decodingFor = from;
+    try {
+      for (const r of made) {
+        if (!args.includes(r)) this.track(r);
+        else if (r.owner !== this.o.procId) this.ownerById.set(r.id, r.owner); // told of copies our node makes
+      }
+    } finally {
+      this.decodingFor = undefined;
     }
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
@@ -378,6 +407,40 @@ export class ObjectClient {
   track(ref: ObjectRef): void {
     if (ref.owner !== this.o.procId) this.ownerById.set(ref.id, ref.owner);
     this.refs.track(ref);
+  }
+
+  /** Tells the owner that this process now holds its object. A borrower that got the ref in a call must not answer
+   * before the owner knows: the caller stops holding the object for the call when the answer comes, and the owner
+   * would free it. (Over NATS, an answer on a lane overtook the borrow in most calls.) A call from the owner itself
+   * gets it ahead of the answer, on the way the answer goes; any other owner is asked to confirm, and the answer
+   * waits for that (borrowsConfirmed). Our later borrow messages about the object go the same way, after it. */
+  private announceBorrow(id: string, owner: string): void {
+    const { bus, procId, nodeId } = this.o;
+    if (bus.isClosed) return;
+    const m = { id, proc: procId, node: nodeId, add: true };
+    const from = this.decodingFor;
+    // `caller` is the call's word: on a lane, its event reaches the lane's process only, which must be the owner.
+    // Over NATS it goes to the owner's subject, so a caller naming the owner falsely only loses the ordering.
+    if (from?.caller === owner && (from.asker.laneProc ?? owner) === owner) {
+      from.asker.tellFirst(subjects.obj.procBorrow(owner), m);
+      if (from.asker.laneProc) this.toldOnLane.add(id);
+      return;
+    }
+    const announced: Promise<void> = bus
+      .request(subjects.obj.procBorrow(owner), m, { hold: false })
+      // An owner that is gone or does not answer has nothing left to free: answers need not wait for it longer.
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => this.announcing.delete(announced));
+    this.announcing.add(announced);
+  }
+
+  /** Settles once the owners of every object this process borrowed so far know of it (undefined when they all do):
+   * what a worker awaits before it answers a call whose arguments held refs. */
+  borrowsConfirmed(): Promise<unknown> | undefined {
+    return this.announcing.size ? Promise.all(this.announcing) : undefined;
   }
 
   private sendBorrow(owner: string, m: BorrowMsg): void {

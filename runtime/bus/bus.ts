@@ -135,9 +135,21 @@ class SentBatch implements Pending {
   }
 }
 
+/** The process a batched request came from, as its handler can reach it. */
+export interface Asker {
+  /** Its process id when the request came on a lane (named by the lane's hello); undefined over NATS. */
+  readonly laneProc: string | undefined;
+  /** Sends an event that reaches the asker before the request's answer: on the lane the request came by, or else on
+   * our NATS connection, which the answer takes after it. */
+  tellFirst(subject: string, body: unknown): void;
+}
+
+/** Serves one request of a batch (see serveBatched). */
+type BatchHandler = (body: any, asker: Asker) => unknown;
+
 /** The answers of one received batch that finished in this turn of the event loop, and where they go: a NATS reply
  * subject, or back down the lane the batch came on. */
-class BatchAnswers {
+class BatchAnswers implements Asker {
   done: BatchPart = [];
   /** Requests of the batch not yet finished (a lane counts the batch answered once none is left). */
   left = 0;
@@ -146,7 +158,17 @@ class BatchAnswers {
     readonly lane?: LaneRequest,
     /** Its answers sent over NATS are kept a while, for answerAgain(). */
     readonly keep = false,
+    private readonly publish?: (subject: string, body: unknown) => void,
   ) {}
+
+  get laneProc(): string | undefined {
+    return this.lane?.proc;
+  }
+
+  tellFirst(subject: string, body: unknown): void {
+    if (this.lane) this.lane.event(subject, encode(body));
+    else this.publish?.(subject, body);
+  }
 }
 
 export interface ConnectOptions {
@@ -488,10 +510,11 @@ export class Bus {
   /** Serves requestBatched: runs the handler for each request of a batch as it comes, and answers with what finished
    * in each turn of the event loop, so a quick call is not held up by a slow one. `keepAnswers`: the answers sent
    * over NATS are kept a while, for answerAgain(). */
-  serveBatched(subject: string, handler: (body: any) => unknown, o: { keepAnswers?: boolean } = {}): Subscription {
+  serveBatched(subject: string, handler: BatchHandler, o: { keepAnswers?: boolean } = {}): Subscription {
     const keep = !!o.keepAnswers && defaults.keptAnswerBytes > 0;
+    const publish = (s: string, b: unknown) => this.publish(s, b);
     const sub = this.serve(subject, (body: { batch: unknown[] }, msg) => {
-      this.runBatch(subject, body, new BatchAnswers(msg.reply, undefined, keep), handler);
+      this.runBatch(subject, body, new BatchAnswers(msg.reply, undefined, keep, publish), handler);
       return NO_REPLY;
     });
     this.batchServers.set(subject, { sub, handler });
@@ -502,20 +525,15 @@ export class Bus {
   }
 
   /** What serveBatched serves, for requests that come on a lane, while its subscription lasts. */
-  private readonly batchServers = new Map<string, { sub: Subscription; handler: (body: any) => unknown }>();
+  private readonly batchServers = new Map<string, { sub: Subscription; handler: BatchHandler }>();
 
-  private runBatch(
-    subject: string,
-    body: { batch: unknown[] },
-    answers: BatchAnswers,
-    handler: (body: any) => unknown,
-  ): void {
+  private runBatch(subject: string, body: { batch: unknown[] }, answers: BatchAnswers, handler: BatchHandler): void {
     if (!Array.isArray(body?.batch)) throw new ProtocolError(`requests on ${subject} come as { batch: [...] }`);
     answers.left = body.batch.length;
     if (!body.batch.length) answers.lane?.drop();
     body.batch.forEach((item, i) => {
       try {
-        Promise.resolve(handler(item)).then(
+        Promise.resolve(handler(item, answers)).then(
           (v) => this.finished(answers, i, 0, v),
           (e) => this.finished(answers, i, 1, asError(e)),
         );
@@ -793,8 +811,13 @@ export class Bus {
   /** Listens to events (no reply), from NATS and, for a subject without wildcards, from lanes (publishTo). Malformed
    * events are dropped with a warning. */
   /** `fromLanes`: the event may also come on a lane from a process this one called (a worker sends its output to its
-   * caller that way). Only events that say so: a lane's other end is user code. */
-  on(subject: string, handler: (body: any, subject: string) => void, o: { fromLanes?: boolean } = {}): Subscription {
+   * caller that way). Only events that say so: a lane's other end is user code. `confirm`: one sent as a request is
+   * answered (null) once handled, for a sender that must know it landed. */
+  on(
+    subject: string,
+    handler: (body: any, subject: string) => void,
+    o: { fromLanes?: boolean; confirm?: boolean } = {},
+  ): Subscription {
     const deliver = (data: Uint8Array, at: string): void => {
       let body: unknown;
       try {
@@ -811,7 +834,11 @@ export class Bus {
     };
     if (o.fromLanes && !/[*>]/.test(subject)) this.events.set(subject, deliver);
     return this.nc.subscribe(subject, {
-      callback: (err, msg) => total(err, msg, subject, (m) => deliver(m.data, m.subject)),
+      callback: (err, msg) =>
+        total(err, msg, subject, (m) => {
+          deliver(m.data, m.subject);
+          if (o.confirm) this.respond(m, [0, null]);
+        }),
     });
   }
 

@@ -221,6 +221,16 @@ export class LaneRequest {
     this.conn.out.queue(REPLY, this.id, undefined, data);
   }
 
+  /** The process that asked, as its lane's hello named it. */
+  get proc(): string | undefined {
+    return this.conn.proc;
+  }
+
+  /** An event for the process that asked: it arrives before the answer. */
+  event(subject: string, data: Uint8Array): void {
+    this.conn.out.queue(EVENT, '', subject, data);
+  }
+
   /** Nothing to answer (a batch of no requests). */
   drop(): void {
     this.conn.unanswered--;

@@ -4,7 +4,7 @@
 import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError } from '../base/errors.ts';
 import type { Core } from '../core/core.ts';
-import type { Subscription } from '../bus/bus.ts';
+import type { Asker, Subscription } from '../bus/bus.ts';
 import type { ActorCall, ActorSpec, CallReply } from '../protocol/actors.ts';
 import { LIFECYCLE, REMOTE_CLASS, constructActor, setCheckpointSaver } from '../core/actor-instance.ts';
 import { currentBackend, describeBackend } from '../tensor/backend.ts';
@@ -64,7 +64,8 @@ interface Hosted {
   spec: ActorSpec;
   instance: Record<string, unknown>;
   sub: Subscription;
-  queue: Array<{ call: ActorCall; reply: (v: CallReply) => void }>;
+  /** With the way back to each call's sender (see ObjectClient.announceBorrow). */
+  queue: Array<{ call: ActorCall; reply: (v: CallReply) => void; asker: Asker }>;
   running: number;
   ctx: HostedContext;
   stopped: boolean;
@@ -170,7 +171,7 @@ export class ActorHost {
       subjects.actor(spec.actorId),
       request(
         checkActorCall,
-        (call: ActorCall) =>
+        (call: ActorCall, asker: Asker) =>
           new Promise<CallReply>((reply) => {
             if (h.stopped) {
               reply({ notRun: true });
@@ -179,13 +180,14 @@ export class ActorHost {
             this.held.add(call.callId);
             if (call.seq !== undefined && !((h.arrived.get(call.caller) ?? -1) >= call.seq))
               h.arrived.set(call.caller, call.seq);
-            h.queue.push({ call, reply });
+            h.queue.push({ call, reply, asker });
             this.drain(h);
           }),
       ),
       { keepAnswers: true }, // for a caller that lost them (its probe asks)
     );
 
+    await this.client.objects.borrowsConfirmed(); // refs among the arguments: before the caller lets go of them
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, h);
     const seconds = spec.checkpointEvery?.seconds;
@@ -239,9 +241,9 @@ export class ActorHost {
   /** Runs queued calls in arrival order, at most maxConcurrency at a time. */
   private drain(h: Hosted): void {
     while (!h.stopped && h.running < h.spec.maxConcurrency && h.queue.length) {
-      const { call, reply } = h.queue.shift()!;
+      const { call, reply, asker } = h.queue.shift()!;
       h.running++;
-      this.inContext(h.ctx, () => this.run(h, call))
+      this.inContext(h.ctx, () => this.run(h, call, asker))
         .then((r) => {
           this.answer(call, reply, r);
           h.callsSinceCheckpoint++;
@@ -257,7 +259,7 @@ export class ActorHost {
     }
   }
 
-  private async run(h: Hosted, call: ActorCall): Promise<{ result: ObjectLocation }> {
+  private async run(h: Hosted, call: ActorCall, asker: Asker): Promise<{ result: ObjectLocation }> {
     const where = `${h.spec.className}.${String(call?.method)}`;
     try {
       const method =
@@ -268,10 +270,13 @@ export class ActorHost {
         throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
       // A method taking and returning plain values runs without a promise of ours in between (see plainArgs).
       const objects = this.client.objects;
-      const args = objects.plainArgs(call.args) ?? (await objects.resolveArgs(call.args, call.deps));
+      const plain = objects.plainArgs(call.args);
+      const args = plain ?? (await objects.resolveArgs(call.args, call.deps, { caller: call.caller, asker }));
       let value = (method as (...a: unknown[]) => unknown).apply(h.instance, args);
       if (isThenable(value)) value = await value;
-      return { result: objects.plainStored(value) ?? (await objects.store(call.callId, value, call.caller)) };
+      const result = objects.plainStored(value) ?? (await objects.store(call.callId, value, call.caller));
+      if (!plain) await objects.borrowsConfirmed(); // before the caller lets go of the refs it sent
+      return { result };
     } catch (e) {
       const error = TaskError.from(e, where);
       if (h.spec.crashOnError && !(e instanceof UsageError) && !h.stopped)

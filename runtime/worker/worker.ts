@@ -10,6 +10,7 @@ import { ModuleRefusedError, ProtocolError, TaskError, UsageError } from '../bas
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import { lanePath } from '../bus/lane.ts';
 import { nkeyLaneAuth } from '../bus/lane-auth.ts';
+import type { Asker } from '../bus/bus.ts';
 import { chooseBackend, currentBackend, describeBackend, tensorflowThreads, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
@@ -256,7 +257,7 @@ function report(ev: TaskEvent): void {
   if (events.size > MAX_TASK_EVENTS) events.delete(events.keys().next().value!);
 }
 
-async function run(spec: TaskSpec): Promise<TaskReply> {
+async function run(spec: TaskSpec, asker: Asker): Promise<TaskReply> {
   // One object, changed as the task goes: a report is encoded when it is sent.
   const ev: TaskEvent = {
     taskId: spec.taskId,
@@ -272,13 +273,14 @@ async function run(spec: TaskSpec): Promise<TaskReply> {
     const exported = (await loadExport(spec.fn)) as { fn?: unknown } | undefined;
     if (typeof exported?.fn !== 'function')
       throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
-    const args = await client.objects.resolveArgs(spec.args, spec.deps);
+    const args = await client.objects.resolveArgs(spec.args, spec.deps, { caller: spec.caller, asker });
     const cwd = taskDir(spec.workingDir, client.job!);
     if (process.cwd() !== cwd) process.chdir(cwd);
     const started = performance.now();
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const ms = performance.now() - started;
     const result = await client.objects.store(spec.taskId, value, spec.caller);
+    await client.objects.borrowsConfirmed(); // refs among the arguments: before the caller lets go of them
     ev.state = 'FINISHED';
     ev.endedAt = Date.now();
     report(ev);
@@ -301,14 +303,14 @@ const heldTasks = new Set<string>();
 const tasksArrived = new Map<string, number>();
 client.bus.serveBatched(
   subjects.procTask(procId),
-  request(checkTaskSpec, (spec: TaskSpec) => {
+  request(checkTaskSpec, (spec: TaskSpec, asker: Asker) => {
     heldTasks.add(spec.taskId);
     if (spec.seq !== undefined && !((tasksArrived.get(spec.caller) ?? -1) >= spec.seq))
       tasksArrived.set(spec.caller, spec.seq);
     const p = tail.then(() => {
       // a task worker hosts nothing else
       soleContext = { owner: spec.owner, prefix: `(${spec.name} pid=${process.pid})` };
-      return inContext(soleContext, () => run(spec));
+      return inContext(soleContext, () => run(spec, asker));
     });
     tail = p.catch(() => undefined);
     return p.finally(() => heldTasks.delete(spec.taskId));

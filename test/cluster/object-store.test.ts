@@ -330,6 +330,28 @@ test.serial(
     }),
 );
 
+test.serial(
+  "a ref nested in a call's arguments: its owner knows the callee borrows it by the time the call answers (the " +
+    'caller then lets go of it), also when the ref is passed on by a borrower',
+  (t) =>
+    withSharedCluster(async () => {
+      const borrowers = (r: ObjectRef<unknown>) => currentCore().objects.owned.get(r.id)?.borrowers?.size ?? 0;
+      const [a, b] = [Keeper.remote(), Keeper.remote()];
+      const fromOwner: number[] = [];
+      const passedOn: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const r = put(floats(0.25, i));
+        await a.keep([r]); // the answer came on a lane, and a's borrow on the same lane ahead of it
+        fromOwner.push(borrowers(r));
+        await a.handOn(b); // b told us over NATS, and answered a once we said we had it
+        passedOn.push(borrowers(r));
+      }
+      t.deepEqual(fromOwner, Array(20).fill(1));
+      t.deepEqual(passedOn, Array(20).fill(2));
+      await Promise.all([a, b].map((k) => kill(k)));
+    }),
+);
+
 test.serial("a task's large result belongs to the caller: it outlives the worker that made it", (t) =>
   withSharedCluster(async (c) => {
     const r = tasks.fill.remote(300_000, 9);
