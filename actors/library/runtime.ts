@@ -4,7 +4,8 @@
 import { currentCore, type Core, type ActorOptions, type FunctionRef } from '../../runtime/core/core.ts';
 import type { Bus } from '../../runtime/bus/bus.ts';
 import type { ActorInfo } from '../../runtime/protocol/actors.ts';
-import type { CheckpointStore } from '../../runtime/state/checkpoints.ts';
+import type { Checkpoints } from '../../runtime/state/checkpoints.ts';
+import { jobCheckpointName } from '../../runtime/protocol/checkpoints.ts';
 import { UsageError } from '../../runtime/base/errors.ts';
 import { LIBRARY_ACTORS, type LibraryActorName } from '../../runtime/protocol/library-actors.ts';
 import { libraryActor as markRemote, type ActorClass } from '../actor.ts';
@@ -58,9 +59,16 @@ export async function actorInfo(actorId: string): Promise<ActorInfo | undefined>
   return (await currentCore().gcs()).actors.get(actorId);
 }
 
-/** The cluster's checkpoint store. */
-export function checkpoints(): Promise<CheckpointStore> {
+/** The checkpoints this process may use (a worker: through its node, those of its actors and of its job). */
+export function checkpoints(): Promise<Checkpoints> {
   return currentCore().checkpoints();
+}
+
+/** The name of a checkpoint of this process's job rather than of one actor (a training run's). */
+export function jobCheckpoint(name: string): string {
+  const job = currentCore().job;
+  if (!job) throw new UsageError('a job checkpoint needs init() first');
+  return jobCheckpointName(job.id, name);
 }
 
 /** The actor classes the libraries start themselves, by class name (LIBRARY_ACTORS): their modules are known, so a

@@ -12,7 +12,7 @@ import type { ParamServer } from './param-server.ts';
 import type { TrainingJobSpec, TrainingData, TrainingMode } from './training-job.ts';
 import { loadSpec, type SpecRef } from '../library/exported-spec.ts';
 import { withSeededMathRandom } from '../library/seeded-random.ts';
-import { UsageError, libraryActor, bus, checkpoints, subjects } from '../library/runtime.ts';
+import { UsageError, libraryActor, bus, checkpoints, jobCheckpoint, subjects } from '../library/runtime.ts';
 
 export interface ReplicaConfig {
   job: SpecRef;
@@ -103,7 +103,7 @@ export class Replica extends Actor {
     this.stepsPerEpoch = (await this.group.allreduce(Int32Array.of(mine), 'min'))[0];
     if (this.stepsPerEpoch < 1)
       throw new UsageError(`a replica's shard has fewer samples than one batch (${this.c.batchSize})`);
-    const saved = await (await checkpoints()).load(`train-${this.c.run}`);
+    const saved = await (await checkpoints()).load(jobCheckpoint(`train-${this.c.run}`));
     let pos: Position = { epoch: 0, step: 0 };
     if (saved) {
       const cp = saved.state as Checkpoint;
@@ -309,7 +309,7 @@ export class Replica extends Actor {
     const optimizer = await optimizerState(this.optimizer);
     const state: Checkpoint = { ...at, weights: this.weights(), optimizer, stepsPerEpoch: this.stepsPerEpoch };
     await this.saving;
-    const saving = checkpoints().then((c) => c.save(`train-${this.c.run}`, state));
+    const saving = checkpoints().then((c) => c.save(jobCheckpoint(`train-${this.c.run}`), state));
     saving.catch(() => undefined); // awaited later: not an unhandled rejection meanwhile
     this.saving = saving;
   }

@@ -16,6 +16,7 @@ import {
   event,
   guardCheck,
   checkpoints,
+  jobCheckpoint,
   killActor,
   requireInit,
   startLibraryActor,
@@ -205,7 +206,7 @@ export async function train(job: TrainingJob, o: TrainOptions): Promise<TrainRes
     await Promise.all(
       [...replicas, ...shards].map((h) => killActor(h.actorId, true, 'training ended').catch(() => undefined)),
     );
-    await (await checkpoints()).delete(`train-${run}`).catch(() => undefined);
+    await (await checkpoints()).delete(jobCheckpoint(`train-${run}`)).catch(() => undefined);
   }
 }
 

@@ -23,7 +23,7 @@ import { TaskSubmitter } from './task-submitter.ts';
 import { startDriverHeartbeat } from './heartbeat.ts';
 import { ActorCaller } from './actor-caller.ts';
 import { Gcs } from '../state/gcs.ts';
-import { CheckpointStore } from '../state/checkpoints.ts';
+import { CheckpointStore, type Checkpoints } from '../state/checkpoints.ts';
 import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
 import {
   normalizeRequest,
@@ -477,9 +477,15 @@ export class Core {
     return (this.gcsOpen ??= Gcs.open(this.bus));
   }
 
-  private checkpointsOpen: Promise<CheckpointStore> | undefined;
-  checkpoints(): Promise<CheckpointStore> {
+  private checkpointsOpen: Promise<Checkpoints> | undefined;
+  /** The cluster's checkpoint store, or what useCheckpoints() set. */
+  checkpoints(): Promise<Checkpoints> {
     return (this.checkpointsOpen ??= CheckpointStore.open(this.bus));
+  }
+
+  /** A worker keeps its checkpoints through its node (its identity has no access to the store). */
+  useCheckpoints(c: Checkpoints): void {
+    this.checkpointsOpen = Promise.resolve(c);
   }
 
   /** Stores a value; serialization errors, and a value larger than this node's whole store, throw here.

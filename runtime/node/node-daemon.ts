@@ -59,6 +59,8 @@ import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
 import { nkeyUser } from '../bus/nkey.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
+import { CheckpointStore } from '../state/checkpoints.ts';
+import { serveWorkerCheckpoints } from './worker-checkpoints.ts';
 
 export interface NodeDaemonOptions {
   /** Chosen by whoever starts the daemon, so it can wait for this node to come up. */
@@ -145,6 +147,8 @@ export class NodeDaemon {
   });
   private bus!: Bus;
   private gcs!: Gcs;
+  /** Where this node keeps its workers' checkpoints, opened at the first ask. */
+  private checkpoints: Promise<CheckpointStore> | undefined;
   /** From the head: what this node's workers (over IPC, never the environment) and submitted drivers use. */
   private credentials!: Credentials;
   /** Who may open lanes into our workers: the cluster's worker and driver identities (none with a plain token, whose
@@ -707,6 +711,7 @@ export class NodeDaemon {
     const user = this.o.workerUser;
     const child = spawn(cmd, args, {
       stdio: ['ignore', log, log, 'ipc'],
+      serialization: 'advanced', // checkpoints cross it as bytes
       ...(user && { uid: user.uid, gid: user.gid }),
       env: {
         ...env,
@@ -762,8 +767,20 @@ export class NodeDaemon {
     });
     worker.ready.catch(() => undefined);
     child.once('exit', (code, signal) => this.onWorkerExit(worker, code, signal));
+    serveWorkerCheckpoints(
+      child,
+      { hosts: (actorId) => [...worker.leases].some((l) => l.actorId === actorId), jobId: () => worker.job?.id },
+      () => this.checkpointStore(),
+    );
     this.workers.add(worker);
     return worker;
+  }
+
+  private checkpointStore(): Promise<CheckpointStore> {
+    return (this.checkpoints ??= CheckpointStore.open(this.bus).catch((e: unknown) => {
+      this.checkpoints = undefined; // asked again at the next save
+      throw e;
+    }));
   }
 
   private async freeObjectsOf(owner: string, why: string): Promise<void> {

@@ -114,8 +114,6 @@ const corePublish = [
   any(subjects.trainProgress),
   jsInfo,
   ...allKv,
-  ...readObj(CHECKPOINTS),
-  ...writeObj(CHECKPOINTS),
 ];
 
 /** What drivers and workers subscribe to. */
@@ -170,6 +168,9 @@ const roles: Record<Role, Permissions> = {
       ...readObj(ENVS),
       ...readStream(JOB_LOGS),
       create(JOB_LOGS),
+      // Its workers' checkpoints, for the names each may use (node/worker-checkpoints.ts).
+      ...readObj(CHECKPOINTS),
+      ...writeObj(CHECKPOINTS),
     ],
     subscribe: ['troupe.node.*.>', subjects.hbProcAll],
   },
@@ -190,11 +191,15 @@ const roles: Record<Role, Permissions> = {
       ...readObj(ENVS),
       ...writeObj(ENVS),
       ...readStream(JOB_LOGS),
+      // train() removes its run's checkpoint when it returns.
+      ...readObj(CHECKPOINTS),
+      ...writeObj(CHECKPOINTS),
     ],
     subscribe: [...coreSubscribe, any(subjects.log), any(subjects.jobShip)],
   },
   // User code in a worker: a Core like a driver's, plus what a worker serves (tasks, actor starts and stops from its
-  // node) and tells its node (blocked in get(), task events). No KV write, no node or head control.
+  // node) and tells its node (blocked in get(), task events). No KV write, no node or head control, no checkpoint
+  // store (its node keeps its checkpoints).
   worker: {
     publish: [...corePublish, any(subjects.nodeBlocked), subjects.evtTasks, ...readObj(ENVS)],
     subscribe: [

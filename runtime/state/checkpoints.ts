@@ -7,27 +7,44 @@ import { openObjectStore, putIntoShared, SHARED_OBJECT_STORES } from './buckets.
 
 const BUCKET = SHARED_OBJECT_STORES.checkpoints;
 
-export class CheckpointStore {
+/** Saved states by name: an actor's id, or a job's own name (protocol/checkpoints.ts). The store itself for the head,
+ * nodes and drivers; for a worker, its node (worker/node-checkpoints.ts). */
+export interface Checkpoints {
+  /** Replaces the checkpoint with `state` (anything troupe can encode, tensors included). A full store
+   * (TROUPE_CHECKPOINT_STORE_BYTES) is a ClusterStoreFullError, and the checkpoint saved before stays. */
+  save(name: string, state: unknown): Promise<void>;
+  /** The last checkpoint, or undefined when there is none. */
+  load<T = unknown>(name: string): Promise<{ state: T } | undefined>;
+  /** Removes it; none saved is no error. */
+  delete(name: string): Promise<void>;
+}
+
+export class CheckpointStore implements Checkpoints {
   private constructor(private readonly os: ObjectStore) {}
 
   static async open(bus: Bus): Promise<CheckpointStore> {
     return new CheckpointStore(await openObjectStore(bus, BUCKET));
   }
 
-  /** Replaces the actor's checkpoint with `state` (anything troupe can encode, tensors included). A full store
-   * (TROUPE_CHECKPOINT_STORE_BYTES) is a ClusterStoreFullError, and the checkpoint saved before stays. */
-  async save(actorId: string, state: unknown): Promise<void> {
-    const bytes = encode(state);
-    await putIntoShared(this.os, 'checkpoints', () => this.os.putBlob({ name: actorId }, bytes));
+  save(name: string, state: unknown): Promise<void> {
+    return this.saveEncoded(name, encode(state));
   }
 
-  /** The last checkpoint, or undefined when it has none. */
-  async load<T = unknown>(actorId: string): Promise<{ state: T } | undefined> {
-    const bytes = await this.os.getBlob(actorId);
+  async load<T = unknown>(name: string): Promise<{ state: T } | undefined> {
+    const bytes = await this.loadEncoded(name);
     return bytes ? { state: decode<T>(bytes) } : undefined;
   }
 
-  async delete(actorId: string): Promise<void> {
-    await this.os.delete(actorId).catch(() => undefined); // none saved
+  /** A state encoded already (a worker's, through its node). */
+  async saveEncoded(name: string, bytes: Uint8Array): Promise<void> {
+    await putIntoShared(this.os, 'checkpoints', () => this.os.putBlob({ name }, bytes));
+  }
+
+  async loadEncoded(name: string): Promise<Uint8Array | undefined> {
+    return (await this.os.getBlob(name)) ?? undefined;
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.os.delete(name).catch(() => undefined); // none saved
   }
 }

@@ -11,6 +11,7 @@ import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import { lanePath } from '../bus/lane.ts';
 import { nkeyLaneAuth } from '../bus/lane-auth.ts';
 import type { Asker } from '../bus/bus.ts';
+import { NodeCheckpoints } from './node-checkpoints.ts';
 import { chooseBackend, currentBackend, describeBackend, tensorflowThreads, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
 import type { JobRef } from '../protocol/jobs.ts';
@@ -57,6 +58,7 @@ const client = await Core.connect({
     objectStoreMemory: Number(env('TROUPE_OBJECT_STORE_MEMORY')),
   },
 });
+client.useCheckpoints(new NodeCheckpoints());
 // Our node binds us to the job of our first lease, before that lease is granted; we serve that job for life.
 // It also says where the job's project is here (`local.root`: the driver's root, or a copy shipped from its machine)
 // and the job's environment variables, set before any of its code loads.

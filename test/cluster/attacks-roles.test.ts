@@ -19,7 +19,7 @@ import { Gcs } from '../../runtime/state/gcs.ts';
 import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { add } from '../fixtures/tasks.ts';
-import { environment, publishAs, workerCreatesStream, writeKv } from '../fixtures/role-attacks.ts';
+import { checkpointAttacks, environment, publishAs, workerCreatesStream, writeKv } from '../fixtures/role-attacks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
@@ -80,6 +80,27 @@ test.serial('a worker cannot put or delete a KV key', async (t) => {
   t.is((await gcs.nodes.get(nodeId))?.nodeId, nodeId, 'the node record is intact');
   await stillServing(t);
 });
+
+test.serial(
+  "a worker reaches checkpoints only through its node: its own actors' and its job's, not another actor's, another " +
+    "job's or the store's",
+  async (t) => {
+    const drivers = await currentCore().checkpoints();
+    await drivers.save(counter.actorId, { secret: 1 });
+    try {
+      const got = await checkpointAttacks.remote(counter.actorId, 'another-job');
+      for (const [what, answer] of Object.entries(got.direct)) t.regex(answer, /permissions violation/i, what);
+      const { ownJob, ...others } = got.viaNode;
+      for (const [what, answer] of Object.entries(others))
+        t.regex(answer, /^PermissionDeniedError: a worker may use the checkpoints of the actors it hosts/, what);
+      t.is(ownJob, 'ok');
+      t.deepEqual((await drivers.load(counter.actorId))?.state, { secret: 1 }, 'the checkpoint is intact');
+    } finally {
+      await drivers.delete(counter.actorId);
+    }
+    await stillServing(t);
+  },
+);
 
 test.serial('a driver cannot fence a node', async (t) => {
   const bus = currentCore().bus;
