@@ -37,10 +37,14 @@ export interface ObjectClientOptions {
   decodedCacheBytes?: number;
 }
 
-/** A call's sender, and the way back to it that the call's answer takes. */
+/** A call whose arguments resolveArgs decodes: its sender and the way back to it that its answer takes (none for an
+ * actor's start, which the head sends for its creator), and what the answer must wait for. */
 export interface CallFrom {
-  caller: string;
-  asker: Asker;
+  caller?: string;
+  asker?: Asker;
+  /** Set by resolveArgs: settles once the owners of the refs nested in the arguments know we hold them, for those
+   * that had to be asked (see announceBorrow). The answer goes after it: the caller lets go of the refs it sent. */
+  confirmed?: Promise<unknown>;
 }
 
 interface BorrowMsg {
@@ -63,8 +67,8 @@ export class ObjectClient {
   private readonly exited = new LRUCache<string, true>({ max: 10_000 });
   private readonly readyWaiters = new Map<string, Set<() => void>>();
   private readonly decoded: LRUCache<string, { value: unknown; given: boolean }>;
-  /** Borrows told to their owners and not yet confirmed (see borrowsConfirmed). */
-  private readonly announcing = new Set<Promise<void>>();
+  /** Borrows told to their owners and not yet confirmed, by object (see announceBorrow). */
+  private readonly announcing = new Map<string, Promise<void>>();
   /** Objects whose borrow went to their owner on its lane to us. */
   private readonly toldOnLane = new Set<string>();
   /** The call whose arguments are being decoded, while resolveArgs tracks the refs nested in them. */
@@ -367,7 +371,7 @@ export class ObjectClient {
   async resolveArgs(
     bytes: CallArgs,
     deps: Record<string, ObjectLocation> | undefined,
-    from?: CallFrom,
+    from: CallFrom = {},
   ): Promise<unknown[]> {
     if (!(bytes instanceof Uint8Array)) {
       if (!Array.isArray(bytes) || !isPlain(bytes))
@@ -377,15 +381,22 @@ export class ObjectClient {
     // Top-level refs are replaced below and their caller holds them until we are done: only nested ones are borrowed.
     const [args, made] = withUntrackedRefs(() => decode<unknown[]>(bytes));
     if (!Array.isArray(args)) throw new ProtocolError('arguments must be an array');
+    const asked: Promise<void>[] = [];
     this.decodingFor = from;
     try {
       for (const r of made) {
-        if (!args.includes(r)) this.track(r);
-        else if (r.owner !== this.o.procId) this.ownerById.set(r.id, r.owner); // told of copies our node makes
+        if (args.includes(r)) {
+          if (r.owner !== this.o.procId) this.ownerById.set(r.id, r.owner); // told of copies our node makes
+          continue;
+        }
+        this.track(r);
+        const p = this.announcing.get(r.id); // just now, or for an earlier call
+        if (p) asked.push(p);
       }
     } finally {
       this.decodingFor = undefined;
     }
+    if (asked.length) from.confirmed = Promise.all(asked);
     for (let i = 0; i < args.length; i++) {
       const a = args[i];
       if (!(a instanceof ObjectRef)) continue;
@@ -413,7 +424,7 @@ export class ObjectClient {
    * before the owner knows: the caller stops holding the object for the call when the answer comes, and the owner
    * would free it. (Over NATS, an answer on a lane overtook the borrow in most calls.) A call from the owner itself
    * gets it ahead of the answer, on the way the answer goes; any other owner is asked to confirm, and the answer
-   * waits for that (borrowsConfirmed). Our later borrow messages about the object go the same way, after it. */
+   * waits for that (CallFrom.confirmed). Our later borrow messages about the object go the same way, after it. */
   private announceBorrow(id: string, owner: string): void {
     const { bus, procId, nodeId } = this.o;
     if (bus.isClosed) return;
@@ -421,7 +432,7 @@ export class ObjectClient {
     const from = this.decodingFor;
     // `caller` is the call's word: on a lane, its event reaches the lane's process only, which must be the owner.
     // Over NATS it goes to the owner's subject, so a caller naming the owner falsely only loses the ordering.
-    if (from?.caller === owner && (from.asker.laneProc ?? owner) === owner) {
+    if (from?.asker && from.caller === owner && (from.asker.laneProc ?? owner) === owner) {
       from.asker.tellFirst(subjects.obj.procBorrow(owner), m);
       if (from.asker.laneProc) this.toldOnLane.add(id);
       return;
@@ -433,14 +444,10 @@ export class ObjectClient {
         () => undefined,
         () => undefined,
       )
-      .finally(() => this.announcing.delete(announced));
-    this.announcing.add(announced);
-  }
-
-  /** Settles once the owners of every object this process borrowed so far know of it (undefined when they all do):
-   * what a worker awaits before it answers a call whose arguments held refs. */
-  borrowsConfirmed(): Promise<unknown> | undefined {
-    return this.announcing.size ? Promise.all(this.announcing) : undefined;
+      .finally(() => {
+        if (this.announcing.get(id) === announced) this.announcing.delete(id);
+      });
+    this.announcing.set(id, announced);
   }
 
   private sendBorrow(owner: string, m: BorrowMsg): void {

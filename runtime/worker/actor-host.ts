@@ -5,6 +5,7 @@ import { subjects } from '../protocol/subjects.ts';
 import { TaskError, UsageError } from '../base/errors.ts';
 import type { Core } from '../core/core.ts';
 import type { Asker, Subscription } from '../bus/bus.ts';
+import type { CallFrom } from '../../object-store/object-client.ts';
 import type { ActorCall, ActorSpec, CallReply } from '../protocol/actors.ts';
 import { LIFECYCLE, REMOTE_CLASS, constructActor, setCheckpointSaver } from '../core/actor-instance.ts';
 import { currentBackend, describeBackend } from '../tensor/backend.ts';
@@ -136,7 +137,8 @@ export class ActorHost {
         const Cls = await this.load(spec.cls);
         if (typeof Cls !== 'function' || !(REMOTE_CLASS in Cls))
           throw new UsageError(`${spec.cls.url} exports '${spec.cls.exportName}', which is not a @remote actor class`);
-        const args = await this.client.objects.resolveArgs(spec.args, spec.deps);
+        const from: CallFrom = {};
+        const args = await this.client.objects.resolveArgs(spec.args, spec.deps, from);
         const made = constructActor(
           spec.actorId,
           () => new (Cls as unknown as new (...a: unknown[]) => Instance)(...args),
@@ -162,6 +164,7 @@ export class ActorHost {
         }
         step = 'onStart';
         await hook(made, 'onStart')?.();
+        await from.confirmed; // refs among the arguments: before the creator lets go of them
         return hosted;
       } catch (e) {
         throw TaskError.from(e, `${spec.className} ${step}`);
@@ -187,7 +190,6 @@ export class ActorHost {
       { keepAnswers: true }, // for a caller that lost them (its probe asks)
     );
 
-    await this.client.objects.borrowsConfirmed(); // refs among the arguments: before the caller lets go of them
     await this.client.bus.flush(); // calls may come the moment the head says ALIVE
     this.actors.set(spec.actorId, h);
     const seconds = spec.checkpointEvery?.seconds;
@@ -270,12 +272,14 @@ export class ActorHost {
         throw new UsageError(`${h.spec.className} has no method '${String(call?.method)}'`);
       // A method taking and returning plain values runs without a promise of ours in between (see plainArgs).
       const objects = this.client.objects;
-      const plain = objects.plainArgs(call.args);
-      const args = plain ?? (await objects.resolveArgs(call.args, call.deps, { caller: call.caller, asker }));
+      let from: CallFrom | undefined;
+      const args =
+        objects.plainArgs(call.args) ??
+        (await objects.resolveArgs(call.args, call.deps, (from = { caller: call.caller, asker })));
       let value = (method as (...a: unknown[]) => unknown).apply(h.instance, args);
       if (isThenable(value)) value = await value;
       const result = objects.plainStored(value) ?? (await objects.store(call.callId, value, call.caller));
-      if (!plain) await objects.borrowsConfirmed(); // before the caller lets go of the refs it sent
+      if (from?.confirmed) await from.confirmed; // before the caller lets go of the refs it sent
       return { result };
     } catch (e) {
       const error = TaskError.from(e, where);

@@ -11,6 +11,7 @@ import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import { lanePath } from '../bus/lane.ts';
 import { nkeyLaneAuth } from '../bus/lane-auth.ts';
 import type { Asker } from '../bus/bus.ts';
+import type { CallFrom } from '../../object-store/object-client.ts';
 import { NodeCheckpoints } from './node-checkpoints.ts';
 import { chooseBackend, currentBackend, describeBackend, tensorflowThreads, tfjsLoaded } from '../tensor/backend.ts';
 import type { TaskEvent, TaskReply, TaskSpec } from '../protocol/tasks.ts';
@@ -275,14 +276,15 @@ async function run(spec: TaskSpec, asker: Asker): Promise<TaskReply> {
     const exported = (await loadExport(spec.fn)) as { fn?: unknown } | undefined;
     if (typeof exported?.fn !== 'function')
       throw new UsageError(`${spec.fn.url} exports '${spec.fn.exportName}', which is not a remote function`);
-    const args = await client.objects.resolveArgs(spec.args, spec.deps, { caller: spec.caller, asker });
+    const from: CallFrom = { caller: spec.caller, asker };
+    const args = await client.objects.resolveArgs(spec.args, spec.deps, from);
     const cwd = taskDir(spec.workingDir, client.job!);
     if (process.cwd() !== cwd) process.chdir(cwd);
     const started = performance.now();
     const value = await (exported.fn as (...a: unknown[]) => unknown)(...args);
     const ms = performance.now() - started;
     const result = await client.objects.store(spec.taskId, value, spec.caller);
-    await client.objects.borrowsConfirmed(); // refs among the arguments: before the caller lets go of them
+    await from.confirmed; // refs among the arguments: before the caller lets go of them
     ev.state = 'FINISHED';
     ev.endedAt = Date.now();
     report(ev);
