@@ -14,6 +14,12 @@ test('an actor whose node dies comes back on another node, same handle, same id'
   t.is(before.node, doomed);
   process.kill(c.nodes[0].pids[0], 'SIGKILL'); // the node daemon; its workers follow it
   await eventually('the old actor process gone', async () => !isAlive(before.pid));
+  // Until nats-server has seen the dead worker's connection close, a call may still be delivered to it, lost, and
+  // (maxTaskRetries 0) fail with the node's death: a call made once the head knows waits for the restart.
+  await eventually(
+    'the node declared dead',
+    async () => !(await c.status()).nodes.find((n) => n.nodeId === doomed)?.alive,
+  );
   const after = await p.bump(); // waits through RESTARTING
   t.is(after.node, survivor);
   t.is(after.calls, 1);
