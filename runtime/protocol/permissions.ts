@@ -76,6 +76,10 @@ function readStream(s: string): string[] {
   ];
 }
 const readKv = (b: Kv) => readStream(kvStream(b));
+/** Reading a KV bucket without consumers: its info and stream gets, which is all Table's reads take (get, list). A
+ * consumer costs the servers memory and a JetStream meta leader's work, so only the roles that watch (head, node)
+ * may make them on KV. */
+const getKv = (b: Kv) => [`$JS.API.STREAM.INFO.${kvStream(b)}`, `$JS.API.STREAM.MSG.GET.${kvStream(b)}`];
 const writeKv = (b: Kv) => [`$KV.${b}.>`];
 const readObj = (b: string) => readStream(objStream(b));
 /** An object put publishes chunks and meta, and purges the chunks of the object it replaces. */
@@ -85,7 +89,7 @@ const writeObj = (b: string) => [`$O.${b}.>`, `$JS.API.STREAM.PURGE.${objStream(
 const create = (s: string) => `$JS.API.STREAM.CREATE.${s}`;
 
 const jsInfo = '$JS.API.INFO';
-const allKv = KV.flatMap(readKv);
+const allKv = KV.flatMap(getKv);
 
 /** What drivers and workers (a Core: tasks, actors, objects) publish. */
 const corePublish = [
@@ -198,10 +202,10 @@ const roles: Record<Role, Permissions> = {
     subscribe: [...coreSubscribe, any(subjects.log), any(subjects.jobShip)],
   },
   // User code in a worker: a Core like a driver's, plus what a worker serves (tasks, actor starts and stops from its
-  // node) and tells its node (blocked in get(), task events). No KV write, no node or head control, no checkpoint
-  // store (its node keeps its checkpoints).
+  // node) and tells its node (blocked in get(), task events). No KV write, no node or head control, no JetStream
+  // consumer, no object store (its node keeps its checkpoints and fetches its job's shipped code).
   worker: {
-    publish: [...corePublish, any(subjects.nodeBlocked), subjects.evtTasks, ...readObj(ENVS)],
+    publish: [...corePublish, any(subjects.nodeBlocked), subjects.evtTasks],
     subscribe: [
       ...coreSubscribe,
       any(subjects.procTask),

@@ -19,7 +19,14 @@ import { Gcs } from '../../runtime/state/gcs.ts';
 import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { add } from '../fixtures/tasks.ts';
-import { checkpointAttacks, environment, publishAs, workerCreatesStream, writeKv } from '../fixtures/role-attacks.ts';
+import {
+  checkpointAttacks,
+  environment,
+  publishAs,
+  workerCreatesConsumer,
+  workerCreatesStream,
+  writeKv,
+} from '../fixtures/role-attacks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2 } });
 const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
@@ -138,6 +145,18 @@ test.serial('a worker or driver cannot create a stream (one could capture the cl
   t.is(await workerCreatesStream.remote(cluster().address), 'denied');
   await stillServing(t);
 });
+
+test.serial(
+  'a worker cannot make a JetStream consumer, nor a driver one of cluster state (each costs the servers)',
+  async (t) => {
+    t.regex(await workerCreatesConsumer.remote(), /permissions violation/i);
+    const jsm = await jetstreamManager(currentCore().bus.nc, { timeout: 3000 });
+    await t.throwsAsync(jsm.consumers.add('KV_troupe-actors', { ack_policy: AckPolicy.None }), {
+      message: /permissions violation/i,
+    });
+    await stillServing(t);
+  },
+);
 
 test.serial(
   'the cli role cannot have a stream deliver onto a node subject: troupe drops JetStream deliveries',

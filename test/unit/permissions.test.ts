@@ -113,6 +113,20 @@ test('workers, drivers and the cli cannot publish node control, head events or K
   t.false(allowed(cli.publish, '$KV.troupe-jobs.j1'));
 });
 
+test('JetStream consumers: none for workers; on cluster state only for the head and nodes', (t) => {
+  const streams = ['KV_troupe-nodes', 'KV_troupe-actors', 'OBJ_troupe-checkpoints', 'OBJ_troupe-runtime-envs'];
+  const makes = (role: Role, stream: string) =>
+    ['', '.c1', '.c1.$O.x.M.y'].some((tail) =>
+      allowed(permissionsFor(role, 'U').publish, `$JS.API.CONSUMER.CREATE.${stream}${tail}`),
+    );
+  for (const stream of [...streams, 'troupe-job-logs']) t.false(makes('worker', stream), `worker on ${stream}`);
+  for (const role of ['driver', 'cli'] as Role[])
+    for (const stream of streams.slice(0, 2)) t.false(makes(role, stream), `${role} on ${stream}`);
+  for (const role of ['head', 'node'] as Role[]) t.true(makes(role, 'KV_troupe-nodes'), `${role} watches`);
+  t.true(makes('driver', 'OBJ_troupe-checkpoints'), 'a driver reads an object');
+  t.true(makes('cli', 'troupe-job-logs'), '`troupe job logs`');
+});
+
 test('each identity subscribes only to its own inbox, which is where the Bus puts its replies', (t) => {
   t.is(inboxPrefix('UABC'), inboxOf('UABC'));
   for (const role of ROLES) {
