@@ -520,6 +520,8 @@ export class Head {
 
   private envSweeping = false;
   private tending = false;
+  /** What JetStream last said to raiseReplicas(), once said. */
+  private raiseRefused = '';
   private readonly manifests = new Map<string, string[]>();
 
   /** On a NATS cluster: streams made while fewer than three JetStream servers were up get their copies once there are
@@ -530,9 +532,14 @@ export class Head {
     this.tending = true;
     try {
       if (this.stateReplicas < wantedReplicas(this.bus)) {
-        const fewest = await raiseReplicas(this.bus);
+        const { fewest, refused } = await raiseReplicas(this.bus);
         if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
         this.stateReplicas = fewest;
+        // Asked again every 10 s: said once per change, so that a raise that does not come says why.
+        const why = refused.join('; ');
+        if (why && why !== this.raiseRefused)
+          console.error(`troupe: JetStream keeps some of the cluster state in fewer copies for now: ${why}`);
+        this.raiseRefused = why;
       }
       const moved = await moveLeadersOff(this.bus, server.server_name);
       if (moved) console.error(`troupe: ${moved} stream leaders moved off ${server.server_name}, this head's server`);

@@ -172,24 +172,29 @@ export async function replicated<T>(wanted: number, create: (replicas: number) =
 
 /** Raises each of troupe's streams (KV buckets, object stores, job logs) kept in fewer copies than wantedReplicas() to
  * that many, or to three where JetStream cannot keep more: the bus's third (or fifth) server came up after they were
- * made (the head of a bus troupe runs starts once two of them are). Returns the fewest copies a stream now has. */
-export async function raiseReplicas(bus: Bus): Promise<number> {
+ * made (the head of a bus troupe runs starts once two of them are). Returns the fewest copies a stream now has, and
+ * JetStream's refusal for each stream it left with fewer than three (too few servers yet, or no room on them). */
+export async function raiseReplicas(bus: Bus): Promise<{ fewest: number; refused: string[] }> {
   const jsm = await jetstreamManager(bus.nc);
   const wanted = wantedReplicas(bus);
   let fewest = Number.POSITIVE_INFINITY;
+  const refused: string[] = [];
   for await (const si of jsm.streams.list()) {
     if (!TROUPE_STREAM.test(si.config.name)) continue;
     let copies = si.config.num_replicas;
+    let why = '';
     for (const more of [...new Set([wanted, 3])].filter((r) => r > copies))
       try {
         copies = (await jsm.streams.update(si.config.name, { num_replicas: more })).config.num_replicas;
         break;
       } catch (e) {
         if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
+        why = e.message;
       }
+    if (copies < 3 && why) refused.push(`${si.config.name}: ${why}`);
     fewest = Math.min(fewest, copies);
   }
-  return Number.isFinite(fewest) ? fewest : wanted;
+  return { fewest: Number.isFinite(fewest) ? fewest : wanted, refused };
 }
 
 /** Asks each of troupe's replicated streams whose leader is the server `server` to elect another. The head keeps the
