@@ -6,38 +6,53 @@ import { homedir, networkInterfaces, tmpdir } from 'node:os';
 import { UsageError } from './errors.ts';
 import { privateDirProblem } from './private-dir.mjs';
 
-const checkedHomes = new Set<string>();
-/** Where troupe keeps the current-cluster file (credentials), the daemons' run files, session dirs and shipped code:
- * `TROUPE_HOME`, or `troupe-<uid>` in the temp dir. Either way it must be this user's alone (checked once per process,
- * created 0700 if missing): in /tmp another user could create it first and hand us a cluster file or code. */
-export function troupeHome(): string {
-  const home = process.env.TROUPE_HOME || join(tmpdir(), `troupe-${process.geteuid?.() ?? 'user'}`);
-  if (!checkedHomes.has(home)) {
-    const problem = privateDirProblem(home);
-    if (problem) {
-      throw new UsageError(
-        `troupe's home ${home} is not private: ${problem}. Remove it, or set TROUPE_HOME to a directory of yours ` +
-          'that only you can write to',
-      );
-    }
-    checkedHomes.add(home);
+const checkedDirs = new Set<string>();
+/** `dir`, once privateDirProblem() finds nothing wrong with it (checked once per process); else a UsageError. */
+function privateDir(dir: string, refusal: (problem: string) => string): string {
+  if (!checkedDirs.has(dir)) {
+    const problem = privateDirProblem(dir);
+    if (problem) throw new UsageError(refusal(problem));
+    checkedDirs.add(dir);
   }
-  return home;
+  return dir;
 }
 
-const checkedCaches = new Set<string>();
+/** Where troupe keeps the current-cluster file (credentials), the daemons' run files, session dirs and shipped code:
+ * `TROUPE_HOME`, or `troupe-<uid>` in the temp dir. Either way it must be this user's alone (created 0700 if
+ * missing): in /tmp another user could create it first and hand us a cluster file or code. */
+export function troupeHome(): string {
+  const home = process.env.TROUPE_HOME || join(tmpdir(), `troupe-${process.geteuid?.() ?? 'user'}`);
+  return privateDir(
+    home,
+    (problem) =>
+      `troupe's home ${home} is not private: ${problem}. Remove it, or set TROUPE_HOME to a directory of yours ` +
+      'that only you can write to',
+  );
+}
+
 /** Where troupe keeps what lasts across reboots and is costly to make again (the native TensorFlow build):
  * `TROUPE_CACHE_DIR`, else `$XDG_CACHE_HOME/troupe`, else `~/.cache/troupe`. Code is loaded from it, so it must be
  * this user's alone, like troupeHome(). */
 export function troupeCache(): string {
   const dir = process.env.TROUPE_CACHE_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'troupe');
-  if (!checkedCaches.has(dir)) {
-    const problem = privateDirProblem(dir);
-    if (problem)
-      throw new UsageError(`troupe's cache ${dir} is not private: ${problem}. Remove it, or set TROUPE_CACHE_DIR`);
-    checkedCaches.add(dir);
-  }
-  return dir;
+  return privateDir(
+    dir,
+    (problem) => `troupe's cache ${dir} is not private: ${problem}. Remove it, or set TROUPE_CACHE_DIR`,
+  );
+}
+
+/** Where a machine keeps what must outlive a reboot and is no cache: the cluster state of a head started from the
+ * CLI, and the data of this machine's server of a bus of several (either unless `--data-dir`). `$TROUPE_HOME/state`
+ * when TROUPE_HOME is set (one place for all of one installation's files), else `$XDG_STATE_HOME/troupe`, else
+ * `~/.local/state/troupe`: not the temp dir, which a reboot may clear. This user's alone, like troupeHome(). */
+export function troupeState(): string {
+  const dir = process.env.TROUPE_HOME
+    ? join(troupeHome(), 'state')
+    : join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'troupe');
+  return privateDir(
+    dir,
+    (problem) => `troupe's state dir ${dir} is not private: ${problem}. Remove it, or set TROUPE_HOME`,
+  );
 }
 
 /** The name of a node's object-store dir (and of its spill dir): the node daemon makes it, and whoever started the
@@ -96,6 +111,8 @@ export const defaults = {
    * forgets it: the state of a long-lived cluster stays bounded. A call on a forgotten actor fails with ActorDiedError
    * (no such actor). */
   deadActorRetentionMs: envInt('TROUPE_DEAD_ACTOR_RETENTION_MS', 3_600_000),
+  /** How long the head keeps a DEAD node's record (`troupe list nodes`, its cause) before it forgets it. */
+  deadNodeRetentionMs: envInt('TROUPE_DEAD_NODE_RETENTION_MS', 3_600_000),
   /** How long the head keeps an ended job (its driver gone, none of its actors alive): its registration and its
    * record in `troupe list jobs`. A driver found silent with its record still RUNNING is marked FAILED first. */
   jobRetentionMs: envInt('TROUPE_JOB_RETENTION_MS', 86_400_000),

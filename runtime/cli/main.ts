@@ -1,6 +1,7 @@
 // `troupe` command line, shaped like Ray's: start, status, list, stop.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   readClusterFile,
@@ -9,6 +10,7 @@ import {
   isLoopback,
   parseAddress,
   saveCa,
+  troupeState,
   trustPlain,
   type ClusterFile,
 } from '../base/config.ts';
@@ -74,13 +76,16 @@ Token:     TROUPE_TOKEN, or --token-file F ('-': stdin); never on the command li
            credential per role: the join line prints the node one; this machine's drivers and CLI use the driver one
 Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, default
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
-           --data-dir DIR (head: keep the cluster's state there, not in a new session dir; started again on it,
-           it is the same cluster: credentials, CA, port, cluster state; on a machine of --bus-peers: its
-           server's data). --block: stay in the foreground; exit 1 when one of the daemons dies (for systemd).
+           --data-dir DIR (head: where the cluster's state is kept, default ${'$'}XDG_STATE_HOME/troupe/head, or
+           ~/.local/state/troupe/head, or ${'$'}TROUPE_HOME/state/head when TROUPE_HOME is set; started again on it,
+           it is the same cluster: credentials, CA, port, cluster state; another dir, or that one removed, makes a
+           new cluster. On a machine of --bus-peers: its server's data, default bus-server-IP-PORT there).
+           --block: stay in the foreground; exit 1 when one of the daemons dies (for systemd).
            --worker-user USER (started as root): run this machine's workers (your jobs' code) as USER, so they
            cannot read the daemons' credentials
 Files:     ${'$'}TROUPE_HOME (default /tmp/troupe-<uid>; yours alone, or troupe refuses it) holds
-           current-cluster.json (mode 0600, has the driver credential), run/ and session dirs.`;
+           current-cluster.json (mode 0600, has the driver credential), run/ and session dirs; the state dir above
+           (also yours alone) what must outlive a reboot.`;
 
 const resourceFlags = {
   'num-cpus': { type: 'string' },
@@ -288,9 +293,11 @@ async function start(values: Values): Promise<number> {
         );
       };
     }
+    // The cluster's state outlives the head and the machine: started again, it is the same cluster.
+    if (o.nats === undefined) o.dataDir ??= join(troupeState(), 'head');
     started = await startHead(o);
     console.log(
-      `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, session ${started.sessionDir}`,
+      `troupe head started: nats ${started.publicAddress}, node ${started.nodeId}, state in ${started.sessionDir}`,
     );
     if (!o.busPeers) printJoinLine({ ...started, joinToken: started.joinToken ?? started.token }, o, local);
     if (local)

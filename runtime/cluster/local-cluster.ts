@@ -12,6 +12,7 @@ import {
   saveCa,
   serverUrls,
   troupeHome,
+  troupeState,
   trustPlain,
   writeClusterFile,
 } from '../base/config.ts';
@@ -135,7 +136,7 @@ function useDataDir(dir: string): string {
   if (problem) throw new UsageError(`--data-dir ${path} is not private: ${problem}`);
   const running = readRunFiles().find((r) => r.sessionDir === path && isAlive(r.pid));
   if (running)
-    throw new UsageError(`a ${running.role} (pid ${running.pid}) runs on --data-dir ${path}: 'troupe stop' first`);
+    throw new UsageError(`a ${running.role} (pid ${running.pid}) already runs on ${path}: 'troupe stop' first`);
   return path;
 }
 
@@ -145,7 +146,8 @@ function warnIfTemporary(dir: string): void {
   if (!resolve(dir).startsWith(tmp + sep)) return;
   console.error(
     `troupe: this machine keeps the cluster's state in ${dir}, under ${tmp}: a reboot may clear it. For a bus that ` +
-      'outlives reboots, start each of its machines with --data-dir DIR elsewhere (/var/lib/troupe, say)',
+      'outlives reboots, start each of its machines with --data-dir DIR elsewhere (/var/lib/troupe, say), or leave ' +
+      'TROUPE_HOME unset',
   );
 }
 
@@ -371,12 +373,12 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[], waitMs = 60_0
   }
 }
 
-/** This machine's core server of the bus, in `--data-dir` or a dir of its own under TROUPE_HOME kept from one start
+/** This machine's core server of the bus, in `--data-dir` or a dir of its own in troupeState() kept from one start
  * to the next (its JetStream data, its server name: the cluster knows it as the same server). */
 async function startOwnBusServer(o: NodeStartOptions, self: { host: string; port: number }) {
   const dir = o.dataDir
     ? useDataDir(o.dataDir)
-    : join(troupeHome(), `bus-server-${self.host.replace(/[^0-9A-Za-z.-]/g, '_')}-${self.port}`);
+    : join(troupeState(), `bus-server-${self.host.replace(/[^0-9A-Za-z.-]/g, '_')}-${self.port}`);
   mkdirSync(join(dir, 'logs'), { recursive: true, mode: 0o700 });
   warnIfTemporary(dir);
   const nats = await startBusServer({ ...o, self, dir });

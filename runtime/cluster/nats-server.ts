@@ -71,7 +71,8 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     throw new UsageError(
       saved.cluster
         ? `${opts.dir} holds a server of the NATS cluster ${saved.cluster}: start it with the same --bus-peers`
-        : `${opts.dir} holds a lone nats-server's data: a bus of several servers needs a new data dir`,
+        : `${opts.dir} holds a lone nats-server's data (a cluster started without --bus-peers): give a bus of ` +
+            'several servers another --data-dir, or remove that dir to forget the cluster it holds',
     );
   const fixedPort = opts.port ?? saved?.port;
   const serverName = saved?.serverName ?? `troupe-${randomBytes(6).toString('hex')}`;

@@ -361,8 +361,10 @@ export class Head {
       return;
     }
     if (info.state === 'DEAD') {
-      if (known?.alive) this.declareDead(nodeId, info.cause ?? 'stopped', false);
-      else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0, suspect: false });
+      if (known?.alive) {
+        known.info = info; // when it died, for forgetDeadNodes()
+        this.declareDead(nodeId, info.cause ?? 'stopped', false);
+      } else this.nodes.set(nodeId, { info, available: {}, lastHb: 0, alive: false, sent: 0, suspect: false });
       return;
     }
     // A node of another version (one that skipped the hello) would mis-read our messages: it is refused and fenced.
@@ -490,9 +492,8 @@ export class Head {
     this.actors.onNodeDied(nodeId, cause);
     if (writeKv) {
       this.bus.publish(subjects.nodeFenced(nodeId), { cause, startedAt: n.info.startedAt, term: this.term });
-      void this.gcs.nodes
-        .put(nodeId, { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause })
-        .catch(() => undefined);
+      n.info = { ...n.info, state: 'DEAD', deadAt: new Date().toISOString(), cause };
+      void this.gcs.nodes.put(nodeId, n.info).catch(() => undefined);
     }
     // Requests that can now never be met fail instead of waiting for ever.
     this.pump();
@@ -578,6 +579,7 @@ export class Head {
     const now = Date.now();
     this.clientSeen.forget(now);
     this.actors.forgetDead(now, defaults.deadActorRetentionMs);
+    this.forgetDeadNodes(now);
     this.jobs.forgetEnded(
       now,
       defaults.jobRetentionMs,
@@ -594,6 +596,17 @@ export class Head {
       const seen = this.clientSeen.get(owner) ?? this.startedAt;
       if (now - seen > defaults.clientTimeoutMs)
         void this.actors.ownerGone(owner, `its owner ${owner} died (silent for ${now - seen} ms)`);
+    }
+  }
+
+  /** Each start of a node daemon is a new node, so a long-lived cluster (a head started again on its state) would keep
+   * the records of dead ones for ever: they go after TROUPE_DEAD_NODE_RETENTION_MS. */
+  private forgetDeadNodes(now: number): void {
+    for (const [nodeId, n] of this.nodes) {
+      if (n.alive || n.info.state !== 'DEAD' || !n.info.deadAt) continue;
+      if (now - Date.parse(n.info.deadAt) < defaults.deadNodeRetentionMs) continue;
+      this.nodes.delete(nodeId);
+      void this.gcs.nodes.delete(nodeId).catch(() => undefined);
     }
   }
 

@@ -105,18 +105,18 @@ if (why) {
     const watcher = {
       TROUPE_TOKEN: made.stdout.trim(),
       TROUPE_ADDRESS: `${c.ip}:${port}`,
-      TROUPE_TLS_CA: `/tmp/troupe-home/bus-server-${c.ip}-${port}/tls-ca.pem`,
+      TROUPE_TLS_CA: `/tmp/troupe-home/state/bus-server-${c.ip}-${port}/tls-ca.pem`,
     };
     await eventually('the new credential on C', async () => (await status(c, watcher)).nodes.length, 20_000);
     t.is((await troupe(a, ['token', 'revoke', 'watcher'])).code, 0);
     await eventually('C refusing it', async () => (await troupe(c, ['status'], watcher)).code !== 0, 20_000);
 
     // Every machine stopped and started again (as after a reboot that kept their dirs): A's head and B's server on
-    // their --data-dir, C's server from its dir under TROUPE_HOME, B's and C's with the certificates they had (nothing
-    // asked of the head, whose machine may be the one that is down). The same cluster: the join line, the users (the
-    // revoked one still refused), three servers and R3 again.
+    // their --data-dir, C's server from its default dir (in TROUPE_HOME's state dir), B's and C's with the
+    // certificates they had (nothing asked of the head, whose machine may be the one that is down). The same cluster:
+    // the join line, the users (the revoked one still refused), three servers and R3 again.
     const bDir = b.path('/tmp/troupe-data');
-    const cDir = c.path(`/tmp/troupe-home/bus-server-${c.ip}-${port}`);
+    const cDir = c.path(`/tmp/troupe-home/state/bus-server-${c.ip}-${port}`);
     const cKey = readFileSync(join(cDir, 'tls-server-key.pem'), 'utf8');
     const key = readFileSync(join(bDir, 'tls-server-key.pem'), 'utf8');
     for (const stopped of await Promise.all([a, b, c].map((h) => troupe(h, ['stop'])))) t.is(stopped.code, 0);

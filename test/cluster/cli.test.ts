@@ -222,10 +222,9 @@ test('start --block exits with code 1 when one of its daemons dies, stopping the
   await eventually('the head, nats-server and the workers to stop', async () => daemons.every((pid) => !isAlive(pid)));
 });
 
-test('a head started again on its --data-dir is the same cluster: port, credentials, CA, actors', async (t) => {
+test('a head started again is the same cluster: port, credentials, CA, actors, kept in its state dir', async (t) => {
   t.timeout(120_000);
   const home = tempDir(t);
-  const data = join(home, 'data');
   const env = { TROUPE_HOME: home, TROUPE_TOKEN: '' };
   const troupe = (...args: string[]) => runCommand(process.execPath, [cli, ...args], { env });
   t.teardown(async () => {
@@ -234,9 +233,11 @@ test('a head started again on its --data-dir is the same cluster: port, credenti
   });
   // Every interface, so the bus is TLS and the join line names the CA. Nothing here connects beyond loopback.
   const flags = ['--host', '0.0.0.0', '--num-cpus', '1', '--object-store-dir', home, '--node-timeout-ms', '3000'];
+  // No --data-dir: the default, which is not a new session dir in the temp dir (here TROUPE_HOME's state dir).
   const startHead = async () => {
-    const r = await troupe('start', '--head', ...flags, '--data-dir', data);
+    const r = await troupe('start', '--head', ...flags);
     t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, new RegExp(`state in ${join(home, 'state', 'head')}\\b`));
     return /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(r.stdout)!.slice(1);
   };
   const driver = (what: string) =>
@@ -255,7 +256,10 @@ test('a head started again on its --data-dir is the same cluster: port, credenti
   t.is(made.value, 42);
   t.is((await troupe('stop')).code, 0);
   t.deepEqual(await startHead(), joinLine, 'the same join token, address and CA');
-  t.regex((await troupe('start', '--head', ...flags, '--data-dir', data)).stderr, /runs on --data-dir/);
+  t.regex(
+    (await troupe('start', '--head', ...flags)).stderr,
+    /a head \(pid \d+\) already runs on .*'troupe stop' first/,
+  );
   // Its record survived: the actor is started again (its old node is gone) and found by name.
   t.deepEqual(await driver('read'), made);
 });

@@ -68,7 +68,7 @@ if (why) {
     const nodes = (JSON.parse(status.stdout) as { nodes: { state: string; hostname: string }[] }).nodes;
     t.deepEqual(nodes.map((n) => n.state).sort(), ['ALIVE', 'ALIVE'], status.stdout);
     // The head saw the silence: B went SUSPECT and came back, and nothing was declared dead.
-    const log = await a.run('sh', ['-c', 'cat /tmp/troupe-home/session_*/logs/head.log']);
+    const log = await a.run('sh', ['-c', 'cat /tmp/troupe-home/state/head/logs/head.log']);
     t.regex(log.stdout, /node \w+ is SUSPECT: no heartbeat for \d+ ms/);
     t.regex(log.stdout, /node \w+ is heard again: ALIVE/);
     t.notRegex(log.stdout, /is dead/);

@@ -1,17 +1,19 @@
-// The head forgets DEAD actors after TROUPE_DEAD_ACTOR_RETENTION_MS (an hour by default; 3 s here), and ended jobs
-// after TROUPE_JOB_RETENTION_MS (a day; 3 s here), so the state of a long-lived cluster stays bounded; a live actor,
-// and the job of one, are kept however old they are.
+// The head forgets DEAD actors after TROUPE_DEAD_ACTOR_RETENTION_MS (an hour by default; 3 s here), DEAD nodes after
+// TROUPE_DEAD_NODE_RETENTION_MS (an hour; 3 s here), and ended jobs after TROUPE_JOB_RETENTION_MS (a day; 3 s here), so
+// the state of a long-lived cluster stays bounded; a live actor, and the job of one, are kept however old they are.
 import test from 'ava';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { get, kill, getActor, ActorDiedError, ProtocolError } from '../../runtime/index.ts';
 import { useCluster, eventually } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
+import { startNode } from '../../runtime/cluster/local-cluster.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { Counter } from '../fixtures/actors.ts';
 
 // Read by the head daemon this file's cluster starts.
 process.env.TROUPE_DEAD_ACTOR_RETENTION_MS = '3000';
+process.env.TROUPE_DEAD_NODE_RETENTION_MS = '3000';
 process.env.TROUPE_JOB_RETENTION_MS = '3000';
 process.env.TROUPE_CLIENT_TIMEOUT_MS = '3000'; // a driver silent this long is gone
 const cluster = useCluster(test, { head: { numCpus: 1 } });
@@ -38,6 +40,29 @@ test('a DEAD actor keeps its record and cause for the retention, then is forgott
   t.like(await actors.get(live.actorId), { state: 'ALIVE' });
 });
 
+test('a node that stopped is DEAD for the retention, then forgotten; a live one is kept', async (t) => {
+  t.timeout(60_000);
+  const c = cluster();
+  const node = await startNode({
+    detached: false,
+    numCpus: 1,
+    numGpus: 0,
+    prestartWorkers: 0,
+    objectStoreDir: c.home,
+    address: c.address,
+    token: c.joinToken,
+    sessionDir: c.head.sessionDir,
+  });
+  t.teardown(() => node.stop());
+  const nodes = (await currentCore().gcs()).nodes;
+  t.like(await nodes.get(node.nodeId), { state: 'ALIVE' });
+  await node.stop();
+  await eventually('its record DEAD', async () => (await nodes.get(node.nodeId))?.state === 'DEAD', 10_000);
+  await eventually('the DEAD node to be forgotten', async () => (await nodes.get(node.nodeId)) === undefined, 20_000);
+  t.false((await c.status()).nodes.some((n) => n.nodeId === node.nodeId));
+  t.like(await nodes.get(c.nodeIds[0]), { state: 'ALIVE' }, 'the live node is kept');
+});
+
 /** Starts test/fixtures/silent-driver.ts on this cluster and returns what it printed, and its process to kill. */
 async function silentDriver(mode: string[]) {
   const root = join(import.meta.dirname, '..', '..');
@@ -60,8 +85,7 @@ async function silentDriver(mode: string[]) {
 test('a job whose driver died is marked FAILED, then forgotten; one with a live detached actor is kept', async (t) => {
   t.timeout(90_000);
   const { jobs } = await currentCore().gcs();
-  const gone = await silentDriver([]);
-  const keeps = await silentDriver(['detached']);
+  const [gone, keeps] = await Promise.all([silentDriver([]), silentDriver(['detached'])]);
   gone.child.kill('SIGKILL');
   keeps.child.kill('SIGKILL');
   const failed = await eventually("the dead driver's job marked FAILED", async () => {

@@ -133,6 +133,8 @@ if (why) {
     'a cluster open to the network is TLS: B joins by fingerprint and runs a task and an actor',
     async (t) => {
       t.timeout(300_000);
+      // A new cluster: the earlier tests' (A's state dir: its port, which B knows as plain) forgotten.
+      await a.run('rm', ['-rf', '/tmp/troupe-home/state']);
       const head = await troupe(a, ['start', '--head', '--host', '0.0.0.0', '--num-cpus', '1']);
       t.is(head.code, 0, head.stdout + head.stderr);
       const [, token, address, fingerprint] = JOIN.exec(head.stdout) ?? [];
