@@ -72,7 +72,7 @@ test.serial(
   async (t) => {
     t.timeout(90_000); // a restart the supervisor never retried would leave a.info() waiting for ever
     const sup = await startSupervisor({
-      backoff: { minMs: 5000, maxMs: 5000, jitter: 0 },
+      backoff: { minMs: 3000, maxMs: 3000, jitter: 0 },
       children: [{ id: 'a', actor: Member, args: ['a'] }],
     });
     t.teardown(() => sup.shutdown().catch(() => undefined));
@@ -86,11 +86,11 @@ test.serial(
     process.kill(runningHeadPid(), 'SIGKILL');
     // The head comes back after the backoff has run out: the supervisor's first restart finds no head, and it must
     // try again rather than count the failure as handled.
-    await sleep(6000);
+    await sleep(3500);
     await startAnotherHead();
     const again = await a.info(); // waits in the queue until the supervisor's backoff is over
     t.true(
-      again.startedAt - crashedAt >= 5000,
+      again.startedAt - crashedAt >= 3000,
       `restarted ${again.startedAt - crashedAt} ms after the crash, before the backoff ended`,
     );
     t.not(again.pid, first.pid);

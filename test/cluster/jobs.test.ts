@@ -11,7 +11,7 @@ import { subjects } from '../../runtime/protocol/subjects.ts';
 import { ProtocolError } from '../../runtime/base/errors.ts';
 
 // Node daemons take back an ended job's workers once its driver has been silent this long (default 10 s).
-process.env.TROUPE_CLIENT_TIMEOUT_MS = '6000';
+process.env.TROUPE_CLIENT_TIMEOUT_MS = '3000';
 
 const troupe = pathToFileURL(join(import.meta.dirname, '..', '..', 'runtime', 'index.ts')).href;
 const tsx = import.meta.resolve('tsx');

@@ -21,6 +21,7 @@ import { add, fill, putHere, sleep } from '../fixtures/tasks.ts';
 import { Tally } from '../fixtures/link-loss-actors.ts';
 import { Counter, SlowStart } from '../fixtures/actors.ts';
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 // Read from TROUPE_CALL_PROBE_MS and TROUPE_LANES when config.ts loads, before this line: set here, before init().
@@ -39,6 +40,7 @@ const cluster = useCluster(test, {
   head: { numCpus: 2, resources: { near: 4 } },
   nodes: [{ numCpus: 1, resources: { far: 1 } }],
 });
+const natsLog = () => join(cluster().head.sessionDir, 'logs', 'nats-server.log');
 
 test.serial(
   'a task and a locate the bus dropped: the task, which never arrived, is sent again; the get asks again',
@@ -50,7 +52,7 @@ test.serial(
     const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
     try {
       // Both lost behind the junk. No retries: the worker says the task never arrived, so it is sent again as it is.
-      const { sent } = await loseOnTheWay(flooder, made.pid, subjects.procTask(made.procId), () =>
+      const { sent } = await loseOnTheWay(flooder, natsLog(), made.pid, subjects.procTask(made.procId), () =>
         Promise.all([get(add.options({ maxRetries: 0 }).remote(1, 2)), get(made.ref)]),
       );
       t.deepEqual(await sent, [3, 7], 'the task ran again; the owner, asked again, answered');
@@ -66,7 +68,9 @@ test.serial('an actor call whose request the bus dropped is sent again: it never
   const first = await tally.add(1);
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
   try {
-    const { sent } = await loseOnTheWay(flooder, first.pid, subjects.actor(tally.actorId), () => tally.add(10));
+    const { sent } = await loseOnTheWay(flooder, natsLog(), first.pid, subjects.actor(tally.actorId), () =>
+      tally.add(10),
+    );
     t.like(await get(sent), { total: 11, pid: first.pid }, 'sent again, it ran once, on the same instance');
     t.like(await tally.add(0), { total: 11 });
   } finally {
@@ -89,7 +93,7 @@ async function loseTheAnswers<T>(actors: string[], meanwhile: () => T) {
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
   try {
     const { procId } = await next(); // its calls run for 6 s: the answers come behind the junk, and are lost
-    const { sent } = await loseOnTheWay(flooder, driver.pid!, subjects.obj.procCopied(procId), meanwhile);
+    const { sent } = await loseOnTheWay(flooder, natsLog(), driver.pid!, subjects.obj.procCopied(procId), meanwhile);
     const ended = (await next()) as Array<{ ended: string; value?: number; message?: string }>;
     await exited;
     return { ended, sent };
@@ -130,8 +134,12 @@ test.serial('an actor start the bus dropped: the head asks its node again, and o
   try {
     // The head's lease request for it is lost behind the junk. It takes 3 s to start, so the head asks the node again
     // (every 1 s) while the node starts it, and the node its worker.
-    const { sent: slow } = await loseOnTheWay(flooder, nodePid, subjects.obj.nodeTouch(cluster().nodeIds[0]), () =>
-      SlowStart.options({ resources: { near: 1 } }).remote(3000),
+    const { sent: slow } = await loseOnTheWay(
+      flooder,
+      natsLog(),
+      nodePid,
+      subjects.obj.nodeTouch(cluster().nodeIds[0]),
+      () => SlowStart.options({ resources: { near: 1 } }).remote(3000),
     );
     t.like(await slow.made(), { constructed: 1 }, 'its worker made one instance');
     t.like(await (await currentCore().gcs()).actors.get(slow.actorId), { state: 'ALIVE', restarts: 0 });
@@ -154,7 +162,9 @@ test.serial('a fetch the bus dropped: the reader asks its node again, and the co
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'test-flooder' });
   try {
     // Our node is asked to fetch a copy: the request is lost behind the junk.
-    const { sent } = await loseOnTheWay(flooder, nodePid, subjects.obj.nodeTouch(cluster().nodeIds[0]), () => get(far));
+    const { sent } = await loseOnTheWay(flooder, natsLog(), nodePid, subjects.obj.nodeTouch(cluster().nodeIds[0]), () =>
+      get(far),
+    );
     const got = await sent;
     t.is(got.length, 200_000);
     t.true(got.every((x) => x === 1));

@@ -1,9 +1,9 @@
 // Losing a message on purpose, for real: stop (SIGSTOP) the process subscribed to a subject, then call this. The junk
 // fills the kernel's socket buffers to that process (what they hold is still read after a cut), and what is published
 // to it next waits in nats-server's queue for it, which the server drops when it cuts the process off: after a write
-// to it has waited 10 s (write_deadline). Less than the 64 MB the server queues for one client before it cuts it off
-// at once (before the message to lose is even sent).
-import { readFileSync } from 'node:fs';
+// to it has waited 10 s (write_deadline), saying so in its log. Less than the 64 MB the server queues for one client
+// before it cuts it off at once (before the message to lose is even sent).
+import { readFileSync, statSync } from 'node:fs';
 import type { Bus } from '../../runtime/bus/bus.ts';
 
 /** Fills the way to whoever serves `subject` (stopped), so that the next message to it queues in nats-server. */
@@ -15,18 +15,30 @@ async function fillTheWay(bus: Bus, subject: string): Promise<void> {
   await bus.flush();
 }
 
-/** How long to keep it stopped after that for the server to cut it off (its write_deadline, and a margin). */
-const CUT_AFTER_MS = 12_000;
+/** Waits until the log of nats-server (`log`), past its first `from` bytes, says that it cut a slow consumer off (it
+ * then drops what it had queued for it). */
+async function cutOff(log: string, from: number): Promise<void> {
+  for (const until = Date.now() + 30_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100)))
+    if (/slow consumer detected/i.test(readFileSync(log, 'utf8').slice(from))) return;
+  throw new Error(`nats-server did not cut the stopped process off within 30 s (its log: ${log})`);
+}
 
 /** Loses what `send()` sends to process `pid`, which serves `subject`: stops it, fills the way to it (on `bus`, a
- * connection of its own), sends, waits until nats-server has cut it off, then resumes it, on every exit path. Gives
- * back what send() returned, not awaited. */
-export async function loseOnTheWay<T>(bus: Bus, pid: number, subject: string, send: () => T): Promise<{ sent: T }> {
+ * connection of its own), sends, waits until nats-server (whose log is `natsLog`) has cut it off, then resumes it, on
+ * every exit path. Gives back what send() returned, not awaited. */
+export async function loseOnTheWay<T>(
+  bus: Bus,
+  natsLog: string,
+  pid: number,
+  subject: string,
+  send: () => T,
+): Promise<{ sent: T }> {
   process.kill(pid, 'SIGSTOP');
   try {
+    const from = statSync(natsLog).size;
     await fillTheWay(bus, subject);
     const sent = send();
-    await new Promise((r) => setTimeout(r, CUT_AFTER_MS)); // nats-server cuts it off, dropping what it queued
+    await cutOff(natsLog, from);
     return { sent };
   } finally {
     process.kill(pid, 'SIGCONT');
