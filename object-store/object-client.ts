@@ -10,6 +10,7 @@ import type { Asker, Bus } from '../runtime/bus/bus.ts';
 import { ObjectRef, collectRefs, withUntrackedRefs } from './object-ref.ts';
 import { holders, isPlainValue, type LocateAnswer, type ObjectLocation } from '../runtime/protocol/objects.ts';
 import { subjects } from '../runtime/protocol/subjects.ts';
+import { Borrowers } from './borrowers.ts';
 import { OwnerTable, type OwnedObject } from './owner-table.ts';
 import { RefCounter } from './ref-counter.ts';
 import type { NodeStore } from './node-store.ts';
@@ -52,6 +53,8 @@ interface BorrowMsg {
   proc: string;
   node?: string;
   add: boolean;
+  /** From `proc`'s own counter (see Borrowers); none when another process sends it on proc's behalf. */
+  seq?: number;
 }
 
 export class ObjectClient {
@@ -69,8 +72,9 @@ export class ObjectClient {
   private readonly decoded: LRUCache<string, { value: unknown; given: boolean }>;
   /** Borrows told to their owners and not yet confirmed, by object (see announceBorrow). */
   private readonly announcing = new Map<string, Promise<void>>();
-  /** Objects whose borrow went to their owner on its lane to us. */
-  private readonly toldOnLane = new Set<string>();
+  /** The number of this process's last borrow message: each one says whether it holds an object, and an owner takes
+   * the highest numbered (Borrowers), whichever way each came. */
+  private borrowSeq = 0;
   /** The call whose arguments are being decoded, while resolveArgs tracks the refs nested in them. */
   private decodingFor: CallFrom | undefined;
   private freeBatch = new Map<string, string[]>();
@@ -81,10 +85,7 @@ export class ObjectClient {
       borrowed: (id, owner) => this.announceBorrow(id, owner),
       returned: (id, owner) => {
         this.located.delete(id);
-        const m = { id, proc: o.procId, add: false };
-        // The way its borrow went, so that this lands after it.
-        if (this.toldOnLane.delete(id)) o.bus.publishTo(owner, subjects.obj.procBorrow(owner), m);
-        else this.sendBorrow(owner, m);
+        this.sendBorrow(owner, { id, proc: o.procId, add: false, seq: ++this.borrowSeq });
       },
       unreferenced: (id) => this.maybeFree(id),
     });
@@ -424,17 +425,17 @@ export class ObjectClient {
    * before the owner knows: the caller stops holding the object for the call when the answer comes, and the owner
    * would free it. (Over NATS, an answer on a lane overtook the borrow in most calls.) A call from the owner itself
    * gets it ahead of the answer, on the way the answer goes; any other owner is asked to confirm, and the answer
-   * waits for that (CallFrom.confirmed). Our later borrow messages about the object go the same way, after it. */
+   * waits for that (CallFrom.confirmed). Our later borrow messages about it may go another way: their numbers say
+   * which came last. */
   private announceBorrow(id: string, owner: string): void {
     const { bus, procId, nodeId } = this.o;
     if (bus.isClosed) return;
-    const m = { id, proc: procId, node: nodeId, add: true };
+    const m = { id, proc: procId, node: nodeId, add: true, seq: ++this.borrowSeq };
     const from = this.decodingFor;
     // `caller` is the call's word: on a lane, its event reaches the lane's process only, which must be the owner.
     // Over NATS it goes to the owner's subject, so a caller naming the owner falsely only loses the ordering.
     if (from?.asker && from.caller === owner && (from.asker.laneProc ?? owner) === owner) {
       from.asker.tellFirst(subjects.obj.procBorrow(owner), m);
-      if (from.asker.laneProc) this.toldOnLane.add(id);
       return;
     }
     const announced: Promise<void> = bus
@@ -464,21 +465,12 @@ export class ObjectClient {
     if (typeof m?.id !== 'string' || typeof m.proc !== 'string') return;
     const o = this.owned.get(m.id);
     if (!o) return;
-    if (m.add) (o.borrowers ??= new Map()).set(m.proc, m.node);
-    else if (o.borrowers?.delete(m.proc)) this.maybeFree(m.id);
+    (o.borrowers ??= new Borrowers()).hear(m.proc, m.add, m.node, m.seq);
+    if (!m.add) this.maybeFree(m.id);
   }
 
   private dropBorrowers(pred: (proc: string, node: string | undefined) => boolean): void {
-    for (const o of [...this.owned.values()]) {
-      let dropped = false;
-      if (!o.borrowers) continue;
-      for (const [proc, node] of o.borrowers)
-        if (pred(proc, node)) {
-          o.borrowers.delete(proc);
-          dropped = true;
-        }
-      if (dropped) this.maybeFree(o.id);
-    }
+    for (const o of [...this.owned.values()]) if (o.borrowers?.drop(pred)) this.maybeFree(o.id);
   }
 
   /** Its copies there are gone; an object with no copy left is lost, and says what made it. */

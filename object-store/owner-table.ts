@@ -1,6 +1,7 @@
 // Objects this process owns (it put them, or submitted the task that makes them), and who waits for them.
 import type { ObjectLocation } from '../runtime/protocol/objects.ts';
 import type { ObjectRef } from './object-ref.ts';
+import type { Borrowers } from './borrowers.ts';
 
 export interface OwnedObject {
   id: string;
@@ -13,8 +14,8 @@ export interface OwnedObject {
   waiters?: Set<(loc: ObjectLocation) => void>;
   /** One shared promise for every whenSealed() caller. */
   sealed?: Promise<ObjectLocation>;
-  /** Other processes holding refs to it (their node, for when a node dies); made when the first one comes. */
-  borrowers?: Map<string, string | undefined>;
+  /** Other processes holding refs to it; made when the first one says so. */
+  borrowers?: Borrowers;
   /** Refs sent with the call that makes it: kept alive until the call is done and the receiver holds its own. */
   holds?: ObjectRef<unknown>[];
   /** Runs what made it again, when its only copies are lost (lineage). False when it cannot: then it stays lost. */

@@ -116,7 +116,13 @@ export const objectMessages = {
   /** Objects to delete (`nodeFree`). */
   free: v.object({ ids: v.pipe(v.array(objectId), v.maxLength(100_000)) }),
   /** A process starts or stops holding refs to one of the owner's objects (`procBorrow`). */
-  borrow: v.object({ id: objectId, proc: processId, node: v.optional(processId), add: v.boolean() }),
+  borrow: v.object({
+    id: objectId,
+    proc: processId,
+    node: v.optional(processId),
+    add: v.boolean(),
+    seq: v.optional(v.pipe(v.number(), v.safeInteger(), v.minValue(1))),
+  }),
   /** A node now keeps a copy of one of the owner's objects (`procCopied`). */
   copied: v.object({ id: objectId, node: processId }),
 };

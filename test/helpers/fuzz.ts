@@ -157,7 +157,7 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
     out.push(
       { subject: subjects.obj.procLocate(proc), base: { id: ghost } },
       { subject: subjects.obj.procRead(proc), base: { id: ghost, offset: 0, length: 10 } },
-      { subject: subjects.obj.procBorrow(proc), base: { id: ghost, proc: ghost, add: true } },
+      { subject: subjects.obj.procBorrow(proc), base: { id: ghost, proc: ghost, add: true, seq: 1 } },
       { subject: subjects.obj.procCopied(proc), base: { id: ghost, node: ghost, location: loc } },
     );
   return out;

@@ -39,4 +39,7 @@ test('malformed ones are refused, saying where', (t) => {
   }
   t.is(parseObjectMessage('borrow', { id: 'x', proc: 'p', add: 'yes' }), undefined);
   t.truthy(parseObjectMessage('borrow', { id: 'x', proc: 'p', add: true }));
+  t.is(parseObjectMessage('borrow', { id: 'x', proc: 'p', add: true, seq: 3 })?.seq, 3);
+  for (const seq of [0, -1, 1.5, '2', Number.MAX_SAFE_INTEGER + 2])
+    t.is(parseObjectMessage('borrow', { id: 'x', proc: 'p', add: false, seq }), undefined, String(seq));
 });
