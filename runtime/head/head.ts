@@ -533,7 +533,11 @@ export class Head {
     this.tending = true;
     try {
       if (this.stateReplicas < wantedReplicas(this.bus)) {
-        const { fewest, refused } = await raiseReplicas(this.bus);
+        const { fewest, refused, lowered } = await raiseReplicas(this.bus);
+        if (lowered.length)
+          console.error(
+            `troupe: no room for more copies of some stores at their bounds: lowered ${lowered.join(', ')}`,
+          );
         if (fewest > this.stateReplicas) console.error(`troupe: the cluster state is now kept in ${fewest} copies`);
         this.stateReplicas = fewest;
         // Asked again every 10 s: said once per change, so that a raise that does not come says why.

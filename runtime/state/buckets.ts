@@ -7,7 +7,7 @@
 // "subjects overlap with an existing stream" (10065), or "stream name already in use" (10058) where their configs
 // differ. By the time that answer comes the winner's stream exists, so creating again finds it and binds.
 // (One connection's creates cannot race: the server runs its API requests one after another.)
-import { JetStreamApiError, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamApiError, jetstream, jetstreamManager, type StreamInfo } from '@nats-io/jetstream';
 import { NoRespondersError, TimeoutError } from '@nats-io/nats-core';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
@@ -172,29 +172,46 @@ export async function replicated<T>(wanted: number, create: (replicas: number) =
 
 /** Raises each of troupe's streams (KV buckets, object stores, job logs) kept in fewer copies than wantedReplicas() to
  * that many, or to three where JetStream cannot keep more: the bus's third (or fifth) server came up after they were
- * made (the head of a bus troupe runs starts once two of them are). Returns the fewest copies a stream now has, and
- * JetStream's refusal for each stream it left with fewer than three (too few servers yet, or no room on them). */
-export async function raiseReplicas(bus: Bus): Promise<{ fewest: number; refused: string[] }> {
+ * made (the head of a bus troupe runs starts once two of them are). Each copy reserves a bounded store's bytes on its
+ * server's disk: where the servers are up (an unbounded stream got that many copies) but a store's bound does not fit
+ * on enough of them, the store is raised with half its bound, down to what it holds (at least LEAST_STORE_BYTES), as
+ * a head starting on a small disk does: the state's copies matter more than the store's room. Returns the fewest
+ * copies any stream has now, JetStream's refusal for each stream left with fewer than three, and each bound it took
+ * down. */
+export async function raiseReplicas(bus: Bus): Promise<{ fewest: number; refused: string[]; lowered: string[] }> {
   const jsm = await jetstreamManager(bus.nc);
   const wanted = wantedReplicas(bus);
+  const streams: StreamInfo[] = [];
+  for await (const si of jsm.streams.list()) if (TROUPE_STREAM.test(si.config.name)) streams.push(si);
+  // Unbounded streams first: the copies they get say how many servers are up for the bounded ones.
+  const bounded = (si: StreamInfo) => si.config.max_bytes > 0;
+  streams.sort((a, b) => Number(bounded(a)) - Number(bounded(b)));
+  let serversUp = 0;
   let fewest = Number.POSITIVE_INFINITY;
   const refused: string[] = [];
-  for await (const si of jsm.streams.list()) {
-    if (!TROUPE_STREAM.test(si.config.name)) continue;
-    let copies = si.config.num_replicas;
+  const lowered: string[] = [];
+  for (const si of streams) {
+    const { name, num_replicas: had, max_bytes: asked } = si.config;
+    const least = Math.max(LEAST_STORE_BYTES, si.state.bytes);
+    let copies = had;
     let why = '';
-    for (const more of [...new Set([wanted, 3])].filter((r) => r > copies))
-      try {
-        copies = (await jsm.streams.update(si.config.name, { num_replicas: more })).config.num_replicas;
-        break;
-      } catch (e) {
-        if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
-        why = e.message;
+    raise: for (const more of [...new Set([wanted, 3])].filter((r) => r > copies))
+      for (let bytes = asked; ; bytes = Math.floor(bytes / 2)) {
+        try {
+          copies = (await jsm.streams.update(name, { num_replicas: more, max_bytes: bytes })).config.num_replicas;
+          if (bytes !== asked) lowered.push(`${name} to ${formatBytes(bytes)} (was ${formatBytes(asked)})`);
+          break raise;
+        } catch (e) {
+          if (!(e instanceof JetStreamApiError && TOO_FEW_SERVERS.has(e.code))) throw e;
+          why = e.message;
+          if (!bounded(si) || serversUp < more || bytes / 2 < least) break;
+        }
       }
-    if (copies < 3 && why) refused.push(`${si.config.name}: ${why}`);
+    if (!bounded(si)) serversUp = Math.max(serversUp, copies);
+    if (copies < 3 && why) refused.push(`${name}: ${why}`);
     fewest = Math.min(fewest, copies);
   }
-  return { fewest: Number.isFinite(fewest) ? fewest : wanted, refused };
+  return { fewest: Number.isFinite(fewest) ? fewest : wanted, refused, lowered };
 }
 
 /** Asks each of troupe's replicated streams whose leader is the server `server` to elect another. The head keeps the

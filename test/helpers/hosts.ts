@@ -78,7 +78,9 @@ function removeNamespace(name: string): void {
 }
 
 /** A host's name, or its name and where troupe is installed on it. */
-export type HostSpec = string | { name: string; troupeAt?: string };
+/** A host's name, or its name and: `troupeAt`, where it sees troupe's checkout; `tmpSize`, the size of its /tmp (a
+ * tmpfs: `mount -o size=`, such as '4g'; default half the RAM), for a machine with a small disk. */
+export type HostSpec = string | { name: string; troupeAt?: string; tmpSize?: string };
 
 /** Makes one host per spec, on one network. Each host sees troupe's checkout at the checkout's path, or, given
  * `troupeAt` (a path under /tmp), only there: the checkout's own path is hidden on that host, as on a machine where
@@ -118,7 +120,7 @@ export async function makeHosts(specs: HostSpec[]): Promise<Hosts> {
     const hosts: Host[] = [];
     for (const [i, name] of names.entries()) {
       const ns = namespaces[i + 1];
-      const troupeAt = typeof specs[i] === 'string' ? undefined : (specs[i] as { troupeAt?: string }).troupeAt;
+      const { troupeAt, tmpSize } = typeof specs[i] === 'string' ? {} : (specs[i] as Exclude<HostSpec, string>);
       const [inHost, inSwitch] = [`v${process.pid}n${k}h${i}`, `v${process.pid}n${k}s${i}`];
       ip('netns', 'add', ns);
       ip('link', 'add', inHost, 'type', 'veth', 'peer', 'name', inSwitch);
@@ -146,8 +148,8 @@ export async function makeHosts(specs: HostSpec[]): Promise<Hosts> {
           'private',
           'sh',
           '-c',
-          `${privateTmp(checkout, troupeAt)} && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && echo up && ` +
-            'exec sleep 3600',
+          `${privateTmp(checkout, troupeAt, tmpSize)} && mount -t tmpfs tmpfs /dev/shm && hostname ${name} && ` +
+            'echo up && exec sleep 3600',
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
@@ -174,7 +176,7 @@ const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
 const tsxCacheName = `tsx-${process.geteuid?.() ?? 'user'}`;
 const tsxCache = `/mnt/${tsxCacheName}`;
 
-function privateTmp(keep: string, troupeAt?: string): string {
+function privateTmp(keep: string, troupeAt?: string, tmpSize?: string): string {
   if (troupeAt !== undefined && !troupeAt.startsWith('/tmp/'))
     throw new Error(`troupeAt must be under /tmp (the host's private /tmp), not ${troupeAt}`);
   const inTmp = keep.startsWith('/tmp/');
@@ -182,7 +184,7 @@ function privateTmp(keep: string, troupeAt?: string): string {
   const target = troupeAt ?? (inTmp ? keep : undefined);
   return [
     'mount --bind /tmp /mnt',
-    'mount -t tmpfs tmpfs /tmp',
+    `mount -t tmpfs ${tmpSize ? `-o size=${q(tmpSize)} ` : ''}tmpfs /tmp`,
     // tsx's cache of compiled TypeScript, as a machine that has run troupe before has its own: without it every
     // driver on the host compiles again. It holds nothing but compiled code. (troupe's own processes keep theirs in
     // the checkout, which every host shares.)

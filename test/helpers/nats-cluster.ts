@@ -28,13 +28,15 @@ export interface NatsCluster {
   stop(): Promise<void>;
 }
 
-/** Starts `n` servers in `dir` and resolves once JetStream has a meta leader (the cluster can keep state). */
-export async function startNatsCluster(dir: string, n = 3): Promise<NatsCluster> {
+/** Starts `n` servers in `dir` and resolves once JetStream has a meta leader (the cluster can keep state).
+ * `maxFileStore`: JetStream's bound on each server's disk (its `max_file_store`, such as '1G'), for a small disk. */
+export async function startNatsCluster(dir: string, n = 3, o: { maxFileStore?: string } = {}): Promise<NatsCluster> {
   const token = randomBytes(16).toString('hex');
   const servers: Array<NatsClusterServer & { routePort: number; httpPort: number }> = [];
   for (let i = 0; i < n; i++)
     servers.push({ name: `s${i}`, port: await freePort(), routePort: await freePort(), httpPort: await freePort() });
   const logOf = (s: NatsClusterServer) => join(dir, `${s.name}.log`);
+  const bound = o.maxFileStore ? `, max_file_store: ${o.maxFileStore}` : '';
   const routes = servers.map((s) => `nats-route://127.0.0.1:${s.routePort}`).join(', ');
   const stop = async () => {
     await Promise.all(servers.map((s) => s.child?.pid && terminate(s.child.pid)));
@@ -50,7 +52,7 @@ export async function startNatsCluster(dir: string, n = 3): Promise<NatsCluster>
           `listen: 127.0.0.1:${s.port}`,
           `http: 127.0.0.1:${s.httpPort}`,
           `authorization { token: "${token}" }`,
-          `jetstream { store_dir: ${JSON.stringify(join(dir, s.name))} }`,
+          `jetstream { store_dir: ${JSON.stringify(join(dir, s.name))}${bound} }`,
           `cluster { name: users-nats, listen: 127.0.0.1:${s.routePort}, routes: [${routes}] }`,
           '',
         ].join('\n'),
