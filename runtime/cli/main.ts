@@ -42,9 +42,9 @@ const HELP = `troupe: an actor-based distributed runtime for TypeScript
 
 Usage:
   troupe start --head [--port N] [--host ADDR] [--nats URL] [--node-ip-address IP] [TLS] [RESOURCES]
-               [--bus-peers IP,IP] [--data-dir DIR] [--worker-user USER] [--block]
+               [--bus-peers IP,IP] [--data-dir DIR] [--fresh] [--worker-user USER] [--block]
   troupe start --address HOST:PORT[,…] --ca-sha256 sha256:HEX [--node-ip-address IP] [RESOURCES]
-               [--data-dir DIR] [--worker-user USER] [--block]
+               [--data-dir DIR] [--fresh] [--worker-user USER] [--block]
   troupe status [--json]
   troupe list nodes|actors|tasks|objects|jobs [--json]
   troupe memory [--json]
@@ -78,8 +78,9 @@ Other:     --node-timeout-ms MS (head: declare a silent node dead after MS, defa
            15000; it is SUSPECT, and gets no new work, after TROUPE_NODE_SUSPECT_MS, default 1500)
            --data-dir DIR (head: where the cluster's state is kept, default ${'$'}XDG_STATE_HOME/troupe/head, or
            ~/.local/state/troupe/head, or ${'$'}TROUPE_HOME/state/head when TROUPE_HOME is set; started again on it,
-           it is the same cluster: credentials, CA, port, cluster state; another dir, or that one removed, makes a
-           new cluster. On a machine of --bus-peers: its server's data, default bus-server-IP-PORT there).
+           it is the same cluster: credentials, CA, port, cluster state; --fresh (or another dir) makes a new
+           one, moving the old aside. On a machine of --bus-peers: its server's data, default bus-server-IP-PORT
+           there).
            --block: stay in the foreground; exit 1 when one of the daemons dies (for systemd).
            --worker-user USER (started as root): run this machine's workers (your jobs' code) as USER, so they
            cannot read the daemons' credentials
@@ -133,6 +134,7 @@ const commands = {
     block: { type: 'boolean' },
     'node-timeout-ms': { type: 'string' },
     'data-dir': { type: 'string' },
+    fresh: { type: 'boolean' },
     'bus-peers': { type: 'string' },
     'node-ip-address': { type: 'string' },
     'tls-cert': { type: 'string' },
@@ -253,6 +255,7 @@ function startOptions(values: Values): StartOptions {
     spillDir: values['no-spill'] ? false : (values['spill-dir'] as string | undefined),
     nodeTimeoutMs: number(values, 'node-timeout-ms'),
     dataDir: values['data-dir'] as string | undefined,
+    fresh: values.fresh === true,
     busPeers:
       values['bus-peers'] === undefined
         ? undefined
@@ -271,6 +274,8 @@ async function start(values: Values): Promise<number> {
       'troupe start needs --head (a new cluster), --address HOST:PORT (join one), or both (a standby head)',
     );
   const o = startOptions(values);
+  if (o.fresh && (values.nats !== undefined || (values.head && values.address !== undefined)))
+    throw new UsageError('--fresh is for a machine that keeps the cluster here: a head, or one of the bus servers');
   if (values.head && values.address) return startStandby(values, o);
   const { startHead, startNode, recordCurrentCluster } = await import('../cluster/local-cluster.ts');
   let started: StartedCluster;

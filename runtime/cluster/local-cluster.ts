@@ -1,6 +1,6 @@
 // Starts daemons on this machine: a whole cluster (nats-server + head + node daemon) for `troupe start --head`
 // and for init() with nothing to join, or one node daemon for `troupe start --address`.
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -73,6 +73,8 @@ export interface StartOptions extends ResourceFlags {
    * is the same cluster, with its credentials, CA, port and JetStream data (cluster state, checkpoints). On a machine
    * that runs one of the bus's core servers, that server's dir (its JetStream data). */
   dataDir?: string;
+  /** A new cluster in `dataDir`: the one kept there is moved aside (`<dir>.old-<time>`), not reused. */
+  fresh?: boolean;
   /** The head's bus is a NATS cluster: the other machines (IPs or names) that run one of its core servers, each
    * started there by `troupe start --address` with the join line (bus-servers.ts). Needs TLS. */
   busPeers?: string[];
@@ -128,16 +130,35 @@ export function newSessionDir(): string {
   return dir;
 }
 
-/** A data dir (StartOptions.dataDir), made private if new; one that others may write to is refused. */
-function useDataDir(dir: string): string {
+/** A data dir (StartOptions.dataDir), made private if new; one that others may write to is refused. `fresh`: what it
+ * holds is moved aside first (kept, for whoever still wants it: it has the old cluster's checkpoints). */
+function useDataDir(dir: string, fresh = false): string {
   const path = resolve(dir);
-  mkdirSync(join(path, 'logs'), { recursive: true, mode: 0o700 });
-  const problem = privateDirProblem(path);
-  if (problem) throw new UsageError(`--data-dir ${path} is not private: ${problem}`);
   const running = readRunFiles().find((r) => r.sessionDir === path && isAlive(r.pid));
   if (running)
     throw new UsageError(`a ${running.role} (pid ${running.pid}) already runs on ${path}: 'troupe stop' first`);
+  const problem = privateDirProblem(path);
+  if (problem) throw new UsageError(`${path} (a data dir) is not private: ${problem}`);
+  if (fresh && readdirSync(path).some((f) => f !== 'logs')) {
+    const aside = `${path}.old-${new Date().toISOString().replace(/[-:]/g, '')}`;
+    renameSync(path, aside);
+    mkdirSync(path, { mode: 0o700 });
+    console.error(
+      `troupe: --fresh: the cluster kept in ${path} is now in ${aside} (remove it once you need it no more)`,
+    );
+  }
+  mkdirSync(join(path, 'logs'), { recursive: true, mode: 0o700 });
   return path;
+}
+
+/** Flags that would break a cluster kept in `dir` for the machines that joined it: plain text where they trust its
+ * CA. (Another port is refused where the port is read: startNatsServer.) */
+function checkSameCluster(dir: string, o: StartOptions, host: string): void {
+  if (o.noTls && !isLoopback(host) && existsSync(join(dir, 'tls-ca.pem')))
+    throw new UsageError(
+      `the cluster kept in ${dir} uses TLS: the machines that joined it trust its CA and refuse plain text. Start ` +
+        'it without --no-tls, or start a new cluster (--fresh, or another --data-dir)',
+    );
 }
 
 /** A bus of several servers is there to outlive the loss of a machine: its state should outlive a reboot too. */
@@ -153,7 +174,8 @@ function warnIfTemporary(dir: string): void {
 
 export async function startHead(o: StartOptions): Promise<StartedCluster> {
   checkBusPeers(o);
-  const sessionDir = o.dataDir ? useDataDir(o.dataDir) : newSessionDir();
+  const sessionDir = o.dataDir ? useDataDir(o.dataDir, o.fresh) : newSessionDir();
+  checkSameCluster(sessionDir, o, o.host ?? '127.0.0.1');
   if (o.busPeers?.length) warnIfTemporary(sessionDir);
   const started: number[] = [];
   const runs: Array<{ role: 'nats' | 'head' | 'node'; pid: number }> = [];
@@ -357,10 +379,14 @@ export function startNode(o: NodeStartOptions): Promise<StartedCluster> {
  * in the address's server list starts its core server of the bus first. `waitMs`: for the head to count the node. */
 async function runNode(o: NodeStartOptions, others: DaemonChild[], waitMs = 60_000): Promise<StartedCluster> {
   const self = o.isHead || serverUrls(o.address).length < 2 ? undefined : ownServer(o.address);
-  if (o.dataDir && !o.isHead && !self)
-    throw new UsageError(
-      `--data-dir on a joining machine is for one of the bus's servers, and ${o.address} does not list this one`,
-    );
+  for (const [given, flag] of [
+    [o.dataDir, '--data-dir'],
+    [o.fresh, '--fresh'],
+  ] as const)
+    if (given && !o.isHead && !self)
+      throw new UsageError(
+        `${flag} on a joining machine is for one of the bus's servers, and ${o.address} does not list this one`,
+      );
   const bus = self && (await startOwnBusServer(o, self));
   try {
     return await runNodeDaemon(o, bus ? [...others, bus.process] : others, waitMs, bus);
@@ -376,10 +402,10 @@ async function runNode(o: NodeStartOptions, others: DaemonChild[], waitMs = 60_0
 /** This machine's core server of the bus, in `--data-dir` or a dir of its own in troupeState() kept from one start
  * to the next (its JetStream data, its server name: the cluster knows it as the same server). */
 async function startOwnBusServer(o: NodeStartOptions, self: { host: string; port: number }) {
-  const dir = o.dataDir
-    ? useDataDir(o.dataDir)
-    : join(troupeState(), `bus-server-${self.host.replace(/[^0-9A-Za-z.-]/g, '_')}-${self.port}`);
-  mkdirSync(join(dir, 'logs'), { recursive: true, mode: 0o700 });
+  const dir = useDataDir(
+    o.dataDir ?? join(troupeState(), `bus-server-${self.host.replace(/[^0-9A-Za-z.-]/g, '_')}-${self.port}`),
+    o.fresh,
+  );
   warnIfTemporary(dir);
   const nats = await startBusServer({ ...o, self, dir });
   if (o.detached) writeRunFile({ role: 'nats', pid: nats.pid, address: o.address, sessionDir: dir });

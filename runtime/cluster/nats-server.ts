@@ -70,9 +70,16 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   if (saved && saved.cluster !== opts.cluster?.name && existsSync(join(opts.dir, 'jetstream')))
     throw new UsageError(
       saved.cluster
-        ? `${opts.dir} holds a server of the NATS cluster ${saved.cluster}: start it with the same --bus-peers`
-        : `${opts.dir} holds a lone nats-server's data (a cluster started without --bus-peers): give a bus of ` +
-            'several servers another --data-dir, or remove that dir to forget the cluster it holds',
+        ? `${opts.dir} holds a server of the NATS cluster ${saved.cluster}: start it with the same --bus-peers (and ` +
+            'join line), or with --fresh for a new cluster'
+        : `${opts.dir} holds a lone nats-server's data (a cluster started without --bus-peers): start a bus of ` +
+            'several servers with --fresh, or another --data-dir',
+    );
+  // The machines that joined it know it at that port.
+  if (opts.port !== undefined && saved && opts.port !== saved.port)
+    throw new UsageError(
+      `${opts.dir} holds a cluster whose bus listens on port ${saved.port}: start it on that port, or start a new ` +
+        'cluster (--fresh, or another --data-dir)',
     );
   const fixedPort = opts.port ?? saved?.port;
   const serverName = saved?.serverName ?? `troupe-${randomBytes(6).toString('hex')}`;

@@ -1,6 +1,6 @@
 // The troupe CLI with real detached daemons: a head and two node daemons, status, list, stop, bad input.
 import test from 'ava';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { runCommand, tempDir, processesWithHome, isAlive, terminate, eventually } from '../helpers/cluster.ts';
@@ -262,4 +262,22 @@ test('a head started again is the same cluster: port, credentials, CA, actors, k
   );
   // Its record survived: the actor is started again (its old node is gone) and found by name.
   t.deepEqual(await driver('read'), made);
+  t.is((await troupe('stop')).code, 0);
+
+  // Flags that would cut the machines that joined it off are refused, before anything starts.
+  const port = joinLine[1].split(':').pop();
+  const otherPort = await troupe('start', '--head', ...flags, '--port', String(Number(port) + 1));
+  t.is(otherPort.code, 2, otherPort.stderr);
+  t.regex(otherPort.stderr, new RegExp(`bus listens on port ${port}: start it on that port, or start a new cluster`));
+  const plain = await troupe('start', '--head', ...flags, '--no-tls');
+  t.is(plain.code, 2, plain.stderr);
+  t.regex(plain.stderr, /uses TLS: the machines that joined it trust its CA and refuse plain text/);
+  // --fresh: a new cluster (new credentials and CA), the old one moved aside, not lost.
+  const fresh = await troupe('start', '--head', ...flags, '--fresh');
+  t.is(fresh.code, 0, fresh.stderr);
+  const [, freshToken, , freshCa] = /TROUPE_TOKEN=(\S+) .*start --address (\S+) --ca-sha256 (\S+)/.exec(fresh.stdout)!;
+  t.not(freshToken, joinLine[0]);
+  t.not(freshCa, joinLine[2]);
+  const aside = /is now in (\S+) /.exec(fresh.stderr)?.[1] ?? '';
+  t.true(existsSync(join(aside, 'identities.json')), fresh.stderr);
 });
