@@ -37,8 +37,9 @@ const TOO_FEW_SERVERS = new Set([10074, 10023, 10005]);
  * that server's copy are lost until the others drop their route to it (24–50 s on nats-server 2.9.10). */
 export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}, timeoutMs?: number): Promise<KV> {
   const kvm = new Kvm(timeoutMs ? jetstream(bus.nc, { timeout: timeoutMs }) : bus.nc);
-  return whileJetStreamRecovers(() =>
-    replicated(wantedReplicas(bus), (replicas) => kvm.create(name, { ...opts, replicas, allow_direct: false })),
+  return whileJetStreamRecovers(
+    () => replicated(wantedReplicas(bus), (replicas) => kvm.create(name, { ...opts, replicas, allow_direct: false })),
+    bus,
   );
 }
 
@@ -64,7 +65,7 @@ const ABOUT: Record<SharedStore, { what: string; setting: string; room: string }
 /** Binds to the object store, which must exist (the head made it: createObjectStore). */
 export function openObjectStore(bus: Bus, name: string): Promise<ObjectStore> {
   const objm = new Objm(bus.nc);
-  return whileJetStreamRecovers(() => objm.open(name));
+  return whileJetStreamRecovers(() => objm.open(name), bus);
 }
 
 /** JetStream's "maximum bytes exceeded": a put into a full stream whose policy is to refuse new messages (an object
@@ -100,8 +101,9 @@ export async function createObjectStore(bus: Bus, name: string, asked: number): 
   let bytes = asked > 0 ? asked : -1;
   for (;;) {
     try {
-      await whileJetStreamRecovers(() =>
-        replicated(wantedReplicas(bus), (replicas) => objm.create(name, { replicas, max_bytes: bytes })),
+      await whileJetStreamRecovers(
+        () => replicated(wantedReplicas(bus), (replicas) => objm.create(name, { replicas, max_bytes: bytes })),
+        bus,
       );
       return await whileJetStreamRecovers(() => applyBound(bus, `OBJ_${name}`, bytes));
     } catch (e) {
@@ -259,14 +261,16 @@ const RECOVERY_MS = 15_000;
  * unavailable), for up to RECOVERY_MS: in a NATS cluster a new stream's subjects reach the other servers a moment
  * after it is made, and when a server is lost its streams and the JetStream meta group elect new leaders. Only for
  * requests that may be repeated: making or binding a bucket, reads, a put, a delete (a compare-and-set that timed out
- * may have been applied). */
-export async function whileJetStreamRecovers<T>(request: () => Promise<T>): Promise<T> {
+ * may have been applied). Given `bus`, a lone server without JetStream (its INFO says so) fails it at once: there,
+ * nothing will answer. */
+export async function whileJetStreamRecovers<T>(request: () => Promise<T>, bus?: Bus): Promise<T> {
   const until = Date.now() + RECOVERY_MS;
   for (;;) {
     try {
       return await request();
     } catch (e) {
-      if (!unanswered(e) || Date.now() > until) throw e;
+      const lone = bus && !bus.nc.info?.jetstream && !bus.nc.info?.cluster;
+      if (!unanswered(e) || lone || Date.now() > until) throw e;
       await new Promise((r) => setTimeout(r, 200));
     }
   }
