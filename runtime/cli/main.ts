@@ -513,6 +513,7 @@ async function status(values: Values): Promise<number> {
             stores: head?.stores ?? [],
             nodes,
             pending: head?.pending ?? [],
+            pendingLeft: head?.pendingLeft ?? 0,
             infeasible: head?.infeasible ?? [],
             actors: actors.map(actorRow),
             jobs,
@@ -586,7 +587,18 @@ async function status(values: Values): Promise<number> {
     );
     const pending = head?.pending ?? [];
     console.log(`\nPending demands: ${pending.length ? '' : 'none'}`);
-    for (const p of pending) console.log(`  ${formatResources(p.demand)} waiting ${(p.waitingMs / 1000).toFixed(1)} s`);
+    for (const p of pending) {
+      const where =
+        typeof p.strategy === 'object' ? ` on node ${p.strategy.nodeId}` : p.strategy === 'SPREAD' ? ' spread' : '';
+      const from = `${p.clients} ${p.clients === 1 ? 'client' : 'clients'}`;
+      console.log(
+        printable(
+          `  ${formatResources(p.demand)}${where}: ${p.count} waiting (from ${from}), the longest ` +
+            `${(p.waitingMs / 1000).toFixed(1)} s`,
+        ),
+      );
+    }
+    if (head?.pendingLeft) console.log(`  and ${head.pendingLeft} more kinds of demand, fewer waiting for each`);
     const infeasible = head?.infeasible ?? [];
     console.log(`Infeasible demands: ${infeasible.length ? '' : 'none'}`);
     for (const p of infeasible) console.log(printable(`  ${p.at}  ${p.message}`));

@@ -64,6 +64,7 @@ import {
   checkWorkerDied,
 } from '../protocol/schemas.ts';
 import { describeVersions, ownVersions, sameVersions, type HelloMsg } from '../protocol/versions.ts';
+import { pendingDemands } from './pending-demands.ts';
 
 export interface HeadOptions {
   address: string;
@@ -801,6 +802,8 @@ export class Head {
 
   status(): HeadStatus {
     const now = Date.now();
+    const waiting = pendingDemands(this.queue.values(), now);
+    const pending = { pending: waiting.rows, ...(waiting.left ? { pendingLeft: waiting.left } : {}) };
     const standbys = this.leadership.standbys();
     const info = this.bus.nc.info;
     const busStatus = {
@@ -829,12 +832,7 @@ export class Head {
         malformed: n.malformed,
       })),
       malformed: malformedCounts(),
-      pending: [...this.queue.values()].map((p) => ({
-        demand: p.demand,
-        strategy: p.strategy,
-        clientId: p.clientId,
-        waitingMs: now - p.since,
-      })),
+      ...pending,
       infeasible: this.infeasible,
     };
   }

@@ -84,11 +84,25 @@ export interface NodeStatus extends Omit<NodeInfo, 'state'> {
   malformed?: Record<string, number>;
 }
 
+/** Requests (tasks' leases, actors) waiting with the same demand and strategy. */
+export interface PendingDemand {
+  demand: ResourceSet;
+  strategy: SchedulingStrategy;
+  count: number;
+  /** Drivers and workers they come from. */
+  clients: number;
+  /** The longest any of them has waited. */
+  waitingMs: number;
+}
+
 export interface HeadStatus {
   /** The head's versions: every node and driver must match them. */
   head: Versions;
   nodes: NodeStatus[];
-  pending: Array<{ demand: ResourceSet; strategy: SchedulingStrategy; clientId: string; waitingMs: number }>;
+  /** Work waiting for resources, one row per kind of demand (head/pending-demands.ts). */
+  pending: PendingDemand[];
+  /** Kinds of demand waiting beyond the rows of `pending` (the fewest waiting); absent: none. */
+  pendingLeft?: number;
   infeasible: Array<{ demand: ResourceSet; message: string; at: string }>;
   /** Messages the head refused or dropped as malformed, by message type. */
   malformed?: Record<string, number>;

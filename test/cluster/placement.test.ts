@@ -1,7 +1,8 @@
 // Placement on two node daemons with fake GPUs and a custom resource.
 import test from 'ava';
 import { get, InfeasibleError } from '../../runtime/index.ts';
-import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
+import { useCluster, eventually, runCommand, tempDir } from '../helpers/cluster.ts';
+import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { env, hold, meet, meetAndHold } from '../fixtures/tasks.ts';
 import { Counter as Huge } from '../fixtures/actors.ts';
@@ -12,6 +13,7 @@ const cluster = useCluster(test, {
   head: { numCpus: 2, numGpus: 0 },
   nodes: [{ numCpus: 2, numGpus: 2, resources: { ssd: 1 } }],
 });
+const cli = join(import.meta.dirname, '..', '..', 'runtime', 'cli', 'troupe.mjs');
 let cpuNode: string, gpuNode: string;
 test.serial.before(() => {
   [cpuNode, gpuNode] = cluster().nodeIds;
@@ -35,7 +37,11 @@ test.serial('two 1-GPU tasks at once get different devices; a third waits (pendi
   const pending = await eventually('a pending GPU demand in status', async () =>
     (await cluster().status()).pending.find((p) => p.demand.GPU === 1),
   );
-  t.is(pending.demand.GPU, 1);
+  t.like(pending, { demand: { GPU: 1 }, clients: 1 });
+  t.true(pending.count >= 1 && pending.count <= 3);
+  // As `troupe status` shows it: one line per kind of demand.
+  const shown = await runCommand(process.execPath, [cli, 'status'], { env: { TROUPE_HOME: cluster().home } });
+  t.regex(shown.stdout, /Pending demands: \n {2}.*GPU: 1.*: [1-3] waiting \(from 1 client\), the longest \d+\.\d s/);
   writeFileSync(`${dir}/go`, '');
   const [ra, rb, rc] = await get([a, b, third]);
   t.deepEqual([ra.gpus, rb.gpus].sort(), ['0', '1']);
