@@ -51,7 +51,8 @@ export function troupeState(): string {
     : join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'troupe');
   return privateDir(
     dir,
-    (problem) => `troupe's state dir ${dir} is not private: ${problem}. Remove it, or set TROUPE_HOME`,
+    (problem) =>
+      `troupe's state dir ${dir} is not private: ${problem}. Remove it, set TROUPE_HOME, or give --data-dir DIR`,
   );
 }
 
