@@ -30,12 +30,11 @@ export function pendingDemands(
       groups.set(key, (g = { demand: r.demand, strategy, count: 0, clients: 0, waitingMs: 0, owners: new Set() }));
     g.count++;
     g.owners.add(r.clientId);
-    g.clients = g.owners.size;
     g.waitingMs = Math.max(g.waitingMs, now - r.since);
   }
   const sorted = [...groups.values()].sort((a, b) => b.count - a.count || b.waitingMs - a.waitingMs);
   return {
-    rows: sorted.slice(0, PENDING_ROWS).map(({ owners: _, ...row }) => row),
+    rows: sorted.slice(0, PENDING_ROWS).map(({ owners, ...row }) => ({ ...row, clients: owners.size })),
     left: Math.max(0, sorted.length - PENDING_ROWS),
   };
 }
