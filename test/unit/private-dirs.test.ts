@@ -76,6 +76,26 @@ test('the default home is per user, in the temp dir', (t) => {
   t.is(statSync(join(tmp, `troupe-${uid}`)).mode & 0o777, 0o700);
 });
 
+test("the state dir (what outlives a reboot) is TROUPE_HOME's when set, else XDG's, else the home's; private", (t) => {
+  const root = tempDir(t);
+  const stateDir = (env: NodeJS.ProcessEnv) =>
+    spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '-e', `import(${JSON.stringify(config)}).then((c) => console.log(c.troupeState()))`],
+      { env: { ...process.env, TROUPE_HOME: '', XDG_STATE_HOME: '', ...env }, encoding: 'utf8' },
+    );
+  const home = stateDir({ HOME: join(root, 'user') });
+  t.is(home.stdout.trim(), join(root, 'user', '.local', 'state', 'troupe'), home.stderr);
+  t.is(statSync(join(root, 'user', '.local', 'state', 'troupe')).mode & 0o777, 0o700);
+  t.is(stateDir({ XDG_STATE_HOME: join(root, 'xdg') }).stdout.trim(), join(root, 'xdg', 'troupe'));
+  t.is(stateDir({ TROUPE_HOME: join(root, 'th') }).stdout.trim(), join(root, 'th', 'state'));
+  mkdirSync(join(root, 'open', 'troupe'), { recursive: true });
+  chmodSync(join(root, 'open', 'troupe'), 0o777);
+  const refused = stateDir({ XDG_STATE_HOME: join(root, 'open') });
+  t.not(refused.status, 0);
+  t.regex(refused.stderr, /troupe's state dir .* is not private: others may write to it .*--data-dir DIR/);
+});
+
 /** What tsx would do in a process whose temp dir is `tmp`: whether it reads its cache. */
 function tsxCacheIn(tmp: string): { disabled: boolean; stderr: string } {
   const run = spawnSync(
