@@ -1,6 +1,6 @@
 // Another user who creates troupe's directories first must not get to hand troupe a cluster file or code: troupe's
-// home and tsx's cache are used only when they are this user's alone. And the user workers run as (--worker-user) is
-// a real, unprivileged user that this process can start processes as.
+// home, state dir and tsx's cache are used only when they are this user's alone. And the user workers run as
+// (--worker-user) is a real, unprivileged user that this process can start processes as.
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
