@@ -174,11 +174,17 @@ export class ActorCaller {
   }
 
   private send(actorId: string, entry: InFlight): void {
+    // Only an instance we know is alive (callers wait for that): what we knew was dropped meanwhile when it stopped.
+    const k = this.known.get(actorId);
+    if (k?.state !== 'ALIVE') {
+      this.sendAgain(actorId, entry);
+      return;
+    }
     let calls = this.inFlight.get(actorId);
     if (!calls) this.inFlight.set(actorId, (calls = new Map()));
     calls.set(entry.call.callId, entry);
     this.heardAt.set(actorId, Date.now());
-    this.bus.requestBatched(subjects.actor(actorId), entry);
+    this.bus.requestBatched(subjects.actor(actorId, k.incarnation), entry);
   }
 
   /** The actor's answer to a call we sent. */
@@ -188,7 +194,7 @@ export class ActorCaller {
     this.heardAt.set(actorId, Date.now());
     if (r.notRun) {
       // The instance stopped (killed, crashed, restarting) before running it: it goes to the next instance.
-      this.known.delete(actorId);
+      this.forget(actorId);
       this.sendAgain(actorId, entry);
     } else {
       this.owned.seal(call.callId, r.result);
@@ -206,7 +212,7 @@ export class ActorCaller {
     // Nobody got it: the actor died or is restarting and we had not heard yet. The call never ran, so sending it
     // again once the actor is back is safe whatever maxTaskRetries says. What we knew is stale: ask KV afresh.
     if (e instanceof NoRespondersError) {
-      this.known.delete(actorId);
+      this.forget(actorId);
       this.sendAgain(actorId, entry);
     } else {
       this.owned.seal(call.callId, { error: e });
@@ -218,7 +224,7 @@ export class ActorCaller {
   private lost(entry: InFlight): void {
     setTimeout(() => {
       if (!this.takeInFlight(entry)) return; // settled by the death
-      this.known.delete(entry.actorId);
+      this.forget(entry.actorId);
       this.afterDeath(entry.actorId, entry);
     }, LOST_CALL_MS).unref();
   }
@@ -236,8 +242,9 @@ export class ActorCaller {
         continue;
       }
       if (this.probing.has(actorId) || now - (this.heardAt.get(actorId) ?? 0) < defaults.callProbeMs) continue;
-      const workerId = this.known.get(actorId)?.workerId;
-      if (!workerId || this.bus.laneOf(subjects.actor(actorId))) continue;
+      const known = this.known.get(actorId);
+      const workerId = known?.workerId;
+      if (!workerId || this.bus.laneOf(subjects.actor(actorId, known.incarnation))) continue;
       this.probing.add(actorId);
       const caller = calls.values().next().value!.call.caller;
       this.bus
@@ -346,12 +353,22 @@ export class ActorCaller {
     });
   }
 
+  /** Drops what we knew of the actor (stale): the next call asks again. */
+  private forget(actorId: string): void {
+    const k = this.known.get(actorId);
+    if (k) this.bus.route(subjects.actor(actorId, k.incarnation), undefined);
+    this.known.delete(actorId);
+  }
+
   private learn(actorId: string, e: Known & Pick<ActorStateEvent, 'direct'>): void {
     const before = this.known.get(actorId);
     if (before && before.incarnation > e.incarnation) return; // stale
     this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause, workerId: e.workerId });
+    if (before && before.incarnation !== e.incarnation)
+      this.bus.route(subjects.actor(actorId, before.incarnation), undefined);
     // Learned before any call to this incarnation goes (calls wait for ALIVE), so one caller's calls keep one way.
-    this.bus.route(subjects.actor(actorId), e.state === 'ALIVE' && defaults.lanes ? e.direct : undefined);
+    const lane = e.state === 'ALIVE' && defaults.lanes ? e.direct : undefined;
+    this.bus.route(subjects.actor(actorId, e.incarnation), lane);
     if (e.state === 'DEAD') this.args.delete(actorId);
     if (e.state === 'RESTARTING' || e.state === 'DEAD') {
       const calls = this.inFlight.get(actorId);

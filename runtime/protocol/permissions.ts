@@ -102,7 +102,7 @@ const corePublish = [
   any(subjects.nodeRelease),
   any(subjects.procTask),
   any(subjects.procProbe),
-  any(subjects.actor),
+  subjects.actor('*', '*'),
   any(o.procLocate),
   any(o.procRead),
   any(o.procBorrow),
@@ -132,7 +132,7 @@ const coreSubscribe = [
   subjects.evtWorkerDied,
   subjects.evtProcExited,
   subjects.evtActorState,
-  any(subjects.actor),
+  subjects.actor('*', '*'),
   any((g) => subjects.collective(g, 0)).replace(/\.0$/, '.*'),
   any(subjects.trainProgress),
 ];

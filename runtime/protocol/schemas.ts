@@ -176,12 +176,9 @@ export const checkProcActorStop = schemaCheck(
   'actor stop request',
   v.object({ actorId: id, graceMs: v.optional(amount) }),
 );
-export const checkActorStart = schemaCheck<v.GenericSchema<{ spec: ActorSpec; incarnation?: number }>>(
+export const checkActorStart = schemaCheck<v.GenericSchema<{ spec: ActorSpec; incarnation: number }>>(
   'actor start request',
-  v.object({ spec: actorSpec, incarnation: v.optional(count) }) as v.GenericSchema<{
-    spec: ActorSpec;
-    incarnation?: number;
-  }>,
+  v.object({ spec: actorSpec, incarnation: count }) as v.GenericSchema<{ spec: ActorSpec; incarnation: number }>,
 );
 /** A caller asks which of its tasks or calls a worker still holds (queued, running, or its answer not yet sent). */
 /** The caller whose tasks or calls they are, and for an actor's calls the actor (`received` answers for them).

@@ -115,11 +115,10 @@ export class ActorHost {
    * again only as a new incarnation: an older instance still here goes first. The same incarnation again is its node
    * asking again (a start or its answer may be lost): it joins the first start, or gets its answer again. A failed
    * start is forgotten, so asking again runs the constructor again. */
-  start(spec: ActorSpec, incarnation?: number): Promise<Started> {
+  start(spec: ActorSpec, incarnation: number): Promise<Started> {
     const first = this.starts.get(spec.actorId);
-    if (first && incarnation !== undefined && first.incarnation === incarnation) return first.started;
-    const started = this.construct(spec);
-    if (incarnation === undefined) return started;
+    if (first?.incarnation === incarnation) return first.started;
+    const started = this.construct(spec, incarnation);
     const entry = { incarnation, started };
     this.starts.set(spec.actorId, entry);
     started.catch(() => {
@@ -128,7 +127,7 @@ export class ActorHost {
     return started;
   }
 
-  private async construct(spec: ActorSpec): Promise<Started> {
+  private async construct(spec: ActorSpec, incarnation: number): Promise<Started> {
     await this.stopInstance(spec.actorId);
     const ctx = contextOf(spec);
     const h = await this.inContext(ctx, async (): Promise<Hosted> => {
@@ -171,7 +170,7 @@ export class ActorHost {
       }
     });
     h.sub = this.client.bus.serveBatched(
-      subjects.actor(spec.actorId),
+      subjects.actor(spec.actorId, incarnation),
       request(
         checkActorCall,
         (call: ActorCall, asker: Asker) =>

@@ -121,7 +121,7 @@ async function authenticated(path: string, token: string): Promise<net.Socket> {
 
 /** A request frame for one call of `method` on the actor, with encoded arguments. */
 function requestFrame(actorId: string, id: string, method: string, args: unknown[]): Buffer {
-  const subject = Buffer.from(subjects.actor(actorId), 'latin1');
+  const subject = Buffer.from(subjects.actor(actorId, 0), 'latin1');
   const call = encode({ batch: [{ callId: `intruder-${id}`, method, args: encode(args), caller: 'intruder' }] });
   const head = Buffer.alloc(8 + id.length + subject.length);
   head.writeUInt32BE(head.length - 4 + call.length, 0);

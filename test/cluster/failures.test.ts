@@ -15,6 +15,7 @@ import { add, hold, env, flaky } from '../fixtures/tasks.ts';
 import type { TaskEvent } from '../../runtime/protocol/tasks.ts';
 import type { JobRef } from '../../runtime/protocol/jobs.ts';
 import { malformedCounts } from '../../runtime/protocol/check.ts';
+import { defaults } from '../../runtime/base/config.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { fuzzTargets, mutations, wrapped } from '../helpers/fuzz.ts';
 
@@ -40,6 +41,14 @@ async function runningTask(name: string): Promise<TaskEvent> {
     (await bus.request<TaskEvent[]>(subjects.headTasks, {})).find((e) => e.name === name && e.state === 'RUNNING'),
   );
 }
+
+/** The node's row once it is ALIVE again (after it was fenced, it joins as a new incarnation). */
+const aliveAgain = (nodeId: string) =>
+  eventually(
+    'the node ALIVE again',
+    async () => (await c.status()).nodes.find((n) => n.nodeId === nodeId && n.state === 'ALIVE'),
+    30_000,
+  );
 
 test.serial('garbage on every troupe subject gets error replies, and every daemon keeps running', async (t) => {
   const workerId = (await bus.gather<Array<{ owner: string }>>(subjects.allObjects, {}, 300))
@@ -222,16 +231,47 @@ test.serial(
     }
     // Back, it hears that it was fenced: its work was given up on, so its worker goes before it serves again.
     await eventually('its old worker gone', async () => !isAlive(running.pid));
-    const back = await eventually(
-      'the node ALIVE again',
-      async () => (await c.status()).nodes.find((n) => n.nodeId === victim && n.state === 'ALIVE'),
-      30_000,
-    );
+    const back = await aliveAgain(victim);
     t.not(back.startedAt, before.startedAt, 'a new incarnation');
     t.is(back.pid, daemon, 'the same daemon process');
     const gcs = await Gcs.open(bus);
     t.like(await gcs.nodes.get(victim), { state: 'ALIVE', startedAt: back.startedAt });
     t.is((await get(env.options({ resources: { victim: 1 } }).remote())).node, victim, 'work places on it again');
+  },
+);
+
+test.serial(
+  'an actor restarted elsewhere while its node is paused: its old instance, still running, gets none of its calls',
+  async (t) => {
+    t.timeout(90_000);
+    const victim = c.nodeIds[1];
+    const daemon = c.nodes[0].pids[0];
+    const gcs = await Gcs.open(bus);
+    // Over NATS, as from another machine: a lane goes to one process only.
+    const lanes = defaults.lanes;
+    defaults.lanes = false;
+    t.teardown(() => {
+      defaults.lanes = lanes;
+    });
+    const counter = Counter.options({ schedulingStrategy: { nodeId: victim, soft: true }, maxRestarts: 1 }).remote(100);
+    t.is(await counter.add(1), 101);
+    const old = (await gcs.actors.get(counter.actorId))!;
+    t.like(old, { nodeId: victim, incarnation: 0 });
+    process.kill(daemon, 'SIGSTOP'); // its worker runs on: only the daemon is silent
+    try {
+      const moved = await eventually('the actor ALIVE on the head node', async () => {
+        const a = await gcs.actors.get(counter.actorId);
+        return a?.state === 'ALIVE' && a.incarnation === 1 && a;
+      });
+      t.is(moved.nodeId, c.nodeIds[0]);
+      // The new instance started from 100 again: an answer from the old one (at 101 and counting) would show.
+      for (let i = 1; i <= 20; i++) t.is(await counter.add(1), 100 + i);
+      t.true(isAlive(old.pid!), 'the old instance was still running all along');
+    } finally {
+      process.kill(daemon, 'SIGCONT');
+    }
+    await eventually('the old instance stopped', async () => !isAlive(old.pid!));
+    await aliveAgain(victim);
   },
 );
 

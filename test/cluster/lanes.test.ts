@@ -18,7 +18,8 @@ import { Counter, Phoenix, Journal } from '../fixtures/actors.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 0 }] });
 const actorInfo = async (actorId: string) => (await currentCore().gcs()).actors.get(actorId);
-const laneOf = (actorId: string) => currentCore().bus.laneOf(subjects.actor(actorId));
+/** The lane this driver's calls to the actor's `incarnation` go on (0: its first instance). */
+const laneOf = (actorId: string, incarnation = 0) => currentCore().bus.laneOf(subjects.actor(actorId, incarnation));
 
 test.serial("calls to actors on this machine go on their worker's lane, whichever node daemon runs them", async (t) => {
   const [here, there] = cluster().nodeIds;
@@ -79,7 +80,7 @@ test.serial(
     // A well-formed request frame for the actor, sent with a wrong token first, then with none at all.
     const call = encode({ batch: [{ callId: 'intruder', method: 'add', args: [100], caller: 'intruder' }] });
     const request = (id: string): Buffer => {
-      const subject = Buffer.from(subjects.actor(c.actorId));
+      const subject = Buffer.from(subjects.actor(c.actorId, 0));
       const body = Buffer.concat([
         Buffer.from([1, id.length]),
         Buffer.from(id),
@@ -122,7 +123,9 @@ test.serial(
     await t.throwsAsync(get(inFlight), { instanceOf: ActorDiedError, message: /sleepThenBump/ });
     const again = await p.bump();
     t.not(again.pid, pid);
-    t.is(laneOf(p.actorId), (await actorInfo(p.actorId))!.direct, "the new process's lane");
+    const now = (await actorInfo(p.actorId))!;
+    t.is(laneOf(p.actorId, now.incarnation), now.direct, "the new process's lane");
+    t.is(laneOf(p.actorId), undefined, 'none left for the instance that died');
     await kill(p);
 
     const j = Journal.options({ ...here, maxRestarts: -1, maxTaskRetries: -1 }).remote();
@@ -152,7 +155,7 @@ test.serial(
       await caller.close();
       await server.close();
     });
-    const subject = subjects.actor(`lane-test-${process.pid}`); // one a driver's credential may serve and call
+    const subject = subjects.actor(`lane-test-${process.pid}`, 0); // one a driver's credential may serve and call
     server.serveBatched(subject, (x: number) => x * 2);
     // As a worker's node tells it: who may open lanes into it (here the caller's identity, the same credential).
     server.useLaneAuth(nkeyLaneAuth({ seed: token, allowed: [publicKeyOf(token)] }));

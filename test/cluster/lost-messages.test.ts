@@ -68,7 +68,7 @@ test.serial('an actor call whose request the bus dropped is sent again: it never
   const first = await tally.add(1);
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
   try {
-    const { sent } = await loseOnTheWay(flooder, natsLog(), first.pid, subjects.actor(tally.actorId), () =>
+    const { sent } = await loseOnTheWay(flooder, natsLog(), first.pid, subjects.actor(tally.actorId, 0), () =>
       tally.add(10),
     );
     t.like(await get(sent), { total: 11, pid: first.pid }, 'sent again, it ran once, on the same instance');

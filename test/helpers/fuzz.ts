@@ -124,7 +124,7 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
     { subject: subjects.procActorStart(ids.workerId), base: { spec, incarnation: 1 } },
     { subject: subjects.procActorStop(ids.workerId), base: { actorId: ghost, graceMs: 0 } },
     {
-      subject: subjects.actor(ids.actorId),
+      subject: subjects.actor(ids.actorId, 0), // its first instance
       wrap: 'batch',
       base: { callId: 'c', method: 'nonexistentMethod', args: [], caller: ghost },
     },

@@ -52,7 +52,8 @@ const call = { callId: '8f3a9c1d2e4b5a6f', method: 'add', args: [1], caller: 'ab
 test('valid messages pass as they came (no copy)', (t) => {
   const lease = { clientId: 'c1', job, demand: {}, actor: { spec, incarnation: 1 }, replyWithinMs: 0, term: 1 };
   t.is(checkLeaseRequest(lease), lease);
-  t.is(checkActorStart({ spec }).spec, spec);
+  t.is(checkActorStart({ spec, incarnation: 1 }).spec, spec);
+  t.throws(() => checkActorStart({ spec }), { message: /incarnation/ }); // it names the subject its calls come on
   t.is(checkTaskSpec(task), task);
   t.is(checkActorCall(call), call);
   for (const result of [
