@@ -106,13 +106,22 @@ process.on('message', (m: JobMessage) => {
 function taskDir(named: unknown, job: JobRef): string {
   const root = localRoot(job);
   if (typeof named !== 'string' || !within(job.root, named)) return root;
-  const dir = copyRoot ? join(copyRoot, relative(job.root, named)) : named;
+  // Checked once per directory: two realpaths a task (an lstat per path component) were a quarter of a worker's
+  // time on tiny tasks. Only the job's own code could later swap a checked directory for a link out of the root.
+  let dir = taskDirs.get(named);
+  if (dir !== undefined) return dir;
+  dir = copyRoot ? join(copyRoot, relative(job.root, named)) : named;
   try {
-    return within(realpathSync(root), realpathSync(dir)) ? dir : root;
+    dir = within(realpathSync(root), realpathSync(dir)) ? dir : root;
   } catch {
-    return root; // not here: the root
+    return root; // not here (yet): the root, and asked again next time
   }
+  if (taskDirs.size >= 256) taskDirs.clear();
+  taskDirs.set(named, dir);
+  return dir;
 }
+/** taskDir's answers, by the directory a message named. */
+const taskDirs = new Map<string, string>();
 /** A module URL of the driver's machine, here: by the most specific of the job's root (to the copy) and the driver's
  * troupe (to ours), so troupe installed inside the project is still ours, and a project inside troupe's own checkout
  * (never shipped) loads from ours. */
@@ -129,8 +138,12 @@ function localUrl(url: string): string {
 /** The job's root here: the copy, the driver's troupe mapped to ours (a project inside troupe's checkout), or as is. */
 function localRoot(job: JobRef): string {
   if (copyRoot) return copyRoot;
-  return fileURLToPath(localUrl(pathToFileURL(job.root).href));
+  if (job.root !== mappedRoot?.root)
+    mappedRoot = { root: job.root, here: fileURLToPath(localUrl(pathToFileURL(job.root).href)) };
+  return mappedRoot.here;
 }
+/** localRoot's answer (asked for every task) for the job this worker serves. */
+let mappedRoot: { root: string; here: string } | undefined;
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 // Lanes into this worker: only the identities our node names (its cluster's drivers and workers) may open one.
 if (laneKeys.length) client.bus.useLaneAuth(nkeyLaneAuth({ seed: token, allowed: laneKeys }));
