@@ -259,7 +259,11 @@ export class TaskSubmitter {
   }
 
   /** A task we sent got no answer. */
-  failed({ shape, lease, spec, expected }: SentTask, e: Error): void {
+  failed(sent: SentTask, e: Error): void {
+    // Its lane closed after it went: it may have run, as when its worker dies with it. It stays in flight: the news of
+    // that death (the worker's, or its node's) settles it, or else a probe over NATS finds it gone.
+    if (e instanceof CallLostError) return;
+    const { shape, lease, spec, expected } = sent;
     this.leave(lease, spec, expected);
     try {
       this.undelivered(shape, lease, spec, e);
@@ -382,6 +386,8 @@ export class TaskSubmitter {
     }
     const lease: Lease = { grant: m.grant, inFlight: new Map(), queuedMs: 0, heardAt: Date.now() };
     shape.leases.push(lease);
+    // A worker on this machine takes its tasks on its lane, not through nats-server (as actors' calls go).
+    if (defaults.lanes && m.grant.direct) this.bus.route(subjects.procTask(m.grant.workerId), m.grant.direct);
     this.dispatch(shape);
   }
 
@@ -389,6 +395,7 @@ export class TaskSubmitter {
     clearTimeout(lease.idleTimer);
     const i = shape.leases.indexOf(lease);
     if (i >= 0) shape.leases.splice(i, 1);
+    this.bus.route(subjects.procTask(lease.grant.workerId), undefined);
     if (release) this.release(lease.grant);
   }
 

@@ -107,6 +107,9 @@ interface Worker {
   lastUsed: number;
   /** Settles when the process exits, with how ("exited with code 3", "was killed by SIGKILL"). */
   exited: Promise<string>;
+  /** Its lane (runtime/bus/lane.ts), once it said it listens there: task grants name it, so that callers on this
+   * machine send it tasks on it. */
+  lane?: string;
   /** Lets the runtime env cache evict the copy of the job's project it runs in, once it has exited. */
   releaseEnv?: () => void;
 }
@@ -525,7 +528,7 @@ export class NodeDaemon {
       pid: worker.child.pid!,
       gpuIds: gpus.ids,
       backend,
-      direct,
+      direct: actor ? direct : worker.lane,
     };
   }
 
@@ -754,9 +757,11 @@ export class NodeDaemon {
         this.workers.delete(worker);
         reject(e);
       });
-      child.on('message', (m: { type?: string }) => {
+      child.on('message', (m: { type?: string; lane?: unknown }) => {
         if (m?.type === 'ready') {
           clearTimeout(t);
+          // Only the socket of that process in this node's store: a worker names no other process's lane.
+          if (m.lane === lanePath(this.store.dir, child.pid!)) worker.lane = m.lane;
           resolve();
         }
       });

@@ -27,7 +27,8 @@ export interface LeaseGrant {
   gpuIds: number[];
   /** For an actor: the tfjs backend its process computes on, if it uses tfjs. */
   backend?: string;
-  /** For an actor: its process's lane, when it has one (ActorInfo.direct). */
+  /** The worker's lane, when it has one: for an actor ActorInfo.direct; for tasks, where callers on its machine send
+   * them (troupe.proc.<workerId>.task goes on it). */
   direct?: string;
 }
 

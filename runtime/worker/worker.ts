@@ -376,4 +376,4 @@ process.on('SIGTERM', () => {
 });
 // Ready only once the server has our subscriptions: the first task may be published the moment we say so.
 await client.bus.flush();
-process.send?.({ type: 'ready' });
+process.send?.({ type: 'ready', lane }); // where callers on this machine send its tasks too

@@ -215,7 +215,11 @@ test('start --block exits with code 1 when one of its daemons dies, stopping the
   await eventually('start to finish', async () => stdout.includes('Running in the foreground') || undefined, 60_000);
   const daemons = processesWithHome(home).filter((pid) => pid !== blocking.pid);
   // Its run file, not one being rewritten beside it (node-<pid>.json.<pid>.tmp, see writePrivateFile).
-  const node = Number(runs().map((n) => /^node-(\d+)\.json$/.exec(n)?.[1]).find(Boolean));
+  const node = Number(
+    runs()
+      .map((n) => /^node-(\d+)\.json$/.exec(n)?.[1])
+      .find(Boolean),
+  );
   t.true(node > 0, runs().join(' '));
   process.kill(node, 'SIGKILL');
   t.is(await ended, 1, stderr);

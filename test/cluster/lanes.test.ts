@@ -1,10 +1,10 @@
-// Lanes: actor calls from a process on the actor's machine go straight to its worker over a Unix socket, not through
+// Lanes: actor calls and tasks from a process on the worker's machine go straight to it over a Unix socket, not through
 // nats-server. Same answers, same order, same behaviour when the worker dies; nothing runs for a connection without
 // the cluster token.
 import test from 'ava';
 import net from 'node:net';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { get, kill, ActorDiedError } from '../../runtime/index.ts';
 import { useCluster, tempDir, eventually } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
@@ -15,6 +15,7 @@ import { publicKeyOf } from '../../runtime/cluster/identities.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { NoRespondersError } from '../../runtime/base/errors.ts';
 import { Counter, Phoenix, Journal } from '../fixtures/actors.ts';
+import { add, meetAndHold, putHere } from '../fixtures/tasks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 0 }] });
 const actorInfo = async (actorId: string) => (await currentCore().gcs()).actors.get(actorId);
@@ -46,6 +47,28 @@ test.serial("calls to actors on this machine go on their worker's lane, whicheve
   await kill(far);
   await eventually('the socket gone with its process', async () => !existsSync(nearInfo!.direct!));
   t.false(existsSync(nearInfo!.direct!));
+});
+
+test.serial("tasks go on their worker's lane too; one whose worker dies with it there runs again", async (t) => {
+  const here = { schedulingStrategy: { nodeId: cluster().nodeIds[0] } };
+  const first = await get(putHere.options(here).remote(1));
+  const lane = currentCore().bus.laneOf(subjects.procTask(first.procId));
+  t.is(lane && basename(lane), `lane-${first.pid}`, 'the lane of the worker its lease named');
+  t.true(statSync(lane!).isSocket());
+  const sums = await get(Array.from({ length: 500 }, (_, i) => add.options(here).remote(i, 1)));
+  t.deepEqual(
+    sums,
+    Array.from({ length: 500 }, (_, i) => i + 1),
+  );
+  // Sent at once, so on the same lease (idle for less than leaseIdleMs): killed with the task on its lane.
+  const dir = tempDir(t);
+  const held = meetAndHold.options(here).remote(dir, 1);
+  const pid = await eventually('the task running', async () => Number(readdirSync(join(dir, 'met'))[0]?.split('-')[0]));
+  t.is(pid, first.pid, 'the same worker');
+  process.kill(pid, 'SIGKILL');
+  writeFileSync(join(dir, 'go'), '');
+  t.not((await get(held)).pid, pid, 'run again (maxRetries) by another worker');
+  t.is(currentCore().bus.laneOf(subjects.procTask(first.procId)), undefined, 'no route left to the dead one');
 });
 
 test.serial('what an actor prints reaches its caller before the answer of the call that printed it', async (t) => {
