@@ -126,6 +126,11 @@ class SentBatch implements Pending {
     return this.answered >= this.items.length;
   }
 
+  /** The requests not answered yet. */
+  unanswered(): BatchedRequest[] {
+    return this.items.filter((x): x is BatchedRequest => x !== undefined);
+  }
+
   reject(e: Error): void {
     for (let i = 0; i < this.items.length; i++) {
       const x = this.items[i];
@@ -657,8 +662,9 @@ export class Bus {
     }
   }
 
-  /** A lane closed: its routes go back to NATS; what it had not sent is retold as "no responders", what it had sent
-   * and not heard back as CallLostError (it may have run: the caller decides, as for a death). */
+  /** A lane closed: its routes go back to NATS; what it had not sent is retold as "no responders" (or, on a lane that
+   * never opened, goes over NATS: its worker may be well, and refused only this caller's lane), what it had sent and
+   * not heard back as CallLostError (it may have run: the caller decides, as for a death). */
   private laneEnded(lane: Lane, what: LaneEnd): void {
     if (this.lanes.get(lane.path) === lane) this.lanes.delete(lane.path);
     // Closed with nothing in flight (the worker's idle timeout, say): the next call opens a new lane, or finds the
@@ -666,7 +672,15 @@ export class Bus {
     if (what.opened && !what.lost.length) return;
     if (!what.opened) this.unreachable.add(lane.path);
     this.unroute(lane.path);
-    for (const id of what.unsent) this.noResponders(id);
+    for (const id of what.unsent) {
+      const p = this.pending.get(id);
+      if (what.opened || !(p instanceof SentBatch)) {
+        this.noResponders(id);
+        continue;
+      }
+      this.pending.delete(id);
+      this.sendBatch(p.subject, p.unanswered()); // unrouted above: over NATS
+    }
     for (const id of what.lost) {
       const p = this.pending.get(id);
       if (!p) continue;

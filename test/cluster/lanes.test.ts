@@ -13,7 +13,6 @@ import { encode } from '../../runtime/base/codec.ts';
 import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
 import { publicKeyOf } from '../../runtime/cluster/identities.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
-import { NoRespondersError } from '../../runtime/base/errors.ts';
 import { Counter, Phoenix, Journal } from '../fixtures/actors.ts';
 import { add, meetAndHold, putHere } from '../fixtures/tasks.ts';
 
@@ -194,7 +193,7 @@ test.serial(
     const notASocket = join(dir, 'not-a-socket');
     writeFileSync(notASocket, '');
     caller.route(subject, notASocket);
-    await t.throwsAsync(call(2), { instanceOf: NoRespondersError }); // nobody got it: safe to send again
+    t.is(await call(2), 4); // it never left: it goes over NATS, as those after it
     t.is(caller.laneOf(subject), undefined);
     t.is(await call(3), 6);
     caller.route(subject, notASocket);
@@ -203,5 +202,15 @@ test.serial(
     caller.route(subject, path);
     t.is(caller.laneOf(subject), path);
     t.deepEqual(await Promise.all([4, 5, 6].map(call)), [8, 10, 12]);
+
+    // A caller the lane refuses (an identity the worker's node does not name): what it queued there goes over NATS.
+    const stranger = await Bus.connect({ address, token: cluster().headToken, name: 'lane-test-stranger' });
+    t.teardown(() => stranger.close());
+    stranger.route(subject, path);
+    const asked = [7, 8].map(
+      (x) => new Promise((answered, failed) => stranger.requestBatched(subject, { body: x, answered, failed })),
+    );
+    t.deepEqual(await Promise.all(asked), [14, 16]);
+    t.is(stranger.laneOf(subject), undefined, 'refused: not tried again');
   },
 );
