@@ -5,8 +5,8 @@ import { ProtocolError } from '../base/errors.ts';
 /** What a job's workers run in (Ray's runtime_env): its project's files and dependencies, shipped to nodes on other
  * machines through the JetStream object store, and environment variables. Items are named by content. */
 export interface RuntimeEnvRef {
-  /** The project's files (gitignored, .troupeignored, .git and node_modules left out): a gzipped tar. Absent: the
-   * job loads its modules from its root's path on every node. */
+  /** The project's files (gitignored, .troupeignored, .git and node_modules left out): a gzipped tar, named by its
+   * tar's sha256 (pack.ts). Absent: the job loads its modules from its root's path on every node. */
   workingDir?: { sha256: string; bytes: number };
   /** The manifest of the job's node_modules tree (runtime/shipping/manifest.ts), stored as JSON. */
   packages?: { sha256: string; count: number };

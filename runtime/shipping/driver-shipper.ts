@@ -17,7 +17,7 @@ import { subjects } from '../protocol/subjects.ts';
 import { largest, packageFiles, projectFiles } from './project-files.ts';
 import { packFiles } from './pack.ts';
 import { scanPackages } from './packages.ts';
-import { objectNames } from './manifest.ts';
+import { digestOf, objectNames } from './manifest.ts';
 import { machineOrigin } from './machine.ts';
 import { troupeRoot } from './troupe-install.ts';
 import { hasObject, openEnvStore, putObject } from './env-store.ts';
@@ -102,14 +102,6 @@ export class PreparedEnv {
       items.set(objectNames.workingDir(wd.sha256), { file: wdFile });
       const scanned = await scanPackages(root);
       for (const [object, dir] of scanned.sources) items.set(object, { dir });
-      let n = 0;
-      for (const { entry, dir } of scanned.outside) {
-        const file = join(tmp, `outside-${n++}.tgz`);
-        const p = await packFiles(dir, await packageFiles(dir), file);
-        const object = objectNames.packageByContent(p.sha256);
-        entry.source = { kind: 'store', object };
-        items.set(object, { file });
-      }
       const manifest = new TextEncoder().encode(JSON.stringify(scanned.manifest));
       const manifestSha = createHash('sha256').update(manifest).digest('hex');
       items.set(objectNames.manifest(manifestSha), { bytes: manifest });
@@ -137,7 +129,8 @@ export class PreparedEnv {
     return this.items.has(name);
   }
 
-  /** The item's bytes or file, packing a package directory the first time. */
+  /** The item's bytes or file, packing a package directory the first time: a RuntimeEnvError if its files are no
+   * longer those its name was made from. */
   source(name: string): Promise<string | Uint8Array> {
     const item = this.items.get(name);
     if (!item) return Promise.reject(new ProtocolError(`this job has no runtime env item ${name}`));
@@ -146,7 +139,14 @@ export class PreparedEnv {
     let p = this.packing.get(name);
     if (!p) {
       const file = join(this.tmp, `pkg-${this.packing.size}.tgz`);
-      p = packageFiles(item.dir).then((paths) => packFiles(item.dir, paths, file).then(() => file));
+      p = (async () => {
+        const packed = await packFiles(item.dir, await packageFiles(item.dir), file);
+        if (packed.sha256 !== digestOf(name))
+          throw new RuntimeEnvError(
+            `the package at ${item.dir} changed after init() named it by its files: run the script again`,
+          );
+        return file;
+      })();
       this.packing.set(name, p);
     }
     return p;
@@ -163,6 +163,7 @@ export class PreparedEnv {
 export class DriverShipper {
   private store?: Promise<ObjectStore>;
   private readonly uploads = new Map<string, Promise<number>>();
+  private readonly putAgain = new Set<string>();
   /** Bytes this driver put into the object store. */
   shippedBytes = 0;
 
@@ -174,22 +175,26 @@ export class DriverShipper {
 
   /** Serves nodes' requests for this job's items. */
   serve(jobId: string): void {
-    this.bus.serve(subjects.jobShip(jobId), async (req: { name?: unknown }) => {
+    this.bus.serve(subjects.jobShip(jobId), async (req: { name?: unknown; again?: unknown }) => {
       if (typeof req?.name !== 'string' || !this.env.has(req.name))
         throw new ProtocolError(`a ship request must name one of this job's runtime env items`);
-      await this.ship(req.name);
+      await this.ship(req.name, req.again === true);
       return { ok: true };
     });
   }
 
-  /** Puts the item into the object store unless it is there; resolves to the bytes this call sent. */
-  ship(name: string): Promise<number> {
-    let p = this.uploads.get(name);
-    if (!p) {
-      p = this.upload(name);
-      this.uploads.set(name, p);
-      p.catch(() => this.uploads.delete(name)); // a failed upload may be tried again
-    }
+  /** Puts the item into the object store unless it is there; resolves to the bytes this call sent. `again`: a node
+   * found other bytes under its name (anyone holding a driver credential can put an object): put ours over them,
+   * once per item. */
+  ship(name: string, again = false): Promise<number> {
+    const before = this.uploads.get(name);
+    const over = again && !this.putAgain.has(name);
+    if (before && !over) return before;
+    if (over) this.putAgain.add(name);
+    const put = () => this.upload(name, over);
+    const p = before ? before.then(put, put) : put(); // after the upload of it still under way
+    this.uploads.set(name, p);
+    p.catch(() => this.uploads.delete(name)); // a failed upload may be tried again
     return p;
   }
 
@@ -200,11 +205,11 @@ export class DriverShipper {
     return n;
   }
 
-  private async upload(name: string): Promise<number> {
+  private async upload(name: string, over: boolean): Promise<number> {
     this.store ??= openEnvStore(this.bus);
     const os = await this.store;
     // Another driver may upload the same item at the same moment: both write the same bytes, and a reader retries.
-    if (await hasObject(os, name)) return 0;
+    if (!over && (await hasObject(os, name))) return 0;
     const bytes = await putObject(os, name, await this.env.source(name));
     this.shippedBytes += bytes;
     this.onShipped(this.shippedBytes);

@@ -2,7 +2,7 @@
 // the object store (asking the driver to upload first when the store lacks an item), and keeps the cache bounded.
 //
 // <dir>/envs/<key>      a job's copy: its project's files, node_modules built from packages, node_modules/troupe
-// <dir>/packages/<obj>  one package as shipped (per name@version, or per content), shared by jobs through hard links
+// <dir>/packages/<obj>  one package as shipped (named by its files' digest), shared by jobs through hard links
 // <dir>/tmp/<pid>-<hex>/ a daemon's own: unpacked here first, then renamed into place: another node daemon on the
 //                       machine sharing the cache sees a whole directory or none
 // What comes from the store is untrusted: archives are checked as they unpack (pack.ts), nothing is written through a
@@ -33,8 +33,8 @@ import { troupeHome } from '../base/config.ts';
 import { formatBytes } from '../base/bytes.ts';
 import type { RuntimeEnvRef } from '../protocol/jobs.ts';
 import { subjects } from '../protocol/subjects.ts';
-import { checkManifest, objectNames, type PackageEntry } from './manifest.ts';
-import { hashFile, unpack } from './pack.ts';
+import { checkManifest, digestOf, objectNames, type PackageEntry } from './manifest.ts';
+import { unpack, type UnpackOptions } from './pack.ts';
 import { getBytes, getObject, openEnvStore } from './env-store.ts';
 import { sameMachine } from './machine.ts';
 import { installedPackage, troupeRoot } from './troupe-install.ts';
@@ -58,9 +58,10 @@ export interface EnvCacheOptions {
 
 /** Where a cache gets items: the object store (StoreSource), or anything that can read one by name. */
 export interface EnvSource {
-  /** Writes the item into the file `to`; its bytes, or undefined when there is no such item. */
-  file(name: string, to: string, jobId: string | undefined): Promise<number | undefined>;
-  bytes(name: string, jobId: string | undefined): Promise<Uint8Array | undefined>;
+  /** Writes the item into the file `to`; its bytes, or undefined when there is no such item. `again`: the last copy
+   * read was not what its name says; ask the job's driver to put its own over it first. */
+  file(name: string, to: string, jobId: string | undefined, again?: boolean): Promise<number | undefined>;
+  bytes(name: string, jobId: string | undefined, again?: boolean): Promise<Uint8Array | undefined>;
 }
 
 /** Items from the JetStream object store; one missing is asked of the job's driver (which uploads it) first. A read
@@ -74,26 +75,29 @@ export class StoreSource implements EnvSource {
     private readonly shipTimeoutMs = 600_000,
   ) {}
 
-  async file(name: string, to: string, jobId: string | undefined): Promise<number | undefined> {
+  async file(name: string, to: string, jobId: string | undefined, again = false): Promise<number | undefined> {
     const os = await this.open();
+    if (again) await this.askDriver(name, jobId, true);
     const n = await getObject(os, name, to).catch(() => undefined);
     if (n !== undefined) return n;
     await this.askDriver(name, jobId);
     return getObject(os, name, to).catch(() => getObject(os, name, to));
   }
 
-  async bytes(name: string, jobId: string | undefined): Promise<Uint8Array | undefined> {
+  async bytes(name: string, jobId: string | undefined, again = false): Promise<Uint8Array | undefined> {
     const os = await this.open();
+    if (again) await this.askDriver(name, jobId, true);
     const b = await getBytes(os, name);
     if (b) return b;
     await this.askDriver(name, jobId);
     return getBytes(os, name);
   }
 
-  private async askDriver(name: string, jobId: string | undefined): Promise<void> {
+  private async askDriver(name: string, jobId: string | undefined, again = false): Promise<void> {
     if (!jobId) return;
     try {
-      await this.bus.request(subjects.jobShip(jobId), { name }, { timeoutMs: this.shipTimeoutMs });
+      const req = again ? { name, again } : { name };
+      await this.bus.request(subjects.jobShip(jobId), req, { timeoutMs: this.shipTimeoutMs });
     } catch (e) {
       throw new RuntimeEnvError(`could not get ${name} of job ${jobId} from its driver: ${(e as Error).message}`, {
         cause: e,
@@ -215,12 +219,10 @@ export class EnvCache {
     const fetched = { bytes: 0 };
     const tmp = await this.tmpPath();
     try {
-      const archive = `${tmp}.tgz`;
-      const sha = ref.workingDir!.sha256;
-      await this.fetch(objectNames.workingDir(sha), archive, jobId, fetched, sha);
       // The driver counted the project's bytes: more than twice that (and some slack) is not its project.
-      await unpack(archive, tmp, { maxBytes: 2 * ref.workingDir!.bytes + 64 * 2 ** 20 });
-      await rm(archive, { force: true });
+      await this.fetchInto(objectNames.workingDir(ref.workingDir!.sha256), tmp, jobId, fetched, {
+        maxBytes: 2 * ref.workingDir!.bytes + 64 * 2 ** 20,
+      });
       // Only the manifest makes node_modules (a project archive never holds one; a link there could lead elsewhere).
       await rm(join(tmp, 'node_modules'), { recursive: true, force: true });
       let packages = 0;
@@ -244,7 +246,6 @@ export class EnvCache {
       return dir;
     } catch (e) {
       await rm(tmp, { recursive: true, force: true });
-      await rm(`${tmp}.tgz`, { force: true });
       throw e;
     }
   }
@@ -273,9 +274,7 @@ export class EnvCache {
         if (await this.reuse(dir, marker)) return dir;
         const tmp = await this.tmpPath();
         try {
-          const sha = object.startsWith('pkg-sha256-') ? object.slice('pkg-sha256-'.length) : undefined;
-          await this.fetch(object, `${tmp}.tgz`, jobId, fetched, sha);
-          await unpack(`${tmp}.tgz`, tmp, {
+          await this.fetchInto(object, tmp, jobId, fetched, {
             maxBytes: this.maxPackageBytes,
             limit: 'TROUPE_RUNTIME_ENV_PACKAGE_MAX_BYTES',
           });
@@ -283,7 +282,6 @@ export class EnvCache {
           await this.commit(tmp, dir, marker);
           return dir;
         } finally {
-          await rm(`${tmp}.tgz`, { force: true });
           await rm(tmp, { recursive: true, force: true });
         }
       })().finally(() => this.making.delete(key));
@@ -292,22 +290,53 @@ export class EnvCache {
     return p;
   }
 
+  /** The job's manifest, checked against its sha256 (asked of its driver again once, as fetchInto()). */
   private async fetchManifest(sha: string, jobId: string | undefined, fetched: { bytes: number }) {
     const name = objectNames.manifest(sha);
-    const bytes = await this.source.bytes(name, jobId);
-    if (!bytes) throw new RuntimeEnvError(`the job's package manifest ${name} is not in the object store`);
-    if (createHash('sha256').update(bytes).digest('hex') !== sha)
-      throw new ProtocolError(`the package manifest ${name} does not match its hash`);
-    fetched.bytes += bytes.length;
-    return checkManifest(JSON.parse(new TextDecoder().decode(bytes)));
+    for (let again = false; ; again = true) {
+      const bytes = await this.source.bytes(name, jobId, again);
+      if (!bytes) throw new RuntimeEnvError(`the job's package manifest ${name} is not in the object store`);
+      fetched.bytes += bytes.length;
+      if (createHash('sha256').update(bytes).digest('hex') === sha)
+        return checkManifest(JSON.parse(new TextDecoder().decode(bytes)));
+      if (again || !jobId) throw new ProtocolError(`the package manifest ${name} does not match its hash`);
+    }
   }
 
-  private async fetch(name: string, to: string, jobId: string | undefined, fetched: { bytes: number }, sha?: string) {
-    const n = await this.source.file(name, to, jobId);
-    if (n === undefined) throw new RuntimeEnvError(`${name} is not in the object store and its driver did not ship it`);
-    if (sha && (await hashFile(to)).sha256 !== sha)
-      throw new ProtocolError(`${name} from the object store does not match its sha256`);
-    fetched.bytes += n;
+  /** Fetches the archive `name` and unpacks it into `into`. Its tar must have the sha256 its name ends in: the store
+   * takes objects from anyone holding a driver credential, so a copy that does not (or that unpack() refuses) is
+   * unpacked for nothing, and the job's driver is asked to put its own over it, once. */
+  private async fetchInto(
+    name: string,
+    into: string,
+    jobId: string | undefined,
+    fetched: { bytes: number },
+    o: UnpackOptions,
+  ): Promise<void> {
+    const archive = `${into}.tgz`;
+    try {
+      for (let again = false; ; again = true) {
+        const n = await this.source.file(name, archive, jobId, again);
+        if (n === undefined)
+          throw new RuntimeEnvError(`${name} is not in the object store and its driver did not ship it`);
+        fetched.bytes += n;
+        // An archive refused as it unpacks is not the driver's either (or its project breaks a rule: then the
+        // driver's own copy is refused the same way).
+        const got = await unpack(archive, into, o).catch((e: unknown) => {
+          if (e instanceof ProtocolError) return e;
+          throw e;
+        });
+        if (got === digestOf(name)) return;
+        await rm(into, { recursive: true, force: true });
+        if (again || !jobId) {
+          if (got instanceof ProtocolError) throw got;
+          const why = again ? ', even once its driver put it again' : '';
+          throw new ProtocolError(`${name} from the object store does not match its sha256${why}`);
+        }
+      }
+    } finally {
+      await rm(archive, { force: true });
+    }
   }
 
   private async tmpPath(): Promise<string> {

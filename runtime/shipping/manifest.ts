@@ -1,15 +1,13 @@
 // The manifest of a job's node_modules tree: every package (nested and scoped ones too) at its path, and how a node
 // gets it. Stored in the object store as JSON, named by its sha256. It comes from a driver: a node checks it before
 // it writes anything (checkManifest).
-import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { ProtocolError } from '../base/errors.ts';
 
 /** How a node gets the package at an entry's path. */
 export type PackageSource =
-  /** An archive in the object store: `pkg-<name>@<version>[-<sha of npm's integrity>]` (shared by every job with
-   * that version) or
-   * `pkg-sha256-<hex>` (a package linked from outside the project, named by its content). */
+  /** An archive in the object store, `pkg-sha256-<hex>`: named by its tar's sha256, which the node checks, and
+   * shared by every job whose package has the same files. */
   | { kind: 'store'; object: string }
   /** A symbolic link, recreated as it is (relative, inside the project): a `file:` dependency, a .bin entry. */
   | { kind: 'link'; target: string }
@@ -35,20 +33,15 @@ export interface Manifest {
 export const objectNames = {
   workingDir: (sha256: string) => `wd-${sha256}`,
   manifest: (sha256: string) => `manifest-${sha256}`,
-  /** With npm's `integrity` of the installed tarball when the lockfile has it: a package patched and republished
-   * under the same version gets another name. Without it, the first upload of a name@version wins. */
-  package: (name: string, version: string, integrity?: string) =>
-    integrity
-      ? `pkg-${name}@${version}-${createHash('sha256').update(integrity).digest('hex').slice(0, 32)}`
-      : `pkg-${name}@${version}`,
-  packageByContent: (sha256: string) => `pkg-sha256-${sha256}`,
+  package: (sha256: string) => `pkg-sha256-${sha256}`,
 };
+
+/** The sha256 a store object's name says its tar has (every name above ends in it). */
+export const digestOf = (object: string): string => object.slice(object.lastIndexOf('-') + 1);
 
 const PACKAGE_NAME = /^(@[A-Za-z0-9~][A-Za-z0-9._~-]*\/)?[A-Za-z0-9~][A-Za-z0-9._~-]*$/;
 const VERSION = /^[0-9A-Za-z.+_-]{1,100}$/;
-const inner = (re: RegExp) => re.source.slice(1, -1); // without ^ and $
-/** `pkg-<name>@<version>` (the version may end in `-<32 hex>`: its integrity) or `pkg-sha256-<64 hex>`. */
-const STORE_OBJECT = new RegExp(`^pkg-(${inner(PACKAGE_NAME)}@${inner(VERSION)}(-[0-9a-f]{32})?|sha256-[0-9a-f]{64})$`);
+const STORE_OBJECT = /^pkg-sha256-[0-9a-f]{64}$/;
 
 /** Whether a name and version are ones a manifest may carry (npm's rules, loosely). */
 export const validPackage = (name: string, version: string): boolean =>

@@ -1,17 +1,18 @@
 // The driver's side of dependencies: scans the project's node_modules tree (nested and scoped packages, links) into
-// a manifest, and says which packages have native parts (those are never shipped: a node uses its own).
+// a manifest, and says which packages have native parts (those are never shipped: a node uses its own). Every other
+// package is named by its files' digest (package-digests.ts), wherever it lies.
 import { existsSync, readFileSync } from 'node:fs';
 import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
-import type { Manifest, PackageEntry } from './manifest.ts';
+import type { Manifest } from './manifest.ts';
 import { objectNames, validPackage } from './manifest.ts';
+import { packageDigest } from './package-digests.ts';
+import { packageFiles } from './project-files.ts';
 
 export interface ScannedPackages {
   manifest: Manifest;
   /** Where each store object's files are on this machine: the directory to pack when a node asks for it. */
   sources: Map<string, string>;
-  /** Packages linked from outside the project: packed now (they are named by their content), see driver-shipper. */
-  outside: Array<{ entry: PackageEntry; dir: string }>;
 }
 
 interface PackageJson {
@@ -25,35 +26,14 @@ interface PackageJson {
 
 /** Every package under `<root>/node_modules`, sorted by path. */
 export async function scanPackages(root: string): Promise<ScannedPackages> {
-  const out: ScannedPackages = { manifest: { packages: [] }, sources: new Map(), outside: [] };
+  const out: ScannedPackages = { manifest: { packages: [] }, sources: new Map() };
   const realRoot = await realpath(root);
-  const integrity = readIntegrity(root);
-  await scanDir(root, realRoot, 'node_modules', out, integrity);
+  await scanDir(root, realRoot, 'node_modules', out);
   out.manifest.packages.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return out;
 }
 
-/** npm's `integrity` per installed path (`node_modules/a/node_modules/b`): from its hidden lockfile
- * (node_modules/.package-lock.json), else the project's package-lock.json. Empty for other package managers. */
-function readIntegrity(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const file of ['node_modules/.package-lock.json', 'package-lock.json']) {
-    let lock: { packages?: Record<string, { integrity?: unknown }> } | undefined;
-    try {
-      lock = JSON.parse(readFileSync(join(root, file), 'utf8'));
-    } catch {
-      continue;
-    }
-    for (const [path, p] of Object.entries(lock?.packages ?? {}))
-      if (typeof p?.integrity === 'string' && p.integrity.length <= 1024) out.set(path, p.integrity);
-    if (out.size) break;
-  }
-  return out;
-}
-
-type Integrity = Map<string, string>;
-
-async function scanDir(root: string, realRoot: string, rel: string, out: ScannedPackages, integrity: Integrity) {
+async function scanDir(root: string, realRoot: string, rel: string, out: ScannedPackages) {
   const entries = await readdir(join(root, rel), { withFileTypes: true }).catch(() => []);
   for (const e of entries) {
     const path = `${rel}/${e.name}`;
@@ -68,14 +48,14 @@ async function scanDir(root: string, realRoot: string, rel: string, out: Scanned
       // npm's .package-lock.json, caches: not packages
     } else if (e.name.startsWith('@') && e.isDirectory()) {
       for (const s of await readdir(join(root, path), { withFileTypes: true }))
-        await scanPackage(root, realRoot, `${path}/${s.name}`, out, integrity);
+        await scanPackage(root, realRoot, `${path}/${s.name}`, out);
     } else {
-      await scanPackage(root, realRoot, path, out, integrity);
+      await scanPackage(root, realRoot, path, out);
     }
   }
 }
 
-async function scanPackage(root: string, realRoot: string, path: string, out: ScannedPackages, integrity: Integrity) {
+async function scanPackage(root: string, realRoot: string, path: string, out: ScannedPackages) {
   const abs = join(root, path);
   const st = await lstat(abs);
   let dir = abs;
@@ -90,7 +70,7 @@ async function scanPackage(root: string, realRoot: string, path: string, out: Sc
       out.manifest.packages.push({ path, ...nameOf(pkg), source: { kind: 'link', target: rel } });
       return;
     }
-    dir = real; // outside: shipped as its files, named by content
+    dir = real; // outside: shipped as its files
   } else if (!st.isDirectory()) return;
   const pkg = readPackageJson(dir);
   // Not a package (or one npm would not install): nothing to resolve to.
@@ -100,18 +80,15 @@ async function scanPackage(root: string, realRoot: string, path: string, out: Sc
     out.manifest.packages.push({ path, name, version, source: { kind: 'troupe' } });
     return; // never shipped: each node links its own
   }
-  if (await hasNativeParts(dir, pkg)) {
+  const files = await packageFiles(dir);
+  if (hasNativeParts(dir, pkg, files)) {
     out.manifest.packages.push({ path, name, version, source: { kind: 'native' } });
-  } else if (dir !== abs) {
-    const entry: PackageEntry = { path, name, version, source: { kind: 'store', object: '' } };
-    out.manifest.packages.push(entry);
-    out.outside.push({ entry, dir });
   } else {
-    const object = objectNames.package(name, version, integrity.get(path));
+    const object = objectNames.package(await packageDigest(dir, files));
     out.manifest.packages.push({ path, name, version, source: { kind: 'store', object } });
     out.sources.set(object, dir);
   }
-  if (dir === abs) await scanDir(root, realRoot, `${path}/node_modules`, out, integrity);
+  if (dir === abs) await scanDir(root, realRoot, `${path}/node_modules`, out);
 }
 
 function readPackageJson(dir: string): PackageJson | undefined {
@@ -128,19 +105,9 @@ const nameOf = (pkg: PackageJson | undefined): { name?: string; version?: string
     : {};
 
 /** binding.gyp, `gypfile`, node-pre-gyp's `binary`, prebuilds/, an `os` or `cpu` field, or a .node file anywhere in
- * the package (its nested node_modules aside). */
-export async function hasNativeParts(dir: string, pkg: PackageJson | undefined): Promise<boolean> {
+ * the package (`files`: its packageFiles(), without its nested node_modules). */
+export function hasNativeParts(dir: string, pkg: PackageJson | undefined, files: string[]): boolean {
   if (pkg?.gypfile || pkg?.binary || pkg?.os || pkg?.cpu) return true;
   if (existsSync(join(dir, 'binding.gyp')) || existsSync(join(dir, 'prebuilds'))) return true;
-  return hasNodeFile(dir, true);
-}
-
-async function hasNodeFile(dir: string, top: boolean): Promise<boolean> {
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    if (e.isDirectory()) {
-      if (top && e.name === 'node_modules') continue;
-      if (await hasNodeFile(join(dir, e.name), false)) return true;
-    } else if (e.name.endsWith('.node')) return true;
-  }
-  return false;
+  return files.some((f) => f.endsWith('.node'));
 }

@@ -61,7 +61,7 @@ test.serial(
 
 test.serial('shipped code past the bound is a ClusterStoreFullError', async (t) => {
   const os = await openEnvStore(currentCore().bus);
-  const name = objectNames.packageByContent(sha('too large'));
+  const name = objectNames.package(sha('too large'));
   const full = await t.throwsAsync(putObject(os, name, new Uint8Array(2 * 1024 * 1024)), {
     instanceOf: ClusterStoreFullError,
   });
@@ -79,7 +79,7 @@ test.serial('the head deletes shipped code no job it knows uses, and keeps what 
           path: 'node_modules/kept',
           name: 'kept',
           version: '1.0.0',
-          source: { kind: 'store', object: 'pkg-kept@1.0.0' },
+          source: { kind: 'store', object: objectNames.package(sha('kept')) },
         },
       ],
     }),
@@ -91,9 +91,9 @@ test.serial('the head deletes shipped code no job it knows uses, and keeps what 
   const used = [
     objectNames.workingDir(env.workingDir!.sha256),
     objectNames.manifest(env.packages!.sha256),
-    'pkg-kept@1.0.0',
+    objectNames.package(sha('kept')),
   ];
-  const unused = [objectNames.workingDir(sha('old project')), 'pkg-gone@1.0.0'];
+  const unused = [objectNames.workingDir(sha('old project')), objectNames.package(sha('gone'))];
   // Registered first, by this driver (alive, so the job is kept): then nothing of it is ever unnamed.
   const job = { id: `stores-${process.pid}`, driver: core.procId, root: '/nonexistent-root', env };
   await core.bus.request(subjects.headJobRegister, { job });
@@ -118,7 +118,8 @@ test.serial('a sweep keeps young objects, and stops where a job names a manifest
   const bus = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'sweep-test' });
   t.teardown(() => bus.close());
   const os = await new Objm(bus.nc).create('sweep-test');
-  await os.putBlob({ name: 'pkg-a@1.0.0' }, new Uint8Array(10));
+  const a = objectNames.package(sha('a'));
+  await os.putBlob({ name: a }, new Uint8Array(10));
   const now = Date.now();
   t.deepEqual((await sweepEnvStore(os, () => [], { now, graceMs: 60_000 })).deleted, [], 'younger than the grace');
   const lost: RuntimeEnvRef = { packages: { sha256: sha('no such manifest'), count: 1 } };
@@ -128,7 +129,7 @@ test.serial('a sweep keeps young objects, and stops where a job names a manifest
       message: /manifest manifest-\w+ of a job is not in the store/,
     },
   );
-  t.deepEqual(await names(os), ['pkg-a@1.0.0']);
+  t.deepEqual(await names(os), [a]);
   const swept = await sweepEnvStore(os, () => [], { now: now + 120_000, graceMs: 60_000 });
-  t.deepEqual(swept, { deleted: ['pkg-a@1.0.0'], freedBytes: 10 });
+  t.deepEqual(swept, { deleted: [a], freedBytes: 10 });
 });

@@ -13,6 +13,9 @@ import { Gcs } from '../../runtime/state/gcs.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { DriverShipper, PreparedEnv, uploadRuntimeEnv } from '../../runtime/shipping/driver-shipper.ts';
 import { EnvCache, StoreSource } from '../../runtime/shipping/env-cache.ts';
+import { getObject, openEnvStore, putObject } from '../../runtime/shipping/env-store.ts';
+import { packFiles, unpack } from '../../runtime/shipping/pack.ts';
+import { scanPackages } from '../../runtime/shipping/packages.ts';
 
 const checkout = join(import.meta.dirname, '..', '..');
 const tsx = import.meta.resolve('tsx');
@@ -204,5 +207,48 @@ test.serial(
     const ref = await uploadRuntimeEnv(one, { workingDir: dir });
     t.deepEqual(ref.workingDir, a.ref.workingDir);
     t.deepEqual(ref.packages, a.ref.packages);
+  },
+);
+
+test.serial(
+  "a package another driver put into the store first, under the name this job's copy of it has, never runs",
+  async (t) => {
+    t.timeout(120_000);
+    const dir = app(t);
+    // A version no earlier job shipped, so the far node has no copy of it yet and must fetch it.
+    const shout = join(dir, 'node_modules', 'shout');
+    const version = `1.0.${process.pid}-poison`;
+    writeFileSync(join(shout, 'package.json'), JSON.stringify({ name: 'shout', version, type: 'module' }));
+    driver(
+      dir,
+      'victim.ts',
+      [
+        "import { probe } from './probe.ts';",
+        'const { jobId } = await init();',
+        'const shipped = await probe.options({ resources: { far: 1 } }).remote();',
+        'console.log(JSON.stringify({ jobId, words: shipped.words }));',
+      ].join('\n'),
+    );
+    // The attacker, with a driver credential of its own: the same package name, version and place in node_modules,
+    // other code, put where the victim's driver will name it (what its scan gives, as the driver's own does).
+    const { manifest } = await scanPackages(dir);
+    const entry = manifest.packages.find((p) => p.path === 'node_modules/shout')!;
+    const object = (entry.source as { object: string }).object;
+    const evil = join(tempDir(t, 'troupe-ship-evil-'), 'shout');
+    cpSync(shout, evil, { recursive: true });
+    writeFileSync(join(evil, 'index.js'), "export const shout = () => 'PWNED';\n");
+    const archive = join(evil, '..', 'evil.tgz');
+    await packFiles(evil, ['index.js', 'package.json'], archive);
+    const attacker = await Bus.connect({ address: cluster!.address, token: cluster!.token, name: 'attacker' });
+    t.teardown(() => attacker.close());
+    await putObject(await openEnvStore(attacker), object, archive);
+
+    const out = await drive(dir, 'victim.ts');
+    t.regex(out.words as string, /^HELLO FROM .*!$/, `the job's own package ran: ${out.words}`);
+    // The node found other bytes than the name says, and the victim's driver put its own over them.
+    const now = join(evil, '..', 'now.tgz');
+    await getObject(await openEnvStore(attacker), object, now);
+    await unpack(now, join(evil, '..', 'now'));
+    t.is(readFileSync(join(evil, '..', 'now', 'index.js'), 'utf8'), readFileSync(join(shout, 'index.js'), 'utf8'));
   },
 );

@@ -17,14 +17,21 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tar from 'tar';
-import { packFiles, unpack } from '../../runtime/shipping/pack.ts';
+import { packFiles, tarDigest, unpack } from '../../runtime/shipping/pack.ts';
 import { EnvCache, type EnvSource } from '../../runtime/shipping/env-cache.ts';
-import { checkManifest, type Manifest, objectNames } from '../../runtime/shipping/manifest.ts';
+import { digestOf, type Manifest, objectNames } from '../../runtime/shipping/manifest.ts';
 import { scanPackages } from '../../runtime/shipping/packages.ts';
+import { packageFiles } from '../../runtime/shipping/project-files.ts';
+import { PreparedEnv } from '../../runtime/shipping/driver-shipper.ts';
 import { ProtocolError, RuntimeEnvError } from '../../runtime/base/errors.ts';
 import type { RuntimeEnvRef } from '../../runtime/protocol/jobs.ts';
+
+// Drivers keep their packages' digests and packs under TROUPE_HOME: this file's own, removed at the end.
+const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
+process.env.TROUPE_HOME = home;
+test.after.always(() => rmSync(home, { recursive: true, force: true }));
 
 function dir(t: ExecutionContext, prefix: string): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
@@ -87,6 +94,11 @@ test('unpack refuses what would land outside, links leaving the archive, special
     t.false(existsSync(join(base, 'escaped')), name);
     t.false(existsSync(join(base, 'into', 'escaped')), name);
   }
+  // Not a gzip at all, or one cut short.
+  writeFileSync(join(base, 'plain.tgz'), 'not an archive');
+  await t.throwsAsync(unpack(join(base, 'plain.tgz'), join(base, 'plain')), { instanceOf: ProtocolError });
+  writeFileSync(join(base, 'cut.tgz'), rawTar([{ path: 'a', body: 'y'.repeat(5000) }]).subarray(0, 30));
+  await t.throwsAsync(unpack(join(base, 'cut.tgz'), join(base, 'cut')), { instanceOf: ProtocolError });
   // A gzip bomb: over the bound, unpacking stops (RuntimeEnvError, naming the setting).
   const bomb = join(base, 'bomb.tgz');
   writeFileSync(
@@ -111,7 +123,10 @@ test('unpack refuses what would land outside, links leaving the archive, special
       { path: 'node_modules/.bin/x', type: 'SymbolicLink', linkpath: '../../lib/x.js' },
     ]),
   );
-  await unpack(ok, join(base, 'ok'));
+  const tarSha = createHash('sha256')
+    .update(gunzipSync(readFileSync(ok)))
+    .digest('hex');
+  t.is(await unpack(ok, join(base, 'ok')), tarSha, 'the sha256 of the tar it unpacked');
   t.is(readFileSync(join(base, 'ok/node_modules/.bin/x'), 'utf8'), 'x');
   t.is(statSync(join(base, 'ok/lib/y.js')).ino, statSync(join(base, 'ok/lib/x.js')).ino);
 });
@@ -150,11 +165,14 @@ async function hostileEnv(t: ExecutionContext, packages: Record<string, Buffer>,
   return { source, ref, asked, root: join(base, 'project') };
 }
 
-const storeEntry = (path: string, name: string) => ({
+/** The name an archive has in the store: its tar's sha256 (a node checks it). */
+const stored = (archive: Buffer) => objectNames.package(createHash('sha256').update(gunzipSync(archive)).digest('hex'));
+
+const storeEntry = (path: string, name: string, archive: Buffer) => ({
   path,
   name,
   version: '1.0.0',
-  source: { kind: 'store' as const, object: `pkg-${name}@1.0.0` },
+  source: { kind: 'store' as const, object: stored(archive) },
 });
 
 test('a manifest path under a link a package holds is refused: nothing is written through it', async (t) => {
@@ -169,9 +187,9 @@ test('a manifest path under a link a package holds is refused: nothing is writte
   const x = rawTar([{ path: 'package.json', body: '{"name":"x","version":"1.0.0"}' }]);
   const { source, ref, root } = await hostileEnv(
     t,
-    { 'pkg-evil@1.0.0': evil, 'pkg-x@1.0.0': x },
+    { [stored(evil)]: evil, [stored(x)]: x },
     {
-      packages: [storeEntry('node_modules/evil', 'evil'), storeEntry('node_modules/evil/node_modules/x', 'x')],
+      packages: [storeEntry('node_modules/evil', 'evil', evil), storeEntry('node_modules/evil/node_modules/x', 'x', x)],
     },
   );
   const cacheDir = dir(t, 'troupe-ship-cache-');
@@ -179,17 +197,22 @@ test('a manifest path under a link a package holds is refused: nothing is writte
   const e = await t.throwsAsync(cache.materialize(ref, root), { instanceOf: ProtocolError });
   t.regex(e!.message, /node_modules\/evil\/node_modules/);
   t.deepEqual(readdirSync(join(cacheDir, 'envs')), [], 'no copy made');
-  t.deepEqual(readdirSync(join(cacheDir, 'packages/pkg-evil%401.0.0/lib')), ['.keep'], 'nothing written via the link');
+  const evilDir = join(cacheDir, 'packages', encodeURIComponent(stored(evil)));
+  t.deepEqual(readdirSync(join(evilDir, 'lib')), ['.keep'], 'nothing written via the link');
 
   // A package linking out of itself never gets into the cache.
   const out = rawTar([
     { path: 'package.json', body: '{"name":"out","version":"1.0.0"}' },
     { path: 'node_modules', type: 'SymbolicLink', linkpath: victim },
   ]);
-  const second = await hostileEnv(t, { 'pkg-out@1.0.0': out }, { packages: [storeEntry('node_modules/out', 'out')] });
+  const second = await hostileEnv(
+    t,
+    { [stored(out)]: out },
+    { packages: [storeEntry('node_modules/out', 'out', out)] },
+  );
   const other = new EnvCache(second.source, { dir: cacheDir });
   await t.throwsAsync(other.materialize(second.ref, second.root), { instanceOf: ProtocolError });
-  t.false(existsSync(join(cacheDir, 'packages/pkg-out%401.0.0')));
+  t.false(existsSync(join(cacheDir, 'packages', encodeURIComponent(stored(out)))));
   t.deepEqual(readdirSync(victim), ['keep']);
 });
 
@@ -200,8 +223,8 @@ test('the cache is ours alone: one others can write to is refused; planted entri
   ]);
   const { source, ref, root, asked } = await hostileEnv(
     t,
-    { 'pkg-x@1.0.0': pkgX },
-    { packages: [storeEntry('node_modules/x', 'x')] },
+    { [stored(pkgX)]: pkgX },
+    { packages: [storeEntry('node_modules/x', 'x', pkgX)] },
   );
   const open = dir(t, 'troupe-ship-cache-');
   chmodSync(open, 0o777);
@@ -216,7 +239,7 @@ test('the cache is ours alone: one others can write to is refused; planted entri
 
   const cacheDir = join(dir(t, 'troupe-ship-cache-'), 'runtime-envs');
   // Another user's package, planted where the node would look (no marker), and a daemon's leftovers.
-  const planted = join(cacheDir, 'packages', encodeURIComponent('pkg-x@1.0.0'));
+  const planted = join(cacheDir, 'packages', encodeURIComponent(stored(pkgX)));
   mkdirSync(planted, { recursive: true });
   writeFileSync(join(planted, 'index.js'), 'planted');
   const dead = join(cacheDir, 'tmp', `${2 ** 22 + 1}-beef`);
@@ -226,7 +249,7 @@ test('the cache is ours alone: one others can write to is refused; planted entri
   const cache = new EnvCache(source, { dir: cacheDir });
   const copy = await cache.materialize(ref, root);
   t.is(readFileSync(join(copy, 'node_modules/x/index.js'), 'utf8'), 'real');
-  t.true(asked.includes('pkg-x@1.0.0'), 'fetched again');
+  t.true(asked.includes(stored(pkgX)), 'fetched again');
   t.is(statSync(cacheDir).mode & 0o777, 0o700);
   t.false(existsSync(dead), "a dead daemon's half-made copies are swept");
   t.true(existsSync(live), "a live daemon's are left alone");
@@ -251,8 +274,8 @@ test('with a readers group (workers as another user) the copies are theirs to re
   ]);
   const { source, ref, root } = await hostileEnv(
     t,
-    { 'pkg-x@1.0.0': pkgX },
-    { packages: [storeEntry('node_modules/x', 'x')] },
+    { [stored(pkgX)]: pkgX },
+    { packages: [storeEntry('node_modules/x', 'x', pkgX)] },
   );
   // As root, nobody's group, and a worker's read tried as nobody; as anyone else, our own group.
   const asRoot = process.getuid?.() === 0;
@@ -280,25 +303,98 @@ test('with a readers group (workers as another user) the copies are theirs to re
   t.is(statSync(cacheDir).mode & 0o777, 0o700);
 });
 
-test("npm's integrity is part of a package's name: a patched package of the same version ships anew", async (t) => {
-  const root = dir(t, 'troupe-ship-integrity-');
+test('a package is named by its files: edited, it ships anew; its digest is kept while no file changes', async (t) => {
+  const root = dir(t, 'troupe-ship-digest-');
   mkdirSync(join(root, 'node_modules/a'), { recursive: true });
-  mkdirSync(join(root, 'node_modules/b'), { recursive: true });
   writeFileSync(join(root, 'node_modules/a/package.json'), '{"name":"a","version":"1.0.0"}');
-  writeFileSync(join(root, 'node_modules/b/package.json'), '{"name":"b","version":"2.0.0"}');
-  const lock = (integrity: string) =>
-    writeFileSync(
-      join(root, 'node_modules/.package-lock.json'),
-      JSON.stringify({ packages: { 'node_modules/a': { version: '1.0.0', integrity } } }),
-    );
-  lock('sha512-one');
-  const one = (await scanPackages(root)).manifest.packages;
-  lock('sha512-two');
-  const two = (await scanPackages(root)).manifest.packages;
-  const objectOf = (m: typeof one, path: string) =>
-    (m.find((p) => p.path === path)!.source as { object: string }).object;
-  t.regex(objectOf(one, 'node_modules/a'), /^pkg-a@1\.0\.0-[0-9a-f]{32}$/);
-  t.not(objectOf(one, 'node_modules/a'), objectOf(two, 'node_modules/a'));
-  t.is(objectOf(one, 'node_modules/b'), 'pkg-b@2.0.0', 'no integrity: name@version');
-  t.is(checkManifest({ packages: one }).packages.length, 2, 'a node accepts the name');
+  writeFileSync(join(root, 'node_modules/a/index.js'), 'module.exports = 1;');
+  const objectOf = async () => {
+    const { manifest } = await scanPackages(root);
+    return (manifest.packages.find((p) => p.path === 'node_modules/a')!.source as { object: string }).object;
+  };
+  const first = await objectOf();
+  const files = await packageFiles(join(root, 'node_modules/a'));
+  t.is(first, objectNames.package(await tarDigest(join(root, 'node_modules/a'), files)));
+
+  // The machine's record is what names it while no file changed: a false one planted there is used as it is.
+  const records = join(process.env.TROUPE_HOME!, 'package-digests');
+  const record = readdirSync(records).find((n) => readFileSync(join(records, n), 'utf8') === digestOf(first))!;
+  t.truthy(record);
+  writeFileSync(join(records, record), 'f'.repeat(64));
+  t.is(await objectOf(), objectNames.package('f'.repeat(64)));
+
+  // patch-package: same version, a file changed in place (same size), so another key and another name.
+  writeFileSync(join(root, 'node_modules/a/index.js'), 'module.exports = 2;');
+  const patched = await objectOf();
+  t.not(patched, first);
+  t.is(patched, objectNames.package(await tarDigest(join(root, 'node_modules/a'), files)));
+
+  // Changed after init() named it: the driver refuses to ship other files under the name.
+  const env = await PreparedEnv.prepare({}, root);
+  t.teardown(() => env.close());
+  writeFileSync(join(root, 'node_modules/a/index.js'), 'module.exports = 3;');
+  const e = await t.throwsAsync(env.source(patched), { instanceOf: RuntimeEnvError });
+  t.regex(e!.message, /changed after init\(\) named it/);
+});
+
+test('a copy in the store unlike what its name says is put again by the driver; a second one is refused', async (t) => {
+  const real = rawTar([
+    { path: 'package.json', body: '{"name":"x","version":"1.0.0"}' },
+    { path: 'index.js', body: 'real' },
+  ]);
+  const planted = rawTar([
+    { path: 'package.json', body: '{"name":"x","version":"1.0.0"}' },
+    { path: 'index.js', body: 'planted' },
+  ]);
+  const env = await hostileEnv(t, { [stored(real)]: real }, { packages: [storeEntry('node_modules/x', 'x', real)] });
+  /** A store holding `bad` under the real package's name until its driver was asked `fixedAfter` times to put its
+   * own again. */
+  const store = (fixedAfter: number, bad = planted) => {
+    const again: string[] = [];
+    const source: EnvSource = {
+      async file(name, to, jobId, putAgain) {
+        if (putAgain) again.push(name);
+        if (name !== stored(real) || again.length >= fixedAfter) return env.source.file(name, to, jobId);
+        writeFileSync(to, bad);
+        return bad.length;
+      },
+      bytes: (name, jobId) => env.source.bytes(name, jobId),
+    };
+    return { source, again };
+  };
+  const packagesIn = (cacheDir: string) => readdirSync(join(cacheDir, 'packages'));
+
+  const once = store(1);
+  const copy = await new EnvCache(once.source, { dir: dir(t, 'troupe-ship-cache-') }).materialize(
+    env.ref,
+    env.root,
+    'job1',
+  );
+  t.is(readFileSync(join(copy, 'node_modules/x/index.js'), 'utf8'), 'real', 'the copy put again is the one used');
+  t.deepEqual(once.again, [stored(real)]);
+  // One that unpack() refuses is put again too.
+  const base = dir(t, 'troupe-ship-refused-');
+  const hostile = store(1, rawTar([{ path: join(base, 'escaped'), body: 'x' }]));
+  const cache = dir(t, 'troupe-ship-cache-');
+  await new EnvCache(hostile.source, { dir: cache }).materialize(env.ref, env.root, 'job1');
+  t.deepEqual(hostile.again, [stored(real)]);
+  t.false(existsSync(join(base, 'escaped')));
+
+  // Planted again after the driver put its own: refused, and nothing is kept.
+  const never = store(Number.POSITIVE_INFINITY);
+  const cacheDir = dir(t, 'troupe-ship-cache-');
+  const e = await t.throwsAsync(new EnvCache(never.source, { dir: cacheDir }).materialize(env.ref, env.root, 'job1'), {
+    instanceOf: ProtocolError,
+  });
+  t.regex(e!.message, /does not match its sha256, even once its driver put it again/);
+  t.deepEqual(never.again, [stored(real)], 'asked once');
+  t.deepEqual(packagesIn(cacheDir), []);
+
+  // Without a driver to ask (a submitted job's, gone): refused at once.
+  const alone = store(Number.POSITIVE_INFINITY);
+  const e2 = await t.throwsAsync(new EnvCache(alone.source, { dir: cacheDir }).materialize(env.ref, env.root), {
+    instanceOf: ProtocolError,
+  });
+  t.regex(e2!.message, /does not match its sha256$/);
+  t.deepEqual(alone.again, []);
 });

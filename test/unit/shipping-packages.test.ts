@@ -22,7 +22,9 @@ import { PreparedEnv } from '../../runtime/shipping/driver-shipper.ts';
 import { EnvCache, type EnvSource } from '../../runtime/shipping/env-cache.ts';
 import { troupeRoot } from '../../runtime/shipping/troupe-install.ts';
 import { ProtocolError, RuntimeEnvError } from '../../runtime/base/errors.ts';
-import { checkManifest } from '../../runtime/shipping/manifest.ts';
+import { checkManifest, objectNames } from '../../runtime/shipping/manifest.ts';
+import { tarDigest } from '../../runtime/shipping/pack.ts';
+import { packageFiles } from '../../runtime/shipping/project-files.ts';
 
 // PreparedEnv keeps its packs under TROUPE_HOME: this file's own, removed at the end.
 const home = mkdtempSync(join(tmpdir(), 'troupe-test-'));
@@ -82,8 +84,8 @@ function project(t: ExecutionContext): { root: string; outside: string } {
 }
 
 test('the scan: nested and scoped packages, links inside and outside the project, native parts, troupe', async (t) => {
-  const { root } = project(t);
-  const { manifest, sources, outside } = await scanPackages(root);
+  const { root, outside } = project(t);
+  const { manifest, sources } = await scanPackages(root);
   const by = Object.fromEntries(manifest.packages.map((p) => [p.path, p]));
   t.deepEqual(
     manifest.packages.map((p) => p.path),
@@ -101,14 +103,22 @@ test('the scan: nested and scoped packages, links inside and outside the project
     ],
   );
   t.deepEqual(by['node_modules/.bin/plain'].source, { kind: 'link', target: '../plain/index.js' });
-  t.deepEqual(by['node_modules/@scope/thing'].source, { kind: 'store', object: 'pkg-@scope/thing@3.0.0' });
-  t.deepEqual(by['node_modules/plain/node_modules/inner'].source, { kind: 'store', object: 'pkg-inner@2.0.0' });
+  // Every shipped package, nested, scoped or linked from outside the project, is named by its files' tar.
+  const shipped = {
+    'node_modules/@scope/thing': join(root, 'node_modules/@scope/thing'),
+    'node_modules/far': realpathSync(outside),
+    'node_modules/plain': join(root, 'node_modules/plain'),
+    'node_modules/plain/node_modules/inner': join(root, 'node_modules/plain/node_modules/inner'),
+  };
+  for (const [path, at] of Object.entries(shipped)) {
+    const object = objectNames.package(await tarDigest(at, await packageFiles(at)));
+    t.deepEqual(by[path].source, { kind: 'store', object }, path);
+    t.is(sources.get(object), at, path);
+  }
+  t.is(sources.size, 4);
   t.deepEqual(by['node_modules/local'].source, { kind: 'link', target: '../libs/local' });
-  t.is(by['node_modules/far'].source.kind, 'store', 'outside the project: shipped by content');
-  t.is(outside.length, 1);
   for (const native of ['addon', 'gyp', 'ignore']) t.is(by[`node_modules/${native}`].source.kind, 'native', native);
   t.is(by['node_modules/troupe'].source.kind, 'troupe');
-  t.is(sources.get('pkg-plain@1.2.3'), join(root, 'node_modules/plain'));
 });
 
 /** Items straight from a prepared env, counting what the cache asked for. */
@@ -158,7 +168,9 @@ test('a node materializes the copy once (concurrent calls share it), then reuses
     "a native package: the node's own of the same version",
   );
   // Package files are hard links into the node's package cache.
-  const cached = join(cacheDir, 'packages', encodeURIComponent('pkg-plain@1.2.3'), 'index.js');
+  const plain = join(root, 'node_modules/plain');
+  const object = objectNames.package(await tarDigest(plain, await packageFiles(plain)));
+  const cached = join(cacheDir, 'packages', encodeURIComponent(object), 'index.js');
   t.is(statSync(cached).ino, statSync(join(a, 'node_modules/plain/index.js')).ino);
   t.false(existsSync(join(a, '.git')));
 
@@ -216,9 +228,12 @@ test('eviction: over maxBytes the least recently used copy goes, never one a liv
 });
 
 test('a manifest from the store is checked: paths under node_modules/, links inside, nothing under a link', (t) => {
-  const ok = { path: 'node_modules/a', name: 'a', version: '1.0.0', source: { kind: 'store', object: 'pkg-a@1.0.0' } };
+  const object = objectNames.package('a'.repeat(64));
+  const ok = { path: 'node_modules/a', name: 'a', version: '1.0.0', source: { kind: 'store', object } };
   t.is(checkManifest({ packages: [ok] }).packages.length, 1);
   const bad = [
+    { ...ok, source: { kind: 'store', object: 'pkg-a@1.0.0' } }, // by name and version: anyone could put one first
+    { ...ok, source: { kind: 'store', object: `${object}0` } },
     { ...ok, path: '../etc/passwd' },
     { ...ok, path: 'node_modules/../x' },
     { ...ok, path: 'src/a' },
