@@ -2,7 +2,7 @@
 // pass one package off as another. Computing it reads every file, and a driver names its packages at every init(): the
 // answer is kept on this machine, keyed by what lstat says of each file (path, size, times, inode, mode) as git's
 // index does. A package edited in place (patch-package) gets another key, and is read again.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { troupeHome } from '../base/config.ts';
@@ -45,13 +45,19 @@ async function digestsDir(): Promise<string> {
   return dir;
 }
 
+/** Best effort: a record not kept is computed again next time. Several drivers (or one naming its packages twice at
+ * once) may write the same record: each through a temp file of its own. */
 async function keep(where: string, digest: string): Promise<void> {
-  const tmp = `${where}.${process.pid}.tmp`;
-  await writeFile(tmp, digest, { mode: 0o600 });
-  await rename(tmp, where);
-  if (!pruned) {
-    pruned = true;
-    await prune(join(where, '..'));
+  const tmp = `${where}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, digest, { mode: 0o600 });
+    await rename(tmp, where);
+    if (!pruned) {
+      pruned = true;
+      await prune(join(where, '..'));
+    }
+  } catch {
+    await rm(tmp, { force: true }).catch(() => undefined);
   }
 }
 

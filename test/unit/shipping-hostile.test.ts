@@ -312,6 +312,9 @@ test('a package is named by its files: edited, it ships anew; its digest is kept
     const { manifest } = await scanPackages(root);
     return (manifest.packages.find((p) => p.path === 'node_modules/a')!.source as { object: string }).object;
   };
+  // Two drivers naming it at once (one's record may land while the other writes its own).
+  const both = await Promise.all([scanPackages(root), scanPackages(root)]);
+  t.deepEqual(both[0].manifest, both[1].manifest);
   const first = await objectOf();
   const files = await packageFiles(join(root, 'node_modules/a'));
   t.is(first, objectNames.package(await tarDigest(join(root, 'node_modules/a'), files)));
