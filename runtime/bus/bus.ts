@@ -593,6 +593,11 @@ export class Bus {
     return this.laneServer?.path;
   }
 
+  /** Closes the lanes into this process of callers its lane auth no longer admits. */
+  recheckLanes(): void {
+    this.laneServer?.recheck();
+  }
+
   /** The socket this process's lane server listens on, if it has one (workers do; drivers do not). */
   get ownLane(): string | undefined {
     return this.laneServer?.path;

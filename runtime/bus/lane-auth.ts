@@ -5,6 +5,8 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { nkeyUser, nkeyVerifier } from './nkey.ts';
 
+type Verifier = NonNullable<ReturnType<typeof nkeyVerifier>>;
+
 /** Bytes of the nonce a lane server sends. */
 export const NONCE_BYTES = 32;
 /** Longest proof a lane server reads (an NKEY proof is 56 + 64 bytes). */
@@ -15,6 +17,15 @@ export interface LaneAuth {
   respond(nonce: Uint8Array): Uint8Array;
   /** Whether `proof` answers `nonce`: made for this very nonce by a process allowed on lanes. Never throws. */
   verify(nonce: Uint8Array, proof: Uint8Array): boolean;
+  /** Whether the identity that made `proof`, verified earlier, is still allowed (the lanes it opened close when it is
+   * not). Absent: always. */
+  admits?(proof: Uint8Array): boolean;
+}
+
+/** An NKEY identity's lane auth, whose allowed keys change as the cluster's credentials do. */
+export interface NkeyLaneAuth extends LaneAuth {
+  /** From now on, these keys alone may open lanes; see admits() for those already open. */
+  allow(keys: Iterable<string>): void;
 }
 
 export function newNonce(): Buffer {
@@ -40,16 +51,29 @@ const PUBLIC_KEY_CHARS = 56;
 
 /** Proof by an NKEY identity: our public key, then our signature of the nonce. `allowed`: the public keys whose
  * holders may open lanes to this process (from its own configuration, never from the bus). */
-export function nkeyLaneAuth(o: { seed: Uint8Array | string; allowed: Iterable<string> }): LaneAuth {
+export function nkeyLaneAuth(o: { seed: Uint8Array | string; allowed: Iterable<string> }): NkeyLaneAuth {
   const user = nkeyUser(o.seed);
   const publicKey = Buffer.from(user.publicKey, 'latin1');
-  const allowed = new Map([...o.allowed].map((k) => [k, nkeyVerifier(k)]));
+  const verifiers = (keys: Iterable<string>, kept = new Map<string, Verifier>()) => {
+    const out = new Map<string, Verifier>();
+    for (const k of keys) {
+      const v = kept.get(k) ?? nkeyVerifier(k);
+      if (v) out.set(k, v); // not a user's public key: nobody can prove it
+    }
+    return out;
+  };
+  let allowed = verifiers(o.allowed);
+  const keyOf = (proof: Uint8Array) =>
+    proof.length > PUBLIC_KEY_CHARS ? Buffer.from(proof.subarray(0, PUBLIC_KEY_CHARS)).toString('latin1') : '';
   return {
     respond: (nonce) => Buffer.concat([publicKey, user.sign(nonce)]),
     verify: (nonce, proof) => {
-      if (proof.length <= PUBLIC_KEY_CHARS) return false;
-      const check = allowed.get(Buffer.from(proof.subarray(0, PUBLIC_KEY_CHARS)).toString('latin1'));
+      const check = allowed.get(keyOf(proof));
       return check?.(nonce, proof.subarray(PUBLIC_KEY_CHARS)) ?? false; // not allowed, or not a key: no
+    },
+    admits: (proof) => allowed.has(keyOf(proof)),
+    allow: (keys) => {
+      allowed = verifiers(keys, allowed);
     },
   };
 }

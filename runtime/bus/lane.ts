@@ -251,6 +251,8 @@ class ServerConnection {
   /** Last time bytes went either way. */
   lastActive = Date.now();
   proc: string | undefined;
+  /** The proof it opened with: who it is, for recheck(). */
+  proof: Uint8Array | undefined;
 
   constructor(
     readonly socket: net.Socket,
@@ -341,6 +343,7 @@ export class LaneServer {
         this.handshakes--;
         clearTimeout(timer);
         frames.max = limits.maxFrame;
+        conn.proof = Buffer.from(f.subarray(3, 3 + proofLen));
         conn.proc = f.toString('latin1', 3 + proofLen);
         this.byProc.set(conn.proc, conn.out);
         socket.write(ACCEPTED);
@@ -372,6 +375,13 @@ export class LaneServer {
     if (!out || out.socket.destroyed) return false;
     out.queue(EVENT, '', subject, data);
     return true;
+  }
+
+  /** Closes the lanes of callers no longer allowed (a credential revoked since they opened them). */
+  recheck(): void {
+    const { admits } = this.auth;
+    if (!admits) return;
+    for (const c of this.conns) if (c.proof && !admits(c.proof)) c.socket.destroy();
   }
 
   /** Connections open now (to see the limits at work). */

@@ -1,7 +1,8 @@
 // A bus troupe runs as a NATS cluster of core servers (`troupe start --head --bus-peers B,C`): the head's machine
 // and the machines it names each run a nats-server, routed to the others. What the daemons do for it: the head
-// signs the other servers' certificates and gives out the users (serveBusServers); each other server's node daemon
-// keeps its server's users the head's (followBusUsers). Starting a server is in own-bus-server.ts.
+// signs the other servers' certificates (serveBusServers) and gives out the users (serveBusUsers, which every node
+// asks too, for its workers' lanes); each other server's node daemon keeps its server's users the head's
+// (followBusUsers). Starting a server is in own-bus-server.ts.
 import { PermissionDeniedError } from '../base/errors.ts';
 import { sleep } from '../base/processes.ts';
 import type { Bus } from '../bus/bus.ts';
@@ -27,9 +28,9 @@ export interface BusCluster {
   peers: string[];
 }
 
-/** The head that started the bus (it holds the CA's key and the identities) answers core servers that join (a
- * certificate for the host they serve at, if it is one of the plan's) and asks for the users (only when they
- * changed). On the head daemon's side connection. Standby heads do not serve these: they hold neither. */
+/** The head that started the bus (it holds the CA's key) answers core servers that join: a certificate for the host
+ * they serve at, if it is one of the plan's. On the head daemon's side connection. Standby heads do not: they hold
+ * no CA key. */
 export function serveBusServers(bus: Bus, sessionDir: string, plan: BusCluster): void {
   bus.serve(
     subjects.headBusJoin,
@@ -46,6 +47,12 @@ export function serveBusServers(bus: Bus, sessionDir: string, plan: BusCluster):
       };
     }),
   );
+}
+
+/** The head's machine (it holds the identities) answers asks for the users, when they changed: the bus's other core
+ * servers render them into their config, and every node lets the driver and worker identities onto its workers'
+ * lanes. On the head daemon's side connection; standby heads hold no identities. */
+export function serveBusUsers(bus: Bus, sessionDir: string): void {
   bus.serve(
     subjects.headBusUsers,
     request(checkBusUsersRequest, (req): BusUsersAnswer => {

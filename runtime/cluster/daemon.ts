@@ -7,7 +7,7 @@ import { exitWithParent, isAlive, sleep, terminate } from '../base/processes.ts'
 import { asError } from '../base/errors.ts';
 import { Bus } from '../bus/bus.ts';
 import { CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
-import { followBusUsers, serveBusServers, type BusCluster } from './bus-servers.ts';
+import { followBusUsers, serveBusServers, serveBusUsers, type BusCluster } from './bus-servers.ts';
 
 export type DaemonConfig =
   | {
@@ -79,6 +79,7 @@ exitWithParent(config.parentPid, () => stop(0));
 async function serveCredentials(c: Credentials, o: HeadOptions, plan: BusCluster | undefined): Promise<Bus> {
   const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-head-credentials', daemon: true });
   bus.serve(CREDENTIALS_SUBJECT, () => c);
+  serveBusUsers(bus, config!.sessionDir);
   if (plan) serveBusServers(bus, config!.sessionDir, plan);
   await bus.flush();
   return bus;

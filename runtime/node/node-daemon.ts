@@ -59,6 +59,7 @@ import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
 import { nkeyUser } from '../bus/nkey.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
+import { checkBusUsersAnswer, type BusUsersAnswer } from '../protocol/bus-servers.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
 import { serveWorkerCheckpoints } from './worker-checkpoints.ts';
 
@@ -138,6 +139,8 @@ interface Lease {
  * cannot be undone, and a driver deep in synchronous work sends no heartbeat. Workers that exit are seen at once. */
 const OWNER_TIMEOUT_MS = 120_000;
 const EMPTY = new Uint8Array(0);
+/** How often a node asks whether the cluster's credentials changed (for its workers' lanes). */
+const LANE_KEYS_MS = 2000;
 
 export class NodeDaemon {
   readonly nodeId: string;
@@ -154,12 +157,16 @@ export class NodeDaemon {
   private checkpoints: Promise<CheckpointStore> | undefined;
   /** From the head: what this node's workers (over IPC, never the environment) and submitted drivers use. */
   private credentials!: Credentials;
-  /** Who may open lanes into our workers: the cluster's worker and driver identities (none with a plain token, whose
-   * lanes prove it by HMAC). Public keys: no secret in them. */
+  /** Who may open lanes into our workers: the cluster's worker and driver identities, those made later with `troupe
+   * token create` included (none with a plain token, whose lanes prove it by HMAC). Public keys: no secret in them. */
   private laneKeys(): string[] {
     const seeds = [this.credentials.worker, this.credentials.driver].filter((c) => /^SU[A-Z2-7]{56}$/.test(c));
-    return seeds.map((c) => nkeyUser(c).publicKey);
+    if (!seeds.length) return [];
+    return [...new Set([...seeds.map((c) => nkeyUser(c).publicKey), ...this.madeLaneKeys])];
   }
+  /** The driver and worker identities the head's machine last named (followLaneKeys), and the digest it gave. */
+  private madeLaneKeys: string[] = [];
+  private usersDigest = '';
   private readonly store: NodeStore;
   private readonly objects: StoreManager;
   private available: ResourceSet;
@@ -300,10 +307,32 @@ export class NodeDaemon {
         for (const w of this.workers) this.bus.publish(subjects.hbProc(w.procId), {});
       }, PROC_HEARTBEAT_MS),
     );
+    this.timers.push(setInterval(() => void this.followLaneKeys(), LANE_KEYS_MS));
     this.keepSpares();
     console.log(
       `troupe: node ${this.nodeId} up with ${JSON.stringify(this.o.resources)}; object store ${this.store.dir}`,
     );
+  }
+
+  /** Asks the head's machine for the cluster's users (answered only when they changed) and tells our workers who may
+   * open lanes into them now: a driver credential made with `troupe token create` may, and the lanes of a revoked one
+   * close. Without an answer (the head's machine away, or a cluster on a nats-server of the user's, with no
+   * identities) the last list stays. */
+  private async followLaneKeys(): Promise<void> {
+    if (!this.laneKeys().length) return;
+    let a: BusUsersAnswer;
+    try {
+      a = checkBusUsersAnswer(
+        await this.bus.request(subjects.headBusUsers, { have: this.usersDigest }, { timeoutMs: LANE_KEYS_MS }),
+      );
+    } catch {
+      return; // asked again next time
+    }
+    if (!a.users) return;
+    this.usersDigest = a.digest;
+    this.madeLaneKeys = a.users.filter((u) => u.role === 'driver' || u.role === 'worker').map((u) => u.publicKey);
+    const keys = this.laneKeys();
+    for (const child of this.processes) if (child.connected) child.send({ type: 'lane-keys', keys }, () => undefined);
   }
 
   private serveObjects(): void {
@@ -762,6 +791,8 @@ export class NodeDaemon {
           clearTimeout(t);
           // Only the socket of that process in this node's store: a worker names no other process's lane.
           if (m.lane === lanePath(this.store.dir, child.pid!)) worker.lane = m.lane;
+          // Who may open lanes now: the list it started with may have changed while it was starting.
+          if (this.madeLaneKeys.length) child.send({ type: 'lane-keys', keys: this.laneKeys() }, () => undefined);
           resolve();
         }
       });

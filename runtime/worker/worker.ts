@@ -145,8 +145,17 @@ function localRoot(job: JobRef): string {
 /** localRoot's answer (asked for every task) for the job this worker serves. */
 let mappedRoot: { root: string; here: string } | undefined;
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
-// Lanes into this worker: only the identities our node names (its cluster's drivers and workers) may open one.
-if (laneKeys.length) client.bus.useLaneAuth(nkeyLaneAuth({ seed: token, allowed: laneKeys }));
+// Lanes into this worker: only the identities our node names (its cluster's drivers and workers) may open one. It
+// names them again when they change (`troupe token create|revoke`): the lanes of a revoked one close.
+const laneAuth = laneKeys.length ? nkeyLaneAuth({ seed: token, allowed: laneKeys }) : undefined;
+if (laneAuth) {
+  client.bus.useLaneAuth(laneAuth);
+  process.on('message', (m: { type?: unknown; keys?: unknown }) => {
+    if (m?.type !== 'lane-keys' || !Array.isArray(m.keys)) return;
+    laneAuth.allow(m.keys.filter((k): k is string => typeof k === 'string'));
+    client.bus.recheckLanes();
+  });
+}
 const lane = await client.bus.listenLanes(lanePath(env('TROUPE_OBJECT_DIR'), process.pid));
 // A task waiting in get() lends its CPU back to the node, so the tasks it waits for can run (no nested-task deadlock).
 client.blockHook = (blocked) => client.bus.publish(subjects.nodeBlocked(nodeId), { workerId: procId, blocked });

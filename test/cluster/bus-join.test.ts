@@ -11,7 +11,7 @@ import { checkBusJoinAnswer, checkBusUsersAnswer, usersDigest } from '../../runt
 import { addIdentity, builtinIdentity, createIdentities, reloadNatsServer } from '../../runtime/cluster/identities.ts';
 import { startNatsServer, type NatsServerHandle } from '../../runtime/cluster/nats-server.ts';
 import { createClusterTls, newPeerKey, peerServerTls } from '../../runtime/cluster/tls.ts';
-import { serveBusServers } from '../../runtime/cluster/bus-servers.ts';
+import { serveBusServers, serveBusUsers } from '../../runtime/cluster/bus-servers.ts';
 import { tempDir } from '../helpers/cluster.ts';
 
 let nats: NatsServerHandle | undefined;
@@ -31,7 +31,9 @@ test('a core server joins through the node role only, for a listed address, and 
     buses.push(bus);
     return bus;
   };
-  serveBusServers(await as('head'), dir, { name: 'troupe-0123456789abcdef', routePort: 6222, peers: ['10.9.0.2'] });
+  const head = await as('head');
+  serveBusServers(head, dir, { name: 'troupe-0123456789abcdef', routePort: 6222, peers: ['10.9.0.2'] });
+  serveBusUsers(head, dir);
   const node = await as('node');
   const peerDir = tempDir(t, 'troupe-bus-peer-');
   const publicKeyPem = newPeerKey(peerDir);

@@ -11,7 +11,8 @@ import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
-import { publicKeyOf } from '../../runtime/cluster/identities.ts';
+import { Lane, laneLimits, type LaneEnd, type Outgoing } from '../../runtime/bus/lane.ts';
+import { addIdentity, publicKeyOf, reloadNatsServer, revokeIdentity } from '../../runtime/cluster/identities.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { Counter, Phoenix, Journal } from '../fixtures/actors.ts';
 import { add, meetAndHold, putHere } from '../fixtures/tasks.ts';
@@ -212,5 +213,68 @@ test.serial(
     );
     t.deepEqual(await Promise.all(asked), [14, 16]);
     t.is(stranger.laneOf(subject), undefined, 'refused: not tried again');
+  },
+);
+
+test.serial(
+  "a driver credential made with 'troupe token create' opens lanes too; revoked, its open lane closes",
+  async (t) => {
+    t.timeout(60_000);
+    const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
+    await c.value();
+    const path = laneOf(c.actorId)!;
+    t.truthy(path);
+    const dir = cluster().head.sessionDir;
+    const natsPid = cluster().head.pids[0]; // startHead starts nats-server first
+    const made = addIdentity(dir, 'driver', `lanes-${process.pid}`);
+    reloadNatsServer(natsPid);
+    // Straight on the socket, as a driver with that credential would open it (its NATS connection aside).
+    const wake = (o: Outgoing) => setImmediate(() => o.flush());
+    const open = () => {
+      let ended!: (e: LaneEnd) => void;
+      const end = new Promise<LaneEnd>((r) => {
+        ended = r;
+      });
+      let answered!: () => void;
+      const answer = new Promise<void>((r) => {
+        answered = r;
+      });
+      const lane = new Lane(
+        path,
+        nkeyLaneAuth({ seed: made.seed, allowed: [] }),
+        `made-${process.pid}`,
+        {
+          reply: () => {
+            answered();
+            return true;
+          },
+          nobody: () => undefined,
+          event: () => undefined,
+          end: (_l, e) => ended(e),
+        },
+        wake,
+        laneLimits(1024 * 1024),
+      );
+      t.teardown(() => lane.close());
+      // Not a call the actor can run: answered with an error, which is enough to show the lane is open.
+      lane.send('1', subjects.actor(c.actorId, 0), encode({ not: 'a call' }), true);
+      return { answer, end };
+    };
+    // Its node learns of the new credential within a few seconds (it asks every 2 s).
+    const accepted = await eventually(
+      'a lane opened with the new credential',
+      async () => {
+        const l = open();
+        return (await Promise.race([l.answer.then(() => l), l.end.then(() => undefined)])) ?? undefined;
+      },
+      20_000,
+    );
+    revokeIdentity(dir, made.name);
+    reloadNatsServer(natsPid);
+    const end = await accepted.end;
+    t.true(end.opened, 'the open lane of the revoked credential closed');
+    const late = open();
+    t.false((await late.end).opened, 'and a new one is refused');
+    t.is(await c.add(1), 1, 'the cluster serves on');
   },
 );

@@ -100,6 +100,28 @@ test('callers with the right proof are served; a lane with the wrong one ends wi
   t.is(await good.ask('troupe.actor.b'), 'troupe.actor.b');
 });
 
+test('who may open lanes changes: one no longer allowed has its open lane closed and a new one refused', async (t) => {
+  const [d, e] = [createUser(), createUser()];
+  const auth = nkeyLaneAuth({ seed: createUser().getSeed(), allowed: [d.getPublicKey()] });
+  const s = await server(t, auth);
+  const asD = () => caller(t, s.path, nkeyLaneAuth({ seed: d.getSeed(), allowed: [] }));
+  const asE = () => caller(t, s.path, nkeyLaneAuth({ seed: e.getSeed(), allowed: [] }));
+  const first = asD();
+  t.is(await first.ask('troupe.actor.a'), 'troupe.actor.a');
+  auth.allow([d.getPublicKey(), e.getPublicKey()]); // a credential made later
+  const second = asE();
+  t.is(await second.ask('troupe.actor.b'), 'troupe.actor.b');
+  s.recheck();
+  t.is(await first.ask('troupe.actor.c'), 'troupe.actor.c', 'still allowed: left open');
+  auth.allow([e.getPublicKey()]); // d revoked
+  s.recheck();
+  t.true((await first.end).opened, 'the open lane of the revoked one closed');
+  const again = asD();
+  void again.ask('troupe.actor.d');
+  t.false((await again.end).opened, 'and a new one is refused');
+  t.is(await second.ask('troupe.actor.e'), 'troupe.actor.e');
+});
+
 test('an idle connection is closed; one waiting for an answer is not', async (t) => {
   const auth = tokenLaneAuth('k');
   const s = await server(t, auth, { idleMs: 200 }, 600);
