@@ -109,6 +109,8 @@ export async function unpack(file: string, dir: string, o: UnpackOptions = {}): 
       await done;
     });
   } catch (e) {
+    // A gzip that broke off mid-entry: tar still holds that entry's file open until its input ends.
+    unpacker.end();
     // tar's own refusals (a write through a link, a bad header) and a damaged gzip: the archive's fault, not the
     // disk's.
     const code = (e as { code?: unknown }).code;

@@ -11,6 +11,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -99,6 +100,24 @@ test('unpack refuses what would land outside, links leaving the archive, special
   await t.throwsAsync(unpack(join(base, 'plain.tgz'), join(base, 'plain')), { instanceOf: ProtocolError });
   writeFileSync(join(base, 'cut.tgz'), rawTar([{ path: 'a', body: 'y'.repeat(5000) }]).subarray(0, 30));
   await t.throwsAsync(unpack(join(base, 'cut.tgz'), join(base, 'cut')), { instanceOf: ProtocolError });
+  // One that breaks off in the middle of a file: refused, and the file it was writing is closed (no fd left behind).
+  const whole = gzipSync(gunzipSync(rawTar([{ path: 'big', body: 'y'.repeat(4 << 20) }])), { level: 0 });
+  writeFileSync(join(base, 'broken.tgz'), Buffer.concat([whole.subarray(0, whole.length / 2), Buffer.from('junk')]));
+  for (let i = 0; i < 5; i++)
+    await t.throwsAsync(unpack(join(base, 'broken.tgz'), join(base, `broken-${i}`)), { instanceOf: ProtocolError });
+  const openHere = () =>
+    readdirSync('/proc/self/fd')
+      .map((fd) => {
+        try {
+          return readlinkSync(join('/proc/self/fd', fd));
+        } catch {
+          return ''; // closed meanwhile
+        }
+      })
+      .filter((to) => to.startsWith(join(base, 'broken-')));
+  // tar closes the file as its stream ends, a moment after the refusal: give it 2 s.
+  for (let i = 0; i < 40 && openHere().length; i++) await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(openHere(), [], 'no file left open');
   // A gzip bomb: over the bound, unpacking stops (RuntimeEnvError, naming the setting).
   const bomb = join(base, 'bomb.tgz');
   writeFileSync(
