@@ -509,13 +509,23 @@ async function waitForNode(
   }
   try {
     const until = Date.now() + waitMs;
+    // What the head last said, for the error: a head that never answers, one that never saw the node's record, and one
+    // that counts it dead are three different problems.
+    let heard: HeadStatus | undefined;
     while (Date.now() < until) {
       const status = bus.request<HeadStatus>(subjects.headStatus, {}, { timeoutMs: 1000 }).catch(() => undefined);
       const s = await watch.step(status); // undefined: the head is not up yet
+      heard = s ?? heard;
       if (s?.nodes.some((n) => n.nodeId === nodeId && n.alive)) return;
       await watch.step(sleep(50));
     }
-    throw startError(node, `did not come up within ${Math.round(waitMs / 1000)} s`);
+    const listed = heard?.nodes.find((n) => n.nodeId === nodeId);
+    const said = !heard
+      ? 'no head answered status'
+      : listed
+        ? 'the head counts it dead'
+        : `the head has not seen it register (it lists ${heard.nodes.length} nodes)`;
+    throw startError(node, `did not come up within ${Math.round(waitMs / 1000)} s (${said})`);
   } finally {
     await bus.close();
   }
