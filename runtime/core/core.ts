@@ -23,7 +23,8 @@ import { TaskSubmitter } from './task-submitter.ts';
 import { startDriverHeartbeat } from './heartbeat.ts';
 import { ActorCaller } from './actor-caller.ts';
 import { Gcs } from '../state/gcs.ts';
-import { CheckpointStore, type Checkpoints } from '../state/checkpoints.ts';
+import type { Checkpoints } from '../state/checkpoints.ts';
+import { DriverCheckpoints } from './driver-checkpoints.ts';
 import type { ActorCall, ActorSpec } from '../protocol/actors.ts';
 import {
   normalizeRequest,
@@ -478,9 +479,9 @@ export class Core {
   }
 
   private checkpointsOpen: Promise<Checkpoints> | undefined;
-  /** The cluster's checkpoint store, or what useCheckpoints() set. */
+  /** A driver's (it may only remove its job's: core/driver-checkpoints.ts), or what useCheckpoints() set. */
   checkpoints(): Promise<Checkpoints> {
-    return (this.checkpointsOpen ??= CheckpointStore.open(this.bus));
+    return (this.checkpointsOpen ??= Promise.resolve(new DriverCheckpoints(this.bus, this.boundJob())));
   }
 
   /** A worker keeps its checkpoints through its node (its identity has no access to the store). */

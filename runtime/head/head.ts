@@ -17,12 +17,20 @@ import {
   type ResourceSet,
   type NodeView,
 } from '../scheduling/placement.ts';
-import { InfeasibleError, NoRespondersError, WorkerDiedError, ProtocolError, StaleHeadError } from '../base/errors.ts';
+import {
+  InfeasibleError,
+  NoRespondersError,
+  PermissionDeniedError,
+  WorkerDiedError,
+  ProtocolError,
+  StaleHeadError,
+} from '../base/errors.ts';
 import { Leadership } from './leadership.ts';
 import { singlePointsOfFailure } from './failure-points.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
+import { checkCheckpointDelete, isJobCheckpoint, jobCheckpointName } from '../protocol/checkpoints.ts';
 import {
   createSharedObjectStores,
   moveLeadersOff,
@@ -236,9 +244,22 @@ export class Head {
       dequeue: (reqId) => {
         if (!this.queue.get(reqId)?.granting) this.removeRequest(reqId);
       },
-      checkpoints: () => (this.checkpointStore ??= CheckpointStore.open(bus)),
+      checkpoints: () => this.checkpoints(),
     });
     await this.actors.load();
+    this.serve(
+      subjects.headCheckpointDelete,
+      request(checkCheckpointDelete, async (req) => {
+        const job = this.jobs.recordOf(req.job, 'a checkpoint delete request');
+        if (!isJobCheckpoint(job.id, req.name))
+          throw new PermissionDeniedError(
+            `a driver may remove only its job's checkpoints (${jobCheckpointName(job.id, '…')}), ` +
+              `not '${req.name.slice(0, 100)}'`,
+          );
+        await (await this.checkpoints()).delete(req.name);
+        return 'ok';
+      }),
+    );
     this.serve(
       subjects.headActorCreate,
       request(checkActorCreate, (req) => this.actors.create(req.spec as ActorSpec)),
@@ -506,6 +527,14 @@ export class Head {
 
   /** How full the shared stores are: read again for each status, but a status waits for that at most 250 ms (in a
    * NATS cluster that lost a server, a JetStream request can take seconds) and else says what was read last. */
+  /** Opened once; a failed open (JetStream recovering) is tried again at the next use. */
+  private checkpoints(): Promise<CheckpointStore> {
+    return (this.checkpointStore ??= CheckpointStore.open(this.bus).catch((e: unknown) => {
+      this.checkpointStore = undefined;
+      throw e;
+    }));
+  }
+
   private storeUsage(): Promise<StoreStatus[] | undefined> {
     this.stores.reading ??= sharedStoreUsage(this.bus)
       .then(

@@ -5,7 +5,12 @@ import type { ChildProcess } from 'node:child_process';
 import { encode } from '../base/codec.ts';
 import { asError, PermissionDeniedError, ProtocolError } from '../base/errors.ts';
 import { checked } from '../protocol/check.ts';
-import { checkCheckpointAsk, jobCheckpointName, type CheckpointAnswer } from '../protocol/checkpoints.ts';
+import {
+  checkCheckpointAsk,
+  isJobCheckpoint,
+  jobCheckpointName,
+  type CheckpointAnswer,
+} from '../protocol/checkpoints.ts';
 import type { CheckpointStore } from '../state/checkpoints.ts';
 
 /** What the node knows of the worker that asks. */
@@ -24,7 +29,7 @@ export function serveWorkerCheckpoints(
   const answer = async (m: unknown): Promise<Omit<CheckpointAnswer, 'id'>> => {
     const ask = checked(checkCheckpointAsk, m);
     const job = user.jobId();
-    if (!user.hosts(ask.name) && !(job && ask.name.startsWith(jobCheckpointName(job, ''))))
+    if (!user.hosts(ask.name) && !(job && isJobCheckpoint(job, ask.name)))
       throw new PermissionDeniedError(
         'a worker may use the checkpoints of the actors it hosts and of its job ' +
           `(${jobCheckpointName(job ?? '<id>', '…')}), not '${ask.name.slice(0, 100)}'`,

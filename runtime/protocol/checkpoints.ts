@@ -1,13 +1,33 @@
-// Checkpoints that a worker asks its node for, over their IPC channel (workers have no access to the checkpoint store
-// of their own): the names a worker may use, and the messages.
+// Checkpoints that a worker asks its node for, over their IPC channel, and that a driver asks the head to remove:
+// neither has access to the checkpoint store of its own. The names each may use, and the messages.
 import * as v from 'valibot';
 import { schemaCheck } from './check.ts';
+import type { JobRef } from './jobs.ts';
 
-/** A checkpoint of a job rather than of one actor (a training run's): `job.<job id>.<name>`. The job's workers and
- * driver may use it; an actor's checkpoint is named by the actor's id. */
+/** A checkpoint of a job rather than of one actor (a training run's): `job.<job id>.<name>`. The job's workers may
+ * use it, and its driver may remove it; an actor's checkpoint is named by the actor's id. */
 export function jobCheckpointName(jobId: string, name: string): string {
   return `job.${jobId}.${name}`;
 }
+
+/** Whether `name` is one of the job's own checkpoints (jobCheckpointName). */
+export function isJobCheckpoint(jobId: string, name: string): boolean {
+  const prefix = jobCheckpointName(jobId, '');
+  return name.length > prefix.length && name.startsWith(prefix);
+}
+
+/** Driver → head (subjects.headCheckpointDelete): remove one of the job's checkpoints (train() does when it returns).
+ * The head removes only a name of the job it has a record of. */
+export interface CheckpointDelete {
+  job: JobRef;
+  name: string;
+}
+
+/** `job` is checked by the head against its records (JobRegistry.recordOf). */
+export const checkCheckpointDelete = schemaCheck(
+  'checkpoint delete request',
+  v.object({ job: v.unknown(), name: v.pipe(v.string(), v.minLength(1), v.maxLength(512)) }),
+);
 
 /** Worker → node. `bytes`: the encoded state, for a save. */
 export interface CheckpointAsk {

@@ -195,9 +195,9 @@ const roles: Record<Role, Permissions> = {
       ...readObj(ENVS),
       ...writeObj(ENVS),
       ...readStream(JOB_LOGS),
-      // train() removes its run's checkpoint when it returns.
-      ...readObj(CHECKPOINTS),
-      ...writeObj(CHECKPOINTS),
+      // No access to the checkpoint store: reading it is reading every job's (model weights), writing it is replacing
+      // them. train() asks the head to remove its run's checkpoint when it returns.
+      subjects.headCheckpointDelete,
     ],
     subscribe: [...coreSubscribe, any(subjects.log), any(subjects.jobShip)],
   },

@@ -18,6 +18,9 @@ export const subjects = {
   /** A driver registers its job (id, root, runtime env) when it connects; the head's record decides where the job's
    * workers load code from (protocol/jobs.ts, JobRegistration). */
   headJobRegister: 'troupe.head.job.register',
+  /** A driver asks the head to remove one of its job's checkpoints: drivers have no access to the store
+   * (protocol/checkpoints.ts, CheckpointDelete). */
+  headCheckpointDelete: 'troupe.head.checkpoint.delete',
   nodeLease: (node: string) => `troupe.node.${node}.lease`,
   nodeRelease: (node: string) => `troupe.node.${node}.release`,
   nodeBlocked: (node: string) => `troupe.node.${node}.blocked`,

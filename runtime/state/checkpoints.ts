@@ -7,8 +7,9 @@ import { openObjectStore, putIntoShared, SHARED_OBJECT_STORES } from './buckets.
 
 const BUCKET = SHARED_OBJECT_STORES.checkpoints;
 
-/** Saved states by name: an actor's id, or a job's own name (protocol/checkpoints.ts). The store itself for the head,
- * nodes and drivers; for a worker, its node (worker/node-checkpoints.ts). */
+/** Saved states by name: an actor's id, or a job's own name (protocol/checkpoints.ts). The store itself for the head
+ * and nodes; for a worker, its node (worker/node-checkpoints.ts); for a driver, removing its job's through the head
+ * (core/driver-checkpoints.ts). */
 export interface Checkpoints {
   /** Replaces the checkpoint with `state` (anything troupe can encode, tensors included). A full store
    * (TROUPE_CHECKPOINT_STORE_BYTES) is a ClusterStoreFullError, and the checkpoint saved before stays. */

@@ -8,6 +8,7 @@ import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { AuthenticationError, PermissionDeniedError, ProtocolError } from '../../runtime/base/errors.ts';
 import { AckPolicy, DeliverPolicy, jetstreamManager, StorageType } from '@nats-io/jetstream';
+import { jobCheckpointName } from '../../runtime/protocol/checkpoints.ts';
 import {
   addIdentity,
   builtinIdentity,
@@ -16,13 +17,15 @@ import {
   revokeIdentity,
 } from '../../runtime/cluster/identities.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
-import { useCluster, eventually, runCommand } from '../helpers/cluster.ts';
+import { useCluster, eventually, runCommand, checkpointStoreOf } from '../helpers/cluster.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { add } from '../fixtures/tasks.ts';
 import {
   checkpointAttacks,
   environment,
+  outcome,
   publishAs,
+  storeAttacks,
   workerCreatesConsumer,
   workerCreatesStream,
   writeKv,
@@ -92,8 +95,8 @@ test.serial(
   "a worker reaches checkpoints only through its node: its own actors' and its job's, not another actor's, another " +
     "job's or the store's",
   async (t) => {
-    const drivers = await currentCore().checkpoints();
-    await drivers.save(counter.actorId, { secret: 1 });
+    const store = await checkpointStoreOf(t, cluster());
+    await store.save(counter.actorId, { secret: 1 });
     try {
       const got = await checkpointAttacks.remote(counter.actorId, 'another-job');
       for (const [what, answer] of Object.entries(got.direct)) t.regex(answer, /permissions violation/i, what);
@@ -101,10 +104,36 @@ test.serial(
       for (const [what, answer] of Object.entries(others))
         t.regex(answer, /^PermissionDeniedError: a worker may use the checkpoints of the actors it hosts/, what);
       t.is(ownJob, 'ok');
-      t.deepEqual((await drivers.load(counter.actorId))?.state, { secret: 1 }, 'the checkpoint is intact');
+      t.deepEqual((await store.load(counter.actorId))?.state, { secret: 1 }, 'the checkpoint is intact');
     } finally {
-      await drivers.delete(counter.actorId);
+      await store.delete(counter.actorId);
     }
+    await stillServing(t);
+  },
+);
+
+test.serial(
+  "a driver cannot read, overwrite or purge checkpoints; the head removes its job's for it, and no actor's",
+  async (t) => {
+    const store = await checkpointStoreOf(t, cluster());
+    const job = currentCore().job!;
+    const run = jobCheckpointName(job.id, 'train-r1');
+    await store.save(counter.actorId, { secret: 1 });
+    await store.save(run, { weights: [1, 2] });
+    t.teardown(() => store.delete(counter.actorId));
+    // With its own connection, straight to the store: every access is refused by nats-server.
+    const direct = await storeAttacks(currentCore().bus.nc, counter.actorId);
+    for (const [what, answer] of Object.entries(direct)) t.regex(answer, /permissions violation/i, what);
+    // Through the head: an actor's checkpoint is not its job's, and a job the head does not know is refused.
+    const asHead = (req: unknown) => outcome(() => currentCore().bus.request(subjects.headCheckpointDelete, req));
+    t.regex(await asHead({ job, name: counter.actorId }), /^PermissionDeniedError: a driver may remove only its job's/);
+    t.regex(await asHead({ job: { ...job, id: 'nobody' }, name: 'job.nobody.x' }), /^ProtocolError: .*no driver/);
+    t.deepEqual((await store.load(counter.actorId))?.state, { secret: 1 }, 'the actor checkpoint is intact');
+    // What train() does when it returns: its run's checkpoint goes.
+    const mine = await currentCore().checkpoints();
+    await t.throwsAsync(mine.load(run), { instanceOf: PermissionDeniedError });
+    await mine.delete(run);
+    t.is(await store.load(run), undefined);
     await stillServing(t);
   },
 );
@@ -132,11 +161,13 @@ test.serial("a driver cannot end another's actor by releasing its lease (its id 
 });
 
 test.serial('a worker or driver cannot create a stream (one could capture the cluster traffic)', async (t) => {
-  const bus = currentCore().bus;
-  const jsm = await jetstreamManager(bus.nc);
-  // The shared object stores are there from the start, made by the head, with their own subjects only.
+  const jsm = await jetstreamManager(currentCore().bus.nc);
+  // The shared object stores are there from the start, made by the head, with their own subjects only (a driver may
+  // not read the checkpoints' stream: the head's identity looks).
+  const head = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'head-test' });
+  t.teardown(() => head.close());
   for (const name of ['troupe-checkpoints', 'troupe-runtime-envs']) {
-    const info = await jsm.streams.info(`OBJ_${name}`);
+    const info = await (await jetstreamManager(head.nc)).streams.info(`OBJ_${name}`);
     t.deepEqual(info.config.subjects.sort(), [`$O.${name}.C.>`, `$O.${name}.M.>`]);
   }
   const capture = { subjects: ['troupe.head.>', 'troupe.node.>'], storage: StorageType.Memory };

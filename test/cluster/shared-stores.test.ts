@@ -6,7 +6,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import { kill, ClusterStoreFullError, TaskError, type ActorHandle } from '../../runtime/index.ts';
-import { useCluster, eventually } from '../helpers/cluster.ts';
+import { useCluster, eventually, checkpointStoreOf } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
@@ -38,7 +38,7 @@ test.serial(
     t.is(full.remoteName, 'ClusterStoreFullError');
     t.regex(full.message, /checkpoint store \(troupe-checkpoints\) is full: it holds at most 1\.0 MiB/);
     t.regex(full.message, /TROUPE_CHECKPOINT_STORE_BYTES/);
-    const checkpoints = await currentCore().checkpoints();
+    const checkpoints = await checkpointStoreOf(t, cluster());
     t.is((await checkpoints.load<Uint8Array>(a.actorId))?.state.length, 600_000, 'what was saved before stays');
     t.is(await checkpoints.load(b.actorId), undefined);
 

@@ -13,7 +13,7 @@ import {
   type ActorHandle,
   type SupervisorHandle,
 } from '../../runtime/index.ts';
-import { useCluster, eventually, tempDir } from '../helpers/cluster.ts';
+import { useCluster, eventually, tempDir, checkpointStoreOf } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { Member, NeverStarts, Tally } from '../fixtures/supervised.ts';
 
@@ -301,14 +301,12 @@ test.serial(
     process.kill(after.pid, 'SIGKILL');
     t.like(await restarted(after.pid), { total: 106, calls: 4 });
 
+    const store = await checkpointStoreOf(t, cluster());
     const timed = Tally.options({ maxRestarts: 1, checkpointEvery: { seconds: 0.2 } }).remote() as ActorHandle<Tally>;
     t.teardown(() => kill(timed));
     await timed.add(7);
     const first = await timed.state();
-    await eventually(
-      'a timed checkpoint',
-      async () => (await (await currentCore().checkpoints()).load(timed.actorId)) !== undefined,
-    );
+    await eventually('a timed checkpoint', async () => (await store.load(timed.actorId)) !== undefined);
     process.kill(first.pid, 'SIGKILL');
     t.like(
       await eventually('restarted', async () => {

@@ -1,6 +1,10 @@
 // The data-parallel trainer: it converges, its replicas stay equal, and it resumes from the last checkpoint when a
 // replica is killed mid-epoch.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import { jetstream } from '@nats-io/jetstream';
+import { Objm } from '@nats-io/obj';
+import { Bus } from '../../runtime/bus/bus.ts';
+import { isJobCheckpoint } from '../../runtime/protocol/checkpoints.ts';
 import { train, UsageError, type EpochResult } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { useCluster } from '../helpers/cluster.ts';
@@ -11,7 +15,16 @@ import '@tensorflow/tfjs-backend-cpu'; // the first weights are made here too, t
 import { makeHandle, HandleData } from '../../actors/handle.ts';
 import type { ParamServer } from '../../actors/train/param-server.ts';
 
-useCluster(test, { head: { numCpus: 2 } });
+const cluster = useCluster(test, { head: { numCpus: 2 } });
+
+/** The checkpoints of this job in the cluster's store, read with the head's identity (a driver has no access). */
+async function jobCheckpoints(t: ExecutionContext): Promise<string[]> {
+  const bus = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'test' });
+  t.teardown(() => bus.close());
+  const os = await new Objm(jetstream(bus.nc)).open('troupe-checkpoints');
+  const names = (await os.list()).filter((i) => !i.deleted).map((i) => i.name);
+  return names.filter((n) => isJobCheckpoint(currentCore().job!.id, n));
+}
 
 test.serial('synchronous data-parallel training converges on a small problem, with 2 replicas', async (t) => {
   const epochs: EpochResult[] = [];
@@ -74,6 +87,7 @@ test.serial('a replica killed mid-epoch is restarted and the group resumes from 
   t.is(r.failures, 1);
   t.is(r.history.length, 4);
   t.true(r.history[3].testAccuracy! > 0.95, `test accuracy ${r.history[3].testAccuracy}`);
+  t.deepEqual(await jobCheckpoints(t), [], "the run's checkpoint is gone once train() returns (the head removes it)");
 });
 
 test.serial('local SGD with delayed averaging (each average applied a step later) converges too', async (t) => {

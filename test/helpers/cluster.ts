@@ -17,6 +17,7 @@ import type { ResourceFlags } from '../../runtime/cluster/machine-resources.ts';
 import { terminate, isAlive } from '../../runtime/base/processes.ts';
 import { startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
+import { CheckpointStore } from '../../runtime/state/checkpoints.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 
@@ -224,6 +225,14 @@ export function processesWithHome(home: string): number[] {
     }
   }
   return out;
+}
+
+/** The cluster's checkpoint store, through the head's identity (a driver has no access to it:
+ * core/driver-checkpoints.ts); its connection closes when the test ends. */
+export async function checkpointStoreOf(t: ExecutionContext, c: TestCluster): Promise<CheckpointStore> {
+  const bus = await Bus.connect({ address: c.address, token: c.headToken, name: 'test-checkpoints' });
+  t.teardown(() => bus.close());
+  return CheckpointStore.open(bus);
 }
 
 /** For a test file: a cluster started before its tests with this process as driver (init()), stopped after them. */

@@ -86,6 +86,7 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
     { subject: subjects.headActorKill, base: { actorId: ghost, noRestart: true, cause: 'fuzz' } },
     { subject: subjects.headActorRestart, base: { actorId: ghost, supervisor: ghost } },
     { subject: subjects.headActorsOfOwner, base: { owner: ghost } },
+    { subject: subjects.headCheckpointDelete, base: { job: fakeJob, name: 'job.fuzzjob.x' } },
     { subject: subjects.evtWorkerDied, base: { workerId: ghost, nodeId: ghost, pid: 1, cause: 'x', leaseIds: [] } },
     { subject: subjects.evtNodeDied, base: { nodeId: ghost, cause: 'fuzz' } },
     { subject: subjects.evtProcExited, base: { procId: ghost } },

@@ -123,8 +123,23 @@ test('JetStream consumers: none for workers; on cluster state only for the head 
   for (const role of ['driver', 'cli'] as Role[])
     for (const stream of streams.slice(0, 2)) t.false(makes(role, stream), `${role} on ${stream}`);
   for (const role of ['head', 'node'] as Role[]) t.true(makes(role, 'KV_troupe-nodes'), `${role} watches`);
-  t.true(makes('driver', 'OBJ_troupe-checkpoints'), 'a driver reads an object');
+  t.false(makes('driver', 'OBJ_troupe-checkpoints'), 'a driver reads no checkpoint');
+  t.true(makes('driver', 'OBJ_troupe-runtime-envs'), 'a driver reads an object');
   t.true(makes('cli', 'troupe-job-logs'), '`troupe job logs`');
+});
+
+test('the checkpoint store: no access for drivers and workers; a driver asks the head to remove its own', (t) => {
+  const store = ['$JS.API.STREAM.MSG.GET', '$JS.API.DIRECT.GET', '$JS.API.STREAM.INFO', '$JS.API.STREAM.PURGE'].map(
+    (api) => `${api}.OBJ_troupe-checkpoints`,
+  );
+  for (const role of ['driver', 'worker', 'cli'] as Role[]) {
+    const p = permissionsFor(role, 'U');
+    for (const s of [...store, '$O.troupe-checkpoints.M.eA', '$O.troupe-checkpoints.C.n1'])
+      t.false(allowed(p.publish, s), `${role} may publish ${s}`);
+  }
+  for (const role of ['head', 'node'] as Role[]) t.true(allowed(permissionsFor(role, 'U').publish, store[0]));
+  t.true(allowed(permissionsFor('driver', 'U').publish, subjects.headCheckpointDelete));
+  t.false(allowed(permissionsFor('worker', 'U').publish, subjects.headCheckpointDelete), 'workers ask their node');
 });
 
 test('each identity subscribes only to its own inbox, which is where the Bus puts its replies', (t) => {
