@@ -525,8 +525,6 @@ export class Head {
 
   private stores: { usage?: StoreStatus[]; reading?: Promise<void> } = {};
 
-  /** How full the shared stores are: read again for each status, but a status waits for that at most 250 ms (in a
-   * NATS cluster that lost a server, a JetStream request can take seconds) and else says what was read last. */
   /** Opened once; a failed open (JetStream recovering) is tried again at the next use. */
   private checkpoints(): Promise<CheckpointStore> {
     return (this.checkpointStore ??= CheckpointStore.open(this.bus).catch((e: unknown) => {
@@ -535,6 +533,8 @@ export class Head {
     }));
   }
 
+  /** How full the shared stores are: read again for each status, but a status waits for that at most 250 ms (in a
+   * NATS cluster that lost a server, a JetStream request can take seconds) and else says what was read last. */
   private storeUsage(): Promise<StoreStatus[] | undefined> {
     this.stores.reading ??= sharedStoreUsage(this.bus)
       .then(

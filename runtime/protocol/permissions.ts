@@ -82,6 +82,9 @@ const readKv = (b: Kv) => readStream(kvStream(b));
 const getKv = (b: Kv) => [`$JS.API.STREAM.INFO.${kvStream(b)}`, `$JS.API.STREAM.MSG.GET.${kvStream(b)}`];
 const writeKv = (b: Kv) => [`$KV.${b}.>`];
 const readObj = (b: string) => readStream(objStream(b));
+/** What putting an object takes besides its subjects: the store's info and the record of the object it replaces
+ * (stream gets). No consumer: only reading an object's bytes makes one. */
+const lookObj = (b: string) => [`$JS.API.STREAM.INFO.${objStream(b)}`, `$JS.API.STREAM.MSG.GET.${objStream(b)}`];
 /** An object put publishes chunks and meta, and purges the chunks of the object it replaces. */
 const writeObj = (b: string) => [`$O.${b}.>`, `$JS.API.STREAM.PURGE.${objStream(b)}`];
 /** Creating a stream that exists only binds to it (runtime/state/buckets.ts). Only the head and node daemons may: a
@@ -192,7 +195,8 @@ const roles: Record<Role, Permissions> = {
       any(subjects.nodeJobSubmit),
       any(subjects.nodeJobStop),
       ...writeKv('troupe-jobs'),
-      ...readObj(ENVS),
+      // It puts what nodes ask of its runtime env, and reads none of it (nodes do).
+      ...lookObj(ENVS),
       ...writeObj(ENVS),
       ...readStream(JOB_LOGS),
       // No access to the checkpoint store: reading it is reading every job's (model weights), writing it is replacing

@@ -178,13 +178,17 @@ test.serial('a worker or driver cannot create a stream (one could capture the cl
 });
 
 test.serial(
-  'a worker cannot make a JetStream consumer, nor a driver one of cluster state (each costs the servers)',
+  'a worker cannot make a JetStream consumer, nor a driver one of cluster state or the object stores (each costs ' +
+    'the servers)',
   async (t) => {
     t.regex(await workerCreatesConsumer.remote(), /permissions violation/i);
     const jsm = await jetstreamManager(currentCore().bus.nc, { timeout: 3000 });
-    await t.throwsAsync(jsm.consumers.add('KV_troupe-actors', { ack_policy: AckPolicy.None }), {
-      message: /permissions violation/i,
-    });
+    for (const stream of ['KV_troupe-actors', 'OBJ_troupe-runtime-envs', 'OBJ_troupe-checkpoints'])
+      await t.throwsAsync(
+        jsm.consumers.add(stream, { ack_policy: AckPolicy.None }),
+        { message: /permissions violation/i },
+        stream,
+      );
     await stillServing(t);
   },
 );

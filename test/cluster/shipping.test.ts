@@ -197,8 +197,11 @@ test.serial(
     const sent = await Promise.all([new DriverShipper(one, a).shipAll(), new DriverShipper(two, b).shipAll()]);
     t.true(sent[0] + sent[1] > 0, `uploaded ${sent}`);
 
-    // No driver to ask (as for a submitted job): everything comes from the store, checked against its hashes.
-    const cache = new EnvCache(new StoreSource(one), { dir: tempDir(t, 'troupe-ship-cache-') });
+    // No driver to ask (as for a submitted job): everything comes from the store, checked against its hashes, read
+    // as a node reads it (a driver may put objects, not read them).
+    const node = await Bus.connect({ address: cluster!.address, token: cluster!.joinToken, name: 'node' });
+    t.teardown(() => node.close());
+    const cache = new EnvCache(new StoreSource(node), { dir: tempDir(t, 'troupe-ship-cache-') });
     const copy = await cache.materialize(a.ref, dir);
     t.is(readFileSync(join(copy, 'unique.txt'), 'utf8'), readFileSync(join(dir, 'unique.txt'), 'utf8'));
     t.is(readFileSync(join(copy, 'node_modules', 'shout', 'package.json'), 'utf8').includes('"shout"'), true);
@@ -245,9 +248,11 @@ test.serial(
 
     const out = await drive(dir, 'victim.ts');
     t.regex(out.words as string, /^HELLO FROM .*!$/, `the job's own package ran: ${out.words}`);
-    // The node found other bytes than the name says, and the victim's driver put its own over them.
+    // The node found other bytes than the name says, and the victim's driver put its own over them (read as a node).
     const now = join(evil, '..', 'now.tgz');
-    await getObject(await openEnvStore(attacker), object, now);
+    const node = await Bus.connect({ address: cluster!.address, token: cluster!.joinToken, name: 'node' });
+    t.teardown(() => node.close());
+    await getObject(await openEnvStore(node), object, now);
     await unpack(now, join(evil, '..', 'now'));
     t.is(readFileSync(join(evil, '..', 'now', 'index.js'), 'utf8'), readFileSync(join(shout, 'index.js'), 'utf8'));
   },

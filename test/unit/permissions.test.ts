@@ -113,7 +113,7 @@ test('workers, drivers and the cli cannot publish node control, head events or K
   t.false(allowed(cli.publish, '$KV.troupe-jobs.j1'));
 });
 
-test('JetStream consumers: none for workers; on cluster state only for the head and nodes', (t) => {
+test('JetStream consumers: none for workers; of cluster state and object stores, only for the head and nodes', (t) => {
   const streams = ['KV_troupe-nodes', 'KV_troupe-actors', 'OBJ_troupe-checkpoints', 'OBJ_troupe-runtime-envs'];
   const makes = (role: Role, stream: string) =>
     ['', '.c1', '.c1.$O.x.M.y'].some((tail) =>
@@ -123,9 +123,9 @@ test('JetStream consumers: none for workers; on cluster state only for the head 
   for (const role of ['driver', 'cli'] as Role[])
     for (const stream of streams.slice(0, 2)) t.false(makes(role, stream), `${role} on ${stream}`);
   for (const role of ['head', 'node'] as Role[]) t.true(makes(role, 'KV_troupe-nodes'), `${role} watches`);
-  t.false(makes('driver', 'OBJ_troupe-checkpoints'), 'a driver reads no checkpoint');
-  t.true(makes('driver', 'OBJ_troupe-runtime-envs'), 'a driver reads an object');
-  t.true(makes('cli', 'troupe-job-logs'), '`troupe job logs`');
+  for (const stream of streams.slice(2)) t.false(makes('driver', stream), `driver on ${stream}: it puts, never gets`);
+  t.true(makes('node', 'OBJ_troupe-runtime-envs'), 'a node fetches shipped code');
+  for (const role of ['driver', 'cli'] as Role[]) t.true(makes(role, 'troupe-job-logs'), '`troupe job logs`');
 });
 
 test('the checkpoint store: no access for drivers and workers; a driver asks the head to remove its own', (t) => {
