@@ -17,7 +17,7 @@ import {
   revokeIdentity,
 } from '../../runtime/cluster/identities.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
-import { useCluster, eventually, runCommand, checkpointStoreOf } from '../helpers/cluster.ts';
+import { useCluster, eventually, runCommand, checkpointStoreOf, headBusOf } from '../helpers/cluster.ts';
 import { Counter } from '../fixtures/actors.ts';
 import { add } from '../fixtures/tasks.ts';
 import {
@@ -164,8 +164,7 @@ test.serial('a worker or driver cannot create a stream (one could capture the cl
   const jsm = await jetstreamManager(currentCore().bus.nc);
   // The shared object stores are there from the start, made by the head, with their own subjects only (a driver may
   // not read the checkpoints' stream: the head's identity looks).
-  const head = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'head-test' });
-  t.teardown(() => head.close());
+  const head = await headBusOf(t, cluster());
   for (const name of ['troupe-checkpoints', 'troupe-runtime-envs']) {
     const info = await (await jetstreamManager(head.nc)).streams.info(`OBJ_${name}`);
     t.deepEqual(info.config.subjects.sort(), [`$O.${name}.C.>`, `$O.${name}.M.>`]);

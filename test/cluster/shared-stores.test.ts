@@ -6,9 +6,8 @@ import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import { kill, ClusterStoreFullError, TaskError, type ActorHandle } from '../../runtime/index.ts';
-import { useCluster, eventually, checkpointStoreOf } from '../helpers/cluster.ts';
+import { useCluster, eventually, checkpointStoreOf, headBusOf } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
-import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { openEnvStore, putObject } from '../../runtime/shipping/env-store.ts';
 import { sweepEnvStore } from '../../runtime/shipping/env-sweep.ts';
@@ -27,11 +26,7 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const names = async (os: ObjectStore) => (await os.list()).filter((i) => !i.deleted).map((i) => i.name);
 
 /** The store of shipped code, opened with the head's identity: a driver puts objects there, and never lists them. */
-async function headEnvStore(t: ExecutionContext): Promise<ObjectStore> {
-  const bus = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'head-test' });
-  t.teardown(() => bus.close());
-  return openEnvStore(bus);
-}
+const headEnvStore = async (t: ExecutionContext) => openEnvStore(await headBusOf(t, cluster()));
 
 test.serial(
   'a checkpoint past the bound is a ClusterStoreFullError; the one saved stays; an ended actor makes room',
@@ -124,9 +119,7 @@ test.serial('the head deletes shipped code no job it knows uses, and keeps what 
 
 test.serial('a sweep keeps young objects, and stops where a job names a manifest it cannot read', async (t) => {
   // Its own store, swept by the test alone.
-  const bus = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'sweep-test' });
-  t.teardown(() => bus.close());
-  const os = await new Objm(bus.nc).create('sweep-test');
+  const os = await new Objm((await headBusOf(t, cluster())).nc).create('sweep-test');
   const a = objectNames.package(sha('a'));
   await os.putBlob({ name: a }, new Uint8Array(10));
   const now = Date.now();

@@ -3,11 +3,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { jetstream } from '@nats-io/jetstream';
 import { Objm } from '@nats-io/obj';
-import { Bus } from '../../runtime/bus/bus.ts';
 import { isJobCheckpoint } from '../../runtime/protocol/checkpoints.ts';
 import { train, UsageError, type EpochResult } from '../../runtime/index.ts';
 import { currentCore } from '../../runtime/core/core.ts';
-import { useCluster } from '../helpers/cluster.ts';
+import { useCluster, headBusOf } from '../helpers/cluster.ts';
 import { replicaPids, trainKillingReplica1 } from '../helpers/training.ts';
 import { lineJob, tellsOptimizerContext, stillJob, tellsScheduleContext } from '../fixtures/training.ts';
 import { withSeededMathRandom } from '../../actors/library/seeded-random.ts';
@@ -19,9 +18,7 @@ const cluster = useCluster(test, { head: { numCpus: 2 } });
 
 /** The checkpoints of this job in the cluster's store, read with the head's identity (a driver has no access). */
 async function jobCheckpoints(t: ExecutionContext): Promise<string[]> {
-  const bus = await Bus.connect({ address: cluster().address, token: cluster().headToken, name: 'test' });
-  t.teardown(() => bus.close());
-  const os = await new Objm(jetstream(bus.nc)).open('troupe-checkpoints');
+  const os = await new Objm(jetstream((await headBusOf(t, cluster())).nc)).open('troupe-checkpoints');
   const names = (await os.list()).filter((i) => !i.deleted).map((i) => i.name);
   return names.filter((n) => isJobCheckpoint(currentCore().job!.id, n));
 }

@@ -227,12 +227,18 @@ export function processesWithHome(home: string): number[] {
   return out;
 }
 
-/** The cluster's checkpoint store, through the head's identity (a driver has no access to it:
- * core/driver-checkpoints.ts); its connection closes when the test ends. */
-export async function checkpointStoreOf(t: ExecutionContext, c: TestCluster): Promise<CheckpointStore> {
-  const bus = await Bus.connect({ address: c.address, token: c.headToken, name: 'test-checkpoints' });
+/** A connection with the head's identity, closed when the test ends: it reads what a driver may not (the checkpoint
+ * store, the list of shipped code). */
+export async function headBusOf(t: ExecutionContext, c: TestCluster): Promise<Bus> {
+  const bus = await Bus.connect({ address: c.address, token: c.headToken, name: 'test-as-head' });
   t.teardown(() => bus.close());
-  return CheckpointStore.open(bus);
+  return bus;
+}
+
+/** The cluster's checkpoint store, through the head's identity (a driver has no access to it:
+ * core/driver-checkpoints.ts). */
+export async function checkpointStoreOf(t: ExecutionContext, c: TestCluster): Promise<CheckpointStore> {
+  return CheckpointStore.open(await headBusOf(t, c));
 }
 
 /** For a test file: a cluster started before its tests with this process as driver (init()), stopped after them. */
