@@ -76,15 +76,16 @@ function readStream(s: string): string[] {
   ];
 }
 const readKv = (b: Kv) => readStream(kvStream(b));
-/** Reading a KV bucket without consumers: its info and stream gets, which is all Table's reads take (get, list). A
- * consumer costs the servers memory and a JetStream meta leader's work, so only the roles that watch (head, node)
- * may make them on KV. */
-const getKv = (b: Kv) => [`$JS.API.STREAM.INFO.${kvStream(b)}`, `$JS.API.STREAM.MSG.GET.${kvStream(b)}`];
+/** A stream's info and its messages one by one (stream gets), without consumers: a consumer costs the servers memory
+ * and a JetStream meta leader's work. */
+const getStream = (s: string) => [`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.MSG.GET.${s}`];
+/** All Table's reads of a KV bucket take (get, list): only the roles that watch (head, node) make consumers on KV. */
+const getKv = (b: Kv) => getStream(kvStream(b));
 const writeKv = (b: Kv) => [`$KV.${b}.>`];
 const readObj = (b: string) => readStream(objStream(b));
-/** What putting an object takes besides its subjects: the store's info and the record of the object it replaces
- * (stream gets). No consumer: only reading an object's bytes makes one. */
-const lookObj = (b: string) => [`$JS.API.STREAM.INFO.${objStream(b)}`, `$JS.API.STREAM.MSG.GET.${objStream(b)}`];
+/** What putting an object takes besides its subjects: the store's info and the record of the object it replaces.
+ * Only reading an object's bytes makes a consumer. */
+const lookObj = (b: string) => getStream(objStream(b));
 /** An object put publishes chunks and meta, and purges the chunks of the object it replaces. */
 const writeObj = (b: string) => [`$O.${b}.>`, `$JS.API.STREAM.PURGE.${objStream(b)}`];
 /** Creating a stream that exists only binds to it (runtime/state/buckets.ts). Only the head and node daemons may: a

@@ -1,7 +1,7 @@
 // The head forgets DEAD actors after TROUPE_DEAD_ACTOR_RETENTION_MS (an hour by default; 3 s here), DEAD nodes after
 // TROUPE_DEAD_NODE_RETENTION_MS (an hour; 3 s here), and ended jobs after TROUPE_JOB_RETENTION_MS (a day; 3 s here), so
 // the state of a long-lived cluster stays bounded; a live actor, and the job of one, are kept however old they are.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { get, kill, getActor, ActorDiedError, ProtocolError } from '../../runtime/index.ts';
@@ -63,21 +63,29 @@ test('a node that stopped is DEAD for the retention, then forgotten; a live one 
   t.like(await nodes.get(c.nodeIds[0]), { state: 'ALIVE' }, 'the live node is kept');
 });
 
-/** Starts test/fixtures/silent-driver.ts on this cluster and returns what it printed, and its process to kill. */
-async function silentDriver(mode: string[]) {
+/** Starts test/fixtures/silent-driver.ts on this cluster and returns what it printed, and its process to kill. The
+ * process is killed when the test ends, whichever way: one left running keeps the test runner from exiting. */
+async function silentDriver(t: ExecutionContext, mode: string[]) {
   const root = join(import.meta.dirname, '..', '..');
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', '--conditions=troupe-source', join(root, 'test', 'fixtures', 'silent-driver.ts'), ...mode],
     { cwd: root, env: { ...process.env, TROUPE_HOME: cluster().home, TROUPE_ADDRESS: '', TROUPE_TOKEN: '' } },
   );
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
   let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
   const first = await new Promise<string>((resolve, reject) => {
     child.stdout.on('data', (d) => {
       out += d;
       if (out.includes('\n')) resolve(out.split('\n')[0]);
     });
-    child.on('close', (code) => reject(new Error(`the driver exited (${code}) first: ${out}`)));
+    child.on('close', (code) => reject(new Error(`the driver exited (${code}) first: ${out}${err.slice(-3000)}`)));
   });
   return { child, ...(JSON.parse(first) as { jobId: string; actorId: string; value: number }) };
 }
@@ -85,7 +93,7 @@ async function silentDriver(mode: string[]) {
 test('a job whose driver died is marked FAILED, then forgotten; one with a live detached actor is kept', async (t) => {
   t.timeout(90_000);
   const { jobs } = await currentCore().gcs();
-  const [gone, keeps] = await Promise.all([silentDriver([]), silentDriver(['detached'])]);
+  const [gone, keeps] = await Promise.all([silentDriver(t, []), silentDriver(t, ['detached'])]);
   gone.child.kill('SIGKILL');
   keeps.child.kill('SIGKILL');
   const failed = await eventually("the dead driver's job marked FAILED", async () => {
