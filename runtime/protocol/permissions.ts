@@ -58,8 +58,8 @@ const JOB_LOGS = 'troupe-job-logs';
 const kvStream = (b: Kv) => `KV_${b}`;
 const objStream = (b: string) => `OBJ_${b}`;
 
-/** Reading a stream: its info, direct and stream gets, and ordered consumers (KV keys and watch, object reads, job
- * logs), whose messages come to the reader's inbox. */
+/** Reading a stream: its info, direct and stream gets, and ordered consumers (KV keys and watch, object reads), whose
+ * messages come to the reader's inbox. */
 function readStream(s: string): string[] {
   return [
     `$JS.API.STREAM.INFO.${s}`,
@@ -77,7 +77,8 @@ function readStream(s: string): string[] {
 }
 const readKv = (b: Kv) => readStream(kvStream(b));
 /** A stream's info and its messages one by one (stream gets), without consumers: a consumer costs the servers memory
- * and a JetStream meta leader's work. */
+ * and a JetStream meta leader's work (a durable one, a raft group of its own). Job logs are read this way
+ * (state/job-logs.ts, readJobLog). */
 const getStream = (s: string) => [`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.MSG.GET.${s}`];
 /** All Table's reads of a KV bucket take (get, list): only the roles that watch (head, node) make consumers on KV. */
 const getKv = (b: Kv) => getStream(kvStream(b));
@@ -174,7 +175,7 @@ const roles: Record<Role, Permissions> = {
       ...writeKv('troupe-jobs'),
       ...writeKv('troupe-submissions'),
       ...readObj(ENVS),
-      ...readStream(JOB_LOGS),
+      ...getStream(JOB_LOGS),
       create(JOB_LOGS),
       // Its workers' checkpoints, for the names each may use (node/worker-checkpoints.ts).
       ...readObj(CHECKPOINTS),
@@ -199,7 +200,7 @@ const roles: Record<Role, Permissions> = {
       // It puts what nodes ask of its runtime env, and reads none of it (nodes do).
       ...lookObj(ENVS),
       ...writeObj(ENVS),
-      ...readStream(JOB_LOGS),
+      ...getStream(JOB_LOGS),
       // No access to the checkpoint store: reading it is reading every job's (model weights), writing it is replacing
       // them. train() asks the head to remove its run's checkpoint when it returns.
       subjects.headCheckpointDelete,
@@ -229,7 +230,7 @@ const roles: Record<Role, Permissions> = {
       subjects.allObjects,
       jsInfo,
       ...allKv,
-      ...readStream(JOB_LOGS),
+      ...getStream(JOB_LOGS),
     ],
     subscribe: [],
   },

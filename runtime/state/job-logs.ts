@@ -8,6 +8,8 @@ import {
   jetstreamManager,
   type JetStreamClient,
   type JetStreamManager,
+  type MsgRequest,
+  type NextMsgRequest,
 } from '@nats-io/jetstream';
 import type { Readable } from 'node:stream';
 import { nanos } from '@nats-io/nats-core';
@@ -17,6 +19,7 @@ import { subjects } from '../protocol/subjects.ts';
 import type { LogRecord, SubmissionInfo } from '../protocol/submissions.ts';
 import { openKv, replicated, wantedReplicas } from './buckets.ts';
 import { Table } from './gcs.ts';
+import { sleep } from '../base/processes.ts';
 
 export const JOB_LOG_STREAM = 'troupe-job-logs';
 
@@ -70,6 +73,11 @@ async function streamExists(jsm: JetStreamManager): Promise<boolean> {
 /** Chunks of one job's output awaiting the server's ack at most: past it the driver's pipes pause, so a driver that
  * prints faster than the stream stores waits in its own write() instead of filling the node daemon's memory. */
 const MAX_IN_FLIGHT = 32;
+/** Output is stored in records of up to this many bytes, each what one stream (stdout or stderr) printed in a row
+ * within GATHER_MS: a reader gets the log one record per request (readJobLog), so a driver that prints a line at a
+ * time must not make one record per line. */
+const RECORD_BYTES = 64 * 1024;
+const GATHER_MS = 50;
 
 /** Writes one job's output to its subject, in order (one connection, acked publishes), then its end record. */
 export class JobLogWriter {
@@ -78,6 +86,9 @@ export class JobLogWriter {
   private inFlight = 0;
   private paused = false;
   private warned = false;
+  /** Output not yet published: chunks of one stream, in order. */
+  private gathered: { kind: 'out' | 'err'; chunks: Uint8Array[]; bytes: number } | undefined;
+  private gatherTimer: NodeJS.Timeout | undefined;
 
   constructor(
     bus: Bus,
@@ -88,12 +99,34 @@ export class JobLogWriter {
     this.subject = subjects.jobLog(submissionId);
   }
 
-  /** Chunks not yet stored. */
+  /** Output not yet stored. */
   get busy(): boolean {
-    return this.inFlight > 0;
+    return this.inFlight > 0 || this.gathered !== undefined;
   }
 
-  write(record: LogRecord): void {
+  write(record: { out: Uint8Array } | { err: Uint8Array }): void {
+    const kind = 'out' in record ? 'out' : 'err';
+    const chunk = 'out' in record ? record.out : record.err;
+    if (this.gathered && this.gathered.kind !== kind) this.flush();
+    this.gathered ??= { kind, chunks: [], bytes: 0 };
+    this.gathered.chunks.push(chunk);
+    this.gathered.bytes += chunk.length;
+    if (this.gathered.bytes >= RECORD_BYTES) this.flush();
+    else this.gatherTimer ??= setTimeout(() => this.flush(), GATHER_MS);
+  }
+
+  /** Publishes what was gathered as one record. */
+  private flush(): void {
+    clearTimeout(this.gatherTimer);
+    this.gatherTimer = undefined;
+    const g = this.gathered;
+    if (!g) return;
+    this.gathered = undefined;
+    const data = g.chunks.length === 1 ? g.chunks[0]! : Buffer.concat(g.chunks);
+    this.publish(g.kind === 'out' ? { out: data } : { err: data });
+  }
+
+  private publish(record: LogRecord): void {
     if (++this.inFlight >= MAX_IN_FLIGHT && !this.paused) {
       this.paused = true;
       for (const p of this.pipes) p.pause();
@@ -114,6 +147,7 @@ export class JobLogWriter {
 
   /** The end record: stored after every chunk written before it. */
   async end(info: SubmissionInfo): Promise<void> {
+    this.flush();
     await this.js.publish(this.subject, encode({ end: info } satisfies LogRecord));
   }
 }
@@ -126,7 +160,16 @@ export interface ReadLogOptions {
   gone?: () => Promise<boolean>;
 }
 
-/** Replays a job's output in order; resolves with its end record, if it was read. */
+/** The first message on `subject` at or after `seq`. nats-server (2.9 on) takes next_by_subj in a stream get as in a
+ * direct get; nats.js types it for direct gets only (which need the stream's allow_direct). */
+const nextOf = (subject: string, seq: number) => ({ seq, next_by_subj: subject }) as NextMsgRequest as MsgRequest;
+
+/** How long a follower waits before asking again when it has read all there is. */
+const FOLLOW_POLL_MS = 200;
+
+/** Replays a job's output in order; resolves with its end record, if it was read. It reads the stream one record at a
+ * time with stream gets, not a consumer: readers hold the cli and driver roles, which may make no consumer (each costs
+ * the servers memory, and a durable one a replicated raft group for ever; permissions cannot tell the two apart). */
 export async function readJobLog(
   bus: Bus,
   submissionId: string,
@@ -137,36 +180,30 @@ export async function readJobLog(
   const subject = subjects.jobLog(submissionId);
   const lastSeq = async () => (await jsm.streams.getMessage(JOB_LOG_STREAM, { last_by_subj: subject }))?.seq ?? 0;
   let stopAt = o.follow ? Number.POSITIVE_INFINITY : await lastSeq();
-  if (stopAt === 0) return undefined;
-  const consumer = await jetstream(bus.nc).consumers.get(JOB_LOG_STREAM, { filter_subjects: subject });
-  const messages = await consumer.consume();
   let seen = 0;
-  let watchdog: NodeJS.Timeout | undefined;
-  if (o.follow && o.gone) {
-    const gone = o.gone;
-    watchdog = setInterval(async () => {
-      if (!(await gone().catch(() => false))) return;
-      clearInterval(watchdog);
-      stopAt = await lastSeq().catch(() => 0);
-      if (seen >= stopAt) void messages.close();
-    }, 1000);
-  }
-  try {
-    for await (const m of messages) {
-      seen = m.seq;
-      let record: LogRecord;
-      try {
-        record = decode<LogRecord>(m.data);
-      } catch {
-        continue; // not ours: skip it
+  let goneAsked = Date.now();
+  while (seen < stopAt) {
+    const m = await jsm.streams.getMessage(JOB_LOG_STREAM, nextOf(subject, seen + 1));
+    if (!m) {
+      if (!o.follow) return undefined; // aged out of the stream meanwhile
+      // All there is, read: ask once a second whether more can come.
+      if (o.gone && Date.now() - goneAsked >= 1000) {
+        goneAsked = Date.now();
+        if (await o.gone().catch(() => false)) stopAt = await lastSeq().catch(() => 0);
+        if (seen >= stopAt) return undefined;
       }
-      if ('end' in record) return record.end;
-      o.write(record);
-      if (seen >= stopAt) break;
+      await sleep(FOLLOW_POLL_MS);
+      continue;
     }
-    return undefined;
-  } finally {
-    clearInterval(watchdog);
-    await messages.close();
+    seen = m.seq;
+    let record: LogRecord;
+    try {
+      record = decode<LogRecord>(m.data);
+    } catch {
+      continue; // not ours: skip it
+    }
+    if ('end' in record) return record.end;
+    o.write(record);
   }
+  return undefined;
 }

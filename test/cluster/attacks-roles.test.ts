@@ -177,17 +177,29 @@ test.serial('a worker or driver cannot create a stream (one could capture the cl
 });
 
 test.serial(
-  'a worker cannot make a JetStream consumer, nor a driver one of cluster state or the object stores (each costs ' +
-    'the servers)',
+  'a worker, driver or cli cannot make a JetStream consumer: each costs the servers (a durable one, a raft group)',
   async (t) => {
     t.regex(await workerCreatesConsumer.remote(), /permissions violation/i);
-    const jsm = await jetstreamManager(currentCore().bus.nc, { timeout: 3000 });
-    for (const stream of ['KV_troupe-actors', 'OBJ_troupe-runtime-envs', 'OBJ_troupe-checkpoints'])
-      await t.throwsAsync(
-        jsm.consumers.add(stream, { ack_policy: AckPolicy.None }),
-        { message: /permissions violation/i },
-        stream,
-      );
+    const cli = await Bus.connect({
+      address: cluster().address,
+      token: builtinIdentity(ids(), 'cli').seed,
+      name: 'cli',
+    });
+    t.teardown(() => cli.close());
+    // The job log stream is there (nodes make it when they start): a consumer could be made, were it allowed.
+    t.truthy(await (await jetstreamManager((await headBusOf(t, cluster())).nc)).streams.info('troupe-job-logs'));
+    for (const [role, bus] of [
+      ['driver', currentCore().bus],
+      ['cli', cli],
+    ] as const) {
+      const jsm = await jetstreamManager(bus.nc, { timeout: 3000 });
+      for (const stream of ['KV_troupe-actors', 'OBJ_troupe-runtime-envs', 'OBJ_troupe-checkpoints', 'troupe-job-logs'])
+        await t.throwsAsync(
+          jsm.consumers.add(stream, { durable_name: 'kept', ack_policy: AckPolicy.None }),
+          { message: /permissions violation/i },
+          `${role} on ${stream}`,
+        );
+    }
     await stillServing(t);
   },
 );

@@ -113,19 +113,20 @@ test('workers, drivers and the cli cannot publish node control, head events or K
   t.false(allowed(cli.publish, '$KV.troupe-jobs.j1'));
 });
 
-test('JetStream consumers: none for workers; of cluster state and object stores, only for the head and nodes', (t) => {
+test('JetStream consumers: none for workers, drivers and the cli; the head and nodes watch cluster state', (t) => {
   const streams = ['KV_troupe-nodes', 'KV_troupe-actors', 'OBJ_troupe-checkpoints', 'OBJ_troupe-runtime-envs'];
   const makes = (role: Role, stream: string) =>
     ['', '.c1', '.c1.$O.x.M.y'].some((tail) =>
       allowed(permissionsFor(role, 'U').publish, `$JS.API.CONSUMER.CREATE.${stream}${tail}`),
     );
-  for (const stream of [...streams, 'troupe-job-logs']) t.false(makes('worker', stream), `worker on ${stream}`);
-  for (const role of ['driver', 'cli'] as Role[])
-    for (const stream of streams.slice(0, 2)) t.false(makes(role, stream), `${role} on ${stream}`);
+  for (const role of ['worker', 'driver', 'cli'] as Role[])
+    for (const stream of [...streams, 'troupe-job-logs']) t.false(makes(role, stream), `${role} on ${stream}`);
   for (const role of ['head', 'node'] as Role[]) t.true(makes(role, 'KV_troupe-nodes'), `${role} watches`);
-  for (const stream of streams.slice(2)) t.false(makes('driver', stream), `driver on ${stream}: it puts, never gets`);
   t.true(makes('node', 'OBJ_troupe-runtime-envs'), 'a node fetches shipped code');
-  for (const role of ['driver', 'cli'] as Role[]) t.true(makes(role, 'troupe-job-logs'), '`troupe job logs`');
+  // Job logs are read with stream gets (`troupe job logs`), by every role that reads them.
+  t.false(makes('node', 'troupe-job-logs'), 'a node writes job logs and reads none');
+  for (const role of ['driver', 'cli'] as Role[])
+    t.true(allowed(permissionsFor(role, 'U').publish, '$JS.API.STREAM.MSG.GET.troupe-job-logs'), role);
 });
 
 test('the checkpoint store: no access for drivers and workers; a driver asks the head to remove its own', (t) => {
