@@ -122,6 +122,10 @@ export const defaults = {
    * ClusterStoreFullError, and nothing saved is dropped: without a bound, one job's checkpoints could fill JetStream's
    * disk and stop every write of the cluster's state (the head's lease among them). */
   checkpointStoreBytes: envInt('TROUPE_CHECKPOINT_STORE_BYTES', 8 * 1024 ** 3),
+  /** The most bytes one job's checkpoints (its actors' and its own) may hold in that store, so that one job cannot
+   * fill it for every other; 0: no share per job. Unset: half the store's bound. Read by node daemons, which keep
+   * their workers' checkpoints. */
+  checkpointJobBytes: process.env.TROUPE_CHECKPOINT_JOB_BYTES ? envInt('TROUPE_CHECKPOINT_JOB_BYTES', 0) : undefined,
   /** The same for shipped code (`troupe-runtime-envs`: projects and packages of `runtimeEnv`). */
   runtimeEnvStoreBytes: envInt('TROUPE_RUNTIME_ENV_STORE_BYTES', 4 * 1024 ** 3),
   /** How often the head deletes the shipped code that no job it knows uses, and how old an object must be first

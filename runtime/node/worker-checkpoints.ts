@@ -40,7 +40,8 @@ export function serveWorkerCheckpoints(
       return { type: 'checkpoint', ...(bytes && { bytes }) };
     }
     if (ask.op === 'delete') await s.delete(ask.name);
-    else if (ask.bytes) await s.saveEncoded(ask.name, ask.bytes);
+    // Kept as its job's (a worker with a lease serves one): it counts against that job's share of the store.
+    else if (ask.bytes) await s.saveEncoded(ask.name, ask.bytes, job);
     else throw new ProtocolError('a checkpoint save needs its bytes');
     return { type: 'checkpoint' };
   };

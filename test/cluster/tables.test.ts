@@ -2,21 +2,13 @@
 // a consumer (a head taking over must not wait for JetStream's meta leader, which making one needs), and a watch
 // from the revision it returned gives the changes after it, none before.
 import test from 'ava';
-import { builtinIdentity, createIdentities } from '../../runtime/cluster/identities.ts';
-import { startNatsServer } from '../../runtime/cluster/nats-server.ts';
-import { Bus } from '../../runtime/bus/bus.ts';
 import { openKv } from '../../runtime/state/buckets.ts';
 import { Table } from '../../runtime/state/gcs.ts';
-import { eventually, tempDir } from '../helpers/cluster.ts';
+import { eventually, loneServerBus } from '../helpers/cluster.ts';
 
 test('read() gives the current entries and no consumer is made; watch() goes on after its revision', async (t) => {
   t.timeout(20_000);
-  const dir = tempDir(t);
-  const token = builtinIdentity(createIdentities(dir), 'head').seed;
-  const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
-  t.teardown(() => nats.stop());
-  const bus = await Bus.connect({ address: nats.localAddress, token, name: 'tables' });
-  t.teardown(() => bus.close());
+  const bus = await loneServerBus(t, 'tables');
   const kv = await openKv(bus, 'troupe-test-table', { history: 1 });
   const table = new Table<{ n: number }>(kv);
   t.deepEqual((await table.read()).entries, new Map(), 'an empty bucket');

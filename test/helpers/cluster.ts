@@ -1,5 +1,5 @@
 // Real clusters for tests: a nats-server, a head and node daemons as child processes, always torn down.
-import { builtinIdentity, readIdentities } from '../../runtime/cluster/identities.ts';
+import { builtinIdentity, createIdentities, readIdentities } from '../../runtime/cluster/identities.ts';
 import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import {
 } from '../../runtime/cluster/local-cluster.ts';
 import type { ResourceFlags } from '../../runtime/cluster/machine-resources.ts';
 import { terminate, isAlive } from '../../runtime/base/processes.ts';
-import { startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
+import { startNatsServer, startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { CheckpointStore } from '../../runtime/state/checkpoints.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
@@ -231,6 +231,18 @@ export function processesWithHome(home: string): number[] {
  * store, the list of shipped code). */
 export async function headBusOf(t: ExecutionContext, c: TestCluster): Promise<Bus> {
   const bus = await Bus.connect({ address: c.address, token: c.headToken, name: 'test-as-head' });
+  t.teardown(() => bus.close());
+  return bus;
+}
+
+/** A lone nats-server (JetStream on, no daemons) in a temp dir, and a connection to it with the head's identity: both
+ * end with the test. */
+export async function loneServerBus(t: ExecutionContext, name: string): Promise<Bus> {
+  const dir = tempDir(t);
+  const token = builtinIdentity(createIdentities(dir), 'head').seed;
+  const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
+  t.teardown(() => nats.stop());
+  const bus = await Bus.connect({ address: nats.localAddress, token, name });
   t.teardown(() => bus.close());
   return bus;
 }

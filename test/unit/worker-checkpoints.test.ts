@@ -19,7 +19,8 @@ test(
     t.teardown(() => child.kill('SIGKILL'));
     const reached: string[] = [];
     const store = {
-      saveEncoded: async (name: string, bytes: Uint8Array) => void reached.push(`save ${name} ${bytes.length > 0}`),
+      saveEncoded: async (name: string, bytes: Uint8Array, job?: string) =>
+        void reached.push(`save ${name} ${bytes.length > 0} as ${job}`),
       loadEncoded: async (name: string) => void reached.push(`load ${name}`),
       delete: async (name: string) => void reached.push(`delete ${name}`),
     } as unknown as CheckpointStore;
@@ -40,6 +41,6 @@ test(
     t.regex(got.otherActor, /^PermissionDeniedError: .*not '0123456789abcdef1'/);
     t.regex(got.otherJob, /^PermissionDeniedError: .*\(job\.mine\.…\), not 'job\.theirs\.x'/);
     t.regex(got.malformed, /^ProtocolError: malformed checkpoint request at op/);
-    t.deepEqual(reached, ['save 0123456789abcdef0 true', 'save job.mine.x true']);
+    t.deepEqual(reached, ['save 0123456789abcdef0 true as mine', 'save job.mine.x true as mine']);
   },
 );
