@@ -183,7 +183,9 @@ export async function readJobLog(
   let seen = 0;
   let goneAsked = Date.now();
   while (seen < stopAt) {
-    const m = await jsm.streams.getMessage(JOB_LOG_STREAM, nextOf(subject, seen + 1));
+    const next = jsm.streams.getMessage(JOB_LOG_STREAM, nextOf(subject, seen + 1));
+    // A follower rides out what a consumer would (the stream's leader elected again, a reconnect): it asks again.
+    const m = o.follow && !bus.isClosed ? await next.catch(() => null) : await next;
     if (!m) {
       if (!o.follow) return undefined; // aged out of the stream meanwhile
       // All there is, read: ask once a second whether more can come.
