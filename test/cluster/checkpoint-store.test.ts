@@ -7,7 +7,7 @@ import type { Bus } from '../../runtime/bus/bus.ts';
 import { createObjectStore, SHARED_OBJECT_STORES } from '../../runtime/state/buckets.ts';
 import { CheckpointStore } from '../../runtime/state/checkpoints.ts';
 import { ClusterStoreFullError } from '../../runtime/base/errors.ts';
-import { loneServerBus } from '../helpers/cluster.ts';
+import { loneServer } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
 const KB = (n: number) => new Uint8Array(n * 1000).fill(n % 256);
@@ -15,7 +15,7 @@ const KB = (n: number) => new Uint8Array(n * 1000).fill(n % 256);
 /** A lone nats-server with the checkpoint store bounded to 1 MiB, as the head makes it. */
 async function bus(t: ExecutionContext): Promise<Bus> {
   t.timeout(30_000);
-  const b = await loneServerBus(t, 'checkpoint-store');
+  const b = (await loneServer(t, 'checkpoint-store')).bus;
   t.is(await createObjectStore(b, SHARED_OBJECT_STORES.checkpoints, MiB), MiB);
   return b;
 }

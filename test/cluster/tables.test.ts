@@ -4,11 +4,11 @@
 import test from 'ava';
 import { openKv } from '../../runtime/state/buckets.ts';
 import { Table } from '../../runtime/state/gcs.ts';
-import { eventually, loneServerBus } from '../helpers/cluster.ts';
+import { eventually, loneServer } from '../helpers/cluster.ts';
 
 test('read() gives the current entries and no consumer is made; watch() goes on after its revision', async (t) => {
   t.timeout(20_000);
-  const bus = await loneServerBus(t, 'tables');
+  const bus = (await loneServer(t, 'tables')).bus;
   const kv = await openKv(bus, 'troupe-test-table', { history: 1 });
   const table = new Table<{ n: number }>(kv);
   t.deepEqual((await table.read()).entries, new Map(), 'an empty bucket');

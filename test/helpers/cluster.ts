@@ -236,15 +236,18 @@ export async function headBusOf(t: ExecutionContext, c: TestCluster): Promise<Bu
 }
 
 /** A lone nats-server (JetStream on, no daemons) in a temp dir, and a connection to it with the head's identity: both
- * end with the test. */
-export async function loneServerBus(t: ExecutionContext, name: string): Promise<Bus> {
+ * end with the test. `dir` is the server's (startNatsServerAgain starts it again there). */
+export async function loneServer(
+  t: ExecutionContext,
+  name: string,
+): Promise<{ bus: Bus; dir: string; nats: { stop(): Promise<void> } }> {
   const dir = tempDir(t);
   const token = builtinIdentity(createIdentities(dir), 'head').seed;
   const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
   t.teardown(() => nats.stop());
   const bus = await Bus.connect({ address: nats.localAddress, token, name });
   t.teardown(() => bus.close());
-  return bus;
+  return { bus, dir, nats };
 }
 
 /** The cluster's checkpoint store, through the head's identity (a driver has no access to it:
