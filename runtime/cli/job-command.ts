@@ -45,7 +45,11 @@ Security: whoever holds a driver credential can run any command on the cluster's
 secret; submit and stop need the driver role (list, status and logs work with the read-only cli role).`;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
-export type Connect = (values: Record<string, string | boolean | undefined>) => Promise<Bus>;
+/** A connection to the cluster the flags name, and the credential it was made with (a submitted driver runs with
+ * its submitter's). */
+export type Connect = (
+  values: Record<string, string | boolean | undefined>,
+) => Promise<{ bus: Bus; credential: string }>;
 
 // --token is parsed only to be refused (main.ts tokenFromFlags): use --token-file or TROUPE_TOKEN.
 const conn = { address: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } } as const;
@@ -93,10 +97,11 @@ export async function jobCommand(argv: string[], connect: Connect): Promise<numb
     );
   }
   const { values, positionals } = parsed;
-  const bus = async () => connect(values as Record<string, string | boolean | undefined>);
+  const connected = () => connect(values as Record<string, string | boolean | undefined>);
+  const bus = async () => (await connected()).bus;
   switch (sub) {
     case 'submit':
-      return submit(dash >= 0 ? rest.slice(dash + 1) : [], values, await bus());
+      return submit(dash >= 0 ? rest.slice(dash + 1) : [], values, await connected());
     case 'list':
       return withBus(await bus(), (b) => list(b, !!values.json));
     case 'status':
@@ -154,7 +159,11 @@ async function headNode(bus: Bus, gcs: Gcs): Promise<string> {
   return node.nodeId;
 }
 
-async function submit(command: string[], values: Values, bus: Bus): Promise<number> {
+async function submit(
+  command: string[],
+  values: Values,
+  { bus, credential }: { bus: Bus; credential: string },
+): Promise<number> {
   try {
     if (command.length === 0 || command[0] === '')
       throw new UsageError('troupe job submit needs a command after --: troupe job submit -- node main.js');
@@ -169,6 +178,7 @@ async function submit(command: string[], values: Values, bus: Bus): Promise<numb
       // The working dir goes into the object store now (what it lacks): the node may be on another machine, and
       // this CLI exits before the driver asks for anything.
       runtimeEnv: await uploadRuntimeEnv(bus, { workingDir }),
+      credential,
     };
     const gcs = await Gcs.open(bus);
     const nodeId = await headNode(bus, gcs);

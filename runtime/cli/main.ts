@@ -169,7 +169,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(cmd in commands))
     throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(commands).join(', ')}`);
-  if (cmd === 'job') return (await import('./job-command.ts')).jobCommand(rest, connectFromFlags);
+  if (cmd === 'job') return (await import('./job-command.ts')).jobCommand(rest, connectWithCredential);
   if (cmd === 'token') return (await import('./token-command.ts')).tokenCommand(rest);
   if (cmd === 'setup') return (await import('./setup-command.ts')).setupCommand(rest);
   let parsed: { values: Values; positionals: string[] };
@@ -451,6 +451,12 @@ function joinCredentialHere(file: ClusterFile): string {
 }
 
 async function connectFromFlags(values: Values): Promise<Bus> {
+  return (await connectWithCredential(values)).bus;
+}
+
+/** A connection to the cluster the flags (or TROUPE_ADDRESS, TROUPE_TOKEN, the current-cluster file) name, and the
+ * credential it used. */
+async function connectWithCredential(values: Values): Promise<{ bus: Bus; credential: string }> {
   const file = readClusterFile();
   const address = (values.address as string | undefined) ?? (process.env.TROUPE_ADDRESS || undefined) ?? file?.address;
   if (!address)
@@ -475,7 +481,7 @@ async function connectFromFlags(values: Values): Promise<Bus> {
       throw e;
     }
   }
-  return bus;
+  return { bus, credential: token };
 }
 
 async function headStatus(bus: Bus): Promise<HeadStatus | undefined> {

@@ -277,7 +277,6 @@ export class NodeDaemon {
       gcs: this.gcs,
       nodeId: this.nodeId,
       address: this.o.address,
-      token: this.credentials.driver,
       runAs: this.o.workerUser && { ...this.o.workerUser, env: this.userEnv! },
       localDir: (ref, dir) => this.envs.cache.localDir(ref, dir),
       hold: (dir) => this.envs.cache.hold(dir),

@@ -33,7 +33,6 @@ export interface SubmittedJobsOptions {
   nodeId: string;
   /** What the driver's init() connects to. */
   address: string;
-  token: string;
   /** Drivers run as this user (the node's --worker-user), with `env` in place of the daemon's home. */
   runAs?: WorkerUser & { env: NodeJS.ProcessEnv };
   /** Where a shipped working dir is here (the node's copy of it, or the dir itself on the CLI's machine). */
@@ -173,7 +172,7 @@ export class SubmittedJobs {
     Object.assign(env, {
       ...this.o.runAs?.env,
       TROUPE_ADDRESS: this.o.address,
-      TROUPE_TOKEN: this.o.token,
+      TROUPE_TOKEN: req.credential, // the submitter's (SubmitRequest.credential)
       TROUPE_SUBMISSION_ID: id,
     });
     const [cmd, ...args] = req.entrypoint;

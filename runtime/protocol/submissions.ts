@@ -18,6 +18,10 @@ export interface SubmitRequest {
   env: Record<string, string>;
   /** Shipped code; when set it decides the working directory instead of workingDir. */
   runtimeEnv?: RuntimeEnvRef;
+  /** The submitter's own credential (or a user's nats-server's token), which the driver runs with: it may do what its
+   * submitter may, and revoking that credential closes its connections too. Kept in the node's memory while the
+   * driver runs, in no record or log. */
+  credential: string;
 }
 
 export type SubmissionState = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'STOPPED';
@@ -101,7 +105,10 @@ export function checkSubmitRequest(req: unknown): SubmitRequest {
   }
   if (bytes > MAX_BYTES) throw new ProtocolError(`the command and env exceed ${MAX_BYTES} bytes`);
   const runtimeEnv = r.runtimeEnv === undefined ? undefined : checkRuntimeEnv(r.runtimeEnv, 'a submit request');
-  return { entrypoint: [...argv], workingDir: r.workingDir, env: { ...env }, runtimeEnv };
+  const credential = r.credential;
+  if (typeof credential !== 'string' || !credential || credential.length > 4096 || /[\0\r\n]/.test(credential))
+    throw new ProtocolError("credential must be the submitter's credential (a string of one line)");
+  return { entrypoint: [...argv], workingDir: r.workingDir, env: { ...env }, runtimeEnv, credential };
 }
 
 /** Bounded stop grace: 0 to 10 minutes (default 5 s). */

@@ -2,7 +2,7 @@
 // job log stream, its end is recorded, `stop` ends it and its actors, bad input is refused and the daemons go on.
 import test, { type ExecutionContext } from 'ava';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startCluster, runCommand, tempDir, eventually, isAlive, type TestCluster } from '../helpers/cluster.ts';
@@ -283,6 +283,8 @@ test.serial('bad input gets a clear error and the daemons keep running', async (
     { entrypoint: ['node'], workingDir: dir, env: { TROUPE_ADDRESS: 'elsewhere:1' } },
     { entrypoint: ['node'], workingDir: dir, env: { 'A=B': 'x' } },
     { entrypoint: ['node'], workingDir: dir, env: { A: 3 } },
+    { entrypoint: ['node'], workingDir: dir, env: {} }, // no credential to run it with
+    { entrypoint: ['node'], workingDir: dir, env: {}, credential: 'two\nlines' },
   ])
     await t.throwsAsync(
       bus.request(node, bad, { timeoutMs: 5000 }),
@@ -299,6 +301,29 @@ test.serial('bad input gets a clear error and the daemons keep running', async (
   t.true(after.nodes.every((n) => n.alive));
   const ok = await troupe(['job', 'submit', '--working-dir', dir, ...driver(dir, 'ok')]);
   t.is(ok.code, 0, ok.stderr);
+});
+
+test.serial("a submitted driver runs with its submitter's credential, not one of its node's", async (t) => {
+  t.timeout(BOUND_MS * 2);
+  const dir = project(t);
+  const bus = await Bus.connect({ address: c!.address, token: c!.token, name: 'test' });
+  t.teardown(() => bus.close());
+  // What the driver is given, hashed (the credential itself is no log line): revoking the submitter's credential then
+  // closes the driver's connections too.
+  const hash = (s: string) => createHash('sha256').update(s).digest('hex');
+  const printHash =
+    "console.log(require('crypto').createHash('sha256').update(process.env.TROUPE_TOKEN).digest('hex'))";
+  const req = {
+    entrypoint: [process.execPath, '-e', printHash],
+    workingDir: dir,
+    env: {},
+    credential: 'the-submitters',
+  };
+  const info = await bus.request<SubmissionInfo>(subjects.nodeJobSubmit(c!.head.nodeId), req, { timeoutMs: 5000 });
+  await eventually('the job to end', async () => (await status(info.submissionId)).state === 'SUCCEEDED', BOUND_MS);
+  const logs = await troupe(['job', 'logs', info.submissionId]);
+  t.is(logs.stdout.trim(), hash('the-submitters'));
+  t.false(JSON.stringify(await status(info.submissionId)).includes('the-submitters'), 'kept in no record');
 });
 
 test.serial('a submission with a wrong token is refused', async (t) => {
@@ -420,7 +445,13 @@ test.serial(
       workingDir: { sha256: randomBytes(32).toString('hex'), bytes: 100 },
       origin: { hostname: 'elsewhere', bootId: 'boot', rootId: '1:2' },
     };
-    const req = { entrypoint: [process.execPath, '-e', '0'], workingDir: dir, env: {}, runtimeEnv };
+    const req = {
+      entrypoint: [process.execPath, '-e', '0'],
+      workingDir: dir,
+      env: {},
+      runtimeEnv,
+      credential: c!.token,
+    };
     const info = await bus.request<SubmissionInfo>(subjects.nodeJobSubmit(c!.head.nodeId), req, { timeoutMs: 5000 });
     t.is(info.state, 'PENDING');
     const failed = await eventually(
