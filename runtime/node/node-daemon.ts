@@ -155,7 +155,8 @@ export class NodeDaemon {
   private gcs!: Gcs;
   /** Where this node keeps its workers' checkpoints, opened at the first ask. */
   private checkpoints: Promise<CheckpointStore> | undefined;
-  /** From the head: what this node's workers (over IPC, never the environment) and submitted drivers use. */
+  /** From the head: what this node's workers use (over IPC, never the environment), and the driver credential, whose
+   * identity may open lanes into them. A driver it starts for `troupe job submit` runs with its submitter's. */
   private credentials!: Credentials;
   /** Who may open lanes into our workers: the cluster's worker and driver identities, those made later with `troupe
    * token create` included (none with a plain token, whose lanes prove it by HMAC). Public keys: no secret in them. */

@@ -23,8 +23,8 @@ export function inboxPrefix(publicKey: string): string {
   return `_INBOX.${publicKey}`;
 }
 
-/** What the head answers on CREDENTIALS_SUBJECT: the credentials a node hands to its workers (over their IPC channel)
- * and to the drivers it starts for `troupe job submit`. */
+/** What the head answers on CREDENTIALS_SUBJECT: the credential a node hands to its workers (over their IPC channel),
+ * and the driver credential, which `troupe start` on a joining machine keeps for that machine's drivers. */
 export interface Credentials {
   worker: string;
   driver: string;
@@ -38,8 +38,8 @@ export function checkCredentials(x: unknown): Credentials {
   return { worker: c.worker, driver: c.driver };
 }
 
-/** The head asks nothing; node daemons ask this to get the credentials their workers and submitted drivers use.
- * Only the node role may publish it (identity by subject permission). */
+/** The head asks nothing; node daemons (and `troupe start` joining a machine) ask this. Only the node role may publish
+ * it (identity by subject permission). */
 export const CREDENTIALS_SUBJECT = 'troupe.head.credentials';
 
 // JetStream: the streams behind the KV buckets and object stores, and what reading or writing one takes.
