@@ -8,7 +8,12 @@ import {
 } from '../../runtime/protocol/submissions.ts';
 import { ProtocolError } from '../../runtime/base/errors.ts';
 
-const ok = { entrypoint: ['node', 'main.js', '--flag'], workingDir: '/tmp/proj', env: { SEED: '7' } };
+const ok = {
+  entrypoint: ['node', 'main.js', '--flag'],
+  workingDir: '/tmp/proj',
+  env: { SEED: '7' },
+  credential: 'the-submitters',
+};
 
 test('a well-formed request passes as it is, its runtime env checked', (t) => {
   const ref = { workingDir: { sha256: 'a'.repeat(64), bytes: 10 } };
@@ -16,7 +21,7 @@ test('a well-formed request passes as it is, its runtime env checked', (t) => {
   t.throws(() => checkSubmitRequest({ ...ok, runtimeEnv: { workingDir: { sha256: 'abc', bytes: 1 } } }), {
     instanceOf: ProtocolError,
   });
-  t.deepEqual(checkSubmitRequest({ entrypoint: ['x'], workingDir: '/' }).env, {});
+  t.deepEqual(checkSubmitRequest({ entrypoint: ['x'], workingDir: '/', credential: 'c' }).env, {});
 });
 
 test('every malformed field is refused with a ProtocolError naming it', (t) => {
@@ -37,6 +42,10 @@ test('every malformed field is refused with a ProtocolError naming it', (t) => {
     [{ ...ok, env: { '1A': 'x' } }, /not a valid name/],
     [{ ...ok, env: { 'A=B': 'x' } }, /not a valid name/],
     [{ ...ok, env: { A: 1 } }, /env A: the value must be a string/],
+    [{ ...ok, credential: undefined }, /credential must be the submitter's credential/],
+    [{ ...ok, credential: '' }, /credential must be/],
+    [{ ...ok, credential: 'a\nb' }, /credential must be/],
+    [{ ...ok, credential: 'x'.repeat(4097) }, /credential must be/],
   ];
   for (const [req, message] of bad)
     t.throws(() => checkSubmitRequest(req), { instanceOf: ProtocolError, message }, JSON.stringify(req)?.slice(0, 80));
