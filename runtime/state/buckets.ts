@@ -7,7 +7,14 @@
 // "subjects overlap with an existing stream" (10065), or "stream name already in use" (10058) where their configs
 // differ. By the time that answer comes the winner's stream exists, so creating again finds it and binds.
 // (One connection's creates cannot race: the server runs its API requests one after another.)
-import { JetStreamApiError, jetstream, jetstreamManager, type StreamInfo } from '@nats-io/jetstream';
+import {
+  JetStreamApiError,
+  jetstream,
+  jetstreamManager,
+  type MsgRequest,
+  type NextMsgRequest,
+  type StreamInfo,
+} from '@nats-io/jetstream';
 import { NoRespondersError, TimeoutError } from '@nats-io/nats-core';
 import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
@@ -42,6 +49,12 @@ export function openKv(bus: Bus, name: string, opts: Partial<KvOptions> = {}, ti
     bus,
   );
 }
+
+/** A stream get of the first message on `subject` at or after `seq`, which nats-server answers since 2.9: how troupe
+ * reads a stream without a consumer (Table.read, readJobLog). nats.js types the query for direct gets only, which
+ * troupe's streams do not allow (see openKv). */
+export const nextOnSubject = (subject: string, seq: number): MsgRequest =>
+  ({ seq, next_by_subj: subject }) as NextMsgRequest as MsgRequest;
 
 /** The object stores every job shares. Only the head creates them (at start, before anyone joins): a stream is made
  * with subjects its creator names, and one made by a job's code could capture the cluster's traffic. */

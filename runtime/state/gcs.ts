@@ -1,11 +1,10 @@
 // Cluster state in JetStream KV: nodes, actors, names, jobs. A restarted head rebuilds from here.
-import type { MsgRequest } from '@nats-io/jetstream';
 import { Bucket, type KV } from '@nats-io/kv';
 import type { Bus } from '../bus/bus.ts';
 import type { ActorInfo } from '../protocol/actors.ts';
 import type { JobInfo, NodeInfo } from '../protocol/cluster.ts';
 import { encode, decode } from '../base/codec.ts';
-import { openKv, whileJetStreamRecovers } from './buckets.ts';
+import { nextOnSubject, openKv, whileJetStreamRecovers } from './buckets.ts';
 
 /** How many ranges of a bucket's stream read() asks for at once. */
 const READERS = 16;
@@ -55,9 +54,7 @@ export class Table<T> {
     let revision = last;
     const readRange = async (from: number, to: number) => {
       for (let seq = from; ; ) {
-        // "The first message at or after seq on this subject", which nats-server answers since 2.9; nats.js types the
-        // query for direct gets only, which troupe's buckets do not allow (see openKv).
-        const next = { seq, next_by_subj: b.subjectForKey('>') } as unknown as MsgRequest;
+        const next = nextOnSubject(b.subjectForKey('>'), seq);
         const sm = await whileJetStreamRecovers(() => b.jsm.streams.getMessage(stream, next));
         if (!sm || sm.seq > to) return;
         revision = Math.max(revision, sm.seq);

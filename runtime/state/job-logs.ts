@@ -8,8 +8,6 @@ import {
   jetstreamManager,
   type JetStreamClient,
   type JetStreamManager,
-  type MsgRequest,
-  type NextMsgRequest,
 } from '@nats-io/jetstream';
 import type { Readable } from 'node:stream';
 import { nanos } from '@nats-io/nats-core';
@@ -17,7 +15,7 @@ import type { Bus } from '../bus/bus.ts';
 import { decode, encode } from '../base/codec.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { LogRecord, SubmissionInfo } from '../protocol/submissions.ts';
-import { openKv, replicated, wantedReplicas } from './buckets.ts';
+import { nextOnSubject, openKv, replicated, wantedReplicas } from './buckets.ts';
 import { Table } from './gcs.ts';
 import { sleep } from '../base/processes.ts';
 
@@ -160,10 +158,6 @@ export interface ReadLogOptions {
   gone?: () => Promise<boolean>;
 }
 
-/** The first message on `subject` at or after `seq`. nats-server (2.9 on) takes next_by_subj in a stream get as in a
- * direct get; nats.js types it for direct gets only (which need the stream's allow_direct). */
-const nextOf = (subject: string, seq: number) => ({ seq, next_by_subj: subject }) as NextMsgRequest as MsgRequest;
-
 /** How long a follower waits before asking again when it has read all there is. */
 const FOLLOW_POLL_MS = 200;
 
@@ -183,7 +177,7 @@ export async function readJobLog(
   let seen = 0;
   let goneAsked = Date.now();
   while (seen < stopAt) {
-    const next = jsm.streams.getMessage(JOB_LOG_STREAM, nextOf(subject, seen + 1));
+    const next = jsm.streams.getMessage(JOB_LOG_STREAM, nextOnSubject(subject, seen + 1));
     // A follower rides out what a consumer would (the stream's leader elected again, a reconnect): it asks again.
     const m = o.follow && !bus.isClosed ? await next.catch(() => null) : await next;
     if (!m) {
