@@ -103,7 +103,7 @@ started.push(
 recordCurrentCluster(head);
 await init({ logToDriver: false });
 // The references' own NATS user, allowed every subject (reference-user.ts); head.pids[0] is its nats-server.
-const referenceToken = await addReferenceUser(head.address, head.sessionDir, head.pids[0]);
+const referenceToken = await addReferenceUser(head.address, head.sessionDir);
 const referenceBus = await Bus.connect({ address: head.address, token: referenceToken, name: 'bench-reference' });
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -298,7 +298,7 @@ try {
 
   // What permission lists cost the server: the raw references again, as a user with a driver's lists (bench.> last)
   // against the one allowed every subject, on the same nats-server.
-  const listed = await addReferenceUser(head.address, head.sessionDir, head.pids[0], 'driver');
+  const listed = await addReferenceUser(head.address, head.sessionDir, 'driver');
   const listedBus = await Bus.connect({ address: head.address, token: listed, name: 'bench-reference-listed' });
   try {
     const note = "raw nats.js as a user with a driver's permission lists, against one allowed every subject";

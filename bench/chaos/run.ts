@@ -251,7 +251,7 @@ try {
       detached: false,
       nodeTimeoutMs: NODE_TIMEOUT_MS,
       nats: head.address,
-      token: builtinIdentity(readIdentities(head.sessionDir), 'head').seed, // a head takes the head's identity
+      token: builtinIdentity(readIdentities(head.sessionDir), 'head').credential, // a head takes the head's identity
       numCpus: 1,
       numGpus: 0,
     });
@@ -285,7 +285,7 @@ try {
     standby = await startStandbyHead({
       detached: false,
       address: head.address,
-      token: builtinIdentity(readIdentities(natsDir), 'head').seed, // the first head's session dir has them
+      token: builtinIdentity(readIdentities(natsDir), 'head').credential, // the first head's session dir has them
       nodeTimeoutMs: NODE_TIMEOUT_MS,
     });
     const actors = [0, 1].map(

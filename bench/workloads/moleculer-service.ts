@@ -1,6 +1,5 @@
 // The Moleculer reference: one "echo" service in a process of its own, over Moleculer's NATS transporter.
 import Moleculer from 'moleculer';
-import { nkeyAuthenticator } from 'nats';
 import { referenceAuth } from './reference-user.ts';
 import { referenceTls } from './references.ts';
 
@@ -10,7 +9,7 @@ const broker = new Moleculer.ServiceBroker({
   nodeID: `echo-${process.pid}`,
   transporter: {
     type: 'NATS',
-    options: { url, ...referenceAuth(process.env.BENCH_NATS_TOKEN!, nkeyAuthenticator), tls: referenceTls(url) },
+    options: { url, ...referenceAuth(process.env.BENCH_NATS_TOKEN!), tls: referenceTls(url) },
   },
   logger: false,
 });

@@ -1,5 +1,5 @@
 // The raw NATS reference for bulk transfer: serves ranges of a buffer over plain request/reply.
-import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
+import { connect } from '@nats-io/transport-node';
 import { referenceAuth } from './reference-user.ts';
 import { parseAddress } from '../../runtime/base/config.ts';
 import { referenceTls } from './references.ts';
@@ -7,7 +7,7 @@ import { referenceTls } from './references.ts';
 const url = parseAddress(process.env.BULK_ADDRESS!);
 const nc = await connect({
   servers: url,
-  ...referenceAuth(process.env.BULK_TOKEN!, nkeyAuthenticator),
+  ...referenceAuth(process.env.BULK_TOKEN!),
   tls: referenceTls(url),
 });
 const data = new Uint8Array(Number(process.env.BULK_BYTES)).fill(7);

@@ -1,7 +1,6 @@
 // What troupe is measured against, in the same run on the same nats-server: raw nats.js and Moleculer.
 import type { ChildProcess } from 'node:child_process';
 import Moleculer from 'moleculer';
-import { nkeyAuthenticator } from 'nats';
 import { referenceAuth } from './reference-user.ts';
 import { tlsOptions, type Bus } from '../../runtime/bus/bus.ts';
 import { clusterCa } from '../../runtime/base/config.ts';
@@ -136,7 +135,7 @@ export function startMoleculerService(url: string, token: string, on?: Spawner):
 export async function moleculerCaller(url: string, token: string): Promise<MoleculerReference> {
   const broker = new Moleculer.ServiceBroker({
     nodeID: `bench-${process.pid}`,
-    transporter: { type: 'NATS', options: { url, ...referenceAuth(token, nkeyAuthenticator), tls: referenceTls(url) } },
+    transporter: { type: 'NATS', options: { url, ...referenceAuth(token), tls: referenceTls(url) } },
     logger: false,
   });
   await broker.start();

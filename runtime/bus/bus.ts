@@ -8,7 +8,7 @@ import {
   type Subscription,
 } from '@nats-io/transport-node';
 import { AuthorizationError, nuid, PermissionViolationError } from '@nats-io/nats-core';
-import { isUserSeed, nkeyAuthenticator, nkeyUser } from './nkey.ts';
+import { isCredential, parseCredential, signUser, userAuthenticator } from './credential.ts';
 import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { randomFillSync } from 'node:crypto';
@@ -178,7 +178,8 @@ class BatchAnswers implements Asker {
 
 export interface ConnectOptions {
   address: string;
-  /** A role's credential (an NKEY user seed, `SU…`), or a plain token for a nats-server that wants one (--nats). */
+  /** A role's credential (a signing key of the cluster's account, `SA….A…`: bus/credential.ts), or a plain token
+   * for a nats-server that wants one (--nats). */
   token: string;
   /** Shown by the server (connz) and in logs. */
   name: string;
@@ -244,7 +245,8 @@ function tlsFailure(e: unknown, address: string, ca: string | undefined): TlsTru
 
 export type Handler = (body: any, msg: Msg) => unknown;
 
-/** Where the replies to an identity go: only it may subscribe there (runtime/protocol/permissions.ts grants it). */
+/** Where the replies to a connection's user go: only it may subscribe there (runtime/protocol/permissions.ts grants
+ * it). */
 export function inboxOf(publicKey: string): string {
   return `_INBOX.${publicKey}`;
 }
@@ -304,11 +306,12 @@ export class Bus {
           'FILE / TROUPE_TLS_CA / init({ tlsCa }). A cluster started with --no-tls: join with --no-tls, or set ' +
           'TROUPE_NO_TLS=1',
       );
-    // A credential signs the server's nonce (the seed never leaves this process); its replies come to its own inbox.
-    const user = isUserSeed(opts.token) ? nkeyUser(opts.token) : undefined;
-    const inboxPrefix = user ? inboxOf(user.publicKey) : '_INBOX';
+    // A credential signs a user of this connection's own, who signs the server's nonce (no seed leaves this
+    // process); its replies come to that user's inbox, which no other connection may read.
+    const user = isCredential(opts.token) ? signUser(parseCredential(opts.token), opts.name) : undefined;
+    const inboxPrefix = user ? inboxOf(user.user.publicKey) : '_INBOX';
     const credential = {
-      ...(user ? { authenticator: nkeyAuthenticator(user), inboxPrefix } : { token: opts.token }),
+      ...(user ? { authenticator: userAuthenticator(user), inboxPrefix } : { token: opts.token }),
       // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
       // fails on its certificate (tlsFailure() says what to pass).
       ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
@@ -362,9 +365,10 @@ export class Bus {
         if (opts.daemon) console.error(`troupe: ${opts.name} moves back to this machine's NATS server ${host}`);
       });
     }
-    // With an identity, a lane proves it by signing the lane server's nonce; a worker says whose it accepts
-    // (useLaneAuth with its node's list). A plain token (a user's own nats-server) proves itself by HMAC.
-    if (user) bus.useLaneAuth(nkeyLaneAuth({ seed: opts.token, allowed: [] }));
+    // With a credential, a lane proves it by signing the lane server's nonce with the credential's key; a worker
+    // says whose it accepts (useLaneAuth with its node's list). A plain token (a user's own nats-server) proves itself
+    // by HMAC.
+    if (user) bus.useLaneAuth(nkeyLaneAuth({ credential: opts.token, allowed: [] }));
     return bus;
   }
 
@@ -1097,18 +1101,19 @@ function isAuthorizationError(e: unknown): boolean {
   return e instanceof AuthorizationError || (e as Error)?.name === 'AuthorizationError';
 }
 
-/** nats.js's connect(), tried up to three times. A nats-server 2.9 that reloads its config (`troupe token
- * create|revoke` reloads every server of the bus) may refuse a good NKEY credential that connects at that instant (its
- * log: `authentication error - Nkey ""`), and nats.js may then miss the refusal and wait out its whole timeout: an
- * NKEY credential refused is tried again, and a first try gets 5 s rather than 20 before it is tried again (which
- * also moves on sooner from a server that does not answer). */
-async function connectThroughReloads(options: ConnectionOptions, nkey: boolean): Promise<NatsConnection> {
+/** nats.js's connect(), tried up to three times. A credential just made (`troupe token create`) reaches the bus's
+ * other servers a moment after the one it was pushed to, and one that was down meanwhile catches up within seconds:
+ * a credential refused is tried again. nats.js may also miss a refusal and wait out its whole timeout, so a first
+ * try gets 5 s rather than 20 before it is tried again (which also moves on sooner from a server that does not
+ * answer). */
+async function connectThroughReloads(options: ConnectionOptions, signed: boolean): Promise<NatsConnection> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await connect({ ...options, timeout: attempt === 0 ? 5000 : 15_000 });
     } catch (e) {
       const again =
-        attempt < 2 && ((nkey && isAuthorizationError(e)) || (attempt === 0 && (e as Error)?.name === 'TimeoutError'));
+        attempt < 2 &&
+        ((signed && isAuthorizationError(e)) || (attempt === 0 && (e as Error)?.name === 'TimeoutError'));
       if (!again) throw e;
       await sleep(200 * (attempt + 1));
     }

@@ -1,9 +1,10 @@
 // How the two ends of a lane prove who they are: the worker's end sends a fresh nonce, the caller answers with a proof
 // over it, and the worker checks the proof before it reads anything else. A nonce is never used twice, so a proof
 // seen once (in a core dump, say) opens nothing later. Two ways to prove: the cluster token (an HMAC of the nonce),
-// and an NKEY identity (a signature of the nonce by a key the worker's configuration allows on lanes).
+// and a credential (a signature of the nonce by its signing key, one the worker's configuration allows on lanes).
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { nkeyUser, nkeyVerifier } from './nkey.ts';
+import { nkeyVerifier } from './nkey.ts';
+import { parseCredential } from './credential.ts';
 
 type Verifier = NonNullable<ReturnType<typeof nkeyVerifier>>;
 
@@ -22,7 +23,7 @@ export interface LaneAuth {
   admits?(proof: Uint8Array): boolean;
 }
 
-/** An NKEY identity's lane auth, whose allowed keys change as the cluster's credentials do. */
+/** A credential's lane auth, whose allowed keys change as the cluster's credentials do. */
 export interface NkeyLaneAuth extends LaneAuth {
   /** From now on, these keys alone may open lanes; see admits() for those already open. */
   allow(keys: Iterable<string>): void;
@@ -49,16 +50,16 @@ export function tokenLaneAuth(token: string): LaneAuth {
 /** Public keys are 56 characters of base32 (an NKEY's encoding). */
 const PUBLIC_KEY_CHARS = 56;
 
-/** Proof by an NKEY identity: our public key, then our signature of the nonce. `allowed`: the public keys whose
- * holders may open lanes to this process (from its own configuration, never from the bus). */
-export function nkeyLaneAuth(o: { seed: Uint8Array | string; allowed: Iterable<string> }): NkeyLaneAuth {
-  const user = nkeyUser(o.seed);
-  const publicKey = Buffer.from(user.publicKey, 'latin1');
+/** Proof by a credential: its signing key's public key, then its signature of the nonce. `allowed`: the signing keys
+ * whose holders may open lanes to this process (from its own configuration, never from the bus). */
+export function nkeyLaneAuth(o: { credential: string; allowed: Iterable<string> }): NkeyLaneAuth {
+  const { signer } = parseCredential(o.credential);
+  const publicKey = Buffer.from(signer.publicKey, 'latin1');
   const verifiers = (keys: Iterable<string>, kept = new Map<string, Verifier>()) => {
     const out = new Map<string, Verifier>();
     for (const k of keys) {
-      const v = kept.get(k) ?? nkeyVerifier(k);
-      if (v) out.set(k, v); // not a user's public key: nobody can prove it
+      const v = kept.get(k) ?? nkeyVerifier(k, ['account']);
+      if (v) out.set(k, v); // not a signing key's public key: nobody can prove it
     }
     return out;
   };
@@ -66,7 +67,7 @@ export function nkeyLaneAuth(o: { seed: Uint8Array | string; allowed: Iterable<s
   const keyOf = (proof: Uint8Array) =>
     proof.length > PUBLIC_KEY_CHARS ? Buffer.from(proof.subarray(0, PUBLIC_KEY_CHARS)).toString('latin1') : '';
   return {
-    respond: (nonce) => Buffer.concat([publicKey, user.sign(nonce)]),
+    respond: (nonce) => Buffer.concat([publicKey, signer.sign(nonce)]),
     verify: (nonce, proof) => {
       const check = allowed.get(keyOf(proof));
       return check?.(nonce, proof.subarray(PUBLIC_KEY_CHARS)) ?? false; // not allowed, or not a key: no

@@ -1,57 +1,65 @@
-// NKEY user identities (a NATS user's Ed25519 key) with Node's native Ed25519. nkeys.js signs and verifies in
-// JavaScript (tweetnacl) and derives the key pair again on every call: about 130 ms of each troupe process's start,
-// and a few ms per lane handshake. NATS's encoding of keys (base32 of the prefix, the 32 bytes and a CRC-16/XMODEM,
-// little-endian) is the few lines below; test/unit/nkey.test.ts checks them against nkeys.js.
-import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
-import type { Authenticator } from '@nats-io/nats-core';
+// NKEYs (the Ed25519 keys of NATS users, accounts and operators) with Node's native Ed25519. nkeys.js signs and
+// verifies in JavaScript (tweetnacl) and derives the key pair again on every call: about 130 ms of each troupe
+// process's start, and a few ms per lane handshake. NATS's encoding of keys (base32 of the prefix, the 32 bytes and a
+// CRC-16/XMODEM, little-endian) is the few lines below; test/unit/nkey.test.ts checks them against nkeys.js.
+import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 
-/** The prefix byte of a user's public key ('U'). */
-const USER = 20 << 3;
-/** The two prefix bytes of a user's seed ('SU'): the seed prefix (18 << 3) with the user's, spread over both. */
-const USER_SEED = [(18 << 3) | (USER >> 5), (USER & 31) << 3];
+/** The kinds of key troupe uses: users (one per connection), accounts (the cluster's, and the signing keys that are
+ * its credentials) and the operator (it signs the accounts). */
+export type KeyKind = 'user' | 'account' | 'operator';
+/** The prefix byte of each kind's public key ('U', 'A', 'O'). */
+const PREFIX: Record<KeyKind, number> = { user: 20 << 3, account: 0, operator: 14 << 3 };
+/** A seed's two prefix bytes ('SU', 'SA', 'SO'): the seed prefix (18 << 3) with the kind's, spread over both. */
+const seedPrefix = (kind: KeyKind) => [(18 << 3) | (PREFIX[kind] >> 5), (PREFIX[kind] & 31) << 3];
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 /** An Ed25519 private key in PKCS#8 DER is this prefix, then the 32-byte seed (RFC 8410). */
 const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex');
 /** And a public key in SPKI DER is this, then the 32-byte key. */
 const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
 
-export interface NkeyUser {
-  /** `U…`, 56 characters: what nats-server's config and the lanes' allow-lists name. */
+export interface NkeyPair {
+  kind: KeyKind;
+  /** `U…`, `A…` or `O…`, 56 characters: what JWTs, nats-server's config and the lanes' allow-lists name. */
   publicKey: string;
   /** The key itself, for a thread that signs too (a KeyObject passes to worker threads). */
   privateKey: KeyObject;
   /** An Ed25519 signature (64 bytes). */
   sign(data: Uint8Array): Buffer;
 }
-
-/** Whether `s` looks like an NKEY user seed (the credential form of a token). */
-export function isUserSeed(s: string): boolean {
-  return /^SU[A-Z2-7]{56}$/.test(s);
+/** The key pair of a seed of `kind`. Throws a TypeError on a malformed seed, or one of another kind. */
+export function nkeyPair(seed: string | Uint8Array, kind: KeyKind): NkeyPair {
+  const decoded = decodeBase32(typeof seed === 'string' ? seed : new TextDecoder().decode(seed));
+  if (!checked(decoded, seedPrefix(kind), 32)) throw new TypeError(`not an NKEY ${kind} seed (S${kindLetter(kind)}…)`);
+  return pairOf(decoded.subarray(2, 34), kind);
 }
 
-/** The user of a seed (`SU…`). Throws on a malformed seed, or one of another kind of key (an account's, `SA…`). */
-export function nkeyUser(seed: string | Uint8Array): NkeyUser {
-  const decoded = decodeBase32(typeof seed === 'string' ? seed : new TextDecoder().decode(seed));
-  if (!checked(decoded, USER_SEED, 32)) throw new TypeError('not an NKEY user seed (SU…)');
-  const raw = decoded.subarray(2, 34);
+/** A new key of `kind`, from Node's random bytes: its seed (the secret to keep) and its pair. */
+export function newNkey(kind: KeyKind): { seed: string; pair: NkeyPair } {
+  const raw = randomBytes(32);
+  return { seed: encode(seedPrefix(kind), raw), pair: pairOf(raw, kind) };
+}
+
+function pairOf(raw: Uint8Array, kind: KeyKind): NkeyPair {
   const key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, raw]), format: 'der', type: 'pkcs8' });
   const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
   return {
-    publicKey: encodePublic(spki.subarray(SPKI_ED25519.length)),
+    kind,
+    publicKey: encode([PREFIX[kind]], spki.subarray(SPKI_ED25519.length)),
     privateKey: key,
     sign: (data) => sign(null, data, key),
   };
 }
 
-/** nats.js's nkeyAuthenticator, signing natively: the server's nonce, signed, in standard base64. */
-export function nkeyAuthenticator(user: NkeyUser): Authenticator {
-  return (nonce) => ({ nkey: user.publicKey, sig: user.sign(Buffer.from(nonce ?? '')).toString('base64') });
-}
+const kindLetter = (kind: KeyKind) => ALPHABET[PREFIX[kind] >> 3];
 
-/** A user's public key, to check signatures with; undefined if `publicKey` is not a well-formed user key. */
-export function nkeyVerifier(publicKey: string): ((data: Uint8Array, signature: Uint8Array) => boolean) | undefined {
+/** A public key of one of `kinds` (a user's by default), to check signatures with; undefined if `publicKey` is not a
+ * well-formed key of those kinds. */
+export function nkeyVerifier(
+  publicKey: string,
+  kinds: readonly KeyKind[] = ['user'],
+): ((data: Uint8Array, signature: Uint8Array) => boolean) | undefined {
   const raw = decodeBase32(publicKey);
-  if (!checked(raw, [USER], 32)) return undefined;
+  if (!kinds.some((k) => checked(raw, [PREFIX[k]], 32)) || !raw) return undefined;
   const key: KeyObject = createPublicKey({
     key: Buffer.concat([SPKI_ED25519, raw.subarray(1, 33)]),
     format: 'der',
@@ -70,11 +78,12 @@ function checked(raw: Buffer | undefined, prefix: number[], length: number): raw
   );
 }
 
-function encodePublic(key: Uint8Array): string {
-  const raw = Buffer.alloc(35);
-  raw[0] = USER;
-  raw.set(key, 1);
-  raw.writeUInt16LE(crc16(raw.subarray(0, 33)), 33);
+/** NATS's text form of a key: base32 of the prefix, the 32 bytes and their CRC-16 (little-endian), unpadded. */
+function encode(prefix: number[], key: Uint8Array): string {
+  const raw = Buffer.alloc(prefix.length + 34);
+  raw.set(prefix, 0);
+  raw.set(key, prefix.length);
+  raw.writeUInt16LE(crc16(raw.subarray(0, prefix.length + 32)), prefix.length + 32);
   let out = '';
   let bits = 0;
   let value = 0;

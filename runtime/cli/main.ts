@@ -443,7 +443,7 @@ async function trustCluster(address: string, values: Values): Promise<void> {
 function joinCredentialHere(file: ClusterFile): string {
   const head = headHere(file.address);
   try {
-    if (head) return builtinIdentity(readIdentities(head.sessionDir), 'node').seed;
+    if (head) return builtinIdentity(readIdentities(head.sessionDir), 'node').credential;
   } catch {
     /* not troupe's identities: below */
   }

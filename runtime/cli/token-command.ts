@@ -1,5 +1,6 @@
 // `troupe token create|list|revoke`: the cluster's credentials, on the head's machine (they live in its session
-// dir). A change rewrites nats-server's users and reloads it, which closes the connections of revoked credentials.
+// dir). A change re-signs the cluster's account and pushes it to the servers, which close the connections of revoked
+// credentials.
 import { parseArgs } from 'node:util';
 import { readClusterFile, clusterFilePath } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
@@ -7,11 +8,11 @@ import {
   addIdentity,
   headHere,
   readIdentities,
-  reloadNatsServer,
   revokeIdentity,
   type HeadHere,
   type Identity,
 } from '../cluster/identities.ts';
+import { pushAccount } from '../cluster/account-update.ts';
 import type { Role } from '../protocol/permissions.ts';
 import { printTable } from './table.ts';
 
@@ -36,7 +37,7 @@ function localHead(): HeadHere {
   return head;
 }
 
-export function tokenCommand(argv: string[]): number {
+export async function tokenCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (!sub || sub === '--help' || sub === '-h') {
     console.log(TOKEN_HELP);
@@ -65,17 +66,17 @@ export function tokenCommand(argv: string[]): number {
   if (sub === 'create') {
     if (typeof values.role !== 'string') throw new UsageError('troupe token create needs --role driver|node|cli|head');
     const id = addIdentity(dir, values.role as Role, values.name as string | undefined);
-    reloadNatsServer(head.natsPid);
-    process.stdout.write(`${id.seed}\n`);
+    await pushAccount({ sessionDir: dir, address: head.address });
+    process.stdout.write(`${id.credential}\n`);
     return 0;
   }
   if (sub === 'list') {
-    const rows = readIdentities(dir).map(({ seed: _, ...rest }) => rest);
+    const rows = readIdentities(dir).map(({ credential: _, scope: __, ...rest }) => rest);
     if (values.json) console.log(JSON.stringify(rows, null, 2));
     else
       printTable(
         ['NAME', 'ROLE', 'PUBLIC KEY', 'CREATED'],
-        rows.map((i: Omit<Identity, 'seed'>) => [
+        rows.map((i: Omit<Identity, 'credential'>) => [
           i.name,
           i.role + (i.builtin ? ' (built-in)' : ''),
           i.publicKey,
@@ -86,7 +87,7 @@ export function tokenCommand(argv: string[]): number {
   }
   if (positionals.length !== 1) throw new UsageError('troupe token revoke takes one name or public key');
   const id = revokeIdentity(dir, positionals[0]);
-  reloadNatsServer(head.natsPid);
+  await pushAccount({ sessionDir: dir, address: head.address });
   console.log(`revoked ${id.name} (${id.role}, ${id.publicKey})`);
   return 0;
 }

@@ -1,8 +1,9 @@
 // A bus troupe runs as a NATS cluster of core servers (`troupe start --head --bus-peers B,C`): the head's machine
 // and the machines it names each run a nats-server, routed to the others. What the daemons do for it: the head
-// signs the other servers' certificates (serveBusServers) and gives out the users (serveBusUsers, which every node
-// asks too, for its workers' lanes); each other server's node daemon keeps its server's users the head's
-// (followBusUsers). Starting a server is in own-bus-server.ts.
+// signs the other servers' certificates (serveBusServers) and gives out the credentials' public keys and the account
+// JWTs (serveBusUsers, which every node asks too, for its workers' lanes); each other server's node daemon keeps its
+// server's config current with them (followBusUsers), for its next start: while it runs, the servers pass account
+// updates on among themselves. Starting a server is in own-bus-server.ts.
 import { PermissionDeniedError } from '../base/errors.ts';
 import { sleep } from '../base/processes.ts';
 import type { Bus } from '../bus/bus.ts';
@@ -16,7 +17,7 @@ import {
   type BusJoinAnswer,
   type BusUsersAnswer,
 } from '../protocol/bus-servers.ts';
-import { busUsers, reloadNatsServer, writeBusUsers } from './identities.ts';
+import { busUsers, serverAuth, writeServerAuth } from './identities.ts';
 import { signPeerCertificate } from './tls.ts';
 
 /** A NATS cluster of core servers, as one of them sees it (the head's machine's: its plan for the bus). */
@@ -43,14 +44,14 @@ export function serveBusServers(bus: Bus, sessionDir: string, plan: BusCluster):
         clusterName: plan.name,
         routePort: plan.routePort,
         certPem: signPeerCertificate(sessionDir, req.publicKeyPem, req.host),
-        users: busUsers(sessionDir),
+        auth: serverAuth(sessionDir),
       };
     }),
   );
 }
 
 /** The head's machine (it holds the identities) answers asks for the users, when they changed: the bus's other core
- * servers render them into their config, and every node lets the driver and worker identities onto its workers'
+ * servers render the JWTs into their config, and every node lets the driver and worker credentials onto its workers'
  * lanes. On the head daemon's side connection; standby heads hold no identities. */
 export function serveBusUsers(bus: Bus, sessionDir: string): void {
   bus.serve(
@@ -58,24 +59,24 @@ export function serveBusUsers(bus: Bus, sessionDir: string): void {
     request(checkBusUsersRequest, (req): BusUsersAnswer => {
       const users = busUsers(sessionDir);
       const digest = usersDigest(users);
-      return digest === req.have ? { digest } : { digest, users };
+      return digest === req.have ? { digest } : { digest, users, auth: serverAuth(sessionDir) };
     }),
   );
 }
 
 /** On a core server's machine, in its node daemon: asks the head for the users every `everyMs`, and when they changed
- * (`troupe token create|revoke` on the head's machine) rewrites the server's auth config and reloads it. While no
- * head answers (its machine is gone), the server keeps the users it has. Ends when `bus` closes. */
-export function followBusUsers(o: { bus: Bus; dir: string; natsPid: number; everyMs?: number }): void {
+ * (`troupe token create|revoke` on the head's machine) rewrites the server's auth config, so that it starts again
+ * with them (never a reload: in operator mode that closes every connection; the running server has them from its
+ * peers). While no head answers (its machine is gone), the config stays as it is. Ends when `bus` closes. */
+export function followBusUsers(o: { bus: Bus; dir: string; everyMs?: number }): void {
   let have = '';
   void (async () => {
     while (!o.bus.isClosed) {
       try {
         const a = checkBusUsersAnswer(await o.bus.request(subjects.headBusUsers, { have }, { timeoutMs: 2000 }));
         const digest = a.users && usersDigest(a.users);
-        if (a.users && digest !== have) {
-          writeBusUsers(o.dir, a.users);
-          reloadNatsServer(o.natsPid);
+        if (a.users && a.auth && digest !== have) {
+          writeServerAuth(o.dir, a.auth);
           have = digest!;
         }
       } catch {

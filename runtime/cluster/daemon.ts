@@ -28,7 +28,7 @@ export type DaemonConfig =
       sessionDir: string;
       parentPid?: number;
       /** This machine runs a core server of the bus: its users follow the head's. */
-      busServer?: { dir: string; natsPid: number };
+      busServer?: { dir: string };
     };
 
 const config = JSON.parse(process.env.TROUPE_DAEMON_CONFIG ?? 'null') as DaemonConfig | null;
@@ -86,9 +86,9 @@ async function serveCredentials(c: Credentials, o: HeadOptions, plan: BusCluster
 }
 
 /** A core server's node daemon keeps its server's users the head's, on a connection of its own. */
-async function followUsers(o: NodeDaemonOptions, server: { dir: string; natsPid: number }): Promise<Bus> {
+async function followUsers(o: NodeDaemonOptions, server: { dir: string }): Promise<Bus> {
   const bus = await Bus.connect({ address: o.address, token: o.token, name: 'troupe-node-bus-users', daemon: true });
-  followBusUsers({ bus, dir: server.dir, natsPid: server.natsPid });
+  followBusUsers({ bus, dir: server.dir });
   return bus;
 }
 

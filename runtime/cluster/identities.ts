@@ -1,28 +1,33 @@
-// The cluster's identities: one NATS NKEY user per role (and per credential made with `troupe token create`), kept
-// with their seeds in the head's session dir (mode 0600), and rendered into nats-server's `authorization` block with
-// each role's permissions (runtime/protocol/permissions.ts). The server holds only public keys; a client proves it
-// holds a seed by signing the server's nonce, so no secret crosses the wire. Revoking is: remove, rewrite the
-// config, SIGHUP nats-server (it re-checks connected clients and closes those it no longer knows).
+// The cluster's identities. nats-server runs in operator mode: an operator key signs two accounts, the system account
+// (which pushes account updates) and the cluster's account, and every credential is a signing key of the cluster's
+// account, scoped to its role's permissions (runtime/protocol/permissions.ts; see bus/credential.ts). The keys live
+// in the head's session dir (mode 0600); nats-server's config (auth.conf) holds only JWTs and public keys. Creating
+// or revoking a credential re-signs the account's JWT, which the system user pushes to the servers
+// (account-update.ts): a revoked key's connections close on every server. No SIGHUP: in operator mode a reload
+// closes every connection.
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createUser } from '@nats-io/nkeys';
-import { nkeyUser } from '../bus/nkey.ts';
+import { encodeJwt, formatCredential, parseCredential } from '../bus/credential.ts';
+import { newNkey, nkeyPair, type NkeyPair } from '../bus/nkey.ts';
 import { writePrivateFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
-import { permissionsFor, type Role } from '../protocol/permissions.ts';
-import type { BusUser } from '../protocol/bus-servers.ts';
+import { permissionsFor, type Permissions, type Role } from '../protocol/permissions.ts';
+import type { BusUser, ServerAuth } from '../protocol/bus-servers.ts';
 import { readRunFiles } from './run-files.ts';
 import { isAlive } from '../base/processes.ts';
 
 export interface Identity {
   name: string;
   role: Role;
+  /** The signing key's public key (`A…`): what `token list` shows and the lanes allow. */
   publicKey: string;
-  /** The credential: an NKEY user seed (`SU…`). */
-  seed: string;
+  /** The credential (bus/credential.ts): the signing key's seed and the account's public key. */
+  credential: string;
   created: string;
   /** Made by `start --head`: the cluster needs it, so it cannot be revoked. */
   builtin?: boolean;
+  /** Permissions of its own instead of its role's (the bench's references). */
+  scope?: Permissions;
 }
 
 /** What `troupe token create` may make: the worker identity is the cluster's own. A head credential is for a standby
@@ -46,26 +51,49 @@ const file = (sessionDir: string) => join(sessionDir, 'identities.json');
 /** Included by nats-server.conf. */
 export const AUTH_CONF = 'auth.conf';
 
-/** The public key (`U…`) of a user seed; a UsageError if it is not one. */
-export function publicKeyOf(seed: string): string {
+/** The public key (`A…`) of a credential's signing key; a UsageError if it is not a credential. */
+export function publicKeyOf(credential: string): string {
   try {
-    return nkeyUser(seed).publicKey;
+    return parseCredential(credential).signer.publicKey;
   } catch (e) {
-    throw new UsageError('not a troupe credential (an NKEY user seed, SU…)', { cause: e });
+    throw new UsageError('not a troupe credential (SA….A…, as troupe token create prints it)', { cause: e });
   }
 }
 
-function newIdentity(role: Role, name: string, builtin = false): Identity {
-  const kp = createUser();
-  const seed = new TextDecoder().decode(kp.getSeed());
-  return { name, role, publicKey: kp.getPublicKey(), seed, created: new Date().toISOString(), builtin };
+/** What identities.json holds: the seeds of the operator and the two accounts, and the credentials. */
+interface Keys {
+  format: 2;
+  operator: string;
+  system: string;
+  account: string;
+  /** The `iat` of the account's newest JWT: each new one must be later, since servers keep the newest they saw. */
+  accountIat: number;
+  identities: Identity[];
+  /** The JWTs made from the above when they were saved (what the servers have). */
+  auth: ServerAuth;
 }
 
-/** Makes the built-in identities of a new cluster and writes them and the auth config. */
+function newIdentity(account: string, role: Role, name: string, builtin = false): Identity {
+  const { seed, pair } = newNkey('account');
+  const credential = formatCredential(seed, account);
+  return { name, role, publicKey: pair.publicKey, credential, created: new Date().toISOString(), builtin };
+}
+
+const pairOf = (seed: string) => nkeyPair(seed, seed.startsWith('SO') ? 'operator' : 'account');
+
+/** Makes the keys and built-in identities of a new cluster and writes them and the auth config. */
 export function createIdentities(sessionDir: string): Identity[] {
-  const ids = BUILTINS.map(([name, role]) => newIdentity(role, name, true));
-  saveIdentities(sessionDir, ids);
-  return ids;
+  const account = newNkey('account');
+  const keys: Omit<Keys, 'auth'> = {
+    format: 2,
+    operator: newNkey('operator').seed,
+    system: newNkey('account').seed,
+    account: account.seed,
+    accountIat: 0,
+    identities: BUILTINS.map(([name, role]) => newIdentity(account.pair.publicKey, role, name, true)),
+  };
+  saveKeys(sessionDir, keys);
+  return keys.identities;
 }
 
 export function hasIdentities(sessionDir: string): boolean {
@@ -73,18 +101,47 @@ export function hasIdentities(sessionDir: string): boolean {
 }
 
 export function readIdentities(sessionDir: string): Identity[] {
+  return readKeys(sessionDir).identities;
+}
+
+function readKeys(sessionDir: string): Keys {
   let text: string;
   try {
     text = readFileSync(file(sessionDir), 'utf8');
   } catch {
     throw new UsageError(`no identities in ${sessionDir}: this cluster was not started by 'troupe start --head' here`);
   }
-  return JSON.parse(text) as Identity[];
+  const keys = JSON.parse(text) as Keys | Array<Omit<Identity, 'credential'>>;
+  return Array.isArray(keys) ? fromUserKeys(sessionDir, keys) : keys;
 }
 
-function saveIdentities(sessionDir: string, ids: Identity[]): void {
-  writePrivateFile(file(sessionDir), `${JSON.stringify(ids, null, 2)}\n`);
-  writePrivateFile(join(sessionDir, AUTH_CONF), renderAuthorization(ids));
+/** A session dir of an earlier troupe, whose credentials were NKEY users of a config-mode server: the same names and
+ * roles, with new credentials (the old ones mean nothing to an operator-mode server). */
+function fromUserKeys(sessionDir: string, old: Array<Omit<Identity, 'credential'>>): Keys {
+  createIdentities(sessionDir);
+  const keys = JSON.parse(readFileSync(file(sessionDir), 'utf8')) as Keys;
+  const account = publicKeyOfSeed(keys.account);
+  keys.identities = old.map((i) => ({ ...newIdentity(account, i.role, i.name, i.builtin), created: i.created }));
+  saveKeys(sessionDir, keys);
+  console.error(
+    `troupe: ${sessionDir} held credentials of an earlier troupe: each was made again (same names and roles). ` +
+      "Give joining machines the new join line, and credentials made with 'troupe token create' again",
+  );
+  return readKeys(sessionDir);
+}
+
+const publicKeyOfSeed = (seed: string) => pairOf(seed).publicKey;
+
+/** The account JWT's `iat` for a new version: now, or one more than the last if that is not earlier. */
+function nextIat(last: number): number {
+  return Math.max(Math.floor(Date.now() / 1000), last + 1);
+}
+
+function saveKeys(sessionDir: string, changed: Omit<Keys, 'auth'>): void {
+  const keys = { ...changed, accountIat: nextIat(changed.accountIat) };
+  const auth = serverAuthOf(keys);
+  writePrivateFile(file(sessionDir), `${JSON.stringify({ ...keys, auth }, null, 2)}\n`);
+  writeServerAuth(sessionDir, auth);
 }
 
 /** The built-in identity named `name`. */
@@ -143,81 +200,142 @@ function takeOver(lock: string, dead: number): void {
   }
 }
 
-/** Adds a credential of `role` named `name` (default: role and a number). Reload nats-server after. */
-export function addIdentity(sessionDir: string, role: Role, name?: string): Identity {
+/** Adds a credential of `role` named `name` (default: role and a number). Push the account after
+ * (account-update.ts). `scope`: other permissions than the role's (the bench's references: every subject). */
+export function addIdentity(sessionDir: string, role: Role, name?: string, scope?: Permissions): Identity {
   if (!CREATABLE_ROLES.includes(role))
     throw new UsageError(`--role must be one of ${CREATABLE_ROLES.join(', ')} (got ${JSON.stringify(role)})`);
-  return alone(sessionDir, () => addLocked(sessionDir, role, name));
+  return alone(sessionDir, () => addLocked(sessionDir, role, name, scope));
 }
 
-function addLocked(sessionDir: string, role: Role, name?: string): Identity {
-  const ids = readIdentities(sessionDir);
+function addLocked(sessionDir: string, role: Role, name?: string, scope?: Permissions): Identity {
+  const keys = readKeys(sessionDir);
+  const ids = keys.identities;
   const n = name ?? `${role}-${ids.filter((i) => i.role === role).length + 1}`;
   if (!/^[\w.-]{1,64}$/.test(n)) throw new UsageError(`--name: letters, digits, '.', '_', '-' only (got ${n})`);
   if (ids.some((i) => i.name === n)) throw new UsageError(`a credential named ${n} exists`);
-  const id = newIdentity(role, n);
-  saveIdentities(sessionDir, [...ids, id]);
+  const id = { ...newIdentity(publicKeyOfSeed(keys.account), role, n), ...(scope ? { scope } : {}) };
+  saveKeys(sessionDir, { ...keys, identities: [...ids, id] });
   return id;
 }
 
-/** Removes the credential named `nameOrKey` (or with that public key). Reload nats-server after. */
+/** Removes the credential named `nameOrKey` (or with that public key). Push the account after. */
 export function revokeIdentity(sessionDir: string, nameOrKey: string): Identity {
   return alone(sessionDir, () => revokeLocked(sessionDir, nameOrKey));
 }
 
 function revokeLocked(sessionDir: string, nameOrKey: string): Identity {
-  const ids = readIdentities(sessionDir);
-  const id = ids.find((i) => i.name === nameOrKey || i.publicKey === nameOrKey);
+  const keys = readKeys(sessionDir);
+  const id = keys.identities.find((i) => i.name === nameOrKey || i.publicKey === nameOrKey);
   if (!id) throw new UsageError(`no credential named ${JSON.stringify(nameOrKey)} (see 'troupe token list')`);
   if (id.builtin && UNREVOCABLE.includes(id.name))
     throw new UsageError(
       `the built-in ${id.name} identity cannot be revoked: the cluster runs on it` +
         (id.role === 'driver' ? " (hand out credentials made with 'troupe token create --role driver' instead)" : ''),
     );
-  saveIdentities(
-    sessionDir,
-    ids.filter((i) => i !== id),
-  );
+  saveKeys(sessionDir, { ...keys, identities: keys.identities.filter((i) => i !== id) });
   return id;
 }
 
-/** nats-server's `authorization` block: one NKEY user per identity, with its role's permissions. */
-export function renderAuthorization(ids: ReadonlyArray<Pick<Identity, 'publicKey' | 'role'>>): string {
-  const users = ids.map((i) => {
-    const p = permissionsFor(i.role, i.publicKey);
-    const allow = (xs: string[]) => `{ allow: ${JSON.stringify(xs)} }`;
-    const perms = `publish: ${allow(p.publish)}, subscribe: ${allow(p.subscribe)}`;
-    return `    { nkey: ${i.publicKey}, permissions: { ${perms} } }`;
-  });
-  return `authorization {\n  users = [\n${users.join('\n')}\n  ]\n}\n`;
+/** The account's limits: none (JetStream on). */
+const UNLIMITED = {
+  subs: -1,
+  conn: -1,
+  leaf: -1,
+  imports: -1,
+  exports: -1,
+  data: -1,
+  payload: -1,
+  wildcards: true,
+};
+const JETSTREAM = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
+
+/** A scoped signing key's template: its role's permissions, the user's own inbox by its public key. */
+function template(i: Identity): Record<string, unknown> {
+  const p = i.scope ?? permissionsFor(i.role, '{{subject()}}');
+  return { pub: { allow: p.publish }, sub: { allow: p.subscribe }, subs: -1, data: -1, payload: -1 };
 }
 
-/** The users every core server of the bus must know: the identities' public keys and roles, no seed. */
+/** The JWTs the servers need: the operator's, and the two accounts' (the cluster's lists every credential). */
+function serverAuthOf(keys: Omit<Keys, 'auth'>): ServerAuth {
+  const operator = pairOf(keys.operator);
+  const system = pairOf(keys.system);
+  const account = pairOf(keys.account);
+  const signing_keys = keys.identities.map((i) => ({
+    kind: 'user_scope',
+    key: i.publicKey,
+    role: i.name,
+    template: template(i),
+  }));
+  const accountJwt = (name: string, a: NkeyPair, nats: Record<string, unknown>, iat?: number) =>
+    encodeJwt({ sub: a.publicKey, name, nats: { type: 'account', ...nats } }, operator, iat);
+  return {
+    operator: encodeJwt(
+      { sub: operator.publicKey, name: 'troupe', nats: { type: 'operator', system_account: system.publicKey } },
+      operator,
+    ),
+    systemAccount: system.publicKey,
+    accounts: [
+      { publicKey: system.publicKey, jwt: accountJwt('SYS', system, { limits: UNLIMITED }) },
+      {
+        publicKey: account.publicKey,
+        jwt: accountJwt('troupe', account, { limits: { ...UNLIMITED, ...JETSTREAM }, signing_keys }, keys.accountIat),
+      },
+    ],
+  };
+}
+
+/** The JWTs of the cluster whose keys are in `sessionDir`. */
+export function serverAuth(sessionDir: string): ServerAuth {
+  return readKeys(sessionDir).auth;
+}
+
+/** The cluster's account (`A…`): JetStream keeps its data under this name. */
+export function accountOf(auth: ServerAuth): string {
+  return auth.accounts[auth.accounts.length - 1].publicKey;
+}
+
+/** The system account's own credential: it pushes account updates (account-update.ts). */
+export function systemCredential(sessionDir: string): string {
+  const { system } = readKeys(sessionDir);
+  return formatCredential(system, publicKeyOfSeed(system));
+}
+
+/** nats-server's operator-mode config: the operator, the system account, a full resolver (its dir under `dir`, synced
+ * with the other servers of a bus), and the accounts' JWTs preloaded. */
+export function renderServerAuth(auth: ServerAuth, dir: string): string {
+  const preload = auth.accounts.map((a) => `  ${a.publicKey}: ${a.jwt}`);
+  return [
+    `operator: ${auth.operator}`,
+    `system_account: ${auth.systemAccount}`,
+    `resolver: { type: full, dir: ${JSON.stringify(join(dir, 'accounts'))}, allow_delete: false, interval: "5s" }`,
+    'resolver_preload: {',
+    ...preload,
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** Writes the auth config of the server whose session dir is `dir` (a bus server's: as the head gave it, checked). */
+export function writeServerAuth(dir: string, auth: ServerAuth): void {
+  writePrivateFile(join(dir, AUTH_CONF), renderServerAuth(auth, dir));
+}
+
+/** The credentials lanes may know: the signing keys' public keys and roles, no seed. */
 export function busUsers(sessionDir: string): BusUser[] {
   return readIdentities(sessionDir).map(({ publicKey, role }) => ({ publicKey, role }));
 }
 
-/** Another core server's users, as the head gave them (checked: public keys and roles only), written as its auth
- * config. Reload its nats-server after. */
-export function writeBusUsers(dir: string, users: BusUser[]): void {
-  writePrivateFile(join(dir, AUTH_CONF), renderAuthorization(users));
-}
-
-/** Makes nats-server read its config again: users added or revoked take effect, and clients whose identity is gone
- * are disconnected. */
-export function reloadNatsServer(pid: number): void {
-  process.kill(pid, 'SIGHUP');
-}
-
 export interface HeadHere {
   sessionDir: string;
-  natsPid: number;
+  /** Where this machine reaches it. */
+  address: string;
 }
 
 /** The nats-server `troupe start --head` runs on this machine, for the cluster at `address` (or the only one): its
- * session dir holds the identities, and its pid is what a change of them reloads. */
+ * session dir holds the identities. */
 export function headHere(address: string | undefined): HeadHere | undefined {
   const running = readRunFiles().filter((r) => r.role === 'nats' && isAlive(r.pid));
   const nats = running.find((r) => r.address === address) ?? (running.length === 1 ? running[0] : undefined);
-  return nats && { sessionDir: nats.sessionDir, natsPid: nats.pid };
+  return nats && { sessionDir: nats.sessionDir, address: nats.address };
 }

@@ -32,7 +32,14 @@ import { subjects } from '../protocol/subjects.ts';
 import type { HeadStatus } from '../protocol/cluster.ts';
 import { checkHeadVersions } from '../protocol/versions.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
-import { builtinIdentity, createIdentities, hasIdentities, readIdentities } from './identities.ts';
+import {
+  accountOf,
+  builtinIdentity,
+  createIdentities,
+  hasIdentities,
+  readIdentities,
+  serverAuth,
+} from './identities.ts';
 import { privateDirProblem } from '../base/private-dir.mjs';
 
 export interface StartOptions extends ResourceFlags {
@@ -200,13 +207,13 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
     } else {
       // A data dir used again: the same credentials, so nodes and drivers that had them join again.
       const ids = o.dataDir && hasIdentities(sessionDir) ? readIdentities(sessionDir) : createIdentities(sessionDir);
-      const seed = (r: Parameters<typeof builtinIdentity>[1]) => builtinIdentity(ids, r).seed;
+      const credential = (r: Parameters<typeof builtinIdentity>[1]) => builtinIdentity(ids, r).credential;
       tokens = {
-        head: seed('head'),
-        node: seed('node'),
-        localNode: seed('local-node'),
-        driver: seed('driver'),
-        credentials: { worker: seed('worker'), driver: seed('driver') },
+        head: credential('head'),
+        node: credential('node'),
+        localNode: credential('local-node'),
+        driver: credential('driver'),
+        credentials: { worker: credential('worker'), driver: credential('driver') },
       };
       tls = serverTls(o, sessionDir, o.host ?? '127.0.0.1');
       // The cluster's name comes from its CA, so a head started again on its data dir keeps it.
@@ -217,6 +224,7 @@ export async function startHead(o: StartOptions): Promise<StartedCluster> {
         host: o.host ?? '127.0.0.1',
         port: o.port,
         cluster: plan,
+        account: accountOf(serverAuth(sessionDir)),
         detached: o.detached,
         holdProcess: o.holdProcess,
       });
@@ -450,7 +458,7 @@ async function runNodeDaemon(
         prestartWorkers: o.prestartWorkers,
         workerUser: workerUser?.uid === process.geteuid?.() ? undefined : workerUser,
       },
-      busServer: bus && { dir: bus.dir, natsPid: bus.pid },
+      busServer: bus && { dir: bus.dir },
     },
     {
       sessionDir,

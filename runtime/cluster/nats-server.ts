@@ -1,7 +1,7 @@
-// Starts the cluster's nats-server (JetStream on, NKEY users with per-role permissions, TLS when asked) as a child
+// Starts the cluster's nats-server (JetStream on, operator mode with a credential per role, TLS when asked) as a child
 // or detached process.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { findNatsServer, missingNatsMessage } from './nats-binary.mjs';
 import { writePrivateFile } from '../base/config.ts';
@@ -30,6 +30,9 @@ export interface NatsServerOptions {
   detached: boolean;
   /** Not detached: whether the server keeps this process running (default true; see StartOptions). */
   holdProcess?: boolean;
+  /** The cluster's account (`A…`), under whose name JetStream keeps its data: a lone server's data from an earlier
+   * troupe (config mode, kept as `$G`) is moved there. */
+  account?: string;
 }
 
 /** The port routes listen on, as NATS's own examples use. */
@@ -81,13 +84,14 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       `${opts.dir} holds a cluster whose bus listens on port ${saved.port}: start it on that port, or start a new ` +
         'cluster (--fresh, or another --data-dir)',
     );
+  adoptConfigModeData(opts);
   const fixedPort = opts.port ?? saved?.port;
   const serverName = saved?.serverName ?? `troupe-${randomBytes(6).toString('hex')}`;
   // A free port can be taken between our probe and the server's bind: try a few.
   for (let attempt = 0; ; attempt++) {
     const port = fixedPort ?? (await freePort(opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host));
     const conf = join(opts.dir, 'nats-server.conf');
-    // Users and permissions are in auth.conf (identities.ts writes it, and rewrites it on `troupe token create`).
+    // The operator and accounts are in auth.conf (identities.ts writes it, and rewrites it on `troupe token create`).
     writePrivateFile(
       conf,
       [
@@ -134,6 +138,23 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       stop: () => terminate(pid),
     };
   }
+}
+
+/** JetStream's data of a server in config mode (troupe before operator mode) is its global account's, `$G`; in
+ * operator mode it is the cluster account's. A lone server's is moved; a cluster member's cannot be (the meta
+ * group's state names the account), so such a dir is refused. */
+function adoptConfigModeData(opts: NatsServerOptions): void {
+  const data = join(opts.dir, 'jetstream', 'jetstream');
+  const global = join(data, '$G');
+  if (!existsSync(global)) return;
+  if (opts.cluster || !opts.account)
+    throw new UsageError(
+      `${opts.dir} holds a bus server's data from an earlier troupe, which this one cannot read: start a new ` +
+        'cluster (--fresh, or another --data-dir)',
+    );
+  if (existsSync(join(data, opts.account)))
+    throw new UsageError(`${opts.dir} holds JetStream data of two troupe versions: remove ${global}, or use --fresh`);
+  renameSync(global, join(data, opts.account));
 }
 
 /** nats-server's `cluster {}` block. JetStream on 2.9 needs configured routes in it (one that learns its peers only

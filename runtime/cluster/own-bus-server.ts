@@ -9,7 +9,7 @@ import { sleep } from '../base/processes.ts';
 import { Bus } from '../bus/bus.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { checkBusJoinAnswer, type BusJoinAnswer } from '../protocol/bus-servers.ts';
-import { AUTH_CONF, writeBusUsers } from './identities.ts';
+import { AUTH_CONF, writeServerAuth } from './identities.ts';
 import { keptPeerTls, newPeerKey, peerServerTls, type ClusterTls } from './tls.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 
@@ -23,8 +23,9 @@ export function ownServer(address: string): { host: string; port: number } | und
 }
 
 /** Starts this machine's core server of the bus at `address` (this machine is `self` in its list), in `dir`: asks the
- * head for its certificate (the key is made here and stays here) and the users, then routes to the other servers.
- * The head may still be starting: it is asked again for up to a minute. A dir that joined before starts without it. */
+ * head for its certificate (the key is made here and stays here) and the accounts' JWTs, then routes to the other
+ * servers. The head may still be starting: it is asked again for up to a minute. A dir that joined before starts
+ * without it. */
 export async function startBusServer(o: {
   address: string;
   token: string;
@@ -56,7 +57,7 @@ export async function startBusServer(o: {
       await bus.close();
     }
     kept = { ...answer, tls: peerServerTls(o.dir, answer.certPem, ca, o.self.host) };
-    writeBusUsers(o.dir, answer.users);
+    writeServerAuth(o.dir, answer.auth);
     writePrivateFile(joined, `${JSON.stringify({ clusterName: answer.clusterName, routePort: answer.routePort })}\n`);
   }
   return startNatsServer({

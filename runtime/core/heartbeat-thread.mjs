@@ -6,19 +6,20 @@ import { checkServerIdentity } from 'node:tls';
 import { sign } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 
-const { servers, inOrder, pingInterval, token, nkey, name, subject, everyMs, tlsCa, tlsHosts } = workerData;
+const { servers, inOrder, pingInterval, token, user, name, subject, everyMs, tlsCa, tlsHosts } = workerData;
 // As the Bus's tlsOptions(): the certificate must name one of the servers.
 const named = (cert) => {
   const errors = tlsHosts.map((host) => checkServerIdentity(host, cert));
   return errors.includes(undefined) ? undefined : errors[0];
 };
 const tls = tlsCa ? { tls: { ca: tlsCa, checkServerIdentity: (_, cert) => named(cert) } } : {};
-// A credential signs the server's nonce, as the Bus does (bus/nkey.ts); a plain token is for a user's own nats-server.
-const auth = nkey
+// A user signed with the credential (bus/credential.ts) signs the server's nonce, as the Bus's does; a plain token is
+// for a user's own nats-server.
+const auth = user
   ? {
       authenticator: (nonce) => ({
-        nkey: nkey.publicKey,
-        sig: sign(null, Buffer.from(nonce ?? ''), nkey.privateKey).toString('base64'),
+        jwt: user.jwt,
+        sig: sign(null, Buffer.from(nonce ?? ''), user.privateKey).toString('base64'),
       }),
     }
   : { token };

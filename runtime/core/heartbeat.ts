@@ -5,12 +5,13 @@ import type { KeyObject } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
 import { PROC_HEARTBEAT_MS, subjects } from '../protocol/subjects.ts';
 import { hostsOf, nearestServersFirst, pingIntervalFor } from '../base/config.ts';
-import { isUserSeed, nkeyUser } from '../bus/nkey.ts';
+import { isCredential, parseCredential, signUser } from '../bus/credential.ts';
 
-/** What the thread signs with: a KeyObject passes to a thread (a function would not). */
-function threadKey(seed: string): { publicKey: string; privateKey: KeyObject } {
-  const { publicKey, privateKey } = nkeyUser(seed);
-  return { publicKey, privateKey };
+/** The thread's own user, signed here: its JWT, and its key to sign the server's nonce with (a KeyObject passes to a
+ * thread; a function would not). */
+function threadUser(credential: string, name: string): { jwt: string; privateKey: KeyObject } {
+  const { jwt, user } = signUser(parseCredential(credential), name);
+  return { jwt, privateKey: user.privateKey };
 }
 
 /** Beats from a thread with its own connection, so a driver busy computing for longer than the silence timeout
@@ -22,15 +23,16 @@ export function startDriverHeartbeat(bus: Bus, o: { procId: string; address: str
   };
   beat(); // at once, before the thread is up
   const nearest = nearestServersFirst(o.address);
+  const name = `troupe-heartbeat-${process.pid}`;
   const thread = new Worker(new URL('./heartbeat-thread.mjs', import.meta.url), {
     workerData: {
       ...nearest,
       pingInterval: pingIntervalFor(nearest.servers),
-      // A credential: its public key and private key (a KeyObject), so the thread signs natively as the bus does.
-      ...(isUserSeed(o.token) ? { nkey: threadKey(o.token) } : { token: o.token }),
+      // A credential: a user of the thread's own, so it signs natively as the bus does.
+      ...(isCredential(o.token) ? { user: threadUser(o.token, name) } : { token: o.token }),
       tlsCa: bus.tlsCa, // the thread verifies the server as the bus does
       tlsHosts: hostsOf(o.address),
-      name: `troupe-heartbeat-${process.pid}`,
+      name,
       subject,
       everyMs: PROC_HEARTBEAT_MS,
     },

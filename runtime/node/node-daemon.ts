@@ -57,7 +57,7 @@ import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
-import { nkeyUser } from '../bus/nkey.ts';
+import { isCredential, parseCredential } from '../bus/credential.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
 import { checkBusUsersAnswer, type BusUsersAnswer } from '../protocol/bus-servers.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
@@ -161,9 +161,9 @@ export class NodeDaemon {
   /** Who may open lanes into our workers: the cluster's worker and driver identities, those made later with `troupe
    * token create` included (none with a plain token, whose lanes prove it by HMAC). Public keys: no secret in them. */
   private laneKeys(): string[] {
-    const seeds = [this.credentials.worker, this.credentials.driver].filter((c) => /^SU[A-Z2-7]{56}$/.test(c));
-    if (!seeds.length) return [];
-    return [...new Set([...seeds.map((c) => nkeyUser(c).publicKey), ...this.madeLaneKeys])];
+    const own = [this.credentials.worker, this.credentials.driver].filter(isCredential);
+    if (!own.length) return [];
+    return [...new Set([...own.map((c) => parseCredential(c).signer.publicKey), ...this.madeLaneKeys])];
   }
   /** The driver and worker identities the head's machine last named (followLaneKeys), and the digest it gave. */
   private madeLaneKeys: string[] = [];

@@ -145,9 +145,9 @@ function localRoot(job: JobRef): string {
 /** localRoot's answer (asked for every task) for the job this worker serves. */
 let mappedRoot: { root: string; here: string } | undefined;
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
-// Lanes into this worker: only the identities our node names (its cluster's drivers and workers) may open one. It
+// Lanes into this worker: only the credentials our node names (its cluster's drivers and workers) may open one. It
 // names them again when they change (`troupe token create|revoke`): the lanes of a revoked one close.
-const laneAuth = laneKeys.length ? nkeyLaneAuth({ seed: token, allowed: laneKeys }) : undefined;
+const laneAuth = laneKeys.length ? nkeyLaneAuth({ credential: token, allowed: laneKeys }) : undefined;
 if (laneAuth) {
   client.bus.useLaneAuth(laneAuth);
   process.on('message', (m: { type?: unknown; keys?: unknown }) => {

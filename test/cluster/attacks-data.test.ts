@@ -107,7 +107,7 @@ async function authenticated(path: string, token: string): Promise<net.Socket> {
     s.on('data', onData);
     s.once('close', () => reject(new Error('closed before its nonce')));
   });
-  const proof = nkeyLaneAuth({ seed: token, allowed: [] }).respond(nonce);
+  const proof = nkeyLaneAuth({ credential: token, allowed: [] }).respond(nonce);
   const proc = Buffer.from('intruder', 'latin1');
   const hello = Buffer.alloc(7 + proof.length + proc.length);
   hello.writeUInt32BE(hello.length - 4, 0);

@@ -1,14 +1,15 @@
 // What the head answers a machine that joins its bus as a core server (runtime/cluster/bus-servers.ts), on a real
 // nats-server with the cluster's identities: only the node role may ask; a malformed request or an address the bus
-// does not list is refused, saying why; a listed one gets a certificate of the CA for that address and the users as
-// public keys and roles (no seed); the users are sent again only when they changed.
+// does not list is refused, saying why; a listed one gets a certificate of the CA for that address and the operator's
+// and accounts' JWTs (no seed); the users are sent again only when they changed.
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { PermissionDeniedError, ProtocolError } from '../../runtime/base/errors.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { checkBusJoinAnswer, checkBusUsersAnswer, usersDigest } from '../../runtime/protocol/bus-servers.ts';
-import { addIdentity, builtinIdentity, createIdentities, reloadNatsServer } from '../../runtime/cluster/identities.ts';
+import { addIdentity, builtinIdentity, createIdentities, serverAuth } from '../../runtime/cluster/identities.ts';
+import { pushAccount } from '../../runtime/cluster/account-update.ts';
 import { startNatsServer, type NatsServerHandle } from '../../runtime/cluster/nats-server.ts';
 import { createClusterTls, newPeerKey, peerServerTls } from '../../runtime/cluster/tls.ts';
 import { serveBusServers, serveBusUsers } from '../../runtime/cluster/bus-servers.ts';
@@ -27,7 +28,7 @@ test('a core server joins through the node role only, for a listed address, and 
   const ca = createClusterTls(dir, ['127.0.0.1']); // the CA that signs; the server itself stays plain on loopback
   nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false, holdProcess: false });
   const as = async (name: 'head' | 'node' | 'driver') => {
-    const bus = await Bus.connect({ address: nats!.localAddress, token: builtinIdentity(ids, name).seed, name });
+    const bus = await Bus.connect({ address: nats!.localAddress, token: builtinIdentity(ids, name).credential, name });
     buses.push(bus);
     return bus;
   };
@@ -54,17 +55,20 @@ test('a core server joins through the node role only, for a listed address, and 
   t.is(answer.clusterName, 'troupe-0123456789abcdef');
   const served = peerServerTls(peerDir, answer.certPem, ca.caPem, '10.9.0.2');
   t.true(readFileSync(served.chainFile, 'utf8').startsWith(answer.certPem.trim()));
+  t.deepEqual(answer.auth, serverAuth(dir), "the operator's and accounts' JWTs");
+  for (const i of ids) t.false(JSON.stringify(answer).includes(i.credential.split('.')[0]), 'no seed travels');
+
+  const users = checkBusUsersAnswer(await node.request(subjects.headBusUsers, { have: '' }));
   t.deepEqual(
-    answer.users,
+    users.users,
     ids.map((i) => ({ publicKey: i.publicKey, role: i.role })),
   );
-  t.false(JSON.stringify(answer).includes(builtinIdentity(ids, 'head').seed), 'no seed travels');
-
-  const digest = usersDigest(answer.users);
+  const digest = usersDigest(users.users!);
   t.deepEqual(checkBusUsersAnswer(await node.request(subjects.headBusUsers, { have: digest })), { digest });
   const made = addIdentity(dir, 'cli', 'later');
-  reloadNatsServer(nats.pid);
+  await pushAccount({ sessionDir: dir, address: nats.localAddress });
   const changed = checkBusUsersAnswer(await node.request(subjects.headBusUsers, { have: digest }));
   t.not(changed.digest, digest);
   t.truthy(changed.users?.some((u) => u.publicKey === made.publicKey && u.role === 'cli'));
+  t.deepEqual(changed.auth, serverAuth(dir), 'and the JWTs that list it');
 });

@@ -139,7 +139,7 @@ test('start a head and two nodes, see them in status and list, stop them all', a
   // Credentials: one made for the read-only cli role reads the status but cannot submit a job; revoked, it is refused.
   const made = await troupe('token', 'create', '--role', 'cli', '--name', 'ops');
   t.is(made.code, 0, made.stderr);
-  t.regex(made.stdout, /^SU[A-Z2-7]{56}\n$/, 'the credential alone on stdout');
+  t.regex(made.stdout, /^SA[A-Z2-7]{56}\.A[A-Z2-7]{55}\n$/, 'the credential alone on stdout');
   const asOps = (...args: string[]) =>
     runCommand(process.execPath, [cli, ...args, '--address', address], {
       env: { TROUPE_HOME: otherHome, TROUPE_TOKEN: made.stdout.trim() },

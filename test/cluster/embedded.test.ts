@@ -204,7 +204,7 @@ test.serial('killing the driver with SIGKILL takes its embedded cluster down: no
   const session = readdirSync(home).find((f) => f.startsWith('session_'))!;
   for (const f of ['nats-server.conf', 'auth.conf', 'identities.json'])
     t.is(statSync(join(home, session, f)).mode & 0o777, 0o600, f);
-  const seeds = readIdentities(join(home, session)).map((i) => i.seed);
+  const seeds = readIdentities(join(home, session)).map((i) => i.credential);
   for (const pid of cluster)
     for (const seed of seeds) t.false(readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(seed));
   t.true(readdirSync('/dev/shm').some((f) => f.includes(session)));

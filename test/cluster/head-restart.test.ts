@@ -21,7 +21,7 @@ const runningHeadPid = () => (heads.length ? heads[heads.length - 1].pids[0] : c
 async function startAnotherHead() {
   const c = cluster();
   // On the cluster's own nats-server (--nats): every role of this head uses the head's credential.
-  const token = builtinIdentity(readIdentities(c.head.sessionDir), 'head').seed;
+  const token = builtinIdentity(readIdentities(c.head.sessionDir), 'head').credential;
   const h = await startHead({ detached: false, nats: c.address, token, numCpus: 1, objectStoreDir: c.home });
   heads.push(h);
   return h;

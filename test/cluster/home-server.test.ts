@@ -2,21 +2,19 @@
 // (runtime/bus/home-server.ts), on real nats-servers: two lone servers with the same users stand for this machine's
 // server of a bus and another machine's.
 import test from 'ava';
-import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
-import { AUTH_CONF, builtinIdentity, createIdentities } from '../../runtime/cluster/identities.ts';
+import { builtinIdentity, createIdentities, serverAuth, writeServerAuth } from '../../runtime/cluster/identities.ts';
 import { startNatsServer, startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import { HomeServer } from '../../runtime/bus/home-server.ts';
-import { nkeyAuthenticator, nkeyUser } from '../../runtime/bus/nkey.ts';
+import { parseCredential, signUser, userAuthenticator } from '../../runtime/bus/credential.ts';
 import { inboxOf } from '../../runtime/bus/bus.ts';
 import { eventually, tempDir } from '../helpers/cluster.ts';
 
 test('a connection on another server moves back to its own once it takes it, keeping its subscriptions', async (t) => {
   t.timeout(40_000);
   const [homeDir, otherDir] = [tempDir(t), tempDir(t)];
-  const seed = builtinIdentity(createIdentities(otherDir), 'node').seed;
-  copyFileSync(join(otherDir, AUTH_CONF), join(homeDir, AUTH_CONF)); // every server of a bus knows the same users
+  const user = signUser(parseCredential(builtinIdentity(createIdentities(otherDir), 'node').credential), 'home-test');
+  writeServerAuth(homeDir, serverAuth(otherDir)); // every server of a bus knows the same accounts
   const other = await startNatsServer({ dir: otherDir, host: '127.0.0.1', detached: false });
   t.teardown(() => other.stop());
   // This machine's server, on a port it keeps when started again, is down when the connection is made.
@@ -25,7 +23,7 @@ test('a connection on another server moves back to its own once it takes it, kee
   await first.stop();
 
   const home = new HomeServer([homeUrl]);
-  const credential = { authenticator: nkeyAuthenticator(nkeyUser(seed)) };
+  const credential = { authenticator: userAuthenticator(user) };
   const nc = await connect({
     servers: [homeUrl, `nats://${other.localAddress}`],
     noRandomize: true,
@@ -45,7 +43,7 @@ test('a connection on another server moves back to its own once it takes it, kee
     (host) => moves.push(host),
   );
   const heard: string[] = [];
-  const subject = `${inboxOf(nkeyUser(seed).publicKey)}.home`; // where this identity may listen and anyone may send
+  const subject = `${inboxOf(user.user.publicKey)}.home`; // where this user may listen and anyone may send
   nc.subscribe(subject, {
     callback: (_e, m) => {
       heard.push(m.string());

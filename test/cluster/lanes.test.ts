@@ -12,7 +12,8 @@ import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
 import { Lane, laneLimits, type LaneEnd, type Outgoing } from '../../runtime/bus/lane.ts';
-import { addIdentity, publicKeyOf, reloadNatsServer, revokeIdentity } from '../../runtime/cluster/identities.ts';
+import { addIdentity, publicKeyOf, revokeIdentity } from '../../runtime/cluster/identities.ts';
+import { pushAccount } from '../../runtime/cluster/account-update.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { Counter, Phoenix, Journal } from '../fixtures/actors.ts';
 import { add, meetAndHold, putHere } from '../fixtures/tasks.ts';
@@ -181,7 +182,7 @@ test.serial(
     const subject = subjects.actor(`lane-test-${process.pid}`, 0); // one a driver's credential may serve and call
     server.serveBatched(subject, (x: number) => x * 2);
     // As a worker's node tells it: who may open lanes into it (here the caller's identity, the same credential).
-    server.useLaneAuth(nkeyLaneAuth({ seed: token, allowed: [publicKeyOf(token)] }));
+    server.useLaneAuth(nkeyLaneAuth({ credential: token, allowed: [publicKeyOf(token)] }));
     const path = await server.listenLanes(join(tempDir(t), 'lane'));
     await server.flush();
     const call = (x: number) =>
@@ -225,9 +226,9 @@ test.serial(
     const path = laneOf(c.actorId)!;
     t.truthy(path);
     const dir = cluster().head.sessionDir;
-    const natsPid = cluster().head.pids[0]; // startHead starts nats-server first
+    const push = () => pushAccount({ sessionDir: dir, address: cluster().address });
     const made = addIdentity(dir, 'driver', `lanes-${process.pid}`);
-    reloadNatsServer(natsPid);
+    await push();
     // Straight on the socket, as a driver with that credential would open it (its NATS connection aside).
     const wake = (o: Outgoing) => setImmediate(() => o.flush());
     const open = () => {
@@ -241,7 +242,7 @@ test.serial(
       });
       const lane = new Lane(
         path,
-        nkeyLaneAuth({ seed: made.seed, allowed: [] }),
+        nkeyLaneAuth({ credential: made.credential, allowed: [] }),
         `made-${process.pid}`,
         {
           reply: () => {
@@ -271,7 +272,7 @@ test.serial(
     );
     t.is(await c.add(1), 1);
     revokeIdentity(dir, made.name);
-    reloadNatsServer(natsPid);
+    await push();
     const end = await accepted.end;
     t.true(end.opened, 'the open lane of the revoked credential closed');
     const late = open();

@@ -23,7 +23,7 @@ async function heads(t: ExecutionContext, n: number): Promise<{ buses: Bus[]; he
   // nats-server behind).
   t.timeout(20_000);
   const dir = tempDir(t);
-  const token = builtinIdentity(createIdentities(dir), 'head').seed;
+  const token = builtinIdentity(createIdentities(dir), 'head').credential;
   const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
   t.teardown(() => nats.stop());
   const buses = await Promise.all(

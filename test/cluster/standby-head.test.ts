@@ -11,7 +11,8 @@ import { startStandbyHead } from '../../runtime/cluster/local-cluster.ts';
 import { isAlive } from '../../runtime/base/processes.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import { useCluster, eventually } from '../helpers/cluster.ts';
-import { addIdentity, reloadNatsServer } from '../../runtime/cluster/identities.ts';
+import { addIdentity } from '../../runtime/cluster/identities.ts';
+import { pushAccount } from '../../runtime/cluster/account-update.ts';
 import { Phoenix } from '../fixtures/actors.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { add } from '../fixtures/tasks.ts';
@@ -31,17 +32,8 @@ test.after.always(async () => {
 async function startStandby(name: string): Promise<Standby> {
   const c = cluster();
   const id = addIdentity(c.head.sessionDir, 'head', name);
-  reloadNatsServer(c.head.pids[0]);
-  await eventually(
-    'the new credential to be taken',
-    async () => {
-      const bus = await Bus.connect({ address: c.address, token: id.seed, name: 'standby-head-test' });
-      await bus.close();
-      return true;
-    },
-    30_000,
-  );
-  const s = await startStandbyHead({ detached: false, address: c.address, token: id.seed });
+  await pushAccount({ sessionDir: c.head.sessionDir, address: c.address });
+  const s = await startStandbyHead({ detached: false, address: c.address, token: id.credential });
   standbys.push(s);
   return s;
 }

@@ -1,6 +1,10 @@
 // Starting clusters: the state buckets survive processes creating them at once, many clusters start in a row, and a
 // daemon that fails to start fails init(), startHead() and `troupe start` at once, with its own error and its log.
-import { builtinIdentity, createIdentities } from '../../runtime/cluster/identities.ts';
+import { builtinIdentity, createIdentities, readIdentities } from '../../runtime/cluster/identities.ts';
+import { isCredential } from '../../runtime/bus/credential.ts';
+import { createUser } from '@nats-io/nkeys';
+import { connect } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
 import { jetstreamManager, StorageType } from '@nats-io/jetstream';
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -34,7 +38,7 @@ test.after.always(async () => {
 test.serial('buckets created by many connections at once all open (nats-server 2.9.10 raced them)', async (t) => {
   t.timeout(60_000);
   const dir = tempDir(t);
-  const token = builtinIdentity(createIdentities(dir), 'head').seed;
+  const token = builtinIdentity(createIdentities(dir), 'head').credential;
   const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
   t.teardown(() => nats.stop());
   const buses = await Promise.all(
@@ -218,3 +222,55 @@ test.serial('`troupe start` fails at once with the error of the daemon that coul
   await sleep(200);
   t.deepEqual(processesWithHome(cliHome), [], 'the detached daemons of the failed starts are gone');
 });
+
+test.serial(
+  'a state dir of an earlier troupe (NKEY users, config mode) is taken over: same names, its data kept',
+  async (t) => {
+    t.timeout(90_000);
+    // What an earlier troupe left in a --data-dir: its identities (NKEY users) and a lone nats-server's JetStream data,
+    // which nats-server keeps under its global account ($G) in config mode.
+    const dataDir = tempDir(t);
+    const port = await freePort();
+    const { TROUPE_HOME: _, ...env } = process.env;
+    const old = spawn(
+      'nats-server',
+      ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dataDir, 'jetstream')],
+      {
+        stdio: 'ignore',
+        env,
+      },
+    );
+    t.teardown(() => terminate(old.pid!, 1000));
+    const nc = await eventually('the config-mode nats-server', () => connect({ servers: `127.0.0.1:${port}` }));
+    await (await new Kvm(nc).create('upgrade-check')).put('a', 'kept');
+    await nc.close();
+    await terminate(old.pid!, 5000);
+    t.true(existsSync(join(dataDir, 'jetstream', 'jetstream', '$G')));
+    const names = ['head', 'node', 'local-node', 'driver', 'worker', 'cli', 'ana'];
+    const earlier = names.map((name) => {
+      const user = createUser();
+      const role = name === 'ana' ? 'driver' : name === 'local-node' ? 'node' : name;
+      const seed = new TextDecoder().decode(user.getSeed());
+      const created = '2026-01-01T00:00:00.000Z';
+      return { name, role, publicKey: user.getPublicKey(), seed, created, builtin: name !== 'ana' };
+    });
+    writeFileSync(join(dataDir, 'identities.json'), JSON.stringify(earlier), { mode: 0o600 });
+
+    const c = await startHead({ detached: false, numCpus: 1, numGpus: 0, objectStoreDir: tempDir(t), dataDir });
+    t.teardown(() => c.stop());
+    const now = readIdentities(dataDir);
+    t.deepEqual(
+      now.map((i) => [i.name, i.role, i.created]),
+      earlier.map((i) => [i.name, i.role, i.created]),
+      'the same names, roles and dates',
+    );
+    for (const i of now) t.true(isCredential(i.credential), `${i.name}: a new credential`);
+    const head = builtinIdentity(now, 'head').credential; // the head's: the bucket is no troupe one
+    const bus = await Bus.connect({ address: c.address, token: head, name: 'upgrade-test' });
+    t.teardown(() => bus.close());
+    t.true((await bus.request<HeadStatus>(subjects.headStatus, {})).nodes.length > 0, 'the cluster runs');
+    const kv = await new Kvm(bus.nc).open('upgrade-check');
+    t.is((await kv.get('a'))?.string(), 'kept', "the earlier server's data, read in operator mode");
+    t.false(existsSync(join(dataDir, 'jetstream', 'jetstream', '$G')));
+  },
+);

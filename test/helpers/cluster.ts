@@ -124,7 +124,7 @@ export async function startCluster(
       address: head.address,
       token: head.token,
       joinToken: head.joinToken!,
-      headToken: builtinIdentity(readIdentities(head.sessionDir), 'head').seed,
+      headToken: builtinIdentity(readIdentities(head.sessionDir), 'head').credential,
       home,
       head,
       nodes,
@@ -242,7 +242,7 @@ export async function loneServer(
   name: string,
 ): Promise<{ bus: Bus; dir: string; nats: { stop(): Promise<void> } }> {
   const dir = tempDir(t);
-  const token = builtinIdentity(createIdentities(dir), 'head').seed;
+  const token = builtinIdentity(createIdentities(dir), 'head').credential;
   const nats = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
   t.teardown(() => nats.stop());
   const bus = await Bus.connect({ address: nats.localAddress, token, name });

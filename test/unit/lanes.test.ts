@@ -3,7 +3,8 @@
 import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { join } from 'node:path';
-import { createUser } from '@nats-io/nkeys';
+import { newNkey } from '../../runtime/bus/nkey.ts';
+import { formatCredential } from '../../runtime/bus/credential.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneLimits, type Outgoing } from '../../runtime/bus/lane.ts';
 import { newNonce, nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from '../../runtime/bus/lane-auth.ts';
 import { tempDir } from '../helpers/cluster.ts';
@@ -73,26 +74,36 @@ test('a token proof answers its own nonce only, and only for the same token', (t
   t.false(a.verify(n1, proof.subarray(1)));
 });
 
-test('an NKEY proof is taken from an allowed key only', (t) => {
-  const worker = createUser();
-  const driver = createUser();
-  const stranger = createUser();
-  const allowed = [driver.getPublicKey()];
-  const serverSide = nkeyLaneAuth({ seed: worker.getSeed(), allowed });
+const account = newNkey('account').pair.publicKey;
+/** A credential as identities.ts makes one: a signing key of the cluster's account. */
+function credential(): { credential: string; publicKey: string } {
+  const { seed, pair } = newNkey('account');
+  return { credential: formatCredential(seed, account), publicKey: pair.publicKey };
+}
+
+test("a credential's proof is taken from an allowed key only", (t) => {
+  const worker = credential();
+  const driver = credential();
+  const stranger = credential();
+  const allowed = [driver.publicKey];
+  const serverSide = nkeyLaneAuth({ credential: worker.credential, allowed });
   const n = newNonce();
-  t.true(serverSide.verify(n, nkeyLaneAuth({ seed: driver.getSeed(), allowed: [] }).respond(n)));
-  t.false(serverSide.verify(n, nkeyLaneAuth({ seed: stranger.getSeed(), allowed: [] }).respond(n)), 'not allowed');
-  const forged = Buffer.from(nkeyLaneAuth({ seed: stranger.getSeed(), allowed: [] }).respond(n));
-  forged.set(Buffer.from(driver.getPublicKey(), 'latin1')); // an allowed key, with another key's signature
+  t.true(serverSide.verify(n, nkeyLaneAuth({ credential: driver.credential, allowed: [] }).respond(n)));
+  t.false(
+    serverSide.verify(n, nkeyLaneAuth({ credential: stranger.credential, allowed: [] }).respond(n)),
+    'not allowed',
+  );
+  const forged = Buffer.from(nkeyLaneAuth({ credential: stranger.credential, allowed: [] }).respond(n));
+  forged.set(Buffer.from(driver.publicKey, 'latin1')); // an allowed key, with another key's signature
   t.false(serverSide.verify(n, forged));
   t.false(serverSide.verify(n, Buffer.alloc(200, 65)), 'garbage');
-  t.false(serverSide.verify(newNonce(), nkeyLaneAuth({ seed: driver.getSeed(), allowed: [] }).respond(n)));
+  t.false(serverSide.verify(newNonce(), nkeyLaneAuth({ credential: driver.credential, allowed: [] }).respond(n)));
 });
 
 test('callers with the right proof are served; a lane with the wrong one ends without running anything', async (t) => {
-  const d = createUser();
-  const s = await server(t, nkeyLaneAuth({ seed: createUser().getSeed(), allowed: [d.getPublicKey()] }));
-  const good = caller(t, s.path, nkeyLaneAuth({ seed: d.getSeed(), allowed: [] }));
+  const d = credential();
+  const s = await server(t, nkeyLaneAuth({ credential: credential().credential, allowed: [d.publicKey] }));
+  const good = caller(t, s.path, nkeyLaneAuth({ credential: d.credential, allowed: [] }));
   t.is(await good.ask('troupe.actor.a'), 'troupe.actor.a');
   const bad = caller(t, s.path, tokenLaneAuth('guess'));
   void bad.ask('troupe.actor.a');
@@ -101,19 +112,19 @@ test('callers with the right proof are served; a lane with the wrong one ends wi
 });
 
 test('who may open lanes changes: one no longer allowed has its open lane closed and a new one refused', async (t) => {
-  const [d, e] = [createUser(), createUser()];
-  const auth = nkeyLaneAuth({ seed: createUser().getSeed(), allowed: [d.getPublicKey()] });
+  const [d, e] = [credential(), credential()];
+  const auth = nkeyLaneAuth({ credential: credential().credential, allowed: [d.publicKey] });
   const s = await server(t, auth);
-  const asD = () => caller(t, s.path, nkeyLaneAuth({ seed: d.getSeed(), allowed: [] }));
-  const asE = () => caller(t, s.path, nkeyLaneAuth({ seed: e.getSeed(), allowed: [] }));
+  const asD = () => caller(t, s.path, nkeyLaneAuth({ credential: d.credential, allowed: [] }));
+  const asE = () => caller(t, s.path, nkeyLaneAuth({ credential: e.credential, allowed: [] }));
   const first = asD();
   t.is(await first.ask('troupe.actor.a'), 'troupe.actor.a');
-  auth.allow([d.getPublicKey(), e.getPublicKey()]); // a credential made later
+  auth.allow([d.publicKey, e.publicKey]); // a credential made later
   const second = asE();
   t.is(await second.ask('troupe.actor.b'), 'troupe.actor.b');
   s.recheck();
   t.is(await first.ask('troupe.actor.c'), 'troupe.actor.c', 'still allowed: left open');
-  auth.allow([e.getPublicKey()]); // d revoked
+  auth.allow([e.publicKey]); // d revoked
   s.recheck();
   t.true((await first.end).opened, 'the open lane of the revoked one closed');
   const again = asD();

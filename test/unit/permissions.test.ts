@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { inboxPrefix, permissionsFor, ROLES, rolePermissions, type Role } from '../../runtime/protocol/permissions.ts';
 import { inboxOf } from '../../runtime/bus/bus.ts';
-import { isUserSeed } from '../../runtime/bus/nkey.ts';
+import { isCredential } from '../../runtime/bus/credential.ts';
 import {
   addIdentity,
   AUTH_CONF,
@@ -158,8 +158,8 @@ test('identities: one per role, kept 0600; create and revoke; the ones the clust
   const ids = createIdentities(dir);
   t.deepEqual([...new Set(ids.map((i) => i.role))].sort(), [...ROLES].sort());
   for (const i of ids) {
-    t.true(isUserSeed(i.seed));
-    t.is(publicKeyOf(i.seed), i.publicKey);
+    t.true(isCredential(i.credential));
+    t.is(publicKeyOf(i.credential), i.publicKey);
   }
   t.is(statSync(join(dir, 'identities.json')).mode & 0o777, 0o600);
   t.is(statSync(join(dir, AUTH_CONF)).mode & 0o777, 0o600);
