@@ -102,7 +102,7 @@ started.push(
 );
 recordCurrentCluster(head);
 await init({ logToDriver: false });
-// The references' own NATS user, allowed every subject (reference-user.ts); head.pids[0] is its nats-server.
+// The references' own credential, allowed every subject (reference-user.ts).
 const referenceToken = await addReferenceUser(head.address, head.sessionDir);
 const referenceBus = await Bus.connect({ address: head.address, token: referenceToken, name: 'bench-reference' });
 

@@ -329,7 +329,7 @@ export class Bus {
     };
     let nc: NatsConnection;
     try {
-      nc = await connectThroughReloads(options, user !== undefined);
+      nc = await connectRetrying(options, user !== undefined);
     } catch (e) {
       const tls = tlsFailure(e, opts.address, ca);
       if (tls) throw tls;
@@ -1106,7 +1106,7 @@ function isAuthorizationError(e: unknown): boolean {
  * a credential refused is tried again. nats.js may also miss a refusal and wait out its whole timeout, so a first
  * try gets 5 s rather than 20 before it is tried again (which also moves on sooner from a server that does not
  * answer). */
-async function connectThroughReloads(options: ConnectionOptions, signed: boolean): Promise<NatsConnection> {
+async function connectRetrying(options: ConnectionOptions, signed: boolean): Promise<NatsConnection> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await connect({ ...options, timeout: attempt === 0 ? 5000 : 15_000 });

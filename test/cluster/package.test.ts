@@ -223,7 +223,7 @@ test.serial(
       home,
     );
     t.is(head.code, 0, show(head));
-    t.regex(head.stdout, /TROUPE_TOKEN=\w+ troupe start --address 127\.0\.0\.1:\d+/);
+    t.regex(head.stdout, /TROUPE_TOKEN=[\w.]+ troupe start --address 127\.0\.0\.1:\d+/);
     const daemons = processesWithHome(home)
       .map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8'))
       .filter((c) => c.includes('daemon.js'));
