@@ -3,14 +3,14 @@
 // resolver and passes it on to the bus's other servers. A revoked signing key's connections close on each of them.
 import { Bus } from '../bus/bus.ts';
 import { ConnectionError } from '../base/errors.ts';
-import { accountOf, serverAuth, systemCredential } from './identities.ts';
+import { accountJwt, accountOf, serverAuth, systemCredential } from './identities.ts';
 
 /** Pushes the account JWT of the cluster whose keys are in `sessionDir` to its server at `address`; resolves once that
  * server took it. */
 export async function pushAccount(o: { sessionDir: string; address: string }): Promise<void> {
   const auth = serverAuth(o.sessionDir);
   const account = accountOf(auth);
-  const jwt = auth.accounts.find((a) => a.publicKey === account)!.jwt;
+  const jwt = accountJwt(auth);
   const bus = await Bus.connect({ address: o.address, token: systemCredential(o.sessionDir), name: 'troupe-account' });
   try {
     const m = await bus.nc.request(`$SYS.REQ.ACCOUNT.${account}.CLAIMS.UPDATE`, jwt, { timeout: 5000 });

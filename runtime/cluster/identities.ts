@@ -215,9 +215,19 @@ function addLocked(sessionDir: string, role: Role, name?: string, scope?: Permis
   if (!/^[\w.-]{1,64}$/.test(n)) throw new UsageError(`--name: letters, digits, '.', '_', '-' only (got ${n})`);
   if (ids.some((i) => i.name === n)) throw new UsageError(`a credential named ${n} exists`);
   const id = { ...newIdentity(publicKeyOfSeed(keys.account), role, n), ...(scope ? { scope } : {}) };
-  saveKeys(sessionDir, { ...keys, identities: [...ids, id] });
+  const next = { ...keys, identities: [...ids, id] };
+  if (accountJwt(serverAuthOf(next)).length > MAX_ACCOUNT_JWT_BYTES)
+    throw new UsageError(
+      `this cluster has ${ids.length} credentials, and the account that lists them would pass nats-server's message ` +
+        "limit (1 MiB) with one more: revoke ones no longer used ('troupe token list', 'troupe token revoke')",
+    );
+  saveKeys(sessionDir, next);
   return id;
 }
+
+/** The account's JWT is sent to the servers as one message (account-update.ts), under nats-server's max_payload
+ * (1 MiB): each credential adds its role's permissions to it, about 3 KB for a driver's, so some 300 fit. */
+const MAX_ACCOUNT_JWT_BYTES = 1_000_000;
 
 /** Removes the credential named `nameOrKey` (or with that public key). Push the account after. */
 export function revokeIdentity(sessionDir: string, nameOrKey: string): Identity {
@@ -293,6 +303,11 @@ export function serverAuth(sessionDir: string): ServerAuth {
 /** The cluster's account (`A…`): JetStream keeps its data under this name. */
 export function accountOf(auth: ServerAuth): string {
   return auth.accounts[auth.accounts.length - 1].publicKey;
+}
+
+/** The cluster's account's JWT, which lists the credentials. */
+export function accountJwt(auth: ServerAuth): string {
+  return auth.accounts[auth.accounts.length - 1].jwt;
 }
 
 /** The system account's own credential: it pushes account updates (account-update.ts). */

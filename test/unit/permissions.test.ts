@@ -13,12 +13,14 @@ import { inboxOf } from '../../runtime/bus/bus.ts';
 import { isCredential } from '../../runtime/bus/credential.ts';
 import {
   addIdentity,
+  accountJwt,
   AUTH_CONF,
   builtinIdentity,
   createIdentities,
   publicKeyOf,
   readIdentities,
   revokeIdentity,
+  serverAuth,
 } from '../../runtime/cluster/identities.ts';
 import { findNatsServer } from '../../runtime/cluster/nats-binary.mjs';
 import { UsageError } from '../../runtime/base/errors.ts';
@@ -179,6 +181,26 @@ test('identities: one per role, kept 0600; create and revoke; the ones the clust
   t.is(revokeIdentity(dir, 'node').role, 'node', 'the join credential can be revoked');
   t.throws(() => revokeIdentity(dir, 'nobody'), { instanceOf: UsageError });
   t.throws(() => publicKeyOf('not-a-seed'), { instanceOf: UsageError });
+});
+
+test('a credential past what one account message can list is refused, saying what to do', (t) => {
+  const dir = join(temp, 'many');
+  createIdentities(dir);
+  // Credentials with about 80 KB of permissions each (the bench's references have scopes of their own): a dozen fit.
+  const scope = { publish: Array.from({ length: 4000 }, (_, i) => `bench.${i}.x`), subscribe: [] };
+  let made = 0;
+  const e = t.throws(
+    () => {
+      for (; made < 20; made++) addIdentity(dir, 'driver', `big-${made}`, scope);
+    },
+    { instanceOf: UsageError },
+  );
+  t.regex(e!.message, /would pass nats-server's message limit \(1 MiB\).*troupe token revoke/);
+  const size = accountJwt(serverAuth(dir)).length;
+  t.true(size <= 1_000_000 && size > 850_000, `the account's JWT holds ${made} of them in ${size} bytes`);
+  t.is(readIdentities(dir).length, 6 + made, 'the refused one is not kept');
+  revokeIdentity(dir, 'big-0');
+  t.notThrows(() => addIdentity(dir, 'cli', 'after-a-revoke'));
 });
 
 test('credentials created at the same time are all kept; a lock left by a dead process is taken over', async (t) => {
