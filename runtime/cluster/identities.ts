@@ -152,7 +152,7 @@ export function builtinIdentity(ids: Identity[], name: BuiltinName): Identity {
 }
 
 /** Runs a read-modify-write of the identities alone: two `troupe token` commands at once would each write the list
- * they read, and one credential would vanish (from the file, and from nats-server at its next reload). The lock file
+ * they read, and one credential would vanish (from the file, and from the servers at the next push). The lock file
  * names its holder; one whose holder is gone is removed (takeOver) and the race for it starts again. */
 function alone<T>(sessionDir: string, fn: () => T): T {
   const lock = join(sessionDir, 'identities.lock');

@@ -17,8 +17,9 @@ export interface Permissions {
 const any = (f: (x: string) => string): string => f('*');
 const o = subjects.obj;
 
-/** Every identity's replies come to `_INBOX.<its public key>`: nats.js's own requests (`inboxPrefix`) and the Bus's
- * wildcard inbox both live under it, and only that identity may subscribe there. */
+/** Every connection's replies come to `_INBOX.<its user's public key>`: nats.js's own requests (`inboxPrefix`) and the
+ * Bus's wildcard inbox both live under it, and only that user may subscribe there (each connection signs a user of its
+ * own: bus/credential.ts). */
 export function inboxPrefix(publicKey: string): string {
   return `_INBOX.${publicKey}`;
 }
@@ -236,8 +237,9 @@ const roles: Record<Role, Permissions> = {
   },
 };
 
-/** The permissions of `role` for the identity with `publicKey`: its role's, plus its own inbox, and answering the
- * requests it receives (replies go to the asker's inbox, whose name it learns only from the request). */
+/** The permissions of `role` for the user with `publicKey` (`{{subject()}}` in a signing key's template): its role's,
+ * plus its own inbox, and answering the requests it receives (replies go to the asker's inbox, whose name it learns
+ * only from the request). */
 export function permissionsFor(role: Role, publicKey: string): Permissions {
   const p = roles[role];
   return {
