@@ -277,7 +277,7 @@ function serverAuthOf(keys: Omit<Keys, 'auth'>): ServerAuth {
     role: i.name,
     template: template(i),
   }));
-  const accountJwt = (name: string, a: NkeyPair, nats: Record<string, unknown>, iat?: number) =>
+  const signAccount = (name: string, a: NkeyPair, nats: Record<string, unknown>, iat?: number) =>
     encodeJwt({ sub: a.publicKey, name, nats: { type: 'account', ...nats } }, operator, iat);
   return {
     operator: encodeJwt(
@@ -286,10 +286,10 @@ function serverAuthOf(keys: Omit<Keys, 'auth'>): ServerAuth {
     ),
     systemAccount: system.publicKey,
     accounts: [
-      { publicKey: system.publicKey, jwt: accountJwt('SYS', system, { limits: UNLIMITED }) },
+      { publicKey: system.publicKey, jwt: signAccount('SYS', system, { limits: UNLIMITED }) },
       {
         publicKey: account.publicKey,
-        jwt: accountJwt('troupe', account, { limits: { ...UNLIMITED, ...JETSTREAM }, signing_keys }, keys.accountIat),
+        jwt: signAccount('troupe', account, { limits: { ...UNLIMITED, ...JETSTREAM }, signing_keys }, keys.accountIat),
       },
     ],
   };
@@ -300,14 +300,17 @@ export function serverAuth(sessionDir: string): ServerAuth {
   return readKeys(sessionDir).auth;
 }
 
-/** The cluster's account (`A…`): JetStream keeps its data under this name. */
+/** The cluster's account (the one that is not the system's). */
+const clusterAccount = (auth: ServerAuth) => auth.accounts.find((a) => a.publicKey !== auth.systemAccount)!;
+
+/** The cluster's account's public key (`A…`): JetStream keeps its data under this name. */
 export function accountOf(auth: ServerAuth): string {
-  return auth.accounts[auth.accounts.length - 1].publicKey;
+  return clusterAccount(auth).publicKey;
 }
 
 /** The cluster's account's JWT, which lists the credentials. */
 export function accountJwt(auth: ServerAuth): string {
-  return auth.accounts[auth.accounts.length - 1].jwt;
+  return clusterAccount(auth).jwt;
 }
 
 /** The system account's own credential: it pushes account updates (account-update.ts). */
