@@ -3,7 +3,7 @@
 // credentials.
 import { parseArgs } from 'node:util';
 import { readClusterFile, clusterFilePath } from '../base/config.ts';
-import { UsageError } from '../base/errors.ts';
+import { ConnectionError, UsageError } from '../base/errors.ts';
 import {
   addIdentity,
   headHere,
@@ -37,6 +37,20 @@ function localHead(): HeadHere {
   return head;
 }
 
+/** Pushes the account a change of `id` re-signed. The change is saved either way (the server reads it when it starts
+ * again): a failed push says so. */
+async function pushed(id: Identity, head: HeadHere): Promise<void> {
+  try {
+    await pushAccount({ sessionDir: head.sessionDir, address: head.address });
+  } catch (e) {
+    throw new ConnectionError(
+      `${id.name} is saved, but the running nats-server did not take the change (${(e as Error).message}): it will ` +
+        'when it starts again',
+      { cause: e },
+    );
+  }
+}
+
 export async function tokenCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (!sub || sub === '--help' || sub === '-h') {
@@ -66,7 +80,7 @@ export async function tokenCommand(argv: string[]): Promise<number> {
   if (sub === 'create') {
     if (typeof values.role !== 'string') throw new UsageError('troupe token create needs --role driver|node|cli|head');
     const id = addIdentity(dir, values.role as Role, values.name as string | undefined);
-    await pushAccount({ sessionDir: dir, address: head.address });
+    await pushed(id, head);
     process.stdout.write(`${id.credential}\n`);
     return 0;
   }
@@ -87,7 +101,7 @@ export async function tokenCommand(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new UsageError('troupe token revoke takes one name or public key');
   const id = revokeIdentity(dir, positionals[0]);
-  await pushAccount({ sessionDir: dir, address: head.address });
+  await pushed(id, head);
   console.log(`revoked ${id.name} (${id.role}, ${id.publicKey})`);
   return 0;
 }
