@@ -1,6 +1,12 @@
 // Starting clusters: the state buckets survive processes creating them at once, many clusters start in a row, and a
 // daemon that fails to start fails init(), startHead() and `troupe start` at once, with its own error and its log.
-import { builtinIdentity, createIdentities, readIdentities } from '../../runtime/cluster/identities.ts';
+import {
+  addIdentity,
+  builtinIdentity,
+  createIdentities,
+  readIdentities,
+  revokeIdentity,
+} from '../../runtime/cluster/identities.ts';
 import { isCredential } from '../../runtime/bus/credential.ts';
 import { createUser } from '@nats-io/nkeys';
 import { connect } from '@nats-io/transport-node';
@@ -13,11 +19,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init } from '../../runtime/api/session.ts';
-import { DaemonStartError } from '../../runtime/base/errors.ts';
+import { AuthenticationError, DaemonStartError } from '../../runtime/base/errors.ts';
 import { freePort, sleep } from '../../runtime/base/processes.ts';
 import { Bus } from '../../runtime/bus/bus.ts';
 import { startHead, type StartedCluster } from '../../runtime/cluster/local-cluster.ts';
-import { startNatsServer } from '../../runtime/cluster/nats-server.ts';
+import { startNatsServer, startNatsServerAgain } from '../../runtime/cluster/nats-server.ts';
 import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { createObjectStore, openKv } from '../../runtime/state/buckets.ts';
@@ -274,3 +280,29 @@ test.serial(
     t.false(existsSync(join(dataDir, 'jetstream', 'jetstream', '$G')));
   },
 );
+
+test.serial('a credential made or revoked while nats-server is down takes effect when it starts again', async (t) => {
+  t.timeout(60_000);
+  // `troupe token create|revoke` saves the change before it pushes it; a server that did not take the push (it was
+  // down) reads it from its config when it starts again, over the older account its resolver kept.
+  const dir = tempDir(t);
+  const ids = createIdentities(dir);
+  const first = await startNatsServer({ dir, host: '127.0.0.1', detached: false });
+  const connects = async (token: string) => {
+    try {
+      await (await Bus.connect({ address: first.localAddress, token, name: 'startup-test' })).close();
+      return true;
+    } catch (e) {
+      if (!(e instanceof AuthenticationError)) throw e;
+      return false;
+    }
+  };
+  t.true(await connects(builtinIdentity(ids, 'node').credential));
+  await first.stop();
+  const late = addIdentity(dir, 'driver', 'late');
+  revokeIdentity(dir, 'node');
+  const again = await startNatsServerAgain(dir);
+  t.teardown(() => again.stop());
+  t.true(await connects(late.credential), 'made while it was down');
+  t.false(await connects(builtinIdentity(ids, 'node').credential), 'revoked while it was down');
+});
