@@ -29,6 +29,10 @@ import type { HeadStatus } from '../../runtime/protocol/cluster.ts';
 const why = hostsUnavailable();
 /** How long A's machine is cut off: past a standby's takeover (about 4 s; npm run chaos), short of the node timeout. */
 const CUT_MS = 12_000;
+/** The daemons' timings: a node timeout well past the cut. The standby's timers start when it takes over, about 3 s
+ * into the cut: with the default 15 s, A's node had 6 s after the heal to be heard before it was fenced (and had to
+ * join again). Once in CI (2 cores, other tests beside) A was not back a minute after the heal. */
+const timings = { ...defaultTimingsEnv, TROUPE_NODE_TIMEOUT_MS: '30000' };
 /** What partition-driver.ts prints: each instance of the actor that answered, and every call that failed. */
 type Seen = { instances: Array<{ host: string; calls: number }>; failed: string[] };
 
@@ -39,12 +43,17 @@ if (why) {
   let a: Host;
   let b: Host;
   let c: Host;
-  const troupe = (h: Host, args: string[], env: NodeJS.ProcessEnv = {}) =>
-    troupeOn(h, args, { ...defaultTimingsEnv, ...env });
+  const troupe = (h: Host, args: string[], env: NodeJS.ProcessEnv = {}) => troupeOn(h, args, { ...timings, ...env });
   const status = async (h: Host, env: NodeJS.ProcessEnv = {}): Promise<HeadStatus> => {
     const r = await troupe(h, ['status', '--json'], env);
     if (r.code !== 0) throw new Error(r.stdout + r.stderr);
     return JSON.parse(r.stdout) as HeadStatus;
+  };
+  /** `s` once it shows three bus servers, three copies of the cluster state and three live nodes; else it throws. */
+  const allThree = (s: HeadStatus) => {
+    const alive = s.nodes.filter((n) => n.alive).length;
+    if (s.bus?.servers === 3 && s.bus.stateReplicas === 3 && alive === 3) return s;
+    throw new Error(`bus servers ${s.bus?.servers}, state copies ${s.bus?.stateReplicas}, live nodes ${alive}`);
   };
   /** The end of the log of the head on `h` (A's by default), for a failure's message. */
   const headLog = (h: Host = a) => {
@@ -74,7 +83,7 @@ if (why) {
       ['--num-cpus', '1', '--resources', '{"w": 1}', '--data-dir', '/tmp/troupe-data'],
       ['--num-cpus', '1'],
     ];
-    const { address, joinToken, caSha256, headOutput } = await startBusOnHosts([a, b, c], defaultTimingsEnv, flags);
+    const { address, joinToken, caSha256, headOutput } = await startBusOnHosts([a, b, c], timings, flags);
     t.regex(headOutput, /a reboot may clear it/, 'state under /tmp is said to be');
     const port = address.split(':').pop();
     t.is(address, [a, b, c].map((h) => `${h.ip}:${port}`).join(','), 'the join line lists the three servers');
@@ -126,17 +135,14 @@ if (why) {
     const cKey = readFileSync(join(cDir, 'tls-server-key.pem'), 'utf8');
     const key = readFileSync(join(bDir, 'tls-server-key.pem'), 'utf8');
     for (const stopped of await Promise.all([a, b, c].map((h) => troupe(h, ['stop'])))) t.is(stopped.code, 0);
-    const again = await startBusOnHosts([a, b, c], defaultTimingsEnv, flags);
+    const again = await startBusOnHosts([a, b, c], timings, flags);
     t.deepEqual([again.address, again.joinToken, again.caSha256], [address, joinToken, caSha256], 'the same join line');
     t.is(readFileSync(join(bDir, 'tls-server-key.pem'), 'utf8'), key, 'the same key: no new certificate asked for');
     t.is(readFileSync(join(cDir, 'tls-server-key.pem'), 'utf8'), cKey);
     const restarted = await eventually(
       'the three machines back',
       async () => {
-        const s = await status(c);
-        return s.bus?.servers === 3 && s.bus.stateReplicas === 3 && s.nodes.filter((n) => n.alive).length === 3
-          ? s
-          : undefined;
+        return allThree(await status(c));
       },
       90_000,
     );
@@ -154,7 +160,7 @@ if (why) {
     const settled = Date.now() + 8000;
     await eventually('the standby', async () => (await status(c)).standbys?.length, 30_000);
     const onC = {
-      ...defaultTimingsEnv,
+      ...timings,
       TROUPE_ADDRESS: address,
       TROUPE_TOKEN: clusterTokenOn(c),
     };
@@ -194,19 +200,19 @@ if (why) {
     const healed = await eventually(
       'A back',
       async () => {
-        const s = await status(c);
-        return s.bus?.servers === 3 && s.bus.stateReplicas === 3 && s.nodes.filter((n) => n.alive).length === 3
-          ? s
-          : undefined;
+        return allThree(await status(c));
       },
       60_000,
-    );
+    ).catch((e) => {
+      throw new Error(`${e.message}\nA's head: ${headLog()}\nB's head: ${headLog(b)}`);
+    });
+    t.log(`A back ${Date.now() - healedAt} ms after the heal`);
     t.is(healed.lease?.headId, led!.headId, 'the head that took over still leads; the old one stands by');
 
     // The head that took over places a new actor. A new driver waits for a head to answer (TROUPE_HEAD_WAIT_MS, 30 s):
     // just after the heal, A's server forces elections in the JetStream groups it rejoins, and the head pauses while
     // its lease's has no leader (once in CI for more than 10 s).
-    const work = startFixture(c, 'partition-driver.ts', { ...defaultTimingsEnv, STREAM_MS: '1000' }, 'made ');
+    const work = startFixture(c, 'partition-driver.ts', { ...timings, STREAM_MS: '1000' }, 'made ');
     try {
       const code = await work.exited;
       t.is(code, 0, `a new driver after the heal: ${work.output()}\nB's head: ${headLog(b)}\nA's head: ${headLog()}`);

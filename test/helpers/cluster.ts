@@ -159,10 +159,15 @@ export async function eventually<T>(
   timeoutMs = 15_000,
 ): Promise<T> {
   const until = Date.now() + timeoutMs;
+  // What the last try threw, so that a timeout says what was seen instead of only what was awaited.
+  let last = '';
   for (;;) {
-    const v = await fn().catch(() => undefined);
+    const v = await fn().catch((e: unknown) => {
+      last = e instanceof Error ? e.message : String(e);
+      return undefined;
+    });
     if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last: ${last})` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
