@@ -6,14 +6,14 @@
 import { addIdentity, headHere } from '../../runtime/cluster/identities.ts';
 import { pushAccount } from '../../runtime/cluster/account-update.ts';
 import { isCredential, parseCredential, signUser, userAuthenticator } from '../../runtime/bus/credential.ts';
-import { permissionsFor, type Role } from '../../runtime/protocol/permissions.ts';
+import { permissionsFor, type Role, TEMPLATE_USER } from '../../runtime/protocol/permissions.ts';
 
 /** Adds a reference credential to the cluster whose keys are in `sessionDir` and whose server is at `address`;
  * resolves with it (what the references pass as their token) once the server took it. `listsOf`: instead of every
  * subject, the lists of that troupe role with the references' subjects (`bench.>`) last, for what such lists cost the
  * server. */
 export async function addReferenceUser(address: string, sessionDir: string, listsOf?: Role): Promise<string> {
-  const lists = listsOf && permissionsFor(listsOf, '{{subject()}}');
+  const lists = listsOf && permissionsFor(listsOf, TEMPLATE_USER);
   const scope = lists
     ? { publish: [...lists.publish, 'bench.>'], subscribe: [...lists.subscribe, 'bench.>'] }
     : { publish: ['>'], subscribe: ['>'] };

@@ -8,7 +8,15 @@ import {
   type Subscription,
 } from '@nats-io/transport-node';
 import { AuthorizationError, nuid, PermissionViolationError } from '@nats-io/nats-core';
-import { isCredential, parseCredential, signUser, userAuthenticator } from './credential.ts';
+import {
+  type IssuedUser,
+  isCredential,
+  parseCredential,
+  type SignedUser,
+  signUser,
+  takeIssuedUser,
+  userAuthenticator,
+} from './credential.ts';
 import { existsSync } from 'node:fs';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { randomFillSync } from 'node:crypto';
@@ -29,7 +37,7 @@ import {
 import { holdUntil } from '../base/keep-alive.ts';
 import { sleep } from '../base/processes.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneRequest, type Outgoing } from './lane.ts';
-import { nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
+import { userLaneAuth, tokenLaneAuth, type LaneAuth } from './lane-auth.ts';
 import { unrefConnection } from './unref-connection.ts';
 import { KeptAnswers } from './kept-answers.ts';
 import { HomeServer } from './home-server.ts';
@@ -178,9 +186,9 @@ class BatchAnswers implements Asker {
 
 export interface ConnectOptions {
   address: string;
-  /** A role's credential (a signing key of the cluster's account, `SA….A…`: bus/credential.ts), or a plain token
-   * for a nats-server that wants one (--nats). */
-  token: string;
+  /** A role's credential (a signing key of the cluster's account, `SA….A…`: bus/credential.ts), a user its node
+   * issued to this process (a worker's), or a plain token for a nats-server that wants one (--nats). */
+  token: string | IssuedUser;
   /** Shown by the server (connz) and in logs. */
   name: string;
   /** Daemons reconnect forever; drivers give up after a while. */
@@ -275,13 +283,16 @@ export class Bus {
   private constructor(
     readonly nc: NatsConnection,
     readonly address: string,
-    /** This process's token or credential; lanes prove a plain token by HMAC (an identity signs: useLaneAuth). */
-    private readonly token: string,
+    /** The user this connection is (each signs a user of its own from a credential; a worker's is issued by its
+     * node): lanes prove it. Undefined with a plain token, which lanes prove by HMAC. */
+    readonly user: SignedUser | undefined,
+    token: string,
     private readonly procId: string,
     private readonly holdsProcess: boolean,
     inboxPrefix: string,
   ) {
     this.inbox = `${inboxPrefix}.${nuid.next()}`;
+    this.laneAuth = user ? userLaneAuth({ user, allowed: [] }) : tokenLaneAuth(token);
     void this.watchStatus();
     nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => total(err, msg, 'a reply', (m) => this.onReply(m)) });
     // The server is gone for good (reconnects exhausted, or it refused us): nothing pending will ever be answered.
@@ -308,10 +319,16 @@ export class Bus {
       );
     // A credential signs a user of this connection's own, who signs the server's nonce (no seed leaves this
     // process); its replies come to that user's inbox, which no other connection may read.
-    const user = isCredential(opts.token) ? signUser(parseCredential(opts.token), opts.name) : undefined;
+    const token = typeof opts.token === 'string' ? opts.token : '';
+    const user =
+      typeof opts.token !== 'string'
+        ? takeIssuedUser(opts.token)
+        : isCredential(token)
+          ? signUser(parseCredential(token), opts.name)
+          : undefined;
     const inboxPrefix = user ? inboxOf(user.user.publicKey) : '_INBOX';
     const credential = {
-      ...(user ? { authenticator: userAuthenticator(user), inboxPrefix } : { token: opts.token }),
+      ...(user ? { authenticator: userAuthenticator(user), inboxPrefix } : { token }),
       // TLS with the cluster's own CA only; without one, nats.js still upgrades when the server requires it, and
       // fails on its certificate (tlsFailure() says what to pass).
       ...(ca ? { tls: tlsOptions(ca, opts.address) } : {}),
@@ -349,7 +366,8 @@ export class Bus {
     const bus = new Bus(
       nc,
       opts.address,
-      opts.token,
+      user,
+      token,
       opts.procId ?? nuid.next(),
       opts.holdsProcess !== false,
       inboxPrefix,
@@ -365,10 +383,6 @@ export class Bus {
         if (opts.daemon) console.error(`troupe: ${opts.name} moves back to this machine's NATS server ${host}`);
       });
     }
-    // With a credential, a lane proves it by signing the lane server's nonce with the credential's key; a worker
-    // says whose it accepts (useLaneAuth with its node's list). A plain token (a user's own nats-server) proves itself
-    // by HMAC.
-    if (user) bus.useLaneAuth(nkeyLaneAuth({ credential: opts.token, allowed: [] }));
     return bus;
   }
 
@@ -556,18 +570,15 @@ export class Bus {
 
   private laneServer: LaneServer | undefined;
   /** How this process proves itself to lane servers, and checks who connects to its own. */
-  private laneAuth: LaneAuth | undefined;
+  private laneAuth: LaneAuth;
 
-  /** Lanes prove and check identities this way from now on (before listenLanes and the first call): by default the
-   * cluster token's (tokenLaneAuth). */
+  /** Lanes prove and check identities this way from now on (before listenLanes and the first call). By default a
+   * lane proves this connection's user, and a lane server admits nobody's (a worker names whose it admits: its node's
+   * list); with a plain token (a user's own nats-server), an HMAC of it. */
   useLaneAuth(auth: LaneAuth): void {
     this.laneAuth = auth;
   }
 
-  private get laneAuthOrToken(): LaneAuth {
-    this.laneAuth ??= tokenLaneAuth(this.token);
-    return this.laneAuth;
-  }
   /** Lanes this process opened, by socket path, and the lane each routed subject goes on (opened at its first use). */
   private readonly lanes = new Map<string, Lane>();
   private readonly routes = new Map<string, string>();
@@ -586,7 +597,7 @@ export class Bus {
     try {
       this.laneServer = await LaneServer.listen(
         path,
-        this.laneAuthOrToken,
+        this.laneAuth,
         (r) => this.onLaneRequest(r),
         this.wakeWriter,
         laneLimits(this.maxPayload),
@@ -626,7 +637,7 @@ export class Bus {
       }
       lane = new Lane(
         path,
-        this.laneAuthOrToken,
+        this.laneAuth,
         this.procId,
         {
           reply: (id, data) => {

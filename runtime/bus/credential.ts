@@ -63,15 +63,67 @@ export interface SignedUser {
   user: NkeyPair;
 }
 
+/** What a scoped key's template reads from a user's JWT as `{{tag(name)}}`: the worker role's permissions name its
+ * own process and node this way (protocol/permissions.ts). */
+export interface UserTags {
+  proc?: string;
+  node?: string;
+}
+
+/** A tag's value goes into subjects as one token: a `*`, `>` or `.` in it would widen the permissions it names. */
+const TAG_VALUE = /^[\w-]{1,128}$/;
+
 /** A new user signed by `c` (no permissions of its own: a scoped key's template gives them, with this user's public
- * key in `{{subject()}}`). The system account's users name no limits of their own either, so they get none. */
+ * key in `{{subject()}}`). */
 export function signUser(c: Credential, name: string): SignedUser {
   const { pair: user } = newNkey('user');
-  const own = c.signer.publicKey === c.account;
-  const nats = own
-    ? { type: 'user' as const, subs: -1, data: -1, payload: -1 }
-    : { type: 'user' as const, issuer_account: c.account };
-  return { jwt: encodeJwt({ sub: user.publicKey, name, nats }, c.signer), user };
+  return { jwt: userJwt(c, name, user.publicKey, {}), user };
+}
+
+/** The JWT of user `sub` signed by `c`, with `tags`. The system account's users name no limits of their own either,
+ * so they get none. */
+function userJwt(c: Credential, name: string, sub: string, tags: UserTags): string {
+  const tagList = Object.entries(tags).map(([k, v]) => {
+    if (typeof v !== 'string' || !TAG_VALUE.test(v)) throw new TypeError(`a user's ${k} tag must be one subject token`);
+    return `${k}:${v}`;
+  });
+  const nats =
+    c.signer.publicKey === c.account
+      ? { type: 'user' as const, subs: -1, data: -1, payload: -1 }
+      : { type: 'user' as const, issuer_account: c.account, ...(tagList.length ? { tags: tagList } : {}) };
+  return encodeJwt({ sub, name, nats }, c.signer);
+}
+
+/** A user one process signed for another (a node for each of its workers, tagged with the worker's process and node):
+ * the other connects as this user only. It holds no signing key, so it cannot make a user with other tags. */
+export interface IssuedUser {
+  jwt: string;
+  seed: string;
+}
+
+export function issueUser(c: Credential, name: string, tags: UserTags): IssuedUser {
+  const { seed, pair } = newNkey('user');
+  return { jwt: userJwt(c, name, pair.publicKey, tags), seed };
+}
+
+/** The issued user in `x` (from an IPC message: checked); a TypeError if it is not one. */
+export function takeIssuedUser(x: unknown): SignedUser {
+  const u = x as Partial<IssuedUser> | undefined;
+  if (typeof u?.jwt !== 'string' || typeof u.seed !== 'string' || u.jwt.split('.').length !== 3)
+    throw new TypeError('not an issued user (jwt and seed)');
+  return { jwt: u.jwt, user: nkeyPair(u.seed, 'user') };
+}
+
+/** The claims of a NATS JWT, undefined when `jwt` is not one. Its signature is not checked here. */
+export function jwtClaims(jwt: string): { iss?: unknown; sub?: unknown; nats?: { type?: unknown } } | undefined {
+  const parts = jwt.split('.');
+  if (parts.length !== 3) return undefined;
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+    return claims && typeof claims === 'object' ? claims : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** nats.js's jwtAuthenticator, signing natively. */

@@ -1,17 +1,18 @@
 // How the two ends of a lane prove who they are: the worker's end sends a fresh nonce, the caller answers with a proof
 // over it, and the worker checks the proof before it reads anything else. A nonce is never used twice, so a proof
 // seen once (in a core dump, say) opens nothing later. Two ways to prove: the cluster token (an HMAC of the nonce),
-// and a credential (a signature of the nonce by its signing key, one the worker's configuration allows on lanes).
+// and a user of the cluster's account (its JWT, signed by a key the worker's configuration allows on lanes, and its
+// signature of the nonce).
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { nkeyVerifier } from './nkey.ts';
-import { parseCredential } from './credential.ts';
+import { jwtClaims, type SignedUser } from './credential.ts';
 
 type Verifier = NonNullable<ReturnType<typeof nkeyVerifier>>;
 
 /** Bytes of the nonce a lane server sends. */
 export const NONCE_BYTES = 32;
-/** Longest proof a lane server reads (an NKEY proof is 56 + 64 bytes). */
-export const MAX_PROOF_BYTES = 512;
+/** Longest proof a lane server reads (a user's JWT, some 700 bytes, and a signature). */
+export const MAX_PROOF_BYTES = 2048;
 
 export interface LaneAuth {
   /** The proof this process gives for a server's nonce. */
@@ -23,8 +24,8 @@ export interface LaneAuth {
   admits?(proof: Uint8Array): boolean;
 }
 
-/** A credential's lane auth, whose allowed keys change as the cluster's credentials do. */
-export interface NkeyLaneAuth extends LaneAuth {
+/** A user's lane auth, whose allowed signing keys change as the cluster's credentials do. */
+export interface UserLaneAuth extends LaneAuth {
   /** From now on, these keys alone may open lanes; see admits() for those already open. */
   allow(keys: Iterable<string>): void;
 }
@@ -47,14 +48,11 @@ export function tokenLaneAuth(token: string): LaneAuth {
   };
 }
 
-/** Public keys are 56 characters of base32 (an NKEY's encoding). */
-const PUBLIC_KEY_CHARS = 56;
-
-/** Proof by a credential: its signing key's public key, then its signature of the nonce. `allowed`: the signing keys
- * whose holders may open lanes to this process (from its own configuration, never from the bus). */
-export function nkeyLaneAuth(o: { credential: string; allowed: Iterable<string> }): NkeyLaneAuth {
-  const { signer } = parseCredential(o.credential);
-  const publicKey = Buffer.from(signer.publicKey, 'latin1');
+/** Proof by a user of the cluster's account (each process signs its own, or its node issued it one): the user's JWT,
+ * then the user's signature of the nonce. The JWT must be signed by one of `allowed`, the signing keys whose users may
+ * open lanes to this process (from its own configuration, never from the bus). */
+export function userLaneAuth(o: { user: SignedUser; allowed: Iterable<string> }): UserLaneAuth {
+  const jwt = Buffer.from(o.user.jwt, 'latin1');
   const verifiers = (keys: Iterable<string>, kept = new Map<string, Verifier>()) => {
     const out = new Map<string, Verifier>();
     for (const k of keys) {
@@ -64,17 +62,41 @@ export function nkeyLaneAuth(o: { credential: string; allowed: Iterable<string> 
     return out;
   };
   let allowed = verifiers(o.allowed);
-  const keyOf = (proof: Uint8Array) =>
-    proof.length > PUBLIC_KEY_CHARS ? Buffer.from(proof.subarray(0, PUBLIC_KEY_CHARS)).toString('latin1') : '';
   return {
-    respond: (nonce) => Buffer.concat([publicKey, signer.sign(nonce)]),
-    verify: (nonce, proof) => {
-      const check = allowed.get(keyOf(proof));
-      return check?.(nonce, proof.subarray(PUBLIC_KEY_CHARS)) ?? false; // not allowed, or not a key: no
+    respond: (nonce) => {
+      const length = Buffer.allocUnsafe(2);
+      length.writeUInt16BE(jwt.length);
+      return Buffer.concat([length, jwt, o.user.user.sign(nonce)]);
     },
-    admits: (proof) => allowed.has(keyOf(proof)),
+    verify: (nonce, proof) => {
+      const p = parseProof(proof);
+      const signer = p && allowed.get(p.issuer);
+      if (!p || !signer?.(p.signed, p.jwtSignature)) return false; // not a user of an allowed key
+      return nkeyVerifier(p.user, ['user'])?.(nonce, p.nonceSignature) ?? false;
+    },
+    admits: (proof) => allowed.has(parseProof(proof)?.issuer ?? ''),
     allow: (keys) => {
       allowed = verifiers(keys, allowed);
     },
+  };
+}
+
+/** The parts of a user proof; undefined when it is not one. */
+function parseProof(proof: Uint8Array) {
+  if (proof.length < 2 + 64) return undefined;
+  const b = Buffer.from(proof.buffer, proof.byteOffset, proof.byteLength);
+  const length = b.readUInt16BE(0);
+  if (2 + length + 64 !== b.length) return undefined;
+  const jwt = b.toString('latin1', 2, 2 + length);
+  const claims = jwtClaims(jwt);
+  if (typeof claims?.iss !== 'string' || typeof claims.sub !== 'string' || claims.nats?.type !== 'user')
+    return undefined;
+  const cut = jwt.lastIndexOf('.');
+  return {
+    issuer: claims.iss,
+    user: claims.sub,
+    signed: Buffer.from(jwt.slice(0, cut), 'latin1'),
+    jwtSignature: Buffer.from(jwt.slice(cut + 1), 'base64url'),
+    nonceSignature: b.subarray(2 + length),
   };
 }

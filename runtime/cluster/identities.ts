@@ -11,7 +11,7 @@ import { encodeJwt, formatCredential, parseCredential } from '../bus/credential.
 import { newNkey, nkeyPair, type NkeyPair } from '../bus/nkey.ts';
 import { writePrivateFile } from '../base/config.ts';
 import { UsageError } from '../base/errors.ts';
-import { permissionsFor, type Permissions, type Role } from '../protocol/permissions.ts';
+import { permissionsFor, type Permissions, type Role, TEMPLATE_USER } from '../protocol/permissions.ts';
 import type { BusUser, ServerAuth } from '../protocol/bus-servers.ts';
 import { readRunFiles } from './run-files.ts';
 import { isAlive } from '../base/processes.ts';
@@ -260,9 +260,10 @@ const UNLIMITED = {
 };
 const JETSTREAM = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
 
-/** A scoped signing key's template: its role's permissions, the user's own inbox by its public key. */
+/** A scoped signing key's template: its role's permissions, the user's own inbox by its public key, and a worker's
+ * own subjects by the tags its node signed into its JWT. */
 function template(i: Identity): Record<string, unknown> {
-  const p = i.scope ?? permissionsFor(i.role, '{{subject()}}');
+  const p = i.scope ?? permissionsFor(i.role, TEMPLATE_USER);
   return { pub: { allow: p.publish }, sub: { allow: p.subscribe }, subs: -1, data: -1, payload: -1 };
 }
 

@@ -3,7 +3,13 @@
 import { batchesOf, type Bus, type BatchedRequest } from '../bus/bus.ts';
 import type { Gcs } from '../state/gcs.ts';
 import { subjects } from '../protocol/subjects.ts';
-import { ActorDiedError, CallLostError, NoRespondersError, PendingCallsLimitError } from '../base/errors.ts';
+import {
+  ActorDiedError,
+  CallLostError,
+  NoRespondersError,
+  PendingCallsLimitError,
+  ProtocolError,
+} from '../base/errors.ts';
 import type { ActorCall, ActorState, ActorStateEvent } from '../protocol/actors.ts';
 import type { OwnerTable } from '../../object-store/owner-table.ts';
 import type { CallReply } from '../protocol/actors.ts';
@@ -24,6 +30,11 @@ interface Known {
   cause?: string;
   /** ALIVE: the worker hosting it, probed for calls we heard nothing of. */
   workerId?: string;
+}
+
+/** Where calls to the instance `k` go: under its worker's subjects. Undefined while no worker hosts it. */
+function callSubject(actorId: string, k: Known): string | undefined {
+  return k.workerId === undefined ? undefined : subjects.actorCall(k.workerId, actorId, k.incarnation);
 }
 
 /** A call sent and not yet answered: its own entry in the bus's batch, and told its answer there. */
@@ -180,11 +191,19 @@ export class ActorCaller {
       this.sendAgain(actorId, entry);
       return;
     }
+    const subject = callSubject(actorId, k);
+    if (!subject) {
+      // ALIVE with no worker named: not a record the head writes. Fail the call rather than ask again for ever.
+      this.owned.seal(entry.call.callId, {
+        error: new ProtocolError(`actor ${actorId} is ALIVE with no worker named: its record is malformed`),
+      });
+      return;
+    }
     let calls = this.inFlight.get(actorId);
     if (!calls) this.inFlight.set(actorId, (calls = new Map()));
     calls.set(entry.call.callId, entry);
     this.heardAt.set(actorId, Date.now());
-    this.bus.requestBatched(subjects.actor(actorId, k.incarnation), entry);
+    this.bus.requestBatched(subject, entry);
   }
 
   /** The actor's answer to a call we sent. */
@@ -244,7 +263,7 @@ export class ActorCaller {
       if (this.probing.has(actorId) || now - (this.heardAt.get(actorId) ?? 0) < defaults.callProbeMs) continue;
       const known = this.known.get(actorId);
       const workerId = known?.workerId;
-      if (!workerId || this.bus.laneOf(subjects.actor(actorId, known.incarnation))) continue;
+      if (!workerId || this.bus.laneOf(callSubject(actorId, known)!)) continue;
       this.probing.add(actorId);
       const caller = calls.values().next().value!.call.caller;
       this.bus
@@ -353,22 +372,29 @@ export class ActorCaller {
     });
   }
 
+  /** Calls to the instance `k` go over NATS again (its lane, if it had one, is for it alone). */
+  private unroute(actorId: string, k: Known | undefined): void {
+    const subject = k && callSubject(actorId, k);
+    if (subject) this.bus.route(subject, undefined);
+  }
+
   /** Drops what we knew of the actor (stale): the next call asks again. */
   private forget(actorId: string): void {
-    const k = this.known.get(actorId);
-    if (k) this.bus.route(subjects.actor(actorId, k.incarnation), undefined);
+    this.unroute(actorId, this.known.get(actorId));
     this.known.delete(actorId);
   }
 
   private learn(actorId: string, e: Known & Pick<ActorStateEvent, 'direct'>): void {
     const before = this.known.get(actorId);
     if (before && before.incarnation > e.incarnation) return; // stale
-    this.known.set(actorId, { state: e.state, incarnation: e.incarnation, cause: e.cause, workerId: e.workerId });
-    if (before && before.incarnation !== e.incarnation)
-      this.bus.route(subjects.actor(actorId, before.incarnation), undefined);
+    const now = { state: e.state, incarnation: e.incarnation, cause: e.cause, workerId: e.workerId };
+    this.known.set(actorId, now);
+    if (before && (before.incarnation !== e.incarnation || before.workerId !== e.workerId))
+      this.unroute(actorId, before);
     // Learned before any call to this incarnation goes (calls wait for ALIVE), so one caller's calls keep one way.
     const lane = e.state === 'ALIVE' && defaults.lanes ? e.direct : undefined;
-    this.bus.route(subjects.actor(actorId, e.incarnation), lane);
+    const subject = callSubject(actorId, now);
+    if (subject) this.bus.route(subject, lane);
     if (e.state === 'DEAD') this.args.delete(actorId);
     if (e.state === 'RESTARTING' || e.state === 'DEAD') {
       const calls = this.inFlight.get(actorId);

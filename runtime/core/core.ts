@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Bus } from '../bus/bus.ts';
+import type { IssuedUser } from '../bus/credential.ts';
 import { subjects } from '../protocol/subjects.ts';
 import { defaults } from '../base/config.ts';
 import { encode, encodeParts, byteLength } from '../base/codec.ts';
@@ -47,7 +48,8 @@ import { isPlain, type CallArgs, type ObjectRow } from '../protocol/objects.ts';
 
 export interface CoreOptions {
   address: string;
-  token: string;
+  /** As Bus.connect's: a driver's credential or plain token; a worker's user, issued by its node. */
+  token: string | IssuedUser;
   role: 'driver' | 'worker';
   procId?: string;
   /** The node daemon on this machine, if any: large objects go into its store. */
@@ -213,6 +215,8 @@ export class Core {
 
   static async connect(o: CoreOptions): Promise<Core> {
     if (current) throw new UsageError('troupe is already initialized in this process: call shutdown() first');
+    // A driver's heartbeat thread signs a user of its own: it needs the credential, not one user.
+    if (o.role === 'driver' && typeof o.token !== 'string') throw new UsageError('a driver connects with a credential');
     const procId = o.procId ?? newId();
     const bus = await Bus.connect({
       address: o.address,
@@ -253,7 +257,7 @@ export class Core {
     if (o.role === 'driver' && o.logToDriver !== false)
       bus.on(subjects.log(c.procId), event(checkLogLines, printWorkerOutput), { fromLanes: true });
     bus.serve(subjects.allObjects, () => c.ownedObjects());
-    if (o.role === 'driver')
+    if (o.role === 'driver' && typeof o.token === 'string')
       c.stopHeartbeat = startDriverHeartbeat(bus, { procId: c.procId, address: o.address, token: o.token });
     await bus.flush(); // nobody may learn our id before our subscriptions are live
     current = c;

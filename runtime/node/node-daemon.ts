@@ -57,7 +57,7 @@ import { EnvCache, StoreSource, type LocalEnv } from '../shipping/env-cache.ts';
 import { checkHeadVersions, ownVersions } from '../protocol/versions.ts';
 import { SubmittedJobs } from './submitted-jobs.ts';
 import { JobEnvs } from './job-envs.ts';
-import { isCredential, parseCredential } from '../bus/credential.ts';
+import { isCredential, issueUser, parseCredential } from '../bus/credential.ts';
 import { checkCredentials, CREDENTIALS_SUBJECT, type Credentials } from '../protocol/permissions.ts';
 import { checkBusUsersAnswer, type BusUsersAnswer } from '../protocol/bus-servers.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
@@ -758,8 +758,15 @@ export class NodeDaemon {
       },
     });
     closeSync(log);
-    // The worker's credential goes over its IPC channel: the environment stays readable in /proc/<pid>/environ.
-    child.send({ type: 'credential', token: this.credentials.worker, laneKeys: this.laneKeys() }, () => undefined);
+    // The worker connects as a user we sign for it with the worker credential, tagged with its process and node: the
+    // worker role's permissions name only its own subjects through these tags, and user code, which holds no signing
+    // key, cannot make itself another. It goes over the IPC channel: the environment stays readable in
+    // /proc/<pid>/environ. With a plain token (a user's own nats-server) there are no users: the token goes.
+    const credential = this.credentials.worker;
+    const connectAs = isCredential(credential)
+      ? issueUser(parseCredential(credential), `troupe-worker-${procId}`, { proc: procId, node: this.nodeId })
+      : credential;
+    child.send({ type: 'credential', token: connectAs, laneKeys: this.laneKeys() }, () => undefined);
     this.processes.add(child);
     child.once('exit', () => this.processes.delete(child));
     const worker: Worker = {

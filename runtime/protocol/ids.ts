@@ -1,5 +1,5 @@
-// Ids that name subjects: an actor id becomes `troupe.actor.<id>.<incarnation>`, so one from the bus is checked before
-// any subscription or lookup uses it (a `*` or `>` would subscribe to every actor's calls).
+// Ids that name subjects: an actor id becomes `troupe.proc.<worker>.call.<id>.<incarnation>`, so one from the bus is
+// checked before any subscription or lookup uses it (a `*` or `>` would subscribe to every actor's calls).
 import { ProtocolError } from '../base/errors.ts';
 
 /** What newId() (runtime/core/core.ts) makes: a 16-hex-digit prefix and a hex counter (at most 14 digits). */

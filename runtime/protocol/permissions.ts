@@ -97,6 +97,20 @@ const create = (s: string) => `$JS.API.STREAM.CREATE.${s}`;
 const jsInfo = '$JS.API.INFO';
 const allKv = KV.flatMap(getKv);
 
+/** Who a user is, as the permissions name it: its public key (its inbox), and for a worker, its process and node.
+ * A scoped key's template names them `{{subject()}}` and `{{tag(…)}}` (TEMPLATE_USER); the tags are in the JWT a
+ * node signs for each of its workers (bus/credential.ts issueUser). */
+export interface UserNames {
+  key: string;
+  proc: string;
+  node: string;
+}
+export const TEMPLATE_USER: UserNames = { key: '{{subject()}}', proc: '{{tag(proc)}}', node: '{{tag(node)}}' };
+
+/** What a Core serves as process `proc`: its lease grants, its objects' locations, reads, borrows and copies, and a
+ * worker's tasks, probes, actor starts and stops and actor calls. A driver's are under the same prefix. */
+const ownProc = (proc: string) => `troupe.proc.${proc}.>`;
+
 /** What drivers and workers (a Core: tasks, actors, objects) publish. */
 const corePublish = [
   subjects.headHello,
@@ -108,7 +122,7 @@ const corePublish = [
   any(subjects.nodeRelease),
   any(subjects.procTask),
   any(subjects.procProbe),
-  subjects.actor('*', '*'),
+  subjects.actorCall('*', '*', '*'),
   any(o.procLocate),
   any(o.procRead),
   any(o.procBorrow),
@@ -126,24 +140,18 @@ const corePublish = [
   ...allKv,
 ];
 
-/** What drivers and workers subscribe to. */
+/** What drivers and workers subscribe to besides what they serve as a process. */
 const coreSubscribe = [
-  any(subjects.procLeaseGranted),
-  any(o.procLocate),
-  any(o.procRead),
-  any(o.procBorrow),
-  any(o.procCopied),
   subjects.allObjects,
   subjects.evtNodeDied,
   subjects.evtWorkerDied,
   subjects.evtProcExited,
   subjects.evtActorState,
-  subjects.actor('*', '*'),
   any((g) => subjects.collective(g, 0)).replace(/\.0$/, '.*'),
   any(subjects.trainProgress),
 ];
 
-const roles: Record<Role, Permissions> = {
+const roles = (user: UserNames): Record<Role, Permissions> => ({
   // The cluster's authority: every troupe subject and every JetStream operation. It runs no user code.
   head: {
     publish: ['troupe.>', '$JS.API.>', '$KV.>', '$O.>', '$JS.FC.>', '$JS.ACK.>'],
@@ -206,20 +214,26 @@ const roles: Record<Role, Permissions> = {
       // them. train() asks the head to remove its run's checkpoint when it returns.
       subjects.headCheckpointDelete,
     ],
-    subscribe: [...coreSubscribe, any(subjects.log), any(subjects.jobShip)],
-  },
-  // User code in a worker: a Core like a driver's, plus what a worker serves (tasks, actor starts and stops from its
-  // node) and tells its node (blocked in get(), task events). No KV write, no node or head control, no JetStream
-  // consumer, no object store (its node keeps its checkpoints and fetches its job's shipped code).
-  worker: {
-    publish: [...corePublish, any(subjects.nodeBlocked), subjects.evtTasks],
+    // A driver signs its own users (it holds its credential), so no tag names its process: any process's subjects
+    // that a Core serves, but no worker's tasks, actor starts or actor calls.
     subscribe: [
       ...coreSubscribe,
-      any(subjects.procTask),
-      any(subjects.procProbe),
-      any(subjects.procActorStart),
-      any(subjects.procActorStop),
+      any(subjects.procLeaseGranted),
+      any(o.procLocate),
+      any(o.procRead),
+      any(o.procBorrow),
+      any(o.procCopied),
+      any(subjects.log),
+      any(subjects.jobShip),
     ],
+  },
+  // User code in a worker: a Core like a driver's, serving its own process's subjects only (its node signed its user
+  // with its process and node: no other worker's tasks, calls or objects), and telling its own node it is blocked in
+  // get(), and task events. No KV write, no node or head control, no JetStream consumer, no object store (its node
+  // keeps its checkpoints and fetches its job's shipped code).
+  worker: {
+    publish: [...corePublish, subjects.nodeBlocked(user.node), subjects.evtTasks],
+    subscribe: [...coreSubscribe, ownProc(user.proc)],
   },
   // Read-only: `status`, `list`, `memory`, `job list|status|logs`.
   cli: {
@@ -235,20 +249,20 @@ const roles: Record<Role, Permissions> = {
     ],
     subscribe: [],
   },
-};
+});
 
-/** The permissions of `role` for the user with `publicKey` (`{{subject()}}` in a signing key's template): its role's,
- * plus its own inbox, and answering the requests it receives (replies go to the asker's inbox, whose name it learns
- * only from the request). */
-export function permissionsFor(role: Role, publicKey: string): Permissions {
-  const p = roles[role];
+/** The permissions of `role` for `user` (TEMPLATE_USER in a signing key's template): its role's, plus its own inbox,
+ * and answering the requests it receives (replies go to the asker's inbox, whose name it learns only from the
+ * request). */
+export function permissionsFor(role: Role, user: UserNames): Permissions {
+  const p = rolePermissions(role, user);
   return {
     publish: [...new Set([...p.publish, '_INBOX.>'])],
-    subscribe: [...new Set([...p.subscribe, `${inboxPrefix(publicKey)}.>`])],
+    subscribe: [...new Set([...p.subscribe, `${inboxPrefix(user.key)}.>`])],
   };
 }
 
-/** The role's own grants, without inboxes (tests check them). */
-export function rolePermissions(role: Role): Readonly<Permissions> {
-  return roles[role];
+/** The role's own grants for `user`, without inboxes (tests check them). */
+export function rolePermissions(role: Role, user: UserNames): Permissions {
+  return roles(user)[role];
 }

@@ -40,10 +40,12 @@ export const subjects = {
   /** A submitted driver's stdout and stderr, kept in the `troupe-job-logs` stream. */
   jobLog: (submissionId: string) => `troupe.joblog.${submissionId}`,
   jobLogAll: 'troupe.joblog.*',
-  /** Method calls go straight to the actor: the head is never on this path. One subject per incarnation, so an
+  /** Method calls go straight to the actor, under the subjects of the worker process hosting it (only that worker may
+   * subscribe there: protocol/permissions.ts): the head is never on this path. One subject per incarnation, so an
    * instance the cluster has replaced (on a node cut off past its timeout that comes back before it hears it was
    * fenced) hears no call meant for the new one. */
-  actor: (actorId: string, incarnation: number | '*') => `troupe.actor.${actorId}.${incarnation}`,
+  actorCall: (proc: string, actorId: string, incarnation: number | '*') =>
+    `troupe.proc.${proc}.call.${actorId}.${incarnation}`,
   /** Worker output for a driver, as Ray streams it. */
   log: (proc: string) => `troupe.log.${proc}`,
   procLeaseGranted: (proc: string) => `troupe.proc.${proc}.lease_granted`,

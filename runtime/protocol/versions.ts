@@ -8,7 +8,7 @@ import { HeadUnavailableError, NoRespondersError, RequestTimeoutError, VersionMi
 import { sleep } from '../base/processes.ts';
 
 /** Bump whenever a message, subject or stored record changes meaning: processes of two protocols must not talk. */
-export const PROTOCOL_VERSION = 13;
+export const PROTOCOL_VERSION = 14;
 
 export interface Versions {
   /** `version` of the package.json of the troupe install the process runs from. */

@@ -170,7 +170,7 @@ export class ActorHost {
       }
     });
     h.sub = this.client.bus.serveBatched(
-      subjects.actor(spec.actorId, incarnation),
+      subjects.actorCall(this.client.procId, spec.actorId, incarnation),
       request(
         checkActorCall,
         (call: ActorCall, asker: Asker) =>

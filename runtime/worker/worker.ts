@@ -9,7 +9,8 @@ import { subjects } from '../protocol/subjects.ts';
 import { ModuleRefusedError, ProtocolError, TaskError, UsageError } from '../base/errors.ts';
 import { ActorHost, contextOf, type HostedContext } from './actor-host.ts';
 import { lanePath } from '../bus/lane.ts';
-import { nkeyLaneAuth } from '../bus/lane-auth.ts';
+import { userLaneAuth } from '../bus/lane-auth.ts';
+import type { IssuedUser } from '../bus/credential.ts';
 import type { Asker } from '../bus/bus.ts';
 import type { CallFrom } from '../../object-store/object-client.ts';
 import { NodeCheckpoints } from './node-checkpoints.ts';
@@ -37,11 +38,11 @@ const procId = env('TROUPE_WORKER_ID');
 process.on('disconnect', () => process.exit(0));
 if (!process.connected) process.exit(0);
 const nodeId = env('TROUPE_NODE_ID');
-/** The worker credential, sent by our node over the IPC channel first thing (never in the environment, which
- * /proc/<pid>/environ shows to user code for the life of the process). */
-const { token, laneKeys } = await new Promise<{ token: string; laneKeys: string[] }>((resolve) => {
-  const take = (m: { type?: string; token?: unknown; laneKeys?: unknown }) => {
-    if (m?.type !== 'credential' || typeof m.token !== 'string') return;
+/** The user our node signed for this process (or its plain token), sent over the IPC channel first thing (never in
+ * the environment, which /proc/<pid>/environ shows to user code for the life of the process). */
+const { token, laneKeys } = await new Promise<{ token: string | IssuedUser; laneKeys: string[] }>((resolve) => {
+  const take = (m: { type?: string; token?: string | IssuedUser; laneKeys?: unknown }) => {
+    if (m?.type !== 'credential' || !m.token) return;
     process.off('message', take);
     const keys = Array.isArray(m.laneKeys) ? m.laneKeys.filter((k): k is string => typeof k === 'string') : [];
     resolve({ token: m.token, laneKeys: keys });
@@ -147,7 +148,8 @@ let mappedRoot: { root: string; here: string } | undefined;
 // Callers on this machine send actor calls straight to us on this socket (in the node's private object directory).
 // Lanes into this worker: only the credentials our node names (its cluster's drivers and workers) may open one. It
 // names them again when they change (`troupe token create|revoke`): the lanes of a revoked one close.
-const laneAuth = laneKeys.length ? nkeyLaneAuth({ credential: token, allowed: laneKeys }) : undefined;
+const laneAuth =
+  laneKeys.length && client.bus.user ? userLaneAuth({ user: client.bus.user, allowed: laneKeys }) : undefined;
 if (laneAuth) {
   client.bus.useLaneAuth(laneAuth);
   process.on('message', (m: { type?: unknown; keys?: unknown }) => {

@@ -15,7 +15,8 @@ import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
 import { nodeStoreName } from '../../runtime/base/config.ts';
 import { ObjectStoreFullError, ProtocolError } from '../../runtime/base/errors.ts';
-import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { userLaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { parseCredential, signUser } from '../../runtime/bus/credential.ts';
 import {
   startHead,
   startNode,
@@ -80,7 +81,9 @@ test.serial.after.always(stopAll);
 
 const cluster = () => head!;
 const here = () => ({ schedulingStrategy: { nodeId: cluster().nodeId } });
-const laneOf = async (actorId: string) => (await (await currentCore().gcs()).actors.get(actorId))!.direct!;
+/** The actor's record: its lane and its worker. */
+const recordOf = async (actorId: string) => (await (await currentCore().gcs()).actors.get(actorId))!;
+const laneOf = async (actorId: string) => (await recordOf(actorId)).direct!;
 /** The worker's pid: its lane is lane-<pid>. */
 const pidOfLane = (path: string) => Number(path.slice(path.lastIndexOf('-') + 1));
 /** Resident memory of a process, in bytes. */
@@ -107,7 +110,7 @@ async function authenticated(path: string, token: string): Promise<net.Socket> {
     s.on('data', onData);
     s.once('close', () => reject(new Error('closed before its nonce')));
   });
-  const proof = nkeyLaneAuth({ credential: token, allowed: [] }).respond(nonce);
+  const proof = userLaneAuth({ user: signUser(parseCredential(token), 'intruder'), allowed: [] }).respond(nonce);
   const proc = Buffer.from('intruder', 'latin1');
   const hello = Buffer.alloc(7 + proof.length + proc.length);
   hello.writeUInt32BE(hello.length - 4, 0);
@@ -119,9 +122,9 @@ async function authenticated(path: string, token: string): Promise<net.Socket> {
   return s;
 }
 
-/** A request frame for one call of `method` on the actor, with encoded arguments. */
-function requestFrame(actorId: string, id: string, method: string, args: unknown[]): Buffer {
-  const subject = Buffer.from(subjects.actor(actorId, 0), 'latin1');
+/** A request frame for one call of `method` on the actor (on worker `workerId`), with encoded arguments. */
+function requestFrame(workerId: string, actorId: string, id: string, method: string, args: unknown[]): Buffer {
+  const subject = Buffer.from(subjects.actorCall(workerId, actorId, 0), 'latin1');
   const call = encode({ batch: [{ callId: `intruder-${id}`, method, args: encode(args), caller: 'intruder' }] });
   const head = Buffer.alloc(8 + id.length + subject.length);
   head.writeUInt32BE(head.length - 4 + call.length, 0);
@@ -183,17 +186,17 @@ test.serial('a lane client that connects and never proves itself is closed after
 test.serial('a lane client that never reads its answers: the worker stops reading it, and serves others', async (t) => {
   const k = Keeper.options(here()).remote();
   t.is(await k.echo('x'), 'x');
-  const path = await laneOf(k.actorId);
-  const pid = pidOfLane(path);
+  const { direct: path, workerId } = await recordOf(k.actorId);
+  const pid = pidOfLane(path!);
   const before = rss(pid);
-  const greedy = await authenticated(path, cluster().token);
+  const greedy = await authenticated(path!, cluster().token);
   // Calls whose answers are 90 KB each (inline in the answer), 2000 of them: 180 MB of answers nobody reads.
   const big = 'y'.repeat(90 * 1024);
   let sent = 0;
   let stalled = false;
   for (let i = 0; i < 2000 && !greedy.destroyed; i++) {
     sent++;
-    if (greedy.write(requestFrame(k.actorId, i.toString(36), 'echo', [big]))) continue;
+    if (greedy.write(requestFrame(workerId!, k.actorId, i.toString(36), 'echo', [big]))) continue;
     // The worker has stopped reading: wait a little for it to take more, then give up.
     const drained = await Promise.race([
       new Promise((r) => greedy.once('drain', () => r(true))),

@@ -64,7 +64,7 @@ function job(): JobRef {
 test.serial(
   'a nil reply fails that request at once with ProtocolError; the driver keeps hearing replies',
   async (t) => {
-    const subject = subjects.actor('0123456789abcdef0123', 0); // a subject a driver may ask
+    const subject = subjects.actorCall('p1', '0123456789abcdef0123', 0); // a subject a driver may ask
     // Answers every request with a msgpack nil (0xc0), as a rogue process on a subject a driver asks would.
     const nil = (_e: unknown, m: Msg): void => {
       m.respond(new Uint8Array([0xc0]));

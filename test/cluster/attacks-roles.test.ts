@@ -21,6 +21,7 @@ import {
   outcome,
   publishAs,
   storeAttacks,
+  subscribeAs,
   workerCreatesConsumer,
   workerCreatesStream,
   writeKv,
@@ -73,6 +74,29 @@ test.serial("a worker cannot forge a worker_died, an actor_state or a driver's l
     [subjects.procLeaseGranted(currentCore().procId), { reqId: 'r', error: new Error('forged') }],
   ];
   for (const [subject, body] of forged) t.true((await publishAs.remote(subject, body)) > 0, `${subject} denied`);
+  await stillServing(t);
+});
+
+// Its node signs each worker's user with the worker credential and tags it with the worker's process and node; the
+// worker holds no signing key, so it cannot make a user with other tags (bus/credential.ts issueUser).
+test.serial("a worker cannot hear another worker's tasks or actor calls, or any process's objects", async (t) => {
+  const { workerId } = (await (await currentCore().gcs()).actors.get(counter.actorId))!;
+  const others = [
+    subjects.actorCall(workerId!, counter.actorId, '*'),
+    subjects.procTask(workerId!),
+    'troupe.proc.*.>',
+    subjects.obj.procRead(currentCore().procId), // this driver's objects
+    subjects.procLeaseGranted(currentCore().procId),
+  ];
+  const { denied, procId } = await subscribeAs.remote(others);
+  t.not(procId, workerId, 'the attacker is another worker');
+  t.deepEqual(
+    denied.map((n) => n > 0),
+    others.map(() => true),
+    JSON.stringify(others),
+  );
+  // Its own process's subjects, which it serves, are its.
+  t.deepEqual((await subscribeAs.remote([subjects.procTask('{self}'), 'troupe.proc.{self}.>'])).denied, [0, 0]);
   await stillServing(t);
 });
 

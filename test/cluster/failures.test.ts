@@ -130,7 +130,8 @@ test.serial('schema-aware junk on every subject is refused and counted; the clus
     nodeIds: c.nodeIds,
     driver: currentCore().procId,
     workerId,
-    actorId: (counter as unknown as { actorId: string }).actorId,
+    actorId: counter.actorId,
+    actorWorkerId: (await (await currentCore().gcs()).actors.get(counter.actorId))!.workerId!,
     job: currentCore().job as JobRef,
     term: before.term,
   });

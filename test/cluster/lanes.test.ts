@@ -10,7 +10,8 @@ import { useCluster, tempDir, eventually } from '../helpers/cluster.ts';
 import { currentCore } from '../../runtime/core/core.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { encode } from '../../runtime/base/codec.ts';
-import { nkeyLaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { userLaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { parseCredential, signUser } from '../../runtime/bus/credential.ts';
 import { Lane, laneLimits, type LaneEnd, type Outgoing } from '../../runtime/bus/lane.ts';
 import { addIdentity, publicKeyOf, revokeIdentity } from '../../runtime/cluster/identities.ts';
 import { pushAccount } from '../../runtime/cluster/account-update.ts';
@@ -20,8 +21,11 @@ import { add, meetAndHold, putHere } from '../fixtures/tasks.ts';
 
 const cluster = useCluster(test, { head: { numCpus: 2, numGpus: 0 }, nodes: [{ numCpus: 2, numGpus: 0 }] });
 const actorInfo = async (actorId: string) => (await currentCore().gcs()).actors.get(actorId);
-/** The lane this driver's calls to the actor's `incarnation` go on (0: its first instance). */
-const laneOf = (actorId: string, incarnation = 0) => currentCore().bus.laneOf(subjects.actor(actorId, incarnation));
+/** The lane this driver's calls to the actor's instance `i` go on (default: the one its record names now). */
+const laneOf = async (actorId: string, i?: { workerId?: string; incarnation: number }) => {
+  const { workerId, incarnation } = i ?? (await actorInfo(actorId))!;
+  return currentCore().bus.laneOf(subjects.actorCall(workerId!, actorId, incarnation));
+};
 
 test.serial("calls to actors on this machine go on their worker's lane, whichever node daemon runs them", async (t) => {
   const [here, there] = cluster().nodeIds;
@@ -35,8 +39,8 @@ test.serial("calls to actors on this machine go on their worker's lane, whicheve
   t.true(statSync(nearInfo!.direct!).isSocket());
   t.true(statSync(farInfo!.direct!).isSocket());
   t.not(nearInfo!.direct, farInfo!.direct);
-  t.is(laneOf(near.actorId), nearInfo!.direct);
-  t.is(laneOf(far.actorId), farInfo!.direct);
+  t.is(await laneOf(near.actorId), nearInfo!.direct);
+  t.is(await laneOf(far.actorId), farInfo!.direct);
   // Many calls at once and one at a time: in order, each with its own answer.
   const burst = await get(Array.from({ length: 2000 }, () => near.add(1)));
   t.deepEqual(
@@ -75,7 +79,7 @@ test.serial("tasks go on their worker's lane too; one whose worker dies with it 
 test.serial('what an actor prints reaches its caller before the answer of the call that printed it', async (t) => {
   const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
   await c.value();
-  t.truthy(laneOf(c.actorId));
+  t.truthy(await laneOf(c.actorId));
   const seen: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
@@ -100,11 +104,11 @@ test.serial(
   async (t) => {
     const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
     t.is(await c.add(1), 1);
-    const path = (await actorInfo(c.actorId))!.direct!;
+    const { direct: path, workerId } = (await actorInfo(c.actorId))!;
     // A well-formed request frame for the actor, sent with a wrong token first, then with none at all.
     const call = encode({ batch: [{ callId: 'intruder', method: 'add', args: [100], caller: 'intruder' }] });
     const request = (id: string): Buffer => {
-      const subject = Buffer.from(subjects.actor(c.actorId, 0));
+      const subject = Buffer.from(subjects.actorCall(workerId!, c.actorId, 0));
       const body = Buffer.concat([
         Buffer.from([1, id.length]),
         Buffer.from(id),
@@ -118,7 +122,7 @@ test.serial(
     };
     const wrongHello = Buffer.concat([Buffer.from([0, 0, 0, 33, 0]), Buffer.alloc(32, 7)]);
     for (const first of [wrongHello, request('a')]) {
-      const socket = net.connect(path);
+      const socket = net.connect(path!);
       socket.on('error', () => undefined);
       socket.write(Buffer.concat([first, request('b')]));
       // The server's nonce (a 37-byte frame) comes first; anything after it would be an answer.
@@ -140,7 +144,8 @@ test.serial(
     const here = { schedulingStrategy: { nodeId: cluster().nodeIds[0] } };
     const p = Phoenix.options(here).remote();
     const { pid } = await p.bump();
-    t.truthy(laneOf(p.actorId));
+    const first = (await actorInfo(p.actorId))!;
+    t.truthy(await laneOf(p.actorId, first));
     const inFlight = p.sleepThenBump(5000);
     await new Promise((r) => setTimeout(r, 200));
     process.kill(pid, 'SIGKILL');
@@ -148,8 +153,8 @@ test.serial(
     const again = await p.bump();
     t.not(again.pid, pid);
     const now = (await actorInfo(p.actorId))!;
-    t.is(laneOf(p.actorId, now.incarnation), now.direct, "the new process's lane");
-    t.is(laneOf(p.actorId), undefined, 'none left for the instance that died');
+    t.is(await laneOf(p.actorId, now), now.direct, "the new process's lane");
+    t.is(await laneOf(p.actorId, first), undefined, 'none left for the instance that died');
     await kill(p);
 
     const j = Journal.options({ ...here, maxRestarts: -1, maxTaskRetries: -1 }).remote();
@@ -179,10 +184,10 @@ test.serial(
       await caller.close();
       await server.close();
     });
-    const subject = subjects.actor(`lane-test-${process.pid}`, 0); // one a driver's credential may serve and call
+    const subject = subjects.obj.procRead(`lane-test-${process.pid}`); // one a driver's credential may serve and ask
     server.serveBatched(subject, (x: number) => x * 2);
     // As a worker's node tells it: who may open lanes into it (here the caller's identity, the same credential).
-    server.useLaneAuth(nkeyLaneAuth({ credential: token, allowed: [publicKeyOf(token)] }));
+    server.useLaneAuth(userLaneAuth({ user: server.user!, allowed: [publicKeyOf(token)] }));
     const path = await server.listenLanes(join(tempDir(t), 'lane'));
     await server.flush();
     const call = (x: number) =>
@@ -223,7 +228,7 @@ test.serial(
     t.timeout(60_000);
     const c = Counter.options({ schedulingStrategy: { nodeId: cluster().nodeIds[0] } }).remote(0);
     await c.value();
-    const path = laneOf(c.actorId)!;
+    const { direct: path, workerId } = (await actorInfo(c.actorId))!;
     t.truthy(path);
     const dir = cluster().head.sessionDir;
     const push = () => pushAccount({ sessionDir: dir, address: cluster().address });
@@ -241,8 +246,8 @@ test.serial(
         answered = r;
       });
       const lane = new Lane(
-        path,
-        nkeyLaneAuth({ credential: made.credential, allowed: [] }),
+        path!,
+        userLaneAuth({ user: signUser(parseCredential(made.credential), 'made'), allowed: [] }),
         `made-${process.pid}`,
         {
           reply: () => {
@@ -258,7 +263,7 @@ test.serial(
       );
       t.teardown(() => lane.close());
       // Not a call the actor can run: answered with an error, which is enough to show the lane is open.
-      lane.send('1', subjects.actor(c.actorId, 0), encode({ not: 'a call' }), true);
+      lane.send('1', subjects.actorCall(workerId!, c.actorId, 0), encode({ not: 'a call' }), true);
       return { answer, end };
     };
     // Its node learns of the new credential within a few seconds (it asks every 2 s).

@@ -68,9 +68,9 @@ test.serial('an actor call whose request the bus dropped is sent again: it never
   const first = await tally.add(1);
   const flooder = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'test-flooder' });
   try {
-    const { sent } = await loseOnTheWay(flooder, natsLog(), first.pid, subjects.actor(tally.actorId, 0), () =>
-      tally.add(10),
-    );
+    const { workerId } = (await (await currentCore().gcs()).actors.get(tally.actorId))!;
+    const subject = subjects.actorCall(workerId!, tally.actorId, 0);
+    const { sent } = await loseOnTheWay(flooder, natsLog(), first.pid, subject, () => tally.add(10));
     t.like(await get(sent), { total: 11, pid: first.pid }, 'sent again, it ran once, on the same instance');
     t.like(await tally.add(0), { total: 11 });
   } finally {

@@ -59,8 +59,10 @@ if (process.getuid?.() !== 0) {
     t.is(await counter.add(1), 2);
     t.is(await forwarder.forward(counter, 5), 7); // worker to worker, both as nobody
     // This driver's calls went on the lane (the counter's socket, made by nobody), not through nats-server.
-    t.truthy(currentCore().bus.laneOf(subjects.actor(counter.actorId, 0)));
-    t.is(await laneTo.remote(counter), currentCore().bus.laneOf(subjects.actor(counter.actorId, 0)));
+    const { workerId } = (await (await currentCore().gcs()).actors.get(counter.actorId))!;
+    const lane = currentCore().bus.laneOf(subjects.actorCall(workerId!, counter.actorId, 0));
+    t.truthy(lane);
+    t.is(await laneTo.remote(counter), lane);
   });
 
   test.serial('a link a worker plants in the store is never followed by the node or a driver (root)', async (t) => {

@@ -46,6 +46,8 @@ export interface FuzzIds {
   driver: string;
   workerId: string;
   actorId: string;
+  /** The worker hosting the actor (its calls are under that worker's subjects). */
+  actorWorkerId: string;
   job: JobRef;
   /** The leading head's term (its messages to nodes carry it). */
   term: number;
@@ -125,7 +127,7 @@ export function fuzzTargets(ids: FuzzIds): Target[] {
     { subject: subjects.procActorStart(ids.workerId), base: { spec, incarnation: 1 } },
     { subject: subjects.procActorStop(ids.workerId), base: { actorId: ghost, graceMs: 0 } },
     {
-      subject: subjects.actor(ids.actorId, 0), // its first instance
+      subject: subjects.actorCall(ids.actorWorkerId, ids.actorId, 0), // its first instance
       wrap: 'batch',
       base: { callId: 'c', method: 'nonexistentMethod', args: [], caller: ghost },
     },

@@ -6,8 +6,10 @@ import {
   encodeJwt,
   formatCredential,
   isCredential,
+  issueUser,
   parseCredential,
   signUser,
+  takeIssuedUser,
   userAuthenticator,
 } from '../../runtime/bus/credential.ts';
 import { newNkey } from '../../runtime/bus/nkey.ts';
@@ -73,4 +75,21 @@ test('encodeJwt: the iat asked for, signed by the key given', (t) => {
   t.is(claims.iat, 42);
   t.is(claims.iss, operator.pair.publicKey);
   t.is(claims.aud, 'NATS');
+});
+
+test("a user issued for another process: tagged with its process and node, and its seed is the JWT's user", (t) => {
+  const issued = issueUser(parseCredential(credential), 'troupe-worker-p1', { proc: 'p1', node: 'n-1' });
+  const { claims } = decode(issued.jwt);
+  t.is(claims.iss, key.pair.publicKey);
+  t.is(claims.nats.issuer_account, account.pair.publicKey);
+  t.deepEqual(claims.nats.tags, ['proc:p1', 'node:n-1']);
+  const taken = takeIssuedUser(issued);
+  t.is(taken.user.publicKey, claims.sub);
+  t.is(taken.jwt, issued.jwt);
+  // A tag is one subject token: a wildcard or a dot would widen the permissions that name it.
+  for (const bad of ['*', '>', 'a.b', '', 'a b'])
+    t.throws(() => issueUser(parseCredential(credential), 'w', { proc: bad, node: 'n1' }), { instanceOf: TypeError });
+  t.throws(() => takeIssuedUser({ jwt: issued.jwt }), { instanceOf: TypeError });
+  t.throws(() => takeIssuedUser({ jwt: issued.jwt, seed: key.seed }), { instanceOf: TypeError }, 'an account seed');
+  t.throws(() => takeIssuedUser('x'), { instanceOf: TypeError });
 });

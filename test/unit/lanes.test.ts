@@ -1,12 +1,20 @@
 // Lanes on their own, a server and its callers in this process over real Unix sockets: how callers prove themselves
-// (the cluster token, or an NKEY identity the server allows), and the limits a server keeps.
+// (the cluster token, or a user of a signing key the server allows), and the limits a server keeps.
 import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { join } from 'node:path';
 import { newNkey } from '../../runtime/bus/nkey.ts';
-import { formatCredential } from '../../runtime/bus/credential.ts';
+import {
+  encodeJwt,
+  formatCredential,
+  issueUser,
+  jwtClaims,
+  parseCredential,
+  signUser,
+  takeIssuedUser,
+} from '../../runtime/bus/credential.ts';
 import { Lane, LaneServer, laneLimits, type LaneEnd, type LaneLimits, type Outgoing } from '../../runtime/bus/lane.ts';
-import { newNonce, nkeyLaneAuth, tokenLaneAuth, type LaneAuth } from '../../runtime/bus/lane-auth.ts';
+import { newNonce, userLaneAuth, tokenLaneAuth, type LaneAuth } from '../../runtime/bus/lane-auth.ts';
 import { tempDir } from '../helpers/cluster.ts';
 
 const wake = (o: Outgoing) => setImmediate(() => o.flush());
@@ -81,29 +89,42 @@ function credential(): { credential: string; publicKey: string } {
   return { credential: formatCredential(seed, account), publicKey: pair.publicKey };
 }
 
-test("a credential's proof is taken from an allowed key only", (t) => {
+/** The lane auth of a process connected with `c`: a user of its own, signed with it; `allowed` on its own lanes. */
+const signedWith = (c: { credential: string }, allowed: string[] = []) =>
+  userLaneAuth({ user: signUser(parseCredential(c.credential), 'test'), allowed });
+
+test("a user's proof is taken when an allowed key signed it, and the user signed the nonce", (t) => {
   const worker = credential();
   const driver = credential();
   const stranger = credential();
-  const allowed = [driver.publicKey];
-  const serverSide = nkeyLaneAuth({ credential: worker.credential, allowed });
+  const serverSide = signedWith(worker, [driver.publicKey]);
   const n = newNonce();
-  t.true(serverSide.verify(n, nkeyLaneAuth({ credential: driver.credential, allowed: [] }).respond(n)));
-  t.false(
-    serverSide.verify(n, nkeyLaneAuth({ credential: stranger.credential, allowed: [] }).respond(n)),
-    'not allowed',
+  t.true(serverSide.verify(n, signedWith(driver).respond(n)));
+  t.false(serverSide.verify(n, signedWith(stranger).respond(n)), 'not allowed');
+  // A user its node issued (a worker's) proves itself the same way.
+  const issued = takeIssuedUser(issueUser(parseCredential(driver.credential), 'w', { proc: 'p1', node: 'n1' }));
+  t.true(serverSide.verify(n, userLaneAuth({ user: issued, allowed: [] }).respond(n)));
+  // An allowed key's user JWT with another user's signature of the nonce (a JWT seen on the wire, say).
+  const seen = Buffer.from(signedWith(driver).respond(n));
+  const mine = Buffer.from(signedWith(stranger).respond(n));
+  seen.set(mine.subarray(mine.length - 64), seen.length - 64);
+  t.false(serverSide.verify(n, seen), "another user's signature");
+  // A JWT naming an allowed key as its issuer, signed by another key.
+  const claims = jwtClaims(issued.jwt)!;
+  const forgedJwt = encodeJwt(
+    { sub: claims.sub as string, name: 'w', nats: { type: 'user' } },
+    { ...parseCredential(stranger.credential).signer, publicKey: driver.publicKey },
   );
-  const forged = Buffer.from(nkeyLaneAuth({ credential: stranger.credential, allowed: [] }).respond(n));
-  forged.set(Buffer.from(driver.publicKey, 'latin1')); // an allowed key, with another key's signature
-  t.false(serverSide.verify(n, forged));
+  t.false(serverSide.verify(n, userLaneAuth({ user: { ...issued, jwt: forgedJwt }, allowed: [] }).respond(n)));
   t.false(serverSide.verify(n, Buffer.alloc(200, 65)), 'garbage');
-  t.false(serverSide.verify(newNonce(), nkeyLaneAuth({ credential: driver.credential, allowed: [] }).respond(n)));
+  t.false(serverSide.verify(n, Buffer.concat([Buffer.from([0, 5]), Buffer.from('a.b.c'), Buffer.alloc(64)])));
+  t.false(serverSide.verify(newNonce(), signedWith(driver).respond(n)), 'a proof for another nonce');
 });
 
 test('callers with the right proof are served; a lane with the wrong one ends without running anything', async (t) => {
   const d = credential();
-  const s = await server(t, nkeyLaneAuth({ credential: credential().credential, allowed: [d.publicKey] }));
-  const good = caller(t, s.path, nkeyLaneAuth({ credential: d.credential, allowed: [] }));
+  const s = await server(t, signedWith(credential(), [d.publicKey]));
+  const good = caller(t, s.path, signedWith(d));
   t.is(await good.ask('troupe.actor.a'), 'troupe.actor.a');
   const bad = caller(t, s.path, tokenLaneAuth('guess'));
   void bad.ask('troupe.actor.a');
@@ -113,10 +134,10 @@ test('callers with the right proof are served; a lane with the wrong one ends wi
 
 test('who may open lanes changes: one no longer allowed has its open lane closed and a new one refused', async (t) => {
   const [d, e] = [credential(), credential()];
-  const auth = nkeyLaneAuth({ credential: credential().credential, allowed: [d.publicKey] });
+  const auth = signedWith(credential(), [d.publicKey]);
   const s = await server(t, auth);
-  const asD = () => caller(t, s.path, nkeyLaneAuth({ credential: d.credential, allowed: [] }));
-  const asE = () => caller(t, s.path, nkeyLaneAuth({ credential: e.credential, allowed: [] }));
+  const asD = () => caller(t, s.path, signedWith(d));
+  const asE = () => caller(t, s.path, signedWith(e));
   const first = asD();
   t.is(await first.ask('troupe.actor.a'), 'troupe.actor.a');
   auth.allow([d.publicKey, e.publicKey]); // a credential made later

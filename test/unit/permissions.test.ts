@@ -8,7 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { subjects } from '../../runtime/protocol/subjects.ts';
-import { inboxPrefix, permissionsFor, ROLES, rolePermissions, type Role } from '../../runtime/protocol/permissions.ts';
+import {
+  inboxPrefix,
+  permissionsFor,
+  ROLES,
+  rolePermissions,
+  type Role,
+  type UserNames,
+} from '../../runtime/protocol/permissions.ts';
 import { inboxOf } from '../../runtime/bus/bus.ts';
 import { isCredential } from '../../runtime/bus/credential.ts';
 import {
@@ -39,6 +46,8 @@ function matches(pattern: string, subject: string): boolean {
   return p.length === s.length;
 }
 const allowed = (patterns: readonly string[], subject: string) => patterns.some((p) => matches(p, subject));
+/** A user with public key `key`; a worker's user is process x1's on node x1 (the sample ids of everySubject()). */
+const as = (key: string): UserNames => ({ key, proc: 'x1', node: 'x1' });
 
 /** Every subject of subjects.ts, made concrete with sample ids. */
 function everySubject(): string[] {
@@ -65,20 +74,20 @@ test('the matcher follows NATS wildcards', (t) => {
 test('every subject in subjects.ts is published by some role and subscribed to by some role', (t) => {
   for (const s of everySubject()) {
     t.true(
-      ROLES.some((r) => allowed(rolePermissions(r).publish, s)),
+      ROLES.some((r) => allowed(rolePermissions(r, as('UTEST')).publish, s)),
       `nobody may publish ${s}`,
     );
     t.true(
-      ROLES.some((r) => allowed(rolePermissions(r).subscribe, s)),
+      ROLES.some((r) => allowed(rolePermissions(r, as('UTEST')).subscribe, s)),
       `nobody may subscribe to ${s}`,
     );
   }
 });
 
 test('only drivers register jobs: the head keeps the root a driver registered', (t) => {
-  t.true(allowed(permissionsFor('driver', 'UTEST').publish, subjects.headJobRegister));
+  t.true(allowed(permissionsFor('driver', as('UTEST')).publish, subjects.headJobRegister));
   for (const role of ['worker', 'cli', 'node'] as Role[])
-    t.false(allowed(permissionsFor(role, 'UTEST').publish, subjects.headJobRegister), role);
+    t.false(allowed(permissionsFor(role, as('UTEST')).publish, subjects.headJobRegister), role);
 });
 
 test('workers, drivers and the cli cannot publish node control, head events or KV writes', (t) => {
@@ -103,13 +112,13 @@ test('workers, drivers and the cli cannot publish node control, head events or K
     '$JS.API.STREAM.MSG.DELETE.KV_troupe-nodes',
   ];
   for (const role of ['worker', 'driver', 'cli'] as Role[]) {
-    const p = permissionsFor(role, 'UTEST');
+    const p = permissionsFor(role, as('UTEST'));
     for (const s of forbidden) t.false(allowed(p.publish, s), `${role} may publish ${s}`);
   }
   // Only drivers write their job records; workers no KV at all.
-  t.true(allowed(permissionsFor('driver', 'U').publish, '$KV.troupe-jobs.j1'));
-  t.false(allowed(permissionsFor('worker', 'U').publish, '$KV.troupe-jobs.j1'));
-  const cli = permissionsFor('cli', 'UTEST');
+  t.true(allowed(permissionsFor('driver', as('U')).publish, '$KV.troupe-jobs.j1'));
+  t.false(allowed(permissionsFor('worker', as('U')).publish, '$KV.troupe-jobs.j1'));
+  const cli = permissionsFor('cli', as('UTEST'));
   for (const s of [subjects.nodeJobSubmit('n1'), subjects.nodeJobStop('n1'), subjects.headActorKill])
     t.false(allowed(cli.publish, s), `cli may publish ${s}`);
   t.false(allowed(cli.publish, '$KV.troupe-jobs.j1'));
@@ -119,7 +128,7 @@ test('JetStream consumers: none for workers, drivers and the cli; the head and n
   const streams = ['KV_troupe-nodes', 'KV_troupe-actors', 'OBJ_troupe-checkpoints', 'OBJ_troupe-runtime-envs'];
   const makes = (role: Role, stream: string) =>
     ['', '.c1', '.c1.$O.x.M.y'].some((tail) =>
-      allowed(permissionsFor(role, 'U').publish, `$JS.API.CONSUMER.CREATE.${stream}${tail}`),
+      allowed(permissionsFor(role, as('U')).publish, `$JS.API.CONSUMER.CREATE.${stream}${tail}`),
     );
   for (const role of ['worker', 'driver', 'cli'] as Role[])
     for (const stream of [...streams, 'troupe-job-logs']) t.false(makes(role, stream), `${role} on ${stream}`);
@@ -128,7 +137,7 @@ test('JetStream consumers: none for workers, drivers and the cli; the head and n
   // Job logs are read with stream gets (`troupe job logs`), by every role that reads them.
   t.false(makes('node', 'troupe-job-logs'), 'a node writes job logs and reads none');
   for (const role of ['driver', 'cli'] as Role[])
-    t.true(allowed(permissionsFor(role, 'U').publish, '$JS.API.STREAM.MSG.GET.troupe-job-logs'), role);
+    t.true(allowed(permissionsFor(role, as('U')).publish, '$JS.API.STREAM.MSG.GET.troupe-job-logs'), role);
 });
 
 test('the checkpoint store: no access for drivers and workers; a driver asks the head to remove its own', (t) => {
@@ -136,19 +145,39 @@ test('the checkpoint store: no access for drivers and workers; a driver asks the
     (api) => `${api}.OBJ_troupe-checkpoints`,
   );
   for (const role of ['driver', 'worker', 'cli'] as Role[]) {
-    const p = permissionsFor(role, 'U');
+    const p = permissionsFor(role, as('U'));
     for (const s of [...store, '$O.troupe-checkpoints.M.eA', '$O.troupe-checkpoints.C.n1'])
       t.false(allowed(p.publish, s), `${role} may publish ${s}`);
   }
-  for (const role of ['head', 'node'] as Role[]) t.true(allowed(permissionsFor(role, 'U').publish, store[0]));
-  t.true(allowed(permissionsFor('driver', 'U').publish, subjects.headCheckpointDelete));
-  t.false(allowed(permissionsFor('worker', 'U').publish, subjects.headCheckpointDelete), 'workers ask their node');
+  for (const role of ['head', 'node'] as Role[]) t.true(allowed(permissionsFor(role, as('U')).publish, store[0]));
+  t.true(allowed(permissionsFor('driver', as('U')).publish, subjects.headCheckpointDelete));
+  t.false(allowed(permissionsFor('worker', as('U')).publish, subjects.headCheckpointDelete), 'workers ask their node');
+});
+
+test("a worker serves only its own process's subjects and tells only its own node it is blocked", (t) => {
+  const w = permissionsFor('worker', as('U'));
+  for (const s of [
+    subjects.procTask('x1'),
+    subjects.procActorStart('x1'),
+    subjects.actorCall('x1', 'a1', 0),
+    subjects.obj.procRead('x1'),
+    subjects.procLeaseGranted('x1'),
+  ]) {
+    t.true(allowed(w.subscribe, s), s);
+    t.false(allowed(w.subscribe, s.replace('.x1.', '.x2.')), `another worker's ${s}`);
+  }
+  t.false(allowed(w.subscribe, 'troupe.proc.*.task'));
+  t.true(allowed(w.publish, subjects.nodeBlocked('x1')));
+  t.false(allowed(w.publish, subjects.nodeBlocked('x2')));
+  // Calls to any actor, and none served by drivers.
+  t.true(allowed(w.publish, subjects.actorCall('x2', 'a1', 0)));
+  t.false(allowed(permissionsFor('driver', as('U')).subscribe, subjects.actorCall('x1', 'a1', 0)));
 });
 
 test('each identity subscribes only to its own inbox, which is where the Bus puts its replies', (t) => {
   t.is(inboxPrefix('UABC'), inboxOf('UABC'));
   for (const role of ROLES) {
-    const p = permissionsFor(role, 'UAAA');
+    const p = permissionsFor(role, as('UAAA'));
     t.true(allowed(p.subscribe, `${inboxOf('UAAA')}.x.1`));
     t.false(allowed(p.subscribe, `${inboxOf('UBBB')}.x.1`), `${role} reads another identity's replies`);
     t.false(allowed(p.subscribe, '_INBOX.x.1'));
