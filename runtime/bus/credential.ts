@@ -115,7 +115,9 @@ export function takeIssuedUser(x: unknown): SignedUser {
 }
 
 /** The claims of a NATS JWT, undefined when `jwt` is not one. Its signature is not checked here. */
-export function jwtClaims(jwt: string): { iss?: unknown; sub?: unknown; nats?: { type?: unknown } } | undefined {
+export function jwtClaims(
+  jwt: string,
+): { iss?: unknown; sub?: unknown; nats?: { type?: unknown; tags?: unknown } } | undefined {
   const parts = jwt.split('.');
   if (parts.length !== 3) return undefined;
   try {

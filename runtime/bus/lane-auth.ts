@@ -22,6 +22,9 @@ export interface LaneAuth {
   /** Whether the identity that made `proof`, verified earlier, is still allowed (the lanes it opened close when it is
    * not). Absent: always. */
   admits?(proof: Uint8Array): boolean;
+  /** The process `proof`'s identity is bound to, when it names one (a worker's user is tagged with its process): a
+   * lane that names another is refused. Undefined: the caller's word is taken. */
+  processOf?(proof: Uint8Array): string | undefined;
 }
 
 /** A user's lane auth, whose allowed signing keys change as the cluster's credentials do. */
@@ -75,6 +78,7 @@ export function userLaneAuth(o: { user: SignedUser; allowed: Iterable<string> })
       return nkeyVerifier(p.user, ['user'])?.(nonce, p.nonceSignature) ?? false;
     },
     admits: (proof) => allowed.has(parseProof(proof)?.issuer ?? ''),
+    processOf: (proof) => parseProof(proof)?.proc,
     allow: (keys) => {
       allowed = verifiers(keys, allowed);
     },
@@ -92,7 +96,10 @@ function parseProof(proof: Uint8Array) {
   if (typeof claims?.iss !== 'string' || typeof claims.sub !== 'string' || claims.nats?.type !== 'user')
     return undefined;
   const cut = jwt.lastIndexOf('.');
+  const tags = Array.isArray(claims.nats.tags) ? claims.nats.tags : [];
+  const proc = tags.find((t): t is string => typeof t === 'string' && t.startsWith('proc:'));
   return {
+    proc: proc?.slice('proc:'.length),
     issuer: claims.iss,
     user: claims.sub,
     signed: Buffer.from(jwt.slice(0, cut), 'latin1'),

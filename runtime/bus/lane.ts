@@ -5,7 +5,8 @@
 // Frame: u32 length (of the rest), u8 kind, then by kind:
 //   CHALLENGE  a fresh nonce (the server's first frame)
 //   HELLO      u16 proof length, proof over the nonce (see lane-auth.ts), the caller's process id (the client's first
-//              frame, sent once the nonce came; anything else first closes the connection)
+//              frame, sent once the nonce came; anything else first closes the connection, as does a process id other
+//              than the one the proof's identity is bound to)
 //   ACCEPT     nothing (the server took the proof: the caller sends its requests only after it, so requests on a lane
 //              whose proof was refused went nowhere, and go over NATS instead)
 //   REQUEST    u8 id length, id, u16 subject length, subject, message
@@ -339,12 +340,19 @@ export class LaneServer {
           socket.destroy();
           return;
         }
+        const proof = Buffer.from(f.subarray(3, 3 + proofLen));
+        const proc = f.toString('latin1', 3 + proofLen);
+        const bound = this.auth.processOf?.(proof);
+        if (bound !== undefined && bound !== proc) {
+          socket.destroy(); // a worker naming another process, to be sent that one's events
+          return;
+        }
         trusted = true;
         this.handshakes--;
         clearTimeout(timer);
         frames.max = limits.maxFrame;
-        conn.proof = Buffer.from(f.subarray(3, 3 + proofLen));
-        conn.proc = f.toString('latin1', 3 + proofLen);
+        conn.proof = proof;
+        conn.proc = proc;
         this.byProc.set(conn.proc, conn.out);
         socket.write(ACCEPTED);
         return;

@@ -244,7 +244,7 @@ export class Core {
     if (c.job) {
       // The head's record of the job decides where its workers load code from: registered before any work is sent.
       try {
-        const registration: JobRegistration = { job: c.job };
+        const registration: JobRegistration = { job: c.job, ...(bus.user ? { key: bus.user.user.publicKey } : {}) };
         await bus.request(subjects.headJobRegister, registration, { timeoutMs: defaults.requestTimeoutMs });
       } catch (e) {
         await bus.close();

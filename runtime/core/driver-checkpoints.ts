@@ -4,7 +4,7 @@
 // train() does with its run's when it returns.
 import { PermissionDeniedError } from '../base/errors.ts';
 import type { Bus } from '../bus/bus.ts';
-import type { CheckpointDelete } from '../protocol/checkpoints.ts';
+import { type CheckpointDelete, checkpointDeleteSigned } from '../protocol/checkpoints.ts';
 import type { JobRef } from '../protocol/jobs.ts';
 import { subjects } from '../protocol/subjects.ts';
 import type { Checkpoints } from '../state/checkpoints.ts';
@@ -24,7 +24,8 @@ export class DriverCheckpoints implements Checkpoints {
   }
 
   async delete(name: string): Promise<void> {
-    const req: CheckpointDelete = { job: this.job, name };
+    const signed = this.bus.user?.user.sign(checkpointDeleteSigned(this.job.id, name));
+    const req: CheckpointDelete = { job: this.job, name, ...(signed ? { proof: signed.toString('base64url') } : {}) };
     await this.bus.request(subjects.headCheckpointDelete, req);
   }
 }

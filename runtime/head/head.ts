@@ -30,7 +30,12 @@ import { singlePointsOfFailure } from './failure-points.ts';
 import { ActorManager } from './actor-manager.ts';
 import type { ActorSpec } from '../protocol/actors.ts';
 import { CheckpointStore } from '../state/checkpoints.ts';
-import { checkCheckpointDelete, isJobCheckpoint, jobCheckpointName } from '../protocol/checkpoints.ts';
+import {
+  checkCheckpointDelete,
+  checkpointDeleteSigned,
+  isJobCheckpoint,
+  jobCheckpointName,
+} from '../protocol/checkpoints.ts';
 import {
   createSharedObjectStores,
   moveLeadersOff,
@@ -227,9 +232,9 @@ export class Head {
     this.stateReplicas = (await this.gcs.actors.kv.status().catch(() => undefined))?.replicas ?? 1;
     await this.jobs.load();
     this.serve(subjects.headJobRegister, (req: unknown) => {
-      const job = checkJobRegistration(req);
+      const { job, key } = checkJobRegistration(req);
       this.clientSeen.set(job.driver, Date.now()); // its driver speaks: alive, before its first heartbeat is heard
-      return this.jobs.register(job);
+      return this.jobs.register(job, key);
     });
     this.actors = new ActorManager({
       bus,
@@ -251,6 +256,11 @@ export class Head {
       subjects.headCheckpointDelete,
       request(checkCheckpointDelete, async (req) => {
         const job = this.jobs.recordOf(req.job, 'a checkpoint delete request');
+        if (!this.jobs.signedByDriver(job.id, checkpointDeleteSigned(job.id, req.name), req.proof))
+          throw new PermissionDeniedError(
+            `only the driver that registered job ${job.id} may have its checkpoints removed (the request was not ` +
+              "signed by that driver's user)",
+          );
         if (!isJobCheckpoint(job.id, req.name))
           throw new PermissionDeniedError(
             `a driver may remove only its job's checkpoints (${jobCheckpointName(job.id, '…')}), ` +

@@ -8,55 +8,66 @@ import { Table } from '../state/gcs.ts';
 import type { JobInfo } from '../protocol/cluster.ts';
 import { openKv } from '../state/buckets.ts';
 import { ProtocolError } from '../base/errors.ts';
-import { checkJob, sameJob, type JobRef, type RuntimeEnvRef } from '../protocol/jobs.ts';
+import { checkJob, checkJobRegistration, sameJob, type JobRef, type RuntimeEnvRef } from '../protocol/jobs.ts';
+import { nkeyVerifier } from '../bus/nkey.ts';
 
 /** Written by the head alone. */
 export const JOB_ROOTS_BUCKET = 'troupe-job-roots';
 
+/** A job's record as kept: the job, and the user its driver registered it with (JobRegistration.key). */
+type Registered = JobRef & { key?: string };
+
 export class JobRegistry {
   private readonly jobs = new Map<string, JobRef>();
+  /** The user each job's driver registered it with, where it had one. */
+  private readonly keys = new Map<string, string>();
   /** Since when each job has looked ended (memory only: a restarted head counts from when it sees it). */
   private readonly endedSince = new Map<string, number>();
   /** Jobs whose driver was found silent (their record marked FAILED once). */
   private readonly driverGone = new Set<string>();
 
   private constructor(
-    private readonly table: Table<JobRef>,
+    private readonly table: Table<Registered>,
     /** The drivers' own records of their jobs (troupe-jobs). */
     private readonly infos: Table<JobInfo>,
   ) {}
 
   /** Binds to the bucket (made if missing); load() then reads what it holds. */
   static async open(bus: Bus, infos: Table<JobInfo>, timeoutMs?: number): Promise<JobRegistry> {
-    return new JobRegistry(new Table<JobRef>(await openKv(bus, JOB_ROOTS_BUCKET, { history: 1 }, timeoutMs)), infos);
+    const table = new Table<Registered>(await openKv(bus, JOB_ROOTS_BUCKET, { history: 1 }, timeoutMs));
+    return new JobRegistry(table, infos);
   }
 
   async load(): Promise<void> {
     for (const stored of await this.table.list()) {
       try {
-        const job = checkJob(stored, 'a stored job');
+        const { job, key } = checkJobRegistration({ job: stored, key: stored.key });
         this.jobs.set(job.id, job);
+        if (key) this.keys.set(job.id, key);
       } catch {
         // not ours: skipped
       }
     }
   }
 
-  /** Registers a job, or accepts its driver's resend. Another record for a known id (another driver, another root)
-   * is refused: a job's root is never overwritten. Stored before the answer. */
-  async register(job: JobRef): Promise<{ registered: string }> {
+  /** Registers a job, registered by the user `key` (its driver's), or accepts its driver's resend. Another record for
+   * a known id (another driver, another root, another user) is refused: a job's root is never overwritten. Stored
+   * before the answer. */
+  async register(job: JobRef, key?: string): Promise<{ registered: string }> {
     const known = this.jobs.get(job.id);
     if (known) {
-      if (sameJob(known, job)) return { registered: job.id };
+      if (sameJob(known, job) && this.keys.get(job.id) === key) return { registered: job.id };
       throw new ProtocolError(
         `job ${job.id} is registered already (by driver ${known.driver}); a job id is registered once, by its driver`,
       );
     }
     this.jobs.set(job.id, job); // before any await: of two registrations racing for one id, one wins
+    if (key) this.keys.set(job.id, key);
     try {
-      await this.table.put(job.id, job);
+      await this.table.put(job.id, key ? { ...job, key } : job);
     } catch (e) {
       this.jobs.delete(job.id);
+      this.keys.delete(job.id);
       throw e;
     }
     return { registered: job.id };
@@ -85,6 +96,7 @@ export class JobRegistry {
       if (since === undefined) this.endedSince.set(job.id, now);
       else if (now - since >= retentionMs) {
         this.jobs.delete(job.id);
+        this.keys.delete(job.id);
         this.endedSince.delete(job.id);
         this.driverGone.delete(job.id);
         void Promise.all([this.table.delete(job.id), this.infos.delete(job.id)]).catch(() => undefined);
@@ -106,6 +118,14 @@ export class JobRegistry {
   /** The runtime envs of the jobs it knows: what they ship stays in the store (shipping/env-sweep.ts). */
   envs(): RuntimeEnvRef[] {
     return [...this.jobs.values()].flatMap((j) => (j.env ? [j.env] : []));
+  }
+
+  /** Whether `proof` (base64url) is the signature of `data` by the user the job's driver registered it with; true for
+   * a job registered without one (a bus of plain tokens has no users: any driver may then ask). */
+  signedByDriver(jobId: string, data: Uint8Array, proof: string | undefined): boolean {
+    const key = this.keys.get(jobId);
+    if (!key) return true;
+    return proof !== undefined && (nkeyVerifier(key, ['user'])?.(data, Buffer.from(proof, 'base64url')) ?? false);
   }
 
   /** The head's record of the job a message names (only its id counts); ProtocolError when none was registered. */

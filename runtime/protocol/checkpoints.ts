@@ -21,12 +21,24 @@ export function isJobCheckpoint(jobId: string, name: string): boolean {
 export interface CheckpointDelete {
   job: JobRef;
   name: string;
+  /** The driver's signature (base64url) of checkpointDeleteSigned(job id, name), by the user it registered the job
+   * with: the head takes the request from that driver only. Absent on a bus of plain tokens. */
+  proof?: string;
+}
+
+/** What a driver signs to have the head remove one of its job's checkpoints. */
+export function checkpointDeleteSigned(jobId: string, name: string): Buffer {
+  return Buffer.from(`troupe checkpoint delete\0${jobId}\0${name}`);
 }
 
 /** `job` is checked by the head against its records (JobRegistry.recordOf). */
 export const checkCheckpointDelete = schemaCheck(
   'checkpoint delete request',
-  v.object({ job: v.unknown(), name: v.pipe(v.string(), v.minLength(1), v.maxLength(512)) }),
+  v.object({
+    job: v.unknown(),
+    name: v.pipe(v.string(), v.minLength(1), v.maxLength(512)),
+    proof: v.optional(v.pipe(v.string(), v.maxLength(200))),
+  }),
 );
 
 /** Worker → node. `bytes`: the encoded state, for a save. */

@@ -62,11 +62,22 @@ export function checkJob(job: unknown, what = 'a lease request'): JobRef {
  * root a requester names, so the job's root is decided by the cluster, not by a message. */
 export interface JobRegistration {
   job: JobRef;
+  /** The registering driver's NATS user (its public key, `U…`: each connection signs a user of its own). What only
+   * the job's driver may ask of the head comes signed by that user (a checkpoint's removal). Absent on a bus of plain
+   * tokens, which has no users. */
+  key?: string;
 }
 
+const USER_KEY = /^U[A-Z2-7]{55}$/;
+
 /** A registration from the bus, checked. */
-export function checkJobRegistration(msg: unknown): JobRef {
-  return checkJob((msg as Partial<JobRegistration> | undefined)?.job, 'a job registration');
+export function checkJobRegistration(msg: unknown): { job: JobRef; key?: string } {
+  const m = msg as Partial<JobRegistration> | undefined;
+  const job = checkJob(m?.job, 'a job registration');
+  if (m?.key === undefined) return { job };
+  if (typeof m.key !== 'string' || !USER_KEY.test(m.key))
+    throw new ProtocolError("a job registration's key must be a NATS user's public key (U…)");
+  return { job, key: m.key };
 }
 
 /** Whether two records of a job say the same (a driver's resent registration, not another driver's). */

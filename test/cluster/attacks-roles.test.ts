@@ -8,7 +8,7 @@ import { Bus } from '../../runtime/bus/bus.ts';
 import { subjects } from '../../runtime/protocol/subjects.ts';
 import { AuthenticationError, PermissionDeniedError, ProtocolError } from '../../runtime/base/errors.ts';
 import { AckPolicy, DeliverPolicy, jetstreamManager, StorageType } from '@nats-io/jetstream';
-import { jobCheckpointName } from '../../runtime/protocol/checkpoints.ts';
+import { checkpointDeleteSigned, jobCheckpointName } from '../../runtime/protocol/checkpoints.ts';
 import { addIdentity, builtinIdentity, readIdentities, revokeIdentity } from '../../runtime/cluster/identities.ts';
 import { Gcs } from '../../runtime/state/gcs.ts';
 import { pushAccount } from '../../runtime/cluster/account-update.ts';
@@ -145,9 +145,24 @@ test.serial(
     for (const [what, answer] of Object.entries(direct)) t.regex(answer, /permissions violation/i, what);
     // Through the head: an actor's checkpoint is not its job's, and a job the head does not know is refused.
     const asHead = (req: unknown) => outcome(() => currentCore().bus.request(subjects.headCheckpointDelete, req));
-    t.regex(await asHead({ job, name: counter.actorId }), /^PermissionDeniedError: a driver may remove only its job's/);
+    const signed = (name: string) =>
+      currentCore().bus.user!.user.sign(checkpointDeleteSigned(job.id, name)).toString('base64url');
+    t.regex(
+      await asHead({ job, name: counter.actorId, proof: signed(counter.actorId) }),
+      /^PermissionDeniedError: a driver may remove only its job's/,
+    );
     t.regex(await asHead({ job: { ...job, id: 'nobody' }, name: 'job.nobody.x' }), /^ProtocolError: .*no driver/);
     t.deepEqual((await store.load(counter.actorId))?.state, { secret: 1 }, 'the actor checkpoint is intact');
+    // Another driver naming this job, with the same credential: it cannot sign as the user this driver registered
+    // the job with.
+    const other = await Bus.connect({ address: cluster().address, token: cluster().token, name: 'other-driver' });
+    t.teardown(() => other.close());
+    const byOther = (proof?: string) =>
+      outcome(() => other.request(subjects.headCheckpointDelete, { job, name: run, ...(proof ? { proof } : {}) }));
+    const forged = other.user!.user.sign(checkpointDeleteSigned(job.id, run)).toString('base64url');
+    for (const answer of [await byOther(), await byOther(forged), await byOther('x'.repeat(86))])
+      t.regex(answer, /^PermissionDeniedError: only the driver that registered job/);
+    t.deepEqual((await store.load(run))?.state, { weights: [1, 2] }, "the job's checkpoint is intact");
     // What train() does when it returns: its run's checkpoint goes.
     const mine = await currentCore().checkpoints();
     await t.throwsAsync(mine.load(run), { instanceOf: PermissionDeniedError });

@@ -1,14 +1,21 @@
-// A driver's job registration: checked like any job from the bus, and compared by content (a resend is the same job).
+// A driver's job registration: checked like any job from the bus, with the driver's user key, and compared by content
+// (a resend is the same job).
 import test from 'ava';
 import { checkJobRegistration, sameJob, type JobRef } from '../../runtime/protocol/jobs.ts';
 import { ProtocolError } from '../../runtime/base/errors.ts';
+import { newNkey } from '../../runtime/bus/nkey.ts';
 
 const job: JobRef = { id: 'job1', driver: 'drv1', root: '/srv/app', env: { env: { A: '1' }, troupe: '/opt/troupe' } };
 
-test('a registration is a checked job', (t) => {
-  t.deepEqual(checkJobRegistration({ job }), job);
+test("a registration is a checked job, and the driver's user key when it has one", (t) => {
+  t.deepEqual(checkJobRegistration({ job }), { job });
+  const key = newNkey('user').pair.publicKey;
+  t.deepEqual(checkJobRegistration({ job, key }), { job, key });
   for (const bad of [undefined, null, {}, { job: { ...job, root: 'relative' } }, { job: { ...job, id: '*' } }])
     t.throws(() => checkJobRegistration(bad), { instanceOf: ProtocolError, message: /job registration/ });
+  // Not a user's public key: an account's, a seed, junk.
+  for (const bad of [newNkey('account').pair.publicKey, newNkey('user').seed, 'U', 7])
+    t.throws(() => checkJobRegistration({ job, key: bad }), { instanceOf: ProtocolError, message: /key/ });
 });
 
 test('the same job whatever the key order; another driver, root or env is another job', (t) => {

@@ -39,7 +39,7 @@ async function server(
 }
 
 /** A caller's lane; resolves each request's answer, and `ended` once the lane closes. */
-function caller(t: ExecutionContext, path: string, auth: LaneAuth) {
+function caller(t: ExecutionContext, path: string, auth: LaneAuth, proc = 'caller') {
   const answers = new Map<string, (b: string) => void>();
   let ended!: (e: LaneEnd) => void;
   const end = new Promise<LaneEnd>((r) => {
@@ -48,7 +48,7 @@ function caller(t: ExecutionContext, path: string, auth: LaneAuth) {
   const lane = new Lane(
     path,
     auth,
-    'caller',
+    proc,
     {
       reply: (id, data) => {
         answers.get(id)?.(data.toString());
@@ -130,6 +130,23 @@ test('callers with the right proof are served; a lane with the wrong one ends wi
   void bad.ask('troupe.actor.a');
   t.deepEqual((await bad.end).unsent.length + (await bad.end).lost.length, 1);
   t.is(await good.ask('troupe.actor.b'), 'troupe.actor.b');
+});
+
+test('a worker opens lanes only as its own process, which its user names', async (t) => {
+  const w = credential();
+  const s = await server(t, signedWith(credential(), [w.publicKey]));
+  const worker = () =>
+    userLaneAuth({
+      user: takeIssuedUser(issueUser(parseCredential(w.credential), 'w', { proc: 'p1', node: 'n1' })),
+      allowed: [],
+    });
+  const own = caller(t, s.path, worker(), 'p1');
+  t.is(await own.ask('troupe.x'), 'troupe.x');
+  const posing = caller(t, s.path, worker(), 'p2');
+  const answered = posing.ask('troupe.x').then(() => 'answered');
+  const ended = posing.end.then((e) => (e.opened ? 'closed after it opened' : 'refused'));
+  t.is(await Promise.race([answered, ended]), 'refused', 'naming another process');
+  t.is(await caller(t, s.path, signedWith(w), 'any').ask('troupe.y'), 'troupe.y', 'an untagged user names any');
 });
 
 test('who may open lanes changes: one no longer allowed has its open lane closed and a new one refused', async (t) => {
