@@ -52,11 +52,11 @@ function pairOf(raw: Uint8Array, kind: KeyKind): NkeyPair {
 
 const kindLetter = (kind: KeyKind) => ALPHABET[PREFIX[kind] >> 3];
 
-/** A public key of one of `kinds` (a user's by default), to check signatures with; undefined if `publicKey` is not a
- * well-formed key of those kinds. */
+/** A public key of one of `kinds`, to check signatures with; undefined if `publicKey` is not a well-formed key of
+ * those kinds. */
 export function nkeyVerifier(
   publicKey: string,
-  kinds: readonly KeyKind[] = ['user'],
+  kinds: readonly KeyKind[],
 ): ((data: Uint8Array, signature: Uint8Array) => boolean) | undefined {
   const raw = decodeBase32(publicKey);
   if (!kinds.some((k) => checked(raw, [PREFIX[k]], 32)) || !raw) return undefined;

@@ -46,5 +46,6 @@ test('malformed seeds and keys are refused: a wrong checksum, another kind of ke
   for (const bad of [flip(seed), text(createAccount().getSeed()), 'SU', '', 'SU!@#'])
     t.throws(() => nkeyPair(bad, 'user'), { instanceOf: TypeError }, bad);
   const key = createUser().getPublicKey();
-  for (const bad of [flip(key), createAccount().getPublicKey(), 'U', 'x']) t.is(nkeyVerifier(bad), undefined, bad);
+  for (const bad of [flip(key), createAccount().getPublicKey(), 'U', 'x'])
+    t.is(nkeyVerifier(bad, ['user']), undefined, bad);
 });
