@@ -153,8 +153,12 @@ test.serial(
         instanceOf: ProtocolError,
         message: /is registered already/,
       });
-    // Its own driver's resend is answered as the first was.
-    t.deepEqual(await bus.request(subjects.headJobRegister, { job: own }), { registered: own.id });
+    // The same job from another driver's user (none, or its own) is refused too: only the user that registered it
+    // may act as its driver (JobRegistration.key). Its own driver's resend is answered as the first was.
+    const key = currentCore().bus.user!.user.publicKey;
+    for (const registration of [{ job: own }, { job: own, key: bus.user!.user.publicKey }])
+      await t.throwsAsync(bus.request(subjects.headJobRegister, registration), { message: /is registered already/ });
+    t.deepEqual(await currentCore().bus.request(subjects.headJobRegister, { job: own, key }), { registered: own.id });
     await stillServing(t);
   },
 );

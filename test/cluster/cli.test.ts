@@ -214,13 +214,22 @@ test('start --block exits with code 1 when one of its daemons dies, stopping the
   // Killed only once start is over: a daemon dying during start is start's failure, tested in startup.test.ts.
   await eventually('start to finish', async () => stdout.includes('Running in the foreground') || undefined, 60_000);
   const daemons = processesWithHome(home).filter((pid) => pid !== blocking.pid);
-  // Its run file, not one being rewritten beside it (node-<pid>.json.<pid>.tmp, see writePrivateFile).
-  const node = Number(
-    runs()
-      .map((n) => /^node-(\d+)\.json$/.exec(n)?.[1])
-      .find(Boolean),
+  // Its run file, not one being rewritten beside it (node-<pid>.json.<pid>.tmp, see writePrivateFile). The node
+  // writes it once its start() returns, which may be just after the head counted it alive and start went on (once in
+  // CI only the head's was there yet).
+  const node = await eventually(
+    "the node's run file",
+    async () => {
+      const pid = Number(
+        runs()
+          .map((n) => /^node-(\d+)\.json$/.exec(n)?.[1])
+          .find(Boolean),
+      );
+      if (pid > 0) return pid;
+      throw new Error(runs().join(' '));
+    },
+    10_000,
   );
-  t.true(node > 0, runs().join(' '));
   process.kill(node, 'SIGKILL');
   t.is(await ended, 1, stderr);
   t.regex(stderr, new RegExp(`daemon process ${node} exited`));
