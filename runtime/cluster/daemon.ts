@@ -149,14 +149,13 @@ try {
   if (config.role === 'head' && config.credentials)
     sideBus = await serveCredentials(config.credentials, config.options, config.bus);
   if (config.role === 'node' && config.busServer) sideBus = await followUsers(config.options, config.busServer);
-  // A head's before start(): a standby's start lasts until it leads, and `troupe stop` must find it meanwhile. A node's
-  // once it is up: its starter takes the file for that.
-  if (config.role === 'head') writeRunFile(run);
+  // Before start(), so that `troupe stop` finds the daemon whenever it runs: a standby head's start lasts until it
+  // leads, and a node is counted alive by the head (and its `troupe start` returns) a moment before its start() does.
+  // A start that fails removes the file (stop()).
+  writeRunFile(run);
   await daemon.start();
-  if (config.role === 'node') {
-    writeRunFile(run);
-    void rejoinWhenFenced(daemon as NodeDaemon, config.options);
-  } else void standByWhenDeposed(daemon as Head, config.options);
+  if (config.role === 'node') void rejoinWhenFenced(daemon as NodeDaemon, config.options);
+  else void standByWhenDeposed(daemon as Head, config.options);
 } catch (e) {
   console.error(e); // all of it (stack, cause), for whoever reads the log
   // A standby's start returned to its starter long ago: it stands by again instead (see standByAgain).
